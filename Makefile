@@ -1,0 +1,41 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv when it is
+# missing, from nothing but Python 3.11 and the package registries.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.clinotel-installed
+COMPONENTS := ./instrumentation[openfeature]
+
+.PHONY: demo test lint bench docs constraints clean
+
+$(STAMP): pyproject.toml instrumentation/pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e "$(COMPONENTS)" -e . --group dev
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/clinotel demo
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+docs: $(STAMP)
+	$(BIN)/clinotel semconv docs --out docs/semantic-conventions.md
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/instrumentation_overhead.py --json benchmarks/results/instrumentation_overhead.json
+
+constraints: $(STAMP)
+	{ echo "# Versions the README's commands install (pip constraints). Regenerate with: make constraints"; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^clinotel'; } > constraints.txt
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,231 @@
+"""What clinotel costs on top of the OpenTelemetry SDK, per workflow.
+
+A seven-span triage workflow (root, ingest, queue, decide, review, act, complete) written with
+clinotel, against the same spans with the same attributes written directly with the SDK. Both
+export through a BatchSpanProcessor to an exporter that drops everything, so the figures are
+span creation, attribute handling and (for clinotel) validation and the PHI gate, including the
+export thread's share of the two cores. Rounds alternate between the two so drift hits both.
+
+    python benchmarks/instrumentation_overhead.py [--quick] [--json PATH]
+
+Target: clinotel / SDK at most 1.25 (aim for 1.10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+import clinotel.instrumentation as ct
+from clinotel.instrumentation import _runtime
+from clinotel.semconv import pseudonymize
+
+KEY = b"benchmark-pseudonym-key-0123456789"
+QUEUE = 100_000  # large enough that neither pipeline drops spans: both do all their work
+TARGET = 1.25
+
+
+class NullExporter(SpanExporter):
+    def __init__(self) -> None:
+        self.spans = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.spans += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+def clinotel_workflow(i: int) -> None:
+    cohort = ct.Cohort(age_band="65-79", sex="female", language="es", payer_class="medicaid", acuity="high")
+    with ct.workflow(
+        "triage", identifier=f"ENC{i:08d}", site="north", department="ed", service_line="emergency", cohort=cohort
+    ):
+        with ct.stage("ingest", attributes={"clinical.ingest.source": "hl7"}):
+            pass
+        with ct.stage("queue", attributes={"clinical.queue.name": "triage_nurse", "clinical.queue.depth": 4}):
+            pass
+        with ct.stage("decide") as st:
+            st.record_decision(
+                source="model",
+                value="ESI-3",
+                confidence=0.71,
+                risk="medium",
+                model_name="triage-gbm",
+                model_version="4.0.1",
+                rollout_mode="recommend",
+                rollout_cohort="canary",
+            )
+        with ct.stage("review") as st:
+            st.record_review(action="override", actor_role="nurse", reason="clinical_judgement", final_value="ESI-2")
+        with ct.stage("act") as st:
+            st.record_action(type="assign_priority", target="ehr", status="succeeded", automated=False)
+        with ct.stage("complete") as st:
+            st.record_outcome(status="completed")
+
+
+def sdk_workflow_factory(tracer: trace.Tracer) -> Callable[[int], None]:
+    """The same spans and attributes, written by hand with the SDK (pseudonym precomputed)."""
+    wid = pseudonymize("ENC00000000", KEY)
+
+    def run(i: int) -> None:
+        ctx = {
+            "clinical.workflow.kind": "triage",
+            "clinical.site": "north",
+            "clinical.department": "ed",
+            "clinical.service_line": "emergency",
+        }
+        root_attrs = {
+            **ctx,
+            "clinical.workflow.id": wid,
+            "clinical.cohort.age_band": "65-79",
+            "clinical.cohort.sex": "female",
+            "clinical.cohort.language": "es",
+            "clinical.cohort.payer_class": "medicaid",
+            "clinical.cohort.acuity": "high",
+        }
+        with tracer.start_as_current_span("workflow triage", attributes=root_attrs):
+            with tracer.start_as_current_span(
+                "ingest", attributes={**ctx, "clinical.workflow.stage": "ingest", "clinical.ingest.source": "hl7"}
+            ):
+                pass
+            with tracer.start_as_current_span(
+                "queue",
+                attributes={
+                    **ctx,
+                    "clinical.workflow.stage": "queue",
+                    "clinical.queue.name": "triage_nurse",
+                    "clinical.queue.depth": 4,
+                },
+            ):
+                pass
+            with tracer.start_as_current_span("decide", attributes={**ctx, "clinical.workflow.stage": "decide"}) as s:
+                s.set_attributes(
+                    {
+                        "clinical.decision.source": "model",
+                        "clinical.decision.value": "ESI-3",
+                        "clinical.decision.confidence": 0.71,
+                        "clinical.decision.risk": "medium",
+                        "clinical.decision.model.name": "triage-gbm",
+                        "clinical.decision.model.version": "4.0.1",
+                        "clinical.rollout.mode": "recommend",
+                        "clinical.rollout.cohort": "canary",
+                    }
+                )
+            with tracer.start_as_current_span("review", attributes={**ctx, "clinical.workflow.stage": "review"}) as s:
+                s.set_attributes(
+                    {
+                        "clinical.review.action": "override",
+                        "clinical.review.actor_role": "nurse",
+                        "clinical.review.reason": "clinical_judgement",
+                        "clinical.review.final_value": "ESI-2",
+                        "clinical.review.latency_ms": 0.01,
+                    }
+                )
+            with tracer.start_as_current_span("act", attributes={**ctx, "clinical.workflow.stage": "act"}) as s:
+                s.set_attributes(
+                    {
+                        "clinical.action.type": "assign_priority",
+                        "clinical.action.target": "ehr",
+                        "clinical.action.status": "succeeded",
+                        "clinical.action.automated": False,
+                    }
+                )
+            with tracer.start_as_current_span(
+                "complete", attributes={**ctx, "clinical.workflow.stage": "complete"}
+            ) as s:
+                s.set_attribute("clinical.outcome.status", "completed")
+
+    return run
+
+
+def measure(run: Callable[[int], None], flush: Callable[[], object], n: int) -> float:
+    """Microseconds per workflow, wall time, including draining the export queue."""
+    gc.collect()
+    started = time.perf_counter()
+    for i in range(n):
+        run(i)
+    flush()
+    return (time.perf_counter() - started) / n * 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a short run (under 30 s)")
+    parser.add_argument("--json", type=Path, help="write the figures here")
+    args = parser.parse_args(argv)
+    rounds, per_round = (5, 1000) if args.quick else (15, 3000)
+
+    resource = Resource.create({"service.name": "bench", "clinical.tenant.id": "bench"})
+    sdk_provider = TracerProvider(resource=resource)
+    sdk_exporter = NullExporter()
+    sdk_bsp = BatchSpanProcessor(sdk_exporter, max_queue_size=QUEUE)
+    sdk_provider.add_span_processor(sdk_bsp)
+    sdk_run = sdk_workflow_factory(sdk_provider.get_tracer("bench"))
+
+    os.environ["OTEL_BSP_MAX_QUEUE_SIZE"] = str(QUEUE)  # clinotel's BatchSpanProcessor reads it
+    previous = _runtime.current()
+    clin_exporter = NullExporter()
+    telemetry = ct.configure(
+        service_name="bench", tenant="bench", pseudonym_key=KEY, exporter=clin_exporter, set_global=False
+    )
+
+    for _ in range(2):  # warm-up: caches, imports, branch predictors
+        measure(clinotel_workflow, telemetry.force_flush, 300)
+        measure(sdk_run, sdk_bsp.force_flush, 300)
+
+    clin, sdk = [], []
+    for _ in range(rounds):
+        clin.append(measure(clinotel_workflow, telemetry.force_flush, per_round))
+        sdk.append(measure(sdk_run, sdk_bsp.force_flush, per_round))
+    ratios = [c / s for c, s in zip(clin, sdk, strict=True)]
+    telemetry.shutdown()
+    sdk_provider.shutdown()
+    _runtime.install(previous)
+    expected = 7 * (per_round * rounds + 2 * 300)
+    exported_ok = clin_exporter.spans >= expected and sdk_exporter.spans >= expected
+
+    result = {
+        "benchmark": "instrumentation_overhead",
+        "spans_per_workflow": 7,
+        "rounds": rounds,
+        "workflows_per_round": per_round,
+        "sdk_us_per_workflow_median": statistics.median(sdk),
+        "clinotel_us_per_workflow_median": statistics.median(clin),
+        "ratio_median": statistics.median(ratios),
+        "ratio_min": min(ratios),
+        "ratio_max": max(ratios),
+        "target_ratio": TARGET,
+        "all_spans_exported": exported_ok,
+        "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
+    }
+    rows = [
+        ("OpenTelemetry SDK, by hand", f"{result['sdk_us_per_workflow_median']:.0f} µs", "1.00"),
+        ("clinotel", f"{result['clinotel_us_per_workflow_median']:.0f} µs", f"{result['ratio_median']:.2f}"),
+    ]
+    print(f"seven-span triage workflow, BatchSpanProcessor -> no-op exporter, {rounds} x {per_round} workflows")
+    print(f"{'':<28} {'per workflow':>14} {'ratio':>7}")
+    for name, us, ratio in rows:
+        print(f"{name:<28} {us:>14} {ratio:>7}")
+    print(f"ratio range over rounds: {result['ratio_min']:.2f}..{result['ratio_max']:.2f}; target <= {TARGET}")
+    verdict = "meets" if result["ratio_median"] <= TARGET else "MISSES"
+    print(f"headline: clinotel/SDK = {result['ratio_median']:.2f} ({verdict} target {TARGET})")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0 if exported_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

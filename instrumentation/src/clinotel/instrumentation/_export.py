@@ -1,0 +1,180 @@
+"""The export-side PHI gate: every span leaves through SanitizingSpanExporter.
+
+The API already validates what clinotel's own calls set. This gate also covers what it cannot
+see: spans from other instrumentations sharing the provider, exception messages and stack traces,
+span and event names, status messages and resource attributes from the environment. Clean spans
+pass through untouched, so the usual cost is a dict lookup per attribute.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from itertools import islice
+from typing import Final
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, Status, TraceFlags
+
+from clinotel.instrumentation._runtime import INSTRUMENTATION_NAME, Counters
+from clinotel.instrumentation._sanitize import RESOURCE_GATE, SPAN_GATE, clean_text, plain
+from clinotel.semconv import attributes as A
+
+__all__ = ["HEALTH_SPAN_NAME", "SanitizingSpanExporter"]
+
+HEALTH_SPAN_NAME: Final = "clinotel.telemetry"
+_HEALTH_KEYS: Final = {
+    "unregistered": A.TELEMETRY_DROPPED_UNREGISTERED.key,
+    "invalid": A.TELEMETRY_DROPPED_INVALID.key,
+    "phi": A.TELEMETRY_DROPPED_PHI.key,
+    "redacted": A.TELEMETRY_REDACTED.key,
+    "internal_errors": A.TELEMETRY_INTERNAL_ERRORS.key,
+}
+_SCOPE: Final = InstrumentationScope(INSTRUMENTATION_NAME)
+
+
+class SanitizingSpanExporter(SpanExporter):
+    """Wraps any SpanExporter: allowlist and PHI scrubbing on every span before it is handed on.
+
+    Spans created by the application's other instrumentations are cleaned too. What was dropped
+    or redacted is counted, and the counts since the last export travel with the batch as a
+    `clinotel.telemetry` span, so the health dashboard sees them.
+    """
+
+    def __init__(self, inner: SpanExporter, counters: Counters | None = None) -> None:
+        self._inner = inner
+        self._counters = counters if counters is not None else Counters()
+        self._resources: dict[int, tuple[Resource, Resource]] = {}
+
+    @property
+    def counters(self) -> Counters:
+        return self._counters
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        counts: dict[str, int] = {}
+        cleaned = [self._sanitize(span, counts) for span in spans]
+        for reason, n in counts.items():
+            self._counters.add(reason, n)
+        delta = self._counters.take_unreported()
+        if delta and cleaned:
+            cleaned.append(_health_span(delta, cleaned[0].resource))
+        return self._inner.export(cleaned)
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+    def _resource(self, resource: Resource, counts: dict[str, int]) -> Resource:
+        hit = self._resources.get(id(resource))
+        if hit is not None and hit[0] is resource:
+            return hit[1]
+        attrs = RESOURCE_GATE.sanitize(plain(resource.attributes), counts)
+        clean = resource if attrs is None else Resource(attrs, resource.schema_url)
+        if len(self._resources) > 64:
+            self._resources.clear()
+        self._resources[id(resource)] = (resource, clean)
+        return clean
+
+    def _sanitize(self, span: ReadableSpan, counts: dict[str, int]) -> ReadableSpan:
+        original_resource = span.resource
+        resource = self._resource(original_resource, counts)
+        original_name = span.name
+        name = clean_text(original_name)
+        if name != original_name:
+            counts["redacted"] = counts.get("redacted", 0) + 1
+        # The SDK's containers are slow to read through their public views (a copy or a locked
+        # mapping per access); read what is behind them when it is there.
+        raw_attrs = getattr(span, "_attributes", None)
+        attrs = SPAN_GATE.sanitize(plain(span.attributes if raw_attrs is None else raw_attrs), counts)
+        raw_events = getattr(span, "_events", None)
+        if raw_events is None:
+            raw_events = span.events
+        events = _events(raw_events, counts) if len(raw_events) else None
+        raw_links = getattr(span, "_links", None)
+        if raw_links is None:
+            raw_links = span.links
+        links = _links(raw_links, counts) if len(raw_links) else None
+        status = original_status = span.status
+        if status.description:
+            desc = clean_text(status.description)
+            if desc != status.description:
+                status = Status(status.status_code, desc)
+        if (
+            resource is original_resource
+            and name == original_name
+            and attrs is None
+            and events is None
+            and links is None
+            and status is original_status
+        ):
+            return span
+        return ReadableSpan(
+            name=name,
+            context=span.context,
+            parent=span.parent,
+            resource=resource,
+            attributes=span.attributes if attrs is None else attrs,
+            events=span.events if events is None else events,
+            links=span.links if links is None else links,
+            kind=span.kind,
+            status=status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+
+
+def _events(events: Sequence[Event], counts: dict[str, int]) -> list[Event] | None:
+    out: list[Event] | None = None
+    for i, ev in enumerate(events):
+        name = clean_text(ev.name)
+        attrs = SPAN_GATE.sanitize(plain(ev.attributes), counts)
+        if name == ev.name and attrs is None:
+            if out is not None:
+                out.append(ev)
+            continue
+        if name != ev.name:
+            counts["redacted"] = counts.get("redacted", 0) + 1
+        if out is None:
+            out = list(islice(events, i))
+        out.append(Event(name, ev.attributes if attrs is None else attrs, ev.timestamp))
+    return out
+
+
+def _links(links: Sequence[Link], counts: dict[str, int]) -> list[Link] | None:
+    out: list[Link] | None = None
+    for i, link in enumerate(links):
+        attrs = SPAN_GATE.sanitize(plain(link.attributes), counts)
+        if attrs is None:
+            if out is not None:
+                out.append(link)
+            continue
+        if out is None:
+            out = list(islice(links, i))
+        out.append(Link(link.context, attrs))
+    return out
+
+
+def _health_span(delta: dict[str, int], resource: Resource) -> ReadableSpan:
+    now = time.time_ns()
+    ctx = SpanContext(
+        trace_id=int.from_bytes(os.urandom(16), "big") or 1,
+        span_id=int.from_bytes(os.urandom(8), "big") or 1,
+        is_remote=False,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
+    return ReadableSpan(
+        name=HEALTH_SPAN_NAME,
+        context=ctx,
+        resource=resource,
+        attributes={_HEALTH_KEYS[k]: v for k, v in delta.items()},
+        start_time=now,
+        end_time=now,
+        instrumentation_scope=_SCOPE,
+    )

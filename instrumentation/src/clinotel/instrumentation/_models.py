@@ -1,0 +1,193 @@
+"""Typed helpers for what a stage records: pydantic models whose rules come from the registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any, ClassVar, get_args
+
+from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic.fields import FieldInfo
+
+from clinotel.semconv import (
+    ActionStatus,
+    ActorRole,
+    Acuity,
+    AgeBand,
+    AttributeDef,
+    AttributeValue,
+    DecisionSource,
+    OutcomeStatus,
+    PayerClass,
+    RaceEthnicity,
+    ReviewAction,
+    Risk,
+    RolloutCohort,
+    RolloutMode,
+    Sex,
+)
+from clinotel.semconv import attributes as A
+
+__all__ = ["Action", "Cohort", "Decision", "FlagEvaluation", "Outcome", "Review", "TelemetryModel"]
+
+
+class TelemetryModel(BaseModel):
+    """A group of attributes recorded together; each field maps to one registered attribute.
+
+    Every value is checked by the registry's validator for its key, so a model that constructs
+    can be exported as it is: codes that look like PHI, out-of-range numbers and unknown values
+    fail construction with a pydantic ValidationError naming the field.
+    """
+
+    # hide_input_in_errors: a refused value may be PHI, and must not reach logs through the error.
+    # use_enum_values: fields hold the plain codes, ready to export.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True, use_enum_values=True)
+
+    FIELDS: ClassVar[dict[str, AttributeDef]] = {}
+    REQUIRED: ClassVar[frozenset[str]] = frozenset()
+    _checks: ClassVar[tuple[tuple[str, Callable[[object], AttributeValue]], ...]] = ()
+    _keys: ClassVar[tuple[tuple[str, str], ...]] = ()
+    FIELD_CHECKS: ClassVar[dict[str, tuple[str, Callable[[object], AttributeValue]]]] = {}
+    """Field name -> (attribute key, the registry's validator), for records given as keywords."""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        # A field annotated with a StrEnum is already held to its closed set by pydantic; every
+        # other field is checked by the registry's validator for its key.
+        cls._checks = tuple(
+            (name, d.validator()) for name, d in cls.FIELDS.items() if not _enum_annotated(cls.model_fields[name])
+        )
+        cls._keys = tuple((name, d.key) for name, d in cls.FIELDS.items())
+        cls.FIELD_CHECKS = {name: (d.key, d.validator()) for name, d in cls.FIELDS.items()}
+        cls.REQUIRED = frozenset(name for name, f in cls.model_fields.items() if f.is_required())
+
+    @model_validator(mode="after")
+    def _check_registry(self) -> TelemetryModel:
+        values = self.__dict__
+        for name, validate in self._checks:
+            value = values[name]
+            if value is not None:
+                validate(value)
+        return self
+
+    def to_attributes(self) -> dict[str, AttributeValue]:
+        """The span attributes this model stands for; unset fields are left out."""
+        values = self.__dict__
+        return {key: values[name] for name, key in self._keys if values[name] is not None}
+
+
+def _enum_annotated(f: FieldInfo) -> bool:
+    return any(isinstance(t, type) and issubclass(t, StrEnum) for t in (f.annotation, *get_args(f.annotation)))
+
+
+class Decision(TelemetryModel):
+    """What the model, rules or fallback recommended (the `decide` stage)."""
+
+    FIELDS: ClassVar[dict[str, AttributeDef]] = {
+        "source": A.DECISION_SOURCE,
+        "value": A.DECISION_VALUE,
+        "confidence": A.DECISION_CONFIDENCE,
+        "risk": A.DECISION_RISK,
+        "model_name": A.DECISION_MODEL_NAME,
+        "model_version": A.DECISION_MODEL_VERSION,
+        "fallback_reason": A.DECISION_FALLBACK_REASON,
+        "rollout_mode": A.ROLLOUT_MODE,
+        "rollout_cohort": A.ROLLOUT_COHORT,
+    }
+
+    source: DecisionSource
+    value: str | None = None
+    confidence: float | None = None
+    risk: Risk | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+    fallback_reason: str | None = None
+    rollout_mode: RolloutMode | None = None
+    rollout_cohort: RolloutCohort | None = None
+
+
+class Review(TelemetryModel):
+    """What the clinician did with the recommendation (the `review` stage)."""
+
+    FIELDS: ClassVar[dict[str, AttributeDef]] = {
+        "action": A.REVIEW_ACTION,
+        "actor_role": A.REVIEW_ACTOR_ROLE,
+        "reason": A.REVIEW_REASON,
+        "final_value": A.REVIEW_FINAL_VALUE,
+        "latency_ms": A.REVIEW_LATENCY_MS,
+    }
+
+    action: ReviewAction
+    actor_role: ActorRole | None = None
+    reason: str | None = None
+    final_value: str | None = None
+    latency_ms: float | None = None
+
+
+class Action(TelemetryModel):
+    """The action executed downstream (the `act` stage)."""
+
+    FIELDS: ClassVar[dict[str, AttributeDef]] = {
+        "type": A.ACTION_TYPE,
+        "target": A.ACTION_TARGET,
+        "status": A.ACTION_STATUS,
+        "automated": A.ACTION_AUTOMATED,
+    }
+
+    type: str
+    target: str | None = None
+    status: ActionStatus | None = None
+    automated: bool | None = None
+
+
+class Outcome(TelemetryModel):
+    """How the workflow ended (`complete`) and, days later, its ground truth (`outcome`)."""
+
+    FIELDS: ClassVar[dict[str, AttributeDef]] = {
+        "status": A.OUTCOME_STATUS,
+        "label": A.OUTCOME_LABEL,
+        "adverse_event": A.OUTCOME_ADVERSE_EVENT,
+        "escalation_needed": A.OUTCOME_ESCALATION_NEEDED,
+    }
+
+    status: OutcomeStatus | None = None
+    label: str | None = None
+    adverse_event: bool | None = None
+    escalation_needed: bool | None = None
+
+
+class Cohort(TelemetryModel):
+    """Fairness slices of the workflow's patient: coded values only."""
+
+    FIELDS: ClassVar[dict[str, AttributeDef]] = {
+        "age_band": A.COHORT_AGE_BAND,
+        "sex": A.COHORT_SEX,
+        "language": A.COHORT_LANGUAGE,
+        "payer_class": A.COHORT_PAYER_CLASS,
+        "race_ethnicity": A.COHORT_RACE_ETHNICITY,
+        "acuity": A.COHORT_ACUITY,
+    }
+
+    age_band: AgeBand | None = None
+    sex: Sex | None = None
+    language: str | None = None
+    payer_class: PayerClass | None = None
+    race_ethnicity: RaceEthnicity | None = None
+    acuity: Acuity | None = None
+
+
+class FlagEvaluation(TelemetryModel):
+    """A feature-flag evaluation, with OpenTelemetry's keys; never the evaluation context."""
+
+    FIELDS: ClassVar[dict[str, AttributeDef]] = {
+        "key": A.FEATURE_FLAG_KEY,
+        "variant": A.FEATURE_FLAG_VARIANT,
+        "provider": A.FEATURE_FLAG_PROVIDER,
+        "reason": A.FEATURE_FLAG_REASON,
+    }
+
+    key: str
+    variant: str | None = None
+    provider: str | None = None
+    reason: str | None = None

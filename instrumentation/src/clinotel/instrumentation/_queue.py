@@ -1,0 +1,163 @@
+"""Queue hand-off across threads and processes through a W3C trace-context carrier.
+
+`enqueue` captures where the workflow is (traceparent), what it is (kind, site, department) and
+when it was enqueued; the carrier is a plain `dict[str, str]` that survives JSON, pickling and
+message headers. `dequeue`, in whichever thread or process takes the item, records the `queue`
+span from the enqueue time to now and continues the workflow there, so later stages join the
+same trace. Times come from the wall clock: across hosts, the wait includes their clock skew.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import parse_qsl, quote, urlencode
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from clinotel.instrumentation._api import WORKFLOW_KEY, WorkflowContext, _workflow_context
+from clinotel.instrumentation._runtime import Runtime, contain, current, refuse
+from clinotel.instrumentation._sanitize import _DROP, check
+from clinotel.instrumentation.errors import TelemetryValidationError
+from clinotel.semconv import AttributeValue, Stage
+from clinotel.semconv import attributes as A
+
+__all__ = ["CARRIER_ENQUEUED_AT", "CARRIER_QUEUE", "CARRIER_WORKFLOW", "Dequeued", "dequeue", "enqueue"]
+
+CARRIER_WORKFLOW: Final = "clinotel-workflow"
+CARRIER_QUEUE: Final = "clinotel-queue"
+CARRIER_ENQUEUED_AT: Final = "clinotel-enqueued-at"
+CARRIER_DEPTH: Final = "clinotel-queue-depth"
+
+_W3C: Final = TraceContextTextMapPropagator()
+
+
+def enqueue(queue: str, *, depth: int | None = None) -> dict[str, str]:
+    """A carrier for handing the current workflow to `queue`; pass it with the work item.
+
+    `depth` is how many items were waiting when this one joined. Outside a workflow, or when
+    clinotel fails, the carrier is still a valid (possibly empty) dict: the hand-off never fails.
+    """
+    rt = current()
+    carrier: dict[str, str] = {}
+    try:
+        q = check(rt, A.QUEUE_NAME.key, queue)
+        wf = _workflow_context()
+        if wf is None:
+            refuse(rt, "invalid", f"enqueue({queue!r}) outside a workflow")
+            return carrier
+        _W3C.inject(carrier)
+        carrier[CARRIER_WORKFLOW] = urlencode({k: str(v) for k, v in wf.attributes.items()}, quote_via=quote)
+        if q is not _DROP:
+            carrier[CARRIER_QUEUE] = str(q)
+        if depth is not None and check(rt, A.QUEUE_DEPTH.key, depth) is not _DROP:
+            carrier[CARRIER_DEPTH] = str(depth)
+        carrier[CARRIER_ENQUEUED_AT] = str(rt.now())
+    except TelemetryValidationError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        contain(rt, e)
+    return carrier
+
+
+@dataclass(frozen=True, slots=True)
+class Dequeued:
+    """What `with dequeue(carrier)` gives: the queue and how long the item waited."""
+
+    queue: str | None
+    wait_ms: float | None
+    kind: str | None
+
+
+class dequeue:  # noqa: N801 - used like a function: `with dequeue(carrier):`
+    """Take a workflow off a queue: records the `queue` span and continues the workflow.
+
+    Inside the `with` block, stages join the workflow's trace as children of the span that
+    enqueued it. A missing or malformed carrier raises in strict mode; in production mode the
+    block runs all the same, outside any workflow.
+    """
+
+    __slots__ = ("_carrier", "_token")
+
+    def __init__(self, carrier: Mapping[str, str]) -> None:
+        self._carrier = carrier
+        self._token: object | None = None
+
+    def __enter__(self) -> Dequeued:
+        rt = current()
+        try:
+            ctx, dequeued = _continue(rt, self._carrier)
+        except TelemetryValidationError:
+            raise
+        except Exception as e:  # noqa: BLE001
+            contain(rt, e)
+            return Dequeued(None, None, None)
+        if ctx is not None:
+            self._token = otel_context.attach(ctx)
+        return dequeued
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+            self._token = None
+
+    async def __aenter__(self) -> Dequeued:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.__exit__(*exc)
+
+
+def _continue(rt: Runtime, carrier: Mapping[str, str]) -> tuple[otel_context.Context | None, Dequeued]:
+    ctx = _W3C.extract(carrier, context=otel_context.Context())
+    parent = trace.get_current_span(ctx).get_span_context()
+    if not parent.is_valid or CARRIER_WORKFLOW not in carrier:
+        refuse(rt, "invalid", "dequeue() got a carrier without a workflow's trace context")
+        return None, Dequeued(None, None, None)
+
+    wf_attrs: dict[str, AttributeValue] = {}
+    for key, raw in parse_qsl(carrier[CARRIER_WORKFLOW]):
+        v = check(rt, key, raw)
+        if v is not _DROP and key in _WORKFLOW_CONTEXT_KEYS:
+            wf_attrs[key] = v  # type: ignore[assignment]
+    kind = wf_attrs.get(A.WORKFLOW_KIND.key)
+    if not isinstance(kind, str):
+        refuse(rt, "invalid", "dequeue() got a carrier without a workflow kind")
+        return None, Dequeued(None, None, None)
+    ctx = otel_context.set_value(WORKFLOW_KEY, WorkflowContext(kind, wf_attrs), ctx)
+
+    queue = carrier.get(CARRIER_QUEUE)
+    enqueued_at = _int(carrier.get(CARRIER_ENQUEUED_AT))
+    if enqueued_at is None:
+        refuse(rt, "invalid", "dequeue() got a carrier without its enqueue time")
+        return ctx, Dequeued(queue, None, kind)
+
+    now = rt.now()
+    attrs = dict(wf_attrs)
+    attrs[A.WORKFLOW_STAGE.key] = Stage.QUEUE.value
+    if queue is not None:
+        q = check(rt, A.QUEUE_NAME.key, queue)
+        if q is not _DROP:
+            attrs[A.QUEUE_NAME.key] = q  # type: ignore[assignment]
+    depth = _int(carrier.get(CARRIER_DEPTH))
+    if depth is not None:
+        attrs[A.QUEUE_DEPTH.key] = depth
+    start = min(enqueued_at, now)
+    span = rt.tracer.start_span(Stage.QUEUE.value, context=ctx, attributes=attrs, start_time=start)
+    span.end(end_time=now)
+    return ctx, Dequeued(queue, (now - start) / 1e6, kind)
+
+
+_WORKFLOW_CONTEXT_KEYS: Final = frozenset(d.key for d in A.WORKFLOW_CONTEXT)
+
+
+def _int(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        return None

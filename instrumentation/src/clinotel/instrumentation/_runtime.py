@@ -1,0 +1,132 @@
+"""Process-wide state: the tracer clinotel writes to, the mode, the pseudonym key, the counters."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final
+
+from opentelemetry import trace
+
+from clinotel.instrumentation.errors import TelemetryValidationError
+from clinotel.semconv import Pseudonymizer
+
+__all__ = ["Counters", "Mode", "Runtime", "contain", "current", "install", "refuse"]
+
+logger: Final = logging.getLogger("clinotel")
+
+INSTRUMENTATION_NAME: Final = "clinotel"
+
+
+class Mode(StrEnum):
+    """How clinotel treats telemetry that breaks the rules."""
+
+    STRICT = "strict"
+    """Raise TelemetryValidationError: for tests and development."""
+    PRODUCTION = "production"
+    """Drop what is invalid, count it, log once: telemetry never breaks the workflow."""
+
+
+class Counters:
+    """Thread-safe counts of what clinotel dropped, redacted or contained, by reason."""
+
+    REASONS: Final = ("unregistered", "invalid", "phi", "redacted", "internal_errors")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._total = dict.fromkeys(self.REASONS, 0)
+        self._reported = dict.fromkeys(self.REASONS, 0)
+        self._changes = 0
+        self._reported_changes = 0
+
+    def add(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self._total[reason] += n
+            self._changes += 1
+
+    def totals(self) -> dict[str, int]:
+        """Counts since the process started."""
+        with self._lock:
+            return dict(self._total)
+
+    def take_unreported(self) -> dict[str, int]:
+        """Counts since the previous call, for the health span; zero counts left out."""
+        if self._changes == self._reported_changes:  # the usual case, without the lock
+            return {}
+        with self._lock:
+            self._reported_changes = self._changes
+            delta = {k: v - self._reported[k] for k, v in self._total.items() if v != self._reported[k]}
+            self._reported = dict(self._total)
+        return delta
+
+
+@dataclass(slots=True)
+class Runtime:
+    """What configure() decided; replaced whole, never mutated, so readers need no lock."""
+
+    tracer: trace.Tracer
+    mode: Mode
+    pseudonymizer: Pseudonymizer | None = field(default=None, repr=False)
+    counters: Counters = field(default_factory=Counters)
+    clock: Callable[[], int] | None = None
+    """Nanosecond clock for span times; None uses the SDK's own (wall clock). Simulations only."""
+
+    def now(self) -> int:
+        """The current time in nanoseconds, on the clock spans use."""
+        return self.clock() if self.clock is not None else time.time_ns()
+
+    @property
+    def strict(self) -> bool:
+        return self.mode is Mode.STRICT
+
+
+def _mode_from_env() -> Mode:
+    raw = os.environ.get("CLINOTEL_MODE", "").strip().lower()
+    return Mode.STRICT if raw == Mode.STRICT else Mode.PRODUCTION
+
+
+_runtime = Runtime(tracer=trace.get_tracer(INSTRUMENTATION_NAME), mode=_mode_from_env())
+
+
+def current() -> Runtime:
+    """The runtime in force."""
+    return _runtime
+
+
+def install(runtime: Runtime) -> Runtime:
+    """Make `runtime` the one in force; returns the previous one."""
+    global _runtime
+    previous, _runtime = _runtime, runtime
+    return previous
+
+
+_last_logged: dict[str, float] = {}
+_LOG_EVERY_S: Final = 60.0
+
+
+def _log_once(kind: str, message: str) -> None:
+    now = time.monotonic()
+    if now - _last_logged.get(kind, -_LOG_EVERY_S) >= _LOG_EVERY_S:
+        _last_logged[kind] = now
+        logger.warning("%s (logged at most once a minute per kind)", message)
+
+
+def refuse(rt: Runtime, reason: str, message: str) -> None:
+    """Telemetry broke a rule: raise in strict mode; otherwise count it and log once."""
+    if rt.strict:
+        raise TelemetryValidationError(message)
+    rt.counters.add(reason)
+    _log_once(f"refused:{reason}", f"clinotel dropped telemetry: {message}")
+
+
+def contain(rt: Runtime, exc: BaseException) -> None:
+    """An unexpected error inside clinotel: re-raise in strict mode, else count and log once."""
+    if rt.strict or not isinstance(exc, Exception):
+        raise exc
+    rt.counters.add("internal_errors")
+    _log_once(f"internal:{type(exc).__name__}", f"clinotel contained an internal error: {type(exc).__name__}")

@@ -1,0 +1,89 @@
+"""PHI-like values that must never leave a process: identifiers, contact details, dates, names.
+
+Each entry is (kind, value); `needle` is the part whose presence in exported bytes is a leak.
+"""
+
+from __future__ import annotations
+
+PHI_CORPUS: list[tuple[str, str]] = [
+    # medical record numbers and other identifiers
+    ("mrn", "MRN 00123456"),
+    ("mrn", "MRN: 7781234"),
+    ("mrn", "mrn=A99817263"),
+    ("mrn", "E1234567"),
+    ("mrn", "MR00998877"),
+    ("mrn", "4455667788"),
+    ("mrn", "encounter #88172635"),
+    ("mrn", "CSN 55512341"),
+    ("mrn", "patient_id=P7781923"),
+    ("mrn", "appt 99120034"),
+    ("mrn", "account 000912345"),
+    ("mrn", "NHS 943 476 5919"),
+    # social security numbers
+    ("ssn", "123-45-6789"),
+    ("ssn", "987-65-4321"),
+    ("ssn", "078 05 1120"),
+    ("ssn", "SSN 219-09-9999"),
+    ("ssn", "ssn: 457-55-5462"),
+    # phone numbers
+    ("phone", "(555) 123-4567"),
+    ("phone", "555-867-5309"),
+    ("phone", "555.201.7788"),
+    ("phone", "+1 555 010 9999"),
+    ("phone", "+44 20 7946 0958"),
+    ("phone", "+33 1 42 68 53 00"),
+    ("phone", "617-555-0142"),
+    # e-mail addresses
+    ("email", "jane.doe@example.org"),
+    ("email", "j.smith+er@hospital.example.com"),
+    ("email", "PATIENT_77@mail.example.net"),
+    ("email", "a.okafor@clinic.example.co.uk"),
+    ("email", "guardian-of-child@example.com"),
+    # dates of birth and other full dates
+    ("dob", "1984-03-12"),
+    ("dob", "03/12/1984"),
+    ("dob", "3/12/84"),
+    ("dob", "12.03.1984"),
+    ("dob", "March 12, 1984"),
+    ("dob", "12 Mar 1984"),
+    ("dob", "Sept 3rd"),
+    ("dob", "DOB: 1971"),
+    ("dob", "date of birth 2/29/2000"),
+    ("dob", "2019/07/04"),
+    ("dob", "born July 1990"),
+    # names after titles and labels
+    ("name", "Dr Smith"),
+    ("name", "Dr. Adaeze Okafor"),
+    ("name", "Mrs. Jane Doe"),
+    ("name", "Mr O'Brien"),
+    ("name", "Ms Garcia"),
+    ("name", "Miss Patel"),
+    ("name", "Prof Nakamura"),
+    ("name", "patient Alice Johnson"),
+    ("name", "Patient Bob"),
+    ("name", "name: Carlos Mendez"),
+    ("name", "Nurse Ratched"),
+    ("name", "MR JONES"),
+]
+
+# What would identify the person if it appeared in exported bytes: the value minus its label.
+LABELS = ("MRN", "mrn=", "MRN:", "encounter #", "CSN", "patient_id=", "appt", "account", "NHS", "SSN", "ssn:")
+
+
+def needle(value: str) -> str:
+    """The identifying core of a corpus value (label words dropped, e.g. 'MRN 00123456' -> '00123456')."""
+    core = value
+    for label in ("date of birth ", "born ", "DOB: ", "name: ", "patient ", "Patient "):
+        core = core.removeprefix(label)
+    for label in sorted(LABELS, key=len, reverse=True):
+        core = core.removeprefix(label).strip()
+    for title in ("Dr. ", "Dr ", "Mrs. ", "Mr ", "Ms ", "Miss ", "Prof ", "Nurse ", "MR "):
+        core = core.removeprefix(title)
+    return core.strip()
+
+
+def leaks(value: str) -> list[str]:
+    """The pieces of `value` that must not appear in any exported string: its identifying core
+    and every piece of that core four characters or longer."""
+    core = needle(value)
+    return [core, *(p.strip(",") for p in core.split() if len(p.strip(",")) >= 4)]

@@ -1,0 +1,104 @@
+"""No PHI-like value leaves the process, wherever it was put: attributes, names, events,
+exception messages, status messages, links, resources, or spans from other instrumentations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import Link, Status, StatusCode
+
+import clinotel.instrumentation as ct
+from clinotel.instrumentation.testing import CapturedSpans, capture
+from clinotel.semconv import attributes as A
+from tests.instrumentation.phi_corpus import PHI_CORPUS, leaks
+
+
+def _strings(spans: list[ReadableSpan]) -> Iterator[str]:
+    for s in spans:
+        yield s.name
+        yield s.status.description or ""
+        for v in (*s.attributes.values(), *s.resource.attributes.values()):
+            yield str(v)
+        yield from (*s.attributes.keys(), *s.resource.attributes.keys())
+        for e in s.events:
+            yield e.name
+            yield from (str(v) for v in e.attributes.values())
+        for link in s.links:
+            yield from (str(v) for v in link.attributes.values())
+
+
+def _assert_no_leak(spans: list[ReadableSpan]) -> None:
+    exported = "\n".join(_strings(spans))
+    wire = encode_spans(spans).SerializeToString()
+    for kind, value in PHI_CORPUS:
+        for piece in leaks(value):
+            assert piece not in exported, f"{kind} {piece!r} was exported"
+            if len(piece) >= 8:
+                assert piece.encode() not in wire, f"{kind} {piece!r} is in the OTLP bytes"
+
+
+class PatientNotFoundError(Exception):
+    pass
+
+
+def test_phi_everywhere_is_never_exported(monkeypatch: pytest.MonkeyPatch) -> None:
+    # PHI smuggled into the resource through the environment, too
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "patient.mrn=MRN 00123456,service.namespace=Dr Smith")
+    with capture(mode="production") as spans:
+        foreign = spans.telemetry.provider.get_tracer("ehr-client")
+        for i, (kind, value) in enumerate(PHI_CORPUS):
+            with ct.workflow("triage", identifier=value, site=value) as wf:
+                wf.set("patient.name", value)  # unregistered key
+                wf.set(A.DECISION_VALUE, value)  # a code that looks like PHI
+                with ct.stage("decide") as st:
+                    st.record_decision(source="model", value=value, model_name=value)
+                    st.record_review(action="override", reason=value, final_value=value)
+                    st.span.add_event(f"lookup {value}", {"exception.message": value, "note": value})
+                    st.span.set_status(Status(StatusCode.ERROR, f"failed for {value}"))
+                with pytest.raises(PatientNotFoundError), ct.stage("ingest"):
+                    raise PatientNotFoundError(f"no chart for {value} ({kind})")
+                with foreign.start_as_current_span(
+                    f"GET /patients/{value}",
+                    attributes={"url.full": f"https://ehr.example/p?q={value}", "server.address": value},
+                    links=[Link(wf.span.get_span_context(), {"exception.message": value})],
+                ):
+                    pass
+                with ct.stage(f"stage {i} for {value}"):
+                    pass
+        exported = spans.all
+    assert len(exported) > 5 * len(PHI_CORPUS)
+    _assert_no_leak(exported)
+
+    health = {k.rsplit(".", 1)[-1]: v for k, v in CapturedSpans.health(spans).items()}
+    assert health["unregistered"] >= 2 * len(PHI_CORPUS)
+    assert health["redacted"] >= len(PHI_CORPUS)
+    assert spans.telemetry.dropped()["phi"] >= len(PHI_CORPUS)
+
+
+@pytest.mark.parametrize(("kind", "value"), PHI_CORPUS[::5])
+def test_strict_mode_refuses_phi_with_a_message_that_does_not_repeat_it(kind: str, value: str) -> None:
+    with capture() as spans, ct.workflow("triage"), ct.stage("decide") as st:
+        with pytest.raises(ct.TelemetryValidationError) as info:
+            st.record_decision(source="model", value=value)
+        assert all(piece not in str(info.value) for piece in leaks(value)), str(info.value)
+    assert spans.one("decide").attributes.get(A.DECISION_VALUE.key) is None
+
+
+def test_strict_mode_refuses_a_raw_identifier_as_workflow_id() -> None:
+    with (
+        capture(),
+        pytest.raises(ct.TelemetryValidationError, match="pseudonym"),
+        ct.workflow("triage", workflow_id="MRN00123456"),
+    ):
+        pass
+
+
+def test_an_identifier_without_a_key_is_never_exported() -> None:
+    with capture(mode="production", pseudonym_key=None) as spans, ct.workflow("triage", identifier="MRN00123456"):
+        pass
+    root = spans.one("workflow triage")
+    assert A.WORKFLOW_ID.key not in root.attributes
+    assert spans.telemetry.dropped()["invalid"] == 1

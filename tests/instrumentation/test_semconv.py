@@ -1,0 +1,183 @@
+"""The registry is the single source of truth: its rules, its docs, its PHI patterns."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from clinotel.semconv import (
+    PHI_PATTERNS,
+    REDACTED,
+    REGISTRY,
+    AttrType,
+    InvalidAttributeError,
+    PhiClass,
+    Pseudonymizer,
+    Scope,
+    contains_phi,
+    phi_kinds,
+    pseudonymize,
+    render_markdown,
+    scrub,
+)
+from clinotel.semconv import attributes as A
+from clinotel.semconv.attributes import GROUPS
+from tests.conftest import REPO
+from tests.instrumentation.phi_corpus import PHI_CORPUS, leaks
+
+
+def test_docs_are_generated_from_the_registry() -> None:
+    doc = REPO / "docs" / "semantic-conventions.md"
+    assert doc.read_text(encoding="utf-8") == render_markdown(REGISTRY, GROUPS), (
+        "docs/semantic-conventions.md is stale: run `make docs`"
+    )
+
+
+def test_every_design_attribute_is_registered() -> None:
+    design = """clinical.workflow.kind clinical.workflow.id clinical.workflow.stage clinical.tenant.id
+    clinical.site clinical.department clinical.service_line clinical.cohort.age_band clinical.cohort.sex
+    clinical.cohort.language clinical.cohort.payer_class clinical.cohort.race_ethnicity clinical.cohort.acuity
+    clinical.decision.source clinical.decision.value clinical.decision.confidence clinical.decision.risk
+    clinical.decision.model.name clinical.decision.model.version clinical.decision.fallback_reason
+    clinical.decision.shadow clinical.rollout.mode clinical.rollout.cohort feature_flag.key
+    feature_flag.result.variant feature_flag.provider.name clinical.review.action clinical.review.actor_role
+    clinical.review.reason clinical.review.final_value clinical.review.latency_ms clinical.outcome.status
+    clinical.outcome.label clinical.outcome.adverse_event clinical.outcome.escalation_needed
+    clinical.ingest.source clinical.queue.name service.name service.version deployment.environment.name"""
+    missing = [k for k in design.split() if k not in REGISTRY]
+    assert missing == []
+
+
+def test_tenant_is_a_resource_attribute_and_workflow_id_a_pseudonym() -> None:
+    assert A.TENANT_ID.scope == (Scope.RESOURCE,)
+    assert A.WORKFLOW_ID.phi is PhiClass.PSEUDONYM
+    assert all(d.phi is PhiClass.QUASI for d in A.COHORT)
+
+
+@pytest.mark.parametrize(
+    ("definition", "value"),
+    [
+        (A.DECISION_CONFIDENCE, 0.0),
+        (A.DECISION_CONFIDENCE, 1),
+        (A.DECISION_VALUE, "ESI-2"),
+        (A.DECISION_MODEL_VERSION, "2024.10.1"),
+        (A.DECISION_MODEL_VERSION, "1.10.12"),
+        (A.WORKFLOW_STAGE, "eligibility_check"),
+        (A.COHORT_LANGUAGE, "so"),
+        (A.COHORT_AGE_BAND, "80+"),
+        (A.QUEUE_DEPTH, 0),
+        (A.DECISION_SHADOW, False),
+        (A.WORKFLOW_ID, "0123456789abcdef0123456789abcdef"),
+    ],
+)
+def test_valid_values_pass_unchanged(definition: object, value: object) -> None:
+    assert definition.validator()(value) == value  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("definition", "value", "phi"),
+    [
+        (A.DECISION_CONFIDENCE, 1.5, False),
+        (A.DECISION_CONFIDENCE, float("nan"), False),
+        (A.DECISION_CONFIDENCE, True, False),
+        (A.DECISION_CONFIDENCE, "0.5", False),
+        (A.QUEUE_DEPTH, 2.5, False),
+        (A.QUEUE_DEPTH, -1, False),
+        (A.DECISION_RISK, "extreme", False),
+        (A.DECISION_RISK, ["high"], False),
+        (A.DECISION_VALUE, "ESI 2 per Dr Smith", True),
+        (A.DECISION_VALUE, "MRN 00123456", True),
+        (A.DECISION_VALUE, "", False),
+        (A.COHORT_SEX, "female; born 1984-03-12", True),
+        (A.WORKFLOW_STAGE, "Review By Nurse", False),
+        (A.WORKFLOW_ID, "MRN00123456", True),
+        (A.WORKFLOW_ID, "00123456", True),
+        (A.DECISION_SHADOW, 1, False),
+    ],
+)
+def test_invalid_values_are_refused(definition: object, value: object, phi: bool) -> None:
+    with pytest.raises(InvalidAttributeError) as info:
+        definition.validator()(value)  # type: ignore[attr-defined]
+    assert info.value.looks_like_phi is phi
+    if isinstance(value, str) and contains_phi(value):
+        assert value not in str(info.value), "an error message repeated a PHI-like value"
+
+
+def test_free_text_is_redacted_not_refused() -> None:
+    validate = REGISTRY["exception.message"].validator()
+    assert validate("timeout calling EHR for MRN 00123456") == f"timeout calling EHR for {REDACTED}"
+    assert validate("plain message") == "plain message"
+
+
+def test_every_pattern_catches_its_examples_and_scrub_keeps_the_rest() -> None:
+    for p in PHI_PATTERNS:
+        rx = re.compile(p.regex, re.ASCII)
+        for example in p.examples:
+            assert rx.search(example), f"{p.name} misses its own example {example!r}"
+            assert scrub(f"before {example} after") == f"before {REDACTED} after"
+
+
+def test_the_corpus_is_fully_scrubbed() -> None:
+    assert len(PHI_CORPUS) >= 50
+    for kind, value in PHI_CORPUS:
+        out = scrub(f"refused: {value}.")
+        assert all(piece not in out for piece in leaks(value)), (kind, out)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "workflow triage",
+        "decide",
+        "ESI-2",
+        "model v3.1 took 35 ms waiting for queue triage_nurse",
+        "HTTP 503 from scheduling-api",
+        "triage-gbm 1.10.12",
+        "retry 3 of 5",
+        "ConnectionRefusedError: [Errno 111] Connection refused",
+    ],
+)
+def test_ordinary_operational_text_is_left_alone(text: str) -> None:
+    assert scrub(text) == text
+
+
+def test_phi_kinds_names_the_patterns_without_repeating_the_text() -> None:
+    assert phi_kinds("call 555-123-4567 or jane@example.org") == ["email", "phone"]
+
+
+def test_patterns_stay_in_the_re2_subset() -> None:
+    forbidden = ["(?=", "(?!", "(?<=", "(?<!", "\\1", "(?P=", "\\s", "\\S"]
+    for p in PHI_PATTERNS:
+        for token in forbidden:
+            assert token not in p.regex, f"{p.name} uses {token}, which ClickHouse (RE2) would read differently"
+
+
+def test_pseudonyms_are_keyed_stable_and_not_the_identifier() -> None:
+    key = b"k" * 32
+    a = pseudonymize("MRN00123456", key)
+    assert a == pseudonymize(" MRN00123456 ", key)
+    assert a != pseudonymize("MRN00123456", b"x" * 32)
+    assert re.fullmatch(r"[0-9a-f]{32}", a)
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        pseudonymize("MRN1", b"short")
+    with pytest.raises(ValueError, match="empty"):
+        pseudonymize("  ", key)
+
+
+def test_the_fast_pseudonymizer_is_standard_hmac_sha256() -> None:
+    for key in (b"k" * 16, b"0123456789abcdef" * 4, b"long-key" * 20):
+        fast = Pseudonymizer(key)
+        for ident in ("MRN1", " ENC-0042 ", "appointment/77", "ü-umlaut"):
+            assert fast(ident) == pseudonymize(ident, key)
+    assert "secret" not in repr(Pseudonymizer(b"secret-key-material"))
+
+
+def test_registry_refuses_duplicates_and_types_are_consistent() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        REGISTRY.add(A.SITE)
+    for d in REGISTRY:
+        if d.type in (AttrType.INT, AttrType.DOUBLE, AttrType.BOOLEAN):
+            assert not d.values, d.key
+            assert d.pattern is None, d.key
+        assert d.group in GROUPS, d.key

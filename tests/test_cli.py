@@ -1,0 +1,47 @@
+"""The `clinotel` command: subcommands registered by components, help, semconv tools."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from clinotel.cli import cli
+from clinotel.semconv import REGISTRY, render_markdown
+from clinotel.semconv.attributes import GROUPS
+
+
+def test_help_lists_the_registered_subcommands() -> None:
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0, result.output
+    assert "demo" in result.output
+    assert "semconv" in result.output
+    assert "unavailable" not in result.output
+
+
+def test_every_subcommand_has_help() -> None:
+    for name in ("demo", "semconv"):
+        result = CliRunner().invoke(cli, [name, "--help"])
+        assert result.exit_code == 0, result.output
+        assert "Usage:" in result.output
+
+
+def test_console_script_runs() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "clinotel.cli", "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.startswith("clinotel, version")
+
+
+def test_semconv_docs_renders_the_registry() -> None:
+    result = CliRunner().invoke(cli, ["semconv", "docs"])
+    assert result.exit_code == 0
+    assert result.output == render_markdown(REGISTRY, GROUPS)
+
+
+def test_semconv_scrub_reads_arguments_and_stdin() -> None:
+    runner = CliRunner()
+    assert runner.invoke(cli, ["semconv", "scrub", "call 555-123-4567"]).output == "call [REDACTED]\n"
+    out = runner.invoke(cli, ["semconv", "scrub"], input="Dr Smith\nESI-2\n").output
+    assert out == "[REDACTED]\nESI-2\n"
