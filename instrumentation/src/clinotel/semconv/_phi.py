@@ -51,10 +51,18 @@ PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
     PhiPattern(
         "labelled_identifier",
         r"\b(?i:mrn|mr#|csn|ssn|nhs|hcn|encounter|account|acct|patient[ _-]?id|appointment|appt"
-        r"|member[ _-]?id|dob|birth[ _-]?date|date[ _-]of[ _-]birth)\b[ \t:#=]*[A-Za-z0-9/-]*[0-9]"
-        r"(?:[A-Za-z0-9/-]|[ ][0-9])*",
+        r"|member[ _-]?id|dob|birth[ _-]?date|date[ _-]of[ _-]birth)\b[ \t:#=]*[A-Za-z0-9/.-]*[0-9]"
+        r"(?:[A-Za-z0-9/.-]|[ ][0-9])*",
         "an identifier introduced by its label: MRN 12345, appt=A17, DOB 1985",
-        ("MRN 12345", "mrn:A1234", "encounter #7781", "DOB: 1985", "patient_id=P77", "NHS 943 476 5919"),
+        (
+            "MRN 12345",
+            "mrn:A1234",
+            "encounter #7781",
+            "DOB: 1985",
+            "dob 12.03.1984",
+            "patient_id=P77",
+            "NHS 943 476 5919",
+        ),
     ),
     PhiPattern(
         "email",

@@ -1,0 +1,237 @@
+"""The ClickHouse schema: the contrib exporter's trace tables, column for column, and clinotel's
+migrations on top. One source for every table and column name the collector writes.
+
+`otel_traces` keeps the OpenTelemetry Collector contrib ClickHouse exporter's columns and types
+exactly, so the Go collector can write the same table and Grafana's trace views read it. Extra
+layout is allowed by the exporter's contract: a MATERIALIZED `TenantId` column (from the resource
+attribute the collector stamps) leads the sort key, so one tenant's rows are read without another's.
+
+Cluster mode renders `ON CLUSTER`, Replicated engines for the local tables, and Distributed
+tables under the public names; materialized views run on each node's local tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from clinotel.collector.sql import identifier, literal
+from clinotel.semconv import attributes as A
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "TRACES",
+    "TRACES_INSERT_COLUMNS",
+    "TRACE_ID_TS",
+    "VERSIONS",
+    "Migration",
+    "SchemaOptions",
+    "SchemaTarget",
+    "apply",
+    "migrations",
+    "render",
+]
+
+TRACES: Final = "otel_traces"
+TRACE_ID_TS: Final = "otel_traces_trace_id_ts"
+TRACE_ID_TS_MV: Final = "otel_traces_trace_id_ts_mv"
+VERSIONS: Final = "clinotel_schema_versions"
+
+TRACES_INSERT_COLUMNS: Final = (
+    "Timestamp",
+    "TraceId",
+    "SpanId",
+    "ParentSpanId",
+    "TraceState",
+    "SpanName",
+    "SpanKind",
+    "ServiceName",
+    "ResourceAttributes",
+    "ScopeName",
+    "ScopeVersion",
+    "SpanAttributes",
+    "Duration",
+    "StatusCode",
+    "StatusMessage",
+    "Events.Timestamp",
+    "Events.Name",
+    "Events.Attributes",
+    "Links.TraceId",
+    "Links.SpanId",
+    "Links.TraceState",
+    "Links.Attributes",
+)
+"""The contrib exporter's INSERT columns, in its order."""
+
+_ATTR_MAP: Final = "Map(LowCardinality(String), String)"
+
+
+@dataclass(frozen=True)
+class SchemaOptions:
+    """Where and how the schema is created."""
+
+    database: str = "clinotel"
+    cluster: str | None = None
+    ttl_days: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.ttl_days is not None and self.ttl_days <= 0:
+            raise ValueError("ttl_days must be a positive number of days")
+
+    def name(self, table: str) -> str:
+        """The qualified name readers and writers use (Distributed in cluster mode)."""
+        return f"{identifier(self.database)}.{identifier(table)}"
+
+    def local(self, table: str) -> str:
+        """The qualified name of the table holding the data on this node."""
+        return self.name(f"{table}_local" if self.cluster else table)
+
+    @property
+    def on_cluster(self) -> str:
+        return f" ON CLUSTER {identifier(self.cluster)}" if self.cluster else ""
+
+    def engine(self, table: str, kind: str = "MergeTree") -> str:
+        if not self.cluster:
+            return f"{kind}()"
+        path = literal(f"/clickhouse/tables/{{shard}}/{self.database}/{table}")
+        return f"Replicated{kind}({path}, '{{replica}}')"
+
+    def ttl(self, time_expr: str) -> str:
+        return f"\nTTL {time_expr} + toIntervalDay({self.ttl_days})" if self.ttl_days else ""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+def _traces(o: SchemaOptions) -> Iterator[str]:
+    yield f"CREATE DATABASE IF NOT EXISTS {identifier(o.database)}{o.on_cluster}"
+    yield f"""CREATE TABLE IF NOT EXISTS {o.local(TRACES)}{o.on_cluster}
+(
+    `Timestamp` DateTime64(9) CODEC(Delta, ZSTD(1)),
+    `TraceId` String CODEC(ZSTD(1)),
+    `SpanId` String CODEC(ZSTD(1)),
+    `ParentSpanId` String CODEC(ZSTD(1)),
+    `TraceState` String CODEC(ZSTD(1)),
+    `SpanName` LowCardinality(String) CODEC(ZSTD(1)),
+    `SpanKind` LowCardinality(String) CODEC(ZSTD(1)),
+    `ServiceName` LowCardinality(String) CODEC(ZSTD(1)),
+    `ResourceAttributes` {_ATTR_MAP} CODEC(ZSTD(1)),
+    `ScopeName` String CODEC(ZSTD(1)),
+    `ScopeVersion` String CODEC(ZSTD(1)),
+    `SpanAttributes` {_ATTR_MAP} CODEC(ZSTD(1)),
+    `Duration` UInt64 CODEC(ZSTD(1)),
+    `StatusCode` LowCardinality(String) CODEC(ZSTD(1)),
+    `StatusMessage` String CODEC(ZSTD(1)),
+    `Events` Nested(`Timestamp` DateTime64(9), `Name` LowCardinality(String), `Attributes` {_ATTR_MAP}) CODEC(ZSTD(1)),
+    `Links` Nested(`TraceId` String, `SpanId` String, `TraceState` String, `Attributes` {_ATTR_MAP}) CODEC(ZSTD(1)),
+    `TenantId` LowCardinality(String) MATERIALIZED ResourceAttributes[{literal(A.TENANT_ID.key)}],
+    INDEX idx_trace_id TraceId TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_res_attr_key mapKeys(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_res_attr_value mapValues(ResourceAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_span_attr_key mapKeys(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_span_attr_value mapValues(SpanAttributes) TYPE bloom_filter(0.01) GRANULARITY 1,
+    INDEX idx_duration Duration TYPE minmax GRANULARITY 1
+)
+ENGINE = {o.engine(TRACES)}
+PARTITION BY toDate(Timestamp)
+ORDER BY (TenantId, ServiceName, SpanName, toDateTime(Timestamp)){o.ttl("toDateTime(Timestamp)")}
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1, non_replicated_deduplication_window = 10000"""
+    yield f"""CREATE TABLE IF NOT EXISTS {o.local(TRACE_ID_TS)}{o.on_cluster}
+(
+    `TraceId` String CODEC(ZSTD(1)),
+    `Start` DateTime CODEC(Delta, ZSTD(1)),
+    `End` DateTime CODEC(Delta, ZSTD(1)),
+    INDEX idx_trace_id TraceId TYPE bloom_filter(0.01) GRANULARITY 1
+)
+ENGINE = {o.engine(TRACE_ID_TS)}
+PARTITION BY toDate(Start)
+ORDER BY (TraceId, Start){o.ttl("toDateTime(Start)")}
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1"""
+    yield f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {o.local(TRACE_ID_TS_MV)}{o.on_cluster}
+TO {o.local(TRACE_ID_TS)}
+AS SELECT
+    TraceId,
+    min(Timestamp) AS Start,
+    max(Timestamp) AS End
+FROM {o.local(TRACES)}
+WHERE TraceId != ''
+GROUP BY TraceId"""
+    if o.cluster:
+        yield _distributed(o, TRACES, "cityHash64(TraceId)")
+        yield _distributed(o, TRACE_ID_TS, "cityHash64(TraceId)")
+
+
+def _distributed(o: SchemaOptions, table: str, sharding_key: str) -> str:
+    assert o.cluster is not None
+    return (
+        f"CREATE TABLE IF NOT EXISTS {o.name(table)}{o.on_cluster} AS {o.local(table)}\n"
+        f"ENGINE = Distributed({literal(o.cluster)}, {literal(o.database)}, {literal(table + '_local')}, "
+        f"{sharding_key})"
+    )
+
+
+def _versions(o: SchemaOptions) -> str:
+    return f"""CREATE TABLE IF NOT EXISTS {o.name(VERSIONS)}{o.on_cluster}
+(
+    `Version` UInt32,
+    `Description` String,
+    `AppliedAt` DateTime64(3) DEFAULT now64(3)
+)
+ENGINE = {o.engine(VERSIONS, "ReplacingMergeTree")}
+ORDER BY Version"""
+
+
+class _Steps(Protocol):
+    def __call__(self, o: SchemaOptions) -> Iterator[str]: ...
+
+
+_STEPS: Final[tuple[tuple[int, str, _Steps], ...]] = (
+    (1, "contrib exporter trace tables, tenant-first sort key", _traces),
+)
+SCHEMA_VERSION: Final = max(v for v, _, _ in _STEPS)
+
+
+def migrations(o: SchemaOptions) -> list[Migration]:
+    """Every migration, in order, rendered for `o`."""
+    return [Migration(v, d, tuple(steps(o))) for v, d, steps in _STEPS]
+
+
+def render(o: SchemaOptions) -> str:
+    """The whole schema as SQL text (`clinotel schema show`)."""
+    parts = [f"-- clinotel schema version {SCHEMA_VERSION}", _versions(o) + ";"]
+    for m in migrations(o):
+        parts.append(f"-- migration {m.version}: {m.description}")
+        parts.extend(s + ";" for s in m.statements)
+    return "\n\n".join(parts) + "\n"
+
+
+class SchemaTarget(Protocol):
+    """What apply() needs of a database client (clickhouse-connect's Client fits)."""
+
+    def command(self, cmd: str) -> object: ...
+
+    def query(self, query: str) -> object: ...
+
+
+def apply(client: SchemaTarget, o: SchemaOptions) -> list[int]:
+    """Apply the migrations not yet recorded, in order; returns the versions applied now."""
+    client.command(f"CREATE DATABASE IF NOT EXISTS {identifier(o.database)}{o.on_cluster}")
+    client.command(_versions(o))
+    result = client.query(f"SELECT Version FROM {o.name(VERSIONS)} FINAL")
+    done = {int(row[0]) for row in getattr(result, "result_rows", [])}
+    applied = []
+    for m in migrations(o):
+        if m.version in done:
+            continue
+        for statement in m.statements:
+            client.command(statement)
+        client.command(
+            f"INSERT INTO {o.name(VERSIONS)} (Version, Description) VALUES ({m.version}, {literal(m.description)})"
+        )
+        applied.append(m.version)
+    return applied

@@ -1,0 +1,75 @@
+"""clinotel.semconv rendered as ClickHouse SQL: the allowlist and the PHI rules the library
+applies in Python, applied again inside the engine to every span, whichever SDK sent it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+from clinotel.semconv import PHI_REGEX, PSEUDONYM_PATTERN, REDACTED, REGISTRY, PhiClass, Scope
+
+__all__ = ["PHI_SQL", "attribute_map", "identifier", "literal", "scrub_sql", "string_array"]
+
+
+def literal(text: str) -> str:
+    """A ClickHouse string literal: backslashes and quotes escaped."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def identifier(name: str) -> str:
+    """A quoted ClickHouse identifier (for names such as `Events.Timestamp`)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def string_array(values: Iterable[str]) -> str:
+    return "[" + ", ".join(literal(v) for v in sorted(values)) + "]"
+
+
+PHI_SQL: Final = literal(PHI_REGEX)
+"""The PHI alternation of clinotel.semconv as a literal for ClickHouse's RE2 functions."""
+
+
+def scrub_sql(expr: str) -> str:
+    """`expr` with every PHI match replaced, exactly as `clinotel.semconv.scrub` does."""
+    return f"replaceRegexpAll({expr}, {PHI_SQL}, {literal(REDACTED)})"
+
+
+def _keys(scopes: tuple[Scope, ...], phi: PhiClass | None = None) -> list[str]:
+    """Registered keys allowed in any of `scopes`, optionally only those of one PHI class."""
+    return [d.key for d in REGISTRY if any(s in d.scope for s in scopes) and (phi is None or d.phi is phi)]
+
+
+_ONEOF: Final = "kind"
+
+
+def _value_sql(v: str) -> str:
+    """An OTLP AnyValue tuple as the contrib exporter's string form."""
+    return (
+        f"multiIf({v}.{_ONEOF} = 'string_value', {v}.string_value, "
+        f"{v}.{_ONEOF} = 'bool_value', if({v}.bool_value, 'true', 'false'), "
+        f"{v}.{_ONEOF} = 'int_value', toString({v}.int_value), "
+        f"{v}.{_ONEOF} = 'double_value', toString({v}.double_value), "
+        f"{v}.{_ONEOF} = 'bytes_value', base64Encode({v}.bytes_value), '')"
+    )
+
+
+def attribute_map(expr: str, scopes: tuple[Scope, ...]) -> str:
+    """SQL turning an OTLP attribute array into the `Map(LowCardinality(String), String)` the
+    contrib schema stores, keeping only registered keys for `scopes` and applying the PHI rules:
+    pseudonyms must have the pseudonym form, free text is scrubbed, and a coded string that looks
+    like PHI is dropped whole. Numbers and booleans are kept as the exporter would write them."""
+    allowed = string_array(_keys(scopes))
+    pseudonyms = string_array(_keys(scopes, PhiClass.PSEUDONYM))
+    free = string_array(_keys(scopes, PhiClass.FREE_TEXT))
+    # t = (key, value as text, value is a string)
+    typed = f"arrayMap(a -> (a.key, {_value_sql('a.value')}, a.value.{_ONEOF} = 'string_value'), " + (
+        f"arrayFilter(a -> has({allowed}, a.key), {expr}))"
+    )
+    checked = (
+        f"arrayMap(t -> (t.1, multiIf("
+        f"has({pseudonyms}, t.1), if(match(t.2, {literal('^' + PSEUDONYM_PATTERN + '$')}), t.2, NULL), "
+        f"has({free}, t.1), {scrub_sql('t.2')}, "
+        f"t.3 AND match(t.2, {PHI_SQL}), NULL, t.2)), {typed})"
+    )
+    kept = f"arrayFilter(p -> p.2 IS NOT NULL, {checked})"
+    return f"CAST(arrayMap(p -> (p.1, assumeNotNull(p.2)), {kept}), 'Map(LowCardinality(String), String)')"

@@ -1,0 +1,155 @@
+"""Segments of OTLP requests into otel_traces, inside the embedded engine: the contrib schema,
+tenant stamping, the allowlist and PHI scrubbing in SQL, and idempotent inserts."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from clinotel.collector import ingest, otlp_proto, schema, sql
+from clinotel.semconv import REDACTED, scrub
+from tests.instrumentation.phi_corpus import PHI_CORPUS, leaks
+
+PSEUDONYM = "0123456789abcdef0123456789abcdef"
+
+
+def _plain_sdk_request(tenant_claimed: str = "someone-else") -> bytes:
+    """Spans written with the plain OpenTelemetry SDK: no clinotel gate in front of them."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(
+        resource=Resource.create(
+            {"service.name": "ehr-bridge", "clinical.tenant.id": tenant_claimed, "patient.mrn": "MRN 00123456"}
+        )
+    )
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("plain")
+    for kind, value in PHI_CORPUS:
+        with tracer.start_as_current_span(
+            f"lookup {value}",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "clinical.workflow.kind": "triage",
+                "clinical.workflow.id": value,  # a raw identifier where a pseudonym belongs
+                "clinical.decision.value": value,  # a code that is PHI
+                "clinical.queue.depth": 3,
+                "clinical.decision.shadow": True,
+                "patient.name": value,  # not registered
+                "server.address": f"ehr for {value}",  # free text
+            },
+        ) as span:
+            span.add_event(f"retry {value}", {"exception.message": f"timeout for {value}", "note": value})
+            span.set_status(Status(StatusCode.ERROR, f"failed: {kind} {value}"))
+        with tracer.start_as_current_span(
+            "decide",
+            attributes={"clinical.workflow.id": PSEUDONYM, "clinical.decision.value": "ESI-2"},
+            links=[Link(span.get_span_context(), {"exception.message": value})],
+        ):
+            pass
+    provider.shutdown()
+    return encode_spans(exporter.get_finished_spans()).SerializeToString()
+
+
+def _write_segment(path: Path, *records: bytes) -> Path:
+    path.write_bytes(b"".join(otlp_proto.frame(r) for r in records))
+    return path
+
+
+def _ingest(client: Any, o: schema.SchemaOptions, segment: Path, proto_file: Path, token: str) -> None:
+    client.command(ingest.insert_select(o, ingest.segment_source(str(segment)), str(proto_file), token))
+
+
+def test_phi_from_a_plain_sdk_is_scrubbed_in_the_engine(
+    client: Any, options: schema.SchemaOptions, proto_file: Path, tmp_path: Path
+) -> None:
+    body = _plain_sdk_request()
+    record = body + otlp_proto.envelope("st-marys", "batch-1", time.time_ns())
+    _ingest(client, options, _write_segment(tmp_path / "seg.wal", record), proto_file, "seg-1")
+
+    table = options.name(schema.TRACES)
+    rows = client.query(
+        f"SELECT SpanName, StatusMessage, ResourceAttributes, SpanAttributes, Events.Name, Events.Attributes, "
+        f"Links.Attributes FROM {table}"
+    ).result_rows
+    assert len(rows) == 2 * len(PHI_CORPUS)
+    exported = repr(rows)
+    for kind, value in PHI_CORPUS:
+        for piece in leaks(value):
+            assert piece not in exported, f"{kind} {piece!r} reached otel_traces"
+    assert REDACTED in exported
+
+    lookups = [r for r in rows if r[0].startswith("lookup")]
+    for _name, _status, resource, attrs, _event_names, event_attrs, _ in lookups:
+        assert resource["clinical.tenant.id"] == "st-marys", "the token's tenant, not the payload's"
+        assert "patient.mrn" not in resource
+        assert "patient.name" not in attrs, "unregistered keys are dropped"
+        assert "clinical.workflow.id" not in attrs, "a raw identifier is no pseudonym"
+        assert "clinical.decision.value" not in attrs, "a code that looks like PHI is dropped whole"
+        assert attrs["clinical.queue.depth"] == "3"
+        assert attrs["clinical.decision.shadow"] == "true"
+        assert attrs["server.address"].startswith("ehr for ")
+        assert "note" not in event_attrs[0]
+    decides = [r for r in rows if r[0] == "decide"]
+    assert all(r[3]["clinical.workflow.id"] == PSEUDONYM for r in decides)
+    assert all(r[3]["clinical.decision.value"] == "ESI-2" for r in decides)
+
+
+def test_contrib_columns_and_value_encodings(
+    client: Any, options: schema.SchemaOptions, proto_file: Path, tmp_path: Path
+) -> None:
+    body = _plain_sdk_request()
+    _ingest(
+        client, options, _write_segment(tmp_path / "s.wal", body + otlp_proto.envelope("t", "b", 1)), proto_file, "x"
+    )
+    table = options.name(schema.TRACES)
+    described = {r[0]: r[1] for r in client.query(f"DESCRIBE TABLE {table}").result_rows}
+    for column in schema.TRACES_INSERT_COLUMNS:
+        assert column in described, column
+    assert described["Timestamp"] == "DateTime64(9)"
+    assert described["Duration"] == "UInt64"
+    assert described["SpanAttributes"] == "Map(LowCardinality(String), String)"
+    assert described["Events.Attributes"] == "Array(Map(LowCardinality(String), String))"
+    kinds = dict(client.query(f"SELECT SpanName = 'decide', any(SpanKind) FROM {table} GROUP BY 1").result_rows)
+    assert kinds == {True: "Internal", False: "Client"}
+    codes = {r[0] for r in client.query(f"SELECT DISTINCT StatusCode FROM {table}").result_rows}
+    assert codes == {"Error", "Unset"}
+    ids = client.query(
+        f"SELECT TraceId, SpanId, ParentSpanId, Links.TraceId FROM {table} WHERE SpanName = 'decide' LIMIT 1"
+    ).result_rows[0]
+    assert len(ids[0]) == 32
+    assert ids[0] == ids[0].lower()
+    assert len(ids[1]) == 16
+    assert ids[2] == ""
+    assert len(ids[3][0]) == 32
+    window = client.query(f"SELECT count() FROM {options.name(schema.TRACE_ID_TS)}").result_rows[0][0]
+    assert window >= len(PHI_CORPUS)
+
+
+def test_a_segment_inserted_twice_is_stored_once(
+    client: Any, options: schema.SchemaOptions, proto_file: Path, tmp_path: Path
+) -> None:
+    records = [_plain_sdk_request() + otlp_proto.envelope("t", f"b{i}", i) for i in range(2)]
+    segment = _write_segment(tmp_path / "seg.wal", *records)
+    for _ in range(3):  # a retry, then a replay after a crash between insert and truncation
+        _ingest(client, options, segment, proto_file, "segment-000001")
+    count = client.query(f"SELECT count() FROM {options.name(schema.TRACES)}").result_rows[0][0]
+    assert count == 2 * 2 * len(PHI_CORPUS)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [value for _, value in PHI_CORPUS]
+    + ["workflow triage", "model v3.1 took 35 ms", "1.10.12", "d0627c8f-b203-48ae-9c98-3a123456c76", "x12345678y"],
+)
+def test_sql_scrub_matches_python_scrub(client: Any, text: str) -> None:
+    sentence = f"note: {text}, then 'quoted' \\ backslash."
+    got = client.query(f"SELECT {sql.scrub_sql(sql.literal(sentence))}").result_rows[0][0]
+    assert got == scrub(sentence)

@@ -1,0 +1,78 @@
+"""The schema: contrib tables, migrations in order, cluster and TTL rendering, the command."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from clinotel.cli import cli
+from clinotel.collector import schema
+
+
+def test_apply_is_idempotent_and_records_versions(client: Any, options: schema.SchemaOptions) -> None:
+    assert schema.apply(client, options) == [], "the fixture applied everything already"
+    versions = client.query(f"SELECT Version FROM {options.name(schema.VERSIONS)} FINAL").result_rows
+    assert [v[0] for v in versions] == [m.version for m in schema.migrations(options)]
+
+
+def test_tenant_leads_the_sort_key(client: Any, options: schema.SchemaOptions) -> None:
+    key = client.query(
+        f"SELECT sorting_key FROM system.tables WHERE database = '{options.database}' AND name = '{schema.TRACES}'"
+    ).result_rows[0][0]
+    assert key.startswith("TenantId, ServiceName, SpanName")
+
+
+def test_cluster_mode_renders_on_cluster_replicated_and_distributed() -> None:
+    ddl = schema.render(schema.SchemaOptions(database="obs", cluster="hospital", ttl_days=30))
+    creates = [s for s in ddl.split(";") if "CREATE" in s]
+    assert creates
+    assert all("ON CLUSTER `hospital`" in s for s in creates)
+    assert "`obs`.`otel_traces_local`" in ddl
+    assert re.search(r"ReplicatedMergeTree\('/clickhouse/tables/\{shard\}/obs/otel_traces', '\{replica\}'\)", ddl)
+    assert "ENGINE = Distributed('hospital', 'obs', 'otel_traces_local', cityHash64(TraceId))" in ddl
+    assert "TTL toDateTime(Timestamp) + toIntervalDay(30)" in ddl
+    assert "TTL toDateTime(Start) + toIntervalDay(30)" in ddl
+    assert "FROM `obs`.`otel_traces_local`" in ddl, "materialized views read the local table"
+
+
+def test_single_node_has_no_cluster_clauses() -> None:
+    ddl = schema.render(schema.SchemaOptions())
+    assert "ON CLUSTER" not in ddl
+    assert "Distributed" not in ddl
+    assert "Replicated" not in ddl
+    assert "TTL" not in ddl
+
+
+def test_schema_command_shows_and_applies(tmp_path: Path) -> None:
+    shown = CliRunner().invoke(cli, ["schema", "show", "--cluster", "c1", "--ttl-days", "7"])
+    assert shown.exit_code == 0, shown.output
+    assert "ON CLUSTER `c1`" in shown.output
+    bad = CliRunner().invoke(cli, ["schema", "show", "--ttl-days", "0"])
+    assert bad.exit_code != 0
+    assert "positive" in bad.output
+    both = CliRunner().invoke(cli, ["schema", "apply", "--data-dir", str(tmp_path), "--clickhouse-url", "http://x"])
+    assert both.exit_code != 0
+    assert "not both" in both.output
+
+
+def test_schema_apply_on_a_data_directory(tmp_path: Path) -> None:
+    """In a subprocess: chDB opens one data directory per process, and the tests hold theirs."""
+    import subprocess
+    import sys
+
+    def run() -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "clinotel.cli", "schema", "apply", "--data-dir", str(tmp_path / "data")],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "applied migrations 1" in run()
+    assert "up to date" in run()
