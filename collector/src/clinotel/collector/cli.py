@@ -9,7 +9,7 @@ import click
 from clinotel.collector import schema as schema_module
 from clinotel.collector.store import StoreError, connect
 
-__all__ = ["schema"]
+__all__ = ["schema", "serve"]
 
 
 def _options(database: str, cluster: str | None, ttl_days: int | None) -> schema_module.SchemaOptions:
@@ -68,3 +68,78 @@ def apply_command(
         click.echo(f"applied migrations {', '.join(map(str, applied))} to {database}")
     else:
         click.echo(f"{database} is up to date (schema version {schema_module.SCHEMA_VERSION})")
+
+
+def _address(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise click.BadParameter(f"expected HOST:PORT, not {value!r}")
+    return host.strip("[]"), int(port)
+
+
+@click.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The embedded engine's data directory [default: ./.clinotel/data].",
+)
+@click.option("--clickhouse-url", help="A ClickHouse server (not available yet: see docs/collector.md).")
+@click.option("--otlp-http", default="127.0.0.1:4318", show_default=True, help="OTLP/HTTP listen address.")
+@click.option("--tokens", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Tokens file (TOML).")
+@click.option("--insecure-no-auth", is_flag=True, help="Accept writes without a token (loopback addresses only).")
+@click.option(
+    "--wal-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write-ahead log directory [default: beside the data directory].",
+)
+@click.option("--database", default="clinotel", show_default=True)
+@click.option("--max-request-mb", default=64, show_default=True, help="Largest request, after decompression.")
+@click.option("--wal-max-mb", default=1024, show_default=True, help="Unwritten log size before answering 503.")
+def serve(
+    data_dir: Path | None,
+    clickhouse_url: str | None,
+    otlp_http: str,
+    tokens: Path | None,
+    insecure_no_auth: bool,
+    wal_dir: Path | None,
+    database: str,
+    max_request_mb: int,
+    wal_max_mb: int,
+) -> None:
+    """Receive OTLP and store traces in ClickHouse, durably, one tenant per token."""
+    import signal
+    import threading
+
+    from clinotel.collector.service import Collector, CollectorConfig, ConfigError
+    from clinotel.collector.tokens import TokenError, Tokens
+
+    try:
+        config = CollectorConfig(
+            data_dir=data_dir,
+            clickhouse_url=clickhouse_url,
+            database=database,
+            wal_dir=wal_dir,
+            otlp_http=_address(otlp_http),
+            tokens=Tokens.load(tokens) if tokens is not None else None,
+            insecure_no_auth=insecure_no_auth,
+            max_request_bytes=max_request_mb << 20,
+            wal_max_bytes=wal_max_mb << 20,
+        )
+        collector = Collector(config)
+        collector.start()
+    except (ConfigError, TokenError, StoreError) as e:
+        raise click.ClickException(str(e)) from None
+    assert collector.http is not None
+    host = config.otlp_http[0]
+    click.echo(f"clinotel collector: OTLP/HTTP on http://{host}:{collector.http.port}/v1/traces", err=True)
+    click.echo(f"  store {database} in {data_dir or '.clinotel/data'}; log in {config.resolved_wal_dir}", err=True)
+    stopped = threading.Event()
+
+    def _stop(signum: int, frame: object) -> None:
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    stopped.wait()
+    click.echo("stopping: writing what the log holds", err=True)
+    collector.stop()

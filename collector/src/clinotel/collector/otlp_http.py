@@ -1,0 +1,177 @@
+"""OTLP/HTTP: `POST /v1/traces`, protobuf or JSON, gzip, with the specification's answers."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Final
+
+from google.protobuf import json_format
+from google.rpc import status_pb2
+
+from clinotel.collector.receiver import JSON, PROTOBUF, RefusedError, TraceReceiver, too_large
+from clinotel.collector.tokens import Grant
+
+__all__ = ["GRPC_CODES", "OtlpHttpServer", "is_loopback"]
+
+logger: Final = logging.getLogger("clinotel.collector")
+
+GRPC_CODES: Final = {
+    "OK": 0,
+    "INVALID_ARGUMENT": 3,
+    "RESOURCE_EXHAUSTED": 8,
+    "UNIMPLEMENTED": 12,
+    "UNAVAILABLE": 14,
+    "UNAUTHENTICATED": 16,
+    "PERMISSION_DENIED": 7,
+    "INTERNAL": 13,
+}
+TRACES_PATH: Final = "/v1/traces"
+_DRAIN_FACTOR: Final = 4
+"""An oversized body up to this many times the limit is read and discarded before the 413, so
+the client can read the answer; a larger one gets the answer and a closed connection."""
+
+Authenticate = Callable[[str | None], Grant | None]
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:
+        logger.debug("otlp-http %s " + format, self.client_address[0], *args)
+
+    def _media(self) -> str:
+        media = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        return JSON if media == JSON else PROTOBUF
+
+    def _status(self, refused: RefusedError, *, close: bool = False) -> None:
+        status = status_pb2.Status(code=GRPC_CODES.get(refused.grpc_code, 2), message=refused.message)
+        media = self._media()
+        body = json_format.MessageToJson(status).encode() if media == JSON else status.SerializeToString()
+        self.send_response(refused.http_status)
+        self.send_header("Content-Type", media)
+        self.send_header("Content-Length", str(len(body)))
+        if refused.retry_after is not None:
+            self.send_header("Retry-After", str(refused.retry_after))
+        if refused.http_status == 401:
+            self.send_header("WWW-Authenticate", 'Bearer realm="clinotel"')
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        if self.path.split("?")[0] != TRACES_PATH:
+            self._status(
+                RefusedError(404, "UNIMPLEMENTED", "not_found", f"no OTLP endpoint at {self.path}"), close=True
+            )
+            return
+        grant = self.server.authenticate(_bearer(self.headers.get("Authorization")))
+        length_header = self.headers.get("Content-Length")
+        if grant is None or grant.role != "write":
+            refused = RefusedError(401, "UNAUTHENTICATED", "unauthenticated", "a write token is required (Bearer)")
+            self.server.receiver.stats.requests_refused["unauthenticated"] += 1
+            self._status(refused, close=True)
+            return
+        if length_header is None or not length_header.isdigit():
+            self._status(RefusedError(411, "INVALID_ARGUMENT", "no_length", "Content-Length is required"), close=True)
+            return
+        length = int(length_header)
+        limit = self.server.receiver.limits.max_request_bytes
+        if length > limit:
+            self.server.receiver.stats.requests_refused["too_large"] += 1
+            if length <= _DRAIN_FACTOR * limit:  # read and discard, so the client sees the answer
+                remaining = length
+                while remaining > 0:
+                    chunk = self.rfile.read(min(remaining, 1 << 16))
+                    if not chunk:
+                        break
+                    remaining -= len(chunk)
+            message = f"request of {length:,} bytes is over the {limit:,}-byte limit"
+            self._status(too_large(message), close=True)
+            return
+        body = self.rfile.read(length)
+        try:
+            result = self.server.receiver.export(
+                body,
+                content_type=self.headers.get("Content-Type") or "",
+                content_encoding=self.headers.get("Content-Encoding") or "",
+                tenant=grant.tenant,
+            )
+        except RefusedError as e:
+            self._status(e)
+            return
+        except Exception:  # a bug must answer, not drop the connection: the client retries 5xx
+            logger.exception("OTLP/HTTP export failed")
+            self._status(RefusedError(500, "INTERNAL", "internal", "internal error"), close=True)
+            return
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", result.content_type)
+        self.send_header("Content-Length", str(len(result.body)))
+        self.end_headers()
+        self.wfile.write(result.body)
+
+    def _not_allowed(self) -> None:
+        self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
+        self.send_header("Allow", "POST")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_PUT = do_DELETE = do_PATCH = _not_allowed  # noqa: N815
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], receiver: TraceReceiver, authenticate: Authenticate) -> None:
+        self.receiver = receiver
+        self.authenticate = authenticate
+        super().__init__(address, _Handler)
+
+
+class OtlpHttpServer:
+    """The OTLP/HTTP receiver on `host:port`, in a background thread."""
+
+    def __init__(self, host: str, port: int, receiver: TraceReceiver, authenticate: Authenticate) -> None:
+        self._server = _Server((host, port), receiver, authenticate)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="clinotel-otlp-http", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)

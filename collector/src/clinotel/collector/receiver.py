@@ -1,0 +1,247 @@
+"""The OTLP trace export, free of any transport: the HTTP and gRPC servers both call `export`.
+
+It decodes each request once to validate it (malformed: refused, nothing logged), refuses spans
+with invalid ids individually (partial success), counts what it accepts, and appends the request
+bytes with the tenant's envelope to the write-ahead log. It answers only once the log has them
+on disk.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+import threading
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from google.protobuf.unknown_fields import UnknownFieldSet
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from clinotel.collector import otlp_proto
+from clinotel.collector.wal import LogFullError, WriteAheadLog
+
+__all__ = [
+    "CONTENT_TYPES",
+    "ExportResult",
+    "Limits",
+    "ReceiverStats",
+    "RefusedError",
+    "TraceReceiver",
+]
+
+PROTOBUF: Final = "application/x-protobuf"
+JSON: Final = "application/json"
+CONTENT_TYPES: Final = (PROTOBUF, JSON)
+DEFAULT_MAX_REQUEST_BYTES: Final = 64 << 20  # the spec's recommended limit, after decompression
+RETRY_AFTER_S: Final = 5
+
+
+class RefusedError(Exception):
+    """A request refused whole, with its HTTP status and gRPC code."""
+
+    def __init__(self, http_status: int, grpc_code: str, reason: str, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.http_status = http_status
+        self.grpc_code = grpc_code
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+
+
+def bad_request(message: str) -> RefusedError:
+    return RefusedError(400, "INVALID_ARGUMENT", "malformed", message)
+
+
+def too_large(message: str) -> RefusedError:
+    return RefusedError(413, "RESOURCE_EXHAUSTED", "too_large", message)
+
+
+def unavailable(reason: str, message: str) -> RefusedError:
+    return RefusedError(503, "UNAVAILABLE", reason, message, retry_after=RETRY_AFTER_S)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+
+
+@dataclass
+class ReceiverStats:
+    """Counts for /metrics and the health dashboard; updated under a lock."""
+
+    requests: int = 0
+    spans_accepted: int = 0
+    spans_refused: Counter[str] = field(default_factory=Counter)
+    requests_refused: Counter[str] = field(default_factory=Counter)
+    log_bytes: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    body: bytes
+    content_type: str
+    accepted: int
+    rejected: int
+
+
+def decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """The body decoded per Content-Encoding, refused past `limit` bytes without inflating more."""
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        if len(body) > limit:
+            raise too_large(f"request of {len(body):,} bytes is over the {limit:,}-byte limit")
+        return body
+    if encoding != "gzip":
+        raise RefusedError(
+            415, "INVALID_ARGUMENT", "unsupported_encoding", f"unsupported Content-Encoding {encoding!r}"
+        )
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        out = inflater.decompress(body, limit + 1)
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise too_large(f"request inflates past the {limit:,}-byte limit")
+        if not inflater.eof:
+            raise bad_request("truncated gzip body")
+    except zlib.error as e:
+        raise bad_request(f"invalid gzip body: {e}") from None
+    return out
+
+
+_ID_FIELDS: Final = ("traceId", "spanId", "parentSpanId")
+
+
+def _items(holder: object, key: str) -> list[dict[str, Any]]:
+    """The objects in list `key` of `holder`; anything of another shape is left for the
+    protobuf parser to refuse with its own message."""
+    value = holder.get(key) if isinstance(holder, dict) else None
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _hex_ids_to_base64(obj: dict[str, Any]) -> None:
+    """OTLP/JSON carries ids as hex; protobuf's JSON mapping expects base64."""
+    for rs in _items(obj, "resourceSpans"):
+        for ss in _items(rs, "scopeSpans"):
+            for span in _items(ss, "spans"):
+                for holder in (span, *_items(span, "links")):
+                    for key in _ID_FIELDS:
+                        value = holder.get(key)
+                        if isinstance(value, str) and value:
+                            try:
+                                holder[key] = base64.b64encode(bytes.fromhex(value)).decode()
+                            except ValueError:
+                                raise bad_request(f"{key} {value[:40]!r} is not hex") from None
+
+
+def decode(body: bytes, content_type: str) -> ExportTraceServiceRequest:
+    """The request, decoded from protobuf or OTLP/JSON; malformed data raises `RefusedError` (400)."""
+    media = content_type.split(";", maxsplit=1)[0].strip().lower()
+    request = ExportTraceServiceRequest()
+    if media == PROTOBUF:
+        try:
+            request.ParseFromString(body)
+        except DecodeError as e:
+            raise bad_request(f"invalid protobuf: {e}") from None
+        return request
+    if media == JSON:
+        try:
+            obj = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise bad_request(f"invalid JSON: {e}") from None
+        if not isinstance(obj, dict):
+            raise bad_request("an OTLP/JSON request is an object")
+        _hex_ids_to_base64(obj)
+        try:
+            json_format.ParseDict(obj, request, ignore_unknown_fields=True)
+        except (json_format.ParseError, binascii.Error, TypeError, ValueError) as e:
+            raise bad_request(f"invalid OTLP/JSON: {e}") from None
+        return request
+    raise RefusedError(
+        415, "INVALID_ARGUMENT", "unsupported_media_type", f"Content-Type must be {PROTOBUF} or {JSON}, not {media!r}"
+    )
+
+
+def _refuse_invalid_spans(request: ExportTraceServiceRequest) -> tuple[int, int]:
+    """Remove spans whose ids are invalid; returns (kept, removed)."""
+    kept = removed = 0
+    for rs in request.resource_spans:
+        for ss in rs.scope_spans:
+            bad = [
+                i
+                for i, s in enumerate(ss.spans)
+                if len(s.trace_id) != 16
+                or len(s.span_id) != 8
+                or s.trace_id == b"\0" * 16
+                or s.span_id == b"\0" * 8
+                or len(s.parent_span_id) not in (0, 8)
+            ]
+            for i in reversed(bad):
+                del ss.spans[i]
+            removed += len(bad)
+            kept += len(ss.spans)
+    return kept, removed
+
+
+class TraceReceiver:
+    """Validates OTLP trace exports and appends them to the log for one tenant per request."""
+
+    def __init__(self, wal: WriteAheadLog, limits: Limits | None = None) -> None:
+        self.wal = wal
+        self.limits = limits or Limits()
+        self.stats = ReceiverStats()
+
+    def export(self, body: bytes, *, content_type: str, content_encoding: str = "", tenant: str) -> ExportResult:
+        """Accept one request for `tenant` (from the caller's token); raises `RefusedError`."""
+        try:
+            return self._export(body, content_type, content_encoding, tenant)
+        except RefusedError as e:
+            with self.stats.lock:
+                self.stats.requests_refused[e.reason] += 1
+            raise
+
+    def _export(self, body: bytes, content_type: str, content_encoding: str, tenant: str) -> ExportResult:
+        raw = decompress(body, content_encoding, self.limits.max_request_bytes)
+        request = decode(raw, content_type)
+        media = content_type.split(";", maxsplit=1)[0].strip().lower()
+        kept, removed = _refuse_invalid_spans(request)
+        # Re-encode when spans were removed, when the request came as JSON, or when it carries
+        # unknown top-level fields (which could collide with the envelope's field numbers).
+        unknown = len(UnknownFieldSet(request)) > 0
+        if removed or media == JSON or unknown:
+            if unknown:
+                request.DiscardUnknownFields()
+            raw = request.SerializeToString()
+        if kept:
+            record = otlp_proto.frame(raw + otlp_proto.envelope(tenant, secrets.token_hex(8), time.time_ns()))
+            try:
+                self.wal.append(record)
+            except LogFullError as e:
+                raise unavailable("log_full", str(e)) from None
+            except OSError as e:
+                raise unavailable("log_error", f"cannot write the log: {e}") from None
+        with self.stats.lock:
+            self.stats.requests += 1
+            self.stats.spans_accepted += kept
+            if removed:
+                self.stats.spans_refused["invalid_id"] += removed
+            if kept:
+                self.stats.log_bytes += len(raw)
+        response = ExportTraceServiceResponse()
+        if removed:
+            response.partial_success.rejected_spans = removed
+            response.partial_success.error_message = (
+                f"{removed} span(s) refused: trace and span ids must be 16 and 8 non-zero bytes"
+            )
+        if media == JSON:
+            return ExportResult(json_format.MessageToJson(response).encode(), JSON, kept, removed)
+        return ExportResult(response.SerializeToString(), PROTOBUF, kept, removed)

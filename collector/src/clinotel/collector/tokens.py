@@ -1,0 +1,89 @@
+"""Tokens: who may write (or read) as which tenant.
+
+    # tokens.toml
+    [[token]]
+    tenant = "st-marys"
+    role = "write"                       # or "read"
+    sha256 = "9f86d081884c7d65…"         # of the token; or `token = "…"` in plain text
+
+The tenant a span is stored under is always its token's: `clinical.tenant.id` in the payload is
+overwritten, so one tenant cannot write into another's data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+__all__ = ["Grant", "TokenError", "Tokens"]
+
+Role = Literal["write", "read"]
+ROLES: Final = ("write", "read")
+
+
+class TokenError(ValueError):
+    """The tokens file cannot be used."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    tenant: str
+    role: Role
+
+    def __repr__(self) -> str:
+        return f"Grant(tenant={self.tenant!r}, role={self.role!r})"
+
+
+class Tokens:
+    """Token digests mapped to grants; lookups compare digests in constant time."""
+
+    def __init__(self, grants: dict[bytes, Grant]) -> None:
+        self._grants = grants
+
+    def __repr__(self) -> str:
+        return f"Tokens({len(self._grants)} tokens)"
+
+    @classmethod
+    def load(cls, path: Path) -> Tokens:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise TokenError(f"{path}: {e}") from None
+        grants: dict[bytes, Grant] = {}
+        for i, entry in enumerate(data.get("token", []), start=1):
+            where = f"{path}: token {i}"
+            tenant, role = entry.get("tenant"), entry.get("role", "write")
+            if not isinstance(tenant, str) or not tenant:
+                raise TokenError(f"{where}: needs a tenant")
+            if role not in ROLES:
+                raise TokenError(f"{where}: role must be 'write' or 'read', not {role!r}")
+            if "sha256" in entry:
+                try:
+                    digest = bytes.fromhex(entry["sha256"])
+                except (TypeError, ValueError):
+                    raise TokenError(f"{where}: sha256 must be 64 hex digits") from None
+                if len(digest) != 32:
+                    raise TokenError(f"{where}: sha256 must be 64 hex digits")
+            elif isinstance(entry.get("token"), str) and len(entry["token"]) >= 16:
+                digest = hashlib.sha256(entry["token"].encode()).digest()
+            else:
+                raise TokenError(f"{where}: needs `sha256` or a `token` of 16 characters or more")
+            grants[digest] = Grant(tenant, role)
+        if not grants:
+            raise TokenError(f"{path}: no [[token]] entries")
+        return cls(grants)
+
+    def grant(self, token: str | None) -> Grant | None:
+        """The grant of a presented token, or None."""
+        if not token:
+            return None
+        digest = hashlib.sha256(token.encode()).digest()
+        found = None
+        for known, grant in self._grants.items():
+            if hmac.compare_digest(known, digest):
+                found = grant
+        return found

@@ -1,0 +1,262 @@
+"""The write-ahead log: the collector's acknowledgement and its persistent queue.
+
+A request is answered only after its record is on disk (`append` returns after fsync). Records
+are length-delimited, so a segment is exactly what ClickHouse's `Protobuf` format reads. Appends
+that arrive together share one fsync (group commit). The open segment is sealed when it is big
+or old enough; sealed segments wait for the writer, which deletes each once ClickHouse holds it.
+
+Crash safety: on start every segment left on disk is sealed and queued again; a torn record at
+the end of a segment (a crash mid-write, never acknowledged) is cut off. Segment names are unique
+and serve as insert deduplication tokens, so a segment inserted just before a crash and replayed
+after it is stored once.
+
+The log has a size bound: past it, `append` raises `LogFullError` and the receiver answers 503 with
+Retry-After instead of holding more in memory or on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Final
+
+__all__ = ["LogFullError", "Segment", "WriteAheadLog", "read_records", "valid_length"]
+
+SUFFIX: Final = ".wal"
+
+
+class LogFullError(Exception):
+    """The log holds its maximum of unwritten bytes; the client should retry later."""
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A sealed segment, ready for the writer."""
+
+    path: Path
+    size: int
+    records: int
+
+    @property
+    def token(self) -> str:
+        """The insert deduplication token: unique per segment, stable across restarts."""
+        return self.path.stem
+
+
+def _read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int] | None:
+    result = shift = 0
+    while pos < len(data):
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            return None
+    return None
+
+
+def valid_length(data: bytes) -> tuple[int, int]:
+    """(bytes, records) of the longest prefix of `data` made of whole length-delimited records."""
+    pos = count = 0
+    while pos < len(data):
+        parsed = _read_varint(data, pos)
+        if parsed is None:
+            break
+        length, start = parsed
+        if start + length > len(data):
+            break
+        pos = start + length
+        count += 1
+    return pos, count
+
+
+def read_records(path: Path) -> Iterator[bytes]:
+    """The whole records of a segment file."""
+    data = path.read_bytes()
+    pos = 0
+    while True:
+        parsed = _read_varint(data, pos)
+        if parsed is None:
+            return
+        length, start = parsed
+        if start + length > len(data):
+            return
+        yield data[start : start + length]
+        pos = start + length
+
+
+class WriteAheadLog:
+    """Append-only segments in one directory; thread-safe."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        segment_bytes: int = 16 << 20,
+        max_age_s: float = 0.5,
+        max_bytes: int = 1 << 30,
+        fsync: bool = True,
+    ) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self.max_age_s = max_age_s
+        self.max_bytes = max_bytes
+        self._fsync = fsync
+        self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._sealed: deque[Segment] = deque()
+        self._ready = threading.Condition(self._lock)
+        self._file: BinaryIO | None = None
+        self._path: Path | None = None
+        self._opened_at = 0.0
+        self._written = 0  # bytes in the open segment
+        self._records = 0
+        self._synced = 0  # bytes of the open segment known to be on disk
+        self._generation = 0  # bumps when a segment is sealed
+        self._pending_bytes = 0  # open + sealed, not yet deleted
+        directory.mkdir(parents=True, exist_ok=True)
+        self._recover()
+
+    # -- start-up ----------------------------------------------------------------------------
+    def _recover(self) -> None:
+        for path in sorted(self.directory.glob(f"*{SUFFIX}")):
+            data = path.read_bytes()
+            size, records = valid_length(data)
+            if size < len(data):
+                with path.open("r+b") as f:  # cut a torn tail: it was never acknowledged
+                    f.truncate(size)
+                    os.fsync(f.fileno())
+            if size == 0:
+                path.unlink()
+                continue
+            self._sealed.append(Segment(path, size, records))
+            self._pending_bytes += size
+
+    # -- appending ----------------------------------------------------------------------------
+    def append(self, record: bytes) -> None:
+        """Write one framed record and return once it is on disk (raises LogFullError past the bound)."""
+        with self._lock:
+            if self._pending_bytes + len(record) > self.max_bytes:
+                raise LogFullError(f"the write-ahead log holds {self._pending_bytes:,} bytes not yet written")
+            if self._file is None:
+                self._open()
+            assert self._file is not None
+            self._file.write(record)
+            self._written += len(record)
+            self._records += 1
+            self._pending_bytes += len(record)
+            generation, end = self._generation, self._written
+            file = self._file
+            if self._written >= self.segment_bytes:
+                self._seal()
+        self._sync(file, generation, end)
+
+    def _sync(self, file: BinaryIO, generation: int, end: int) -> None:
+        with self._sync_lock:
+            if generation != self._generation:
+                return  # sealed since: sealing flushed and synced it
+            if self._synced >= end:
+                return  # another append's fsync covered this one
+            with self._lock:
+                if generation != self._generation:
+                    return
+                file.flush()
+                target = self._written
+            if self._fsync:
+                os.fsync(file.fileno())
+            self._synced = max(self._synced, target)
+
+    def _open(self) -> None:
+        name = f"{time.time_ns():020d}-{secrets.token_hex(4)}{SUFFIX}"
+        self._path = self.directory / name
+        self._file = self._path.open("wb")
+        self._opened_at = time.monotonic()
+        self._written = self._records = self._synced = 0
+
+    def _seal(self) -> None:
+        """Close the open segment and queue it; the caller holds the lock."""
+        if self._file is None or self._path is None:
+            return
+        self._file.flush()
+        if self._fsync:
+            os.fsync(self._file.fileno())
+        self._file.close()
+        self._sealed.append(Segment(self._path, self._written, self._records))
+        self._file = None
+        self._path = None
+        self._generation += 1
+        self._ready.notify_all()
+
+    # -- the writer's side ----------------------------------------------------------------------
+    def seal_if_old(self) -> None:
+        """Seal the open segment when it has waited `max_age_s` (bounds freshness)."""
+        with self._lock:
+            if self._file is not None and time.monotonic() - self._opened_at >= self.max_age_s:
+                self._seal()
+
+    def flush(self) -> None:
+        """Seal the open segment now, whatever its age."""
+        with self._lock:
+            self._seal()
+
+    def next_segment(self, timeout: float) -> Segment | None:
+        """The oldest sealed segment (left in place until `done`), or None after `timeout`."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not self._sealed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._ready.wait(min(remaining, self.max_age_s))
+                if self._file is not None and time.monotonic() - self._opened_at >= self.max_age_s:
+                    self._seal()
+            return self._sealed[0]
+
+    def done(self, segment: Segment) -> None:
+        """The segment is in ClickHouse: forget it and free its bytes."""
+        with self._lock:
+            if self._sealed and self._sealed[0] == segment:
+                self._sealed.popleft()
+            else:
+                self._sealed.remove(segment)
+            self._pending_bytes -= segment.size
+        segment.path.unlink(missing_ok=True)
+
+    def quarantine(self, segment: Segment, reason: str) -> Path:
+        """Move a segment ClickHouse refuses for good out of the way, with the reason beside it."""
+        target_dir = self.directory / "quarantine"
+        target_dir.mkdir(exist_ok=True)
+        target = target_dir / segment.path.name
+        os.replace(segment.path, target)
+        target.with_suffix(".reason.txt").write_text(reason, encoding="utf-8")
+        with self._lock:
+            self._sealed.remove(segment)
+            self._pending_bytes -= segment.size
+        return target
+
+    def is_pending(self, segment: Segment) -> bool:
+        """True while `segment` waits for the writer."""
+        with self._lock:
+            return segment in self._sealed
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes acknowledged but not yet in ClickHouse."""
+        return self._pending_bytes
+
+    @property
+    def sealed_count(self) -> int:
+        return len(self._sealed)
+
+    def close(self) -> None:
+        """Seal the open segment (it stays on disk for the writer or the next start)."""
+        with self._lock:
+            self._seal()

@@ -1,0 +1,146 @@
+"""The writer: sealed log segments into ClickHouse, in order, one INSERT … SELECT each.
+
+A segment leaves the log only after ClickHouse accepted it. Connection failures are retried with
+backoff for as long as they last (the log holds the data; its size bound pushes back on clients).
+A segment ClickHouse itself refuses is retried a few times, then moved to the log's quarantine
+with the reason: set aside for a person, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from clinotel.collector import ingest
+from clinotel.collector.schema import SchemaOptions
+from clinotel.collector.wal import Segment, WriteAheadLog
+
+__all__ = ["SegmentWriter", "WriterStats"]
+
+logger: Final = logging.getLogger("clinotel.collector")
+
+MAX_REFUSALS: Final = 3
+BACKOFF_S: Final = (0.1, 0.5, 1.0, 2.0, 5.0)
+DRAIN_DEADLINE_S: Final = 30.0
+
+
+@dataclass
+class WriterStats:
+    """What the writer did, for /metrics and the health dashboard."""
+
+    segments: int = 0
+    records: int = 0
+    bytes: int = 0
+    retries: int = 0
+    quarantined: int = 0
+    last_insert_s: float = 0.0
+    insert_seconds: list[float] = field(default_factory=list)
+
+    def observe(self, seconds: float) -> None:
+        self.last_insert_s = seconds
+        self.insert_seconds.append(seconds)
+        if len(self.insert_seconds) > 1024:
+            del self.insert_seconds[:512]
+
+
+def _is_refusal(exc: Exception) -> bool:
+    """True when ClickHouse ran the statement and refused it (not a connection failure)."""
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+    return isinstance(exc, DatabaseError) and not isinstance(exc, OperationalError)
+
+
+class SegmentWriter:
+    """Moves sealed segments from the log into `otel_traces`."""
+
+    def __init__(self, wal: WriteAheadLog, client: Any, options: SchemaOptions, proto_file: Path) -> None:
+        self.wal = wal
+        self.client = client
+        self.options = options
+        self.proto_file = proto_file
+        self.stats = WriterStats()
+        self._stop = threading.Event()
+        # One segment in flight at a time, whoever writes it (the thread or a drain): a segment
+        # is taken, written and released under this lock, so none is written twice at once.
+        self._turn = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def write(self, segment: Segment) -> None:
+        """Insert one segment; raises what ClickHouse raised."""
+        sql = ingest.insert_select(
+            self.options, ingest.segment_source(str(segment.path.resolve())), str(self.proto_file), segment.token
+        )
+        started = time.perf_counter()
+        self.client.command(sql)
+        self.stats.observe(time.perf_counter() - started)
+        self.stats.segments += 1
+        self.stats.records += segment.records
+        self.stats.bytes += segment.size
+
+    def drain(self, give_up_after_s: float = DRAIN_DEADLINE_S) -> int:
+        """Write every sealed segment now (tests, shutdown), retrying failures until the
+        deadline; returns how many were written. What is left stays in the log for next time."""
+        self.wal.flush()
+        deadline = time.monotonic() + give_up_after_s
+        written = 0
+        while (outcome := self._next(0.0, deadline)) is not None and outcome:
+            written += 1
+        return written
+
+    def _next(self, timeout: float, deadline: float | None = None) -> bool | None:
+        """Write the oldest sealed segment: None when there is none, else whether it left the log."""
+        segment = self.wal.next_segment(timeout)
+        if segment is None:
+            return None
+        with self._turn:
+            if not self.wal.is_pending(segment):
+                return True  # written by the other caller meanwhile
+            return self._write_with_retries(segment, deadline)
+
+    def _write_with_retries(self, segment: Segment, deadline: float | None = None) -> bool:
+        """Insert until it works; the thread gives up when stopped, a drain at its deadline."""
+        refusals = attempt = 0
+
+        def keep_trying() -> bool:
+            return time.monotonic() < deadline if deadline is not None else not self._stop.is_set()
+
+        while keep_trying():
+            try:
+                self.write(segment)
+            except Exception as e:  # noqa: BLE001 - every failure is retried or quarantined
+                self.stats.retries += 1
+                if _is_refusal(e):
+                    refusals += 1
+                    if refusals >= MAX_REFUSALS:
+                        target = self.wal.quarantine(segment, f"{type(e).__name__}: {e}")
+                        self.stats.quarantined += 1
+                        logger.error("segment %s refused %d times, moved to %s", segment.token, refusals, target)
+                        return True
+                delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+                attempt += 1
+                logger.warning("insert of segment %s failed (%s); retrying in %.1f s", segment.token, e, delay)
+                time.sleep(delay) if deadline is not None else self._stop.wait(delay)
+                continue
+            self.wal.done(segment)
+            return True
+        return False
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._next(timeout=0.2)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="clinotel-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, drain: bool = True) -> None:
+        """Stop the thread; with `drain`, write what the log holds first."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if drain:
+            self.drain()
