@@ -42,6 +42,8 @@ class Segment:
     path: Path
     size: int
     records: int
+    acknowledged_at: tuple[float, ...] = ()
+    """Wall-clock times the records were appended in this process (empty after a restart)."""
 
     @property
     def token(self) -> str:
@@ -122,6 +124,7 @@ class WriteAheadLog:
         self._synced = 0  # bytes of the open segment known to be on disk
         self._generation = 0  # bumps when a segment is sealed
         self._pending_bytes = 0  # open + sealed, not yet deleted
+        self._appended_at: list[float] = []
         directory.mkdir(parents=True, exist_ok=True)
         self._recover()
 
@@ -153,6 +156,7 @@ class WriteAheadLog:
             self._written += len(record)
             self._records += 1
             self._pending_bytes += len(record)
+            self._appended_at.append(time.time())
             generation, end = self._generation, self._written
             file = self._file
             if self._written >= self.segment_bytes:
@@ -180,6 +184,7 @@ class WriteAheadLog:
         self._file = self._path.open("wb")
         self._opened_at = time.monotonic()
         self._written = self._records = self._synced = 0
+        self._appended_at = []
 
     def _seal(self) -> None:
         """Close the open segment and queue it; the caller holds the lock."""
@@ -189,7 +194,7 @@ class WriteAheadLog:
         if self._fsync:
             os.fsync(self._file.fileno())
         self._file.close()
-        self._sealed.append(Segment(self._path, self._written, self._records))
+        self._sealed.append(Segment(self._path, self._written, self._records, tuple(self._appended_at)))
         self._file = None
         self._path = None
         self._generation += 1

@@ -39,12 +39,17 @@ class WriterStats:
     quarantined: int = 0
     last_insert_s: float = 0.0
     insert_seconds: list[float] = field(default_factory=list)
+    freshness_seconds: list[float] = field(default_factory=list)
+    """Per record: from its acknowledgement to the end of the insert that made it queryable."""
 
-    def observe(self, seconds: float) -> None:
+    def observe(self, seconds: float, segment: Segment) -> None:
         self.last_insert_s = seconds
         self.insert_seconds.append(seconds)
-        if len(self.insert_seconds) > 1024:
-            del self.insert_seconds[:512]
+        now = time.time()
+        self.freshness_seconds.extend(now - t for t in segment.acknowledged_at)
+        for samples in (self.insert_seconds, self.freshness_seconds):
+            if len(samples) > 100_000:
+                del samples[:50_000]
 
 
 def _is_refusal(exc: Exception) -> bool:
@@ -76,7 +81,7 @@ class SegmentWriter:
         )
         started = time.perf_counter()
         self.client.command(sql)
-        self.stats.observe(time.perf_counter() - started)
+        self.stats.observe(time.perf_counter() - started, segment)
         self.stats.segments += 1
         self.stats.records += segment.records
         self.stats.bytes += segment.size
