@@ -148,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     n_requests, n_spans = json.loads(encoded.stdout)
     client = clickhouse_connect.get_client(dsn=f"chdb://{work / 'data'}")
     collector = Collector(
-        CollectorConfig(database="bench", wal_dir=work / "wal", otlp_http=("127.0.0.1", 0), insecure_no_auth=True),
+        CollectorConfig(
+            database="bench", wal_dir=work / "wal", otlp_http=("127.0.0.1", 0), otlp_grpc=None, insecure_no_auth=True
+        ),
         client=client,
     )
     collector.start()

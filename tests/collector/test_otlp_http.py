@@ -65,6 +65,7 @@ def collector(client: Any, options: schema.SchemaOptions, tokens: Tokens, tmp_pa
         database=options.database,
         wal_dir=tmp_path / "wal",
         otlp_http=("127.0.0.1", 0),
+        otlp_grpc=("127.0.0.1", 0),
         tokens=tokens,
         max_request_bytes=1 << 20,
         wal_max_bytes=4 << 20,
@@ -297,3 +298,46 @@ def test_insecure_mode_is_refused_off_loopback(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--tokens"):
         CollectorConfig().validate()
     CollectorConfig(otlp_http=("::1", 4318), insecure_no_auth=True).validate()
+
+
+# -- OTLP/gRPC: the same export behind the other transport ----------------------------------
+
+
+def test_clinotel_workflows_over_otlp_grpc(collector: Collector) -> None:
+    assert collector.grpc is not None
+    before = _runtime.current()
+    telemetry = ct.configure(
+        service_name="ed-triage",
+        endpoint=f"http://127.0.0.1:{collector.grpc.port}",
+        protocol="grpc",
+        headers={"authorization": f"Bearer {WRITE_TOKEN}"},
+        pseudonym_key="k" * 32,
+        set_global=False,
+    )
+    try:
+        clock = FakeClock()
+        for i in range(5):
+            triage(clock, f"ENC-{i}")
+        assert telemetry.force_flush()
+    finally:
+        telemetry.shutdown()
+        _runtime.install(before)
+    assert _count(collector, "TenantId = 'st-marys' AND ServiceName = 'ed-triage'") == 5 * 8
+
+
+def test_grpc_answers_with_the_specified_codes(collector: Collector) -> None:
+    import grpc
+
+    assert collector.grpc is not None
+    with grpc.insecure_channel(f"127.0.0.1:{collector.grpc.port}") as channel:
+        export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        auth = (("authorization", f"Bearer {WRITE_TOKEN}"),)
+        with pytest.raises(grpc.RpcError) as info:
+            export(_plain_request(1), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as info:
+            export(b"\xff\xff\xff garbage", metadata=auth, timeout=5)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        reply = export(_plain_request(2), metadata=auth, timeout=5)
+        assert ExportTraceServiceResponse.FromString(reply).partial_success.rejected_spans == 0
+    assert _count(collector) == 2

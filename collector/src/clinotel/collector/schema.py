@@ -186,12 +186,22 @@ ENGINE = {o.engine(VERSIONS, "ReplacingMergeTree")}
 ORDER BY Version"""
 
 
+def _clinical(o: SchemaOptions) -> Iterator[str]:
+    from clinotel.collector import clinical
+
+    yield from clinical.statements(o)
+    if o.cluster:
+        yield _distributed(o, clinical.STAGE_SPANS, "cityHash64(TraceId)")
+        yield _distributed(o, clinical.WORKFLOWS, "cityHash64(TraceId)")
+
+
 class _Steps(Protocol):
     def __call__(self, o: SchemaOptions) -> Iterator[str]: ...
 
 
 _STEPS: Final[tuple[tuple[int, str, _Steps], ...]] = (
     (1, "contrib exporter trace tables, tenant-first sort key", _traces),
+    (2, "clinical views: clinical_stage_spans, clinical_workflows", _clinical),
 )
 SCHEMA_VERSION: Final = max(v for v, _, _ in _STEPS)
 

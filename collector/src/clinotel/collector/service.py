@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from clinotel.collector import otlp_proto, schema
+from clinotel.collector.otlp_grpc import OtlpGrpcServer
 from clinotel.collector.otlp_http import OtlpHttpServer, is_loopback
 from clinotel.collector.receiver import DEFAULT_MAX_REQUEST_BYTES, Limits, TraceReceiver
 from clinotel.collector.store import connect
@@ -33,6 +34,7 @@ class CollectorConfig:
     database: str = "clinotel"
     wal_dir: Path | None = None
     otlp_http: tuple[str, int] = ("127.0.0.1", 4318)
+    otlp_grpc: tuple[str, int] | None = ("127.0.0.1", 4317)
     tokens: Tokens | None = None
     insecure_no_auth: bool = False
     insecure_tenant: str = INSECURE_TENANT
@@ -45,8 +47,10 @@ class CollectorConfig:
     def validate(self) -> None:
         if self.tokens is None and not self.insecure_no_auth:
             raise ConfigError("give --tokens FILE, or --insecure-no-auth on a loopback address")
-        if self.insecure_no_auth and not is_loopback(self.otlp_http[0]):
-            raise ConfigError(f"--insecure-no-auth is refused on a non-loopback address ({self.otlp_http[0]})")
+        hosts = [self.otlp_http[0]] + ([self.otlp_grpc[0]] if self.otlp_grpc else [])
+        exposed = [h for h in hosts if not is_loopback(h)]
+        if self.insecure_no_auth and exposed:
+            raise ConfigError(f"--insecure-no-auth is refused on a non-loopback address ({exposed[0]})")
         if self.data_dir is not None and self.clickhouse_url is not None:
             raise ConfigError("give --data-dir or --clickhouse-url, not both")
         if self.clickhouse_url is not None:
@@ -74,6 +78,7 @@ class Collector:
         self.writer: SegmentWriter | None = None
         self.receiver: TraceReceiver | None = None
         self.http: OtlpHttpServer | None = None
+        self.grpc: OtlpGrpcServer | None = None
 
     def _authenticate(self, token: str | None) -> Grant | None:
         if self.config.tokens is not None:
@@ -105,6 +110,9 @@ class Collector:
         host, port = cfg.otlp_http
         self.http = OtlpHttpServer(host, port, self.receiver, self._authenticate)
         self.http.start()
+        if cfg.otlp_grpc is not None:
+            self.grpc = OtlpGrpcServer(cfg.otlp_grpc[0], cfg.otlp_grpc[1], self.receiver, self._authenticate)
+            self.grpc.start()
 
     @property
     def client(self) -> Any:
@@ -112,6 +120,8 @@ class Collector:
 
     def stop(self) -> None:
         """Stop receiving, seal the log, and write everything acknowledged."""
+        if self.grpc is not None:
+            self.grpc.stop()
         if self.http is not None:
             self.http.stop()
         if self.wal is not None:

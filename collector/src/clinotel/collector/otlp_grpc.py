@@ -1,0 +1,69 @@
+"""OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+
+The handler takes the request's raw bytes (gRPC has already inflated them) and hands them to
+the same transport-free export as OTLP/HTTP, so both transports refuse and accept alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+from typing import Final
+
+import grpc
+
+from clinotel.collector.otlp_http import Authenticate
+from clinotel.collector.receiver import PROTOBUF, RefusedError, TraceReceiver
+
+__all__ = ["OtlpGrpcServer"]
+
+logger: Final = logging.getLogger("clinotel.collector")
+SERVICE: Final = "opentelemetry.proto.collector.trace.v1.TraceService"
+
+
+def _token(context: grpc.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata():
+        if key.lower() == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+class OtlpGrpcServer:
+    """The OTLP/gRPC receiver on `host:port`."""
+
+    def __init__(
+        self, host: str, port: int, receiver: TraceReceiver, authenticate: Authenticate, workers: int = 8
+    ) -> None:
+        self._receiver = receiver
+        self._authenticate = authenticate
+        limit = receiver.limits.max_request_bytes
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clinotel-otlp-grpc"),
+            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", 4 << 20)],
+        )
+        handler = grpc.unary_unary_rpc_method_handler(self._export)  # raw bytes in and out
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),))
+        self.port = self._server.add_insecure_port(f"{host}:{port}")
+
+    def _export(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        grant = self._authenticate(_token(context))
+        if grant is None or grant.role != "write":
+            self._receiver.stats.requests_refused["unauthenticated"] += 1
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "a write token is required (Bearer)")
+        assert grant is not None
+        try:
+            result = self._receiver.export(request, content_type=PROTOBUF, tenant=grant.tenant)
+        except RefusedError as e:
+            context.abort(getattr(grpc.StatusCode, e.grpc_code, grpc.StatusCode.INTERNAL), e.message)
+        except Exception:
+            logger.exception("OTLP/gRPC export failed")
+            context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        return result.body
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop(self) -> None:
+        self._server.stop(grace=5).wait(10)
