@@ -149,7 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     client = clickhouse_connect.get_client(dsn=f"chdb://{work / 'data'}")
     collector = Collector(
         CollectorConfig(
-            database="bench", wal_dir=work / "wal", otlp_http=("127.0.0.1", 0), otlp_grpc=None, insecure_no_auth=True
+            database="bench",
+            wal_dir=work / "wal",
+            otlp_http=("127.0.0.1", 0),
+            otlp_grpc=None,
+            http=None,
+            insecure_no_auth=True,
         ),
         client=client,
     )

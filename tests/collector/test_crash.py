@@ -35,7 +35,8 @@ def _free_port() -> int:
 def _start(data: Path, wal: Path, port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(data), "--wal-dir", str(wal),
-         "--otlp-http", f"127.0.0.1:{port}", "--otlp-grpc", f"127.0.0.1:{_free_port()}", "--insecure-no-auth"],
+         "--otlp-http", f"127.0.0.1:{port}", "--otlp-grpc", f"127.0.0.1:{_free_port()}",
+         "--http", f"127.0.0.1:{_free_port()}", "--insecure-no-auth"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )  # fmt: skip

@@ -66,6 +66,7 @@ def collector(client: Any, options: schema.SchemaOptions, tokens: Tokens, tmp_pa
         wal_dir=tmp_path / "wal",
         otlp_http=("127.0.0.1", 0),
         otlp_grpc=("127.0.0.1", 0),
+        http=("127.0.0.1", 0),
         tokens=tokens,
         max_request_bytes=1 << 20,
         wal_max_bytes=4 << 20,
@@ -341,3 +342,24 @@ def test_grpc_answers_with_the_specified_codes(collector: Collector) -> None:
         reply = export(_plain_request(2), metadata=auth, timeout=5)
         assert ExportTraceServiceResponse.FromString(reply).partial_success.rejected_spans == 0
     assert _count(collector) == 2
+
+
+def test_metrics_and_ping(collector: Collector) -> None:
+    assert collector.admin is not None
+    base = f"http://127.0.0.1:{collector.admin.port}"
+    with urllib.request.urlopen(f"{base}/ping", timeout=5) as r:
+        assert r.read() == b"Ok.\n"
+    _post(_url(collector), _plain_request(3))
+    _post(_url(collector), b"garbage")
+    _post(_url(collector), _plain_request(1), token=None)
+    _count(collector)
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
+        assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = r.read().decode()
+    lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    assert lines["clinotel_receiver_spans_accepted_total"] == "3"
+    assert lines['clinotel_receiver_requests_refused_total{reason="malformed"}'] == "1"
+    assert lines['clinotel_receiver_requests_refused_total{reason="unauthenticated"}'] == "1"
+    assert lines["clinotel_writer_records_total"] == "1"
+    assert lines["clinotel_wal_pending_bytes"] == "0"
+    assert float(lines['clinotel_ingest_freshness_seconds{quantile="0.99"}']) >= 0

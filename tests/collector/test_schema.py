@@ -14,7 +14,7 @@ from clinotel.collector import schema
 
 def test_apply_is_idempotent_and_records_versions(client: Any, options: schema.SchemaOptions) -> None:
     assert schema.apply(client, options) == [], "the fixture applied everything already"
-    versions = client.query(f"SELECT Version FROM {options.name(schema.VERSIONS)} FINAL").result_rows
+    versions = client.query(f"SELECT Version FROM {options.name(schema.VERSIONS)} FINAL ORDER BY Version").result_rows
     assert [v[0] for v in versions] == [m.version for m in schema.migrations(options)]
 
 

@@ -86,6 +86,13 @@ def _address(value: str) -> tuple[str, int]:
 @click.option("--clickhouse-url", help="A ClickHouse server (not available yet: see docs/collector.md).")
 @click.option("--otlp-http", default="127.0.0.1:4318", show_default=True, help="OTLP/HTTP listen address.")
 @click.option("--otlp-grpc", default="127.0.0.1:4317", show_default=True, help="OTLP/gRPC listen address.")
+@click.option(
+    "--http",
+    "http_address",
+    default="127.0.0.1:8123",
+    show_default=True,
+    help="/ping and /metrics (Prometheus) listen address.",
+)
 @click.option("--tokens", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Tokens file (TOML).")
 @click.option("--insecure-no-auth", is_flag=True, help="Accept writes without a token (loopback addresses only).")
 @click.option(
@@ -101,6 +108,7 @@ def serve(
     clickhouse_url: str | None,
     otlp_http: str,
     otlp_grpc: str,
+    http_address: str,
     tokens: Path | None,
     insecure_no_auth: bool,
     wal_dir: Path | None,
@@ -123,6 +131,7 @@ def serve(
             wal_dir=wal_dir,
             otlp_http=_address(otlp_http),
             otlp_grpc=_address(otlp_grpc),
+            http=_address(http_address),
             tokens=Tokens.load(tokens) if tokens is not None else None,
             insecure_no_auth=insecure_no_auth,
             max_request_bytes=max_request_mb << 20,
@@ -135,6 +144,10 @@ def serve(
     assert collector.http is not None
     host = config.otlp_http[0]
     click.echo(f"clinotel collector: OTLP/HTTP on http://{host}:{collector.http.port}/v1/traces", err=True)
+    if collector.admin is not None:
+        click.echo(
+            f"  /ping and /metrics on http://{config.http[0] if config.http else ''}:{collector.admin.port}", err=True
+        )
     if collector.grpc is not None:
         click.echo(f"  OTLP/gRPC on {config.otlp_grpc[0] if config.otlp_grpc else ''}:{collector.grpc.port}", err=True)
     click.echo(f"  store {database} in {data_dir or '.clinotel/data'}; log in {config.resolved_wal_dir}", err=True)

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from clinotel.collector import otlp_proto, schema
+from clinotel.collector import metrics, otlp_proto, schema
+from clinotel.collector.admin_http import AdminHttpServer
 from clinotel.collector.otlp_grpc import OtlpGrpcServer
 from clinotel.collector.otlp_http import OtlpHttpServer, is_loopback
 from clinotel.collector.receiver import DEFAULT_MAX_REQUEST_BYTES, Limits, TraceReceiver
@@ -35,6 +36,7 @@ class CollectorConfig:
     wal_dir: Path | None = None
     otlp_http: tuple[str, int] = ("127.0.0.1", 4318)
     otlp_grpc: tuple[str, int] | None = ("127.0.0.1", 4317)
+    http: tuple[str, int] | None = ("127.0.0.1", 8123)
     tokens: Tokens | None = None
     insecure_no_auth: bool = False
     insecure_tenant: str = INSECURE_TENANT
@@ -79,6 +81,7 @@ class Collector:
         self.receiver: TraceReceiver | None = None
         self.http: OtlpHttpServer | None = None
         self.grpc: OtlpGrpcServer | None = None
+        self.admin: AdminHttpServer | None = None
 
     def _authenticate(self, token: str | None) -> Grant | None:
         if self.config.tokens is not None:
@@ -113,6 +116,16 @@ class Collector:
         if cfg.otlp_grpc is not None:
             self.grpc = OtlpGrpcServer(cfg.otlp_grpc[0], cfg.otlp_grpc[1], self.receiver, self._authenticate)
             self.grpc.start()
+        if cfg.http is not None:
+            self.admin = AdminHttpServer(cfg.http[0], cfg.http[1], self.metrics)
+            self.admin.start()
+
+    def metrics(self) -> str:
+        """The collector's figures in Prometheus text format."""
+        assert self.receiver is not None
+        assert self.wal is not None
+        assert self.writer is not None
+        return metrics.render(self.receiver.stats, self.wal, self.writer.stats)
 
     @property
     def client(self) -> Any:
@@ -120,6 +133,8 @@ class Collector:
 
     def stop(self) -> None:
         """Stop receiving, seal the log, and write everything acknowledged."""
+        if self.admin is not None:
+            self.admin.stop()
         if self.grpc is not None:
             self.grpc.stop()
         if self.http is not None:
