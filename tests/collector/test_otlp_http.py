@@ -122,24 +122,31 @@ def _plain_request(n: int = 3, tenant_claimed: str = "general") -> bytes:
     return encode_spans(exporter.get_finished_spans()).SerializeToString()
 
 
-def test_clinotel_workflows_over_otlp_http_land_in_otel_traces(collector: Collector) -> None:
+def _send_workflows(endpoint: str, protocol: str, n: int) -> None:
+    """`n` triage workflows through clinotel and the official OTLP exporter for `protocol`."""
     before = _runtime.current()
     telemetry = ct.configure(
         service_name="ed-triage",
         tenant="someone-else",
-        endpoint=f"http://127.0.0.1:{collector.http.port}",  # type: ignore[union-attr]
-        headers={"Authorization": f"Bearer {WRITE_TOKEN}"},
+        endpoint=endpoint,
+        protocol=protocol,
+        headers={"authorization": f"Bearer {WRITE_TOKEN}"},
         pseudonym_key="k" * 32,
         set_global=False,
     )
     try:
         clock = FakeClock()
-        for i in range(20):
+        for i in range(n):
             triage(clock, f"ENC-{i}")
         assert telemetry.force_flush()
     finally:
         telemetry.shutdown()
         _runtime.install(before)
+
+
+def test_clinotel_workflows_over_otlp_http_land_in_otel_traces(collector: Collector) -> None:
+    assert collector.http is not None
+    _send_workflows(f"http://127.0.0.1:{collector.http.port}", "http/protobuf", 20)
     assert _count(collector) == 20 * 8  # root, six stages, one shadow decide
     table = collector.options.name(schema.TRACES)
     tenants = collector.client.query(
@@ -306,23 +313,7 @@ def test_insecure_mode_is_refused_off_loopback(tmp_path: Path) -> None:
 
 def test_clinotel_workflows_over_otlp_grpc(collector: Collector) -> None:
     assert collector.grpc is not None
-    before = _runtime.current()
-    telemetry = ct.configure(
-        service_name="ed-triage",
-        endpoint=f"http://127.0.0.1:{collector.grpc.port}",
-        protocol="grpc",
-        headers={"authorization": f"Bearer {WRITE_TOKEN}"},
-        pseudonym_key="k" * 32,
-        set_global=False,
-    )
-    try:
-        clock = FakeClock()
-        for i in range(5):
-            triage(clock, f"ENC-{i}")
-        assert telemetry.force_flush()
-    finally:
-        telemetry.shutdown()
-        _runtime.install(before)
+    _send_workflows(f"http://127.0.0.1:{collector.grpc.port}", "grpc", 5)
     assert _count(collector, "TenantId = 'st-marys' AND ServiceName = 'ed-triage'") == 5 * 8
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Final
+
+from clinotel.collector.http_thread import ServerThread
 
 __all__ = ["AdminHttpServer"]
 
@@ -47,25 +48,8 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
 
 
-class AdminHttpServer:
+class AdminHttpServer(ServerThread):
     """`/ping` and `/metrics` on `host:port`, in a background thread."""
 
     def __init__(self, host: str, port: int, metrics: Callable[[], str]) -> None:
-        self._server = _Server((host, port), metrics)
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="clinotel-http", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        super().__init__(_Server((host, port), metrics), "clinotel-http")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import threading
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,6 +12,7 @@ from typing import Final
 from google.protobuf import json_format
 from google.rpc import status_pb2
 
+from clinotel.collector.http_thread import ServerThread
 from clinotel.collector.receiver import JSON, PROTOBUF, RefusedError, TraceReceiver, too_large
 from clinotel.collector.tokens import Grant
 
@@ -153,25 +153,8 @@ class _Server(ThreadingHTTPServer):
         super().__init__(address, _Handler)
 
 
-class OtlpHttpServer:
+class OtlpHttpServer(ServerThread):
     """The OTLP/HTTP receiver on `host:port`, in a background thread."""
 
     def __init__(self, host: str, port: int, receiver: TraceReceiver, authenticate: Authenticate) -> None:
-        self._server = _Server((host, port), receiver, authenticate)
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="clinotel-otlp-http", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        super().__init__(_Server((host, port), receiver, authenticate), "clinotel-otlp-http")

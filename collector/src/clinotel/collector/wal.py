@@ -65,34 +65,31 @@ def _read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int] | None:
     return None
 
 
-def valid_length(data: bytes) -> tuple[int, int]:
-    """(bytes, records) of the longest prefix of `data` made of whole length-delimited records."""
-    pos = count = 0
+def _records(data: bytes) -> Iterator[tuple[int, int]]:
+    """(start, end) of each whole length-delimited record, stopping at the first torn one."""
+    pos = 0
     while pos < len(data):
         parsed = _read_varint(data, pos)
         if parsed is None:
-            break
+            return
         length, start = parsed
         if start + length > len(data):
-            break
+            return
         pos = start + length
-        count += 1
-    return pos, count
+        yield start, pos
+
+
+def valid_length(data: bytes) -> tuple[int, int]:
+    """(bytes, records) of the longest prefix of `data` made of whole length-delimited records."""
+    spans = list(_records(data))
+    return (spans[-1][1] if spans else 0), len(spans)
 
 
 def read_records(path: Path) -> Iterator[bytes]:
     """The whole records of a segment file."""
     data = path.read_bytes()
-    pos = 0
-    while True:
-        parsed = _read_varint(data, pos)
-        if parsed is None:
-            return
-        length, start = parsed
-        if start + length > len(data):
-            return
-        yield data[start : start + length]
-        pos = start + length
+    for start, end in _records(data):
+        yield data[start:end]
 
 
 class WriteAheadLog:
