@@ -22,7 +22,7 @@ def test_tenant_leads_the_sort_key(client: Any, options: schema.SchemaOptions) -
     key = client.query(
         f"SELECT sorting_key FROM system.tables WHERE database = '{options.database}' AND name = '{schema.TRACES}'"
     ).result_rows[0][0]
-    assert key.startswith("TenantId, ServiceName, SpanName")
+    assert key == "TenantId, ServiceName, toStartOfHour(Timestamp), TraceId"
 
 
 def test_cluster_mode_renders_on_cluster_replicated_and_distributed() -> None:

