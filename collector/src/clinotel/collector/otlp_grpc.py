@@ -50,7 +50,7 @@ class OtlpGrpcServer:
     def _export(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         grant = self._authenticate(_token(context))
         if grant is None or grant.role != "write":
-            self._receiver.stats.requests_refused["unauthenticated"] += 1
+            self._receiver.stats.count_refused("unauthenticated")
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "a write token is required (Bearer)")
         assert grant is not None
         try:

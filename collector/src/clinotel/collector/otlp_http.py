@@ -93,7 +93,7 @@ class _Handler(BaseHTTPRequestHandler):
         length_header = self.headers.get("Content-Length")
         if grant is None or grant.role != "write":
             refused = RefusedError(401, "UNAUTHENTICATED", "unauthenticated", "a write token is required (Bearer)")
-            self.server.receiver.stats.requests_refused["unauthenticated"] += 1
+            self.server.receiver.stats.count_refused("unauthenticated")
             self._status(refused, close=True)
             return
         if length_header is None or not length_header.isdigit():
@@ -102,7 +102,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(length_header)
         limit = self.server.receiver.limits.max_request_bytes
         if length > limit:
-            self.server.receiver.stats.requests_refused["too_large"] += 1
+            self.server.receiver.stats.count_refused("too_large")
             if length <= _DRAIN_FACTOR * limit:  # read and discard, so the client sees the answer
                 remaining = length
                 while remaining > 0:

@@ -86,6 +86,11 @@ class ReceiverStats:
     log_bytes: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def count_refused(self, reason: str) -> None:
+        """One request refused whole, whichever transport refused it."""
+        with self.lock:
+            self.requests_refused[reason] += 1
+
 
 @dataclass(frozen=True)
 class ExportResult:
@@ -205,8 +210,7 @@ class TraceReceiver:
         try:
             return self._export(body, content_type, content_encoding, tenant)
         except RefusedError as e:
-            with self.stats.lock:
-                self.stats.requests_refused[e.reason] += 1
+            self.stats.count_refused(e.reason)
             raise
 
     def _export(self, body: bytes, content_type: str, content_encoding: str, tenant: str) -> ExportResult:

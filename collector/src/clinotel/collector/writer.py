@@ -34,16 +34,13 @@ class WriterStats:
 
     segments: int = 0
     records: int = 0
-    bytes: int = 0
     retries: int = 0
     quarantined: int = 0
-    last_insert_s: float = 0.0
     insert_seconds: list[float] = field(default_factory=list)
     freshness_seconds: list[float] = field(default_factory=list)
     """Per record: from its acknowledgement to the end of the insert that made it queryable."""
 
     def observe(self, seconds: float, segment: Segment) -> None:
-        self.last_insert_s = seconds
         self.insert_seconds.append(seconds)
         now = time.time()
         self.freshness_seconds.extend(now - t for t in segment.acknowledged_at)
@@ -84,7 +81,6 @@ class SegmentWriter:
         self.stats.observe(time.perf_counter() - started, segment)
         self.stats.segments += 1
         self.stats.records += segment.records
-        self.stats.bytes += segment.size
 
     def drain(self, give_up_after_s: float = DRAIN_DEADLINE_S) -> int:
         """Write every sealed segment now (tests, shutdown), retrying failures until the
