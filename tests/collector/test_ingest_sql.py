@@ -153,3 +153,13 @@ def test_sql_scrub_matches_python_scrub(client: Any, text: str) -> None:
     sentence = f"note: {text}, then 'quoted' \\ backslash."
     got = client.query(f"SELECT {sql.scrub_sql(sql.literal(sentence))}").result_rows[0][0]
     assert got == scrub(sentence)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["e1234567-2498-45ec-bb1f-bda77a061be5", "12345678-2498-45ec-bb1f-bda77a123456", "12345678", "E1234567",
+     "id e1234567-2498-45ec-bb1f-bda77a061be5"],
+)  # fmt: skip
+def test_sql_and_python_keep_a_whole_uuid_alike(client: Any, text: str) -> None:
+    got = client.query(f"SELECT {sql.scrub_sql(sql.literal(text))}").result_rows[0][0]
+    assert got == scrub(text)

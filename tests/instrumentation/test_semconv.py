@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from clinotel.instrumentation._sanitize import RESOURCE_GATE
 from clinotel.semconv import (
     PHI_PATTERNS,
     REDACTED,
@@ -182,3 +183,13 @@ def test_registry_refuses_duplicates_and_types_are_consistent() -> None:
             assert not d.values, d.key
             assert d.pattern is None, d.key
         assert d.group in GROUPS, d.key
+
+
+def test_a_whole_uuid_is_kept_though_its_groups_look_like_an_mrn() -> None:
+    # service.instance.id is a random UUID: about one in twenty has a group such as e1234567
+    for value in ("e1234567-2498-45ec-bb1f-bda77a061be5", "12345678-2498-45ec-bb1f-bda77a123456"):
+        assert scrub(value) == value
+        assert RESOURCE_GATE.sanitize({"service.instance.id": value}, counts := {}) is None
+        assert counts == {}
+    assert scrub("MRN e1234567") == REDACTED
+    assert scrub("12345678") == REDACTED

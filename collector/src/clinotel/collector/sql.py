@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Final
 
-from clinotel.semconv import PHI_REGEX, PSEUDONYM_PATTERN, REDACTED, REGISTRY, PhiClass, Scope
+from clinotel.semconv import PHI_REGEX, PSEUDONYM_PATTERN, REDACTED, REGISTRY, UUID_PATTERN, PhiClass, Scope
 
 __all__ = ["PHI_SQL", "attribute_map", "identifier", "literal", "scrub_sql", "string_array"]
 
@@ -29,9 +29,13 @@ PHI_SQL: Final = literal(PHI_REGEX)
 """The PHI alternation of clinotel.semconv as a literal for ClickHouse's RE2 functions."""
 
 
+_UUID_SQL: Final = literal(f"^{UUID_PATTERN}$")
+
+
 def scrub_sql(expr: str) -> str:
-    """`expr` with every PHI match replaced, exactly as `clinotel.semconv.scrub` does."""
-    return f"replaceRegexpAll({expr}, {PHI_SQL}, {literal(REDACTED)})"
+    """`expr` with every PHI match replaced, exactly as `clinotel.semconv.scrub` does (a whole
+    UUID kept)."""
+    return f"if(match({expr}, {_UUID_SQL}), {expr}, replaceRegexpAll({expr}, {PHI_SQL}, {literal(REDACTED)}))"
 
 
 def _keys(scopes: tuple[Scope, ...], phi: PhiClass | None = None) -> list[str]:

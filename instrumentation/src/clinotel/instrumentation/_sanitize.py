@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from clinotel.instrumentation._runtime import Runtime, refuse
-from clinotel.semconv import PHI_PATTERN, REDACTED, REGISTRY, AttributeValue, InvalidAttributeError, Scope
+from clinotel.semconv import REGISTRY, AttributeValue, InvalidAttributeError, Scope, scrub
 
 __all__ = [
     "RESOURCE_GATE",
@@ -68,7 +68,7 @@ def clean_text(text: str) -> str:
     hit = _clean.get(text)
     if hit is not None:
         return hit
-    out = PHI_PATTERN.sub(REDACTED, text)
+    out = scrub(text)
     if len(text) <= 256:
         if len(_clean) >= _CLEAN_LIMIT:
             _clean.clear()

@@ -110,7 +110,7 @@ PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
         "long_number",
         r"(?:\b|_)(?:[A-Za-z]{1,3}[0-9]{5,}|[0-9]{6,})(?:\b|_)",
         "a standalone run of six or more digits, or a short prefix and five or more digits (MRN-like);"
-        " digits inside a hex or alphanumeric token (UUIDs, trace ids) are left alone",
+        " digits inside a longer hex or alphanumeric token (trace ids) are left alone",
         ("12345678", "E1234567", "MR00123456"),
     ),
 )
@@ -119,11 +119,17 @@ PHI_REGEX: Final = "|".join(f"(?:{p.regex})" for p in PHI_PATTERNS)
 """All patterns as one alternation, in priority order; the collector renders it into SQL."""
 
 PHI_PATTERN: Final = re.compile(PHI_REGEX, re.ASCII)
+UUID_PATTERN: Final = "[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+"""A value that is one whole UUID is random, never PHI, and is not scrubbed: a UUID group such as
+`e1234567` or `12345678` would otherwise read as an MRN (about one UUID in twenty)."""
+_IS_UUID: Final = re.compile(UUID_PATTERN).fullmatch
 _NAMED: Final = [(p.name, re.compile(p.regex, re.ASCII)) for p in PHI_PATTERNS]
 
 
 def scrub(text: str) -> str:
-    """`text` with every PHI match replaced by `[REDACTED]`."""
+    """`text` with every PHI match replaced by `[REDACTED]`; a whole UUID is kept as it is."""
+    if len(text) == 36 and _IS_UUID(text):
+        return text
     return PHI_PATTERN.sub(REDACTED, text)
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final
 
-from clinotel.semconv._phi import PHI_PATTERN, REDACTED
+from clinotel.semconv._phi import PHI_PATTERN, scrub
 
 __all__ = [
     "AttrType",
@@ -143,7 +143,6 @@ def _build_validator(d: AttributeDef) -> Callable[[object], AttributeValue]:
 
     allowed = frozenset(d.values)
     if d.phi is PhiClass.FREE_TEXT:
-        sub = PHI_PATTERN.sub
         scrubbed: dict[str, str] = {}
 
         def check_text(v: object) -> AttributeValue:
@@ -152,7 +151,7 @@ def _build_validator(d: AttributeDef) -> Callable[[object], AttributeValue]:
             hit = scrubbed.get(v)
             if hit is not None:
                 return hit
-            out = sub(REDACTED, v[:_MAX_FREE_TEXT])
+            out = scrub(v[:_MAX_FREE_TEXT])
             if len(v) <= 256:
                 if len(scrubbed) >= _CACHE_LIMIT:
                     scrubbed.clear()
