@@ -3,6 +3,7 @@ one database per test."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,8 @@ import clickhouse_connect
 import pytest
 
 from clinotel.collector import otlp_proto, schema
+from clinotel.collector.service import Collector, CollectorConfig
+from clinotel.collector.tokens import Tokens
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +42,65 @@ def proto_file(engine_dir: Path) -> Path:
     path = engine_dir / "wal.proto"
     path.write_text(otlp_proto.proto_schema(), encoding="utf-8")
     return path
+
+
+WRITE_TOKEN = "write-token-st-marys-0123456789"
+READ_TOKEN = "read-token-st-marys-0123456789ab"
+OTHER_TOKEN = "write-token-general-0123456789"
+OTHER_READ_TOKEN = "read-token-general-0123456789ab"
+OPERATOR_TOKEN = "read-token-operator-0123456789ab"
+
+
+@pytest.fixture
+def tokens(tmp_path: Path) -> Tokens:
+    path = tmp_path / "tokens.toml"
+    path.write_text(
+        f"""
+[[token]]
+tenant = "st-marys"
+role = "write"
+sha256 = "{hashlib.sha256(WRITE_TOKEN.encode()).hexdigest()}"
+
+[[token]]
+tenant = "st-marys"
+role = "read"
+token = "{READ_TOKEN}"
+
+[[token]]
+tenant = "general"
+token = "{OTHER_TOKEN}"
+
+[[token]]
+tenant = "general"
+role = "read"
+token = "{OTHER_READ_TOKEN}"
+
+[[token]]
+tenant = "*"
+role = "read"
+token = "{OPERATOR_TOKEN}"
+""",
+        encoding="utf-8",
+    )
+    return Tokens.load(path)
+
+
+@pytest.fixture
+def collector(
+    client: Any, engine_dir: Path, options: schema.SchemaOptions, tokens: Tokens, tmp_path: Path
+) -> Iterator[Collector]:
+    config = CollectorConfig(
+        database=options.database,
+        wal_dir=tmp_path / "wal",
+        otlp_http=("127.0.0.1", 0),
+        otlp_grpc=("127.0.0.1", 0),
+        http=("127.0.0.1", 0),
+        data_dir=engine_dir / "data",
+        tokens=tokens,
+        max_request_bytes=1 << 20,
+        wal_max_bytes=4 << 20,
+    )
+    c = Collector(config, client=client)
+    c.start()
+    yield c
+    c.stop()

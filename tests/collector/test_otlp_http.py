@@ -4,77 +4,24 @@ specification's answers to everything else, with nothing written and the server 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from google.rpc import status_pb2
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-import clinotel.instrumentation as ct
 from clinotel.collector import schema
 from clinotel.collector.service import Collector, CollectorConfig, ConfigError
-from clinotel.collector.tokens import Tokens
-from clinotel.instrumentation import _runtime
-from tests.conftest import FakeClock
-from tests.instrumentation.workflows import triage
-
-WRITE_TOKEN = "write-token-st-marys-0123456789"
-READ_TOKEN = "read-token-st-marys-0123456789ab"
-OTHER_TOKEN = "write-token-general-0123456789"
-
-
-@pytest.fixture
-def tokens(tmp_path: Path) -> Tokens:
-    path = tmp_path / "tokens.toml"
-    path.write_text(
-        f"""
-[[token]]
-tenant = "st-marys"
-role = "write"
-sha256 = "{hashlib.sha256(WRITE_TOKEN.encode()).hexdigest()}"
-
-[[token]]
-tenant = "st-marys"
-role = "read"
-token = "{READ_TOKEN}"
-
-[[token]]
-tenant = "general"
-token = "{OTHER_TOKEN}"
-""",
-        encoding="utf-8",
-    )
-    return Tokens.load(path)
-
-
-@pytest.fixture
-def collector(client: Any, options: schema.SchemaOptions, tokens: Tokens, tmp_path: Path) -> Iterator[Collector]:
-    config = CollectorConfig(
-        database=options.database,
-        wal_dir=tmp_path / "wal",
-        otlp_http=("127.0.0.1", 0),
-        otlp_grpc=("127.0.0.1", 0),
-        http=("127.0.0.1", 0),
-        tokens=tokens,
-        max_request_bytes=1 << 20,
-        wal_max_bytes=4 << 20,
-    )
-    c = Collector(config, client=client)
-    c.start()
-    yield c
-    c.stop()
+from tests.collector.conftest import OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN
+from tests.collector.otlp_clients import plain_request, post, send_workflows
 
 
 def _url(c: Collector) -> str:
@@ -88,66 +35,14 @@ def _count(c: Collector, where: str = "1") -> int:
     return int(c.client.query(f"SELECT count() FROM {c.options.name(schema.TRACES)} WHERE {where}").result_rows[0][0])
 
 
-def _post(
-    url: str,
-    body: bytes,
-    *,
-    token: str | None = WRITE_TOKEN,
-    content_type: str = "application/x-protobuf",
-    **headers: str,
-) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, data=body, method="POST")
-    request.add_header("Content-Type", content_type)
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    for k, v in headers.items():
-        request.add_header(k.replace("_", "-"), v)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as e:
-        with e:
-            return e.code, dict(e.headers), e.read()
-
-
-def _plain_request(n: int = 3, tenant_claimed: str = "general") -> bytes:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(
-        resource=Resource.create({"service.name": "ehr-bridge", "clinical.tenant.id": tenant_claimed})
-    )
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    for i in range(n):
-        with provider.get_tracer("t").start_as_current_span(f"span {i}"):
-            pass
-    return encode_spans(exporter.get_finished_spans()).SerializeToString()
-
-
-def _send_workflows(endpoint: str, protocol: str, n: int) -> None:
-    """`n` triage workflows through clinotel and the official OTLP exporter for `protocol`."""
-    before = _runtime.current()
-    telemetry = ct.configure(
-        service_name="ed-triage",
-        tenant="someone-else",
-        endpoint=endpoint,
-        protocol=protocol,
-        headers={"authorization": f"Bearer {WRITE_TOKEN}"},
-        pseudonym_key="k" * 32,
-        set_global=False,
-    )
-    try:
-        clock = FakeClock()
-        for i in range(n):
-            triage(clock, f"ENC-{i}")
-        assert telemetry.force_flush()
-    finally:
-        telemetry.shutdown()
-        _runtime.install(before)
-
-
 def test_clinotel_workflows_over_otlp_http_land_in_otel_traces(collector: Collector) -> None:
     assert collector.http is not None
-    _send_workflows(f"http://127.0.0.1:{collector.http.port}", "http/protobuf", 20)
-    assert _count(collector) == 20 * 8  # root, six stages, one shadow decide
+    send_workflows(f"http://127.0.0.1:{collector.http.port}", "http/protobuf", 20)
+    n = _count(collector)
+    assert n == 20 * 8, collector.client.query(
+        f"SELECT SpanName, count(), groupArray(SpanAttributes) FROM {collector.options.name(schema.TRACES)} "
+        "GROUP BY 1 HAVING count() != 20"
+    ).result_rows
     table = collector.options.name(schema.TRACES)
     tenants = collector.client.query(
         f"SELECT DISTINCT TenantId, ResourceAttributes['clinical.tenant.id'] FROM {table}"
@@ -182,11 +77,11 @@ def test_json_and_gzip(collector: Collector) -> None:
             }
         ]
     }
-    status, headers, reply = _post(_url(collector), json.dumps(body).encode(), content_type="application/json")
+    status, headers, reply = post(_url(collector), json.dumps(body).encode(), content_type="application/json")
     assert status == 200, reply
     assert headers["Content-Type"] == "application/json"
     assert json.loads(reply) == {}
-    status, _, _ = _post(_url(collector), gzip.compress(_plain_request(2)), Content_Encoding="gzip")
+    status, _, _ = post(_url(collector), gzip.compress(plain_request(2)), Content_Encoding="gzip")
     assert status == 200
     row = collector.client.query(
         f"SELECT TraceId, SpanId, Duration, SpanAttributes FROM {collector.options.name(schema.TRACES)} "
@@ -205,9 +100,9 @@ def test_json_and_gzip(collector: Collector) -> None:
 def test_spans_with_invalid_ids_are_refused_individually(collector: Collector) -> None:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    request = ExportTraceServiceRequest.FromString(_plain_request(3))
+    request = ExportTraceServiceRequest.FromString(plain_request(3))
     request.resource_spans[0].scope_spans[0].spans[1].trace_id = b"short"
-    status, _, reply = _post(_url(collector), request.SerializeToString())
+    status, _, reply = post(_url(collector), request.SerializeToString())
     assert status == 200
     response = ExportTraceServiceResponse.FromString(reply)
     assert response.partial_success.rejected_spans == 1
@@ -222,7 +117,7 @@ def _gzip_bomb(size: int) -> bytes:
 @pytest.mark.parametrize(
     ("name", "body", "headers", "status"),
     [
-        ("truncated protobuf", _plain_request(3)[:-7], {}, 400),
+        ("truncated protobuf", plain_request(3)[:-7], {}, 400),
         ("random bytes", os.urandom(512), {}, 400),
         ("bad json", b'{"resourceSpans": [', {"content_type": "application/json"}, 400),
         ("json not an object", b"[1, 2]", {"content_type": "application/json"}, 400),
@@ -249,29 +144,29 @@ def test_malformed_input_gets_the_right_answer_and_writes_nothing(
         body = encode_spans(exporter.get_finished_spans()).SerializeToString()
     assert collector.wal is not None
     pending = collector.wal.pending_bytes
-    got, response_headers, reply = _post(_url(collector), body, **headers)
+    got, response_headers, reply = post(_url(collector), body, **headers)
     assert got == status, (name, reply[:200])
     if response_headers.get("Content-Type") == "application/x-protobuf":
         assert status_pb2.Status.FromString(reply).message
     assert collector.wal.pending_bytes == pending, "nothing of a refused request is logged"
-    assert _post(_url(collector), _plain_request(1))[0] == 200, "the server keeps serving"
+    assert post(_url(collector), plain_request(1))[0] == 200, "the server keeps serving"
     assert _count(collector) == 1
 
 
 def test_authentication(collector: Collector) -> None:
-    body = _plain_request(1)
-    assert _post(_url(collector), body, token=None)[0] == 401
-    assert _post(_url(collector), body, token="not-a-token-at-all-1234")[0] == 401
-    status, headers, _ = _post(_url(collector), body, token=READ_TOKEN)
+    body = plain_request(1)
+    assert post(_url(collector), body, token=None)[0] == 401
+    assert post(_url(collector), body, token="not-a-token-at-all-1234")[0] == 401
+    status, headers, _ = post(_url(collector), body, token=READ_TOKEN)
     assert status == 401, "a read token cannot write"
     assert headers["WWW-Authenticate"].startswith("Bearer")
-    assert _post(_url(collector), _plain_request(2, tenant_claimed="st-marys"), token=OTHER_TOKEN)[0] == 200
+    assert post(_url(collector), plain_request(2, tenant_claimed="st-marys"), token=OTHER_TOKEN)[0] == 200
     assert _count(collector, "TenantId = 'general'") == 2
     assert _count(collector, "TenantId = 'st-marys'") == 0, "a token cannot write as another tenant"
 
 
 def test_wrong_path_and_method(collector: Collector) -> None:
-    assert _post(_url(collector).replace("/v1/traces", "/v1/logs"), b"")[0] == 404
+    assert post(_url(collector).replace("/v1/traces", "/v1/logs"), b"")[0] == 404
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(_url(collector), timeout=5)
     with info.value:
@@ -283,10 +178,10 @@ def test_a_full_log_answers_503_with_retry_after_and_loses_nothing(collector: Co
     assert collector.writer is not None
     assert collector.wal is not None
     collector.writer.stop(drain=False)  # ClickHouse "stalls": the log fills up
-    body = _plain_request(2000)
+    body = plain_request(2000)
     accepted = 0
     for _ in range(200):
-        status, headers, _ = _post(_url(collector), body)
+        status, headers, _ = post(_url(collector), body)
         if status == 503:
             assert headers["Retry-After"].isdigit()
             break
@@ -297,7 +192,7 @@ def test_a_full_log_answers_503_with_retry_after_and_loses_nothing(collector: Co
     assert collector.wal.pending_bytes <= collector.config.wal_max_bytes
     collector.writer.drain()
     assert _count(collector) == accepted * 2000, "every acknowledged span is stored"
-    assert _post(_url(collector), body)[0] == 200, "accepted again once the log drained"
+    assert post(_url(collector), body)[0] == 200, "accepted again once the log drained"
 
 
 def test_insecure_mode_is_refused_off_loopback(tmp_path: Path) -> None:
@@ -313,7 +208,7 @@ def test_insecure_mode_is_refused_off_loopback(tmp_path: Path) -> None:
 
 def test_clinotel_workflows_over_otlp_grpc(collector: Collector) -> None:
     assert collector.grpc is not None
-    _send_workflows(f"http://127.0.0.1:{collector.grpc.port}", "grpc", 5)
+    send_workflows(f"http://127.0.0.1:{collector.grpc.port}", "grpc", 5)
     assert _count(collector, "TenantId = 'st-marys' AND ServiceName = 'ed-triage'") == 5 * 8
 
 
@@ -325,12 +220,12 @@ def test_grpc_answers_with_the_specified_codes(collector: Collector) -> None:
         export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
         auth = (("authorization", f"Bearer {WRITE_TOKEN}"),)
         with pytest.raises(grpc.RpcError) as info:
-            export(_plain_request(1), timeout=5)
+            export(plain_request(1), timeout=5)
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
         with pytest.raises(grpc.RpcError) as info:
             export(b"\xff\xff\xff garbage", metadata=auth, timeout=5)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        reply = export(_plain_request(2), metadata=auth, timeout=5)
+        reply = export(plain_request(2), metadata=auth, timeout=5)
         assert ExportTraceServiceResponse.FromString(reply).partial_success.rejected_spans == 0
     assert _count(collector) == 2
 
@@ -340,9 +235,9 @@ def test_metrics_and_ping(collector: Collector) -> None:
     base = f"http://127.0.0.1:{collector.admin.port}"
     with urllib.request.urlopen(f"{base}/ping", timeout=5) as r:
         assert r.read() == b"Ok.\n"
-    _post(_url(collector), _plain_request(3))
-    _post(_url(collector), b"garbage")
-    _post(_url(collector), _plain_request(1), token=None)
+    post(_url(collector), plain_request(3))
+    post(_url(collector), b"garbage")
+    post(_url(collector), plain_request(1), token=None)
     _count(collector)
     with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
         assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")

@@ -1,15 +1,17 @@
-"""`clinotel schema`: create or show the ClickHouse schema."""
+"""`clinotel schema`, `clinotel serve` and `clinotel query`; `reading_store` for every command that reads."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from clinotel.collector import schema as schema_module
 from clinotel.collector.store import StoreError, connect
 
-__all__ = ["schema", "serve"]
+__all__ = ["open_reading_store", "query", "reading_store", "schema", "serve"]
 
 
 def _options(database: str, cluster: str | None, ttl_days: int | None) -> schema_module.SchemaOptions:
@@ -91,7 +93,7 @@ def _address(value: str) -> tuple[str, int]:
     "http_address",
     default="127.0.0.1:8123",
     show_default=True,
-    help="/ping and /metrics (Prometheus) listen address.",
+    help="ClickHouse HTTP interface (read-only SQL, /ping) and /metrics listen address.",
 )
 @click.option("--tokens", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Tokens file (TOML).")
 @click.option("--insecure-no-auth", is_flag=True, help="Accept writes without a token (loopback addresses only).")
@@ -145,8 +147,9 @@ def serve(
     host = config.otlp_http[0]
     click.echo(f"clinotel collector: OTLP/HTTP on http://{host}:{collector.http.port}/v1/traces", err=True)
     if collector.admin is not None:
+        reads = f"http://{config.http[0] if config.http else ''}:{collector.admin.port}"
         click.echo(
-            f"  /ping and /metrics on http://{config.http[0] if config.http else ''}:{collector.admin.port}", err=True
+            f"  read-only ClickHouse HTTP interface and /metrics on {reads} (clinotel ... --server {reads})", err=True
         )
     if collector.grpc is not None:
         click.echo(f"  OTLP/gRPC on {config.otlp_grpc[0] if config.otlp_grpc else ''}:{collector.grpc.port}", err=True)
@@ -161,3 +164,45 @@ def serve(
     stopped.wait()
     click.echo("stopping: writing what the log holds", err=True)
     collector.stop()
+
+
+def reading_store(f: Callable[..., Any]) -> Callable[..., Any]:
+    """`--server URL | --data-dir DIR` for a command that reads the store; see `open_reading_store`."""
+    f = click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Read the embedded engine's data directory directly [default: ./.clinotel/data].",
+    )(f)
+    return click.option(
+        "--server",
+        metavar="URL",
+        help="Read through a running `clinotel serve` (its --http address) or any ClickHouse server; "
+        "the read token (or password) from CLICKHOUSE_PASSWORD.",
+    )(f)
+
+
+def open_reading_store(server: str | None, data_dir: Path | None, database: str | None = None) -> Any:
+    """A clickhouse-connect client for `--server` or `--data-dir`, or a ClickException saying why not."""
+    if server is not None and data_dir is not None:
+        raise click.UsageError("give --server or --data-dir, not both")
+    try:
+        return connect(data_dir, server, database=database)
+    except StoreError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@click.command()
+@click.argument("sql")
+@reading_store
+@click.option("--database", default="clinotel", show_default=True)
+@click.option("--format", "fmt", default="PrettyCompact", show_default=True, help="Any ClickHouse output format.")
+def query(sql: str, server: str | None, data_dir: Path | None, database: str, fmt: str) -> None:
+    """Run one read-only SQL query against the store and print the result."""
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+
+    client = open_reading_store(server, data_dir, database)
+    try:
+        out = client.raw_query(sql, fmt=fmt)
+    except ClickHouseError as e:
+        raise click.ClickException(str(e).strip()) from None
+    click.echo(out.decode("utf-8", errors="replace"), nl=False)

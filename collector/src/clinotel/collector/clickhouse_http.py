@@ -1,18 +1,95 @@
-"""The `--http` port: `/ping` and `/metrics` (Prometheus). SQL reads arrive here later."""
+"""The `--http` port: ClickHouse's HTTP interface, read-only, plus `/metrics`.
+
+Clients that speak to a ClickHouse server over HTTP (clickhouse-connect, Grafana's ClickHouse
+plugin, curl) read the collector's store here: `GET /?query=…` or `POST /` with the query in the
+body, `database`, `default_format`, `param_<name>` query parameters and settings as URL
+parameters, credentials as HTTP Basic, `X-ClickHouse-User`/`X-ClickHouse-Key`, `user`/`password`
+parameters or a Bearer token. Answers carry ClickHouse's headers, and errors its text, codes and
+statuses.
+"""
 
 from __future__ import annotations
 
+import base64
+import email.parser
+import email.policy
+import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Final
+from urllib.parse import parse_qsl, urlsplit
 
 from clinotel.collector.http_thread import ServerThread
+from clinotel.collector.receiver import RefusedError, decompress
+from clinotel.collector.sql_reader import ClickHouseError, ReadResult, SqlReader, content_type
 
-__all__ = ["AdminHttpServer"]
+__all__ = ["ClickHouseHttpServer", "Credentials", "ReaderAccess"]
 
 logger: Final = logging.getLogger("clinotel.collector")
+
+MAX_QUERY_BYTES: Final = 1 << 20
+TRANSPORT_PARAMS: Final = frozenset(
+    {"query", "database", "default_format", "user", "password", "query_id", "session_id", "session_timeout",
+     "session_check", "compress", "decompress", "buffer_size", "wait_end_of_query", "client_protocol_version",
+     "role", "quota_key", "send_progress_in_http_headers", "http_headers_progress_interval_ms",
+     "enable_http_compression", "add_http_cors_header", "stacktrace", "close_session",
+     "cancel_http_readonly_queries_on_client_close", "http_write_exception_in_output_format"}
+)  # fmt: skip
+"""URL parameters that shape the HTTP exchange rather than the query; accepted and not applied."""
+SERVER_NAME: Final = "clinotel"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a request presented: a user name (informational) and a secret (the token)."""
+
+    user: str | None
+    secret: str | None
+
+
+@dataclass(frozen=True)
+class ReaderAccess:
+    """Who a reader is: a tenant, or `None` for every tenant (an operator)."""
+
+    tenant: str | None
+
+
+Authorize = Callable[[Credentials], ReaderAccess]
+"""Maps credentials to access, or raises ClickHouseError (REQUIRED_PASSWORD, AUTHENTICATION_FAILED…)."""
+
+
+def _credentials(headers: object, params: dict[str, str]) -> Credentials:
+    get = headers.get  # type: ignore[attr-defined]
+    auth = get("Authorization") or ""
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "basic" and value:
+        try:
+            user, _, password = base64.b64decode(value.strip()).decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return Credentials(None, None)
+        return Credentials(user or None, password or None)
+    if scheme.lower() == "bearer" and value.strip():
+        return Credentials(None, value.strip())
+    if get("X-ClickHouse-Key") or get("X-ClickHouse-User"):
+        return Credentials(get("X-ClickHouse-User"), get("X-ClickHouse-Key") or None)
+    return Credentials(params.get("user"), params.get("password") or None)
+
+
+def _form_fields(body: bytes, content_type_header: str) -> dict[str, str]:
+    """The text fields of a multipart/form-data body (`query`, `param_<name>`)."""
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type_header.encode("latin-1") + b"\r\n\r\n" + body
+    )
+    fields: dict[str, str] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if name and not part.get_filename() and isinstance(payload, bytes):
+            fields[str(name)] = payload.decode("utf-8")
+    return fields
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -22,34 +99,149 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         logger.debug("http %s " + format, self.client_address[0], *args)
 
-    def _reply(self, status: int, body: bytes, content_type: str) -> None:
+    def _reply(self, status: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-ClickHouse-Server-Display-Name", SERVER_NAME)
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _error(self, err: ClickHouseError, query_id: str | None = None) -> None:
+        extra = {"X-ClickHouse-Exception-Code": str(err.code)}
+        if query_id:
+            extra["X-ClickHouse-Query-Id"] = query_id
+        if err.http_status == 401:
+            extra["WWW-Authenticate"] = f'Basic realm="{SERVER_NAME}"'
+        version = self.server.reader.version if self.server.reader else "unknown"
+        self._reply(err.http_status, err.body(version).encode(), "text/plain; charset=UTF-8", extra)
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
 
     def do_GET(self) -> None:
-        path = self.path.split("?")[0]
-        if path in ("/ping", "/"):
+        url = urlsplit(self.path)
+        params = dict(parse_qsl(url.query, keep_blank_values=True))
+        if url.path in ("/ping", "/") and "query" not in params:
             self._reply(HTTPStatus.OK, b"Ok.\n", "text/plain; charset=UTF-8")
-        elif path == "/metrics":
+        elif url.path == "/metrics":
             self._reply(HTTPStatus.OK, self.server.metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
+        elif url.path == "/":
+            self._query(params, params.get("query", ""))
         else:
-            self._reply(HTTPStatus.NOT_FOUND, b"Not found: /ping and /metrics are served here.\n", "text/plain")
+            self._reply(HTTPStatus.NOT_FOUND, b"Not found: /, /ping and /metrics are served here.\n", "text/plain")
+
+    def do_POST(self) -> None:
+        url = urlsplit(self.path)
+        params = dict(parse_qsl(url.query, keep_blank_values=True))
+        if url.path != "/":
+            self._reply(HTTPStatus.NOT_FOUND, b"Not found: queries are posted to /.\n", "text/plain")
+            return
+        try:
+            body = self._body()
+        except ClickHouseError as e:
+            self.close_connection = True
+            self._error(e)
+            return
+        ctype = self.headers.get("Content-Type") or ""
+        if ctype.lower().startswith("multipart/form-data"):  # other types: the body is the query, as curl -d sends it
+            try:
+                fields = _form_fields(body, ctype)
+            except (ValueError, UnicodeDecodeError) as e:
+                self._error(ClickHouseError(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", f"Cannot read form data: {e}"))
+                return
+            params.update(fields)
+            sql = params.get("query", "")
+        else:
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                self._error(ClickHouseError(62, "SYNTAX_ERROR", "The query is not valid UTF-8"))
+                return
+            sql = "\n".join(part for part in (params.get("query", ""), text) if part)
+        self._query(params, sql)
+
+    def _body(self) -> bytes:
+        length = self.headers.get("Content-Length")
+        if length is None:
+            raise ClickHouseError(
+                1001, "HTTP_LENGTH_REQUIRED", "The query is posted with a Content-Length (chunked bodies are not read)"
+            )
+        size = int(length)
+        if size > MAX_QUERY_BYTES:
+            raise ClickHouseError(202, "QUERY_IS_TOO_LARGE", f"Query of {size:,} bytes is over {MAX_QUERY_BYTES:,}")
+        body = self.rfile.read(size)
+        try:
+            return decompress(body, self.headers.get("Content-Encoding") or "", MAX_QUERY_BYTES)
+        except RefusedError as e:
+            raise ClickHouseError(36, "BAD_ARGUMENTS", e.message) from None
+
+    def _query(self, params: dict[str, str], sql: str) -> None:
+        query_id = params.get("query_id") or None
+        reader = self.server.reader
+        if reader is None:
+            self._error(ClickHouseError(48, "NOT_IMPLEMENTED", "this collector serves no reads"), query_id)
+            return
+        if not sql.strip():
+            self._error(ClickHouseError(62, "SYNTAX_ERROR", "Empty query"), query_id)
+            return
+        try:
+            access = self.server.authorize(_credentials(self.headers, params))
+            result = reader.query(
+                sql,
+                tenant=access.tenant,
+                database=params.get("database") or None,
+                default_format=params.get("default_format") or None,
+                params={k.removeprefix("param_"): v for k, v in params.items() if k.startswith("param_")},
+                settings={k: v for k, v in params.items() if k not in TRANSPORT_PARAMS and not k.startswith("param_")},
+                query_id=query_id,
+            )
+        except ClickHouseError as e:
+            logger.debug("reader refused: %s", e.message)
+            self._error(e, query_id)
+            return
+        self._result(result)
+
+    def _result(self, result: ReadResult) -> None:
+        reader = self.server.reader
+        assert reader is not None
+        self._reply(
+            HTTPStatus.OK,
+            result.body,
+            content_type(result.format),
+            {
+                "X-ClickHouse-Query-Id": result.query_id,
+                "X-ClickHouse-Format": result.format,
+                "X-ClickHouse-Timezone": reader.timezone,
+                "X-ClickHouse-Summary": json.dumps(result.summary(), separators=(",", ":")),
+            },
+        )
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], metrics: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        metrics: Callable[[], str],
+        reader: SqlReader | None,
+        authorize: Authorize,
+    ) -> None:
         self.metrics = metrics
+        self.reader = reader
+        self.authorize = authorize
         super().__init__(address, _Handler)
 
 
-class AdminHttpServer(ServerThread):
-    """`/ping` and `/metrics` on `host:port`, in a background thread."""
+class ClickHouseHttpServer(ServerThread):
+    """ClickHouse's HTTP interface (read-only) and `/metrics` on `host:port`, in a background thread."""
 
-    def __init__(self, host: str, port: int, metrics: Callable[[], str]) -> None:
-        super().__init__(_Server((host, port), metrics), "clinotel-http")
+    def __init__(
+        self, host: str, port: int, metrics: Callable[[], str], reader: SqlReader | None, authorize: Authorize
+    ) -> None:
+        super().__init__(_Server((host, port), metrics, reader, authorize), "clinotel-http")

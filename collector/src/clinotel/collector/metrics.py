@@ -1,77 +1,111 @@
-"""The collector's own figures in Prometheus text format (`/metrics` on the `--http` port)."""
+"""The collector's own figures: one list of samples, rendered as Prometheus text for `/metrics`
+and written as rows to `clinotel_collector_metrics` for the telemetry-health dashboard."""
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final, Literal
 
 from clinotel.collector.receiver import ReceiverStats
 from clinotel.collector.wal import WriteAheadLog
 from clinotel.collector.writer import WriterStats
 
-__all__ = ["render"]
+__all__ = ["Family", "Sample", "collect", "render"]
+
+Kind = Literal["counter", "gauge", "summary"]
+QUANTILES: Final = (0.5, 0.99)
+RECENT: Final = 10_000
 
 
-def _line(name: str, value: float, labels: dict[str, str] | None = None) -> str:
-    if labels:
-        inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        return f"{name}{{{inner}}} {value:g}"
-    return f"{name} {value:g}"
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    value: float
+    labels: tuple[tuple[str, str], ...] = ()
+    counter: bool = False
+    """A monotonic total (a Prometheus counter, or a summary's `_sum`/`_count`)."""
 
 
-def _family(name: str, kind: str, help_text: str, samples: Iterable[str]) -> list[str]:
-    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", *samples]
+@dataclass(frozen=True)
+class Family:
+    name: str
+    kind: Kind
+    help: str
+    samples: list[Sample] = field(default_factory=list)
 
 
-def _quantiles(name: str, values: list[float], help_text: str) -> list[str]:
-    recent = sorted(values[-10_000:])
-    samples = []
-    if recent:
-        for q in (0.5, 0.99):
-            samples.append(_line(name, recent[min(len(recent) - 1, int(q * len(recent)))], {"quantile": str(q)}))
-        samples.append(_line(f"{name}_sum", sum(recent)))
-    samples.append(_line(f"{name}_count", len(recent)))
-    return _family(name, "summary", help_text, samples)
+def _one(name: str, kind: Kind, help_text: str, value: float) -> Family:
+    return Family(name, kind, help_text, [Sample(name, value, counter=kind == "counter")])
 
 
-def render(receiver: ReceiverStats, wal: WriteAheadLog, writer: WriterStats) -> str:
-    """Every collector figure, as Prometheus text exposition format."""
+def _by_reason(name: str, help_text: str, counts: dict[str, int]) -> Family:
+    return Family(
+        name, "counter", help_text, [Sample(name, n, (("reason", r),), counter=True) for r, n in sorted(counts.items())]
+    )
+
+
+def _summary(name: str, help_text: str, recent: list[float], total: float, count: int) -> Family:
+    window = sorted(recent[-RECENT:])
+    samples = [
+        Sample(name, window[min(len(window) - 1, int(q * len(window)))], (("quantile", str(q)),))
+        for q in QUANTILES
+        if window
+    ]
+    samples += [Sample(f"{name}_sum", total, counter=True), Sample(f"{name}_count", count, counter=True)]
+    return Family(name, "summary", help_text, samples)
+
+
+def collect(receiver: ReceiverStats, wal: WriteAheadLog, writer: WriterStats) -> list[Family]:
+    """Every collector figure, read once."""
     with receiver.lock:
         requests, accepted, log_bytes = receiver.requests, receiver.spans_accepted, receiver.log_bytes
         refused_spans = dict(receiver.spans_refused)
         refused_requests = dict(receiver.requests_refused)
+    return [
+        _one("clinotel_receiver_requests_total", "counter", "OTLP requests accepted.", requests),
+        _one("clinotel_receiver_spans_accepted_total", "counter", "Spans accepted into the log.", accepted),
+        _by_reason("clinotel_receiver_spans_refused_total", "Spans refused individually, by reason.", refused_spans),
+        _by_reason("clinotel_receiver_requests_refused_total", "Requests refused whole, by reason.", refused_requests),
+        _one("clinotel_wal_appended_bytes_total", "counter", "Request bytes appended to the log.", log_bytes),
+        _one("clinotel_wal_pending_bytes", "gauge", "Acknowledged bytes not yet in ClickHouse.", wal.pending_bytes),
+        _one("clinotel_wal_max_bytes", "gauge", "The log's bound; past it the receiver answers 503.", wal.max_bytes),
+        _one("clinotel_writer_segments_total", "counter", "Log segments written to ClickHouse.", writer.segments),
+        _one("clinotel_writer_records_total", "counter", "Requests written to ClickHouse.", writer.records),
+        _one("clinotel_writer_retries_total", "counter", "Failed inserts retried.", writer.retries),
+        _one(
+            "clinotel_writer_quarantined_total",
+            "counter",
+            "Segments refused for good and set aside.",
+            writer.quarantined,
+        ),
+        _summary(
+            "clinotel_writer_insert_seconds",
+            "Time per segment insert.",
+            writer.insert_seconds,
+            writer.insert_seconds_total,
+            writer.segments,
+        ),
+        _summary(
+            "clinotel_ingest_freshness_seconds",
+            "From a request's acknowledgement to its spans being queryable.",
+            writer.freshness_seconds,
+            writer.freshness_seconds_total,
+            writer.records,
+        ),
+    ]
+
+
+def _line(sample: Sample) -> str:
+    if sample.labels:
+        inner = ",".join(f'{k}="{v}"' for k, v in sample.labels)
+        return f"{sample.name}{{{inner}}} {sample.value:g}"
+    return f"{sample.name} {sample.value:g}"
+
+
+def render(families: Iterable[Family]) -> str:
+    """Prometheus text exposition format."""
     out: list[str] = []
-    out += _family("clinotel_receiver_requests_total", "counter", "OTLP requests accepted.",
-                   [_line("clinotel_receiver_requests_total", requests)])  # fmt: skip
-    out += _family("clinotel_receiver_spans_accepted_total", "counter", "Spans accepted into the log.",
-                   [_line("clinotel_receiver_spans_accepted_total", accepted)])  # fmt: skip
-    out += _family(
-        "clinotel_receiver_spans_refused_total", "counter", "Spans refused individually, by reason.",
-        [_line("clinotel_receiver_spans_refused_total", n, {"reason": r}) for r, n in refused_spans.items()],
-    )  # fmt: skip
-    out += _family(
-        "clinotel_receiver_requests_refused_total", "counter", "Requests refused whole, by reason.",
-        [_line("clinotel_receiver_requests_refused_total", n, {"reason": r}) for r, n in refused_requests.items()],
-    )  # fmt: skip
-    out += _family("clinotel_wal_appended_bytes_total", "counter", "Request bytes appended to the log.",
-                   [_line("clinotel_wal_appended_bytes_total", log_bytes)])  # fmt: skip
-    out += _family("clinotel_wal_pending_bytes", "gauge", "Acknowledged bytes not yet in ClickHouse.",
-                   [_line("clinotel_wal_pending_bytes", wal.pending_bytes)])  # fmt: skip
-    out += _family("clinotel_wal_max_bytes", "gauge", "The log's bound; past it the receiver answers 503.",
-                   [_line("clinotel_wal_max_bytes", wal.max_bytes)])  # fmt: skip
-    out += _family("clinotel_writer_segments_total", "counter", "Log segments written to ClickHouse.",
-                   [_line("clinotel_writer_segments_total", writer.segments)])  # fmt: skip
-    out += _family("clinotel_writer_records_total", "counter", "Requests written to ClickHouse.",
-                   [_line("clinotel_writer_records_total", writer.records)])  # fmt: skip
-    out += _family("clinotel_writer_retries_total", "counter", "Failed inserts retried.",
-                   [_line("clinotel_writer_retries_total", writer.retries)])  # fmt: skip
-    out += _family("clinotel_writer_quarantined_total", "counter", "Segments refused for good and set aside.",
-                   [_line("clinotel_writer_quarantined_total", writer.quarantined)])  # fmt: skip
-    out += _quantiles("clinotel_writer_insert_seconds", writer.insert_seconds, "Time per segment insert.")
-    out += _quantiles("clinotel_ingest_freshness_seconds", writer.freshness_seconds,
-                      "From a request's acknowledgement to its spans being queryable.")  # fmt: skip
-    if writer.freshness_seconds:
-        out += _family("clinotel_ingest_freshness_median_seconds", "gauge", "Median freshness, recent requests.",
-                       [_line("clinotel_ingest_freshness_median_seconds",
-                              statistics.median(writer.freshness_seconds[-1000:]))])  # fmt: skip
+    for f in families:
+        out += [f"# HELP {f.name} {f.help}", f"# TYPE {f.name} {f.kind}", *(_line(s) for s in f.samples)]
     return "\n".join(out) + "\n"

@@ -24,7 +24,9 @@ from clinotel.collector.sql import identifier, literal
 from clinotel.semconv import attributes as A
 
 __all__ = [
+    "COLLECTOR_METRICS",
     "SCHEMA_VERSION",
+    "TENANT_COLUMN",
     "TRACES",
     "TRACES_INSERT_COLUMNS",
     "TRACE_ID_TS",
@@ -35,12 +37,15 @@ __all__ = [
     "apply",
     "migrations",
     "render",
+    "tenant_tables",
 ]
 
 TRACES: Final = "otel_traces"
 TRACE_ID_TS: Final = "otel_traces_trace_id_ts"
 TRACE_ID_TS_MV: Final = "otel_traces_trace_id_ts_mv"
 VERSIONS: Final = "clinotel_schema_versions"
+TENANT_COLUMN: Final = "TenantId"
+COLLECTOR_METRICS: Final = "clinotel_collector_metrics"
 
 TRACES_INSERT_COLUMNS: Final = (
     "Timestamp",
@@ -199,6 +204,32 @@ def _clinical(o: SchemaOptions) -> Iterator[str]:
         yield _distributed(o, clinical.WORKFLOWS, "cityHash64(TraceId)")
 
 
+def tenant_tables() -> tuple[str, ...]:
+    """The tables with a `TenantId` column: what readers may query, each filtered to their tenant."""
+    from clinotel.collector import clinical
+
+    return (TRACES, clinical.STAGE_SPANS, clinical.WORKFLOWS, COLLECTOR_METRICS)
+
+
+def _collector_metrics(o: SchemaOptions) -> Iterator[str]:
+    yield f"""CREATE TABLE IF NOT EXISTS {o.local(COLLECTOR_METRICS)}{o.on_cluster}
+(
+    `Timestamp` DateTime64(3) CODEC(Delta(8), ZSTD(1)),
+    `TenantId` LowCardinality(String),
+    `Instance` LowCardinality(String),
+    `Metric` LowCardinality(String),
+    `Labels` {_ATTR_MAP},
+    `Kind` Enum8('counter' = 1, 'gauge' = 2),
+    `Value` Float64 CODEC(ZSTD(1))
+)
+ENGINE = {o.engine(COLLECTOR_METRICS)}
+PARTITION BY toDate(Timestamp)
+ORDER BY (TenantId, Metric, Timestamp){o.ttl("toDateTime(Timestamp)")}
+COMMENT 'Collector self-telemetry: counters as increases per row, gauges as they stood'"""
+    if o.cluster:
+        yield _distributed(o, COLLECTOR_METRICS, "rand()")
+
+
 class _Steps(Protocol):
     def __call__(self, o: SchemaOptions) -> Iterator[str]: ...
 
@@ -206,6 +237,7 @@ class _Steps(Protocol):
 _STEPS: Final[tuple[tuple[int, str, _Steps], ...]] = (
     (1, "contrib exporter trace tables, tenant-first sort key", _traces),
     (2, "clinical views: clinical_stage_spans, clinical_workflows", _clinical),
+    (3, "collector self-telemetry: clinotel_collector_metrics", _collector_metrics),
 )
 SCHEMA_VERSION: Final = max(v for v, _, _ in _STEPS)
 

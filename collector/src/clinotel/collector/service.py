@@ -4,17 +4,20 @@ stopped in reverse, so nothing acknowledged is left behind."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from clinotel.collector import metrics, otlp_proto, schema
-from clinotel.collector.admin_http import AdminHttpServer
+from clinotel.collector.clickhouse_http import ClickHouseHttpServer, Credentials, ReaderAccess
 from clinotel.collector.otlp_grpc import OtlpGrpcServer
 from clinotel.collector.otlp_http import OtlpHttpServer, is_loopback
 from clinotel.collector.receiver import DEFAULT_MAX_REQUEST_BYTES, Limits, TraceReceiver
-from clinotel.collector.store import connect
-from clinotel.collector.tokens import Grant, Tokens
+from clinotel.collector.self_telemetry import MetricsRecorder
+from clinotel.collector.sql_reader import ClickHouseError, ReadLimits, SqlReader
+from clinotel.collector.store import DEFAULT_DATA_DIR, connect
+from clinotel.collector.tokens import ALL_TENANTS, Grant, Tokens
 from clinotel.collector.wal import WriteAheadLog
 from clinotel.collector.writer import SegmentWriter
 
@@ -45,11 +48,14 @@ class CollectorConfig:
     wal_segment_bytes: int = 16 << 20
     wal_max_age_s: float = 0.5
     ttl_days: int | None = None
+    read_limits: ReadLimits = field(default_factory=ReadLimits)
+    metrics_interval_s: float | None = 10.0
+    """How often the collector's figures are written to ClickHouse; None: never."""
 
     def validate(self) -> None:
         if self.tokens is None and not self.insecure_no_auth:
             raise ConfigError("give --tokens FILE, or --insecure-no-auth on a loopback address")
-        hosts = [self.otlp_http[0]] + ([self.otlp_grpc[0]] if self.otlp_grpc else [])
+        hosts = [self.otlp_http[0]] + [a[0] for a in (self.otlp_grpc, self.http) if a is not None]
         exposed = [h for h in hosts if not is_loopback(h)]
         if self.insecure_no_auth and exposed:
             raise ConfigError(f"--insecure-no-auth is refused on a non-loopback address ({exposed[0]})")
@@ -64,8 +70,11 @@ class CollectorConfig:
     def resolved_wal_dir(self) -> Path:
         if self.wal_dir is not None:
             return self.wal_dir
-        base = self.data_dir if self.data_dir is not None else Path(".clinotel") / "data"
-        return base.parent / "wal"
+        return self.engine_dir.parent / "wal"
+
+    @property
+    def engine_dir(self) -> Path:
+        return (self.data_dir if self.data_dir is not None else DEFAULT_DATA_DIR).resolve()
 
 
 class Collector:
@@ -81,12 +90,31 @@ class Collector:
         self.receiver: TraceReceiver | None = None
         self.http: OtlpHttpServer | None = None
         self.grpc: OtlpGrpcServer | None = None
-        self.admin: AdminHttpServer | None = None
+        self.admin: ClickHouseHttpServer | None = None
+        self.reader: SqlReader | None = None
+        self.recorder: MetricsRecorder | None = None
 
     def _authenticate(self, token: str | None) -> Grant | None:
         if self.config.tokens is not None:
             return self.config.tokens.grant(token)
         return Grant(self.config.insecure_tenant, "write")
+
+    def _authorize_reader(self, credentials: Credentials) -> ReaderAccess:
+        tokens = self.config.tokens
+        if tokens is None:
+            return ReaderAccess(None)
+        if credentials.secret is None:
+            raise ClickHouseError(
+                194,
+                "REQUIRED_PASSWORD",
+                "A read token is required: as the password (HTTP Basic), X-ClickHouse-Key or a Bearer token",
+            )
+        grant = tokens.grant(credentials.secret)
+        if grant is None:
+            raise ClickHouseError(516, "AUTHENTICATION_FAILED", "Authentication failed: the token is not known")
+        if grant.role != "read":
+            raise ClickHouseError(497, "ACCESS_DENIED", "A write token cannot read: use a read token")
+        return ReaderAccess(None if grant.tenant == ALL_TENANTS else grant.tenant)
 
     def start(self) -> None:
         cfg = self.config
@@ -110,6 +138,12 @@ class Collector:
         self.writer = SegmentWriter(self.wal, client, self.options, proto_file)
         self.writer.start()
         self.receiver = TraceReceiver(self.wal, Limits(cfg.max_request_bytes))
+        if cfg.metrics_interval_s is not None:
+            instance = f"{socket.gethostname()}:{cfg.otlp_http[1]}"
+            self.recorder = MetricsRecorder(
+                client, self.options, self.metric_families, instance, cfg.metrics_interval_s
+            )
+            self.recorder.start()
         host, port = cfg.otlp_http
         self.http = OtlpHttpServer(host, port, self.receiver, self._authenticate)
         self.http.start()
@@ -117,15 +151,22 @@ class Collector:
             self.grpc = OtlpGrpcServer(cfg.otlp_grpc[0], cfg.otlp_grpc[1], self.receiver, self._authenticate)
             self.grpc.start()
         if cfg.http is not None:
-            self.admin = AdminHttpServer(cfg.http[0], cfg.http[1], self.metrics)
+            self.reader = SqlReader(cfg.engine_dir, cfg.database, schema.tenant_tables(), cfg.read_limits)
+            self.admin = ClickHouseHttpServer(
+                cfg.http[0], cfg.http[1], self.metrics, self.reader, self._authorize_reader
+            )
             self.admin.start()
 
-    def metrics(self) -> str:
-        """The collector's figures in Prometheus text format."""
+    def metric_families(self) -> list[metrics.Family]:
+        """The collector's figures, read once."""
         assert self.receiver is not None
         assert self.wal is not None
         assert self.writer is not None
-        return metrics.render(self.receiver.stats, self.wal, self.writer.stats)
+        return metrics.collect(self.receiver.stats, self.wal, self.writer.stats)
+
+    def metrics(self) -> str:
+        """The collector's figures in Prometheus text format."""
+        return metrics.render(self.metric_families())
 
     @property
     def client(self) -> Any:
@@ -135,6 +176,8 @@ class Collector:
         """Stop receiving, seal the log, and write everything acknowledged."""
         if self.admin is not None:
             self.admin.stop()
+        if self.reader is not None:
+            self.reader.close()
         if self.grpc is not None:
             self.grpc.stop()
         if self.http is not None:
@@ -143,3 +186,5 @@ class Collector:
             self.wal.close()
         if self.writer is not None:
             self.writer.stop(drain=True)
+        if self.recorder is not None:
+            self.recorder.stop()

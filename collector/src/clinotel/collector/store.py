@@ -29,18 +29,20 @@ def dsn_for(data_dir: Path | None = None, url: str | None = None) -> str:
     return f"chdb://{path}"
 
 
-def connect(data_dir: Path | None = None, url: str | None = None) -> Any:
+def connect(data_dir: Path | None = None, url: str | None = None, database: str | None = None) -> Any:
     """A clickhouse-connect client: the embedded engine on `data_dir`, or the server at `url`
-    with user and password from CLICKHOUSE_USER and CLICKHOUSE_PASSWORD."""
+    with user and password from CLICKHOUSE_USER and CLICKHOUSE_PASSWORD; `database` is the
+    current database of its queries."""
     import clickhouse_connect  # lazy: a heavy import, and chDB with it
 
     dsn = dsn_for(data_dir, url)
     try:
         if url is None:
             Path(dsn.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
-            return clickhouse_connect.get_client(dsn=dsn)
+            return clickhouse_connect.get_client(dsn=dsn, database=database or "")
         return clickhouse_connect.get_client(
             dsn=dsn,
+            database=database or "",
             username=os.environ.get(ENV_USER, "default"),
             password=os.environ.get(ENV_PASSWORD, ""),
         )

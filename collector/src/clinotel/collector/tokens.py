@@ -6,6 +6,11 @@
     role = "write"                       # or "read"
     sha256 = "9f86d081884c7d65…"         # of the token; or `token = "…"` in plain text
 
+    [[token]]
+    tenant = "*"                         # every tenant: read tokens only (operators, Grafana)
+    role = "read"
+    sha256 = "…"
+
 The tenant a span is stored under is always its token's: `clinical.tenant.id` in the payload is
 overwritten, so one tenant cannot write into another's data.
 """
@@ -19,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
-__all__ = ["Grant", "TokenError", "Tokens"]
+__all__ = ["ALL_TENANTS", "Grant", "TokenError", "Tokens"]
 
 Role = Literal["write", "read"]
 ROLES: Final = ("write", "read")
+ALL_TENANTS: Final = "*"
 
 
 class TokenError(ValueError):
@@ -61,6 +67,8 @@ class Tokens:
                 raise TokenError(f"{where}: needs a tenant")
             if role not in ROLES:
                 raise TokenError(f"{where}: role must be 'write' or 'read', not {role!r}")
+            if tenant == ALL_TENANTS and role != "read":
+                raise TokenError(f"{where}: tenant '*' (every tenant) is for read tokens only")
             if "sha256" in entry:
                 try:
                     digest = bytes.fromhex(entry["sha256"])

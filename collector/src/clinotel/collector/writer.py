@@ -37,13 +37,19 @@ class WriterStats:
     retries: int = 0
     quarantined: int = 0
     insert_seconds: list[float] = field(default_factory=list)
+    """Recent inserts' durations (for quantiles); the totals below never shrink."""
     freshness_seconds: list[float] = field(default_factory=list)
     """Per record: from its acknowledgement to the end of the insert that made it queryable."""
+    insert_seconds_total: float = 0.0
+    freshness_seconds_total: float = 0.0
 
     def observe(self, seconds: float, segment: Segment) -> None:
         self.insert_seconds.append(seconds)
+        self.insert_seconds_total += seconds
         now = time.time()
-        self.freshness_seconds.extend(now - t for t in segment.acknowledged_at)
+        fresh = [now - t for t in segment.acknowledged_at]
+        self.freshness_seconds.extend(fresh)
+        self.freshness_seconds_total += sum(fresh)
         for samples in (self.insert_seconds, self.freshness_seconds):
             if len(samples) > 100_000:
                 del samples[:50_000]
