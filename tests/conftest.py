@@ -11,6 +11,10 @@ from clinotel.instrumentation.testing import CapturedSpans, capture
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The embedded engine and the collector fixtures, shared by the collector and dashboard tests:
+# chDB allows one engine path per process, so there is one session engine for all of them.
+pytest_plugins = ["tests.collector.fixtures"]
+
 
 class FakeClock:
     """A nanosecond clock the test moves by hand, so durations are exact."""

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import clinotel.instrumentation as ct
 from clinotel.instrumentation import _runtime
-from tests.collector.conftest import WRITE_TOKEN
+from tests.collector.fixtures import WRITE_TOKEN
 from tests.conftest import FakeClock
 from tests.instrumentation.workflows import triage
 

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from clinotel.collector import schema
 from clinotel.collector.service import Collector, CollectorConfig, ConfigError
-from tests.collector.conftest import OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN
+from tests.collector.fixtures import OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN
 from tests.collector.otlp_clients import plain_request, post, send_workflows
 
 

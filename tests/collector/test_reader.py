@@ -18,7 +18,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 
 from clinotel.collector import clinical, schema
 from clinotel.collector.service import Collector
-from tests.collector.conftest import OPERATOR_TOKEN, OTHER_READ_TOKEN, OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN
+from tests.collector.fixtures import OPERATOR_TOKEN, OTHER_READ_TOKEN, OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN
 from tests.collector.otlp_clients import send_workflows
 
 

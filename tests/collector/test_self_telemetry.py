@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from clinotel.collector import schema
 from clinotel.collector.service import Collector
-from tests.collector.conftest import OPERATOR_TOKEN, READ_TOKEN
+from tests.collector.fixtures import OPERATOR_TOKEN, READ_TOKEN
 from tests.collector.otlp_clients import plain_request, post
 from tests.collector.test_reader import _get
 

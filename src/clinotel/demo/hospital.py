@@ -46,6 +46,7 @@ class LateTruth:
     identifier: str
     traceparent: str
     label: str
+    escalation_needed: bool | None = None
 
 
 def run_workflow(plan: WorkflowPlan, clock: SimClock) -> LateTruth | None:
@@ -94,7 +95,11 @@ def run_workflow(plan: WorkflowPlan, clock: SimClock) -> LateTruth | None:
                 st.record_outcome(status=plan.outcome.value)
         if plan.truth is None:
             return None
-        return LateTruth(plan.offset_ms + plan.truth_after_ms, plan.kind, plan.identifier, wf.traceparent, plan.truth)
+        # the scenario's clinical rule: a truly ESI-1 patient needed escalation
+        escalation = plan.truth == "ESI-1" if plan.kind == "triage" else None
+        return LateTruth(
+            plan.offset_ms + plan.truth_after_ms, plan.kind, plan.identifier, wf.traceparent, plan.truth, escalation
+        )
 
 
 def run_workflows(plans: Iterable[WorkflowPlan], clock: SimClock) -> list[LateTruth]:
@@ -107,6 +112,15 @@ def record_truths(truths: Iterable[LateTruth], clock: SimClock) -> int:
     n = 0
     for t in sorted(truths, key=lambda t: t.offset_ms):
         clock.at(t.offset_ms)
-        ct.record_outcome(t.kind, identifier=t.identifier, link=t.traceparent, label=t.label)
+        if t.escalation_needed is None:
+            ct.record_outcome(t.kind, identifier=t.identifier, link=t.traceparent, label=t.label)
+        else:
+            ct.record_outcome(
+                t.kind,
+                identifier=t.identifier,
+                link=t.traceparent,
+                label=t.label,
+                escalation_needed=t.escalation_needed,
+            )
         n += 1
     return n

@@ -1,5 +1,6 @@
 """The embedded ClickHouse (chDB) as the real database: one engine per process (chDB's rule),
-one database per test."""
+one database per test; tokens and a running collector on that engine. Loaded for every test
+directory by the root conftest."""
 
 from __future__ import annotations
 

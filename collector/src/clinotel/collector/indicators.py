@@ -1,0 +1,235 @@
+"""Clinical indicators: one SQL definition per metric, read by the dashboards and the alerts alike.
+
+An indicator is a ratio (or a quantile, or a count) over the rows of one clinical view:
+`value` is an aggregate expression, `sample` the aggregate counting the rows the value is about
+(the denominator, used for minimum sample sizes and for "too few to show"), and `where` the rows
+that qualify at all. Column names come from `clinotel.collector.clinical`; the coded values
+from `clinotel.semconv`.
+
+Triage decisions and ground truth are coded `ESI-1` (most urgent) to `ESI-5`. Under-triage is a
+live model decision less urgent than the truth (a larger ESI number); a high-risk
+misclassification is a truly ESI-1/2 patient the model placed at ESI-3 or below.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final, Literal
+
+from clinotel.collector import clinical
+from clinotel.collector.sql import literal
+from clinotel.semconv import DecisionSource, OutcomeStatus, ReviewAction
+
+__all__ = ["COHORT_DIMENSIONS", "INDICATORS", "Indicator", "esi"]
+
+Unit = Literal["percentunit", "ms", "short", "s"]
+
+
+def esi(column: str) -> str:
+    """The ESI level (1–5) coded in a column, or NULL."""
+    return f"toUInt8OrNull(extract({column}, '^ESI-([1-5])$'))"
+
+
+_MODEL: Final = f"DecisionSource = {literal(DecisionSource.MODEL.value)}"
+_TRUTH: Final = "OutcomeLabel != ''"
+_TRIAGE_TRUTH: Final = f"{_MODEL} AND {esi('DecisionValue')} IS NOT NULL AND {esi('OutcomeLabel')} IS NOT NULL"
+_REVIEWED: Final = "ReviewAction != ''"
+
+
+@dataclass(frozen=True)
+class Indicator:
+    """One metric over a clinical view."""
+
+    name: str
+    title: str
+    description: str
+    unit: Unit
+    value: str
+    """Aggregate SQL giving the metric over the selected rows."""
+    sample: str = "count()"
+    """Aggregate SQL counting the rows the value is about (its denominator)."""
+    where: str = "1"
+    """Which rows qualify at all (before the dashboard's own filters)."""
+    table: str = clinical.WORKFLOWS
+    time_column: str = "StartTime"
+    min_sample: int = 30
+    """Below this many rows the figure is shown as too few, and alerts do not fire."""
+    higher_is_worse: bool = True
+    hit: str | None = None
+    """For a rate: the condition counted in the numerator (`value` is hits / rows)."""
+
+    def conditional(self) -> tuple[str, str]:
+        """(value, sample) as aggregates over any rows, the `where` folded in: for tables that
+        put several indicators side by side, grouped by something else."""
+        if self.hit is not None:
+            return (
+                f"countIf(({self.hit}) AND ({self.where})) / nullIf(countIf({self.where}), 0)",
+                f"countIf({self.where})",
+            )
+        match = re.fullmatch(r"quantile\(([0-9.]+)\)\((.+)\)", self.value)
+        if match is None:
+            raise ValueError(f"{self.name} has no conditional form")
+        return f"quantileIf({match.group(1)})({match.group(2)}, {self.where})", f"countIf({self.where})"
+
+    @property
+    def final(self) -> str:
+        """`FINAL` for the workflows view, whose rows merge as a workflow's spans arrive."""
+        return " FINAL" if self.table == clinical.WORKFLOWS else ""
+
+
+def _rate(name: str, title: str, description: str, hit: str, where: str, **kw: object) -> Indicator:
+    return Indicator(
+        name,
+        title,
+        description,
+        "percentunit",
+        f"countIf({hit}) / nullIf(count(), 0)",
+        "count()",
+        where,
+        hit=hit,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+INDICATORS: Final = {
+    i.name: i
+    for i in (
+        # --- operations
+        Indicator("workflows", "Workflows", "Workflow instances started.", "short", "count()", higher_is_worse=False),
+        _rate(
+            "completion_rate",
+            "Completion rate",
+            "Share of workflows that ended completed.",
+            f"OutcomeStatus = {literal(OutcomeStatus.COMPLETED.value)}",
+            "OutcomeStatus != ''",
+            higher_is_worse=False,
+        ),
+        Indicator(
+            "end_to_end_p95_ms",
+            "End-to-end time p95",
+            "From ingestion to the end of the last stage, 95th centile.",
+            "ms",
+            "quantile(0.95)(dateDiff('millisecond', StartTime, EndTime))",
+            where="EndTime > StartTime",
+        ),
+        Indicator(
+            "queue_wait_p95_ms",
+            "Queue wait p95",
+            "Time in the queue stage, 95th centile.",
+            "ms",
+            "quantile(0.95)(QueueMs)",
+            where="QueueMs > 0",
+        ),
+        Indicator(
+            "decision_latency_p95_ms",
+            "Decision latency p95",
+            "Time in the decide stage, 95th centile.",
+            "ms",
+            "quantile(0.95)(DecideMs)",
+            where="DecideMs > 0",
+        ),
+        _rate(
+            "slot_fill_rate",
+            "Slot fill rate",
+            "Scheduling workflows whose slot was filled.",
+            "SlotFilled = 1",
+            "WorkflowKind = 'scheduling' AND SlotFilled IS NOT NULL",
+            higher_is_worse=False,
+        ),
+        # --- safety (against late ground truth)
+        _rate(
+            "under_triage_rate",
+            "Under-triage rate",
+            "Model triage decisions less urgent than the true acuity, among those with ground truth.",
+            f"{esi('DecisionValue')} > {esi('OutcomeLabel')}",
+            _TRIAGE_TRUTH,
+        ),
+        _rate(
+            "high_risk_miss_rate",
+            "High-risk misclassification",
+            "Truly ESI-1/2 patients the model placed at ESI-3 or below.",
+            f"{esi('DecisionValue')} >= 3",
+            f"{_TRIAGE_TRUTH} AND {esi('OutcomeLabel')} <= 2",
+        ),
+        _rate(
+            "escalation_miss_rate",
+            "Escalation misses",
+            "Workflows whose ground truth needed escalation that were not escalated.",
+            f"ReviewAction != {literal(ReviewAction.ESCALATE.value)} "
+            f"AND OutcomeStatus != {literal(OutcomeStatus.ESCALATED.value)}",
+            "EscalationNeeded = 1",
+        ),
+        _rate(
+            "override_rate",
+            "Override rate",
+            "Reviewed model decisions the clinician overrode.",
+            f"ReviewAction = {literal(ReviewAction.OVERRIDE.value)}",
+            f"{_MODEL} AND {_REVIEWED}",
+        ),
+        _rate(
+            "fallback_rate",
+            "Fallback rate",
+            "Decisions made by a fallback because the model was unavailable.",
+            "FallbackReason != ''",
+            "DecisionSource != ''",
+        ),
+        _rate(
+            "model_error_rate",
+            "Workflow error rate",
+            "Workflows with at least one span in error.",
+            "ErrorSpans > 0",
+            "1",
+        ),
+        _rate(
+            "low_confidence_share",
+            "Low-confidence share",
+            "Model decisions with confidence under 0.6.",
+            "DecisionConfidence < 0.6",
+            f"{_MODEL} AND DecisionConfidence IS NOT NULL",
+        ),
+        _rate(
+            "shadow_disagreement_rate",
+            "Shadow disagreement",
+            "Workflows where the shadow model's decision differs from the live one.",
+            "ShadowValue != DecisionValue",
+            "ShadowValue != '' AND DecisionValue != ''",
+        ),
+        _rate(
+            "high_priority_rate",
+            "High-priority assignment rate",
+            "Model triage decisions at ESI-1 or ESI-2.",
+            f"{esi('DecisionValue')} <= 2",
+            f"{_MODEL} AND {esi('DecisionValue')} IS NOT NULL",
+            higher_is_worse=False,
+        ),
+        # --- clinician trust
+        _rate(
+            "acceptance_rate",
+            "Acceptance rate",
+            "Reviewed model decisions the clinician accepted.",
+            f"ReviewAction = {literal(ReviewAction.ACCEPT.value)}",
+            f"{_MODEL} AND {_REVIEWED}",
+            higher_is_worse=False,
+        ),
+        Indicator(
+            "review_latency_p95_ms",
+            "Review latency p95",
+            "Time to a clinician's review, 95th centile.",
+            "ms",
+            "quantile(0.95)(ReviewLatencyMs)",
+            "count()",
+            "ReviewLatencyMs IS NOT NULL",
+        ),
+    )
+}
+"""Every indicator by name."""
+
+COHORT_DIMENSIONS: Final = {
+    "AgeBand": "Age band",
+    "Sex": "Sex",
+    "Language": "Language",
+    "PayerClass": "Payer class",
+    "ServiceLine": "Service line",
+}
+"""The clinical_workflows columns fairness is measured across, with their titles."""

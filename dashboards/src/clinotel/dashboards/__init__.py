@@ -1,0 +1,30 @@
+"""clinotel's Grafana dashboards, generated with grafanalib for the ClickHouse datasource.
+
+Every panel is ClickHouse SQL over the clinical views, built from the indicators shared with the
+alerts (`clinotel.collector.indicators`), with template variables for tenant, workflow kind,
+site, department, model version and rollout cohort.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from clinotel.dashboards import fairness, health, operations, rollout, safety, trust
+
+__all__ = ["DASHBOARDS", "build_all"]
+
+DASHBOARDS: Final[dict[str, Callable[[str], dict[str, Any]]]] = {
+    "operations": operations.build,
+    "safety": safety.build,
+    "fairness": fairness.build,
+    "rollout": rollout.build,
+    "trust": trust.build,
+    "health": health.build,
+}
+"""Each dashboard's builder, by file name."""
+
+
+def build_all(database: str = "clinotel") -> dict[str, dict[str, Any]]:
+    """Every dashboard's JSON, by file name."""
+    return {name: build(database) for name, build in DASHBOARDS.items()}

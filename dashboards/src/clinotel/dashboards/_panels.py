@@ -1,0 +1,169 @@
+"""Panels built from the shared indicators, the dashboard filters, and a grid layout."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import grafanalib.core as g
+
+from clinotel.collector import clinical
+from clinotel.collector.indicators import INDICATORS, Indicator
+from clinotel.collector.sql import identifier
+from clinotel.dashboards._grafana import ClickHouseTarget, Variable, finish
+
+__all__ = ["FILTERS", "Board", "indicator_series", "indicator_stat", "variables", "where_filters"]
+
+FILTERS: Final = (
+    ("tenant", "Tenant", "TenantId"),
+    ("kind", "Workflow kind", "WorkflowKind"),
+    ("site", "Site", "Site"),
+    ("department", "Department", "Department"),
+    ("model_version", "Model version", "ModelVersion"),
+    ("cohort", "Rollout cohort", "RolloutCohort"),
+)
+"""Template variables: (name, label, column of the clinical views)."""
+
+
+def variables(database: str) -> list[Variable]:
+    table = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)}"
+    return [
+        Variable(
+            name,
+            label,
+            f"SELECT DISTINCT {column} FROM {table} WHERE $__timeFilter(StartTime) AND {column} != '' ORDER BY 1",
+        )
+        for name, label, column in FILTERS
+    ]
+
+
+def where_filters(columns: Sequence[str] | None = None) -> str:
+    """The template-variable conditions for the filters whose columns the table has."""
+    return " AND ".join(
+        f"$__conditionalAll({column} IN (${{{name}:singlequote}}), ${name})"
+        for name, _, column in FILTERS
+        if columns is None or column in columns
+    )
+
+
+def _from(i: Indicator, database: str) -> str:
+    return f"{identifier(database)}.{identifier(i.table)}{i.final}"
+
+
+def indicator_series(i: Indicator, database: str, by: str | None = None) -> str:
+    """Time series of an indicator (optionally one series per value of column `by`); an interval
+    with fewer rows than the indicator's minimum sample is left out rather than drawn."""
+    group = f", {by}" if by else ""
+    select_by = f", {by} AS {identifier(by)}" if by else ""
+    return (
+        f"SELECT $__timeInterval({i.time_column}) AS time{select_by}, {i.value} AS {identifier(i.title)}\n"
+        f"FROM {_from(i, database)}\n"
+        f"WHERE $__timeFilter({i.time_column}) AND ({i.where}) AND {where_filters()}"
+        + (f" AND {by} != ''" if by else "")
+        + f"\nGROUP BY time{group}\n"
+        + (f"HAVING {i.sample} >= {max(5, i.min_sample // 6)}\n" if i.unit == "percentunit" else "")
+        + "ORDER BY time"
+    )
+
+
+def indicator_stat(i: Indicator, database: str) -> str:
+    """The indicator over the whole range, NULL (shown as "too few") below its minimum sample."""
+    return (
+        f"SELECT if({i.sample} >= {i.min_sample}, {i.value}, NULL) AS {identifier(i.title)}, "
+        f"{i.sample} AS n\nFROM {_from(i, database)}\n"
+        f"WHERE $__timeFilter({i.time_column}) AND ({i.where}) AND {where_filters()}"
+    )
+
+
+@dataclass
+class Board:
+    """A dashboard being laid out: rows of panels, left to right, 24 columns wide."""
+
+    uid: str
+    title: str
+    description: str
+    database: str
+    tags: list[str] = field(default_factory=list)
+    _panels: list[g.Panel] = field(default_factory=list)
+    _x: int = 0
+    _y: int = 0
+    _row_h: int = 0
+
+    def _place(self, w: int, h: int) -> g.GridPos:
+        if self._x + w > 24:
+            self._x, self._y, self._row_h = 0, self._y + self._row_h, 0
+        pos = g.GridPos(h=h, w=w, x=self._x, y=self._y)
+        self._x += w
+        self._row_h = max(self._row_h, h)
+        return pos
+
+    def row(self, title: str) -> None:
+        if self._x:
+            self._x, self._y, self._row_h = 0, self._y + self._row_h, 0
+        self._panels.append(g.RowPanel(title=title, gridPos=g.GridPos(h=1, w=24, x=0, y=self._y)))
+        self._y += 1
+
+    def stat(self, name: str, w: int = 4) -> None:
+        i = INDICATORS[name]
+        self._panels.append(
+            g.Stat(
+                title=i.title,
+                description=f"{i.description} Shown as 'too few' under {i.min_sample} rows.",
+                targets=[ClickHouseTarget(indicator_stat(i, self.database), "table")],
+                gridPos=self._place(w, 4),
+                format=i.unit,
+                reduceCalc="lastNotNull",
+                graphMode="none",
+                noValue="too few",
+                extraJson={"options": {"reduceOptions": {"fields": f"/^{i.title}$/"}}},
+            )
+        )
+
+    def series(self, name: str, w: int = 12, by: str | None = None, title: str | None = None) -> None:
+        i = INDICATORS[name]
+        # rates on late ground truth are sparse: wider buckets, so each holds enough workflows
+        interval = "1h" if "OutcomeLabel" in i.where or "EscalationNeeded" in i.where else None
+        self.timeseries(title or (f"{i.title} by {by}" if by else i.title), i.description,
+                        indicator_series(i, self.database, by), i.unit, w, interval)  # fmt: skip
+
+    def timeseries(
+        self, title: str, description: str, sql: str, unit: str = "short", w: int = 12, interval: str | None = None
+    ) -> None:
+        self._panels.append(
+            g.TimeSeries(
+                title=title,
+                description=description,
+                targets=[ClickHouseTarget(sql, "timeseries")],
+                gridPos=self._place(w, 8),
+                interval=interval,
+                unit=unit,
+                spanNulls=True,
+                extraJson={"options": {"legend": {"displayMode": "table", "placement": "right"}}}
+                if "GROUP BY time," in sql
+                else {},
+            )
+        )
+
+    def table(self, title: str, description: str, sql: str, w: int = 12, h: int = 8) -> None:
+        self._panels.append(
+            g.Table(
+                title=title,
+                description=description,
+                targets=[ClickHouseTarget(sql, "table")],
+                gridPos=self._place(w, h),
+            )
+        )
+
+    def build(self) -> dict[str, Any]:
+        dashboard = g.Dashboard(
+            title=self.title,
+            uid=self.uid,
+            description=self.description,
+            tags=["clinotel", *self.tags],
+            panels=self._panels,
+            time=g.Time("now-6h", "now"),
+            refresh="1m",
+            timezone="utc",
+        ).auto_panel_ids()
+        return finish(dashboard, variables(self.database))

@@ -1,0 +1,90 @@
+"""`clinotel dashboards build | check`."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from clinotel.collector.cli import open_reading_store, reading_store
+
+__all__ = ["dashboards"]
+
+_RELATIVE = re.compile(r"now(?:-(\d+)([smhd]))?")
+
+
+def _when(text: str) -> datetime:
+    """ISO 8601 (UTC if no zone) or Grafana's `now`, `now-6h`."""
+    match = _RELATIVE.fullmatch(text.strip())
+    if match:
+        now = datetime.now(UTC)
+        if match.group(1) is None:
+            return now
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+        return now - timedelta(**{unit: int(match.group(1))})
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"expected ISO 8601 or now-6h, not {text!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@click.group()
+def dashboards() -> None:
+    """Grafana dashboards: build them, or run every panel against a store."""
+
+
+@dashboards.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output directory.")
+@click.option("--database", default="clinotel", show_default=True)
+@click.option("--clickhouse-url", default="http://clickhouse:8123", show_default=True,
+              help="Where Grafana reaches ClickHouse or a collector's --http port.")  # fmt: skip
+def build(out: Path, database: str, clickhouse_url: str) -> None:
+    """Write the dashboards' JSON and Grafana's provisioning files (datasource, dashboard provider)."""
+    from clinotel.dashboards.provisioning import DatasourceOptions, write
+
+    for path in write(out, DatasourceOptions(url=clickhouse_url, database=database)):
+        click.echo(path)
+
+
+@dashboards.command()
+@reading_store
+@click.option("--database", default="clinotel", show_default=True)
+@click.option("--from", "from_", help="Range start (ISO 8601 or now-6h) [default: the data's first workflow].")
+@click.option("--to", help="Range end [default: the data's last workflow].")
+@click.option("--require-rows", is_flag=True, help="Fail on a panel that returns no rows.")
+def check(
+    server: str | None, data_dir: Path | None, database: str, from_: str | None, to: str | None, require_rows: bool
+) -> None:
+    """Run every panel's SQL as Grafana would (macros and variables expanded); fail on any error."""
+    from clinotel.collector import clinical
+    from clinotel.dashboards import build_all
+    from clinotel.dashboards.check import panel_queries, run
+    from clinotel.dashboards.macros import TimeRange
+
+    client = open_reading_store(server, data_dir, database)
+    if from_ is None or to is None:
+        first, last = client.query(
+            f"SELECT min(StartTime), max(StartTime) FROM {database}.{clinical.WORKFLOWS}"
+        ).result_rows[0]
+        start = _when(from_) if from_ else first.replace(tzinfo=UTC)
+        end = _when(to) if to else last.replace(tzinfo=UTC) + timedelta(minutes=1)
+    else:
+        start, end = _when(from_), _when(to)
+    interval = max(1, int((end - start).total_seconds() / 200))
+    queries = list(panel_queries(build_all(database)))
+    table = Table("dashboard", "panel", "rows", "ms", "error", title=f"{start:%Y-%m-%d %H:%M} to {end:%H:%M} UTC")
+    failed = empty = 0
+    for r in run(client, queries, TimeRange(start, end, interval)):
+        failed += r.error is not None
+        empty += r.error is None and r.rows == 0
+        style = "red" if r.error else ("yellow" if r.rows == 0 else "")
+        table.add_row(r.query.dashboard, r.query.panel, str(r.rows), f"{r.ms:.0f}", r.error or "", style=style)
+    Console().print(table)
+    click.echo(f"{len(queries)} queries: {failed} failed, {empty} empty")
+    if failed or (require_rows and empty):
+        raise SystemExit(1)

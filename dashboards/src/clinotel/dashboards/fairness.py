@@ -1,0 +1,64 @@
+"""Fairness: for each cohort dimension, per-group rates beside their disparity against the
+reference group (the largest), the 0.8–1.25 band, and the group size; a group under the
+minimum sample shows as too few, not as numbers.
+
+Rates and ratios follow metrics-definitions: under-triage is a false-negative-style rate whose
+gap is the equal-opportunity gap; high-priority assignment is the selection rate of demographic
+parity (difference and ratio); disparity = group ÷ reference, fair when 0.8 ≤ disparity ≤ 1.25.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from clinotel.collector import clinical
+from clinotel.collector.indicators import COHORT_DIMENSIONS, INDICATORS
+from clinotel.collector.sql import identifier
+from clinotel.dashboards._panels import Board, where_filters
+
+UID = "clinotel-fairness"
+MEASURES: Final = ("under_triage_rate", "override_rate", "high_priority_rate", "queue_wait_p95_ms")
+FAIR_BAND: Final = (0.8, 1.25)
+MIN_GROUP: Final = 30
+
+
+def group_table_sql(database: str, dimension: str) -> str:
+    """Per group of `dimension`: size, each measure, its disparity to the largest group, and flags."""
+    workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
+    aggregates, columns = [], []
+    for name in MEASURES:
+        value, sample = INDICATORS[name].conditional()
+        aggregates += [f"{value} AS {name}", f"{sample} AS n_{name}"]
+        ok = f"n_{name} >= {MIN_GROUP}"
+        columns += [
+            f"if({ok}, round({name}, 4), NULL) AS {identifier(INDICATORS[name].title)}",
+            f"if({ok} AND ref_{name} > 0, round({name} / ref_{name}, 2), NULL) AS {identifier(name + ' disparity')}",
+        ]
+    refs = ", ".join(f"argMax({name}, n) AS ref_{name}" for name in MEASURES)
+    low, high = FAIR_BAND
+    outside = " OR ".join(
+        f"(n_{n} >= {MIN_GROUP} AND ref_{n} > 0 AND ({n} / ref_{n} < {low} OR {n} / ref_{n} > {high}))"
+        for n in MEASURES
+    )
+    return (
+        f"WITH groups AS (\n  SELECT {dimension} AS grp, count() AS n, {', '.join(aggregates)}\n"
+        f"  FROM {workflows}\n  WHERE $__timeFilter(StartTime) AND {dimension} != '' AND {where_filters()}\n"
+        f"  GROUP BY grp\n), ref AS (SELECT argMax(grp, n) AS ref_group, {refs} FROM groups)\n"
+        f"SELECT grp AS {identifier(COHORT_DIMENSIONS[dimension])}, n AS workflows, "
+        f"if(n < {MIN_GROUP}, 'too few', if(grp = ref_group, 'reference', if({outside}, 'outside 0.8–1.25', 'within')))"
+        f" AS fairness, {', '.join(columns)}\nFROM groups CROSS JOIN ref\nORDER BY n DESC"
+    )
+
+
+def build(database: str) -> dict[str, Any]:
+    b = Board(UID, "clinotel / Fairness", "Per-group rates and disparities against the largest group (0.8–1.25).",
+              database, tags=["fairness"])  # fmt: skip
+    for dimension, title in COHORT_DIMENSIONS.items():
+        b.row(title)
+        b.table(f"{title}: rates and disparities", f"Groups of {title.lower()}; reference = the largest group; "
+                f"groups under {MIN_GROUP} workflows show as too few.", group_table_sql(database, dimension),
+                w=24, h=7)  # fmt: skip
+    b.row("Over time")
+    b.series("under_triage_rate", by="Language", title="Under-triage by language")
+    b.series("override_rate", by="AgeBand", title="Override rate by age band")
+    return b.build()

@@ -1,0 +1,75 @@
+"""Telemetry health: spans accepted and refused, attributes dropped, ingestion lag, silent services.
+
+The collector's own rows (`clinotel_collector_metrics`) are collector-wide: an operator's
+all-tenant reader sees them, a tenant's reader sees those panels empty."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clinotel.collector import schema
+from clinotel.collector.sql import identifier, literal
+from clinotel.dashboards._panels import Board, where_filters
+from clinotel.semconv import attributes as A
+
+UID = "clinotel-telemetry-health"
+SILENT_AFTER_MIN = 10
+
+
+def build(database: str) -> dict[str, Any]:
+    b = Board(UID, "clinotel / Telemetry health", "Is the telemetry itself arriving, complete and clean?", database)
+    metrics = f"{identifier(database)}.{identifier(schema.COLLECTOR_METRICS)}"
+    traces = f"{identifier(database)}.{identifier(schema.TRACES)}"
+    tenant = where_filters(["TenantId"])
+    dropped = {
+        "unregistered": A.TELEMETRY_DROPPED_UNREGISTERED.key,
+        "invalid": A.TELEMETRY_DROPPED_INVALID.key,
+        "phi": A.TELEMETRY_DROPPED_PHI.key,
+        "redacted": A.TELEMETRY_REDACTED.key,
+    }
+    b.row("Collector")
+    b.timeseries(
+        "Spans accepted per second", "Spans the collector acknowledged (written to its log).",
+        f"SELECT $__timeInterval(Timestamp) AS time, sum(Value) / $__interval_s AS spans_per_s\n"
+        f"FROM {metrics}\nWHERE $__timeFilter(Timestamp) AND Metric = 'clinotel_receiver_spans_accepted_total'\n"
+        "GROUP BY time ORDER BY time",
+    )  # fmt: skip
+    b.timeseries(
+        "Requests accepted, and requests and spans refused by reason",
+        "Requests the collector acknowledged, whole requests it refused and single spans it refused.",
+        "SELECT $__timeInterval(Timestamp) AS time, multiIf(Metric = 'clinotel_receiver_requests_total', 'accepted', "
+        "concat(if(Metric LIKE '%requests%', 'request', 'span'), ' refused: ', Labels['reason'])) AS what, "
+        "sum(Value) AS n\n"
+        f"FROM {metrics}\nWHERE $__timeFilter(Timestamp) AND Metric IN ('clinotel_receiver_requests_total', "
+        "'clinotel_receiver_requests_refused_total', 'clinotel_receiver_spans_refused_total')\n"
+        "GROUP BY time, what ORDER BY time",
+    )  # fmt: skip
+    b.timeseries(
+        "Ingestion lag p99 (s)", "From acknowledgement to queryable, 99th centile, per collector.",
+        f"SELECT $__timeInterval(Timestamp) AS time, Instance, max(Value) AS seconds\n"
+        f"FROM {metrics}\nWHERE $__timeFilter(Timestamp) AND Metric = 'clinotel_ingest_freshness_seconds' "
+        "AND Labels['quantile'] = '0.99'\nGROUP BY time, Instance ORDER BY time", "s",
+    )  # fmt: skip
+    b.timeseries(
+        "Write-ahead log pending (bytes)", "Acknowledged bytes not yet in ClickHouse; 503s start at the bound.",
+        f"SELECT $__timeInterval(Timestamp) AS time, Instance, max(Value) AS pending\n"
+        f"FROM {metrics}\nWHERE $__timeFilter(Timestamp) AND Metric = 'clinotel_wal_pending_bytes'\n"
+        "GROUP BY time, Instance ORDER BY time", "bytes",
+    )  # fmt: skip
+    b.row("Services")
+    sums = ", ".join(
+        f"sum(toUInt64OrZero(SpanAttributes[{literal(key)}])) AS {identifier(reason)}"
+        for reason, key in dropped.items()
+    )
+    b.timeseries(
+        "Attributes dropped and values redacted by the SDKs", "From the clinotel.telemetry spans each service sends.",
+        f"SELECT $__timeInterval(Timestamp) AS time, {sums}\nFROM {traces}\n"
+        f"WHERE $__timeFilter(Timestamp) AND SpanName = 'clinotel.telemetry' AND {tenant}\nGROUP BY time ORDER BY time",
+    )  # fmt: skip
+    b.table(
+        "Services and when they were last heard", f"Silent: nothing for {SILENT_AFTER_MIN} minutes.",
+        f"SELECT TenantId AS tenant, ServiceName AS service, max(Timestamp) AS last_span, count() AS spans, "
+        f"if(max(Timestamp) < now() - INTERVAL {SILENT_AFTER_MIN} MINUTE, 'silent', 'ok') AS state\n"
+        f"FROM {traces}\nWHERE $__timeFilter(Timestamp) AND {tenant}\nGROUP BY tenant, service ORDER BY last_span",
+    )  # fmt: skip
+    return b.build()

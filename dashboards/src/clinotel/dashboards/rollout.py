@@ -1,0 +1,72 @@
+"""Rollout and canary: canary against baseline per flag variant and model version, kill-criteria
+status, rollout-mode mix, shadow agreement."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from clinotel.collector import clinical
+from clinotel.collector.indicators import INDICATORS
+from clinotel.collector.sql import identifier, literal
+from clinotel.dashboards._panels import Board, where_filters
+from clinotel.semconv import RolloutCohort
+
+UID = "clinotel-rollout"
+KILL_CRITERIA: Final = (("under_triage_rate", 1.5), ("override_rate", 1.5), ("decision_latency_p95_ms", 1.5))
+"""(indicator, the canary-to-baseline ratio past which the canary is to be stopped)."""
+
+
+def kill_criteria_sql(database: str) -> str:
+    """One row per kill criterion: canary, baseline, their ratio, sample sizes and a status."""
+    workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
+    canary, baseline = literal(RolloutCohort.CANARY.value), literal(RolloutCohort.BASELINE.value)
+    rows = []
+    for name, limit in KILL_CRITERIA:
+        i = INDICATORS[name]
+        value, sample = i.conditional()
+        rows.append(
+            f"SELECT {literal(i.title)} AS criterion, {limit} AS max_ratio,\n"
+            f"  {value} AS v, {sample} AS n, RolloutCohort AS cohort\n"
+            f"FROM {workflows}\nWHERE $__timeFilter(StartTime) AND RolloutCohort IN ({canary}, {baseline}) "
+            f"AND {where_filters()}\nGROUP BY cohort"
+        )
+    union = "\nUNION ALL\n".join(rows)
+    return (
+        "SELECT criterion, round(anyIf(v, cohort = 'canary'), 4) AS canary, round(anyIf(v, cohort = 'baseline'), 4) "
+        "AS baseline, round(canary / nullIf(baseline, 0), 2) AS ratio, any(max_ratio) AS max_ratio, "
+        "anyIf(n, cohort = 'canary') AS n_canary, anyIf(n, cohort = 'baseline') AS n_baseline,\n"
+        f"  multiIf(n_canary < {min(INDICATORS[n].min_sample for n, _ in KILL_CRITERIA)} OR n_baseline = 0, "
+        "'too few', ratio > max_ratio, 'KILL', 'ok') AS status\n"
+        f"FROM (\n{union}\n)\nGROUP BY criterion ORDER BY criterion"
+    )
+
+
+def build(database: str) -> dict[str, Any]:
+    b = Board(UID, "clinotel / Rollout and canary", "Canary against baseline, kill criteria, shadow agreement.",
+              database, tags=["rollout"])  # fmt: skip
+    workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
+    f = where_filters()
+    b.row("Kill criteria")
+    b.table("Kill criteria: canary against baseline", "Each criterion's canary-to-baseline ratio and its limit.",
+            kill_criteria_sql(database), w=24, h=6)  # fmt: skip
+    b.row("Canary against baseline")
+    b.series("under_triage_rate", by="RolloutCohort", w=8, title="Under-triage: canary vs baseline")
+    b.series("override_rate", by="RolloutCohort", w=8, title="Override rate: canary vs baseline")
+    b.series("decision_latency_p95_ms", by="RolloutCohort", w=8, title="Decision latency p95: canary vs baseline")
+    b.series("override_rate", by="FlagVariant", title="Override rate by flag variant")
+    b.series("under_triage_rate", by="ModelVersion", title="Under-triage by model version")
+    b.row("Rollout")
+    b.timeseries(
+        "Rollout-mode mix", "Workflows per rollout mode.",
+        f"SELECT $__timeInterval(StartTime) AS time, RolloutMode, count() AS workflows\n"
+        f"FROM {workflows}\nWHERE $__timeFilter(StartTime) AND RolloutMode != '' AND {f}\n"
+        "GROUP BY time, RolloutMode ORDER BY time",
+    )  # fmt: skip
+    b.timeseries(
+        "Shadow agreement by shadow model", "Share of workflows where the shadow model agreed with the live decision.",
+        f"SELECT $__timeInterval(StartTime) AS time, ShadowModelVersion, "
+        f"countIf(ShadowValue = DecisionValue) / count() AS agreement\n"
+        f"FROM {workflows}\nWHERE $__timeFilter(StartTime) AND ShadowValue != '' AND DecisionValue != '' AND {f}\n"
+        "GROUP BY time, ShadowModelVersion ORDER BY time", "percentunit",
+    )  # fmt: skip
+    return b.build()

@@ -1,0 +1,37 @@
+"""Safety: under-triage and high-risk misclassification against late ground truth, escalation
+misses, overrides, fallbacks, model errors, low confidence, shadow disagreement."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clinotel.collector import clinical
+from clinotel.collector.sql import identifier
+from clinotel.dashboards._panels import Board, where_filters
+
+UID = "clinotel-safety"
+
+
+def build(database: str) -> dict[str, Any]:
+    b = Board(UID, "clinotel / Safety", "Model safety against late ground truth, overrides and fallbacks.", database)
+    workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
+    b.row("Now")
+    for name in ("under_triage_rate", "high_risk_miss_rate", "escalation_miss_rate", "override_rate",
+                 "fallback_rate", "low_confidence_share"):  # fmt: skip
+        b.stat(name)
+    b.row("Against ground truth")
+    b.series("under_triage_rate", by="RolloutCohort", title="Under-triage rate by rollout cohort")
+    b.series("high_risk_miss_rate")
+    b.series("escalation_miss_rate")
+    b.series("override_rate", title="Override rate (spikes)")
+    b.row("Model health")
+    b.timeseries(
+        "Fallback activations by reason", "Decisions made by a fallback, per reason.",
+        f"SELECT $__timeInterval(StartTime) AS time, FallbackReason, count() AS fallbacks\n"
+        f"FROM {workflows}\nWHERE $__timeFilter(StartTime) AND FallbackReason != '' AND {where_filters()}\n"
+        "GROUP BY time, FallbackReason ORDER BY time",
+    )  # fmt: skip
+    b.series("model_error_rate", title="Model errors and timeouts (workflows with an error span)")
+    b.series("low_confidence_share")
+    b.series("shadow_disagreement_rate")
+    return b.build()

@@ -1,0 +1,45 @@
+"""The demo's simulated hospital sent through the official OTLP exporter into a running collector."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import clinotel.instrumentation as ct
+from clinotel.collector.service import Collector
+from clinotel.demo.hospital import SimClock, record_truths, run_workflow
+from clinotel.demo.scenario import Scenario, plan
+from clinotel.instrumentation import _runtime
+
+
+def load_demo(collector: Collector, token: str, workflows: int = 2000, seed: int = 7) -> Scenario:
+    """`workflows` demo workflows (and their late truths) into `collector`, written and queryable."""
+    assert collector.http is not None
+    assert collector.writer is not None
+    scenario = Scenario(workflows=workflows, seed=seed, hours=6.0)
+    clock = SimClock(base_ns=time.time_ns() - scenario.window_ns)
+    before = _runtime.current()
+    # the simulation outruns real time: a queue that holds the whole run, so no span is dropped
+    os.environ["OTEL_BSP_MAX_QUEUE_SIZE"] = str(workflows * 12)
+    telemetry = ct.configure(
+        service_name="clinotel-demo-hospital",
+        tenant="demo-health",
+        endpoint=f"http://127.0.0.1:{collector.http.port}",
+        protocol="http/protobuf",
+        headers={"authorization": f"Bearer {token}"},
+        pseudonym_key="clinotel-test-key-0123456789abcdef",
+        set_global=False,
+        clock=clock,
+    )
+    try:
+        truths = [t for p in plan(scenario) if (t := run_workflow(p, clock)) is not None]
+        record_truths(truths, clock)
+        assert telemetry.force_flush()
+    finally:
+        telemetry.shutdown()
+        _runtime.install(before)
+        del os.environ["OTEL_BSP_MAX_QUEUE_SIZE"]
+    collector.writer.drain()
+    if collector.recorder is not None:
+        collector.recorder.record()
+    return scenario
