@@ -1,9 +1,12 @@
-"""The demo's simulated hospital sent through the official OTLP exporter into a running collector."""
+"""Workflows sent through clinotel and the official OTLP exporter into a running collector: the
+demo's simulated hospital, or any workflows a test writes."""
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import clinotel.instrumentation as ct
 from clinotel.collector.service import Collector
@@ -12,15 +15,15 @@ from clinotel.demo.scenario import Scenario, plan
 from clinotel.instrumentation import _runtime
 
 
-def load_demo(collector: Collector, token: str, workflows: int = 2000, seed: int = 7) -> Scenario:
-    """`workflows` demo workflows (and their late truths) into `collector`, written and queryable."""
+@contextmanager
+def exporting_to(collector: Collector, token: str, clock: SimClock, max_spans: int) -> Iterator[None]:
+    """clinotel configured to export to `collector` on `clock`; on exit everything is flushed,
+    written and queryable (and the collector's own figures recorded)."""
     assert collector.http is not None
     assert collector.writer is not None
-    scenario = Scenario(workflows=workflows, seed=seed, hours=6.0)
-    clock = SimClock(base_ns=time.time_ns() - scenario.window_ns)
     before = _runtime.current()
     # the simulation outruns real time: a queue that holds the whole run, so no span is dropped
-    os.environ["OTEL_BSP_MAX_QUEUE_SIZE"] = str(workflows * 12)
+    os.environ["OTEL_BSP_MAX_QUEUE_SIZE"] = str(max_spans)
     telemetry = ct.configure(
         service_name="clinotel-demo-hospital",
         tenant="demo-health",
@@ -32,8 +35,7 @@ def load_demo(collector: Collector, token: str, workflows: int = 2000, seed: int
         clock=clock,
     )
     try:
-        truths = [t for p in plan(scenario) if (t := run_workflow(p, clock)) is not None]
-        record_truths(truths, clock)
+        yield
         assert telemetry.force_flush()
     finally:
         telemetry.shutdown()
@@ -42,4 +44,13 @@ def load_demo(collector: Collector, token: str, workflows: int = 2000, seed: int
     collector.writer.drain()
     if collector.recorder is not None:
         collector.recorder.record()
+
+
+def load_demo(collector: Collector, token: str, workflows: int = 2000, seed: int = 7) -> Scenario:
+    """`workflows` demo workflows (and their late truths) into `collector`."""
+    scenario = Scenario(workflows=workflows, seed=seed, hours=6.0)
+    clock = SimClock(base_ns=time.time_ns() - scenario.window_ns)
+    with exporting_to(collector, token, clock, workflows * 12):
+        truths = [t for p in plan(scenario) if (t := run_workflow(p, clock)) is not None]
+        record_truths(truths, clock)
     return scenario

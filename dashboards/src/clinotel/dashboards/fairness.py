@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from clinotel.collector import clinical
 from clinotel.collector.indicators import COHORT_DIMENSIONS, INDICATORS
-from clinotel.collector.sql import identifier
+from clinotel.collector.sql import identifier, literal
 from clinotel.dashboards._panels import Board, where_filters
 
 UID = "clinotel-fairness"
@@ -50,9 +50,34 @@ def group_table_sql(database: str, dimension: str) -> str:
     )
 
 
+def parity_summary_sql(database: str) -> str:
+    """Per dimension, over groups with enough rows: the demographic parity difference and ratio of
+    high-priority assignment (Fairlearn's between-groups max − min and min ÷ max of the selection
+    rate) and the equal-opportunity gap of under-triage (max − min across groups)."""
+    workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
+    hp, n_hp = INDICATORS["high_priority_rate"].conditional()
+    ut, n_ut = INDICATORS["under_triage_rate"].conditional()
+    ok_hp, ok_ut = f"n_hp >= {MIN_GROUP}", f"n_ut >= {MIN_GROUP}"
+    parts = [
+        f"SELECT {literal(title)} AS dimension, countIf({ok_hp}) AS groups, "
+        f"round(maxIf(hp, {ok_hp}) - minIf(hp, {ok_hp}), 4) AS dp_difference, "
+        f"round(minIf(hp, {ok_hp}) / nullIf(maxIf(hp, {ok_hp}), 0), 4) AS dp_ratio, "
+        f"round(maxIf(ut, {ok_ut}) - minIf(ut, {ok_ut}), 4) AS eo_gap_under_triage\n"
+        f"FROM (SELECT {dimension} AS grp, {hp} AS hp, {n_hp} AS n_hp, {ut} AS ut, {n_ut} AS n_ut FROM {workflows}\n"
+        f"      WHERE $__timeFilter(StartTime) AND {dimension} != '' AND {where_filters()} GROUP BY grp)"
+        for dimension, title in COHORT_DIMENSIONS.items()
+    ]
+    return "\nUNION ALL\n".join(parts)
+
+
 def build(database: str) -> dict[str, Any]:
     b = Board(UID, "clinotel / Fairness", "Per-group rates and disparities against the largest group (0.8–1.25).",
               database, tags=["fairness"])  # fmt: skip
+    b.row("Parity")
+    about = (
+        f"Demographic parity of high-priority assignment, equal-opportunity gap of under-triage; groups >= {MIN_GROUP}."
+    )
+    b.table("Parity by dimension", about, parity_summary_sql(database), w=24, h=7)
     for dimension, title in COHORT_DIMENSIONS.items():
         b.row(title)
         b.table(f"{title}: rates and disparities", f"Groups of {title.lower()}; reference = the largest group; "
