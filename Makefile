@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/clinotel demo
 
 test: $(STAMP)
+	scripts/system-packages.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -31,7 +32,7 @@ docs: $(STAMP)
 	$(BIN)/clinotel semconv docs --out docs/semantic-conventions.md
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/instrumentation_overhead.py --json benchmarks/results/instrumentation_overhead.json
+	for b in benchmarks/*.py; do $(BIN)/python $$b --json benchmarks/results/$$(basename $$b .py).json || exit 1; done
 
 constraints: $(STAMP)
 	{ echo "# Versions the README's commands install (pip constraints). Regenerate with: make constraints"; \

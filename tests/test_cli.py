@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -11,20 +12,33 @@ from clinotel.cli import cli
 from clinotel.semconv import REGISTRY, render_markdown
 from clinotel.semconv.attributes import GROUPS
 
+COMMANDS = ("demo", "semconv", "schema", "serve", "query", "dashboards", "report")
+
 
 def test_help_lists_the_registered_subcommands() -> None:
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0, result.output
-    for command in ("demo", "semconv", "schema", "serve"):
+    for command in COMMANDS:
         assert command in result.output
     assert "unavailable" not in result.output
 
 
 def test_every_subcommand_has_help() -> None:
-    for name in ("demo", "semconv", "schema", "serve"):
+    for name in COMMANDS:
         result = CliRunner().invoke(cli, [name, "--help"])
         assert result.exit_code == 0, result.output
         assert "Usage:" in result.output
+
+
+def test_reading_an_empty_data_dir_says_what_to_do(tmp_path: Path) -> None:
+    # a separate process: chDB opens one data directory per process
+    done = subprocess.run(
+        [sys.executable, "-m", "clinotel.cli", "dashboards", "check", "--data-dir", str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "`clinotel schema apply` creates it" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_console_script_runs() -> None:

@@ -33,8 +33,13 @@ def post(
         request.add_header("Authorization", f"Bearer {token}")
     for k, v in headers.items():
         request.add_header(k.replace("_", "-"), v)
+    return exchange(request)
+
+
+def exchange(request: urllib.request.Request, timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of a request, error statuses included."""
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as e:
         with e:

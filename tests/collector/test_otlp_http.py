@@ -195,6 +195,33 @@ def test_a_full_log_answers_503_with_retry_after_and_loses_nothing(collector: Co
     assert post(_url(collector), body)[0] == 200, "accepted again once the log drained"
 
 
+def test_a_full_log_answers_grpc_unavailable_with_retry_info(collector: Collector) -> None:
+    import grpc
+    from google.rpc import error_details_pb2
+
+    assert collector.writer is not None
+    assert collector.grpc is not None
+    collector.writer.stop(drain=False)
+    body, auth = plain_request(2000), (("authorization", f"Bearer {WRITE_TOKEN}"),)
+    with grpc.insecure_channel(f"127.0.0.1:{collector.grpc.port}") as channel:
+        export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        for _ in range(200):
+            try:
+                export(body, metadata=auth, timeout=10)
+            except grpc.RpcError as e:
+                refused = e
+                break
+        else:
+            pytest.fail("the log never filled")
+    assert refused.code() == grpc.StatusCode.UNAVAILABLE
+    details = dict(refused.trailing_metadata())["grpc-status-details-bin"]
+    status = status_pb2.Status.FromString(details)
+    retry = error_details_pb2.RetryInfo()
+    assert status.details[0].Unpack(retry)
+    assert retry.retry_delay.seconds >= 1
+    collector.writer.drain()
+
+
 def test_insecure_mode_is_refused_off_loopback(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="non-loopback"):
         CollectorConfig(otlp_http=("0.0.0.0", 4318), insecure_no_auth=True).validate()

@@ -19,7 +19,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 from clinotel.collector import clinical, schema
 from clinotel.collector.service import Collector
 from tests.collector.fixtures import OPERATOR_TOKEN, OTHER_READ_TOKEN, OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN
-from tests.collector.otlp_clients import send_workflows
+from tests.collector.otlp_clients import exchange, send_workflows
 
 
 @pytest.fixture
@@ -44,12 +44,7 @@ def _get(
     request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
     if token is not None:
         request.add_header("Authorization", "Basic " + base64.b64encode(f"reader:{token}".encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as e:
-        with e:
-            return e.code, dict(e.headers), e.read()
+    return exchange(request)
 
 
 @pytest.fixture

@@ -59,18 +59,16 @@ class Indicator:
     hit: str | None = None
     """For a rate: the condition counted in the numerator (`value` is hits / rows)."""
 
-    def conditional(self) -> tuple[str, str]:
-        """(value, sample) as aggregates over any rows, the `where` folded in: for tables that
-        put several indicators side by side, grouped by something else."""
+    def conditional(self, also: str | None = None) -> tuple[str, str]:
+        """(value, sample) as aggregates over any rows, the `where` (and `also`) folded in: for
+        tables that put several indicators side by side, grouped by something else."""
+        where = self.where if also is None else f"({self.where}) AND ({also})"
         if self.hit is not None:
-            return (
-                f"countIf(({self.hit}) AND ({self.where})) / nullIf(countIf({self.where}), 0)",
-                f"countIf({self.where})",
-            )
+            return f"countIf(({self.hit}) AND ({where})) / nullIf(countIf({where}), 0)", f"countIf({where})"
         match = re.fullmatch(r"quantile\(([0-9.]+)\)\((.+)\)", self.value)
         if match is None:
             raise ValueError(f"{self.name} has no conditional form")
-        return f"quantileIf({match.group(1)})({match.group(2)}, {self.where})", f"countIf({self.where})"
+        return f"quantileIf({match.group(1)})({match.group(2)}, {where})", f"countIf({where})"
 
     @property
     def final(self) -> str:

@@ -1,7 +1,8 @@
 """OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
 
 The handler takes the request's raw bytes (gRPC has already inflated them) and hands them to
-the same transport-free export as OTLP/HTTP, so both transports refuse and accept alike.
+the same transport-free export as OTLP/HTTP, so both transports refuse and accept alike. A full
+log answers UNAVAILABLE with a RetryInfo delay in the status details.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from concurrent import futures
 from typing import Final
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from clinotel.collector.otlp_http import Authenticate
 from clinotel.collector.receiver import PROTOBUF, RefusedError, TraceReceiver
@@ -19,6 +22,19 @@ __all__ = ["OtlpGrpcServer"]
 
 logger: Final = logging.getLogger("clinotel.collector")
 SERVICE: Final = "opentelemetry.proto.collector.trace.v1.TraceService"
+
+
+STATUS_DETAILS: Final = "grpc-status-details-bin"
+
+
+def _retry_status(code: grpc.StatusCode, message: str, delay_s: int) -> bytes:
+    """A google.rpc.Status carrying RetryInfo, as the OTLP specification asks of a retryable refusal."""
+    retry = error_details_pb2.RetryInfo()
+    retry.retry_delay.FromSeconds(delay_s)
+    detail = any_pb2.Any()
+    detail.Pack(retry)
+    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+    return bytes(status.SerializeToString())
 
 
 def _token(context: grpc.ServicerContext) -> str | None:
@@ -56,7 +72,10 @@ class OtlpGrpcServer:
         try:
             result = self._receiver.export(request, content_type=PROTOBUF, tenant=grant.tenant)
         except RefusedError as e:
-            context.abort(getattr(grpc.StatusCode, e.grpc_code, grpc.StatusCode.INTERNAL), e.message)
+            code = getattr(grpc.StatusCode, e.grpc_code, grpc.StatusCode.INTERNAL)
+            if e.retry_after is not None:
+                context.set_trailing_metadata(((STATUS_DETAILS, _retry_status(code, e.message, e.retry_after)),))
+            context.abort(code, e.message)
         except Exception:
             logger.exception("OTLP/gRPC export failed")
             context.abort(grpc.StatusCode.INTERNAL, "internal error")

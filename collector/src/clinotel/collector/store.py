@@ -50,4 +50,6 @@ def connect(data_dir: Path | None = None, url: str | None = None, database: str 
         hint = ""
         if url is None and "lock" in str(e).lower():
             hint = " (another process, probably `clinotel serve`, has it open: use --server to read through it)"
+        elif "UNKNOWN_DATABASE" in str(e):
+            hint = " (no clinotel store here yet: `clinotel serve` or `clinotel schema apply` creates it)"
         raise StoreError(f"cannot open {dsn}: {e}{hint}") from e

@@ -11,7 +11,7 @@ from typing import Any
 
 from clinotel.dashboards.macros import MacroError, TimeRange, expand
 
-__all__ = ["PanelQuery", "PanelResult", "panel_queries", "run"]
+__all__ = ["PanelQuery", "PanelResult", "interval_seconds", "panel_queries", "run"]
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class PanelQuery:
     """The panel's minimum interval (its `interval`), which Grafana's $__interval never goes under."""
 
 
-def _seconds(interval: str | None) -> int:
+def interval_seconds(interval: str | None) -> int:
     match = re.fullmatch(r"(\d+)([smhd])", interval or "")
     return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)] if match else 0
 
@@ -46,7 +46,9 @@ def panel_queries(dashboards: dict[str, dict[str, Any]]) -> Iterator[PanelQuery]
         for panel in data.get("panels", []):
             for target in panel.get("targets", []):
                 if "rawSql" in target:
-                    yield PanelQuery(name, panel.get("title", "?"), target["rawSql"], _seconds(panel.get("interval")))
+                    yield PanelQuery(
+                        name, panel.get("title", "?"), target["rawSql"], interval_seconds(panel.get("interval"))
+                    )
 
 
 def run(client: Any, queries: list[PanelQuery], tr: TimeRange) -> Iterator[PanelResult]:

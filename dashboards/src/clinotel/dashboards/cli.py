@@ -12,7 +12,7 @@ from rich.table import Table
 
 from clinotel.collector.cli import open_reading_store, reading_store
 
-__all__ = ["dashboards"]
+__all__ = ["dashboards", "report"]
 
 _RELATIVE = re.compile(r"now(?:-(\d+)([smhd]))?")
 
@@ -31,6 +31,34 @@ def _when(text: str) -> datetime:
     except ValueError:
         raise click.BadParameter(f"expected ISO 8601 or now-6h, not {text!r}") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _range(client: object, database: str, from_: str | None, to: str | None) -> tuple[datetime, datetime, int]:
+    """The range asked for, or the data's own (first to last workflow); and a panel interval
+    giving about 200 points, as Grafana's auto interval does for a wide panel."""
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+
+    from clinotel.collector import clinical
+
+    if from_ is None or to is None:
+        try:
+            first, last = client.query(  # type: ignore[attr-defined]
+                f"SELECT min(StartTime), max(StartTime) FROM {database}.{clinical.WORKFLOWS}"
+            ).result_rows[0]
+        except ClickHouseError as e:
+            raise click.ClickException(
+                f"cannot read {database}.{clinical.WORKFLOWS} ({str(e).strip().splitlines()[0][:200]}); "
+                "no clinotel store here yet? `clinotel serve` or `clinotel schema apply` creates it"
+            ) from None
+        if first.year < 2000:
+            raise click.ClickException(f"{database} holds no workflows yet: give --from and --to")
+        start = _when(from_) if from_ else first.replace(tzinfo=UTC)
+        end = _when(to) if to else last.replace(tzinfo=UTC) + timedelta(minutes=1)
+    else:
+        start, end = _when(from_), _when(to)
+    if end <= start:
+        raise click.BadParameter("--to must be after --from")
+    return start, end, max(1, int((end - start).total_seconds() / 200))
 
 
 @click.group()
@@ -61,21 +89,12 @@ def check(
     server: str | None, data_dir: Path | None, database: str, from_: str | None, to: str | None, require_rows: bool
 ) -> None:
     """Run every panel's SQL as Grafana would (macros and variables expanded); fail on any error."""
-    from clinotel.collector import clinical
     from clinotel.dashboards import build_all
     from clinotel.dashboards.check import panel_queries, run
     from clinotel.dashboards.macros import TimeRange
 
     client = open_reading_store(server, data_dir, database)
-    if from_ is None or to is None:
-        first, last = client.query(
-            f"SELECT min(StartTime), max(StartTime) FROM {database}.{clinical.WORKFLOWS}"
-        ).result_rows[0]
-        start = _when(from_) if from_ else first.replace(tzinfo=UTC)
-        end = _when(to) if to else last.replace(tzinfo=UTC) + timedelta(minutes=1)
-    else:
-        start, end = _when(from_), _when(to)
-    interval = max(1, int((end - start).total_seconds() / 200))
+    start, end, interval = _range(client, database, from_, to)
     queries = list(panel_queries(build_all(database)))
     table = Table("dashboard", "panel", "rows", "ms", "error", title=f"{start:%Y-%m-%d %H:%M} to {end:%H:%M} UTC")
     failed = empty = 0
@@ -87,4 +106,29 @@ def check(
     Console().print(table)
     click.echo(f"{len(queries)} queries: {failed} failed, {empty} empty")
     if failed or (require_rows and empty):
+        raise SystemExit(1)
+
+
+@click.command()
+@reading_store
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("clinotel-report.html"),
+              show_default=True, help="The HTML file to write.")  # fmt: skip
+@click.option("--database", default="clinotel", show_default=True)
+@click.option("--from", "from_", help="Range start (ISO 8601 or now-6h) [default: the data's first workflow].")
+@click.option("--to", help="Range end [default: the data's last workflow].")
+def report(
+    server: str | None, data_dir: Path | None, out: Path, database: str, from_: str | None, to: str | None
+) -> None:
+    """Write one self-contained HTML file with every dashboard panel drawn: readable offline."""
+    from clinotel.dashboards import build_all
+    from clinotel.dashboards.macros import TimeRange
+    from clinotel.dashboards.report import render
+
+    client = open_reading_store(server, data_dir, database)
+    start, end, interval = _range(client, database, from_, to)
+    result = render(client, build_all(database), TimeRange(start, end, interval))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(result.html, encoding="utf-8")
+    click.echo(f"wrote {out} ({result.panels} panels, {result.failed} failed, {len(result.html) // 1024} KiB)")
+    if result.failed:
         raise SystemExit(1)

@@ -23,51 +23,56 @@ MIN_GROUP: Final = 30
 
 
 def group_table_sql(database: str, dimension: str) -> str:
-    """Per group of `dimension`: size, each measure, its disparity to the largest group, and flags."""
+    """Per group of `dimension`: size, each measure, its disparity to the largest group, and flags.
+    One scan: the reference group's figures come from window functions over the groups."""
     workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
-    aggregates, columns = [], []
+    aggregates, refs, columns = [], [], []
     for name in MEASURES:
         value, sample = INDICATORS[name].conditional()
         aggregates += [f"{value} AS {name}", f"{sample} AS n_{name}"]
+        refs.append(f"argMax({name}, n) OVER () AS ref_{name}")
         ok = f"n_{name} >= {MIN_GROUP}"
         columns += [
             f"if({ok}, round({name}, 4), NULL) AS {identifier(INDICATORS[name].title)}",
             f"if({ok} AND ref_{name} > 0, round({name} / ref_{name}, 2), NULL) AS {identifier(name + ' disparity')}",
         ]
-    refs = ", ".join(f"argMax({name}, n) AS ref_{name}" for name in MEASURES)
     low, high = FAIR_BAND
     outside = " OR ".join(
         f"(n_{n} >= {MIN_GROUP} AND ref_{n} > 0 AND ({n} / ref_{n} < {low} OR {n} / ref_{n} > {high}))"
         for n in MEASURES
     )
     return (
-        f"WITH groups AS (\n  SELECT {dimension} AS grp, count() AS n, {', '.join(aggregates)}\n"
-        f"  FROM {workflows}\n  WHERE $__timeFilter(StartTime) AND {dimension} != '' AND {where_filters()}\n"
-        f"  GROUP BY grp\n), ref AS (SELECT argMax(grp, n) AS ref_group, {refs} FROM groups)\n"
         f"SELECT grp AS {identifier(COHORT_DIMENSIONS[dimension])}, n AS workflows, "
         f"if(n < {MIN_GROUP}, 'too few', if(grp = ref_group, 'reference', if({outside}, 'outside 0.8–1.25', 'within')))"
-        f" AS fairness, {', '.join(columns)}\nFROM groups CROSS JOIN ref\nORDER BY n DESC"
+        f" AS fairness, {', '.join(columns)}\n"
+        f"FROM (\n  SELECT *, argMax(grp, n) OVER () AS ref_group, {', '.join(refs)}\n"
+        f"  FROM (SELECT {dimension} AS grp, count() AS n, {', '.join(aggregates)}\n"
+        f"        FROM {workflows}\n"
+        f"        WHERE $__timeFilter(StartTime) AND {dimension} != '' AND {where_filters()}\n"
+        f"        GROUP BY grp)\n)\nORDER BY n DESC"
     )
 
 
 def parity_summary_sql(database: str) -> str:
     """Per dimension, over groups with enough rows: the demographic parity difference and ratio of
     high-priority assignment (Fairlearn's between-groups max − min and min ÷ max of the selection
-    rate) and the equal-opportunity gap of under-triage (max − min across groups)."""
+    rate) and the equal-opportunity gap of under-triage (max − min across groups). One scan: each
+    workflow is counted once per dimension by an ARRAY JOIN."""
     workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
     hp, n_hp = INDICATORS["high_priority_rate"].conditional()
     ut, n_ut = INDICATORS["under_triage_rate"].conditional()
     ok_hp, ok_ut = f"n_hp >= {MIN_GROUP}", f"n_ut >= {MIN_GROUP}"
-    parts = [
-        f"SELECT {literal(title)} AS dimension, countIf({ok_hp}) AS groups, "
+    pairs = ", ".join(f"({literal(title)}, toString({dim}))" for dim, title in COHORT_DIMENSIONS.items())
+    return (
+        f"SELECT dimension, countIf({ok_hp}) AS groups, "
         f"round(maxIf(hp, {ok_hp}) - minIf(hp, {ok_hp}), 4) AS dp_difference, "
         f"round(minIf(hp, {ok_hp}) / nullIf(maxIf(hp, {ok_hp}), 0), 4) AS dp_ratio, "
         f"round(maxIf(ut, {ok_ut}) - minIf(ut, {ok_ut}), 4) AS eo_gap_under_triage\n"
-        f"FROM (SELECT {dimension} AS grp, {hp} AS hp, {n_hp} AS n_hp, {ut} AS ut, {n_ut} AS n_ut FROM {workflows}\n"
-        f"      WHERE $__timeFilter(StartTime) AND {dimension} != '' AND {where_filters()} GROUP BY grp)"
-        for dimension, title in COHORT_DIMENSIONS.items()
-    ]
-    return "\nUNION ALL\n".join(parts)
+        f"FROM (\n  SELECT d.1 AS dimension, d.2 AS grp, {hp} AS hp, {n_hp} AS n_hp, {ut} AS ut, {n_ut} AS n_ut\n"
+        f"  FROM {workflows}\n  ARRAY JOIN [{pairs}] AS d\n"
+        f"  WHERE $__timeFilter(StartTime) AND d.2 != '' AND {where_filters()}\n  GROUP BY dimension, grp\n)\n"
+        "GROUP BY dimension ORDER BY dimension"
+    )
 
 
 def build(database: str) -> dict[str, Any]:

@@ -17,27 +17,23 @@ KILL_CRITERIA: Final = (("under_triage_rate", 1.5), ("override_rate", 1.5), ("de
 
 
 def kill_criteria_sql(database: str) -> str:
-    """One row per kill criterion: canary, baseline, their ratio, sample sizes and a status."""
+    """One row per kill criterion: canary, baseline, their ratio, sample sizes and a status. One
+    scan computes every criterion for both cohorts; an ARRAY JOIN turns them into rows."""
     workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
-    canary, baseline = literal(RolloutCohort.CANARY.value), literal(RolloutCohort.BASELINE.value)
+    cohorts = {c: f"RolloutCohort = {literal(c.value)}" for c in (RolloutCohort.CANARY, RolloutCohort.BASELINE)}
     rows = []
     for name, limit in KILL_CRITERIA:
         i = INDICATORS[name]
-        value, sample = i.conditional()
-        rows.append(
-            f"SELECT {literal(i.title)} AS criterion, {limit} AS max_ratio,\n"
-            f"  {value} AS v, {sample} AS n, RolloutCohort AS cohort\n"
-            f"FROM {workflows}\nWHERE $__timeFilter(StartTime) AND RolloutCohort IN ({canary}, {baseline}) "
-            f"AND {where_filters()}\nGROUP BY cohort"
-        )
-    union = "\nUNION ALL\n".join(rows)
+        canary, n_canary = i.conditional(cohorts[RolloutCohort.CANARY])
+        baseline, n_baseline = i.conditional(cohorts[RolloutCohort.BASELINE])
+        rows.append(f"({literal(i.title)}, {limit}, {canary}, {baseline}, {n_canary}, {n_baseline})")
+    least = min(INDICATORS[n].min_sample for n, _ in KILL_CRITERIA)
     return (
-        "SELECT criterion, round(anyIf(v, cohort = 'canary'), 4) AS canary, round(anyIf(v, cohort = 'baseline'), 4) "
-        "AS baseline, round(canary / nullIf(baseline, 0), 2) AS ratio, any(max_ratio) AS max_ratio, "
-        "anyIf(n, cohort = 'canary') AS n_canary, anyIf(n, cohort = 'baseline') AS n_baseline,\n"
-        f"  multiIf(n_canary < {min(INDICATORS[n].min_sample for n, _ in KILL_CRITERIA)} OR n_baseline = 0, "
-        "'too few', ratio > max_ratio, 'KILL', 'ok') AS status\n"
-        f"FROM (\n{union}\n)\nGROUP BY criterion ORDER BY criterion"
+        "SELECT c.1 AS criterion, round(c.3, 4) AS canary, round(c.4, 4) AS baseline, "
+        "round(c.3 / nullIf(c.4, 0), 2) AS ratio, c.2 AS max_ratio, c.5 AS n_canary, c.6 AS n_baseline,\n"
+        f"  multiIf(c.5 < {least} OR c.6 = 0, 'too few', ratio > max_ratio, 'KILL', 'ok') AS status\n"
+        f"FROM (\n  SELECT [{', '.join(rows)}] AS criteria\n  FROM {workflows}\n"
+        f"  WHERE $__timeFilter(StartTime) AND {where_filters()}\n)\nARRAY JOIN criteria AS c\nORDER BY criterion"
     )
 
 
