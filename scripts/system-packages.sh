@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Debian packages the tests use for real (headless Chromium for the HTML report), installed when
-# missing and when apt-get can install them (CI runs as root on Debian). Elsewhere the tests that
-# need them say so and skip.
+# Debian packages the tests use for real (headless Chromium for the HTML report, Prometheus
+# Alertmanager for paging), installed when missing and when apt-get can install them (CI runs as
+# root on Debian). Elsewhere the tests that need them say so and skip.
 set -euo pipefail
-PACKAGES=(chromium)
+# command=package
+PACKAGES=(chromium=chromium prometheus-alertmanager=prometheus-alertmanager)
 missing=()
-for p in "${PACKAGES[@]}"; do
-    command -v "$p" >/dev/null 2>&1 || missing+=("$p")
+for entry in "${PACKAGES[@]}"; do
+    command -v "${entry%%=*}" >/dev/null 2>&1 || missing+=("${entry#*=}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then

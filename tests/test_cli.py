@@ -12,7 +12,7 @@ from clinotel.cli import cli
 from clinotel.semconv import REGISTRY, render_markdown
 from clinotel.semconv.attributes import GROUPS
 
-COMMANDS = ("demo", "semconv", "schema", "serve", "query", "dashboards", "report")
+COMMANDS = ("demo", "semconv", "schema", "serve", "query", "dashboards", "report", "alerts")
 
 
 def test_help_lists_the_registered_subcommands() -> None:

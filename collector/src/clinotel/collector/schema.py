@@ -24,6 +24,8 @@ from clinotel.collector.sql import identifier, literal
 from clinotel.semconv import attributes as A
 
 __all__ = [
+    "ALERT_EVENTS",
+    "ALERT_EVENT_COLUMNS",
     "COLLECTOR_METRICS",
     "SCHEMA_VERSION",
     "TENANT_COLUMN",
@@ -46,6 +48,12 @@ TRACE_ID_TS_MV: Final = "otel_traces_trace_id_ts_mv"
 VERSIONS: Final = "clinotel_schema_versions"
 TENANT_COLUMN: Final = "TenantId"
 COLLECTOR_METRICS: Final = "clinotel_collector_metrics"
+ALERT_EVENTS: Final = "clinotel_alert_events"
+ALERT_EVENT_COLUMNS: Final = (
+    "Timestamp", "TenantId", "Rule", "Labels", "Event", "Severity", "Value", "Sample", "Threshold", "Receiver",
+    "Attempt", "Detail",
+)  # fmt: skip
+"""The audit trail's columns, in insert order."""
 
 TRACES_INSERT_COLUMNS: Final = (
     "Timestamp",
@@ -208,7 +216,31 @@ def tenant_tables() -> tuple[str, ...]:
     """The tables with a `TenantId` column: what readers may query, each filtered to their tenant."""
     from clinotel.collector import clinical
 
-    return (TRACES, clinical.STAGE_SPANS, clinical.WORKFLOWS, COLLECTOR_METRICS)
+    return (TRACES, clinical.STAGE_SPANS, clinical.WORKFLOWS, COLLECTOR_METRICS, ALERT_EVENTS)
+
+
+def _alert_events(o: SchemaOptions) -> Iterator[str]:
+    yield f"""CREATE TABLE IF NOT EXISTS {o.local(ALERT_EVENTS)}{o.on_cluster}
+(
+    `Timestamp` DateTime64(3) CODEC(Delta(8), ZSTD(1)),
+    `TenantId` LowCardinality(String),
+    `Rule` LowCardinality(String),
+    `Labels` {_ATTR_MAP},
+    `Event` LowCardinality(String),
+    `Severity` LowCardinality(String),
+    `Value` Nullable(Float64),
+    `Sample` UInt64,
+    `Threshold` Nullable(Float64),
+    `Receiver` LowCardinality(String),
+    `Attempt` UInt16,
+    `Detail` String
+)
+ENGINE = {o.engine(ALERT_EVENTS)}
+PARTITION BY toYYYYMM(Timestamp)
+ORDER BY (TenantId, Rule, Timestamp)
+COMMENT 'Alert audit trail: every state transition and every notification attempt'"""
+    if o.cluster:
+        yield _distributed(o, ALERT_EVENTS, "rand()")
 
 
 def _collector_metrics(o: SchemaOptions) -> Iterator[str]:
@@ -238,6 +270,7 @@ _STEPS: Final[tuple[tuple[int, str, _Steps], ...]] = (
     (1, "contrib exporter trace tables, tenant-first sort key", _traces),
     (2, "clinical views: clinical_stage_spans, clinical_workflows", _clinical),
     (3, "collector self-telemetry: clinotel_collector_metrics", _collector_metrics),
+    (4, "alert audit trail: clinotel_alert_events", _alert_events),
 )
 SCHEMA_VERSION: Final = max(v for v, _, _ in _STEPS)
 

@@ -1,0 +1,86 @@
+"""Each rule as one ClickHouse query over the window ending at `now`, built from the indicators the
+dashboards use. Every query returns rows of (TenantId, WorkflowKind, grp, value, sample): one
+alert instance per row; `grp` is the cohort group of a disparity rule and empty otherwise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from clinotel.alerts.rules import Kind, Rule
+from clinotel.collector import schema
+from clinotel.collector.indicators import INDICATORS
+from clinotel.collector.sql import identifier, literal
+from clinotel.semconv import RolloutCohort
+
+__all__ = ["Observation", "observe", "rule_sql"]
+
+
+@dataclass(frozen=True)
+class Observation:
+    tenant: str
+    kind: str
+    group: str
+    value: float | None
+    sample: int
+
+
+def _at(t: datetime) -> str:
+    return f"toDateTime64({literal(t.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f'))}, 6, 'UTC')"
+
+
+def _between(column: str, start: datetime, end: datetime) -> str:
+    return f"{column} >= {_at(start)} AND {column} < {_at(end)}"
+
+
+def rule_sql(rule: Rule, database: str, now: datetime) -> str:
+    """The query evaluating `rule` over `[now - window, now)`."""
+    start = now - timedelta(seconds=rule.window)
+    if rule.kind is Kind.COLLECTOR:
+        table = f"{identifier(database)}.{identifier(schema.COLLECTOR_METRICS)}"
+        aggregate = "max(Value)" if rule.metric.endswith("_bytes") else "sum(Value)"
+        return (
+            f"SELECT '' AS tenant, '' AS kind, '' AS grp, {aggregate} AS value, count() AS n FROM {table} "
+            f"WHERE Metric = {literal(rule.metric)} AND {_between('Timestamp', start, now)} HAVING n > 0"
+        )
+    i = INDICATORS[rule.metric]
+    table = f"{identifier(database)}.{identifier(i.table)}{i.final}"
+    window = _between(i.time_column, start, now)
+    keys = "TenantId AS tenant, WorkflowKind AS kind"
+    if rule.kind is Kind.THRESHOLD:
+        return (
+            f"SELECT {keys}, '' AS grp, {i.value} AS value, {i.sample} AS n FROM {table} "
+            f"WHERE {window} AND ({i.where}) GROUP BY tenant, kind"
+        )
+    if rule.kind is Kind.BASELINE:
+        assert rule.baseline_window is not None
+        before = start - timedelta(seconds=rule.baseline_window)
+        now_v, now_n = i.conditional(_between(i.time_column, start, now))
+        base_v, base_n = i.conditional(_between(i.time_column, before, start))
+        return (
+            f"SELECT {keys}, '' AS grp, ({now_v}) / nullIf({base_v}, 0) AS value, least({now_n}, {base_n}) AS n "
+            f"FROM {table} WHERE {_between(i.time_column, before, now)} GROUP BY tenant, kind"
+        )
+    if rule.kind is Kind.CANARY:
+        canary_v, canary_n = i.conditional(f"RolloutCohort = {literal(RolloutCohort.CANARY.value)}")
+        base_v, base_n = i.conditional(f"RolloutCohort = {literal(RolloutCohort.BASELINE.value)}")
+        return (
+            f"SELECT {keys}, '' AS grp, ({canary_v}) / nullIf({base_v}, 0) AS value, "
+            f"least({canary_n}, {base_n}) AS n FROM {table} WHERE {window} GROUP BY tenant, kind"
+        )
+    assert rule.kind is Kind.DISPARITY
+    assert rule.dimension is not None
+    value, sample = i.conditional()
+    return (
+        "SELECT tenant, kind, grp, if(ref_value > 0, v / ref_value, NULL) AS value, least(n, ref_n) AS n FROM (\n"
+        "  SELECT *, argMax(v, n) OVER w AS ref_value, argMax(n, n) OVER w AS ref_n, argMax(grp, n) OVER w AS ref\n"
+        f"  FROM (SELECT {keys}, toString({rule.dimension}) AS grp, {value} AS v, {sample} AS n FROM {table}\n"
+        f"        WHERE {window} AND {rule.dimension} != '' GROUP BY tenant, kind, grp)\n"
+        "  WINDOW w AS (PARTITION BY tenant, kind)\n) WHERE grp != ref"
+    )
+
+
+def observe(client: object, rule: Rule, database: str, now: datetime) -> list[Observation]:
+    """Run the rule's query; raises what the database raised."""
+    rows = client.query(rule_sql(rule, database, now)).result_rows  # type: ignore[attr-defined]
+    return [Observation(str(t), str(k), str(g), None if v is None else float(v), int(n or 0)) for t, k, g, v, n in rows]

@@ -1,0 +1,216 @@
+"""Alert rules as pydantic models, loaded from YAML with the file, line and reason of any mistake.
+
+- name: high_risk_under_triage
+  kind: threshold                # threshold | baseline | canary | disparity | collector
+  metric: high_risk_miss_rate    # an indicator shared with the dashboards (or a collector metric)
+  comparison: gt
+  threshold: 0.10
+  window: 6h
+  for: 10m
+  min_sample: 30
+  severity: page                 # page (Alertmanager / PagerDuty) or ticket (webhook)
+  summary: High-risk patients under-triaged by the model
+  overrides:
+    - {tenant: st-marys, kind: triage, threshold: 0.08}
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from clinotel.collector.indicators import COHORT_DIMENSIONS, INDICATORS
+
+__all__ = ["Comparison", "Kind", "Override", "Rule", "RuleError", "RulePack", "load", "parse_duration"]
+
+_DURATION: Final = re.compile(r"^(\d+)(s|m|h|d)$")
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+COLLECTOR_METRICS: Final = (
+    "clinotel_receiver_spans_accepted_total",
+    "clinotel_receiver_requests_refused_total",
+    "clinotel_receiver_spans_refused_total",
+    "clinotel_wal_pending_bytes",
+    "clinotel_writer_quarantined_total",
+)
+"""Collector figures a `collector` rule may read (from clinotel_collector_metrics)."""
+
+
+class RuleError(ValueError):
+    """A rules file that cannot be used: where, and why."""
+
+
+def parse_duration(value: object) -> int:
+    """`90s`, `15m`, `6h`, `7d` (or a number of seconds) as seconds."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = _DURATION.match(str(value).strip())
+    if not match:
+        raise ValueError(f"a duration such as 90s, 15m, 6h or 7d, not {value!r}")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+Seconds = Annotated[int, BeforeValidator(parse_duration)]
+
+
+class Comparison(StrEnum):
+    GT = "gt"
+    GE = "ge"
+    LT = "lt"
+    LE = "le"
+
+    def holds(self, value: float, threshold: float) -> bool:
+        return {
+            Comparison.GT: value > threshold,
+            Comparison.GE: value >= threshold,
+            Comparison.LT: value < threshold,
+            Comparison.LE: value <= threshold,
+        }[self]
+
+    @property
+    def symbol(self) -> str:
+        return {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}[self.value]
+
+
+class Kind(StrEnum):
+    THRESHOLD = "threshold"
+    """The indicator's value over the window, against the threshold."""
+    BASELINE = "baseline"
+    """The value ÷ the same indicator over the trailing baseline window before it."""
+    CANARY = "canary"
+    """The canary cohort's value ÷ the baseline cohort's."""
+    DISPARITY = "disparity"
+    """Each group of `dimension`: its value ÷ the reference (largest) group's, outside `band`."""
+    COLLECTOR = "collector"
+    """A collector figure: the sum of a counter's increases (or a gauge's maximum) over the window."""
+
+
+class Override(BaseModel):
+    """A threshold (or minimum sample) for one tenant and/or workflow kind."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    tenant: str | None = None
+    kind: str | None = None
+    threshold: float | None = None
+    min_sample: int | None = Field(default=None, ge=1)
+    disabled: bool = False
+
+
+class Rule(BaseModel):
+    """One alert rule."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{2,62}$")
+    kind: Kind = Kind.THRESHOLD
+    metric: str
+    comparison: Comparison = Comparison.GT
+    threshold: float
+    window: Seconds = Field(gt=0)
+    for_: Seconds = Field(default=0, alias="for")
+    min_sample: int = Field(default=30, ge=1)
+    severity: Literal["page", "ticket"]
+    summary: str = Field(min_length=3, max_length=300)
+    labels: dict[str, str] = Field(default_factory=dict)
+    dimension: str | None = None
+    band: tuple[float, float] = (0.8, 1.25)
+    baseline_window: Seconds | None = None
+    no_data: Literal["ok", "keep", "alerting"] = "ok"
+    """What too few rows (or none) mean: clear the alert, keep its state, or fire (a silence that
+    is itself the incident, such as ingestion stalling)."""
+    overrides: tuple[Override, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Rule:
+        if self.kind is Kind.COLLECTOR:
+            if self.metric not in COLLECTOR_METRICS:
+                raise ValueError(f"collector metric must be one of {', '.join(COLLECTOR_METRICS)}")
+        elif self.metric not in INDICATORS:
+            raise ValueError(f"unknown metric {self.metric!r}; known: {', '.join(sorted(INDICATORS))}")
+        if self.kind is Kind.DISPARITY:
+            if self.dimension not in COHORT_DIMENSIONS:
+                raise ValueError(f"a disparity rule needs dimension, one of {', '.join(COHORT_DIMENSIONS)}")
+            if not 0 < self.band[0] < 1 < self.band[1]:
+                raise ValueError("band must be (low < 1 < high), such as [0.8, 1.25]")
+        elif self.dimension is not None:
+            raise ValueError("dimension is for disparity rules only")
+        if self.kind is Kind.BASELINE and self.baseline_window is None:
+            raise ValueError("a baseline rule needs baseline_window (the trailing period compared against)")
+        return self
+
+    @property
+    def runbook(self) -> str:
+        """The runbook's path in the repository."""
+        return f"docs/runbooks/{self.name}.md"
+
+    def limits(self, tenant: str, kind: str) -> tuple[float, int, bool]:
+        """(threshold, min_sample, disabled) for one tenant and workflow kind; the most specific
+        override wins (tenant and kind, then tenant, then kind)."""
+        best: Override | None = None
+        score = -1
+        for o in self.overrides:
+            if (o.tenant not in (None, tenant)) or (o.kind not in (None, kind)):
+                continue
+            s = (o.tenant is not None) * 2 + (o.kind is not None)
+            if s > score:
+                best, score = o, s
+        if best is None:
+            return self.threshold, self.min_sample, False
+        threshold = best.threshold if best.threshold is not None else self.threshold
+        min_sample = best.min_sample if best.min_sample is not None else self.min_sample
+        return threshold, min_sample, best.disabled
+
+
+class RulePack(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rules: tuple[Rule, ...]
+
+    @model_validator(mode="after")
+    def _unique(self) -> RulePack:
+        names = [r.name for r in self.rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"rule names must be unique: {', '.join(dupes)}")
+        return self
+
+
+def _line_of(node: yaml.Node, loc: tuple[int | str, ...]) -> int:
+    """The 1-based line of the YAML node at `loc` (as deep as it exists)."""
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            nxt = node.value[key]
+        else:
+            nxt = None
+        if nxt is None:
+            break
+        node = nxt
+    return int(node.start_mark.line) + 1
+
+
+def load(path: Path) -> RulePack:
+    """Read and check a rules file; RuleError names the file, the line and the reason."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise RuleError(f"{path}: {e.strerror or e}") from None
+    try:
+        node = yaml.compose(text)
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise RuleError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    if node is None:
+        raise RuleError(f"{path}:1: empty rules file")
+    try:
+        return RulePack.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = tuple(first["loc"])
+        field = ".".join(str(p) for p in loc) or "(top)"
+        raise RuleError(f"{path}:{_line_of(node, loc)}: {field}: {first['msg']}") from None

@@ -1,0 +1,100 @@
+"""Rules files: the default pack loads; a malformed file is refused with its file, line and reason."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from clinotel.alerts import default_rules_path
+from clinotel.alerts.rules import Kind, RuleError, load
+from clinotel.alerts.state import AlertState, Reading, State, step
+from tests.conftest import REPO
+
+GOOD = """rules:
+  - name: model_fallback
+    metric: fallback_rate
+    threshold: 0.2
+    window: 15m
+    for: 5m
+    severity: page
+    summary: Decisions fall back
+    overrides:
+      - {tenant: st-marys, threshold: 0.3}
+      - {tenant: st-marys, kind: triage, threshold: 0.4}
+      - {kind: scheduling, disabled: true}
+"""
+
+
+def test_the_default_pack_loads_and_every_rule_has_a_runbook() -> None:
+    pack = load(default_rules_path())
+    assert {r.kind for r in pack.rules} == set(Kind)
+    for rule in pack.rules:
+        assert (REPO / rule.runbook).is_file(), f"{rule.name} has no runbook at {rule.runbook}"
+
+
+def test_overrides_most_specific_wins(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(GOOD, encoding="utf-8")
+    (rule,) = load(path).rules
+    assert rule.for_ == 300
+    assert rule.limits("general", "triage") == (0.2, 30, False)
+    assert rule.limits("general", "scheduling")[2] is True
+    assert rule.limits("st-marys", "scheduling") == (0.3, 30, False), "a tenant override beats a kind override"
+    assert rule.limits("st-marys", "triage")[0] == 0.4
+    assert rule.limits("st-marys", "other")[0] == 0.3
+
+
+@pytest.mark.parametrize(
+    ("change", "line", "reason"),
+    [
+        (("window: 15m", "window: soon"), 5, "a duration such as"),
+        (("metric: fallback_rate", "metric: no_such_metric"), 2, "unknown metric"),
+        (("severity: page", "severity: urgent"), 7, "'page' or 'ticket'"),
+        (("    summary: Decisions fall back", "    summary: Decisions fall back\n    colour: red"), 9, "Extra inputs"),
+        (("{tenant: st-marys, threshold: 0.3}", "{tenant: st-marys, threshold: high}"), 10, "valid number"),
+        (("rules:", "rules: [oops"), 2, "not valid YAML"),
+    ],
+)
+def test_a_malformed_file_is_refused_with_file_line_and_reason(
+    tmp_path: Path, change: tuple[str, str], line: int, reason: str
+) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(GOOD.replace(*change), encoding="utf-8")
+    with pytest.raises(RuleError) as info:
+        load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:{line}:"), message
+    assert reason in message
+
+
+def test_duplicate_rule_names_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(GOOD + GOOD.split("rules:\n", 1)[1], encoding="utf-8")
+    with pytest.raises(RuleError, match="unique: model_fallback"):
+        load(path)
+
+
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+def _run(readings: str, for_s: int, no_data: str = "ok") -> list[str]:
+    """Feed B(reach)/C(lear)/N(o data) one minute apart; the states after each."""
+    state = AlertState()
+    kinds = {"B": Reading.BREACH, "C": Reading.CLEAR, "N": Reading.NO_DATA}
+    out = []
+    for i, r in enumerate(readings):
+        step(state, kinds[r], T0 + timedelta(minutes=i), for_s, no_data)
+        out.append(state.state.value[0])
+    return out
+
+
+def test_the_state_machine_holds_back_flaps_and_resolves() -> None:
+    assert "".join(_run("BBBBCC", 180)) == "pppfri"  # fires once held 3 min, resolves, then inactive
+    assert "".join(_run("BBCBBC", 180)) == "ppippi"  # a flap shorter than `for` never fires
+    assert "".join(_run("BC", 0)) == "fr"
+    assert "".join(_run("BBNN", 0, "ok")) == "ffri"
+    assert "".join(_run("BBNN", 0, "keep")) == "ffff"
+    assert "".join(_run("NNNN", 120, "alerting")) == "ppff"
+    assert State.RESOLVED.value == "resolved"
