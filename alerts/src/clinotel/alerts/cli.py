@@ -91,3 +91,15 @@ def evaluate(
         if once:
             raise SystemExit(1 if summary.errors else 0)
         time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
+@alerts.command("export")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output directory.")
+@click.option("--rules", type=click.Path(dir_okay=False, path_type=Path), help="Rules file [default: the pack].")
+@click.option("--database", default="clinotel", show_default=True)
+def export_command(out: Path, rules: Path | None, database: str) -> None:
+    """Write Grafana alert provisioning (rules, contact points, policies) and an Alertmanager example."""
+    from clinotel.alerts.export import write
+
+    for path in write(out, _pack(rules), database):  # type: ignore[arg-type]
+        click.echo(path)

@@ -5,7 +5,7 @@ alert instance per row; `grp` is the cohort group of a disparity rule and empty 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from clinotel.alerts.rules import Kind, Rule
 from clinotel.collector import schema
@@ -13,7 +13,7 @@ from clinotel.collector.indicators import INDICATORS
 from clinotel.collector.sql import identifier, literal
 from clinotel.semconv import RolloutCohort
 
-__all__ = ["Observation", "observe", "rule_sql"]
+__all__ = ["Bounds", "Observation", "observe", "rule_sql"]
 
 
 @dataclass(frozen=True)
@@ -29,23 +29,39 @@ def _at(t: datetime) -> str:
     return f"toDateTime64({literal(t.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f'))}, 6, 'UTC')"
 
 
-def _between(column: str, start: datetime, end: datetime) -> str:
-    return f"{column} >= {_at(start)} AND {column} < {_at(end)}"
+@dataclass(frozen=True)
+class Bounds:
+    """Where a rule's window ends, as SQL: a fixed instant for the evaluator, or Grafana's
+    `$__toTime` for the exported rules, so both evaluate the same rows."""
+
+    end: str
+
+    @classmethod
+    def at(cls, now: datetime) -> Bounds:
+        return cls(_at(now))
+
+    def between(self, column: str, start_s: int, end_s: int = 0) -> str:
+        """`column` in [end - start_s, end - end_s) seconds."""
+        lower = f"{column} >= {self.end} - toIntervalSecond({start_s})"
+        upper = f"{column} < {self.end}" if end_s == 0 else f"{column} < {self.end} - toIntervalSecond({end_s})"
+        return f"{lower} AND {upper}"
 
 
-def rule_sql(rule: Rule, database: str, now: datetime) -> str:
-    """The query evaluating `rule` over `[now - window, now)`."""
-    start = now - timedelta(seconds=rule.window)
+def rule_sql(rule: Rule, database: str, now: datetime | Bounds) -> str:
+    """The query evaluating `rule` over the window ending at `now`: rows of
+    (tenant, kind, grp, value, n)."""
+    bounds = now if isinstance(now, Bounds) else Bounds.at(now)
+    w = rule.window
     if rule.kind is Kind.COLLECTOR:
         table = f"{identifier(database)}.{identifier(schema.COLLECTOR_METRICS)}"
         aggregate = "max(Value)" if rule.metric.endswith("_bytes") else "sum(Value)"
         return (
             f"SELECT '' AS tenant, '' AS kind, '' AS grp, {aggregate} AS value, count() AS n FROM {table} "
-            f"WHERE Metric = {literal(rule.metric)} AND {_between('Timestamp', start, now)} HAVING n > 0"
+            f"WHERE Metric = {literal(rule.metric)} AND {bounds.between('Timestamp', w)} HAVING n > 0"
         )
     i = INDICATORS[rule.metric]
     table = f"{identifier(database)}.{identifier(i.table)}{i.final}"
-    window = _between(i.time_column, start, now)
+    window = bounds.between(i.time_column, w)
     keys = "TenantId AS tenant, WorkflowKind AS kind"
     if rule.kind is Kind.THRESHOLD:
         return (
@@ -54,12 +70,12 @@ def rule_sql(rule: Rule, database: str, now: datetime) -> str:
         )
     if rule.kind is Kind.BASELINE:
         assert rule.baseline_window is not None
-        before = start - timedelta(seconds=rule.baseline_window)
-        now_v, now_n = i.conditional(_between(i.time_column, start, now))
-        base_v, base_n = i.conditional(_between(i.time_column, before, start))
+        b = rule.baseline_window
+        now_v, now_n = i.conditional(window)
+        base_v, base_n = i.conditional(bounds.between(i.time_column, w + b, w))
         return (
             f"SELECT {keys}, '' AS grp, ({now_v}) / nullIf({base_v}, 0) AS value, least({now_n}, {base_n}) AS n "
-            f"FROM {table} WHERE {_between(i.time_column, before, now)} GROUP BY tenant, kind"
+            f"FROM {table} WHERE {bounds.between(i.time_column, w + b)} GROUP BY tenant, kind"
         )
     if rule.kind is Kind.CANARY:
         canary_v, canary_n = i.conditional(f"RolloutCohort = {literal(RolloutCohort.CANARY.value)}")

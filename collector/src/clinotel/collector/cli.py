@@ -105,6 +105,14 @@ def _address(value: str) -> tuple[str, int]:
 @click.option("--database", default="clinotel", show_default=True)
 @click.option("--max-request-mb", default=64, show_default=True, help="Largest request, after decompression.")
 @click.option("--wal-max-mb", default=1024, show_default=True, help="Unwritten log size before answering 503.")
+@click.option(
+    "--rules",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Evaluate these alert rules in this process (needs clinotel-alerts).",
+)
+@click.option("--evaluate-every", default="30s", show_default=True, help="Alert evaluation interval.")
+@click.option("--alertmanager", metavar="URL", help="With --rules: page through this Alertmanager.")
+@click.option("--webhook", metavar="URL", help="With --rules: tickets (and pages, if nothing else pages) here.")
 def serve(
     data_dir: Path | None,
     clickhouse_url: str | None,
@@ -117,6 +125,10 @@ def serve(
     database: str,
     max_request_mb: int,
     wal_max_mb: int,
+    rules: Path | None,
+    evaluate_every: str,
+    alertmanager: str | None,
+    webhook: str | None,
 ) -> None:
     """Receive OTLP and store traces in ClickHouse, durably, one tenant per token."""
     import signal
@@ -154,6 +166,7 @@ def serve(
     if collector.grpc is not None:
         click.echo(f"  OTLP/gRPC on {config.otlp_grpc[0] if config.otlp_grpc else ''}:{collector.grpc.port}", err=True)
     click.echo(f"  store {database} in {data_dir or '.clinotel/data'}; log in {config.resolved_wal_dir}", err=True)
+    evaluator = _alert_thread(collector, rules, evaluate_every, alertmanager, webhook) if rules else None
     stopped = threading.Event()
 
     def _stop(signum: int, frame: object) -> None:
@@ -163,7 +176,34 @@ def serve(
     signal.signal(signal.SIGINT, _stop)
     stopped.wait()
     click.echo("stopping: writing what the log holds", err=True)
+    if evaluator is not None:
+        evaluator.stop()
     collector.stop()
+
+
+def _alert_thread(collector: Any, rules: Path, every: str, alertmanager: str | None, webhook: str | None) -> Any:
+    """The alert evaluator on the collector's own store, in a background thread."""
+    try:
+        from clinotel.alerts.evaluator import Evaluator
+        from clinotel.alerts.paging import AlertmanagerSink, Outbox, Sink, WebhookSink
+        from clinotel.alerts.rules import RuleError, load, parse_duration
+        from clinotel.alerts.runner import EvaluatorThread
+    except ImportError:
+        collector.stop()
+        raise click.ClickException("--rules needs clinotel-alerts installed") from None
+    try:
+        pack = load(rules)
+        interval = parse_duration(every)
+    except (RuleError, ValueError) as e:
+        collector.stop()
+        raise click.ClickException(str(e)) from None
+    page: list[Sink] = [AlertmanagerSink(alertmanager)] if alertmanager else []
+    ticket: list[Sink] = [WebhookSink(webhook)] if webhook else []
+    outbox = Outbox(page or list(ticket), ticket)
+    thread = EvaluatorThread(Evaluator(collector.client, pack, outbox, collector.config.database), interval)
+    thread.start()
+    click.echo(f"  evaluating {len(pack.rules)} alert rules from {rules} every {every}", err=True)
+    return thread
 
 
 def reading_store(f: Callable[..., Any]) -> Callable[..., Any]:

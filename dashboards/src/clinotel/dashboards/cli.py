@@ -126,7 +126,7 @@ def report(
 
     client = open_reading_store(server, data_dir, database)
     start, end, interval = _range(client, database, from_, to)
-    result = render(client, build_all(database), TimeRange(start, end, interval))
+    result = render(client, build_all(database), TimeRange(start, end, interval), database=database)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(result.html, encoding="utf-8")
     click.echo(f"wrote {out} ({result.panels} panels, {result.failed} failed, {len(result.html) // 1024} KiB)")

@@ -2,8 +2,8 @@
 self-contained HTML file (inline CSS and SVG, no script, no network), readable anywhere.
 
 Time series become SVG line charts, tables HTML tables, stats large figures; a panel whose query
-fails shows the error in its place. The alert timeline is added when `clinotel_alert_events`
-exists."""
+fails shows the error in its place. The alert timeline (what fired, resolved and was delivered,
+from `clinotel_alert_events`) closes the report."""
 
 from __future__ import annotations
 
@@ -184,8 +184,38 @@ th,td{border-bottom:1px solid #eee;padding:3px 6px;text-align:left}th{background
 """
 
 
-def render(client: Any, dashboards: dict[str, dict[str, Any]], tr: TimeRange, title: str = "clinotel report") -> Report:
-    """Every panel of `dashboards` drawn for the range `tr`."""
+def _alert_timeline(client: Any, database: str, tr: TimeRange) -> str:
+    """The alert transitions and deliveries in the range, from clinotel_alert_events."""
+    from clinotel.collector import schema
+
+    table = f"`{database}`.`{schema.ALERT_EVENTS}`"
+    window = f"Timestamp >= toDateTime({tr.from_s}) AND Timestamp <= toDateTime({tr.to_s})"
+    try:
+        fired = client.query(
+            f"SELECT Rule, Severity, countIf(Event = 'firing') AS fired, countIf(Event = 'resolved') AS resolved, "
+            f"countIf(Event = 'notify_ok') AS delivered, countIf(Event = 'notify_failed') AS failed_attempts "
+            f"FROM {table} WHERE {window} GROUP BY Rule, Severity HAVING fired > 0 OR failed_attempts > 0 "
+            "ORDER BY fired DESC"
+        )
+        events = client.query(
+            f"SELECT Timestamp, Rule, Labels, Event, Value, Receiver, Detail FROM {table} WHERE {window} "
+            "AND Event IN ('firing', 'resolved', 'notify_ok', 'notify_failed', 'error') ORDER BY Timestamp LIMIT 500"
+        )
+    except Exception as e:  # noqa: BLE001 - no audit table yet: say so
+        return f'<p class="empty">no alert audit trail in this store ({html.escape(str(e).splitlines()[0][:200])})</p>'
+    summary = _table(list(fired.column_names), list(fired.result_rows))
+    timeline = _table(list(events.column_names), list(events.result_rows))
+    return (
+        '<div class="grid-panels"><section class="panel table"><h3>Alerts fired</h3>'
+        f'{summary}</section><section class="panel table"><h3>Timeline</h3>{timeline}</section></div>'
+    )
+
+
+def render(
+    client: Any, dashboards: dict[str, dict[str, Any]], tr: TimeRange, title: str = "clinotel report",
+    database: str = "clinotel",
+) -> Report:  # fmt: skip
+    """Every panel of `dashboards` drawn for the range `tr`, then the alert timeline."""
     sections, nav, panels, failed = [], [], 0, 0
     for name, data in dashboards.items():
         nav.append(f'<a href="#{html.escape(name)}">{html.escape(data["title"].split("/")[-1].strip())}</a>')
@@ -205,6 +235,8 @@ def render(client: Any, dashboards: dict[str, dict[str, Any]], tr: TimeRange, ti
         if group:
             blocks.append(f'<div class="grid-panels">{"".join(group)}</div>')
         sections.append(f'<h2 id="{html.escape(name)}">{html.escape(data["title"])}</h2>{"".join(blocks)}')
+    nav.append('<a href="#alerts">Alerts</a>')
+    sections.append(f'<h2 id="alerts">Alert timeline</h2>{_alert_timeline(client, database, tr)}')
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     span = f"{tr.start:%Y-%m-%d %H:%M} to {tr.end:%Y-%m-%d %H:%M} UTC"
     page = (
