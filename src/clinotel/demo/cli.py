@@ -1,15 +1,19 @@
 """`clinotel demo`: the simulated hospital, end to end.
 
-Today it runs the hospital through clinotel.instrumentation and its PHI gate and summarises the
-exported telemetry. The collector, dashboards and alerts join this command as they are built.
+The hospital runs through clinotel.instrumentation and its PHI gate and exports real OTLP into the
+embedded collector; then the dashboards are built and every panel is run, the report is written,
+and the alert rules are replayed over the simulated hours, paging a local webhook sink.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 from opentelemetry.sdk.trace import ReadableSpan
@@ -45,7 +49,8 @@ class _SummaryExporter(SpanExporter):
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("clinotel-demo"), show_default=True
 )
-def demo(workflows: int, seed: int, hours: float, out: Path) -> None:
+@click.option("--alert-step-min", default=10, show_default=True, help="Simulated minutes between alert evaluations.")
+def demo(workflows: int, seed: int, hours: float, out: Path, alert_step_min: int) -> None:
     """Run a simulated hospital (ED triage and scheduling at three sites) end to end.
 
     Shadow mode, then recommendation, then a canary of triage model v4 at one site behind a
@@ -53,20 +58,30 @@ def demo(workflows: int, seed: int, hours: float, out: Path) -> None:
     overrides with coded reasons and late ground truth. Every workflow is recorded through
     clinotel.instrumentation and its PHI gate, exactly as a hospital service would record it.
 
-    Not yet part of the demo (their issues are open): the OTLP collector into ClickHouse, the
-    Grafana dashboards, alert evaluation and paging, the HTML report.
+    The spans go over OTLP/HTTP into the embedded collector (ClickHouse under OUT/data); then the
+    Grafana dashboards are built (OUT/grafana) and every panel is run, the HTML report is written
+    (OUT/report.html), and the alert rules are replayed over the simulated hours, paging a local
+    webhook sink that stands in for Alertmanager or PagerDuty.
     """
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    from clinotel.demo.pipeline import Tee, sim_range, start_collector
+
     console = Console()
     scenario = Scenario(workflows=workflows, seed=seed, hours=hours)
     summariser = Summariser()
+    out.mkdir(parents=True, exist_ok=True)
+    collector = start_collector(out)
+    assert collector.http is not None
     clock = SimClock(base_ns=time.time_ns() - scenario.window_ns)
+    os.environ.setdefault("OTEL_BSP_MAX_QUEUE_SIZE", str(max(2048, workflows * 12)))
+    otlp = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{collector.http.port}/v1/traces")
     telemetry = ct.configure(
         service_name="clinotel-demo-hospital",
         tenant="demo-health",
         environment="demo",
         pseudonym_key=DEMO_PSEUDONYM_KEY,
-        exporter=_SummaryExporter(summariser),
-        batch=False,
+        exporter=Tee(_SummaryExporter(summariser), otlp),
         set_global=False,
         clock=clock,
     )
@@ -97,19 +112,24 @@ def demo(workflows: int, seed: int, hours: float, out: Path) -> None:
         t2 = progress.add_task("late ground truth", total=len(truths))
         record_truths(truths, clock)
         progress.update(t2, completed=len(truths))
+        telemetry.shutdown()
+        t3 = progress.add_task("stored in ClickHouse", total=1)
+        assert collector.writer is not None
+        collector.writer.drain()
+        if collector.recorder is not None:
+            collector.recorder.record()
+        progress.update(t3, completed=1)
     elapsed = time.perf_counter() - started
-    telemetry.shutdown()
     summary = summariser.result(telemetry.dropped())
-
     _print(console, summary, elapsed)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        back = _back_end(console, collector, out, sim_range(clock.base_ns, scenario.window_ns), alert_step_min)
+    finally:
+        collector.stop()
     path = out / "summary.json"
-    path.write_text(json.dumps(_as_json(summary, scenario, elapsed), indent=2) + "\n", encoding="utf-8")
+    record = {**_as_json(summary, scenario, elapsed), **back}
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     console.print(f"\nwrote [bold]{path}[/]")
-    console.print(
-        "[dim]Next in the demo as their issues land: OTLP into the embedded ClickHouse collector, "
-        "Grafana dashboards, alerts paged through Alertmanager, and the HTML report.[/]"
-    )
 
 
 def _print(console: Console, s: DemoSummary, elapsed: float) -> None:
@@ -158,6 +178,64 @@ def _print(console: Console, s: DemoSummary, elapsed: float) -> None:
         if n:
             incidents.add_row(f"clinotel dropped or redacted ({reason})", f"{n:,}")
     console.print(incidents)
+
+
+def _back_end(
+    console: Console, collector: Any, out: Path, span: tuple[datetime, datetime], step_min: int
+) -> dict[str, Any]:
+    """Dashboards built and checked, the report, the alerts replayed and paged; what they did."""
+    from clinotel.dashboards import build_all
+    from clinotel.dashboards.check import panel_queries, run
+    from clinotel.dashboards.macros import TimeRange
+    from clinotel.dashboards.provisioning import write as write_dashboards
+    from clinotel.dashboards.report import render
+    from clinotel.demo.pipeline import PageSink, replay_alerts
+
+    database = collector.config.database
+    start, end = span
+    tr = TimeRange(start, end, max(1, int((end - start).total_seconds() / 200)))
+    written = write_dashboards(out / "grafana")
+    queries = list(panel_queries(build_all(database)))
+    results = list(run(collector.client, queries, tr))
+    failed = [r for r in results if r.error]
+    empty = [r for r in results if not r.error and r.rows == 0]
+    console.print(
+        f"\n[bold]Dashboards[/]: {len(written) - 2} dashboards, {len(results)} panel queries run: "
+        f"{len(results) - len(failed) - len(empty)} with rows, {len(empty)} empty, {len(failed)} failed"
+    )
+    for r in failed + empty:
+        console.print(f"  [yellow]{r.query.dashboard} / {r.query.panel}: {r.error or 'no rows'}[/]")
+
+    sink = PageSink()
+    try:
+        replay = replay_alerts(collector, start, end, timedelta(minutes=step_min), sink)
+    finally:
+        sink.close()
+    alerts = Table(title=f"Alerts replayed over the simulated hours ({replay.evaluations} evaluations)")
+    for col in ("rule", "first fired", "resolved"):
+        alerts.add_column(col)
+    for rule, when in sorted(replay.fired.items(), key=lambda kv: kv[1]):
+        resolved = replay.resolved.get(rule)
+        alerts.add_row(rule, f"+{_offset(start, when)}", f"+{_offset(start, resolved)}" if resolved else "still firing")
+    console.print(alerts)
+    console.print(f"paging sink received {replay.pages} page and {replay.tickets} ticket deliveries")
+
+    report = render(collector.client, build_all(database), tr, title="clinotel demo report", database=database)
+    report_path = out / "report.html"
+    report_path.write_text(report.html, encoding="utf-8")
+    console.print(f"\nwrote [bold]{report_path}[/] ({report.panels} panels), [bold]{out / 'grafana'}[/] "
+                  f"(Grafana provisioning), the store in [bold]{out / 'data'}[/]")  # fmt: skip
+    return {
+        "panels": {"queries": len(results), "failed": len(failed), "empty": len(empty)},
+        "alerts_fired": sorted(replay.fired),
+        "alert_deliveries": {"page": replay.pages, "ticket": replay.tickets},
+        "alert_errors": len(replay.errors),
+    }
+
+
+def _offset(start: Any, t: Any) -> str:
+    minutes = int((t - start).total_seconds() // 60)
+    return f"{minutes // 60}h{minutes % 60:02d}"
 
 
 def _ms(v: float | None) -> str:

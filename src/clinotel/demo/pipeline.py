@@ -1,0 +1,129 @@
+"""The demo's back end: the embedded collector receiving real OTLP, then the dashboards checked
+panel by panel, the report, and the alerts replayed over the simulated hours and paged to a
+local webhook sink (standing in for Alertmanager or PagerDuty), whose deliveries are shown."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from clinotel.collector.service import Collector, CollectorConfig
+
+__all__ = ["AlertReplay", "PageSink", "Tee", "replay_alerts", "sim_range", "start_collector"]
+
+TENANT = "demo-health"
+
+
+class Tee(SpanExporter):
+    """Every batch to each exporter; the result is the last one's (the OTLP exporter)."""
+
+    def __init__(self, *exporters: SpanExporter) -> None:
+        self.exporters = exporters
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = SpanExportResult.SUCCESS
+        for e in self.exporters:
+            result = e.export(spans)
+        return result
+
+    def shutdown(self) -> None:
+        for e in self.exporters:
+            e.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return all(e.force_flush(timeout_millis) for e in self.exporters)
+
+
+def start_collector(out: Path) -> Collector:
+    """The embedded collector on loopback (ephemeral ports, no tokens: loopback only)."""
+    config = CollectorConfig(
+        data_dir=out / "data", wal_dir=out / "wal", otlp_http=("127.0.0.1", 0), otlp_grpc=None,
+        http=("127.0.0.1", 0), insecure_no_auth=True, insecure_tenant=TENANT, metrics_interval_s=5.0,
+    )  # fmt: skip
+    collector = Collector(config)
+    collector.start()
+    return collector
+
+
+class PageSink:
+    """A local HTTP receiver standing in for the paging service: it keeps every delivery."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[dict[str, Any]] = []
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                sink.deliveries.append({"path": self.path, **json.loads(body)})
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, name="demo-page-sink", daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class AlertReplay:
+    """What the alerts did over the simulated hours."""
+
+    evaluations: int = 0
+    fired: dict[str, datetime] = field(default_factory=dict)
+    """Rule → the first simulated time it fired."""
+    resolved: dict[str, datetime] = field(default_factory=dict)
+    pages: int = 0
+    tickets: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+
+def replay_alerts(collector: Collector, start: datetime, end: datetime, step: timedelta, sink: PageSink) -> AlertReplay:
+    """Evaluate the default rule pack every `step` from `start` to `end`, as it would have run live."""
+    from clinotel.alerts import default_rules_path
+    from clinotel.alerts.evaluator import Evaluator
+    from clinotel.alerts.paging import Outbox, WebhookSink
+    from clinotel.alerts.rules import load
+
+    outbox = Outbox([WebhookSink(f"{sink.url}/page")], [WebhookSink(f"{sink.url}/ticket")])
+    # the collector's own rules watch the live process, which ran for seconds, not simulated hours
+    pack = load(default_rules_path())
+    pack = pack.model_copy(update={"rules": tuple(r for r in pack.rules if r.kind != "collector")})
+    evaluator = Evaluator(collector.client, pack, outbox, collector.config.database)
+    replay = AlertReplay()
+    t = start
+    while t <= end:
+        summary = evaluator.evaluate(t)
+        replay.evaluations += 1
+        for rule, _, state in summary.transitions:
+            if state == "firing":
+                replay.fired.setdefault(rule, t)
+            elif state == "resolved":
+                replay.resolved.setdefault(rule, t)
+        replay.errors += summary.errors
+        t += step
+    replay.pages = sum(1 for d in sink.deliveries if d["path"] == "/page")
+    replay.tickets = sum(1 for d in sink.deliveries if d["path"] == "/ticket")
+    return replay
+
+
+def sim_range(base_ns: int, window_ns: int) -> tuple[datetime, datetime]:
+    """The simulated hours: from the first workflow to an hour after the last (late truths land)."""
+    start = datetime.fromtimestamp(base_ns / 1e9, UTC)
+    return start, start + timedelta(seconds=window_ns / 1e9) + timedelta(hours=1)
