@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from clinotel.alerts.local_alertmanager import find_binary
 from clinotel.demo.scenario import Scenario, plan
 
 WORKFLOWS = 2000
@@ -49,6 +50,8 @@ def test_demo_tells_the_story_and_repeats_with_the_same_seed(tmp_path: Path) -> 
     for incident in ("model_fallback", "canary_kill_under_triage", "fairness_under_triage_language"):
         assert incident in fired, f"the {incident} incident must fire"
     assert first["alert_deliveries"]["page"] >= 3  # type: ignore[index]
+    if find_binary() is not None:
+        assert first["paged_through"] == "alertmanager"
     assert set(workflows) == {"triage", "scheduling"}
     assert first["fallbacks"] == {"model_unavailable": first["fallbacks"]["model_unavailable"]}  # type: ignore[index]
     assert first["fallbacks"]["model_unavailable"] > 0  # type: ignore[index]

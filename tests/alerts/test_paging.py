@@ -5,12 +5,8 @@ local sink, and the audit trail in clinotel_alert_events."""
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,6 +17,7 @@ from typing import Any
 import pytest
 
 from clinotel.alerts.evaluator import Evaluator
+from clinotel.alerts.local_alertmanager import LocalAlertmanager, find_binary
 from clinotel.alerts.paging import AlertmanagerSink, Outbox, PagerDutySink, WebhookSink
 from clinotel.alerts.rules import RulePack, load
 from clinotel.collector import clinical, schema
@@ -92,57 +89,15 @@ def sink() -> Iterator[Sink]:
     s.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def alertmanager(sink: Sink, tmp_path: Path) -> Iterator[str]:
-    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    binary = find_binary()
     if binary is None:
         pytest.skip("Prometheus Alertmanager is not installed (make test installs it where apt-get is available)")
-    config = tmp_path / "alertmanager.yml"
-    config.write_text(
-        f"""route:
-  receiver: sink
-  group_by: [alertname, tenant, kind]
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 1h
-receivers:
-  - name: sink
-    webhook_configs:
-      - url: {sink.url}/am
-        send_resolved: true
-""",
-        encoding="utf-8",
-    )
-    port = _free_port()
-    log = (tmp_path / "alertmanager.log").open("wb")
-    process = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.path={tmp_path / 'am'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        process.kill()
-        log.close()
-        pytest.fail(f"Alertmanager did not become ready: {(tmp_path / 'alertmanager.log').read_text()[-500:]}")
-    yield url
-    process.terminate()
-    process.wait(10)
-    log.close()
+    am = LocalAlertmanager(binary, f"{sink.url}/am", tmp_path / "alertmanager")
+    am.start()
+    yield am.url
+    am.stop()
 
 
 @pytest.fixture

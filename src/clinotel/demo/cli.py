@@ -184,6 +184,7 @@ def _back_end(
     console: Console, collector: Any, out: Path, span: tuple[datetime, datetime], step_min: int
 ) -> dict[str, Any]:
     """Dashboards built and checked, the report, the alerts replayed and paged; what they did."""
+    from clinotel.alerts.local_alertmanager import LocalAlertmanager, find_binary
     from clinotel.dashboards import build_all
     from clinotel.dashboards.check import panel_queries, run
     from clinotel.dashboards.macros import TimeRange
@@ -207,9 +208,17 @@ def _back_end(
         console.print(f"  [yellow]{r.query.dashboard} / {r.query.panel}: {r.error or 'no rows'}[/]")
 
     sink = PageSink()
+    binary = find_binary()
+    am = LocalAlertmanager(binary, f"{sink.url}/am", out / "alertmanager") if binary else None
     try:
-        replay = replay_alerts(collector, start, end, timedelta(minutes=step_min), sink)
+        if am is not None:
+            am.start()
+        replay = replay_alerts(collector, start, end, timedelta(minutes=step_min), sink, am.url if am else None)
+        if am is not None:
+            time.sleep(3)  # Alertmanager's group_wait, then its webhook delivery
     finally:
+        if am is not None:
+            am.stop()
         sink.close()
     alerts = Table(title=f"Alerts replayed over the simulated hours ({replay.evaluations} evaluations)")
     for col in ("rule", "first fired", "resolved"):
@@ -218,7 +227,17 @@ def _back_end(
         resolved = replay.resolved.get(rule)
         alerts.add_row(rule, f"+{_offset(start, when)}", f"+{_offset(start, resolved)}" if resolved else "still firing")
     console.print(alerts)
-    console.print(f"paging sink received {replay.pages} page and {replay.tickets} ticket deliveries")
+    if am is not None:
+        relayed = [d for d in sink.deliveries if d["path"] == "/am"]
+        console.print(
+            f"{replay.pages} pages sent to Prometheus Alertmanager (re-sent while firing), which notified "
+            f"its webhook receiver {len(relayed)} times; {replay.tickets} tickets to the webhook"
+        )
+    else:
+        console.print(
+            f"{replay.pages} pages and {replay.tickets} tickets delivered to the local webhook sink "
+            "(install prometheus-alertmanager to page through it)"
+        )
 
     report = render(collector.client, build_all(database), tr, title="clinotel demo report", database=database)
     report_path = out / "report.html"
@@ -229,6 +248,7 @@ def _back_end(
         "panels": {"queries": len(results), "failed": len(failed), "empty": len(empty)},
         "alerts_fired": sorted(replay.fired),
         "alert_deliveries": {"page": replay.pages, "ticket": replay.tickets},
+        "paged_through": "alertmanager" if am is not None else "webhook",
         "alert_errors": len(replay.errors),
     }
 

@@ -90,22 +90,28 @@ class AlertReplay:
     """Rule → the first simulated time it fired."""
     resolved: dict[str, datetime] = field(default_factory=dict)
     pages: int = 0
+    """Alert instances that started firing on a `page` rule (each one notification)."""
     tickets: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
 
 
-def replay_alerts(collector: Collector, start: datetime, end: datetime, step: timedelta, sink: PageSink) -> AlertReplay:
-    """Evaluate the default rule pack every `step` from `start` to `end`, as it would have run live."""
+def replay_alerts(
+    collector: Collector, start: datetime, end: datetime, step: timedelta, sink: PageSink, alertmanager: str | None
+) -> AlertReplay:
+    """Evaluate the default rule pack every `step` from `start` to `end`, as it would have run live;
+    pages go to `alertmanager` when given (its receiver is the sink), else straight to the sink."""
     from clinotel.alerts import default_rules_path
     from clinotel.alerts.evaluator import Evaluator
-    from clinotel.alerts.paging import Outbox, WebhookSink
+    from clinotel.alerts.paging import AlertmanagerSink, Outbox, Sink, WebhookSink
     from clinotel.alerts.rules import load
 
-    outbox = Outbox([WebhookSink(f"{sink.url}/page")], [WebhookSink(f"{sink.url}/ticket")])
+    page: Sink = AlertmanagerSink(alertmanager) if alertmanager else WebhookSink(f"{sink.url}/page")
+    outbox = Outbox([page], [WebhookSink(f"{sink.url}/ticket")])
     # the collector's own rules watch the live process, which ran for seconds, not simulated hours
     pack = load(default_rules_path())
     pack = pack.model_copy(update={"rules": tuple(r for r in pack.rules if r.kind != "collector")})
     evaluator = Evaluator(collector.client, pack, outbox, collector.config.database)
+    severity = {r.name: r.severity for r in pack.rules}
     replay = AlertReplay()
     t = start
     while t <= end:
@@ -114,12 +120,14 @@ def replay_alerts(collector: Collector, start: datetime, end: datetime, step: ti
         for rule, _, state in summary.transitions:
             if state == "firing":
                 replay.fired.setdefault(rule, t)
+                if severity[rule] == "page":
+                    replay.pages += 1
+                else:
+                    replay.tickets += 1
             elif state == "resolved":
                 replay.resolved.setdefault(rule, t)
         replay.errors += summary.errors
         t += step
-    replay.pages = sum(1 for d in sink.deliveries if d["path"] == "/page")
-    replay.tickets = sum(1 for d in sink.deliveries if d["path"] == "/ticket")
     return replay
 
 
