@@ -13,7 +13,7 @@ from typing import Any
 import clickhouse_connect
 import pytest
 
-from clinotel.collector import otlp_proto, schema
+from clinotel.collector import ingest, schema
 from clinotel.collector.service import Collector, CollectorConfig
 from clinotel.collector.tokens import Tokens
 
@@ -38,11 +38,10 @@ def options(client: Any) -> Iterator[schema.SchemaOptions]:
     client.command(f"DROP DATABASE IF EXISTS {o.database}")
 
 
-@pytest.fixture(scope="session")
-def proto_file(engine_dir: Path) -> Path:
-    path = engine_dir / "wal.proto"
-    path.write_text(otlp_proto.proto_schema(), encoding="utf-8")
-    return path
+@pytest.fixture
+def pipeline(client: Any, options: schema.SchemaOptions) -> ingest.Pipeline:
+    """The ingest pipeline (`Null` table and view) in the test's own database."""
+    return ingest.install(client, options)
 
 
 WRITE_TOKEN = "write-token-st-marys-0123456789"

@@ -15,25 +15,25 @@ from tests.conftest import FakeClock
 from tests.instrumentation.workflows import schedule, triage
 
 
-def _store(client: Any, o: schema.SchemaOptions, proto_file: Path, path: Path, spans: list[Any]) -> None:
+def _store(client: Any, pipeline: ingest.Pipeline, path: Path, spans: list[Any]) -> None:
     record = encode_spans(spans).SerializeToString() + otlp_proto.envelope("st-marys", "b", time.time_ns())
     path.write_bytes(otlp_proto.frame(record))
-    client.command(ingest.insert_select(o, ingest.segment_source(str(path)), str(proto_file), path.stem))
+    client.command(pipeline.insert_from_file(str(path), path.stem))
 
 
 def test_stage_spans_and_workflow_rows_with_late_ground_truth(
-    client: Any, options: schema.SchemaOptions, proto_file: Path, tmp_path: Path
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
 ) -> None:
     clock = FakeClock()
     with capture(clock=clock) as spans:
         parent = triage(clock, "ENC-1", override=True)
         schedule(clock, "APPT-1")
-    _store(client, options, proto_file, tmp_path / "workflows.wal", list(spans.all))
+    _store(client, pipeline, tmp_path / "workflows.wal", list(spans.all))
 
     with capture(clock=clock) as later:  # days later, another process: the ground truth
         clock.advance_ms(3 * 24 * 3600 * 1000)
         ct.record_outcome("triage", identifier="ENC-1", link=parent, label="ESI-2", escalation_needed=True)
-    _store(client, options, proto_file, tmp_path / "truth.wal", list(later.all))
+    _store(client, pipeline, tmp_path / "truth.wal", list(later.all))
 
     stages = client.query(
         f"SELECT Stage, count() FROM {options.name(clinical.STAGE_SPANS)} WHERE WorkflowKind = 'triage' "

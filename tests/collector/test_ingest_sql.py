@@ -63,16 +63,16 @@ def _write_segment(path: Path, *records: bytes) -> Path:
     return path
 
 
-def _ingest(client: Any, o: schema.SchemaOptions, segment: Path, proto_file: Path, token: str) -> None:
-    client.command(ingest.insert_select(o, ingest.segment_source(str(segment)), str(proto_file), token))
+def _ingest(client: Any, pipeline: ingest.Pipeline, segment: Path, token: str) -> None:
+    client.command(pipeline.insert_from_file(str(segment), token))
 
 
 def test_phi_from_a_plain_sdk_is_scrubbed_in_the_engine(
-    client: Any, options: schema.SchemaOptions, proto_file: Path, tmp_path: Path
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
 ) -> None:
     body = _plain_sdk_request()
     record = body + otlp_proto.envelope("st-marys", "batch-1", time.time_ns())
-    _ingest(client, options, _write_segment(tmp_path / "seg.wal", record), proto_file, "seg-1")
+    _ingest(client, pipeline, _write_segment(tmp_path / "seg.wal", record), "seg-1")
 
     table = options.name(schema.TRACES)
     rows = client.query(
@@ -103,12 +103,10 @@ def test_phi_from_a_plain_sdk_is_scrubbed_in_the_engine(
 
 
 def test_contrib_columns_and_value_encodings(
-    client: Any, options: schema.SchemaOptions, proto_file: Path, tmp_path: Path
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
 ) -> None:
     body = _plain_sdk_request()
-    _ingest(
-        client, options, _write_segment(tmp_path / "s.wal", body + otlp_proto.envelope("t", "b", 1)), proto_file, "x"
-    )
+    _ingest(client, pipeline, _write_segment(tmp_path / "s.wal", body + otlp_proto.envelope("t", "b", 1)), "x")
     table = options.name(schema.TRACES)
     described = {r[0]: r[1] for r in client.query(f"DESCRIBE TABLE {table}").result_rows}
     for column in schema.TRACES_INSERT_COLUMNS:
@@ -134,14 +132,48 @@ def test_contrib_columns_and_value_encodings(
 
 
 def test_a_segment_inserted_twice_is_stored_once(
-    client: Any, options: schema.SchemaOptions, proto_file: Path, tmp_path: Path
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
 ) -> None:
     records = [_plain_sdk_request() + otlp_proto.envelope("t", f"b{i}", i) for i in range(2)]
     segment = _write_segment(tmp_path / "seg.wal", *records)
     for _ in range(3):  # a retry, then a replay after a crash between insert and truncation
-        _ingest(client, options, segment, proto_file, "segment-000001")
+        _ingest(client, pipeline, segment, "segment-000001")
     count = client.query(f"SELECT count() FROM {options.name(schema.TRACES)}").result_rows[0][0]
     assert count == 2 * 2 * len(PHI_CORPUS)
+
+
+def test_segment_bytes_as_the_insert_body_as_a_server_gets_them(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
+) -> None:
+    """The server transport: the segment is the INSERT's body (clickhouse-connect's raw_insert), the
+    .proto travels in the settings; scrubbed, stamped and deduplicated exactly as from a file."""
+    records = [_plain_sdk_request() + otlp_proto.envelope("st-marys", f"b{i}", i) for i in range(2)]
+    segment = _write_segment(tmp_path / "seg.wal", *records)
+    for _ in range(2):
+        with segment.open("rb") as body:
+            client.raw_insert(pipeline.table, None, body, settings=pipeline.settings("segment-body-1"), fmt="Protobuf")
+    table = options.name(schema.TRACES)
+    rows = client.query(f"SELECT ResourceAttributes, SpanName FROM {table}").result_rows
+    assert len(rows) == 2 * 2 * len(PHI_CORPUS)
+    assert {r[0]["clinical.tenant.id"] for r in rows} == {"st-marys"}
+    exported = repr(rows)
+    for kind, value in PHI_CORPUS:
+        for piece in leaks(value):
+            assert piece not in exported, f"{kind} {piece!r} reached otel_traces"
+
+
+def test_pipeline_names_follow_what_it_does(client: Any, options: schema.SchemaOptions) -> None:
+    first = ingest.install(client, options)
+    again = ingest.install(client, options)  # idempotent: the same pair, created once
+    assert first.table == again.table
+    assert first.table.startswith(options.name(ingest.INPUT_PREFIX)[:-1])
+    other = ingest.Pipeline(options, first.proto, first.select + "\nWHERE 1")
+    assert other.table != first.table, "changed SQL gets its own pair beside the old one"
+    tables = client.query(
+        f"SELECT name, engine FROM system.tables WHERE database = {sql.literal(options.database)} "
+        f"AND name LIKE {sql.literal(ingest.INPUT_PREFIX + '%')}"
+    ).result_rows
+    assert sorted(e for _, e in tables) == ["MaterializedView", "Null"]
 
 
 @pytest.mark.parametrize(

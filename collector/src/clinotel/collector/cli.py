@@ -85,7 +85,12 @@ def _address(value: str) -> tuple[str, int]:
     type=click.Path(file_okay=False, path_type=Path),
     help="The embedded engine's data directory [default: ./.clinotel/data].",
 )
-@click.option("--clickhouse-url", help="A ClickHouse server (not available yet: see docs/collector.md).")
+@click.option(
+    "--clickhouse-url",
+    metavar="URL",
+    help="Store in this ClickHouse server (http://host:8123) instead; user and password from "
+    "CLICKHOUSE_USER and CLICKHOUSE_PASSWORD.",
+)
 @click.option("--otlp-http", default="127.0.0.1:4318", show_default=True, help="OTLP/HTTP listen address.")
 @click.option("--otlp-grpc", default="127.0.0.1:4317", show_default=True, help="OTLP/gRPC listen address.")
 @click.option(
@@ -134,6 +139,7 @@ def serve(
     import signal
     import threading
 
+    from clinotel.collector.ingest import IngestSetupError
     from clinotel.collector.service import Collector, CollectorConfig, ConfigError
     from clinotel.collector.tokens import TokenError, Tokens
 
@@ -153,19 +159,24 @@ def serve(
         )
         collector = Collector(config)
         collector.start()
-    except (ConfigError, TokenError, StoreError) as e:
+    except (ConfigError, TokenError, StoreError, IngestSetupError) as e:
         raise click.ClickException(str(e)) from None
     assert collector.http is not None
     host = config.otlp_http[0]
     click.echo(f"clinotel collector: OTLP/HTTP on http://{host}:{collector.http.port}/v1/traces", err=True)
     if collector.admin is not None:
         reads = f"http://{config.http[0] if config.http else ''}:{collector.admin.port}"
-        click.echo(
-            f"  read-only ClickHouse HTTP interface and /metrics on {reads} (clinotel ... --server {reads})", err=True
-        )
+        if collector.reader is not None:
+            click.echo(
+                f"  read-only ClickHouse HTTP interface and /metrics on {reads} (clinotel ... --server {reads})",
+                err=True,
+            )
+        else:
+            click.echo(f"  /ping and /metrics on {reads}; readers query {clickhouse_url} itself", err=True)
     if collector.grpc is not None:
         click.echo(f"  OTLP/gRPC on {config.otlp_grpc[0] if config.otlp_grpc else ''}:{collector.grpc.port}", err=True)
-    click.echo(f"  store {database} in {data_dir or '.clinotel/data'}; log in {config.resolved_wal_dir}", err=True)
+    where = clickhouse_url or data_dir or ".clinotel/data"
+    click.echo(f"  store {database} in {where}; log in {config.resolved_wal_dir}", err=True)
     evaluator = _alert_thread(collector, rules, evaluate_every, alertmanager, webhook) if rules else None
     stopped = threading.Event()
 

@@ -183,7 +183,14 @@ class _Handler(BaseHTTPRequestHandler):
         query_id = params.get("query_id") or None
         reader = self.server.reader
         if reader is None:
-            self._error(ClickHouseError(48, "NOT_IMPLEMENTED", "this collector serves no reads"), query_id)
+            self._error(
+                ClickHouseError(
+                    48,
+                    "NOT_IMPLEMENTED",
+                    "this collector stores into a ClickHouse server: query that server (docs/operations.md)",
+                ),
+                query_id,
+            )
             return
         if not sql.strip():
             self._error(ClickHouseError(62, "SYNTAX_ERROR", "Empty query"), query_id)

@@ -1,18 +1,25 @@
-"""One write-ahead-log segment into `otel_traces`: a single INSERT … SELECT that ClickHouse runs
-over the segment read in its `Protobuf` format. Flattening resource → scope → span, tenant
-stamping, the allowlist and PHI scrubbing all happen in the engine; Python never walks a span."""
+"""Write-ahead-log segments into `otel_traces`, all the per-span work done by ClickHouse.
+
+A segment is inserted whole, in ClickHouse's `Protobuf` format, into a `Null` table whose
+materialized view flattens resource → scope → span, stamps the tenant, applies the allowlist and
+scrubs PHI on its way into `otel_traces`; Python never walks a span. The embedded engine reads the
+segment file itself; a ClickHouse server gets the same bytes as the body of the INSERT. The .proto
+travels in the INSERT's settings, so a server needs no schema file. One path for both stores."""
 
 from __future__ import annotations
 
-from typing import Final
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Final
 
+from clinotel.collector import otlp_proto
 from clinotel.collector.otlp_proto import ONEOF_NAME, PROTO_MESSAGE
 from clinotel.collector.schema import TRACES, TRACES_INSERT_COLUMNS, SchemaOptions
 from clinotel.collector.sql import attribute_map, identifier, literal, scrub_sql
 from clinotel.semconv import Scope
 from clinotel.semconv import attributes as A
 
-__all__ = ["SEGMENT_STRUCTURE", "insert_select", "segment_source"]
+__all__ = ["INPUT_PREFIX", "SEGMENT_STRUCTURE", "IngestSetupError", "Pipeline", "install"]
 
 _ANY_VALUE: Final = (
     "Tuple(string_value String, bool_value Bool, int_value Int64, double_value Float64, bytes_value String, "
@@ -34,6 +41,10 @@ SEGMENT_STRUCTURE: Final = (
 )
 """The columns ClickHouse reads a segment into (names match the generated .proto's fields)."""
 
+INPUT_PREFIX: Final = "clinotel_otlp_in_"
+"""Names of the ingest pipelines' `Null` tables (and, with `_mv`, their views)."""
+_SOURCE_PLACEHOLDER: Final = "{input}"
+
 _SPAN_KINDS: Final = "['Unspecified', 'Internal', 'Server', 'Client', 'Producer', 'Consumer']"
 _STATUS_CODES: Final = "['Unset', 'Ok', 'Error']"
 _SPAN_SCOPES: Final = (Scope.SPAN,)
@@ -45,45 +56,40 @@ def _hex_id(expr: str) -> str:
     return f"if(length({expr}) = 0 OR {expr} = repeat('\\0', length({expr})), '', lower(hex({expr})))"
 
 
-def segment_source(path: str) -> str:
-    """The FROM clause for a segment file the engine can read (embedded engine, or a server
-    that shares the file system)."""
-    return f"file({literal(path)}, 'Protobuf', {literal(SEGMENT_STRUCTURE)})"
-
-
-def insert_select(o: SchemaOptions, source: str, schema_file: str, dedup_token: str) -> str:
-    """`INSERT INTO otel_traces … SELECT … FROM <source>`; `source` is `segment_source(path)`,
-    or `input(<SEGMENT_STRUCTURE>)` when the segment is the body of the request.
-
-    `dedup_token` names the segment: inserting the same segment again (a retry, or a replay after
-    a crash between insert and log truncation) is dropped by the table's deduplication."""
+def _flatten_select(o: SchemaOptions, source: str) -> str:
+    """The SELECT that turns segment rows (`SEGMENT_STRUCTURE`) into `otel_traces` rows, each
+    column named as in the table."""
     tenant_key = literal(A.TENANT_ID.key)
     resource = attribute_map("rs.resource.attributes", (Scope.RESOURCE,))
-    columns = ", ".join(identifier(c) for c in TRACES_INSERT_COLUMNS)
-    return f"""INSERT INTO {o.name(TRACES)} ({columns})
-SELECT
-    fromUnixTimestamp64Nano(toInt64(span.start_time_unix_nano)) AS Timestamp,
-    {_hex_id("span.trace_id")},
-    {_hex_id("span.span_id")},
-    {_hex_id("span.parent_span_id")},
-    span.trace_state,
-    {scrub_sql("span.name")},
-    {_SPAN_KINDS}[least(greatest(span.kind, 0), 5) + 1],
-    res[{literal(A.SERVICE_NAME.key)}],
-    res,
-    ss.scope.name,
-    ss.scope.version,
-    {attribute_map("span.attributes", _SPAN_SCOPES)},
-    if(span.end_time_unix_nano > span.start_time_unix_nano, span.end_time_unix_nano - span.start_time_unix_nano, 0),
-    {_STATUS_CODES}[least(greatest(span.status.code, 0), 2) + 1],
-    {scrub_sql("span.status.message")},
-    arrayMap(e -> fromUnixTimestamp64Nano(toInt64(e.time_unix_nano)), span.events),
-    arrayMap(e -> {scrub_sql("e.name")}, span.events),
-    arrayMap(e -> {attribute_map("e.attributes", _EVENT_SCOPES)}, span.events),
-    arrayMap(l -> {_hex_id("l.trace_id")}, span.links),
-    arrayMap(l -> {_hex_id("l.span_id")}, span.links),
-    arrayMap(l -> l.trace_state, span.links),
-    arrayMap(l -> {attribute_map("l.attributes", _SPAN_SCOPES)}, span.links)
+    expressions = (
+        "fromUnixTimestamp64Nano(toInt64(span.start_time_unix_nano))",
+        _hex_id("span.trace_id"),
+        _hex_id("span.span_id"),
+        _hex_id("span.parent_span_id"),
+        "span.trace_state",
+        scrub_sql("span.name"),
+        f"{_SPAN_KINDS}[least(greatest(span.kind, 0), 5) + 1]",
+        f"res[{literal(A.SERVICE_NAME.key)}]",
+        "res",
+        "ss.scope.name",
+        "ss.scope.version",
+        attribute_map("span.attributes", _SPAN_SCOPES),
+        "if(span.end_time_unix_nano > span.start_time_unix_nano, "
+        "span.end_time_unix_nano - span.start_time_unix_nano, 0)",
+        f"{_STATUS_CODES}[least(greatest(span.status.code, 0), 2) + 1]",
+        scrub_sql("span.status.message"),
+        "arrayMap(e -> fromUnixTimestamp64Nano(toInt64(e.time_unix_nano)), span.events)",
+        f"arrayMap(e -> {scrub_sql('e.name')}, span.events)",
+        f"arrayMap(e -> {attribute_map('e.attributes', _EVENT_SCOPES)}, span.events)",
+        f"arrayMap(l -> {_hex_id('l.trace_id')}, span.links)",
+        f"arrayMap(l -> {_hex_id('l.span_id')}, span.links)",
+        "arrayMap(l -> l.trace_state, span.links)",
+        f"arrayMap(l -> {attribute_map('l.attributes', _SPAN_SCOPES)}, span.links)",
+    )
+    assert len(expressions) == len(TRACES_INSERT_COLUMNS)
+    columns = ",\n    ".join(f"{e} AS {identifier(c)}" for e, c in zip(expressions, TRACES_INSERT_COLUMNS, strict=True))
+    return f"""SELECT
+    {columns}
 FROM
 (
     SELECT
@@ -93,6 +99,87 @@ FROM
     ARRAY JOIN resource_spans AS rs
 )
 ARRAY JOIN rs.scope_spans AS ss
-ARRAY JOIN ss.spans AS span
-SETTINGS format_schema = {literal(schema_file + ":" + PROTO_MESSAGE)}, input_format_protobuf_oneof_presence = 1,
-    insert_deduplicate = 1, insert_deduplication_token = {literal(dedup_token)}"""
+ARRAY JOIN ss.spans AS span"""
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """The engine-side ingest path for one rendering of the flattening SQL: a `Null` table that
+    takes segments in `Protobuf` format, and a materialized view from it into `otel_traces`.
+
+    Its names carry a hash of what it does (the SQL, the segment structure, the .proto), so a
+    collector whose allowlist or PHI patterns changed creates a new pair beside the old one instead
+    of replacing a view another collector may be inserting through: an insert never reaches a
+    `Null` table without its view."""
+
+    options: SchemaOptions
+    proto: str
+    select: str
+    """The flattening SELECT with a placeholder for its source (what the digest covers)."""
+
+    @classmethod
+    def for_options(cls, o: SchemaOptions) -> Pipeline:
+        return cls(o, otlp_proto.proto_schema(), _flatten_select(o, _SOURCE_PLACEHOLDER))
+
+    @property
+    def digest(self) -> str:
+        text = "\x00".join((SEGMENT_STRUCTURE, self.proto, self.select))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    @property
+    def table(self) -> str:
+        """The `Null` table segments are inserted into (qualified)."""
+        return self.options.name(f"{INPUT_PREFIX}{self.digest}")
+
+    @property
+    def view(self) -> str:
+        return self.options.name(f"{INPUT_PREFIX}{self.digest}_mv")
+
+    def statements(self) -> tuple[str, str]:
+        """CREATE the `Null` table, then its view (idempotent)."""
+        o = self.options
+        table = f"CREATE TABLE IF NOT EXISTS {self.table}{o.on_cluster}\n({SEGMENT_STRUCTURE})\nENGINE = Null"
+        select = _flatten_select(o, self.table)
+        view = f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.view}{o.on_cluster} TO {o.name(TRACES)}\nAS {select}"
+        return table, view
+
+    def settings(self, dedup_token: str) -> dict[str, str | int]:
+        """The settings of one segment's INSERT: the .proto sent inline (no schema file on the
+        server), and deduplication by the segment's token through the views, so a segment inserted
+        twice (a retry, a replay after a crash) is stored once."""
+        return {
+            "format_schema_source": "string",
+            "format_schema": self.proto,
+            "format_schema_message_name": PROTO_MESSAGE,
+            "input_format_protobuf_oneof_presence": 1,
+            "insert_deduplicate": 1,
+            "insert_deduplication_token": dedup_token,
+            "deduplicate_blocks_in_dependent_materialized_views": 1,
+        }
+
+    def insert_from_file(self, path: str, dedup_token: str) -> str:
+        """The INSERT for a segment file the engine itself can read (the embedded store)."""
+        pairs = self.settings(dedup_token).items()
+        settings = ", ".join(f"{k} = {literal(v) if isinstance(v, str) else v}" for k, v in pairs)
+        return (
+            f"INSERT INTO {self.table} SELECT * FROM file({literal(path)}, 'Protobuf', {literal(SEGMENT_STRUCTURE)})\n"
+            f"SETTINGS {settings}"
+        )
+
+
+class IngestSetupError(RuntimeError):
+    """The store cannot take segments the way this collector sends them."""
+
+
+def install(client: Any, o: SchemaOptions) -> Pipeline:
+    """Create this collector's pipeline where it is missing, and return it."""
+    known = client.command("SELECT count() FROM system.settings WHERE name = 'format_schema_source'")
+    if int(known) == 0:
+        raise IngestSetupError(
+            "this ClickHouse does not know the setting format_schema_source, which the collector uses to send "
+            "its .proto with each INSERT: use a newer ClickHouse server (see docs/operations.md)"
+        )
+    pipeline = Pipeline.for_options(o)
+    for statement in pipeline.statements():
+        client.command(statement)
+    return pipeline

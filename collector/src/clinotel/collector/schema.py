@@ -286,6 +286,10 @@ def render(o: SchemaOptions) -> str:
     for m in migrations(o):
         parts.append(f"-- migration {m.version}: {m.description}")
         parts.extend(s + ";" for s in m.statements)
+    from clinotel.collector.ingest import Pipeline
+
+    parts.append("-- ingest pipeline of this collector version (`clinotel serve` creates it where missing)")
+    parts.extend(s + ";" for s in Pipeline.for_options(o).statements())
     return "\n\n".join(parts) + "\n"
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from clinotel.collector import metrics, otlp_proto, schema
+from clinotel.collector import ingest, metrics, schema
 from clinotel.collector.clickhouse_http import ClickHouseHttpServer, Credentials, ReaderAccess
 from clinotel.collector.otlp_grpc import OtlpGrpcServer
 from clinotel.collector.otlp_http import OtlpHttpServer, is_loopback
@@ -61,10 +61,6 @@ class CollectorConfig:
             raise ConfigError(f"--insecure-no-auth is refused on a non-loopback address ({exposed[0]})")
         if self.data_dir is not None and self.clickhouse_url is not None:
             raise ConfigError("give --data-dir or --clickhouse-url, not both")
-        if self.clickhouse_url is not None:
-            raise ConfigError(
-                "writing to a ClickHouse server is not available yet: the embedded engine (--data-dir) is"
-            )
 
     @property
     def resolved_wal_dir(self) -> Path:
@@ -130,12 +126,11 @@ class Collector:
             max_age_s=cfg.wal_max_age_s,
             max_bytes=cfg.wal_max_bytes,
         )
-        proto_file = wal_dir / "otlp-wal.proto"
-        proto_file.write_text(otlp_proto.proto_schema(), encoding="utf-8")
+        pipeline = ingest.install(client, self.options)
         replay = self.wal.sealed_count
         if replay:
             logger.info("replaying %d segment(s) left in the write-ahead log", replay)
-        self.writer = SegmentWriter(self.wal, client, self.options, proto_file)
+        self.writer = SegmentWriter(self.wal, client, pipeline, "file" if cfg.clickhouse_url is None else "body")
         self.writer.start()
         self.receiver = TraceReceiver(self.wal, Limits(cfg.max_request_bytes))
         if cfg.metrics_interval_s is not None:
@@ -151,7 +146,10 @@ class Collector:
             self.grpc = OtlpGrpcServer(cfg.otlp_grpc[0], cfg.otlp_grpc[1], self.receiver, self._authenticate)
             self.grpc.start()
         if cfg.http is not None:
-            self.reader = SqlReader(cfg.engine_dir, cfg.database, schema.tenant_tables(), cfg.read_limits)
+            # With a server, readers query the server (its users and row policies); this port keeps
+            # /ping and /metrics.
+            if cfg.clickhouse_url is None:
+                self.reader = SqlReader(cfg.engine_dir, cfg.database, schema.tenant_tables(), cfg.read_limits)
             self.admin = ClickHouseHttpServer(
                 cfg.http[0], cfg.http[1], self.metrics, self.reader, self._authorize_reader
             )

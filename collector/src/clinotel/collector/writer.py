@@ -12,16 +12,18 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from clinotel.collector import ingest
-from clinotel.collector.schema import SchemaOptions
 from clinotel.collector.wal import Segment, WriteAheadLog
 
-__all__ = ["SegmentWriter", "WriterStats"]
+__all__ = ["SegmentWriter", "Transport", "WriterStats"]
 
 logger: Final = logging.getLogger("clinotel.collector")
+
+Transport = Literal["file", "body"]
+"""How a segment reaches ClickHouse: the engine reads the file (embedded store), or the segment's
+bytes are the INSERT's body (a server)."""
 
 MAX_REFUSALS: Final = 3
 BACKOFF_S: Final = (0.1, 0.5, 1.0, 2.0, 5.0)
@@ -65,11 +67,13 @@ def _is_refusal(exc: Exception) -> bool:
 class SegmentWriter:
     """Moves sealed segments from the log into `otel_traces`."""
 
-    def __init__(self, wal: WriteAheadLog, client: Any, options: SchemaOptions, proto_file: Path) -> None:
+    def __init__(
+        self, wal: WriteAheadLog, client: Any, pipeline: ingest.Pipeline, transport: Transport = "file"
+    ) -> None:
         self.wal = wal
         self.client = client
-        self.options = options
-        self.proto_file = proto_file
+        self.pipeline = pipeline
+        self.transport = transport
         self.stats = WriterStats()
         self._stop = threading.Event()
         # One segment in flight at a time, whoever writes it (the thread or a drain): a segment
@@ -79,11 +83,14 @@ class SegmentWriter:
 
     def write(self, segment: Segment) -> None:
         """Insert one segment; raises what ClickHouse raised."""
-        sql = ingest.insert_select(
-            self.options, ingest.segment_source(str(segment.path.resolve())), str(self.proto_file), segment.token
-        )
         started = time.perf_counter()
-        self.client.command(sql)
+        if self.transport == "file":
+            self.client.command(self.pipeline.insert_from_file(str(segment.path.resolve()), segment.token))
+        else:
+            with segment.path.open("rb") as body:
+                self.client.raw_insert(
+                    self.pipeline.table, None, body, settings=self.pipeline.settings(segment.token), fmt="Protobuf"
+                )
         self.stats.observe(time.perf_counter() - started, segment)
         self.stats.segments += 1
         self.stats.records += segment.records
