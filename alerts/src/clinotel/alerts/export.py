@@ -60,7 +60,7 @@ def _threshold(rule: Rule, threshold: float) -> dict[str, Any]:
 
 
 def _rule(rule: Rule, database: str, uid: str, title: str, threshold: float, min_sample: int, scope: str,
-          runbook_base: str) -> dict[str, Any]:  # fmt: skip
+          runbook_base: str, paused: bool) -> dict[str, Any]:  # fmt: skip
     lookback = rule.window + (rule.baseline_window or 0)
     return {
         "uid": uid,
@@ -96,18 +96,22 @@ def _rule(rule: Rule, database: str, uid: str, title: str, threshold: float, min
         "execErrState": "Error",
         "labels": {"severity": rule.severity, "rule": rule.name, **rule.labels},
         "annotations": {"summary": rule.summary, "runbook_url": runbook_base + rule.runbook},
-        "isPaused": False,
+        "isPaused": paused,
     }  # fmt: skip
 
 
-def grafana_rules(pack: RulePack, database: str = "clinotel", runbook_base: str = RUNBOOK_BASE) -> dict[str, Any]:
-    """The rule file: one group per severity, evaluated every minute."""
+def grafana_rules(
+    pack: RulePack, database: str = "clinotel", runbook_base: str = RUNBOOK_BASE, paused: bool = False
+) -> dict[str, Any]:
+    """The rule file: one group per severity, evaluated every minute. `paused` provisions the rules
+    visible but not evaluated, for a deployment where the clinotel evaluator pages (one evaluator,
+    never two pages for one incident)."""
     groups: dict[str, list[dict[str, Any]]] = {"page": [], "ticket": []}
     for rule in pack.rules:
         overridden = [o for o in rule.overrides if o.tenant is not None or o.kind is not None]
         default_scope = " AND ".join(f"NOT ({_scope_sql(o)})" for o in overridden) or "1"
         out = [_rule(rule, database, rule.name, rule.summary, rule.threshold, rule.min_sample, default_scope,
-                     runbook_base)]  # fmt: skip
+                     runbook_base, paused)]  # fmt: skip
         for n, o in enumerate(overridden, start=1):
             if o.disabled:
                 continue
@@ -115,7 +119,7 @@ def grafana_rules(pack: RulePack, database: str = "clinotel", runbook_base: str 
             min_sample = o.min_sample if o.min_sample is not None else rule.min_sample
             where = ", ".join(f"{k} {v}" for k, v in (("tenant", o.tenant), ("kind", o.kind)) if v is not None)
             out.append(_rule(rule, database, f"{rule.name[:36]}-o{n}", f"{rule.summary} ({where})", threshold,
-                             min_sample, _scope_sql(o), runbook_base))  # fmt: skip
+                             min_sample, _scope_sql(o), runbook_base, paused))  # fmt: skip
         groups[rule.severity].extend(out)
     return {
         "apiVersion": 1,
@@ -190,11 +194,11 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 _Dumper.add_representer(str, _str)
 
 
-def write(out: Path, pack: RulePack, database: str = "clinotel") -> list[Path]:
+def write(out: Path, pack: RulePack, database: str = "clinotel", paused: bool = False) -> list[Path]:
     """Write the Grafana provisioning files and the Alertmanager example under `out`."""
     alerting = out / "grafana" / "provisioning" / "alerting"
     files = {
-        alerting / "clinotel-rules.yaml": grafana_rules(pack, database),
+        alerting / "clinotel-rules.yaml": grafana_rules(pack, database, paused=paused),
         alerting / "clinotel-contact-points.yaml": contact_points(),
         alerting / "clinotel-policies.yaml": policies(),
         out / "alertmanager" / "alertmanager.yml": alertmanager_config(),

@@ -147,7 +147,7 @@ class Pipeline:
         """The settings of one segment's INSERT: the .proto sent inline (no schema file on the
         server), and deduplication by the segment's token through the views, so a segment inserted
         twice (a retry, a replay after a crash) is stored once."""
-        return {
+        settings: dict[str, str | int] = {
             "format_schema_source": "string",
             "format_schema": self.proto,
             "format_schema_message_name": PROTO_MESSAGE,
@@ -156,6 +156,11 @@ class Pipeline:
             "insert_deduplication_token": dedup_token,
             "deduplicate_blocks_in_dependent_materialized_views": 1,
         }
+        if self.options.cluster:
+            # the view writes through the Distributed table: synchronously, so the insert is
+            # acknowledged only once the shards have the rows (and their deduplication applies)
+            settings["distributed_foreground_insert"] = 1
+        return settings
 
     def insert_from_file(self, path: str, dedup_token: str) -> str:
         """The INSERT for a segment file the engine itself can read (the embedded store)."""

@@ -8,7 +8,7 @@ from typing import Final
 
 from clinotel.semconv import PHI_REGEX, PSEUDONYM_PATTERN, REDACTED, REGISTRY, UUID_PATTERN, PhiClass, Scope
 
-__all__ = ["PHI_SQL", "attribute_map", "identifier", "literal", "scrub_sql", "string_array"]
+__all__ = ["PHI_SQL", "allowed_keys", "attribute_map", "identifier", "literal", "scrub_sql", "string_array"]
 
 
 def literal(text: str) -> str:
@@ -38,7 +38,7 @@ def scrub_sql(expr: str) -> str:
     return f"if(match({expr}, {_UUID_SQL}), {expr}, replaceRegexpAll({expr}, {PHI_SQL}, {literal(REDACTED)}))"
 
 
-def _keys(scopes: tuple[Scope, ...], phi: PhiClass | None = None) -> list[str]:
+def allowed_keys(scopes: tuple[Scope, ...], phi: PhiClass | None = None) -> list[str]:
     """Registered keys allowed in any of `scopes`, optionally only those of one PHI class."""
     return [d.key for d in REGISTRY if any(s in d.scope for s in scopes) and (phi is None or d.phi is phi)]
 
@@ -62,9 +62,9 @@ def attribute_map(expr: str, scopes: tuple[Scope, ...]) -> str:
     contrib schema stores, keeping only registered keys for `scopes` and applying the PHI rules:
     pseudonyms must have the pseudonym form, free text is scrubbed, and a coded string that looks
     like PHI is dropped whole. Numbers and booleans are kept as the exporter would write them."""
-    allowed = string_array(_keys(scopes))
-    pseudonyms = string_array(_keys(scopes, PhiClass.PSEUDONYM))
-    free = string_array(_keys(scopes, PhiClass.FREE_TEXT))
+    allowed = string_array(allowed_keys(scopes))
+    pseudonyms = string_array(allowed_keys(scopes, PhiClass.PSEUDONYM))
+    free = string_array(allowed_keys(scopes, PhiClass.FREE_TEXT))
     # t = (key, value as text, value is a string)
     typed = f"arrayMap(a -> (a.key, {_value_sql('a.value')}, a.value.{_ONEOF} = 'string_value'), " + (
         f"arrayFilter(a -> has({allowed}, a.key), {expr}))"

@@ -1,0 +1,76 @@
+"""clinotel.semconv rendered as OTTL for the OpenTelemetry Collector contrib's `transform`
+processor: the allowlist and PHI rules that `clinotel serve` applies in SQL, for a deployment
+where the contrib collector writes `otel_traces` instead (compose's contrib variant).
+
+The same definitions as `clinotel.collector.sql`, in the collector's language: unregistered keys
+are dropped (`keep_keys`), a pseudonym must have the pseudonym form, free text has PHI patterns
+redacted, and a coded string that looks like PHI is dropped whole. The regular expressions are the
+RE2 subset Python and Go share. Link attributes are outside the transform processor's contexts:
+the contrib variant leaves them to the SDK-side gate."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from clinotel.collector.sql import allowed_keys
+from clinotel.semconv import PHI_REGEX, PSEUDONYM_PATTERN, REDACTED, UUID_PATTERN, PhiClass, Scope
+from clinotel.semconv import attributes as A
+
+__all__ = ["string", "transform_processor"]
+
+_SPAN: Final = (Scope.SPAN,)
+_EVENT: Final = (Scope.EVENT, Scope.SPAN)
+
+
+def string(text: str) -> str:
+    """An OTTL string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_PHI: Final = string(PHI_REGEX)
+_WHOLE_UUID: Final = string(f"^{UUID_PATTERN}$")
+
+
+def _key_list(keys: list[str]) -> str:
+    return "[" + ", ".join(string(k) for k in sorted(keys)) + "]"
+
+
+def _scrub(path: str) -> str:
+    """Redact PHI in a string field, keeping a whole UUID as `clinotel.semconv.scrub` does."""
+    keep = f"{path} != nil and not IsMatch({path}, {_WHOLE_UUID})"
+    return f"replace_pattern({path}, {_PHI}, {string(REDACTED)}) where {keep}"
+
+
+def _attribute_rules(scopes: tuple[Scope, ...]) -> list[str]:
+    out = [f"keep_keys(attributes, {_key_list(allowed_keys(scopes))})"]
+    pseudonym = string(f"^{PSEUDONYM_PATTERN}$")
+    free = set(allowed_keys(scopes, PhiClass.FREE_TEXT))
+    pseudonyms = set(allowed_keys(scopes, PhiClass.PSEUDONYM))
+    for key in sorted(allowed_keys(scopes)):
+        at = f"attributes[{string(key)}]"
+        if key in pseudonyms:
+            out.append(f"delete_key(attributes, {string(key)}) where {at} != nil and not IsMatch({at}, {pseudonym})")
+        elif key in free:
+            out.append(_scrub(at))
+        else:
+            out.append(f"delete_key(attributes, {string(key)}) where IsString({at}) and IsMatch({at}, {_PHI})")
+    return out
+
+
+def transform_processor(tenant_env: str = "CLINOTEL_TENANT") -> dict[str, object]:
+    """The `transform` processor's configuration. The contrib collector has no per-token tenancy:
+    the tenant is one per collector deployment, from the environment variable `tenant_env`."""
+    resource = [
+        f"keep_keys(attributes, {_key_list(allowed_keys((Scope.RESOURCE,)))})",
+        f'set(attributes[{string(A.TENANT_ID.key)}], "${{env:{tenant_env}}}")',
+    ]
+    span = [*_attribute_rules(_SPAN), _scrub("name"), _scrub("status.message")]
+    event = [*_attribute_rules(_EVENT), _scrub("name")]
+    return {
+        "error_mode": "ignore",
+        "trace_statements": [
+            {"context": "resource", "statements": resource},
+            {"context": "span", "statements": span},
+            {"context": "spanevent", "statements": event},
+        ],
+    }
