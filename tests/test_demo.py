@@ -53,6 +53,12 @@ def test_demo_tells_the_story_and_repeats_with_the_same_seed(tmp_path: Path) -> 
     if find_binary() is not None:
         assert first["paged_through"] == "alertmanager"
     assert set(workflows) == {"triage", "scheduling"}
+    services = first["services"]
+    assert isinstance(services, dict)
+    assert set(services) == {"ed-triage-north", "ed-triage-south", "ed-triage-east", "scheduling-1"}
+    assert {s["service"] for s in services.values()} == {"ed-triage", "appointment-scheduling"}
+    stored = sum(s["spans_stored"] for s in services.values())
+    assert stored == first["spans"], "every span a service process exported is stored, once"
     assert first["fallbacks"] == {"model_unavailable": first["fallbacks"]["model_unavailable"]}  # type: ignore[index]
     assert first["fallbacks"]["model_unavailable"] > 0  # type: ignore[index]
     assert first["errors"].get("ingest", 0) > 0, "the EHR timeout incident shows as ingest errors"  # type: ignore[attr-defined]

@@ -72,6 +72,7 @@ INSTRUMENTATION_API = {
     "PayerClass", "RaceEthnicity", "Review", "ReviewAction", "Risk", "RolloutCohort", "RolloutMode",
     "SanitizingSpanExporter", "Sex", "Stage", "StageHandle", "Telemetry", "TelemetryValidationError",
     "WorkflowContext", "WorkflowHandle", "configure", "current_stage", "current_workflow", "dequeue", "enqueue",
+    "otlp_exporter",
     "pseudonymize", "record_action", "record_decision", "record_flag", "record_outcome", "record_review",
     "record_shadow", "set_attribute", "stage", "workflow",
 }  # fmt: skip

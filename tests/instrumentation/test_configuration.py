@@ -14,8 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 import clinotel.instrumentation as ct
-from clinotel.instrumentation import _runtime
-from clinotel.instrumentation._sdk import _otlp_exporter
+from clinotel.instrumentation import _runtime, otlp_exporter
 from clinotel.instrumentation.testing import TEST_PSEUDONYM_KEY
 from clinotel.semconv import attributes as A
 
@@ -87,17 +86,17 @@ def test_configuration_errors_are_clear(kwargs: dict[str, object], message: str)
 
 
 def test_otlp_exporter_follows_protocol_and_endpoint_rules(monkeypatch: pytest.MonkeyPatch) -> None:
-    http = _otlp_exporter("http://127.0.0.1:4318", None, None)
+    http = otlp_exporter("http://127.0.0.1:4318", None, None)
     assert isinstance(http, HttpExporter)
     assert http._endpoint == "http://127.0.0.1:4318/v1/traces"
-    assert _otlp_exporter("http://h:4318/v1/traces", "http/protobuf", None)._endpoint == "http://h:4318/v1/traces"  # type: ignore[attr-defined]
-    assert _otlp_exporter("http://h:4318/otlp", "http/protobuf", None)._endpoint == "http://h:4318/otlp/v1/traces"  # type: ignore[attr-defined]
-    assert isinstance(_otlp_exporter("http://127.0.0.1:4317", "grpc", None), GrpcExporter)
+    assert otlp_exporter("http://h:4318/v1/traces", "http/protobuf", None)._endpoint == "http://h:4318/v1/traces"  # type: ignore[attr-defined]
+    assert otlp_exporter("http://h:4318/otlp", "http/protobuf", None)._endpoint == "http://h:4318/otlp/v1/traces"  # type: ignore[attr-defined]
+    assert isinstance(otlp_exporter("http://127.0.0.1:4317", "grpc", None), GrpcExporter)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-    assert isinstance(_otlp_exporter(None, None, None), GrpcExporter)
+    assert isinstance(otlp_exporter(None, None, None), GrpcExporter)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.internal:4318")
-    env_http = _otlp_exporter(None, None, None)
+    env_http = otlp_exporter(None, None, None)
     assert isinstance(env_http, HttpExporter)
     assert env_http._endpoint == "http://collector.internal:4318/v1/traces"  # type: ignore[attr-defined]
 

@@ -1,45 +1,35 @@
 """`clinotel demo`: the simulated hospital, end to end.
 
-The hospital runs through clinotel.instrumentation and its PHI gate and exports real OTLP into the
-embedded collector; then the dashboards are built and every panel is run, the report is written,
-and the alert rules are replayed over the simulated hours, paging a local webhook sink.
+The hospital's services run as separate processes, record through clinotel.instrumentation and
+its PHI gate and export real OTLP into the embedded collector; then the dashboards are built and
+every panel is run, the report is written, and the alert rules are replayed over the simulated
+hours and paged.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-import clinotel.instrumentation as ct
-from clinotel.demo.hospital import SimClock, record_truths, run_workflow
-from clinotel.demo.scenario import INCIDENTS, PHASES, SITES, Scenario, plan
-from clinotel.demo.summary import DemoSummary, Summariser, disparity, rate
+from clinotel.demo.scenario import INCIDENTS, PHASES, SITES, TENANT, Scenario, plan
+from clinotel.demo.summary import DemoSummary, disparity, rate
 
 __all__ = ["demo"]
 
 DEMO_PSEUDONYM_KEY = "clinotel-demo-key-do-not-use-in-production"
-
-
-class _SummaryExporter(SpanExporter):
-    def __init__(self, summariser: Summariser) -> None:
-        self.summariser = summariser
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        for span in spans:
-            self.summariser.add(span)
-        return SpanExportResult.SUCCESS
 
 
 @click.command()
@@ -49,42 +39,34 @@ class _SummaryExporter(SpanExporter):
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("clinotel-demo"), show_default=True
 )
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The embedded store's directory [default: OUT/data]; the log goes beside it.",
+)
 @click.option("--alert-step-min", default=10, show_default=True, help="Simulated minutes between alert evaluations.")
-def demo(workflows: int, seed: int, hours: float, out: Path, alert_step_min: int) -> None:
+def demo(workflows: int, seed: int, hours: float, out: Path, data_dir: Path | None, alert_step_min: int) -> None:
     """Run a simulated hospital (ED triage and scheduling at three sites) end to end.
 
     Shadow mode, then recommendation, then a canary of triage model v4 at one site behind a
     feature flag; a model outage, an EHR timeout spike and a biased canary model; clinician
-    overrides with coded reasons and late ground truth. Every workflow is recorded through
-    clinotel.instrumentation and its PHI gate, exactly as a hospital service would record it.
+    overrides with coded reasons and late ground truth.
 
-    The spans go over OTLP/HTTP into the embedded collector (ClickHouse under OUT/data); then the
-    Grafana dashboards are built (OUT/grafana) and every panel is run, the HTML report is written
-    (OUT/report.html), and the alert rules are replayed over the simulated hours, paging a local
-    webhook sink that stands in for Alertmanager or PagerDuty.
+    The hospital's services (ED triage at each site, appointment scheduling) run as separate OS
+    processes, each recording its workflows through clinotel.instrumentation and its PHI gate and
+    exporting OTLP/HTTP into the embedded collector (ClickHouse under OUT/data). Then the Grafana
+    dashboards are built (OUT/grafana) and every panel is run, the HTML report is written
+    (OUT/report.html), and the alert rules are replayed over the simulated hours, paging through a
+    Prometheus Alertmanager on loopback when one is installed, else a local webhook sink.
     """
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    from clinotel.demo.pipeline import Tee, sim_range, start_collector
+    from clinotel.demo.pipeline import sim_range, start_collector
 
     console = Console()
     scenario = Scenario(workflows=workflows, seed=seed, hours=hours)
-    summariser = Summariser()
     out.mkdir(parents=True, exist_ok=True)
-    collector = start_collector(out)
+    collector = start_collector(data_dir if data_dir is not None else out / "data")
     assert collector.http is not None
-    clock = SimClock(base_ns=time.time_ns() - scenario.window_ns)
-    os.environ.setdefault("OTEL_BSP_MAX_QUEUE_SIZE", str(max(2048, workflows * 12)))
-    otlp = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{collector.http.port}/v1/traces")
-    telemetry = ct.configure(
-        service_name="clinotel-demo-hospital",
-        tenant="demo-health",
-        environment="demo",
-        pseudonym_key=DEMO_PSEUDONYM_KEY,
-        exporter=Tee(_SummaryExporter(summariser), otlp),
-        set_global=False,
-        clock=clock,
-    )
+    base_ns = time.time_ns() - scenario.window_ns
     console.print(
         f"[bold]clinotel demo[/] · {workflows:,} workflows · {hours:g} simulated hours · "
         f"sites {', '.join(SITES)} · seed {seed}"
@@ -97,39 +79,103 @@ def demo(workflows: int, seed: int, hours: float, out: Path, alert_step_min: int
             f"{incident.description}"
         )
 
-    started = time.perf_counter()
-    truths = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("workflows", total=workflows)
-        for i, p in enumerate(plan(scenario)):
-            truth = run_workflow(p, clock)
-            if truth is not None:
-                truths.append(truth)
-            if i % 200 == 0:
-                progress.update(task, completed=i)
-        progress.update(task, completed=workflows)
-        t2 = progress.add_task("late ground truth", total=len(truths))
-        record_truths(truths, clock)
-        progress.update(t2, completed=len(truths))
-        telemetry.shutdown()
-        t3 = progress.add_task("stored in ClickHouse", total=1)
-        assert collector.writer is not None
-        collector.writer.drain()
-        if collector.recorder is not None:
-            collector.recorder.record()
-        progress.update(t3, completed=1)
-    elapsed = time.perf_counter() - started
-    summary = summariser.result(telemetry.dropped())
-    _print(console, summary, elapsed)
     try:
-        back = _back_end(console, collector, out, sim_range(clock.base_ns, scenario.window_ns), alert_step_min)
+        started = time.perf_counter()
+        summary = _run_services(console, scenario, collector, base_ns, out)
+        elapsed = time.perf_counter() - started
+        stored = _stored_by_service(collector)
+        _print(console, summary, elapsed)
+        _print_services(console, stored)
+        back = _back_end(console, collector, out, sim_range(base_ns, scenario.window_ns), alert_step_min)
     finally:
         collector.stop()
     path = out / "summary.json"
-    record = {**_as_json(summary, scenario, elapsed), **back}
+    record = {**_as_json(summary, scenario, elapsed), "services": stored, **back}
     path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     console.print(f"\nwrote [bold]{path}[/]")
+
+
+def _run_services(console: Console, scenario: Scenario, collector: Any, base_ns: int, out: Path) -> DemoSummary:
+    """Each service as its own process exporting to the collector; their merged figures, once the
+    collector has stored everything they sent."""
+    from clinotel.demo.service import SERVICES
+
+    endpoint = f"http://127.0.0.1:{collector.http.port}"
+    share = Counter(next(i for i, spec in enumerate(SERVICES) if spec.runs(p)) for p in plan(scenario))
+    logs = out / "services"
+    logs.mkdir(parents=True, exist_ok=True)
+    columns = (TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        running = []
+        for i, spec in enumerate(SERVICES):
+            task = progress.add_task(f"{spec.instance} (pid …)", total=share[i])
+            env = {
+                **os.environ,
+                "OTEL_SERVICE_NAME": spec.name,
+                "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={spec.instance},deployment.environment.name=demo",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+                # the simulation outruns real time: a queue that holds the whole run, so no span is dropped
+                "OTEL_BSP_MAX_QUEUE_SIZE": str(max(2048, share[i] * 12)),
+                "CLINOTEL_TENANT": TENANT,
+                "CLINOTEL_PSEUDONYM_KEY": DEMO_PSEUDONYM_KEY,
+            }
+            argv = [sys.executable, "-m", "clinotel.demo.service", *spec.argv(), "--workflows",
+                    str(scenario.workflows), "--seed", str(scenario.seed), "--hours", str(scenario.hours),
+                    "--base-ns", str(base_ns), "--summary", str(logs / f"{spec.instance}.json")]  # fmt: skip
+            log = (logs / f"{spec.instance}.log").open("w", encoding="utf-8")
+            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+            progress.update(task, description=f"{spec.instance} (pid {proc.pid})")
+            watcher = threading.Thread(target=_follow, args=(proc, progress, task), daemon=True)
+            watcher.start()
+            running.append((spec, proc, log, watcher))
+        failed = []
+        for spec, proc, log, watcher in running:
+            code = proc.wait()
+            watcher.join()
+            log.close()
+            if code != 0:
+                failed.append(f"{spec.instance} exited with {code}; see {logs / (spec.instance + '.log')}")
+        if failed:
+            raise click.ClickException("; ".join(failed))
+        stored = progress.add_task("stored in ClickHouse", total=1)
+        collector.writer.drain()
+        if collector.recorder is not None:
+            collector.recorder.record()
+        progress.update(stored, completed=1)
+    summary = DemoSummary()
+    for spec in SERVICES:
+        summary.merge(DemoSummary.from_json(json.loads((logs / f"{spec.instance}.json").read_text())))
+    return summary
+
+
+def _stored_by_service(collector: Any) -> dict[str, dict[str, object]]:
+    """Spans stored per service instance, as the collector received them."""
+    from clinotel.collector import schema
+
+    rows = collector.client.query(
+        f"SELECT ResourceAttributes['service.instance.id'] AS instance, any(ServiceName), count() "
+        f"FROM {collector.options.name(schema.TRACES)} GROUP BY instance ORDER BY instance"
+    ).result_rows
+    return {str(instance): {"service": str(name), "spans_stored": int(n)} for instance, name, n in rows}
+
+
+def _print_services(console: Console, stored: dict[str, dict[str, object]]) -> None:
+    table = Table(title="Services (one OS process each) and the spans the collector stored from them")
+    for col in ("service.instance.id", "service.name", "spans stored"):
+        table.add_column(col, justify="right" if col == "spans stored" else "left")
+    for instance, row in stored.items():
+        table.add_row(instance, str(row["service"]), f"{row['spans_stored']:,}")
+    console.print(table)
+
+
+def _follow(proc: subprocess.Popen[str], progress: Progress, task: TaskID) -> None:
+    """Move a service's progress bar as it reports."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        word, _, number = line.partition(" ")
+        if word == "progress":
+            progress.update(task, completed=int(number))
 
 
 def _print(console: Console, s: DemoSummary, elapsed: float) -> None:

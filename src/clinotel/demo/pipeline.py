@@ -6,47 +6,23 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-
 from clinotel.collector.service import Collector, CollectorConfig
+from clinotel.demo.scenario import TENANT
 
-__all__ = ["AlertReplay", "PageSink", "Tee", "replay_alerts", "sim_range", "start_collector"]
-
-TENANT = "demo-health"
-
-
-class Tee(SpanExporter):
-    """Every batch to each exporter; the result is the last one's (the OTLP exporter)."""
-
-    def __init__(self, *exporters: SpanExporter) -> None:
-        self.exporters = exporters
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        result = SpanExportResult.SUCCESS
-        for e in self.exporters:
-            result = e.export(spans)
-        return result
-
-    def shutdown(self) -> None:
-        for e in self.exporters:
-            e.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return all(e.force_flush(timeout_millis) for e in self.exporters)
+__all__ = ["AlertReplay", "PageSink", "replay_alerts", "sim_range", "start_collector"]
 
 
-def start_collector(out: Path) -> Collector:
-    """The embedded collector on loopback (ephemeral ports, no tokens: loopback only)."""
+def start_collector(data_dir: Path) -> Collector:
+    """The embedded collector on loopback (ephemeral ports, no tokens: loopback only), storing in
+    `data_dir` with its log beside it."""
     config = CollectorConfig(
-        data_dir=out / "data", wal_dir=out / "wal", otlp_http=("127.0.0.1", 0), otlp_grpc=None,
+        data_dir=data_dir, wal_dir=data_dir.parent / "wal", otlp_http=("127.0.0.1", 0), otlp_grpc=None,
         http=("127.0.0.1", 0), insecure_no_auth=True, insecure_tenant=TENANT, metrics_interval_s=5.0,
     )  # fmt: skip
     collector = Collector(config)

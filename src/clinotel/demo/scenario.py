@@ -37,6 +37,8 @@ SITES: Final = ("north", "south", "east")
 CLINICS: Final = ("cardiology", "oncology", "primary_care", "orthopedics")
 CANARY_SITE: Final = "north"
 FLAG_KEY: Final = "triage-model-v4"
+TENANT: Final = "demo-health"
+"""The simulated hospital's tenant."""
 BASELINE_MODEL: Final = "3.2.0"
 CANARY_MODEL: Final = "4.0.0"
 

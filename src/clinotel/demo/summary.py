@@ -1,7 +1,7 @@
 """Figures a newcomer wants to see, computed from the spans as exported (after the PHI gate).
 
 This reads exported telemetry only, never the simulation's plans: what it shows is what the
-pipeline can know. (Once the collector exists, the same figures come from ClickHouse.)
+pipeline can know. Each service process summarises its own exported spans; the demo merges them.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
@@ -41,6 +42,59 @@ class DemoSummary:
         if not values:
             return None
         return values[min(len(values) - 1, int(q * len(values)))]
+
+    def merge(self, other: DemoSummary) -> None:
+        """Add another service's figures (each service joins its own workflows to their truth)."""
+        self.workflows.update(other.workflows)
+        self.spans += other.spans
+        for stage, values in other.stage_ms.items():
+            self.stage_ms[stage].extend(values)
+        self.reviews.update(other.reviews)
+        self.fallbacks.update(other.fallbacks)
+        self.errors.update(other.errors)
+        for key, (under, total) in other.under_triage.items():
+            cell = self.under_triage[key]
+            cell[0] += under
+            cell[1] += total
+        self.outcomes_joined += other.outcomes_joined
+        self.outcomes += other.outcomes
+        self.redacted_strings += other.redacted_strings
+        for reason, n in other.dropped.items():
+            self.dropped[reason] = self.dropped.get(reason, 0) + n
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON form, for a service process to hand its figures to the demo."""
+        return {
+            "workflows": dict(self.workflows),
+            "spans": self.spans,
+            "stage_ms": dict(self.stage_ms),
+            "reviews": [[*k, n] for k, n in self.reviews.items()],
+            "fallbacks": dict(self.fallbacks),
+            "errors": dict(self.errors),
+            "under_triage": [[*k, *v] for k, v in self.under_triage.items()],
+            "outcomes_joined": self.outcomes_joined,
+            "outcomes": self.outcomes,
+            "redacted_strings": self.redacted_strings,
+            "dropped": self.dropped,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DemoSummary:
+        s = cls()
+        s.workflows.update(data["workflows"])
+        s.spans = data["spans"]
+        for stage, values in data["stage_ms"].items():
+            s.stage_ms[stage].extend(values)
+        s.reviews.update({(c, a): n for c, a, n in data["reviews"]})
+        s.fallbacks.update(data["fallbacks"])
+        s.errors.update(data["errors"])
+        for cohort, language, under, total in data["under_triage"]:
+            s.under_triage[(cohort, language)] = [under, total]
+        s.outcomes_joined = data["outcomes_joined"]
+        s.outcomes = data["outcomes"]
+        s.redacted_strings = data["redacted_strings"]
+        s.dropped = dict(data["dropped"])
+        return s
 
     def override_rate(self, cohort: str) -> tuple[float, int]:
         total = sum(n for (c, _), n in self.reviews.items() if c == cohort)

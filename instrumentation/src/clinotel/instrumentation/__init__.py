@@ -33,7 +33,7 @@ from clinotel.instrumentation._models import Action, Cohort, Decision, FlagEvalu
 from clinotel.instrumentation._outcome import record_outcome
 from clinotel.instrumentation._queue import Dequeued, dequeue, enqueue
 from clinotel.instrumentation._runtime import Mode
-from clinotel.instrumentation._sdk import Telemetry, configure
+from clinotel.instrumentation._sdk import Telemetry, configure, otlp_exporter
 from clinotel.instrumentation.errors import ClinotelError, ConfigurationError, TelemetryValidationError
 from clinotel.semconv import (
     ActionStatus,
@@ -91,6 +91,7 @@ __all__ = [
     "current_workflow",
     "dequeue",
     "enqueue",
+    "otlp_exporter",
     "pseudonymize",
     "record_action",
     "record_decision",

@@ -119,7 +119,7 @@ def configure(
 
     processor: SpanProcessor | None = None
     if export:
-        inner = exporter if exporter is not None else _otlp_exporter(endpoint, protocol, headers)
+        inner = exporter if exporter is not None else otlp_exporter(endpoint, protocol, headers)
         gate = SanitizingSpanExporter(inner, counters)
         processor = BatchSpanProcessor(gate) if batch else SimpleSpanProcessor(gate)
         tracer_provider.add_span_processor(processor)
@@ -172,7 +172,12 @@ def _resource(
     return Resource.create(attrs)
 
 
-def _otlp_exporter(endpoint: str | None, protocol: str | None, headers: Mapping[str, str] | None) -> SpanExporter:
+def otlp_exporter(
+    endpoint: str | None = None, protocol: str | None = None, headers: Mapping[str, str] | None = None
+) -> SpanExporter:
+    """The official OTLP span exporter `configure()` builds: these arguments, else the
+    `OTEL_EXPORTER_OTLP_*` environment. For a process that wraps it (say, in a tee) and passes the
+    result as `configure(exporter=...)`; clinotel's PHI gate still goes in front."""
     proto = (
         protocol
         or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
