@@ -25,6 +25,20 @@ def test_tenant_leads_the_sort_key(client: Any, options: schema.SchemaOptions) -
     assert key == "TenantId, ServiceName, toStartOfHour(Timestamp), TraceId"
 
 
+def test_contrib_types_with_tighter_codecs(client: Any, options: schema.SchemaOptions) -> None:
+    columns = {
+        name: (typ, codec)
+        for name, typ, codec in client.query(
+            f"SELECT name, type, compression_codec FROM system.columns "
+            f"WHERE database = '{options.database}' AND table = '{schema.TRACES}'"
+        ).result_rows
+    }
+    assert columns["SpanAttributes"] == ("Map(LowCardinality(String), String)", "CODEC(ZSTD(6))")
+    assert columns["ResourceAttributes"] == ("Map(LowCardinality(String), String)", "CODEC(ZSTD(9))")
+    assert columns["Duration"] == ("UInt64", "CODEC(T64, ZSTD(1))")
+    assert columns["SpanName"] == ("LowCardinality(String)", "CODEC(ZSTD(1))")
+
+
 def test_cluster_mode_renders_on_cluster_replicated_and_distributed() -> None:
     ddl = schema.render(schema.SchemaOptions(database="obs", cluster="hospital", ttl_days=30))
     creates = [s for s in ddl.split(";") if "CREATE" in s]

@@ -262,6 +262,25 @@ COMMENT 'Collector self-telemetry: counters as increases per row, gauges as they
         yield _distributed(o, COLLECTOR_METRICS, "rand()")
 
 
+_TIGHTER_CODECS: Final = (
+    ("ResourceAttributes", _ATTR_MAP, "ZSTD(9)"),
+    ("SpanAttributes", _ATTR_MAP, "ZSTD(6)"),
+    ("Duration", "UInt64", "T64, ZSTD(1)"),
+)
+"""Measured on the demo mix (one pass of unique spans, merged): resource attributes repeat per
+service and all but vanish at ZSTD(9) (3.5 -> 0.04 B/span); span attributes 15.5 -> 9.9 B/span at
+ZSTD(6) (9.1 at ZSTD(9), which cost a fifth of the insert throughput; 6 cost none measurable);
+durations 4.3 -> 4.0 with T64. The table: 47.1 -> 37.6 bytes per span."""
+
+
+def _codecs(o: SchemaOptions) -> Iterator[str]:
+    for column, column_type, codec in _TIGHTER_CODECS:
+        yield (
+            f"ALTER TABLE {o.local(TRACES)}{o.on_cluster} MODIFY COLUMN {identifier(column)} {column_type} "
+            f"CODEC({codec})"
+        )
+
+
 class _Steps(Protocol):
     def __call__(self, o: SchemaOptions) -> Iterator[str]: ...
 
@@ -271,6 +290,7 @@ _STEPS: Final[tuple[tuple[int, str, _Steps], ...]] = (
     (2, "clinical views: clinical_stage_spans, clinical_workflows", _clinical),
     (3, "collector self-telemetry: clinotel_collector_metrics", _collector_metrics),
     (4, "alert audit trail: clinotel_alert_events", _alert_events),
+    (5, "tighter codecs for otel_traces attribute maps and durations", _codecs),
 )
 SCHEMA_VERSION: Final = max(v for v, _, _ in _STEPS)
 
