@@ -21,9 +21,10 @@ def _run(tmp_path: Path, name: str, seed: int = 7) -> dict[str, object]:
     done = subprocess.run(
         [sys.executable, "-m", "clinotel.cli", "demo", "--workflows", str(WORKFLOWS), "--hours", str(HOURS),
          "--seed", str(seed), "--out", str(out)],
-        capture_output=True, text=True, timeout=600, check=False,
+        capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name not in ("a", "b")) == [], "nothing written outside --out"
     assert "workflows" in done.stdout
     assert (out / "report.html").is_file()
     assert (out / "grafana" / "dashboards" / "clinotel" / "safety.json").is_file()

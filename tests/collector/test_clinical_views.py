@@ -18,7 +18,7 @@ from tests.instrumentation.workflows import schedule, triage
 def _store(client: Any, pipeline: ingest.Pipeline, path: Path, spans: list[Any]) -> None:
     record = encode_spans(spans).SerializeToString() + otlp_proto.envelope("st-marys", "b", time.time_ns())
     path.write_bytes(otlp_proto.frame(record))
-    client.command(pipeline.insert_from_file(str(path), path.stem))
+    client.command(pipeline.insert_from_file(str(path), path.stem, str(pipeline.write_proto(path.parent))))
 
 
 def test_stage_spans_and_workflow_rows_with_late_ground_truth(

@@ -64,7 +64,7 @@ def _write_segment(path: Path, *records: bytes) -> Path:
 
 
 def _ingest(client: Any, pipeline: ingest.Pipeline, segment: Path, token: str) -> None:
-    client.command(pipeline.insert_from_file(str(segment), token))
+    client.command(pipeline.insert_from_file(str(segment), token, str(pipeline.write_proto(segment.parent))))
 
 
 def test_phi_from_a_plain_sdk_is_scrubbed_in_the_engine(
@@ -143,7 +143,11 @@ def test_a_segment_inserted_twice_is_stored_once(
 
 
 def test_segment_bytes_as_the_insert_body_as_a_server_gets_them(
-    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
+    client: Any,
+    options: schema.SchemaOptions,
+    pipeline: ingest.Pipeline,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The server transport: the segment is the INSERT's body (clickhouse-connect's raw_insert), the
     .proto travels in the settings; scrubbed, stamped and deduplicated exactly as from a file."""

@@ -3,13 +3,15 @@
 A segment is inserted whole, in ClickHouse's `Protobuf` format, into a `Null` table whose
 materialized view flattens resource → scope → span, stamps the tenant, applies the allowlist and
 scrubs PHI on its way into `otel_traces`; Python never walks a span. The embedded engine reads the
-segment file itself; a ClickHouse server gets the same bytes as the body of the INSERT. The .proto
-travels in the INSERT's settings, so a server needs no schema file. One path for both stores."""
+segment file itself, with the .proto from a file beside the log; a ClickHouse server gets the same
+bytes as the body of the INSERT and the .proto in its settings, so it needs no schema file. One
+path for both stores."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 from clinotel.collector import otlp_proto
@@ -143,14 +145,23 @@ class Pipeline:
         view = f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.view}{o.on_cluster} TO {o.name(TRACES)}\nAS {select}"
         return table, view
 
-    def settings(self, dedup_token: str) -> dict[str, str | int]:
-        """The settings of one segment's INSERT: the .proto sent inline (no schema file on the
-        server), and deduplication by the segment's token through the views, so a segment inserted
-        twice (a retry, a replay after a crash) is stored once."""
+    def settings(self, dedup_token: str, proto_file: str | None = None) -> dict[str, str | int]:
+        """The settings of one segment's INSERT: the .proto inline for a server (no schema file
+        there), or the file `proto_file` the embedded engine reads (inline, the engine would cache
+        the schema in the process's working directory); and deduplication by the segment's token
+        through the views, so a segment inserted twice (a retry, a replay after a crash) is stored
+        once."""
+        schema: dict[str, str | int] = (
+            {"format_schema": f"{proto_file}:{PROTO_MESSAGE}"}
+            if proto_file is not None
+            else {
+                "format_schema_source": "string",
+                "format_schema": self.proto,
+                "format_schema_message_name": PROTO_MESSAGE,
+            }
+        )
         settings: dict[str, str | int] = {
-            "format_schema_source": "string",
-            "format_schema": self.proto,
-            "format_schema_message_name": PROTO_MESSAGE,
+            **schema,
             "input_format_protobuf_oneof_presence": 1,
             "insert_deduplicate": 1,
             "insert_deduplication_token": dedup_token,
@@ -162,14 +173,23 @@ class Pipeline:
             settings["distributed_foreground_insert"] = 1
         return settings
 
-    def insert_from_file(self, path: str, dedup_token: str) -> str:
-        """The INSERT for a segment file the engine itself can read (the embedded store)."""
-        pairs = self.settings(dedup_token).items()
+    def insert_from_file(self, path: str, dedup_token: str, proto_file: str) -> str:
+        """The INSERT for a segment file the engine itself can read (the embedded store), with
+        the .proto written to `proto_file` (`write_proto`)."""
+        pairs = self.settings(dedup_token, proto_file).items()
         settings = ", ".join(f"{k} = {literal(v) if isinstance(v, str) else v}" for k, v in pairs)
         return (
             f"INSERT INTO {self.table} SELECT * FROM file({literal(path)}, 'Protobuf', {literal(SEGMENT_STRUCTURE)})\n"
             f"SETTINGS {settings}"
         )
+
+    def write_proto(self, directory: Path) -> Path:
+        """The .proto as a file in `directory`, for the embedded engine; its path."""
+        path = directory / f"{INPUT_PREFIX}{self.digest}.proto"
+        if not path.exists() or path.read_text(encoding="utf-8") != self.proto:
+            directory.mkdir(parents=True, exist_ok=True)
+            path.write_text(self.proto, encoding="utf-8")
+        return path.resolve()
 
 
 class IngestSetupError(RuntimeError):

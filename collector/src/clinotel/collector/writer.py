@@ -74,6 +74,7 @@ class SegmentWriter:
         self.client = client
         self.pipeline = pipeline
         self.transport = transport
+        self.proto_file = str(pipeline.write_proto(wal.directory)) if transport == "file" else None
         self.stats = WriterStats()
         self._stop = threading.Event()
         # One segment in flight at a time, whoever writes it (the thread or a drain): a segment
@@ -85,7 +86,10 @@ class SegmentWriter:
         """Insert one segment; raises what ClickHouse raised."""
         started = time.perf_counter()
         if self.transport == "file":
-            self.client.command(self.pipeline.insert_from_file(str(segment.path.resolve()), segment.token))
+            assert self.proto_file is not None
+            self.client.command(
+                self.pipeline.insert_from_file(str(segment.path.resolve()), segment.token, self.proto_file)
+            )
         else:
             with segment.path.open("rb") as body:
                 self.client.raw_insert(
