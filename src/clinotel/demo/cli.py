@@ -289,7 +289,8 @@ def _back_end(
     report_path = out / "report.html"
     report_path.write_text(report.html, encoding="utf-8")
     console.print(f"\nwrote [bold]{report_path}[/] ({report.panels} panels), [bold]{out / 'grafana'}[/] "
-                  f"(Grafana provisioning), the store in [bold]{out / 'data'}[/]")  # fmt: skip
+                  f"(Grafana provisioning), the store in [bold]{collector.config.data_dir}[/], "
+                  f"the services' logs in [bold]{out / 'services'}[/]")  # fmt: skip
     return {
         "panels": {"queries": len(results), "failed": len(failed), "empty": len(empty)},
         "alerts_fired": sorted(replay.fired),
