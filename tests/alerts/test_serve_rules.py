@@ -4,7 +4,6 @@ and its audit trail is readable through the collector's read port."""
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,12 +12,7 @@ import urllib.request
 from pathlib import Path
 
 from clinotel.alerts import default_rules_path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.net import free_port
 
 
 def _query(port: int, sql: str) -> str:
@@ -28,10 +22,10 @@ def _query(port: int, sql: str) -> str:
 
 
 def test_serve_evaluates_rules_and_records_them(tmp_path: Path) -> None:
-    http = _free_port()
+    http = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(tmp_path / "data"),
-         "--otlp-http", f"127.0.0.1:{_free_port()}", "--otlp-grpc", f"127.0.0.1:{_free_port()}",
+         "--otlp-http", f"127.0.0.1:{free_port()}", "--otlp-grpc", f"127.0.0.1:{free_port()}",
          "--http", f"127.0.0.1:{http}", "--insecure-no-auth", "--rules", str(default_rules_path()),
          "--evaluate-every", "1s"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

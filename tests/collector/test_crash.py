@@ -21,22 +21,18 @@ from pathlib import Path
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from tests.net import free_port
+
 pytestmark = pytest.mark.slow
 
 SPANS_PER_REQUEST = 50
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start(data: Path, wal: Path, port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(data), "--wal-dir", str(wal),
-         "--otlp-http", f"127.0.0.1:{port}", "--otlp-grpc", f"127.0.0.1:{_free_port()}",
-         "--http", f"127.0.0.1:{_free_port()}", "--insecure-no-auth"],
+         "--otlp-http", f"127.0.0.1:{port}", "--otlp-grpc", f"127.0.0.1:{free_port()}",
+         "--http", f"127.0.0.1:{free_port()}", "--insecure-no-auth"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )  # fmt: skip
@@ -109,7 +105,7 @@ def _stored(data: Path) -> dict[str, int]:
 
 def test_kill_9_during_ingest_loses_and_duplicates_nothing_acknowledged(tmp_path: Path) -> None:
     data, wal = tmp_path / "data", tmp_path / "wal"
-    port = _free_port()
+    port = free_port()
     acked: list[str] = []
     for round_ in range(3):
         proc = _start(data, wal, port)
