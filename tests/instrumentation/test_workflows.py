@@ -127,6 +127,7 @@ def test_clinical_exceptions_propagate_unchanged_and_are_recorded(spans: Capture
     [event] = ingest.events
     assert event.name == "exception"
     assert event.attributes["exception.message"] == "EHR did not answer in 5 s"
+    assert event.attributes["exception.escaped"] in ("True", "False"), "the SDK's own attribute passes the gate"
     assert spans.one("workflow triage").status.status_code is StatusCode.ERROR
 
 

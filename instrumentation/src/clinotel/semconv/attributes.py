@@ -398,14 +398,13 @@ for _key, _brief, _scope in (
 ):
     _string(_key, _brief, "opentelemetry", phi=_FREE, scope=_scope)
 
-REGISTRY.add(
-    AttributeDef(
-        "exception.escaped",
-        AttrType.BOOLEAN,
-        "Deprecated by OpenTelemetry, still set by the Python SDK on `exception` events.",
-        "opentelemetry",
-        scope=(Scope.EVENT,),
-    )
+_string(
+    "exception.escaped",
+    "Deprecated by OpenTelemetry (a boolean there); the Python SDK still sets it on `exception` "
+    "events, as the text `True` or `False`, which is what this accepts.",
+    "opentelemetry",
+    values=("True", "False"),
+    scope=(Scope.EVENT,),
 )
 
 for _key, _brief in (
