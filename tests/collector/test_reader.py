@@ -5,10 +5,12 @@ can change nothing."""
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -165,6 +167,45 @@ def test_answers_look_like_clickhouse(loaded: Collector) -> None:
     assert b"(UNKNOWN_TABLE) (version " in body
     status, headers, _ = _get(loaded, "SELEC 1")
     assert (status, headers["X-ClickHouse-Exception-Code"]) == (400, "62")
+
+
+def test_answers_are_compressed_when_the_client_asks_as_clickhouse_requires(loaded: Collector) -> None:
+    assert loaded.admin is not None
+    sql = "SELECT number, toString(number) FROM numbers(2000)"
+    plain = _get(loaded, sql)[2]
+
+    def fetch(accept: str, **params: str) -> tuple[dict[str, str], bytes]:
+        url = f"http://127.0.0.1:{loaded.admin.port}/?{urllib.parse.urlencode({'query': sql, **params})}"
+        request = urllib.request.Request(url, headers={"Accept-Encoding": accept, "X-ClickHouse-Key": READ_TOKEN})
+        status, headers, body = exchange(request)
+        assert status == 200
+        return headers, body
+
+    headers, body = fetch("gzip", enable_http_compression="1")
+    assert headers["Content-Encoding"] == "gzip"
+    assert len(body) < len(plain) / 2
+    assert gzip.decompress(body) == plain
+    headers, body = fetch("deflate, gzip;q=0", enable_http_compression="1", http_zlib_compression_level="9")
+    assert headers["Content-Encoding"] == "deflate"
+    assert zlib.decompress(body) == plain
+    headers, body = fetch("gzip")  # the header alone is not enough: ClickHouse wants the setting too
+    assert "Content-Encoding" not in headers
+    assert body == plain
+    headers, body = fetch("br", enable_http_compression="1")  # nothing we speak: plain
+    assert "Content-Encoding" not in headers
+
+
+def test_clickhouse_connect_with_compression_reads_through_the_http_port(loaded: Collector) -> None:
+    assert loaded.admin is not None
+    client = clickhouse_connect.get_client(
+        host="127.0.0.1", port=loaded.admin.port, username="reader", password=READ_TOKEN, compress="gzip",
+        database=loaded.options.database,
+    )  # fmt: skip
+    try:
+        assert client.command("SELECT count() FROM clinical_workflows") == 10
+        assert len(client.query("SELECT number FROM numbers(5000)").result_rows) == 5000
+    finally:
+        client.close()
 
 
 def test_multipart_form_queries(loaded: Collector) -> None:

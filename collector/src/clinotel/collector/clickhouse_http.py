@@ -13,8 +13,10 @@ from __future__ import annotations
 import base64
 import email.parser
 import email.policy
+import gzip
 import json
 import logging
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -36,7 +38,8 @@ TRANSPORT_PARAMS: Final = frozenset(
      "session_check", "compress", "decompress", "buffer_size", "wait_end_of_query", "client_protocol_version",
      "role", "quota_key", "send_progress_in_http_headers", "http_headers_progress_interval_ms",
      "enable_http_compression", "add_http_cors_header", "stacktrace", "close_session",
-     "cancel_http_readonly_queries_on_client_close", "http_write_exception_in_output_format"}
+     "cancel_http_readonly_queries_on_client_close", "http_write_exception_in_output_format",
+     "http_zlib_compression_level"}
 )  # fmt: skip
 """URL parameters that shape the HTTP exchange rather than the query; accepted and not applied."""
 SERVER_NAME: Final = "clinotel"
@@ -210,22 +213,49 @@ class _Handler(BaseHTTPRequestHandler):
             logger.debug("reader refused: %s", e.message)
             self._error(e, query_id)
             return
-        self._result(result)
+        self._result(result, params)
 
-    def _result(self, result: ReadResult) -> None:
+    def _result(self, result: ReadResult, params: dict[str, str]) -> None:
         reader = self.server.reader
         assert reader is not None
-        self._reply(
-            HTTPStatus.OK,
-            result.body,
-            content_type(result.format),
-            {
-                "X-ClickHouse-Query-Id": result.query_id,
-                "X-ClickHouse-Format": result.format,
-                "X-ClickHouse-Timezone": reader.timezone,
-                "X-ClickHouse-Summary": json.dumps(result.summary(), separators=(",", ":")),
-            },
+        headers = {
+            "X-ClickHouse-Query-Id": result.query_id,
+            "X-ClickHouse-Format": result.format,
+            "X-ClickHouse-Timezone": reader.timezone,
+            "X-ClickHouse-Summary": json.dumps(result.summary(), separators=(",", ":")),
+        }
+        body = result.body
+        # As ClickHouse does: compressed only when the client asks twice, by setting and by header.
+        encoding = (
+            _response_encoding(self.headers.get("Accept-Encoding"))
+            if params.get("enable_http_compression") == "1"
+            else None
         )
+        if encoding is not None:
+            body = _compress(body, encoding, params.get("http_zlib_compression_level"))
+            headers["Content-Encoding"] = encoding
+        self._reply(HTTPStatus.OK, body, content_type(result.format), headers)
+
+
+def _response_encoding(accept: str | None) -> str | None:
+    """`gzip` or `deflate` when the client's Accept-Encoding allows one (gzip preferred), else None."""
+    allowed = set()
+    for item in (accept or "").split(","):
+        name, _, params = item.strip().partition(";")
+        q = params.strip().removeprefix("q=")
+        if name and not (params and q.replace(".", "", 1).isdigit() and float(q) == 0):
+            allowed.add(name.strip().lower())
+    for encoding in ("gzip", "deflate"):
+        if encoding in allowed or "*" in allowed:
+            return encoding
+    return None
+
+
+def _compress(body: bytes, encoding: str, level: str | None) -> bytes:
+    lvl = int(level) if level and level.isdigit() and 1 <= int(level) <= 9 else 3  # ClickHouse's default
+    if encoding == "gzip":
+        return gzip.compress(body, compresslevel=lvl, mtime=0)
+    return zlib.compress(body, lvl)
 
 
 class _Server(ThreadingHTTPServer):
