@@ -64,7 +64,8 @@ def build(database: str) -> dict[str, Any]:
     b.timeseries(
         "Attributes dropped and values redacted by the SDKs", "From the clinotel.telemetry spans each service sends.",
         f"SELECT $__timeInterval(Timestamp) AS time, {sums}\nFROM {traces}\n"
-        f"WHERE $__timeFilter(Timestamp) AND SpanName = 'clinotel.telemetry' AND {tenant}\nGROUP BY time ORDER BY time",
+        f"WHERE $__timeFilter(Timestamp) AND SpanName = {literal(A.HEALTH_SPAN_NAME)} AND {tenant}\n"
+        "GROUP BY time ORDER BY time",
     )  # fmt: skip
     b.table(
         "Services and when they were last heard", f"Silent: nothing for {SILENT_AFTER_MIN} minutes.",

@@ -24,9 +24,8 @@ from clinotel.instrumentation._runtime import INSTRUMENTATION_NAME, Counters
 from clinotel.instrumentation._sanitize import RESOURCE_GATE, SPAN_GATE, clean_text, plain
 from clinotel.semconv import attributes as A
 
-__all__ = ["HEALTH_SPAN_NAME", "SanitizingSpanExporter"]
+__all__ = ["SanitizingSpanExporter"]
 
-HEALTH_SPAN_NAME: Final = "clinotel.telemetry"
 _HEALTH_KEYS: Final = {
     "unregistered": A.TELEMETRY_DROPPED_UNREGISTERED.key,
     "invalid": A.TELEMETRY_DROPPED_INVALID.key,
@@ -170,7 +169,7 @@ def _health_span(delta: dict[str, int], resource: Resource) -> ReadableSpan:
         trace_flags=TraceFlags(TraceFlags.SAMPLED),
     )
     return ReadableSpan(
-        name=HEALTH_SPAN_NAME,
+        name=A.HEALTH_SPAN_NAME,
         context=ctx,
         resource=resource,
         attributes={_HEALTH_KEYS[k]: v for k, v in delta.items()},

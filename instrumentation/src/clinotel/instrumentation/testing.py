@@ -22,9 +22,9 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from clinotel.instrumentation._export import HEALTH_SPAN_NAME
 from clinotel.instrumentation._runtime import Mode, install
 from clinotel.instrumentation._sdk import Telemetry, configure
+from clinotel.semconv import HEALTH_SPAN_NAME
 
 __all__ = ["TEST_PSEUDONYM_KEY", "CapturedSpans", "capture", "span_to_dict"]
 

@@ -53,10 +53,11 @@ from clinotel.semconv._values import (
     Sex,
     Stage,
 )
-from clinotel.semconv.attributes import REGISTRY
+from clinotel.semconv.attributes import HEALTH_SPAN_NAME, REGISTRY
 
 __all__ = [
     "CODE_PATTERN",
+    "HEALTH_SPAN_NAME",
     "LABEL_PATTERN",
     "MIN_KEY_BYTES",
     "PHI_PATTERN",

@@ -318,6 +318,9 @@ OUTCOME_ESCALATION_NEEDED: Final = _boolean(
     "clinical.outcome.escalation_needed", "Late ground truth: the case needed escalation.", "outcome"
 )
 
+HEALTH_SPAN_NAME: Final = "clinotel.telemetry"
+"""The span clinotel's exporter sends with its counters (the `clinotel.telemetry.*` attributes)."""
+
 # clinotel's own health figures (deltas since the previous report)
 TELEMETRY_DROPPED_UNREGISTERED: Final = _number(
     "clinotel.telemetry.dropped.unregistered",
