@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from clinotel.collector.sql import literal
-from clinotel.semconv import AttributeDef, AttrType
+from clinotel.semconv import AttributeDef, AttrType, Stage
 from clinotel.semconv import attributes as A
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ _COHORT_COLUMNS: Final = (
     Column("Acuity", A.COHORT_ACUITY),
 )
 
-_STAGE_DURATIONS: Final = ("ingest", "queue", "decide", "review", "act")
+_STAGE_DURATIONS: Final = (Stage.INGEST, Stage.QUEUE, Stage.DECIDE, Stage.REVIEW, Stage.ACT)
 
 
 @dataclass(frozen=True)
@@ -126,15 +126,23 @@ class _Agg:
     expr: str
 
 
+def _is(stage: Stage) -> str:
+    return f"Stage = {literal(stage.value)}"
+
+
+_OUTCOME: Final = _is(Stage.OUTCOME)
+_NOT_OUTCOME: Final = f"Stage != {literal(Stage.OUTCOME.value)}"
+
+
 def _workflow_aggregates() -> list[_Agg]:
     by_name = {c.name: c for c in STAGE_COLUMNS}
-    live = "Stage = 'decide' AND ifNull(Shadow, 0) = 0"
-    shadow = "Stage = 'decide' AND Shadow = 1"
+    live = f"{_is(Stage.DECIDE)} AND ifNull(Shadow, 0) = 0"
+    shadow = f"{_is(Stage.DECIDE)} AND Shadow = 1"
     out = [
         _Agg("StartTime", "DateTime64(9)", "min", "min(Timestamp)"),
-        _Agg("EndTime", "DateTime64(9)", "max", "maxIf(EndTs, Stage != 'outcome')"),
-        _Agg("Spans", "UInt64", "sum", "countIf(Stage != 'outcome')"),
-        _Agg("ErrorSpans", "UInt64", "sum", "countIf(IsError AND Stage != 'outcome')"),
+        _Agg("EndTime", "DateTime64(9)", "max", f"maxIf(EndTs, {_NOT_OUTCOME})"),
+        _Agg("Spans", "UInt64", "sum", f"countIf({_NOT_OUTCOME})"),
+        _Agg("ErrorSpans", "UInt64", "sum", f"countIf(IsError AND {_NOT_OUTCOME})"),
         _Agg("ServiceName", "LowCardinality(String)", "max", "max(ServiceName)"),
     ]
     for name in ("Site", "Department", "ServiceLine", "WorkflowId"):
@@ -143,7 +151,7 @@ def _workflow_aggregates() -> list[_Agg]:
     for c in _COHORT_COLUMNS:
         out.append(_Agg(c.name, c.type, "max", f"max({c.name})"))
     for stage in _STAGE_DURATIONS:
-        out.append(_Agg(f"{stage.capitalize()}Ms", "Float64", "sum", f"sumIf(DurationMs, Stage = '{stage}')"))
+        out.append(_Agg(f"{stage.value.capitalize()}Ms", "Float64", "sum", f"sumIf(DurationMs, {_is(stage)})"))
     for name in (
         "DecisionSource", "DecisionValue", "DecisionConfidence", "DecisionRisk", "ModelName", "ModelVersion",
         "FallbackReason", "RolloutMode", "RolloutCohort", "FlagKey", "FlagVariant",
@@ -157,15 +165,15 @@ def _workflow_aggregates() -> list[_Agg]:
         "ActionAutomated", "SlotsOffered", "SlotFilled", "LeadTimeDays", "OutcomeStatus",
     ):  # fmt: skip
         c = by_name[name]
-        out.append(_Agg(name, c.type, "max", f"maxIf({name}, Stage != 'outcome')"))
+        out.append(_Agg(name, c.type, "max", f"maxIf({name}, {_NOT_OUTCOME})"))
     out.append(
         _Agg("ReviewLatencyMs", "Nullable(Float64)", "max",
-             "maxIf(coalesce(ReviewLatencyMs, DurationMs), Stage = 'review')")
+             f"maxIf(coalesce(ReviewLatencyMs, DurationMs), {_is(Stage.REVIEW)})")
     )  # fmt: skip
     for name in ("OutcomeLabel", "AdverseEvent", "EscalationNeeded"):
         c = by_name[name]
-        out.append(_Agg(name, c.type, "max", f"maxIf({name}, Stage = 'outcome')"))
-    out.append(_Agg("TruthTime", "Nullable(DateTime64(9))", "max", "maxIf(toNullable(Timestamp), Stage = 'outcome')"))
+        out.append(_Agg(name, c.type, "max", f"maxIf({name}, {_OUTCOME})"))
+    out.append(_Agg("TruthTime", "Nullable(DateTime64(9))", "max", f"maxIf(toNullable(Timestamp), {_OUTCOME})"))
     return out
 
 
@@ -245,7 +253,7 @@ FROM
     SELECT
         *,
         Timestamp + toIntervalNanosecond(toInt64(DurationMs * 1e6)) AS EndTs,
-        if(Stage = 'outcome' AND LinkedTraceId != '', LinkedTraceId, TraceId) AS WorkflowTrace
+        if({_OUTCOME} AND LinkedTraceId != '', LinkedTraceId, TraceId) AS WorkflowTrace
     FROM {q_local(STAGE_SPANS)}
 )
 GROUP BY TenantId, WorkflowKind, WorkflowTrace

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from clinotel.collector import clinical
-from clinotel.collector.sql import identifier
+from clinotel.collector.sql import identifier, literal
 from clinotel.dashboards._panels import Board, where_filters
+from clinotel.semconv import Stage
 
 UID = "clinotel-operations"
 
@@ -29,20 +30,21 @@ def build(database: str) -> dict[str, Any]:
     b.timeseries(
         "Stage latency p95", "95th centile of each lifecycle stage's duration.",
         f"SELECT $__timeInterval(Timestamp) AS time, Stage, quantile(0.95)(DurationMs) AS p95_ms\n"
-        f"FROM {stages}\nWHERE $__timeFilter(Timestamp) AND Stage NOT IN ('', 'outcome') AND {f}\n"
+        f"FROM {stages}\nWHERE $__timeFilter(Timestamp) AND Stage NOT IN ('', {literal(Stage.OUTCOME.value)}) AND {f}\n"
         "GROUP BY time, Stage ORDER BY time", "ms",
     )  # fmt: skip
     b.table(
         "Stage latency p50 / p95 / p99", "Each stage over the whole range.",
         f"SELECT Stage, count() AS spans, round(quantile(0.5)(DurationMs), 1) AS p50_ms, "
         f"round(quantile(0.95)(DurationMs), 1) AS p95_ms, round(quantile(0.99)(DurationMs), 1) AS p99_ms\n"
-        f"FROM {stages}\nWHERE $__timeFilter(Timestamp) AND Stage NOT IN ('', 'outcome') AND {f}\n"
+        f"FROM {stages}\nWHERE $__timeFilter(Timestamp) AND Stage NOT IN ('', {literal(Stage.OUTCOME.value)}) AND {f}\n"
         "GROUP BY Stage ORDER BY p95_ms DESC",
     )  # fmt: skip
     b.timeseries(
         "Queue wait p95 by queue", "Time in the queue stage, 95th centile, per queue.",
         f"SELECT $__timeInterval(Timestamp) AS time, QueueName, quantile(0.95)(DurationMs) AS p95_ms\n"
-        f"FROM {stages}\nWHERE $__timeFilter(Timestamp) AND Stage = 'queue' AND QueueName != '' AND {f}\n"
+        f"FROM {stages}\nWHERE $__timeFilter(Timestamp) AND Stage = {literal(Stage.QUEUE.value)} AND QueueName != ''"
+        f" AND {f}\n"
         "GROUP BY time, QueueName ORDER BY time", "ms",
     )  # fmt: skip
     b.series("end_to_end_p95_ms")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from clinotel.collector import clinical
-from clinotel.collector.sql import identifier
+from clinotel.collector.sql import identifier, literal
 from clinotel.dashboards._panels import Board, where_filters
+from clinotel.semconv import ReviewAction
 
 UID = "clinotel-trust"
 
@@ -23,7 +24,8 @@ def build(database: str) -> dict[str, Any]:
     b.table(
         "Override reasons", "Coded reasons clinicians gave for overriding the model.",
         f"SELECT ReviewReason AS reason, ReviewActorRole AS role, count() AS overrides\n"
-        f"FROM {workflows}\nWHERE $__timeFilter(StartTime) AND ReviewAction = 'override' AND {where_filters()}\n"
+        f"FROM {workflows}\nWHERE $__timeFilter(StartTime) AND ReviewAction = {literal(ReviewAction.OVERRIDE.value)}"
+        f" AND {where_filters()}\n"
         "GROUP BY reason, role ORDER BY overrides DESC",
     )  # fmt: skip
     b.series("review_latency_p95_ms")
