@@ -72,6 +72,19 @@ def test_schema_command_shows_and_applies(tmp_path: Path) -> None:
     assert "not both" in both.output
 
 
+def test_schema_proto_for_a_servers_format_schemas(tmp_path: Path) -> None:
+    from clinotel.collector.ingest import Pipeline
+
+    pipeline = Pipeline.for_options(schema.SchemaOptions())
+    written = CliRunner().invoke(cli, ["schema", "proto", "--out", str(tmp_path)])
+    assert written.exit_code == 0, written.output
+    path = tmp_path / pipeline.proto_name
+    assert path.read_text() == pipeline.proto
+    assert "message WalRecord" in pipeline.proto
+    printed = CliRunner().invoke(cli, ["schema", "proto"])
+    assert printed.stdout == pipeline.proto
+
+
 def test_schema_apply_on_a_data_directory(tmp_path: Path) -> None:
     """In a subprocess: chDB opens one data directory per process, and the tests hold theirs."""
     import subprocess

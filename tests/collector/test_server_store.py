@@ -13,12 +13,15 @@ from typing import Any
 
 import pytest
 
-from clinotel.collector import schema
+from clinotel.collector import ingest, schema
+from clinotel.collector.receiver import Limits, TraceReceiver
 from clinotel.collector.service import Collector, CollectorConfig
 from clinotel.collector.store import StoreError
 from clinotel.collector.tokens import Tokens
+from clinotel.collector.wal import WriteAheadLog
+from clinotel.collector.writer import SegmentWriter
 from tests.collector.fixtures import OPERATOR_TOKEN
-from tests.collector.otlp_clients import exchange, send_workflows
+from tests.collector.otlp_clients import exchange, plain_request, send_workflows
 
 
 @pytest.fixture
@@ -69,3 +72,40 @@ def test_an_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
     )
     with pytest.raises(StoreError, match=r"cannot open http://127\.0\.0\.1:9"):
         Collector(config).start()
+
+
+class _OlderServer:
+    """The embedded engine answering as a ClickHouse server that predates `format_schema_source`
+    (the one fact a test cannot get from chDB); everything else goes to the engine."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def command(self, cmd: str, *args: Any, **kwargs: Any) -> Any:
+        if "format_schema_source" in cmd:
+            return 0
+        return self.client.command(cmd, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+def test_a_server_without_inline_schemas_needs_the_proto_file(client: Any, options: schema.SchemaOptions) -> None:
+    pipeline = ingest.install(client, options)
+    assert ingest.server_schema(client, pipeline) is None, "a server that knows format_schema_source: inline"
+    with pytest.raises(ingest.IngestSetupError, match=r"clinotel schema proto --out DIR") as info:
+        ingest.server_schema(_OlderServer(client), pipeline)
+    assert pipeline.proto_name in str(info.value)
+
+
+def test_segment_bodies_with_the_proto_as_a_file(client: Any, options: schema.SchemaOptions, tmp_path: Path) -> None:
+    """What an older server gets: the segment as the INSERT body, the .proto named, not sent."""
+    pipeline = ingest.install(client, options)
+    wal = WriteAheadLog(tmp_path / "wal", segment_bytes=1 << 20, max_age_s=0.05)
+    proto = str(pipeline.write_proto(tmp_path / "format_schemas"))
+    writer = SegmentWriter(wal, client, pipeline, "body", proto)
+    receiver = TraceReceiver(wal, Limits(1 << 20))
+    receiver.export(plain_request(5), content_type="application/x-protobuf", tenant="st-marys")
+    wal.flush()
+    assert writer.drain() == 1
+    assert client.query(f"SELECT count() FROM {options.name(schema.TRACES)}").result_rows[0][0] == 5

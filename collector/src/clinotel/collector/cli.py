@@ -72,6 +72,25 @@ def apply_command(
         click.echo(f"{database} is up to date (schema version {schema_module.SCHEMA_VERSION})")
 
 
+@schema.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write it into this directory (a server's format_schemas) instead of printing it.",
+)
+def proto(out: Path | None) -> None:
+    """The .proto the collector reads its log segments with. A ClickHouse server without the
+    setting format_schema_source needs it in its format_schemas directory, under this name."""
+    from clinotel.collector.ingest import Pipeline
+
+    pipeline = Pipeline.for_options(schema_module.SchemaOptions())
+    if out is None:
+        click.echo(f"// {pipeline.proto_name}", err=True)
+        click.echo(pipeline.proto, nl=False)
+    else:
+        click.echo(pipeline.write_proto(out))
+
+
 def _address(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not host:

@@ -21,7 +21,7 @@ from clinotel.collector.sql import attribute_map, identifier, literal, scrub_sql
 from clinotel.semconv import Scope
 from clinotel.semconv import attributes as A
 
-__all__ = ["INPUT_PREFIX", "SEGMENT_STRUCTURE", "IngestSetupError", "Pipeline", "install"]
+__all__ = ["INPUT_PREFIX", "SEGMENT_STRUCTURE", "IngestSetupError", "Pipeline", "install", "server_schema"]
 
 _ANY_VALUE: Final = (
     "Tuple(string_value String, bool_value Bool, int_value Int64, double_value Float64, bytes_value String, "
@@ -146,9 +146,10 @@ class Pipeline:
         return table, view
 
     def settings(self, dedup_token: str, proto_file: str | None = None) -> dict[str, str | int]:
-        """The settings of one segment's INSERT: the .proto inline for a server (no schema file
-        there), or the file `proto_file` the embedded engine reads (inline, the engine would cache
-        the schema in the process's working directory); and deduplication by the segment's token
+        """The settings of one segment's INSERT: the .proto inline (a server that knows
+        `format_schema_source`), or the schema file `proto_file` (the embedded engine's file beside
+        the log, which keeps chDB from caching an inline schema in the working directory; or a name
+        in an older server's format_schemas directory); and deduplication by the segment's token
         through the views, so a segment inserted twice (a retry, a replay after a crash) is stored
         once."""
         schema: dict[str, str | int] = (
@@ -183,9 +184,14 @@ class Pipeline:
             f"SETTINGS {settings}"
         )
 
+    @property
+    def proto_name(self) -> str:
+        """The .proto's file name: in a server's format_schemas directory, or beside the log."""
+        return f"{INPUT_PREFIX}{self.digest}.proto"
+
     def write_proto(self, directory: Path) -> Path:
-        """The .proto as a file in `directory`, for the embedded engine; its path."""
-        path = directory / f"{INPUT_PREFIX}{self.digest}.proto"
+        """The .proto as a file in `directory` (beside the log, or a server's format_schemas); its path."""
+        path = directory / self.proto_name
         if not path.exists() or path.read_text(encoding="utf-8") != self.proto:
             directory.mkdir(parents=True, exist_ok=True)
             path.write_text(self.proto, encoding="utf-8")
@@ -198,13 +204,26 @@ class IngestSetupError(RuntimeError):
 
 def install(client: Any, o: SchemaOptions) -> Pipeline:
     """Create this collector's pipeline where it is missing, and return it."""
-    known = client.command("SELECT count() FROM system.settings WHERE name = 'format_schema_source'")
-    if int(known) == 0:
-        raise IngestSetupError(
-            "this ClickHouse does not know the setting format_schema_source, which the collector uses to send "
-            "its .proto with each INSERT: use a newer ClickHouse server (see docs/operations.md)"
-        )
     pipeline = Pipeline.for_options(o)
     for statement in pipeline.statements():
         client.command(statement)
     return pipeline
+
+
+def server_schema(client: Any, pipeline: Pipeline) -> str | None:
+    """How a server gets the .proto: None when it takes it inline with each INSERT (it knows
+    `format_schema_source`); else the file name it must find in its format_schemas directory,
+    checked now with an empty INSERT so a missing file stops the collector at start, not later."""
+    known = client.command("SELECT count() FROM system.settings WHERE name = 'format_schema_source'")
+    if int(known):
+        return None
+    name = pipeline.proto_name
+    try:
+        client.raw_insert(pipeline.table, None, b"", settings=pipeline.settings("schema-probe", name), fmt="Protobuf")
+    except Exception as e:
+        raise IngestSetupError(
+            f"this ClickHouse server cannot take the .proto inline (it has no format_schema_source setting) and "
+            f"did not find {name} in its format_schemas directory: write it there with "
+            f"`clinotel schema proto --out DIR` ({str(e).strip()[:300]})"
+        ) from e
+    return name

@@ -130,7 +130,10 @@ class Collector:
         replay = self.wal.sealed_count
         if replay:
             logger.info("replaying %d segment(s) left in the write-ahead log", replay)
-        self.writer = SegmentWriter(self.wal, client, pipeline, "file" if cfg.clickhouse_url is None else "body")
+        if cfg.clickhouse_url is None:
+            self.writer = SegmentWriter(self.wal, client, pipeline, "file", str(pipeline.write_proto(wal_dir)))
+        else:
+            self.writer = SegmentWriter(self.wal, client, pipeline, "body", ingest.server_schema(client, pipeline))
         self.writer.start()
         self.receiver = TraceReceiver(self.wal, Limits(cfg.max_request_bytes))
         if cfg.metrics_interval_s is not None:

@@ -68,13 +68,22 @@ class SegmentWriter:
     """Moves sealed segments from the log into `otel_traces`."""
 
     def __init__(
-        self, wal: WriteAheadLog, client: Any, pipeline: ingest.Pipeline, transport: Transport = "file"
+        self,
+        wal: WriteAheadLog,
+        client: Any,
+        pipeline: ingest.Pipeline,
+        transport: Transport = "file",
+        schema_file: str | None = None,
     ) -> None:
+        """`schema_file`: the .proto file the engine reads (needed with the `file` transport);
+        None sends it inline with each INSERT."""
+        if transport == "file" and schema_file is None:
+            raise ValueError("the file transport needs the .proto as a file (Pipeline.write_proto)")
         self.wal = wal
         self.client = client
         self.pipeline = pipeline
         self.transport = transport
-        self.proto_file = str(pipeline.write_proto(wal.directory)) if transport == "file" else None
+        self.schema_file = schema_file
         self.stats = WriterStats()
         self._stop = threading.Event()
         # One segment in flight at a time, whoever writes it (the thread or a drain): a segment
@@ -86,15 +95,14 @@ class SegmentWriter:
         """Insert one segment; raises what ClickHouse raised."""
         started = time.perf_counter()
         if self.transport == "file":
-            assert self.proto_file is not None
+            assert self.schema_file is not None
             self.client.command(
-                self.pipeline.insert_from_file(str(segment.path.resolve()), segment.token, self.proto_file)
+                self.pipeline.insert_from_file(str(segment.path.resolve()), segment.token, self.schema_file)
             )
         else:
+            settings = self.pipeline.settings(segment.token, self.schema_file)
             with segment.path.open("rb") as body:
-                self.client.raw_insert(
-                    self.pipeline.table, None, body, settings=self.pipeline.settings(segment.token), fmt="Protobuf"
-                )
+                self.client.raw_insert(self.pipeline.table, None, body, settings=settings, fmt="Protobuf")
         self.stats.observe(time.perf_counter() - started, segment)
         self.stats.segments += 1
         self.stats.records += segment.records
