@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,13 +14,16 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+import clinotel.instrumentation as ct
+from clinotel.collector import schema
 from clinotel.collector.service import Collector
 from clinotel.dashboards import build_all
 from clinotel.dashboards._grafana import DATASOURCE_UID, PLUGIN_TYPE, SCHEMA_VERSION
 from clinotel.dashboards.check import panel_queries, run
 from clinotel.dashboards.macros import ALL, MacroError, TimeRange, expand
+from clinotel.demo.hospital import SimClock
 from tests.collector.fixtures import OPERATOR_TOKEN, WRITE_TOKEN
-from tests.dashboards.demo_data import load_demo
+from tests.dashboards.demo_data import exporting_to, load_demo
 
 BOARDS = build_all("clinotel")
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
@@ -152,3 +156,25 @@ def test_dashboards_check_through_a_running_collector(collector: Collector, monk
     result = CliRunner().invoke(dashboards, args)
     assert result.exit_code == 0, result.output
     assert "0 failed" in result.output
+
+
+def test_what_the_sdk_gate_drops_reaches_the_health_dashboard(collector: Collector) -> None:
+    """Each service's gate counts what it drops and redacts and sends the counts as a
+    clinotel.telemetry span; the collector files them in clinotel_sdk_telemetry, the health panel
+    reads that table."""
+    clock = SimClock(time.time_ns() - 60 * 10**9)
+    with exporting_to(collector, WRITE_TOKEN, clock, 1000):
+        for i in range(3):
+            with ct.workflow("triage", identifier=f"ENC-{i}"), ct.stage("ingest") as st:
+                clock.advance(5)
+                st.set("patient.name", "Jane Doe")  # type: ignore[arg-type]  # not registered: dropped
+    db = collector.options.database
+    counts = collector.client.query(
+        f"SELECT sum(Unregistered), sum(Phi), uniqExact(ServiceName) FROM {db}.{schema.SDK_TELEMETRY}"
+    ).result_rows
+    assert counts == [(3, 0, 1)]
+    panel = next(q for q in panel_queries(build_all(db)) if q.panel.startswith("Attributes dropped"))
+    end = datetime.now(UTC) + timedelta(minutes=1)
+    [result] = run(collector.client, [panel], TimeRange(end - timedelta(hours=1), end, 60))
+    assert result.error is None
+    assert result.rows >= 1

@@ -28,6 +28,8 @@ __all__ = [
     "ALERT_EVENT_COLUMNS",
     "COLLECTOR_METRICS",
     "SCHEMA_VERSION",
+    "SDK_TELEMETRY",
+    "SDK_TELEMETRY_COLUMNS",
     "TENANT_COLUMN",
     "TRACES",
     "TRACES_INSERT_COLUMNS",
@@ -48,6 +50,11 @@ TRACE_ID_TS_MV: Final = "otel_traces_trace_id_ts_mv"
 VERSIONS: Final = "clinotel_schema_versions"
 TENANT_COLUMN: Final = "TenantId"
 COLLECTOR_METRICS: Final = "clinotel_collector_metrics"
+SDK_TELEMETRY: Final = "clinotel_sdk_telemetry"
+SDK_TELEMETRY_COLUMNS: Final = {
+    reason: "".join(word.capitalize() for word in reason.split("_")) for reason in A.HEALTH_COUNTERS
+}
+"""Reason (`clinotel.semconv.attributes.HEALTH_COUNTERS`) -> its column in `clinotel_sdk_telemetry`."""
 ALERT_EVENTS: Final = "clinotel_alert_events"
 ALERT_EVENT_COLUMNS: Final = (
     "Timestamp", "TenantId", "Rule", "Labels", "Event", "Severity", "Value", "Sample", "Threshold", "Receiver",
@@ -216,7 +223,7 @@ def tenant_tables() -> tuple[str, ...]:
     """The tables with a `TenantId` column: what readers may query, each filtered to their tenant."""
     from clinotel.collector import clinical
 
-    return (TRACES, clinical.STAGE_SPANS, clinical.WORKFLOWS, COLLECTOR_METRICS, ALERT_EVENTS)
+    return (TRACES, clinical.STAGE_SPANS, clinical.WORKFLOWS, COLLECTOR_METRICS, ALERT_EVENTS, SDK_TELEMETRY)
 
 
 def _alert_events(o: SchemaOptions) -> Iterator[str]:
@@ -281,6 +288,41 @@ def _codecs(o: SchemaOptions) -> Iterator[str]:
         )
 
 
+def _sdk_telemetry(o: SchemaOptions) -> Iterator[str]:
+    counters = ",\n    ".join(f"{identifier(c)} UInt64" for c in SDK_TELEMETRY_COLUMNS.values())
+    yield f"""CREATE TABLE IF NOT EXISTS {o.local(SDK_TELEMETRY)}{o.on_cluster}
+(
+    `Timestamp` DateTime64(9) CODEC(Delta, ZSTD(1)),
+    `TenantId` LowCardinality(String),
+    `ServiceName` LowCardinality(String),
+    `ServiceInstance` LowCardinality(String),
+    {counters}
+)
+ENGINE = {o.engine(SDK_TELEMETRY)}
+PARTITION BY toDate(Timestamp)
+ORDER BY (TenantId, ServiceName, Timestamp){o.ttl("toDateTime(Timestamp)")}
+COMMENT 'What each service''s clinotel gate dropped or redacted, per export batch'"""
+    values = ",\n    ".join(
+        f"toUInt64OrZero(SpanAttributes[{literal(A.HEALTH_COUNTERS[reason].key)}]) AS {identifier(column)}"
+        for reason, column in SDK_TELEMETRY_COLUMNS.items()
+    )
+    select = f"""SELECT
+    Timestamp,
+    TenantId,
+    ServiceName,
+    ResourceAttributes[{literal(A.SERVICE_INSTANCE_ID.key)}] AS ServiceInstance,
+    {values}
+FROM {o.local(TRACES)}
+WHERE SpanName = {literal(A.HEALTH_SPAN_NAME)}"""
+    view = o.local(SDK_TELEMETRY + "_mv")
+    yield f"CREATE MATERIALIZED VIEW IF NOT EXISTS {view}{o.on_cluster}\nTO {o.local(SDK_TELEMETRY)}\nAS {select}"
+    if o.cluster:
+        yield _distributed(o, SDK_TELEMETRY, "rand()")
+    else:
+        # what is stored already (an INSERT has no ON CLUSTER: a cluster starts counting now)
+        yield f"INSERT INTO {o.local(SDK_TELEMETRY)}\n{select}"
+
+
 class _Steps(Protocol):
     def __call__(self, o: SchemaOptions) -> Iterator[str]: ...
 
@@ -291,6 +333,7 @@ _STEPS: Final[tuple[tuple[int, str, _Steps], ...]] = (
     (3, "collector self-telemetry: clinotel_collector_metrics", _collector_metrics),
     (4, "alert audit trail: clinotel_alert_events", _alert_events),
     (5, "tighter codecs for otel_traces attribute maps and durations", _codecs),
+    (6, "SDK telemetry: clinotel_sdk_telemetry from the clinotel.telemetry spans", _sdk_telemetry),
 )
 SCHEMA_VERSION: Final = max(v for v, _, _ in _STEPS)
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from clinotel.collector import schema
-from clinotel.collector.sql import identifier, literal
+from clinotel.collector.sql import identifier
 from clinotel.dashboards._panels import Board, where_filters
-from clinotel.semconv import attributes as A
 
 UID = "clinotel-telemetry-health"
 SILENT_AFTER_MIN = 10
@@ -21,12 +20,7 @@ def build(database: str) -> dict[str, Any]:
     metrics = f"{identifier(database)}.{identifier(schema.COLLECTOR_METRICS)}"
     traces = f"{identifier(database)}.{identifier(schema.TRACES)}"
     tenant = where_filters(["TenantId"])
-    dropped = {
-        "unregistered": A.TELEMETRY_DROPPED_UNREGISTERED.key,
-        "invalid": A.TELEMETRY_DROPPED_INVALID.key,
-        "phi": A.TELEMETRY_DROPPED_PHI.key,
-        "redacted": A.TELEMETRY_REDACTED.key,
-    }
+    sdk = f"{identifier(database)}.{identifier(schema.SDK_TELEMETRY)}"
     b.row("Collector")
     b.timeseries(
         "Spans accepted per second", "Spans the collector acknowledged (written to its log).",
@@ -58,14 +52,13 @@ def build(database: str) -> dict[str, Any]:
     )  # fmt: skip
     b.row("Services")
     sums = ", ".join(
-        f"sum(toUInt64OrZero(SpanAttributes[{literal(key)}])) AS {identifier(reason)}"
-        for reason, key in dropped.items()
+        f"sum({identifier(column)}) AS {identifier(reason)}" for reason, column in schema.SDK_TELEMETRY_COLUMNS.items()
     )
     b.timeseries(
-        "Attributes dropped and values redacted by the SDKs", "From the clinotel.telemetry spans each service sends.",
-        f"SELECT $__timeInterval(Timestamp) AS time, {sums}\nFROM {traces}\n"
-        f"WHERE $__timeFilter(Timestamp) AND SpanName = {literal(A.HEALTH_SPAN_NAME)} AND {tenant}\n"
-        "GROUP BY time ORDER BY time",
+        "Attributes dropped and values redacted by the SDKs",
+        "What each service's clinotel gate dropped or redacted, from the clinotel.telemetry spans it sends.",
+        f"SELECT $__timeInterval(Timestamp) AS time, {sums}\nFROM {sdk}\n"
+        f"WHERE $__timeFilter(Timestamp) AND {tenant}\nGROUP BY time ORDER BY time",
     )  # fmt: skip
     b.table(
         "Services and when they were last heard", f"Silent: nothing for {SILENT_AFTER_MIN} minutes.",

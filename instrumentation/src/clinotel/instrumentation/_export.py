@@ -26,13 +26,7 @@ from clinotel.semconv import attributes as A
 
 __all__ = ["SanitizingSpanExporter"]
 
-_HEALTH_KEYS: Final = {
-    "unregistered": A.TELEMETRY_DROPPED_UNREGISTERED.key,
-    "invalid": A.TELEMETRY_DROPPED_INVALID.key,
-    "phi": A.TELEMETRY_DROPPED_PHI.key,
-    "redacted": A.TELEMETRY_REDACTED.key,
-    "internal_errors": A.TELEMETRY_INTERNAL_ERRORS.key,
-}
+_HEALTH_KEYS: Final = {reason: d.key for reason, d in A.HEALTH_COUNTERS.items()}
 _SCOPE: Final = InstrumentationScope(INSTRUMENTATION_NAME)
 
 

@@ -15,6 +15,7 @@ from opentelemetry import trace
 
 from clinotel.instrumentation.errors import TelemetryValidationError
 from clinotel.semconv import Pseudonymizer
+from clinotel.semconv import attributes as A
 
 __all__ = ["Counters", "Mode", "Runtime", "contain", "current", "install", "refuse"]
 
@@ -35,7 +36,7 @@ class Mode(StrEnum):
 class Counters:
     """Thread-safe counts of what clinotel dropped, redacted or contained, by reason."""
 
-    REASONS: Final = ("unregistered", "invalid", "phi", "redacted", "internal_errors")
+    REASONS: Final = tuple(A.HEALTH_COUNTERS)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

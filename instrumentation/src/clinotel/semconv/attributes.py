@@ -357,6 +357,15 @@ TELEMETRY_INTERNAL_ERRORS: Final = _number(
     integer=True,
     minimum=0,
 )
+HEALTH_COUNTERS: Final = {
+    "unregistered": TELEMETRY_DROPPED_UNREGISTERED,
+    "invalid": TELEMETRY_DROPPED_INVALID,
+    "phi": TELEMETRY_DROPPED_PHI,
+    "redacted": TELEMETRY_REDACTED,
+    "internal_errors": TELEMETRY_INTERNAL_ERRORS,
+}
+"""What the exporter counts, by reason, and the attribute each count travels in on the
+`HEALTH_SPAN_NAME` span."""
 
 # standard OpenTelemetry attributes kept; values are scrubbed as free text
 _FREE = PhiClass.FREE_TEXT
@@ -423,6 +432,7 @@ for _key, _brief in (
 
 SERVICE_NAME: Final = REGISTRY["service.name"]
 SERVICE_VERSION: Final = REGISTRY["service.version"]
+SERVICE_INSTANCE_ID: Final = REGISTRY["service.instance.id"]
 DEPLOYMENT_ENVIRONMENT: Final = REGISTRY["deployment.environment.name"]
 ERROR_TYPE: Final = REGISTRY["error.type"]
 
