@@ -174,3 +174,10 @@ def test_generate_keeps_secrets_and_the_write_token_works(stack: Stack) -> None:
     assert grant is not None
     assert (grant.tenant, grant.role) == (result.env["CLINOTEL_TENANT"], "write")
     assert result.env["CLINOTEL_WRITE_TOKEN"] not in (compose_dir / "generated/clinotel/tokens.toml").read_text()
+
+
+def test_a_tenant_that_is_not_a_label_is_refused(tmp_path: Path) -> None:
+    shutil.copytree(REPO / "compose", tmp_path / "compose", ignore=shutil.ignore_patterns("generated"))
+    with pytest.raises(ValueError, match=r"clinical\.tenant\.id"):
+        generate(tmp_path / "compose", tenant='st "marys"')
+    assert not (tmp_path / "compose" / "generated" / "clinotel" / "tokens.toml").exists()

@@ -30,7 +30,10 @@ def generate(compose_dir: Path, tenant: str | None) -> None:
 
     if not (compose_dir / "compose.yaml").exists():
         raise click.UsageError(f"{compose_dir} has no compose.yaml: give --dir, the repository's compose directory")
-    result = run(compose_dir, tenant)
+    try:
+        result = run(compose_dir, tenant)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--tenant") from None
     root = compose_dir / "generated"
     click.echo(f"wrote {len(result.files)} files under {root}")
     if result.kept_rules:

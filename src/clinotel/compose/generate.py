@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any, Final
 
 import yaml
+
+from clinotel.semconv import attributes as A
 
 __all__ = ["GENERATED", "Generated", "generate"]
 
@@ -59,6 +62,9 @@ def _env(existing: dict[str, str], tenant: str | None) -> dict[str, str]:
         env.setdefault(key, os.environ.get(key, default))
     if tenant is not None:
         env["CLINOTEL_TENANT"] = tenant
+    pattern = A.TENANT_ID.pattern
+    if pattern is not None and not re.fullmatch(pattern, env["CLINOTEL_TENANT"]):
+        raise ValueError(f"tenant {env['CLINOTEL_TENANT']!r} is not a valid {A.TENANT_ID.key} ({pattern})")
     return env
 
 
@@ -149,8 +155,9 @@ def generate(compose_dir: Path, tenant: str | None = None) -> Generated:
     files += write_alerting(out, load(rules), DATABASE, paused=True)
 
     key = out / "secrets" / "pagerduty-routing-key"
-    _write_private(key, env["PAGERDUTY_ROUTING_KEY"])
-    key.chmod(0o644)  # read by Alertmanager's unprivileged user through the bind mount
+    key.parent.mkdir(parents=True, exist_ok=True)
+    key.write_text(env["PAGERDUTY_ROUTING_KEY"], encoding="utf-8")
+    key.chmod(0o644)  # Alertmanager's unprivileged user reads it through the bind mount
     files.append(key)
 
     otelcol = out / "otelcol" / "config.yaml"
