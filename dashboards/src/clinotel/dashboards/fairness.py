@@ -56,21 +56,25 @@ def group_table_sql(database: str, dimension: str) -> str:
 def parity_summary_sql(database: str) -> str:
     """Per dimension, over groups with enough rows: the demographic parity difference and ratio of
     high-priority assignment (Fairlearn's between-groups max − min and min ÷ max of the selection
-    rate) and the equal-opportunity gap of under-triage (max − min across groups). One scan: each
-    workflow is counted once per dimension by an ARRAY JOIN."""
+    rate) and the equal-opportunity gap of under-triage (max − min across groups). One scan, a
+    grouping set per dimension: in a set's rows the other dimensions hold '' (no settings needed,
+    so a readonly=1 reader can run it), which names the dimension and leaves its value alone."""
     workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
     hp, n_hp = INDICATORS["high_priority_rate"].conditional()
     ut, n_ut = INDICATORS["under_triage_rate"].conditional()
     ok_hp, ok_ut = f"n_hp >= {MIN_GROUP}", f"n_ut >= {MIN_GROUP}"
-    pairs = ", ".join(f"({literal(title)}, toString({dim}))" for dim, title in COHORT_DIMENSIONS.items())
+    which = ", ".join(f"toString({dim}) != '', {literal(title)}" for dim, title in COHORT_DIMENSIONS.items())
+    value = ", ".join(f"toString({dim})" for dim in COHORT_DIMENSIONS)
+    sets = ", ".join(f"({dim})" for dim in COHORT_DIMENSIONS)
     return (
         f"SELECT dimension, countIf({ok_hp}) AS groups, "
         f"round(maxIf(hp, {ok_hp}) - minIf(hp, {ok_hp}), 4) AS dp_difference, "
         f"round(minIf(hp, {ok_hp}) / nullIf(maxIf(hp, {ok_hp}), 0), 4) AS dp_ratio, "
         f"round(maxIf(ut, {ok_ut}) - minIf(ut, {ok_ut}), 4) AS eo_gap_under_triage\n"
-        f"FROM (\n  SELECT d.1 AS dimension, d.2 AS grp, {hp} AS hp, {n_hp} AS n_hp, {ut} AS ut, {n_ut} AS n_ut\n"
-        f"  FROM {workflows}\n  ARRAY JOIN [{pairs}] AS d\n"
-        f"  WHERE $__timeFilter(StartTime) AND d.2 != '' AND {where_filters()}\n  GROUP BY dimension, grp\n)\n"
+        f"FROM (\n  SELECT multiIf({which}, '') AS dimension, concat({value}) AS grp, "
+        f"{hp} AS hp, {n_hp} AS n_hp, {ut} AS ut, {n_ut} AS n_ut\n"
+        f"  FROM {workflows}\n  WHERE $__timeFilter(StartTime) AND {where_filters()}\n"
+        f"  GROUP BY GROUPING SETS ({sets})\n  HAVING grp != ''\n)\n"
         "GROUP BY dimension ORDER BY dimension"
     )
 
