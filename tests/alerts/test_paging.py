@@ -249,3 +249,27 @@ def test_every_default_rule_evaluates_on_demo_data(collector: Any, sink: Sink) -
     summary = evaluator.evaluate(datetime.now(UTC) + timedelta(minutes=1))
     assert summary.errors == []
     assert summary.instances > 5
+
+
+def test_a_service_exporting_phi_opens_a_ticket_naming_the_service(collector: Any, sink: Sink) -> None:
+    import clinotel.instrumentation as ct
+    from clinotel.alerts import default_rules_path
+    from clinotel.demo.hospital import SimClock
+    from tests.collector.fixtures import WRITE_TOKEN
+    from tests.dashboards.demo_data import exporting_to
+
+    clock = SimClock(time.time_ns() - 60 * 10**9)
+    with exporting_to(collector, WRITE_TOKEN, clock, 1000), ct.workflow("triage", site="MRN 12345678"):
+        clock.advance(5)  # the site is a code; this one is a record number: the gate drops it as PHI
+    db = collector.options.database
+    assert collector.client.command(f"SELECT sum(Phi) FROM {db}.{schema.SDK_TELEMETRY}") == 1
+    default = load(default_rules_path())
+    pack = default.model_copy(update={"rules": tuple(r for r in default.rules if r.name == "sdk_phi_dropped")})
+    evaluator = Evaluator(collector.client, pack, Outbox([], [WebhookSink(f"{sink.url}/ticket")]), db)
+    summary = evaluator.evaluate(datetime.now(UTC) + timedelta(minutes=1))
+    assert summary.errors == []
+    [(rule, labels, state)] = summary.transitions
+    assert (rule, state) == ("sdk_phi_dropped", "firing")
+    assert labels["tenant"] == "st-marys"
+    assert labels["service"] == "clinotel-demo-hospital"
+    assert "MRN" not in json.dumps(sink.received), "the ticket names the service, never the value"

@@ -46,4 +46,4 @@ def test_serve_evaluates_rules_and_records_them(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()[-2000:]
-    assert b"evaluating 12 alert rules" in err
+    assert b"evaluating 13 alert rules" in err

@@ -93,7 +93,7 @@ class Evaluator:
         for o in observations:
             labels = {"tenant": o.tenant, "kind": o.kind} if o.tenant or o.kind else {}
             if o.group:
-                labels[rule.dimension or "group"] = o.group
+                labels[rule.group_label] = o.group
             threshold, min_sample, disabled = rule.limits(o.tenant, o.kind)
             if disabled:
                 continue

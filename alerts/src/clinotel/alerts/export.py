@@ -45,7 +45,7 @@ def _scope_sql(o: Override) -> str:
 
 def _query(rule: Rule, database: str, min_sample: int, scope: str) -> str:
     inner = rule_sql(rule, database, Bounds("$__toTime"))
-    labels = "tenant, kind, grp" if rule.kind is Kind.DISPARITY else "tenant, kind"
+    labels = "tenant, kind, grp" if rule.kind in (Kind.DISPARITY, Kind.SDK) else "tenant, kind"
     return (
         f"SELECT $__toTime AS time, {labels}, value\nFROM (\n{inner}\n)\n"
         f"WHERE n >= {min_sample} AND value IS NOT NULL AND ({scope})\nORDER BY time"

@@ -59,6 +59,13 @@ def rule_sql(rule: Rule, database: str, now: datetime | Bounds) -> str:
             f"SELECT '' AS tenant, '' AS kind, '' AS grp, {aggregate} AS value, count() AS n FROM {table} "
             f"WHERE Metric = {literal(rule.metric)} AND {bounds.between('Timestamp', w)} HAVING n > 0"
         )
+    if rule.kind is Kind.SDK:
+        table = f"{identifier(database)}.{identifier(schema.SDK_TELEMETRY)}"
+        column = identifier(schema.SDK_TELEMETRY_COLUMNS[rule.metric])
+        return (
+            f"SELECT TenantId AS tenant, '' AS kind, ServiceName AS grp, sum({column}) AS value, count() AS n "
+            f"FROM {table} WHERE {bounds.between('Timestamp', w)} GROUP BY tenant, grp"
+        )
     i = INDICATORS[rule.metric]
     table = f"{identifier(database)}.{identifier(i.table)}{i.final}"
     window = bounds.between(i.time_column, w)

@@ -1,7 +1,7 @@
 """Alert rules as pydantic models, loaded from YAML with the file, line and reason of any mistake.
 
 - name: high_risk_under_triage
-  kind: threshold                # threshold | baseline | canary | disparity | collector
+  kind: threshold                # threshold | baseline | canary | disparity | collector | sdk
   metric: high_risk_miss_rate    # an indicator shared with the dashboards (or a collector metric)
   comparison: gt
   threshold: 0.10
@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from clinotel.collector.indicators import COHORT_DIMENSIONS, INDICATORS
+from clinotel.semconv import attributes as A
 
 __all__ = ["Comparison", "Kind", "Override", "Rule", "RuleError", "RulePack", "load", "parse_duration"]
 
@@ -87,6 +88,9 @@ class Kind(StrEnum):
     """Each group of `dimension`: its value ÷ the reference (largest) group's, outside `band`."""
     COLLECTOR = "collector"
     """A collector figure: the sum of a counter's increases (or a gauge's maximum) over the window."""
+    SDK = "sdk"
+    """What one service's clinotel gate counted over the window (`clinotel_sdk_telemetry`), by
+    reason: `unregistered`, `invalid`, `phi`, `redacted`, `internal_errors`."""
 
 
 class Override(BaseModel):
@@ -128,6 +132,9 @@ class Rule(BaseModel):
         if self.kind is Kind.COLLECTOR:
             if self.metric not in COLLECTOR_METRICS:
                 raise ValueError(f"collector metric must be one of {', '.join(COLLECTOR_METRICS)}")
+        elif self.kind is Kind.SDK:
+            if self.metric not in A.HEALTH_COUNTERS:
+                raise ValueError(f"sdk metric must be one of {', '.join(A.HEALTH_COUNTERS)}")
         elif self.metric not in INDICATORS:
             raise ValueError(f"unknown metric {self.metric!r}; known: {', '.join(sorted(INDICATORS))}")
         if self.kind is Kind.DISPARITY:
@@ -140,6 +147,13 @@ class Rule(BaseModel):
         if self.kind is Kind.BASELINE and self.baseline_window is None:
             raise ValueError("a baseline rule needs baseline_window (the trailing period compared against)")
         return self
+
+    @property
+    def group_label(self) -> str:
+        """The label naming an instance's group: the disparity dimension, or the service."""
+        if self.kind is Kind.SDK:
+            return "service"
+        return self.dimension or "group"
 
     @property
     def runbook(self) -> str:
