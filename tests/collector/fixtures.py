@@ -5,6 +5,7 @@ directory by the root conftest."""
 from __future__ import annotations
 
 import hashlib
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from clinotel.collector import ingest, schema
 from clinotel.collector.service import Collector, CollectorConfig
+from clinotel.collector.sql import literal
 from clinotel.collector.tokens import Tokens
 
 
@@ -26,8 +28,25 @@ def engine_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def client(engine_dir: Path) -> Iterator[Any]:
     c = clickhouse_connect.get_client(dsn=f"chdb://{engine_dir / 'data'}")
+    _keep_schema_cache_in(c, engine_dir)
     yield c
     c.close()
+
+
+def _keep_schema_cache_in(c: Any, directory: Path) -> None:
+    """Tests that stand the engine in for a server send the .proto inline, and chDB caches inline
+    schemas under the working directory of its first such query, for the rest of the process:
+    make that first query here, from `directory`, so the cache stays out of the checkout."""
+    proto = literal('syntax = "proto3"; message M { string a = 1; }')
+    here = Path.cwd()
+    os.chdir(directory)
+    try:
+        c.query(
+            "SELECT * FROM format(Protobuf, 'a String', '') SETTINGS format_schema_source = 'string', "
+            f"format_schema = {proto}, format_schema_message_name = 'M'"
+        )
+    finally:
+        os.chdir(here)
 
 
 @pytest.fixture
