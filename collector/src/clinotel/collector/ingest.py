@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Final
 
@@ -88,7 +89,6 @@ def _flatten_select(o: SchemaOptions, source: str) -> str:
         "arrayMap(l -> l.trace_state, span.links)",
         f"arrayMap(l -> {attribute_map('l.attributes', _SPAN_SCOPES)}, span.links)",
     )
-    assert len(expressions) == len(TRACES_INSERT_COLUMNS)
     columns = ",\n    ".join(f"{e} AS {identifier(c)}" for e, c in zip(expressions, TRACES_INSERT_COLUMNS, strict=True))
     return f"""SELECT
     {columns}
@@ -123,7 +123,7 @@ class Pipeline:
     def for_options(cls, o: SchemaOptions) -> Pipeline:
         return cls(o, otlp_proto.proto_schema(), _flatten_select(o, _SOURCE_PLACEHOLDER))
 
-    @property
+    @cached_property
     def digest(self) -> str:
         text = "\x00".join((SEGMENT_STRUCTURE, self.proto, self.select))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
