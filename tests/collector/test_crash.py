@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,24 +28,31 @@ SPANS_PER_REQUEST = 50
 
 
 def _start(data: Path, wal: Path, port: int) -> subprocess.Popen[bytes]:
+    http = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(data), "--wal-dir", str(wal),
          "--otlp-http", f"127.0.0.1:{port}", "--otlp-grpc", f"127.0.0.1:{free_port()}",
-         "--http", f"127.0.0.1:{free_port()}", "--insecure-no-auth"],
+         "--http", f"127.0.0.1:{http}", "--insecure-no-auth"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )  # fmt: skip
+    return wait_serving(proc, http)
+
+
+def wait_serving(proc: subprocess.Popen[bytes], http: int) -> subprocess.Popen[bytes]:
+    """`proc` once its collector serves: its ports listen from the start, so wait for `/ping`."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"serve exited: {proc.stderr.read().decode() if proc.stderr else ''}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc
+            with urllib.request.urlopen(f"http://127.0.0.1:{http}/ping", timeout=30) as answer:
+                if answer.status == 200:
+                    return proc
         except OSError:
             time.sleep(0.1)
     proc.kill()
-    raise AssertionError("serve did not start listening")
+    raise AssertionError("serve did not start serving")
 
 
 def _close(proc: subprocess.Popen[bytes]) -> str:

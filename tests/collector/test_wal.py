@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
 from clinotel.collector.otlp_proto import frame
-from clinotel.collector.wal import LogFullError, WriteAheadLog, read_records, valid_length
+from clinotel.collector.wal import (
+    LogFullError,
+    LogInUseError,
+    LogLostError,
+    LogOwnedError,
+    WriteAheadLog,
+    holder_of,
+    owner_of,
+    read_records,
+    valid_length,
+)
 
 
 def test_records_round_trip_and_segments_seal_by_size(tmp_path: Path) -> None:
@@ -50,7 +64,8 @@ def test_a_torn_tail_is_cut_at_start_and_whole_records_replay(tmp_path: Path) ->
     assert wal._file is not None
     wal._file.write(frame(b"never acknowledged")[:-4])  # a crash mid-write
     wal._file.flush()
-    # the process dies: the file is left open; a new log opens the directory
+    # the process dies: the file is left open, its lock released; a new log opens the directory
+    wal.release()
     reopened = WriteAheadLog(tmp_path, max_age_s=60)
     segment = reopened.next_segment(0)
     assert segment is not None
@@ -98,3 +113,74 @@ def test_an_old_open_segment_is_sealed_for_freshness(tmp_path: Path) -> None:
     segment = wal.next_segment(timeout=1.0)
     assert segment is not None
     assert list(read_records(segment.path)) == [b"fresh"]
+
+
+def test_a_log_held_by_another_process_is_refused_with_who_holds_it(tmp_path: Path) -> None:
+    code = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from clinotel.collector.wal import WriteAheadLog\n"
+        f"w = WriteAheadLog(Path({str(tmp_path)!r}), owner='chdb:///a#clinotel', holder={{'read': 'http://h:1'}})\n"
+        "print('held', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    other = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout is not None
+        assert other.stdout.readline().strip() == "held"
+        with pytest.raises(LogInUseError, match=rf"in use by another collector \(pid {other.pid} on "):
+            WriteAheadLog(tmp_path, owner="chdb:///a#clinotel")
+        assert holder_of(tmp_path) == {"pid": str(other.pid), "host": os.uname().nodename, "read": "http://h:1"}
+    finally:
+        assert other.stdin is not None
+        other.stdin.close()
+        other.wait(timeout=30)
+        if other.stdout is not None:
+            other.stdout.close()
+    assert holder_of(tmp_path) is None  # released with its process
+    WriteAheadLog(tmp_path, owner="chdb:///a#clinotel").release()
+
+
+def test_two_logs_on_one_directory_in_one_process_are_refused(tmp_path: Path) -> None:
+    first = WriteAheadLog(tmp_path)
+    with pytest.raises(LogInUseError):
+        WriteAheadLog(tmp_path)
+    first.release()
+    WriteAheadLog(tmp_path).release()
+
+
+def test_a_log_belongs_to_the_store_that_first_used_it(tmp_path: Path) -> None:
+    WriteAheadLog(tmp_path, owner="chdb:///share/d1#clinotel").release()
+    assert owner_of(tmp_path) == "chdb:///share/d1#clinotel"
+    with pytest.raises(LogOwnedError, match=r"belongs to the store chdb:///share/d1#clinotel, not chdb:///share/d2"):
+        WriteAheadLog(tmp_path, owner="chdb:///share/d2#clinotel")
+    WriteAheadLog(tmp_path, owner="chdb:///share/d1#clinotel").release()
+
+
+@pytest.mark.parametrize("change", ["moved", "deleted"])
+def test_nothing_is_acknowledged_into_a_segment_moved_or_deleted_under_the_log(tmp_path: Path, change: str) -> None:
+    wal = WriteAheadLog(tmp_path / "wal", max_age_s=60)
+    wal.append(frame(b"kept"))
+    assert wal._path is not None
+    if change == "moved":
+        (tmp_path / "elsewhere").mkdir()
+        os.replace(wal._path, tmp_path / "elsewhere" / wal._path.name)
+    else:
+        wal._path.unlink()
+    with pytest.raises(LogLostError, match="moved or deleted"):
+        wal.append(frame(b"would be lost"))
+    with pytest.raises(LogLostError):  # and stays refused
+        wal.append(frame(b"later"))
+    assert wal.lost is not None
+    wal.release()
+
+
+def test_verify_notices_the_log_directory_deleted_under_it(tmp_path: Path) -> None:
+    wal = WriteAheadLog(tmp_path / "wal", max_age_s=60)
+    wal.verify()
+    shutil.rmtree(tmp_path / "wal")
+    with pytest.raises(LogLostError, match="moved or deleted while in use"):
+        wal.verify()
+    with pytest.raises(LogLostError):
+        wal.append(frame(b"x"))
+    wal.release()

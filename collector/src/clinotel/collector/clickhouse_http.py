@@ -20,11 +20,11 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
-from clinotel.collector.http_thread import ServerThread
+from clinotel.collector.http_thread import QuietHTTPServer, ServerThread, bind
 from clinotel.collector.receiver import RefusedError, decompress
 from clinotel.collector.sql_reader import ClickHouseError, ReadResult, SqlReader, content_type
 
@@ -129,7 +129,12 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         params = dict(parse_qsl(url.query, keep_blank_values=True))
         if url.path in ("/ping", "/") and "query" not in params:
-            self._reply(HTTPStatus.OK, b"Ok.\n", "text/plain; charset=UTF-8")
+            problem = self.server.health()
+            if problem is None:
+                self._reply(HTTPStatus.OK, b"Ok.\n", "text/plain; charset=UTF-8")
+            else:  # a collector that cannot store what it receives is not OK
+                body = f"Not OK: {problem}\n".encode()
+                self._reply(HTTPStatus.SERVICE_UNAVAILABLE, body, "text/plain; charset=UTF-8")
         elif url.path == "/metrics":
             self._reply(HTTPStatus.OK, self.server.metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
         elif url.path == "/":
@@ -258,7 +263,7 @@ def _compress(body: bytes, encoding: str, level: str | None) -> bytes:
     return zlib.compress(body, lvl)
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(QuietHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
@@ -268,17 +273,33 @@ class _Server(ThreadingHTTPServer):
         metrics: Callable[[], str],
         reader: SqlReader | None,
         authorize: Authorize,
+        health: Callable[[], str | None],
     ) -> None:
         self.metrics = metrics
         self.reader = reader
         self.authorize = authorize
+        self.health = health
         super().__init__(address, _Handler)
 
 
 class ClickHouseHttpServer(ServerThread):
-    """ClickHouse's HTTP interface (read-only) and `/metrics` on `host:port`, in a background thread."""
+    """ClickHouse's HTTP interface (read-only) and `/metrics` on `host:port`, in a background thread.
+    `health` says why the collector is not OK (`/ping` then answers 503), or None."""
 
     def __init__(
-        self, host: str, port: int, metrics: Callable[[], str], reader: SqlReader | None, authorize: Authorize
+        self,
+        host: str,
+        port: int,
+        metrics: Callable[[], str],
+        reader: SqlReader | None,
+        authorize: Authorize,
+        health: Callable[[], str | None] = lambda: None,
     ) -> None:
-        super().__init__(_Server((host, port), metrics, reader, authorize), "clinotel-http")
+        server = bind("the ClickHouse HTTP interface (--http)", host, port,
+                      lambda: _Server((host, port), metrics, reader, authorize, health))  # fmt: skip
+        self._chserver = server
+        super().__init__(server, "clinotel-http")
+
+    def set_reader(self, reader: SqlReader | None) -> None:
+        """The store's reader, once it is open (the port is bound before the store)."""
+        self._chserver.reader = reader

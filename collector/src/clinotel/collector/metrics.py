@@ -56,13 +56,20 @@ def _summary(name: str, help_text: str, recent: list[float], total: float, count
     return Family(name, "summary", help_text, samples)
 
 
-def collect(receiver: ReceiverStats, wal: WriteAheadLog, writer: WriterStats) -> list[Family]:
-    """Every collector figure, read once."""
+def collect(receiver: ReceiverStats, wal: WriteAheadLog, writer: WriterStats, up: bool = True) -> list[Family]:
+    """Every collector figure, read once; `up` is whether it can store what it receives."""
     with receiver.lock:
         requests, accepted, log_bytes = receiver.requests, receiver.spans_accepted, receiver.log_bytes
         refused_spans = dict(receiver.spans_refused)
         refused_requests = dict(receiver.requests_refused)
     return [
+        _one(
+            "clinotel_collector_up",
+            "gauge",
+            "1 while the collector can store what it receives; 0 once its writer or its log failed (it then "
+            "answers 503 and stops).",
+            1 if up else 0,
+        ),
         _one("clinotel_receiver_requests_total", "counter", "OTLP requests accepted.", requests),
         _one("clinotel_receiver_spans_accepted_total", "counter", "Spans accepted into the log.", accepted),
         _by_reason("clinotel_receiver_spans_refused_total", "Spans refused individually, by reason.", refused_spans),

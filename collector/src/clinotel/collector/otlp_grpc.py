@@ -15,6 +15,7 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from clinotel.collector.listen import ListenError, check_free
 from clinotel.collector.otlp_http import Authenticate
 from clinotel.collector.receiver import PROTOBUF, RefusedError, TraceReceiver
 
@@ -55,13 +56,26 @@ class OtlpGrpcServer:
         self._receiver = receiver
         self._authenticate = authenticate
         limit = receiver.limits.max_request_bytes
+        label = "OTLP/gRPC"
+        check_free(label, host, port)  # gRPC reports a failed bind only as text on stderr
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clinotel-otlp-grpc"),
-            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", 4 << 20)],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", 4 << 20),
+                ("grpc.so_reuseport", 0),  # exclusive: a second collector on this port is refused
+            ],
         )
         handler = grpc.unary_unary_rpc_method_handler(self._export)  # raw bytes in and out
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Export": handler}),))
-        self.port = self._server.add_insecure_port(f"{host}:{port}")
+        shown = f"[{host}]" if ":" in host else host
+        try:
+            self.port = self._server.add_insecure_port(f"{shown}:{port}")
+        except RuntimeError:
+            self.port = 0
+        if not self.port:
+            self._server.stop(None)
+            raise ListenError(f"cannot listen on {shown}:{port} for {label}: the address is in use or not available")
 
     def _export(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         grant = self._authenticate(_token(context))
@@ -86,3 +100,7 @@ class OtlpGrpcServer:
 
     def stop(self) -> None:
         self._server.stop(grace=5).wait(10)
+
+    def close(self) -> None:
+        """Release the port of a server never started."""
+        self._server.stop(None)

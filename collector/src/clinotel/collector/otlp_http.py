@@ -6,13 +6,13 @@ import ipaddress
 import logging
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Final
 
 from google.protobuf import json_format
 from google.rpc import status_pb2
 
-from clinotel.collector.http_thread import ServerThread
+from clinotel.collector.http_thread import QuietHTTPServer, ServerThread, bind
 from clinotel.collector.receiver import JSON, PROTOBUF, RefusedError, TraceReceiver, too_large
 from clinotel.collector.tokens import Grant
 
@@ -143,7 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_PUT = do_DELETE = do_PATCH = _not_allowed  # noqa: N815
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(QuietHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
@@ -157,4 +157,5 @@ class OtlpHttpServer(ServerThread):
     """The OTLP/HTTP receiver on `host:port`, in a background thread."""
 
     def __init__(self, host: str, port: int, receiver: TraceReceiver, authenticate: Authenticate) -> None:
-        super().__init__(_Server((host, port), receiver, authenticate), "clinotel-otlp-http")
+        server = bind("OTLP/HTTP", host, port, lambda: _Server((host, port), receiver, authenticate))
+        super().__init__(server, "clinotel-otlp-http")

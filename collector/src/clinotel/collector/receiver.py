@@ -3,7 +3,8 @@
 It decodes each request once to validate it (malformed: refused, nothing logged), refuses spans
 with invalid ids individually (partial success), counts what it accepts, and appends the request
 bytes with the tenant's envelope to the write-ahead log. It answers only once the log has them
-on disk.
+on disk, and refuses everything (503, retry later) while the collector cannot store what it
+receives: before its log is open, or once its writer or its log failed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 import time
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -28,7 +30,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from clinotel.collector import otlp_proto
-from clinotel.collector.wal import LogFullError, WriteAheadLog
+from clinotel.collector.wal import LogFullError, LogLostError, WriteAheadLog
 
 __all__ = [
     "CONTENT_TYPES",
@@ -197,13 +199,23 @@ def _refuse_invalid_spans(request: ExportTraceServiceRequest) -> tuple[int, int]
     return kept, removed
 
 
+Health = Callable[[], str | None]
+"""Why the collector cannot store what it receives now, or None when it can."""
+
+
 class TraceReceiver:
     """Validates OTLP trace exports and appends them to the log for one tenant per request."""
 
-    def __init__(self, wal: WriteAheadLog, limits: Limits | None = None) -> None:
+    def __init__(self, wal: WriteAheadLog | None, limits: Limits | None = None, health: Health | None = None) -> None:
+        """`wal` may come later (`attach`): until then every export is refused as unavailable."""
         self.wal = wal
         self.limits = limits or Limits()
         self.stats = ReceiverStats()
+        self._health = health
+
+    def attach(self, wal: WriteAheadLog) -> None:
+        """Start accepting into `wal`."""
+        self.wal = wal
 
     def export(self, body: bytes, *, content_type: str, content_encoding: str = "", tenant: str) -> ExportResult:
         """Accept one request for `tenant` (from the caller's token); raises `RefusedError`."""
@@ -214,6 +226,10 @@ class TraceReceiver:
             raise
 
     def _export(self, body: bytes, content_type: str, content_encoding: str, tenant: str) -> ExportResult:
+        wal = self.wal
+        problem = self._health() if self._health is not None else None
+        if wal is None or problem is not None:
+            raise unavailable("unavailable", f"the collector cannot store spans now: {problem or 'starting'}")
         raw = decompress(body, content_encoding, self.limits.max_request_bytes)
         request = decode(raw, content_type)
         media = content_type.split(";", maxsplit=1)[0].strip().lower()
@@ -228,9 +244,11 @@ class TraceReceiver:
         if kept:
             record = otlp_proto.frame(raw + otlp_proto.envelope(tenant, secrets.token_hex(8), time.time_ns()))
             try:
-                self.wal.append(record)
+                wal.append(record)
             except LogFullError as e:
                 raise unavailable("log_full", str(e)) from None
+            except LogLostError as e:
+                raise unavailable("log_lost", str(e)) from None
             except OSError as e:
                 raise unavailable("log_error", f"cannot write the log: {e}") from None
         with self.stats.lock:

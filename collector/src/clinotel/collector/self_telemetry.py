@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from clinotel.collector import schema
 from clinotel.collector.metrics import Family
+from clinotel.collector.supervise import guarded
 
 __all__ = ["COLUMNS", "MetricsRecorder"]
 
@@ -82,12 +83,14 @@ class MetricsRecorder:
             self.record()
             next_at += self.interval_s
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="clinotel-self-telemetry", daemon=True)
+    def start(self, on_failure: Callable[[str], None] | None = None) -> None:
+        """Record every interval in a thread; `on_failure` hears if that thread ever dies."""
+        self._thread = guarded(self._run, "clinotel-self-telemetry", on_failure or (lambda reason: None))
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, record: bool = True) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        self.record()
+        if record:
+            self.record()

@@ -1,24 +1,44 @@
-"""The collector assembled: store, schema, log, writer, receivers; started in that order and
-stopped in reverse, so nothing acknowledged is left behind."""
+"""The collector assembled: listeners, log, store, schema, writer; started in that order and
+stopped in reverse, so nothing acknowledged is left behind.
+
+Every listener is bound first, so a port clash stops the collector before anything is created.
+Then the log is locked and claimed for this store (one log, one store, one running collector),
+the store opened and the writer started. From then on the collector watches itself: if its
+writer or any of its servers stops by itself, or its log is moved or deleted under it, it answers
+503 to every export, `/ping` is not OK, `clinotel_collector_up` is 0, and `failed` is set so the
+process exits instead of acknowledging what nobody will store.
+"""
 
 from __future__ import annotations
 
 import logging
 import socket
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from clinotel.collector import ingest, metrics, schema
 from clinotel.collector.clickhouse_http import ClickHouseHttpServer, Credentials, ReaderAccess
+from clinotel.collector.listen import MAX_PORT
 from clinotel.collector.otlp_grpc import OtlpGrpcServer
 from clinotel.collector.otlp_http import OtlpHttpServer, is_loopback
 from clinotel.collector.receiver import DEFAULT_MAX_REQUEST_BYTES, Limits, TraceReceiver
 from clinotel.collector.self_telemetry import MetricsRecorder
 from clinotel.collector.sql_reader import ClickHouseError, ReadLimits, SqlReader
-from clinotel.collector.store import DEFAULT_DATA_DIR, connect
+from clinotel.collector.store import (
+    DEFAULT_DATA_DIR,
+    check_embedded,
+    connect,
+    default_wal_dir,
+    legacy_wal_dir,
+    record_log,
+    recorded_log,
+    store_id,
+)
 from clinotel.collector.tokens import ALL_TENANTS, Grant, Tokens
-from clinotel.collector.wal import WriteAheadLog
+from clinotel.collector.wal import LogLostError, WriteAheadLog, owner_of, pending_segments
 from clinotel.collector.writer import SegmentWriter
 
 __all__ = ["Collector", "CollectorConfig", "ConfigError"]
@@ -61,12 +81,22 @@ class CollectorConfig:
             raise ConfigError(f"--insecure-no-auth is refused on a non-loopback address ({exposed[0]})")
         if self.data_dir is not None and self.clickhouse_url is not None:
             raise ConfigError("give --data-dir or --clickhouse-url, not both")
+        for name, address in (("--otlp-http", self.otlp_http), ("--otlp-grpc", self.otlp_grpc), ("--http", self.http)):
+            if address is not None and not 0 <= address[1] <= MAX_PORT:
+                raise ConfigError(f"{name}: port {address[1]} is not a port (0 to {MAX_PORT})")
 
     @property
     def resolved_wal_dir(self) -> Path:
+        """The log's directory: --wal-dir, else derived from the store (`DATA.wal` beside the data
+        directory), so two stores never share one by default."""
         if self.wal_dir is not None:
-            return self.wal_dir
-        return self.engine_dir.parent / "wal"
+            return self.wal_dir.resolve()
+        return default_wal_dir(self.data_dir, self.clickhouse_url, self.database)
+
+    @property
+    def store(self) -> str:
+        """The store's name as its log records it."""
+        return store_id(self.engine_dir if self.clickhouse_url is None else None, self.clickhouse_url, self.database)
 
     @property
     def engine_dir(self) -> Path:
@@ -74,13 +104,17 @@ class CollectorConfig:
 
 
 class Collector:
-    """One collector process. `client` lets tests share their embedded engine."""
+    """One collector process. `client` lets tests share their embedded engine; `on_failure` hears
+    (once) why the collector stopped being able to store what it receives."""
 
-    def __init__(self, config: CollectorConfig, client: Any | None = None) -> None:
+    def __init__(
+        self, config: CollectorConfig, client: Any | None = None, on_failure: Callable[[str], None] | None = None
+    ) -> None:
         config.validate()
         self.config = config
         self.options = schema.SchemaOptions(database=config.database, ttl_days=config.ttl_days)
         self._client = client
+        self._owns_client = client is None
         self.wal: WriteAheadLog | None = None
         self.writer: SegmentWriter | None = None
         self.receiver: TraceReceiver | None = None
@@ -89,6 +123,12 @@ class Collector:
         self.admin: ClickHouseHttpServer | None = None
         self.reader: SqlReader | None = None
         self.recorder: MetricsRecorder | None = None
+        self.failure: str | None = None
+        """Why the collector stopped acknowledging, once it has."""
+        self.failed = threading.Event()
+        self._on_failure = on_failure
+        self._failure_lock = threading.Lock()
+        self._serving = False
 
     def _authenticate(self, token: str | None) -> Grant | None:
         if self.config.tokens is not None:
@@ -113,57 +153,160 @@ class Collector:
         return ReaderAccess(None if grant.tenant == ALL_TENANTS else grant.tenant)
 
     def start(self) -> None:
+        """Bind every listener, lock and claim the log, open the store, start writing and serving;
+        on any error, release what was taken and raise."""
+        self.receiver = TraceReceiver(None, Limits(self.config.max_request_bytes), health=self.health)
+        try:
+            self._listen()
+            self._open()
+            self._serve()
+        except BaseException:
+            self._abandon()
+            raise
+
+    def _listen(self) -> None:
+        """Every port, before anything is created: a clash leaves nothing behind."""
         cfg = self.config
-        client = self._client if self._client is not None else connect(cfg.data_dir, cfg.clickhouse_url)
-        self._client = client
-        applied = schema.apply(client, self.options)
-        if applied:
-            logger.info("schema migrations applied: %s", applied)
+        assert self.receiver is not None
+        self.http = OtlpHttpServer(cfg.otlp_http[0], cfg.otlp_http[1], self.receiver, self._authenticate)
+        if cfg.otlp_grpc is not None:
+            self.grpc = OtlpGrpcServer(cfg.otlp_grpc[0], cfg.otlp_grpc[1], self.receiver, self._authenticate)
+        if cfg.http is not None:
+            self.admin = ClickHouseHttpServer(
+                cfg.http[0], cfg.http[1], self.metrics, None, self._authorize_reader, self.health
+            )
+
+    def _check_logs(self, wal_dir: Path) -> None:
+        """Refuse to start where acknowledged segments would be left behind: in the log this store
+        recorded before, or in the unowned log earlier versions shared between stores."""
+        cfg = self.config
+        if cfg.clickhouse_url is None:
+            recorded = recorded_log(cfg.engine_dir, cfg.database)
+            waiting = pending_segments(recorded) if recorded is not None and recorded != wal_dir else []
+            if recorded is not None and waiting:
+                raise ConfigError(
+                    f"the store {cfg.engine_dir} records its log at {recorded}, which holds {len(waiting)} segment(s) "
+                    f"not yet stored: start it with --wal-dir {recorded}"
+                )
+        legacy = legacy_wal_dir(cfg.engine_dir)
+        waiting = pending_segments(legacy) if cfg.wal_dir is None and legacy != wal_dir else []
+        if waiting and owner_of(legacy) in (None, cfg.store):
+            raise ConfigError(
+                f"{legacy} holds {len(waiting)} segment(s) not yet stored, in a log with no owner recorded (earlier "
+                "versions put the log of every store in this folder there): start the store they belong to once "
+                f"with --wal-dir {legacy}"
+            )
+
+    def _open(self) -> None:
+        cfg = self.config
         wal_dir = cfg.resolved_wal_dir
+        embedded = cfg.clickhouse_url is None
+        if embedded and self._owns_client:
+            check_embedded(cfg.engine_dir, cfg.database, reading=False)
+        self._check_logs(wal_dir)
+        holder = {"store": cfg.store}
+        if self.admin is not None and embedded and cfg.http is not None:
+            shown = f"[{cfg.http[0]}]" if ":" in cfg.http[0] else cfg.http[0]
+            holder["read"] = f"http://{shown}:{self.admin.port}"
         self.wal = WriteAheadLog(
             wal_dir,
+            owner=cfg.store,
+            holder=holder,
             segment_bytes=cfg.wal_segment_bytes,
             max_age_s=cfg.wal_max_age_s,
             max_bytes=cfg.wal_max_bytes,
         )
+        client = self._client if self._client is not None else connect(cfg.data_dir, cfg.clickhouse_url)
+        self._client = client
+        if embedded:
+            record_log(cfg.engine_dir, cfg.database, wal_dir)
+        applied = schema.apply(client, self.options)
+        if applied:
+            logger.info("schema migrations applied: %s", applied)
         pipeline = ingest.install(client, self.options)
         replay = self.wal.sealed_count
         if replay:
             logger.info("replaying %d segment(s) left in the write-ahead log", replay)
-        if cfg.clickhouse_url is None:
-            self.writer = SegmentWriter(self.wal, client, pipeline, "file", str(pipeline.write_proto(wal_dir)))
+        if embedded:
+            proto = str(pipeline.write_proto(wal_dir))
+            self.writer = SegmentWriter(self.wal, client, pipeline, "file", proto, on_failure=self.fail)
         else:
-            self.writer = SegmentWriter(self.wal, client, pipeline, "body", ingest.server_schema(client, pipeline))
-        self.writer.start()
-        self.receiver = TraceReceiver(self.wal, Limits(cfg.max_request_bytes))
+            schema_file = ingest.server_schema(client, pipeline)
+            self.writer = SegmentWriter(self.wal, client, pipeline, "body", schema_file, on_failure=self.fail)
         if cfg.metrics_interval_s is not None:
-            instance = f"{socket.gethostname()}:{cfg.otlp_http[1]}"
+            assert self.http is not None
+            instance = f"{socket.gethostname()}:{self.http.port}"
             self.recorder = MetricsRecorder(
                 client, self.options, self.metric_families, instance, cfg.metrics_interval_s
             )
-            self.recorder.start()
-        host, port = cfg.otlp_http
-        self.http = OtlpHttpServer(host, port, self.receiver, self._authenticate)
-        self.http.start()
-        if cfg.otlp_grpc is not None:
-            self.grpc = OtlpGrpcServer(cfg.otlp_grpc[0], cfg.otlp_grpc[1], self.receiver, self._authenticate)
-            self.grpc.start()
-        if cfg.http is not None:
+        if self.admin is not None and embedded:
             # With a server, readers query the server (its users and row policies); this port keeps
             # /ping and /metrics.
-            if cfg.clickhouse_url is None:
-                self.reader = SqlReader(cfg.engine_dir, cfg.database, schema.tenant_tables(), cfg.read_limits)
-            self.admin = ClickHouseHttpServer(
-                cfg.http[0], cfg.http[1], self.metrics, self.reader, self._authorize_reader
-            )
-            self.admin.start()
+            self.reader = SqlReader(cfg.engine_dir, cfg.database, schema.tenant_tables(), cfg.read_limits)
+            self.admin.set_reader(self.reader)
+
+    def _serve(self) -> None:
+        assert self.writer is not None
+        assert self.receiver is not None
+        assert self.wal is not None
+        self.writer.start()
+        if self.recorder is not None:
+            self.recorder.start(on_failure=self.fail)
+        self.receiver.attach(self.wal)
+        for server in (self.http, self.admin):
+            if server is not None:
+                server.on_failure = self.fail
+                server.start()
+        if self.grpc is not None:
+            self.grpc.start()
+        self._serving = True
+
+    def _abandon(self) -> None:
+        """Undo a start that failed part way: close the ports, release the log."""
+        for server in (self.admin, self.http):
+            if server is not None:
+                server.stop()
+        if self.grpc is not None:
+            if self._serving:
+                self.grpc.stop()
+            else:
+                self.grpc.close()
+        if self.writer is not None:
+            self.writer.stop(drain=False)
+        if self.recorder is not None:
+            self.recorder.stop(record=False)
+        if self.reader is not None:
+            self.reader.close()
+        if self.wal is not None:
+            self.wal.release()
+
+    def health(self) -> str | None:
+        """Why the collector cannot store what it receives now, or None when it can."""
+        if self.failure is not None:
+            return self.failure
+        if self.wal is not None and self.wal.lost is not None:
+            return self.wal.lost
+        if self.writer is not None and not self.writer.alive:
+            return self.writer.failure or "the writer thread stopped"
+        return None
+
+    def fail(self, reason: str) -> None:
+        """Stop acknowledging for `reason` (a background thread died, the log was lost)."""
+        with self._failure_lock:
+            if self.failure is not None:
+                return
+            self.failure = reason
+        logger.critical("the collector stops acknowledging (503 from now on): %s", reason)
+        self.failed.set()
+        if self._on_failure is not None:
+            self._on_failure(reason)
 
     def metric_families(self) -> list[metrics.Family]:
         """The collector's figures, read once."""
         assert self.receiver is not None
         assert self.wal is not None
         assert self.writer is not None
-        return metrics.collect(self.receiver.stats, self.wal, self.writer.stats)
+        return metrics.collect(self.receiver.stats, self.wal, self.writer.stats, up=self.health() is None)
 
     def metrics(self) -> str:
         """The collector's figures in Prometheus text format."""
@@ -174,18 +317,24 @@ class Collector:
         return self._client
 
     def stop(self) -> None:
-        """Stop receiving, seal the log, and write everything acknowledged."""
-        if self.admin is not None:
-            self.admin.stop()
+        """Stop receiving, seal the log, and write everything acknowledged (unless the collector
+        failed: then what the log holds stays on disk for the next start)."""
+        for server in (self.admin, self.grpc, self.http):
+            if server is not None:
+                server.stop()
         if self.reader is not None:
             self.reader.close()
-        if self.grpc is not None:
-            self.grpc.stop()
-        if self.http is not None:
-            self.http.stop()
         if self.wal is not None:
-            self.wal.close()
+            try:
+                self.wal.close()
+            except (LogLostError, OSError) as e:
+                logger.error("could not seal the log: %s", e)
         if self.writer is not None:
-            self.writer.stop(drain=True)
+            try:
+                self.writer.stop(drain=self.health() is None)
+            except (LogLostError, OSError) as e:
+                logger.error("could not write what the log holds: %s", e)
         if self.recorder is not None:
             self.recorder.stop()
+        if self.wal is not None:
+            self.wal.release()

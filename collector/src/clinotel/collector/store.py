@@ -1,17 +1,49 @@
-"""One way to reach ClickHouse: clickhouse-connect, on the embedded engine or a server."""
+"""One way to reach ClickHouse: clickhouse-connect, on the embedded engine or a server; and what
+can be known about an embedded store before opening it (whether it exists, who holds it, whether
+it is writable, which write-ahead log it owns).
+
+The embedded engine allows one process per data directory and writes to it even to read, so a
+store held by a running collector, or on a read-only mount, is refused here with what to do
+instead, before chDB is started at all.
+"""
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-__all__ = ["DEFAULT_DATA_DIR", "StoreError", "connect", "dsn_for"]
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "STORE_RECORD",
+    "StoreError",
+    "check_embedded",
+    "connect",
+    "default_wal_dir",
+    "dsn_for",
+    "error_line",
+    "holder_pid",
+    "legacy_wal_dir",
+    "reach_error",
+    "record_log",
+    "recorded_log",
+    "store_id",
+]
 
 DEFAULT_DATA_DIR: Final = Path(".clinotel") / "data"
 ENV_USER: Final = "CLICKHOUSE_USER"
 ENV_PASSWORD: Final = "CLICKHOUSE_PASSWORD"
+STORE_RECORD: Final = "clinotel-store.json"
+"""In an embedded store's directory: the write-ahead log of each database it holds."""
+_ENGINE_STATUS: Final = "status"
+"""The file a running engine keeps locked in its data directory (with its process id inside)."""
+_ERRNO: Final = re.compile(r"\[Errno (-?\d+)\] ([^'\"()\]]+)")
+_CH_ERROR: Final = re.compile(r"Code: (\d+)\. DB::Exception: (.*?)(?: \(version [^)]*\))?\.?\s*$", re.S)
 
 
 class StoreError(RuntimeError):
@@ -29,17 +61,183 @@ def dsn_for(data_dir: Path | None = None, url: str | None = None) -> str:
     return f"chdb://{path}"
 
 
+def store_id(data_dir: Path | None, url: str | None, database: str) -> str:
+    """The name a write-ahead log records as its owner: the store and the database it feeds."""
+    return f"{dsn_for(data_dir, url).rstrip('/')}#{database}"
+
+
+def default_wal_dir(data_dir: Path | None, url: str | None, database: str) -> Path:
+    """Where a store's log goes when no --wal-dir is given: beside the data directory, named after
+    it (`data` → `data.wal`); for a server, `.clinotel/<host>-<port>.wal`. A database other than
+    `clinotel` gets its name in the log's."""
+    suffix = "" if database == "clinotel" else f".{database}"
+    if url is not None:
+        parts = urlsplit(url)
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{parts.hostname or 'server'}-{parts.port or 'default'}")
+        return (Path(".clinotel") / f"{name}{suffix}.wal").resolve()
+    path = (data_dir or DEFAULT_DATA_DIR).resolve()
+    return path.with_name(f"{path.name}{suffix}.wal")
+
+
+def legacy_wal_dir(data_dir: Path | None) -> Path:
+    """Where earlier versions put every store's log by default: `wal` beside the data directory,
+    named after nothing (so two stores in one folder shared it)."""
+    return (data_dir or DEFAULT_DATA_DIR).resolve().parent / "wal"
+
+
+# -- the embedded store's record of its logs ----------------------------------------------------
+def recorded_log(data_dir: Path, database: str) -> Path | None:
+    """The log the embedded store at `data_dir` recorded for `database`, if any."""
+    try:
+        logs = json.loads((data_dir / STORE_RECORD).read_text(encoding="utf-8")).get("logs", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    value = logs.get(database) if isinstance(logs, dict) else None
+    return Path(value) if isinstance(value, str) else None
+
+
+def record_log(data_dir: Path, database: str, wal_dir: Path) -> None:
+    """Record in the embedded store that `wal_dir` is the log of `database`."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / STORE_RECORD
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = {}
+    if not isinstance(record, dict) or not isinstance(record.get("logs"), dict):
+        record = {"logs": {}}
+    record["logs"][database] = str(wal_dir.resolve())
+    tmp = data_dir / f".{STORE_RECORD}.tmp"
+    with tmp.open("w", encoding="utf-8") as f:
+        json.dump(record, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# -- before opening an embedded store -------------------------------------------------------------
+def holder_pid(data_dir: Path) -> int | None:
+    """The process id of another process running the engine on `data_dir`, or None."""
+    status = data_dir / _ENGINE_STATUS
+    try:
+        fd = os.open(status, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return None
+            match = re.search(rb"PID: (\d+)", os.pread(fd, 256, 0))
+            pid = int(match.group(1)) if match else -1
+            return None if pid == os.getpid() else pid  # this process's own engine is no obstacle
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _read_address(data_dir: Path, database: str) -> str | None:
+    """The read address a running collector on this store announced in its log's lock."""
+    from clinotel.collector.wal import holder_of
+
+    log = recorded_log(data_dir, database)
+    info = holder_of(log) if log is not None else None
+    return info.get("read") if info else None
+
+
+def check_embedded(data_dir: Path, database: str, *, reading: bool) -> None:
+    """Refuse, with what to do instead, an embedded store that cannot be opened now: missing (when
+    `reading`: a reader creates nothing), held by another process, or not writable."""
+    path = data_dir.resolve()
+    if reading:
+        if not path.exists():
+            raise StoreError(
+                f"no clinotel store at {path}: `clinotel serve` or `clinotel schema apply` creates it; or read "
+                "a running collector's with --server URL"
+            )
+        if not (path / "metadata").is_dir():
+            raise StoreError(f"{path} is not a clinotel store (no embedded ClickHouse data in it)")
+        if not (path / "metadata" / f"{database}.sql").exists():
+            raise StoreError(
+                f"the store at {path} has no database {database!r} (no clinotel store here yet? "
+                "`clinotel serve` or `clinotel schema apply` creates it)"
+            )
+    elif path.exists() and not path.is_dir():
+        raise StoreError(f"{path} is not a directory")
+    pid = holder_pid(path) if path.is_dir() else None
+    if pid is not None:
+        who = f"process {pid}" if pid > 0 else "another process"
+        if not reading:
+            raise StoreError(
+                f"the store {path} is held by {who} (a running collector?): the embedded engine allows one "
+                "process per data directory"
+            )
+        read = _read_address(path, database)
+        how = f"--server {read}" if read else "--server URL (its --http address)"
+        raise StoreError(
+            f"the store {path} is held by {who}, a running collector: the embedded engine allows one process "
+            f"per data directory, so read through the collector with {how}"
+        )
+    existing = path if path.exists() else next((p for p in path.parents if p.exists()), None)
+    if existing is not None and (os.statvfs(existing).f_flag & os.ST_RDONLY or not os.access(existing, os.W_OK)):
+        why = "is on a read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY else "is not writable"
+        raise StoreError(
+            f"the store {path} {why}: the embedded engine writes to its directory even to read; copy it to a "
+            "writable place, or read it through a running collector or server with --server URL"
+        )
+
+
+def reach_error(url: str, error: Exception) -> str:
+    """One line for a server that could not be reached or refused the client."""
+    text = str(error)
+    if match := _CH_ERROR.search(text):
+        message = match.group(2).strip().splitlines()[0] if match.group(2).strip() else ""
+        if "AUTHENTICATION_FAILED" in message or "REQUIRED_PASSWORD" in message:
+            return f"{url} refused the credentials ({ENV_USER} / {ENV_PASSWORD}): {message[:200]}"
+        return f"{url} answered: Code {match.group(1)}: {message[:300]}"
+    if match := _ERRNO.search(text):
+        return f"cannot reach {url}: {match.group(2).strip().lower()}"
+    if "timed out" in text.lower() or "timeout" in text.lower():
+        return f"cannot reach {url}: timed out"
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return f"cannot reach {url}: {first[:200]}"
+
+
+def error_line(error: Exception) -> str:
+    """A query error as one line: `NAME (code): message`, from the read-only path or a server."""
+    from clinotel.collector.sql_reader import ClickHouseError
+
+    if isinstance(error, ClickHouseError):
+        return f"{error.name} ({error.code}): {error.message.strip().splitlines()[0] if error.message.strip() else ''}"
+    text = str(error).strip()
+    if match := _CH_ERROR.search(text):
+        message = match.group(2).strip()
+        name = re.search(r"\(([A-Z][A-Z0-9_]+)\)\s*$", message)
+        if name:
+            message = message[: name.start()].rstrip(". ")
+            return f"{name.group(1)} ({match.group(1)}): {message.splitlines()[0] if message else ''}"
+        return f"Code {match.group(1)}: {message.splitlines()[0] if message else ''}"
+    return text.splitlines()[0][:500] if text else type(error).__name__
+
+
 def connect(data_dir: Path | None = None, url: str | None = None, database: str | None = None) -> Any:
-    """A clickhouse-connect client: the embedded engine on `data_dir`, or the server at `url`
-    with user and password from CLICKHOUSE_USER and CLICKHOUSE_PASSWORD; `database` is the
-    current database of its queries."""
+    """A clickhouse-connect client: the embedded engine on `data_dir` (created when missing), or
+    the server at `url` with user and password from CLICKHOUSE_USER and CLICKHOUSE_PASSWORD;
+    `database` is the current database of its queries."""
     import clickhouse_connect  # lazy: a heavy import, and chDB with it
 
     dsn = dsn_for(data_dir, url)
-    try:
-        if url is None:
-            Path(dsn.removeprefix("chdb://")).mkdir(parents=True, exist_ok=True)
+    if url is None:
+        path = Path(dsn.removeprefix("chdb://"))
+        check_embedded(path, database or "clinotel", reading=False)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
             return clickhouse_connect.get_client(dsn=dsn, database=database or "")
+        except Exception as e:
+            raise StoreError(f"cannot open the embedded store {path}: {str(e).strip().splitlines()[0][:300]}") from e
+    try:
         return clickhouse_connect.get_client(
             dsn=dsn,
             database=database or "",
@@ -48,8 +246,6 @@ def connect(data_dir: Path | None = None, url: str | None = None, database: str 
         )
     except Exception as e:
         hint = ""
-        if url is None and "lock" in str(e).lower():
-            hint = " (another process, probably `clinotel serve`, has it open: use --server to read through it)"
-        elif "UNKNOWN_DATABASE" in str(e):
+        if "UNKNOWN_DATABASE" in str(e):
             hint = " (no clinotel store here yet: `clinotel serve` or `clinotel schema apply` creates it)"
-        raise StoreError(f"cannot open {dsn}: {e}{hint}") from e
+        raise StoreError(f"{reach_error(url, e)}{hint}") from e

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,15 @@ class Grant:
         return f"Grant(tenant={self.tenant!r}, role={self.role!r})"
 
 
+def _entry_lines(path: Path) -> list[int]:
+    """The line of each `[[token]]` header, in order (tomllib keeps no positions)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    return [n for n, line in enumerate(text.splitlines(), start=1) if re.match(r"^\s*\[\[\s*token\s*\]\]", line)]
+
+
 class Tokens:
     """Token digests mapped to grants; lookups compare digests in constant time."""
 
@@ -60,8 +70,11 @@ class Tokens:
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise TokenError(f"{path}: {e}") from None
         grants: dict[bytes, Grant] = {}
+        seen: dict[bytes, str] = {}
+        lines = _entry_lines(path)
         for i, entry in enumerate(data.get("token", []), start=1):
-            where = f"{path}: token {i}"
+            entry_name = f"token {i}" + (f" (line {lines[i - 1]})" if i <= len(lines) else "")
+            where = f"{path}: {entry_name}"
             tenant, role = entry.get("tenant"), entry.get("role", "write")
             if not isinstance(tenant, str) or not tenant:
                 raise TokenError(f"{where}: needs a tenant")
@@ -80,6 +93,12 @@ class Tokens:
                 digest = hashlib.sha256(entry["token"].encode()).digest()
             else:
                 raise TokenError(f"{where}: needs `sha256` or a `token` of 16 characters or more")
+            if digest in seen:  # one token, two grants: which tenant it writes as would be a guess
+                raise TokenError(
+                    f"{path}: {seen[digest]} and {entry_name} are the same token ({grants[digest].tenant!r} "
+                    f"{grants[digest].role}, {tenant!r} {role}): give each grant a token of its own"
+                )
+            seen[digest] = entry_name
             grants[digest] = Grant(tenant, role)
         if not grants:
             raise TokenError(f"{path}: no [[token]] entries")

@@ -12,10 +12,20 @@ after it is stored once.
 
 The log has a size bound: past it, `append` raises `LogFullError` and the receiver answers 503 with
 Retry-After instead of holding more in memory or on disk.
+
+Ownership: a log belongs to one store and one running collector. The directory holds `OWNER` (the
+store it feeds, written once) and `LOCK` (an exclusive `flock`, held while the log is open, with the
+holder's process id and addresses inside). Opening a log held by another process, or one owned by
+another store, is refused. Every group commit checks that the open segment is still the file at its
+path, and `verify` that the lock file is still ours: a log moved or deleted under a running
+collector raises `LogLostError`, so nothing is acknowledged into a file the log no longer owns.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import json
 import os
 import secrets
 import threading
@@ -26,13 +36,87 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
-__all__ = ["LogFullError", "Segment", "WriteAheadLog", "read_records", "valid_length"]
+__all__ = [
+    "LOCK_FILE",
+    "OWNER_FILE",
+    "LogFullError",
+    "LogInUseError",
+    "LogLostError",
+    "LogOwnedError",
+    "Segment",
+    "WriteAheadLog",
+    "holder_of",
+    "owner_of",
+    "pending_segments",
+    "read_records",
+    "valid_length",
+]
 
 SUFFIX: Final = ".wal"
+LOCK_FILE: Final = "LOCK"
+OWNER_FILE: Final = "OWNER"
 
 
 class LogFullError(Exception):
     """The log holds its maximum of unwritten bytes; the client should retry later."""
+
+
+class LogInUseError(RuntimeError):
+    """Another process holds the log's lock."""
+
+
+class LogOwnedError(RuntimeError):
+    """The log belongs to another store."""
+
+
+class LogLostError(RuntimeError):
+    """The log's files were moved or deleted under it: it can no longer acknowledge anything."""
+
+
+def pending_segments(directory: Path) -> list[Path]:
+    """The segments waiting in a log directory (not the quarantined ones)."""
+    return sorted(directory.glob(f"*{SUFFIX}")) if directory.is_dir() else []
+
+
+def owner_of(directory: Path) -> str | None:
+    """The store a log directory belongs to, as recorded in it (None: not recorded)."""
+    try:
+        return str(json.loads((directory / OWNER_FILE).read_text(encoding="utf-8"))["store"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def holder_of(directory: Path) -> dict[str, str] | None:
+    """What the process holding a log's lock wrote about itself, or None when nobody holds it."""
+    path = directory / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return _holder_info(path)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _holder_info(path: Path) -> dict[str, str]:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in info.items()} if isinstance(info, dict) else {}
+
+
+def _describe(info: dict[str, str]) -> str:
+    parts = [f"pid {info['pid']}" if "pid" in info else "another process"]
+    if info.get("host"):
+        parts.append(f"on {info['host']}")
+    return " ".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +183,15 @@ class WriteAheadLog:
         self,
         directory: Path,
         *,
+        owner: str | None = None,
+        holder: dict[str, str] | None = None,
         segment_bytes: int = 16 << 20,
         max_age_s: float = 0.5,
         max_bytes: int = 1 << 30,
         fsync: bool = True,
     ) -> None:
+        """`owner`: the store this log feeds (recorded on first use, refused when another store's);
+        `holder`: what to tell a process that finds the log locked (addresses, role)."""
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.max_age_s = max_age_s
@@ -122,8 +210,88 @@ class WriteAheadLog:
         self._generation = 0  # bumps when a segment is sealed
         self._pending_bytes = 0  # open + sealed, not yet deleted
         self._appended_at: list[float] = []
+        self._lost: str | None = None
         directory.mkdir(parents=True, exist_ok=True)
-        self._recover()
+        self._lock_fd = self._take_lock(holder or {})
+        try:
+            self._claim(owner)
+            self._recover()
+        except BaseException:
+            self.release()
+            raise
+
+    # -- ownership ----------------------------------------------------------------------------
+    def _take_lock(self, holder: dict[str, str]) -> int:
+        path = self.directory / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            info = _holder_info(path)
+            raise LogInUseError(
+                f"the write-ahead log {self.directory} is in use by another collector ({_describe(info)}); "
+                "each collector needs a log of its own (--wal-dir)"
+            ) from None
+        info = {"pid": str(os.getpid()), "host": os.uname().nodename, **holder}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        return fd
+
+    def _claim(self, owner: str | None) -> None:
+        if owner is None:
+            return
+        recorded = owner_of(self.directory)
+        if recorded is None and (self.directory / OWNER_FILE).exists():
+            raise LogOwnedError(f"{self.directory / OWNER_FILE} is unreadable: the log's owner is unknown")
+        if recorded is not None and recorded != owner:
+            raise LogOwnedError(
+                f"the write-ahead log {self.directory} belongs to the store {recorded}, not {owner}: "
+                "give this collector a log of its own (--wal-dir)"
+            )
+        if recorded is None:
+            tmp = self.directory / f".{OWNER_FILE}.tmp"
+            with tmp.open("w", encoding="utf-8") as f:
+                json.dump({"store": owner}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.directory / OWNER_FILE)
+
+    def verify(self) -> None:
+        """Raise LogLostError when the log's directory or lock file is no longer this log's."""
+        if self._lost is not None:
+            raise LogLostError(self._lost)
+        if self._lock_fd < 0:
+            return
+        try:
+            same = os.stat(self.directory / LOCK_FILE).st_ino == os.fstat(self._lock_fd).st_ino
+        except OSError:
+            same = False
+        if not same:
+            self._lose(f"the write-ahead log {self.directory} was moved or deleted while in use")
+
+    def _lose(self, reason: str) -> None:
+        if self._lost is None:
+            self._lost = reason
+        raise LogLostError(self._lost)
+
+    @property
+    def lost(self) -> str | None:
+        """Why the log can no longer acknowledge anything, or None."""
+        return self._lost
+
+    def release(self) -> None:
+        """Give up the lock (after the writer is done with the log); an open segment left unsealed
+        (a lost log) is closed."""
+        with self._lock:
+            if self._file is not None and self._lost is not None:
+                self._file.close()
+                self._file = None
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     # -- start-up ----------------------------------------------------------------------------
     def _recover(self) -> None:
@@ -144,6 +312,8 @@ class WriteAheadLog:
     def append(self, record: bytes) -> None:
         """Write one framed record and return once it is on disk (raises LogFullError past the bound)."""
         with self._lock:
+            if self._lost is not None:
+                raise LogLostError(self._lost)
             if self._pending_bytes + len(record) > self.max_bytes:
                 raise LogFullError(f"the write-ahead log holds {self._pending_bytes:,} bytes not yet written")
             if self._file is None:
@@ -162,18 +332,37 @@ class WriteAheadLog:
 
     def _sync(self, file: BinaryIO, generation: int, end: int) -> None:
         with self._sync_lock:
+            self._sync_locked(file, generation, end)
+            # also when sealing covered this record: a seal that found the file gone set `_lost`
+            # before it moved to the next generation
+            if self._lost is not None:
+                raise LogLostError(self._lost)
+
+    def _sync_locked(self, file: BinaryIO, generation: int, end: int) -> None:
+        if generation != self._generation:
+            return  # sealed since: sealing flushed, synced and checked it
+        if self._synced >= end:
+            return  # another append's fsync covered this one
+        with self._lock:
             if generation != self._generation:
-                return  # sealed since: sealing flushed and synced it
-            if self._synced >= end:
-                return  # another append's fsync covered this one
-            with self._lock:
-                if generation != self._generation:
-                    return
-                file.flush()
-                target = self._written
-            if self._fsync:
-                os.fsync(file.fileno())
-            self._synced = max(self._synced, target)
+                return
+            file.flush()
+            target = self._written
+            path = self._path
+        if self._fsync:
+            os.fsync(file.fileno())
+        self._check_file(file, path)
+        self._synced = max(self._synced, target)
+
+    def _check_file(self, file: BinaryIO, path: Path | None) -> None:
+        """The open segment must still be the file at its path: one moved or deleted by someone
+        else would take what is acknowledged with it."""
+        try:
+            same = path is not None and os.stat(path).st_ino == os.fstat(file.fileno()).st_ino
+        except OSError:
+            same = False
+        if not same:
+            self._lose(f"segment {path} was moved or deleted while open: the log directory changed under it")
 
     def _open(self) -> None:
         name = f"{time.time_ns():020d}-{secrets.token_hex(4)}{SUFFIX}"
@@ -187,14 +376,18 @@ class WriteAheadLog:
         """Close the open segment and queue it; the caller holds the lock."""
         if self._file is None or self._path is None:
             return
-        self._file.flush()
-        if self._fsync:
-            os.fsync(self._file.fileno())
-        self._file.close()
-        self._sealed.append(Segment(self._path, self._written, self._records, tuple(self._appended_at)))
-        self._file = None
-        self._path = None
-        self._generation += 1
+        file, path = self._file, self._path
+        try:
+            file.flush()
+            if self._fsync:
+                os.fsync(file.fileno())
+            self._check_file(file, path)  # sets `_lost` before the generation moves on
+        finally:
+            file.close()
+            self._file = None
+            self._path = None
+            self._generation += 1
+        self._sealed.append(Segment(path, self._written, self._records, tuple(self._appended_at)))
         self._ready.notify_all()
 
     # -- the writer's side ----------------------------------------------------------------------

@@ -4,6 +4,9 @@ A segment leaves the log only after ClickHouse accepted it. Connection failures 
 backoff for as long as they last (the log holds the data; its size bound pushes back on clients).
 A segment ClickHouse itself refuses is retried a few times, then moved to the log's quarantine
 with the reason: set aside for a person, never silently dropped.
+
+The writer thread never dies quietly: whatever stops it (the log moved or deleted under it, a bug)
+is logged and handed to `on_failure`, and the collector stops acknowledging.
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from clinotel.collector import ingest
-from clinotel.collector.wal import Segment, WriteAheadLog
+from clinotel.collector.supervise import guarded
+from clinotel.collector.wal import LogLostError, Segment, WriteAheadLog
 
 __all__ = ["SegmentWriter", "Transport", "WriterStats"]
 
@@ -74,9 +79,11 @@ class SegmentWriter:
         pipeline: ingest.Pipeline,
         transport: Transport = "file",
         schema_file: str | None = None,
+        on_failure: Callable[[str], None] | None = None,
     ) -> None:
         """`schema_file`: the .proto file the engine reads (needed with the `file` transport);
-        None sends it inline with each INSERT."""
+        None sends it inline with each INSERT. `on_failure` hears why the thread stopped, if it
+        ever stops by itself."""
         if transport == "file" and schema_file is None:
             raise ValueError("the file transport needs the .proto as a file (Pipeline.write_proto)")
         self.wal = wal
@@ -90,6 +97,9 @@ class SegmentWriter:
         # is taken, written and released under this lock, so none is written twice at once.
         self._turn = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._on_failure = on_failure
+        self.failure: str | None = None
+        """Why the thread stopped by itself; None while it runs (or was stopped)."""
 
     def write(self, segment: Segment) -> None:
         """Insert one segment; raises what ClickHouse raised."""
@@ -137,8 +147,13 @@ class SegmentWriter:
         while keep_trying():
             try:
                 self.write(segment)
-            except Exception as e:  # noqa: BLE001 - every failure is retried or quarantined
+            except Exception as e:  # every failure is retried or quarantined
                 self.stats.retries += 1
+                if not segment.path.exists():
+                    raise LogLostError(
+                        f"segment {segment.path} vanished before it was stored: the log directory changed under "
+                        "this collector"
+                    ) from e
                 if _is_refusal(e):
                     refusals += 1
                     if refusals >= MAX_REFUSALS:
@@ -157,10 +172,21 @@ class SegmentWriter:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self.wal.verify()
             self._next(timeout=0.2)
 
+    def _died(self, reason: str) -> None:
+        self.failure = reason
+        if self._on_failure is not None:
+            self._on_failure(reason)
+
+    @property
+    def alive(self) -> bool:
+        """The thread runs (or has not been started)."""
+        return self.failure is None and (self._thread is None or self._thread.is_alive() or self._stop.is_set())
+
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="clinotel-writer", daemon=True)
+        self._thread = guarded(self._run, "clinotel-writer", self._died, expected=(LogLostError,))
         self._thread.start()
 
     def stop(self, drain: bool = True) -> None:

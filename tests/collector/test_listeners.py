@@ -1,0 +1,92 @@
+"""Every listener is exclusive and bound before anything is created: a port in use is refused
+with one line, and leaves no store, no log behind."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from clinotel.collector.listen import ListenError
+from clinotel.collector.service import Collector, CollectorConfig, ConfigError
+
+
+@pytest.fixture
+def taken() -> Iterator[int]:
+    """A loopback port another program listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield int(s.getsockname()[1])
+
+
+def _config(tmp_path: Path, **ports: Any) -> CollectorConfig:
+    base: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "otlp_http": ("127.0.0.1", 0),
+        "otlp_grpc": ("127.0.0.1", 0),
+        "http": ("127.0.0.1", 0),
+        "insecure_no_auth": True,
+    }
+    return CollectorConfig(**{**base, **ports})
+
+
+@pytest.mark.parametrize(
+    ("option", "label"),
+    [("otlp_http", "OTLP/HTTP"), ("otlp_grpc", "OTLP/gRPC"), ("http", "the ClickHouse HTTP interface")],
+)
+def test_a_port_in_use_is_refused_before_anything_is_created(
+    tmp_path: Path, taken: int, option: str, label: str
+) -> None:
+    collector = Collector(_config(tmp_path, **{option: ("127.0.0.1", taken)}))
+    with pytest.raises(ListenError) as refused:
+        collector.start()
+    assert str(refused.value) == (
+        f"cannot listen on 127.0.0.1:{taken} for {label}"
+        + (" (--http)" if option == "http" else "")
+        + ": the address is already in use (another collector or program listens there)"
+    )
+    assert list(tmp_path.iterdir()) == [], "no store, no log"
+
+
+def test_a_grpc_server_sharing_its_port_by_so_reuseport_is_not_joined(tmp_path: Path) -> None:
+    other = grpc.server(futures.ThreadPoolExecutor(max_workers=1))  # gRPC's default: SO_REUSEPORT on
+    port = other.add_insecure_port("127.0.0.1:0")
+    other.start()
+    try:
+        with pytest.raises(ListenError, match=f"cannot listen on 127.0.0.1:{port} for OTLP/gRPC"):
+            Collector(_config(tmp_path, otlp_grpc=("127.0.0.1", port))).start()
+    finally:
+        other.stop(None)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_collector_s_grpc_port_cannot_be_shared_by_a_second_one(tmp_path: Path) -> None:
+    from clinotel.collector.otlp_grpc import OtlpGrpcServer
+    from clinotel.collector.receiver import TraceReceiver
+
+    receiver = TraceReceiver(None)
+    first = OtlpGrpcServer("127.0.0.1", 0, receiver, lambda token: None)
+    first.start()
+    try:
+        with pytest.raises(ListenError):
+            OtlpGrpcServer("127.0.0.1", first.port, receiver, lambda token: None)
+        reuseport = grpc.server(futures.ThreadPoolExecutor(max_workers=1))  # gRPC's default options
+        try:
+            with pytest.raises(RuntimeError):
+                reuseport.add_insecure_port(f"127.0.0.1:{first.port}")
+        finally:
+            reuseport.stop(None)
+    finally:
+        first.stop()
+
+
+@pytest.mark.parametrize("port", [99999, -1])
+def test_a_port_out_of_range_is_a_configuration_error(tmp_path: Path, port: int) -> None:
+    with pytest.raises(ConfigError, match=f"port {port} is not a port"):
+        Collector(_config(tmp_path, otlp_http=("127.0.0.1", port)))
