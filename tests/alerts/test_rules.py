@@ -50,7 +50,7 @@ def test_overrides_most_specific_wins(tmp_path: Path) -> None:
     ("change", "line", "reason"),
     [
         (("window: 15m", "window: soon"), 5, "a duration such as"),
-        (("metric: fallback_rate", "metric: no_such_metric"), 2, "unknown metric"),
+        (("metric: fallback_rate", "metric: no_such_metric"), 3, "unknown metric"),
         (("severity: page", "severity: urgent"), 7, "'page' or 'ticket'"),
         (("    summary: Decisions fall back", "    summary: Decisions fall back\n    colour: red"), 9, "Extra inputs"),
         (("{tenant: st-marys, threshold: 0.3}", "{tenant: st-marys, threshold: high}"), 10, "valid number"),
@@ -69,11 +69,28 @@ def test_a_malformed_file_is_refused_with_file_line_and_reason(
     assert reason in message
 
 
-def test_duplicate_rule_names_are_refused(tmp_path: Path) -> None:
+def test_duplicate_rule_names_are_refused_at_the_duplicate_s_line(tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text(GOOD + GOOD.split("rules:\n", 1)[1], encoding="utf-8")
-    with pytest.raises(RuleError, match="unique: model_fallback"):
+    with pytest.raises(RuleError) as info:
         load(path)
+    assert str(info.value) == f"{path}:13: rules.1.name: duplicate rule name 'model_fallback' (first at line 2)"
+
+
+def test_every_mistake_is_reported_each_at_its_own_line(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    second = GOOD.split("rules:\n", 1)[1].replace("metric: fallback_rate", "metric: nope")
+    path.write_text(GOOD.replace("window: 15m", "window: soon") + second.replace("severity: page", "severity: x"),
+                    encoding="utf-8")  # fmt: skip
+    with pytest.raises(RuleError) as info:
+        load(path)
+    lines = str(info.value).splitlines()
+    assert [line.split(": ", 2)[:2] for line in lines] == [
+        [f"{path}:5", "rules.0.window"],
+        [f"{path}:13", "rules.1.name"],
+        [f"{path}:14", "rules.1.metric"],
+        [f"{path}:18", "rules.1.severity"],
+    ]
 
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)

@@ -1,6 +1,13 @@
 """The evaluator: every rule against the store, the state machine per alert instance, the audit
 trail in `clinotel_alert_events`, and notifications through the outbox.
 
+The audit trail is also the evaluator's state (`ledger`): each pass reads it first, so a pass
+behaves the same in a fresh process (cron) as in a long-running one, and holds a lease (`lease`) so
+two evaluators on one store never both page. A pass records its transitions before telling anyone,
+then delivers what is owed (new firings and resolutions, and what earlier passes failed to
+deliver), then records every attempt: a crash in between sends a notification again rather than
+never (Alertmanager and PagerDuty deduplicate by labels and key).
+
 Deduplicated: an instance notifies when it starts firing and when it resolves (Alertmanager is
 also re-sent firing alerts each evaluation, which it deduplicates by labels, so they do not expire).
 """
@@ -12,16 +19,26 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from clinotel.alerts.lease import Lease
+from clinotel.alerts.ledger import RESOLVE, TRIGGER, Episode, Ledger, load, ms, when
 from clinotel.alerts.paging import AlertmanagerSink, Attempt, Notification, Outbox
 from clinotel.alerts.queries import Observation, observe
 from clinotel.alerts.rules import Kind, Rule, RulePack
 from clinotel.alerts.state import AlertState, Instance, Reading, State, step
 from clinotel.collector import schema
 
-__all__ = ["Evaluator", "Summary"]
+__all__ = ["DEFAULT_LEASE_S", "STORE", "Evaluator", "Summary"]
 
 logger: Final = logging.getLogger("clinotel.alerts")
 RUNBOOK_BASE: Final = "https://github.com/clinotel/clinotel/blob/main/"
+DEFAULT_LEASE_S: Final = 120.0
+STORE: Final = "(store)"
+"""The rule name of errors that concern the store rather than one rule."""
+
+
+def _line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:500] if text else type(e).__name__
 
 
 @dataclass
@@ -33,14 +50,31 @@ class Summary:
     transitions: list[tuple[str, dict[str, str], str]] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
     attempts: list[Attempt] = field(default_factory=list)
+    skipped: str | None = None
+    """Why the pass did nothing (another evaluator holds the lease), or None."""
 
     @property
     def firing(self) -> list[tuple[str, dict[str, str]]]:
         return [(r, labels) for r, labels, s in self.transitions if s == State.FIRING]
 
+    @property
+    def undelivered(self) -> list[Attempt]:
+        """The last attempt of each notification that no attempt of this pass delivered."""
+        last: dict[tuple[str, int], Attempt] = {}
+        delivered: set[tuple[str, int]] = set()
+        for a in self.attempts:
+            key = (a.sink, id(a.notification))
+            last[key] = a
+            if a.ok:
+                delivered.add(key)
+        return [a for key, a in last.items() if key not in delivered]
+
 
 class Evaluator:
-    """Evaluates `pack` against `client` (a clickhouse-connect client) in `database`."""
+    """Evaluates `pack` against `client` (clickhouse-connect's reading calls) in `database`;
+    records through `recorder` (an `insert` like clickhouse-connect's; default: `client`).
+    `lease_s`: how long a pass's claim on the store lasts without renewal; None: no lease (a
+    caller that is alone by construction)."""
 
     def __init__(
         self,
@@ -49,41 +83,72 @@ class Evaluator:
         outbox: Outbox,
         database: str = "clinotel",
         runbook_base: str = RUNBOOK_BASE,
+        recorder: Any | None = None,
+        lease_s: float | None = DEFAULT_LEASE_S,
     ) -> None:
         self.client = client
+        self.recorder = recorder if recorder is not None else client
         self.pack = pack
         self.outbox = outbox
         self.database = database
         self.runbook_base = runbook_base
+        self.lease = Lease(client, self.recorder, database, lease_s) if lease_s is not None else None
         self.states: dict[Instance, AlertState] = {}
+        self._ledger = Ledger()
         self._events: list[tuple[Any, ...]] = []
 
     def evaluate(self, now: datetime | None = None) -> Summary:
         """One pass over every rule at `now` (default: the current time)."""
         now = now or datetime.now(UTC)
         summary = Summary(rules=len(self.pack.rules))
+        self._events = []
+        table = f"{self.database}.{schema.ALERT_EVENTS}"
+        try:
+            held = self.lease.acquire() if self.lease is not None else None
+        except Exception as e:  # noqa: BLE001 - reported: without its state the evaluator must not page
+            summary.errors.append((STORE, f"cannot keep the alert state in {table}: {_line(e)}"))
+            return summary
+        if held is not None:
+            summary.skipped = (
+                f"another evaluator ({held.holder}) holds this store's alert evaluation until "
+                f"{held.until:%Y-%m-%d %H:%M:%S} UTC"
+            )
+            return summary
+        try:
+            self._ledger = load(self.client, self.database, [r.name for r in self.pack.rules])
+        except Exception as e:  # noqa: BLE001 - reported: without its state the evaluator must not page
+            summary.errors.append((STORE, f"cannot read the alert state from {table}: {_line(e)}"))
+            return summary
+        self.states = self._ledger.states
         for rule in self.pack.rules:
             try:
                 observations = observe(self.client, rule, self.database, now)
             except Exception as e:  # noqa: BLE001 - a failing rule is recorded, the others still run
-                message = str(e).strip().splitlines()[0][:500] if str(e).strip() else type(e).__name__
+                message = _line(e)
                 summary.errors.append((rule.name, message))
                 self._record(now, "", rule, {}, "error", None, 0, None, detail=message)
                 continue
             self._apply(rule, observations, now, summary)
-        for n in self._resend(now):
-            self.outbox.add(n)
+        summary.instances = len(self.states)
+        # what changed is in the store before anyone is told: a pass that cannot record pages nobody
+        if not self._flush_events(summary):
+            return summary
+        self._queue_owed(now)
         summary.attempts = self.outbox.flush()
         for a in summary.attempts:
+            kind = TRIGGER if a.notification.firing else RESOLVE
             self._record(
                 now, a.notification.labels.get("tenant", ""), self._rule(a.notification.rule),
                 a.notification.labels, "notify_ok" if a.ok else "notify_failed", None, 0, None,
-                receiver=a.sink, attempt=a.attempt, detail=("resolve" if not a.notification.firing else "trigger")
-                + (f": {a.detail}" if a.detail else ""),
+                receiver=a.sink, attempt=a.attempt, detail=kind + (f": {a.detail}" if a.detail else ""),
             )  # fmt: skip
-        self._flush_events()
-        summary.instances = len(self.states)
+        self._flush_events(summary)
         return summary
+
+    def close(self) -> None:
+        """Give up the lease (an evaluator that stops)."""
+        if self.lease is not None:
+            self.lease.release()
 
     def _rule(self, name: str) -> Rule:
         return next(r for r in self.pack.rules if r.name == name)
@@ -121,7 +186,6 @@ class Evaluator:
         sample: int, threshold: float, now: datetime, summary: Summary,
     ) -> None:  # fmt: skip
         current = self.states.setdefault(instance, AlertState())
-        previous_since = current.fired_at
         changed = step(current, reading, now, rule.for_, rule.no_data)
         if changed is None:
             return
@@ -129,11 +193,39 @@ class Evaluator:
         tenant = labels.get("tenant", "")
         detail = reading.value if value is None else f"{reading.value}: {value:.4g} vs {threshold:g}"
         self._record(now, tenant, rule, labels, changed.value, value, sample, threshold, detail=detail)
+        episode = self._ledger.episodes.setdefault(instance, Episode())
         if changed is State.FIRING:
-            self.outbox.add(self._notification(rule, labels, True, now, None, value))
+            episode.fired_ms, episode.fired_value = ms(now), value
         elif changed is State.RESOLVED:
-            started = previous_since or now
-            self.outbox.add(self._notification(rule, labels, False, started, now, value))
+            episode.resolved_ms = ms(now)
+
+    def _queue_owed(self, now: datetime) -> None:
+        """Everything a receiver has not had yet (new firings and resolutions, and what earlier
+        passes failed to deliver); and the firing alerts again for Alertmanager."""
+        rules = {r.name: r for r in self.pack.rules}
+        for instance, episode in self._ledger.episodes.items():
+            rule = rules.get(instance.rule)
+            if rule is None or episode.fired_ms == 0:
+                continue
+            fired_at = when(episode.fired_ms) or now
+            labels = dict(instance.labels)
+            for sink in self.outbox.sinks(rule.severity):
+                kind = self._ledger.owed(instance, sink.name)
+                if kind == TRIGGER:
+                    n = self._notification(rule, labels, True, fired_at, None, episode.fired_value)
+                elif kind == RESOLVE:
+                    n = self._notification(rule, labels, False, fired_at, when(episode.resolved_ms), None)
+                elif (
+                    isinstance(sink, AlertmanagerSink)
+                    and episode.open
+                    and fired_at < now
+                    and self.states.get(instance, AlertState()).state is State.FIRING
+                ):
+                    # Alertmanager expects firing alerts re-sent until they end; it deduplicates them
+                    n = self._notification(rule, labels, True, fired_at, None, None)
+                else:
+                    continue
+                self.outbox.add(n, [sink], tried=self._ledger.attempts(instance, sink.name, kind or TRIGGER))
 
     def _notification(
         self, rule: Rule, labels: dict[str, str], firing: bool, starts: datetime, ends: datetime | None,
@@ -150,19 +242,6 @@ class Evaluator:
             generator_url=f"clinotel://alerts/{rule.name}",
         )  # fmt: skip
 
-    def _resend(self, now: datetime) -> list[Notification]:
-        """Firing alerts again for Alertmanager, which expects them re-sent until they end."""
-        if not any(isinstance(s, AlertmanagerSink) for s in self.outbox.page):
-            return []
-        out = []
-        for instance, current in self.states.items():
-            if current.state is State.FIRING and current.fired_at is not None and current.fired_at < now:
-                rule = self._rule(instance.rule)
-                if rule.severity == "page":
-                    n = self._notification(rule, dict(instance.labels), True, current.fired_at, None, None)
-                    out.append(n)
-        return out
-
     def _record(
         self, now: datetime, tenant: str, rule: Rule, labels: dict[str, str], event: str, value: float | None,
         sample: int, threshold: float | None, receiver: str = "", attempt: int = 0, detail: str = "",
@@ -171,13 +250,17 @@ class Evaluator:
             (now, tenant, rule.name, labels, event, rule.severity, value, sample, threshold, receiver, attempt, detail)
         )
 
-    def _flush_events(self) -> None:
+    def _flush_events(self, summary: Summary) -> bool:
+        """Write the pass's events; False (and an error in `summary`) when the store refused them."""
         if not self._events:
-            return
+            return True
         table = f"{self.database}.{schema.ALERT_EVENTS}"
         try:
-            self.client.insert(table, self._events, column_names=list(schema.ALERT_EVENT_COLUMNS))
-        except Exception as e:  # noqa: BLE001 - kept and written with the next evaluation
-            logger.warning("could not write %d alert events (kept for the next evaluation): %s", len(self._events), e)
-            return
-        self._events = []
+            self.recorder.insert(table, self._events, column_names=list(schema.ALERT_EVENT_COLUMNS))
+        except Exception as e:  # noqa: BLE001 - reported; the next pass starts again from what is stored
+            summary.errors.append((STORE, f"cannot record {len(self._events)} alert event(s) in {table}: {_line(e)}"))
+            logger.warning("could not record %d alert events: %s", len(self._events), e)
+            return False
+        finally:
+            self._events = []
+        return True

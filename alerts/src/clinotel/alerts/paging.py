@@ -1,9 +1,9 @@
 """Where notifications go: Prometheus Alertmanager (API v2), PagerDuty Events API v2, a webhook.
 
 Routing by severity: `page` to Alertmanager and/or PagerDuty, `ticket` to the webhook. A delivery
-is tried a few times with backoff; one that still fails stays in the outbox and is tried again at
-the next evaluation, so nothing is silently dropped. Every attempt is reported to the caller, which
-writes it to the audit trail.
+is tried a few times with backoff; every attempt is reported to the caller, which writes it to the
+audit trail. One that still fails is owed, and tried again at the next evaluation, whichever
+process runs it: the audit trail, not this process's memory, says what is owed (`ledger`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
+from urllib.parse import urlsplit
 
 __all__ = [
     "AlertmanagerSink",
@@ -27,6 +28,7 @@ __all__ = [
     "PagerDutySink",
     "Sink",
     "WebhookSink",
+    "check_url",
 ]
 
 PAGERDUTY_URL: Final = "https://events.pagerduty.com/v2/enqueue"
@@ -63,6 +65,18 @@ class Sink(Protocol):
 
     def send(self, notifications: list[Notification]) -> None:
         """Deliver, or raise."""
+
+
+def check_url(url: str) -> str:
+    """`url` when it is an http(s) URL with a host; ValueError saying why not."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as e:
+        raise ValueError(f"not a URL: {url!r} ({e})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"an http:// or https:// URL with a host, not {url!r}")
+    return url
 
 
 def _post(url: str, payload: object, headers: dict[str, str] | None = None, timeout: float = 10) -> None:
@@ -172,34 +186,37 @@ class Attempt:
 
 @dataclass
 class Outbox:
-    """Notifications waiting for their sinks; failures stay queued for the next evaluation."""
+    """Notifications for this pass, routed by severity; `flush` tries each (with quick retries) and
+    keeps nothing: what failed is still owed in the audit trail, and the next pass sends it."""
 
     page: list[Sink]
     ticket: list[Sink]
     sleep: Callable[[float], None] = time.sleep
     pending: list[tuple[Sink, Notification, int]] = field(default_factory=list)
 
-    def add(self, n: Notification) -> None:
-        for sink in self.page if n.severity == "page" else self.ticket:
-            self.pending.append((sink, n, 0))
+    def sinks(self, severity: str) -> list[Sink]:
+        """Where notifications of `severity` go (each sink once)."""
+        chosen = self.page if severity == "page" else self.ticket
+        return list({id(s): s for s in chosen}.values())
+
+    def add(self, n: Notification, sinks: list[Sink] | None = None, tried: int = 0) -> None:
+        """Queue `n` for `sinks` (default: its severity's); `tried`: attempts already made."""
+        for sink in self.sinks(n.severity) if sinks is None else sinks:
+            self.pending.append((sink, n, tried))
 
     def flush(self) -> list[Attempt]:
         """Try every queued delivery (with a few quick retries); returns every attempt made."""
         attempts: list[Attempt] = []
-        keep: list[tuple[Sink, Notification, int]] = []
         for sink, n, tried in self.pending:
-            delivered = False
             for i, delay in enumerate(BACKOFF_S):
                 try:
                     sink.send([n])
-                except Exception as e:  # noqa: BLE001 - every failure is recorded and retried
+                except Exception as e:  # noqa: BLE001 - every failure is recorded and owed
                     attempts.append(Attempt(sink.name, n, tried + i + 1, False, str(e)[:500]))
-                    self.sleep(delay)
+                    if i + 1 < len(BACKOFF_S):
+                        self.sleep(delay)
                     continue
                 attempts.append(Attempt(sink.name, n, tried + i + 1, True))
-                delivered = True
                 break
-            if not delivered:
-                keep.append((sink, n, tried + len(BACKOFF_S)))
-        self.pending = keep
+        self.pending = []
         return attempts

@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from clinotel.collector.indicators import COHORT_DIMENSIONS, INDICATORS
 from clinotel.semconv import attributes as A
@@ -127,16 +136,23 @@ class Rule(BaseModel):
     is itself the incident, such as ingestion stalling)."""
     overrides: tuple[Override, ...] = ()
 
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str, info: ValidationInfo) -> str:
+        # a field of its own, so an unknown metric is reported beside the rule's other mistakes
+        kind = info.data.get("kind")
+        if kind is Kind.COLLECTOR:
+            if metric not in COLLECTOR_METRICS:
+                raise ValueError(f"collector metric must be one of {', '.join(COLLECTOR_METRICS)}")
+        elif kind is Kind.SDK:
+            if metric not in A.HEALTH_COUNTERS:
+                raise ValueError(f"sdk metric must be one of {', '.join(A.HEALTH_COUNTERS)}")
+        elif kind is not None and metric not in INDICATORS:
+            raise ValueError(f"unknown metric {metric!r}; known: {', '.join(sorted(INDICATORS))}")
+        return metric
+
     @model_validator(mode="after")
     def _consistent(self) -> Rule:
-        if self.kind is Kind.COLLECTOR:
-            if self.metric not in COLLECTOR_METRICS:
-                raise ValueError(f"collector metric must be one of {', '.join(COLLECTOR_METRICS)}")
-        elif self.kind is Kind.SDK:
-            if self.metric not in A.HEALTH_COUNTERS:
-                raise ValueError(f"sdk metric must be one of {', '.join(A.HEALTH_COUNTERS)}")
-        elif self.metric not in INDICATORS:
-            raise ValueError(f"unknown metric {self.metric!r}; known: {', '.join(sorted(INDICATORS))}")
         if self.kind is Kind.DISPARITY:
             if self.dimension not in COHORT_DIMENSIONS:
                 raise ValueError(f"a disparity rule needs dimension, one of {', '.join(COHORT_DIMENSIONS)}")
@@ -206,12 +222,34 @@ def _line_of(node: yaml.Node, loc: tuple[int | str, ...]) -> int:
     return int(node.start_mark.line) + 1
 
 
+def _duplicates(node: yaml.Node, data: Any) -> list[tuple[int, str]]:
+    """(line, message) for every rule whose name an earlier rule already has."""
+    rules = data.get("rules") if isinstance(data, dict) else None
+    if not isinstance(rules, list):
+        return []
+    first: dict[str, int] = {}
+    found = []
+    for i, rule in enumerate(rules):
+        name = rule.get("name") if isinstance(rule, dict) else None
+        if not isinstance(name, str):
+            continue
+        line = _line_of(node, ("rules", i, "name"))
+        if name in first:
+            found.append((line, f"rules.{i}.name: duplicate rule name {name!r} (first at line {first[name]})"))
+        else:
+            first[name] = line
+    return found
+
+
 def load(path: Path) -> RulePack:
-    """Read and check a rules file; RuleError names the file, the line and the reason."""
+    """Read and check a rules file; RuleError names the file, and every mistake with its line
+    and reason, one per line."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise RuleError(f"{path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise RuleError(f"{path}: not a text file (UTF-8)") from None
     try:
         node = yaml.compose(text)
         data: Any = yaml.safe_load(text)
@@ -221,10 +259,18 @@ def load(path: Path) -> RulePack:
         raise RuleError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
     if node is None:
         raise RuleError(f"{path}:1: empty rules file")
+    problems = _duplicates(node, data)
     try:
-        return RulePack.model_validate(data)
+        pack = RulePack.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        loc = tuple(first["loc"])
-        field = ".".join(str(p) for p in loc) or "(top)"
-        raise RuleError(f"{path}:{_line_of(node, loc)}: {field}: {first['msg']}") from None
+        for error in e.errors():
+            loc = tuple(error["loc"])
+            if not loc and problems:
+                continue  # the duplicate names, already reported at their own lines
+            field = ".".join(str(p) for p in loc) or "(top)"
+            problems.append((_line_of(node, loc), f"{field}: {error['msg']}"))
+    else:
+        if not problems:
+            return pack
+    problems.sort(key=lambda p: p[0])
+    raise RuleError("\n".join(f"{path}:{line}: {message}" for line, message in problems))

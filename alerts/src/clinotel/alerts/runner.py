@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Final
 
 from clinotel.alerts.evaluator import Evaluator
+from clinotel.collector.supervise import guarded
 
 __all__ = ["EvaluatorThread"]
 
@@ -15,13 +17,16 @@ logger: Final = logging.getLogger("clinotel.alerts")
 
 class EvaluatorThread:
     """Runs `evaluator.evaluate()` every `interval_s` until stopped; a failed pass is logged and
-    the next one runs on time."""
+    the next one runs on time. Should the thread itself die, `on_failure` hears why (the
+    collector then stops: nothing would watch its alerts)."""
 
-    def __init__(self, evaluator: Evaluator, interval_s: float) -> None:
+    def __init__(
+        self, evaluator: Evaluator, interval_s: float, on_failure: Callable[[str], None] | None = None
+    ) -> None:
         self.evaluator = evaluator
         self.interval_s = interval_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="clinotel-alerts", daemon=True)
+        self._thread = guarded(self._run, "clinotel-alerts", on_failure or (lambda reason: None))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -29,6 +34,12 @@ class EvaluatorThread:
                 summary = self.evaluator.evaluate()
                 for rule, labels, state in summary.transitions:
                     logger.warning("alert %s %s -> %s", rule, labels, state)
+                for rule, error in summary.errors:
+                    logger.error("alert evaluation: %s: %s", rule, error)
+                for a in summary.undelivered:
+                    logger.error("alert %s not delivered to %s: %s", a.notification.rule, a.sink, a.detail)
+                if summary.skipped:
+                    logger.info("alert evaluation skipped: %s", summary.skipped)
             except Exception:
                 logger.exception("alert evaluation failed")
             self._stop.wait(self.interval_s)
@@ -39,3 +50,4 @@ class EvaluatorThread:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+        self.evaluator.close()

@@ -1,0 +1,127 @@
+"""The audit trail is the evaluator's memory.
+
+Every pass starts by reading `clinotel_alert_events`: the latest transition of each alert instance
+is its state (and `for` is measured from the `pending` that began it), and the `notify_ok` /
+`notify_failed` rows tell which notifications each receiver has had. So `alerts evaluate --once`
+from cron, `--every` in a long process and `serve --rules` behave the same, a restart fires
+nothing twice, and a delivery that failed is owed until a later pass (of any process) records it
+delivered.
+
+What is owed to a receiver, per instance:
+- its episode is open (the instance is `firing`) and the receiver has no `notify_ok` trigger since
+  it fired: the trigger;
+- its episode closed (`resolved` after the last `firing`), the receiver had the trigger, and has no
+  `notify_ok` resolve since the resolution: the resolve. A receiver never told of an episode is
+  not told of its end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from clinotel.alerts.state import AlertState, Instance, State
+from clinotel.collector import schema
+from clinotel.collector.sql import identifier, literal
+
+__all__ = ["TRANSITIONS", "Episode", "Ledger", "load", "ms", "when"]
+
+TRANSITIONS: Final = tuple(s.value for s in State)
+TRIGGER: Final = "trigger"
+RESOLVE: Final = "resolve"
+
+
+def ms(t: datetime) -> int:
+    """Milliseconds since the epoch (the audit trail's precision)."""
+    return int(t.timestamp() * 1000)
+
+
+def when(milliseconds: int) -> datetime | None:
+    """The instant of a millisecond count; None for 0 (ClickHouse's empty maxIf)."""
+    return datetime.fromtimestamp(milliseconds / 1000, UTC) if milliseconds > 0 else None
+
+
+@dataclass
+class Episode:
+    """One instance's latest firing and resolution, as recorded."""
+
+    fired_ms: int = 0
+    resolved_ms: int = 0
+    fired_value: float | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.fired_ms > 0 and self.fired_ms > self.resolved_ms
+
+
+@dataclass
+class Ledger:
+    """What the audit trail says at the start of a pass."""
+
+    states: dict[Instance, AlertState] = field(default_factory=dict)
+    episodes: dict[Instance, Episode] = field(default_factory=dict)
+    delivered: dict[tuple[Instance, str, str], int] = field(default_factory=dict)
+    """(instance, receiver, trigger|resolve) -> the last `notify_ok`, ms."""
+    failed: dict[tuple[Instance, str, str], tuple[int, int]] = field(default_factory=dict)
+    """(instance, receiver, trigger|resolve) -> (the last `notify_failed` ms, its attempt number)."""
+
+    def owed(self, instance: Instance, receiver: str) -> str | None:
+        """`trigger`, `resolve` or None: what `receiver` has not had yet of this instance's episode."""
+        episode = self.episodes.get(instance)
+        if episode is None or episode.fired_ms == 0:
+            return None
+        told = self.delivered.get((instance, receiver, TRIGGER), 0) >= episode.fired_ms
+        state = self.states.get(instance)
+        if episode.open:
+            return TRIGGER if not told and state is not None and state.state is State.FIRING else None
+        resolved = self.delivered.get((instance, receiver, RESOLVE), 0) >= episode.resolved_ms
+        return RESOLVE if told and not resolved else None
+
+    def attempts(self, instance: Instance, receiver: str, kind: str) -> int:
+        """Failed attempts already made at the owed notification (to number the next ones)."""
+        episode = self.episodes.get(instance)
+        last, attempt = self.failed.get((instance, receiver, kind), (0, 0))
+        since = 0 if episode is None else (episode.fired_ms if kind == TRIGGER else episode.resolved_ms)
+        return attempt if last >= since else 0
+
+
+def _instance(rule: str, labels: Any) -> Instance:
+    items = labels.items() if isinstance(labels, dict) else labels
+    return Instance(str(rule), tuple(sorted((str(k), str(v)) for k, v in items)))
+
+
+def load(client: Any, database: str, rules: Iterable[str]) -> Ledger:
+    """The ledger of `rules` from `database`'s audit trail (raises what the store raises)."""
+    names = ", ".join(literal(r) for r in rules) or "''"
+    table = f"{identifier(database)}.{identifier(schema.ALERT_EVENTS)}"
+    events = ", ".join(literal(e) for e in TRANSITIONS)
+    ledger = Ledger()
+    rows = client.query(
+        "SELECT Rule, Labels, argMax(Event, Timestamp), toUnixTimestamp64Milli(max(Timestamp)), "
+        "toUnixTimestamp64Milli(maxIf(Timestamp, Event = 'firing')), "
+        "toUnixTimestamp64Milli(maxIf(Timestamp, Event = 'resolved')), "
+        "argMaxIf(Value, Timestamp, Event = 'firing') "
+        f"FROM {table} WHERE Rule IN ({names}) AND Event IN ({events}) GROUP BY Rule, Labels"
+    ).result_rows
+    for rule, labels, event, since, fired, resolved, value in rows:
+        instance = _instance(rule, labels)
+        ledger.states[instance] = AlertState(State(str(event)), when(int(since)), when(int(fired)))
+        ledger.episodes[instance] = Episode(int(fired), int(resolved), None if value is None else float(value))
+    rows = client.query(
+        f"SELECT Rule, Labels, Receiver, if(startsWith(Detail, {literal(RESOLVE)}), {literal(RESOLVE)}, "
+        f"{literal(TRIGGER)}) AS kind, "
+        "toUnixTimestamp64Milli(maxIf(Timestamp, Event = 'notify_ok')), "
+        "toUnixTimestamp64Milli(maxIf(Timestamp, Event = 'notify_failed')), "
+        "argMaxIf(Attempt, (Timestamp, Attempt), Event = 'notify_failed') "
+        f"FROM {table} WHERE Rule IN ({names}) AND Event IN ('notify_ok', 'notify_failed') "
+        "GROUP BY Rule, Labels, Receiver, kind"
+    ).result_rows
+    for rule, labels, receiver, kind, ok, failed, attempt in rows:
+        key = (_instance(rule, labels), str(receiver), str(kind))
+        if int(ok) > 0:
+            ledger.delivered[key] = int(ok)
+        if int(failed) > 0:
+            ledger.failed[key] = (int(failed), int(attempt or 0))
+    return ledger
