@@ -39,6 +39,7 @@ def test_reading_an_empty_data_dir_says_what_to_do(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "`clinotel schema apply` creates it" in done.stderr
     assert "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == [], "a reading command creates nothing"
 
 
 def test_console_script_runs() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from clinotel.collector import schema as schema_module
+from clinotel.collector.listen import MAX_PORT
 from clinotel.collector.store import StoreError, connect
 
 __all__ = ["open_reading_store", "query", "reading_store", "schema", "serve"]
@@ -95,7 +96,13 @@ def _address(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not host:
         raise click.BadParameter(f"expected HOST:PORT, not {value!r}")
+    if int(port) > MAX_PORT:
+        raise click.BadParameter(f"{port} is not a port (0 to {MAX_PORT})")
     return host.strip("[]"), int(port)
+
+
+def _address_option(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
+    return _address(value)
 
 
 @click.command()
@@ -110,13 +117,18 @@ def _address(value: str) -> tuple[str, int]:
     help="Store in this ClickHouse server (http://host:8123) instead; user and password from "
     "CLICKHOUSE_USER and CLICKHOUSE_PASSWORD.",
 )
-@click.option("--otlp-http", default="127.0.0.1:4318", show_default=True, help="OTLP/HTTP listen address.")
-@click.option("--otlp-grpc", default="127.0.0.1:4317", show_default=True, help="OTLP/gRPC listen address.")
+@click.option(
+    "--otlp-http", default="127.0.0.1:4318", show_default=True, callback=_address_option, help="OTLP/HTTP address."
+)
+@click.option(
+    "--otlp-grpc", default="127.0.0.1:4317", show_default=True, callback=_address_option, help="OTLP/gRPC address."
+)
 @click.option(
     "--http",
     "http_address",
     default="127.0.0.1:8123",
     show_default=True,
+    callback=_address_option,
     help="ClickHouse HTTP interface (read-only SQL, /ping) and /metrics listen address.",
 )
 @click.option("--tokens", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Tokens file (TOML).")
@@ -124,11 +136,19 @@ def _address(value: str) -> tuple[str, int]:
 @click.option(
     "--wal-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Write-ahead log directory [default: beside the data directory].",
+    help="Write-ahead log directory, one per collector [default: DATA-DIR.wal beside the data directory].",
 )
 @click.option("--database", default="clinotel", show_default=True)
-@click.option("--max-request-mb", default=64, show_default=True, help="Largest request, after decompression.")
-@click.option("--wal-max-mb", default=1024, show_default=True, help="Unwritten log size before answering 503.")
+@click.option(
+    "--max-request-mb",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Largest request, after decompression.",
+)
+@click.option(
+    "--wal-max-mb", type=click.IntRange(min=1), default=1024, show_default=True, help="Unwritten log size before 503."
+)
 @click.option(
     "--rules",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -140,9 +160,9 @@ def _address(value: str) -> tuple[str, int]:
 def serve(
     data_dir: Path | None,
     clickhouse_url: str | None,
-    otlp_http: str,
-    otlp_grpc: str,
-    http_address: str,
+    otlp_http: tuple[str, int],
+    otlp_grpc: tuple[str, int],
+    http_address: tuple[str, int],
     tokens: Path | None,
     insecure_no_auth: bool,
     wal_dir: Path | None,
@@ -159,26 +179,51 @@ def serve(
     import threading
 
     from clinotel.collector.ingest import IngestSetupError
+    from clinotel.collector.listen import ListenError
     from clinotel.collector.service import Collector, CollectorConfig, ConfigError
     from clinotel.collector.tokens import TokenError, Tokens
+    from clinotel.collector.wal import LogInUseError, LogOwnedError
 
+    # everything the command line says is checked before anything is bound or created
+    if data_dir is not None and clickhouse_url is not None:
+        raise click.UsageError("give --data-dir or --clickhouse-url, not both")
+    if rules is None and (alertmanager or webhook):
+        raise click.UsageError("--alertmanager and --webhook page for --rules: give --rules FILE too")
+    alerting = _alerting(rules, evaluate_every, alertmanager, webhook) if rules is not None else None
     try:
         config = CollectorConfig(
             data_dir=data_dir,
             clickhouse_url=clickhouse_url,
             database=database,
             wal_dir=wal_dir,
-            otlp_http=_address(otlp_http),
-            otlp_grpc=_address(otlp_grpc),
-            http=_address(http_address),
+            otlp_http=otlp_http,
+            otlp_grpc=otlp_grpc,
+            http=http_address,
             tokens=Tokens.load(tokens) if tokens is not None else None,
             insecure_no_auth=insecure_no_auth,
             max_request_bytes=max_request_mb << 20,
             wal_max_bytes=wal_max_mb << 20,
         )
-        collector = Collector(config)
+        if clickhouse_url is not None:
+            from clinotel.collector.store import dsn_for
+
+            dsn_for(None, clickhouse_url)
+        config.validate()
+    except (ConfigError, TokenError, StoreError) as e:
+        raise click.ClickException(str(e)) from None
+
+    done = threading.Event()
+
+    def _stop(signum: int, frame: object) -> None:
+        done.set()
+
+    # set before starting: a SIGTERM while the store opens stops the collector cleanly once started
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    collector = Collector(config, on_failure=lambda reason: done.set())
+    try:
         collector.start()
-    except (ConfigError, TokenError, StoreError, IngestSetupError) as e:
+    except (ConfigError, TokenError, StoreError, IngestSetupError, ListenError, LogInUseError, LogOwnedError) as e:
         raise click.ClickException(str(e)) from None
     assert collector.http is not None
     host = config.otlp_http[0]
@@ -194,46 +239,68 @@ def serve(
             click.echo(f"  /ping and /metrics on {reads}; readers query {clickhouse_url} itself", err=True)
     if collector.grpc is not None:
         click.echo(f"  OTLP/gRPC on {config.otlp_grpc[0] if config.otlp_grpc else ''}:{collector.grpc.port}", err=True)
-    where = clickhouse_url or data_dir or ".clinotel/data"
+    where = clickhouse_url or config.engine_dir
     click.echo(f"  store {database} in {where}; log in {config.resolved_wal_dir}", err=True)
-    evaluator = _alert_thread(collector, rules, evaluate_every, alertmanager, webhook) if rules else None
-    stopped = threading.Event()
-
-    def _stop(signum: int, frame: object) -> None:
-        stopped.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    stopped.wait()
-    click.echo("stopping: writing what the log holds", err=True)
+    evaluator = alerting.start(collector) if alerting is not None else None
+    done.wait()
     if evaluator is not None:
         evaluator.stop()
+    if collector.failure is not None:
+        click.echo(f"clinotel serve: stopping: {collector.failure}", err=True)
+        collector.stop()
+        click.echo("what the log still holds on disk is written at the next start", err=True)
+        raise SystemExit(1)
+    click.echo("stopping: writing what the log holds", err=True)
     collector.stop()
 
 
-def _alert_thread(collector: Any, rules: Path, every: str, alertmanager: str | None, webhook: str | None) -> Any:
-    """The alert evaluator on the collector's own store, in a background thread."""
-    try:
+class _Alerting:
+    """`serve --rules`: the rule pack and sinks, checked before the collector starts."""
+
+    def __init__(self, pack: Any, interval: int, every: str, rules: Path, page: list[Any], ticket: list[Any]) -> None:
+        self.pack, self.interval, self.every, self.rules = pack, interval, every, rules
+        self.page, self.ticket = page, ticket
+
+    def start(self, collector: Any) -> Any:
+        """The evaluator on the collector's own store, in a background thread; its death stops the
+        collector."""
         from clinotel.alerts.evaluator import Evaluator
-        from clinotel.alerts.paging import AlertmanagerSink, Outbox, Sink, WebhookSink
-        from clinotel.alerts.rules import RuleError, load, parse_duration
+        from clinotel.alerts.paging import Outbox
         from clinotel.alerts.runner import EvaluatorThread
+
+        outbox = Outbox(self.page or list(self.ticket), self.ticket)
+        evaluator = Evaluator(collector.client, self.pack, outbox, collector.config.database)
+        thread = EvaluatorThread(evaluator, self.interval, on_failure=collector.fail)
+        thread.start()
+        click.echo(f"  evaluating {len(self.pack.rules)} alert rules from {self.rules} every {self.every}", err=True)
+        return thread
+
+
+def _alerting(rules: Path, every: str, alertmanager: str | None, webhook: str | None) -> _Alerting:
+    try:
+        from clinotel.alerts.paging import AlertmanagerSink, Sink, WebhookSink, check_url
+        from clinotel.alerts.rules import RuleError, load, parse_duration
     except ImportError:
-        collector.stop()
         raise click.ClickException("--rules needs clinotel-alerts installed") from None
     try:
-        pack = load(rules)
         interval = parse_duration(every)
-    except (RuleError, ValueError) as e:
-        collector.stop()
+        if interval <= 0:
+            raise ValueError(f"an interval above zero, such as 30s, not {every!r}")
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--evaluate-every") from None
+    for name, url in (("--alertmanager", alertmanager), ("--webhook", webhook)):
+        if url is not None:
+            try:
+                check_url(url)
+            except ValueError as e:
+                raise click.BadParameter(str(e), param_hint=name) from None
+    try:
+        pack = load(rules)
+    except RuleError as e:
         raise click.ClickException(str(e)) from None
     page: list[Sink] = [AlertmanagerSink(alertmanager)] if alertmanager else []
     ticket: list[Sink] = [WebhookSink(webhook)] if webhook else []
-    outbox = Outbox(page or list(ticket), ticket)
-    thread = EvaluatorThread(Evaluator(collector.client, pack, outbox, collector.config.database), interval)
-    thread.start()
-    click.echo(f"  evaluating {len(pack.rules)} alert rules from {rules} every {every}", err=True)
-    return thread
+    return _Alerting(pack, interval, every, rules, page, ticket)
 
 
 def reading_store(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -252,11 +319,17 @@ def reading_store(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def open_reading_store(server: str | None, data_dir: Path | None, database: str | None = None) -> Any:
-    """A clickhouse-connect client for `--server` or `--data-dir`, or a ClickException saying why not."""
+    """A client for `--server` (clickhouse-connect) or `--data-dir` (the read port's read-only path:
+    `read_client.ReadOnlyClient`), or a ClickException saying why not. Creates nothing."""
+    from clinotel.collector.read_client import open_embedded
+    from clinotel.collector.store import DEFAULT_DATA_DIR
+
     if server is not None and data_dir is not None:
         raise click.UsageError("give --server or --data-dir, not both")
     try:
-        return connect(data_dir, server, database=database)
+        if server is not None:
+            return connect(None, server, database=database)
+        return open_embedded(data_dir if data_dir is not None else DEFAULT_DATA_DIR, database or "clinotel")
     except StoreError as e:
         raise click.ClickException(str(e)) from None
 
@@ -267,12 +340,21 @@ def open_reading_store(server: str | None, data_dir: Path | None, database: str 
 @click.option("--database", default="clinotel", show_default=True)
 @click.option("--format", "fmt", default="PrettyCompact", show_default=True, help="Any ClickHouse output format.")
 def query(sql: str, server: str | None, data_dir: Path | None, database: str, fmt: str) -> None:
-    """Run one read-only SQL query against the store and print the result."""
-    from clickhouse_connect.driver.exceptions import ClickHouseError
+    """Run one read-only SQL query against the store and print the result.
+
+    Read-only whichever store it opens: through a collector's read port or a server's read-only
+    user with --server, through the same read-only path as the read port with --data-dir
+    (anything but a read is refused)."""
+    from clickhouse_connect.driver.exceptions import Error as DriverError
+
+    from clinotel.collector.sql_reader import ClickHouseError
+    from clinotel.collector.store import error_line
 
     client = open_reading_store(server, data_dir, database)
     try:
         out = client.raw_query(sql, fmt=fmt)
-    except ClickHouseError as e:
-        raise click.ClickException(str(e).strip()) from None
+    except (ClickHouseError, DriverError) as e:
+        raise click.ClickException(error_line(e)) from None
+    finally:
+        client.close()
     click.echo(out.decode("utf-8", errors="replace"), nl=False)

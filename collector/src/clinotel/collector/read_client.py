@@ -1,0 +1,120 @@
+"""Reading an embedded store from the command line, through the read port's own read-only path.
+
+`clinotel query`, `report`, `dashboards check` and the alert evaluator's reads open a store given
+by `--data-dir` here: every statement goes through `SqlReader` (ClickHouse's parse checked, a
+`readonly = 1` session), exactly as it would through a collector's `--http` port with an operator
+token, so `TRUNCATE`, `DROP`, `ALTER … DELETE` or `INSERT` are refused whichever way the store is
+opened. `ReadOnlyClient` answers the part of clickhouse-connect's client those commands use:
+`query` (rows typed by clickhouse-connect's own Native decoder), `raw_query` and `command`.
+
+Opening checks the directory first and creates nothing: a missing store, one held by a running
+collector (read through it with `--server`) or one on a read-only mount is refused with what to
+do instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from clinotel.collector import schema
+from clinotel.collector.sql_reader import ClickHouseError, ReadLimits, SqlReader
+from clinotel.collector.store import StoreError, check_embedded
+
+__all__ = ["ReadOnlyClient", "open_embedded"]
+
+
+class _Source:
+    """One answer's bytes as clickhouse-connect's response buffer reads them."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.last_message: bytes | None = None
+        self.exception_tag: str | None = None
+
+    @property
+    def gen(self) -> Iterator[bytes]:
+        yield self.data
+
+    def close(self) -> None:
+        return None
+
+
+def _text(value: Any) -> str:
+    return str(value)
+
+
+class ReadOnlyClient:
+    """clickhouse-connect's reading calls over a `SqlReader` (every tenant: the operator's view).
+
+    Errors are `sql_reader.ClickHouseError` (code, name, message), as the read port answers them.
+    `parameters` are ClickHouse's server-side query parameters (`{name:Type}` in the SQL)."""
+
+    def __init__(self, reader: SqlReader, database: str) -> None:
+        self.reader = reader
+        self.database = database
+
+    def _read(
+        self,
+        sql: str,
+        fmt: str,
+        parameters: Mapping[str, Any] | None,
+        settings: Mapping[str, Any] | None,
+    ) -> bytes:
+        result = self.reader.query(
+            sql,
+            tenant=None,
+            database=self.database,
+            default_format=fmt,
+            params={k: _text(v) for k, v in (parameters or {}).items()},
+            settings={k: _text(v) for k, v in (settings or {}).items()},
+        )
+        return result.body
+
+    def query(
+        self, query: str, parameters: Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None
+    ) -> Any:
+        """A clickhouse-connect `QueryResult`: `result_rows`, `column_names`, `first_row`, …"""
+        from clickhouse_connect.driver.ctypes import RespBuffCls
+        from clickhouse_connect.driver.query import QueryContext
+        from clickhouse_connect.driver.transform import NativeTransform
+
+        body = self._read(query, "Native", parameters, settings)
+        source = RespBuffCls(_Source(body))  # type: ignore[no-untyped-call]
+        return NativeTransform.parse_response(source, QueryContext())
+
+    def raw_query(
+        self,
+        query: str,
+        parameters: Mapping[str, Any] | None = None,
+        settings: Mapping[str, Any] | None = None,
+        fmt: str | None = None,
+    ) -> bytes:
+        """The answer's bytes in `fmt` (TabSeparated by default; a FORMAT clause wins)."""
+        return self._read(query, fmt or "TabSeparated", parameters, settings)
+
+    def command(
+        self, cmd: str, parameters: Mapping[str, Any] | None = None, settings: Mapping[str, Any] | None = None
+    ) -> str | int | list[str]:
+        """A one-value answer as an int (or text), several values as a list, as clickhouse-connect does."""
+        body = self._read(cmd, "TabSeparated", parameters, settings).decode("utf-8", errors="replace")
+        first = body.split("\n", 1)[0]
+        cells = first.split("\t") if first else []
+        if len(cells) == 1:
+            return int(cells[0]) if cells[0].lstrip("-").isdigit() else cells[0]
+        return cells
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+def open_embedded(data_dir: Path, database: str, limits: ReadLimits | None = None) -> ReadOnlyClient:
+    """A read-only client on the embedded store at `data_dir`; StoreError when it cannot be read
+    now (nothing is created either way)."""
+    check_embedded(data_dir, database, reading=True)
+    try:
+        reader = SqlReader(data_dir.resolve(), database, schema.tenant_tables(), limits or ReadLimits())
+    except (RuntimeError, ClickHouseError) as e:
+        raise StoreError(f"cannot open the store {data_dir.resolve()}: {str(e).strip().splitlines()[0][:300]}") from e
+    return ReadOnlyClient(reader, database)

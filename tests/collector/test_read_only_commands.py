@@ -1,0 +1,191 @@
+"""Every reading command is read-only whichever store it opens: `--data-dir` goes through the read
+port's own read-only path, refuses anything but a read, and creates nothing; a store it cannot
+open now is one line saying what to do instead."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clinotel.cli import main
+from clinotel.collector import clinical, schema
+from clinotel.collector.read_client import open_embedded
+from clinotel.collector.sql_reader import ClickHouseError
+from tests.net import free_port
+
+DESTRUCTIVE = (
+    "TRUNCATE TABLE otel_traces",
+    "DROP TABLE clinical_workflows",
+    "ALTER TABLE clinical_workflows DELETE WHERE 1",
+    "INSERT INTO clinotel_alert_events (Rule) VALUES ('x')",
+    "OPTIMIZE TABLE otel_traces FINAL",
+    "RENAME TABLE clinical_workflows TO gone",
+    "CREATE TABLE t (a UInt8) ENGINE = Memory",
+    "SELECT 1; DROP TABLE clinical_workflows",
+    "SYSTEM DROP MARK CACHE",
+)
+
+
+def _workflows(client: Any, options: schema.SchemaOptions, n: int = 3) -> None:
+    now = datetime.now(UTC)
+    rows = [("st-marys", "triage", uuid.uuid4().hex, now - timedelta(minutes=i), now) for i in range(n)]
+    columns = ["TenantId", "WorkflowKind", "TraceId", "StartTime", "EndTime"]
+    client.insert(options.name(clinical.WORKFLOWS), rows, column_names=columns)
+
+
+def test_the_read_only_client_refuses_every_write_and_reads_as_clickhouse_connect_does(
+    client: Any, engine_dir: Path, options: schema.SchemaOptions
+) -> None:
+    _workflows(client, options)
+    reader = open_embedded(engine_dir / "data", options.database)
+    try:
+        for sql in DESTRUCTIVE:
+            with pytest.raises(ClickHouseError):
+                reader.query(sql)
+            with pytest.raises(ClickHouseError):
+                reader.raw_query(sql)
+            with pytest.raises(ClickHouseError):
+                reader.command(sql)
+        table = options.name(clinical.WORKFLOWS)
+        sql = f"SELECT TenantId, StartTime, WorkflowKind FROM {table} FINAL ORDER BY StartTime"
+        assert reader.query(sql).result_rows == client.query(sql).result_rows
+        assert reader.query(sql).column_names == ("TenantId", "StartTime", "WorkflowKind")
+        assert reader.command(f"SELECT count() FROM {options.name(clinical.WORKFLOWS)}") == 3
+        assert reader.raw_query("SELECT 1 AS one", fmt="CSVWithNames") == b'"one"\n1\n'
+    finally:
+        reader.close()
+    assert client.command(f"SELECT count() FROM {options.name(clinical.WORKFLOWS)}") == 3
+    assert client.command(f"EXISTS TABLE {options.name(schema.TRACES)}") == 1
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An embedded store with a few rows, made by a process of its own (one engine per process)."""
+    data = tmp_path_factory.mktemp("store") / "data"
+    code = (
+        "import uuid, clickhouse_connect\n"
+        "from datetime import UTC, datetime\n"
+        "from clinotel.collector import clinical, schema\n"
+        f"c = clickhouse_connect.get_client(dsn='chdb://{data}')\n"
+        "o = schema.SchemaOptions()\n"
+        "schema.apply(c, o)\n"
+        "rows = [('st-marys', 'triage', uuid.uuid4().hex, datetime.now(UTC), datetime.now(UTC)) for _ in range(3)]\n"
+        "c.insert(o.name(clinical.WORKFLOWS), rows, column_names=['TenantId', 'WorkflowKind', 'TraceId', "
+        "'StartTime', 'EndTime'])\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, capture_output=True)
+    return data
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clinotel.cli", *args], capture_output=True, text=True, timeout=120, cwd=cwd,
+        check=False,
+    )  # fmt: skip
+
+
+def _error(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 1, (done.returncode, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_destructive_sql_through_data_dir_is_refused_and_changes_nothing(store: Path) -> None:
+    for sql in DESTRUCTIVE[:3]:
+        line = _error(_cli("query", "--data-dir", str(store), sql))
+        assert line.startswith("Error: READONLY (164): "), line
+    done = _cli("query", "--data-dir", str(store), "--format", "TSV", "SELECT count() FROM clinical_workflows FINAL")
+    assert (done.returncode, done.stdout) == (0, "3\n"), done.stderr
+    done = _cli("query", "--data-dir", str(store), "--format", "TSV", "EXISTS TABLE otel_traces")
+    assert done.stdout == "1\n"
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    code = exited.value.code
+    return (code if isinstance(code, int) else 1), capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["query", "SELECT 1"],
+        ["report", "--out", "r.html"],
+        ["dashboards", "check"],
+        ["alerts", "evaluate", "--once"],
+        ["query", "--data-dir", "nowhere/data", "SELECT 1"],
+        ["report", "--data-dir", "nowhere/data"],
+    ],
+)
+def test_reading_commands_create_nothing(
+    argv: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, err = _run(argv, capsys)
+    assert code == 1
+    assert err.startswith("Error: no clinotel store at ")
+    assert err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == [], "a reading command left something behind"
+
+
+def test_an_unreachable_server_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()
+    code, err = _run(["query", "--server", f"http://127.0.0.1:{port}", "SELECT 1"], capsys)
+    assert code == 1
+    assert err == f"Error: cannot reach http://127.0.0.1:{port}: connection refused\n"
+
+
+@pytest.fixture
+def read_only_copy(store: Path) -> Iterator[tuple[Path, list[str]]]:
+    """A copy of the store that cannot be written: a read-only bind mount where the machine allows
+    one, else a directory an unprivileged user cannot write. Yields it and how to run as reader."""
+    base = Path(tempfile.mkdtemp(prefix="clinotel-ro-"))
+    copy = base / "data"
+    shutil.copytree(store, copy)
+    mounted = base / "mounted"
+    mounted.mkdir()
+    try:
+        if os.geteuid() == 0 and shutil.which("mount"):
+            bind = ["mount", "--bind", "-o", "ro", str(copy), str(mounted)]
+            bound = subprocess.run(bind, check=False, capture_output=True)
+            if bound.returncode == 0:
+                try:
+                    yield mounted, []
+                finally:
+                    subprocess.run(["umount", str(mounted)], check=True)
+                return
+        if os.geteuid() == 0 and shutil.which("setpriv"):
+            for path in (base, copy, *copy.rglob("*")):
+                path.chmod(0o755 if path.is_dir() else 0o644)
+            yield copy, ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
+            return
+        pytest.skip("neither a read-only mount nor another user is available here")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_store_on_a_read_only_mount_says_so_and_suggests_a_server(read_only_copy: tuple[Path, list[str]]) -> None:
+    path, run_as = read_only_copy
+    done = subprocess.run(
+        [*run_as, sys.executable, "-m", "clinotel.cli", "query", "--data-dir", str(path), "SELECT 1"],
+        capture_output=True, text=True, timeout=120, check=False, cwd="/",
+    )  # fmt: skip
+    line = _error(done)
+    assert line.startswith(f"Error: the store {path} is ")
+    assert "read-only file system" in line or "is not writable" in line
+    assert "--server URL" in line
