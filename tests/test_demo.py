@@ -15,16 +15,20 @@ WORKFLOWS = 2000
 HOURS = 6  # 2,000 workflows over six simulated hours: enough per hour for every hourly panel
 
 
-def _run(tmp_path: Path, name: str, seed: int = 7) -> dict[str, object]:
-    out = tmp_path / name
+def _demo(tmp_path: Path, name: str, *extra: str, seed: int = 7) -> subprocess.CompletedProcess[str]:
     # a process of its own: the demo opens its own embedded engine (chDB allows one per process)
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "clinotel.cli", "demo", "--workflows", str(WORKFLOWS), "--hours", str(HOURS),
-         "--seed", str(seed), "--out", str(out)],
+         "--seed", str(seed), "--out", str(tmp_path / name), *extra],
         capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path,
     )  # fmt: skip
+
+
+def _run(tmp_path: Path, name: str, *extra: str, seed: int = 7) -> dict[str, object]:
+    out = tmp_path / name
+    done = _demo(tmp_path, name, *extra, seed=seed)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name not in ("a", "b")) == [], "nothing written outside --out"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != name) == [], "nothing written outside --out"
     assert "workflows" in done.stdout
     assert (out / "report.html").is_file()
     assert (out / "grafana" / "dashboards" / "clinotel" / "safety.json").is_file()
@@ -32,12 +36,21 @@ def _run(tmp_path: Path, name: str, seed: int = 7) -> dict[str, object]:
     return summary
 
 
-def test_demo_tells_the_story_and_repeats_with_the_same_seed(tmp_path: Path) -> None:
+def test_demo_tells_the_story_and_twice_with_one_seed_gives_one_summary(tmp_path: Path) -> None:
     first = _run(tmp_path, "a")
-    second = _run(tmp_path, "b")
+    # a rerun into the same --out never adds to the earlier store: refused, untouched ...
+    again = _demo(tmp_path, "a")
+    assert again.returncode == 1
+    assert "Traceback" not in again.stderr
+    assert "already holds a store" in again.stderr
+    assert "--force" in again.stderr
+    assert json.loads((tmp_path / "a" / "summary.json").read_text()) == first
+    # ... or, with --force, starts from an empty one: the same figures
+    second = _run(tmp_path, "a", "--force")
     first.pop("elapsed_s")
     second.pop("elapsed_s")
     assert first == second, "the same seed must give the same figures"
+    assert first["workflows_stored"] == WORKFLOWS, "the store holds this run's workflows, no earlier run's"
 
     workflows = first["workflows"]
     assert isinstance(workflows, dict)
@@ -77,3 +90,22 @@ def test_plans_are_sliceable_and_deterministic() -> None:
     assert whole == parts
     again = list(plan(scenario))
     assert [(p.kind, p.site, p.decision) for p in again] == [(p.kind, p.site, p.decision) for p in plan(scenario)]
+
+
+def test_force_never_deletes_a_store_a_demo_did_not_create(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "precious.txt").write_text("keep me", encoding="utf-8")
+    done = _demo(tmp_path, "out", "--data-dir", str(mine), "--force")
+    assert done.returncode == 1
+    assert "was not created by a demo run" in done.stderr
+    assert (mine / "precious.txt").read_text() == "keep me"
+
+
+def test_bad_demo_options_are_refused_before_anything_is_created(tmp_path: Path) -> None:
+    for option in (["--workflows", "-5"], ["--workflows", "0"], ["--hours", "0"], ["--alert-step-min", "0"]):
+        done = _demo(tmp_path, "out", *option)
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+        assert done.stderr.startswith("Error: Invalid value"), done.stderr
+    assert list(tmp_path.iterdir()) == []

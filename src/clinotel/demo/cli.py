@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -30,12 +31,55 @@ from clinotel.demo.summary import DemoSummary, disparity, rate
 __all__ = ["demo"]
 
 DEMO_PSEUDONYM_KEY = "clinotel-demo-key-do-not-use-in-production"
+MARKER = ".clinotel-demo"
+"""In OUT: the store and log a demo run created, so `--force` replaces those and nothing else."""
+
+
+def _is_empty(path: Path) -> bool:
+    return not path.exists() or (path.is_dir() and not any(path.iterdir()))
+
+
+def _fresh_store(out: Path, data_dir: Path, wal_dir: Path, force: bool) -> None:
+    """Each run starts from an empty store, so one seed gives one set of figures: a store left by
+    an earlier run is refused, or with `--force` removed when that run was a demo's (OUT's marker
+    names it); any other store is never touched."""
+    from clinotel.collector.store import holder_pid
+
+    if _is_empty(data_dir) and _is_empty(wal_dir):
+        return
+    held = holder_pid(data_dir) if data_dir.is_dir() else None
+    if held is not None:
+        raise click.ClickException(f"{data_dir} is in use by process {held}: stop it, or choose another --out")
+    if not force:
+        raise click.ClickException(
+            f"{data_dir} already holds a store (an earlier run?): the demo starts from an empty store, so that one "
+            "seed gives one set of figures; give --force to replace the earlier demo's store, or another --out"
+        )
+    try:
+        marker = json.loads((out / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        marker = {}
+    ours = {marker.get("data_dir"), marker.get("wal_dir")} if isinstance(marker, dict) else set()
+    for path in (data_dir, wal_dir):
+        if not _is_empty(path) and str(path) not in ours:
+            raise click.ClickException(
+                f"{path} was not created by a demo run into {out} (its {MARKER} does not name it): clinotel does not "
+                "delete a store it did not create; remove it yourself or choose another --out or --data-dir"
+            )
+    for path in (data_dir, wal_dir):
+        shutil.rmtree(path, ignore_errors=False) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 @click.command()
-@click.option("--workflows", "-n", default=20_000, show_default=True, help="Workflow instances to simulate.")
+@click.option(
+    "--workflows", "-n", type=click.IntRange(min=1), default=20_000, show_default=True,
+    help="Workflow instances to simulate.",
+)  # fmt: skip
 @click.option("--seed", default=7, show_default=True, help="Same seed, same figures.")
-@click.option("--hours", default=12.0, show_default=True, help="Simulated hospital time.")
+@click.option(
+    "--hours", type=click.FloatRange(min=0, min_open=True, max=24 * 365), default=12.0, show_default=True,
+    help="Simulated hospital time.",
+)  # fmt: skip
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=Path("clinotel-demo"), show_default=True
 )
@@ -44,8 +88,14 @@ DEMO_PSEUDONYM_KEY = "clinotel-demo-key-do-not-use-in-production"
     type=click.Path(file_okay=False, path_type=Path),
     help="The embedded store's directory [default: OUT/data]; the log goes beside it.",
 )
-@click.option("--alert-step-min", default=10, show_default=True, help="Simulated minutes between alert evaluations.")
-def demo(workflows: int, seed: int, hours: float, out: Path, data_dir: Path | None, alert_step_min: int) -> None:
+@click.option(
+    "--alert-step-min", type=click.IntRange(min=1), default=10, show_default=True,
+    help="Simulated minutes between alert evaluations.",
+)  # fmt: skip
+@click.option("--force", is_flag=True, help="Replace the store an earlier demo run left in OUT.")
+def demo(
+    workflows: int, seed: int, hours: float, out: Path, data_dir: Path | None, alert_step_min: int, force: bool
+) -> None:
     """Run a simulated hospital (ED triage and scheduling at three sites) end to end.
 
     Shadow mode, then recommendation, then a canary of triage model v4 at one site behind a
@@ -59,12 +109,19 @@ def demo(workflows: int, seed: int, hours: float, out: Path, data_dir: Path | No
     (OUT/report.html), and the alert rules are replayed over the simulated hours, paging through a
     Prometheus Alertmanager on loopback when one is installed, else a local webhook sink.
     """
+    from clinotel.collector.store import default_wal_dir
     from clinotel.demo.pipeline import sim_range, start_collector
 
     console = Console()
     scenario = Scenario(workflows=workflows, seed=seed, hours=hours)
+    if out.exists() and not out.is_dir():
+        raise click.BadParameter(f"{out} is not a directory", param_hint="--out")
+    store = (data_dir if data_dir is not None else out / "data").resolve()
+    wal = default_wal_dir(store, None, "clinotel")
+    _fresh_store(out, store, wal, force)
     out.mkdir(parents=True, exist_ok=True)
-    collector = start_collector(data_dir if data_dir is not None else out / "data")
+    (out / MARKER).write_text(json.dumps({"data_dir": str(store), "wal_dir": str(wal)}) + "\n", encoding="utf-8")
+    collector = start_collector(store, wal)
     assert collector.http is not None
     base_ns = time.time_ns() - scenario.window_ns
     console.print(
@@ -84,13 +141,14 @@ def demo(workflows: int, seed: int, hours: float, out: Path, data_dir: Path | No
         summary = _run_services(console, scenario, collector, base_ns, out)
         elapsed = time.perf_counter() - started
         stored = _stored_by_service(collector)
+        workflows_stored = _workflows_stored(collector)
         _print(console, summary, elapsed)
         _print_services(console, stored)
         back = _back_end(console, collector, out, sim_range(base_ns, scenario.window_ns), alert_step_min)
     finally:
         collector.stop()
     path = out / "summary.json"
-    record = {**_as_json(summary, scenario, elapsed), "services": stored, **back}
+    record = {**_as_json(summary, scenario, elapsed), "services": stored, "workflows_stored": workflows_stored, **back}
     path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     console.print(f"\nwrote [bold]{path}[/]")
 
@@ -158,6 +216,13 @@ def _stored_by_service(collector: Any) -> dict[str, dict[str, object]]:
         f"FROM {collector.options.name(schema.TRACES)} GROUP BY instance ORDER BY instance"
     ).result_rows
     return {str(instance): {"service": str(name), "spans_stored": int(n)} for instance, name, n in rows}
+
+
+def _workflows_stored(collector: Any) -> int:
+    """Workflow instances in the store (what the report counts)."""
+    from clinotel.collector import clinical
+
+    return int(collector.client.command(f"SELECT count() FROM {collector.options.name(clinical.WORKFLOWS)} FINAL"))
 
 
 def _print_services(console: Console, stored: dict[str, dict[str, object]]) -> None:

@@ -18,11 +18,11 @@ from clinotel.demo.scenario import TENANT
 __all__ = ["AlertReplay", "PageSink", "replay_alerts", "sim_range", "start_collector"]
 
 
-def start_collector(data_dir: Path) -> Collector:
+def start_collector(data_dir: Path, wal_dir: Path) -> Collector:
     """The embedded collector on loopback (ephemeral ports, no tokens: loopback only), storing in
-    `data_dir` with its log beside it."""
+    `data_dir` with its log in `wal_dir`."""
     config = CollectorConfig(
-        data_dir=data_dir, wal_dir=data_dir.parent / "wal", otlp_http=("127.0.0.1", 0), otlp_grpc=None,
+        data_dir=data_dir, wal_dir=wal_dir, otlp_http=("127.0.0.1", 0), otlp_grpc=None,
         http=("127.0.0.1", 0), insecure_no_auth=True, insecure_tenant=TENANT, metrics_interval_s=5.0,
     )  # fmt: skip
     collector = Collector(config)
@@ -86,7 +86,8 @@ def replay_alerts(
     # the collector's own rules watch the live process, which ran for seconds, not simulated hours
     pack = load(default_rules_path())
     pack = pack.model_copy(update={"rules": tuple(r for r in pack.rules if r.kind != "collector")})
-    evaluator = Evaluator(collector.client, pack, outbox, collector.config.database)
+    # alone on its own store by construction: no lease to take
+    evaluator = Evaluator(collector.client, pack, outbox, collector.config.database, lease_s=None)
     severity = {r.name: r.severity for r in pack.rules}
     replay = AlertReplay()
     t = start
@@ -104,6 +105,7 @@ def replay_alerts(
                 replay.resolved.setdefault(rule, t)
         replay.errors += summary.errors
         t += step
+    evaluator.close()
     return replay
 
 
