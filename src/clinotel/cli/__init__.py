@@ -1,8 +1,14 @@
 """The `clinotel` command. Each installed component registers its subcommands in the
-`clinotel.commands` entry-point group, so a machine lists only what it has installed."""
+`clinotel.commands` entry-point group, so a machine lists only what it has installed.
+
+A user's mistake (a bad flag, a missing file, a store that cannot be opened) ends the command with
+one line on stderr, `Error: …`, and exit code 2 (usage) or 1; never a Python traceback."""
 
 from __future__ import annotations
 
+import logging
+import sys
+from collections.abc import Sequence
 from importlib.metadata import entry_points, version
 
 import click
@@ -60,6 +66,30 @@ def cli() -> None:
     """
 
 
-def main() -> None:
+def _logging() -> None:
+    """Warnings and errors of clinotel's own loggers on stderr, one line each; the database
+    driver's own chatter stays out (its errors reach the user as clinotel's messages)."""
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(levelname)s: %(message)s")
+    logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `clinotel` console script."""
-    cli()
+    _logging()
+    try:
+        code = cli.main(args=list(argv) if argv is not None else None, prog_name="clinotel", standalone_mode=False)
+    except click.UsageError as e:
+        where = f" (`{e.ctx.command_path} --help` for usage)" if e.ctx is not None else ""
+        click.echo(f"Error: {e.format_message()}{where}", err=True)
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        click.echo(f"Error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except OSError as e:  # a path the user gave that cannot be read or written
+        where = f": {e.filename}" if e.filename else ""
+        click.echo(f"Error: {e.strerror or e}{where}", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

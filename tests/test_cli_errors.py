@@ -1,0 +1,180 @@
+"""Every command, given bad input, answers with one line (`Error: …`) and exit code 1 or 2: never
+a Python traceback, and nothing created before the input was checked."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from clinotel.alerts import default_rules_path
+from clinotel.cli import main
+from clinotel.collector.tokens import TokenError, Tokens
+from tests.net import free_port
+
+UNREACHABLE = f"http://127.0.0.1:{free_port()}"
+TOKEN = "a-token-of-twenty-characters"
+DUPLICATE_TOKENS = f"""# two grants, one token
+[[token]]
+tenant = "st-marys"
+token = "{TOKEN}"
+
+[[token]]
+tenant = "general"
+role = "read"
+token = "other-token-0123456789"
+
+[[token]]
+tenant = "general"
+sha256 = "{hashlib.sha256(TOKEN.encode()).hexdigest()}"
+"""
+FILES = {
+    "bad.yaml": "rules:\n  - name: x_rule\n    metric: fallback_rate\n    threshold: 1\n    window: soon\n"
+    "    severity: page\n    summary: bad window\n",
+    "not-yaml.yaml": "rules: [oops\n",
+    "dup.toml": DUPLICATE_TOKENS,
+    "broken.toml": "[[token\n",
+    "a-file": "",
+}
+DEFAULT_RULES = str(default_rules_path())
+
+CASES: list[tuple[str, list[str], int, str]] = [
+    ("demo: negative workflows", ["demo", "--workflows", "-5"], 2, "-5 is not in the range"),
+    ("demo: hours not a number", ["demo", "--hours", "soon"], 2, "'soon' is not a valid float"),
+    ("demo: zero alert step", ["demo", "--alert-step-min", "0"], 2, "not in the range"),
+    ("semconv: output under a file", ["semconv", "docs", "--out", "a-file/docs.md"], 1, "a-file"),
+    ("schema show: ttl 0", ["schema", "show", "--ttl-days", "0"], 2, "ttl_days must be a positive"),
+    ("schema apply: two stores", ["schema", "apply", "--data-dir", "d", "--clickhouse-url", "http://x"], 2, "not both"),
+    ("schema apply: not a URL", ["schema", "apply", "--clickhouse-url", "ftp://x"], 1, "http:// or https://"),
+    ("schema apply: unreachable", ["schema", "apply", "--clickhouse-url", UNREACHABLE], 1, "connection refused"),
+    ("schema proto: out is a file", ["schema", "proto", "--out", "a-file"], 2, "is a file"),
+    ("serve: port 99999", ["serve", "--otlp-http", "127.0.0.1:99999"], 2, "99999 is not a port"),
+    ("serve: no port", ["serve", "--otlp-grpc", "localhost"], 2, "expected HOST:PORT"),
+    ("serve: no tokens", ["serve"], 1, "give --tokens FILE, or --insecure-no-auth"),
+    (
+        "serve: open off loopback",
+        ["serve", "--insecure-no-auth", "--http", "0.0.0.0:8123"],
+        1,
+        "refused on a non-loopback",
+    ),
+    ("serve: bad rules", ["serve", "--insecure-no-auth", "--rules", "bad.yaml"], 1, "bad.yaml:5: rules.0.window"),
+    (
+        "serve: bad interval",
+        ["serve", "--insecure-no-auth", "--rules", DEFAULT_RULES, "--evaluate-every", "soon"],
+        2,
+        "a duration such as",
+    ),
+    (
+        "serve: zero interval",
+        ["serve", "--insecure-no-auth", "--rules", DEFAULT_RULES, "--evaluate-every", "0s"],
+        2,
+        "above zero",
+    ),
+    (
+        "serve: pages without rules",
+        ["serve", "--insecure-no-auth", "--alertmanager", "http://am:9093"],
+        2,
+        "give --rules FILE too",
+    ),
+    (
+        "serve: alertmanager not a URL",
+        ["serve", "--insecure-no-auth", "--rules", DEFAULT_RULES, "--alertmanager", "am:9093"],
+        2,
+        "an http:// or https:// URL",
+    ),
+    (
+        "serve: two stores",
+        ["serve", "--insecure-no-auth", "--data-dir", "d", "--clickhouse-url", "http://x"],
+        2,
+        "not both",
+    ),
+    (
+        "serve: server not a URL",
+        ["serve", "--insecure-no-auth", "--clickhouse-url", "ftp://x"],
+        1,
+        "http:// or https://",
+    ),
+    ("serve: missing tokens file", ["serve", "--tokens", "nowhere.toml"], 2, "does not exist"),
+    ("serve: broken tokens", ["serve", "--tokens", "broken.toml"], 1, "broken.toml"),
+    (
+        "serve: one token, two tenants",
+        ["serve", "--tokens", "dup.toml"],
+        1,
+        "token 1 (line 2) and token 3 (line 11) are the same token",
+    ),
+    ("serve: request limit 0", ["serve", "--insecure-no-auth", "--max-request-mb", "0"], 2, "not in the range"),
+    ("query: no SQL", ["query"], 2, "Missing argument 'SQL'"),
+    ("query: two stores", ["query", "--server", "http://x", "--data-dir", "d", "SELECT 1"], 2, "not both"),
+    ("query: not a URL", ["query", "--server", "ftp://x", "SELECT 1"], 1, "http:// or https://"),
+    ("query: unreachable", ["query", "--server", UNREACHABLE, "SELECT 1"], 1, "connection refused"),
+    ("query: no store", ["query", "--data-dir", "nowhere", "SELECT 1"], 1, "no clinotel store at"),
+    ("dashboards build: no --out", ["dashboards", "build"], 2, "Missing option '--out'"),
+    ("dashboards check: unreachable", ["dashboards", "check", "--server", UNREACHABLE], 1, "connection refused"),
+    ("report: no store", ["report", "--data-dir", "nowhere"], 1, "no clinotel store at"),
+    ("alerts check: missing file", ["alerts", "check", "--rules", "nowhere.yaml"], 1, "nowhere.yaml"),
+    ("alerts check: not YAML", ["alerts", "check", "--rules", "not-yaml.yaml"], 1, "not valid YAML"),
+    ("alerts evaluate: bad interval", ["alerts", "evaluate", "--every", "soon"], 2, "a duration such as"),
+    ("alerts evaluate: not a URL", ["alerts", "evaluate", "--once", "--webhook", "hooks"], 2, "an http:// or https://"),
+    ("alerts evaluate: no routing key", ["alerts", "evaluate", "--once", "--pagerduty"], 2, "PAGERDUTY_ROUTING_KEY"),
+    ("alerts evaluate: no store", ["alerts", "evaluate", "--once"], 1, "no clinotel store at"),
+    (
+        "alerts evaluate: unreachable",
+        ["alerts", "evaluate", "--once", "--server", UNREACHABLE],
+        1,
+        "connection refused",
+    ),
+    ("alerts export: bad rules", ["alerts", "export", "--out", "x", "--rules", "bad.yaml"], 1, "rules.0.window"),
+    ("compose generate: no compose dir", ["compose", "generate", "--dir", "."], 2, "has no compose.yaml"),
+    ("unknown command", ["nosuch"], 2, "No such command"),
+]
+
+
+@pytest.mark.parametrize(("argv", "code", "says"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_exit_1_or_2(
+    argv: list[str],
+    code: int,
+    says: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PAGERDUTY_ROUTING_KEY", raising=False)
+    for name, text in FILES.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert exited.value.code == code, err
+    assert "Traceback" not in out + err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("Error: "), err
+    assert says in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(FILES), "nothing created"
+
+
+def test_one_token_listed_under_two_tenants_is_refused_with_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.toml"
+    path.write_text(DUPLICATE_TOKENS, encoding="utf-8")
+    with pytest.raises(TokenError) as refused:
+        Tokens.load(path)
+    assert str(refused.value) == (
+        f"{path}: token 1 (line 2) and token 3 (line 11) are the same token ('st-marys' write, 'general' write): "
+        "give each grant a token of its own"
+    )
+
+
+def test_alerts_check_prints_the_whole_table_when_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    from clinotel.alerts.rules import load
+
+    with pytest.raises(SystemExit) as exited:
+        main(["alerts", "check"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "…" not in out, "nothing cut short"
+    for rule in load(default_rules_path()).rules:
+        row = next(line for line in out.splitlines() if f" {rule.name} " in line)
+        assert f" {rule.metric} " in row, row
+        assert f" {rule.severity} " in row, row
