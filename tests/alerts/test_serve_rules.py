@@ -47,3 +47,42 @@ def test_serve_evaluates_rules_and_records_them(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()[-2000:]
     assert b"evaluating 13 alert rules" in err
+
+
+def test_a_collector_killed_while_evaluating_resumes_its_own_lease_at_once(tmp_path: Path) -> None:
+    from tests.collector.test_crash import wait_serving
+
+    http = free_port()
+
+    def serve() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(tmp_path / "data"),
+             "--otlp-http", f"127.0.0.1:{free_port()}", "--otlp-grpc", f"127.0.0.1:{free_port()}",
+             "--http", f"127.0.0.1:{http}", "--insecure-no-auth", "--rules", str(default_rules_path()),
+             "--evaluate-every", "1s"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        return wait_serving(proc, http)
+
+    def passes() -> int:
+        return int(_query(http, "SELECT count() FROM clinotel.clinotel_alert_events WHERE Event = 'lease'"))
+
+    proc = serve()
+    deadline = time.monotonic() + 30
+    while passes() < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # its lease (60 s) is left behind
+    proc.wait(timeout=30)
+    if proc.stderr is not None:
+        proc.stderr.close()
+    proc = serve()
+    try:
+        before = passes()
+        deadline = time.monotonic() + 15
+        while passes() <= before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert passes() > before, "the restarted collector evaluates now, not once its old lease expires"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()[-2000:]

@@ -74,7 +74,8 @@ class Evaluator:
     """Evaluates `pack` against `client` (clickhouse-connect's reading calls) in `database`;
     records through `recorder` (an `insert` like clickhouse-connect's; default: `client`).
     `lease_s`: how long a pass's claim on the store lasts without renewal; None: no lease (a
-    caller that is alone by construction)."""
+    caller that is alone by construction). `holder`: the lease holder's name, stable across
+    restarts for an evaluator that is one of a kind (a collector's), so it resumes its own lease."""
 
     def __init__(
         self,
@@ -85,6 +86,7 @@ class Evaluator:
         runbook_base: str = RUNBOOK_BASE,
         recorder: Any | None = None,
         lease_s: float | None = DEFAULT_LEASE_S,
+        holder: str | None = None,
     ) -> None:
         self.client = client
         self.recorder = recorder if recorder is not None else client
@@ -92,7 +94,7 @@ class Evaluator:
         self.outbox = outbox
         self.database = database
         self.runbook_base = runbook_base
-        self.lease = Lease(client, self.recorder, database, lease_s) if lease_s is not None else None
+        self.lease = Lease(client, self.recorder, database, lease_s, holder) if lease_s is not None else None
         self.states: dict[Instance, AlertState] = {}
         self._ledger = Ledger()
         self._events: list[tuple[Any, ...]] = []

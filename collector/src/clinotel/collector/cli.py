@@ -264,12 +264,19 @@ class _Alerting:
     def start(self, collector: Any) -> Any:
         """The evaluator on the collector's own store, in a background thread; its death stops the
         collector."""
+        import socket
+
         from clinotel.alerts.evaluator import Evaluator
         from clinotel.alerts.paging import Outbox
         from clinotel.alerts.runner import EvaluatorThread
 
         outbox = Outbox(self.page or list(self.ticket), self.ticket)
-        evaluator = Evaluator(collector.client, self.pack, outbox, collector.config.database)
+        # named after the collector's log (one collector per log): restarted, it resumes its own lease
+        holder = f"serve:{socket.gethostname()}:{collector.config.resolved_wal_dir}"
+        evaluator = Evaluator(
+            collector.client, self.pack, outbox, collector.config.database,
+            lease_s=max(3.0 * self.interval, 60.0), holder=holder,
+        )  # fmt: skip
         thread = EvaluatorThread(evaluator, self.interval, on_failure=collector.fail)
         thread.start()
         click.echo(f"  evaluating {len(self.pack.rules)} alert rules from {self.rules} every {self.every}", err=True)
