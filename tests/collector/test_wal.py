@@ -184,3 +184,38 @@ def test_verify_notices_the_log_directory_deleted_under_it(tmp_path: Path) -> No
     with pytest.raises(LogLostError):
         wal.append(frame(b"x"))
     wal.release()
+
+
+def test_segments_sealed_written_and_deleted_under_concurrent_appends_are_not_taken_for_a_lost_log(
+    tmp_path: Path,
+) -> None:
+    wal = WriteAheadLog(tmp_path, segment_bytes=300, max_age_s=60)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:  # as the segment writer does: store, then delete, as fast as it can
+        while not stop.is_set() or wal.sealed_count:
+            segment = wal.next_segment(0.001)
+            if segment is not None:
+                wal.done(segment)
+
+    def appender(n: int) -> None:
+        try:
+            for i in range(300):
+                wal.append(frame(f"{n}:{i}".encode() * 8))
+        except BaseException as e:
+            errors.append(e)
+
+    consumer = threading.Thread(target=writer)
+    consumer.start()
+    threads = [threading.Thread(target=appender, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wal.flush()
+    stop.set()
+    consumer.join()
+    assert errors == []
+    assert wal.lost is None
+    wal.release()

@@ -349,10 +349,17 @@ class WriteAheadLog:
             file.flush()
             target = self._written
             path = self._path
-        if self._fsync:
-            os.fsync(file.fileno())
-        self._check_file(file, path)
-        self._synced = max(self._synced, target)
+            fd = os.dup(file.fileno())  # sealing may close the file while this fsync runs
+        try:
+            if self._fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        with self._lock:
+            if generation != self._generation:
+                return  # sealed meanwhile (and perhaps written and deleted): the seal checked it
+            self._check_file(file, path)
+            self._synced = max(self._synced, target)
 
     def _check_file(self, file: BinaryIO, path: Path | None) -> None:
         """The open segment must still be the file at its path: one moved or deleted by someone
