@@ -189,3 +189,20 @@ def test_a_store_on_a_read_only_mount_says_so_and_suggests_a_server(read_only_co
     assert line.startswith(f"Error: the store {path} is ")
     assert "read-only file system" in line or "is not writable" in line
     assert "--server URL" in line
+
+
+def test_query_through_a_server_refuses_writes_even_with_a_writer_s_credentials(
+    client: Any, options: schema.SchemaOptions
+) -> None:
+    from clinotel.collector.read_client import check_read
+
+    _workflows(client, options)
+    table = options.name(clinical.WORKFLOWS)
+    for sql in (f"TRUNCATE TABLE {table}", f"DROP TABLE {table}", f"ALTER TABLE {table} DELETE WHERE 1",
+                f"INSERT INTO {table} (TenantId) VALUES ('x')", f"SELECT 1; DROP TABLE {table}"):  # fmt: skip
+        with pytest.raises(ClickHouseError) as refused:
+            check_read(client, sql)  # a client with every right, as a writer's credentials give
+        assert refused.value.name in ("READONLY", "SYNTAX_ERROR")
+    check_read(client, f"SELECT count() FROM {table}")
+    check_read(client, f"DESCRIBE TABLE {table}")
+    assert client.command(f"SELECT count() FROM {table}") == 3

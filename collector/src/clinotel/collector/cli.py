@@ -354,11 +354,14 @@ def query(sql: str, server: str | None, data_dir: Path | None, database: str, fm
     (anything but a read is refused)."""
     from clickhouse_connect.driver.exceptions import Error as DriverError
 
+    from clinotel.collector.read_client import check_read
     from clinotel.collector.sql_reader import ClickHouseError
     from clinotel.collector.store import error_line
 
     client = open_reading_store(server, data_dir, database)
     try:
+        if server is not None:
+            check_read(client, sql)  # --data-dir reads through the read-only path already
         out = client.raw_query(sql, fmt=fmt)
     except (ClickHouseError, DriverError) as e:
         raise click.ClickException(error_line(e)) from None

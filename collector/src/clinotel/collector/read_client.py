@@ -18,11 +18,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from clinotel.collector import schema
+from clinotel.collector import read_guard, schema
 from clinotel.collector.sql_reader import ClickHouseError, ReadLimits, SqlReader
 from clinotel.collector.store import StoreError, check_embedded
 
-__all__ = ["ReadOnlyClient", "open_embedded"]
+__all__ = ["ReadOnlyClient", "check_read", "open_embedded"]
 
 
 class _Source:
@@ -118,3 +118,21 @@ def open_embedded(data_dir: Path, database: str, limits: ReadLimits | None = Non
     except (RuntimeError, ClickHouseError) as e:
         raise StoreError(f"cannot open the store {data_dir.resolve()}: {str(e).strip().splitlines()[0][:300]}") from e
     return ReadOnlyClient(reader, database)
+
+
+def check_read(client: Any, sql: str) -> None:
+    """For a server's client: refuse (ClickHouseError) anything but one read, judged as the read
+    port judges it, on the server's own parse (`EXPLAIN AST`), before it runs; so a writer's
+    credentials in CLICKHOUSE_USER do not turn `clinotel query` into a way to change the store."""
+    try:
+        read_guard.precheck(sql)
+    except read_guard.QueryRefusedError as e:
+        raise ClickHouseError.refused(e) from None
+    explained = client.raw_query(f"EXPLAIN AST {sql}", fmt="TSVRaw").decode("utf-8", errors="replace")
+    statements = read_guard.parse_ast(explained)
+    if len(statements) != 1:
+        raise ClickHouseError(*read_guard.SYNTAX_ERROR, "Multi-statements are not allowed")
+    if statements[0].kind not in read_guard.READ_STATEMENTS:
+        raise ClickHouseError(
+            *read_guard.READONLY, f"Cannot execute query in readonly mode: {statements[0].kind} is not a read"
+        )
