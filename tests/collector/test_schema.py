@@ -103,3 +103,55 @@ def test_schema_apply_on_a_data_directory(tmp_path: Path) -> None:
 
     assert "applied migrations 1" in run()
     assert "up to date" in run()
+
+
+def _layout(client: Any, database: str) -> list[tuple[Any, ...]]:
+    """Every table of `database` as ClickHouse describes it, with the database name taken out."""
+    return [
+        tuple(row)
+        for row in client.query(
+            f"SELECT name, engine, partition_key, sorting_key, replaceAll(create_table_query, '{database}.', '') "
+            f"FROM system.tables WHERE database = '{database}' ORDER BY name"
+        ).result_rows
+    ]
+
+
+def test_every_tenant_table_is_partitioned_by_tenant_first(client: Any, options: schema.SchemaOptions) -> None:
+    keys = dict(
+        client.query(f"SELECT name, partition_key FROM system.tables WHERE database = '{options.database}'").result_rows
+    )
+    for table in schema.tenant_tables():
+        assert keys[table].startswith("(TenantId, "), (table, keys[table])
+
+
+def test_a_store_of_version_6_upgrades_to_the_same_store_as_a_fresh_one(
+    client: Any, options: schema.SchemaOptions, monkeypatch: Any
+) -> None:
+    """Migration 7 rebuilds tables partitioned before tenant partitions, keeping every row, and the
+    views keep feeding the rebuilt tables."""
+    import uuid
+
+    old = schema.SchemaOptions(database=f"v6_{uuid.uuid4().hex[:10]}")
+    with monkeypatch.context() as m:
+        m.setattr(schema, "_STEPS", schema._STEPS[:6])
+        m.setattr(schema.SchemaOptions, "partition_by", lambda self, time_expr: time_expr)
+        assert schema.apply(client, old) == [1, 2, 3, 4, 5, 6]
+    try:
+        traces = old.name(schema.TRACES)
+        insert = (
+            f"INSERT INTO {traces} (Timestamp, TraceId, SpanName, ResourceAttributes, SpanAttributes) "
+            "SELECT now64(9) - number, hex(number), 'workflow triage', "
+            "map('clinical.tenant.id', if(number % 3 = 0, 'a', 'b')), "
+            "map('clinical.workflow.kind', 'triage', 'clinical.workflow.stage', 'ingest') FROM numbers({n})"
+        )
+        client.command(insert.format(n=600))
+        before = {t: client.command(f"SELECT count() FROM {old.name(t)}") for t in schema.tenant_tables()}
+        assert before[schema.TRACES] == 600
+        assert schema.apply(client, old) == [7]
+        assert {t: client.command(f"SELECT count() FROM {old.name(t)}") for t in schema.tenant_tables()} == before
+        assert _layout(client, old.database) == _layout(client, options.database)
+        client.command(insert.format(n=1))
+        assert client.command(f"SELECT count() FROM {old.name('clinical_stage_spans')}") == 601
+        assert schema.apply(client, old) == []
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS {old.database}")
