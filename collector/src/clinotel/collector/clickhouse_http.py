@@ -62,6 +62,8 @@ class ReaderAccess:
 
 Authorize = Callable[[Credentials], ReaderAccess]
 """Maps credentials to access, or raises ClickHouseError (REQUIRED_PASSWORD, AUTHENTICATION_FAILED…)."""
+AuthorizeMetrics = Callable[[Credentials], None]
+"""Returns when the credentials may read /metrics, else raises ClickHouseError."""
 
 
 def _credentials(headers: object, params: dict[str, str]) -> Credentials:
@@ -131,6 +133,11 @@ class _Handler(BaseHTTPRequestHandler):
         if url.path in ("/ping", "/") and "query" not in params:
             self._reply(HTTPStatus.OK, b"Ok.\n", "text/plain; charset=UTF-8")
         elif url.path == "/metrics":
+            try:
+                self.server.authorize_metrics(_credentials(self.headers, params))
+            except ClickHouseError as e:
+                self._error(e)
+                return
             self._reply(HTTPStatus.OK, self.server.metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
         elif url.path == "/":
             self._query(params, params.get("query", ""))
@@ -173,8 +180,14 @@ class _Handler(BaseHTTPRequestHandler):
             raise ClickHouseError(
                 1001, "HTTP_LENGTH_REQUIRED", "The query is posted with a Content-Length (chunked bodies are not read)"
             )
-        size = int(length)
+        size = int(length) if length.isdigit() else -1
+        if size < 0:
+            raise ClickHouseError(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", "Content-Length is not a number")
         if size > MAX_QUERY_BYTES:
+            if size <= 4 * MAX_QUERY_BYTES:  # read and discard, so the client sees the answer
+                remaining = size
+                while remaining > 0 and (chunk := self.rfile.read(min(remaining, 1 << 16))):
+                    remaining -= len(chunk)
             raise ClickHouseError(202, "QUERY_IS_TOO_LARGE", f"Query of {size:,} bytes is over {MAX_QUERY_BYTES:,}")
         body = self.rfile.read(size)
         try:
@@ -268,10 +281,12 @@ class _Server(ThreadingHTTPServer):
         metrics: Callable[[], str],
         reader: SqlReader | None,
         authorize: Authorize,
+        authorize_metrics: AuthorizeMetrics,
     ) -> None:
         self.metrics = metrics
         self.reader = reader
         self.authorize = authorize
+        self.authorize_metrics = authorize_metrics
         super().__init__(address, _Handler)
 
 
@@ -279,6 +294,12 @@ class ClickHouseHttpServer(ServerThread):
     """ClickHouse's HTTP interface (read-only) and `/metrics` on `host:port`, in a background thread."""
 
     def __init__(
-        self, host: str, port: int, metrics: Callable[[], str], reader: SqlReader | None, authorize: Authorize
+        self,
+        host: str,
+        port: int,
+        metrics: Callable[[], str],
+        reader: SqlReader | None,
+        authorize: Authorize,
+        authorize_metrics: AuthorizeMetrics,
     ) -> None:
-        super().__init__(_Server((host, port), metrics, reader, authorize), "clinotel-http")
+        super().__init__(_Server((host, port), metrics, reader, authorize, authorize_metrics), "clinotel-http")

@@ -109,8 +109,23 @@ class Collector:
         if grant is None:
             raise ClickHouseError(516, "AUTHENTICATION_FAILED", "Authentication failed: the token is not known")
         if grant.role != "read":
-            raise ClickHouseError(497, "ACCESS_DENIED", "A write token cannot read: use a read token")
+            raise ClickHouseError(497, "ACCESS_DENIED", f"A {grant.role} token cannot read: use a read token")
         return ReaderAccess(None if grant.tenant == ALL_TENANTS else grant.tenant)
+
+    def _authorize_metrics(self, credentials: Credentials) -> None:
+        """/metrics shows every tenant's figures: a metrics (scrape) token or an operator read token."""
+        tokens = self.config.tokens
+        if tokens is None:
+            return  # --insecure-no-auth: loopback only
+        if credentials.secret is None:
+            raise ClickHouseError(194, "REQUIRED_PASSWORD", "/metrics needs a metrics token or an operator read token")
+        grant = tokens.grant(credentials.secret)
+        if grant is None:
+            raise ClickHouseError(516, "AUTHENTICATION_FAILED", "Authentication failed: the token is not known")
+        if not grant.may_scrape:
+            raise ClickHouseError(
+                497, "ACCESS_DENIED", "/metrics shows every tenant's figures: a metrics or operator token is needed"
+            )
 
     def start(self) -> None:
         cfg = self.config
@@ -154,7 +169,7 @@ class Collector:
             if cfg.clickhouse_url is None:
                 self.reader = SqlReader(cfg.engine_dir, cfg.database, schema.tenant_tables(), cfg.read_limits)
             self.admin = ClickHouseHttpServer(
-                cfg.http[0], cfg.http[1], self.metrics, self.reader, self._authorize_reader
+                cfg.http[0], cfg.http[1], self.metrics, self.reader, self._authorize_reader, self._authorize_metrics
             )
             self.admin.start()
 
