@@ -155,3 +155,50 @@ def test_a_store_of_version_6_upgrades_to_the_same_store_as_a_fresh_one(
         assert schema.apply(client, old) == []
     finally:
         client.command(f"DROP DATABASE IF EXISTS {old.database}")
+
+
+def test_tenant_readers_for_a_server_parse_and_isolate(tmp_path: Path, client: Any) -> None:
+    """`schema show --tenant-readers`: every statement is one ClickHouse parses; each tenant's
+    user logs in with its read token's digest, reads under readonly = 1 and a restrictive row
+    policy on TenantId; tenants without a read token are refused."""
+    tokens = tmp_path / "tokens.toml"
+    runner = CliRunner()
+    for tenant in ("st-marys", "general"):
+        added = runner.invoke(cli, ["tokens", "add", "--file", str(tokens), "--tenant", tenant, "--role", "read"])
+        assert added.exit_code == 0, added.output
+    assert tokens.stat().st_mode & 0o777 == 0o600
+    token = added.stdout.strip().splitlines()[-1]
+    assert token not in tokens.read_text()
+    result = runner.invoke(cli, ["schema", "show", "--tenant-readers", "st-marys,general", "--tokens", str(tokens)])
+    assert result.exit_code == 0, result.output
+    statements = [s.strip() for s in result.stdout.split(";\n") if s.strip() and not s.strip().startswith("--")]
+    body = [s for s in result.stdout.split(";\n") if "CREATE" in s or "GRANT" in s]
+    for statement in body:
+        text = "\n".join(line for line in statement.splitlines() if not line.startswith("--")).strip().rstrip(";")
+        client.query(f"SELECT formatQuery(unhex('{text.encode().hex()}'))")  # raises on a syntax error
+    assert statements
+    import hashlib
+
+    assert hashlib.sha256(token.encode()).hexdigest() in result.stdout
+    assert "readonly = 1 CONST" in result.stdout
+    assert "USING `TenantId` = 'general' AS RESTRICTIVE TO `clinotel_read_general`" in result.stdout
+    assert "GRANT SELECT ON system.processes" not in result.stdout
+    missing = runner.invoke(cli, ["schema", "show", "--tenant-readers", "nobody", "--tokens", str(tokens)])
+    assert missing.exit_code == 1
+    assert "has no read token" in missing.output
+
+
+def test_tokens_check_reports_a_readable_file(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.toml"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["tokens", "add", "--file", str(tokens), "--tenant", "a"]).exit_code == 0
+    assert runner.invoke(cli, ["tokens", "check", str(tokens)]).exit_code == 0
+    tokens.chmod(0o644)
+    result = runner.invoke(cli, ["tokens", "check", str(tokens)])
+    assert result.exit_code == 1
+    assert "chmod 600" in result.output
+    bad = runner.invoke(
+        cli, ["tokens", "add", "--file", str(tmp_path / "t2.toml"), "--tenant", "x'\"", "--role", "read"]
+    )
+    assert bad.exit_code == 1
+    assert "not a tenant name" in bad.output

@@ -11,7 +11,9 @@ repeated queries do not pay for the set-up. Each tenant has its own share of the
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import threading
 import time
 import uuid
@@ -35,6 +37,7 @@ _VERSION_SUFFIX: Final = re.compile(r"\s*\(version [^)]*\)\.?\s*$")
 MAX_QUERY_SIZE: Final = 4 << 20
 """The engine's max_query_size for our own parse calls and for canonical text (the HTTP port
 refuses bodies over 1 MiB; the hex of one is 2 MiB)."""
+READER_WORKLOAD: Final = "clinotel_readers"
 READER_NICE: Final = 19
 """`os_thread_priority` of reader queries: the writer's inserts run at the process's own priority."""
 
@@ -61,6 +64,8 @@ _STATUS_BY_NAME: Final = {
     "TIMEOUT_EXCEEDED": 408,
     "TOO_MANY_SIMULTANEOUS_QUERIES": 503,
     "NOT_IMPLEMENTED": 501,
+    "QUERY_IS_TOO_LARGE": 413,
+    "HTTP_LENGTH_REQUIRED": 411,
 }
 """HTTP statuses by error name, as ClickHouse's HTTP handler answers them; others are 500."""
 
@@ -129,6 +134,9 @@ class ReadLimits:
     max_concurrent_per_tenant: int = 4
     """One tenant's share of `max_concurrent`, so one reader's slow queries cannot starve another."""
     idle_sessions: int = 16
+    reader_threads: int = max(1, (os.cpu_count() or 2) - 1)
+    """CPU threads all reader queries share (the engine's workload scheduler): one core is left
+    to the writer."""
 
     def caps(self) -> dict[str, int]:
         """The capped settings and their caps (`max_result_rows` has none: 0, unlimited)."""
@@ -205,6 +213,7 @@ class SqlReader:
         self._parser = self._connect()
         self._parser_lock = threading.Lock()
         self._parser.query(f"SET max_query_size = {MAX_QUERY_SIZE}")
+        self._reader_workload()
         version, tz = self._scalar("SELECT concat(version(), '\t', timezone())").split("\t")
         self.version: str = version
         self.timezone: str = tz
@@ -213,6 +222,17 @@ class SqlReader:
             database, frozenset(self._tables), self._catalog(), self._system_columns(), self._exists
         )
         self._guard = Guard(self._scalar, self.policy)
+
+    def _reader_workload(self) -> None:
+        """Readers share `reader_threads` CPU threads among them, in a ClickHouse workload, so
+        the writer always has the rest of the machine (ingest first)."""
+        for statement in (
+            "CREATE RESOURCE IF NOT EXISTS cpu (MASTER THREAD, WORKER THREAD)",
+            "CREATE WORKLOAD IF NOT EXISTS all",
+            f"CREATE OR REPLACE WORKLOAD {READER_WORKLOAD} IN all SETTINGS max_concurrent_threads = "
+            f"{self.limits.reader_threads}",
+        ):
+            self._parser.query(statement)
 
     def _scalar(self, sql: str) -> str:
         """One value of one of our own queries, on the parser session."""
@@ -311,6 +331,7 @@ class SqlReader:
             share.release()
 
     def _run(self, handle: Any, sql: str, fmt: str, params: dict[str, str], query_id: str | None) -> ReadResult:
+        _lower_thread_priority()
         start = time.perf_counter()
         try:
             result = handle.query(sql, fmt, params=params)
@@ -399,12 +420,27 @@ class SqlReader:
                 handle.query(f"SET {identifier(name)} = {literal(value)}")
             handle.query(f"SET max_query_size = {MAX_QUERY_SIZE}")
             handle.query(f"SET os_thread_priority = {READER_NICE}")
+            handle.query(f"SET workload = {literal(READER_WORKLOAD)}")
             handle.query(f"USE {identifier(database)}")
             handle.query("SET readonly = 1")
         except RuntimeError as e:
             handle.close()
             raise ClickHouseError.from_engine(e) from None
         return handle
+
+
+def _lower_thread_priority() -> None:
+    """The calling thread runs part of each query itself: it gets the readers' low priority too
+    (the engine lowers only its own pipeline threads). Raising a nice value needs no privilege;
+    reader threads (one per HTTP connection) never need it back."""
+    if sys.platform != "linux":
+        return
+    tid = threading.get_native_id()
+    try:
+        if os.getpriority(os.PRIO_PROCESS, tid) < READER_NICE:
+            os.setpriority(os.PRIO_PROCESS, tid, READER_NICE)
+    except OSError:
+        pass  # a sandbox that forbids it: readers then compete at the process's priority
 
 
 def read_guard_format(name: str | None) -> str:
