@@ -12,8 +12,9 @@ is LEB128, `string` is a varint length and the bytes):
     varint columns, varint rows
     per column:
       string name
-      type              string type name; or the binary type encoding when the client set
-                        `output_format_native_encode_types_in_binary_format`
+      type              string type name; or, when the client set
+                        `output_format_native_encode_types_in_binary_format`, the binary type
+                        encoding itself (not length-prefixed: one code byte and its arguments)
       UInt8 has_custom  only when R >= 54454; always 0 here (no sparse or replicated columns)
       data              only when rows > 0: the state prefixes of the whole type tree, then
                         the column's streams, depth first
@@ -442,13 +443,14 @@ def for_client(body: bytes, revision: int, *, binary_types: bool = False) -> byt
         out += [info, _varint(columns), _varint(rows)]
         for _ in range(columns):
             out.append(_string(r.string()))
-            encoded = r.string()
-            t = parse_binary_type(encoded)
+            start = r.pos
+            t = _binary_type(r)
+            encoded = bytes(r.data[start : r.pos])
             sent = t if keep_lc else _without_low_cardinality(t)
             if binary_types:
                 if sent is not t:
                     raise _not_implemented("binary type encodings without LowCardinality are not written here")
-                out.append(_string(encoded))
+                out.append(encoded)
             else:
                 name = sent.name
                 if revision < REVISION_TIMEZONE_IN_DATETIME and name.startswith("DateTime("):
