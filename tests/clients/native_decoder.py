@@ -31,9 +31,11 @@ class Type:
         if self.head == "SimpleAggregateFunction":
             return f"{self.head}({self.params[0]}, {self.args[0].render()})"
         if self.args:
-            inner = [f"{n} {a.render()}" for n, a in zip(self.names, self.args, strict=True)] if self.names else [
-                a.render() for a in self.args
-            ]
+            inner = (
+                [f"{n} {a.render()}" for n, a in zip(self.names, self.args, strict=True)]
+                if self.names
+                else [a.render() for a in self.args]
+            )
             return f"{self.head}({', '.join(inner)})"
         return f"{self.head}({', '.join(self.params)})" if self.params else self.head
 

@@ -59,7 +59,11 @@ COLUMNS = {
     "interval": "INTERVAL 3 SECOND",
     "sagg": "CAST(number AS SimpleAggregateFunction(sum, UInt64))",
 }
-SQL = "SELECT " + ", ".join(f"{e} AS {c}" for c, e in COLUMNS.items()) + " FROM numbers(7) SETTINGS allow_suspicious_low_cardinality_types = 1"
+SQL = (
+    "SELECT "
+    + ", ".join(f"{e} AS {c}" for c, e in COLUMNS.items())
+    + " FROM numbers(7) SETTINGS allow_suspicious_low_cardinality_types = 1"
+)
 REVISIONS = [1, 54336, 54337, 54404, 54405, 54453, 54454, 54460, 54479, 54480, native.MAX_REVISION]
 
 
@@ -74,7 +78,9 @@ def reference(client: Any) -> tuple[list[tuple[Any, ...]], list[str]]:
     """The rows as the engine writes them at revision 0, and each column's type as the engine names it."""
     text = decode(_engine(client, SQL, binary=False), 0)
     zones = client.query(
-        "SELECT " + ", ".join(f"toTypeName({e})" for e in COLUMNS.values()) + " FROM numbers(1) SETTINGS allow_suspicious_low_cardinality_types = 1"
+        "SELECT "
+        + ", ".join(f"toTypeName({e})" for e in COLUMNS.values())
+        + " FROM numbers(1) SETTINGS allow_suspicious_low_cardinality_types = 1"
     ).result_rows[0]
     # revision 0 names every top-level DateTime('zone') DateTime: take toTypeName's name for those
     types = [z if c.type == "DateTime" else c.type for c, z in zip(text[0].columns, zones, strict=True)]

@@ -76,7 +76,17 @@ def _curl(endpoint: str, service: str, chunked: bool, gzip_body: bool, tmp: Path
     body = request.SerializeToString()
     path = tmp / "body"
     path.write_bytes(gzip.compress(body) if gzip_body else body)
-    command = [str(curl), "-sS", "--fail-with-body", "-o", "/dev/null", "-w", "%{http_code}", "--data-binary", f"@{path}"]
+    command = [
+        str(curl),
+        "-sS",
+        "--fail-with-body",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--data-binary",
+        f"@{path}",
+    ]
     command += ["-H", "Content-Type: application/x-protobuf", "-H", f"Authorization: Bearer {WRITE_TOKEN}"]
     if chunked:
         command += ["-H", "Transfer-Encoding: chunked"]
@@ -95,7 +105,9 @@ def _node(protocol: str, gzip_body: bool) -> Writer:
         http, grpc = _endpoints(c)
         endpoint = grpc if protocol == "grpc" else http
         args = [protocol, endpoint, service, str(SPANS)] + (["gzip"] if gzip_body else [])
-        run_node(directory, "export.mjs", *args, env={"OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer {WRITE_TOKEN}"})
+        run_node(
+            directory, "export.mjs", *args, env={"OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer {WRITE_TOKEN}"}
+        )
 
     return write
 

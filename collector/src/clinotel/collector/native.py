@@ -488,7 +488,15 @@ def engine_settings(params: Mapping[str, str]) -> dict[str, str]:
 
 
 def reframe(body: bytes, fmt: str, params: Mapping[str, str]) -> bytes:
-    """The answer's body for the client: Native rewritten for its revision, anything else as is."""
+    """The answer's body for the client: Native rewritten for its revision, anything else as is.
+
+    `compress=1` (ClickHouse's own block compression, which clickhouse-go asks for when set to LZ4
+    or ZSTD over HTTP) is refused: the body would otherwise reach it unframed."""
+    if params.get("compress", "0").strip() not in ("", "0"):
+        raise _not_implemented(
+            "compress=1 (ClickHouse's compressed blocks) is not written here; use HTTP compression "
+            "(enable_http_compression=1 with Accept-Encoding: gzip), as clickhouse-go's gzip setting does"
+        )
     revision = client_revision(params)
     if revision == 0 or fmt.lower() != "native":
         return body
