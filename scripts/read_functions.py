@@ -33,6 +33,7 @@ NAMED = {
     "MACNumToString", "MACStringToNum", "MACStringToOUI", "serverTimeZone", "timeZone", "timeZoneOf",
     "timeZoneOffset", "toTimeZone", "width_bucket", "sparkBar", "lttb", "scalarProduct", "levenshteinDistance",
     "levenshteinDistanceUTF8", "byteSlice", "caseWithExpr", "caseWithoutExpr", "caseWithoutExpression",
+    "displayName", "revision",  # clickhouse-go asks for both when it connects (Grafana)
 }  # fmt: skip
 """Functions of the catch-all categories ('Other' and none) that compute on their arguments only."""
 

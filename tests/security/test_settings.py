@@ -72,10 +72,24 @@ def test_a_setting_outside_the_allowlist_is_refused_in_a_form_field(arena: Arena
     assert_refused(answer, 164)
 
 
-@pytest.mark.parametrize("name", ["format_template_row", "max_threads", "readonly", "additional_table_filters"])
-def test_a_settings_clause_is_refused(arena: Arena, untouched: None, name: str) -> None:
-    answer = arena.ask(f"SELECT 1 SETTINGS {name} = '{_value(arena, FILE_AND_SQL_SETTINGS.get(name, '1'))}'")
-    assert_refused(answer, 164)
+@pytest.mark.parametrize(
+    "name", ["format_template_row", "max_rows_to_read", "readonly", "additional_table_filters", "output_format_schema"]
+)
+@pytest.mark.parametrize(
+    "where", ["SELECT 1 SETTINGS {s}", "SELECT * FROM (SELECT 1 SETTINGS {s})", "SELECT 1 FORMAT TSV SETTINGS {s}"]
+)
+def test_a_settings_clause_outside_the_allowlist_is_refused(
+    arena: Arena, untouched: None, name: str, where: str
+) -> None:
+    value = _value(arena, FILE_AND_SQL_SETTINGS.get(name, "1")).replace("'", "")
+    assert_refused(arena.ask(where.format(s=f"{name} = '{value}'")), 164, 36)
+
+
+@pytest.mark.parametrize(("asked", "served"), [("10", b"10\n"), ("100000", b"60\n")])
+def test_a_settings_clause_with_an_allowed_cap_applies_capped(arena: Arena, asked: str, served: bytes) -> None:
+    """Grafana's plugin sends `SETTINGS max_execution_time = …` in its schema queries."""
+    answer = arena.ask(f"SELECT getSetting('max_execution_time') SETTINGS max_execution_time = {asked}")
+    assert (answer.status, answer.body) == (200, served)
 
 
 @pytest.mark.parametrize(

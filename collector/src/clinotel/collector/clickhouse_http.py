@@ -24,6 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
+from clinotel.collector import native
+from clinotel.collector.http_body import BodyError, read_body
 from clinotel.collector.http_thread import ServerThread
 from clinotel.collector.receiver import RefusedError, decompress
 from clinotel.collector.sql_reader import ClickHouseError, ReadResult, SqlReader, content_type
@@ -43,6 +45,25 @@ TRANSPORT_PARAMS: Final = frozenset(
 )  # fmt: skip
 """URL parameters that shape the HTTP exchange rather than the query; accepted and not applied."""
 SERVER_NAME: Final = "clinotel"
+
+
+class _BodyError(ClickHouseError):
+    """A request body not read, as ClickHouse's HTTP handler answers it; the connection then closes."""
+
+    _ERRORS: Final = {
+        400: (27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED"),
+        411: (381, "HTTP_LENGTH_REQUIRED"),
+        413: (229, "QUERY_IS_TOO_LARGE"),
+        501: (48, "NOT_IMPLEMENTED"),
+    }
+
+    def __init__(self, refused: BodyError) -> None:
+        super().__init__(*self._ERRORS[refused.status], refused.message)
+        self._status = refused.status
+
+    @property
+    def http_status(self) -> int:
+        return self._status
 
 
 @dataclass(frozen=True)
@@ -175,21 +196,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._query(params, sql)
 
     def _body(self) -> bytes:
-        length = self.headers.get("Content-Length")
-        if length is None:
-            raise ClickHouseError(
-                1001, "HTTP_LENGTH_REQUIRED", "The query is posted with a Content-Length (chunked bodies are not read)"
-            )
-        size = int(length) if length.isdigit() else -1
-        if size < 0:
-            raise ClickHouseError(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", "Content-Length is not a number")
-        if size > MAX_QUERY_BYTES:
-            if size <= 4 * MAX_QUERY_BYTES:  # read and discard, so the client sees the answer
-                remaining = size
-                while remaining > 0 and (chunk := self.rfile.read(min(remaining, 1 << 16))):
-                    remaining -= len(chunk)
-            raise ClickHouseError(202, "QUERY_IS_TOO_LARGE", f"Query of {size:,} bytes is over {MAX_QUERY_BYTES:,}")
-        body = self.rfile.read(size)
+        try:
+            body = read_body(self.rfile, self.headers, MAX_QUERY_BYTES, http10=self.request_version == "HTTP/1.0")
+        except BodyError as e:
+            raise _BodyError(e) from None
         try:
             return decompress(body, self.headers.get("Content-Encoding") or "", MAX_QUERY_BYTES)
         except RefusedError as e:
@@ -219,7 +229,8 @@ class _Handler(BaseHTTPRequestHandler):
                 database=params.get("database") or None,
                 default_format=params.get("default_format") or None,
                 params={k.removeprefix("param_"): v for k, v in params.items() if k.startswith("param_")},
-                settings={k: v for k, v in params.items() if k not in TRANSPORT_PARAMS and not k.startswith("param_")},
+                settings={k: v for k, v in params.items() if k not in TRANSPORT_PARAMS and not k.startswith("param_")}
+                | native.engine_settings(params),
                 query_id=query_id,
             )
         except ClickHouseError as e:
@@ -237,7 +248,11 @@ class _Handler(BaseHTTPRequestHandler):
             "X-ClickHouse-Timezone": reader.timezone,
             "X-ClickHouse-Summary": json.dumps(result.summary(), separators=(",", ":")),
         }
-        body = result.body
+        try:
+            body = native.reframe(result.body, result.format, params)
+        except ClickHouseError as e:
+            self._error(e, result.query_id)
+            return
         # As ClickHouse does: compressed only when the client asks twice, by setting and by header.
         encoding = (
             _response_encoding(self.headers.get("Accept-Encoding"))

@@ -110,10 +110,13 @@ class ReadPolicy:
 
 @dataclass(frozen=True)
 class Checked:
-    """A read the guard allows: the text to run (canonical, ours) and its own FORMAT, if any."""
+    """A read the guard allows: the text to run (canonical, ours), its own FORMAT, if any, and
+    the settings of its SETTINGS clauses, taken out of the text: the reader applies them to the
+    session after checking them like URL settings (a read-only session refuses them in the text)."""
 
     sql: str
     format: str | None
+    settings: dict[str, str] = field(default_factory=dict)
 
 
 def _engine_error(e: QueryRefusedError) -> QueryRefusedError:
@@ -146,12 +149,13 @@ class Guard:
         if kind not in ("SelectWithUnionQuery", "ShowTablesQuery"):
             raise QueryRefusedError(*READONLY, f"Cannot execute query in readonly mode: {kind} is not a read")
         fmt = _format(tree.pop("format_ast", None))
+        settings = _take_settings(tree)
         _Walk(self.policy, current_db).statement(tree)
         try:
             text = self._scalar(f"SELECT formatQueryFromJSON(unhex('{_hex(json.dumps(tree))}'))")
         except QueryRefusedError as e:
             raise _engine_error(e) from None
-        return Checked(text.strip(), fmt)
+        return Checked(text.strip(), fmt, settings)
 
     def _table_statement(self, sql: str, current_db: str) -> Checked:
         """DESCRIBE / EXISTS / SHOW CREATE TABLE of a plain table name, re-rendered by us."""
@@ -168,6 +172,30 @@ class Guard:
         if match["verb"] != "EXISTS TABLE":
             _Walk(self.policy, current_db).table(database, table)
         return Checked(f"{match['verb']} {identifier(database)}.{identifier(table)}", _format_name(match["format"]))
+
+
+def _take_settings(tree: dict[str, Any]) -> dict[str, str]:
+    """Remove every SETTINGS clause from the tree; their changes, as text (last one wins)."""
+    changes: dict[str, str] = {}
+    for node in list(_nodes(tree)):
+        for key in ("settings", "settings_ast"):
+            clause = node.get(key)
+            if clause is None:
+                continue
+            if not isinstance(clause, dict) or clause.get("type") != "SetQuery" or set(clause) - {"type", "changes"}:
+                raise QueryRefusedError(*SYNTAX_ERROR, "a SETTINGS clause holds name = value pairs")
+            for change in clause.get("changes", []):
+                name = str(change.get("name", ""))
+                value = change.get("value", {})
+                kind, raw = value.get("field_type"), value.get("value")
+                if kind in ("UInt64", "Int64", "Float64", "String") and isinstance(raw, int | float | str):
+                    changes[name] = str(raw)
+                elif kind == "Bool" and isinstance(raw, bool):
+                    changes[name] = "1" if raw else "0"
+                else:
+                    raise QueryRefusedError(*READONLY, f"Cannot modify '{name}' setting in readonly mode")
+            del node[key]
+    return changes
 
 
 def _format(node: object) -> str | None:

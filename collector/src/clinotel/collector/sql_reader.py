@@ -213,7 +213,7 @@ class SqlReader:
         self._parser = self._connect()
         self._parser_lock = threading.Lock()
         self._parser.query(f"SET max_query_size = {MAX_QUERY_SIZE}")
-        self._reader_workload()
+        self._reader_workload(path)
         version, tz = self._scalar("SELECT concat(version(), '\t', timezone())").split("\t")
         self.version: str = version
         self.timezone: str = tz
@@ -223,16 +223,21 @@ class SqlReader:
         )
         self._guard = Guard(self._scalar, self.policy)
 
-    def _reader_workload(self) -> None:
+    def _reader_workload(self, path: Path) -> None:
         """Readers share `reader_threads` CPU threads among them, in a ClickHouse workload, so
         the writer always has the rest of the machine (ingest first)."""
-        for statement in (
-            "CREATE RESOURCE IF NOT EXISTS cpu (MASTER THREAD, WORKER THREAD)",
-            "CREATE WORKLOAD IF NOT EXISTS all",
+        loaded = self._parser.query("SELECT count() FROM system.workloads WHERE name = 'all'", "TSVRaw")
+        if loaded.bytes().strip() == b"0":
+            # chDB (4.4) writes workload entities under the store but does not load them when it
+            # opens it again, and then refuses to create them anew: start from no files.
+            for name in ("resource_cpu.sql", "workload_all.sql", f"workload_{READER_WORKLOAD}.sql"):
+                (path / "workload" / name).unlink(missing_ok=True)
+            self._parser.query("CREATE RESOURCE IF NOT EXISTS cpu (MASTER THREAD, WORKER THREAD)")
+            self._parser.query("CREATE WORKLOAD IF NOT EXISTS all")
+        self._parser.query(
             f"CREATE OR REPLACE WORKLOAD {READER_WORKLOAD} IN all SETTINGS max_concurrent_threads = "
-            f"{self.limits.reader_threads}",
-        ):
-            self._parser.query(statement)
+            f"{self.limits.reader_threads}"
+        )
 
     def _scalar(self, sql: str) -> str:
         """One value of one of our own queries, on the parser session."""
@@ -298,8 +303,8 @@ class SqlReader:
         """Run one read; raises ClickHouseError with the code a ClickHouse server would give."""
         try:
             database = self._database(database)
-            key = (tenant, database, self._session_settings(settings or {}))
             checked = self._guard.check(sql, database)
+            key = (tenant, database, self._session_settings({**(settings or {}), **checked.settings}))
             fmt = checked.format or read_guard_format(default_format)
         except QueryRefusedError as e:
             raise ClickHouseError.refused(e) from None
