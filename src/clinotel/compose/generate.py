@@ -140,7 +140,7 @@ def generate(compose_dir: Path, tenant: str | None = None) -> Generated:
     clinotel = out / "clinotel"
     clinotel.mkdir(parents=True, exist_ok=True)
     tokens = clinotel / "tokens.toml"
-    tokens.write_text(_tokens(env), encoding="utf-8")
+    _write_private(tokens, _tokens(env))  # the collector refuses a tokens file others can read
     rules = clinotel / "rules.yaml"
     kept = rules.exists()
     if not kept:
