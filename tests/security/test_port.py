@@ -160,3 +160,11 @@ def test_plain_tokens_are_warned_about_and_duplicates_refused(tmp_path: Path) ->
     loaded = Tokens.load(path)
     assert len(loaded.warnings) == 1
     assert "plain token" in loaded.warnings[0]
+
+
+@pytest.mark.parametrize("query_id", ["a\r\nX-Injected: 1", "a\nSet-Cookie: x=1", "x" * 200, "a b"])
+def test_query_id_cannot_write_headers(arena: Arena, query_id: str) -> None:
+    answer = arena.ask("SELECT 1", query_id=query_id)
+    assert_refused(answer, 36)
+    assert "X-Injected" not in answer.headers
+    assert "Set-Cookie" not in answer.headers

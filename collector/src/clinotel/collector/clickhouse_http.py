@@ -16,6 +16,7 @@ import email.policy
 import gzip
 import json
 import logging
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ TRANSPORT_PARAMS: Final = frozenset(
 )  # fmt: skip
 """URL parameters that shape the HTTP exchange rather than the query; accepted and not applied."""
 SERVER_NAME: Final = "clinotel"
+_QUERY_ID: Final = re.compile(r"[\x21-\x7e]{1,128}")
 
 
 class _BodyError(ClickHouseError):
@@ -207,6 +209,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _query(self, params: dict[str, str], sql: str) -> None:
         query_id = params.get("query_id") or None
+        if query_id is not None and not _QUERY_ID.fullmatch(query_id):
+            # echoed in a header: never let a client write CR/LF (or anything odd) into the answer
+            self._error(ClickHouseError(36, "BAD_ARGUMENTS", "query_id: up to 128 printable ASCII characters"))
+            return
         reader = self.server.reader
         if reader is None:
             self._error(
