@@ -242,3 +242,38 @@ def test_the_demos_alertmanager_configuration_passes_amtool(tmp_path: Path) -> N
         _amtool(tmp_path / "am" / "alertmanager.yml")
     finally:
         am.stop()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://am:9093", "am:9093", "http://", "http://am:9093/\nreceivers: []", "http://am :9093", "javascript:alert(1)"],
+)
+def test_a_url_that_is_not_one_is_refused_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    from clinotel.alerts.cli import alerts
+    from clinotel.compose.cli import compose
+
+    monkeypatch.setenv("CLINOTEL_TICKET_WEBHOOK_URL", "http://127.0.0.1:9/t")
+    result = CliRunner().invoke(alerts, ["export", "--out", str(tmp_path / "out"), "--alertmanager", url])
+    assert result.exit_code == 2
+    assert "must be an http(s) URL" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+    # the same URL as compose's ticket webhook: refused before anything is written
+    monkeypatch.setenv("CLINOTEL_TICKET_WEBHOOK_URL", url)
+    shutil.copytree(REPO / "compose", tmp_path / "compose", ignore=shutil.ignore_patterns("generated"))
+    result = CliRunner().invoke(compose, ["generate", "--dir", str(tmp_path / "compose")])
+    assert result.exit_code == 2
+    assert "CLINOTEL_TICKET_WEBHOOK_URL must be an http(s) URL" in result.output
+    assert not (tmp_path / "compose" / "generated").exists()
+
+
+def test_a_dollar_in_the_alertmanager_url_reaches_grafana_unexpanded(tmp_path: Path) -> None:
+    from clinotel.alerts.export import Receivers, contact_points
+
+    url = "http://am.internal:9093/$HOME/x"
+    points = contact_points(Receivers(alertmanager_url=url))
+    assert up.check_contact_points(points, {"HOME": "/root"}) == []
+    settings = points["contactPoints"][0]["receivers"][0]["settings"]
+    assert up.expand_env(settings["url"], {"HOME": "/root"}) == url

@@ -32,8 +32,8 @@ def generate(compose_dir: Path, tenant: str | None) -> None:
         raise click.UsageError(f"{compose_dir} has no compose.yaml: give --dir, the repository's compose directory")
     try:
         result = run(compose_dir, tenant)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--tenant") from None
+    except ValueError as e:  # the tenant, or a URL in .env
+        raise click.UsageError(str(e)) from None
     root = compose_dir / "generated"
     click.echo(f"wrote {len(result.files)} files under {root}")
     if result.kept_rules:

@@ -146,6 +146,7 @@ def generate(compose_dir: Path, tenant: str | None = None) -> Generated:
     out = compose_dir / GENERATED
     env_path = out / ".env"
     env = _env(_read_env(env_path), tenant)
+    receivers = Receivers.from_env(env, ALERTMANAGER_URL)  # a bad URL is refused before anything is written
     files: list[Path] = []
 
     _write_private(env_path, "# Secrets and settings of the compose stack; keep out of version control.\n"
@@ -164,7 +165,6 @@ def generate(compose_dir: Path, tenant: str | None = None) -> Generated:
 
     files += write_dashboards(out / "grafana", DatasourceOptions(url=CLICKHOUSE_URL, database=DATABASE))
     # Grafana shows the rules paused: the clinotel evaluator pages, and one incident pages once.
-    receivers = Receivers.from_env(env, ALERTMANAGER_URL)
     files += write_alerting(out, load(rules), receivers, DATABASE, paused=True)
 
     key = out / "secrets" / "pagerduty-routing-key"

@@ -108,8 +108,8 @@ def export_command(out: Path, rules: Path | None, database: str, alertmanager: s
 
     from clinotel.alerts.export import Receivers, write
 
-    receivers = Receivers.from_env(os.environ, alertmanager)
     try:
+        receivers = Receivers.from_env(os.environ, alertmanager)
         tickets = receivers.tickets()
     except ValueError as e:
         raise click.UsageError(str(e)) from None

@@ -34,6 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -76,6 +77,17 @@ class Receivers:
     pagerduty: bool = False
     ticket_url: str | None = None
     alertmanager_url: str | None = None
+
+    def __post_init__(self) -> None:
+        for what, url in (
+            ("CLINOTEL_TICKET_WEBHOOK_URL", self.ticket_url),
+            ("the Alertmanager URL", self.alertmanager_url),
+        ):
+            if url is None:
+                continue
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() or c < " " for c in url):
+                raise ValueError(f"{what} must be an http(s) URL with a host, not {url!r}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], alertmanager_url: str | None = None) -> Receivers:
@@ -246,7 +258,9 @@ def grafana_rules(
 
 
 def _alertmanager_receiver(uid: str, url: str) -> dict[str, Any]:
-    return {"uid": uid, "type": "prometheus-alertmanager", "disableResolveMessage": False, "settings": {"url": url}}
+    # Grafana expands $VARIABLES in contact point settings: `$$` keeps a literal `$`
+    settings = {"url": url.replace("$", "$$")}
+    return {"uid": uid, "type": "prometheus-alertmanager", "disableResolveMessage": False, "settings": settings}
 
 
 def _page_receiver(r: Receivers) -> dict[str, Any] | None:
