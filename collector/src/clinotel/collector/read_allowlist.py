@@ -182,6 +182,8 @@ SETTINGS: Final[dict[str, SettingRule]] = {
     # limits: a reader may lower the server's, never raise them
     "max_execution_time": _CAPPED,
     "max_result_rows": _CAPPED,
+    "limit": _NUMBER,  # Grafana's row limit
+    "offset": _NUMBER,
     "max_result_bytes": _CAPPED,
     "max_memory_usage": _CAPPED,
     "max_threads": _CAPPED,
