@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     requests_file = work / "requests.bin"
     _n_requests, n_seed = _demo_requests(seed_workflows, 512, requests_file)
     (work / "tokens.toml").write_text(f'[[token]]\ntenant = "bench"\ntoken = "{TOKEN}"\n', encoding="utf-8")
+    (work / "tokens.toml").chmod(0o600)
     config = CollectorConfig(
         data_dir=work / "data", wal_dir=work / "wal", otlp_http=("127.0.0.1", 0), otlp_grpc=None, http=None,
         tokens=Tokens.load(work / "tokens.toml"), metrics_interval_s=None,

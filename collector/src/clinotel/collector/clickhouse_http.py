@@ -199,7 +199,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> bytes:
         try:
-            body = read_body(self.rfile, self.headers, MAX_QUERY_BYTES, http10=self.request_version == "HTTP/1.0")
+            body = read_body(
+                self.rfile,
+                self.headers,
+                MAX_QUERY_BYTES,
+                drain=4 * MAX_QUERY_BYTES,
+                http10=self.request_version == "HTTP/1.0",
+            )
         except BodyError as e:
             raise _BodyError(e) from None
         try:
