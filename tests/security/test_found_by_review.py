@@ -6,10 +6,11 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import urllib.parse
 
 import pytest
 
-from tests.collector.fixtures import OTHER_READ_TOKEN, OTHER_TOKEN
+from tests.collector.fixtures import OTHER_READ_TOKEN, OTHER_TOKEN, READ_TOKEN
 from tests.collector.otlp_clients import send_workflows
 from tests.security.conftest import VICTIM, Arena, assert_refused
 
@@ -117,8 +118,8 @@ def test_one_tenants_parses_do_not_stall_another_tenants_reads(arena: Arena) -> 
 
 @pytest.mark.timeout(90)
 def test_a_stalled_request_is_not_held_forever(arena: Arena) -> None:
-    """Without a token: a request that never finishes its body keeps a thread and a descriptor for
-    good (read port and OTLP/HTTP), so enough of them exhaust the process's descriptors and threads."""
+    """Without a token: the read port reads a body before the token and never gives up on one that
+    stalls, so each such request keeps a thread and a descriptor for good (the process's limits)."""
     assert arena.collector.admin is not None
     assert arena.collector.http is not None
     stalled = []
@@ -136,3 +137,22 @@ def test_a_stalled_request_is_not_held_forever(arena: Arena) -> None:
             except TimeoutError:
                 held.append(path)
     assert not held, f"requests stalled for 40 s are still held on {held}"
+
+
+@pytest.mark.parametrize("token", [None, READ_TOKEN], ids=["no-token", "read-token"])
+def test_query_id_cannot_inject_response_headers(arena: Arena, token: str | None) -> None:
+    """Response splitting, no token needed: `query_id` is echoed in X-ClickHouse-Query-Id with its CR/LF,
+    so a crafted link sets cookies, forges X-ClickHouse-* headers or a second response on the connection."""
+    assert arena.collector.admin is not None
+    injected = urllib.parse.quote("x\r\nSet-Cookie: pwn=1\r\nX-ClickHouse-Exception-Code: 0")
+    head = f"GET /?query=SELECT%201&query_id={injected} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    if token is not None:
+        head += f"X-ClickHouse-Key: {token}\r\n"
+    with socket.create_connection(("127.0.0.1", arena.collector.admin.port), timeout=10) as s:
+        s.sendall((head + "\r\n").encode())
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    headers = reply.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    assert not any(h.lower().startswith(b"set-cookie") for h in headers), headers
+    assert sum(h.lower().startswith(b"x-clickhouse-exception-code") for h in headers) <= 1, headers
