@@ -84,13 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     from clinotel.collector.service import Collector, CollectorConfig
     from clinotel.collector.tokens import Tokens
     from clinotel.dashboards import build_all
-    from clinotel.dashboards.check import panel_queries
+    from clinotel.dashboards.check import panel_queries, panel_range
     from clinotel.dashboards.macros import TimeRange, expand
 
     work = Path(tempfile.mkdtemp(prefix="clinotel-bench-dash-"))
     requests_file = work / "requests.bin"
     _n_requests, n_seed = _demo_requests(seed_workflows, 512, requests_file)
     (work / "tokens.toml").write_text(f'[[token]]\ntenant = "bench"\ntoken = "{TOKEN}"\n', encoding="utf-8")
+    (work / "tokens.toml").chmod(0o600)
     config = CollectorConfig(
         data_dir=work / "data", wal_dir=work / "wal", otlp_http=("127.0.0.1", 0), otlp_grpc=None, http=None,
         tokens=Tokens.load(work / "tokens.toml"), metrics_interval_s=None,
@@ -140,12 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     workflows = client.command(f"SELECT count() FROM {db}.clinical_workflows FINAL")
     first, last = client.query(f"SELECT min(StartTime), max(StartTime) FROM {db}.clinical_workflows").result_rows[0]
     start, end = first.replace(tzinfo=UTC), last.replace(tzinfo=UTC) + timedelta(minutes=1)
-    tr = TimeRange(start, end, max(1, int((end - start).total_seconds() / 200)))
+    tr = TimeRange(start, end)
 
     panels: list[dict[str, Any]] = []
     per_dashboard: dict[str, list[list[float]]] = {}
     for q in panel_queries(build_all(db)):
-        sql = expand(q.sql, tr)
+        sql = expand(q.sql, panel_range(q.grid, q.variables, tr))
         times = _timed(client, sql, rounds)
         panels.append({"dashboard": q.dashboard, "panel": q.panel, "p50_ms": _p(times, 0.5), "p95_ms": _p(times, 0.95)})
         per_dashboard.setdefault(q.dashboard, []).append(times)

@@ -101,7 +101,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
         "serve: one token, two tenants",
         ["serve", "--tokens", "dup.toml"],
         1,
-        "token 1 (line 2) and token 3 (line 11) are the same token",
+        "dup.toml:10: the same token as line 2 (st-marys, write)",
     ),
     ("serve: request limit 0", ["serve", "--insecure-no-auth", "--max-request-mb", "0"], 2, "not in the range"),
     ("query: no SQL", ["query"], 2, "Missing argument 'SQL'"),
@@ -124,7 +124,13 @@ CASES: list[tuple[str, list[str], int, str]] = [
         1,
         "connection refused",
     ),
-    ("alerts export: bad rules", ["alerts", "export", "--out", "x", "--rules", "bad.yaml"], 1, "rules.0.window"),
+    (
+        "alerts export: bad rules",
+        ["alerts", "export", "--out", "x", "--rules", "bad.yaml", "--alertmanager", "http://am:9093"],
+        1,
+        "rules.0.window",
+    ),
+    ("alerts export: nowhere to page", ["alerts", "export", "--out", "x"], 2, "nowhere to go"),
     ("compose generate: no compose dir", ["compose", "generate", "--dir", "."], 2, "has no compose.yaml"),
     ("unknown command", ["nosuch"], 2, "No such command"),
 ]
@@ -143,6 +149,7 @@ def test_bad_input_is_one_line_and_exit_1_or_2(
     monkeypatch.delenv("PAGERDUTY_ROUTING_KEY", raising=False)
     for name, text in FILES.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
+        (tmp_path / name).chmod(0o600)  # a tokens file others can read is refused before its content
     with pytest.raises(SystemExit) as exited:
         main(argv)
     out, err = capsys.readouterr()
@@ -158,12 +165,10 @@ def test_bad_input_is_one_line_and_exit_1_or_2(
 def test_one_token_listed_under_two_tenants_is_refused_with_both_lines(tmp_path: Path) -> None:
     path = tmp_path / "tokens.toml"
     path.write_text(DUPLICATE_TOKENS, encoding="utf-8")
+    path.chmod(0o600)
     with pytest.raises(TokenError) as refused:
         Tokens.load(path)
-    assert str(refused.value) == (
-        f"{path}: token 1 (line 2) and token 3 (line 11) are the same token ('st-marys' write, 'general' write): "
-        "give each grant a token of its own"
-    )
+    assert str(refused.value) == f"{path}:10: the same token as line 2 (st-marys, write); one token, one grant"
 
 
 def test_alerts_check_prints_the_whole_table_when_not_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:

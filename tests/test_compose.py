@@ -132,14 +132,38 @@ def test_clickhouse_users_match_what_the_services_log_in_as(stack: Stack) -> Non
     assert users.find("grafana_reader/profile").text == "clinotel_reader"  # type: ignore[union-attr]
 
 
-def test_alertmanager_reads_the_routing_key_where_compose_mounts_it(stack: Stack) -> None:
-    compose_dir, result = stack
+def test_alertmanager_reads_the_routing_key_where_compose_mounts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", "0123456789abcdef0123456789abcdef")
+    shutil.copytree(REPO / "compose", tmp_path / "compose", ignore=shutil.ignore_patterns("generated"))
+    compose_dir, result = tmp_path / "compose", generate(tmp_path / "compose")
     config = yaml.safe_load((compose_dir / "generated/alertmanager/alertmanager.yml").read_text())
-    key_file = config["receivers"][0]["pagerduty_configs"][0]["routing_key_file"]
+    pages = next(r for r in config["receivers"] if r["name"] == "pages")
+    key_file = pages["pagerduty_configs"][0]["routing_key_file"]
     alertmanager = _services(compose_dir, "compose.yaml", result.env)["alertmanager"][1]
     assert any(v.split(":")[1] == key_file for v in alertmanager["volumes"])
+    key = compose_dir / "generated/secrets/pagerduty-routing-key"
+    assert key.read_text() == result.env["PAGERDUTY_ROUTING_KEY"]
     rules = yaml.safe_load((compose_dir / "generated/grafana/provisioning/alerting/clinotel-rules.yaml").read_text())
     assert all(r["isPaused"] for g in rules["groups"] for r in g["rules"]), "one evaluator: the collector's"
+
+
+def test_receivers_follow_env_and_the_old_ticket_default_is_dropped(stack: Stack) -> None:
+    """Without a key or a ticket URL, pages and tickets go to Alertmanager alone (Grafana refuses
+    an empty key or URL); a .env from an earlier version, holding the made-up ticket-bridge URL,
+    is cleared on the next generate."""
+    compose_dir, result = stack
+    assert not result.receivers.pagerduty
+    assert result.receivers.ticket_url is None
+    env_path = compose_dir / "generated/.env"
+    text = env_path.read_text()
+    env_path.write_text(text.replace("CLINOTEL_TICKET_WEBHOOK_URL=\n",
+                                     "CLINOTEL_TICKET_WEBHOOK_URL=http://ticket-bridge:8080/clinotel\n"))  # fmt: skip
+    again = generate(compose_dir)
+    assert again.env["CLINOTEL_TICKET_WEBHOOK_URL"] == ""
+    assert "ticket-bridge" not in (compose_dir / "generated/alertmanager/alertmanager.yml").read_text()
+    assert "ticket-bridge" not in "".join(p.read_text() for p in compose_dir.glob("*.yaml"))
 
 
 def test_the_contrib_collector_writes_clinotel_tables_with_the_semconv_rules(stack: Stack) -> None:

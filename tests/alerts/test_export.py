@@ -21,14 +21,20 @@ from clinotel.dashboards.macros import TimeRange, expand
 from tests.collector.fixtures import WRITE_TOKEN
 from tests.dashboards.demo_data import load_demo
 
+REPO = Path(__file__).resolve().parents[2]
 FLAT_KEYS = {"uid", "title", "condition", "data", "for", "noDataState", "execErrState", "labels", "annotations"}
 
 
-def test_export_writes_grafana_provisioning_and_an_alertmanager_config(tmp_path: Path) -> None:
+def test_export_writes_grafana_provisioning_and_an_alertmanager_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from clinotel.alerts.cli import alerts
 
+    monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", "0123456789abcdef0123456789abcdef")
+    monkeypatch.setenv("CLINOTEL_TICKET_WEBHOOK_URL", "http://127.0.0.1:9/tickets")
     result = CliRunner().invoke(alerts, ["export", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
+    assert "pages go to PagerDuty" in result.output
     alerting = tmp_path / "grafana" / "provisioning" / "alerting"
     rules = yaml.safe_load((alerting / "clinotel-rules.yaml").read_text())
     assert rules["apiVersion"] == 1
@@ -46,10 +52,13 @@ def test_export_writes_grafana_provisioning_and_an_alertmanager_config(tmp_path:
         assert a["relativeTimeRange"]["from"] > 0
         assert (b["model"]["type"], c["model"]["type"], r["condition"]) == ("reduce", "threshold", "C")
         assert r["annotations"]["runbook_url"].endswith(f"docs/runbooks/{r['labels']['rule']}.md")
+        assert (REPO / "docs" / "runbooks" / f"{r['labels']['rule']}.md").is_file()
     points = yaml.safe_load((alerting / "clinotel-contact-points.yaml").read_text())
     assert {p["receivers"][0]["type"] for p in points["contactPoints"]} == {"pagerduty", "webhook"}
     policy = yaml.safe_load((alerting / "clinotel-policies.yaml").read_text())["policies"][0]
-    assert policy["routes"][0]["object_matchers"] == [["severity", "=", "page"]]
+    assert [r["object_matchers"] for r in policy["routes"]] == [
+        [["alertname", "=", "DatasourceError"]], [["severity", "=", "page"]]]  # fmt: skip
+    assert [r["receiver"] for r in policy["routes"]] == ["clinotel-tickets", "clinotel-pages"]
 
     amtool = shutil.which("amtool")
     if amtool is None:
@@ -67,9 +76,9 @@ def test_an_override_becomes_a_scoped_rule_and_leaves_the_default(tmp_path: Path
         encoding="utf-8",
     )
     rules = [r for g in grafana_rules(load(path))["groups"] for r in g["rules"]]
-    assert [r["uid"] for r in rules] == ["model_fallback", "model_fallback-o1"]
-    assert "NOT (tenant = 'st-marys')" in rules[0]["data"][0]["model"]["rawSql"]
-    assert "(tenant = 'st-marys')" in rules[1]["data"][0]["model"]["rawSql"]
+    assert [r["uid"] for r in rules] == ["model_fallback", "model_fallback-o1", "grafana_datasource_error"]
+    assert "NOT (r.tenant = 'st-marys')" in rules[0]["data"][0]["model"]["rawSql"]
+    assert "WHERE (r.tenant = 'st-marys')" in rules[1]["data"][0]["model"]["rawSql"]
     assert rules[1]["data"][2]["model"]["conditions"][0]["evaluator"] == {"type": "gt", "params": [0.3]}
 
 
@@ -85,4 +94,7 @@ def test_every_exported_query_runs_on_the_store_as_grafana_would_send_it(collect
         columns = [row[0] for row in collector.client.query(f"DESCRIBE ({sql})").result_rows]
         assert columns[0] == "time"
         assert columns[-1] == "value"
-        assert {"tenant", "kind"} <= set(columns), "string columns: series labels for Grafana's LongToWide"
+        types = dict(collector.client.query(f"DESCRIBE ({sql})").result_rows[i][:2] for i in range(len(columns)))
+        assert types["value"] in ("Nullable(Float64)", "Float64")
+        # strings (the plugin's converters read LowCardinality(T) as T): series labels for LongToWide
+        assert all(types[c] in ("String", "LowCardinality(String)") for c in columns[1:-1]), types

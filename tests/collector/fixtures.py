@@ -68,6 +68,7 @@ READ_TOKEN = "read-token-st-marys-0123456789ab"
 OTHER_TOKEN = "write-token-general-0123456789"
 OTHER_READ_TOKEN = "read-token-general-0123456789ab"
 OPERATOR_TOKEN = "read-token-operator-0123456789ab"
+METRICS_TOKEN = "metrics-token-prometheus-012345"
 
 
 @pytest.fixture
@@ -98,9 +99,15 @@ token = "{OTHER_READ_TOKEN}"
 tenant = "*"
 role = "read"
 token = "{OPERATOR_TOKEN}"
+
+[[token]]
+tenant = "*"
+role = "metrics"
+sha256 = "{hashlib.sha256(METRICS_TOKEN.encode()).hexdigest()}"
 """,
         encoding="utf-8",
     )
+    path.chmod(0o600)
     return Tokens.load(path)
 
 

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from clinotel.collector import schema
 from clinotel.collector.service import Collector, CollectorConfig, ConfigError
-from tests.collector.fixtures import OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN
+from tests.collector.fixtures import METRICS_TOKEN, OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN
 from tests.collector.otlp_clients import plain_request, post, send_workflows
 
 
@@ -266,7 +266,8 @@ def test_metrics_and_ping(collector: Collector) -> None:
     post(_url(collector), b"garbage")
     post(_url(collector), plain_request(1), token=None)
     _count(collector)
-    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
+    scrape = urllib.request.Request(f"{base}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    with urllib.request.urlopen(scrape, timeout=5) as r:
         assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
         text = r.read().decode()
     lines = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))

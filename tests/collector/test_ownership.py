@@ -18,7 +18,7 @@ from clinotel.collector.service import Collector, CollectorConfig, ConfigError
 from clinotel.collector.store import STORE_RECORD, recorded_log, store_id
 from clinotel.collector.tokens import Tokens
 from clinotel.collector.wal import LogInUseError, LogOwnedError, WriteAheadLog, owner_of
-from tests.collector.fixtures import WRITE_TOKEN
+from tests.collector.fixtures import OPERATOR_TOKEN, WRITE_TOKEN
 from tests.collector.otlp_clients import exchange, plain_request, post
 
 
@@ -38,6 +38,13 @@ def _config(engine_dir: Path, options: schema.SchemaOptions, tokens: Tokens, **c
 def _traces(c: Collector) -> str:
     assert c.http is not None
     return f"http://127.0.0.1:{c.http.port}/v1/traces"
+
+
+def _metrics(port: int) -> str:
+    scrape = urllib.request.Request(
+        f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+    )
+    return exchange(scrape)[2].decode()
 
 
 def _wait(condition: Any, timeout: float = 10) -> bool:
@@ -74,7 +81,7 @@ def test_a_collector_whose_log_is_deleted_stops_acknowledging_and_says_why(
         status, _, body = exchange(urllib.request.Request(ping))
         assert status == 503
         assert body.startswith(b"Not OK: ")
-        metrics = exchange(urllib.request.Request(f"http://127.0.0.1:{c.admin.port}/metrics"))[2].decode()
+        metrics = _metrics(c.admin.port)
         assert "clinotel_collector_up 0" in metrics
         assert c.grpc is not None
         with grpc.insecure_channel(f"127.0.0.1:{c.grpc.port}") as channel:
@@ -89,7 +96,7 @@ def test_a_collector_whose_log_is_deleted_stops_acknowledging_and_says_why(
 
 def test_a_healthy_collector_says_so(collector: Collector) -> None:
     assert collector.admin is not None
-    metrics = exchange(urllib.request.Request(f"http://127.0.0.1:{collector.admin.port}/metrics"))[2].decode()
+    metrics = _metrics(collector.admin.port)
     assert "clinotel_collector_up 1" in metrics
     assert collector.health() is None
 

@@ -103,3 +103,102 @@ def test_schema_apply_on_a_data_directory(tmp_path: Path) -> None:
 
     assert "applied migrations 1" in run()
     assert "up to date" in run()
+
+
+def _layout(client: Any, database: str) -> list[tuple[Any, ...]]:
+    """Every table of `database` as ClickHouse describes it, with the database name taken out."""
+    return [
+        tuple(row)
+        for row in client.query(
+            f"SELECT name, engine, partition_key, sorting_key, replaceAll(create_table_query, '{database}.', '') "
+            f"FROM system.tables WHERE database = '{database}' ORDER BY name"
+        ).result_rows
+    ]
+
+
+def test_every_tenant_table_is_partitioned_by_tenant_first(client: Any, options: schema.SchemaOptions) -> None:
+    keys = dict(
+        client.query(f"SELECT name, partition_key FROM system.tables WHERE database = '{options.database}'").result_rows
+    )
+    for table in schema.tenant_tables():
+        assert keys[table].startswith("(TenantId, "), (table, keys[table])
+
+
+def test_a_store_of_version_6_upgrades_to_the_same_store_as_a_fresh_one(
+    client: Any, options: schema.SchemaOptions, monkeypatch: Any
+) -> None:
+    """Migration 7 rebuilds tables partitioned before tenant partitions, keeping every row, and the
+    views keep feeding the rebuilt tables."""
+    import uuid
+
+    old = schema.SchemaOptions(database=f"v6_{uuid.uuid4().hex[:10]}")
+    with monkeypatch.context() as m:
+        m.setattr(schema, "_STEPS", schema._STEPS[:6])
+        m.setattr(schema.SchemaOptions, "partition_by", lambda self, time_expr: time_expr)
+        assert schema.apply(client, old) == [1, 2, 3, 4, 5, 6]
+    try:
+        traces = old.name(schema.TRACES)
+        insert = (
+            f"INSERT INTO {traces} (Timestamp, TraceId, SpanName, ResourceAttributes, SpanAttributes) "
+            "SELECT now64(9) - number, hex(number), 'workflow triage', "
+            "map('clinical.tenant.id', if(number % 3 = 0, 'a', 'b')), "
+            "map('clinical.workflow.kind', 'triage', 'clinical.workflow.stage', 'ingest') FROM numbers({n})"
+        )
+        client.command(insert.format(n=600))
+        before = {t: client.command(f"SELECT count() FROM {old.name(t)}") for t in schema.tenant_tables()}
+        assert before[schema.TRACES] == 600
+        assert schema.apply(client, old) == [7]
+        assert {t: client.command(f"SELECT count() FROM {old.name(t)}") for t in schema.tenant_tables()} == before
+        assert _layout(client, old.database) == _layout(client, options.database)
+        client.command(insert.format(n=1))
+        assert client.command(f"SELECT count() FROM {old.name('clinical_stage_spans')}") == 601
+        assert schema.apply(client, old) == []
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS {old.database}")
+
+
+def test_tenant_readers_for_a_server_parse_and_isolate(tmp_path: Path, client: Any) -> None:
+    """`schema show --tenant-readers`: every statement is one ClickHouse parses; each tenant's
+    user logs in with its read token's digest, reads under readonly = 1 and a restrictive row
+    policy on TenantId; tenants without a read token are refused."""
+    tokens = tmp_path / "tokens.toml"
+    runner = CliRunner()
+    for tenant in ("st-marys", "general"):
+        added = runner.invoke(cli, ["tokens", "add", "--file", str(tokens), "--tenant", tenant, "--role", "read"])
+        assert added.exit_code == 0, added.output
+    assert tokens.stat().st_mode & 0o777 == 0o600
+    token = added.stdout.strip().splitlines()[-1]
+    assert token not in tokens.read_text()
+    result = runner.invoke(cli, ["schema", "show", "--tenant-readers", "st-marys,general", "--tokens", str(tokens)])
+    assert result.exit_code == 0, result.output
+    statements = [s.strip() for s in result.stdout.split(";\n") if s.strip() and not s.strip().startswith("--")]
+    body = [s for s in result.stdout.split(";\n") if "CREATE" in s or "GRANT" in s]
+    for statement in body:
+        text = "\n".join(line for line in statement.splitlines() if not line.startswith("--")).strip().rstrip(";")
+        client.query(f"SELECT formatQuery(unhex('{text.encode().hex()}'))")  # raises on a syntax error
+    assert statements
+    import hashlib
+
+    assert hashlib.sha256(token.encode()).hexdigest() in result.stdout
+    assert "readonly = 1 CONST" in result.stdout
+    assert "USING `TenantId` = 'general' AS RESTRICTIVE TO `clinotel_read_general`" in result.stdout
+    assert "GRANT SELECT ON system.processes" not in result.stdout
+    missing = runner.invoke(cli, ["schema", "show", "--tenant-readers", "nobody", "--tokens", str(tokens)])
+    assert missing.exit_code == 1
+    assert "has no read token" in missing.output
+
+
+def test_tokens_check_reports_a_readable_file(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.toml"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["tokens", "add", "--file", str(tokens), "--tenant", "a"]).exit_code == 0
+    assert runner.invoke(cli, ["tokens", "check", str(tokens)]).exit_code == 0
+    tokens.chmod(0o644)
+    result = runner.invoke(cli, ["tokens", "check", str(tokens)])
+    assert result.exit_code == 1
+    assert "chmod 600" in result.output
+    bad = runner.invoke(
+        cli, ["tokens", "add", "--file", str(tmp_path / "t2.toml"), "--tenant", "x'\"", "--role", "read"]
+    )
+    assert bad.exit_code == 1
+    assert "not a tenant name" in bad.output

@@ -59,7 +59,8 @@ def test_server_mode_reads_go_to_the_server(server_mode: Collector) -> None:
     assert server_mode.admin is not None
     base = f"http://127.0.0.1:{server_mode.admin.port}"
     assert exchange(urllib.request.Request(f"{base}/ping"))[2] == b"Ok.\n"
-    assert b"clinotel_receiver_spans_accepted_total" in exchange(urllib.request.Request(f"{base}/metrics"))[2]
+    scrape = urllib.request.Request(f"{base}/metrics", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"})
+    assert b"clinotel_receiver_spans_accepted_total" in exchange(scrape)[2]
     query = urllib.request.Request(base, data=b"SELECT 1", headers={"X-ClickHouse-Key": OPERATOR_TOKEN})
     status, _, body = exchange(query)
     assert status >= 400

@@ -11,6 +11,7 @@ import pytest
 from clinotel.collector.indicators import INDICATORS
 from clinotel.collector.service import Collector
 from clinotel.dashboards import build_all
+from clinotel.dashboards.check import panel_range
 from clinotel.dashboards.macros import TimeRange, expand
 from tests.collector.fixtures import WRITE_TOKEN
 from tests.dashboards import known_answers as ka
@@ -29,7 +30,9 @@ def _panel_rows(c: Collector, dashboard: str, title: str, kind: str = "table") -
     panels = [p for p in boards[dashboard]["panels"] if p.get("title") == title and p["type"] == kind]
     assert len(panels) == 1, f"{dashboard}: no single panel {title!r}"
     end = datetime.now(UTC) + timedelta(minutes=1)
-    sql = expand(panels[0]["targets"][0]["rawSql"], TimeRange(end - timedelta(hours=4), end, 600))
+    names = tuple(v["name"] for v in boards[dashboard]["templating"]["list"])
+    tr = panel_range(panels[0], names, TimeRange(end - timedelta(hours=4), end))
+    sql = expand(panels[0]["targets"][0]["rawSql"], tr)
     return list(c.client.query(sql).named_results())
 
 

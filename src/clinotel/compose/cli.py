@@ -32,14 +32,16 @@ def generate(compose_dir: Path, tenant: str | None) -> None:
         raise click.UsageError(f"{compose_dir} has no compose.yaml: give --dir, the repository's compose directory")
     try:
         result = run(compose_dir, tenant)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--tenant") from None
+    except ValueError as e:  # the tenant, or a URL in .env
+        raise click.UsageError(str(e)) from None
     root = compose_dir / "generated"
     click.echo(f"wrote {len(result.files)} files under {root}")
     if result.kept_rules:
         click.echo(f"  kept your {root / 'clinotel' / 'rules.yaml'}")
-    if not result.env.get("PAGERDUTY_ROUTING_KEY"):
-        click.echo("  PAGERDUTY_ROUTING_KEY is empty: pages reach Alertmanager but not PagerDuty (set it in .env)")
+    click.echo(f"  pages go to {result.receivers.pages()}")
+    click.echo(f"  tickets go to {result.receivers.tickets()}")
+    if not result.receivers.pagerduty or not result.receivers.ticket_url:
+        click.echo("  (set PAGERDUTY_ROUTING_KEY or CLINOTEL_TICKET_WEBHOOK_URL in .env and generate again)")
     click.echo(
         f"next: docker compose -f {compose_dir / 'compose.yaml'} --env-file {root / '.env'} up -d --build\n"
         f"      services send OTLP to 127.0.0.1:4318 with 'Authorization: Bearer <CLINOTEL_WRITE_TOKEN from .env>'"

@@ -3,7 +3,12 @@ serves the embedded default, so the stack can never drift from it.
 
 Secrets are made once (random, URL-safe) and kept on every later run: regenerating after an
 upgrade refreshes dashboards and configuration without logging anyone out. `rules.yaml` is the
-operators' copy of the default rule pack and is kept once it exists."""
+operators' copy of the default rule pack and is kept once it exists.
+
+Receivers follow `.env`: Grafana refuses to start on a contact point with an empty PagerDuty key
+or webhook URL, so PagerDuty is written only when PAGERDUTY_ROUTING_KEY is set and the ticket
+webhook only when CLINOTEL_TICKET_WEBHOOK_URL is; otherwise pages and tickets go to the stack's
+Alertmanager alone. Changing either in `.env` takes a new `generate`."""
 
 from __future__ import annotations
 
@@ -13,11 +18,14 @@ import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import yaml
 
 from clinotel.semconv import attributes as A
+
+if TYPE_CHECKING:
+    from clinotel.alerts.export import Receivers
 
 __all__ = ["GENERATED", "Generated", "generate"]
 
@@ -27,10 +35,13 @@ _SECRETS: Final = ("CLINOTEL_WRITER_PASSWORD", "CLINOTEL_GRAFANA_READ_TOKEN", "C
 _SETTINGS: Final = {
     "CLINOTEL_TENANT": "default",
     "CLINOTEL_TTL_DAYS": "400",
-    "CLINOTEL_TICKET_WEBHOOK_URL": "http://ticket-bridge:8080/clinotel",
+    "CLINOTEL_TICKET_WEBHOOK_URL": "",
     "PAGERDUTY_ROUTING_KEY": "",
 }
+_OLD_TICKET_DEFAULT: Final = "http://ticket-bridge:8080/clinotel"
+"""The ticket URL earlier versions wrote by default, for a service the stack never had."""
 CLICKHOUSE_URL: Final = "http://clickhouse:8123"
+ALERTMANAGER_URL: Final = "http://alertmanager:9093"
 DATABASE: Final = "clinotel"
 
 
@@ -41,6 +52,7 @@ class Generated:
     files: list[Path]
     env: dict[str, str]
     kept_rules: bool
+    receivers: Receivers
 
 
 def _read_env(path: Path) -> dict[str, str]:
@@ -57,6 +69,8 @@ def _env(existing: dict[str, str], tenant: str | None) -> dict[str, str]:
     env = dict(existing)
     for key in _SECRETS:
         env.setdefault(key, secrets.token_urlsafe(32))
+    if env.get("CLINOTEL_TICKET_WEBHOOK_URL") == _OLD_TICKET_DEFAULT:
+        env["CLINOTEL_TICKET_WEBHOOK_URL"] = ""
     for key, default in _SETTINGS.items():
         env.setdefault(key, os.environ.get(key, default))
     if tenant is not None:
@@ -123,6 +137,7 @@ def otelcol_config() -> dict[str, Any]:
 def generate(compose_dir: Path, tenant: str | None = None) -> Generated:
     """Write `compose_dir/generated/`; returns what was written."""
     from clinotel.alerts import default_rules_path
+    from clinotel.alerts.export import Receivers
     from clinotel.alerts.export import write as write_alerting
     from clinotel.alerts.rules import load
     from clinotel.dashboards.provisioning import DatasourceOptions
@@ -131,6 +146,7 @@ def generate(compose_dir: Path, tenant: str | None = None) -> Generated:
     out = compose_dir / GENERATED
     env_path = out / ".env"
     env = _env(_read_env(env_path), tenant)
+    receivers = Receivers.from_env(env, ALERTMANAGER_URL)  # a bad URL is refused before anything is written
     files: list[Path] = []
 
     _write_private(env_path, "# Secrets and settings of the compose stack; keep out of version control.\n"
@@ -140,7 +156,7 @@ def generate(compose_dir: Path, tenant: str | None = None) -> Generated:
     clinotel = out / "clinotel"
     clinotel.mkdir(parents=True, exist_ok=True)
     tokens = clinotel / "tokens.toml"
-    tokens.write_text(_tokens(env), encoding="utf-8")
+    _write_private(tokens, _tokens(env))  # the collector refuses a tokens file others can read
     rules = clinotel / "rules.yaml"
     kept = rules.exists()
     if not kept:
@@ -149,7 +165,7 @@ def generate(compose_dir: Path, tenant: str | None = None) -> Generated:
 
     files += write_dashboards(out / "grafana", DatasourceOptions(url=CLICKHOUSE_URL, database=DATABASE))
     # Grafana shows the rules paused: the clinotel evaluator pages, and one incident pages once.
-    files += write_alerting(out, load(rules), DATABASE, paused=True)
+    files += write_alerting(out, load(rules), receivers, DATABASE, paused=True)
 
     key = out / "secrets" / "pagerduty-routing-key"
     key.parent.mkdir(parents=True, exist_ok=True)
@@ -165,4 +181,4 @@ def generate(compose_dir: Path, tenant: str | None = None) -> Generated:
         encoding="utf-8",
     )
     files.append(otelcol)
-    return Generated(files, env, kept)
+    return Generated(files, env, kept, receivers)

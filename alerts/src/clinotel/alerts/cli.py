@@ -205,9 +205,27 @@ def evaluate(
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output directory.")
 @click.option("--rules", type=click.Path(dir_okay=False, path_type=Path), help="Rules file [default: the pack].")
 @click.option("--database", default="clinotel", show_default=True)
-def export_command(out: Path, rules: Path | None, database: str) -> None:
-    """Write Grafana alert provisioning (rules, contact points, policies) and an Alertmanager example."""
-    from clinotel.alerts.export import write
+@click.option("--alertmanager", metavar="URL",
+              help="An Alertmanager for pages without PagerDuty and tickets without a webhook.")  # fmt: skip
+def export_command(out: Path, rules: Path | None, database: str, alertmanager: str | None) -> None:
+    """Write Grafana alert provisioning (rules, contact points, policies) and an Alertmanager
+    configuration. A PagerDuty receiver is written only when PAGERDUTY_ROUTING_KEY is set, a ticket
+    webhook only when CLINOTEL_TICKET_WEBHOOK_URL is (Grafana reads both from its environment and
+    refuses to start on an empty one)."""
+    import os
 
-    for path in write(out, _pack(rules), database):
+    from clinotel.alerts.export import Receivers, write
+
+    try:
+        receivers = Receivers.from_env(os.environ, alertmanager)
+        tickets = receivers.tickets()
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    try:
+        written = write(out, _pack(rules), receivers, database)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    for path in written:
         click.echo(path)
+    click.echo(f"pages go to {receivers.pages()}")
+    click.echo(f"tickets go to {tickets}")

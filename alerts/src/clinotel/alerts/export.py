@@ -1,12 +1,26 @@
 """Grafana alerting file provisioning (the flat rule format Grafana loads, not grafanalib's Ruler
-shape), contact points, notification policies, and an Alertmanager configuration example.
+shape), contact points, notification policies, and an Alertmanager configuration.
 
 Each rule becomes A (the ClickHouse query: one point per alert instance at the end of the range,
-`format: 0` so the plugin turns tenant and kind into series labels), B (reduce: last) and C
-(threshold). The query is the evaluator's own (`queries.rule_sql`) with the window ending at
-Grafana's `$__toTime`, so Grafana and clinotel's evaluator judge the same rows. A per-tenant or
-per-kind override becomes a rule of its own for that scope, and the default rule leaves the
-scope out.
+`format: 0` so the plugin turns the label columns into series labels), B (reduce: last, dropping
+non-numbers) and C (threshold). The query is the evaluator's own (`queries.rule_sql`) with the
+window ending at Grafana's `$__toTime`, so Grafana and clinotel's evaluator judge the same rows;
+its label columns are the evaluator's instance labels, and an instance under its minimum sample
+is a NULL value, which Grafana reads as no data for that instance, as the evaluator does. The
+threshold is the rule's exact comparison (`gt`, `gte`, `lt`, `lte`; Grafana has had `gte`/`lte`
+since early 2025; `outside_range` for a disparity band, inclusive bounds staying clear). A
+per-tenant or per-kind override becomes a rule of its own for that scope, and the default rule
+leaves the scope out.
+
+A query error never pages: every rule keeps its last state on an error (`execErrState:
+KeepLast`: a firing page stays firing and nothing resolves or fires because the store hiccuped;
+clinotel's evaluator does the same), and one ticket rule, `grafana_datasource_error`, turns a
+datasource Grafana cannot query into a ticket (`execErrState: Error`; the DatasourceError alert
+it raises is routed to tickets).
+
+Grafana checks every contact point when it starts and exits on an empty PagerDuty key or webhook
+URL, so a receiver is written only when it is configured (`Receivers`); without a PagerDuty key,
+pages go to Alertmanager alone.
 
     OUT/grafana/provisioning/alerting/clinotel-rules.yaml
     OUT/grafana/provisioning/alerting/clinotel-contact-points.yaml
@@ -16,47 +30,154 @@ scope out.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import yaml
 
 from clinotel.alerts.queries import Bounds, rule_sql
 from clinotel.alerts.rules import Comparison, Kind, Override, Rule, RulePack
-from clinotel.collector.sql import literal
+from clinotel.collector import clinical
+from clinotel.collector.sql import identifier, literal
 
-__all__ = ["alertmanager_config", "contact_points", "grafana_rules", "policies", "write"]
+__all__ = [
+    "DATASOURCE_ERROR_RULE",
+    "Receivers",
+    "alertmanager_config",
+    "contact_points",
+    "grafana_rules",
+    "policies",
+    "write",
+]
 
 DATASOURCE_UID: Final = "clinotel-clickhouse"
 PLUGIN: Final = {"type": "grafana-clickhouse-datasource", "uid": DATASOURCE_UID}
 EXPR: Final = {"type": "__expr__", "uid": "__expr__"}
 NO_DATA: Final = {"ok": "OK", "keep": "KeepLast", "alerting": "Alerting"}
+THRESHOLD: Final = {Comparison.GT: "gt", Comparison.GE: "gte", Comparison.LT: "lt", Comparison.LE: "lte"}
+"""Each comparison as Grafana's threshold type (grafana/grafana pkg/expr/threshold.go)."""
 RUNBOOK_BASE: Final = "https://github.com/clinotel/clinotel/blob/main/"
+DATASOURCE_ERROR_RULE: Final = "grafana_datasource_error"
+PAGERDUTY_KEY_FILE: Final = "/etc/alertmanager/secrets/pagerduty-routing-key"
+
+
+@dataclass(frozen=True)
+class Receivers:
+    """Where notifications go, decided when the files are written.
+
+    `pagerduty`: PAGERDUTY_ROUTING_KEY is set where Grafana (from its environment) and
+    Alertmanager (from `PAGERDUTY_KEY_FILE`) run. `ticket_url`: the ticket webhook
+    (CLINOTEL_TICKET_WEBHOOK_URL; Grafana reads it from its environment, Alertmanager gets it
+    written). `alertmanager_url`: an Alertmanager Grafana hands what it has no direct receiver
+    for (pages without PagerDuty, tickets without a webhook)."""
+
+    pagerduty: bool = False
+    ticket_url: str | None = None
+    alertmanager_url: str | None = None
+
+    def __post_init__(self) -> None:
+        for what, url in (
+            ("CLINOTEL_TICKET_WEBHOOK_URL", self.ticket_url),
+            ("the Alertmanager URL", self.alertmanager_url),
+        ):
+            if url is None:
+                continue
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() or c < " " for c in url):
+                raise ValueError(f"{what} must be an http(s) URL with a host, not {url!r}")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], alertmanager_url: str | None = None) -> Receivers:
+        """From PAGERDUTY_ROUTING_KEY and CLINOTEL_TICKET_WEBHOOK_URL (empty means not set)."""
+        return cls(
+            pagerduty=bool(env.get("PAGERDUTY_ROUTING_KEY", "").strip()),
+            ticket_url=env.get("CLINOTEL_TICKET_WEBHOOK_URL", "").strip() or None,
+            alertmanager_url=alertmanager_url or None,
+        )
+
+    def pages(self) -> str:
+        """Where Grafana sends pages, in words."""
+        if self.pagerduty:
+            return "PagerDuty (PAGERDUTY_ROUTING_KEY)"
+        if self.alertmanager_url:
+            return f"Alertmanager alone ({self.alertmanager_url}): no PagerDuty key is configured"
+        return "the ticket receiver: no PagerDuty key and no Alertmanager are configured, so nothing pages"
+
+    def tickets(self) -> str:
+        """Where Grafana sends tickets, in words."""
+        if self.ticket_url:
+            return "the ticket webhook (CLINOTEL_TICKET_WEBHOOK_URL)"
+        if self.alertmanager_url:
+            return f"Alertmanager ({self.alertmanager_url}): no ticket webhook is configured"
+        raise ValueError("tickets have nowhere to go: set CLINOTEL_TICKET_WEBHOOK_URL or give an Alertmanager URL")
 
 
 def _scope_sql(o: Override) -> str:
     parts = []
     if o.tenant is not None:
-        parts.append(f"tenant = {literal(o.tenant)}")
+        parts.append(f"r.tenant = {literal(o.tenant)}")
     if o.kind is not None:
-        parts.append(f"kind = {literal(o.kind)}")
+        parts.append(f"r.kind = {literal(o.kind)}")
     return " AND ".join(parts) or "1"
 
 
+def _labels(rule: Rule) -> list[str]:
+    """The SELECT list of the label columns: the evaluator's instance labels (those it leaves
+    empty are left out: an empty label is no label to Grafana and Alertmanager)."""
+    if rule.kind is Kind.COLLECTOR:
+        return []
+    if rule.kind is Kind.SDK:
+        return ["r.tenant AS tenant", f"r.grp AS {identifier(rule.group_label)}"]
+    if rule.kind is Kind.DISPARITY:
+        return ["r.tenant AS tenant", "r.kind AS kind", f"r.grp AS {identifier(rule.group_label)}"]
+    return ["r.tenant AS tenant", "r.kind AS kind"]
+
+
 def _query(rule: Rule, database: str, min_sample: int, scope: str) -> str:
-    inner = rule_sql(rule, database, Bounds("$__toTime"))
-    labels = "tenant, kind, grp" if rule.kind in (Kind.DISPARITY, Kind.SDK) else "tenant, kind"
-    return (
-        f"SELECT $__toTime AS time, {labels}, value\nFROM (\n{inner}\n)\n"
-        f"WHERE n >= {min_sample} AND value IS NOT NULL AND ({scope})\nORDER BY time"
-    )
+    # `$__toTime` is a DateTime; the windows are compared as DateTime64, as the evaluator's are:
+    # ClickHouse 26.9 (chDB) answers `key_column < toDateTime(x)` wrongly for a DateTime64 key
+    # column with a fractional part (a row at x - 0.7 s is left out).
+    inner = rule_sql(rule, database, Bounds("toDateTime64($__toTime, 3)"))
+    value = f"if(r.n >= {min_sample}, toFloat64(r.value), NULL) AS value"
+    columns = ", ".join(["$__toTime AS time", *_labels(rule), value])
+    return f"SELECT {columns}\nFROM (\n{inner}\n) AS r\nWHERE ({scope})\nORDER BY time"
 
 
 def _threshold(rule: Rule, threshold: float) -> dict[str, Any]:
     if rule.kind is Kind.DISPARITY:
         return {"type": "outside_range", "params": list(rule.band)}
-    above = rule.comparison in (Comparison.GT, Comparison.GE)
-    return {"type": "gt" if above else "lt", "params": [threshold]}
+    return {"type": THRESHOLD[rule.comparison], "params": [threshold]}
+
+
+def _data(sql: str, lookback: int, evaluator: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "refId": "A",
+            "relativeTimeRange": {"from": lookback, "to": 0},
+            "datasourceUid": DATASOURCE_UID,
+            "model": {
+                "refId": "A", "datasource": dict(PLUGIN), "editorType": "sql", "queryType": "timeseries",
+                "format": 0, "pluginVersion": "4.20.0", "rawSql": sql,
+            },
+        },
+        {
+            "refId": "B",
+            "relativeTimeRange": {"from": 0, "to": 0},
+            "datasourceUid": "__expr__",
+            "model": {"refId": "B", "type": "reduce", "expression": "A", "reducer": "last",
+                      "settings": {"mode": "dropNN"}, "datasource": dict(EXPR)},
+        },
+        {
+            "refId": "C",
+            "relativeTimeRange": {"from": 0, "to": 0},
+            "datasourceUid": "__expr__",
+            "model": {"refId": "C", "type": "threshold", "expression": "B",
+                      "conditions": [{"evaluator": evaluator}], "datasource": dict(EXPR)},
+        },
+    ]  # fmt: skip
 
 
 def _rule(rule: Rule, database: str, uid: str, title: str, threshold: float, min_sample: int, scope: str,
@@ -66,38 +187,36 @@ def _rule(rule: Rule, database: str, uid: str, title: str, threshold: float, min
         "uid": uid,
         "title": title,
         "condition": "C",
-        "data": [
-            {
-                "refId": "A",
-                "relativeTimeRange": {"from": lookback, "to": 0},
-                "datasourceUid": DATASOURCE_UID,
-                "model": {
-                    "refId": "A", "datasource": dict(PLUGIN), "editorType": "sql", "queryType": "timeseries",
-                    "format": 0, "pluginVersion": "4.20.0", "rawSql": _query(rule, database, min_sample, scope),
-                },
-            },
-            {
-                "refId": "B",
-                "relativeTimeRange": {"from": 0, "to": 0},
-                "datasourceUid": "__expr__",
-                "model": {"refId": "B", "type": "reduce", "expression": "A", "reducer": "last",
-                          "settings": {"mode": "dropNN"}, "datasource": dict(EXPR)},
-            },
-            {
-                "refId": "C",
-                "relativeTimeRange": {"from": 0, "to": 0},
-                "datasourceUid": "__expr__",
-                "model": {"refId": "C", "type": "threshold", "expression": "B",
-                          "conditions": [{"evaluator": _threshold(rule, threshold)}], "datasource": dict(EXPR)},
-            },
-        ],
+        "data": _data(_query(rule, database, min_sample, scope), lookback, _threshold(rule, threshold)),
         "for": f"{rule.for_}s",
         "noDataState": NO_DATA[rule.no_data],
-        "execErrState": "Error",
+        "execErrState": "KeepLast",
         "labels": {"severity": rule.severity, "rule": rule.name, **rule.labels},
         "annotations": {"summary": rule.summary, "runbook_url": runbook_base + rule.runbook},
         "isPaused": paused,
-    }  # fmt: skip
+    }
+
+
+def _datasource_error_rule(database: str, runbook_base: str, paused: bool) -> dict[str, Any]:
+    """A ticket when Grafana cannot query the store: the query reads the clinical view every
+    dashboard reads and never breaches; only its error (`execErrState: Error`) raises an alert."""
+    table = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)}"
+    sql = f"SELECT $__toTime AS time, toFloat64(count()) AS value\nFROM (SELECT 1 FROM {table} LIMIT 1)"
+    return {
+        "uid": DATASOURCE_ERROR_RULE,
+        "title": "Grafana cannot query the clinotel datasource",
+        "condition": "C",
+        "data": _data(sql, 600, {"type": "lt", "params": [0]}),
+        "for": "5m",
+        "noDataState": "OK",
+        "execErrState": "Error",
+        "labels": {"severity": "ticket", "rule": DATASOURCE_ERROR_RULE},
+        "annotations": {
+            "summary": "Grafana's ClickHouse datasource fails: alert rules keep their last state until it recovers",
+            "runbook_url": f"{runbook_base}docs/runbooks/{DATASOURCE_ERROR_RULE}.md",
+        },
+        "isPaused": paused,
+    }
 
 
 def grafana_rules(
@@ -105,10 +224,16 @@ def grafana_rules(
 ) -> dict[str, Any]:
     """The rule file: one group per severity, evaluated every minute. `paused` provisions the rules
     visible but not evaluated, for a deployment where the clinotel evaluator pages (one evaluator,
-    never two pages for one incident)."""
+    never two pages for one incident). ValueError for a rule Grafana cannot judge as the
+    evaluator does."""
     groups: dict[str, list[dict[str, Any]]] = {"page": [], "ticket": []}
     for rule in pack.rules:
         overridden = [o for o in rule.overrides if o.tenant is not None or o.kind is not None]
+        if overridden and rule.no_data == "alerting":
+            raise ValueError(
+                f"{rule.name}: no_data: alerting with tenant or kind overrides has no faithful Grafana export "
+                "(each override is a rule of its own there, and one whose scope has no rows would fire)"
+            )
         default_scope = " AND ".join(f"NOT ({_scope_sql(o)})" for o in overridden) or "1"
         out = [_rule(rule, database, rule.name, rule.summary, rule.threshold, rule.min_sample, default_scope,
                      runbook_base, paused)]  # fmt: skip
@@ -121,6 +246,7 @@ def grafana_rules(
             out.append(_rule(rule, database, f"{rule.name[:36]}-o{n}", f"{rule.summary} ({where})", threshold,
                              min_sample, _scope_sql(o), runbook_base, paused))  # fmt: skip
         groups[rule.severity].extend(out)
+    groups["ticket"].append(_datasource_error_rule(database, runbook_base, paused))
     return {
         "apiVersion": 1,
         "groups": [
@@ -131,54 +257,84 @@ def grafana_rules(
     }
 
 
-def contact_points() -> dict[str, Any]:
-    """PagerDuty for pages (the routing key from Grafana's environment), a webhook for tickets."""
-    return {
-        "apiVersion": 1,
-        "contactPoints": [
-            {"orgId": 1, "name": "clinotel-pagerduty", "receivers": [{
-                "uid": "clinotel-pagerduty", "type": "pagerduty", "disableResolveMessage": False,
+def _alertmanager_receiver(uid: str, url: str) -> dict[str, Any]:
+    # Grafana expands $VARIABLES in contact point settings: `$$` keeps a literal `$`
+    settings = {"url": url.replace("$", "$$")}
+    return {"uid": uid, "type": "prometheus-alertmanager", "disableResolveMessage": False, "settings": settings}
+
+
+def _page_receiver(r: Receivers) -> dict[str, Any] | None:
+    if r.pagerduty:
+        return {"uid": "clinotel-pagerduty", "type": "pagerduty", "disableResolveMessage": False,
                 "settings": {"integrationKey": "$PAGERDUTY_ROUTING_KEY", "severity": "critical",
-                             "class": "clinical-safety", "component": "clinotel"}}]},
-            {"orgId": 1, "name": "clinotel-tickets", "receivers": [{
-                "uid": "clinotel-tickets", "type": "webhook", "disableResolveMessage": False,
-                "settings": {"url": "$CLINOTEL_TICKET_WEBHOOK_URL", "httpMethod": "POST"}}]},
-        ],
-    }  # fmt: skip
+                             "class": "clinical-safety", "component": "clinotel"}}  # fmt: skip
+    if r.alertmanager_url:
+        return _alertmanager_receiver("clinotel-pages-alertmanager", r.alertmanager_url)
+    return None
 
 
-def policies() -> dict[str, Any]:
-    """`severity=page` to PagerDuty, everything else to the ticket webhook; one notification per
-    tenant, kind and rule."""
+def _ticket_receiver(r: Receivers) -> dict[str, Any]:
+    r.tickets()  # refuses when tickets have nowhere to go
+    if r.ticket_url:
+        return {"uid": "clinotel-tickets", "type": "webhook", "disableResolveMessage": False,
+                "settings": {"url": "$CLINOTEL_TICKET_WEBHOOK_URL", "httpMethod": "POST"}}  # fmt: skip
+    assert r.alertmanager_url is not None
+    return _alertmanager_receiver("clinotel-tickets-alertmanager", r.alertmanager_url)
+
+
+def contact_points(r: Receivers) -> dict[str, Any]:
+    """`clinotel-pages` (PagerDuty, else Alertmanager; absent when neither is configured) and
+    `clinotel-tickets` (the webhook, else Alertmanager). Only configured receivers are written:
+    Grafana refuses to start on an empty key or URL."""
+    points = []
+    page = _page_receiver(r)
+    if page is not None:
+        points.append({"orgId": 1, "name": "clinotel-pages", "receivers": [page]})
+    points.append({"orgId": 1, "name": "clinotel-tickets", "receivers": [_ticket_receiver(r)]})
+    return {"apiVersion": 1, "contactPoints": points}
+
+
+def policies(r: Receivers) -> dict[str, Any]:
+    """A datasource error to tickets, `severity=page` to the pages contact point (tickets when no
+    pager is configured), everything else to tickets; one notification per rule, tenant and kind."""
+    pages = "clinotel-pages" if _page_receiver(r) is not None else "clinotel-tickets"
     return {
         "apiVersion": 1,
         "policies": [{
             "orgId": 1, "receiver": "clinotel-tickets", "group_by": ["alertname", "tenant", "kind"],
             "group_wait": "30s", "group_interval": "5m", "repeat_interval": "4h",
-            "routes": [{"receiver": "clinotel-pagerduty", "object_matchers": [["severity", "=", "page"]],
-                        "group_wait": "10s", "repeat_interval": "1h"}],
+            "routes": [
+                {"receiver": "clinotel-tickets", "object_matchers": [["alertname", "=", "DatasourceError"]]},
+                {"receiver": pages, "object_matchers": [["severity", "=", "page"]], "group_wait": "10s",
+                 "repeat_interval": "1h"},
+            ],
         }],
     }  # fmt: skip
 
 
-def alertmanager_config() -> dict[str, Any]:
-    """An Alertmanager configuration routing clinotel's `severity=page` alerts to PagerDuty and the
-    rest to a ticket webhook (the routing key read from a file, which Alertmanager supports)."""
+def alertmanager_config(r: Receivers) -> dict[str, Any]:
+    """Alertmanager's routing of clinotel's alerts: `severity=page` to `pages` (PagerDuty, the key
+    read from `PAGERDUTY_KEY_FILE`, when a key is configured), the rest to `tickets` (the ticket
+    webhook when configured). A receiver with nothing configured keeps its alerts in
+    Alertmanager's own view (UI and API) and sends them nowhere."""
+    pages: dict[str, Any] = {"name": "pages"}
+    if r.pagerduty:
+        pages["pagerduty_configs"] = [{
+            "routing_key_file": PAGERDUTY_KEY_FILE, "send_resolved": True,
+            "severity": "critical", "class": "clinical-safety", "component": "clinotel",
+        }]  # fmt: skip
+    tickets: dict[str, Any] = {"name": "tickets"}
+    if r.ticket_url:
+        tickets["webhook_configs"] = [{"url": r.ticket_url, "send_resolved": True}]
     return {
         "route": {
             "receiver": "tickets",
             "group_by": ["alertname", "tenant", "kind"],
             "group_wait": "30s", "group_interval": "5m", "repeat_interval": "4h",
-            "routes": [{"receiver": "pagerduty", "matchers": ['severity="page"'], "group_wait": "10s",
+            "routes": [{"receiver": "pages", "matchers": ['severity="page"'], "group_wait": "10s",
                         "repeat_interval": "1h"}],
         },
-        "receivers": [
-            {"name": "pagerduty", "pagerduty_configs": [{
-                "routing_key_file": "/etc/alertmanager/secrets/pagerduty-routing-key", "send_resolved": True,
-                "severity": "critical", "class": "clinical-safety", "component": "clinotel"}]},
-            {"name": "tickets", "webhook_configs": [{"url": "http://ticket-bridge:8080/clinotel",
-                                                      "send_resolved": True}]},
-        ],
+        "receivers": [pages, tickets],
     }  # fmt: skip
 
 
@@ -194,14 +350,16 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 _Dumper.add_representer(str, _str)
 
 
-def write(out: Path, pack: RulePack, database: str = "clinotel", paused: bool = False) -> list[Path]:
-    """Write the Grafana provisioning files and the Alertmanager example under `out`."""
+def write(
+    out: Path, pack: RulePack, receivers: Receivers, database: str = "clinotel", paused: bool = False
+) -> list[Path]:
+    """Write the Grafana provisioning files and the Alertmanager configuration under `out`."""
     alerting = out / "grafana" / "provisioning" / "alerting"
     files = {
         alerting / "clinotel-rules.yaml": grafana_rules(pack, database, paused=paused),
-        alerting / "clinotel-contact-points.yaml": contact_points(),
-        alerting / "clinotel-policies.yaml": policies(),
-        out / "alertmanager" / "alertmanager.yml": alertmanager_config(),
+        alerting / "clinotel-contact-points.yaml": contact_points(receivers),
+        alerting / "clinotel-policies.yaml": policies(receivers),
+        out / "alertmanager" / "alertmanager.yml": alertmanager_config(receivers),
     }
     for path, content in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)

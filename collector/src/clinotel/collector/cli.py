@@ -42,9 +42,37 @@ def schema() -> None:
 
 @schema.command()
 @_with_common
-def show(database: str, cluster: str | None, ttl_days: int | None) -> None:
+@click.option(
+    "--tenant-readers",
+    metavar="TENANT,…",
+    help="Instead, print a ClickHouse server's reader users for these tenants: a read-only settings profile, "
+    "one user per tenant and row policies on TenantId (needs --tokens for their passwords).",
+)
+@click.option(
+    "--tokens",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The collector's tokens file: each tenant's read tokens become its user's passwords (by digest).",
+)
+def show(
+    database: str, cluster: str | None, ttl_days: int | None, tenant_readers: str | None, tokens: Path | None
+) -> None:
     """Print the schema's DDL, in the order it is applied."""
-    click.echo(schema_module.render(_options(database, cluster, ttl_days)), nl=False)
+    options = _options(database, cluster, ttl_days)
+    if tenant_readers is None:
+        click.echo(schema_module.render(options), nl=False)
+        return
+    from clinotel.collector.server_readers import ServerReadersError, render
+    from clinotel.collector.tokens import TokenError, Tokens
+
+    tenants = [t.strip() for t in tenant_readers.split(",") if t.strip()]
+    if not tenants:
+        raise click.BadParameter("name at least one tenant", param_hint="--tenant-readers")
+    if tokens is None:
+        raise click.UsageError("--tenant-readers needs --tokens FILE (the read tokens are the users' passwords)")
+    try:
+        click.echo(render(options, tenants, Tokens.load(tokens)), nl=False)
+    except (TokenError, ServerReadersError) as e:
+        raise click.ClickException(str(e)) from None
 
 
 @schema.command("apply")

@@ -16,6 +16,7 @@ import email.policy
 import gzip
 import json
 import logging
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from http.server import BaseHTTPRequestHandler
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
+from clinotel.collector import native
+from clinotel.collector.http_body import BodyError, read_body
 from clinotel.collector.http_thread import QuietHTTPServer, ServerThread, bind
 from clinotel.collector.receiver import RefusedError, decompress
 from clinotel.collector.sql_reader import ClickHouseError, ReadResult, SqlReader, content_type
@@ -43,6 +46,26 @@ TRANSPORT_PARAMS: Final = frozenset(
 )  # fmt: skip
 """URL parameters that shape the HTTP exchange rather than the query; accepted and not applied."""
 SERVER_NAME: Final = "clinotel"
+_QUERY_ID: Final = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+class _BodyError(ClickHouseError):
+    """A request body not read, as ClickHouse's HTTP handler answers it; the connection then closes."""
+
+    _ERRORS: Final = {
+        400: (27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED"),
+        411: (381, "HTTP_LENGTH_REQUIRED"),
+        413: (229, "QUERY_IS_TOO_LARGE"),
+        501: (48, "NOT_IMPLEMENTED"),
+    }
+
+    def __init__(self, refused: BodyError) -> None:
+        super().__init__(*self._ERRORS[refused.status], refused.message)
+        self._status = refused.status
+
+    @property
+    def http_status(self) -> int:
+        return self._status
 
 
 @dataclass(frozen=True)
@@ -62,6 +85,8 @@ class ReaderAccess:
 
 Authorize = Callable[[Credentials], ReaderAccess]
 """Maps credentials to access, or raises ClickHouseError (REQUIRED_PASSWORD, AUTHENTICATION_FAILED…)."""
+AuthorizeMetrics = Callable[[Credentials], None]
+"""Returns when the credentials may read /metrics, else raises ClickHouseError."""
 
 
 def _credentials(headers: object, params: dict[str, str]) -> Credentials:
@@ -136,6 +161,11 @@ class _Handler(BaseHTTPRequestHandler):
                 body = f"Not OK: {problem}\n".encode()
                 self._reply(HTTPStatus.SERVICE_UNAVAILABLE, body, "text/plain; charset=UTF-8")
         elif url.path == "/metrics":
+            try:
+                self.server.authorize_metrics(_credentials(self.headers, params))
+            except ClickHouseError as e:
+                self._error(e)
+                return
             self._reply(HTTPStatus.OK, self.server.metrics().encode(), "text/plain; version=0.0.4; charset=utf-8")
         elif url.path == "/":
             self._query(params, params.get("query", ""))
@@ -173,15 +203,16 @@ class _Handler(BaseHTTPRequestHandler):
         self._query(params, sql)
 
     def _body(self) -> bytes:
-        length = self.headers.get("Content-Length")
-        if length is None:
-            raise ClickHouseError(
-                1001, "HTTP_LENGTH_REQUIRED", "The query is posted with a Content-Length (chunked bodies are not read)"
+        try:
+            body = read_body(
+                self.rfile,
+                self.headers,
+                MAX_QUERY_BYTES,
+                drain=4 * MAX_QUERY_BYTES,
+                http10=self.request_version == "HTTP/1.0",
             )
-        size = int(length)
-        if size > MAX_QUERY_BYTES:
-            raise ClickHouseError(202, "QUERY_IS_TOO_LARGE", f"Query of {size:,} bytes is over {MAX_QUERY_BYTES:,}")
-        body = self.rfile.read(size)
+        except BodyError as e:
+            raise _BodyError(e) from None
         try:
             return decompress(body, self.headers.get("Content-Encoding") or "", MAX_QUERY_BYTES)
         except RefusedError as e:
@@ -189,6 +220,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _query(self, params: dict[str, str], sql: str) -> None:
         query_id = params.get("query_id") or None
+        if query_id is not None and not _QUERY_ID.fullmatch(query_id):
+            # echoed in a header: never let a client write CR/LF (or anything odd) into the answer
+            self._error(ClickHouseError(36, "BAD_ARGUMENTS", "query_id: up to 128 printable ASCII characters"))
+            return
         reader = self.server.reader
         if reader is None:
             self._error(
@@ -211,7 +246,8 @@ class _Handler(BaseHTTPRequestHandler):
                 database=params.get("database") or None,
                 default_format=params.get("default_format") or None,
                 params={k.removeprefix("param_"): v for k, v in params.items() if k.startswith("param_")},
-                settings={k: v for k, v in params.items() if k not in TRANSPORT_PARAMS and not k.startswith("param_")},
+                settings={k: v for k, v in params.items() if k not in TRANSPORT_PARAMS and not k.startswith("param_")}
+                | native.engine_settings(params),
                 query_id=query_id,
             )
         except ClickHouseError as e:
@@ -229,7 +265,11 @@ class _Handler(BaseHTTPRequestHandler):
             "X-ClickHouse-Timezone": reader.timezone,
             "X-ClickHouse-Summary": json.dumps(result.summary(), separators=(",", ":")),
         }
-        body = result.body
+        try:
+            body = native.reframe(result.body, result.format, params)
+        except ClickHouseError as e:
+            self._error(e, result.query_id)
+            return
         # As ClickHouse does: compressed only when the client asks twice, by setting and by header.
         encoding = (
             _response_encoding(self.headers.get("Accept-Encoding"))
@@ -273,11 +313,13 @@ class _Server(QuietHTTPServer):
         metrics: Callable[[], str],
         reader: SqlReader | None,
         authorize: Authorize,
+        authorize_metrics: AuthorizeMetrics,
         health: Callable[[], str | None],
     ) -> None:
         self.metrics = metrics
         self.reader = reader
         self.authorize = authorize
+        self.authorize_metrics = authorize_metrics
         self.health = health
         super().__init__(address, _Handler)
 
@@ -293,10 +335,11 @@ class ClickHouseHttpServer(ServerThread):
         metrics: Callable[[], str],
         reader: SqlReader | None,
         authorize: Authorize,
+        authorize_metrics: AuthorizeMetrics,
         health: Callable[[], str | None] = lambda: None,
     ) -> None:
         server = bind("the ClickHouse HTTP interface (--http)", host, port,
-                      lambda: _Server((host, port), metrics, reader, authorize, health))  # fmt: skip
+                      lambda: _Server((host, port), metrics, reader, authorize, authorize_metrics, health))  # fmt: skip
         self._chserver = server
         super().__init__(server, "clinotel-http")
 

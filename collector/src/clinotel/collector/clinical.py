@@ -200,7 +200,7 @@ def statements(o: SchemaOptions) -> Iterator[str]:
     {stage_cols}
 )
 ENGINE = {q_engine(STAGE_SPANS)}
-PARTITION BY toDate(Timestamp)
+PARTITION BY {o.partition_by("toDate(Timestamp)")}
 ORDER BY (TenantId, WorkflowKind, Stage, Timestamp){q_ttl("toDateTime(Timestamp)")}"""
 
     stage_exprs = (
@@ -234,7 +234,7 @@ WHERE mapContains(SpanAttributes, {literal(A.WORKFLOW_KIND.key)})"""
     {wf_cols}
 )
 ENGINE = {q_engine(WORKFLOWS, "AggregatingMergeTree")}
-PARTITION BY toYYYYMM(StartTime)
+PARTITION BY {o.partition_by("toYYYYMM(StartTime)")}
 ORDER BY (TenantId, WorkflowKind, TraceId){q_ttl("toDateTime(StartTime)")}"""
 
     # A late outcome carries its workflow's root span as its first link: it lands on that row.

@@ -12,6 +12,7 @@ from typing import Final
 from google.protobuf import json_format
 from google.rpc import status_pb2
 
+from clinotel.collector.http_body import BodyError, read_body
 from clinotel.collector.http_thread import QuietHTTPServer, ServerThread, bind
 from clinotel.collector.receiver import JSON, PROTOBUF, RefusedError, TraceReceiver, too_large
 from clinotel.collector.tokens import Grant
@@ -33,7 +34,8 @@ GRPC_CODES: Final = {
 TRACES_PATH: Final = "/v1/traces"
 _DRAIN_FACTOR: Final = 4
 """An oversized body up to this many times the limit is read and discarded before the 413, so
-the client can read the answer; a larger one gets the answer and a closed connection."""
+the client can read the answer; a larger one gets the answer and a closed connection. Bodies are
+framed by Content-Length or sent chunked (the Node.js exporters do), see `http_body`."""
 
 Authenticate = Callable[[str | None], Grant | None]
 
@@ -90,30 +92,27 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         grant = self.server.authenticate(_bearer(self.headers.get("Authorization")))
-        length_header = self.headers.get("Content-Length")
         if grant is None or grant.role != "write":
             refused = RefusedError(401, "UNAUTHENTICATED", "unauthenticated", "a write token is required (Bearer)")
             self.server.receiver.stats.count_refused("unauthenticated")
             self._status(refused, close=True)
             return
-        if length_header is None or not length_header.isdigit():
-            self._status(RefusedError(411, "INVALID_ARGUMENT", "no_length", "Content-Length is required"), close=True)
-            return
-        length = int(length_header)
         limit = self.server.receiver.limits.max_request_bytes
-        if length > limit:
-            self.server.receiver.stats.count_refused("too_large")
-            if length <= _DRAIN_FACTOR * limit:  # read and discard, so the client sees the answer
-                remaining = length
-                while remaining > 0:
-                    chunk = self.rfile.read(min(remaining, 1 << 16))
-                    if not chunk:
-                        break
-                    remaining -= len(chunk)
-            message = f"request of {length:,} bytes is over the {limit:,}-byte limit"
-            self._status(too_large(message), close=True)
+        try:
+            body = read_body(
+                self.rfile, self.headers, limit, drain=_DRAIN_FACTOR * limit, http10=self.request_version == "HTTP/1.0"
+            )
+        except BodyError as e:
+            if e.status == 411:
+                refused = RefusedError(411, "INVALID_ARGUMENT", e.reason, e.message)
+            elif e.status == 413:
+                refused = too_large(e.message)
+            else:
+                refused = RefusedError(e.status, "INVALID_ARGUMENT", e.reason, e.message)
+            if e.status != 411:
+                self.server.receiver.stats.count_refused(e.reason)
+            self._status(refused, close=True)
             return
-        body = self.rfile.read(length)
         try:
             result = self.server.receiver.export(
                 body,

@@ -14,9 +14,10 @@ do instead.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from clinotel.collector import read_guard, schema
 from clinotel.collector.sql_reader import ClickHouseError, ReadLimits, SqlReader
@@ -121,18 +122,31 @@ def open_embedded(data_dir: Path, database: str, limits: ReadLimits | None = Non
 
 
 def check_read(client: Any, sql: str) -> None:
-    """For a server's client: refuse (ClickHouseError) anything but one read, judged as the read
-    port judges it, on the server's own parse (`EXPLAIN AST`), before it runs; so a writer's
-    credentials in CLICKHOUSE_USER do not turn `clinotel query` into a way to change the store."""
+    """For a server's client: refuse (ClickHouseError) anything but one read, judged on the
+    server's own canonical text of the statement (`formatQuery`, which parses exactly one statement
+    and runs nothing) before it runs; so a writer's credentials in CLICKHOUSE_USER do not turn
+    `clinotel query` into a way to change the store. A server that will not run `formatQuery` (a
+    clinotel collector's read port, which guards every query itself, or a server too old to have
+    it) is left to its own permissions."""
+    from clickhouse_connect.driver.exceptions import DatabaseError
+
     try:
-        read_guard.precheck(sql)
-    except read_guard.QueryRefusedError as e:
-        raise ClickHouseError.refused(e) from None
-    explained = client.raw_query(f"EXPLAIN AST {sql}", fmt="TSVRaw").decode("utf-8", errors="replace")
-    statements = read_guard.parse_ast(explained)
-    if len(statements) != 1:
-        raise ClickHouseError(*read_guard.SYNTAX_ERROR, "Multi-statements are not allowed")
-    if statements[0].kind not in read_guard.READ_STATEMENTS:
-        raise ClickHouseError(
-            *read_guard.READONLY, f"Cannot execute query in readonly mode: {statements[0].kind} is not a read"
-        )
+        canonical = client.raw_query(f"SELECT formatQuery(unhex('{sql.encode().hex()}'))", fmt="TSVRaw")
+    except DatabaseError as e:
+        code = re.search(r"Code: (\d+)", str(e))
+        if code is not None and int(code.group(1)) == read_guard.SYNTAX_ERROR[0]:
+            raise ClickHouseError(*read_guard.SYNTAX_ERROR, _engine_message(str(e))) from None
+        return
+    text = canonical.decode("utf-8", errors="replace").strip()
+    words = text.split(None, 1)
+    first = words[0].upper().lstrip("(") if words else ""
+    if first not in _READ_WORDS or re.search(r"\bINTO\s+OUTFILE\b", text, re.IGNORECASE):
+        raise ClickHouseError(*read_guard.READONLY, f"Cannot execute query in readonly mode: {first} is not a read")
+
+
+_READ_WORDS: Final = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "EXISTS", "EXPLAIN"})
+
+
+def _engine_message(text: str) -> str:
+    match = re.search(r"DB::Exception: (.*?)(?: \(version [^)]*\))?\.?\s*$", text, re.S)
+    return (match.group(1) if match else text).strip().splitlines()[0][:300]

@@ -1,46 +1,57 @@
-"""What a reader's SQL may touch, decided on ClickHouse's own parse of it (`EXPLAIN AST`).
+"""Which reader SQL the read port runs: decided on ClickHouse's own parse, re-rendered from it.
 
-The reader runs every query on a `readonly = 1` session whose `additional_table_filters` keep a
-tenant to its rows. Read-only mode already refuses writes, setting changes and the table functions
-that reach files or the network. This check closes what it leaves open: table functions and
-functions that read a table without the filter (`merge`, `dictGet`, `joinGet`, …), tables
-without a tenant column, the system tables that show other sessions' queries, multi-statements,
-and statements other than reads.
+The reader's text never reaches the engine as SQL. It is passed as data (a hex literal, which no
+quoting can escape) to `parseQueryToJSON`, which parses exactly one statement and executes
+nothing. The JSON tree is checked here against allowlists (`read_allowlist`): node types and their
+keys, functions, table functions, tables, `system` tables and their columns, output formats. What
+runs is `formatQueryFromJSON` of the checked tree: ClickHouse's canonical text of what was
+checked, never the reader's own text. Three statements the JSON form does not carry (DESCRIBE,
+EXISTS, SHOW CREATE TABLE) are recognised in `formatQuery`'s canonical text by their exact shape
+and re-rendered here from the table name.
+
+Errors carry the codes and names a ClickHouse server gives for the same refusal.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
-__all__ = ["AstNode", "QueryRefusedError", "ReadPolicy", "check", "code_only", "output_format", "parse_ast", "precheck"]
+from clinotel.collector import read_allowlist as allow
+from clinotel.collector.sql import identifier
 
-READ_STATEMENTS: Final = frozenset(
-    {"SelectWithUnionQuery", "SelectIntersectExceptQuery", "DescribeQuery", "ShowTables", "ExistsTableQuery",
-     "ShowCreateTableQuery", "Explain"}
-)  # fmt: skip
-TABLE_FUNCTIONS: Final = frozenset({"numbers", "numbers_mt", "zeros", "zeros_mt", "generateseries", "generate_series",
-                                    "values", "view", "null"})  # fmt: skip
-"""Table functions that read no stored table (or, like `view`, only through checked subqueries)."""
-SYSTEM_TABLES: Final = frozenset(
-    {"one", "numbers", "numbers_mt", "zeros", "zeros_mt", "settings", "databases", "tables", "columns", "functions",
-     "table_functions", "data_type_families", "time_zones", "formats", "build_options", "contributors", "collations",
-     "table_engines", "aggregate_function_combinators", "keywords"}
-)  # fmt: skip
-"""`system` tables describing the server and the schema; none holds rows or other sessions' queries."""
-_TABLE_READING_FUNCTIONS: Final = re.compile(r"^(dict|joinget|file$|getsubcolumn$|filesystem)", re.IGNORECASE)
-_IN_FUNCTIONS: Final = frozenset({"in", "notin", "globalin", "globalnotin", "nullin", "notnullin", "globalnullin",
-                                  "globalnotnullin"})  # fmt: skip
-_LINE: Final = re.compile(r"^( *)(\S+)(?: (.*?))?(?: \(children \d+\))?$")
-_ALIAS: Final = re.compile(r" \(alias [^)]*\)$")
-_DOLLAR_QUOTE: Final = re.compile(r"\$[A-Za-z_]*\$")
-_OUTFILE: Final = re.compile(r"\bINTO\s+OUTFILE\b", re.IGNORECASE)
+__all__ = [
+    "ACCESS_DENIED",
+    "READONLY",
+    "SYNTAX_ERROR",
+    "Catalog",
+    "Checked",
+    "Guard",
+    "QueryRefusedError",
+    "ReadPolicy",
+]
 
 READONLY: Final = (164, "READONLY")
 ACCESS_DENIED: Final = (497, "ACCESS_DENIED")
 SYNTAX_ERROR: Final = (62, "SYNTAX_ERROR")
+UNKNOWN_FUNCTION: Final = (46, "UNKNOWN_FUNCTION")
+UNKNOWN_FORMAT: Final = (73, "UNKNOWN_FORMAT")
+NOT_SUPPORTED: Final = (48, "NOT_IMPLEMENTED")
+
+_IN_FUNCTIONS: Final = frozenset(
+    {"in", "notIn", "globalIn", "globalNotIn", "nullIn", "notNullIn", "globalNullIn", "globalNotNullIn"}
+)
+_NAME: Final = r"[A-Za-z_][A-Za-z0-9_]*"
+_TABLE_STATEMENT: Final = re.compile(
+    rf"(?P<verb>DESCRIBE TABLE|EXISTS TABLE|SHOW CREATE TABLE) (?:(?P<db>{_NAME})\.)?(?P<table>{_NAME})"
+    rf"(?:\nFORMAT (?P<format>{_NAME}))?\n?"
+)
+"""The canonical text (`formatQuery`) of the three table statements the JSON form lacks."""
+_BAD_ARGUMENTS: Final = 36
+_IN_SCOPE: Final = re.compile(r":? In scope SELECT (?:parseQueryToJSON|formatQuery)\(unhex\('[0-9a-f]*'\)\)\.?")
 
 
 class QueryRefusedError(Exception):
@@ -53,149 +64,330 @@ class QueryRefusedError(Exception):
         self.message = message
 
 
-def code_only(sql: str) -> str:
-    """`sql` with string literals, quoted names and comments blanked out, for keyword checks.
-
-    Checked before the text reaches the engine at all, because chDB runs every statement of a
-    multi-statement string, even under `EXPLAIN`."""
-    out: list[str] = []
-    i, n = 0, len(sql)
-    while i < n:
-        c = sql[i]
-        if c in "'\"`":
-            j = i + 1
-            while j < n and sql[j] != c:
-                j += 2 if sql[j] == "\\" else 1
-            i = j + 1
-            out.append(" _ ")
-        elif sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end < 0 else end + 1
-            out.append(" ")
-        elif sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            i = n if end < 0 else end + 2
-            out.append(" ")
-        elif c == "$" and (m := _DOLLAR_QUOTE.match(sql, i)):
-            end = sql.find(m.group(0), m.end())
-            i = n if end < 0 else end + len(m.group(0))
-            out.append(" _ ")
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
+Scalar = Callable[[str], str]
+"""Runs one SELECT of ours on the engine and returns its single value as text; raises
+QueryRefusedError with the engine's code when the engine refuses."""
 
 
-def precheck(sql: str) -> None:
-    """Refuse, from the text alone, what must never reach the engine: several statements, and
-    `INTO OUTFILE` (which writes a file even in read-only mode)."""
-    code = code_only(sql)
-    if ";" in code.rstrip().rstrip(";"):
-        raise QueryRefusedError(*SYNTAX_ERROR, "Multi-statements are not allowed")
-    if _OUTFILE.search(code):
-        raise QueryRefusedError(*READONLY, "Cannot execute query in readonly mode: INTO OUTFILE writes a file")
+@dataclass(frozen=True)
+class Catalog:
+    """What the engine has, read once at start: function names and aliases, and combinators."""
 
+    canonical: dict[str, str]
+    """Function name (aliases included) -> the canonical name it stands for."""
+    insensitive: dict[str, str]
+    """Lower-cased name of a case-insensitive function -> its canonical name."""
+    aggregates: frozenset[str]
+    combinators: tuple[str, ...]
 
-@dataclass
-class AstNode:
-    kind: str
-    text: str = ""
-    children: list[AstNode] = field(default_factory=list)
-
-    def walk(self) -> Iterator[AstNode]:
-        yield self
-        for child in self.children:
-            yield from child.walk()
-
-
-def parse_ast(explain_output: str) -> list[AstNode]:
-    """The statements of an `EXPLAIN AST` text, as trees (one per statement)."""
-    roots: list[AstNode] = []
-    stack: list[tuple[int, AstNode]] = []
-    for raw in explain_output.splitlines():
-        if not raw.strip():
-            continue
-        match = _LINE.match(raw.rstrip())
-        if match is None:
-            continue
-        depth = len(match.group(1))
-        node = AstNode(match.group(2), _ALIAS.sub("", match.group(3) or ""))
-        while stack and stack[-1][0] >= depth:
-            stack.pop()
-        if stack:
-            stack[-1][1].children.append(node)
-        else:
-            roots.append(node)
-        stack.append((depth, node))
-    return roots
-
-
-def output_format(statement: AstNode) -> str | None:
-    """The name in a statement's own `FORMAT` clause, if it has one."""
-    if statement.kind in ("SelectWithUnionQuery", "SelectIntersectExceptQuery") and len(statement.children) > 1:
-        last = statement.children[-1]
-        if last.kind == "Identifier":
-            return last.text
-    return None
+    def resolve(self, name: str) -> str | None:
+        """The canonical name of `name`, with aggregate combinators stripped, or None if unknown."""
+        found = self.canonical.get(name) or self.insensitive.get(name.lower())
+        if found is not None:
+            return found
+        for suffix in self.combinators:
+            if name.endswith(suffix) and len(name) > len(suffix):
+                base = self.resolve(name[: -len(suffix)])
+                if base is not None and base in self.aggregates:
+                    return base
+        return None
 
 
 @dataclass(frozen=True)
 class ReadPolicy:
-    """Which stored tables a reader may name.
+    """What readers may name: the tenant tables of the store's database, and the allowlists."""
 
-    `readable` are (database, table) pairs with a tenant column; `exists` tells whether a
-    (database, table) pair is a stored table at all, so an unqualified name that is none (a CTE)
-    passes and is resolved by the engine."""
-
-    readable: frozenset[tuple[str, str]]
+    database: str
+    readable: frozenset[str]
+    catalog: Catalog
+    system_columns: dict[str, frozenset[str]]
+    """Every column of each restricted `system` table (to tell a column from an alias)."""
     exists: Callable[[str, str], bool]
+    """Whether a (database, table) pair is a stored table: a name that is none is UNKNOWN_TABLE,
+    as a server answers, rather than ACCESS_DENIED."""
+    functions: frozenset[str] = field(default_factory=allow.functions)
 
-    def table(self, name: str, current_db: str) -> None:
-        database, _, table = name.rpartition(".")
-        database = (database or current_db).strip('`"')
-        table = table.strip('`"')
-        if database.lower() == "system":
-            if table.lower() in SYSTEM_TABLES:
+
+@dataclass(frozen=True)
+class Checked:
+    """A read the guard allows: the text to run (canonical, ours), its own FORMAT, if any, and
+    the settings of its SETTINGS clauses, taken out of the text: the reader applies them to the
+    session after checking them like URL settings (a read-only session refuses them in the text)."""
+
+    sql: str
+    format: str | None
+    settings: dict[str, str] = field(default_factory=dict)
+
+
+def _engine_error(e: QueryRefusedError) -> QueryRefusedError:
+    """The engine's refusal of our parse call, told as a refusal of the reader's query."""
+    return QueryRefusedError(e.code, e.name, _IN_SCOPE.sub("", e.message).strip().rstrip(":").rstrip())
+
+
+def _hex(text: str) -> str:
+    return text.encode("utf-8").hex()
+
+
+class Guard:
+    """Checks and canonicalises reader SQL with the engine's parser (`scalar`) and a policy."""
+
+    def __init__(self, scalar: Scalar, policy: ReadPolicy) -> None:
+        self._scalar = scalar
+        self.policy = policy
+
+    def check(self, sql: str, current_db: str) -> Checked:
+        """The canonical text to run for `sql`, or QueryRefusedError."""
+        try:
+            tree = json.loads(self._scalar(f"SELECT parseQueryToJSON(unhex('{_hex(sql)}'))"))
+        except QueryRefusedError as e:
+            if e.code == _BAD_ARGUMENTS:  # a statement the JSON form does not carry
+                return self._table_statement(sql, current_db)
+            raise _engine_error(e) from None
+        if not isinstance(tree, dict):
+            raise QueryRefusedError(*SYNTAX_ERROR, "the query did not parse to one statement")
+        kind = tree.get("type")
+        if kind not in ("SelectWithUnionQuery", "ShowTablesQuery"):
+            raise QueryRefusedError(*READONLY, f"Cannot execute query in readonly mode: {kind} is not a read")
+        fmt = _format(tree.pop("format_ast", None))
+        settings = _take_settings(tree)
+        _Walk(self.policy, current_db).statement(tree)
+        try:
+            text = self._scalar(f"SELECT formatQueryFromJSON(unhex('{_hex(json.dumps(tree))}'))")
+        except QueryRefusedError as e:
+            raise _engine_error(e) from None
+        return Checked(text.strip(), fmt, settings)
+
+    def _table_statement(self, sql: str, current_db: str) -> Checked:
+        """DESCRIBE / EXISTS / SHOW CREATE TABLE of a plain table name, re-rendered by us."""
+        try:
+            canonical = self._scalar(f"SELECT formatQuery(unhex('{_hex(sql)}'))")
+        except QueryRefusedError as e:
+            raise _engine_error(e) from None
+        match = _TABLE_STATEMENT.fullmatch(canonical)
+        if match is None:
+            verb = " ".join(canonical.split()[:2]) or "this statement"
+            raise QueryRefusedError(*READONLY, f"Cannot execute query in readonly mode: {verb} is not a read")
+        database = match["db"] or current_db
+        table = match["table"]
+        if match["verb"] != "EXISTS TABLE":
+            _Walk(self.policy, current_db).table(database, table)
+        return Checked(f"{match['verb']} {identifier(database)}.{identifier(table)}", _format_name(match["format"]))
+
+
+def _take_settings(tree: dict[str, Any]) -> dict[str, str]:
+    """Remove every SETTINGS clause from the tree; their changes, as text (last one wins)."""
+    changes: dict[str, str] = {}
+    for node in list(_nodes(tree)):
+        for key in ("settings", "settings_ast"):
+            clause = node.get(key)
+            if clause is None:
+                continue
+            if not isinstance(clause, dict) or clause.get("type") != "SetQuery" or set(clause) - {"type", "changes"}:
+                raise QueryRefusedError(*SYNTAX_ERROR, "a SETTINGS clause holds name = value pairs")
+            for change in clause.get("changes", []):
+                name = str(change.get("name", ""))
+                value = change.get("value", {})
+                kind, raw = value.get("field_type"), value.get("value")
+                if kind in ("UInt64", "Int64", "Float64", "String") and isinstance(raw, int | float | str):
+                    changes[name] = str(raw)
+                elif kind == "Bool" and isinstance(raw, bool):
+                    changes[name] = "1" if raw else "0"
+                else:
+                    raise QueryRefusedError(*READONLY, f"Cannot modify '{name}' setting in readonly mode")
+            del node[key]
+    return changes
+
+
+def _format(node: object) -> str | None:
+    if node is None:
+        return None
+    if not isinstance(node, dict) or node.get("type") != "Identifier":
+        raise QueryRefusedError(*SYNTAX_ERROR, "FORMAT takes the name of an output format")
+    return _format_name(str(node.get("name", "")))
+
+
+def _format_name(name: str | None) -> str | None:
+    if name is None:
+        return None
+    if name not in allow.OUTPUT_FORMATS:
+        raise QueryRefusedError(
+            *UNKNOWN_FORMAT, f"The output format {name} is not served by clinotel's read port (no schema files)"
+        )
+    return name
+
+
+def _parts(node: dict[str, Any]) -> list[str]:
+    parts = node.get("name_parts")
+    if isinstance(parts, list) and parts:
+        return [str(p) for p in parts]
+    return [str(node.get("name", ""))]
+
+
+def _nodes(value: object) -> Iterator[dict[str, Any]]:
+    """Every typed node under `value`, depth first."""
+    if isinstance(value, dict):
+        if "type" in value:
+            yield value
+        for child in value.values():
+            yield from _nodes(child)
+    elif isinstance(value, list):
+        for child in value:
+            yield from _nodes(child)
+
+
+class _Walk:
+    """One statement's check: every node, with the names it defines (CTEs, aliases) known first."""
+
+    def __init__(self, policy: ReadPolicy, current_db: str) -> None:
+        self.policy = policy
+        self.current_db = current_db
+        self.ctes: set[str] = set()
+        self.aliases: set[str] = set()
+        self.restricted: set[str] = set()
+
+    def statement(self, tree: dict[str, Any]) -> None:
+        nodes = list(_nodes(tree))
+        for node in nodes:
+            kind = node["type"]
+            keys = allow.NODE_KEYS.get(kind)
+            if keys is None:
+                raise QueryRefusedError(*NOT_SUPPORTED, f"{kind} is not supported by clinotel's read port")
+            extra = set(node) - keys
+            if extra & {"out_file", "compression", "compression_level"}:
+                raise QueryRefusedError(*READONLY, "Cannot execute query in readonly mode: INTO OUTFILE writes a file")
+            if extra & {"settings", "settings_ast"} or kind == "SetQuery":
+                raise QueryRefusedError(
+                    *READONLY,
+                    "Cannot modify settings in a query's SETTINGS clause in readonly mode: send them as "
+                    "URL parameters (the allowed ones are listed in docs/security.md)",
+                )
+            if extra:
+                raise QueryRefusedError(
+                    *NOT_SUPPORTED, f"{kind} with {', '.join(sorted(extra))} is not supported by clinotel's read port"
+                )
+            if kind == "WithElement":
+                self.ctes.add(str(node.get("name", "")))
+            if isinstance(node.get("alias"), str):
+                self.aliases.add(node["alias"])
+        if tree["type"] == "ShowTablesQuery":
+            for flag in ("is_outfile_append", "is_outfile_truncate", "is_into_outfile_with_stdout"):
+                if tree.get(flag):
+                    raise QueryRefusedError(*READONLY, "Cannot execute query in readonly mode: INTO OUTFILE")
+        table_functions = {id(node["table_function"]) for node in nodes if isinstance(node.get("table_function"), dict)}
+        for node in nodes:
+            if id(node) in table_functions:
+                self._table_function(node)
+            else:
+                getattr(self, f"_{node['type']}", _nothing)(node)
+        if self.restricted:
+            self._restricted_columns(nodes)
+
+    # -- per node type ---------------------------------------------------------------------------
+    def _SelectWithUnionQuery(self, node: dict[str, Any]) -> None:  # noqa: N802
+        if any(node.get(flag) for flag in ("is_outfile_append", "is_outfile_truncate", "is_into_outfile_with_stdout")):
+            raise QueryRefusedError(*READONLY, "Cannot execute query in readonly mode: INTO OUTFILE writes a file")
+
+    def _Function(self, node: dict[str, Any]) -> None:  # noqa: N802
+        name = str(node.get("name", ""))
+        if name == "lambda" and node.get("is_lambda_function"):
+            return
+        self.function(name)
+        if name in _IN_FUNCTIONS:
+            arguments = node.get("arguments", {}).get("children", [])
+            if len(arguments) == 2 and arguments[1].get("type") == "Identifier":
+                raise QueryRefusedError(
+                    *ACCESS_DENIED, f"`{name}` over a table name is not allowed for readers: use IN (SELECT …)"
+                )
+
+    def _table_function(self, node: dict[str, Any]) -> None:
+        name = str(node.get("name", ""))
+        if name not in allow.TABLE_FUNCTIONS:
+            raise QueryRefusedError(*ACCESS_DENIED, f"the table function {name} is not allowed for readers")
+
+    def _TableIdentifier(self, node: dict[str, Any]) -> None:  # noqa: N802
+        if any(child for child in node.get("children", [])):
+            raise QueryRefusedError(*ACCESS_DENIED, "a table name given as a query parameter is not allowed")
+        parts = _parts(node)
+        if len(parts) == 1 and parts[0] in self.ctes:
+            return
+        if len(parts) == 1:
+            self.table(self.current_db, parts[0])
+        elif len(parts) == 2:
+            self.table(parts[0], parts[1])
+        else:
+            raise QueryRefusedError(*ACCESS_DENIED, f"{'.'.join(parts)} is not a table readers may name")
+
+    def _Identifier(self, node: dict[str, Any]) -> None:  # noqa: N802
+        column = _parts(node)[-1]
+        if column.startswith("_") and column not in self.aliases:
+            raise QueryRefusedError(
+                *ACCESS_DENIED, f"{column}: names starting with _ are ClickHouse's virtual columns, not readable here"
+            )
+
+    def _QueryParameter(self, node: dict[str, Any]) -> None:  # noqa: N802
+        if str(node.get("param_type", "")).strip() == "Identifier":
+            raise QueryRefusedError(*ACCESS_DENIED, "Identifier query parameters are not allowed for readers")
+
+    def _ShowTablesQuery(self, node: dict[str, Any]) -> None:  # noqa: N802
+        pass  # its keys are allowlisted: SHOW TABLES and SHOW DATABASES only
+
+    # -- names -------------------------------------------------------------------------------------
+    def function(self, name: str) -> None:
+        catalog = self.policy.catalog
+        canonical = catalog.resolve(name)
+        if canonical is None:
+            raise QueryRefusedError(*UNKNOWN_FUNCTION, f"Unknown function {name}")
+        if canonical not in self.policy.functions:
+            raise QueryRefusedError(*ACCESS_DENIED, f"the function {name} is not allowed for readers")
+
+    def table(self, database: str, table: str) -> None:
+        if database == "system":
+            if table in allow.SYSTEM_TABLES:
+                return
+            if table in allow.RESTRICTED_SYSTEM_COLUMNS:
+                self.restricted.add(table)
                 return
             raise QueryRefusedError(*ACCESS_DENIED, f"the system table {table} is not readable through clinotel")
-        if (database, table) in self.readable:
+        if database == self.policy.database and table in self.policy.readable:
             return
-        if not self.exists(database, table):
-            return
+        if not self.policy.exists(database, table):
+            raise QueryRefusedError(60, "UNKNOWN_TABLE", f"Table {database}.{table} does not exist")
         raise QueryRefusedError(
             *ACCESS_DENIED,
             f"{database}.{table} is not readable through clinotel: readers see "
-            + ", ".join(sorted(f"{d}.{t}" for d, t in self.readable)),
+            + ", ".join(f"{self.policy.database}.{t}" for t in sorted(self.policy.readable)),
         )
 
+    def _restricted_columns(self, nodes: list[dict[str, Any]]) -> None:
+        """A query over system.tables/columns/databases names only their allowed columns."""
+        allowed: set[str] = set()
+        every: set[str] = set()
+        for table in self.restricted:
+            allowed |= allow.RESTRICTED_SYSTEM_COLUMNS[table]
+            every |= self.policy.system_columns.get(table, frozenset())
+        qualifiers = {"system", *self.restricted, *self.aliases, *self.ctes}
+        for node in nodes:
+            kind = node["type"]
+            if kind in ("Asterisk", "QualifiedAsterisk", "ColumnsRegexpMatcher", "ColumnsListMatcher",
+                        "QualifiedColumnsRegexpMatcher", "QualifiedColumnsListMatcher"):  # fmt: skip
+                raise QueryRefusedError(
+                    *ACCESS_DENIED, f"name the columns of system.{sorted(self.restricted)[0]} (no * or COLUMNS)"
+                )
+            if kind != "Identifier":
+                continue
+            parts = _parts(node)
+            column = parts[-1]
+            if len(parts) == 1 and column in self.restricted and column not in every:
+                continue  # a qualifier on its own (`tables.name` arrives as parts)
+            known = column in allowed or (column in self.aliases and column not in every)
+            if known and all(p in qualifiers for p in parts[:-1]):
+                continue
+            raise QueryRefusedError(
+                *ACCESS_DENIED,
+                f"the column {column} of system.{sorted(self.restricted)[0]} is not readable through clinotel: "
+                + ", ".join(sorted(allowed)),
+            )
 
-def check(statements: list[AstNode], policy: ReadPolicy, current_db: str) -> None:
-    """Raise QueryRefusedError unless `statements` is one read that touches only what `policy` allows."""
-    if len(statements) != 1:
-        raise QueryRefusedError(*SYNTAX_ERROR, "Multi-statements are not allowed")
-    root = statements[0]
-    if root.kind not in READ_STATEMENTS:
-        raise QueryRefusedError(*READONLY, f"Cannot execute query in readonly mode: {root.kind} is not a read")
-    if any(child.kind == "Literal" for child in root.children):
-        raise QueryRefusedError(*READONLY, "Cannot execute query in readonly mode: INTO OUTFILE writes a file")
-    for node in root.walk():
-        if node.kind == "TableIdentifier":
-            policy.table(node.text, current_db)
-        elif node.kind == "TableExpression":
-            for child in node.children:
-                if child.kind == "Function" and child.text.lower() not in TABLE_FUNCTIONS:
-                    raise QueryRefusedError(
-                        *ACCESS_DENIED, f"the table function {child.text} is not allowed for readers"
-                    )
-        elif node.kind == "Function":
-            name = node.text.lower()
-            if _TABLE_READING_FUNCTIONS.match(name):
-                raise QueryRefusedError(*ACCESS_DENIED, f"the function {node.text} is not allowed for readers")
-            if name in _IN_FUNCTIONS:
-                args = node.children[0].children if node.children else []
-                if len(args) == 2 and args[1].kind == "Identifier":
-                    policy.table(args[1].text, current_db)
-        elif node.kind in {"ExistsTableQuery", "ShowCreateTableQuery"}:
-            parts = node.text.split()
-            if len(parts) == 2:
-                policy.table(f"{parts[0]}.{parts[1]}", current_db)
+
+def _nothing(node: dict[str, Any]) -> None:
+    return None

@@ -16,7 +16,7 @@ tables under the public names; materialized views run on each node's local table
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -36,6 +36,7 @@ __all__ = [
     "TRACE_ID_TS",
     "VERSIONS",
     "Migration",
+    "SchemaError",
     "SchemaOptions",
     "SchemaTarget",
     "apply",
@@ -121,6 +122,12 @@ class SchemaOptions:
         path = literal(f"/clickhouse/tables/{{shard}}/{self.database}/{table}")
         return f"Replicated{kind}({path}, '{{replica}}')"
 
+    def partition_by(self, time_expr: str) -> str:
+        """The partition key of a tenant table: the tenant first, so every part holds one
+        tenant's rows and a reader's tenant filter prunes the others' parts before any of the
+        reader's expressions is evaluated (docs/security.md)."""
+        return f"({TENANT_COLUMN}, {time_expr})"
+
     def ttl(self, time_expr: str) -> str:
         return f"\nTTL {time_expr} + toIntervalDay({self.ttl_days})" if self.ttl_days else ""
 
@@ -162,7 +169,7 @@ def _traces(o: SchemaOptions) -> Iterator[str]:
     INDEX idx_duration Duration TYPE minmax GRANULARITY 1
 )
 ENGINE = {o.engine(TRACES)}
-PARTITION BY toDate(Timestamp)
+PARTITION BY {o.partition_by("toDate(Timestamp)")}
 ORDER BY (TenantId, ServiceName, toStartOfHour(Timestamp), TraceId){o.ttl("toDateTime(Timestamp)")}
 SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1, non_replicated_deduplication_window = 10000"""
     yield f"""CREATE TABLE IF NOT EXISTS {o.local(TRACE_ID_TS)}{o.on_cluster}
@@ -243,7 +250,7 @@ def _alert_events(o: SchemaOptions) -> Iterator[str]:
     `Detail` String
 )
 ENGINE = {o.engine(ALERT_EVENTS)}
-PARTITION BY toYYYYMM(Timestamp)
+PARTITION BY {o.partition_by("toYYYYMM(Timestamp)")}
 ORDER BY (TenantId, Rule, Timestamp)
 COMMENT 'Alert audit trail: every state transition and every notification attempt'"""
     if o.cluster:
@@ -262,7 +269,7 @@ def _collector_metrics(o: SchemaOptions) -> Iterator[str]:
     `Value` Float64 CODEC(ZSTD(1))
 )
 ENGINE = {o.engine(COLLECTOR_METRICS)}
-PARTITION BY toDate(Timestamp)
+PARTITION BY {o.partition_by("toDate(Timestamp)")}
 ORDER BY (TenantId, Metric, Timestamp){o.ttl("toDateTime(Timestamp)")}
 COMMENT 'Collector self-telemetry: counters as increases per row, gauges as they stood'"""
     if o.cluster:
@@ -299,7 +306,7 @@ def _sdk_telemetry(o: SchemaOptions) -> Iterator[str]:
     {counters}
 )
 ENGINE = {o.engine(SDK_TELEMETRY)}
-PARTITION BY toDate(Timestamp)
+PARTITION BY {o.partition_by("toDate(Timestamp)")}
 ORDER BY (TenantId, ServiceName, Timestamp){o.ttl("toDateTime(Timestamp)")}
 COMMENT 'What each service''s clinotel gate dropped or redacted, per export batch'"""
     values = ",\n    ".join(
@@ -323,6 +330,58 @@ WHERE SpanName = {literal(A.HEALTH_SPAN_NAME)}"""
         yield f"INSERT INTO {o.local(SDK_TELEMETRY)}\n{select}"
 
 
+def _no_statements(o: SchemaOptions) -> Iterator[str]:
+    """A data migration: nothing to render; `apply` runs its code (`_DATA_STEPS`)."""
+    yield from ()
+
+
+class SchemaError(RuntimeError):
+    """A migration that cannot be applied to this store as it is."""
+
+
+def _tenant_partitions(client: SchemaTarget, o: SchemaOptions) -> None:
+    """Rebuild each tenant table whose partition key does not lead with TenantId (created before
+    version 7). Each is copied into a new table with the tenant-first key and swapped in; the
+    materialized views are dropped first and re-created after (they follow the tables they read
+    and write by identity, not by name). A store created at version 7 or later has nothing to do."""
+    names = ", ".join(literal(t + ("_local" if o.cluster else "")) for t in tenant_tables())
+    db = literal(o.database)
+    rows = _rows(client, f"SELECT name, partition_key FROM system.tables WHERE database = {db} AND name IN ({names})")
+    stale = [(name, key) for name, key in rows if not key.startswith((f"({TENANT_COLUMN},", TENANT_COLUMN))]
+    if not stale:
+        return
+    if o.cluster:
+        raise SchemaError(
+            f"{', '.join(n for n, _ in stale)} predate tenant partitions (schema version 7); on a cluster they are "
+            "rebuilt by hand, shard by shard (docs/operations.md, 'Upgrading a cluster to schema version 7')"
+        )
+    views = _rows(
+        client,
+        f"SELECT name, create_table_query FROM system.tables WHERE database = {db} AND engine = 'MaterializedView'",
+    )
+    for name, _ in views:
+        client.command(f"DROP VIEW IF EXISTS {o.name(name)}")
+    for name, key in stale:
+        where = f"database = {db} AND name = {literal(name)}"
+        [(ddl,)] = _rows(client, f"SELECT create_table_query FROM system.tables WHERE {where}")
+        old, new = o.name(name), o.name(name + "__v7")
+        created = ddl.replace(f"CREATE TABLE {o.database}.{name} ", f"CREATE TABLE {new} ", 1)
+        created = created.replace(f"PARTITION BY {key} ", f"PARTITION BY {o.partition_by(key)} ", 1)
+        if created.count(new) != 1 or o.partition_by(key) not in created:
+            raise SchemaError(f"cannot rebuild {old}: unexpected definition {ddl[:200]}")
+        client.command(f"DROP TABLE IF EXISTS {new}")
+        client.command(created)
+        client.command(f"INSERT INTO {new} SELECT * FROM {old} SETTINGS insert_deduplicate = 0")
+        client.command(f"EXCHANGE TABLES {old} AND {new}")
+        client.command(f"DROP TABLE {new}")
+    for _, create in views:
+        client.command(create)
+
+
+def _rows(client: SchemaTarget, sql: str) -> list[tuple[str, ...]]:
+    return [tuple(str(v) for v in row) for row in getattr(client.query(sql), "result_rows", [])]
+
+
 class _Steps(Protocol):
     def __call__(self, o: SchemaOptions) -> Iterator[str]: ...
 
@@ -334,7 +393,11 @@ _STEPS: Final[tuple[tuple[int, str, _Steps], ...]] = (
     (4, "alert audit trail: clinotel_alert_events", _alert_events),
     (5, "tighter codecs for otel_traces attribute maps and durations", _codecs),
     (6, "SDK telemetry: clinotel_sdk_telemetry from the clinotel.telemetry spans", _sdk_telemetry),
+    (7, "tenant-first partition keys on every tenant table (reader isolation)", _no_statements),
 )
+_DATA_STEPS: Final[dict[int, Callable[[SchemaTarget, SchemaOptions], None]]] = {7: _tenant_partitions}
+"""Migrations that read the store to decide what to do, run by `apply` after their statements."""
+_DATA_NOTES: Final = {7: "tables created before version 7 are rebuilt with TenantId leading the partition key"}
 SCHEMA_VERSION: Final = max(v for v, _, _ in _STEPS)
 
 
@@ -349,6 +412,8 @@ def render(o: SchemaOptions) -> str:
     for m in migrations(o):
         parts.append(f"-- migration {m.version}: {m.description}")
         parts.extend(s + ";" for s in m.statements)
+        if m.version in _DATA_STEPS:
+            parts.append(f"-- (data migration, run by `clinotel schema apply`: {_DATA_NOTES[m.version]})")
     from clinotel.collector.ingest import Pipeline
 
     parts.append("-- ingest pipeline of this collector version (`clinotel serve` creates it where missing)")
@@ -376,6 +441,8 @@ def apply(client: SchemaTarget, o: SchemaOptions) -> list[int]:
             continue
         for statement in m.statements:
             client.command(statement)
+        if m.version in _DATA_STEPS:
+            _DATA_STEPS[m.version](client, o)
         client.command(
             f"INSERT INTO {o.name(VERSIONS)} (Version, Description) VALUES ({m.version}, {literal(m.description)})"
         )

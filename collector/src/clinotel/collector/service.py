@@ -149,8 +149,23 @@ class Collector:
         if grant is None:
             raise ClickHouseError(516, "AUTHENTICATION_FAILED", "Authentication failed: the token is not known")
         if grant.role != "read":
-            raise ClickHouseError(497, "ACCESS_DENIED", "A write token cannot read: use a read token")
+            raise ClickHouseError(497, "ACCESS_DENIED", f"A {grant.role} token cannot read: use a read token")
         return ReaderAccess(None if grant.tenant == ALL_TENANTS else grant.tenant)
+
+    def _authorize_metrics(self, credentials: Credentials) -> None:
+        """/metrics shows every tenant's figures: a metrics (scrape) token or an operator read token."""
+        tokens = self.config.tokens
+        if tokens is None:
+            return  # --insecure-no-auth: loopback only
+        if credentials.secret is None:
+            raise ClickHouseError(194, "REQUIRED_PASSWORD", "/metrics needs a metrics token or an operator read token")
+        grant = tokens.grant(credentials.secret)
+        if grant is None:
+            raise ClickHouseError(516, "AUTHENTICATION_FAILED", "Authentication failed: the token is not known")
+        if not grant.may_scrape:
+            raise ClickHouseError(
+                497, "ACCESS_DENIED", "/metrics shows every tenant's figures: a metrics or operator token is needed"
+            )
 
     def start(self) -> None:
         """Bind every listener, lock and claim the log, open the store, start writing and serving;
@@ -173,8 +188,9 @@ class Collector:
             self.grpc = OtlpGrpcServer(cfg.otlp_grpc[0], cfg.otlp_grpc[1], self.receiver, self._authenticate)
         if cfg.http is not None:
             self.admin = ClickHouseHttpServer(
-                cfg.http[0], cfg.http[1], self.metrics, None, self._authorize_reader, self.health
-            )
+                cfg.http[0], cfg.http[1], self.metrics, None, self._authorize_reader, self._authorize_metrics,
+                self.health,
+            )  # fmt: skip
 
     def _check_logs(self, wal_dir: Path) -> None:
         """Refuse to start where acknowledged segments would be left behind: in the log this store

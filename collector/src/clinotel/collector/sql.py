@@ -17,8 +17,9 @@ def literal(text: str) -> str:
 
 
 def identifier(name: str) -> str:
-    """A quoted ClickHouse identifier (for names such as `Events.Timestamp`)."""
-    return "`" + name.replace("`", "``") + "`"
+    """A quoted ClickHouse identifier (for names such as `Events.Timestamp`): backslashes and
+    backquotes escaped, as ClickHouse reads both inside backquotes."""
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
 def string_array(values: Iterable[str]) -> str:

@@ -1,15 +1,19 @@
 """Read-only SQL on the embedded engine, one tenant at a time.
 
-Every query runs on a chDB session prepared before it sees the query: the tenant's
-`additional_table_filters` on every readable table, the caller's settings that may change in
-read-only mode (capped), the database, and finally `readonly = 1`, after which nothing in the
-query can change a setting. `read_guard` checks the query's parse first. Sessions are pooled by
-(tenant, database, settings), so a dashboard's repeated queries do not pay for the set-up.
+A query is first checked and canonicalised by `read_guard` (ClickHouse's parser, allowlists);
+only the canonical text runs, on a chDB session prepared before it sees the query: the tenant's
+`additional_table_filters` on every readable table (whose partition key leads with `TenantId`,
+so other tenants' parts are pruned before any reader expression is evaluated), the caller's
+allowed settings (capped), the database, a low OS thread priority (ingest comes first), and
+finally `readonly = 1`. Sessions are pooled by (tenant, database, settings), so a dashboard's
+repeated queries do not pay for the set-up. Each tenant has its own share of the reader slots.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import threading
 import time
 import uuid
@@ -19,25 +23,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from clinotel.collector import read_guard
-from clinotel.collector.read_guard import QueryRefusedError, ReadPolicy
+from clinotel.collector import read_allowlist, read_guard
+from clinotel.collector.read_guard import Catalog, Guard, QueryRefusedError, ReadPolicy
 from clinotel.collector.sql import identifier, literal
 
 __all__ = ["DEFAULT_FORMAT", "ClickHouseError", "ReadLimits", "ReadResult", "SqlReader", "content_type"]
 
 DEFAULT_FORMAT: Final = "TabSeparated"
-_CHANGEABLE: Final = frozenset(
-    {"max_execution_time", "max_result_rows", "max_result_bytes", "result_overflow_mode", "timeout_overflow_mode",
-     "max_rows_to_read", "max_bytes_to_read", "read_overflow_mode", "max_threads", "max_block_size",
-     "max_memory_usage", "date_time_output_format", "session_timezone", "extremes", "join_use_nulls", "log_comment",
-     "prefer_column_name_to_alias", "readonly", "max_rows_to_group_by", "group_by_overflow_mode"}
-)  # fmt: skip
-"""Settings a reader may set although its session is read-only (ClickHouse's `changeable_in_readonly`)."""
-_CHANGEABLE_PREFIXES: Final = ("output_format_", "format_")
 _NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ERROR: Final = re.compile(r"Code: (\d+)\. DB::Exception: ")
 _ERROR_NAME: Final = re.compile(r"\(([A-Z][A-Z0-9_]+)\)")
 _VERSION_SUFFIX: Final = re.compile(r"\s*\(version [^)]*\)\.?\s*$")
+MAX_QUERY_SIZE: Final = 4 << 20
+"""The engine's max_query_size for our own parse calls and for canonical text (the HTTP port
+refuses bodies over 1 MiB; the hex of one is 2 MiB)."""
+READER_WORKLOAD: Final = "clinotel_readers"
+READER_NICE: Final = 19
+"""`os_thread_priority` of reader queries: the writer's inserts run at the process's own priority."""
 
 _STATUS_BY_NAME: Final = {
     "REQUIRED_PASSWORD": 401,
@@ -61,6 +63,9 @@ _STATUS_BY_NAME: Final = {
     "CANNOT_PARSE_TEXT": 400,
     "TIMEOUT_EXCEEDED": 408,
     "TOO_MANY_SIMULTANEOUS_QUERIES": 503,
+    "NOT_IMPLEMENTED": 501,
+    "QUERY_IS_TOO_LARGE": 413,
+    "HTTP_LENGTH_REQUIRED": 411,
 }
 """HTTP statuses by error name, as ClickHouse's HTTP handler answers them; others are 500."""
 
@@ -123,8 +128,25 @@ class ReadLimits:
     max_execution_time: int = 60
     max_result_bytes: int = 128 << 20
     max_memory_usage: int = 1 << 30
+    max_threads: int = 2
+    max_block_size: int = 65536
     max_concurrent: int = 8
+    max_concurrent_per_tenant: int = 4
+    """One tenant's share of `max_concurrent`, so one reader's slow queries cannot starve another."""
     idle_sessions: int = 16
+    reader_threads: int = max(1, (os.cpu_count() or 2) - 1)
+    """CPU threads all reader queries share (the engine's workload scheduler): one core is left
+    to the writer."""
+
+    def caps(self) -> dict[str, int]:
+        """The capped settings and their caps (`max_result_rows` has none: 0, unlimited)."""
+        return {
+            "max_execution_time": self.max_execution_time,
+            "max_result_bytes": self.max_result_bytes,
+            "max_memory_usage": self.max_memory_usage,
+            "max_threads": self.max_threads,
+            "max_block_size": self.max_block_size,
+        }
 
 
 @dataclass(frozen=True)
@@ -154,10 +176,16 @@ class ReadResult:
 _Key = tuple[str | None, str, tuple[tuple[str, str], ...]]
 
 
+def _refusal(exc: Exception) -> QueryRefusedError:
+    error = ClickHouseError.from_engine(exc)
+    return QueryRefusedError(error.code, error.name, error.message)
+
+
 class SqlReader:
     """Runs read-only queries on the embedded engine at `path` for one tenant (or all, `None`).
 
-    `tenant_tables` are the tables readers may name; each has a `TenantId` column."""
+    `tenant_tables` are the tables of `database` readers may name; each has a `TenantId` column
+    leading its partition key."""
 
     def __init__(
         self,
@@ -181,18 +209,79 @@ class SqlReader:
         self._idle_order: list[_Key] = []
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(self.limits.max_concurrent)
-        self._catalog: frozenset[tuple[str, str]] = frozenset()
-        self._probe = self._connect()
-        self._probe_lock = threading.Lock()
-        version, tz = self._probe.query("SELECT version(), timezone()", "TSV").bytes().decode().strip().split("\t")
+        self._tenant_slots: dict[str | None, threading.BoundedSemaphore] = {}
+        self._parser = self._connect()
+        self._parser_lock = threading.Lock()
+        self._parser.query(f"SET max_query_size = {MAX_QUERY_SIZE}")
+        self._reader_workload(path)
+        version, tz = self._scalar("SELECT concat(version(), '\t', timezone())").split("\t")
         self.version: str = version
         self.timezone: str = tz
-        readable = frozenset((database, t) for t in self._tables)
-        self.policy = ReadPolicy(readable, self._exists)
+        self._stored: frozenset[tuple[str, str]] = frozenset()
+        self.policy = ReadPolicy(
+            database, frozenset(self._tables), self._catalog(), self._system_columns(), self._exists
+        )
+        self._guard = Guard(self._scalar, self.policy)
+
+    def _reader_workload(self, path: Path) -> None:
+        """Readers share `reader_threads` CPU threads among them, in a ClickHouse workload, so
+        the writer always has the rest of the machine (ingest first)."""
+        loaded = self._parser.query("SELECT count() FROM system.workloads WHERE name = 'all'", "TSVRaw")
+        if loaded.bytes().strip() == b"0":
+            # chDB (4.4) writes workload entities under the store but does not load them when it
+            # opens it again, and then refuses to create them anew: start from no files.
+            for name in ("resource_cpu.sql", "workload_all.sql", f"workload_{READER_WORKLOAD}.sql"):
+                (path / "workload" / name).unlink(missing_ok=True)
+            self._parser.query("CREATE RESOURCE IF NOT EXISTS cpu (MASTER THREAD, WORKER THREAD)")
+            self._parser.query("CREATE WORKLOAD IF NOT EXISTS all")
+        self._parser.query(
+            f"CREATE OR REPLACE WORKLOAD {READER_WORKLOAD} IN all SETTINGS max_concurrent_threads = "
+            f"{self.limits.reader_threads}"
+        )
+
+    def _scalar(self, sql: str) -> str:
+        """One value of one of our own queries, on the parser session."""
+        with self._parser_lock:
+            try:
+                return str(self._parser.query(sql, "TSVRaw").bytes().decode("utf-8")).removesuffix("\n")
+            except RuntimeError as e:
+                raise _refusal(e) from None
+
+    def _rows(self, sql: str) -> list[list[str]]:
+        return [line.split("\t") for line in self._scalar(sql).splitlines() if line]
+
+    def _catalog(self) -> Catalog:
+        canonical: dict[str, str] = {}
+        insensitive: dict[str, str] = {}
+        aggregates = set()
+        for name, alias_to, case_insensitive, aggregate in self._rows(
+            "SELECT name, alias_to, case_insensitive, is_aggregate FROM system.functions"
+        ):
+            target = alias_to or name
+            canonical[name] = target
+            if case_insensitive == "1":
+                insensitive[name.lower()] = target
+            if aggregate == "1":
+                aggregates.add(target)
+        combinators = sorted(
+            (row[0] for row in self._rows("SELECT name FROM system.aggregate_function_combinators")),
+            key=len,
+            reverse=True,
+        )
+        return Catalog(canonical, insensitive, frozenset(aggregates), tuple(combinators))
+
+    def _system_columns(self) -> dict[str, frozenset[str]]:
+        names = ", ".join(literal(t) for t in read_allowlist.RESTRICTED_SYSTEM_COLUMNS)
+        columns: dict[str, set[str]] = {}
+        for table, name in self._rows(
+            f"SELECT table, name FROM system.columns WHERE database = 'system' AND table IN ({names})"
+        ):
+            columns.setdefault(table, set()).add(name)
+        return {table: frozenset(names) for table, names in columns.items()}
 
     def close(self) -> None:
-        with self._probe_lock:
-            self._probe.close()
+        with self._parser_lock:
+            self._parser.close()
         with self._lock:
             for handles in self._idle.values():
                 for h in handles:
@@ -213,31 +302,41 @@ class SqlReader:
     ) -> ReadResult:
         """Run one read; raises ClickHouseError with the code a ClickHouse server would give."""
         try:
-            read_guard.precheck(sql)
-            key = (tenant, database or self.database, self._session_settings(settings or {}))
+            database = self._database(database)
+            checked = self._guard.check(sql, database)
+            key = (tenant, database, self._session_settings({**(settings or {}), **checked.settings}))
+            fmt = checked.format or read_guard_format(default_format)
         except QueryRefusedError as e:
             raise ClickHouseError.refused(e) from None
-        if not self._slots.acquire(timeout=self.limits.max_execution_time):
-            raise ClickHouseError(202, "TOO_MANY_SIMULTANEOUS_QUERIES", "Too many simultaneous reader queries")
-        try:
-            with self._session(key) as handle:
-                return self._run(handle, key[1], sql, default_format or DEFAULT_FORMAT, dict(params or {}), query_id)
-        finally:
-            self._slots.release()
+        with self._slot(tenant), self._session(key) as handle:
+            return self._run(handle, checked.sql, fmt, dict(params or {}), query_id)
 
-    def _run(
-        self, handle: Any, database: str, sql: str, fmt: str, params: dict[str, str], query_id: str | None
-    ) -> ReadResult:
+    @contextmanager
+    def _slot(self, tenant: str | None) -> Iterator[None]:
+        """A reader slot within the tenant's share; waits up to max_execution_time."""
+        with self._lock:
+            share = self._tenant_slots.get(tenant)
+            if share is None:
+                share = self._tenant_slots[tenant] = threading.BoundedSemaphore(
+                    min(self.limits.max_concurrent_per_tenant, self.limits.max_concurrent)
+                )
+        deadline = time.monotonic() + self.limits.max_execution_time
+        if not share.acquire(timeout=self.limits.max_execution_time):
+            raise ClickHouseError(
+                202, "TOO_MANY_SIMULTANEOUS_QUERIES", "Too many simultaneous queries for this tenant's readers"
+            )
         try:
-            explained = handle.query(f"EXPLAIN AST {sql}", "TSVRaw", params=params).bytes().decode()
-        except RuntimeError as e:
-            raise ClickHouseError.from_engine(e) from None
-        statements = read_guard.parse_ast(explained)
-        try:
-            read_guard.check(statements, self.policy, database)
-        except QueryRefusedError as e:
-            raise ClickHouseError.refused(e) from None
-        fmt = read_guard.output_format(statements[0]) or fmt
+            if not self._slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise ClickHouseError(202, "TOO_MANY_SIMULTANEOUS_QUERIES", "Too many simultaneous reader queries")
+            try:
+                yield
+            finally:
+                self._slots.release()
+        finally:
+            share.release()
+
+    def _run(self, handle: Any, sql: str, fmt: str, params: dict[str, str], query_id: str | None) -> ReadResult:
+        _lower_thread_priority()
         start = time.perf_counter()
         try:
             result = handle.query(sql, fmt, params=params)
@@ -253,32 +352,40 @@ class SqlReader:
             elapsed_s=time.perf_counter() - start,
         )
 
+    def _exists(self, database: str, table: str) -> bool:
+        """Whether a stored table has this name (the catalogue is re-read on a miss)."""
+        if (database, table) not in self._stored:
+            self._stored = frozenset((row[0], row[1]) for row in self._rows("SELECT database, name FROM system.tables"))
+        return (database, table) in self._stored
+
+    def _database(self, database: str | None) -> str:
+        if not database:
+            return self.database
+        if not _NAME.match(database) or database not in self._databases():
+            raise QueryRefusedError(81, "UNKNOWN_DATABASE", f"Database {database[:80]!r} does not exist")
+        return database
+
+    def _databases(self) -> set[str]:
+        return {row[0] for row in self._rows("SELECT name FROM system.databases")}
+
     def _session_settings(self, settings: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-        """The caller's settings, checked and capped, merged over the server's limits."""
-        lim = self.limits
-        out: dict[str, str] = {
-            "max_execution_time": str(lim.max_execution_time),
-            "max_result_bytes": str(lim.max_result_bytes),
-            "max_memory_usage": str(lim.max_memory_usage),
-        }
+        """The caller's settings, checked against the allowlist and capped, over the server's caps."""
+        caps = self.limits.caps()
+        out: dict[str, str] = {name: str(cap) for name, cap in caps.items()}
         for name, value in settings.items():
-            if not _NAME.match(name):
-                raise QueryRefusedError(115, "UNKNOWN_SETTING", f"Unknown setting '{name}'")
             if name == "readonly":
-                if value not in ("1", "2"):
+                if value not in read_allowlist.READONLY_VALUES:
                     raise QueryRefusedError(*read_guard.READONLY, "Cannot modify 'readonly' setting in readonly mode")
                 continue
-            if name not in _CHANGEABLE and not name.startswith(_CHANGEABLE_PREFIXES):
+            rule = read_allowlist.SETTINGS.get(name)
+            if rule is None:
+                if not _NAME.match(name):
+                    raise QueryRefusedError(115, "UNKNOWN_SETTING", f"Unknown setting {name[:80]!r}")
                 raise QueryRefusedError(*read_guard.READONLY, f"Cannot modify '{name}' setting in readonly mode")
-            if name in ("max_execution_time", "max_result_bytes", "max_memory_usage"):
-                cap = int(out[name])
-                try:
-                    asked = int(float(value))
-                except ValueError:
-                    raise QueryRefusedError(72, "CANNOT_PARSE_NUMBER", f"Cannot parse {name}={value!r}") from None
-                out[name] = str(cap if asked <= 0 else min(asked, cap))
-            else:
-                out[name] = value
+            try:
+                out[name] = rule.check(value, caps.get(name) if rule.capped else None)
+            except ValueError as e:
+                raise QueryRefusedError(36, "BAD_ARGUMENTS", f"Setting {name}: {e}") from None
         return tuple(sorted(out.items()))
 
     @contextmanager
@@ -315,7 +422,10 @@ class SqlReader:
                 filters = ", ".join(f"{literal(f'{self.database}.{t}')}: {literal(condition)}" for t in self._tables)
                 handle.query(f"SET additional_table_filters = {{{filters}}}")
             for name, value in settings:
-                handle.query(f"SET {name} = {literal(value)}")
+                handle.query(f"SET {identifier(name)} = {literal(value)}")
+            handle.query(f"SET max_query_size = {MAX_QUERY_SIZE}")
+            handle.query(f"SET os_thread_priority = {READER_NICE}")
+            handle.query(f"SET workload = {literal(READER_WORKLOAD)}")
             handle.query(f"USE {identifier(database)}")
             handle.query("SET readonly = 1")
         except RuntimeError as e:
@@ -323,13 +433,27 @@ class SqlReader:
             raise ClickHouseError.from_engine(e) from None
         return handle
 
-    def _exists(self, database: str, table: str) -> bool:
-        """Whether a stored table has this name; the catalogue is re-read on a miss, so a table
-        created a moment ago is never taken for a CTE."""
-        if (database, table) in self._catalog:
-            return True
-        with self._probe_lock:
-            rows = self._probe.query("SELECT database, name FROM system.tables", "TSVRaw").bytes().decode()
-        pairs = (line.split("\t", 1) for line in rows.splitlines())
-        self._catalog = frozenset((p[0], p[1]) for p in pairs if len(p) == 2)
-        return (database, table) in self._catalog
+
+def _lower_thread_priority() -> None:
+    """The calling thread runs part of each query itself: it gets the readers' low priority too
+    (the engine lowers only its own pipeline threads). Raising a nice value needs no privilege;
+    reader threads (one per HTTP connection) never need it back."""
+    if sys.platform != "linux":
+        return
+    tid = threading.get_native_id()
+    try:
+        if os.getpriority(os.PRIO_PROCESS, tid) < READER_NICE:
+            os.setpriority(os.PRIO_PROCESS, tid, READER_NICE)
+    except OSError:
+        pass  # a sandbox that forbids it: readers then compete at the process's priority
+
+
+def read_guard_format(name: str | None) -> str:
+    """The output format a reader asked for with `default_format`, checked like a FORMAT clause."""
+    if not name:
+        return DEFAULT_FORMAT
+    if name not in read_allowlist.OUTPUT_FORMATS:
+        raise QueryRefusedError(
+            *read_guard.UNKNOWN_FORMAT, f"The output format {name} is not served by clinotel's read port"
+        )
+    return name

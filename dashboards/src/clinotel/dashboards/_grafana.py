@@ -3,8 +3,12 @@ fixes that make grafanalib 0.7.1's output what Grafana stores today.
 
 grafanalib has no ClickHouse target (its SqlTarget emits Prometheus fields and a string
 `format`), writes `schemaVersion` 12, legacy top-level keys (`rows`, `style`, `hideControls`,
-`sharedCrosshair`), nulls, a string `thresholds.steps` on Stat panels, and template variables with
-a plain-string query. `finish()` turns its JSON into the modern shape.
+`sharedCrosshair`), nulls, a string `thresholds.steps` on Stat panels, template variables with
+a plain-string query, keys Grafana no longer reads (a table's `columns`, `fontSize`, `color`,
+`mappings` and `displayMode`; targets, field config and `maxDataPoints: 100` on rows; the time
+picker's `time_options`) and `maxDataPoints: 100` on every panel. `finish()` turns its JSON into
+what Grafana 12.2 reads: only the fields of its dashboard schema (`Panel`, `RowPanel`,
+`FieldConfig`) and of each panel plugin's options, and `maxDataPoints` chosen here.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import grafanalib.core as g
 __all__ = [
     "DATASOURCE",
     "DATASOURCE_UID",
+    "MAX_DATA_POINTS",
     "PLUGIN_TYPE",
     "PLUGIN_VERSION",
     "SCHEMA_VERSION",
@@ -32,8 +37,21 @@ DATASOURCE_UID: Final = "clinotel-clickhouse"
 DATASOURCE: Final = {"type": PLUGIN_TYPE, "uid": DATASOURCE_UID}
 SCHEMA_VERSION: Final = 42
 FORMATS: Final = {"timeseries": 0, "table": 1}
+MAX_DATA_POINTS: Final = 200
+"""Every panel's `maxDataPoints`: the points Grafana asks for, so its interval (the range / 200,
+rounded by Grafana's table, `interval.py`) is the same on every screen, and `dashboards check`
+and the report run the bucket sizes Grafana runs. Without it Grafana uses the panel's width in
+pixels, which only the browser knows."""
 _LEGACY_DASHBOARD_KEYS: Final = ("rows", "style", "hideControls", "sharedCrosshair", "__inputs", "gnetId", "id")
-_LEGACY_PANEL_KEYS: Final = ("error", "height", "minSpan", "span", "editable", "cacheTimeout", "hideTimeOverride")
+# The fields of Grafana's dashboard schema (packages/grafana-schema/src/raw/dashboard/x/
+# dashboard_types.gen.ts, stored version 01639dcc, Grafana 12.x) that clinotel may write;
+# tests/grafana checks the rest of the tree against the same schema.
+_PANEL_KEYS: Final = frozenset({
+    "type", "id", "title", "description", "datasource", "gridPos", "targets", "options", "fieldConfig",
+    "pluginVersion", "links", "transformations", "transparent", "interval", "maxDataPoints", "timeFrom",
+    "timeShift", "hideTimeOverride", "repeat", "repeatDirection", "maxPerRow", "libraryPanel",
+})  # fmt: skip
+_ROW_KEYS: Final = frozenset({"type", "id", "title", "collapsed", "gridPos", "panels", "repeat", "datasource"})
 
 
 @attr.s
@@ -93,17 +111,25 @@ def _drop_nulls(value: Any) -> Any:
 
 
 def _panel(panel: dict[str, Any]) -> dict[str, Any]:
-    for key in _LEGACY_PANEL_KEYS:
-        panel.pop(key, None)
+    if panel["type"] == "row":
+        return {k: v for k, v in panel.items() if k in _ROW_KEYS and k != "datasource"}
+    panel = {k: v for k, v in panel.items() if k in _PANEL_KEYS}
     panel["datasource"] = dict(DATASOURCE)
     panel["pluginVersion"] = "12.2.0"
-    thresholds = panel.get("fieldConfig", {}).get("defaults", {}).get("thresholds")
+    panel["maxDataPoints"] = MAX_DATA_POINTS
+    defaults = panel.get("fieldConfig", {}).get("defaults", {})
+    thresholds = defaults.get("thresholds")
     if isinstance(thresholds, dict) and not (isinstance(thresholds.get("steps"), list) and thresholds["steps"]):
         thresholds["steps"] = [{"color": "green", "value": None}]
     if isinstance(thresholds, dict):
         for step in thresholds["steps"]:
             if step.get("value") == "null":
                 step["value"] = None
+    custom = defaults.get("custom")
+    if isinstance(custom, dict):
+        custom.pop("displayMode", None)  # the table's pre-10 cell mode; Grafana reads cellOptions
+        if not custom:
+            defaults.pop("custom")  # a stat panel has no custom field config
     return panel
 
 
@@ -117,6 +143,7 @@ def finish(dashboard: g.Dashboard, variables: list[Variable]) -> dict[str, Any]:
     for key in _LEGACY_DASHBOARD_KEYS:
         data.pop(key, None)
     data["schemaVersion"] = SCHEMA_VERSION
+    data.get("timepicker", {}).pop("time_options", None)  # no effect on a provisioned dashboard
     data["panels"] = [_panel(p) for p in data.get("panels", [])]
     data = _drop_nulls(data)
     # thresholds' base step has value null in Grafana's own JSON: put it back after the sweep

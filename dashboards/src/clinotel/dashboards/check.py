@@ -1,17 +1,18 @@
-"""Run every panel's SQL as Grafana would send it: macros and variables expanded by
-`macros.expand`, against the embedded store or a server (a collector's --http port)."""
+"""Run every panel's SQL as Grafana would send it: the panel's interval as Grafana computes it
+(`interval.panel_interval`), macros and variables expanded by `macros.expand` with All selected,
+against the embedded store or a server (a collector's --http port)."""
 
 from __future__ import annotations
 
-import re
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from clinotel.dashboards.macros import MacroError, TimeRange, expand
+from clinotel.dashboards.interval import IntervalError, panel_interval
+from clinotel.dashboards.macros import ALL, MacroError, TimeRange, expand
 
-__all__ = ["PanelQuery", "PanelResult", "interval_seconds", "panel_queries", "run"]
+__all__ = ["PanelQuery", "PanelResult", "panel_queries", "panel_range", "run"]
 
 
 @dataclass(frozen=True)
@@ -19,13 +20,11 @@ class PanelQuery:
     dashboard: str
     panel: str
     sql: str
-    min_interval_s: int = 0
-    """The panel's minimum interval (its `interval`), which Grafana's $__interval never goes under."""
-
-
-def interval_seconds(interval: str | None) -> int:
-    match = re.fullmatch(r"(\d+)([smhd])", interval or "")
-    return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)] if match else 0
+    grid: Mapping[str, Any] | None = None
+    """The panel's JSON fields that decide its interval (`maxDataPoints`, `interval`, `gridPos`);
+    None for a template variable's query, which has no interval."""
+    variables: tuple[str, ...] = field(default=())
+    """The dashboard's template variables (each checked with All selected)."""
 
 
 @dataclass(frozen=True)
@@ -39,16 +38,26 @@ class PanelResult:
 def panel_queries(dashboards: dict[str, dict[str, Any]]) -> Iterator[PanelQuery]:
     """Every panel target's SQL (and every template variable's), unexpanded."""
     for name, data in dashboards.items():
+        names = tuple(v["name"] for v in data.get("templating", {}).get("list", []))
         for variable in data.get("templating", {}).get("list", []):
             query = variable.get("query")
             if isinstance(query, dict):
-                yield PanelQuery(name, f"${variable['name']}", query["rawSql"])
+                yield PanelQuery(name, f"${variable['name']}", query["rawSql"], None, names)
         for panel in data.get("panels", []):
+            grid = {k: panel[k] for k in ("maxDataPoints", "interval", "gridPos") if k in panel}
             for target in panel.get("targets", []):
                 if "rawSql" in target:
-                    yield PanelQuery(
-                        name, panel.get("title", "?"), target["rawSql"], interval_seconds(panel.get("interval"))
-                    )
+                    yield PanelQuery(name, panel.get("title", "?"), target["rawSql"], grid, names)
+
+
+def panel_range(grid: Mapping[str, Any] | None, variables: tuple[str, ...], tr: TimeRange) -> TimeRange:
+    """`tr` for one query: the interval Grafana gives its panel (`grid`: the panel's JSON, None
+    for a variable's query) and its dashboard's `variables`, All unless `tr` selects something."""
+    interval = None if grid is None else panel_interval(grid, tr.start, tr.end).ms
+    if not variables:
+        return replace(tr, interval_ms=interval)
+    chosen = tr.variables or {}
+    return replace(tr, interval_ms=interval, variables={name: chosen.get(name, [ALL]) for name in variables})
 
 
 def run(client: Any, queries: list[PanelQuery], tr: TimeRange) -> Iterator[PanelResult]:
@@ -56,9 +65,9 @@ def run(client: Any, queries: list[PanelQuery], tr: TimeRange) -> Iterator[Panel
     for q in queries:
         started = time.perf_counter()
         try:
-            sql = expand(q.sql, replace(tr, interval_s=max(tr.interval_s, q.min_interval_s)))
+            sql = expand(q.sql, panel_range(q.grid, q.variables, tr))
             rows = len(client.query(sql).result_rows)
-        except MacroError as e:
+        except (MacroError, IntervalError) as e:
             yield PanelResult(q, 0, 0.0, f"macro: {e}")
             continue
         except Exception as e:  # noqa: BLE001 - every database error is a finding to report

@@ -33,9 +33,9 @@ def _when(text: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _range(client: object, database: str, from_: str | None, to: str | None) -> tuple[datetime, datetime, int]:
-    """The range asked for, or the data's own (first to last workflow); and a panel interval
-    giving about 200 points, as Grafana's auto interval does for a wide panel."""
+def _range(client: object, database: str, from_: str | None, to: str | None) -> tuple[datetime, datetime]:
+    """The range asked for, or the data's own (first to last workflow). Each panel's interval
+    comes from the panel, as Grafana computes it (`interval.panel_interval`)."""
     from clickhouse_connect.driver.exceptions import ClickHouseError
 
     from clinotel.collector import clinical
@@ -58,7 +58,7 @@ def _range(client: object, database: str, from_: str | None, to: str | None) -> 
         start, end = _when(from_), _when(to)
     if end <= start:
         raise click.BadParameter("--to must be after --from")
-    return start, end, max(1, int((end - start).total_seconds() / 200))
+    return start, end
 
 
 @click.group()
@@ -94,11 +94,11 @@ def check(
     from clinotel.dashboards.macros import TimeRange
 
     client = open_reading_store(server, data_dir, database)
-    start, end, interval = _range(client, database, from_, to)
+    start, end = _range(client, database, from_, to)
     queries = list(panel_queries(build_all(database)))
     table = Table("dashboard", "panel", "rows", "ms", "error", title=f"{start:%Y-%m-%d %H:%M} to {end:%H:%M} UTC")
     failed = empty = 0
-    for r in run(client, queries, TimeRange(start, end, interval)):
+    for r in run(client, queries, TimeRange(start, end)):
         failed += r.error is not None
         empty += r.error is None and r.rows == 0
         style = "red" if r.error else ("yellow" if r.rows == 0 else "")
@@ -125,8 +125,8 @@ def report(
     from clinotel.dashboards.report import render
 
     client = open_reading_store(server, data_dir, database)
-    start, end, interval = _range(client, database, from_, to)
-    result = render(client, build_all(database), TimeRange(start, end, interval), database=database)
+    start, end = _range(client, database, from_, to)
+    result = render(client, build_all(database), TimeRange(start, end), database=database)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(result.html, encoding="utf-8")
     click.echo(f"wrote {out} ({result.panels} panels, {result.failed} failed, {len(result.html) // 1024} KiB)")

@@ -10,11 +10,11 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from clinotel.dashboards.check import interval_seconds
+from clinotel.dashboards.check import panel_range
 from clinotel.dashboards.macros import TimeRange, expand
 
 __all__ = ["Report", "render"]
@@ -140,14 +140,14 @@ def _stat(columns: Sequence[str], rows: Sequence[Sequence[Any]], unit: str, no_v
     return f'<div class="stat">{html.escape(shown)}</div>{sample}'
 
 
-def _panel(client: Any, panel: dict[str, Any], tr: TimeRange) -> tuple[str, bool]:
+def _panel(client: Any, panel: dict[str, Any], variables: tuple[str, ...], tr: TimeRange) -> tuple[str, bool]:
     kind = panel["type"]
     unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "short")
     title = html.escape(panel.get("title", ""))
     about = html.escape(panel.get("description", ""))
     try:
         sql = panel["targets"][0]["rawSql"]
-        expanded = expand(sql, replace(tr, interval_s=max(tr.interval_s, interval_seconds(panel.get("interval")))))
+        expanded = expand(sql, panel_range(panel, variables, tr))
         result = client.query(expanded)
         columns, rows = list(result.column_names), list(result.result_rows)
     except Exception as e:  # noqa: BLE001 - a failed panel is shown, not fatal
@@ -221,6 +221,7 @@ def render(
         nav.append(f'<a href="#{html.escape(name)}">{html.escape(data["title"].split("/")[-1].strip())}</a>')
         blocks: list[str] = []
         group: list[str] = []
+        variables = tuple(v["name"] for v in data.get("templating", {}).get("list", []))
         for panel in data["panels"]:
             if panel["type"] == "row":
                 if group:
@@ -228,7 +229,7 @@ def render(
                     group = []
                 blocks.append(f"<h4>{html.escape(panel.get('title', ''))}</h4>")
                 continue
-            rendered, ok = _panel(client, panel, tr)
+            rendered, ok = _panel(client, panel, variables, tr)
             panels += 1
             failed += not ok
             group.append(rendered)

@@ -1,0 +1,130 @@
+"""Request bodies on the collector's HTTP ports: `Content-Length` or `Transfer-Encoding: chunked`.
+
+One reader for both ports (OTLP/HTTP and the ClickHouse read port). The size limit is checked
+while reading, before any byte over it is buffered: a chunk that would pass the limit is refused
+from its size line. Framing that cannot be trusted (malformed chunks, a transfer coding other than
+`chunked`, `Transfer-Encoding` beside `Content-Length`, conflicting lengths) is refused, and the
+caller must close the connection, since the next request's start is unknown (RFC 9112 §6.3).
+"""
+
+from __future__ import annotations
+
+import re
+from email.message import Message
+from io import BufferedIOBase
+from typing import Final
+
+__all__ = ["BodyError", "read_body"]
+
+MAX_LINE: Final = 4096
+"""Longest chunk-size line (with extensions) or trailer line accepted, CRLF included."""
+MAX_TRAILER_BYTES: Final = 16 << 10
+_HEX: Final = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_DRAIN_PIECE: Final = 1 << 16
+
+
+class BodyError(Exception):
+    """A body not read: `status` is the HTTP answer (400, 411, 413 or 501), `reason` a short label.
+
+    After any BodyError the connection's framing is spent: answer, then close."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+def _malformed(message: str) -> BodyError:
+    return BodyError(400, "malformed", message)
+
+
+def _too_large(size: int | None, limit: int) -> BodyError:
+    what = f"request of {size:,} bytes" if size is not None else "chunked request"
+    return BodyError(413, "too_large", f"{what} is over the {limit:,}-byte limit")
+
+
+def read_body(rfile: BufferedIOBase, headers: Message, limit: int, *, drain: int = 0, http10: bool = False) -> bytes:
+    """The request's body, at most `limit` bytes, framed by `Content-Length` or chunked.
+
+    A body over the limit raises 413 after up to `drain` bytes were read and discarded, so that a
+    client still sending can read the answer. `http10` marks an HTTP/1.0 request, which may not be
+    chunked."""
+    codings = [c.strip().lower() for v in headers.get_all("Transfer-Encoding") or [] for c in v.split(",")]
+    codings = [c for c in codings if c]
+    lengths = [v.strip() for v in headers.get_all("Content-Length") or []]
+    if codings:
+        if http10:
+            raise _malformed("Transfer-Encoding is not allowed in an HTTP/1.0 request")
+        if lengths:
+            raise _malformed("a request may not carry both Transfer-Encoding and Content-Length")
+        if codings[-1] != "chunked":
+            raise _malformed(f"the final transfer coding must be chunked, not {codings[-1]!r}")
+        if codings != ["chunked"]:
+            raise BodyError(501, "unsupported_encoding", f"transfer codings {', '.join(codings)} are not supported")
+        return _read_chunked(rfile, limit, drain)
+    if not lengths:
+        raise BodyError(411, "no_length", "Content-Length or Transfer-Encoding: chunked is required")
+    values = {part.strip() for v in lengths for part in v.split(",")}
+    if len(values) != 1 or not (value := values.pop()).isdigit() or not value.isascii():
+        raise _malformed(f"invalid Content-Length {', '.join(lengths)!r}")
+    length = int(value)
+    if length > limit:
+        if length <= drain:
+            _discard(rfile, length)
+        raise _too_large(length, limit)
+    body = rfile.read(length)
+    if len(body) != length:
+        raise _malformed(f"the body ended after {len(body):,} of {length:,} bytes")
+    return body
+
+
+def _line(rfile: BufferedIOBase, what: str) -> bytes:
+    line = rfile.readline(MAX_LINE + 1)
+    if not line.endswith(b"\r\n"):
+        problem = "too long" if len(line) > MAX_LINE else "not ended by CRLF" if line else "missing"
+        raise _malformed(f"chunked body: {what} line {problem}")
+    return line[:-2]
+
+
+def _read_chunked(rfile: BufferedIOBase, limit: int, drain: int) -> bytes:
+    parts: list[bytes] = []
+    total = 0
+    discarding = False
+    while True:
+        size_text = _line(rfile, "chunk-size").split(b";", 1)[0].strip(b" \t")
+        if not _HEX.fullmatch(size_text):
+            raise _malformed(f"chunked body: invalid chunk size {size_text[:20]!r}")
+        size = int(size_text, 16)
+        if size == 0:
+            break
+        if not discarding and total + size > limit:
+            discarding = True
+        total += size
+        if discarding:
+            if total > drain:
+                raise _too_large(None, limit)
+            _discard(rfile, size)
+        else:
+            data = rfile.read(size)
+            if len(data) != size:
+                raise _malformed(f"chunked body: a chunk ended after {len(data):,} of {size:,} bytes")
+            parts.append(data)
+        if rfile.read(2) != b"\r\n":
+            raise _malformed("chunked body: chunk data not followed by CRLF")
+    trailer = 0
+    while line := _line(rfile, "trailer"):
+        trailer += len(line) + 2
+        if trailer > MAX_TRAILER_BYTES:
+            raise _malformed(f"chunked body: trailer section over {MAX_TRAILER_BYTES:,} bytes")
+    if discarding:
+        raise _too_large(total, limit)
+    return b"".join(parts)
+
+
+def _discard(rfile: BufferedIOBase, n: int) -> None:
+    while n > 0:
+        piece = rfile.read(min(n, _DRAIN_PIECE))
+        if not piece:
+            return
+        n -= len(piece)
