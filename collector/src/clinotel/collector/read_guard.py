@@ -51,6 +51,16 @@ _TABLE_STATEMENT: Final = re.compile(
 )
 """The canonical text (`formatQuery`) of the three table statements the JSON form lacks."""
 _BAD_ARGUMENTS: Final = 36
+_UNDERSCORE: Final = "{name}: names starting with _ are ClickHouse's virtual columns; not usable by readers"
+_AGGREGATE_BY_NAME: Final = frozenset({"arrayReduce", "arrayReduceInRanges", "initializeAggregation"})
+"""Functions that run the aggregate function named by their first argument."""
+_TYPE_ARGUMENT: Final = frozenset(
+    {"CAST", "accurateCast", "accurateCastOrNull", "accurateCastOrDefault", "reinterpret", "JSONExtract",
+     "JSONExtractCaseInsensitive", "JSONExtractKeysAndValues", "JSONExtractKeysAndValuesCaseInsensitive"}
+)  # fmt: skip
+"""Functions whose second argument is a type name: a literal, so the check above sees it."""
+_AGGREGATE_TYPE: Final = re.compile(r"AggregateFunction\(\s*([A-Za-z_][A-Za-z0-9_]*)")
+TOO_DEEP: Final = (167, "TOO_DEEP_AST")
 _IN_SCOPE: Final = re.compile(r":? In scope SELECT (?:parseQueryToJSON|formatQuery)\(unhex\('[0-9a-f]*'\)\)\.?")
 
 
@@ -137,6 +147,12 @@ class Guard:
 
     def check(self, sql: str, current_db: str) -> Checked:
         """The canonical text to run for `sql`, or QueryRefusedError."""
+        try:
+            return self._check(sql, current_db)
+        except RecursionError:
+            raise QueryRefusedError(*TOO_DEEP, "the query is nested too deeply for clinotel's read port") from None
+
+    def _check(self, sql: str, current_db: str) -> Checked:
         try:
             tree = json.loads(self._scalar(f"SELECT parseQueryToJSON(unhex('{_hex(sql)}'))"))
         except QueryRefusedError as e:
@@ -269,6 +285,13 @@ class _Walk:
                 self.ctes.add(str(node.get("name", "")))
             if isinstance(node.get("alias"), str):
                 self.aliases.add(node["alias"])
+                if node["alias"].startswith("_"):
+                    raise QueryRefusedError(*ACCESS_DENIED, _UNDERSCORE.format(name=node["alias"]))
+        for name in self.ctes:
+            if self.policy.exists(self.current_db, name):
+                raise QueryRefusedError(
+                    *ACCESS_DENIED, f"the CTE {name} takes the name of a stored table of {self.current_db}: rename it"
+                )
         if tree["type"] == "ShowTablesQuery":
             for flag in ("is_outfile_append", "is_outfile_truncate", "is_into_outfile_with_stdout"):
                 if tree.get(flag):
@@ -292,6 +315,15 @@ class _Walk:
         if name == "lambda" and node.get("is_lambda_function"):
             return
         self.function(name)
+        arguments = node.get("arguments", {}).get("children", [])
+        canonical = self.policy.catalog.resolve(name)
+        if canonical in _AGGREGATE_BY_NAME:
+            first = _string_literal(arguments[0]) if arguments else None
+            if first is None:
+                raise QueryRefusedError(*ACCESS_DENIED, f"{name} takes the aggregate function's name as a literal")
+            self.aggregate(first.split("(", 1)[0].strip())
+        elif canonical in _TYPE_ARGUMENT and len(arguments) >= 2 and _string_literal(arguments[1]) is None:
+            raise QueryRefusedError(*ACCESS_DENIED, f"{name} takes its type as a literal")
         if name in _IN_FUNCTIONS:
             arguments = node.get("arguments", {}).get("children", [])
             if len(arguments) == 2 and arguments[1].get("type") == "Identifier":
@@ -318,11 +350,16 @@ class _Walk:
             raise QueryRefusedError(*ACCESS_DENIED, f"{'.'.join(parts)} is not a table readers may name")
 
     def _Identifier(self, node: dict[str, Any]) -> None:  # noqa: N802
-        column = _parts(node)[-1]
-        if column.startswith("_") and column not in self.aliases:
-            raise QueryRefusedError(
-                *ACCESS_DENIED, f"{column}: names starting with _ are ClickHouse's virtual columns, not readable here"
-            )
+        for part in _parts(node):
+            if part.startswith("_"):
+                raise QueryRefusedError(*ACCESS_DENIED, _UNDERSCORE.format(name=part))
+
+    def _Literal(self, node: dict[str, Any]) -> None:  # noqa: N802
+        """A type string may name an aggregate function (`CAST(x, 'AggregateFunction(f, T)')`)."""
+        text = _string_literal(node)
+        if text is not None:
+            for match in _AGGREGATE_TYPE.finditer(text):
+                self.aggregate(match.group(1))
 
     def _QueryParameter(self, node: dict[str, Any]) -> None:  # noqa: N802
         if str(node.get("param_type", "")).strip() == "Identifier":
@@ -339,6 +376,14 @@ class _Walk:
             raise QueryRefusedError(*UNKNOWN_FUNCTION, f"Unknown function {name}")
         if canonical not in self.policy.functions:
             raise QueryRefusedError(*ACCESS_DENIED, f"the function {name} is not allowed for readers")
+
+    def aggregate(self, name: str) -> None:
+        """An aggregate function named by a string: known, an aggregate, and allowed."""
+        canonical = self.policy.catalog.resolve(name)
+        if canonical is None:
+            raise QueryRefusedError(*UNKNOWN_FUNCTION, f"Unknown aggregate function {name}")
+        if canonical not in self.policy.catalog.aggregates or canonical not in self.policy.functions:
+            raise QueryRefusedError(*ACCESS_DENIED, f"the aggregate function {name} is not allowed for readers")
 
     def table(self, database: str, table: str) -> None:
         if database == "system":
@@ -390,4 +435,12 @@ class _Walk:
 
 
 def _nothing(node: dict[str, Any]) -> None:
+    return None
+
+
+def _string_literal(node: object) -> str | None:
+    if isinstance(node, dict) and node.get("type") == "Literal":
+        value = node.get("value", {})
+        if isinstance(value, dict) and value.get("field_type") == "String" and isinstance(value.get("value"), str):
+            return str(value["value"])
     return None

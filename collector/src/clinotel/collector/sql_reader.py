@@ -12,6 +12,7 @@ repeated queries do not pay for the set-up. Each tenant has its own share of the
 from __future__ import annotations
 
 import os
+import queue
 import re
 import sys
 import threading
@@ -34,9 +35,14 @@ _NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ERROR: Final = re.compile(r"Code: (\d+)\. DB::Exception: ")
 _ERROR_NAME: Final = re.compile(r"\(([A-Z][A-Z0-9_]+)\)")
 _VERSION_SUFFIX: Final = re.compile(r"\s*\(version [^)]*\)\.?\s*$")
-MAX_QUERY_SIZE: Final = 4 << 20
-"""The engine's max_query_size for our own parse calls and for canonical text (the HTTP port
-refuses bodies over 1 MiB; the hex of one is 2 MiB)."""
+MAX_READER_QUERY: Final = 256 << 10
+"""The longest query text a reader may send (ClickHouse's own default max_query_size)."""
+MAX_QUERY_SIZE: Final = 4 * MAX_READER_QUERY
+"""The engine's max_query_size for our parse calls (the query's hex, twice its size, inside ours)
+and for the canonical text."""
+MAX_PARSER_DEPTH: Final = 200
+"""Nesting the parser accepts in a reader's query (ClickHouse's default is 1000; its JSON tree must
+also stay within Python's recursion limit)."""
 READER_WORKLOAD: Final = "clinotel_readers"
 READER_NICE: Final = 19
 """`os_thread_priority` of reader queries: the writer's inserts run at the process's own priority."""
@@ -210,10 +216,10 @@ class SqlReader:
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(self.limits.max_concurrent)
         self._tenant_slots: dict[str | None, threading.BoundedSemaphore] = {}
-        self._parser = self._connect()
-        self._parser_lock = threading.Lock()
-        self._parser.query(f"SET max_query_size = {MAX_QUERY_SIZE}")
-        self._reader_workload(path)
+        self._parsers: queue.LifoQueue[Any] = queue.LifoQueue()
+        first = self._new_parser()
+        self._parsers.put(first)
+        self._reader_workload(first, path)
         version, tz = self._scalar("SELECT concat(version(), '\t', timezone())").split("\t")
         self.version: str = version
         self.timezone: str = tz
@@ -223,29 +229,43 @@ class SqlReader:
         )
         self._guard = Guard(self._scalar, self.policy)
 
-    def _reader_workload(self, path: Path) -> None:
+    def _new_parser(self) -> Any:
+        """A session for our own small queries (parse, format, catalogue), one per concurrent reader:
+        a tenant's parse waits for nobody else's."""
+        handle = self._connect()
+        handle.query(f"SET max_query_size = {MAX_QUERY_SIZE}")
+        handle.query(f"SET max_parser_depth = {MAX_PARSER_DEPTH}")
+        handle.query(f"SET os_thread_priority = {READER_NICE}")
+        return handle
+
+    def _reader_workload(self, parser: Any, path: Path) -> None:
         """Readers share `reader_threads` CPU threads among them, in a ClickHouse workload, so
         the writer always has the rest of the machine (ingest first)."""
-        loaded = self._parser.query("SELECT count() FROM system.workloads WHERE name = 'all'", "TSVRaw")
+        loaded = parser.query("SELECT count() FROM system.workloads WHERE name = 'all'", "TSVRaw")
         if loaded.bytes().strip() == b"0":
             # chDB (4.4) writes workload entities under the store but does not load them when it
             # opens it again, and then refuses to create them anew: start from no files.
             for name in ("resource_cpu.sql", "workload_all.sql", f"workload_{READER_WORKLOAD}.sql"):
                 (path / "workload" / name).unlink(missing_ok=True)
-            self._parser.query("CREATE RESOURCE IF NOT EXISTS cpu (MASTER THREAD, WORKER THREAD)")
-            self._parser.query("CREATE WORKLOAD IF NOT EXISTS all")
-        self._parser.query(
+            parser.query("CREATE RESOURCE IF NOT EXISTS cpu (MASTER THREAD, WORKER THREAD)")
+            parser.query("CREATE WORKLOAD IF NOT EXISTS all")
+        parser.query(
             f"CREATE OR REPLACE WORKLOAD {READER_WORKLOAD} IN all SETTINGS max_concurrent_threads = "
             f"{self.limits.reader_threads}"
         )
 
     def _scalar(self, sql: str) -> str:
-        """One value of one of our own queries, on the parser session."""
-        with self._parser_lock:
-            try:
-                return str(self._parser.query(sql, "TSVRaw").bytes().decode("utf-8")).removesuffix("\n")
-            except RuntimeError as e:
-                raise _refusal(e) from None
+        """One value of one of our own queries, on a parser session of the pool."""
+        try:
+            handle = self._parsers.get_nowait()
+        except queue.Empty:
+            handle = self._new_parser()
+        try:
+            return str(handle.query(sql, "TSVRaw").bytes().decode("utf-8")).removesuffix("\n")
+        except RuntimeError as e:
+            raise _refusal(e) from None
+        finally:
+            self._parsers.put(handle)
 
     def _rows(self, sql: str) -> list[list[str]]:
         return [line.split("\t") for line in self._scalar(sql).splitlines() if line]
@@ -280,8 +300,8 @@ class SqlReader:
         return {table: frozenset(names) for table, names in columns.items()}
 
     def close(self) -> None:
-        with self._parser_lock:
-            self._parser.close()
+        while not self._parsers.empty():
+            self._parsers.get_nowait().close()
         with self._lock:
             for handles in self._idle.values():
                 for h in handles:
@@ -303,13 +323,20 @@ class SqlReader:
         """Run one read; raises ClickHouseError with the code a ClickHouse server would give."""
         try:
             database = self._database(database)
-            checked = self._guard.check(sql, database)
-            key = (tenant, database, self._session_settings({**(settings or {}), **checked.settings}))
-            fmt = checked.format or read_guard_format(default_format)
+            if len(sql.encode("utf-8")) > MAX_READER_QUERY:
+                raise QueryRefusedError(62, "SYNTAX_ERROR", f"Max query size exceeded ({MAX_READER_QUERY:,} bytes)")
         except QueryRefusedError as e:
             raise ClickHouseError.refused(e) from None
-        with self._slot(tenant), self._session(key) as handle:
-            return self._run(handle, checked.sql, fmt, dict(params or {}), query_id)
+        with self._slot(tenant):
+            _lower_thread_priority()  # parsing is the reader's work too
+            try:
+                checked = self._guard.check(sql, database)
+                key = (tenant, database, self._session_settings({**(settings or {}), **checked.settings}))
+                fmt = checked.format or read_guard_format(default_format)
+            except QueryRefusedError as e:
+                raise ClickHouseError.refused(e) from None
+            with self._session(key) as handle:
+                return self._run(handle, checked.sql, fmt, dict(params or {}), query_id)
 
     @contextmanager
     def _slot(self, tenant: str | None) -> Iterator[None]:
@@ -359,10 +386,15 @@ class SqlReader:
         return (database, table) in self._stored
 
     def _database(self, database: str | None) -> str:
+        """The database unqualified names resolve in: the store's, `system` or `default`."""
         if not database:
             return self.database
         if not _NAME.match(database) or database not in self._databases():
             raise QueryRefusedError(81, "UNKNOWN_DATABASE", f"Database {database[:80]!r} does not exist")
+        if database not in (self.database, "system", "default"):
+            raise QueryRefusedError(
+                *read_guard.ACCESS_DENIED, f"readers use the database {self.database} (or system, default)"
+            )
         return database
 
     def _databases(self) -> set[str]:
