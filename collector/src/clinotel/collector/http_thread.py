@@ -12,16 +12,29 @@ from typing import Any, Final, TypeVar
 from clinotel.collector.listen import MAX_PORT, ListenError, listen_error
 from clinotel.collector.supervise import guarded
 
-__all__ = ["QuietHTTPServer", "ServerThread", "bind"]
+__all__ = ["REQUEST_TIMEOUT_S", "QuietHTTPServer", "ServerThread", "bind"]
 
 logger: Final = logging.getLogger("clinotel.collector")
 
 
+REQUEST_TIMEOUT_S: Final = 30.0
+"""How long one read or write on a connection may wait (ClickHouse's http_receive_timeout and
+http_send_timeout): a client that stalls mid-request, or an idle keep-alive connection, is dropped
+instead of holding a thread and a descriptor for good."""
+
+
 class QuietHTTPServer(ThreadingHTTPServer):
     """A client that hung up before its answer is no error worth a traceback on stderr; anything
-    else a handler raises is logged, once, through the collector's logger."""
+    else a handler raises is logged, once, through the collector's logger. Every connection's
+    socket operations time out after REQUEST_TIMEOUT_S."""
 
     daemon_threads = True
+    request_timeout_s = REQUEST_TIMEOUT_S
+
+    def get_request(self) -> tuple[Any, Any]:
+        connection, address = super().get_request()
+        connection.settimeout(self.request_timeout_s)
+        return connection, address
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         error = sys.exc_info()[1]
