@@ -76,6 +76,8 @@ def test_two_collectors_beside_each_other_under_load_with_restarts_store_every_a
     d1, d2 = share / "d1", share / "d2"
     port1, port2 = free_port(), free_port()
 
+    started: list[subprocess.Popen[bytes]] = []
+
     def serve(data: Path, port: int) -> subprocess.Popen[bytes]:
         # no --wal-dir: each log's default place comes from its data directory
         http = free_port()
@@ -85,42 +87,51 @@ def test_two_collectors_beside_each_other_under_load_with_restarts_store_every_a
              "--http", f"127.0.0.1:{http}", "--insecure-no-auth"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
+        started.append(proc)
         return wait_serving(proc, http)
 
-    first, second = serve(d1, port1), serve(d2, port2)
     sent1: list[str] = []
     sent2: list[str] = []
     acked1: list[str] = []
     acked2: list[str] = []
-    stop = threading.Event()
-    senders = [
-        threading.Thread(target=_send, args=(port1, stop, sent1, acked1, 0)),
-        threading.Thread(target=_send, args=(port2, stop, sent2, acked2, 500_000)),
-    ]
-    for s in senders:
-        s.start()
     try:
-        time.sleep(1.0)
-        second.send_signal(signal.SIGKILL)  # d2 crashes under load, while d1 keeps taking spans
-        second.wait(timeout=30)
-        _close(second)
-        second = serve(d2, port2)
-        time.sleep(1.0)
-        second.send_signal(signal.SIGTERM)  # and is restarted cleanly
-        assert second.wait(timeout=60) == 0, _close(second)
-        _close(second)
-        second = serve(d2, port2)
-        time.sleep(1.0)
-    finally:
-        stop.set()
+        first, second = serve(d1, port1), serve(d2, port2)
+        stop = threading.Event()
+        senders = [
+            threading.Thread(target=_send, args=(port1, stop, sent1, acked1, 0)),
+            threading.Thread(target=_send, args=(port2, stop, sent2, acked2, 500_000)),
+        ]
         for s in senders:
-            s.join(timeout=30)
-    for proc in (first, second):
-        proc.send_signal(signal.SIGTERM)
-    for proc in (first, second):
-        code = proc.wait(timeout=60)
-        errors = _close(proc)
-        assert code == 0, errors
+            s.start()
+        try:
+            time.sleep(1.0)
+            second.send_signal(signal.SIGKILL)  # d2 crashes under load, while d1 keeps taking spans
+            second.wait(timeout=30)
+            _close(second)
+            second = serve(d2, port2)
+            time.sleep(1.0)
+            second.send_signal(signal.SIGTERM)  # and is restarted cleanly
+            assert second.wait(timeout=60) == 0, _close(second)
+            _close(second)
+            second = serve(d2, port2)
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            for s in senders:
+                s.join(timeout=30)
+        for proc in (first, second):
+            proc.send_signal(signal.SIGTERM)
+        for proc in (first, second):
+            code = proc.wait(timeout=60)
+            errors = _close(proc)
+            assert code == 0, errors
+    finally:  # a failed assertion leaves no collector running
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+            if proc.stderr is not None and not proc.stderr.closed:
+                proc.stderr.close()
     assert len(acked1) >= 20 * 50, "too little acknowledged to mean anything"
     assert len(acked2) >= 5 * 50, "too little acknowledged to mean anything"
 
