@@ -41,6 +41,8 @@ MARKER = "vctmsecret"
 """In the victim's service names, span names and rows of every tenant table; never in an answer."""
 CANARY_SECRET = "canary-3f9c1e-not-for-readers"
 VICTIM_SPANS_PER_BATCH = 4
+STALL_TIMEOUT_S = 3.0
+"""The arena's HTTP ports drop a stalled connection after this (the product's default is 30 s)."""
 
 
 def victim_request(n: int = VICTIM_SPANS_PER_BATCH) -> bytes:
@@ -183,6 +185,9 @@ def arena(client: Any, engine_dir: Path, tmp_path_factory: pytest.TempPathFactor
     )
     collector = Collector(config, client=client)
     collector.start()
+    for port in (collector.admin, collector.http):  # stalled requests are dropped sooner than the 30 s default
+        assert port is not None
+        port._server.request_timeout_s = STALL_TIMEOUT_S  # type: ignore[attr-defined]
     arena = Arena(collector, options, client, canary, tokens_file)
     assert collector.http is not None
     assert collector.writer is not None

@@ -219,6 +219,9 @@ def serve(
         raise click.UsageError("--alertmanager and --webhook page for --rules: give --rules FILE too")
     alerting = _alerting(rules, evaluate_every, alertmanager, webhook) if rules is not None else None
     try:
+        loaded_tokens = Tokens.load(tokens) if tokens is not None else None
+        for warning in loaded_tokens.warnings if loaded_tokens is not None else []:
+            click.echo(f"warning: {warning}", err=True)
         config = CollectorConfig(
             data_dir=data_dir,
             clickhouse_url=clickhouse_url,
@@ -227,7 +230,7 @@ def serve(
             otlp_http=otlp_http,
             otlp_grpc=otlp_grpc,
             http=http_address,
-            tokens=Tokens.load(tokens) if tokens is not None else None,
+            tokens=loaded_tokens,
             insecure_no_auth=insecure_no_auth,
             max_request_bytes=max_request_mb << 20,
             wal_max_bytes=wal_max_mb << 20,
