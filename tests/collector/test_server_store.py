@@ -69,7 +69,12 @@ def test_server_mode_reads_go_to_the_server(server_mode: Collector) -> None:
 
 def test_an_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
     config = CollectorConfig(
-        clickhouse_url="http://127.0.0.1:9", wal_dir=tmp_path / "wal", otlp_http=("127.0.0.1", 0), insecure_no_auth=True
+        clickhouse_url="http://127.0.0.1:9",
+        wal_dir=tmp_path / "wal",
+        otlp_http=("127.0.0.1", 0),
+        otlp_grpc=("127.0.0.1", 0),
+        http=("127.0.0.1", 0),
+        insecure_no_auth=True,
     )
     with pytest.raises(StoreError, match=r"^cannot reach http://127\.0\.0\.1:9: connection refused$"):
         Collector(config).start()

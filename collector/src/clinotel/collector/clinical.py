@@ -9,23 +9,30 @@ materialized views, so any OTLP pipeline that fills `otel_traces` fills them too
   the workflow it links to). Read it with `FINAL` or aggregate by its key.
 
 Every column name here is the one dashboards and alerts use; every attribute key comes from
-`clinotel.semconv`.
+`clinotel.semconv`. This is the model; the tables' DDL is in the frozen migrations
+(`clinotel.collector.migrations`), and a test compares the two, so a column added here needs a
+migration.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from clinotel.collector.sql import literal
 from clinotel.semconv import AttributeDef, AttrType, Stage
 from clinotel.semconv import attributes as A
 
-if TYPE_CHECKING:
-    from clinotel.collector.schema import SchemaOptions
-
-__all__ = ["STAGE_COLUMNS", "STAGE_SPANS", "WORKFLOWS", "WORKFLOW_COLUMNS", "Column", "statements"]
+__all__ = [
+    "COHORT_COLUMNS",
+    "STAGE_COLUMNS",
+    "STAGE_SPANS",
+    "WORKFLOWS",
+    "WORKFLOW_COLUMNS",
+    "Column",
+    "WorkflowColumn",
+    "workflow_columns",
+]
 
 STAGE_SPANS: Final = "clinical_stage_spans"
 WORKFLOWS: Final = "clinical_workflows"
@@ -104,7 +111,7 @@ STAGE_COLUMNS: Final = (
     Column("EscalationNeeded", A.OUTCOME_ESCALATION_NEEDED),
 )
 
-_COHORT_COLUMNS: Final = (
+COHORT_COLUMNS: Final = (
     Column("AgeBand", A.COHORT_AGE_BAND),
     Column("Sex", A.COHORT_SEX),
     Column("Language", A.COHORT_LANGUAGE),
@@ -117,7 +124,7 @@ _STAGE_DURATIONS: Final = (Stage.INGEST, Stage.QUEUE, Stage.DECIDE, Stage.REVIEW
 
 
 @dataclass(frozen=True)
-class _Agg:
+class WorkflowColumn:
     """A clinical_workflows column: its type, its aggregate, and its per-block expression."""
 
     name: str
@@ -134,127 +141,51 @@ _OUTCOME: Final = _is(Stage.OUTCOME)
 _NOT_OUTCOME: Final = f"Stage != {literal(Stage.OUTCOME.value)}"
 
 
-def _workflow_aggregates() -> list[_Agg]:
+def workflow_columns() -> list[WorkflowColumn]:
     by_name = {c.name: c for c in STAGE_COLUMNS}
     live = f"{_is(Stage.DECIDE)} AND ifNull(Shadow, 0) = 0"
     shadow = f"{_is(Stage.DECIDE)} AND Shadow = 1"
     out = [
-        _Agg("StartTime", "DateTime64(9)", "min", "min(Timestamp)"),
-        _Agg("EndTime", "DateTime64(9)", "max", f"maxIf(EndTs, {_NOT_OUTCOME})"),
-        _Agg("Spans", "UInt64", "sum", f"countIf({_NOT_OUTCOME})"),
-        _Agg("ErrorSpans", "UInt64", "sum", f"countIf(IsError AND {_NOT_OUTCOME})"),
-        _Agg("ServiceName", "LowCardinality(String)", "max", "max(ServiceName)"),
+        WorkflowColumn("StartTime", "DateTime64(9)", "min", "min(Timestamp)"),
+        WorkflowColumn("EndTime", "DateTime64(9)", "max", f"maxIf(EndTs, {_NOT_OUTCOME})"),
+        WorkflowColumn("Spans", "UInt64", "sum", f"countIf({_NOT_OUTCOME})"),
+        WorkflowColumn("ErrorSpans", "UInt64", "sum", f"countIf(IsError AND {_NOT_OUTCOME})"),
+        WorkflowColumn("ServiceName", "LowCardinality(String)", "max", "max(ServiceName)"),
     ]
     for name in ("Site", "Department", "ServiceLine", "WorkflowId"):
         c = by_name[name]
-        out.append(_Agg(name, c.type, "max", f"max({name})"))
-    for c in _COHORT_COLUMNS:
-        out.append(_Agg(c.name, c.type, "max", f"max({c.name})"))
+        out.append(WorkflowColumn(name, c.type, "max", f"max({name})"))
+    for c in COHORT_COLUMNS:
+        out.append(WorkflowColumn(c.name, c.type, "max", f"max({c.name})"))
     for stage in _STAGE_DURATIONS:
-        out.append(_Agg(f"{stage.value.capitalize()}Ms", "Float64", "sum", f"sumIf(DurationMs, {_is(stage)})"))
+        out.append(
+            WorkflowColumn(f"{stage.value.capitalize()}Ms", "Float64", "sum", f"sumIf(DurationMs, {_is(stage)})")
+        )
     for name in (
         "DecisionSource", "DecisionValue", "DecisionConfidence", "DecisionRisk", "ModelName", "ModelVersion",
         "FallbackReason", "RolloutMode", "RolloutCohort", "FlagKey", "FlagVariant",
     ):  # fmt: skip
         c = by_name[name]
-        out.append(_Agg(name, c.type, "max", f"maxIf({name}, {live})"))
-    out.append(_Agg("ShadowValue", "String", "max", f"maxIf(DecisionValue, {shadow})"))
-    out.append(_Agg("ShadowModelVersion", "String", "max", f"maxIf(ModelVersion, {shadow})"))
+        out.append(WorkflowColumn(name, c.type, "max", f"maxIf({name}, {live})"))
+    out.append(WorkflowColumn("ShadowValue", "String", "max", f"maxIf(DecisionValue, {shadow})"))
+    out.append(WorkflowColumn("ShadowModelVersion", "String", "max", f"maxIf(ModelVersion, {shadow})"))
     for name in (
         "ReviewAction", "ReviewActorRole", "ReviewReason", "ReviewFinalValue", "ActionType", "ActionStatus",
         "ActionAutomated", "SlotsOffered", "SlotFilled", "LeadTimeDays", "OutcomeStatus",
     ):  # fmt: skip
         c = by_name[name]
-        out.append(_Agg(name, c.type, "max", f"maxIf({name}, {_NOT_OUTCOME})"))
+        out.append(WorkflowColumn(name, c.type, "max", f"maxIf({name}, {_NOT_OUTCOME})"))
     out.append(
-        _Agg("ReviewLatencyMs", "Nullable(Float64)", "max",
+        WorkflowColumn("ReviewLatencyMs", "Nullable(Float64)", "max",
              f"maxIf(coalesce(ReviewLatencyMs, DurationMs), {_is(Stage.REVIEW)})")
     )  # fmt: skip
     for name in ("OutcomeLabel", "AdverseEvent", "EscalationNeeded"):
         c = by_name[name]
-        out.append(_Agg(name, c.type, "max", f"maxIf({name}, {_OUTCOME})"))
-    out.append(_Agg("TruthTime", "Nullable(DateTime64(9))", "max", f"maxIf(toNullable(Timestamp), {_OUTCOME})"))
+        out.append(WorkflowColumn(name, c.type, "max", f"maxIf({name}, {_OUTCOME})"))
+    out.append(
+        WorkflowColumn("TruthTime", "Nullable(DateTime64(9))", "max", f"maxIf(toNullable(Timestamp), {_OUTCOME})")
+    )
     return out
 
 
-WORKFLOW_COLUMNS: Final = tuple(a.name for a in _workflow_aggregates())
-
-
-def statements(o: SchemaOptions) -> Iterator[str]:
-    """The clinical tables and their materialized views, rendered for `o`."""
-    q_local, q_engine, q_ttl, on_cluster = o.local, o.engine, o.ttl, o.on_cluster
-    traces = q_local("otel_traces")
-
-    stage_cols = ",\n    ".join(f"`{c.name}` {c.type}" for c in STAGE_COLUMNS + _COHORT_COLUMNS)
-    yield f"""CREATE TABLE IF NOT EXISTS {q_local(STAGE_SPANS)}{on_cluster}
-(
-    `TenantId` LowCardinality(String),
-    `Timestamp` DateTime64(9) CODEC(Delta, ZSTD(1)),
-    `TraceId` String CODEC(ZSTD(1)),
-    `SpanId` String CODEC(ZSTD(1)),
-    `ParentSpanId` String CODEC(ZSTD(1)),
-    `LinkedTraceId` String CODEC(ZSTD(1)),
-    `ServiceName` LowCardinality(String),
-    `DurationMs` Float64 CODEC(ZSTD(1)),
-    `IsError` UInt8,
-    {stage_cols}
-)
-ENGINE = {q_engine(STAGE_SPANS)}
-PARTITION BY {o.partition_by("toDate(Timestamp)")}
-ORDER BY (TenantId, WorkflowKind, Stage, Timestamp){q_ttl("toDateTime(Timestamp)")}"""
-
-    stage_exprs = (
-        ",\n    ".join(f"{c.expr()} AS `{c.name}`" for c in STAGE_COLUMNS)
-        + ",\n    "
-        + ",\n    ".join(f"{c.expr()} AS `{c.name}`" for c in _COHORT_COLUMNS)
-    )
-    yield f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {q_local(STAGE_SPANS + "_mv")}{on_cluster}
-TO {q_local(STAGE_SPANS)}
-AS SELECT
-    ResourceAttributes[{literal(A.TENANT_ID.key)}] AS TenantId,
-    Timestamp,
-    TraceId,
-    SpanId,
-    ParentSpanId,
-    Links.TraceId[1] AS LinkedTraceId,
-    ServiceName,
-    Duration / 1e6 AS DurationMs,
-    toUInt8(StatusCode IN ('Error', 'STATUS_CODE_ERROR')) AS IsError,
-    {stage_exprs}
-FROM {traces}
-WHERE mapContains(SpanAttributes, {literal(A.WORKFLOW_KIND.key)})"""
-
-    aggs = _workflow_aggregates()
-    wf_cols = ",\n    ".join(f"`{a.name}` SimpleAggregateFunction({a.function}, {a.type})" for a in aggs)
-    yield f"""CREATE TABLE IF NOT EXISTS {q_local(WORKFLOWS)}{on_cluster}
-(
-    `TenantId` LowCardinality(String),
-    `WorkflowKind` LowCardinality(String),
-    `TraceId` String,
-    {wf_cols}
-)
-ENGINE = {q_engine(WORKFLOWS, "AggregatingMergeTree")}
-PARTITION BY {o.partition_by("toYYYYMM(StartTime)")}
-ORDER BY (TenantId, WorkflowKind, TraceId){q_ttl("toDateTime(StartTime)")}"""
-
-    # A late outcome carries its workflow's root span as its first link: it lands on that row.
-    # The aggregates are named after the columns they read; prefer_column_name_to_alias makes
-    # `maxIf(DecisionValue, …) AS DecisionValue` read the column, not its own alias.
-    wf_exprs = ",\n    ".join(f"{a.expr} AS `{a.name}`" for a in aggs)
-    yield f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {q_local(WORKFLOWS + "_mv")}{on_cluster}
-TO {q_local(WORKFLOWS)}
-AS SELECT
-    TenantId,
-    WorkflowKind,
-    WorkflowTrace AS TraceId,
-    {wf_exprs}
-FROM
-(
-    SELECT
-        *,
-        Timestamp + toIntervalNanosecond(toInt64(DurationMs * 1e6)) AS EndTs,
-        if({_OUTCOME} AND LinkedTraceId != '', LinkedTraceId, TraceId) AS WorkflowTrace
-    FROM {q_local(STAGE_SPANS)}
-)
-GROUP BY TenantId, WorkflowKind, WorkflowTrace
-SETTINGS prefer_column_name_to_alias = 1"""
+WORKFLOW_COLUMNS: Final = tuple(a.name for a in workflow_columns())
