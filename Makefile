@@ -4,11 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.clinotel-installed
-COMPONENTS := -e "./instrumentation[openfeature]" -e ./collector -e ./dashboards -e ./alerts
+COMPONENTS := -e "./instrumentation[openfeature]" -e ./model -e ./collector -e ./dashboards -e ./alerts
 
 .PHONY: demo test lint bench docs constraints clean
 
-$(STAMP): pyproject.toml instrumentation/pyproject.toml collector/pyproject.toml dashboards/pyproject.toml alerts/pyproject.toml constraints.txt
+$(STAMP): pyproject.toml instrumentation/pyproject.toml model/pyproject.toml collector/pyproject.toml dashboards/pyproject.toml alerts/pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
 	$(BIN)/python -m pip install --quiet -c constraints.txt $(COMPONENTS) -e . --group dev

@@ -16,7 +16,7 @@ from compose_spec import PyCompose
 
 from clinotel.collector import schema
 from clinotel.collector.ottl import string as ottl_string
-from clinotel.collector.sql import allowed_keys
+from clinotel.collector.phi_sql import allowed_keys
 from clinotel.collector.tokens import Tokens
 from clinotel.compose import Generated, generate
 from clinotel.semconv import PHI_REGEX, Scope

@@ -84,3 +84,36 @@ def test_public_names_are_pinned() -> None:
     for module in (clinotel.instrumentation, clinotel.semconv):
         missing = [n for n in module.__all__ if not hasattr(module, n)]
         assert missing == [], f"{module.__name__}.__all__ names what it lacks"
+
+
+def _imports(folder: str) -> dict[str, set[str]]:
+    """Module -> every `clinotel.*` module it imports (at any depth of its code)."""
+    import ast
+
+    found: dict[str, set[str]] = {}
+    for path in (REPO / folder).rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        found[str(path.relative_to(REPO))] = {n for n in names if n.startswith("clinotel.")}
+    return found
+
+
+def test_the_model_dashboards_and_alerts_do_not_depend_on_the_collector() -> None:
+    """The dashboards and the alerts share the model, a light distribution; only reading a data
+    directory (the collector's read-only path, lazily, in `clinotel.model.store`) reaches it."""
+    for folder in ("dashboards", "alerts"):
+        project = tomllib.loads((REPO / folder / "pyproject.toml").read_text())["project"]
+        assert "clinotel-collector" not in {_name(r) for r in project["dependencies"]}, folder
+    model = tomllib.loads((REPO / "model" / "pyproject.toml").read_text())["project"]
+    assert {_name(r) for r in model["dependencies"]} & {"chdb", "chdb-core", "grafanalib", "grpcio"} == set()
+    allowed = {("model/src/clinotel/model/store.py", "clinotel.collector.read_client")}
+    for folder in ("model/src", "dashboards/src", "alerts/src"):
+        for module, names in _imports(folder).items():
+            for name in names:
+                if name.startswith("clinotel.collector"):
+                    assert (module, name) in allowed, f"{module} imports {name}"

@@ -20,7 +20,8 @@ from clinotel.alerts.evaluator import Evaluator
 from clinotel.alerts.local_alertmanager import LocalAlertmanager, find_binary
 from clinotel.alerts.paging import AlertmanagerSink, Outbox, PagerDutySink, WebhookSink
 from clinotel.alerts.rules import RulePack, load
-from clinotel.collector import clinical, schema
+from clinotel.collector import schema
+from clinotel.model import clinical
 
 RULES = """rules:
   - name: model_fallback

@@ -16,8 +16,8 @@ import pytest
 
 from clinotel.collector import ingest, schema
 from clinotel.collector.service import Collector, CollectorConfig
-from clinotel.collector.sql import literal
 from clinotel.collector.tokens import Tokens
+from clinotel.model.sql import literal
 
 
 @pytest.fixture(scope="session")

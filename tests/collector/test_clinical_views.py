@@ -9,8 +9,9 @@ from typing import Any
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 import clinotel.instrumentation as ct
-from clinotel.collector import clinical, ingest, otlp_proto, schema
+from clinotel.collector import ingest, otlp_proto, schema
 from clinotel.instrumentation.testing import capture
+from clinotel.model import clinical
 from tests.conftest import FakeClock
 from tests.instrumentation.workflows import schedule, triage
 

@@ -15,7 +15,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from clinotel.collector import ingest, otlp_proto, schema, sql
+from clinotel.collector import ingest, otlp_proto, phi_sql, schema
+from clinotel.model.sql import literal
 from clinotel.semconv import REDACTED, scrub
 from tests.instrumentation.phi_corpus import PHI_CORPUS, leaks
 
@@ -174,8 +175,8 @@ def test_pipeline_names_follow_what_it_does(client: Any, options: schema.SchemaO
     other = ingest.Pipeline(options, first.proto, first.select + "\nWHERE 1")
     assert other.table != first.table, "changed SQL gets its own pair beside the old one"
     tables = client.query(
-        f"SELECT name, engine FROM system.tables WHERE database = {sql.literal(options.database)} "
-        f"AND name LIKE {sql.literal(ingest.INPUT_PREFIX + '%')}"
+        f"SELECT name, engine FROM system.tables WHERE database = {literal(options.database)} "
+        f"AND name LIKE {literal(ingest.INPUT_PREFIX + '%')}"
     ).result_rows
     assert sorted(e for _, e in tables) == ["MaterializedView", "Null"]
 
@@ -187,7 +188,7 @@ def test_pipeline_names_follow_what_it_does(client: Any, options: schema.SchemaO
 )
 def test_sql_scrub_matches_python_scrub(client: Any, text: str) -> None:
     sentence = f"note: {text}, then 'quoted' \\ backslash."
-    got = client.query(f"SELECT {sql.scrub_sql(sql.literal(sentence))}").result_rows[0][0]
+    got = client.query(f"SELECT {phi_sql.scrub_sql(literal(sentence))}").result_rows[0][0]
     assert got == scrub(sentence)
 
 
@@ -197,5 +198,5 @@ def test_sql_scrub_matches_python_scrub(client: Any, text: str) -> None:
      "id e1234567-2498-45ec-bb1f-bda77a061be5"],
 )  # fmt: skip
 def test_sql_and_python_keep_a_whole_uuid_alike(client: Any, text: str) -> None:
-    got = client.query(f"SELECT {sql.scrub_sql(sql.literal(text))}").result_rows[0][0]
+    got = client.query(f"SELECT {phi_sql.scrub_sql(literal(text))}").result_rows[0][0]
     assert got == scrub(text)

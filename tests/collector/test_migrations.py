@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from clinotel.collector import clinical, schema
+from clinotel.collector import schema
 from clinotel.collector.migrations import frozen
+from clinotel.model import clinical
 
 
 def _columns(client: Any, database: str, table: str) -> dict[str, str]:

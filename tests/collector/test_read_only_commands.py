@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 
 from clinotel.cli import main
-from clinotel.collector import clinical, schema
+from clinotel.collector import schema
 from clinotel.collector.read_client import open_embedded
 from clinotel.collector.sql_reader import ClickHouseError
+from clinotel.model import clinical
 from tests.net import free_port
 
 DESTRUCTIVE = (
@@ -75,7 +76,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     code = (
         "import uuid, clickhouse_connect\n"
         "from datetime import UTC, datetime\n"
-        "from clinotel.collector import clinical, schema\n"
+        "from clinotel.collector import schema\n"
+        "from clinotel.model import clinical\n"
         f"c = clickhouse_connect.get_client(dsn='chdb://{data}')\n"
         "o = schema.SchemaOptions()\n"
         "schema.apply(c, o)\n"

@@ -18,8 +18,9 @@ import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from clinotel.collector import clinical, schema
+from clinotel.collector import schema
 from clinotel.collector.service import Collector
+from clinotel.model import clinical
 from tests.collector.fixtures import OPERATOR_TOKEN, OTHER_READ_TOKEN, OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN
 from tests.collector.otlp_clients import exchange, send_workflows
 

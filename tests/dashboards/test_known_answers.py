@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from clinotel.collector.indicators import INDICATORS
 from clinotel.collector.service import Collector
 from clinotel.dashboards import build_all
 from clinotel.dashboards.check import panel_range
 from clinotel.dashboards.macros import TimeRange, expand
+from clinotel.model.indicators import INDICATORS
 from tests.collector.fixtures import WRITE_TOKEN
 from tests.dashboards import known_answers as ka
 

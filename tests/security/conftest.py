@@ -23,8 +23,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from clinotel.collector import schema
 from clinotel.collector.service import Collector, CollectorConfig
-from clinotel.collector.sql import literal
 from clinotel.collector.tokens import Tokens
+from clinotel.model.sql import literal
 from tests.collector.fixtures import (
     METRICS_TOKEN,
     OPERATOR_TOKEN,

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from clinotel.collector import clinical, schema
+from clinotel.collector import schema
+from clinotel.model import clinical
 from tests.security.conftest import ATTACKER, MARKER, Arena, assert_refused, assert_reveals_nothing
 
 TABLES = schema.tenant_tables()

@@ -99,7 +99,7 @@ def otelcol_config() -> dict[str, Any]:
     """The contrib collector's configuration: OTLP in, the allowlist and PHI rules as OTTL, the
     ClickHouse exporter into clinotel's tables (which it must not create)."""
     from clinotel.collector.ottl import transform_processor
-    from clinotel.collector.schema import TRACES
+    from clinotel.model.tables import TRACES
 
     return {
         "receivers": {

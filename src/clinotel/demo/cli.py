@@ -220,7 +220,7 @@ def _stored_by_service(collector: Any) -> dict[str, dict[str, object]]:
 
 def _workflows_stored(collector: Any) -> int:
     """Workflow instances in the store (what the report counts)."""
-    from clinotel.collector import clinical
+    from clinotel.model import clinical
 
     return int(collector.client.command(f"SELECT count() FROM {collector.options.name(clinical.WORKFLOWS)} FINAL"))
 

@@ -12,7 +12,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from clinotel.collector.cli import open_reading_store, reading_store
+from clinotel.model.store import open_reading_store, reading_store
 
 __all__ = ["alerts"]
 
@@ -59,10 +59,10 @@ class _EventsOnly:
     clinotel_alert_events and nothing else (its reads go through the read-only path)."""
 
     def __init__(self, data_dir: Path, database: str) -> None:
-        from clinotel.collector import schema
+        from clinotel.model import tables
 
         self.dsn = f"chdb://{data_dir.resolve()}"
-        self.table = f"{database}.{schema.ALERT_EVENTS}"
+        self.table = f"{database}.{tables.ALERT_EVENTS}"
         self._client: Any = None
 
     def insert(self, table: str, rows: list[tuple[Any, ...]], column_names: list[str]) -> None:
@@ -175,7 +175,7 @@ def evaluate(
     notification could not be delivered (the reason on stderr)."""
     from clinotel.alerts.evaluator import DEFAULT_LEASE_S, Evaluator
     from clinotel.alerts.paging import Outbox
-    from clinotel.collector.store import DEFAULT_DATA_DIR
+    from clinotel.model.store import DEFAULT_DATA_DIR
 
     interval = _interval(every)
     page, ticket = _sinks(alertmanager, pagerduty, pagerduty_url, webhook)

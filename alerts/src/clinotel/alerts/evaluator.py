@@ -25,7 +25,7 @@ from clinotel.alerts.paging import AlertmanagerSink, Attempt, Notification, Outb
 from clinotel.alerts.queries import Observation, observe
 from clinotel.alerts.rules import Kind, Rule, RulePack
 from clinotel.alerts.state import AlertState, Instance, Reading, State, step
-from clinotel.collector import schema
+from clinotel.model import tables
 
 __all__ = ["DEFAULT_LEASE_S", "STORE", "Evaluator", "Summary"]
 
@@ -104,7 +104,7 @@ class Evaluator:
         now = now or datetime.now(UTC)
         summary = Summary(rules=len(self.pack.rules))
         self._events = []
-        table = f"{self.database}.{schema.ALERT_EVENTS}"
+        table = f"{self.database}.{tables.ALERT_EVENTS}"
         try:
             held = self.lease.acquire() if self.lease is not None else None
         except Exception as e:  # noqa: BLE001 - reported: without its state the evaluator must not page
@@ -256,9 +256,9 @@ class Evaluator:
         """Write the pass's events; False (and an error in `summary`) when the store refused them."""
         if not self._events:
             return True
-        table = f"{self.database}.{schema.ALERT_EVENTS}"
+        table = f"{self.database}.{tables.ALERT_EVENTS}"
         try:
-            self.recorder.insert(table, self._events, column_names=list(schema.ALERT_EVENT_COLUMNS))
+            self.recorder.insert(table, self._events, column_names=list(tables.ALERT_EVENT_COLUMNS))
         except Exception as e:  # noqa: BLE001 - reported; the next pass starts again from what is stored
             summary.errors.append((STORE, f"cannot record {len(self._events)} alert event(s) in {table}: {_line(e)}"))
             logger.warning("could not record %d alert events: %s", len(self._events), e)

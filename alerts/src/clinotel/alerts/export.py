@@ -40,8 +40,8 @@ import yaml
 
 from clinotel.alerts.queries import Bounds, rule_sql
 from clinotel.alerts.rules import Comparison, Kind, Override, Rule, RulePack
-from clinotel.collector import clinical
-from clinotel.collector.sql import identifier, literal
+from clinotel.model import clinical
+from clinotel.model.sql import identifier, literal
 
 __all__ = [
     "DATASOURCE_ERROR_RULE",

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from clinotel.collector import schema
-from clinotel.collector.sql import identifier
+from clinotel.model import tables
+from clinotel.model.sql import identifier
 
 __all__ = ["LEASE", "RELEASE", "Lease", "LeaseHeld"]
 
@@ -61,7 +61,7 @@ class Lease:
     ) -> None:
         self.reader = reader
         self.writer = writer
-        self.table = f"{identifier(database)}.{identifier(schema.ALERT_EVENTS)}"
+        self.table = f"{identifier(database)}.{identifier(tables.ALERT_EVENTS)}"
         self.ttl_s = ttl_s
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.clock = clock
@@ -85,7 +85,7 @@ class Lease:
         now = datetime.fromtimestamp(self.clock(), UTC)
         detail = f"evaluator lease until {datetime.fromtimestamp(until, UTC):%Y-%m-%d %H:%M:%S} UTC"
         row: tuple[Any, ...] = (now, "", "", {}, event, "", until, 0, None, self.holder, 0, detail)
-        self.writer.insert(self.table, [row], column_names=list(schema.ALERT_EVENT_COLUMNS))
+        self.writer.insert(self.table, [row], column_names=list(tables.ALERT_EVENT_COLUMNS))
 
     def acquire(self) -> LeaseHeld | None:
         """Claim (or renew) the lease: None when this evaluator holds it now, else who does."""

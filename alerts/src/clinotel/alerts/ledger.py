@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from clinotel.alerts.state import AlertState, Instance, State
-from clinotel.collector import schema
-from clinotel.collector.sql import identifier, literal
+from clinotel.model import tables
+from clinotel.model.sql import identifier, literal
 
 __all__ = ["TRANSITIONS", "Episode", "Ledger", "load", "ms", "when"]
 
@@ -95,7 +95,7 @@ def _instance(rule: str, labels: Any) -> Instance:
 def load(client: Any, database: str, rules: Iterable[str]) -> Ledger:
     """The ledger of `rules` from `database`'s audit trail (raises what the store raises)."""
     names = ", ".join(literal(r) for r in rules) or "''"
-    table = f"{identifier(database)}.{identifier(schema.ALERT_EVENTS)}"
+    table = f"{identifier(database)}.{identifier(tables.ALERT_EVENTS)}"
     events = ", ".join(literal(e) for e in TRANSITIONS)
     ledger = Ledger()
     rows = client.query(

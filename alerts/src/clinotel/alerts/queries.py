@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from clinotel.alerts.rules import Kind, Rule
-from clinotel.collector import schema
-from clinotel.collector.indicators import INDICATORS
-from clinotel.collector.sql import identifier, literal
+from clinotel.model import tables
+from clinotel.model.indicators import INDICATORS
+from clinotel.model.sql import identifier, literal
 from clinotel.semconv import RolloutCohort
 
 __all__ = ["Bounds", "Observation", "observe", "rule_sql"]
@@ -53,15 +53,15 @@ def rule_sql(rule: Rule, database: str, now: datetime | Bounds) -> str:
     bounds = now if isinstance(now, Bounds) else Bounds.at(now)
     w = rule.window
     if rule.kind is Kind.COLLECTOR:
-        table = f"{identifier(database)}.{identifier(schema.COLLECTOR_METRICS)}"
+        table = f"{identifier(database)}.{identifier(tables.COLLECTOR_METRICS)}"
         aggregate = "max(Value)" if rule.metric.endswith("_bytes") else "sum(Value)"
         return (
             f"SELECT '' AS tenant, '' AS kind, '' AS grp, {aggregate} AS value, count() AS n FROM {table} "
             f"WHERE Metric = {literal(rule.metric)} AND {bounds.between('Timestamp', w)} HAVING n > 0"
         )
     if rule.kind is Kind.SDK:
-        table = f"{identifier(database)}.{identifier(schema.SDK_TELEMETRY)}"
-        column = identifier(schema.SDK_TELEMETRY_COLUMNS[rule.metric])
+        table = f"{identifier(database)}.{identifier(tables.SDK_TELEMETRY)}"
+        column = identifier(tables.SDK_TELEMETRY_COLUMNS[rule.metric])
         return (
             f"SELECT TenantId AS tenant, '' AS kind, ServiceName AS grp, sum({column}) AS value, count() AS n "
             f"FROM {table} WHERE {bounds.between('Timestamp', w)} GROUP BY tenant, grp"

@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from clinotel.collector.indicators import COHORT_DIMENSIONS, INDICATORS
+from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS
 from clinotel.semconv import attributes as A
 
 __all__ = ["Comparison", "Kind", "Override", "Rule", "RuleError", "RulePack", "load", "parse_duration"]

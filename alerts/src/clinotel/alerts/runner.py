@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Final
 
 from clinotel.alerts.evaluator import Evaluator
-from clinotel.collector.supervise import guarded
+from clinotel.model.threads import guarded
 
 __all__ = ["EvaluatorThread"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +10,9 @@ import click
 from clinotel.collector import schema as schema_module
 from clinotel.collector.listen import MAX_PORT
 from clinotel.collector.store import StoreError, connect
+from clinotel.model.store import open_reading_store, reading_store
 
-__all__ = ["open_reading_store", "query", "reading_store", "schema", "serve"]
+__all__ = ["query", "schema", "serve"]
 
 
 def _options(database: str, cluster: str | None, ttl_days: int | None) -> schema_module.SchemaOptions:
@@ -339,37 +339,6 @@ def _alerting(rules: Path, every: str, alertmanager: str | None, webhook: str | 
     page: list[Sink] = [AlertmanagerSink(alertmanager)] if alertmanager else []
     ticket: list[Sink] = [WebhookSink(webhook)] if webhook else []
     return _Alerting(pack, interval, every, rules, page, ticket)
-
-
-def reading_store(f: Callable[..., Any]) -> Callable[..., Any]:
-    """`--server URL | --data-dir DIR` for a command that reads the store; see `open_reading_store`."""
-    f = click.option(
-        "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="Read the embedded engine's data directory directly [default: ./.clinotel/data].",
-    )(f)
-    return click.option(
-        "--server",
-        metavar="URL",
-        help="Read through a running `clinotel serve` (its --http address) or any ClickHouse server; "
-        "the read token (or password) from CLICKHOUSE_PASSWORD.",
-    )(f)
-
-
-def open_reading_store(server: str | None, data_dir: Path | None, database: str | None = None) -> Any:
-    """A client for `--server` (clickhouse-connect) or `--data-dir` (the read port's read-only path:
-    `read_client.ReadOnlyClient`), or a ClickException saying why not. Creates nothing."""
-    from clinotel.collector.read_client import open_embedded
-    from clinotel.collector.store import DEFAULT_DATA_DIR
-
-    if server is not None and data_dir is not None:
-        raise click.UsageError("give --server or --data-dir, not both")
-    try:
-        if server is not None:
-            return connect(None, server, database=database)
-        return open_embedded(data_dir if data_dir is not None else DEFAULT_DATA_DIR, database or "clinotel")
-    except StoreError as e:
-        raise click.ClickException(str(e)) from None
 
 
 @click.command()

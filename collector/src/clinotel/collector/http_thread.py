@@ -10,7 +10,7 @@ from http.server import ThreadingHTTPServer
 from typing import Any, Final, TypeVar
 
 from clinotel.collector.listen import MAX_PORT, ListenError, listen_error
-from clinotel.collector.supervise import guarded
+from clinotel.model.threads import guarded
 
 __all__ = ["REQUEST_TIMEOUT_S", "QuietHTTPServer", "ServerThread", "bind"]
 

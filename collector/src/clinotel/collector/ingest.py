@@ -17,8 +17,9 @@ from typing import Any, Final
 
 from clinotel.collector import otlp_proto
 from clinotel.collector.otlp_proto import ONEOF_NAME, PROTO_MESSAGE
+from clinotel.collector.phi_sql import attribute_map, scrub_sql
 from clinotel.collector.schema import TRACES, TRACES_INSERT_COLUMNS, SchemaOptions
-from clinotel.collector.sql import attribute_map, identifier, literal, scrub_sql
+from clinotel.model.sql import identifier, literal
 from clinotel.semconv import Scope
 from clinotel.semconv import attributes as A
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from clinotel.collector import read_allowlist as allow
-from clinotel.collector.sql import identifier
+from clinotel.model.sql import identifier
 
 __all__ = [
     "ACCESS_DENIED",

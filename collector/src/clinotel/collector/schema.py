@@ -1,5 +1,5 @@
 """The ClickHouse schema: the contrib exporter's trace tables, column for column, and clinotel's
-migrations on top. One source for every table and column name the collector writes.
+migrations on top. Table and column names come from `clinotel.model.tables` (re-exported here for the collector).
 
 `otel_traces` keeps the OpenTelemetry Collector contrib ClickHouse exporter's columns and types
 exactly, so the Go collector can write the same table and Grafana's trace views read it. The
@@ -24,8 +24,21 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from clinotel.collector.migrations import DataStep, baseline, frozen
-from clinotel.collector.sql import identifier, literal
-from clinotel.semconv import attributes as A
+from clinotel.model.sql import identifier, literal
+from clinotel.model.tables import (
+    ALERT_EVENT_COLUMNS,
+    ALERT_EVENTS,
+    COLLECTOR_METRICS,
+    DEFAULT_DATABASE,
+    SDK_TELEMETRY,
+    SDK_TELEMETRY_COLUMNS,
+    TENANT_COLUMN,
+    TRACE_ID_TS,
+    TRACES,
+    TRACES_INSERT_COLUMNS,
+    VERSIONS,
+    tenant_tables,
+)
 
 __all__ = [
     "ALERT_EVENTS",
@@ -48,58 +61,14 @@ __all__ = [
     "tenant_tables",
 ]
 
-TRACES: Final = "otel_traces"
-TRACE_ID_TS: Final = "otel_traces_trace_id_ts"
 TRACE_ID_TS_MV: Final = "otel_traces_trace_id_ts_mv"
-VERSIONS: Final = "clinotel_schema_versions"
-TENANT_COLUMN: Final = "TenantId"
-COLLECTOR_METRICS: Final = "clinotel_collector_metrics"
-SDK_TELEMETRY: Final = "clinotel_sdk_telemetry"
-SDK_TELEMETRY_COLUMNS: Final = {
-    reason: "".join(word.capitalize() for word in reason.split("_")) for reason in A.HEALTH_COUNTERS
-}
-"""Reason (`clinotel.semconv.attributes.HEALTH_COUNTERS`) -> its column in `clinotel_sdk_telemetry`."""
-ALERT_EVENTS: Final = "clinotel_alert_events"
-ALERT_EVENT_COLUMNS: Final = (
-    "Timestamp", "TenantId", "Rule", "Labels", "Event", "Severity", "Value", "Sample", "Threshold", "Receiver",
-    "Attempt", "Detail",
-)  # fmt: skip
-"""The audit trail's columns, in insert order."""
-
-TRACES_INSERT_COLUMNS: Final = (
-    "Timestamp",
-    "TraceId",
-    "SpanId",
-    "ParentSpanId",
-    "TraceState",
-    "SpanName",
-    "SpanKind",
-    "ServiceName",
-    "ResourceAttributes",
-    "ScopeName",
-    "ScopeVersion",
-    "SpanAttributes",
-    "Duration",
-    "StatusCode",
-    "StatusMessage",
-    "Events.Timestamp",
-    "Events.Name",
-    "Events.Attributes",
-    "Links.TraceId",
-    "Links.SpanId",
-    "Links.TraceState",
-    "Links.Attributes",
-)
-"""The contrib exporter's INSERT columns, in its order."""
-
-_ATTR_MAP: Final = "Map(LowCardinality(String), String)"
 
 
 @dataclass(frozen=True)
 class SchemaOptions:
     """Where and how the schema is created."""
 
-    database: str = "clinotel"
+    database: str = DEFAULT_DATABASE
     cluster: str | None = None
     ttl_days: int | None = None
 
@@ -144,13 +113,6 @@ def _versions(o: SchemaOptions) -> str:
 )
 ENGINE = {o.engine(VERSIONS, "ReplacingMergeTree")}
 ORDER BY Version"""
-
-
-def tenant_tables() -> tuple[str, ...]:
-    """The tables with a `TenantId` column: what readers may query, each filtered to their tenant."""
-    from clinotel.collector import clinical
-
-    return (TRACES, clinical.STAGE_SPANS, clinical.WORKFLOWS, COLLECTOR_METRICS, ALERT_EVENTS, SDK_TELEMETRY)
 
 
 SCHEMA_VERSION: Final = len(frozen())

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from clinotel.collector import schema
 from clinotel.collector.metrics import Family
-from clinotel.collector.supervise import guarded
+from clinotel.model.threads import guarded
 
 __all__ = ["COLUMNS", "MetricsRecorder"]
 

@@ -15,9 +15,9 @@ from typing import Final
 
 from clinotel.collector import read_allowlist
 from clinotel.collector.schema import TENANT_COLUMN, SchemaOptions, tenant_tables
-from clinotel.collector.sql import identifier, literal
 from clinotel.collector.sql_reader import ReadLimits
 from clinotel.collector.tokens import Tokens
+from clinotel.model.sql import identifier, literal
 
 __all__ = ["PROFILE", "ServerReadersError", "reader_user", "render"]
 

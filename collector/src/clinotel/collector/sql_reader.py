@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from clinotel.collector import read_allowlist, read_guard
 from clinotel.collector.read_guard import Catalog, Guard, QueryRefusedError, ReadPolicy
-from clinotel.collector.sql import identifier, literal
+from clinotel.model.sql import identifier, literal
 
 __all__ = ["DEFAULT_FORMAT", "ClickHouseError", "ReadLimits", "ReadResult", "SqlReader", "content_type"]
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from clinotel.model.store import DEFAULT_DATA_DIR, StoreError, connect_server, error_line, reach_error
+
 __all__ = [
     "DEFAULT_DATA_DIR",
     "STORE_RECORD",
@@ -35,19 +37,10 @@ __all__ = [
     "store_id",
 ]
 
-DEFAULT_DATA_DIR: Final = Path(".clinotel") / "data"
-ENV_USER: Final = "CLICKHOUSE_USER"
-ENV_PASSWORD: Final = "CLICKHOUSE_PASSWORD"
 STORE_RECORD: Final = "clinotel-store.json"
 """In an embedded store's directory: the write-ahead log of each database it holds."""
 _ENGINE_STATUS: Final = "status"
 """The file a running engine keeps locked in its data directory (with its process id inside)."""
-_ERRNO: Final = re.compile(r"\[Errno (-?\d+)\] ([^'\"()\]]+)")
-_CH_ERROR: Final = re.compile(r"Code: (\d+)\. DB::Exception: (.*?)(?: \(version [^)]*\))?\.?\s*$", re.S)
-
-
-class StoreError(RuntimeError):
-    """The store cannot be reached or opened."""
 
 
 def dsn_for(data_dir: Path | None = None, url: str | None = None) -> str:
@@ -189,39 +182,6 @@ def check_embedded(data_dir: Path, database: str, *, reading: bool) -> None:
         )
 
 
-def reach_error(url: str, error: Exception) -> str:
-    """One line for a server that could not be reached or refused the client."""
-    text = str(error)
-    if match := _CH_ERROR.search(text):
-        message = match.group(2).strip().splitlines()[0] if match.group(2).strip() else ""
-        if "AUTHENTICATION_FAILED" in message or "REQUIRED_PASSWORD" in message:
-            return f"{url} refused the credentials ({ENV_USER} / {ENV_PASSWORD}): {message[:200]}"
-        return f"{url} answered: Code {match.group(1)}: {message[:300]}"
-    if match := _ERRNO.search(text):
-        return f"cannot reach {url}: {match.group(2).strip().lower()}"
-    if "timed out" in text.lower() or "timeout" in text.lower():
-        return f"cannot reach {url}: timed out"
-    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-    return f"cannot reach {url}: {first[:200]}"
-
-
-def error_line(error: Exception) -> str:
-    """A query error as one line: `NAME (code): message`, from the read-only path or a server."""
-    from clinotel.collector.sql_reader import ClickHouseError
-
-    if isinstance(error, ClickHouseError):
-        return f"{error.name} ({error.code}): {error.message.strip().splitlines()[0] if error.message.strip() else ''}"
-    text = str(error).strip()
-    if match := _CH_ERROR.search(text):
-        message = match.group(2).strip()
-        name = re.search(r"\(([A-Z][A-Z0-9_]+)\)\s*$", message)
-        if name:
-            message = message[: name.start()].rstrip(". ")
-            return f"{name.group(1)} ({match.group(1)}): {message.splitlines()[0] if message else ''}"
-        return f"Code {match.group(1)}: {message.splitlines()[0] if message else ''}"
-    return text.splitlines()[0][:500] if text else type(error).__name__
-
-
 def connect(data_dir: Path | None = None, url: str | None = None, database: str | None = None) -> Any:
     """A clickhouse-connect client: the embedded engine on `data_dir` (created when missing), or
     the server at `url` with user and password from CLICKHOUSE_USER and CLICKHOUSE_PASSWORD;
@@ -237,15 +197,5 @@ def connect(data_dir: Path | None = None, url: str | None = None, database: str 
             return clickhouse_connect.get_client(dsn=dsn, database=database or "")
         except Exception as e:
             raise StoreError(f"cannot open the embedded store {path}: {str(e).strip().splitlines()[0][:300]}") from e
-    try:
-        return clickhouse_connect.get_client(
-            dsn=dsn,
-            database=database or "",
-            username=os.environ.get(ENV_USER, "default"),
-            password=os.environ.get(ENV_PASSWORD, ""),
-        )
-    except Exception as e:
-        hint = ""
-        if "UNKNOWN_DATABASE" in str(e):
-            hint = " (no clinotel store here yet: `clinotel serve` or `clinotel schema apply` creates it)"
-        raise StoreError(f"{reach_error(url, e)}{hint}") from e
+    assert url is not None
+    return connect_server(url, database)

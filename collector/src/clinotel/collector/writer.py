@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from clinotel.collector import ingest
-from clinotel.collector.supervise import guarded
 from clinotel.collector.wal import LogLostError, Segment, WriteAheadLog
+from clinotel.model.threads import guarded
 
 __all__ = ["SegmentWriter", "Transport", "WriterStats"]
 

@@ -8,10 +8,10 @@ from typing import Any, Final
 
 import grafanalib.core as g
 
-from clinotel.collector import clinical
-from clinotel.collector.indicators import INDICATORS, Indicator
-from clinotel.collector.sql import identifier
 from clinotel.dashboards._grafana import ClickHouseTarget, Variable, finish
+from clinotel.model import clinical
+from clinotel.model.indicators import INDICATORS, Indicator
+from clinotel.model.sql import identifier
 
 __all__ = ["FILTERS", "Board", "indicator_series", "indicator_stat", "variables", "where_filters"]
 

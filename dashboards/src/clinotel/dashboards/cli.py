@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from clinotel.collector.cli import open_reading_store, reading_store
+from clinotel.model.store import open_reading_store, reading_store
 
 __all__ = ["dashboards", "report"]
 
@@ -38,7 +38,7 @@ def _range(client: object, database: str, from_: str | None, to: str | None) -> 
     comes from the panel, as Grafana computes it (`interval.panel_interval`)."""
     from clickhouse_connect.driver.exceptions import ClickHouseError
 
-    from clinotel.collector import clinical
+    from clinotel.model import clinical
 
     if from_ is None or to is None:
         try:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from clinotel.collector import clinical
-from clinotel.collector.indicators import COHORT_DIMENSIONS, INDICATORS
-from clinotel.collector.sql import identifier, literal
 from clinotel.dashboards._panels import Board, where_filters
+from clinotel.model import clinical
+from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS
+from clinotel.model.sql import identifier, literal
 
 UID = "clinotel-fairness"
 MEASURES: Final = ("under_triage_rate", "override_rate", "high_priority_rate", "queue_wait_p95_ms")

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from clinotel.collector import schema
-from clinotel.collector.sql import identifier
 from clinotel.dashboards._panels import Board, where_filters
+from clinotel.model import tables
+from clinotel.model.sql import identifier
 
 UID = "clinotel-telemetry-health"
 SILENT_AFTER_MIN = 10
@@ -17,10 +17,10 @@ SILENT_AFTER_MIN = 10
 
 def build(database: str) -> dict[str, Any]:
     b = Board(UID, "clinotel / Telemetry health", "Is the telemetry itself arriving, complete and clean?", database)
-    metrics = f"{identifier(database)}.{identifier(schema.COLLECTOR_METRICS)}"
-    traces = f"{identifier(database)}.{identifier(schema.TRACES)}"
+    metrics = f"{identifier(database)}.{identifier(tables.COLLECTOR_METRICS)}"
+    traces = f"{identifier(database)}.{identifier(tables.TRACES)}"
     tenant = where_filters(["TenantId"])
-    sdk = f"{identifier(database)}.{identifier(schema.SDK_TELEMETRY)}"
+    sdk = f"{identifier(database)}.{identifier(tables.SDK_TELEMETRY)}"
     b.row("Collector")
     b.timeseries(
         "Spans accepted per second", "Spans the collector acknowledged (written to its log).",
@@ -52,7 +52,7 @@ def build(database: str) -> dict[str, Any]:
     )  # fmt: skip
     b.row("Services")
     sums = ", ".join(
-        f"sum({identifier(column)}) AS {identifier(reason)}" for reason, column in schema.SDK_TELEMETRY_COLUMNS.items()
+        f"sum({identifier(column)}) AS {identifier(reason)}" for reason, column in tables.SDK_TELEMETRY_COLUMNS.items()
     )
     b.timeseries(
         "Attributes dropped and values redacted by the SDKs",

@@ -186,9 +186,9 @@ th,td{border-bottom:1px solid #eee;padding:3px 6px;text-align:left}th{background
 
 def _alert_timeline(client: Any, database: str, tr: TimeRange) -> str:
     """The alert transitions and deliveries in the range, from clinotel_alert_events."""
-    from clinotel.collector import schema
+    from clinotel.model import tables
 
-    table = f"`{database}`.`{schema.ALERT_EVENTS}`"
+    table = f"`{database}`.`{tables.ALERT_EVENTS}`"
     window = f"Timestamp >= toDateTime({tr.from_s}) AND Timestamp <= toDateTime({tr.to_s})"
     try:
         fired = client.query(

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from clinotel.collector import clinical
-from clinotel.collector.indicators import INDICATORS
-from clinotel.collector.sql import identifier, literal
 from clinotel.dashboards._panels import Board, where_filters
+from clinotel.model import clinical
+from clinotel.model.indicators import INDICATORS
+from clinotel.model.sql import identifier, literal
 from clinotel.semconv import RolloutCohort
 
 UID = "clinotel-rollout"

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from clinotel.collector import clinical
-from clinotel.collector.sql import identifier
 from clinotel.dashboards._panels import Board, where_filters
+from clinotel.model import clinical
+from clinotel.model.sql import identifier
 
 UID = "clinotel-safety"
 

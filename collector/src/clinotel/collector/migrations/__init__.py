@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final, Protocol
 
-from clinotel.collector.sql import identifier, literal
+from clinotel.model.sql import identifier, literal
 
 __all__ = ["Baseline", "DataStep", "Frozen", "Options", "baseline", "frozen"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from clinotel.collector.sql import identifier, literal
+from clinotel.model.sql import identifier, literal
 
 DESCRIPTION: Final = "tenant-first partition keys on every tenant table (reader isolation)"
 TENANT: Final = "TenantId"

@@ -9,7 +9,7 @@ materialized views, so any OTLP pipeline that fills `otel_traces` fills them too
   the workflow it links to). Read it with `FINAL` or aggregate by its key.
 
 Every column name here is the one dashboards and alerts use; every attribute key comes from
-`clinotel.semconv`. This is the model; the tables' DDL is in the frozen migrations
+`clinotel.semconv`. This is the model; the tables' DDL is in the collector's frozen migrations
 (`clinotel.collector.migrations`), and a test compares the two, so a column added here needs a
 migration.
 """
@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from clinotel.collector.sql import literal
+from clinotel.model.sql import literal
+from clinotel.model.tables import STAGE_SPANS, WORKFLOWS
 from clinotel.semconv import AttributeDef, AttrType, Stage
 from clinotel.semconv import attributes as A
 
@@ -33,9 +34,6 @@ __all__ = [
     "WorkflowColumn",
     "workflow_columns",
 ]
-
-STAGE_SPANS: Final = "clinical_stage_spans"
-WORKFLOWS: Final = "clinical_workflows"
 
 
 @dataclass(frozen=True)

@@ -3,27 +3,12 @@ applies in Python, applied again inside the engine to every span, whichever SDK 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Final
 
+from clinotel.model.sql import literal, string_array
 from clinotel.semconv import PHI_REGEX, PSEUDONYM_PATTERN, REDACTED, REGISTRY, UUID_PATTERN, PhiClass, Scope
 
-__all__ = ["PHI_SQL", "allowed_keys", "attribute_map", "identifier", "literal", "scrub_sql", "string_array"]
-
-
-def literal(text: str) -> str:
-    """A ClickHouse string literal: backslashes and quotes escaped."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def identifier(name: str) -> str:
-    """A quoted ClickHouse identifier (for names such as `Events.Timestamp`): backslashes and
-    backquotes escaped, as ClickHouse reads both inside backquotes."""
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
-
-
-def string_array(values: Iterable[str]) -> str:
-    return "[" + ", ".join(literal(v) for v in sorted(values)) + "]"
+__all__ = ["PHI_SQL", "allowed_keys", "attribute_map", "scrub_sql"]
 
 
 PHI_SQL: Final = literal(PHI_REGEX)

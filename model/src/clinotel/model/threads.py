@@ -10,7 +10,7 @@ from typing import Final
 
 __all__ = ["guarded"]
 
-logger: Final = logging.getLogger("clinotel.collector")
+logger: Final = logging.getLogger("clinotel")
 
 
 def guarded(

@@ -17,8 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from clinotel.collector import clinical
-from clinotel.collector.sql import literal
+from clinotel.model import clinical
+from clinotel.model.sql import literal
 from clinotel.semconv import DecisionSource, OutcomeStatus, ReviewAction
 
 __all__ = ["COHORT_DIMENSIONS", "INDICATORS", "Indicator", "esi"]

@@ -1,0 +1,131 @@
+"""Reaching the store from a command that reads it: a ClickHouse server (or a collector's read
+port) through clickhouse-connect, or an embedded store's directory through the collector's
+read-only path, which is imported only then (it brings chDB).
+
+Errors are one line: what could not be reached or opened, and what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import click
+
+from clinotel.model.tables import DEFAULT_DATABASE
+
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "ENV_PASSWORD",
+    "ENV_USER",
+    "StoreError",
+    "connect_server",
+    "error_line",
+    "open_reading_store",
+    "reach_error",
+    "reading_store",
+]
+
+DEFAULT_DATA_DIR: Final = Path(".clinotel") / "data"
+"""The embedded store's directory when none is given."""
+ENV_USER: Final = "CLICKHOUSE_USER"
+ENV_PASSWORD: Final = "CLICKHOUSE_PASSWORD"
+_ERRNO: Final = re.compile(r"\[Errno (-?\d+)\] ([^'\"()\]]+)")
+_CH_ERROR: Final = re.compile(r"Code: (\d+)\. DB::Exception: (.*?)(?: \(version [^)]*\))?\.?\s*$", re.S)
+
+
+class StoreError(RuntimeError):
+    """The store cannot be reached or opened."""
+
+
+def reach_error(url: str, error: Exception) -> str:
+    """One line for a server that could not be reached or refused the client."""
+    text = str(error)
+    if match := _CH_ERROR.search(text):
+        message = match.group(2).strip().splitlines()[0] if match.group(2).strip() else ""
+        if "AUTHENTICATION_FAILED" in message or "REQUIRED_PASSWORD" in message:
+            return f"{url} refused the credentials ({ENV_USER} / {ENV_PASSWORD}): {message[:200]}"
+        return f"{url} answered: Code {match.group(1)}: {message[:300]}"
+    if match := _ERRNO.search(text):
+        return f"cannot reach {url}: {match.group(2).strip().lower()}"
+    if "timed out" in text.lower() or "timeout" in text.lower():
+        return f"cannot reach {url}: timed out"
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return f"cannot reach {url}: {first[:200]}"
+
+
+def error_line(error: Exception) -> str:
+    """A query error as one line: `NAME (code): message`, from the read-only path or a server."""
+    name, code, message = (getattr(error, attr, None) for attr in ("name", "code", "message"))
+    if isinstance(name, str) and isinstance(code, int) and isinstance(message, str):  # the read port's own
+        return f"{name} ({code}): {message.strip().splitlines()[0] if message.strip() else ''}"
+    text = str(error).strip()
+    if match := _CH_ERROR.search(text):
+        message = match.group(2).strip()
+        found = re.search(r"\(([A-Z][A-Z0-9_]+)\)\s*$", message)
+        if found:
+            message = message[: found.start()].rstrip(". ")
+            return f"{found.group(1)} ({match.group(1)}): {message.splitlines()[0] if message else ''}"
+        return f"Code {match.group(1)}: {message.splitlines()[0] if message else ''}"
+    return text.splitlines()[0][:500] if text else type(error).__name__
+
+
+def connect_server(url: str, database: str | None = None) -> Any:
+    """A clickhouse-connect client for the server (or read port) at `url`, with user and password
+    from CLICKHOUSE_USER and CLICKHOUSE_PASSWORD; `database` is the current database."""
+    from urllib.parse import urlsplit
+
+    import clickhouse_connect
+
+    scheme = urlsplit(url).scheme
+    if scheme not in ("http", "https"):
+        raise StoreError(f"a ClickHouse server URL starts with http:// or https://, not {scheme or url!r}")
+    try:
+        return clickhouse_connect.get_client(
+            dsn=url,
+            database=database or "",
+            username=os.environ.get(ENV_USER, "default"),
+            password=os.environ.get(ENV_PASSWORD, ""),
+        )
+    except Exception as e:
+        hint = ""
+        if "UNKNOWN_DATABASE" in str(e):
+            hint = " (no clinotel store here yet: `clinotel serve` or `clinotel schema apply` creates it)"
+        raise StoreError(f"{reach_error(url, e)}{hint}") from e
+
+
+def reading_store(f: Callable[..., Any]) -> Callable[..., Any]:
+    """`--server URL | --data-dir DIR` for a command that reads the store; see `open_reading_store`."""
+    f = click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Read the embedded engine's data directory directly [default: ./.clinotel/data].",
+    )(f)
+    return click.option(
+        "--server",
+        metavar="URL",
+        help="Read through a running `clinotel serve` (its --http address) or any ClickHouse server; "
+        "the read token (or password) from CLICKHOUSE_PASSWORD.",
+    )(f)
+
+
+def open_reading_store(server: str | None, data_dir: Path | None, database: str | None = None) -> Any:
+    """A client for `--server` (clickhouse-connect) or `--data-dir` (the collector's read-only
+    path, as its read port reads), or a ClickException saying why not. Creates nothing."""
+    if server is not None and data_dir is not None:
+        raise click.UsageError("give --server or --data-dir, not both")
+    try:
+        if server is not None:
+            return connect_server(server, database)
+        try:
+            from clinotel.collector.read_client import open_embedded
+        except ImportError:
+            raise StoreError(
+                "reading a data directory needs clinotel-collector installed (or read through --server URL)"
+            ) from None
+        return open_embedded(data_dir if data_dir is not None else DEFAULT_DATA_DIR, database or DEFAULT_DATABASE)
+    except StoreError as e:
+        raise click.ClickException(str(e)) from None

@@ -1,0 +1,63 @@
+"""Every table clinotel stores into, and the column names others read or write by name.
+
+`otel_traces` keeps the OpenTelemetry Collector contrib ClickHouse exporter's columns exactly; the
+clinical views are described in `clinotel.model.clinical`. The DDL lives in the collector's frozen
+migrations; a test compares the two.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from clinotel.semconv import attributes as A
+
+__all__ = [
+    "ALERT_EVENTS",
+    "ALERT_EVENT_COLUMNS",
+    "COLLECTOR_METRICS",
+    "DEFAULT_DATABASE",
+    "SDK_TELEMETRY",
+    "SDK_TELEMETRY_COLUMNS",
+    "STAGE_SPANS",
+    "TENANT_COLUMN",
+    "TRACES",
+    "TRACES_INSERT_COLUMNS",
+    "TRACE_ID_TS",
+    "VERSIONS",
+    "WORKFLOWS",
+    "tenant_tables",
+]
+
+DEFAULT_DATABASE: Final = "clinotel"
+"""The database clinotel's tables live in unless a deployment names another."""
+TRACES: Final = "otel_traces"
+TRACE_ID_TS: Final = "otel_traces_trace_id_ts"
+VERSIONS: Final = "clinotel_schema_versions"
+STAGE_SPANS: Final = "clinical_stage_spans"
+WORKFLOWS: Final = "clinical_workflows"
+COLLECTOR_METRICS: Final = "clinotel_collector_metrics"
+ALERT_EVENTS: Final = "clinotel_alert_events"
+SDK_TELEMETRY: Final = "clinotel_sdk_telemetry"
+TENANT_COLUMN: Final = "TenantId"
+
+SDK_TELEMETRY_COLUMNS: Final = {
+    reason: "".join(word.capitalize() for word in reason.split("_")) for reason in A.HEALTH_COUNTERS
+}
+"""Reason (`clinotel.semconv.attributes.HEALTH_COUNTERS`) -> its column in `clinotel_sdk_telemetry`."""
+ALERT_EVENT_COLUMNS: Final = (
+    "Timestamp", "TenantId", "Rule", "Labels", "Event", "Severity", "Value", "Sample", "Threshold", "Receiver",
+    "Attempt", "Detail",
+)  # fmt: skip
+"""The alert audit trail's columns, in insert order."""
+TRACES_INSERT_COLUMNS: Final = (
+    "Timestamp", "TraceId", "SpanId", "ParentSpanId", "TraceState", "SpanName", "SpanKind", "ServiceName",
+    "ResourceAttributes", "ScopeName", "ScopeVersion", "SpanAttributes", "Duration", "StatusCode", "StatusMessage",
+    "Events.Timestamp", "Events.Name", "Events.Attributes", "Links.TraceId", "Links.SpanId", "Links.TraceState",
+    "Links.Attributes",
+)  # fmt: skip
+"""The contrib exporter's INSERT columns, in its order."""
+
+
+def tenant_tables() -> tuple[str, ...]:
+    """The tables with a `TenantId` column: what readers may query, each filtered to their tenant."""
+    return (TRACES, STAGE_SPANS, WORKFLOWS, COLLECTOR_METRICS, ALERT_EVENTS, SDK_TELEMETRY)
