@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from clinotel.alerts.rules import Kind, Rule
 from clinotel.model import tables
+from clinotel.model.collector_metrics import METRICS
 from clinotel.model.indicators import INDICATORS
 from clinotel.model.sql import identifier, literal
 from clinotel.semconv import RolloutCohort
@@ -54,7 +55,7 @@ def rule_sql(rule: Rule, database: str, now: datetime | Bounds) -> str:
     w = rule.window
     if rule.kind is Kind.COLLECTOR:
         table = f"{identifier(database)}.{identifier(tables.COLLECTOR_METRICS)}"
-        aggregate = "max(Value)" if rule.metric.endswith("_bytes") else "sum(Value)"
+        aggregate = METRICS[rule.metric].over_rows
         return (
             f"SELECT '' AS tenant, '' AS kind, '' AS grp, {aggregate} AS value, count() AS n FROM {table} "
             f"WHERE Metric = {literal(rule.metric)} AND {bounds.between('Timestamp', w)} HAVING n > 0"

@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from clinotel.model.collector_metrics import METRICS
 from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS
 from clinotel.semconv import attributes as A
 
@@ -40,13 +41,7 @@ __all__ = ["Comparison", "Kind", "Override", "Rule", "RuleError", "RulePack", "l
 
 _DURATION: Final = re.compile(r"^(\d+)(s|m|h|d)$")
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-COLLECTOR_METRICS: Final = (
-    "clinotel_receiver_spans_accepted_total",
-    "clinotel_receiver_requests_refused_total",
-    "clinotel_receiver_spans_refused_total",
-    "clinotel_wal_pending_bytes",
-    "clinotel_writer_quarantined_total",
-)
+COLLECTOR_METRICS: Final = tuple(name for name, m in METRICS.items() if m.alertable)
 """Collector figures a `collector` rule may read (from clinotel_collector_metrics)."""
 
 

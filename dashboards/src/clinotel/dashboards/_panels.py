@@ -123,7 +123,7 @@ class Board:
     def series(self, name: str, w: int = 12, by: str | None = None, title: str | None = None) -> None:
         i = INDICATORS[name]
         # rates on late ground truth are sparse: wider buckets, so each holds enough workflows
-        interval = "1h" if "OutcomeLabel" in i.where or "EscalationNeeded" in i.where else None
+        interval = "1h" if i.needs_ground_truth else None
         self.timeseries(title or (f"{i.title} by {by}" if by else i.title), i.description,
                         indicator_series(i, self.database, by), i.unit, w, interval)  # fmt: skip
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from clinotel.dashboards._panels import Board, where_filters
+from clinotel.model import collector_metrics as M
 from clinotel.model import tables
-from clinotel.model.sql import identifier
+from clinotel.model.sql import identifier, literal
 
 UID = "clinotel-telemetry-health"
 SILENT_AFTER_MIN = 10
@@ -25,29 +26,29 @@ def build(database: str) -> dict[str, Any]:
     b.timeseries(
         "Spans accepted per second", "Spans the collector acknowledged (written to its log).",
         f"SELECT $__timeInterval(Timestamp) AS time, sum(Value) / $__interval_s AS spans_per_s\n"
-        f"FROM {metrics}\nWHERE $__timeFilter(Timestamp) AND Metric = 'clinotel_receiver_spans_accepted_total'\n"
+        f"FROM {metrics}\nWHERE $__timeFilter(Timestamp) AND Metric = {literal(M.SPANS_ACCEPTED.name)}\n"
         "GROUP BY time ORDER BY time",
     )  # fmt: skip
     b.timeseries(
         "Requests accepted, and requests and spans refused by reason",
         "Requests the collector acknowledged, whole requests it refused and single spans it refused.",
-        "SELECT $__timeInterval(Timestamp) AS time, multiIf(Metric = 'clinotel_receiver_requests_total', 'accepted', "
+        f"SELECT $__timeInterval(Timestamp) AS time, multiIf(Metric = {literal(M.REQUESTS.name)}, 'accepted', "
         "concat(if(Metric LIKE '%requests%', 'request', 'span'), ' refused: ', Labels['reason'])) AS what, "
         "sum(Value) AS n\n"
-        f"FROM {metrics}\nWHERE $__timeFilter(Timestamp) AND Metric IN ('clinotel_receiver_requests_total', "
-        "'clinotel_receiver_requests_refused_total', 'clinotel_receiver_spans_refused_total')\n"
+        f"FROM {metrics}\nWHERE $__timeFilter(Timestamp) AND Metric IN ({literal(M.REQUESTS.name)}, "
+        f"{literal(M.REQUESTS_REFUSED.name)}, {literal(M.SPANS_REFUSED.name)})\n"
         "GROUP BY time, what ORDER BY time",
     )  # fmt: skip
     b.timeseries(
         "Ingestion lag p99 (s)", "From acknowledgement to queryable, 99th centile, per collector.",
         f"SELECT $__timeInterval(Timestamp) AS time, Instance, max(Value) AS seconds\n"
-        f"FROM {metrics}\nWHERE $__timeFilter(Timestamp) AND Metric = 'clinotel_ingest_freshness_seconds' "
+        f"FROM {metrics}\nWHERE $__timeFilter(Timestamp) AND Metric = {literal(M.INGEST_FRESHNESS_SECONDS.name)} "
         "AND Labels['quantile'] = '0.99'\nGROUP BY time, Instance ORDER BY time", "s",
     )  # fmt: skip
     b.timeseries(
         "Write-ahead log pending (bytes)", "Acknowledged bytes not yet in ClickHouse; 503s start at the bound.",
         f"SELECT $__timeInterval(Timestamp) AS time, Instance, max(Value) AS pending\n"
-        f"FROM {metrics}\nWHERE $__timeFilter(Timestamp) AND Metric = 'clinotel_wal_pending_bytes'\n"
+        f"FROM {metrics}\nWHERE $__timeFilter(Timestamp) AND Metric = {literal(M.WAL_PENDING_BYTES.name)}\n"
         "GROUP BY time, Instance ORDER BY time", "bytes",
     )  # fmt: skip
     b.row("Services")

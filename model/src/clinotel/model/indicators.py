@@ -3,7 +3,7 @@
 An indicator is a ratio (or a quantile, or a count) over the rows of one clinical view:
 `value` is an aggregate expression, `sample` the aggregate counting the rows the value is about
 (the denominator, used for minimum sample sizes and for "too few to show"), and `where` the rows
-that qualify at all. Column names come from `clinotel.collector.clinical`; the coded values
+that qualify at all. Column names come from `clinotel.model.clinical`; the coded values
 from `clinotel.semconv`.
 
 Triage decisions and ground truth are coded `ESI-1` (most urgent) to `ESI-5`. Under-triage is a
@@ -13,7 +13,6 @@ misclassification is a truly ESI-1/2 patient the model placed at ESI-3 or below.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -21,7 +20,7 @@ from clinotel.model import clinical
 from clinotel.model.sql import literal
 from clinotel.semconv import DecisionSource, OutcomeStatus, ReviewAction
 
-__all__ = ["COHORT_DIMENSIONS", "INDICATORS", "Indicator", "esi"]
+__all__ = ["COHORT_DIMENSIONS", "INDICATORS", "Indicator", "Kind", "esi"]
 
 Unit = Literal["percentunit", "ms", "short", "s"]
 
@@ -37,38 +36,71 @@ _TRIAGE_TRUTH: Final = f"{_MODEL} AND {esi('DecisionValue')} IS NOT NULL AND {es
 _REVIEWED: Final = "ReviewAction != ''"
 
 
+Kind = Literal["rate", "quantile", "count"]
+
+
 @dataclass(frozen=True)
 class Indicator:
-    """One metric over a clinical view."""
+    """One metric over a clinical view, declared by what it is, from which its SQL, its panels,
+    its alert queries and its documentation are rendered.
+
+    - a **rate**: rows where `hit` holds, among rows where `where` holds (the denominator);
+    - a **quantile** `q` of `expr` over rows where `where` holds;
+    - a **count** of rows where `where` holds.
+    """
 
     name: str
     title: str
     description: str
     unit: Unit
-    value: str
-    """Aggregate SQL giving the metric over the selected rows."""
-    sample: str = "count()"
-    """Aggregate SQL counting the rows the value is about (its denominator)."""
+    kind: Kind
     where: str = "1"
-    """Which rows qualify at all (before the dashboard's own filters)."""
+    """Which rows qualify at all (the denominator of a rate)."""
+    hit: str | None = None
+    """A rate's numerator condition."""
+    expr: str | None = None
+    """A quantile's expression."""
+    q: float | None = None
+    """A quantile's level."""
     table: str = clinical.WORKFLOWS
     time_column: str = "StartTime"
     min_sample: int = 30
     """Below this many rows the figure is shown as too few, and alerts do not fire."""
     higher_is_worse: bool = True
-    hit: str | None = None
-    """For a rate: the condition counted in the numerator (`value` is hits / rows)."""
+    needs_ground_truth: bool = False
+    """Computed against the late ground truth (days after the workflow): its panels use hourly
+    buckets, and its figures are provisional until the truth has arrived."""
+
+    def __post_init__(self) -> None:
+        if self.kind == "rate" and self.hit is None:
+            raise ValueError(f"{self.name}: a rate needs `hit`")
+        if self.kind == "quantile" and (self.expr is None or self.q is None):
+            raise ValueError(f"{self.name}: a quantile needs `expr` and `q`")
+
+    @property
+    def value(self) -> str:
+        """Aggregate SQL giving the metric over rows already filtered by `where`."""
+        if self.kind == "rate":
+            return f"countIf({self.hit}) / nullIf(count(), 0)"
+        if self.kind == "quantile":
+            return f"quantile({self.q})({self.expr})"
+        return "count()"
+
+    @property
+    def sample(self) -> str:
+        """Aggregate SQL counting the rows the value is about (its denominator)."""
+        return "count()"
 
     def conditional(self, also: str | None = None) -> tuple[str, str]:
-        """(value, sample) as aggregates over any rows, the `where` (and `also`) folded in: for
+        """(value, sample) as aggregates over any rows, `where` (and `also`) folded in: for
         tables that put several indicators side by side, grouped by something else."""
         where = self.where if also is None else f"({self.where}) AND ({also})"
-        if self.hit is not None:
-            return f"countIf(({self.hit}) AND ({where})) / nullIf(countIf({where}), 0)", f"countIf({where})"
-        match = re.fullmatch(r"quantile\(([0-9.]+)\)\((.+)\)", self.value)
-        if match is None:
-            raise ValueError(f"{self.name} has no conditional form")
-        return f"quantileIf({match.group(1)})({match.group(2)}, {where})", f"countIf({where})"
+        sample = f"countIf({where})"
+        if self.kind == "rate":
+            return f"countIf(({self.hit}) AND ({where})) / nullIf({sample}, 0)", sample
+        if self.kind == "quantile":
+            return f"quantileIf({self.q})({self.expr}, {where})", sample
+        return sample, sample
 
     @property
     def final(self) -> str:
@@ -77,24 +109,18 @@ class Indicator:
 
 
 def _rate(name: str, title: str, description: str, hit: str, where: str, **kw: object) -> Indicator:
-    return Indicator(
-        name,
-        title,
-        description,
-        "percentunit",
-        f"countIf({hit}) / nullIf(count(), 0)",
-        "count()",
-        where,
-        hit=hit,
-        **kw,  # type: ignore[arg-type]
-    )
+    return Indicator(name, title, description, "percentunit", "rate", where, hit=hit, **kw)  # type: ignore[arg-type]
+
+
+def _quantile(name: str, title: str, description: str, q: float, expr: str, where: str) -> Indicator:
+    return Indicator(name, title, description, "ms", "quantile", where, expr=expr, q=q)
 
 
 INDICATORS: Final = {
     i.name: i
     for i in (
         # --- operations
-        Indicator("workflows", "Workflows", "Workflow instances started.", "short", "count()", higher_is_worse=False),
+        Indicator("workflows", "Workflows", "Workflow instances started.", "short", "count", higher_is_worse=False),
         _rate(
             "completion_rate",
             "Completion rate",
@@ -103,29 +129,29 @@ INDICATORS: Final = {
             "OutcomeStatus != ''",
             higher_is_worse=False,
         ),
-        Indicator(
+        _quantile(
             "end_to_end_p95_ms",
             "End-to-end time p95",
             "From ingestion to the end of the last stage, 95th centile.",
-            "ms",
-            "quantile(0.95)(dateDiff('millisecond', StartTime, EndTime))",
-            where="EndTime > StartTime",
+            0.95,
+            "dateDiff('millisecond', StartTime, EndTime)",
+            "EndTime > StartTime",
         ),
-        Indicator(
+        _quantile(
             "queue_wait_p95_ms",
             "Queue wait p95",
             "Time in the queue stage, 95th centile.",
-            "ms",
-            "quantile(0.95)(QueueMs)",
-            where="QueueMs > 0",
+            0.95,
+            "QueueMs",
+            "QueueMs > 0",
         ),
-        Indicator(
+        _quantile(
             "decision_latency_p95_ms",
             "Decision latency p95",
             "Time in the decide stage, 95th centile.",
-            "ms",
-            "quantile(0.95)(DecideMs)",
-            where="DecideMs > 0",
+            0.95,
+            "DecideMs",
+            "DecideMs > 0",
         ),
         _rate(
             "slot_fill_rate",
@@ -142,6 +168,7 @@ INDICATORS: Final = {
             "Model triage decisions less urgent than the true acuity, among those with ground truth.",
             f"{esi('DecisionValue')} > {esi('OutcomeLabel')}",
             _TRIAGE_TRUTH,
+            needs_ground_truth=True,
         ),
         _rate(
             "high_risk_miss_rate",
@@ -149,6 +176,7 @@ INDICATORS: Final = {
             "Truly ESI-1/2 patients the model placed at ESI-3 or below.",
             f"{esi('DecisionValue')} >= 3",
             f"{_TRIAGE_TRUTH} AND {esi('OutcomeLabel')} <= 2",
+            needs_ground_truth=True,
         ),
         _rate(
             "escalation_miss_rate",
@@ -157,6 +185,7 @@ INDICATORS: Final = {
             f"ReviewAction != {literal(ReviewAction.ESCALATE.value)} "
             f"AND OutcomeStatus != {literal(OutcomeStatus.ESCALATED.value)}",
             "EscalationNeeded = 1",
+            needs_ground_truth=True,
         ),
         _rate(
             "override_rate",
@@ -210,13 +239,12 @@ INDICATORS: Final = {
             f"{_MODEL} AND {_REVIEWED}",
             higher_is_worse=False,
         ),
-        Indicator(
+        _quantile(
             "review_latency_p95_ms",
             "Review latency p95",
             "Time to a clinician's review, 95th centile.",
-            "ms",
-            "quantile(0.95)(ReviewLatencyMs)",
-            "count()",
+            0.95,
+            "ReviewLatencyMs",
             "ReviewLatencyMs IS NOT NULL",
         ),
     )

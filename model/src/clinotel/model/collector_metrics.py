@@ -1,0 +1,81 @@
+"""The collector's own figures, by name and kind: what `/metrics` exposes, what
+`clinotel_collector_metrics` stores a row of every 10 seconds, what the health dashboard draws and
+what a `collector` alert rule may read. A counter's rows hold increases (sum them over a window);
+a gauge's rows hold the value as it stood (take the latest, or the maximum over a window).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+__all__ = ["METRICS", "CollectorMetric", "MetricKind"]
+
+MetricKind = Literal["counter", "gauge", "summary"]
+
+
+@dataclass(frozen=True)
+class CollectorMetric:
+    name: str
+    kind: MetricKind
+    help: str
+    label: str | None = None
+    """The label its samples carry (`reason`), if any."""
+    alertable: bool = False
+    """A `collector` alert rule may read it."""
+
+    @property
+    def over_rows(self) -> str:
+        """The aggregate of its rows over a window: increases summed, gauge values at their most."""
+        return "max(Value)" if self.kind == "gauge" else "sum(Value)"
+
+
+UP: Final = CollectorMetric(
+    "clinotel_collector_up",
+    "gauge",
+    "1 while the collector can store what it receives; 0 once its writer or its log failed (it then answers 503 "
+    "and stops).",
+)
+REQUESTS: Final = CollectorMetric("clinotel_receiver_requests_total", "counter", "OTLP requests accepted.")
+SPANS_ACCEPTED: Final = CollectorMetric(
+    "clinotel_receiver_spans_accepted_total", "counter", "Spans accepted into the log.", alertable=True
+)
+SPANS_REFUSED: Final = CollectorMetric(
+    "clinotel_receiver_spans_refused_total", "counter", "Spans refused individually, by reason.", "reason", True
+)
+REQUESTS_REFUSED: Final = CollectorMetric(
+    "clinotel_receiver_requests_refused_total", "counter", "Requests refused whole, by reason.", "reason", True
+)
+WAL_APPENDED_BYTES: Final = CollectorMetric(
+    "clinotel_wal_appended_bytes_total", "counter", "Request bytes appended to the log."
+)
+WAL_PENDING_BYTES: Final = CollectorMetric(
+    "clinotel_wal_pending_bytes", "gauge", "Acknowledged bytes not yet in ClickHouse.", alertable=True
+)
+WAL_MAX_BYTES: Final = CollectorMetric(
+    "clinotel_wal_max_bytes", "gauge", "The log's bound; past it the receiver answers 503."
+)
+WRITER_SEGMENTS: Final = CollectorMetric(
+    "clinotel_writer_segments_total", "counter", "Log segments written to ClickHouse."
+)
+WRITER_RECORDS: Final = CollectorMetric("clinotel_writer_records_total", "counter", "Requests written to ClickHouse.")
+WRITER_RETRIES: Final = CollectorMetric("clinotel_writer_retries_total", "counter", "Failed inserts retried.")
+WRITER_QUARANTINED: Final = CollectorMetric(
+    "clinotel_writer_quarantined_total", "counter", "Segments refused for good and set aside.", alertable=True
+)
+WRITER_INSERT_SECONDS: Final = CollectorMetric("clinotel_writer_insert_seconds", "summary", "Time per segment insert.")
+INGEST_FRESHNESS_SECONDS: Final = CollectorMetric(
+    "clinotel_ingest_freshness_seconds",
+    "summary",
+    "From a request's acknowledgement to its spans being queryable.",
+)
+
+METRICS: Final = {
+    m.name: m
+    for m in (
+        UP, REQUESTS, SPANS_ACCEPTED, SPANS_REFUSED, REQUESTS_REFUSED, WAL_APPENDED_BYTES, WAL_PENDING_BYTES,
+        WAL_MAX_BYTES, WRITER_SEGMENTS, WRITER_RECORDS, WRITER_RETRIES, WRITER_QUARANTINED, WRITER_INSERT_SECONDS,
+        INGEST_FRESHNESS_SECONDS,
+    )
+}  # fmt: skip
+"""Every collector figure by name, in the order `/metrics` shows them."""
