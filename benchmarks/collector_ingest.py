@@ -165,9 +165,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import clickhouse_connect
 
-    from clinotel.collector import schema
+    from clinotel.collector.readport.reader import ReadLimits
     from clinotel.collector.service import Collector, CollectorConfig
-    from clinotel.collector.sql_reader import ReadLimits
+    from clinotel.collector.store import schema
 
     work = Path(tempfile.mkdtemp(prefix="clinotel-bench-"))
     requests_file = work / "requests.bin"

@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seed_workflows, target_spans, rounds = (600, 20_000, 2) if args.quick else (20_000, args.spans, 5)
 
-    from clinotel.collector import schema
     from clinotel.collector.service import Collector, CollectorConfig
+    from clinotel.collector.store import schema
     from clinotel.collector.tokens import Tokens
     from clinotel.dashboards import build_all
     from clinotel.dashboards.check import panel_queries, panel_range

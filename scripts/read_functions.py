@@ -1,11 +1,11 @@
-"""Writes the read port's function allowlist (collector/src/clinotel/collector/read_functions.txt).
+"""Writes the read port's function allowlist (collector/src/clinotel/collector/readport/functions.txt).
 
 The list is data a person reviews: run this after upgrading chDB, read the diff, commit it. A
 function the engine gains is refused to readers until it is in the committed list. Selection:
 whole categories of pure computation, plus the named harmless functions of the catch-all
 categories; aliases are resolved by the engine at check time, so only canonical names are listed.
 
-    .venv/bin/python scripts/read_functions.py > collector/src/clinotel/collector/read_functions.txt
+    .venv/bin/python scripts/read_functions.py > collector/src/clinotel/collector/readport/functions.txt
 """
 
 from __future__ import annotations

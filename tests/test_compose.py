@@ -14,9 +14,9 @@ import pytest
 import yaml
 from compose_spec import PyCompose
 
-from clinotel.collector import schema
-from clinotel.collector.ottl import string as ottl_string
-from clinotel.collector.phi_sql import allowed_keys
+from clinotel.collector.store import schema
+from clinotel.collector.store.ottl import string as ottl_string
+from clinotel.collector.store.phi_sql import allowed_keys
 from clinotel.collector.tokens import Tokens
 from clinotel.compose import Generated, generate
 from clinotel.semconv import PHI_REGEX, Scope

@@ -111,7 +111,7 @@ def test_the_model_dashboards_and_alerts_do_not_depend_on_the_collector() -> Non
         assert "clinotel-collector" not in {_name(r) for r in project["dependencies"]}, folder
     model = tomllib.loads((REPO / "model" / "pyproject.toml").read_text())["project"]
     assert {_name(r) for r in model["dependencies"]} & {"chdb", "chdb-core", "grafanalib", "grpcio"} == set()
-    allowed = {("model/src/clinotel/model/store.py", "clinotel.collector.read_client")}
+    allowed = {("model/src/clinotel/model/store.py", "clinotel.collector.readport.client")}
     for folder in ("model/src", "dashboards/src", "alerts/src"):
         for module, names in _imports(folder).items():
             for name in names:

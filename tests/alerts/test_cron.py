@@ -18,7 +18,7 @@ from clinotel.alerts.evaluator import Evaluator
 from clinotel.alerts.lease import Lease
 from clinotel.alerts.paging import Outbox, WebhookSink
 from clinotel.alerts.rules import RulePack, load
-from clinotel.collector import schema
+from clinotel.collector.store import schema
 from clinotel.model import clinical
 from tests.alerts.test_paging import Sink
 from tests.net import free_port
@@ -189,7 +189,7 @@ def breached_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     code = (
         "import uuid, clickhouse_connect\n"
         "from datetime import UTC, datetime, timedelta\n"
-        "from clinotel.collector import schema\n"
+        "from clinotel.collector.store import schema\n"
         "from clinotel.model import clinical\n"
         f"c = clickhouse_connect.get_client(dsn='chdb://{data}')\n"
         "o = schema.SchemaOptions()\n"

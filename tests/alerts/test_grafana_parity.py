@@ -17,8 +17,8 @@ from clinotel.alerts.export import DATASOURCE_ERROR_RULE, THRESHOLD, grafana_rul
 from clinotel.alerts.paging import Outbox
 from clinotel.alerts.queries import observe
 from clinotel.alerts.rules import Comparison, Kind, Override, Rule, RulePack, load
-from clinotel.collector import schema
 from clinotel.collector.service import Collector
+from clinotel.collector.store import schema
 from clinotel.dashboards.macros import TimeRange, expand
 from tests.alerts import grafana_eval
 from tests.collector.fixtures import WRITE_TOKEN

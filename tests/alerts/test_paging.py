@@ -20,7 +20,7 @@ from clinotel.alerts.evaluator import Evaluator
 from clinotel.alerts.local_alertmanager import LocalAlertmanager, find_binary
 from clinotel.alerts.paging import AlertmanagerSink, Outbox, PagerDutySink, WebhookSink
 from clinotel.alerts.rules import RulePack, load
-from clinotel.collector import schema
+from clinotel.collector.store import schema
 from clinotel.model import clinical
 
 RULES = """rules:

@@ -1,6 +1,6 @@
 """A Native-format reader for the tests, written from the protocol as clients read it (clickhouse-go's
 `lib/proto/block.go` and column readers, clickhouse-connect's native reader), independent of
-`clinotel.collector.native`: it parses type *names*, reads a block-info header and a serialization
+`clinotel.collector.readport.native`: it parses type *names*, reads a block-info header and a serialization
 byte where the revision says a client expects them, and fails on any byte left over or missing.
 """
 

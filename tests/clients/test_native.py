@@ -1,4 +1,4 @@
-"""Native for a client's protocol revision: the engine's output, rewritten by `clinotel.collector.native`,
+"""Native for a client's protocol revision: the engine's output, rewritten by `clinotel.collector.readport.native`,
 read back by the independent decoder in `native_decoder` as a client of that revision reads it, must
 carry the same values and the type names a ClickHouse server sends."""
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from clinotel.collector import native
-from clinotel.collector.sql_reader import ClickHouseError
+from clinotel.collector.readport import native
+from clinotel.collector.readport.reader import ClickHouseError
 from tests.clients.native_decoder import DecodeError, decode, parse_type, rows, strip_low_cardinality
 
 # One column per layout a dashboard or client meets, with NULLs, empty and repeated values.

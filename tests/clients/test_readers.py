@@ -16,8 +16,8 @@ from typing import Any
 import clickhouse_connect
 import pytest
 
-from clinotel.collector import schema
 from clinotel.collector.service import Collector
+from clinotel.collector.store import schema
 from tests.clients.conftest import missing, run_node
 from tests.clients.native_decoder import decode, rows
 from tests.collector.fixtures import OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from clinotel.collector import schema
 from clinotel.collector.service import Collector
+from clinotel.collector.store import schema
 from tests.clients.conftest import missing, run_node
 from tests.collector.fixtures import WRITE_TOKEN
 from tests.collector.otlp_clients import plain_request

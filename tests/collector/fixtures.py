@@ -14,8 +14,9 @@ from typing import Any
 import clickhouse_connect
 import pytest
 
-from clinotel.collector import ingest, schema
 from clinotel.collector.service import Collector, CollectorConfig
+from clinotel.collector.store import pipeline as ingest
+from clinotel.collector.store import schema
 from clinotel.collector.tokens import Tokens
 from clinotel.model.sql import literal
 

@@ -9,7 +9,9 @@ from typing import Any
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 import clinotel.instrumentation as ct
-from clinotel.collector import ingest, otlp_proto, schema
+from clinotel.collector.log import record as otlp_proto
+from clinotel.collector.store import pipeline as ingest
+from clinotel.collector.store import schema
 from clinotel.instrumentation.testing import capture
 from clinotel.model import clinical
 from tests.conftest import FakeClock

@@ -15,7 +15,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from clinotel.collector import ingest, otlp_proto, phi_sql, schema
+from clinotel.collector.log import record as otlp_proto
+from clinotel.collector.store import phi_sql, schema
+from clinotel.collector.store import pipeline as ingest
 from clinotel.model.sql import literal
 from clinotel.semconv import REDACTED, scrub
 from tests.instrumentation.phi_corpus import PHI_CORPUS, leaks

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import pytest
 
-from clinotel.collector.listen import ListenError
+from clinotel.collector.net.listen import ListenError
 from clinotel.collector.service import Collector, CollectorConfig, ConfigError
 
 
@@ -67,8 +67,8 @@ def test_a_grpc_server_sharing_its_port_by_so_reuseport_is_not_joined(tmp_path: 
 
 
 def test_a_collector_s_grpc_port_cannot_be_shared_by_a_second_one(tmp_path: Path) -> None:
-    from clinotel.collector.otlp_grpc import OtlpGrpcServer
-    from clinotel.collector.receiver import TraceReceiver
+    from clinotel.collector.receiver.export import TraceReceiver
+    from clinotel.collector.receiver.grpc import OtlpGrpcServer
 
     receiver = TraceReceiver(None)
     first = OtlpGrpcServer("127.0.0.1", 0, receiver, lambda token: None)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from clinotel.collector import schema
-from clinotel.collector.migrations import frozen
+from clinotel.collector.store import schema
+from clinotel.collector.store.migrations import frozen
 from clinotel.model import clinical
 
 

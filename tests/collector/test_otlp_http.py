@@ -18,8 +18,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from clinotel.collector import schema
 from clinotel.collector.service import Collector, CollectorConfig, ConfigError
+from clinotel.collector.store import schema
 from tests.collector.fixtures import METRICS_TOKEN, OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN
 from tests.collector.otlp_clients import plain_request, post, send_workflows
 

@@ -12,12 +12,12 @@ from typing import Any
 import grpc
 import pytest
 
-from clinotel.collector import schema
-from clinotel.collector.otlp_proto import frame
+from clinotel.collector.log.record import frame
+from clinotel.collector.log.wal import LogInUseError, LogOwnedError, WriteAheadLog, owner_of
 from clinotel.collector.service import Collector, CollectorConfig, ConfigError
-from clinotel.collector.store import STORE_RECORD, recorded_log, store_id
+from clinotel.collector.store import schema
+from clinotel.collector.store.embedded import STORE_RECORD, recorded_log, store_id
 from clinotel.collector.tokens import Tokens
-from clinotel.collector.wal import LogInUseError, LogOwnedError, WriteAheadLog, owner_of
 from tests.collector.fixtures import OPERATOR_TOKEN, WRITE_TOKEN
 from tests.collector.otlp_clients import exchange, plain_request, post
 

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from clinotel.cli import main
-from clinotel.collector import schema
-from clinotel.collector.read_client import open_embedded
-from clinotel.collector.sql_reader import ClickHouseError
+from clinotel.collector.readport.client import open_embedded
+from clinotel.collector.readport.reader import ClickHouseError
+from clinotel.collector.store import schema
 from clinotel.model import clinical
 from tests.net import free_port
 
@@ -76,7 +76,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     code = (
         "import uuid, clickhouse_connect\n"
         "from datetime import UTC, datetime\n"
-        "from clinotel.collector import schema\n"
+        "from clinotel.collector.store import schema\n"
         "from clinotel.model import clinical\n"
         f"c = clickhouse_connect.get_client(dsn='chdb://{data}')\n"
         "o = schema.SchemaOptions()\n"
@@ -196,7 +196,7 @@ def test_a_store_on_a_read_only_mount_says_so_and_suggests_a_server(read_only_co
 def test_query_through_a_server_refuses_writes_even_with_a_writer_s_credentials(
     client: Any, options: schema.SchemaOptions
 ) -> None:
-    from clinotel.collector.read_client import check_read
+    from clinotel.collector.readport.client import check_read
 
     _workflows(client, options)
     table = options.name(clinical.WORKFLOWS)

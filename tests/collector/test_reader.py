@@ -18,8 +18,8 @@ import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from clinotel.collector import schema
 from clinotel.collector.service import Collector
+from clinotel.collector.store import schema
 from clinotel.model import clinical
 from tests.collector.fixtures import OPERATOR_TOKEN, OTHER_READ_TOKEN, OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN
 from tests.collector.otlp_clients import exchange, send_workflows

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from clinotel.cli import cli
-from clinotel.collector import schema
+from clinotel.collector.store import schema
 
 
 def test_apply_is_idempotent_and_records_versions(client: Any, options: schema.SchemaOptions) -> None:
@@ -74,7 +74,7 @@ def test_schema_command_shows_and_applies(tmp_path: Path) -> None:
 
 
 def test_schema_proto_for_a_servers_format_schemas(tmp_path: Path) -> None:
-    from clinotel.collector.ingest import Pipeline
+    from clinotel.collector.store.pipeline import Pipeline
 
     pipeline = Pipeline.for_options(schema.SchemaOptions())
     written = CliRunner().invoke(cli, ["schema", "proto", "--out", str(tmp_path)])

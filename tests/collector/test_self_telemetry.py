@@ -3,8 +3,8 @@ counts; readable by operators, not by a tenant's reader."""
 
 from __future__ import annotations
 
-from clinotel.collector import schema
 from clinotel.collector.service import Collector
+from clinotel.collector.store import schema
 from tests.collector.fixtures import OPERATOR_TOKEN, READ_TOKEN
 from tests.collector.otlp_clients import plain_request, post
 from tests.collector.test_reader import _get

@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 
-from clinotel.collector import ingest, schema
-from clinotel.collector.receiver import Limits, TraceReceiver
+from clinotel.collector.log.wal import WriteAheadLog
+from clinotel.collector.receiver.export import Limits, TraceReceiver
 from clinotel.collector.service import Collector, CollectorConfig
-from clinotel.collector.store import StoreError
+from clinotel.collector.store import pipeline as ingest
+from clinotel.collector.store import schema
+from clinotel.collector.store.embedded import StoreError
+from clinotel.collector.store.segments import ServerSegments
 from clinotel.collector.tokens import Tokens
-from clinotel.collector.wal import WriteAheadLog
 from clinotel.collector.writer import SegmentWriter
 from tests.collector.fixtures import OPERATOR_TOKEN
 from tests.collector.otlp_clients import exchange, plain_request, send_workflows
@@ -45,7 +47,7 @@ def test_server_mode_sends_segments_as_the_insert_body(
     server_mode: Collector, client: Any, options: schema.SchemaOptions
 ) -> None:
     assert server_mode.writer is not None
-    assert server_mode.writer.transport == "body"
+    assert isinstance(server_mode.writer.store, ServerSegments)
     assert server_mode.http is not None
     send_workflows(f"http://127.0.0.1:{server_mode.http.port}", "http/protobuf", 20)
     server_mode.writer.drain()
@@ -109,7 +111,7 @@ def test_segment_bodies_with_the_proto_as_a_file(client: Any, options: schema.Sc
     pipeline = ingest.install(client, options)
     wal = WriteAheadLog(tmp_path / "wal", segment_bytes=1 << 20, max_age_s=0.05)
     proto = str(pipeline.write_proto(tmp_path / "format_schemas"))
-    writer = SegmentWriter(wal, client, pipeline, "body", proto)
+    writer = SegmentWriter(wal, ServerSegments(client, pipeline, proto))
     receiver = TraceReceiver(wal, Limits(1 << 20))
     receiver.export(plain_request(5), content_type="application/x-protobuf", tenant="st-marys")
     wal.flush()

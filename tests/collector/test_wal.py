@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from clinotel.collector.otlp_proto import frame
-from clinotel.collector.wal import (
+from clinotel.collector.log.record import frame
+from clinotel.collector.log.wal import (
     LogFullError,
     LogInUseError,
     LogLostError,
@@ -119,7 +119,7 @@ def test_a_log_held_by_another_process_is_refused_with_who_holds_it(tmp_path: Pa
     code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from clinotel.collector.wal import WriteAheadLog\n"
+        "from clinotel.collector.log.wal import WriteAheadLog\n"
         f"w = WriteAheadLog(Path({str(tmp_path)!r}), owner='chdb:///a#clinotel', holder={{'read': 'http://h:1'}})\n"
         "print('held', flush=True)\n"
         "sys.stdin.read()\n"

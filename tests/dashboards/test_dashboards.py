@@ -15,8 +15,8 @@ import yaml
 from click.testing import CliRunner
 
 import clinotel.instrumentation as ct
-from clinotel.collector import schema
 from clinotel.collector.service import Collector
+from clinotel.collector.store import schema
 from clinotel.dashboards import build_all
 from clinotel.dashboards._grafana import DATASOURCE_UID, PLUGIN_TYPE, SCHEMA_VERSION
 from clinotel.dashboards.check import panel_queries, run

@@ -21,8 +21,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from clinotel.collector import schema
 from clinotel.collector.service import Collector, CollectorConfig
+from clinotel.collector.store import schema
 from clinotel.collector.tokens import Tokens
 from clinotel.model.sql import literal
 from tests.collector.fixtures import (

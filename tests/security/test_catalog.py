@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from clinotel.collector import read_allowlist
+from clinotel.collector.readport import allowlist as read_allowlist
 from tests.security.conftest import Arena, assert_refused
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from clinotel.collector import schema
-from clinotel.collector.sql_reader import ClickHouseError, ReadLimits, SqlReader
+from clinotel.collector.readport.reader import ClickHouseError, ReadLimits, SqlReader
+from clinotel.collector.store import schema
 from clinotel.collector.tokens import TokenError, Tokens
 from tests.collector.fixtures import METRICS_TOKEN, OPERATOR_TOKEN, OTHER_READ_TOKEN, OTHER_TOKEN, READ_TOKEN
 from tests.security.conftest import Arena, assert_refused, assert_reveals_nothing

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from clinotel.collector import schema
+from clinotel.collector.store import schema
 from tests.security.conftest import ATTACKER, Arena, assert_refused, assert_reveals_nothing
 
 WRITE = f"INSERT INTO {schema.TRACES} (SpanName) SELECT 'smuggled'"

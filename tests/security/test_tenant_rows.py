@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from clinotel.collector import schema
+from clinotel.collector.store import schema
 from clinotel.model import clinical
 from tests.security.conftest import ATTACKER, MARKER, Arena, assert_refused, assert_reveals_nothing
 

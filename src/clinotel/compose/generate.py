@@ -98,7 +98,7 @@ def _tokens(env: dict[str, str]) -> str:
 def otelcol_config() -> dict[str, Any]:
     """The contrib collector's configuration: OTLP in, the allowlist and PHI rules as OTTL, the
     ClickHouse exporter into clinotel's tables (which it must not create)."""
-    from clinotel.collector.ottl import transform_processor
+    from clinotel.collector.store.ottl import transform_processor
     from clinotel.model.tables import TRACES
 
     return {

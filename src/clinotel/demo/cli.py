@@ -43,7 +43,7 @@ def _fresh_store(out: Path, data_dir: Path, wal_dir: Path, force: bool) -> None:
     """Each run starts from an empty store, so one seed gives one set of figures: a store left by
     an earlier run is refused, or with `--force` removed when that run was a demo's (OUT's marker
     names it); any other store is never touched."""
-    from clinotel.collector.store import holder_pid
+    from clinotel.collector.store.embedded import holder_pid
 
     if _is_empty(data_dir) and _is_empty(wal_dir):
         return
@@ -109,7 +109,7 @@ def demo(
     (OUT/report.html), and the alert rules are replayed over the simulated hours, paging through a
     Prometheus Alertmanager on loopback when one is installed, else a local webhook sink.
     """
-    from clinotel.collector.store import default_wal_dir
+    from clinotel.collector.store.embedded import default_wal_dir
     from clinotel.demo.pipeline import sim_range, start_collector
 
     console = Console()
@@ -209,7 +209,7 @@ def _run_services(console: Console, scenario: Scenario, collector: Any, base_ns:
 
 def _stored_by_service(collector: Any) -> dict[str, dict[str, object]]:
     """Spans stored per service instance, as the collector received them."""
-    from clinotel.collector import schema
+    from clinotel.collector.store import schema
 
     rows = collector.client.query(
         f"SELECT ResourceAttributes['service.instance.id'] AS instance, any(ServiceName), count() "

@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
-from clinotel.collector import schema as schema_module
-from clinotel.collector.listen import MAX_PORT
-from clinotel.collector.store import StoreError, connect
+from clinotel.collector.net.listen import MAX_PORT
+from clinotel.collector.store import schema as schema_module
+from clinotel.collector.store.embedded import StoreError, connect
 from clinotel.model.store import open_reading_store, reading_store
 
 __all__ = ["query", "schema", "serve"]
@@ -61,7 +61,7 @@ def show(
     if tenant_readers is None:
         click.echo(schema_module.render(options), nl=False)
         return
-    from clinotel.collector.server_readers import ServerReadersError, render
+    from clinotel.collector.readport.server_readers import ServerReadersError, render
     from clinotel.collector.tokens import TokenError, Tokens
 
     tenants = [t.strip() for t in tenant_readers.split(",") if t.strip()]
@@ -110,7 +110,7 @@ def apply_command(
 def proto(out: Path | None) -> None:
     """The .proto the collector reads its log segments with. A ClickHouse server without the
     setting format_schema_source needs it in its format_schemas directory, under this name."""
-    from clinotel.collector.ingest import Pipeline
+    from clinotel.collector.store.pipeline import Pipeline
 
     pipeline = Pipeline.for_options(schema_module.SchemaOptions())
     if out is None:
@@ -206,11 +206,11 @@ def serve(
     import signal
     import threading
 
-    from clinotel.collector.ingest import IngestSetupError
-    from clinotel.collector.listen import ListenError
+    from clinotel.collector.log.wal import LogInUseError, LogOwnedError
+    from clinotel.collector.net.listen import ListenError
     from clinotel.collector.service import Collector, CollectorConfig, ConfigError
+    from clinotel.collector.store.pipeline import IngestSetupError
     from clinotel.collector.tokens import TokenError, Tokens
-    from clinotel.collector.wal import LogInUseError, LogOwnedError
 
     # everything the command line says is checked before anything is bound or created
     if data_dir is not None and clickhouse_url is not None:
@@ -236,7 +236,7 @@ def serve(
             wal_max_bytes=wal_max_mb << 20,
         )
         if clickhouse_url is not None:
-            from clinotel.collector.store import dsn_for
+            from clinotel.collector.store.embedded import dsn_for
 
             dsn_for(None, clickhouse_url)
         config.validate()
@@ -354,9 +354,9 @@ def query(sql: str, server: str | None, data_dir: Path | None, database: str, fm
     (anything but a read is refused)."""
     from clickhouse_connect.driver.exceptions import Error as DriverError
 
-    from clinotel.collector.read_client import check_read
-    from clinotel.collector.sql_reader import ClickHouseError
-    from clinotel.collector.store import error_line
+    from clinotel.collector.readport.client import check_read
+    from clinotel.collector.readport.reader import ClickHouseError
+    from clinotel.collector.store.embedded import error_line
 
     client = open_reading_store(server, data_dir, database)
     try:

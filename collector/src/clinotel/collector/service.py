@@ -19,15 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from clinotel.collector import ingest, metrics, schema
-from clinotel.collector.clickhouse_http import ClickHouseHttpServer, Credentials, ReaderAccess
-from clinotel.collector.listen import MAX_PORT
-from clinotel.collector.otlp_grpc import OtlpGrpcServer
-from clinotel.collector.otlp_http import OtlpHttpServer, is_loopback
-from clinotel.collector.receiver import DEFAULT_MAX_REQUEST_BYTES, Limits, TraceReceiver
-from clinotel.collector.self_telemetry import MetricsRecorder
-from clinotel.collector.sql_reader import ClickHouseError, ReadLimits, SqlReader
-from clinotel.collector.store import (
+from clinotel.collector.log.wal import LogLostError, WriteAheadLog, owner_of, pending_segments
+from clinotel.collector.net.listen import MAX_PORT
+from clinotel.collector.readport.http import ClickHouseHttpServer, Credentials, ReaderAccess
+from clinotel.collector.readport.reader import ClickHouseError, ReadLimits, SqlReader
+from clinotel.collector.receiver.export import DEFAULT_MAX_REQUEST_BYTES, Limits, TraceReceiver
+from clinotel.collector.receiver.grpc import OtlpGrpcServer
+from clinotel.collector.receiver.http import OtlpHttpServer, is_loopback
+from clinotel.collector.store import pipeline as ingest
+from clinotel.collector.store import schema
+from clinotel.collector.store.embedded import (
     DEFAULT_DATA_DIR,
     check_embedded,
     connect,
@@ -37,8 +38,10 @@ from clinotel.collector.store import (
     recorded_log,
     store_id,
 )
+from clinotel.collector.store.segments import EmbeddedSegments, SegmentStore, ServerSegments
+from clinotel.collector.telemetry import metrics
+from clinotel.collector.telemetry.recorder import MetricsRecorder
 from clinotel.collector.tokens import ALL_TENANTS, Grant, Tokens
-from clinotel.collector.wal import LogLostError, WriteAheadLog, owner_of, pending_segments
 from clinotel.collector.writer import SegmentWriter
 
 __all__ = ["Collector", "CollectorConfig", "ConfigError"]
@@ -243,12 +246,12 @@ class Collector:
         replay = self.wal.sealed_count
         if replay:
             logger.info("replaying %d segment(s) left in the write-ahead log", replay)
-        if embedded:
-            proto = str(pipeline.write_proto(wal_dir))
-            self.writer = SegmentWriter(self.wal, client, pipeline, "file", proto, on_failure=self.fail)
-        else:
-            schema_file = ingest.server_schema(client, pipeline)
-            self.writer = SegmentWriter(self.wal, client, pipeline, "body", schema_file, on_failure=self.fail)
+        segments: SegmentStore = (
+            EmbeddedSegments(client, pipeline, str(pipeline.write_proto(wal_dir)))
+            if embedded
+            else ServerSegments(client, pipeline, ingest.server_schema(client, pipeline))
+        )
+        self.writer = SegmentWriter(self.wal, segments, on_failure=self.fail)
         if cfg.metrics_interval_s is not None:
             assert self.http is not None
             instance = f"{socket.gethostname()}:{self.http.port}"

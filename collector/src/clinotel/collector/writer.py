@@ -16,19 +16,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Final
 
-from clinotel.collector import ingest
-from clinotel.collector.wal import LogLostError, Segment, WriteAheadLog
+from clinotel.collector.log.wal import LogLostError, Segment, WriteAheadLog
+from clinotel.collector.store.segments import SegmentStore
 from clinotel.model.threads import guarded
 
-__all__ = ["SegmentWriter", "Transport", "WriterStats"]
+__all__ = ["SegmentWriter", "WriterStats"]
 
 logger: Final = logging.getLogger("clinotel.collector")
-
-Transport = Literal["file", "body"]
-"""How a segment reaches ClickHouse: the engine reads the file (embedded store), or the segment's
-bytes are the INSERT's body (a server)."""
 
 MAX_REFUSALS: Final = 3
 BACKOFF_S: Final = (0.1, 0.5, 1.0, 2.0, 5.0)
@@ -62,35 +58,16 @@ class WriterStats:
                 del samples[:50_000]
 
 
-def _is_refusal(exc: Exception) -> bool:
-    """True when ClickHouse ran the statement and refused it (not a connection failure)."""
-    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
-
-    return isinstance(exc, DatabaseError) and not isinstance(exc, OperationalError)
-
-
 class SegmentWriter:
     """Moves sealed segments from the log into `otel_traces`."""
 
     def __init__(
-        self,
-        wal: WriteAheadLog,
-        client: Any,
-        pipeline: ingest.Pipeline,
-        transport: Transport = "file",
-        schema_file: str | None = None,
-        on_failure: Callable[[str], None] | None = None,
+        self, wal: WriteAheadLog, store: SegmentStore, on_failure: Callable[[str], None] | None = None
     ) -> None:
-        """`schema_file`: the .proto file the engine reads (needed with the `file` transport);
-        None sends it inline with each INSERT. `on_failure` hears why the thread stopped, if it
-        ever stops by itself."""
-        if transport == "file" and schema_file is None:
-            raise ValueError("the file transport needs the .proto as a file (Pipeline.write_proto)")
+        """`store` says how a segment reaches ClickHouse (`clinotel.collector.store.segments`);
+        `on_failure` hears why the thread stopped, if it ever stops by itself."""
         self.wal = wal
-        self.client = client
-        self.pipeline = pipeline
-        self.transport = transport
-        self.schema_file = schema_file
+        self.store = store
         self.stats = WriterStats()
         self._stop = threading.Event()
         # One segment in flight at a time, whoever writes it (the thread or a drain): a segment
@@ -104,15 +81,7 @@ class SegmentWriter:
     def write(self, segment: Segment) -> None:
         """Insert one segment; raises what ClickHouse raised."""
         started = time.perf_counter()
-        if self.transport == "file":
-            assert self.schema_file is not None
-            self.client.command(
-                self.pipeline.insert_from_file(str(segment.path.resolve()), segment.token, self.schema_file)
-            )
-        else:
-            settings = self.pipeline.settings(segment.token, self.schema_file)
-            with segment.path.open("rb") as body:
-                self.client.raw_insert(self.pipeline.table, None, body, settings=settings, fmt="Protobuf")
+        self.store.insert(segment)
         self.stats.observe(time.perf_counter() - started, segment)
         self.stats.segments += 1
         self.stats.records += segment.records
@@ -154,7 +123,7 @@ class SegmentWriter:
                         f"segment {segment.path} vanished before it was stored: the log directory changed under "
                         "this collector"
                     ) from e
-                if _is_refusal(e):
+                if self.store.is_refusal(e):
                     refusals += 1
                     if refusals >= MAX_REFUSALS:
                         target = self.wal.quarantine(segment, f"{type(e).__name__}: {e}")

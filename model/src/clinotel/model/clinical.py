@@ -10,7 +10,7 @@ materialized views, so any OTLP pipeline that fills `otel_traces` fills them too
 
 Every column name here is the one dashboards and alerts use; every attribute key comes from
 `clinotel.semconv`. This is the model; the tables' DDL is in the collector's frozen migrations
-(`clinotel.collector.migrations`), and a test compares the two, so a column added here needs a
+(`clinotel.collector.store.migrations`), and a test compares the two, so a column added here needs a
 migration.
 """
 

@@ -121,7 +121,7 @@ def open_reading_store(server: str | None, data_dir: Path | None, database: str 
         if server is not None:
             return connect_server(server, database)
         try:
-            from clinotel.collector.read_client import open_embedded
+            from clinotel.collector.readport.client import open_embedded
         except ImportError:
             raise StoreError(
                 "reading a data directory needs clinotel-collector installed (or read through --server URL)"

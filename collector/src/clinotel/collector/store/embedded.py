@@ -133,7 +133,7 @@ def holder_pid(data_dir: Path) -> int | None:
 
 def _read_address(data_dir: Path, database: str) -> str | None:
     """The read address a running collector on this store announced in its log's lock."""
-    from clinotel.collector.wal import holder_of
+    from clinotel.collector.log.wal import holder_of
 
     log = recorded_log(data_dir, database)
     info = holder_of(log) if log is not None else None

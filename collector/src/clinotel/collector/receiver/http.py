@@ -12,25 +12,16 @@ from typing import Final
 from google.protobuf import json_format
 from google.rpc import status_pb2
 
-from clinotel.collector.http_body import BodyError, read_body
-from clinotel.collector.http_thread import QuietHTTPServer, ServerThread, bind
-from clinotel.collector.receiver import JSON, PROTOBUF, RefusedError, TraceReceiver, too_large
+from clinotel.collector.errors import GRPC_CODES, RefusedError
+from clinotel.collector.net.body import BodyError, read_body
+from clinotel.collector.net.server import QuietHTTPServer, ServerThread, bind
+from clinotel.collector.receiver.export import JSON, PROTOBUF, TraceReceiver
 from clinotel.collector.tokens import Grant
 
-__all__ = ["GRPC_CODES", "OtlpHttpServer", "is_loopback"]
+__all__ = ["OtlpHttpServer", "is_loopback"]
 
 logger: Final = logging.getLogger("clinotel.collector")
 
-GRPC_CODES: Final = {
-    "OK": 0,
-    "INVALID_ARGUMENT": 3,
-    "RESOURCE_EXHAUSTED": 8,
-    "UNIMPLEMENTED": 12,
-    "UNAVAILABLE": 14,
-    "UNAUTHENTICATED": 16,
-    "PERMISSION_DENIED": 7,
-    "INTERNAL": 13,
-}
 TRACES_PATH: Final = "/v1/traces"
 _DRAIN_FACTOR: Final = 4
 """An oversized body up to this many times the limit is read and discarded before the 413, so
@@ -87,13 +78,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         if self.path.split("?")[0] != TRACES_PATH:
-            self._status(
-                RefusedError(404, "UNIMPLEMENTED", "not_found", f"no OTLP endpoint at {self.path}"), close=True
-            )
+            self._status(RefusedError("not_found", f"no OTLP endpoint at {self.path}"), close=True)
             return
         grant = self.server.authenticate(_bearer(self.headers.get("Authorization")))
         if grant is None or grant.role != "write":
-            refused = RefusedError(401, "UNAUTHENTICATED", "unauthenticated", "a write token is required (Bearer)")
+            refused = RefusedError("unauthenticated", "a write token is required (Bearer)")
             self.server.receiver.stats.count_refused("unauthenticated")
             self._status(refused, close=True)
             return
@@ -103,12 +92,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.rfile, self.headers, limit, drain=_DRAIN_FACTOR * limit, http10=self.request_version == "HTTP/1.0"
             )
         except BodyError as e:
-            if e.status == 411:
-                refused = RefusedError(411, "INVALID_ARGUMENT", e.reason, e.message)
-            elif e.status == 413:
-                refused = too_large(e.message)
-            else:
-                refused = RefusedError(e.status, "INVALID_ARGUMENT", e.reason, e.message)
+            refused = RefusedError(e.reason, e.message)
             if e.status != 411:
                 self.server.receiver.stats.count_refused(e.reason)
             self._status(refused, close=True)
@@ -125,7 +109,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         except Exception:  # a bug must answer, not drop the connection: the client retries 5xx
             logger.exception("OTLP/HTTP export failed")
-            self._status(RefusedError(500, "INTERNAL", "internal", "internal error"), close=True)
+            self._status(RefusedError("internal", "internal error"), close=True)
             return
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", result.content_type)

@@ -29,15 +29,15 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from clinotel.collector import otlp_proto
-from clinotel.collector.wal import LogFullError, LogLostError, WriteAheadLog
+from clinotel.collector.errors import RefusedError
+from clinotel.collector.log import record as otlp_proto
+from clinotel.collector.log.wal import LogFullError, LogLostError, WriteAheadLog
 
 __all__ = [
     "CONTENT_TYPES",
     "ExportResult",
     "Limits",
     "ReceiverStats",
-    "RefusedError",
     "TraceReceiver",
 ]
 
@@ -45,31 +45,18 @@ PROTOBUF: Final = "application/x-protobuf"
 JSON: Final = "application/json"
 CONTENT_TYPES: Final = (PROTOBUF, JSON)
 DEFAULT_MAX_REQUEST_BYTES: Final = 64 << 20  # the spec's recommended limit, after decompression
-RETRY_AFTER_S: Final = 5
-
-
-class RefusedError(Exception):
-    """A request refused whole, with its HTTP status and gRPC code."""
-
-    def __init__(self, http_status: int, grpc_code: str, reason: str, message: str, retry_after: int | None = None):
-        super().__init__(message)
-        self.http_status = http_status
-        self.grpc_code = grpc_code
-        self.reason = reason
-        self.message = message
-        self.retry_after = retry_after
 
 
 def bad_request(message: str) -> RefusedError:
-    return RefusedError(400, "INVALID_ARGUMENT", "malformed", message)
+    return RefusedError("malformed", message)
 
 
 def too_large(message: str) -> RefusedError:
-    return RefusedError(413, "RESOURCE_EXHAUSTED", "too_large", message)
+    return RefusedError("too_large", message)
 
 
 def unavailable(reason: str, message: str) -> RefusedError:
-    return RefusedError(503, "UNAVAILABLE", reason, message, retry_after=RETRY_AFTER_S)
+    return RefusedError(reason, message)
 
 
 @dataclass(frozen=True)
@@ -110,9 +97,7 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
             raise too_large(f"request of {len(body):,} bytes is over the {limit:,}-byte limit")
         return body
     if encoding != "gzip":
-        raise RefusedError(
-            415, "INVALID_ARGUMENT", "unsupported_encoding", f"unsupported Content-Encoding {encoding!r}"
-        )
+        raise RefusedError("unsupported_encoding", f"unsupported Content-Encoding {encoding!r}")
     inflater = zlib.decompressobj(wbits=31)
     try:
         out = inflater.decompress(body, limit + 1)
@@ -173,9 +158,7 @@ def decode(body: bytes, content_type: str) -> ExportTraceServiceRequest:
         except (json_format.ParseError, binascii.Error, TypeError, ValueError) as e:
             raise bad_request(f"invalid OTLP/JSON: {e}") from None
         return request
-    raise RefusedError(
-        415, "INVALID_ARGUMENT", "unsupported_media_type", f"Content-Type must be {PROTOBUF} or {JSON}, not {media!r}"
-    )
+    raise RefusedError("unsupported_media_type", f"Content-Type must be {PROTOBUF} or {JSON}, not {media!r}")
 
 
 def _refuse_invalid_spans(request: ExportTraceServiceRequest) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from clinotel.collector import read_allowlist as allow
+from clinotel.collector.readport import allowlist as allow
 from clinotel.model.sql import identifier
 
 __all__ = [

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from clinotel.collector import schema
-from clinotel.collector.metrics import Family
+from clinotel.collector.store import schema
+from clinotel.collector.telemetry.metrics import Family
 from clinotel.model.threads import guarded
 
 __all__ = ["COLUMNS", "MetricsRecorder"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from clinotel.collector.migrations import DataStep, baseline, frozen
+from clinotel.collector.store.migrations import DataStep, baseline, frozen
 from clinotel.model.sql import identifier, literal
 from clinotel.model.tables import (
     ALERT_EVENT_COLUMNS,
@@ -140,7 +140,7 @@ def render(o: SchemaOptions) -> str:
         parts.extend(s + ";" for s in m.statements)
         if m.run is not None:
             parts.append("-- (a data migration: `clinotel schema apply` runs it; it reads the store to decide)")
-    from clinotel.collector.ingest import Pipeline
+    from clinotel.collector.store.pipeline import Pipeline
 
     parts.append("-- ingest pipeline of this collector version (`clinotel serve` creates it where missing)")
     parts.extend(s + ";" for s in Pipeline.for_options(o).statements())

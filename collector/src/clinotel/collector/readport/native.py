@@ -48,7 +48,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from clinotel.collector.sql_reader import ClickHouseError
+from clinotel.collector.readport.reader import ClickHouseError
 
 __all__ = [
     "BINARY_TYPES_SETTING",

@@ -25,11 +25,12 @@ from http.server import BaseHTTPRequestHandler
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
-from clinotel.collector import native
-from clinotel.collector.http_body import BodyError, read_body
-from clinotel.collector.http_thread import QuietHTTPServer, ServerThread, bind
-from clinotel.collector.receiver import RefusedError, decompress
-from clinotel.collector.sql_reader import ClickHouseError, ReadResult, SqlReader, content_type
+from clinotel.collector.errors import RefusedError
+from clinotel.collector.net.body import BodyError, read_body
+from clinotel.collector.net.server import QuietHTTPServer, ServerThread, bind
+from clinotel.collector.readport import native
+from clinotel.collector.readport.reader import ClickHouseError, ReadResult, SqlReader, content_type
+from clinotel.collector.receiver.export import decompress
 
 __all__ = ["ClickHouseHttpServer", "Credentials", "ReaderAccess"]
 

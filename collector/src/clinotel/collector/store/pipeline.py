@@ -15,10 +15,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Final
 
-from clinotel.collector import otlp_proto
-from clinotel.collector.otlp_proto import ONEOF_NAME, PROTO_MESSAGE
-from clinotel.collector.phi_sql import attribute_map, scrub_sql
-from clinotel.collector.schema import TRACES, TRACES_INSERT_COLUMNS, SchemaOptions
+from clinotel.collector.log import record as otlp_proto
+from clinotel.collector.log.record import ONEOF_NAME, PROTO_MESSAGE
+from clinotel.collector.store.phi_sql import attribute_map, scrub_sql
+from clinotel.collector.store.schema import TRACES, TRACES_INSERT_COLUMNS, SchemaOptions
 from clinotel.model.sql import identifier, literal
 from clinotel.semconv import Scope
 from clinotel.semconv import attributes as A

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from clinotel.collector.receiver import ReceiverStats
-from clinotel.collector.wal import WriteAheadLog
+from clinotel.collector.log.wal import WriteAheadLog
+from clinotel.collector.receiver.export import ReceiverStats
 from clinotel.collector.writer import WriterStats
 from clinotel.model import collector_metrics as M
 from clinotel.model.collector_metrics import CollectorMetric, MetricKind

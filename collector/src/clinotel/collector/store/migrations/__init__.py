@@ -44,7 +44,7 @@ _SINGLE_ONLY: Final = "-- single node only\n"
 
 
 class Options(Protocol):
-    """What a rendering needs of the deployment (clinotel.collector.schema.SchemaOptions fits)."""
+    """What a rendering needs of the deployment (clinotel.collector.store.schema.SchemaOptions fits)."""
 
     @property
     def database(self) -> str: ...

@@ -19,9 +19,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from clinotel.collector import read_guard, schema
-from clinotel.collector.sql_reader import ClickHouseError, ReadLimits, SqlReader
-from clinotel.collector.store import StoreError, check_embedded
+from clinotel.collector.readport import guard as read_guard
+from clinotel.collector.readport.reader import ClickHouseError, ReadLimits, SqlReader
+from clinotel.collector.store import schema
+from clinotel.collector.store.embedded import StoreError, check_embedded
 
 __all__ = ["ReadOnlyClient", "check_read", "open_embedded"]
 

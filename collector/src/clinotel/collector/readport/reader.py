@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from clinotel.collector import read_allowlist, read_guard
-from clinotel.collector.read_guard import Catalog, Guard, QueryRefusedError, ReadPolicy
+from clinotel.collector.readport import allowlist as read_allowlist
+from clinotel.collector.readport import guard as read_guard
+from clinotel.collector.readport.guard import Catalog, Guard, QueryRefusedError, ReadPolicy
 from clinotel.model.sql import identifier, literal
 
 __all__ = ["DEFAULT_FORMAT", "ClickHouseError", "ReadLimits", "ReadResult", "SqlReader", "content_type"]

@@ -1,7 +1,7 @@
 """What a reader may use through the read port: statement shapes, functions, tables, settings and
 output formats. Every list here is an allowlist: what is not named is refused.
 
-The function list is data (`read_functions.txt`, written by `scripts/read_functions.py` and
+The function list is data (`functions.txt`, written by `scripts/read_functions.py` and
 reviewed after each engine upgrade), so a function an engine upgrade brings is refused until a
 person has read it.
 """
@@ -231,6 +231,10 @@ READONLY_VALUES: Final = frozenset({"1", "2"})
 
 @cache
 def functions() -> frozenset[str]:
-    """The functions a reader may call, by canonical name (`read_functions.txt`)."""
-    text = resources.files("clinotel.collector").joinpath("read_functions.txt").read_text(encoding="utf-8")
+    """The functions a reader may call, by canonical name (`functions.txt`)."""
+    text = (
+        resources.files(__package__ or "clinotel.collector.readport")
+        .joinpath("functions.txt")
+        .read_text(encoding="utf-8")
+    )
     return frozenset(line for line in text.splitlines() if line and not line.startswith("#"))

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from http.server import ThreadingHTTPServer
 from typing import Any, Final, TypeVar
 
-from clinotel.collector.listen import MAX_PORT, ListenError, listen_error
+from clinotel.collector.net.listen import MAX_PORT, ListenError, listen_error
 from clinotel.model.threads import guarded
 
 __all__ = ["REQUEST_TIMEOUT_S", "QuietHTTPServer", "ServerThread", "bind"]

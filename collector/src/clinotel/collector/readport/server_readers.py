@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Final
 
-from clinotel.collector import read_allowlist
-from clinotel.collector.schema import TENANT_COLUMN, SchemaOptions, tenant_tables
-from clinotel.collector.sql_reader import ReadLimits
+from clinotel.collector.readport import allowlist as read_allowlist
+from clinotel.collector.readport.reader import ReadLimits
+from clinotel.collector.store.schema import TENANT_COLUMN, SchemaOptions, tenant_tables
 from clinotel.collector.tokens import Tokens
 from clinotel.model.sql import identifier, literal
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from clinotel.collector.phi_sql import allowed_keys
+from clinotel.collector.store.phi_sql import allowed_keys
 from clinotel.semconv import PHI_REGEX, PSEUDONYM_PATTERN, REDACTED, UUID_PATTERN, PhiClass, Scope
 from clinotel.semconv import attributes as A
 

@@ -14,6 +14,8 @@ from email.message import Message
 from io import BufferedIOBase
 from typing import Final
 
+from clinotel.collector.errors import RefusedError
+
 __all__ = ["BodyError", "read_body"]
 
 MAX_LINE: Final = 4096
@@ -23,25 +25,24 @@ _HEX: Final = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _DRAIN_PIECE: Final = 1 << 16
 
 
-class BodyError(Exception):
-    """A body not read: `status` is the HTTP answer (400, 411, 413 or 501), `reason` a short label.
+class BodyError(RefusedError):
+    """A body not read, for one of the refusal reasons of `clinotel.collector.errors` (`malformed`,
+    `no_length`, `too_large`, `unsupported_transfer_coding`); `status` is its HTTP answer.
 
     After any BodyError the connection's framing is spent: answer, then close."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-        self.message = message
+    @property
+    def status(self) -> int:
+        return self.http_status
 
 
 def _malformed(message: str) -> BodyError:
-    return BodyError(400, "malformed", message)
+    return BodyError("malformed", message)
 
 
 def _too_large(size: int | None, limit: int) -> BodyError:
     what = f"request of {size:,} bytes" if size is not None else "chunked request"
-    return BodyError(413, "too_large", f"{what} is over the {limit:,}-byte limit")
+    return BodyError("too_large", f"{what} is over the {limit:,}-byte limit")
 
 
 def read_body(rfile: BufferedIOBase, headers: Message, limit: int, *, drain: int = 0, http10: bool = False) -> bytes:
@@ -61,10 +62,10 @@ def read_body(rfile: BufferedIOBase, headers: Message, limit: int, *, drain: int
         if codings[-1] != "chunked":
             raise _malformed(f"the final transfer coding must be chunked, not {codings[-1]!r}")
         if codings != ["chunked"]:
-            raise BodyError(501, "unsupported_encoding", f"transfer codings {', '.join(codings)} are not supported")
+            raise BodyError("unsupported_transfer_coding", f"transfer codings {', '.join(codings)} are not supported")
         return _read_chunked(rfile, limit, drain)
     if not lengths:
-        raise BodyError(411, "no_length", "Content-Length or Transfer-Encoding: chunked is required")
+        raise BodyError("no_length", "Content-Length or Transfer-Encoding: chunked is required")
     values = {part.strip() for v in lengths for part in v.split(",")}
     if len(values) != 1 or not (value := values.pop()).isdigit() or not value.isascii():
         raise _malformed(f"invalid Content-Length {', '.join(lengths)!r}")

@@ -15,9 +15,10 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from clinotel.collector.listen import ListenError, check_free
-from clinotel.collector.otlp_http import Authenticate
-from clinotel.collector.receiver import PROTOBUF, RefusedError, TraceReceiver
+from clinotel.collector.errors import RefusedError
+from clinotel.collector.net.listen import ListenError, check_free
+from clinotel.collector.receiver.export import PROTOBUF, TraceReceiver
+from clinotel.collector.receiver.http import Authenticate
 
 __all__ = ["OtlpGrpcServer"]
 
