@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from clinotel.alerts.grafana import DATASOURCE_UID, PLUGIN_TYPE
 from clinotel.dashboards import build_all
-from clinotel.dashboards._grafana import DATASOURCE_UID, PLUGIN_TYPE
 
 __all__ = ["DatasourceOptions", "write"]
 
