@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 from click.testing import CliRunner
 
 from clinotel.cli import cli
@@ -28,6 +29,24 @@ def test_every_subcommand_has_help() -> None:
         result = CliRunner().invoke(cli, [name, "--help"])
         assert result.exit_code == 0, result.output
         assert "Usage:" in result.output
+
+
+def test_serve_and_alerts_evaluate_share_the_alerting_options() -> None:
+    """One set of alerting options: the same names, defaults and kinds on both commands."""
+    from clinotel.alerts.cli import evaluate
+    from clinotel.cli._serve import serve
+
+    def alerting(command: click.Command) -> dict[str, tuple[object, ...]]:
+        names = ("rules", "every", "alertmanager", "pagerduty", "pagerduty_url", "webhook", "sinks")
+        return {
+            p.name: (tuple(p.opts), p.default, p.multiple, getattr(p, "is_flag", False), p.type.name)
+            for p in command.params
+            if p.name in names
+        }
+
+    assert alerting(serve) == alerting(evaluate)
+    assert len(alerting(serve)) == 7
+    assert alerting(serve)["every"][:2] == (("--every", "--evaluate-every"), "30s")
 
 
 def test_reading_an_empty_data_dir_says_what_to_do(tmp_path: Path) -> None:

@@ -84,6 +84,31 @@ CASES: list[tuple[str, list[str], int, str]] = [
         "an http:// or https:// URL",
     ),
     (
+        "serve: a pager without rules",
+        ["serve", "--insecure-no-auth", "--pagerduty"],
+        2,
+        "give --rules FILE too",
+    ),
+    (
+        "serve: webhook with a header in it",
+        ["serve", "--insecure-no-auth", "--rules", DEFAULT_RULES, "--webhook", "http://h.test/\r\nX-Evil: 1"],
+        2,
+        "without spaces or control characters",
+    ),
+    (
+        "serve: unknown sink",
+        ["serve", "--insecure-no-auth", "--rules", DEFAULT_RULES, "--sink", "slack"],
+        2,
+        "unknown alert sink 'slack'; known: alertmanager, pagerduty, webhook",
+    ),
+    (
+        "serve: no routing key",
+        ["serve", "--insecure-no-auth", "--rules", DEFAULT_RULES, "--pagerduty"],
+        2,
+        "PAGERDUTY_ROUTING_KEY",
+    ),
+    ("serve: missing rules", ["serve", "--insecure-no-auth", "--rules", "nowhere.yaml"], 1, "nowhere.yaml"),
+    (
         "serve: two stores",
         ["serve", "--insecure-no-auth", "--data-dir", "d", "--clickhouse-url", "http://x"],
         2,
@@ -118,6 +143,19 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("alerts evaluate: not a URL", ["alerts", "evaluate", "--once", "--webhook", "hooks"], 2, "an http:// or https://"),
     ("alerts evaluate: no routing key", ["alerts", "evaluate", "--once", "--pagerduty"], 2, "PAGERDUTY_ROUTING_KEY"),
     ("alerts evaluate: no store", ["alerts", "evaluate", "--once"], 1, "no clinotel store at"),
+    (
+        "alerts evaluate: unknown sink",
+        ["alerts", "evaluate", "--once", "--sink", "slack"],
+        2,
+        "unknown alert sink 'slack'; known: alertmanager, pagerduty, webhook",
+    ),
+    ("alerts evaluate: odd sink name", ["alerts", "evaluate", "--once", "--sink", "../x"], 2, "a sink name"),
+    (
+        "alerts evaluate: sink without URL",
+        ["alerts", "evaluate", "--once", "--sink", "alertmanager"],
+        2,
+        "needs --alertmanager URL",
+    ),
     (
         "alerts evaluate: unreachable",
         ["alerts", "evaluate", "--once", "--server", UNREACHABLE],

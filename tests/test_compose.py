@@ -205,3 +205,10 @@ def test_a_tenant_that_is_not_a_label_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"clinical\.tenant\.id"):
         generate(tmp_path / "compose", tenant='st "marys"')
     assert not (tmp_path / "compose" / "generated" / "clinotel" / "tokens.toml").exists()
+
+
+def test_grafana_installs_the_plugin_version_the_queries_are_saved_as() -> None:
+    from clinotel.model.grafana import PLUGIN_TYPE, PLUGIN_VERSION
+
+    base = yaml.safe_load((REPO / "compose" / "base.yaml").read_text(encoding="utf-8"))
+    assert base["services"]["grafana"]["environment"]["GF_PLUGINS_PREINSTALL_SYNC"] == f"{PLUGIN_TYPE}@{PLUGIN_VERSION}"

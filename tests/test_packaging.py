@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
 import tomllib
-from importlib.metadata import PackageNotFoundError, distribution
+from importlib.metadata import PackageNotFoundError, distribution, entry_points
+from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 
 import clinotel.instrumentation
@@ -86,21 +89,92 @@ def test_public_names_are_pinned() -> None:
         assert missing == [], f"{module.__name__}.__all__ names what it lacks"
 
 
-def _imports(folder: str) -> dict[str, set[str]]:
-    """Module -> every `clinotel.*` module it imports (at any depth of its code)."""
-    import ast
-
-    found: dict[str, set[str]] = {}
-    for path in (REPO / folder).rglob("*.py"):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        names = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                names.add(node.module)
-            elif isinstance(node, ast.Import):
-                names.update(a.name for a in node.names)
-        found[str(path.relative_to(REPO))] = {n for n in names if n.startswith("clinotel.")}
+def _imports(path: Path) -> set[str]:
+    """Every module `path` imports, at the top or inside a function (relative imports resolved
+    against its package), and every name it hands to importlib.import_module or __import__."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    top = len(path.parts) - 1 - path.parts[::-1].index("clinotel")
+    package = list(path.parts[top:-1])
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join([*package[: len(package) - node.level + 1], *([base] if base else [])])
+            found |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            callee = ast.unparse(node.func)
+            if callee in ("importlib.import_module", "import_module", "__import__"):
+                found.add(str(node.args[0].value))
     return found
+
+
+@pytest.mark.parametrize(
+    ("folder", "forbidden"),
+    [
+        ("collector", ("clinotel.alerts", "clinotel.dashboards", "clinotel.demo", "clinotel.cli")),
+        ("alerts", ("clinotel.dashboards", "grafanalib")),
+    ],
+)
+def test_a_distribution_imports_none_of_the_ones_above_it(folder: str, forbidden: tuple[str, ...]) -> None:
+    """The collector knows nothing of alerts or dashboards (`clinotel serve --rules` is the
+    umbrella's); alerts never pull grafanalib."""
+    files = sorted((REPO / folder / "src").rglob("*.py"))
+    assert len(files) > 5, "the walk found the sources"
+    found = [
+        f"{path.relative_to(REPO)} imports {name}"
+        for path in files
+        for name in sorted(_imports(path))
+        if any(name == f or name.startswith(f + ".") for f in forbidden)
+    ]
+    assert found == []
+    project = tomllib.loads((REPO / folder / "pyproject.toml").read_text())["project"]
+    declared = {_name(r) for r in project["dependencies"]}
+    assert declared & {f.replace(".", "-") for f in forbidden} == set()
+
+
+def test_the_import_scan_sees_imports_inside_functions(tmp_path: Path) -> None:
+    module = tmp_path / "src" / "clinotel" / "collector" / "x.py"
+    module.parent.mkdir(parents=True)
+    module.write_text(
+        "def f():\n    from clinotel.alerts.runner import beside_collector\n"
+        "    import importlib\n    importlib.import_module('clinotel.dashboards')\n"
+        "from ..alerts import wiring\n",
+        encoding="utf-8",
+    )
+    found = _imports(module)
+    assert {"clinotel.alerts.runner", "clinotel.dashboards", "clinotel.alerts.wiring"} <= found
+
+
+def test_serve_is_registered_once_by_the_umbrella() -> None:
+    serves = [ep for ep in entry_points(group="clinotel.commands") if ep.name == "serve"]
+    assert [ep.value for ep in serves] == ["clinotel.cli._serve:serve"]
+
+
+ONE_HOME = {
+    '"clinotel-clickhouse"': "model/src/clinotel/model/grafana.py",
+    '"grafana-clickhouse-datasource"': "model/src/clinotel/model/grafana.py",
+    '"4.20.0"': "model/src/clinotel/model/grafana.py",
+    "github.com/clinotel/clinotel/blob/": "alerts/src/clinotel/alerts/rules.py",
+}
+
+
+@pytest.mark.parametrize("literal", ONE_HOME)
+def test_the_grafana_datasource_and_runbook_base_are_spelled_once(literal: str) -> None:
+    """The datasource's uid, the plugin and its version, and the runbook base URL: one home each,
+    which the dashboards and the alert export import."""
+    roots = [REPO / d / "src" for d in ("instrumentation", "model", "collector", "dashboards", "alerts")] + [
+        REPO / "src"
+    ]
+    homes = [
+        str(path.relative_to(REPO))
+        for root in roots
+        for path in sorted(root.rglob("*.py"))
+        if literal in path.read_text(encoding="utf-8")
+    ]
+    assert homes == [ONE_HOME[literal]]
 
 
 def test_the_model_dashboards_and_alerts_do_not_depend_on_the_collector() -> None:
@@ -112,8 +186,11 @@ def test_the_model_dashboards_and_alerts_do_not_depend_on_the_collector() -> Non
     model = tomllib.loads((REPO / "model" / "pyproject.toml").read_text())["project"]
     assert {_name(r) for r in model["dependencies"]} & {"chdb", "chdb-core", "grafanalib", "grpcio"} == set()
     allowed = {("model/src/clinotel/model/store.py", "clinotel.collector.readport.client")}
-    for folder in ("model/src", "dashboards/src", "alerts/src"):
-        for module, names in _imports(folder).items():
-            for name in names:
+    for folder in ("model", "dashboards", "alerts"):
+        for path in sorted((REPO / folder / "src").rglob("*.py")):
+            module = str(path.relative_to(REPO))
+            for name in _imports(path):
                 if name.startswith("clinotel.collector"):
-                    assert (module, name) in allowed, f"{module} imports {name}"
+                    assert (module, name.rsplit(".", 1)[0]) in allowed or (module, name) in allowed, (
+                        f"{module} imports {name}"
+                    )

@@ -16,8 +16,9 @@ import pytest
 
 from clinotel.alerts.evaluator import Evaluator
 from clinotel.alerts.lease import Lease
-from clinotel.alerts.paging import Outbox, WebhookSink
+from clinotel.alerts.paging import Outbox
 from clinotel.alerts.rules import RulePack, load
+from clinotel.alerts.sinks import WebhookSink
 from clinotel.collector.store import schema
 from clinotel.model import clinical
 from tests.alerts.test_paging import Sink

@@ -1,6 +1,7 @@
 """The evaluator end to end: incidents injected into the embedded store, a real Prometheus
-Alertmanager on loopback delivering to a local webhook sink, PagerDuty's Events v2 shape on a
-local sink, and the audit trail in clinotel_alert_events."""
+Alertmanager on loopback delivering to a local webhook sink, PagerDuty's Events v2 shape through
+the sink's injected HTTP client, and the audit trail in clinotel_alert_events. The sinks alone,
+without a server: test_sinks.py."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from clinotel.alerts.evaluator import Evaluator
 from clinotel.alerts.local_alertmanager import LocalAlertmanager, find_binary
-from clinotel.alerts.paging import AlertmanagerSink, Outbox, PagerDutySink, WebhookSink
+from clinotel.alerts.paging import Outbox
 from clinotel.alerts.rules import RulePack, load
+from clinotel.alerts.sinks import AlertmanagerSink, PagerDutySink, WebhookSink
 from clinotel.collector.store import schema
 from clinotel.model import clinical
 
@@ -179,16 +182,27 @@ def test_an_incident_pages_once_through_alertmanager_and_its_resolution_arrives(
 
 
 def test_pagerduty_events_v2_trigger_and_resolve_share_a_dedup_key(
-    client: Any, options: schema.SchemaOptions, pack: RulePack, sink: Sink, monkeypatch: pytest.MonkeyPatch
+    client: Any, options: schema.SchemaOptions, pack: RulePack
 ) -> None:
-    monkeypatch.setenv("PAGERDUTY_ROUTING_KEY", "R" * 32)
+    # PagerDuty is outside SaaS: its side is the sink's injected HTTP client, recording each event
+    events: list[tuple[str, Any]] = []
+
+    def pagerduty(request: httpx.Request) -> httpx.Response:
+        events.append((str(request.url), json.loads(request.content)))
+        return httpx.Response(202, json={"status": "success", "message": "Event processed"})
+
+    http = httpx.Client(transport=httpx.MockTransport(pagerduty))
     now = datetime.now(UTC)
     _workflows(client, options, "st-marys", 40, 20, now)
-    evaluator = Evaluator(client, pack, Outbox([PagerDutySink(f"{sink.url}/pd")], []), options.database)
+    sink = PagerDutySink(routing_key="R" * 32, http=http)
+    evaluator = Evaluator(client, pack, Outbox([sink], []), options.database)
     evaluator.evaluate(now)
     _workflows(client, options, "st-marys", 160, 0, now)
     evaluator.evaluate(now + timedelta(seconds=60))
-    trigger, resolve = sink.wait_for(2, "/pd")
+    evaluator.close()
+    http.close()
+    [(url, trigger), (_, resolve)] = events
+    assert url == "https://events.pagerduty.com/v2/enqueue"
     assert trigger["routing_key"] == "R" * 32
     assert trigger["event_action"] == "trigger"
     assert trigger["payload"]["severity"] in ("critical", "error", "warning", "info")
@@ -196,6 +210,7 @@ def test_pagerduty_events_v2_trigger_and_resolve_share_a_dedup_key(
     assert trigger["payload"]["source"] == "st-marys"
     assert trigger["links"][0]["href"].endswith("model_fallback.md")
     assert resolve == {"routing_key": "R" * 32, "event_action": "resolve", "dedup_key": trigger["dedup_key"]}
+    assert ("notify_ok", "pagerduty") in _events(client, options, "model_fallback")
 
 
 def test_a_failed_delivery_is_recorded_and_retried_not_dropped_even_by_another_process(

@@ -1,6 +1,7 @@
 """The demo's back end: the embedded collector receiving real OTLP, then the dashboards checked
-panel by panel, the report, and the alerts replayed over the simulated hours and paged to a
-local webhook sink (standing in for Alertmanager or PagerDuty), whose deliveries are shown."""
+panel by panel, the report, and the alerts replayed over the simulated hours and paged through a
+local Alertmanager, or straight to a local webhook sink (standing in for the paging service),
+whose deliveries are shown."""
 
 from __future__ import annotations
 
@@ -75,37 +76,37 @@ def replay_alerts(
     collector: Collector, start: datetime, end: datetime, step: timedelta, sink: PageSink, alertmanager: str | None
 ) -> AlertReplay:
     """Evaluate the default rule pack every `step` from `start` to `end`, as it would have run live;
-    pages go to `alertmanager` when given (its receiver is the sink), else straight to the sink."""
-    from clinotel.alerts import default_rules_path
-    from clinotel.alerts.evaluator import Evaluator
-    from clinotel.alerts.paging import AlertmanagerSink, Outbox, Sink, WebhookSink
-    from clinotel.alerts.rules import load
+    pages go to `alertmanager` when given (its receiver is the sink), else to the sink with the
+    tickets (`/ticket`), as `clinotel alerts evaluate --webhook` sends them."""
+    from clinotel.alerts.config import AlertingConfig
+    from clinotel.alerts.wiring import build_evaluator, load_rules
 
-    page: Sink = AlertmanagerSink(alertmanager) if alertmanager else WebhookSink(f"{sink.url}/page")
-    outbox = Outbox([page], [WebhookSink(f"{sink.url}/ticket")])
+    config = AlertingConfig(alertmanager=(alertmanager,) if alertmanager else (), webhook=(f"{sink.url}/ticket",))
     # the collector's own rules watch the live process, which ran for seconds, not simulated hours
-    pack = load(default_rules_path())
+    pack = load_rules(config)
     pack = pack.model_copy(update={"rules": tuple(r for r in pack.rules if r.kind != "collector")})
     # alone on its own store by construction: no lease to take
-    evaluator = Evaluator(collector.client, pack, outbox, collector.config.database, lease_s=None)
+    evaluator = build_evaluator(config, collector.client, collector.config.database, pack=pack, alone=True)
     severity = {r.name: r.severity for r in pack.rules}
     replay = AlertReplay()
     t = start
-    while t <= end:
-        summary = evaluator.evaluate(t)
-        replay.evaluations += 1
-        for rule, _, state in summary.transitions:
-            if state == "firing":
-                replay.fired.setdefault(rule, t)
-                if severity[rule] == "page":
-                    replay.pages += 1
-                else:
-                    replay.tickets += 1
-            elif state == "resolved":
-                replay.resolved.setdefault(rule, t)
-        replay.errors += summary.errors
-        t += step
-    evaluator.close()
+    try:
+        while t <= end:
+            summary = evaluator.evaluate(t)
+            replay.evaluations += 1
+            for rule, _, state in summary.transitions:
+                if state == "firing":
+                    replay.fired.setdefault(rule, t)
+                    if severity[rule] == "page":
+                        replay.pages += 1
+                    else:
+                        replay.tickets += 1
+                elif state == "resolved":
+                    replay.resolved.setdefault(rule, t)
+            replay.errors += summary.errors
+            t += step
+    finally:
+        evaluator.close()
     return replay
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -12,22 +11,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from clinotel.alerts.options import alerting_config, alerting_options, checked_outbox, checked_rules
 from clinotel.model.store import open_reading_store, reading_store
 
 __all__ = ["alerts"]
 
 WIDE: Final = 10_000
 """A console this wide never folds a table: the whole table when the output is not a terminal."""
-
-
-def _pack(rules: Path | None) -> Any:
-    from clinotel.alerts import default_rules_path
-    from clinotel.alerts.rules import RuleError, load
-
-    try:
-        return load(rules or default_rules_path())
-    except RuleError as e:
-        raise click.ClickException(str(e)) from None
 
 
 def _console(err: bool = False) -> Console:
@@ -44,7 +34,7 @@ def alerts() -> None:
 @click.option("--rules", type=click.Path(dir_okay=False, path_type=Path), help="Rules file [default: the pack].")
 def check_rules(rules: Path | None) -> None:
     """Load a rules file and list its rules; every mistake is reported with its file and line."""
-    pack = _pack(rules)
+    pack = checked_rules(rules)
     table = Table("rule", "kind", "metric", "condition", "window", "for", "min n", "severity")
     for r in pack.rules:
         condition = (
@@ -77,40 +67,6 @@ class _EventsOnly:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
-
-
-def _interval(every: str) -> int:
-    from clinotel.alerts.rules import parse_duration
-
-    try:
-        seconds = parse_duration(every)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--every") from None
-    if seconds <= 0:
-        raise click.BadParameter(f"an interval above zero, such as 30s, not {every!r}", param_hint="--every")
-    return seconds
-
-
-def _sinks(
-    alertmanager: str | None, pagerduty: bool, pagerduty_url: str | None, webhook: str | None
-) -> tuple[list[Any], list[Any]]:
-    from clinotel.alerts.paging import ROUTING_KEY_ENV, AlertmanagerSink, PagerDutySink, Sink, WebhookSink, check_url
-
-    for name, url in (("--alertmanager", alertmanager), ("--pagerduty-url", pagerduty_url), ("--webhook", webhook)):
-        if url is not None:
-            try:
-                check_url(url)
-            except ValueError as e:
-                raise click.BadParameter(str(e), param_hint=name) from None
-    if pagerduty and not os.environ.get(ROUTING_KEY_ENV):
-        raise click.UsageError(f"--pagerduty needs the routing key in {ROUTING_KEY_ENV}")
-    page: list[Sink] = []
-    if alertmanager:
-        page.append(AlertmanagerSink(alertmanager))
-    if pagerduty:
-        page.append(PagerDutySink(pagerduty_url) if pagerduty_url else PagerDutySink())
-    ticket: list[Sink] = [WebhookSink(webhook)] if webhook else []
-    return page or list(ticket), ticket
 
 
 READ_PORT_HINT: Final = (
@@ -153,17 +109,13 @@ def _report(summary: Any, console: Console, server: str | None) -> bool:
 
 @alerts.command()
 @reading_store
-@click.option("--rules", type=click.Path(dir_okay=False, path_type=Path), help="Rules file [default: the pack].")
 @click.option("--database", default="clinotel", show_default=True)
 @click.option("--once", is_flag=True, help="Evaluate once and exit (the default is every --every).")
-@click.option("--every", default="30s", show_default=True, help="Evaluation interval.")
-@click.option("--alertmanager", metavar="URL", help="Page through this Alertmanager (API v2).")
-@click.option("--pagerduty", is_flag=True, help="Page through PagerDuty Events v2 (PAGERDUTY_ROUTING_KEY).")
-@click.option("--pagerduty-url", default=None, help="Events API URL [default: PagerDuty's].", hidden=True)
-@click.option("--webhook", metavar="URL", help="Send tickets (and pages, when nothing else pages) here.")
+@alerting_options(rules_help="Rules file [default: the pack].")
 def evaluate(
-    server: str | None, data_dir: Path | None, rules: Path | None, database: str, once: bool, every: str,
-    alertmanager: str | None, pagerduty: bool, pagerduty_url: str | None, webhook: str | None,
+    server: str | None, data_dir: Path | None, database: str, once: bool, rules: Path | None, every: str,
+    alertmanager: tuple[str, ...], pagerduty: bool, pagerduty_url: str | None, webhook: tuple[str, ...],
+    sinks: tuple[str, ...],
 ) -> None:  # fmt: skip
     """Evaluate every rule against the store; record transitions and deliveries in
     clinotel_alert_events; page `page` rules and ticket `ticket` rules.
@@ -173,17 +125,19 @@ def evaluate(
     and a delivery that failed is retried by the next run. Two evaluators on one store take turns
     (a lease in the same table): one incident pages once. Exits 1 when a rule failed or a
     notification could not be delivered (the reason on stderr)."""
-    from clinotel.alerts.evaluator import DEFAULT_LEASE_S, Evaluator
-    from clinotel.alerts.paging import Outbox
+    from clinotel.alerts.wiring import build_evaluator
     from clinotel.model.store import DEFAULT_DATA_DIR
 
-    interval = _interval(every)
-    page, ticket = _sinks(alertmanager, pagerduty, pagerduty_url, webhook)
-    pack = _pack(rules)
-    client = open_reading_store(server, data_dir, database)
+    config = alerting_config(rules, every, alertmanager, pagerduty, pagerduty_url, webhook, sinks)
+    outbox = checked_outbox(config)
+    try:
+        pack = checked_rules(config.rules)
+        client = open_reading_store(server, data_dir, database)
+    except BaseException:
+        outbox.close()
+        raise
     recorder: Any = client if server is not None else _EventsOnly(data_dir or DEFAULT_DATA_DIR, database)
-    lease_s = DEFAULT_LEASE_S if once else max(3.0 * interval, 60.0)
-    evaluator = Evaluator(client, pack, Outbox(page, ticket), database, recorder=recorder, lease_s=lease_s)
+    evaluator = build_evaluator(config, client, database, pack=pack, outbox=outbox, recorder=recorder, once=once)
     console = _console()
     try:
         while True:
@@ -191,7 +145,7 @@ def evaluate(
             failed = _report(evaluator.evaluate(), console, server)
             if once:
                 raise SystemExit(1 if failed else 0)
-            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+            time.sleep(max(0.0, config.every - (time.monotonic() - started)))
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     finally:
@@ -222,7 +176,7 @@ def export_command(out: Path, rules: Path | None, database: str, alertmanager: s
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     try:
-        written = write(out, _pack(rules), receivers, database)
+        written = write(out, checked_rules(rules), receivers, database)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     for path in written:

@@ -19,19 +19,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from clinotel.alerts.lease import Lease
+from clinotel.alerts.lease import DEFAULT_LEASE_S, Lease
 from clinotel.alerts.ledger import RESOLVE, TRIGGER, Episode, Ledger, load, ms, when
-from clinotel.alerts.paging import AlertmanagerSink, Attempt, Notification, Outbox
+from clinotel.alerts.paging import Attempt, Notification, Outbox
 from clinotel.alerts.queries import Observation, observe
-from clinotel.alerts.rules import Kind, Rule, RulePack
+from clinotel.alerts.rules import RUNBOOK_BASE, Kind, Rule, RulePack
 from clinotel.alerts.state import AlertState, Instance, Reading, State, step
 from clinotel.model import tables
 
 __all__ = ["DEFAULT_LEASE_S", "STORE", "Evaluator", "Summary"]
 
 logger: Final = logging.getLogger("clinotel.alerts")
-RUNBOOK_BASE: Final = "https://github.com/clinotel/clinotel/blob/main/"
-DEFAULT_LEASE_S: Final = 120.0
 STORE: Final = "(store)"
 """The rule name of errors that concern the store rather than one rule."""
 
@@ -148,9 +146,12 @@ class Evaluator:
         return summary
 
     def close(self) -> None:
-        """Give up the lease (an evaluator that stops)."""
-        if self.lease is not None:
-            self.lease.release()
+        """Give up the lease and close the outbox's sinks (an evaluator that stops)."""
+        try:
+            if self.lease is not None:
+                self.lease.release()
+        finally:
+            self.outbox.close()
 
     def _rule(self, name: str) -> Rule:
         return next(r for r in self.pack.rules if r.name == name)
@@ -218,7 +219,7 @@ class Evaluator:
                 elif kind == RESOLVE:
                     n = self._notification(rule, labels, False, fired_at, when(episode.resolved_ms), None)
                 elif (
-                    isinstance(sink, AlertmanagerSink)
+                    getattr(sink, "resend_firing", False)
                     and episode.open
                     and fired_at < now
                     and self.states.get(instance, AlertState()).state is State.FIRING

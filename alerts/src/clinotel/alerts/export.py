@@ -39,8 +39,9 @@ from urllib.parse import urlsplit
 import yaml
 
 from clinotel.alerts.queries import Bounds, rule_sql
-from clinotel.alerts.rules import Comparison, Kind, Override, Rule, RulePack
+from clinotel.alerts.rules import RUNBOOK_BASE, Comparison, Kind, Override, Rule, RulePack
 from clinotel.model import clinical
+from clinotel.model.grafana import DATASOURCE, DATASOURCE_UID, PLUGIN_VERSION
 from clinotel.model.sql import identifier, literal
 
 __all__ = [
@@ -53,13 +54,10 @@ __all__ = [
     "write",
 ]
 
-DATASOURCE_UID: Final = "clinotel-clickhouse"
-PLUGIN: Final = {"type": "grafana-clickhouse-datasource", "uid": DATASOURCE_UID}
 EXPR: Final = {"type": "__expr__", "uid": "__expr__"}
 NO_DATA: Final = {"ok": "OK", "keep": "KeepLast", "alerting": "Alerting"}
 THRESHOLD: Final = {Comparison.GT: "gt", Comparison.GE: "gte", Comparison.LT: "lt", Comparison.LE: "lte"}
 """Each comparison as Grafana's threshold type (grafana/grafana pkg/expr/threshold.go)."""
-RUNBOOK_BASE: Final = "https://github.com/clinotel/clinotel/blob/main/"
 DATASOURCE_ERROR_RULE: Final = "grafana_datasource_error"
 PAGERDUTY_KEY_FILE: Final = "/etc/alertmanager/secrets/pagerduty-routing-key"
 
@@ -159,8 +157,8 @@ def _data(sql: str, lookback: int, evaluator: dict[str, Any]) -> list[dict[str, 
             "relativeTimeRange": {"from": lookback, "to": 0},
             "datasourceUid": DATASOURCE_UID,
             "model": {
-                "refId": "A", "datasource": dict(PLUGIN), "editorType": "sql", "queryType": "timeseries",
-                "format": 0, "pluginVersion": "4.20.0", "rawSql": sql,
+                "refId": "A", "datasource": dict(DATASOURCE), "editorType": "sql", "queryType": "timeseries",
+                "format": 0, "pluginVersion": PLUGIN_VERSION, "rawSql": sql,
             },
         },
         {

@@ -32,11 +32,14 @@ from typing import Any, Final
 from clinotel.model import tables
 from clinotel.model.sql import identifier
 
-__all__ = ["LEASE", "RELEASE", "Lease", "LeaseHeld"]
+__all__ = ["DEFAULT_LEASE_S", "LEASE", "RELEASE", "Lease", "LeaseHeld"]
 
 logger: Final = logging.getLogger("clinotel.alerts")
 LEASE: Final = "lease"
 RELEASE: Final = "lease_release"
+DEFAULT_LEASE_S: Final = 120.0
+"""A single pass's lease (`--once`): long enough for a slow pass, short enough that a run that
+crashed holding it delays the next cron run by two minutes at most."""
 
 
 @dataclass(frozen=True)

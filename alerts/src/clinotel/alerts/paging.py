@@ -1,39 +1,29 @@
-"""Where notifications go: Prometheus Alertmanager (API v2), PagerDuty Events API v2, a webhook.
+"""Notifications and their delivery: what a sink is, and the outbox that routes each notification
+to the sinks of its severity (the sinks themselves: `sinks`; built from a configuration: `wiring`).
 
-Routing by severity: `page` to Alertmanager and/or PagerDuty, `ticket` to the webhook. A delivery
-is tried a few times with backoff; every attempt is reported to the caller, which writes it to the
-audit trail. One that still fails is owed, and tried again at the next evaluation, whichever
-process runs it: the audit trail, not this process's memory, says what is owed (`ledger`).
+Routing by severity: `page` to the paging sinks (Alertmanager, PagerDuty), `ticket` to the ticket
+sinks (the webhook). A delivery is tried a few times with backoff; every attempt is reported to
+the caller, which writes it to the audit trail. One that still fails is owed, and tried again at
+the next evaluation, whichever process runs it: the audit trail, not this process's memory, says
+what is owed (`ledger`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Protocol
+from datetime import UTC, datetime
+from typing import Final, Protocol
 from urllib.parse import urlsplit
 
-__all__ = [
-    "AlertmanagerSink",
-    "Attempt",
-    "Notification",
-    "Outbox",
-    "PagerDutySink",
-    "Sink",
-    "WebhookSink",
-    "check_url",
-]
+__all__ = ["Attempt", "Notification", "Outbox", "Sink", "check_url", "iso"]
 
-PAGERDUTY_URL: Final = "https://events.pagerduty.com/v2/enqueue"
-ROUTING_KEY_ENV: Final = "PAGERDUTY_ROUTING_KEY"
-BACKOFF_S: Final = (0.2, 0.5, 1.0)
+ATTEMPTS: Final = 3
+BACKOFF_S: Final = (0.2, 0.5)
+"""Waits between the tries of one delivery (the last one repeated past the end)."""
 
 
 @dataclass(frozen=True)
@@ -56,19 +46,27 @@ class Notification:
         return "clinotel-" + hashlib.sha256(identity.encode()).hexdigest()[:40]
 
 
-def _iso(t: datetime) -> str:
+def iso(t: datetime) -> str:
+    """`t` as the sinks' payloads carry it: UTC, milliseconds, `Z`."""
     return t.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Sink(Protocol):
+    """Where notifications go. `name` tells its deliveries apart in the audit trail (stable across
+    runs). A sink whose class sets `resend_firing = True` is sent the firing alerts again at every
+    evaluation (Alertmanager, which expires an alert not re-sent)."""
+
     name: str
 
     def send(self, notifications: list[Notification]) -> None:
-        """Deliver, or raise."""
+        """Deliver, or raise (one line: it is recorded and shown)."""
 
 
 def check_url(url: str) -> str:
-    """`url` when it is an http(s) URL with a host; ValueError saying why not."""
+    """`url` when it is an http(s) URL with a host and no spaces or control characters; ValueError
+    saying why not."""
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ValueError(f"an http:// or https:// URL without spaces or control characters, not {url!r}")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a port that is not a number
@@ -77,100 +75,6 @@ def check_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"an http:// or https:// URL with a host, not {url!r}")
     return url
-
-
-def _post(url: str, payload: object, headers: dict[str, str] | None = None, timeout: float = 10) -> None:
-    request = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST")
-    request.add_header("Content-Type", "application/json")
-    for k, v in (headers or {}).items():
-        request.add_header(k, v)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            response.read()
-    except urllib.error.HTTPError as e:
-        with e:
-            raise RuntimeError(f"HTTP {e.code} from {url}: {e.read()[:200]!r}") from None
-    except (urllib.error.URLError, OSError) as e:
-        raise RuntimeError(f"cannot reach {url}: {getattr(e, 'reason', e)}") from None
-
-
-@dataclass
-class AlertmanagerSink:
-    """`POST /api/v2/alerts`: labels identify the alert; a firing alert carries an `endsAt` a few
-    evaluation intervals ahead (re-sent every evaluation), a resolved one `endsAt` = now."""
-
-    url: str
-    resend_ahead: timedelta = timedelta(minutes=5)
-    name: str = "alertmanager"
-
-    def send(self, notifications: list[Notification]) -> None:
-        alerts = []
-        for n in notifications:
-            ends = n.ends_at if not n.firing and n.ends_at else datetime.now(UTC) + self.resend_ahead
-            alerts.append(
-                {
-                    "labels": {"alertname": n.rule, "severity": n.severity, **n.labels},
-                    "annotations": n.annotations,
-                    "startsAt": _iso(n.starts_at),
-                    "endsAt": _iso(ends),
-                    "generatorURL": n.generator_url,
-                }
-            )
-        _post(self.url.rstrip("/") + "/api/v2/alerts", alerts)
-
-
-@dataclass
-class PagerDutySink:
-    """Events API v2: `trigger` while firing, `resolve` when it ends, with a stable `dedup_key`.
-    The routing key comes from PAGERDUTY_ROUTING_KEY."""
-
-    url: str = PAGERDUTY_URL
-    routing_key: str = field(default_factory=lambda: os.environ.get(ROUTING_KEY_ENV, ""))
-    name: str = "pagerduty"
-
-    def send(self, notifications: list[Notification]) -> None:
-        if not self.routing_key:
-            raise RuntimeError(f"no PagerDuty routing key: set {ROUTING_KEY_ENV}")
-        for n in notifications:
-            event: dict[str, Any] = {
-                "routing_key": self.routing_key,
-                "event_action": "trigger" if n.firing else "resolve",
-                "dedup_key": n.dedup_key,
-            }
-            if n.firing:
-                event["payload"] = {
-                    "summary": n.annotations.get("summary", n.rule)[:1024],
-                    "source": n.labels.get("tenant") or "clinotel",
-                    "severity": "critical",
-                    "timestamp": _iso(n.starts_at),
-                    "component": n.labels.get("kind", ""),
-                    "group": n.labels.get("tenant", ""),
-                    "class": n.rule,
-                    "custom_details": {**n.labels, **n.annotations},
-                }
-                event["client"] = "clinotel"
-                if n.annotations.get("runbook_url"):
-                    event["links"] = [{"href": n.annotations["runbook_url"], "text": "Runbook"}]
-            _post(self.url, event)
-
-
-@dataclass
-class WebhookSink:
-    """A JSON POST per batch: `{"status": "firing"|"resolved", "alerts": [...]}`."""
-
-    url: str
-    name: str = "webhook"
-
-    def send(self, notifications: list[Notification]) -> None:
-        for firing in (True, False):
-            batch = [n for n in notifications if n.firing is firing]
-            if batch:
-                _post(self.url, {"status": "firing" if firing else "resolved", "alerts": [
-                    {"rule": n.rule, "severity": n.severity, "labels": n.labels, "annotations": n.annotations,
-                     "startsAt": _iso(n.starts_at), "endsAt": _iso(n.ends_at) if n.ends_at else None,
-                     "dedupKey": n.dedup_key}
-                    for n in batch
-                ]})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -192,6 +96,10 @@ class Outbox:
     page: list[Sink]
     ticket: list[Sink]
     sleep: Callable[[float], None] = time.sleep
+    attempts: int = ATTEMPTS
+    backoff_s: tuple[float, ...] = BACKOFF_S
+    on_close: Callable[[], None] | None = None
+    """Called once by `close` (the HTTP client the sinks share, when the outbox made it)."""
     pending: list[tuple[Sink, Notification, int]] = field(default_factory=list)
 
     def sinks(self, severity: str) -> list[Sink]:
@@ -208,15 +116,21 @@ class Outbox:
         """Try every queued delivery (with a few quick retries); returns every attempt made."""
         attempts: list[Attempt] = []
         for sink, n, tried in self.pending:
-            for i, delay in enumerate(BACKOFF_S):
+            for i in range(self.attempts):
                 try:
                     sink.send([n])
                 except Exception as e:  # noqa: BLE001 - every failure is recorded and owed
                     attempts.append(Attempt(sink.name, n, tried + i + 1, False, str(e)[:500]))
-                    if i + 1 < len(BACKOFF_S):
-                        self.sleep(delay)
+                    if i + 1 < self.attempts:
+                        self.sleep(self.backoff_s[min(i, len(self.backoff_s) - 1)])
                     continue
                 attempts.append(Attempt(sink.name, n, tried + i + 1, True))
                 break
         self.pending = []
         return attempts
+
+    def close(self) -> None:
+        """Release what the sinks hold (once; later calls do nothing)."""
+        on_close, self.on_close = self.on_close, None
+        if on_close is not None:
+            on_close()

@@ -37,8 +37,11 @@ from clinotel.model.collector_metrics import METRICS
 from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS
 from clinotel.semconv import attributes as A
 
-__all__ = ["Comparison", "Kind", "Override", "Rule", "RuleError", "RulePack", "load", "parse_duration"]
+__all__ = ["RUNBOOK_BASE", "Comparison", "Kind", "Override", "Rule", "RuleError", "RulePack", "load", "parse_duration"]
 
+RUNBOOK_BASE: Final = "https://github.com/clinotel/clinotel/blob/main/"
+"""Where the runbooks (`Rule.runbook`, a path in the repository) are published: the base of every
+notification's and exported rule's `runbook_url`."""
 _DURATION: Final = re.compile(r"^(\d+)(s|m|h|d)$")
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 COLLECTOR_METRICS: Final = tuple(name for name, m in METRICS.items() if m.alertable)

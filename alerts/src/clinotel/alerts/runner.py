@@ -1,16 +1,22 @@
-"""The evaluator on a timer in a background thread (inside `clinotel serve --rules`)."""
+"""The evaluator on a timer in a background thread, beside a running collector (`clinotel serve
+--rules`: the umbrella CLI starts it through the collector's companion hook)."""
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
+from clinotel.alerts.config import AlertingConfig
 from clinotel.alerts.evaluator import Evaluator
+from clinotel.alerts.paging import Outbox
+from clinotel.alerts.rules import RulePack
+from clinotel.alerts.wiring import build_evaluator
 from clinotel.model.threads import guarded
 
-__all__ = ["EvaluatorThread"]
+__all__ = ["EvaluatorThread", "beside_collector"]
 
 logger: Final = logging.getLogger("clinotel.alerts")
 
@@ -51,3 +57,17 @@ class EvaluatorThread:
         self._stop.set()
         self._thread.join(timeout=30)
         self.evaluator.close()
+
+
+def beside_collector(collector: Any, config: AlertingConfig, pack: RulePack, outbox: Outbox) -> EvaluatorThread:
+    """The evaluator on a started collector's own store, running every `config.every` in a
+    background thread; should the thread die, the collector stops (nothing would watch its alerts).
+    The lease holder is named after the collector's log (one collector per log): restarted after a
+    crash, it resumes its own lease at once."""
+    holder = f"serve:{socket.gethostname()}:{collector.config.resolved_wal_dir}"
+    evaluator = build_evaluator(
+        config, collector.client, collector.config.database, pack=pack, outbox=outbox, holder=holder
+    )
+    thread = EvaluatorThread(evaluator, config.every, on_failure=collector.fail)
+    thread.start()
+    return thread

@@ -1,7 +1,9 @@
-"""`clinotel schema`, `clinotel serve` and `clinotel query`; `reading_store` for every command that reads."""
+"""`clinotel schema` and `clinotel query`; the collector's part of `clinotel serve` (`serve_options`,
+`run_serve`: the umbrella CLI registers the command); `reading_store` for every command that reads."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ from clinotel.collector.store import schema as schema_module
 from clinotel.collector.store.embedded import StoreError, connect
 from clinotel.model.store import open_reading_store, reading_store
 
-__all__ = ["query", "schema", "serve"]
+__all__ = ["Companion", "query", "run_serve", "schema", "serve_options"]
 
 
 def _options(database: str, cluster: str | None, ttl_days: int | None) -> schema_module.SchemaOptions:
@@ -133,59 +135,80 @@ def _address_option(ctx: click.Context, param: click.Parameter, value: str) -> t
     return _address(value)
 
 
-@click.command()
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The embedded engine's data directory [default: ./.clinotel/data].",
-)
-@click.option(
-    "--clickhouse-url",
-    metavar="URL",
-    help="Store in this ClickHouse server (http://host:8123) instead; user and password from "
-    "CLICKHOUSE_USER and CLICKHOUSE_PASSWORD.",
-)
-@click.option(
-    "--otlp-http", default="127.0.0.1:4318", show_default=True, callback=_address_option, help="OTLP/HTTP address."
-)
-@click.option(
-    "--otlp-grpc", default="127.0.0.1:4317", show_default=True, callback=_address_option, help="OTLP/gRPC address."
-)
-@click.option(
-    "--http",
-    "http_address",
-    default="127.0.0.1:8123",
-    show_default=True,
-    callback=_address_option,
-    help="ClickHouse HTTP interface (read-only SQL, /ping) and /metrics listen address.",
-)
-@click.option("--tokens", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Tokens file (TOML).")
-@click.option("--insecure-no-auth", is_flag=True, help="Accept writes without a token (loopback addresses only).")
-@click.option(
-    "--wal-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Write-ahead log directory, one per collector [default: DATA-DIR.wal beside the data directory].",
-)
-@click.option("--database", default="clinotel", show_default=True)
-@click.option(
-    "--max-request-mb",
-    type=click.IntRange(min=1),
-    default=64,
-    show_default=True,
-    help="Largest request, after decompression.",
-)
-@click.option(
-    "--wal-max-mb", type=click.IntRange(min=1), default=1024, show_default=True, help="Unwritten log size before 503."
-)
-@click.option(
-    "--rules",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="Evaluate these alert rules in this process (needs clinotel-alerts).",
-)
-@click.option("--evaluate-every", default="30s", show_default=True, help="Alert evaluation interval.")
-@click.option("--alertmanager", metavar="URL", help="With --rules: page through this Alertmanager.")
-@click.option("--webhook", metavar="URL", help="With --rules: tickets (and pages, if nothing else pages) here.")
-def serve(
+Companion = Callable[[Any], Callable[[], None]]
+"""Something `run_serve` starts beside the collector once it serves, in the same process: called
+with the started `Collector`, it returns how to stop it (called before the collector stops). The
+collector knows nothing of what it is: `clinotel serve --rules` (the umbrella CLI) runs the alert
+evaluator this way, so clinotel-collector never imports clinotel-alerts."""
+
+_serve_options = [
+    click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="The embedded engine's data directory [default: ./.clinotel/data].",
+    ),
+    click.option(
+        "--clickhouse-url",
+        metavar="URL",
+        help="Store in this ClickHouse server (http://host:8123) instead; user and password from "
+        "CLICKHOUSE_USER and CLICKHOUSE_PASSWORD.",
+    ),
+    click.option(
+        "--otlp-http",
+        default="127.0.0.1:4318",
+        show_default=True,
+        callback=_address_option,
+        help="OTLP/HTTP address.",
+    ),
+    click.option(
+        "--otlp-grpc",
+        default="127.0.0.1:4317",
+        show_default=True,
+        callback=_address_option,
+        help="OTLP/gRPC address.",
+    ),
+    click.option(
+        "--http",
+        "http_address",
+        default="127.0.0.1:8123",
+        show_default=True,
+        callback=_address_option,
+        help="ClickHouse HTTP interface (read-only SQL, /ping) and /metrics listen address.",
+    ),
+    click.option("--tokens", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Tokens file (TOML)."),
+    click.option("--insecure-no-auth", is_flag=True, help="Accept writes without a token (loopback addresses only)."),
+    click.option(
+        "--wal-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Write-ahead log directory, one per collector [default: DATA-DIR.wal beside the data directory].",
+    ),
+    click.option("--database", default="clinotel", show_default=True),
+    click.option(
+        "--max-request-mb",
+        type=click.IntRange(min=1),
+        default=64,
+        show_default=True,
+        help="Largest request, after decompression.",
+    ),
+    click.option(
+        "--wal-max-mb",
+        type=click.IntRange(min=1),
+        default=1024,
+        show_default=True,
+        help="Unwritten log size before 503.",
+    ),
+]
+
+
+def serve_options(f: click.decorators.FC) -> click.decorators.FC:
+    """The collector's options, for the command that runs it (`clinotel serve`, which the umbrella
+    CLI composes with the alerting options); it passes them on to `run_serve` by name."""
+    for option in reversed(_serve_options):
+        f = option(f)
+    return f
+
+
+def run_serve(
     data_dir: Path | None,
     clickhouse_url: str | None,
     otlp_http: tuple[str, int],
@@ -197,12 +220,10 @@ def serve(
     database: str,
     max_request_mb: int,
     wal_max_mb: int,
-    rules: Path | None,
-    evaluate_every: str,
-    alertmanager: str | None,
-    webhook: str | None,
+    companion: Companion | None = None,
 ) -> None:
-    """Receive OTLP and store traces in ClickHouse, durably, one tenant per token."""
+    """The collector until SIGTERM or SIGINT (or its failure: exit 1), with `companion` started
+    beside it once it serves. Every option is checked before anything is bound or created."""
     import signal
     import threading
 
@@ -212,12 +233,8 @@ def serve(
     from clinotel.collector.store.pipeline import IngestSetupError
     from clinotel.collector.tokens import TokenError, Tokens
 
-    # everything the command line says is checked before anything is bound or created
     if data_dir is not None and clickhouse_url is not None:
         raise click.UsageError("give --data-dir or --clickhouse-url, not both")
-    if rules is None and (alertmanager or webhook):
-        raise click.UsageError("--alertmanager and --webhook page for --rules: give --rules FILE too")
-    alerting = _alerting(rules, evaluate_every, alertmanager, webhook) if rules is not None else None
     try:
         loaded_tokens = Tokens.load(tokens) if tokens is not None else None
         for warning in loaded_tokens.warnings if loaded_tokens is not None else []:
@@ -272,10 +289,14 @@ def serve(
         click.echo(f"  OTLP/gRPC on {config.otlp_grpc[0] if config.otlp_grpc else ''}:{collector.grpc.port}", err=True)
     where = clickhouse_url or config.engine_dir
     click.echo(f"  store {database} in {where}; log in {config.resolved_wal_dir}", err=True)
-    evaluator = alerting.start(collector) if alerting is not None else None
+    try:
+        stop_companion = companion(collector) if companion is not None else None
+    except BaseException:
+        collector.stop()
+        raise
     done.wait()
-    if evaluator is not None:
-        evaluator.stop()
+    if stop_companion is not None:
+        stop_companion()
     if collector.failure is not None:
         click.echo(f"clinotel serve: stopping: {collector.failure}", err=True)
         collector.stop()
@@ -283,62 +304,6 @@ def serve(
         raise SystemExit(1)
     click.echo("stopping: writing what the log holds", err=True)
     collector.stop()
-
-
-class _Alerting:
-    """`serve --rules`: the rule pack and sinks, checked before the collector starts."""
-
-    def __init__(self, pack: Any, interval: int, every: str, rules: Path, page: list[Any], ticket: list[Any]) -> None:
-        self.pack, self.interval, self.every, self.rules = pack, interval, every, rules
-        self.page, self.ticket = page, ticket
-
-    def start(self, collector: Any) -> Any:
-        """The evaluator on the collector's own store, in a background thread; its death stops the
-        collector."""
-        import socket
-
-        from clinotel.alerts.evaluator import Evaluator
-        from clinotel.alerts.paging import Outbox
-        from clinotel.alerts.runner import EvaluatorThread
-
-        outbox = Outbox(self.page or list(self.ticket), self.ticket)
-        # named after the collector's log (one collector per log): restarted, it resumes its own lease
-        holder = f"serve:{socket.gethostname()}:{collector.config.resolved_wal_dir}"
-        evaluator = Evaluator(
-            collector.client, self.pack, outbox, collector.config.database,
-            lease_s=max(3.0 * self.interval, 60.0), holder=holder,
-        )  # fmt: skip
-        thread = EvaluatorThread(evaluator, self.interval, on_failure=collector.fail)
-        thread.start()
-        click.echo(f"  evaluating {len(self.pack.rules)} alert rules from {self.rules} every {self.every}", err=True)
-        return thread
-
-
-def _alerting(rules: Path, every: str, alertmanager: str | None, webhook: str | None) -> _Alerting:
-    try:
-        from clinotel.alerts.paging import AlertmanagerSink, Sink, WebhookSink, check_url
-        from clinotel.alerts.rules import RuleError, load, parse_duration
-    except ImportError:
-        raise click.ClickException("--rules needs clinotel-alerts installed") from None
-    try:
-        interval = parse_duration(every)
-        if interval <= 0:
-            raise ValueError(f"an interval above zero, such as 30s, not {every!r}")
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--evaluate-every") from None
-    for name, url in (("--alertmanager", alertmanager), ("--webhook", webhook)):
-        if url is not None:
-            try:
-                check_url(url)
-            except ValueError as e:
-                raise click.BadParameter(str(e), param_hint=name) from None
-    try:
-        pack = load(rules)
-    except RuleError as e:
-        raise click.ClickException(str(e)) from None
-    page: list[Sink] = [AlertmanagerSink(alertmanager)] if alertmanager else []
-    ticket: list[Sink] = [WebhookSink(webhook)] if webhook else []
-    return _Alerting(pack, interval, every, rules, page, ticket)
 
 
 @click.command()

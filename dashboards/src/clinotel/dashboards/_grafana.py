@@ -19,6 +19,8 @@ from typing import Any, Final
 import attr
 import grafanalib.core as g
 
+from clinotel.model.grafana import DATASOURCE, DATASOURCE_UID, PLUGIN_TYPE, PLUGIN_VERSION
+
 __all__ = [
     "DATASOURCE",
     "DATASOURCE_UID",
@@ -31,10 +33,6 @@ __all__ = [
     "finish",
 ]
 
-PLUGIN_TYPE: Final = "grafana-clickhouse-datasource"
-PLUGIN_VERSION: Final = "4.20.0"
-DATASOURCE_UID: Final = "clinotel-clickhouse"
-DATASOURCE: Final = {"type": PLUGIN_TYPE, "uid": DATASOURCE_UID}
 SCHEMA_VERSION: Final = 42
 FORMATS: Final = {"timeseries": 0, "table": 1}
 MAX_DATA_POINTS: Final = 200

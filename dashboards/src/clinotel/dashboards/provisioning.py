@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from clinotel.dashboards import build_all
-from clinotel.dashboards._grafana import DATASOURCE_UID, PLUGIN_TYPE
+from clinotel.model.grafana import DATASOURCE_UID, PLUGIN_TYPE
 
 __all__ = ["DatasourceOptions", "write"]
 

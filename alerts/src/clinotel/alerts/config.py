@@ -1,0 +1,93 @@
+"""The alerting configuration: one model for every place that runs an evaluator (`clinotel alerts
+evaluate`, `clinotel serve --rules`, the demo), built by `wiring` into sinks and an evaluator.
+
+The command-line options (`options`) set the fields of the same names; timeouts, retries and the
+lease have defaults here and no flag.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Final
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from clinotel.alerts.lease import DEFAULT_LEASE_S
+from clinotel.alerts.paging import check_url
+from clinotel.alerts.rules import parse_duration
+from clinotel.alerts.sinks import DEFAULT_TIMEOUT_S, PAGERDUTY_URL, ROUTING_KEY_ENV
+
+__all__ = ["AlertingConfig"]
+
+MIN_LONG_LEASE_S: Final = 60.0
+
+
+def _interval(value: object) -> int:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"an interval above zero, such as 30s, not {value!r}")
+    return seconds
+
+
+def _sink_name(name: str) -> str:
+    if not _SINK_NAME.fullmatch(name):
+        raise ValueError(f"a sink name (a-z first, then a-z, 0-9, _ . -), not {name!r}")
+    return name
+
+
+_SINK_NAME: Final = re.compile(r"[a-z][a-z0-9_.-]{0,62}")
+Url = Annotated[str, AfterValidator(check_url)]
+Interval = Annotated[int, BeforeValidator(_interval)]
+SinkName = Annotated[str, AfterValidator(_sink_name)]
+
+
+class AlertingConfig(BaseModel):
+    """Where the rules come from, how often they run, and where notifications go.
+
+    Sinks are chosen by name from the `clinotel.alert_sinks` entry-point group (`wiring`): those
+    whose settings are given (`alertmanager`, `pagerduty`, `webhook`) and any named in `sinks`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rules: Path | None = None
+    """The rules file; None: the default pack."""
+    every: Interval = 30
+    """Seconds between evaluations (a duration such as `30s` is accepted)."""
+    sinks: tuple[SinkName, ...] = ()
+    """Sinks by entry-point name, besides those the settings below select."""
+    alertmanager: tuple[Url, ...] = ()
+    """Alertmanager API v2 base URLs (each replica of a cluster: Alertmanager deduplicates)."""
+    pagerduty: bool = False
+    pagerduty_url: Url = PAGERDUTY_URL
+    routing_key_env: str = Field(default=ROUTING_KEY_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    """The environment variable holding PagerDuty's routing key (never the key itself)."""
+    webhook: tuple[Url, ...] = ()
+    timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=300)
+    """Each delivery's connect, read and write timeout."""
+    attempts: int = Field(default=3, ge=1, le=10)
+    """Tries of one delivery within a pass; one that still fails is owed to the next pass."""
+    backoff_s: tuple[Annotated[float, Field(ge=0, le=60)], ...] = Field(default=(0.2, 0.5), min_length=1)
+    """Waits between tries: the n-th retry waits `backoff_s[n - 1]` (the last repeated)."""
+    lease_s: float | None = Field(default=None, gt=0, le=86_400)
+    """How long a pass's claim on the store lasts; None: three intervals, at least a minute
+    (`DEFAULT_LEASE_S` for a single pass)."""
+
+    def sink_names(self) -> tuple[str, ...]:
+        """Every sink to build, in order: Alertmanager, PagerDuty, the webhook, then `sinks`."""
+        implied = [
+            name
+            for name, given in (
+                ("alertmanager", bool(self.alertmanager)),
+                ("pagerduty", self.pagerduty),
+                ("webhook", bool(self.webhook)),
+            )
+            if given
+        ]
+        return tuple(dict.fromkeys([*implied, *self.sinks]))
+
+    def lease_for(self, once: bool = False) -> float:
+        """The lease a pass holds: a single run's (`once`) or a long-running evaluator's."""
+        if self.lease_s is not None:
+            return self.lease_s
+        return DEFAULT_LEASE_S if once else max(3.0 * self.every, MIN_LONG_LEASE_S)

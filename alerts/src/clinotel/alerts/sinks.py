@@ -1,0 +1,184 @@
+"""The sinks clinotel ships: Prometheus Alertmanager (API v2), PagerDuty Events API v2 and a webhook.
+
+Each is a JSON POST through an `httpx.Client` it is given (tests inject one with a
+`MockTransport`; `wiring` gives every sink of an evaluator one client, with the configured
+timeout); without one, each delivery opens and closes its own. Each is registered by name in the
+`clinotel.alert_sinks` entry-point group and built from an `AlertingConfig` by its `from_config`;
+its `role` says which notifications it gets (`page` or `ticket`).
+
+A delivery that fails raises RuntimeError with one line: `cannot reach URL: reason` or
+`HTTP status from URL: the start of the body`. A redirect is a failure too: following it would
+turn the POST into a GET and lose the notification.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+import httpx
+
+from clinotel.alerts.paging import Notification, Sink, iso
+
+if TYPE_CHECKING:
+    from clinotel.alerts.config import AlertingConfig
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "PAGERDUTY_URL",
+    "ROUTING_KEY_ENV",
+    "AlertmanagerSink",
+    "PagerDutySink",
+    "SinkConfigError",
+    "WebhookSink",
+    "http_client",
+    "post",
+]
+
+PAGERDUTY_URL: Final = "https://events.pagerduty.com/v2/enqueue"
+ROUTING_KEY_ENV: Final = "PAGERDUTY_ROUTING_KEY"
+DEFAULT_TIMEOUT_S: Final = 10.0
+"""Connect, read, write and pool timeouts of one delivery, each."""
+
+
+class SinkConfigError(ValueError):
+    """A sink the configuration cannot build (a missing URL or routing key, an unknown name)."""
+
+
+def http_client(timeout_s: float = DEFAULT_TIMEOUT_S) -> httpx.Client:
+    """A client as the sinks use it: the system's CA certificates (as urllib's default context),
+    the proxy environment honoured, redirects not followed."""
+    return httpx.Client(timeout=timeout_s, verify=ssl.create_default_context(), follow_redirects=False)
+
+
+def post(http: httpx.Client | None, url: str, payload: object, headers: Mapping[str, str] | None = None) -> None:
+    """POST `payload` as JSON to `url`; RuntimeError (one line) unless the answer is a 2xx."""
+    body = json.dumps(payload).encode()
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    try:
+        if http is None:
+            with http_client() as own:
+                response = own.post(url, content=body, headers=sent)
+        else:
+            response = http.post(url, content=body, headers=sent)
+    except httpx.HTTPError as e:
+        raise RuntimeError(f"cannot reach {url}: {str(e) or type(e).__name__}") from None
+    if not response.is_success:
+        raise RuntimeError(f"HTTP {response.status_code} from {url}: {response.content[:200]!r}")
+
+
+def _numbered(name: str, i: int) -> str:
+    """The receiver name of the `i`-th sink of one kind: stable across runs for the audit trail,
+    which says per receiver what each one has been told."""
+    return name if i == 0 else f"{name}-{i + 1}"
+
+
+@dataclass
+class AlertmanagerSink:
+    """`POST /api/v2/alerts`: labels identify the alert; a firing alert carries an `endsAt` a few
+    evaluation intervals ahead (re-sent every evaluation), a resolved one `endsAt` = now."""
+
+    url: str
+    resend_ahead: timedelta = timedelta(minutes=5)
+    name: str = "alertmanager"
+    http: httpx.Client | None = field(default=None, repr=False, compare=False)
+    role: ClassVar[str] = "page"
+    resend_firing: ClassVar[bool] = True
+    """Alertmanager expects firing alerts re-sent until they end (it deduplicates them)."""
+
+    @classmethod
+    def from_config(cls, config: AlertingConfig, http: httpx.Client, env: Mapping[str, str]) -> list[Sink]:
+        if not config.alertmanager:
+            raise SinkConfigError("the alertmanager sink needs --alertmanager URL")
+        return [cls(url, name=_numbered("alertmanager", i), http=http) for i, url in enumerate(config.alertmanager)]
+
+    def send(self, notifications: list[Notification]) -> None:
+        alerts = []
+        for n in notifications:
+            ends = n.ends_at if not n.firing and n.ends_at else datetime.now(UTC) + self.resend_ahead
+            alerts.append(
+                {
+                    "labels": {"alertname": n.rule, "severity": n.severity, **n.labels},
+                    "annotations": n.annotations,
+                    "startsAt": iso(n.starts_at),
+                    "endsAt": iso(ends),
+                    "generatorURL": n.generator_url,
+                }
+            )
+        post(self.http, self.url.rstrip("/") + "/api/v2/alerts", alerts)
+
+
+@dataclass
+class PagerDutySink:
+    """Events API v2: `trigger` while firing, `resolve` when it ends, with a stable `dedup_key`.
+    Built from a configuration, the routing key is read from the environment variable it names
+    (PAGERDUTY_ROUTING_KEY by default)."""
+
+    url: str = PAGERDUTY_URL
+    routing_key: str = field(default="", repr=False)
+    name: str = "pagerduty"
+    http: httpx.Client | None = field(default=None, repr=False, compare=False)
+    role: ClassVar[str] = "page"
+
+    @classmethod
+    def from_config(cls, config: AlertingConfig, http: httpx.Client, env: Mapping[str, str]) -> list[Sink]:
+        key = env.get(config.routing_key_env, "").strip()
+        if not key:
+            raise SinkConfigError(f"--pagerduty needs the routing key in {config.routing_key_env}")
+        return [cls(config.pagerduty_url, key, http=http)]
+
+    def send(self, notifications: list[Notification]) -> None:
+        if not self.routing_key:
+            raise RuntimeError(f"no PagerDuty routing key: set {ROUTING_KEY_ENV}")
+        for n in notifications:
+            event: dict[str, Any] = {
+                "routing_key": self.routing_key,
+                "event_action": "trigger" if n.firing else "resolve",
+                "dedup_key": n.dedup_key,
+            }
+            if n.firing:
+                event["payload"] = {
+                    "summary": n.annotations.get("summary", n.rule)[:1024],
+                    "source": n.labels.get("tenant") or "clinotel",
+                    "severity": "critical",
+                    "timestamp": iso(n.starts_at),
+                    "component": n.labels.get("kind", ""),
+                    "group": n.labels.get("tenant", ""),
+                    "class": n.rule,
+                    "custom_details": {**n.labels, **n.annotations},
+                }
+                event["client"] = "clinotel"
+                if n.annotations.get("runbook_url"):
+                    event["links"] = [{"href": n.annotations["runbook_url"], "text": "Runbook"}]
+            post(self.http, self.url, event)
+
+
+@dataclass
+class WebhookSink:
+    """A JSON POST per batch: `{"status": "firing"|"resolved", "alerts": [...]}`."""
+
+    url: str
+    name: str = "webhook"
+    http: httpx.Client | None = field(default=None, repr=False, compare=False)
+    role: ClassVar[str] = "ticket"
+
+    @classmethod
+    def from_config(cls, config: AlertingConfig, http: httpx.Client, env: Mapping[str, str]) -> list[Sink]:
+        if not config.webhook:
+            raise SinkConfigError("the webhook sink needs --webhook URL")
+        return [cls(url, name=_numbered("webhook", i), http=http) for i, url in enumerate(config.webhook)]
+
+    def send(self, notifications: list[Notification]) -> None:
+        for firing in (True, False):
+            batch = [n for n in notifications if n.firing is firing]
+            if batch:
+                post(self.http, self.url, {"status": "firing" if firing else "resolved", "alerts": [
+                    {"rule": n.rule, "severity": n.severity, "labels": n.labels, "annotations": n.annotations,
+                     "startsAt": iso(n.starts_at), "endsAt": iso(n.ends_at) if n.ends_at else None,
+                     "dedupKey": n.dedup_key}
+                    for n in batch
+                ]})  # fmt: skip

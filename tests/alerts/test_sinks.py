@@ -1,0 +1,199 @@
+"""The sinks alone, through an injected HTTP client (httpx's MockTransport): what each one POSTs,
+how a refusal, a redirect, a network error or a timeout reads, and how the outbox retries. No
+server: the end-to-end deliveries (a real Alertmanager, the evaluator) are in test_paging.py."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from clinotel.alerts.paging import Notification, Outbox, check_url
+from clinotel.alerts.sinks import AlertmanagerSink, PagerDutySink, WebhookSink, post
+from tests.net import free_port
+
+START = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+class Recorder:
+    """A MockTransport handler that keeps every request and answers with `status` (or `answer`)."""
+
+    def __init__(self, status: int = 202, answer: Handler | None = None) -> None:
+        self.requests: list[httpx.Request] = []
+        self.status = status
+        self.answer = answer
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if self.answer is not None:
+            return self.answer(request)
+        return httpx.Response(self.status, text="ok")
+
+    @property
+    def bodies(self) -> list[Any]:
+        return [json.loads(r.content) for r in self.requests]
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def http(recorder: Recorder) -> Iterator[httpx.Client]:
+    with httpx.Client(transport=httpx.MockTransport(recorder)) as client:
+        yield client
+
+
+def _n(firing: bool = True, **labels: str) -> Notification:
+    return Notification(
+        "model_fallback", {"tenant": "st-marys", "kind": "triage", **labels},
+        {"summary": "Decisions fall back", "runbook_url": "https://runbooks/model_fallback.md"},
+        "page", firing, START, None if firing else START + timedelta(minutes=20), "clinotel://alerts/model_fallback",
+    )  # fmt: skip
+
+
+def test_alertmanager_posts_api_v2_alerts_with_labels_and_ends_at(http: httpx.Client, recorder: Recorder) -> None:
+    sink = AlertmanagerSink("http://am.test:9093/", http=http)
+    before = datetime.now(UTC)
+    sink.send([_n(), _n(firing=False, tenant="general")])
+    [request] = recorder.requests
+    assert (request.method, str(request.url)) == ("POST", "http://am.test:9093/api/v2/alerts")
+    assert request.headers["content-type"] == "application/json"
+    firing, resolved = recorder.bodies[0]
+    assert firing["labels"] == {"alertname": "model_fallback", "severity": "page", "tenant": "st-marys",
+                                "kind": "triage"}  # fmt: skip
+    assert firing["startsAt"] == "2026-11-30T08:00:00.000Z"
+    ends = datetime.fromisoformat(firing["endsAt"])
+    assert before + timedelta(minutes=4) < ends < datetime.now(UTC) + timedelta(minutes=6), "re-sent before it expires"
+    assert resolved["endsAt"] == "2026-11-30T08:20:00.000Z", "a resolution ends when it resolved"
+    assert firing["annotations"]["runbook_url"] == "https://runbooks/model_fallback.md"
+    assert AlertmanagerSink.resend_firing is True
+
+
+def test_webhook_posts_firing_and_resolved_batches_apart(http: httpx.Client, recorder: Recorder) -> None:
+    WebhookSink("https://tickets.test/hook", http=http).send([_n(), _n(firing=False), _n(tenant="general")])
+    assert [b["status"] for b in recorder.bodies] == ["firing", "resolved"]
+    assert [len(b["alerts"]) for b in recorder.bodies] == [2, 1]
+    alert = recorder.bodies[0]["alerts"][0]
+    assert alert["dedupKey"] == _n().dedup_key
+    assert alert["endsAt"] is None
+
+
+def test_pagerduty_triggers_and_resolves_with_one_dedup_key(http: httpx.Client, recorder: Recorder) -> None:
+    sink = PagerDutySink(routing_key="R" * 32, http=http)
+    sink.send([_n(), _n(firing=False)])
+    assert {str(r.url) for r in recorder.requests} == {"https://events.pagerduty.com/v2/enqueue"}
+    trigger, resolve = recorder.bodies
+    assert trigger["event_action"] == "trigger"
+    assert trigger["payload"]["class"] == "model_fallback"
+    assert trigger["links"] == [{"href": "https://runbooks/model_fallback.md", "text": "Runbook"}]
+    assert resolve == {"routing_key": "R" * 32, "event_action": "resolve", "dedup_key": trigger["dedup_key"]}
+
+
+def test_pagerduty_keeps_its_routing_key_out_of_its_repr_and_refuses_without_one(http: httpx.Client) -> None:
+    assert "R" * 32 not in repr(PagerDutySink(routing_key="R" * 32, http=http))
+    with pytest.raises(RuntimeError, match="no PagerDuty routing key"):
+        PagerDutySink(http=http).send([_n()])
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        (lambda r: httpx.Response(500, content=b"x" * 1000), r"^HTTP 500 from http://hook\.test/h: b'x{200}'$"),
+        (lambda r: httpx.Response(400, json={"error": "bad"}), r"^HTTP 400 from http://hook\.test/h: "),
+        (
+            lambda r: httpx.Response(307, headers={"Location": "http://elsewhere.test/"}),
+            r"^HTTP 307 from http://hook\.test/h",
+        ),
+    ],
+    ids=["refused: body cut at 200 bytes", "bad request", "redirect not followed"],
+)
+def test_a_refusal_is_one_line_naming_the_url(answer: Handler, says: str) -> None:
+    recorder = Recorder(answer=answer)
+    with httpx.Client(transport=httpx.MockTransport(recorder)) as http, pytest.raises(RuntimeError) as refused:
+        WebhookSink("http://hook.test/h", http=http).send([_n()])
+    assert len(recorder.requests) == 1, "a redirect is not followed: the POST would become a GET"
+    message = str(refused.value)
+    assert "\n" not in message
+    assert re.match(says, message), message
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [
+        (httpx.ConnectError("[Errno 111] Connection refused"), "[Errno 111] Connection refused"),
+        (httpx.ReadTimeout("timed out"), "timed out"),
+        (httpx.ConnectTimeout(""), "ConnectTimeout"),
+    ],
+    ids=["refused", "read timeout", "no message"],
+)
+def test_a_network_error_says_cannot_reach(error: httpx.HTTPError, says: str) -> None:
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    with httpx.Client(transport=httpx.MockTransport(fail)) as http, pytest.raises(RuntimeError) as failed:
+        AlertmanagerSink("http://am.test", http=http).send([_n()])
+    assert str(failed.value) == f"cannot reach http://am.test/api/v2/alerts: {says}"
+
+
+def test_without_an_injected_client_each_delivery_opens_and_closes_its_own() -> None:
+    url = f"http://127.0.0.1:{free_port()}/h"  # nothing listens: the connection is refused at once
+    with pytest.raises(RuntimeError, match=f"^cannot reach {re.escape(url)}: "):
+        post(None, url, {"a": 1})
+
+
+def test_the_outbox_retries_with_its_backoff_and_reports_every_attempt() -> None:
+    answers = iter([500, 503, 202])
+    recorder = Recorder(answer=lambda r: httpx.Response(next(answers)))
+    slept: list[float] = []
+    with httpx.Client(transport=httpx.MockTransport(recorder)) as http:
+        outbox = Outbox([WebhookSink("http://hook.test/p", http=http)], [], sleep=slept.append)
+        outbox.add(_n())
+        attempts = outbox.flush()
+    assert [(a.attempt, a.ok) for a in attempts] == [(1, False), (2, False), (3, True)]
+    assert attempts[0].detail.startswith("HTTP 500 from http://hook.test/p")
+    assert slept == [0.2, 0.5]
+    assert outbox.pending == []
+
+
+def test_the_outbox_gives_up_after_its_attempts_repeating_its_last_backoff() -> None:
+    recorder = Recorder(status=500)
+    slept: list[float] = []
+    with httpx.Client(transport=httpx.MockTransport(recorder)) as http:
+        outbox = Outbox([WebhookSink("http://hook.test/p", http=http)], [], sleep=slept.append, attempts=4,
+                        backoff_s=(1.0,))  # fmt: skip
+        outbox.add(_n(), tried=2)
+        attempts = outbox.flush()
+    assert [(a.attempt, a.ok) for a in attempts] == [(3, False), (4, False), (5, False), (6, False)]
+    assert slept == [1.0, 1.0, 1.0], "no wait after the last attempt"
+    assert len(recorder.requests) == 4
+
+
+def test_the_outbox_closes_what_it_owns_once() -> None:
+    closed: list[int] = []
+    outbox = Outbox([], [], on_close=lambda: closed.append(1))
+    outbox.close()
+    outbox.close()
+    assert closed == [1]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["am:9093", "ftp://am.test", "file:///etc/passwd", "http://", "http://am.test:port", "http://a b/",
+     "http://am.test/\r\nX-Injected: 1", "http://am.test/\x00", "javascript:alert(1)", ""],
+)  # fmt: skip
+def test_check_url_refuses_what_is_not_an_http_url_with_a_host(url: str) -> None:
+    with pytest.raises(ValueError, match="URL"):
+        check_url(url)
+
+
+def test_check_url_accepts_http_and_https_with_ports_paths_and_ipv6() -> None:
+    for url in ("http://127.0.0.1:9093", "https://am.test/prefix/", "http://[::1]:9093", "https://h.test/a?b=c"):
+        assert check_url(url) == url
