@@ -165,9 +165,8 @@ ONE_HOME = {
 def test_the_grafana_datasource_and_runbook_base_are_spelled_once(literal: str) -> None:
     """The datasource's uid, the plugin and its version, and the runbook base URL: one home each,
     which the dashboards and the alert export import."""
-    roots = [REPO / d / "src" for d in ("instrumentation", "model", "collector", "dashboards", "alerts")] + [
-        REPO / "src"
-    ]
+    folders = ("instrumentation", "model", "collector", "dashboards", "alerts")
+    roots = [REPO / d / "src" for d in folders] + [REPO / "src"]
     homes = [
         str(path.relative_to(REPO))
         for root in roots
