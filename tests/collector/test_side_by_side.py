@@ -111,7 +111,7 @@ def test_two_collectors_beside_each_other_under_load_with_restarts_store_every_a
             second = serve(d2, port2)
             time.sleep(1.0)
             second.send_signal(signal.SIGTERM)  # and is restarted cleanly
-            assert second.wait(timeout=60) == 0, _close(second)
+            assert second.wait(timeout=180) == 0, _close(second)
             _close(second)
             second = serve(d2, port2)
             time.sleep(1.0)
@@ -122,7 +122,7 @@ def test_two_collectors_beside_each_other_under_load_with_restarts_store_every_a
         for proc in (first, second):
             proc.send_signal(signal.SIGTERM)
         for proc in (first, second):
-            code = proc.wait(timeout=60)
+            code = proc.wait(timeout=180)  # a clean stop writes what the log holds: slow on a busy machine
             errors = _close(proc)
             assert code == 0, errors
     finally:  # a failed assertion leaves no collector running
