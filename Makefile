@@ -23,6 +23,7 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
+	$(BIN)/python scripts/bench_smoke.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check --fix .
