@@ -10,9 +10,8 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 import clinotel.instrumentation as ct
 from clinotel.collector import clinical, ingest, otlp_proto, schema
-from clinotel.instrumentation.testing import capture
-from tests.conftest import FakeClock
-from tests.instrumentation.workflows import schedule, triage
+from clinotel.instrumentation.testing import FakeClock, capture
+from clinotel.instrumentation.testing.workflows import schedule, triage
 
 
 def _store(client: Any, pipeline: ingest.Pipeline, path: Path, spans: list[Any]) -> None:

@@ -16,8 +16,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from clinotel.collector import ingest, otlp_proto, schema, sql
+from clinotel.instrumentation.testing.phi import PHI_CORPUS, leaks
 from clinotel.semconv import REDACTED, scrub
-from tests.instrumentation.phi_corpus import PHI_CORPUS, leaks
 
 PSEUDONYM = "0123456789abcdef0123456789abcdef"
 
