@@ -17,6 +17,7 @@ import pytest
 
 import clinotel.instrumentation as ct
 from clinotel.instrumentation.testing import CapturedSpans, capture
+from clinotel.semconv import Language
 from clinotel.semconv import attributes as A
 
 WID = ct.pseudonymize("ENC-1", b"a key of sixteen bytes or more")
@@ -217,3 +218,18 @@ def test_a_record_of_the_wrong_kind_or_given_twice_is_an_error(spans: CapturedSp
         st.record_review(ct.Action(type="notify"))  # type: ignore[arg-type]
     assert production.telemetry.dropped()["internal_errors"] == 1
     assert A.ACTION_TYPE.key not in production.one("decide").attributes
+
+
+def test_registry_enums_are_accepted_wherever_codes_are(spans: CapturedSpans) -> None:
+    cohort = ct.Cohort(language=Language.SPANISH, sex=ct.Sex.FEMALE)
+    assert cohort.to_attributes() == {A.COHORT_SEX.key: "female", A.COHORT_LANGUAGE.key: "es"}
+    with ct.workflow("triage", cohort=cohort), ct.stage("decide") as st:
+        st.record_decision(source=ct.DecisionSource.MODEL, risk=ct.Risk.HIGH)
+        st.set(A.INGEST_SOURCE, ct.IngestSource.EHR)
+    decide = spans.one("decide").attributes
+    assert (decide[A.DECISION_SOURCE.key], decide[A.DECISION_RISK.key], decide[A.INGEST_SOURCE.key]) == (
+        "model",
+        "high",
+        "ehr",
+    )
+    assert type(decide[A.DECISION_SOURCE.key]) is str

@@ -3,16 +3,16 @@
 A `FieldSet` is the rule book of one kind of record: the typed models (`Decision`, `Review`, ...)
 each have one, the workflow's place and the queue hand-off have one, and bare attributes set by
 key are the field set whose field names are the registered keys themselves. All of them take
-their validators from `clinotel.semconv`, so there is one definition of what may be recorded.
+their validators from `clinotel.semconv`, so there is one definition of what may be recorded;
+`record.validate` applies them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from enum import StrEnum
 from typing import Final
 
-from clinotel.semconv import REGISTRY, AttributeDef, AttributeValue, InvalidAttributeError, Scope
+from clinotel.semconv import REGISTRY, AttributeDef, AttributeValue, Scope
 from clinotel.semconv import attributes as A
 
 __all__ = [
@@ -23,7 +23,6 @@ __all__ = [
     "WHERE",
     "FieldSet",
     "FieldValues",
-    "Refuse",
     "Validator",
     "validator_for",
 ]
@@ -31,8 +30,6 @@ __all__ = [
 Validator = Callable[[object], AttributeValue]
 FieldValues = Mapping[str | AttributeDef, object]
 """Registered attributes keyed by name or by definition (`A.SITE`)."""
-Refuse = Callable[[str, str], None]
-"""(reason, message): raises, or counts and returns so the field is dropped."""
 
 SPAN_VALIDATORS: Final[dict[str, Validator]] = {
     d.key: d.validator() for d in REGISTRY if Scope.SPAN in d.scope or Scope.EVENT in d.scope
@@ -70,33 +67,9 @@ class FieldSet:
         """The field set of named registered attributes."""
         return cls(name, {f: (d.key, validator_for(d)) for f, d in fields.items()}, required=required)
 
-    def validate(self, values: Mapping[str, object] | FieldValues, refuse: Refuse) -> dict[str, AttributeValue]:
-        """The attributes `values` stand for, each value as the registry exports it.
-
-        A field that is missing, unknown or breaks its attribute's rules goes to `refuse`; when
-        `refuse` returns, the field is left out and the valid ones are kept. None means unset.
-        """
-        for needed in self.required:
-            if needed not in values:
-                missing = sorted(self.required.difference(values))
-                refuse("invalid", f"{self.name} needs {', '.join(missing)}")
-                break
-        checks = self.checks
-        out: dict[str, AttributeValue] = {}
-        for name, value in values.items():
-            if value is None:
-                continue
-            field = name if type(name) is str else name.key  # type: ignore[union-attr]
-            found = checks.get(field)
-            if found is None:
-                refuse("unregistered", self._unknown.format(record=self.name, field=field))
-                continue
-            key, check = found
-            try:
-                out[key] = check(value.value if isinstance(value, StrEnum) else value)
-            except InvalidAttributeError as e:
-                refuse("phi" if e.looks_like_phi else "invalid", str(e))
-        return out
+    def unknown(self, field: str) -> str:
+        """The refusal message for a field this set does not have."""
+        return self._unknown.format(record=self.name, field=field)
 
 
 SPAN_ATTRIBUTES: Final = FieldSet(

@@ -75,7 +75,7 @@ class TelemetryModel(BaseModel):
             for name, check in cls._untyped:
                 value = data.get(name)
                 if value is not None:
-                    check(value)
+                    check(value.value if isinstance(value, StrEnum) else value)
         return data
 
     def to_attributes(self) -> dict[str, AttributeValue]:

@@ -87,10 +87,6 @@ class Runtime:
     def strict(self) -> bool:
         return self.mode is Mode.STRICT
 
-    def refuse(self, reason: str, message: str) -> None:
-        """Telemetry broke a rule: see `refuse`."""
-        refuse(self, reason, message)
-
 
 def _mode_from_env() -> Mode:
     raw = os.environ.get("CLINOTEL_MODE", "").strip().lower()
