@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.clinotel-installed
-COMPONENTS := -e "./instrumentation[openfeature]" -e ./model -e ./collector -e ./dashboards -e ./alerts
+COMPONENTS := -e "./instrumentation[sdk,openfeature]" -e ./model -e ./collector -e ./dashboards -e ./alerts
 
 .PHONY: demo test lint bench docs constraints clean
 

@@ -113,19 +113,18 @@ def _demo_requests(workflows: int, batch: int, path: Path) -> tuple[int, int]:
     import clinotel.instrumentation as ct
     from clinotel.demo.hospital import SimClock, record_truths, run_workflow
     from clinotel.demo.scenario import Scenario, plan
-    from clinotel.instrumentation import _runtime
+    from clinotel.instrumentation.testing import isolated
 
-    previous = _runtime.current()
     exporter = InMemorySpanExporter()
     clock = SimClock(time.time_ns() - 12 * 3600 * 10**9)
-    telemetry = ct.configure(
-        service_name="bench-hospital", tenant="bench", pseudonym_key="b" * 32, exporter=exporter,
-        batch=False, set_global=False, clock=clock,
-    )  # fmt: skip
-    truths = [t for p in plan(Scenario(workflows=workflows, seed=5)) if (t := run_workflow(p, clock))]
-    record_truths(truths, clock)
-    telemetry.shutdown()
-    _runtime.install(previous)
+    with isolated():
+        telemetry = ct.configure(
+            service_name="bench-hospital", tenant="bench", pseudonym_key="b" * 32, exporter=exporter,
+            batch=False, set_global=False, clock=clock,
+        )  # fmt: skip
+        truths = [t for p in plan(Scenario(workflows=workflows, seed=5)) if (t := run_workflow(p, clock))]
+        record_truths(truths, clock)
+        telemetry.shutdown()
     spans = list(exporter.get_finished_spans())
     with path.open("wb") as f:
         count = 0

@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 import clinotel.instrumentation as ct
-from clinotel.instrumentation import _runtime
+from clinotel.instrumentation.testing import isolated
 from clinotel.semconv import pseudonymize
 
 KEY = b"benchmark-pseudonym-key-0123456789"
@@ -175,24 +175,23 @@ def main(argv: list[str] | None = None) -> int:
     sdk_run = sdk_workflow_factory(sdk_provider.get_tracer("bench"))
 
     os.environ["OTEL_BSP_MAX_QUEUE_SIZE"] = str(QUEUE)  # clinotel's BatchSpanProcessor reads it
-    previous = _runtime.current()
     clin_exporter = NullExporter()
-    telemetry = ct.configure(
-        service_name="bench", tenant="bench", pseudonym_key=KEY, exporter=clin_exporter, set_global=False
-    )
+    with isolated():  # the configuration in force before is back afterwards
+        telemetry = ct.configure(
+            service_name="bench", tenant="bench", pseudonym_key=KEY, exporter=clin_exporter, set_global=False
+        )
 
-    for _ in range(2):  # warm-up: caches, imports, branch predictors
-        measure(clinotel_workflow, telemetry.force_flush, 300)
-        measure(sdk_run, sdk_bsp.force_flush, 300)
+        for _ in range(2):  # warm-up: caches, imports, branch predictors
+            measure(clinotel_workflow, telemetry.force_flush, 300)
+            measure(sdk_run, sdk_bsp.force_flush, 300)
 
-    clin, sdk = [], []
-    for _ in range(rounds):
-        clin.append(measure(clinotel_workflow, telemetry.force_flush, per_round))
-        sdk.append(measure(sdk_run, sdk_bsp.force_flush, per_round))
+        clin, sdk = [], []
+        for _ in range(rounds):
+            clin.append(measure(clinotel_workflow, telemetry.force_flush, per_round))
+            sdk.append(measure(sdk_run, sdk_bsp.force_flush, per_round))
+        telemetry.shutdown()
     ratios = [c / s for c, s in zip(clin, sdk, strict=True)]
-    telemetry.shutdown()
     sdk_provider.shutdown()
-    _runtime.install(previous)
     expected = 7 * (per_round * rounds + 2 * 300)
     exported_ok = clin_exporter.spans >= expected and sdk_exporter.spans >= expected
 

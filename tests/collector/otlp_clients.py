@@ -13,10 +13,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import clinotel.instrumentation as ct
-from clinotel.instrumentation import _runtime
+from clinotel.instrumentation.testing import FakeClock, isolated
+from clinotel.instrumentation.testing.workflows import triage
 from tests.collector.fixtures import WRITE_TOKEN
-from tests.conftest import FakeClock
-from tests.instrumentation.workflows import triage
 
 
 def post(
@@ -60,21 +59,20 @@ def plain_request(n: int = 3, tenant_claimed: str = "general") -> bytes:
 
 def send_workflows(endpoint: str, protocol: str, n: int, token: str = WRITE_TOKEN) -> None:
     """`n` triage workflows, encounters ENC-0…, through clinotel and the official OTLP exporter for `protocol`."""
-    before = _runtime.current()
-    telemetry = ct.configure(
-        service_name="ed-triage",
-        tenant="someone-else",
-        endpoint=endpoint,
-        protocol=protocol,
-        headers={"authorization": f"Bearer {token}"},
-        pseudonym_key="k" * 32,
-        set_global=False,
-    )
-    try:
-        clock = FakeClock()
-        for i in range(n):
-            triage(clock, f"ENC-{i}")
-        assert telemetry.force_flush()
-    finally:
-        telemetry.shutdown()
-        _runtime.install(before)
+    with isolated():
+        telemetry = ct.configure(
+            service_name="ed-triage",
+            tenant="someone-else",
+            endpoint=endpoint,
+            protocol=protocol,
+            headers={"authorization": f"Bearer {token}"},
+            pseudonym_key="k" * 32,
+            set_global=False,
+        )
+        try:
+            clock = FakeClock()
+            for i in range(n):
+                triage(clock, f"ENC-{i}")
+            assert telemetry.force_flush()
+        finally:
+            telemetry.shutdown()

@@ -12,10 +12,9 @@ import clinotel.instrumentation as ct
 from clinotel.collector.log import record as otlp_proto
 from clinotel.collector.store import pipeline as ingest
 from clinotel.collector.store import schema
-from clinotel.instrumentation.testing import capture
+from clinotel.instrumentation.testing import FakeClock, capture
+from clinotel.instrumentation.testing.workflows import schedule, triage
 from clinotel.model import clinical
-from tests.conftest import FakeClock
-from tests.instrumentation.workflows import schedule, triage
 
 
 def _store(client: Any, pipeline: ingest.Pipeline, path: Path, spans: list[Any]) -> None:

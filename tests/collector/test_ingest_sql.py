@@ -18,9 +18,9 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from clinotel.collector.log import record as otlp_proto
 from clinotel.collector.store import phi_sql, schema
 from clinotel.collector.store import pipeline as ingest
+from clinotel.instrumentation.testing.phi import PHI_CORPUS, leaks
 from clinotel.model.sql import literal
 from clinotel.semconv import REDACTED, scrub
-from tests.instrumentation.phi_corpus import PHI_CORPUS, leaks
 
 PSEUDONYM = "0123456789abcdef0123456789abcdef"
 

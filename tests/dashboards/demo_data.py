@@ -12,7 +12,7 @@ import clinotel.instrumentation as ct
 from clinotel.collector.service import Collector
 from clinotel.demo.hospital import SimClock, record_truths, run_workflow
 from clinotel.demo.scenario import Scenario, plan
-from clinotel.instrumentation import _runtime
+from clinotel.instrumentation.testing import isolated
 
 
 @contextmanager
@@ -21,26 +21,25 @@ def exporting_to(collector: Collector, token: str, clock: SimClock, max_spans: i
     written and queryable (and the collector's own figures recorded)."""
     assert collector.http is not None
     assert collector.writer is not None
-    before = _runtime.current()
     # the simulation outruns real time: a queue that holds the whole run, so no span is dropped
     os.environ["OTEL_BSP_MAX_QUEUE_SIZE"] = str(max_spans)
-    telemetry = ct.configure(
-        service_name="clinotel-demo-hospital",
-        tenant="demo-health",
-        endpoint=f"http://127.0.0.1:{collector.http.port}",
-        protocol="http/protobuf",
-        headers={"authorization": f"Bearer {token}"},
-        pseudonym_key="clinotel-test-key-0123456789abcdef",
-        set_global=False,
-        clock=clock,
-    )
-    try:
-        yield
-        assert telemetry.force_flush()
-    finally:
-        telemetry.shutdown()
-        _runtime.install(before)
-        del os.environ["OTEL_BSP_MAX_QUEUE_SIZE"]
+    with isolated():
+        telemetry = ct.configure(
+            service_name="clinotel-demo-hospital",
+            tenant="demo-health",
+            endpoint=f"http://127.0.0.1:{collector.http.port}",
+            protocol="http/protobuf",
+            headers={"authorization": f"Bearer {token}"},
+            pseudonym_key="clinotel-test-key-0123456789abcdef",
+            set_global=False,
+            clock=clock,
+        )
+        try:
+            yield
+            assert telemetry.force_flush()
+        finally:
+            telemetry.shutdown()
+            del os.environ["OTEL_BSP_MAX_QUEUE_SIZE"]
     collector.writer.drain()
     if collector.recorder is not None:
         collector.recorder.record()

@@ -10,12 +10,17 @@
             st.record_decision(source="model", value="ESI-2", confidence=0.82, risk="high")
 
 Importing this package configures nothing; until `configure()` is called, spans go to whatever
-global tracer provider the application set (or nowhere).
+global tracer provider the application set (or nowhere). The workflow calls need only the
+OpenTelemetry API and pydantic, so a library can depend on the bare distribution; `configure()`,
+`otlp_exporter()` and `SanitizingSpanExporter` need the `sdk` extra
+(`pip install 'clinotel-instrumentation[sdk]'`). This module only re-exports: the code is in
+`clinotel.instrumentation._internal`.
 """
 
-from clinotel.instrumentation._api import (
+from typing import TYPE_CHECKING
+
+from clinotel.instrumentation._internal.api import (
     StageHandle,
-    WorkflowContext,
     WorkflowHandle,
     current_stage,
     current_workflow,
@@ -28,12 +33,12 @@ from clinotel.instrumentation._api import (
     stage,
     workflow,
 )
-from clinotel.instrumentation._export import SanitizingSpanExporter
-from clinotel.instrumentation._models import Action, Cohort, Decision, FlagEvaluation, Outcome, Review
-from clinotel.instrumentation._outcome import record_outcome
-from clinotel.instrumentation._queue import Dequeued, dequeue, enqueue
-from clinotel.instrumentation._runtime import Mode
-from clinotel.instrumentation._sdk import Telemetry, configure, otlp_exporter
+from clinotel.instrumentation._internal.context import WorkflowContext
+from clinotel.instrumentation._internal.models import Action, Cohort, Decision, FlagEvaluation, Outcome, Review
+from clinotel.instrumentation._internal.outcome import record_outcome
+from clinotel.instrumentation._internal.queue import Dequeued, dequeue, enqueue
+from clinotel.instrumentation._internal.runtime import Mode
+from clinotel.instrumentation._internal.setup import SDK_EXTRA, Telemetry, configure, otlp_exporter
 from clinotel.instrumentation.errors import ClinotelError, ConfigurationError, TelemetryValidationError
 from clinotel.semconv import (
     ActionStatus,
@@ -53,6 +58,9 @@ from clinotel.semconv import (
     Stage,
     pseudonymize,
 )
+
+if TYPE_CHECKING:
+    from clinotel.instrumentation._internal.export import SanitizingSpanExporter
 
 __all__ = [
     "Action",
@@ -103,3 +111,18 @@ __all__ = [
     "stage",
     "workflow",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # SanitizingSpanExporter subclasses the SDK's SpanExporter: imported on first use, so the
+    # package imports without the `sdk` extra.
+    if name == "SanitizingSpanExporter":
+        try:
+            from clinotel.instrumentation._internal.export import SanitizingSpanExporter
+        except ModuleNotFoundError as e:
+            if not (e.name or "").startswith("opentelemetry"):
+                raise
+            raise ImportError(f"{__name__}.{name} needs the OpenTelemetry SDK: pip install '{SDK_EXTRA}'") from e
+        globals()[name] = SanitizingSpanExporter
+        return SanitizingSpanExporter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

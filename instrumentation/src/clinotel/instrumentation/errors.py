@@ -1,7 +1,8 @@
 """The exceptions clinotel raises.
 
     ClinotelError
-    ├── ConfigurationError          configure() was given something it cannot use
+    ├── ConfigurationError          configure() was given something it cannot use, or the
+    │                               `sdk` extra it needs is not installed
     └── TelemetryValidationError    strict mode: an attribute, name or carrier broke the rules
 
 In production mode only ConfigurationError is ever raised (from configure() itself); everything

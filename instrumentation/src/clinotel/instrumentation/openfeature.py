@@ -18,7 +18,7 @@ from typing import Any
 from openfeature.flag_evaluation import FlagEvaluationDetails
 from openfeature.hook import Hook, HookContext, HookHints
 
-from clinotel.instrumentation._api import record_flag
+from clinotel.instrumentation import record_flag
 
 __all__ = ["ClinotelFlagHook"]
 

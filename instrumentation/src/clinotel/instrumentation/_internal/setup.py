@@ -1,4 +1,10 @@
-"""configure(): the one module that builds OpenTelemetry SDK objects for clinotel."""
+"""configure(): set clinotel up for a process.
+
+The OpenTelemetry SDK and the OTLP exporters are the `sdk` extra. They are imported only when
+configure() (or otlp_exporter()) runs, by `sdk.py`, the one module that builds SDK objects.
+Without them, clinotel's calls validate and record nothing, as OpenTelemetry's API does without
+an SDK; configure() says which extra to install.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +12,37 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Final
 
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import Sampler
 
-from clinotel.instrumentation._export import SanitizingSpanExporter
-from clinotel.instrumentation._runtime import INSTRUMENTATION_NAME, Counters, Mode, Runtime, current, install
+from clinotel.instrumentation._internal.runtime import INSTRUMENTATION_NAME, Counters, Mode, Runtime, current, install
 from clinotel.instrumentation.errors import ConfigurationError
 from clinotel.semconv import MIN_KEY_BYTES, Pseudonymizer
-from clinotel.semconv import attributes as A
 
-__all__ = ["Telemetry", "configure"]
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.sdk.trace.sampling import Sampler
+
+__all__ = ["ENV_MODE", "ENV_PSEUDONYM_KEY", "SDK_EXTRA", "Telemetry", "configure", "missing_sdk", "otlp_exporter"]
 
 logger: Final = logging.getLogger("clinotel")
 
 ENV_MODE: Final = "CLINOTEL_MODE"
-ENV_TENANT: Final = "CLINOTEL_TENANT"
 ENV_PSEUDONYM_KEY: Final = "CLINOTEL_PSEUDONYM_KEY"
-PROTOCOLS: Final = ("http/protobuf", "grpc")
+SDK_EXTRA: Final = "clinotel-instrumentation[sdk]"
+"""What to install for configure(): opentelemetry-sdk and the OTLP exporters."""
+
+
+def missing_sdk(what: str, error: ModuleNotFoundError) -> ConfigurationError:
+    """The error for `what` when the SDK extra is not installed; re-raises anything else."""
+    if not (error.name or "").startswith(("opentelemetry", "grpc", "google")):
+        raise error
+    return ConfigurationError(
+        f"{what} needs the OpenTelemetry SDK and OTLP exporters: pip install '{SDK_EXTRA}' "
+        f"(module {error.name} is not installed)"
+    )
 
 
 @dataclass
@@ -51,8 +65,9 @@ class Telemetry:
 
     def shutdown(self) -> None:
         """Flush and stop clinotel's export pipeline (and its provider when clinotel made it)."""
-        if self.owns_provider and isinstance(self.provider, TracerProvider):
-            self.provider.shutdown()
+        stop = getattr(self.provider, "shutdown", None) if self.owns_provider else None
+        if stop is not None:
+            stop()
         elif self.processor is not None:
             self.processor.shutdown()
 
@@ -83,6 +98,9 @@ def configure(
 ) -> Telemetry:
     """Set clinotel up for this process; every argument falls back to the standard environment.
 
+    Needs the `sdk` extra (`pip install 'clinotel-instrumentation[sdk]'`); without it, this
+    raises ConfigurationError naming the extra.
+
     - `service_name`, `service_version`, `environment`, `tenant`, `resource_attributes`: the
       resource; `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` and `CLINOTEL_TENANT` fill gaps.
     - `endpoint`, `protocol` (`http/protobuf` or `grpc`), `headers`: the OTLP exporter;
@@ -110,29 +128,45 @@ def configure(
         install(Runtime(noop.get_tracer(INSTRUMENTATION_NAME), resolved_mode, key, counters, clock))
         return Telemetry(noop, resolved_mode, counters, previous=previous)
 
-    owns = tracer_provider is None
-    if tracer_provider is None:
-        resource = _resource(service_name, service_version, environment, tenant, resource_attributes)
-        tracer_provider = TracerProvider(resource=resource, sampler=sampler)
-    elif sampler is not None or service_name or tenant:
-        logger.info("clinotel: with the application's tracer provider, its resource and sampler apply")
+    try:
+        from clinotel.instrumentation._internal.sdk import build_pipeline
 
-    processor: SpanProcessor | None = None
-    if export:
-        inner = exporter if exporter is not None else otlp_exporter(endpoint, protocol, headers)
-        gate = SanitizingSpanExporter(inner, counters)
-        processor = BatchSpanProcessor(gate) if batch else SimpleSpanProcessor(gate)
-        tracer_provider.add_span_processor(processor)
+        pipeline = build_pipeline(
+            service_name=service_name,
+            service_version=service_version,
+            environment=environment,
+            tenant=tenant,
+            resource_attributes=resource_attributes,
+            sampler=sampler,
+            tracer_provider=tracer_provider,
+            exporter=exporter,
+            endpoint=endpoint,
+            protocol=protocol,
+            headers=headers,
+            export=export,
+            batch=batch,
+            set_global=set_global,
+            counters=counters,
+        )
+    except ModuleNotFoundError as e:
+        raise missing_sdk("configure()", e) from e
+    install(Runtime(pipeline.tracer, resolved_mode, key, counters, clock))
+    return Telemetry(pipeline.provider, resolved_mode, counters, pipeline.processor, pipeline.owns_provider, previous)
 
-    if owns and set_global:
-        if isinstance(trace.get_tracer_provider(), TracerProvider):
-            logger.info("clinotel: a global tracer provider is already set; clinotel keeps its own")
-        else:
-            trace.set_tracer_provider(tracer_provider)
 
-    tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME, _version())
-    install(Runtime(tracer, resolved_mode, key, counters, clock))
-    return Telemetry(tracer_provider, resolved_mode, counters, processor, owns, previous)
+def otlp_exporter(
+    endpoint: str | None = None, protocol: str | None = None, headers: Mapping[str, str] | None = None
+) -> SpanExporter:
+    """The official OTLP span exporter `configure()` builds: these arguments, else the
+    `OTEL_EXPORTER_OTLP_*` environment. For a process that wraps it (say, in a tee) and passes the
+    result as `configure(exporter=...)`; clinotel's PHI gate still goes in front. Needs the `sdk`
+    extra."""
+    try:
+        from clinotel.instrumentation._internal import sdk
+
+        return sdk.otlp_exporter(endpoint, protocol, headers)
+    except ModuleNotFoundError as e:
+        raise missing_sdk("otlp_exporter()", e) from e
 
 
 def _mode(mode: Mode | str | None) -> Mode:
@@ -151,65 +185,3 @@ def _pseudonymizer(key: str | bytes | None) -> Pseudonymizer | None:
     if len(data) < MIN_KEY_BYTES:
         raise ConfigurationError(f"the pseudonym key must be at least {MIN_KEY_BYTES} bytes")
     return Pseudonymizer(data)
-
-
-def _resource(
-    service_name: str | None,
-    service_version: str | None,
-    environment: str | None,
-    tenant: str | None,
-    extra: Mapping[str, str] | None,
-) -> Resource:
-    attrs: dict[str, str] = dict(extra or {})
-    for k, v in (
-        (A.SERVICE_NAME.key, service_name),
-        (A.SERVICE_VERSION.key, service_version),
-        (A.DEPLOYMENT_ENVIRONMENT.key, environment),
-        (A.TENANT_ID.key, tenant or os.environ.get(ENV_TENANT)),
-    ):
-        if v:
-            attrs[k] = v
-    return Resource.create(attrs)
-
-
-def otlp_exporter(
-    endpoint: str | None = None, protocol: str | None = None, headers: Mapping[str, str] | None = None
-) -> SpanExporter:
-    """The official OTLP span exporter `configure()` builds: these arguments, else the
-    `OTEL_EXPORTER_OTLP_*` environment. For a process that wraps it (say, in a tee) and passes the
-    result as `configure(exporter=...)`; clinotel's PHI gate still goes in front."""
-    proto = (
-        protocol
-        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-        or "http/protobuf"
-    ).strip()
-    if proto not in PROTOCOLS:
-        raise ConfigurationError(f"OTLP protocol must be one of {', '.join(PROTOCOLS)}, not {proto!r}")
-    hdrs = dict(headers) if headers else None
-    if proto == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
-
-        insecure = None
-        if endpoint is not None:
-            insecure = urlsplit(endpoint).scheme == "http"
-        return GrpcExporter(endpoint=endpoint, headers=hdrs, insecure=insecure)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
-
-    return HttpExporter(endpoint=_traces_url(endpoint) if endpoint else None, headers=hdrs)
-
-
-def _traces_url(endpoint: str) -> str:
-    """Like OTEL_EXPORTER_OTLP_ENDPOINT: a base URL (any path) gets `/v1/traces` appended."""
-    if urlsplit(endpoint).path.rstrip("/").endswith("/v1/traces"):
-        return endpoint
-    return endpoint.rstrip("/") + "/v1/traces"
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("clinotel-instrumentation")
-    except PackageNotFoundError:
-        return "0+unknown"

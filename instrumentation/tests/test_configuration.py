@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
@@ -14,16 +12,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 import clinotel.instrumentation as ct
-from clinotel.instrumentation import _runtime, otlp_exporter
+from clinotel.instrumentation import otlp_exporter
 from clinotel.instrumentation.testing import TEST_PSEUDONYM_KEY
 from clinotel.semconv import attributes as A
-
-
-@pytest.fixture(autouse=True)
-def _restore_runtime() -> Iterator[None]:
-    before = _runtime.current()
-    yield
-    _runtime.install(before)
 
 
 def _memory(**kwargs: object) -> tuple[ct.Telemetry, InMemorySpanExporter]:

@@ -20,8 +20,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, Status, TraceFlags
 
-from clinotel.instrumentation._runtime import INSTRUMENTATION_NAME, Counters
-from clinotel.instrumentation._sanitize import RESOURCE_GATE, SPAN_GATE, clean_text, plain
+from clinotel.instrumentation._internal.gate import RESOURCE_GATE, SPAN_GATE, clean_text, plain
+from clinotel.instrumentation._internal.runtime import INSTRUMENTATION_NAME, Counters
 from clinotel.semconv import attributes as A
 
 __all__ = ["SanitizingSpanExporter"]

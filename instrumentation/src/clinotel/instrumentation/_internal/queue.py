@@ -5,6 +5,10 @@ when it was enqueued; the carrier is a plain `dict[str, str]` that survives JSON
 message headers. `dequeue`, in whichever thread or process takes the item, records the `queue`
 span from the enqueue time to now and continues the workflow there, so later stages join the
 same trace. Times come from the wall clock: across hosts, the wait includes their clock skew.
+
+A workflow that records nothing (no OpenTelemetry SDK in its process) has no trace context to
+put in the carrier; its carrier still names the workflow, and `dequeue` continues it without a
+parent span, as OpenTelemetry does with a message that carries no trace context.
 """
 
 from __future__ import annotations
@@ -18,19 +22,38 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from clinotel.instrumentation._api import WORKFLOW_KEY, WorkflowContext, _workflow_context
-from clinotel.instrumentation._runtime import Runtime, contain, current, refuse
-from clinotel.instrumentation._sanitize import _DROP, check
+from clinotel.instrumentation._internal.context import (
+    WORKFLOW_CONTEXT_KEYS,
+    WORKFLOW_KEY,
+    WorkflowContext,
+    workflow_context,
+)
+from clinotel.instrumentation._internal.fields import QUEUE, SPAN_ATTRIBUTES
+from clinotel.instrumentation._internal.record import validate
+from clinotel.instrumentation._internal.runtime import Runtime, contain, current, refuse
 from clinotel.instrumentation.errors import TelemetryValidationError
 from clinotel.semconv import AttributeValue, Stage
 from clinotel.semconv import attributes as A
 
-__all__ = ["CARRIER_ENQUEUED_AT", "CARRIER_QUEUE", "CARRIER_WORKFLOW", "Dequeued", "dequeue", "enqueue"]
+__all__ = [
+    "CARRIER_DEPTH",
+    "CARRIER_ENQUEUED_AT",
+    "CARRIER_QUEUE",
+    "CARRIER_WORKFLOW",
+    "UNRECORDED_TRACEPARENT",
+    "Dequeued",
+    "dequeue",
+    "enqueue",
+    "unrecorded",
+]
 
 CARRIER_WORKFLOW: Final = "clinotel-workflow"
 CARRIER_QUEUE: Final = "clinotel-queue"
 CARRIER_ENQUEUED_AT: Final = "clinotel-enqueued-at"
 CARRIER_DEPTH: Final = "clinotel-queue-depth"
+_TRACEPARENT: Final = "traceparent"
+UNRECORDED_TRACEPARENT: Final = f"00-{0:032x}-{0:016x}-00"
+"""The traceparent of a workflow that records nothing (OpenTelemetry's invalid span context)."""
 
 _W3C: Final = TraceContextTextMapPropagator()
 
@@ -44,23 +67,32 @@ def enqueue(queue: str, *, depth: int | None = None) -> dict[str, str]:
     rt = current()
     carrier: dict[str, str] = {}
     try:
-        q = check(rt, A.QUEUE_NAME.key, queue)
-        wf = _workflow_context()
+        q = validate(rt, QUEUE, {"name": queue, "depth": depth})
+        wf = workflow_context()
         if wf is None:
             refuse(rt, "invalid", f"enqueue({queue!r}) outside a workflow")
             return carrier
         _W3C.inject(carrier)
         carrier[CARRIER_WORKFLOW] = urlencode({k: str(v) for k, v in wf.attributes.items()}, quote_via=quote)
-        if q is not _DROP:
-            carrier[CARRIER_QUEUE] = str(q)
-        if depth is not None and check(rt, A.QUEUE_DEPTH.key, depth) is not _DROP:
-            carrier[CARRIER_DEPTH] = str(depth)
+        if A.QUEUE_NAME.key in q:
+            carrier[CARRIER_QUEUE] = str(q[A.QUEUE_NAME.key])
+        if A.QUEUE_DEPTH.key in q:
+            carrier[CARRIER_DEPTH] = str(q[A.QUEUE_DEPTH.key])
         carrier[CARRIER_ENQUEUED_AT] = str(rt.now())
     except TelemetryValidationError:
         raise
     except Exception as e:  # noqa: BLE001
         contain(rt, e)
     return carrier
+
+
+def unrecorded(carrier: Mapping[str, str]) -> bool:
+    """True for the carrier (or traceparent) of a workflow whose process recorded nothing, such as
+    a library's process without an OpenTelemetry SDK: it names no trace to continue or link."""
+    traceparent = carrier.get(_TRACEPARENT)
+    if traceparent is None:
+        return CARRIER_WORKFLOW in carrier
+    return traceparent == UNRECORDED_TRACEPARENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,15 +146,14 @@ class dequeue:  # noqa: N801 - used like a function: `with dequeue(carrier):`
 def _continue(rt: Runtime, carrier: Mapping[str, str]) -> tuple[otel_context.Context | None, Dequeued]:
     ctx = _W3C.extract(carrier, context=otel_context.Context())
     parent = trace.get_current_span(ctx).get_span_context()
-    if not parent.is_valid or CARRIER_WORKFLOW not in carrier:
+    if CARRIER_WORKFLOW not in carrier or not (parent.is_valid or unrecorded(carrier)):
         refuse(rt, "invalid", "dequeue() got a carrier without a workflow's trace context")
         return None, Dequeued(None, None, None)
 
-    wf_attrs: dict[str, AttributeValue] = {}
-    for key, raw in parse_qsl(carrier[CARRIER_WORKFLOW]):
-        v = check(rt, key, raw)
-        if v is not _DROP and key in _WORKFLOW_CONTEXT_KEYS:
-            wf_attrs[key] = v  # type: ignore[assignment]
+    context_pairs = dict(parse_qsl(carrier[CARRIER_WORKFLOW]))
+    wf_attrs: dict[str, AttributeValue] = {
+        k: v for k, v in validate(rt, SPAN_ATTRIBUTES, context_pairs).items() if k in WORKFLOW_CONTEXT_KEYS
+    }
     kind = wf_attrs.get(A.WORKFLOW_KIND.key)
     if not isinstance(kind, str):
         refuse(rt, "invalid", "dequeue() got a carrier without a workflow kind")
@@ -138,10 +169,7 @@ def _continue(rt: Runtime, carrier: Mapping[str, str]) -> tuple[otel_context.Con
     now = rt.now()
     attrs = dict(wf_attrs)
     attrs[A.WORKFLOW_STAGE.key] = Stage.QUEUE.value
-    if queue is not None:
-        q = check(rt, A.QUEUE_NAME.key, queue)
-        if q is not _DROP:
-            attrs[A.QUEUE_NAME.key] = q  # type: ignore[assignment]
+    attrs.update(validate(rt, QUEUE, {"name": queue}))
     depth = _int(carrier.get(CARRIER_DEPTH))
     if depth is not None:
         attrs[A.QUEUE_DEPTH.key] = depth
@@ -149,9 +177,6 @@ def _continue(rt: Runtime, carrier: Mapping[str, str]) -> tuple[otel_context.Con
     span = rt.tracer.start_span(Stage.QUEUE.value, context=ctx, attributes=attrs, start_time=start)
     span.end(end_time=now)
     return ctx, Dequeued(queue, (now - start) / 1e6, kind)
-
-
-_WORKFLOW_CONTEXT_KEYS: Final = frozenset(d.key for d in A.WORKFLOW_CONTEXT)
 
 
 def _int(raw: str | None) -> int | None:

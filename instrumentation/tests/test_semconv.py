@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
-from clinotel.instrumentation._sanitize import RESOURCE_GATE
+from clinotel.instrumentation._internal.gate import RESOURCE_GATE
+from clinotel.instrumentation.testing.phi import PHI_CORPUS, leaks
 from clinotel.semconv import (
     PHI_PATTERNS,
     REDACTED,
@@ -24,8 +26,8 @@ from clinotel.semconv import (
 )
 from clinotel.semconv import attributes as A
 from clinotel.semconv.attributes import GROUPS
-from tests.conftest import REPO
-from tests.instrumentation.phi_corpus import PHI_CORPUS, leaks
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_docs_are_generated_from_the_registry() -> None:

@@ -1,17 +1,4 @@
-"""Test support for services instrumented with clinotel: capture what would be exported.
-
-    from clinotel.instrumentation.testing import capture
-
-    def test_triage_records_a_decision():
-        with capture() as spans:
-            handle_triage(request)
-        decide = spans.one("decide")
-        assert decide.attributes["clinical.decision.source"] == "model"
-
-Spans pass through the same PHI gate as in production, so a test sees exactly what would leave
-the process. The previous clinotel configuration is restored afterwards; the global tracer
-provider is never touched.
-"""
+"""Capture what clinotel would export, after the PHI gate; restore the configuration after."""
 
 from __future__ import annotations
 
@@ -22,11 +9,11 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from clinotel.instrumentation._runtime import Mode, install
-from clinotel.instrumentation._sdk import Telemetry, configure
+from clinotel.instrumentation._internal.runtime import Mode, current, install
+from clinotel.instrumentation._internal.setup import Telemetry, configure
 from clinotel.semconv import HEALTH_SPAN_NAME
 
-__all__ = ["TEST_PSEUDONYM_KEY", "CapturedSpans", "capture", "span_to_dict"]
+__all__ = ["TEST_PSEUDONYM_KEY", "CapturedSpans", "capture", "isolated", "span_to_dict"]
 
 TEST_PSEUDONYM_KEY = "clinotel-test-pseudonym-key-not-for-production"
 
@@ -109,6 +96,18 @@ def capture(
         telemetry.shutdown()
         if telemetry.previous is not None:
             install(telemetry.previous)
+
+
+@contextmanager
+def isolated() -> Iterator[None]:
+    """Undo, on exit, whatever configure() installed inside the block: the clinotel configuration
+    in force before it is restored. For tests and benchmarks that configure clinotel themselves
+    (shut their own Telemetry down first); the global tracer provider is left alone."""
+    before = current()
+    try:
+        yield
+    finally:
+        install(before)
 
 
 def span_to_dict(span: ReadableSpan) -> dict[str, Any]:

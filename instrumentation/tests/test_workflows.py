@@ -9,10 +9,9 @@ import pytest
 from opentelemetry.trace import StatusCode
 
 import clinotel.instrumentation as ct
-from clinotel.instrumentation.testing import TEST_PSEUDONYM_KEY, CapturedSpans
+from clinotel.instrumentation.testing import TEST_PSEUDONYM_KEY, CapturedSpans, FakeClock
+from clinotel.instrumentation.testing.workflows import schedule, triage
 from clinotel.semconv import attributes as A
-from tests.conftest import FakeClock
-from tests.instrumentation.workflows import schedule, triage
 
 
 def _ms(span: object) -> float:

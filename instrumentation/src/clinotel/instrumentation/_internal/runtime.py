@@ -1,4 +1,5 @@
-"""Process-wide state: the tracer clinotel writes to, the mode, the pseudonym key, the counters."""
+"""Process-wide state: the tracer clinotel writes to, the mode, the pseudonym key, the counters,
+and the one refusal policy (strict mode raises, production mode drops, counts and logs once)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 from opentelemetry import trace
 
@@ -17,7 +18,7 @@ from clinotel.instrumentation.errors import TelemetryValidationError
 from clinotel.semconv import Pseudonymizer
 from clinotel.semconv import attributes as A
 
-__all__ = ["Counters", "Mode", "Runtime", "contain", "current", "install", "refuse"]
+__all__ = ["INSTRUMENTATION_NAME", "Counters", "Mode", "Runtime", "contain", "current", "guarded", "install", "refuse"]
 
 logger: Final = logging.getLogger("clinotel")
 
@@ -34,7 +35,8 @@ class Mode(StrEnum):
 
 
 class Counters:
-    """Thread-safe counts of what clinotel dropped, redacted or contained, by reason."""
+    """Thread-safe counts of what clinotel dropped, redacted or contained, by reason (the keys of
+    `clinotel.semconv.attributes.HEALTH_COUNTERS`)."""
 
     REASONS: Final = tuple(A.HEALTH_COUNTERS)
 
@@ -91,6 +93,8 @@ def _mode_from_env() -> Mode:
     return Mode.STRICT if raw == Mode.STRICT else Mode.PRODUCTION
 
 
+# Until configure() runs, spans go to the global tracer provider: OpenTelemetry's no-op one
+# when the application installed no SDK, so every call validates and records nothing.
 _runtime = Runtime(tracer=trace.get_tracer(INSTRUMENTATION_NAME), mode=_mode_from_env())
 
 
@@ -118,7 +122,8 @@ def _log_once(kind: str, message: str) -> None:
 
 
 def refuse(rt: Runtime, reason: str, message: str) -> None:
-    """Telemetry broke a rule: raise in strict mode; otherwise count it and log once."""
+    """Telemetry broke a rule: raise in strict mode; otherwise count it under `reason` (one of
+    `Counters.REASONS`) and log once."""
     if rt.strict:
         raise TelemetryValidationError(message)
     rt.counters.add(reason)
@@ -131,3 +136,14 @@ def contain(rt: Runtime, exc: BaseException) -> None:
         raise exc
     rt.counters.add("internal_errors")
     _log_once(f"internal:{type(exc).__name__}", f"clinotel contained an internal error: {type(exc).__name__}")
+
+
+def guarded(rt: Runtime, fn: Callable[..., object], *args: Any) -> None:
+    """Run clinotel's own work for a public call: refusals raise as they should (strict mode);
+    any other error is contained, so telemetry never breaks the workflow."""
+    try:
+        fn(*args)
+    except TelemetryValidationError:
+        raise
+    except Exception as e:  # noqa: BLE001 - telemetry must not break the workflow
+        contain(rt, e)

@@ -1,63 +1,19 @@
-"""Allowlist and PHI rules applied to attributes (at the API) and to whole spans (at export).
+"""The export-side PHI gate's rules: allowlist and PHI checks on whole attribute sets.
 
-Both paths use the validators that `clinotel.semconv` derives from its registry, so there is one
-definition of what may leave the process.
+It applies the same registry validators as the recording path (`fields.SPAN_VALIDATORS`), to
+what the recording path cannot see: attributes set by other instrumentations or straight on the
+span, event and link attributes, resources from the environment, names and messages.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from typing import Final
 
-from clinotel.instrumentation._runtime import Runtime, refuse
-from clinotel.semconv import REGISTRY, AttributeValue, InvalidAttributeError, Scope, scrub
+from clinotel.instrumentation._internal.fields import RESOURCE_VALIDATORS, SPAN_VALIDATORS, Validator
+from clinotel.semconv import AttributeValue, InvalidAttributeError, scrub
 
-__all__ = [
-    "RESOURCE_GATE",
-    "RESOURCE_VALIDATORS",
-    "SPAN_GATE",
-    "SPAN_VALIDATORS",
-    "AttributeGate",
-    "check",
-    "check_many",
-    "clean_text",
-    "plain",
-]
-
-Validator = Callable[[object], AttributeValue]
-
-SPAN_VALIDATORS: Final[dict[str, Validator]] = {
-    d.key: d.validator() for d in REGISTRY if Scope.SPAN in d.scope or Scope.EVENT in d.scope
-}
-RESOURCE_VALIDATORS: Final[dict[str, Validator]] = {d.key: d.validator() for d in REGISTRY if Scope.RESOURCE in d.scope}
-
-_DROP: Final = object()
-
-
-def check(rt: Runtime, key: str, value: object, validators: Mapping[str, Validator] = SPAN_VALIDATORS) -> object:
-    """The value to set for `key`, or `_DROP`; strict mode raises instead of dropping."""
-    validate = validators.get(key)
-    if validate is None:
-        refuse(rt, "unregistered", f"{key} is not a registered clinotel attribute for this place")
-        return _DROP
-    try:
-        return validate(value)
-    except InvalidAttributeError as e:
-        refuse(rt, "phi" if e.looks_like_phi else "invalid", str(e))
-        return _DROP
-
-
-def check_many(rt: Runtime, attributes: Iterable[tuple[str, object]]) -> dict[str, AttributeValue]:
-    """The attributes that pass `check`, as a dict ready for the span."""
-    out: dict[str, AttributeValue] = {}
-    for key, value in attributes:
-        if value is None:
-            continue
-        v = check(rt, key, value)
-        if v is not _DROP:
-            out[key] = v  # type: ignore[assignment]
-    return out
-
+__all__ = ["RESOURCE_GATE", "SPAN_GATE", "AttributeGate", "clean_text", "plain"]
 
 _clean: dict[str, str] = {}
 _CLEAN_LIMIT: Final = 4096

@@ -18,7 +18,7 @@ from typing import Any, Generic, TypeVar, cast
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Span, Status, StatusCode
 
-from clinotel.instrumentation._runtime import Runtime, contain, current
+from clinotel.instrumentation._internal.runtime import Runtime, contain, current
 from clinotel.instrumentation.errors import TelemetryValidationError
 from clinotel.semconv import attributes as A
 

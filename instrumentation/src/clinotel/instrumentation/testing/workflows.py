@@ -1,15 +1,27 @@
-"""Two realistic workflows written the way a hospital service would write them."""
+"""Two realistic workflows written the way a hospital service would write them.
+
+clinotel's own tests drive the collector and dashboards with them; they are also a worked
+example of the API. Both take a `FakeClock`, so every duration is known.
+"""
 
 from __future__ import annotations
 
 import clinotel.instrumentation as ct
-from tests.conftest import FakeClock
+from clinotel.instrumentation.testing._clock import FakeClock
+
+__all__ = ["schedule", "triage"]
 
 
 def triage(clock: FakeClock, encounter_id: str, *, override: bool = True) -> str:
     """Emergency triage: EHR event in, nurse worklist, model recommendation with a shadow model
     beside it, nurse override, priority assigned in the EHR."""
-    cohort = ct.Cohort(age_band="65-79", sex="female", language="es", payer_class="medicaid", acuity="high")
+    cohort = ct.Cohort(
+        age_band=ct.AgeBand.ADULT_65_79,
+        sex=ct.Sex.FEMALE,
+        language="es",
+        payer_class=ct.PayerClass.MEDICAID,
+        acuity=ct.Acuity.HIGH,
+    )
     with ct.workflow(
         "triage", identifier=encounter_id, site="north", department="ed", service_line="emergency", cohort=cohort
     ) as wf:
@@ -22,14 +34,14 @@ def triage(clock: FakeClock, encounter_id: str, *, override: bool = True) -> str
             st.record_flag("triage-model-v4", "canary", provider="flagd", reason="targeting_match")
             st.record_decision(
                 ct.Decision(
-                    source="model",
+                    source=ct.DecisionSource.MODEL,
                     value="ESI-3",
                     confidence=0.71,
-                    risk="medium",
+                    risk=ct.Risk.MEDIUM,
                     model_name="triage-gbm",
                     model_version="4.0.1",
-                    rollout_mode="recommend",
-                    rollout_cohort="canary",
+                    rollout_mode=ct.RolloutMode.RECOMMEND,
+                    rollout_cohort=ct.RolloutCohort.CANARY,
                 )
             )
             st.record_shadow(source="model", value="ESI-2", model_name="triage-gbm", model_version="3.9.0")

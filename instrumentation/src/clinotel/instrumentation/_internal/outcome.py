@@ -10,9 +10,11 @@ from opentelemetry import trace
 from opentelemetry.trace import Link
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from clinotel.instrumentation._api import _guarded, _is_code, _model_attributes, workflow_id_for
-from clinotel.instrumentation._models import Outcome
-from clinotel.instrumentation._runtime import Runtime, current, refuse
+from clinotel.instrumentation._internal.context import is_code, workflow_id_for
+from clinotel.instrumentation._internal.models import Outcome
+from clinotel.instrumentation._internal.queue import unrecorded
+from clinotel.instrumentation._internal.record import validate
+from clinotel.instrumentation._internal.runtime import Runtime, current, guarded, refuse
 from clinotel.semconv import CODE_PATTERN, AttributeValue, Stage
 from clinotel.semconv import attributes as A
 
@@ -38,7 +40,7 @@ def record_outcome(
     `escalation_needed`, `status`.
     """
     rt = current()
-    _guarded(rt, _record_outcome, rt, kind, identifier, workflow_id, link, outcome, fields)
+    guarded(rt, _record_outcome, rt, kind, identifier, workflow_id, link, outcome, fields)
 
 
 def _record_outcome(
@@ -50,7 +52,7 @@ def _record_outcome(
     outcome: Outcome | None,
     fields: Mapping[str, Any],
 ) -> None:
-    if not _is_code(kind):
+    if not is_code(kind):
         refuse(rt, "invalid", f"workflow kind must be a lower-case code matching {CODE_PATTERN}")
         return
     attrs: dict[str, AttributeValue] = {A.WORKFLOW_KIND.key: kind, A.WORKFLOW_STAGE.key: Stage.OUTCOME.value}
@@ -58,10 +60,10 @@ def _record_outcome(
     if pseudonym is None:
         return
     attrs[A.WORKFLOW_ID.key] = pseudonym
-    attrs.update(_model_attributes(rt, Outcome, outcome, fields))
+    attrs.update(validate(rt, Outcome, fields, outcome))
     links = []
-    if link is not None:
-        carrier = {"traceparent": link} if isinstance(link, str) else dict(link)
+    carrier = {"traceparent": link} if isinstance(link, str) else link
+    if carrier is not None and not unrecorded(carrier):
         linked = trace.get_current_span(TraceContextTextMapPropagator().extract(carrier)).get_span_context()
         if linked.is_valid:
             links.append(Link(linked))

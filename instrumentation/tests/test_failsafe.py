@@ -8,19 +8,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry.sdk.trace import Tracer
 
 import clinotel.instrumentation as ct
-from clinotel.instrumentation import _runtime
-from clinotel.instrumentation.testing import CapturedSpans
-from tests.conftest import FakeClock
-from tests.instrumentation.workflows import triage
-
-
-@pytest.fixture(autouse=True)
-def _restore_runtime() -> Iterator[None]:
-    before = _runtime.current()
-    yield
-    _runtime.install(before)
+from clinotel.instrumentation.testing import CapturedSpans, FakeClock
+from clinotel.instrumentation.testing.workflows import triage
 
 
 @pytest.fixture
@@ -95,8 +87,7 @@ def test_internal_errors_are_contained_in_production(
     def broken_start_span(*args: object, **kwargs: object) -> None:
         raise BoomError("tracer exploded")
 
-    rt = _runtime.current()
-    monkeypatch.setattr(rt.tracer, "start_span", broken_start_span)
+    monkeypatch.setattr(Tracer, "start_span", broken_start_span)
     calls = []
 
     @ct.stage("decide")
@@ -118,7 +109,7 @@ def test_internal_errors_surface_in_strict_mode(spans: CapturedSpans, monkeypatc
     def broken_start_span(*args: object, **kwargs: object) -> None:
         raise BoomError("tracer exploded")
 
-    monkeypatch.setattr(_runtime.current().tracer, "start_span", broken_start_span)
+    monkeypatch.setattr(Tracer, "start_span", broken_start_span)
     with pytest.raises(BoomError), ct.workflow("triage"):
         pass
 

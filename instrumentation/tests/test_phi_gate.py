@@ -12,8 +12,8 @@ from opentelemetry.trace import Link, Status, StatusCode
 
 import clinotel.instrumentation as ct
 from clinotel.instrumentation.testing import CapturedSpans, capture
+from clinotel.instrumentation.testing.phi import PHI_CORPUS, leaks
 from clinotel.semconv import attributes as A
-from tests.instrumentation.phi_corpus import PHI_CORPUS, leaks
 
 
 def _strings(spans: list[ReadableSpan]) -> Iterator[str]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, ClassVar, get_args
 
 from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic.fields import FieldInfo
 
+from clinotel.instrumentation._internal.fields import FieldSet, Validator
 from clinotel.semconv import (
     ActionStatus,
     ActorRole,
@@ -31,12 +32,17 @@ from clinotel.semconv import attributes as A
 __all__ = ["Action", "Cohort", "Decision", "FlagEvaluation", "Outcome", "Review", "TelemetryModel"]
 
 
+def _enum_annotated(f: FieldInfo) -> bool:
+    return any(isinstance(t, type) and issubclass(t, StrEnum) for t in (f.annotation, *get_args(f.annotation)))
+
+
 class TelemetryModel(BaseModel):
     """A group of attributes recorded together; each field maps to one registered attribute.
 
-    Every value is checked by the registry's validator for its key, so a model that constructs
-    can be exported as it is: codes that look like PHI, out-of-range numbers and unknown values
-    fail construction with a pydantic ValidationError naming the field.
+    The model's `field_set` holds the rules, and checks the values given to the constructor as
+    it checks a record given as keywords: codes that look like PHI, out-of-range numbers, wrong
+    types and unknown values fail construction with a pydantic ValidationError naming the field
+    (never the value).
     """
 
     # hide_input_in_errors: a refused value may be PHI, and must not reach logs through the error.
@@ -44,41 +50,38 @@ class TelemetryModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True, use_enum_values=True)
 
     FIELDS: ClassVar[dict[str, AttributeDef]] = {}
-    REQUIRED: ClassVar[frozenset[str]] = frozenset()
-    _checks: ClassVar[tuple[tuple[str, Callable[[object], AttributeValue]], ...]] = ()
+    field_set: ClassVar[FieldSet] = FieldSet("TelemetryModel", {})
     _keys: ClassVar[tuple[tuple[str, str], ...]] = ()
-    FIELD_CHECKS: ClassVar[dict[str, tuple[str, Callable[[object], AttributeValue]]]] = {}
-    """Field name -> (attribute key, the registry's validator), for records given as keywords."""
+    _untyped: ClassVar[tuple[tuple[str, Validator], ...]] = ()
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
-        # A field annotated with a StrEnum is already held to its closed set by pydantic; every
-        # other field is checked by the registry's validator for its key.
-        cls._checks = tuple(
-            (name, d.validator()) for name, d in cls.FIELDS.items() if not _enum_annotated(cls.model_fields[name])
-        )
+        required = frozenset(name for name, f in cls.model_fields.items() if f.is_required())
+        cls.field_set = FieldSet.of(cls.__name__, cls.FIELDS, required=required)
         cls._keys = tuple((name, d.key) for name, d in cls.FIELDS.items())
-        cls.FIELD_CHECKS = {name: (d.key, d.validator()) for name, d in cls.FIELDS.items()}
-        cls.REQUIRED = frozenset(name for name, f in cls.model_fields.items() if f.is_required())
+        checks = cls.field_set.checks
+        cls._untyped = tuple(
+            (name, checks[name][1]) for name in cls.FIELDS if not _enum_annotated(cls.model_fields[name])
+        )
 
-    @model_validator(mode="after")
-    def _check_registry(self) -> TelemetryModel:
-        values = self.__dict__
-        for name, validate in self._checks:
-            value = values[name]
-            if value is not None:
-                validate(value)
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _check_registry(cls, data: Any) -> Any:
+        # The registry's validators, on the values as given (before pydantic could coerce "yes"
+        # into True): the checks a record given as keywords meets. Fields typed with a registry
+        # enum are held to that same closed set by pydantic itself.
+        if type(data) is dict or isinstance(data, Mapping):
+            for name, check in cls._untyped:
+                value = data.get(name)
+                if value is not None:
+                    check(value.value if isinstance(value, StrEnum) else value)
+        return data
 
     def to_attributes(self) -> dict[str, AttributeValue]:
         """The span attributes this model stands for; unset fields are left out."""
         values = self.__dict__
         return {key: values[name] for name, key in self._keys if values[name] is not None}
-
-
-def _enum_annotated(f: FieldInfo) -> bool:
-    return any(isinstance(t, type) and issubclass(t, StrEnum) for t in (f.annotation, *get_args(f.annotation)))
 
 
 class Decision(TelemetryModel):

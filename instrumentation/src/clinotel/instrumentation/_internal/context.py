@@ -1,0 +1,104 @@
+"""The workflow a context belongs to, and its identity: kind, place and pseudonymous id.
+
+The workflow's context travels in the OpenTelemetry context under `WORKFLOW_KEY`, so every stage,
+in any thread or task (and, through a queue carrier, in any process), repeats it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from opentelemetry import context as otel_context
+
+from clinotel.instrumentation._internal.fields import SPAN_ATTRIBUTES, WHERE
+from clinotel.instrumentation._internal.record import validate
+from clinotel.instrumentation._internal.runtime import Runtime, refuse
+from clinotel.semconv import CODE_PATTERN, AttributeValue
+from clinotel.semconv import attributes as A
+
+__all__ = [
+    "WORKFLOW_CONTEXT_KEYS",
+    "WORKFLOW_KEY",
+    "Where",
+    "WorkflowContext",
+    "context_for",
+    "is_code",
+    "workflow_context",
+    "workflow_id_for",
+]
+
+WORKFLOW_KEY: Final = otel_context.create_key("clinotel-workflow")
+WORKFLOW_CONTEXT_KEYS: Final = frozenset(d.key for d in A.WORKFLOW_CONTEXT)
+is_code: Final = re.compile(CODE_PATTERN, re.ASCII).fullmatch
+"""True-ish when a workflow kind or stage name is a lower-case code."""
+
+Where = tuple[str | None, str | None, str | None]
+"""site, department, service line."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowContext:
+    """What every stage of a workflow repeats: kind, site, department, service line."""
+
+    kind: str
+    attributes: dict[str, AttributeValue]
+    """The workflow-context attributes, validated once; never mutated (shared between runs)."""
+
+    @property
+    def span_name(self) -> str:
+        return f"workflow {self.kind}"
+
+
+def workflow_context(ctx: otel_context.Context | None = None) -> WorkflowContext | None:
+    """The workflow `ctx` (default: the current context) belongs to, or None."""
+    wf = otel_context.get_value(WORKFLOW_KEY, ctx)
+    return wf if isinstance(wf, WorkflowContext) else None
+
+
+_contexts: dict[tuple[str, Where], WorkflowContext] = {}
+_CONTEXTS_LIMIT: Final = 4096
+
+
+def context_for(rt: Runtime, kind: str, where: Where) -> WorkflowContext:
+    """The validated context of a workflow; a hospital has few kinds and places, so the
+    validated result is kept and reused (only when nothing was refused, so refusals are
+    counted, or raised, every time)."""
+    cache_key = (kind, where)
+    hit = _contexts.get(cache_key)
+    if hit is not None:
+        return hit
+    clean = True
+    if not is_code(kind):
+        refuse(rt, "invalid", f"workflow kind must be a lower-case code matching {CODE_PATTERN}")
+        kind, clean = "unknown", False
+    site, department, service_line = where
+    place = validate(rt, WHERE, {"site": site, "department": department, "service_line": service_line})
+    if len(place) != sum(v is not None for v in where):
+        clean = False
+    wf = WorkflowContext(kind, {A.WORKFLOW_KIND.key: kind, **place})
+    if clean:
+        if len(_contexts) >= _CONTEXTS_LIMIT:
+            _contexts.clear()
+        _contexts[cache_key] = wf
+    return wf
+
+
+def workflow_id_for(rt: Runtime, identifier: str | None, workflow_id: str | None, *, required: bool) -> str | None:
+    """The pseudonymous id: a given pseudonym (validated) or the HMAC of a raw identifier."""
+    if workflow_id is not None:
+        key = A.WORKFLOW_ID.key
+        return validate(rt, SPAN_ATTRIBUTES, {key: workflow_id}).get(key)  # type: ignore[return-value]
+    if identifier is None:
+        if required:
+            refuse(rt, "invalid", "an identifier or a workflow_id is needed to join the workflow")
+        return None
+    if rt.pseudonymizer is None:
+        refuse(rt, "invalid", "an identifier was given but no pseudonym key is configured")
+        return None
+    try:
+        return rt.pseudonymizer(identifier)
+    except ValueError as e:
+        refuse(rt, "invalid", str(e))
+        return None

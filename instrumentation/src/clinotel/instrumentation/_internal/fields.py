@@ -1,0 +1,86 @@
+"""What each kind of record may carry: field name -> registered attribute and its validator.
+
+A `FieldSet` is the rule book of one kind of record: the typed models (`Decision`, `Review`, ...)
+each have one, the workflow's place and the queue hand-off have one, and bare attributes set by
+key are the field set whose field names are the registered keys themselves. All of them take
+their validators from `clinotel.semconv`, so there is one definition of what may be recorded;
+`record.validate` applies them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Final
+
+from clinotel.semconv import REGISTRY, AttributeDef, AttributeValue, Scope
+from clinotel.semconv import attributes as A
+
+__all__ = [
+    "QUEUE",
+    "RESOURCE_VALIDATORS",
+    "SPAN_ATTRIBUTES",
+    "SPAN_VALIDATORS",
+    "WHERE",
+    "FieldSet",
+    "FieldValues",
+    "Validator",
+    "validator_for",
+]
+
+Validator = Callable[[object], AttributeValue]
+FieldValues = Mapping[str | AttributeDef, object]
+"""Registered attributes keyed by name or by definition (`A.SITE`)."""
+
+SPAN_VALIDATORS: Final[dict[str, Validator]] = {
+    d.key: d.validator() for d in REGISTRY if Scope.SPAN in d.scope or Scope.EVENT in d.scope
+}
+RESOURCE_VALIDATORS: Final[dict[str, Validator]] = {d.key: d.validator() for d in REGISTRY if Scope.RESOURCE in d.scope}
+
+
+def validator_for(d: AttributeDef) -> Validator:
+    """The registry's validator for `d`, shared with the export gate (and its caches) when `d`
+    may be set on spans."""
+    return SPAN_VALIDATORS.get(d.key) or d.validator()
+
+
+class FieldSet:
+    """The fields one kind of record may carry, each checked by the registry's validator."""
+
+    __slots__ = ("_unknown", "checks", "name", "required")
+
+    def __init__(
+        self,
+        name: str,
+        checks: Mapping[str, tuple[str, Validator]],
+        *,
+        required: frozenset[str] = frozenset(),
+        unknown: str = "{record} has no field {field!r}",
+    ) -> None:
+        self.name = name
+        self.checks: Final = dict(checks)
+        """Field name -> (attribute key, validator)."""
+        self.required = required
+        self._unknown = unknown
+
+    @classmethod
+    def of(cls, name: str, fields: Mapping[str, AttributeDef], *, required: frozenset[str] = frozenset()) -> FieldSet:
+        """The field set of named registered attributes."""
+        return cls(name, {f: (d.key, validator_for(d)) for f, d in fields.items()}, required=required)
+
+    def unknown(self, field: str) -> str:
+        """The refusal message for a field this set does not have."""
+        return self._unknown.format(record=self.name, field=field)
+
+
+SPAN_ATTRIBUTES: Final = FieldSet(
+    "attributes",
+    {key: (key, check) for key, check in SPAN_VALIDATORS.items()},
+    unknown="{field} is not a registered clinotel attribute for this place",
+)
+"""Registered span attributes set by key (`set`, `set_many`, `attributes=`)."""
+
+WHERE: Final = FieldSet.of("workflow", {"site": A.SITE, "department": A.DEPARTMENT, "service_line": A.SERVICE_LINE})
+"""Where a workflow runs; repeated on every stage."""
+
+QUEUE: Final = FieldSet.of("queue", {"name": A.QUEUE_NAME, "depth": A.QUEUE_DEPTH})
+"""The queue a workflow waits in."""

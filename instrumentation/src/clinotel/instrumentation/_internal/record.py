@@ -1,0 +1,84 @@
+"""The one recording path: every public call that records attributes validates them here.
+
+`validate` turns what a caller passed (a typed model instance, its fields as keywords, or
+registered attributes by key) into span attributes under the rules of its `FieldSet`: strict mode
+raises TelemetryValidationError; production mode drops the offending field, counts it under its
+reason (the keys of `HEALTH_COUNTERS`) and keeps the valid ones. `record` sets the result on a
+span. Calls that open a span of their own (a shadow decision, a late outcome, the queue wait)
+pass the result as the span's starting attributes instead, so samplers see them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from opentelemetry.trace import Span
+
+from clinotel.instrumentation._internal.fields import FieldSet, FieldValues
+from clinotel.instrumentation._internal.models import TelemetryModel
+from clinotel.instrumentation._internal.runtime import Runtime, refuse
+from clinotel.semconv import AttributeValue, InvalidAttributeError
+
+__all__ = ["Model", "record", "validate"]
+
+Model = type[TelemetryModel] | FieldSet
+"""A typed model class, or the field set of a record that has no public model."""
+Fields = Mapping[str, Any] | FieldValues
+
+
+def validate(
+    rt: Runtime, model: Model, fields: Fields, given: TelemetryModel | None = None
+) -> dict[str, AttributeValue]:
+    """The attributes of a record of kind `model`: `given` (a model instance, checked when it was
+    built) or `fields` by name, never both. None means unset."""
+    if given is not None:
+        return _given(model, fields, given)
+    return _checked(rt, model if type(model) is FieldSet else model.field_set, fields)  # type: ignore[union-attr]
+
+
+def record(rt: Runtime, model: Model, span: Span, fields: Fields, given: TelemetryModel | None = None) -> None:
+    """Validate a record as `model` (see `validate`) and set the attributes that pass on `span`."""
+    if given is not None:
+        attributes = _given(model, fields, given)
+    else:
+        attributes = _checked(rt, model if type(model) is FieldSet else model.field_set, fields)  # type: ignore[union-attr]
+    if attributes:
+        span.set_attributes(attributes)
+
+
+def _checked(rt: Runtime, field_set: FieldSet, fields: Fields) -> dict[str, AttributeValue]:
+    for needed in field_set.required:
+        if needed not in fields:
+            missing = sorted(field_set.required.difference(fields))
+            refuse(rt, "invalid", f"{field_set.name} needs {', '.join(missing)}")
+            break
+    checks = field_set.checks
+    out: dict[str, AttributeValue] = {}
+    for name, value in fields.items():
+        if value is None:
+            continue
+        field = name if type(name) is str else name.key  # type: ignore[union-attr]
+        found = checks.get(field)
+        if found is None:
+            refuse(rt, "unregistered", field_set.unknown(field))
+            continue
+        key, check = found
+        try:
+            out[key] = check(value.value if isinstance(value, StrEnum) else value)
+        except InvalidAttributeError as e:
+            refuse(rt, "phi" if e.looks_like_phi else "invalid", str(e))
+    return out
+
+
+def _given(model: Model, fields: Fields, given: TelemetryModel) -> dict[str, AttributeValue]:
+    if fields:
+        raise TypeError(f"pass a {_name(model)} or its fields, not both")
+    if type(given) is not model and (isinstance(model, FieldSet) or not isinstance(given, model)):
+        raise TypeError(f"expected a {_name(model)}, got a {type(given).__name__}")
+    return given.to_attributes()
+
+
+def _name(model: Model) -> str:
+    return model.name if isinstance(model, FieldSet) else model.__name__
