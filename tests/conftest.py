@@ -1,11 +1,11 @@
-"""Shared by the suite under tests/: the repository root and the collector fixtures."""
+"""Shared by every test folder: the repository root."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+# The embedded engine and the collector fixtures (chDB allows one engine path per process: one
+# session engine serves every folder of tests).
+pytest_plugins = ["collector.tests.fixtures"]
 
-# The embedded engine and the collector fixtures, shared by the collector and dashboard tests:
-# chDB allows one engine path per process, so there is one session engine for all of them.
-pytest_plugins = ["tests.collector.fixtures"]
+REPO = Path(__file__).resolve().parent.parent

@@ -1,0 +1,1 @@
+"""The alerts distribution's folder, a package only so its tests import one another as `alerts.tests`."""

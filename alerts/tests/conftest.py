@@ -1,0 +1,3 @@
+"""The alerts tests share the collector fixtures: the embedded engine (one per process)."""
+
+pytest_plugins = ["collector.tests.fixtures"]

@@ -1,0 +1,296 @@
+"""The evaluator end to end: incidents injected into the embedded store, a real Prometheus
+Alertmanager on loopback delivering to a local webhook sink, PagerDuty's Events v2 shape through
+the sink's injected HTTP client, and the audit trail in clinotel_alert_events. The sinks alone,
+without a server: test_sinks.py."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from clinotel.alerts.evaluator import Evaluator
+from clinotel.alerts.local_alertmanager import LocalAlertmanager, find_binary
+from clinotel.alerts.paging import Outbox
+from clinotel.alerts.rules import RulePack, load
+from clinotel.alerts.sinks import AlertmanagerSink, PagerDutySink, WebhookSink
+from clinotel.collector.store import schema
+from clinotel.model import clinical
+
+RULES = """rules:
+  - name: model_fallback
+    metric: fallback_rate
+    threshold: 0.2
+    window: 15m
+    min_sample: 20
+    severity: page
+    summary: Decisions fall back
+  - name: fallback_held
+    metric: fallback_rate
+    threshold: 0.2
+    window: 15m
+    for: 10m
+    min_sample: 20
+    severity: ticket
+    summary: Fallbacks held for ten minutes
+"""
+
+
+class Sink:
+    """A local HTTP receiver recording JSON bodies by path; it can refuse the first requests."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.received: list[tuple[str, Any]] = []
+        self.fail_left = fail_first
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if sink.fail_left > 0:
+                    sink.fail_left -= 1
+                    self.send_response(500)
+                else:
+                    sink.received.append((self.path, json.loads(body)))
+                    self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def wait_for(self, count: int, path: str, timeout: float = 15) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = [b for p, b in self.received if p == path]
+            if len(got) >= count:
+                return got
+            time.sleep(0.1)
+        return [b for p, b in self.received if p == path]
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    s = Sink()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def alertmanager(sink: Sink, tmp_path: Path) -> Iterator[str]:
+    binary = find_binary()
+    if binary is None:
+        pytest.skip("Prometheus Alertmanager is not installed (make test installs it where apt-get is available)")
+    am = LocalAlertmanager(binary, f"{sink.url}/am", tmp_path / "alertmanager")
+    am.start()
+    yield am.url
+    am.stop()
+
+
+@pytest.fixture
+def pack(tmp_path: Path) -> RulePack:
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES, encoding="utf-8")
+    return load(path)
+
+
+def _workflows(client: Any, options: schema.SchemaOptions, tenant: str, n: int, fallback: int, now: datetime) -> None:
+    """`n` triage workflows in the last ten minutes, the first `fallback` of them decided by a fallback."""
+    rows = []
+    for i in range(n):
+        start = now - timedelta(minutes=10) + timedelta(seconds=i * 540 / max(1, n))
+        fell_back = i < fallback
+        rows.append((tenant, "triage", uuid.uuid4().hex, start, start + timedelta(seconds=30),
+                     "fallback" if fell_back else "model", "model_unavailable" if fell_back else ""))  # fmt: skip
+    columns = ["TenantId", "WorkflowKind", "TraceId", "StartTime", "EndTime", "DecisionSource", "FallbackReason"]
+    client.insert(options.name(clinical.WORKFLOWS), rows, column_names=columns)
+
+
+def _events(client: Any, options: schema.SchemaOptions, rule: str) -> list[tuple[str, str]]:
+    return [
+        (e, r) for e, r in client.query(
+            f"SELECT Event, Receiver FROM {options.name(schema.ALERT_EVENTS)} WHERE Rule = '{rule}' "
+            "ORDER BY Timestamp, Event"
+        ).result_rows
+    ]  # fmt: skip
+
+
+def test_an_incident_pages_once_through_alertmanager_and_its_resolution_arrives(
+    client: Any, options: schema.SchemaOptions, pack: RulePack, sink: Sink, alertmanager: str
+) -> None:
+    # evaluations a little in the past: Alertmanager judges a resolution's endsAt by its own clock
+    now = datetime.now(UTC) - timedelta(minutes=2)
+    _workflows(client, options, "st-marys", 40, 20, now)  # 50 % fallback: the model is down
+    _workflows(client, options, "general", 10, 10, now)  # all fallback, but under the minimum sample
+    outbox = Outbox([AlertmanagerSink(alertmanager)], [WebhookSink(f"{sink.url}/tickets")])
+    evaluator = Evaluator(client, pack, outbox, options.database)
+
+    first = evaluator.evaluate(now)
+    assert first.errors == []
+    assert ("model_fallback", {"tenant": "st-marys", "kind": "triage"}) in first.firing
+    assert all(labels.get("tenant") != "general" for _, labels in first.firing), "no page below the minimum sample"
+    firing = sink.wait_for(1, "/am")
+    assert len(firing) == 1
+    alert = firing[0]["alerts"][0]
+    assert firing[0]["status"] == "firing"
+    assert alert["labels"]["alertname"] == "model_fallback"
+    assert alert["labels"]["severity"] == "page"
+    assert alert["annotations"]["runbook_url"].endswith("docs/runbooks/model_fallback.md")
+
+    evaluator.evaluate(now + timedelta(seconds=30))  # still firing: re-sent, deduplicated by Alertmanager
+    time.sleep(3)
+    assert len([b for p, b in sink.received if p == "/am" and b["status"] == "firing"]) == 1
+
+    _workflows(client, options, "st-marys", 160, 0, now)  # recovery: 20 of 200 = 10 %
+    resolved = evaluator.evaluate(now + timedelta(seconds=60))
+    assert ("model_fallback", {"tenant": "st-marys", "kind": "triage"}, "resolved") in resolved.transitions
+    deliveries = sink.wait_for(2, "/am")
+    assert [d["status"] for d in deliveries] == ["firing", "resolved"]
+
+    events = _events(client, options, "model_fallback")
+    assert ("firing", "") in events
+    assert ("resolved", "") in events
+    assert events.count(("notify_ok", "alertmanager")) >= 2
+    held = _events(client, options, "fallback_held")
+    assert ("pending", "") in held
+    assert ("firing", "") not in held, "a breach shorter than `for` never fires"
+    assert [p for p, _ in sink.received if p == "/tickets"] == [], "nothing held back reached the ticket webhook"
+
+    from clinotel.dashboards.macros import TimeRange
+    from clinotel.dashboards.report import _alert_timeline
+
+    timeline = _alert_timeline(client, options.database, TimeRange(now - timedelta(hours=1), now + timedelta(hours=1)))
+    assert "model_fallback" in timeline
+    assert "resolved" in timeline
+
+
+def test_pagerduty_events_v2_trigger_and_resolve_share_a_dedup_key(
+    client: Any, options: schema.SchemaOptions, pack: RulePack
+) -> None:
+    # PagerDuty is outside SaaS: its side is the sink's injected HTTP client, recording each event
+    events: list[tuple[str, Any]] = []
+
+    def pagerduty(request: httpx.Request) -> httpx.Response:
+        events.append((str(request.url), json.loads(request.content)))
+        return httpx.Response(202, json={"status": "success", "message": "Event processed"})
+
+    http = httpx.Client(transport=httpx.MockTransport(pagerduty))
+    now = datetime.now(UTC)
+    _workflows(client, options, "st-marys", 40, 20, now)
+    sink = PagerDutySink(routing_key="R" * 32, http=http)
+    evaluator = Evaluator(client, pack, Outbox([sink], []), options.database)
+    evaluator.evaluate(now)
+    _workflows(client, options, "st-marys", 160, 0, now)
+    evaluator.evaluate(now + timedelta(seconds=60))
+    evaluator.close()
+    http.close()
+    [(url, trigger), (_, resolve)] = events
+    assert url == "https://events.pagerduty.com/v2/enqueue"
+    assert trigger["routing_key"] == "R" * 32
+    assert trigger["event_action"] == "trigger"
+    assert trigger["payload"]["severity"] in ("critical", "error", "warning", "info")
+    assert trigger["payload"]["summary"] == "Decisions fall back"
+    assert trigger["payload"]["source"] == "st-marys"
+    assert trigger["links"][0]["href"].endswith("model_fallback.md")
+    assert resolve == {"routing_key": "R" * 32, "event_action": "resolve", "dedup_key": trigger["dedup_key"]}
+    assert ("notify_ok", "pagerduty") in _events(client, options, "model_fallback")
+
+
+def test_a_failed_delivery_is_recorded_and_retried_not_dropped_even_by_another_process(
+    client: Any, options: schema.SchemaOptions, pack: RulePack
+) -> None:
+    flaky = Sink(fail_first=4)
+    try:
+        now = datetime.now(UTC)
+        _workflows(client, options, "st-marys", 40, 20, now)
+        outbox = Outbox([WebhookSink(f"{flaky.url}/hook")], [], sleep=lambda s: None)
+        first_run = Evaluator(client, pack, outbox, options.database)
+        first = first_run.evaluate(now)
+        first_run.close()  # a cron run ends: what it could not deliver is owed in the store, not in memory
+        assert [a.ok for a in first.attempts] == [False, False, False]
+        assert [a.attempt for a in first.undelivered] == [3]
+        second_run = Evaluator(client, pack, Outbox([WebhookSink(f"{flaky.url}/hook")], [], sleep=lambda s: None),
+                               options.database)  # fmt: skip
+        second = second_run.evaluate(now + timedelta(seconds=30))
+        assert [(a.ok, a.attempt) for a in second.attempts] == [(False, 4), (True, 5)]
+        assert second.undelivered == []
+        third = second_run.evaluate(now + timedelta(seconds=60))
+        assert third.attempts == [], "delivered once: not again"
+        assert len(flaky.wait_for(1, "/hook")) == 1
+        events = _events(client, options, "model_fallback")
+        assert events.count(("notify_failed", "webhook")) == 4
+        assert events.count(("notify_ok", "webhook")) == 1
+    finally:
+        flaky.close()
+
+
+def test_a_rule_whose_query_fails_is_recorded_and_the_others_still_run(
+    client: Any, options: schema.SchemaOptions, pack: RulePack, sink: Sink
+) -> None:
+    now = datetime.now(UTC)
+    _workflows(client, options, "st-marys", 40, 20, now)
+    client.command(f"RENAME TABLE {options.name(schema.COLLECTOR_METRICS)} TO {options.database}.moved_away")
+    from clinotel.alerts import default_rules_path
+
+    default = load(default_rules_path())
+    evaluator = Evaluator(client, default, Outbox([WebhookSink(f"{sink.url}/p")], []), options.database)
+    summary = evaluator.evaluate(now)
+    collector_rules = {r.name for r in default.rules if r.kind == "collector"}
+    assert {r for r, _ in summary.errors} == collector_rules
+    assert ("model_fallback", {"tenant": "st-marys", "kind": "triage"}, "pending") in summary.transitions
+    assert ("error", "") in _events(client, options, "ingestion_stalled")
+
+
+def test_every_default_rule_evaluates_on_demo_data(collector: Any, sink: Sink) -> None:
+    from clinotel.alerts import default_rules_path
+    from collector.tests.fixtures import WRITE_TOKEN
+    from dashboards.tests.demo_data import load_demo
+
+    load_demo(collector, WRITE_TOKEN, workflows=2000)
+    pack = load(default_rules_path())
+    outbox = Outbox([WebhookSink(f"{sink.url}/page")], [WebhookSink(f"{sink.url}/ticket")])
+    evaluator = Evaluator(collector.client, pack, outbox, collector.options.database)
+    summary = evaluator.evaluate(datetime.now(UTC) + timedelta(minutes=1))
+    assert summary.errors == []
+    assert summary.instances > 5
+
+
+def test_a_service_exporting_phi_opens_a_ticket_naming_the_service(collector: Any, sink: Sink) -> None:
+    import clinotel.instrumentation as ct
+    from clinotel.alerts import default_rules_path
+    from clinotel.demo.hospital import SimClock
+    from collector.tests.fixtures import WRITE_TOKEN
+    from dashboards.tests.demo_data import exporting_to
+
+    clock = SimClock(time.time_ns() - 60 * 10**9)
+    with exporting_to(collector, WRITE_TOKEN, clock, 1000), ct.workflow("triage", site="MRN 12345678"):
+        clock.advance(5)  # the site is a code; this one is a record number: the gate drops it as PHI
+    db = collector.options.database
+    assert collector.client.command(f"SELECT sum(Phi) FROM {db}.{schema.SDK_TELEMETRY}") == 1
+    default = load(default_rules_path())
+    pack = default.model_copy(update={"rules": tuple(r for r in default.rules if r.name == "sdk_phi_dropped")})
+    evaluator = Evaluator(collector.client, pack, Outbox([], [WebhookSink(f"{sink.url}/ticket")]), db)
+    summary = evaluator.evaluate(datetime.now(UTC) + timedelta(minutes=1))
+    assert summary.errors == []
+    [(rule, labels, state)] = summary.transitions
+    assert (rule, state) == ("sdk_phi_dropped", "firing")
+    assert labels["tenant"] == "st-marys"
+    assert labels["service"] == "clinotel-demo-hospital"
+    assert "MRN" not in json.dumps(sink.received), "the ticket names the service, never the value"

@@ -1,0 +1,88 @@
+"""`clinotel serve --rules`: the evaluator runs inside the collector process, on its own store,
+and its audit trail is readable through the collector's read port."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from clinotel.alerts import default_rules_path
+from tests.net import free_port
+
+
+def _query(port: int, sql: str) -> str:
+    url = f"http://127.0.0.1:{port}/?{urllib.parse.urlencode({'query': sql})}"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return str(r.read().decode())
+
+
+def test_serve_evaluates_rules_and_records_them(tmp_path: Path) -> None:
+    http = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(tmp_path / "data"),
+         "--otlp-http", f"127.0.0.1:{free_port()}", "--otlp-grpc", f"127.0.0.1:{free_port()}",
+         "--http", f"127.0.0.1:{http}", "--insecure-no-auth", "--rules", str(default_rules_path()),
+         "--evaluate-every", "1s"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline, events = time.monotonic() + 60, ""
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            try:
+                events = _query(http, "SELECT Rule, Event FROM clinotel.clinotel_alert_events ORDER BY Timestamp")
+            except OSError:
+                events = ""
+            if "ingestion_stalled\tpending" in events:
+                break
+            time.sleep(0.5)
+        assert "ingestion_stalled\tpending" in events, "no spans at all: ingestion counts as stalled"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert b"evaluating 13 alert rules" in err
+
+
+def test_a_collector_killed_while_evaluating_resumes_its_own_lease_at_once(tmp_path: Path) -> None:
+    from collector.tests.test_crash import wait_serving
+
+    http = free_port()
+
+    def serve() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(tmp_path / "data"),
+             "--otlp-http", f"127.0.0.1:{free_port()}", "--otlp-grpc", f"127.0.0.1:{free_port()}",
+             "--http", f"127.0.0.1:{http}", "--insecure-no-auth", "--rules", str(default_rules_path()),
+             "--evaluate-every", "1s"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        return wait_serving(proc, http)
+
+    def passes() -> int:
+        return int(_query(http, "SELECT count() FROM clinotel.clinotel_alert_events WHERE Event = 'lease'"))
+
+    proc = serve()
+    deadline = time.monotonic() + 30
+    while passes() < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # its lease (60 s) is left behind
+    proc.wait(timeout=30)
+    if proc.stderr is not None:
+        proc.stderr.close()
+    proc = serve()
+    try:
+        before = passes()
+        deadline = time.monotonic() + 15
+        while passes() <= before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert passes() > before, "the restarted collector evaluates now, not once its old lease expires"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()[-2000:]

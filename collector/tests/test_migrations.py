@@ -1,0 +1,61 @@
+"""The migrations are frozen and complete: what the model says the tables hold is what a freshly
+migrated store holds, so a column added to the model fails here until a migration adds it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clinotel.collector.store import schema
+from clinotel.collector.store.migrations import frozen
+from clinotel.model import clinical
+
+
+def _columns(client: Any, database: str, table: str) -> dict[str, str]:
+    rows = client.query(
+        f"SELECT name, type FROM system.columns WHERE database = '{database}' AND table = '{table}'"
+    ).result_rows
+    return dict(rows)
+
+
+def test_the_model_is_what_a_migrated_store_holds(client: Any, options: schema.SchemaOptions) -> None:
+    stage = _columns(client, options.database, clinical.STAGE_SPANS)
+    for column in (*clinical.STAGE_COLUMNS, *clinical.COHORT_COLUMNS):
+        assert stage.get(column.name) == column.type, (
+            f"{clinical.STAGE_SPANS}.{column.name} {column.type}: the model has it, no migration creates it"
+        )
+    workflows = _columns(client, options.database, clinical.WORKFLOWS)
+    for wf in clinical.workflow_columns():
+        expected = f"SimpleAggregateFunction({wf.function}, {wf.type})"
+        assert workflows.get(wf.name) == expected, f"{clinical.WORKFLOWS}.{wf.name}: no migration creates {expected}"
+    traces = _columns(client, options.database, schema.TRACES)
+    assert set(schema.TRACES_INSERT_COLUMNS) <= set(traces)
+    assert set(schema.ALERT_EVENT_COLUMNS) <= set(_columns(client, options.database, schema.ALERT_EVENTS))
+    telemetry = _columns(client, options.database, schema.SDK_TELEMETRY)
+    assert set(schema.SDK_TELEMETRY_COLUMNS.values()) <= set(telemetry)
+    for table in schema.tenant_tables():
+        assert schema.TENANT_COLUMN in _columns(client, options.database, table), table
+
+
+def test_migrations_are_numbered_without_gaps_and_render_for_every_mode() -> None:
+    versions = [m.version for m in frozen()]
+    assert versions == list(range(1, len(versions) + 1))
+    for o in (schema.SchemaOptions(), schema.SchemaOptions(cluster="obs", ttl_days=30)):
+        for m in schema.migrations(o):
+            for statement in m.statements:
+                assert "{{" not in statement, statement[:200]
+
+
+def test_the_baseline_is_the_migrations_in_one_pass(client: Any, options: schema.SchemaOptions) -> None:
+    """A new store starts from the frozen baseline; replaying every migration from an empty
+    database, one at a time, gives the same store."""
+    import uuid
+
+    from collector.tests.test_schema import _layout
+
+    replayed = schema.SchemaOptions(database=f"replay_{uuid.uuid4().hex[:10]}")
+    try:
+        for version in range(1, schema.SCHEMA_VERSION + 1):
+            assert schema.apply(client, replayed, until=version) == [version]
+        assert _layout(client, replayed.database) == _layout(client, options.database)
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS {replayed.database}")

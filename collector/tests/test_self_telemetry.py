@@ -1,0 +1,55 @@
+"""The collector's own figures in ClickHouse: counters as increases, so sums over any window are
+counts; readable by operators, not by a tenant's reader."""
+
+from __future__ import annotations
+
+from clinotel.collector.service import Collector
+from clinotel.collector.store import schema
+from collector.tests.fixtures import OPERATOR_TOKEN, READ_TOKEN
+from collector.tests.otlp_clients import plain_request, post
+from collector.tests.test_reader import _get
+
+
+def _sums(c: Collector) -> dict[tuple[str, str], float]:
+    rows = c.client.query(
+        f"SELECT Metric, Labels['reason'], sum(Value) FROM {c.options.name(schema.COLLECTOR_METRICS)} "
+        "WHERE Kind = 'counter' GROUP BY 1, 2"
+    ).result_rows
+    return {(m, r): v for m, r, v in rows}
+
+
+def test_counters_land_as_increases_and_sum_to_the_totals(collector: Collector) -> None:
+    assert collector.recorder is not None
+    assert collector.http is not None
+    assert collector.writer is not None
+    url = f"http://127.0.0.1:{collector.http.port}/v1/traces"
+    post(url, plain_request(3))
+    post(url, b"garbage")
+    collector.writer.drain()
+    collector.recorder.record()
+    post(url, plain_request(2))
+    post(url, plain_request(1), token=None)
+    collector.writer.drain()
+    collector.recorder.record()
+
+    sums = _sums(collector)
+    assert sums[("clinotel_receiver_spans_accepted_total", "")] == 5
+    assert sums[("clinotel_receiver_requests_refused_total", "malformed")] == 1
+    assert sums[("clinotel_receiver_requests_refused_total", "unauthenticated")] == 1
+    assert sums[("clinotel_writer_records_total", "")] == 2
+    table = collector.options.name(schema.COLLECTOR_METRICS)
+    per_row = collector.client.query(
+        f"SELECT Value FROM {table} WHERE Metric = 'clinotel_receiver_spans_accepted_total' ORDER BY Timestamp"
+    ).result_rows
+    assert [v for (v,) in per_row][-2:] == [3.0, 2.0], "each row holds the increase since the one before"
+    gauges = collector.client.query(f"SELECT DISTINCT Metric FROM {table} WHERE Kind = 'gauge'").result_rows
+    assert ("clinotel_wal_pending_bytes",) in gauges
+
+
+def test_operators_read_the_collector_figures_and_tenants_do_not(collector: Collector) -> None:
+    assert collector.recorder is not None
+    collector.recorder.record()
+    db = collector.options.name(schema.COLLECTOR_METRICS)
+    _, _, operator = _get(collector, f"SELECT count() > 0 FROM {db}", token=OPERATOR_TOKEN)
+    _, _, tenant = _get(collector, f"SELECT count() FROM {db}", token=READ_TOKEN)
+    assert (operator, tenant) == (b"1\n", b"0\n")

@@ -1,0 +1,262 @@
+"""Operating collectors as an operator does: two beside each other in one folder under load, one
+restarted (killed, then stopped) while the other takes spans; wrong ports, a log or a store in use,
+a store read while a collector holds it, a log deleted under a running collector. Every
+collector runs as `clinotel serve` in its own process (chDB allows one engine per process)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from collector.tests.test_crash import _close, _request, wait_serving
+from tests.net import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def _stored(data: Path) -> dict[str, int]:
+    """SpanId -> copies stored, read in a process of its own."""
+    code = (
+        "import json, clickhouse_connect\n"
+        f"c = clickhouse_connect.get_client(dsn='chdb://{data.resolve()}')\n"
+        "rows = c.query('SELECT SpanId, count() FROM clinotel.otel_traces GROUP BY SpanId').result_rows\n"
+        "print(json.dumps(dict(rows)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    counts: dict[str, int] = json.loads(out.stdout)
+    return counts
+
+
+def _send(port: int, stop: threading.Event, sent: list[str], acked: list[str], batch0: int) -> None:
+    """Export batches until stopped; every span id sent, and those acknowledged (200)."""
+    from collector.tests.otlp_clients import post
+
+    batch = batch0
+    while not stop.is_set():
+        body, ids = _request(batch)
+        batch += 1
+        sent.extend(ids)
+        try:
+            if post(f"http://127.0.0.1:{port}/v1/traces", body, token=None)[0] == 200:
+                acked.extend(ids)
+        except OSError:
+            time.sleep(0.01)  # down or dying: nothing acknowledged
+
+
+def _cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clinotel.cli", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
+        check=False,
+    )  # fmt: skip
+
+
+def _one_line_error(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 1, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("Error: ")
+    return lines[0]
+
+
+def test_two_collectors_beside_each_other_under_load_with_restarts_store_every_acknowledged_span_once_in_its_own_store(
+    tmp_path: Path,
+) -> None:
+    share = tmp_path / "share"
+    share.mkdir()
+    d1, d2 = share / "d1", share / "d2"
+    port1, port2 = free_port(), free_port()
+
+    started: list[subprocess.Popen[bytes]] = []
+
+    def serve(data: Path, port: int) -> subprocess.Popen[bytes]:
+        # no --wal-dir: each log's default place comes from its data directory
+        http = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(data),
+             "--otlp-http", f"127.0.0.1:{port}", "--otlp-grpc", f"127.0.0.1:{free_port()}",
+             "--http", f"127.0.0.1:{http}", "--insecure-no-auth"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        started.append(proc)
+        return wait_serving(proc, http)
+
+    sent1: list[str] = []
+    sent2: list[str] = []
+    acked1: list[str] = []
+    acked2: list[str] = []
+    try:
+        first, second = serve(d1, port1), serve(d2, port2)
+        stop = threading.Event()
+        senders = [
+            threading.Thread(target=_send, args=(port1, stop, sent1, acked1, 0)),
+            threading.Thread(target=_send, args=(port2, stop, sent2, acked2, 500_000)),
+        ]
+        for s in senders:
+            s.start()
+        try:
+            time.sleep(1.0)
+            second.send_signal(signal.SIGKILL)  # d2 crashes under load, while d1 keeps taking spans
+            second.wait(timeout=30)
+            _close(second)
+            second = serve(d2, port2)
+            time.sleep(1.0)
+            second.send_signal(signal.SIGTERM)  # and is restarted cleanly
+            assert second.wait(timeout=180) == 0, _close(second)
+            _close(second)
+            second = serve(d2, port2)
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            for s in senders:
+                s.join(timeout=30)
+        for proc in (first, second):
+            proc.send_signal(signal.SIGTERM)
+        for proc in (first, second):
+            code = proc.wait(timeout=180)  # a clean stop writes what the log holds: slow on a busy machine
+            errors = _close(proc)
+            assert code == 0, errors
+    finally:  # a failed assertion leaves no collector running
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+            if proc.stderr is not None and not proc.stderr.closed:
+                proc.stderr.close()
+    assert len(acked1) >= 20 * 50, "too little acknowledged to mean anything"
+    assert len(acked2) >= 5 * 50, "too little acknowledged to mean anything"
+
+    stored1, stored2 = _stored(d1), _stored(d2)
+    for acked, sent, stored, name in ((acked1, sent1, stored1, "d1"), (acked2, sent2, stored2, "d2")):
+        missing = [s for s in acked if s not in stored]
+        assert missing == [], f"{len(missing)} spans acknowledged by {name} are not in its store"
+        assert {s: n for s, n in stored.items() if n > 1} == {}, f"spans stored twice in {name}"
+        strays = set(stored) - set(sent)  # a request cut off by the kill may be stored unacknowledged
+        assert strays == set(), f"{len(strays)} spans sent to the other collector landed in {name}"
+    assert sorted(p.name for p in share.iterdir()) == ["d1", "d1.wal", "d2", "d2.wal"], "one log per store"
+
+
+@dataclass
+class Running:
+    data: Path
+    wal: Path
+    otlp_http: int
+    otlp_grpc: int
+    http: int
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """One collector serving, as the obstacle the others run into."""
+    base = tmp_path_factory.mktemp("running")
+    r = Running(base / "data", base / "data.wal", free_port(), free_port(), free_port())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(r.data),
+         "--otlp-http", f"127.0.0.1:{r.otlp_http}", "--otlp-grpc", f"127.0.0.1:{r.otlp_grpc}",
+         "--http", f"127.0.0.1:{r.http}", "--insecure-no-auth"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    wait_serving(proc, r.http)
+    yield r
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=60)
+    errors = _close(proc)
+    assert code == 0, errors
+
+
+@pytest.mark.parametrize(
+    ("flag", "label"),
+    [("--otlp-http", "OTLP/HTTP"), ("--otlp-grpc", "OTLP/gRPC"), ("--http", "the ClickHouse HTTP interface (--http)")],
+)
+def test_a_port_in_use_is_one_line_and_exit_1_with_nothing_created(
+    running: Running, tmp_path: Path, flag: str, label: str
+) -> None:
+    ports = {"--otlp-http": free_port(), "--otlp-grpc": free_port(), "--http": free_port()}
+    ports[flag] = {"--otlp-http": running.otlp_http, "--otlp-grpc": running.otlp_grpc, "--http": running.http}[flag]
+    args = [a for f, p in ports.items() for a in (f, f"127.0.0.1:{p}")]
+    done = _cli("serve", "--data-dir", str(tmp_path / "data"), "--insecure-no-auth", *args)
+    line = _one_line_error(done)  # not a traceback, not a segmentation fault (rc 139)
+    assert line == (
+        f"Error: cannot listen on 127.0.0.1:{ports[flag]} for {label}: the address is already in use "
+        "(another collector or program listens there)"
+    )
+    assert list(tmp_path.iterdir()) == [], "no store, no log"
+
+
+def test_a_second_collector_on_a_log_in_use_is_refused(running: Running, tmp_path: Path) -> None:
+    done = _cli(
+        "serve", "--data-dir", str(tmp_path / "d2"), "--wal-dir", str(running.wal), "--insecure-no-auth",
+        "--otlp-http", f"127.0.0.1:{free_port()}", "--otlp-grpc", f"127.0.0.1:{free_port()}",
+        "--http", f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    line = _one_line_error(done)
+    assert f"the write-ahead log {running.wal} is in use by another collector (pid " in line
+    assert not (tmp_path / "d2").exists()
+
+
+def test_a_store_held_by_a_running_collector_is_refused_and_readers_are_told_where_to_read(
+    running: Running, tmp_path: Path
+) -> None:
+    done = _cli(
+        "serve", "--data-dir", str(running.data), "--wal-dir", str(tmp_path / "wal"), "--insecure-no-auth",
+        "--otlp-http", f"127.0.0.1:{free_port()}", "--otlp-grpc", f"127.0.0.1:{free_port()}",
+        "--http", f"127.0.0.1:{free_port()}",
+    )  # fmt: skip
+    assert "is held by process" in _one_line_error(done)
+    assert not (tmp_path / "wal").exists()
+    for command in (["query", "SELECT 1"], ["report", "--out", str(tmp_path / "r.html")], ["dashboards", "check"]):
+        line = _one_line_error(_cli(*command, "--data-dir", str(running.data)))
+        assert line.endswith(f"read through the collector with --server http://127.0.0.1:{running.http}"), line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_alerts_evaluated_through_a_read_only_port_refuse_to_page_without_their_state(running: Running) -> None:
+    done = _cli(
+        "alerts", "evaluate", "--server", f"http://127.0.0.1:{running.http}", "--once", "--webhook",
+        f"http://127.0.0.1:{free_port()}/hook",
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "cannot keep the alert state" in done.stderr
+    assert "clinotel serve --rules" in done.stderr
+
+
+def test_a_collector_whose_log_is_deleted_exits_1_saying_why(tmp_path: Path) -> None:
+    import shutil
+
+    from collector.tests.otlp_clients import post
+
+    port, http = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(tmp_path / "data"),
+         "--otlp-http", f"127.0.0.1:{port}", "--otlp-grpc", f"127.0.0.1:{free_port()}",
+         "--http", f"127.0.0.1:{http}", "--insecure-no-auth"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    wait_serving(proc, http)
+    url = f"http://127.0.0.1:{port}/v1/traces"
+    body, _ = _request(0)
+    assert post(url, body, token=None)[0] == 200
+    shutil.rmtree(tmp_path / "data.wal")
+    try:
+        status = post(url, body, token=None)[0]
+    except OSError:
+        status = 0  # already gone
+    assert status in (503, 0), "never a 200 into a deleted log"
+    code = proc.wait(timeout=60)
+    errors = _close(proc)
+    assert code == 1, errors
+    assert "Traceback" not in errors, errors
+    stopping = [line for line in errors.splitlines() if line.startswith("clinotel serve: stopping: ")]
+    assert len(stopping) == 1, errors
+    assert "clinotel-writer stopped" in stopping[0]
+    assert "moved or deleted" in stopping[0]

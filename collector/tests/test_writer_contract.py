@@ -1,0 +1,115 @@
+"""The writer against the `SegmentStore` contract, with a store that fails on demand: no engine,
+no network. An unreachable store is retried for as long as it lasts; a refusal a few times, then
+the segment is set aside with its reason; segments go in order, each stored once; a drain gives
+up at its deadline and leaves the rest in the log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clinotel.collector import writer as writer_module
+from clinotel.collector.log.record import frame
+from clinotel.collector.log.wal import Segment, WriteAheadLog
+from clinotel.collector.writer import MAX_REFUSALS, SegmentWriter
+
+
+class RefusedError(Exception):
+    """ClickHouse ran the insert and said no."""
+
+
+class UnreachableError(Exception):
+    """ClickHouse could not be reached."""
+
+
+class FakeStore:
+    """A SegmentStore that stores records in memory and fails as scripted, segment by segment."""
+
+    def __init__(self) -> None:
+        self.stored: list[bytes] = []
+        self.tokens: list[str] = []
+        self.failures: list[Exception] = []
+        self.attempts = 0
+
+    def insert(self, segment: Segment) -> None:
+        self.attempts += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        self.tokens.append(segment.token)
+        self.stored.append(segment.path.read_bytes())
+
+    def is_refusal(self, error: Exception) -> bool:
+        return isinstance(error, RefusedError)
+
+
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writer_module, "BACKOFF_S", (0.0,))
+
+
+@pytest.fixture
+def wal(tmp_path: Path) -> Iterator[WriteAheadLog]:
+    log = WriteAheadLog(tmp_path / "wal", segment_bytes=1 << 20, max_age_s=60, fsync=False)
+    yield log
+    log.close()
+
+
+def _segment(wal: WriteAheadLog, payload: bytes) -> None:
+    wal.append(frame(payload))
+    wal.flush()
+
+
+def test_an_unreachable_store_is_retried_until_it_answers_and_stores_each_segment_once(
+    wal: WriteAheadLog,
+) -> None:
+    store = FakeStore()
+    store.failures = [UnreachableError("connection refused")] * 7
+    _segment(wal, b"first")
+    _segment(wal, b"second")
+    writer = SegmentWriter(wal, store)
+    assert writer.drain(give_up_after_s=10) == 2
+    assert [s.endswith(p) for s, p in zip(store.stored, (b"first", b"second"), strict=True)] == [True, True]
+    assert len(set(store.tokens)) == 2
+    assert writer.stats.retries == 7
+    assert writer.stats.quarantined == 0
+    assert wal.pending_bytes == 0
+
+
+def test_a_refused_segment_is_set_aside_with_its_reason_and_the_next_one_goes_on(wal: WriteAheadLog) -> None:
+    store = FakeStore()
+    store.failures = [RefusedError("CANNOT_PARSE_PROTOBUF")] * MAX_REFUSALS
+    _segment(wal, b"bad")
+    _segment(wal, b"good")
+    writer = SegmentWriter(wal, store)
+    assert writer.drain(give_up_after_s=10) == 2
+    assert len(store.stored) == 1
+    assert store.stored[0].endswith(b"good")
+    assert writer.stats.quarantined == 1
+    reasons = list((wal.directory / "quarantine").glob("*.reason.txt"))
+    assert len(reasons) == 1
+    assert "CANNOT_PARSE_PROTOBUF" in reasons[0].read_text()
+
+
+def test_a_drain_gives_up_at_its_deadline_and_leaves_the_segment_in_the_log(wal: WriteAheadLog) -> None:
+    store = FakeStore()
+    store.failures = [UnreachableError("down")] * 10_000
+    _segment(wal, b"kept")
+    writer = SegmentWriter(wal, store)
+    assert writer.drain(give_up_after_s=0.2) == 0
+    assert wal.sealed_count == 1
+    assert writer.stats.quarantined == 0
+    store.failures = []
+    assert writer.drain(give_up_after_s=5) == 1
+    assert store.stored[0].endswith(b"kept")
+
+
+def test_fewer_refusals_than_the_limit_are_retried_not_set_aside(wal: WriteAheadLog) -> None:
+    store = FakeStore()
+    store.failures = [RefusedError("TOO_MANY_PARTS")] * (MAX_REFUSALS - 1)
+    _segment(wal, b"eventually")
+    writer = SegmentWriter(wal, store)
+    assert writer.drain(give_up_after_s=10) == 1
+    assert writer.stats.quarantined == 0
+    assert store.attempts == MAX_REFUSALS
