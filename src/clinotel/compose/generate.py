@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import yaml
 
+from clinotel.model.tables import DEFAULT_DATABASE
 from clinotel.semconv import attributes as A
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ _OLD_TICKET_DEFAULT: Final = "http://ticket-bridge:8080/clinotel"
 """The ticket URL earlier versions wrote by default, for a service the stack never had."""
 CLICKHOUSE_URL: Final = "http://clickhouse:8123"
 ALERTMANAGER_URL: Final = "http://alertmanager:9093"
-DATABASE: Final = "clinotel"
+DATABASE: Final = DEFAULT_DATABASE
 
 
 @dataclass(frozen=True)

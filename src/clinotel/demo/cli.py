@@ -27,6 +27,7 @@ from rich.table import Table
 
 from clinotel.demo.scenario import INCIDENTS, PHASES, SITES, TENANT, Scenario, plan
 from clinotel.demo.summary import DemoSummary, disparity, rate
+from clinotel.model.tables import DEFAULT_DATABASE
 
 __all__ = ["demo"]
 
@@ -117,7 +118,7 @@ def demo(
     if out.exists() and not out.is_dir():
         raise click.BadParameter(f"{out} is not a directory", param_hint="--out")
     store = (data_dir if data_dir is not None else out / "data").resolve()
-    wal = default_wal_dir(store, None, "clinotel")
+    wal = default_wal_dir(store, None, DEFAULT_DATABASE)
     _fresh_store(out, store, wal, force)
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text(json.dumps({"data_dir": str(store), "wal_dir": str(wal)}) + "\n", encoding="utf-8")

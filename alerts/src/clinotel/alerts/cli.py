@@ -13,6 +13,7 @@ from rich.table import Table
 
 from clinotel.alerts.options import alerting_config, alerting_options, checked_outbox, checked_rules
 from clinotel.model.store import open_reading_store, reading_store
+from clinotel.model.tables import DEFAULT_DATABASE
 
 __all__ = ["alerts"]
 
@@ -109,7 +110,7 @@ def _report(summary: Any, console: Console, server: str | None) -> bool:
 
 @alerts.command()
 @reading_store
-@click.option("--database", default="clinotel", show_default=True)
+@click.option("--database", default=DEFAULT_DATABASE, show_default=True)
 @click.option("--once", is_flag=True, help="Evaluate once and exit (the default is every --every).")
 @alerting_options(rules_help="Rules file [default: the pack].")
 def evaluate(
@@ -158,7 +159,7 @@ def evaluate(
 @alerts.command("export")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output directory.")
 @click.option("--rules", type=click.Path(dir_okay=False, path_type=Path), help="Rules file [default: the pack].")
-@click.option("--database", default="clinotel", show_default=True)
+@click.option("--database", default=DEFAULT_DATABASE, show_default=True)
 @click.option("--alertmanager", metavar="URL",
               help="An Alertmanager for pages without PagerDuty and tickets without a webhook.")  # fmt: skip
 def export_command(out: Path, rules: Path | None, database: str, alertmanager: str | None) -> None:

@@ -26,6 +26,7 @@ from clinotel.alerts.queries import Observation, observe
 from clinotel.alerts.rules import RUNBOOK_BASE, Kind, Rule, RulePack
 from clinotel.alerts.state import AlertState, Instance, Reading, State, step
 from clinotel.model import tables
+from clinotel.model.tables import DEFAULT_DATABASE
 
 __all__ = ["DEFAULT_LEASE_S", "STORE", "Evaluator", "Summary"]
 
@@ -80,7 +81,7 @@ class Evaluator:
         client: Any,
         pack: RulePack,
         outbox: Outbox,
-        database: str = "clinotel",
+        database: str = DEFAULT_DATABASE,
         runbook_base: str = RUNBOOK_BASE,
         recorder: Any | None = None,
         lease_s: float | None = DEFAULT_LEASE_S,

@@ -43,6 +43,7 @@ from clinotel.alerts.rules import RUNBOOK_BASE, Comparison, Kind, Override, Rule
 from clinotel.model import clinical
 from clinotel.model.grafana import DATASOURCE, DATASOURCE_UID, PLUGIN_VERSION
 from clinotel.model.sql import identifier, literal
+from clinotel.model.tables import DEFAULT_DATABASE
 
 __all__ = [
     "DATASOURCE_ERROR_RULE",
@@ -218,7 +219,7 @@ def _datasource_error_rule(database: str, runbook_base: str, paused: bool) -> di
 
 
 def grafana_rules(
-    pack: RulePack, database: str = "clinotel", runbook_base: str = RUNBOOK_BASE, paused: bool = False
+    pack: RulePack, database: str = DEFAULT_DATABASE, runbook_base: str = RUNBOOK_BASE, paused: bool = False
 ) -> dict[str, Any]:
     """The rule file: one group per severity, evaluated every minute. `paused` provisions the rules
     visible but not evaluated, for a deployment where the clinotel evaluator pages (one evaluator,
@@ -349,7 +350,7 @@ _Dumper.add_representer(str, _str)
 
 
 def write(
-    out: Path, pack: RulePack, receivers: Receivers, database: str = "clinotel", paused: bool = False
+    out: Path, pack: RulePack, receivers: Receivers, database: str = DEFAULT_DATABASE, paused: bool = False
 ) -> list[Path]:
     """Write the Grafana provisioning files and the Alertmanager configuration under `out`."""
     alerting = out / "grafana" / "provisioning" / "alerting"

@@ -13,6 +13,7 @@ from clinotel.collector.net.listen import MAX_PORT
 from clinotel.collector.store import schema as schema_module
 from clinotel.collector.store.embedded import StoreError, connect
 from clinotel.model.store import open_reading_store, reading_store
+from clinotel.model.tables import DEFAULT_DATABASE
 
 __all__ = ["Companion", "query", "run_serve", "schema", "serve_options"]
 
@@ -25,7 +26,7 @@ def _options(database: str, cluster: str | None, ttl_days: int | None) -> schema
 
 
 _common = [
-    click.option("--database", default="clinotel", show_default=True, help="Database to create the tables in."),
+    click.option("--database", default=DEFAULT_DATABASE, show_default=True, help="Database to create the tables in."),
     click.option("--cluster", help="Render ON CLUSTER DDL with Replicated and Distributed tables."),
     click.option("--ttl-days", type=int, help="Drop data older than this many days (per table, whole parts)."),
 ]
@@ -182,7 +183,7 @@ _serve_options = [
         type=click.Path(file_okay=False, path_type=Path),
         help="Write-ahead log directory, one per collector [default: DATA-DIR.wal beside the data directory].",
     ),
-    click.option("--database", default="clinotel", show_default=True),
+    click.option("--database", default=DEFAULT_DATABASE, show_default=True),
     click.option(
         "--max-request-mb",
         type=click.IntRange(min=1),
@@ -309,7 +310,7 @@ def run_serve(
 @click.command()
 @click.argument("sql")
 @reading_store
-@click.option("--database", default="clinotel", show_default=True)
+@click.option("--database", default=DEFAULT_DATABASE, show_default=True)
 @click.option("--format", "fmt", default="PrettyCompact", show_default=True, help="Any ClickHouse output format.")
 def query(sql: str, server: str | None, data_dir: Path | None, database: str, fmt: str) -> None:
     """Run one read-only SQL query against the store and print the result.

@@ -43,6 +43,7 @@ from clinotel.collector.telemetry import metrics
 from clinotel.collector.telemetry.recorder import MetricsRecorder
 from clinotel.collector.tokens import ALL_TENANTS, Grant, Tokens
 from clinotel.collector.writer import SegmentWriter
+from clinotel.model.tables import DEFAULT_DATABASE
 
 __all__ = ["Collector", "CollectorConfig", "ConfigError"]
 
@@ -58,7 +59,7 @@ class ConfigError(ValueError):
 class CollectorConfig:
     data_dir: Path | None = None
     clickhouse_url: str | None = None
-    database: str = "clinotel"
+    database: str = DEFAULT_DATABASE
     wal_dir: Path | None = None
     otlp_http: tuple[str, int] = ("127.0.0.1", 4318)
     otlp_grpc: tuple[str, int] | None = ("127.0.0.1", 4317)

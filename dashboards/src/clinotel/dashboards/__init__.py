@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from clinotel.dashboards import fairness, health, operations, rollout, safety, trust
+from clinotel.model.tables import DEFAULT_DATABASE
 
 __all__ = ["DASHBOARDS", "build_all"]
 
@@ -25,6 +26,6 @@ DASHBOARDS: Final[dict[str, Callable[[str], dict[str, Any]]]] = {
 """Each dashboard's builder, by file name."""
 
 
-def build_all(database: str = "clinotel") -> dict[str, dict[str, Any]]:
+def build_all(database: str = DEFAULT_DATABASE) -> dict[str, dict[str, Any]]:
     """Every dashboard's JSON, by file name."""
     return {name: build(database) for name, build in DASHBOARDS.items()}

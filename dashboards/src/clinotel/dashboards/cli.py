@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from clinotel.model.store import open_reading_store, reading_store
+from clinotel.model.tables import DEFAULT_DATABASE
 
 __all__ = ["dashboards", "report"]
 
@@ -68,7 +69,7 @@ def dashboards() -> None:
 
 @dashboards.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output directory.")
-@click.option("--database", default="clinotel", show_default=True)
+@click.option("--database", default=DEFAULT_DATABASE, show_default=True)
 @click.option("--clickhouse-url", default="http://clickhouse:8123", show_default=True,
               help="Where Grafana reaches ClickHouse or a collector's --http port.")  # fmt: skip
 def build(out: Path, database: str, clickhouse_url: str) -> None:
@@ -81,7 +82,7 @@ def build(out: Path, database: str, clickhouse_url: str) -> None:
 
 @dashboards.command()
 @reading_store
-@click.option("--database", default="clinotel", show_default=True)
+@click.option("--database", default=DEFAULT_DATABASE, show_default=True)
 @click.option("--from", "from_", help="Range start (ISO 8601 or now-6h) [default: the data's first workflow].")
 @click.option("--to", help="Range end [default: the data's last workflow].")
 @click.option("--require-rows", is_flag=True, help="Fail on a panel that returns no rows.")
@@ -113,7 +114,7 @@ def check(
 @reading_store
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("clinotel-report.html"),
               show_default=True, help="The HTML file to write.")  # fmt: skip
-@click.option("--database", default="clinotel", show_default=True)
+@click.option("--database", default=DEFAULT_DATABASE, show_default=True)
 @click.option("--from", "from_", help="Range start (ISO 8601 or now-6h) [default: the data's first workflow].")
 @click.option("--to", help="Range end [default: the data's last workflow].")
 def report(

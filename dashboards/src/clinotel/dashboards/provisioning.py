@@ -18,6 +18,7 @@ import yaml
 
 from clinotel.dashboards import build_all
 from clinotel.model.grafana import DATASOURCE_UID, PLUGIN_TYPE
+from clinotel.model.tables import DEFAULT_DATABASE
 
 __all__ = ["DatasourceOptions", "write"]
 
@@ -29,7 +30,7 @@ class DatasourceOptions:
     """Where Grafana finds ClickHouse (or a clinotel collector's --http port)."""
 
     url: str = "http://clickhouse:8123"
-    database: str = "clinotel"
+    database: str = DEFAULT_DATABASE
     username: str = "grafana_reader"
     password_env: str = "CLINOTEL_GRAFANA_READ_TOKEN"
 

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from clinotel.dashboards.check import panel_range
 from clinotel.dashboards.macros import TimeRange, expand
+from clinotel.model.tables import DEFAULT_DATABASE
 
 __all__ = ["Report", "render"]
 
@@ -213,7 +214,7 @@ def _alert_timeline(client: Any, database: str, tr: TimeRange) -> str:
 
 def render(
     client: Any, dashboards: dict[str, dict[str, Any]], tr: TimeRange, title: str = "clinotel report",
-    database: str = "clinotel",
+    database: str = DEFAULT_DATABASE,
 ) -> Report:  # fmt: skip
     """Every panel of `dashboards` drawn for the range `tr`, then the alert timeline."""
     sections, nav, panels, failed = [], [], 0, 0

@@ -19,6 +19,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from clinotel.model.store import DEFAULT_DATA_DIR, StoreError, connect_server, error_line, reach_error
+from clinotel.model.tables import DEFAULT_DATABASE
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -63,7 +64,7 @@ def default_wal_dir(data_dir: Path | None, url: str | None, database: str) -> Pa
     """Where a store's log goes when no --wal-dir is given: beside the data directory, named after
     it (`data` → `data.wal`); for a server, `.clinotel/<host>-<port>.wal`. A database other than
     `clinotel` gets its name in the log's."""
-    suffix = "" if database == "clinotel" else f".{database}"
+    suffix = "" if database == DEFAULT_DATABASE else f".{database}"
     if url is not None:
         parts = urlsplit(url)
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{parts.hostname or 'server'}-{parts.port or 'default'}")
@@ -191,7 +192,7 @@ def connect(data_dir: Path | None = None, url: str | None = None, database: str 
     dsn = dsn_for(data_dir, url)
     if url is None:
         path = Path(dsn.removeprefix("chdb://"))
-        check_embedded(path, database or "clinotel", reading=False)
+        check_embedded(path, database or DEFAULT_DATABASE, reading=False)
         try:
             path.mkdir(parents=True, exist_ok=True)
             return clickhouse_connect.get_client(dsn=dsn, database=database or "")
