@@ -27,6 +27,8 @@ def test_the_model_is_what_a_migrated_store_holds(client: Any, options: schema.S
     for wf in clinical.workflow_columns():
         expected = f"SimpleAggregateFunction({wf.function}, {wf.type})"
         assert workflows.get(wf.name) == expected, f"{clinical.WORKFLOWS}.{wf.name}: no migration creates {expected}"
+    unjoined = _columns(client, options.database, clinical.UNJOINED_OUTCOMES)
+    assert set(clinical.UNJOINED_OUTCOME_COLUMNS) <= set(unjoined), "no migration creates clinical_unjoined_outcomes"
     traces = _columns(client, options.database, schema.TRACES)
     assert set(schema.TRACES_INSERT_COLUMNS) <= set(traces)
     assert set(schema.ALERT_EVENT_COLUMNS) <= set(_columns(client, options.database, schema.ALERT_EVENTS))

@@ -5,8 +5,12 @@ materialized views, so any OTLP pipeline that fills `otel_traces` fills them too
   attributes as real columns, tenant first in the sort key.
 - `clinical_workflows`: one row per workflow instance (its trace), merged as spans arrive:
   per-stage durations, the live decision, the shadow prediction, the review, the action, how it
-  ended and, when it comes days later, the ground truth (a late `outcome` span lands on the row of
-  the workflow it links to). Read it with `FINAL` or aggregate by its key.
+  ended and, when it comes days later, the ground truth: a late `outcome` span lands on the row of
+  the workflow it links to or, without a link, of the latest workflow with its pseudonymous
+  workflow id (in its tenant and workflow kind) that started before it. Read it with `FINAL` or
+  aggregate by its key.
+- `clinical_unjoined_outcomes`: late `outcome` spans that joined no workflow, with the reason (the
+  telemetry-health dashboard counts them; they are not workflows).
 
 Every column name here is the one dashboards and alerts use; every attribute key comes from
 `clinotel.semconv`. This is the model; the tables' DDL is in the collector's frozen migrations
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from clinotel.model.sql import literal
-from clinotel.model.tables import STAGE_SPANS, WORKFLOWS
+from clinotel.model.tables import STAGE_SPANS, UNJOINED_OUTCOME_COLUMNS, UNJOINED_OUTCOMES, WORKFLOWS
 from clinotel.semconv import AttributeDef, AttrType, Stage
 from clinotel.semconv import attributes as A
 
@@ -28,6 +32,8 @@ __all__ = [
     "COHORT_COLUMNS",
     "STAGE_COLUMNS",
     "STAGE_SPANS",
+    "UNJOINED_OUTCOMES",
+    "UNJOINED_OUTCOME_COLUMNS",
     "WORKFLOWS",
     "WORKFLOW_COLUMNS",
     "Column",
@@ -156,9 +162,9 @@ def workflow_columns() -> list[WorkflowColumn]:
     for c in COHORT_COLUMNS:
         out.append(WorkflowColumn(c.name, c.type, "max", f"max({c.name})"))
     for stage in _STAGE_DURATIONS:
-        out.append(
-            WorkflowColumn(f"{stage.value.capitalize()}Ms", "Float64", "sum", f"sumIf(DurationMs, {_is(stage)})")
-        )
+        # a shadow prediction is a zero-length `decide` span beside the live one: not a stage
+        which = live if stage is Stage.DECIDE else _is(stage)
+        out.append(WorkflowColumn(f"{stage.value.capitalize()}Ms", "Float64", "sum", f"sumIf(DurationMs, {which})"))
     for name in (
         "DecisionSource", "DecisionValue", "DecisionConfidence", "DecisionRisk", "ModelName", "ModelVersion",
         "FallbackReason", "RolloutMode", "RolloutCohort", "FlagKey", "FlagVariant",
@@ -175,7 +181,7 @@ def workflow_columns() -> list[WorkflowColumn]:
         out.append(WorkflowColumn(name, c.type, "max", f"maxIf({name}, {_NOT_OUTCOME})"))
     out.append(
         WorkflowColumn("ReviewLatencyMs", "Nullable(Float64)", "max",
-             f"maxIf(coalesce(ReviewLatencyMs, DurationMs), {_is(Stage.REVIEW)})")
+             f"maxIf(toNullable(coalesce(ReviewLatencyMs, DurationMs)), {_is(Stage.REVIEW)})")
     )  # fmt: skip
     for name in ("OutcomeLabel", "AdverseEvent", "EscalationNeeded"):
         c = by_name[name]

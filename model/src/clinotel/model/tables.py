@@ -23,8 +23,11 @@ __all__ = [
     "TRACES",
     "TRACES_INSERT_COLUMNS",
     "TRACE_ID_TS",
+    "UNJOINED_OUTCOMES",
+    "UNJOINED_OUTCOME_COLUMNS",
     "VERSIONS",
     "WORKFLOWS",
+    "WORKFLOW_IDS",
     "tenant_tables",
 ]
 
@@ -35,6 +38,10 @@ TRACE_ID_TS: Final = "otel_traces_trace_id_ts"
 VERSIONS: Final = "clinotel_schema_versions"
 STAGE_SPANS: Final = "clinical_stage_spans"
 WORKFLOWS: Final = "clinical_workflows"
+UNJOINED_OUTCOMES: Final = "clinical_unjoined_outcomes"
+WORKFLOW_IDS: Final = "clinical_workflow_ids"
+"""The latest workflow per (tenant, kind, pseudonymous workflow id): how an outcome without a span
+link finds its workflow. Internal to the store: no reader names it."""
 COLLECTOR_METRICS: Final = "clinotel_collector_metrics"
 ALERT_EVENTS: Final = "clinotel_alert_events"
 SDK_TELEMETRY: Final = "clinotel_sdk_telemetry"
@@ -56,8 +63,12 @@ TRACES_INSERT_COLUMNS: Final = (
     "Links.Attributes",
 )  # fmt: skip
 """The contrib exporter's INSERT columns, in its order."""
+UNJOINED_OUTCOME_COLUMNS: Final = (
+    "TenantId", "Timestamp", "WorkflowKind", "WorkflowId", "TraceId", "ServiceName", "Reason",
+)  # fmt: skip
+"""`clinical_unjoined_outcomes`: late outcome spans that joined no workflow, and why."""
 
 
 def tenant_tables() -> tuple[str, ...]:
     """The tables with a `TenantId` column: what readers may query, each filtered to their tenant."""
-    return (TRACES, STAGE_SPANS, WORKFLOWS, COLLECTOR_METRICS, ALERT_EVENTS, SDK_TELEMETRY)
+    return (TRACES, STAGE_SPANS, WORKFLOWS, UNJOINED_OUTCOMES, COLLECTOR_METRICS, ALERT_EVENTS, SDK_TELEMETRY)
