@@ -2,7 +2,13 @@
 query A run on the store as Grafana sends it, then Grafana's reduce, threshold and no-data
 handling (`grafana_eval`, a model of Grafana's code), against the evaluator itself on the same
 store at the same instant. Thresholds, bands and minimum samples are also set exactly to the
-observed values, where `>` and `>=` part ways."""
+observed values, where `>` and `>=` part ways.
+
+A tested rule (score intervals, a canary's confidence sequence) cannot be put in Grafana's
+threshold model as a test: its query exports the figure the test leaves (`decide`: an interval
+bound, or the ratio when the interval excludes 1 and else 1), which Grafana then thresholds; the
+annotation `test` says so. The last test here holds that figure equal to the statistics computed
+in Python from the counts the same query returns."""
 
 from __future__ import annotations
 
@@ -62,8 +68,8 @@ def _variants(client: Any, rule: Rule, database: str, now: datetime) -> list[Rul
     """The rule as shipped, and with its limits set exactly to the values it observes now."""
     base = rule.model_copy(update={"for_": 0})
     out = [base]
-    seen = [o for o in observe(client, base, database, now) if o.value is not None]
-    values = sorted({o.value for o in seen if o.value is not None})
+    seen = [o for o in observe(client, base, database, now) if o.decide is not None]
+    values = sorted({o.decide for o in seen if o.decide is not None})
     picks = sorted({values[0], values[len(values) // 2], values[-1]}) if values else []
     for v in picks:
         if rule.kind is Kind.DISPARITY:  # a band edge on the value: the bounds are inside the band
@@ -79,8 +85,18 @@ def _variants(client: Any, rule: Rule, database: str, now: datetime) -> list[Rul
         if tenant and picks:
             override = Override(tenant=tenant, threshold=picks[-1], min_sample=n)
             out.append(base.model_copy(update={"comparison": Comparison.GE, "overrides": (override,)}))
-    return [v.model_copy(update={"no_data": nd}) for v in out for nd in ("ok", "alerting")
-            if not (v.overrides and nd == "alerting")]  # refused by the export: test below  # fmt: skip
+    variants = [v.model_copy(update={"no_data": nd}) for v in out for nd in ("ok", "alerting")
+                if not (v.overrides and nd == "alerting")]  # refused by the export: test below  # fmt: skip
+    return [v for v in variants if _valid(v)]
+
+
+def _valid(rule: Rule) -> bool:
+    """A variant a rules file could hold (a tested ratio rule's threshold stays past 1)."""
+    try:
+        Rule.model_validate(rule.model_dump(by_alias=True))
+    except ValueError:
+        return False
+    return True
 
 
 def test_every_exported_rule_decides_as_the_evaluator_on_the_same_numbers(collector: Collector) -> None:
@@ -143,3 +159,44 @@ def test_the_grafana_model_on_boundaries(kind: str, value: float | None, decided
     assert grafana_eval.evaluate({**rule, "noDataState": "Alerting"}, ["time", "value"], []) == {
         frozenset(): "Alerting"
     }
+
+
+def test_a_tested_rule_exports_what_its_test_leaves(collector: Collector) -> None:
+    """The `decide` figure (what the evaluator compares and Grafana thresholds) equals the test
+    computed in Python (`clinotel.model.stats`) from the counts the query returns; the rule's
+    exported annotation says what the value is."""
+    import math
+
+    from clinotel.alerts.rules import Test
+    from clinotel.model.stats import ratio_interval, ratio_sequence, wilson
+
+    load_demo(collector, WRITE_TOKEN, workflows=1500)
+    db = collector.options.database
+    now = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+    checked = 0
+    for rule in load(default_rules_path()).rules:
+        if rule.decided_by is Test.NONE:
+            continue
+        exported = next(r for g in grafana_rules(RulePack(rules=(rule,)), db)["groups"] for r in g["rules"])
+        assert "value: " in exported["annotations"]["test"]
+        for o in observe(collector.client, rule, db, now):
+            x1, n1, x2, n2 = o.counts
+            if rule.kind is Kind.THRESHOLD:
+                interval = wilson(x1, n1, rule.confidence)
+            elif rule.decided_by is Test.SEQUENTIAL:
+                interval = ratio_sequence(x1, n1, x2, n2, rule.confidence, abs(math.log(rule.threshold)))
+            else:
+                interval = ratio_interval(x1, n1, x2, n2, rule.confidence)
+            if interval is None or o.value is None:
+                assert o.decide is None or o.value is None
+                continue
+            assert o.low == pytest.approx(interval.low, rel=1e-9, abs=1e-12)
+            if math.isfinite(interval.high):
+                assert o.high == pytest.approx(interval.high, rel=1e-9)
+            if rule.kind is Kind.THRESHOLD:
+                want = interval.low if rule.harm_is_higher else interval.high
+            else:
+                want = o.value if interval.excludes_one(rule.harm_is_higher) else 1.0
+            assert o.decide == pytest.approx(want, rel=1e-9)
+            checked += 1
+    assert checked >= 10

@@ -67,7 +67,7 @@ def test_the_report_draws_every_panel_and_chromium_renders_it(
     assert "<script" not in page
     assert not re.search(r"(src|href)=\"(https?:)?//", page), "self-contained: nothing fetched"
     assert page.count("<polyline") > 30
-    assert "Under-triage rate" in page
+    assert "Model under-triage" in page
     assert "Alert timeline" in page
 
     shot = tmp_path / "shot.png"

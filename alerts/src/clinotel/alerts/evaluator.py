@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from clinotel.alerts.decision import breaches, describe, instance_labels, reference_worse_off
 from clinotel.alerts.lease import DEFAULT_LEASE_S, Lease
-from clinotel.alerts.ledger import RESOLVE, TRIGGER, Episode, Ledger, load, ms, when
+from clinotel.alerts.ledger import LABELLED, RESOLVE, TRIGGER, UNLABELLED, Episode, Ledger, load, ms, when
 from clinotel.alerts.paging import Attempt, Notification, Outbox
 from clinotel.alerts.queries import Observation, observe
 from clinotel.alerts.rules import RUNBOOK_BASE, Kind, Rule, RulePack
@@ -51,6 +52,9 @@ class Summary:
     attempts: list[Attempt] = field(default_factory=list)
     skipped: str | None = None
     """Why the pass did nothing (another evaluator holds the lease), or None."""
+    labelled: list[tuple[str, dict[str, str], str]] = field(default_factory=list)
+    """Disparity instances whose reference group became (or stopped being) the one worse off:
+    recorded, not paged."""
 
     @property
     def firing(self) -> list[tuple[str, dict[str, str]]]:
@@ -160,34 +164,46 @@ class Evaluator:
     def _apply(self, rule: Rule, observations: list[Observation], now: datetime, summary: Summary) -> None:
         seen: set[Instance] = set()
         for o in observations:
-            labels = {"tenant": o.tenant, "kind": o.kind} if o.tenant or o.kind else {}
-            if o.group:
-                labels[rule.group_label] = o.group
+            labels = instance_labels(rule, o)
             threshold, min_sample, disabled = rule.limits(o.tenant, o.kind)
             if disabled:
                 continue
             instance = Instance(rule.name, tuple(sorted(labels.items())))
             seen.add(instance)
-            if o.value is None or o.sample < min_sample:
+            if o.decide is None or o.sample < min_sample:
                 reading = Reading.NO_DATA
-            elif rule.kind is Kind.DISPARITY:
-                low, high = rule.band
-                reading = Reading.BREACH if not low <= o.value <= high else Reading.CLEAR
             else:
-                reading = Reading.BREACH if rule.comparison.holds(o.value, threshold) else Reading.CLEAR
-            self._transition(rule, instance, labels, reading, o.value, o.sample, threshold, now, summary)
+                reading = Reading.BREACH if breaches(rule, o.decide, threshold) else Reading.CLEAR
+            if rule.kind is Kind.DISPARITY and not rule.page_reference_worse:
+                self._label(rule, instance, labels, o, min_sample, now, summary)
+            self._transition(rule, instance, labels, reading, o, threshold, now, summary)
         # instances that produced no row at all this time: no data
         for instance, current in list(self.states.items()):
             if instance.rule == rule.name and instance not in seen and current.state is not State.INACTIVE:
                 labels = dict(instance.labels)
-                self._transition(rule, instance, labels, Reading.NO_DATA, None, 0, rule.threshold, now, summary)
+                self._transition(rule, instance, labels, Reading.NO_DATA, None, rule.threshold, now, summary)
         if not observations and rule.no_data == "alerting":
             instance = Instance(rule.name, ())
-            self._transition(rule, instance, {}, Reading.NO_DATA, None, 0, rule.threshold, now, summary)
+            self._transition(rule, instance, {}, Reading.NO_DATA, None, rule.threshold, now, summary)
+
+    def _label(
+        self, rule: Rule, instance: Instance, labels: dict[str, str], o: Observation, min_sample: int,
+        now: datetime, summary: Summary,
+    ) -> None:  # fmt: skip
+        """Record when the reference group becomes (or stops being) the one worse off: labelled in
+        the audit trail, not paged."""
+        worse = o.sample >= min_sample and reference_worse_off(rule, o)
+        if worse == self._ledger.labelled.get(instance, False):
+            return
+        self._ledger.labelled[instance] = worse
+        detail = f"reference group worse off: {describe(rule, o)}" if worse else "reference group no longer worse off"
+        summary.labelled.append((rule.name, labels, detail))
+        self._record(now, labels.get("tenant", ""), rule, labels, LABELLED if worse else UNLABELLED, o.value,
+                     o.sample, None, detail=detail)  # fmt: skip
 
     def _transition(
-        self, rule: Rule, instance: Instance, labels: dict[str, str], reading: Reading, value: float | None,
-        sample: int, threshold: float, now: datetime, summary: Summary,
+        self, rule: Rule, instance: Instance, labels: dict[str, str], reading: Reading, o: Observation | None,
+        threshold: float, now: datetime, summary: Summary,
     ) -> None:  # fmt: skip
         current = self.states.setdefault(instance, AlertState())
         changed = step(current, reading, now, rule.for_, rule.no_data)
@@ -195,7 +211,9 @@ class Evaluator:
             return
         summary.transitions.append((rule.name, labels, changed.value))
         tenant = labels.get("tenant", "")
-        detail = reading.value if value is None else f"{reading.value}: {value:.4g} vs {threshold:g}"
+        value = None if o is None else o.value
+        detail = reading.value if o is None or o.value is None else f"{reading.value}: {describe(rule, o, threshold)}"
+        sample = 0 if o is None else o.sample
         self._record(now, tenant, rule, labels, changed.value, value, sample, threshold, detail=detail)
         episode = self._ledger.episodes.setdefault(instance, Episode())
         if changed is State.FIRING:

@@ -38,8 +38,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from clinotel.alerts.decision import GRAFANA_THRESHOLD, grafana_threshold
 from clinotel.alerts.queries import Bounds, rule_sql
-from clinotel.alerts.rules import RUNBOOK_BASE, Comparison, Kind, Override, Rule, RulePack
+from clinotel.alerts.rules import RUNBOOK_BASE, Kind, Override, Rule, RulePack, Test
 from clinotel.model import clinical
 from clinotel.model.grafana import DATASOURCE, DATASOURCE_UID, PLUGIN_VERSION
 from clinotel.model.sql import identifier, literal
@@ -57,8 +58,7 @@ __all__ = [
 
 EXPR: Final = {"type": "__expr__", "uid": "__expr__"}
 NO_DATA: Final = {"ok": "OK", "keep": "KeepLast", "alerting": "Alerting"}
-THRESHOLD: Final = {Comparison.GT: "gt", Comparison.GE: "gte", Comparison.LT: "lt", Comparison.LE: "lte"}
-"""Each comparison as Grafana's threshold type (grafana/grafana pkg/expr/threshold.go)."""
+THRESHOLD: Final = GRAFANA_THRESHOLD
 DATASOURCE_ERROR_RULE: Final = "grafana_datasource_error"
 PAGERDUTY_KEY_FILE: Final = "/etc/alertmanager/secrets/pagerduty-routing-key"
 
@@ -131,7 +131,8 @@ def _labels(rule: Rule) -> list[str]:
     if rule.kind is Kind.SDK:
         return ["r.tenant AS tenant", f"r.grp AS {identifier(rule.group_label)}"]
     if rule.kind is Kind.DISPARITY:
-        return ["r.tenant AS tenant", "r.kind AS kind", f"r.grp AS {identifier(rule.group_label)}"]
+        return ["r.tenant AS tenant", "r.kind AS kind", "r.cohort AS cohort", "r.version AS model_version",
+                f"r.grp AS {identifier(rule.group_label)}"]  # fmt: skip
     return ["r.tenant AS tenant", "r.kind AS kind"]
 
 
@@ -140,15 +141,27 @@ def _query(rule: Rule, database: str, min_sample: int, scope: str) -> str:
     # ClickHouse 26.9 (chDB) answers `key_column < toDateTime(x)` wrongly for a DateTime64 key
     # column with a fractional part (a row at x - 0.7 s is left out).
     inner = rule_sql(rule, database, Bounds("toDateTime64($__toTime, 3)"))
-    value = f"if(r.n >= {min_sample}, toFloat64(r.value), NULL) AS value"
+    # the figure the rule decides on (`queries.COLUMNS`: the value, or what the test leaves of it)
+    value = f"if(r.n >= {min_sample}, toFloat64(r.decide), NULL) AS value"
     columns = ", ".join(["$__toTime AS time", *_labels(rule), value])
     return f"SELECT {columns}\nFROM (\n{inner}\n) AS r\nWHERE ({scope})\nORDER BY time"
 
 
-def _threshold(rule: Rule, threshold: float) -> dict[str, Any]:
-    if rule.kind is Kind.DISPARITY:
-        return {"type": "outside_range", "params": list(rule.band)}
-    return {"type": THRESHOLD[rule.comparison], "params": [threshold]}
+def value_meaning(rule: Rule) -> str:
+    """What the exported query's `value` is, in words: Grafana's threshold model compares one
+    number, so a tested rule exports the figure its test leaves (the `test` annotation)."""
+    test = rule.decided_by
+    pct = f"{rule.confidence:.0%}"
+    if test is Test.NONE:
+        return "the observed value (no test)"
+    if rule.kind is Kind.THRESHOLD:
+        side = "lower" if rule.harm_is_higher else "upper"
+        return f"the {side} bound of the rate's {pct} Wilson score interval (not the rate itself)"
+    what = {Kind.BASELINE: "the window ÷ the trailing baseline", Kind.CANARY: "the canary ÷ the baseline",
+            Kind.DISPARITY: "the group ÷ the reference group"}[rule.kind]  # fmt: skip
+    how = f"{pct} confidence sequence" if test is Test.SEQUENTIAL else f"{pct} MOVER-R Wilson interval"
+    side = "either side" if rule.page_reference_worse else ("above 1" if rule.harm_is_higher else "below 1")
+    return f"{what}, when its {how} excludes 1 ({side}); else 1 (no difference shown)"
 
 
 def _data(sql: str, lookback: int, evaluator: dict[str, Any]) -> list[dict[str, Any]]:
@@ -186,12 +199,16 @@ def _rule(rule: Rule, database: str, uid: str, title: str, threshold: float, min
         "uid": uid,
         "title": title,
         "condition": "C",
-        "data": _data(_query(rule, database, min_sample, scope), lookback, _threshold(rule, threshold)),
+        "data": _data(_query(rule, database, min_sample, scope), lookback, grafana_threshold(rule, threshold)),
         "for": f"{rule.for_}s",
         "noDataState": NO_DATA[rule.no_data],
         "execErrState": "KeepLast",
         "labels": {"severity": rule.severity, "rule": rule.name, **rule.labels},
-        "annotations": {"summary": rule.summary, "runbook_url": runbook_base + rule.runbook},
+        "annotations": {
+            "summary": rule.summary,
+            "runbook_url": runbook_base + rule.runbook,
+            "test": f"value: {value_meaning(rule)}",
+        },
         "isPaused": paused,
     }
 

@@ -26,11 +26,14 @@ from clinotel.alerts.state import AlertState, Instance, State
 from clinotel.model import tables
 from clinotel.model.sql import identifier, literal
 
-__all__ = ["TRANSITIONS", "Episode", "Ledger", "load", "ms", "when"]
+__all__ = ["LABELLED", "TRANSITIONS", "UNLABELLED", "Episode", "Ledger", "load", "ms", "when"]
 
 TRANSITIONS: Final = tuple(s.value for s in State)
 TRIGGER: Final = "trigger"
 RESOLVE: Final = "resolve"
+LABELLED: Final = "labelled"
+"""A disparity instance's reference group became the one worse off: recorded, not paged."""
+UNLABELLED: Final = "unlabelled"
 
 
 def ms(t: datetime) -> int:
@@ -66,6 +69,8 @@ class Ledger:
     """(instance, receiver, trigger|resolve) -> the last `notify_ok`, ms."""
     failed: dict[tuple[Instance, str, str], tuple[int, int]] = field(default_factory=dict)
     """(instance, receiver, trigger|resolve) -> (the last `notify_failed` ms, its attempt number)."""
+    labelled: dict[Instance, bool] = field(default_factory=dict)
+    """Disparity instances whose reference group is, as last recorded, the one worse off."""
 
     def owed(self, instance: Instance, receiver: str) -> str | None:
         """`trigger`, `resolve` or None: what `receiver` has not had yet of this instance's episode."""
@@ -124,4 +129,10 @@ def load(client: Any, database: str, rules: Iterable[str]) -> Ledger:
             ledger.delivered[key] = int(ok)
         if int(failed) > 0:
             ledger.failed[key] = (int(failed), int(attempt or 0))
+    rows = client.query(
+        f"SELECT Rule, Labels, argMax(Event, Timestamp) FROM {table} WHERE Rule IN ({names}) "
+        f"AND Event IN ({literal(LABELLED)}, {literal(UNLABELLED)}) GROUP BY Rule, Labels"
+    ).result_rows
+    for rule, labels, event in rows:
+        ledger.labelled[_instance(rule, labels)] = str(event) == LABELLED
     return ledger

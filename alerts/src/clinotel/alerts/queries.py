@@ -1,20 +1,37 @@
 """Each rule as one ClickHouse query over the window ending at `now`, built from the indicators the
-dashboards use. Every query returns rows of (TenantId, WorkflowKind, grp, value, sample): one
-alert instance per row; `grp` is the cohort group of a disparity rule and empty otherwise."""
+dashboards use. Every query returns rows of `COLUMNS`: one alert instance per row.
+
+- `tenant`, `kind`, `cohort`, `version`, `grp`: the instance (`cohort` and `version` are the rollout
+  cohort and model version of a disparity rule's stratum, `grp` its group or an sdk rule's service;
+  empty otherwise);
+- `value`: the figure (a rate, a quantile, a ratio) and `n` its sample;
+- `x1`, `n1`, `x2`, `n2`: a rate's hits and rows (the group, the last window or the canary; then the
+  reference, the trailing window or the baseline), what the test is computed from;
+- `lo`, `hi`: the test's interval (NULL without a test);
+- `decide`: what is compared with the threshold (or band), here and in Grafana alike: the value
+  without a test; a threshold rule's interval bound on the threshold's side; for a ratio, the value
+  when the interval excludes 1 on the harmful side, else 1 (no difference)."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Final
 
-from clinotel.alerts.rules import Kind, Rule
+from clinotel.alerts.rules import Kind, Rule, Test
 from clinotel.model import tables
 from clinotel.model.collector_metrics import METRICS
-from clinotel.model.indicators import INDICATORS
+from clinotel.model.indicators import INDICATORS, STRATUM, reference_group
 from clinotel.model.sql import identifier, literal
+from clinotel.model.stats import ratio_interval_sql, ratio_sequence_sql, wilson_sql
 from clinotel.semconv import RolloutCohort
 
-__all__ = ["Bounds", "Observation", "observe", "rule_sql"]
+__all__ = ["COLUMNS", "Bounds", "Observation", "observe", "rule_sql"]
+
+COLUMNS: Final = ("tenant", "kind", "cohort", "version", "grp", "value", "n", "x1", "n1", "x2", "n2", "lo", "hi",
+                  "decide")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -24,6 +41,14 @@ class Observation:
     group: str
     value: float | None
     sample: int
+    decide: float | None = None
+    """What the rule compares with its threshold (`value` without a test)."""
+    low: float | None = None
+    high: float | None = None
+    counts: tuple[int, int, int, int] = (0, 0, 0, 0)
+    """(x1, n1, x2, n2)."""
+    cohort: str = ""
+    version: str = ""
 
 
 def _at(t: datetime) -> str:
@@ -49,21 +74,20 @@ class Bounds:
 
 
 def rule_sql(rule: Rule, database: str, now: datetime | Bounds) -> str:
-    """The query evaluating `rule` over the window ending at `now`: rows of
-    (tenant, kind, grp, value, n)."""
+    """The query evaluating `rule` over the window ending at `now`: rows of `COLUMNS`."""
     bounds = now if isinstance(now, Bounds) else Bounds.at(now)
     w = rule.window
     if rule.kind is Kind.COLLECTOR:
         table = f"{identifier(database)}.{identifier(tables.COLLECTOR_METRICS)}"
         aggregate = METRICS[rule.metric].over_rows
-        return (
+        return _plain(
             f"SELECT '' AS tenant, '' AS kind, '' AS grp, {aggregate} AS value, count() AS n FROM {table} "
             f"WHERE Metric = {literal(rule.metric)} AND {bounds.between('Timestamp', w)} HAVING n > 0"
         )
     if rule.kind is Kind.SDK:
         table = f"{identifier(database)}.{identifier(tables.SDK_TELEMETRY)}"
         column = identifier(tables.SDK_TELEMETRY_COLUMNS[rule.metric])
-        return (
+        return _plain(
             f"SELECT TenantId AS tenant, '' AS kind, ServiceName AS grp, sum({column}) AS value, count() AS n "
             f"FROM {table} WHERE {bounds.between('Timestamp', w)} GROUP BY tenant, grp"
         )
@@ -71,40 +95,125 @@ def rule_sql(rule: Rule, database: str, now: datetime | Bounds) -> str:
     table = f"{identifier(database)}.{identifier(i.table)}{i.final}"
     window = bounds.between(i.time_column, w)
     keys = "TenantId AS tenant, WorkflowKind AS kind"
+    rate = i.kind == "rate"
+
+    def counts(also: str | None = None) -> tuple[str, str]:
+        return i.counts(also) if rate else ("0", i.conditional(also)[1])
+
     if rule.kind is Kind.THRESHOLD:
-        return (
-            f"SELECT {keys}, '' AS grp, {i.value} AS value, {i.sample} AS n FROM {table} "
-            f"WHERE {window} AND ({i.where}) GROUP BY tenant, kind"
+        x, n = counts()
+        inner = (
+            f"SELECT {keys}, '' AS cohort, '' AS version, '' AS grp, {i.value} AS value, {i.sample} AS n, "
+            f"{x} AS x1, {n} AS n1, 0 AS x2, 0 AS n2 FROM {table} WHERE {window} AND ({i.where}) GROUP BY tenant, kind"
         )
-    if rule.kind is Kind.BASELINE:
+    elif rule.kind is Kind.BASELINE:
         assert rule.baseline_window is not None
         b = rule.baseline_window
+        earlier = bounds.between(i.time_column, w + b, w)
         now_v, now_n = i.conditional(window)
-        base_v, base_n = i.conditional(bounds.between(i.time_column, w + b, w))
-        return (
-            f"SELECT {keys}, '' AS grp, ({now_v}) / nullIf({base_v}, 0) AS value, least({now_n}, {base_n}) AS n "
+        base_v, base_n = i.conditional(earlier)
+        x1, n1 = counts(window)
+        x2, n2 = counts(earlier)
+        inner = (
+            f"SELECT {keys}, '' AS cohort, '' AS version, '' AS grp, ({now_v}) / nullIf({base_v}, 0) AS value, "
+            f"least({now_n}, {base_n}) AS n, {x1} AS x1, {n1} AS n1, {x2} AS x2, {n2} AS n2 "
             f"FROM {table} WHERE {bounds.between(i.time_column, w + b)} GROUP BY tenant, kind"
         )
-    if rule.kind is Kind.CANARY:
-        canary_v, canary_n = i.conditional(f"RolloutCohort = {literal(RolloutCohort.CANARY.value)}")
-        base_v, base_n = i.conditional(f"RolloutCohort = {literal(RolloutCohort.BASELINE.value)}")
-        return (
-            f"SELECT {keys}, '' AS grp, ({canary_v}) / nullIf({base_v}, 0) AS value, "
-            f"least({canary_n}, {base_n}) AS n FROM {table} WHERE {window} GROUP BY tenant, kind"
+    elif rule.kind is Kind.CANARY:
+        canary = f"RolloutCohort = {literal(RolloutCohort.CANARY.value)}"
+        baseline = f"RolloutCohort = {literal(RolloutCohort.BASELINE.value)}"
+        canary_v, canary_n = i.conditional(canary)
+        base_v, base_n = i.conditional(baseline)
+        x1, n1 = counts(canary)
+        x2, n2 = counts(baseline)
+        inner = (
+            f"SELECT {keys}, '' AS cohort, '' AS version, '' AS grp, ({canary_v}) / nullIf({base_v}, 0) AS value, "
+            f"least({canary_n}, {base_n}) AS n, {x1} AS x1, {n1} AS n1, {x2} AS x2, {n2} AS n2 "
+            f"FROM {table} WHERE {window} GROUP BY tenant, kind"
         )
-    assert rule.kind is Kind.DISPARITY
-    assert rule.dimension is not None
+    else:
+        assert rule.kind is Kind.DISPARITY
+        assert rule.dimension is not None
+        inner = _disparity(rule, table, window, counts)
+    return _tested(rule, inner)
+
+
+def _disparity(rule: Rule, table: str, window: str, counts: Callable[[], tuple[str, str]]) -> str:
+    """Each group against its stratum's reference group (the one with the most workflows: the
+    dashboards' rule), the reference left out."""
+    i = INDICATORS[rule.metric]
     value, sample = i.conditional()
+    x, n = counts()
+    stratum = ", ".join(c for c, _ in STRATUM)
+    key = "(members, grp)"
+    over = f"OVER (PARTITION BY {stratum})"
     return (
-        "SELECT tenant, kind, grp, if(ref_value > 0, v / ref_value, NULL) AS value, least(n, ref_n) AS n FROM (\n"
-        "  SELECT *, argMax(v, n) OVER w AS ref_value, argMax(n, n) OVER w AS ref_n, argMax(grp, n) OVER w AS ref\n"
-        f"  FROM (SELECT {keys}, toString({rule.dimension}) AS grp, {value} AS v, {sample} AS n FROM {table}\n"
-        f"        WHERE {window} AND {rule.dimension} != '' GROUP BY tenant, kind, grp)\n"
-        "  WINDOW w AS (PARTITION BY tenant, kind)\n) WHERE grp != ref"
+        "SELECT TenantId AS tenant, WorkflowKind AS kind, toString(RolloutCohort) AS cohort, "
+        "toString(ModelVersion) AS version, grp, "
+        "if(ref_v > 0, v / ref_v, NULL) AS value, least(s, ref_s) AS n, x AS x1, c AS n1, ref_x AS x2, ref_c AS n2 "
+        "FROM (\n"
+        f"  SELECT *, {reference_group('grp', 'members', stratum)} AS ref, argMax(v, {key}) {over} AS ref_v,\n"
+        f"    argMax(s, {key}) {over} AS ref_s, argMax(x, {key}) {over} AS ref_x, argMax(c, {key}) {over} AS ref_c\n"
+        f"  FROM (SELECT {stratum}, toString({rule.dimension}) AS grp, count() AS members, {value} AS v, "
+        f"{sample} AS s, {x} AS x, {n} AS c FROM {table}\n"
+        f"        WHERE {window} AND {rule.dimension} != '' GROUP BY {stratum}, grp)\n) WHERE grp != ref"
     )
+
+
+def _plain(inner: str) -> str:
+    """A collector or sdk rule: no cohort, no counts, no test."""
+    return (
+        "SELECT tenant, kind, '' AS cohort, '' AS version, grp, value, n, 0 AS x1, 0 AS n1, 0 AS x2, 0 AS n2, "
+        "CAST(NULL, 'Nullable(Float64)') AS lo, CAST(NULL, 'Nullable(Float64)') AS hi, value AS decide\n"
+        f"FROM (\n{inner}\n)"
+    )
+
+
+def _tested(rule: Rule, inner: str) -> str:
+    """`inner`'s rows with the test's interval and the figure the rule decides on."""
+    test = rule.decided_by
+    nothing = "CAST(NULL, 'Nullable(Float64)')"
+    if test is Test.NONE:
+        lo, hi, decide = nothing, nothing, "toNullable(toFloat64(value))"
+    else:
+        if rule.kind is Kind.THRESHOLD:
+            lo, hi = wilson_sql("x1", "n1", rule.confidence)
+        elif test is Test.SEQUENTIAL:
+            lo, hi = ratio_sequence_sql("x1", "n1", "x2", "n2", rule.confidence, abs(math.log(rule.threshold)))
+        else:
+            lo, hi = ratio_interval_sql("x1", "n1", "x2", "n2", rule.confidence)
+        decide = _decision(rule)
+    return (
+        f"SELECT tenant, kind, cohort, version, grp, value, n, x1, n1, x2, n2, {lo} AS lo, {hi} AS hi, "
+        f"{decide} AS decide\nFROM (\n{inner}\n)"
+    )
+
+
+def _decision(rule: Rule) -> str:
+    """The figure a tested rule decides on, from `value`, `lo` and `hi`."""
+    if rule.kind is Kind.THRESHOLD:
+        return "lo" if rule.harm_is_higher else "hi"
+    if rule.kind is Kind.DISPARITY and rule.page_reference_worse:
+        significant = "(lo > 1 OR hi < 1)"
+    else:
+        significant = "lo > 1" if rule.harm_is_higher else "hi < 1"
+    return f"if(value IS NULL, NULL, if(ifNull({significant}, 0), toFloat64(value), 1.))"
 
 
 def observe(client: object, rule: Rule, database: str, now: datetime) -> list[Observation]:
     """Run the rule's query; raises what the database raised."""
     rows = client.query(rule_sql(rule, database, now)).result_rows  # type: ignore[attr-defined]
-    return [Observation(str(t), str(k), str(g), None if v is None else float(v), int(n or 0)) for t, k, g, v, n in rows]
+    return [
+        Observation(
+            str(t), str(k), str(g), _float(v), int(n or 0), _float(d), _float(lo), _float(hi),
+            (int(x1 or 0), int(n1 or 0), int(x2 or 0), int(n2 or 0)), str(c), str(ver),
+        )
+        for t, k, c, ver, g, v, n, x1, n1, x2, n2, lo, hi, d in rows
+    ]  # fmt: skip
+
+
+def _float(v: object) -> float | None:
+    if v is None:
+        return None
+    f = float(v)  # type: ignore[arg-type]
+    return None if math.isnan(f) else f

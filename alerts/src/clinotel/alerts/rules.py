@@ -37,7 +37,18 @@ from clinotel.model.collector_metrics import METRICS
 from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS
 from clinotel.semconv import attributes as A
 
-__all__ = ["RUNBOOK_BASE", "Comparison", "Kind", "Override", "Rule", "RuleError", "RulePack", "load", "parse_duration"]
+__all__ = [
+    "RUNBOOK_BASE",
+    "Comparison",
+    "Kind",
+    "Override",
+    "Rule",
+    "RuleError",
+    "RulePack",
+    "Test",
+    "load",
+    "parse_duration",
+]
 
 RUNBOOK_BASE: Final = "https://github.com/clinotel/clinotel/blob/main/"
 """Where the runbooks (`Rule.runbook`, a path in the repository) are published: the base of every
@@ -100,6 +111,21 @@ class Kind(StrEnum):
     reason: `unregistered`, `invalid`, `phi`, `redacted`, `internal_errors`."""
 
 
+class Test(StrEnum):
+    """How a rule decides that what it sees is a real effect (`clinotel.model.stats`)."""
+
+    NONE = "none"
+    """The observed value against the threshold (or band), as it is."""
+    SCORE = "score"
+    """Score intervals at the rule's `confidence`. A threshold rule on a rate: the Wilson interval's
+    bound on the threshold's side (the lower bound for `gt`/`ge`) against the threshold. A ratio
+    (baseline, canary, disparity): the ratio past its limit, and its MOVER-R Wilson interval
+    excluding 1 on the harmful side."""
+    SEQUENTIAL = "sequential"
+    """A canary: the ratio past its limit, and its confidence sequence (valid at every look, so an
+    evaluation every 30 s does not inflate false alarms) excluding 1 on the harmful side."""
+
+
 class Override(BaseModel):
     """A threshold (or minimum sample) for one tenant and/or workflow kind."""
 
@@ -132,6 +158,18 @@ class Rule(BaseModel):
     no_data: Literal["ok", "keep", "alerting"] = "ok"
     """What too few rows (or none) mean: clear the alert, keep its state, or fire (a silence that
     is itself the incident, such as ingestion stalling)."""
+    test: Test | None = None
+    """How the rule decides (`Test`); default: `sequential` for a canary rule on a rate, `score`
+    for a baseline or disparity rule on a rate, `none` otherwise."""
+    confidence: float = Field(default=0.95, ge=0.5, lt=1)
+    """The two-sided coverage of the test's interval (0.95: each side errs 2.5 % of the time)."""
+    harm: Literal["higher", "lower"] | None = None
+    """A disparity rule: which side of the reference group is harm (a group worse off pages);
+    default: the indicator's own direction (higher under-triage is worse, a lower high-priority
+    assignment rate is worse)."""
+    page_reference_worse: bool = False
+    """A disparity rule: also page when the reference group is the one worse off (by default that
+    is labelled in the audit trail, not paged)."""
     overrides: tuple[Override, ...] = ()
 
     @field_validator("metric")
@@ -160,7 +198,38 @@ class Rule(BaseModel):
             raise ValueError("dimension is for disparity rules only")
         if self.kind is Kind.BASELINE and self.baseline_window is None:
             raise ValueError("a baseline rule needs baseline_window (the trailing period compared against)")
+        if self.kind is not Kind.DISPARITY and (self.harm is not None or self.page_reference_worse):
+            raise ValueError("harm and page_reference_worse are for disparity rules only")
+        test = self.decided_by
+        if test is not Test.NONE:
+            if self.kind in (Kind.COLLECTOR, Kind.SDK) or INDICATORS[self.metric].kind != "rate":
+                raise ValueError(f"test: {test.value} needs an indicator that is a rate (hits among rows)")
+            if test is Test.SEQUENTIAL and self.kind is not Kind.CANARY:
+                raise ValueError("test: sequential is for canary rules (a score test suits the others)")
+            above = self.comparison in (Comparison.GT, Comparison.GE)
+            limits = [self.threshold, *(o.threshold for o in self.overrides if o.threshold is not None)]
+            if self.kind in (Kind.BASELINE, Kind.CANARY) and any((t > 1) != above or t == 1 for t in limits):
+                raise ValueError(
+                    "a tested ratio rule's threshold is past 1 on its comparison's side: gt/ge above 1, lt/le below 1"
+                )
         return self
+
+    @property
+    def decided_by(self) -> Test:
+        """The test the rule decides with (`test`, or its kind's default)."""
+        if self.test is not None:
+            return self.test
+        if self.kind in (Kind.COLLECTOR, Kind.SDK, Kind.THRESHOLD) or INDICATORS[self.metric].kind != "rate":
+            return Test.NONE
+        return Test.SEQUENTIAL if self.kind is Kind.CANARY else Test.SCORE
+
+    @property
+    def harm_is_higher(self) -> bool:
+        """Harm is a higher value: a disparity rule's `harm` (or its indicator's direction); the
+        comparison's side for the others."""
+        if self.kind is Kind.DISPARITY:
+            return self.harm == "higher" if self.harm is not None else INDICATORS[self.metric].higher_is_worse
+        return self.comparison in (Comparison.GT, Comparison.GE)
 
     @property
     def group_label(self) -> str:

@@ -51,16 +51,22 @@ def _from(i: Indicator, database: str) -> str:
     return f"{identifier(database)}.{identifier(i.table)}{i.final}"
 
 
-def indicator_series(i: Indicator, database: str, by: str | None = None) -> str:
-    """Time series of an indicator (optionally one series per value of column `by`); an interval
+def _columns(by: str | Sequence[str] | None) -> tuple[str, ...]:
+    return () if by is None else (by,) if isinstance(by, str) else tuple(by)
+
+
+def indicator_series(i: Indicator, database: str, by: str | Sequence[str] | None = None) -> str:
+    """Time series of an indicator (optionally one series per value of the columns `by`, such as
+    rollout cohort and language: rates are not pooled across what `by` separates); an interval
     with fewer rows than the indicator's minimum sample is left out rather than drawn."""
-    group = f", {by}" if by else ""
-    select_by = f", {by} AS {identifier(by)}" if by else ""
+    columns = _columns(by)
+    group = "".join(f", {c}" for c in columns)
+    select_by = "".join(f", {c} AS {identifier(c)}" for c in columns)
     return (
         f"SELECT $__timeInterval({i.time_column}) AS time{select_by}, {i.value} AS {identifier(i.title)}\n"
         f"FROM {_from(i, database)}\n"
         f"WHERE $__timeFilter({i.time_column}) AND ({i.where}) AND {where_filters()}"
-        + (f" AND {by} != ''" if by else "")
+        + "".join(f" AND {c} != ''" for c in columns)
         + f"\nGROUP BY time{group}\n"
         + (f"HAVING {i.sample} >= {max(5, i.min_sample // 6)}\n" if i.unit == "percentunit" else "")
         + "ORDER BY time"
@@ -109,7 +115,7 @@ class Board:
         self._panels.append(
             g.Stat(
                 title=i.title,
-                description=f"{i.description} Shown as 'too few' under {i.min_sample} rows.",
+                description=f"{i.description} Of: {i.denominator}. Shown as 'too few' under {i.min_sample} rows.",
                 targets=[ClickHouseTarget(indicator_stat(i, self.database), "table")],
                 gridPos=self._place(w, 4),
                 format=i.unit,
@@ -120,11 +126,13 @@ class Board:
             )
         )
 
-    def series(self, name: str, w: int = 12, by: str | None = None, title: str | None = None) -> None:
+    def series(self, name: str, w: int = 12, by: str | Sequence[str] | None = None, title: str | None = None) -> None:
         i = INDICATORS[name]
         # rates on late ground truth are sparse: wider buckets, so each holds enough workflows
         interval = "1h" if i.needs_ground_truth else None
-        self.timeseries(title or (f"{i.title} by {by}" if by else i.title), i.description,
+        columns = _columns(by)
+        default = f"{i.title} by {' and '.join(columns)}" if columns else i.title
+        self.timeseries(title or default, f"{i.description} Of: {i.denominator}.",
                         indicator_series(i, self.database, by), i.unit, w, interval)  # fmt: skip
 
     def timeseries(

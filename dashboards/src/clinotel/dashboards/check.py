@@ -7,12 +7,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from clinotel.dashboards.interval import IntervalError, panel_interval
 from clinotel.dashboards.macros import ALL, MacroError, TimeRange, expand
 
-__all__ = ["PanelQuery", "PanelResult", "panel_queries", "panel_range", "run"]
+__all__ = ["PanelQuery", "PanelResult", "data_range", "panel_queries", "panel_range", "run"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,28 @@ def panel_range(grid: Mapping[str, Any] | None, variables: tuple[str, ...], tr: 
         return replace(tr, interval_ms=interval)
     chosen = tr.variables or {}
     return replace(tr, interval_ms=interval, variables={name: chosen.get(name, [ALL]) for name in variables})
+
+
+def data_range(client: Any, database: str) -> tuple[datetime, datetime] | None:
+    """The data's own range: from the first workflow's start to the end of the last clinical span
+    (a late outcome included), rounded out to whole seconds, so every span of every workflow is
+    inside (`$__timeFilter` compares whole seconds); None for a store without workflows. Raises
+    what the store raises."""
+    from clinotel.model import clinical
+    from clinotel.model.sql import identifier
+
+    db = identifier(database)
+    (first,) = client.query(f"SELECT min(StartTime) FROM {db}.{identifier(clinical.WORKFLOWS)}").result_rows[0]
+    (last,) = client.query(
+        "SELECT max(Timestamp + toIntervalNanosecond(toInt64(DurationMs * 1e6))) "
+        f"FROM {db}.{identifier(clinical.STAGE_SPANS)}"
+    ).result_rows[0]
+    if first is None or first.year < 2000:
+        return None
+    start = first.replace(tzinfo=UTC, microsecond=0)
+    end = last.replace(tzinfo=UTC)
+    end = end.replace(microsecond=0) + timedelta(seconds=1 if end.microsecond else 0)
+    return start, max(end, start + timedelta(seconds=1))
 
 
 def run(client: Any, queries: list[PanelQuery], tr: TimeRange) -> Iterator[PanelResult]:

@@ -35,26 +35,26 @@ def _when(text: str) -> datetime:
 
 
 def _range(client: object, database: str, from_: str | None, to: str | None) -> tuple[datetime, datetime]:
-    """The range asked for, or the data's own (first to last workflow). Each panel's interval
+    """The range asked for, or the data's own (`check.data_range`: the first workflow's start to
+    the end of the last span, so the last workflows' later stages are in). Each panel's interval
     comes from the panel, as Grafana computes it (`interval.panel_interval`)."""
     from clickhouse_connect.driver.exceptions import ClickHouseError
 
+    from clinotel.dashboards.check import data_range
     from clinotel.model import clinical
 
     if from_ is None or to is None:
         try:
-            first, last = client.query(  # type: ignore[attr-defined]
-                f"SELECT min(StartTime), max(StartTime) FROM {database}.{clinical.WORKFLOWS}"
-            ).result_rows[0]
+            found = data_range(client, database)
         except ClickHouseError as e:
             raise click.ClickException(
                 f"cannot read {database}.{clinical.WORKFLOWS} ({str(e).strip().splitlines()[0][:200]}); "
                 "no clinotel store here yet? `clinotel serve` or `clinotel schema apply` creates it"
             ) from None
-        if first.year < 2000:
+        if found is None:
             raise click.ClickException(f"{database} holds no workflows yet: give --from and --to")
-        start = _when(from_) if from_ else first.replace(tzinfo=UTC)
-        end = _when(to) if to else last.replace(tzinfo=UTC) + timedelta(minutes=1)
+        start = _when(from_) if from_ else found[0]
+        end = _when(to) if to else found[1]
     else:
         start, end = _when(from_), _when(to)
     if end <= start:

@@ -1,10 +1,17 @@
-"""Fairness: for each cohort dimension, per-group rates beside their disparity against the
-reference group (the largest), the 0.8–1.25 band, and the group size; a group under the
-minimum sample shows as too few, not as numbers.
+"""Fairness: for each cohort dimension, per group, each measure's rate beside its disparity to the
+reference group with a 95 % interval and a verdict; the parity figures by Fairlearn's names.
 
-Rates and ratios follow metrics-definitions: under-triage is a false-negative-style rate whose
-gap is the equal-opportunity gap; high-priority assignment is the selection rate of demographic
-parity (difference and ratio); disparity = group ÷ reference, fair when 0.8 ≤ disparity ≤ 1.25.
+Groups are compared within one stratum (`STRATUM`: tenant, workflow kind, rollout cohort, model
+version), never pooled across them: pooled, a canary's bias against one group is diluted by the
+baseline's rows, and one kind's queue waits by another's. The reference group is the group with
+the most workflows in the stratum (`REFERENCE_RULE`), as in the alerts.
+
+Disparity = group ÷ reference (Aequitas), fair when 0.8 ≤ disparity ≤ 1.25. The verdict of a rate
+uses its MOVER-R Wilson interval (`clinotel.model.stats`): a group is **worse off** when its
+disparity is outside the band on the harmful side (the indicator's direction) *and* the interval
+excludes 1 there; **reference worse off** the same on the other side; **outside band, not
+significant** when the estimate alone is outside. A quantile's disparity has no test. A group
+under 30 rows is `too few`, its figures left out.
 """
 
 from __future__ import annotations
@@ -13,86 +20,150 @@ from typing import Any, Final
 
 from clinotel.dashboards._panels import Board, where_filters
 from clinotel.model import clinical
-from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS
+from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS, PARITY, STRATUM, reference_group
 from clinotel.model.sql import identifier, literal
+from clinotel.model.stats import ratio_interval_columns
 
 UID = "clinotel-fairness"
 MEASURES: Final = ("under_triage_rate", "override_rate", "high_priority_rate", "queue_wait_p95_ms")
 FAIR_BAND: Final = (0.8, 1.25)
 MIN_GROUP: Final = 30
+CONFIDENCE: Final = 0.95
+"""The two-sided coverage of the disparity intervals in the tables."""
+
+WORSE_OFF: Final = "worse off"
+REFERENCE_WORSE_OFF: Final = "reference worse off"
+NOT_SIGNIFICANT: Final = "outside band, not significant"
+NO_TEST: Final = "outside band (no test)"
+WITHIN: Final = "within band"
+REFERENCE: Final = "reference"
+TOO_FEW: Final = "too few"
+REFERENCE_TOO_FEW: Final = "reference too few"
+
+_STRATUM_COLUMNS: Final = tuple(c for c, _ in STRATUM)
+
+
+def _stratum_select() -> str:
+    return ", ".join(f"{c} AS {identifier(t)}" for c, t in STRATUM)
 
 
 def group_table_sql(database: str, dimension: str) -> str:
-    """Per group of `dimension`: size, each measure, its disparity to the largest group, and flags.
-    One scan: the reference group's figures come from window functions over the groups."""
+    """One row per stratum, group of `dimension` and measure: the group's size, the measure's rows
+    and value, the reference group's value, the disparity with its interval, and the verdict.
+
+    One scan: counts per group; the reference group of each stratum and its counts (window
+    functions keyed on the group's size, as `reference_group`); an ARRAY JOIN turns the measures
+    into rows, on which the intervals and verdicts are computed."""
     workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
-    aggregates, refs, columns = [], [], []
-    for name in MEASURES:
-        value, sample = INDICATORS[name].conditional()
-        aggregates += [f"{value} AS {name}", f"{sample} AS n_{name}"]
-        refs.append(f"argMax({name}, n) OVER () AS ref_{name}")
-        ok = f"n_{name} >= {MIN_GROUP}"
-        columns += [
-            f"if({ok}, round({name}, 4), NULL) AS {identifier(INDICATORS[name].title)}",
-            f"if({ok} AND ref_{name} > 0, round({name} / ref_{name}, 2), NULL) AS {identifier(name + ' disparity')}",
-        ]
-    low, high = FAIR_BAND
-    outside = " OR ".join(
-        f"(n_{n} >= {MIN_GROUP} AND ref_{n} > 0 AND ({n} / ref_{n} < {low} OR {n} / ref_{n} > {high}))"
-        for n in MEASURES
+    partition = ", ".join(_STRATUM_COLUMNS)
+    counts, refs, items = [], [], []
+    for k, name in enumerate(MEASURES):
+        i = INDICATORS[name]
+        value, sample = i.conditional()
+        hits = i.counts()[0] if i.kind == "rate" else "0"
+        counts += [f"{value} AS v{k}", f"{sample} AS n{k}", f"{hits} AS x{k}"]
+        refs += [f"argMax({c}{k}, (members, grp)) OVER (PARTITION BY {partition}) AS r{c}{k}" for c in "vnx"]
+        items.append(
+            f"({literal(i.title)}, {int(i.kind == 'rate')}, {int(i.higher_is_worse)}, toFloat64(v{k}), "
+            f"toUInt64(n{k}), toUInt64(x{k}), toFloat64(rv{k}), toUInt64(rn{k}), toUInt64(rx{k}))"
+        )
+    # m: (title, is a rate, higher is worse, value, rows, hits, reference value, rows, hits)
+    interval = ratio_interval_columns("ci", "m.6", "m.5", "m.9", "m.8", CONFIDENCE)
+    band_low, band_high = FAIR_BAND
+    shown = f"m.5 >= {MIN_GROUP} AND m.8 >= {MIN_GROUP} AND m.7 > 0 AND grp != ref_group"
+    d = "(m.4 / m.7)"
+    harmful = f"if(m.3 = 1, {d} > {band_high}, {d} < {band_low})"
+    significant_harm = "if(m.3 = 1, ci_low > 1, ci_high < 1)"
+    significant_benefit = "if(m.3 = 1, ci_high < 1, ci_low > 1)"
+    verdict = (
+        f"multiIf(m.5 < {MIN_GROUP}, {literal(TOO_FEW)}, grp = ref_group, {literal(REFERENCE)}, "
+        f"m.8 < {MIN_GROUP} OR m.7 <= 0, {literal(REFERENCE_TOO_FEW)}, "
+        f"{d} >= {band_low} AND {d} <= {band_high}, {literal(WITHIN)}, "
+        f"m.2 = 0, {literal(NO_TEST)}, "
+        f"{harmful} AND {significant_harm}, {literal(WORSE_OFF)}, "
+        f"NOT {harmful} AND {significant_benefit}, {literal(REFERENCE_WORSE_OFF)}, "
+        f"{literal(NOT_SIGNIFICANT)})"
     )
+    pct = round(CONFIDENCE * 100)
+    titles = ", ".join(identifier(t) for _, t in STRATUM)
     return (
-        f"SELECT grp AS {identifier(COHORT_DIMENSIONS[dimension])}, n AS workflows, "
-        f"if(n < {MIN_GROUP}, 'too few', if(grp = ref_group, 'reference', if({outside}, 'outside 0.8–1.25', 'within')))"
-        f" AS fairness, {', '.join(columns)}\n"
-        f"FROM (\n  SELECT *, argMax(grp, n) OVER () AS ref_group, {', '.join(refs)}\n"
-        f"  FROM (SELECT {dimension} AS grp, count() AS n, {', '.join(aggregates)}\n"
-        f"        FROM {workflows}\n"
-        f"        WHERE $__timeFilter(StartTime) AND {dimension} != '' AND {where_filters()}\n"
-        f"        GROUP BY grp)\n)\nORDER BY n DESC"
+        f"SELECT {_stratum_select()}, grp AS {identifier(COHORT_DIMENSIONS[dimension])}, m.1 AS `Measure`, "
+        f"members AS `Workflows`, m.5 AS `Rows`, if(m.5 >= {MIN_GROUP}, round(m.4, 4), NULL) AS `Value`, "
+        f"ref_group AS `Reference group`, if(m.8 >= {MIN_GROUP}, round(m.7, 4), NULL) AS `Reference value`, "
+        f"if({shown}, round({d}, 2), NULL) AS `Disparity`, "
+        f"if({shown} AND m.2 = 1, round(ci_low, 2), NULL) AS `Disparity {pct}% low`, "
+        f"if({shown} AND m.2 = 1 AND isFinite(ci_high), round(ci_high, 2), NULL) AS `Disparity {pct}% high`, "
+        f"{verdict} AS `Verdict`\n"
+        f"FROM (\n  SELECT *, m, {interval}\n"
+        f"  FROM (\n    SELECT *, {reference_group('grp', 'members', partition)} AS ref_group, {', '.join(refs)}\n"
+        f"    FROM (SELECT {partition}, {dimension} AS grp, count() AS members, {', '.join(counts)}\n"
+        f"          FROM {workflows}\n"
+        f"          WHERE $__timeFilter(StartTime) AND {dimension} != '' AND {where_filters()}\n"
+        f"          GROUP BY {partition}, grp)\n  )\n  ARRAY JOIN [{', '.join(items)}] AS m\n)\n"
+        f"ORDER BY {titles}, `Measure`, `Workflows` DESC"
     )
 
 
 def parity_summary_sql(database: str) -> str:
-    """Per dimension, over groups with enough rows: the demographic parity difference and ratio of
-    high-priority assignment (Fairlearn's between-groups max − min and min ÷ max of the selection
-    rate) and the equal-opportunity gap of under-triage (max − min across groups). One scan, a
-    grouping set per dimension: in a set's rows the other dimensions hold '' (no settings needed,
-    so a readonly=1 reader can run it), which names the dimension and leaves its value alone."""
+    """Per dimension and stratum, over the groups with enough rows (at least two of them, else
+    NULL): each `PARITY` figure, the between-groups max − min (difference) or min ÷ max (ratio)
+    of its rate: Fairlearn's demographic parity and equal opportunity, and the spread of model
+    under-triage. One scan, a grouping set per dimension (each with the stratum): in a set's rows
+    the other dimensions hold '' (no settings needed, so a readonly=1 reader can run it), which
+    names the dimension and leaves its value alone."""
     workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
-    hp, n_hp = INDICATORS["high_priority_rate"].conditional()
-    ut, n_ut = INDICATORS["under_triage_rate"].conditional()
-    ok_hp, ok_ut = f"n_hp >= {MIN_GROUP}", f"n_ut >= {MIN_GROUP}"
+    rates = sorted({p.indicator for p in PARITY})
+    per_group = []
+    for k, name in enumerate(rates):
+        value, sample = INDICATORS[name].conditional()
+        per_group += [f"{value} AS v{k}", f"{sample} AS n{k}"]
+    figures = []
+    for p in PARITY:
+        k = rates.index(p.indicator)
+        ok = f"n{k} >= {MIN_GROUP}"
+        top, bottom = f"maxIf(v{k}, {ok})", f"minIf(v{k}, {ok})"
+        figure = f"{top} - {bottom}" if p.aggregate == "difference" else f"{bottom} / nullIf({top}, 0)"
+        figures.append(f"if(countIf({ok}) >= 2, round({figure}, 4), NULL) AS {identifier(p.title)}")
+    k_hp = rates.index("high_priority_rate")
     which = ", ".join(f"toString({dim}) != '', {literal(title)}" for dim, title in COHORT_DIMENSIONS.items())
     value = ", ".join(f"toString({dim})" for dim in COHORT_DIMENSIONS)
-    sets = ", ".join(f"({dim})" for dim in COHORT_DIMENSIONS)
+    sets = ", ".join(f"({', '.join(_STRATUM_COLUMNS)}, {dim})" for dim in COHORT_DIMENSIONS)
+    titles = ", ".join(identifier(t) for _, t in STRATUM)
     return (
-        f"SELECT dimension, countIf({ok_hp}) AS groups, "
-        f"round(maxIf(hp, {ok_hp}) - minIf(hp, {ok_hp}), 4) AS dp_difference, "
-        f"round(minIf(hp, {ok_hp}) / nullIf(maxIf(hp, {ok_hp}), 0), 4) AS dp_ratio, "
-        f"round(maxIf(ut, {ok_ut}) - minIf(ut, {ok_ut}), 4) AS eo_gap_under_triage\n"
-        f"FROM (\n  SELECT multiIf({which}, '') AS dimension, concat({value}) AS grp, "
-        f"{hp} AS hp, {n_hp} AS n_hp, {ut} AS ut, {n_ut} AS n_ut\n"
+        f"SELECT dimension AS `Dimension`, {_stratum_select()}, countIf(n{k_hp} >= {MIN_GROUP}) AS `Groups`, "
+        f"{', '.join(figures)}\n"
+        f"FROM (\n  SELECT multiIf({which}, '') AS dimension, {', '.join(_STRATUM_COLUMNS)}, concat({value}) AS grp, "
+        f"{', '.join(per_group)}\n"
         f"  FROM {workflows}\n  WHERE $__timeFilter(StartTime) AND {where_filters()}\n"
         f"  GROUP BY GROUPING SETS ({sets})\n  HAVING grp != ''\n)\n"
-        "GROUP BY dimension ORDER BY dimension"
+        f"GROUP BY dimension, {', '.join(_STRATUM_COLUMNS)} ORDER BY `Dimension`, {titles}"
     )
 
 
 def build(database: str) -> dict[str, Any]:
-    b = Board(UID, "clinotel / Fairness", "Per-group rates and disparities against the largest group (0.8–1.25).",
-              database, tags=["fairness"])  # fmt: skip
+    b = Board(UID, "clinotel / Fairness", "Per-group rates and disparities against the reference group (0.8–1.25), "
+              "per workflow kind, rollout cohort and model version.", database, tags=["fairness"])  # fmt: skip
     b.row("Parity")
     about = (
-        f"Demographic parity of high-priority assignment, equal-opportunity gap of under-triage; groups >= {MIN_GROUP}."
+        "Per workflow kind, rollout cohort and model version, over groups with at least "
+        f"{MIN_GROUP} rows: Fairlearn's demographic parity difference and ratio (selection rate: high-priority "
+        "assignment) and equal opportunity difference and ratio (true-positive rate among the truly ESI-1/2), and "
+        "the spread of model under-triage (max − min; not a Fairlearn metric)."
     )
     b.table("Parity by dimension", about, parity_summary_sql(database), w=24, h=7)
     for dimension, title in COHORT_DIMENSIONS.items():
         b.row(title)
-        b.table(f"{title}: rates and disparities", f"Groups of {title.lower()}; reference = the largest group; "
-                f"groups under {MIN_GROUP} workflows show as too few.", group_table_sql(database, dimension),
-                w=24, h=7)  # fmt: skip
+        b.table(
+            f"{title}: rates and disparities",
+            f"Groups of {title.lower()} within each workflow kind, rollout cohort and model version; reference = "
+            f"the group with the most workflows there; disparity = value ÷ reference value with its "
+            f"{round(CONFIDENCE * 100)}% interval (MOVER-R Wilson); worse off = outside 0.8–1.25 on the harmful side "
+            f"and the interval excludes 1; groups under {MIN_GROUP} rows show as too few.",
+            group_table_sql(database, dimension), w=24, h=9,
+        )  # fmt: skip
     b.row("Over time")
-    b.series("under_triage_rate", by="Language", title="Under-triage by language")
-    b.series("override_rate", by="AgeBand", title="Override rate by age band")
+    b.series(
+        "under_triage_rate", by=("RolloutCohort", "Language"), title="Model under-triage by rollout cohort and language"
+    )
+    b.series("override_rate", by=("WorkflowKind", "AgeBand"), title="Override rate by workflow kind and age band")
     return b.build()

@@ -51,6 +51,34 @@ def build(database: str) -> dict[str, Any]:
         f"FROM {metrics}\nWHERE $__timeFilter(Timestamp) AND Metric = {literal(M.WAL_PENDING_BYTES.name)}\n"
         "GROUP BY time, Instance ORDER BY time", "bytes",
     )  # fmt: skip
+    b.row("Late ground truth")
+    unjoined = f"{identifier(database)}.{identifier(tables.UNJOINED_OUTCOMES)}"
+    workflows = f"{identifier(database)}.{identifier(tables.WORKFLOWS)} FINAL"
+    scoped = where_filters(["TenantId", "WorkflowKind"])
+    outcomes = (
+        f"SELECT TruthTime AS at, TenantId, WorkflowKind, if(Spans > 0, 'joined a workflow', "
+        f"'linked to a workflow never received') AS what\n"
+        f"  FROM {workflows}\n  WHERE TruthTime IS NOT NULL AND $__timeFilter(TruthTime) AND {scoped}\n"
+        "  UNION ALL\n"
+        f"  SELECT Timestamp, TenantId, WorkflowKind, concat('joined nothing: ', Reason)\n"
+        f"  FROM {unjoined}\n  WHERE $__timeFilter(Timestamp) AND {scoped}"
+    )
+    b.timeseries(
+        "Late outcomes: joined and not",
+        "Workflows whose ground truth arrived, and late outcome spans that joined no workflow (no span link and no "
+        "workflow with their pseudonymous id, in their tenant and kind, started before them) by reason: truth the "
+        "safety figures do not see. An outcome that joins nothing is not a workflow.",
+        f"SELECT $__timeInterval(at) AS time, what, count() AS outcomes\nFROM (\n  {outcomes}\n)\n"
+        "GROUP BY time, what ORDER BY time",
+    )  # fmt: skip
+    b.table(
+        "Late outcomes by tenant and kind",
+        "Ground truth that joined a workflow, that joined nothing (by reason), and outcomes linked to a workflow "
+        "clinotel never received (a workflow row with no workflow span).",
+        f"SELECT TenantId AS `Tenant`, WorkflowKind AS `Workflow kind`, what AS `Outcome`, count() AS `Outcomes`\n"
+        f"FROM (\n  {outcomes}\n)\nGROUP BY TenantId, WorkflowKind, what\n"
+        "ORDER BY `Tenant`, `Workflow kind`, `Outcomes` DESC",
+    )  # fmt: skip
     b.row("Services")
     sums = ", ".join(
         f"sum({identifier(column)}) AS {identifier(reason)}" for reason, column in tables.SDK_TELEMETRY_COLUMNS.items()

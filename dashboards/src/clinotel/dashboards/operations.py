@@ -17,6 +17,9 @@ def build(database: str) -> dict[str, Any]:
     stages = f"{identifier(database)}.{identifier(clinical.STAGE_SPANS)}"
     workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
     f = where_filters()
+    # a lifecycle stage's span: not the late outcome, and not a shadow prediction (a zero-length
+    # `decide` span recorded beside the live decision)
+    stage = f"Stage NOT IN ('', {literal(Stage.OUTCOME.value)}) AND ifNull(Shadow, 0) = 0"
     b.row("Now")
     for name in ("workflows", "completion_rate", "end_to_end_p95_ms", "queue_wait_p95_ms", "decision_latency_p95_ms",
                  "slot_fill_rate"):  # fmt: skip
@@ -30,14 +33,14 @@ def build(database: str) -> dict[str, Any]:
     b.timeseries(
         "Stage latency p95", "95th centile of each lifecycle stage's duration.",
         f"SELECT $__timeInterval(Timestamp) AS time, Stage, quantile(0.95)(DurationMs) AS p95_ms\n"
-        f"FROM {stages}\nWHERE $__timeFilter(Timestamp) AND Stage NOT IN ('', {literal(Stage.OUTCOME.value)}) AND {f}\n"
+        f"FROM {stages}\nWHERE $__timeFilter(Timestamp) AND {stage} AND {f}\n"
         "GROUP BY time, Stage ORDER BY time", "ms",
     )  # fmt: skip
     b.table(
-        "Stage latency p50 / p95 / p99", "Each stage over the whole range.",
+        "Stage latency p50 / p95 / p99", "Each stage over the whole range (shadow predictions are not stages).",
         f"SELECT Stage, count() AS spans, round(quantile(0.5)(DurationMs), 1) AS p50_ms, "
         f"round(quantile(0.95)(DurationMs), 1) AS p95_ms, round(quantile(0.99)(DurationMs), 1) AS p99_ms\n"
-        f"FROM {stages}\nWHERE $__timeFilter(Timestamp) AND Stage NOT IN ('', {literal(Stage.OUTCOME.value)}) AND {f}\n"
+        f"FROM {stages}\nWHERE $__timeFilter(Timestamp) AND {stage} AND {f}\n"
         "GROUP BY Stage ORDER BY p95_ms DESC",
     )  # fmt: skip
     b.timeseries(

@@ -1,24 +1,40 @@
-"""Rollout and canary: canary against baseline per flag variant and model version, kill-criteria
-status, rollout-mode mix, shadow agreement."""
+"""Rollout and canary: the kill criteria per workflow kind (canary against baseline, with the
+sequential test the canary alert uses), canary against baseline per kind, flag variant and model
+version, rollout-mode mix, shadow agreement."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Final
 
 from clinotel.dashboards._panels import Board, where_filters
 from clinotel.model import clinical
 from clinotel.model.indicators import INDICATORS
 from clinotel.model.sql import identifier, literal
+from clinotel.model.stats import ratio_sequence_sql
 from clinotel.semconv import RolloutCohort
 
 UID = "clinotel-rollout"
 KILL_CRITERIA: Final = (("under_triage_rate", 1.5), ("override_rate", 1.5), ("decision_latency_p95_ms", 1.5))
-"""(indicator, the canary-to-baseline ratio past which the canary is to be stopped)."""
+"""(indicator, the canary-to-baseline ratio past which the canary is to be stopped). Model
+under-triage is the model's own decision against the truth, before any review."""
+CONFIDENCE: Final = 0.95
+"""The coverage of the kill criteria's confidence sequence (the canary alert's default)."""
+
+KILL: Final = "KILL"
+ABOVE_NOT_SIGNIFICANT: Final = "above limit, not significant yet"
+ABOVE_NO_TEST: Final = "KILL (no test)"
+OK: Final = "ok"
+TOO_FEW: Final = "too few"
 
 
 def kill_criteria_sql(database: str) -> str:
-    """One row per kill criterion: canary, baseline, their ratio, sample sizes and a status. One
-    scan computes every criterion for both cohorts; an ARRAY JOIN turns them into rows."""
+    """One row per tenant, workflow kind and kill criterion: canary, baseline, their ratio with
+    its confidence sequence (for a rate; `clinotel.model.stats.ratio_sequence`, tuned to the
+    limit), the limit, sample sizes and a status: KILL when the ratio is past its limit and the
+    sequence excludes 1 (the canary is worse than its baseline at every look), as the canary
+    alert decides. One scan per kind computes every criterion for both cohorts; an ARRAY JOIN
+    turns them into rows."""
     workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
     cohorts = {c: f"RolloutCohort = {literal(c.value)}" for c in (RolloutCohort.CANARY, RolloutCohort.BASELINE)}
     rows = []
@@ -26,14 +42,36 @@ def kill_criteria_sql(database: str) -> str:
         i = INDICATORS[name]
         canary, n_canary = i.conditional(cohorts[RolloutCohort.CANARY])
         baseline, n_baseline = i.conditional(cohorts[RolloutCohort.BASELINE])
-        rows.append(f"({literal(i.title)}, {limit}, {canary}, {baseline}, {n_canary}, {n_baseline})")
+        if i.kind == "rate":
+            x_canary, x_baseline = (
+                i.counts(cohorts[RolloutCohort.CANARY])[0],
+                i.counts(cohorts[RolloutCohort.BASELINE])[0],
+            )
+        else:
+            x_canary = x_baseline = "0"
+        rows.append(
+            f"({literal(i.title)}, {limit!r}, toFloat64({canary}), toFloat64({baseline}), toUInt64({n_canary}), "
+            f"toUInt64({n_baseline}), toUInt64({x_canary}), toUInt64({x_baseline}), {int(i.kind == 'rate')}, "
+            f"{math.log(limit)!r})"
+        )
     least = min(INDICATORS[n].min_sample for n, _ in KILL_CRITERIA)
+    # the mixture's scale: each criterion's own limit, as a log ratio (c.10)
+    low, high = ratio_sequence_sql("c.7", "c.5", "c.8", "c.6", CONFIDENCE, "c.10")
+    pct = round(CONFIDENCE * 100)
     return (
-        "SELECT c.1 AS criterion, round(c.3, 4) AS canary, round(c.4, 4) AS baseline, "
-        "round(c.3 / nullIf(c.4, 0), 2) AS ratio, c.2 AS max_ratio, c.5 AS n_canary, c.6 AS n_baseline,\n"
-        f"  multiIf(c.5 < {least} OR c.6 = 0, 'too few', ratio > max_ratio, 'KILL', 'ok') AS status\n"
-        f"FROM (\n  SELECT [{', '.join(rows)}] AS criteria\n  FROM {workflows}\n"
-        f"  WHERE $__timeFilter(StartTime) AND {where_filters()}\n)\nARRAY JOIN criteria AS c\nORDER BY criterion"
+        "SELECT tenant AS `Tenant`, kind AS `Workflow kind`, c.1 AS `Criterion`, round(c.3, 4) AS `Canary`, "
+        "round(c.4, 4) AS `Baseline`, round(c.3 / nullIf(c.4, 0), 2) AS `Ratio`, "
+        f"if(c.9 = 1, round(seq_low, 2), NULL) AS `Ratio {pct}% low (sequential)`, "
+        f"if(c.9 = 1 AND isFinite(seq_high), round(seq_high, 2), NULL) AS `Ratio {pct}% high (sequential)`, "
+        "c.2 AS `Limit`, c.5 AS `Canary rows`, c.6 AS `Baseline rows`,\n"
+        f"  multiIf(c.5 < {least} OR c.6 < {least} OR c.4 = 0, {literal(TOO_FEW)}, c.3 / c.4 <= c.2, {literal(OK)}, "
+        f"c.9 = 0, {literal(ABOVE_NO_TEST)}, seq_low > 1, {literal(KILL)}, {literal(ABOVE_NOT_SIGNIFICANT)}) "
+        "AS `Status`\n"
+        f"FROM (\n  SELECT *, c, {low} AS seq_low, {high} AS seq_high\n"
+        f"  FROM (\n    SELECT TenantId AS tenant, WorkflowKind AS kind, [{', '.join(rows)}] AS criteria\n"
+        f"    FROM {workflows}\n"
+        f"    WHERE $__timeFilter(StartTime) AND RolloutCohort != '' AND {where_filters()}\n"
+        "    GROUP BY tenant, kind\n  )\n  ARRAY JOIN criteria AS c\n)\nORDER BY `Tenant`, `Workflow kind`, `Criterion`"
     )
 
 
@@ -43,14 +81,19 @@ def build(database: str) -> dict[str, Any]:
     workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
     f = where_filters()
     b.row("Kill criteria")
-    b.table("Kill criteria: canary against baseline", "Each criterion's canary-to-baseline ratio and its limit.",
-            kill_criteria_sql(database), w=24, h=6)  # fmt: skip
+    about = (
+        "Per workflow kind, each criterion's canary-to-baseline ratio, its limit and its confidence sequence (valid "
+        "at every look); KILL when the ratio is past the limit and the sequence excludes 1. Decision latency has no "
+        "test."
+    )
+    b.table("Kill criteria: canary against baseline", about, kill_criteria_sql(database), w=24, h=6)
     b.row("Canary against baseline")
-    b.series("under_triage_rate", by="RolloutCohort", w=8, title="Under-triage: canary vs baseline")
-    b.series("override_rate", by="RolloutCohort", w=8, title="Override rate: canary vs baseline")
-    b.series("decision_latency_p95_ms", by="RolloutCohort", w=8, title="Decision latency p95: canary vs baseline")
-    b.series("override_rate", by="FlagVariant", title="Override rate by flag variant")
-    b.series("under_triage_rate", by="ModelVersion", title="Under-triage by model version")
+    cohort = ("WorkflowKind", "RolloutCohort")
+    b.series("under_triage_rate", by=cohort, w=8, title="Model under-triage: canary vs baseline")
+    b.series("override_rate", by=cohort, w=8, title="Override rate: canary vs baseline")
+    b.series("decision_latency_p95_ms", by=cohort, w=8, title="Decision latency p95: canary vs baseline")
+    b.series("override_rate", by=("WorkflowKind", "FlagVariant"), title="Override rate by flag variant")
+    b.series("under_triage_rate", by=("WorkflowKind", "ModelVersion"), title="Model under-triage by model version")
     b.row("Rollout")
     b.timeseries(
         "Rollout-mode mix", "Workflows per rollout mode.",

@@ -1,4 +1,10 @@
-"""Clinician trust: acceptance and override by role, override reasons, review latency."""
+"""Clinician trust: acceptance and override by role, override reasons, CDS Hooks feedback counts,
+review latency.
+
+The override rate's denominator is every review of a live model decision (accept, override,
+reject, escalate, timeout); the CDS Hooks figure counts as a CDS client's feedback does: `accepted`
+(accept) against `overridden` (override, reject). The override reasons table counts the override
+rate's numerator: overrides of the model's decisions, not of a fallback's or a human's."""
 
 from __future__ import annotations
 
@@ -6,27 +12,55 @@ from typing import Any
 
 from clinotel.dashboards._panels import Board, where_filters
 from clinotel.model import clinical
-from clinotel.model.sql import identifier, literal
-from clinotel.semconv import ReviewAction
+from clinotel.model.indicators import INDICATORS
+from clinotel.model.sql import identifier
 
 UID = "clinotel-trust"
 
 
+def override_reasons_sql(database: str) -> str:
+    """Overrides of the model by reason and role: the override rate's own numerator, so the
+    table's total is what the rate counts."""
+    workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
+    i = INDICATORS["override_rate"]
+    return (
+        "SELECT WorkflowKind AS `Workflow kind`, ReviewReason AS `Reason`, ReviewActorRole AS `Role`, "
+        "count() AS `Overrides`\n"
+        f"FROM {workflows}\nWHERE $__timeFilter(StartTime) AND ({i.where}) AND ({i.hit}) AND {where_filters()}\n"
+        "GROUP BY WorkflowKind, ReviewReason, ReviewActorRole ORDER BY `Overrides` DESC"
+    )
+
+
+def cds_feedback_sql(database: str) -> str:
+    """Per workflow kind and role, reviews of model decisions as CDS Hooks feedback would report
+    them (`accepted`, `overridden`) and the reviews such feedback does not carry."""
+    workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
+    cds = INDICATORS["cds_override_rate"]
+    reviews = INDICATORS["override_rate"]
+    overridden, feedback = cds.counts()
+    return (
+        "SELECT WorkflowKind AS `Workflow kind`, ReviewActorRole AS `Role`, "
+        f"{feedback} - {overridden} AS `Accepted`, {overridden} AS `Overridden`, "
+        f"countIf({reviews.where}) - {feedback} AS `No feedback (escalate, timeout)`, "
+        f"round({overridden} / nullIf({feedback}, 0), 4) AS {identifier(cds.title)}\n"
+        f"FROM {workflows}\nWHERE $__timeFilter(StartTime) AND ({reviews.where}) AND {where_filters()}\n"
+        "GROUP BY WorkflowKind, ReviewActorRole ORDER BY WorkflowKind, ReviewActorRole"
+    )
+
+
 def build(database: str) -> dict[str, Any]:
     b = Board(UID, "clinotel / Clinician trust", "How clinicians receive the model's decisions.", database)
-    workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
     b.row("Now")
-    for name in ("acceptance_rate", "override_rate", "review_latency_p95_ms"):
-        b.stat(name, w=8)
+    for name in ("acceptance_rate", "override_rate", "cds_override_rate", "review_latency_p95_ms"):
+        b.stat(name, w=6)
     b.row("By role")
-    b.series("acceptance_rate", by="ReviewActorRole")
-    b.series("override_rate", by="ReviewActorRole")
-    b.table(
-        "Override reasons", "Coded reasons clinicians gave for overriding the model.",
-        f"SELECT ReviewReason AS reason, ReviewActorRole AS role, count() AS overrides\n"
-        f"FROM {workflows}\nWHERE $__timeFilter(StartTime) AND ReviewAction = {literal(ReviewAction.OVERRIDE.value)}"
-        f" AND {where_filters()}\n"
-        "GROUP BY reason, role ORDER BY overrides DESC",
-    )  # fmt: skip
+    b.series("acceptance_rate", by=("WorkflowKind", "ReviewActorRole"))
+    b.series("override_rate", by=("WorkflowKind", "ReviewActorRole"))
+    b.table("Override reasons", "Coded reasons clinicians gave for overriding the model's decisions (the override "
+            "rate's numerator; a fallback's or a human's decision overridden is not counted).",
+            override_reasons_sql(database))  # fmt: skip
+    b.table("CDS Hooks feedback: accepted and overridden", "Reviews of the model's decisions as CDS Hooks feedback "
+            "counts them: accept is accepted, override and reject are overridden; escalate and timeout send no "
+            "feedback.", cds_feedback_sql(database))  # fmt: skip
     b.series("review_latency_p95_ms")
     return b.build()
