@@ -11,8 +11,9 @@ from pathlib import Path
 from clinotel.alerts.local_alertmanager import find_binary
 from clinotel.demo.scenario import Scenario, plan
 
-WORKFLOWS = 2000
-HOURS = 6  # 2,000 workflows over six simulated hours: enough per hour for every hourly panel
+WORKFLOWS = 6000
+HOURS = 6  # six simulated hours: enough per hour for every hourly panel, and enough Spanish-speaking
+# patients with ground truth in the canary (about 65) for the disparity to be shown, not guessed
 
 
 def _demo(tmp_path: Path, name: str, *extra: str, seed: int = 7) -> subprocess.CompletedProcess[str]:
@@ -65,6 +66,17 @@ def test_demo_tells_the_story_and_twice_with_one_seed_gives_one_summary(tmp_path
     for incident in ("model_fallback", "canary_kill_under_triage", "fairness_under_triage_language"):
         assert incident in fired, f"the {incident} incident must fire"
     assert first["alert_deliveries"]["page"] >= 3  # type: ignore[index]
+    # the disparity pages for Spanish speakers in the canary, and nothing else: not in the recommend
+    # phase before the bias, not for a group under-triaged less than the reference (labelled)
+    fairness = subprocess.run(
+        [sys.executable, "-m", "clinotel.cli", "query", "--data-dir", str(tmp_path / "a" / "data"), "--format",
+         "JSONEachRow", "SELECT Labels, Event FROM clinotel_alert_events WHERE Rule = 'fairness_under_triage_language' "
+         "AND Event IN ('firing', 'labelled')"],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    paged = [json.loads(line)["Labels"] for line in fairness.splitlines() if json.loads(line)["Event"] == "firing"]
+    assert paged, "the canary bias pages"
+    assert all(labels["cohort"] == "canary" and labels["Language"] == "es" for labels in paged), paged
     if find_binary() is not None:
         assert first["paged_through"] == "alertmanager"
     assert set(workflows) == {"triage", "scheduling"}

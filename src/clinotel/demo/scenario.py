@@ -7,7 +7,9 @@ figures repeat, and several processes can each take a share of one scenario. The
 - the triage model rolls out through shadow mode, then recommendation, then a canary of model
   v4 at one site behind the feature flag `triage-model-v4`;
 - incidents: a model outage that forces the rules fallback; an EHR timeout spike at ingest; and
-  the canary model under-triaging Spanish-speaking patients;
+  the canary model under-triaging Spanish-speaking patients (`Scenario.incidents` chooses which
+  happen, and when; `model_slowdown`, a model that answers in seconds, is there for the false-page
+  benchmark);
 - nurses and schedulers override with coded reasons; late ground truth (the true acuity) arrives
   for a share of triage workflows.
 """
@@ -31,7 +33,7 @@ from clinotel.semconv import (
     Sex,
 )
 
-__all__ = ["SITES", "Incident", "Phase", "Scenario", "WorkflowPlan", "plan"]
+__all__ = ["INCIDENTS", "KNOWN_INCIDENTS", "SITES", "Incident", "Phase", "Scenario", "WorkflowPlan", "plan"]
 
 SITES: Final = ("north", "south", "east")
 CLINICS: Final = ("cardiology", "oncology", "primary_care", "orthopedics")
@@ -72,6 +74,9 @@ INCIDENTS: Final = (
     Incident("ehr_timeouts", 0.70, 0.76, "the EHR answers slowly and sometimes times out at ingest"),
     Incident("canary_bias", 0.55, 1.0, "canary model v4 under-triages Spanish-speaking patients"),
 )
+"""The demo's incidents. Also known by name: `model_slowdown` (the triage model answers, in
+seconds: a decision latency spike without a fallback)."""
+KNOWN_INCIDENTS: Final = ("model_outage", "ehr_timeouts", "canary_bias", "model_slowdown")
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,17 @@ class Scenario:
     hours: float = 12.0
     triage_share: float = 0.6
     ground_truth_share: float = 0.6
+    incidents: tuple[Incident, ...] = INCIDENTS
+    """What goes wrong, and when (as fractions of the window); () for a clean run."""
+
+    def __post_init__(self) -> None:
+        unknown = [i.name for i in self.incidents if i.name not in KNOWN_INCIDENTS]
+        if unknown:
+            raise ValueError(f"unknown incident(s) {', '.join(unknown)}; known: {', '.join(KNOWN_INCIDENTS)}")
+
+    def during(self, incident: str, frac: float) -> bool:
+        """Whether `incident` is under way at `frac` of the window."""
+        return any(i.name == incident and i.start <= frac < i.end for i in self.incidents)
 
     @property
     def window_ns(self) -> int:
@@ -153,10 +169,6 @@ def _phase(frac: float) -> Phase:
     return PHASES[-1]
 
 
-def _in(incident: str, frac: float) -> bool:
-    return any(i.name == incident and i.start <= frac < i.end for i in INCIDENTS)
-
-
 def plan(scenario: Scenario, *, start: int = 0, stop: int | None = None) -> Iterator[WorkflowPlan]:
     """The plans of workflows `start`..`stop` of the scenario, in arrival order.
 
@@ -171,7 +183,7 @@ def plan(scenario: Scenario, *, start: int = 0, stop: int | None = None) -> Iter
         if rng.random() < scenario.triage_share:
             yield _triage(rng, scenario, i, frac, frac * window_ms)
         else:
-            yield _scheduling(rng, i, frac, frac * window_ms)
+            yield _scheduling(rng, scenario, i, frac, frac * window_ms)
 
 
 def _cohort(rng: random.Random) -> dict[str, str]:
@@ -183,9 +195,9 @@ def _cohort(rng: random.Random) -> dict[str, str]:
     }
 
 
-def _ingest(rng: random.Random, frac: float) -> tuple[float, str | None]:
+def _ingest(rng: random.Random, scenario: Scenario, frac: float) -> tuple[float, str | None]:
     base = rng.lognormvariate(3.0, 0.5)  # ~20 ms
-    if _in("ehr_timeouts", frac):
+    if scenario.during("ehr_timeouts", frac):
         base *= 40
         if rng.random() < 0.15:
             return base + 5000, "EHR read timed out after 5 s"
@@ -204,7 +216,7 @@ def _triage(rng: random.Random, scenario: Scenario, i: int, frac: float, offset_
     # The model: mostly right; under-triage (a higher ESI number) sometimes; the canary model
     # under-triages Spanish-speaking patients much more often.
     under_p = 0.06
-    if canary and cohort["language"] == "es":
+    if canary and cohort["language"] == "es" and scenario.during("canary_bias", frac):
         under_p = 0.30
     roll = rng.random()
     if roll < under_p and true_esi < 5:
@@ -214,7 +226,7 @@ def _triage(rng: random.Random, scenario: Scenario, i: int, frac: float, offset_
     else:
         predicted = true_esi
     confidence = round(min(0.99, max(0.35, rng.gauss(0.82 if predicted == true_esi else 0.62, 0.1))), 3)
-    outage = _in("model_outage", frac)
+    outage = scenario.during("model_outage", frac)
 
     model_decision: dict[str, object] = {
         "source": "model",
@@ -228,6 +240,8 @@ def _triage(rng: random.Random, scenario: Scenario, i: int, frac: float, offset_
     }
     nurse_esi = true_esi if rng.random() < 0.9 else max(1, min(5, true_esi + rng.choice((-1, 1))))
     decide_ms = rng.lognormvariate(3.6, 0.35)  # ~40 ms
+    if scenario.during("model_slowdown", frac):
+        decide_ms *= 60  # the model answers, in seconds
     shadow: dict[str, object] | None = None
     if outage:
         decision: dict[str, object] = {
@@ -258,7 +272,7 @@ def _triage(rng: random.Random, scenario: Scenario, i: int, frac: float, offset_
             review["reason"] = rng.choice(_OVERRIDE_REASONS)
     else:
         review = {"action": ReviewAction.ACCEPT.value, "actor_role": ActorRole.NURSE.value, "final_value": recommended}
-    ingest_ms, ingest_error = _ingest(rng, frac)
+    ingest_ms, ingest_error = _ingest(rng, scenario, frac)
     escalated = true_esi == 1 and rng.random() < 0.5
     return WorkflowPlan(
         index=i,
@@ -290,7 +304,7 @@ def _triage(rng: random.Random, scenario: Scenario, i: int, frac: float, offset_
     )
 
 
-def _scheduling(rng: random.Random, i: int, frac: float, offset_ms: float) -> WorkflowPlan:
+def _scheduling(rng: random.Random, scenario: Scenario, i: int, frac: float, offset_ms: float) -> WorkflowPlan:
     site = rng.choice(SITES)
     clinic = rng.choice(CLINICS)
     phase = _phase(frac)
@@ -305,9 +319,11 @@ def _scheduling(rng: random.Random, i: int, frac: float, offset_ms: float) -> Wo
         "rollout_mode": phase.mode.value,
         "rollout_cohort": RolloutCohort.BASELINE.value,
     }
+    # the rules engine mostly picks the slot the model ranks first (a shadow model that disagreed
+    # on most workflows would be a finding, not a clean hospital)
     rules: dict[str, object] = {
         "source": "rules",
-        "value": rng.choice(("new_patient_30", "follow_up_30")),
+        "value": slot if rng.random() < 0.9 else rng.choice(("new_patient_30", "follow_up_30")),
         "rollout_mode": "shadow",
     }
     shadow_mode = phase.mode is RolloutMode.SHADOW
@@ -315,7 +331,7 @@ def _scheduling(rng: random.Random, i: int, frac: float, offset_ms: float) -> Wo
     override = rng.random() < 0.12
     offered = rng.randint(1, 5)
     filled = rng.random() < 0.86
-    ingest_ms, ingest_error = _ingest(rng, frac)
+    ingest_ms, ingest_error = _ingest(rng, scenario, frac)
     review: dict[str, object] = {
         "action": ReviewAction.OVERRIDE.value if override else ReviewAction.ACCEPT.value,
         "actor_role": ActorRole.SCHEDULER.value,
