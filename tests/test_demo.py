@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from clinotel.alerts.local_alertmanager import find_binary
 from clinotel.demo.scenario import Scenario, plan
 
@@ -37,6 +39,7 @@ def _run(tmp_path: Path, name: str, *extra: str, seed: int = 7) -> dict[str, obj
     return summary
 
 
+@pytest.mark.timeout(900)  # three demo runs; a hang guard sized for a loaded two-core machine
 def test_demo_tells_the_story_and_twice_with_one_seed_gives_one_summary(tmp_path: Path) -> None:
     first = _run(tmp_path, "a")
     # a rerun into the same --out never adds to the earlier store: refused, untouched ...
