@@ -1,0 +1,190 @@
+"""The report's parts without a store: number formats, labels, intervals, the alert audit trail
+put in order, incidents, and the charts' marks."""
+
+from __future__ import annotations
+
+import random
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from clinotel.dashboards._report import svg
+from clinotel.dashboards._report.alerts import Event, episodes, ordered
+from clinotel.dashboards._report.fmt import axis_ticks, show
+from clinotel.dashboards._report.labels import human_title, label, value_text
+from clinotel.dashboards._report.sections import incidents
+from clinotel.dashboards._report.stats import ratio_interval, wilson, z_of
+from clinotel.semconv.attributes import HEALTH_COUNTERS
+
+
+@pytest.mark.parametrize(
+    ("value", "quantity", "shown"),
+    [
+        (0.1234, "percent", "12.3%"),
+        (1, "percent", "100.0%"),
+        (0.032, "points", "+3.2 pp"),
+        (3.3903, "ratio", "3.39×"),
+        (850.4, "ms", "850 ms"),
+        (2300, "ms", "2.3 s"),
+        (31.1 * 60_000, "ms", "31.1 min"),
+        (5400, "s", "1.5 h"),
+        (2.5, "days", "2.5 d"),
+        (20000, "count", "20,000"),
+        (16.25, "per_time", "16.2"),
+        (1536 * 1024, "bytes", "1.5 MiB"),
+        (None, "percent", "too few"),
+        (float("nan"), "ms", "too few"),
+        (None, "text", "–"),
+    ],
+)
+def test_one_format_per_quantity(value: object, quantity: str, shown: str) -> None:
+    assert show(value, quantity) == shown  # type: ignore[arg-type]
+
+
+def test_an_axis_reads_in_one_unit_and_reaches_the_top() -> None:
+    values, labels = axis_ticks(0, 31.1 * 60_000, "ms")
+    assert labels == ["0", "10", "20", "30", "40"], "minutes throughout, not ms then min"
+    assert values[-1] >= 31.1 * 60_000
+    values, labels = axis_ticks(0, 0.98, "percent")
+    assert labels[-1] == "100", "a rate's axis stops at 100 %"
+    values, labels = axis_ticks(0, 1.0, "number")
+    assert labels == ["0.00", "0.25", "0.50", "0.75", "1.00"]
+
+
+def test_wilson_intervals_match_newcombes_worked_examples() -> None:
+    # Newcombe (1998), Statistics in Medicine 17:857, table I, method 3 (score, no correction)
+    for hits, n, low, high in ((81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611),
+                               (1, 29, 0.0061, 0.1718)):  # fmt: skip
+        w = wilson(hits, n)
+        assert w is not None
+        assert (round(w.low, 4), round(w.high, 4)) == (low, high)
+    assert wilson(0, 0) is None
+    assert z_of(0.95) == pytest.approx(1.959964, abs=1e-6)
+    with pytest.raises(ValueError, match="between 0 and n"):
+        wilson(5, 4)
+
+
+def test_the_ratio_interval_covers_the_true_ratio_about_95_times_in_100() -> None:
+    rng = random.Random(20261201)
+    covered = trials = 0
+    for _ in range(600):
+        p1, p2 = rng.uniform(0.03, 0.3), rng.uniform(0.03, 0.3)
+        n1, n2 = rng.randint(30, 300), rng.randint(60, 900)
+        x1 = sum(rng.random() < p1 for _ in range(n1))
+        x2 = sum(rng.random() < p2 for _ in range(n2))
+        r = ratio_interval(x1, n1, x2, n2)
+        if r is None:
+            continue
+        assert r.low <= r.estimate <= r.high
+        trials += 1
+        covered += r.low <= p1 / p2 <= r.high
+    assert trials > 550
+    assert 0.92 <= covered / trials <= 0.985
+
+
+def test_the_ratio_interval_of_the_demos_canary_bias_excludes_the_fairness_band() -> None:
+    r = ratio_interval(44, 199, 48, 736)  # the canary's Spanish against English under-triage
+    assert r is not None
+    assert r.estimate == pytest.approx(3.39, abs=0.01)
+    assert r.low > 1.25
+    small = ratio_interval(3, 32, 50, 700)  # 3 of 32: the false page of issue 15
+    assert small is not None
+    assert small.low < 1 < small.high
+    assert ratio_interval(3, 10, 0, 50) is None, "no ratio to a reference rate of 0"
+
+
+def test_no_sql_name_survives_labelling() -> None:
+    assert label("p95_ms").text == "p95"
+    assert label("p95_ms").quantity == "ms"
+    assert label("dp_ratio").quantity == "ratio"
+    assert label("completed").quantity == "percent"
+    assert label("ReviewActorRole").text == "Clinician role"
+    assert label("under_triage_rate disparity").text == "Under-triage rate ÷ reference"
+    assert label("Under-triage rate").quantity == "percent"
+    for reason in HEALTH_COUNTERS:
+        assert "_" not in label(reason).text
+    # a column added later still reads as words, with its unit
+    assert label("median_wait_days").text == "Median wait"
+    assert label("median_wait_days").quantity == "days"
+    assert label("NewColumnName").text == "New column name"
+    assert human_title("Acceptance rate by ReviewActorRole") == "Acceptance rate by clinician role"
+    assert value_text("Language", "es") == "Spanish (es)"
+    assert value_text("QueueName", "triage_nurse") == "triage nurse"
+    assert value_text("Stage", "") == "(none)"
+
+
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def _event(minute: int, event: str, detail: str = "", receiver: str = "", rule: str = "model_fallback") -> Event:
+    return Event(T0 + timedelta(minutes=minute), "t", rule, (("kind", "triage"),), event, "page", 0.5, 40, 0.2,
+                 receiver, detail)  # fmt: skip
+
+
+def test_a_notification_is_never_put_before_the_firing_it_announces() -> None:
+    # one evaluation records its transition and its notifications at one instant
+    stored = [
+        _event(10, "notify_ok", "trigger", "alertmanager"),
+        _event(10, "firing"),
+        _event(0, "pending"),
+        _event(30, "notify_ok", "resolve", "alertmanager"),
+        _event(30, "resolved"),
+    ]
+    steps = [e.event + (":" + e.detail if e.detail else "") for e in ordered(stored)]
+    assert steps == ["pending", "firing", "notify_ok:trigger", "resolved", "notify_ok:resolve"]
+    (episode,) = episodes(ordered(stored))
+    assert episode.pending == T0
+    assert episode.fired == T0 + timedelta(minutes=10)
+    assert episode.resolved == T0 + timedelta(minutes=30)
+    assert episode.delivered == ["alertmanager"]
+
+
+def test_incidents_group_alerts_that_began_together_not_everything_that_overlaps() -> None:
+    long = episodes(
+        ordered([_event(0, "firing", rule="shadow_disagreement"), _event(300, "resolved", rule="shadow_disagreement")])
+    )
+    outage = episodes(ordered([_event(100, "firing"), _event(130, "resolved")]))
+    latency = episodes(
+        ordered(
+            [_event(108, "firing", rule="decision_latency_p95"), _event(130, "resolved", rule="decision_latency_p95")]
+        )
+    )
+    found = incidents([*long, *outage, *latency])
+    assert [[e.rule for e in i.episodes] for i in found] == [
+        ["shadow_disagreement"],
+        ["model_fallback", "decision_latency_p95"],
+    ]
+
+
+def _chart(lines: list[svg.Line], **kw: object) -> str:
+    x = (T0.timestamp(), T0.timestamp() + 3600)
+    chart, _ = svg.timeseries(lines, "percent", x, 300, "Under-triage rate", **kw)  # type: ignore[arg-type]
+    return chart
+
+
+def test_a_lone_point_is_drawn_as_a_point_and_a_small_sample_is_not_drawn_as_a_value() -> None:
+    t = T0.timestamp()
+    lone = _chart([svg.Line("canary", [(t + 600, 0.2)])])
+    assert "<circle" in lone
+    assert "<polyline" not in lone
+    gappy = _chart([svg.Line("baseline", [(t, 0.1), (t + 300, 0.12), (t + 1800, 0.11)], too_few=[t + 900])])
+    assert gappy.count("<polyline") == 1, "the gap of too-few intervals is not bridged"
+    assert gappy.count("<circle") == 1
+    assert 'class="toofew"' in gappy
+
+
+def test_thresholds_and_alert_windows_are_drawn() -> None:
+    t = T0.timestamp()
+    chart = _chart(
+        [svg.Line("all", [(t, 0.05), (t + 300, 0.08)])],
+        thresholds=[svg.Threshold(0.1, "alert threshold")],
+        windows=[svg.Window(t + 600, t + 1200, "alert")],
+    )
+    assert 'class="threshold"' in chart
+    assert re.search(r"alert threshold 10\.0%", chart)
+    assert 'class="window"' in chart
+    far, notes = svg.timeseries([svg.Line("all", [(t, 0.01)])], "percent", (t, t + 3600), 300, "Rate",
+                                thresholds=[svg.Threshold(0.6, "alert threshold")])  # fmt: skip
+    assert 'class="threshold"' not in far
+    assert notes == ["alert threshold at 60.0%: above the chart"]
