@@ -250,22 +250,18 @@ class Change:
 def changes(client: Any, database: str, tr: TimeRange) -> list[Change]:
     """Values of `CHANGE_COLUMNS` first seen after, or last seen before, the kind's own first and
     last workflow (by more than 2 % of the range): rollouts begun and ended."""
-    pairs = ", ".join(f"({literal(c)}, toString({c}))" for c in CHANGE_COLUMNS)
-    workflows = _workflows(database)
-    spans = {
-        (str(t), str(k)): (a.replace(tzinfo=UTC), b.replace(tzinfo=UTC))
-        for t, k, a, b in client.query(
-            f"SELECT TenantId, WorkflowKind, min(StartTime), max(StartTime) FROM {workflows} WHERE {_range(tr)} "
-            "GROUP BY TenantId, WorkflowKind"
-        ).result_rows
-    }
+    # the pair ('', '*') stands for every workflow: the kind's own first and last, in the same scan
+    pairs = ", ".join(["('', '*')", *(f"({literal(c)}, toString({c}))" for c in CHANGE_COLUMNS)])
     rows = client.query(
-        f"SELECT TenantId, WorkflowKind, c.1, c.2, min(StartTime), max(StartTime) FROM {workflows} "
+        f"SELECT TenantId, WorkflowKind, c.1, c.2, min(StartTime), max(StartTime) FROM {_workflows(database)} "
         f"ARRAY JOIN [{pairs}] AS c WHERE {_range(tr)} AND c.2 != '' GROUP BY TenantId, WorkflowKind, c.1, c.2"
     ).result_rows
+    spans = {(str(t), str(k)): (a.replace(tzinfo=UTC), b.replace(tzinfo=UTC)) for t, k, c, _, a, b in rows if c == ""}
     margin = max(timedelta(minutes=10), (tr.end - tr.start) * 0.02)
     out = []
     for tenant, kind, column, value, first_seen, last_seen in rows:
+        if column == "":
+            continue
         first, last = first_seen.replace(tzinfo=UTC), last_seen.replace(tzinfo=UTC)
         begin, end = spans.get((str(tenant), str(kind)), (first, last))
         if first - begin > margin:

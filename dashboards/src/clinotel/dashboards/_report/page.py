@@ -45,7 +45,7 @@ svg .lane{text-anchor:end;font-size:12px;fill:#1f2430}
 svg .change{stroke:#1f6fd1;stroke-dasharray:3 3}svg .changemark{fill:#1f6fd1}
 svg .changeno{fill:#fff;text-anchor:middle;font-size:10px;font-weight:700}
 svg .open{fill:#fff;text-anchor:end;font-size:10px}
-svg.strip{width:220px;min-width:160px}svg.timeline{max-width:820px}
+svg.strip{width:180px;min-width:140px}svg.timeline{max-width:820px}
 .legend{margin-top:4px}
 .legend span{display:inline-block;margin-right:12px;font-size:12.5px;white-space:nowrap}
 .legend i{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:2px}
@@ -63,7 +63,8 @@ small{color:#666}code{font-size:12px;background:#eef0f4;padding:0 3px;border-rad
 .sev{display:inline-block;padding:0 6px;border-radius:3px;color:#fff;font-size:11.5px;font-weight:600}
 .sev.page{background:#d62d3c}.sev.ticket{background:#d98b00}
 .changes{margin:4px 0;padding-left:22px;font-size:12.5px;color:#1f6fd1}.changes li{color:#1f2430}
-td.when{white-space:nowrap}
+td.when,.episode .when{white-space:nowrap}.episode{line-height:1.35}.limit{float:right;margin-left:8px}
+.print{display:none}
 @media (min-width:1500px){.pair{display:grid;grid-template-columns:11fr 9fr;gap:16px}}
 section.dashboard{break-before:page;page-break-before:always}
 @media (max-width:1100px){main{padding:0 12px 16px}.grid-panels{grid-template-columns:1fr 1fr}
@@ -77,7 +78,7 @@ main{padding:0;max-width:none}
 .findings h2{margin:0;font-size:15px}.findings h3{margin:5px 0 2px;font-size:12px}
 .headline{font-size:11.5px;margin:1px 0}
 table{font-size:9.5px}th,td{padding:1px 5px}small{font-size:8.5px}code{font-size:8.5px}
-.screen{display:none}
+.screen{display:none}.print{display:block}tr.print{display:table-row}.pair svg.timeline{width:88%}
 .method,.about,.legend span,.changes{font-size:9px}.changes{margin:2px 0}
 .pair{display:grid;grid-template-columns:1fr 1fr;gap:10px}svg.strip{width:150px;min-width:120px;max-height:16px}
 section.details,section.definitions{break-before:page;page-break-before:always}

@@ -31,7 +31,7 @@ from clinotel.dashboards.check import panel_range
 from clinotel.dashboards.macros import TimeRange, expand
 from clinotel.model import clinical, tables
 from clinotel.model.indicators import INDICATORS, Indicator
-from clinotel.model.sql import identifier
+from clinotel.model.sql import identifier, literal
 
 __all__ = ["Context", "render_panel"]
 
@@ -43,8 +43,8 @@ _SOURCES: Final = (
     (clinical.STAGE_SPANS, "Timestamp"),
     (tables.COLLECTOR_METRICS, "Timestamp"),
     (tables.SDK_TELEMETRY, "Timestamp"),
-    (tables.TRACES, "Timestamp"),
 )
+"""The tables a time series panel reads, and their time column (otel_traces: no series panel)."""
 _BY: Final = re.compile(r"AS time, (\w+) AS ")
 _WINDOW_LABEL: Final = {"threshold": "alert", "baseline": "spike alert", "canary": "canary alert",
                         "disparity": "disparity alert"}  # fmt: skip
@@ -65,23 +65,33 @@ class Context:
         """The rows a point of `i` needs: its alert rule's minimum sample, else its own."""
         return max((r.min_sample for r in self.rules if r.metric == i.name), default=i.min_sample)
 
+    def _bounds_sql(self, table: str, column: str) -> str:
+        name = f"{identifier(self.database)}.{identifier(table)}"
+        return (
+            f"SELECT {literal(table)}, toFloat64(min({column})), toFloat64(max({column})) FROM {name} "
+            f"WHERE {column} >= toDateTime64({self.tr.from_ms / 1000:.3f}, 3) "
+            f"AND {column} < toDateTime64({self.tr.to_ms / 1000:.3f}, 3)"
+        )
+
     def bounds(self, sql: str) -> tuple[float, float] | None:
-        """First and last instant the panel's table holds in the range (epoch s), if known."""
-        for table, column in _SOURCES:
-            name = f"{identifier(self.database)}.{identifier(table)}"
-            if name not in sql:
-                continue
-            if name not in self._bounds:
-                try:
-                    first, last = self.client.query(
-                        f"SELECT min({column}), max({column}), count() > 0 FROM {name} "
-                        f"WHERE {column} >= toDateTime64({self.tr.from_ms / 1000:.3f}, 3) "
-                        f"AND {column} < toDateTime64({self.tr.to_ms / 1000:.3f}, 3)"
-                    ).result_rows[0][:2]
-                    self._bounds[name] = (_epoch(first), _epoch(last))
-                except Exception:  # noqa: BLE001 - without bounds, every interval is drawn
-                    self._bounds[name] = None
-            return self._bounds[name]
+        """First and last instant the panel's table holds in the range (epoch s), if known: every
+        table's in one query, the first time one is asked for (each alone if that fails)."""
+        if not self._bounds:
+            self._bounds = {table: None for table, _ in _SOURCES}
+            try:
+                rows = self.client.query(" UNION ALL ".join(self._bounds_sql(*s) for s in _SOURCES)).result_rows
+            except Exception:  # noqa: BLE001 - a table missing from an older store: ask each alone
+                rows = []
+                for source in _SOURCES:
+                    try:
+                        rows += self.client.query(self._bounds_sql(*source)).result_rows
+                    except Exception:  # noqa: BLE001 - without bounds, every interval is drawn
+                        continue
+            for table, first, last in rows:
+                self._bounds[str(table)] = (float(first), float(last))
+        for table, _ in _SOURCES:
+            if f"{identifier(self.database)}.{identifier(table)}" in sql:
+                return self._bounds.get(table)
         return None
 
 

@@ -26,6 +26,8 @@ __all__ = ["Incident", "definitions_html", "details_html", "findings_html", "inc
 
 TOP_DISPARITIES: Final = 6
 PRINTED_DISPARITIES: Final = 3
+PRINTED_EPISODES: Final = 3
+PRINTED_INCIDENTS: Final = 4
 """On paper page one holds the first four; the rest are in the details."""
 CHANGES_BEFORE: Final = timedelta(hours=2)
 TOGETHER: Final = timedelta(minutes=15)
@@ -54,12 +56,6 @@ def _when(start: datetime, end: datetime | None, range_end: datetime) -> str:
     if end is None:
         return f"{_clock(start)} → still firing at {_clock(range_end)}"
     return f"{_clock(start)} → {_clock(end)} ({show((end - start).total_seconds(), 's')})"
-
-
-def _when_html(start: datetime, end: datetime | None, range_end: datetime) -> str:
-    if end is None:
-        return f"{_clock(start)}–<br><small>still firing at {_clock(range_end)}</small>"
-    return f"{_clock(start)}–{_clock(end)}<br><small>{show((end - start).total_seconds(), 's')}</small>"
 
 
 def _where(kind: str, cohort: str, tenant: str, tenants: int) -> str:
@@ -99,7 +95,7 @@ def _short(rule: AlertRule | None, name: str) -> str:
         return name.replace("_", " ")
     i = INDICATORS.get(rule.metric)
     title = i.title if i is not None else label(rule.metric).text
-    how = {"canary": f"{title}: canary ÷ baseline", "disparity": f"{title}: disparity", "baseline": f"{title}: spike"}
+    how = {"canary": f"{title}, canary", "disparity": f"{title} disparity", "baseline": f"{title} spike"}
     return how.get(str(rule.kind), title)
 
 
@@ -108,38 +104,59 @@ def _alert_name(rule: AlertRule | None, name: str) -> str:
     return f"{summary}<br><code>{_e(name)}</code>" if summary else f"<code>{_e(name)}</code>"
 
 
+def _limit(rule: AlertRule | None, threshold: float | None) -> str:
+    """What a rule compares against, and over which window."""
+    q = value_quantity(rule)
+    if rule is not None and str(rule.kind) == "disparity":
+        limit = f"outside {show(rule.band[0], 'ratio')}–{show(rule.band[1], 'ratio')}"
+    else:
+        limit = f"threshold {show(threshold if threshold is not None else (rule.threshold if rule else None), q)}"
+    return limit + (f" over {show(rule.window, 's')}" if rule is not None else "")
+
+
 def _alerts_table(
     episodes: Sequence[Episode], rules: Mapping[str, AlertRule], tenants: int, range_end: datetime
 ) -> str:
+    """One row per rule that fired, each of its episodes a line: where, when, the value."""
     if not episodes:
         return '<p class="ok">No alert fired in this range.</p>'
-    rows = []
+    by_rule: dict[str, list[Episode]] = {}
     for e in episodes:
-        rule = rules.get(e.rule)
+        by_rule.setdefault(e.rule, []).append(e)
+    rows = []
+    for name, items in by_rule.items():
+        rule = rules.get(name)
         q = value_quantity(rule)
-        value = show(e.value, q, missing="no data")
-        if e.threshold is not None and rule is not None and str(rule.kind) == "disparity":
-            limit = f"band {show(rule.band[0], 'ratio')}–{show(rule.band[1], 'ratio')}"
-        else:
-            limit = f"threshold {show(e.threshold, q)}" if e.threshold is not None else ""
-        window = f"over {show(rule.window, 's')}" if rule is not None else ""
-        sample = f"n = {e.sample:,}" if e.sample else ""
-        receivers = ", ".join(dict.fromkeys(e.delivered)) or "nobody"
-        told = receivers + (f" ({e.failed} failed attempts)" if e.failed else "")
+        severity = items[0].severity
         runbook = f" · runbook <code>{_e(rule.runbook)}</code>" if rule is not None else ""
         summary = f"{_e(rule.summary)}<br>" if rule is not None else ""
-        summary += f"<small><code>{_e(e.rule)}</code>{runbook}</small>"
-        runbook = ""
+        summary += f"<small><code>{_e(name)}</code>{runbook}</small>"
+        lines = []
+        for k, e in enumerate(items):
+            where = instance_label(e.labels, tenants)
+            end = _clock(e.resolved) if e.resolved else f"still firing at {_clock(range_end)}"
+            took = f" ({show((e.resolved - e.fired).total_seconds(), 's')})" if e.resolved else ""
+            sample = f", n = {e.sample:,}" if e.sample else ""
+            screen = " screen" if k >= PRINTED_EPISODES else ""
+            lines.append(
+                f'<div class="episode{screen}"><span class="when">{_clock(e.fired)}–{_e(end)}{_e(took)}</span> '
+                f"<b>{_e(show(e.value, q, missing='no data'))}</b><small>{_e(sample)}</small>"
+                + (f" <small>· {_e(where)}</small>" if where else "")
+                + "</div>"
+            )
+        receivers = ", ".join(dict.fromkeys(r for e in items for r in e.delivered)) or "nobody"
+        failed = sum(e.failed for e in items)
+        told = receivers + (f" ({failed} failed attempts)" if failed else "")
+        if len(items) > PRINTED_EPISODES:
+            lines.append(f'<div class="print">… and {len(items) - PRINTED_EPISODES} more (in the details)</div>')
         rows.append(
-            f'<tr><td><span class="sev {_e(e.severity)}">{_e(e.severity)}</span></td>'
-            f"<td>{summary}{runbook}</td><td>{_e(instance_label(e.labels, tenants))}</td>"
-            f'<td class="when">{_when_html(e.fired, e.resolved, range_end)}</td>'
-            f'<td class="num"><b>{_e(value)}</b><br><small>{_e(" · ".join(p for p in (limit, window, sample) if p))}'
-            f"</small></td><td>{_e(told)}</td></tr>"
+            f'<tr><td><span class="sev {_e(severity)}">{_e(severity)}</span></td><td>{summary}</td>'
+            f'<td><small class="limit">{_e(_limit(rule, items[0].threshold))}</small>{"".join(lines)}</td>'
+            f"<td>{_e(told)}</td></tr>"
         )
     return (
-        "<table><thead><tr><th></th><th>Alert, and its runbook</th><th>Where</th><th>Firing (UTC)</th>"
-        '<th class="num">Value when it fired</th><th>Sent to</th></tr></thead>'
+        "<table><thead><tr><th></th><th>Alert, and its runbook</th><th>Firing (UTC), the value that fired it, where"
+        "</th><th>Sent to</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
 
@@ -255,18 +272,15 @@ def _marks(changes: Sequence[Change], range_s: float) -> list[_Mark]:
 
 
 def _lanes(episodes: Sequence[Episode], rules: Mapping[str, AlertRule], tenants: int) -> list[svg.Lane]:
-    order: list[tuple[str, tuple[tuple[str, str], ...]]] = []
-    by: dict[tuple[str, tuple[tuple[str, str], ...]], list[Episode]] = {}
+    """One lane per rule: its instances' episodes side by side (which group, in the table above)."""
+    by: dict[str, list[Episode]] = {}
     for e in episodes:
-        key = (e.rule, e.labels)
-        if key not in by:
-            order.append(key)
-        by.setdefault(key, []).append(e)
+        by.setdefault(e.rule, []).append(e)
     lanes = []
-    for key in order:
-        items = by[key]
-        where = instance_label(key[1], tenants)
-        text = _short(rules.get(key[0]), key[0]) + (f" · {where}" if where else "")
+    for name, items in by.items():
+        instances = list(dict.fromkeys(e.labels for e in items))
+        where = instance_label(instances[0], tenants) if len(instances) == 1 else f"{len(instances)} groups"
+        text = _short(rules.get(name), name) + (f" · {where}" if where else "")
         lanes.append(
             svg.Lane(
                 text if len(text) <= 35 else text[:34] + "…",
@@ -308,10 +322,14 @@ def _incidents_table(
                 near.append(f"{n} ({'during' if m.at >= incident.start else ago + ' before'})")
         changed = ", ".join(near) or "none"
         end = _clock(incident.end) if incident.end else "…"
+        screen = ' class="screen"' if k > PRINTED_INCIDENTS else ""
         rows.append(
-            f'<tr><td class="when">{k}. {_clock(incident.start)}–{end}</td><td>{"<br>".join(fired)}</td>'
+            f'<tr{screen}><td class="when">{k}. {_clock(incident.start)}–{end}</td><td>{"<br>".join(fired)}</td>'
             f'<td class="num">{"<br>".join(moved)}</td><td>{_e(changed)}</td></tr>'
         )
+    if len(found) > PRINTED_INCIDENTS:
+        more = len(found) - PRINTED_INCIDENTS
+        rows.append(f'<tr class="print"><td colspan="4">… and {more} more incidents (on screen)</td></tr>')
     return (
         "<table><thead><tr><th>When (UTC)</th><th>What fired</th>"
         '<th class="num">Before → when firing</th><th>Changes</th></tr></thead>'
@@ -324,9 +342,10 @@ def _headline(
 ) -> str:
     pages = sum(e.severity == "page" for e in episodes)
     still = sum(e.resolved is None for e in episodes)
+    rules = len({e.rule for e in episodes})
     items = [
-        f"<b>{len(episodes)}</b> alert episode{'s' * (len(episodes) != 1)} fired ({pages} paging)"
-        + (f", {still} still firing at the end of the range" if still else "")
+        f"<b>{len(episodes)}</b> alert episode{'s' * (len(episodes) != 1)} fired ({pages} paging) from {rules} "
+        f"rule{'s' * (rules != 1)}" + (f", {still} still firing at the end of the range" if still else "")
     ]
     stop = [c for c in criteria if c.verdict == "stop the canary"]
     if criteria:

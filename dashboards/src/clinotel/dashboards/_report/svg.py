@@ -262,7 +262,7 @@ def timeline(lanes: Sequence[Lane], x_range: tuple[float, float], markers: Seque
             end = sx(until) if until is not None else TIMELINE_W - 12
             parts.append(
                 f'<rect x="{sx(a):.1f}" y="{y + 2}" width="{max(3.0, end - sx(a)):.1f}" height="13" rx="2" '
-                f'fill="{color}"><title>{_e(lane.label)}</title></rect>'
+                f'fill="{color}" fill-opacity="0.8"><title>{_e(lane.label)}</title></rect>'
             )
             if until is None:
                 parts.append(f'<text class="open" x="{end - 3:.1f}" y="{y + 12}">▶</text>')
