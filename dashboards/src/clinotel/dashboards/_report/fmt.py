@@ -94,8 +94,15 @@ def unit_name(quantity: Quantity, top: float) -> str:
     if quantity in _TO_MS:
         return _UNIT_NAMES[duration_unit(top * _TO_MS[quantity])[0]]
     if quantity == "bytes":
-        return "bytes"
+        return _byte_unit(top)[0]
     return ""
+
+
+def _byte_unit(top: float) -> tuple[str, float]:
+    for size, suffix in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if abs(top) >= size:
+            return suffix, float(size)
+    return "bytes", 1.0
 
 
 def _nice_step(span: float, ticks: int) -> float:
@@ -113,6 +120,8 @@ def axis_ticks(low: float, high: float, quantity: Quantity, ticks: int = 4) -> t
     scale = 1.0
     if quantity == "percent":
         scale = 100.0
+    elif quantity == "bytes":
+        scale = 1 / _byte_unit(max(abs(low), abs(high)))[1]
     elif quantity in _TO_MS:
         _, size = duration_unit(max(abs(low), abs(high)) * _TO_MS[quantity])
         scale = _TO_MS[quantity] / size

@@ -17,6 +17,7 @@ from typing import Final
 
 from clinotel.dashboards._panels import FILTERS
 from clinotel.dashboards._report.fmt import Quantity, quantity_of
+from clinotel.model import clinical
 from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS, Indicator
 from clinotel.semconv import Language
 
@@ -98,6 +99,9 @@ _CODE: Final = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)+$")
 _CAMEL: Final = re.compile(r"\b[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]+)+\b")
 _BY_TITLE: Final = {i.title: i for i in INDICATORS.values()}
 _FILTER_LABELS: Final = {column: text for _, text, column in FILTERS}
+_COLUMNS: Final = frozenset(
+    {c.name for c in (*clinical.STAGE_COLUMNS, *clinical.COHORT_COLUMNS)} | set(clinical.WORKFLOW_COLUMNS)
+)
 _LANGUAGES: Final = {str(m.value): m.name.replace("_", " ").capitalize() for m in Language}
 
 
@@ -147,6 +151,6 @@ def value_text(column: str, value: str) -> str:
 
 
 def human_title(title: str) -> str:
-    """A panel title with any column name in it as words (`Override rate by ReviewActorRole`
-    reads `Override rate by clinician role`)."""
-    return _CAMEL.sub(lambda m: label(m.group(0)).text.lower(), title)
+    """A panel title with any column name of the clinical views in it as words (`Override rate
+    by ReviewActorRole` reads `Override rate by clinician role`; `ClickHouse` stays)."""
+    return _CAMEL.sub(lambda m: label(m.group(0)).text.lower() if m.group(0) in _COLUMNS else m.group(0), title)

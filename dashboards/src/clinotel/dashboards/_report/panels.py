@@ -170,14 +170,23 @@ def _lines(
 
 
 def _wider(data: _Rows, least: int, interval_s: float, range_s: float) -> float:
-    """The narrowest of `WIDER_S` whose buckets would typically hold `least` rows (from the
-    median sample of the intervals that have rows), keeping at least 8 points in the range."""
+    """The interval to draw a series at: Grafana's, unless a series with rows enough for four
+    points has most of its intervals under `least` rows; then the narrowest of `WIDER_S` whose
+    buckets would typically hold `least` of that series' rows, keeping at least 8 points."""
     at = data.columns.index(SAMPLE)
-    sizes = sorted(int(row[at] or 0) for row in data.rows if row[at])
-    if not sizes:
+    labels = [k for k in range(1, len(data.columns)) if k != at and data.rows and isinstance(data.rows[0][k], str)]
+    sizes: dict[tuple[Any, ...], list[int]] = {}
+    for row in data.rows:
+        sizes.setdefault(tuple(row[k] for k in labels), []).append(int(row[at] or 0))
+    needed = interval_s
+    for series in sizes.values():
+        series.sort()
+        median = series[len(series) // 2]
+        if sum(series) >= 4 * least and median < least:
+            needed = max(needed, interval_s * least / max(1, median))
+    if needed <= interval_s:
         return interval_s
-    needed = interval_s * least / max(1, sizes[len(sizes) // 2])
-    fits = [w for w in WIDER_S if w * 8 <= range_s]
+    fits = [w for w in WIDER_S if w * 8 <= range_s and w > interval_s]
     return next((w for w in fits if w >= needed), fits[-1] if fits else interval_s)
 
 
@@ -206,13 +215,6 @@ def _complete(bounds: tuple[float, float], interval_s: float) -> Callable[[float
     return lambda x: x >= lo and x + interval_s <= hi
 
 
-def _mostly_too_few(lines: Sequence[svg.Line]) -> bool:
-    """More than a quarter of the intervals too small to draw."""
-    drawn = sum(len(line.points) for line in lines)
-    few = sum(len(line.too_few) for line in lines)
-    return 4 * few > drawn + few
-
-
 def _timeseries(ctx: Context, panel: dict[str, Any], sql: str, tr: TimeRange, quantity: Quantity) -> str:
     match = _match(sql, ctx.database)
     i, least, notes = None, None, []
@@ -230,7 +232,7 @@ def _timeseries(ctx: Context, panel: dict[str, Any], sql: str, tr: TimeRange, qu
     if keep is not None and dropped and not any(line.points for line in lines):
         lines, value_columns, dropped = _lines(data, least, None)  # nothing complete: show what there is
         notes.append("every interval is incomplete: the data covers only part of each")
-    if i is not None and least is not None and _mostly_too_few(lines):
+    if i is not None and least is not None and data.rows:
         wider = _wider(data, least, interval_s, (tr.to_ms - tr.from_ms) / 1000)
         if wider > interval_s:
             # a rate's wider buckets are sums of its narrow ones (exact); a quantile is run again
@@ -257,6 +259,7 @@ def _timeseries(ctx: Context, panel: dict[str, Any], sql: str, tr: TimeRange, qu
                 if e.rule == r.name:
                     end = e.resolved.timestamp() if e.resolved else tr.to_ms / 1000
                     windows.append(svg.Window(e.fired.timestamp(), end, _WINDOW_LABEL.get(str(r.kind), "alert")))
+        windows = _union(windows)
     y_title = i.title if i is not None else (label(value_columns[0]).text if len(value_columns) == 1 else "Value")
     if i is None and len(value_columns) == 1:
         found = label(value_columns[0]).quantity
@@ -281,6 +284,18 @@ def _timeseries(ctx: Context, panel: dict[str, Any], sql: str, tr: TimeRange, qu
     )
     note = "".join(f"<span class=note>{_e(n)}</span>" for n in notes)
     return f'{chart}<div class="legend">{legend}{note}</div>'
+
+
+def _union(windows: Sequence[svg.Window]) -> list[svg.Window]:
+    """Overlapping windows of one label as one (several groups of one rule firing at once)."""
+    out: list[svg.Window] = []
+    for w in sorted(windows, key=lambda w: (w.label, w.start)):
+        last = out[-1] if out else None
+        if last is not None and last.label == w.label and w.start <= last.end:
+            out[-1] = svg.Window(last.start, max(last.end, w.end), w.label)
+        else:
+            out.append(w)
+    return sorted(out, key=lambda w: w.start)
 
 
 def _row_quantity(columns: Sequence[str], row: Sequence[Any]) -> Quantity | None:

@@ -124,6 +124,7 @@ def timeseries(
     parts = [f'<svg class="chart" viewBox="0 0 {W} {H}" role="img" aria-label="{_e(title or y_title)}" '
              'xmlns="http://www.w3.org/2000/svg">']  # fmt: skip
     labelled: list[tuple[float, float]] = []
+    named: set[str] = set()
     for w in windows:
         a, b = max(x0, w.start), min(x1, w.end)
         if b <= a:
@@ -132,7 +133,10 @@ def timeseries(
             f'<rect class="window" x="{sx(a):.1f}" y="{MT}" width="{max(1.5, sx(b) - sx(a)):.1f}" '
             f'height="{H - MT - MB}"><title>{_e(w.label)}</title></rect>'
         )
-        # a label that would overlap the one before it goes on a second line, inside the plot
+        if w.label in named:
+            continue  # one label per kind of window: the legend says what shading means
+        named.add(w.label)
+        # a label that would overlap one before it goes a line lower, inside the plot
         row = sum(1 for left, right in labelled if left <= sx(a) < right)
         labelled.append((sx(a), sx(a) + 7 * len(w.label)))
         parts.append(f'<text class="wlabel" x="{sx(a) + 2:.1f}" y="{MT - 5 + 13 * row}">{_e(w.label)}</text>')
