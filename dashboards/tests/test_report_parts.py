@@ -188,3 +188,33 @@ def test_thresholds_and_alert_windows_are_drawn() -> None:
                                 thresholds=[svg.Threshold(0.6, "alert threshold")])  # fmt: skip
     assert 'class="threshold"' not in far
     assert notes == ["alert threshold at 60.0%: above the chart"]
+
+
+def test_a_rates_wider_buckets_are_the_sums_of_its_narrow_ones() -> None:
+    from clinotel.dashboards._report.panels import SAMPLE, _merge, _Rows, _wider
+
+    t = T0.timestamp()
+    canary = [(1, 10), (3, 12), (0, 9), (2, 11)] * 3  # (hits, rows) per 5 minutes: 126 rows in all
+    rows = [(t + 300 * k, "canary", hits / n, n) for k, (hits, n) in enumerate(canary)]
+    rows += [(t + 300 * k, "baseline", 0.1, 200) for k in range(12)]
+    data = _Rows(["time", "RolloutCohort", "Under-triage rate", SAMPLE], rows)
+    assert _wider(data, 30, 300, 12 * 3600) == 900, "10 rows per 5 minutes need 15-minute buckets for 30"
+    merged = {(r[0], r[1]): (r[2], r[3]) for r in _merge(data, 1800).rows}
+    value, n = merged[(t, "canary")]
+    assert n == 10 + 12 + 9 + 11 + 10 + 12  # the first six 5-minute buckets
+    assert value == pytest.approx((1 + 3 + 0 + 2 + 1 + 3) / n)
+    assert merged[(t, "baseline")] == (pytest.approx(0.1), 1200)
+    small = _Rows(data.columns, [r for r in rows if r[1] == "canary"][:4])
+    assert _wider(small, 30, 300, 12 * 3600) == 300, "a series too small for four points anyway stays as it is"
+
+
+def test_the_incomplete_last_interval_of_a_count_is_left_out() -> None:
+    from clinotel.dashboards._report.panels import _complete, _lines, _Rows
+
+    t = T0.timestamp()
+    data = _Rows(["time", "per_minute"], [(t, 16.0), (t + 60, 15.0), (t + 120, 2.0)])
+    lines, columns, dropped = _lines(data, None, _complete((t, t + 150), 60))
+    assert columns == ["per_minute"]
+    assert lines[0].name == "Workflows per minute"
+    assert lines[0].points == [(t, 16.0), (t + 60, 15.0)]
+    assert dropped
