@@ -41,7 +41,7 @@ svg .threshold{stroke:#d62d3c;stroke-width:1.4;stroke-dasharray:6 4}
 svg .tlabel{text-anchor:end;fill:#d62d3c;font-size:11px}
 svg .window{fill:#d62d3c;opacity:.12}svg .wlabel{fill:#b3202e;font-size:11px}
 svg .band{fill:#3d9a3d;opacity:.18}svg .one{stroke:#3d9a3d;stroke-width:1}
-svg .lane{text-anchor:end;font-size:12px;fill:#1f2430}
+svg .lane{text-anchor:end;font-size:11px;fill:#1f2430}
 svg .change{stroke:#1f6fd1;stroke-dasharray:3 3}svg .changemark{fill:#1f6fd1}
 svg .changeno{fill:#fff;text-anchor:middle;font-size:10px;font-weight:700}
 svg .open{fill:#fff;text-anchor:end;font-size:10px}

@@ -283,7 +283,7 @@ def _lanes(episodes: Sequence[Episode], rules: Mapping[str, AlertRule], tenants:
         text = _short(rules.get(name), name) + (f" · {where}" if where else "")
         lanes.append(
             svg.Lane(
-                text if len(text) <= 35 else text[:34] + "…",
+                text if len(text) <= 40 else text[:39] + "…",
                 items[0].severity,
                 tuple((e.fired.timestamp(), e.resolved.timestamp() if e.resolved else None) for e in items),
                 tuple((e.pending.timestamp(), e.fired.timestamp()) for e in items if e.pending is not None),
