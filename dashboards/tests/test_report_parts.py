@@ -218,3 +218,140 @@ def test_the_incomplete_last_interval_of_a_count_is_left_out() -> None:
     assert lines[0].name == "Workflows per minute"
     assert lines[0].points == [(t, 16.0), (t + 60, 15.0)]
     assert dropped
+
+
+def test_every_indicator_series_of_every_dashboard_is_recognised_with_its_groups() -> None:
+    """A series the report does not recognise is drawn without its sample sizes: points from too
+    few rows would be drawn as values. Holds for series split by one column or by several."""
+    from clinotel.dashboards import build_all
+    from clinotel.dashboards._report.panels import _match
+    from clinotel.model.indicators import INDICATORS
+    from clinotel.model.sql import identifier
+    from clinotel.model.tables import DEFAULT_DATABASE
+
+    seen = 0
+    for data in build_all().values():
+        for panel in data["panels"]:
+            sql = panel.get("targets", [{}])[0].get("rawSql", "")
+            named = [i for i in INDICATORS.values() if f" AS {identifier(i.title)}\nFROM" in sql]
+            if panel["type"] != "timeseries" or not named:
+                continue
+            found = _match(sql, DEFAULT_DATABASE)
+            assert found is not None, panel["title"]
+            assert found[0] == named[0]
+            grouped = re.findall(r", (\w+) AS `?\w+`?(?=,)", sql.split(" AS time", 1)[1].split("\n", 1)[0])
+            assert list(found[1]) == grouped, panel["title"]
+            seen += 1
+    assert seen >= 15
+
+
+def test_a_point_from_fewer_rows_than_the_minimum_sample_is_not_a_value() -> None:
+    from clinotel.dashboards._report.panels import SAMPLE, _lines, _Rows
+
+    t = T0.timestamp()
+    data = _Rows(
+        ["time", "RolloutCohort", "Under-triage rate", SAMPLE],
+        [(t, "canary", 0.5, 4), (t + 300, "canary", 0.1, 40), (t, "baseline", 0.08, 300)],
+    )
+    lines, _, _ = _lines(data, 30, None)
+    canary = next(line for line in lines if line.name == "canary")
+    assert canary.points == [(t + 300, 0.1)], "4 rows under a minimum of 30: not drawn"
+    assert canary.too_few == [t]
+    unchecked = next(line for line in _lines(data, None, None)[0] if line.name == "canary")
+    assert unchecked.points == [(t, 0.5), (t + 300, 0.1)], "without a minimum, the small point is drawn"
+
+
+def test_the_fairness_band_is_drawn_behind_each_ratio() -> None:
+    strip = svg.ratio_strip(3.39, 2.3, 4.9, (0.8, 1.25), True)
+    band = re.search(r'<rect class="band" x="([\d.]+)" y="2" width="([\d.]+)"', strip)
+    assert band is not None
+    assert float(band.group(1)) == pytest.approx(svg.ratio_axis(0.8), abs=0.1)
+    assert float(band.group(1)) + float(band.group(2)) == pytest.approx(svg.ratio_axis(1.25), abs=0.1)
+    assert svg.ALERT in strip, "an interval wholly past the band on the side of harm is red"
+    assert svg.ALERT not in svg.ratio_strip(1.4, 0.9, 2.1, (0.8, 1.25), True)
+
+
+def _visible(table: str) -> str:
+    return re.sub(r"<[^>]+>", " ", table)
+
+
+# the kill-criteria and fairness tables as the dashboards of issue 15 return them (titled columns,
+# one row per tenant, workflow kind and criterion or measure, with intervals and a verdict)
+KILL = [
+    "Tenant", "Workflow kind", "Criterion", "Canary", "Baseline", "Ratio", "Ratio 95% low (sequential)",
+    "Ratio 95% high (sequential)", "Limit", "Canary rows", "Baseline rows", "Status",
+]  # fmt: skip
+FAIR = [
+    "Tenant", "Workflow kind", "Rollout cohort", "Model version", "Language", "Measure", "Workflows", "Rows",
+    "Value", "Reference group", "Reference value", "Disparity", "Disparity 95% low", "Disparity 95% high", "Verdict",
+]  # fmt: skip
+
+
+def test_the_titled_tables_read_in_their_units_with_no_none() -> None:
+    from clinotel.dashboards._report.panels import table_html
+
+    kill = table_html(
+        KILL,
+        [
+            ("north", "triage", "Under-triage rate", 0.2211, 0.0652, 3.39, 2.1, None, 1.5, 199, 736, "KILL"),
+            ("north", "triage", "Decision latency p95", 850.4, 790.0, 1.08, None, None, 1.5, 900, 3000, "ok"),
+            ("north", "triage", "Override rate", None, 0.12, None, None, None, 1.5, 3, 500, "too few"),
+        ],
+    )
+    text = _visible(kill)
+    assert "22.1%" in text, "a rate criterion's canary and baseline as percentages"
+    assert "6.5%" in text
+    assert "850 ms" in text, "a latency criterion's in its duration"
+    assert "3.39×" in text
+    assert "2.10×" in text
+    assert "1.50×" in text
+    assert "Canary ÷ baseline: 95% low (sequential)" in text
+    assert '<td class="bad">KILL</td>' in kill
+    # no interval (a latency, an infinite end) is not a sample too small; the too-few row is
+    latency = text[text.index("850 ms") : text.index("Override")]
+    assert "too few" not in latency
+    assert "too few" in text[text.index("Override") :]
+    fair = table_html(
+        FAIR,
+        [
+            ("north", "triage", "canary", "v4", "en", "Under-triage rate", 800, 736, 0.0652, "en", 0.0652,
+             None, None, None, "reference"),
+            ("north", "triage", "canary", "v4", "es", "Under-triage rate", 210, 199, 0.2211, "en", 0.0652,
+             3.39, 2.3, 4.9, "worse off"),
+            ("north", "triage", "canary", "v4", "vi", "Under-triage rate", 12, 11, None, "en", 0.0652,
+             None, None, None, "too few"),
+            ("north", "triage", "canary", "v4", "es", "Queue wait p95", 210, 150, 1_860_000.0, "en", 1_320_000.0,
+             1.41, None, None, "outside band (no test)"),
+        ],
+    )  # fmt: skip
+    text = _visible(fair)
+    assert "Spanish (es)" in text
+    assert "22.1%" in text
+    assert "31.0 min" in text
+    assert "Group ÷ reference: 95% low" in text
+    assert '<td class="bad">worse off</td>' in fair
+    assert '<td class="bad">3.39×</td>' in fair, "a disparity outside the band in red"
+    reference = text[text.index("English") : text.index("Spanish")]
+    assert "too few" not in reference, "the reference group's own disparity is not a small sample"
+    assert "too few" in text[text.index("Vietnamese") :]
+    for table in (kill, fair):
+        assert not re.search(r"\b(None|nan)\b", _visible(table))
+        assert "_" not in _visible(table)
+
+
+def test_every_name_a_panel_query_gives_its_columns_reads_as_words() -> None:
+    """Whatever the dashboards return (a column added later included) is titled in words."""
+    from clinotel.dashboards import build_all
+    from dashboards.tests.report_checks import sql_names
+
+    names = set(sql_names())
+    for data in build_all().values():
+        for panel in data["panels"]:
+            for target in panel.get("targets", []):
+                names |= set(re.findall(r"\bAS\s+`([^`]+)`", target.get("rawSql", "")))
+    names |= {*KILL, *FAIR, "No feedback (escalate, timeout)", "Demographic parity difference"}
+    for name in sorted(names):
+        text = label(name).text
+        assert "_" not in text, (name, text)
+        assert not re.search(r"[a-z][A-Z]", text), (name, text)
+    assert label("Demographic parity ratio").quantity in ("ratio", "number")

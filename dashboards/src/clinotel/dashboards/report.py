@@ -163,7 +163,7 @@ def render(
         panels += n
         failed += bad
         nav.append((name, data["title"].split("/")[-1].strip()))
-    body.append(details_html(events, disparities, tenants))
+    body.append(details_html(events, disparities, tenants, by_name))
     body.append(definitions_html(min_samples))
     nav += [("details", "Details"), ("definitions", "Definitions")]
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -17,7 +17,7 @@ from typing import Final
 
 from clinotel.dashboards._panels import FILTERS
 from clinotel.dashboards._report.fmt import Quantity, quantity_of
-from clinotel.model import clinical
+from clinotel.model import clinical, indicators
 from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS, Indicator
 from clinotel.semconv import Language
 
@@ -32,6 +32,9 @@ class Label:
     text: str
     quantity: Quantity | str
     """A `fmt.Quantity`, or `ROW_UNIT`."""
+    bound: bool = False
+    """An interval's end: empty where there is no interval (no test, an infinite end), which is
+    not a sample too small."""
 
 
 _ALIASES: Final[dict[str, tuple[str, Quantity | str]]] = {
@@ -85,6 +88,38 @@ _ALIASES: Final[dict[str, tuple[str, Quantity | str]]] = {
     "ShadowModelVersion": ("Shadow model version", "text"),
     "Instance": ("Collector", "text"),
     "ServiceName": ("Service", "text"),
+    # titled columns of the fairness, kill-criteria, feedback and late-outcome tables (issue 15):
+    # already words, but their quantity is needed (`ROW_UNIT`: that of the indicator the row names)
+    "Tenant": ("Tenant", "text"),
+    "Workflow kind": ("Workflow kind", "text"),
+    "Rollout cohort": ("Rollout cohort", "text"),
+    "Model version": ("Model version", "text"),
+    "Criterion": ("Kill criterion", "text"),
+    "Canary": ("Canary", ROW_UNIT),
+    "Baseline": ("Baseline", ROW_UNIT),
+    "Ratio": ("Canary ÷ baseline", "ratio"),
+    "Limit": ("Limit", "ratio"),
+    "Canary rows": ("Canary sample", "count"),
+    "Baseline rows": ("Baseline sample", "count"),
+    "Status": ("Status", "text"),
+    "Measure": ("Measure", "text"),
+    "Workflows": ("Workflows", "count"),
+    "Rows": ("Rows", "count"),
+    "Value": ("Value", ROW_UNIT),
+    "Reference group": ("Reference group", "text"),
+    "Reference value": ("Reference value", ROW_UNIT),
+    "Disparity": ("Group ÷ reference", "ratio"),
+    "Verdict": ("Verdict", "text"),
+    "Dimension": ("Dimension", "text"),
+    "Groups": ("Groups compared", "count"),
+    "Reason": ("Reason", "text"),
+    "Role": ("Clinician role", "text"),
+    "Overrides": ("Overrides", "count"),
+    "Accepted": ("Accepted", "count"),
+    "Overridden": ("Overridden", "count"),
+    "Outcome": ("Outcome", "text"),
+    "Outcomes": ("Outcomes", "count"),
+    "outcomes": ("Outcomes", "count"),
 }
 _SDK_REASONS: Final = {  # clinotel.semconv.attributes.HEALTH_COUNTERS (a test holds them equal)
     "unregistered": "Unregistered attributes dropped",
@@ -103,6 +138,26 @@ _COLUMNS: Final = frozenset(
     {c.name for c in (*clinical.STAGE_COLUMNS, *clinical.COHORT_COLUMNS)} | set(clinical.WORKFLOW_COLUMNS)
 )
 _LANGUAGES: Final = {str(m.value): m.name.replace("_", " ").capitalize() for m in Language}
+_BOUND: Final = re.compile(r"^(?P<base>.+?) (?P<pct>\d+(?:\.\d+)?%) (?P<side>low|high)(?P<rest>\b.*)$")
+"""An interval's end as a column title: `Disparity 95% low`, `Ratio 95% high (sequential)`."""
+_IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _parity() -> dict[str, Quantity]:
+    """The between-groups parity figures (`clinotel.model.indicators.PARITY`, where the model has
+    them): a difference of rates in points, a ratio as a ratio."""
+    return {
+        str(p.title): ("points" if p.aggregate == "difference" else "ratio") for p in getattr(indicators, "PARITY", ())
+    }
+
+
+def _stratum() -> dict[str, str]:
+    """The stratum's column titles (`clinotel.model.indicators.STRATUM`, where the model has it)."""
+    return {str(title): str(title) for _, title in getattr(indicators, "STRATUM", ())}
+
+
+_PARITY: Final = _parity()
+_STRATUM: Final = _stratum()
 
 
 def indicator_named(column: str) -> Indicator | None:
@@ -128,10 +183,21 @@ def label(column: str) -> Label:
         return Label(text, quantity)
     if column in _SDK_REASONS:
         return Label(_SDK_REASONS[column], "count")
+    if column in _PARITY:
+        return Label(column, _PARITY[column])
+    if column in _STRATUM:
+        return Label(column, "text")
+    bound = _BOUND.match(column)
+    if bound is not None:
+        base = label(bound["base"])
+        return Label(f"{base.text}: {bound['pct']} {bound['side']}{bound['rest']}", base.quantity, bound=True)
     if column in _FILTER_LABELS:
         return Label(_FILTER_LABELS[column], "text")
     if column in COHORT_DIMENSIONS:
         return Label(COHORT_DIMENSIONS[column], "text")
+    if not _IDENTIFIER.match(column):
+        # a title the query gave in words (`No feedback (escalate, timeout)`): kept as it is
+        return Label(column, "count" if column.lower().endswith(" rows") else "number")
     for suffix, quantity in _UNIT_SUFFIX:
         if column.endswith(suffix) and len(column) > len(suffix):
             return Label(_words(column[: -len(suffix)]), quantity)

@@ -16,6 +16,7 @@ would read as a drop: such intervals are left out, and said so.
 from __future__ import annotations
 
 import html
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,8 +27,9 @@ from clinotel.dashboards._panels import indicator_series
 from clinotel.dashboards._report import svg
 from clinotel.dashboards._report.alerts import AlertRule, Episode
 from clinotel.dashboards._report.fmt import MISSING, TOO_FEW, Quantity, quantity_of, show
-from clinotel.dashboards._report.labels import ROW_UNIT, human_title, indicator_named, label, value_text
+from clinotel.dashboards._report.labels import ROW_UNIT, Label, human_title, indicator_named, label, value_text
 from clinotel.dashboards.check import panel_range
+from clinotel.dashboards.fairness import FAIR_BAND
 from clinotel.dashboards.macros import TimeRange, expand
 from clinotel.model import clinical, tables
 from clinotel.model.indicators import INDICATORS, Indicator
@@ -45,7 +47,8 @@ _SOURCES: Final = (
     (tables.SDK_TELEMETRY, "Timestamp"),
 )
 """The tables a time series panel reads, and their time column (otel_traces: no series panel)."""
-_BY: Final = re.compile(r"AS time, (\w+) AS ")
+_BY: Final = re.compile(r"AS time((?:, \w+ AS `?\w+`?)+), ")
+_BY_COLUMN: Final = re.compile(r", (\w+) AS ")
 _WINDOW_LABEL: Final = {"threshold": "alert", "baseline": "spike alert", "canary": "canary alert",
                         "disparity": "disparity alert"}  # fmt: skip
 
@@ -105,15 +108,26 @@ def _e(text: str) -> str:
     return html.escape(text, quote=True)
 
 
-def _match(sql: str, database: str) -> tuple[Indicator, str | None] | None:
-    """The indicator (and group-by column) whose `indicator_series` is exactly this SQL."""
+def _match(sql: str, database: str) -> tuple[Indicator, tuple[str, ...]] | None:
+    """The indicator (and group-by columns) whose `indicator_series` is exactly this SQL."""
     by = _BY.search(sql)
+    columns = tuple(_BY_COLUMN.findall(by.group(1))) if by else ()
+    # one column is passed as a string; several as a sequence, where `indicator_series` takes one
+    series: Callable[..., str] = indicator_series
     for i in INDICATORS.values():
         if f"AS {identifier(i.title)}" not in sql:
             continue
-        for column in (None, by.group(1) if by else None):
-            if indicator_series(i, database, column) == sql:
-                return i, column
+        candidates: list[str | tuple[str, ...] | None] = [None]
+        if len(columns) == 1:
+            candidates.append(columns[0])
+        elif columns:
+            candidates.append(columns)
+        for candidate in candidates:
+            try:
+                if series(i, database, candidate) == sql:
+                    return i, columns if candidate else ()
+            except (TypeError, ValueError):
+                continue
     return None
 
 
@@ -308,24 +322,37 @@ def _row_quantity(columns: Sequence[str], row: Sequence[Any]) -> Quantity | None
     return None
 
 
-def _cell(column: str, value: Any, quantity: Quantity | str, row_quantity: Quantity | None) -> tuple[str, str]:
+_HARM: Final = frozenset({"KILL", "KILL (no test)", "worse off", "silent"})
+"""Verdicts and states that are the finding itself: shown in red."""
+_SMALL: Final = frozenset({"too few", "reference too few"})
+
+
+def _few(columns: Sequence[str], row: Sequence[Any]) -> bool:
+    """Whether a row's missing figures are for a small sample: yes, unless the row has a verdict
+    that says otherwise (the reference group's own disparity, a quantile's absent test)."""
+    verdicts = [v for c, v in zip(columns, row, strict=True) if label(c).text in ("Verdict", "Status", "Fairness")]
+    return not verdicts or any(v in _SMALL for v in verdicts)
+
+
+def _cell(column: str, value: Any, lb: Label, row_quantity: Quantity | None, few: bool = True) -> tuple[str, str]:
     """A cell's text and class."""
+    quantity = lb.quantity
     q: Any = row_quantity if quantity == ROW_UNIT and row_quantity is not None else quantity
     if q == ROW_UNIT:
         q = "number"
-    if value is None:
-        return (TOO_FEW if q != "text" else MISSING), "few"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        if q == "text" or lb.bound or not few:
+            return MISSING, "few"
+        return TOO_FEW, "few"
     if isinstance(value, str):
         text = value_text(column, value)
-        bad = text.startswith("outside") or text in ("KILL", "silent")
-        return text, "bad" if bad else ""
+        bad = text in _HARM or text.startswith("outside 0.8")
+        return text, "bad" if bad else ("few" if text in _SMALL else "")
     if isinstance(value, datetime):
         return show(value, "text"), ""
     text = show(value, q)
-    if q == "ratio" and column.endswith(" disparity") and isinstance(value, int | float):
-        from clinotel.dashboards.fairness import FAIR_BAND
-
-        return text, "bad" if not FAIR_BAND[0] <= float(value) <= FAIR_BAND[1] else ""
+    if q == "ratio" and (column.endswith(" disparity") or column == "Disparity") and isinstance(value, int | float):
+        return text, "bad" if not FAIR_BAND[0] <= float(value) <= FAIR_BAND[1] else "num"
     return text, "num"
 
 
@@ -341,9 +368,10 @@ def table_html(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     body = []
     for row in rows[:TABLE_ROWS]:
         rq = _row_quantity(columns, row)
+        few = _few(columns, row)
         cells = []
         for column, lb, value in zip(columns, labels, row, strict=True):
-            text, cls = _cell(column, value, lb.quantity, rq)
+            text, cls = _cell(column, value, lb, rq, few)
             cells.append(f'<td class="{cls}">{_e(text)}</td>' if cls else f"<td>{_e(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     more = f'<p class="more">{len(rows) - TABLE_ROWS:,} more rows</p>' if len(rows) > TABLE_ROWS else ""

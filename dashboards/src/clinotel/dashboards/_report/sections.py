@@ -41,6 +41,7 @@ LANES: Final = 14
 _EVENT_WORDS: Final = {
     "pending": "pending", "firing": "firing", "resolved": "resolved", "inactive": "cleared before firing",
     "notify_ok": "notified", "notify_failed": "notification failed",
+    "labelled": "reference group worse off: labelled, not paged", "unlabelled": "reference group no longer worse off",
 }  # fmt: skip
 
 
@@ -432,7 +433,12 @@ def findings_html(
     return "".join(parts)
 
 
-def details_html(events: Sequence[Event], disparities: Sequence[Disparity] | None, tenants: int) -> str:
+def details_html(
+    events: Sequence[Event],
+    disparities: Sequence[Disparity] | None,
+    tenants: int,
+    rules: Mapping[str, AlertRule] | None = None,
+) -> str:
     """Every comparison made, and the alerts' audit trail in the order things happened."""
     parts = ['<section id="details" class="details"><h2>Findings in detail</h2>']
     if disparities:
@@ -449,7 +455,7 @@ def details_html(events: Sequence[Event], disparities: Sequence[Disparity] | Non
         for ev in events[:300]:
             what = _EVENT_WORDS.get(ev.event, ev.event)
             to = f" ({ev.receiver})" if ev.receiver else ""
-            value = "" if ev.value is None else f"{ev.value:.4g}"
+            value = "" if ev.value is None else show(ev.value, value_quantity((rules or {}).get(ev.rule)))
             rows.append(
                 f"<tr><td>{ev.at:%Y-%m-%d %H:%M:%S}</td><td><code>{_e(ev.rule)}</code></td>"
                 f"<td>{_e(instance_label(ev.labels, tenants))}</td><td>{_e(what + to)}</td>"
