@@ -10,6 +10,7 @@ from pathlib import Path
 
 from clinotel.alerts.local_alertmanager import find_binary
 from clinotel.demo.scenario import Scenario, plan
+from clinotel.model.indicators import INDICATORS
 from dashboards.tests.report_checks import charts, empty_charts, missing_shown, sql_names_shown, visible_text
 
 WORKFLOWS = 2000
@@ -95,7 +96,7 @@ def _check_report(page: str, fired: list[str]) -> None:
         assert f"<code>{rule}</code>" in findings, f"{rule} fired: the findings list it"
         assert f"docs/runbooks/{rule}.md" in findings
     text = visible_text(findings)
-    assert "Under-triage rate" in text
+    assert INDICATORS["under_triage_rate"].title in text
     assert "stop the canary" in text or "within the limit" in text
 
 

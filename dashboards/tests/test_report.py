@@ -5,6 +5,8 @@ PDF of several pages whose first page is the findings."""
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import shutil
 import struct
@@ -17,6 +19,8 @@ import pytest
 from click.testing import CliRunner
 
 from clinotel.collector.service import Collector
+from clinotel.dashboards.rollout import KILL_CRITERIA
+from clinotel.model.indicators import INDICATORS
 from collector.tests.fixtures import OPERATOR_TOKEN, WRITE_TOKEN
 from dashboards.tests.demo_data import load_demo
 from dashboards.tests.report_checks import charts, empty_charts, missing_shown, sql_names_shown, visible_text
@@ -26,6 +30,17 @@ CHROMIUM_FLAGS = (
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--hide-scrollbars", "--enable-logging=stderr", "--v=0",
 )  # fmt: skip
+LAYOUT_PROBE = """
+const d = document.documentElement; let small = 99, which = '';
+for (const t of document.querySelectorAll('svg text')) {
+  const r = t.getBoundingClientRect();
+  if (r.height > 0 && r.width > 0 && r.height < small) { small = r.height; which = t.textContent; }
+}
+const wide = [...document.querySelectorAll('.findings, .panel')].filter(e => e.scrollWidth > e.clientWidth + 1)
+  .map(e => (e.querySelector('h3, h2') || e).textContent);
+document.body.setAttribute('data-layout', JSON.stringify({width: d.scrollWidth, small, which, wide}));
+"""
+"""Run by Chromium on a copy of the report (the report itself has no script)."""
 FINDINGS = ("Findings", "Alerts that fired", "Canary against baseline", "Largest disparities", "Incidents")
 
 
@@ -98,10 +113,12 @@ def test_the_report_opens_on_its_findings_draws_every_panel_and_prints(
     findings = page[page.index('id="findings"') : page.index('class="dashboard"')]
     assert findings.count('<span class="sev page">') >= 1, "a paging alert in the table"
     assert "docs/runbooks/" in findings
-    for criterion in ("Under-triage rate", "Override rate", "Decision latency p95"):
-        assert criterion in findings, "each kill criterion"
+    for criterion, _ in KILL_CRITERIA:
+        assert INDICATORS[criterion].title in findings, "each kill criterion"
     assert re.search(r"\d\.\d\d× \(\d\.\d\d×–\d\.\d\d×\)", findings), "a ratio with its interval"
     assert '<svg class="timeline"' in findings
+    assert '<ol class="changes">' in findings, "what changed, beside the timeline"
+    assert re.search(r'class="when">\d\d:\d\d–(\d\d:\d\d|still firing)', findings), "each alert's window"
     assert '<svg class="strip"' in findings, "the fairness band drawn beside the ratios"
     # bands, thresholds and alert windows on the charts
     assert 'class="threshold"' in page
@@ -127,6 +144,22 @@ def test_the_report_opens_on_its_findings_draws_every_panel_and_prints(
     console = [line for line in done.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert console == []
     assert _distinct_rows(shot.read_bytes()) > 100, "the screenshot is blank"
+
+    # legible at 1000 px: no sideways scrolling of the page, of a panel or of the findings, and no
+    # chart text drawn smaller than 9 px (measured by Chromium's layout on a copy with a probe)
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", f"<script>{LAYOUT_PROBE}</script></body>"), encoding="utf-8")
+    done = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1000,1000",
+         "--dump-dom", probe.as_uri()],
+        capture_output=True, text=True, timeout=90, check=False,
+    )  # fmt: skip
+    found = re.search(r'data-layout="([^"]*)"', done.stdout)
+    assert found is not None, done.stderr[-2000:]
+    layout = json.loads(html.unescape(found.group(1)))
+    assert layout["width"] <= 1000, layout
+    assert layout["wide"] == [], "panels that scroll sideways at 1000 px"
+    assert layout["small"] >= 9, layout
 
     pdf = tmp_path / "report.pdf"
     done = subprocess.run(

@@ -3,6 +3,7 @@ put in order, incidents, and the charts' marks."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from clinotel.dashboards._report.fmt import axis_ticks, show
 from clinotel.dashboards._report.labels import human_title, label, value_text
 from clinotel.dashboards._report.sections import incidents
 from clinotel.dashboards._report.stats import ratio_interval, wilson, z_of
+from clinotel.model.indicators import INDICATORS
 from clinotel.semconv.attributes import HEALTH_COUNTERS
 
 
@@ -100,8 +102,8 @@ def test_no_sql_name_survives_labelling() -> None:
     assert label("dp_ratio").quantity == "ratio"
     assert label("completed").quantity == "percent"
     assert label("ReviewActorRole").text == "Clinician role"
-    assert label("under_triage_rate disparity").text == "Under-triage rate ÷ reference"
-    assert label("Under-triage rate").quantity == "percent"
+    assert label("under_triage_rate disparity").text == f"{UNDER_TRIAGE} ÷ reference"
+    assert label(UNDER_TRIAGE).quantity == "percent"
     for reason in HEALTH_COUNTERS:
         assert "_" not in label(reason).text
     # a column added later still reads as words, with its unit
@@ -115,6 +117,9 @@ def test_no_sql_name_survives_labelling() -> None:
 
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+UNDER_TRIAGE = INDICATORS["under_triage_rate"].title
+LATENCY = INDICATORS["decision_latency_p95_ms"].title
+QUEUE_WAIT = INDICATORS["queue_wait_p95_ms"].title
 
 
 def _event(minute: int, event: str, detail: str = "", receiver: str = "", rule: str = "model_fallback") -> Event:
@@ -159,7 +164,7 @@ def test_incidents_group_alerts_that_began_together_not_everything_that_overlaps
 
 def _chart(lines: list[svg.Line], **kw: object) -> str:
     x = (T0.timestamp(), T0.timestamp() + 3600)
-    chart, _ = svg.timeseries(lines, "percent", x, 300, "Under-triage rate", **kw)  # type: ignore[arg-type]
+    chart, _ = svg.timeseries(lines, "percent", x, 300, UNDER_TRIAGE, **kw)  # type: ignore[arg-type]
     return chart
 
 
@@ -197,7 +202,7 @@ def test_a_rates_wider_buckets_are_the_sums_of_its_narrow_ones() -> None:
     canary = [(1, 10), (3, 12), (0, 9), (2, 11)] * 3  # (hits, rows) per 5 minutes: 126 rows in all
     rows = [(t + 300 * k, "canary", hits / n, n) for k, (hits, n) in enumerate(canary)]
     rows += [(t + 300 * k, "baseline", 0.1, 200) for k in range(12)]
-    data = _Rows(["time", "RolloutCohort", "Under-triage rate", SAMPLE], rows)
+    data = _Rows(["time", "RolloutCohort", UNDER_TRIAGE, SAMPLE], rows)
     assert _wider(data, 30, 300, 12 * 3600) == 900, "10 rows per 5 minutes need 15-minute buckets for 30"
     merged = {(r[0], r[1]): (r[2], r[3]) for r in _merge(data, 1800).rows}
     value, n = merged[(t, "canary")]
@@ -250,7 +255,7 @@ def test_a_point_from_fewer_rows_than_the_minimum_sample_is_not_a_value() -> Non
 
     t = T0.timestamp()
     data = _Rows(
-        ["time", "RolloutCohort", "Under-triage rate", SAMPLE],
+        ["time", "RolloutCohort", UNDER_TRIAGE, SAMPLE],
         [(t, "canary", 0.5, 4), (t + 300, "canary", 0.1, 40), (t, "baseline", 0.08, 300)],
     )
     lines, _, _ = _lines(data, 30, None)
@@ -293,8 +298,8 @@ def test_the_titled_tables_read_in_their_units_with_no_none() -> None:
     kill = table_html(
         KILL,
         [
-            ("north", "triage", "Under-triage rate", 0.2211, 0.0652, 3.39, 2.1, None, 1.5, 199, 736, "KILL"),
-            ("north", "triage", "Decision latency p95", 850.4, 790.0, 1.08, None, None, 1.5, 900, 3000, "ok"),
+            ("north", "triage", UNDER_TRIAGE, 0.2211, 0.0652, 3.39, 2.1, None, 1.5, 199, 736, "KILL"),
+            ("north", "triage", LATENCY, 850.4, 790.0, 1.08, None, None, 1.5, 900, 3000, "ok"),
             ("north", "triage", "Override rate", None, 0.12, None, None, None, 1.5, 3, 500, "too few"),
         ],
     )
@@ -314,13 +319,13 @@ def test_the_titled_tables_read_in_their_units_with_no_none() -> None:
     fair = table_html(
         FAIR,
         [
-            ("north", "triage", "canary", "v4", "en", "Under-triage rate", 800, 736, 0.0652, "en", 0.0652,
+            ("north", "triage", "canary", "v4", "en", UNDER_TRIAGE, 800, 736, 0.0652, "en", 0.0652,
              None, None, None, "reference"),
-            ("north", "triage", "canary", "v4", "es", "Under-triage rate", 210, 199, 0.2211, "en", 0.0652,
+            ("north", "triage", "canary", "v4", "es", UNDER_TRIAGE, 210, 199, 0.2211, "en", 0.0652,
              3.39, 2.3, 4.9, "worse off"),
-            ("north", "triage", "canary", "v4", "vi", "Under-triage rate", 12, 11, None, "en", 0.0652,
+            ("north", "triage", "canary", "v4", "vi", UNDER_TRIAGE, 12, 11, None, "en", 0.0652,
              None, None, None, "too few"),
-            ("north", "triage", "canary", "v4", "es", "Queue wait p95", 210, 150, 1_860_000.0, "en", 1_320_000.0,
+            ("north", "triage", "canary", "v4", "es", QUEUE_WAIT, 210, 150, 1_860_000.0, "en", 1_320_000.0,
              1.41, None, None, "outside band (no test)"),
         ],
     )  # fmt: skip
@@ -355,3 +360,27 @@ def test_every_name_a_panel_query_gives_its_columns_reads_as_words() -> None:
         assert "_" not in text, (name, text)
         assert not re.search(r"[a-z][A-Z]", text), (name, text)
     assert label("Demographic parity ratio").quantity in ("ratio", "number")
+
+
+@pytest.mark.parametrize("hours", [1, 12, 84, 24 * 37])
+def test_time_labels_never_overlap(hours: int) -> None:
+    t = T0.timestamp()
+    span = (t, t + hours * 3600)
+    for chart in (
+        svg.timeseries([svg.Line("all", [(t, 0.1), (t + 600, 0.2)])], "percent", span, 300, "Rate")[0],
+        svg.timeline([svg.Lane("model fallback", "page", ((t + 60, t + 900),))], span),
+    ):
+        labels = re.findall(r'<text class="xlab" x="([\d.]+)"[^>]*>([^<]+)</text>', chart)
+        assert len(labels) >= 2, hours
+        xs = [float(x) for x, _ in labels]
+        widest = max(len(text) for _, text in labels) * 7
+        assert all(b - a >= widest for a, b in itertools.pairwise(xs)), (hours, labels)
+
+
+def test_points_outside_the_time_axis_are_left_out_and_said() -> None:
+    t = T0.timestamp()
+    chart, notes = svg.timeseries(
+        [svg.Line("all", [(t, 0.1), (t + 300, 0.2), (t + 3 * 86400, 0.9)])], "percent", (t, t + 3600), 300, "Rate"
+    )
+    assert notes == ["1 point outside the time axis not drawn"]
+    assert ">90<" not in chart, "the axis is not stretched to a point it does not draw"

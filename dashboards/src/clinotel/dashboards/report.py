@@ -129,6 +129,11 @@ def render(
         changes = []
         failed += 1
         errors.append(f"rollout changes: {_line(e)}")
+    try:
+        active = F.activity(client, database, tr)
+    except Exception as e:  # noqa: BLE001 - the charts then span the whole range
+        active = None
+        errors.append(f"activity: {_line(e)}")
     found = incidents(found_episodes)
     before_during = {}
     for episode in found_episodes:
@@ -147,14 +152,15 @@ def render(
         | {c.tenant for c in criteria}
     )  # fmt: skip
     start, end = tr.start.astimezone(UTC), tr.end.astimezone(UTC)
+    axis = active or (start, end)
     body = [
         findings_html(
             events=events, episodes=found_episodes, rules=by_name, criteria=criteria, disparities=disparities,
-            changes=changes, found=found, before_during=before_during, x_range=(start, end), tenants=tenants,
+            changes=changes, found=found, before_during=before_during, x_range=(start, end), axis=axis, tenants=tenants,
             errors=errors,
         )
     ]  # fmt: skip
-    ctx = Context(client, database, tr, rules, found_episodes)
+    ctx = Context(client, database, tr, rules, found_episodes, (axis[0].timestamp(), axis[1].timestamp()))
     nav = [("findings", "Findings")]
     panels = 0
     for name, data in dashboards.items():
@@ -168,5 +174,9 @@ def render(
     nav += [("details", "Details"), ("definitions", "Definitions")]
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     span = f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"
+    if axis != (start, end):
+        span += (
+            f" (time axes {axis[0]:%m-%d %H:%M} to {axis[1]:%m-%d %H:%M}: the workflows' stages; late outcomes after)"
+        )
     subtitle = f"{span} · generated {generated} · {panels} panels" + (f", {failed} failed" if failed else "")
     return Report(page(title, subtitle, nav, "".join(body)), panels, failed)

@@ -9,6 +9,8 @@
   of the rollout dashboard, with an interval for rates;
 - **changes**: when a rollout mode, model version, flag variant or rollout cohort began or
   stopped being seen, per tenant and workflow kind;
+- **activity**: the stretch of the range where workflows ran (their stages, not the late outcomes
+  that arrive days after) and the collectors reported, which every chart's time axis covers;
 - **before and during**: an alert's indicator over the window the rule read when it fired, and
   over the same length just before.
 """
@@ -23,10 +25,10 @@ from clinotel.dashboards._report.stats import Interval, ratio_interval
 from clinotel.dashboards.fairness import FAIR_BAND
 from clinotel.dashboards.macros import TimeRange
 from clinotel.dashboards.rollout import KILL_CRITERIA
-from clinotel.model import clinical
+from clinotel.model import clinical, tables
 from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS, Indicator
 from clinotel.model.sql import identifier, literal
-from clinotel.semconv import RolloutCohort
+from clinotel.semconv import RolloutCohort, Stage
 
 __all__ = [
     "CHANGE_COLUMNS",
@@ -34,6 +36,7 @@ __all__ = [
     "Change",
     "Criterion",
     "Disparity",
+    "activity",
     "before_and_during",
     "changes",
     "disparities",
@@ -296,3 +299,28 @@ def before_and_during(
         return (None if v is None or int(n) < least else float(v)), int(n)
 
     return value(row[0], row[1]), value(row[2], row[3])
+
+
+def activity(client: Any, database: str, tr: TimeRange) -> tuple[datetime, datetime] | None:
+    """First and last instant of the workflows' stages (a late outcome is not a stage: it comes
+    days later, and the series are drawn by when the workflow started) and of the collectors' and
+    SDKs' reports, within `tr`; None when the range holds none."""
+    db = identifier(database)
+    stage = f"Stage NOT IN ('', {literal(Stage.OUTCOME.value)})"
+    parts = [
+        f"SELECT min(Timestamp) AS a, max(Timestamp + toIntervalMillisecond(toInt64(DurationMs))) AS b "
+        f"FROM {db}.{identifier(clinical.STAGE_SPANS)} WHERE {_range(tr, 'Timestamp')} AND {stage}",
+        *(
+            f"SELECT min(Timestamp), max(Timestamp) FROM {db}.{identifier(table)} WHERE {_range(tr, 'Timestamp')}"
+            for table in (tables.COLLECTOR_METRICS, tables.SDK_TELEMETRY)
+        ),
+    ]
+    rows = client.query(
+        f"SELECT min(a), max(b) FROM ({' UNION ALL '.join(parts)}) WHERE a > toDateTime64(0, 3)"
+    ).result_rows
+    first, last = rows[0] if rows else (None, None)
+    if first is None or last is None or first.year < 2000:
+        return None
+    start = max(first.replace(tzinfo=UTC), tr.start.astimezone(UTC))
+    end = min(last.replace(tzinfo=UTC), tr.end.astimezone(UTC))
+    return (start, end) if end > start else None

@@ -62,6 +62,8 @@ class Context:
     tr: TimeRange
     rules: Sequence[AlertRule] = ()
     episodes: Sequence[Episode] = ()
+    axis: tuple[float, float] | None = None
+    """Every chart's time axis (epoch s): where the data is (`findings.activity`), else the range."""
     _bounds: dict[str, tuple[float, float] | None] = field(default_factory=dict)
 
     def min_sample(self, i: Indicator) -> int:
@@ -280,7 +282,7 @@ def _timeseries(ctx: Context, panel: dict[str, Any], sql: str, tr: TimeRange, qu
         if found not in ("number", "text", ROW_UNIT) and quantity == "number":
             quantity = found  # type: ignore[assignment]
     chart, more = svg.timeseries(
-        lines, quantity, (tr.from_ms / 1000, tr.to_ms / 1000), interval_s, y_title,
+        lines, quantity, ctx.axis or (tr.from_ms / 1000, tr.to_ms / 1000), interval_s, y_title,
         thresholds=thresholds, windows=windows, title=human_title(panel.get("title", "")),
     )  # fmt: skip
     notes += more

@@ -384,8 +384,9 @@ def findings_html(
     x_range: tuple[datetime, datetime],
     tenants: int,
     errors: Sequence[str],
+    axis: tuple[datetime, datetime] | None = None,
 ) -> str:
-    """Page one."""
+    """Page one. `axis`: the timeline's stretch (where the data is), else `x_range`."""
     harmful = [d for d in disparities or () if d.verdict in ("worse", "maybe worse")]
     worst = harmful[:TOP_DISPARITIES]
     parts = ['<section id="findings" class="findings"><h2>Findings</h2>']
@@ -410,7 +411,11 @@ def findings_html(
             "intervals for rates, MOVER-R for ratios, computed by the report; the reference is the largest group "
             "with enough rows.</p>"
         )
-    x0, x1 = x_range[0].timestamp(), x_range[1].timestamp()
+    x0, x1 = (axis or x_range)[0].timestamp(), (axis or x_range)[1].timestamp()
+    # an alert or a change after the workflows (a late outcome's) still gets its place
+    late = [e.fired.timestamp() for e in episodes] + [c.at.timestamp() for c in changes]
+    if late and max(late) > x1:
+        x1 = min(x_range[1].timestamp(), max(late) + 0.05 * (max(late) - x0))
     marks = _marks(changes, x1 - x0)
     parts.append('<div class="pair"><div>')
     if episodes or marks:

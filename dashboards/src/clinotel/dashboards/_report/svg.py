@@ -57,9 +57,16 @@ def _e(text: str) -> str:
     return html.escape(text, quote=True)
 
 
-def _time_ticks(x0: float, x1: float, count: int = 6) -> list[float]:
+_CHAR_PX: Final = 7.0
+"""About the width of a character of an axis label (12 px type), in the chart's own units."""
+
+
+def _time_ticks(x0: float, x1: float, width_px: float) -> list[float]:
+    """Round instants from x0 to x1, as many as fit `width_px` with their labels apart."""
     span = max(1.0, x1 - x0)
-    for step in (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800):
+    label_px = _CHAR_PX * len(_clock(x0, span)) + 14
+    count = max(2, int(width_px // label_px))
+    for step in (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800, 2592000):
         if span / step <= count:
             break
     first = math.ceil(x0 / step) * step
@@ -96,9 +103,14 @@ def timeseries(
     """The chart, and notes for its legend (thresholds off the scale). `x_range`: the report's
     range, so every chart of the report shares one time axis."""
     notes: list[str] = []
-    values = [y for line in lines for _, y in line.points]
     x0, x1 = x_range
     x1 = x1 if x1 > x0 else x0 + 1
+    outside = sum(1 for line in lines for x, _ in line.points if not x0 <= x <= x1)
+    if outside:
+        lines = [Line(n.name, [p for p in n.points if x0 <= p[0] <= x1], [x for x in n.too_few if x0 <= x <= x1])
+                 for n in lines]  # fmt: skip
+        notes.append(f"{outside:,} point{'s' * (outside != 1)} outside the time axis not drawn")
+    values = [y for line in lines for _, y in line.points]
     top = max(values, default=0.0)
     low = min(0.0, *values) if values else 0.0
     shown_thresholds = []
@@ -143,7 +155,7 @@ def timeseries(
     for value, text in zip(ticks, tick_labels, strict=True):
         parts.append(f'<line class="grid" x1="{ML}" x2="{W - MR}" y1="{sy(value):.1f}" y2="{sy(value):.1f}"/>')
         parts.append(f'<text class="ylab" x="{ML - 5}" y="{sy(value) + 4:.1f}">{_e(text)}</text>')
-    for at in _time_ticks(x0, x1):
+    for at in _time_ticks(x0, x1, W - ML - MR):
         parts.append(f'<line class="tick" x1="{sx(at):.1f}" x2="{sx(at):.1f}" y1="{H - MB}" y2="{H - MB + 4}"/>')
         parts.append(f'<text class="xlab" x="{sx(at):.1f}" y="{H - MB + 16}">{_clock(at, x1 - x0)}</text>')
     parts.append(f'<line class="axis" x1="{ML}" x2="{W - MR}" y1="{H - MB}" y2="{H - MB}"/>')
@@ -241,7 +253,7 @@ def timeline(lanes: Sequence[Lane], x_range: tuple[float, float], markers: Seque
     parts = [f'<svg class="timeline" viewBox="0 0 {TIMELINE_W} {height}" role="img" aria-label="Alert timeline" '
              'xmlns="http://www.w3.org/2000/svg">']  # fmt: skip
     bottom = top + lane_h * len(lanes)
-    for t in _time_ticks(x0, x1, 7):
+    for t in _time_ticks(x0, x1, TIMELINE_W - label_w - 12):
         parts.append(f'<line class="grid" x1="{sx(t):.1f}" x2="{sx(t):.1f}" y1="{top - 4}" y2="{bottom}"/>')
         parts.append(f'<text class="xlab" x="{sx(t):.1f}" y="{bottom + 14}">{_clock(t, x1 - x0)}</text>')
     parts.append(f'<text class="xtitle" x="{(label_w + TIMELINE_W) / 2:.0f}" y="{bottom + 28}">Time (UTC)</text>')
