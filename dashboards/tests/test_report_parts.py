@@ -310,7 +310,10 @@ def test_the_titled_tables_read_in_their_units_with_no_none() -> None:
     assert "3.39×" in text
     assert "2.10×" in text
     assert "1.50×" in text
-    assert "Canary ÷ baseline: 95% low (sequential)" in text
+    assert "Canary ÷ baseline (95% interval, sequential)" in text, "an estimate and its interval in one column"
+    assert "3.39× (2.10×–∞)" in text, "an infinite upper end"
+    assert "Tenant: north; Workflow kind: triage (every row)" in text, "said once, above the table"
+    assert ">north<" not in kill
     assert '<td class="bad">KILL</td>' in kill
     # no interval (a latency, an infinite end) is not a sample too small; the too-few row is
     latency = text[text.index("850 ms") : text.index("Override")]
@@ -333,9 +336,11 @@ def test_the_titled_tables_read_in_their_units_with_no_none() -> None:
     assert "Spanish (es)" in text
     assert "22.1%" in text
     assert "31.0 min" in text
-    assert "Group ÷ reference: 95% low" in text
+    assert "Group ÷ reference (95% interval)" in text
+    assert "3.39× (2.30×–4.90×)" in text
     assert '<td class="bad">worse off</td>' in fair
-    assert '<td class="bad">3.39×</td>' in fair, "a disparity outside the band in red"
+    assert '<td class="bad">3.39× (2.30×–4.90×)</td>' in fair, "a disparity outside the band in red"
+    assert "Reference group: English (en)" in text
     reference = text[text.index("English") : text.index("Spanish")]
     assert "too few" not in reference, "the reference group's own disparity is not a small sample"
     assert "too few" in text[text.index("Vietnamese") :]

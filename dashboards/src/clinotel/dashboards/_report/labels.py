@@ -21,7 +21,7 @@ from clinotel.model import clinical, indicators
 from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS, Indicator
 from clinotel.semconv import Language
 
-__all__ = ["ROW_UNIT", "Label", "human_title", "indicator_named", "label", "value_text"]
+__all__ = ["ROW_UNIT", "Label", "bound_of", "human_title", "indicator_named", "label", "value_text"]
 
 ROW_UNIT: Final = "row"
 """The quantity of a column whose unit is that of the indicator its row names (kill criteria)."""
@@ -160,6 +160,12 @@ _PARITY: Final = _parity()
 _STRATUM: Final = _stratum()
 
 
+def bound_of(column: str) -> tuple[str, str, str, str] | None:
+    """An interval end's column as (the estimate's column, `95%`, `low` or `high`, what follows)."""
+    found = _BOUND.match(column)
+    return None if found is None else (found["base"], found["pct"], found["side"], found["rest"].strip(" ()"))
+
+
 def indicator_named(column: str) -> Indicator | None:
     """The indicator a result column stands for (panels name it by its title), if any."""
     return _BY_TITLE.get(column)
@@ -209,7 +215,7 @@ def value_text(column: str, value: str) -> str:
     words, the empty string as `(none)`."""
     if value == "":
         return "(none)"
-    if column in ("Language", COHORT_DIMENSIONS.get("Language")) and value in _LANGUAGES:
+    if column in ("Language", COHORT_DIMENSIONS.get("Language"), "Reference group") and value in _LANGUAGES:
         return f"{_LANGUAGES[value]} ({value})"
     if _CODE.match(value):
         return value.replace("_", " ")

@@ -54,6 +54,7 @@ table{border-collapse:collapse;width:100%;font-size:13px;background:#fff}
 th,td{border-bottom:1px solid #e3e5ea;padding:4px 7px;text-align:left;vertical-align:top}
 th{background:#eef0f4;font-weight:600}td.num,th.num{text-align:right}td.num{white-space:nowrap}
 td.bad{color:#b3202e;font-weight:600}td.few{color:#8a8f99}
+table.wide{font-size:12px}table.wide th,table.wide td{padding:3px 4px}
 small{color:#666}code{font-size:12px;background:#eef0f4;padding:0 3px;border-radius:2px}
 .error{color:#b3202e;font-family:monospace;font-size:12.5px}.empty,.more{color:#777}.ok{color:#2d7a2d}
 .findings{background:#fff;border:1px solid #dde;border-radius:4px;padding:4px 16px 12px;margin-top:16px}

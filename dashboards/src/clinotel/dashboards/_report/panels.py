@@ -27,7 +27,15 @@ from clinotel.dashboards._panels import indicator_series
 from clinotel.dashboards._report import svg
 from clinotel.dashboards._report.alerts import AlertRule, Episode
 from clinotel.dashboards._report.fmt import MISSING, TOO_FEW, Quantity, quantity_of, show
-from clinotel.dashboards._report.labels import ROW_UNIT, Label, human_title, indicator_named, label, value_text
+from clinotel.dashboards._report.labels import (
+    ROW_UNIT,
+    Label,
+    bound_of,
+    human_title,
+    indicator_named,
+    label,
+    value_text,
+)
 from clinotel.dashboards.check import panel_range
 from clinotel.dashboards.fairness import FAIR_BAND
 from clinotel.dashboards.macros import TimeRange, expand
@@ -358,26 +366,73 @@ def _cell(column: str, value: Any, lb: Label, row_quantity: Quantity | None, few
     return text, "num"
 
 
+def _intervals(columns: Sequence[str]) -> dict[int, tuple[int | None, int | None, str]]:
+    """Estimate column -> (its low end's column, its high end's, the interval's name) for the
+    estimates whose ends the query returns beside them (`Disparity`, `Disparity 95% low`…)."""
+    ends: dict[int, dict[str, int]] = {}
+    names: dict[int, str] = {}
+    for k, column in enumerate(columns):
+        bound = bound_of(column)
+        if bound is None or bound[0] not in columns:
+            continue
+        base, pct, side, rest = bound
+        at = columns.index(base)
+        ends.setdefault(at, {})[side] = k
+        names[at] = f"{pct} interval" + (f", {rest}" if rest else "")
+    return {at: (sides.get("low"), sides.get("high"), names[at]) for at, sides in ends.items()}
+
+
+def _constant(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[int]:
+    """Text columns holding one value in every row of a table of several rows (a tenant, a
+    workflow kind): said once above the table instead of in each row."""
+    if len(rows) < 2:
+        return []
+    return [
+        k for k, column in enumerate(columns)
+        if label(column).quantity == "text" and isinstance(rows[0][k], str) and rows[0][k] != ""
+        and all(r[k] == rows[0][k] for r in rows)
+    ]  # fmt: skip
+
+
 def table_html(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """Rows under human column titles, every value in its quantity's format."""
+    """Rows under human column titles, every value in its quantity's format; an estimate and the
+    ends of its interval in one cell, and a column with one value in every row said above."""
     if not rows:
         return '<p class="empty">no rows in this range</p>'
     labels = [label(c) for c in columns]
-    head = "".join(
-        f'<th class="num">{_e(lb.text)}</th>' if lb.quantity not in ("text", "number") else f"<th>{_e(lb.text)}</th>"
-        for lb in labels
-    )
+    intervals = _intervals(columns)
+    ends = {k for low, high, _ in intervals.values() for k in (low, high) if k is not None}
+    constant = _constant(columns, rows)
+    shown = [k for k in range(len(columns)) if k not in ends and k not in constant]
+    heads = []
+    for k in shown:
+        lb = labels[k]
+        text = lb.text + (f" ({intervals[k][2]})" if k in intervals else "")
+        heads.append(
+            f'<th class="num">{_e(text)}</th>' if lb.quantity not in ("text", "number") else f"<th>{_e(text)}</th>"
+        )
     body = []
     for row in rows[:TABLE_ROWS]:
         rq = _row_quantity(columns, row)
         few = _few(columns, row)
         cells = []
-        for column, lb, value in zip(columns, labels, row, strict=True):
-            text, cls = _cell(column, value, lb, rq, few)
+        for k in shown:
+            text, cls = _cell(columns[k], row[k], labels[k], rq, few)
+            if k in intervals and row[k] is not None:
+                low, high, _ = intervals[k]
+                lo = row[low] if low is not None else None
+                hi = row[high] if high is not None else None
+                if lo is not None or hi is not None:
+                    q: Any = labels[k].quantity if labels[k].quantity != ROW_UNIT else (rq or "number")
+                    ends_text = f"{show(lo, q, missing='0')}–{show(hi, q, missing='∞')}"
+                    text = f"{text} ({ends_text})"
             cells.append(f'<td class="{cls}">{_e(text)}</td>' if cls else f"<td>{_e(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
+    above = "; ".join(f"{labels[k].text}: {value_text(columns[k], str(rows[0][k]))}" for k in constant)
+    caption = f'<p class="about">{_e(above)} (every row)</p>' if above else ""
     more = f'<p class="more">{len(rows) - TABLE_ROWS:,} more rows</p>' if len(rows) > TABLE_ROWS else ""
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}"
+    wide = ' class="wide"' if len(shown) > 9 else ""
+    return f"{caption}<table{wide}><thead><tr>{''.join(heads)}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}"
 
 
 def _stat(data: _Rows, quantity: Quantity) -> str:
