@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Debian packages the tests use for real (headless Chromium for the HTML report, Prometheus
-# Alertmanager for paging, Node.js and npm for the Node clients of the client matrix, curl),
+# Debian packages the tests use for real (headless Chromium for the HTML report, poppler-utils to
+# read the PDF Chromium prints of it, Prometheus Alertmanager for paging, Node.js and npm for the
+# Node clients of the client matrix, curl),
 # installed when missing and when apt-get can install them (CI runs as root on Debian). Elsewhere
 # the tests that need them say so and skip. A Node.js from elsewhere (with its own npm) is kept.
 set -euo pipefail
 # command=package
-PACKAGES=(chromium=chromium prometheus-alertmanager=prometheus-alertmanager node=nodejs npm=npm curl=curl)
+PACKAGES=(chromium=chromium pdftotext=poppler-utils prometheus-alertmanager=prometheus-alertmanager node=nodejs npm=npm
+          curl=curl)
 missing=()
 for entry in "${PACKAGES[@]}"; do
     command -v "${entry%%=*}" >/dev/null 2>&1 || missing+=("${entry#*=}")

@@ -12,6 +12,8 @@ import pytest
 
 from clinotel.alerts.local_alertmanager import find_binary
 from clinotel.demo.scenario import Scenario, plan
+from clinotel.model.indicators import INDICATORS
+from dashboards.tests.report_checks import charts, empty_charts, missing_shown, sql_names_shown, visible_text
 
 WORKFLOWS = 6000
 HOURS = 6  # six simulated hours: enough per hour for every hourly panel, and enough Spanish-speaking
@@ -94,6 +96,23 @@ def test_demo_tells_the_story_and_twice_with_one_seed_gives_one_summary(tmp_path
     assert first["errors"].get("ingest", 0) > 0, "the EHR timeout incident shows as ingest errors"  # type: ignore[attr-defined]
     assert first["redacted_exception_messages"] > 0, "PHI in EHR error messages is redacted"  # type: ignore[operator]
     assert first["outcomes_joined"] > 0, "late ground truth joins its workflow by pseudonym"  # type: ignore[operator]
+    _check_report((tmp_path / "a" / "report.html").read_text(encoding="utf-8"), fired)
+
+
+def _check_report(page: str, fired: list[str]) -> None:
+    """The demo's report as a safety committee reads it: its findings first (every alert that
+    fired, with its runbook; the canary's kill criteria), no None, no SQL name, no empty chart."""
+    assert missing_shown(page) == []
+    assert sql_names_shown(page) == []
+    assert charts(page) > 25
+    assert empty_charts(page) == []
+    findings = page[page.index('id="findings"') : page.index('class="dashboard"')]
+    for rule in fired:
+        assert f"<code>{rule}</code>" in findings, f"{rule} fired: the findings list it"
+        assert f"docs/runbooks/{rule}.md" in findings
+    text = visible_text(findings)
+    assert INDICATORS["under_triage_rate"].title in text
+    assert "stop the canary" in text or "within the limit" in text
 
 
 def test_plans_are_sliceable_and_deterministic() -> None:

@@ -173,12 +173,18 @@ def test_an_incident_pages_once_through_alertmanager_and_its_resolution_arrives(
     assert ("firing", "") not in held, "a breach shorter than `for` never fires"
     assert [p for p, _ in sink.received if p == "/tickets"] == [], "nothing held back reached the ticket webhook"
 
+    # the report reads the same audit trail: one episode, fired, told to Alertmanager, resolved
+    from clinotel.dashboards._report.alerts import episodes, load_events
+    from clinotel.dashboards._report.sections import details_html
     from clinotel.dashboards.macros import TimeRange
-    from clinotel.dashboards.report import _alert_timeline
 
-    timeline = _alert_timeline(client, options.database, TimeRange(now - timedelta(hours=1), now + timedelta(hours=1)))
-    assert "model_fallback" in timeline
-    assert "resolved" in timeline
+    trail = load_events(client, options.database, TimeRange(now - timedelta(hours=1), now + timedelta(hours=1)))
+    (episode,) = [e for e in episodes(trail) if e.rule == "model_fallback"]
+    assert episode.resolved is not None
+    assert set(episode.delivered) == {"alertmanager"}
+    details = details_html(trail, None, 1)
+    assert "model_fallback" in details
+    assert "resolved" in details
 
 
 def test_pagerduty_events_v2_trigger_and_resolve_share_a_dedup_key(

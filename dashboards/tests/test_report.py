@@ -1,27 +1,47 @@
-"""The offline report: every panel drawn into one self-contained HTML file that headless
-Chromium opens with no console errors and renders to a screenshot that is not blank."""
+"""The offline report on the demo's hospital, its alerts replayed: findings first, then every
+panel, with no "None", no SQL name and no empty chart; one self-contained HTML file that headless
+Chromium opens with no console errors, renders to a screenshot that is not blank, and prints to a
+PDF of several pages whose first page is the findings."""
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import shutil
 import struct
 import subprocess
 import zlib
+from datetime import UTC, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from clinotel.collector.service import Collector
+from clinotel.dashboards.rollout import KILL_CRITERIA
+from clinotel.model.indicators import INDICATORS
 from collector.tests.fixtures import OPERATOR_TOKEN, WRITE_TOKEN
 from dashboards.tests.demo_data import load_demo
+from dashboards.tests.report_checks import charts, empty_charts, missing_shown, sql_names_shown, visible_text
 
 CHROMIUM_FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--hide-scrollbars", "--enable-logging=stderr", "--v=0",
 )  # fmt: skip
+LAYOUT_PROBE = """
+const d = document.documentElement; let small = 99, which = '';
+for (const t of document.querySelectorAll('svg text')) {
+  const r = t.getBoundingClientRect();
+  if (r.height > 0 && r.width > 0 && r.height < small) { small = r.height; which = t.textContent; }
+}
+const wide = [...document.querySelectorAll('.findings, .panel')].filter(e => e.scrollWidth > e.clientWidth + 1)
+  .map(e => (e.querySelector('h3, h2') || e).textContent);
+document.body.setAttribute('data-layout', JSON.stringify({width: d.scrollWidth, small, which, wide}));
+"""
+"""Run by Chromium on a copy of the report (the report itself has no script)."""
+FINDINGS = ("Findings", "Alerts that fired", "Canary against baseline", "Largest disparities", "Incidents")
 
 
 def _distinct_rows(png: bytes) -> int:
@@ -42,20 +62,29 @@ def _distinct_rows(png: bytes) -> int:
     return len({raw[i + 1 : i + stride] for i in range(0, len(raw), stride)})
 
 
-@pytest.fixture
-def chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.skip("Debian's chromium is not installed (make test installs it where apt-get is available)")
-    return path
+def _replay_alerts(collector: Collector) -> None:
+    """The default rules evaluated over the simulated hours, as the demo does."""
+    from clinotel.demo.pipeline import PageSink, replay_alerts
+
+    first, last = collector.client.query(
+        f"SELECT min(StartTime), max(StartTime) FROM {collector.options.database}.clinical_workflows"
+    ).result_rows[0]
+    sink = PageSink()
+    try:
+        replay = replay_alerts(collector, first.replace(tzinfo=UTC), last.replace(tzinfo=UTC) + timedelta(hours=1),
+                               timedelta(minutes=20), sink, None)  # fmt: skip
+    finally:
+        sink.close()
+    assert replay.fired, "the demo's incidents fire alerts"
 
 
-def test_the_report_draws_every_panel_and_chromium_renders_it(
-    collector: Collector, chromium: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_report_opens_on_its_findings_draws_every_panel_and_prints(
+    collector: Collector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from clinotel.dashboards.cli import report
 
     load_demo(collector, WRITE_TOKEN, workflows=1500)
+    _replay_alerts(collector)
     assert collector.admin is not None
     monkeypatch.setenv("CLICKHOUSE_PASSWORD", OPERATOR_TOKEN)
     out = tmp_path / "report.html"
@@ -66,13 +95,49 @@ def test_the_report_draws_every_panel_and_chromium_renders_it(
     page = out.read_text(encoding="utf-8")
     assert "<script" not in page
     assert not re.search(r"(src|href)=\"(https?:)?//", page), "self-contained: nothing fetched"
-    assert page.count("<polyline") > 30
+    assert "@import" not in page
+    assert "url(" not in page
     assert "Model under-triage" in page
-    assert "Alert timeline" in page
 
+    # what a reader must never see
+    assert missing_shown(page) == []
+    assert sql_names_shown(page) == []
+    assert charts(page) > 25
+    assert empty_charts(page) == []
+    assert 'class="error"' not in page
+
+    # the findings come first, each part filled from the store and the audit trail
+    text = visible_text(page)
+    positions = [text.find(f) for f in FINDINGS]
+    assert -1 not in positions, positions
+    assert max(positions) < text.find("Operations", text.find("Incidents")), "findings before the dashboards"
+    findings = page[page.index('id="findings"') : page.index('class="dashboard"')]
+    assert findings.count('<span class="sev page">') >= 1, "a paging alert in the table"
+    assert "docs/runbooks/" in findings
+    for criterion, _ in KILL_CRITERIA:
+        assert INDICATORS[criterion].title in findings, "each kill criterion"
+    assert re.search(r"\d\.\d\d× \(\d\.\d\d×–\d\.\d\d×\)", findings), "a ratio with its interval"
+    assert '<svg class="timeline"' in findings
+    assert '<ol class="changes">' in findings, "what changed, beside the timeline"
+    assert re.search(r'class="when">\d\d:\d\d–(\d\d:\d\d|still firing)', findings), "each alert's window"
+    assert '<svg class="strip"' in findings, "the fairness band drawn beside the ratios"
+    # bands, thresholds and alert windows on the charts
+    assert 'class="threshold"' in page
+    assert 'class="window"' in page
+    # the audit trail in the order things happened
+    trail = visible_text(page[page.index('id="details"') :])
+    for rule in re.findall(r"<code>([a-z_]+)</code> · runbook", findings):
+        fired = trail.find(f"{rule} ")
+        assert fired >= 0
+    assert "notified" in trail
+    assert trail.find("firing") < trail.find("notified"), "a notification never precedes its firing"
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (make test installs it where apt-get is available)")
     shot = tmp_path / "shot.png"
     done = subprocess.run(
-        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2400",
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1000,2400",
          f"--screenshot={shot}", out.as_uri()],
         capture_output=True, text=True, timeout=90, check=False,
     )  # fmt: skip
@@ -80,3 +145,48 @@ def test_the_report_draws_every_panel_and_chromium_renders_it(
     console = [line for line in done.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
     assert console == []
     assert _distinct_rows(shot.read_bytes()) > 100, "the screenshot is blank"
+
+    # legible at 1000 px: no sideways scrolling of the page, of a panel or of the findings, and no
+    # chart text drawn smaller than 9 px (measured by Chromium's layout on a copy with a probe)
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", f"<script>{LAYOUT_PROBE}</script></body>"), encoding="utf-8")
+    done = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1000,1000",
+         "--dump-dom", probe.as_uri()],
+        capture_output=True, text=True, timeout=90, check=False,
+    )  # fmt: skip
+    found = re.search(r'data-layout="([^"]*)"', done.stdout)
+    assert found is not None, done.stderr[-2000:]
+    layout = json.loads(html.unescape(found.group(1)))
+    assert layout["width"] <= 1000, layout
+    assert layout["wide"] == [], "panels that scroll sideways at 1000 px"
+    assert layout["small"] >= 9, layout
+
+    pdf = tmp_path / "report.pdf"
+    done = subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--no-pdf-header-footer",
+         f"--print-to-pdf={pdf}", out.as_uri()],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert pdf.exists(), done.stderr[-2000:]
+    if shutil.which("pdftotext") is None:
+        pytest.skip("poppler-utils is not installed (make test installs it where apt-get is available)")
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout
+    pages = int(re.search(r"Pages:\s+(\d+)", info).group(1))  # type: ignore[union-attr]
+    assert pages >= 8, "each dashboard starts a page"
+    assert "landscape" in info or re.search(r"Page size:\s+841\.\d+ x 59\d", info), info
+
+    def page_text(n: int) -> str:
+        return subprocess.run(
+            ["pdftotext", "-layout", "-f", str(n), "-l", str(n), str(pdf), "-"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    first = page_text(1)
+    for heading in FINDINGS:
+        assert heading in first, f"{heading!r} is not on the first printed page"
+    assert "stop the canary" in first or "within the limit" in first
+    assert "Operations" not in first, "the dashboards begin on a page of their own"
+    assert "Workflows per minute" in "".join(page_text(n) for n in range(2, 5))

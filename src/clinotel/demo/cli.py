@@ -296,7 +296,9 @@ def _back_end(
     console: Console, collector: Any, out: Path, span: tuple[datetime, datetime], step_min: int
 ) -> dict[str, Any]:
     """Dashboards built and checked, the report, the alerts replayed and paged; what they did."""
+    from clinotel.alerts.config import AlertingConfig
     from clinotel.alerts.local_alertmanager import LocalAlertmanager, find_binary
+    from clinotel.alerts.wiring import load_rules
     from clinotel.dashboards import build_all
     from clinotel.dashboards.check import panel_queries, run
     from clinotel.dashboards.macros import TimeRange
@@ -351,7 +353,9 @@ def _back_end(
             "(install prometheus-alertmanager to page through it)"
         )
 
-    report = render(collector.client, build_all(database), tr, title="clinotel demo report", database=database)
+    rules = load_rules(AlertingConfig()).rules
+    report = render(collector.client, build_all(database), tr, title="clinotel demo report", database=database,
+                    rules=rules)  # fmt: skip
     report_path = out / "report.html"
     report_path.write_text(report.html, encoding="utf-8")
     console.print(f"\nwrote [bold]{report_path}[/] ({report.panels} panels), [bold]{out / 'grafana'}[/] "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -117,19 +118,41 @@ def check(
 @click.option("--database", default=DEFAULT_DATABASE, show_default=True)
 @click.option("--from", "from_", help="Range start (ISO 8601 or now-6h) [default: the data's first workflow].")
 @click.option("--to", help="Range end [default: the data's last workflow].")
+@click.option("--rules", "rules_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="The alert rules the evaluator runs [default: clinotel's default pack, when clinotel-alerts "
+                   "is installed].")  # fmt: skip
 def report(
-    server: str | None, data_dir: Path | None, out: Path, database: str, from_: str | None, to: str | None
-) -> None:
-    """Write one self-contained HTML file with every dashboard panel drawn: readable offline."""
+    server: str | None, data_dir: Path | None, out: Path, database: str, from_: str | None, to: str | None,
+    rules_file: Path | None,
+) -> None:  # fmt: skip
+    """Write one self-contained HTML file: the findings (alerts, kill criteria, disparities,
+    incidents) on its first page, then every dashboard panel drawn; readable offline and printable."""
     from clinotel.dashboards import build_all
     from clinotel.dashboards.macros import TimeRange
     from clinotel.dashboards.report import render
 
+    rules = _rules(rules_file)
     client = open_reading_store(server, data_dir, database)
     start, end = _range(client, database, from_, to)
-    result = render(client, build_all(database), TimeRange(start, end), database=database)
+    result = render(client, build_all(database), TimeRange(start, end), database=database, rules=rules)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(result.html, encoding="utf-8")
     click.echo(f"wrote {out} ({result.panels} panels, {result.failed} failed, {len(result.html) // 1024} KiB)")
     if result.failed:
         raise SystemExit(1)
+
+
+def _rules(path: Path | None) -> tuple[Any, ...]:
+    """The alert rules to read the audit trail with: `path`, or the default pack; none when
+    clinotel-alerts is not installed (the dashboards do not depend on it)."""
+    try:
+        from clinotel.alerts import default_rules_path
+        from clinotel.alerts.rules import RuleError, load
+    except ImportError:
+        if path is not None:
+            raise click.BadParameter("reading rules needs clinotel-alerts installed", param_hint="--rules") from None
+        return ()
+    try:
+        return tuple(load(path or default_rules_path()).rules)
+    except RuleError as e:
+        raise click.BadParameter(str(e), param_hint="--rules") from None

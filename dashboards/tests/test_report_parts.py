@@ -1,0 +1,391 @@
+"""The report's parts without a store: number formats, labels, intervals, the alert audit trail
+put in order, incidents, and the charts' marks."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from clinotel.dashboards._report import svg
+from clinotel.dashboards._report.alerts import Event, episodes, ordered
+from clinotel.dashboards._report.fmt import axis_ticks, show
+from clinotel.dashboards._report.labels import human_title, label, value_text
+from clinotel.dashboards._report.sections import incidents
+from clinotel.dashboards._report.stats import ratio_interval, wilson, z_of
+from clinotel.model.indicators import INDICATORS
+from clinotel.semconv.attributes import HEALTH_COUNTERS
+
+
+@pytest.mark.parametrize(
+    ("value", "quantity", "shown"),
+    [
+        (0.1234, "percent", "12.3%"),
+        (1, "percent", "100.0%"),
+        (0.032, "points", "+3.2 pp"),
+        (3.3903, "ratio", "3.39×"),
+        (850.4, "ms", "850 ms"),
+        (2300, "ms", "2.3 s"),
+        (31.1 * 60_000, "ms", "31.1 min"),
+        (5400, "s", "1.5 h"),
+        (2.5, "days", "2.5 d"),
+        (20000, "count", "20,000"),
+        (16.25, "per_time", "16.2"),
+        (1536 * 1024, "bytes", "1.5 MiB"),
+        (None, "percent", "too few"),
+        (float("nan"), "ms", "too few"),
+        (None, "text", "–"),
+    ],
+)
+def test_one_format_per_quantity(value: object, quantity: str, shown: str) -> None:
+    assert show(value, quantity) == shown  # type: ignore[arg-type]
+
+
+def test_an_axis_reads_in_one_unit_and_reaches_the_top() -> None:
+    values, labels = axis_ticks(0, 31.1 * 60_000, "ms")
+    assert labels == ["0", "10", "20", "30", "40"], "minutes throughout, not ms then min"
+    assert values[-1] >= 31.1 * 60_000
+    values, labels = axis_ticks(0, 0.98, "percent")
+    assert labels[-1] == "100", "a rate's axis stops at 100 %"
+    values, labels = axis_ticks(0, 1.0, "number")
+    assert labels == ["0.00", "0.25", "0.50", "0.75", "1.00"]
+
+
+def test_wilson_intervals_match_newcombes_worked_examples() -> None:
+    # Newcombe (1998), Statistics in Medicine 17:857, table I, method 3 (score, no correction)
+    for hits, n, low, high in ((81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611),
+                               (1, 29, 0.0061, 0.1718)):  # fmt: skip
+        w = wilson(hits, n)
+        assert w is not None
+        assert (round(w.low, 4), round(w.high, 4)) == (low, high)
+    assert wilson(0, 0) is None
+    assert z_of(0.95) == pytest.approx(1.959964, abs=1e-6)
+    with pytest.raises(ValueError, match="between 0 and n"):
+        wilson(5, 4)
+
+
+def test_the_ratio_interval_covers_the_true_ratio_about_95_times_in_100() -> None:
+    rng = random.Random(20261201)
+    covered = trials = 0
+    for _ in range(600):
+        p1, p2 = rng.uniform(0.03, 0.3), rng.uniform(0.03, 0.3)
+        n1, n2 = rng.randint(30, 300), rng.randint(60, 900)
+        x1 = sum(rng.random() < p1 for _ in range(n1))
+        x2 = sum(rng.random() < p2 for _ in range(n2))
+        r = ratio_interval(x1, n1, x2, n2)
+        if r is None:
+            continue
+        assert r.low <= r.estimate <= r.high
+        trials += 1
+        covered += r.low <= p1 / p2 <= r.high
+    assert trials > 550
+    assert 0.92 <= covered / trials <= 0.985
+
+
+def test_the_ratio_interval_of_the_demos_canary_bias_excludes_the_fairness_band() -> None:
+    r = ratio_interval(44, 199, 48, 736)  # the canary's Spanish against English under-triage
+    assert r is not None
+    assert r.estimate == pytest.approx(3.39, abs=0.01)
+    assert r.low > 1.25
+    small = ratio_interval(3, 32, 50, 700)  # 3 of 32: the false page of issue 15
+    assert small is not None
+    assert small.low < 1 < small.high
+    assert ratio_interval(3, 10, 0, 50) is None, "no ratio to a reference rate of 0"
+
+
+def test_no_sql_name_survives_labelling() -> None:
+    assert label("p95_ms").text == "p95"
+    assert label("p95_ms").quantity == "ms"
+    assert label("dp_ratio").quantity == "ratio"
+    assert label("completed").quantity == "percent"
+    assert label("ReviewActorRole").text == "Clinician role"
+    assert label("under_triage_rate disparity").text == f"{UNDER_TRIAGE} ÷ reference"
+    assert label(UNDER_TRIAGE).quantity == "percent"
+    for reason in HEALTH_COUNTERS:
+        assert "_" not in label(reason).text
+    # a column added later still reads as words, with its unit
+    assert label("median_wait_days").text == "Median wait"
+    assert label("median_wait_days").quantity == "days"
+    assert label("NewColumnName").text == "New column name"
+    assert human_title("Acceptance rate by ReviewActorRole") == "Acceptance rate by clinician role"
+    assert value_text("Language", "es") == "Spanish (es)"
+    assert value_text("QueueName", "triage_nurse") == "triage nurse"
+    assert value_text("Stage", "") == "(none)"
+
+
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+UNDER_TRIAGE = INDICATORS["under_triage_rate"].title
+LATENCY = INDICATORS["decision_latency_p95_ms"].title
+QUEUE_WAIT = INDICATORS["queue_wait_p95_ms"].title
+
+
+def _event(minute: int, event: str, detail: str = "", receiver: str = "", rule: str = "model_fallback") -> Event:
+    return Event(T0 + timedelta(minutes=minute), "t", rule, (("kind", "triage"),), event, "page", 0.5, 40, 0.2,
+                 receiver, detail)  # fmt: skip
+
+
+def test_a_notification_is_never_put_before_the_firing_it_announces() -> None:
+    # one evaluation records its transition and its notifications at one instant
+    stored = [
+        _event(10, "notify_ok", "trigger", "alertmanager"),
+        _event(10, "firing"),
+        _event(0, "pending"),
+        _event(30, "notify_ok", "resolve", "alertmanager"),
+        _event(30, "resolved"),
+    ]
+    steps = [e.event + (":" + e.detail if e.detail else "") for e in ordered(stored)]
+    assert steps == ["pending", "firing", "notify_ok:trigger", "resolved", "notify_ok:resolve"]
+    (episode,) = episodes(ordered(stored))
+    assert episode.pending == T0
+    assert episode.fired == T0 + timedelta(minutes=10)
+    assert episode.resolved == T0 + timedelta(minutes=30)
+    assert episode.delivered == ["alertmanager"]
+
+
+def test_incidents_group_alerts_that_began_together_not_everything_that_overlaps() -> None:
+    long = episodes(
+        ordered([_event(0, "firing", rule="shadow_disagreement"), _event(300, "resolved", rule="shadow_disagreement")])
+    )
+    outage = episodes(ordered([_event(100, "firing"), _event(130, "resolved")]))
+    latency = episodes(
+        ordered(
+            [_event(108, "firing", rule="decision_latency_p95"), _event(130, "resolved", rule="decision_latency_p95")]
+        )
+    )
+    found = incidents([*long, *outage, *latency])
+    assert [[e.rule for e in i.episodes] for i in found] == [
+        ["shadow_disagreement"],
+        ["model_fallback", "decision_latency_p95"],
+    ]
+
+
+def _chart(lines: list[svg.Line], **kw: object) -> str:
+    x = (T0.timestamp(), T0.timestamp() + 3600)
+    chart, _ = svg.timeseries(lines, "percent", x, 300, UNDER_TRIAGE, **kw)  # type: ignore[arg-type]
+    return chart
+
+
+def test_a_lone_point_is_drawn_as_a_point_and_a_small_sample_is_not_drawn_as_a_value() -> None:
+    t = T0.timestamp()
+    lone = _chart([svg.Line("canary", [(t + 600, 0.2)])])
+    assert "<circle" in lone
+    assert "<polyline" not in lone
+    gappy = _chart([svg.Line("baseline", [(t, 0.1), (t + 300, 0.12), (t + 1800, 0.11)], too_few=[t + 900])])
+    assert gappy.count("<polyline") == 1, "the gap of too-few intervals is not bridged"
+    assert gappy.count("<circle") == 1
+    assert 'class="toofew"' in gappy
+
+
+def test_thresholds_and_alert_windows_are_drawn() -> None:
+    t = T0.timestamp()
+    chart = _chart(
+        [svg.Line("all", [(t, 0.05), (t + 300, 0.08)])],
+        thresholds=[svg.Threshold(0.1, "alert threshold")],
+        windows=[svg.Window(t + 600, t + 1200, "alert")],
+    )
+    assert 'class="threshold"' in chart
+    assert re.search(r"alert threshold 10\.0%", chart)
+    assert 'class="window"' in chart
+    far, notes = svg.timeseries([svg.Line("all", [(t, 0.01)])], "percent", (t, t + 3600), 300, "Rate",
+                                thresholds=[svg.Threshold(0.6, "alert threshold")])  # fmt: skip
+    assert 'class="threshold"' not in far
+    assert notes == ["alert threshold at 60.0%: above the chart"]
+
+
+def test_a_rates_wider_buckets_are_the_sums_of_its_narrow_ones() -> None:
+    from clinotel.dashboards._report.panels import SAMPLE, _merge, _Rows, _wider
+
+    t = T0.timestamp()
+    canary = [(1, 10), (3, 12), (0, 9), (2, 11)] * 3  # (hits, rows) per 5 minutes: 126 rows in all
+    rows = [(t + 300 * k, "canary", hits / n, n) for k, (hits, n) in enumerate(canary)]
+    rows += [(t + 300 * k, "baseline", 0.1, 200) for k in range(12)]
+    data = _Rows(["time", "RolloutCohort", UNDER_TRIAGE, SAMPLE], rows)
+    assert _wider(data, 30, 300, 12 * 3600) == 900, "10 rows per 5 minutes need 15-minute buckets for 30"
+    merged = {(r[0], r[1]): (r[2], r[3]) for r in _merge(data, 1800).rows}
+    value, n = merged[(t, "canary")]
+    assert n == 10 + 12 + 9 + 11 + 10 + 12  # the first six 5-minute buckets
+    assert value == pytest.approx((1 + 3 + 0 + 2 + 1 + 3) / n)
+    assert merged[(t, "baseline")] == (pytest.approx(0.1), 1200)
+    small = _Rows(data.columns, [r for r in rows if r[1] == "canary"][:4])
+    assert _wider(small, 30, 300, 12 * 3600) == 300, "a series too small for four points anyway stays as it is"
+
+
+def test_the_incomplete_last_interval_of_a_count_is_left_out() -> None:
+    from clinotel.dashboards._report.panels import _complete, _lines, _Rows
+
+    t = T0.timestamp()
+    data = _Rows(["time", "per_minute"], [(t, 16.0), (t + 60, 15.0), (t + 120, 2.0)])
+    lines, columns, dropped = _lines(data, None, _complete((t, t + 150), 60))
+    assert columns == ["per_minute"]
+    assert lines[0].name == "Workflows per minute"
+    assert lines[0].points == [(t, 16.0), (t + 60, 15.0)]
+    assert dropped
+
+
+def test_every_indicator_series_of_every_dashboard_is_recognised_with_its_groups() -> None:
+    """A series the report does not recognise is drawn without its sample sizes: points from too
+    few rows would be drawn as values. Holds for series split by one column or by several."""
+    from clinotel.dashboards import build_all
+    from clinotel.dashboards._report.panels import _match
+    from clinotel.model.indicators import INDICATORS
+    from clinotel.model.sql import identifier
+    from clinotel.model.tables import DEFAULT_DATABASE
+
+    seen = 0
+    for data in build_all().values():
+        for panel in data["panels"]:
+            sql = panel.get("targets", [{}])[0].get("rawSql", "")
+            named = [i for i in INDICATORS.values() if f" AS {identifier(i.title)}\nFROM" in sql]
+            if panel["type"] != "timeseries" or not named:
+                continue
+            found = _match(sql, DEFAULT_DATABASE)
+            assert found is not None, panel["title"]
+            assert found[0] == named[0]
+            grouped = re.findall(r", (\w+) AS `?\w+`?(?=,)", sql.split(" AS time", 1)[1].split("\n", 1)[0])
+            assert list(found[1]) == grouped, panel["title"]
+            seen += 1
+    assert seen >= 15
+
+
+def test_a_point_from_fewer_rows_than_the_minimum_sample_is_not_a_value() -> None:
+    from clinotel.dashboards._report.panels import SAMPLE, _lines, _Rows
+
+    t = T0.timestamp()
+    data = _Rows(
+        ["time", "RolloutCohort", UNDER_TRIAGE, SAMPLE],
+        [(t, "canary", 0.5, 4), (t + 300, "canary", 0.1, 40), (t, "baseline", 0.08, 300)],
+    )
+    lines, _, _ = _lines(data, 30, None)
+    canary = next(line for line in lines if line.name == "canary")
+    assert canary.points == [(t + 300, 0.1)], "4 rows under a minimum of 30: not drawn"
+    assert canary.too_few == [t]
+    unchecked = next(line for line in _lines(data, None, None)[0] if line.name == "canary")
+    assert unchecked.points == [(t, 0.5), (t + 300, 0.1)], "without a minimum, the small point is drawn"
+
+
+def test_the_fairness_band_is_drawn_behind_each_ratio() -> None:
+    strip = svg.ratio_strip(3.39, 2.3, 4.9, (0.8, 1.25), True)
+    band = re.search(r'<rect class="band" x="([\d.]+)" y="2" width="([\d.]+)"', strip)
+    assert band is not None
+    assert float(band.group(1)) == pytest.approx(svg.ratio_axis(0.8), abs=0.1)
+    assert float(band.group(1)) + float(band.group(2)) == pytest.approx(svg.ratio_axis(1.25), abs=0.1)
+    assert svg.ALERT in strip, "an interval wholly past the band on the side of harm is red"
+    assert svg.ALERT not in svg.ratio_strip(1.4, 0.9, 2.1, (0.8, 1.25), True)
+
+
+def _visible(table: str) -> str:
+    return re.sub(r"<[^>]+>", " ", table)
+
+
+# the kill-criteria and fairness tables as the dashboards of issue 15 return them (titled columns,
+# one row per tenant, workflow kind and criterion or measure, with intervals and a verdict)
+KILL = [
+    "Tenant", "Workflow kind", "Criterion", "Canary", "Baseline", "Ratio", "Ratio 95% low (sequential)",
+    "Ratio 95% high (sequential)", "Limit", "Canary rows", "Baseline rows", "Status",
+]  # fmt: skip
+FAIR = [
+    "Tenant", "Workflow kind", "Rollout cohort", "Model version", "Language", "Measure", "Workflows", "Rows",
+    "Value", "Reference group", "Reference value", "Disparity", "Disparity 95% low", "Disparity 95% high", "Verdict",
+]  # fmt: skip
+
+
+def test_the_titled_tables_read_in_their_units_with_no_none() -> None:
+    from clinotel.dashboards._report.panels import table_html
+
+    kill = table_html(
+        KILL,
+        [
+            ("north", "triage", UNDER_TRIAGE, 0.2211, 0.0652, 3.39, 2.1, None, 1.5, 199, 736, "KILL"),
+            ("north", "triage", LATENCY, 850.4, 790.0, 1.08, None, None, 1.5, 900, 3000, "ok"),
+            ("north", "triage", "Override rate", None, 0.12, None, None, None, 1.5, 3, 500, "too few"),
+        ],
+    )
+    text = _visible(kill)
+    assert "22.1%" in text, "a rate criterion's canary and baseline as percentages"
+    assert "6.5%" in text
+    assert "850 ms" in text, "a latency criterion's in its duration"
+    assert "3.39×" in text
+    assert "2.10×" in text
+    assert "1.50×" in text
+    assert "Canary ÷ baseline (95% interval, sequential)" in text, "an estimate and its interval in one column"
+    assert "3.39× (2.10×–∞)" in text, "an infinite upper end"
+    assert "Tenant: north; Workflow kind: triage (every row)" in text, "said once, above the table"
+    assert ">north<" not in kill
+    assert '<td class="bad">KILL</td>' in kill
+    # no interval (a latency, an infinite end) is not a sample too small; the too-few row is
+    latency = text[text.index("850 ms") : text.index("Override")]
+    assert "too few" not in latency
+    assert "too few" in text[text.index("Override") :]
+    fair = table_html(
+        FAIR,
+        [
+            ("north", "triage", "canary", "v4", "en", UNDER_TRIAGE, 800, 736, 0.0652, "en", 0.0652,
+             None, None, None, "reference"),
+            ("north", "triage", "canary", "v4", "es", UNDER_TRIAGE, 210, 199, 0.2211, "en", 0.0652,
+             3.39, 2.3, 4.9, "worse off"),
+            ("north", "triage", "canary", "v4", "vi", UNDER_TRIAGE, 12, 11, None, "en", 0.0652,
+             None, None, None, "too few"),
+            ("north", "triage", "canary", "v4", "es", QUEUE_WAIT, 210, 150, 1_860_000.0, "en", 1_320_000.0,
+             1.41, None, None, "outside band (no test)"),
+        ],
+    )  # fmt: skip
+    text = _visible(fair)
+    assert "Spanish (es)" in text
+    assert "22.1%" in text
+    assert "31.0 min" in text
+    assert "Group ÷ reference (95% interval)" in text
+    assert "3.39× (2.30×–4.90×)" in text
+    assert '<td class="bad">worse off</td>' in fair
+    assert '<td class="bad">3.39× (2.30×–4.90×)</td>' in fair, "a disparity outside the band in red"
+    assert "Reference group: English (en)" in text
+    reference = text[text.index("English") : text.index("Spanish")]
+    assert "too few" not in reference, "the reference group's own disparity is not a small sample"
+    assert "too few" in text[text.index("Vietnamese") :]
+    for table in (kill, fair):
+        assert not re.search(r"\b(None|nan)\b", _visible(table))
+        assert "_" not in _visible(table)
+
+
+def test_every_name_a_panel_query_gives_its_columns_reads_as_words() -> None:
+    """Whatever the dashboards return (a column added later included) is titled in words."""
+    from clinotel.dashboards import build_all
+    from dashboards.tests.report_checks import sql_names
+
+    names = set(sql_names())
+    for data in build_all().values():
+        for panel in data["panels"]:
+            for target in panel.get("targets", []):
+                names |= set(re.findall(r"\bAS\s+`([^`]+)`", target.get("rawSql", "")))
+    names |= {*KILL, *FAIR, "No feedback (escalate, timeout)", "Demographic parity difference"}
+    for name in sorted(names):
+        text = label(name).text
+        assert "_" not in text, (name, text)
+        assert not re.search(r"[a-z][A-Z]", text), (name, text)
+    assert label("Demographic parity ratio").quantity in ("ratio", "number")
+
+
+@pytest.mark.parametrize("hours", [1, 12, 84, 24 * 37])
+def test_time_labels_never_overlap(hours: int) -> None:
+    t = T0.timestamp()
+    span = (t, t + hours * 3600)
+    for chart in (
+        svg.timeseries([svg.Line("all", [(t, 0.1), (t + 600, 0.2)])], "percent", span, 300, "Rate")[0],
+        svg.timeline([svg.Lane("model fallback", "page", ((t + 60, t + 900),))], span),
+    ):
+        labels = re.findall(r'<text class="xlab" x="([\d.]+)"[^>]*>([^<]+)</text>', chart)
+        assert len(labels) >= 2, hours
+        xs = [float(x) for x, _ in labels]
+        widest = max(len(text) for _, text in labels) * 7
+        assert all(b - a >= widest for a, b in itertools.pairwise(xs)), (hours, labels)
+
+
+def test_points_outside_the_time_axis_are_left_out_and_said() -> None:
+    t = T0.timestamp()
+    chart, notes = svg.timeseries(
+        [svg.Line("all", [(t, 0.1), (t + 300, 0.2), (t + 3 * 86400, 0.9)])], "percent", (t, t + 3600), 300, "Rate"
+    )
+    assert notes == ["1 point outside the time axis not drawn"]
+    assert ">90<" not in chart, "the axis is not stretched to a point it does not draw"
