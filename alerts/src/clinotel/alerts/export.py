@@ -130,7 +130,7 @@ def _labels(rule: Rule) -> list[str]:
         return []
     if rule.kind is Kind.SDK:
         return ["r.tenant AS tenant", f"r.grp AS {identifier(rule.group_label)}"]
-    if rule.kind is Kind.DISPARITY:
+    if rule.kind in (Kind.DISPARITY, Kind.DRIFT):
         return ["r.tenant AS tenant", "r.kind AS kind", f"r.grp AS {identifier(rule.group_label)}"]
     return ["r.tenant AS tenant", "r.kind AS kind"]
 

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from clinotel.alerts.rules import Kind, Rule
+from clinotel.alerts.worth_queries import drift_rule_sql, signal_rule_sql
 from clinotel.model import tables
 from clinotel.model.collector_metrics import METRICS
 from clinotel.model.indicators import INDICATORS
+from clinotel.model.signals import SIGNALS
 from clinotel.model.sql import identifier, literal
 from clinotel.semconv import RolloutCohort
 
@@ -67,6 +69,10 @@ def rule_sql(rule: Rule, database: str, now: datetime | Bounds) -> str:
             f"SELECT TenantId AS tenant, '' AS kind, ServiceName AS grp, sum({column}) AS value, count() AS n "
             f"FROM {table} WHERE {bounds.between('Timestamp', w)} GROUP BY tenant, grp"
         )
+    if rule.kind is Kind.DRIFT:
+        return drift_rule_sql(rule, database, bounds)
+    if rule.metric in SIGNALS:
+        return signal_rule_sql(rule, database, bounds)
     i = INDICATORS[rule.metric]
     table = f"{identifier(database)}.{identifier(i.table)}{i.final}"
     window = bounds.between(i.time_column, w)
