@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from clinotel.dashboards._panels import Board, where_filters
+from clinotel.dashboards.feedback import add_feedback
 from clinotel.model import clinical
 from clinotel.model.sql import identifier, literal
 from clinotel.semconv import ReviewAction
@@ -29,4 +30,5 @@ def build(database: str) -> dict[str, Any]:
         "GROUP BY reason, role ORDER BY overrides DESC",
     )  # fmt: skip
     b.series("review_latency_p95_ms")
+    add_feedback(b)
     return b.build()

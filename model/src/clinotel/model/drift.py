@@ -115,11 +115,12 @@ def drift_sql(
     reference: Reference | tuple[str, str],
     window: tuple[datetime | str, datetime | str],
     features: tuple[Feature, ...] = FEATURES,
+    where: str = "1",
 ) -> str:
     """Rows of (tenant, kind, feature, n_ref, n_win, psi, js, moved): one per tenant, workflow
     kind and feature with rows on either side; `psi` and `js` are NULL when a side has none;
     `moved` is the bin whose share changed most. `window` (and a period `reference`, given as
-    datetimes or SQL instants) are [start, end)."""
+    datetimes or SQL instants) are [start, end); `where` narrows the rows (a dashboard's filters)."""
     ws, we = (_at(t) for t in window)
     in_window = f"Timestamp >= {ws} AND Timestamp < {we}"
     shadow = f"{_attr(A.ROLLOUT_MODE.key)} = {literal(RolloutMode.SHADOW.value)}"
@@ -155,7 +156,7 @@ FROM (
             countIf({is_ref}) AS c_ref, countIf({in_win}) AS c_win
         FROM {table}
         ARRAY JOIN arrayFilter(p -> p.2 != '', [{pairs}]) AS pair
-        WHERE (({is_ref}) OR ({in_win})) AND {kind} != ''
+        WHERE (({is_ref}) OR ({in_win})) AND {kind} != '' AND ({where})
         GROUP BY tenant, kind, feature, bin
     )
     WINDOW f AS (PARTITION BY tenant, kind, feature)
