@@ -64,6 +64,10 @@ def test_demo_tells_the_story_and_twice_with_one_seed_gives_one_summary(tmp_path
     assert isinstance(fired, list)
     for incident in ("model_fallback", "canary_kill_under_triage", "fairness_under_triage_language"):
         assert incident in fired, f"the {incident} incident must fire"
+    # issue 17: the planted arrival shift, the stale demographics feed, clinicians' coded feedback
+    for incident in ("decision_drift", "stale_demographics", "feedback_wrong_priority"):
+        assert incident in fired, f"the {incident} incident must fire"
+    _efficiency_tells_the_story(tmp_path / "a" / "data")
     assert first["alert_deliveries"]["page"] >= 3  # type: ignore[index]
     if find_binary() is not None:
         assert first["paged_through"] == "alertmanager"
@@ -79,6 +83,20 @@ def test_demo_tells_the_story_and_twice_with_one_seed_gives_one_summary(tmp_path
     assert first["errors"].get("ingest", 0) > 0, "the EHR timeout incident shows as ingest errors"  # type: ignore[attr-defined]
     assert first["redacted_exception_messages"] > 0, "PHI in EHR error messages is redacted"  # type: ignore[operator]
     assert first["outcomes_joined"] > 0, "late ground truth joins its workflow by pseudonym"  # type: ignore[operator]
+
+
+def _efficiency_tells_the_story(data: Path) -> None:
+    """Recommendation mode saves minutes against shadow; the biased canary creates rework."""
+    from clinotel.collector.readport.client import open_embedded
+    from clinotel.model.efficiency import phases_sql
+    from clinotel.model.tables import DEFAULT_DATABASE
+
+    client = open_embedded(data, DEFAULT_DATABASE)
+    result = client.query(phases_sql(DEFAULT_DATABASE, "1"))
+    rows = {(r[0], r[1]): dict(zip(result.column_names, r, strict=True)) for r in result.result_rows}
+    shadow, recommend, canary = (rows[("triage", p)] for p in ("shadow", "recommend", "recommend canary"))
+    assert recommend["minutes_high"] < shadow["minutes_low"], "recommendation mode saves minutes"
+    assert canary["rework_minutes_per_workflow"] > recommend["rework_minutes_per_workflow"] > 0
 
 
 def test_plans_are_sliceable_and_deterministic() -> None:
