@@ -70,6 +70,10 @@ def test_demo_tells_the_story_and_twice_with_one_seed_gives_one_summary(tmp_path
     assert isinstance(fired, list)
     for incident in ("model_fallback", "canary_kill_under_triage", "fairness_under_triage_language"):
         assert incident in fired, f"the {incident} incident must fire"
+    # issue 17: the planted arrival shift, the stale demographics feed, clinicians' coded feedback
+    for incident in ("decision_drift", "stale_demographics", "feedback_wrong_priority"):
+        assert incident in fired, f"the {incident} incident must fire"
+    _efficiency_tells_the_story(tmp_path / "a" / "data")
     assert first["alert_deliveries"]["page"] >= 3  # type: ignore[index]
     # the disparity pages for Spanish speakers in the canary, and nothing else: not in the recommend
     # phase before the bias, not for a group under-triaged less than the reference (labelled)
@@ -113,6 +117,30 @@ def _check_report(page: str, fired: list[str]) -> None:
     text = visible_text(findings)
     assert INDICATORS["under_triage_rate"].title in text
     assert "stop the canary" in text or "within the limit" in text
+
+
+_EFFICIENCY = """
+import json, sys
+from pathlib import Path
+from clinotel.collector.readport.client import open_embedded
+from clinotel.model.efficiency import phases_sql
+from clinotel.model.tables import DEFAULT_DATABASE
+result = open_embedded(Path(sys.argv[1]), DEFAULT_DATABASE).query(phases_sql(DEFAULT_DATABASE, "1"))
+print(json.dumps([dict(zip(result.column_names, r)) for r in result.result_rows]))
+"""
+
+
+def _efficiency_tells_the_story(data: Path) -> None:
+    """Recommendation mode saves minutes against shadow; the biased canary creates rework. (Read in a
+    process of its own: chDB allows one engine per process, and this one's belongs to the fixtures.)"""
+    done = subprocess.run(
+        [sys.executable, "-c", _EFFICIENCY, str(data)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {(r["kind"], r["phase"]): r for r in json.loads(done.stdout)}
+    shadow, recommend, canary = (rows[("triage", p)] for p in ("shadow", "recommend", "recommend canary"))
+    assert recommend["minutes_high"] < shadow["minutes_low"], "recommendation mode saves minutes"
+    assert canary["rework_minutes_per_workflow"] > recommend["rework_minutes_per_workflow"] > 0
 
 
 def test_plans_are_sliceable_and_deterministic() -> None:

@@ -27,6 +27,9 @@ PUBLIC_API: dict[str, set[str]] = {
         "current_workflow", "dequeue", "enqueue", "otlp_exporter", "pseudonymize", "record_action",
         "record_decision", "record_flag", "record_outcome", "record_review", "record_shadow", "set_attribute",
         "stage", "workflow",
+        # issue 17: inputs and data quality (drift), effort and rework (efficiency), feedback
+        "ArrivalMode", "DataQuality", "Effort", "FeedbackCategory", "FeedbackSeverity", "Inputs", "ReworkKind",
+        "VitalBand", "record_data_quality", "record_effort", "record_feedback", "record_inputs", "record_rework",
     },
     "clinotel.instrumentation.errors": {"ClinotelError", "ConfigurationError", "TelemetryValidationError"},
     "clinotel.instrumentation.openfeature": {"ClinotelFlagHook"},
@@ -43,6 +46,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "RaceEthnicity", "Registry", "ReviewAction", "Risk", "RolloutCohort", "RolloutMode", "Scope", "Sex",
         "Stage", "UUID_PATTERN", "attributes", "contains_phi", "phi_kinds", "preview", "pseudonymize",
         "render_markdown", "scrub",
+        "ArrivalMode", "FeedbackCategory", "FeedbackSeverity", "ReworkKind", "VitalBand",
     },
 }  # fmt: skip
 # The registry's definitions, one constant per attribute: their keys are pinned by

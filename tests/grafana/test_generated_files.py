@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from clinotel.alerts.local_alertmanager import LocalAlertmanager, find_binary
 from clinotel.compose import generate
+from clinotel.dashboards import DASHBOARDS
 from tests.grafana import upstream as up
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,7 +78,7 @@ def _check_grafana_tree(grafana: Path, alerting: Path | None, env: dict[str, str
         errors += up.check(_yaml(path), up.PROVIDERS_FILE, env=env)
         checked += 1
     boards = sorted((grafana / "dashboards").rglob("*.json"))
-    assert len(boards) == 6
+    assert len(boards) == len(DASHBOARDS)
     for path in boards:
         errors += [f"{path.name}: {e}" for e in up.check_dashboard(json.loads(path.read_text(encoding="utf-8")))]
         checked += 1
@@ -132,7 +133,7 @@ def test_compose_generates_what_grafana_and_alertmanager_accept(
     env = _grafana_env(compose_dir, result.env)
     assert env.get("PAGERDUTY_ROUTING_KEY", "") == settings.get("PAGERDUTY_ROUTING_KEY", "")
     alerting = generated / "grafana" / "provisioning" / "alerting"
-    assert _check_grafana_tree(generated / "grafana", alerting, env) == 2 + 6 + 3
+    assert _check_grafana_tree(generated / "grafana", alerting, env) == 2 + len(DASHBOARDS) + 3
     points = {
         p["name"]: p["receivers"][0]["type"] for p in _yaml(alerting / "clinotel-contact-points.yaml")["contactPoints"]
     }
@@ -185,7 +186,7 @@ def test_dashboards_build_writes_what_grafana_reads(tmp_path: Path, url: str) ->
     result = CliRunner().invoke(dashboards, ["build", "--out", str(tmp_path), "--clickhouse-url", url])
     assert result.exit_code == 0, result.output
     env = {"CLINOTEL_GRAFANA_READ_TOKEN": "a-read-token"}
-    assert _check_grafana_tree(tmp_path, None, env) == 2 + 6
+    assert _check_grafana_tree(tmp_path, None, env) == 2 + len(DASHBOARDS)
     with pytest.raises(AssertionError, match="expands to nothing"):
         _check_grafana_tree(tmp_path, None, {})
 

@@ -80,12 +80,18 @@ def run_workflow(plan: WorkflowPlan, clock: SimClock) -> LateTruth | None:
                 if plan.flag_variant is not None:
                     st.record_flag(FLAG_KEY, plan.flag_variant, provider="flagd", reason="targeting_match")
                 st.record_decision(**plan.decision)
+                if plan.worth.inputs:
+                    st.record_inputs(**plan.worth.inputs)
+                st.record_data_quality(**plan.worth.quality)
                 if plan.shadow is not None:
                     st.record_shadow(**plan.shadow)
             if plan.review is not None:
                 with ct.stage("review") as st:
                     clock.advance(plan.review_ms)
                     st.record_review(**plan.review)
+                    st.record_effort(**plan.worth.effort)
+                    for category, severity in plan.worth.feedback:
+                        ct.record_feedback(category, severity, actor_role=str(plan.review["actor_role"]))
             with ct.stage("act") as st:
                 clock.advance(plan.act_ms)
                 st.record_action(**plan.action)
@@ -93,6 +99,10 @@ def run_workflow(plan: WorkflowPlan, clock: SimClock) -> LateTruth | None:
                     st.set_many({f"clinical.scheduling.{k}": v for k, v in plan.scheduling.items()})  # type: ignore[misc]
             with ct.stage("complete") as st:
                 st.record_outcome(status=plan.outcome.value)
+        if plan.worth.rework is not None:
+            clock.advance(plan.worth.rework_after_ms)
+            rework = dict(plan.worth.rework)
+            ct.record_rework(str(rework.pop("kind")), workflow=wf, **rework)  # type: ignore[arg-type]
         if plan.truth is None:
             return None
         # the scenario's clinical rule: a truly ESI-1 patient needed escalation

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
+from clinotel.demo.worth import STALE_SITE, Worth, draw
 from clinotel.semconv import (
     ActorRole,
     AgeBand,
@@ -73,6 +74,8 @@ INCIDENTS: Final = (
     Incident("model_outage", 0.40, 0.46, "the triage model is unreachable; the rules fallback decides"),
     Incident("ehr_timeouts", 0.70, 0.76, "the EHR answers slowly and sometimes times out at ingest"),
     Incident("canary_bias", 0.55, 1.0, "canary model v4 under-triages Spanish-speaking patients"),
+    Incident("telehealth_shift", 0.70, 1.0, "a new arrival mode (telehealth referrals) at the south site"),
+    Incident("stale_demographics", 0.80, 0.95, f"the {STALE_SITE} site's demographics feed stops updating"),
 )
 """The demo's incidents. Also known by name: `model_slowdown` (the triage model answers, in
 seconds: a decision latency spike without a fallback)."""
@@ -136,6 +139,8 @@ class WorkflowPlan:
     truth_after_ms: float = 0.0
     scheduling: dict[str, object] = field(default_factory=dict)
     phase: str = ""
+    worth: Worth = field(default_factory=Worth)
+    """Inputs, data quality, effort, rework and feedback (`clinotel.demo.worth`)."""
 
 
 _ESI_WEIGHTS: Final = (0.03, 0.17, 0.45, 0.25, 0.10)
@@ -274,6 +279,12 @@ def _triage(rng: random.Random, scenario: Scenario, i: int, frac: float, offset_
         review = {"action": ReviewAction.ACCEPT.value, "actor_role": ActorRole.NURSE.value, "final_value": recommended}
     ingest_ms, ingest_error = _ingest(rng, scenario, frac)
     escalated = true_esi == 1 and rng.random() < 0.5
+    worth = draw(
+        scenario.seed, i, frac, kind="triage", site=site, shadow=phase.mode is RolloutMode.SHADOW,
+        overridden=review["action"] == ReviewAction.OVERRIDE.value,
+        under_triaged=decision["source"] == "model" and predicted > true_esi, true_esi=true_esi, outage=outage,
+        canary=canary, no_show=False,
+    )  # fmt: skip
     return WorkflowPlan(
         index=i,
         kind="triage",
@@ -301,6 +312,7 @@ def _triage(rng: random.Random, scenario: Scenario, i: int, frac: float, offset_
         truth=f"ESI-{true_esi}" if rng.random() < scenario.ground_truth_share else None,
         truth_after_ms=rng.uniform(2, 72) * 3_600_000,
         phase=phase.name,
+        worth=worth,
     )
 
 
@@ -370,4 +382,18 @@ def _scheduling(rng: random.Random, scenario: Scenario, i: int, frac: float, off
         outcome=status,
         scheduling={"slots_offered": offered, "slot_filled": filled, "lead_time_days": round(rng.uniform(1, 30), 1)},
         phase=phase.name,
+        worth=draw(
+            scenario.seed,
+            i,
+            frac,
+            kind="scheduling",
+            site=site,
+            shadow=shadow_mode,
+            overridden=override,
+            under_triaged=False,
+            true_esi=None,
+            outage=False,
+            canary=False,
+            no_show=status is OutcomeStatus.NO_SHOW,
+        ),
     )

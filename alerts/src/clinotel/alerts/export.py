@@ -133,6 +133,8 @@ def _labels(rule: Rule) -> list[str]:
     if rule.kind is Kind.DISPARITY:
         return ["r.tenant AS tenant", "r.kind AS kind", "r.cohort AS cohort", "r.version AS model_version",
                 f"r.grp AS {identifier(rule.group_label)}"]  # fmt: skip
+    if rule.kind is Kind.DRIFT:
+        return ["r.tenant AS tenant", "r.kind AS kind", f"r.grp AS {identifier(rule.group_label)}"]
     return ["r.tenant AS tenant", "r.kind AS kind"]
 
 

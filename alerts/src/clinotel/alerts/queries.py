@@ -21,9 +21,11 @@ from datetime import UTC, datetime
 from typing import Final
 
 from clinotel.alerts.rules import Kind, Rule, Test
+from clinotel.alerts.worth_queries import drift_rule_sql, signal_rule_sql
 from clinotel.model import tables
 from clinotel.model.collector_metrics import METRICS
 from clinotel.model.indicators import INDICATORS, STRATUM, reference_group
+from clinotel.model.signals import SIGNALS
 from clinotel.model.sql import identifier, literal
 from clinotel.model.stats import ratio_interval_sql, ratio_sequence_sql, wilson_sql
 from clinotel.semconv import RolloutCohort
@@ -91,6 +93,10 @@ def rule_sql(rule: Rule, database: str, now: datetime | Bounds) -> str:
             f"SELECT TenantId AS tenant, '' AS kind, ServiceName AS grp, sum({column}) AS value, count() AS n "
             f"FROM {table} WHERE {bounds.between('Timestamp', w)} GROUP BY tenant, grp"
         )
+    if rule.kind is Kind.DRIFT:
+        return _plain(drift_rule_sql(rule, database, bounds))
+    if rule.metric in SIGNALS:
+        return _plain(signal_rule_sql(rule, database, bounds))
     i = INDICATORS[rule.metric]
     table = f"{identifier(database)}.{identifier(i.table)}{i.final}"
     window = bounds.between(i.time_column, w)
@@ -161,7 +167,7 @@ def _disparity(rule: Rule, table: str, window: str, counts: Callable[[], tuple[s
 
 
 def _plain(inner: str) -> str:
-    """A collector or sdk rule: no cohort, no counts, no test."""
+    """A rule without a test (collector, sdk, drift, signal): no cohort, no counts."""
     return (
         "SELECT tenant, kind, '' AS cohort, '' AS version, grp, value, n, 0 AS x1, 0 AS n1, 0 AS x2, 0 AS n2, "
         "CAST(NULL, 'Nullable(Float64)') AS lo, CAST(NULL, 'Nullable(Float64)') AS hi, value AS decide\n"

@@ -35,6 +35,7 @@ from pydantic import (
 
 from clinotel.model.collector_metrics import METRICS
 from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS
+from clinotel.model.signals import SIGNALS
 from clinotel.semconv import attributes as A
 
 __all__ = [
@@ -56,6 +57,8 @@ notification's and exported rule's `runbook_url`."""
 _DURATION: Final = re.compile(r"^(\d+)(s|m|h|d)$")
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 COLLECTOR_METRICS: Final = tuple(name for name, m in METRICS.items() if m.alertable)
+DRIFT_MEASURES: Final = ("psi", "js")
+"""What a `drift` rule compares with its threshold."""
 """Collector figures a `collector` rule may read (from clinotel_collector_metrics)."""
 
 
@@ -109,6 +112,9 @@ class Kind(StrEnum):
     SDK = "sdk"
     """What one service's clinotel gate counted over the window (`clinotel_sdk_telemetry`), by
     reason: `unregistered`, `invalid`, `phi`, `redacted`, `internal_errors`."""
+    DRIFT = "drift"
+    """Each decision input and model output (`clinotel.model.drift`): its PSI or Jensen–Shannon
+    divergence (`metric`: `psi` or `js`) over the window against the `baseline_window` before it."""
 
 
 class Test(StrEnum):
@@ -183,8 +189,14 @@ class Rule(BaseModel):
         elif kind is Kind.SDK:
             if metric not in A.HEALTH_COUNTERS:
                 raise ValueError(f"sdk metric must be one of {', '.join(A.HEALTH_COUNTERS)}")
+        elif kind is Kind.DRIFT:
+            if metric not in DRIFT_MEASURES:
+                raise ValueError(f"drift metric must be one of {', '.join(DRIFT_MEASURES)}")
+        elif metric in SIGNALS:
+            if kind not in (Kind.THRESHOLD, Kind.BASELINE):
+                raise ValueError(f"{metric} is a signal of the traces: threshold or baseline rules only")
         elif kind is not None and metric not in INDICATORS:
-            raise ValueError(f"unknown metric {metric!r}; known: {', '.join(sorted(INDICATORS))}")
+            raise ValueError(f"unknown metric {metric!r}; known: {', '.join(sorted([*INDICATORS, *SIGNALS]))}")
         return metric
 
     @model_validator(mode="after")
@@ -196,13 +208,13 @@ class Rule(BaseModel):
                 raise ValueError("band must be (low < 1 < high), such as [0.8, 1.25]")
         elif self.dimension is not None:
             raise ValueError("dimension is for disparity rules only")
-        if self.kind is Kind.BASELINE and self.baseline_window is None:
+        if self.kind in (Kind.BASELINE, Kind.DRIFT) and self.baseline_window is None:
             raise ValueError("a baseline rule needs baseline_window (the trailing period compared against)")
         if self.kind is not Kind.DISPARITY and (self.harm is not None or self.page_reference_worse):
             raise ValueError("harm and page_reference_worse are for disparity rules only")
         test = self.decided_by
         if test is not Test.NONE:
-            if self.kind in (Kind.COLLECTOR, Kind.SDK) or INDICATORS[self.metric].kind != "rate":
+            if not self._rate_indicator:
                 raise ValueError(f"test: {test.value} needs an indicator that is a rate (hits among rows)")
             if test is Test.SEQUENTIAL and self.kind is not Kind.CANARY:
                 raise ValueError("test: sequential is for canary rules (a score test suits the others)")
@@ -215,11 +227,18 @@ class Rule(BaseModel):
         return self
 
     @property
+    def _rate_indicator(self) -> bool:
+        """The rule reads an indicator that is a rate (hits among rows): the only ones a test suits."""
+        if self.kind in (Kind.COLLECTOR, Kind.SDK, Kind.DRIFT) or self.metric in SIGNALS:
+            return False
+        return INDICATORS[self.metric].kind == "rate"
+
+    @property
     def decided_by(self) -> Test:
         """The test the rule decides with (`test`, or its kind's default)."""
         if self.test is not None:
             return self.test
-        if self.kind in (Kind.COLLECTOR, Kind.SDK, Kind.THRESHOLD) or INDICATORS[self.metric].kind != "rate":
+        if self.kind is Kind.THRESHOLD or not self._rate_indicator:
             return Test.NONE
         return Test.SEQUENTIAL if self.kind is Kind.CANARY else Test.SCORE
 
@@ -236,6 +255,8 @@ class Rule(BaseModel):
         """The label naming an instance's group: the disparity dimension, or the service."""
         if self.kind is Kind.SDK:
             return "service"
+        if self.kind is Kind.DRIFT:
+            return "feature"
         return self.dimension or "group"
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from clinotel.dashboards import fairness, health, operations, rollout, safety, trust
+from clinotel.dashboards import efficiency, fairness, health, operations, quality, rollout, safety, trust
 from clinotel.model.tables import DEFAULT_DATABASE
 
 __all__ = ["DASHBOARDS", "build_all"]
@@ -22,6 +22,8 @@ DASHBOARDS: Final[dict[str, Callable[[str], dict[str, Any]]]] = {
     "rollout": rollout.build,
     "trust": trust.build,
     "health": health.build,
+    "quality": quality.build,
+    "efficiency": efficiency.build,
 }
 """Each dashboard's builder, by file name."""
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from clinotel.dashboards._panels import Board, where_filters
+from clinotel.dashboards.feedback import add_feedback
 from clinotel.model import clinical
 from clinotel.model.indicators import INDICATORS
 from clinotel.model.sql import identifier
@@ -63,4 +64,5 @@ def build(database: str) -> dict[str, Any]:
             "counts them: accept is accepted, override and reject are overridden; escalate and timeout send no "
             "feedback.", cds_feedback_sql(database))  # fmt: skip
     b.series("review_latency_p95_ms")
+    add_feedback(b)
     return b.build()

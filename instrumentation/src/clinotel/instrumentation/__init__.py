@@ -19,14 +19,18 @@ OpenTelemetry API and pydantic, so a library can depend on the bare distribution
 
 from typing import TYPE_CHECKING
 
+from clinotel.instrumentation._internal.about import record_feedback, record_rework
 from clinotel.instrumentation._internal.api import (
     StageHandle,
     WorkflowHandle,
     current_stage,
     current_workflow,
     record_action,
+    record_data_quality,
     record_decision,
+    record_effort,
     record_flag,
+    record_inputs,
     record_review,
     record_shadow,
     set_attribute,
@@ -34,7 +38,17 @@ from clinotel.instrumentation._internal.api import (
     workflow,
 )
 from clinotel.instrumentation._internal.context import WorkflowContext
-from clinotel.instrumentation._internal.models import Action, Cohort, Decision, FlagEvaluation, Outcome, Review
+from clinotel.instrumentation._internal.models import (
+    Action,
+    Cohort,
+    DataQuality,
+    Decision,
+    Effort,
+    FlagEvaluation,
+    Inputs,
+    Outcome,
+    Review,
+)
 from clinotel.instrumentation._internal.outcome import record_outcome
 from clinotel.instrumentation._internal.queue import Dequeued, dequeue, enqueue
 from clinotel.instrumentation._internal.runtime import Mode
@@ -45,17 +59,22 @@ from clinotel.semconv import (
     ActorRole,
     Acuity,
     AgeBand,
+    ArrivalMode,
     DecisionSource,
+    FeedbackCategory,
+    FeedbackSeverity,
     IngestSource,
     OutcomeStatus,
     PayerClass,
     RaceEthnicity,
     ReviewAction,
+    ReworkKind,
     Risk,
     RolloutCohort,
     RolloutMode,
     Sex,
     Stage,
+    VitalBand,
     pseudonymize,
 )
 
@@ -68,14 +87,20 @@ __all__ = [
     "ActorRole",
     "Acuity",
     "AgeBand",
+    "ArrivalMode",
     "ClinotelError",
     "Cohort",
     "ConfigurationError",
+    "DataQuality",
     "Decision",
     "DecisionSource",
     "Dequeued",
+    "Effort",
+    "FeedbackCategory",
+    "FeedbackSeverity",
     "FlagEvaluation",
     "IngestSource",
+    "Inputs",
     "Mode",
     "Outcome",
     "OutcomeStatus",
@@ -83,6 +108,7 @@ __all__ = [
     "RaceEthnicity",
     "Review",
     "ReviewAction",
+    "ReworkKind",
     "Risk",
     "RolloutCohort",
     "RolloutMode",
@@ -92,6 +118,7 @@ __all__ = [
     "StageHandle",
     "Telemetry",
     "TelemetryValidationError",
+    "VitalBand",
     "WorkflowContext",
     "WorkflowHandle",
     "configure",
@@ -102,10 +129,15 @@ __all__ = [
     "otlp_exporter",
     "pseudonymize",
     "record_action",
+    "record_data_quality",
     "record_decision",
+    "record_effort",
+    "record_feedback",
     "record_flag",
+    "record_inputs",
     "record_outcome",
     "record_review",
+    "record_rework",
     "record_shadow",
     "set_attribute",
     "stage",

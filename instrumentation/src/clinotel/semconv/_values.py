@@ -9,18 +9,23 @@ __all__ = [
     "ActorRole",
     "Acuity",
     "AgeBand",
+    "ArrivalMode",
     "DecisionSource",
+    "FeedbackCategory",
+    "FeedbackSeverity",
     "IngestSource",
     "Language",
     "OutcomeStatus",
     "PayerClass",
     "RaceEthnicity",
     "ReviewAction",
+    "ReworkKind",
     "Risk",
     "RolloutCohort",
     "RolloutMode",
     "Sex",
     "Stage",
+    "VitalBand",
 ]
 
 
@@ -182,3 +187,59 @@ class Acuity(StrEnum):
     MEDIUM = "medium"
     LOW = "low"
     UNKNOWN = "unknown"
+
+
+class ArrivalMode(StrEnum):
+    """How the patient arrived (a decision input)."""
+
+    WALK_IN = "walk_in"
+    AMBULANCE = "ambulance"
+    HELICOPTER = "helicopter"
+    TRANSFER = "transfer"
+    POLICE = "police"
+    TELEHEALTH = "telehealth"
+    OTHER = "other"
+    UNKNOWN = "unknown"
+
+
+class VitalBand(StrEnum):
+    """A vital sign as a band (a decision input), never the measurement itself."""
+
+    CRITICAL_LOW = "critical_low"
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    CRITICAL_HIGH = "critical_high"
+    MISSING = "missing"
+
+
+class FeedbackCategory(StrEnum):
+    """What a clinician's feedback on the automation is about; each category has an owning team."""
+
+    WRONG_PRIORITY = "wrong_priority"
+    MISSING_CONTEXT = "missing_context"
+    CONFUSING_EXPLANATION = "confusing_explanation"
+    TOO_SLOW = "too_slow"
+    WRONG_DATA = "wrong_data"
+    ALERT_FATIGUE = "alert_fatigue"
+    WORKFLOW_DISRUPTION = "workflow_disruption"
+    OTHER = "other"
+
+
+class FeedbackSeverity(StrEnum):
+    """How much the problem a clinician reports matters; `safety` means possible patient harm."""
+
+    MINOR = "minor"
+    MODERATE = "moderate"
+    MAJOR = "major"
+    SAFETY = "safety"
+
+
+class ReworkKind(StrEnum):
+    """Human work a workflow created after it ended."""
+
+    REOPENED = "reopened"
+    RESCHEDULED = "rescheduled"
+    RETRIAGED = "retriaged"
+    CALLBACK = "callback"
+    OTHER = "other"

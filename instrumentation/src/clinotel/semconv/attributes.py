@@ -26,18 +26,23 @@ from clinotel.semconv._values import (
     ActorRole,
     Acuity,
     AgeBand,
+    ArrivalMode,
     DecisionSource,
+    FeedbackCategory,
+    FeedbackSeverity,
     IngestSource,
     Language,
     OutcomeStatus,
     PayerClass,
     RaceEthnicity,
     ReviewAction,
+    ReworkKind,
     Risk,
     RolloutCohort,
     RolloutMode,
     Sex,
     Stage,
+    VitalBand,
 )
 
 REGISTRY: Final = Registry()
@@ -55,6 +60,10 @@ GROUPS: Final[dict[str, str]] = {
     "action": "The `act` stage: the action executed downstream.",
     "scheduling": "Scheduling workflows.",
     "outcome": "The workflow's end, and late ground truth.",
+    "input": "What the decision was made from, as coded bands and presence flags: watched for drift.",
+    "data_quality": "Whether the decision's data was complete, fresh and mapped: watched for failures.",
+    "effort": "Human effort a stage took, and rework a workflow created afterwards (never who).",
+    "feedback": "A clinician's coded feedback on the automation (never free text).",
     "telemetry": "clinotel's own health figures.",
     "opentelemetry": "Standard OpenTelemetry attributes that are safe to keep.",
 }
@@ -317,6 +326,99 @@ OUTCOME_ADVERSE_EVENT: Final = _boolean(
 OUTCOME_ESCALATION_NEEDED: Final = _boolean(
     "clinical.outcome.escalation_needed", "Late ground truth: the case needed escalation.", "outcome"
 )
+
+# inputs of the decision (drift)
+_INPUT_BRIEF = "band of the patient's {} the decision used (`missing` when absent)."
+
+
+def _band(name: str, what: str) -> AttributeDef:
+    return _string(f"clinical.input.{name}_band", "The " + _INPUT_BRIEF.format(what), "input", values=VitalBand)
+
+
+INPUT_ARRIVAL_MODE: Final = _string(
+    "clinical.input.arrival_mode", "How the patient arrived.", "input", values=ArrivalMode, stages=_DECIDE
+)
+INPUT_HEART_RATE_BAND: Final = _band("heart_rate", "heart rate")
+INPUT_RESP_RATE_BAND: Final = _band("resp_rate", "respiratory rate")
+INPUT_SPO2_BAND: Final = _band("spo2", "oxygen saturation")
+INPUT_TEMPERATURE_BAND: Final = _band("temperature", "temperature")
+INPUT_BP_BAND: Final = _band("bp", "systolic blood pressure")
+INPUT_HAS_CHIEF_COMPLAINT: Final = _boolean(
+    "clinical.input.has_chief_complaint", "A coded chief complaint was present.", "input", stages=_DECIDE
+)
+INPUT_HAS_MEDICATIONS: Final = _boolean(
+    "clinical.input.has_medications", "The medication list was present.", "input", stages=_DECIDE
+)
+INPUT_HAS_ALLERGIES: Final = _boolean(
+    "clinical.input.has_allergies", "The allergy list was present.", "input", stages=_DECIDE
+)
+INPUTS: Final = tuple(d for d in REGISTRY if d.group == "input")
+"""The decision inputs whose distributions are watched for drift (`clinotel drift check`)."""
+
+# data quality
+DATA_CONTEXT_MISSING: Final = _boolean(
+    "clinical.data.context_missing", "The encounter context (visit, location, attending) was missing.", "data_quality"
+)
+DATA_DEMOGRAPHICS_AGE_H: Final = _number(
+    "clinical.data.demographics_age_h",
+    "Hours since the demographics the decision used were last updated from the EHR.",
+    "data_quality",
+    minimum=0.0,
+)
+DATA_LAB_DELAY_MIN: Final = _number(
+    "clinical.data.lab_delay_min",
+    "Minutes between a lab result being final in the lab system and reaching the decision.",
+    "data_quality",
+    minimum=0.0,
+)
+DATA_MAPPING_ERRORS: Final = _number(
+    "clinical.data.mapping_errors",
+    "EHR fields that could not be mapped to the model's inputs.",
+    "data_quality",
+    integer=True,
+    minimum=0,
+)
+
+# human effort and rework
+REWORK_SPAN_NAME: Final = "clinical.rework"
+"""The span `record_rework` sends: its own trace, linked to the workflow when its traceparent is known."""
+FEEDBACK_SPAN_NAME: Final = "clinical.feedback"
+"""The span `record_feedback` sends, like `REWORK_SPAN_NAME`."""
+ABOUT_KIND: Final = _string(
+    "clinical.about.kind",
+    "The kind of workflow a feedback or rework record is about. Such records never carry"
+    " `clinical.workflow.kind`, so they never count as workflows.",
+    "effort",
+    pattern=CODE_PATTERN,
+)
+EFFORT_MINUTES: Final = _number(
+    "clinical.effort.minutes", "Human minutes this stage (or this rework) took.", "effort", minimum=0.0, maximum=1440.0
+)
+EFFORT_TOUCHES: Final = _number(
+    "clinical.effort.touches",
+    "Manual touches (clicks into a chart, calls, re-entries) this stage (or rework) took.",
+    "effort",
+    integer=True,
+    minimum=0,
+    maximum=10_000,
+)
+EFFORT_ACTOR_ROLE: Final = _string(
+    "clinical.effort.actor_role", "The role of whoever spent the effort (never who).", "effort", values=ActorRole
+)
+REWORK_KIND: Final = _string("clinical.rework.kind", "What had to be done again.", "effort", values=ReworkKind)
+
+# clinician feedback
+FEEDBACK_CATEGORY: Final = _string(
+    "clinical.feedback.category", "What the feedback is about (a code; never free text).", "feedback",
+    values=FeedbackCategory,
+)  # fmt: skip
+FEEDBACK_SEVERITY: Final = _string(
+    "clinical.feedback.severity", "How much it matters.", "feedback", values=FeedbackSeverity
+)
+FEEDBACK_ACTOR_ROLE: Final = _string(
+    "clinical.feedback.actor_role", "The role of the clinician giving feedback (never who).", "feedback",
+    values=ActorRole,
+)  # fmt: skip
 
 HEALTH_SPAN_NAME: Final = "clinotel.telemetry"
 """The span clinotel's exporter sends with its counters (the `clinotel.telemetry.*` attributes)."""

@@ -76,10 +76,14 @@ def error_line(error: Exception) -> str:
 def connect_server(url: str, database: str | None = None) -> Any:
     """A clickhouse-connect client for the server (or read port) at `url`, with user and password
     from CLICKHOUSE_USER and CLICKHOUSE_PASSWORD; `database` is the current database."""
+    import logging
     from urllib.parse import urlsplit
 
     import clickhouse_connect
 
+    # clickhouse-connect sets urllib3 to WARNING on import: its retry warnings would repeat, with a
+    # traceback's worth of detail, the one-line error this raises
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
     scheme = urlsplit(url).scheme
     if scheme not in ("http", "https"):
         raise StoreError(f"a ClickHouse server URL starts with http:// or https://, not {scheme or url!r}")

@@ -8,7 +8,7 @@ from typing import Final
 from clinotel.model.sql import literal, string_array
 from clinotel.semconv import PHI_REGEX, PSEUDONYM_PATTERN, REDACTED, REGISTRY, UUID_PATTERN, PhiClass, Scope
 
-__all__ = ["PHI_SQL", "allowed_keys", "attribute_map", "scrub_sql"]
+__all__ = ["PHI_SQL", "allowed_keys", "attribute_map", "closed_values", "scrub_sql"]
 
 
 PHI_SQL: Final = literal(PHI_REGEX)
@@ -29,6 +29,14 @@ def allowed_keys(scopes: tuple[Scope, ...], phi: PhiClass | None = None) -> list
     return [d.key for d in REGISTRY if any(s in d.scope for s in scopes) and (phi is None or d.phi is phi)]
 
 
+def closed_values(scopes: tuple[Scope, ...]) -> tuple[list[str], list[str]]:
+    """(keys, `key=value` pairs) of the registered closed sets allowed in `scopes`: any other value
+    of such a key (free text in a feedback category, say) is dropped at ingest, as the library
+    refuses it."""
+    defs = [d for d in REGISTRY if d.closed and any(s in d.scope for s in scopes)]
+    return [d.key for d in defs], [f"{d.key}={v}" for d in defs for v in d.values]
+
+
 _ONEOF: Final = "kind"
 
 
@@ -47,8 +55,10 @@ def attribute_map(expr: str, scopes: tuple[Scope, ...]) -> str:
     """SQL turning an OTLP attribute array into the `Map(LowCardinality(String), String)` the
     contrib schema stores, keeping only registered keys for `scopes` and applying the PHI rules:
     pseudonyms must have the pseudonym form, free text is scrubbed, and a coded string that looks
-    like PHI is dropped whole. Numbers and booleans are kept as the exporter would write them."""
+    like PHI, or a value outside its key's closed set, is dropped whole. Numbers and booleans are
+    kept as the exporter would write them."""
     allowed = string_array(allowed_keys(scopes))
+    closed_keys, closed_pairs = (string_array(x) for x in closed_values(scopes))
     pseudonyms = string_array(allowed_keys(scopes, PhiClass.PSEUDONYM))
     free = string_array(allowed_keys(scopes, PhiClass.FREE_TEXT))
     # t = (key, value as text, value is a string)
@@ -59,6 +69,7 @@ def attribute_map(expr: str, scopes: tuple[Scope, ...]) -> str:
         f"arrayMap(t -> (t.1, multiIf("
         f"has({pseudonyms}, t.1), if(match(t.2, {literal('^' + PSEUDONYM_PATTERN + '$')}), t.2, NULL), "
         f"has({free}, t.1), {scrub_sql('t.2')}, "
+        f"has({closed_keys}, t.1) AND NOT has({closed_pairs}, concat(t.1, '=', t.2)), NULL, "
         f"t.3 AND match(t.2, {PHI_SQL}), NULL, t.2)), {typed})"
     )
     kept = f"arrayFilter(p -> p.2 IS NOT NULL, {checked})"

@@ -27,8 +27,11 @@ from clinotel.instrumentation._internal.fields import SPAN_ATTRIBUTES
 from clinotel.instrumentation._internal.models import (
     Action,
     Cohort,
+    DataQuality,
     Decision,
+    Effort,
     FlagEvaluation,
+    Inputs,
     Outcome,
     Review,
 )
@@ -48,8 +51,11 @@ __all__ = [
     "current_stage",
     "current_workflow",
     "record_action",
+    "record_data_quality",
     "record_decision",
+    "record_effort",
     "record_flag",
+    "record_inputs",
     "record_review",
     "record_shadow",
     "set_attribute",
@@ -108,6 +114,19 @@ class StageHandle:
         """Record how the workflow ended (on the `complete` stage)."""
         guarded(self._rt, record, self._rt, Outcome, self._span, fields, outcome)
 
+    def record_inputs(self, inputs: Inputs | None = None, /, **fields: Any) -> None:
+        """Record what the decision was made from, as coded bands and presence flags (`Inputs`):
+        the distributions `clinotel drift check` compares with a reference."""
+        guarded(self._rt, record, self._rt, Inputs, self._span, fields, inputs)
+
+    def record_data_quality(self, quality: DataQuality | None = None, /, **fields: Any) -> None:
+        """Record whether the decision's data was complete, fresh and mapped (`DataQuality`)."""
+        guarded(self._rt, record, self._rt, DataQuality, self._span, fields, quality)
+
+    def record_effort(self, effort: Effort | None = None, /, **fields: Any) -> None:
+        """Record the human effort this stage took: `minutes`, `touches`, `actor_role` (`Effort`)."""
+        guarded(self._rt, record, self._rt, Effort, self._span, fields, effort)
+
     def record_flag(
         self, key: str, variant: str | None = None, *, provider: str | None = None, reason: str | None = None
     ) -> None:
@@ -120,13 +139,22 @@ class StageHandle:
 class WorkflowHandle(StageHandle):
     """What `with workflow(...)` gives: the root span, its identity and the queue hand-off."""
 
-    __slots__ = ("kind", "workflow_id")
+    __slots__ = ("kind", "place", "workflow_id")
 
-    def __init__(self, rt: Runtime, span: Span, kind: str, workflow_id: str | None) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        span: Span,
+        kind: str,
+        workflow_id: str | None,
+        place: Mapping[str, AttributeValue] | None = None,
+    ) -> None:
         super().__init__(rt, span, f"workflow {kind}")
         self.kind = kind
         self.workflow_id = workflow_id
         """The pseudonymous id, or None when none was given."""
+        self.place: Mapping[str, AttributeValue] = place or {}
+        """Where the workflow runs (site, department, service line attributes, validated)."""
 
     @property
     def traceparent(self) -> str:
@@ -223,7 +251,8 @@ class WorkflowScope(Scope[WorkflowHandle]):
         start = self._start_time if self._start_time is not None else (rt.clock() if rt.clock else None)
         span = rt.tracer.start_span(wf.span_name, context=parent, attributes=root, start_time=start)
         ctx = trace.set_span_in_context(span, otel_context.set_value(WORKFLOW_KEY, wf, parent))
-        return span, ctx, WorkflowHandle(rt, span, wf.kind, workflow_id)
+        place = {k: v for k, v in wf.attributes.items() if k != A.WORKFLOW_KIND.key}
+        return span, ctx, WorkflowHandle(rt, span, wf.kind, workflow_id, place)
 
 
 class StageScope(Scope[StageHandle]):
@@ -340,3 +369,18 @@ def record_flag(
 ) -> None:
     """Record a feature-flag evaluation on the current stage."""
     current_stage().record_flag(key, variant, provider=provider, reason=reason)
+
+
+def record_inputs(inputs: Inputs | None = None, /, **fields: Any) -> None:
+    """Record the decision's inputs (coded bands, presence flags) on the current stage."""
+    current_stage().record_inputs(inputs, **fields)
+
+
+def record_data_quality(quality: DataQuality | None = None, /, **fields: Any) -> None:
+    """Record the data quality of the current stage's inputs."""
+    current_stage().record_data_quality(quality, **fields)
+
+
+def record_effort(effort: Effort | None = None, /, **fields: Any) -> None:
+    """Record the human effort the current stage took."""
+    current_stage().record_effort(effort, **fields)

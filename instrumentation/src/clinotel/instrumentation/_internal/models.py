@@ -15,6 +15,7 @@ from clinotel.semconv import (
     ActorRole,
     Acuity,
     AgeBand,
+    ArrivalMode,
     AttributeDef,
     AttributeValue,
     DecisionSource,
@@ -26,10 +27,22 @@ from clinotel.semconv import (
     RolloutCohort,
     RolloutMode,
     Sex,
+    VitalBand,
 )
 from clinotel.semconv import attributes as A
 
-__all__ = ["Action", "Cohort", "Decision", "FlagEvaluation", "Outcome", "Review", "TelemetryModel"]
+__all__ = [
+    "Action",
+    "Cohort",
+    "DataQuality",
+    "Decision",
+    "Effort",
+    "FlagEvaluation",
+    "Inputs",
+    "Outcome",
+    "Review",
+    "TelemetryModel",
+]
 
 
 def _enum_annotated(f: FieldInfo) -> bool:
@@ -194,3 +207,59 @@ class FlagEvaluation(TelemetryModel):
     variant: str | None = None
     provider: str | None = None
     reason: str | None = None
+
+
+class Inputs(TelemetryModel):
+    """What the decision was made from, as coded bands and presence flags (watched for drift)."""
+
+    FIELDS: ClassVar[dict[str, AttributeDef]] = {
+        "arrival_mode": A.INPUT_ARRIVAL_MODE,
+        "heart_rate_band": A.INPUT_HEART_RATE_BAND,
+        "resp_rate_band": A.INPUT_RESP_RATE_BAND,
+        "spo2_band": A.INPUT_SPO2_BAND,
+        "temperature_band": A.INPUT_TEMPERATURE_BAND,
+        "bp_band": A.INPUT_BP_BAND,
+        "has_chief_complaint": A.INPUT_HAS_CHIEF_COMPLAINT,
+        "has_medications": A.INPUT_HAS_MEDICATIONS,
+        "has_allergies": A.INPUT_HAS_ALLERGIES,
+    }
+
+    arrival_mode: ArrivalMode | None = None
+    heart_rate_band: VitalBand | None = None
+    resp_rate_band: VitalBand | None = None
+    spo2_band: VitalBand | None = None
+    temperature_band: VitalBand | None = None
+    bp_band: VitalBand | None = None
+    has_chief_complaint: bool | None = None
+    has_medications: bool | None = None
+    has_allergies: bool | None = None
+
+
+class DataQuality(TelemetryModel):
+    """Whether the decision's data was complete, fresh and mapped."""
+
+    FIELDS: ClassVar[dict[str, AttributeDef]] = {
+        "context_missing": A.DATA_CONTEXT_MISSING,
+        "demographics_age_h": A.DATA_DEMOGRAPHICS_AGE_H,
+        "lab_delay_min": A.DATA_LAB_DELAY_MIN,
+        "mapping_errors": A.DATA_MAPPING_ERRORS,
+    }
+
+    context_missing: bool | None = None
+    demographics_age_h: float | None = None
+    lab_delay_min: float | None = None
+    mapping_errors: int | None = None
+
+
+class Effort(TelemetryModel):
+    """Human effort a stage took: minutes and manual touches, and the role that spent them."""
+
+    FIELDS: ClassVar[dict[str, AttributeDef]] = {
+        "minutes": A.EFFORT_MINUTES,
+        "touches": A.EFFORT_TOUCHES,
+        "actor_role": A.EFFORT_ACTOR_ROLE,
+    }
+
+    minutes: float | None = None
+    touches: int | None = None
+    actor_role: ActorRole | None = None

@@ -1,0 +1,53 @@
+"""Efficiency: is the automation worth it. Human minutes and touches per workflow by rollout
+phase (the shadow phase is the baseline), the rework it created, and the net minutes saved per
+site and department, with 95 % intervals (`clinotel.model.efficiency`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clinotel.dashboards._panels import Board, where_filters
+from clinotel.dashboards._traces import signal_series, trace_filters
+from clinotel.model.efficiency import net_saved_sql, phases_sql
+from clinotel.model.signals import IS_REWORK, SIGNALS, attr
+from clinotel.model.sql import identifier
+from clinotel.model.tables import TRACES
+from clinotel.semconv import attributes as A
+
+UID = "clinotel-efficiency"
+_WHEN = "$__timeFilter(StartTime)"
+
+
+def build(database: str) -> dict[str, Any]:
+    b = Board(UID, "clinotel / Efficiency",
+              "Human minutes and touches saved, rework created, and the net, by rollout phase.", database,
+              tags=["efficiency"])  # fmt: skip
+    traces = f"{identifier(database)}.{identifier(TRACES)}"
+    filters = where_filters(("TenantId", "WorkflowKind", "Site", "Department", "ModelVersion", "RolloutCohort"))
+    b.row("By rollout phase")
+    b.table(
+        "Minutes, touches and rework per workflow by phase",
+        "Per workflow: human minutes (stages + rework) with a 95 % interval, manual touches, the share of workflows "
+        "with rework (Wilson 95 % interval) and the rework minutes. The shadow phase is the baseline.",
+        phases_sql(database, _WHEN, filters),
+        w=24,
+    )
+    b.table(
+        "Net minutes saved against the shadow phase, per site and department",
+        "Minutes saved per workflow against the same place's shadow phase (Welch 95 % interval), and the net minutes "
+        "saved in total: saved on the stages minus created by rework.",
+        net_saved_sql(database, _WHEN, filters),
+        w=24,
+    )
+    b.row("Rework")
+    b.timeseries("Rework rate", SIGNALS["rework_rate"].description,
+                 signal_series(SIGNALS["rework_rate"], traces), "percentunit")  # fmt: skip
+    b.table(
+        "Rework by kind and role",
+        "Rework records by what was redone and the role that redid it, with the minutes they took.",
+        f"SELECT {attr(A.REWORK_KIND.key)} AS rework, {attr(A.EFFORT_ACTOR_ROLE.key)} AS role, count() AS records, "
+        f"round(sum(toFloat64OrZero({attr(A.EFFORT_MINUTES.key)})), 1) AS minutes\n"
+        f"FROM {traces}\nWHERE $__timeFilter(Timestamp) AND {IS_REWORK} AND {trace_filters()}\n"
+        "GROUP BY rework, role ORDER BY records DESC",
+    )
+    return b.build()

@@ -1,0 +1,76 @@
+"""Inputs and data quality: is the decision's input still what the model was validated on
+(drift of each input and of the model's output against the previous period and the shadow
+phase), and did its data arrive complete, fresh and mapped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clinotel.dashboards._panels import Board
+from clinotel.dashboards._traces import signal_series, trace_filters
+from clinotel.model.drift import Reference, drift_sql
+from clinotel.model.signals import SIGNALS, attr
+from clinotel.model.sql import identifier
+from clinotel.model.tables import TRACES
+from clinotel.semconv import attributes as A
+
+UID = "clinotel-quality"
+_FROM = "toDateTime64($__fromTime, 3)"
+_TO = "toDateTime64($__toTime, 3)"
+_BEFORE = "toDateTime64(subtractSeconds($__fromTime, dateDiff('second', $__fromTime, $__toTime)), 3)"
+QUALITY = ("context_missing_rate", "stale_demographics_rate", "late_lab_rate", "mapping_error_rate")
+
+
+def _drift_table(inner: str) -> str:
+    return (
+        "SELECT kind, feature, n_ref, n_win, round(psi, 4) AS psi, round(js, 4) AS js, moved AS moved_most\n"
+        f"FROM (\n{inner}\n)\nWHERE n_win > 0 ORDER BY psi DESC"
+    )
+
+
+def build(database: str) -> dict[str, Any]:
+    b = Board(UID, "clinotel / Inputs and data quality",
+              "Drift of the decision's inputs and outputs, and the quality of the data it was made from.", database,
+              tags=["drift", "data-quality"])  # fmt: skip
+    traces = f"{identifier(database)}.{identifier(TRACES)}"
+    b.row("Drift")
+    b.table(
+        "Drift against the previous period",
+        "PSI (half a row added per bin) and Jensen–Shannon divergence (bits) of each input and model output over the "
+        "range against the same length before it. Under 0.1 stable, 0.1–0.25 moving, over 0.25 shifted.",
+        _drift_table(drift_sql(database, (_BEFORE, _FROM), (_FROM, _TO), where=trace_filters())),
+    )
+    b.table(
+        "Drift against the shadow phase",
+        "The same against every row recorded in shadow mode (the rollout's own baseline): how far the live "
+        "population is from what the model was validated on.",
+        _drift_table(drift_sql(database, Reference(shadow=True), (_FROM, _TO), where=trace_filters())),
+    )
+    mode = attr(A.INPUT_ARRIVAL_MODE.key)
+    b.timeseries(
+        "Arrival mode mix", "Share of decisions by the patient's arrival mode.",
+        f"SELECT $__timeInterval(Timestamp) AS time, {mode} AS mode, "
+        "count() / sum(count()) OVER (PARTITION BY time) AS share\n"
+        f"FROM {traces}\nWHERE $__timeFilter(Timestamp) AND {mode} != '' AND {trace_filters()}\n"
+        "GROUP BY time, mode ORDER BY time",
+        "percentunit",
+    )  # fmt: skip
+    b.row("Data quality")
+    for name in QUALITY:
+        s = SIGNALS[name]
+        b.timeseries(s.title, s.description, signal_series(s, traces, by=attr(A.SITE.key)), s.unit, w=12)
+    columns = ", ".join(
+        f"round({SIGNALS[n].value.replace('count()', f'countIf({SIGNALS[n].where})')}, 4) AS {n}" for n in QUALITY
+    )
+    age = f"toFloat64OrNull({attr(A.DATA_DEMOGRAPHICS_AGE_H.key)})"
+    b.table(
+        "Data quality by site",
+        "Per site: decisions with data-quality fields, the four failure rates, and the 95th centile of the "
+        "demographics' age (hours) and of the lab delay (minutes).",
+        f"SELECT {attr(A.SITE.key)} AS site, countIf({SIGNALS['context_missing_rate'].where}) AS decisions, {columns}, "
+        f"round(quantileIf(0.95)({age}, {age} IS NOT NULL), 1) AS demographics_age_p95_h, "
+        f"round(quantile(0.95)(toFloat64OrNull({attr(A.DATA_LAB_DELAY_MIN.key)})), 1) AS lab_delay_p95_min\n"
+        f"FROM {traces}\nWHERE $__timeFilter(Timestamp) AND {SIGNALS['context_missing_rate'].where} "
+        f"AND {trace_filters()}\nGROUP BY site ORDER BY site",
+    )
+    return b.build()

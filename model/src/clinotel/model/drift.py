@@ -1,0 +1,165 @@
+"""Drift of a decision's inputs and outputs against a reference, computed inside ClickHouse.
+
+A **feature** is a coded distribution read from `otel_traces` span by span: each registered
+decision input (`clinotel.semconv.attributes.INPUTS`, as the service recorded it) and the model's
+outputs (the priority mix and the confidence, in tenths). For each feature the query compares the
+window's distribution with the reference's:
+
+- **PSI**, the population stability index: Σ (w − r) · ln(w / r) over the bins, with half a row
+  added to every bin of both sides (so a bin new in the window, such as a new arrival mode, counts
+  as a large shift rather than an infinite one). Usual reading: under 0.1 stable, 0.1–0.25 moving,
+  over 0.25 shifted.
+- **JS**, the Jensen–Shannon divergence in bits (0 to 1) of the raw proportions: what scipy's
+  `jensenshannon(w, r, base=2)` squares to.
+
+The reference is a period (`Reference.period`), or the rows recorded in shadow mode
+(`Reference.shadow`: `clinical.rollout.mode = shadow` on the same span), the rollout's own
+baseline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+from clinotel.model.sql import identifier, literal
+from clinotel.model.tables import TRACES
+from clinotel.semconv import DecisionSource, RolloutMode, Stage
+from clinotel.semconv import attributes as A
+
+__all__ = ["FEATURES", "OUTPUT_CONFIDENCE", "OUTPUT_PRIORITY", "SHADOW_LOOKBACK_S", "Feature", "Reference", "drift_sql"]
+
+SHADOW_LOOKBACK_S: Final = 90 * 86400
+"""How far back a shadow reference looks for shadow-mode rows."""
+SMOOTHING: Final = 0.5
+"""Rows added to every bin of both sides before PSI's logarithm."""
+
+
+def _attr(key: str) -> str:
+    return f"SpanAttributes[{literal(key)}]"
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One watched distribution: `bin` is SQL giving a row's bin ('' when the row has none)."""
+
+    name: str
+    title: str
+    bin: str
+
+
+_MODEL_DECISION: Final = (
+    f"{_attr(A.WORKFLOW_STAGE.key)} = {literal(Stage.DECIDE.value)} "
+    f"AND {_attr(A.DECISION_SOURCE.key)} = {literal(DecisionSource.MODEL.value)}"
+)
+OUTPUT_PRIORITY: Final = Feature(
+    "output.priority",
+    "Model output: priority mix",
+    f"if({_MODEL_DECISION}, {_attr(A.DECISION_VALUE.key)}, '')",
+)
+"""The model's recommendations (live and shadow), bin per code (ESI-1 … ESI-5, slot classes)."""
+_CONFIDENCE: Final = f"toFloat64OrNull({_attr(A.DECISION_CONFIDENCE.key)})"
+OUTPUT_CONFIDENCE: Final = Feature(
+    "output.confidence",
+    "Model output: confidence",
+    f"if({_MODEL_DECISION} AND {_CONFIDENCE} IS NOT NULL, "
+    f"toString(least(toUInt8(floor({_CONFIDENCE} * 10)), 9) / 10), '')",
+)
+"""The model's confidence in tenths: bin `0.8` holds [0.8, 0.9) (and 1.0 joins `0.9`)."""
+
+
+def _input(key: str) -> Feature:
+    name = key.removeprefix("clinical.")
+    return Feature(name, f"Input: {name.removeprefix('input.')}", _attr(key))
+
+
+FEATURES: Final = (
+    *(_input(d.key) for d in A.INPUTS),
+    OUTPUT_PRIORITY,
+    OUTPUT_CONFIDENCE,
+)
+"""Every watched feature, by name `input.<name>` or `output.<name>`."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What the window is compared with: a period [start, end), or the shadow-mode rows."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    shadow: bool = False
+
+    @classmethod
+    def period(cls, start: datetime, end: datetime) -> Reference:
+        if not start < end:
+            raise ValueError("a reference period's start is before its end")
+        return cls(start, end)
+
+    def describe(self) -> str:
+        if self.shadow:
+            return "shadow-mode rows"
+        assert self.start is not None
+        assert self.end is not None
+        return f"{self.start:%Y-%m-%d %H:%M} to {self.end:%Y-%m-%d %H:%M} UTC"
+
+
+def _at(t: datetime | str) -> str:
+    if isinstance(t, str):
+        return t
+    return f"toDateTime64({literal(t.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f'))}, 6, 'UTC')"
+
+
+def drift_sql(
+    database: str,
+    reference: Reference | tuple[str, str],
+    window: tuple[datetime | str, datetime | str],
+    features: tuple[Feature, ...] = FEATURES,
+    where: str = "1",
+) -> str:
+    """Rows of (tenant, kind, feature, n_ref, n_win, psi, js, moved): one per tenant, workflow
+    kind and feature with rows on either side; `psi` and `js` are NULL when a side has none;
+    `moved` is the bin whose share changed most. `window` (and a period `reference`, given as
+    datetimes or SQL instants) are [start, end); `where` narrows the rows (a dashboard's filters)."""
+    ws, we = (_at(t) for t in window)
+    in_window = f"Timestamp >= {ws} AND Timestamp < {we}"
+    shadow = f"{_attr(A.ROLLOUT_MODE.key)} = {literal(RolloutMode.SHADOW.value)}"
+    if isinstance(reference, tuple):
+        is_ref = f"Timestamp >= {reference[0]} AND Timestamp < {reference[1]}"
+        in_win = in_window
+    elif reference.shadow:
+        is_ref = f"{shadow} AND Timestamp >= {we} - toIntervalSecond({SHADOW_LOOKBACK_S}) AND Timestamp < {we}"
+        in_win = f"{in_window} AND NOT ({shadow})"
+    else:
+        assert reference.start is not None
+        assert reference.end is not None
+        is_ref = f"Timestamp >= {_at(reference.start)} AND Timestamp < {_at(reference.end)}"
+        in_win = in_window
+    pairs = ", ".join(f"({literal(f.name)}, {f.bin})" for f in features)
+    kind = _attr(A.WORKFLOW_KIND.key)
+    table = f"{identifier(database)}.{identifier(TRACES)}"
+    pw = f"((cw + {SMOOTHING}) / (nw + {SMOOTHING} * k))"
+    pr = f"((cr + {SMOOTHING}) / (nr + {SMOOTHING} * k))"
+    qw, qr = "(cw / nw)", "(cr / nr)"
+    m = f"(({qw} + {qr}) / 2)"
+    js = f"if(cw > 0, 0.5 * {qw} * log2({qw} / {m}), 0) + if(cr > 0, 0.5 * {qr} * log2({qr} / {m}), 0)"
+    both = "min(nr) > 0 AND min(nw) > 0"
+    return f"""SELECT tenant, kind, feature, toUInt64(sum(cr)) AS n_ref, toUInt64(sum(cw)) AS n_win,
+    if({both}, sum(({pw} - {pr}) * log({pw} / {pr})), NULL) AS psi,
+    if({both}, greatest(0., sum({js})), NULL) AS js,
+    argMax(bin, abs(if(nw > 0, {qw}, 0) - if(nr > 0, {qr}, 0))) AS moved
+FROM (
+    SELECT tenant, kind, feature, bin, toFloat64(c_ref) AS cr, toFloat64(c_win) AS cw,
+        toFloat64(sum(c_ref) OVER f) AS nr, toFloat64(sum(c_win) OVER f) AS nw, toFloat64(count() OVER f) AS k
+    FROM (
+        SELECT TenantId AS tenant, {kind} AS kind, pair.1 AS feature, pair.2 AS bin,
+            countIf({is_ref}) AS c_ref, countIf({in_win}) AS c_win
+        FROM {table}
+        ARRAY JOIN arrayFilter(p -> p.2 != '', [{pairs}]) AS pair
+        WHERE (({is_ref}) OR ({in_win})) AND {kind} != '' AND ({where})
+        GROUP BY tenant, kind, feature, bin
+    )
+    WINDOW f AS (PARTITION BY tenant, kind, feature)
+)
+GROUP BY tenant, kind, feature
+ORDER BY tenant, kind, feature"""

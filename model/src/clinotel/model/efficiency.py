@@ -1,0 +1,115 @@
+"""Is the automation worth it: human minutes and touches per workflow by rollout phase, the
+rework it created, and the net minutes saved against the shadow phase (the baseline), per site
+and department, with intervals. All SQL, over `clinical_workflows` (the phase, the place) joined
+with the effort recorded on its spans (`clinical.effort.*`, summed per trace) and its rework
+records (`record_rework`, joined by pseudonymous workflow id and kind).
+
+A workflow's **human minutes** are its stages' effort plus its rework's. Per phase: the mean and
+its normal 95 % interval; the rework rate (workflows with any rework) with its Wilson interval.
+**Net minutes saved** in a phase = (shadow mean − the phase's mean) per workflow, with Welch's
+interval, times the phase's workflows: minutes saved on the stages minus minutes the rework
+created, in one figure.
+"""
+
+from __future__ import annotations
+
+from statistics import NormalDist
+from typing import Final
+
+from clinotel.model.clinical import WORKFLOWS
+from clinotel.model.signals import IS_REWORK, attr
+from clinotel.model.sql import identifier, literal
+from clinotel.model.tables import TRACES
+from clinotel.semconv import RolloutCohort, RolloutMode
+from clinotel.semconv import attributes as A
+
+__all__ = ["PHASE", "net_saved_sql", "per_workflow_sql", "phases_sql", "wilson_sql"]
+
+Z95: Final = NormalDist().inv_cdf(0.975)
+PHASE: Final = f"concat(RolloutMode, if(RolloutCohort = {literal(RolloutCohort.CANARY.value)}, ' canary', ''))"
+"""A workflow's rollout phase: its rollout mode, and `canary` for the canary cohort."""
+SHADOW: Final = literal(RolloutMode.SHADOW.value)
+
+
+def wilson_sql(x: str, n: str, confidence: float) -> tuple[str, str]:
+    """(low, high) of the Wilson interval of SQL counts `x` of `n`, NULL when `n` is 0. The same
+    name and signature as the statistics helper of issue 15 (`clinotel.model.stats`), which
+    replaces this one when both land."""
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    z2 = z * z
+    xf, nf = f"toFloat64({x})", f"toFloat64({n})"
+    centre = f"(({xf} + {z2 / 2!r}) / ({nf} + {z2!r}))"
+    half = f"({z!r} * sqrt({xf} * ({nf} - {xf}) / {nf} + {z2 / 4!r}) / ({nf} + {z2!r}))"
+    return (
+        f"if({nf} > 0, greatest(0., {centre} - {half}), NULL)",
+        f"if({nf} > 0, least(1., {centre} + {half}), NULL)",
+    )
+
+
+def per_workflow_sql(database: str, when: str, where: str = "1") -> str:
+    """One row per workflow started where `when` holds (SQL over `StartTime`) and `where` holds:
+    TenantId, WorkflowKind, Site, Department, phase, minutes (stages + rework), touches,
+    rework_minutes, reworked (0/1)."""
+    db = identifier(database)
+    effort = f"""SELECT TraceId, sum(toFloat64OrZero({attr(A.EFFORT_MINUTES.key)})) AS m,
+            sum(toInt64OrZero({attr(A.EFFORT_TOUCHES.key)})) AS t
+        FROM {db}.{identifier(TRACES)}
+        WHERE mapContains(SpanAttributes, {literal(A.EFFORT_MINUTES.key)}) AND NOT ({IS_REWORK})
+        GROUP BY TraceId"""
+    rework = f"""SELECT TenantId, {attr(A.ABOUT_KIND.key)} AS kind, {attr(A.WORKFLOW_ID.key)} AS wid,
+            sum(toFloat64OrZero({attr(A.EFFORT_MINUTES.key)})) AS rm,
+            sum(toInt64OrZero({attr(A.EFFORT_TOUCHES.key)})) AS rt, count() AS records
+        FROM {db}.{identifier(TRACES)}
+        WHERE {IS_REWORK} AND wid != ''
+        GROUP BY TenantId, kind, wid"""
+    return f"""SELECT w.TenantId AS TenantId, w.WorkflowKind AS WorkflowKind, w.Site AS Site,
+    w.Department AS Department, w.phase AS phase, w.StartTime AS StartTime,
+    ifNull(e.m, 0) + ifNull(r.rm, 0) AS minutes, ifNull(e.t, 0) + ifNull(r.rt, 0) AS touches,
+    ifNull(r.rm, 0) AS rework_minutes, toUInt8(ifNull(r.records, 0) > 0) AS reworked
+FROM (
+    SELECT TenantId, WorkflowKind, TraceId, WorkflowId, Site, Department, StartTime, {PHASE} AS phase
+    FROM {db}.{identifier(WORKFLOWS)} FINAL
+    WHERE ({when}) AND RolloutMode != '' AND ({where})
+) AS w
+LEFT JOIN ({effort}) AS e ON w.TraceId = e.TraceId
+LEFT JOIN ({rework}) AS r ON w.TenantId = r.TenantId AND w.WorkflowKind = r.kind AND w.WorkflowId = r.wid"""
+
+
+def phases_sql(database: str, when: str, where: str = "1") -> str:
+    """Per workflow kind and phase: workflows, mean human minutes (and its 95 % interval), mean
+    touches, rework rate (and its Wilson 95 % interval), rework minutes per workflow."""
+    low, high = wilson_sql("sum(reworked)", "count()", 0.95)
+    half = f"{Z95!r} * stddevSampOrNull(minutes) / sqrt(count())"
+    return f"""SELECT WorkflowKind AS kind, phase, count() AS workflows,
+    round(avg(minutes), 2) AS minutes_per_workflow, round(avg(minutes) - {half}, 2) AS minutes_low,
+    round(avg(minutes) + {half}, 2) AS minutes_high, round(avg(touches), 2) AS touches_per_workflow,
+    round(avg(reworked), 4) AS rework_rate, round({low}, 4) AS rework_low, round({high}, 4) AS rework_high,
+    round(avg(rework_minutes), 2) AS rework_minutes_per_workflow
+FROM (
+{per_workflow_sql(database, when, where)}
+)
+GROUP BY kind, phase
+ORDER BY kind, phase"""
+
+
+def net_saved_sql(database: str, when: str, where: str = "1") -> str:
+    """Per workflow kind, site, department and phase (shadow left out): minutes saved per workflow
+    against the same place's shadow phase, its Welch 95 % interval, and the net minutes saved in
+    total (saved on the stages minus created by rework)."""
+    per = per_workflow_sql(database, when, where)
+    diff = "(b.mean - p.mean)"
+    se = "sqrt(b.var / b.n + p.var / p.n)"
+    return f"""SELECT p.WorkflowKind AS kind, p.Site AS site, p.Department AS department, p.phase AS phase,
+    p.n AS workflows, round(b.mean, 2) AS shadow_minutes, round(p.mean, 2) AS minutes,
+    round({diff}, 2) AS saved_per_workflow, round({diff} - {Z95!r} * {se}, 2) AS saved_low,
+    round({diff} + {Z95!r} * {se}, 2) AS saved_high, round({diff} * p.n, 1) AS net_minutes_saved
+FROM (
+    SELECT WorkflowKind, Site, Department, phase, count() AS n, avg(minutes) AS mean, varSamp(minutes) AS var
+    FROM ({per}) WHERE phase != {SHADOW} GROUP BY WorkflowKind, Site, Department, phase
+) AS p
+INNER JOIN (
+    SELECT WorkflowKind, Site, Department, count() AS n, avg(minutes) AS mean, varSamp(minutes) AS var
+    FROM ({per}) WHERE phase = {SHADOW} GROUP BY WorkflowKind, Site, Department
+) AS b ON p.WorkflowKind = b.WorkflowKind AND p.Site = b.Site AND p.Department = b.Department
+WHERE p.n >= 2 AND b.n >= 2
+ORDER BY kind, site, department, phase"""
