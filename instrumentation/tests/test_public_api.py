@@ -24,7 +24,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "OutcomeStatus", "PayerClass", "RaceEthnicity", "Review", "ReviewAction", "Risk", "RolloutCohort",
         "RolloutMode", "SanitizingSpanExporter", "Sex", "Stage", "StageHandle", "Telemetry",
         "TelemetryValidationError", "WorkflowContext", "WorkflowHandle", "configure", "current_stage",
-        "current_workflow", "dequeue", "enqueue", "otlp_exporter", "pseudonymize", "record_action",
+        "current_workflow", "dequeue", "enqueue", "otlp_exporter", "pseudonymize", "record_action", "record_change",
         "record_decision", "record_flag", "record_outcome", "record_review", "record_shadow", "set_attribute",
         "stage", "workflow",
     },

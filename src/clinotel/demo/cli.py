@@ -197,6 +197,7 @@ def _run_services(console: Console, scenario: Scenario, collector: Any, base_ns:
                 failed.append(f"{spec.instance} exited with {code}; see {logs / (spec.instance + '.log')}")
         if failed:
             raise click.ClickException("; ".join(failed))
+        _record_changes(scenario, endpoint, base_ns)
         stored = progress.add_task("stored in ClickHouse", total=1)
         collector.writer.drain()
         if collector.recorder is not None:
@@ -206,6 +207,21 @@ def _run_services(console: Console, scenario: Scenario, collector: Any, base_ns:
     for spec in SERVICES:
         summary.merge(DemoSummary.from_json(json.loads((logs / f"{spec.instance}.json").read_text())))
     return summary
+
+
+def _record_changes(scenario: Scenario, endpoint: str, base_ns: int) -> None:
+    """The hospital's pipelines record their changes as `clinotel changes add` does, over OTLP."""
+    from datetime import UTC, datetime
+
+    from clinotel.demo.scenario import CHANGES
+    from clinotel.rollout.emit import ChangeSpec, send_changes
+
+    specs = [
+        ChangeSpec(c.kind, c.name, c.version, c.actor, dict(c.scope),
+                   at=datetime.fromtimestamp((base_ns + c.at * scenario.window_ns) / 1e9, UTC))
+        for c in CHANGES
+    ]  # fmt: skip
+    send_changes(specs, endpoint=endpoint, tenant=TENANT, service="clinotel-demo-pipeline")
 
 
 def _stored_by_service(collector: Any) -> dict[str, dict[str, object]]:

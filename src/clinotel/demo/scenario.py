@@ -31,7 +31,7 @@ from clinotel.semconv import (
     Sex,
 )
 
-__all__ = ["SITES", "Incident", "Phase", "Scenario", "WorkflowPlan", "plan"]
+__all__ = ["CHANGES", "SITES", "Incident", "Phase", "PlannedChange", "Scenario", "WorkflowPlan", "plan"]
 
 SITES: Final = ("north", "south", "east")
 CLINICS: Final = ("cardiology", "oncology", "primary_care", "orthopedics")
@@ -72,6 +72,29 @@ INCIDENTS: Final = (
     Incident("ehr_timeouts", 0.70, 0.76, "the EHR answers slowly and sometimes times out at ingest"),
     Incident("canary_bias", 0.55, 1.0, "canary model v4 under-triages Spanish-speaking patients"),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedChange:
+    """A change event of the story, at a fraction of the simulated window."""
+
+    at: float
+    kind: str
+    name: str
+    version: str
+    actor: str
+    scope: tuple[tuple[str, str], ...] = ()
+
+
+CHANGES: Final = (
+    PlannedChange(0.0, "model", "triage-model", BASELINE_MODEL, "pipeline:ml-release", (("workflow_kind", "triage"),)),
+    PlannedChange(0.25, "config", "triage-rollout-mode", "recommend", "role:clinical-product-owner",
+                  (("workflow_kind", "triage"),)),
+    PlannedChange(0.54, "deploy", "ed-triage", CANARY_MODEL, "pipeline:ci-main", (("site", CANARY_SITE),)),
+    PlannedChange(0.55, "flag", FLAG_KEY, "on", "pipeline:flag-rollout",
+                  (("site", CANARY_SITE), ("workflow_kind", "triage"))),
+)  # fmt: skip
+"""What the hospital's pipelines record as they roll the model out (`clinotel changes add`)."""
 
 
 @dataclass(frozen=True)

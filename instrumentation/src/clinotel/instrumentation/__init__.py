@@ -33,6 +33,7 @@ from clinotel.instrumentation._internal.api import (
     stage,
     workflow,
 )
+from clinotel.instrumentation._internal.change import record_change
 from clinotel.instrumentation._internal.context import WorkflowContext
 from clinotel.instrumentation._internal.models import Action, Cohort, Decision, FlagEvaluation, Outcome, Review
 from clinotel.instrumentation._internal.outcome import record_outcome
@@ -102,6 +103,7 @@ __all__ = [
     "otlp_exporter",
     "pseudonymize",
     "record_action",
+    "record_change",
     "record_decision",
     "record_flag",
     "record_outcome",
