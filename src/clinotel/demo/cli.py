@@ -214,7 +214,7 @@ def _record_changes(scenario: Scenario, endpoint: str, base_ns: int) -> None:
     from datetime import UTC, datetime
 
     from clinotel.demo.scenario import CHANGES
-    from clinotel.rollout.emit import ChangeSpec, send_changes
+    from clinotel.instrumentation.changes import ChangeSpec, send_changes
 
     specs = [
         ChangeSpec(c.kind, c.name, c.version, c.actor, dict(c.scope),

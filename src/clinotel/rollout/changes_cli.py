@@ -71,7 +71,7 @@ def add(
 
     The write token is read from CLINOTEL_WRITE_TOKEN (or OTEL_EXPORTER_OTLP_HEADERS)."""
     from clinotel.instrumentation import TelemetryValidationError
-    from clinotel.rollout.emit import ChangeSpec, SendError, send_changes
+    from clinotel.instrumentation.changes import ChangeSpec, SendError, send_changes
 
     values = {"site": site, "department": department, "workflow_kind": workflow_kind, "stage": stage}
     scope = {k: v for k, v in values.items() if v is not None}

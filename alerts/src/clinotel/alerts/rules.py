@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from clinotel.alerts.actions import RuleAction
 from clinotel.model.collector_metrics import METRICS
 from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS
 from clinotel.semconv import attributes as A
@@ -133,6 +134,8 @@ class Rule(BaseModel):
     """What too few rows (or none) mean: clear the alert, keep its state, or fire (a silence that
     is itself the incident, such as ingestion stalling)."""
     overrides: tuple[Override, ...] = ()
+    action: RuleAction | None = None
+    """What to switch off when the rule starts firing (`clinotel.alerts.actions`)."""
 
     @field_validator("metric")
     @classmethod

@@ -1,5 +1,6 @@
 """Send change events over OTLP from a process that is not a clinical service (a CI/CD pipeline,
-the alert evaluator's kill switch), through clinotel's one recording path and PHI gate."""
+the alert evaluator's kill switch), through clinotel's one recording path and PHI gate. Needs the
+`sdk` extra."""
 
 from __future__ import annotations
 
