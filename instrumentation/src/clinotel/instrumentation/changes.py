@@ -75,7 +75,14 @@ def send_changes(
     sent) and send them to the collector at `endpoint` in one export; SendError when it refuses."""
     held = _Held(ct.otlp_exporter(endpoint, protocol, headers))
     telemetry = ct.configure(
-        service_name=service, tenant=tenant, exporter=held, batch=False, set_global=False, mode="strict"
+        service_name=service,
+        tenant=tenant,
+        exporter=held,
+        batch=False,
+        set_global=False,
+        mode="strict",
+        # a pipeline has no instance: the service's name, not the SDK's random id, so reruns agree
+        resource_attributes={"service.instance.id": service},
     )
     try:
         for c in changes:
