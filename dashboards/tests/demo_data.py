@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import clinotel.instrumentation as ct
 from clinotel.collector.service import Collector
-from clinotel.demo.hospital import SimClock, record_truths, run_workflow
+from clinotel.demo.hospital import SimClock, record_changes, record_truths, run_workflow
 from clinotel.demo.scenario import Scenario, plan
 from clinotel.instrumentation.testing import isolated
 
@@ -52,4 +52,5 @@ def load_demo(collector: Collector, token: str, workflows: int = 2000, seed: int
     with exporting_to(collector, token, clock, workflows * 12):
         truths = [t for p in plan(scenario) if (t := run_workflow(p, clock)) is not None]
         record_truths(truths, clock)
+        record_changes(scenario, clock.base_ns)
     return scenario

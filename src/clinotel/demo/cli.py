@@ -197,6 +197,7 @@ def _run_services(console: Console, scenario: Scenario, collector: Any, base_ns:
                 failed.append(f"{spec.instance} exited with {code}; see {logs / (spec.instance + '.log')}")
         if failed:
             raise click.ClickException("; ".join(failed))
+        _record_changes(scenario, endpoint, base_ns)
         stored = progress.add_task("stored in ClickHouse", total=1)
         collector.writer.drain()
         if collector.recorder is not None:
@@ -208,13 +209,31 @@ def _run_services(console: Console, scenario: Scenario, collector: Any, base_ns:
     return summary
 
 
+def _record_changes(scenario: Scenario, endpoint: str, base_ns: int) -> None:
+    """The hospital's pipelines record their changes as `clinotel changes add` does, over OTLP."""
+    from datetime import UTC, datetime
+
+    from clinotel.demo.scenario import CHANGES
+    from clinotel.instrumentation.changes import ChangeSpec, send_changes
+
+    specs = [
+        ChangeSpec(c.kind, c.name, c.version, c.actor, dict(c.scope),
+                   at=datetime.fromtimestamp((base_ns + c.at * scenario.window_ns) / 1e9, UTC))
+        for c in CHANGES
+    ]  # fmt: skip
+    send_changes(specs, endpoint=endpoint, tenant=TENANT, service="clinotel-demo-pipeline")
+
+
 def _stored_by_service(collector: Any) -> dict[str, dict[str, object]]:
-    """Spans stored per service instance, as the collector received them."""
+    """Spans stored per service instance, as the collector received them (the pipelines' change
+    events are not a service's)."""
     from clinotel.collector.store import schema
+    from clinotel.semconv import attributes as A
 
     rows = collector.client.query(
         f"SELECT ResourceAttributes['service.instance.id'] AS instance, any(ServiceName), count() "
-        f"FROM {collector.options.name(schema.TRACES)} GROUP BY instance ORDER BY instance"
+        f"FROM {collector.options.name(schema.TRACES)} WHERE SpanName != '{A.CHANGE_SPAN_NAME}' "
+        "GROUP BY instance ORDER BY instance"
     ).result_rows
     return {str(instance): {"service": str(name), "spans_stored": int(n)} for instance, name, n in rows}
 

@@ -10,10 +10,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import clinotel.instrumentation as ct
-from clinotel.demo.scenario import FLAG_KEY, WorkflowPlan
+from clinotel.demo.scenario import CHANGES, FLAG_KEY, Scenario, WorkflowPlan
 from clinotel.semconv import attributes as A
 
-__all__ = ["EhrTimeoutError", "LateTruth", "SimClock", "record_truths", "run_workflow", "run_workflows"]
+__all__ = [
+    "EhrTimeoutError", "LateTruth", "SimClock", "record_changes", "record_truths", "run_workflow", "run_workflows",
+]  # fmt: skip
 
 
 class SimClock:
@@ -134,3 +136,12 @@ def record_truths(truths: Iterable[LateTruth], clock: SimClock) -> int:
             )
         n += 1
     return n
+
+
+def record_changes(scenario: Scenario, base_ns: int) -> int:
+    """The story's change events (deploys, the model version, the canary flag), at their
+    simulated times, through the configured clinotel; how many."""
+    for c in CHANGES:
+        at_ns = base_ns + int(c.at * scenario.window_ns)
+        ct.record_change(c.kind, c.name, version=c.version, actor=c.actor, scope=dict(c.scope), at_ns=at_ns)
+    return len(CHANGES)

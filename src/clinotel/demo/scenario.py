@@ -34,7 +34,18 @@ from clinotel.semconv import (
     Sex,
 )
 
-__all__ = ["INCIDENTS", "KNOWN_INCIDENTS", "SITES", "Incident", "Phase", "Scenario", "WorkflowPlan", "plan"]
+__all__ = [
+    "CHANGES",
+    "INCIDENTS",
+    "KNOWN_INCIDENTS",
+    "SITES",
+    "Incident",
+    "Phase",
+    "PlannedChange",
+    "Scenario",
+    "WorkflowPlan",
+    "plan",
+]
 
 SITES: Final = ("north", "south", "east")
 CLINICS: Final = ("cardiology", "oncology", "primary_care", "orthopedics")
@@ -80,6 +91,29 @@ INCIDENTS: Final = (
 """The demo's incidents. Also known by name: `model_slowdown` (the triage model answers, in
 seconds: a decision latency spike without a fallback)."""
 KNOWN_INCIDENTS: Final = ("model_outage", "ehr_timeouts", "canary_bias", "model_slowdown")
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedChange:
+    """A change event of the story, at a fraction of the simulated window."""
+
+    at: float
+    kind: str
+    name: str
+    version: str
+    actor: str
+    scope: tuple[tuple[str, str], ...] = ()
+
+
+CHANGES: Final = (
+    PlannedChange(0.0, "model", "triage-model", BASELINE_MODEL, "pipeline:ml-release", (("workflow_kind", "triage"),)),
+    PlannedChange(0.25, "config", "triage-rollout-mode", "recommend", "role:clinical-product-owner",
+                  (("workflow_kind", "triage"),)),
+    PlannedChange(0.54, "deploy", "ed-triage", CANARY_MODEL, "pipeline:ci-main", (("site", CANARY_SITE),)),
+    PlannedChange(0.55, "flag", FLAG_KEY, "on", "pipeline:flag-rollout",
+                  (("site", CANARY_SITE), ("workflow_kind", "triage"))),
+)  # fmt: skip
+"""What the hospital's pipelines record as they roll the model out (`clinotel changes add`)."""
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,18 @@ class AlertingConfig(BaseModel):
     """How long a pass's claim on the store lasts; None: three intervals, at least a minute
     (`DEFAULT_LEASE_S` for a single pass)."""
 
+    flagd_file: Path | None = None
+    """The kill switch: the flagd flag-definition file a rule's `disable_flag` action rewrites."""
+    flag_webhook: Url | None = None
+    """The kill switch for another flag system: where a `disable_flag` action is posted."""
+    dry_run: bool = False
+    """Actions say what they would switch off and change nothing."""
+    changes_endpoint: Url | None = None
+    """The collector's OTLP/HTTP address where each action is recorded as a change event (the
+    write token from CLINOTEL_WRITE_TOKEN); None: actions are audited only."""
+    changes_hours: float = Field(default=24.0, ge=0, le=24 * 31)
+    """Pages and tickets list what changed in their scope in these last hours (0: not at all)."""
+
     def sink_names(self) -> tuple[str, ...]:
         """Every sink to build, in order: Alertmanager, PagerDuty, the webhook, then `sinks`."""
         implied = [

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from clinotel.alerts.decision import breaches, describe, instance_labels, reference_worse_off
+from clinotel.alerts.actions import ChangeRecorder, FlagSwitch, Outcome
 from clinotel.alerts.lease import DEFAULT_LEASE_S, Lease
 from clinotel.alerts.ledger import LABELLED, RESOLVE, TRIGGER, UNLABELLED, Episode, Ledger, load, ms, when
 from clinotel.alerts.paging import Attempt, Notification, Outbox
@@ -27,6 +28,7 @@ from clinotel.alerts.queries import Observation, observe
 from clinotel.alerts.rules import RUNBOOK_BASE, Kind, Rule, RulePack
 from clinotel.alerts.state import AlertState, Instance, Reading, State, step
 from clinotel.model import tables
+from clinotel.model.changes import describe, recent_changes
 from clinotel.model.tables import DEFAULT_DATABASE
 
 __all__ = ["DEFAULT_LEASE_S", "STORE", "Evaluator", "Summary"]
@@ -55,6 +57,8 @@ class Summary:
     labelled: list[tuple[str, dict[str, str], str]] = field(default_factory=list)
     """Disparity instances whose reference group became (or stopped being) the one worse off:
     recorded, not paged."""
+    actions: list[tuple[str, str, Outcome]] = field(default_factory=list)
+    """(rule, what it switched off, the outcome) of each kill-switch action this pass ran."""
 
     @property
     def firing(self) -> list[tuple[str, dict[str, str]]]:
@@ -90,6 +94,10 @@ class Evaluator:
         recorder: Any | None = None,
         lease_s: float | None = DEFAULT_LEASE_S,
         holder: str | None = None,
+        switch: FlagSwitch | None = None,
+        dry_run: bool = False,
+        on_change: ChangeRecorder | None = None,
+        changes_hours: float = 24.0,
     ) -> None:
         self.client = client
         self.recorder = recorder if recorder is not None else client
@@ -101,6 +109,14 @@ class Evaluator:
         self.states: dict[Instance, AlertState] = {}
         self._ledger = Ledger()
         self._events: list[tuple[Any, ...]] = []
+        # kill switch: `switch` turns flags off for rules with an action (`dry_run`: says what it
+        # would do); `on_change` records each action as a change event
+        self.switch = switch
+        self.dry_run = dry_run
+        self.on_change = on_change
+        self.changes_hours = changes_hours
+        self._pending: list[tuple[Rule, Instance, float | None, int, float, str]] = []
+        self._notes: dict[Instance, str] = {}
 
     def evaluate(self, now: datetime | None = None) -> Summary:
         """One pass over every rule at `now` (default: the current time)."""
@@ -138,6 +154,7 @@ class Evaluator:
         # what changed is in the store before anyone is told: a pass that cannot record pages nobody
         if not self._flush_events(summary):
             return summary
+        self._run_actions(now, summary)
         self._queue_owed(now)
         summary.attempts = self.outbox.flush()
         for a in summary.attempts:
@@ -218,6 +235,9 @@ class Evaluator:
         episode = self._ledger.episodes.setdefault(instance, Episode())
         if changed is State.FIRING:
             episode.fired_ms, episode.fired_value = ms(now), value
+            if rule.action is not None:
+                figure = "" if o is None or o.value is None else describe(rule, o, threshold)
+                self._pending.append((rule, instance, value, sample, threshold, figure))
         elif changed is State.RESOLVED:
             episode.resolved_ms = ms(now)
 
@@ -259,10 +279,64 @@ class Evaluator:
         }
         if value is not None:
             annotations["value"] = f"{value:.4g}"
+        note = self._notes.get(Instance(rule.name, tuple(sorted(labels.items()))))
+        if firing and note:
+            annotations["action"] = note
+        if firing:
+            changed = self._changes(labels, starts)
+            if changed:
+                annotations["changes"] = changed
         return Notification(
             rule.name, {**rule.labels, **labels}, annotations, rule.severity, firing, starts, ends,
             generator_url=f"clinotel://alerts/{rule.name}",
         )  # fmt: skip
+
+    def _run_actions(self, now: datetime, summary: Summary) -> None:
+        """Each new firing's kill-switch action: switch, audit, record the change, note it for the page."""
+        pending, self._pending = self._pending, []
+        for rule, instance, value, sample, threshold, figure in pending:
+            assert rule.action is not None
+            action = rule.action.disable_flag
+            if self.switch is None:
+                outcome = Outcome("failed", "no flag switch configured (a flagd file or a flag webhook)")
+            else:
+                try:
+                    outcome = self.switch.disable(action, rule.name, self.dry_run)
+                except Exception as e:  # noqa: BLE001 - a failed switch is audited and paged, not raised
+                    outcome = Outcome("failed", _line(e))
+            summary.actions.append((rule.name, action.describe(), outcome))
+            labels = dict(instance.labels)
+            receiver = self.switch.name if self.switch else ""
+            detail = f"{outcome.result}: {outcome.detail}" + (f" (on {figure})" if figure else "")
+            self._record(
+                now, labels.get("tenant", ""), rule, labels, "action", value, sample, threshold, receiver, 0, detail
+            )
+            verb = {"applied": "switched", "unchanged": "already", "dry_run": "dry run: would switch"}
+            self._notes[instance] = f"{verb.get(outcome.result, 'FAILED to switch')} {action.describe()}" + (
+                "" if outcome.result in verb else f": {outcome.detail}"
+            )
+            if self.on_change is not None and outcome.result != "failed":
+                try:
+                    self.on_change(action, rule.name, outcome, now)
+                except Exception as e:  # noqa: BLE001 - the switch happened; its change event is reported
+                    summary.errors.append((rule.name, f"cannot record the change event: {_line(e)}"))
+        self._flush_events(summary)
+
+    def _changes(self, labels: dict[str, str], starts: datetime) -> str:
+        """'What changed in the last N hours' in the alert's tenant and workflow kind ('' on error)."""
+        if self.changes_hours <= 0:
+            return ""
+        scope = {"workflow_kind": labels["kind"]} if labels.get("kind") else {}
+        since = starts - timedelta(hours=self.changes_hours)
+        try:
+            found = recent_changes(
+                self.client, self.database, since, starts + timedelta(minutes=1), tenant=labels.get("tenant"),
+                scope=scope,
+            )  # fmt: skip
+        except Exception as e:  # noqa: BLE001 - a page without its change list still pages
+            logger.warning("could not read the recent changes: %s", _line(e))
+            return ""
+        return describe(found, self.changes_hours) if found else ""
 
     def _record(
         self, now: datetime, tenant: str, rule: Rule, labels: dict[str, str], event: str, value: float | None,

@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from clinotel.alerts.actions import RuleAction
 from clinotel.model.collector_metrics import METRICS
 from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS
 from clinotel.model.signals import SIGNALS
@@ -177,6 +178,8 @@ class Rule(BaseModel):
     """A disparity rule: also page when the reference group is the one worse off (by default that
     is labelled in the audit trail, not paged)."""
     overrides: tuple[Override, ...] = ()
+    action: RuleAction | None = None
+    """What to switch off when the rule starts firing (`clinotel.alerts.actions`)."""
 
     @field_validator("metric")
     @classmethod

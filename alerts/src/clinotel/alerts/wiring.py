@@ -11,19 +11,24 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from importlib.metadata import entry_points
 from typing import Any, Final, Protocol
 
 import httpx
 
 from clinotel.alerts import default_rules_path
+from clinotel.alerts.actions import ChangeRecorder, DisableFlag, FlagdFile, FlagSwitch, Outcome, Webhook
 from clinotel.alerts.config import AlertingConfig
 from clinotel.alerts.evaluator import Evaluator
 from clinotel.alerts.paging import Outbox, Sink
 from clinotel.alerts.rules import RulePack, load
 from clinotel.alerts.sinks import SinkConfigError, http_client
 
-__all__ = ["SINK_GROUP", "SinkFactory", "build_evaluator", "build_outbox", "known_sinks", "load_rules", "sink_factory"]
+__all__ = [
+    "SINK_GROUP", "SinkFactory", "build_evaluator", "build_outbox", "build_switch", "change_recorder", "known_sinks",
+    "load_rules", "sink_factory",
+]  # fmt: skip
 
 SINK_GROUP: Final = "clinotel.alert_sinks"
 ROLES: Final = ("page", "ticket")
@@ -91,6 +96,34 @@ def build_outbox(
     )  # fmt: skip
 
 
+def build_switch(config: AlertingConfig, http: httpx.Client | None = None) -> FlagSwitch | None:
+    """The kill switch `config` names: its flagd file, else its flag webhook, else None."""
+    if config.flagd_file is not None:
+        return FlagdFile(config.flagd_file)
+    if config.flag_webhook is not None:
+        return Webhook(config.flag_webhook, http)
+    return None
+
+
+def change_recorder(config: AlertingConfig, env: Mapping[str, str] | None = None) -> ChangeRecorder | None:
+    """Records each kill-switch action as a change event at `config.changes_endpoint` (OTLP/HTTP,
+    `CLINOTEL_WRITE_TOKEN` from `env`), or None when no endpoint is configured."""
+    endpoint = config.changes_endpoint
+    if endpoint is None:
+        return None
+    token = (os.environ if env is None else env).get("CLINOTEL_WRITE_TOKEN")
+    headers = {"authorization": f"Bearer {token}"} if token else None
+
+    def record(action: DisableFlag, rule: str, outcome: Outcome, when: datetime) -> None:
+        from clinotel.instrumentation.changes import ChangeSpec, send_changes
+
+        scope = {k: v for k, v in action.scope.items() if k in ("site", "department", "workflow_kind", "stage")}
+        spec = ChangeSpec("flag", action.key, action.variant, f"rule:{rule}", scope, outcome.result, when)
+        send_changes([spec], endpoint=endpoint, headers=headers, service="clinotel-alerts")
+
+    return record
+
+
 def load_rules(config: AlertingConfig) -> RulePack:
     """The configured rules file, or the default pack; RuleError saying what is wrong where."""
     return load(config.rules or default_rules_path())
@@ -121,4 +154,8 @@ def build_evaluator(
         recorder=recorder,
         lease_s=None if alone else config.lease_for(once),
         holder=holder,
+        switch=build_switch(config),
+        dry_run=config.dry_run,
+        on_change=change_recorder(config),
+        changes_hours=config.changes_hours,
     )

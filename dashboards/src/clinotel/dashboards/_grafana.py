@@ -131,8 +131,11 @@ def _panel(panel: dict[str, Any]) -> dict[str, Any]:
     return panel
 
 
-def finish(dashboard: g.Dashboard, variables: list[Variable]) -> dict[str, Any]:
-    """The dashboard as the raw JSON Grafana's file provisioning loads."""
+def finish(
+    dashboard: g.Dashboard, variables: list[Variable], annotations: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The dashboard as the raw JSON Grafana's file provisioning loads; `annotations`: its
+    annotation queries (`clinotel.dashboards.annotations`)."""
     import json
 
     from grafanalib._gen import DashboardEncoder
@@ -150,7 +153,7 @@ def finish(dashboard: g.Dashboard, variables: list[Variable]) -> dict[str, Any]:
         if steps and "value" not in steps[0]:
             steps[0]["value"] = None
     data["templating"] = {"list": [v.to_json() for v in variables]}
-    data["annotations"] = {"list": []}
+    data["annotations"] = {"list": list(annotations or [])}
     data["editable"] = False
     data["fiscalYearStartMonth"] = 0
     data["liveNow"] = False

@@ -9,6 +9,7 @@ from typing import Any, Final
 import grafanalib.core as g
 
 from clinotel.dashboards._grafana import ClickHouseTarget, Variable, finish
+from clinotel.dashboards.annotations import changes_annotation
 from clinotel.model import clinical
 from clinotel.model.indicators import INDICATORS, Indicator
 from clinotel.model.sql import identifier
@@ -174,4 +175,4 @@ class Board:
             refresh="1m",
             timezone="utc",
         ).auto_panel_ids()
-        return finish(dashboard, variables(self.database))
+        return finish(dashboard, variables(self.database), [changes_annotation(self.database)])

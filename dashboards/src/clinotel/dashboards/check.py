@@ -37,13 +37,17 @@ class PanelResult:
 
 
 def panel_queries(dashboards: dict[str, dict[str, Any]]) -> Iterator[PanelQuery]:
-    """Every panel target's SQL (and every template variable's), unexpanded."""
+    """Every panel target's SQL (and every template variable's and annotation's), unexpanded."""
     for name, data in dashboards.items():
         names = tuple(v["name"] for v in data.get("templating", {}).get("list", []))
         for variable in data.get("templating", {}).get("list", []):
             query = variable.get("query")
             if isinstance(query, dict):
                 yield PanelQuery(name, f"${variable['name']}", query["rawSql"], None, names)
+        for annotation in data.get("annotations", {}).get("list", []):
+            target = annotation.get("target")
+            if isinstance(target, dict) and "rawSql" in target:
+                yield PanelQuery(name, f"annotation {annotation['name']}", target["rawSql"], None, names)
         for panel in data.get("panels", []):
             grid = {k: panel[k] for k in ("maxDataPoints", "interval", "gridPos") if k in panel}
             for target in panel.get("targets", []):

@@ -37,6 +37,7 @@ from clinotel.instrumentation._internal.api import (
     stage,
     workflow,
 )
+from clinotel.instrumentation._internal.change import record_change
 from clinotel.instrumentation._internal.context import WorkflowContext
 from clinotel.instrumentation._internal.models import (
     Action,
@@ -129,6 +130,7 @@ __all__ = [
     "otlp_exporter",
     "pseudonymize",
     "record_action",
+    "record_change",
     "record_data_quality",
     "record_decision",
     "record_effort",

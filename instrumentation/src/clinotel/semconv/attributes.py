@@ -65,6 +65,7 @@ GROUPS: Final[dict[str, str]] = {
     "effort": "Human effort a stage took, and rework a workflow created afterwards (never who).",
     "feedback": "A clinician's coded feedback on the automation (never free text).",
     "telemetry": "clinotel's own health figures.",
+    "change": "Change events (`clinotel.change` spans): what changed, by whom (a role or pipeline), where.",
     "opentelemetry": "Standard OpenTelemetry attributes that are safe to keep.",
 }
 
@@ -419,6 +420,42 @@ FEEDBACK_ACTOR_ROLE: Final = _string(
     "clinical.feedback.actor_role", "The role of the clinician giving feedback (never who).", "feedback",
     values=ActorRole,
 )  # fmt: skip
+
+CHANGE_SPAN_NAME: Final = "clinotel.change"
+"""The span of a change event (`record_change`, `clinotel changes add`, a kill switch's action)."""
+CHANGE_KINDS: Final = ("deploy", "model", "flag", "rule", "config")
+ACTOR_PATTERN: Final = r"(role|pipeline|service|rule):[a-z0-9][a-z0-9._-]{0,62}"
+"""Who made a change: a role (`role:pharmacist`), a pipeline (`pipeline:ci-main`), a service or an
+alert rule (`rule:canary_kill`); never a person's name or login."""
+
+# change events
+CHANGE_KIND: Final = _string("clinical.change.kind", "What kind of thing changed.", "change", values=CHANGE_KINDS)
+CHANGE_NAME: Final = _string(
+    "clinical.change.name", "What changed: a service, model, flag key, rule or setting name.", "change",
+    pattern=LABEL_PATTERN,
+)  # fmt: skip
+CHANGE_VERSION: Final = _string(
+    "clinical.change.version", "The version (or flag state, such as `off`) it changed to.", "change",
+    pattern=LABEL_PATTERN,
+)  # fmt: skip
+CHANGE_ACTOR: Final = _string(
+    "clinical.change.actor", "Who changed it: `role:…`, `pipeline:…`, `service:…` or `rule:…`, never a person.",
+    "change", pattern=ACTOR_PATTERN,
+)  # fmt: skip
+CHANGE_WORKFLOW_KIND: Final = _string(
+    "clinical.change.workflow_kind", "The workflow kind the change applies to (empty: every kind).", "change",
+    pattern=CODE_PATTERN,
+)  # fmt: skip
+CHANGE_STAGE: Final = _string(
+    "clinical.change.stage", "The workflow step the change applies to (empty: every step).", "change",
+    pattern=CODE_PATTERN,
+)  # fmt: skip
+CHANGE_RESULT: Final = _string(
+    "clinical.change.result", "How an automated change ended (a kill switch's action).", "change",
+    values=("applied", "dry_run", "failed", "unchanged"),
+)  # fmt: skip
+CHANGE_SCOPE: Final = (SITE, DEPARTMENT, CHANGE_WORKFLOW_KIND, CHANGE_STAGE)
+"""Where a change applies, below the tenant (which the collector stamps)."""
 
 HEALTH_SPAN_NAME: Final = "clinotel.telemetry"
 """The span clinotel's exporter sends with its counters (the `clinotel.telemetry.*` attributes)."""

@@ -71,6 +71,13 @@ class Telemetry:
         elif self.processor is not None:
             self.processor.shutdown()
 
+    def restore(self) -> None:
+        """Shut down, and put back what was in force before this configure() (a tool that records
+        a few spans inside a process that has telemetry of its own, such as a change event)."""
+        self.shutdown()
+        if self.previous is not None:
+            install(self.previous)
+
     def dropped(self) -> dict[str, int]:
         """What clinotel dropped, redacted or contained since start, by reason."""
         return self.counters.totals()

@@ -1,0 +1,189 @@
+"""The kill switch: a rule's `disable_flag` action rewrites a flagd flag-definition file, and the
+real OpenFeature SDK with the flagd provider (file mode) follows it without a restart; the action is
+audited, recorded as a change event through OTLP, and named on the page. Dry run changes nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openfeature import api
+from openfeature.contrib.provider.flagd import FlagdProvider
+from openfeature.contrib.provider.flagd.config import ResolverType
+from openfeature.evaluation_context import EvaluationContext
+from pydantic import ValidationError
+
+from alerts.tests.test_paging import Sink
+from clinotel.alerts import default_rules_path
+from clinotel.alerts.actions import DisableFlag, FlagdFile
+from clinotel.alerts.config import AlertingConfig
+from clinotel.alerts.paging import Outbox
+from clinotel.alerts.rules import load
+from clinotel.alerts.sinks import WebhookSink
+from clinotel.alerts.wiring import build_evaluator
+from clinotel.model import tables
+from clinotel.model.changes import recent_changes
+
+FLAGS = {
+    "$schema": "https://flagd.dev/schema/v0/flags.json",
+    "flags": {
+        "triage-model-v4": {
+            "state": "ENABLED",
+            "variants": {"on": True, "off": False},
+            "defaultVariant": "off",
+            "targeting": {"if": [{"in": [{"var": "site"}, ["north", "south"]]}, "on", None]},
+        }
+    },
+}
+KILL = DisableFlag(key="triage-model-v4", scope={"site": "north"})
+
+
+@pytest.fixture
+def flag_file(tmp_path: Path) -> Path:
+    path = tmp_path / "flags.flagd.json"
+    path.write_text(json.dumps(FLAGS), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def flagd(flag_file: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The real flagd provider watching `flag_file`, as a service in file mode would."""
+    monkeypatch.setenv("FLAGD_OFFLINE_POLL_MS", "50")
+    provider = FlagdProvider(resolver_type=ResolverType.FILE, offline_flag_source_path=str(flag_file))
+    api.set_provider(provider)
+    yield api.get_client()
+    api.shutdown()
+
+
+def _value(client: Any, site: str) -> bool:
+    return bool(client.get_boolean_value("triage-model-v4", False, EvaluationContext(attributes={"site": site})))
+
+
+def _follows(client: Any, site: str, want: bool, timeout_s: float = 10.0) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if _value(client, site) is want:
+            return time.monotonic() - start
+        time.sleep(0.02)
+    raise AssertionError(f"the flagd provider did not follow: site {site} still {not want}")
+
+
+def test_the_switch_turns_the_flag_off_at_one_site_and_the_provider_follows(flag_file: Path, flagd: Any) -> None:
+    _follows(flagd, "north", True)
+    assert _value(flagd, "south") is True
+    outcome = FlagdFile(flag_file).disable(KILL, "canary_kill_under_triage", dry_run=False)
+    assert outcome.result == "applied", outcome
+    _follows(flagd, "north", False)
+    assert _value(flagd, "south") is True  # the rest of the rollout keeps its variant
+    assert _value(flagd, "east") is False  # and the default stays the default
+    flag = json.loads(flag_file.read_text())["flags"]["triage-model-v4"]
+    assert flag["metadata"] == {"clinotelKilledBy": "canary_kill_under_triage"}
+    # again: nothing to do, the file is not rewritten
+    before = flag_file.stat().st_mtime_ns
+    assert FlagdFile(flag_file).disable(KILL, "canary_kill_under_triage", dry_run=False).result == "unchanged"
+    assert flag_file.stat().st_mtime_ns == before
+
+
+def test_a_dry_run_changes_nothing(flag_file: Path) -> None:
+    before = flag_file.read_bytes()
+    outcome = FlagdFile(flag_file).disable(KILL, "r", dry_run=True)
+    assert outcome.result == "dry_run"
+    assert "would set flag triage-model-v4 -> off (site=north)" in outcome.detail
+    assert flag_file.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("action", "says"),
+    [
+        (DisableFlag(key="no-such-flag"), "has no flag 'no-such-flag'"),
+        (DisableFlag(key="triage-model-v4", variant="maybe"), "has no variant 'maybe'"),
+    ],
+)
+def test_a_switch_that_cannot_apply_says_why_and_leaves_the_file(
+    flag_file: Path, action: DisableFlag, says: str
+) -> None:
+    before = flag_file.read_bytes()
+    outcome = FlagdFile(flag_file).disable(action, "r", dry_run=False)
+    assert (outcome.result, says in outcome.detail) == ("failed", True)
+    assert flag_file.read_bytes() == before
+
+
+def test_a_missing_or_broken_flag_file_fails_in_one_line(tmp_path: Path) -> None:
+    assert FlagdFile(tmp_path / "none.json").disable(KILL, "r", False).result == "failed"
+    (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
+    outcome = FlagdFile(tmp_path / "bad.json").disable(KILL, "r", False)
+    assert outcome.result == "failed"
+    assert "\n" not in outcome.detail
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"key": "../../etc/passwd"},
+        {"key": "x", "scope": {"site": 'north"}, {"==": [1, 1]'}},
+        {"key": "x", "scope": {"Site; DROP": "north"}},
+        {"key": "x", "variant": ""},
+        {"key": "x", "extra": 1},
+    ],
+)
+def test_an_action_that_could_inject_is_refused_when_the_rules_load(fields: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        DisableFlag.model_validate(fields)
+
+
+def test_the_canary_kill_switches_the_flag_off_records_it_and_says_so_on_the_page(
+    collector: Any, flag_file: Path, flagd: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from collector.tests.fixtures import WRITE_TOKEN
+    from dashboards.tests.demo_data import load_demo
+
+    load_demo(collector, WRITE_TOKEN, workflows=2000)
+    rules = tmp_path / "rules.yaml"
+    text = default_rules_path().read_text(encoding="utf-8")
+    rules.write_text(text, encoding="utf-8")
+    pack = load(rules)
+    kill = next(r for r in pack.rules if r.name == "canary_kill_under_triage")
+    assert kill.action is not None
+    assert kill.action.disable_flag == KILL
+    monkeypatch.setenv("CLINOTEL_WRITE_TOKEN", WRITE_TOKEN)
+    config = AlertingConfig(
+        rules=rules, flagd_file=flag_file, changes_endpoint=f"http://127.0.0.1:{collector.http.port}"
+    )
+    sink = Sink()
+    try:
+        outbox = Outbox([WebhookSink(f"{sink.url}/page")], [WebhookSink(f"{sink.url}/ticket")])
+        evaluator = build_evaluator(config, collector.client, collector.options.database, outbox=outbox, alone=True)
+        _follows(flagd, "north", True)
+        summary = evaluator.evaluate(datetime.now(UTC) + timedelta(minutes=1))
+        assert summary.errors == []
+        [(rule, what, outcome)] = summary.actions
+        assert (rule, what, outcome.result) == ("canary_kill_under_triage", "flag triage-model-v4 -> off (site=north)",
+                                                "applied")  # fmt: skip
+        _follows(flagd, "north", False)
+        pages = [alert for path, body in sink.received if path == "/page" for alert in body["alerts"]]
+        page = next(p for p in pages if p["rule"] == "canary_kill_under_triage")
+        assert page["annotations"]["action"] == "switched flag triage-model-v4 -> off (site=north)"
+        assert "flag triage-model-v4 -> on by pipeline:flag-rollout" in page["annotations"]["changes"]
+    finally:
+        sink.close()
+    db = collector.options.database
+    [audit] = collector.client.query(
+        f"SELECT Value, Sample, Threshold, Receiver, Detail FROM {db}.{tables.ALERT_EVENTS} "
+        "WHERE Rule = 'canary_kill_under_triage' AND Event = 'action'"
+    ).result_rows
+    assert audit[0] > 1.5
+    assert audit[1] >= 30
+    assert audit[3] == "flagd:flags.flagd.json"
+    assert audit[4].startswith("applied: flag triage-model-v4 -> off (site=north)")
+    collector.writer.drain()
+    now = datetime.now(UTC)
+    changes = recent_changes(collector.client, db, now - timedelta(minutes=5), now + timedelta(minutes=1))
+    [change] = [c for c in changes if c.actor == "rule:canary_kill_under_triage"]
+    assert (change.kind, change.name, change.version, change.site, change.result) == (
+        "flag", "triage-model-v4", "off", "north", "applied",
+    )  # fmt: skip

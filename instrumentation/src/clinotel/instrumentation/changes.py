@@ -1,0 +1,98 @@
+"""Send change events over OTLP from a process that is not a clinical service (a CI/CD pipeline,
+the alert evaluator's kill switch), through clinotel's one recording path and PHI gate. Needs the
+`sdk` extra."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+import clinotel.instrumentation as ct
+from clinotel.semconv import attributes as A
+
+__all__ = ["DEFAULT_SERVICE", "ChangeSpec", "SendError", "send_changes"]
+
+DEFAULT_SERVICE: Final = "clinotel-changes"
+"""The `service.name` of change events sent by the command line."""
+
+
+class SendError(RuntimeError):
+    """The collector did not accept the change events (one line)."""
+
+
+@dataclass(frozen=True)
+class ChangeSpec:
+    """One change event to send (see `clinotel.instrumentation.record_change`)."""
+
+    kind: str
+    name: str
+    version: str | None = None
+    actor: str | None = None
+    scope: Mapping[str, str] = field(default_factory=dict)
+    result: str | None = None
+    at: datetime | None = None
+
+
+class _Held(SpanExporter):
+    """Holds the spans clinotel's gate passes on until every change has been validated, then
+    sends them in one export: a bad change sends nothing."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+        self.held: list[ReadableSpan] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.held.extend(spans)
+        return SpanExportResult.SUCCESS
+
+    def send(self) -> bool:
+        spans = [s for s in self.held if s.name == A.CHANGE_SPAN_NAME]
+        self.held.clear()
+        return not spans or self.inner.export(spans) is SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+def send_changes(
+    changes: Sequence[ChangeSpec],
+    *,
+    endpoint: str,
+    headers: Mapping[str, str] | None = None,
+    tenant: str | None = None,
+    service: str = DEFAULT_SERVICE,
+    protocol: str = "http/protobuf",
+) -> None:
+    """Validate every change (strict: TelemetryValidationError names the bad field, nothing is
+    sent) and send them to the collector at `endpoint` in one export; SendError when it refuses."""
+    held = _Held(ct.otlp_exporter(endpoint, protocol, headers))
+    telemetry = ct.configure(
+        service_name=service,
+        tenant=tenant,
+        exporter=held,
+        batch=False,
+        set_global=False,
+        mode="strict",
+        # a pipeline has no instance: the service's name, not the SDK's random id, so reruns agree
+        resource_attributes={"service.instance.id": service},
+    )
+    try:
+        for c in changes:
+            at_ns = int(c.at.timestamp() * 1e9) if c.at is not None else None
+            ct.record_change(
+                c.kind, c.name, version=c.version, actor=c.actor, scope=dict(c.scope), result=c.result, at_ns=at_ns
+            )
+        sent = held.send()
+    finally:
+        held.held.clear()
+        telemetry.restore()
+    if not sent:
+        raise SendError(f"the collector at {endpoint} did not accept the change events")
