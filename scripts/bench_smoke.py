@@ -18,13 +18,13 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 def main() -> int:
-    scripts = sorted(BENCHMARKS.glob("*.py"))
+    scripts = sorted(p for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_"))
     if not scripts:
         print("bench-smoke: no benchmarks found", file=sys.stderr)
         return 1
     failed = 0
     with tempfile.TemporaryDirectory() as tmp:
-        for script in scripts:
+        for script in scripts:  # `_name.py`: a helper module, not a benchmark
             out = Path(tmp) / f"{script.stem}.json"
             started = time.monotonic()
             done = subprocess.run(

@@ -8,7 +8,7 @@ from typing import Final
 from clinotel.model.sql import literal, string_array
 from clinotel.semconv import PHI_REGEX, PSEUDONYM_PATTERN, REDACTED, REGISTRY, UUID_PATTERN, PhiClass, Scope
 
-__all__ = ["PHI_SQL", "allowed_keys", "attribute_map", "scrub_sql"]
+__all__ = ["PHI_SQL", "allowed_keys", "attribute_map", "scrub_sql", "value_sql"]
 
 
 PHI_SQL: Final = literal(PHI_REGEX)
@@ -32,7 +32,7 @@ def allowed_keys(scopes: tuple[Scope, ...], phi: PhiClass | None = None) -> list
 _ONEOF: Final = "kind"
 
 
-def _value_sql(v: str) -> str:
+def value_sql(v: str) -> str:
     """An OTLP AnyValue tuple as the contrib exporter's string form."""
     return (
         f"multiIf({v}.{_ONEOF} = 'string_value', {v}.string_value, "
@@ -52,7 +52,7 @@ def attribute_map(expr: str, scopes: tuple[Scope, ...]) -> str:
     pseudonyms = string_array(allowed_keys(scopes, PhiClass.PSEUDONYM))
     free = string_array(allowed_keys(scopes, PhiClass.FREE_TEXT))
     # t = (key, value as text, value is a string)
-    typed = f"arrayMap(a -> (a.key, {_value_sql('a.value')}, a.value.{_ONEOF} = 'string_value'), " + (
+    typed = f"arrayMap(a -> (a.key, {value_sql('a.value')}, a.value.{_ONEOF} = 'string_value'), " + (
         f"arrayFilter(a -> has({allowed}, a.key), {expr}))"
     )
     checked = (
