@@ -18,6 +18,8 @@ from typing import Final
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
+from clinotel.collector import leb128
+
 __all__ = [
     "ENVELOPE_FIELDS",
     "ONEOF_NAME",
@@ -130,21 +132,9 @@ def proto_schema() -> str:
     return "\n".join(out)
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def _string_field(number: int, value: str) -> bytes:
     data = value.encode("utf-8")
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
+    return leb128.encode(number << 3 | 2) + leb128.encode(len(data)) + data
 
 
 def envelope(tenant: str, batch_id: str, received_unix_nano: int) -> bytes:
@@ -152,11 +142,11 @@ def envelope(tenant: str, batch_id: str, received_unix_nano: int) -> bytes:
     return (
         _string_field(ENVELOPE_FIELDS["tenant"], tenant)
         + _string_field(ENVELOPE_FIELDS["batch_id"], batch_id)
-        + _varint(ENVELOPE_FIELDS["received_unix_nano"] << 3 | 1)
+        + leb128.encode(ENVELOPE_FIELDS["received_unix_nano"] << 3 | 1)
         + struct.pack("<Q", received_unix_nano)
     )
 
 
 def frame(message: bytes) -> bytes:
     """`message` length-delimited, as ClickHouse's `Protobuf` format reads a stream of them."""
-    return _varint(len(message)) + message
+    return leb128.encode(len(message)) + message

@@ -48,6 +48,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from clinotel.collector import leb128
 from clinotel.collector.readport.reader import ClickHouseError
 
 __all__ = [
@@ -400,20 +401,8 @@ def _split(t: NativeType, count: int, keys: memoryview) -> list[memoryview]:
 # -- blocks -------------------------------------------------------------------------------------
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def _string(b: bytes) -> bytes:
-    return _varint(len(b)) + b
+    return leb128.encode(len(b)) + b
 
 
 def _block_info(revision: int) -> bytes:
@@ -440,7 +429,7 @@ def for_client(body: bytes, revision: int, *, binary_types: bool = False) -> byt
     info = _block_info(revision)
     while r.pos < len(body):
         columns, rows = r.varint(), r.varint()
-        out += [info, _varint(columns), _varint(rows)]
+        out += [info, leb128.encode(columns), leb128.encode(rows)]
         for _ in range(columns):
             out.append(_string(r.string()))
             start = r.pos
