@@ -1,5 +1,6 @@
 """CI's benchmark step: every benchmark's `--quick` run keeps the interface the README promises
-(`--quick`, `--json`, a table whose last line is the headline figure). Figures are not judged here:
+(`--quick`, `--json`, a table whose last line is the headline figure, a ratio to a same-run
+reference in the JSON). Figures are not judged here:
 speed targets are read off full runs, on a machine whose speed that day is measured beside them.
 
     python scripts/bench_smoke.py
@@ -37,8 +38,10 @@ def main() -> int:
                 problem = f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"
             elif not lines or not lines[-1].startswith("headline:"):
                 problem = "the table does not end with its headline"
-            elif json.loads(out.read_text()).get("benchmark") != script.stem:
+            elif (figures := json.loads(out.read_text())).get("benchmark") != script.stem:
                 problem = "the JSON does not name the benchmark"
+            elif not any("ratio" in key for key in figures):
+                problem = "no ratio to a same-run reference in the JSON (every benchmark calibrates itself)"
             took = time.monotonic() - started
             if problem:
                 failed += 1
