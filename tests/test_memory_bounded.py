@@ -93,7 +93,8 @@ def test_rss_does_not_grow_with_load_duration(tmp_path: Path) -> None:
         _load(url, body, WINDOW_S / 2, serve.pid)  # warm-up: the engine's first parts and caches
         first, accepted_first = _load(url, body, WINDOW_S, serve.pid)
         second, accepted_second = _load(url, body, WINDOW_S, serve.pid)
-        assert accepted_first > 0 and accepted_second > 0
+        assert accepted_first > 0
+        assert accepted_second > 0
         assert second <= first * GROWTH_MARGIN + GROWTH_SLACK_MB, (first, second)
         print(f"peak RSS: first window {first:.0f} MB, second {second:.0f} MB")
     finally:
