@@ -33,7 +33,7 @@ docs: $(STAMP)
 	$(BIN)/clinotel semconv docs --out docs/semantic-conventions.md
 
 bench: $(STAMP)
-	for b in benchmarks/*.py; do $(BIN)/python $$b --json benchmarks/results/$$(basename $$b .py).json || exit 1; done
+	for b in benchmarks/[!_]*.py; do $(BIN)/python $$b --json benchmarks/results/$$(basename $$b .py).json || exit 1; done
 
 constraints: $(STAMP)
 	{ echo "# Versions the README's commands install (pip constraints). Regenerate with: make constraints"; \

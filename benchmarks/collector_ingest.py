@@ -11,13 +11,24 @@ two do not share an interpreter lock. Measured:
 - the same freshness under a saturating read load: reader threads in a third process keep every
   reader slot of the read port busy with scans of the stored spans (readers run at a low thread
   priority; the target is the same as without readers);
-- peak RSS of the collector process (chDB included);
-- bytes per span on disk for the demo's span mix (one pass of unique spans, merged).
+- peak RSS of the collector process (chDB included), and whether it grows with the duration of
+  the load (the peak of the sustained phase's second half against its first);
+- bytes per span on disk for the demo's span mix (one pass of unique spans, merged);
+- the same sustained load on `--clickhouse-url`: the collector in a process of its own, writing to
+  a stand-in server (chDB in a third process behind ClickHouse's HTTP interface, `_chdb_server.py`;
+  no ClickHouse server recent enough installs here): its peak RSS without an engine in it.
+
+Calibration: the same segments (the demo's requests framed as the log frames them, at the log's
+segment size) are inserted by the same engine, in the same run, into a bare `otel_traces` (same
+columns, codecs, indexes and order; no views) through the flattening without allowlist and PHI
+rules: the engine's floor on this machine today. The writer's figure and the sustained stored
+rate are printed as ratios to it, beside a profile of where an insert's time goes (parse,
+flatten and checks, otel_traces, views).
 
     python benchmarks/collector_ingest.py [--quick] [--json PATH]
 
-Targets on the 2-core machine: >= 50,000 spans/s (aim 150,000), freshness p99 <= 2 s,
-RSS <= 600 MB, <= 40 bytes per span.
+Targets on the 2-core machine: >= 50,000 spans/s stored (aim 150,000), freshness p99 <= 2 s,
+peak RSS <= 800 MB (<= 250 MB with --clickhouse-url), <= 40 bytes per span.
 """
 
 from __future__ import annotations
@@ -26,7 +37,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import struct
 import subprocess
@@ -36,7 +46,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-TARGETS = {"spans_per_s": 50_000, "freshness_p99_s": 2.0, "rss_mb": 600, "bytes_per_span": 40}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _rss import RssSampler
+
+TARGETS = {
+    "spans_per_s": 50_000,
+    "freshness_p99_s": 2.0,
+    "rss_mb": 800,
+    "server_mode_rss_mb": 250,
+    "bytes_per_span": 40,
+}
 
 LOADGEN = r"""
 import http.client, json, struct, sys, threading, time
@@ -48,7 +68,7 @@ while pos < len(data):
     n, spans = struct.unpack_from("<II", data, pos); pos += 8
     requests.append((data[pos:pos + n], spans)); pos += n
 lock = threading.Lock()
-acked = {"spans": 0, "requests": 0, "refused": 0, "acks": []}
+acked = {"spans": 0, "requests": 0, "refused": 0, "offered_spans": 0, "acks": []}
 stop = time.monotonic() + seconds
 def worker(k):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -66,6 +86,7 @@ def worker(k):
         conn.request("POST", "/v1/traces", body, {"Content-Type": "application/x-protobuf"})
         r = conn.getresponse(); r.read()
         with lock:
+            acked["offered_spans"] += spans
             if r.status == 200:
                 acked["spans"] += spans; acked["requests"] += 1
                 acked["acks"].append((i - threads, time.time()))
@@ -145,29 +166,119 @@ def _loadgen(path: Path, port: int, seconds: float, threads: int, rate: float = 
     return result
 
 
-def _rss_peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _segments(requests_file: Path, segment_bytes: int, directory: Path) -> list[tuple[Path, int]]:
+    """The demo's requests framed exactly as the log frames them, cut where the log would seal a
+    segment: (path, spans) per segment."""
+    from clinotel.collector.log import record as otlp_proto
+
+    directory.mkdir(parents=True, exist_ok=True)
+    data = requests_file.read_bytes()
+    out: list[tuple[Path, int]] = []
+    chunk, spans, pos = bytearray(), 0, 0
+
+    def seal() -> None:
+        path = directory / f"segment-{len(out):04d}.wal"
+        path.write_bytes(bytes(chunk))
+        out.append((path, spans))
+
+    while pos < len(data):
+        n, count = struct.unpack_from("<II", data, pos)
+        pos += 8
+        envelope = otlp_proto.envelope("bench", f"{len(out):04d}-{pos:08x}", time.time_ns())
+        chunk += otlp_proto.frame(data[pos : pos + n] + envelope)
+        spans += count
+        pos += n
+        if len(chunk) >= segment_bytes:
+            seal()
+            chunk, spans = bytearray(), 0
+    if chunk:
+        seal()
+    return out
+
+
+PROFILE_STAGES = ("parse", "flatten_and_checks", "reference", "collector")
+"""What one insert of the same segments costs, stage by stage: the segment parsed into a `Null`
+table; parsed, flattened and checked into a `Null` copy of `otel_traces`; the reference (parsed and
+flattened without checks into a bare `otel_traces`); the collector's own pipeline (checks,
+`otel_traces` and its views)."""
+
+
+def _engine_profile(
+    client: Any, pipeline: Any, proto_file: str, segments: list[tuple[Path, int]], rounds: int
+) -> dict[str, dict[str, float]]:
+    """Each stage over all `segments`, `rounds` times in turn (so the machine's drift hits each
+    alike): spans/s (median round) and ms per insert."""
+    from clinotel.collector.store import pipeline as ingest
+    from clinotel.collector.store import schema
+
+    ref = schema.SchemaOptions(database="bench_ref")
+    traces = pipeline.options.name(schema.TRACES)
+    client.command("CREATE DATABASE IF NOT EXISTS bench_ref")
+    client.command(f"CREATE TABLE bench_ref.parsed ({ingest.SEGMENT_STRUCTURE}) ENGINE = Null")
+    client.command(f"CREATE TABLE bench_ref.traces_null AS {traces} ENGINE = Null")
+    client.command(f"CREATE TABLE bench_ref.{schema.TRACES} AS {traces}")
+    for name, target, checks in (("checked", "traces_null", True), ("reference", schema.TRACES, False)):
+        client.command(f"CREATE TABLE bench_ref.in_{name} ({ingest.SEGMENT_STRUCTURE}) ENGINE = Null")
+        select = ingest.flatten_select(ref, f"bench_ref.in_{name}", checks=checks)
+        client.command(f"CREATE MATERIALIZED VIEW bench_ref.in_{name}_mv TO bench_ref.{target} AS {select}")
+    into = {
+        "parse": "bench_ref.parsed",
+        "flatten_and_checks": "bench_ref.in_checked",
+        "reference": "bench_ref.in_reference",
+        "collector": None,
+    }
+    spans = sum(n for _, n in segments)
+    seconds: dict[str, list[float]] = {stage: [] for stage in PROFILE_STAGES}
+    retries = dict.fromkeys(PROFILE_STAGES, 0)
+    for r in range(rounds):
+        for stage in PROFILE_STAGES:
+            started = time.perf_counter()
+            for i, (path, _) in enumerate(segments):
+                token = f"profile-{stage}-{r}-{i}-{time.time_ns()}"
+                sql = pipeline.insert_from_file(str(path), token, proto_file, into=into[stage])
+                while True:  # as the writer does: an engine full of merges is waited for, the time counted
+                    try:
+                        client.command(sql)
+                        break
+                    except Exception as e:
+                        if "(total) memory limit exceeded" not in str(e):
+                            raise
+                        retries[stage] += 1
+                        time.sleep(0.1)
+            seconds[stage].append(time.perf_counter() - started)
+    client.command("DROP DATABASE bench_ref")
+    return {
+        stage: {
+            "spans_per_s": round(spans / statistics.median(times)),
+            "ms_per_insert": round(statistics.median(times) / len(segments) * 1000, 1),
+            "retries_engine_full": retries[stage],
+        }
+        for stage, times in seconds.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a short run (under 30 s)")
     parser.add_argument("--json", type=Path, help="write the figures here")
-    parser.add_argument("--segment-mb", type=int, default=16, help="log segment size: memory against throughput")
+    parser.add_argument("--segment-mb", type=int, default=None, help="log segment size [default: the collector's]")
+    parser.add_argument("--memory-mb", type=int, default=None, help="engine memory cap [default: the collector's]")
     parser.add_argument("--encode-only", nargs=2, metavar=("PATH", "WORKFLOWS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.encode_only:  # run in a child process, so generating the load does not count in RSS
         n_requests, n_spans = _demo_requests(int(args.encode_only[1]), 512, Path(args.encode_only[0]))
         print(json.dumps([n_requests, n_spans]))
         return 0
-    sustained_s, fresh_s, workflows = (4.0, 3.0, 1500) if args.quick else (20.0, 10.0, 8000)
-
-    import clickhouse_connect
+    sustained_s, fresh_s, workflows, rounds = (2.0, 2.0, 1500, 1) if args.quick else (24.0, 10.0, 8000, 3)
 
     from clinotel.collector.readport.reader import ReadLimits
     from clinotel.collector.service import Collector, CollectorConfig
     from clinotel.collector.store import schema
+    from clinotel.collector.store.embedded import connect
+    from clinotel.collector.store.segments import EmbeddedSegments
 
+    segment_bytes = (args.segment_mb << 20) if args.segment_mb else CollectorConfig.wal_segment_bytes
+    memory_bytes = (args.memory_mb << 20) if args.memory_mb else CollectorConfig.engine_memory_bytes
     work = Path(tempfile.mkdtemp(prefix="clinotel-bench-"))
     requests_file = work / "requests.bin"
     encoded = subprocess.run(
@@ -175,72 +286,105 @@ def main(argv: list[str] | None = None) -> int:
         capture_output=True, text=True, check=True, timeout=600,
     )  # fmt: skip
     n_requests, n_spans = json.loads(encoded.stdout)
-    client = clickhouse_connect.get_client(dsn=f"chdb://{work / 'data'}")
-    collector = Collector(
-        CollectorConfig(
-            database="bench",
-            data_dir=work / "data",
-            wal_dir=work / "wal",
-            otlp_http=("127.0.0.1", 0),
-            otlp_grpc=None,
-            http=("127.0.0.1", 0),
-            insecure_no_auth=True,
-            wal_segment_bytes=args.segment_mb << 20,
-            read_limits=ReadLimits(max_concurrent_per_tenant=8),
-        ),
-        client=client,
-    )
-    collector.start()
-    assert collector.http is not None
-    assert collector.writer is not None
-    port = collector.http.port
-    table = collector.options.name(schema.TRACES)
+    segments = _segments(requests_file, segment_bytes, work / "segments")
+    with RssSampler() as rss:
+        rss.enter("open")
+        client = connect(work / "data", memory_bytes=memory_bytes)
+        collector = Collector(
+            CollectorConfig(
+                database="bench",
+                data_dir=work / "data",
+                wal_dir=work / "wal",
+                otlp_http=("127.0.0.1", 0),
+                otlp_grpc=None,
+                http=("127.0.0.1", 0),
+                insecure_no_auth=True,
+                wal_segment_bytes=segment_bytes,
+                engine_memory_bytes=memory_bytes,
+                read_limits=ReadLimits(max_concurrent_per_tenant=8),
+            ),
+            client=client,
+        )
+        collector.start()
+        assert collector.http is not None
+        assert collector.writer is not None
+        assert collector.wal is not None
+        port = collector.http.port
+        table = collector.options.name(schema.TRACES)
 
-    def stored() -> int:
-        return int(client.query(f"SELECT count() FROM {table}").result_rows[0][0])
+        def stored() -> int:
+            return int(client.query(f"SELECT count() FROM {table}").result_rows[0][0])
 
-    # 1. bytes per span: one pass of unique spans, written and merged
-    one_pass = _one_pass(requests_file, port)
-    collector.writer.drain()
-    client.command(f"OPTIMIZE TABLE {table} FINAL")
-    on_disk = client.query(
-        f"SELECT sum(bytes_on_disk) FROM system.parts WHERE database = 'bench' AND table = '{schema.TRACES}' AND active"
-    ).result_rows[0][0]
-    bytes_per_span = on_disk / max(stored(), 1)
-
-    # 2. sustained throughput, acknowledged and stored
-    before = stored()
-    started = time.monotonic()
-    load = _loadgen(requests_file, port, seconds=sustained_s, threads=4)
-    assert collector.wal is not None
-    while collector.wal.pending_bytes:  # stored rate: until every acknowledged span is queryable
+        # 1. bytes per span: one pass of unique spans, written and merged
+        rss.enter("one pass")
+        one_pass = _one_pass(requests_file, port)
         collector.writer.drain()
-    elapsed_stored = time.monotonic() - started
-    stored_spans = stored() - before
-    acked_rate = load["spans"] / load["seconds"]
-    stored_rate = stored_spans / elapsed_stored
+        client.command(f"OPTIMIZE TABLE {table} FINAL")
+        on_disk = client.query(
+            "SELECT sum(bytes_on_disk) FROM system.parts WHERE database = 'bench' "
+            f"AND table = '{schema.TRACES}' AND active"
+        ).result_rows[0][0]
+        bytes_per_span = on_disk / max(stored(), 1)
 
-    # 3. freshness at 10,000 spans/s: ack -> visible, sampled
-    fresh = _freshness(requests_file, port, collector.writer, fresh_s)
+        # 2. the engine's floor and the profile, on the same segments, the writer alone
+        rss.enter("profile")
+        store = collector.writer.store
+        assert isinstance(store, EmbeddedSegments)
+        profile = _engine_profile(client, store.pipeline, store.proto_file, segments, rounds)
+        reference = profile["reference"]["spans_per_s"]
 
-    # 4. the same under a saturating read load (every reader slot busy), readers started first
-    assert collector.admin is not None
-    readers = subprocess.Popen(
-        [sys.executable, "-c", READLOAD, str(collector.admin.port), str(fresh_s + 2), "8", READ_SQL],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    time.sleep(1.0)
-    fresh_read = _freshness(requests_file, port, collector.writer, fresh_s)
-    read_load = json.loads(readers.communicate(timeout=300)[0])
-    collector.stop()
+        # 3. sustained throughput, acknowledged and stored
+        rss.enter("sustained")
+        before = stored()
+        started = time.monotonic()
+        load = _loadgen(requests_file, port, seconds=sustained_s, threads=4)
+        rss.enter("drain")
+        while collector.wal.pending_bytes:  # stored rate: until every acknowledged span is queryable
+            collector.writer.drain()
+        elapsed_stored = time.monotonic() - started
+        stored_spans = stored() - before
+        acked_rate = load["spans"] / load["seconds"]
+        offered_rate = load["offered_spans"] / load["seconds"]
+        stored_rate = stored_spans / elapsed_stored
+        first_half, second_half = rss.halves("sustained")
+
+        # 4. freshness at 10,000 spans/s: ack -> visible, sampled
+        rss.enter("freshness")
+        fresh = _freshness(requests_file, port, collector.writer, fresh_s)
+
+        # 5. the same under a saturating read load (every reader slot busy), readers started first
+        rss.enter("freshness under reads")
+        assert collector.admin is not None
+        readers = subprocess.Popen(
+            [sys.executable, "-c", READLOAD, str(collector.admin.port), str(fresh_s + 2), "8", READ_SQL],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(1.0)
+        fresh_read = _freshness(requests_file, port, collector.writer, fresh_s)
+        read_load = json.loads(readers.communicate(timeout=300)[0])
+        rss.enter("stop")
+        collector.stop()
+    peak_rss = max(rss.peaks.values())
+    # 6. the same sustained load on `--clickhouse-url` (the collector without an engine)
+    server_mode = _server_mode(requests_file, work, segment_bytes, min(sustained_s, 8.0))
+    ingest_rss = max(rss.peaks.get(p, 0.0) for p in ("sustained", "drain"))
 
     result = {
         "benchmark": "collector_ingest",
         "span_mix": f"clinotel demo, {n_spans:,} spans in {n_requests} requests of <= 512 spans",
         "sustained_seconds": sustained_s,
-        "segment_mb": args.segment_mb,
+        "segment_mb": round(segment_bytes / (1 << 20), 2),
+        "engine_memory_mb": memory_bytes >> 20,
+        "segments": [n for _, n in segments],
+        "reference_spans_per_s": reference,
+        "profile": profile,
+        "writer_spans_per_s": profile["collector"]["spans_per_s"],
+        "writer_ratio_to_reference": round(profile["collector"]["spans_per_s"] / reference, 3),
+        "offered_spans_per_s": round(offered_rate),
         "acked_spans_per_s": round(acked_rate),
         "stored_spans_per_s": round(stored_rate),
+        "stored_ratio_to_reference": round(stored_rate / reference, 3),
+        "overload_factor": round(offered_rate / max(stored_rate, 1.0), 2),
         "refused_requests": load["refused"],
         "freshness_p50_s": fresh[0],
         "freshness_p99_s": fresh[1],
@@ -249,7 +393,12 @@ def main(argv: list[str] | None = None) -> int:
         "freshness_under_reads_p99_s": fresh_read[1],
         "reader_queries_during": read_load["queries"],
         "reader_errors_during": read_load["errors"],
-        "peak_rss_mb": round(_rss_peak_mb()),
+        "peak_rss_mb": round(peak_rss),
+        "peak_rss_ingest_mb": round(ingest_rss),
+        "rss_by_phase_mb": {k: round(v) for k, v in rss.peaks.items()},
+        "anonymous_rss_by_phase_mb": {k: round(v) for k, v in rss.anon_peaks.items()},
+        "rss_sustained_halves_mb": [round(first_half), round(second_half)],
+        "server_mode": server_mode,
         "bytes_per_span": round(bytes_per_span, 1),
         "one_pass_spans": one_pass,
         "targets": TARGETS,
@@ -257,37 +406,153 @@ def main(argv: list[str] | None = None) -> int:
         f"{platform.python_version()}",
     }
     target_rate = f">= {TARGETS['spans_per_s']:,}"
+    ratio = lambda v: f"{v / reference:.2f}"  # noqa: E731
     rows = [
-        ("sustained, acknowledged (on disk in the log)", f"{acked_rate:,.0f} spans/s", target_rate),
-        ("sustained, stored in otel_traces", f"{stored_rate:,.0f} spans/s", target_rate),
-        ("freshness p50 at 10,000 spans/s (ack -> queryable)", f"{fresh[0]:.2f} s", ""),
+        ("engine floor: same segments, bare otel_traces (ref)", f"{reference:,} /s", "1.00", ""),
+        ("  parse only", f"{profile['parse']['spans_per_s']:,} /s", ratio(profile["parse"]["spans_per_s"]), ""),
         (
-            "freshness p99 at 10,000 spans/s (ack -> queryable)",
-            f"{fresh[1]:.2f} s",
-            f"<= {TARGETS['freshness_p99_s']} s",
+            "  parse, flatten, allowlist and PHI checks",
+            f"{profile['flatten_and_checks']['spans_per_s']:,} /s",
+            ratio(profile["flatten_and_checks"]["spans_per_s"]),
+            "",
         ),
-        ("freshness p50, same, 8 readers scanning all spans", f"{fresh_read[0]:.2f} s", ""),
         (
-            "freshness p99, same, 8 readers scanning all spans",
+            "writer alone: the collector's pipeline and views",
+            f"{result['writer_spans_per_s']:,} /s",
+            ratio(result["writer_spans_per_s"]),
+            "",
+        ),
+        ("sustained, offered by the load process", f"{offered_rate:,.0f} /s", ratio(offered_rate), ""),
+        ("sustained, acknowledged (on disk in the log)", f"{acked_rate:,.0f} /s", ratio(acked_rate), ""),
+        ("sustained, stored in otel_traces", f"{stored_rate:,.0f} /s", ratio(stored_rate), target_rate),
+        ("freshness p50 at 10,000 spans/s (ack -> queryable)", f"{fresh[0]:.2f} s", "", ""),
+        ("freshness p99 at 10,000 spans/s", f"{fresh[1]:.2f} s", "", f"<= {TARGETS['freshness_p99_s']} s"),
+        ("freshness p50, 8 readers scanning all spans", f"{fresh_read[0]:.2f} s", "", ""),
+        (
+            "freshness p99, 8 readers scanning all spans",
             f"{fresh_read[1]:.2f} s",
+            "",
             f"<= {TARGETS['freshness_p99_s']} s",
         ),
-        ("reader queries answered during it (errors)", f"{read_load['queries']} ({read_load['errors']})", ""),
-        ("peak RSS of the collector process", f"{result['peak_rss_mb']} MB", f"<= {TARGETS['rss_mb']} MB"),
-        ("bytes per span on disk (demo mix)", f"{bytes_per_span:.1f} B", f"<= {TARGETS['bytes_per_span']} B"),
+        ("reader queries answered during it (errors)", f"{read_load['queries']} ({read_load['errors']})", "", ""),
+        ("peak RSS while ingesting (sustained, drain)", f"{ingest_rss:,.0f} MB", "", f"<= {TARGETS['rss_mb']} MB"),
+        ("RSS peak, sustained 1st half -> 2nd half", f"{first_half:,.0f} -> {second_half:,.0f} MB", "", ""),
+        ("peak RSS of the collector process, whole run", f"{peak_rss:,.0f} MB", "", f"<= {TARGETS['rss_mb']} MB"),
+        (
+            "--clickhouse-url: peak RSS, sustained (no engine)",
+            f"{server_mode['peak_rss_mb']:,} MB",
+            "",
+            f"<= {TARGETS['server_mode_rss_mb']} MB",
+        ),
+        (
+            "--clickhouse-url: RSS, 1st half -> 2nd half",
+            "{} -> {} MB".format(*server_mode["rss_sustained_halves_mb"]),
+            "",
+            "",
+        ),
+        (
+            "--clickhouse-url: acknowledged",
+            f"{server_mode['acked_spans_per_s']:,} /s",
+            ratio(server_mode["acked_spans_per_s"]),
+            "",
+        ),
+        (
+            "--clickhouse-url: stored by the stand-in (chDB)",
+            f"{server_mode['stored_spans_per_s_stand_in']:,} /s",
+            ratio(server_mode["stored_spans_per_s_stand_in"]),
+            "",
+        ),
+        ("bytes per span on disk (demo mix)", f"{bytes_per_span:.1f} B", "", f"<= {TARGETS['bytes_per_span']} B"),
     ]
     print(
-        f"collector ingest, OTLP/HTTP protobuf, embedded store, log on, {args.segment_mb} MiB segments "
-        f"({result['machine']})"
+        f"collector ingest, OTLP/HTTP protobuf, embedded store (memory cap {memory_bytes >> 20} MB), log on, "
+        f"{result['segment_mb']} MiB segments "
+        f"of ~{statistics.median(result['segments']):,.0f} spans ({result['machine']})"
     )
-    print(f"{'':<52} {'measured':>16} {'target':>12}")
-    for name, value, target in rows:
-        print(f"{name:<52} {value:>16} {target:>12}")
-    print(f"headline: {stored_rate:,.0f} spans/s stored, sustained (target >= {TARGETS['spans_per_s']:,})")
+    print(f"{'':<52} {'measured':>18} {'/ ref':>6} {'target':>10}")
+    for name, value, vs_ref, target in rows:
+        print(f"{name:<52} {value:>18} {vs_ref:>6} {target:>10}")
+    per_insert = ", ".join(f"{k} {v['ms_per_insert']:.0f}" for k, v in profile.items())
+    print(f"ms per insert of one segment: {per_insert}")
+    print(
+        f"headline: {stored_rate:,.0f} spans/s stored, sustained (target >= {TARGETS['spans_per_s']:,}); "
+        f"{stored_rate / reference:.2f} of the engine floor ({reference:,}/s today)"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0
+
+
+SERVER_MODE_COLLECTOR = r"""
+import sys
+from pathlib import Path
+from clinotel.collector.service import Collector, CollectorConfig
+url, wal, segment_bytes = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+c = Collector(CollectorConfig(
+    clickhouse_url=url, database="bench", wal_dir=wal, otlp_http=("127.0.0.1", 0), otlp_grpc=None,
+    http=None, insecure_no_auth=True, wal_segment_bytes=segment_bytes, metrics_interval_s=None,
+))
+c.start()
+print(c.http.port, flush=True)
+sys.stdin.readline()  # then killed: what the log still holds stays on disk, as after a crash
+"""
+"""`serve --clickhouse-url` in a process of its own (no engine in it), to measure its memory."""
+
+
+def _server_mode(requests_file: Path, work: Path, segment_bytes: int, seconds: float) -> dict[str, Any]:
+    """The collector with `--clickhouse-url`, under the same sustained load, writing to a stand-in
+    server: chDB in a third process behind ClickHouse's HTTP interface (`_chdb_server.py`; no
+    ClickHouse server can be installed here). The collector's process holds no engine: its RSS is
+    the figure; its stored rate (spans in the stand-in 2 s after the load, over the whole time) is
+    the stand-in's, not a server's."""
+    here = Path(__file__).resolve().parent
+    port_file = work / "server.port"
+    server = subprocess.Popen([sys.executable, str(here / "_chdb_server.py"), str(work / "server"), str(port_file)])
+    collector: subprocess.Popen[str] | None = None
+    try:
+        deadline = time.monotonic() + 60
+        while not port_file.exists() or not port_file.read_text():
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise RuntimeError("the stand-in ClickHouse server did not start")
+            time.sleep(0.1)
+        url = f"http://127.0.0.1:{port_file.read_text()}"
+        collector = subprocess.Popen(
+            [sys.executable, "-c", SERVER_MODE_COLLECTOR, url, str(work / "server-wal"), str(segment_bytes)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert collector.stdout is not None
+        port = int(collector.stdout.readline())
+        with RssSampler(collector.pid) as rss:
+            rss.enter("idle")
+            time.sleep(0.5)
+            rss.enter("sustained")
+            started = time.monotonic()
+            load = _loadgen(requests_file, port, seconds=seconds, threads=4)
+            rss.enter("after")  # the writer still sending what the log holds
+            time.sleep(2.0)
+            rss.enter("end")
+        import clickhouse_connect
+
+        stored = clickhouse_connect.get_client(dsn=url).command("SELECT count() FROM bench.otel_traces")
+        elapsed = time.monotonic() - started
+        first, second = rss.halves("sustained")
+        return {
+            "idle_rss_mb": round(rss.peaks.get("idle", 0.0)),
+            "peak_rss_mb": round(max(rss.peaks.get("sustained", 0.0), rss.peaks.get("after", 0.0))),
+            "rss_sustained_halves_mb": [round(first), round(second)],
+            "acked_spans_per_s": round(load["spans"] / load["seconds"]),
+            "stored_spans_per_s_stand_in": round(int(stored) / elapsed),
+        }
+    finally:
+        for p in (collector, server):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(timeout=30)
+        if collector is not None:
+            for pipe in (collector.stdin, collector.stdout):
+                if pipe is not None:
+                    pipe.close()
 
 
 def _one_pass(path: Path, port: int) -> int:

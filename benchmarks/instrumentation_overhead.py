@@ -4,11 +4,15 @@ A seven-span triage workflow (root, ingest, queue, decide, review, act, complete
 clinotel, against the same spans with the same attributes written directly with the SDK. Both
 export through a BatchSpanProcessor to an exporter that drops everything, so the figures are
 span creation, attribute handling and (for clinotel) validation and the PHI gate, including the
-export thread's share of the two cores. Rounds alternate between the two so drift hits both.
+export thread's share of the two cores. Many short rounds alternate between the two (ABBA, so
+neither always goes first) and each round's ratio is taken against its neighbour: drift hits both.
+
+Two clocks: CPU time of the process (both threads; what the library costs a service, and what
+other processes on a shared machine barely disturb) is the headline; wall time is printed beside it.
 
     python benchmarks/instrumentation_overhead.py [--quick] [--json PATH]
 
-Target: clinotel / SDK at most 1.25 (aim for 1.10).
+Target: clinotel / SDK at most 1.10 (median of rounds, CPU time).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from clinotel.semconv import pseudonymize
 
 KEY = b"benchmark-pseudonym-key-0123456789"
 QUEUE = 100_000  # large enough that neither pipeline drops spans: both do all their work
-TARGET = 1.25
+TARGET = 1.10
 
 
 class NullExporter(SpanExporter):
@@ -150,14 +154,15 @@ def sdk_workflow_factory(tracer: trace.Tracer) -> Callable[[int], None]:
     return run
 
 
-def measure(run: Callable[[int], None], flush: Callable[[], object], n: int) -> float:
-    """Microseconds per workflow, wall time, including draining the export queue."""
+def measure(run: Callable[[int], None], flush: Callable[[], object], n: int) -> tuple[float, float]:
+    """Microseconds per workflow, CPU time of the process and wall time, including draining the
+    export queue."""
     gc.collect()
-    started = time.perf_counter()
+    cpu, wall = time.process_time(), time.perf_counter()
     for i in range(n):
         run(i)
     flush()
-    return (time.perf_counter() - started) / n * 1e6
+    return (time.process_time() - cpu) / n * 1e6, (time.perf_counter() - wall) / n * 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a short run (under 30 s)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
-    rounds, per_round = (5, 1000) if args.quick else (15, 3000)
+    rounds, per_round = (10, 400) if args.quick else (60, 750)
 
     resource = Resource.create({"service.name": "bench", "clinical.tenant.id": "bench"})
     sdk_provider = TracerProvider(resource=resource)
@@ -186,11 +191,13 @@ def main(argv: list[str] | None = None) -> int:
             measure(sdk_run, sdk_bsp.force_flush, 300)
 
         clin, sdk = [], []
-        for _ in range(rounds):
-            clin.append(measure(clinotel_workflow, telemetry.force_flush, per_round))
-            sdk.append(measure(sdk_run, sdk_bsp.force_flush, per_round))
+        for r in range(rounds):
+            pair = [(clin, clinotel_workflow, telemetry.force_flush), (sdk, sdk_run, sdk_bsp.force_flush)]
+            for out, run, flush in pair if r % 2 == 0 else reversed(pair):
+                out.append(measure(run, flush, per_round))
         telemetry.shutdown()
-    ratios = [c / s for c, s in zip(clin, sdk, strict=True)]
+    ratios = [c[0] / s[0] for c, s in zip(clin, sdk, strict=True)]
+    wall_ratios = [c[1] / s[1] for c, s in zip(clin, sdk, strict=True)]
     sdk_provider.shutdown()
     expected = 7 * (per_round * rounds + 2 * 300)
     exported_ok = clin_exporter.spans >= expected and sdk_exporter.spans >= expected
@@ -200,26 +207,39 @@ def main(argv: list[str] | None = None) -> int:
         "spans_per_workflow": 7,
         "rounds": rounds,
         "workflows_per_round": per_round,
-        "sdk_us_per_workflow_median": statistics.median(sdk),
-        "clinotel_us_per_workflow_median": statistics.median(clin),
+        "sdk_us_per_workflow_median": statistics.median(c for c, _ in sdk),
+        "clinotel_us_per_workflow_median": statistics.median(c for c, _ in clin),
         "ratio_median": statistics.median(ratios),
         "ratio_min": min(ratios),
         "ratio_max": max(ratios),
+        "sdk_wall_us_per_workflow_median": statistics.median(w for _, w in sdk),
+        "clinotel_wall_us_per_workflow_median": statistics.median(w for _, w in clin),
+        "wall_ratio_median": statistics.median(wall_ratios),
+        "wall_ratio_min": min(wall_ratios),
+        "wall_ratio_max": max(wall_ratios),
         "target_ratio": TARGET,
         "all_spans_exported": exported_ok,
         "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
     }
     rows = [
-        ("OpenTelemetry SDK, by hand", f"{result['sdk_us_per_workflow_median']:.0f} µs", "1.00"),
-        ("clinotel", f"{result['clinotel_us_per_workflow_median']:.0f} µs", f"{result['ratio_median']:.2f}"),
-    ]
+        ("OpenTelemetry SDK, by hand (ref)", result["sdk_us_per_workflow_median"], 1.0,
+         result["sdk_wall_us_per_workflow_median"], 1.0),
+        ("clinotel", result["clinotel_us_per_workflow_median"], result["ratio_median"],
+         result["clinotel_wall_us_per_workflow_median"], result["wall_ratio_median"]),
+    ]  # fmt: skip
     print(f"seven-span triage workflow, BatchSpanProcessor -> no-op exporter, {rounds} x {per_round} workflows")
-    print(f"{'':<28} {'per workflow':>14} {'ratio':>7}")
-    for name, us, ratio in rows:
-        print(f"{name:<28} {us:>14} {ratio:>7}")
-    print(f"ratio range over rounds: {result['ratio_min']:.2f}..{result['ratio_max']:.2f}; target <= {TARGET}")
+    print(f"{'':<34} {'CPU µs/wf':>10} {'ratio':>6} {'wall µs/wf':>11} {'ratio':>6}")
+    for name, cpu, ratio, wall, wall_ratio in rows:
+        print(f"{name:<34} {cpu:>10.0f} {ratio:>6.2f} {wall:>11.0f} {wall_ratio:>6.2f}")
+    print(
+        f"ratio range over rounds: CPU {result['ratio_min']:.2f}..{result['ratio_max']:.2f}, wall "
+        f"{result['wall_ratio_min']:.2f}..{result['wall_ratio_max']:.2f}; target <= {TARGET} (CPU, median)"
+    )
     verdict = "meets" if result["ratio_median"] <= TARGET else "MISSES"
-    print(f"headline: clinotel/SDK = {result['ratio_median']:.2f} ({verdict} target {TARGET})")
+    print(
+        f"headline: clinotel/SDK = {result['ratio_median']:.2f} CPU, {result['wall_ratio_median']:.2f} wall "
+        f"({verdict} target {TARGET}); SDK by hand {result['sdk_us_per_workflow_median']:.0f} µs per workflow today"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

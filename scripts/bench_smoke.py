@@ -1,5 +1,6 @@
 """CI's benchmark step: every benchmark's `--quick` run keeps the interface the README promises
-(`--quick`, `--json`, a table whose last line is the headline figure). Figures are not judged here:
+(`--quick`, `--json`, a table whose last line is the headline figure, a ratio to a same-run
+reference in the JSON). Figures are not judged here:
 speed targets are read off full runs, on a machine whose speed that day is measured beside them.
 
     python scripts/bench_smoke.py
@@ -18,13 +19,13 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 def main() -> int:
-    scripts = sorted(BENCHMARKS.glob("*.py"))
+    scripts = sorted(p for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_"))
     if not scripts:
         print("bench-smoke: no benchmarks found", file=sys.stderr)
         return 1
     failed = 0
     with tempfile.TemporaryDirectory() as tmp:
-        for script in scripts:
+        for script in scripts:  # `_name.py`: a helper module, not a benchmark
             out = Path(tmp) / f"{script.stem}.json"
             started = time.monotonic()
             done = subprocess.run(
@@ -37,8 +38,10 @@ def main() -> int:
                 problem = f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"
             elif not lines or not lines[-1].startswith("headline:"):
                 problem = "the table does not end with its headline"
-            elif json.loads(out.read_text()).get("benchmark") != script.stem:
+            elif (figures := json.loads(out.read_text())).get("benchmark") != script.stem:
                 problem = "the JSON does not name the benchmark"
+            elif not any("ratio" in key for key in figures):
+                problem = "no ratio to a same-run reference in the JSON (every benchmark calibrates itself)"
             took = time.monotonic() - started
             if problem:
                 failed += 1

@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from clinotel.collector.store.embedded import DEFAULT_ENGINE_MEMORY_MB
 from collector.tests.security.conftest import Arena, assert_refused, assert_reveals_nothing
 
 FILE_AND_SQL_SETTINGS = {
@@ -107,7 +108,8 @@ def test_output_formats_that_read_schema_files_are_refused(arena: Arena, untouch
         ("max_execution_time", "0", "60"),
         ("max_execution_time", "5", "5"),
         ("max_result_bytes", str(1 << 40), str(128 << 20)),
-        ("max_memory_usage", str(1 << 40), str(1 << 30)),
+        # a quarter of the engine's memory cap, so readers cannot crowd out ingest
+        ("max_memory_usage", str(1 << 40), str((DEFAULT_ENGINE_MEMORY_MB << 20) // 4)),
         ("max_threads", "64", "2"),
     ],
 )

@@ -11,7 +11,7 @@ import click
 
 from clinotel.collector.net.listen import MAX_PORT
 from clinotel.collector.store import schema as schema_module
-from clinotel.collector.store.embedded import StoreError, connect
+from clinotel.collector.store.embedded import DEFAULT_ENGINE_MEMORY_MB, MAX_ENGINE_MEMORY_MB, StoreError, connect
 from clinotel.model.store import open_reading_store, reading_store
 from clinotel.model.tables import DEFAULT_DATABASE
 
@@ -198,6 +198,14 @@ _serve_options = [
         show_default=True,
         help="Unwritten log size before 503.",
     ),
+    click.option(
+        "--memory-mb",
+        type=click.IntRange(min=1, max=MAX_ENGINE_MEMORY_MB),
+        default=DEFAULT_ENGINE_MEMORY_MB,
+        show_default=True,
+        help="The embedded engine's memory cap (inserts, merges, reads, caches; the process adds ~420 MB "
+        "of code and interpreter). Ignored with --clickhouse-url.",
+    ),
 ]
 
 
@@ -221,6 +229,7 @@ def run_serve(
     database: str,
     max_request_mb: int,
     wal_max_mb: int,
+    memory_mb: int = DEFAULT_ENGINE_MEMORY_MB,
     companion: Companion | None = None,
 ) -> None:
     """The collector until SIGTERM or SIGINT (or its failure: exit 1), with `companion` started
@@ -252,6 +261,7 @@ def run_serve(
             insecure_no_auth=insecure_no_auth,
             max_request_bytes=max_request_mb << 20,
             wal_max_bytes=wal_max_mb << 20,
+            engine_memory_bytes=memory_mb << 20,
         )
         if clickhouse_url is not None:
             from clinotel.collector.store.embedded import dsn_for

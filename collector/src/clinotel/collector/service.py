@@ -15,7 +15,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -30,6 +30,9 @@ from clinotel.collector.store import pipeline as ingest
 from clinotel.collector.store import schema
 from clinotel.collector.store.embedded import (
     DEFAULT_DATA_DIR,
+    DEFAULT_ENGINE_MEMORY_MB,
+    MAX_ENGINE_MEMORY_MB,
+    MIN_ENGINE_MEMORY_MB,
     check_embedded,
     connect,
     default_wal_dir,
@@ -69,8 +72,12 @@ class CollectorConfig:
     insecure_tenant: str = INSECURE_TENANT
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     wal_max_bytes: int = 1 << 30
-    wal_segment_bytes: int = 16 << 20
+    wal_segment_bytes: int = 8 << 20
+    """A segment is one INSERT: the engine needs about 18 times its size in memory to store it (the
+    demo's mix: 8 MiB, ~20,000 spans, ~150 MB), so this and `engine_memory_bytes` go together."""
     wal_max_age_s: float = 0.5
+    engine_memory_bytes: int = DEFAULT_ENGINE_MEMORY_MB << 20
+    """The embedded engine's memory cap (`store.embedded.engine_options`); with a server, its own."""
     ttl_days: int | None = None
     read_limits: ReadLimits = field(default_factory=ReadLimits)
     metrics_interval_s: float | None = 10.0
@@ -85,6 +92,11 @@ class CollectorConfig:
             raise ConfigError(f"--insecure-no-auth is refused on a non-loopback address ({exposed[0]})")
         if self.data_dir is not None and self.clickhouse_url is not None:
             raise ConfigError("give --data-dir or --clickhouse-url, not both")
+        if not MIN_ENGINE_MEMORY_MB << 20 <= self.engine_memory_bytes <= MAX_ENGINE_MEMORY_MB << 20:
+            raise ConfigError(
+                f"--memory-mb: the embedded engine needs at least {MIN_ENGINE_MEMORY_MB} MB "
+                f"(and at most {MAX_ENGINE_MEMORY_MB})"
+            )
         for name, address in (("--otlp-http", self.otlp_http), ("--otlp-grpc", self.otlp_grpc), ("--http", self.http)):
             if address is not None and not 0 <= address[1] <= MAX_PORT:
                 raise ConfigError(f"{name}: port {address[1]} is not a port (0 to {MAX_PORT})")
@@ -236,7 +248,11 @@ class Collector:
             max_age_s=cfg.wal_max_age_s,
             max_bytes=cfg.wal_max_bytes,
         )
-        client = self._client if self._client is not None else connect(cfg.data_dir, cfg.clickhouse_url)
+        client = (
+            self._client
+            if self._client is not None
+            else connect(cfg.data_dir, cfg.clickhouse_url, memory_bytes=cfg.engine_memory_bytes)
+        )
         self._client = client
         if embedded:
             record_log(cfg.engine_dir, cfg.database, wal_dir)
@@ -248,7 +264,7 @@ class Collector:
         if replay:
             logger.info("replaying %d segment(s) left in the write-ahead log", replay)
         segments: SegmentStore = (
-            EmbeddedSegments(client, pipeline, str(pipeline.write_proto(wal_dir)))
+            EmbeddedSegments(client, pipeline, str(pipeline.write_proto(wal_dir)), cfg.engine_memory_bytes)
             if embedded
             else ServerSegments(client, pipeline, ingest.server_schema(client, pipeline))
         )
@@ -262,8 +278,15 @@ class Collector:
         if self.admin is not None and embedded:
             # With a server, readers query the server (its users and row policies); this port keeps
             # /ping and /metrics.
-            self.reader = SqlReader(cfg.engine_dir, cfg.database, schema.tenant_tables(), cfg.read_limits)
+            self.reader = SqlReader(cfg.engine_dir, cfg.database, schema.tenant_tables(), self._read_limits())
             self.admin.set_reader(self.reader)
+
+    def _read_limits(self) -> ReadLimits:
+        """The read port's caps, each reader query held to a quarter of the engine's memory: eight
+        readers may still fill it, but then a reader's query fails, never the process."""
+        limits = self.config.read_limits
+        share = self.config.engine_memory_bytes // 4
+        return replace(limits, max_memory_usage=min(limits.max_memory_usage, share))
 
     def _serve(self) -> None:
         assert self.writer is not None

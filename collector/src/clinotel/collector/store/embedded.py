@@ -23,12 +23,16 @@ from clinotel.model.tables import DEFAULT_DATABASE
 
 __all__ = [
     "DEFAULT_DATA_DIR",
+    "DEFAULT_ENGINE_MEMORY_MB",
+    "MAX_ENGINE_MEMORY_MB",
+    "MIN_ENGINE_MEMORY_MB",
     "STORE_RECORD",
     "StoreError",
     "check_embedded",
     "connect",
     "default_wal_dir",
     "dsn_for",
+    "engine_options",
     "error_line",
     "holder_pid",
     "legacy_wal_dir",
@@ -42,6 +46,39 @@ STORE_RECORD: Final = "clinotel-store.json"
 """In an embedded store's directory: the write-ahead log of each database it holds."""
 _ENGINE_STATUS: Final = "status"
 """The file a running engine keeps locked in its data directory (with its process id inside)."""
+
+DEFAULT_ENGINE_MEMORY_MB: Final = 512
+"""The embedded engine's own memory (its heap: inserts, merges, reads, caches), a hard cap. The
+process adds what the cap does not cover: the engine's code (chDB's library, ~320 MB mapped) and
+the Python interpreter with the collector; with this default and 8 MiB log segments the collector
+peaked at 640-670 MB in the ingest benchmark. At 384 MB, inserts of 8 MiB segments beside merges
+hit the cap and were retried over and over (stored rate down to a tenth)."""
+MIN_ENGINE_MEMORY_MB: Final = 192
+"""Below this, a default-sized log segment cannot be inserted at all."""
+MAX_ENGINE_MEMORY_MB: Final = 1 << 24
+"""16 TiB: past any machine (and a figure the engine's 64-bit settings hold)."""
+
+
+def engine_options(memory_bytes: int) -> dict[str, str]:
+    """The embedded engine's server settings for a memory cap of `memory_bytes` (they take effect
+    when the process opens its engine, and are ignored by later connections): the cap itself, kept
+    against what the allocator actually holds (the engine's memory worker corrects its count every
+    100 ms and returns freed pages, instead of the container's figure, which counts other
+    processes), half of it at most for merges, and caches sized to it (ClickHouse's defaults, 5 GiB
+    each, assume a server of its own)."""
+    cache = max(memory_bytes // 8, 16 << 20)
+    return {
+        "max_server_memory_usage": str(memory_bytes),
+        "memory_worker_period_ms": "100",
+        "memory_worker_use_cgroup": "0",
+        "memory_worker_correct_memory_tracker": "1",
+        "merges_mutations_memory_usage_soft_limit": str(memory_bytes // 2),
+        "mark_cache_size": str(cache),
+        "index_mark_cache_size": str(cache // 4),
+        "primary_index_cache_size": str(cache // 2),
+        "index_uncompressed_cache_size": "0",
+        "uncompressed_cache_size": "0",
+    }
 
 
 def dsn_for(data_dir: Path | None = None, url: str | None = None) -> str:
@@ -183,10 +220,17 @@ def check_embedded(data_dir: Path, database: str, *, reading: bool) -> None:
         )
 
 
-def connect(data_dir: Path | None = None, url: str | None = None, database: str | None = None) -> Any:
-    """A clickhouse-connect client: the embedded engine on `data_dir` (created when missing), or
-    the server at `url` with user and password from CLICKHOUSE_USER and CLICKHOUSE_PASSWORD;
-    `database` is the current database of its queries."""
+def connect(
+    data_dir: Path | None = None,
+    url: str | None = None,
+    database: str | None = None,
+    *,
+    memory_bytes: int = DEFAULT_ENGINE_MEMORY_MB << 20,
+) -> Any:
+    """A clickhouse-connect client: the embedded engine on `data_dir` (created when missing, its
+    memory capped at `memory_bytes` when this call starts the process's engine), or the server at
+    `url` with user and password from CLICKHOUSE_USER and CLICKHOUSE_PASSWORD; `database` is the
+    current database of its queries."""
     import clickhouse_connect  # lazy: a heavy import, and chDB with it
 
     dsn = dsn_for(data_dir, url)
@@ -195,7 +239,9 @@ def connect(data_dir: Path | None = None, url: str | None = None, database: str 
         check_embedded(path, database or DEFAULT_DATABASE, reading=False)
         try:
             path.mkdir(parents=True, exist_ok=True)
-            return clickhouse_connect.get_client(dsn=dsn, database=database or "")
+            return clickhouse_connect.get_client(
+                dsn=dsn, database=database or "", chdb_options=engine_options(memory_bytes)
+            )
         except Exception as e:
             raise StoreError(f"cannot open the embedded store {path}: {str(e).strip().splitlines()[0][:300]}") from e
     assert url is not None

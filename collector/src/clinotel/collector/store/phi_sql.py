@@ -8,7 +8,7 @@ from typing import Final
 from clinotel.model.sql import literal, string_array
 from clinotel.semconv import PHI_REGEX, PSEUDONYM_PATTERN, REDACTED, REGISTRY, UUID_PATTERN, PhiClass, Scope
 
-__all__ = ["PHI_SQL", "allowed_keys", "attribute_map", "closed_values", "scrub_sql"]
+__all__ = ["PHI_SQL", "allowed_keys", "attribute_map", "closed_values", "scrub_sql", "value_sql"]
 
 
 PHI_SQL: Final = literal(PHI_REGEX)
@@ -40,7 +40,7 @@ def closed_values(scopes: tuple[Scope, ...]) -> tuple[list[str], list[str]]:
 _ONEOF: Final = "kind"
 
 
-def _value_sql(v: str) -> str:
+def value_sql(v: str) -> str:
     """An OTLP AnyValue tuple as the contrib exporter's string form."""
     return (
         f"multiIf({v}.{_ONEOF} = 'string_value', {v}.string_value, "
@@ -62,7 +62,7 @@ def attribute_map(expr: str, scopes: tuple[Scope, ...]) -> str:
     pseudonyms = string_array(allowed_keys(scopes, PhiClass.PSEUDONYM))
     free = string_array(allowed_keys(scopes, PhiClass.FREE_TEXT))
     # t = (key, value as text, value is a string)
-    typed = f"arrayMap(a -> (a.key, {_value_sql('a.value')}, a.value.{_ONEOF} = 'string_value'), " + (
+    typed = f"arrayMap(a -> (a.key, {value_sql('a.value')}, a.value.{_ONEOF} = 'string_value'), " + (
         f"arrayFilter(a -> has({allowed}, a.key), {expr}))"
     )
     checked = (

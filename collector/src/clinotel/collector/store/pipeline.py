@@ -17,13 +17,23 @@ from typing import Any, Final
 
 from clinotel.collector.log import record as otlp_proto
 from clinotel.collector.log.record import ONEOF_NAME, PROTO_MESSAGE
-from clinotel.collector.store.phi_sql import attribute_map, scrub_sql
+from clinotel.collector.store.phi_sql import attribute_map as _attribute_map
+from clinotel.collector.store.phi_sql import scrub_sql as _scrub_sql
+from clinotel.collector.store.phi_sql import value_sql
 from clinotel.collector.store.schema import TRACES, TRACES_INSERT_COLUMNS, SchemaOptions
 from clinotel.model.sql import identifier, literal
 from clinotel.semconv import Scope
 from clinotel.semconv import attributes as A
 
-__all__ = ["INPUT_PREFIX", "SEGMENT_STRUCTURE", "IngestSetupError", "Pipeline", "install", "server_schema"]
+__all__ = [
+    "INPUT_PREFIX",
+    "SEGMENT_STRUCTURE",
+    "IngestSetupError",
+    "Pipeline",
+    "flatten_select",
+    "install",
+    "server_schema",
+]
 
 _ANY_VALUE: Final = (
     "Tuple(string_value String, bool_value Bool, int_value Int64, double_value Float64, bytes_value String, "
@@ -60,9 +70,25 @@ def _hex_id(expr: str) -> str:
     return f"if(length({expr}) = 0 OR {expr} = repeat('\\0', length({expr})), '', lower(hex({expr})))"
 
 
-def _flatten_select(o: SchemaOptions, source: str) -> str:
+def _unchecked_map(expr: str, scopes: tuple[Scope, ...]) -> str:
+    """Every attribute as text, none dropped or scrubbed (`scopes` unused: the signature of
+    `attribute_map`)."""
+    del scopes
+    return f"CAST(arrayMap(a -> (a.key, {value_sql('a.value')}), {expr}), 'Map(LowCardinality(String), String)')"
+
+
+def _unchecked_text(expr: str) -> str:
+    """The text as it came (the signature of `scrub_sql`)."""
+    return expr
+
+
+def flatten_select(o: SchemaOptions, source: str, *, checks: bool = True) -> str:
     """The SELECT that turns segment rows (`SEGMENT_STRUCTURE`) into `otel_traces` rows, each
-    column named as in the table."""
+    column named as in the table. `checks=False` leaves out the allowlist and the PHI rules (the
+    tenant is still stamped): the engine's floor that the ingest benchmark measures the collector
+    against; the collector never installs it."""
+    attribute_map = _attribute_map if checks else _unchecked_map
+    scrub_sql = _scrub_sql if checks else _unchecked_text
     tenant_key = literal(A.TENANT_ID.key)
     resource = attribute_map("rs.resource.attributes", (Scope.RESOURCE,))
     expressions = (
@@ -122,7 +148,7 @@ class Pipeline:
 
     @classmethod
     def for_options(cls, o: SchemaOptions) -> Pipeline:
-        return cls(o, otlp_proto.proto_schema(), _flatten_select(o, _SOURCE_PLACEHOLDER))
+        return cls(o, otlp_proto.proto_schema(), flatten_select(o, _SOURCE_PLACEHOLDER))
 
     @cached_property
     def digest(self) -> str:
@@ -142,7 +168,7 @@ class Pipeline:
         """CREATE the `Null` table, then its view (idempotent)."""
         o = self.options
         table = f"CREATE TABLE IF NOT EXISTS {self.table}{o.on_cluster}\n({SEGMENT_STRUCTURE})\nENGINE = Null"
-        select = _flatten_select(o, self.table)
+        select = flatten_select(o, self.table)
         view = f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.view}{o.on_cluster} TO {o.name(TRACES)}\nAS {select}"
         return table, view
 
@@ -175,13 +201,15 @@ class Pipeline:
             settings["distributed_foreground_insert"] = 1
         return settings
 
-    def insert_from_file(self, path: str, dedup_token: str, proto_file: str) -> str:
+    def insert_from_file(self, path: str, dedup_token: str, proto_file: str, *, into: str | None = None) -> str:
         """The INSERT for a segment file the engine itself can read (the embedded store), with
-        the .proto written to `proto_file` (`write_proto`)."""
+        the .proto written to `proto_file` (`write_proto`); `into` another table taking
+        `SEGMENT_STRUCTURE` rows (the benchmark's references) instead of this pipeline's."""
         pairs = self.settings(dedup_token, proto_file).items()
         settings = ", ".join(f"{k} = {literal(v) if isinstance(v, str) else v}" for k, v in pairs)
         return (
-            f"INSERT INTO {self.table} SELECT * FROM file({literal(path)}, 'Protobuf', {literal(SEGMENT_STRUCTURE)})\n"
+            f"INSERT INTO {into or self.table} SELECT * FROM file({literal(path)}, 'Protobuf', "
+            f"{literal(SEGMENT_STRUCTURE)})\n"
             f"SETTINGS {settings}"
         )
 

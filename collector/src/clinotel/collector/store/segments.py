@@ -6,7 +6,7 @@ being out of reach (retried for as long as it lasts).
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from clinotel.collector.log.wal import Segment
 from clinotel.collector.store.pipeline import Pipeline
@@ -22,22 +22,39 @@ class SegmentStore(Protocol):
         """True when ClickHouse ran the insert and refused it, False when it could not be reached."""
 
 
+_MEMORY_LIMIT_EXCEEDED: Final = 241
+_ENGINE_FULL: Final = "(total) memory limit exceeded"
+
+
 def _clickhouse_refused(error: Exception) -> bool:
+    """ClickHouse ran the insert and refused it. Not when the engine as a whole was out of memory
+    (merges or readers held it): that passes, the segment is retried. A segment over its own
+    insert's cap is refused like any other."""
     from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-    return isinstance(error, DatabaseError) and not isinstance(error, OperationalError)
+    if not isinstance(error, DatabaseError) or isinstance(error, OperationalError):
+        return False
+    code = getattr(error, "code", None)
+    return not (code == _MEMORY_LIMIT_EXCEEDED and _ENGINE_FULL in str(error))
 
 
 class EmbeddedSegments:
-    """The embedded engine reads the segment's file itself, with the .proto from a file beside the log."""
+    """The embedded engine reads the segment's file itself, with the .proto from a file beside the
+    log. An insert is capped at the engine's whole memory (`memory_bytes`): one that cannot fit
+    even alone is refused (and quarantined after a few tries); one that does not fit beside merges
+    and readers fails on the engine's total and is retried."""
 
-    def __init__(self, client: Any, pipeline: Pipeline, proto_file: str) -> None:
+    def __init__(self, client: Any, pipeline: Pipeline, proto_file: str, memory_bytes: int | None = None) -> None:
         self.client = client
         self.pipeline = pipeline
         self.proto_file = proto_file
+        self.max_memory_usage = memory_bytes
 
     def insert(self, segment: Segment) -> None:
-        self.client.command(self.pipeline.insert_from_file(str(segment.path.resolve()), segment.token, self.proto_file))
+        sql = self.pipeline.insert_from_file(str(segment.path.resolve()), segment.token, self.proto_file)
+        if self.max_memory_usage is not None:
+            sql += f", max_memory_usage = {self.max_memory_usage}"
+        self.client.command(sql)
 
     def is_refusal(self, error: Exception) -> bool:
         return _clickhouse_refused(error)

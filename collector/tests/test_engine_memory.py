@@ -1,0 +1,98 @@
+"""The embedded engine's memory cap (`--memory-mb`): set on the engine when the collector opens
+it, held by a query that would pass it (the process survives), and told apart from an insert's own
+cap: an engine full of other work is retried, an insert too big for the engine alone is refused.
+Each case runs a fresh engine in a child process (the engine's server settings are per process)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clinotel.collector.service import Collector, CollectorConfig
+from clinotel.collector.store import schema
+
+CHILD = r"""
+import json, sys
+from pathlib import Path
+from clinotel.collector.store.embedded import connect
+from clinotel.collector.store.segments import _clickhouse_refused
+
+client = connect(Path(sys.argv[1]), memory_bytes=int(sys.argv[2]) << 20)
+names = ("max_server_memory_usage", "mark_cache_size", "uncompressed_cache_size")
+settings = dict(client.query(
+    "SELECT name, value FROM system.server_settings WHERE name IN %(n)s", parameters={"n": names}
+).result_rows)
+out = {"settings": settings}
+for case, sql in (
+    ("engine", "SELECT uniqExact(number) FROM numbers(100000000)"),
+    ("query", "SELECT uniqExact(number) FROM numbers(100000000) SETTINGS max_memory_usage = 20000000"),
+):
+    try:
+        client.query(sql)
+        out[case] = None
+    except Exception as e:
+        out[case] = {"refused": _clickhouse_refused(e), "message": str(e)[:300]}
+out["after"] = client.query("SELECT 1").result_rows[0][0]
+print(json.dumps(out))
+"""
+
+
+def _child(tmp_path: Path, memory_mb: int) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path / "data"), str(memory_mb)],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_the_cap_is_set_and_held_and_a_full_engine_is_retried_not_refused(tmp_path: Path) -> None:
+    out = _child(tmp_path, 256)
+    assert out["settings"]["max_server_memory_usage"] == str(256 << 20)
+    assert out["settings"]["mark_cache_size"] == str(32 << 20)
+    assert out["settings"]["uncompressed_cache_size"] == "0"
+    # a query past the engine's cap fails alone, on the engine's total: for a segment, a retry
+    assert out["engine"] is not None
+    assert "(total) memory limit exceeded" in out["engine"]["message"]
+    assert out["engine"]["refused"] is False
+    # past its own cap: refused (a segment too big for the engine is quarantined, not retried forever)
+    assert out["query"] is not None
+    assert "(total)" not in out["query"]["message"]
+    assert out["query"]["refused"] is True
+    assert out["after"] == 1
+
+
+def test_reader_queries_get_a_quarter_of_the_engine(
+    client: Any, engine_dir: Path, options: schema.SchemaOptions, tmp_path: Path
+) -> None:
+    config = CollectorConfig(
+        database=options.database,
+        wal_dir=tmp_path / "wal",
+        otlp_http=("127.0.0.1", 0),
+        otlp_grpc=None,
+        http=("127.0.0.1", 0),
+        data_dir=engine_dir / "data",
+        insecure_no_auth=True,
+        engine_memory_bytes=256 << 20,
+    )
+    c = Collector(config, client=client)
+    c.start()
+    try:
+        assert c.reader is not None
+        assert c.reader.limits.max_memory_usage == 64 << 20
+    finally:
+        c.stop()
+
+
+@pytest.mark.parametrize("megabytes", [0, 64, 191, 1 << 25])
+def test_a_cap_outside_the_engine_s_range_is_refused(megabytes: int) -> None:
+    from clinotel.collector.service import ConfigError
+
+    config = CollectorConfig(insecure_no_auth=True, engine_memory_bytes=megabytes << 20)
+    with pytest.raises(ConfigError, match="--memory-mb: the embedded engine needs at least 192 MB"):
+        config.validate()

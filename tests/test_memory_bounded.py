@@ -1,0 +1,106 @@
+"""The collector's memory does not grow with the duration of a load it cannot keep up with:
+`clinotel serve` (the real command, engine capped at its default) is sent the same overload for
+a warm-up and then two equal windows; the peak RSS of the second window stays within a small margin
+of the first's. Bounded: about 30 s, a 128 MB log on disk (503 past it, as in production)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import clinotel.instrumentation as ct
+from clinotel.instrumentation.testing import FakeClock, isolated
+from clinotel.instrumentation.testing.workflows import triage
+
+WINDOW_S = 7.0
+GROWTH_MARGIN = 1.10
+GROWTH_SLACK_MB = 40.0
+
+
+def _body(workflows: int = 64) -> bytes:
+    exporter = InMemorySpanExporter()
+    with isolated():
+        telemetry = ct.configure(
+            service_name="ed-triage", tenant="st-marys", exporter=exporter, batch=False,
+            pseudonym_key="k" * 32, set_global=False,
+        )  # fmt: skip
+        clock = FakeClock()
+        for i in range(workflows):
+            triage(clock, f"ENC-{i}")
+        telemetry.shutdown()
+    return encode_spans(exporter.get_finished_spans()).SerializeToString()
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _load(url: str, body: bytes, seconds: float, pid: int) -> tuple[float, int]:
+    """Four senders for `seconds`; returns the peak RSS of `pid` meanwhile and the 200s."""
+    stop = time.monotonic() + seconds
+    accepted = [0]
+
+    def send() -> None:
+        while time.monotonic() < stop:
+            request = urllib.request.Request(url, data=body, method="POST")
+            request.add_header("Content-Type", "application/x-protobuf")
+            try:
+                with urllib.request.urlopen(request, timeout=30) as r:
+                    r.read()
+                    accepted[0] += 1
+            except urllib.error.HTTPError as e:  # 503 past the log's bound: back off as a client would
+                e.read()
+                time.sleep(0.05)
+
+    senders = [threading.Thread(target=send) for _ in range(4)]
+    for t in senders:
+        t.start()
+    peak = 0.0
+    while any(t.is_alive() for t in senders):
+        peak = max(peak, _rss_mb(pid))
+        time.sleep(0.05)
+    return peak, accepted[0]
+
+
+def test_rss_does_not_grow_with_load_duration(tmp_path: Path) -> None:
+    body = _body()
+    command = [
+        sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(tmp_path / "data"), "--insecure-no-auth",
+        "--otlp-http", "127.0.0.1:0", "--otlp-grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", "--wal-max-mb", "128",
+    ]  # fmt: skip
+    serve = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    drain: threading.Thread | None = None
+    try:
+        assert serve.stderr is not None
+        line = serve.stderr.readline()
+        found = re.search(r"OTLP/HTTP on (http://127\.0\.0\.1:\d+/v1/traces)", line)
+        assert found is not None, line
+        url = found.group(1)
+        drain = threading.Thread(target=serve.stderr.read)  # keep its pipe drained
+        drain.start()
+        _load(url, body, WINDOW_S / 2, serve.pid)  # warm-up: the engine's first parts and caches
+        first, accepted_first = _load(url, body, WINDOW_S, serve.pid)
+        second, accepted_second = _load(url, body, WINDOW_S, serve.pid)
+        assert accepted_first > 0
+        assert accepted_second > 0
+        assert second <= first * GROWTH_MARGIN + GROWTH_SLACK_MB, (first, second)
+        print(f"peak RSS: first window {first:.0f} MB, second {second:.0f} MB")
+    finally:
+        serve.terminate()
+        serve.wait(timeout=60)
+        if drain is not None:
+            drain.join(timeout=10)
+        if serve.stderr is not None:
+            serve.stderr.close()
