@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from clinotel.alerts.decision import breaches, describe, instance_labels, reference_worse_off
 from clinotel.alerts.actions import ChangeRecorder, FlagSwitch, Outcome
+from clinotel.alerts.decision import breaches, describe, instance_labels, reference_worse_off
 from clinotel.alerts.lease import DEFAULT_LEASE_S, Lease
 from clinotel.alerts.ledger import LABELLED, RESOLVE, TRIGGER, UNLABELLED, Episode, Ledger, load, ms, when
 from clinotel.alerts.paging import Attempt, Notification, Outbox
@@ -28,7 +28,8 @@ from clinotel.alerts.queries import Observation, observe
 from clinotel.alerts.rules import RUNBOOK_BASE, Kind, Rule, RulePack
 from clinotel.alerts.state import AlertState, Instance, Reading, State, step
 from clinotel.model import tables
-from clinotel.model.changes import describe, recent_changes
+from clinotel.model.changes import describe as describe_changes
+from clinotel.model.changes import recent_changes
 from clinotel.model.tables import DEFAULT_DATABASE
 
 __all__ = ["DEFAULT_LEASE_S", "STORE", "Evaluator", "Summary"]
@@ -336,7 +337,7 @@ class Evaluator:
         except Exception as e:  # noqa: BLE001 - a page without its change list still pages
             logger.warning("could not read the recent changes: %s", _line(e))
             return ""
-        return describe(found, self.changes_hours) if found else ""
+        return describe_changes(found, self.changes_hours) if found else ""
 
     def _record(
         self, now: datetime, tenant: str, rule: Rule, labels: dict[str, str], event: str, value: float | None,
