@@ -4,7 +4,7 @@ put in order, incidents, and the charts' marks."""
 from __future__ import annotations
 
 import itertools
-import random
+import math
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -14,10 +14,13 @@ from clinotel.dashboards._report import svg
 from clinotel.dashboards._report.alerts import Event, episodes, ordered
 from clinotel.dashboards._report.fmt import axis_ticks, show
 from clinotel.dashboards._report.labels import human_title, label, value_text
-from clinotel.dashboards._report.sections import incidents
-from clinotel.dashboards._report.stats import ratio_interval, wilson, z_of
+from clinotel.dashboards import fairness, rollout
+from clinotel.dashboards._report.findings import Criterion, Disparity
+from clinotel.dashboards._report.sections import findings_html, incidents
 from clinotel.model.indicators import INDICATORS
+from clinotel.model.stats import ratio_interval, ratio_sequence
 from clinotel.semconv.attributes import HEALTH_COUNTERS
+from dashboards.tests.report_checks import visible_text
 
 
 @pytest.mark.parametrize(
@@ -54,46 +57,62 @@ def test_an_axis_reads_in_one_unit_and_reaches_the_top() -> None:
     assert labels == ["0.00", "0.25", "0.50", "0.75", "1.00"]
 
 
-def test_wilson_intervals_match_newcombes_worked_examples() -> None:
-    # Newcombe (1998), Statistics in Medicine 17:857, table I, method 3 (score, no correction)
-    for hits, n, low, high in ((81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611),
-                               (1, 29, 0.0061, 0.1718)):  # fmt: skip
-        w = wilson(hits, n)
-        assert w is not None
-        assert (round(w.low, 4), round(w.high, 4)) == (low, high)
-    assert wilson(0, 0) is None
-    assert z_of(0.95) == pytest.approx(1.959964, abs=1e-6)
-    with pytest.raises(ValueError, match="between 0 and n"):
-        wilson(5, 4)
+def _disparity(x: int, n: int, rx: int, rn: int, measure: str = "under_triage_rate") -> Disparity:
+    interval = ratio_interval(x, n, rx, rn, fairness.CONFIDENCE) if rx else None
+    return Disparity("t", "triage", "canary", "v4", "Language", "es", "en", measure, n, x, rn, rx, interval)
 
 
-def test_the_ratio_interval_covers_the_true_ratio_about_95_times_in_100() -> None:
-    rng = random.Random(20261201)
-    covered = trials = 0
-    for _ in range(600):
-        p1, p2 = rng.uniform(0.03, 0.3), rng.uniform(0.03, 0.3)
-        n1, n2 = rng.randint(30, 300), rng.randint(60, 900)
-        x1 = sum(rng.random() < p1 for _ in range(n1))
-        x2 = sum(rng.random() < p2 for _ in range(n2))
-        r = ratio_interval(x1, n1, x2, n2)
-        if r is None:
-            continue
-        assert r.low <= r.estimate <= r.high
-        trials += 1
-        covered += r.low <= p1 / p2 <= r.high
-    assert trials > 550
-    assert 0.92 <= covered / trials <= 0.985
+def test_page_ones_disparity_verdict_is_the_fairness_tables_and_the_alerts_test() -> None:
+    bias = _disparity(44, 199, 48, 736)  # the canary's Spanish against English under-triage
+    assert bias.estimate == pytest.approx(3.39, abs=0.01)
+    assert bias.verdict == fairness.WORSE_OFF
+    assert bias.interval is not None and bias.interval.excludes_one(True)
+    # 3 of 32 against 50 of 700: outside the band, but the interval holds 1 (the false page of issue 15)
+    assert _disparity(3, 32, 50, 700).verdict == fairness.NOT_SIGNIFICANT
+    # under-triaged far less than the reference: the reference group is worse off, not the group
+    assert _disparity(2, 600, 60, 700).verdict == fairness.REFERENCE_WORSE_OFF
+    # a lower high-priority rate is the harm: the side is the indicator's
+    assert _disparity(20, 600, 90, 700, "high_priority_rate").verdict == fairness.WORSE_OFF
+    assert _disparity(3, 20, 50, 700).verdict == fairness.TOO_FEW
+    assert _disparity(3, 200, 0, 700).verdict == fairness.REFERENCE_TOO_FEW
+    assert _disparity(40, 700, 40, 720).verdict == fairness.WITHIN
+    ranked = sorted([_disparity(3, 20, 50, 700), _disparity(3, 32, 50, 700), bias], key=lambda d: -d.severity)
+    assert ranked[0] is bias and ranked[-1].verdict == fairness.TOO_FEW
 
 
-def test_the_ratio_interval_of_the_demos_canary_bias_excludes_the_fairness_band() -> None:
-    r = ratio_interval(44, 199, 48, 736)  # the canary's Spanish against English under-triage
-    assert r is not None
-    assert r.estimate == pytest.approx(3.39, abs=0.01)
-    assert r.low > 1.25
-    small = ratio_interval(3, 32, 50, 700)  # 3 of 32: the false page of issue 15
-    assert small is not None
-    assert small.low < 1 < small.high
-    assert ratio_interval(3, 10, 0, 50) is None, "no ratio to a reference rate of 0"
+def _criterion(x: int, n: int, bx: int, bn: int, rule: str = "", fired: bool = False) -> Criterion:
+    start, end = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1, 12, tzinfo=UTC)
+    return Criterion("t", "triage", "under_triage_rate", 1.5, start, end, x / n, bx / bn, n, bn, x, bx, 30,
+                     rule=rule, fired=fired)  # fmt: skip
+
+
+def test_a_kill_criterion_is_decided_by_the_canary_rules_sequential_test() -> None:
+    assert _criterion(60, 300, 30, 900).verdict == rollout.KILL
+    seq = _criterion(60, 300, 30, 900).sequence
+    assert seq is not None
+    assert seq == ratio_sequence(60, 300, 30, 900, rollout.CONFIDENCE, math.log(1.5))
+    # past the limit on a handful of rows: not yet significant at every look
+    assert _criterion(5, 40, 20, 300).verdict == rollout.ABOVE_NOT_SIGNIFICANT
+    assert _criterion(10, 300, 30, 900).verdict == rollout.OK
+    assert _criterion(1, 10, 30, 900).verdict == rollout.TOO_FEW
+
+
+def test_the_headline_states_the_kill_criterion_over_the_window_the_alert_read() -> None:
+    """The demo's contradiction: "0 of 3 kill criteria past their limit" over the whole canary
+    while the canary alert paged at 1.93x over its 12 h window."""
+    whole = _criterion(30, 600, 70, 1800)  # 1.29x over the report's range: within
+    window = _criterion(29, 150, 50, 500, rule="canary_kill_under_triage", fired=True)  # 1.93x
+    assert whole.verdict == rollout.OK and window.past
+    page = findings_html(
+        events=[], episodes=[], rules={}, criteria=[whole, window], disparities=[], changes=[], found=[],
+        before_during={}, x_range=(whole.since, whole.until), tenants=1, errors=[],
+    )  # fmt: skip
+    headline = " ".join(visible_text(page[page.index("<ul class=headline>") : page.index("</ul>")]).split())
+    assert "Canary over the report's range: 0 of 1 kill criteria past their limit" in headline
+    assert re.search(r"canary_kill_under_triage over its 12(\.0)? h window to 12:00 \(when it fired\)", headline)
+    assert "1.93×" in headline and "past its limit: it fired" in headline
+    table = " ".join(visible_text(page[page.index("Canary against baseline") :]).split())
+    assert "report's range (rollout dashboard)" in table and "alert canary_kill_under_triage" in table
 
 
 def test_no_sql_name_survives_labelling() -> None:
@@ -389,3 +408,28 @@ def test_points_outside_the_time_axis_are_left_out_and_said() -> None:
     )
     assert notes == ["1 point outside the time axis not drawn"]
     assert ">90<" not in chart, "the axis is not stretched to a point it does not draw"
+
+
+def test_a_cut_table_keeps_its_decisive_rows_and_drops_the_too_few() -> None:
+    """Tables show 40 rows: a group worse off at row 45 of the query's order, and canary rows,
+    must be among them; rows of too few go last."""
+    from clinotel.dashboards._report.panels import TABLE_ROWS, table_html
+
+    columns = ["Rollout cohort", "Language", "Disparity", "Verdict"]
+    rows: list[tuple[object, ...]] = [("baseline", f"too-few-{k}", None, fairness.TOO_FEW) for k in range(20)]
+    rows += [("baseline", f"within-{k}", 1.0 + k / 100, fairness.WITHIN) for k in range(24)]
+    rows += [("canary", "canary-within", 1.1, fairness.WITHIN)]
+    rows += [("canary", "grp-worse", 3.39, fairness.WORSE_OFF)]
+    rows += [("baseline", "far-not-significant", 0.3, fairness.NOT_SIGNIFICANT)]
+    rows += [("baseline", f"late-{k}", 1.0, fairness.WITHIN) for k in range(10)]
+    assert len(rows) > TABLE_ROWS
+    page = table_html(columns, rows)
+    body = visible_text(page)
+    order = [body.find(name) for name in ("grp-worse", "far-not-significant", "canary-within", "within-23", "within-0")]
+    assert -1 not in order and order == sorted(order), order
+    assert body.find("too-few-0") > body.find("late-9"), "rows of too few last"
+    assert "too-few-19" not in body, "and the ones cut"
+    assert "not shown (the decisive rows first, too few last)" in body
+    # a table without verdicts or disparities keeps the query's order
+    plain = table_html(["Service", "Spans"], [("svc-b", 1), ("svc-a", 2)])
+    assert plain.find("svc-b") < plain.find("svc-a")

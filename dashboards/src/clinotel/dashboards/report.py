@@ -112,13 +112,13 @@ def render(
     found_episodes = episodes(events)
     disparities: list[F.Disparity] | None
     try:
-        disparities = F.disparities(client, database, tr, min_samples)
+        disparities = F.disparities(client, database, tr)
     except Exception as e:  # noqa: BLE001 - shown in its place
         disparities = None
         failed += 1
         errors.append(f"disparities: {_line(e)}")
     try:
-        criteria = F.kill_criteria(client, database, tr, min_samples)
+        criteria = F.kill_criteria(client, database, tr, rules, found_episodes)
     except Exception as e:  # noqa: BLE001 - shown in its place
         criteria = []
         failed += 1

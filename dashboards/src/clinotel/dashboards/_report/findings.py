@@ -1,12 +1,18 @@
 """The report's own queries for its first page, over the indicators as the model defines them
-(their `where`, `hit`, `value` and `sample`; nothing is redefined here):
+(their `where`, `hit`, `value` and `sample`; nothing is redefined here), decided as the tables and
+the alerts decide (the tests of `clinotel.model.stats`, the verdicts of the fairness and rollout
+dashboards):
 
-- **disparities**: each cohort group's rate against its reference group's, never pooled across
-  tenants, workflow kinds or rollout cohorts; the reference is the largest group with enough rows
-  for that rate; a Wilson interval for each rate and a MOVER-R interval for their ratio
-  (`stats`), computed here because the model does not give intervals yet;
-- **kill criteria**: the canary against the baseline over the hours the canary ran, per criterion
-  of the rollout dashboard, with an interval for rates;
+- **disparities**: each cohort group's rate against its reference group's within one stratum
+  (`STRATUM`: tenant, workflow kind, rollout cohort, model version), never pooled; the reference
+  is the model's rule (`REFERENCE_RULE`: the group with the most workflows in the stratum); the
+  ratio's MOVER-R Wilson interval and the fairness table's verdict (worse off: outside the band on
+  the side of harm and the interval excluding 1 there);
+- **kill criteria**: the canary against the baseline per criterion of the rollout dashboard, over
+  the report's range with its confidence sequence and status (as the rollout table), and, for
+  each canary alert rule, over the rule's own window (ending when it fired, else at the canary's
+  last workflow) with the rule's limit, confidence and test, so that page one says what the
+  alert said;
 - **changes**: when a rollout mode, model version, flag variant or rollout cohort began or
   stopped being seen, per tenant and workflow kind;
 - **activity**: the stretch of the range where workflows ran (their stages, not the late outcomes
@@ -17,17 +23,21 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from clinotel.dashboards._report.stats import Interval, ratio_interval
+from clinotel.dashboards import fairness, rollout
+from clinotel.dashboards._report.alerts import AlertRule, Episode
 from clinotel.dashboards.fairness import FAIR_BAND
 from clinotel.dashboards.macros import TimeRange
 from clinotel.dashboards.rollout import KILL_CRITERIA
 from clinotel.model import clinical, tables
-from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS, Indicator
+from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS, STRATUM, Indicator
 from clinotel.model.sql import identifier, literal
+from clinotel.model.stats import Interval, ratio_interval, ratio_sequence
 from clinotel.semconv import RolloutCohort, Stage
 
 __all__ = [
@@ -50,6 +60,8 @@ DISPARITY_MEASURES: Final = tuple(
 """The rates compared across cohort groups (a quantile has no group ratio interval here)."""
 CHANGE_COLUMNS: Final = ("RolloutMode", "ModelVersion", "FlagVariant", "RolloutCohort")
 """Workflow columns whose values beginning or ending are changes worth showing beside incidents."""
+WHOLE_RANGE: Final = "range"
+"""A criterion over the report's range (the rollout dashboard's table); else over a rule's window."""
 
 
 def _at(t: datetime) -> str:
@@ -66,11 +78,13 @@ def _workflows(database: str) -> str:
 
 @dataclass(frozen=True)
 class Disparity:
-    """One group's rate against its reference group's, within one tenant, kind and cohort."""
+    """One group's rate against its reference group's, within one stratum (tenant, kind, rollout
+    cohort, model version)."""
 
     tenant: str
     kind: str
     cohort: str
+    version: str
     dimension: str
     group: str
     reference: str
@@ -79,8 +93,11 @@ class Disparity:
     hits: int
     ref_n: int
     ref_hits: int
-    ratio: Interval | None
+    interval: Interval | None
+    """The ratio's MOVER-R Wilson interval at `confidence`."""
+    least: int = fairness.MIN_GROUP
     band: tuple[float, float] = FAIR_BAND
+    confidence: float = fairness.CONFIDENCE
 
     @property
     def indicator(self) -> Indicator:
@@ -92,75 +109,108 @@ class Disparity:
         return self.indicator.higher_is_worse
 
     @property
+    def rate(self) -> float | None:
+        return self.hits / self.n if self.n else None
+
+    @property
+    def ref_rate(self) -> float | None:
+        return self.ref_hits / self.ref_n if self.ref_n else None
+
+    @property
+    def estimate(self) -> float | None:
+        """group rate ÷ reference rate; None when either is missing or the reference's is 0."""
+        if not self.n or not self.ref_n or not self.ref_hits:
+            return None
+        return (self.hits / self.n) / (self.ref_hits / self.ref_n)
+
+    @property
     def verdict(self) -> str:
-        """`worse` (the interval wholly outside the band on the side of harm), `maybe worse`
-        (the estimate outside, the interval not), `reference worse` (outside on the other
-        side), `within`, or `no ratio` (the reference rate is 0)."""
-        if self.ratio is None:
-            return "no ratio"
+        """The fairness table's verdict (`clinotel.dashboards.fairness`), by the same rule."""
+        if self.n < self.least:
+            return fairness.TOO_FEW
+        d = self.estimate
+        if self.ref_n < self.least or d is None:
+            return fairness.REFERENCE_TOO_FEW
         low, high = self.band
-        r = self.ratio
-        above, below = r.estimate > high, r.estimate < low
-        harm, benefit = (above, below) if self.harm_above else (below, above)
-        if harm:
-            clear = r.low > high if self.harm_above else r.high < low
-            return "worse" if clear else "maybe worse"
-        return "reference worse" if benefit else "within"
+        if low <= d <= high:
+            return fairness.WITHIN
+        harmful = d > high if self.harm_above else d < low
+        i = self.interval
+        if i is not None and harmful and i.excludes_one(self.harm_above):
+            return fairness.WORSE_OFF
+        if i is not None and not harmful and i.excludes_one(not self.harm_above):
+            return fairness.REFERENCE_WORSE_OFF
+        return fairness.NOT_SIGNIFICANT
+
+    @property
+    def harmful(self) -> bool:
+        """Outside the band on the side of harm (significant or not)."""
+        d = self.estimate
+        if d is None or self.verdict in (fairness.TOO_FEW, fairness.REFERENCE_TOO_FEW):
+            return False
+        return d > self.band[1] if self.harm_above else d < self.band[0]
 
     @property
     def severity(self) -> float:
-        """How far on the side of harm the interval's near end lies (for ranking; larger is worse)."""
-        if self.ratio is None:
+        """For ranking, most harmful first: worse off, then outside on the side of harm, by how far
+        the interval's near end lies on that side; what cannot be compared last."""
+        d, i = self.estimate, self.interval
+        if d is None or i is None or self.verdict in (fairness.TOO_FEW, fairness.REFERENCE_TOO_FEW):
             return -1.0
-        near = self.ratio.low if self.harm_above else 1 / self.ratio.high if self.ratio.high > 0 else 0.0
-        point = self.ratio.estimate if self.harm_above else 1 / self.ratio.estimate if self.ratio.estimate else 0.0
-        return near + point / 1000
+        near = i.low if self.harm_above else (1 / i.high if i.high > 0 else 0.0)
+        point = d if self.harm_above else (1 / d if d else 0.0)
+        rank = 2.0 if self.verdict == fairness.WORSE_OFF else (1.0 if self.harmful else 0.0)
+        return rank * 1000 + near + point / 1000
 
 
 def _disparity_sql(database: str, tr: TimeRange) -> str:
+    stratum = ", ".join(c for c, _ in STRATUM)
     columns = []
     for k, name in enumerate(DISPARITY_MEASURES):
         i = INDICATORS[name]
         columns += [f"countIf({i.where}) AS n{k}", f"countIf(({i.hit}) AND ({i.where})) AS x{k}"]
     which = ", ".join(f"toString({dim}) != '', {literal(dim)}" for dim in COHORT_DIMENSIONS)
     value = ", ".join(f"toString({dim})" for dim in COHORT_DIMENSIONS)
-    sets = ", ".join(f"(TenantId, WorkflowKind, RolloutCohort, {dim})" for dim in COHORT_DIMENSIONS)
+    sets = ", ".join(f"({stratum}, {dim})" for dim in COHORT_DIMENSIONS)
     return (
-        f"SELECT TenantId, WorkflowKind, RolloutCohort, multiIf({which}, '') AS dimension, concat({value}) AS grp, "
-        f"{', '.join(columns)}\nFROM {_workflows(database)}\nWHERE {_range(tr)}\n"
-        f"GROUP BY GROUPING SETS ({sets})\nHAVING grp != ''"
+        f"SELECT {', '.join(f'toString({c})' for c, _ in STRATUM)}, multiIf({which}, '') AS dimension, "
+        f"concat({value}) AS grp, count() AS members, {', '.join(columns)}\nFROM {_workflows(database)}\n"
+        f"WHERE {_range(tr)}\nGROUP BY GROUPING SETS ({sets})\nHAVING grp != ''"
     )
 
 
-def disparities(client: Any, database: str, tr: TimeRange, min_sample: dict[str, int] | None = None) -> list[Disparity]:
-    """Every eligible group against its reference, for every measure; most harmful first.
-    `min_sample`: per measure, the rows a group needs (default: the indicator's)."""
+def disparities(client: Any, database: str, tr: TimeRange) -> list[Disparity]:
+    """Every group against its stratum's reference group, for every measure; most harmful first."""
     rows = client.query(_disparity_sql(database, tr)).result_rows
-    # (tenant, kind, cohort, dimension) -> group -> [n0, x0, n1, x1, ...]
-    found: dict[tuple[str, str, str, str], dict[str, list[int]]] = {}
-    for tenant, kind, cohort, dimension, grp, *counts in rows:
-        found.setdefault((str(tenant), str(kind), str(cohort), str(dimension)), {})[str(grp)] = [int(c) for c in counts]
+    # (tenant, kind, cohort, version, dimension) -> group -> (members, [n0, x0, n1, x1, ...])
+    found: dict[tuple[str, ...], dict[str, tuple[int, list[int]]]] = {}
+    for tenant, kind, cohort, version, dimension, grp, members, *counts in rows:
+        key = (str(tenant), str(kind), str(cohort), str(version), str(dimension))
+        found.setdefault(key, {})[str(grp)] = (int(members), [int(c) for c in counts])
     out: list[Disparity] = []
-    for (tenant, kind, cohort, dimension), groups in found.items():
+    for (tenant, kind, cohort, version, dimension), groups in found.items():
+        if len(groups) < 2:
+            continue
+        # REFERENCE_RULE, as `reference_group` orders it: most workflows, then the larger name
+        reference = max(groups, key=lambda g: (groups[g][0], g))
+        ref = groups[reference][1]
         for k, name in enumerate(DISPARITY_MEASURES):
-            least = (min_sample or {}).get(name, INDICATORS[name].min_sample)
-            eligible = {g: (c[2 * k], c[2 * k + 1]) for g, c in groups.items() if c[2 * k] >= least}
-            if len(eligible) < 2:
-                continue
-            reference = max(eligible, key=lambda g: (eligible[g][0], g))
-            ref_n, ref_x = eligible[reference]
-            for g, (n, x) in eligible.items():
-                if g == reference:
+            ref_n, ref_x = ref[2 * k], ref[2 * k + 1]
+            for g, (_, c) in groups.items():
+                n, x = c[2 * k], c[2 * k + 1]
+                if g == reference or n == 0:
                     continue
-                out.append(Disparity(tenant, kind, cohort, dimension, g, reference, name, n, x, ref_n, ref_x,
-                                     ratio_interval(x, n, ref_x, ref_n)))  # fmt: skip
+                interval = ratio_interval(x, n, ref_x, ref_n, fairness.CONFIDENCE) if ref_x else None
+                out.append(Disparity(tenant, kind, cohort, version, dimension, g, reference, name, n, x, ref_n,
+                                     ref_x, interval))  # fmt: skip
     out.sort(key=lambda d: d.severity, reverse=True)
     return out
 
 
 @dataclass(frozen=True)
 class Criterion:
-    """One kill criterion in one tenant and kind: the canary against the baseline."""
+    """One kill criterion in one tenant and kind: the canary against the baseline, over the
+    report's range (`rule` empty: the rollout dashboard's table) or over a canary rule's window."""
 
     tenant: str
     kind: str
@@ -172,70 +222,143 @@ class Criterion:
     baseline: float | None
     n_canary: int
     n_baseline: int
-    ratio: Interval | None
-    """With an interval for a rate; a quantile's ratio has low = high = the estimate."""
+    x_canary: int
+    x_baseline: int
     min_sample: int
-
-    @property
-    def verdict(self) -> str:
-        if self.n_canary < self.min_sample or self.n_baseline < self.min_sample:
-            return "too few"
-        if self.ratio is None:
-            return "no ratio"
-        if self.ratio.estimate > self.limit:
-            return "stop the canary"
-        return "within the limit"
+    confidence: float = rollout.CONFIDENCE
+    rule: str = ""
+    """The canary alert rule whose window this is ('' for the report's range)."""
+    fired: bool = False
+    """The rule fired, and this is the window it read when it did."""
 
     @property
     def has_interval(self) -> bool:
         return INDICATORS[self.measure].kind == "rate"
 
+    @property
+    def estimate(self) -> float | None:
+        if self.canary is None or not self.baseline:
+            return None
+        return self.canary / self.baseline
+
+    @property
+    def sequence(self) -> Interval | None:
+        """The confidence sequence of the ratio (a rate's), tuned to the limit, as the canary rule's."""
+        if not self.has_interval:
+            return None
+        return ratio_sequence(self.x_canary, self.n_canary, self.x_baseline, self.n_baseline, self.confidence,
+                              abs(math.log(self.limit)))  # fmt: skip
+
+    @property
+    def verdict(self) -> str:
+        """The rollout dashboard's status, by the same rule (the canary alert's decision)."""
+        r = self.estimate
+        if self.n_canary < self.min_sample or self.n_baseline < self.min_sample or r is None:
+            return rollout.TOO_FEW
+        if r <= self.limit:
+            return rollout.OK
+        seq = self.sequence
+        if seq is None:
+            return rollout.ABOVE_NO_TEST
+        return rollout.KILL if seq.low > 1 else rollout.ABOVE_NOT_SIGNIFICANT
+
+    @property
+    def past(self) -> bool:
+        """Past the limit by the test (what stops the canary, and what the canary alert pages on)."""
+        return self.verdict in (rollout.KILL, rollout.ABOVE_NO_TEST)
+
+
+def _criterion_sql(database: str, measures: Sequence[str], where: str) -> str:
+    columns = []
+    for k, name in enumerate(measures):
+        i = INDICATORS[name]
+        value, sample = i.conditional()
+        hits = i.counts()[0] if i.kind == "rate" else "0"
+        columns += [f"{value} AS v{k}", f"{sample} AS n{k}", f"{hits} AS x{k}"]
+    canary, baseline = literal(RolloutCohort.CANARY.value), literal(RolloutCohort.BASELINE.value)
+    return (
+        f"SELECT TenantId, WorkflowKind, RolloutCohort, {', '.join(columns)} FROM {_workflows(database)} "
+        f"WHERE {where} AND RolloutCohort IN ({canary}, {baseline}) GROUP BY TenantId, WorkflowKind, RolloutCohort"
+    )
+
+
+def _by_cohort(rows: Sequence[Sequence[Any]]) -> dict[tuple[str, str], dict[str, Sequence[Any]]]:
+    out: dict[tuple[str, str], dict[str, Sequence[Any]]] = {}
+    for tenant, kind, cohort, *values in rows:
+        out.setdefault((str(tenant), str(kind)), {})[str(cohort)] = values
+    return out
+
+
+def _side(values: Sequence[Any] | None, k: int) -> tuple[float | None, int, int]:
+    if values is None:
+        return None, 0, 0
+    v = values[3 * k]
+    return (None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)), int(values[3 * k + 1]), \
+        int(values[3 * k + 2])
+
 
 def kill_criteria(
-    client: Any, database: str, tr: TimeRange, min_sample: dict[str, int] | None = None
+    client: Any,
+    database: str,
+    tr: TimeRange,
+    rules: Sequence[AlertRule] = (),
+    episodes: Sequence[Episode] = (),
 ) -> list[Criterion]:
-    """Each kill criterion wherever a canary ran, canary against baseline over the canary's hours."""
+    """Each kill criterion wherever a canary ran, over the report's range (as the rollout
+    dashboard); then each canary rule over its own window: the one it read when it first fired
+    for that tenant and kind, else the one ending at the canary's last workflow."""
     workflows = _workflows(database)
-    canary, baseline = literal(RolloutCohort.CANARY.value), literal(RolloutCohort.BASELINE.value)
+    canary = literal(RolloutCohort.CANARY.value)
     windows = client.query(
         f"SELECT TenantId, WorkflowKind, min(StartTime), max(StartTime) FROM {workflows} "
         f"WHERE {_range(tr)} AND RolloutCohort = {canary} GROUP BY TenantId, WorkflowKind ORDER BY 1, 2"
     ).result_rows
+    spans = {(str(t), str(k)): (a.replace(tzinfo=UTC), b.replace(tzinfo=UTC)) for t, k, a, b in windows}
+    if not spans:
+        return []
+    names = [name for name, _ in KILL_CRITERIA]
+    whole = _by_cohort(client.query(_criterion_sql(database, names, _range(tr))).result_rows)
+    least = min(INDICATORS[n].min_sample for n in names)
     out: list[Criterion] = []
-    for tenant, kind, first, last in windows:
-        since, until = first.replace(tzinfo=UTC), last.replace(tzinfo=UTC)
-        columns = []
-        for k, (name, _) in enumerate(KILL_CRITERIA):
-            i = INDICATORS[name]
-            value, sample = i.conditional()
-            hits = f"countIf(({i.hit}) AND ({i.where}))" if i.kind == "rate" else "0"
-            columns += [f"{value} AS v{k}", f"{sample} AS n{k}", f"{hits} AS x{k}"]
-        rows = {
-            str(row[0]): row[1:]
-            for row in client.query(
-                f"SELECT RolloutCohort, {', '.join(columns)} FROM {workflows} "
-                f"WHERE TenantId = {literal(str(tenant))} AND WorkflowKind = {literal(str(kind))} "
-                f"AND StartTime >= {_at(since)} AND StartTime <= {_at(until)} "
-                f"AND RolloutCohort IN ({canary}, {baseline}) "
-                "GROUP BY RolloutCohort"
-            ).result_rows
-        }
-        c_row, b_row = rows.get(RolloutCohort.CANARY.value), rows.get(RolloutCohort.BASELINE.value)
+    for (tenant, kind), (since, until) in sorted(spans.items()):
+        cohorts = whole.get((tenant, kind), {})
         for k, (name, limit) in enumerate(KILL_CRITERIA):
-            i = INDICATORS[name]
-            cv, cn, cx = (c_row[3 * k], int(c_row[3 * k + 1]), int(c_row[3 * k + 2])) if c_row else (None, 0, 0)
-            bv, bn, bx = (b_row[3 * k], int(b_row[3 * k + 1]), int(b_row[3 * k + 2])) if b_row else (None, 0, 0)
-            if i.kind == "rate":
-                ratio = ratio_interval(cx, cn, bx, bn) if cn and bn else None
-            elif cv is not None and bv:
-                ratio = Interval(float(cv) / float(bv), float(cv) / float(bv), float(cv) / float(bv))
-            else:
-                ratio = None
-            least = (min_sample or {}).get(name, i.min_sample)
-            out.append(Criterion(str(tenant), str(kind), name, limit, since, until,
-                                 None if cv is None else float(cv), None if bv is None else float(bv),
-                                 cn, bn, ratio, least))  # fmt: skip
+            cv, cn, cx = _side(cohorts.get(RolloutCohort.CANARY.value), k)
+            bv, bn, bx = _side(cohorts.get(RolloutCohort.BASELINE.value), k)
+            out.append(Criterion(tenant, kind, name, limit, since, until, cv, bv, cn, bn, cx, bx, least))
+    for rule in rules:
+        if str(rule.kind) != "canary" or rule.metric not in INDICATORS:
+            continue
+        i = INDICATORS[rule.metric]
+        for (tenant, kind), (_, last) in sorted(spans.items()):
+            fired = [e.fired for e in episodes if e.rule == rule.name and dict(e.labels).get("tenant", tenant) == tenant
+                     and dict(e.labels).get("kind", kind) == kind]  # fmt: skip
+            end = min(fired) if fired else last + timedelta(seconds=1)
+            start = end - timedelta(seconds=rule.window)
+            column = i.time_column
+            where = (
+                f"TenantId = {literal(tenant)} AND WorkflowKind = {literal(kind)} "
+                f"AND {column} >= {_at(start)} AND {column} < {_at(end)}"
+            )
+            rows = _by_cohort(client.query(_criterion_sql(database, [rule.metric], where)).result_rows)
+            cohorts = rows.get((tenant, kind), {})
+            cv, cn, cx = _side(cohorts.get(RolloutCohort.CANARY.value), 0)
+            bv, bn, bx = _side(cohorts.get(RolloutCohort.BASELINE.value), 0)
+            threshold, _, _ = _limits(rule, tenant, kind)
+            out.append(Criterion(tenant, kind, rule.metric, threshold, start, end, cv, bv, cn, bn, cx, bx,
+                                 _limits(rule, tenant, kind)[1], getattr(rule, "confidence", rollout.CONFIDENCE),
+                                 rule.name, bool(fired)))  # fmt: skip
     return out
+
+
+def _limits(rule: AlertRule, tenant: str, kind: str) -> tuple[float, int, bool]:
+    """The rule's (threshold, min_sample, disabled) for a tenant and kind, its overrides applied
+    when it has them (`clinotel.alerts.rules.Rule.limits`)."""
+    limits = getattr(rule, "limits", None)
+    if callable(limits):
+        threshold, least, disabled = limits(tenant, kind)
+        return float(threshold), int(least), bool(disabled)
+    return rule.threshold, rule.min_sample, False
 
 
 @dataclass(frozen=True)

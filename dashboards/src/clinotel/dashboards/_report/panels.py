@@ -335,6 +335,8 @@ def _row_quantity(columns: Sequence[str], row: Sequence[Any]) -> Quantity | None
 _HARM: Final = frozenset({"KILL", "KILL (no test)", "worse off", "silent"})
 """Verdicts and states that are the finding itself: shown in red."""
 _SMALL: Final = frozenset({"too few", "reference too few"})
+_QUIET: Final = frozenset({"within band", "reference", "ok", "within the limit", "", "–"})
+"""Verdicts that are no finding: ordered after the ones that are."""
 
 
 def _few(columns: Sequence[str], row: Sequence[Any]) -> bool:
@@ -394,11 +396,49 @@ def _constant(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[int
     ]  # fmt: skip
 
 
+_VERDICT_TITLES: Final = ("Verdict", "Status", "Fairness")
+_CANARY: Final = "canary"
+
+
+def _disparity_column(columns: Sequence[str]) -> int | None:
+    return next((k for k, c in enumerate(columns) if c == "Disparity" or c.endswith(" disparity")), None)
+
+
+def rows_reordered(columns: Sequence[str]) -> bool:
+    """Whether `decisive_first` orders a table with these columns."""
+    return _disparity_column(columns) is not None or any(label(c).text in _VERDICT_TITLES for c in columns)
+
+
+def decisive_first(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
+    """A table with verdicts or disparities in the order a reader needs when it is cut: the
+    finding itself first (worse off, KILL), then other verdicts past a band, canary rows, the
+    largest disparities (furthest from 1 either way), and rows of too few last; otherwise (and
+    among equals) the query's order. A table without verdicts or disparities keeps its order."""
+    verdicts = [k for k, c in enumerate(columns) if label(c).text in _VERDICT_TITLES]
+    disparity = _disparity_column(columns)
+    cohort = [k for k, c in enumerate(columns) if c in ("RolloutCohort", "Rollout cohort", "cohort")]
+    if not verdicts and disparity is None:
+        return list(rows)
+
+    def key(row: Sequence[Any]) -> tuple[bool, bool, bool, bool, float]:
+        texts = [value_text(columns[k], str(row[k])) for k in verdicts if isinstance(row[k], str)]
+        small = any(t in _SMALL for t in texts)
+        harm = any(t in _HARM for t in texts)
+        notable = any(t not in _QUIET for t in texts)
+        canary = any(str(row[k]) == _CANARY for k in cohort)
+        d = row[disparity] if disparity is not None else None
+        far = abs(math.log(float(d))) if isinstance(d, int | float) and d > 0 and math.isfinite(d) else -1.0
+        return small, not harm, not notable, not canary, -far
+
+    return sorted(rows, key=key)
+
+
 def table_html(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Rows under human column titles, every value in its quantity's format; an estimate and the
     ends of its interval in one cell, and a column with one value in every row said above."""
     if not rows:
         return '<p class="empty">no rows in this range</p>'
+    rows = decisive_first(columns, rows)
     labels = [label(c) for c in columns]
     intervals = _intervals(columns)
     ends = {k for low, high, _ in intervals.values() for k in (low, high) if k is not None}
@@ -430,7 +470,11 @@ def table_html(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         body.append("<tr>" + "".join(cells) + "</tr>")
     above = "; ".join(f"{labels[k].text}: {value_text(columns[k], str(rows[0][k]))}" for k in constant)
     caption = f'<p class="about">{_e(above)} (every row)</p>' if above else ""
-    more = f'<p class="more">{len(rows) - TABLE_ROWS:,} more rows</p>' if len(rows) > TABLE_ROWS else ""
+    more = ""
+    if len(rows) > TABLE_ROWS:
+        order = " (the decisive rows first, too few last)" if rows_reordered(columns) else ""
+        more = f'<p class="more">{len(rows) - TABLE_ROWS:,} more rows not shown{order}</p>'
+
     wide = ' class="wide"' if len(shown) > 9 else ""
     return f"{caption}<table{wide}><thead><tr>{''.join(heads)}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}"
 

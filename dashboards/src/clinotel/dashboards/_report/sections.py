@@ -18,9 +18,10 @@ from clinotel.dashboards._report.alerts import AlertRule, Episode, Event, instan
 from clinotel.dashboards._report.findings import Change, Criterion, Disparity
 from clinotel.dashboards._report.fmt import quantity_of, show
 from clinotel.dashboards._report.labels import label, value_text
-from clinotel.dashboards._report.stats import CONFIDENCE, Interval, wilson
+from clinotel.dashboards import fairness, rollout
 from clinotel.dashboards.fairness import FAIR_BAND
 from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS
+from clinotel.model.stats import wilson
 
 __all__ = ["Incident", "definitions_html", "details_html", "findings_html", "incidents"]
 
@@ -59,11 +60,13 @@ def _when(start: datetime, end: datetime | None, range_end: datetime) -> str:
     return f"{_clock(start)} → {_clock(end)} ({show((end - start).total_seconds(), 's')})"
 
 
-def _where(kind: str, cohort: str, tenant: str, tenants: int) -> str:
+def _where(kind: str, cohort: str, tenant: str, tenants: int, version: str = "") -> str:
     parts = [f"tenant {tenant}"] if tenants > 1 else []
     parts.append(value_text("kind", kind))
     if cohort:
         parts.append(f"{cohort} cohort")
+    if version:
+        parts.append(f"model {version}")
     return " · ".join(parts)
 
 
@@ -169,6 +172,14 @@ def _ratio_cell(estimate: float, low: float, high: float, exact: bool) -> str:
     return f"{show(estimate, 'ratio')} ({show(low, 'ratio')}–{top})"
 
 
+def _criterion_window(c: Criterion) -> str:
+    if not c.rule:
+        return "report's range (rollout dashboard)"
+    hours = show((c.until - c.since).total_seconds(), "s")
+    end = "when it fired" if c.fired else "at the canary's last workflow"
+    return f"alert {c.rule}: its {hours} window to {_clock(c.until)}, {end}"
+
+
 def _criteria_table(criteria: Sequence[Criterion], tenants: int) -> str:
     if not criteria:
         return '<p class="ok">No canary ran in this range.</p>'
@@ -176,59 +187,71 @@ def _criteria_table(criteria: Sequence[Criterion], tenants: int) -> str:
     for c in criteria:
         i = INDICATORS[c.measure]
         q = quantity_of(i.unit)
-        ratio = _ratio_cell(c.ratio.estimate, c.ratio.low, c.ratio.high, not c.has_interval) if c.ratio else "–"
-        strip = (
-            svg.ratio_strip(c.ratio.estimate, c.ratio.low, c.ratio.high, (1 / c.limit, c.limit), True)
-            if c.ratio and c.has_interval else ""
-        )  # fmt: skip
+        r, seq = c.estimate, c.sequence
+        if r is None:
+            ratio = "–"
+        elif seq is None:
+            ratio = show(r, "ratio")
+        else:
+            ratio = _ratio_cell(r, seq.low, seq.high, False)
+        strip = svg.ratio_strip(r, seq.low, seq.high, (1 / c.limit, c.limit), True) if r and seq else ""
         verdict = c.verdict
-        cls = "bad" if verdict == "stop the canary" else ("few" if verdict == "too few" else "")
+        cls = "bad" if c.past else ("few" if verdict == rollout.TOO_FEW else "")
         rows.append(
-            f"<tr><td>{_e(i.title)}</td><td>{_e(_where(c.kind, '', c.tenant, tenants))} "
-            f"<small>{_clock(c.since)}–{_clock(c.until)}</small></td>"
+            f"<tr><td>{_e(i.title)}</td><td>{_e(_where(c.kind, '', c.tenant, tenants))}<br>"
+            f"<small>{_e(_criterion_window(c))}</small></td>"
             f'<td class="num">{_e(show(c.canary, q))} <small>n = {c.n_canary:,}</small></td>'
             f'<td class="num">{_e(show(c.baseline, q))} <small>n = {c.n_baseline:,}</small></td>'
             f'<td class="num">{_e(ratio)}</td><td>{strip}</td><td class="num">{_e(show(c.limit, "ratio"))}</td>'
             f'<td class="{cls}">{_e(verdict)}</td></tr>'
         )
     return (
-        "<table><thead><tr><th>Kill criterion</th><th>Where, canary hours</th><th>Canary</th><th>Baseline</th>"
-        f"<th>Canary ÷ baseline ({CONFIDENCE:.0%} interval)</th><th>{svg.ratio_scale()}</th><th>Stop above</th>"
-        f"<th>Verdict</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        "<table><thead><tr><th>Kill criterion</th><th>Where, over which window</th><th>Canary</th><th>Baseline</th>"
+        f"<th>Canary ÷ baseline ({rollout.CONFIDENCE:.0%} confidence sequence)</th><th>{svg.ratio_scale()}</th>"
+        f"<th>Stop above</th><th>Status</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        '<p class="method">KILL: the ratio past its limit and its confidence sequence (valid at every look, the '
+        "canary alert's test) above 1. The report's range is what the rollout dashboard shows; an alert's window "
+        "is what the alert read, so the alert and this table agree.</p>"
     )
 
 
 def _disparity_rows(items: Sequence[Disparity], tenants: int, print_rows: int | None = None) -> str:
     rows = []
     for k, d in enumerate(items):
-        rate, ref = wilson(d.hits, d.n), wilson(d.ref_hits, d.ref_n)
         dim = COHORT_DIMENSIONS.get(d.dimension, label(d.dimension).text)
-        r = d.ratio
+        r, i = d.estimate, d.interval
         screen_only = ' class="screen"' if print_rows is not None and k >= print_rows else ""
+        verdict = d.verdict
+        cls = "bad" if verdict == fairness.WORSE_OFF else ("few" if verdict in _FEW else "")
         rows.append(
             f"<tr{screen_only}><td>{_e(d.indicator.title)}<br>"
-            f"<small>{_e(_where(d.kind, d.cohort, d.tenant, tenants))}</small></td>"
+            f"<small>{_e(_where(d.kind, d.cohort, d.tenant, tenants, d.version))}</small></td>"
             f"<td>{_e(dim)}: <b>{_e(value_text(d.dimension, d.group))}</b> <small>n = {d.n:,}</small><br>"
             f"<small>against {_e(value_text(d.dimension, d.reference))}, n = {d.ref_n:,}</small></td>"
-            f'<td class="num">{_e(_rate(rate))}<br><small>{_e(_rate(ref))}</small></td>'
-            f'<td class="num"><b>{_e(_ratio_cell(r.estimate, r.low, r.high, False) if r else "–")}</b></td>'
-            f"<td>{svg.ratio_strip(r.estimate, r.low, r.high, d.band, d.harm_above) if r else ''}</td>"
-            f'<td class="{"bad" if d.verdict == "worse" else ""}">{_e(d.verdict)}</td></tr>'
+            f'<td class="num">{_e(_rate(d.hits, d.n, d.confidence))}<br>'
+            f"<small>{_e(_rate(d.ref_hits, d.ref_n, d.confidence))}</small></td>"
+            f'<td class="num"><b>{_e(_ratio_cell(r, i.low, i.high, False) if r and i else "–")}</b></td>'
+            f"<td>{svg.ratio_strip(r, i.low, i.high, d.band, d.harm_above) if r and i else ''}</td>"
+            f'<td class="{cls}">{_e(verdict)}</td></tr>'
         )
     return "".join(rows)
 
 
-def _rate(interval: Interval | None) -> str:
+_FEW: Final = frozenset({fairness.TOO_FEW, fairness.REFERENCE_TOO_FEW})
+
+
+def _rate(hits: int, n: int, confidence: float) -> str:
+    interval = wilson(hits, n, confidence)
     if interval is None:
         return "–"
-    return f"{show(interval.estimate, 'percent')} ({show(interval.low, 'percent')}–{show(interval.high, 'percent')})"
+    return f"{show(hits / n, 'percent')} ({show(interval.low, 'percent')}–{show(interval.high, 'percent')})"
 
 
 def _disparities_table(items: Sequence[Disparity], tenants: int, print_rows: int | None = None) -> str:
     return (
         "<table><thead><tr><th>Rate, where</th><th>Group, against its reference</th>"
         '<th class="num">Group rate, reference rate</th>'
-        f'<th class="num">Group ÷ reference</th><th>{svg.ratio_scale()}</th><th>Verdict</th></tr></thead>'
+        f'<th class="num">Group ÷ reference ({fairness.CONFIDENCE:.0%} interval)</th><th>{svg.ratio_scale()}</th><th>Verdict</th></tr></thead>'
         f"<tbody>{_disparity_rows(items, tenants, print_rows)}</tbody></table>"
     )
 
@@ -338,6 +361,34 @@ def _incidents_table(
     )
 
 
+def _criteria_line(criteria: Sequence[Criterion]) -> list[str]:
+    """The kill criteria in words: over the report's range (the rollout dashboard's), and each
+    canary alert over the window it reads, each labelled with its window, so neither can read as
+    contradicting the other."""
+    items = []
+    whole = [c for c in criteria if not c.rule]
+    if whole:
+        past = [c for c in whole if c.past]
+        names = ", ".join(f"{INDICATORS[c.measure].title.lower()} {show(c.estimate, 'ratio')}" for c in past)
+        items.append(
+            f"Canary over the report's range: <b>{len(past)}</b> of {len(whole)} kill criteria past their limit"
+            + (f" ({_e(names)})" if past else "")
+        )
+    for c in criteria:
+        if not c.rule:
+            continue
+        seq = c.sequence
+        interval = f" ({c.confidence:.0%} sequence {show(seq.low, 'ratio')}–{show(seq.high, 'ratio')})" if seq else ""
+        state = "past its limit: it fired" if c.fired and c.past else ("past its limit" if c.past else c.verdict)
+        items.append(
+            f"Canary alert <code>{_e(c.rule)}</code> over its {_e(show((c.until - c.since).total_seconds(), 's'))} "
+            f"window to {_clock(c.until)}{' (when it fired)' if c.fired else ''}: "
+            f"{_e(INDICATORS[c.measure].title.lower())} <b>{_e(show(c.estimate, 'ratio'))}</b>{_e(interval)} "
+            f"of the baseline's, limit {_e(show(c.limit, 'ratio'))}: <b>{_e(state)}</b>"
+        )
+    return items
+
+
 def _headline(
     episodes: Sequence[Episode], criteria: Sequence[Criterion], worst: Sequence[Disparity], tenants: int
 ) -> str:
@@ -348,23 +399,17 @@ def _headline(
         f"<b>{len(episodes)}</b> alert episode{'s' * (len(episodes) != 1)} fired ({pages} paging) from {rules} "
         f"rule{'s' * (rules != 1)}" + (f", {still} still firing at the end of the range" if still else "")
     ]
-    stop = [c for c in criteria if c.verdict == "stop the canary"]
-    if criteria:
-        names = ", ".join(
-            f"{INDICATORS[c.measure].title.lower()} {show(c.ratio.estimate, 'ratio') if c.ratio else ''}" for c in stop
-        )
-        past = f"Canary: <b>{len(stop)}</b> of {len(criteria)} kill criteria past their limit"
-        items.append(past + (f" ({_e(names)})" if stop else ""))
+    items += _criteria_line(criteria)
     if worst:
         d = worst[0]
-        r = d.ratio
-        assert r is not None
+        r, i = d.estimate, d.interval
+        assert r is not None and i is not None
         items.append(
             f"Largest disparity: <b>{_e(d.indicator.title.lower())}</b> of "
             f"<b>{_e(value_text(d.dimension, d.group))}</b> "
-            f"({_e(_where(d.kind, d.cohort, d.tenant, tenants))}) is "
-            f"<b>{_e(_ratio_cell(r.estimate, r.low, r.high, False))}</b> that of "
-            f"{_e(value_text(d.dimension, d.reference))}"
+            f"({_e(_where(d.kind, d.cohort, d.tenant, tenants, d.version))}) is "
+            f"<b>{_e(_ratio_cell(r, i.low, i.high, False))}</b> that of "
+            f"{_e(value_text(d.dimension, d.reference))}: {_e(d.verdict)}"
         )
     else:
         items.append("No group's rate lies outside the fairness band on the side of harm")
@@ -387,7 +432,7 @@ def findings_html(
     axis: tuple[datetime, datetime] | None = None,
 ) -> str:
     """Page one. `axis`: the timeline's stretch (where the data is), else `x_range`."""
-    harmful = [d for d in disparities or () if d.verdict in ("worse", "maybe worse")]
+    harmful = [d for d in disparities or () if d.harmful]
     worst = harmful[:TOP_DISPARITIES]
     parts = ['<section id="findings" class="findings"><h2>Findings</h2>']
     parts.append(_headline(episodes, criteria, worst, tenants))
@@ -401,15 +446,17 @@ def findings_html(
     else:
         parts.append('<p class="ok">No group is worse off than its reference beyond the fairness band.</p>')
     if disparities is not None:
-        clear = sum(d.verdict == "worse" for d in disparities)
-        reverse = sum(d.verdict == "reference worse" for d in disparities)
+        clear = sum(d.verdict == fairness.WORSE_OFF for d in disparities)
+        reverse = sum(d.verdict == fairness.REFERENCE_WORSE_OFF for d in disparities)
         parts.append(
-            f'<p class="method screen">{len(disparities):,} comparisons, each within one workflow kind and cohort, '
-            f"never pooled: {clear} with the whole {CONFIDENCE:.0%} interval outside {FAIR_BAND[0]:g}–"
-            f"{FAIR_BAND[1]:g} on the side of harm (red), {len(harmful) - clear} with the estimate only, {reverse} "
-            "with the reference group worse off (not listed); about 1 interval in 20 misses by chance. Wilson "
-            "intervals for rates, MOVER-R for ratios, computed by the report; the reference is the largest group "
-            "with enough rows.</p>"
+            f'<p class="method screen">{len(disparities):,} comparisons, each within one workflow kind, rollout '
+            f"cohort and model version, never pooled: {clear} worse off (outside {FAIR_BAND[0]:g}–{FAIR_BAND[1]:g} "
+            f"on the side of harm and the {fairness.CONFIDENCE:.0%} interval excluding 1 there; red), "
+            f"{len(harmful) - clear} outside the band but not significant, {reverse} with the reference group worse "
+            "off (not listed); about 1 interval in 20 misses by chance. Wilson intervals for rates, MOVER-R for "
+            "ratios (as the fairness tables and alerts); the reference is the group with the most workflows in its "
+            f"stratum; a group under {fairness.MIN_GROUP} rows is too few. The disparity alerts decide at their own "
+            "confidence.</p>"
         )
     x0, x1 = (axis or x_range)[0].timestamp(), (axis or x_range)[1].timestamp()
     # an alert or a change after the workflows (a late outcome's) still gets its place
@@ -447,7 +494,7 @@ def details_html(
     """Every comparison made, and the alerts' audit trail in the order things happened."""
     parts = ['<section id="details" class="details"><h2>Findings in detail</h2>']
     if disparities:
-        shown = [d for d in disparities if d.verdict != "no ratio"][:40]
+        shown = list(disparities[:40])  # most harmful first; too few last
         parts.append(
             f"<h3>Every group against its reference ({len(disparities):,} comparisons; the 40 most harmful)</h3>"
         )
