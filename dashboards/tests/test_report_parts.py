@@ -10,17 +10,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from clinotel.dashboards import fairness, rollout
 from clinotel.dashboards._report import svg
 from clinotel.dashboards._report.alerts import Event, episodes, ordered
+from clinotel.dashboards._report.findings import Criterion, Disparity
 from clinotel.dashboards._report.fmt import axis_ticks, show
 from clinotel.dashboards._report.labels import human_title, label, value_text
-from clinotel.dashboards import fairness, rollout
-from clinotel.dashboards._report.findings import Criterion, Disparity
 from clinotel.dashboards._report.sections import findings_html, incidents
 from clinotel.model.indicators import INDICATORS
 from clinotel.model.stats import ratio_interval, ratio_sequence
 from clinotel.semconv.attributes import HEALTH_COUNTERS
-from dashboards.tests.report_checks import visible_text
+from dashboards.tests.report_checks import missing_shown, sql_names_shown, visible_text
 
 
 @pytest.mark.parametrize(
@@ -66,7 +66,8 @@ def test_page_ones_disparity_verdict_is_the_fairness_tables_and_the_alerts_test(
     bias = _disparity(44, 199, 48, 736)  # the canary's Spanish against English under-triage
     assert bias.estimate == pytest.approx(3.39, abs=0.01)
     assert bias.verdict == fairness.WORSE_OFF
-    assert bias.interval is not None and bias.interval.excludes_one(True)
+    assert bias.interval is not None
+    assert bias.interval.excludes_one(True)
     # 3 of 32 against 50 of 700: outside the band, but the interval holds 1 (the false page of issue 15)
     assert _disparity(3, 32, 50, 700).verdict == fairness.NOT_SIGNIFICANT
     # under-triaged far less than the reference: the reference group is worse off, not the group
@@ -77,7 +78,8 @@ def test_page_ones_disparity_verdict_is_the_fairness_tables_and_the_alerts_test(
     assert _disparity(3, 200, 0, 700).verdict == fairness.REFERENCE_TOO_FEW
     assert _disparity(40, 700, 40, 720).verdict == fairness.WITHIN
     ranked = sorted([_disparity(3, 20, 50, 700), _disparity(3, 32, 50, 700), bias], key=lambda d: -d.severity)
-    assert ranked[0] is bias and ranked[-1].verdict == fairness.TOO_FEW
+    assert ranked[0] is bias
+    assert ranked[-1].verdict == fairness.TOO_FEW
 
 
 def _criterion(x: int, n: int, bx: int, bn: int, rule: str = "", fired: bool = False) -> Criterion:
@@ -102,7 +104,8 @@ def test_the_headline_states_the_kill_criterion_over_the_window_the_alert_read()
     while the canary alert paged at 1.93x over its 12 h window."""
     whole = _criterion(30, 600, 70, 1800)  # 1.29x over the report's range: within
     window = _criterion(29, 150, 50, 500, rule="canary_kill_under_triage", fired=True)  # 1.93x
-    assert whole.verdict == rollout.OK and window.past
+    assert whole.verdict == rollout.OK
+    assert window.past
     page = findings_html(
         events=[], episodes=[], rules={}, criteria=[whole, window], disparities=[], changes=[], found=[],
         before_during={}, x_range=(whole.since, whole.until), tenants=1, errors=[],
@@ -110,9 +113,11 @@ def test_the_headline_states_the_kill_criterion_over_the_window_the_alert_read()
     headline = " ".join(visible_text(page[page.index("<ul class=headline>") : page.index("</ul>")]).split())
     assert "Canary over the report's range: 0 of 1 kill criteria past their limit" in headline
     assert re.search(r"canary_kill_under_triage over its 12(\.0)? h window to 12:00 \(when it fired\)", headline)
-    assert "1.93×" in headline and "past its limit: it fired" in headline
+    assert "1.93×" in headline
+    assert "past its limit: it fired" in headline
     table = " ".join(visible_text(page[page.index("Canary against baseline") :]).split())
-    assert "report's range (rollout dashboard)" in table and "alert canary_kill_under_triage" in table
+    assert "report's range (rollout dashboard)" in table
+    assert "alert canary_kill_under_triage" in table
 
 
 def test_no_sql_name_survives_labelling() -> None:
@@ -426,10 +431,62 @@ def test_a_cut_table_keeps_its_decisive_rows_and_drops_the_too_few() -> None:
     page = table_html(columns, rows)
     body = visible_text(page)
     order = [body.find(name) for name in ("grp-worse", "far-not-significant", "canary-within", "within-23", "within-0")]
-    assert -1 not in order and order == sorted(order), order
+    assert -1 not in order, order
+    assert order == sorted(order), order
     assert body.find("too-few-0") > body.find("late-9"), "rows of too few last"
     assert "too-few-19" not in body, "and the ones cut"
     assert "not shown (the decisive rows first, too few last)" in body
     # a table without verdicts or disparities keeps the query's order
     plain = table_html(["Service", "Spans"], [("svc-b", 1), ("svc-a", 2)])
     assert plain.find("svc-b") < plain.find("svc-a")
+
+
+def test_the_efficiency_tables_read_in_minutes_with_their_intervals() -> None:
+    """Minutes saved in recommendation mode against shadow, and the rework the canary created,
+    as the efficiency dashboard's queries name them: human titles, minutes, rates in percent, each
+    estimate with its 95 % interval in one cell."""
+    from clinotel.dashboards._report.panels import table_html
+
+    phases = ["kind", "phase", "workflows", "minutes_per_workflow", "minutes_low", "minutes_high",
+              "touches_per_workflow", "rework_rate", "rework_low", "rework_high",
+              "rework_minutes_per_workflow"]  # fmt: skip
+    page = table_html(phases, [("triage", "shadow", 900, 14.2, 13.8, 14.6, 3.1, 0.02, 0.013, 0.031, 0.3),
+                               ("triage", "canary", 400, 11.0, 10.5, 11.5, 2.2, 0.08, 0.057, 0.11, 1.1)])  # fmt: skip
+    text = " ".join(visible_text(page).split())
+    assert "Human minutes per workflow (95% interval)" in text
+    assert "14.2 min (13.8 min–14.6 min)" in text
+    assert "Workflows with rework (95% interval, Wilson)" in text
+    assert "8.0% (5.7%–11.0%)" in text
+    net = ["kind", "site", "department", "phase", "workflows", "shadow_minutes", "minutes", "saved_per_workflow",
+           "saved_low", "saved_high", "net_minutes_saved"]  # fmt: skip
+    page = table_html(net, [("triage", "north", "ed", "recommend", 500, 14.2, 9.9, 4.3, 3.6, 5.0, 2150.0)])
+    text = " ".join(visible_text(page).split())
+    assert "Minutes saved per workflow vs shadow (95% interval, Welch)" in text
+    assert "4.3 min (3.6 min–5.0 min)" in text
+    assert "2,150.0 min" in text
+    assert sql_names_shown(page) == []
+    assert missing_shown(page) == []
+    for column in [*phases, *net, "rework", "records", "rework_minutes"]:
+        assert "_" not in label(column).text, column
+
+
+def test_every_time_chart_draws_each_change_numbered_as_on_page_one() -> None:
+    """Issue 16: the report shades change events on every chart: a numbered line per change
+    inside the axis, none outside it."""
+    from clinotel.dashboards._report.sections import change_marks
+    from clinotel.model.changes import Change as ChangeEvent
+
+    t0 = datetime(2026, 1, 1, 8, tzinfo=UTC)
+    recorded = [
+        ChangeEvent(t0 + timedelta(hours=1), "t", "svc", "flag", "triage-model-v4", "off", site="north"),
+        ChangeEvent(t0 + timedelta(hours=3), "t", "svc", "model", "triage", "v4"),
+    ]
+    marks = change_marks([], recorded, 4 * 3600)
+    assert [m.text for m in marks] == ["09:00 flag triage-model-v4 → off (site north)", "11:00 model triage → v4"]
+    x0, x1 = t0.timestamp(), (t0 + timedelta(hours=2)).timestamp()
+    line = svg.Line("rate", [(x0 + 600 * k, 0.1) for k in range(12)])
+    chart, _ = svg.timeseries([line], "percent", (x0, x1), 600, "Rate",
+                              markers=[svg.Marker(m.at.timestamp(), m.text) for m in marks])  # fmt: skip
+    assert chart.count('class="change"') == 1, "the change after the axis is not drawn"
+    assert "flag triage-model-v4 → off (site north)" in chart
+    assert '<text class="changeno"' in chart

@@ -46,7 +46,7 @@ def build(database: str) -> dict[str, Any]:
         "Rework by kind and role",
         "Rework records by what was redone and the role that redid it, with the minutes they took.",
         f"SELECT {attr(A.REWORK_KIND.key)} AS rework, {attr(A.EFFORT_ACTOR_ROLE.key)} AS role, count() AS records, "
-        f"round(sum(toFloat64OrZero({attr(A.EFFORT_MINUTES.key)})), 1) AS minutes\n"
+        f"round(sum(toFloat64OrZero({attr(A.EFFORT_MINUTES.key)})), 1) AS rework_minutes\n"
         f"FROM {traces}\nWHERE $__timeFilter(Timestamp) AND {IS_REWORK} AND {trace_filters()}\n"
         "GROUP BY rework, role ORDER BY records DESC",
     )

@@ -22,16 +22,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 from clinotel.dashboards._report import findings as F
+from clinotel.dashboards._report import svg
 from clinotel.dashboards._report.alerts import AlertRule, episodes, load_events, rules_by_name
 from clinotel.dashboards._report.labels import human_title
 from clinotel.dashboards._report.page import page
 from clinotel.dashboards._report.panels import Context, render_panel
-from clinotel.dashboards._report.sections import definitions_html, details_html, findings_html, incidents
+from clinotel.dashboards._report.sections import change_marks, definitions_html, details_html, findings_html, incidents
 from clinotel.dashboards.macros import TimeRange
+from clinotel.model.changes import recent_changes
 from clinotel.model.indicators import INDICATORS
 from clinotel.model.tables import DEFAULT_DATABASE
 
 __all__ = ["AlertRule", "Report", "render"]
+
+MAX_CHANGES = 200
+"""Change events read for one report (the first in the range; more would not fit the charts)."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,11 @@ def render(
         failed += 1
         errors.append(f"rollout changes: {_line(e)}")
     try:
+        recorded = recent_changes(client, database, tr.start, tr.end, limit=MAX_CHANGES)
+    except Exception as e:  # noqa: BLE001 - shown in its place
+        recorded = []
+        errors.append(f"change events: {_line(e)}")
+    try:
         active = F.activity(client, database, tr)
     except Exception as e:  # noqa: BLE001 - the charts then span the whole range
         active = None
@@ -153,14 +163,27 @@ def render(
     )  # fmt: skip
     start, end = tr.start.astimezone(UTC), tr.end.astimezone(UTC)
     axis = active or (start, end)
+    # the changes after the workflows (a late flag switched off) still get their place on the axes
+    last = max([c.at for c in changes] + [c.timestamp for c in recorded], default=axis[1])
+    if last > axis[1]:
+        axis = (axis[0], min(end, last + 0.05 * (last - axis[0])))
+    marks = change_marks(changes, recorded, (axis[1] - axis[0]).total_seconds())
     body = [
         findings_html(
             events=events, episodes=found_episodes, rules=by_name, criteria=criteria, disparities=disparities,
             changes=changes, found=found, before_during=before_during, x_range=(start, end), axis=axis, tenants=tenants,
-            errors=errors,
+            errors=errors, recorded=recorded, marks=marks,
         )
     ]  # fmt: skip
-    ctx = Context(client, database, tr, rules, found_episodes, (axis[0].timestamp(), axis[1].timestamp()))
+    ctx = Context(
+        client,
+        database,
+        tr,
+        rules,
+        found_episodes,
+        (axis[0].timestamp(), axis[1].timestamp()),
+        [svg.Marker(m.at.timestamp(), m.text) for m in marks],
+    )
     nav = [("findings", "Findings")]
     panels = 0
     for name, data in dashboards.items():

@@ -293,8 +293,11 @@ def _side(values: Sequence[Any] | None, k: int) -> tuple[float | None, int, int]
     if values is None:
         return None, 0, 0
     v = values[3 * k]
-    return (None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)), int(values[3 * k + 1]), \
-        int(values[3 * k + 2])
+    return (
+        (None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)),
+        int(values[3 * k + 1]),
+        int(values[3 * k + 2]),
+    )
 
 
 def kill_criteria(

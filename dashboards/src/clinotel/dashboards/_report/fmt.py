@@ -3,6 +3,7 @@
 - a rate (a fraction of 0..1) is a percentage with one decimal: `12.3%`;
 - a difference of rates is in percentage points: `+3.2 pp`;
 - a ratio has two decimals and a times sign: `1.27×`;
+- human effort is in minutes with one decimal: `12.5 min` (minutes saved compare across rows);
 - a duration is humanised in the largest unit that keeps it above 1: `850 ms`, `2.3 s`, `31.1 min`,
   `1.3 h`, `2.0 d`;
 - a count is a whole number with thousands separators: `20,000`; a count per unit of time has one
@@ -21,10 +22,12 @@ from typing import Final, Literal
 
 __all__ = ["MISSING", "TOO_FEW", "Quantity", "axis_ticks", "duration_unit", "quantity_of", "show", "unit_name"]
 
-Quantity = Literal["percent", "points", "ratio", "ms", "s", "days", "count", "per_time", "bytes", "number", "text"]
+Quantity = Literal[
+    "percent", "points", "ratio", "ms", "s", "days", "minutes", "count", "per_time", "bytes", "number", "text"
+]
 TOO_FEW: Final = "too few"
 MISSING: Final = "–"
-_STATISTICS: Final = frozenset({"percent", "points", "ratio", "ms", "s", "days", "number"})
+_STATISTICS: Final = frozenset({"percent", "points", "ratio", "ms", "s", "days", "minutes", "number"})
 _DURATIONS: Final = (("d", 86_400_000.0), ("h", 3_600_000.0), ("min", 60_000.0), ("s", 1000.0), ("ms", 1.0))
 _TO_MS: Final = {"ms": 1.0, "s": 1000.0, "days": 86_400_000.0}
 _GRAFANA: Final[dict[str, Quantity]] = {"percentunit": "percent", "ms": "ms", "s": "s", "bytes": "bytes"}
@@ -66,6 +69,8 @@ def show(value: object, quantity: Quantity, *, missing: str | None = None) -> st
         ms = v * _TO_MS[quantity]
         unit, size = duration_unit(ms)
         return f"{ms:.0f} ms" if unit == "ms" else f"{ms / size:.1f} {unit}"
+    if quantity == "minutes":
+        return f"{v:,.1f} min"
     if quantity == "count":
         return f"{round(v):,}"
     if quantity == "per_time":
@@ -95,6 +100,8 @@ def unit_name(quantity: Quantity, top: float) -> str:
         return _UNIT_NAMES[duration_unit(top * _TO_MS[quantity])[0]]
     if quantity == "bytes":
         return _byte_unit(top)[0]
+    if quantity == "minutes":
+        return "minutes"
     return ""
 
 

@@ -120,7 +120,32 @@ _ALIASES: Final[dict[str, tuple[str, Quantity | str]]] = {
     "Outcome": ("Outcome", "text"),
     "Outcomes": ("Outcomes", "count"),
     "outcomes": ("Outcomes", "count"),
+    # the efficiency tables (`clinotel.model.efficiency`, issue 17)
+    "kind": ("Workflow kind", "text"),
+    "phase": ("Rollout phase", "text"),
+    "site": ("Site", "text"),
+    "department": ("Department", "text"),
+    "minutes_per_workflow": ("Human minutes per workflow", "minutes"),
+    "touches_per_workflow": ("Manual touches per workflow", "per_time"),
+    "rework_rate": ("Workflows with rework", "percent"),
+    "rework_minutes_per_workflow": ("Rework minutes per workflow", "minutes"),
+    "shadow_minutes": ("Minutes per workflow in shadow", "minutes"),
+    "minutes": ("Minutes per workflow", "minutes"),
+    "saved_per_workflow": ("Minutes saved per workflow vs shadow", "minutes"),
+    "net_minutes_saved": ("Net minutes saved (saved − rework)", "minutes"),
+    "rework": ("Rework kind", "text"),
+    "records": ("Rework records", "count"),
+    "rework_minutes": ("Rework minutes (total)", "minutes"),
 }
+_NAMED_BOUNDS: Final = {
+    "minutes_low": ("minutes_per_workflow", "95%", "low", ""),
+    "minutes_high": ("minutes_per_workflow", "95%", "high", ""),
+    "rework_low": ("rework_rate", "95%", "low", "Wilson"),
+    "rework_high": ("rework_rate", "95%", "high", "Wilson"),
+    "saved_low": ("saved_per_workflow", "95%", "low", "Welch"),
+    "saved_high": ("saved_per_workflow", "95%", "high", "Welch"),
+}
+"""Interval ends a query names in SQL (`clinotel.model.efficiency`): (estimate, level, side, method)."""
 _SDK_REASONS: Final = {  # clinotel.semconv.attributes.HEALTH_COUNTERS (a test holds them equal)
     "unregistered": "Unregistered attributes dropped",
     "invalid": "Invalid values dropped",
@@ -162,6 +187,8 @@ _STRATUM: Final = _stratum()
 
 def bound_of(column: str) -> tuple[str, str, str, str] | None:
     """An interval end's column as (the estimate's column, `95%`, `low` or `high`, what follows)."""
+    if column in _NAMED_BOUNDS:
+        return _NAMED_BOUNDS[column]
     found = _BOUND.match(column)
     return None if found is None else (found["base"], found["pct"], found["side"], found["rest"].strip(" ()"))
 
@@ -193,10 +220,11 @@ def label(column: str) -> Label:
         return Label(column, _PARITY[column])
     if column in _STRATUM:
         return Label(column, "text")
-    bound = _BOUND.match(column)
+    bound = bound_of(column)
     if bound is not None:
-        base = label(bound["base"])
-        return Label(f"{base.text}: {bound['pct']} {bound['side']}{bound['rest']}", base.quantity, bound=True)
+        base = label(bound[0])
+        rest = f" ({bound[3]})" if bound[3] else ""
+        return Label(f"{base.text}: {bound[1]} {bound[2]}{rest}", base.quantity, bound=True)
     if column in _FILTER_LABELS:
         return Label(_FILTER_LABELS[column], "text")
     if column in COHORT_DIMENSIONS:

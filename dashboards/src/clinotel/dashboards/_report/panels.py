@@ -72,6 +72,9 @@ class Context:
     episodes: Sequence[Episode] = ()
     axis: tuple[float, float] | None = None
     """Every chart's time axis (epoch s): where the data is (`findings.activity`), else the range."""
+    changes: Sequence[svg.Marker] = ()
+    """What changed (change events, rollouts begun and ended), drawn on every time chart, numbered
+    as on page one."""
     _bounds: dict[str, tuple[float, float] | None] = field(default_factory=dict)
 
     def min_sample(self, i: Indicator) -> int:
@@ -291,13 +294,15 @@ def _timeseries(ctx: Context, panel: dict[str, Any], sql: str, tr: TimeRange, qu
             quantity = found  # type: ignore[assignment]
     chart, more = svg.timeseries(
         lines, quantity, ctx.axis or (tr.from_ms / 1000, tr.to_ms / 1000), interval_s, y_title,
-        thresholds=thresholds, windows=windows, title=human_title(panel.get("title", "")),
+        thresholds=thresholds, windows=windows, title=human_title(panel.get("title", "")), markers=ctx.changes,
     )  # fmt: skip
     notes += more
     if windows:
         notes.append("shaded: an alert on this indicator firing")
     if thresholds:
         notes.append("dashed: the alert threshold")
+    if ctx.changes:
+        notes.append("blue numbered lines: what changed (listed on page one)")
     if not any(line.points for line in lines):
         body = '<p class="empty">no value to draw in this range'
         body += " (every interval has too few rows)</p>" if any(line.too_few for line in lines) else "</p>"

@@ -13,17 +13,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
+from clinotel.dashboards import fairness, rollout
 from clinotel.dashboards._report import svg
 from clinotel.dashboards._report.alerts import AlertRule, Episode, Event, instance_label, value_quantity
 from clinotel.dashboards._report.findings import Change, Criterion, Disparity
 from clinotel.dashboards._report.fmt import quantity_of, show
 from clinotel.dashboards._report.labels import label, value_text
-from clinotel.dashboards import fairness, rollout
 from clinotel.dashboards.fairness import FAIR_BAND
+from clinotel.model.changes import Change as ChangeEvent
 from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS
 from clinotel.model.stats import wilson
 
-__all__ = ["Incident", "definitions_html", "details_html", "findings_html", "incidents"]
+__all__ = ["Incident", "Mark", "change_marks", "definitions_html", "details_html", "findings_html", "incidents"]
 
 TOP_DISPARITIES: Final = 6
 PRINTED_DISPARITIES: Final = 3
@@ -251,7 +252,8 @@ def _disparities_table(items: Sequence[Disparity], tenants: int, print_rows: int
     return (
         "<table><thead><tr><th>Rate, where</th><th>Group, against its reference</th>"
         '<th class="num">Group rate, reference rate</th>'
-        f'<th class="num">Group ÷ reference ({fairness.CONFIDENCE:.0%} interval)</th><th>{svg.ratio_scale()}</th><th>Verdict</th></tr></thead>'
+        f'<th class="num">Group ÷ reference ({fairness.CONFIDENCE:.0%} interval)</th><th>{svg.ratio_scale()}</th>'
+        "<th>Verdict</th></tr></thead>"
         f"<tbody>{_disparity_rows(items, tenants, print_rows)}</tbody></table>"
     )
 
@@ -278,21 +280,39 @@ def _change_words(changes: Sequence[Change]) -> str:
 
 
 @dataclass(frozen=True)
-class _Mark:
+class Mark:
+    """A numbered change on the timeline and on every time chart."""
+
     at: datetime
     text: str
 
 
-def _marks(changes: Sequence[Change], range_s: float) -> list[_Mark]:
-    """Changes close together (2 minutes, or 1.5 % of the range) share one mark on the timeline."""
+def _event_words(e: ChangeEvent) -> str:
+    """A recorded change event in words: what, to what, where."""
+    what = f"{e.kind} {e.name}" + (f" → {e.version}" if e.version else "")
+    where = ", ".join(f"{label(k).text.lower()} {v}" for k, v in e.scope.items())
+    return what + (f" ({where})" if where else "") + (f" [{e.result}]" if e.result else "")
+
+
+def change_marks(changes: Sequence[Change], recorded: Sequence[ChangeEvent], range_s: float) -> list[Mark]:
+    """Rollout changes seen in the workflows and recorded change events (`clinotel.model.changes`),
+    in time order; those close together (2 minutes, or 1.5 % of the range) share one mark."""
     close = max(120.0, range_s * 0.015)
-    groups: list[list[Change]] = []
-    for c in changes:
-        if groups and (c.at - groups[-1][0].at).total_seconds() < close:
-            groups[-1].append(c)
+    items = [(c.at, 0, k) for k, c in enumerate(changes)] + [(e.timestamp, 1, k) for k, e in enumerate(recorded)]
+    items.sort()
+    groups: list[list[tuple[datetime, int, int]]] = []
+    for item in items:
+        if groups and (item[0] - groups[-1][0][0]).total_seconds() < close:
+            groups[-1].append(item)
         else:
-            groups.append([c])
-    return [_Mark(g[0].at, f"{_clock(g[0].at)} {_change_words(g)}") for g in groups]
+            groups.append([item])
+    out = []
+    for g in groups:
+        seen = [changes[k] for _, source, k in g if source == 0]
+        words = [_change_words(seen)] if seen else []
+        words += [_event_words(recorded[k]) for _, source, k in g if source == 1]
+        out.append(Mark(g[0][0], f"{_clock(g[0][0])} {'; '.join(words)}"))
+    return out
 
 
 def _lanes(episodes: Sequence[Episode], rules: Mapping[str, AlertRule], tenants: int) -> list[svg.Lane]:
@@ -319,7 +339,7 @@ def _lanes(episodes: Sequence[Episode], rules: Mapping[str, AlertRule], tenants:
 def _incidents_table(
     found: Sequence[Incident],
     rules: Mapping[str, AlertRule],
-    marks: Sequence[_Mark],
+    marks: Sequence[Mark],
     before_during: Mapping[int, tuple[tuple[float | None, int], tuple[float | None, int]]],
     tenants: int,
     range_end: datetime,
@@ -403,7 +423,8 @@ def _headline(
     if worst:
         d = worst[0]
         r, i = d.estimate, d.interval
-        assert r is not None and i is not None
+        assert r is not None
+        assert i is not None
         items.append(
             f"Largest disparity: <b>{_e(d.indicator.title.lower())}</b> of "
             f"<b>{_e(value_text(d.dimension, d.group))}</b> "
@@ -430,8 +451,11 @@ def findings_html(
     tenants: int,
     errors: Sequence[str],
     axis: tuple[datetime, datetime] | None = None,
+    recorded: Sequence[ChangeEvent] = (),
+    marks: Sequence[Mark] | None = None,
 ) -> str:
-    """Page one. `axis`: the timeline's stretch (where the data is), else `x_range`."""
+    """Page one. `axis`: the timeline's stretch (where the data is), else `x_range`; `recorded`:
+    the change events; `marks`: the numbered changes the charts draw (else made here)."""
     harmful = [d for d in disparities or () if d.harmful]
     worst = harmful[:TOP_DISPARITIES]
     parts = ['<section id="findings" class="findings"><h2>Findings</h2>']
@@ -461,9 +485,11 @@ def findings_html(
     x0, x1 = (axis or x_range)[0].timestamp(), (axis or x_range)[1].timestamp()
     # an alert or a change after the workflows (a late outcome's) still gets its place
     late = [e.fired.timestamp() for e in episodes] + [c.at.timestamp() for c in changes]
+    late += [e.timestamp.timestamp() for e in recorded]
     if late and max(late) > x1:
         x1 = min(x_range[1].timestamp(), max(late) + 0.05 * (max(late) - x0))
-    marks = _marks(changes, x1 - x0)
+    if marks is None:
+        marks = change_marks(changes, recorded, x1 - x0)
     parts.append('<div class="pair"><div>')
     if episodes or marks:
         parts.append("<h3>Alert timeline, and what changed</h3>")

@@ -99,6 +99,7 @@ def timeseries(
     thresholds: Sequence[Threshold] = (),
     windows: Sequence[Window] = (),
     title: str = "",
+    markers: Sequence[Marker] = (),
 ) -> tuple[str, list[str]]:
     """The chart, and notes for its legend (thresholds off the scale). `x_range`: the report's
     range, so every chart of the report shares one time axis."""
@@ -163,6 +164,16 @@ def timeseries(
     parts.append(
         f'<text class="ytitle" transform="translate(14 {(MT + H - MB) / 2:.0f}) rotate(-90)">{_e(axis)}</text>'
     )
+    # each change: a numbered vertical line, the number that of the list on page one
+    for k, m in enumerate(markers, start=1):
+        if not x0 <= m.at <= x1:
+            continue
+        x = sx(m.at)
+        parts.append(
+            f'<line class="change" x1="{x:.1f}" x2="{x:.1f}" y1="{MT - 2}" y2="{H - MB}"><title>{_e(m.label)}</title>'
+            f'</line><circle class="changemark" cx="{x:.1f}" cy="{MT - 9}" r="6"/>'
+            f'<text class="changeno" x="{x:.1f}" y="{MT - 5.5}">{k}</text>'
+        )
     for t in shown_thresholds:
         y = sy(t.value)
         parts.append(f'<line class="threshold" x1="{ML}" x2="{W - MR}" y1="{y:.1f}" y2="{y:.1f}"/>')
