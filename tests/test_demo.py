@@ -4,6 +4,7 @@ dashboards run panel by panel, the report, and the incident alerts fired and pag
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -116,7 +117,8 @@ def _check_report(page: str, fired: list[str]) -> None:
         assert f"docs/runbooks/{rule}.md" in findings
     text = visible_text(findings)
     assert INDICATORS["under_triage_rate"].title in text
-    assert "stop the canary" in text or "within the limit" in text
+    assert "Canary over the report's range:" in " ".join(text.split())
+    assert re.search(r"canary_kill_under_triage over its [\d.]+ h window to \d\d:\d\d", " ".join(text.split()))
 
 
 _EFFICIENCY = """

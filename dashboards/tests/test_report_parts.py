@@ -3,6 +3,7 @@ put in order, incidents, and the charts' marks."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
@@ -167,6 +168,13 @@ def test_a_notification_is_never_put_before_the_firing_it_announces() -> None:
     assert episode.fired == T0 + timedelta(minutes=10)
     assert episode.resolved == T0 + timedelta(minutes=30)
     assert episode.delivered == ["alertmanager"]
+    # a rule with static labels (a team to route to): its notifications carry them, its firing not
+    team = [dataclasses.replace(e, labels=(("kind", "triage"), ("team", "clinical-ml"))) if e.step.startswith("notify")
+            else e for e in stored]  # fmt: skip
+    steps = [e.event for e in ordered(team)]
+    assert steps.index("firing") < steps.index("notify_ok")
+    (episode,) = episodes(ordered(team))
+    assert episode.delivered == ["alertmanager"], "who was told, though the labels differ"
 
 
 def test_incidents_group_alerts_that_began_together_not_everything_that_overlaps() -> None:

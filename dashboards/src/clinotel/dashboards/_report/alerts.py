@@ -135,9 +135,10 @@ def load_events(client: Any, database: str, tr: TimeRange) -> list[Event]:
 
 
 def ordered(events: Sequence[Event]) -> list[Event]:
-    """Events by time, and within one instant in the order they happen (a transition before the
-    notifications announcing it)."""
-    return sorted(events, key=lambda e: (e.at, e.rule, e.labels, _ORDER.get(e.step, 9)))
+    """Events by time, and within one instant and rule in the order they happen (transitions
+    before the notifications announcing them: a notification's labels add the rule's own, such as
+    its team, so they do not name the instance alone)."""
+    return sorted(events, key=lambda e: (e.at, e.rule, _ORDER.get(e.step, 9), e.labels))
 
 
 def episodes(events: Sequence[Event]) -> list[Episode]:
@@ -158,12 +159,23 @@ def episodes(events: Sequence[Event]) -> list[Episode]:
             open_.pop(key).resolved = e.at
         elif e.event == "inactive":
             pending.pop(key, None)
-        elif e.step == "notify:trigger" and key in open_:
+        elif e.step == "notify:trigger" and (told := _announced(open_, e)) is not None:
             if e.event == "notify_ok":
-                open_[key].delivered.append(e.receiver)
+                told.delivered.append(e.receiver)
             else:
-                open_[key].failed += 1
+                told.failed += 1
     return found
+
+
+def _announced(open_: dict[tuple[str, tuple[tuple[str, str], ...]], Episode], e: Event) -> Episode | None:
+    """The open episode a notification announces: its rule's, with the instance's labels among
+    the notification's (which add the rule's static labels)."""
+    exact = open_.get((e.rule, e.labels))
+    if exact is not None:
+        return exact
+    told = set(e.labels)
+    found = [ep for (rule, labels), ep in open_.items() if rule == e.rule and set(labels) <= told]
+    return max(found, key=lambda ep: len(ep.labels), default=None)
 
 
 def instance_label(labels: Sequence[tuple[str, str]], tenants: int) -> str:
