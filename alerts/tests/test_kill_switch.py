@@ -142,7 +142,7 @@ def test_the_canary_kill_switches_the_flag_off_records_it_and_says_so_on_the_pag
     from collector.tests.fixtures import WRITE_TOKEN
     from dashboards.tests.demo_data import load_demo
 
-    load_demo(collector, WRITE_TOKEN, workflows=2000)
+    load_demo(collector, WRITE_TOKEN, workflows=6000)  # the canary sequential test needs the rows
     rules = tmp_path / "rules.yaml"
     text = default_rules_path().read_text(encoding="utf-8")
     rules.write_text(text, encoding="utf-8")
