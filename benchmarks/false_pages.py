@@ -331,7 +331,7 @@ def _print(result: dict[str, Any], rules: list[Any]) -> None:
     )
     for r in rules:
         f = result["rules"][r.name]
-        test = f["test"] if f["confidence"] is None else f"{f['test']} {f['confidence']:.0%}"
+        test = f["test"] if f["confidence"] is None else f"{f['test']} {f['confidence'] * 100:g}%"
         detected = (
             "; ".join(
                 f"{NAMES[name]} {d['runs']}/{runs} ({d['median_delay_min']:.0f} / {d['max_delay_min']:.0f} min)"
