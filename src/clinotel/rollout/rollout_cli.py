@@ -145,3 +145,46 @@ def gate(
         click.echo(f"REFUSE {key} {stage_from} -> {stage_to}: failing {', '.join(c.name for c in result.failing)}")
         raise SystemExit(1)
     click.echo(f"PROMOTE {key} {stage_from} -> {stage_to}")
+
+
+@rollout.command()
+@click.option("--flags", "flagd_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The flagd flag-definition file (JSON) the services read; only a copy is changed.")  # fmt: skip
+@click.option("--rule", "rule_name", required=True, help="The rule whose disable_flag action is rehearsed.")
+@click.option("--rules", type=click.Path(dir_okay=False, path_type=Path),
+              help="The alert rules [default: the default pack].")  # fmt: skip
+@click.option("--timeout", "timeout_s", type=click.FloatRange(0.1, 600), default=30.0, show_default=True,
+              callback=_finite, help="Seconds to wait for evaluations to follow.")  # fmt: skip
+def rehearse(flagd_file: Path, rule_name: str, rules: Path | None, timeout_s: float) -> None:
+    """Fire RULE's kill switch on a copy of the flagd file, with the real flagd provider (file
+    mode, configured by the FLAGD_* environment as a service's) watching the copy, and report how
+    long until evaluations in its scope follow (exit 1 when they do not within --timeout)."""
+    from clinotel.alerts import default_rules_path
+    from clinotel.alerts.rules import RuleError, load
+    from clinotel.rollout.rehearse import RehearsalError
+    from clinotel.rollout.rehearse import rehearse as run
+
+    if not flagd_file.is_file():
+        raise click.BadParameter(f"no such file: {flagd_file}", param_hint="--flags")
+    try:
+        pack = load(rules or default_rules_path())
+    except RuleError as e:
+        raise click.UsageError(str(e).splitlines()[0]) from None
+    rule = next((r for r in pack.rules if r.name == rule_name), None)
+    if rule is None:
+        raise click.BadParameter(f"no rule named {rule_name[:80]!r} in the pack", param_hint="--rule")
+    if rule.action is None:
+        raise click.BadParameter(f"rule {rule_name!r} has no disable_flag action", param_hint="--rule")
+    action = rule.action.disable_flag
+    try:
+        r = run(flagd_file, action, rule.name, timeout_s=timeout_s)
+    except RehearsalError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"rule {rule.name}: {action.describe()} on a copy of {flagd_file.name} ({r.outcome})")
+    click.echo(f"  in scope: {r.before} -> {r.after}; without the scope: {r.outside_before} -> {r.outside_after}")
+    if r.follow_ms is None:
+        click.echo(
+            f"NOT FOLLOWED: evaluations still {r.after} after {timeout_s:g} s (re-checks every {r.recheck_ms} ms)"
+        )
+        raise SystemExit(1)
+    click.echo(f"FOLLOWED after {r.follow_ms:.0f} ms (the provider re-checks the file every {r.recheck_ms} ms)")
