@@ -90,7 +90,9 @@ INCIDENTS: Final = (
 )
 """The demo's incidents. Also known by name: `model_slowdown` (the triage model answers, in
 seconds: a decision latency spike without a fallback)."""
-KNOWN_INCIDENTS: Final = ("model_outage", "ehr_timeouts", "canary_bias", "model_slowdown")
+KNOWN_INCIDENTS: Final = (
+    "model_outage", "ehr_timeouts", "canary_bias", "model_slowdown", "telehealth_shift", "stale_demographics",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
