@@ -75,6 +75,17 @@ def test_demo_tells_the_story_and_twice_with_one_seed_gives_one_summary(tmp_path
     for incident in ("decision_drift", "stale_demographics", "feedback_wrong_priority"):
         assert incident in fired, f"the {incident} incident must fire"
     _efficiency_tells_the_story(tmp_path / "a" / "data")
+    # issue 16: the canary kill switches triage-model-v4 off at the canary site, in the demo's flagd file
+    switched = first["kill_switch"]
+    assert isinstance(switched, list)
+    [kill] = switched
+    assert kill["rule"] == "canary_kill_under_triage"
+    assert kill["switched"] == "flag triage-model-v4 -> off (site=north)"
+    assert kill["result"] == "applied"
+    assert kill["at"] >= f"+{int(HOURS * 0.55)}h"  # during the canary phase, not before it
+    flag = json.loads((tmp_path / "a" / "flags.flagd.json").read_text())["flags"]["triage-model-v4"]
+    assert flag["targeting"]["if"][:2] == [{"==": [{"var": "site"}, "north"]}, "off"]
+    assert flag["metadata"] == {"clinotelKilledBy": "canary_kill_under_triage"}
     assert first["alert_deliveries"]["page"] >= 3  # type: ignore[index]
     # the disparity pages for Spanish speakers in the canary, and nothing else: not in the recommend
     # phase before the bias, not for a group under-triaged less than the reference (labelled)

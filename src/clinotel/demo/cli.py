@@ -111,6 +111,7 @@ def demo(
     Prometheus Alertmanager on loopback when one is installed, else a local webhook sink.
     """
     from clinotel.collector.store.embedded import default_wal_dir
+    from clinotel.demo.flags import FLAGD_FILE, write_flagd_file
     from clinotel.demo.pipeline import sim_range, start_collector
 
     console = Console()
@@ -145,7 +146,8 @@ def demo(
         workflows_stored = _workflows_stored(collector)
         _print(console, summary, elapsed)
         _print_services(console, stored)
-        back = _back_end(console, collector, out, sim_range(base_ns, scenario.window_ns), alert_step_min)
+        back = _back_end(console, collector, out, sim_range(base_ns, scenario.window_ns), alert_step_min,
+                         write_flagd_file(out / FLAGD_FILE))  # fmt: skip
     finally:
         collector.stop()
     path = out / "summary.json"
@@ -312,9 +314,10 @@ def _print(console: Console, s: DemoSummary, elapsed: float) -> None:
 
 
 def _back_end(
-    console: Console, collector: Any, out: Path, span: tuple[datetime, datetime], step_min: int
+    console: Console, collector: Any, out: Path, span: tuple[datetime, datetime], step_min: int, flagd_file: Path
 ) -> dict[str, Any]:
-    """Dashboards built and checked, the report, the alerts replayed and paged; what they did."""
+    """Dashboards built and checked, the report, the alerts replayed and paged (the kill switch
+    rewriting `flagd_file`); what they did."""
     from clinotel.alerts.config import AlertingConfig
     from clinotel.alerts.local_alertmanager import LocalAlertmanager, find_binary
     from clinotel.alerts.wiring import load_rules
@@ -346,7 +349,8 @@ def _back_end(
     try:
         if am is not None:
             am.start()
-        replay = replay_alerts(collector, start, end, timedelta(minutes=step_min), sink, am.url if am else None)
+        replay = replay_alerts(collector, start, end, timedelta(minutes=step_min), sink, am.url if am else None,
+                               flagd_file)  # fmt: skip
         if am is not None:
             time.sleep(3)  # Alertmanager's group_wait, then its webhook delivery
     finally:
@@ -372,6 +376,21 @@ def _back_end(
             "(install prometheus-alertmanager to page through it)"
         )
 
+    switched = [
+        {"rule": rule, "at": f"+{_offset(start, t)}", "switched": what, "result": result, "flagd_file": flagd_file.name}
+        for rule, what, result, t in replay.actions
+    ]
+    for a in switched:
+        console.print(
+            f"[bold]Kill switch[/]: {a['rule']} fired at {a['at']} and switched {a['switched']} in "
+            f"[bold]{flagd_file}[/] ({a['result']}; audited, recorded as a change event)"
+        )
+    if not switched:
+        console.print("[yellow]Kill switch: no rule switched a flag[/]")
+    console.print(
+        "  (the simulated services ran before this replay and do not read the flag file: the switch is "
+        "shown in the file, the audit trail and the change events, not in the services' later decisions)"
+    )
     rules = load_rules(AlertingConfig()).rules
     report = render(collector.client, build_all(database), tr, title="clinotel demo report", database=database,
                     rules=rules)  # fmt: skip
@@ -386,6 +405,7 @@ def _back_end(
         "alert_deliveries": {"page": replay.pages, "ticket": replay.tickets},
         "paged_through": "alertmanager" if am is not None else "webhook",
         "alert_errors": len(replay.errors),
+        "kill_switch": switched,
     }
 
 

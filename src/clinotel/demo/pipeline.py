@@ -70,18 +70,26 @@ class AlertReplay:
     """Alert instances that started firing on a `page` rule (each one notification)."""
     tickets: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
+    actions: list[tuple[str, str, str, datetime]] = field(default_factory=list)
+    """(rule, what it switched, the result, the simulated time) of each kill-switch action."""
 
 
 def replay_alerts(
-    collector: Collector, start: datetime, end: datetime, step: timedelta, sink: PageSink, alertmanager: str | None
-) -> AlertReplay:
+    collector: Collector, start: datetime, end: datetime, step: timedelta, sink: PageSink, alertmanager: str | None,
+    flagd_file: Path | None = None,
+) -> AlertReplay:  # fmt: skip
     """Evaluate the default rule pack every `step` from `start` to `end`, as it would have run live;
     pages go to `alertmanager` when given (its receiver is the sink), else to the sink with the
-    tickets (`/ticket`), as `clinotel alerts evaluate --webhook` sends them."""
+    tickets (`/ticket`), as `clinotel alerts evaluate --webhook` sends them. With `flagd_file`, the
+    kill-switch actions rewrite it and are recorded as change events in the collector."""
     from clinotel.alerts.config import AlertingConfig
     from clinotel.alerts.wiring import build_evaluator, load_rules
 
-    config = AlertingConfig(alertmanager=(alertmanager,) if alertmanager else (), webhook=(f"{sink.url}/ticket",))
+    assert collector.http is not None
+    config = AlertingConfig(
+        alertmanager=(alertmanager,) if alertmanager else (), webhook=(f"{sink.url}/ticket",), flagd_file=flagd_file,
+        changes_endpoint=f"http://127.0.0.1:{collector.http.port}" if flagd_file is not None else None,
+    )  # fmt: skip
     # the collector's own rules watch the live process, which ran for seconds, not simulated hours
     pack = load_rules(config)
     pack = pack.model_copy(update={"rules": tuple(r for r in pack.rules if r.kind != "collector")})
@@ -104,6 +112,7 @@ def replay_alerts(
                 elif state == "resolved":
                     replay.resolved.setdefault(rule, t)
             replay.errors += summary.errors
+            replay.actions += [(rule, what, outcome.result, t) for rule, what, outcome in summary.actions]
             t += step
     finally:
         evaluator.close()
