@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     from clinotel.collector.service import Collector, CollectorConfig
     from clinotel.collector.tokens import Tokens
     from clinotel.demo.scenario import PHASES
+    from clinotel.model import tables
 
     tokens = work / "tokens.toml"
     tokens.write_text("".join(f'[[token]]\ntenant = "{r.tenant}"\ntoken = "{_token(r.tenant)}"\n\n' for r in runs),
@@ -230,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         others = RulePack(rules=tuple(r for r in rules if r.kind is not Kind.CANARY))
         end = base + timedelta(seconds=window_s)
         client, db = collector.client, collector.config.database
+        # a kept store holds the last run's audit trail, which is also the evaluator's state
+        client.command(f"TRUNCATE TABLE IF EXISTS {db}.{tables.ALERT_EVENTS}")
         fired = _evaluate(client, db, others, base, end, step_s)
         # before the canary phase no row is in the canary cohort, so a canary rule has nothing to see
         canary_start = next(p.start for p in PHASES if p.canary)
@@ -328,7 +331,7 @@ def _print(result: dict[str, Any], rules: list[Any]) -> None:
     )
     for r in rules:
         f = result["rules"][r.name]
-        test = f["test"] if f["confidence"] is None else f"{f['test']} {f['confidence']:.0%}"
+        test = f["test"] if f["confidence"] is None else f"{f['test']} {f['confidence'] * 100:g}%"
         detected = (
             "; ".join(
                 f"{NAMES[name]} {d['runs']}/{runs} ({d['median_delay_min']:.0f} / {d['max_delay_min']:.0f} min)"

@@ -195,3 +195,20 @@ def test_a_whole_uuid_is_kept_though_its_groups_look_like_an_mrn() -> None:
         assert counts == {}
     assert scrub("MRN e1234567") == REDACTED
     assert scrub("12345678") == REDACTED
+
+
+@pytest.mark.parametrize(
+    ("definition", "value"),
+    [
+        (A.CHANGE_ACTOR, "Jane Smith"),  # a person's name matches no PHI regex, yet is one
+        (A.COHORT_AGE_BAND, "jane smith"),
+        (A.DECISION_MODEL_NAME, "Smith, Jane (DOB 03/12)"),
+        (A.DECISION_CONFIDENCE, 4711235),  # a number out of range may be an identifier
+    ],
+)
+def test_a_refused_value_is_never_repeated_in_its_error(definition: object, value: object) -> None:
+    with pytest.raises(InvalidAttributeError) as info:
+        definition.validator()(value)  # type: ignore[attr-defined]
+    message = str(info.value)
+    assert str(value) not in message
+    assert "jane" not in message.lower() and "4711235" not in message

@@ -90,7 +90,7 @@ INCIDENTS: Final = (
 )
 """The demo's incidents. Also known by name: `model_slowdown` (the triage model answers, in
 seconds: a decision latency spike without a fallback)."""
-KNOWN_INCIDENTS: Final = ("model_outage", "ehr_timeouts", "canary_bias", "model_slowdown")
+KNOWN_INCIDENTS: Final = (*(i.name for i in INCIDENTS), "model_slowdown")
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,7 +317,8 @@ def _triage(rng: random.Random, scenario: Scenario, i: int, frac: float, offset_
         scenario.seed, i, frac, kind="triage", site=site, shadow=phase.mode is RolloutMode.SHADOW,
         overridden=review["action"] == ReviewAction.OVERRIDE.value,
         under_triaged=decision["source"] == "model" and predicted > true_esi, true_esi=true_esi, outage=outage,
-        canary=canary, no_show=False,
+        canary=canary, no_show=False, shift=scenario.during("telehealth_shift", frac),
+        stale=scenario.during("stale_demographics", frac),
     )  # fmt: skip
     return WorkflowPlan(
         index=i,
@@ -429,5 +430,7 @@ def _scheduling(rng: random.Random, scenario: Scenario, i: int, frac: float, off
             outage=False,
             canary=False,
             no_show=status is OutcomeStatus.NO_SHOW,
+            shift=scenario.during("telehealth_shift", frac),
+            stale=scenario.during("stale_demographics", frac),
         ),
     )

@@ -1,8 +1,8 @@
 """What the simulated hospital records for issue 17: the decision's inputs and data quality, the
 human effort of each review, rework, and clinicians' coded feedback. Drawn from a generator of
-its own per workflow, so the rest of the scenario's figures do not move. Two incidents: from 70 %
-of the run a new arrival mode (telehealth referrals) at one site; from 80 % to 95 % the
-demographics feed of another site stops updating."""
+its own per workflow, so the rest of the scenario's figures do not move. Two incidents, planned by
+the scenario (`telehealth_shift`, `stale_demographics`): a new arrival mode (telehealth referrals)
+at one site; the demographics feed of another site stops updating."""
 
 from __future__ import annotations
 
@@ -16,10 +16,8 @@ __all__ = ["SHIFT_SITE", "STALE_SITE", "Worth", "draw"]
 
 SHIFT_SITE: Final = "south"
 """Where telehealth referrals start arriving (the planted input shift)."""
-SHIFT_START: Final = 0.70
 STALE_SITE: Final = "east"
 """Whose demographics feed stops updating (the stale-demographics incident)."""
-STALE_WINDOW: Final = (0.80, 0.95)
 _ARRIVALS: Final = (
     (ArrivalMode.WALK_IN, 0.55), (ArrivalMode.AMBULANCE, 0.30), (ArrivalMode.TRANSFER, 0.10),
     (ArrivalMode.HELICOPTER, 0.02), (ArrivalMode.POLICE, 0.03),
@@ -50,15 +48,16 @@ def _band(rng: random.Random, abnormal: float) -> str:
 
 def draw(
     seed: int, i: int, frac: float, *, kind: str, site: str, shadow: bool, overridden: bool, under_triaged: bool,
-    true_esi: int | None, outage: bool, canary: bool, no_show: bool,
+    true_esi: int | None, outage: bool, canary: bool, no_show: bool, shift: bool = False, stale: bool = False,
 ) -> Worth:  # fmt: skip
-    """The records of workflow `i` (at `frac` of the run)."""
+    """The records of workflow `i` (at `frac` of the run); `shift` and `stale`: whether the
+    scenario's telehealth shift and stale-demographics incidents are under way."""
     rng = random.Random(f"{seed}:{i}:worth")
     w = Worth()
     if kind == "triage":
         assert true_esi is not None
         arrival = rng.choices([a for a, _ in _ARRIVALS], weights=[p for _, p in _ARRIVALS])[0].value
-        if site == SHIFT_SITE and frac >= SHIFT_START and rng.random() < 0.5:
+        if shift and site == SHIFT_SITE and rng.random() < 0.5:
             arrival = ArrivalMode.TELEHEALTH.value
         abnormal = 0.6 if true_esi <= 2 else 0.2
         w.inputs = {
@@ -68,7 +67,7 @@ def draw(
             "has_chief_complaint": rng.random() < 0.97, "has_medications": rng.random() < 0.85,
             "has_allergies": rng.random() < 0.9,
         }  # fmt: skip
-    stale = site == STALE_SITE and STALE_WINDOW[0] <= frac < STALE_WINDOW[1]
+    stale = stale and site == STALE_SITE
     missing = rng.random() < 0.03
     w.quality = {
         "context_missing": missing,

@@ -73,7 +73,7 @@ def describe(rule: Rule, o: Observation, threshold: float | None = None) -> str:
     text = "no value" if o.value is None else f"{o.value:.4g}"
     test = rule.decided_by
     if test is not Test.NONE and o.low is not None and o.high is not None:
-        text += f" ({rule.confidence:.0%} {o.low:.3g}–{o.high:.3g}, {test.value})"
+        text += f" ({rule.confidence * 100:g}% {o.low:.3g}–{o.high:.3g}, {test.value})"
     if threshold is not None:
         if rule.kind is Kind.DISPARITY:
             text += f" vs band {rule.band[0]:g}–{rule.band[1]:g}"

@@ -153,7 +153,7 @@ def value_meaning(rule: Rule) -> str:
     """What the exported query's `value` is, in words: Grafana's threshold model compares one
     number, so a tested rule exports the figure its test leaves (the `test` annotation)."""
     test = rule.decided_by
-    pct = f"{rule.confidence:.0%}"
+    pct = f"{rule.confidence * 100:g}%"
     if test is Test.NONE:
         return "the observed value (no test)"
     if rule.kind is Kind.THRESHOLD:

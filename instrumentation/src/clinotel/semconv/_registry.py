@@ -136,7 +136,7 @@ def _build_validator(d: AttributeDef) -> Callable[[object], AttributeValue]:
             if math.isnan(n):
                 raise InvalidAttributeError(key, "NaN is not a value")
             if (lo is not None and n < lo) or (hi is not None and n > hi):
-                raise InvalidAttributeError(key, f"{n!r} is outside {_range_text(lo, hi)}")
+                raise InvalidAttributeError(key, f"a value outside {_range_text(lo, hi)}")
             return v  # type: ignore[return-value]
 
         return check_number
@@ -197,7 +197,7 @@ def _build_validator(d: AttributeDef) -> Callable[[object], AttributeValue]:
         if phi_search(v):
             raise InvalidAttributeError(key, "value looks like PHI and is not a code", looks_like_phi=True)
         if not fullmatch(v):
-            raise InvalidAttributeError(key, f"{v!r} is not a code matching {d.pattern}")
+            raise InvalidAttributeError(key, f"{preview(v)} is not a code matching {d.pattern}")
         if len(seen) < _CACHE_LIMIT:
             seen.add(v)
         return v
@@ -206,12 +206,11 @@ def _build_validator(d: AttributeDef) -> Callable[[object], AttributeValue]:
 
 
 def preview(v: object) -> str:
-    """A representation of a refused value that is safe to log."""
+    """A refused value described without its content, so the message is safe to log: a refused
+    value is untrusted, and a name or an identifier need not look like PHI to be one."""
     if isinstance(v, str):
-        if PHI_PATTERN.search(v):
-            return "<value that looks like PHI>"
-        return repr(v[:64]) + ("…" if len(v) > 64 else "")
-    return repr(v)
+        return f"a string of {len(v)} characters"
+    return f"a value of type {type(v).__name__}"
 
 
 def _range_text(lo: float | None, hi: float | None) -> str:
