@@ -72,7 +72,7 @@ def _replay_alerts(collector: Collector) -> None:
     sink = PageSink()
     try:
         replay = replay_alerts(collector, first.replace(tzinfo=UTC), last.replace(tzinfo=UTC) + timedelta(hours=1),
-                               timedelta(minutes=20), sink, None)  # fmt: skip
+                               timedelta(minutes=10), sink, None)  # fmt: skip
     finally:
         sink.close()
     assert replay.fired, "the demo's incidents fire alerts"

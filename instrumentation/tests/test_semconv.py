@@ -211,4 +211,5 @@ def test_a_refused_value_is_never_repeated_in_its_error(definition: object, valu
         definition.validator()(value)  # type: ignore[attr-defined]
     message = str(info.value)
     assert str(value) not in message
-    assert "jane" not in message.lower() and "4711235" not in message
+    assert "jane" not in message.lower()
+    assert "4711235" not in message

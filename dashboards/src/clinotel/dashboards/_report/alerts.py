@@ -137,7 +137,7 @@ def load_events(client: Any, database: str, tr: TimeRange) -> list[Event]:
 def ordered(events: Sequence[Event]) -> list[Event]:
     """Events by time, and within one instant in the order they happen (a transition before the
     notifications announcing it)."""
-    return sorted(events, key=lambda e: (e.at, e.rule, e.labels, _ORDER.get(e.step, 9)))
+    return sorted(events, key=lambda e: (e.at, e.rule, _ORDER.get(e.step, 9), e.labels))
 
 
 def episodes(events: Sequence[Event]) -> list[Episode]:
