@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import struct
 import subprocess
@@ -481,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    shutil.rmtree(work, ignore_errors=True)  # the store and the log: several hundred MB per run
     return 0
 
 

@@ -102,3 +102,49 @@ def test_an_identifier_without_a_key_is_never_exported() -> None:
     root = spans.one("workflow triage")
     assert A.WORKFLOW_ID.key not in root.attributes
     assert spans.telemetry.dropped()["invalid"] == 1
+
+
+def _clean_triage(i: int) -> None:
+    with ct.workflow("triage", identifier=f"ENC{i}", site="north") as wf:
+        with ct.stage("queue", attributes={A.QUEUE_NAME.key: "triage_nurse", A.QUEUE_DEPTH.key: 4}):
+            pass
+        with ct.stage("decide") as st:
+            st.record_decision(source="model", value="ESI-3", confidence=0.5)
+        wf.set(A.ACTION_AUTOMATED, True)
+
+
+def test_what_the_gate_has_confirmed_vouches_for_nothing_set_later_through_the_raw_api() -> None:
+    """The gate confirms repeated spans by what it has already seen (their resource, names and
+    code values); a value changed on the span afterwards, on a key or of a type it has seen
+    clean, must still be refused or redacted."""
+    with capture(mode="production") as spans:
+        for i in range(3):  # every name, code and the resource now confirmed clean
+            _clean_triage(i)
+        clean = len(spans.all)
+        assert spans.telemetry.dropped() == dict.fromkeys(spans.telemetry.dropped(), 0)
+        with ct.workflow("triage", identifier="ENC9", site="north") as wf:
+            with ct.stage("queue", attributes={A.QUEUE_NAME.key: "triage_nurse", A.QUEUE_DEPTH.key: 4}) as st:
+                st.span.set_attribute(A.QUEUE_DEPTH.key, True)  # True == 1: not an integer
+                st.span.set_attribute(A.SITE.key, "MRN 00123456")  # over a confirmed ("north")
+            with ct.stage("decide") as st:
+                st.record_decision(source="model", value="ESI-3", confidence=0.5)
+                st.span.set_attribute(A.DECISION_CONFIDENCE.key, 1)  # an int where a float is: allowed
+                st.span.set_attribute(A.DECISION_VALUE.key, "Jane Doe 1956-03-02")
+                st.span.set_attribute("patient.name", "Jane Doe")
+            wf.set(A.ACTION_AUTOMATED, True)
+            wf.span.set_attribute(A.ACTION_AUTOMATED.key, 1)  # 1 == True: not a boolean
+        exported = spans.all[clean:]
+    queue = next(s for s in exported if s.name == "queue")
+    decide = next(s for s in exported if s.name == "decide")
+    root = next(s for s in exported if s.name == "workflow triage")
+    assert A.QUEUE_DEPTH.key not in queue.attributes
+    assert A.SITE.key not in queue.attributes
+    assert decide.attributes[A.DECISION_CONFIDENCE.key] == 1
+    assert A.DECISION_VALUE.key not in decide.attributes
+    assert "patient.name" not in decide.attributes
+    assert A.ACTION_AUTOMATED.key not in root.attributes
+    _assert_no_leak(exported)
+    dropped = spans.telemetry.dropped()
+    assert dropped["invalid"] == 2
+    assert dropped["phi"] == 2
+    assert dropped["unregistered"] == 1

@@ -251,8 +251,7 @@ class WorkflowScope(Scope[WorkflowHandle]):
         start = self._start_time if self._start_time is not None else (rt.clock() if rt.clock else None)
         span = rt.tracer.start_span(wf.span_name, context=parent, attributes=root, start_time=start)
         ctx = trace.set_span_in_context(span, otel_context.set_value(WORKFLOW_KEY, wf, parent))
-        place = {k: v for k, v in wf.attributes.items() if k != A.WORKFLOW_KIND.key}
-        return span, ctx, WorkflowHandle(rt, span, wf.kind, workflow_id, place)
+        return span, ctx, WorkflowHandle(rt, span, wf.kind, workflow_id, wf.place)
 
 
 class StageScope(Scope[StageHandle]):
@@ -278,8 +277,8 @@ class StageScope(Scope[StageHandle]):
             refuse(rt, "invalid", f"stage names are lower-case codes matching {CODE_PATTERN}")
             name = _INVALID_STAGE
         parent = otel_context.get_current()
-        wf = otel_context.get_value(WORKFLOW_KEY, parent)
-        if isinstance(wf, WorkflowContext):
+        wf = parent.get(WORKFLOW_KEY)
+        if type(wf) is WorkflowContext:
             attrs = dict(wf.attributes)
         else:
             refuse(rt, "invalid", f"stage {name!r} started outside a workflow")

@@ -7,7 +7,9 @@ in any thread or task (and, through a queue carrier, in any process), repeats it
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Final
 
 from opentelemetry import context as otel_context
@@ -31,8 +33,22 @@ __all__ = [
 
 WORKFLOW_KEY: Final = otel_context.create_key("clinotel-workflow")
 WORKFLOW_CONTEXT_KEYS: Final = frozenset(d.key for d in A.WORKFLOW_CONTEXT)
-is_code: Final = re.compile(CODE_PATTERN, re.ASCII).fullmatch
-"""True-ish when a workflow kind or stage name is a lower-case code."""
+_code_match: Final = re.compile(CODE_PATTERN, re.ASCII).fullmatch
+_codes: set[str] = set()
+_CODES_LIMIT: Final = 4096
+
+
+def is_code(name: str) -> bool:
+    """True when a workflow kind or stage name is a lower-case code; names repeat, so a name
+    seen before costs a set lookup."""
+    if name in _codes:
+        return True
+    if type(name) is not str or _code_match(name) is None:
+        return False
+    if len(_codes) < _CODES_LIMIT:
+        _codes.add(name)
+    return True
+
 
 Where = tuple[str | None, str | None, str | None]
 """site, department, service line."""
@@ -45,6 +61,14 @@ class WorkflowContext:
     kind: str
     attributes: dict[str, AttributeValue]
     """The workflow-context attributes, validated once; never mutated (shared between runs)."""
+    place: Mapping[str, AttributeValue] = field(default_factory=dict)
+    """Its site, department and service line attributes (the kind left out), read-only."""
+
+    @classmethod
+    def of(cls, kind: str, attributes: dict[str, AttributeValue]) -> WorkflowContext:
+        """The context of validated workflow-context `attributes` (the kind's among them)."""
+        place = MappingProxyType({k: v for k, v in attributes.items() if k != A.WORKFLOW_KIND.key})
+        return cls(kind, attributes, place)
 
     @property
     def span_name(self) -> str:
@@ -77,7 +101,7 @@ def context_for(rt: Runtime, kind: str, where: Where) -> WorkflowContext:
     place = validate(rt, WHERE, {"site": site, "department": department, "service_line": service_line})
     if len(place) != sum(v is not None for v in where):
         clean = False
-    wf = WorkflowContext(kind, {A.WORKFLOW_KIND.key: kind, **place})
+    wf = WorkflowContext.of(kind, {A.WORKFLOW_KIND.key: kind, **place})
     if clean:
         if len(_contexts) >= _CONTEXTS_LIMIT:
             _contexts.clear()

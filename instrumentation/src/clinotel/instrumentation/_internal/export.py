@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, Status, TraceFlags
 
-from clinotel.instrumentation._internal.gate import RESOURCE_GATE, SPAN_GATE, clean_text, plain
+from clinotel.instrumentation._internal.gate import CLEAN_NAMES, RESOURCE_GATE, SPAN_GATE, clean_text, plain
 from clinotel.instrumentation._internal.runtime import INSTRUMENTATION_NAME, Counters
 from clinotel.semconv import attributes as A
 
@@ -42,6 +42,8 @@ class SanitizingSpanExporter(SpanExporter):
         self._inner = inner
         self._counters = counters if counters is not None else Counters()
         self._resources: dict[int, tuple[Resource, Resource]] = {}
+        self._clean_resource: Resource | None = None
+        """The last resource found clean: spans of one provider share it."""
 
     @property
     def counters(self) -> Counters:
@@ -49,7 +51,8 @@ class SanitizingSpanExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         counts: dict[str, int] = {}
-        cleaned = [self._sanitize(span, counts) for span in spans]
+        clean = self._clean
+        cleaned = [span if clean(span) else self._sanitize(span, counts) for span in spans]
         for reason, n in counts.items():
             self._counters.add(reason, n)
         delta = self._counters.take_unreported()
@@ -72,7 +75,26 @@ class SanitizingSpanExporter(SpanExporter):
         if len(self._resources) > 64:
             self._resources.clear()
         self._resources[id(resource)] = (resource, clean)
+        if clean is resource:
+            self._clean_resource = resource
         return clean
+
+    def _clean(self, span: ReadableSpan) -> bool:
+        """True when `_sanitize` would hand `span` on unchanged, decided by set lookups on what the
+        gate has already confirmed (the usual case); False sends the span through `_sanitize`."""
+        try:
+            if (
+                span._resource is not self._clean_resource
+                or span._name not in CLEAN_NAMES
+                or len(span._events)
+                or len(span._links)
+                or span._status.description
+            ):
+                return False
+            attributes = span._attributes
+        except (AttributeError, TypeError):  # a ReadableSpan made some other way: the general path
+            return False
+        return attributes is None or SPAN_GATE.passes(plain(attributes))
 
     def _sanitize(self, span: ReadableSpan, counts: dict[str, int]) -> ReadableSpan:
         original_resource = span.resource

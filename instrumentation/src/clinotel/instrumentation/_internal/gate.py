@@ -8,15 +8,18 @@ span, event and link attributes, resources from the environment, names and messa
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import filterfalse
 from typing import Final
 
 from clinotel.instrumentation._internal.fields import RESOURCE_VALIDATORS, SPAN_VALIDATORS, Validator
-from clinotel.semconv import AttributeValue, InvalidAttributeError, scrub
+from clinotel.semconv import REGISTRY, AttributeValue, InvalidAttributeError, PhiClass, scrub
 
-__all__ = ["RESOURCE_GATE", "SPAN_GATE", "AttributeGate", "clean_text", "plain"]
+__all__ = ["CLEAN_NAMES", "RESOURCE_GATE", "SPAN_GATE", "AttributeGate", "clean_text", "plain"]
 
 _clean: dict[str, str] = {}
 _CLEAN_LIMIT: Final = 4096
+CLEAN_NAMES: Final[set[str]] = set()
+"""Texts `clean_text` returned unchanged (names repeat: one set lookup confirms them)."""
 
 
 def clean_text(text: str) -> str:
@@ -28,7 +31,10 @@ def clean_text(text: str) -> str:
     if len(text) <= 256:
         if len(_clean) >= _CLEAN_LIMIT:
             _clean.clear()
+            CLEAN_NAMES.clear()
         _clean[text] = out
+        if out == text:
+            CLEAN_NAMES.add(text)
     return out
 
 
@@ -45,12 +51,15 @@ class AttributeGate:
 
     _LIMIT: Final = 16384
 
-    def __init__(self, validators: Mapping[str, Validator]) -> None:
+    def __init__(self, validators: Mapping[str, Validator], unique: frozenset[str] = frozenset()) -> None:
         self._validators = validators
         # (key, text) pairs that passed unchanged: telemetry repeats its codes, so most string
         # values are confirmed by one set lookup. Only strings: True == 1 == 1.0 would let a
         # cached number vouch for a boolean.
         self._good: set[tuple[str, str]] = set()
+        self._unique = unique
+        """Keys whose values rarely repeat (pseudonyms): validated each time, never remembered,
+        so they do not crowd the codes out of `_good`."""
 
     def sanitize(
         self, attributes: Mapping[str, object] | None, counts: dict[str, int]
@@ -64,7 +73,7 @@ class AttributeGate:
             return None
         good = self._good
         validators = self._validators
-        if self._all_clean(attributes):
+        if self.passes(attributes):
             return None
         out: dict[str, AttributeValue] | None = None
         for key, value in attributes.items():
@@ -101,33 +110,42 @@ class AttributeGate:
                 out[key] = cleaned  # type: ignore[assignment]
         return out
 
-    def _all_clean(self, attributes: Mapping[str, object]) -> bool:
-        """True when every value passes unchanged. The known strings are set aside in one
-        C-level set difference; only numbers, booleans and new strings meet a validator."""
-        try:
-            pending = attributes.items() - self._good
-        except TypeError:  # an unhashable value
-            return False
+    def passes(self, attributes: Mapping[str, object]) -> bool:
+        """True when every value passes unchanged (`sanitize` would return None). Known strings
+        are confirmed by C-level set lookups, all at once when every value is one; only numbers,
+        booleans and new strings meet a validator."""
+        good = self._good
         validators = self._validators
-        for key, value in pending:
-            validate = validators.get(key)
-            if validate is None:
-                return False
-            try:
-                cleaned = validate(value)
-            except InvalidAttributeError:
-                return False
-            if cleaned is not value and not (type(cleaned) is type(value) and cleaned == value):
-                return False
-            if type(value) is str:
-                self._remember(key, value)
+        items = attributes.items()
+        try:
+            if good.issuperset(items):
+                return True
+            # Not `items - good`: a dict view's difference walks the whole of `good`.
+            for key, value in filterfalse(good.__contains__, items):
+                validate = validators.get(key)
+                if validate is None:
+                    return False
+                try:
+                    cleaned = validate(value)
+                except InvalidAttributeError:
+                    return False
+                if cleaned is not value and not (type(cleaned) is type(value) and cleaned == value):
+                    return False
+                if type(value) is str:
+                    self._remember(key, value)
+        except TypeError:  # an unhashable value: the general path says what is wrong with it
+            return False
         return True
 
     def _remember(self, key: str, value: str) -> None:
+        if key in self._unique:
+            return
         if len(self._good) >= self._LIMIT:
             self._good.clear()
         self._good.add((key, value))
 
 
-SPAN_GATE: Final = AttributeGate(SPAN_VALIDATORS)
+SPAN_GATE: Final = AttributeGate(
+    SPAN_VALIDATORS, unique=frozenset(d.key for d in REGISTRY if d.phi is PhiClass.PSEUDONYM)
+)
 RESOURCE_GATE: Final = AttributeGate(RESOURCE_VALIDATORS)

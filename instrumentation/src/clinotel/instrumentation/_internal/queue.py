@@ -158,7 +158,7 @@ def _continue(rt: Runtime, carrier: Mapping[str, str]) -> tuple[otel_context.Con
     if not isinstance(kind, str):
         refuse(rt, "invalid", "dequeue() got a carrier without a workflow kind")
         return None, Dequeued(None, None, None)
-    ctx = otel_context.set_value(WORKFLOW_KEY, WorkflowContext(kind, wf_attrs), ctx)
+    ctx = otel_context.set_value(WORKFLOW_KEY, WorkflowContext.of(kind, wf_attrs), ctx)
 
     queue = carrier.get(CARRIER_QUEUE)
     enqueued_at = _int(carrier.get(CARRIER_ENQUEUED_AT))

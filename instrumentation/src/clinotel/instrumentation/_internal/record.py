@@ -66,7 +66,7 @@ def _checked(rt: Runtime, field_set: FieldSet, fields: Fields) -> dict[str, Attr
             continue
         key, check = found
         try:
-            out[key] = check(value.value if isinstance(value, StrEnum) else value)
+            out[key] = check(value.value if type(value) is not str and isinstance(value, StrEnum) else value)
         except InvalidAttributeError as e:
             refuse(rt, "phi" if e.looks_like_phi else "invalid", str(e))
     return out
