@@ -79,6 +79,7 @@ def _replay_alerts(collector: Collector) -> None:
     assert replay.fired, "the demo's incidents fire alerts"
 
 
+@pytest.mark.timeout(900)  # the demo's rules replayed every 10 minutes; a hang guard for a loaded two-core machine
 def test_the_report_opens_on_its_findings_draws_every_panel_and_prints(
     collector: Collector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
