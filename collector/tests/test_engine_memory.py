@@ -17,7 +17,7 @@ from clinotel.collector.service import Collector, CollectorConfig
 from clinotel.collector.store import schema
 
 CHILD = r"""
-import json, sys
+import json, sys, time
 from pathlib import Path
 from clinotel.collector.store.embedded import connect
 from clinotel.collector.store.segments import _clickhouse_refused
@@ -37,6 +37,13 @@ for case, sql in (
         out[case] = None
     except Exception as e:
         out[case] = {"refused": _clickhouse_refused(e), "message": str(e)[:300]}
+    # the engine's count follows the allocator every 100 ms: let the first query's memory go back
+    # (or the second would meet the engine's cap, not its own, on a busy machine)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and client.query(
+        "SELECT value FROM system.metrics WHERE metric = 'MemoryTracking'"
+    ).result_rows[0][0] > (int(sys.argv[2]) << 20) // 2:
+        time.sleep(0.2)
 out["after"] = client.query("SELECT 1").result_rows[0][0]
 print(json.dumps(out))
 """
