@@ -93,7 +93,7 @@ section.details,section.definitions{break-before:page;page-break-before:always}
 
 def page(title: str, subtitle: str, nav: Sequence[tuple[str, str]], body: str) -> str:
     """The whole self-contained HTML document."""
-    links = "".join(f'<a href="#{html.escape(anchor)}">{html.escape(text)}</a>' for anchor, text in nav)
+    links = "\n".join(f'<a href="#{html.escape(anchor)}">{html.escape(text)}</a>' for anchor, text in nav)
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
