@@ -27,9 +27,10 @@ from clinotel.model.stats import wilson
 __all__ = ["Incident", "Mark", "change_marks", "definitions_html", "details_html", "findings_html", "incidents"]
 
 TOP_DISPARITIES: Final = 6
-PRINTED_DISPARITIES: Final = 3
-PRINTED_EPISODES: Final = 3
-PRINTED_INCIDENTS: Final = 4
+PRINTED_DISPARITIES: Final = 2
+PRINTED_EPISODES: Final = 1
+PRINTED_RULES: Final = 3
+PRINTED_INCIDENTS: Final = 3
 """On paper page one holds the first four; the rest are in the details."""
 CHANGES_BEFORE: Final = timedelta(hours=2)
 TOGETHER: Final = timedelta(minutes=15)
@@ -129,7 +130,9 @@ def _alerts_table(
     for e in episodes:
         by_rule.setdefault(e.rule, []).append(e)
     rows = []
-    for name, items in by_rule.items():
+    # pages before tickets, so the rows printed on page one are the ones that woke somebody
+    ordered_rules = sorted(by_rule.items(), key=lambda kv: kv[1][0].severity != "page")
+    for r, (name, items) in enumerate(ordered_rules):
         rule = rules.get(name)
         q = value_quantity(rule)
         severity = items[0].severity
@@ -154,10 +157,16 @@ def _alerts_table(
         told = receivers + (f" ({failed} failed attempts)" if failed else "")
         if len(items) > PRINTED_EPISODES:
             lines.append(f'<div class="print">… and {len(items) - PRINTED_EPISODES} more (in the details)</div>')
+        row_class = ' class="screen"' if r >= PRINTED_RULES else ""
         rows.append(
-            f'<tr><td><span class="sev {_e(severity)}">{_e(severity)}</span></td><td>{summary}</td>'
+            f'<tr{row_class}><td><span class="sev {_e(severity)}">{_e(severity)}</span></td><td>{summary}</td>'
             f'<td><small class="limit">{_e(_limit(rule, items[0].threshold))}</small>{"".join(lines)}</td>'
             f"<td>{_e(told)}</td></tr>"
+        )
+    if len(rows) > PRINTED_RULES:
+        more = len(rows) - PRINTED_RULES
+        rows.append(
+            f'<tr class="print"><td colspan="4">… and {more} more rules fired (see the details)</td></tr>'
         )
     return (
         "<table><thead><tr><th></th><th>Alert, and its runbook</th><th>Firing (UTC), the value that fired it, where"
