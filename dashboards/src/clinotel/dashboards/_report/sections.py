@@ -165,9 +165,7 @@ def _alerts_table(
         )
     if len(rows) > PRINTED_RULES:
         more = len(rows) - PRINTED_RULES
-        rows.append(
-            f'<tr class="print"><td colspan="4">… and {more} more rules fired (see the details)</td></tr>'
-        )
+        rows.append(f'<tr class="print"><td colspan="4">… and {more} more rules fired (see the details)</td></tr>')
     return (
         "<table><thead><tr><th></th><th>Alert, and its runbook</th><th>Firing (UTC), the value that fired it, where"
         "</th><th>Sent to</th></tr></thead>"
