@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from clinotel.collector.service import Collector
+from clinotel.dashboards import rollout
 from clinotel.dashboards.rollout import KILL_CRITERIA
 from clinotel.model.indicators import INDICATORS
 from collector.tests.fixtures import OPERATOR_TOKEN, WRITE_TOKEN
@@ -198,6 +199,9 @@ def test_the_report_opens_on_its_findings_draws_every_panel_and_prints(
     first = page_text(1)
     for heading in FINDINGS:
         assert heading in first, f"{heading!r} is not on the first printed page"
-    assert "stop the canary" in first or "within the limit" in first
+    # each kill criterion printed with its verdict, in the dashboards' words
+    criteria = first[first.index("Canary against baseline") : first.index("KILL: the ratio")]
+    verdicts = (rollout.KILL, rollout.ABOVE_NOT_SIGNIFICANT, rollout.ABOVE_NO_TEST, rollout.OK, rollout.TOO_FEW)
+    assert re.search(r"\b(" + "|".join(re.escape(v) for v in verdicts) + r")\b", criteria), criteria
     assert "Operations" not in first, "the dashboards begin on a page of their own"
     assert "Workflows per minute" in "".join(page_text(n) for n in range(2, 5))

@@ -1,6 +1,7 @@
 """The page around the report: its styles for the screen (legible from 1000 px wide) and for
-print (landscape A4, the findings alone on page one, each dashboard from a new page, no panel
-split across pages), with everything inline: no script, no font, nothing fetched."""
+print (landscape A4, the findings alone on page one with the incidents above the timeline, each
+dashboard from a new page, no panel split across pages), with everything inline: no script, no
+font, nothing fetched."""
 
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ main{padding:0;max-width:none}
 table{font-size:9.5px}th,td{padding:1px 5px}small{font-size:8.5px}code{font-size:8.5px}
 .screen{display:none}.print{display:block}tr.print{display:table-row}.pair svg.timeline{width:88%}
 .method,.about,.legend span,.changes{font-size:9px}.changes{margin:2px 0}
-.pair{display:grid;grid-template-columns:1fr 1fr;gap:10px}svg.strip{width:150px;min-width:120px;max-height:16px}
+.pair{display:flex;flex-direction:column}.pair>div:last-child{order:-1}svg.strip{width:150px;min-width:120px;max-height:16px}
 section.details,section.definitions{break-before:page;page-break-before:always}
 .grid-panels{grid-template-columns:1fr 1fr;gap:8px}.findings h3{break-after:avoid}
 .stats{grid-template-columns:repeat(6,1fr);gap:6px}

@@ -508,9 +508,11 @@ def findings_html(
         if marks:
             parts.append('<ol class="changes">' + "".join(f"<li>{_e(m.text)}</li>" for m in marks) + "</ol>")
     parts.append("</div><div>")
+    parts.append("<h3>Incidents</h3>")
     if found:
-        parts.append("<h3>Incidents</h3>")
         parts.append(_incidents_table(found, rules, marks, before_during, tenants, x_range[1]))
+    else:
+        parts.append('<p class="ok">None: no alert fired in the range.</p>')
     parts.append("</div></div>")
     for error in errors:
         parts.append(f'<p class="error">{_e(error)}</p>')
