@@ -247,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     result = _score(runs, rules, fired, base, window_s)
     result.update({
         "benchmark": "false_pages",
+        "calibration": "none: counts of pages and detections, which do not depend on the machine's speed",
         "runs": {"clean": runs_n, "with_incidents": runs_n},
         "workflows_per_run": workflows, "simulated_hours": args.hours, "spans": spans,
         "evaluation_interval_s": {"canary rules": canary_step_s, "other rules": step_s},
