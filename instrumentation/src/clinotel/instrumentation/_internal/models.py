@@ -87,7 +87,8 @@ class TelemetryModel(BaseModel):
         # the very same arguments (values and their types: True == 1, and only one may be valid)
         # lends its validated state; anything else, including every refusal, is validated.
         try:
-            key: object = (tuple(data.items()), tuple(map(type, data.values())))
+            values = tuple(data.values())
+            key: object = (tuple(data), values, tuple(map(type, values)))
             built = self._built.get(key)
         except TypeError:  # an unhashable value: pydantic says what is wrong with it
             key = built = None

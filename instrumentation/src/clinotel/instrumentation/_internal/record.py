@@ -61,7 +61,8 @@ def _checked(rt: Runtime, field_set: FieldSet, fields: Fields) -> dict[str, Attr
     only one of them may be valid), and a repeat costs one lookup. A record with a refusal is
     never kept, so every refusal is raised or counted as before."""
     try:
-        memo_key: object = (tuple(fields.items()), tuple(map(type, fields.values())))
+        values = tuple(fields.values())
+        memo_key: object = (tuple(fields), values, tuple(map(type, values)))
         hit = field_set.memo.get(memo_key)
     except TypeError:  # an unhashable value: validated (and refused) the long way
         memo_key = hit = None
