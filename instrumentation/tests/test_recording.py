@@ -280,3 +280,15 @@ def test_a_model_built_again_from_the_same_arguments_is_an_equal_separate_instan
     for _ in range(2):  # a refusal is refused every time
         with pytest.raises(pydantic.ValidationError):
             ct.Cohort(language="Spanish")
+
+
+def test_long_free_text_is_validated_each_time_and_not_remembered(spans: CapturedSpans) -> None:
+    from clinotel.instrumentation._internal.fields import SPAN_ATTRIBUTES
+
+    long_text = "lookup failed " + "x" * 300 + f" {PHI}"
+    with ct.workflow("triage"), ct.stage("act") as st:
+        for _ in range(2):
+            st.set("exception.message", long_text)
+            st.set("exception.message", "short text")
+    assert ("exception.message",) in {k[0] for k in SPAN_ATTRIBUTES.memo}  # type: ignore[index]
+    assert all(len(v) <= 256 for k in SPAN_ATTRIBUTES.memo for v in k[1] if isinstance(v, str))  # type: ignore[index]

@@ -94,7 +94,7 @@ class TelemetryModel(BaseModel):
             key = built = None
         if built is None:
             super().__init__(**data)
-            if key is not None:
+            if key is not None and not any(type(v) is str and len(v) > 256 for v in data.values()):
                 memo = self._built
                 if len(memo) >= self._BUILT_LIMIT:
                     memo.clear()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry.trace import Span
 
@@ -22,6 +22,9 @@ from clinotel.instrumentation._internal.runtime import Runtime, refuse
 from clinotel.semconv import AttributeValue, InvalidAttributeError
 
 __all__ = ["Model", "record", "validate", "validate_shared"]
+
+_MEMO_TEXT: Final = 256
+"""Records with a longer string are not remembered (free text rarely repeats)."""
 
 Model = type[TelemetryModel] | FieldSet
 """A typed model class, or the field set of a record that has no public model."""
@@ -87,6 +90,8 @@ def _checked(rt: Runtime, field_set: FieldSet, fields: Fields) -> dict[str, Attr
             clean = False
             continue
         key, check = found
+        if type(value) is str and len(value) > _MEMO_TEXT:
+            memo_key = None  # long free text: kept out of the memo's memory
         try:
             out[key] = check(value.value if type(value) is not str and isinstance(value, StrEnum) else value)
         except InvalidAttributeError as e:
