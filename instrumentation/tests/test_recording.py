@@ -233,3 +233,62 @@ def test_registry_enums_are_accepted_wherever_codes_are(spans: CapturedSpans) ->
         "ehr",
     )
     assert type(decide[A.DECISION_SOURCE.key]) is str
+
+
+def test_a_repeated_record_is_refused_and_counted_every_time() -> None:
+    # Records that passed are remembered (a repeat costs one lookup); refusals never are.
+    with capture(mode="production") as production:
+        for _ in range(3):
+            with ct.workflow("triage"), ct.stage("decide") as st:
+                st.record_decision(source="model", value=PHI)
+                st.record_action(type="notify", automated=1)  # an int is not a boolean
+                st.record_action(type="notify", automated=True)
+    dropped = production.telemetry.dropped()
+    assert (dropped["phi"], dropped["invalid"]) == (3, 3)
+    for span in production.named("decide"):
+        assert A.DECISION_VALUE.key not in span.attributes
+        assert span.attributes[A.ACTION_AUTOMATED.key] is True
+
+
+def test_a_remembered_record_is_not_confused_with_an_equal_value_of_another_type(spans: CapturedSpans) -> None:
+    # True == 1 == 1.0 and hash alike: only the boolean is valid here, whichever came first.
+    with ct.workflow("triage"), ct.stage("act") as st:
+        st.record_action(type="notify", automated=True)
+        st.record_action(type="notify", automated=True)
+    with (
+        capture(mode="strict"),
+        ct.workflow("triage"),
+        ct.stage("act") as st,
+        pytest.raises(ct.TelemetryValidationError, match="boolean"),
+    ):
+        st.record_action(type="notify", automated=1)  # type: ignore[arg-type]
+    with pytest.raises(pydantic.ValidationError):
+        ct.Action(type="notify", automated=1.0)  # type: ignore[arg-type]
+    assert spans.one("act").attributes[A.ACTION_AUTOMATED.key] is True
+
+
+def test_a_model_built_again_from_the_same_arguments_is_an_equal_separate_instance() -> None:
+    first = ct.Cohort(age_band="65-79", sex="female", language="es")
+    again = ct.Cohort(age_band="65-79", sex="female", language="es")
+    assert again == first
+    assert again is not first
+    assert again.model_fields_set == first.model_fields_set == {"age_band", "sex", "language"}
+    assert again.__dict__ is not first.__dict__
+    assert again.to_attributes() == first.to_attributes()
+    with pytest.raises(pydantic.ValidationError):
+        again.sex = "male"  # type: ignore[misc]
+    for _ in range(2):  # a refusal is refused every time
+        with pytest.raises(pydantic.ValidationError):
+            ct.Cohort(language="Spanish")
+
+
+def test_long_free_text_is_validated_each_time_and_not_remembered(spans: CapturedSpans) -> None:
+    from clinotel.instrumentation._internal.fields import SPAN_ATTRIBUTES
+
+    long_text = "lookup failed " + "x" * 300 + f" {PHI}"
+    with ct.workflow("triage"), ct.stage("act") as st:
+        for _ in range(2):
+            st.set("exception.message", long_text)
+            st.set("exception.message", "short text")
+    assert ("exception.message",) in {k[0] for k in SPAN_ATTRIBUTES.memo}  # type: ignore[index]
+    assert all(len(v) <= 256 for k in SPAN_ATTRIBUTES.memo for v in k[1] if isinstance(v, str))  # type: ignore[index]

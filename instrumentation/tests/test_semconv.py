@@ -169,6 +169,13 @@ def test_pseudonyms_are_keyed_stable_and_not_the_identifier() -> None:
         pseudonymize("  ", key)
 
 
+def test_pseudonym_values_are_pinned() -> None:
+    # Late outcomes join their workflow across processes and releases: a pseudonym must never
+    # change for a given key and identifier (values computed once, HMAC-SHA256 of RFC 2104).
+    assert pseudonymize("MRN00123456", b"k" * 32) == "9bbb59a03f328bdde824f5c6007af4be"
+    assert Pseudonymizer(b"0123456789abcdef")("ENC-0042") == "e49b8ec64857bc9f3c33717689b40207"
+
+
 def test_the_fast_pseudonymizer_is_standard_hmac_sha256() -> None:
     for key in (b"k" * 16, b"0123456789abcdef" * 4, b"long-key" * 20):
         fast = Pseudonymizer(key)

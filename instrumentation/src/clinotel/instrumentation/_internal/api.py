@@ -36,7 +36,7 @@ from clinotel.instrumentation._internal.models import (
     Review,
 )
 from clinotel.instrumentation._internal.queue import enqueue
-from clinotel.instrumentation._internal.record import record, validate
+from clinotel.instrumentation._internal.record import record, validate, validate_shared
 from clinotel.instrumentation._internal.runtime import Runtime, contain, current, guarded, refuse
 from clinotel.instrumentation._internal.scope import Scope
 from clinotel.semconv import CODE_PATTERN, AttributeDef, AttributeValue, Stage
@@ -212,7 +212,8 @@ class WorkflowScope(Scope[WorkflowHandle]):
         attributes: Mapping[AttrKey, AttributeValue] | None,
         start_time: int | None,
     ) -> None:
-        super().__init__()
+        self._opened = None
+        self._token = None
         self._kind = kind
         self._identifier = identifier
         self._workflow_id = workflow_id
@@ -260,7 +261,8 @@ class StageScope(Scope[StageHandle]):
     __slots__ = ("_attributes", "_name", "_start_time")
 
     def __init__(self, name: str, attributes: Mapping[AttrKey, AttributeValue] | None, start_time: int | None) -> None:
-        super().__init__()
+        self._opened = None
+        self._token = None
         self._name = name
         self._attributes = attributes
         self._start_time = start_time
@@ -278,14 +280,14 @@ class StageScope(Scope[StageHandle]):
             name = _INVALID_STAGE
         parent = otel_context.get_current()
         wf = parent.get(WORKFLOW_KEY)
+        attrs: dict[str, AttributeValue]
         if type(wf) is WorkflowContext:
-            attrs = dict(wf.attributes)
+            attrs = wf.stage_attributes(name)  # shared: the SDK copies what it is given
         else:
             refuse(rt, "invalid", f"stage {name!r} started outside a workflow")
-            attrs = {}
-        attrs[A.WORKFLOW_STAGE.key] = name
+            attrs = {A.WORKFLOW_STAGE.key: name}
         if self._attributes:
-            attrs.update(validate(rt, SPAN_ATTRIBUTES, self._attributes))
+            attrs = {**attrs, **validate_shared(rt, SPAN_ATTRIBUTES, self._attributes)}
         start = self._start_time if self._start_time is not None else (rt.clock() if rt.clock else None)
         span = rt.tracer.start_span(name, context=parent, attributes=attrs, start_time=start)
         return span, trace.set_span_in_context(span, parent), StageHandle(rt, span, name)

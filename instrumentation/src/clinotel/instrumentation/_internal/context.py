@@ -36,6 +36,7 @@ WORKFLOW_CONTEXT_KEYS: Final = frozenset(d.key for d in A.WORKFLOW_CONTEXT)
 _code_match: Final = re.compile(CODE_PATTERN, re.ASCII).fullmatch
 _codes: set[str] = set()
 _CODES_LIMIT: Final = 4096
+_STAGES_LIMIT: Final = 64
 
 
 def is_code(name: str) -> bool:
@@ -63,6 +64,7 @@ class WorkflowContext:
     """The workflow-context attributes, validated once; never mutated (shared between runs)."""
     place: Mapping[str, AttributeValue] = field(default_factory=dict)
     """Its site, department and service line attributes (the kind left out), read-only."""
+    _stages: dict[str, dict[str, AttributeValue]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, kind: str, attributes: dict[str, AttributeValue]) -> WorkflowContext:
@@ -73,6 +75,17 @@ class WorkflowContext:
     @property
     def span_name(self) -> str:
         return f"workflow {self.kind}"
+
+    def stage_attributes(self, stage: str) -> dict[str, AttributeValue]:
+        """The starting attributes of a stage span: these plus the stage's name. Built once per
+        stage name and shared (a context is shared between runs): read it, never mutate it."""
+        hit = self._stages.get(stage)
+        if hit is not None:
+            return hit
+        attrs = {**self.attributes, A.WORKFLOW_STAGE.key: stage}
+        if len(self._stages) < _STAGES_LIMIT:
+            self._stages[stage] = attrs
+        return attrs
 
 
 def workflow_context(ctx: otel_context.Context | None = None) -> WorkflowContext | None:

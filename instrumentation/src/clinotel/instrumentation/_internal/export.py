@@ -17,6 +17,7 @@ from typing import Final
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, Status, TraceFlags
 
@@ -83,12 +84,18 @@ class SanitizingSpanExporter(SpanExporter):
         """True when `_sanitize` would hand `span` on unchanged, decided by set lookups on what the
         gate has already confirmed (the usual case); False sends the span through `_sanitize`."""
         try:
+            events, links = span._events, span._links
+            # The SDK's BoundedList answers len() in Python; the deque behind it, in C.
+            if type(events) is BoundedList:
+                events = events._dq  # type: ignore[attr-defined]
+            if type(links) is BoundedList:
+                links = links._dq  # type: ignore[attr-defined]
             if (
                 span._resource is not self._clean_resource
                 or span._name not in CLEAN_NAMES
-                or len(span._events)
-                or len(span._links)
-                or span._status.description
+                or len(events)
+                or len(links)
+                or span._status._description
             ):
                 return False
             attributes = span._attributes

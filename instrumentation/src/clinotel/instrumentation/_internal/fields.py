@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Final
 
-from clinotel.semconv import REGISTRY, AttributeDef, AttributeValue, Scope
+from clinotel.semconv import REGISTRY, AttributeDef, AttributeValue, PhiClass, Scope
 from clinotel.semconv import attributes as A
 
 __all__ = [
@@ -35,6 +35,7 @@ SPAN_VALIDATORS: Final[dict[str, Validator]] = {
     d.key: d.validator() for d in REGISTRY if Scope.SPAN in d.scope or Scope.EVENT in d.scope
 }
 RESOURCE_VALIDATORS: Final[dict[str, Validator]] = {d.key: d.validator() for d in REGISTRY if Scope.RESOURCE in d.scope}
+_PSEUDONYM_KEYS: Final = frozenset(d.key for d in REGISTRY if d.phi is PhiClass.PSEUDONYM)
 
 
 def validator_for(d: AttributeDef) -> Validator:
@@ -46,7 +47,9 @@ def validator_for(d: AttributeDef) -> Validator:
 class FieldSet:
     """The fields one kind of record may carry, each checked by the registry's validator."""
 
-    __slots__ = ("_unknown", "checks", "name", "required")
+    __slots__ = ("_unknown", "checks", "memo", "name", "required", "unmemoized")
+
+    MEMO_LIMIT: Final = 1024
 
     def __init__(
         self,
@@ -61,6 +64,11 @@ class FieldSet:
         """Field name -> (attribute key, validator)."""
         self.required = required
         self._unknown = unknown
+        self.memo: Final[dict[object, dict[str, AttributeValue]]] = {}
+        """Records that passed whole, by their fields and the fields' types: what a record
+        validates to, kept so that a repeated record costs one lookup (`record.validate`)."""
+        self.unmemoized: Final = frozenset(f for f, (key, _) in self.checks.items() if key in _PSEUDONYM_KEYS)
+        """Fields whose values rarely repeat (pseudonyms): records with them are never kept."""
 
     @classmethod
     def of(cls, name: str, fields: Mapping[str, AttributeDef], *, required: frozenset[str] = frozenset()) -> FieldSet:

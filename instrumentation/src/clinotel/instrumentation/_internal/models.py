@@ -66,6 +66,8 @@ class TelemetryModel(BaseModel):
     field_set: ClassVar[FieldSet] = FieldSet("TelemetryModel", {})
     _keys: ClassVar[tuple[tuple[str, str], ...]] = ()
     _untyped: ClassVar[tuple[tuple[str, Validator], ...]] = ()
+    _built: ClassVar[dict[object, TelemetryModel]] = {}
+    _BUILT_LIMIT: ClassVar[int] = 1024
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -77,6 +79,32 @@ class TelemetryModel(BaseModel):
         cls._untyped = tuple(
             (name, checks[name][1]) for name in cls.FIELDS if not _enum_annotated(cls.model_fields[name])
         )
+        cls._built = {}
+
+    def __init__(self, /, **data: Any) -> None:
+        # A service builds the same few records (a cohort, a decision's codes) over and over, and
+        # pydantic's validation costs microseconds on every request. A model built before from
+        # the very same arguments (values and their types: True == 1, and only one may be valid)
+        # lends its validated state; anything else, including every refusal, is validated.
+        try:
+            values = tuple(data.values())
+            key: object = (tuple(data), values, tuple(map(type, values)))
+            built = self._built.get(key)
+        except TypeError:  # an unhashable value: pydantic says what is wrong with it
+            key = built = None
+        if built is None:
+            super().__init__(**data)
+            if key is not None and not any(type(v) is str and len(v) > 256 for v in data.values()):
+                memo = self._built
+                if len(memo) >= self._BUILT_LIMIT:
+                    memo.clear()
+                memo[key] = self
+            return
+        # As pydantic's own __copy__ does: the same state, in containers of this instance's own.
+        object.__setattr__(self, "__dict__", built.__dict__.copy())
+        object.__setattr__(self, "__pydantic_fields_set__", set(built.__pydantic_fields_set__))
+        object.__setattr__(self, "__pydantic_extra__", None)
+        object.__setattr__(self, "__pydantic_private__", None)
 
     @model_validator(mode="before")
     @classmethod

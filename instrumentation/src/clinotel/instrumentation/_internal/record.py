@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry.trace import Span
 
@@ -21,7 +21,10 @@ from clinotel.instrumentation._internal.models import TelemetryModel
 from clinotel.instrumentation._internal.runtime import Runtime, refuse
 from clinotel.semconv import AttributeValue, InvalidAttributeError
 
-__all__ = ["Model", "record", "validate"]
+__all__ = ["Model", "record", "validate", "validate_shared"]
+
+_MEMO_TEXT: Final = 256
+"""Records with a longer string are not remembered (free text rarely repeats)."""
 
 Model = type[TelemetryModel] | FieldSet
 """A typed model class, or the field set of a record that has no public model."""
@@ -32,10 +35,16 @@ def validate(
     rt: Runtime, model: Model, fields: Fields, given: TelemetryModel | None = None
 ) -> dict[str, AttributeValue]:
     """The attributes of a record of kind `model`: `given` (a model instance, checked when it was
-    built) or `fields` by name, never both. None means unset."""
+    built) or `fields` by name, never both. None means unset. The dict is the caller's own."""
     if given is not None:
         return _given(model, fields, given)
-    return _checked(rt, model if type(model) is FieldSet else model.field_set, fields)  # type: ignore[union-attr]
+    return dict(_checked(rt, model if type(model) is FieldSet else model.field_set, fields))  # type: ignore[union-attr]
+
+
+def validate_shared(rt: Runtime, field_set: FieldSet, fields: Fields) -> dict[str, AttributeValue]:
+    """`validate` for fields by name, without the copy: the dict may be shared, so read it and
+    never mutate it."""
+    return _checked(rt, field_set, fields)
 
 
 def record(rt: Runtime, model: Model, span: Span, fields: Fields, given: TelemetryModel | None = None) -> None:
@@ -49,10 +58,25 @@ def record(rt: Runtime, model: Model, span: Span, fields: Fields, given: Telemet
 
 
 def _checked(rt: Runtime, field_set: FieldSet, fields: Fields) -> dict[str, AttributeValue]:
+    """The validated attributes of `fields`; shared with the field set's memo, so not to be
+    mutated. A clinical service records the same codes again and again: a record that passed
+    whole is kept, keyed by its fields, values and the values' types (True == 1 == 1.0, and
+    only one of them may be valid), and a repeat costs one lookup. A record with a refusal is
+    never kept, so every refusal is raised or counted as before."""
+    try:
+        values = tuple(fields.values())
+        memo_key: object = (tuple(fields), values, tuple(map(type, values)))
+        hit = field_set.memo.get(memo_key)
+    except TypeError:  # an unhashable value: validated (and refused) the long way
+        memo_key = hit = None
+    if hit is not None:
+        return hit
+    clean = True
     for needed in field_set.required:
         if needed not in fields:
             missing = sorted(field_set.required.difference(fields))
             refuse(rt, "invalid", f"{field_set.name} needs {', '.join(missing)}")
+            clean = False
             break
     checks = field_set.checks
     out: dict[str, AttributeValue] = {}
@@ -63,12 +87,21 @@ def _checked(rt: Runtime, field_set: FieldSet, fields: Fields) -> dict[str, Attr
         found = checks.get(field)
         if found is None:
             refuse(rt, "unregistered", field_set.unknown(field))
+            clean = False
             continue
         key, check = found
+        if type(value) is str and len(value) > _MEMO_TEXT:
+            memo_key = None  # long free text: kept out of the memo's memory
         try:
             out[key] = check(value.value if type(value) is not str and isinstance(value, StrEnum) else value)
         except InvalidAttributeError as e:
             refuse(rt, "phi" if e.looks_like_phi else "invalid", str(e))
+            clean = False
+    if clean and memo_key is not None and field_set.unmemoized.isdisjoint(fields):
+        memo = field_set.memo
+        if len(memo) >= field_set.MEMO_LIMIT:
+            memo.clear()
+        memo[memo_key] = out
     return out
 
 

@@ -86,23 +86,37 @@ class Scope(Generic[H]):
             contain(opened.rt, e)
 
     # -- context manager ----------------------------------------------------------------------
+    # `_open` and `_close` inlined: a service pays these on every stage of every request.
     def __enter__(self) -> H:
         if self._opened is not None:
             raise RuntimeError("a clinotel scope can be entered once; call workflow()/stage() again")
-        opened = self._open()
-        if opened is None:
+        rt = current()
+        try:
+            span, ctx, handle = self._start(rt)
+        except TelemetryValidationError:
+            raise
+        except Exception as e:  # noqa: BLE001 - telemetry must not break the workflow
+            contain(rt, e)
             return self._noop_handle()
-        self._opened = opened
-        self._token = otel_context.attach(opened.ctx)
-        return opened.handle
+        self._opened = _Opened(rt, span, ctx, handle)
+        self._token = otel_context.attach(ctx)
+        return handle
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        opened, token = self._opened, self._token
+        opened = self._opened
         if opened is None:
             return
+        token = self._token
         if token is not None:
             otel_context.detach(cast(Any, token))
-        self._close(opened, exc)
+        if exc is not None:
+            self._close(opened, exc)
+            return
+        try:
+            clock = opened.rt.clock
+            opened.span.end(end_time=clock() if clock is not None else None)
+        except Exception as e:  # noqa: BLE001
+            contain(opened.rt, e)
 
     async def __aenter__(self) -> H:
         return self.__enter__()
