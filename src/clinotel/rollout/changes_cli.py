@@ -4,6 +4,7 @@ list what changed in a scope."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,24 +21,32 @@ __all__ = ["ENV_WRITE_TOKEN", "changes", "parse_time"]
 ENV_WRITE_TOKEN: Final = "CLINOTEL_WRITE_TOKEN"
 """The collector's write token for the tenant (sent as `authorization: Bearer …`)."""
 _SCOPE_OPTIONS: Final = ("site", "department", "workflow_kind", "stage")
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def parse_time(text: str) -> datetime:
-    """ISO 8601 (UTC unless it says otherwise) or `now-6h`, `now-30m`, `now`."""
+    """ISO 8601 (UTC unless it says otherwise) or `now-6h`, `now-30m`, `now`; from 1970 (OTLP's
+    epoch) to a day from now."""
     text = text.strip()
+    bad = f"a time such as 2026-03-01T12:00:00Z or now-6h, not {text[:60]!r}"
+    now = datetime.now(UTC)
     if text.startswith("now"):
         rest = text[3:]
         if not rest:
-            return datetime.now(UTC)
+            return now
         units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-        if rest[0] == "-" and rest[-1:] in units and rest[1:-1].isdigit():
-            return datetime.now(UTC) - timedelta(seconds=int(rest[1:-1]) * units[rest[-1]])
-        raise click.BadParameter(f"a time such as 2026-03-01T12:00:00Z or now-6h, not {text!r}")
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"a time such as 2026-03-01T12:00:00Z or now-6h, not {text!r}") from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+        if not (rest[0] == "-" and rest[-1:] in units and rest[1:-1].isdigit() and len(rest) < 14):
+            raise click.BadParameter(bad)
+        when = now - timedelta(seconds=int(rest[1:-1]) * units[rest[-1]])
+    else:
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise click.BadParameter(bad) from None
+        when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    if not _EPOCH <= when <= now + timedelta(days=1):
+        raise click.BadParameter(f"a time from 1970 to a day from now, not {text[:60]!r}")
+    return when
 
 
 def scope_options(f: click.decorators.FC) -> click.decorators.FC:
@@ -102,6 +111,8 @@ def list_(
     """What changed in the last N hours that applies to a scope."""
     from clinotel.model.changes import describe, recent_changes
 
+    if not math.isfinite(hours):
+        raise click.BadParameter(f"a number of hours, not {hours}", param_hint="--hours")
     values = {"site": site, "department": department, "workflow_kind": workflow_kind, "stage": stage}
     scope = {k: v for k, v in values.items() if v is not None}
     client = open_reading_store(server, data_dir, database)
