@@ -70,3 +70,25 @@ def test_the_contrib_collectors_rules_drop_the_same_values() -> None:
     text = str(transform_processor())
     assert f'delete_key(attributes, "{A.CHANGE_ACTOR.key}") where IsString' in text
     assert A.ACTOR_PATTERN.replace("\\", "\\\\") in text
+
+
+def test_a_dry_run_is_never_drawn_as_a_change_that_happened(collector: Collector) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from clinotel.dashboards import build_all
+    from clinotel.dashboards.check import panel_queries, panel_range
+    from clinotel.dashboards.macros import TimeRange, expand
+    from clinotel.instrumentation.changes import ChangeSpec, send_changes
+
+    assert collector.http is not None
+    spec = ChangeSpec("flag", "triage-model-v4", "off", "rule:canary_kill", {"site": "north"}, result="dry_run")
+    send_changes(
+        [spec], endpoint=f"http://127.0.0.1:{collector.http.port}", headers={"authorization": f"Bearer {WRITE_TOKEN}"}
+    )
+    assert collector.writer is not None
+    collector.writer.drain()
+    end = datetime.now(UTC) + timedelta(minutes=1)
+    [q] = [q for q in panel_queries(build_all(collector.options.database)) if q.panel == "annotation Changes"][:1]
+    sql = expand(q.sql, panel_range(q.grid, q.variables, TimeRange(end - timedelta(hours=1), end)))
+    [(_, title, text, _)] = collector.client.query(sql).result_rows
+    assert "dry run" in f"{title} {text}", (title, text)

@@ -34,6 +34,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("changes add: now minus forever", [*CHANGES, "--at", "now-99999999999999d"], 2, "a time such as"),
     ("changes add: year 1", [*CHANGES, "--at", "0001-01-01T00:00:00"], 2, "from 1970"),
     ("changes add: far future", [*CHANGES, "--at", "2999-01-01T00:00:00Z"], 2, "a day from now"),
+    ("changes add: a service of two lines", [*CHANGES, "--service", "jane doe\n## forged"], 2, "a label"),
     ("changes list: hours nan", ["changes", "list", "--data-dir", "nowhere", "--hours", "nan"], 2, "hours"),
     ("drift: window past the calendar", [*DRIFT, "--window", "1000000d", "--baseline", "1d"], 2, "10 years"),
     ("drift: baseline past any int", [*DRIFT, "--window", "1d", "--baseline", "99999999999999d"], 2, "10 years"),

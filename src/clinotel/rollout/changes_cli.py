@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
@@ -14,6 +15,7 @@ import click
 
 from clinotel.model.store import error_line, open_reading_store, reading_store
 from clinotel.model.tables import DEFAULT_DATABASE
+from clinotel.semconv import LABEL_PATTERN
 from clinotel.semconv import attributes as A
 
 __all__ = ["ENV_WRITE_TOKEN", "changes", "parse_time"]
@@ -49,6 +51,13 @@ def parse_time(text: str) -> datetime:
     return when
 
 
+def _label(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A label as the registry's LABEL_PATTERN has it: what pages and evidence print stays one line."""
+    if not re.fullmatch(LABEL_PATTERN, value):
+        raise click.BadParameter(f"a label (letters, digits and _.:/+ -, up to 64), not {value[:60]!r}")
+    return value
+
+
 def scope_options(f: click.decorators.FC) -> click.decorators.FC:
     for name in reversed(_SCOPE_OPTIONS):
         f = click.option(f"--{name.replace('_', '-')}", name, help=f"Scope: the {name.replace('_', ' ')}.")(f)
@@ -71,7 +80,8 @@ def changes() -> None:
               help="The collector's OTLP/HTTP address, such as http://127.0.0.1:4318.")  # fmt: skip
 @click.option("--tenant", envvar="CLINOTEL_TENANT", show_envvar=True,
               help="The tenant (the collector stamps the write token's tenant over it).")  # fmt: skip
-@click.option("--service", default="clinotel-changes", show_default=True, help="service.name of the event.")
+@click.option("--service", default="clinotel-changes", show_default=True, callback=_label,
+              help="service.name of the event (a label: letters, digits and _.:/+ -, up to 64).")  # fmt: skip
 def add(
     kind: str, name: str, version: str | None, actor: str | None, site: str | None, department: str | None,
     workflow_kind: str | None, stage: str | None, at: str | None, endpoint: str, tenant: str | None, service: str,

@@ -76,7 +76,10 @@ def _markdown(data: dict[str, Any]) -> str:
     for ch in data["changes"]:
         where = ", ".join(f"{k}={v}" for k, v in ch["scope"].items()) or "everywhere"
         to = f" -> {ch['version']}" if ch["version"] else ""
-        lines.append(f"- {ch['timestamp']} {ch['kind']} {ch['name']}{to} by {ch['actor'] or ch['service']} ({where})")
+        done = f" [{ch['result']}]" if ch.get("result") not in (None, "", "applied") else ""
+        lines.append(
+            f"- {ch['timestamp']} {ch['kind']} {ch['name']}{to} by {ch['actor'] or ch['service']} ({where}){done}"
+        )
     return "\n".join(lines) + "\n"
 
 
