@@ -198,13 +198,13 @@ class Webhook:
         self.name = "flag-webhook"
 
     def disable(self, action: DisableFlag, rule: str, dry_run: bool) -> Outcome:
-        from clinotel.alerts.sinks import post
+        from clinotel.alerts.sinks import post, shown
 
         if dry_run:
-            return Outcome(DRY_RUN, f"would ask {self.url} for {action.describe()}")
+            return Outcome(DRY_RUN, f"would ask {shown(self.url)} for {action.describe()}")
         payload = {"flag": action.key, "scope": action.scope, "variant": action.variant, "rule": rule}
         try:
             post(self.http, self.url, payload)
         except RuntimeError as e:
             return Outcome("failed", str(e))
-        return Outcome("applied", f"{action.describe()} through {self.url}")
+        return Outcome("applied", f"{action.describe()} through {shown(self.url)}")

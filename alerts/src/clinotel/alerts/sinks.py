@@ -37,6 +37,7 @@ __all__ = [
     "WebhookSink",
     "http_client",
     "post",
+    "shown",
 ]
 
 PAGERDUTY_URL: Final = "https://events.pagerduty.com/v2/enqueue"
@@ -66,9 +67,25 @@ def post(http: httpx.Client | None, url: str, payload: object, headers: Mapping[
         else:
             response = http.post(url, content=body, headers=sent)
     except httpx.HTTPError as e:
-        raise RuntimeError(f"cannot reach {url}: {str(e) or type(e).__name__}") from None
+        raise RuntimeError(f"cannot reach {shown(url)}: {_without(str(e), url) or type(e).__name__}") from None
     if not response.is_success:
-        raise RuntimeError(f"HTTP {response.status_code} from {url}: {response.content[:200]!r}")
+        raise RuntimeError(f"HTTP {response.status_code} from {shown(url)}: {response.content[:200]!r}")
+
+
+def shown(url: str) -> str:
+    """`url` as the audit trail (readable by the alert's tenant) and logs show it: without a
+    password or query string, which may carry the receiver's credentials."""
+    from urllib.parse import urlsplit
+
+    from clinotel.model.store import shown_url
+
+    parts = urlsplit(shown_url(url))
+    return parts._replace(query="", fragment="").geturl()
+
+
+def _without(text: str, url: str) -> str:
+    """An HTTP client's error text with the URL it may quote shown as `shown` has it."""
+    return text.replace(url, shown(url)) if url else text
 
 
 def _numbered(name: str, i: int) -> str:
