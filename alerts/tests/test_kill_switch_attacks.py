@@ -71,3 +71,21 @@ def test_a_dry_run_leaves_the_directory_as_it_was(tmp_path: Path) -> None:
     listing = sorted(p.name for p in tmp_path.iterdir())
     assert FlagdFile(path).disable(DisableFlag(key="k"), "r", dry_run=True).result == "dry_run"
     assert sorted(p.name for p in tmp_path.iterdir()) == listing
+
+
+def test_a_flag_webhook_that_never_answers_fails_within_the_configured_timeout() -> None:
+    import socket
+    import time
+
+    from clinotel.alerts.config import AlertingConfig
+    from clinotel.alerts.wiring import build_switch
+
+    with socket.create_server(("127.0.0.1", 0)) as server:  # accepts (backlog), never answers
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/flags"
+        switch = build_switch(AlertingConfig(flag_webhook=url, timeout_s=0.5))
+        assert switch is not None
+        started = time.monotonic()
+        outcome = switch.disable(DisableFlag(key="k"), "r", dry_run=False)
+        took = time.monotonic() - started
+    assert outcome.result == "failed"
+    assert took < 5, f"the switch waited {took:.1f} s, not the configured 0.5 s"

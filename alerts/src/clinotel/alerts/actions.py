@@ -192,9 +192,12 @@ def _replace(path: Path, text: str) -> None:
 class Webhook:
     """Posts `{flag, scope, variant, rule}` to another flag system's endpoint."""
 
-    def __init__(self, url: str, http: httpx.Client | None = None) -> None:
+    def __init__(self, url: str, http: httpx.Client | None = None, timeout_s: float | None = None) -> None:
+        from clinotel.alerts.sinks import DEFAULT_TIMEOUT_S
+
         self.url = url
         self.http = http
+        self.timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
         self.name = "flag-webhook"
 
     def disable(self, action: DisableFlag, rule: str, dry_run: bool) -> Outcome:
@@ -204,7 +207,7 @@ class Webhook:
             return Outcome(DRY_RUN, f"would ask {shown(self.url)} for {action.describe()}")
         payload = {"flag": action.key, "scope": action.scope, "variant": action.variant, "rule": rule}
         try:
-            post(self.http, self.url, payload)
+            post(self.http, self.url, payload, timeout_s=self.timeout_s)
         except RuntimeError as e:
             return Outcome("failed", str(e))
         return Outcome("applied", f"{action.describe()} through {shown(self.url)}")

@@ -56,13 +56,17 @@ def http_client(timeout_s: float = DEFAULT_TIMEOUT_S) -> httpx.Client:
     return httpx.Client(timeout=timeout_s, verify=ssl.create_default_context(), follow_redirects=False)
 
 
-def post(http: httpx.Client | None, url: str, payload: object, headers: Mapping[str, str] | None = None) -> None:
-    """POST `payload` as JSON to `url`; RuntimeError (one line) unless the answer is a 2xx."""
+def post(
+    http: httpx.Client | None, url: str, payload: object, headers: Mapping[str, str] | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> None:  # fmt: skip
+    """POST `payload` as JSON to `url`; RuntimeError (one line) unless the answer is a 2xx.
+    `timeout_s`: without `http`, the timeouts of the client opened for this one delivery."""
     body = json.dumps(payload).encode()
     sent = {"Content-Type": "application/json", **(headers or {})}
     try:
         if http is None:
-            with http_client() as own:
+            with http_client(timeout_s) as own:
                 response = own.post(url, content=body, headers=sent)
         else:
             response = http.post(url, content=body, headers=sent)
