@@ -92,3 +92,19 @@ def test_a_dry_run_is_never_drawn_as_a_change_that_happened(collector: Collector
     sql = expand(q.sql, panel_range(q.grid, q.variables, TimeRange(end - timedelta(hours=1), end)))
     [(_, title, text, _)] = collector.client.query(sql).result_rows
     assert "dry run" in f"{title} {text}", (title, text)
+
+
+def test_a_raw_sender_cannot_store_a_number_outside_its_registered_range(collector: Collector) -> None:
+    import math
+
+    sent: dict[str, Any] = {
+        A.CHANGE_KIND.key: "deploy",
+        "clinical.decision.confidence": math.nan,
+        "clinical.review.latency_ms": math.inf,
+        "clinical.effort.minutes": 5000.0,
+        "clinical.queue.depth": -3,
+        "clinical.effort.touches": 7,
+    }
+    _send_raw(collector, sent)
+    attrs = _stored(collector)
+    assert {k: v for k, v in attrs.items() if k != A.CHANGE_KIND.key} == {"clinical.effort.touches": "7"}
