@@ -84,3 +84,20 @@ def test_an_unreachable_server_with_credentials_is_refused_without_them(tmp_path
     with pytest.raises(StoreError) as refused:
         connect(url=f"http://writer:{SECRET}@127.0.0.1:9")
     assert SECRET not in str(refused.value)
+
+
+def test_a_log_owned_with_credentials_by_an_earlier_version_is_kept_and_cleaned(
+    client: Any, options: schema.SchemaOptions, tokens: Tokens, tmp_path: Path
+) -> None:
+    import json
+
+    from clinotel.collector.log.wal import OWNER_FILE
+
+    wal = tmp_path / "wal"
+    wal.mkdir()
+    legacy = f"http://writer:{SECRET}@clickhouse.invalid:8123#{options.database}"
+    (wal / OWNER_FILE).write_text(json.dumps({"store": legacy}), encoding="utf-8")
+    c = _collector(client, options, tokens, wal, SECRET)
+    c.start()  # LogOwnedError if the old owner's credentials made it another store
+    c.stop()
+    assert SECRET not in (wal / OWNER_FILE).read_text(encoding="utf-8")
