@@ -222,3 +222,23 @@ def test_the_evidence_file_name_never_leaves_its_directory(tmp_path: Path) -> No
     assert json_path.parent == md_path.parent == tmp_path / "ev"
     assert "/" not in json_path.name
     assert ".." not in json_path.name.removesuffix(".json")
+
+
+def test_evidence_is_never_overwritten_nor_written_through_a_link(tmp_path: Path) -> None:
+    from clinotel.rollout.evidence import write
+
+    result = g.GateResult(FLAG_KEY, None, g.window_of(NOW, 60), [])
+    data = {**result.to_json(), "from": "canary", "to": "full", "settings": {}, "files": {}, "changes": []}
+    (tmp_path / "ev").mkdir()
+    outside = tmp_path / "outside.json"
+    outside.write_text("keep")
+    first_json, _ = write(tmp_path / "ev", data, NOW)
+    first = first_json.read_bytes()
+    taken = first_json.with_name(first_json.stem + "-2.json")
+    taken.symlink_to(outside)  # a name planted before the next run
+    second_json, second_md = write(tmp_path / "ev", data, NOW)  # a rerun in the same second
+    assert first_json.read_bytes() == first
+    assert outside.read_text() == "keep"
+    assert len({first_json, taken, second_json}) == 3
+    assert second_md.exists()
+    assert second_md.with_suffix(".json") == second_json

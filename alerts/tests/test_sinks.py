@@ -197,3 +197,22 @@ def test_check_url_refuses_what_is_not_an_http_url_with_a_host(url: str) -> None
 def test_check_url_accepts_http_and_https_with_ports_paths_and_ipv6() -> None:
     for url in ("http://127.0.0.1:9093", "https://am.test/prefix/", "http://[::1]:9093", "https://h.test/a?b=c"):
         assert check_url(url) == url
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [lambda r: httpx.Response(500), lambda r: (_ for _ in ()).throw(httpx.ConnectError("refused"))],
+    ids=["refused", "unreachable"],
+)
+def test_a_failed_delivery_never_writes_the_receivers_credentials_to_the_audit_trail(answer: Handler) -> None:
+    # the audit trail (clinotel_alert_events.Detail) is readable by the alert's tenant
+    secret = "s3cret-pw-7f2"
+    recorder = Recorder(answer=answer)
+    with httpx.Client(transport=httpx.MockTransport(recorder)) as http:
+        outbox = Outbox([WebhookSink(f"http://ops:{secret}@hook.test/h?token={secret}", http=http)], [],
+                        sleep=lambda s: None)  # fmt: skip
+        outbox.add(_n())
+        attempts = outbox.flush()
+    assert attempts
+    assert all(secret not in a.detail for a in attempts), attempts[0].detail
+    assert "http://ops:***@hook.test/h" in attempts[0].detail

@@ -4,7 +4,9 @@ list what changed in a scope."""
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
@@ -13,6 +15,7 @@ import click
 
 from clinotel.model.store import error_line, open_reading_store, reading_store
 from clinotel.model.tables import DEFAULT_DATABASE
+from clinotel.semconv import LABEL_PATTERN
 from clinotel.semconv import attributes as A
 
 __all__ = ["ENV_WRITE_TOKEN", "changes", "parse_time"]
@@ -20,24 +23,39 @@ __all__ = ["ENV_WRITE_TOKEN", "changes", "parse_time"]
 ENV_WRITE_TOKEN: Final = "CLINOTEL_WRITE_TOKEN"
 """The collector's write token for the tenant (sent as `authorization: Bearer …`)."""
 _SCOPE_OPTIONS: Final = ("site", "department", "workflow_kind", "stage")
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def parse_time(text: str) -> datetime:
-    """ISO 8601 (UTC unless it says otherwise) or `now-6h`, `now-30m`, `now`."""
+    """ISO 8601 (UTC unless it says otherwise) or `now-6h`, `now-30m`, `now`; from 1970 (OTLP's
+    epoch) to a day from now."""
     text = text.strip()
+    bad = f"a time such as 2026-03-01T12:00:00Z or now-6h, not {text[:60]!r}"
+    now = datetime.now(UTC)
     if text.startswith("now"):
         rest = text[3:]
         if not rest:
-            return datetime.now(UTC)
+            return now
         units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-        if rest[0] == "-" and rest[-1:] in units and rest[1:-1].isdigit():
-            return datetime.now(UTC) - timedelta(seconds=int(rest[1:-1]) * units[rest[-1]])
-        raise click.BadParameter(f"a time such as 2026-03-01T12:00:00Z or now-6h, not {text!r}")
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"a time such as 2026-03-01T12:00:00Z or now-6h, not {text!r}") from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+        if not (rest[0] == "-" and rest[-1:] in units and rest[1:-1].isdigit() and len(rest) < 14):
+            raise click.BadParameter(bad)
+        when = now - timedelta(seconds=int(rest[1:-1]) * units[rest[-1]])
+    else:
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise click.BadParameter(bad) from None
+        when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+    if not _EPOCH <= when <= now + timedelta(days=1):
+        raise click.BadParameter(f"a time from 1970 to a day from now, not {text[:60]!r}")
+    return when
+
+
+def _label(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A label as the registry's LABEL_PATTERN has it: what pages and evidence print stays one line."""
+    if not re.fullmatch(LABEL_PATTERN, value):
+        raise click.BadParameter(f"a label (letters, digits and _.:/+ -, up to 64), not {value[:60]!r}")
+    return value
 
 
 def scope_options(f: click.decorators.FC) -> click.decorators.FC:
@@ -62,7 +80,8 @@ def changes() -> None:
               help="The collector's OTLP/HTTP address, such as http://127.0.0.1:4318.")  # fmt: skip
 @click.option("--tenant", envvar="CLINOTEL_TENANT", show_envvar=True,
               help="The tenant (the collector stamps the write token's tenant over it).")  # fmt: skip
-@click.option("--service", default="clinotel-changes", show_default=True, help="service.name of the event.")
+@click.option("--service", default="clinotel-changes", show_default=True, callback=_label,
+              help="service.name of the event (a label: letters, digits and _.:/+ -, up to 64).")  # fmt: skip
 def add(
     kind: str, name: str, version: str | None, actor: str | None, site: str | None, department: str | None,
     workflow_kind: str | None, stage: str | None, at: str | None, endpoint: str, tenant: str | None, service: str,
@@ -102,6 +121,8 @@ def list_(
     """What changed in the last N hours that applies to a scope."""
     from clinotel.model.changes import describe, recent_changes
 
+    if not math.isfinite(hours):
+        raise click.BadParameter(f"a number of hours, not {hours}", param_hint="--hours")
     values = {"site": site, "department": department, "workflow_kind": workflow_kind, "stage": stage}
     scope = {k: v for k, v in values.items() if v is not None}
     client = open_reading_store(server, data_dir, database)

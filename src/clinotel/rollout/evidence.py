@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from datetime import datetime
 from pathlib import Path
@@ -75,7 +76,10 @@ def _markdown(data: dict[str, Any]) -> str:
     for ch in data["changes"]:
         where = ", ".join(f"{k}={v}" for k, v in ch["scope"].items()) or "everywhere"
         to = f" -> {ch['version']}" if ch["version"] else ""
-        lines.append(f"- {ch['timestamp']} {ch['kind']} {ch['name']}{to} by {ch['actor'] or ch['service']} ({where})")
+        done = f" [{ch['result']}]" if ch.get("result") not in (None, "", "applied") else ""
+        lines.append(
+            f"- {ch['timestamp']} {ch['kind']} {ch['name']}{to} by {ch['actor'] or ch['service']} ({where}){done}"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -92,11 +96,33 @@ def _finite(value: Any) -> Any:
 
 def write(directory: Path, data: dict[str, Any], at: datetime) -> tuple[Path, Path]:
     """Write `gate-<flag>-<time>.json` and `.md` into `directory` (created if missing); the flag
-    key is reduced to a safe file-name part, so it never names another directory."""
+    key is reduced to a safe file-name part, so it never names another directory. Evidence is
+    never overwritten: a second run in the same second gets `-2`, and a name already taken (a
+    file, or a link to one elsewhere) is passed over, never written through."""
     safe = re.sub(r"[^A-Za-z0-9_-]", "_", data["flag"])[:64]
-    stem = f"gate-{safe}-{at:%Y%m%dT%H%M%SZ}"
+    base = f"gate-{safe}-{at:%Y%m%dT%H%M%SZ}"
     directory.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = directory / f"{stem}.json", directory / f"{stem}.md"
-    json_path.write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    md_path.write_text(_markdown(data), encoding="utf-8")
-    return json_path, md_path
+    texts = (json.dumps(_finite(data), indent=2, allow_nan=False) + "\n", _markdown(data))
+    for n in range(1, _MAX_SAME_SECOND + 1):
+        stem = base if n == 1 else f"{base}-{n}"
+        json_path, md_path = directory / f"{stem}.json", directory / f"{stem}.md"
+        if not _create(json_path, texts[0]):
+            continue
+        if _create(md_path, texts[1]):
+            return json_path, md_path
+        json_path.unlink()
+    raise FileExistsError(f"{directory} already holds {_MAX_SAME_SECOND} evidence files named {base}")
+
+
+_MAX_SAME_SECOND = 100
+
+
+def _create(path: Path, text: str) -> bool:
+    """Write `text` to a new file at `path`; False if the name is taken (even by a dangling link)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    return True

@@ -81,8 +81,8 @@ def load(path: Path) -> Inventory:
         data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise InventoryError(f"{path}: {e.strerror or e}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise InventoryError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    except (yaml.YAMLError, ValueError, OverflowError) as e:  # ValueError: a date such as 2026-13-45
+        raise InventoryError(f"{path}: not valid YAML: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
     try:
         inventory = Inventory.model_validate(data)
     except ValidationError as e:

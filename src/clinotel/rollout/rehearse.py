@@ -99,7 +99,8 @@ def rehearse(flagd_file: Path, action: DisableFlag, rule: str, *, timeout_s: flo
         data = json.loads(flagd_file.read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError) as e:
         raise RehearsalError(f"cannot read {flagd_file}: {getattr(e, 'strerror', None) or e}") from None
-    flag = data.get("flags", {}).get(action.key) if isinstance(data, dict) else None
+    flags = data.get("flags") if isinstance(data, dict) else None
+    flag = flags.get(action.key) if isinstance(flags, dict) else None
     if not isinstance(flag, dict) or not isinstance(flag.get("variants"), dict):
         raise RehearsalError(f"{flagd_file} has no flag {action.key!r} with variants")
     if action.variant not in flag["variants"]:

@@ -135,7 +135,10 @@ def gate(
     settings = {"margin": margin, "confidence": confidence, "min_samples": min_samples, "metrics": list(chosen)}
     files = {"rules": (rules_path, ev.content_hash(rules_path)), "flags": (flags_file, ev.content_hash(flags_file))}
     data = ev.evidence(result, (stage_from, stage_to), files, changes, settings)
-    json_path, md_path = ev.write(evidence_dir, data, datetime.now(UTC))
+    try:
+        json_path, md_path = ev.write(evidence_dir, data, datetime.now(UTC))
+    except OSError as e:
+        raise click.ClickException(f"cannot write the evidence in {evidence_dir}: {e.strerror or e}") from None
     for c in result.criteria:
         click.echo(f"{'PASS' if c.passed else 'FAIL'} {c.name}")
         for reason in c.reasons:

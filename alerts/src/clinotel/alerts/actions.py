@@ -16,10 +16,12 @@ says what would have been. Scope keys are evaluation-context keys the services p
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -113,6 +115,15 @@ class FlagdFile:
         self.name = f"flagd:{path.name}"
 
     def disable(self, action: DisableFlag, rule: str, dry_run: bool) -> Outcome:
+        if dry_run:  # reads need no lock (the file is replaced by rename); a dry run creates nothing
+            return self._disable(action, rule, dry_run)
+        try:
+            with _locked(self.path):
+                return self._disable(action, rule, dry_run)
+        except OSError as e:
+            return Outcome("failed", f"cannot lock {self.path}: {e.strerror or e}")
+
+    def _disable(self, action: DisableFlag, rule: str, dry_run: bool) -> Outcome:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
@@ -124,19 +135,38 @@ class FlagdFile:
         variants = flag.get("variants")
         if not isinstance(variants, dict) or action.variant not in variants:
             return Outcome("failed", f"flag {action.key!r} has no variant {action.variant!r}")
-        condition = scope_condition(action.scope)
         old = flag.get("targeting") or None
-        if isinstance(old, dict) and old.get("if", [None, None])[:2] == [condition, action.variant]:
+        metadata = flag.get("metadata") or {}
+        if not isinstance(old, dict | None) or (old is not None and not isinstance(old.get("if", []), list)):
+            return Outcome("failed", f"flag {action.key!r} in {self.path.name} has targeting that is not JsonLogic")
+        if not isinstance(metadata, dict):
+            return Outcome("failed", f"flag {action.key!r} in {self.path.name} has metadata that is not an object")
+        condition = scope_condition(action.scope)
+        if old is not None and old.get("if", [])[:2] == [condition, action.variant]:
             return Outcome("unchanged", f"{action.describe()} already in {self.path.name}")
         if dry_run:
             return Outcome(DRY_RUN, f"would set {action.describe()} in {self.path.name}")
         flag["targeting"] = {"if": [condition, action.variant, old]}
-        flag["metadata"] = {**(flag.get("metadata") or {}), _MARK: rule}
+        flag["metadata"] = {**metadata, _MARK: rule}
         try:
             _replace(self.path, json.dumps(data, indent=2) + "\n")
         except OSError as e:
             return Outcome("failed", f"cannot write {self.path}: {e.strerror or e}")
         return Outcome("applied", f"{action.describe()} in {self.path.name}")
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold the flagd file's lock (a `.<name>.lock` file beside it) for one read-modify-write:
+    two evaluators switching flags in one file at once would otherwise each write back what they
+    read, and the first one's switch would be lost. The lock file is never replaced, so both
+    lock the same inode."""
+    fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _replace(path: Path, text: str) -> None:
@@ -162,19 +192,22 @@ def _replace(path: Path, text: str) -> None:
 class Webhook:
     """Posts `{flag, scope, variant, rule}` to another flag system's endpoint."""
 
-    def __init__(self, url: str, http: httpx.Client | None = None) -> None:
+    def __init__(self, url: str, http: httpx.Client | None = None, timeout_s: float | None = None) -> None:
+        from clinotel.alerts.sinks import DEFAULT_TIMEOUT_S
+
         self.url = url
         self.http = http
+        self.timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
         self.name = "flag-webhook"
 
     def disable(self, action: DisableFlag, rule: str, dry_run: bool) -> Outcome:
-        from clinotel.alerts.sinks import post
+        from clinotel.alerts.sinks import post, shown
 
         if dry_run:
-            return Outcome(DRY_RUN, f"would ask {self.url} for {action.describe()}")
+            return Outcome(DRY_RUN, f"would ask {shown(self.url)} for {action.describe()}")
         payload = {"flag": action.key, "scope": action.scope, "variant": action.variant, "rule": rule}
         try:
-            post(self.http, self.url, payload)
+            post(self.http, self.url, payload, timeout_s=self.timeout_s)
         except RuntimeError as e:
             return Outcome("failed", str(e))
-        return Outcome("applied", f"{action.describe()} through {self.url}")
+        return Outcome("applied", f"{action.describe()} through {shown(self.url)}")

@@ -5,6 +5,7 @@ when one moved past its threshold, printing the figures."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -24,6 +25,7 @@ DRIFTED: Final = 1
 """The exit code when a distribution moved past its threshold (errors: 1 with `Error:`, usage: 2)."""
 DEFAULT_THRESHOLDS: Final = {"psi": 0.25, "js": 0.1}
 _NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,47}")
+_MAX_SECONDS: Final = 10 * 366 * 86400
 
 
 def _duration(value: str, what: str) -> int:
@@ -31,8 +33,8 @@ def _duration(value: str, what: str) -> int:
         seconds = parse_duration(value)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint=what) from None
-    if seconds <= 0:
-        raise click.BadParameter("a duration above zero", param_hint=what)
+    if not 0 < seconds <= _MAX_SECONDS:
+        raise click.BadParameter(f"a duration above zero and at most 10 years, not {value[:40]!r}", param_hint=what)
     return seconds
 
 
@@ -101,6 +103,8 @@ def check(
     end = _instant(now_text, "--now") if now_text else datetime.now(UTC)
     start = end - timedelta(seconds=_duration(window, "--window"))
     reference = _reference(baseline, start)
+    if threshold is not None and not math.isfinite(threshold):  # nan would pass every feature
+        raise click.BadParameter(f"a number, not {threshold}", param_hint="--threshold")
     limit = threshold if threshold is not None else DEFAULT_THRESHOLDS[measure]
     features = tuple(known[f] for f in only) if only else FEATURES
     client = open_reading_store(server, data_dir, database)

@@ -348,6 +348,8 @@ def load(path: Path) -> RulePack:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
         raise RuleError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    except (ValueError, OverflowError) as e:  # a timestamp PyYAML cannot build, such as 2026-13-45
+        raise RuleError(f"{path}: not valid YAML: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
     if node is None:
         raise RuleError(f"{path}:1: empty rules file")
     problems = _duplicates(node, data)

@@ -37,6 +37,7 @@ __all__ = [
     "WebhookSink",
     "http_client",
     "post",
+    "shown",
 ]
 
 PAGERDUTY_URL: Final = "https://events.pagerduty.com/v2/enqueue"
@@ -55,20 +56,40 @@ def http_client(timeout_s: float = DEFAULT_TIMEOUT_S) -> httpx.Client:
     return httpx.Client(timeout=timeout_s, verify=ssl.create_default_context(), follow_redirects=False)
 
 
-def post(http: httpx.Client | None, url: str, payload: object, headers: Mapping[str, str] | None = None) -> None:
-    """POST `payload` as JSON to `url`; RuntimeError (one line) unless the answer is a 2xx."""
+def post(
+    http: httpx.Client | None, url: str, payload: object, headers: Mapping[str, str] | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> None:  # fmt: skip
+    """POST `payload` as JSON to `url`; RuntimeError (one line) unless the answer is a 2xx.
+    `timeout_s`: without `http`, the timeouts of the client opened for this one delivery."""
     body = json.dumps(payload).encode()
     sent = {"Content-Type": "application/json", **(headers or {})}
     try:
         if http is None:
-            with http_client() as own:
+            with http_client(timeout_s) as own:
                 response = own.post(url, content=body, headers=sent)
         else:
             response = http.post(url, content=body, headers=sent)
     except httpx.HTTPError as e:
-        raise RuntimeError(f"cannot reach {url}: {str(e) or type(e).__name__}") from None
+        raise RuntimeError(f"cannot reach {shown(url)}: {_without(str(e), url) or type(e).__name__}") from None
     if not response.is_success:
-        raise RuntimeError(f"HTTP {response.status_code} from {url}: {response.content[:200]!r}")
+        raise RuntimeError(f"HTTP {response.status_code} from {shown(url)}: {response.content[:200]!r}")
+
+
+def shown(url: str) -> str:
+    """`url` as the audit trail (readable by the alert's tenant) and logs show it: without a
+    password or query string, which may carry the receiver's credentials."""
+    from urllib.parse import urlsplit
+
+    from clinotel.model.store import shown_url
+
+    parts = urlsplit(shown_url(url))
+    return parts._replace(query="", fragment="").geturl()
+
+
+def _without(text: str, url: str) -> str:
+    """An HTTP client's error text with the URL it may quote shown as `shown` has it."""
+    return text.replace(url, shown(url)) if url else text
 
 
 def _numbered(name: str, i: int) -> str:

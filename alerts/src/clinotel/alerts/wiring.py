@@ -101,7 +101,7 @@ def build_switch(config: AlertingConfig, http: httpx.Client | None = None) -> Fl
     if config.flagd_file is not None:
         return FlagdFile(config.flagd_file)
     if config.flag_webhook is not None:
-        return Webhook(config.flag_webhook, http)
+        return Webhook(config.flag_webhook, http, config.timeout_s)
     return None
 
 

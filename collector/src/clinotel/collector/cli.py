@@ -12,7 +12,7 @@ import click
 from clinotel.collector.net.listen import MAX_PORT
 from clinotel.collector.store import schema as schema_module
 from clinotel.collector.store.embedded import DEFAULT_ENGINE_MEMORY_MB, MAX_ENGINE_MEMORY_MB, StoreError, connect
-from clinotel.model.store import open_reading_store, reading_store
+from clinotel.model.store import open_reading_store, reading_store, shown_url
 from clinotel.model.tables import DEFAULT_DATABASE
 
 __all__ = ["Companion", "query", "run_serve", "schema", "serve_options"]
@@ -295,10 +295,11 @@ def run_serve(
                 err=True,
             )
         else:
-            click.echo(f"  /ping and /metrics on {reads}; readers query {clickhouse_url} itself", err=True)
+            shown = shown_url(clickhouse_url or "")
+            click.echo(f"  /ping and /metrics on {reads}; readers query {shown} itself", err=True)
     if collector.grpc is not None:
         click.echo(f"  OTLP/gRPC on {config.otlp_grpc[0] if config.otlp_grpc else ''}:{collector.grpc.port}", err=True)
-    where = clickhouse_url or config.engine_dir
+    where = shown_url(clickhouse_url) if clickhouse_url else config.engine_dir
     click.echo(f"  store {database} in {where}; log in {config.resolved_wal_dir}", err=True)
     try:
         stop_companion = companion(collector) if companion is not None else None

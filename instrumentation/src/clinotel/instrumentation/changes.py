@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
+from urllib.parse import urlsplit
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -95,4 +96,10 @@ def send_changes(
         held.held.clear()
         telemetry.restore()
     if not sent:
-        raise SendError(f"the collector at {endpoint} did not accept the change events")
+        raise SendError(f"the collector at {_shown(endpoint)} did not accept the change events")
+
+
+def _shown(url: str) -> str:
+    """`url` without the credentials it may carry (a CI log keeps this line)."""
+    parts = urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl() if "@" in parts.netloc else url

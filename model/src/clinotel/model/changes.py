@@ -84,12 +84,14 @@ def annotation_sql(database: str) -> str:
     for variable, column in (("site", "Site"), ("department", "Department"), ("kind", "WorkflowKind")):
         attr = f"SpanAttributes[{literal(_ATTRS[column].key)}]"
         where.append(f"({attr} = '' OR $__conditionalAll({attr} IN (${{{variable}:singlequote}}), ${variable}))")
-    kind, name, version, actor = (
-        f"SpanAttributes[{literal(_ATTRS[c].key)}]" for c in ("Kind", "Name", "Version", "Actor")
+    kind, name, version, actor, result = (
+        f"SpanAttributes[{literal(_ATTRS[c].key)}]" for c in ("Kind", "Name", "Version", "Actor", "Result")
     )
+    # a kill switch's dry run, or one that failed, is not drawn as a change that happened
+    outcome = f"if({result} IN ('', 'applied'), '', concat(' [', replaceAll({result}, '_', ' '), ']'))"
     return (
-        f"SELECT Timestamp AS time, concat({kind}, ': ', {name}, if({version} = '', '', concat(' -> ', {version}))) "
-        f"AS title,\n  concat('by ', if({actor} = '', 'unknown', {actor}), ' (', ServiceName, ')') AS text, "
+        f"SELECT Timestamp AS time, concat({kind}, ': ', {name}, if({version} = '', '', concat(' -> ', {version})), "
+        f"{outcome}) AS title,\n  concat('by ', if({actor} = '', 'unknown', {actor}), ' (', ServiceName, ')') AS text, "
         f"[{kind}, {name}] AS tags\n"
         f"FROM {identifier(database)}.{identifier(TRACES)}\n"
         f"WHERE $__timeFilter(Timestamp) AND SpanName = {literal(A.CHANGE_SPAN_NAME)} AND " + " AND ".join(where)

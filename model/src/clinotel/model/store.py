@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import click
 
@@ -27,6 +28,8 @@ __all__ = [
     "open_reading_store",
     "reach_error",
     "reading_store",
+    "shown_url",
+    "without_credentials",
 ]
 
 DEFAULT_DATA_DIR: Final = Path(".clinotel") / "data"
@@ -41,8 +44,27 @@ class StoreError(RuntimeError):
     """The store cannot be reached or opened."""
 
 
+def without_credentials(url: str) -> str:
+    """`url` without a user or password in it: what names the server (a log's owner, say)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+def shown_url(url: str) -> str:
+    """`url` as messages and logs show it: a password in it replaced by `***`."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    return parts._replace(netloc=f"{user}{':***' if colon else ''}@{host}").geturl()
+
+
 def reach_error(url: str, error: Exception) -> str:
-    """One line for a server that could not be reached or refused the client."""
+    """One line for a server that could not be reached or refused the client (never its password)."""
+    url = shown_url(url)
     text = str(error)
     if match := _CH_ERROR.search(text):
         message = match.group(2).strip().splitlines()[0] if match.group(2).strip() else ""

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
+from urllib.parse import urlsplit
 
 __all__ = [
     "LOCK_FILE",
@@ -76,6 +77,12 @@ class LogLostError(RuntimeError):
 def pending_segments(directory: Path) -> list[Path]:
     """The segments waiting in a log directory (not the quarantined ones)."""
     return sorted(directory.glob(f"*{SUFFIX}")) if directory.is_dir() else []
+
+
+def _without_userinfo(store: str) -> str:
+    """A recorded owner without the user and password an earlier version kept in it."""
+    parts = urlsplit(store)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl() if "@" in parts.netloc else store
 
 
 def owner_of(directory: Path) -> str | None:
@@ -246,9 +253,12 @@ class WriteAheadLog:
         recorded = owner_of(self.directory)
         if recorded is None and (self.directory / OWNER_FILE).exists():
             raise LogOwnedError(f"{self.directory / OWNER_FILE} is unreadable: the log's owner is unknown")
+        if recorded is not None and recorded != owner and _without_userinfo(recorded) == owner:
+            recorded = None  # recorded by an earlier version with the server URL's credentials: rewritten
         if recorded is not None and recorded != owner:
+            shown = _without_userinfo(recorded)
             raise LogOwnedError(
-                f"the write-ahead log {self.directory} belongs to the store {recorded}, not {owner}: "
+                f"the write-ahead log {self.directory} belongs to the store {shown}, not {owner}: "
                 "give this collector a log of its own (--wal-dir)"
             )
         if recorded is None:
@@ -319,7 +329,7 @@ class WriteAheadLog:
             if self._file is None:
                 self._open()
             assert self._file is not None
-            self._file.write(record)
+            self._write_whole(record)
             self._written += len(record)
             self._records += 1
             self._pending_bytes += len(record)
@@ -329,6 +339,25 @@ class WriteAheadLog:
             if self._written >= self.segment_bytes:
                 self._seal()
         self._sync(file, generation, end)
+
+    def _write_whole(self, record: bytes) -> None:
+        """Hand `record` to the OS whole, or not at all: the segment is unbuffered, so a write the
+        disk refuses (ENOSPC) fails this append alone, and what it wrote in part is cut off again.
+        Left in a buffer, the refused record would reach the disk with a later append's flush and
+        be stored, although its sender was told 503 and sends it again."""
+        assert self._file is not None
+        view = memoryview(record)
+        done = 0
+        try:
+            while done < len(view):
+                done += self._file.write(view[done:]) or 0
+        except OSError:
+            try:
+                self._file.truncate(self._written)
+                self._file.seek(self._written)
+            except OSError as e:
+                self._lose(f"segment {self._path} could not be cut back after a failed write: {e}")
+            raise
 
     def _sync(self, file: BinaryIO, generation: int, end: int) -> None:
         with self._sync_lock:
@@ -374,7 +403,7 @@ class WriteAheadLog:
     def _open(self) -> None:
         name = f"{time.time_ns():020d}-{secrets.token_hex(4)}{SUFFIX}"
         self._path = self.directory / name
-        self._file = self._path.open("wb")
+        self._file = self._path.open("wb", buffering=0)
         self._opened_at = time.monotonic()
         self._written = self._records = self._synced = 0
         self._appended_at = []

@@ -135,6 +135,21 @@ def _hex_ids_to_base64(obj: dict[str, Any]) -> None:
                                 raise bad_request(f"{key} {value[:40]!r} is not hex") from None
 
 
+def _decode_json(body: bytes, request: ExportTraceServiceRequest) -> ExportTraceServiceRequest:
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise bad_request(f"invalid JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise bad_request("an OTLP/JSON request is an object")
+    _hex_ids_to_base64(obj)
+    try:
+        json_format.ParseDict(obj, request, ignore_unknown_fields=True)
+    except (json_format.ParseError, binascii.Error, TypeError, ValueError) as e:
+        raise bad_request(f"invalid OTLP/JSON: {e}") from None
+    return request
+
+
 def decode(body: bytes, content_type: str) -> ExportTraceServiceRequest:
     """The request, decoded from protobuf or OTLP/JSON; malformed data raises `RefusedError` (400)."""
     media = content_type.split(";", maxsplit=1)[0].strip().lower()
@@ -147,17 +162,9 @@ def decode(body: bytes, content_type: str) -> ExportTraceServiceRequest:
         return request
     if media == JSON:
         try:
-            obj = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise bad_request(f"invalid JSON: {e}") from None
-        if not isinstance(obj, dict):
-            raise bad_request("an OTLP/JSON request is an object")
-        _hex_ids_to_base64(obj)
-        try:
-            json_format.ParseDict(obj, request, ignore_unknown_fields=True)
-        except (json_format.ParseError, binascii.Error, TypeError, ValueError) as e:
-            raise bad_request(f"invalid OTLP/JSON: {e}") from None
-        return request
+            return _decode_json(body, request)
+        except RecursionError:  # a document nested deeper than Python's parsers go: refused, not a 500
+            raise bad_request("invalid JSON: nested too deeply") from None
     raise RefusedError("unsupported_media_type", f"Content-Type must be {PROTOBUF} or {JSON}, not {media!r}")
 
 

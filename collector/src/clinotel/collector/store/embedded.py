@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from clinotel.model.store import DEFAULT_DATA_DIR, StoreError, connect_server, error_line, reach_error
+from clinotel.model.store import (
+    DEFAULT_DATA_DIR,
+    StoreError,
+    connect_server,
+    error_line,
+    reach_error,
+    without_credentials,
+)
 from clinotel.model.tables import DEFAULT_DATABASE
 
 __all__ = [
@@ -94,8 +101,10 @@ def dsn_for(data_dir: Path | None = None, url: str | None = None) -> str:
 
 
 def store_id(data_dir: Path | None, url: str | None, database: str) -> str:
-    """The name a write-ahead log records as its owner: the store and the database it feeds."""
-    return f"{dsn_for(data_dir, url).rstrip('/')}#{database}"
+    """The name a write-ahead log records as its owner: the store and the database it feeds (a
+    server by its address, never the credentials in its URL: they would be written to the log's
+    directory, and a changed password would orphan the log)."""
+    return f"{without_credentials(dsn_for(data_dir, url)).rstrip('/')}#{database}"
 
 
 def default_wal_dir(data_dir: Path | None, url: str | None, database: str) -> Path:

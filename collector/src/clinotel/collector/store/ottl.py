@@ -4,7 +4,8 @@ where the contrib collector writes `otel_traces` instead (compose's contrib vari
 
 The same definitions as `clinotel.collector.sql`, in the collector's language: unregistered keys
 are dropped (`keep_keys`), a pseudonym must have the pseudonym form, free text has PHI patterns
-redacted, and a coded string that looks like PHI is dropped whole. The regular expressions are the
+redacted, and a coded string that looks like PHI, or lacks its key's registered form, is dropped
+whole. The regular expressions are the
 RE2 subset Python and Go share. Link attributes are outside the transform processor's contexts:
 the contrib variant leaves them to the SDK-side gate."""
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Final
 
 from clinotel.collector.store.phi_sql import allowed_keys
-from clinotel.semconv import PHI_REGEX, PSEUDONYM_PATTERN, REDACTED, UUID_PATTERN, PhiClass, Scope
+from clinotel.semconv import PHI_REGEX, PSEUDONYM_PATTERN, REDACTED, REGISTRY, UUID_PATTERN, PhiClass, Scope
 from clinotel.semconv import attributes as A
 
 __all__ = ["string", "transform_processor"]
@@ -46,6 +47,7 @@ def _attribute_rules(scopes: tuple[Scope, ...]) -> list[str]:
     pseudonym = string(f"^{PSEUDONYM_PATTERN}$")
     free = set(allowed_keys(scopes, PhiClass.FREE_TEXT))
     pseudonyms = set(allowed_keys(scopes, PhiClass.PSEUDONYM))
+    patterns = {d.key: d.pattern for d in REGISTRY if d.pattern and not d.closed}
     for key in sorted(allowed_keys(scopes)):
         at = f"attributes[{string(key)}]"
         if key in pseudonyms:
@@ -54,6 +56,9 @@ def _attribute_rules(scopes: tuple[Scope, ...]) -> list[str]:
             out.append(_scrub(at))
         else:
             out.append(f"delete_key(attributes, {string(key)}) where IsString({at}) and IsMatch({at}, {_PHI})")
+            if key in patterns:  # a coded value must have its registered form, as the library checks it
+                form = string(f"^(?:{patterns[key]})$")
+                out.append(f"delete_key(attributes, {string(key)}) where IsString({at}) and not IsMatch({at}, {form})")
     return out
 
 

@@ -6,9 +6,18 @@ from __future__ import annotations
 from typing import Final
 
 from clinotel.model.sql import literal, string_array
-from clinotel.semconv import PHI_REGEX, PSEUDONYM_PATTERN, REDACTED, REGISTRY, UUID_PATTERN, PhiClass, Scope
+from clinotel.semconv import PHI_REGEX, PSEUDONYM_PATTERN, REDACTED, REGISTRY, UUID_PATTERN, AttrType, PhiClass, Scope
 
-__all__ = ["PHI_SQL", "allowed_keys", "attribute_map", "closed_values", "scrub_sql", "value_sql"]
+__all__ = [
+    "PHI_SQL",
+    "allowed_keys",
+    "attribute_map",
+    "closed_values",
+    "patterned_sql",
+    "ranged_sql",
+    "scrub_sql",
+    "value_sql",
+]
 
 
 PHI_SQL: Final = literal(PHI_REGEX)
@@ -38,6 +47,41 @@ def closed_values(scopes: tuple[Scope, ...]) -> tuple[list[str], list[str]]:
 
 
 _ONEOF: Final = "kind"
+
+
+def patterned_sql(scopes: tuple[Scope, ...]) -> str:
+    """multiIf branches (`condition, NULL, ` each, over `t = (key, value, …)`) dropping a value
+    that does not match its key's registered pattern, as the library refuses it: a raw OTLP sender
+    cannot store a person's name as a change's actor, or lines of its own in a coded label."""
+    by_pattern: dict[str, list[str]] = {}
+    for d in REGISTRY:
+        if d.pattern and not d.closed and d.phi is not PhiClass.PSEUDONYM and any(s in d.scope for s in scopes):
+            by_pattern.setdefault(d.pattern, []).append(d.key)
+    return "".join(
+        f"has({string_array(keys)}, t.1) AND NOT match(t.2, {literal(f'^(?:{pattern})$')}), NULL, "
+        for pattern, keys in by_pattern.items()
+    )
+
+
+def ranged_sql(scopes: tuple[Scope, ...]) -> str:
+    """multiIf branches, like `patterned_sql`'s, dropping a registered number that is not a finite
+    number within its key's range (a raw sender's NaN confidence would turn a tenant's averages
+    and quantiles into NaN, and a rule compared with NaN never fires)."""
+    by_range: dict[tuple[float | None, float | None], list[str]] = {}
+    for d in REGISTRY:
+        if d.type in (AttrType.INT, AttrType.DOUBLE) and any(s in d.scope for s in scopes):
+            by_range.setdefault((d.minimum, d.maximum), []).append(d.key)
+    x = "ifNull(toFloat64OrNull(t.2), nan)"
+    out = []
+    for (low, high), keys in by_range.items():
+        bounds = "".join(
+            [
+                f" AND {x} >= {float(low)!r}" if low is not None else "",
+                f" AND {x} <= {float(high)!r}" if high is not None else "",
+            ]
+        )
+        out.append(f"has({string_array(keys)}, t.1) AND NOT (isFinite({x}){bounds}), NULL, ")
+    return "".join(out)
 
 
 def value_sql(v: str) -> str:
@@ -70,6 +114,7 @@ def attribute_map(expr: str, scopes: tuple[Scope, ...]) -> str:
         f"has({pseudonyms}, t.1), if(match(t.2, {literal('^' + PSEUDONYM_PATTERN + '$')}), t.2, NULL), "
         f"has({free}, t.1), {scrub_sql('t.2')}, "
         f"has({closed_keys}, t.1) AND NOT has({closed_pairs}, concat(t.1, '=', t.2)), NULL, "
+        f"{patterned_sql(scopes)}{ranged_sql(scopes)}"
         f"t.3 AND match(t.2, {PHI_SQL}), NULL, t.2)), {typed})"
     )
     kept = f"arrayFilter(p -> p.2 IS NOT NULL, {checked})"

@@ -1,0 +1,97 @@
+"""Hostile or mistaken input to the commands added for flags, changes, drift and rollout, and
+credentials in URLs: one line (`Error: …`), exit code 1 or 2, never a traceback, never a
+password echoed, and nothing created."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clinotel.cli import main
+from tests.net import free_port
+
+SECRET = "s3cret-pw-7f2"
+CLOSED = f"127.0.0.1:{free_port()}"
+FLAGS_OK = (
+    "flags:\n  - key: x\n    owner: team-a\n    created: 2026-01-01\n    expiry: 2999-06-30\n"
+    "    kill_criteria: [canary_kill_under_triage]\n"
+)
+FILES = {
+    "bad-date.yaml": "flags:\n  - key: x\n    owner: team-a\n    created: 2026-13-45\n    expiry: 2026-06-30\n",
+    "bad-date-rules.yaml": "rules:\n  - name: x_rule\n    metric: fallback_rate\n    threshold: 1\n"
+    "    window: 2026-02-30\n    severity: page\n    summary: s\n",
+    "flags.yaml": FLAGS_OK,
+    "list.flagd.json": json.dumps({"flags": ["triage-model-v4"]}),
+}
+CHANGES = ["changes", "add", "deploy", "svc", "--endpoint", f"http://{CLOSED}"]
+DRIFT = ["drift", "check", "--data-dir", "nowhere"]
+
+CASES: list[tuple[str, list[str], int, str]] = [
+    ("flags check: a date that is none", ["flags", "check", "--file", "bad-date.yaml"], 1, "not valid YAML"),
+    ("alerts check: a date that is none", ["alerts", "check", "--rules", "bad-date-rules.yaml"], 1, "not valid YAML"),
+    ("changes add: now minus forever", [*CHANGES, "--at", "now-99999999999999d"], 2, "a time such as"),
+    ("changes add: year 1", [*CHANGES, "--at", "0001-01-01T00:00:00"], 2, "from 1970"),
+    ("changes add: far future", [*CHANGES, "--at", "2999-01-01T00:00:00Z"], 2, "a day from now"),
+    ("changes add: a service of two lines", [*CHANGES, "--service", "jane doe\n## forged"], 2, "a label"),
+    ("changes list: hours nan", ["changes", "list", "--data-dir", "nowhere", "--hours", "nan"], 2, "hours"),
+    ("drift: window past the calendar", [*DRIFT, "--window", "1000000d", "--baseline", "1d"], 2, "10 years"),
+    ("drift: baseline past any int", [*DRIFT, "--window", "1d", "--baseline", "99999999999999d"], 2, "10 years"),
+    ("drift: threshold nan passes all", [*DRIFT, "--window", "1d", "--baseline", "1d", "--threshold", "nan"], 2,
+     "a number"),
+    ("rollout gate: until forever ago", ["rollout", "gate", "--flag", "x", "--from", "canary", "--to", "full",
+     "--data-dir", "nowhere", "--until", "now-99999999999999d"], 2, "a time such as"),
+    ("rehearse: flags is a list", ["rollout", "rehearse", "--flags", "list.flagd.json", "--rule",
+     "canary_kill_under_triage"], 1, "has no flag"),
+    ("flags check: server URL with a password", ["flags", "check", "--server", f"http://reader:{SECRET}@{CLOSED}"], 1,
+     "cannot reach http://reader:***@"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("argv", "code", "says"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_exit_1_or_2(
+    argv: list[str], code: int, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    for name, text in FILES.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert exited.value.code == code, err
+    assert "Traceback" not in out + err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("Error: "), err
+    assert says in lines[0], lines[0]
+    assert SECRET not in out + err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(FILES), "nothing created"
+
+
+def test_changes_add_never_echoes_the_password_in_its_endpoint(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2")  # bounded: the exporter's retries end sooner
+    with pytest.raises(SystemExit) as exited:
+        main(["changes", "add", "deploy", "svc", "--endpoint", f"http://ci:{SECRET}@{CLOSED}"])
+    out, err = capsys.readouterr()
+    assert exited.value.code == 1
+    assert "did not accept the change events" in err
+    assert SECRET not in out + err
+
+
+def test_serve_never_echoes_the_password_in_the_server_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--insecure-no-auth", "--clickhouse-url", f"http://writer:{SECRET}@{CLOSED}",
+              "--otlp-http", "127.0.0.1:0", "--otlp-grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert exited.value.code == 1
+    assert "Traceback" not in out + err
+    assert SECRET not in out + err
+    leaked = [p for p in tmp_path.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
+    assert leaked == []
