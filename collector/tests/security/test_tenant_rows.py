@@ -5,6 +5,7 @@ evaluated, so no error, timing, counter or statistic depends on their rows."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import pytest
@@ -181,3 +182,16 @@ def test_schema_description_is_readable(arena: Arena) -> None:
         answer = arena.ask(sql, database=db)
         assert answer.status == 200, (sql, answer.text()[:200])
         assert_reveals_nothing(answer)
+
+
+def test_the_display_name_clients_ask_for_is_not_the_hosts(arena: Arena) -> None:
+    """clickhouse-go asks for displayName() when it connects: the reader gets a constant under the
+    column name it asked for, never the machine's host name."""
+    answer = arena.ask(
+        "SELECT displayName(), upper(displayName()) AS d FORMAT TSVWithNames", database=arena.options.database
+    )
+    assert answer.status == 200, answer.text()[:300]
+    header, values = answer.text().strip().split("\n")
+    assert header.split("\t") == ["displayName()", "d"]
+    assert values.split("\t") == ["clinotel", "CLINOTEL"]
+    assert socket.gethostname() not in answer.text()

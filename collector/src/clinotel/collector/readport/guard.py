@@ -61,6 +61,8 @@ _TYPE_ARGUMENT: Final = frozenset(
 """Functions whose second argument is a type name: a literal, so the check above sees it."""
 _AGGREGATE_TYPE: Final = re.compile(r"AggregateFunction\(\s*([A-Za-z_][A-Za-z0-9_]*)")
 TOO_DEEP: Final = (167, "TOO_DEEP_AST")
+_CONSTANT_FUNCTIONS: Final = {"displayName": "clinotel"}
+"""Functions readers may call that would reveal the host: answered with a constant instead."""
 _IN_SCOPE: Final = re.compile(r":? In scope SELECT (?:parseQueryToJSON|formatQuery)\(unhex\('[0-9a-f]*'\)\)\.?")
 
 
@@ -317,6 +319,13 @@ class _Walk:
         self.function(name)
         arguments = node.get("arguments", {}).get("children", [])
         canonical = self.policy.catalog.resolve(name)
+        if canonical in _CONSTANT_FUNCTIONS:
+            # clients ask for it when they connect (clickhouse-go); the host's name is not theirs to see
+            alias = node.get("alias") or f"{name}()"
+            node.clear()
+            node.update({"type": "Literal", "value": {"field_type": "String", "value": _CONSTANT_FUNCTIONS[canonical]}})
+            node["alias"] = alias
+            return
         if canonical in _AGGREGATE_BY_NAME:
             first = _string_literal(arguments[0]) if arguments else None
             if first is None:

@@ -512,7 +512,7 @@ def findings_html(
     if found:
         parts.append(_incidents_table(found, rules, marks, before_during, tenants, x_range[1]))
     else:
-        parts.append('<p class="ok">None: no alert fired in the range.</p>')
+        parts.append('<p class="ok">No alert fired in the range: no incident to list.</p>')
     parts.append("</div></div>")
     for error in errors:
         parts.append(f'<p class="error">{_e(error)}</p>')
