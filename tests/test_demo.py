@@ -128,6 +128,12 @@ def _check_report(page: str, fired: list[str]) -> None:
         assert f"docs/runbooks/{rule}.md" in findings
     text = visible_text(findings)
     assert INDICATORS["under_triage_rate"].title in text
+    # issue 17: after the findings, the efficiency section in words
+    effort = page[page.index('id="efficiency"') : page.index('class="dashboard"')]
+    words = " ".join(visible_text(effort).split())
+    assert re.search(r"Triage, recommendation mode: [\d.]+ min saved per workflow against shadow mode", words), words
+    assert "Triage, rework created by the canary (recommendation mode)" in words
+    assert "too few" not in words.split("Minutes, touches")[0], "the demo has enough workflows for every statement"
     assert "Canary over the report's range:" in " ".join(text.split())
     assert re.search(r"canary_kill_under_triage over its [\d.]+ h window to \d\d:\d\d", " ".join(text.split()))
 

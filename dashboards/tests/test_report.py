@@ -204,4 +204,21 @@ def test_the_report_opens_on_its_findings_draws_every_panel_and_prints(
     verdicts = (rollout.KILL, rollout.ABOVE_NOT_SIGNIFICANT, rollout.ABOVE_NO_TEST, rollout.OK, rollout.TOO_FEW)
     assert re.search(r"\b(" + "|".join(re.escape(v) for v in verdicts) + r")\b", criteria), criteria
     assert "Operations" not in first, "the dashboards begin on a page of their own"
+    assert "Is it worth it" not in first, "the efficiency section comes after the findings' page"
+    # issue 17: the efficiency section, printed on its own page, in words: minutes saved in
+    # recommendation mode against shadow mode, and the rework the biased canary created
+    second = " ".join(page_text(2).split())
+    assert "Is it worth it: human effort" in second
+    saved = re.search(r"Triage, recommendation mode: ([\d.]+) min saved per workflow against shadow mode", second)
+    assert saved is not None, second[:2000]
+    assert float(saved.group(1)) > 0
+    assert re.search(r"net [\d,.]+ min saved over [\d,]+ workflows", second)
+    rework = re.search(
+        r"Triage, rework created by the canary \(recommendation mode\): ([\d.]+)% of its workflows reworked .*? "
+        r"against ([\d.]+)% in the baseline cohort .*?: ([\d.]+)× the baseline's \(([\d.]+)×–",
+        second,
+    )
+    assert rework is not None, second[:3000]
+    assert float(rework.group(1)) > float(rework.group(2)), "the biased canary creates rework"
+    assert float(rework.group(4)) > 1, "and its interval says so"
     assert "Workflows per minute" in "".join(page_text(n) for n in range(2, 5))

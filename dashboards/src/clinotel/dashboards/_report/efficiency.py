@@ -94,13 +94,14 @@ def _saving_words(kind: str, s: dict[str, Any]) -> str:
             f"{_e(kind)}, {_e(phase)}: minutes saved against shadow mode: <b>{TOO_FEW}</b> "
             f"(n = {s['workflows']:,} against {s['shadow_workflows']:,} in shadow; {MIN_WORKFLOWS} needed on each side)"
         )
-    saved = s["saved_per_workflow"]
+    saved, net = s["saved_per_workflow"], s["net_minutes_saved"]
     verb = "saved" if saved >= 0 else "lost"
     return (
         f"{_e(kind)}, {_e(phase)}: <b>{_e(show(abs(saved), 'minutes'))} {verb}</b> per workflow against shadow mode "
         f"({_e(show(s['minutes'], 'minutes'))} against {_e(show(s['shadow_minutes'], 'minutes'))}; 95 % interval of "
         f"the saving {_e(show(s['saved_low'], 'minutes'))} to {_e(show(s['saved_high'], 'minutes'))}), rework "
-        f"included: net <b>{_e(show(s['net_minutes_saved'], 'minutes'))}</b> saved over {s['workflows']:,} workflows"
+        f"included: net <b>{_e(show(abs(net), 'minutes'))} {'saved' if net >= 0 else 'lost'}</b> over "
+        f"{s['workflows']:,} workflows"
     )
 
 
@@ -129,17 +130,22 @@ def _rework_words(kind: str, canary: dict[str, Any], baseline: dict[str, Any]) -
     )
 
 
+def _kind(kind: str) -> str:
+    words = value_text("kind", kind)
+    return words[:1].upper() + words[1:]
+
+
 def _headline(e: Efficiency) -> list[str]:
     items = []
     for s in e.overall:
-        items.append(_saving_words(value_text("kind", str(s["kind"])), s))
+        items.append(_saving_words(_kind(str(s["kind"])), s))
     by_phase = {(str(p["kind"]), str(p["phase"])): p for p in e.phases}
     for (kind, phase), p in by_phase.items():
         if not phase.endswith(" canary"):
             continue
         baseline = by_phase.get((kind, phase.removesuffix(" canary")))
         if baseline is not None:
-            items.append(_rework_words(value_text("kind", kind), p, baseline))
+            items.append(_rework_words(_kind(kind), p, baseline))
     if not items:
         items.append("No rollout phase to compare with shadow mode in this range (no effort recorded, or no shadow)")
     return items
@@ -147,7 +153,7 @@ def _headline(e: Efficiency) -> list[str]:
 
 def _phase_rows(phases: Sequence[dict[str, Any]]) -> str:
     rows = []
-    for p in phases:
+    for p in sorted(phases, key=lambda p: (str(p["kind"]), p["phase"] != RolloutMode.SHADOW.value, str(p["phase"]))):
         few = p["workflows"] < MIN_WORKFLOWS
         minutes = TOO_FEW if few else _minutes(p["minutes_per_workflow"], p["minutes_low"], p["minutes_high"])
         rework = TOO_FEW if few else (
