@@ -18,6 +18,7 @@ from clinotel.dashboards import build_all
 from clinotel.dashboards.check import panel_range
 from clinotel.dashboards.macros import TimeRange, expand
 from clinotel.model import clinical
+from clinotel.model.drift import MIN_SAMPLE
 from clinotel.semconv import attributes as A
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -203,3 +204,26 @@ def test_rework_by_kind_and_role(client: Any, options: schema.SchemaOptions) -> 
     rework = [r for *_, r in PLANTED if r is not None]
     assert (row["rework"], row["role"], row["records"]) == ("callback", "nurse", len(rework))
     assert row["rework_minutes"] == pytest.approx(round(sum(rework), 1))
+
+
+def test_drift_panel_shows_a_figure_only_with_enough_rows(client: Any, options: schema.SchemaOptions) -> None:
+    s = Spans()
+    decide = {A.WORKFLOW_KIND.key: "triage", A.WORKFLOW_STAGE.key: "decide"}
+    # the previous period (the range's length before it) and the range: arrival mode on 300 and 300
+    # rows, the heart rate band on 40 and 40 (under MIN_SAMPLE)
+    for at, walk_in, ambulance in ((T0 - timedelta(hours=4), 200, 100), (T0 + timedelta(hours=1), 100, 200)):
+        for i in range(walk_in + ambulance):
+            attrs = {**decide, A.INPUT_ARRIVAL_MODE.key: "walk_in" if i < walk_in else "ambulance"}
+            if i < 40:
+                attrs[A.INPUT_HEART_RATE_BAND.key] = "high" if at > T0 else "normal"
+            s.add(at, "decide", attrs)
+    s.insert(client, options)
+    got = {r["feature"]: r for r in _rows(client, options.database, "quality", "Drift against the previous period")}
+    mode, heart = got["input.arrival_mode"], got["input.heart_rate_band"]
+    assert (mode["n_ref"], mode["n_win"], heart["n_ref"], heart["n_win"]) == (300, 300, 40, 40)
+    assert MIN_SAMPLE > 40
+    r = np.array([200.5, 100.5]) / 301
+    w = np.array([100.5, 200.5]) / 301
+    assert mode["psi"] == pytest.approx(round(float(np.sum((w - r) * np.log(w / r))), 4))
+    assert mode["js"] is not None
+    assert (heart["psi"], heart["js"], heart["moved_most"]) == (None, None, ""), "too few: no figure"
