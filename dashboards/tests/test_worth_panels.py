@@ -43,9 +43,9 @@ class Spans:
         client.insert(o.name(schema.TRACES), self.rows, column_names=SPAN_COLUMNS)
 
 
-def _rows(client: Any, database: str, dashboard: str, title: str) -> list[dict[str, Any]]:
+def _rows(client: Any, database: str, dashboard: str, title: str, kind: str = "table") -> list[dict[str, Any]]:
     board = build_all(database)[dashboard]
-    (panel,) = [p for p in board["panels"] if p.get("title") == title and p["type"] == "table"]
+    (panel,) = [p for p in board["panels"] if p.get("title") == title and p["type"] == kind]
     names = tuple(v["name"] for v in board["templating"]["list"])
     sql = expand(panel["targets"][0]["rawSql"], panel_range(panel, names, RANGE))
     return list(client.query(sql).named_results())
@@ -227,3 +227,23 @@ def test_drift_panel_shows_a_figure_only_with_enough_rows(client: Any, options: 
     assert mode["psi"] == pytest.approx(round(float(np.sum((w - r) * np.log(w / r))), 4))
     assert mode["js"] is not None
     assert (heart["psi"], heart["js"], heart["moved_most"]) == (None, None, ""), "too few: no figure"
+
+
+def test_data_quality_series_by_site_and_the_arrival_mix(client: Any, options: schema.SchemaOptions) -> None:
+    s = Spans()
+    at = T0 + timedelta(hours=1)  # one instant: one interval, whatever the panel's
+    for site, n, stale in (("north", 10, 3), ("south", 4, 4)):  # south: under 5 rows, left out
+        for i in range(n):
+            s.add(at, "decide", {A.WORKFLOW_KIND.key: "triage", A.SITE.key: site,
+                                 A.DATA_DEMOGRAPHICS_AGE_H.key: "48" if i < stale else "1"})  # fmt: skip
+    for i in range(8):
+        s.add(
+            at,
+            "decide",
+            {A.WORKFLOW_KIND.key: "triage", A.INPUT_ARRIVAL_MODE.key: "walk_in" if i < 6 else "helicopter"},
+        )
+    s.insert(client, options)
+    stale = _rows(client, options.database, "quality", "Stale demographics", "timeseries")
+    assert [(r["grp"], r["Stale demographics"]) for r in stale] == [("north", pytest.approx(0.3))]
+    mix = {r["mode"]: r["share"] for r in _rows(client, options.database, "quality", "Arrival mode mix", "timeseries")}
+    assert mix == {"walk_in": pytest.approx(0.75), "helicopter": pytest.approx(0.25)}
