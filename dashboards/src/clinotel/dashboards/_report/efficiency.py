@@ -204,7 +204,8 @@ def efficiency_html(e: Efficiency | None, error: str | None = None) -> str:
     parts.append("<h3>Net minutes saved against shadow mode, per site and department</h3>" + _place_rows(e.places))
     parts.append(
         '<p class="method">Human minutes: the effort recorded on a workflow\'s stages plus its rework. Saved: the '
-        "shadow phase's mean minus the phase's, per workflow, at the same place (Welch 95 % interval); net: times "
-        f"the phase's workflows. Under {MIN_WORKFLOWS} workflows on either side: {TOO_FEW}.</p></section>"
+        "shadow phase's mean minus the phase's, per workflow (Welch 95 % interval): above, against the workflow "
+        "kind's whole shadow phase; in the table, against the same site and department's. Net: times the phase's "
+        f"workflows. Under {MIN_WORKFLOWS} workflows on either side: {TOO_FEW}.</p></section>"
     )
     return "".join(parts)
