@@ -128,6 +128,18 @@ def _check_report(page: str, fired: list[str]) -> None:
         assert f"docs/runbooks/{rule}.md" in findings
     text = visible_text(findings)
     assert INDICATORS["under_triage_rate"].title in text
+    # issue 17: after the findings, the efficiency section in words
+    effort = page[page.index('id="efficiency"') : page.index('class="dashboard"')]
+    words = " ".join(visible_text(effort).split())
+    assert re.search(r"Triage, recommendation mode: [\d.]+ min saved per workflow against shadow mode", words), words
+    rework = re.search(
+        r"Triage, rework created by the canary \(recommendation mode\): ([\d.]+)% of its workflows reworked .*? "
+        r"against ([\d.]+)% in the baseline cohort",
+        words,
+    )
+    assert rework is not None, words
+    assert float(rework.group(1)) > float(rework.group(2)), "the biased canary creates rework"
+    assert "too few" not in words.split("Minutes, touches")[0], "the demo has enough workflows for every statement"
     assert "Canary over the report's range:" in " ".join(text.split())
     assert re.search(r"canary_kill_under_triage over its [\d.]+ h window to \d\d:\d\d", " ".join(text.split()))
 

@@ -138,7 +138,7 @@ def test_every_feedback_category_has_a_ticket_rule_for_its_owner() -> None:
 
 def test_a_signal_is_refused_by_rule_kinds_it_cannot_serve() -> None:
     with pytest.raises(ValueError, match="threshold or baseline"):
-        Rule.model_validate({"name": "x_rule", "kind": "canary", "metric": "rework_rate", "threshold": 2,
+        Rule.model_validate({"name": "x_rule", "kind": "canary", "metric": "feedback_other", "threshold": 2,
                              "window": "1h", "severity": "ticket", "summary": "nope"})  # fmt: skip
     with pytest.raises(ValueError, match="baseline_window"):
         Rule.model_validate({"name": "x_rule", "kind": "drift", "metric": "psi", "threshold": 0.2,

@@ -204,4 +204,25 @@ def test_the_report_opens_on_its_findings_draws_every_panel_and_prints(
     verdicts = (rollout.KILL, rollout.ABOVE_NOT_SIGNIFICANT, rollout.ABOVE_NO_TEST, rollout.OK, rollout.TOO_FEW)
     assert re.search(r"\b(" + "|".join(re.escape(v) for v in verdicts) + r")\b", criteria), criteria
     assert "Operations" not in first, "the dashboards begin on a page of their own"
-    assert "Workflows per minute" in "".join(page_text(n) for n in range(2, 5))
+    assert "Is it worth it" not in first, "the efficiency section comes after the findings' page"
+    # issue 17: the efficiency section, printed on its own page, in words: minutes saved in
+    # recommendation mode against shadow mode, and the rework the biased canary created
+    later = [" ".join(page_text(n).split()) for n in range(2, 7)]
+    at = next((k for k, text in enumerate(later) if "Is it worth it: human effort" in text), None)
+    assert at is not None, "the efficiency section on one of pages 2 to 6"
+    assert all("Operations" not in text for text in later[: at + 1]), "before the dashboards"
+    second = " ".join(later[at : at + 2])
+    saved = re.search(r"Triage, recommendation mode: ([\d.]+) min saved per workflow against shadow mode", second)
+    assert saved is not None, second[:2000]
+    assert float(saved.group(1)) > 0
+    assert re.search(r"net [\d,.]+ min saved over [\d,]+ workflows", second)
+    # the canary's rework against its baseline cohort, with both rates' intervals and the ratio's (at
+    # this size the canary's bias has barely begun: tests/test_demo.py checks it creates rework)
+    rework = re.search(
+        r"Triage, rework created by the canary \(recommendation mode\): [\d.]+% of its workflows reworked "
+        r"\([\d.]+%–[\d.]+%, n = [\d,]+\) against [\d.]+% in the baseline cohort \([\d.]+%–[\d.]+%, n = [\d,]+\): "
+        r"[\d.]+× the baseline's \([\d.]+×–[\d.]+×\)",
+        second,
+    )
+    assert rework is not None, second[:3000]
+    assert "Workflows per minute" in "".join(later)  # the dashboards after the efficiency page

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from clinotel.alerts.cli import _console
 from clinotel.alerts.rules import parse_duration
-from clinotel.model.drift import FEATURES, Reference, drift_sql
+from clinotel.model.drift import FEATURES, MIN_SAMPLE, Reference, drift_sql
 from clinotel.model.store import error_line, open_reading_store, reading_store
 from clinotel.model.tables import DEFAULT_DATABASE
 
@@ -79,7 +79,7 @@ def drift() -> None:
 @click.option("--now", "now_text", metavar="TIME", help="Where the window ends (ISO 8601) [default: now].")
 @click.option("--measure", type=click.Choice(("psi", "js")), default="psi", show_default=True)
 @click.option("--threshold", type=click.FloatRange(min=0, min_open=True), help="[default: psi 0.25, js 0.1]")
-@click.option("--min-sample", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--min-sample", type=click.IntRange(min=1), default=MIN_SAMPLE, show_default=True,
               help="Rows each side needs before a feature can fail the check.")  # fmt: skip
 @click.option("--feature", "only", multiple=True, metavar="NAME", help="Check only these features (repeatable).")
 @click.option("--kind", metavar="KIND", help="Only this workflow kind.")

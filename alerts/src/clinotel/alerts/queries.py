@@ -24,10 +24,11 @@ from clinotel.alerts.rules import Kind, Rule, Test
 from clinotel.alerts.worth_queries import drift_rule_sql, signal_rule_sql
 from clinotel.model import tables
 from clinotel.model.collector_metrics import METRICS
-from clinotel.model.indicators import INDICATORS, STRATUM, reference_group
+from clinotel.model.indicators import INDICATORS, STRATUM, Indicator, reference_group
 from clinotel.model.signals import SIGNALS
 from clinotel.model.sql import identifier, literal
 from clinotel.model.stats import ratio_interval_sql, ratio_sequence_sql, wilson_sql
+from clinotel.model.workflow_signals import workflow_rate, workflow_signal_sql
 from clinotel.semconv import RolloutCohort
 
 __all__ = ["COLUMNS", "Bounds", "Observation", "observe", "rule_sql"]
@@ -95,10 +96,14 @@ def rule_sql(rule: Rule, database: str, now: datetime | Bounds) -> str:
         )
     if rule.kind is Kind.DRIFT:
         return _plain(drift_rule_sql(rule, database, bounds))
-    if rule.metric in SIGNALS:
+    if rule.metric in SIGNALS and rule.kind in (Kind.THRESHOLD, Kind.BASELINE):
         return _plain(signal_rule_sql(rule, database, bounds))
-    i = INDICATORS[rule.metric]
-    table = f"{identifier(database)}.{identifier(i.table)}{i.final}"
+    if rule.metric in SIGNALS:  # a canary or disparity rule: the signal per workflow
+        i = workflow_rate(rule.metric)
+        table = f"(\n{workflow_signal_sql(rule.metric, database, f'{bounds.end} - toIntervalSecond({w})')}\n)"
+    else:
+        i = INDICATORS[rule.metric]
+        table = f"{identifier(database)}.{identifier(i.table)}{i.final}"
     window = bounds.between(i.time_column, w)
     keys = "TenantId AS tenant, WorkflowKind AS kind"
     rate = i.kind == "rate"
@@ -140,14 +145,13 @@ def rule_sql(rule: Rule, database: str, now: datetime | Bounds) -> str:
     else:
         assert rule.kind is Kind.DISPARITY
         assert rule.dimension is not None
-        inner = _disparity(rule, table, window, counts)
+        inner = _disparity(rule, i, table, window, counts)
     return _tested(rule, inner)
 
 
-def _disparity(rule: Rule, table: str, window: str, counts: Callable[[], tuple[str, str]]) -> str:
+def _disparity(rule: Rule, i: Indicator, table: str, window: str, counts: Callable[[], tuple[str, str]]) -> str:
     """Each group against its stratum's reference group (the one with the most workflows: the
     dashboards' rule), the reference left out."""
-    i = INDICATORS[rule.metric]
     value, sample = i.conditional()
     x, n = counts()
     stratum = ", ".join(c for c, _ in STRATUM)

@@ -37,6 +37,7 @@ from clinotel.alerts.actions import RuleAction
 from clinotel.model.collector_metrics import METRICS
 from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS
 from clinotel.model.signals import SIGNALS
+from clinotel.model.workflow_signals import WORKFLOW_RATES
 from clinotel.semconv import attributes as A
 
 __all__ = [
@@ -196,8 +197,13 @@ class Rule(BaseModel):
             if metric not in DRIFT_MEASURES:
                 raise ValueError(f"drift metric must be one of {', '.join(DRIFT_MEASURES)}")
         elif metric in SIGNALS:
-            if kind not in (Kind.THRESHOLD, Kind.BASELINE):
-                raise ValueError(f"{metric} is a signal of the traces: threshold or baseline rules only")
+            if kind in (Kind.CANARY, Kind.DISPARITY) and metric not in WORKFLOW_RATES:
+                raise ValueError(
+                    f"{metric} is a count of the traces: threshold or baseline rules only (canary and disparity "
+                    f"rules take a rate per workflow: {', '.join(WORKFLOW_RATES)})"
+                )
+            if kind not in (Kind.THRESHOLD, Kind.BASELINE, Kind.CANARY, Kind.DISPARITY):
+                raise ValueError(f"{metric} is a signal of the traces: threshold, baseline, canary or disparity rules")
         elif kind is not None and metric not in INDICATORS:
             raise ValueError(f"unknown metric {metric!r}; known: {', '.join(sorted([*INDICATORS, *SIGNALS]))}")
         return metric
@@ -232,8 +238,11 @@ class Rule(BaseModel):
     @property
     def _rate_indicator(self) -> bool:
         """The rule reads an indicator that is a rate (hits among rows): the only ones a test suits."""
-        if self.kind in (Kind.COLLECTOR, Kind.SDK, Kind.DRIFT) or self.metric in SIGNALS:
+        if self.kind in (Kind.COLLECTOR, Kind.SDK, Kind.DRIFT):
             return False
+        if self.metric in SIGNALS:
+            # per workflow, a signal is a rate; the span-level figures (threshold, baseline) are not
+            return self.kind in (Kind.CANARY, Kind.DISPARITY) and self.metric in WORKFLOW_RATES
         return INDICATORS[self.metric].kind == "rate"
 
     @property
@@ -250,7 +259,11 @@ class Rule(BaseModel):
         """Harm is a higher value: a disparity rule's `harm` (or its indicator's direction); the
         comparison's side for the others."""
         if self.kind is Kind.DISPARITY:
-            return self.harm == "higher" if self.harm is not None else INDICATORS[self.metric].higher_is_worse
+            if self.harm is not None:
+                return self.harm == "higher"
+            if self.metric in SIGNALS:
+                return SIGNALS[self.metric].higher_is_worse
+            return INDICATORS[self.metric].higher_is_worse
         return self.comparison in (Comparison.GT, Comparison.GE)
 
     @property

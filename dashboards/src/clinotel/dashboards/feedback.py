@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from clinotel.dashboards._panels import Board
 from clinotel.dashboards._traces import trace_filters
-from clinotel.model.clinical import WORKFLOWS
+from clinotel.model.feedback import feedback_decisions_sql
 from clinotel.model.signals import FEEDBACK_OWNERS, IS_FEEDBACK, attr
 from clinotel.model.sql import identifier, literal
 from clinotel.model.tables import TRACES
@@ -23,15 +23,9 @@ def add_feedback(b: Board) -> None:
     b.table(
         "Feedback by category, with its decision",
         "Coded feedback (never free text), joined to the workflow it is about: the model version and the decision "
-        "it judged, and the team each category is routed to.",
-        f"SELECT f.category AS category, {owners}[f.category] AS team, f.severity AS severity, "
-        "w.ModelVersion AS model_version, w.DecisionValue AS decision, count() AS reports\n"
-        f"FROM (\n    SELECT {category} AS category, {attr(A.FEEDBACK_SEVERITY.key)} AS severity, "
-        "Links.TraceId[1] AS trace\n"
-        f"    FROM {db}.{identifier(TRACES)}\n"
-        f"    WHERE $__timeFilter(Timestamp) AND {IS_FEEDBACK} AND {trace_filters()}\n) AS f\n"
-        f"LEFT JOIN (SELECT TraceId, ModelVersion, DecisionValue FROM {db}.{identifier(WORKFLOWS)} FINAL) AS w "
-        "ON f.trace = w.TraceId\n"
+        "it judged (by the span link, else by the workflow's identifier), and the team each category is routed to.",
+        f"SELECT category, {owners}[category] AS team, severity, model_version, decision, count() AS reports\n"
+        f"FROM (\n{feedback_decisions_sql(b.database, f'$__timeFilter(Timestamp) AND {trace_filters()}')}\n)\n"
         "GROUP BY category, team, severity, model_version, decision ORDER BY reports DESC",
         w=24,
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 from clinotel.dashboards._panels import Board
 from clinotel.dashboards._traces import signal_series, trace_filters
-from clinotel.model.drift import Reference, drift_sql
+from clinotel.model.drift import MIN_SAMPLE, Reference, drift_sql
 from clinotel.model.signals import SIGNALS, attr
 from clinotel.model.sql import identifier
 from clinotel.model.tables import TRACES
@@ -22,9 +22,12 @@ QUALITY = ("context_missing_rate", "stale_demographics_rate", "late_lab_rate", "
 
 
 def _drift_table(inner: str) -> str:
+    # under MIN_SAMPLE rows on either side a feature's row stays, its figures NULL (too few)
+    enough = f"least(n_ref, n_win) >= {MIN_SAMPLE}"
     return (
-        "SELECT kind, feature, n_ref, n_win, round(psi, 4) AS psi, round(js, 4) AS js, moved AS moved_most\n"
-        f"FROM (\n{inner}\n)\nWHERE n_win > 0 ORDER BY psi DESC"
+        f"SELECT kind, feature, n_ref, n_win, if({enough}, round(psi, 4), NULL) AS psi, "
+        f"if({enough}, round(js, 4), NULL) AS js, if({enough}, moved, '') AS moved_most\n"
+        f"FROM (\n{inner}\n)\nWHERE n_win > 0 ORDER BY {enough} DESC, psi DESC"
     )
 
 
@@ -37,7 +40,8 @@ def build(database: str) -> dict[str, Any]:
     b.table(
         "Drift against the previous period",
         "PSI (half a row added per bin) and Jensen–Shannon divergence (bits) of each input and model output over the "
-        "range against the same length before it. Under 0.1 stable, 0.1–0.25 moving, over 0.25 shifted.",
+        "range against the same length before it. Under 0.1 stable, 0.1–0.25 moving, over 0.25 shifted. "
+        f"Under {MIN_SAMPLE} rows on either side: too few (no figure).",
         _drift_table(drift_sql(database, (_BEFORE, _FROM), (_FROM, _TO), where=trace_filters())),
     )
     b.table(

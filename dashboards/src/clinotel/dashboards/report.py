@@ -4,7 +4,9 @@ fetched) that a safety committee can read on screen or on paper.
 Page one is the findings: every alert that fired (when, its value against its threshold, its
 runbook), the canary against the baseline per kill criterion, the largest disparities between
 cohort groups with their intervals, the alert timeline with the rollout changes beside it, and the
-incidents. Then every dashboard panel, run as Grafana runs it and drawn with human labels, axis
+incidents. Then, on a page of its own, whether the automation is worth it (`_report.efficiency`:
+minutes saved against shadow mode, rework created by the canary, in words with their intervals).
+Then every dashboard panel, run as Grafana runs it and drawn with human labels, axis
 titles and one format per quantity (`_report.panels`); then the findings in detail (every
 comparison, the alerts' audit trail in order) and the definitions of every figure.
 
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from clinotel.dashboards._report import efficiency as E
 from clinotel.dashboards._report import findings as F
 from clinotel.dashboards._report import svg
 from clinotel.dashboards._report.alerts import AlertRule, episodes, load_events, rules_by_name
@@ -175,6 +178,13 @@ def render(
             errors=errors, recorded=recorded, marks=marks,
         )
     ]  # fmt: skip
+    try:
+        effort: E.Efficiency | None = E.efficiency(client, database, tr)
+        effort_error = None
+    except Exception as e:  # noqa: BLE001 - shown in its place
+        effort, effort_error = None, _line(e)
+        failed += 1
+    body.append(E.efficiency_html(effort, effort_error))
     ctx = Context(
         client,
         database,
@@ -184,7 +194,7 @@ def render(
         (axis[0].timestamp(), axis[1].timestamp()),
         [svg.Marker(m.at.timestamp(), m.text) for m in marks],
     )
-    nav = [("findings", "Findings")]
+    nav = [("findings", "Findings"), ("efficiency", "Efficiency")]
     panels = 0
     for name, data in dashboards.items():
         section, n, bad = _dashboard(ctx, name, data)

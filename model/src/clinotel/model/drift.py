@@ -28,10 +28,22 @@ from clinotel.model.tables import TRACES
 from clinotel.semconv import DecisionSource, RolloutMode, Stage
 from clinotel.semconv import attributes as A
 
-__all__ = ["FEATURES", "OUTPUT_CONFIDENCE", "OUTPUT_PRIORITY", "SHADOW_LOOKBACK_S", "Feature", "Reference", "drift_sql"]
+__all__ = [
+    "FEATURES",
+    "MIN_SAMPLE",
+    "OUTPUT_CONFIDENCE",
+    "OUTPUT_PRIORITY",
+    "SHADOW_LOOKBACK_S",
+    "Feature",
+    "Reference",
+    "drift_sql",
+]
 
 SHADOW_LOOKBACK_S: Final = 90 * 86400
 """How far back a shadow reference looks for shadow-mode rows."""
+MIN_SAMPLE: Final = 100
+"""Rows each side needs before a feature's drift is shown or judged (panels, `drift check`'s default;
+the default `decision_drift` rule says the same)."""
 SMOOTHING: Final = 0.5
 """Rows added to every bin of both sides before PSI's logarithm."""
 

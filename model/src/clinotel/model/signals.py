@@ -78,10 +78,12 @@ class Signal:
     sample: str = "count()"
     min_sample: int = 30
     higher_is_worse: bool = True
+    hit: str | None = None
+    """A data-quality rate's check failing on one row (its `value` is the share of rows where it holds)."""
 
 
 def _rate(name: str, title: str, description: str, key: str, hit: str) -> Signal:
-    return Signal(name, title, description, "percentunit", _has(key), f"countIf({hit}) / nullIf(count(), 0)")
+    return Signal(name, title, description, "percentunit", _has(key), f"countIf({hit}) / nullIf(count(), 0)", hit=hit)
 
 
 SIGNALS: Final = {

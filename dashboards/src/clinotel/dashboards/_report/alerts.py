@@ -22,6 +22,7 @@ from clinotel.dashboards._report.labels import label, value_text
 from clinotel.dashboards.macros import TimeRange
 from clinotel.model import tables
 from clinotel.model.indicators import INDICATORS
+from clinotel.model.signals import SIGNALS
 from clinotel.model.sql import identifier
 
 __all__ = [
@@ -198,8 +199,8 @@ def value_quantity(rule: AlertRule | None) -> Quantity:
         return "number"
     if str(rule.kind) in RATIO_KINDS:
         return "ratio"
-    indicator = INDICATORS.get(rule.metric)
-    return quantity_of(indicator.unit) if indicator is not None else "count"
+    figure = INDICATORS.get(rule.metric) or SIGNALS.get(rule.metric)  # a signal: a rate, or a count of feedback
+    return quantity_of(figure.unit) if figure is not None else "count"
 
 
 def rules_by_name(rules: Sequence[AlertRule]) -> Mapping[str, AlertRule]:

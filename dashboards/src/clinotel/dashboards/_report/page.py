@@ -60,6 +60,7 @@ small{color:#666}code{font-size:12px;background:#eef0f4;padding:0 3px;border-rad
 .error{color:#b3202e;font-family:monospace;font-size:12.5px}.empty,.more{color:#777}.ok{color:#2d7a2d}
 .findings{background:#fff;border:1px solid #dde;border-radius:4px;padding:4px 16px 12px;margin-top:16px}
 .findings h2{margin-top:10px}
+.efficiency{background:#fff;border:1px solid #dde;border-radius:4px;padding:4px 16px 12px;margin-top:16px}
 .headline{margin:6px 0 4px;padding-left:20px;font-size:15px}
 .method{color:#596070;font-size:12.5px;margin:4px 0}
 .sev{display:inline-block;padding:0 6px;border-radius:3px;color:#fff;font-size:11.5px;font-weight:600}
@@ -83,7 +84,7 @@ table{font-size:9.5px}th,td{padding:1px 5px}small{font-size:8.5px}code{font-size
 .screen{display:none}.print{display:block}tr.print{display:table-row}.pair svg.timeline{width:88%}
 .method,.about,.legend span,.changes{font-size:9px}.changes{margin:2px 0}
 .pair{display:flex;flex-direction:column}.pair>div:last-child{order:-1}svg.strip{width:150px;min-width:120px;max-height:16px}
-section.details,section.definitions{break-before:page;page-break-before:always}
+section.details,section.definitions,section.efficiency{break-before:page;page-break-before:always}
 .grid-panels{grid-template-columns:1fr 1fr;gap:8px}.findings h3{break-after:avoid}
 .stats{grid-template-columns:repeat(6,1fr);gap:6px}
 .panel{border-color:#ccc;padding:6px 8px}.figure{font-size:20px}
