@@ -105,3 +105,16 @@ def test_net_minutes_saved_against_shadow_with_welch_interval(client: Any, optio
         assert r["net_minutes_saved"] == pytest.approx(round(diff * len(now), 1))
     # the biased canary's rework eats most of what its stages saved
     assert rows["recommend canary"]["saved_per_workflow"] < rows["recommend"]["saved_per_workflow"]
+
+
+def test_another_tenants_effort_on_the_same_trace_id_is_not_counted(client: Any, options: schema.SchemaOptions) -> None:
+    """Trace ids are chosen by the sender: a tenant that reuses another's cannot add minutes to it."""
+    _plant(client, options)
+    intruder = {A.TENANT_ID.key: "intruder"}
+    client.insert(options.name(schema.TRACES), [
+        (T0, f"{1:032x}", "ff" * 8, "review", intruder, {
+            A.WORKFLOW_KIND.key: "triage", A.EFFORT_MINUTES.key: "999.0", A.EFFORT_TOUCHES.key: "99"}),
+    ], column_names=["Timestamp", "TraceId", "SpanId", "SpanName", "ResourceAttributes", "SpanAttributes"])  # fmt: skip
+    result = client.query(phases_sql(options.database, WHEN))
+    rows = {r["phase"]: r for r in (dict(zip(result.column_names, row, strict=True)) for row in result.result_rows)}
+    assert rows["shadow"]["minutes_per_workflow"] == pytest.approx(round(_totals("shadow").mean(), 2))

@@ -40,11 +40,11 @@ def per_workflow_sql(database: str, when: str, where: str = "1") -> str:
     TenantId, WorkflowKind, Site, Department, phase, minutes (stages + rework), touches,
     rework_minutes, reworked (0/1)."""
     db = identifier(database)
-    effort = f"""SELECT TraceId, sum(toFloat64OrZero({attr(A.EFFORT_MINUTES.key)})) AS m,
+    effort = f"""SELECT TenantId, TraceId, sum(toFloat64OrZero({attr(A.EFFORT_MINUTES.key)})) AS m,
             sum(toInt64OrZero({attr(A.EFFORT_TOUCHES.key)})) AS t
         FROM {db}.{identifier(TRACES)}
         WHERE mapContains(SpanAttributes, {literal(A.EFFORT_MINUTES.key)}) AND NOT ({IS_REWORK})
-        GROUP BY TraceId"""
+        GROUP BY TenantId, TraceId"""
     rework = rework_by_workflow_sql(database)
     return f"""SELECT w.TenantId AS TenantId, w.WorkflowKind AS WorkflowKind, w.Site AS Site,
     w.Department AS Department, w.phase AS phase, w.StartTime AS StartTime,
@@ -55,7 +55,7 @@ FROM (
     FROM {db}.{identifier(WORKFLOWS)} FINAL
     WHERE ({when}) AND RolloutMode != '' AND ({where})
 ) AS w
-LEFT JOIN ({effort}) AS e ON w.TraceId = e.TraceId
+LEFT JOIN ({effort}) AS e ON w.TenantId = e.TenantId AND w.TraceId = e.TraceId
 LEFT JOIN ({rework}) AS r ON w.TenantId = r.TenantId AND w.WorkflowKind = r.kind AND w.WorkflowId = r.wid"""
 
 
