@@ -44,6 +44,10 @@ CASES: list[tuple[str, list[str], int, str]] = [
      "--data-dir", "nowhere", "--until", "now-99999999999999d"], 2, "a time such as"),
     ("rehearse: flags is a list", ["rollout", "rehearse", "--flags", "list.flagd.json", "--rule",
      "canary_kill_under_triage"], 1, "has no flag"),
+    ("alerts check: an endless rules file", ["alerts", "check", "--rules", "/dev/zero"], 1, "larger than 4 MiB"),
+    ("flags check: an endless inventory", ["flags", "check", "--file", "/dev/zero"], 1, "larger than 4 MiB"),
+    ("rehearse: an endless flagd file", ["rollout", "rehearse", "--flags", "/dev/zero", "--rule",
+     "canary_kill_under_triage"], 2, "no such file"),
     ("flags check: server URL with a password", ["flags", "check", "--server", f"http://reader:{SECRET}@{CLOSED}"], 1,
      "cannot reach http://reader:***@"),
 ]  # fmt: skip

@@ -22,6 +22,8 @@ from typing import Any, Final
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from clinotel.model.files import ConfigTooLargeError, read_config
+
 __all__ = ["EXPOSURE_KEYS", "Exposure", "Flag", "Inventory", "InventoryError", "Problem", "check", "load"]
 
 _LABEL: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:/+-]{0,63}$"
@@ -78,9 +80,15 @@ class Problem:
 def load(path: Path) -> Inventory:
     """Read and check `path`; InventoryError names the file and every mistake."""
     try:
-        data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = read_config(path)
     except OSError as e:
         raise InventoryError(f"{path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise InventoryError(f"{path}: not a text file (UTF-8)") from None
+    except ConfigTooLargeError as e:
+        raise InventoryError(f"{path}: {e}") from None
+    try:
+        data: Any = yaml.safe_load(text)
     except (yaml.YAMLError, ValueError, OverflowError) as e:  # ValueError: a date such as 2026-13-45
         raise InventoryError(f"{path}: not valid YAML: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
     try:

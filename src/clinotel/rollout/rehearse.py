@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from clinotel.alerts.actions import DisableFlag, FlagdFile
+from clinotel.model.files import read_config
 
 __all__ = ["Rehearsal", "RehearsalError", "rehearse"]
 
@@ -96,7 +97,7 @@ def rehearse(flagd_file: Path, action: DisableFlag, rule: str, *, timeout_s: flo
     """Rehearse `action` (of rule `rule`) on a copy of `flagd_file`; RehearsalError when it
     cannot run."""
     try:
-        data = json.loads(flagd_file.read_text(encoding="utf-8"))
+        data = json.loads(read_config(flagd_file))
     except (OSError, ValueError, UnicodeDecodeError) as e:
         raise RehearsalError(f"cannot read {flagd_file}: {getattr(e, 'strerror', None) or e}") from None
     flags = data.get("flags") if isinstance(data, dict) else None

@@ -30,6 +30,8 @@ from typing import Any, Final, Protocol
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from clinotel.model.files import read_config
+
 __all__ = [
     "DRY_RUN",
     "ChangeRecorder",
@@ -125,7 +127,7 @@ class FlagdFile:
 
     def _disable(self, action: DisableFlag, rule: str, dry_run: bool) -> Outcome:
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = json.loads(read_config(self.path))
         except (OSError, ValueError) as e:
             return Outcome("failed", f"cannot read {self.path}: {getattr(e, 'strerror', None) or e}")
         flags = data.get("flags") if isinstance(data, dict) else None

@@ -35,6 +35,7 @@ from pydantic import (
 
 from clinotel.alerts.actions import RuleAction
 from clinotel.model.collector_metrics import METRICS
+from clinotel.model.files import ConfigTooLargeError, read_config
 from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS
 from clinotel.model.signals import SIGNALS
 from clinotel.model.workflow_signals import WORKFLOW_RATES
@@ -349,11 +350,13 @@ def load(path: Path) -> RulePack:
     """Read and check a rules file; RuleError names the file, and every mistake with its line
     and reason, one per line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_config(path)
     except OSError as e:
         raise RuleError(f"{path}: {e.strerror or e}") from None
     except UnicodeDecodeError:
         raise RuleError(f"{path}: not a text file (UTF-8)") from None
+    except ConfigTooLargeError as e:
+        raise RuleError(f"{path}: {e}") from None
     try:
         node = yaml.compose(text)
         data: Any = yaml.safe_load(text)
