@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from clinotel.alerts.paging import Notification, Outbox, check_url
-from clinotel.alerts.sinks import AlertmanagerSink, PagerDutySink, WebhookSink, post
+from clinotel.alerts.sinks import AlertmanagerSink, PagerDutySink, WebhookSink, post, shown
 from tests.net import free_port
 
 START = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
@@ -216,3 +216,20 @@ def test_a_failed_delivery_never_writes_the_receivers_credentials_to_the_audit_t
     assert attempts
     assert all(secret not in a.detail for a in attempts), attempts[0].detail
     assert "http://ops:***@hook.test/h" in attempts[0].detail
+
+
+@pytest.mark.parametrize(
+    ("url", "seen"),
+    [
+        (
+            "https://hooks.example.test/services/T0AB12/B0CD34/Xk9sEcReTt0k3n",
+            "https://hooks.example.test/services/***/***/***",
+        ),
+        ("http://127.0.0.1:9093/api/v2/alerts", "http://127.0.0.1:9093/api/v2/alerts"),
+        ("https://events.example.test/v2/enqueue?routing_key=abc", "https://events.example.test/v2/enqueue"),
+        ("http://ops:pw@hook.test/hook/0123456789abcdef0123", "http://ops:***@hook.test/hook/***"),
+    ],
+)
+def test_a_receivers_url_is_shown_without_a_secret_in_its_path(url: str, seen: str) -> None:
+    """Slack-style webhooks carry their token in the path; the audit trail is readable by tenants."""
+    assert shown(url) == seen

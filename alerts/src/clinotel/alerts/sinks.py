@@ -14,6 +14,7 @@ turn the POST into a GET and lose the notification.
 from __future__ import annotations
 
 import json
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -76,15 +77,20 @@ def post(
         raise RuntimeError(f"HTTP {response.status_code} from {shown(url)}: {response.content[:200]!r}")
 
 
+_PLAIN_SEGMENT: Final = re.compile(r"[A-Za-z][A-Za-z_-]{0,23}|v\d{1,2}")
+
+
 def shown(url: str) -> str:
     """`url` as the audit trail (readable by the alert's tenant) and logs show it: without a
-    password or query string, which may carry the receiver's credentials."""
+    password, query string or path segment that is not a plain word, any of which may carry the
+    receiver's credentials (`/services/T0/B0/<token>` becomes `/services/***/***/***`)."""
     from urllib.parse import urlsplit
 
     from clinotel.model.store import shown_url
 
     parts = urlsplit(shown_url(url))
-    return parts._replace(query="", fragment="").geturl()
+    path = "/".join(p if not p or _PLAIN_SEGMENT.fullmatch(p) else "***" for p in parts.path.split("/"))
+    return parts._replace(path=path, query="", fragment="").geturl()
 
 
 def _without(text: str, url: str) -> str:
