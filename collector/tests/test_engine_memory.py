@@ -15,6 +15,7 @@ import pytest
 
 from clinotel.collector.service import Collector, CollectorConfig
 from clinotel.collector.store import schema
+from clinotel.collector.store.segments import EmbeddedSegments
 
 CHILD = r"""
 import json, sys, time
@@ -103,3 +104,22 @@ def test_a_cap_outside_the_engine_s_range_is_refused(megabytes: int) -> None:
     config = CollectorConfig(insecure_no_auth=True, engine_memory_bytes=megabytes << 20)
     with pytest.raises(ConfigError, match="--memory-mb: the embedded engine needs at least 192 MB"):
         config.validate()
+
+
+def test_an_engine_at_its_cap_is_asked_to_free_caches_and_allocator_pages(
+    client: Any, options: schema.SchemaOptions, pipeline: Any, tmp_path: Path
+) -> None:
+    from clickhouse_connect.driver.exceptions import DatabaseError
+
+    store = EmbeddedSegments(client, pipeline, str(pipeline.write_proto(tmp_path)), 256 << 20)
+    full = DatabaseError("Code: 241. DB::Exception: (total) memory limit exceeded: would use 520.00 MiB")
+    full.code = 241  # type: ignore[attr-defined]
+    freed = store.relieve(full)
+    assert freed is not None
+    assert "drop mark cache" in freed
+    assert "jemalloc purge" in freed
+    own = DatabaseError("Code: 241. DB::Exception: memory limit (for query) exceeded")
+    own.code = 241  # type: ignore[attr-defined]
+    assert store.relieve(own) is None, "an insert over its own cap is refused, not relieved"
+    assert store.relieve(ConnectionError("refused")) is None
+    assert client.query("SELECT 1").result_rows[0][0] == 1
