@@ -15,6 +15,7 @@ import pytest
 
 from clinotel.collector.service import Collector, CollectorConfig
 from clinotel.collector.store import schema
+from clinotel.collector.store.embedded import MERGE_TREE_SETTINGS
 from clinotel.collector.store.segments import EmbeddedSegments
 
 CHILD = r"""
@@ -123,3 +124,110 @@ def test_an_engine_at_its_cap_is_asked_to_free_caches_and_allocator_pages(
     assert store.relieve(own) is None, "an insert over its own cap is refused, not relieved"
     assert store.relieve(ConnectionError("refused")) is None
     assert client.query("SELECT 1").result_rows[0][0] == 1
+
+
+STEADY = r"""
+import json, os, random, sys, threading, time
+from pathlib import Path
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from clinotel.collector.log import record
+from clinotel.collector.log.wal import WriteAheadLog
+from clinotel.collector.store import pipeline as ingest, schema
+from clinotel.collector.store.embedded import connect
+from clinotel.collector.store.embedded import MERGE_TREE_SETTINGS
+from clinotel.collector.store.segments import EmbeddedSegments
+from clinotel.collector.writer import SegmentWriter
+
+work, cap_mb, rounds = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+client = connect(work / "data", memory_bytes=cap_mb << 20)
+options = schema.SchemaOptions(database="steady")
+schema.apply(client, options)
+pipeline = ingest.install(client, options)
+store = EmbeddedSegments(client, pipeline, str(pipeline.write_proto(work)), cap_mb << 20)
+wal = WriteAheadLog(work / "wal", segment_bytes=1 << 20, max_age_s=60, fsync=False)
+writer = SegmentWriter(wal, store)
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider(resource=Resource.create({"service.name": "steady", "clinical.tenant.id": "t"}))
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+tracer = provider.get_tracer("steady")
+rng = random.Random(7)
+for i in range(512):
+    with tracer.start_as_current_span(f"stage {i % 9}", attributes={
+        "clinical.workflow.kind": "triage", "clinical.queue.depth": rng.randrange(50),
+        "clinical.workflow.id": "%032x" % rng.getrandbits(128), "server.address": f"ehr-{i % 7}",
+    }):
+        pass
+request = encode_spans(exporter.get_finished_spans()).SerializeToString()
+
+def rss_mb():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+peaks, phase, stop = {}, ["warm-up"], threading.Event()
+def sample():
+    while not stop.is_set():
+        peaks[phase[0]] = max(peaks.get(phase[0], 0.0), rss_mb())
+        time.sleep(0.05)
+sampler = threading.Thread(target=sample, daemon=True)
+sampler.start()
+for name in ("warm-up", "first", "second"):
+    phase[0] = name
+    for r in range(rounds):
+        for k in range(12):  # ~1 MiB: one segment per round
+            wal.append(record.frame(request + record.envelope("t", f"{name}-{r}-{k}", time.time_ns())))
+        wal.flush()
+        writer.drain(give_up_after_s=120)
+stop.set(); sampler.join()
+stored = client.query("SELECT count() FROM steady.otel_traces").result_rows[0][0]
+tracked = client.query("SELECT value FROM system.metrics WHERE metric = 'MemoryTracking'").result_rows[0][0]
+print(json.dumps({"peaks": peaks, "stored": stored, "quarantined": writer.stats.quarantined, "tracked": tracked}))
+wal.close()
+"""
+
+
+def test_memory_does_not_grow_with_the_duration_of_the_load(tmp_path: Path) -> None:
+    """The same load for twice as long: the collector's writer and engine hold what the first
+    stretch needed, no more (no per-segment leak, caches and merges within the engine's cap)."""
+    cap_mb, rounds = 256, 8
+    done = subprocess.run(
+        [sys.executable, "-c", STEADY, str(tmp_path), str(cap_mb), str(rounds)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["quarantined"] == 0
+    assert out["stored"] == 3 * rounds * 12 * 512, "every span of every segment stored once"
+    assert out["tracked"] <= cap_mb << 20, "the engine's own count stays under its cap"
+    first, second = out["peaks"]["first"], out["peaks"]["second"]
+    assert second <= first * 1.10 + 24, f"RSS grew with the load's duration: {first:.0f} -> {second:.0f} MB"
+
+
+def test_the_engine_merges_column_by_column(tmp_path: Path) -> None:
+    """Vertical merges: a horizontal merge of `otel_traces` held 400-500 MB beside the inserts."""
+    out = subprocess.run(
+        [sys.executable, "-c", MERGE_SETTINGS, str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    settings = json.loads(out.stdout.strip().splitlines()[-1])
+    assert settings == {**MERGE_TREE_SETTINGS, "max_server_memory_usage": str(300 << 20)}
+
+
+MERGE_SETTINGS = r"""
+import json, sys
+from pathlib import Path
+from clinotel.collector.store.embedded import connect
+client = connect(Path(sys.argv[1]), memory_bytes=300 << 20)
+rows = client.query(
+    "SELECT name, value FROM system.merge_tree_settings WHERE name IN ('vertical_merge_algorithm_min_rows_to_activate', "
+    "'vertical_merge_algorithm_min_columns_to_activate') "
+    "UNION ALL SELECT name, value FROM system.server_settings WHERE name = 'max_server_memory_usage'"
+).result_rows
+print(json.dumps(dict(rows)))
+"""
