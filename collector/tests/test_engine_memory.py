@@ -225,8 +225,8 @@ from pathlib import Path
 from clinotel.collector.store.embedded import connect
 client = connect(Path(sys.argv[1]), memory_bytes=300 << 20)
 rows = client.query(
-    "SELECT name, value FROM system.merge_tree_settings WHERE name IN ('vertical_merge_algorithm_min_rows_to_activate', "
-    "'vertical_merge_algorithm_min_columns_to_activate') "
+    "SELECT name, value FROM system.merge_tree_settings WHERE name IN "
+    "('vertical_merge_algorithm_min_rows_to_activate', 'vertical_merge_algorithm_min_columns_to_activate') "
     "UNION ALL SELECT name, value FROM system.server_settings WHERE name = 'max_server_memory_usage'"
 ).result_rows
 print(json.dumps(dict(rows)))

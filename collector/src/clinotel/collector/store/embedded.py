@@ -53,10 +53,10 @@ _ENGINE_STATUS: Final = "status"
 DEFAULT_ENGINE_MEMORY_MB: Final = 768
 """The embedded engine's own memory (its heap: inserts, merges, reads, caches), a hard cap. The
 process adds what the cap does not cover: the engine's code (chDB's library, ~320 MB mapped) and
-the Python interpreter with the collector. Measured back to back on 2026-12-02 (ingest benchmark,
-8 MiB segments, 8 readers): at 512 the writer stalled, one segment retried for over 13 minutes on an
-otherwise idle engine at its cap; at 768 the process peaked at 849 MB and 8 of 9 reader queries
-were answered, freshness p99 1.7 s under readers (3.5 s without); at 1024, 909 MB and all 8."""
+the Python interpreter with the collector. Measured on 2026-12-02 (ingest benchmark, 8 MiB
+segments, 8 readers), before merges ran column by column (`MERGE_TREE_SETTINGS`): at 512 the writer
+stalled, one segment retried for over 13 minutes, merges and the insert failing each other at the
+cap; at 768 the process peaked at 849 MB; at 1024, 909 MB."""
 MIN_ENGINE_MEMORY_MB: Final = 192
 """Below this, a default-sized log segment cannot be inserted at all."""
 MAX_ENGINE_MEMORY_MB: Final = 1 << 24
