@@ -15,6 +15,8 @@ import pytest
 
 from clinotel.collector.service import Collector, CollectorConfig
 from clinotel.collector.store import schema
+from clinotel.collector.store.embedded import MERGE_TREE_SETTINGS
+from clinotel.collector.store.segments import EmbeddedSegments
 
 CHILD = r"""
 import json, sys, time
@@ -103,3 +105,46 @@ def test_a_cap_outside_the_engine_s_range_is_refused(megabytes: int) -> None:
     config = CollectorConfig(insecure_no_auth=True, engine_memory_bytes=megabytes << 20)
     with pytest.raises(ConfigError, match="--memory-mb: the embedded engine needs at least 192 MB"):
         config.validate()
+
+
+def test_an_engine_at_its_cap_is_asked_to_free_caches_and_allocator_pages(
+    client: Any, options: schema.SchemaOptions, pipeline: Any, tmp_path: Path
+) -> None:
+    from clickhouse_connect.driver.exceptions import DatabaseError
+
+    store = EmbeddedSegments(client, pipeline, str(pipeline.write_proto(tmp_path)), 256 << 20)
+    full = DatabaseError("Code: 241. DB::Exception: (total) memory limit exceeded: would use 520.00 MiB")
+    full.code = 241  # type: ignore[attr-defined]
+    freed = store.relieve(full)
+    assert freed is not None
+    assert "drop mark cache" in freed
+    assert "jemalloc purge" in freed
+    own = DatabaseError("Code: 241. DB::Exception: memory limit (for query) exceeded")
+    own.code = 241  # type: ignore[attr-defined]
+    assert store.relieve(own) is None, "an insert over its own cap is refused, not relieved"
+    assert store.relieve(ConnectionError("refused")) is None
+    assert client.query("SELECT 1").result_rows[0][0] == 1
+
+
+def test_the_engine_merges_column_by_column(tmp_path: Path) -> None:
+    """Vertical merges: a horizontal merge of `otel_traces` held 400-500 MB beside the inserts."""
+    out = subprocess.run(
+        [sys.executable, "-c", MERGE_SETTINGS, str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    settings = json.loads(out.stdout.strip().splitlines()[-1])
+    assert settings == {**MERGE_TREE_SETTINGS, "max_server_memory_usage": str(300 << 20)}
+
+
+MERGE_SETTINGS = r"""
+import json, sys
+from pathlib import Path
+from clinotel.collector.store.embedded import connect
+client = connect(Path(sys.argv[1]), memory_bytes=300 << 20)
+rows = client.query(
+    "SELECT name, value FROM system.merge_tree_settings WHERE name IN "
+    "('vertical_merge_algorithm_min_rows_to_activate', 'vertical_merge_algorithm_min_columns_to_activate') "
+    "UNION ALL SELECT name, value FROM system.server_settings WHERE name = 'max_server_memory_usage'"
+).result_rows
+print(json.dumps(dict(rows)))
+"""

@@ -5,6 +5,8 @@ up at its deadline and leaves the rest in the log."""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +26,10 @@ class UnreachableError(Exception):
     """ClickHouse could not be reached."""
 
 
+class EngineFullError(Exception):
+    """ClickHouse ran the insert, but the engine as a whole was at its memory cap."""
+
+
 class FakeStore:
     """A SegmentStore that stores records in memory and fails as scripted, segment by segment."""
 
@@ -32,6 +38,7 @@ class FakeStore:
         self.tokens: list[str] = []
         self.failures: list[Exception] = []
         self.attempts = 0
+        self.reliefs: list[str] = []
 
     def insert(self, segment: Segment) -> None:
         self.attempts += 1
@@ -42,6 +49,12 @@ class FakeStore:
 
     def is_refusal(self, error: Exception) -> bool:
         return isinstance(error, RefusedError)
+
+    def relieve(self, error: Exception) -> str | None:
+        if not isinstance(error, EngineFullError):
+            return None
+        self.reliefs.append(str(error))
+        return "caches"
 
 
 @pytest.fixture(autouse=True)
@@ -113,3 +126,42 @@ def test_fewer_refusals_than_the_limit_are_retried_not_set_aside(wal: WriteAhead
     assert writer.drain(give_up_after_s=10) == 1
     assert writer.stats.quarantined == 0
     assert store.attempts == MAX_REFUSALS
+
+
+def test_a_segment_kept_out_by_a_full_engine_asks_it_to_free_memory_and_then_says_so_loudly(
+    wal: WriteAheadLog, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The 512 MB stall: an engine at its cap with nothing else running kept one segment out for
+    minutes, the writer retrying quietly. Now the store is asked to free memory, and a segment
+    kept out past the alarm is an error in the log, while the writer keeps retrying."""
+    monkeypatch.setattr(writer_module, "BACKOFF_S", (0.01,))
+    monkeypatch.setattr(writer_module, "RELIEVE_AFTER_S", 0.05)
+    monkeypatch.setattr(writer_module, "STALL_ALARM_S", 0.2)
+    store = FakeStore()
+    store.failures = [EngineFullError("(total) memory limit exceeded")] * 40
+    _segment(wal, b"waits")
+    writer = SegmentWriter(wal, store)
+    with caplog.at_level(logging.WARNING, logger="clinotel.collector"):
+        started = time.monotonic()
+        assert writer.drain(give_up_after_s=30) == 1
+    assert time.monotonic() - started >= 0.2
+    assert store.stored[0].endswith(b"waits"), "retried, never set aside: the engine did not refuse it"
+    assert writer.stats.quarantined == 0
+    assert 1 <= len(store.reliefs) == writer.stats.reliefs
+    assert writer.stats.stalled_since is None, "stored: no longer stalled"
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert errors, "a segment kept out past the alarm is reported as an error"
+    assert "not stored for" in errors[0]
+    assert "--memory-mb" in errors[0]
+
+
+def test_an_unreachable_store_is_not_asked_to_free_memory(wal: WriteAheadLog, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writer_module, "BACKOFF_S", (0.01,))
+    monkeypatch.setattr(writer_module, "RELIEVE_AFTER_S", 0.0)
+    store = FakeStore()
+    store.failures = [UnreachableError("connection refused")] * 5
+    _segment(wal, b"later")
+    writer = SegmentWriter(wal, store)
+    assert writer.drain(give_up_after_s=10) == 1
+    assert store.reliefs == []
+    assert writer.stats.reliefs == 0

@@ -29,6 +29,10 @@ logger: Final = logging.getLogger("clinotel.collector")
 MAX_REFUSALS: Final = 3
 BACKOFF_S: Final = (0.1, 0.5, 1.0, 2.0, 5.0)
 DRAIN_DEADLINE_S: Final = 30.0
+RELIEVE_AFTER_S: Final = 5.0
+"""A segment kept out this long asks the store to free what it can (again at most this often)."""
+STALL_ALARM_S: Final = 60.0
+"""A segment kept out this long is reported as an error (again at most this often), not a warning."""
 
 
 @dataclass
@@ -45,6 +49,10 @@ class WriterStats:
     """Per record: from its acknowledgement to the end of the insert that made it queryable."""
     insert_seconds_total: float = 0.0
     freshness_seconds_total: float = 0.0
+    stalled_since: float | None = None
+    """`time.monotonic()` of the first failed try of the segment in hand, None while inserts work."""
+    reliefs: int = 0
+    """Times the store was asked to free memory for a segment it kept out."""
 
     def observe(self, seconds: float, segment: Segment) -> None:
         self.insert_seconds.append(seconds)
@@ -109,6 +117,7 @@ class SegmentWriter:
     def _write_with_retries(self, segment: Segment, deadline: float | None = None) -> bool:
         """Insert until it works; the thread gives up when stopped, a drain at its deadline."""
         refusals = attempt = 0
+        relieved_at = alarmed_at = None
 
         def keep_trying() -> bool:
             return time.monotonic() < deadline if deadline is not None else not self._stop.is_set()
@@ -128,13 +137,33 @@ class SegmentWriter:
                     if refusals >= MAX_REFUSALS:
                         target = self.wal.quarantine(segment, f"{type(e).__name__}: {e}")
                         self.stats.quarantined += 1
+                        self.stats.stalled_since = None
                         logger.error("segment %s refused %d times, moved to %s", segment.token, refusals, target)
                         return True
+                now = time.monotonic()
+                since = self.stats.stalled_since = self.stats.stalled_since or now
+                if now - since >= RELIEVE_AFTER_S and (relieved_at is None or now - relieved_at >= RELIEVE_AFTER_S):
+                    relieved_at = now
+                    freed = self.store.relieve(e)
+                    if freed is not None:
+                        self.stats.reliefs += 1
+                        logger.warning("segment %s kept out for %.0f s: freed %s", segment.token, now - since, freed)
+                if now - since >= STALL_ALARM_S and (alarmed_at is None or now - alarmed_at >= STALL_ALARM_S):
+                    alarmed_at = now
+                    logger.error(
+                        "segment %s not stored for %.0f s, still retrying (%s): acknowledged spans wait in the "
+                        "log, which refuses new ones when full; if the engine is at its memory cap, raise "
+                        "--memory-mb",
+                        segment.token,
+                        now - since,
+                        str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__,
+                    )
                 delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
                 attempt += 1
                 logger.warning("insert of segment %s failed (%s); retrying in %.1f s", segment.token, e, delay)
                 time.sleep(delay) if deadline is not None else self._stop.wait(delay)
                 continue
+            self.stats.stalled_since = None
             self.wal.done(segment)
             return True
         return False

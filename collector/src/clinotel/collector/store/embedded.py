@@ -31,7 +31,9 @@ from clinotel.model.tables import DEFAULT_DATABASE
 __all__ = [
     "DEFAULT_DATA_DIR",
     "DEFAULT_ENGINE_MEMORY_MB",
+    "ENGINE_CONFIG",
     "MAX_ENGINE_MEMORY_MB",
+    "MERGE_TREE_SETTINGS",
     "MIN_ENGINE_MEMORY_MB",
     "STORE_RECORD",
     "StoreError",
@@ -39,6 +41,7 @@ __all__ = [
     "connect",
     "default_wal_dir",
     "dsn_for",
+    "engine_config",
     "engine_options",
     "error_line",
     "holder_pid",
@@ -57,10 +60,10 @@ _ENGINE_STATUS: Final = "status"
 DEFAULT_ENGINE_MEMORY_MB: Final = 768
 """The embedded engine's own memory (its heap: inserts, merges, reads, caches), a hard cap. The
 process adds what the cap does not cover: the engine's code (chDB's library, ~320 MB mapped) and
-the Python interpreter with the collector. Measured back to back on 2026-12-02 (ingest benchmark,
-8 MiB segments, 8 readers): at 512 the writer stalled, one segment retried for over 13 minutes on an
-otherwise idle engine at its cap; at 768 the process peaked at 849 MB and 8 of 9 reader queries
-were answered, freshness p99 1.7 s under readers (3.5 s without); at 1024, 909 MB and all 8."""
+the Python interpreter with the collector. Measured on 2026-12-02 (ingest benchmark, 8 MiB
+segments, 8 readers), before merges ran column by column (`MERGE_TREE_SETTINGS`): at 512 the writer
+stalled, one segment retried for over 13 minutes, merges and the insert failing each other at the
+cap; at 768 the process peaked at 849 MB; at 1024, 909 MB."""
 MIN_ENGINE_MEMORY_MB: Final = 192
 """Below this, a default-sized log segment cannot be inserted at all."""
 MAX_ENGINE_MEMORY_MB: Final = 1 << 24
@@ -87,6 +90,32 @@ def engine_options(memory_bytes: int) -> dict[str, str]:
         "index_uncompressed_cache_size": "0",
         "uncompressed_cache_size": "0",
     }
+
+
+ENGINE_CONFIG: Final = "clinotel-engine.xml"
+"""In an embedded store's directory: the engine settings that only a configuration file can set."""
+MERGE_TREE_SETTINGS: Final = {
+    "vertical_merge_algorithm_min_rows_to_activate": "1",
+    "vertical_merge_algorithm_min_columns_to_activate": "1",
+}
+"""Every merge column by column (vertical): a horizontal merge holds a compression buffer and a
+block of every column of `otel_traces` at once, and one merge of a few parts took 400-500 MB of
+the engine's memory right after inserts (measured 2026-12-02, 8 MiB segments): beside an insert
+(~280 MB) that passed a 768 MB cap, and at 512 MB the writer and the merges kept failing each
+other. Column by column, the engine's count between inserts stayed under ~250 MB."""
+
+
+def engine_config(data_dir: Path) -> Path:
+    """Write the embedded engine's configuration file into `data_dir` (MergeTree settings: they
+    have no command-line form); its path, for the engine's `config-file` option."""
+    items = "".join(f"<{k}>{v}</{k}>" for k, v in MERGE_TREE_SETTINGS.items())
+    text = f"<clickhouse><merge_tree>{items}</merge_tree></clickhouse>\n"
+    path = data_dir / ENGINE_CONFIG
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        tmp = data_dir / f".{ENGINE_CONFIG}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    return path
 
 
 def dsn_for(data_dir: Path | None = None, url: str | None = None) -> str:
@@ -249,9 +278,8 @@ def connect(
         check_embedded(path, database or DEFAULT_DATABASE, reading=False)
         try:
             path.mkdir(parents=True, exist_ok=True)
-            return clickhouse_connect.get_client(
-                dsn=dsn, database=database or "", chdb_options=engine_options(memory_bytes)
-            )
+            options = {**engine_options(memory_bytes), "config-file": str(engine_config(path))}
+            return clickhouse_connect.get_client(dsn=dsn, database=database or "", chdb_options=options)
         except Exception as e:
             raise StoreError(f"cannot open the embedded store {path}: {str(e).strip().splitlines()[0][:300]}") from e
     assert url is not None

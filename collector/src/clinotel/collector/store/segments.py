@@ -6,12 +6,15 @@ being out of reach (retried for as long as it lasts).
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Final, Protocol
 
 from clinotel.collector.log.wal import Segment
 from clinotel.collector.store.pipeline import Pipeline
 
-__all__ = ["EmbeddedSegments", "SegmentStore", "ServerSegments"]
+__all__ = ["EmbeddedSegments", "SegmentStore", "ServerSegments", "engine_full"]
+
+logger: Final = logging.getLogger("clinotel.collector")
 
 
 class SegmentStore(Protocol):
@@ -21,9 +24,28 @@ class SegmentStore(Protocol):
     def is_refusal(self, error: Exception) -> bool:
         """True when ClickHouse ran the insert and refused it, False when it could not be reached."""
 
+    def relieve(self, error: Exception) -> str | None:
+        """After `error` kept a segment out for a while: free what the store can (caches, memory
+        its allocator holds) so the next try can fit; says what it did, or None (nothing to do)."""
+
 
 _MEMORY_LIMIT_EXCEEDED: Final = 241
 _ENGINE_FULL: Final = "(total) memory limit exceeded"
+
+
+def engine_full(error: Exception) -> bool:
+    """The engine as a whole was at its memory cap (not this insert over its own)."""
+    return getattr(error, "code", None) == _MEMORY_LIMIT_EXCEEDED and _ENGINE_FULL in str(error)
+
+
+_RELIEF: Final = (
+    "SYSTEM DROP MARK CACHE",
+    "SYSTEM DROP INDEX MARK CACHE",
+    "SYSTEM DROP PRIMARY INDEX CACHE",
+    "SYSTEM JEMALLOC PURGE",
+)
+"""What an embedded engine at its cap can give back without losing data: its caches (rebuilt by
+the next reads), and the pages its allocator keeps after freeing them (counted against the cap)."""
 
 
 def _clickhouse_refused(error: Exception) -> bool:
@@ -35,7 +57,7 @@ def _clickhouse_refused(error: Exception) -> bool:
     if not isinstance(error, DatabaseError) or isinstance(error, OperationalError):
         return False
     code = getattr(error, "code", None)
-    return not (code == _MEMORY_LIMIT_EXCEEDED and _ENGINE_FULL in str(error))
+    return not (code == _MEMORY_LIMIT_EXCEEDED and engine_full(error))
 
 
 class EmbeddedSegments:
@@ -59,6 +81,18 @@ class EmbeddedSegments:
     def is_refusal(self, error: Exception) -> bool:
         return _clickhouse_refused(error)
 
+    def relieve(self, error: Exception) -> str | None:
+        if not engine_full(error):
+            return None
+        done = []
+        for statement in _RELIEF:
+            try:
+                self.client.command(statement)
+                done.append(statement.removeprefix("SYSTEM ").lower())
+            except Exception as e:  # noqa: BLE001 (an engine without one of them: the others still help)
+                logger.debug("%s failed: %s", statement, e)
+        return ", ".join(done) or None
+
 
 class ServerSegments:
     """A server gets the segment's bytes as the INSERT's body, with the .proto inline (`proto_name`
@@ -76,3 +110,6 @@ class ServerSegments:
 
     def is_refusal(self, error: Exception) -> bool:
         return _clickhouse_refused(error)
+
+    def relieve(self, error: Exception) -> str | None:
+        return None  # a server's memory is its operator's: the writer only says it is stuck
