@@ -92,6 +92,10 @@ class CollectorConfig:
             raise ConfigError(f"--insecure-no-auth is refused on a non-loopback address ({exposed[0]})")
         if self.data_dir is not None and self.clickhouse_url is not None:
             raise ConfigError("give --data-dir or --clickhouse-url, not both")
+        try:
+            schema.SchemaOptions(database=self.database, ttl_days=self.ttl_days)
+        except ValueError as e:
+            raise ConfigError(f"--database / --ttl-days: {e}") from None
         if not MIN_ENGINE_MEMORY_MB << 20 <= self.engine_memory_bytes <= MAX_ENGINE_MEMORY_MB << 20:
             raise ConfigError(
                 f"--memory-mb: the embedded engine needs at least {MIN_ENGINE_MEMORY_MB} MB "

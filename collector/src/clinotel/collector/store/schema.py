@@ -62,6 +62,7 @@ __all__ = [
 ]
 
 TRACE_ID_TS_MV: Final = "otel_traces_trace_id_ts_mv"
+MIN_DATABASE_NAME: Final = 3
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,10 @@ class SchemaOptions:
     def __post_init__(self) -> None:
         if self.ttl_days is not None and self.ttl_days <= 0:
             raise ValueError("ttl_days must be a positive number of days")
+        if len(self.database) < MIN_DATABASE_NAME:
+            # the frozen migrations' views name tables by one- and two-letter aliases (`m`, `w`), which
+            # a database of that name would shadow
+            raise ValueError(f"a database name has at least {MIN_DATABASE_NAME} characters, not {self.database!r}")
 
     def name(self, table: str) -> str:
         """The qualified name readers and writers use (Distributed in cluster mode)."""
