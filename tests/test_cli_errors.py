@@ -52,8 +52,12 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("serve: port 99999", ["serve", "--otlp-http", "127.0.0.1:99999"], 2, "99999 is not a port"),
     ("serve: no port", ["serve", "--otlp-grpc", "localhost"], 2, "expected HOST:PORT"),
     ("serve: no tokens", ["serve"], 1, "give --tokens FILE, or --insecure-no-auth"),
-    ("serve: a database named like a view's alias", ["serve", "--insecure-no-auth", "--database", "m"], 1,
-     "at least 3 characters"),
+    (
+        "serve: a database named like a view's alias",
+        ["serve", "--insecure-no-auth", "--database", "m"],
+        1,
+        "at least 3 characters",
+    ),
     ("serve: engine memory 0", ["serve", "--insecure-no-auth", "--memory-mb", "0"], 2, "0 is not in the range"),
     ("serve: engine memory not a number", ["serve", "--memory-mb", "lots"], 2, "'lots' is not a valid integer"),
     (
