@@ -466,12 +466,16 @@ def _back_end(
     from clinotel.dashboards.macros import TimeRange
     from clinotel.dashboards.provisioning import write as write_dashboards
     from clinotel.dashboards.report import render
+    from clinotel.demo.flags import INVENTORY_FILE, write_inventory
+    from clinotel.rollout.inventory import load as load_flags
 
     database = collector.config.database
     start, end = span
     tr = TimeRange(start, end)  # each panel's interval is Grafana's own (dashboards.interval)
-    written = write_dashboards(out / "grafana")
-    queries = list(panel_queries(build_all(database)))
+    inventory = load_flags(write_inventory(out / INVENTORY_FILE, end.date()))
+    flags = tuple((f.key, f.expiry) for f in inventory.flags)
+    written = write_dashboards(out / "grafana", flags=flags)
+    queries = list(panel_queries(build_all(database, flags)))
     results = list(run(collector.client, queries, tr))
     failed = [r for r in results if r.error]
     empty = [r for r in results if not r.error and r.rows == 0]
@@ -528,7 +532,7 @@ def _back_end(
                 f"{_share(ut['canary_site'])}, the other sites {_share(ut['other_sites'])}"
             )
     rules = load_rules(AlertingConfig()).rules
-    report = render(collector.client, build_all(database), tr, title="clinotel demo report", database=database,
+    report = render(collector.client, build_all(database, flags), tr, title="clinotel demo report", database=database,
                     rules=rules)  # fmt: skip
     report_path = out / "report.html"
     report_path.write_text(report.html, encoding="utf-8")
