@@ -8,6 +8,7 @@ hours and paged.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -210,7 +211,12 @@ class _Service:
 
     def reply(self, word: str, logs: Path) -> str:
         """The service's answer to the last command (`word ...`); ClickException when it died."""
-        line = self.replies.get(timeout=_REPLY_S)
+        try:
+            line = self.replies.get(timeout=_REPLY_S)
+        except queue.Empty:
+            raise click.ClickException(
+                f"{self.spec.instance} did not answer within {_REPLY_S:g} s; see {logs / (self.spec.instance + '.log')}"
+            ) from None
         if line is None or not line.startswith(word + " "):
             code = self.proc.wait()
             raise click.ClickException(
@@ -306,6 +312,10 @@ def _simulate(
             finally:
                 replayer.close()
                 failed = []
+                for s in services:
+                    if s.proc.stdin is not None:
+                        with contextlib.suppress(OSError):
+                            s.proc.stdin.close()  # after `end`; or on an error, EOF stops the service
                 for s in services:
                     try:
                         code = s.proc.wait(timeout=_REPLY_S)

@@ -254,7 +254,7 @@ def replan(scenario: Scenario, p: WorkflowPlan, *, flag_on: bool) -> WorkflowPla
     frac = (p.index + rng.random()) / scenario.workflows
     if rng.random() >= scenario.triage_share:
         return p  # scheduling: no flag
-    return _triage(rng, scenario, p.index, frac, frac * scenario.window_ns / 1e6, flag_on=flag_on)
+    return _triage(rng, scenario, p.index, frac, frac * (scenario.window_ns / 1e6), flag_on=flag_on)
 
 
 def _triage(

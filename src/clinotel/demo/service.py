@@ -145,6 +145,14 @@ def _follow(flags: FlagReader | None, site: str | None, variant: str) -> str:
     return f"followed {(time.monotonic() - started) * 1000:.0f}"
 
 
+def _is_time(text: str) -> bool:
+    """A stretch's end: simulated milliseconds (a number, or `inf` for the rest)."""
+    try:
+        return float(text) >= 0
+    except ValueError:
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clinotel.demo.service", description=__doc__.split("\n")[0])
     parser.add_argument("--kind", choices=("triage", "scheduling"), required=True)
@@ -178,15 +186,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = sys.stdin if args.stepped else iter(("run inf", "end"))
         for line in commands:
             word, _, value = line.strip().partition(" ")
-            if word == "run":
+            if word == "run" and _is_time(value):
                 flushed = stretches.run(float(value), telemetry) and flushed
                 print(f"at {value}", flush=True)
-            elif word == "follow":
+            elif word == "follow" and value:
                 print(_follow(flags, args.site, value), flush=True)
             elif word == "end":
                 break
             else:
-                print(f"unknown command {line.strip()!r}", file=sys.stderr, flush=True)
+                print(f"unknown command {line.strip()[:80]!r}: run MS, follow VARIANT or end", file=sys.stderr)
                 return 2
         if stretches.next is not None:
             print("stopped before the scenario's end", file=sys.stderr, flush=True)
