@@ -37,7 +37,8 @@ def test_serve_and_alerts_evaluate_share_the_alerting_options() -> None:
     from clinotel.cli._serve import serve
 
     def alerting(command: click.Command) -> dict[str, tuple[object, ...]]:
-        names = ("rules", "every", "alertmanager", "pagerduty", "pagerduty_url", "webhook", "sinks")
+        names = ("rules", "every", "alertmanager", "pagerduty", "pagerduty_url", "webhook", "sinks", "flagd_file",
+                 "flag_webhook", "dry_run")  # fmt: skip
         return {
             p.name: (tuple(p.opts), p.default, p.multiple, getattr(p, "is_flag", False), p.type.name)
             for p in command.params
@@ -45,7 +46,7 @@ def test_serve_and_alerts_evaluate_share_the_alerting_options() -> None:
         }
 
     assert alerting(serve) == alerting(evaluate)
-    assert len(alerting(serve)) == 7
+    assert len(alerting(serve)) == 10
     assert alerting(serve)["every"][:2] == (("--every", "--evaluate-every"), "30s")
 
 

@@ -8,12 +8,16 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from clinotel.alerts.local_alertmanager import find_binary
-from clinotel.demo.scenario import Scenario, plan
+from clinotel.collector.store import schema
+from clinotel.demo.scenario import BASELINE_MODEL, CANARY_MODEL, CANARY_SITE, FLAG_KEY, TENANT, Scenario, plan
 from clinotel.model.indicators import INDICATORS
+from clinotel.model.sql import literal
+from clinotel.semconv import attributes as A
 from dashboards.tests.report_checks import charts, empty_charts, missing_shown, sql_names_shown, visible_text
 
 WORKFLOWS = 6000
@@ -86,6 +90,10 @@ def test_demo_tells_the_story_and_twice_with_one_seed_gives_one_summary(tmp_path
     flag = json.loads((tmp_path / "a" / "flags.flagd.json").read_text())["flags"]["triage-model-v4"]
     assert flag["targeting"]["if"][:2] == [{"==": [{"var": "site"}, "north"]}, "off"]
     assert flag["metadata"] == {"clinotelKilledBy": "canary_kill_under_triage"}
+    _canary_site_follows_the_switch(tmp_path / "a" / "data")
+    recovery = first["recovery"]
+    assert isinstance(recovery, dict)
+    assert list(recovery["after_switch"]) == [BASELINE_MODEL]
     assert first["alert_deliveries"]["page"] >= 3  # type: ignore[index]
     # the disparity pages for Spanish speakers in the canary, and nothing else: not in the recommend
     # phase before the bias, not for a group under-triaged less than the reference (labelled)
@@ -142,6 +150,48 @@ def _check_report(page: str, fired: list[str]) -> None:
     assert "too few" not in words.split("Minutes, touches")[0], "the demo has enough workflows for every statement"
     assert "Canary over the report's range:" in " ".join(text.split())
     assert re.search(r"canary_kill_under_triage over its [\d.]+ h window to \d\d:\d\d", " ".join(text.split()))
+
+
+def _query(data: Path, sql: str) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        [sys.executable, "-m", "clinotel.cli", "query", "--data-dir", str(data), "--format", "JSONEachRow", sql],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+def _canary_site_follows_the_switch(data: Path) -> None:
+    """Issue 16's loop closed: the kill switch's change event (the tenant, the scope) is stored, and
+    the canary site's triage workflows that arrive after it evaluated the flag from the flagd file
+    (OpenFeature's flagd provider: served `off` by the file's targeting, not a default) and were
+    decided by the baseline model; before it, the canary model decided there."""
+    traces = schema.TRACES
+    [switch] = _query(
+        data,
+        f"SELECT toUnixTimestamp64Nano(Timestamp) AS t, TenantId AS tenant, SpanAttributes[{literal(A.SITE.key)}] "
+        f"AS site, SpanAttributes[{literal(A.CHANGE_VERSION.key)}] AS version FROM {traces} "
+        f"WHERE SpanName = {literal(A.CHANGE_SPAN_NAME)} "
+        f"AND SpanAttributes[{literal(A.CHANGE_ACTOR.key)}] = 'rule:canary_kill_under_triage'",
+    )
+    assert (switch["tenant"], switch["site"], switch["version"]) == (TENANT, CANARY_SITE, "off")
+    rows = _query(
+        data,
+        f"SELECT TraceId IN (SELECT TraceId FROM {traces} WHERE SpanName = 'workflow triage' "
+        f"AND toUnixTimestamp64Nano(Timestamp) > {int(switch['t'])}) AS after, "
+        f"SpanAttributes[{literal(A.DECISION_MODEL_VERSION.key)}] AS version, "
+        f"SpanAttributes[{literal(A.FEATURE_FLAG_VARIANT.key)}] AS variant, "
+        f"SpanAttributes[{literal(A.FEATURE_FLAG_REASON.key)}] AS reason, "
+        f"SpanAttributes[{literal(A.FEATURE_FLAG_PROVIDER.key)}] AS provider, count() AS n FROM {traces} "
+        f"WHERE SpanAttributes[{literal(A.FEATURE_FLAG_KEY.key)}] = {literal(FLAG_KEY)} "
+        f"AND SpanAttributes[{literal(A.SITE.key)}] = {literal(CANARY_SITE)} "
+        "GROUP BY after, version, variant, reason, provider",
+    )
+    after = {(r["version"], r["variant"], r["reason"], r["provider"]): int(r["n"]) for r in rows if r["after"]}
+    before = {(r["version"], r["variant"], r["reason"], r["provider"]): int(r["n"]) for r in rows if not r["after"]}
+    assert list(after) == [(BASELINE_MODEL, "off", "targeting_match", "flagd")], after
+    assert sum(after.values()) > 20
+    assert before.get((CANARY_MODEL, "on", "targeting_match", "flagd"), 0) > 20, before
+    assert all(version == CANARY_MODEL for version, variant, _, _ in before if variant == "on")
 
 
 _EFFICIENCY = """

@@ -26,8 +26,11 @@ from clinotel.alerts.paging import Outbox
 from clinotel.alerts.rules import load
 from clinotel.alerts.sinks import WebhookSink
 from clinotel.alerts.wiring import build_evaluator
+from clinotel.collector.store import schema
 from clinotel.model import tables
 from clinotel.model.changes import recent_changes
+from clinotel.model.sql import literal
+from clinotel.semconv import attributes as A
 
 FLAGS = {
     "$schema": "https://flagd.dev/schema/v0/flags.json",
@@ -162,6 +165,15 @@ def test_the_canary_kill_switches_the_flag_off_records_it_and_says_so_on_the_pag
     try:
         outbox = Outbox([WebhookSink(f"{sink.url}/page")], [WebhookSink(f"{sink.url}/ticket")])
         evaluator = build_evaluator(config, collector.client, collector.options.database, outbox=outbox, alone=True)
+        recorder = evaluator.on_change
+        assert recorder is not None
+        tenants: list[str] = []
+
+        def record(*args: Any) -> None:
+            tenants.append(args[4])
+            recorder(*args)
+
+        evaluator.on_change = record
         _follows(flagd, "north", True)
         summary = evaluator.evaluate(datetime.now(UTC) + timedelta(minutes=1))
         assert summary.errors == []
@@ -177,7 +189,7 @@ def test_the_canary_kill_switches_the_flag_off_records_it_and_says_so_on_the_pag
         sink.close()
     db = collector.options.database
     [audit] = collector.client.query(
-        f"SELECT Value, Sample, Threshold, Receiver, Detail FROM {db}.{tables.ALERT_EVENTS} "
+        f"SELECT Value, Sample, Threshold, Receiver, Detail, TenantId FROM {db}.{tables.ALERT_EVENTS} "
         "WHERE Rule = 'canary_kill_under_triage' AND Event = 'action'"
     ).result_rows
     assert audit[0] > 1.5
@@ -191,3 +203,12 @@ def test_the_canary_kill_switches_the_flag_off_records_it_and_says_so_on_the_pag
     assert (change.kind, change.name, change.version, change.site, change.result) == (
         "flag", "triage-model-v4", "off", "north", "applied",
     )  # fmt: skip
+    # the event names the firing alert's tenant and the action's scope
+    [(sent, stored, site)] = collector.client.query(
+        f"SELECT ResourceAttributes[{literal(A.TENANT_ID.key)}], TenantId, SpanAttributes[{literal(A.SITE.key)}] "
+        f"FROM {collector.options.name(schema.TRACES)} WHERE SpanName = {literal(A.CHANGE_SPAN_NAME)} "
+        f"AND SpanAttributes[{literal(A.CHANGE_ACTOR.key)}] = 'rule:canary_kill_under_triage'"
+    ).result_rows
+    assert tenants == [audit[5]], "the recorder is given the firing alert's tenant"
+    assert sent == stored == audit[5]
+    assert site == "north"

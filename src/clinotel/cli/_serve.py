@@ -24,20 +24,26 @@ __all__ = ["serve"]
 @alerting_options(rules_help="Evaluate these alert rules in this process, on the collector's own store.")
 def serve(
     rules: Path | None, every: str, alertmanager: tuple[str, ...], pagerduty: bool, pagerduty_url: str | None,
-    webhook: tuple[str, ...], sinks: tuple[str, ...], **collector: Any,
+    webhook: tuple[str, ...], sinks: tuple[str, ...], flagd_file: Path | None, flag_webhook: str | None,
+    dry_run: bool, **collector: Any,
 ) -> None:  # fmt: skip
     """Receive OTLP and store traces in ClickHouse, durably, one tenant per token; with --rules,
-    evaluate alert rules on the same store and page."""
+    evaluate alert rules on the same store, page, and run the rules' kill-switch actions
+    (--flagd-file or --flag-webhook; --dry-run)."""
     if rules is None:
         if sinks_given(alertmanager, pagerduty, webhook, sinks):
             raise click.UsageError(
                 "--alertmanager, --pagerduty, --webhook and --sink page for --rules: give --rules FILE too"
             )
+        if flagd_file is not None or flag_webhook is not None or dry_run:
+            raise click.UsageError("--flagd-file, --flag-webhook and --dry-run act for --rules: give --rules FILE too")
         run_serve(**collector)
         return
     from clinotel.alerts.runner import beside_collector
 
-    config = alerting_config(rules, every, alertmanager, pagerduty, pagerduty_url, webhook, sinks)
+    config = alerting_config(
+        rules, every, alertmanager, pagerduty, pagerduty_url, webhook, sinks, flagd_file, flag_webhook, dry_run
+    )
     outbox = checked_outbox(config)
     try:
         pack = checked_rules(config.rules)

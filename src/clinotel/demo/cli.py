@@ -8,17 +8,21 @@ hours and paged.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any, Final
 
 import click
 from rich.console import Console
@@ -28,6 +32,10 @@ from rich.table import Table
 from clinotel.demo.scenario import INCIDENTS, PHASES, SITES, TENANT, Scenario, plan
 from clinotel.demo.summary import DemoSummary, disparity, rate
 from clinotel.model.tables import DEFAULT_DATABASE
+
+if TYPE_CHECKING:  # `clinotel --help` imports this module: the collector is imported when the demo runs
+    from clinotel.demo.pipeline import AlertReplay
+    from clinotel.demo.service import ServiceSpec
 
 __all__ = ["demo"]
 
@@ -138,77 +146,230 @@ def demo(
             f"{incident.description}"
         )
 
+    flagd_file = write_flagd_file(out / FLAGD_FILE)
+    span = sim_range(base_ns, scenario.window_ns)
     try:
-        started = time.perf_counter()
-        summary = _run_services(console, scenario, collector, base_ns, out)
-        elapsed = time.perf_counter() - started
+        sim = _simulate(console, scenario, collector, base_ns, out, span, timedelta(minutes=alert_step_min), flagd_file)
         stored = _stored_by_service(collector)
         workflows_stored = _workflows_stored(collector)
-        _print(console, summary, elapsed)
+        _print(console, sim.summary, sim.services_s)
         _print_services(console, stored)
-        back = _back_end(console, collector, out, sim_range(base_ns, scenario.window_ns), alert_step_min,
-                         write_flagd_file(out / FLAGD_FILE))  # fmt: skip
+        back = _back_end(console, collector, out, span, sim, flagd_file)
     finally:
         collector.stop()
     path = out / "summary.json"
-    record = {**_as_json(summary, scenario, elapsed), "services": stored, "workflows_stored": workflows_stored, **back}
+    record = {
+        **_as_json(sim.summary, scenario, sim.services_s), "services": stored, "workflows_stored": workflows_stored,
+        **back,
+    }  # fmt: skip
     path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     console.print(f"\nwrote [bold]{path}[/]")
 
 
-def _run_services(console: Console, scenario: Scenario, collector: Any, base_ns: int, out: Path) -> DemoSummary:
-    """Each service as its own process exporting to the collector; their merged figures, once the
-    collector has stored everything they sent."""
+@dataclass
+class Simulation:
+    """What the simulated hours produced: the services' merged figures, their run time (without
+    the alert evaluations between stretches), the alerts, and how long the services took to
+    follow each switch."""
+
+    summary: DemoSummary
+    services_s: float
+    replay: AlertReplay
+    alertmanager: bool
+    deliveries: list[dict[str, Any]]
+    followed_ms: list[float] = field(default_factory=list)
+
+
+class _Service:
+    """A service process driven stretch by stretch over stdin (`python -m clinotel.demo.service --stepped`)."""
+
+    def __init__(self, spec: ServiceSpec, proc: subprocess.Popen[str], log: IO[str], progress: Progress, task: TaskID):
+        self.spec = spec
+        self.proc = proc
+        self.log = log
+        self.replies: queue.Queue[str | None] = queue.Queue()
+        self.reader = threading.Thread(target=self._read, args=(progress, task), daemon=True)
+        self.reader.start()
+
+    def _read(self, progress: Progress, task: TaskID) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            word, _, number = line.strip().partition(" ")
+            if word == "progress":
+                progress.update(task, completed=int(number))
+            else:
+                self.replies.put(line.strip())
+        self.replies.put(None)
+
+    def send(self, command: str) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(command + "\n")
+            self.proc.stdin.flush()
+        except OSError:
+            pass  # it exited: `reply` says so
+
+    def reply(self, word: str, logs: Path) -> str:
+        """The service's answer to the last command (`word ...`); ClickException when it died."""
+        try:
+            line = self.replies.get(timeout=_REPLY_S)
+        except queue.Empty:
+            raise click.ClickException(
+                f"{self.spec.instance} did not answer within {_REPLY_S:g} s; see {logs / (self.spec.instance + '.log')}"
+            ) from None
+        if line is None or not line.startswith(word + " "):
+            code = self.proc.wait()
+            raise click.ClickException(
+                f"{self.spec.instance} exited with {code}; see {logs / (self.spec.instance + '.log')}"
+            )
+        return line.partition(" ")[2]
+
+
+_REPLY_S: Final = 600.0
+"""The longest a service may take over one stretch (a hang guard)."""
+
+
+def _in_scope(spec: ServiceSpec, scope: dict[str, str]) -> bool:
+    place = {"site": spec.site, "workflow_kind": spec.kind}
+    return spec.kind == "triage" and all(place.get(k) == v for k, v in scope.items())
+
+
+def _simulate(
+    console: Console, scenario: Scenario, collector: Any, base_ns: int, out: Path, span: tuple[datetime, datetime],
+    step: timedelta, flagd_file: Path,
+) -> Simulation:  # fmt: skip
+    """The services (one process each, exporting to the collector) and the alert evaluator, in
+    step over the simulated hours. Until the canary starts the services run in one stretch (no
+    flag is on anywhere, so no switch could change a decision); through the canary they run one
+    evaluation step at a time and the rules are evaluated on what the collector stored; once a
+    rule's kill switch has rewritten the flag file and the services in its scope follow it, they
+    run to the end, and the evaluations finish."""
+    from clinotel.alerts.local_alertmanager import LocalAlertmanager, find_binary
+    from clinotel.demo.pipeline import AlertReplayer, PageSink
     from clinotel.demo.service import SERVICES
 
     endpoint = f"http://127.0.0.1:{collector.http.port}"
+    _record_changes(scenario, endpoint, base_ns)
     share = Counter(next(i for i, spec in enumerate(SERVICES) if spec.runs(p)) for p in plan(scenario))
     logs = out / "services"
     logs.mkdir(parents=True, exist_ok=True)
+    start, end = span
+    times = [start + k * step for k in range(int((end - start) / step) + 1)]
+    canary_ms = next(p.start for p in PHASES if p.canary) * scenario.window_ns / 1e6
+    sink = PageSink()
+    binary = find_binary()
+    am = LocalAlertmanager(binary, f"{sink.url}/am", out / "alertmanager") if binary else None
     columns = (TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        running = []
-        for i, spec in enumerate(SERVICES):
-            task = progress.add_task(f"{spec.instance} (pid …)", total=share[i])
-            env = {
-                **os.environ,
-                "OTEL_SERVICE_NAME": spec.name,
-                "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={spec.instance},deployment.environment.name=demo",
-                "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-                # the simulation outruns real time: a queue that holds the whole run, so no span is dropped
-                "OTEL_BSP_MAX_QUEUE_SIZE": str(max(2048, share[i] * 12)),
-                "CLINOTEL_TENANT": TENANT,
-                "CLINOTEL_PSEUDONYM_KEY": DEMO_PSEUDONYM_KEY,
-            }
-            argv = [sys.executable, "-m", "clinotel.demo.service", *spec.argv(), "--workflows",
-                    str(scenario.workflows), "--seed", str(scenario.seed), "--hours", str(scenario.hours),
-                    "--base-ns", str(base_ns), "--summary", str(logs / f"{spec.instance}.json")]  # fmt: skip
-            log = (logs / f"{spec.instance}.log").open("w", encoding="utf-8")
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
-            progress.update(task, description=f"{spec.instance} (pid {proc.pid})")
-            watcher = threading.Thread(target=_follow, args=(proc, progress, task), daemon=True)
-            watcher.start()
-            running.append((spec, proc, log, watcher))
-        failed = []
-        for spec, proc, log, watcher in running:
-            code = proc.wait()
-            watcher.join()
-            log.close()
-            if code != 0:
-                failed.append(f"{spec.instance} exited with {code}; see {logs / (spec.instance + '.log')}")
-        if failed:
-            raise click.ClickException("; ".join(failed))
-        _record_changes(scenario, endpoint, base_ns)
-        stored = progress.add_task("stored in ClickHouse", total=1)
-        collector.writer.drain()
-        if collector.recorder is not None:
-            collector.recorder.record()
-        progress.update(stored, completed=1)
+    services: list[_Service] = []
+    evaluating_s = 0.0
+    followed: list[float] = []
+    started = time.perf_counter()
+    try:
+        if am is not None:
+            am.start()
+        replayer = AlertReplayer(collector, sink, am.url if am else None, flagd_file)
+        with Progress(*columns, console=console, transient=False) as progress:
+            for i, spec in enumerate(SERVICES):
+                task = progress.add_task(f"{spec.instance} (pid …)", total=share[i])
+                proc, log = _start_service(spec, scenario, endpoint, base_ns, logs, share[i], flagd_file)
+                progress.update(task, description=f"{spec.instance} (pid {proc.pid})")
+                services.append(_Service(spec, proc, log, progress, task))
+            evaluations = progress.add_task("alert evaluations", total=len(times))
+            position = 0.0
+            switched = False
+
+            def advance(target: float) -> None:
+                for s in services:
+                    s.send(f"run {target}")
+                for s in services:
+                    s.reply("at", logs)
+                collector.writer.drain()
+
+            try:
+                for t in times:
+                    offset = (t - start).total_seconds() * 1000
+                    target = math.inf if switched else max(offset, canary_ms)
+                    if target > position:
+                        advance(target)
+                        position = target
+                    began = time.perf_counter()
+                    actions = replayer.evaluate(t)
+                    evaluating_s += time.perf_counter() - began
+                    progress.advance(evaluations)
+                    for rule, _, result, _ in actions:
+                        action = replayer.action_of(rule)
+                        if action is None or result != "applied":
+                            continue
+                        switched = True
+                        following = [s for s in services if _in_scope(s.spec, action.scope)]
+                        for s in following:
+                            s.send(f"follow {action.variant}")
+                        followed += [float(s.reply("followed", logs)) for s in following]
+                if position < math.inf:
+                    advance(math.inf)
+                for s in services:
+                    s.send("end")
+            finally:
+                replayer.close()
+                failed = []
+                for s in services:
+                    if s.proc.stdin is not None:
+                        with contextlib.suppress(OSError):
+                            s.proc.stdin.close()  # after `end`; or on an error, EOF stops the service
+                for s in services:
+                    try:
+                        code = s.proc.wait(timeout=_REPLY_S)
+                    except subprocess.TimeoutExpired:
+                        s.proc.kill()
+                        code = s.proc.wait()
+                    s.reader.join()
+                    s.log.close()
+                    if code != 0:
+                        failed.append(f"{s.spec.instance} exited with {code}; see {logs / (s.spec.instance + '.log')}")
+            if failed:
+                raise click.ClickException("; ".join(failed))
+            stored = progress.add_task("stored in ClickHouse", total=1)
+            collector.writer.drain()
+            if collector.recorder is not None:
+                collector.recorder.record()
+            progress.update(stored, completed=1)
+        services_s = time.perf_counter() - started - evaluating_s
+        if am is not None:
+            time.sleep(3)  # Alertmanager's group_wait, then its webhook delivery
+    finally:
+        if am is not None:
+            am.stop()
+        sink.close()
     summary = DemoSummary()
     for spec in SERVICES:
         summary.merge(DemoSummary.from_json(json.loads((logs / f"{spec.instance}.json").read_text())))
-    return summary
+    return Simulation(summary, services_s, replayer.replay, am is not None, list(sink.deliveries), followed)
+
+
+def _start_service(
+    spec: ServiceSpec, scenario: Scenario, endpoint: str, base_ns: int, logs: Path, share: int, flagd_file: Path
+) -> tuple[subprocess.Popen[str], IO[str]]:
+    """The service's process, configured from the standard environment as a real one is."""
+    env = {
+        **os.environ,
+        "OTEL_SERVICE_NAME": spec.name,
+        "OTEL_RESOURCE_ATTRIBUTES": f"service.instance.id={spec.instance},deployment.environment.name=demo",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        # the simulation outruns real time: a queue that holds the whole run, so no span is dropped
+        "OTEL_BSP_MAX_QUEUE_SIZE": str(max(2048, share * 12)),
+        "CLINOTEL_TENANT": TENANT,
+        "CLINOTEL_PSEUDONYM_KEY": DEMO_PSEUDONYM_KEY,
+    }
+    argv = [sys.executable, "-m", "clinotel.demo.service", *spec.argv(), "--workflows",
+            str(scenario.workflows), "--seed", str(scenario.seed), "--hours", str(scenario.hours),
+            "--base-ns", str(base_ns), "--summary", str(logs / f"{spec.instance}.json"), "--stepped",
+            "--flagd-file", str(flagd_file)]  # fmt: skip
+    log = (logs / f"{spec.instance}.log").open("w", encoding="utf-8")
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env, bufsize=1
+    )
+    return proc, log
 
 
 def _record_changes(scenario: Scenario, endpoint: str, base_ns: int) -> None:
@@ -228,13 +389,15 @@ def _record_changes(scenario: Scenario, endpoint: str, base_ns: int) -> None:
 
 def _stored_by_service(collector: Any) -> dict[str, dict[str, object]]:
     """Spans stored per service instance, as the collector received them (the pipelines' change
-    events are not a service's)."""
+    events are not a service's; the SDK's health spans, one per export batch with something to
+    report, are left out as the summary leaves them out)."""
     from clinotel.collector.store import schema
     from clinotel.semconv import attributes as A
 
     rows = collector.client.query(
         f"SELECT ResourceAttributes['service.instance.id'] AS instance, any(ServiceName), count() "
-        f"FROM {collector.options.name(schema.TRACES)} WHERE SpanName != '{A.CHANGE_SPAN_NAME}' "
+        f"FROM {collector.options.name(schema.TRACES)} "
+        f"WHERE SpanName NOT IN ('{A.CHANGE_SPAN_NAME}', '{A.HEALTH_SPAN_NAME}') "
         "GROUP BY instance ORDER BY instance"
     ).result_rows
     return {str(instance): {"service": str(name), "spans_stored": int(n)} for instance, name, n in rows}
@@ -254,15 +417,6 @@ def _print_services(console: Console, stored: dict[str, dict[str, object]]) -> N
     for instance, row in stored.items():
         table.add_row(instance, str(row["service"]), f"{row['spans_stored']:,}")
     console.print(table)
-
-
-def _follow(proc: subprocess.Popen[str], progress: Progress, task: TaskID) -> None:
-    """Move a service's progress bar as it reports."""
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        word, _, number = line.partition(" ")
-        if word == "progress":
-            progress.update(task, completed=int(number))
 
 
 def _print(console: Console, s: DemoSummary, elapsed: float) -> None:
@@ -314,25 +468,26 @@ def _print(console: Console, s: DemoSummary, elapsed: float) -> None:
 
 
 def _back_end(
-    console: Console, collector: Any, out: Path, span: tuple[datetime, datetime], step_min: int, flagd_file: Path
+    console: Console, collector: Any, out: Path, span: tuple[datetime, datetime], sim: Simulation, flagd_file: Path
 ) -> dict[str, Any]:
-    """Dashboards built and checked, the report, the alerts replayed and paged (the kill switch
-    rewriting `flagd_file`); what they did."""
+    """Dashboards built and checked, what the alerts and the kill switch did, the report."""
     from clinotel.alerts.config import AlertingConfig
-    from clinotel.alerts.local_alertmanager import LocalAlertmanager, find_binary
     from clinotel.alerts.wiring import load_rules
     from clinotel.dashboards import build_all
     from clinotel.dashboards.check import panel_queries, run
     from clinotel.dashboards.macros import TimeRange
     from clinotel.dashboards.provisioning import write as write_dashboards
     from clinotel.dashboards.report import render
-    from clinotel.demo.pipeline import PageSink, replay_alerts
+    from clinotel.demo.flags import INVENTORY_FILE, write_inventory
+    from clinotel.rollout.inventory import load as load_flags
 
     database = collector.config.database
     start, end = span
     tr = TimeRange(start, end)  # each panel's interval is Grafana's own (dashboards.interval)
-    written = write_dashboards(out / "grafana")
-    queries = list(panel_queries(build_all(database)))
+    inventory = load_flags(write_inventory(out / INVENTORY_FILE, end.date()))
+    flags = tuple((f.key, f.expiry) for f in inventory.flags)
+    written = write_dashboards(out / "grafana", flags=flags)
+    queries = list(panel_queries(build_all(database, flags)))
     results = list(run(collector.client, queries, tr))
     failed = [r for r in results if r.error]
     empty = [r for r in results if not r.error and r.rows == 0]
@@ -343,29 +498,16 @@ def _back_end(
     for r in failed + empty:
         console.print(f"  [yellow]{r.query.dashboard} / {r.query.panel}: {r.error or 'no rows'}[/]")
 
-    sink = PageSink()
-    binary = find_binary()
-    am = LocalAlertmanager(binary, f"{sink.url}/am", out / "alertmanager") if binary else None
-    try:
-        if am is not None:
-            am.start()
-        replay = replay_alerts(collector, start, end, timedelta(minutes=step_min), sink, am.url if am else None,
-                               flagd_file)  # fmt: skip
-        if am is not None:
-            time.sleep(3)  # Alertmanager's group_wait, then its webhook delivery
-    finally:
-        if am is not None:
-            am.stop()
-        sink.close()
-    alerts = Table(title=f"Alerts replayed over the simulated hours ({replay.evaluations} evaluations)")
+    replay = sim.replay
+    alerts = Table(title=f"Alerts evaluated over the simulated hours ({replay.evaluations} evaluations)")
     for col in ("rule", "first fired", "resolved"):
         alerts.add_column(col)
     for rule, when in sorted(replay.fired.items(), key=lambda kv: kv[1]):
         resolved = replay.resolved.get(rule)
         alerts.add_row(rule, f"+{_offset(start, when)}", f"+{_offset(start, resolved)}" if resolved else "still firing")
     console.print(alerts)
-    if am is not None:
-        relayed = [d for d in sink.deliveries if d["path"] == "/am"]
+    if sim.alertmanager:
+        relayed = [d for d in sim.deliveries if d["path"] == "/am"]
         console.print(
             f"{replay.pages} pages sent to Prometheus Alertmanager (re-sent while firing), which notified "
             f"its webhook receiver {len(relayed)} times; {replay.tickets} tickets to the webhook"
@@ -387,12 +529,22 @@ def _back_end(
         )
     if not switched:
         console.print("[yellow]Kill switch: no rule switched a flag[/]")
-    console.print(
-        "  (the simulated services ran before this replay and do not read the flag file: the switch is "
-        "shown in the file, the audit trail and the change events, not in the services' later decisions)"
-    )
+    recovery = _recovery(collector, replay)
+    if sim.followed_ms:
+        console.print(
+            "  the services in its scope read the flag through OpenFeature's flagd provider (file mode) and "
+            f"served the switched variant before their next stretch (waited {max(sim.followed_ms):,.0f} ms); "
+            "the canary site's triage decisions after the switch: "
+            + ", ".join(f"model {v} {n:,}" for v, n in sorted(recovery.get("after_switch", {}).items()))
+        )
+        ut = recovery.get("under_triage_after_switch", {})
+        if ut:
+            console.print(
+                "  model under-triage after the switch (ground truth arrived): canary site "
+                f"{_share(ut['canary_site'])}, the other sites {_share(ut['other_sites'])}"
+            )
     rules = load_rules(AlertingConfig()).rules
-    report = render(collector.client, build_all(database), tr, title="clinotel demo report", database=database,
+    report = render(collector.client, build_all(database, flags), tr, title="clinotel demo report", database=database,
                     rules=rules)  # fmt: skip
     report_path = out / "report.html"
     report_path.write_text(report.html, encoding="utf-8")
@@ -403,10 +555,47 @@ def _back_end(
         "panels": {"queries": len(results), "failed": len(failed), "empty": len(empty)},
         "alerts_fired": sorted(replay.fired),
         "alert_deliveries": {"page": replay.pages, "ticket": replay.tickets},
-        "paged_through": "alertmanager" if am is not None else "webhook",
+        "paged_through": "alertmanager" if sim.alertmanager else "webhook",
         "alert_errors": len(replay.errors),
         "kill_switch": switched,
+        "recovery": recovery,
     }
+
+
+def _recovery(collector: Any, replay: AlertReplay) -> dict[str, Any]:
+    """After the first kill switch: the canary site's triage decisions by model version, and the
+    model's under-triage there against the other sites (workflows whose ground truth arrived)."""
+    from clinotel.demo.scenario import CANARY_SITE
+    from clinotel.model import clinical
+    from clinotel.model.indicators import INDICATORS
+
+    applied = [t for _, _, result, t in replay.actions if result == "applied"]
+    if not applied:
+        return {}
+    table = collector.options.name(clinical.WORKFLOWS)
+    since = f"toDateTime64('{applied[0].strftime('%Y-%m-%d %H:%M:%S.%f')}', 6, 'UTC')"
+    where = f"WorkflowKind = 'triage' AND StartTime >= {since}"
+    versions = collector.client.query(
+        f"SELECT ModelVersion, count() FROM {table} FINAL WHERE {where} AND Site = '{CANARY_SITE}' "
+        "AND DecisionSource = 'model' GROUP BY ModelVersion ORDER BY ModelVersion"
+    ).result_rows
+    under = INDICATORS["under_triage_rate"]
+    rates = collector.client.query(
+        f"SELECT Site = '{CANARY_SITE}' AS canary_site, countIf(({under.where}) AND ({under.hit})), "
+        f"countIf({under.where}) FROM {table} FINAL WHERE {where} GROUP BY canary_site"
+    ).result_rows
+    by_site = {bool(c): {"under": int(u), "n": int(n)} for c, u, n in rates}
+    return {
+        "after_switch": {str(v): int(n) for v, n in versions},
+        "under_triage_after_switch": {
+            "canary_site": by_site.get(True, {"under": 0, "n": 0}),
+            "other_sites": by_site.get(False, {"under": 0, "n": 0}),
+        },
+    }
+
+
+def _share(counts: dict[str, int]) -> str:
+    return f"{counts['under'] / counts['n']:.1%} (n={counts['n']:,})" if counts["n"] else "— (n=0)"
 
 
 def _offset(start: Any, t: Any) -> str:

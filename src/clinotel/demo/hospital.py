@@ -80,7 +80,7 @@ def run_workflow(plan: WorkflowPlan, clock: SimClock) -> LateTruth | None:
             with ct.stage("decide") as st:
                 clock.advance(plan.decide_ms)
                 if plan.flag_variant is not None:
-                    st.record_flag(FLAG_KEY, plan.flag_variant, provider="flagd", reason="targeting_match")
+                    st.record_flag(FLAG_KEY, plan.flag_variant, provider="flagd", reason=plan.flag_reason)
                 st.record_decision(**plan.decision)
                 if plan.worth.inputs:
                     st.record_inputs(**plan.worth.inputs)

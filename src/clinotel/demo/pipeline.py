@@ -13,10 +13,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from clinotel.alerts.actions import DisableFlag
 from clinotel.collector.service import Collector, CollectorConfig
 from clinotel.demo.scenario import TENANT
 
-__all__ = ["AlertReplay", "PageSink", "replay_alerts", "sim_range", "start_collector"]
+__all__ = ["AlertReplay", "AlertReplayer", "PageSink", "replay_alerts", "sim_range", "start_collector"]
 
 
 def start_collector(data_dir: Path, wal_dir: Path) -> Collector:
@@ -74,49 +75,74 @@ class AlertReplay:
     """(rule, what it switched, the result, the simulated time) of each kill-switch action."""
 
 
+class AlertReplayer:
+    """The default rule pack evaluated at simulated times, as it would have run live: pages go
+    to `alertmanager` when given (its receiver is the sink), else to the sink with the tickets
+    (`/ticket`), as `clinotel alerts evaluate --webhook` sends them. With `flagd_file`, the
+    kill-switch actions rewrite it and are recorded as change events in the collector."""
+
+    def __init__(
+        self, collector: Collector, sink: PageSink, alertmanager: str | None, flagd_file: Path | None = None
+    ) -> None:
+        from clinotel.alerts.config import AlertingConfig
+        from clinotel.alerts.wiring import build_evaluator, load_rules
+
+        assert collector.http is not None
+        config = AlertingConfig(
+            alertmanager=(alertmanager,) if alertmanager else (), webhook=(f"{sink.url}/ticket",),
+            flagd_file=flagd_file,
+            changes_endpoint=f"http://127.0.0.1:{collector.http.port}" if flagd_file is not None else None,
+        )  # fmt: skip
+        # the collector's own rules watch the live process, which ran for seconds, not simulated hours
+        pack = load_rules(config)
+        pack = pack.model_copy(update={"rules": tuple(r for r in pack.rules if r.kind != "collector")})
+        # alone on its own store by construction: no lease to take
+        self.evaluator = build_evaluator(config, collector.client, collector.config.database, pack=pack, alone=True)
+        self.severity = {r.name: r.severity for r in pack.rules}
+        self.actions = {r.name: r.action.disable_flag for r in pack.rules if r.action is not None}
+        self.replay = AlertReplay()
+
+    def action_of(self, rule: str) -> DisableFlag | None:
+        """The kill-switch action of `rule`, if it has one."""
+        return self.actions.get(rule)
+
+    def evaluate(self, t: datetime) -> list[tuple[str, str, str, datetime]]:
+        """One evaluation at simulated time `t`; the kill-switch actions it ran."""
+        summary = self.evaluator.evaluate(t)
+        replay = self.replay
+        replay.evaluations += 1
+        for rule, _, state in summary.transitions:
+            if state == "firing":
+                replay.fired.setdefault(rule, t)
+                if self.severity[rule] == "page":
+                    replay.pages += 1
+                else:
+                    replay.tickets += 1
+            elif state == "resolved":
+                replay.resolved.setdefault(rule, t)
+        replay.errors += summary.errors
+        actions = [(rule, what, outcome.result, t) for rule, what, outcome in summary.actions]
+        replay.actions += actions
+        return actions
+
+    def close(self) -> None:
+        self.evaluator.close()
+
+
 def replay_alerts(
     collector: Collector, start: datetime, end: datetime, step: timedelta, sink: PageSink, alertmanager: str | None,
     flagd_file: Path | None = None,
 ) -> AlertReplay:  # fmt: skip
-    """Evaluate the default rule pack every `step` from `start` to `end`, as it would have run live;
-    pages go to `alertmanager` when given (its receiver is the sink), else to the sink with the
-    tickets (`/ticket`), as `clinotel alerts evaluate --webhook` sends them. With `flagd_file`, the
-    kill-switch actions rewrite it and are recorded as change events in the collector."""
-    from clinotel.alerts.config import AlertingConfig
-    from clinotel.alerts.wiring import build_evaluator, load_rules
-
-    assert collector.http is not None
-    config = AlertingConfig(
-        alertmanager=(alertmanager,) if alertmanager else (), webhook=(f"{sink.url}/ticket",), flagd_file=flagd_file,
-        changes_endpoint=f"http://127.0.0.1:{collector.http.port}" if flagd_file is not None else None,
-    )  # fmt: skip
-    # the collector's own rules watch the live process, which ran for seconds, not simulated hours
-    pack = load_rules(config)
-    pack = pack.model_copy(update={"rules": tuple(r for r in pack.rules if r.kind != "collector")})
-    # alone on its own store by construction: no lease to take
-    evaluator = build_evaluator(config, collector.client, collector.config.database, pack=pack, alone=True)
-    severity = {r.name: r.severity for r in pack.rules}
-    replay = AlertReplay()
+    """Evaluate the default rule pack every `step` from `start` to `end` (`AlertReplayer`)."""
+    replayer = AlertReplayer(collector, sink, alertmanager, flagd_file)
     t = start
     try:
         while t <= end:
-            summary = evaluator.evaluate(t)
-            replay.evaluations += 1
-            for rule, _, state in summary.transitions:
-                if state == "firing":
-                    replay.fired.setdefault(rule, t)
-                    if severity[rule] == "page":
-                        replay.pages += 1
-                    else:
-                        replay.tickets += 1
-                elif state == "resolved":
-                    replay.resolved.setdefault(rule, t)
-            replay.errors += summary.errors
-            replay.actions += [(rule, what, outcome.result, t) for rule, what, outcome in summary.actions]
+            replayer.evaluate(t)
             t += step
     finally:
-        evaluator.close()
-    return replay
+        replayer.close()
+    return replayer.replay
 
 
 def sim_range(base_ns: int, window_ns: int) -> tuple[datetime, datetime]:

@@ -45,6 +45,7 @@ __all__ = [
     "Scenario",
     "WorkflowPlan",
     "plan",
+    "replan",
 ]
 
 SITES: Final = ("north", "south", "east")
@@ -164,6 +165,7 @@ class WorkflowPlan:
     decision: dict[str, object]
     shadow: dict[str, object] | None
     flag_variant: str | None
+    """The canary flag's variant served, when the flag is evaluated (the canary phase)."""
     review: dict[str, object] | None
     review_ms: float
     action: dict[str, object]
@@ -173,6 +175,8 @@ class WorkflowPlan:
     truth_after_ms: float = 0.0
     scheduling: dict[str, object] = field(default_factory=dict)
     phase: str = ""
+    flag_reason: str = "targeting_match"
+    """Why the flag served `flag_variant` (OpenTelemetry's `feature_flag.result.reason`)."""
     worth: Worth = field(default_factory=Worth)
     """Inputs, data quality, effort, rework and feedback (`clinotel.demo.worth`)."""
 
@@ -243,13 +247,26 @@ def _ingest(rng: random.Random, scenario: Scenario, frac: float) -> tuple[float,
     return base, None
 
 
-def _triage(rng: random.Random, scenario: Scenario, i: int, frac: float, offset_ms: float) -> WorkflowPlan:
+def replan(scenario: Scenario, p: WorkflowPlan, *, flag_on: bool) -> WorkflowPlan:
+    """Workflow `p` again, with the canary flag as a service evaluated it (`flag_on`) instead of
+    as the story planned it: the same patient, arrival and draws, the model the flag chose."""
+    rng = random.Random(f"{scenario.seed}:{p.index}")
+    frac = (p.index + rng.random()) / scenario.workflows
+    if rng.random() >= scenario.triage_share:
+        return p  # scheduling: no flag
+    return _triage(rng, scenario, p.index, frac, frac * (scenario.window_ns / 1e6), flag_on=flag_on)
+
+
+def _triage(
+    rng: random.Random, scenario: Scenario, i: int, frac: float, offset_ms: float, *, flag_on: bool | None = None
+) -> WorkflowPlan:
     site = rng.choice(SITES)
     cohort = _cohort(rng)
     true_esi = rng.choices((1, 2, 3, 4, 5), weights=_ESI_WEIGHTS)[0]
     cohort["acuity"] = "high" if true_esi <= 2 else ("medium" if true_esi == 3 else "low")
     phase = _phase(frac)
-    canary = phase.canary and site == CANARY_SITE
+    # the story's flag: model v4 at the canary site during the canary phase (`flag_on`: as evaluated)
+    canary = phase.canary and (site == CANARY_SITE if flag_on is None else flag_on)
     version = CANARY_MODEL if canary else BASELINE_MODEL
 
     # The model: mostly right; under-triage (a higher ESI number) sometimes; the canary model

@@ -8,7 +8,11 @@ Configured as a real service is, from the standard environment (`OTEL_SERVICE_NA
 `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_EXPORTER_OTLP_*`, `CLINOTEL_TENANT`, `CLINOTEL_PSEUDONYM_KEY`),
 which `clinotel demo` sets. It runs its share of the scenario (the workflows of its kind, and site
 if given, in arrival order), records their late ground truth, and writes what it exported, after
-the PHI gate, as JSON. `progress N` lines on stdout drive the demo's progress bars.
+the PHI gate, as JSON. `progress N` lines on stdout drive the demo's progress bars. With
+`--flagd-file`, a triage service evaluates the canary flag `triage-model-v4` per workflow through
+OpenFeature's flagd provider reading that file, and the model follows the flag; with `--stepped`,
+the demo advances it stretch by stretch (stdin commands), so the alert evaluator can switch the
+flag between stretches and the later workflows follow.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +29,12 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 import clinotel.instrumentation as ct
+from clinotel.demo.flagread import FlagReader
 from clinotel.demo.hospital import SimClock, record_truths, run_workflow
-from clinotel.demo.scenario import SITES, Scenario, WorkflowPlan, plan
+from clinotel.demo.scenario import FLAG_KEY, SITES, Scenario, WorkflowPlan, plan, replan
 from clinotel.demo.summary import Summariser
 
-__all__ = ["SERVICES", "ServiceSpec", "Tee", "main"]
+__all__ = ["SERVICES", "ServiceSpec", "Stretches", "Tee", "main"]
 
 PROGRESS_EVERY = 100
 
@@ -88,6 +94,65 @@ class SummaryExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
+def _flagged(scenario: Scenario, p: WorkflowPlan, flags: FlagReader | None) -> WorkflowPlan:
+    """`p` as the flag file decides it: the canary flag evaluated through OpenFeature (file mode)
+    for the workflow's site; the model it chooses, the variant and the reason recorded."""
+    if flags is None or p.flag_variant is None:
+        return p
+    result = flags.evaluate({"site": p.site, "workflow_kind": p.kind})
+    if result.value != (p.flag_variant == "on"):
+        p = replan(scenario, p, flag_on=result.value)
+    p.flag_variant = result.variant or ("on" if result.value else "off")
+    p.flag_reason = result.reason
+    return p
+
+
+class Stretches:
+    """The service's share of the scenario, run stretch by stretch of simulated time: each
+    stretch's workflows, then their late ground truth, then a flush, so the collector holds
+    everything up to the stretch's end when the service says so."""
+
+    def __init__(self, scenario: Scenario, spec: ServiceSpec, clock: SimClock, flags: FlagReader | None) -> None:
+        self.scenario = scenario
+        self.clock = clock
+        self.flags = flags
+        self.plans = (p for p in plan(scenario) if spec.runs(p))
+        self.next: WorkflowPlan | None = next(self.plans, None)
+        self.done = 0
+
+    def run(self, until_ms: float, telemetry: ct.Telemetry) -> bool:
+        """Every workflow arriving before `until_ms`; whether the exporter flushed."""
+        truths = []
+        while self.next is not None and self.next.offset_ms < until_ms:
+            truth = run_workflow(_flagged(self.scenario, self.next, self.flags), self.clock)
+            if truth is not None:
+                truths.append(truth)
+            self.done += 1
+            if self.done % PROGRESS_EVERY == 0:
+                print(f"progress {self.done}", flush=True)
+            self.next = next(self.plans, None)
+        print(f"progress {self.done}", flush=True)
+        record_truths(truths, self.clock)
+        return telemetry.force_flush()
+
+
+def _follow(flags: FlagReader | None, site: str | None, variant: str) -> str:
+    """Wait until the flag serves `variant` at this service's site; how long it took (ms)."""
+    if flags is None or site is None:
+        return "followed 0"
+    started = time.monotonic()
+    flags.wait({"site": site, "workflow_kind": "triage"}, lambda r: r.variant == variant)
+    return f"followed {(time.monotonic() - started) * 1000:.0f}"
+
+
+def _is_time(text: str) -> bool:
+    """A stretch's end: simulated milliseconds (a number, or `inf` for the rest)."""
+    try:
+        return float(text) >= 0
+    except ValueError:
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m clinotel.demo.service", description=__doc__.split("\n")[0])
     parser.add_argument("--kind", choices=("triage", "scheduling"), required=True)
@@ -97,6 +162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hours", type=float, default=12.0)
     parser.add_argument("--base-ns", type=int, required=True, help="the simulation's start (ns since the epoch)")
     parser.add_argument("--summary", type=Path, required=True, help="where to write what was exported (JSON)")
+    parser.add_argument("--flagd-file", type=Path, help="evaluate the canary flag in this flagd file (OpenFeature)")
+    parser.add_argument(
+        "--stepped", action="store_true",
+        help="take commands on stdin: `run MS` (the workflows before MS, then `at MS`), `follow VARIANT` "
+        "(wait until the flag serves it here, then `followed MS`), `end`",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     scenario = Scenario(workflows=args.workflows, seed=args.seed, hours=args.hours)
@@ -106,21 +177,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     telemetry = ct.configure(
         exporter=Tee(SummaryExporter(summariser), ct.otlp_exporter()), set_global=False, clock=clock
     )
-    truths = []
-    done = 0
-    for p in plan(scenario):
-        if not spec.runs(p):
-            continue
-        truth = run_workflow(p, clock)
-        if truth is not None:
-            truths.append(truth)
-        done += 1
-        if done % PROGRESS_EVERY == 0:
-            print(f"progress {done}", flush=True)
-    print(f"progress {done}", flush=True)
-    record_truths(truths, clock)
-    print(f"truths {len(truths)}", flush=True)
-    flushed = telemetry.force_flush()
+    flags = FlagReader(args.flagd_file, FLAG_KEY) if args.flagd_file is not None and args.kind == "triage" else None
+    flushed = True
+    try:
+        if flags is not None:
+            flags.ready({"site": args.site or "", "workflow_kind": args.kind})
+        stretches = Stretches(scenario, spec, clock, flags)
+        commands = sys.stdin if args.stepped else iter(("run inf", "end"))
+        for line in commands:
+            word, _, value = line.strip().partition(" ")
+            if word == "run" and _is_time(value):
+                flushed = stretches.run(float(value), telemetry) and flushed
+                print(f"at {value}", flush=True)
+            elif word == "follow" and value:
+                print(_follow(flags, args.site, value), flush=True)
+            elif word == "end":
+                break
+            else:
+                print(f"unknown command {line.strip()[:80]!r}: run MS, follow VARIANT or end", file=sys.stderr)
+                return 2
+        if stretches.next is not None:
+            print("stopped before the scenario's end", file=sys.stderr, flush=True)
+            return 1
+    finally:
+        if flags is not None:
+            flags.close()
+    flushed = telemetry.force_flush() and flushed
     telemetry.shutdown()
     summary = summariser.result(telemetry.dropped())
     args.summary.write_text(json.dumps(summary.to_json()), encoding="utf-8")

@@ -17,6 +17,10 @@ from clinotel.model.tables import DEFAULT_DATABASE
 __all__ = ["rollout"]
 
 _KEY: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/+-]{0,63}$")
+STAGES: Final = ("shadow", "recommend", "canary", "full")
+"""The stages a flagged rollout goes through."""
+GATED: Final = (("canary", "full"),)
+"""The transitions `rollout gate` decides."""
 _MIN_WINDOW: Final = 60
 _MAX_WINDOW: Final = 90 * 86400
 
@@ -58,10 +62,10 @@ def rollout() -> None:
 
 @rollout.command()
 @click.option("--flag", "key", required=True, callback=_flag_key, help="The flag (a key of flags.yaml).")
-@click.option("--from", "stage_from", type=click.Choice(["canary"]), default="canary", show_default=True,
-              help="The stage the flag is at.")  # fmt: skip
-@click.option("--to", "stage_to", type=click.Choice(["full"]), default="full", show_default=True,
-              help="The stage it would be promoted to.")  # fmt: skip
+@click.option("--from", "stage_from", type=click.Choice(STAGES), default="canary", show_default=True,
+              help="The stage the flag is at (only canary is gated).")  # fmt: skip
+@click.option("--to", "stage_to", type=click.Choice(STAGES), default="full", show_default=True,
+              help="The stage it would be promoted to (only full is gated).")  # fmt: skip
 @click.option("--flags", "flags_file", type=click.Path(dir_okay=False, path_type=Path), default=Path("flags.yaml"),
               show_default=True, help="The flag inventory.")  # fmt: skip
 @click.option("--rules", type=click.Path(dir_okay=False, path_type=Path),
@@ -91,7 +95,11 @@ def gate(
 ) -> None:  # fmt: skip
     """Promote (exit 0) or refuse (exit 1) FLAG's canary: enough samples per cohort, no kill
     criterion breached, the canary non-inferior to the baseline on each safety metric, fairness
-    within the band where samples suffice. Writes the evidence either way."""
+    within the band where samples suffice. Writes the evidence either way.
+
+    One transition is gated: canary -> full (the canary cohort against the baseline cohort). Any
+    other (shadow -> recommend, recommend -> canary, ...) is refused with exit 2: those stages
+    have no canary cohort to compare."""
     from clinotel.alerts import default_rules_path
     from clinotel.alerts.rules import RuleError, load
     from clinotel.model.changes import recent_changes
@@ -100,6 +108,12 @@ def gate(
     from clinotel.rollout.inventory import InventoryError
     from clinotel.rollout.inventory import load as load_flags
 
+    if (stage_from, stage_to) not in GATED:
+        raise click.UsageError(
+            f"the gate decides {' and '.join(f'{a} -> {b}' for a, b in GATED)} only, not {stage_from} -> {stage_to}: "
+            "it compares the canary cohort with the baseline cohort, which the earlier stages do not have "
+            "(watch a shadow or recommend stage with the alert rules, such as shadow_disagreement)"
+        )
     if evidence_dir.exists() and not evidence_dir.is_dir():
         raise click.BadParameter(f"{evidence_dir} is not a directory", param_hint="--evidence")
     if tenant is not None and not _KEY.fullmatch(tenant):

@@ -83,8 +83,9 @@ class Outcome:
     detail: str
 
 
-ChangeRecorder = Callable[[DisableFlag, str, Outcome, datetime], None]
-"""Records a kill-switch action as a change event: (action, rule name, outcome, when)."""
+ChangeRecorder = Callable[[DisableFlag, str, Outcome, datetime, str], None]
+"""Records a kill-switch action as a change event: (action, rule name, outcome, when, the firing
+alert's tenant, '' when it has none)."""
 
 
 class FlagSwitch(Protocol):

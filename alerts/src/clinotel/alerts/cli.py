@@ -116,10 +116,11 @@ def _report(summary: Any, console: Console, server: str | None) -> bool:
 def evaluate(
     server: str | None, data_dir: Path | None, database: str, once: bool, rules: Path | None, every: str,
     alertmanager: tuple[str, ...], pagerduty: bool, pagerduty_url: str | None, webhook: tuple[str, ...],
-    sinks: tuple[str, ...],
+    sinks: tuple[str, ...], flagd_file: Path | None, flag_webhook: str | None, dry_run: bool,
 ) -> None:  # fmt: skip
     """Evaluate every rule against the store; record transitions and deliveries in
-    clinotel_alert_events; page `page` rules and ticket `ticket` rules.
+    clinotel_alert_events; page `page` rules and ticket `ticket` rules; run the kill-switch
+    actions of rules that start firing (--flagd-file or --flag-webhook; --dry-run).
 
     The state of every alert lives in the store (the audit trail), so runs from cron (--once)
     and a long-running --every behave alike: `for` holds across runs, a firing alert pages once,
@@ -129,7 +130,9 @@ def evaluate(
     from clinotel.alerts.wiring import build_evaluator
     from clinotel.model.store import DEFAULT_DATA_DIR
 
-    config = alerting_config(rules, every, alertmanager, pagerduty, pagerduty_url, webhook, sinks)
+    config = alerting_config(
+        rules, every, alertmanager, pagerduty, pagerduty_url, webhook, sinks, flagd_file, flag_webhook, dry_run
+    )
     outbox = checked_outbox(config)
     try:
         pack = checked_rules(config.rules)

@@ -318,7 +318,7 @@ class Evaluator:
             )
             if self.on_change is not None and outcome.result != "failed":
                 try:
-                    self.on_change(action, rule.name, outcome, now)
+                    self.on_change(action, rule.name, outcome, now, labels.get("tenant", ""))
                 except Exception as e:  # noqa: BLE001 - the switch happened; its change event is reported
                     summary.errors.append((rule.name, f"cannot record the change event: {_line(e)}"))
         self._flush_events(summary)

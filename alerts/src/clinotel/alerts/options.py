@@ -5,7 +5,7 @@ Light to import (click alone): `clinotel --help` loads every command."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -16,7 +16,10 @@ if TYPE_CHECKING:
     from clinotel.alerts.paging import Outbox
     from clinotel.alerts.rules import RulePack
 
-__all__ = ["alerting_config", "alerting_options", "checked_outbox", "checked_rules", "sinks_given"]
+__all__ = [
+    "FLAGD_DIR_ENV", "alerting_config", "alerting_options", "checked_flagd_file", "checked_outbox", "checked_rules",
+    "sinks_given",
+]  # fmt: skip
 
 F = TypeVar("F", bound=Callable[..., object])
 FLAGS: Final = {
@@ -26,14 +29,20 @@ FLAGS: Final = {
     "pagerduty_url": "--pagerduty-url",
     "webhook": "--webhook",
     "sinks": "--sink",
+    "flagd_file": "--flagd-file",
+    "flag_webhook": "--flag-webhook",
 }
 """Each configuration field as its option, for the errors."""
+FLAGD_DIR_ENV: Final = "CLINOTEL_FLAGD_DIR"
+"""The directory a `--flagd-file` must lie in [default: the working directory]."""
+MAX_FLAGD_BYTES: Final = 4 << 20
 
 
 def alerting_options(rules_help: str) -> Callable[[F], F]:
-    """`--rules`, `--every` (also `--evaluate-every`), `--alertmanager`, `--pagerduty`, `--webhook`
-    and `--sink`; the command receives `rules, every, alertmanager, pagerduty, pagerduty_url,
-    webhook, sinks`."""
+    """`--rules`, `--every` (also `--evaluate-every`), `--alertmanager`, `--pagerduty`, `--webhook`,
+    `--sink` and the kill switch's `--flagd-file`, `--flag-webhook`, `--dry-run`; the command
+    receives `rules, every, alertmanager, pagerduty, pagerduty_url, webhook, sinks, flagd_file,
+    flag_webhook, dry_run`."""
     options = [
         click.option("--rules", type=click.Path(dir_okay=False, path_type=Path), help=rules_help),
         click.option(
@@ -53,6 +62,19 @@ def alerting_options(rules_help: str) -> Callable[[F], F]:
             "--sink", "sinks", metavar="NAME", multiple=True,
             help="Also notify through this sink, by its name in the clinotel.alert_sinks entry points.",
         ),
+        click.option(
+            "--flagd-file", type=click.Path(dir_okay=False, path_type=Path),
+            help="Kill switch: a rule's disable_flag action rewrites this flagd flag-definition file (JSON, a "
+            f"regular file, not a symlink, inside ${FLAGD_DIR_ENV} [default: the working directory]).",
+        ),
+        click.option(
+            "--flag-webhook", metavar="URL",
+            help="Kill switch for another flag system: post each disable_flag action here (not with --flagd-file).",
+        ),
+        click.option(
+            "--dry-run", is_flag=True,
+            help="Kill-switch actions say (audit trail, page) what they would switch off and change nothing.",
+        ),
     ]  # fmt: skip
 
     def decorate(f: F) -> F:
@@ -70,6 +92,43 @@ def sinks_given(
     return bool(alertmanager or pagerduty or webhook or sinks)
 
 
+def checked_flagd_file(path: Path, allowed: Path) -> Path:
+    """`path` (absolute) when it is a flagd flag-definition file the kill switch may rewrite: inside
+    `allowed`, no symlink on the way, a regular file of at most MAX_FLAGD_BYTES holding JSON with a
+    `flags` object of flag definitions; click.BadParameter (exit 2) saying why not."""
+    import json
+    import os
+    import stat
+
+    def bad(why: str) -> click.BadParameter:
+        return click.BadParameter(why, param_hint="--flagd-file")
+
+    absolute = Path(os.path.abspath(path))
+    root = Path(os.path.abspath(allowed)).resolve()
+    if absolute.resolve() != absolute:
+        raise bad(f"{path} is or goes through a symlink: give the file's real path")
+    if not absolute.is_relative_to(root):
+        raise bad(f"{path} is outside {root} (set {FLAGD_DIR_ENV} to the directory the kill switch may write in)")
+    try:
+        st = absolute.lstat()
+    except OSError as e:
+        raise bad(f"cannot read {path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise bad(f"{path} is not a regular file")
+    if st.st_size > MAX_FLAGD_BYTES:
+        raise bad(f"{path} is over {MAX_FLAGD_BYTES >> 20} MiB: not a flag-definition file")
+    try:
+        data = json.loads(absolute.read_bytes())
+    except (OSError, ValueError, RecursionError) as e:
+        raise bad(f"{path} is not JSON: {getattr(e, 'strerror', None) or str(e)[:120]}") from None
+    flags = data.get("flags") if isinstance(data, dict) else None
+    if not isinstance(flags, dict) or not all(
+        isinstance(f, dict) and isinstance(f.get("variants"), dict) for f in flags.values()
+    ):
+        raise bad(f"{path} is not a flagd flag-definition file (a `flags` object of flags with `variants`)")
+    return absolute
+
+
 def alerting_config(
     rules: Path | None,
     every: str,
@@ -78,15 +137,27 @@ def alerting_config(
     pagerduty_url: str | None,
     webhook: tuple[str, ...],
     sinks: tuple[str, ...],
+    flagd_file: Path | None = None,
+    flag_webhook: str | None = None,
+    dry_run: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> AlertingConfig:
-    """The options as a configuration; click.BadParameter (exit 2) naming the option at fault."""
+    """The options as a configuration; click.BadParameter (exit 2) naming the option at fault.
+    `env`: where `CLINOTEL_FLAGD_DIR` is read (default: the process environment)."""
+    import os
+
     from pydantic import ValidationError
 
     from clinotel.alerts.config import AlertingConfig
 
+    if flagd_file is not None and flag_webhook is not None:
+        raise click.UsageError("--flagd-file and --flag-webhook are two kill switches: give one")
+    if flagd_file is not None:
+        allowed = (os.environ if env is None else env).get(FLAGD_DIR_ENV) or os.getcwd()
+        flagd_file = checked_flagd_file(flagd_file, Path(allowed))
     fields: dict[str, Any] = {
         "rules": rules, "every": every, "alertmanager": alertmanager, "pagerduty": pagerduty, "webhook": webhook,
-        "sinks": sinks,
+        "sinks": sinks, "flagd_file": flagd_file, "flag_webhook": flag_webhook, "dry_run": dry_run,
     }  # fmt: skip
     if pagerduty_url is not None:
         fields["pagerduty_url"] = pagerduty_url

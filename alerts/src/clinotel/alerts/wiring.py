@@ -107,19 +107,21 @@ def build_switch(config: AlertingConfig, http: httpx.Client | None = None) -> Fl
 
 def change_recorder(config: AlertingConfig, env: Mapping[str, str] | None = None) -> ChangeRecorder | None:
     """Records each kill-switch action as a change event at `config.changes_endpoint` (OTLP/HTTP,
-    `CLINOTEL_WRITE_TOKEN` from `env`), or None when no endpoint is configured."""
+    `CLINOTEL_WRITE_TOKEN` from `env`), or None when no endpoint is configured. The event names the
+    firing alert's tenant (`clinical.tenant.id`; a collector with tokens stores it under the
+    token's tenant, so give the evaluator a token of the tenant it watches) and the action's scope."""
     endpoint = config.changes_endpoint
     if endpoint is None:
         return None
     token = (os.environ if env is None else env).get("CLINOTEL_WRITE_TOKEN")
     headers = {"authorization": f"Bearer {token}"} if token else None
 
-    def record(action: DisableFlag, rule: str, outcome: Outcome, when: datetime) -> None:
+    def record(action: DisableFlag, rule: str, outcome: Outcome, when: datetime, tenant: str) -> None:
         from clinotel.instrumentation.changes import ChangeSpec, send_changes
 
         scope = {k: v for k, v in action.scope.items() if k in ("site", "department", "workflow_kind", "stage")}
         spec = ChangeSpec("flag", action.key, action.variant, f"rule:{rule}", scope, outcome.result, when)
-        send_changes([spec], endpoint=endpoint, headers=headers, service="clinotel-alerts")
+        send_changes([spec], endpoint=endpoint, headers=headers, tenant=tenant or None, service="clinotel-alerts")
 
     return record
 

@@ -7,7 +7,8 @@ site, department, model version and rollout cohort.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from datetime import date
 from typing import Any, Final
 
 from clinotel.dashboards import efficiency, fairness, health, operations, quality, rollout, safety, trust
@@ -28,6 +29,11 @@ DASHBOARDS: Final[dict[str, Callable[[str], dict[str, Any]]]] = {
 """Each dashboard's builder, by file name."""
 
 
-def build_all(database: str = DEFAULT_DATABASE) -> dict[str, dict[str, Any]]:
-    """Every dashboard's JSON, by file name."""
-    return {name: build(database) for name, build in DASHBOARDS.items()}
+def build_all(database: str = DEFAULT_DATABASE, flags: Iterable[tuple[str, date]] = ()) -> dict[str, dict[str, Any]]:
+    """Every dashboard's JSON, by file name; `flags`: the flag inventory's (key, expiry), for the
+    rollout dashboard's flags panel."""
+    listed = tuple(flags)
+    return {
+        name: rollout.build(database, listed) if build is rollout.build else build(database)
+        for name, build in DASHBOARDS.items()
+    }

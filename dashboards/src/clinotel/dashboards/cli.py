@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,24 @@ def _range(client: object, database: str, from_: str | None, to: str | None) -> 
     return start, end
 
 
+_FLAGS_HELP = "The flag inventory (flags.yaml), for the rollout dashboard's expired and stale flags."
+
+
+def _flags(path: Path | None) -> tuple[tuple[str, date], ...]:
+    """(key, expiry) of each flag of the inventory at `path` (none: ()); a usage error (exit 2) when
+    it cannot be read."""
+    if path is None:
+        return ()
+    try:
+        from clinotel.rollout.inventory import InventoryError, load
+    except ImportError:
+        raise click.UsageError("--flags needs the clinotel package (the flag inventory's reader)") from None
+    try:
+        return tuple((f.key, f.expiry) for f in load(path).flags)
+    except InventoryError as e:
+        raise click.UsageError(str(e).splitlines()[0]) from None
+
+
 @click.group()
 def dashboards() -> None:
     """Grafana dashboards: build them, or run every panel against a store."""
@@ -73,11 +91,13 @@ def dashboards() -> None:
 @click.option("--database", default=DEFAULT_DATABASE, show_default=True)
 @click.option("--clickhouse-url", default="http://clickhouse:8123", show_default=True,
               help="Where Grafana reaches ClickHouse or a collector's --http port.")  # fmt: skip
-def build(out: Path, database: str, clickhouse_url: str) -> None:
-    """Write the dashboards' JSON and Grafana's provisioning files (datasource, dashboard provider)."""
+@click.option("--flags", "flags_file", type=click.Path(dir_okay=False, path_type=Path), help=_FLAGS_HELP)
+def build(out: Path, database: str, clickhouse_url: str, flags_file: Path | None) -> None:
+    """Write the dashboards' JSON and Grafana's provisioning files (datasource, dashboard provider).
+    With --flags, the rollout dashboard's flags panel knows the inventory: rebuild when it changes."""
     from clinotel.dashboards.provisioning import DatasourceOptions, write
 
-    for path in write(out, DatasourceOptions(url=clickhouse_url, database=database)):
+    for path in write(out, DatasourceOptions(url=clickhouse_url, database=database), _flags(flags_file)):
         click.echo(path)
 
 
@@ -87,17 +107,20 @@ def build(out: Path, database: str, clickhouse_url: str) -> None:
 @click.option("--from", "from_", help="Range start (ISO 8601 or now-6h) [default: the data's first workflow].")
 @click.option("--to", help="Range end [default: the data's last workflow].")
 @click.option("--require-rows", is_flag=True, help="Fail on a panel that returns no rows.")
+@click.option("--flags", "flags_file", type=click.Path(dir_okay=False, path_type=Path), help=_FLAGS_HELP)
 def check(
-    server: str | None, data_dir: Path | None, database: str, from_: str | None, to: str | None, require_rows: bool
-) -> None:
+    server: str | None, data_dir: Path | None, database: str, from_: str | None, to: str | None, require_rows: bool,
+    flags_file: Path | None,
+) -> None:  # fmt: skip
     """Run every panel's SQL as Grafana would (macros and variables expanded); fail on any error."""
     from clinotel.dashboards import build_all
     from clinotel.dashboards.check import panel_queries, run
     from clinotel.dashboards.macros import TimeRange
 
+    flags = _flags(flags_file)
     client = open_reading_store(server, data_dir, database)
     start, end = _range(client, database, from_, to)
-    queries = list(panel_queries(build_all(database)))
+    queries = list(panel_queries(build_all(database, flags)))
     table = Table("dashboard", "panel", "rows", "ms", "error", title=f"{start:%Y-%m-%d %H:%M} to {end:%H:%M} UTC")
     failed = empty = 0
     for r in run(client, queries, TimeRange(start, end)):
@@ -121,9 +144,10 @@ def check(
 @click.option("--rules", "rules_file", type=click.Path(dir_okay=False, path_type=Path),
               help="The alert rules the evaluator runs [default: clinotel's default pack, when clinotel-alerts "
                    "is installed].")  # fmt: skip
+@click.option("--flags", "flags_file", type=click.Path(dir_okay=False, path_type=Path), help=_FLAGS_HELP)
 def report(
     server: str | None, data_dir: Path | None, out: Path, database: str, from_: str | None, to: str | None,
-    rules_file: Path | None,
+    rules_file: Path | None, flags_file: Path | None,
 ) -> None:  # fmt: skip
     """Write one self-contained HTML file: the findings (alerts, kill criteria, disparities,
     incidents) on its first page, then every dashboard panel drawn; readable offline and printable."""
@@ -132,9 +156,10 @@ def report(
     from clinotel.dashboards.report import render
 
     rules = _rules(rules_file)
+    flags = _flags(flags_file)
     client = open_reading_store(server, data_dir, database)
     start, end = _range(client, database, from_, to)
-    result = render(client, build_all(database), TimeRange(start, end), database=database, rules=rules)
+    result = render(client, build_all(database, flags), TimeRange(start, end), database=database, rules=rules)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(result.html, encoding="utf-8")
     click.echo(f"wrote {out} ({result.panels} panels, {result.failed} failed, {len(result.html) // 1024} KiB)")

@@ -9,7 +9,9 @@ dashboard provider, ready to mount at /etc/grafana/provisioning and /var/lib/gra
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -83,13 +85,14 @@ def provider() -> dict[str, Any]:
     }
 
 
-def write(out: Path, o: DatasourceOptions | None = None) -> list[Path]:
-    """Write every dashboard and the provisioning files under `out`; returns the paths written."""
+def write(out: Path, o: DatasourceOptions | None = None, flags: Iterable[tuple[str, date]] = ()) -> list[Path]:
+    """Write every dashboard and the provisioning files under `out`; returns the paths written.
+    `flags`: the flag inventory's (key, expiry), for the rollout dashboard's flags panel."""
     o = o or DatasourceOptions()
     written = []
     boards = out / "dashboards" / "clinotel"
     boards.mkdir(parents=True, exist_ok=True)
-    for name, data in build_all(o.database).items():
+    for name, data in build_all(o.database, flags).items():
         path = boards / f"{name}.json"
         path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         written.append(path)

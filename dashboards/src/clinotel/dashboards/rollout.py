@@ -1,10 +1,13 @@
 """Rollout and canary: the kill criteria per workflow kind (canary against baseline, with the
 sequential test the canary alert uses), canary against baseline per kind, flag variant and model
-version, rollout-mode mix, shadow agreement."""
+version, rollout-mode mix, shadow agreement, and the flags: exposure per variant and scope, and
+the inventory's expired-but-live and stale flags."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from datetime import date
 from typing import Any, Final
 
 from clinotel.dashboards._panels import Board, where_filters
@@ -26,6 +29,11 @@ ABOVE_NOT_SIGNIFICANT: Final = "above limit, not significant yet"
 ABOVE_NO_TEST: Final = "KILL (no test)"
 OK: Final = "ok"
 TOO_FEW: Final = "too few"
+NO_INVENTORY: Final = "no inventory given (clinotel dashboards build --flags)"
+UNLISTED: Final = "not in the inventory"
+EXPIRED: Final = "EXPIRED, still evaluated"
+STALE: Final = "STALE: listed, not evaluated in the range"
+LISTED: Final = "listed"
 
 
 def kill_criteria_sql(database: str) -> str:
@@ -75,7 +83,49 @@ def kill_criteria_sql(database: str) -> str:
     )
 
 
-def build(database: str) -> dict[str, Any]:
+def flags_sql(database: str, inventory: Iterable[tuple[str, date]] = ()) -> str:
+    """One row per flag, variant, tenant, site and workflow kind evaluated in the range (the
+    decide stages' `feature_flag.*`, one evaluation a workflow): evaluations, the variant's share
+    of the flag's evaluations there, the last one, and a status against `inventory` ((key, expiry)
+    of flags.yaml): expired yet evaluated, not in the inventory, or listed (with its expiry);
+    and a row for each listed flag not evaluated in the range (stale)."""
+    workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
+    evaluated = f"$__timeFilter(StartTime) AND FlagKey != '' AND {where_filters()}"
+    listed = sorted(dict(inventory).items())
+    keys = f"[{', '.join(literal(k) for k, _ in listed)}]"
+    expiries = f"[{', '.join(f'toDate({literal(d.isoformat())})' for _, d in listed)}]"
+    expiry = f"transform(FlagKey, {keys}, {expiries}, toDate('1970-01-01'))"
+    status = (
+        f"multiIf(NOT has({keys}, FlagKey), {literal(UNLISTED)}, {expiry} < today(), {literal(EXPIRED)}, "
+        f"{literal(LISTED)})"
+        if listed
+        else literal(NO_INVENTORY)
+    )
+    shown = f"if(has({keys}, FlagKey), toNullable({expiry}), NULL)" if listed else "CAST(NULL AS Nullable(Date))"
+    sql = (
+        "SELECT FlagKey AS `Flag`, FlagVariant AS `Variant`, TenantId AS `Tenant`, Site AS `Site`, "
+        "WorkflowKind AS `Workflow kind`, toUInt64(count()) AS `Evaluations`, "
+        "toNullable(round(count() / sum(count()) OVER (PARTITION BY FlagKey, TenantId, Site, WorkflowKind), 4)) "
+        "AS `Share of the flag there`, toNullable(max(StartTime)) AS `Last evaluated`, "
+        f"{shown} AS `Expiry`, {status} AS `Status`\n"
+        f"FROM {workflows}\nWHERE {evaluated}\nGROUP BY FlagKey, FlagVariant, TenantId, Site, WorkflowKind"
+    )
+    if listed:
+        sql += (
+            "\nUNION ALL\n"
+            "SELECT key AS `Flag`, '' AS `Variant`, '' AS `Tenant`, '' AS `Site`, '' AS `Workflow kind`, "
+            "toUInt64(0) AS `Evaluations`, CAST(NULL AS Nullable(Float64)) AS `Share of the flag there`, "
+            "CAST(NULL AS Nullable(DateTime64(9))) AS `Last evaluated`, "
+            f"toNullable(transform(key, {keys}, {expiries}, toDate('1970-01-01'))) AS `Expiry`, "
+            f"{literal(STALE)} AS `Status`\n"
+            f"FROM (SELECT arrayJoin({keys}) AS key)\n"
+            f"WHERE key NOT IN (SELECT DISTINCT FlagKey FROM {workflows} WHERE {evaluated})"
+        )
+    return f"SELECT * FROM (\n{sql}\n)\nORDER BY `Flag`, `Tenant`, `Site`, `Workflow kind`, `Variant`"
+
+
+def build(database: str, flags: Iterable[tuple[str, date]] = ()) -> dict[str, Any]:
+    """The dashboard; `flags`: the inventory's (key, expiry) for the flags panel's status."""
     b = Board(UID, "clinotel / Rollout and canary", "Canary against baseline, kill criteria, shadow agreement.",
               database, tags=["rollout"])  # fmt: skip
     workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
@@ -108,4 +158,11 @@ def build(database: str) -> dict[str, Any]:
         f"FROM {workflows}\nWHERE $__timeFilter(StartTime) AND ShadowValue != '' AND DecisionValue != '' AND {f}\n"
         "GROUP BY time, ShadowModelVersion ORDER BY time", "percentunit",
     )  # fmt: skip
+    b.row("Flags")
+    about = (
+        "Each flag's evaluations per variant and scope (tenant, site, workflow kind) in the range, from the decide "
+        "stages' feature_flag.* attributes; against the inventory (flags.yaml): EXPIRED flags still evaluated, flags "
+        "not in the inventory, and STALE flags listed but not evaluated in the range."
+    )
+    b.table("Flags: exposure per variant and scope, expired and stale", about, flags_sql(database, flags), w=24, h=8)
     return b.build()
