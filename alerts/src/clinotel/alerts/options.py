@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import click
 
+from clinotel.model.files import MAX_CONFIG_BYTES
+
 if TYPE_CHECKING:
     from clinotel.alerts.config import AlertingConfig
     from clinotel.alerts.paging import Outbox
@@ -35,7 +37,7 @@ FLAGS: Final = {
 """Each configuration field as its option, for the errors."""
 FLAGD_DIR_ENV: Final = "CLINOTEL_FLAGD_DIR"
 """The directory a `--flagd-file` must lie in [default: the working directory]."""
-MAX_FLAGD_BYTES: Final = 4 << 20
+MAX_FLAGD_BYTES: Final = MAX_CONFIG_BYTES
 
 
 def alerting_options(rules_help: str) -> Callable[[F], F]:
