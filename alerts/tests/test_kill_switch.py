@@ -25,7 +25,7 @@ from clinotel.alerts.config import AlertingConfig
 from clinotel.alerts.paging import Outbox
 from clinotel.alerts.rules import load
 from clinotel.alerts.sinks import WebhookSink
-from clinotel.alerts.wiring import build_evaluator
+from clinotel.alerts.wiring import build_evaluator, receiver_recorder
 from clinotel.collector.store import schema
 from clinotel.model import tables
 from clinotel.model.changes import recent_changes
@@ -139,9 +139,12 @@ def test_an_action_that_could_inject_is_refused_when_the_rules_load(fields: dict
         DisableFlag.model_validate(fields)
 
 
+@pytest.mark.parametrize("recorded", ["over OTLP", "into its own collector"])
 def test_the_canary_kill_switches_the_flag_off_records_it_and_says_so_on_the_page(
-    collector: Any, flag_file: Path, flagd: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    recorded: str, collector: Any, flag_file: Path, flagd: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Over OTLP: `alerts evaluate` with a changes endpoint and a write token. Into its own
+    collector: `serve --rules`, which records the event through its receiver (no token, no hop)."""
     from collector.tests.fixtures import WRITE_TOKEN
     from dashboards.tests.demo_data import load_demo
 
@@ -157,14 +160,21 @@ def test_the_canary_kill_switches_the_flag_off_records_it_and_says_so_on_the_pag
     kill = next(r for r in pack.rules if r.name == "canary_kill_under_triage")
     assert kill.action is not None
     assert kill.action.disable_flag == KILL
-    monkeypatch.setenv("CLINOTEL_WRITE_TOKEN", WRITE_TOKEN)
-    config = AlertingConfig(
-        rules=rules, flagd_file=flag_file, changes_endpoint=f"http://127.0.0.1:{collector.http.port}"
-    )
+    if recorded == "over OTLP":
+        monkeypatch.setenv("CLINOTEL_WRITE_TOKEN", WRITE_TOKEN)
+        config = AlertingConfig(
+            rules=rules, flagd_file=flag_file, changes_endpoint=f"http://127.0.0.1:{collector.http.port}"
+        )
+        own = None
+    else:
+        config = AlertingConfig(rules=rules, flagd_file=flag_file)
+        own = receiver_recorder(collector.receiver, collector.config.insecure_tenant)
     sink = Sink()
     try:
         outbox = Outbox([WebhookSink(f"{sink.url}/page")], [WebhookSink(f"{sink.url}/ticket")])
-        evaluator = build_evaluator(config, collector.client, collector.options.database, outbox=outbox, alone=True)
+        evaluator = build_evaluator(
+            config, collector.client, collector.options.database, outbox=outbox, alone=True, on_change=own
+        )
         recorder = evaluator.on_change
         assert recorder is not None
         tenants: list[str] = []

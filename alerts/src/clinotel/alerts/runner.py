@@ -13,7 +13,7 @@ from clinotel.alerts.config import AlertingConfig
 from clinotel.alerts.evaluator import Evaluator
 from clinotel.alerts.paging import Outbox
 from clinotel.alerts.rules import RulePack
-from clinotel.alerts.wiring import build_evaluator
+from clinotel.alerts.wiring import build_evaluator, receiver_recorder
 from clinotel.model.threads import guarded
 
 __all__ = ["EvaluatorThread", "beside_collector"]
@@ -66,8 +66,9 @@ def beside_collector(collector: Any, config: AlertingConfig, pack: RulePack, out
     crash, it resumes its own lease at once."""
     holder = f"serve:{socket.gethostname()}:{collector.config.resolved_wal_dir}"
     evaluator = build_evaluator(
-        config, collector.client, collector.config.database, pack=pack, outbox=outbox, holder=holder
-    )
+        config, collector.client, collector.config.database, pack=pack, outbox=outbox, holder=holder,
+        on_change=receiver_recorder(collector.receiver, collector.config.insecure_tenant),
+    )  # fmt: skip
     thread = EvaluatorThread(evaluator, config.every, on_failure=collector.fail)
     thread.start()
     return thread

@@ -27,7 +27,7 @@ from clinotel.alerts.sinks import SinkConfigError, http_client
 
 __all__ = [
     "SINK_GROUP", "SinkFactory", "build_evaluator", "build_outbox", "build_switch", "change_recorder", "known_sinks",
-    "load_rules", "sink_factory",
+    "load_rules", "receiver_recorder", "sink_factory",
 ]  # fmt: skip
 
 SINK_GROUP: Final = "clinotel.alert_sinks"
@@ -126,6 +126,32 @@ def change_recorder(config: AlertingConfig, env: Mapping[str, str] | None = None
     return record
 
 
+def receiver_recorder(receiver: Any, fallback_tenant: str) -> ChangeRecorder:
+    """Records each kill-switch action as a change event straight into a collector's own receiver
+    (`clinotel serve --rules`): into its write-ahead log under the firing alert's tenant (else
+    `fallback_tenant`), as an OTLP export with that tenant's token would, without a token or a
+    network hop."""
+
+    def record(action: DisableFlag, rule: str, outcome: Outcome, when: datetime, tenant: str) -> None:
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+        from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+        from clinotel.instrumentation.changes import ChangeSpec, send_changes
+
+        class IntoReceiver(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                body = encode_spans(spans).SerializeToString()
+                receiver.export(body, content_type="application/x-protobuf", tenant=tenant or fallback_tenant)
+                return SpanExportResult.SUCCESS
+
+        scope = {k: v for k, v in action.scope.items() if k in ("site", "department", "workflow_kind", "stage")}
+        spec = ChangeSpec("flag", action.key, action.variant, f"rule:{rule}", scope, outcome.result, when)
+        send_changes([spec], endpoint="collector:receiver", tenant=tenant or None, service="clinotel-alerts",
+                     exporter=IntoReceiver())  # fmt: skip
+
+    return record
+
+
 def load_rules(config: AlertingConfig) -> RulePack:
     """The configured rules file, or the default pack; RuleError saying what is wrong where."""
     return load(config.rules or default_rules_path())
@@ -142,6 +168,7 @@ def build_evaluator(
     holder: str | None = None,
     once: bool = False,
     alone: bool = False,
+    on_change: ChangeRecorder | None = None,
 ) -> Evaluator:
     """The evaluator of `config` on `client` (clickhouse-connect's reading calls) in `database`.
     `pack`, `outbox`: already loaded and built (a command checks them before it opens anything);
@@ -158,6 +185,6 @@ def build_evaluator(
         holder=holder,
         switch=build_switch(config),
         dry_run=config.dry_run,
-        on_change=change_recorder(config),
+        on_change=change_recorder(config) or on_change,
         changes_hours=config.changes_hours,
     )

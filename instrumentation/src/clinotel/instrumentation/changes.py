@@ -71,10 +71,12 @@ def send_changes(
     tenant: str | None = None,
     service: str = DEFAULT_SERVICE,
     protocol: str = "http/protobuf",
+    exporter: SpanExporter | None = None,
 ) -> None:
     """Validate every change (strict: TelemetryValidationError names the bad field, nothing is
-    sent) and send them to the collector at `endpoint` in one export; SendError when it refuses."""
-    held = _Held(ct.otlp_exporter(endpoint, protocol, headers))
+    sent) and send them to the collector at `endpoint` in one export; SendError when it refuses.
+    `exporter`: sends them instead of an OTLP exporter to `endpoint` (which then only names it)."""
+    held = _Held(exporter if exporter is not None else ct.otlp_exporter(endpoint, protocol, headers))
     telemetry = ct.configure(
         service_name=service,
         tenant=tenant,
