@@ -12,6 +12,7 @@ from clinotel.alerts import default_rules_path
 from clinotel.cli import main
 from clinotel.collector.tokens import TokenError, Tokens
 from tests.net import free_port
+from tests.one_line import refused_in_one_line
 
 UNREACHABLE = f"http://127.0.0.1:{free_port()}"
 TOKEN = "a-token-of-twenty-characters"
@@ -212,15 +213,7 @@ def test_bad_input_is_one_line_and_exit_1_or_2(
     for name, text in FILES.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
         (tmp_path / name).chmod(0o600)  # a tokens file others can read is refused before its content
-    with pytest.raises(SystemExit) as exited:
-        main(argv)
-    out, err = capsys.readouterr()
-    assert exited.value.code == code, err
-    assert "Traceback" not in out + err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("Error: "), err
-    assert says in lines[0]
+    refused_in_one_line(argv, code, says, capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(FILES), "nothing created"
 
 
