@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from importlib.metadata import entry_points
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import httpx
 
@@ -24,6 +24,9 @@ from clinotel.alerts.evaluator import Evaluator
 from clinotel.alerts.paging import Outbox, Sink
 from clinotel.alerts.rules import RulePack, load
 from clinotel.alerts.sinks import SinkConfigError, http_client
+
+if TYPE_CHECKING:
+    from clinotel.instrumentation.changes import ChangeSpec
 
 __all__ = [
     "SINK_GROUP", "SinkFactory", "build_evaluator", "build_outbox", "build_switch", "change_recorder", "known_sinks",
@@ -105,6 +108,15 @@ def build_switch(config: AlertingConfig, http: httpx.Client | None = None) -> Fl
     return None
 
 
+def _change_spec(action: DisableFlag, rule: str, outcome: Outcome, when: datetime) -> ChangeSpec:
+    """The change event of one kill-switch action: the flag, the variant served, the rule as
+    actor and the scope a change event carries."""
+    from clinotel.instrumentation.changes import ChangeSpec
+
+    scope = {k: v for k, v in action.scope.items() if k in ("site", "department", "workflow_kind", "stage")}
+    return ChangeSpec("flag", action.key, action.variant, f"rule:{rule}", scope, outcome.result, when)
+
+
 def change_recorder(config: AlertingConfig, env: Mapping[str, str] | None = None) -> ChangeRecorder | None:
     """Records each kill-switch action as a change event at `config.changes_endpoint` (OTLP/HTTP,
     `CLINOTEL_WRITE_TOKEN` from `env`), or None when no endpoint is configured. The event names the
@@ -117,10 +129,9 @@ def change_recorder(config: AlertingConfig, env: Mapping[str, str] | None = None
     headers = {"authorization": f"Bearer {token}"} if token else None
 
     def record(action: DisableFlag, rule: str, outcome: Outcome, when: datetime, tenant: str) -> None:
-        from clinotel.instrumentation.changes import ChangeSpec, send_changes
+        from clinotel.instrumentation.changes import send_changes
 
-        scope = {k: v for k, v in action.scope.items() if k in ("site", "department", "workflow_kind", "stage")}
-        spec = ChangeSpec("flag", action.key, action.variant, f"rule:{rule}", scope, outcome.result, when)
+        spec = _change_spec(action, rule, outcome, when)
         send_changes([spec], endpoint=endpoint, headers=headers, tenant=tenant or None, service="clinotel-alerts")
 
     return record
@@ -136,7 +147,7 @@ def receiver_recorder(receiver: Any, fallback_tenant: str) -> ChangeRecorder:
         from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
         from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-        from clinotel.instrumentation.changes import ChangeSpec, send_changes
+        from clinotel.instrumentation.changes import send_changes
 
         class IntoReceiver(SpanExporter):
             def export(self, spans: Any) -> SpanExportResult:
@@ -144,8 +155,7 @@ def receiver_recorder(receiver: Any, fallback_tenant: str) -> ChangeRecorder:
                 receiver.export(body, content_type="application/x-protobuf", tenant=tenant or fallback_tenant)
                 return SpanExportResult.SUCCESS
 
-        scope = {k: v for k, v in action.scope.items() if k in ("site", "department", "workflow_kind", "stage")}
-        spec = ChangeSpec("flag", action.key, action.variant, f"rule:{rule}", scope, outcome.result, when)
+        spec = _change_spec(action, rule, outcome, when)
         send_changes([spec], endpoint="collector:receiver", tenant=tenant or None, service="clinotel-alerts",
                      exporter=IntoReceiver())  # fmt: skip
 

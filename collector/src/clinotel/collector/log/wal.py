@@ -35,7 +35,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
-from urllib.parse import urlsplit
+
+from clinotel.model.store import without_credentials
 
 __all__ = [
     "LOCK_FILE",
@@ -77,12 +78,6 @@ class LogLostError(RuntimeError):
 def pending_segments(directory: Path) -> list[Path]:
     """The segments waiting in a log directory (not the quarantined ones)."""
     return sorted(directory.glob(f"*{SUFFIX}")) if directory.is_dir() else []
-
-
-def _without_userinfo(store: str) -> str:
-    """A recorded owner without the user and password an earlier version kept in it."""
-    parts = urlsplit(store)
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl() if "@" in parts.netloc else store
 
 
 def owner_of(directory: Path) -> str | None:
@@ -253,10 +248,10 @@ class WriteAheadLog:
         recorded = owner_of(self.directory)
         if recorded is None and (self.directory / OWNER_FILE).exists():
             raise LogOwnedError(f"{self.directory / OWNER_FILE} is unreadable: the log's owner is unknown")
-        if recorded is not None and recorded != owner and _without_userinfo(recorded) == owner:
+        if recorded is not None and recorded != owner and without_credentials(recorded) == owner:
             recorded = None  # recorded by an earlier version with the server URL's credentials: rewritten
         if recorded is not None and recorded != owner:
-            shown = _without_userinfo(recorded)
+            shown = without_credentials(recorded)
             raise LogOwnedError(
                 f"the write-ahead log {self.directory} belongs to the store {shown}, not {owner}: "
                 "give this collector a log of its own (--wal-dir)"
