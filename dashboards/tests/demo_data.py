@@ -18,7 +18,7 @@ from clinotel.instrumentation.testing import isolated
 @contextmanager
 def exporting_to(collector: Collector, token: str, clock: SimClock, max_spans: int) -> Iterator[None]:
     """clinotel configured to export to `collector` on `clock`; on exit everything is flushed,
-    written and queryable (and the collector's own figures recorded)."""
+    written and queryable (the collector's own figures recorded, the hourly rollup refreshed)."""
     assert collector.http is not None
     assert collector.writer is not None
     # the simulation outruns real time: a queue that holds the whole run, so no span is dropped
@@ -43,6 +43,8 @@ def exporting_to(collector: Collector, token: str, clock: SimClock, max_spans: i
     collector.writer.drain()
     if collector.recorder is not None:
         collector.recorder.record()
+    if collector.rollups is not None:
+        assert collector.rollups.refresh_once(full=True) is not None
 
 
 def load_demo(collector: Collector, token: str, workflows: int = 2000, seed: int = 7) -> Scenario:

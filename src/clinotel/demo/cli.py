@@ -332,6 +332,8 @@ def _simulate(
             collector.writer.drain()
             if collector.recorder is not None:
                 collector.recorder.record()
+            if collector.rollups is not None:
+                collector.rollups.refresh_once(full=True)  # the dashboards' hourly rollup, now
             progress.update(stored, completed=1)
         services_s = time.perf_counter() - started - evaluating_s
         if am is not None:

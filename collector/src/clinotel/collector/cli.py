@@ -11,9 +11,17 @@ import click
 
 from clinotel.collector.net.listen import MAX_PORT
 from clinotel.collector.store import schema as schema_module
-from clinotel.collector.store.embedded import DEFAULT_ENGINE_MEMORY_MB, MAX_ENGINE_MEMORY_MB, StoreError, connect
+from clinotel.collector.store.embedded import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_ENGINE_MEMORY_MB,
+    MAX_ENGINE_MEMORY_MB,
+    StoreError,
+    check_embedded,
+    connect,
+)
+from clinotel.model.sql import literal
 from clinotel.model.store import open_reading_store, reading_store, shown_url
-from clinotel.model.tables import DEFAULT_DATABASE
+from clinotel.model.tables import DEFAULT_DATABASE, WORKFLOW_HOURS
 
 __all__ = ["Companion", "query", "run_serve", "schema", "serve_options"]
 
@@ -102,6 +110,53 @@ def apply_command(
         click.echo(f"applied migrations {', '.join(map(str, applied))} to {database}")
     else:
         click.echo(f"{database} is up to date (schema version {schema_module.SCHEMA_VERSION})")
+
+
+@schema.command("refresh-rollups")
+@click.option("--database", default=DEFAULT_DATABASE, show_default=True)
+@click.option("--cluster", help="The store is a cluster: refresh this node's `_local` tables (run it on every shard).")
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Recompute the days from this one (UTC) [default: every day].",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The embedded engine's data directory [default: ./.clinotel/data].",
+)
+@click.option("--clickhouse-url", help="A ClickHouse server (http://host:8123); CLICKHOUSE_USER/PASSWORD.")
+def refresh_rollups(
+    database: str, cluster: str | None, since: Any, data_dir: Path | None, clickhouse_url: str | None
+) -> None:
+    """Recompute the dashboards' hourly rollup from the workflows view. A running collector does
+    this by itself (its recent days every --rollup-interval-s, everything daily); run it after a
+    backfill, or on a cluster, where each shard's rollup is its own."""
+    from clinotel.collector.store.rollups import refresh
+
+    if data_dir is not None and clickhouse_url is not None:
+        raise click.UsageError("give --data-dir or --clickhouse-url, not both")
+    options = _options(database, cluster, None)
+    day = since.date() if since is not None else None
+    try:
+        if clickhouse_url is None:
+            check_embedded((data_dir or DEFAULT_DATA_DIR).resolve(), database, reading=True)
+        client = connect(data_dir, clickhouse_url)
+        table = f"{WORKFLOW_HOURS}_local" if cluster else WORKFLOW_HOURS
+        found = client.command(
+            f"SELECT count() FROM system.tables WHERE database = {literal(database)} AND name = {literal(table)}"
+        )
+        if not int(found):
+            raise click.ClickException(f"{database} has no {table} yet: run `clinotel schema apply` first")
+        done = refresh(client, options, day)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--since") from None
+    except (StoreError, click.ClickException) as e:
+        raise click.ClickException(e.message if isinstance(e, click.ClickException) else str(e)) from None
+    except Exception as e:  # noqa: BLE001 - the engine's error, in one line
+        raise click.ClickException(f"the refresh failed: {str(e).strip().splitlines()[0][:300]}") from None
+    first = day or "the first"
+    click.echo(f"refreshed {done.days} day(s) from {first}: {done.rows:,} rollup rows in {done.seconds:.1f} s")
 
 
 @schema.command()
@@ -206,6 +261,22 @@ _serve_options = [
         help="The embedded engine's memory cap (inserts, merges, reads, caches; the process adds ~420 MB "
         "of code and interpreter). Ignored with --clickhouse-url.",
     ),
+    click.option(
+        "--rollup-interval-s",
+        type=click.FloatRange(min=0, max=3600),
+        default=30.0,
+        show_default=True,
+        help="How often the dashboards' hourly rollup is recomputed for its recent days (0: never; "
+        "`clinotel schema refresh-rollups` then does it).",
+    ),
+    click.option(
+        "--rollup-window-days",
+        type=click.IntRange(min=1, max=366),
+        default=7,
+        show_default=True,
+        help="How many days back each refresh recomputes: later ground truth reaches the rollup at the "
+        "daily full refresh.",
+    ),
 ]
 
 
@@ -230,6 +301,8 @@ def run_serve(
     max_request_mb: int,
     wal_max_mb: int,
     memory_mb: int = DEFAULT_ENGINE_MEMORY_MB,
+    rollup_interval_s: float = 30.0,
+    rollup_window_days: int = 7,
     companion: Companion | None = None,
 ) -> None:
     """The collector until SIGTERM or SIGINT (or its failure: exit 1), with `companion` started
@@ -262,6 +335,8 @@ def run_serve(
             max_request_bytes=max_request_mb << 20,
             wal_max_bytes=wal_max_mb << 20,
             engine_memory_bytes=memory_mb << 20,
+            rollup_interval_s=rollup_interval_s or None,
+            rollup_window_days=rollup_window_days,
         )
         if clickhouse_url is not None:
             from clinotel.collector.store.embedded import dsn_for

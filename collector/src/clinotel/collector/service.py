@@ -27,7 +27,7 @@ from clinotel.collector.receiver.export import DEFAULT_MAX_REQUEST_BYTES, Limits
 from clinotel.collector.receiver.grpc import OtlpGrpcServer
 from clinotel.collector.receiver.http import OtlpHttpServer, is_loopback
 from clinotel.collector.store import pipeline as ingest
-from clinotel.collector.store import schema
+from clinotel.collector.store import rollups, schema
 from clinotel.collector.store.embedded import (
     DEFAULT_DATA_DIR,
     DEFAULT_ENGINE_MEMORY_MB,
@@ -52,6 +52,8 @@ __all__ = ["Collector", "CollectorConfig", "ConfigError"]
 
 logger: Final = logging.getLogger("clinotel.collector")
 INSECURE_TENANT: Final = "default"
+MAX_ROLLUP_INTERVAL_S: Final = 3600.0
+MAX_ROLLUP_WINDOW_DAYS: Final = 366
 
 
 class ConfigError(ValueError):
@@ -82,6 +84,10 @@ class CollectorConfig:
     read_limits: ReadLimits = field(default_factory=ReadLimits)
     metrics_interval_s: float | None = 10.0
     """How often the collector's figures are written to ClickHouse; None: never."""
+    rollup_interval_s: float | None = rollups.DEFAULT_INTERVAL_S
+    """How often the hourly rollup's recent days are recomputed (`store.rollups`); None: never."""
+    rollup_window_days: int = rollups.DEFAULT_WINDOW_DAYS
+    """How many days back each refresh recomputes: late truth within it reaches the dashboards."""
 
     def validate(self) -> None:
         if self.tokens is None and not self.insecure_no_auth:
@@ -96,6 +102,10 @@ class CollectorConfig:
             schema.SchemaOptions(database=self.database, ttl_days=self.ttl_days)
         except ValueError as e:
             raise ConfigError(f"--database / --ttl-days: {e}") from None
+        if self.rollup_interval_s is not None and not 1 <= self.rollup_interval_s <= MAX_ROLLUP_INTERVAL_S:
+            raise ConfigError(f"--rollup-interval-s: from 1 to {MAX_ROLLUP_INTERVAL_S:.0f} seconds (0: never)")
+        if not 1 <= self.rollup_window_days <= MAX_ROLLUP_WINDOW_DAYS:
+            raise ConfigError(f"--rollup-window-days: from 1 to {MAX_ROLLUP_WINDOW_DAYS} days")
         if not MIN_ENGINE_MEMORY_MB << 20 <= self.engine_memory_bytes <= MAX_ENGINE_MEMORY_MB << 20:
             raise ConfigError(
                 f"--memory-mb: the embedded engine needs at least {MIN_ENGINE_MEMORY_MB} MB "
@@ -143,6 +153,7 @@ class Collector:
         self.admin: ClickHouseHttpServer | None = None
         self.reader: SqlReader | None = None
         self.recorder: MetricsRecorder | None = None
+        self.rollups: rollups.RollupRefresher | None = None
         self.failure: str | None = None
         """Why the collector stopped acknowledging, once it has."""
         self.failed = threading.Event()
@@ -279,6 +290,20 @@ class Collector:
             self.recorder = MetricsRecorder(
                 client, self.options, self.metric_families, instance, cfg.metrics_interval_s
             )
+        if cfg.rollup_interval_s is not None:
+            # a client of its own: a refresh must not hold the writer's (its calls are serialized)
+            refresh_client = (
+                connect(cfg.data_dir, cfg.clickhouse_url, memory_bytes=cfg.engine_memory_bytes)
+                if self._owns_client
+                else client
+            )
+            self.rollups = rollups.RollupRefresher(
+                refresh_client,
+                self.options,
+                interval_s=cfg.rollup_interval_s,
+                window_days=cfg.rollup_window_days,
+                max_memory_bytes=cfg.engine_memory_bytes // 4 if embedded else None,
+            )
         if self.admin is not None and embedded:
             # With a server, readers query the server (its users and row policies); this port keeps
             # /ping and /metrics.
@@ -299,6 +324,8 @@ class Collector:
         self.writer.start()
         if self.recorder is not None:
             self.recorder.start(on_failure=self.fail)
+        if self.rollups is not None:
+            self.rollups.start(on_failure=self.fail)
         self.receiver.attach(self.wal)
         for server in (self.http, self.admin):
             if server is not None:
@@ -318,6 +345,8 @@ class Collector:
                 self.grpc.stop()
             else:
                 self.grpc.close()
+        if self.rollups is not None:
+            self.rollups.stop()
         if self.writer is not None:
             self.writer.stop(drain=False)
         if self.recorder is not None:
@@ -371,6 +400,8 @@ class Collector:
                 server.stop()
         if self.reader is not None:
             self.reader.close()
+        if self.rollups is not None:
+            self.rollups.stop()
         if self.wal is not None:
             try:
                 self.wal.close()

@@ -10,11 +10,20 @@ import grafanalib.core as g
 
 from clinotel.dashboards._grafana import ClickHouseTarget, Variable, finish
 from clinotel.dashboards.annotations import changes_annotation
-from clinotel.model import clinical
+from clinotel.model import clinical, rollups
 from clinotel.model.indicators import INDICATORS, Indicator
 from clinotel.model.sql import identifier
 
-__all__ = ["FILTERS", "Board", "indicator_series", "indicator_stat", "variables", "where_filters"]
+__all__ = [
+    "FILTERS",
+    "Board",
+    "Source",
+    "indicator_series",
+    "indicator_source",
+    "indicator_stat",
+    "variables",
+    "where_filters",
+]
 
 FILTERS: Final = (
     ("tenant", "Tenant", "TenantId"),
@@ -48,12 +57,30 @@ def where_filters(columns: Sequence[str] | None = None) -> str:
     )
 
 
-def _from(i: Indicator, database: str) -> str:
-    return f"{identifier(database)}.{identifier(i.table)}{i.final}"
-
-
 def _columns(by: str | Sequence[str] | None) -> tuple[str, ...]:
     return () if by is None else (by,) if isinstance(by, str) else tuple(by)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a panel on an indicator reads it: the hourly rollup where it holds the indicator
+    (`clinotel.model.rollups`), else the indicator's own view."""
+
+    table: str
+    time_column: str
+    time_filter: str
+    where: str
+    value: str
+    sample: str
+
+
+def indicator_source(i: Indicator, database: str, by: Sequence[str] = ()) -> Source:
+    """Where the panels on `i` (grouped by the columns `by`) read it."""
+    if rollups.rolled_up(i, by):
+        table = f"{identifier(database)}.{identifier(rollups.WORKFLOW_HOURS)}"
+        return Source(table, rollups.TIME_COLUMN, rollups.time_filter(), "1", rollups.value(i), rollups.sample(i))
+    table = f"{identifier(database)}.{identifier(i.table)}{i.final}"
+    return Source(table, i.time_column, f"$__timeFilter({i.time_column})", i.where, i.value, i.sample)
 
 
 def indicator_series(i: Indicator, database: str, by: str | Sequence[str] | None = None) -> str:
@@ -61,25 +88,27 @@ def indicator_series(i: Indicator, database: str, by: str | Sequence[str] | None
     rollout cohort and language: rates are not pooled across what `by` separates); an interval
     with fewer rows than the indicator's minimum sample is left out rather than drawn."""
     columns = _columns(by)
+    s = indicator_source(i, database, columns)
     group = "".join(f", {c}" for c in columns)
     select_by = "".join(f", {c} AS {identifier(c)}" for c in columns)
     return (
-        f"SELECT $__timeInterval({i.time_column}) AS time{select_by}, {i.value} AS {identifier(i.title)}\n"
-        f"FROM {_from(i, database)}\n"
-        f"WHERE $__timeFilter({i.time_column}) AND ({i.where}) AND {where_filters()}"
+        f"SELECT $__timeInterval({s.time_column}) AS time{select_by}, {s.value} AS {identifier(i.title)}\n"
+        f"FROM {s.table}\n"
+        f"WHERE {s.time_filter} AND ({s.where}) AND {where_filters()}"
         + "".join(f" AND {c} != ''" for c in columns)
         + f"\nGROUP BY time{group}\n"
-        + (f"HAVING {i.sample} >= {max(5, i.min_sample // 6)}\n" if i.unit == "percentunit" else "")
+        + (f"HAVING {s.sample} >= {max(5, i.min_sample // 6)}\n" if i.unit == "percentunit" else "")
         + "ORDER BY time"
     )
 
 
 def indicator_stat(i: Indicator, database: str) -> str:
     """The indicator over the whole range, NULL (shown as "too few") below its minimum sample."""
+    s = indicator_source(i, database)
     return (
-        f"SELECT if({i.sample} >= {i.min_sample}, {i.value}, NULL) AS {identifier(i.title)}, "
-        f"{i.sample} AS n\nFROM {_from(i, database)}\n"
-        f"WHERE $__timeFilter({i.time_column}) AND ({i.where}) AND {where_filters()}"
+        f"SELECT if({s.sample} >= {i.min_sample}, {s.value}, NULL) AS {identifier(i.title)}, "
+        f"{s.sample} AS n\nFROM {s.table}\n"
+        f"WHERE {s.time_filter} AND ({s.where}) AND {where_filters()}"
     )
 
 
@@ -130,8 +159,9 @@ class Board:
     def series(self, name: str, w: int = 12, by: str | Sequence[str] | None = None, title: str | None = None) -> None:
         i = INDICATORS[name]
         # rates on late ground truth are sparse: wider buckets, so each holds enough workflows
-        interval = "1h" if i.needs_ground_truth else None
         columns = _columns(by)
+        # the rollup holds hours: a finer interval would draw its hours as one point each
+        interval = "1h" if i.needs_ground_truth or rollups.rolled_up(i, columns) else None
         default = f"{i.title} by {' and '.join(columns)}" if columns else i.title
         self.timeseries(title or default, f"{i.description} Of: {i.denominator}.",
                         indicator_series(i, self.database, by), i.unit, w, interval)  # fmt: skip

@@ -27,6 +27,7 @@ __all__ = [
     "UNJOINED_OUTCOME_COLUMNS",
     "VERSIONS",
     "WORKFLOWS",
+    "WORKFLOW_HOURS",
     "WORKFLOW_IDS",
     "tenant_tables",
 ]
@@ -42,6 +43,9 @@ UNJOINED_OUTCOMES: Final = "clinical_unjoined_outcomes"
 WORKFLOW_IDS: Final = "clinical_workflow_ids"
 """The latest workflow per (tenant, kind, pseudonymous workflow id): how an outcome without a span
 link finds its workflow. Internal to the store: no reader names it."""
+WORKFLOW_HOURS: Final = "clinical_workflow_hours"
+"""The workflows rolled up per tenant, kind, hour and the dashboards' dimensions (migration 9;
+`clinotel.model.rollups` says how to read it)."""
 COLLECTOR_METRICS: Final = "clinotel_collector_metrics"
 ALERT_EVENTS: Final = "clinotel_alert_events"
 SDK_TELEMETRY: Final = "clinotel_sdk_telemetry"
@@ -71,4 +75,7 @@ UNJOINED_OUTCOME_COLUMNS: Final = (
 
 def tenant_tables() -> tuple[str, ...]:
     """The tables with a `TenantId` column: what readers may query, each filtered to their tenant."""
-    return (TRACES, STAGE_SPANS, WORKFLOWS, UNJOINED_OUTCOMES, COLLECTOR_METRICS, ALERT_EVENTS, SDK_TELEMETRY)
+    return (
+        TRACES, STAGE_SPANS, WORKFLOWS, WORKFLOW_HOURS, UNJOINED_OUTCOMES, COLLECTOR_METRICS, ALERT_EVENTS,
+        SDK_TELEMETRY,
+    )  # fmt: skip

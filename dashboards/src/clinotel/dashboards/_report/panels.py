@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from clinotel.dashboards._panels import indicator_series
+from clinotel.dashboards._panels import Source, indicator_series, indicator_source
 from clinotel.dashboards._report import svg
 from clinotel.dashboards._report.alerts import AlertRule, Episode
 from clinotel.dashboards._report.fmt import MISSING, TOO_FEW, Quantity, quantity_of, show
@@ -50,6 +50,7 @@ TABLE_ROWS: Final = 40
 WIDER_S: Final = (300, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 _SOURCES: Final = (
     (clinical.WORKFLOWS, "StartTime"),
+    (tables.WORKFLOW_HOURS, "Hour"),
     (clinical.STAGE_SPANS, "Timestamp"),
     (tables.COLLECTOR_METRICS, "Timestamp"),
     (tables.SDK_TELEMETRY, "Timestamp"),
@@ -144,13 +145,13 @@ def _match(sql: str, database: str) -> tuple[Indicator, tuple[str, ...]] | None:
     return None
 
 
-def _with_sample(sql: str, i: Indicator) -> str | None:
+def _with_sample(sql: str, i: Indicator, source: Source) -> str | None:
     """The series SQL with its sample size beside the value, and no HAVING (the report marks
     small samples itself)."""
-    head = f"{i.value} AS {identifier(i.title)}"
+    head = f"{source.value} AS {identifier(i.title)}"
     if sql.count(head) != 1:
         return None
-    return re.sub(r"\nHAVING [^\n]*", "", sql.replace(head, f"{head}, {i.sample} AS {identifier(SAMPLE)}"))
+    return re.sub(r"\nHAVING [^\n]*", "", sql.replace(head, f"{head}, {source.sample} AS {identifier(SAMPLE)}"))
 
 
 @dataclass
@@ -248,7 +249,7 @@ def _timeseries(ctx: Context, panel: dict[str, Any], sql: str, tr: TimeRange, qu
     run = sql
     if match is not None:
         i = match[0]
-        augmented = _with_sample(sql, i)
+        augmented = _with_sample(sql, i, indicator_source(i, ctx.database, match[1]))
         if augmented is not None:
             run, least = augmented, ctx.min_sample(i)
     interval_s = (tr.interval_ms or 60_000) / 1000

@@ -1,0 +1,182 @@
+"""The hourly rollup (`clinical_workflow_hours`, `clinotel.model.rollups`) recomputed from the
+workflows view, off the insert path.
+
+A refresh computes the rollup rows of every workflow that started on or after a day into a staging
+table of its own, then swaps each of those days into the rollup with `REPLACE PARTITION` (atomic per
+day: a reader sees a day's old rows or its new ones, never half). The figures are the indicators'
+own SQL over the merged workflows (`FINAL`), so nothing is counted twice and late ground truth lands
+in its workflow's hour. Two collectors refreshing one store at once both write correct days; the
+later swap wins.
+
+The collector refreshes every `interval_s` the days from `window_days` ago (late truth within that
+window appears within one interval), and the whole rollup at its start and every `full_every_s`
+(truth later than the window, retention, a backfill). A window reads the workflows view's
+partitions from the month before its first day: a workflow whose spans came more than a month
+apart is made whole by the next full refresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Final
+
+from clinotel.collector.store.schema import SchemaOptions
+from clinotel.model import rollups
+from clinotel.model.sql import literal
+from clinotel.model.tables import WORKFLOW_HOURS, WORKFLOWS
+from clinotel.model.threads import guarded
+
+__all__ = ["DEFAULT_INTERVAL_S", "DEFAULT_WINDOW_DAYS", "Refreshed", "RollupRefresher", "refresh"]
+
+logger: Final = logging.getLogger("clinotel.collector")
+
+DEFAULT_INTERVAL_S: Final = 30.0
+DEFAULT_WINDOW_DAYS: Final = 7
+FULL_EVERY_S: Final = 24 * 3600.0
+_STAGING: Final = f"{WORKFLOW_HOURS}_refresh_"
+FIRST_DAY: Final = date(1970, 1, 2)
+LAST_DAY: Final = date(2105, 12, 31)
+"""The days a refresh may start from: the rollup's hours are `DateTime`s."""
+_ORPHAN_AFTER_S: Final = 3600
+"""A staging table older than this was left by a refresh that died: dropped by the next one."""
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """What one refresh did."""
+
+    since: date | None
+    """The first day recomputed (None: every day)."""
+    days: int
+    """A tenant's days swapped in (or dropped, having no workflows any more)."""
+    rows: int
+    """Rollup rows written."""
+    seconds: float
+
+
+def _month_before(day: date) -> int:
+    first = day.replace(day=1) - timedelta(days=1)
+    return first.year * 100 + first.month
+
+
+def _partitions(client: Any, table: str, where: str = "1") -> set[str]:
+    rows = client.query(f"SELECT DISTINCT _partition_id FROM {table} WHERE {where}").result_rows
+    return {str(r[0]) for r in rows}
+
+
+def _drop_orphans(client: Any, o: SchemaOptions) -> None:
+    rows = client.query(
+        "SELECT name FROM system.tables "
+        f"WHERE database = {literal(o.database)} AND startsWith(name, {literal(_STAGING)}) "
+        f"AND metadata_modification_time < now() - {_ORPHAN_AFTER_S}"
+    ).result_rows
+    for (name,) in rows:
+        client.command(f"DROP TABLE IF EXISTS {o.name(str(name))} SYNC")
+
+
+def refresh(
+    client: Any, o: SchemaOptions, since: date | None = None, *, max_memory_bytes: int | None = None
+) -> Refreshed:
+    """Recompute the rollup's days from `since` (UTC; None: all of it) from the workflows view
+    of this node (`o.local`: on a cluster, run it against every shard)."""
+    if since is not None and not FIRST_DAY <= since <= LAST_DAY:
+        raise ValueError(f"a refresh starts on a day from {FIRST_DAY} to {LAST_DAY}, not {since}")
+    started = time.perf_counter()
+    hours, workflows = o.local(WORKFLOW_HOURS), o.local(WORKFLOWS)
+    staging = o.name(f"{_STAGING}{uuid.uuid4().hex[:12]}")
+    settings: dict[str, Any] = {"insert_deduplicate": 0}
+    if max_memory_bytes is not None:
+        settings["max_memory_usage"] = max_memory_bytes
+    _drop_orphans(client, o)
+    client.command(
+        f"CREATE TABLE {staging} AS {hours} ENGINE = MergeTree "
+        f"PARTITION BY (TenantId, toYYYYMMDD({rollups.TIME_COLUMN})) "
+        f"ORDER BY ({', '.join(('TenantId', 'WorkflowKind', rollups.TIME_COLUMN, *rollups.DIMENSIONS[2:]))})"
+    )
+    try:
+        if since is None:
+            source, start, window = "1", "1", "1"
+        else:
+            first = literal(datetime(since.year, since.month, since.day, tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S"))
+            source = f"_partition_value.2 >= {_month_before(since)}"
+            start = f"StartTime >= toDateTime64({first}, 9, 'UTC')"
+            window = f"{rollups.TIME_COLUMN} >= toDateTime({first}, 'UTC')"
+        client.command(f"INSERT INTO {staging}\n{rollups.refresh_select(workflows, source, start)}", settings=settings)
+        staged = _partitions(client, staging)
+        rows = int(client.command(f"SELECT count() FROM {staging}"))
+        stale = _partitions(client, hours, window) - staged
+        for partition in sorted(staged):
+            client.command(f"ALTER TABLE {hours} REPLACE PARTITION ID {literal(partition)} FROM {staging}")
+        for partition in sorted(stale):
+            client.command(f"ALTER TABLE {hours} DROP PARTITION ID {literal(partition)}")
+    finally:
+        client.command(f"DROP TABLE IF EXISTS {staging} SYNC")
+    return Refreshed(since, len(staged) + len(stale), rows, time.perf_counter() - started)
+
+
+class RollupRefresher:
+    """Refreshes the rollup in a thread: the whole of it at start and every `full_every_s`, the
+    last `window_days` every `interval_s`. A failed refresh is logged and tried again at the next
+    interval: the rollup is then behind, never wrong, and ingest is not touched."""
+
+    def __init__(
+        self,
+        client: Any,
+        options: SchemaOptions,
+        *,
+        interval_s: float = DEFAULT_INTERVAL_S,
+        window_days: int = DEFAULT_WINDOW_DAYS,
+        full_every_s: float = FULL_EVERY_S,
+        max_memory_bytes: int | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.client = client
+        self.options = options
+        self.interval_s = interval_s
+        self.window_days = window_days
+        self.full_every_s = full_every_s
+        self.max_memory_bytes = max_memory_bytes
+        self.clock = clock
+        self.last: Refreshed | None = None
+        self.failures = 0
+        self._full_at: float | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refresh_once(self, *, full: bool = False) -> Refreshed | None:
+        """One refresh now: whole when `full` or due, else windowed; None when it failed (logged)."""
+        with self._lock:
+            full = full or self._full_at is None or time.monotonic() - self._full_at >= self.full_every_s
+            since = None if full else (self.clock() - timedelta(days=self.window_days)).date()
+            try:
+                done = refresh(self.client, self.options, since, max_memory_bytes=self.max_memory_bytes)
+            except Exception as e:  # noqa: BLE001 - the rollup is a cache: ingest carries on
+                self.failures += 1
+                logger.warning("could not refresh the hourly rollup (the dashboards show it as it was): %s", e)
+                return None
+            if full:
+                self._full_at = time.monotonic()
+            self.last = done
+            return done
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.refresh_once()
+            self._stop.wait(self.interval_s)
+
+    def start(self, on_failure: Callable[[str], None] | None = None) -> None:
+        """Refresh in a thread until `stop`; `on_failure` hears if that thread ever dies."""
+        self._thread = guarded(self._run, "clinotel-rollups", on_failure or (lambda reason: None))
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)

@@ -1,0 +1,258 @@
+"""The hourly rollup of the workflows (migration 9), recomputed off the insert path, holds for
+every hour and dimension exactly what the workflows view gives for each rolled-up indicator: late
+ground truth counts in its WORKFLOW's hour, a workflow in two inserts counts once, a windowed
+refresh leaves older days as they were, a failed refresh loses nothing, two refreshes at once
+agree, and the migration renders for a cluster."""
+
+from __future__ import annotations
+
+import math
+import threading
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import clinotel.instrumentation as ct
+from clinotel.collector.store import pipeline as ingest
+from clinotel.collector.store import rollups as refresher
+from clinotel.collector.store import schema
+from clinotel.collector.store.migrations import frozen
+from clinotel.instrumentation.testing import FakeClock, capture
+from clinotel.instrumentation.testing.workflows import triage
+from clinotel.model import clinical, rollups
+from clinotel.model.indicators import INDICATORS
+from collector.tests.test_outcome_join import DAY_MS, _scenario, _store, _trace
+
+_KEY = ("TenantId", "WorkflowKind", "Hour", *rollups.DIMENSIONS[2:])
+_ROLLED = [INDICATORS[name] for name in rollups.ROLLED_UP]
+
+
+def _shown(v: Any) -> Any:
+    """A figure as a panel shows it: a quantile of no rows (NaN, or NULL over a nullable column)
+    is no value either way."""
+    if isinstance(v, float):
+        return None if math.isnan(v) else round(v, 6)
+    return v
+
+
+def _figures(client: Any, sql: str) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    rows = client.query(sql).result_rows
+    return {tuple(r[: len(_KEY)]): tuple(_shown(v) for v in r[len(_KEY) :]) for r in rows}
+
+
+def _from_rollup(client: Any, o: schema.SchemaOptions) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    """Each (tenant, kind, hour, dimensions…) the rollup has: each indicator's value and sample."""
+    aggregates = [a for i in _ROLLED for a in (rollups.value(i), rollups.sample(i))]
+    return _figures(
+        client,
+        f"SELECT {', '.join(_KEY)}, {', '.join(aggregates)} FROM {o.name(rollups.WORKFLOW_HOURS)} "
+        f"GROUP BY {', '.join(_KEY)}",
+    )
+
+
+def _from_workflows(client: Any, o: schema.SchemaOptions) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    """The same figures from the workflows view with the indicators' own SQL."""
+    aggregates = [a for i in _ROLLED for a in i.conditional()]
+    return _figures(
+        client,
+        f"SELECT TenantId, WorkflowKind, toStartOfHour(toDateTime(StartTime, 'UTC')) AS Hour, "
+        f"{', '.join(rollups.DIMENSIONS[2:])}, {', '.join(aggregates)} "
+        f"FROM {o.name(clinical.WORKFLOWS)} FINAL GROUP BY {', '.join(_KEY)}",
+    )
+
+
+def _sums(client: Any, o: schema.SchemaOptions, where: str = "1") -> dict[str, int]:
+    names = [c for i in _ROLLED for c in rollups.columns(i) if not c.endswith("_state")]
+    row = client.query(
+        f"SELECT {', '.join(f'sum({c})' for c in names)} FROM {o.name(rollups.WORKFLOW_HOURS)} WHERE {where}"
+    ).result_rows[0]
+    return dict(zip(names, (int(v) for v in row), strict=True))
+
+
+def _start_hour(client: Any, o: schema.SchemaOptions, trace: str) -> Any:
+    return client.query(
+        f"SELECT toStartOfHour(toDateTime(min(StartTime), 'UTC')) FROM {o.name(clinical.WORKFLOWS)} "
+        f"WHERE TraceId = '{trace}'"
+    ).result_rows[0][0]
+
+
+def test_late_truth_counts_in_its_workflows_hour_and_nothing_twice(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
+) -> None:
+    traces = _scenario(client, pipeline, tmp_path)
+    done = refresher.refresh(client, options)
+    assert done.rows > 0
+    assert done.days >= 1
+    assert _from_rollup(client, options) == _from_workflows(client, options)
+    total = _sums(client, options)
+    # four workflows; model triage decisions with their truth: ENC-1 (a) ESI-3 vs ESI-2 (a day
+    # later), ENC-2 ESI-4 vs ESI-3 (same insert), ENC-1 (b) ESI-3 vs ESI-4 (days later)
+    assert total["workflows_rows"] == 4, "each workflow once, however many inserts its row took"
+    assert (total["under_triage_rate_rows"], total["under_triage_rate_hits"]) == (3, 2)
+    assert (total["high_risk_miss_rate_rows"], total["high_risk_miss_rate_hits"]) == (1, 1)
+    assert total["escalation_miss_rate_rows"] == 1
+    hour = _start_hour(client, options, traces["enc1_a"])
+    at = f"toDateTime('{hour:%Y-%m-%d %H:%M:%S}', 'UTC')"
+    assert _sums(client, options, f"Hour = {at}")["high_risk_miss_rate_hits"] == 1, (
+        "the late truth counts in the hour its workflow started"
+    )
+    assert _sums(client, options, f"Hour > {at} + INTERVAL 12 HOUR")["high_risk_miss_rate_rows"] == 0, (
+        "not in the hour the truth arrived"
+    )
+    # a second refresh replaces, never adds
+    refresher.refresh(client, options)
+    assert _sums(client, options) == total
+
+
+def test_a_workflow_in_two_inserts_counts_once_with_its_dimensions(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
+) -> None:
+    clock = FakeClock()
+    with capture(clock=clock, tenant="st-marys") as spans:
+        trace = _trace(triage(clock, "ENC-7"))
+    ordered = sorted(spans.all, key=lambda s: s.start_time)
+    half = len(ordered) // 2
+    _store(client, pipeline, tmp_path / "a.wal", ordered[:half])
+    refresher.refresh(client, options)
+    _store(client, pipeline, tmp_path / "b.wal", ordered[half:])
+    refresher.refresh(client, options)
+    assert _from_rollup(client, options) == _from_workflows(client, options)
+    assert _sums(client, options)["workflows_rows"] == 1
+    keys = [k for k in _from_rollup(client, options) if k[1] == "triage"]
+    assert len(keys) == 1, keys
+    assert keys[0][3:] == ("north", "ed", "4.0.1", "canary"), "the dimensions of the whole workflow"
+    assert _start_hour(client, options, trace) == keys[0][2]
+
+
+def test_a_windowed_refresh_replaces_its_days_and_keeps_the_older_ones(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
+) -> None:
+    _scenario(client, pipeline, tmp_path)
+    refresher.refresh(client, options)
+    before = _from_rollup(client, options)
+    days = sorted({k[2].date() for k in before})
+    assert len(days) >= 2, days
+    # a late outcome for the newest workflow, and one of the first day's rows taken out of the
+    # workflows view behind the rollup's back: a window from the newest day touches only its days
+    newest = days[-1]
+    clock = FakeClock()
+    with capture(clock=clock, tenant="st-marys") as late:
+        clock.advance_ms(4 * DAY_MS)
+        ct.record_outcome("triage", identifier="ENC-1", label="ESI-1")
+    _store(client, pipeline, tmp_path / "late.wal", list(late.all))
+    done = refresher.refresh(client, options, newest)
+    assert done.since == newest
+    after = _from_rollup(client, options)
+    assert {k: v for k, v in after.items() if k[2].date() < newest} == {
+        k: v for k, v in before.items() if k[2].date() < newest
+    }
+    assert after == _from_workflows(client, options), "the truth lands in its workflow's (newest) day"
+
+
+def test_a_day_with_no_workflows_left_is_emptied(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
+) -> None:
+    _scenario(client, pipeline, tmp_path)
+    refresher.refresh(client, options)
+    assert _sums(client, options)["workflows_rows"] == 4
+    client.command(f"TRUNCATE TABLE {options.name(clinical.WORKFLOWS)}")
+    refresher.refresh(client, options)
+    assert _sums(client, options)["workflows_rows"] == 0
+    assert not client.query(f"SELECT * FROM {options.name(rollups.WORKFLOW_HOURS)}").result_rows
+
+
+def test_refreshes_at_once_agree_and_leave_no_staging_table(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
+) -> None:
+    _scenario(client, pipeline, tmp_path)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            refresher.refresh(client, options)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert _from_rollup(client, options) == _from_workflows(client, options)
+    left = client.query(
+        f"SELECT name FROM system.tables WHERE database = '{options.database}' AND name LIKE '%refresh%'"
+    ).result_rows
+    assert left == []
+
+
+def test_a_failed_refresh_keeps_the_rollup_and_the_next_one_catches_up(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
+) -> None:
+    _scenario(client, pipeline, tmp_path)
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    r = refresher.RollupRefresher(client, options, window_days=7, clock=lambda: now, max_memory_bytes=1)
+    assert r.refresh_once() is None, "a refresh the engine refuses (1 byte of memory) fails"
+    assert r.failures == 1
+    assert not client.query(f"SELECT * FROM {options.name(rollups.WORKFLOW_HOURS)}").result_rows
+    r.max_memory_bytes = None
+    first = r.refresh_once()
+    assert first is not None
+    assert first.since is None, "the first refresh that succeeds is a full one"
+    second = r.refresh_once()
+    assert second is not None
+    assert second.since == (now - timedelta(days=7)).date(), "then windowed"
+    assert _from_rollup(client, options) == _from_workflows(client, options)
+
+
+def test_the_rollup_columns_are_the_indicators_it_holds(client: Any, options: schema.SchemaOptions) -> None:
+    rows = client.query(
+        f"SELECT name, type FROM system.columns WHERE database = '{options.database}' "
+        f"AND table = '{rollups.WORKFLOW_HOURS}'"
+    ).result_rows
+    stored = dict(rows)
+    expected = {*rollups.DIMENSIONS, rollups.TIME_COLUMN, *(c for i in _ROLLED for c in rollups.columns(i))}
+    assert set(stored) == expected
+    for i in _ROLLED:
+        if i.kind == "quantile":
+            assert stored[f"{i.name}_state"] == f"AggregateFunction(quantile({i.q}), Float64)", (
+                f"{i.name}: its level differs from the rollup's state (migration 9): add a migration"
+            )
+    assert all(i.table == clinical.WORKFLOWS for i in _ROLLED)
+
+
+def test_migration_9_renders_for_a_cluster() -> None:
+    m9 = frozen()[8]
+    o = schema.SchemaOptions(cluster="obs", ttl_days=30)
+    text = "\n".join(m9.statements(o))
+    assert "{{" not in text
+    assert all(" ON CLUSTER " in s for s in m9.statements(o))
+    assert "ReplicatedMergeTree('/clickhouse/tables/{shard}/clinotel/clinical_workflow_hours'" in text
+    assert "clinical_workflow_hours_local" in text
+    assert "Distributed(" in text
+    assert "TTL Hour + toIntervalDay(30)" in text
+    single = "\n".join(m9.statements(schema.SchemaOptions()))
+    assert "ON CLUSTER" not in single
+    assert "_local" not in single
+    assert "Replicated" not in single
+
+
+@pytest.mark.parametrize("since", [date(1970, 1, 2), date(2105, 12, 31)])
+def test_a_window_outside_the_data_changes_nothing_or_everything_right(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path, since: Any
+) -> None:
+    _scenario(client, pipeline, tmp_path)
+    refresher.refresh(client, options)
+    before = _from_rollup(client, options)
+    refresher.refresh(client, options, since)
+    assert _from_rollup(client, options) == before == _from_workflows(client, options)
+
+
+@pytest.mark.parametrize("since", [date(1, 1, 1), date(1970, 1, 1), date(2106, 1, 1), date(9999, 12, 31)])
+def test_a_day_the_rollup_cannot_hold_is_refused_before_anything_is_touched(
+    client: Any, options: schema.SchemaOptions, since: date
+) -> None:
+    with pytest.raises(ValueError, match="a refresh starts on a day from 1970-01-02 to 2105-12-31"):
+        refresher.refresh(client, options, since)

@@ -1,0 +1,149 @@
+"""The hourly rollup of the workflows, `clinical_workflow_hours` (collector migration 9): what the
+dashboards' rate, count and quantile panels read instead of every workflow row.
+
+One row per tenant, workflow kind, hour of the workflow's start and the dashboards' template
+dimensions (`DIMENSIONS`). For each rolled-up indicator of `clinotel.model.indicators`: the
+workflows it is about (`<name>_rows`), for a rate those it hits (`<name>_hits`), for a quantile
+the quantile's state over its workflows (`<name>_state`).
+
+The collector recomputes the rollup from `clinical_workflows` (`refresh_select`) every few seconds
+off the insert path, replacing whole days: a figure is the indicator's own SQL over the merged
+workflows, so late ground truth counts in its workflow's hour and a workflow whose row is replaced
+counts once. Read the columns with `sum()` (`quantileMerge` for a state), never row by row.
+
+A rollup row covers a whole hour: a range is widened to whole hours at its start (`time_filter`),
+so a figure over a range that does not start on the hour counts the workflows of that hour that
+started before the range too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+from clinotel.model.indicators import INDICATORS, Indicator
+from clinotel.model.tables import WORKFLOW_HOURS, WORKFLOWS
+
+__all__ = [
+    "DIMENSIONS",
+    "ROLLED_UP",
+    "TIME_COLUMN",
+    "WORKFLOW_HOURS",
+    "columns",
+    "refresh_select",
+    "rolled_up",
+    "sample",
+    "time_filter",
+    "value",
+]
+
+TIME_COLUMN: Final = "Hour"
+"""The hour the rollup row's workflows started in (the workflows view's `StartTime`, truncated)."""
+DIMENSIONS: Final = ("TenantId", "WorkflowKind", "Site", "Department", "ModelVersion", "RolloutCohort")
+"""What a rollup row is per, besides its hour: the columns a panel on it may filter or group by."""
+
+ROLLED_UP: Final = (
+    "workflows",
+    "completion_rate",
+    "end_to_end_p95_ms",
+    "queue_wait_p95_ms",
+    "decision_latency_p95_ms",
+    "slot_fill_rate",
+    "under_triage_rate",
+    "final_under_triage_rate",
+    "high_risk_miss_rate",
+    "high_priority_tpr",
+    "escalation_miss_rate",
+    "override_rate",
+    "cds_override_rate",
+    "fallback_rate",
+    "model_error_rate",
+    "low_confidence_share",
+    "shadow_disagreement_rate",
+    "high_priority_rate",
+    "acceptance_rate",
+    "review_latency_p95_ms",
+)
+"""The indicators the rollup has columns for (migration 9 created them; a new indicator needs a
+migration adding its columns, and reads the workflows view until then)."""
+
+
+def rolled_up(i: Indicator, by: Sequence[str] = ()) -> bool:
+    """Whether the rollup holds the indicator, grouped by the columns `by`."""
+    return (
+        i.name in ROLLED_UP
+        and i.table == WORKFLOWS
+        and i.time_column == "StartTime"
+        and all(c in DIMENSIONS for c in by)
+    )
+
+
+def _rows(i: Indicator) -> str:
+    return f"{i.name}_rows"
+
+
+def _hits(i: Indicator) -> str:
+    return f"{i.name}_hits"
+
+
+def _state(i: Indicator) -> str:
+    return f"{i.name}_state"
+
+
+def columns(i: Indicator) -> tuple[str, ...]:
+    """The rollup's columns for the indicator: its rows, and its hits (a rate) or state (a quantile)."""
+    if i.kind == "rate":
+        return _rows(i), _hits(i)
+    if i.kind == "quantile":
+        return _rows(i), _state(i)
+    return (_rows(i),)
+
+
+def value(i: Indicator) -> str:
+    """The indicator's aggregate over rollup rows: the same figure as `Indicator.value` over the
+    workflows those rows hold."""
+    if i.kind == "rate":
+        return f"sum({_hits(i)}) / nullIf(sum({_rows(i)}), 0)"
+    if i.kind == "quantile":
+        return f"quantileMerge({i.q})({_state(i)})"
+    return f"sum({_rows(i)})"
+
+
+def sample(i: Indicator) -> str:
+    """The indicator's sample size over rollup rows (`Indicator.sample` over the workflows)."""
+    return f"sum({_rows(i)})"
+
+
+def time_filter() -> str:
+    """The Grafana macro condition selecting the hours of the dashboard's range (its first hour
+    whole)."""
+    return f"{TIME_COLUMN} >= toStartOfHour($__fromTime) AND {TIME_COLUMN} <= $__toTime"
+
+
+def _measures(i: Indicator) -> list[str]:
+    if i.kind == "rate":
+        hits, rows = i.counts()
+        return [f"toInt64({rows}) AS {_rows(i)}", f"toInt64({hits}) AS {_hits(i)}"]
+    rows = i.conditional()[1]
+    if i.kind == "quantile":
+        present = f"({i.where}) AND ({i.expr}) IS NOT NULL"
+        return [
+            f"toInt64({rows}) AS {_rows(i)}",
+            f"quantileStateIf({i.q})(toFloat64(assumeNotNull({i.expr})), {present}) AS {_state(i)}",
+        ]
+    return [f"toInt64({rows}) AS {_rows(i)}"]
+
+
+def refresh_select(workflows: str, source_filter: str, start_filter: str) -> str:
+    """The rollup rows of the workflows in `workflows` (a qualified table name) that `source_filter`
+    reads (a condition on its parts: which partitions to merge) and whose merged start satisfies
+    `start_filter`. The figures are the indicators' own SQL (`Indicator.counts`)."""
+    key = ", ".join(("TenantId", "WorkflowKind", TIME_COLUMN, *DIMENSIONS[2:]))
+    measures = ",\n    ".join(m for name in ROLLED_UP for m in _measures(INDICATORS[name]))
+    return (
+        f"SELECT\n    TenantId, WorkflowKind, toStartOfHour(toDateTime(StartTime, 'UTC')) AS {TIME_COLUMN}, "
+        f"{', '.join(DIMENSIONS[2:])},\n    {measures}\n"
+        f"FROM\n(\n    SELECT * FROM {workflows} FINAL WHERE {source_filter}\n)\n"
+        f"WHERE {start_filter}\n"
+        f"GROUP BY {key}"
+    )
