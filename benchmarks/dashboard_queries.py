@@ -8,12 +8,19 @@ run it (macros expanded, All selected) over the whole range: p50/p95 per panel a
 (the panels' sum: a conservative bound, Grafana runs them in parallel), and a few raw `otel_traces`
 queries beside their clinical-view equivalents.
 
+The rate, count and quantile panels read the hourly rollup `clinical_workflow_hours` (collector
+migration 9), which the collector recomputes off the insert path; the benchmark times that refresh
+too (the whole rollup, and the collector's default 7-day window). Each panel is printed with what it
+reads. `--spans 10000000,30000000` builds to each size in turn and measures at each, then prints
+each panel's growth.
+
 Calibration: in the same run, on the same engine, one full scan of the span table
 (`REFERENCE_SQL`: every span's duration, name and trace id) is timed before and after the panels;
 the worst panel and the slowest dashboard are printed as ratios to its median, so a slow machine
 shows as a slow reference, not as slower dashboards.
 
-Targets on the development machine: every panel p95 <= 500 ms, every dashboard <= 3 s.
+Targets on the development machine: every panel p95 <= 100 ms, every dashboard <= 1 s at 10M
+spans; a panel's time grows by at most 1.5x from 10M to 30M spans.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from collector_ingest import _demo_requests
 
-TARGETS = {"panel_p95_ms": 500, "dashboard_ms": 3000}
+TARGETS = {"panel_p95_ms": 100, "dashboard_ms": 1000, "growth": 1.5}
 TOKEN = "bench-write-token-0123456789"
 
 REFERENCE_SQL = "SELECT count(), sum(Duration), sum(length(SpanName)), uniqCombined(TraceId) FROM {db}.otel_traces"
@@ -85,25 +92,161 @@ def _p(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _measure(client: Any, db: str, rounds: int) -> dict[str, Any]:
+    """Every panel and variable of every dashboard over the whole range, the raw-vs-view pairs, the
+    rollup's refresh and the reference scan (before and after the panels), on the store as it is."""
+    from datetime import datetime
+
+    from clinotel.collector.store import schema
+    from clinotel.collector.store.rollups import DEFAULT_WINDOW_DAYS, refresh
+    from clinotel.dashboards import build_all
+    from clinotel.dashboards.check import panel_queries, panel_range
+    from clinotel.dashboards.macros import TimeRange, expand
+    from clinotel.model import rollups
+
+    options = schema.SchemaOptions(database=db)
+    reference_times = _timed(client, REFERENCE_SQL.format(db=db), rounds)
+    full = refresh(client, options)
+    window = refresh(client, options, (datetime.now(UTC) - timedelta(days=DEFAULT_WINDOW_DAYS)).date())
+    client.command(f"OPTIMIZE TABLE {db}.{rollups.WORKFLOW_HOURS} FINAL")
+    total_spans = client.command(f"SELECT count() FROM {db}.otel_traces")
+    workflows = client.command(f"SELECT count() FROM {db}.clinical_workflows FINAL")
+    rollup_rows = client.command(f"SELECT count() FROM {db}.{rollups.WORKFLOW_HOURS}")
+    first, last = client.query(f"SELECT min(StartTime), max(StartTime) FROM {db}.clinical_workflows").result_rows[0]
+    start, end = first.replace(tzinfo=UTC), last.replace(tzinfo=UTC) + timedelta(minutes=1)
+    tr = TimeRange(start, end)
+    panels: list[dict[str, Any]] = []
+    per_dashboard: dict[str, list[list[float]]] = {}
+    for q in panel_queries(build_all(db)):
+        sql = expand(q.sql, panel_range(q.grid, q.variables, tr))
+        times = _timed(client, sql, rounds)
+        panels.append({"dashboard": q.dashboard, "panel": q.panel, "p50_ms": _p(times, 0.5), "p95_ms": _p(times, 0.95),
+                       "reads": "rollup" if rollups.WORKFLOW_HOURS in sql else "raw"})  # fmt: skip
+        per_dashboard.setdefault(q.dashboard, []).append(times)
+    dashboards = {
+        name: {"p50_ms": _p([sum(r) for r in zip(*runs, strict=True)], 0.5),
+               "p95_ms": _p([sum(r) for r in zip(*runs, strict=True)], 0.95), "panels": len(runs)}
+        for name, runs in per_dashboard.items()
+    }  # fmt: skip
+    side_by_side = {
+        name: {"raw_ms": statistics.median(_timed(client, raw.format(db=db), rounds)),
+               "view_ms": statistics.median(_timed(client, view.format(db=db), rounds))}
+        for name, (raw, view) in RAW_VS_VIEW.items()
+    }  # fmt: skip
+    reference_times += _timed(client, REFERENCE_SQL.format(db=db), rounds)
+    reference_ms = statistics.median(reference_times)
+    worst = max(panels, key=lambda p: p["p95_ms"])
+    slowest = max(dashboards.items(), key=lambda kv: kv[1]["p95_ms"])
+    return {
+        "spans": total_spans,
+        "workflows": workflows,
+        "rollup_rows": rollup_rows,
+        "range": f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
+        "rollup_full_refresh_s": round(full.seconds, 2),
+        "rollup_window_refresh_s": round(window.seconds, 2),
+        "rollup_full_refresh_ratio_to_reference": round(full.seconds * 1000 / reference_ms, 2),
+        "panels": panels,
+        "dashboards": dashboards,
+        "raw_vs_views": side_by_side,
+        "worst_panel": worst,
+        "panels_over_target": sum(p["p95_ms"] > TARGETS["panel_p95_ms"] for p in panels),
+        "dashboards_over_target": sum(d["p95_ms"] > TARGETS["dashboard_ms"] for d in dashboards.values()),
+        "reference_full_scan_ms": round(reference_ms, 1),
+        "worst_panel_p95_ratio_to_reference": round(worst["p95_ms"] / reference_ms, 2),
+        "slowest_dashboard": slowest[0],
+        "slowest_dashboard_p95_ratio_to_reference": round(slowest[1]["p95_ms"] / reference_ms, 2),
+    }
+
+
+def _print(step: dict[str, Any], rounds: int, machine: str) -> None:
+    panels, dashboards, reference_ms = step["panels"], step["dashboards"], step["reference_full_scan_ms"]
+    print(f"dashboard queries, embedded store, {step['spans']:,} spans, {step['workflows']:,} workflows "
+          f"({step['rollup_rows']:,} rollup rows), whole range, {rounds} rounds ({machine})")  # fmt: skip
+    print(f"{'dashboard':<12} {'panels':>6} {'p50 ms':>9} {'p95 ms':>9}   slowest panel (p95, reads)")
+    for name, d in dashboards.items():
+        mine = max((p for p in panels if p["dashboard"] == name), key=lambda p: p["p95_ms"])
+        print(f"{name:<12} {d['panels']:>6} {d['p50_ms']:>9.0f} {d['p95_ms']:>9.0f}   "
+              f"{mine['panel'][:40]} ({mine['p95_ms']:.0f} ms, {mine['reads']})")  # fmt: skip
+    over = sorted((p for p in panels if p["p95_ms"] > TARGETS["panel_p95_ms"]), key=lambda p: -p["p95_ms"])
+    print(f"panels over {TARGETS['panel_p95_ms']} ms p95: {len(over)} of {len(panels)} "
+          f"({sum(p['reads'] == 'rollup' for p in panels)} panels read the rollup)")  # fmt: skip
+    for p in over:
+        print(f"  {p['dashboard']:<12} {p['panel'][:50]:<50} {p['p95_ms']:>6.0f} ms ({p['reads']})")
+    print(f"{'raw otel_traces vs clinical view':<40} {'raw ms':>9} {'view ms':>9}")
+    for name, s in step["raw_vs_views"].items():
+        print(f"{name:<40} {s['raw_ms']:>9.0f} {s['view_ms']:>9.0f}")
+    print(f"rollup refresh: all of it {step['rollup_full_refresh_s']:.2f} s, the last 7 days "
+          f"{step['rollup_window_refresh_s']:.2f} s (the collector: every 30 s, all of it daily)")  # fmt: skip
+    print(f"reference: one full scan of the span table, median {reference_ms:.0f} ms")
+
+
+def _headline(step: dict[str, Any], growth: dict[str, Any] | None) -> str:
+    worst, slowest, reference_ms = step["worst_panel"], step["slowest_dashboard"], step["reference_full_scan_ms"]
+    slow_ms = step["dashboards"][slowest]["p95_ms"]
+    text = (
+        f"headline: at {step['spans']:,} spans worst panel p95 {worst['p95_ms']:.0f} ms = "
+        f"{worst['p95_ms'] / reference_ms:.2f} x the reference (target <= {TARGETS['panel_p95_ms']}), slowest "
+        f"dashboard p95 {slow_ms:.0f} ms = {slow_ms / reference_ms:.2f} x ({slowest}; target <= "
+        f"{TARGETS['dashboard_ms']}); reference {reference_ms:.0f} ms"
+    )
+    if growth is not None:
+        g = growth["worst_rollup_panel"]
+        text += (
+            f"; {growth['spans'][0]:,} -> {growth['spans'][1]:,} spans: reference x{growth['reference_ratio']}, "
+            f"{growth['panels_over_target']} panels over x{TARGETS['growth']}"
+            + (f", worst rollup panel x{g['ratio']}" if g else "")
+        )
+    return text
+
+
+def _growth(small: dict[str, Any], large: dict[str, Any]) -> dict[str, Any]:
+    """Each panel's p95 at the larger store over its p95 at the smaller (panels under 10 ms at both
+    are timer noise and left out), and the reference's own growth."""
+    before = {(p["dashboard"], p["panel"]): p for p in small["panels"]}
+    ratios = []
+    for p in large["panels"]:
+        q = before.get((p["dashboard"], p["panel"]))
+        if q is not None and max(p["p95_ms"], q["p95_ms"]) >= 10:
+            ratios.append({"dashboard": p["dashboard"], "panel": p["panel"], "reads": p["reads"],
+                           "ratio": round(p["p95_ms"] / max(q["p95_ms"], 0.1), 2)})  # fmt: skip
+    ratios.sort(key=lambda r: -r["ratio"])
+    return {
+        "spans": [small["spans"], large["spans"]],
+        "reference_ratio": round(large["reference_full_scan_ms"] / small["reference_full_scan_ms"], 2),
+        "worst_panel": ratios[0] if ratios else None,
+        "panels_over_target": sum(r["ratio"] > TARGETS["growth"] for r in ratios),
+        "worst_rollup_panel": next((r for r in ratios if r["reads"] == "rollup"), None),
+        "panels": ratios,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a short run (under 30 s)")
     parser.add_argument("--json", type=Path, help="write the figures here")
-    parser.add_argument("--spans", type=int, default=10_000_000, help="spans to build (full run)")
+    parser.add_argument(
+        "--spans", default="10000000",
+        help="spans to build (full run); comma-separated sizes (10000000,30000000) are measured in turn",
+    )  # fmt: skip
     parser.add_argument(
         "--memory-mb", type=int, default=BUILD_MEMORY_MB,
         help=f"the embedded engine's memory cap [default: {BUILD_MEMORY_MB}: building 10M spans in the engine "
         "needs more than the collector's default]",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    seed_workflows, target_spans, rounds = (600, 20_000, 2) if args.quick else (20_000, args.spans, 5)
+    try:
+        sizes = sorted(int(v) for v in str(args.spans).split(","))
+    except ValueError:
+        parser.error(f"--spans: comma-separated whole numbers, not {args.spans!r}")
+    if not sizes or sizes[0] <= 0:
+        parser.error("--spans: sizes above 0")
+    seed_workflows, rounds = (600, 2) if args.quick else (20_000, 5)
+    if args.quick:
+        sizes = [20_000, 40_000]
 
     from clinotel.collector.service import Collector, CollectorConfig
     from clinotel.collector.store import schema
     from clinotel.collector.tokens import Tokens
-    from clinotel.dashboards import build_all
-    from clinotel.dashboards.check import panel_queries, panel_range
-    from clinotel.dashboards.macros import TimeRange, expand
 
     work = Path(tempfile.mkdtemp(prefix="clinotel-bench-dash-"))
     requests_file = work / "requests.bin"
@@ -113,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     config = CollectorConfig(
         data_dir=work / "data", wal_dir=work / "wal", otlp_http=("127.0.0.1", 0), otlp_grpc=None, http=None,
         tokens=Tokens.load(work / "tokens.toml"), metrics_interval_s=None, engine_memory_bytes=args.memory_mb << 20,
+        rollup_interval_s=None,  # refreshed and timed by the benchmark itself
     )  # fmt: skip
     collector = Collector(config)
     collector.start()
@@ -131,10 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     client, db = collector.client, "clinotel"
     traces = f"{db}.{schema.TRACES}"
 
-    build_started = time.perf_counter()
     client.command(f"CREATE TABLE {db}.bench_seed ENGINE = MergeTree ORDER BY tuple() AS SELECT * FROM {traces}")
     span_s = client.command(f"SELECT dateDiff('second', min(Timestamp), max(Timestamp)) + 3600 FROM {db}.bench_seed")
-    copies = max(0, round(target_spans / n_seed) - 1)
     columns = ", ".join(f"`{c}`" for c in schema.TRACES_INSERT_COLUMNS)
     rewrite = {
         "Timestamp": f"Timestamp - toIntervalSecond(c.number * {span_s})",
@@ -144,88 +286,53 @@ def main(argv: list[str] | None = None) -> int:
         "leftPad(hex(toUInt32(c.number)), 8, '0'))), `Links.TraceId`)",
     }
     select = ", ".join(rewrite.get(c, f"`{c}`") for c in schema.TRACES_INSERT_COLUMNS)
-    done = 0
-    while done < copies:
-        batch = min(2, copies - done)  # ~300,000 spans through the views per insert: within the engine's cap
-        client.command(
-            f"INSERT INTO {traces} ({columns}) SELECT {select} FROM {db}.bench_seed "
-            f"CROSS JOIN (SELECT number FROM numbers({done + 1}, {batch})) AS c"
-        )
-        done += batch
-        print(f"  built {n_seed * (done + 1):,} spans", file=sys.stderr)
-    client.command(f"OPTIMIZE TABLE {db}.clinical_workflows FINAL")
-    build_s = time.perf_counter() - build_started
-    total_spans = client.command(f"SELECT count() FROM {traces}")
-    workflows = client.command(f"SELECT count() FROM {db}.clinical_workflows FINAL")
-    first, last = client.query(f"SELECT min(StartTime), max(StartTime) FROM {db}.clinical_workflows").result_rows[0]
-    start, end = first.replace(tzinfo=UTC), last.replace(tzinfo=UTC) + timedelta(minutes=1)
-    tr = TimeRange(start, end)
-
-    reference_times = _timed(client, REFERENCE_SQL.format(db=db), rounds)
-    panels: list[dict[str, Any]] = []
-    per_dashboard: dict[str, list[list[float]]] = {}
-    for q in panel_queries(build_all(db)):
-        sql = expand(q.sql, panel_range(q.grid, q.variables, tr))
-        times = _timed(client, sql, rounds)
-        panels.append({"dashboard": q.dashboard, "panel": q.panel, "p50_ms": _p(times, 0.5), "p95_ms": _p(times, 0.95)})
-        per_dashboard.setdefault(q.dashboard, []).append(times)
-    dashboards = {
-        name: {"p50_ms": _p([sum(r) for r in zip(*runs, strict=True)], 0.5),
-               "p95_ms": _p([sum(r) for r in zip(*runs, strict=True)], 0.95), "panels": len(runs)}
-        for name, runs in per_dashboard.items()
-    }  # fmt: skip
-    side_by_side = {
-        name: {"raw_ms": statistics.median(_timed(client, raw.format(db=db), rounds)),
-               "view_ms": statistics.median(_timed(client, view.format(db=db), rounds))}
-        for name, (raw, view) in RAW_VS_VIEW.items()
-    }  # fmt: skip
-    reference_times += _timed(client, REFERENCE_SQL.format(db=db), rounds)
-    reference_ms = statistics.median(reference_times)
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {python}"
+    done, steps, build_s = 0, [], 0.0
+    for target_spans in sizes:
+        build_started = time.perf_counter()
+        copies = max(0, round(target_spans / n_seed) - 1)
+        while done < copies:
+            batch = min(2, copies - done)  # ~300,000 spans through the views per insert: within the engine's cap
+            client.command(
+                f"INSERT INTO {traces} ({columns}) SELECT {select} FROM {db}.bench_seed "
+                f"CROSS JOIN (SELECT number FROM numbers({done + 1}, {batch})) AS c"
+            )
+            done += batch
+            print(f"  built {n_seed * (done + 1):,} spans", file=sys.stderr)
+        client.command(f"OPTIMIZE TABLE {db}.clinical_workflows FINAL")
+        build_s += time.perf_counter() - build_started
+        step = _measure(client, db, rounds)
+        step["build_seconds"] = round(build_s, 1)
+        _print(step, rounds, machine)
+        steps.append(step)
+        _write(args.json, steps, rounds, args.memory_mb, machine)  # after each size: a stopped run keeps the first
     collector.stop()
     shutil.rmtree(work, ignore_errors=True)
+    growth = _growth(steps[0], steps[-1]) if len(steps) > 1 else None
+    print(_headline(steps[0], growth))
+    return 0
 
-    worst = max(panels, key=lambda p: p["p95_ms"])
-    slowest = max(dashboards.items(), key=lambda kv: kv[1]["p95_ms"])
+
+def _write(path: Path | None, steps: list[dict[str, Any]], rounds: int, memory_mb: int, machine: str) -> None:
+    """The JSON: the first size's headline figures at the top, every size's under `steps`."""
+    if path is None:
+        return
+    first = steps[0]
     result = {
         "benchmark": "dashboard_queries",
-        "engine_memory_mb": args.memory_mb,
-        "spans": total_spans,
-        "workflows": workflows,
-        "range": f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
-        "build_seconds": round(build_s, 1),
+        "engine_memory_mb": memory_mb,
         "rounds": rounds,
-        "panels": panels,
-        "dashboards": dashboards,
-        "raw_vs_views": side_by_side,
-        "worst_panel": worst,
-        "reference_full_scan_ms": round(reference_ms, 1),
-        "worst_panel_p95_ratio_to_reference": round(worst["p95_ms"] / reference_ms, 2),
-        "slowest_dashboard_p95_ratio_to_reference": round(slowest[1]["p95_ms"] / reference_ms, 2),
+        **{k: v for k, v in first.items() if k not in ("panels", "dashboards")},
+        "panels": first["panels"],
+        "dashboards": first["dashboards"],
+        "steps": [{k: v for k, v in s.items() if k != "panels"} | {"panels": s["panels"]} for s in steps[1:]],
+        "growth": _growth(steps[0], steps[-1]) if len(steps) > 1 else None,
         "targets": TARGETS,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} "
-        f"{platform.python_version()}",
+        "machine": machine,
     }
-    print(f"dashboard queries, embedded store, {total_spans:,} spans, {workflows:,} workflows, whole range, "
-          f"{rounds} rounds ({result['machine']})")  # fmt: skip
-    print(f"{'dashboard':<12} {'panels':>6} {'p50 ms':>9} {'p95 ms':>9}   slowest panel (p95)")
-    for name, d in dashboards.items():
-        mine = max((p for p in panels if p["dashboard"] == name), key=lambda p: p["p95_ms"])
-        print(f"{name:<12} {d['panels']:>6} {d['p50_ms']:>9.0f} {d['p95_ms']:>9.0f}   "
-              f"{mine['panel'][:40]} ({mine['p95_ms']:.0f} ms)")  # fmt: skip
-    print(f"{'raw otel_traces vs clinical view':<40} {'raw ms':>9} {'view ms':>9}")
-    for name, s in side_by_side.items():
-        print(f"{name:<40} {s['raw_ms']:>9.0f} {s['view_ms']:>9.0f}")
-    print(f"reference: one full scan of the span table, median {reference_ms:.0f} ms")
-    print(
-        f"headline: worst panel p95 {worst['p95_ms']:.0f} ms = {worst['p95_ms'] / reference_ms:.2f} x the "
-        f"reference (target <= {TARGETS['panel_p95_ms']}), slowest dashboard p95 {slowest[1]['p95_ms']:.0f} ms = "
-        f"{slowest[1]['p95_ms'] / reference_ms:.2f} x ({slowest[0]}; target <= {TARGETS['dashboard_ms']}); "
-        f"reference {reference_ms:.0f} ms"
-    )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
