@@ -21,7 +21,7 @@ from clinotel.collector.store import schema
 from clinotel.collector.store.migrations import frozen
 from clinotel.instrumentation.testing import FakeClock, capture
 from clinotel.instrumentation.testing.workflows import triage
-from clinotel.model import clinical, rollups
+from clinotel.model import clinical, efficiency, rollups
 from clinotel.model.indicators import INDICATORS
 from collector.tests.test_outcome_join import DAY_MS, _scenario, _store, _trace
 
@@ -122,7 +122,7 @@ def test_a_workflow_in_two_inserts_counts_once_with_its_dimensions(
     assert _sums(client, options)["workflows_rows"] == 1
     keys = [k for k in _from_rollup(client, options) if k[1] == "triage"]
     assert len(keys) == 1, keys
-    assert keys[0][3:] == ("north", "ed", "4.0.1", "canary"), "the dimensions of the whole workflow"
+    assert keys[0][3:] == ("north", "ed", "4.0.1", "canary", "recommend"), "the dimensions of the whole workflow"
     assert _start_hour(client, options, trace) == keys[0][2]
 
 
@@ -213,7 +213,10 @@ def test_the_rollup_columns_are_the_indicators_it_holds(client: Any, options: sc
         f"AND table = '{rollups.WORKFLOW_HOURS}'"
     ).result_rows
     stored = dict(rows)
-    expected = {*rollups.DIMENSIONS, rollups.TIME_COLUMN, *(c for i in _ROLLED for c in rollups.columns(i))}
+    expected = {
+        *rollups.DIMENSIONS, rollups.TIME_COLUMN, *(c for i in _ROLLED for c in rollups.columns(i)),
+        *(name for name, _ in efficiency.ROLLUP_SUMS),
+    }  # fmt: skip
     assert set(stored) == expected
     for i in _ROLLED:
         if i.kind == "quantile":

@@ -1,5 +1,6 @@
 """Known answers of the efficiency figures: minutes, touches and rework per workflow by phase, and
-the net minutes saved against the shadow phase, against numpy and scipy on planted workflows."""
+the net minutes saved against the shadow phase, against numpy and scipy on planted workflows; the
+same from the workflows view and from the hourly rollup the dashboards read."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
+from clinotel.collector.store import rollups as refresher
 from clinotel.collector.store import schema
-from clinotel.model import clinical
+from clinotel.model import clinical, rollups
 from clinotel.model.efficiency import net_saved_sql, phases_sql
 from clinotel.semconv import attributes as A
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 WHEN = "StartTime >= toDateTime64('2026-03-02 00:00:00', 6, 'UTC')"
+HOURS = "Hour >= toDateTime('2026-03-02 00:00:00', 'UTC')"
 # (phase, cohort, stage minutes, touches, rework minutes or None)
 PLANTED = [
     ("shadow", "", 6.0, 6, None), ("shadow", "", 6.0, 5, None), ("shadow", "", 8.0, 7, None),
@@ -52,6 +55,22 @@ def _plant(client: Any, o: schema.SchemaOptions) -> None:
         "Timestamp", "TraceId", "SpanId", "SpanName", "ResourceAttributes", "SpanAttributes"])  # fmt: skip
 
 
+@pytest.fixture(params=["workflows view", "hourly rollup"])
+def source(request: pytest.FixtureRequest, client: Any, options: schema.SchemaOptions) -> dict[str, Any]:
+    """Where the figures are read: the SQL's arguments (after planting, and refreshing the rollup)."""
+    _plant(client, options)
+    if request.param == "workflows view":
+        return {"when": WHEN}
+    refresher.refresh(client, options)
+    return {"when": HOURS, "rollup": options.name(rollups.WORKFLOW_HOURS)}
+
+
+def _query(client: Any, sql: Any, database: str, source: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    when = source["when"]
+    result = client.query(sql(database, when, rollup=source.get("rollup")))
+    return {r["phase"]: r for r in (dict(zip(result.column_names, row, strict=True)) for row in result.result_rows)}
+
+
 def _totals(phase: str, cohort: str | None = None) -> np.ndarray:
     return np.array([m + (r or 0.0) for p, c, m, _, r in PLANTED if p == phase and (cohort is None or c == cohort)])
 
@@ -63,10 +82,10 @@ def _wilson(x: int, n: int) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-def test_minutes_touches_and_rework_by_phase(client: Any, options: schema.SchemaOptions) -> None:
-    _plant(client, options)
-    result = client.query(phases_sql(options.database, WHEN))
-    rows = {r["phase"]: r for r in (dict(zip(result.column_names, row, strict=True)) for row in result.result_rows)}
+def test_minutes_touches_and_rework_by_phase(
+    client: Any, options: schema.SchemaOptions, source: dict[str, Any]
+) -> None:
+    rows = _query(client, phases_sql, options.database, source)
     assert set(rows) == {"shadow", "recommend", "recommend canary"}
     for phase, cohort in (("shadow", None), ("recommend", "baseline"), ("recommend canary", "canary")):
         totals = _totals(phase.split()[0], cohort)
@@ -88,10 +107,10 @@ def test_minutes_touches_and_rework_by_phase(client: Any, options: schema.Schema
     assert rows["recommend"]["rework_rate"] == 0
 
 
-def test_net_minutes_saved_against_shadow_with_welch_interval(client: Any, options: schema.SchemaOptions) -> None:
-    _plant(client, options)
-    result = client.query(net_saved_sql(options.database, WHEN))
-    rows = {r["phase"]: r for r in (dict(zip(result.column_names, row, strict=True)) for row in result.result_rows)}
+def test_net_minutes_saved_against_shadow_with_welch_interval(
+    client: Any, options: schema.SchemaOptions, source: dict[str, Any]
+) -> None:
+    rows = _query(client, net_saved_sql, options.database, source)
     base = _totals("shadow")
     for phase, cohort in (("recommend", "baseline"), ("recommend canary", "canary")):
         now = _totals("recommend", cohort)
@@ -107,14 +126,16 @@ def test_net_minutes_saved_against_shadow_with_welch_interval(client: Any, optio
     assert rows["recommend canary"]["saved_per_workflow"] < rows["recommend"]["saved_per_workflow"]
 
 
-def test_another_tenants_effort_on_the_same_trace_id_is_not_counted(client: Any, options: schema.SchemaOptions) -> None:
+def test_another_tenants_effort_on_the_same_trace_id_is_not_counted(
+    client: Any, options: schema.SchemaOptions, source: dict[str, Any]
+) -> None:
     """Trace ids are chosen by the sender: a tenant that reuses another's cannot add minutes to it."""
-    _plant(client, options)
     intruder = {A.TENANT_ID.key: "intruder"}
     client.insert(options.name(schema.TRACES), [
         (T0, f"{1:032x}", "ff" * 8, "review", intruder, {
             A.WORKFLOW_KIND.key: "triage", A.EFFORT_MINUTES.key: "999.0", A.EFFORT_TOUCHES.key: "99"}),
     ], column_names=["Timestamp", "TraceId", "SpanId", "SpanName", "ResourceAttributes", "SpanAttributes"])  # fmt: skip
-    result = client.query(phases_sql(options.database, WHEN))
-    rows = {r["phase"]: r for r in (dict(zip(result.column_names, row, strict=True)) for row in result.result_rows)}
+    if "rollup" in source:
+        refresher.refresh(client, options)
+    rows = _query(client, phases_sql, options.database, source)
     assert rows["shadow"]["minutes_per_workflow"] == pytest.approx(round(_totals("shadow").mean(), 2))

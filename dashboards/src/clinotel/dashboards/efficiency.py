@@ -1,6 +1,6 @@
 """Efficiency: is the automation worth it. Human minutes and touches per workflow by rollout
 phase (the shadow phase is the baseline), the rework it created, and the net minutes saved per
-site and department, with 95 % intervals (`clinotel.model.efficiency`)."""
+site and department, with 95 % intervals (`clinotel.model.efficiency`), from the hourly rollup."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from clinotel.dashboards._panels import Board, where_filters
 from clinotel.dashboards._traces import signal_series, trace_filters
+from clinotel.model import rollups
 from clinotel.model.efficiency import net_saved_sql, phases_sql
 from clinotel.model.signals import IS_REWORK, SIGNALS, attr
 from clinotel.model.sql import identifier
@@ -15,7 +16,6 @@ from clinotel.model.tables import TRACES
 from clinotel.semconv import attributes as A
 
 UID = "clinotel-efficiency"
-_WHEN = "$__timeFilter(StartTime)"
 
 
 def build(database: str) -> dict[str, Any]:
@@ -23,20 +23,21 @@ def build(database: str) -> dict[str, Any]:
               "Human minutes and touches saved, rework created, and the net, by rollout phase.", database,
               tags=["efficiency"])  # fmt: skip
     traces = f"{identifier(database)}.{identifier(TRACES)}"
+    hours = f"{identifier(database)}.{identifier(rollups.WORKFLOW_HOURS)}"
     filters = where_filters(("TenantId", "WorkflowKind", "Site", "Department", "ModelVersion", "RolloutCohort"))
     b.row("By rollout phase")
     b.table(
         "Minutes, touches and rework per workflow by phase",
         "Per workflow: human minutes (stages + rework) with a 95 % interval, manual touches, the share of workflows "
         "with rework (Wilson 95 % interval) and the rework minutes. The shadow phase is the baseline.",
-        phases_sql(database, _WHEN, filters),
+        phases_sql(database, rollups.time_filter(), filters, rollup=hours),
         w=24,
     )
     b.table(
         "Net minutes saved against the shadow phase, per site and department",
         "Minutes saved per workflow against the same place's shadow phase (Welch 95 % interval), and the net minutes "
         "saved in total: saved on the stages minus created by rework.",
-        net_saved_sql(database, _WHEN, filters),
+        net_saved_sql(database, rollups.time_filter(), filters, rollup=hours),
         w=24,
     )
     b.row("Rework")

@@ -21,8 +21,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
+from clinotel.model import clinical, efficiency
 from clinotel.model.indicators import INDICATORS, Indicator
 from clinotel.model.tables import WORKFLOW_HOURS, WORKFLOWS
+from clinotel.model.workflow_signals import rework_by_workflow_sql
 
 __all__ = [
     "DIMENSIONS",
@@ -39,7 +41,9 @@ __all__ = [
 
 TIME_COLUMN: Final = "Hour"
 """The hour the rollup row's workflows started in (the workflows view's `StartTime`, truncated)."""
-DIMENSIONS: Final = ("TenantId", "WorkflowKind", "Site", "Department", "ModelVersion", "RolloutCohort")
+DIMENSIONS: Final = (
+    "TenantId", "WorkflowKind", "Site", "Department", "ModelVersion", "RolloutCohort", "RolloutMode",
+)  # fmt: skip
 """What a rollup row is per, besides its hour: the columns a panel on it may filter or group by."""
 
 ROLLED_UP: Final = (
@@ -134,16 +138,28 @@ def _measures(i: Indicator) -> list[str]:
     return [f"toInt64({rows}) AS {_rows(i)}"]
 
 
-def refresh_select(workflows: str, source_filter: str, start_filter: str) -> str:
-    """The rollup rows of the workflows in `workflows` (a qualified table name) that `source_filter`
-    reads (a condition on its parts: which partitions to merge) and whose merged start satisfies
-    `start_filter`. The figures are the indicators' own SQL (`Indicator.counts`)."""
+def refresh_select(workflows: str, traces: str, rework: str, since: str | None, source_filter: str = "1") -> str:
+    """The rollup rows of the workflows in the qualified table `workflows` (merged, `FINAL`) whose
+    start is at or after SQL instant `since` (every one when None): the indicators' own SQL
+    (`Indicator.counts`), and the effort (`clinotel.model.efficiency`) of their spans in `traces`
+    and of their rework records in `rework` (each read from `since` on). `source_filter` narrows
+    the workflows view's parts read (a window's partitions)."""
     key = ", ".join(("TenantId", "WorkflowKind", TIME_COLUMN, *DIMENSIONS[2:]))
-    measures = ",\n    ".join(m for name in ROLLED_UP for m in _measures(INDICATORS[name]))
+    measures = [m for name in ROLLED_UP for m in _measures(INDICATORS[name])]
+    measures += [f"sumIf({expr}, RolloutMode != '') AS {name}" for name, expr in efficiency.ROLLUP_SUMS]
+    start = "1" if since is None else f"StartTime >= {since}"
+    effort = ", ".join(f"{sql} AS {name}" for name, sql in efficiency.EFFORT_COLUMNS)
+    columns = ", ".join(f"w.{c} AS {c}" for c in ("TenantId", "WorkflowKind", "TraceId", *clinical.WORKFLOW_COLUMNS))
+    join = efficiency.EFFORT_JOIN.format(
+        effort=efficiency.effort_by_trace_sql(traces, since),
+        rework=rework_by_workflow_sql("", since, traces=rework),
+    )
     return (
         f"SELECT\n    TenantId, WorkflowKind, toStartOfHour(toDateTime(StartTime, 'UTC')) AS {TIME_COLUMN}, "
-        f"{', '.join(DIMENSIONS[2:])},\n    {measures}\n"
-        f"FROM\n(\n    SELECT * FROM {workflows} FINAL WHERE {source_filter}\n)\n"
-        f"WHERE {start_filter}\n"
-        f"GROUP BY {key}"
+        f"{', '.join(DIMENSIONS[2:])},\n    " + ",\n    ".join(measures) + "\n"
+        f"FROM\n(\n    SELECT {columns}, {effort}\n"
+        f"    FROM (SELECT * FROM (SELECT * FROM {workflows} FINAL WHERE {source_filter}) WHERE {start}) AS w\n"
+        f"    {join}\n)\n"
+        f"GROUP BY {key}\n"
+        "SETTINGS join_algorithm = 'auto'"
     )

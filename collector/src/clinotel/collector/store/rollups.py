@@ -29,7 +29,7 @@ from typing import Any, Final
 from clinotel.collector.store.schema import SchemaOptions
 from clinotel.model import rollups
 from clinotel.model.sql import literal
-from clinotel.model.tables import WORKFLOW_HOURS, WORKFLOWS
+from clinotel.model.tables import TRACES, WORKFLOW_HOURS, WORKFLOWS
 from clinotel.model.threads import guarded
 
 __all__ = ["DEFAULT_INTERVAL_S", "DEFAULT_WINDOW_DAYS", "Refreshed", "RollupRefresher", "refresh"]
@@ -101,13 +101,14 @@ def refresh(
     )
     try:
         if since is None:
-            source, start, window = "1", "1", "1"
+            instant, source, window = None, "1", "1"
         else:
             first = literal(datetime(since.year, since.month, since.day, tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S"))
+            instant = f"toDateTime64({first}, 9, 'UTC')"
             source = f"_partition_value.2 >= {_month_before(since)}"
-            start = f"StartTime >= toDateTime64({first}, 9, 'UTC')"
             window = f"{rollups.TIME_COLUMN} >= toDateTime({first}, 'UTC')"
-        client.command(f"INSERT INTO {staging}\n{rollups.refresh_select(workflows, source, start)}", settings=settings)
+        select = rollups.refresh_select(workflows, o.local(TRACES), o.name(TRACES), instant, source)
+        client.command(f"INSERT INTO {staging}\n{select}", settings=settings)
         staged = _partitions(client, staging)
         rows = int(client.command(f"SELECT count() FROM {staging}"))
         stale = _partitions(client, hours, window) - staged

@@ -10,6 +10,7 @@ CREATE TABLE IF NOT EXISTS {{local:clinical_workflow_hours}}{{on_cluster}}
     `Department` LowCardinality(String),
     `ModelVersion` LowCardinality(String),
     `RolloutCohort` LowCardinality(String),
+    `RolloutMode` LowCardinality(String),
     `workflows_rows` Int64,
     `completion_rate_rows` Int64,
     `completion_rate_hits` Int64,
@@ -48,12 +49,18 @@ CREATE TABLE IF NOT EXISTS {{local:clinical_workflow_hours}}{{on_cluster}}
     `acceptance_rate_rows` Int64,
     `acceptance_rate_hits` Int64,
     `review_latency_p95_ms_rows` Int64,
-    `review_latency_p95_ms_state` AggregateFunction(quantile(0.95), Float64)
+    `review_latency_p95_ms_state` AggregateFunction(quantile(0.95), Float64),
+    `effort_rows` Int64,
+    `effort_minutes` Float64,
+    `effort_minutes_sq` Float64,
+    `effort_touches` Float64,
+    `reworked` Int64,
+    `rework_minutes` Float64
 )
 ENGINE = {{engine:MergeTree:clinical_workflow_hours}}
 PARTITION BY (TenantId, toYYYYMMDD(Hour))
-ORDER BY (TenantId, WorkflowKind, Hour, Site, Department, ModelVersion, RolloutCohort){{ttl:Hour}}
-COMMENT 'Workflows per UTC hour of their start and dimensions; per indicator its rows, hits or quantile state. Recomputed from clinical_workflows by the collector, one tenant-day at a time: read with sum() and quantileMerge()';
+ORDER BY (TenantId, WorkflowKind, Hour, Site, Department, ModelVersion, RolloutCohort, RolloutMode){{ttl:Hour}}
+COMMENT 'Workflows per UTC hour of their start and dimensions; per indicator its rows, hits or quantile state; the human effort and rework of the workflows with a rollout mode. Recomputed from clinical_workflows by the collector, one tenant-day at a time: read with sum() and quantileMerge()';
 
 -- cluster only
 CREATE TABLE IF NOT EXISTS {{name:clinical_workflow_hours}}{{on_cluster}} AS {{local:clinical_workflow_hours}}
