@@ -14,6 +14,7 @@ import pytest
 from scipy.stats import norm
 
 from clinotel.collector.store import schema
+from clinotel.collector.store.rollups import refresh
 from clinotel.dashboards import build_all
 from clinotel.dashboards.check import panel_range
 from clinotel.dashboards.macros import TimeRange, expand
@@ -44,6 +45,7 @@ class Spans:
 
 
 def _rows(client: Any, database: str, dashboard: str, title: str, kind: str = "table") -> list[dict[str, Any]]:
+    refresh(client, schema.SchemaOptions(database=database))  # as the collector does: panels read the rollups
     board = build_all(database)[dashboard]
     (panel,) = [p for p in board["panels"] if p.get("title") == title and p["type"] == kind]
     names = tuple(v["name"] for v in board["templating"]["list"])
