@@ -80,3 +80,26 @@ def test_semconv_scrub_reads_arguments_and_stdin() -> None:
     assert runner.invoke(cli, ["semconv", "scrub", "call 555-123-4567"]).output == "call [REDACTED]\n"
     out = runner.invoke(cli, ["semconv", "scrub"], input="Dr Smith\nESI-2\n").output
     assert out == "[REDACTED]\nESI-2\n"
+
+
+def test_schema_refresh_rollups_recomputes_an_embedded_store(tmp_path: Path) -> None:
+    def clinotel(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "clinotel.cli", *args], capture_output=True, text=True, timeout=300, check=False
+        )
+
+    data = str(tmp_path / "data")
+    refused = clinotel("schema", "refresh-rollups", "--data-dir", data)
+    assert refused.returncode == 1
+    assert "no clinotel store at" in refused.stderr
+    assert not (tmp_path / "data").exists(), "a refresh creates no store"
+    assert clinotel("schema", "apply", "--data-dir", data).returncode == 0
+    done = clinotel("schema", "refresh-rollups", "--data-dir", data)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("refreshed 0 day(s) from the first: 0 rollup rows in "), done.stdout
+    window = clinotel("schema", "refresh-rollups", "--data-dir", data, "--since", "2026-11-01")
+    assert window.returncode == 0, window.stderr
+    assert "from 2026-11-01" in window.stdout
+    far = clinotel("schema", "refresh-rollups", "--data-dir", data, "--since", "1900-01-01")
+    assert far.returncode == 2
+    assert "a refresh starts on a day from 1970-01-02 to 2105-12-31" in far.stderr

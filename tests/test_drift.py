@@ -1,5 +1,6 @@
-"""Drift figures computed in ClickHouse against numpy and scipy on known distributions, and
-`clinotel drift check` as a CI gate against a real collector's read port."""
+"""Drift figures computed in ClickHouse against numpy and scipy on known distributions, span by
+span and from the hourly signal rollup the dashboards read, and `clinotel drift check` as a CI
+gate against a real collector's read port."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from scipy.stats import entropy
 
 from clinotel.collector.service import Collector
 from clinotel.collector.store import schema
+from clinotel.collector.store.rollups import refresh
+from clinotel.model import rollups
 from clinotel.model.drift import FEATURES, OUTPUT_PRIORITY, SMOOTHING, Reference, drift_sql
 from clinotel.semconv import attributes as A
 from collector.tests.fixtures import OTHER_READ_TOKEN, READ_TOKEN
@@ -73,12 +76,21 @@ def _expected(ref: dict[str, int], win: dict[str, int]) -> tuple[float, float]:
     return psi_numpy, float(jensenshannon(w / w.sum(), r / r.sum(), base=2) ** 2)
 
 
-@pytest.fixture
-def figures(client: Any, options: schema.SchemaOptions) -> dict[str, tuple[Any, ...]]:
+@pytest.fixture(params=["spans", "hourly rollup"])
+def rollup(request: pytest.FixtureRequest, client: Any, options: schema.SchemaOptions) -> str | None:
+    """The spans planted; where the drift is read from: the spans (None) or the refreshed rollup."""
     _insert(client, options, "st-marys")
+    if request.param == "spans":
+        return None
+    refresh(client, options)
+    return options.name(rollups.SIGNAL_HOURS)
+
+
+@pytest.fixture
+def figures(client: Any, options: schema.SchemaOptions, rollup: str | None) -> dict[str, tuple[Any, ...]]:
     window = (NOW - timedelta(hours=6), NOW)
     rows = client.query(
-        drift_sql(options.database, Reference.period(NOW - timedelta(days=1), window[0]), window)
+        drift_sql(options.database, Reference.period(NOW - timedelta(days=1), window[0]), window, rollup=rollup)
     ).result_rows
     return {r[2]: r for r in rows}
 
@@ -99,10 +111,10 @@ def test_an_unchanged_distribution_scores_zero(figures: dict[str, tuple[Any, ...
     assert row[6] == pytest.approx(0.0, abs=1e-12)
 
 
-def test_output_drift_against_the_shadow_phase(client: Any, options: schema.SchemaOptions) -> None:
-    _insert(client, options, "st-marys")
+def test_output_drift_against_the_shadow_phase(client: Any, options: schema.SchemaOptions, rollup: str | None) -> None:
     window = (NOW - timedelta(hours=6), NOW)
-    rows = client.query(drift_sql(options.database, Reference(shadow=True), window, (OUTPUT_PRIORITY,))).result_rows
+    sql = drift_sql(options.database, Reference(shadow=True), window, (OUTPUT_PRIORITY,), rollup=rollup)
+    rows = client.query(sql).result_rows
     (row,) = rows
     want_psi, want_js = _expected(SHADOW_PRIORITY, LIVE_PRIORITY)
     assert row[3:5] == (1000, 1000)
@@ -110,10 +122,10 @@ def test_output_drift_against_the_shadow_phase(client: Any, options: schema.Sche
     assert row[6] == pytest.approx(want_js, rel=1e-9)
 
 
-def test_a_side_without_rows_gives_no_figure(client: Any, options: schema.SchemaOptions) -> None:
-    _insert(client, options, "st-marys")
+def test_a_side_without_rows_gives_no_figure(client: Any, options: schema.SchemaOptions, rollup: str | None) -> None:
     far = (NOW + timedelta(days=30), NOW + timedelta(days=31))
-    rows = client.query(drift_sql(options.database, Reference.period(NOW - timedelta(days=1), NOW), far)).result_rows
+    sql = drift_sql(options.database, Reference.period(NOW - timedelta(days=1), NOW), far, rollup=rollup)
+    rows = client.query(sql).result_rows
     assert rows
     assert all(r[4] == 0 and r[5] is None and r[6] is None for r in rows)
 

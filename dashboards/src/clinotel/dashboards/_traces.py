@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Final
 
+from clinotel.model import rollups
 from clinotel.model.signals import KIND, Signal, attr
+from clinotel.model.sql import literal
 from clinotel.semconv import attributes as A
 
-__all__ = ["TRACE_FILTERS", "signal_series", "trace_filters"]
+__all__ = ["TRACE_FILTERS", "rollup_filters", "signal_hours_series", "signal_series", "trace_filters"]
 
 TRACE_FILTERS: Final = (
     ("tenant", "TenantId"),
@@ -34,4 +36,26 @@ def signal_series(s: Signal, table: str, by: str | None = None) -> str:
         f"SELECT $__timeInterval(Timestamp) AS time{select_by}, {s.value} AS `{s.title}`\n"
         f"FROM {table}\nWHERE $__timeFilter(Timestamp) AND ({s.where}) AND {trace_filters()}\n"
         f"GROUP BY time{group}\nHAVING {s.sample} >= 5\nORDER BY time"
+    )
+
+
+def rollup_filters(*, hours: bool = True) -> str:
+    """The template-variable conditions (`TRACE_FILTERS`) on the signal rollup's columns, and (unless
+    `hours` is false) the dashboard's range on its hours."""
+    conditions = [rollups.time_filter()] if hours else []
+    for (name, _), column in zip(TRACE_FILTERS, rollups.SIGNAL_DIMENSIONS, strict=True):
+        conditions.append(f"$__conditionalAll({column} IN (${{{name}:singlequote}}), ${name})")
+    return " AND ".join(conditions)
+
+
+def signal_hours_series(s: Signal, table: str, by: str | None = None) -> str:
+    """A data-quality signal per interval (and per value of the rollup's column `by`) from the
+    qualified signal rollup `table`, intervals under 5 rows left out: `signal_series` from hours."""
+    select_by = f", {by} AS grp" if by else ""
+    group = ", grp" if by else ""
+    return (
+        f"SELECT $__timeInterval({rollups.TIME_COLUMN}) AS time{select_by}, "
+        f"sum(Hits) / nullIf(sum(Rows), 0) AS `{s.title}`\n"
+        f"FROM {table}\nWHERE Signal = {literal(s.name)} AND {rollup_filters()}\n"
+        f"GROUP BY time{group}\nHAVING sum(Rows) >= 5\nORDER BY time"
     )

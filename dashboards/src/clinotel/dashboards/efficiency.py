@@ -7,13 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from clinotel.dashboards._panels import Board, where_filters
-from clinotel.dashboards._traces import signal_series, trace_filters
+from clinotel.dashboards._traces import rollup_filters
 from clinotel.model import rollups
 from clinotel.model.efficiency import net_saved_sql, phases_sql
-from clinotel.model.signals import IS_REWORK, SIGNALS, attr
-from clinotel.model.sql import identifier
-from clinotel.model.tables import TRACES
-from clinotel.semconv import attributes as A
+from clinotel.model.signals import SIGNALS
+from clinotel.model.sql import identifier, literal
 
 UID = "clinotel-efficiency"
 
@@ -22,7 +20,6 @@ def build(database: str) -> dict[str, Any]:
     b = Board(UID, "clinotel / Efficiency",
               "Human minutes and touches saved, rework created, and the net, by rollout phase.", database,
               tags=["efficiency"])  # fmt: skip
-    traces = f"{identifier(database)}.{identifier(TRACES)}"
     hours = f"{identifier(database)}.{identifier(rollups.WORKFLOW_HOURS)}"
     filters = where_filters(("TenantId", "WorkflowKind", "Site", "Department", "ModelVersion", "RolloutCohort"))
     b.row("By rollout phase")
@@ -41,14 +38,21 @@ def build(database: str) -> dict[str, Any]:
         w=24,
     )
     b.row("Rework")
-    b.timeseries("Rework rate", SIGNALS["rework_rate"].description,
-                 signal_series(SIGNALS["rework_rate"], traces), "percentunit")  # fmt: skip
+    signals = f"{identifier(database)}.{identifier(rollups.SIGNAL_HOURS)}"
+    rework, workflow = literal(rollups.REWORK), literal(rollups.WORKFLOW)
+    b.timeseries(
+        "Rework rate", SIGNALS["rework_rate"].description,
+        f"SELECT $__timeInterval({rollups.TIME_COLUMN}) AS time, sumIf(Rows, Signal = {rework}) / "
+        f"nullIf(sumIf(Rows, Signal = {workflow}), 0) AS `{SIGNALS['rework_rate'].title}`\n"
+        f"FROM {signals}\nWHERE Signal IN ({rework}, {workflow}) AND {rollup_filters()}\n"
+        f"GROUP BY time\nHAVING sumIf(Rows, Signal = {workflow}) >= 5\nORDER BY time",
+        "percentunit", interval="1h",
+    )  # fmt: skip
     b.table(
         "Rework by kind and role",
         "Rework records by what was redone and the role that redid it, with the minutes they took.",
-        f"SELECT {attr(A.REWORK_KIND.key)} AS rework, {attr(A.EFFORT_ACTOR_ROLE.key)} AS role, count() AS records, "
-        f"round(sum(toFloat64OrZero({attr(A.EFFORT_MINUTES.key)})), 1) AS rework_minutes\n"
-        f"FROM {traces}\nWHERE $__timeFilter(Timestamp) AND {IS_REWORK} AND {trace_filters()}\n"
+        "SELECT Bin AS rework, Detail AS role, sum(Rows) AS records, round(sum(Total), 1) AS rework_minutes\n"
+        f"FROM {signals}\nWHERE Signal = {rework} AND {rollup_filters()}\n"
         "GROUP BY rework, role ORDER BY records DESC",
     )
     return b.build()

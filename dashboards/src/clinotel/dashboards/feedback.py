@@ -4,12 +4,11 @@ severity, each joined to the workflow and decision it is about, and the team tha
 from __future__ import annotations
 
 from clinotel.dashboards._panels import Board
-from clinotel.dashboards._traces import trace_filters
+from clinotel.dashboards._traces import rollup_filters, trace_filters
+from clinotel.model import rollups
 from clinotel.model.feedback import feedback_decisions_sql
-from clinotel.model.signals import FEEDBACK_OWNERS, IS_FEEDBACK, attr
+from clinotel.model.signals import FEEDBACK_OWNERS
 from clinotel.model.sql import identifier, literal
-from clinotel.model.tables import TRACES
-from clinotel.semconv import attributes as A
 
 __all__ = ["add_feedback"]
 
@@ -17,7 +16,6 @@ __all__ = ["add_feedback"]
 def add_feedback(b: Board) -> None:
     """The feedback row of a dashboard."""
     db = identifier(b.database)
-    category = attr(A.FEEDBACK_CATEGORY.key)
     owners = f"map({', '.join(f'{literal(c.value)}, {literal(t)}' for c, t in FEEDBACK_OWNERS.items())})"
     b.row("Clinician feedback")
     b.table(
@@ -31,8 +29,9 @@ def add_feedback(b: Board) -> None:
     )
     b.timeseries(
         "Feedback reports by category", "Coded clinician feedback per interval.",
-        f"SELECT $__timeInterval(Timestamp) AS time, {category} AS category, count() AS reports\n"
-        f"FROM {db}.{identifier(TRACES)}\nWHERE $__timeFilter(Timestamp) AND {IS_FEEDBACK} AND {trace_filters()}\n"
+        f"SELECT $__timeInterval({rollups.TIME_COLUMN}) AS time, Bin AS category, sum(Rows) AS reports\n"
+        f"FROM {db}.{identifier(rollups.SIGNAL_HOURS)}\n"
+        f"WHERE Signal = {literal(rollups.FEEDBACK)} AND {rollup_filters()}\n"
         "GROUP BY time, category ORDER BY time",
-        w=24,
+        w=24, interval="1h",
     )  # fmt: skip

@@ -7,10 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from clinotel.dashboards._panels import Board
-from clinotel.dashboards._traces import signal_series, trace_filters
+from clinotel.dashboards._traces import rollup_filters, signal_hours_series, trace_filters
+from clinotel.model import rollups
 from clinotel.model.drift import MIN_SAMPLE, Reference, drift_sql
 from clinotel.model.signals import SIGNALS, attr
-from clinotel.model.sql import identifier
+from clinotel.model.sql import identifier, literal
 from clinotel.model.tables import TRACES
 from clinotel.semconv import attributes as A
 
@@ -18,7 +19,9 @@ UID = "clinotel-quality"
 _FROM = "toDateTime64($__fromTime, 3)"
 _TO = "toDateTime64($__toTime, 3)"
 _BEFORE = "toDateTime64(subtractSeconds($__fromTime, dateDiff('second', $__fromTime, $__toTime)), 3)"
-QUALITY = ("context_missing_rate", "stale_demographics_rate", "late_lab_rate", "mapping_error_rate")
+QUALITY = rollups.QUALITY
+_FILTERS = rollup_filters(hours=False)
+"""The dashboard's filters on the signal rollup's columns (the drift has ranges of its own)."""
 
 
 def _drift_table(inner: str) -> str:
@@ -36,33 +39,34 @@ def build(database: str) -> dict[str, Any]:
               "Drift of the decision's inputs and outputs, and the quality of the data it was made from.", database,
               tags=["drift", "data-quality"])  # fmt: skip
     traces = f"{identifier(database)}.{identifier(TRACES)}"
+    hours = f"{identifier(database)}.{identifier(rollups.SIGNAL_HOURS)}"
     b.row("Drift")
     b.table(
         "Drift against the previous period",
         "PSI (half a row added per bin) and Jensen–Shannon divergence (bits) of each input and model output over the "
         "range against the same length before it. Under 0.1 stable, 0.1–0.25 moving, over 0.25 shifted. "
         f"Under {MIN_SAMPLE} rows on either side: too few (no figure).",
-        _drift_table(drift_sql(database, (_BEFORE, _FROM), (_FROM, _TO), where=trace_filters())),
+        _drift_table(drift_sql(database, (_BEFORE, _FROM), (_FROM, _TO), where=_FILTERS, rollup=hours)),
     )
     b.table(
         "Drift against the shadow phase",
         "The same against every row recorded in shadow mode (the rollout's own baseline): how far the live "
         "population is from what the model was validated on.",
-        _drift_table(drift_sql(database, Reference(shadow=True), (_FROM, _TO), where=trace_filters())),
+        _drift_table(drift_sql(database, Reference(shadow=True), (_FROM, _TO), where=_FILTERS, rollup=hours)),
     )
-    mode = attr(A.INPUT_ARRIVAL_MODE.key)
+    mode = literal("input." + A.INPUT_ARRIVAL_MODE.key.removeprefix("clinical.input."))
     b.timeseries(
         "Arrival mode mix", "Share of decisions by the patient's arrival mode.",
-        f"SELECT $__timeInterval(Timestamp) AS time, {mode} AS mode, "
-        "count() / sum(count()) OVER (PARTITION BY time) AS share\n"
-        f"FROM {traces}\nWHERE $__timeFilter(Timestamp) AND {mode} != '' AND {trace_filters()}\n"
+        f"SELECT $__timeInterval({rollups.TIME_COLUMN}) AS time, Bin AS mode, "
+        "sum(Rows) / sum(sum(Rows)) OVER (PARTITION BY time) AS share\n"
+        f"FROM {hours}\nWHERE Signal = {mode} AND {rollup_filters()}\n"
         "GROUP BY time, mode ORDER BY time",
-        "percentunit",
+        "percentunit", interval="1h",
     )  # fmt: skip
     b.row("Data quality")
     for name in QUALITY:
         s = SIGNALS[name]
-        b.timeseries(s.title, s.description, signal_series(s, traces, by=attr(A.SITE.key)), s.unit, w=12)
+        b.timeseries(s.title, s.description, signal_hours_series(s, hours, by="Site"), s.unit, w=12, interval="1h")
     columns = ", ".join(
         f"round({SIGNALS[n].value.replace('count()', f'countIf({SIGNALS[n].where})')}, 4) AS {n}" for n in QUALITY
     )

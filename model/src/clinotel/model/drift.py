@@ -122,17 +122,50 @@ def _at(t: datetime | str) -> str:
     return f"toDateTime64({literal(t.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f'))}, 6, 'UTC')"
 
 
+def _hour(t: str) -> str:
+    return f"toStartOfHour({t})"
+
+
+def _rollup_counts(rollup: str, reference: Reference | tuple[str, str], window: tuple[str, str],
+                   features: tuple[Feature, ...], where: str) -> str:  # fmt: skip
+    """Per tenant, kind, feature and bin: c_ref and c_win from the hourly signal rollup, each side's
+    range widened to whole hours (a range of instants [a, b) holds the hours from a's to b's)."""
+    ws, we = window
+    in_window = f"Hour >= {_hour(ws)} AND Hour <= {we}"
+    if isinstance(reference, tuple):
+        is_ref = f"Hour >= {_hour(reference[0])} AND Hour < {_hour(reference[1])}"
+        in_win = in_window
+    elif reference.shadow:
+        is_ref = f"Shadow = 1 AND Hour >= {_hour(f'{we} - toIntervalSecond({SHADOW_LOOKBACK_S})')} AND Hour <= {we}"
+        in_win = f"{in_window} AND Shadow = 0"
+    else:
+        assert reference.start is not None
+        assert reference.end is not None
+        is_ref = f"Hour >= {_hour(_at(reference.start))} AND Hour < {_hour(_at(reference.end))}"
+        in_win = in_window
+    names = ", ".join(literal(f.name) for f in features)
+    return f"""SELECT TenantId AS tenant, WorkflowKind AS kind, Signal AS feature, Bin AS bin,
+            sumIf(Rows, {is_ref}) AS c_ref, sumIf(Rows, {in_win}) AS c_win
+        FROM {rollup}
+        WHERE Signal IN ({names}) AND (({is_ref}) OR ({in_win})) AND kind != '' AND ({where})
+        GROUP BY tenant, kind, feature, bin"""
+
+
 def drift_sql(
     database: str,
     reference: Reference | tuple[str, str],
     window: tuple[datetime | str, datetime | str],
     features: tuple[Feature, ...] = FEATURES,
     where: str = "1",
+    *,
+    rollup: str | None = None,
 ) -> str:
     """Rows of (tenant, kind, feature, n_ref, n_win, psi, js, moved): one per tenant, workflow
     kind and feature with rows on either side; `psi` and `js` are NULL when a side has none;
     `moved` is the bin whose share changed most. `window` (and a period `reference`, given as
-    datetimes or SQL instants) are [start, end); `where` narrows the rows (a dashboard's filters)."""
+    datetimes or SQL instants) are [start, end); `where` narrows the rows (a dashboard's filters).
+    From the qualified hourly signal rollup `rollup` when given (`clinotel.model.rollups`: whole
+    hours, `where` on its columns), else span by span from `otel_traces`."""
     ws, we = (_at(t) for t in window)
     in_window = f"Timestamp >= {ws} AND Timestamp < {we}"
     shadow = f"{_attr(A.ROLLOUT_MODE.key)} = {literal(RolloutMode.SHADOW.value)}"
@@ -156,6 +189,16 @@ def drift_sql(
     m = f"(({qw} + {qr}) / 2)"
     js = f"if(cw > 0, 0.5 * {qw} * log2({qw} / {m}), 0) + if(cr > 0, 0.5 * {qr} * log2({qr} / {m}), 0)"
     both = "min(nr) > 0 AND min(nw) > 0"
+    counts = (
+        _rollup_counts(rollup, reference, (ws, we), features, where)
+        if rollup is not None
+        else f"""SELECT TenantId AS tenant, {kind} AS kind, pair.1 AS feature, pair.2 AS bin,
+            countIf({is_ref}) AS c_ref, countIf({in_win}) AS c_win
+        FROM {table}
+        ARRAY JOIN arrayFilter(p -> p.2 != '', [{pairs}]) AS pair
+        WHERE (({is_ref}) OR ({in_win})) AND {kind} != '' AND ({where})
+        GROUP BY tenant, kind, feature, bin"""
+    )
     return f"""SELECT tenant, kind, feature, toUInt64(sum(cr)) AS n_ref, toUInt64(sum(cw)) AS n_win,
     if({both}, sum(({pw} - {pr}) * log({pw} / {pr})), NULL) AS psi,
     if({both}, greatest(0., sum({js})), NULL) AS js,
@@ -164,12 +207,7 @@ FROM (
     SELECT tenant, kind, feature, bin, toFloat64(c_ref) AS cr, toFloat64(c_win) AS cw,
         toFloat64(sum(c_ref) OVER f) AS nr, toFloat64(sum(c_win) OVER f) AS nw, toFloat64(count() OVER f) AS k
     FROM (
-        SELECT TenantId AS tenant, {kind} AS kind, pair.1 AS feature, pair.2 AS bin,
-            countIf({is_ref}) AS c_ref, countIf({in_win}) AS c_win
-        FROM {table}
-        ARRAY JOIN arrayFilter(p -> p.2 != '', [{pairs}]) AS pair
-        WHERE (({is_ref}) OR ({in_win})) AND {kind} != '' AND ({where})
-        GROUP BY tenant, kind, feature, bin
+        {counts}
     )
     WINDOW f AS (PARTITION BY tenant, kind, feature)
 )

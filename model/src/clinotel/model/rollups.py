@@ -1,5 +1,7 @@
-"""The hourly rollup of the workflows, `clinical_workflow_hours` (collector migration 9): what the
-dashboards' rate, count and quantile panels read instead of every workflow row.
+"""The hourly rollups the dashboards read instead of every row: `clinical_workflow_hours`
+(collector migration 9) for the workflows' indicators and effort, `clinical_signal_hours`
+(migration 10) for the signals read span by span from `otel_traces` (drift features, data quality,
+rework, feedback).
 
 One row per tenant, workflow kind, hour of the workflow's start and the dashboards' template
 dimensions (`DIMENSIONS`). For each rolled-up indicator of `clinotel.model.indicators`: the
@@ -10,6 +12,13 @@ The collector recomputes the rollup from `clinical_workflows` (`refresh_select`)
 off the insert path, replacing whole days: a figure is the indicator's own SQL over the merged
 workflows, so late ground truth counts in its workflow's hour and a workflow whose row is replaced
 counts once. Read the columns with `sum()` (`quantileMerge` for a state), never row by row.
+
+`clinical_signal_hours` has one row per tenant, workflow kind, hour of the span, site, department,
+shadow mode (the span's rollout mode), signal, bin and detail: `Rows`, `Hits` (a data-quality
+check failing) and `Total` (rework minutes). A drift feature's bins are its `Bin`s; a
+data-quality signal's rows are the decisions with its field; `workflow` counts workflows started
+(rework's denominator); `rework` is per kind (`Bin`) and role (`Detail`); `feedback` per category
+(`Bin`) and severity (`Detail`).
 
 A rollup row covers a whole hour: a range is widened to whole hours at its start (`time_filter`),
 so a figure over a range that does not start on the hour counts the workflows of that hour that
@@ -22,19 +31,30 @@ from collections.abc import Sequence
 from typing import Final
 
 from clinotel.model import clinical, efficiency
+from clinotel.model.drift import FEATURES
 from clinotel.model.indicators import INDICATORS, Indicator
-from clinotel.model.tables import WORKFLOW_HOURS, WORKFLOWS
+from clinotel.model.signals import IS_FEEDBACK, IS_REWORK, IS_WORKFLOW, KIND, SIGNALS, attr
+from clinotel.model.sql import literal
+from clinotel.model.tables import SIGNAL_HOURS, WORKFLOW_HOURS, WORKFLOWS
 from clinotel.model.workflow_signals import rework_by_workflow_sql
+from clinotel.semconv import RolloutMode
+from clinotel.semconv import attributes as A
 
 __all__ = [
     "DIMENSIONS",
+    "FEEDBACK",
+    "REWORK",
     "ROLLED_UP",
+    "SIGNAL_DIMENSIONS",
+    "SIGNAL_HOURS",
     "TIME_COLUMN",
+    "WORKFLOW",
     "WORKFLOW_HOURS",
     "columns",
     "refresh_select",
     "rolled_up",
     "sample",
+    "signal_refresh_select",
     "time_filter",
     "value",
 ]
@@ -162,4 +182,48 @@ def refresh_select(workflows: str, traces: str, rework: str, since: str | None, 
         f"    {join}\n)\n"
         f"GROUP BY {key}\n"
         "SETTINGS join_algorithm = 'auto'"
+    )
+
+
+SIGNAL_DIMENSIONS: Final = ("TenantId", "WorkflowKind", "Site", "Department")
+"""What a signal rollup row is per, besides its hour, shadow mode, signal, bin and detail: the
+dashboards' filters that `otel_traces` rows answer."""
+WORKFLOW: Final = "workflow"
+REWORK: Final = "rework"
+FEEDBACK: Final = "feedback"
+QUALITY: Final = ("context_missing_rate", "stale_demographics_rate", "late_lab_rate", "mapping_error_rate")
+
+
+def _entries() -> list[str]:
+    """(applies, signal, bin, detail, hit, total) per kind of row a span gives."""
+    out = [f"({f.bin} != '', {literal(f.name)}, {f.bin}, '', 0, 0.)" for f in FEATURES]
+    for name in QUALITY:
+        s = SIGNALS[name]
+        out.append(f"({s.where}, {literal(name)}, '', '', {s.hit}, 0.)")
+    out.append(f"({IS_WORKFLOW}, {literal(WORKFLOW)}, '', '', 0, 0.)")
+    out.append(
+        f"({IS_REWORK}, {literal(REWORK)}, {attr(A.REWORK_KIND.key)}, {attr(A.EFFORT_ACTOR_ROLE.key)}, 0, "
+        f"toFloat64OrZero({attr(A.EFFORT_MINUTES.key)}))"
+    )
+    out.append(
+        f"({IS_FEEDBACK}, {literal(FEEDBACK)}, {attr(A.FEEDBACK_CATEGORY.key)}, {attr(A.FEEDBACK_SEVERITY.key)}, 0, 0.)"
+    )
+    return out
+
+
+def signal_refresh_select(traces: str, since: str | None) -> str:
+    """The signal rollup rows of the spans in the qualified table `traces` at or after SQL instant
+    `since` (every one when None)."""
+    entries = ",\n        ".join(_entries())
+    shadow = f"toUInt8({attr(A.ROLLOUT_MODE.key)} = {literal(RolloutMode.SHADOW.value)})"
+    when = "1" if since is None else f"Timestamp >= {since}"
+    return (
+        f"SELECT TenantId, {KIND} AS WorkflowKind, toStartOfHour(toDateTime(Timestamp, 'UTC')) AS {TIME_COLUMN},\n"
+        f"    {attr(A.SITE.key)} AS Site, {attr(A.DEPARTMENT.key)} AS Department, {shadow} AS Shadow,\n"
+        "    e.2 AS Signal, e.3 AS Bin, e.4 AS Detail, toInt64(count()) AS Rows, toInt64(sum(e.5)) AS Hits, "
+        "sum(e.6) AS Total\n"
+        f"FROM {traces}\n"
+        f"ARRAY JOIN arrayFilter(e -> e.1, [\n        {entries}\n    ]) AS e\n"
+        f"WHERE {when}\n"
+        f"GROUP BY TenantId, WorkflowKind, {TIME_COLUMN}, Site, Department, Shadow, Signal, Bin, Detail"
     )

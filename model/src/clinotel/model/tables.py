@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_DATABASE",
     "SDK_TELEMETRY",
     "SDK_TELEMETRY_COLUMNS",
+    "SIGNAL_HOURS",
     "STAGE_SPANS",
     "TENANT_COLUMN",
     "TRACES",
@@ -46,6 +47,9 @@ link finds its workflow. Internal to the store: no reader names it."""
 WORKFLOW_HOURS: Final = "clinical_workflow_hours"
 """The workflows rolled up per tenant, kind, hour and the dashboards' dimensions (migration 9;
 `clinotel.model.rollups` says how to read it)."""
+SIGNAL_HOURS: Final = "clinical_signal_hours"
+"""The spans' signals (drift features, data quality, rework, feedback) rolled up per tenant, kind,
+hour, site and department (migration 10; `clinotel.model.rollups` says how to read it)."""
 COLLECTOR_METRICS: Final = "clinotel_collector_metrics"
 ALERT_EVENTS: Final = "clinotel_alert_events"
 SDK_TELEMETRY: Final = "clinotel_sdk_telemetry"
@@ -76,6 +80,6 @@ UNJOINED_OUTCOME_COLUMNS: Final = (
 def tenant_tables() -> tuple[str, ...]:
     """The tables with a `TenantId` column: what readers may query, each filtered to their tenant."""
     return (
-        TRACES, STAGE_SPANS, WORKFLOWS, WORKFLOW_HOURS, UNJOINED_OUTCOMES, COLLECTOR_METRICS, ALERT_EVENTS,
-        SDK_TELEMETRY,
+        TRACES, STAGE_SPANS, WORKFLOWS, WORKFLOW_HOURS, SIGNAL_HOURS, UNJOINED_OUTCOMES, COLLECTOR_METRICS,
+        ALERT_EVENTS, SDK_TELEMETRY,
     )  # fmt: skip

@@ -1,9 +1,10 @@
-"""The hourly rollup (`clinical_workflow_hours`, `clinotel.model.rollups`) recomputed from the
-workflows view, off the insert path.
+"""The hourly rollups (`clinical_workflow_hours`, `clinical_signal_hours`: `clinotel.model.rollups`)
+recomputed from the workflows view and the spans, off the insert path.
 
-A refresh computes the rollup rows of every workflow that started on or after a day into a staging
-table of its own, then swaps each of those days into the rollup with `REPLACE PARTITION` (atomic per
-day: a reader sees a day's old rows or its new ones, never half). The figures are the indicators'
+A refresh computes the rollup rows of every workflow that started (every span recorded) on or
+after a day into a staging table of its own, then swaps each of those tenant-days into the rollup
+with `REPLACE PARTITION` (atomic per partition: a reader sees a tenant-day's old rows or its new
+ones, never half). The figures are the indicators'
 own SQL over the merged workflows (`FINAL`), so nothing is counted twice and late ground truth lands
 in its workflow's hour. Two collectors refreshing one store at once both write correct days; the
 later swap wins.
@@ -29,7 +30,7 @@ from typing import Any, Final
 from clinotel.collector.store.schema import SchemaOptions
 from clinotel.model import rollups
 from clinotel.model.sql import literal
-from clinotel.model.tables import TRACES, WORKFLOW_HOURS, WORKFLOWS
+from clinotel.model.tables import SIGNAL_HOURS, TRACES, WORKFLOW_HOURS, WORKFLOWS
 from clinotel.model.threads import guarded
 
 __all__ = ["DEFAULT_INTERVAL_S", "DEFAULT_WINDOW_DAYS", "Refreshed", "RollupRefresher", "refresh"]
@@ -80,45 +81,69 @@ def _drop_orphans(client: Any, o: SchemaOptions) -> None:
         client.command(f"DROP TABLE IF EXISTS {o.name(str(name))} SYNC")
 
 
+def _sorting_key(client: Any, o: SchemaOptions, table: str) -> str:
+    name = f"{table}_local" if o.cluster else table
+    return str(
+        client.command(
+            f"SELECT sorting_key FROM system.tables WHERE database = {literal(o.database)} AND name = {literal(name)}"
+        )
+    )
+
+
+def _swap(
+    client: Any, o: SchemaOptions, table: str, select: str, window: str, settings: dict[str, Any]
+) -> tuple[int, int]:
+    """`select`'s rows swapped into the rollup `table` a partition (a tenant's day) at a time, and
+    the partitions of the days `window` covers that have no rows any more dropped; (partitions, rows)."""
+    target = o.local(table)
+    staging = o.name(f"{_STAGING}{uuid.uuid4().hex[:12]}")
+    client.command(
+        f"CREATE TABLE {staging} AS {target} ENGINE = MergeTree "
+        f"PARTITION BY (TenantId, toYYYYMMDD({rollups.TIME_COLUMN})) ORDER BY ({_sorting_key(client, o, table)})"
+    )
+    try:
+        client.command(f"INSERT INTO {staging}\n{select}", settings=settings)
+        staged = _partitions(client, staging)
+        rows = int(client.command(f"SELECT count() FROM {staging}"))
+        stale = _partitions(client, target, window) - staged
+        for partition in sorted(staged):
+            client.command(f"ALTER TABLE {target} REPLACE PARTITION ID {literal(partition)} FROM {staging}")
+        for partition in sorted(stale):
+            client.command(f"ALTER TABLE {target} DROP PARTITION ID {literal(partition)}")
+    finally:
+        client.command(f"DROP TABLE IF EXISTS {staging} SYNC")
+    return len(staged) + len(stale), rows
+
+
 def refresh(
     client: Any, o: SchemaOptions, since: date | None = None, *, max_memory_bytes: int | None = None
 ) -> Refreshed:
-    """Recompute the rollup's days from `since` (UTC; None: all of it) from the workflows view
-    of this node (`o.local`: on a cluster, run it against every shard)."""
+    """Recompute the rollups' days from `since` (UTC; None: all of them) from the workflows view
+    and the spans of this node (`o.local`: on a cluster, run it against every shard)."""
     if since is not None and not FIRST_DAY <= since <= LAST_DAY:
         raise ValueError(f"a refresh starts on a day from {FIRST_DAY} to {LAST_DAY}, not {since}")
     started = time.perf_counter()
-    hours, workflows = o.local(WORKFLOW_HOURS), o.local(WORKFLOWS)
-    staging = o.name(f"{_STAGING}{uuid.uuid4().hex[:12]}")
     settings: dict[str, Any] = {"insert_deduplicate": 0}
     if max_memory_bytes is not None:
         settings["max_memory_usage"] = max_memory_bytes
     _drop_orphans(client, o)
-    client.command(
-        f"CREATE TABLE {staging} AS {hours} ENGINE = MergeTree "
-        f"PARTITION BY (TenantId, toYYYYMMDD({rollups.TIME_COLUMN})) "
-        f"ORDER BY ({', '.join(('TenantId', 'WorkflowKind', rollups.TIME_COLUMN, *rollups.DIMENSIONS[2:]))})"
+    if since is None:
+        instant, source, window = None, "1", "1"
+    else:
+        first = literal(datetime(since.year, since.month, since.day, tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S"))
+        instant = f"toDateTime64({first}, 9, 'UTC')"
+        source = f"_partition_value.2 >= {_month_before(since)}"
+        window = f"{rollups.TIME_COLUMN} >= toDateTime({first}, 'UTC')"
+    traces = o.local(TRACES)
+    selects = (
+        (WORKFLOW_HOURS, rollups.refresh_select(o.local(WORKFLOWS), traces, o.name(TRACES), instant, source)),
+        (SIGNAL_HOURS, rollups.signal_refresh_select(traces, instant)),
     )
-    try:
-        if since is None:
-            instant, source, window = None, "1", "1"
-        else:
-            first = literal(datetime(since.year, since.month, since.day, tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S"))
-            instant = f"toDateTime64({first}, 9, 'UTC')"
-            source = f"_partition_value.2 >= {_month_before(since)}"
-            window = f"{rollups.TIME_COLUMN} >= toDateTime({first}, 'UTC')"
-        select = rollups.refresh_select(workflows, o.local(TRACES), o.name(TRACES), instant, source)
-        client.command(f"INSERT INTO {staging}\n{select}", settings=settings)
-        staged = _partitions(client, staging)
-        rows = int(client.command(f"SELECT count() FROM {staging}"))
-        stale = _partitions(client, hours, window) - staged
-        for partition in sorted(staged):
-            client.command(f"ALTER TABLE {hours} REPLACE PARTITION ID {literal(partition)} FROM {staging}")
-        for partition in sorted(stale):
-            client.command(f"ALTER TABLE {hours} DROP PARTITION ID {literal(partition)}")
-    finally:
-        client.command(f"DROP TABLE IF EXISTS {staging} SYNC")
-    return Refreshed(since, len(staged) + len(stale), rows, time.perf_counter() - started)
+    days = rows = 0
+    for table, select in selects:
+        d, r = _swap(client, o, table, select, window, settings)
+        days, rows = days + d, rows + r
+    return Refreshed(since, days, rows, time.perf_counter() - started)
 
 
 class RollupRefresher:
@@ -167,7 +192,27 @@ class RollupRefresher:
             self.last = done
             return done
 
+    def _on_a_cluster(self) -> bool:
+        """Whether the rollups here are a cluster's `Distributed` tables (each shard's own rollup
+        is refreshed on the shard: `clinotel schema refresh-rollups --cluster`)."""
+        engine = self.client.command(
+            "SELECT any(engine) FROM system.tables "
+            f"WHERE database = {literal(self.options.database)} AND name = {literal(WORKFLOW_HOURS)}"
+        )
+        return str(engine) == "Distributed"
+
     def _run(self) -> None:
+        try:
+            clustered = self._on_a_cluster()
+        except Exception as e:  # noqa: BLE001 - decided again at the next start
+            logger.warning("could not tell whether the store is a cluster; refreshing the rollups anyway: %s", e)
+            clustered = False
+        if clustered:
+            logger.info(
+                "the store is a cluster: the collector does not refresh its rollups; run "
+                "`clinotel schema refresh-rollups --cluster NAME` against every shard"
+            )
+            return
         while not self._stop.is_set():
             self.refresh_once()
             self._stop.wait(self.interval_s)
