@@ -103,3 +103,41 @@ def test_schema_refresh_rollups_recomputes_an_embedded_store(tmp_path: Path) -> 
     far = clinotel("schema", "refresh-rollups", "--data-dir", data, "--since", "1900-01-01")
     assert far.returncode == 2
     assert "a refresh starts on a day from 1970-01-02 to 2105-12-31" in far.stderr
+
+
+def test_schema_refresh_rollups_every_keeps_refreshing_until_sigterm(tmp_path: Path) -> None:
+    """Where no clinotel collector runs (the contrib stack, a cluster's shard) the command keeps the
+    rollups fresh itself, and stops cleanly on SIGTERM."""
+    import signal
+    import time
+
+    data = str(tmp_path / "data")
+    cli = [sys.executable, "-m", "clinotel.cli", "schema"]
+    applied = subprocess.run([*cli, "apply", "--data-dir", data], capture_output=True, timeout=300, check=False)
+    assert applied.returncode == 0
+    both = subprocess.run(
+        [*cli, "refresh-rollups", "--data-dir", data, "--every", "1", "--since", "2026-01-01"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert both.returncode == 2
+    assert "--since is for one refresh" in both.stderr
+    proc = subprocess.Popen(
+        [*cli, "refresh-rollups", "--data-dir", data, "--every", "1", "--window-days", "3"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        seen: list[str] = []
+        assert proc.stderr is not None
+        while time.monotonic() < deadline and sum("refreshed" in line for line in seen) < 2:
+            seen.append(proc.stderr.readline())
+        refreshed = [line for line in seen if line.startswith("refreshed")]
+        assert len(refreshed) >= 2, seen
+        assert "from the first" in refreshed[0], "everything at start"
+        assert "from the first" not in refreshed[1], "then the window"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+        assert proc.stderr is not None
+        proc.stderr.close()
+    assert code == 0

@@ -121,21 +121,43 @@ def apply_command(
     help="Recompute the days from this one (UTC) [default: every day].",
 )
 @click.option(
+    "--every",
+    type=click.FloatRange(min=1, max=3600),
+    help="Keep refreshing, as a collector does: everything now and daily, the last --window-days every "
+    "this many seconds, until SIGTERM (where no clinotel collector runs: a cluster's shard, the contrib stack).",
+)
+@click.option(
+    "--window-days",
+    type=click.IntRange(min=1, max=366),
+    default=7,
+    show_default=True,
+    help="With --every: how many days back each refresh recomputes.",
+)
+@click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="The embedded engine's data directory [default: ./.clinotel/data].",
 )
 @click.option("--clickhouse-url", help="A ClickHouse server (http://host:8123); CLICKHOUSE_USER/PASSWORD.")
 def refresh_rollups(
-    database: str, cluster: str | None, since: Any, data_dir: Path | None, clickhouse_url: str | None
+    database: str,
+    cluster: str | None,
+    since: Any,
+    every: float | None,
+    window_days: int,
+    data_dir: Path | None,
+    clickhouse_url: str | None,
 ) -> None:
-    """Recompute the dashboards' hourly rollup from the workflows view. A running collector does
-    this by itself (its recent days every --rollup-interval-s, everything daily); run it after a
-    backfill, or on a cluster, where each shard's rollup is its own."""
+    """Recompute the dashboards' hourly rollups from the workflows view and the spans. A running
+    clinotel collector does this by itself (its recent days every --rollup-interval-s, everything
+    daily); run it after a backfill, with --every where no clinotel collector writes (the contrib
+    collector's stack), and on a cluster against every shard, whose rollups are its own."""
     from clinotel.collector.store.rollups import refresh
 
     if data_dir is not None and clickhouse_url is not None:
         raise click.UsageError("give --data-dir or --clickhouse-url, not both")
+    if every is not None and since is not None:
+        raise click.UsageError("--since is for one refresh; --every refreshes the last --window-days")
     options = _options(database, cluster, None)
     day = since.date() if since is not None else None
     try:
@@ -148,6 +170,9 @@ def refresh_rollups(
         )
         if not int(found):
             raise click.ClickException(f"{database} has no {table} yet: run `clinotel schema apply` first")
+        if every is not None:
+            _refresh_until_stopped(client, options, every, window_days)
+            return
         done = refresh(client, options, day)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--since") from None
@@ -157,6 +182,27 @@ def refresh_rollups(
         raise click.ClickException(f"the refresh failed: {str(e).strip().splitlines()[0][:300]}") from None
     first = day or "the first"
     click.echo(f"refreshed {done.days} day(s) from {first}: {done.rows:,} rollup rows in {done.seconds:.1f} s")
+
+
+def _refresh_until_stopped(client: Any, options: schema_module.SchemaOptions, every: float, window_days: int) -> None:
+    import signal
+    import threading
+
+    from clinotel.collector.store.rollups import RollupRefresher
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    refresher = RollupRefresher(client, options, interval_s=every, window_days=window_days)
+    what = f"every {every:g} s (the last {window_days} days; everything now and daily)"
+    click.echo(f"refreshing the rollups of {options.database} {what}", err=True)
+    while not stop.is_set():
+        done = refresher.refresh_once()
+        if done is not None:
+            since = done.since or "the first"
+            took = f"{done.rows:,} rows in {done.seconds:.1f} s"
+            click.echo(f"refreshed {done.days} day(s) from {since}: {took}", err=True)
+        stop.wait(every)
 
 
 @schema.command()
