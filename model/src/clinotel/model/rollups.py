@@ -63,6 +63,7 @@ TIME_COLUMN: Final = "Hour"
 """The hour the rollup row's workflows started in (the workflows view's `StartTime`, truncated)."""
 DIMENSIONS: Final = (
     "TenantId", "WorkflowKind", "Site", "Department", "ModelVersion", "RolloutCohort", "RolloutMode",
+    "ReviewActorRole", "FlagVariant",
 )  # fmt: skip
 """What a rollup row is per, besides its hour: the columns a panel on it may filter or group by."""
 

@@ -125,7 +125,13 @@ def refresh(
     started = time.perf_counter()
     settings: dict[str, Any] = {"insert_deduplicate": 0}
     if max_memory_bytes is not None:
-        settings["max_memory_usage"] = max_memory_bytes
+        # a whole-store refresh groups and joins every workflow: past a quarter of its share each
+        # spills to disk (the join switches to a merge join) instead of failing on the cap
+        settings |= {
+            "max_memory_usage": max_memory_bytes,
+            "max_bytes_before_external_group_by": max_memory_bytes // 4,
+            "max_bytes_in_join": max_memory_bytes // 4,
+        }
     _drop_orphans(client, o)
     if since is None:
         instant, source, window = None, "1", "1"

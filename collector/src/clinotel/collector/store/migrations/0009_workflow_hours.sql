@@ -11,6 +11,8 @@ CREATE TABLE IF NOT EXISTS {{local:clinical_workflow_hours}}{{on_cluster}}
     `ModelVersion` LowCardinality(String),
     `RolloutCohort` LowCardinality(String),
     `RolloutMode` LowCardinality(String),
+    `ReviewActorRole` LowCardinality(String),
+    `FlagVariant` LowCardinality(String),
     `workflows_rows` Int64,
     `completion_rate_rows` Int64,
     `completion_rate_hits` Int64,
@@ -59,7 +61,7 @@ CREATE TABLE IF NOT EXISTS {{local:clinical_workflow_hours}}{{on_cluster}}
 )
 ENGINE = {{engine:MergeTree:clinical_workflow_hours}}
 PARTITION BY (TenantId, toYYYYMMDD(Hour))
-ORDER BY (TenantId, WorkflowKind, Hour, Site, Department, ModelVersion, RolloutCohort, RolloutMode){{ttl:Hour}}
+ORDER BY (TenantId, WorkflowKind, Hour, Site, Department, ModelVersion, RolloutCohort, RolloutMode, ReviewActorRole, FlagVariant){{ttl:Hour}}
 COMMENT 'Workflows per UTC hour of their start and dimensions; per indicator its rows, hits or quantile state; the human effort and rework of the workflows with a rollout mode. Recomputed from clinical_workflows by the collector, one tenant-day at a time: read with sum() and quantileMerge()';
 
 -- cluster only
