@@ -96,7 +96,7 @@ def test_schema_refresh_rollups_recomputes_an_embedded_store(tmp_path: Path) -> 
     assert clinotel("schema", "apply", "--data-dir", data).returncode == 0
     done = clinotel("schema", "refresh-rollups", "--data-dir", data)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("refreshed 0 day(s) from the first: 0 rollup rows in "), done.stdout
+    assert done.stdout.startswith("refreshed 0 tenant-month(s) from the first: 0 rollup rows in "), done.stdout
     window = clinotel("schema", "refresh-rollups", "--data-dir", data, "--since", "2026-11-01")
     assert window.returncode == 0, window.stderr
     assert "from 2026-11-01" in window.stdout

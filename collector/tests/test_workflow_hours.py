@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-import clinotel.instrumentation as ct
 from clinotel.collector.store import pipeline as ingest
 from clinotel.collector.store import rollups as refresher
 from clinotel.collector.store import schema
@@ -84,7 +83,7 @@ def test_late_truth_counts_in_its_workflows_hour_and_nothing_twice(
     traces = _scenario(client, pipeline, tmp_path)
     done = refresher.refresh(client, options)
     assert done.rows > 0
-    assert done.days >= 1
+    assert done.partitions >= 1
     assert _from_rollup(client, options) == _from_workflows(client, options)
     total = _sums(client, options)
     # four workflows; model triage decisions with their truth: ENC-1 (a) ESI-3 vs ESI-2 (a day
@@ -126,29 +125,33 @@ def test_a_workflow_in_two_inserts_counts_once_with_its_dimensions(
     assert _start_hour(client, options, trace) == keys[0][2]
 
 
-def test_a_windowed_refresh_replaces_its_days_and_keeps_the_older_ones(
+def test_a_windowed_refresh_replaces_its_months_and_keeps_the_older_ones(
     client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
 ) -> None:
     _scenario(client, pipeline, tmp_path)
+    clock = FakeClock()
+    with capture(clock=clock, tenant="st-marys") as later:
+        clock.advance_ms(45 * DAY_MS)
+        triage(clock, "ENC-9")
+    _store(client, pipeline, tmp_path / "later.wal", list(later.all))
     refresher.refresh(client, options)
     before = _from_rollup(client, options)
-    days = sorted({k[2].date() for k in before})
-    assert len(days) >= 2, days
-    # a late outcome for the newest workflow, and one of the first day's rows taken out of the
-    # workflows view behind the rollup's back: a window from the newest day touches only its days
-    newest = days[-1]
-    clock = FakeClock()
-    with capture(clock=clock, tenant="st-marys") as late:
-        clock.advance_ms(4 * DAY_MS)
-        ct.record_outcome("triage", identifier="ENC-1", label="ESI-1")
-    _store(client, pipeline, tmp_path / "late.wal", list(late.all))
-    done = refresher.refresh(client, options, newest)
-    assert done.since == newest
+    months = sorted({(k[2].year, k[2].month) for k in before})
+    assert len(months) == 2, months
+    newest = date(*months[-1], 1)
+    # the older month's workflows taken out of the view behind the rollup's back: a window from the
+    # newest month recomputes that month alone, so the older one keeps what it had
+    client.command(
+        f"ALTER TABLE {options.name(clinical.WORKFLOWS)} DELETE WHERE StartTime < toDateTime64('{newest}', 9, 'UTC')",
+        settings={"mutations_sync": 2},
+    )
+    done = refresher.refresh(client, options, newest + timedelta(days=3))
+    assert done.since == newest, "a window starts on the first of its month"
     after = _from_rollup(client, options)
-    assert {k: v for k, v in after.items() if k[2].date() < newest} == {
-        k: v for k, v in before.items() if k[2].date() < newest
-    }
-    assert after == _from_workflows(client, options), "the truth lands in its workflow's (newest) day"
+    older = {k: v for k, v in before.items() if k[2].date() < newest}
+    assert older
+    assert {k: v for k, v in after.items() if k[2].date() < newest} == older
+    assert {k: v for k, v in after.items() if k[2].date() >= newest} == _from_workflows(client, options)
 
 
 def test_a_day_with_no_workflows_left_is_emptied(
@@ -203,7 +206,7 @@ def test_a_failed_refresh_keeps_the_rollup_and_the_next_one_catches_up(
     assert first.since is None, "the first refresh that succeeds is a full one"
     second = r.refresh_once()
     assert second is not None
-    assert second.since == (now - timedelta(days=7)).date(), "then windowed"
+    assert second.since == (now - timedelta(days=7)).date().replace(day=1), "then windowed, from its month"
     assert _from_rollup(client, options) == _from_workflows(client, options)
 
 
@@ -259,3 +262,21 @@ def test_a_day_the_rollup_cannot_hold_is_refused_before_anything_is_touched(
 ) -> None:
     with pytest.raises(ValueError, match="a refresh starts on a day from 1970-01-02 to 2105-12-31"):
         refresher.refresh(client, options, since)
+
+
+def test_a_whole_store_refresh_writes_more_months_than_one_insert_may_by_default(
+    client: Any, options: schema.SchemaOptions
+) -> None:
+    """The benchmark found it: a store's history is more than 100 tenant-months, which one INSERT
+    refuses by default; the refresh swaps them all."""
+    start = datetime(2015, 1, 15, tzinfo=UTC)
+    rows = [("st-marys", "triage", f"{m:032x}", start + timedelta(days=31 * m)) for m in range(130)]
+    client.insert(
+        options.name(clinical.WORKFLOWS),
+        rows,
+        column_names=["TenantId", "WorkflowKind", "TraceId", "StartTime"],
+        settings={"throw_on_max_partitions_per_insert_block": 0},
+    )
+    done = refresher.refresh(client, options)
+    assert done.partitions == 130, "a tenant-month each (no spans, no cohorts: the other rollups are empty)"
+    assert _sums(client, options)["workflows_rows"] == 130

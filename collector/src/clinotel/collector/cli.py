@@ -181,7 +181,8 @@ def refresh_rollups(
     except Exception as e:  # noqa: BLE001 - the engine's error, in one line
         raise click.ClickException(f"the refresh failed: {str(e).strip().splitlines()[0][:300]}") from None
     first = day or "the first"
-    click.echo(f"refreshed {done.days} day(s) from {first}: {done.rows:,} rollup rows in {done.seconds:.1f} s")
+    took = f"{done.rows:,} rollup rows in {done.seconds:.1f} s"
+    click.echo(f"refreshed {done.partitions} tenant-month(s) from {first}: {took}")
 
 
 def _refresh_until_stopped(client: Any, options: schema_module.SchemaOptions, every: float, window_days: int) -> None:
@@ -201,7 +202,7 @@ def _refresh_until_stopped(client: Any, options: schema_module.SchemaOptions, ev
         if done is not None:
             since = done.since or "the first"
             took = f"{done.rows:,} rows in {done.seconds:.1f} s"
-            click.echo(f"refreshed {done.days} day(s) from {since}: {took}", err=True)
+            click.echo(f"refreshed {done.partitions} tenant-month(s) from {since}: {took}", err=True)
         stop.wait(every)
 
 

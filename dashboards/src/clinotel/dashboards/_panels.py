@@ -12,7 +12,7 @@ from clinotel.dashboards._grafana import ClickHouseTarget, Variable, finish
 from clinotel.dashboards.annotations import changes_annotation
 from clinotel.model import clinical, rollups
 from clinotel.model.indicators import INDICATORS, Indicator
-from clinotel.model.sql import identifier
+from clinotel.model.sql import identifier, literal
 
 __all__ = [
     "FILTERS",
@@ -72,6 +72,8 @@ class Source:
     where: str
     value: str
     sample: str
+    columns: dict[str, str] = field(default_factory=dict)
+    """The SQL of a column `by` names, where it is not the column itself."""
 
 
 def indicator_source(i: Indicator, database: str, by: Sequence[str] = ()) -> Source:
@@ -79,6 +81,11 @@ def indicator_source(i: Indicator, database: str, by: Sequence[str] = ()) -> Sou
     if rollups.rolled_up(i, by):
         table = f"{identifier(database)}.{identifier(rollups.WORKFLOW_HOURS)}"
         return Source(table, rollups.TIME_COLUMN, rollups.time_filter(), "1", rollups.value(i), rollups.sample(i))
+    dimension = rollups.cohort_dimension(i, by)
+    if dimension is not None:
+        table = f"{identifier(database)}.{identifier(rollups.COHORT_HOURS)}"
+        return Source(table, rollups.TIME_COLUMN, rollups.time_filter(), f"Dimension = {literal(dimension)}",
+                      rollups.value(i), rollups.sample(i), {dimension: "Grp"})  # fmt: skip
     table = f"{identifier(database)}.{identifier(i.table)}{i.final}"
     return Source(table, i.time_column, f"$__timeFilter({i.time_column})", i.where, i.value, i.sample)
 
@@ -90,7 +97,7 @@ def indicator_series(i: Indicator, database: str, by: str | Sequence[str] | None
     columns = _columns(by)
     s = indicator_source(i, database, columns)
     group = "".join(f", {c}" for c in columns)
-    select_by = "".join(f", {c} AS {identifier(c)}" for c in columns)
+    select_by = "".join(f", {s.columns.get(c, c)} AS {identifier(c)}" for c in columns)
     return (
         f"SELECT $__timeInterval({s.time_column}) AS time{select_by}, {s.value} AS {identifier(i.title)}\n"
         f"FROM {s.table}\n"
@@ -161,7 +168,11 @@ class Board:
         # rates on late ground truth are sparse: wider buckets, so each holds enough workflows
         columns = _columns(by)
         # the rollup holds hours: a finer interval would draw its hours as one point each
-        interval = "1h" if i.needs_ground_truth or rollups.rolled_up(i, columns) else None
+        interval = (
+            "1h"
+            if i.needs_ground_truth or indicator_source(i, self.database, columns).time_column == rollups.TIME_COLUMN
+            else None
+        )
         default = f"{i.title} by {' and '.join(columns)}" if columns else i.title
         self.timeseries(title or default, f"{i.description} Of: {i.denominator}.",
                         indicator_series(i, self.database, by), i.unit, w, interval)  # fmt: skip

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from clinotel.dashboards._panels import Board, where_filters
-from clinotel.model import clinical
+from clinotel.model import clinical, rollups
 from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS, PARITY, STRATUM, reference_group
 from clinotel.model.sql import identifier, literal
 from clinotel.model.stats import ratio_interval_columns
@@ -47,20 +47,41 @@ def _stratum_select() -> str:
     return ", ".join(f"{c} AS {identifier(t)}" for c, t in STRATUM)
 
 
-def group_table_sql(database: str, dimension: str) -> str:
+def _per_group(name: str, rollup: bool) -> tuple[str, str, str]:
+    """(value, rows, hits) of an indicator per group, from the workflows view or the cohort rollup."""
+    i = INDICATORS[name]
+    if rollup:
+        hits = f"sum({rollups.columns(i)[1]})" if i.kind == "rate" else "0"
+        return rollups.value(i), rollups.sample(i), hits
+    value, sample = i.conditional()
+    return value, sample, i.counts()[0] if i.kind == "rate" else "0"
+
+
+def _groups_from(database: str, rollup: bool, dimension: str | None) -> tuple[str, str, str]:
+    """(FROM and WHERE, the group's column, the group's size) for one `dimension` (None: the
+    parity summary's grouping sets, from the view only)."""
+    if not rollup:
+        return f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL", "$__timeFilter(StartTime)", "count()"
+    table = f"{identifier(database)}.{identifier(rollups.COHORT_HOURS)}"
+    where = rollups.time_filter() + ("" if dimension is None else f" AND Dimension = {literal(dimension)}")
+    return table, where, "sum(members)"
+
+
+def group_table_sql(database: str, dimension: str, *, rollup: bool = True) -> str:
     """One row per stratum, group of `dimension` and measure: the group's size, the measure's rows
-    and value, the reference group's value, the disparity with its interval, and the verdict.
+    and value, the reference group's value, the disparity with its interval, and the verdict;
+    from the hourly cohort rollup (`clinotel.model.rollups`) unless `rollup` is false.
 
     One scan: counts per group; the reference group of each stratum and its counts (window
     functions keyed on the group's size, as `reference_group`); an ARRAY JOIN turns the measures
     into rows, on which the intervals and verdicts are computed."""
-    workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
+    table, when, size = _groups_from(database, rollup, dimension)
+    group = "Grp" if rollup else dimension
     partition = ", ".join(_STRATUM_COLUMNS)
     counts, refs, items = [], [], []
     for k, name in enumerate(MEASURES):
         i = INDICATORS[name]
-        value, sample = i.conditional()
-        hits = i.counts()[0] if i.kind == "rate" else "0"
+        value, sample, hits = _per_group(name, rollup)
         counts += [f"{value} AS v{k}", f"{sample} AS n{k}", f"{hits} AS x{k}"]
         refs += [f"argMax({c}{k}, (members, grp)) OVER (PARTITION BY {partition}) AS r{c}{k}" for c in "vnx"]
         items.append(
@@ -96,26 +117,26 @@ def group_table_sql(database: str, dimension: str) -> str:
         f"{verdict} AS `Verdict`\n"
         f"FROM (\n  SELECT *, m, {interval}\n"
         f"  FROM (\n    SELECT *, {reference_group('grp', 'members', partition)} AS ref_group, {', '.join(refs)}\n"
-        f"    FROM (SELECT {partition}, {dimension} AS grp, count() AS members, {', '.join(counts)}\n"
-        f"          FROM {workflows}\n"
-        f"          WHERE $__timeFilter(StartTime) AND {dimension} != '' AND {where_filters()}\n"
+        f"    FROM (SELECT {partition}, {group} AS grp, {size} AS members, {', '.join(counts)}\n"
+        f"          FROM {table}\n"
+        f"          WHERE {when} AND {group} != '' AND {where_filters()}\n"
         f"          GROUP BY {partition}, grp)\n  )\n  ARRAY JOIN [{', '.join(items)}] AS m\n)\n"
         f"ORDER BY {titles}, `Measure`, `Workflows` DESC"
     )
 
 
-def parity_summary_sql(database: str) -> str:
+def parity_summary_sql(database: str, *, rollup: bool = True) -> str:
     """Per dimension and stratum, over the groups with enough rows (at least two of them, else
     NULL): each `PARITY` figure, the between-groups max − min (difference) or min ÷ max (ratio)
     of its rate: Fairlearn's demographic parity and equal opportunity, and the spread of model
-    under-triage. One scan, a grouping set per dimension (each with the stratum): in a set's rows
-    the other dimensions hold '' (no settings needed, so a readonly=1 reader can run it), which
-    names the dimension and leaves its value alone."""
-    workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
+    under-triage. From the hourly cohort rollup's groups unless `rollup` is false; from the view,
+    one scan with a grouping set per dimension (each with the stratum): in a set's rows the other
+    dimensions hold '' (no settings needed, so a readonly=1 reader can run it), which names the
+    dimension and leaves its value alone."""
     rates = sorted({p.indicator for p in PARITY})
     per_group = []
     for k, name in enumerate(rates):
-        value, sample = INDICATORS[name].conditional()
+        value, sample, _ = _per_group(name, rollup)
         per_group += [f"{value} AS v{k}", f"{sample} AS n{k}"]
     figures = []
     for p in PARITY:
@@ -125,18 +146,32 @@ def parity_summary_sql(database: str) -> str:
         figure = f"{top} - {bottom}" if p.aggregate == "difference" else f"{bottom} / nullIf({top}, 0)"
         figures.append(f"if(countIf({ok}) >= 2, round({figure}, 4), NULL) AS {identifier(p.title)}")
     k_hp = rates.index("high_priority_rate")
-    which = ", ".join(f"toString({dim}) != '', {literal(title)}" for dim, title in COHORT_DIMENSIONS.items())
-    value = ", ".join(f"toString({dim})" for dim in COHORT_DIMENSIONS)
-    sets = ", ".join(f"({', '.join(_STRATUM_COLUMNS)}, {dim})" for dim in COHORT_DIMENSIONS)
     titles = ", ".join(identifier(t) for _, t in STRATUM)
+    stratum = ", ".join(_STRATUM_COLUMNS)
+    table, when, _ = _groups_from(database, rollup, None)
+    if rollup:
+        names = ", ".join(literal(d) for d in COHORT_DIMENSIONS)
+        shown = ", ".join(literal(t) for t in COHORT_DIMENSIONS.values())
+        groups = (
+            f"  SELECT transform(Dimension, [{names}], [{shown}], '') AS dimension, {stratum}, Grp AS grp, "
+            f"{', '.join(per_group)}\n"
+            f"  FROM {table}\n  WHERE {when} AND {where_filters()}\n"
+            f"  GROUP BY dimension, {stratum}, grp\n"
+        )
+    else:
+        which = ", ".join(f"toString({dim}) != '', {literal(title)}" for dim, title in COHORT_DIMENSIONS.items())
+        value = ", ".join(f"toString({dim})" for dim in COHORT_DIMENSIONS)
+        sets = ", ".join(f"({stratum}, {dim})" for dim in COHORT_DIMENSIONS)
+        groups = (
+            f"  SELECT multiIf({which}, '') AS dimension, {stratum}, concat({value}) AS grp, {', '.join(per_group)}\n"
+            f"  FROM {table}\n  WHERE {when} AND {where_filters()}\n"
+            f"  GROUP BY GROUPING SETS ({sets})\n  HAVING grp != ''\n"
+        )
     return (
         f"SELECT dimension AS `Dimension`, {_stratum_select()}, countIf(n{k_hp} >= {MIN_GROUP}) AS `Groups`, "
         f"{', '.join(figures)}\n"
-        f"FROM (\n  SELECT multiIf({which}, '') AS dimension, {', '.join(_STRATUM_COLUMNS)}, concat({value}) AS grp, "
-        f"{', '.join(per_group)}\n"
-        f"  FROM {workflows}\n  WHERE $__timeFilter(StartTime) AND {where_filters()}\n"
-        f"  GROUP BY GROUPING SETS ({sets})\n  HAVING grp != ''\n)\n"
-        f"GROUP BY dimension, {', '.join(_STRATUM_COLUMNS)} ORDER BY `Dimension`, {titles}"
+        f"FROM (\n{groups})\n"
+        f"GROUP BY dimension, {stratum} ORDER BY `Dimension`, {titles}"
     )
 
 

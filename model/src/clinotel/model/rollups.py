@@ -13,6 +13,11 @@ off the insert path, replacing whole days: a figure is the indicator's own SQL o
 workflows, so late ground truth counts in its workflow's hour and a workflow whose row is replaced
 counts once. Read the columns with `sum()` (`quantileMerge` for a state), never row by row.
 
+`clinical_cohort_hours` has one row per tenant, workflow kind, hour of the workflow's start, site,
+department, model version, rollout cohort, cohort dimension (`Dimension`: `AgeBand`, …) and group
+(`Grp`): the workflows (`members`) and each fairness indicator's rows, hits or state
+(`COHORT_ROLLED_UP`), what the fairness tables and parity figures are computed from.
+
 `clinical_signal_hours` has one row per tenant, workflow kind, hour of the span, site, department,
 shadow mode (the span's rollout mode), signal, bin and detail: `Rows`, `Hits` (a data-quality
 check failing) and `Total` (rework minutes). A drift feature's bins are its `Bin`s; a
@@ -32,15 +37,18 @@ from typing import Final
 
 from clinotel.model import clinical, efficiency
 from clinotel.model.drift import FEATURES
-from clinotel.model.indicators import INDICATORS, Indicator
+from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS, Indicator
 from clinotel.model.signals import IS_FEEDBACK, IS_REWORK, IS_WORKFLOW, KIND, SIGNALS, attr
 from clinotel.model.sql import literal
-from clinotel.model.tables import SIGNAL_HOURS, WORKFLOW_HOURS, WORKFLOWS
+from clinotel.model.tables import COHORT_HOURS, SIGNAL_HOURS, WORKFLOW_HOURS, WORKFLOWS
 from clinotel.model.workflow_signals import rework_by_workflow_sql
 from clinotel.semconv import RolloutMode
 from clinotel.semconv import attributes as A
 
 __all__ = [
+    "COHORT_DIMENSIONS_ROLLED",
+    "COHORT_HOURS",
+    "COHORT_ROLLED_UP",
     "DIMENSIONS",
     "FEEDBACK",
     "REWORK",
@@ -50,6 +58,8 @@ __all__ = [
     "TIME_COLUMN",
     "WORKFLOW",
     "WORKFLOW_HOURS",
+    "cohort_dimension",
+    "cohort_refresh_select",
     "columns",
     "refresh_select",
     "rolled_up",
@@ -227,4 +237,41 @@ def signal_refresh_select(traces: str, since: str | None) -> str:
         f"ARRAY JOIN arrayFilter(e -> e.1, [\n        {entries}\n    ]) AS e\n"
         f"WHERE {when}\n"
         f"GROUP BY TenantId, WorkflowKind, {TIME_COLUMN}, Site, Department, Shadow, Signal, Bin, Detail"
+    )
+
+
+COHORT_ROLLED_UP: Final = (
+    "under_triage_rate", "override_rate", "high_priority_rate", "queue_wait_p95_ms", "high_priority_tpr",
+)  # fmt: skip
+"""The indicators `clinical_cohort_hours` holds per cohort group (the fairness measures and parity)."""
+COHORT_DIMENSIONS_ROLLED: Final = ("TenantId", "WorkflowKind", "Site", "Department", "ModelVersion", "RolloutCohort")
+"""What a cohort rollup row is per, besides its hour, dimension and group."""
+
+
+def cohort_dimension(i: Indicator, by: Sequence[str]) -> str | None:
+    """The cohort dimension a series of `i` grouped by `by` reads from the cohort rollup (exactly
+    one of `by` is a cohort dimension, the others its other columns), or None."""
+    dimensions = [c for c in by if c in COHORT_DIMENSIONS]
+    others = [c for c in by if c not in COHORT_DIMENSIONS]
+    if i.name in COHORT_ROLLED_UP and len(dimensions) == 1 and all(c in COHORT_DIMENSIONS_ROLLED for c in others):
+        return dimensions[0]
+    return None
+
+
+def cohort_refresh_select(workflows: str, since: str | None, source_filter: str = "1") -> str:
+    """The cohort rollup rows of the workflows in the qualified table `workflows` (merged) whose
+    start is at or after SQL instant `since` (every one when None): a row per cohort dimension
+    and group (groups '' left out), the fairness indicators' own SQL."""
+    start = "1" if since is None else f"StartTime >= {since}"
+    pairs = ", ".join(f"({literal(d)}, toString({d}))" for d in COHORT_DIMENSIONS)
+    measures = ",\n    ".join(m for name in COHORT_ROLLED_UP for m in _measures(INDICATORS[name]))
+    key = ", ".join(("TenantId", "WorkflowKind", TIME_COLUMN, *COHORT_DIMENSIONS_ROLLED[2:], "Dimension", "Grp"))
+    return (
+        f"SELECT\n    TenantId, WorkflowKind, toStartOfHour(toDateTime(StartTime, 'UTC')) AS {TIME_COLUMN}, "
+        f"{', '.join(COHORT_DIMENSIONS_ROLLED[2:])}, d.1 AS Dimension, d.2 AS Grp,\n"
+        f"    toInt64(count()) AS members,\n    {measures}\n"
+        f"FROM (SELECT * FROM (SELECT * FROM {workflows} FINAL WHERE {source_filter}) WHERE {start})\n"
+        f"ARRAY JOIN [{pairs}] AS d\n"
+        "WHERE d.2 != ''\n"
+        f"GROUP BY {key}"
     )

@@ -14,6 +14,7 @@ from clinotel.semconv import attributes as A
 __all__ = [
     "ALERT_EVENTS",
     "ALERT_EVENT_COLUMNS",
+    "COHORT_HOURS",
     "COLLECTOR_METRICS",
     "DEFAULT_DATABASE",
     "SDK_TELEMETRY",
@@ -50,6 +51,9 @@ WORKFLOW_HOURS: Final = "clinical_workflow_hours"
 SIGNAL_HOURS: Final = "clinical_signal_hours"
 """The spans' signals (drift features, data quality, rework, feedback) rolled up per tenant, kind,
 hour, site and department (migration 10; `clinotel.model.rollups` says how to read it)."""
+COHORT_HOURS: Final = "clinical_cohort_hours"
+"""The fairness indicators rolled up per cohort dimension and group, tenant, kind, hour and the
+dashboards' dimensions (migration 10; `clinotel.model.rollups` says how to read it)."""
 COLLECTOR_METRICS: Final = "clinotel_collector_metrics"
 ALERT_EVENTS: Final = "clinotel_alert_events"
 SDK_TELEMETRY: Final = "clinotel_sdk_telemetry"
@@ -80,6 +84,6 @@ UNJOINED_OUTCOME_COLUMNS: Final = (
 def tenant_tables() -> tuple[str, ...]:
     """The tables with a `TenantId` column: what readers may query, each filtered to their tenant."""
     return (
-        TRACES, STAGE_SPANS, WORKFLOWS, WORKFLOW_HOURS, SIGNAL_HOURS, UNJOINED_OUTCOMES, COLLECTOR_METRICS,
-        ALERT_EVENTS, SDK_TELEMETRY,
+        TRACES, STAGE_SPANS, WORKFLOWS, WORKFLOW_HOURS, SIGNAL_HOURS, COHORT_HOURS, UNJOINED_OUTCOMES,
+        COLLECTOR_METRICS, ALERT_EVENTS, SDK_TELEMETRY,
     )  # fmt: skip

@@ -1,19 +1,19 @@
-"""The hourly rollups (`clinical_workflow_hours`, `clinical_signal_hours`: `clinotel.model.rollups`)
-recomputed from the workflows view and the spans, off the insert path.
+"""The hourly rollups (`clinical_workflow_hours`, `clinical_cohort_hours`, `clinical_signal_hours`:
+`clinotel.model.rollups`) recomputed from the workflows view and the spans, off the insert path.
 
 A refresh computes the rollup rows of every workflow that started (every span recorded) on or
-after a day into a staging table of its own, then swaps each of those tenant-days into the rollup
-with `REPLACE PARTITION` (atomic per partition: a reader sees a tenant-day's old rows or its new
-ones, never half). The figures are the indicators'
-own SQL over the merged workflows (`FINAL`), so nothing is counted twice and late ground truth lands
-in its workflow's hour. Two collectors refreshing one store at once both write correct days; the
-later swap wins.
+after the first day of a month into a staging table of its own, then swaps each of those
+tenant-months into the rollup with `REPLACE PARTITION` (atomic per partition: a reader sees a
+tenant-month's old rows or its new ones, never half). The figures are the indicators' own SQL over
+the merged workflows (`FINAL`), so nothing is counted twice and late ground truth lands in its
+workflow's hour. Two collectors refreshing one store at once both write correct months; the later
+swap wins.
 
-The collector refreshes every `interval_s` the days from `window_days` ago (late truth within that
-window appears within one interval), and the whole rollup at its start and every `full_every_s`
-(truth later than the window, retention, a backfill). A window reads the workflows view's
-partitions from the month before its first day: a workflow whose spans came more than a month
-apart is made whole by the next full refresh.
+The collector refreshes every `interval_s` the months from `window_days` ago (late truth within
+that window appears within one interval), and the whole rollup at its start and every
+`full_every_s` (truth later than the window, retention, a backfill). A window reads the workflows
+view's partitions from the month before its first day: a workflow whose spans came more than a
+month apart is made whole by the next full refresh.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any, Final
 from clinotel.collector.store.schema import SchemaOptions
 from clinotel.model import rollups
 from clinotel.model.sql import literal
-from clinotel.model.tables import SIGNAL_HOURS, TRACES, WORKFLOW_HOURS, WORKFLOWS
+from clinotel.model.tables import COHORT_HOURS, SIGNAL_HOURS, TRACES, WORKFLOW_HOURS, WORKFLOWS
 from clinotel.model.threads import guarded
 
 __all__ = ["DEFAULT_INTERVAL_S", "DEFAULT_WINDOW_DAYS", "Refreshed", "RollupRefresher", "refresh"]
@@ -53,9 +53,9 @@ class Refreshed:
     """What one refresh did."""
 
     since: date | None
-    """The first day recomputed (None: every day)."""
-    days: int
-    """A tenant's days swapped in (or dropped, having no workflows any more)."""
+    """The first day recomputed, the first of a month (None: every day)."""
+    partitions: int
+    """Partitions (a tenant's month) swapped in, or dropped having no rows any more."""
     rows: int
     """Rollup rows written."""
     seconds: float
@@ -93,13 +93,13 @@ def _sorting_key(client: Any, o: SchemaOptions, table: str) -> str:
 def _swap(
     client: Any, o: SchemaOptions, table: str, select: str, window: str, settings: dict[str, Any]
 ) -> tuple[int, int]:
-    """`select`'s rows swapped into the rollup `table` a partition (a tenant's day) at a time, and
-    the partitions of the days `window` covers that have no rows any more dropped; (partitions, rows)."""
+    """`select`'s rows swapped into the rollup `table` a partition (a tenant's month) at a time, and
+    the partitions of the months `window` covers that have no rows any more dropped; (partitions, rows)."""
     target = o.local(table)
     staging = o.name(f"{_STAGING}{uuid.uuid4().hex[:12]}")
     client.command(
         f"CREATE TABLE {staging} AS {target} ENGINE = MergeTree "
-        f"PARTITION BY (TenantId, toYYYYMMDD({rollups.TIME_COLUMN})) ORDER BY ({_sorting_key(client, o, table)})"
+        f"PARTITION BY (TenantId, toYYYYMM({rollups.TIME_COLUMN})) ORDER BY ({_sorting_key(client, o, table)})"
     )
     try:
         client.command(f"INSERT INTO {staging}\n{select}", settings=settings)
@@ -118,12 +118,14 @@ def _swap(
 def refresh(
     client: Any, o: SchemaOptions, since: date | None = None, *, max_memory_bytes: int | None = None
 ) -> Refreshed:
-    """Recompute the rollups' days from `since` (UTC; None: all of them) from the workflows view
-    and the spans of this node (`o.local`: on a cluster, run it against every shard)."""
+    """Recompute the rollups from the first day of `since`'s month (UTC; None: all of them) from
+    the workflows view and the spans of this node (`o.local`: on a cluster, run it against every
+    shard)."""
     if since is not None and not FIRST_DAY <= since <= LAST_DAY:
         raise ValueError(f"a refresh starts on a day from {FIRST_DAY} to {LAST_DAY}, not {since}")
     started = time.perf_counter()
-    settings: dict[str, Any] = {"insert_deduplicate": 0}
+    # a whole-store refresh writes a partition per tenant and month of its history in one INSERT
+    settings: dict[str, Any] = {"insert_deduplicate": 0, "throw_on_max_partitions_per_insert_block": 0}
     if max_memory_bytes is not None:
         # a whole-store refresh groups and joins every workflow: past a quarter of its share each
         # spills to disk (the join switches to a merge join) instead of failing on the cap
@@ -133,6 +135,8 @@ def refresh(
             "max_bytes_in_join": max_memory_bytes // 4,
         }
     _drop_orphans(client, o)
+    if since is not None:
+        since = since.replace(day=1)  # the rollups' partitions are a tenant's month: swapped whole
     if since is None:
         instant, source, window = None, "1", "1"
     else:
@@ -144,12 +148,13 @@ def refresh(
     selects = (
         (WORKFLOW_HOURS, rollups.refresh_select(o.local(WORKFLOWS), traces, o.name(TRACES), instant, source)),
         (SIGNAL_HOURS, rollups.signal_refresh_select(traces, instant)),
+        (COHORT_HOURS, rollups.cohort_refresh_select(o.local(WORKFLOWS), instant, source)),
     )
-    days = rows = 0
+    partitions = rows = 0
     for table, select in selects:
-        d, r = _swap(client, o, table, select, window, settings)
-        days, rows = days + d, rows + r
-    return Refreshed(since, days, rows, time.perf_counter() - started)
+        p, r = _swap(client, o, table, select, window, settings)
+        partitions, rows = partitions + p, rows + r
+    return Refreshed(since, partitions, rows, time.perf_counter() - started)
 
 
 class RollupRefresher:

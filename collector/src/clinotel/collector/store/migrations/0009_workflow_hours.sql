@@ -60,9 +60,9 @@ CREATE TABLE IF NOT EXISTS {{local:clinical_workflow_hours}}{{on_cluster}}
     `rework_minutes` Float64
 )
 ENGINE = {{engine:MergeTree:clinical_workflow_hours}}
-PARTITION BY (TenantId, toYYYYMMDD(Hour))
+PARTITION BY (TenantId, toYYYYMM(Hour))
 ORDER BY (TenantId, WorkflowKind, Hour, Site, Department, ModelVersion, RolloutCohort, RolloutMode, ReviewActorRole, FlagVariant){{ttl:Hour}}
-COMMENT 'Workflows per UTC hour of their start and dimensions; per indicator its rows, hits or quantile state; the human effort and rework of the workflows with a rollout mode. Recomputed from clinical_workflows by the collector, one tenant-day at a time: read with sum() and quantileMerge()';
+COMMENT 'Workflows per UTC hour of their start and dimensions; per indicator its rows, hits or quantile state; the human effort and rework of the workflows with a rollout mode. Recomputed from clinical_workflows by the collector, one tenant-month at a time: read with sum() and quantileMerge()';
 
 -- cluster only
 CREATE TABLE IF NOT EXISTS {{name:clinical_workflow_hours}}{{on_cluster}} AS {{local:clinical_workflow_hours}}
