@@ -59,6 +59,8 @@ class Feature:
     name: str
     title: str
     bin: str
+    keys: tuple[str, ...] = ()
+    """The attributes a row needs for a bin (a row without any of them has none)."""
 
 
 _MODEL_DECISION: Final = (
@@ -69,6 +71,7 @@ OUTPUT_PRIORITY: Final = Feature(
     "output.priority",
     "Model output: priority mix",
     f"if({_MODEL_DECISION}, {_attr(A.DECISION_VALUE.key)}, '')",
+    (A.DECISION_VALUE.key,),
 )
 """The model's recommendations (live and shadow), bin per code (ESI-1 … ESI-5, slot classes)."""
 _CONFIDENCE: Final = f"toFloat64OrNull({_attr(A.DECISION_CONFIDENCE.key)})"
@@ -77,13 +80,14 @@ OUTPUT_CONFIDENCE: Final = Feature(
     "Model output: confidence",
     f"if({_MODEL_DECISION} AND {_CONFIDENCE} IS NOT NULL, "
     f"toString(least(toUInt8(floor({_CONFIDENCE} * 10)), 9) / 10), '')",
+    (A.DECISION_CONFIDENCE.key,),
 )
 """The model's confidence in tenths: bin `0.8` holds [0.8, 0.9) (and 1.0 joins `0.9`)."""
 
 
 def _input(key: str) -> Feature:
     name = key.removeprefix("clinical.")
-    return Feature(name, f"Input: {name.removeprefix('input.')}", _attr(key))
+    return Feature(name, f"Input: {name.removeprefix('input.')}", _attr(key), (key,))
 
 
 FEATURES: Final = (

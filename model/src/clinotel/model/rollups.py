@@ -191,8 +191,7 @@ def refresh_select(workflows: str, traces: str, rework: str, since: str | None, 
         f"FROM\n(\n    SELECT {columns}, {effort}\n"
         f"    FROM (SELECT * FROM (SELECT * FROM {workflows} FINAL WHERE {source_filter}) WHERE {start}) AS w\n"
         f"    {join}\n)\n"
-        f"GROUP BY {key}\n"
-        "SETTINGS join_algorithm = 'auto'"
+        f"GROUP BY {key}"
     )
 
 
@@ -228,6 +227,12 @@ def signal_refresh_select(traces: str, since: str | None) -> str:
     entries = ",\n        ".join(_entries())
     shadow = f"toUInt8({attr(A.ROLLOUT_MODE.key)} = {literal(RolloutMode.SHADOW.value)})"
     when = "1" if since is None else f"Timestamp >= {since}"
+    keys = sorted({k for f in FEATURES for k in f.keys} | {k for n in QUALITY if (k := SIGNALS[n].key) is not None})
+    # only spans that can give a row are expanded (a span's keys are read, not its whole map)
+    carries = (
+        f"hasAny(SpanAttributes.keys, [{', '.join(literal(k) for k in keys)}]) OR ({IS_WORKFLOW}) "
+        f"OR ({IS_REWORK}) OR ({IS_FEEDBACK})"
+    )
     return (
         f"SELECT TenantId, {KIND} AS WorkflowKind, toStartOfHour(toDateTime(Timestamp, 'UTC')) AS {TIME_COLUMN},\n"
         f"    {attr(A.SITE.key)} AS Site, {attr(A.DEPARTMENT.key)} AS Department, {shadow} AS Shadow,\n"
@@ -235,7 +240,7 @@ def signal_refresh_select(traces: str, since: str | None) -> str:
         "sum(e.6) AS Total\n"
         f"FROM {traces}\n"
         f"ARRAY JOIN arrayFilter(e -> e.1, [\n        {entries}\n    ]) AS e\n"
-        f"WHERE {when}\n"
+        f"WHERE ({when}) AND ({carries})\n"
         f"GROUP BY TenantId, WorkflowKind, {TIME_COLUMN}, Site, Department, Shadow, Signal, Bin, Detail"
     )
 

@@ -80,10 +80,13 @@ class Signal:
     higher_is_worse: bool = True
     hit: str | None = None
     """A data-quality rate's check failing on one row (its `value` is the share of rows where it holds)."""
+    key: str | None = None
+    """A data-quality rate's attribute: its rows are the spans that carry it."""
 
 
 def _rate(name: str, title: str, description: str, key: str, hit: str) -> Signal:
-    return Signal(name, title, description, "percentunit", _has(key), f"countIf({hit}) / nullIf(count(), 0)", hit=hit)
+    value = f"countIf({hit}) / nullIf(count(), 0)"
+    return Signal(name, title, description, "percentunit", _has(key), value, hit=hit, key=key)
 
 
 SIGNALS: Final = {

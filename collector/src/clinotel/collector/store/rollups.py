@@ -132,6 +132,7 @@ def refresh(
         settings |= {
             "max_memory_usage": max_memory_bytes,
             "max_bytes_before_external_group_by": max_memory_bytes // 4,
+            "join_algorithm": "grace_hash",
             "max_bytes_in_join": max_memory_bytes // 4,
         }
     _drop_orphans(client, o)
@@ -158,8 +159,9 @@ def refresh(
 
 
 class RollupRefresher:
-    """Refreshes the rollup in a thread: the whole of it at start and every `full_every_s`, the
-    last `window_days` every `interval_s`. A failed refresh is logged and tried again at the next
+    """Refreshes the rollups in a thread: the whole of them at start and every `full_every_s`, the
+    months from `window_days` ago every `interval_s`, or nine times as long as the last refresh
+    took when that is longer (a tenth of one core at most). A failed refresh is logged and tried again at the next
     interval: the rollup is then behind, never wrong, and ingest is not touched."""
 
     def __init__(
@@ -225,8 +227,9 @@ class RollupRefresher:
             )
             return
         while not self._stop.is_set():
-            self.refresh_once()
-            self._stop.wait(self.interval_s)
+            done = self.refresh_once()
+            # never more than a tenth of the time refreshing: a slow refresh waits longer
+            self._stop.wait(max(self.interval_s, 9 * done.seconds) if done is not None else self.interval_s)
 
     def start(self, on_failure: Callable[[str], None] | None = None) -> None:
         """Refresh in a thread until `stop`; `on_failure` hears if that thread ever dies."""
