@@ -207,6 +207,7 @@ def test_a_failed_refresh_keeps_the_rollup_and_the_next_one_catches_up(
     second = r.refresh_once()
     assert second is not None
     assert second.since == (now - timedelta(days=7)).date().replace(day=1), "then windowed, from its month"
+    assert second.unchanged, "(and nothing changed since the full one)"
     assert _from_rollup(client, options) == _from_workflows(client, options)
 
 
@@ -280,3 +281,25 @@ def test_a_whole_store_refresh_writes_more_months_than_one_insert_may_by_default
     done = refresher.refresh(client, options)
     assert done.partitions == 130, "a tenant-month each (no spans, no cohorts: the other rollups are empty)"
     assert _sums(client, options)["workflows_rows"] == 130
+
+
+def test_an_unchanged_store_is_not_recomputed_and_a_change_is(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
+) -> None:
+    _scenario(client, pipeline, tmp_path)
+    now = datetime(2030, 1, 10, tzinfo=UTC)
+    r = refresher.RollupRefresher(client, options, window_days=7, clock=lambda: now)
+    first = r.refresh_once()
+    assert first is not None
+    assert first.since is None
+    idle = r.refresh_once()
+    assert idle is not None
+    assert idle.unchanged, "no part changed: nothing recomputed"
+    clock = FakeClock()
+    with capture(clock=clock, tenant="st-marys") as more:
+        triage(clock, "ENC-8")
+    _store(client, pipeline, tmp_path / "more.wal", list(more.all))
+    again = r.refresh_once()
+    assert again is not None
+    assert not again.unchanged
+    assert again.since == date(2030, 1, 1)

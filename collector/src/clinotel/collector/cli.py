@@ -199,7 +199,7 @@ def _refresh_until_stopped(client: Any, options: schema_module.SchemaOptions, ev
     click.echo(f"refreshing the rollups of {options.database} {what}", err=True)
     while not stop.is_set():
         done = refresher.refresh_once()
-        if done is not None:
+        if done is not None and not done.unchanged:
             since = done.since or "the first"
             took = f"{done.rows:,} rows in {done.seconds:.1f} s"
             click.echo(f"refreshed {done.partitions} tenant-month(s) from {since}: {took}", err=True)

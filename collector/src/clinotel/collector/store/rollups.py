@@ -59,6 +59,8 @@ class Refreshed:
     rows: int
     """Rollup rows written."""
     seconds: float
+    unchanged: bool = False
+    """Nothing was recomputed: no part of the workflows or spans changed since the last refresh."""
 
 
 def _month_before(day: date) -> int:
@@ -185,16 +187,30 @@ class RollupRefresher:
         self.last: Refreshed | None = None
         self.failures = 0
         self._full_at: float | None = None
+        self._refreshed_sources: tuple[Any, ...] = ()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def _sources(self) -> tuple[Any, ...]:
+        """What identifies the workflows' and spans' data as it stands: their active parts."""
+        tables = ", ".join(literal(t if not self.options.cluster else f"{t}_local") for t in (WORKFLOWS, TRACES))
+        rows = self.client.query(
+            "SELECT count(), max(modification_time), sum(rows) FROM system.parts "
+            f"WHERE database = {literal(self.options.database)} AND table IN ({tables}) AND active"
+        ).result_rows
+        return tuple(rows[0]) if rows else ()
+
     def refresh_once(self, *, full: bool = False) -> Refreshed | None:
-        """One refresh now: whole when `full` or due, else windowed; None when it failed (logged)."""
+        """One refresh now: whole when `full` or due, else windowed, or nothing when no part of the
+        workflows or spans changed since the last one; None when it failed (logged)."""
         with self._lock:
             full = full or self._full_at is None or time.monotonic() - self._full_at >= self.full_every_s
             since = None if full else (self.clock() - timedelta(days=self.window_days)).date()
             try:
+                sources = self._sources()
+                if not full and self.last is not None and sources == self._refreshed_sources:
+                    return Refreshed(since and since.replace(day=1), 0, 0, 0.0, unchanged=True)
                 done = refresh(self.client, self.options, since, max_memory_bytes=self.max_memory_bytes)
             except Exception as e:  # noqa: BLE001 - the rollup is a cache: ingest carries on
                 self.failures += 1
@@ -202,7 +218,7 @@ class RollupRefresher:
                 return None
             if full:
                 self._full_at = time.monotonic()
-            self.last = done
+            self.last, self._refreshed_sources = done, sources
             return done
 
     def _on_a_cluster(self) -> bool:
