@@ -4,8 +4,9 @@
 registered attributes by key) into span attributes under the rules of its `FieldSet`: strict mode
 raises TelemetryValidationError; production mode drops the offending field, counts it under its
 reason (the keys of `HEALTH_COUNTERS`) and keeps the valid ones. `record` sets the result on a
-span. Calls that open a span of their own (a shadow decision, a late outcome, the queue wait)
-pass the result as the span's starting attributes instead, so samplers see them.
+span; `put` is `record` contained, for the handles' record methods. Calls that open a span of
+their own (a shadow decision, a late outcome, the queue wait) pass the result as the span's
+starting attributes instead, so samplers see them.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from opentelemetry.trace import Span
 
 from clinotel.instrumentation._internal.fields import FieldSet, FieldValues
 from clinotel.instrumentation._internal.models import TelemetryModel
-from clinotel.instrumentation._internal.runtime import Runtime, refuse
+from clinotel.instrumentation._internal.runtime import Runtime, contain, refuse
+from clinotel.instrumentation.errors import TelemetryValidationError
 from clinotel.semconv import AttributeValue, InvalidAttributeError
 
-__all__ = ["Model", "record", "validate", "validate_shared"]
+__all__ = ["Model", "put", "record", "validate", "validate_shared"]
 
 _MEMO_TEXT: Final = 256
 """Records with a longer string are not remembered (free text rarely repeats)."""
@@ -55,6 +57,26 @@ def record(rt: Runtime, model: Model, span: Span, fields: Fields, given: Telemet
         attributes = _checked(rt, model if type(model) is FieldSet else model.field_set, fields)  # type: ignore[union-attr]
     if attributes:
         span.set_attributes(attributes)
+
+
+def put(rt: Runtime, span: Span, model: Model, fields: Fields, given: TelemetryModel | None = None) -> None:
+    """`record`, for a public call: refusals raise as they should (strict mode), any other error
+    is contained (telemetry never breaks the workflow). One attribute goes through the SDK's
+    `set_attribute`, which costs a third of `set_attributes` with one entry."""
+    try:
+        if given is not None:
+            attributes = _given(model, fields, given)
+        else:
+            attributes = _checked(rt, model if type(model) is FieldSet else model.field_set, fields)  # type: ignore[union-attr]
+        if len(attributes) == 1:
+            ((key, value),) = attributes.items()
+            span.set_attribute(key, value)
+        elif attributes:
+            span.set_attributes(attributes)
+    except TelemetryValidationError:
+        raise
+    except Exception as e:  # noqa: BLE001 - telemetry must not break the workflow
+        contain(rt, e)
 
 
 def _checked(rt: Runtime, field_set: FieldSet, fields: Fields) -> dict[str, AttributeValue]:
