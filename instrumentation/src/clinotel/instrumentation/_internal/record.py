@@ -3,10 +3,10 @@
 `validate` turns what a caller passed (a typed model instance, its fields as keywords, or
 registered attributes by key) into span attributes under the rules of its `FieldSet`: strict mode
 raises TelemetryValidationError; production mode drops the offending field, counts it under its
-reason (the keys of `HEALTH_COUNTERS`) and keeps the valid ones. `record` sets the result on a
-span; `put` is `record` contained, for the handles' record methods. Calls that open a span of
-their own (a shadow decision, a late outcome, the queue wait) pass the result as the span's
-starting attributes instead, so samplers see them.
+reason (the keys of `HEALTH_COUNTERS`) and keeps the valid ones. `put` sets the result on a
+span for the handles' record methods. Calls that open a span of their own (a shadow decision, a
+late outcome, the queue wait) pass the result as the span's starting attributes instead, so
+samplers see them.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from clinotel.instrumentation._internal.runtime import Runtime, contain, refuse
 from clinotel.instrumentation.errors import TelemetryValidationError
 from clinotel.semconv import AttributeValue, InvalidAttributeError
 
-__all__ = ["Model", "put", "record", "validate", "validate_shared"]
+__all__ = ["Model", "put", "validate", "validate_shared"]
 
 _MEMO_TEXT: Final = 256
 """Records with a longer string are not remembered (free text rarely repeats)."""
@@ -49,20 +49,11 @@ def validate_shared(rt: Runtime, field_set: FieldSet, fields: Fields) -> dict[st
     return _checked(rt, field_set, fields)
 
 
-def record(rt: Runtime, model: Model, span: Span, fields: Fields, given: TelemetryModel | None = None) -> None:
-    """Validate a record as `model` (see `validate`) and set the attributes that pass on `span`."""
-    if given is not None:
-        attributes = _given(model, fields, given)
-    else:
-        attributes = _checked(rt, model if type(model) is FieldSet else model.field_set, fields)  # type: ignore[union-attr]
-    if attributes:
-        span.set_attributes(attributes)
-
-
 def put(rt: Runtime, span: Span, model: Model, fields: Fields, given: TelemetryModel | None = None) -> None:
-    """`record`, for a public call: refusals raise as they should (strict mode), any other error
-    is contained (telemetry never breaks the workflow). One attribute goes through the SDK's
-    `set_attribute`, which costs a third of `set_attributes` with one entry."""
+    """Validate a record as `model` (see `validate`) and set the attributes that pass on `span`.
+    Refusals raise as they should (strict mode); any other error is contained, so telemetry never
+    breaks the workflow. One attribute goes through the SDK's `set_attribute`, a third of the
+    cost of `set_attributes` with one entry."""
     try:
         if given is not None:
             attributes = _given(model, fields, given)
@@ -82,12 +73,12 @@ def put(rt: Runtime, span: Span, model: Model, fields: Fields, given: TelemetryM
 def _checked(rt: Runtime, field_set: FieldSet, fields: Fields) -> dict[str, AttributeValue]:
     """The validated attributes of `fields`; shared with the field set's memo, so not to be
     mutated. A clinical service records the same codes again and again: a record that passed
-    whole is kept, keyed by its fields, values and the values' types (True == 1 == 1.0, and
-    only one of them may be valid), and a repeat costs one lookup. A record with a refusal is
+    whole is kept, keyed by its fields, values and the values' types in one flat tuple (True ==
+    1 == 1.0, and only one of them may be valid), and a repeat costs one lookup. A record with a refusal is
     never kept, so every refusal is raised or counted as before."""
     try:
         values = tuple(fields.values())
-        memo_key: object = (tuple(fields), values, tuple(map(type, values)))
+        memo_key: tuple[object, ...] | None = (*fields, *values, *map(type, values))  # one flat tuple
         hit = field_set.memo.get(memo_key)
     except TypeError:  # an unhashable value: validated (and refused) the long way
         memo_key = hit = None
