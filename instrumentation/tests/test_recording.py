@@ -290,6 +290,6 @@ def test_long_free_text_is_validated_each_time_and_not_remembered(spans: Capture
         for _ in range(2):
             st.set("exception.message", long_text)
             st.set("exception.message", "short text")
-    keys = list(SPAN_ATTRIBUTES.memo)  # each: field names, values, their types, in one flat tuple
-    assert ("exception.message", "short text", str) in keys
+    keys = SPAN_ATTRIBUTES.memo.keys()  # each: field names, then values, in one flat tuple
+    assert ("exception.message", "short text") in keys
     assert all(len(v) <= 256 for k in keys for v in k if isinstance(v, str))  # type: ignore[attr-defined]

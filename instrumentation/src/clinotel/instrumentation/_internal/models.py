@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Final, get_args
 from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic.fields import FieldInfo
 
-from clinotel.instrumentation._internal.fields import FieldSet, Validator
+from clinotel.instrumentation._internal.fields import FieldSet, Memo, Validator
 from clinotel.semconv import (
     ActionStatus,
     ActorRole,
@@ -45,11 +45,9 @@ __all__ = [
 ]
 
 
-_BUILT: Final[dict[type, dict[object, tuple[dict[str, Any], frozenset[str]]]]] = {}
-"""Per model class: the validated state of each set of arguments seen (fields and fields set),
-keyed by names, values and the values' types in one flat tuple. A module dict, as pydantic's
-class attribute lookups cost a detour."""
-_BUILT_LIMIT: Final = 1024
+_BUILT: Final[dict[type, Memo[tuple[dict[str, Any], frozenset[str]]]]] = {}
+"""Per model class: the validated state (fields and fields set) of each set of arguments seen.
+A module dict, as pydantic's class attribute lookups take a detour."""
 _set: Final = object.__setattr__
 
 
@@ -85,26 +83,24 @@ class TelemetryModel(BaseModel):
         cls._untyped = tuple(
             (name, checks[name][1]) for name in cls.FIELDS if not _enum_annotated(cls.model_fields[name])
         )
-        _BUILT[cls] = {}
+        _BUILT[cls] = Memo()
 
     def __init__(self, /, **data: Any) -> None:
         # A service builds the same few records (a cohort, a decision's codes) over and over, and
         # pydantic's validation costs microseconds on every request. A model built before from
         # the very same arguments (values and their types: True == 1, and only one may be valid)
         # lends its validated state; anything else, including every refusal, is validated.
+        key = (*data, *data.values())
         try:
-            values = tuple(data.values())
-            key: tuple[object, ...] | None = (*data, *values, *map(type, values))
-            built = _BUILT[type(self)].get(key)
+            built = _BUILT[type(self)].recall(key)
         except (TypeError, KeyError):  # an unhashable value: pydantic says what is wrong with it
-            key = built = None
+            built, memo = None, None
+        else:
+            memo = _BUILT[type(self)] if built is None else None
         if built is None:
             super().__init__(**data)
-            if key is not None and not any(type(v) is str and len(v) > 256 for v in data.values()):
-                memo = _BUILT[type(self)]
-                if len(memo) >= _BUILT_LIMIT:
-                    memo.clear()
-                memo[key] = (dict(self.__dict__), frozenset(self.__pydantic_fields_set__))
+            if memo is not None and not any(type(v) is str and len(v) > 256 for v in data.values()):
+                memo.keep(key, (dict(self.__dict__), frozenset(self.__pydantic_fields_set__)))
             return
         # As pydantic's own __copy__ does: the same state, in containers of this instance's own.
         fields, fields_set = built

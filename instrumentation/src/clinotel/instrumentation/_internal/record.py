@@ -72,14 +72,13 @@ def put(rt: Runtime, span: Span, model: Model, fields: Fields, given: TelemetryM
 
 def _checked(rt: Runtime, field_set: FieldSet, fields: Fields) -> dict[str, AttributeValue]:
     """The validated attributes of `fields`; shared with the field set's memo, so not to be
-    mutated. A clinical service records the same codes again and again: a record that passed
-    whole is kept, keyed by its fields, values and the values' types in one flat tuple (True ==
-    1 == 1.0, and only one of them may be valid), and a repeat costs one lookup. A record with a refusal is
-    never kept, so every refusal is raised or counted as before."""
+    mutated. A record that passed whole is remembered (`fields.Memo`), so a repeat costs one
+    lookup. A record with a refusal is never kept, so every refusal is raised or counted as
+    before."""
+    flat = (*fields, *fields.values())
+    memo_key: tuple[object, ...] | None = flat
     try:
-        values = tuple(fields.values())
-        memo_key: tuple[object, ...] | None = (*fields, *values, *map(type, values))  # one flat tuple
-        hit = field_set.memo.get(memo_key)
+        hit = field_set.memo.recall(flat)
     except TypeError:  # an unhashable value: validated (and refused) the long way
         memo_key = hit = None
     if hit is not None:
@@ -111,10 +110,7 @@ def _checked(rt: Runtime, field_set: FieldSet, fields: Fields) -> dict[str, Attr
             refuse(rt, "phi" if e.looks_like_phi else "invalid", str(e))
             clean = False
     if clean and memo_key is not None and field_set.unmemoized.isdisjoint(fields):
-        memo = field_set.memo
-        if len(memo) >= field_set.MEMO_LIMIT:
-            memo.clear()
-        memo[memo_key] = out
+        field_set.memo.keep(memo_key, out)
     return out
 
 
