@@ -8,6 +8,7 @@ current stage. A scope is its own handle: `with stage(...) as st` gives the scop
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
@@ -65,6 +66,7 @@ __all__ = [
 
 AttrKey = str | AttributeDef
 _INVALID_STAGE: Final = "invalid_stage"
+_NOWHERE: Final[Mapping[str, AttributeValue]] = MappingProxyType({})
 
 
 # -- handles ----------------------------------------------------------------------------------
@@ -153,7 +155,7 @@ class WorkflowHandle(StageHandle):
         self.kind = kind
         self.workflow_id = workflow_id
         """The pseudonymous id, or None when none was given."""
-        self.place: Mapping[str, AttributeValue] = place or {}
+        self.place: Mapping[str, AttributeValue] = place or _NOWHERE
         """Where the workflow runs (site, department, service line attributes, validated)."""
 
     @property
@@ -213,7 +215,12 @@ class WorkflowScope(WorkflowHandle, Scope):
         start_time: int | None,
     ) -> None:
         # Until the span opens (or when it fails to), a handle that records nothing.
-        super().__init__(current(), INVALID_SPAN, kind, None)
+        self._rt = current()
+        self._span = INVALID_SPAN
+        self.name = f"workflow {kind}"
+        self.kind = kind
+        self.workflow_id = None
+        self.place = _NOWHERE
         self._identifier = identifier
         self._given_id = workflow_id
         self._where = where
