@@ -262,9 +262,21 @@ def test_a_remembered_record_is_not_confused_with_an_equal_value_of_another_type
         pytest.raises(ct.TelemetryValidationError, match="boolean"),
     ):
         st.record_action(type="notify", automated=1)  # type: ignore[arg-type]
+    for _ in range(2):  # the second one is built from memory
+        assert ct.Action(type="notify", automated=True).automated is True
     with pytest.raises(pydantic.ValidationError):
         ct.Action(type="notify", automated=1.0)  # type: ignore[arg-type]
     assert spans.one("act").attributes[A.ACTION_AUTOMATED.key] is True
+
+
+def test_an_enum_and_its_text_record_the_same_code_in_either_order(spans: CapturedSpans) -> None:
+    with ct.workflow("triage"):
+        for risk in (ct.Risk.HIGH, "high", ct.Risk.HIGH, "low", ct.Risk.LOW):
+            with ct.stage("decide") as st:
+                st.record_decision(source="model", risk=risk, confidence=0.5)
+    risks = [s.attributes[A.DECISION_RISK.key] for s in spans.named("decide")]
+    assert risks == ["high", "high", "high", "low", "low"]
+    assert all(type(r) is str for r in risks)
 
 
 def test_a_model_built_again_from_the_same_arguments_is_an_equal_separate_instance() -> None:

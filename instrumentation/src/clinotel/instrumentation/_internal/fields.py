@@ -48,9 +48,11 @@ class Memo(Generic[T]):
 
     The key is the names and then the values in one flat tuple. True == 1 == 1.0 (equal, and
     equally hashed) and only one of them may be valid for a field, so the type of every value that
-    is not a string is kept with the result and compared on recall. Strings need no such check: no
-    other value equals one, and a registry enum (a `str` subclass) validates as its text.
-    Forgotten all at once when full.
+    is not a string is kept with the result and compared on recall. Strings are not: no other
+    value equals one, a registry enum (a `str` subclass) validates as its text, and a value equal
+    to a remembered code gives that code's validated text (as the export gate's set lookups
+    confirm it). Calling type() on every value cost half of a repeated record. Forgotten all at
+    once when full.
     """
 
     __slots__ = ("_entries", "limit")
