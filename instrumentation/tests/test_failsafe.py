@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace import Tracer
 import clinotel.instrumentation as ct
 from clinotel.instrumentation.testing import CapturedSpans, FakeClock
 from clinotel.instrumentation.testing.workflows import triage
+from clinotel.semconv import attributes as A
 
 
 @pytest.fixture
@@ -151,3 +152,23 @@ def test_strict_mode_names_the_rule(spans: CapturedSpans) -> None:
             st.set("patient.name", "x")
     with pytest.raises(ct.TelemetryValidationError, match="outside a workflow"), ct.stage("decide"):
         pass
+
+
+def test_a_scope_whose_span_failed_to_open_is_a_handle_that_records_nothing(
+    production_spans: CapturedSpans, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_start_span(*args: object, **kwargs: object) -> None:
+        raise BoomError("tracer exploded")
+
+    monkeypatch.setattr(Tracer, "start_span", broken_start_span)
+    with ct.workflow("triage", identifier="ENC-1", site="north") as wf, ct.stage("decide") as st:
+        assert not wf.span.is_recording()
+        assert (wf.kind, wf.workflow_id, dict(wf.place)) == ("triage", None, {})
+        st.record_decision(source="model", value="ESI-2")
+        st.record_outcome(status="completed")
+        wf.set(A.ACTION_AUTOMATED, True)
+    monkeypatch.undo()
+    assert production_spans.telemetry.dropped()["internal_errors"] == 2
+    with ct.workflow("triage"):  # the next workflow records again
+        pass
+    assert production_spans.named("workflow triage")

@@ -148,3 +148,28 @@ def test_what_the_gate_has_confirmed_vouches_for_nothing_set_later_through_the_r
     assert dropped["invalid"] == 2
     assert dropped["phi"] == 2
     assert dropped["unregistered"] == 1
+
+
+def test_a_number_the_gate_has_confirmed_vouches_for_no_equal_value_of_another_type() -> None:
+    """True == 1 == 1.0 and 4 == 4.0, equally hashed: the gate remembers numbers and booleans
+    with their type, so a confirmed 1 lets neither True nor 1.0 through where they are invalid."""
+    with capture(mode="production") as spans:
+        for _ in range(2):  # the second time, every value is confirmed from memory
+            with ct.workflow("triage") as wf, ct.stage("queue", attributes={A.QUEUE_DEPTH.key: 1}) as st:
+                st.set(A.DECISION_CONFIDENCE, 1.0)
+                wf.set(A.ACTION_AUTOMATED, True)
+        clean = len(spans.all)
+        with ct.workflow("triage") as wf, ct.stage("queue") as st:
+            st.span.set_attribute(A.QUEUE_DEPTH.key, True)  # a boolean where an integer is
+            st.span.set_attribute(A.DECISION_CONFIDENCE.key, True)  # a boolean where a number is
+            wf.span.set_attribute(A.ACTION_AUTOMATED.key, 1)  # an integer where a boolean is
+        with ct.workflow("triage"), ct.stage("queue") as st:
+            st.span.set_attribute(A.QUEUE_DEPTH.key, 1.0)  # a float where an integer is
+            st.span.set_attribute(A.DECISION_CONFIDENCE.key, 1)  # an integer where a number is: allowed
+        exported = spans.all[clean:]
+    queues = [s for s in exported if s.name == "queue"]
+    roots = [s for s in exported if s.name == "workflow triage"]
+    assert [dict(q.attributes).get(A.QUEUE_DEPTH.key) for q in queues] == [None, None]
+    assert [dict(q.attributes).get(A.DECISION_CONFIDENCE.key) for q in queues] == [None, 1]
+    assert A.ACTION_AUTOMATED.key not in roots[0].attributes
+    assert spans.telemetry.dropped()["invalid"] == 4

@@ -267,3 +267,25 @@ def test_a_scope_object_is_entered_once(spans: CapturedSpans) -> None:
     scope = ct.workflow("triage")
     with scope, pytest.raises(RuntimeError, match="entered once"), scope:
         pass
+
+
+def test_a_scope_is_its_own_handle_and_is_spent_after_its_exit(spans: CapturedSpans) -> None:
+    scope = ct.stage("decide")
+    with ct.workflow("triage") as wf, scope as st:
+        assert st is scope
+        assert isinstance(st, ct.StageHandle)
+        assert isinstance(wf, ct.WorkflowHandle)
+        assert wf.name == "workflow triage"
+        st.record_outcome(status="completed")  # one attribute
+    assert spans.one("decide").attributes[A.OUTCOME_STATUS.key] == "completed"
+    with pytest.raises(RuntimeError, match="entered once"), scope:
+        pass
+    assert len(spans.named("decide")) == 1
+
+
+def test_a_scope_never_entered_records_nothing_and_raises_nothing(spans: CapturedSpans) -> None:
+    scope = ct.stage("decide")
+    scope.record_decision(source="model", value="ESI-2")
+    scope.set(A.SITE, "north")
+    assert not scope.span.is_recording()
+    assert spans.spans == []

@@ -160,6 +160,7 @@ class Pseudonymizer:
             key = hashlib.sha256(key).digest()
         key = key.ljust(_BLOCK, b"\0")
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._inner.update(_DOMAIN)  # every message starts with it
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
 
     def __repr__(self) -> str:
@@ -171,10 +172,10 @@ class Pseudonymizer:
         if not ident:
             raise ValueError("an empty identifier has no pseudonym")
         inner = self._inner.copy()
-        inner.update(_DOMAIN + ident.encode("utf-8"))
+        inner.update(ident.encode("utf-8"))
         outer = self._outer.copy()
         outer.update(inner.digest())
-        return outer.digest()[:16].hex()
+        return outer.hexdigest()[:32]
 
 
 def pseudonymize(identifier: str, key: bytes) -> str:

@@ -1,13 +1,14 @@
 """Workflows and stages: the calls a clinical service makes. Uses only the OpenTelemetry API.
 
-Every record method of a handle is one call of `record` (or, for the shadow decision that opens
-a span of its own, `validate`); the module-level functions are the same methods on the current
-stage.
+Every record method of a handle is one call of `record.put` (or, for the shadow decision that
+opens a span of its own, `validate`); the module-level functions are the same methods on the
+current stage. A scope is its own handle: `with stage(...) as st` gives the scope.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any, Final
 
 from opentelemetry import context as otel_context
@@ -36,9 +37,9 @@ from clinotel.instrumentation._internal.models import (
     Review,
 )
 from clinotel.instrumentation._internal.queue import enqueue
-from clinotel.instrumentation._internal.record import record, validate, validate_shared
+from clinotel.instrumentation._internal.record import put, validate, validate_shared
 from clinotel.instrumentation._internal.runtime import Runtime, contain, current, guarded, refuse
-from clinotel.instrumentation._internal.scope import Scope
+from clinotel.instrumentation._internal.scope import FRESH, Scope
 from clinotel.semconv import CODE_PATTERN, AttributeDef, AttributeValue, Stage
 from clinotel.semconv import attributes as A
 
@@ -65,6 +66,7 @@ __all__ = [
 
 AttrKey = str | AttributeDef
 _INVALID_STAGE: Final = "invalid_stage"
+_NOWHERE: Final[Mapping[str, AttributeValue]] = MappingProxyType({})
 
 
 # -- handles ----------------------------------------------------------------------------------
@@ -87,15 +89,15 @@ class StageHandle:
 
     def set(self, key: AttrKey, value: AttributeValue) -> None:
         """Set one registered attribute; invalid values raise (strict) or are dropped and counted."""
-        guarded(self._rt, record, self._rt, SPAN_ATTRIBUTES, self._span, {key: value})
+        put(self._rt, self._span, SPAN_ATTRIBUTES, {key: value})
 
     def set_many(self, attributes: Mapping[AttrKey, AttributeValue]) -> None:
         """Set several registered attributes."""
-        guarded(self._rt, record, self._rt, SPAN_ATTRIBUTES, self._span, attributes)
+        put(self._rt, self._span, SPAN_ATTRIBUTES, attributes)
 
     def record_decision(self, decision: Decision | None = None, /, **fields: Any) -> None:
         """Record the live decision: a `Decision`, or its fields as keywords."""
-        guarded(self._rt, record, self._rt, Decision, self._span, fields, decision)
+        put(self._rt, self._span, Decision, fields, decision)
 
     def record_shadow(self, decision: Decision | None = None, /, **fields: Any) -> None:
         """Record a shadow prediction beside the live decision: a child `decide` span marked
@@ -104,28 +106,28 @@ class StageHandle:
 
     def record_review(self, review: Review | None = None, /, **fields: Any) -> None:
         """Record what the clinician did: a `Review`, or its fields as keywords."""
-        guarded(self._rt, record, self._rt, Review, self._span, fields, review)
+        put(self._rt, self._span, Review, fields, review)
 
     def record_action(self, action: Action | None = None, /, **fields: Any) -> None:
         """Record the action executed downstream."""
-        guarded(self._rt, record, self._rt, Action, self._span, fields, action)
+        put(self._rt, self._span, Action, fields, action)
 
     def record_outcome(self, outcome: Outcome | None = None, /, **fields: Any) -> None:
         """Record how the workflow ended (on the `complete` stage)."""
-        guarded(self._rt, record, self._rt, Outcome, self._span, fields, outcome)
+        put(self._rt, self._span, Outcome, fields, outcome)
 
     def record_inputs(self, inputs: Inputs | None = None, /, **fields: Any) -> None:
         """Record what the decision was made from, as coded bands and presence flags (`Inputs`):
         the distributions `clinotel drift check` compares with a reference."""
-        guarded(self._rt, record, self._rt, Inputs, self._span, fields, inputs)
+        put(self._rt, self._span, Inputs, fields, inputs)
 
     def record_data_quality(self, quality: DataQuality | None = None, /, **fields: Any) -> None:
         """Record whether the decision's data was complete, fresh and mapped (`DataQuality`)."""
-        guarded(self._rt, record, self._rt, DataQuality, self._span, fields, quality)
+        put(self._rt, self._span, DataQuality, fields, quality)
 
     def record_effort(self, effort: Effort | None = None, /, **fields: Any) -> None:
         """Record the human effort this stage took: `minutes`, `touches`, `actor_role` (`Effort`)."""
-        guarded(self._rt, record, self._rt, Effort, self._span, fields, effort)
+        put(self._rt, self._span, Effort, fields, effort)
 
     def record_flag(
         self, key: str, variant: str | None = None, *, provider: str | None = None, reason: str | None = None
@@ -153,7 +155,7 @@ class WorkflowHandle(StageHandle):
         self.kind = kind
         self.workflow_id = workflow_id
         """The pseudonymous id, or None when none was given."""
-        self.place: Mapping[str, AttributeValue] = place or {}
+        self.place: Mapping[str, AttributeValue] = place or _NOWHERE
         """Where the workflow runs (site, department, service line attributes, validated)."""
 
     @property
@@ -197,10 +199,10 @@ def _record_flag(rt: Runtime, span: Span, fields: dict[str, str]) -> None:
 IdentifierArg = str | Callable[..., str] | None
 
 
-class WorkflowScope(Scope[WorkflowHandle]):
-    """A workflow instance: the root span `workflow <kind>` of one trace."""
+class WorkflowScope(WorkflowHandle, Scope):
+    """A workflow instance: the root span `workflow <kind>` of one trace, and its own handle."""
 
-    __slots__ = ("_attributes", "_cohort", "_identifier", "_kind", "_start_time", "_where", "_workflow_id")
+    __slots__ = ("_attributes", "_cohort", "_given_id", "_identifier", "_start_time", "_token", "_where")
 
     def __init__(
         self,
@@ -212,15 +214,20 @@ class WorkflowScope(Scope[WorkflowHandle]):
         attributes: Mapping[AttrKey, AttributeValue] | None,
         start_time: int | None,
     ) -> None:
-        self._opened = None
-        self._token = None
-        self._kind = kind
+        # Until the span opens (or when it fails to), a handle that records nothing.
+        self._rt = current()
+        self._span = INVALID_SPAN
+        self.name = f"workflow {kind}"
+        self.kind = kind
+        self.workflow_id = None
+        self.place = _NOWHERE
         self._identifier = identifier
-        self._workflow_id = workflow_id
+        self._given_id = workflow_id
         self._where = where
         self._cohort = cohort
         self._attributes = attributes
         self._start_time = start_time
+        self._token = FRESH
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> WorkflowScope:
         ident = self._identifier
@@ -231,17 +238,14 @@ class WorkflowScope(Scope[WorkflowHandle]):
                 contain(current(), e)
                 ident = None
         return WorkflowScope(
-            self._kind, ident, self._workflow_id, self._where, self._cohort, self._attributes, self._start_time
+            self.kind, ident, self._given_id, self._where, self._cohort, self._attributes, self._start_time
         )
 
-    def _noop_handle(self) -> WorkflowHandle:
-        return WorkflowHandle(current(), INVALID_SPAN, self._kind, None)
-
-    def _start(self, rt: Runtime) -> tuple[Span, otel_context.Context, WorkflowHandle]:
-        wf = context_for(rt, self._kind, self._where)
+    def _begin(self, rt: Runtime) -> otel_context.Context:
+        wf = context_for(rt, self.kind, self._where)
         root = dict(wf.attributes)
         ident = self._identifier
-        workflow_id = workflow_id_for(rt, None if callable(ident) else ident, self._workflow_id, required=False)
+        workflow_id = workflow_id_for(rt, None if callable(ident) else ident, self._given_id, required=False)
         if workflow_id is not None:
             root[A.WORKFLOW_ID.key] = workflow_id
         if self._cohort is not None:
@@ -252,29 +256,33 @@ class WorkflowScope(Scope[WorkflowHandle]):
         start = self._start_time if self._start_time is not None else (rt.clock() if rt.clock else None)
         span = rt.tracer.start_span(wf.span_name, context=parent, attributes=root, start_time=start)
         ctx = trace.set_span_in_context(span, otel_context.set_value(WORKFLOW_KEY, wf, parent))
-        return span, ctx, WorkflowHandle(rt, span, wf.kind, workflow_id, wf.place)
+        self._span = span
+        self.name = wf.span_name
+        self.kind = wf.kind
+        self.workflow_id = workflow_id
+        self.place = wf.place
+        return ctx
 
 
-class StageScope(Scope[StageHandle]):
-    """One stage of the current workflow: a child span named after the stage."""
+class StageScope(StageHandle, Scope):
+    """One stage of the current workflow: a child span named after the stage, and its own handle."""
 
-    __slots__ = ("_attributes", "_name", "_start_time")
+    __slots__ = ("_attributes", "_start_time", "_token")
 
     def __init__(self, name: str, attributes: Mapping[AttrKey, AttributeValue] | None, start_time: int | None) -> None:
-        self._opened = None
-        self._token = None
-        self._name = name
+        # Until the span opens (or when it fails to), a handle that records nothing.
+        self._rt = current()
+        self._span = INVALID_SPAN
+        self.name = name
         self._attributes = attributes
         self._start_time = start_time
+        self._token = FRESH
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> StageScope:
-        return StageScope(self._name, self._attributes, self._start_time)
+        return StageScope(self.name, self._attributes, self._start_time)
 
-    def _noop_handle(self) -> StageHandle:
-        return StageHandle(current(), INVALID_SPAN, self._name)
-
-    def _start(self, rt: Runtime) -> tuple[Span, otel_context.Context, StageHandle]:
-        name = self._name
+    def _begin(self, rt: Runtime) -> otel_context.Context:
+        name = self.name
         if not is_code(name):
             refuse(rt, "invalid", f"stage names are lower-case codes matching {CODE_PATTERN}")
             name = _INVALID_STAGE
@@ -290,7 +298,9 @@ class StageScope(Scope[StageHandle]):
             attrs = {**attrs, **validate_shared(rt, SPAN_ATTRIBUTES, self._attributes)}
         start = self._start_time if self._start_time is not None else (rt.clock() if rt.clock else None)
         span = rt.tracer.start_span(name, context=parent, attributes=attrs, start_time=start)
-        return span, trace.set_span_in_context(span, parent), StageHandle(rt, span, name)
+        self._span = span
+        self.name = name
+        return trace.set_span_in_context(span, parent)
 
 
 # -- public functions ----------------------------------------------------------------------------

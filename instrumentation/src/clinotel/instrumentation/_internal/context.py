@@ -65,16 +65,17 @@ class WorkflowContext:
     place: Mapping[str, AttributeValue] = field(default_factory=dict)
     """Its site, department and service line attributes (the kind left out), read-only."""
     _stages: dict[str, dict[str, AttributeValue]] = field(default_factory=dict, compare=False, repr=False)
+    span_name: str = field(init=False, compare=False, repr=False)
+    """The root span's name, `workflow <kind>`."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "span_name", f"workflow {self.kind}")
 
     @classmethod
     def of(cls, kind: str, attributes: dict[str, AttributeValue]) -> WorkflowContext:
         """The context of validated workflow-context `attributes` (the kind's among them)."""
         place = MappingProxyType({k: v for k, v in attributes.items() if k != A.WORKFLOW_KIND.key})
         return cls(kind, attributes, place)
-
-    @property
-    def span_name(self) -> str:
-        return f"workflow {self.kind}"
 
     def stage_attributes(self, stage: str) -> dict[str, AttributeValue]:
         """The starting attributes of a stage span: these plus the stage's name. Built once per

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from itertools import islice
 from typing import Final
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -85,7 +86,7 @@ class SanitizingSpanExporter(SpanExporter):
         gate has already confirmed (the usual case); False sends the span through `_sanitize`."""
         try:
             events, links = span._events, span._links
-            # The SDK's BoundedList answers len() in Python; the deque behind it, in C.
+            # The SDK's containers answer len() and iteration in Python; what is behind them, in C.
             if type(events) is BoundedList:
                 events = events._dq  # type: ignore[attr-defined]
             if type(links) is BoundedList:
@@ -93,15 +94,17 @@ class SanitizingSpanExporter(SpanExporter):
             if (
                 span._resource is not self._clean_resource
                 or span._name not in CLEAN_NAMES
-                or len(events)
-                or len(links)
+                or events
+                or links
                 or span._status._description
             ):
                 return False
             attributes = span._attributes
+            if type(attributes) is BoundedAttributes:
+                attributes = attributes._dict
         except (AttributeError, TypeError):  # a ReadableSpan made some other way: the general path
             return False
-        return attributes is None or SPAN_GATE.passes(plain(attributes))
+        return not attributes or SPAN_GATE.passes(attributes)
 
     def _sanitize(self, span: ReadableSpan, counts: dict[str, int]) -> ReadableSpan:
         original_resource = span.resource

@@ -10,7 +10,7 @@ their validators from `clinotel.semconv`, so there is one definition of what may
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 from clinotel.semconv import REGISTRY, AttributeDef, AttributeValue, PhiClass, Scope
 from clinotel.semconv import attributes as A
@@ -23,6 +23,7 @@ __all__ = [
     "WHERE",
     "FieldSet",
     "FieldValues",
+    "Memo",
     "Validator",
     "validator_for",
 ]
@@ -38,6 +39,51 @@ RESOURCE_VALIDATORS: Final[dict[str, Validator]] = {d.key: d.validator() for d i
 _PSEUDONYM_KEYS: Final = frozenset(d.key for d in REGISTRY if d.phi is PhiClass.PSEUDONYM)
 
 
+T = TypeVar("T")
+
+
+class Memo(Generic[T]):
+    """What a record validated to, by its field names and values, so that a repeat costs one
+    lookup: clinical services record the same codes over and over.
+
+    The key is the names and then the values in one flat tuple. True == 1 == 1.0 (equal, and
+    equally hashed) and only one of them may be valid for a field, so the type of every value that
+    is not a string is kept with the result and compared on recall. Strings are not: no other
+    value equals one, a registry enum (a `str` subclass) validates as its text, and a value equal
+    to a remembered code gives that code's validated text (as the export gate's set lookups
+    confirm it). Calling type() on every value cost half of a repeated record. Forgotten all at
+    once when full.
+    """
+
+    __slots__ = ("_entries", "limit")
+
+    def __init__(self, limit: int = 1024) -> None:
+        self._entries: dict[tuple[object, ...], tuple[T, tuple[tuple[int, type], ...]]] = {}
+        self.limit = limit
+
+    def recall(self, key: tuple[object, ...]) -> T | None:
+        """The result kept for `key`, if its values had the same types. Raises TypeError for an
+        unhashable value."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        result, typed = entry
+        for i, kind in typed:
+            if type(key[i]) is not kind:
+                return None
+        return result
+
+    def keep(self, key: tuple[object, ...], result: T) -> None:
+        """Remember `result` for `key` (see `recall`)."""
+        if len(self._entries) >= self.limit:
+            self._entries.clear()
+        self._entries[key] = (result, tuple((i, type(v)) for i, v in enumerate(key) if not isinstance(v, str)))
+
+    def keys(self) -> list[tuple[object, ...]]:
+        """The keys kept (for tests)."""
+        return list(self._entries)
+
+
 def validator_for(d: AttributeDef) -> Validator:
     """The registry's validator for `d`, shared with the export gate (and its caches) when `d`
     may be set on spans."""
@@ -48,8 +94,6 @@ class FieldSet:
     """The fields one kind of record may carry, each checked by the registry's validator."""
 
     __slots__ = ("_unknown", "checks", "memo", "name", "required", "unmemoized")
-
-    MEMO_LIMIT: Final = 1024
 
     def __init__(
         self,
@@ -64,9 +108,8 @@ class FieldSet:
         """Field name -> (attribute key, validator)."""
         self.required = required
         self._unknown = unknown
-        self.memo: Final[dict[object, dict[str, AttributeValue]]] = {}
-        """Records that passed whole, by their fields and the fields' types: what a record
-        validates to, kept so that a repeated record costs one lookup (`record.validate`)."""
+        self.memo: Final[Memo[dict[str, AttributeValue]]] = Memo()
+        """Records that passed whole: what each validated to (`record.validate`)."""
         self.unmemoized: Final = frozenset(f for f, (key, _) in self.checks.items() if key in _PSEUDONYM_KEYS)
         """Fields whose values rarely repeat (pseudonyms): records with them are never kept."""
 

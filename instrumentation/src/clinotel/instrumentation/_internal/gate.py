@@ -57,6 +57,9 @@ class AttributeGate:
         # values are confirmed by one set lookup. Only strings: True == 1 == 1.0 would let a
         # cached number vouch for a boolean.
         self._good: set[tuple[str, str]] = set()
+        # (key, type, value) triples of numbers and booleans that passed: the type keeps True, 1
+        # and 1.0 apart (equal, and equally hashed, but only one of them may be valid).
+        self._numbers: set[tuple[str, type, object]] = set()
         self._unique = unique
         """Keys whose values rarely repeat (pseudonyms): validated each time, never remembered,
         so they do not crowd the codes out of `_good`."""
@@ -93,8 +96,7 @@ class AttributeGate:
                     reason = "phi" if e.looks_like_phi else "invalid"
                 else:
                     if cleaned is value or (type(cleaned) is type(value) and cleaned == value):
-                        if type(value) is str:
-                            self._remember(key, value)
+                        self._remember(key, value)
                         if out is not None:
                             out[key] = cleaned
                         continue
@@ -112,17 +114,19 @@ class AttributeGate:
 
     def passes(self, attributes: Mapping[str, object]) -> bool:
         """True when every value passes unchanged (`sanitize` would return None). Known strings
-        are confirmed by C-level set lookups, all at once when every value is one; only numbers,
-        booleans and new strings meet a validator."""
+        are confirmed by C-level set lookups, all at once when every value is one; known numbers
+        and booleans by one lookup each; only new values meet a validator."""
         good = self._good
-        validators = self._validators
         items = attributes.items()
         try:
             if good.issuperset(items):
                 return True
+            numbers = self._numbers
             # Not `items - good`: a dict view's difference walks the whole of `good`.
             for key, value in filterfalse(good.__contains__, items):
-                validate = validators.get(key)
+                if type(value) is not str and (key, type(value), value) in numbers:
+                    continue
+                validate = self._validators.get(key)
                 if validate is None:
                     return False
                 try:
@@ -131,18 +135,23 @@ class AttributeGate:
                     return False
                 if cleaned is not value and not (type(cleaned) is type(value) and cleaned == value):
                     return False
-                if type(value) is str:
-                    self._remember(key, value)
+                self._remember(key, value)
         except TypeError:  # an unhashable value: the general path says what is wrong with it
             return False
         return True
 
-    def _remember(self, key: str, value: str) -> None:
+    def _remember(self, key: str, value: object) -> None:
+        """Keep a value that passed unchanged, so its next appearance costs one lookup."""
         if key in self._unique:
             return
-        if len(self._good) >= self._LIMIT:
-            self._good.clear()
-        self._good.add((key, value))
+        if type(value) is str:
+            if len(self._good) >= self._LIMIT:
+                self._good.clear()
+            self._good.add((key, value))
+        elif type(value) in (bool, int, float):
+            if len(self._numbers) >= self._LIMIT:
+                self._numbers.clear()
+            self._numbers.add((key, type(value), value))
 
 
 SPAN_GATE: Final = AttributeGate(

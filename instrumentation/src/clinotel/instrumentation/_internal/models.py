@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any, ClassVar, get_args
+from typing import Any, ClassVar, Final, get_args
 
 from pydantic import BaseModel, ConfigDict, model_validator
 from pydantic.fields import FieldInfo
 
-from clinotel.instrumentation._internal.fields import FieldSet, Validator
+from clinotel.instrumentation._internal.fields import FieldSet, Memo, Validator
 from clinotel.semconv import (
     ActionStatus,
     ActorRole,
@@ -45,6 +45,12 @@ __all__ = [
 ]
 
 
+_BUILT: Final[dict[type, Memo[tuple[dict[str, Any], frozenset[str]]]]] = {}
+"""Per model class: the validated state (fields and fields set) of each set of arguments seen.
+A module dict, as pydantic's class attribute lookups take a detour."""
+_set: Final = object.__setattr__
+
+
 def _enum_annotated(f: FieldInfo) -> bool:
     return any(isinstance(t, type) and issubclass(t, StrEnum) for t in (f.annotation, *get_args(f.annotation)))
 
@@ -66,8 +72,6 @@ class TelemetryModel(BaseModel):
     field_set: ClassVar[FieldSet] = FieldSet("TelemetryModel", {})
     _keys: ClassVar[tuple[tuple[str, str], ...]] = ()
     _untyped: ClassVar[tuple[tuple[str, Validator], ...]] = ()
-    _built: ClassVar[dict[object, TelemetryModel]] = {}
-    _BUILT_LIMIT: ClassVar[int] = 1024
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -79,32 +83,31 @@ class TelemetryModel(BaseModel):
         cls._untyped = tuple(
             (name, checks[name][1]) for name in cls.FIELDS if not _enum_annotated(cls.model_fields[name])
         )
-        cls._built = {}
+        _BUILT[cls] = Memo()
 
     def __init__(self, /, **data: Any) -> None:
         # A service builds the same few records (a cohort, a decision's codes) over and over, and
         # pydantic's validation costs microseconds on every request. A model built before from
         # the very same arguments (values and their types: True == 1, and only one may be valid)
         # lends its validated state; anything else, including every refusal, is validated.
+        key = (*data, *data.values())
         try:
-            values = tuple(data.values())
-            key: object = (tuple(data), values, tuple(map(type, values)))
-            built = self._built.get(key)
-        except TypeError:  # an unhashable value: pydantic says what is wrong with it
-            key = built = None
+            built = _BUILT[type(self)].recall(key)
+        except (TypeError, KeyError):  # an unhashable value: pydantic says what is wrong with it
+            built, memo = None, None
+        else:
+            memo = _BUILT[type(self)] if built is None else None
         if built is None:
             super().__init__(**data)
-            if key is not None and not any(type(v) is str and len(v) > 256 for v in data.values()):
-                memo = self._built
-                if len(memo) >= self._BUILT_LIMIT:
-                    memo.clear()
-                memo[key] = self
+            if memo is not None and not any(type(v) is str and len(v) > 256 for v in data.values()):
+                memo.keep(key, (dict(self.__dict__), frozenset(self.__pydantic_fields_set__)))
             return
         # As pydantic's own __copy__ does: the same state, in containers of this instance's own.
-        object.__setattr__(self, "__dict__", built.__dict__.copy())
-        object.__setattr__(self, "__pydantic_fields_set__", set(built.__pydantic_fields_set__))
-        object.__setattr__(self, "__pydantic_extra__", None)
-        object.__setattr__(self, "__pydantic_private__", None)
+        fields, fields_set = built
+        _set(self, "__dict__", fields.copy())
+        _set(self, "__pydantic_fields_set__", set(fields_set))
+        _set(self, "__pydantic_extra__", None)
+        _set(self, "__pydantic_private__", None)
 
     @model_validator(mode="before")
     @classmethod

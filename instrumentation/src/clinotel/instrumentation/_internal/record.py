@@ -3,9 +3,10 @@
 `validate` turns what a caller passed (a typed model instance, its fields as keywords, or
 registered attributes by key) into span attributes under the rules of its `FieldSet`: strict mode
 raises TelemetryValidationError; production mode drops the offending field, counts it under its
-reason (the keys of `HEALTH_COUNTERS`) and keeps the valid ones. `record` sets the result on a
-span. Calls that open a span of their own (a shadow decision, a late outcome, the queue wait)
-pass the result as the span's starting attributes instead, so samplers see them.
+reason (the keys of `HEALTH_COUNTERS`) and keeps the valid ones. `put` sets the result on a
+span for the handles' record methods. Calls that open a span of their own (a shadow decision, a
+late outcome, the queue wait) pass the result as the span's starting attributes instead, so
+samplers see them.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from opentelemetry.trace import Span
 
 from clinotel.instrumentation._internal.fields import FieldSet, FieldValues
 from clinotel.instrumentation._internal.models import TelemetryModel
-from clinotel.instrumentation._internal.runtime import Runtime, refuse
+from clinotel.instrumentation._internal.runtime import Runtime, contain, refuse
+from clinotel.instrumentation.errors import TelemetryValidationError
 from clinotel.semconv import AttributeValue, InvalidAttributeError
 
-__all__ = ["Model", "record", "validate", "validate_shared"]
+__all__ = ["Model", "put", "validate", "validate_shared"]
 
 _MEMO_TEXT: Final = 256
 """Records with a longer string are not remembered (free text rarely repeats)."""
@@ -47,26 +49,36 @@ def validate_shared(rt: Runtime, field_set: FieldSet, fields: Fields) -> dict[st
     return _checked(rt, field_set, fields)
 
 
-def record(rt: Runtime, model: Model, span: Span, fields: Fields, given: TelemetryModel | None = None) -> None:
-    """Validate a record as `model` (see `validate`) and set the attributes that pass on `span`."""
-    if given is not None:
-        attributes = _given(model, fields, given)
-    else:
-        attributes = _checked(rt, model if type(model) is FieldSet else model.field_set, fields)  # type: ignore[union-attr]
-    if attributes:
-        span.set_attributes(attributes)
+def put(rt: Runtime, span: Span, model: Model, fields: Fields, given: TelemetryModel | None = None) -> None:
+    """Validate a record as `model` (see `validate`) and set the attributes that pass on `span`.
+    Refusals raise as they should (strict mode); any other error is contained, so telemetry never
+    breaks the workflow. One attribute goes through the SDK's `set_attribute`, a third of the
+    cost of `set_attributes` with one entry."""
+    try:
+        if given is not None:
+            attributes = _given(model, fields, given)
+        else:
+            attributes = _checked(rt, model if type(model) is FieldSet else model.field_set, fields)  # type: ignore[union-attr]
+        if len(attributes) == 1:
+            ((key, value),) = attributes.items()
+            span.set_attribute(key, value)
+        elif attributes:
+            span.set_attributes(attributes)
+    except TelemetryValidationError:
+        raise
+    except Exception as e:  # noqa: BLE001 - telemetry must not break the workflow
+        contain(rt, e)
 
 
 def _checked(rt: Runtime, field_set: FieldSet, fields: Fields) -> dict[str, AttributeValue]:
     """The validated attributes of `fields`; shared with the field set's memo, so not to be
-    mutated. A clinical service records the same codes again and again: a record that passed
-    whole is kept, keyed by its fields, values and the values' types (True == 1 == 1.0, and
-    only one of them may be valid), and a repeat costs one lookup. A record with a refusal is
-    never kept, so every refusal is raised or counted as before."""
+    mutated. A record that passed whole is remembered (`fields.Memo`), so a repeat costs one
+    lookup. A record with a refusal is never kept, so every refusal is raised or counted as
+    before."""
+    flat = (*fields, *fields.values())
+    memo_key: tuple[object, ...] | None = flat
     try:
-        values = tuple(fields.values())
-        memo_key: object = (tuple(fields), values, tuple(map(type, values)))
-        hit = field_set.memo.get(memo_key)
+        hit = field_set.memo.recall(flat)
     except TypeError:  # an unhashable value: validated (and refused) the long way
         memo_key = hit = None
     if hit is not None:
@@ -98,10 +110,7 @@ def _checked(rt: Runtime, field_set: FieldSet, fields: Fields) -> dict[str, Attr
             refuse(rt, "phi" if e.looks_like_phi else "invalid", str(e))
             clean = False
     if clean and memo_key is not None and field_set.unmemoized.isdisjoint(fields):
-        memo = field_set.memo
-        if len(memo) >= field_set.MEMO_LIMIT:
-            memo.clear()
-        memo[memo_key] = out
+        field_set.memo.keep(memo_key, out)
     return out
 
 

@@ -4,8 +4,10 @@ The scope opens a span, makes it current while the body runs, records an escapin
 ends it. For generators the span covers the whole iteration but is current only while the
 generator's own code runs, so a consumer's spans never nest under a suspended generator.
 
-Instrumentation failures are contained (production mode) or raised (strict mode) in `_open` and
-`_close`; the body's own exceptions always propagate unchanged.
+A scope is its own handle: `with stage(...) as st` gives the scope itself, so entering one
+creates no object beyond the span and its context (a service pays this on every stage of every
+request). Instrumentation failures are contained (production mode) or raised (strict mode) when
+the span opens and closes; the body's own exceptions always propagate unchanged.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import AsyncGenerator, Callable, Generator
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, Self, TypeVar, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry.trace import Span, Status, StatusCode
@@ -22,107 +24,94 @@ from clinotel.instrumentation._internal.runtime import Runtime, contain, current
 from clinotel.instrumentation.errors import TelemetryValidationError
 from clinotel.semconv import attributes as A
 
-__all__ = ["Scope"]
+__all__ = ["FRESH", "Scope"]
 
-H = TypeVar("H")
 F = TypeVar("F", bound=Callable[..., Any])
 
-
-class _Opened(Generic[H]):
-    __slots__ = ("ctx", "handle", "rt", "span")
-
-    def __init__(self, rt: Runtime, span: Span, ctx: otel_context.Context, handle: H) -> None:
-        self.rt = rt
-        self.span = span
-        self.ctx = ctx
-        self.handle = handle
+FRESH: Final = object()
+"""The token of a scope not entered yet (after its exit, or a failed entry: None)."""
 
 
-class Scope(Generic[H]):
-    """Base of workflow and stage scopes. Subclasses say how to open the span and what handle
-    the `with` statement gives; `bind` makes a fresh scope for one call of a decorated function."""
+class Scope:
+    """The enter/exit and decorator mechanics of workflow and stage scopes (a mixin: the concrete
+    classes hold the slots). Subclasses say how to open the span (`_begin`) and how to make a
+    fresh scope for one call of a decorated function (`bind`)."""
 
-    __slots__ = ("_opened", "_token")
+    if not TYPE_CHECKING:  # no instance dict; mypy would refuse assignments the subclasses' slots allow
+        __slots__ = ()
 
-    def __init__(self) -> None:
-        self._opened: _Opened[H] | None = None
-        self._token: object | None = None
+    _rt: Runtime
+    _span: Span
+    _token: object
+    """FRESH before entry, the context token while entered, None afterwards."""
 
     # -- subclass hooks -------------------------------------------------------------------
-    def _start(self, rt: Runtime) -> tuple[Span, otel_context.Context, H]:
+    def _begin(self, rt: Runtime) -> otel_context.Context:
+        """Start the span, fill in the handle's fields, and return the context to make current.
+        Sets nothing on failure, so a scope that failed to open stays a no-op handle."""
         raise NotImplementedError
 
-    def _noop_handle(self) -> H:
-        raise NotImplementedError
-
-    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Scope[H]:
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Self:
         """A fresh scope for one call of a decorated function."""
         raise NotImplementedError
 
-    # -- open and close, fail-safe ----------------------------------------------------------
-    def _open(self) -> _Opened[H] | None:
-        rt = current()
+    # -- context manager ----------------------------------------------------------------------
+    def __enter__(self) -> Self:
+        if self._token is not FRESH:
+            raise RuntimeError("a clinotel scope can be entered once; call workflow()/stage() again")
+        rt = self._rt = current()
         try:
-            span, ctx, handle = self._start(rt)
+            ctx = self._begin(rt)
+        except TelemetryValidationError:
+            self._token = None
+            raise
+        except Exception as e:  # noqa: BLE001 - telemetry must not break the workflow
+            self._token = None
+            contain(rt, e)
+            return self
+        self._token = otel_context.attach(ctx)
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        token = self._token
+        if token is None or token is FRESH:
+            return
+        self._token = None
+        otel_context.detach(cast(Any, token))
+        try:
+            if exc is not None:
+                _record_error(self._span, exc)
+            clock = self._rt.clock
+            self._span.end(end_time=clock() if clock is not None else None)
+        except Exception as e:  # noqa: BLE001
+            contain(self._rt, e)
+
+    async def __aenter__(self) -> Self:
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    # -- open and close without making the span current (generators) ---------------------------
+    def _open(self) -> otel_context.Context | None:
+        rt = self._rt = current()
+        self._token = None
+        try:
+            return self._begin(rt)
         except TelemetryValidationError:
             raise
         except Exception as e:  # noqa: BLE001 - telemetry must not break the workflow
             contain(rt, e)
             return None
-        return _Opened(rt, span, ctx, handle)
 
-    def _close(self, opened: _Opened[H] | None, exc: BaseException | None) -> None:
-        if opened is None:
-            return
+    def _close(self, exc: BaseException | None) -> None:
         try:
-            span = opened.span
-            if exc is not None and not isinstance(exc, GeneratorExit):
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                span.set_attribute(A.ERROR_TYPE.key, type(exc).__qualname__)
-            clock = opened.rt.clock
-            span.end(end_time=clock() if clock is not None else None)
+            if exc is not None:
+                _record_error(self._span, exc)
+            clock = self._rt.clock
+            self._span.end(end_time=clock() if clock is not None else None)
         except Exception as e:  # noqa: BLE001
-            contain(opened.rt, e)
-
-    # -- context manager ----------------------------------------------------------------------
-    # `_open` and `_close` inlined: a service pays these on every stage of every request.
-    def __enter__(self) -> H:
-        if self._opened is not None:
-            raise RuntimeError("a clinotel scope can be entered once; call workflow()/stage() again")
-        rt = current()
-        try:
-            span, ctx, handle = self._start(rt)
-        except TelemetryValidationError:
-            raise
-        except Exception as e:  # noqa: BLE001 - telemetry must not break the workflow
-            contain(rt, e)
-            return self._noop_handle()
-        self._opened = _Opened(rt, span, ctx, handle)
-        self._token = otel_context.attach(ctx)
-        return handle
-
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        opened = self._opened
-        if opened is None:
-            return
-        token = self._token
-        if token is not None:
-            otel_context.detach(cast(Any, token))
-        if exc is not None:
-            self._close(opened, exc)
-            return
-        try:
-            clock = opened.rt.clock
-            opened.span.end(end_time=clock() if clock is not None else None)
-        except Exception as e:  # noqa: BLE001
-            contain(opened.rt, e)
-
-    async def __aenter__(self) -> H:
-        return self.__enter__()
-
-    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        self.__exit__(exc_type, exc, tb)
+            contain(self._rt, e)
 
     # -- decorator ------------------------------------------------------------------------------
     def __call__(self, fn: F) -> F:
@@ -151,11 +140,11 @@ class Scope(Generic[H]):
         def wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
             scope = self.bind(args, kwargs)
             gen = fn(*args, **kwargs)
-            opened = scope._open()
+            ctx = scope._open()
             to_send: Any = None
             to_throw: BaseException | None = None
             while True:
-                token = otel_context.attach(opened.ctx) if opened is not None else None
+                token = otel_context.attach(ctx) if ctx is not None else None
                 try:
                     if to_throw is not None:
                         thrown, to_throw = to_throw, None
@@ -164,18 +153,21 @@ class Scope(Generic[H]):
                         item = gen.send(to_send)
                 except StopIteration as stop:
                     _detach(token)
-                    scope._close(opened, None)
+                    if ctx is not None:
+                        scope._close(None)
                     return stop.value
                 except BaseException as e:
                     _detach(token)
-                    scope._close(opened, e)
+                    if ctx is not None:
+                        scope._close(e)
                     raise
                 _detach(token)
                 try:
                     to_send = yield item
                 except GeneratorExit:
                     gen.close()
-                    scope._close(opened, None)
+                    if ctx is not None:
+                        scope._close(None)
                     raise
                 except BaseException as e:  # noqa: BLE001 - forwarded into the generator
                     to_throw = e
@@ -189,11 +181,11 @@ class Scope(Generic[H]):
         async def wrapper(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
             scope = self.bind(args, kwargs)
             agen = fn(*args, **kwargs)
-            opened = scope._open()
+            ctx = scope._open()
             to_send: Any = None
             to_throw: BaseException | None = None
             while True:
-                token = otel_context.attach(opened.ctx) if opened is not None else None
+                token = otel_context.attach(ctx) if ctx is not None else None
                 try:
                     if to_throw is not None:
                         thrown, to_throw = to_throw, None
@@ -202,23 +194,34 @@ class Scope(Generic[H]):
                         item = await agen.asend(to_send)
                 except StopAsyncIteration:
                     _detach(token)
-                    scope._close(opened, None)
+                    if ctx is not None:
+                        scope._close(None)
                     return
                 except BaseException as e:
                     _detach(token)
-                    scope._close(opened, e)
+                    if ctx is not None:
+                        scope._close(e)
                     raise
                 _detach(token)
                 try:
                     to_send = yield item
                 except GeneratorExit:
                     await agen.aclose()
-                    scope._close(opened, None)
+                    if ctx is not None:
+                        scope._close(None)
                     raise
                 except BaseException as e:  # noqa: BLE001 - forwarded into the generator
                     to_throw = e
 
         return wrapper
+
+
+def _record_error(span: Span, exc: BaseException) -> None:
+    if isinstance(exc, GeneratorExit):
+        return
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+    span.set_attribute(A.ERROR_TYPE.key, type(exc).__qualname__)
 
 
 def _detach(token: object | None) -> None:
