@@ -169,20 +169,31 @@ def _measures(i: Indicator) -> list[str]:
     return [f"toInt64({rows}) AS {_rows(i)}"]
 
 
-def refresh_select(workflows: str, traces: str, rework: str, since: str | None, source_filter: str = "1") -> str:
-    """The rollup rows of the workflows in the qualified table `workflows` (merged, `FINAL`) whose
-    start is at or after SQL instant `since` (every one when None): the indicators' own SQL
+def _between(column: str, since: str | None, until: str | None) -> str:
+    """`column` in [since, until) (SQL instants; either end open when None)."""
+    bounds = [f"{column} >= {since}"] if since is not None else []
+    bounds += [f"{column} < {until}"] if until is not None else []
+    return " AND ".join(bounds) or "1"
+
+
+def refresh_select(
+    workflows: str, traces: str, rework: str, since: str | None, until: str | None = None, source_filter: str = "1"
+) -> str:
+    """The rollup rows of the workflows in the qualified table `workflows` (merged, `FINAL`) that
+    started in [since, until) (SQL instants; None: open): the indicators' own SQL
     (`Indicator.counts`), and the effort (`clinotel.model.efficiency`) of their spans in `traces`
-    and of their rework records in `rework` (each read from `since` on). `source_filter` narrows
-    the workflows view's parts read (a window's partitions)."""
+    and of their rework records in `rework` (read from `since` on). `source_filter` narrows the
+    workflows view's parts read (a window's partitions)."""
     key = ", ".join(("TenantId", "WorkflowKind", TIME_COLUMN, *DIMENSIONS[2:]))
     measures = [m for name in ROLLED_UP for m in _measures(INDICATORS[name])]
     measures += [f"sumIf({expr}, RolloutMode != '') AS {name}" for name, expr in efficiency.ROLLUP_SUMS]
-    start = "1" if since is None else f"StartTime >= {since}"
+    start = _between("StartTime", since, until)
     effort = ", ".join(f"{sql} AS {name}" for name, sql in efficiency.EFFORT_COLUMNS)
     columns = ", ".join(f"w.{c} AS {c}" for c in ("TenantId", "WorkflowKind", "TraceId", *clinical.WORKFLOW_COLUMNS))
+    # the effort of these workflows' traces only: memory in proportion to the range, not the store
+    among = f"SELECT TraceId FROM {workflows} WHERE {start}"
     join = efficiency.EFFORT_JOIN.format(
-        effort=efficiency.effort_by_trace_sql(traces, since),
+        effort=efficiency.effort_by_trace_sql(traces, since, among=among),
         rework=rework_by_workflow_sql("", since, traces=rework),
     )
     return (
@@ -221,12 +232,12 @@ def _entries() -> list[str]:
     return out
 
 
-def signal_refresh_select(traces: str, since: str | None) -> str:
-    """The signal rollup rows of the spans in the qualified table `traces` at or after SQL instant
-    `since` (every one when None)."""
+def signal_refresh_select(traces: str, since: str | None, until: str | None = None) -> str:
+    """The signal rollup rows of the spans in the qualified table `traces` in [since, until) (SQL
+    instants; None: open)."""
     entries = ",\n        ".join(_entries())
     shadow = f"toUInt8({attr(A.ROLLOUT_MODE.key)} = {literal(RolloutMode.SHADOW.value)})"
-    when = "1" if since is None else f"Timestamp >= {since}"
+    when = _between("Timestamp", since, until)
     keys = sorted({k for f in FEATURES for k in f.keys} | {k for n in QUALITY if (k := SIGNALS[n].key) is not None})
     # only spans that can give a row are expanded (a span's keys are read, not its whole map)
     carries = (
@@ -263,11 +274,11 @@ def cohort_dimension(i: Indicator, by: Sequence[str]) -> str | None:
     return None
 
 
-def cohort_refresh_select(workflows: str, since: str | None, source_filter: str = "1") -> str:
-    """The cohort rollup rows of the workflows in the qualified table `workflows` (merged) whose
-    start is at or after SQL instant `since` (every one when None): a row per cohort dimension
-    and group (groups '' left out), the fairness indicators' own SQL."""
-    start = "1" if since is None else f"StartTime >= {since}"
+def cohort_refresh_select(workflows: str, since: str | None, until: str | None = None, source_filter: str = "1") -> str:
+    """The cohort rollup rows of the workflows in the qualified table `workflows` (merged) that
+    started in [since, until) (SQL instants; None: open): a row per cohort dimension and group
+    (groups '' left out), the fairness indicators' own SQL."""
+    start = _between("StartTime", since, until)
     pairs = ", ".join(f"({literal(d)}, toString({d}))" for d in COHORT_DIMENSIONS)
     measures = ",\n    ".join(m for name in COHORT_ROLLED_UP for m in _measures(INDICATORS[name]))
     key = ", ".join(("TenantId", "WorkflowKind", TIME_COLUMN, *COHORT_DIMENSIONS_ROLLED[2:], "Dimension", "Grp"))

@@ -94,9 +94,10 @@ def _sorting_key(client: Any, o: SchemaOptions, table: str) -> str:
 
 def _swap(
     client: Any, o: SchemaOptions, table: str, select: str, window: str, settings: dict[str, Any]
-) -> tuple[int, int]:
+) -> tuple[set[str], int]:
     """`select`'s rows swapped into the rollup `table` a partition (a tenant's month) at a time, and
-    the partitions of the months `window` covers that have no rows any more dropped; (partitions, rows)."""
+    the partitions of the months `window` covers that have no rows any more dropped; (the
+    partitions written, rows)."""
     target = o.local(table)
     staging = o.name(f"{_STAGING}{uuid.uuid4().hex[:12]}")
     client.command(
@@ -114,23 +115,62 @@ def _swap(
             client.command(f"ALTER TABLE {target} DROP PARTITION ID {literal(partition)}")
     finally:
         client.command(f"DROP TABLE IF EXISTS {staging} SYNC")
-    return len(staged) + len(stale), rows
+    return staged, rows
+
+
+def _instant(day: date) -> str:
+    return f"toDateTime64({literal(day.strftime('%Y-%m-%d'))}, 9, 'UTC')"
+
+
+def _next_month(day: date) -> date:
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def _months(client: Any, o: SchemaOptions) -> list[date]:
+    """The first days of the months the workflows view or the spans have rows in."""
+    found: set[int] = set()
+    for table, month in ((WORKFLOWS, "_partition_value.2"), (TRACES, "toYYYYMM(_partition_value.2)")):
+        rows = client.query(f"SELECT DISTINCT {month} FROM {o.local(table)}").result_rows
+        found |= {int(r[0]) for r in rows}
+    return [date(m // 100, m % 100, 1) for m in sorted(found) if FIRST_DAY.year <= m // 100 <= LAST_DAY.year]
+
+
+def _refresh_months(
+    client: Any, o: SchemaOptions, since: date, until: date | None, settings: dict[str, Any]
+) -> tuple[dict[str, set[str]], int]:
+    """The rollups' rows of [since, until) (first days of months; until None: open) swapped in."""
+    first, last = _instant(since), None if until is None else _instant(until)
+    source = f"_partition_value.2 >= {_month_before(since)}"
+    window = f"{rollups.TIME_COLUMN} >= toDateTime({literal(since.isoformat())}, 'UTC')"
+    if until is not None:
+        window += f" AND {rollups.TIME_COLUMN} < toDateTime({literal(until.isoformat())}, 'UTC')"
+    traces, workflows = o.local(TRACES), o.local(WORKFLOWS)
+    selects = (
+        (WORKFLOW_HOURS, rollups.refresh_select(workflows, traces, o.name(TRACES), first, last, source)),
+        (SIGNAL_HOURS, rollups.signal_refresh_select(traces, first, last)),
+        (COHORT_HOURS, rollups.cohort_refresh_select(workflows, first, last, source)),
+    )
+    written: dict[str, set[str]] = {}
+    rows = 0
+    for table, select in selects:
+        written[table], r = _swap(client, o, table, select, window, settings)
+        rows += r
+    return written, rows
 
 
 def refresh(
     client: Any, o: SchemaOptions, since: date | None = None, *, max_memory_bytes: int | None = None
 ) -> Refreshed:
-    """Recompute the rollups from the first day of `since`'s month (UTC; None: all of them) from
-    the workflows view and the spans of this node (`o.local`: on a cluster, run it against every
-    shard)."""
+    """Recompute the rollups from the first day of `since`'s month (UTC; None: all of them, a month
+    at a time, so a refresh's memory follows a month's rows, not the store's) from the workflows
+    view and the spans of this node (`o.local`: on a cluster, run it against every shard)."""
     if since is not None and not FIRST_DAY <= since <= LAST_DAY:
         raise ValueError(f"a refresh starts on a day from {FIRST_DAY} to {LAST_DAY}, not {since}")
     started = time.perf_counter()
-    # a whole-store refresh writes a partition per tenant and month of its history in one INSERT
+    # a refresh writes a partition per tenant and month in one INSERT: a store's tenants may be many
     settings: dict[str, Any] = {"insert_deduplicate": 0, "throw_on_max_partitions_per_insert_block": 0}
     if max_memory_bytes is not None:
-        # a whole-store refresh groups and joins every workflow: past a quarter of its share each
-        # spills to disk (the join switches to a merge join) instead of failing on the cap
+        # past a quarter of its share a grouping or a join spills to disk instead of failing
         settings |= {
             "max_memory_usage": max_memory_bytes,
             "max_bytes_before_external_group_by": max_memory_bytes // 4,
@@ -140,24 +180,21 @@ def refresh(
     _drop_orphans(client, o)
     if since is not None:
         since = since.replace(day=1)  # the rollups' partitions are a tenant's month: swapped whole
-    if since is None:
-        instant, source, window = None, "1", "1"
-    else:
-        first = literal(datetime(since.year, since.month, since.day, tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%S"))
-        instant = f"toDateTime64({first}, 9, 'UTC')"
-        source = f"_partition_value.2 >= {_month_before(since)}"
-        window = f"{rollups.TIME_COLUMN} >= toDateTime({first}, 'UTC')"
-    traces = o.local(TRACES)
-    selects = (
-        (WORKFLOW_HOURS, rollups.refresh_select(o.local(WORKFLOWS), traces, o.name(TRACES), instant, source)),
-        (SIGNAL_HOURS, rollups.signal_refresh_select(traces, instant)),
-        (COHORT_HOURS, rollups.cohort_refresh_select(o.local(WORKFLOWS), instant, source)),
-    )
-    partitions = rows = 0
-    for table, select in selects:
-        p, r = _swap(client, o, table, select, window, settings)
-        partitions, rows = partitions + p, rows + r
-    return Refreshed(since, partitions, rows, time.perf_counter() - started)
+        written, rows = _refresh_months(client, o, since, None, settings)
+        return Refreshed(since, sum(map(len, written.values())), rows, time.perf_counter() - started)
+    kept: dict[str, set[str]] = {t: set() for t in (WORKFLOW_HOURS, SIGNAL_HOURS, COHORT_HOURS)}
+    rows = 0
+    for month in _months(client, o):
+        written, r = _refresh_months(client, o, month, _next_month(month), settings)
+        rows += r
+        for table, partitions in written.items():
+            kept[table] |= partitions
+    dropped = 0
+    for table, partitions in kept.items():
+        for partition in sorted(_partitions(client, o.local(table)) - partitions):
+            client.command(f"ALTER TABLE {o.local(table)} DROP PARTITION ID {literal(partition)}")
+            dropped += 1
+    return Refreshed(None, sum(map(len, kept.values())) + dropped, rows, time.perf_counter() - started)
 
 
 class RollupRefresher:
