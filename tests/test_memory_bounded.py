@@ -20,8 +20,8 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import clinotel.instrumentation as ct
-from clinotel.instrumentation.testing import FakeClock, isolated
 from clinotel.collector.store.embedded import DEFAULT_ENGINE_MEMORY_MB
+from clinotel.instrumentation.testing import FakeClock, isolated
 from clinotel.instrumentation.testing.workflows import triage
 
 WINDOW_S = 7.0
@@ -105,7 +105,7 @@ def test_rss_does_not_grow_with_load_duration(tmp_path: Path) -> None:
         assert accepted_second > 0
         assert second <= first * GROWTH_MARGIN + GROWTH_SLACK_MB, (first, second)
         assert max(heap_first, heap_second) <= DEFAULT_ENGINE_MEMORY_MB + INTERPRETER_MB, (heap_first, heap_second)
-        print(f"peak RSS: first window {first:.0f} MB, second {second:.0f} MB; heap {heap_first:.0f}, {heap_second:.0f}")
+        print(f"peak RSS: windows {first:.0f}, {second:.0f} MB; heap {heap_first:.0f}, {heap_second:.0f} MB")
     finally:
         serve.terminate()
         serve.wait(timeout=60)

@@ -15,7 +15,7 @@ import pytest
 
 from clinotel.collector.service import Collector, CollectorConfig
 from clinotel.collector.store import schema
-from clinotel.collector.store.embedded import DIRTY_PAGES_RATIO, MERGE_TREE_SETTINGS
+from clinotel.collector.store.embedded import MERGE_TREE_SETTINGS
 from clinotel.collector.store.segments import EmbeddedSegments
 
 CHILD = r"""
@@ -25,10 +25,7 @@ from clinotel.collector.store.embedded import connect
 from clinotel.collector.store.segments import _clickhouse_refused
 
 client = connect(Path(sys.argv[1]), memory_bytes=int(sys.argv[2]) << 20)
-names = (
-    "max_server_memory_usage", "mark_cache_size", "uncompressed_cache_size",
-    "memory_worker_purge_dirty_pages_threshold_ratio", "background_merges_mutations_concurrency_ratio",
-)
+names = ("max_server_memory_usage", "mark_cache_size", "uncompressed_cache_size")
 settings = dict(client.query(
     "SELECT name, value FROM system.server_settings WHERE name IN %(n)s", parameters={"n": names}
 ).result_rows)
@@ -66,11 +63,8 @@ def _child(tmp_path: Path, memory_mb: int) -> dict[str, Any]:
 def test_the_cap_is_set_and_held_and_a_full_engine_is_retried_not_refused(tmp_path: Path) -> None:
     out = _child(tmp_path, 256)
     assert out["settings"]["max_server_memory_usage"] == str(256 << 20)
-    assert out["settings"]["mark_cache_size"] == str(16 << 20)
+    assert out["settings"]["mark_cache_size"] == str(32 << 20)
     assert out["settings"]["uncompressed_cache_size"] == "0"
-    # freed pages go back to the system at 1/32 of the cap, and merges run two at a time at most
-    assert float(out["settings"]["memory_worker_purge_dirty_pages_threshold_ratio"]) == float(DIRTY_PAGES_RATIO)
-    assert float(out["settings"]["background_merges_mutations_concurrency_ratio"]) == 1
     # a query past the engine's cap fails alone, on the engine's total: for a segment, a retry
     assert out["engine"] is not None
     assert "(total) memory limit exceeded" in out["engine"]["message"]

@@ -31,7 +31,6 @@ from clinotel.model.tables import DEFAULT_DATABASE
 __all__ = [
     "DEFAULT_DATA_DIR",
     "DEFAULT_ENGINE_MEMORY_MB",
-    "DIRTY_PAGES_RATIO",
     "ENGINE_CONFIG",
     "MAX_ENGINE_MEMORY_MB",
     "MERGE_TREE_SETTINGS",
@@ -77,36 +76,20 @@ def engine_options(memory_bytes: int) -> dict[str, str]:
     against what the allocator actually holds (the engine's memory worker corrects its count every
     100 ms and returns freed pages, instead of the container's figure, which counts other
     processes), half of it at most for merges, and caches sized to it (ClickHouse's defaults, 5 GiB
-    each, assume a server of its own).
-
-    Freed pages go back to the system once they pass a tenth of the cap (`DIRTY_PAGES_RATIO`): the
-    allocator keeps them for 5 s otherwise, and after each insert they added 100-200 MB to the
-    process's resident memory, on top of what the engine was using (measured 2026-12-02). The cap
-    is checked against the process's resident memory, chDB's code included (~450 MB of it while
-    ingesting), so those pages also came out of what inserts and merges could use."""
-    cache = max(memory_bytes // 16, 16 << 20)
+    each, assume a server of its own)."""
+    cache = max(memory_bytes // 8, 16 << 20)
     return {
         "max_server_memory_usage": str(memory_bytes),
         "memory_worker_period_ms": "100",
         "memory_worker_use_cgroup": "0",
         "memory_worker_correct_memory_tracker": "1",
-        "memory_worker_purge_dirty_pages_threshold_ratio": DIRTY_PAGES_RATIO,
-        "merges_mutations_memory_usage_soft_limit": str(memory_bytes // 4),
-        "background_merges_mutations_concurrency_ratio": "1",
+        "merges_mutations_memory_usage_soft_limit": str(memory_bytes // 2),
         "mark_cache_size": str(cache),
         "index_mark_cache_size": str(cache // 4),
-        "primary_index_cache_size": str(cache // 4),
-        "query_condition_cache_size": str(cache // 4),
-        "compiled_expression_cache_size": str(cache // 2),
+        "primary_index_cache_size": str(cache // 2),
         "index_uncompressed_cache_size": "0",
         "uncompressed_cache_size": "0",
     }
-
-
-DIRTY_PAGES_RATIO: Final = "0.1"
-"""The share of the cap the allocator may keep in freed pages before the engine returns them (the
-engine's default, 0.2, let a 768 MB cap keep ~150 MB of them). At 1/32 the writer alone was 10-20 %
-slower in the ingest benchmark (pages handed back and faulted in again on every insert)."""
 
 
 ENGINE_CONFIG: Final = "clinotel-engine.xml"
