@@ -32,6 +32,7 @@ started before the range too.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Final
 
@@ -189,7 +190,10 @@ def refresh_select(
     measures += [f"sumIf({expr}, RolloutMode != '') AS {name}" for name, expr in efficiency.ROLLUP_SUMS]
     start = _between("StartTime", since, until)
     effort = ", ".join(f"{sql} AS {name}" for name, sql in efficiency.EFFORT_COLUMNS)
-    columns = ", ".join(f"w.{c} AS {c}" for c in ("TenantId", "WorkflowKind", "TraceId", *clinical.WORKFLOW_COLUMNS))
+    read = "\n".join((*measures, *DIMENSIONS))
+    # the columns the figures read (a merge's memory grows with the columns it carries)
+    needed = [c for c in clinical.WORKFLOW_COLUMNS if c != "StartTime" and re.search(rf"\b{c}\b", read)]
+    columns = ", ".join(f"w.{c} AS {c}" for c in ("TenantId", "WorkflowKind", "TraceId", "StartTime", *needed))
     # the effort of these workflows' traces only: memory in proportion to the range, not the store
     among = f"SELECT TraceId FROM {workflows} WHERE {start}"
     join = efficiency.EFFORT_JOIN.format(

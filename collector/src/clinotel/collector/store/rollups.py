@@ -136,14 +136,16 @@ def _months(client: Any, o: SchemaOptions) -> list[date]:
 
 
 def _refresh_months(
-    client: Any, o: SchemaOptions, since: date, until: date | None, settings: dict[str, Any]
+    client: Any, o: SchemaOptions, since: date | None, until: date | None, settings: dict[str, Any]
 ) -> tuple[dict[str, set[str]], int]:
-    """The rollups' rows of [since, until) (first days of months; until None: open) swapped in."""
-    first, last = _instant(since), None if until is None else _instant(until)
-    source = f"_partition_value.2 >= {_month_before(since)}"
-    window = f"{rollups.TIME_COLUMN} >= toDateTime({literal(since.isoformat())}, 'UTC')"
+    """The rollups' rows of [since, until) (first days of months; None: open) swapped in."""
+    first = None if since is None else _instant(since)
+    last = None if until is None else _instant(until)
+    source = "1" if since is None else f"_partition_value.2 >= {_month_before(since)}"
+    bounds = [] if since is None else [f"{rollups.TIME_COLUMN} >= toDateTime({literal(since.isoformat())}, 'UTC')"]
     if until is not None:
-        window += f" AND {rollups.TIME_COLUMN} < toDateTime({literal(until.isoformat())}, 'UTC')"
+        bounds.append(f"{rollups.TIME_COLUMN} < toDateTime({literal(until.isoformat())}, 'UTC')")
+    window = " AND ".join(bounds) or "1"
     traces, workflows = o.local(TRACES), o.local(WORKFLOWS)
     selects = (
         (WORKFLOW_HOURS, rollups.refresh_select(workflows, traces, o.name(TRACES), first, last, source)),
@@ -161,14 +163,19 @@ def _refresh_months(
 def refresh(
     client: Any, o: SchemaOptions, since: date | None = None, *, max_memory_bytes: int | None = None
 ) -> Refreshed:
-    """Recompute the rollups from the first day of `since`'s month (UTC; None: all of them, a month
-    at a time, so a refresh's memory follows a month's rows, not the store's) from the workflows
-    view and the spans of this node (`o.local`: on a cluster, run it against every shard)."""
+    """Recompute the rollups from the first day of `since`'s month (UTC; None: all of them) from
+    the workflows view and the spans of this node (`o.local`: on a cluster, run it against every
+    shard)."""
     if since is not None and not FIRST_DAY <= since <= LAST_DAY:
         raise ValueError(f"a refresh starts on a day from {FIRST_DAY} to {LAST_DAY}, not {since}")
     started = time.perf_counter()
     # a refresh writes a partition per tenant and month in one INSERT: a store's tenants may be many
-    settings: dict[str, Any] = {"insert_deduplicate": 0, "throw_on_max_partitions_per_insert_block": 0}
+    # one thread: a background job, off the writer's core, and half the memory of two streams
+    settings: dict[str, Any] = {
+        "insert_deduplicate": 0,
+        "throw_on_max_partitions_per_insert_block": 0,
+        "max_threads": 1,
+    }
     if max_memory_bytes is not None:
         # past a quarter of its share a grouping or a join spills to disk instead of failing
         settings |= {
@@ -182,19 +189,8 @@ def refresh(
         since = since.replace(day=1)  # the rollups' partitions are a tenant's month: swapped whole
         written, rows = _refresh_months(client, o, since, None, settings)
         return Refreshed(since, sum(map(len, written.values())), rows, time.perf_counter() - started)
-    kept: dict[str, set[str]] = {t: set() for t in (WORKFLOW_HOURS, SIGNAL_HOURS, COHORT_HOURS)}
-    rows = 0
-    for month in _months(client, o):
-        written, r = _refresh_months(client, o, month, _next_month(month), settings)
-        rows += r
-        for table, partitions in written.items():
-            kept[table] |= partitions
-    dropped = 0
-    for table, partitions in kept.items():
-        for partition in sorted(_partitions(client, o.local(table)) - partitions):
-            client.command(f"ALTER TABLE {o.local(table)} DROP PARTITION ID {literal(partition)}")
-            dropped += 1
-    return Refreshed(None, sum(map(len, kept.values())) + dropped, rows, time.perf_counter() - started)
+    written, rows = _refresh_months(client, o, None, None, settings)
+    return Refreshed(None, sum(map(len, written.values())), rows, time.perf_counter() - started)
 
 
 class RollupRefresher:
