@@ -130,23 +130,34 @@ def _hour(t: str) -> str:
     return f"toStartOfHour({t})"
 
 
-def _rollup_counts(rollup: str, reference: Reference | tuple[str, str], window: tuple[str, str],
-                   features: tuple[Feature, ...], where: str) -> str:  # fmt: skip
-    """Per tenant, kind, feature and bin: c_ref and c_win from the hourly signal rollup, each side's
-    range widened to whole hours (a range of instants [a, b) holds the hours from a's to b's)."""
+def _sides(reference: Reference | tuple[str, str], window: tuple[str, str], *, rollup: bool) -> tuple[str, str]:
+    """(is_ref, in_win): the conditions of a row on each side, on spans' timestamps, or on the
+    rollup's hours (each side widened to whole hours: [a, b) holds the hours from a's to b's)."""
     ws, we = window
-    in_window = f"Hour >= {_hour(ws)} AND Hour <= {we}"
+    column = "Hour" if rollup else "Timestamp"
+
+    def start(t: str) -> str:
+        return f"{column} >= {_hour(t) if rollup else t}"
+
+    def end(t: str) -> str:
+        return f"{column} < {_hour(t) if rollup else t}"
+
+    # a window's end is its range's: the hour it falls in is the window's
+    until = f"{column} <= {we}" if rollup else end(we)
+    in_window = f"{start(ws)} AND {until}"
     if isinstance(reference, tuple):
-        is_ref = f"Hour >= {_hour(reference[0])} AND Hour < {_hour(reference[1])}"
-        in_win = in_window
-    elif reference.shadow:
-        is_ref = f"Shadow = 1 AND Hour >= {_hour(f'{we} - toIntervalSecond({SHADOW_LOOKBACK_S})')} AND Hour <= {we}"
-        in_win = f"{in_window} AND Shadow = 0"
-    else:
-        assert reference.start is not None
-        assert reference.end is not None
-        is_ref = f"Hour >= {_hour(_at(reference.start))} AND Hour < {_hour(_at(reference.end))}"
-        in_win = in_window
+        return f"{start(reference[0])} AND {end(reference[1])}", in_window
+    if reference.shadow:
+        shadow = "Shadow = 1" if rollup else f"{_attr(A.ROLLOUT_MODE.key)} = {literal(RolloutMode.SHADOW.value)}"
+        since = start(f"{we} - toIntervalSecond({SHADOW_LOOKBACK_S})")
+        return f"{shadow} AND {since} AND {until}", f"{in_window} AND NOT ({shadow})"
+    assert reference.start is not None
+    assert reference.end is not None
+    return f"{start(_at(reference.start))} AND {end(_at(reference.end))}", in_window
+
+
+def _rollup_counts(rollup: str, is_ref: str, in_win: str, features: tuple[Feature, ...], where: str) -> str:
+    """Per tenant, kind, feature and bin: c_ref and c_win from the hourly signal rollup."""
     names = ", ".join(literal(f.name) for f in features)
     return f"""SELECT TenantId AS tenant, WorkflowKind AS kind, Signal AS feature, Bin AS bin,
             sumIf(Rows, {is_ref}) AS c_ref, sumIf(Rows, {in_win}) AS c_win
@@ -171,19 +182,7 @@ def drift_sql(
     From the qualified hourly signal rollup `rollup` when given (`clinotel.model.rollups`: whole
     hours, `where` on its columns), else span by span from `otel_traces`."""
     ws, we = (_at(t) for t in window)
-    in_window = f"Timestamp >= {ws} AND Timestamp < {we}"
-    shadow = f"{_attr(A.ROLLOUT_MODE.key)} = {literal(RolloutMode.SHADOW.value)}"
-    if isinstance(reference, tuple):
-        is_ref = f"Timestamp >= {reference[0]} AND Timestamp < {reference[1]}"
-        in_win = in_window
-    elif reference.shadow:
-        is_ref = f"{shadow} AND Timestamp >= {we} - toIntervalSecond({SHADOW_LOOKBACK_S}) AND Timestamp < {we}"
-        in_win = f"{in_window} AND NOT ({shadow})"
-    else:
-        assert reference.start is not None
-        assert reference.end is not None
-        is_ref = f"Timestamp >= {_at(reference.start)} AND Timestamp < {_at(reference.end)}"
-        in_win = in_window
+    is_ref, in_win = _sides(reference, (ws, we), rollup=rollup is not None)
     pairs = ", ".join(f"({literal(f.name)}, {f.bin})" for f in features)
     kind = _attr(A.WORKFLOW_KIND.key)
     table = f"{identifier(database)}.{identifier(TRACES)}"
@@ -194,7 +193,7 @@ def drift_sql(
     js = f"if(cw > 0, 0.5 * {qw} * log2({qw} / {m}), 0) + if(cr > 0, 0.5 * {qr} * log2({qr} / {m}), 0)"
     both = "min(nr) > 0 AND min(nw) > 0"
     counts = (
-        _rollup_counts(rollup, reference, (ws, we), features, where)
+        _rollup_counts(rollup, is_ref, in_win, features, where)
         if rollup is not None
         else f"""SELECT TenantId AS tenant, {kind} AS kind, pair.1 AS feature, pair.2 AS bin,
             countIf({is_ref}) AS c_ref, countIf({in_win}) AS c_win
