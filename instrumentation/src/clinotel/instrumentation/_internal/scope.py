@@ -78,13 +78,7 @@ class Scope:
             return
         self._token = None
         otel_context.detach(cast(Any, token))
-        try:
-            if exc is not None:
-                _record_error(self._span, exc)
-            clock = self._rt.clock
-            self._span.end(end_time=clock() if clock is not None else None)
-        except Exception as e:  # noqa: BLE001
-            contain(self._rt, e)
+        self._close(exc)
 
     async def __aenter__(self) -> Self:
         return self.__enter__()
