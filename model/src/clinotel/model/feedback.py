@@ -21,14 +21,9 @@ __all__ = ["feedback_decisions_sql"]
 def feedback_decisions_sql(database: str, where: str = "1") -> str:
     """One row per feedback record where `where` holds (SQL over `otel_traces` rows): Timestamp,
     TenantId, kind, category, severity, trace (the linked workflow's TraceId, '' if none),
-    workflow_id, joined (1 when its workflow was found), model_version, decision.
-
-    The workflows are read for the feedback's traces and identifiers only: a filter on the
-    workflows' sorting key (`TraceId`) is applied before `FINAL` merges, so the linked ones cost
-    what they match, not the table."""
+    workflow_id, joined (1 when its workflow was found), model_version, decision."""
     db = identifier(database)
     workflows = f"{db}.{identifier(WORKFLOWS)} FINAL"
-    feedback = f"{db}.{identifier(TRACES)} WHERE {IS_FEEDBACK} AND ({where})"
     return f"""SELECT f.Timestamp AS Timestamp, f.TenantId AS TenantId, f.kind AS kind, f.category AS category,
     f.severity AS severity, f.trace AS trace, f.wid AS workflow_id,
     toUInt8(bt.TraceId != '' OR bi.WorkflowId != '') AS joined,
@@ -38,16 +33,14 @@ FROM (
     SELECT Timestamp, TenantId, {attr(A.ABOUT_KIND.key)} AS kind, {attr(A.FEEDBACK_CATEGORY.key)} AS category,
         {attr(A.FEEDBACK_SEVERITY.key)} AS severity, Links.TraceId[1] AS trace,
         {attr(A.WORKFLOW_ID.key)} AS wid
-    FROM {feedback}
+    FROM {db}.{identifier(TRACES)}
+    WHERE {IS_FEEDBACK} AND ({where})
 ) AS f
 LEFT JOIN (
     SELECT TenantId, TraceId, ModelVersion, DecisionValue FROM {workflows}
-    WHERE TraceId IN (SELECT Links.TraceId[1] FROM {feedback})
 ) AS bt ON f.TenantId = bt.TenantId AND f.trace = bt.TraceId
 LEFT JOIN (
     SELECT TenantId, WorkflowKind, WorkflowId, argMax(ModelVersion, StartTime) AS ModelVersion,
         argMax(DecisionValue, StartTime) AS DecisionValue
-    FROM {workflows}
-    WHERE WorkflowId != '' AND WorkflowId IN (SELECT {attr(A.WORKFLOW_ID.key)} FROM {feedback})
-    GROUP BY TenantId, WorkflowKind, WorkflowId
+    FROM {workflows} WHERE WorkflowId != '' GROUP BY TenantId, WorkflowKind, WorkflowId
 ) AS bi ON f.TenantId = bi.TenantId AND f.kind = bi.WorkflowKind AND f.wid = bi.WorkflowId"""

@@ -194,8 +194,8 @@ def refresh_select(
     # the columns the figures read (a merge's memory grows with the columns it carries)
     needed = [c for c in clinical.WORKFLOW_COLUMNS if c != "StartTime" and re.search(rf"\b{c}\b", read)]
     columns = ", ".join(f"w.{c} AS {c}" for c in ("TenantId", "WorkflowKind", "TraceId", "StartTime", *needed))
-    # the effort of these workflows' traces only: memory in proportion to the range, not the store
-    among = f"SELECT TraceId FROM {workflows} WHERE {start}"
+    # a range's effort: of its workflows' traces only (a whole-store refresh reads every trace anyway)
+    among = None if since is None else f"SELECT TraceId FROM {workflows} WHERE {start}"
     join = efficiency.EFFORT_JOIN.format(
         effort=efficiency.effort_by_trace_sql(traces, since, among=among),
         rework=rework_by_workflow_sql("", since, traces=rework),
