@@ -276,7 +276,7 @@ def test_every_indicator_series_of_every_dashboard_is_recognised_with_its_groups
             found = _match(sql, DEFAULT_DATABASE)
             assert found is not None, panel["title"]
             assert found[0] == named[0]
-            grouped = re.findall(r", (\w+) AS `?\w+`?(?=,)", sql.split(" AS time", 1)[1].split("\n", 1)[0])
+            grouped = re.findall(r", \w+ AS `?(\w+)`?(?=,)", sql.split(" AS time", 1)[1].split("\n", 1)[0])
             assert list(found[1]) == grouped, panel["title"]
             seen += 1
     assert seen >= 15

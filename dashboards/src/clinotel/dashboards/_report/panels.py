@@ -57,7 +57,8 @@ _SOURCES: Final = (
 )
 """The tables a time series panel reads, and their time column (otel_traces: no series panel)."""
 _BY: Final = re.compile(r"AS time((?:, \w+ AS `?\w+`?)+), ")
-_BY_COLUMN: Final = re.compile(r", (\w+) AS ")
+_BY_COLUMN: Final = re.compile(r", \w+ AS `?(\w+)`?")
+"""A group's column: its alias (a rollup may hold it under another name, `Grp AS Language`)."""
 _WINDOW_LABEL: Final = {"threshold": "alert", "baseline": "spike alert", "canary": "canary alert",
                         "disparity": "disparity alert"}  # fmt: skip
 
