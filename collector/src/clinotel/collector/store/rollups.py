@@ -170,11 +170,13 @@ def refresh(
         raise ValueError(f"a refresh starts on a day from {FIRST_DAY} to {LAST_DAY}, not {since}")
     started = time.perf_counter()
     # a refresh writes a partition per tenant and month in one INSERT: a store's tenants may be many
-    # one thread: a background job, off the writer's core, and half the memory of two streams
+    # one thread: a background job, off the writer's core, and half the memory of two streams;
+    # small blocks: a FINAL merge holds a block of every part it merges
     settings: dict[str, Any] = {
         "insert_deduplicate": 0,
         "throw_on_max_partitions_per_insert_block": 0,
         "max_threads": 1,
+        "max_block_size": 8192,
     }
     if max_memory_bytes is not None:
         # past a quarter of its share a grouping or a join spills to disk instead of failing
@@ -219,6 +221,8 @@ class RollupRefresher:
         self.clock = clock
         self.last: Refreshed | None = None
         self.failures = 0
+        self.failed_seconds = 0.0
+        """How long the last failed refresh ran."""
         self._full_at: float | None = None
         self._refreshed_sources: tuple[Any, ...] = ()
         self._lock = threading.Lock()
@@ -240,6 +244,7 @@ class RollupRefresher:
         with self._lock:
             full = full or self._full_at is None or time.monotonic() - self._full_at >= self.full_every_s
             since = None if full else (self.clock() - timedelta(days=self.window_days)).date()
+            started = time.perf_counter()
             try:
                 sources = self._sources()
                 if not full and self.last is not None and sources == self._refreshed_sources:
@@ -247,7 +252,19 @@ class RollupRefresher:
                 done = refresh(self.client, self.options, since, max_memory_bytes=self.max_memory_bytes)
             except Exception as e:  # noqa: BLE001 - the rollup is a cache: ingest carries on
                 self.failures += 1
-                logger.warning("could not refresh the hourly rollup (the dashboards show it as it was): %s", e)
+                self.failed_seconds = time.perf_counter() - started
+                if full:
+                    # the recent months keep being refreshed meanwhile; the whole is tried again
+                    # when it is next due, not at every interval
+                    self._full_at = time.monotonic()
+                    logger.error(
+                        "could not refresh the whole of the hourly rollups (tried again in %.0f h; the recent "
+                        "months are refreshed meanwhile): %s. Give the engine more memory (--memory-mb) or run "
+                        "`clinotel schema refresh-rollups` with the collector stopped",
+                        self.full_every_s / 3600, str(e).strip().splitlines()[0][:300],
+                    )  # fmt: skip
+                else:
+                    logger.warning("could not refresh the hourly rollups (the dashboards show them as before): %s", e)
                 return None
             if full:
                 self._full_at = time.monotonic()
@@ -277,8 +294,9 @@ class RollupRefresher:
             return
         while not self._stop.is_set():
             done = self.refresh_once()
-            # never more than a tenth of the time refreshing: a slow refresh waits longer
-            self._stop.wait(max(self.interval_s, 9 * done.seconds) if done is not None else self.interval_s)
+            # never more than a tenth of the time refreshing: a slow (or failed) refresh waits longer
+            took = done.seconds if done is not None else self.failed_seconds
+            self._stop.wait(max(self.interval_s, 9 * took))
 
     def start(self, on_failure: Callable[[str], None] | None = None) -> None:
         """Refresh in a thread until `stop`; `on_failure` hears if that thread ever dies."""
