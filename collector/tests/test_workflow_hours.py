@@ -200,7 +200,7 @@ def test_a_failed_refresh_keeps_the_rollups_and_a_later_one_catches_up(
     assert r.refresh_once() is None, "a refresh the engine refuses (1 byte of memory) fails"
     assert r.failures == 1
     assert not client.query(f"SELECT * FROM {options.name(rollups.WORKFLOW_HOURS)}").result_rows
-    r.max_memory_bytes = None
+    r.max_memory_bytes = r.whole_memory_bytes = None
     windowed = r.refresh_once()
     assert windowed is not None
     assert windowed.since == (now - timedelta(days=7)).date().replace(day=1), (

@@ -303,6 +303,7 @@ class Collector:
                 interval_s=cfg.rollup_interval_s,
                 window_days=cfg.rollup_window_days,
                 max_memory_bytes=cfg.engine_memory_bytes // 4 if embedded else None,
+                whole_memory_bytes=cfg.engine_memory_bytes // 2 if embedded else None,
             )
         if self.admin is not None and embedded:
             # With a server, readers query the server (its users and row policies); this port keeps

@@ -210,6 +210,7 @@ class RollupRefresher:
         window_days: int = DEFAULT_WINDOW_DAYS,
         full_every_s: float = FULL_EVERY_S,
         max_memory_bytes: int | None = None,
+        whole_memory_bytes: int | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.client = client
@@ -218,6 +219,8 @@ class RollupRefresher:
         self.window_days = window_days
         self.full_every_s = full_every_s
         self.max_memory_bytes = max_memory_bytes
+        self.whole_memory_bytes = whole_memory_bytes or max_memory_bytes
+        """A whole refresh's share (it merges every workflow: 10M spans need more than a quarter of 768 MB)."""
         self.clock = clock
         self.last: Refreshed | None = None
         self.failures = 0
@@ -249,7 +252,8 @@ class RollupRefresher:
                 sources = self._sources()
                 if not full and self.last is not None and sources == self._refreshed_sources:
                     return Refreshed(since and since.replace(day=1), 0, 0, 0.0, unchanged=True)
-                done = refresh(self.client, self.options, since, max_memory_bytes=self.max_memory_bytes)
+                share = self.whole_memory_bytes if full else self.max_memory_bytes
+                done = refresh(self.client, self.options, since, max_memory_bytes=share)
             except Exception as e:  # noqa: BLE001 - the rollup is a cache: ingest carries on
                 self.failures += 1
                 self.failed_seconds = time.perf_counter() - started
