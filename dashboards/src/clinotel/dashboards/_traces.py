@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from clinotel.dashboards._panels import where_filters
 from clinotel.model import rollups
 from clinotel.model.signals import KIND, Signal, attr
 from clinotel.model.sql import literal
@@ -40,12 +41,10 @@ def signal_series(s: Signal, table: str, by: str | None = None) -> str:
 
 
 def rollup_filters(*, hours: bool = True) -> str:
-    """The template-variable conditions (`TRACE_FILTERS`) on the signal rollup's columns, and (unless
-    `hours` is false) the dashboard's range on its hours."""
-    conditions = [rollups.time_filter()] if hours else []
-    for (name, _), column in zip(TRACE_FILTERS, rollups.SIGNAL_DIMENSIONS, strict=True):
-        conditions.append(f"$__conditionalAll({column} IN (${{{name}:singlequote}}), ${name})")
-    return " AND ".join(conditions)
+    """The template-variable conditions on the signal rollup's columns, and (unless `hours` is
+    false) the dashboard's range on its hours."""
+    filters = where_filters(rollups.SIGNAL_DIMENSIONS)
+    return f"{rollups.time_filter()} AND {filters}" if hours else filters
 
 
 def signal_hours_series(s: Signal, table: str, by: str | None = None) -> str:

@@ -170,41 +170,46 @@ def _measures(i: Indicator) -> list[str]:
     return [f"toInt64({rows}) AS {_rows(i)}"]
 
 
-def _between(column: str, since: str | None, until: str | None) -> str:
-    """`column` in [since, until) (SQL instants; either end open when None)."""
-    bounds = [f"{column} >= {since}"] if since is not None else []
-    bounds += [f"{column} < {until}"] if until is not None else []
-    return " AND ".join(bounds) or "1"
+def _since(column: str, since: str | None) -> str:
+    """`column` at or after SQL instant `since` (every row when None)."""
+    return "1" if since is None else f"{column} >= {since}"
 
 
-def refresh_select(
-    workflows: str, traces: str, rework: str, since: str | None, until: str | None = None, source_filter: str = "1"
-) -> str:
+def _hour_of(column: str) -> str:
+    return f"toStartOfHour(toDateTime({column}, 'UTC')) AS {TIME_COLUMN}"
+
+
+def _merged(workflows: str, since: str | None, source_filter: str) -> str:
+    """The workflows' rows merged (`FINAL`) from the parts `source_filter` keeps, those that started
+    at or after `since` (a condition on the merged start, after the merge)."""
+    return f"(SELECT * FROM (SELECT * FROM {workflows} FINAL WHERE {source_filter}) WHERE {_since('StartTime', since)})"
+
+
+def refresh_select(workflows: str, traces: str, rework: str, since: str | None, source_filter: str = "1") -> str:
     """The rollup rows of the workflows in the qualified table `workflows` (merged, `FINAL`) that
-    started in [since, until) (SQL instants; None: open): the indicators' own SQL
+    started at or after SQL instant `since` (every one when None): the indicators' own SQL
     (`Indicator.counts`), and the effort (`clinotel.model.efficiency`) of their spans in `traces`
     and of their rework records in `rework` (read from `since` on). `source_filter` narrows the
     workflows view's parts read (a window's partitions)."""
     key = ", ".join(("TenantId", "WorkflowKind", TIME_COLUMN, *DIMENSIONS[2:]))
     measures = [m for name in ROLLED_UP for m in _measures(INDICATORS[name])]
     measures += [f"sumIf({expr}, RolloutMode != '') AS {name}" for name, expr in efficiency.ROLLUP_SUMS]
-    start = _between("StartTime", since, until)
     effort = ", ".join(f"{sql} AS {name}" for name, sql in efficiency.EFFORT_COLUMNS)
     read = "\n".join((*measures, *DIMENSIONS))
     # the columns the figures read (a merge's memory grows with the columns it carries)
     needed = [c for c in clinical.WORKFLOW_COLUMNS if c != "StartTime" and re.search(rf"\b{c}\b", read)]
     columns = ", ".join(f"w.{c} AS {c}" for c in ("TenantId", "WorkflowKind", "TraceId", "StartTime", *needed))
     # a range's effort: of its workflows' traces only (a whole-store refresh reads every trace anyway)
-    among = None if since is None else f"SELECT TraceId FROM {workflows} WHERE {start}"
+    among = None if since is None else f"SELECT TraceId FROM {workflows} WHERE {_since('StartTime', since)}"
     join = efficiency.EFFORT_JOIN.format(
         effort=efficiency.effort_by_trace_sql(traces, since, among=among),
         rework=rework_by_workflow_sql("", since, traces=rework),
     )
     return (
-        f"SELECT\n    TenantId, WorkflowKind, toStartOfHour(toDateTime(StartTime, 'UTC')) AS {TIME_COLUMN}, "
+        f"SELECT\n    TenantId, WorkflowKind, {_hour_of('StartTime')}, "
         f"{', '.join(DIMENSIONS[2:])},\n    " + ",\n    ".join(measures) + "\n"
         f"FROM\n(\n    SELECT {columns}, {effort}\n"
-        f"    FROM (SELECT * FROM (SELECT * FROM {workflows} FINAL WHERE {source_filter}) WHERE {start}) AS w\n"
+        f"    FROM {_merged(workflows, since, source_filter)} AS w\n"
         f"    {join}\n)\n"
         f"GROUP BY {key}"
     )
@@ -236,12 +241,12 @@ def _entries() -> list[str]:
     return out
 
 
-def signal_refresh_select(traces: str, since: str | None, until: str | None = None) -> str:
-    """The signal rollup rows of the spans in the qualified table `traces` in [since, until) (SQL
-    instants; None: open)."""
+def signal_refresh_select(traces: str, since: str | None) -> str:
+    """The signal rollup rows of the spans in the qualified table `traces` at or after SQL instant
+    `since` (every one when None)."""
     entries = ",\n        ".join(_entries())
     shadow = f"toUInt8({attr(A.ROLLOUT_MODE.key)} = {literal(RolloutMode.SHADOW.value)})"
-    when = _between("Timestamp", since, until)
+    when = _since("Timestamp", since)
     keys = sorted({k for f in FEATURES for k in f.keys} | {k for n in QUALITY if (k := SIGNALS[n].key) is not None})
     # only spans that can give a row are expanded (a span's keys are read, not its whole map)
     carries = (
@@ -249,7 +254,7 @@ def signal_refresh_select(traces: str, since: str | None, until: str | None = No
         f"OR ({IS_REWORK}) OR ({IS_FEEDBACK})"
     )
     return (
-        f"SELECT TenantId, {KIND} AS WorkflowKind, toStartOfHour(toDateTime(Timestamp, 'UTC')) AS {TIME_COLUMN},\n"
+        f"SELECT TenantId, {KIND} AS WorkflowKind, {_hour_of('Timestamp')},\n"
         f"    {attr(A.SITE.key)} AS Site, {attr(A.DEPARTMENT.key)} AS Department, {shadow} AS Shadow,\n"
         "    e.2 AS Signal, e.3 AS Bin, e.4 AS Detail, toInt64(count()) AS Rows, toInt64(sum(e.5)) AS Hits, "
         "sum(e.6) AS Total\n"
@@ -278,19 +283,18 @@ def cohort_dimension(i: Indicator, by: Sequence[str]) -> str | None:
     return None
 
 
-def cohort_refresh_select(workflows: str, since: str | None, until: str | None = None, source_filter: str = "1") -> str:
+def cohort_refresh_select(workflows: str, since: str | None, source_filter: str = "1") -> str:
     """The cohort rollup rows of the workflows in the qualified table `workflows` (merged) that
-    started in [since, until) (SQL instants; None: open): a row per cohort dimension and group
-    (groups '' left out), the fairness indicators' own SQL."""
-    start = _between("StartTime", since, until)
+    started at or after SQL instant `since` (every one when None): a row per cohort dimension and
+    group (groups '' left out), the fairness indicators' own SQL."""
     pairs = ", ".join(f"({literal(d)}, toString({d}))" for d in COHORT_DIMENSIONS)
     measures = ",\n    ".join(m for name in COHORT_ROLLED_UP for m in _measures(INDICATORS[name]))
     key = ", ".join(("TenantId", "WorkflowKind", TIME_COLUMN, *COHORT_DIMENSIONS_ROLLED[2:], "Dimension", "Grp"))
     return (
-        f"SELECT\n    TenantId, WorkflowKind, toStartOfHour(toDateTime(StartTime, 'UTC')) AS {TIME_COLUMN}, "
+        f"SELECT\n    TenantId, WorkflowKind, {_hour_of('StartTime')}, "
         f"{', '.join(COHORT_DIMENSIONS_ROLLED[2:])}, d.1 AS Dimension, d.2 AS Grp,\n"
         f"    toInt64(count()) AS members,\n    {measures}\n"
-        f"FROM (SELECT * FROM (SELECT * FROM {workflows} FINAL WHERE {source_filter}) WHERE {start})\n"
+        f"FROM {_merged(workflows, since, source_filter)}\n"
         f"ARRAY JOIN [{pairs}] AS d\n"
         "WHERE d.2 != ''\n"
         f"GROUP BY {key}"

@@ -122,35 +122,18 @@ def _instant(day: date) -> str:
     return f"toDateTime64({literal(day.strftime('%Y-%m-%d'))}, 9, 'UTC')"
 
 
-def _next_month(day: date) -> date:
-    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
-
-
-def _months(client: Any, o: SchemaOptions) -> list[date]:
-    """The first days of the months the workflows view or the spans have rows in."""
-    found: set[int] = set()
-    for table, month in ((WORKFLOWS, "_partition_value.2"), (TRACES, "toYYYYMM(_partition_value.2)")):
-        rows = client.query(f"SELECT DISTINCT {month} FROM {o.local(table)}").result_rows
-        found |= {int(r[0]) for r in rows}
-    return [date(m // 100, m % 100, 1) for m in sorted(found) if FIRST_DAY.year <= m // 100 <= LAST_DAY.year]
-
-
-def _refresh_months(
-    client: Any, o: SchemaOptions, since: date | None, until: date | None, settings: dict[str, Any]
+def _refresh_from(
+    client: Any, o: SchemaOptions, since: date | None, settings: dict[str, Any]
 ) -> tuple[dict[str, set[str]], int]:
-    """The rollups' rows of [since, until) (first days of months; None: open) swapped in."""
+    """The rollups' rows from the first day of a month `since` on (None: all of them) swapped in."""
     first = None if since is None else _instant(since)
-    last = None if until is None else _instant(until)
     source = "1" if since is None else f"_partition_value.2 >= {_month_before(since)}"
-    bounds = [] if since is None else [f"{rollups.TIME_COLUMN} >= toDateTime({literal(since.isoformat())}, 'UTC')"]
-    if until is not None:
-        bounds.append(f"{rollups.TIME_COLUMN} < toDateTime({literal(until.isoformat())}, 'UTC')")
-    window = " AND ".join(bounds) or "1"
+    window = "1" if since is None else f"{rollups.TIME_COLUMN} >= toDateTime({literal(since.isoformat())}, 'UTC')"
     traces, workflows = o.local(TRACES), o.local(WORKFLOWS)
     selects = (
-        (WORKFLOW_HOURS, rollups.refresh_select(workflows, traces, o.name(TRACES), first, last, source)),
-        (SIGNAL_HOURS, rollups.signal_refresh_select(traces, first, last)),
-        (COHORT_HOURS, rollups.cohort_refresh_select(workflows, first, last, source)),
+        (WORKFLOW_HOURS, rollups.refresh_select(workflows, traces, o.name(TRACES), first, source)),
+        (SIGNAL_HOURS, rollups.signal_refresh_select(traces, first)),
+        (COHORT_HOURS, rollups.cohort_refresh_select(workflows, first, source)),
     )
     written: dict[str, set[str]] = {}
     rows = 0
@@ -189,17 +172,16 @@ def refresh(
     _drop_orphans(client, o)
     if since is not None:
         since = since.replace(day=1)  # the rollups' partitions are a tenant's month: swapped whole
-        written, rows = _refresh_months(client, o, since, None, settings)
-        return Refreshed(since, sum(map(len, written.values())), rows, time.perf_counter() - started)
-    written, rows = _refresh_months(client, o, None, None, settings)
-    return Refreshed(None, sum(map(len, written.values())), rows, time.perf_counter() - started)
+    written, rows = _refresh_from(client, o, since, settings)
+    return Refreshed(since, sum(map(len, written.values())), rows, time.perf_counter() - started)
 
 
 class RollupRefresher:
     """Refreshes the rollups in a thread: the whole of them at start and every `full_every_s`, the
     months from `window_days` ago every `interval_s`, or nine times as long as the last refresh
-    took when that is longer (a tenth of one core at most). A failed refresh is logged and tried again at the next
-    interval: the rollup is then behind, never wrong, and ingest is not touched."""
+    took when that is longer (a tenth of one core at most). A failed refresh is logged and tried
+    again (a whole one when next due, the recent months meanwhile): the rollups are then behind,
+    never wrong, and ingest is not touched."""
 
     def __init__(
         self,
