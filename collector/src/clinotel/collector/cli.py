@@ -176,16 +176,25 @@ def refresh_rollups(
         done = refresh(client, options, day)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--since") from None
-    except (StoreError, click.ClickException) as e:
-        raise click.ClickException(e.message if isinstance(e, click.ClickException) else str(e)) from None
+    except click.ClickException:
+        raise
+    except StoreError as e:
+        raise click.ClickException(str(e)) from None
     except Exception as e:  # noqa: BLE001 - the engine's error, in one line
         raise click.ClickException(f"the refresh failed: {str(e).strip().splitlines()[0][:300]}") from None
-    first = day or "the first"
-    took = f"{done.rows:,} rollup rows in {done.seconds:.1f} s"
-    click.echo(f"refreshed {done.partitions} tenant-month(s) from {first}: {took}")
+    click.echo(_refreshed(done))
+
+
+def _refreshed(done: Any) -> str:
+    """A refresh in one line."""
+    return (
+        f"refreshed {done.partitions} tenant-month(s) from {done.since or 'the first'}: "
+        f"{done.rows:,} rollup rows in {done.seconds:.1f} s"
+    )
 
 
 def _refresh_until_stopped(client: Any, options: schema_module.SchemaOptions, every: float, window_days: int) -> None:
+    """The collector's refresh thread, without a collector, until SIGTERM or SIGINT."""
     import signal
     import threading
 
@@ -194,16 +203,24 @@ def _refresh_until_stopped(client: Any, options: schema_module.SchemaOptions, ev
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
-    refresher = RollupRefresher(client, options, interval_s=every, window_days=window_days)
+    refresher = RollupRefresher(
+        client, options, interval_s=every, window_days=window_days,
+        on_refresh=lambda done: click.echo(_refreshed(done), err=True),
+    )  # fmt: skip
     what = f"every {every:g} s (the last {window_days} days; everything now and daily)"
     click.echo(f"refreshing the rollups of {options.database} {what}", err=True)
-    while not stop.is_set():
-        done = refresher.refresh_once()
-        if done is not None and not done.unchanged:
-            since = done.since or "the first"
-            took = f"{done.rows:,} rows in {done.seconds:.1f} s"
-            click.echo(f"refreshed {done.partitions} tenant-month(s) from {since}: {took}", err=True)
-        stop.wait(every)
+    failure: list[str] = []
+    refresher.start(on_failure=failure.append)
+    while refresher.running and not stop.wait(1.0):
+        pass
+    refresher.stop()
+    if failure:
+        raise click.ClickException(failure[0])
+    if not stop.is_set():
+        raise click.ClickException(
+            f"{options.database}'s rollups are a cluster's Distributed tables: give --cluster NAME and run it "
+            "against a node of every shard"
+        )
 
 
 @schema.command()

@@ -194,6 +194,7 @@ class RollupRefresher:
         max_memory_bytes: int | None = None,
         whole_memory_bytes: int | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_refresh: Callable[[Refreshed], None] | None = None,
     ) -> None:
         self.client = client
         self.options = options
@@ -204,6 +205,8 @@ class RollupRefresher:
         self.whole_memory_bytes = whole_memory_bytes or max_memory_bytes
         """A whole refresh's share (it merges every workflow: 10M spans need more than a quarter of 768 MB)."""
         self.clock = clock
+        self.on_refresh = on_refresh
+        """Hears each refresh the thread makes (not the skipped ones)."""
         self.last: Refreshed | None = None
         self.failures = 0
         self.failed_seconds = 0.0
@@ -268,7 +271,8 @@ class RollupRefresher:
 
     def _run(self) -> None:
         try:
-            clustered = self._on_a_cluster()
+            # options naming the cluster refresh this node's own `_local` tables (refresh-rollups)
+            clustered = self.options.cluster is None and self._on_a_cluster()
         except Exception as e:  # noqa: BLE001 - decided again at the next start
             logger.warning("could not tell whether the store is a cluster; refreshing the rollups anyway: %s", e)
             clustered = False
@@ -280,6 +284,8 @@ class RollupRefresher:
             return
         while not self._stop.is_set():
             done = self.refresh_once()
+            if done is not None and not done.unchanged and self.on_refresh is not None:
+                self.on_refresh(done)
             # never more than a tenth of the time refreshing: a slow (or failed) refresh waits longer
             took = done.seconds if done is not None else self.failed_seconds
             self._stop.wait(max(self.interval_s, 9 * took))
@@ -288,6 +294,11 @@ class RollupRefresher:
         """Refresh in a thread until `stop`; `on_failure` hears if that thread ever dies."""
         self._thread = guarded(self._run, "clinotel-rollups", on_failure or (lambda reason: None))
         self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        """Whether the thread still refreshes (it ends on `stop`, on a cluster, or if it dies)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def stop(self) -> None:
         self._stop.set()
