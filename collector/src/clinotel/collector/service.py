@@ -154,6 +154,8 @@ class Collector:
         self.reader: SqlReader | None = None
         self.recorder: MetricsRecorder | None = None
         self.rollups: rollups.RollupRefresher | None = None
+        self._rollups_client: Any | None = None
+        """The refresh thread's own client, when the collector opened it (closed at stop)."""
         self.failure: str | None = None
         """Why the collector stopped acknowledging, once it has."""
         self.failed = threading.Event()
@@ -292,13 +294,10 @@ class Collector:
             )
         if cfg.rollup_interval_s is not None:
             # a client of its own: a refresh must not hold the writer's (its calls are serialized)
-            refresh_client = (
-                connect(cfg.data_dir, cfg.clickhouse_url, memory_bytes=cfg.engine_memory_bytes)
-                if self._owns_client
-                else client
-            )
+            if self._owns_client:
+                self._rollups_client = connect(cfg.data_dir, cfg.clickhouse_url, memory_bytes=cfg.engine_memory_bytes)
             self.rollups = rollups.RollupRefresher(
-                refresh_client,
+                self._rollups_client or client,
                 self.options,
                 interval_s=cfg.rollup_interval_s,
                 window_days=cfg.rollup_window_days,
@@ -346,8 +345,7 @@ class Collector:
                 self.grpc.stop()
             else:
                 self.grpc.close()
-        if self.rollups is not None:
-            self.rollups.stop()
+        self._stop_rollups()
         if self.writer is not None:
             self.writer.stop(drain=False)
         if self.recorder is not None:
@@ -356,6 +354,13 @@ class Collector:
             self.reader.close()
         if self.wal is not None:
             self.wal.release()
+
+    def _stop_rollups(self) -> None:
+        if self.rollups is not None:
+            self.rollups.stop()
+        if self._rollups_client is not None:
+            self._rollups_client.close()
+            self._rollups_client = None
 
     def health(self) -> str | None:
         """Why the collector cannot store what it receives now, or None when it can."""
@@ -401,8 +406,7 @@ class Collector:
                 server.stop()
         if self.reader is not None:
             self.reader.close()
-        if self.rollups is not None:
-            self.rollups.stop()
+        self._stop_rollups()
         if self.wal is not None:
             try:
                 self.wal.close()
