@@ -90,24 +90,19 @@ FROM (
 {EFFORT_JOIN.format(effort=effort, rework=rework)}"""
 
 
-_RAW_SUMS: Final = (
-    "count() AS n, sum(minutes) AS sm, sum(minutes * minutes) AS sq, sum(touches) AS st, sum(reworked) AS rw, "
-    "sum(rework_minutes) AS rm"
+_SUMS: Final = (
+    ("n", "effort_rows", "1"),
+    ("sm", "effort_minutes", "minutes"),
+    ("sq", "effort_minutes_sq", "minutes * minutes"),
+    ("st", "effort_touches", "touches"),
+    ("rw", "reworked", "reworked"),
+    ("rm", "rework_minutes", "rework_minutes"),
 )
-ROLLUP_SUMS: Final = (
-    ("effort_rows", "1"),
-    ("effort_minutes", "minutes"),
-    ("effort_minutes_sq", "minutes * minutes"),
-    ("effort_touches", "touches"),
-    ("reworked", "reworked"),
-    ("rework_minutes", "rework_minutes"),
-)
+"""(name in the figures' SQL, the hourly rollup's column, what it sums per workflow of
+`per_workflow_sql`): the sums every effort figure is computed from."""
+ROLLUP_SUMS: Final = tuple((column, per_workflow) for _, column, per_workflow in _SUMS)
 """The hourly rollup's effort columns (`clinotel.model.rollups`) and what each sums per workflow
 (`EFFORT_COLUMNS`), over the workflows with a rollout mode."""
-_FROM_ROLLUP: Final = (
-    "sum(effort_rows) AS n, sum(effort_minutes) AS sm, sum(effort_minutes_sq) AS sq, sum(effort_touches) AS st, "
-    "sum(reworked) AS rw, sum(rework_minutes) AS rm"
-)
 _VAR: Final = "if(n > 1, greatest(0., (sq - sm * sm / n) / (n - 1)), NULL)"
 """The sample variance of the minutes from their sums (what varSamp gives over the rows)."""
 
@@ -118,11 +113,12 @@ def _sums(database: str, when: str, where: str, keys: tuple[str, ...], rollup: s
     (then `when` is a condition on its hours)."""
     group = ", ".join(keys)
     if rollup is None:
-        return f"SELECT {group}, {_RAW_SUMS}\nFROM (\n{per_workflow_sql(database, when, where)}\n)\nGROUP BY {group}"
+        sums = ", ".join(f"sum({per_workflow}) AS {name}" for name, _, per_workflow in _SUMS)
+        return f"SELECT {group}, {sums}\nFROM (\n{per_workflow_sql(database, when, where)}\n)\nGROUP BY {group}"
     select = ", ".join(f"{PHASE} AS phase" if k == "phase" else k for k in keys)
+    sums = ", ".join(f"sum({column}) AS {name}" for name, column, _ in _SUMS)
     return (
-        f"SELECT {select}, {_FROM_ROLLUP}\nFROM {rollup}\n"
-        f"WHERE ({when}) AND RolloutMode != '' AND ({where})\nGROUP BY {group}"
+        f"SELECT {select}, {sums}\nFROM {rollup}\nWHERE ({when}) AND RolloutMode != '' AND ({where})\nGROUP BY {group}"
     )
 
 
