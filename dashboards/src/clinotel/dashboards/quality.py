@@ -9,7 +9,7 @@ from typing import Any
 from clinotel.dashboards._panels import Board
 from clinotel.dashboards._traces import rollup_filters, signal_hours_series, trace_filters
 from clinotel.model import rollups
-from clinotel.model.drift import MIN_SAMPLE, Reference, drift_sql
+from clinotel.model.drift import FEATURES, MIN_SAMPLE, Reference, drift_sql
 from clinotel.model.signals import SIGNALS, attr
 from clinotel.model.sql import identifier, literal
 from clinotel.model.tables import TRACES
@@ -54,7 +54,8 @@ def build(database: str) -> dict[str, Any]:
         "population is from what the model was validated on.",
         _drift_table(drift_sql(database, Reference(shadow=True), (_FROM, _TO), where=_FILTERS, rollup=hours)),
     )
-    mode = literal("input." + A.INPUT_ARRIVAL_MODE.key.removeprefix("clinical.input."))
+    (arrival,) = (f.name for f in FEATURES if f.keys == (A.INPUT_ARRIVAL_MODE.key,))
+    mode = literal(arrival)
     b.timeseries(
         "Arrival mode mix", "Share of decisions by the patient's arrival mode.",
         f"SELECT $__timeInterval({rollups.TIME_COLUMN}) AS time, Bin AS mode, "
