@@ -105,7 +105,7 @@ def _measure(client: Any, db: str, rounds: int) -> dict[str, Any]:
     from clinotel.dashboards.macros import TimeRange, expand
     from clinotel.model import rollups
 
-    ROLLUPS = (rollups.WORKFLOW_HOURS, rollups.COHORT_HOURS, rollups.SIGNAL_HOURS)  # noqa: N806 - a constant
+    ROLLUPS = (rollups.WORKFLOW_HOURS, rollups.COHORT_HOURS, rollups.SIGNAL_HOURS, rollups.FEEDBACK_HOURS)  # noqa: N806
     options = schema.SchemaOptions(database=db)
     reference_times = _timed(client, REFERENCE_SQL.format(db=db), rounds)
     full = refresh(client, options)
@@ -244,6 +244,11 @@ def main(argv: list[str] | None = None) -> int:
         help=f"the embedded engine's memory cap [default: {BUILD_MEMORY_MB}: building 10M spans in the engine "
         "needs more than the collector's default]",
     )  # fmt: skip
+    parser.add_argument(
+        "--store", type=Path,
+        help="keep the built store in this directory; when it already holds one, measure it as it is (no build, "
+        "--spans ignored): for iterating on panel SQL",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         sizes = sorted(int(v) for v in str(args.spans).split(","))
@@ -259,9 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     from clinotel.collector.store import schema
     from clinotel.collector.tokens import Tokens
 
-    work = Path(tempfile.mkdtemp(prefix="clinotel-bench-dash-"))
+    work = args.store or Path(tempfile.mkdtemp(prefix="clinotel-bench-dash-"))
+    reuse = args.store is not None and (work / "data").is_dir()
+    work.mkdir(parents=True, exist_ok=True)
     requests_file = work / "requests.bin"
-    _n_requests, n_seed = _demo_requests(seed_workflows, 512, requests_file)
+    if not reuse:
+        _demo_requests(seed_workflows, 512, requests_file)
     (work / "tokens.toml").write_text(f'[[token]]\ntenant = "bench"\ntoken = "{TOKEN}"\n', encoding="utf-8")
     (work / "tokens.toml").chmod(0o600)
     config = CollectorConfig(
@@ -273,6 +281,14 @@ def main(argv: list[str] | None = None) -> int:
     collector.start()
     assert collector.http is not None
     assert collector.writer is not None
+    client, db = collector.client, "clinotel"
+    if reuse:
+        steps = [_measure(client, db, rounds)]
+        _print(steps[0], rounds, _machine())
+        _write(args.json, steps, rounds, args.memory_mb, _machine())
+        collector.stop()
+        print(_headline(steps[0], None))
+        return 0
     url = f"http://127.0.0.1:{collector.http.port}/v1/traces"
     with requests_file.open("rb") as f:
         while header := f.read(8):
@@ -283,10 +299,10 @@ def main(argv: list[str] | None = None) -> int:
             request.add_header("Authorization", f"Bearer {TOKEN}")
             urllib.request.urlopen(request, timeout=60).read()
     collector.writer.drain()
-    client, db = collector.client, "clinotel"
     traces = f"{db}.{schema.TRACES}"
 
     client.command(f"CREATE TABLE {db}.bench_seed ENGINE = MergeTree ORDER BY tuple() AS SELECT * FROM {traces}")
+    n_seed = int(client.command(f"SELECT count() FROM {db}.bench_seed"))
     span_s = client.command(f"SELECT dateDiff('second', min(Timestamp), max(Timestamp)) + 3600 FROM {db}.bench_seed")
     columns = ", ".join(f"`{c}`" for c in schema.TRACES_INSERT_COLUMNS)
     rewrite = {
@@ -297,8 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         "leftPad(hex(toUInt32(c.number)), 8, '0'))), `Links.TraceId`)",
     }
     select = ", ".join(rewrite.get(c, f"`{c}`") for c in schema.TRACES_INSERT_COLUMNS)
-    python = f"{platform.python_implementation()} {platform.python_version()}"
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {python}"
+    machine = _machine()
     done, steps, build_s = 0, [], 0.0
     for target_spans in sizes:
         build_started = time.perf_counter()
@@ -319,10 +334,16 @@ def main(argv: list[str] | None = None) -> int:
         steps.append(step)
         _write(args.json, steps, rounds, args.memory_mb, machine)  # after each size: a stopped run keeps the first
     collector.stop()
-    shutil.rmtree(work, ignore_errors=True)
+    if args.store is None:
+        shutil.rmtree(work, ignore_errors=True)
     growth = _growth(steps[0], steps[-1]) if len(steps) > 1 else None
     print(_headline(steps[0], growth))
     return 0
+
+
+def _machine() -> str:
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, {python}"
 
 
 def _write(path: Path | None, steps: list[dict[str, Any]], rounds: int, memory_mb: int, machine: str) -> None:

@@ -128,6 +128,30 @@ def test_defect_3_override_reasons_count_the_models_overrides(loaded: Collector)
     assert sum(r["Overrides"] for r in rows) == overrides, "the override rate's numerator, fallbacks left out"
 
 
+def test_cds_hooks_feedback_counts_reviews_of_the_model_as_a_cds_client_does(loaded: Collector) -> None:
+    (row,) = _rows(loaded, "trust", "CDS Hooks feedback: accepted and overridden")
+    reviewed = [e for e in EVENTS if e.model and e.action is not None]
+    assert (row["Workflow kind"], row["Role"]) == ("triage", "nurse")
+    assert row["Accepted"] == sum(e.action == "accept" for e in reviewed)
+    assert row["Overridden"] == sum(e.action in ("override", "reject") for e in reviewed)
+    assert row["No feedback (escalate, timeout)"] == sum(e.action in ("escalate", "timeout") for e in reviewed)
+    assert row["Overridden"] > 0
+    assert row["No feedback (escalate, timeout)"] > 0
+
+
+def test_the_kill_criteria_rates_are_the_cohorts_own(loaded: Collector) -> None:
+    rows = {r["Criterion"]: r for r in _rows(loaded, "rollout", "Kill criteria: canary against baseline")}
+    for name in ("under_triage_rate", "override_rate"):
+        row = rows[INDICATORS[name].title]
+        hit, eligible = ka.MEASURES[name]
+        for cohort, column in (("canary", "Canary"), ("baseline", "Baseline")):
+            hits, n = ka.counts([e for e in EVENTS if e.cohort == cohort], hit, eligible)
+            assert row[f"{column} rows"] == n, (name, cohort)
+            assert row[column] == pytest.approx(round(hits / n, 4), abs=1e-4), (name, cohort)
+    # every canary workflow decides (the model, or the rules when it was unavailable)
+    assert rows[INDICATORS["decision_latency_p95_ms"].title]["Canary rows"] == sum(e.cohort == "canary" for e in EVENTS)
+
+
 def test_defect_4_ground_truth_by_identifier_joins_and_the_unjoined_are_counted(loaded: Collector) -> None:
     assert sum(e.truth is not None and not e.linked for e in EVENTS) > 200
     (workflows,) = _rows(loaded, "operations", "Workflows", "stat")

@@ -10,9 +10,10 @@ from typing import Any
 from clinotel.collector.service import Collector
 from clinotel.model import rollups
 from clinotel.model.drift import FEATURES
+from clinotel.model.feedback import feedback_decisions_sql
 from clinotel.model.signals import IS_FEEDBACK, IS_REWORK, IS_WORKFLOW, KIND, SIGNALS, attr
 from clinotel.model.sql import literal
-from clinotel.model.tables import TRACES
+from clinotel.model.tables import STAGE_SPANS, TRACES, WORKFLOWS
 from clinotel.semconv import attributes as A
 from collector.tests.fixtures import WRITE_TOKEN
 from dashboards.tests.demo_data import load_demo
@@ -68,3 +69,43 @@ def test_the_signal_rollup_is_the_signals_span_by_span(collector: Collector) -> 
         assert got == want, f.name
         checked += len(want)
     assert checked > 500
+
+
+def test_the_feedback_rollup_is_each_report_joined_to_its_decision(collector: Collector) -> None:
+    load_demo(collector, WRITE_TOKEN, workflows=1500)
+    client, o = collector.client, collector.options
+    rows = feedback_decisions_sql(o.name(TRACES), o.name(WORKFLOWS))
+    key = "TenantId, kind, toStartOfHour(toDateTime(Timestamp, 'UTC')), site, department, category, severity"
+    want = _set(client, f"SELECT {key}, model_version, decision, joined, count() FROM ({rows}) "
+                        f"GROUP BY {key}, model_version, decision, joined")  # fmt: skip
+    rolled = "TenantId, WorkflowKind, Hour, Site, Department, Category, Severity, ModelVersion, Decision, Joined"
+    got = _set(client, f"SELECT {rolled}, sum(Reports) FROM {o.name(rollups.FEEDBACK_HOURS)} GROUP BY {rolled}")
+    assert got == want
+    assert any(r[-2] == 1 for r in want), "the demo's feedback joins its decisions"
+
+
+def test_the_centile_states_are_the_spans_centiles(collector: Collector) -> None:
+    load_demo(collector, WRITE_TOKEN, workflows=1500)
+    client, o = collector.client, collector.options
+    site = attr(A.SITE.key)
+    for name, expr in rollups.CENTILES.items():
+        want = _set(client, f"SELECT {site}, count(), quantile(0.95)({expr}) FROM {o.name(TRACES)} "
+                            f"WHERE {expr} IS NOT NULL GROUP BY {site}")  # fmt: skip
+        got = _set(client, f"SELECT Site, sum(Rows), quantileMerge(0.95)(Sample) FROM {o.name(rollups.SIGNAL_HOURS)} "
+                           f"WHERE Signal = {literal(name)} GROUP BY Site")  # fmt: skip
+        assert got == want, name
+        assert want, f"the demo records {name}"
+
+
+def test_the_stage_rollup_is_the_stage_spans_hour_by_hour(collector: Collector) -> None:
+    load_demo(collector, WRITE_TOKEN, workflows=1500)
+    client, o = collector.client, collector.options
+    place = "TenantId, WorkflowKind, toStartOfHour(toDateTime(Timestamp, 'UTC')), Site, Department, ModelVersion, "
+    place += "RolloutCohort, Stage, QueueName, toUInt8(ifNull(Shadow, 0))"
+    rolled = "TenantId, WorkflowKind, Hour, Site, Department, ModelVersion, RolloutCohort, Stage, QueueName, Shadow"
+    figures = "count(), quantile(0.5)(DurationMs), quantile(0.99)(DurationMs), max(QueueDepth)"
+    want = _set(client, f"SELECT {place}, {figures} FROM {o.name(STAGE_SPANS)} GROUP BY {place}")
+    got = _set(client, f"SELECT {rolled}, sum(Spans), quantileMerge(0.5)(Duration), quantileMerge(0.99)(Duration), "
+                       f"max(MaxQueueDepth) FROM {o.name(rollups.STAGE_HOURS)} GROUP BY {rolled}")  # fmt: skip
+    assert got == want
+    assert any(r[8] != "" and r[-1] is not None for r in want), "the demo's queues report their depth"

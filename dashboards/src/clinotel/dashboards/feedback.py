@@ -4,9 +4,8 @@ severity, each joined to the workflow and decision it is about, and the team tha
 from __future__ import annotations
 
 from clinotel.dashboards._panels import Board
-from clinotel.dashboards._traces import rollup_filters, trace_filters
+from clinotel.dashboards._traces import rollup_filters
 from clinotel.model import rollups
-from clinotel.model.feedback import feedback_decisions_sql
 from clinotel.model.signals import FEEDBACK_OWNERS
 from clinotel.model.sql import identifier, literal
 
@@ -22,8 +21,9 @@ def add_feedback(b: Board) -> None:
         "Feedback by category, with its decision",
         "Coded feedback (never free text), joined to the workflow it is about: the model version and the decision "
         "it judged (by the span link, else by the workflow's identifier), and the team each category is routed to.",
-        f"SELECT category, {owners}[category] AS team, severity, model_version, decision, count() AS reports\n"
-        f"FROM (\n{feedback_decisions_sql(b.database, f'$__timeFilter(Timestamp) AND {trace_filters()}')}\n)\n"
+        f"SELECT Category AS category, {owners}[category] AS team, Severity AS severity, "
+        "ModelVersion AS model_version, Decision AS decision, sum(Reports) AS reports\n"
+        f"FROM {db}.{identifier(rollups.FEEDBACK_HOURS)}\nWHERE {rollup_filters()}\n"
         "GROUP BY category, team, severity, model_version, decision ORDER BY reports DESC",
         w=24,
     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from clinotel.dashboards._panels import Board, where_filters
-from clinotel.model import clinical
+from clinotel.model import clinical, rollups
+from clinotel.model.indicators import INDICATORS
 from clinotel.model.sql import identifier, literal
 from clinotel.semconv import Stage
 
@@ -14,48 +15,52 @@ UID = "clinotel-operations"
 
 def build(database: str) -> dict[str, Any]:
     b = Board(UID, "clinotel / Operations", "Workflow volume, stage latencies, queues and completion.", database)
-    stages = f"{identifier(database)}.{identifier(clinical.STAGE_SPANS)}"
+    stage_hours = f"{identifier(database)}.{identifier(rollups.STAGE_HOURS)}"
     workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
+    hours = f"{identifier(database)}.{identifier(rollups.WORKFLOW_HOURS)}"
     f = where_filters()
     # a lifecycle stage's span: not the late outcome, and not a shadow prediction (a zero-length
     # `decide` span recorded beside the live decision)
-    stage = f"Stage NOT IN ('', {literal(Stage.OUTCOME.value)}) AND ifNull(Shadow, 0) = 0"
+    stage = f"Stage NOT IN ('', {literal(Stage.OUTCOME.value)}) AND Shadow = 0"
     b.row("Now")
     for name in ("workflows", "completion_rate", "end_to_end_p95_ms", "queue_wait_p95_ms", "decision_latency_p95_ms",
                  "slot_fill_rate"):  # fmt: skip
         b.stat(name)
     b.row("Volume and latency")
+    started = rollups.sample(INDICATORS["workflows"])
     b.timeseries(
-        "Workflows per minute by kind", "Workflow instances started per minute.",
-        f"SELECT $__timeInterval(StartTime) AS time, WorkflowKind, count() * 60 / $__interval_s AS per_minute\n"
-        f"FROM {workflows}\nWHERE $__timeFilter(StartTime) AND {f}\nGROUP BY time, WorkflowKind ORDER BY time",
+        "Workflows per minute by kind", "Workflow instances started per minute (averaged over each hour at least).",
+        f"SELECT $__timeInterval({rollups.TIME_COLUMN}) AS time, WorkflowKind, {started} * 60 / $__interval_s "
+        f"AS per_minute\nFROM {hours}\nWHERE {rollups.time_filter()} AND {f}\n"
+        "GROUP BY time, WorkflowKind ORDER BY time",
+        interval="1h",
     )  # fmt: skip
     b.timeseries(
         "Stage latency p95", "95th centile of each lifecycle stage's duration.",
-        f"SELECT $__timeInterval(Timestamp) AS time, Stage, quantile(0.95)(DurationMs) AS p95_ms\n"
-        f"FROM {stages}\nWHERE $__timeFilter(Timestamp) AND {stage} AND {f}\n"
-        "GROUP BY time, Stage ORDER BY time", "ms",
+        f"SELECT $__timeInterval({rollups.TIME_COLUMN}) AS time, Stage, quantileMerge(0.95)(Duration) AS p95_ms\n"
+        f"FROM {stage_hours}\nWHERE {rollups.time_filter()} AND {stage} AND {f}\n"
+        "GROUP BY time, Stage ORDER BY time", "ms", interval="1h",
     )  # fmt: skip
     b.table(
         "Stage latency p50 / p95 / p99", "Each stage over the whole range (shadow predictions are not stages).",
-        f"SELECT Stage, count() AS spans, round(quantile(0.5)(DurationMs), 1) AS p50_ms, "
-        f"round(quantile(0.95)(DurationMs), 1) AS p95_ms, round(quantile(0.99)(DurationMs), 1) AS p99_ms\n"
-        f"FROM {stages}\nWHERE $__timeFilter(Timestamp) AND {stage} AND {f}\n"
+        f"SELECT Stage, sum(Spans) AS spans, round(quantileMerge(0.5)(Duration), 1) AS p50_ms, "
+        f"round(quantileMerge(0.95)(Duration), 1) AS p95_ms, round(quantileMerge(0.99)(Duration), 1) AS p99_ms\n"
+        f"FROM {stage_hours}\nWHERE {rollups.time_filter()} AND {stage} AND {f}\n"
         "GROUP BY Stage ORDER BY p95_ms DESC",
     )  # fmt: skip
     b.timeseries(
         "Queue wait p95 by queue", "Time in the queue stage, 95th centile, per queue.",
-        f"SELECT $__timeInterval(Timestamp) AS time, QueueName, quantile(0.95)(DurationMs) AS p95_ms\n"
-        f"FROM {stages}\nWHERE $__timeFilter(Timestamp) AND Stage = {literal(Stage.QUEUE.value)} AND QueueName != ''"
-        f" AND {f}\n"
-        "GROUP BY time, QueueName ORDER BY time", "ms",
+        f"SELECT $__timeInterval({rollups.TIME_COLUMN}) AS time, QueueName, quantileMerge(0.95)(Duration) AS p95_ms\n"
+        f"FROM {stage_hours}\nWHERE {rollups.time_filter()} AND Stage = {literal(Stage.QUEUE.value)} "
+        f"AND QueueName != '' AND Shadow = 0 AND {f}\n"
+        "GROUP BY time, QueueName ORDER BY time", "ms", interval="1h",
     )  # fmt: skip
     b.series("end_to_end_p95_ms")
     b.timeseries(
         "Backlog (queue depth)", "The deepest queue depth reported at enqueue, per queue.",
-        f"SELECT $__timeInterval(Timestamp) AS time, QueueName, max(QueueDepth) AS depth\n"
-        f"FROM {stages}\nWHERE $__timeFilter(Timestamp) AND QueueDepth IS NOT NULL AND {f}\n"
-        "GROUP BY time, QueueName ORDER BY time",
+        f"SELECT $__timeInterval({rollups.TIME_COLUMN}) AS time, QueueName, max(MaxQueueDepth) AS depth\n"
+        f"FROM {stage_hours}\nWHERE {rollups.time_filter()} AND MaxQueueDepth IS NOT NULL AND {f}\n"
+        "GROUP BY time, QueueName ORDER BY time", interval="1h",
     )  # fmt: skip
     b.row("Completion and scheduling")
     b.series("completion_rate", w=8)
@@ -66,12 +71,13 @@ def build(database: str) -> dict[str, Any]:
         f"FROM {workflows}\nWHERE $__timeFilter(StartTime) AND WorkflowKind = 'scheduling' "
         f"AND LeadTimeDays IS NOT NULL AND {f}\nGROUP BY time ORDER BY time", "short", w=8,
     )  # fmt: skip
+    completed, e2e = (rollups.value(INDICATORS[n]) for n in ("completion_rate", "end_to_end_p95_ms"))
     b.table(
-        "Throughput by department", "Workflows, completion and end-to-end time per department.",
-        f"SELECT Department, WorkflowKind, count() AS workflows, "
-        f"round(countIf(OutcomeStatus = 'completed') / nullIf(countIf(OutcomeStatus != ''), 0), 3) AS completed, "
-        f"round(quantile(0.95)(dateDiff('millisecond', StartTime, EndTime)) / 1000, 1) AS e2e_p95_s\n"
-        f"FROM {workflows}\nWHERE $__timeFilter(StartTime) AND {f}\nGROUP BY Department, WorkflowKind "
+        "Throughput by department", "Workflows, completion rate and end-to-end time p95 (of the workflows with a "
+        "finished stage) per department.",
+        f"SELECT Department, WorkflowKind, {started} AS workflows, round({completed}, 3) AS completed, "
+        f"round({e2e} / 1000, 1) AS e2e_p95_s\n"
+        f"FROM {hours}\nWHERE {rollups.time_filter()} AND {f}\nGROUP BY Department, WorkflowKind "
         "ORDER BY workflows DESC", w=24,
     )  # fmt: skip
     return b.build()

@@ -7,12 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from clinotel.dashboards._panels import Board
-from clinotel.dashboards._traces import rollup_filters, signal_hours_series, trace_filters
+from clinotel.dashboards._traces import rollup_filters, signal_hours_series
 from clinotel.model import rollups
 from clinotel.model.drift import FEATURES, MIN_SAMPLE, Reference, drift_sql
-from clinotel.model.signals import SIGNALS, attr
+from clinotel.model.signals import SIGNALS
 from clinotel.model.sql import identifier, literal
-from clinotel.model.tables import TRACES
 from clinotel.semconv import attributes as A
 
 UID = "clinotel-quality"
@@ -38,7 +37,6 @@ def build(database: str) -> dict[str, Any]:
     b = Board(UID, "clinotel / Inputs and data quality",
               "Drift of the decision's inputs and outputs, and the quality of the data it was made from.", database,
               tags=["drift", "data-quality"])  # fmt: skip
-    traces = f"{identifier(database)}.{identifier(TRACES)}"
     hours = f"{identifier(database)}.{identifier(rollups.SIGNAL_HOURS)}"
     b.row("Drift")
     b.table(
@@ -68,18 +66,20 @@ def build(database: str) -> dict[str, Any]:
     for name in QUALITY:
         s = SIGNALS[name]
         b.timeseries(s.title, s.description, signal_hours_series(s, hours, by="Site"), s.unit, w=12, interval="1h")
-    columns = ", ".join(
-        f"round({SIGNALS[n].value.replace('count()', f'countIf({SIGNALS[n].where})')}, 4) AS {n}" for n in QUALITY
+    rates = ", ".join(
+        f"round(sumIf(Hits, Signal = {literal(n)}) / nullIf(sumIf(Rows, Signal = {literal(n)}), 0), 4) AS {n}"
+        for n in QUALITY
     )
-    age = f"toFloat64OrNull({attr(A.DATA_DEMOGRAPHICS_AGE_H.key)})"
+    centiles = ", ".join(
+        f"round(quantileMergeIf(0.95)(Sample, Signal = {literal(n)}), 1) AS {alias}"
+        for n, alias in zip(rollups.CENTILES, ("demographics_age_p95_h", "lab_delay_p95_min"), strict=True)
+    )
+    signals = ", ".join(literal(n) for n in (*QUALITY, *rollups.CENTILES))
     b.table(
         "Data quality by site",
-        "Per site: decisions with data-quality fields, the four failure rates, and the 95th centile of the "
-        "demographics' age (hours) and of the lab delay (minutes).",
-        f"SELECT {attr(A.SITE.key)} AS site, countIf({SIGNALS['context_missing_rate'].where}) AS decisions, {columns}, "
-        f"round(quantileIf(0.95)({age}, {age} IS NOT NULL), 1) AS demographics_age_p95_h, "
-        f"round(quantile(0.95)(toFloat64OrNull({attr(A.DATA_LAB_DELAY_MIN.key)})), 1) AS lab_delay_p95_min\n"
-        f"FROM {traces}\nWHERE $__timeFilter(Timestamp) AND {SIGNALS['context_missing_rate'].where} "
-        f"AND {trace_filters()}\nGROUP BY site ORDER BY site",
+        "Per site: decisions with data-quality fields, the four failure rates (each over the decisions that "
+        "recorded its field), and the 95th centile of the demographics' age (hours) and of the lab delay (minutes).",
+        f"SELECT Site AS site, sumIf(Rows, Signal = {literal(QUALITY[0])}) AS decisions, {rates}, {centiles}\n"
+        f"FROM {hours}\nWHERE Signal IN ({signals}) AND {rollup_filters()}\nGROUP BY site ORDER BY site",
     )
     return b.build()

@@ -11,7 +11,7 @@ from datetime import date
 from typing import Any, Final
 
 from clinotel.dashboards._panels import Board, where_filters
-from clinotel.model import clinical
+from clinotel.model import clinical, rollups
 from clinotel.model.indicators import INDICATORS
 from clinotel.model.sql import identifier, literal
 from clinotel.model.stats import ratio_sequence_sql
@@ -41,19 +41,19 @@ def kill_criteria_sql(database: str) -> str:
     its confidence sequence (for a rate; `clinotel.model.stats.ratio_sequence`, tuned to the
     limit), the limit, sample sizes and a status: KILL when the ratio is past its limit and the
     sequence excludes 1 (the canary is worse than its baseline at every look), as the canary
-    alert decides. One scan per kind computes every criterion for both cohorts; an ARRAY JOIN
-    turns them into rows."""
-    workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
+    alert decides. One pass over the hourly rollup per kind computes every criterion for both
+    cohorts; an ARRAY JOIN turns them into rows."""
+    hours = f"{identifier(database)}.{identifier(rollups.WORKFLOW_HOURS)}"
     cohorts = {c: f"RolloutCohort = {literal(c.value)}" for c in (RolloutCohort.CANARY, RolloutCohort.BASELINE)}
     rows = []
     for name, limit in KILL_CRITERIA:
         i = INDICATORS[name]
-        canary, n_canary = i.conditional(cohorts[RolloutCohort.CANARY])
-        baseline, n_baseline = i.conditional(cohorts[RolloutCohort.BASELINE])
+        canary, n_canary = rollups.conditional(i, cohorts[RolloutCohort.CANARY])
+        baseline, n_baseline = rollups.conditional(i, cohorts[RolloutCohort.BASELINE])
         if i.kind == "rate":
             x_canary, x_baseline = (
-                i.counts(cohorts[RolloutCohort.CANARY])[0],
-                i.counts(cohorts[RolloutCohort.BASELINE])[0],
+                rollups.counts(i, cohorts[RolloutCohort.CANARY])[0],
+                rollups.counts(i, cohorts[RolloutCohort.BASELINE])[0],
             )
         else:
             x_canary = x_baseline = "0"
@@ -77,8 +77,8 @@ def kill_criteria_sql(database: str) -> str:
         "AS `Status`\n"
         f"FROM (\n  SELECT *, c, {low} AS seq_low, {high} AS seq_high\n"
         f"  FROM (\n    SELECT TenantId AS tenant, WorkflowKind AS kind, [{', '.join(rows)}] AS criteria\n"
-        f"    FROM {workflows}\n"
-        f"    WHERE $__timeFilter(StartTime) AND RolloutCohort != '' AND {where_filters()}\n"
+        f"    FROM {hours}\n"
+        f"    WHERE {rollups.time_filter()} AND RolloutCohort != '' AND {where_filters()}\n"
         "    GROUP BY tenant, kind\n  )\n  ARRAY JOIN criteria AS c\n)\nORDER BY `Tenant`, `Workflow kind`, `Criterion`"
     )
 
@@ -145,11 +145,13 @@ def build(database: str, flags: Iterable[tuple[str, date]] = ()) -> dict[str, An
     b.series("override_rate", by=("WorkflowKind", "FlagVariant"), title="Override rate by flag variant")
     b.series("under_triage_rate", by=("WorkflowKind", "ModelVersion"), title="Model under-triage by model version")
     b.row("Rollout")
+    (started,) = rollups.columns(INDICATORS["workflows"])
     b.timeseries(
         "Rollout-mode mix", "Workflows per rollout mode.",
-        f"SELECT $__timeInterval(StartTime) AS time, RolloutMode, count() AS workflows\n"
-        f"FROM {workflows}\nWHERE $__timeFilter(StartTime) AND RolloutMode != '' AND {f}\n"
-        "GROUP BY time, RolloutMode ORDER BY time",
+        f"SELECT $__timeInterval({rollups.TIME_COLUMN}) AS time, RolloutMode, sum({started}) AS workflows\n"
+        f"FROM {identifier(database)}.{identifier(rollups.WORKFLOW_HOURS)}\n"
+        f"WHERE {rollups.time_filter()} AND RolloutMode != '' AND {f}\n"
+        "GROUP BY time, RolloutMode ORDER BY time", interval="1h",
     )  # fmt: skip
     b.timeseries(
         "Shadow agreement by shadow model", "Share of workflows where the shadow model agreed with the live decision.",

@@ -12,7 +12,7 @@ from typing import Any
 
 from clinotel.dashboards._panels import Board, where_filters
 from clinotel.dashboards.feedback import add_feedback
-from clinotel.model import clinical
+from clinotel.model import clinical, rollups
 from clinotel.model.indicators import INDICATORS
 from clinotel.model.sql import identifier
 
@@ -34,18 +34,20 @@ def override_reasons_sql(database: str) -> str:
 
 def cds_feedback_sql(database: str) -> str:
     """Per workflow kind and role, reviews of model decisions as CDS Hooks feedback would report
-    them (`accepted`, `overridden`) and the reviews such feedback does not carry."""
-    workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
+    them (`accepted`, `overridden`) and the reviews such feedback does not carry: from the hourly
+    rollup's rows and hits of the CDS override rate (feedback sent, overridden) and of the override
+    rate (every review of a model decision)."""
+    hours = f"{identifier(database)}.{identifier(rollups.WORKFLOW_HOURS)}"
     cds = INDICATORS["cds_override_rate"]
-    reviews = INDICATORS["override_rate"]
-    overridden, feedback = cds.counts()
+    feedback, overridden = (f"sum({c})" for c in rollups.columns(cds))
+    reviews = f"sum({rollups.columns(INDICATORS['override_rate'])[0]})"
     return (
         "SELECT WorkflowKind AS `Workflow kind`, ReviewActorRole AS `Role`, "
         f"{feedback} - {overridden} AS `Accepted`, {overridden} AS `Overridden`, "
-        f"countIf({reviews.where}) - {feedback} AS `No feedback (escalate, timeout)`, "
+        f"{reviews} - {feedback} AS `No feedback (escalate, timeout)`, "
         f"round({overridden} / nullIf({feedback}, 0), 4) AS {identifier(cds.title)}\n"
-        f"FROM {workflows}\nWHERE $__timeFilter(StartTime) AND ({reviews.where}) AND {where_filters()}\n"
-        "GROUP BY WorkflowKind, ReviewActorRole ORDER BY WorkflowKind, ReviewActorRole"
+        f"FROM {hours}\nWHERE {rollups.time_filter()} AND {where_filters(rollups.DIMENSIONS)}\n"
+        f"GROUP BY WorkflowKind, ReviewActorRole HAVING {reviews} > 0 ORDER BY WorkflowKind, ReviewActorRole"
     )
 
 

@@ -9,38 +9,41 @@ workflow is unknown keeps an empty model version and decision, so nothing is dro
 
 from __future__ import annotations
 
-from clinotel.model.clinical import WORKFLOWS
 from clinotel.model.signals import IS_FEEDBACK, attr
-from clinotel.model.sql import identifier
-from clinotel.model.tables import TRACES
 from clinotel.semconv import attributes as A
 
 __all__ = ["feedback_decisions_sql"]
 
 
-def feedback_decisions_sql(database: str, where: str = "1") -> str:
-    """One row per feedback record where `where` holds (SQL over `otel_traces` rows): Timestamp,
-    TenantId, kind, category, severity, trace (the linked workflow's TraceId, '' if none),
-    workflow_id, joined (1 when its workflow was found), model_version, decision."""
-    db = identifier(database)
-    workflows = f"{db}.{identifier(WORKFLOWS)} FINAL"
-    return f"""SELECT f.Timestamp AS Timestamp, f.TenantId AS TenantId, f.kind AS kind, f.category AS category,
-    f.severity AS severity, f.trace AS trace, f.wid AS workflow_id,
+def feedback_decisions_sql(traces: str, workflows: str, where: str = "1") -> str:
+    """One row per feedback record in the qualified span table `traces` where `where` holds (SQL
+    over its rows), joined to the qualified workflows view `workflows` (merged): Timestamp, TenantId,
+    kind, site, department, category, severity, trace (the linked workflow's TraceId, '' if none),
+    workflow_id, joined (1 when its workflow was found), model_version, decision. Only the workflows
+    some record names are merged and joined (the records are few, the workflows many)."""
+    merged = f"{workflows} FINAL"
+    named = f"SELECT {attr(A.WORKFLOW_ID.key)} FROM {traces} WHERE {IS_FEEDBACK} AND ({where})"
+    linked = f"SELECT Links.TraceId[1] FROM {traces} WHERE {IS_FEEDBACK} AND ({where})"
+    return f"""SELECT f.Timestamp AS Timestamp, f.TenantId AS TenantId, f.kind AS kind, f.site AS site,
+    f.department AS department, f.category AS category, f.severity AS severity, f.trace AS trace,
+    f.wid AS workflow_id,
     toUInt8(bt.TraceId != '' OR bi.WorkflowId != '') AS joined,
     if(bt.TraceId != '', bt.ModelVersion, bi.ModelVersion) AS model_version,
     if(bt.TraceId != '', bt.DecisionValue, bi.DecisionValue) AS decision
 FROM (
     SELECT Timestamp, TenantId, {attr(A.ABOUT_KIND.key)} AS kind, {attr(A.FEEDBACK_CATEGORY.key)} AS category,
         {attr(A.FEEDBACK_SEVERITY.key)} AS severity, Links.TraceId[1] AS trace,
-        {attr(A.WORKFLOW_ID.key)} AS wid
-    FROM {db}.{identifier(TRACES)}
+        {attr(A.WORKFLOW_ID.key)} AS wid, {attr(A.SITE.key)} AS site, {attr(A.DEPARTMENT.key)} AS department
+    FROM {traces}
     WHERE {IS_FEEDBACK} AND ({where})
 ) AS f
 LEFT JOIN (
-    SELECT TenantId, TraceId, ModelVersion, DecisionValue FROM {workflows}
+    SELECT TenantId, TraceId, ModelVersion, DecisionValue FROM {merged}
+    WHERE TraceId IN ({linked})
 ) AS bt ON f.TenantId = bt.TenantId AND f.trace = bt.TraceId
 LEFT JOIN (
     SELECT TenantId, WorkflowKind, WorkflowId, argMax(ModelVersion, StartTime) AS ModelVersion,
         argMax(DecisionValue, StartTime) AS DecisionValue
-    FROM {workflows} WHERE WorkflowId != '' GROUP BY TenantId, WorkflowKind, WorkflowId
+    FROM {merged} WHERE WorkflowId != '' AND WorkflowId IN ({named})
+    GROUP BY TenantId, WorkflowKind, WorkflowId
 ) AS bi ON f.TenantId = bi.TenantId AND f.kind = bi.WorkflowKind AND f.wid = bi.WorkflowId"""

@@ -38,34 +38,44 @@ from typing import Final
 
 from clinotel.model import clinical, efficiency
 from clinotel.model.drift import FEATURES
+from clinotel.model.feedback import feedback_decisions_sql
 from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS, Indicator
 from clinotel.model.signals import IS_FEEDBACK, IS_REWORK, IS_WORKFLOW, KIND, SIGNALS, attr
 from clinotel.model.sql import literal
-from clinotel.model.tables import COHORT_HOURS, SIGNAL_HOURS, WORKFLOW_HOURS, WORKFLOWS
+from clinotel.model.tables import COHORT_HOURS, FEEDBACK_HOURS, SIGNAL_HOURS, STAGE_HOURS, WORKFLOW_HOURS, WORKFLOWS
 from clinotel.model.workflow_signals import rework_by_workflow_sql
 from clinotel.semconv import RolloutMode
 from clinotel.semconv import attributes as A
 
 __all__ = [
+    "CENTILES",
     "COHORT_DIMENSIONS_ROLLED",
     "COHORT_HOURS",
     "COHORT_ROLLED_UP",
     "DIMENSIONS",
     "FEEDBACK",
+    "FEEDBACK_DIMENSIONS",
+    "FEEDBACK_HOURS",
     "REWORK",
     "ROLLED_UP",
     "SIGNAL_DIMENSIONS",
     "SIGNAL_HOURS",
+    "STAGE_DIMENSIONS",
+    "STAGE_HOURS",
     "TIME_COLUMN",
     "WORKFLOW",
     "WORKFLOW_HOURS",
     "cohort_dimension",
     "cohort_refresh_select",
     "columns",
+    "conditional",
+    "counts",
+    "feedback_refresh_select",
     "refresh_select",
     "rolled_up",
     "sample",
     "signal_refresh_select",
+    "stage_refresh_select",
     "time_filter",
     "value",
 ]
@@ -145,6 +155,24 @@ def value(i: Indicator) -> str:
     return f"sum({_rows(i)})"
 
 
+def conditional(i: Indicator, also: str) -> tuple[str, str]:
+    """(value, sample) over the rollup rows where `also` (SQL over its dimensions) holds: the same
+    figures as `Indicator.conditional(also)` over the workflows those rows hold."""
+    rows = f"sumIf({_rows(i)}, {also})"
+    if i.kind == "rate":
+        return f"sumIf({_hits(i)}, {also}) / nullIf({rows}, 0)", rows
+    if i.kind == "quantile":
+        return f"quantileMergeIf({i.q})({_state(i)}, {also})", rows
+    return rows, rows
+
+
+def counts(i: Indicator, also: str) -> tuple[str, str]:
+    """A rate's (hits, rows) over the rollup rows where `also` holds (`Indicator.counts(also)`)."""
+    if i.kind != "rate":
+        raise ValueError(f"{i.name} is a {i.kind}, not a rate: it has no hit count")
+    return f"sumIf({_hits(i)}, {also})", f"sumIf({_rows(i)}, {also})"
+
+
 def sample(i: Indicator) -> str:
     """The indicator's sample size over rollup rows (`Indicator.sample` over the workflows)."""
     return f"sum({_rows(i)})"
@@ -222,21 +250,31 @@ WORKFLOW: Final = "workflow"
 REWORK: Final = "rework"
 FEEDBACK: Final = "feedback"
 QUALITY: Final = ("context_missing_rate", "stale_demographics_rate", "late_lab_rate", "mapping_error_rate")
+CENTILES: Final = {
+    "demographics_age_h": f"toFloat64OrNull({attr(A.DATA_DEMOGRAPHICS_AGE_H.key)})",
+    "lab_delay_min": f"toFloat64OrNull({attr(A.DATA_LAB_DELAY_MIN.key)})",
+}
+"""Signals whose rows carry a value for the 95th centile (`Sample`): the data-quality fields'
+demographics age (hours) and lab delay (minutes), per decision that recorded them."""
 
 
 def _entries() -> list[str]:
-    """(applies, signal, bin, detail, hit, total) per kind of row a span gives."""
-    out = [f"({f.bin} != '', {literal(f.name)}, {f.bin}, '', 0, 0.)" for f in FEATURES]
+    """(applies, signal, bin, detail, hit, total, sample) per kind of row a span gives."""
+    none = "CAST(NULL, 'Nullable(Float64)')"
+    out = [f"({f.bin} != '', {literal(f.name)}, {f.bin}, '', 0, 0., {none})" for f in FEATURES]
     for name in QUALITY:
         s = SIGNALS[name]
-        out.append(f"({s.where}, {literal(name)}, '', '', {s.hit}, 0.)")
-    out.append(f"({IS_WORKFLOW}, {literal(WORKFLOW)}, '', '', 0, 0.)")
+        out.append(f"({s.where}, {literal(name)}, '', '', {s.hit}, 0., {none})")
+    for name, expr in CENTILES.items():
+        out.append(f"({expr} IS NOT NULL, {literal(name)}, '', '', 0, 0., {expr})")
+    out.append(f"({IS_WORKFLOW}, {literal(WORKFLOW)}, '', '', 0, 0., {none})")
     out.append(
         f"({IS_REWORK}, {literal(REWORK)}, {attr(A.REWORK_KIND.key)}, {attr(A.EFFORT_ACTOR_ROLE.key)}, 0, "
-        f"toFloat64OrZero({attr(A.EFFORT_MINUTES.key)}))"
+        f"toFloat64OrZero({attr(A.EFFORT_MINUTES.key)}), {none})"
     )
     out.append(
-        f"({IS_FEEDBACK}, {literal(FEEDBACK)}, {attr(A.FEEDBACK_CATEGORY.key)}, {attr(A.FEEDBACK_SEVERITY.key)}, 0, 0.)"
+        f"({IS_FEEDBACK}, {literal(FEEDBACK)}, {attr(A.FEEDBACK_CATEGORY.key)}, {attr(A.FEEDBACK_SEVERITY.key)}, "
+        f"0, 0., {none})"
     )
     return out
 
@@ -257,11 +295,48 @@ def signal_refresh_select(traces: str, since: str | None) -> str:
         f"SELECT TenantId, {KIND} AS WorkflowKind, {_hour_of('Timestamp')},\n"
         f"    {attr(A.SITE.key)} AS Site, {attr(A.DEPARTMENT.key)} AS Department, {shadow} AS Shadow,\n"
         "    e.2 AS Signal, e.3 AS Bin, e.4 AS Detail, toInt64(count()) AS Rows, toInt64(sum(e.5)) AS Hits, "
-        "sum(e.6) AS Total\n"
+        "sum(e.6) AS Total,\n    quantileStateIf(0.95)(assumeNotNull(e.7), e.7 IS NOT NULL) AS Sample\n"
         f"FROM {traces}\n"
         f"ARRAY JOIN arrayFilter(e -> e.1, [\n        {entries}\n    ]) AS e\n"
         f"WHERE ({when}) AND ({carries})\n"
         f"GROUP BY TenantId, WorkflowKind, {TIME_COLUMN}, Site, Department, Shadow, Signal, Bin, Detail"
+    )
+
+
+STAGE_DIMENSIONS: Final = ("TenantId", "WorkflowKind", "Site", "Department", "ModelVersion", "RolloutCohort")
+"""What a stage rollup row is per, besides its hour, stage, queue and shadow mode: the dashboards'
+filters, which stage spans carry as columns."""
+
+
+def stage_refresh_select(stages: str, since: str | None) -> str:
+    """The stage rollup rows of the stage spans in the qualified table `stages` at or after SQL
+    instant `since` (every one when None): spans, their duration's centile state (read with
+    `quantileMerge(level)`) and the deepest queue reported, per hour, stage and queue."""
+    key = ", ".join(("TenantId", "WorkflowKind", TIME_COLUMN, *STAGE_DIMENSIONS[2:], "Stage", "QueueName", "Shadow"))
+    return (
+        f"SELECT TenantId, WorkflowKind, {_hour_of('Timestamp')}, {', '.join(STAGE_DIMENSIONS[2:])}, Stage, "
+        "QueueName, toUInt8(ifNull(Shadow, 0)) AS Shadow,\n"
+        "    toInt64(count()) AS Spans, quantileState(0.95)(DurationMs) AS Duration, max(QueueDepth) AS MaxQueueDepth\n"
+        f"FROM {stages}\nWHERE {_since('Timestamp', since)}\nGROUP BY {key}"
+    )
+
+
+FEEDBACK_DIMENSIONS: Final = SIGNAL_DIMENSIONS
+"""What a feedback rollup row is per, besides its hour, category, severity, model version,
+decision and whether its workflow was found."""
+
+
+def feedback_refresh_select(traces: str, workflows: str, since: str | None) -> str:
+    """The feedback rollup rows of the feedback records in the qualified span table `traces` at or
+    after SQL instant `since` (every one when None), each joined to its workflow in the qualified
+    workflows view `workflows` (`clinotel.model.feedback`)."""
+    rows = feedback_decisions_sql(traces, workflows, _since("Timestamp", since))
+    key = f"TenantId, WorkflowKind, {TIME_COLUMN}, Site, Department, Category, Severity, ModelVersion, Decision, Joined"
+    return (
+        f"SELECT TenantId, kind AS WorkflowKind, {_hour_of('Timestamp')}, site AS Site, department AS Department,\n"
+        "    category AS Category, severity AS Severity, model_version AS ModelVersion, decision AS Decision, "
+        "joined AS Joined,\n    toInt64(count()) AS Reports\n"
+        f"FROM (\n{rows}\n)\nGROUP BY {key}"
     )
 
 

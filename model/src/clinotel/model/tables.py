@@ -17,9 +17,11 @@ __all__ = [
     "COHORT_HOURS",
     "COLLECTOR_METRICS",
     "DEFAULT_DATABASE",
+    "FEEDBACK_HOURS",
     "SDK_TELEMETRY",
     "SDK_TELEMETRY_COLUMNS",
     "SIGNAL_HOURS",
+    "STAGE_HOURS",
     "STAGE_SPANS",
     "TENANT_COLUMN",
     "TRACES",
@@ -51,6 +53,12 @@ WORKFLOW_HOURS: Final = "clinical_workflow_hours"
 SIGNAL_HOURS: Final = "clinical_signal_hours"
 """The spans' signals (drift features, data quality, rework, feedback) rolled up per tenant, kind,
 hour, site and department (migration 10; `clinotel.model.rollups` says how to read it)."""
+STAGE_HOURS: Final = "clinical_stage_hours"
+"""The stage spans rolled up per tenant, kind, hour, the dashboards' dimensions, stage, queue and
+shadow mode: spans, duration centile state, deepest queue (migration 11)."""
+FEEDBACK_HOURS: Final = "clinical_feedback_hours"
+"""Clinician feedback rolled up per tenant, kind, hour, site, department, category and severity,
+with the model version and decision each report judged (migration 11)."""
 COHORT_HOURS: Final = "clinical_cohort_hours"
 """The fairness indicators rolled up per cohort dimension and group, tenant, kind, hour and the
 dashboards' dimensions (migration 10; `clinotel.model.rollups` says how to read it)."""
@@ -84,6 +92,7 @@ UNJOINED_OUTCOME_COLUMNS: Final = (
 def tenant_tables() -> tuple[str, ...]:
     """The tables with a `TenantId` column: what readers may query, each filtered to their tenant."""
     return (
-        TRACES, STAGE_SPANS, WORKFLOWS, WORKFLOW_HOURS, SIGNAL_HOURS, COHORT_HOURS, UNJOINED_OUTCOMES,
+        TRACES, STAGE_SPANS, WORKFLOWS, WORKFLOW_HOURS, SIGNAL_HOURS, COHORT_HOURS, FEEDBACK_HOURS, STAGE_HOURS,
+        UNJOINED_OUTCOMES,
         COLLECTOR_METRICS, ALERT_EVENTS, SDK_TELEMETRY,
     )  # fmt: skip

@@ -1,5 +1,6 @@
-"""The hourly rollups (`clinical_workflow_hours`, `clinical_cohort_hours`, `clinical_signal_hours`:
-`clinotel.model.rollups`) recomputed from the workflows view and the spans, off the insert path.
+"""The hourly rollups (`clinical_workflow_hours`, `clinical_cohort_hours`, `clinical_signal_hours`,
+`clinical_stage_hours`, `clinical_feedback_hours`: `clinotel.model.rollups`) recomputed from the workflows view and the
+spans, off the insert path.
 
 A refresh computes the rollup rows of every workflow that started (every span recorded) on or
 after the first day of a month into a staging table of its own, then swaps each of those
@@ -30,7 +31,16 @@ from typing import Any, Final
 from clinotel.collector.store.schema import SchemaOptions
 from clinotel.model import rollups
 from clinotel.model.sql import literal
-from clinotel.model.tables import COHORT_HOURS, SIGNAL_HOURS, TRACES, WORKFLOW_HOURS, WORKFLOWS
+from clinotel.model.tables import (
+    COHORT_HOURS,
+    FEEDBACK_HOURS,
+    SIGNAL_HOURS,
+    STAGE_HOURS,
+    STAGE_SPANS,
+    TRACES,
+    WORKFLOW_HOURS,
+    WORKFLOWS,
+)
 from clinotel.model.threads import guarded
 
 __all__ = ["DEFAULT_INTERVAL_S", "DEFAULT_WINDOW_DAYS", "Refreshed", "RollupRefresher", "refresh"]
@@ -134,6 +144,9 @@ def _refresh_from(
         (WORKFLOW_HOURS, rollups.refresh_select(workflows, traces, o.name(TRACES), first, source)),
         (SIGNAL_HOURS, rollups.signal_refresh_select(traces, first)),
         (COHORT_HOURS, rollups.cohort_refresh_select(workflows, first, source)),
+        (STAGE_HOURS, rollups.stage_refresh_select(o.local(STAGE_SPANS), first)),
+        # a report and the workflow it judged may be on two shards: the workflows are the cluster's
+        (FEEDBACK_HOURS, rollups.feedback_refresh_select(traces, o.name(WORKFLOWS), first)),
     )
     written: dict[str, set[str]] = {}
     rows = 0
