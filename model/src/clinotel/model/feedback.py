@@ -20,10 +20,12 @@ def feedback_decisions_sql(traces: str, workflows: str, where: str = "1") -> str
     over its rows), joined to the qualified workflows view `workflows` (merged): Timestamp, TenantId,
     kind, site, department, category, severity, trace (the linked workflow's TraceId, '' if none),
     workflow_id, joined (1 when its workflow was found), model_version, decision. Only the workflows
-    some record names are merged and joined (the records are few, the workflows many)."""
+    some record links to are joined by trace (the records are few, the workflows many; the
+    identifiers are not narrowed the same way: that would read every record's attributes twice)."""
     merged = f"{workflows} FINAL"
-    named = f"SELECT {attr(A.WORKFLOW_ID.key)} FROM {traces} WHERE {IS_FEEDBACK} AND ({where})"
-    linked = f"SELECT Links.TraceId[1] FROM {traces} WHERE {IS_FEEDBACK} AND ({where})"
+    # PREWHERE by name: inside a join ClickHouse does not move the condition there itself, and
+    # would read every span's attributes (2.7x as long at 10M spans)
+    linked = f"SELECT Links.TraceId[1] FROM {traces} PREWHERE {IS_FEEDBACK} WHERE {where}"
     return f"""SELECT f.Timestamp AS Timestamp, f.TenantId AS TenantId, f.kind AS kind, f.site AS site,
     f.department AS department, f.category AS category, f.severity AS severity, f.trace AS trace,
     f.wid AS workflow_id,
@@ -35,7 +37,8 @@ FROM (
         {attr(A.FEEDBACK_SEVERITY.key)} AS severity, Links.TraceId[1] AS trace,
         {attr(A.WORKFLOW_ID.key)} AS wid, {attr(A.SITE.key)} AS site, {attr(A.DEPARTMENT.key)} AS department
     FROM {traces}
-    WHERE {IS_FEEDBACK} AND ({where})
+    PREWHERE {IS_FEEDBACK}
+    WHERE {where}
 ) AS f
 LEFT JOIN (
     SELECT TenantId, TraceId, ModelVersion, DecisionValue FROM {merged}
@@ -44,6 +47,6 @@ LEFT JOIN (
 LEFT JOIN (
     SELECT TenantId, WorkflowKind, WorkflowId, argMax(ModelVersion, StartTime) AS ModelVersion,
         argMax(DecisionValue, StartTime) AS DecisionValue
-    FROM {merged} WHERE WorkflowId != '' AND WorkflowId IN ({named})
+    FROM {merged} WHERE WorkflowId != ''
     GROUP BY TenantId, WorkflowKind, WorkflowId
 ) AS bi ON f.TenantId = bi.TenantId AND f.kind = bi.WorkflowKind AND f.wid = bi.WorkflowId"""

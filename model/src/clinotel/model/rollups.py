@@ -23,7 +23,15 @@ shadow mode (the span's rollout mode), signal, bin and detail: `Rows`, `Hits` (a
 check failing) and `Total` (rework minutes). A drift feature's bins are its `Bin`s; a
 data-quality signal's rows are the decisions with its field; `workflow` counts workflows started
 (rework's denominator); `rework` is per kind (`Bin`) and role (`Detail`); `feedback` per category
-(`Bin`) and severity (`Detail`).
+(`Bin`) and severity (`Detail`). The signals of `CENTILES` carry a value per row: `Sample` holds
+its quantile state (read with `quantileMerge(level)`).
+
+`clinical_stage_hours` (migration 11) has one row per tenant, workflow kind, hour of the span, the
+dashboards' dimensions, stage, queue and shadow mode: `Spans`, the state of their duration's
+centiles (`Duration`, in ms, read with `quantileMerge(level)`) and `MaxQueueDepth`.
+`clinical_feedback_hours` (migration 11) has one row per tenant, workflow kind, hour of the report,
+site, department, category, severity, model version and decision of the workflow it judged, and
+whether that workflow was found (`Joined`): `Reports`.
 
 A rollup row covers a whole hour: a range is widened to whole hours at its start (`time_filter`),
 so a figure over a range that does not start on the hour counts the workflows of that hour that
