@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import yaml
 from compose_spec import PyCompose
@@ -77,6 +78,59 @@ def test_compose_files_follow_the_specification_and_use_only_defined_variables(s
     for service, (_, definition) in services.items():
         for dependency in definition.get("depends_on", {}):
             assert dependency in services, f"{service} depends on {dependency}, which {name} does not define"
+
+
+def _clinotel_options(command: list[str]) -> tuple[click.Command, dict[str, Any]]:
+    """The clinotel subcommand a service's `command` runs and its options as the CLI parses them
+    (types, ranges, choices); click.BadParameter or UsageError for what it refuses."""
+    from clinotel.cli import cli
+
+    context, found, rest = click.Context(cli, info_name="clinotel"), cli, list(command)
+    while isinstance(found, click.Group):
+        sub = found.get_command(context, rest.pop(0))
+        assert sub is not None, f"clinotel has no command {command}"
+        found = sub
+    return found, found.make_context(found.name, rest, parent=context).params
+
+
+def _container_paths(definition: dict[str, Any], compose_file: Path) -> dict[str, str]:
+    """Each file a clinotel service sees, by its path in the container, as the file here: its bind
+    mounts, and the copies the image's entrypoint makes of them (`install … SOURCE TARGET`)."""
+    mounts = {}
+    for volume in definition.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith((".", "/")):
+            mounts[target] = str((compose_file.parent / source).resolve())
+    entrypoint = (REPO / "compose/collector/entrypoint.sh").read_text(encoding="utf-8")
+    for source, target in re.findall(r"^\s*install .* (\S+) (\S+)$", entrypoint, re.M):
+        if source in mounts:
+            mounts[target] = mounts[source]
+    return mounts
+
+
+@pytest.mark.parametrize("ticket_url", ["", "https://tickets.example.org/clinotel"])
+@pytest.mark.parametrize("name", STACKS)
+def test_every_clinotel_command_compose_runs_is_accepted_by_the_cli(stack: Stack, name: str, ticket_url: str) -> None:
+    """With `generate`'s defaults (no ticket webhook: CLINOTEL_TICKET_WEBHOOK_URL empty) and with
+    one set, each clinotel service's command parses, and its alerting options make a configuration
+    (an empty --webhook once stopped the collector at start: exit 2, restarted in a loop)."""
+    from clinotel.alerts.options import alerting_config
+
+    compose_dir, result = stack
+    env = result.env | {"CLINOTEL_TICKET_WEBHOOK_URL": ticket_url}
+    ran = []
+    for service, (path, definition) in _services(compose_dir, name, env).items():
+        if definition.get("image") != "clinotel/collector:local" or "command" not in definition:
+            continue
+        mounts = _container_paths(definition, path)
+        args = [mounts.get(str(part), str(part)) for part in definition["command"]]
+        command, options = _clinotel_options(args)
+        ran.append(command.name)
+        if "webhook" in options:
+            names = ("rules", "every", "alertmanager", "pagerduty", "pagerduty_url", "webhook", "sinks")
+            config = alerting_config(**{k: options[k] for k in names})
+            assert config.webhook == ((ticket_url,) if ticket_url else ()), service
+    assert "evaluate" in ran or "serve" in ran
 
 
 def test_the_specification_validator_refuses_a_broken_service() -> None:

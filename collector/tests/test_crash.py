@@ -27,8 +27,9 @@ pytestmark = pytest.mark.slow
 SPANS_PER_REQUEST = 50
 
 
-def _start(data: Path, wal: Path, port: int) -> subprocess.Popen[bytes]:
-    http = free_port()
+def _start(data: Path, wal: Path, port: int, http: int | None = None) -> subprocess.Popen[bytes]:
+    """`clinotel serve` on `data` and `wal`, OTLP/HTTP on `port`, its read port on `http` (or a free one)."""
+    http = http or free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(data), "--wal-dir", str(wal),
          "--otlp-http", f"127.0.0.1:{port}", "--otlp-grpc", f"127.0.0.1:{free_port()}",

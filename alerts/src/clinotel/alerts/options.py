@@ -40,6 +40,11 @@ FLAGD_DIR_ENV: Final = "CLINOTEL_FLAGD_DIR"
 MAX_FLAGD_BYTES: Final = MAX_CONFIG_BYTES
 
 
+def _without_empty(context: click.Context, parameter: click.Parameter, urls: tuple[str, ...]) -> tuple[str, ...]:
+    """The URLs given, an empty one left out: no webhook."""
+    return tuple(url for url in urls if url)
+
+
 def alerting_options(rules_help: str) -> Callable[[F], F]:
     """`--rules`, `--every` (also `--evaluate-every`), `--alertmanager`, `--pagerduty`, `--webhook`,
     `--sink` and the kill switch's `--flagd-file`, `--flag-webhook`, `--dry-run`; the command
@@ -57,8 +62,9 @@ def alerting_options(rules_help: str) -> Callable[[F], F]:
         click.option("--pagerduty", is_flag=True, help="Page through PagerDuty Events v2 (PAGERDUTY_ROUTING_KEY)."),
         click.option("--pagerduty-url", hidden=True, help="Events API URL [default: PagerDuty's]."),
         click.option(
-            "--webhook", metavar="URL", multiple=True,
-            help="Send tickets (and pages, when nothing else pages) here; repeatable.",
+            "--webhook", metavar="URL", multiple=True, callback=_without_empty,
+            help="Send tickets (and pages, when nothing else pages) here; repeatable; an empty URL is no webhook "
+            '(`--webhook "$TICKET_URL"` with the variable unset, as in compose).',
         ),
         click.option(
             "--sink", "sinks", metavar="NAME", multiple=True,

@@ -2,8 +2,9 @@
 
 A segment leaves the log only after ClickHouse accepted it. Connection failures are retried with
 backoff for as long as they last (the log holds the data; its size bound pushes back on clients).
-A segment ClickHouse itself refuses is retried a few times, then moved to the log's quarantine
-with the reason: set aside for a person, never silently dropped.
+A full store disk is retried the same way. A segment ClickHouse itself refuses is retried a few
+times, then moved to the log's quarantine with the reason: set aside for a person, never silently
+dropped.
 
 The writer thread never dies quietly: whatever stops it (the log moved or deleted under it, a bug)
 is logged and handed to `on_failure`, and the collector stops acknowledging.
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from clinotel.collector.log.wal import LogLostError, Segment, WriteAheadLog
-from clinotel.collector.store.segments import SegmentStore
+from clinotel.collector.store.segments import SegmentStore, out_of_space
 from clinotel.model.threads import guarded
 
 __all__ = ["SegmentWriter", "WriterStats"]
@@ -152,11 +153,13 @@ class SegmentWriter:
                     alarmed_at = now
                     logger.error(
                         "segment %s not stored for %.0f s, still retrying (%s): acknowledged spans wait in the "
-                        "log, which refuses new ones when full; if the engine is at its memory cap, raise "
-                        "--memory-mb",
+                        "log, which refuses new ones when full; %s",
                         segment.token,
                         now - since,
                         str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__,
+                        "free space on the store's disk"
+                        if out_of_space(e)
+                        else "if the engine is at its memory cap, raise --memory-mb",
                     )
                 delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
                 attempt += 1

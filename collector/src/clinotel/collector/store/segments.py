@@ -12,7 +12,7 @@ from typing import Any, Final, Protocol
 from clinotel.collector.log.wal import Segment
 from clinotel.collector.store.pipeline import Pipeline
 
-__all__ = ["EmbeddedSegments", "SegmentStore", "ServerSegments", "engine_full"]
+__all__ = ["EmbeddedSegments", "SegmentStore", "ServerSegments", "engine_full", "out_of_space"]
 
 logger: Final = logging.getLogger("clinotel.collector")
 
@@ -48,16 +48,26 @@ _RELIEF: Final = (
 the next reads), and the pages its allocator keeps after freeing them (counted against the cap)."""
 
 
+_NOT_ENOUGH_SPACE: Final = 243
+_NO_SPACE_LEFT: Final = "No space left on device"
+
+
+def out_of_space(error: Exception) -> bool:
+    """The store's disk is full: ClickHouse could not reserve room for the new parts, or a write
+    met ENOSPC. Not the segment's fault: it passes once space returns."""
+    return getattr(error, "code", None) == _NOT_ENOUGH_SPACE or _NO_SPACE_LEFT in str(error)
+
+
 def _clickhouse_refused(error: Exception) -> bool:
     """ClickHouse ran the insert and refused it. Not when the engine as a whole was out of memory
-    (merges or readers held it): that passes, the segment is retried. A segment over its own
-    insert's cap is refused like any other."""
+    (merges or readers held it) or its disk was full: those pass, the segment is retried (it waits
+    in the log, whose bound then pushes back on clients). A segment over its own insert's cap is
+    refused like any other."""
     from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
     if not isinstance(error, DatabaseError) or isinstance(error, OperationalError):
         return False
-    code = getattr(error, "code", None)
-    return not (code == _MEMORY_LIMIT_EXCEEDED and engine_full(error))
+    return not (engine_full(error) or out_of_space(error))
 
 
 class EmbeddedSegments:
