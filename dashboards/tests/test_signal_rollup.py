@@ -5,9 +5,12 @@ severity, and every drift feature's bins (live and shadow apart), hour by hour."
 
 from __future__ import annotations
 
+from datetime import UTC, timedelta
 from typing import Any
 
 from clinotel.collector.service import Collector
+from clinotel.dashboards._panels import FILTERS, variables
+from clinotel.dashboards.macros import TimeRange, expand
 from clinotel.model import rollups
 from clinotel.model.drift import FEATURES
 from clinotel.model.feedback import feedback_decisions_sql
@@ -109,3 +112,15 @@ def test_the_stage_rollup_is_the_stage_spans_hour_by_hour(collector: Collector) 
                        f"max(MaxQueueDepth) FROM {o.name(rollups.STAGE_HOURS)} GROUP BY {rolled}")  # fmt: skip
     assert got == want
     assert any(r[8] != "" and r[-1] is not None for r in want), "the demo's queues report their depth"
+
+
+def test_the_template_variables_list_the_workflows_values(collector: Collector) -> None:
+    load_demo(collector, WRITE_TOKEN, workflows=600)
+    client, o = collector.client, collector.options
+    start, end = client.query(f"SELECT min(StartTime), max(StartTime) FROM {o.name(WORKFLOWS)}").result_rows[0]
+    tr = TimeRange(start.replace(tzinfo=UTC), end.replace(tzinfo=UTC) + timedelta(minutes=1))
+    for v in variables(o.database):
+        column = next(c for name, _, c in FILTERS if name == v.name)
+        want = [r[0] for r in client.query(f"SELECT DISTINCT {column} FROM {o.name(WORKFLOWS)} WHERE {column} != '' "
+                                           "ORDER BY 1").result_rows]  # fmt: skip
+        assert [r[0] for r in client.query(expand(v.sql, tr)).result_rows] == want, v.name

@@ -10,7 +10,7 @@ import grafanalib.core as g
 
 from clinotel.dashboards._grafana import ClickHouseTarget, Variable, finish
 from clinotel.dashboards.annotations import changes_annotation
-from clinotel.model import clinical, rollups
+from clinotel.model import rollups
 from clinotel.model.indicators import INDICATORS, Indicator
 from clinotel.model.sql import identifier, literal
 
@@ -37,12 +37,14 @@ FILTERS: Final = (
 
 
 def variables(database: str) -> list[Variable]:
-    table = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)}"
+    """The template variables: each filter's values among the workflows of the range, read from the
+    hourly rollup (every filter column is one of its dimensions)."""
+    table = f"{identifier(database)}.{identifier(rollups.WORKFLOW_HOURS)}"
     return [
         Variable(
             name,
             label,
-            f"SELECT DISTINCT {column} FROM {table} WHERE $__timeFilter(StartTime) AND {column} != '' ORDER BY 1",
+            f"SELECT DISTINCT {column} FROM {table} WHERE {rollups.time_filter()} AND {column} != '' ORDER BY 1",
         )
         for name, label, column in FILTERS
     ]
