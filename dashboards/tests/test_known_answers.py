@@ -128,6 +128,14 @@ def test_defect_3_override_reasons_count_the_models_overrides(loaded: Collector)
     assert sum(r["Overrides"] for r in rows) == overrides, "the override rate's numerator, fallbacks left out"
 
 
+def test_fallbacks_by_reason_and_shadow_agreement_read_from_the_rollup(loaded: Collector) -> None:
+    fallbacks = _rows(loaded, "safety", "Fallback activations by reason", "timeseries")
+    assert sum(r["fallbacks"] for r in fallbacks) == sum(e.source == "fallback" for e in EVENTS) > 0
+    agreement = _rows(loaded, "rollout", "Shadow agreement by shadow model", "timeseries")
+    assert {r["ShadowModelVersion"] for r in agreement} == {"5.0.0-rc1"}
+    assert all(r["agreement"] == 1.0 for r in agreement), "the shadow model predicts what the live one decided"
+
+
 def test_cds_hooks_feedback_counts_reviews_of_the_model_as_a_cds_client_does(loaded: Collector) -> None:
     (row,) = _rows(loaded, "trust", "CDS Hooks feedback: accepted and overridden")
     reviewed = [e for e in EVENTS if e.model and e.action is not None]

@@ -128,7 +128,6 @@ def build(database: str, flags: Iterable[tuple[str, date]] = ()) -> dict[str, An
     """The dashboard; `flags`: the inventory's (key, expiry) for the flags panel's status."""
     b = Board(UID, "clinotel / Rollout and canary", "Canary against baseline, kill criteria, shadow agreement.",
               database, tags=["rollout"])  # fmt: skip
-    workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
     f = where_filters()
     b.row("Kill criteria")
     about = (
@@ -153,12 +152,14 @@ def build(database: str, flags: Iterable[tuple[str, date]] = ()) -> dict[str, An
         f"WHERE {rollups.time_filter()} AND RolloutMode != '' AND {f}\n"
         "GROUP BY time, RolloutMode ORDER BY time", interval="1h",
     )  # fmt: skip
+    paired, disagreed = (f"sum({c})" for c in rollups.columns(INDICATORS["shadow_disagreement_rate"]))
     b.timeseries(
         "Shadow agreement by shadow model", "Share of workflows where the shadow model agreed with the live decision.",
-        f"SELECT $__timeInterval(StartTime) AS time, ShadowModelVersion, "
-        f"countIf(ShadowValue = DecisionValue) / count() AS agreement\n"
-        f"FROM {workflows}\nWHERE $__timeFilter(StartTime) AND ShadowValue != '' AND DecisionValue != '' AND {f}\n"
-        "GROUP BY time, ShadowModelVersion ORDER BY time", "percentunit",
+        f"SELECT $__timeInterval({rollups.TIME_COLUMN}) AS time, ShadowModelVersion, "
+        f"({paired} - {disagreed}) / {paired} AS agreement\n"
+        f"FROM {identifier(database)}.{identifier(rollups.WORKFLOW_HOURS)}\n"
+        f"WHERE {rollups.time_filter()} AND ShadowModelVersion != '' AND {f}\n"
+        f"GROUP BY time, ShadowModelVersion HAVING {paired} > 0 ORDER BY time", "percentunit", interval="1h",
     )  # fmt: skip
     b.row("Flags")
     about = (

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from clinotel.dashboards._panels import Board, where_filters
-from clinotel.model import clinical
+from clinotel.model import rollups
+from clinotel.model.indicators import INDICATORS
 from clinotel.model.sql import identifier
 
 UID = "clinotel-safety"
@@ -17,7 +18,6 @@ UID = "clinotel-safety"
 
 def build(database: str) -> dict[str, Any]:
     b = Board(UID, "clinotel / Safety", "Model safety against late ground truth, overrides and fallbacks.", database)
-    workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
     b.row("Now")
     for name in ("under_triage_rate", "final_under_triage_rate", "high_risk_miss_rate", "escalation_miss_rate",
                  "override_rate", "fallback_rate"):  # fmt: skip
@@ -31,9 +31,11 @@ def build(database: str) -> dict[str, Any]:
     b.row("Model health")
     b.timeseries(
         "Fallback activations by reason", "Decisions made by a fallback, per reason.",
-        f"SELECT $__timeInterval(StartTime) AS time, FallbackReason, count() AS fallbacks\n"
-        f"FROM {workflows}\nWHERE $__timeFilter(StartTime) AND FallbackReason != '' AND {where_filters()}\n"
-        "GROUP BY time, FallbackReason ORDER BY time",
+        f"SELECT $__timeInterval({rollups.TIME_COLUMN}) AS time, FallbackReason, "
+        f"{rollups.sample(INDICATORS['workflows'])} AS fallbacks\n"
+        f"FROM {identifier(database)}.{identifier(rollups.WORKFLOW_HOURS)}\n"
+        f"WHERE {rollups.time_filter()} AND FallbackReason != '' AND {where_filters()}\n"
+        "GROUP BY time, FallbackReason ORDER BY time", interval="1h",
     )  # fmt: skip
     b.series("model_error_rate", title="Model errors and timeouts (workflows with an error span)")
     b.stat("low_confidence_share", w=12)

@@ -12,7 +12,7 @@ from typing import Any
 
 from clinotel.dashboards._panels import Board, where_filters
 from clinotel.dashboards.feedback import add_feedback
-from clinotel.model import clinical, rollups
+from clinotel.model import rollups
 from clinotel.model.indicators import INDICATORS
 from clinotel.model.sql import identifier
 
@@ -20,15 +20,15 @@ UID = "clinotel-trust"
 
 
 def override_reasons_sql(database: str) -> str:
-    """Overrides of the model by reason and role: the override rate's own numerator, so the
-    table's total is what the rate counts."""
-    workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
-    i = INDICATORS["override_rate"]
+    """Overrides of the model by reason and role: the override rate's own numerator (its hits in
+    the hourly rollup), so the table's total is what the rate counts."""
+    hours = f"{identifier(database)}.{identifier(rollups.WORKFLOW_HOURS)}"
+    hits = f"sum({rollups.columns(INDICATORS['override_rate'])[1]})"
     return (
         "SELECT WorkflowKind AS `Workflow kind`, ReviewReason AS `Reason`, ReviewActorRole AS `Role`, "
-        "count() AS `Overrides`\n"
-        f"FROM {workflows}\nWHERE $__timeFilter(StartTime) AND ({i.where}) AND ({i.hit}) AND {where_filters()}\n"
-        "GROUP BY WorkflowKind, ReviewReason, ReviewActorRole ORDER BY `Overrides` DESC"
+        f"{hits} AS `Overrides`\n"
+        f"FROM {hours}\nWHERE {rollups.time_filter()} AND {where_filters(rollups.DIMENSIONS)}\n"
+        f"GROUP BY WorkflowKind, ReviewReason, ReviewActorRole HAVING `Overrides` > 0 ORDER BY `Overrides` DESC"
     )
 
 

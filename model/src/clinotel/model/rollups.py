@@ -92,9 +92,11 @@ TIME_COLUMN: Final = "Hour"
 """The hour the rollup row's workflows started in (the workflows view's `StartTime`, truncated)."""
 DIMENSIONS: Final = (
     "TenantId", "WorkflowKind", "Site", "Department", "ModelVersion", "RolloutCohort", "RolloutMode",
-    "ReviewActorRole", "FlagVariant",
+    "ReviewActorRole", "FlagVariant", "ReviewReason", "FallbackReason", "ShadowModelVersion",
 )  # fmt: skip
 """What a rollup row is per, besides its hour: the columns a panel on it may filter or group by."""
+_ADDED: Final = 9
+"""Dimensions from this one on were added by migration 11: in the table they follow the measures."""
 
 ROLLED_UP: Final = (
     "workflows",
@@ -243,7 +245,8 @@ def refresh_select(workflows: str, traces: str, rework: str, since: str | None, 
     )
     return (
         f"SELECT\n    TenantId, WorkflowKind, {_hour_of('StartTime')}, "
-        f"{', '.join(DIMENSIONS[2:])},\n    " + ",\n    ".join(measures) + "\n"
+        f"{', '.join(DIMENSIONS[2:_ADDED])},\n    " + ",\n    ".join(measures) + ",\n    "
+        f"{', '.join(DIMENSIONS[_ADDED:])}\n"
         f"FROM\n(\n    SELECT {columns}, {effort}\n"
         f"    FROM {_merged(workflows, since, source_filter)} AS w\n"
         f"    {join}\n)\n"

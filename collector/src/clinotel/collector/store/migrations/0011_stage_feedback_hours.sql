@@ -1,4 +1,4 @@
--- clinotel schema migration 11: hourly stage and feedback rollups: clinical_stage_hours (the stage spans' counts, duration centile state and queue depth), clinical_feedback_hours (clinician feedback joined to the decision it judged), and clinical_signal_hours' centile state (Sample: the data-quality panels' demographics age and lab delay)
+-- clinotel schema migration 11: hourly stage and feedback rollups: clinical_stage_hours (the stage spans' counts, duration centile state and queue depth), clinical_feedback_hours (clinician feedback joined to the decision it judged), clinical_signal_hours' centile state (Sample: the data-quality panels' demographics age and lab delay), and three more dimensions of clinical_workflow_hours (review reason, fallback reason, shadow model version)
 -- Frozen: never edit an applied migration; add a new one.
 
 CREATE TABLE IF NOT EXISTS {{local:clinical_feedback_hours}}{{on_cluster}}
@@ -55,3 +55,14 @@ ALTER TABLE {{local:clinical_signal_hours}}{{on_cluster}}
 -- cluster only
 ALTER TABLE {{name:clinical_signal_hours}}{{on_cluster}}
     ADD COLUMN IF NOT EXISTS `Sample` AggregateFunction(quantile(0.95), Float64);
+
+ALTER TABLE {{local:clinical_workflow_hours}}{{on_cluster}}
+    ADD COLUMN IF NOT EXISTS `ReviewReason` LowCardinality(String),
+    ADD COLUMN IF NOT EXISTS `FallbackReason` LowCardinality(String),
+    ADD COLUMN IF NOT EXISTS `ShadowModelVersion` LowCardinality(String);
+
+-- cluster only
+ALTER TABLE {{name:clinical_workflow_hours}}{{on_cluster}}
+    ADD COLUMN IF NOT EXISTS `ReviewReason` LowCardinality(String),
+    ADD COLUMN IF NOT EXISTS `FallbackReason` LowCardinality(String),
+    ADD COLUMN IF NOT EXISTS `ShadowModelVersion` LowCardinality(String);
