@@ -8,11 +8,12 @@ run it (macros expanded, All selected) over the whole range: p50/p95 per panel a
 (the panels' sum: a conservative bound, Grafana runs them in parallel), and a few raw `otel_traces`
 queries beside their clinical-view equivalents.
 
-The rate, count and quantile panels read the hourly rollup `clinical_workflow_hours` (collector
-migration 9), which the collector recomputes off the insert path; the benchmark times that refresh
+The rate, count and quantile panels read the hourly rollups (`clinotel.model.rollups`,
+collector migrations 9 to 11), which the collector recomputes off the insert path; the benchmark times that refresh
 too (the whole rollup, and the collector's default 7-day window). Each panel is printed with what it
 reads. `--spans 10000000,30000000` builds to each size in turn and measures at each, then prints
-each panel's growth.
+each panel's growth over the same dashboard range (the first size's whole range, which the larger
+store holds with three times the retention before it: dashboards must not grow with retention).
 
 Calibration: in the same run, on the same engine, one full scan of the span table
 (`REFERENCE_SQL`: every span's duration, name and trace id) is timed before and after the panels;
@@ -92,9 +93,11 @@ def _p(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _measure(client: Any, db: str, rounds: int) -> dict[str, Any]:
+def _measure(client: Any, db: str, rounds: int, fixed: tuple[str, str] | None = None) -> dict[str, Any]:
     """Every panel and variable of every dashboard over the whole range, the raw-vs-view pairs, the
-    rollup's refresh and the reference scan (before and after the panels), on the store as it is."""
+    rollup's refresh and the reference scan (before and after the panels), on the store as it is;
+    and, given `fixed` (an earlier size's range, ISO instants), every panel over that range too:
+    the same dashboard range over a longer retention."""
     from datetime import datetime
 
     from clinotel.collector.store import schema
@@ -105,7 +108,9 @@ def _measure(client: Any, db: str, rounds: int) -> dict[str, Any]:
     from clinotel.dashboards.macros import TimeRange, expand
     from clinotel.model import rollups
 
-    ROLLUPS = (rollups.WORKFLOW_HOURS, rollups.COHORT_HOURS, rollups.SIGNAL_HOURS, rollups.FEEDBACK_HOURS)  # noqa: N806
+    ROLLUPS = (  # noqa: N806 - a constant
+        rollups.WORKFLOW_HOURS, rollups.COHORT_HOURS, rollups.SIGNAL_HOURS, rollups.FEEDBACK_HOURS, rollups.STAGE_HOURS,
+    )  # fmt: skip
     options = schema.SchemaOptions(database=db)
     reference_times = _timed(client, REFERENCE_SQL.format(db=db), rounds)
     full = refresh(client, options)
@@ -123,14 +128,23 @@ def _measure(client: Any, db: str, rounds: int) -> dict[str, Any]:
     first, last = client.query(f"SELECT min(StartTime), max(StartTime) FROM {db}.clinical_workflows").result_rows[0]
     start, end = first.replace(tzinfo=UTC), last.replace(tzinfo=UTC) + timedelta(minutes=1)
     tr = TimeRange(start, end)
-    panels: list[dict[str, Any]] = []
-    per_dashboard: dict[str, list[list[float]]] = {}
-    for q in panel_queries(build_all(db)):
-        sql = expand(q.sql, panel_range(q.grid, q.variables, tr))
-        times = _timed(client, sql, rounds)
-        panels.append({"dashboard": q.dashboard, "panel": q.panel, "p50_ms": _p(times, 0.5), "p95_ms": _p(times, 0.95),
-                       "reads": "rollup" if any(t in sql for t in ROLLUPS) else "raw"})  # fmt: skip
-        per_dashboard.setdefault(q.dashboard, []).append(times)
+
+    def timed_panels(tr: TimeRange) -> tuple[list[dict[str, Any]], dict[str, list[list[float]]]]:
+        panels: list[dict[str, Any]] = []
+        per_dashboard: dict[str, list[list[float]]] = {}
+        for q in panel_queries(build_all(db)):
+            sql = expand(q.sql, panel_range(q.grid, q.variables, tr))
+            times = _timed(client, sql, rounds)
+            reads = "rollup" if any(t in sql for t in ROLLUPS) else "raw"
+            panels.append({"dashboard": q.dashboard, "panel": q.panel, "p50_ms": _p(times, 0.5),
+                           "p95_ms": _p(times, 0.95), "reads": reads})  # fmt: skip
+            per_dashboard.setdefault(q.dashboard, []).append(times)
+        return panels, per_dashboard
+
+    panels, per_dashboard = timed_panels(tr)
+    fixed_panels = None
+    if fixed is not None:
+        fixed_panels, _ = timed_panels(TimeRange(datetime.fromisoformat(fixed[0]), datetime.fromisoformat(fixed[1])))
     dashboards = {
         name: {"p50_ms": _p([sum(r) for r in zip(*runs, strict=True)], 0.5),
                "p95_ms": _p([sum(r) for r in zip(*runs, strict=True)], 0.95), "panels": len(runs)}
@@ -148,6 +162,8 @@ def _measure(client: Any, db: str, rounds: int) -> dict[str, Any]:
     return {
         "spans": total_spans,
         "workflows": workflows,
+        "range_instants": [start.isoformat(), end.isoformat()],
+        "panels_over_first_range": fixed_panels,
         "rollup_rows": rollup_rows,
         "range": f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
         "rollup_full_refresh_s": round(full.seconds, 2),
@@ -211,11 +227,12 @@ def _headline(step: dict[str, Any], growth: dict[str, Any] | None) -> str:
 
 
 def _growth(small: dict[str, Any], large: dict[str, Any]) -> dict[str, Any]:
-    """Each panel's p95 at the larger store over its p95 at the smaller (panels under 10 ms at both
-    are timer noise and left out), and the reference's own growth."""
+    """Each panel's p95 at the larger store over its p95 at the smaller, over the same dashboard range
+    (the smaller store's whole range: a longer retention, the same view of it; panels under 10 ms at
+    both are timer noise and left out), and the reference's own growth (a scan of everything)."""
     before = {(p["dashboard"], p["panel"]): p for p in small["panels"]}
     ratios = []
-    for p in large["panels"]:
+    for p in large["panels_over_first_range"] or large["panels"]:
         q = before.get((p["dashboard"], p["panel"]))
         if q is not None and max(p["p95_ms"], q["p95_ms"]) >= 10:
             ratios.append({"dashboard": p["dashboard"], "panel": p["panel"], "reads": p["reads"],
@@ -328,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  built {n_seed * (done + 1):,} spans", file=sys.stderr)
         client.command(f"OPTIMIZE TABLE {db}.clinical_workflows FINAL")
         build_s += time.perf_counter() - build_started
-        step = _measure(client, db, rounds)
+        step = _measure(client, db, rounds, steps[0]["range_instants"] if steps else None)
         step["build_seconds"] = round(build_s, 1)
         _print(step, rounds, machine)
         steps.append(step)
