@@ -11,8 +11,11 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import Link, Status, StatusCode
 
 import clinotel.instrumentation as ct
-from clinotel.instrumentation.testing import CapturedSpans, capture
+from clinotel.instrumentation._internal.fields import SPAN_VALIDATORS
+from clinotel.instrumentation._internal.gate import AttributeGate
+from clinotel.instrumentation.testing import TEST_PSEUDONYM_KEY, CapturedSpans, capture
 from clinotel.instrumentation.testing.phi import PHI_CORPUS, leaks
+from clinotel.semconv import AttributeValue, pseudonymize
 from clinotel.semconv import attributes as A
 
 
@@ -173,3 +176,40 @@ def test_a_number_the_gate_has_confirmed_vouches_for_no_equal_value_of_another_t
     assert [dict(q.attributes).get(A.DECISION_CONFIDENCE.key) for q in queues] == [None, 1]
     assert A.ACTION_AUTOMATED.key not in roots[0].attributes
     assert spans.telemetry.dropped()["invalid"] == 4
+
+
+def test_the_workflows_own_pseudonym_vouches_for_no_other_value_under_its_key() -> None:
+    """The gate takes the pseudonym the library made (the tenant's HMAC, in its form by
+    construction) without meeting its validator; any other value set on the key through the raw
+    API still meets it."""
+    with capture(mode="production") as spans:
+        with ct.workflow("triage", identifier="ENC-77") as wf:
+            mine = wf.workflow_id
+        assert mine is not None
+        with ct.workflow("triage", identifier="ENC-78") as wf:
+            wf.span.set_attribute(A.WORKFLOW_ID.key, "MRN 00123456")
+        with ct.workflow("triage", identifier="ENC-79") as wf:
+            wf.span.set_attribute(A.WORKFLOW_ID.key, mine.upper())  # hex, but not the pseudonym form
+    roots = [s for s in spans.all if s.name == "workflow triage"]
+    assert [dict(r.attributes).get(A.WORKFLOW_ID.key) for r in roots] == [mine, None, None]
+    _assert_no_leak(spans.all)
+    assert spans.telemetry.dropped()["phi"] == 2
+
+
+def test_vouched_values_skip_the_validator_and_only_the_latest_are_kept() -> None:
+    key = A.WORKFLOW_ID.key
+    checked: list[object] = []
+
+    def check(value: object) -> AttributeValue:
+        checked.append(value)
+        return SPAN_VALIDATORS[key](value)
+
+    gate = AttributeGate({key: check}, unique=frozenset({key}), vouched_limit=2)
+    made = [pseudonymize(f"ENC-{i}", TEST_PSEUDONYM_KEY.encode()) for i in range(3)]
+    for pseudonym in made:
+        gate.vouch(key, pseudonym)
+    assert all(gate.passes({key: p}) for p in made)
+    assert checked == [made[0]]  # the oldest was forgotten: it met the validator, the others did not
+    assert gate.passes({key: made[0]})
+    assert checked == [made[0], made[0]]  # and it is not remembered: it meets the validator again
+    assert not gate.passes({key: made[1].upper()})

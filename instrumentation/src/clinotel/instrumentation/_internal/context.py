@@ -15,6 +15,7 @@ from typing import Final
 from opentelemetry import context as otel_context
 
 from clinotel.instrumentation._internal.fields import SPAN_ATTRIBUTES, WHERE
+from clinotel.instrumentation._internal.gate import SPAN_GATE
 from clinotel.instrumentation._internal.record import validate
 from clinotel.instrumentation._internal.runtime import Runtime, refuse
 from clinotel.semconv import CODE_PATTERN, AttributeValue
@@ -136,7 +137,9 @@ def workflow_id_for(rt: Runtime, identifier: str | None, workflow_id: str | None
         refuse(rt, "invalid", "an identifier was given but no pseudonym key is configured")
         return None
     try:
-        return rt.pseudonymizer(identifier)
+        pseudonym = rt.pseudonymizer(identifier)
     except ValueError as e:
         refuse(rt, "invalid", str(e))
         return None
+    SPAN_GATE.vouch(A.WORKFLOW_ID.key, pseudonym)  # 32 hex digits by construction
+    return pseudonym

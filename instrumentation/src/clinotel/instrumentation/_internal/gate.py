@@ -7,6 +7,7 @@ span, event and link attributes, resources from the environment, names and messa
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from itertools import filterfalse
 from typing import Final
@@ -51,7 +52,9 @@ class AttributeGate:
 
     _LIMIT: Final = 16384
 
-    def __init__(self, validators: Mapping[str, Validator], unique: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, validators: Mapping[str, Validator], unique: frozenset[str] = frozenset(), vouched_limit: int = 4096
+    ) -> None:
         self._validators = validators
         # (key, text) pairs that passed unchanged: telemetry repeats its codes, so most string
         # values are confirmed by one set lookup. Only strings: True == 1 == 1.0 would let a
@@ -61,8 +64,12 @@ class AttributeGate:
         # and 1.0 apart (equal, and equally hashed, but only one of them may be valid).
         self._numbers: set[tuple[str, type, object]] = set()
         self._unique = unique
-        """Keys whose values rarely repeat (pseudonyms): validated each time, never remembered,
-        so they do not crowd the codes out of `_good`."""
+        """Keys whose values rarely repeat (pseudonyms): validated each time unless vouched for
+        (`vouch`), never remembered, so they do not crowd the codes out of `_good`."""
+        self._vouched: deque[tuple[str, str]] = deque()
+        self._vouched_limit = vouched_limit
+        """Values vouched for at most (`vouch`): by default more workflows than the SDK's export
+        queue holds."""
 
     def sanitize(
         self, attributes: Mapping[str, object] | None, counts: dict[str, int]
@@ -139,6 +146,18 @@ class AttributeGate:
         except TypeError:  # an unhashable value: the general path says what is wrong with it
             return False
         return True
+
+    def vouch(self, key: str, value: str) -> None:
+        """Confirm a value the library itself made in the form its key's validator accepts by
+        construction (the tenant's HMAC pseudonym of an identifier), so the span that carries it
+        is confirmed by the set lookups instead of the validator. The latest `vouched_limit` are
+        kept, oldest forgotten first; a value not (or no longer) vouched for meets its validator."""
+        entry = (key, value)
+        vouched = self._vouched
+        if len(vouched) >= self._vouched_limit:
+            self._good.discard(vouched.popleft())
+        vouched.append(entry)
+        self._good.add(entry)
 
     def _remember(self, key: str, value: object) -> None:
         """Keep a value that passed unchanged, so its next appearance costs one lookup."""
