@@ -1,7 +1,8 @@
 """The OTLP trace export, free of any transport: the HTTP and gRPC servers both call `export`.
 
 It decodes each request once to validate it (malformed: refused, nothing logged), refuses spans
-with invalid ids individually (partial success), counts what it accepts, and appends the request
+with invalid ids or a start time outside the accepted window individually (partial success),
+counts what it accepts, and appends the request
 bytes with the tenant's envelope to the write-ahead log. It answers only once the log has them
 on disk, and refuses everything (503, retry later) while the collector cannot store what it
 receives: before its log is open, or once its writer or its log failed.
@@ -45,6 +46,18 @@ PROTOBUF: Final = "application/x-protobuf"
 JSON: Final = "application/json"
 CONTENT_TYPES: Final = (PROTOBUF, JSON)
 DEFAULT_MAX_REQUEST_BYTES: Final = 64 << 20  # the spec's recommended limit, after decompression
+DAY_NS: Final = 86_400 * 10**9
+DEFAULT_MAX_SPAN_AGE_DAYS: Final = 366
+"""How far before its arrival a span may start. Every tenant table is partitioned by tenant and
+day: each distinct day in a segment is a part of its own in every table, so spans spread over
+years (1970 to 2262) cost the engine thousands of parts for one small request, stall the writer
+for every tenant and, past a few thousand days, fail the insert at the engine's memory cap."""
+MAX_SPAN_AGE_DAYS: Final = 3660
+"""The largest `--max-span-age-days`: about 3,700 distinct days in one insert already hold the
+writer for tens of seconds (measured 2026-12-02: 47 s on 2 cores), and 20,000 failed at the
+default 768 MB engine cap, retried without end."""
+MAX_SPAN_LEAD_NS: Final = DAY_NS
+"""How far after its arrival a span may start (a clock ahead, a time zone taken for UTC)."""
 
 
 def bad_request(message: str) -> RefusedError:
@@ -62,6 +75,13 @@ def unavailable(reason: str, message: str) -> RefusedError:
 @dataclass(frozen=True)
 class Limits:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_span_age_days: int | None = DEFAULT_MAX_SPAN_AGE_DAYS
+    """None: spans of any age (tests replaying fixed clocks)."""
+
+    def start_window(self, received_ns: int) -> tuple[int, int]:
+        """The start times (ns since the epoch) a span received at `received_ns` may have."""
+        oldest = 0 if self.max_span_age_days is None else received_ns - self.max_span_age_days * DAY_NS
+        return max(oldest, 0), received_ns + MAX_SPAN_LEAD_NS
 
 
 @dataclass
@@ -168,25 +188,50 @@ def decode(body: bytes, content_type: str) -> ExportTraceServiceRequest:
     raise RefusedError("unsupported_media_type", f"Content-Type must be {PROTOBUF} or {JSON}, not {media!r}")
 
 
-def _refuse_invalid_spans(request: ExportTraceServiceRequest) -> tuple[int, int]:
-    """Remove spans whose ids are invalid; returns (kept, removed)."""
-    kept = removed = 0
+def _refusal(span: Any, window: tuple[int, int]) -> str | None:
+    """Why one span is refused (its `spans_refused` label), or None."""
+    if (
+        len(span.trace_id) != 16
+        or len(span.span_id) != 8
+        or span.trace_id == b"\0" * 16
+        or span.span_id == b"\0" * 8
+        or len(span.parent_span_id) not in (0, 8)
+    ):
+        return "invalid_id"
+    if not window[0] <= span.start_time_unix_nano <= window[1]:
+        return "out_of_window"
+    return None
+
+
+def _refuse_spans(request: ExportTraceServiceRequest, window: tuple[int, int]) -> tuple[int, Counter[str]]:
+    """Remove spans with invalid ids or a start time outside `window`; returns (kept, removed by reason)."""
+    kept = 0
+    removed: Counter[str] = Counter()
     for rs in request.resource_spans:
         for ss in rs.scope_spans:
-            bad = [
-                i
-                for i, s in enumerate(ss.spans)
-                if len(s.trace_id) != 16
-                or len(s.span_id) != 8
-                or s.trace_id == b"\0" * 16
-                or s.span_id == b"\0" * 8
-                or len(s.parent_span_id) not in (0, 8)
-            ]
+            bad: list[int] = []
+            for i, span in enumerate(ss.spans):
+                reason = _refusal(span, window)
+                if reason is not None:
+                    bad.append(i)
+                    removed[reason] += 1
             for i in reversed(bad):
                 del ss.spans[i]
-            removed += len(bad)
             kept += len(ss.spans)
     return kept, removed
+
+
+def _partial_success_message(removed: Counter[str], limits: Limits) -> str:
+    reasons = []
+    if removed["invalid_id"]:
+        reasons.append(f"{removed['invalid_id']} with invalid ids (trace and span ids must be 16 and 8 non-zero bytes)")
+    if removed["out_of_window"]:
+        age = "any time" if limits.max_span_age_days is None else f"{limits.max_span_age_days} days"
+        reasons.append(
+            f"{removed['out_of_window']} starting outside the accepted window ({age} before arrival to "
+            f"{MAX_SPAN_LEAD_NS // DAY_NS} day after it)"
+        )
+    return f"{sum(removed.values())} span(s) refused: " + "; ".join(reasons)
 
 
 Health = Callable[[], str | None]
@@ -223,7 +268,9 @@ class TraceReceiver:
         raw = decompress(body, content_encoding, self.limits.max_request_bytes)
         request = decode(raw, content_type)
         media = content_type.split(";", maxsplit=1)[0].strip().lower()
-        kept, removed = _refuse_invalid_spans(request)
+        received_ns = time.time_ns()
+        kept, refused = _refuse_spans(request, self.limits.start_window(received_ns))
+        removed = sum(refused.values())
         # Re-encode when spans were removed, when the request came as JSON, or when it carries
         # unknown top-level fields (which could collide with the envelope's field numbers).
         unknown = len(UnknownFieldSet(request)) > 0
@@ -232,7 +279,7 @@ class TraceReceiver:
                 request.DiscardUnknownFields()
             raw = request.SerializeToString()
         if kept:
-            record = otlp_proto.frame(raw + otlp_proto.envelope(tenant, secrets.token_hex(8), time.time_ns()))
+            record = otlp_proto.frame(raw + otlp_proto.envelope(tenant, secrets.token_hex(8), received_ns))
             try:
                 wal.append(record)
             except LogFullError as e:
@@ -244,16 +291,13 @@ class TraceReceiver:
         with self.stats.lock:
             self.stats.requests += 1
             self.stats.spans_accepted += kept
-            if removed:
-                self.stats.spans_refused["invalid_id"] += removed
+            self.stats.spans_refused.update(+refused)
             if kept:
                 self.stats.log_bytes += len(raw)
         response = ExportTraceServiceResponse()
         if removed:
             response.partial_success.rejected_spans = removed
-            response.partial_success.error_message = (
-                f"{removed} span(s) refused: trace and span ids must be 16 and 8 non-zero bytes"
-            )
+            response.partial_success.error_message = _partial_success_message(refused, self.limits)
         if media == JSON:
             return ExportResult(json_format.MessageToJson(response).encode(), JSON, kept, removed)
         return ExportResult(response.SerializeToString(), PROTOBUF, kept, removed)

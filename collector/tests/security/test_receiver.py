@@ -1,0 +1,68 @@
+"""Attacks on the OTLP receiver by a tenant's write token: what one small request may cost the
+store that every tenant shares."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from clinotel.collector.receiver.export import DAY_NS, DEFAULT_MAX_SPAN_AGE_DAYS
+from clinotel.model.sql import literal
+from collector.tests.fixtures import WRITE_TOKEN
+from collector.tests.otlp_clients import post
+from collector.tests.security.conftest import ATTACKER, Arena
+
+_UINT64_MAX = (1 << 64) - 1
+
+
+def _spread_request(service: str, starts: list[int]) -> bytes:
+    """One span per start time (ns since the epoch), under `service`."""
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    attribute = resource_spans.resource.attributes.add()
+    attribute.key, attribute.value.string_value = "service.name", service
+    spans = resource_spans.scope_spans.add().spans
+    for start in starts:
+        span = spans.add()
+        span.trace_id, span.span_id, span.name = os.urandom(16), os.urandom(8), "spread"
+        span.start_time_unix_nano = start
+        span.end_time_unix_nano = min(start + 1_000, _UINT64_MAX)
+    return request.SerializeToString()
+
+
+def _stored_days(arena: Arena, service: str) -> list[str]:
+    rows = arena.client.query(
+        f"SELECT DISTINCT toString(toDate(Timestamp)) FROM {arena.options.name('otel_traces')} "
+        f"WHERE TenantId = {literal(ATTACKER)} AND ServiceName = {literal(service)} ORDER BY 1"
+    ).result_rows
+    return [row[0] for row in rows]
+
+
+def test_spans_spread_over_years_are_refused(arena: Arena) -> None:
+    """Every tenant table is partitioned by tenant and day, so each distinct day in an insert is a
+    new part in every table: one 1 MB request of 20,000 spans on 20,000 days (1970 to 2262 are all
+    valid OTLP times) held the shared writer at the engine's memory cap, retried without end, and no
+    tenant's acknowledged spans were stored after it. Spans starting long before they arrive, or
+    ahead of them, are refused individually; the request's other spans are stored."""
+    now = time.time_ns()
+    outside = [
+        1,  # 1970
+        now - (DEFAULT_MAX_SPAN_AGE_DAYS + 2) * DAY_NS,
+        now + 2 * DAY_NS,
+        (1 << 63) + 5,  # a negative Int64 once cast: before 1970
+        _UINT64_MAX,
+        *(day * DAY_NS for day in range(400, 800)),  # 400 distinct days of 1971 and 1972
+    ]
+    status, _, reply = post(arena.otlp, _spread_request("spread-svc", [now - DAY_NS, *outside]), token=WRITE_TOKEN)
+    assert status == 200
+    response = ExportTraceServiceResponse.FromString(reply)
+    assert response.partial_success.rejected_spans == len(outside)
+    assert "window" in response.partial_success.error_message
+    assert arena.collector.writer is not None
+    arena.collector.writer.drain()
+    assert len(_stored_days(arena, "spread-svc")) == 1
