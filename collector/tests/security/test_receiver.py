@@ -66,3 +66,38 @@ def test_spans_spread_over_years_are_refused(arena: Arena) -> None:
     assert arena.collector.writer is not None
     arena.collector.writer.drain()
     assert len(_stored_days(arena, "spread-svc")) == 1
+
+
+_PHI = "Mrs. Jane Doe 123-45-6789 MRN 88812345 jane.doe@example.com 555-867-5309"
+_PHI_PIECES = ("Jane Doe", "123-45-6789", "88812345", "jane.doe@example.com", "555-867-5309")
+
+
+def test_phi_in_trace_state_and_scope_is_scrubbed(arena: Arena) -> None:
+    """The free text of a span outside its name, status and attributes: a tracestate propagated from
+    another system (`mrn=…`), a link's tracestate, the instrumentation scope's name and version
+    were stored as sent, PHI and all."""
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    attribute = resource_spans.resource.attributes.add()
+    attribute.key, attribute.value.string_value = "service.name", "phi-carrier"
+    scope_spans = resource_spans.scope_spans.add()
+    scope_spans.scope.name, scope_spans.scope.version = f"scope {_PHI}", _PHI
+    span = scope_spans.spans.add()
+    span.trace_id, span.span_id, span.name = os.urandom(16), os.urandom(8), "carrier"
+    span.start_time_unix_nano = span.end_time_unix_nano = time.time_ns()
+    span.trace_state = f"mrn=88812345,vendor={_PHI}"
+    link = span.links.add()
+    link.trace_id, link.span_id, link.trace_state = os.urandom(16), os.urandom(8), f"mrn=88812345,vendor={_PHI}"
+    status, _, _ = post(arena.otlp, request.SerializeToString(), token=WRITE_TOKEN)
+    assert status == 200
+    assert arena.collector.writer is not None
+    arena.collector.writer.drain()
+    rows = arena.client.query(
+        f"SELECT TraceState, ScopeName, ScopeVersion, Links.TraceState FROM {arena.options.name('otel_traces')} "
+        f"WHERE TenantId = {literal(ATTACKER)} AND ServiceName = 'phi-carrier'"
+    ).result_rows
+    assert len(rows) == 1
+    stored = repr(rows[0])
+    assert "[REDACTED]" in stored
+    for piece in _PHI_PIECES:
+        assert piece not in stored, stored
