@@ -101,3 +101,34 @@ def test_phi_in_trace_state_and_scope_is_scrubbed(arena: Arena) -> None:
     assert "[REDACTED]" in stored
     for piece in _PHI_PIECES:
         assert piece not in stored, stored
+
+
+def test_phi_in_bytes_values_is_not_stored(arena: Arena) -> None:
+    """A registered key's value sent as bytes was stored as its base64 (the contrib exporter's
+    form), which no PHI pattern matches: a stack trace or a free-text reason carried a patient's
+    name and SSN, one decode away. No registered attribute is bytes: such values are dropped."""
+    import base64
+
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    attribute = resource_spans.resource.attributes.add()
+    attribute.key, attribute.value.string_value = "service.name", "bytes-carrier"
+    span = resource_spans.scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = os.urandom(16), os.urandom(8), "carrier"
+    span.start_time_unix_nano = span.end_time_unix_nano = time.time_ns()
+    for holder in (span, span.events.add(name="exception", time_unix_nano=span.start_time_unix_nano)):
+        for key in ("exception.message", "exception.stacktrace", "clinical.site"):
+            attribute = holder.attributes.add()
+            attribute.key, attribute.value.bytes_value = key, _PHI.encode()
+    status, _, _ = post(arena.otlp, request.SerializeToString(), token=WRITE_TOKEN)
+    assert status == 200
+    assert arena.collector.writer is not None
+    arena.collector.writer.drain()
+    rows = arena.client.query(
+        f"SELECT SpanAttributes, Events.Attributes FROM {arena.options.name('otel_traces')} "
+        f"WHERE TenantId = {literal(ATTACKER)} AND ServiceName = 'bytes-carrier'"
+    ).result_rows
+    assert len(rows) == 1
+    stored = repr(rows[0])
+    assert base64.b64encode(_PHI.encode()).decode()[:16] not in stored, stored
+    assert rows[0] == ({}, [{}])
