@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 
 from clinotel.collector.receiver.export import DAY_NS, DEFAULT_MAX_SPAN_AGE_DAYS
+from clinotel.collector.service import Collector
 from clinotel.model.sql import literal
-from collector.tests.fixtures import WRITE_TOKEN
+from collector.tests.fixtures import READ_TOKEN, WRITE_TOKEN
 from collector.tests.otlp_clients import post
 from collector.tests.security.conftest import ATTACKER, Arena
 
@@ -132,3 +135,28 @@ def test_phi_in_bytes_values_is_not_stored(arena: Arena) -> None:
     stored = repr(rows[0])
     assert base64.b64encode(_PHI.encode()).decode()[:16] not in stored, stored
     assert rows[0] == ({}, [{}])
+
+
+def test_grpc_refuses_a_call_without_a_write_token_before_its_message(collector: Collector) -> None:
+    """gRPC read a unary call's whole message (up to --max-request-mb) before the handler looked at
+    the token: anyone who reached the port made the collector hold 64 MB per call (eight calls:
+    +550 MB resident). A call whose message never comes is refused from its metadata alone; before,
+    the server waited for the message until the client's deadline."""
+    import threading
+
+    import grpc
+
+    assert collector.grpc is not None
+    never_sent = threading.Event()
+
+    def no_message() -> Iterator[bytes]:
+        never_sent.wait(60)
+        yield b""
+
+    with grpc.insecure_channel(f"127.0.0.1:{collector.grpc.port}") as channel:
+        export = channel.stream_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        for metadata in ((), (("authorization", f"Bearer {READ_TOKEN}"),)):
+            with pytest.raises(grpc.RpcError) as refused:
+                export(no_message(), metadata=metadata, timeout=20)
+            assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED, refused.value
+    never_sent.set()
