@@ -16,9 +16,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from clinotel.collector.receiver.export import DAY_NS, DEFAULT_MAX_SPAN_AGE_DAYS
 from clinotel.collector.service import Collector
 from clinotel.model.sql import literal
-from collector.tests.fixtures import READ_TOKEN, WRITE_TOKEN
+from collector.tests.fixtures import OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN
 from collector.tests.otlp_clients import post
-from collector.tests.security.conftest import ATTACKER, Arena
+from collector.tests.security.conftest import ATTACKER, VICTIM, VICTIM_SPANS_PER_BATCH, Arena, victim_request
 
 _UINT64_MAX = (1 << 64) - 1
 
@@ -160,3 +160,36 @@ def test_grpc_refuses_a_call_without_a_write_token_before_its_message(collector:
                 export(no_message(), metadata=metadata, timeout=20)
             assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED, refused.value
     never_sent.set()
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    from google.protobuf.internal.encoder import _VarintBytes
+
+    return bytes(_VarintBytes((number << 3) | 2) + _VarintBytes(len(payload)) + payload)
+
+
+def test_a_request_the_engine_would_parse_otherwise_loses_no_one_s_spans(arena: Arena) -> None:
+    """A span whose `name` (field 5) comes a second time as a number: Python's parser keeps it as an
+    unknown field, the engine's Protobuf reader refuses it. The log kept the request's own bytes, so
+    the segment holding it was refused, quarantined after three tries, and every other tenant's
+    acknowledged spans in it were lost (60 bytes from one write token, as often as it likes)."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    assert arena.collector.writer is not None
+    now = time.time_ns()
+    span = Span(trace_id=os.urandom(16), span_id=os.urandom(8), name="odd-wire", start_time_unix_nano=now)
+    odd = _field(1, _field(2, _field(2, span.SerializeToString() + b"\x28\x01")))
+    victim_before = arena.count("otel_traces", VICTIM)
+    quarantined = arena.collector.writer.stats.quarantined
+    assert post(arena.otlp, odd, token=WRITE_TOKEN)[0] == 200
+    assert post(arena.otlp, victim_request(), token=OTHER_TOKEN)[0] == 200  # most likely the same segment
+    arena.acknowledged += VICTIM_SPANS_PER_BATCH  # the arena checks them all at its end
+    arena.collector.writer.drain()
+    assert arena.collector.writer.stats.quarantined == quarantined
+    assert arena.count("otel_traces", VICTIM) >= victim_before + VICTIM_SPANS_PER_BATCH
+    stored = arena.client.command(
+        f"SELECT count() FROM {arena.options.name('otel_traces')} WHERE SpanName = 'odd-wire' "
+        f"AND TenantId = {literal(ATTACKER)}"
+    )
+    assert stored == 1

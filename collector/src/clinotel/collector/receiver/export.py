@@ -2,8 +2,8 @@
 
 It decodes each request once to validate it (malformed: refused, nothing logged), refuses spans
 with invalid ids or a start time outside the accepted window individually (partial success),
-counts what it accepts, and appends the request
-bytes with the tenant's envelope to the write-ahead log. It answers only once the log has them
+counts what it accepts, and appends the request as it parsed it (re-encoded, without unknown
+fields) with the tenant's envelope to the write-ahead log. It answers only once the log has them
 on disk, and refuses everything (503, retry later) while the collector cannot store what it
 receives: before its log is open, or once its writer or its log failed.
 """
@@ -24,7 +24,6 @@ from typing import Any, Final
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
-from google.protobuf.unknown_fields import UnknownFieldSet
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -234,6 +233,16 @@ def _partial_success_message(removed: Counter[str], limits: Limits) -> str:
     return f"{sum(removed.values())} span(s) refused: " + "; ".join(reasons)
 
 
+def _canonical(request: ExportTraceServiceRequest) -> bytes:
+    """What the log keeps: the request as parsed here, re-encoded without unknown fields at any
+    depth. The engine parses the log with its own Protobuf reader, which refuses what this parser
+    skips (a known field sent with another wire type, a span's `name` as a number, say): the
+    segment holding such a request was refused, quarantined and lost, with every other tenant's
+    acknowledged spans in it. Unknown top-level fields could also collide with the envelope's."""
+    request.DiscardUnknownFields()
+    return bytes(request.SerializeToString())
+
+
 Health = Callable[[], str | None]
 """Why the collector cannot store what it receives now, or None when it can."""
 
@@ -271,14 +280,8 @@ class TraceReceiver:
         received_ns = time.time_ns()
         kept, refused = _refuse_spans(request, self.limits.start_window(received_ns))
         removed = sum(refused.values())
-        # Re-encode when spans were removed, when the request came as JSON, or when it carries
-        # unknown top-level fields (which could collide with the envelope's field numbers).
-        unknown = len(UnknownFieldSet(request)) > 0
-        if removed or media == JSON or unknown:
-            if unknown:
-                request.DiscardUnknownFields()
-            raw = request.SerializeToString()
         if kept:
+            raw = _canonical(request)
             record = otlp_proto.frame(raw + otlp_proto.envelope(tenant, secrets.token_hex(8), received_ns))
             try:
                 wal.append(record)
