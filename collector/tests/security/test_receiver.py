@@ -193,3 +193,23 @@ def test_a_request_the_engine_would_parse_otherwise_loses_no_one_s_spans(arena: 
         f"AND TenantId = {literal(ATTACKER)}"
     )
     assert stored == 1
+
+
+def test_every_gzip_member_is_read(arena: Arena) -> None:
+    """A gzip body of two members (RFC 1952 allows any number; `gzip -d` reads them all): only the
+    first was inflated, and the second's spans were acknowledged (200, no partial success) and
+    dropped."""
+    import gzip
+
+    now = time.time_ns()
+    members = b"".join(gzip.compress(_spread_request(f"member-{i}", [now])) for i in range(2))
+    status, _, reply = post(arena.otlp, members, token=WRITE_TOKEN, Content_Encoding="gzip")
+    assert status == 200
+    assert ExportTraceServiceResponse.FromString(reply).partial_success.rejected_spans == 0
+    assert arena.collector.writer is not None
+    arena.collector.writer.drain()
+    stored = arena.client.command(
+        f"SELECT count() FROM {arena.options.name('otel_traces')} "
+        f"WHERE TenantId = {literal(ATTACKER)} AND ServiceName IN ('member-0', 'member-1')"
+    )
+    assert stored == 2

@@ -109,7 +109,9 @@ class ExportResult:
 
 
 def decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    """The body decoded per Content-Encoding, refused past `limit` bytes without inflating more."""
+    """The body decoded per Content-Encoding, refused past `limit` bytes without inflating more.
+    Every gzip member is inflated: only the first was, and the spans of the others were
+    acknowledged and dropped."""
     encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
         if len(body) > limit:
@@ -117,16 +119,21 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
         return body
     if encoding != "gzip":
         raise RefusedError("unsupported_encoding", f"unsupported Content-Encoding {encoding!r}")
-    inflater = zlib.decompressobj(wbits=31)
-    try:
-        out = inflater.decompress(body, limit + 1)
-        if len(out) > limit or inflater.unconsumed_tail:
-            raise too_large(f"request inflates past the {limit:,}-byte limit")
-        if not inflater.eof:
-            raise bad_request("truncated gzip body")
-    except zlib.error as e:
-        raise bad_request(f"invalid gzip body: {e}") from None
-    return out
+    out = bytearray()
+    rest = body
+    while True:  # a gzip body may hold several members (RFC 1952), each inflated in turn
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            out += inflater.decompress(rest, limit + 1 - len(out))
+            if len(out) > limit or inflater.unconsumed_tail:
+                raise too_large(f"request inflates past the {limit:,}-byte limit")
+            if not inflater.eof:
+                raise bad_request("truncated gzip body")
+        except zlib.error as e:
+            raise bad_request(f"invalid gzip body: {e}") from None
+        rest = inflater.unused_data
+        if not rest:
+            return bytes(out)
 
 
 _ID_FIELDS: Final = ("traceId", "spanId", "parentSpanId")
