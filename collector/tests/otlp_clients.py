@@ -3,6 +3,7 @@ clinotel workflows through the official exporters."""
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
 
@@ -70,7 +71,7 @@ def send_workflows(endpoint: str, protocol: str, n: int, token: str = WRITE_TOKE
             set_global=False,
         )
         try:
-            clock = FakeClock()
+            clock = FakeClock(time.time_ns() - 3600 * 10**9)  # an hour ago: within the accepted window
             for i in range(n):
                 triage(clock, f"ENC-{i}")
             assert telemetry.force_flush()

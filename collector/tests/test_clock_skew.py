@@ -1,6 +1,7 @@
 """Spans with skewed clocks (a device whose clock is years off, a backfill after an outage, a
-hostile sender): whatever their timestamps, what the collector acknowledges is stored, and one
-sender's timestamps never stop the writer for anyone else."""
+hostile sender): what the collector acknowledges is stored, spans starting outside its window
+(`--max-span-age-days` before arrival to a day after) are refused individually, and one sender's
+timestamps never stop the writer for anyone else."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -45,19 +47,22 @@ def _drained(collector: Collector) -> None:
 
 
 @pytest.mark.parametrize(
-    ("what", "starts"),
+    ("what", "starts", "refused"),
     [
-        ("one span a day for 150 days (a backfill)", [time.time_ns() - d * DAY_NS for d in range(150)]),
-        ("the epoch and the far future", [1, 4_000_000_000 * 10**9, (1 << 63) - 2_000_000]),
+        ("one span a day for 150 days (a backfill)", [time.time_ns() - d * DAY_NS for d in range(150)], 0),
+        ("the epoch and the far future", [1, 4_000_000_000 * 10**9, (1 << 63) - 2_000_000], 3),
     ],
 )
-def test_skewed_timestamps_are_stored_and_stop_no_one(collector: Collector, what: str, starts: list[int]) -> None:
+def test_skewed_timestamps_are_stored_or_refused_and_stop_no_one(
+    collector: Collector, what: str, starts: list[int], refused: int
+) -> None:
     assert collector.http is not None
     url = f"http://127.0.0.1:{collector.http.port}/v1/traces"
     status, _, body = post(url, _request(starts))
     assert status == 200, body
+    assert ExportTraceServiceResponse.FromString(body).partial_success.rejected_spans == refused, what
     _drained(collector)
-    assert _count(collector, "st-marys", "skewed") == len(starts), what
+    assert _count(collector, "st-marys", "skewed") == len(starts) - refused, what
     assert post(url, plain_request(3), token=OTHER_TOKEN)[0] == 200
     _drained(collector)
     assert _count(collector, "general", "ehr-bridge") == 3

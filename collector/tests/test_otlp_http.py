@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -53,6 +54,7 @@ def test_clinotel_workflows_over_otlp_http_land_in_otel_traces(collector: Collec
 
 
 def test_json_and_gzip(collector: Collector) -> None:
+    start = time.time_ns() - 10**9
     body = {
         "resourceSpans": [
             {
@@ -66,8 +68,8 @@ def test_json_and_gzip(collector: Collector) -> None:
                                 "spanId": "EEE19B7EC3C1B174",
                                 "name": "decide",
                                 "kind": 1,
-                                "startTimeUnixNano": "1700000000000000000",
-                                "endTimeUnixNano": 1700000000500000000,
+                                "startTimeUnixNano": str(start),
+                                "endTimeUnixNano": start + 500_000_000,
                                 "attributes": [{"key": "clinical.decision.value", "value": {"stringValue": "ESI-3"}}],
                                 "futureField": {"ignored": True},
                             }

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from clinotel.collector.net.listen import MAX_PORT
+from clinotel.collector.receiver.export import DEFAULT_MAX_SPAN_AGE_DAYS, MAX_SPAN_AGE_DAYS
 from clinotel.collector.store import schema as schema_module
 from clinotel.collector.store.embedded import (
     DEFAULT_DATA_DIR,
@@ -311,6 +312,14 @@ _serve_options = [
         help="Largest request, after decompression.",
     ),
     click.option(
+        "--max-span-age-days",
+        type=click.IntRange(min=1, max=MAX_SPAN_AGE_DAYS),
+        default=DEFAULT_MAX_SPAN_AGE_DAYS,
+        show_default=True,
+        help="Spans that start longer ago than this when they arrive are refused (OTLP partial success), "
+        "as are spans starting over a day ahead: each distinct day is a partition of every table.",
+    ),
+    click.option(
         "--wal-max-mb",
         type=click.IntRange(min=1),
         default=1024,
@@ -364,6 +373,7 @@ def run_serve(
     database: str,
     max_request_mb: int,
     wal_max_mb: int,
+    max_span_age_days: int = DEFAULT_MAX_SPAN_AGE_DAYS,
     memory_mb: int = DEFAULT_ENGINE_MEMORY_MB,
     rollup_interval_s: float = 30.0,
     rollup_window_days: int = 7,
@@ -397,6 +407,7 @@ def run_serve(
             tokens=loaded_tokens,
             insecure_no_auth=insecure_no_auth,
             max_request_bytes=max_request_mb << 20,
+            max_span_age_days=max_span_age_days,
             wal_max_bytes=wal_max_mb << 20,
             engine_memory_bytes=memory_mb << 20,
             rollup_interval_s=rollup_interval_s or None,

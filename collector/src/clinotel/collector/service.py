@@ -23,7 +23,13 @@ from clinotel.collector.log.wal import LogLostError, WriteAheadLog, owner_of, pe
 from clinotel.collector.net.listen import MAX_PORT
 from clinotel.collector.readport.http import ClickHouseHttpServer, Credentials, ReaderAccess
 from clinotel.collector.readport.reader import ClickHouseError, ReadLimits, SqlReader
-from clinotel.collector.receiver.export import DEFAULT_MAX_REQUEST_BYTES, Limits, TraceReceiver
+from clinotel.collector.receiver.export import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MAX_SPAN_AGE_DAYS,
+    MAX_SPAN_AGE_DAYS,
+    Limits,
+    TraceReceiver,
+)
 from clinotel.collector.receiver.grpc import OtlpGrpcServer
 from clinotel.collector.receiver.http import OtlpHttpServer, is_loopback
 from clinotel.collector.store import pipeline as ingest
@@ -73,6 +79,9 @@ class CollectorConfig:
     insecure_no_auth: bool = False
     insecure_tenant: str = INSECURE_TENANT
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_span_age_days: int | None = DEFAULT_MAX_SPAN_AGE_DAYS
+    """Spans starting earlier than this before they arrive are refused (partial success); None:
+    any age (tests that replay a fixed clock)."""
     wal_max_bytes: int = 1 << 30
     wal_segment_bytes: int = 8 << 20
     """A segment is one INSERT: the engine needs about 18 times its size in memory to store it (the
@@ -104,6 +113,8 @@ class CollectorConfig:
             raise ConfigError(f"--database / --ttl-days: {e}") from None
         if self.rollup_interval_s is not None and not 1 <= self.rollup_interval_s <= MAX_ROLLUP_INTERVAL_S:
             raise ConfigError(f"--rollup-interval-s: from 1 to {MAX_ROLLUP_INTERVAL_S:.0f} seconds (0: never)")
+        if self.max_span_age_days is not None and not 1 <= self.max_span_age_days <= MAX_SPAN_AGE_DAYS:
+            raise ConfigError(f"--max-span-age-days: from 1 to {MAX_SPAN_AGE_DAYS} days")
         if not 1 <= self.rollup_window_days <= MAX_ROLLUP_WINDOW_DAYS:
             raise ConfigError(f"--rollup-window-days: from 1 to {MAX_ROLLUP_WINDOW_DAYS} days")
         if not MIN_ENGINE_MEMORY_MB << 20 <= self.engine_memory_bytes <= MAX_ENGINE_MEMORY_MB << 20:
@@ -203,7 +214,9 @@ class Collector:
     def start(self) -> None:
         """Bind every listener, lock and claim the log, open the store, start writing and serving;
         on any error, release what was taken and raise."""
-        self.receiver = TraceReceiver(None, Limits(self.config.max_request_bytes), health=self.health)
+        self.receiver = TraceReceiver(
+            None, Limits(self.config.max_request_bytes, self.config.max_span_age_days), health=self.health
+        )
         try:
             self._listen()
             self._open()

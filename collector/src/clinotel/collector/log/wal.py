@@ -57,6 +57,10 @@ __all__ = [
 SUFFIX: Final = ".wal"
 LOCK_FILE: Final = "LOCK"
 OWNER_FILE: Final = "OWNER"
+PRIVATE_DIR: Final = 0o700
+PRIVATE_FILE: Final = 0o600
+"""Modes of what the log creates: its segments are the requests as received, every tenant's,
+before the allowlist and the PHI rules run in the engine (a quarantined one stays for good)."""
 
 
 class LogFullError(Exception):
@@ -213,7 +217,7 @@ class WriteAheadLog:
         self._pending_bytes = 0  # open + sealed, not yet deleted
         self._appended_at: list[float] = []
         self._lost: str | None = None
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
         self._lock_fd = self._take_lock(holder or {})
         try:
             self._claim(owner)
@@ -225,7 +229,7 @@ class WriteAheadLog:
     # -- ownership ----------------------------------------------------------------------------
     def _take_lock(self, holder: dict[str, str]) -> int:
         path = self.directory / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -398,7 +402,7 @@ class WriteAheadLog:
     def _open(self) -> None:
         name = f"{time.time_ns():020d}-{secrets.token_hex(4)}{SUFFIX}"
         self._path = self.directory / name
-        self._file = self._path.open("wb", buffering=0)
+        self._file = os.fdopen(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE), "wb", 0)
         self._opened_at = time.monotonic()
         self._written = self._records = self._synced = 0
         self._appended_at = []
@@ -459,7 +463,7 @@ class WriteAheadLog:
     def quarantine(self, segment: Segment, reason: str) -> Path:
         """Move a segment ClickHouse refuses for good out of the way, with the reason beside it."""
         target_dir = self.directory / "quarantine"
-        target_dir.mkdir(exist_ok=True)
+        target_dir.mkdir(exist_ok=True, mode=PRIVATE_DIR)
         target = target_dir / segment.path.name
         os.replace(segment.path, target)
         target.with_suffix(".reason.txt").write_text(reason, encoding="utf-8")

@@ -1,8 +1,9 @@
 """The OTLP trace export, free of any transport: the HTTP and gRPC servers both call `export`.
 
 It decodes each request once to validate it (malformed: refused, nothing logged), refuses spans
-with invalid ids individually (partial success), counts what it accepts, and appends the request
-bytes with the tenant's envelope to the write-ahead log. It answers only once the log has them
+with invalid ids or a start time outside the accepted window individually (partial success),
+counts what it accepts, and appends the request as it parsed it (re-encoded, without unknown
+fields) with the tenant's envelope to the write-ahead log. It answers only once the log has them
 on disk, and refuses everything (503, retry later) while the collector cannot store what it
 receives: before its log is open, or once its writer or its log failed.
 """
@@ -23,7 +24,6 @@ from typing import Any, Final
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
-from google.protobuf.unknown_fields import UnknownFieldSet
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -45,6 +45,18 @@ PROTOBUF: Final = "application/x-protobuf"
 JSON: Final = "application/json"
 CONTENT_TYPES: Final = (PROTOBUF, JSON)
 DEFAULT_MAX_REQUEST_BYTES: Final = 64 << 20  # the spec's recommended limit, after decompression
+DAY_NS: Final = 86_400 * 10**9
+DEFAULT_MAX_SPAN_AGE_DAYS: Final = 366
+"""How far before its arrival a span may start. Every tenant table is partitioned by tenant and
+day: each distinct day in a segment is a part of its own in every table, so spans spread over
+years (1970 to 2262) cost the engine thousands of parts for one small request, stall the writer
+for every tenant and, past a few thousand days, fail the insert at the engine's memory cap."""
+MAX_SPAN_AGE_DAYS: Final = 3660
+"""The largest `--max-span-age-days`: about 3,700 distinct days in one insert already hold the
+writer for tens of seconds (measured 2026-12-02: 47 s on 2 cores), and 20,000 failed at the
+default 768 MB engine cap, retried without end."""
+MAX_SPAN_LEAD_NS: Final = DAY_NS
+"""How far after its arrival a span may start (a clock ahead, a time zone taken for UTC)."""
 
 
 def bad_request(message: str) -> RefusedError:
@@ -62,6 +74,13 @@ def unavailable(reason: str, message: str) -> RefusedError:
 @dataclass(frozen=True)
 class Limits:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_span_age_days: int | None = DEFAULT_MAX_SPAN_AGE_DAYS
+    """None: spans of any age (tests replaying fixed clocks)."""
+
+    def start_window(self, received_ns: int) -> tuple[int, int]:
+        """The start times (ns since the epoch) a span received at `received_ns` may have."""
+        oldest = 0 if self.max_span_age_days is None else received_ns - self.max_span_age_days * DAY_NS
+        return max(oldest, 0), received_ns + MAX_SPAN_LEAD_NS
 
 
 @dataclass
@@ -90,7 +109,9 @@ class ExportResult:
 
 
 def decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    """The body decoded per Content-Encoding, refused past `limit` bytes without inflating more."""
+    """The body decoded per Content-Encoding, refused past `limit` bytes without inflating more.
+    Every gzip member is inflated: only the first was, and the spans of the others were
+    acknowledged and dropped."""
     encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
         if len(body) > limit:
@@ -98,16 +119,21 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
         return body
     if encoding != "gzip":
         raise RefusedError("unsupported_encoding", f"unsupported Content-Encoding {encoding!r}")
-    inflater = zlib.decompressobj(wbits=31)
-    try:
-        out = inflater.decompress(body, limit + 1)
-        if len(out) > limit or inflater.unconsumed_tail:
-            raise too_large(f"request inflates past the {limit:,}-byte limit")
-        if not inflater.eof:
-            raise bad_request("truncated gzip body")
-    except zlib.error as e:
-        raise bad_request(f"invalid gzip body: {e}") from None
-    return out
+    out = bytearray()
+    rest = body
+    while True:  # a gzip body may hold several members (RFC 1952), each inflated in turn
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            out += inflater.decompress(rest, limit + 1 - len(out))
+            if len(out) > limit or inflater.unconsumed_tail:
+                raise too_large(f"request inflates past the {limit:,}-byte limit")
+            if not inflater.eof:
+                raise bad_request("truncated gzip body")
+        except zlib.error as e:
+            raise bad_request(f"invalid gzip body: {e}") from None
+        rest = inflater.unused_data
+        if not rest:
+            return bytes(out)
 
 
 _ID_FIELDS: Final = ("traceId", "spanId", "parentSpanId")
@@ -168,25 +194,60 @@ def decode(body: bytes, content_type: str) -> ExportTraceServiceRequest:
     raise RefusedError("unsupported_media_type", f"Content-Type must be {PROTOBUF} or {JSON}, not {media!r}")
 
 
-def _refuse_invalid_spans(request: ExportTraceServiceRequest) -> tuple[int, int]:
-    """Remove spans whose ids are invalid; returns (kept, removed)."""
-    kept = removed = 0
+def _refusal(span: Any, window: tuple[int, int]) -> str | None:
+    """Why one span is refused (its `spans_refused` label), or None."""
+    if (
+        len(span.trace_id) != 16
+        or len(span.span_id) != 8
+        or span.trace_id == b"\0" * 16
+        or span.span_id == b"\0" * 8
+        or len(span.parent_span_id) not in (0, 8)
+    ):
+        return "invalid_id"
+    if not window[0] <= span.start_time_unix_nano <= window[1]:
+        return "out_of_window"
+    return None
+
+
+def _refuse_spans(request: ExportTraceServiceRequest, window: tuple[int, int]) -> tuple[int, Counter[str]]:
+    """Remove spans with invalid ids or a start time outside `window`; returns (kept, removed by reason)."""
+    kept = 0
+    removed: Counter[str] = Counter()
     for rs in request.resource_spans:
         for ss in rs.scope_spans:
-            bad = [
-                i
-                for i, s in enumerate(ss.spans)
-                if len(s.trace_id) != 16
-                or len(s.span_id) != 8
-                or s.trace_id == b"\0" * 16
-                or s.span_id == b"\0" * 8
-                or len(s.parent_span_id) not in (0, 8)
-            ]
+            bad: list[int] = []
+            for i, span in enumerate(ss.spans):
+                reason = _refusal(span, window)
+                if reason is not None:
+                    bad.append(i)
+                    removed[reason] += 1
             for i in reversed(bad):
                 del ss.spans[i]
-            removed += len(bad)
             kept += len(ss.spans)
     return kept, removed
+
+
+def _partial_success_message(removed: Counter[str], limits: Limits) -> str:
+    reasons = []
+    if removed["invalid_id"]:
+        reasons.append(f"{removed['invalid_id']} with invalid ids (trace and span ids must be 16 and 8 non-zero bytes)")
+    if removed["out_of_window"]:
+        age = "any time" if limits.max_span_age_days is None else f"{limits.max_span_age_days} days"
+        reasons.append(
+            f"{removed['out_of_window']} starting outside the accepted window ({age} before arrival to "
+            f"{MAX_SPAN_LEAD_NS // DAY_NS} day after it)"
+        )
+    return f"{sum(removed.values())} span(s) refused: " + "; ".join(reasons)
+
+
+def _canonical(request: ExportTraceServiceRequest) -> bytes:
+    """What the log keeps: the request as parsed here, re-encoded without unknown fields at any
+    depth. The engine parses the log with its own Protobuf reader, which refuses what this parser
+    skips (a known field sent with another wire type, a span's `name` as a number, say): the
+    segment holding such a request was refused, quarantined and lost, with every other tenant's
+    acknowledged spans in it. Unknown top-level fields could also collide with the envelope's."""
+    request.DiscardUnknownFields()
+    return bytes(request.SerializeToString())
 
 
 Health = Callable[[], str | None]
@@ -223,16 +284,12 @@ class TraceReceiver:
         raw = decompress(body, content_encoding, self.limits.max_request_bytes)
         request = decode(raw, content_type)
         media = content_type.split(";", maxsplit=1)[0].strip().lower()
-        kept, removed = _refuse_invalid_spans(request)
-        # Re-encode when spans were removed, when the request came as JSON, or when it carries
-        # unknown top-level fields (which could collide with the envelope's field numbers).
-        unknown = len(UnknownFieldSet(request)) > 0
-        if removed or media == JSON or unknown:
-            if unknown:
-                request.DiscardUnknownFields()
-            raw = request.SerializeToString()
+        received_ns = time.time_ns()
+        kept, refused = _refuse_spans(request, self.limits.start_window(received_ns))
+        removed = sum(refused.values())
         if kept:
-            record = otlp_proto.frame(raw + otlp_proto.envelope(tenant, secrets.token_hex(8), time.time_ns()))
+            raw = _canonical(request)
+            record = otlp_proto.frame(raw + otlp_proto.envelope(tenant, secrets.token_hex(8), received_ns))
             try:
                 wal.append(record)
             except LogFullError as e:
@@ -244,16 +301,13 @@ class TraceReceiver:
         with self.stats.lock:
             self.stats.requests += 1
             self.stats.spans_accepted += kept
-            if removed:
-                self.stats.spans_refused["invalid_id"] += removed
+            self.stats.spans_refused.update(+refused)
             if kept:
                 self.stats.log_bytes += len(raw)
         response = ExportTraceServiceResponse()
         if removed:
             response.partial_success.rejected_spans = removed
-            response.partial_success.error_message = (
-                f"{removed} span(s) refused: trace and span ids must be 16 and 8 non-zero bytes"
-            )
+            response.partial_success.error_message = _partial_success_message(refused, self.limits)
         if media == JSON:
             return ExportResult(json_format.MessageToJson(response).encode(), JSON, kept, removed)
         return ExportResult(response.SerializeToString(), PROTOBUF, kept, removed)

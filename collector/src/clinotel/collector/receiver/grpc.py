@@ -8,8 +8,9 @@ log answers UNAVAILABLE with a RetryInfo delay in the status details.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from concurrent import futures
-from typing import Final
+from typing import Any, Final
 
 import grpc
 from google.protobuf import any_pb2
@@ -39,13 +40,39 @@ def _retry_status(code: grpc.StatusCode, message: str, delay_s: int) -> bytes:
     return bytes(status.SerializeToString())
 
 
-def _token(context: grpc.ServicerContext) -> str | None:
-    for key, value in context.invocation_metadata():
+def _token(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
+    for key, value in metadata or ():
         if key.lower() == "authorization" and isinstance(value, str):
             scheme, _, token = value.partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
     return None
+
+
+_UNAUTHENTICATED: Final = "a write token is required (Bearer)"
+
+
+class _WriteTokenFirst(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Refuses a call without a write token from its metadata, before its message is read: gRPC
+    reads a unary call's whole message (up to the size limit) before the handler runs, so anyone
+    who could reach the port made the collector hold 64 MB per call (eight calls: +550 MB of
+    resident memory, measured 2026-12-02). The refusal is a streaming handler that never reads."""
+
+    def __init__(self, receiver: TraceReceiver, authenticate: Authenticate) -> None:
+        self._receiver = receiver
+        self._authenticate = authenticate
+        self._refusal = grpc.stream_unary_rpc_method_handler(self._refuse)
+
+    def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        grant = self._authenticate(_token(details.invocation_metadata))
+        if grant is None or grant.role != "write":
+            return self._refusal
+        return continuation(details)
+
+    def _refuse(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        self._receiver.stats.count_refused("unauthenticated")
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, _UNAUTHENTICATED)
+        raise AssertionError("abort raises")  # pragma: no cover
 
 
 class OtlpGrpcServer:
@@ -61,6 +88,7 @@ class OtlpGrpcServer:
         check_free(label, host, port)  # gRPC reports a failed bind only as text on stderr
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clinotel-otlp-grpc"),
+            interceptors=[_WriteTokenFirst(receiver, authenticate)],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", 4 << 20),
@@ -79,10 +107,10 @@ class OtlpGrpcServer:
             raise ListenError(f"cannot listen on {shown}:{port} for {label}: the address is in use or not available")
 
     def _export(self, request: bytes, context: grpc.ServicerContext) -> bytes:
-        grant = self._authenticate(_token(context))
-        if grant is None or grant.role != "write":
+        grant = self._authenticate(_token(context.invocation_metadata()))
+        if grant is None or grant.role != "write":  # checked first by _WriteTokenFirst: a token revoked meanwhile
             self._receiver.stats.count_refused("unauthenticated")
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "a write token is required (Bearer)")
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, _UNAUTHENTICATED)
         assert grant is not None
         try:
             result = self._receiver.export(request, content_type=PROTOBUF, tenant=grant.tenant)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from clinotel.collector.log.wal import PRIVATE_DIR
 from clinotel.model.store import (
     DEFAULT_DATA_DIR,
     StoreError,
@@ -168,7 +169,7 @@ def recorded_log(data_dir: Path, database: str) -> Path | None:
 
 def record_log(data_dir: Path, database: str, wal_dir: Path) -> None:
     """Record in the embedded store that `wal_dir` is the log of `database`."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
     path = data_dir / STORE_RECORD
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -277,7 +278,7 @@ def connect(
         path = Path(dsn.removeprefix("chdb://"))
         check_embedded(path, database or DEFAULT_DATABASE, reading=False)
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
             options = {**engine_options(memory_bytes), "config-file": str(engine_config(path))}
             return clickhouse_connect.get_client(dsn=dsn, database=database or "", chdb_options=options)
         except Exception as e:

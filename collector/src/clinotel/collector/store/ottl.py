@@ -4,10 +4,11 @@ where the contrib collector writes `otel_traces` instead (compose's contrib vari
 
 The same definitions as `clinotel.collector.sql`, in the collector's language: unregistered keys
 are dropped (`keep_keys`), a pseudonym must have the pseudonym form, free text has PHI patterns
-redacted, and a coded string that looks like PHI, or lacks its key's registered form, is dropped
-whole. The regular expressions are the
-RE2 subset Python and Go share. Link attributes are outside the transform processor's contexts:
-the contrib variant leaves them to the SDK-side gate."""
+redacted (span and event names, status messages, tracestates, the scope's name and version), and
+a coded string that looks like PHI, or lacks its key's registered form, is dropped whole. The
+regular expressions are the RE2 subset Python and Go share. Links (their attributes and
+tracestates) are outside the transform processor's contexts: the contrib variant leaves them to
+the SDK-side gate."""
 
 from __future__ import annotations
 
@@ -69,12 +70,13 @@ def transform_processor(tenant_env: str = "CLINOTEL_TENANT") -> dict[str, object
         f"keep_keys(attributes, {_key_list(allowed_keys((Scope.RESOURCE,)))})",
         f'set(attributes[{string(A.TENANT_ID.key)}], "${{env:{tenant_env}}}")',
     ]
-    span = [*_attribute_rules(_SPAN), _scrub("name"), _scrub("status.message")]
+    span = [*_attribute_rules(_SPAN), _scrub("name"), _scrub("status.message"), _scrub("trace_state")]
     event = [*_attribute_rules(_EVENT), _scrub("name")]
     return {
         "error_mode": "ignore",
         "trace_statements": [
             {"context": "resource", "statements": resource},
+            {"context": "scope", "statements": [_scrub("name"), _scrub("version")]},
             {"context": "span", "statements": span},
             {"context": "spanevent", "statements": event},
         ],

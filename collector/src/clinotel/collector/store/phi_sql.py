@@ -100,14 +100,15 @@ def attribute_map(expr: str, scopes: tuple[Scope, ...]) -> str:
     contrib schema stores, keeping only registered keys for `scopes` and applying the PHI rules:
     pseudonyms must have the pseudonym form, free text is scrubbed, and a coded string that looks
     like PHI, or a value outside its key's closed set, is dropped whole. Numbers and booleans are
-    kept as the exporter would write them."""
+    kept as the exporter would write them; bytes are dropped (no registered key is bytes, and their
+    base64 form would carry text past every PHI pattern)."""
     allowed = string_array(allowed_keys(scopes))
     closed_keys, closed_pairs = (string_array(x) for x in closed_values(scopes))
     pseudonyms = string_array(allowed_keys(scopes, PhiClass.PSEUDONYM))
     free = string_array(allowed_keys(scopes, PhiClass.FREE_TEXT))
     # t = (key, value as text, value is a string)
     typed = f"arrayMap(a -> (a.key, {value_sql('a.value')}, a.value.{_ONEOF} = 'string_value'), " + (
-        f"arrayFilter(a -> has({allowed}, a.key), {expr}))"
+        f"arrayFilter(a -> has({allowed}, a.key) AND a.value.{_ONEOF} != 'bytes_value', {expr}))"
     )
     checked = (
         f"arrayMap(t -> (t.1, multiIf("

@@ -96,13 +96,13 @@ def flatten_select(o: SchemaOptions, source: str, *, checks: bool = True) -> str
         _hex_id("span.trace_id"),
         _hex_id("span.span_id"),
         _hex_id("span.parent_span_id"),
-        "span.trace_state",
+        scrub_sql("span.trace_state"),
         scrub_sql("span.name"),
         f"{_SPAN_KINDS}[least(greatest(span.kind, 0), 5) + 1]",
         f"res[{literal(A.SERVICE_NAME.key)}]",
         "res",
-        "ss.scope.name",
-        "ss.scope.version",
+        scrub_sql("ss.scope.name"),
+        scrub_sql("ss.scope.version"),
         attribute_map("span.attributes", _SPAN_SCOPES),
         "if(span.end_time_unix_nano > span.start_time_unix_nano, "
         "span.end_time_unix_nano - span.start_time_unix_nano, 0)",
@@ -113,7 +113,7 @@ def flatten_select(o: SchemaOptions, source: str, *, checks: bool = True) -> str
         f"arrayMap(e -> {attribute_map('e.attributes', _EVENT_SCOPES)}, span.events)",
         f"arrayMap(l -> {_hex_id('l.trace_id')}, span.links)",
         f"arrayMap(l -> {_hex_id('l.span_id')}, span.links)",
-        "arrayMap(l -> l.trace_state, span.links)",
+        f"arrayMap(l -> {scrub_sql('l.trace_state')}, span.links)",
         f"arrayMap(l -> {attribute_map('l.attributes', _SPAN_SCOPES)}, span.links)",
     )
     columns = ",\n    ".join(f"{e} AS {identifier(c)}" for e, c in zip(expressions, TRACES_INSERT_COLUMNS, strict=True))

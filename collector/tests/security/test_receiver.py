@@ -1,0 +1,215 @@
+"""Attacks on the OTLP receiver by a tenant's write token: what one small request may cost the
+store that every tenant shares."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from clinotel.collector.receiver.export import DAY_NS, DEFAULT_MAX_SPAN_AGE_DAYS
+from clinotel.collector.service import Collector
+from clinotel.model.sql import literal
+from collector.tests.fixtures import OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN
+from collector.tests.otlp_clients import post
+from collector.tests.security.conftest import ATTACKER, VICTIM, VICTIM_SPANS_PER_BATCH, Arena, victim_request
+
+_UINT64_MAX = (1 << 64) - 1
+
+
+def _spread_request(service: str, starts: list[int]) -> bytes:
+    """One span per start time (ns since the epoch), under `service`."""
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    attribute = resource_spans.resource.attributes.add()
+    attribute.key, attribute.value.string_value = "service.name", service
+    spans = resource_spans.scope_spans.add().spans
+    for start in starts:
+        span = spans.add()
+        span.trace_id, span.span_id, span.name = os.urandom(16), os.urandom(8), "spread"
+        span.start_time_unix_nano = start
+        span.end_time_unix_nano = min(start + 1_000, _UINT64_MAX)
+    return request.SerializeToString()
+
+
+def _stored_days(arena: Arena, service: str) -> list[str]:
+    rows = arena.client.query(
+        f"SELECT DISTINCT toString(toDate(Timestamp)) FROM {arena.options.name('otel_traces')} "
+        f"WHERE TenantId = {literal(ATTACKER)} AND ServiceName = {literal(service)} ORDER BY 1"
+    ).result_rows
+    return [row[0] for row in rows]
+
+
+def test_spans_spread_over_years_are_refused(arena: Arena) -> None:
+    """Every tenant table is partitioned by tenant and day, so each distinct day in an insert is a
+    new part in every table: one 1 MB request of 20,000 spans on 20,000 days (1970 to 2262 are all
+    valid OTLP times) held the shared writer at the engine's memory cap, retried without end, and no
+    tenant's acknowledged spans were stored after it. Spans starting long before they arrive, or
+    ahead of them, are refused individually; the request's other spans are stored."""
+    now = time.time_ns()
+    outside = [
+        1,  # 1970
+        now - (DEFAULT_MAX_SPAN_AGE_DAYS + 2) * DAY_NS,
+        now + 2 * DAY_NS,
+        (1 << 63) + 5,  # a negative Int64 once cast: before 1970
+        _UINT64_MAX,
+        *(day * DAY_NS for day in range(400, 800)),  # 400 distinct days of 1971 and 1972
+    ]
+    status, _, reply = post(arena.otlp, _spread_request("spread-svc", [now - DAY_NS, *outside]), token=WRITE_TOKEN)
+    assert status == 200
+    response = ExportTraceServiceResponse.FromString(reply)
+    assert response.partial_success.rejected_spans == len(outside)
+    assert "window" in response.partial_success.error_message
+    assert arena.collector.writer is not None
+    arena.collector.writer.drain()
+    assert len(_stored_days(arena, "spread-svc")) == 1
+
+
+_PHI = "Mrs. Jane Doe 123-45-6789 MRN 88812345 jane.doe@example.com 555-867-5309"
+_PHI_PIECES = ("Jane Doe", "123-45-6789", "88812345", "jane.doe@example.com", "555-867-5309")
+
+
+def test_phi_in_trace_state_and_scope_is_scrubbed(arena: Arena) -> None:
+    """The free text of a span outside its name, status and attributes: a tracestate propagated from
+    another system (`mrn=…`), a link's tracestate, the instrumentation scope's name and version
+    were stored as sent, PHI and all."""
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    attribute = resource_spans.resource.attributes.add()
+    attribute.key, attribute.value.string_value = "service.name", "phi-carrier"
+    scope_spans = resource_spans.scope_spans.add()
+    scope_spans.scope.name, scope_spans.scope.version = f"scope {_PHI}", _PHI
+    span = scope_spans.spans.add()
+    span.trace_id, span.span_id, span.name = os.urandom(16), os.urandom(8), "carrier"
+    span.start_time_unix_nano = span.end_time_unix_nano = time.time_ns()
+    span.trace_state = f"mrn=88812345,vendor={_PHI}"
+    link = span.links.add()
+    link.trace_id, link.span_id, link.trace_state = os.urandom(16), os.urandom(8), f"mrn=88812345,vendor={_PHI}"
+    status, _, _ = post(arena.otlp, request.SerializeToString(), token=WRITE_TOKEN)
+    assert status == 200
+    assert arena.collector.writer is not None
+    arena.collector.writer.drain()
+    rows = arena.client.query(
+        f"SELECT TraceState, ScopeName, ScopeVersion, Links.TraceState FROM {arena.options.name('otel_traces')} "
+        f"WHERE TenantId = {literal(ATTACKER)} AND ServiceName = 'phi-carrier'"
+    ).result_rows
+    assert len(rows) == 1
+    stored = repr(rows[0])
+    assert "[REDACTED]" in stored
+    for piece in _PHI_PIECES:
+        assert piece not in stored, stored
+
+
+def test_phi_in_bytes_values_is_not_stored(arena: Arena) -> None:
+    """A registered key's value sent as bytes was stored as its base64 (the contrib exporter's
+    form), which no PHI pattern matches: a stack trace or a free-text reason carried a patient's
+    name and SSN, one decode away. No registered attribute is bytes: such values are dropped."""
+    import base64
+
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    attribute = resource_spans.resource.attributes.add()
+    attribute.key, attribute.value.string_value = "service.name", "bytes-carrier"
+    span = resource_spans.scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = os.urandom(16), os.urandom(8), "carrier"
+    span.start_time_unix_nano = span.end_time_unix_nano = time.time_ns()
+    for holder in (span, span.events.add(name="exception", time_unix_nano=span.start_time_unix_nano)):
+        for key in ("exception.message", "exception.stacktrace", "clinical.site"):
+            attribute = holder.attributes.add()
+            attribute.key, attribute.value.bytes_value = key, _PHI.encode()
+    status, _, _ = post(arena.otlp, request.SerializeToString(), token=WRITE_TOKEN)
+    assert status == 200
+    assert arena.collector.writer is not None
+    arena.collector.writer.drain()
+    rows = arena.client.query(
+        f"SELECT SpanAttributes, Events.Attributes FROM {arena.options.name('otel_traces')} "
+        f"WHERE TenantId = {literal(ATTACKER)} AND ServiceName = 'bytes-carrier'"
+    ).result_rows
+    assert len(rows) == 1
+    stored = repr(rows[0])
+    assert base64.b64encode(_PHI.encode()).decode()[:16] not in stored, stored
+    assert rows[0] == ({}, [{}])
+
+
+def test_grpc_refuses_a_call_without_a_write_token_before_its_message(collector: Collector) -> None:
+    """gRPC read a unary call's whole message (up to --max-request-mb) before the handler looked at
+    the token: anyone who reached the port made the collector hold 64 MB per call (eight calls:
+    +550 MB resident). A call whose message never comes is refused from its metadata alone; before,
+    the server waited for the message until the client's deadline."""
+    import threading
+
+    import grpc
+
+    assert collector.grpc is not None
+    never_sent = threading.Event()
+
+    def no_message() -> Iterator[bytes]:
+        never_sent.wait(60)
+        yield b""
+
+    with grpc.insecure_channel(f"127.0.0.1:{collector.grpc.port}") as channel:
+        export = channel.stream_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        for metadata in ((), (("authorization", f"Bearer {READ_TOKEN}"),)):
+            with pytest.raises(grpc.RpcError) as refused:
+                export(no_message(), metadata=metadata, timeout=20)
+            assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED, refused.value
+    never_sent.set()
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    from google.protobuf.internal.encoder import _VarintBytes
+
+    return bytes(_VarintBytes((number << 3) | 2) + _VarintBytes(len(payload)) + payload)
+
+
+def test_a_request_the_engine_would_parse_otherwise_loses_no_one_s_spans(arena: Arena) -> None:
+    """A span whose `name` (field 5) comes a second time as a number: Python's parser keeps it as an
+    unknown field, the engine's Protobuf reader refuses it. The log kept the request's own bytes, so
+    the segment holding it was refused, quarantined after three tries, and every other tenant's
+    acknowledged spans in it were lost (60 bytes from one write token, as often as it likes)."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    assert arena.collector.writer is not None
+    now = time.time_ns()
+    span = Span(trace_id=os.urandom(16), span_id=os.urandom(8), name="odd-wire", start_time_unix_nano=now)
+    odd = _field(1, _field(2, _field(2, span.SerializeToString() + b"\x28\x01")))
+    victim_before = arena.count("otel_traces", VICTIM)
+    quarantined = arena.collector.writer.stats.quarantined
+    assert post(arena.otlp, odd, token=WRITE_TOKEN)[0] == 200
+    assert post(arena.otlp, victim_request(), token=OTHER_TOKEN)[0] == 200  # most likely the same segment
+    arena.acknowledged += VICTIM_SPANS_PER_BATCH  # the arena checks them all at its end
+    arena.collector.writer.drain()
+    assert arena.collector.writer.stats.quarantined == quarantined
+    assert arena.count("otel_traces", VICTIM) >= victim_before + VICTIM_SPANS_PER_BATCH
+    stored = arena.client.command(
+        f"SELECT count() FROM {arena.options.name('otel_traces')} WHERE SpanName = 'odd-wire' "
+        f"AND TenantId = {literal(ATTACKER)}"
+    )
+    assert stored == 1
+
+
+def test_every_gzip_member_is_read(arena: Arena) -> None:
+    """A gzip body of two members (RFC 1952 allows any number; `gzip -d` reads them all): only the
+    first was inflated, and the second's spans were acknowledged (200, no partial success) and
+    dropped."""
+    import gzip
+
+    now = time.time_ns()
+    members = b"".join(gzip.compress(_spread_request(f"member-{i}", [now])) for i in range(2))
+    status, _, reply = post(arena.otlp, members, token=WRITE_TOKEN, Content_Encoding="gzip")
+    assert status == 200
+    assert ExportTraceServiceResponse.FromString(reply).partial_success.rejected_spans == 0
+    assert arena.collector.writer is not None
+    arena.collector.writer.drain()
+    stored = arena.client.command(
+        f"SELECT count() FROM {arena.options.name('otel_traces')} "
+        f"WHERE TenantId = {literal(ATTACKER)} AND ServiceName IN ('member-0', 'member-1')"
+    )
+    assert stored == 2
