@@ -166,6 +166,31 @@ def test_a_day_with_no_workflows_left_is_emptied(
     assert not client.query(f"SELECT * FROM {options.name(rollups.WORKFLOW_HOURS)}").result_rows
 
 
+def test_a_refresh_runs_behind_the_writer_as_the_readers_do(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
+) -> None:
+    from clinotel.collector.readport.reader import READER_NICE
+
+    _scenario(client, pipeline, tmp_path)
+    inserts: list[dict[str, Any]] = []
+
+    class Recording:
+        """The engine's client, recording the settings of each rollup INSERT it runs."""
+
+        def command(self, sql: str, settings: dict[str, Any] | None = None) -> Any:
+            if sql.startswith("INSERT INTO"):
+                inserts.append(dict(settings or {}))
+            return client.command(sql, settings=settings)
+
+        def query(self, sql: str) -> Any:
+            return client.query(sql)
+
+    refresher.refresh(Recording(), options)
+    assert len(inserts) == 5, "one INSERT per rollup"
+    assert all(s["os_thread_priority"] == READER_NICE for s in inserts)
+    assert _sums(client, options)["workflows_rows"] == 4
+
+
 def test_refreshes_at_once_agree_and_leave_no_staging_table(
     client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
 ) -> None:
