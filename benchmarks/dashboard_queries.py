@@ -110,6 +110,7 @@ def _measure(client: Any, db: str, rounds: int, fixed: tuple[str, str] | None = 
 
     ROLLUPS = (  # noqa: N806 - a constant
         rollups.WORKFLOW_HOURS, rollups.COHORT_HOURS, rollups.SIGNAL_HOURS, rollups.FEEDBACK_HOURS, rollups.STAGE_HOURS,
+        rollups.SERVICE_HOURS,
     )  # fmt: skip
     options = schema.SchemaOptions(database=db)
     reference_times = _timed(client, REFERENCE_SQL.format(db=db), rounds)

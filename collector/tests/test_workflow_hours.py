@@ -186,7 +186,7 @@ def test_a_refresh_runs_behind_the_writer_as_the_readers_do(
             return client.query(sql)
 
     refresher.refresh(Recording(), options)
-    assert len(inserts) == 5, "one INSERT per rollup"
+    assert len(inserts) == 6, "one INSERT per rollup"
     assert all(s["os_thread_priority"] == READER_NICE for s in inserts)
     assert _sums(client, options)["workflows_rows"] == 4
 

@@ -9,7 +9,9 @@ from datetime import UTC, timedelta
 from typing import Any
 
 from clinotel.collector.service import Collector
+from clinotel.dashboards import build_all
 from clinotel.dashboards._panels import FILTERS, variables
+from clinotel.dashboards.check import panel_range
 from clinotel.dashboards.macros import TimeRange, expand
 from clinotel.model import rollups
 from clinotel.model.drift import FEATURES
@@ -124,3 +126,23 @@ def test_the_template_variables_list_the_workflows_values(collector: Collector) 
         want = [r[0] for r in client.query(f"SELECT DISTINCT {column} FROM {o.name(WORKFLOWS)} WHERE {column} != '' "
                                            "ORDER BY 1").result_rows]  # fmt: skip
         assert [r[0] for r in client.query(expand(v.sql, tr)).result_rows] == want, v.name
+
+
+def test_the_service_rollup_is_each_services_spans_and_last_span(collector: Collector) -> None:
+    load_demo(collector, WRITE_TOKEN, workflows=600)
+    client, o = collector.client, collector.options
+    key = "TenantId, ServiceName, toStartOfHour(toDateTime(Timestamp, 'UTC'))"
+    want = _set(client, f"SELECT {key}, count(), max(Timestamp) FROM {o.name(TRACES)} GROUP BY {key}")
+    got = _set(client, f"SELECT TenantId, ServiceName, Hour, sum(Spans), max(LastSpan) "
+                       f"FROM {o.name(rollups.SERVICE_HOURS)} GROUP BY TenantId, ServiceName, Hour")  # fmt: skip
+    assert got == want
+    assert want, "the demo hospital sends spans"
+    # the health dashboard's services table reads it: each service's spans and its latest one
+    (panel,) = [p for p in build_all(o.database)["health"]["panels"] if p.get("title", "").startswith("Services and")]
+    first, last = client.query(f"SELECT min(Timestamp), max(Timestamp) FROM {o.name(TRACES)}").result_rows[0]
+    tr = TimeRange(first.replace(tzinfo=UTC), last.replace(tzinfo=UTC) + timedelta(minutes=1))
+    names = tuple(v["name"] for v in build_all(o.database)["health"]["templating"]["list"])
+    rows = client.query(expand(panel["targets"][0]["rawSql"], panel_range(panel, names, tr))).named_results()
+    shown = {(r["tenant"], r["service"]): (r["spans"], r["last_span"]) for r in rows}
+    raw = f"SELECT TenantId, ServiceName, count(), max(Timestamp) FROM {o.name(TRACES)} GROUP BY TenantId, ServiceName"
+    assert shown == {(t, s): (n, at) for t, s, n, at in client.query(raw).result_rows}

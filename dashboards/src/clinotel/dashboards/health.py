@@ -9,7 +9,7 @@ from typing import Any
 
 from clinotel.dashboards._panels import Board, where_filters
 from clinotel.model import collector_metrics as M
-from clinotel.model import tables
+from clinotel.model import rollups, tables
 from clinotel.model.sql import identifier, literal
 
 UID = "clinotel-telemetry-health"
@@ -19,7 +19,6 @@ SILENT_AFTER_MIN = 10
 def build(database: str) -> dict[str, Any]:
     b = Board(UID, "clinotel / Telemetry health", "Is the telemetry itself arriving, complete and clean?", database)
     metrics = f"{identifier(database)}.{identifier(tables.COLLECTOR_METRICS)}"
-    traces = f"{identifier(database)}.{identifier(tables.TRACES)}"
     tenant = where_filters(["TenantId"])
     sdk = f"{identifier(database)}.{identifier(tables.SDK_TELEMETRY)}"
     b.row("Collector")
@@ -90,9 +89,11 @@ def build(database: str) -> dict[str, Any]:
         f"WHERE $__timeFilter(Timestamp) AND {tenant}\nGROUP BY time ORDER BY time",
     )  # fmt: skip
     b.table(
-        "Services and when they were last heard", f"Silent: nothing for {SILENT_AFTER_MIN} minutes.",
-        f"SELECT TenantId AS tenant, ServiceName AS service, max(Timestamp) AS last_span, count() AS spans, "
-        f"if(max(Timestamp) < now() - INTERVAL {SILENT_AFTER_MIN} MINUTE, 'silent', 'ok') AS state\n"
-        f"FROM {traces}\nWHERE $__timeFilter(Timestamp) AND {tenant}\nGROUP BY tenant, service ORDER BY last_span",
+        "Services and when they were last heard",
+        f"Silent: nothing for {SILENT_AFTER_MIN} minutes (from the hourly service rollup, refreshed every 30 s).",
+        f"SELECT TenantId AS tenant, ServiceName AS service, max(LastSpan) AS last_span, sum(Spans) AS spans, "
+        f"if(max(LastSpan) < now() - INTERVAL {SILENT_AFTER_MIN} MINUTE, 'silent', 'ok') AS state\n"
+        f"FROM {identifier(database)}.{identifier(rollups.SERVICE_HOURS)}\nWHERE {rollups.time_filter()} AND {tenant}\n"
+        "GROUP BY tenant, service ORDER BY last_span",
     )  # fmt: skip
     return b.build()

@@ -31,7 +31,8 @@ dashboards' dimensions, stage, queue and shadow mode: `Spans`, the state of thei
 centiles (`Duration`, in ms, read with `quantileMerge(level)`) and `MaxQueueDepth`.
 `clinical_feedback_hours` (migration 11) has one row per tenant, workflow kind, hour of the report,
 site, department, category, severity, model version and decision of the workflow it judged, and
-whether that workflow was found (`Joined`): `Reports`.
+whether that workflow was found (`Joined`): `Reports`. `clinotel_service_hours` (migration 11) has
+one row per tenant, service and hour of the span: `Spans` and the latest span's time (`LastSpan`).
 
 A rollup row covers a whole hour: a range is widened to whole hours at its start (`time_filter`),
 so a figure over a range that does not start on the hour counts the workflows of that hour that
@@ -50,7 +51,15 @@ from clinotel.model.feedback import feedback_decisions_sql
 from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS, Indicator
 from clinotel.model.signals import IS_FEEDBACK, IS_REWORK, IS_WORKFLOW, KIND, SIGNALS, attr
 from clinotel.model.sql import literal
-from clinotel.model.tables import COHORT_HOURS, FEEDBACK_HOURS, SIGNAL_HOURS, STAGE_HOURS, WORKFLOW_HOURS, WORKFLOWS
+from clinotel.model.tables import (
+    COHORT_HOURS,
+    FEEDBACK_HOURS,
+    SERVICE_HOURS,
+    SIGNAL_HOURS,
+    STAGE_HOURS,
+    WORKFLOW_HOURS,
+    WORKFLOWS,
+)
 from clinotel.model.workflow_signals import rework_by_workflow_sql
 from clinotel.semconv import RolloutMode
 from clinotel.semconv import attributes as A
@@ -66,6 +75,7 @@ __all__ = [
     "FEEDBACK_HOURS",
     "REWORK",
     "ROLLED_UP",
+    "SERVICE_HOURS",
     "SIGNAL_DIMENSIONS",
     "SIGNAL_HOURS",
     "STAGE_DIMENSIONS",
@@ -82,6 +92,7 @@ __all__ = [
     "refresh_select",
     "rolled_up",
     "sample",
+    "service_refresh_select",
     "signal_refresh_select",
     "stage_refresh_select",
     "time_filter",
@@ -329,6 +340,16 @@ def stage_refresh_select(stages: str, since: str | None) -> str:
         "QueueName, toUInt8(ifNull(Shadow, 0)) AS Shadow,\n"
         "    toInt64(count()) AS Spans, quantileState(0.95)(DurationMs) AS Duration, max(QueueDepth) AS MaxQueueDepth\n"
         f"FROM {stages}\nWHERE {_since('Timestamp', since)}\nGROUP BY {key}"
+    )
+
+
+def service_refresh_select(traces: str, since: str | None) -> str:
+    """The service rollup rows of the spans in the qualified table `traces` at or after SQL instant
+    `since` (every one when None): spans and the latest span's time per tenant, service and hour."""
+    return (
+        f"SELECT TenantId, ServiceName, {_hour_of('Timestamp')}, toInt64(count()) AS Spans, "
+        "max(Timestamp) AS LastSpan\n"
+        f"FROM {traces}\nWHERE {_since('Timestamp', since)}\nGROUP BY TenantId, ServiceName, {TIME_COLUMN}"
     )
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "FEEDBACK_HOURS",
     "SDK_TELEMETRY",
     "SDK_TELEMETRY_COLUMNS",
+    "SERVICE_HOURS",
     "SIGNAL_HOURS",
     "STAGE_HOURS",
     "STAGE_SPANS",
@@ -56,6 +57,8 @@ hour, site and department (migration 10; `clinotel.model.rollups` says how to re
 STAGE_HOURS: Final = "clinical_stage_hours"
 """The stage spans rolled up per tenant, kind, hour, the dashboards' dimensions, stage, queue and
 shadow mode: spans, duration centile state, deepest queue (migration 11)."""
+SERVICE_HOURS: Final = "clinotel_service_hours"
+"""Spans per tenant, service and hour, with the latest span's time (migration 11)."""
 FEEDBACK_HOURS: Final = "clinical_feedback_hours"
 """Clinician feedback rolled up per tenant, kind, hour, site, department, category and severity,
 with the model version and decision each report judged (migration 11)."""
@@ -93,6 +96,6 @@ def tenant_tables() -> tuple[str, ...]:
     """The tables with a `TenantId` column: what readers may query, each filtered to their tenant."""
     return (
         TRACES, STAGE_SPANS, WORKFLOWS, WORKFLOW_HOURS, SIGNAL_HOURS, COHORT_HOURS, FEEDBACK_HOURS, STAGE_HOURS,
-        UNJOINED_OUTCOMES,
+        SERVICE_HOURS, UNJOINED_OUTCOMES,
         COLLECTOR_METRICS, ALERT_EVENTS, SDK_TELEMETRY,
     )  # fmt: skip

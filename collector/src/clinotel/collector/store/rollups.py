@@ -1,6 +1,6 @@
 """The hourly rollups (`clinical_workflow_hours`, `clinical_cohort_hours`, `clinical_signal_hours`,
-`clinical_stage_hours`, `clinical_feedback_hours`: `clinotel.model.rollups`) recomputed from the workflows view and the
-spans, off the insert path.
+`clinical_stage_hours`, `clinical_feedback_hours`, `clinotel_service_hours`: `clinotel.model.rollups`)
+recomputed from the workflows view and the spans, off the insert path.
 
 A refresh computes the rollup rows of every workflow that started (every span recorded) on or
 after the first day of a month into a staging table of its own, then swaps each of those
@@ -34,6 +34,7 @@ from clinotel.model.sql import literal
 from clinotel.model.tables import (
     COHORT_HOURS,
     FEEDBACK_HOURS,
+    SERVICE_HOURS,
     SIGNAL_HOURS,
     STAGE_HOURS,
     STAGE_SPANS,
@@ -147,6 +148,7 @@ def _refresh_from(
         (SIGNAL_HOURS, rollups.signal_refresh_select(traces, first)),
         (COHORT_HOURS, rollups.cohort_refresh_select(workflows, first, source)),
         (STAGE_HOURS, rollups.stage_refresh_select(o.local(STAGE_SPANS), first)),
+        (SERVICE_HOURS, rollups.service_refresh_select(traces, first)),
         # a report and the workflow it judged may be on two shards: the workflows are the cluster's
         (FEEDBACK_HOURS, rollups.feedback_refresh_select(traces, o.name(WORKFLOWS), first)),
     )
