@@ -138,13 +138,14 @@ def _demo_requests(workflows: int, batch: int, path: Path) -> tuple[int, int]:
     from clinotel.instrumentation.testing import isolated
 
     exporter = InMemorySpanExporter()
-    clock = SimClock(time.time_ns() - 12 * 3600 * 10**9)
+    scenario = Scenario(workflows=workflows, seed=5)
+    clock = SimClock(scenario.base_ns(time.time_ns()))
     with isolated():
         telemetry = ct.configure(
             service_name="bench-hospital", tenant="bench", pseudonym_key="b" * 32, exporter=exporter,
             batch=False, set_global=False, clock=clock,
         )  # fmt: skip
-        truths = [t for p in plan(Scenario(workflows=workflows, seed=5)) if (t := run_workflow(p, clock))]
+        truths = [t for p in plan(scenario) if (t := run_workflow(p, clock))]
         record_truths(truths, clock)
         telemetry.shutdown()
     spans = list(exporter.get_finished_spans())

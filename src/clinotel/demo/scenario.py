@@ -38,6 +38,7 @@ __all__ = [
     "CHANGES",
     "INCIDENTS",
     "KNOWN_INCIDENTS",
+    "LATEST_TRUTH_H",
     "SITES",
     "Incident",
     "Phase",
@@ -56,6 +57,8 @@ TENANT: Final = "demo-health"
 """The simulated hospital's tenant."""
 BASELINE_MODEL: Final = "3.2.0"
 CANARY_MODEL: Final = "4.0.0"
+LATEST_TRUTH_H: Final = 72
+"""Ground truth arrives 2 to this many hours after its workflow."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +144,12 @@ class Scenario:
     @property
     def window_ns(self) -> int:
         return int(self.hours * 3600 * 1e9)
+
+    def base_ns(self, now_ns: int) -> int:
+        """Where the simulated hours start for a run at `now_ns`: early enough that the latest
+        ground truth (`LATEST_TRUTH_H` after its workflow) still lands an hour before now. A
+        collector refuses spans that start more than a day ahead of their arrival."""
+        return now_ns - self.window_ns - int((LATEST_TRUTH_H + 1) * 3600 * 1e9)
 
 
 @dataclass(slots=True)
@@ -362,7 +371,7 @@ def _triage(
         act_ms=rng.lognormvariate(4.5, 0.4),
         outcome=OutcomeStatus.ESCALATED if escalated else OutcomeStatus.COMPLETED,
         truth=f"ESI-{true_esi}" if rng.random() < scenario.ground_truth_share else None,
-        truth_after_ms=rng.uniform(2, 72) * 3_600_000,
+        truth_after_ms=rng.uniform(2, LATEST_TRUTH_H) * 3_600_000,
         phase=phase.name,
         worth=worth,
     )

@@ -27,6 +27,7 @@ from clinotel.collector.receiver.export import (
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_SPAN_AGE_DAYS,
     MAX_SPAN_AGE_DAYS,
+    MAX_SPAN_LEAD_NS,
     Limits,
     TraceReceiver,
 )
@@ -82,6 +83,9 @@ class CollectorConfig:
     max_span_age_days: int | None = DEFAULT_MAX_SPAN_AGE_DAYS
     """Spans starting earlier than this before they arrive are refused (partial success); None:
     any age (tests that replay a fixed clock)."""
+    max_span_lead_ns: int = MAX_SPAN_LEAD_NS
+    """Spans starting later than this after they arrive are refused (a day: a clock ahead, a time zone
+    taken for UTC); more only for a simulation whose late truth is dated ahead (the demo)."""
     wal_max_bytes: int = 1 << 30
     wal_segment_bytes: int = 8 << 20
     """A segment is one INSERT: the engine needs about 18 times its size in memory to store it (the
@@ -215,7 +219,9 @@ class Collector:
         """Bind every listener, lock and claim the log, open the store, start writing and serving;
         on any error, release what was taken and raise."""
         self.receiver = TraceReceiver(
-            None, Limits(self.config.max_request_bytes, self.config.max_span_age_days), health=self.health
+            None,
+            Limits(self.config.max_request_bytes, self.config.max_span_age_days, self.config.max_span_lead_ns),
+            health=self.health,
         )
         try:
             self._listen()

@@ -76,11 +76,13 @@ class Limits:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_span_age_days: int | None = DEFAULT_MAX_SPAN_AGE_DAYS
     """None: spans of any age (tests replaying fixed clocks)."""
+    max_span_lead_ns: int = MAX_SPAN_LEAD_NS
+    """How far after its arrival a span may start (more only for a simulation: the demo's late truth)."""
 
     def start_window(self, received_ns: int) -> tuple[int, int]:
         """The start times (ns since the epoch) a span received at `received_ns` may have."""
         oldest = 0 if self.max_span_age_days is None else received_ns - self.max_span_age_days * DAY_NS
-        return max(oldest, 0), received_ns + MAX_SPAN_LEAD_NS
+        return max(oldest, 0), received_ns + self.max_span_lead_ns
 
 
 @dataclass
@@ -235,7 +237,7 @@ def _partial_success_message(removed: Counter[str], limits: Limits) -> str:
         age = "any time" if limits.max_span_age_days is None else f"{limits.max_span_age_days} days"
         reasons.append(
             f"{removed['out_of_window']} starting outside the accepted window ({age} before arrival to "
-            f"{MAX_SPAN_LEAD_NS // DAY_NS} day after it)"
+            f"{limits.max_span_lead_ns / 3.6e12:g} h after it)"
         )
     return f"{sum(removed.values())} span(s) refused: " + "; ".join(reasons)
 
