@@ -7,11 +7,12 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import clinotel.instrumentation as ct
 from clinotel.collector.service import Collector
 from clinotel.demo.hospital import SimClock, record_changes, record_truths, run_workflow
-from clinotel.demo.scenario import Scenario, plan
+from clinotel.demo.scenario import LATEST_TRUTH_H, Scenario, plan
 from clinotel.instrumentation.testing import isolated
 
 
@@ -48,11 +49,19 @@ def exporting_to(collector: Collector, token: str, clock: SimClock, max_spans: i
 
 
 def load_demo(collector: Collector, token: str, workflows: int = 2000, seed: int = 7) -> Scenario:
-    """`workflows` demo workflows (and their late truths) into `collector`."""
+    """`workflows` demo workflows (and their late truths) into `collector`. The simulated hours end
+    now, so their late truth is dated up to `LATEST_TRUTH_H` ahead: the collector takes it as the
+    demo's own collector does (`clinotel.demo.pipeline.start_collector`)."""
     scenario = Scenario(workflows=workflows, seed=seed, hours=6.0)
     clock = SimClock(base_ns=time.time_ns() - scenario.window_ns)
-    with exporting_to(collector, token, clock, workflows * 12):
-        truths = [t for p in plan(scenario) if (t := run_workflow(p, clock)) is not None]
-        record_truths(truths, clock)
-        record_changes(scenario, clock.base_ns)
+    assert collector.receiver is not None
+    limits = collector.receiver.limits
+    collector.receiver.limits = replace(limits, max_span_lead_ns=int((LATEST_TRUTH_H + 1) * 3600 * 1e9))
+    try:
+        with exporting_to(collector, token, clock, workflows * 12):
+            truths = [t for p in plan(scenario) if (t := run_workflow(p, clock)) is not None]
+            record_truths(truths, clock)
+            record_changes(scenario, clock.base_ns)
+    finally:
+        collector.receiver.limits = limits
     return scenario
