@@ -181,7 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     window_s = args.hours * 3600
     sizes = {"runs": runs_n, "workflows": workflows, "hours": args.hours, "seed": args.seed}
     kept = _kept(work, sizes) if args.keep else None
-    base = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=window_s + 3600)
+    from clinotel.demo.scenario import LATEST_TRUTH_H
+
+    # every span in the past: late truth comes up to LATEST_TRUTH_H after its workflow, and the
+    # collector refuses spans dated over a day ahead
+    base = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=window_s + (LATEST_TRUTH_H + 1) * 3600)
     if kept is not None:
         base, spans, generated = datetime.fromisoformat(kept["base"]), int(kept["spans"]), []
     else:
