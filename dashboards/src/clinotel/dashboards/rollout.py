@@ -144,15 +144,16 @@ def build(database: str, flags: Iterable[tuple[str, date]] = ()) -> dict[str, An
     b.series("override_rate", by=("WorkflowKind", "FlagVariant"), title="Override rate by flag variant")
     b.series("under_triage_rate", by=("WorkflowKind", "ModelVersion"), title="Model under-triage by model version")
     b.row("Rollout")
-    (started,) = rollups.columns(INDICATORS["workflows"])
+    started = rollups.sample(INDICATORS["workflows"])
     b.timeseries(
         "Rollout-mode mix", "Workflows per rollout mode.",
-        f"SELECT $__timeInterval({rollups.TIME_COLUMN}) AS time, RolloutMode, sum({started}) AS workflows\n"
+        f"SELECT $__timeInterval({rollups.TIME_COLUMN}) AS time, RolloutMode, {started} AS workflows\n"
         f"FROM {identifier(database)}.{identifier(rollups.WORKFLOW_HOURS)}\n"
         f"WHERE {rollups.time_filter()} AND RolloutMode != '' AND {f}\n"
         "GROUP BY time, RolloutMode ORDER BY time", interval="1h",
     )  # fmt: skip
-    paired, disagreed = (f"sum({c})" for c in rollups.columns(INDICATORS["shadow_disagreement_rate"]))
+    shadow = INDICATORS["shadow_disagreement_rate"]
+    paired, disagreed = rollups.sample(shadow), rollups.hits(shadow)
     b.timeseries(
         "Shadow agreement by shadow model", "Share of workflows where the shadow model agreed with the live decision.",
         f"SELECT $__timeInterval({rollups.TIME_COLUMN}) AS time, ShadowModelVersion, "

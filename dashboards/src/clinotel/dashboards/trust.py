@@ -23,7 +23,7 @@ def override_reasons_sql(database: str) -> str:
     """Overrides of the model by reason and role: the override rate's own numerator (its hits in
     the hourly rollup), so the table's total is what the rate counts."""
     hours = f"{identifier(database)}.{identifier(rollups.WORKFLOW_HOURS)}"
-    hits = f"sum({rollups.columns(INDICATORS['override_rate'])[1]})"
+    hits = rollups.hits(INDICATORS["override_rate"])
     return (
         "SELECT WorkflowKind AS `Workflow kind`, ReviewReason AS `Reason`, ReviewActorRole AS `Role`, "
         f"{hits} AS `Overrides`\n"
@@ -39,8 +39,8 @@ def cds_feedback_sql(database: str) -> str:
     rate (every review of a model decision)."""
     hours = f"{identifier(database)}.{identifier(rollups.WORKFLOW_HOURS)}"
     cds = INDICATORS["cds_override_rate"]
-    feedback, overridden = (f"sum({c})" for c in rollups.columns(cds))
-    reviews = f"sum({rollups.columns(INDICATORS['override_rate'])[0]})"
+    feedback, overridden = rollups.sample(cds), rollups.hits(cds)
+    reviews = rollups.sample(INDICATORS["override_rate"])
     return (
         "SELECT WorkflowKind AS `Workflow kind`, ReviewActorRole AS `Role`, "
         f"{feedback} - {overridden} AS `Accepted`, {overridden} AS `Overridden`, "

@@ -71,7 +71,6 @@ __all__ = [
     "COHORT_ROLLED_UP",
     "DIMENSIONS",
     "FEEDBACK",
-    "FEEDBACK_DIMENSIONS",
     "FEEDBACK_HOURS",
     "REWORK",
     "ROLLED_UP",
@@ -89,6 +88,7 @@ __all__ = [
     "conditional",
     "counts",
     "feedback_refresh_select",
+    "hits",
     "refresh_select",
     "rolled_up",
     "sample",
@@ -101,13 +101,14 @@ __all__ = [
 
 TIME_COLUMN: Final = "Hour"
 """The hour the rollup row's workflows started in (the workflows view's `StartTime`, truncated)."""
-DIMENSIONS: Final = (
+_FIRST_DIMENSIONS: Final = (
     "TenantId", "WorkflowKind", "Site", "Department", "ModelVersion", "RolloutCohort", "RolloutMode",
-    "ReviewActorRole", "FlagVariant", "ReviewReason", "FallbackReason", "ShadowModelVersion",
+    "ReviewActorRole", "FlagVariant",
 )  # fmt: skip
+_ADDED_DIMENSIONS: Final = ("ReviewReason", "FallbackReason", "ShadowModelVersion")
+"""Added by migration 11: in the table they follow the measures."""
+DIMENSIONS: Final = _FIRST_DIMENSIONS + _ADDED_DIMENSIONS
 """What a rollup row is per, besides its hour: the columns a panel on it may filter or group by."""
-_ADDED: Final = 9
-"""Dimensions from this one on were added by migration 11: in the table they follow the measures."""
 
 ROLLED_UP: Final = (
     "workflows",
@@ -194,6 +195,13 @@ def counts(i: Indicator, also: str) -> tuple[str, str]:
     return f"sumIf({_hits(i)}, {also})", f"sumIf({_rows(i)}, {also})"
 
 
+def hits(i: Indicator) -> str:
+    """A rate's hits over rollup rows (its numerator: `Indicator.counts()[0]` over the workflows)."""
+    if i.kind != "rate":
+        raise ValueError(f"{i.name} is a {i.kind}, not a rate: it has no hit count")
+    return f"sum({_hits(i)})"
+
+
 def sample(i: Indicator) -> str:
     """The indicator's sample size over rollup rows (`Indicator.sample` over the workflows)."""
     return f"sum({_rows(i)})"
@@ -256,8 +264,8 @@ def refresh_select(workflows: str, traces: str, rework: str, since: str | None, 
     )
     return (
         f"SELECT\n    TenantId, WorkflowKind, {_hour_of('StartTime')}, "
-        f"{', '.join(DIMENSIONS[2:_ADDED])},\n    " + ",\n    ".join(measures) + ",\n    "
-        f"{', '.join(DIMENSIONS[_ADDED:])}\n"
+        f"{', '.join(_FIRST_DIMENSIONS[2:])},\n    " + ",\n    ".join(measures) + ",\n    "
+        f"{', '.join(_ADDED_DIMENSIONS)}\n"
         f"FROM\n(\n    SELECT {columns}, {effort}\n"
         f"    FROM {_merged(workflows, since, source_filter)} AS w\n"
         f"    {join}\n)\n"
@@ -351,11 +359,6 @@ def service_refresh_select(traces: str, since: str | None) -> str:
         "max(Timestamp) AS LastSpan\n"
         f"FROM {traces}\nWHERE {_since('Timestamp', since)}\nGROUP BY TenantId, ServiceName, {TIME_COLUMN}"
     )
-
-
-FEEDBACK_DIMENSIONS: Final = SIGNAL_DIMENSIONS
-"""What a feedback rollup row is per, besides its hour, category, severity, model version,
-decision and whether its workflow was found."""
 
 
 def feedback_refresh_select(traces: str, workflows: str, since: str | None) -> str:
