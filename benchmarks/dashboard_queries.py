@@ -106,12 +106,8 @@ def _measure(client: Any, db: str, rounds: int, fixed: tuple[str, str] | None = 
     from clinotel.dashboards import build_all
     from clinotel.dashboards.check import panel_queries, panel_range
     from clinotel.dashboards.macros import TimeRange, expand
-    from clinotel.model import rollups
+    from clinotel.model.tables import ROLLUP_TABLES
 
-    ROLLUPS = (  # noqa: N806 - a constant
-        rollups.WORKFLOW_HOURS, rollups.COHORT_HOURS, rollups.SIGNAL_HOURS, rollups.FEEDBACK_HOURS, rollups.STAGE_HOURS,
-        rollups.SERVICE_HOURS,
-    )  # fmt: skip
     options = schema.SchemaOptions(database=db)
     reference_times = _timed(client, REFERENCE_SQL.format(db=db), rounds)
     full = refresh(client, options)
@@ -121,11 +117,11 @@ def _measure(client: Any, db: str, rounds: int, fixed: tuple[str, str] | None = 
         capped: float | str = round(refresh(client, options, max_memory_bytes=share).seconds, 2)
     except Exception as e:  # noqa: BLE001 - reported, not fatal: the panels are still timed
         capped = f"failed: {str(e).strip().splitlines()[0][:200]}"
-    for table in ROLLUPS:
+    for table in ROLLUP_TABLES:
         client.command(f"OPTIMIZE TABLE {db}.{table} FINAL")
     total_spans = client.command(f"SELECT count() FROM {db}.otel_traces")
     workflows = client.command(f"SELECT count() FROM {db}.clinical_workflows FINAL")
-    rollup_rows = sum(int(client.command(f"SELECT count() FROM {db}.{t}")) for t in ROLLUPS)
+    rollup_rows = sum(int(client.command(f"SELECT count() FROM {db}.{t}")) for t in ROLLUP_TABLES)
     first, last = client.query(f"SELECT min(StartTime), max(StartTime) FROM {db}.clinical_workflows").result_rows[0]
     start, end = first.replace(tzinfo=UTC), last.replace(tzinfo=UTC) + timedelta(minutes=1)
     tr = TimeRange(start, end)
@@ -136,7 +132,7 @@ def _measure(client: Any, db: str, rounds: int, fixed: tuple[str, str] | None = 
         for q in panel_queries(build_all(db)):
             sql = expand(q.sql, panel_range(q.grid, q.variables, tr))
             times = _timed(client, sql, rounds)
-            reads = "rollup" if any(t in sql for t in ROLLUPS) else "raw"
+            reads = "rollup" if any(t in sql for t in ROLLUP_TABLES) else "raw"
             panels.append({"dashboard": q.dashboard, "panel": q.panel, "p50_ms": _p(times, 0.5),
                            "p95_ms": _p(times, 0.95), "reads": reads})  # fmt: skip
             per_dashboard.setdefault(q.dashboard, []).append(times)

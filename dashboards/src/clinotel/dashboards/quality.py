@@ -19,6 +19,8 @@ _FROM = "toDateTime64($__fromTime, 3)"
 _TO = "toDateTime64($__toTime, 3)"
 _BEFORE = "toDateTime64(subtractSeconds($__fromTime, dateDiff('second', $__fromTime, $__toTime)), 3)"
 QUALITY = rollups.QUALITY
+_CENTILE_COLUMNS = {"demographics_age_h": "demographics_age_p95_h", "lab_delay_min": "lab_delay_p95_min"}
+"""The data-quality table's column for each centile signal of the rollup."""
 _FILTERS = rollup_filters(hours=False)
 """The dashboard's filters on the signal rollup's columns (the drift has ranges of its own)."""
 
@@ -71,8 +73,8 @@ def build(database: str) -> dict[str, Any]:
         for n in QUALITY
     )
     centiles = ", ".join(
-        f"round(quantileMergeIf(0.95)(Sample, Signal = {literal(n)}), 1) AS {alias}"
-        for n, alias in zip(rollups.CENTILES, ("demographics_age_p95_h", "lab_delay_p95_min"), strict=True)
+        f"round(quantileMergeIf(0.95)(Sample, Signal = {literal(n)}), 1) AS {_CENTILE_COLUMNS[n]}"
+        for n in rollups.CENTILES
     )
     signals = ", ".join(literal(n) for n in (*QUALITY, *rollups.CENTILES))
     b.table(

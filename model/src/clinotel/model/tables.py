@@ -18,6 +18,7 @@ __all__ = [
     "COLLECTOR_METRICS",
     "DEFAULT_DATABASE",
     "FEEDBACK_HOURS",
+    "ROLLUP_TABLES",
     "SDK_TELEMETRY",
     "SDK_TELEMETRY_COLUMNS",
     "SERVICE_HOURS",
@@ -92,10 +93,13 @@ UNJOINED_OUTCOME_COLUMNS: Final = (
 """`clinical_unjoined_outcomes`: late outcome spans that joined no workflow, and why."""
 
 
+ROLLUP_TABLES: Final = (WORKFLOW_HOURS, SIGNAL_HOURS, COHORT_HOURS, FEEDBACK_HOURS, STAGE_HOURS, SERVICE_HOURS)
+"""The hourly rollups the collector recomputes (`clinotel.model.rollups`)."""
+
+
 def tenant_tables() -> tuple[str, ...]:
     """The tables with a `TenantId` column: what readers may query, each filtered to their tenant."""
     return (
-        TRACES, STAGE_SPANS, WORKFLOWS, WORKFLOW_HOURS, SIGNAL_HOURS, COHORT_HOURS, FEEDBACK_HOURS, STAGE_HOURS,
-        SERVICE_HOURS, UNJOINED_OUTCOMES,
+        TRACES, STAGE_SPANS, WORKFLOWS, *ROLLUP_TABLES, UNJOINED_OUTCOMES,
         COLLECTOR_METRICS, ALERT_EVENTS, SDK_TELEMETRY,
     )  # fmt: skip
