@@ -181,11 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     window_s = args.hours * 3600
     sizes = {"runs": runs_n, "workflows": workflows, "hours": args.hours, "seed": args.seed}
     kept = _kept(work, sizes) if args.keep else None
-    from clinotel.demo.scenario import LATEST_TRUTH_H
+    from clinotel.demo.scenario import Scenario
 
-    # every span in the past: late truth comes up to LATEST_TRUTH_H after its workflow, and the
-    # collector refuses spans dated over a day ahead
-    base = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=window_s + (LATEST_TRUTH_H + 1) * 3600)
+    # every span in the past, late truth included: the collector refuses spans dated over a day ahead
+    base = datetime.fromtimestamp(Scenario(hours=args.hours).base_ns(time.time_ns()) // 10**9, UTC)
     if kept is not None:
         base, spans, generated = datetime.fromisoformat(kept["base"]), int(kept["spans"]), []
     else:

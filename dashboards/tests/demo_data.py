@@ -12,7 +12,7 @@ from dataclasses import replace
 import clinotel.instrumentation as ct
 from clinotel.collector.service import Collector
 from clinotel.demo.hospital import SimClock, record_changes, record_truths, run_workflow
-from clinotel.demo.scenario import LATEST_TRUTH_H, Scenario, plan
+from clinotel.demo.scenario import TRUTH_LEAD_NS, Scenario, plan
 from clinotel.instrumentation.testing import isolated
 
 
@@ -50,13 +50,13 @@ def exporting_to(collector: Collector, token: str, clock: SimClock, max_spans: i
 
 def load_demo(collector: Collector, token: str, workflows: int = 2000, seed: int = 7) -> Scenario:
     """`workflows` demo workflows (and their late truths) into `collector`. The simulated hours end
-    now, so their late truth is dated up to `LATEST_TRUTH_H` ahead: the collector takes it as the
+    now, so their late truth is dated up to `TRUTH_LEAD_NS` ahead: the collector takes it as the
     demo's own collector does (`clinotel.demo.pipeline.start_collector`)."""
     scenario = Scenario(workflows=workflows, seed=seed, hours=6.0)
     clock = SimClock(base_ns=time.time_ns() - scenario.window_ns)
     assert collector.receiver is not None
     limits = collector.receiver.limits
-    collector.receiver.limits = replace(limits, max_span_lead_ns=int((LATEST_TRUTH_H + 1) * 3600 * 1e9))
+    collector.receiver.limits = replace(limits, max_span_lead_ns=TRUTH_LEAD_NS)
     try:
         with exporting_to(collector, token, clock, workflows * 12):
             truths = [t for p in plan(scenario) if (t := run_workflow(p, clock)) is not None]

@@ -15,7 +15,7 @@ from typing import Any
 
 from clinotel.alerts.actions import DisableFlag
 from clinotel.collector.service import Collector, CollectorConfig
-from clinotel.demo.scenario import LATEST_TRUTH_H, TENANT
+from clinotel.demo.scenario import TENANT, TRUTH_LEAD_NS
 
 __all__ = ["AlertReplay", "AlertReplayer", "PageSink", "replay_alerts", "sim_range", "start_collector"]
 
@@ -26,8 +26,8 @@ def start_collector(data_dir: Path, wal_dir: Path) -> Collector:
     config = CollectorConfig(
         data_dir=data_dir, wal_dir=wal_dir, otlp_http=("127.0.0.1", 0), otlp_grpc=None,
         http=("127.0.0.1", 0), insecure_no_auth=True, insecure_tenant=TENANT, metrics_interval_s=5.0,
-        # the simulated hours end now: their late truth is dated up to LATEST_TRUTH_H ahead
-        max_span_lead_ns=int((LATEST_TRUTH_H + 1) * 3600 * 1e9),
+        # the simulated hours end now: their late truth is dated up to TRUTH_LEAD_NS ahead
+        max_span_lead_ns=TRUTH_LEAD_NS,
     )  # fmt: skip
     collector = Collector(config)
     collector.start()

@@ -40,6 +40,7 @@ __all__ = [
     "KNOWN_INCIDENTS",
     "LATEST_TRUTH_H",
     "SITES",
+    "TRUTH_LEAD_NS",
     "Incident",
     "Phase",
     "PlannedChange",
@@ -59,6 +60,9 @@ BASELINE_MODEL: Final = "3.2.0"
 CANARY_MODEL: Final = "4.0.0"
 LATEST_TRUTH_H: Final = 72
 """Ground truth arrives 2 to this many hours after its workflow."""
+TRUTH_LEAD_NS: Final = int((LATEST_TRUTH_H + 1) * 3600 * 1e9)
+"""How far ahead of now a run whose simulated hours end now dates its latest ground truth (with an
+hour to spare): what its collector must accept (`CollectorConfig.max_span_lead_ns`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +153,7 @@ class Scenario:
         """Where the simulated hours start for a run at `now_ns`: early enough that the latest
         ground truth (`LATEST_TRUTH_H` after its workflow) still lands an hour before now. A
         collector refuses spans that start more than a day ahead of their arrival."""
-        return now_ns - self.window_ns - int((LATEST_TRUTH_H + 1) * 3600 * 1e9)
+        return now_ns - self.window_ns - TRUTH_LEAD_NS
 
 
 @dataclass(slots=True)
