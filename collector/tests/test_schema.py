@@ -193,11 +193,32 @@ def test_tenant_readers_for_a_server_parse_and_isolate(tmp_path: Path, client: A
     assert "has no read token" in missing.output
 
 
+def test_tokens_check_counts_each_tenants_tokens_by_role_and_shows_no_digest(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.toml"
+    runner = CliRunner()
+    for tenant, role in (("*", "metrics"), ("st-marys", "write"), ("*", "read"), ("st-marys", "read"), ("a", "write")):
+        added = runner.invoke(cli, ["tokens", "add", "--file", str(tokens), "--tenant", tenant, "--role", role])
+        assert added.exit_code == 0, added.output
+    checked = runner.invoke(cli, ["tokens", "check", str(tokens)])
+    assert checked.exit_code == 0, checked.output
+    assert checked.stdout.splitlines() == [
+        f"{tokens}: 5 tokens, usable",
+        "  a         1 write",
+        "  st-marys  1 write, 1 read",
+        "  *         1 read, 1 metrics (every tenant)",
+    ]
+    digests = re.findall(r'sha256 = "([0-9a-f]{64})"', tokens.read_text())
+    assert len(digests) == 5
+    assert not any(d in checked.output for d in digests)
+
+
 def test_tokens_check_reports_a_readable_file(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens.toml"
     runner = CliRunner()
     assert runner.invoke(cli, ["tokens", "add", "--file", str(tokens), "--tenant", "a"]).exit_code == 0
-    assert runner.invoke(cli, ["tokens", "check", str(tokens)]).exit_code == 0
+    checked = runner.invoke(cli, ["tokens", "check", str(tokens)])
+    assert checked.exit_code == 0
+    assert checked.stdout.splitlines() == [f"{tokens}: 1 token, usable", "  a  1 write"]
     tokens.chmod(0o644)
     result = runner.invoke(cli, ["tokens", "check", str(tokens)])
     assert result.exit_code == 1

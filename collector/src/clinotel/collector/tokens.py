@@ -98,6 +98,18 @@ class Tokens:
     def __repr__(self) -> str:
         return f"Tokens({len(self._grants)} tokens)"
 
+    def __len__(self) -> int:
+        return len(self._grants)
+
+    def summary(self) -> dict[str, dict[Role, int]]:
+        """How many tokens each tenant has per role (`*` for every tenant), tenants sorted with
+        `*` last: what an operator checks a file against, with no token or digest in it."""
+        out: dict[str, dict[Role, int]] = {}
+        for grant in self._grants.values():
+            roles = out.setdefault(grant.tenant, {})
+            roles[grant.role] = roles.get(grant.role, 0) + 1
+        return dict(sorted(out.items(), key=lambda item: (item[0] == ALL_TENANTS, item[0])))
+
     @classmethod
     def load(cls, path: Path) -> Tokens:
         """Read and check a tokens file; TokenError says which entry (by line) is wrong."""

@@ -7,7 +7,7 @@ from typing import cast
 
 import click
 
-from clinotel.collector.tokens import ROLES, Role, TokenError, Tokens, add_token
+from clinotel.collector.tokens import ALL_TENANTS, ROLES, Role, TokenError, Tokens, add_token
 
 __all__ = ["tokens"]
 
@@ -42,4 +42,10 @@ def check(path: Path) -> None:
         raise click.ClickException(str(e)) from None
     for warning in loaded.warnings:
         click.echo(f"warning: {warning}", err=True)
-    click.echo(f"{path}: {loaded!r} usable")
+    click.echo(f"{path}: {len(loaded)} token{'s' if len(loaded) != 1 else ''}, usable")
+    summary = loaded.summary()
+    width = max(len(tenant) for tenant in summary)
+    for tenant, roles in summary.items():
+        counts = ", ".join(f"{n} {role}" for role in ROLES if (n := roles.get(cast(Role, role), 0)))
+        label = "(every tenant)" if tenant == ALL_TENANTS else ""
+        click.echo(f"  {tenant:<{width}}  {counts} {label}".rstrip())
