@@ -22,6 +22,7 @@ from clinotel.instrumentation.testing import FakeClock, capture
 from clinotel.instrumentation.testing.workflows import triage
 from clinotel.model import clinical, efficiency, rollups
 from clinotel.model.indicators import INDICATORS
+from clinotel.model.tables import ROLLUP_TABLES
 from collector.tests.test_outcome_join import DAY_MS, _scenario, _store, _trace
 
 _KEY = ("TenantId", "WorkflowKind", "Hour", *rollups.DIMENSIONS[2:])
@@ -186,7 +187,7 @@ def test_a_refresh_runs_behind_the_writer_as_the_readers_do(
             return client.query(sql)
 
     refresher.refresh(Recording(), options)
-    assert len(inserts) == 6, "one INSERT per rollup"
+    assert len(inserts) == len(ROLLUP_TABLES), "one INSERT per rollup"
     assert all(s["os_thread_priority"] == READER_NICE for s in inserts)
     assert _sums(client, options)["workflows_rows"] == 4
 
@@ -248,9 +249,10 @@ def test_the_rollup_columns_are_the_indicators_it_holds(client: Any, options: sc
     stored = dict(rows)
     expected = {
         *rollups.DIMENSIONS, rollups.TIME_COLUMN, *(c for i in _ROLLED for c in rollups.columns(i)),
-        *(name for name, _ in efficiency.ROLLUP_SUMS),
+        *(name for name, _ in efficiency.ROLLUP_SUMS), rollups.LAST_START, rollups.LEAD_TIME_STATE,
     }  # fmt: skip
     assert set(stored) == expected
+    assert stored[rollups.LEAD_TIME_STATE] == "AggregateFunction(quantile(0.5), Float64)"
     for i in _ROLLED:
         if i.kind == "quantile":
             assert stored[f"{i.name}_state"] == f"AggregateFunction(quantile({i.q}), Float64)", (

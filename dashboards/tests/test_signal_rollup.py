@@ -146,3 +146,52 @@ def test_the_service_rollup_is_each_services_spans_and_last_span(collector: Coll
     shown = {(r["tenant"], r["service"]): (r["spans"], r["last_span"]) for r in rows}
     raw = f"SELECT TenantId, ServiceName, count(), max(Timestamp) FROM {o.name(TRACES)} GROUP BY TenantId, ServiceName"
     assert shown == {(t, s): (n, at) for t, s, n, at in client.query(raw).result_rows}
+
+
+def test_the_time_to_schedule_panel_is_the_workflows_median_lead_time_hour_by_hour(collector: Collector) -> None:
+    load_demo(collector, WRITE_TOKEN, workflows=1500)
+    client, o = collector.client, collector.options
+    board = build_all(o.database)["operations"]
+    [panel] = [p for p in board["panels"] if p.get("title") == "Time to schedule p50 (days)"]
+    start, end = client.query(f"SELECT min(StartTime), max(StartTime) FROM {o.name(WORKFLOWS)}").result_rows[0]
+    names = tuple(v["name"] for v in board["templating"]["list"])
+    tr = panel_range(panel, names, TimeRange(start.replace(tzinfo=UTC), end.replace(tzinfo=UTC) + timedelta(hours=1)))
+    assert tr.interval_ms == 3_600_000, "an hour a point, as the rollup holds it"
+    got = _set(client, expand(panel["targets"][0]["rawSql"], tr))
+    want = _set(client, f"SELECT toStartOfHour(toDateTime(StartTime, 'UTC')) AS time, quantile(0.5)(LeadTimeDays) "
+                        f"FROM {o.name(WORKFLOWS)} FINAL WHERE WorkflowKind = 'scheduling' "
+                        "AND LeadTimeDays IS NOT NULL GROUP BY time")  # fmt: skip
+    assert got == want
+    assert len(want) > 3, "the demo books appointments every hour"
+    # and the latest start each rollup row keeps (the flags panel's "last evaluated")
+    key = "TenantId, WorkflowKind, FlagKey, FlagVariant"
+    want_last = _set(client, f"SELECT {key}, max(StartTime) FROM {o.name(WORKFLOWS)} FINAL GROUP BY {key}")
+    got_last = _set(client, f"SELECT {key}, max({rollups.LAST_START}) FROM {o.name(rollups.WORKFLOW_HOURS)} "
+                            f"GROUP BY {key}")  # fmt: skip
+    assert got_last == want_last
+    assert any(r[2] != "" for r in want_last), "the demo's canary is behind a flag"
+
+
+def test_the_truth_rollup_is_the_workflows_late_outcomes_by_hour_of_arrival(collector: Collector) -> None:
+    load_demo(collector, WRITE_TOKEN, workflows=1500)
+    client, o = collector.client, collector.options
+    hour = "toStartOfHour(toDateTime(TruthTime, 'UTC'))"
+    want = _set(client, f"SELECT TenantId, WorkflowKind, {hour}, toUInt8(Spans > 0), count() "
+                        f"FROM {o.name(WORKFLOWS)} FINAL WHERE TruthTime IS NOT NULL "
+                        f"GROUP BY TenantId, WorkflowKind, {hour}, Spans > 0")  # fmt: skip
+    got = _set(client, f"SELECT TenantId, WorkflowKind, Hour, Joined, sum(Outcomes) FROM {o.name(rollups.TRUTH_HOURS)} "
+                       "GROUP BY TenantId, WorkflowKind, Hour, Joined")  # fmt: skip
+    assert got == want
+    assert len(want) > 10, "the demo's truth arrives over days"
+    # a window counts the truth that arrived in it, whenever its workflow started
+    [(start, arrived)] = client.query(
+        f"SELECT StartTime, TruthTime FROM {o.name(WORKFLOWS)} FINAL WHERE TruthTime IS NOT NULL "
+        "ORDER BY dateDiff('second', StartTime, TruthTime) DESC LIMIT 1"
+    ).result_rows
+    since = f"toDateTime64({literal(arrived.strftime('%Y-%m-%d %H:%M:%S.%f'))}, 9, 'UTC')"
+    assert start < arrived
+    hour = arrived.replace(minute=0, second=0, microsecond=0)
+    window = _set(client, rollups.truth_refresh_select(o.name(WORKFLOWS), since))
+    assert all(r[2] >= hour for r in window)
+    assert {r for r in window if r[2] > hour} == {r for r in want if r[2] > hour}
+    assert any(r[2] == hour for r in window), "the truth of a workflow that started long before the window"

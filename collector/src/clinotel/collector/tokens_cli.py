@@ -46,6 +46,6 @@ def check(path: Path) -> None:
     summary = loaded.summary()
     width = max(len(tenant) for tenant in summary)
     for tenant, roles in summary.items():
-        counts = ", ".join(f"{n} {role}" for role in ROLES if (n := roles.get(cast(Role, role), 0)))
+        counts = ", ".join(f"{n} {role}" for role in ROLES if (n := roles.get(role, 0)))
         label = "(every tenant)" if tenant == ALL_TENANTS else ""
         click.echo(f"  {tenant:<{width}}  {counts} {label}".rstrip())

@@ -52,29 +52,30 @@ def build(database: str) -> dict[str, Any]:
     )  # fmt: skip
     b.row("Late ground truth")
     unjoined = f"{identifier(database)}.{identifier(tables.UNJOINED_OUTCOMES)}"
-    workflows = f"{identifier(database)}.{identifier(tables.WORKFLOWS)} FINAL"
+    truth = f"{identifier(database)}.{identifier(tables.TRUTH_HOURS)}"
     scoped = where_filters(["TenantId", "WorkflowKind"])
+    # both from the range's first hour whole, as the rollup holds it
     outcomes = (
-        f"SELECT TruthTime AS at, TenantId, WorkflowKind, if(Spans > 0, 'joined a workflow', "
-        f"'linked to a workflow never received') AS what\n"
-        f"  FROM {workflows}\n  WHERE TruthTime IS NOT NULL AND $__timeFilter(TruthTime) AND {scoped}\n"
+        f"SELECT toDateTime64({rollups.TIME_COLUMN}, 9, 'UTC') AS at, TenantId, WorkflowKind, "
+        "if(Joined = 1, 'joined a workflow', 'linked to a workflow never received') AS what, Outcomes AS n\n"
+        f"  FROM {truth}\n  WHERE {rollups.time_filter()} AND {scoped}\n"
         "  UNION ALL\n"
-        f"  SELECT Timestamp, TenantId, WorkflowKind, concat('joined nothing: ', Reason)\n"
-        f"  FROM {unjoined}\n  WHERE $__timeFilter(Timestamp) AND {scoped}"
+        f"  SELECT Timestamp, TenantId, WorkflowKind, concat('joined nothing: ', Reason), toInt64(1)\n"
+        f"  FROM {unjoined}\n  WHERE Timestamp >= toStartOfHour($__fromTime) AND Timestamp <= $__toTime AND {scoped}"
     )
     b.timeseries(
         "Late outcomes: joined and not",
         "Workflows whose ground truth arrived, and late outcome spans that joined no workflow (no span link and no "
         "workflow with their pseudonymous id, in their tenant and kind, started before them) by reason: truth the "
         "safety figures do not see. An outcome that joins nothing is not a workflow.",
-        f"SELECT $__timeInterval(at) AS time, what, count() AS outcomes\nFROM (\n  {outcomes}\n)\n"
-        "GROUP BY time, what ORDER BY time",
+        f"SELECT $__timeInterval(at) AS time, what, sum(n) AS outcomes\nFROM (\n  {outcomes}\n)\n"
+        "GROUP BY time, what ORDER BY time", interval="1h",
     )  # fmt: skip
     b.table(
         "Late outcomes by tenant and kind",
         "Ground truth that joined a workflow, that joined nothing (by reason), and outcomes linked to a workflow "
         "clinotel never received (a workflow row with no workflow span).",
-        f"SELECT TenantId AS `Tenant`, WorkflowKind AS `Workflow kind`, what AS `Outcome`, count() AS `Outcomes`\n"
+        f"SELECT TenantId AS `Tenant`, WorkflowKind AS `Workflow kind`, what AS `Outcome`, sum(n) AS `Outcomes`\n"
         f"FROM (\n  {outcomes}\n)\nGROUP BY TenantId, WorkflowKind, what\n"
         "ORDER BY `Tenant`, `Workflow kind`, `Outcomes` DESC",
     )  # fmt: skip

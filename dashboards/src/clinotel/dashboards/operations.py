@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from clinotel.dashboards._panels import Board, where_filters
-from clinotel.model import clinical, rollups
+from clinotel.model import rollups
 from clinotel.model.indicators import INDICATORS
 from clinotel.model.sql import identifier, literal
 from clinotel.semconv import Stage
@@ -16,7 +16,6 @@ UID = "clinotel-operations"
 def build(database: str) -> dict[str, Any]:
     b = Board(UID, "clinotel / Operations", "Workflow volume, stage latencies, queues and completion.", database)
     stage_hours = f"{identifier(database)}.{identifier(rollups.STAGE_HOURS)}"
-    workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
     hours = f"{identifier(database)}.{identifier(rollups.WORKFLOW_HOURS)}"
     f = where_filters()
     # a lifecycle stage's span: not the late outcome, and not a shadow prediction (a zero-length
@@ -66,10 +65,10 @@ def build(database: str) -> dict[str, Any]:
     b.series("completion_rate", w=8)
     b.series("slot_fill_rate", w=8)
     b.timeseries(
-        "Time to schedule p50 (days)", "Lead time of booked appointments, median.",
-        f"SELECT $__timeInterval(StartTime) AS time, quantile(0.5)(LeadTimeDays) AS lead_days\n"
-        f"FROM {workflows}\nWHERE $__timeFilter(StartTime) AND WorkflowKind = 'scheduling' "
-        f"AND LeadTimeDays IS NOT NULL AND {f}\nGROUP BY time ORDER BY time", "short", w=8,
+        "Time to schedule p50 (days)", "Lead time of booked appointments, median (by the hour the workflow started).",
+        f"SELECT $__timeInterval({rollups.TIME_COLUMN}) AS time, quantileMerge(0.5)({rollups.LEAD_TIME_STATE}) "
+        f"AS lead_days\nFROM {hours}\nWHERE {rollups.time_filter()} AND WorkflowKind = 'scheduling' AND {f}\n"
+        "GROUP BY time HAVING NOT isNaN(lead_days) ORDER BY time", "short", w=8, interval="1h",
     )  # fmt: skip
     completed, e2e = (rollups.value(INDICATORS[n]) for n in ("completion_rate", "end_to_end_p95_ms"))
     b.table(

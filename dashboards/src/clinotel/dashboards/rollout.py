@@ -11,7 +11,7 @@ from datetime import date
 from typing import Any, Final
 
 from clinotel.dashboards._panels import Board, where_filters
-from clinotel.model import clinical, rollups
+from clinotel.model import rollups
 from clinotel.model.indicators import INDICATORS
 from clinotel.model.sql import identifier, literal
 from clinotel.model.stats import ratio_sequence_sql
@@ -88,9 +88,11 @@ def flags_sql(database: str, inventory: Iterable[tuple[str, date]] = ()) -> str:
     decide stages' `feature_flag.*`, one evaluation a workflow): evaluations, the variant's share
     of the flag's evaluations there, the last one, and a status against `inventory` ((key, expiry)
     of flags.yaml): expired yet evaluated, not in the inventory, or listed (with its expiry);
-    and a row for each listed flag not evaluated in the range (stale)."""
-    workflows = f"{identifier(database)}.{identifier(clinical.WORKFLOWS)} FINAL"
-    evaluated = f"$__timeFilter(StartTime) AND FlagKey != '' AND {where_filters()}"
+    and a row for each listed flag not evaluated in the range (stale). Read from the hourly
+    rollup (the range's first hour whole)."""
+    hours = f"{identifier(database)}.{identifier(rollups.WORKFLOW_HOURS)}"
+    evaluations = rollups.sample(INDICATORS["workflows"])
+    evaluated = f"{rollups.time_filter()} AND FlagKey != '' AND {where_filters()}"
     listed = sorted(dict(inventory).items())
     keys = f"[{', '.join(literal(k) for k, _ in listed)}]"
     expiries = f"[{', '.join(f'toDate({literal(d.isoformat())})' for _, d in listed)}]"
@@ -104,11 +106,11 @@ def flags_sql(database: str, inventory: Iterable[tuple[str, date]] = ()) -> str:
     shown = f"if(has({keys}, FlagKey), toNullable({expiry}), NULL)" if listed else "CAST(NULL AS Nullable(Date))"
     sql = (
         "SELECT FlagKey AS `Flag`, FlagVariant AS `Variant`, TenantId AS `Tenant`, Site AS `Site`, "
-        "WorkflowKind AS `Workflow kind`, toUInt64(count()) AS `Evaluations`, "
-        "toNullable(round(count() / sum(count()) OVER (PARTITION BY FlagKey, TenantId, Site, WorkflowKind), 4)) "
-        "AS `Share of the flag there`, toNullable(max(StartTime)) AS `Last evaluated`, "
+        f"WorkflowKind AS `Workflow kind`, toUInt64({evaluations}) AS `Evaluations`, "
+        f"toNullable(round({evaluations} / sum({evaluations}) OVER (PARTITION BY FlagKey, TenantId, Site, "
+        f"WorkflowKind), 4)) AS `Share of the flag there`, toNullable(max({rollups.LAST_START})) AS `Last evaluated`, "
         f"{shown} AS `Expiry`, {status} AS `Status`\n"
-        f"FROM {workflows}\nWHERE {evaluated}\nGROUP BY FlagKey, FlagVariant, TenantId, Site, WorkflowKind"
+        f"FROM {hours}\nWHERE {evaluated}\nGROUP BY FlagKey, FlagVariant, TenantId, Site, WorkflowKind"
     )
     if listed:
         sql += (
@@ -119,7 +121,7 @@ def flags_sql(database: str, inventory: Iterable[tuple[str, date]] = ()) -> str:
             f"toNullable(transform(key, {keys}, {expiries}, toDate('1970-01-01'))) AS `Expiry`, "
             f"{literal(STALE)} AS `Status`\n"
             f"FROM (SELECT arrayJoin({keys}) AS key)\n"
-            f"WHERE key NOT IN (SELECT DISTINCT FlagKey FROM {workflows} WHERE {evaluated})"
+            f"WHERE key NOT IN (SELECT DISTINCT FlagKey FROM {hours} WHERE {evaluated})"
         )
     return f"SELECT * FROM (\n{sql}\n)\nORDER BY `Flag`, `Tenant`, `Site`, `Workflow kind`, `Variant`"
 

@@ -6,7 +6,9 @@ rework, feedback).
 One row per tenant, workflow kind, hour of the workflow's start and the dashboards' template
 dimensions (`DIMENSIONS`). For each rolled-up indicator of `clinotel.model.indicators`: the
 workflows it is about (`<name>_rows`), for a rate those it hits (`<name>_hits`), for a quantile
-the quantile's state over its workflows (`<name>_state`).
+the quantile's state over its workflows (`<name>_state`). And for the flags and the time to
+schedule (migration 12): the flag evaluated (`FlagKey`), the latest start (`LastStart`) and the
+state of the scheduling lead time (`lead_time_days_state`).
 
 The collector recomputes the rollup from `clinical_workflows` (`refresh_select`) every few seconds
 off the insert path, replacing whole days: a figure is the indicator's own SQL over the merged
@@ -34,6 +36,10 @@ site, department, category, severity, model version and decision of the workflow
 whether that workflow was found (`Joined`): `Reports`. `clinotel_service_hours` (migration 11) has
 one row per tenant, service and hour of the span: `Spans` and the latest span's time (`LastSpan`).
 
+`clinical_truth_hours` (migration 12) has one row per tenant, workflow kind, hour of the late
+ground truth's arrival (the workflows view's `TruthTime`) and whether it joined a workflow
+(`Joined`; 0: linked to a workflow never received): `Outcomes`.
+
 A rollup row covers a whole hour: a range is widened to whole hours at its start (`time_filter`),
 so a figure over a range that does not start on the hour counts the workflows of that hour that
 started before the range too.
@@ -57,6 +63,7 @@ from clinotel.model.tables import (
     SERVICE_HOURS,
     SIGNAL_HOURS,
     STAGE_HOURS,
+    TRUTH_HOURS,
     WORKFLOW_HOURS,
     WORKFLOWS,
 )
@@ -72,6 +79,8 @@ __all__ = [
     "DIMENSIONS",
     "FEEDBACK",
     "FEEDBACK_HOURS",
+    "LAST_START",
+    "LEAD_TIME_STATE",
     "REWORK",
     "ROLLED_UP",
     "SERVICE_HOURS",
@@ -80,6 +89,7 @@ __all__ = [
     "STAGE_DIMENSIONS",
     "STAGE_HOURS",
     "TIME_COLUMN",
+    "TRUTH_HOURS",
     "WORKFLOW",
     "WORKFLOW_HOURS",
     "cohort_dimension",
@@ -96,6 +106,7 @@ __all__ = [
     "signal_refresh_select",
     "stage_refresh_select",
     "time_filter",
+    "truth_refresh_select",
     "value",
 ]
 
@@ -107,8 +118,21 @@ _FIRST_DIMENSIONS: Final = (
 )  # fmt: skip
 _ADDED_DIMENSIONS: Final = ("ReviewReason", "FallbackReason", "ShadowModelVersion")
 """Added by migration 11: in the table they follow the measures."""
-DIMENSIONS: Final = _FIRST_DIMENSIONS + _ADDED_DIMENSIONS
+_LATER_DIMENSIONS: Final = ("FlagKey",)
+"""Added by migration 12, after migration 11's: the flag a workflow's decision evaluated."""
+DIMENSIONS: Final = _FIRST_DIMENSIONS + _ADDED_DIMENSIONS + _LATER_DIMENSIONS
 """What a rollup row is per, besides its hour: the columns a panel on it may filter or group by."""
+LAST_START: Final = "LastStart"
+"""The latest start among a rollup row's workflows (read with `max()`): when a flag was last
+evaluated (migration 12)."""
+LEAD_TIME_STATE: Final = "lead_time_days_state"
+"""The state of the centiles of the workflows' scheduling lead time in days (`LeadTimeDays`, of
+those that have one; read with `quantileMerge(0.5)`, the median; migration 12)."""
+_LATER_MEASURES: Final = (
+    f"max(StartTime) AS {LAST_START}",
+    f"quantileStateIf(0.5)(toFloat64(assumeNotNull(LeadTimeDays)), LeadTimeDays IS NOT NULL) AS {LEAD_TIME_STATE}",
+)
+"""Added by migration 12, after its dimension: in the table they are its last columns."""
 
 ROLLED_UP: Final = (
     "workflows",
@@ -252,7 +276,7 @@ def refresh_select(workflows: str, traces: str, rework: str, since: str | None, 
     measures = [m for name in ROLLED_UP for m in _measures(INDICATORS[name])]
     measures += [f"sumIf({expr}, RolloutMode != '') AS {name}" for name, expr in efficiency.ROLLUP_SUMS]
     effort = ", ".join(f"{sql} AS {name}" for name, sql in efficiency.EFFORT_COLUMNS)
-    read = "\n".join((*measures, *DIMENSIONS))
+    read = "\n".join((*measures, *DIMENSIONS, *_LATER_MEASURES))
     # the columns the figures read (a merge's memory grows with the columns it carries)
     needed = [c for c in clinical.WORKFLOW_COLUMNS if c != "StartTime" and re.search(rf"\b{c}\b", read)]
     columns = ", ".join(f"w.{c} AS {c}" for c in ("TenantId", "WorkflowKind", "TraceId", "StartTime", *needed))
@@ -265,7 +289,9 @@ def refresh_select(workflows: str, traces: str, rework: str, since: str | None, 
     return (
         f"SELECT\n    TenantId, WorkflowKind, {_hour_of('StartTime')}, "
         f"{', '.join(_FIRST_DIMENSIONS[2:])},\n    " + ",\n    ".join(measures) + ",\n    "
-        f"{', '.join(_ADDED_DIMENSIONS)}\n"
+        f"{', '.join(_ADDED_DIMENSIONS)},\n    {', '.join(_LATER_DIMENSIONS)},\n    "
+        + ",\n    ".join(_LATER_MEASURES)
+        + "\n"
         f"FROM\n(\n    SELECT {columns}, {effort}\n"
         f"    FROM {_merged(workflows, since, source_filter)} AS w\n"
         f"    {join}\n)\n"
@@ -408,4 +434,19 @@ def cohort_refresh_select(workflows: str, since: str | None, source_filter: str 
         f"ARRAY JOIN [{pairs}] AS d\n"
         "WHERE d.2 != ''\n"
         f"GROUP BY {key}"
+    )
+
+
+def truth_refresh_select(workflows: str, since: str | None, source_filter: str = "1") -> str:
+    """The truth rollup's rows: the workflows in the qualified table `workflows` (merged, `FINAL`,
+    from the parts `source_filter` keeps) whose ground truth arrived at or after SQL instant
+    `since` (every one when None), per hour of its arrival; joined when the workflow's own spans
+    were received (`Spans > 0`)."""
+    return (
+        f"SELECT TenantId, WorkflowKind, {_hour_of('assumeNotNull(TruthTime)')}, toUInt8(Spans > 0) AS Joined, "
+        "toInt64(count()) AS Outcomes\n"
+        "FROM (SELECT TenantId, WorkflowKind, TraceId, TruthTime, Spans "
+        f"FROM {workflows} FINAL WHERE {source_filter})\n"
+        f"WHERE TruthTime IS NOT NULL AND {_since('TruthTime', since)}\n"
+        f"GROUP BY TenantId, WorkflowKind, {TIME_COLUMN}, Joined"
     )

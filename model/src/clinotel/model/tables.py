@@ -29,6 +29,7 @@ __all__ = [
     "TRACES",
     "TRACES_INSERT_COLUMNS",
     "TRACE_ID_TS",
+    "TRUTH_HOURS",
     "UNJOINED_OUTCOMES",
     "UNJOINED_OUTCOME_COLUMNS",
     "VERSIONS",
@@ -63,6 +64,9 @@ SERVICE_HOURS: Final = "clinotel_service_hours"
 FEEDBACK_HOURS: Final = "clinical_feedback_hours"
 """Clinician feedback rolled up per tenant, kind, hour, site, department, category and severity,
 with the model version and decision each report judged (migration 11)."""
+TRUTH_HOURS: Final = "clinical_truth_hours"
+"""Late ground truth per tenant, kind and hour of its arrival, joined to a workflow or linked to
+one never received (migration 12)."""
 COHORT_HOURS: Final = "clinical_cohort_hours"
 """The fairness indicators rolled up per cohort dimension and group, tenant, kind, hour and the
 dashboards' dimensions (migration 10; `clinotel.model.rollups` says how to read it)."""
@@ -93,7 +97,9 @@ UNJOINED_OUTCOME_COLUMNS: Final = (
 """`clinical_unjoined_outcomes`: late outcome spans that joined no workflow, and why."""
 
 
-ROLLUP_TABLES: Final = (WORKFLOW_HOURS, SIGNAL_HOURS, COHORT_HOURS, FEEDBACK_HOURS, STAGE_HOURS, SERVICE_HOURS)
+ROLLUP_TABLES: Final = (
+    WORKFLOW_HOURS, SIGNAL_HOURS, COHORT_HOURS, FEEDBACK_HOURS, STAGE_HOURS, SERVICE_HOURS, TRUTH_HOURS,
+)  # fmt: skip
 """The hourly rollups the collector recomputes (`clinotel.model.rollups`)."""
 
 

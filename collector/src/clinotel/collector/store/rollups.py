@@ -1,5 +1,6 @@
 """The hourly rollups (`clinical_workflow_hours`, `clinical_cohort_hours`, `clinical_signal_hours`,
-`clinical_stage_hours`, `clinical_feedback_hours`, `clinotel_service_hours`: `clinotel.model.rollups`)
+`clinical_stage_hours`, `clinical_feedback_hours`, `clinotel_service_hours`, `clinical_truth_hours`:
+`clinotel.model.rollups`)
 recomputed from the workflows view and the spans, off the insert path.
 
 A refresh computes the rollup rows of every workflow that started (every span recorded) on or
@@ -39,6 +40,7 @@ from clinotel.model.tables import (
     STAGE_HOURS,
     STAGE_SPANS,
     TRACES,
+    TRUTH_HOURS,
     WORKFLOW_HOURS,
     WORKFLOWS,
 )
@@ -149,6 +151,7 @@ def _refresh_from(
         (COHORT_HOURS, rollups.cohort_refresh_select(workflows, first, source)),
         (STAGE_HOURS, rollups.stage_refresh_select(o.local(STAGE_SPANS), first)),
         (SERVICE_HOURS, rollups.service_refresh_select(traces, first)),
+        (TRUTH_HOURS, rollups.truth_refresh_select(workflows, first, source)),
         # a report and the workflow it judged may be on two shards: the workflows are the cluster's
         (FEEDBACK_HOURS, rollups.feedback_refresh_select(traces, o.name(WORKFLOWS), first)),
     )
