@@ -9,7 +9,7 @@ run it (macros expanded, All selected) over the whole range: p50/p95 per panel a
 queries beside their clinical-view equivalents.
 
 The rate, count and quantile panels read the hourly rollups (`clinotel.model.rollups`,
-collector migrations 9 to 11), which the collector recomputes off the insert path; the benchmark times that refresh
+collector migrations 9 to 12), which the collector recomputes off the insert path; the benchmark times that refresh
 too (the whole rollup, and the collector's default 7-day window). Each panel is printed with what it
 reads. `--spans 10000000,30000000` builds to each size in turn and measures at each, then prints
 each panel's growth over the same dashboard range (the first size's whole range, which the larger

@@ -77,18 +77,36 @@ def test_two_collectors_beside_each_other_under_load_with_restarts_store_every_a
     port1, port2 = free_port(), free_port()
 
     started: list[subprocess.Popen[bytes]] = []
+    logs: dict[int, Path] = {}
 
     def serve(data: Path, port: int) -> subprocess.Popen[bytes]:
-        # no --wal-dir: each log's default place comes from its data directory
+        # no --wal-dir: each log's default place comes from its data directory; stderr to a file,
+        # which a busy collector cannot fill as it can a pipe nobody reads until it exits
         http = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(data),
-             "--otlp-http", f"127.0.0.1:{port}", "--otlp-grpc", f"127.0.0.1:{free_port()}",
-             "--http", f"127.0.0.1:{http}", "--insecure-no-auth"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
+        log = tmp_path / f"serve-{len(started)}.log"
+        with log.open("wb") as stderr:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(data),
+                 "--otlp-http", f"127.0.0.1:{port}", "--otlp-grpc", f"127.0.0.1:{free_port()}",
+                 "--http", f"127.0.0.1:{http}", "--insecure-no-auth"],
+                stdout=subprocess.DEVNULL, stderr=stderr,
+            )  # fmt: skip
         started.append(proc)
+        logs[proc.pid] = log
         return wait_serving(proc, http)
+
+    def stopped(proc: subprocess.Popen[bytes]) -> None:
+        """`proc` (sent SIGTERM) exits 0 within 180 s, or the failure shows its log and where each
+        of its threads was (SIGUSR1: the collector dumps its threads)."""
+        try:
+            code = proc.wait(timeout=180)  # a clean stop writes what the log holds: slow on a busy machine
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(2.0)
+            proc.kill()
+            proc.wait(timeout=30)
+            raise AssertionError(f"not stopped 180 s after SIGTERM:\n{logs[proc.pid].read_text()[-12000:]}") from None
+        assert code == 0, logs[proc.pid].read_text()[-12000:]
 
     sent1: list[str] = []
     sent2: list[str] = []
@@ -107,12 +125,10 @@ def test_two_collectors_beside_each_other_under_load_with_restarts_store_every_a
             time.sleep(1.0)
             second.send_signal(signal.SIGKILL)  # d2 crashes under load, while d1 keeps taking spans
             second.wait(timeout=30)
-            _close(second)
             second = serve(d2, port2)
             time.sleep(1.0)
             second.send_signal(signal.SIGTERM)  # and is restarted cleanly
-            assert second.wait(timeout=180) == 0, _close(second)
-            _close(second)
+            stopped(second)
             second = serve(d2, port2)
             time.sleep(1.0)
         finally:
@@ -122,16 +138,12 @@ def test_two_collectors_beside_each_other_under_load_with_restarts_store_every_a
         for proc in (first, second):
             proc.send_signal(signal.SIGTERM)
         for proc in (first, second):
-            code = proc.wait(timeout=180)  # a clean stop writes what the log holds: slow on a busy machine
-            errors = _close(proc)
-            assert code == 0, errors
+            stopped(proc)
     finally:  # a failed assertion leaves no collector running
         for proc in started:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=30)
-            if proc.stderr is not None and not proc.stderr.closed:
-                proc.stderr.close()
     assert len(acked1) >= 20 * 50, "too little acknowledged to mean anything"
     assert len(acked2) >= 5 * 50, "too little acknowledged to mean anything"
 
@@ -260,3 +272,33 @@ def test_a_collector_whose_log_is_deleted_exits_1_saying_why(tmp_path: Path) -> 
     assert len(stopping) == 1, errors
     assert "clinotel-writer stopped" in stopping[0]
     assert "moved or deleted" in stopping[0]
+
+
+def test_sigusr1_dumps_every_thread_and_the_collector_keeps_serving(tmp_path: Path) -> None:
+    http = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(tmp_path / "data"),
+             "--otlp-http", f"127.0.0.1:{free_port()}", "--otlp-grpc", f"127.0.0.1:{free_port()}",
+             "--http", f"127.0.0.1:{http}",
+             "--insecure-no-auth"],
+            stdout=subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+    try:
+        wait_serving(proc, http)
+        proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 30
+        while "Current thread" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        dump = log.read_text()
+        assert "Current thread" in dump, dump
+        assert "clinotel" in dump
+        assert dump.count("Thread 0x") >= 3, "the writer's, the servers' and the main thread"
+        wait_serving(proc, http)  # still answering
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)

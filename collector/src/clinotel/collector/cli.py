@@ -381,6 +381,7 @@ def run_serve(
 ) -> None:
     """The collector until SIGTERM or SIGINT (or its failure: exit 1), with `companion` started
     beside it once it serves. Every option is checked before anything is bound or created."""
+    import faulthandler
     import signal
     import threading
 
@@ -429,6 +430,8 @@ def run_serve(
     # set before starting: a SIGTERM while the store opens stops the collector cleanly once started
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    # `kill -USR1 PID`: every thread's stack on stderr (a collector that does not stop, or stalls)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     collector = Collector(config, on_failure=lambda reason: done.set())
     try:
         collector.start()
