@@ -302,3 +302,41 @@ def test_sigusr1_dumps_every_thread_and_the_collector_keeps_serving(tmp_path: Pa
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=30)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tgkill: a signal to one thread of another process")
+def test_sigterm_stops_the_collector_whichever_of_its_threads_receives_it(tmp_path: Path) -> None:
+    """The kernel hands a process's SIGTERM to any thread that does not block it, the engine's too;
+    the collector waited on an event with no timeout, so when another thread got it the handler
+    never ran and the collector never stopped (seen in CI: not stopped 180 s after SIGTERM)."""
+    import ctypes
+    import os
+
+    http = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(tmp_path / "data"),
+             "--otlp-http", f"127.0.0.1:{free_port()}", "--otlp-grpc", f"127.0.0.1:{free_port()}",
+             "--http", f"127.0.0.1:{http}", "--insecure-no-auth"],
+            stdout=subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+    try:
+        wait_serving(proc, http)
+        sigterm = 1 << (signal.SIGTERM - 1)
+        others = [
+            int(t) for t in os.listdir(f"/proc/{proc.pid}/task")
+            if int(t) != proc.pid
+            and not int(Path(f"/proc/{proc.pid}/task/{t}/status").read_text().split("SigBlk:")[1].split()[0], 16)
+            & sigterm
+        ]  # fmt: skip
+        assert others, "threads other than the main one that take SIGTERM"
+        libc = ctypes.CDLL(None, use_errno=True)
+        tgkill = 234  # SYS_tgkill on x86_64
+        assert libc.syscall(tgkill, proc.pid, others[-1], signal.SIGTERM) == 0, ctypes.get_errno()
+        assert proc.wait(timeout=120) == 0, log.read_text()
+        assert "stopping: writing what the log holds" in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)

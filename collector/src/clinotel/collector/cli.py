@@ -459,7 +459,10 @@ def run_serve(
     except BaseException:
         collector.stop()
         raise
-    done.wait()
+    # never an untimed wait: SIGTERM delivered to another of the process's threads (the engine's
+    # own) only flags the handler, which runs once the main thread executes Python again
+    while not done.wait(1.0):
+        pass
     if stop_companion is not None:
         stop_companion()
     if collector.failure is not None:
