@@ -6,6 +6,7 @@ collector runs as `clinotel serve` in its own process (chDB allows one engine pe
 from __future__ import annotations
 
 import json
+import platform
 import signal
 import subprocess
 import sys
@@ -59,6 +60,31 @@ def _cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subproces
     )  # fmt: skip
 
 
+def _start_serve(data: Path, log: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """`clinotel serve` on `data` once it serves, its stderr to the file `log` (a busy collector cannot
+    fill a file as it can a pipe nobody reads until it exits); (the process, its /ping port)."""
+    http = free_port()
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(data),
+             "--otlp-http", f"127.0.0.1:{port or free_port()}", "--otlp-grpc", f"127.0.0.1:{free_port()}",
+             "--http", f"127.0.0.1:{http}", "--insecure-no-auth"],
+            stdout=subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+    try:
+        return wait_serving(proc, http), http
+    except BaseException:
+        _killed(proc)
+        raise
+
+
+def _killed(proc: subprocess.Popen[bytes]) -> None:
+    """`proc` gone: killed if it still runs."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
 def _one_line_error(done: subprocess.CompletedProcess[str]) -> str:
     assert done.returncode == 1, (done.returncode, done.stderr)
     assert "Traceback" not in done.stderr
@@ -80,20 +106,12 @@ def test_two_collectors_beside_each_other_under_load_with_restarts_store_every_a
     logs: dict[int, Path] = {}
 
     def serve(data: Path, port: int) -> subprocess.Popen[bytes]:
-        # no --wal-dir: each log's default place comes from its data directory; stderr to a file,
-        # which a busy collector cannot fill as it can a pipe nobody reads until it exits
-        http = free_port()
+        # no --wal-dir: each log's default place comes from its data directory
         log = tmp_path / f"serve-{len(started)}.log"
-        with log.open("wb") as stderr:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(data),
-                 "--otlp-http", f"127.0.0.1:{port}", "--otlp-grpc", f"127.0.0.1:{free_port()}",
-                 "--http", f"127.0.0.1:{http}", "--insecure-no-auth"],
-                stdout=subprocess.DEVNULL, stderr=stderr,
-            )  # fmt: skip
+        proc, _ = _start_serve(data, log, port)
         started.append(proc)
         logs[proc.pid] = log
-        return wait_serving(proc, http)
+        return proc
 
     def stopped(proc: subprocess.Popen[bytes]) -> None:
         """`proc` (sent SIGTERM) exits 0 within 180 s, or the failure shows its log and where each
@@ -141,9 +159,7 @@ def test_two_collectors_beside_each_other_under_load_with_restarts_store_every_a
             stopped(proc)
     finally:  # a failed assertion leaves no collector running
         for proc in started:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=30)
+            _killed(proc)
     assert len(acked1) >= 20 * 50, "too little acknowledged to mean anything"
     assert len(acked2) >= 5 * 50, "too little acknowledged to mean anything"
 
@@ -275,18 +291,9 @@ def test_a_collector_whose_log_is_deleted_exits_1_saying_why(tmp_path: Path) -> 
 
 
 def test_sigusr1_dumps_every_thread_and_the_collector_keeps_serving(tmp_path: Path) -> None:
-    http = free_port()
     log = tmp_path / "serve.log"
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(tmp_path / "data"),
-             "--otlp-http", f"127.0.0.1:{free_port()}", "--otlp-grpc", f"127.0.0.1:{free_port()}",
-             "--http", f"127.0.0.1:{http}",
-             "--insecure-no-auth"],
-            stdout=subprocess.DEVNULL, stderr=stderr,
-        )  # fmt: skip
+    proc, http = _start_serve(tmp_path / "data", log)
     try:
-        wait_serving(proc, http)
         proc.send_signal(signal.SIGUSR1)
         deadline = time.monotonic() + 30
         while "Current thread" not in log.read_text() and time.monotonic() < deadline:
@@ -299,12 +306,13 @@ def test_sigusr1_dumps_every_thread_and_the_collector_keeps_serving(tmp_path: Pa
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0, log.read_text()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
+        _killed(proc)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tgkill: a signal to one thread of another process")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.machine() != "x86_64",
+    reason="tgkill (syscall 234 on x86_64 Linux): a signal to one thread of another process",
+)
 def test_sigterm_stops_the_collector_whichever_of_its_threads_receives_it(tmp_path: Path) -> None:
     """The kernel hands a process's SIGTERM to any thread that does not block it, the engine's too;
     the collector waited on an event with no timeout, so when another thread got it the handler
@@ -312,17 +320,9 @@ def test_sigterm_stops_the_collector_whichever_of_its_threads_receives_it(tmp_pa
     import ctypes
     import os
 
-    http = free_port()
     log = tmp_path / "serve.log"
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(tmp_path / "data"),
-             "--otlp-http", f"127.0.0.1:{free_port()}", "--otlp-grpc", f"127.0.0.1:{free_port()}",
-             "--http", f"127.0.0.1:{http}", "--insecure-no-auth"],
-            stdout=subprocess.DEVNULL, stderr=stderr,
-        )  # fmt: skip
+    proc, _ = _start_serve(tmp_path / "data", log)
     try:
-        wait_serving(proc, http)
         sigterm = 1 << (signal.SIGTERM - 1)
         others = [
             int(t) for t in os.listdir(f"/proc/{proc.pid}/task")
@@ -337,6 +337,4 @@ def test_sigterm_stops_the_collector_whichever_of_its_threads_receives_it(tmp_pa
         assert proc.wait(timeout=120) == 0, log.read_text()
         assert "stopping: writing what the log holds" in log.read_text()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
+        _killed(proc)
