@@ -61,7 +61,7 @@ def build(database: str) -> dict[str, Any]:
         f"  FROM {truth}\n  WHERE {rollups.time_filter()} AND {scoped}\n"
         "  UNION ALL\n"
         f"  SELECT Timestamp, TenantId, WorkflowKind, concat('joined nothing: ', Reason), toInt64(1)\n"
-        f"  FROM {unjoined}\n  WHERE Timestamp >= toStartOfHour($__fromTime) AND Timestamp <= $__toTime AND {scoped}"
+        f"  FROM {unjoined}\n  WHERE {rollups.time_filter('Timestamp')} AND {scoped}"
     )
     b.timeseries(
         "Late outcomes: joined and not",

@@ -231,10 +231,10 @@ def sample(i: Indicator) -> str:
     return f"sum({_rows(i)})"
 
 
-def time_filter() -> str:
+def time_filter(column: str = TIME_COLUMN) -> str:
     """The Grafana macro condition selecting the hours of the dashboard's range (its first hour
-    whole)."""
-    return f"{TIME_COLUMN} >= toStartOfHour($__fromTime) AND {TIME_COLUMN} <= $__toTime"
+    whole); on another `column`, the same range (a row table read beside a rollup)."""
+    return f"{column} >= toStartOfHour($__fromTime) AND {column} <= $__toTime"
 
 
 def _measures(i: Indicator) -> list[str]:
@@ -260,10 +260,10 @@ def _hour_of(column: str) -> str:
     return f"toStartOfHour(toDateTime({column}, 'UTC')) AS {TIME_COLUMN}"
 
 
-def _merged(workflows: str, since: str | None, source_filter: str) -> str:
-    """The workflows' rows merged (`FINAL`) from the parts `source_filter` keeps, those that started
-    at or after `since` (a condition on the merged start, after the merge)."""
-    return f"(SELECT * FROM (SELECT * FROM {workflows} FINAL WHERE {source_filter}) WHERE {_since('StartTime', since)})"
+def _merged(workflows: str, since: str | None, source_filter: str, column: str = "StartTime") -> str:
+    """The workflows' rows merged (`FINAL`) from the parts `source_filter` keeps, those whose
+    `column` (their start) is at or after `since` (a condition on the merged value, after the merge)."""
+    return f"(SELECT * FROM (SELECT * FROM {workflows} FINAL WHERE {source_filter}) WHERE {_since(column, since)})"
 
 
 def refresh_select(workflows: str, traces: str, rework: str, since: str | None, source_filter: str = "1") -> str:
@@ -445,8 +445,7 @@ def truth_refresh_select(workflows: str, since: str | None, source_filter: str =
     return (
         f"SELECT TenantId, WorkflowKind, {_hour_of('assumeNotNull(TruthTime)')}, toUInt8(Spans > 0) AS Joined, "
         "toInt64(count()) AS Outcomes\n"
-        "FROM (SELECT TenantId, WorkflowKind, TraceId, TruthTime, Spans "
-        f"FROM {workflows} FINAL WHERE {source_filter})\n"
-        f"WHERE TruthTime IS NOT NULL AND {_since('TruthTime', since)}\n"
+        f"FROM {_merged(workflows, since, source_filter, 'TruthTime')}\n"
+        "WHERE TruthTime IS NOT NULL\n"
         f"GROUP BY TenantId, WorkflowKind, {TIME_COLUMN}, Joined"
     )
