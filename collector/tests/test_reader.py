@@ -162,6 +162,16 @@ def test_answers_look_like_clickhouse(loaded: Collector) -> None:
     status, _, body = _get(loaded, "SELECT getSetting('max_execution_time')", max_execution_time="100000")
     assert (status, body) == (200, b"60\n")
 
+    # no JIT: a compile in the query that triggers it costs a panel 100 ms; a reader cannot turn it on
+    status, _, body = _get(
+        loaded, "SELECT getSetting('compile_expressions'), getSetting('compile_aggregate_expressions'), "
+        "getSetting('compile_sort_description')"
+    )  # fmt: skip
+    assert (status, body) == (200, b"false\tfalse\tfalse\n")
+    status, headers, _ = _get(loaded, "SELECT 1", compile_expressions="1")
+    assert status != 200
+    assert headers["X-ClickHouse-Exception-Code"] != ""
+
     status, headers, body = _get(loaded, "SELECT count() FROM no_such_table", database=db)
     assert status == 404
     assert headers["X-ClickHouse-Exception-Code"] == "60"

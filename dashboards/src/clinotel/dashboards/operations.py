@@ -42,10 +42,11 @@ def build(database: str) -> dict[str, Any]:
     )  # fmt: skip
     b.table(
         "Stage latency p50 / p95 / p99", "Each stage over the whole range (shadow predictions are not stages).",
-        f"SELECT Stage, sum(Spans) AS spans, round(quantileMerge(0.5)(Duration), 1) AS p50_ms, "
-        f"round(quantileMerge(0.95)(Duration), 1) AS p95_ms, round(quantileMerge(0.99)(Duration), 1) AS p99_ms\n"
+        # one merge of the states for the three centiles: reading them is the panel's cost
+        "SELECT Stage, spans, round(c[1], 1) AS p50_ms, round(c[2], 1) AS p95_ms, round(c[3], 1) AS p99_ms\n"
+        f"FROM (SELECT Stage, sum(Spans) AS spans, quantilesMerge(0.5, 0.95, 0.99)(Duration) AS c\n"
         f"FROM {stage_hours}\nWHERE {rollups.time_filter()} AND {stage} AND {f}\n"
-        "GROUP BY Stage ORDER BY p95_ms DESC",
+        "GROUP BY Stage)\nORDER BY p95_ms DESC",
     )  # fmt: skip
     b.timeseries(
         "Queue wait p95 by queue", "Time in the queue stage, 95th centile, per queue.",

@@ -44,6 +44,11 @@ and for the canonical text."""
 MAX_PARSER_DEPTH: Final = 200
 """Nesting the parser accepts in a reader's query (ClickHouse's default is 1000; its JSON tree must
 also stay within Python's recursion limit)."""
+NO_JIT: Final = {"compile_expressions": "0", "compile_aggregate_expressions": "0", "compile_sort_description": "0"}
+"""Every reader query runs without the engine's JIT compilation. The engine compiles an expression
+the third time it sees one, in the query that sees it: 80 to 150 ms more in that query (a 20 ms
+efficiency table took 116 ms once), while the compiled code saved 2 % over the 136 dashboard queries
+at 10M spans (benchmarks/dashboard_queries.py, docs/dashboards.md): a latency spike for no gain."""
 READER_WORKLOAD: Final = "clinotel_readers"
 READER_NICE: Final = 19
 """`os_thread_priority` of reader queries: the writer's inserts run at the process's own priority."""
@@ -454,7 +459,7 @@ class SqlReader:
                 condition = f"{identifier(self._tenant_column)} = {literal(tenant)}"
                 filters = ", ".join(f"{literal(f'{self.database}.{t}')}: {literal(condition)}" for t in self._tables)
                 handle.query(f"SET additional_table_filters = {{{filters}}}")
-            for name, value in settings:
+            for name, value in (*NO_JIT.items(), *settings):
                 handle.query(f"SET {identifier(name)} = {literal(value)}")
             handle.query(f"SET max_query_size = {MAX_QUERY_SIZE}")
             handle.query(f"SET os_thread_priority = {READER_NICE}")
