@@ -35,6 +35,7 @@ from clinotel.collector.receiver.grpc import OtlpGrpcServer
 from clinotel.collector.receiver.http import OtlpHttpServer, is_loopback
 from clinotel.collector.store import pipeline as ingest
 from clinotel.collector.store import rollups, schema
+from clinotel.collector.store.code_pages import release_engine_code
 from clinotel.collector.store.embedded import (
     DEFAULT_DATA_DIR,
     DEFAULT_ENGINE_MEMORY_MB,
@@ -328,6 +329,10 @@ class Collector:
             # /ping and /metrics.
             self.reader = SqlReader(cfg.engine_dir, cfg.database, schema.tenant_tables(), self._read_limits())
             self.admin.set_reader(self.reader)
+        if embedded:
+            # the engine's start-up ran most of its library once: give those pages back
+            released = release_engine_code()
+            logger.debug("asked the kernel to reclaim %d MB of the engine's code", released >> 20)
 
     def _read_limits(self) -> ReadLimits:
         """The read port's caps, each reader query held to a quarter of the engine's memory: eight

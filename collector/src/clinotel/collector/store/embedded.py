@@ -60,8 +60,9 @@ _ENGINE_STATUS: Final = "status"
 
 DEFAULT_ENGINE_MEMORY_MB: Final = 768
 """The embedded engine's own memory (its heap: inserts, merges, reads, caches), a hard cap. The
-process adds what the cap does not cover: the engine's code (chDB's library, ~320 MB mapped) and
-the Python interpreter with the collector. Measured on 2026-12-02 (ingest benchmark, 8 MiB
+process adds what the cap does not cover: the engine's code (chDB's library: ~320 MB resident
+once ingesting, ~130-250 MB since the collector gives back what only start-up ran, `code_pages`)
+and the Python interpreter with the collector. Measured on 2026-12-02 (ingest benchmark, 8 MiB
 segments, 8 readers), before merges ran column by column (`MERGE_TREE_SETTINGS`): at 512 the writer
 stalled, one segment retried for over 13 minutes, merges and the insert failing each other at the
 cap; at 768 the process peaked at 849 MB; at 1024, 909 MB."""
