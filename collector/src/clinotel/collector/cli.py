@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from clinotel.collector.net.listen import MAX_PORT
+from clinotel.collector.net.server import MAX_CONNECTIONS
 from clinotel.collector.receiver.export import DEFAULT_MAX_SPAN_AGE_DAYS, MAX_SPAN_AGE_DAYS
 from clinotel.collector.store import schema as schema_module
 from clinotel.collector.store.embedded import (
@@ -312,6 +313,14 @@ _serve_options = [
         help="Largest request, after decompression.",
     ),
     click.option(
+        "--max-connections",
+        type=click.IntRange(min=1, max=1 << 16),
+        default=MAX_CONNECTIONS,
+        show_default=True,
+        help="Connections each HTTP port serves at once; one more is answered 503 with Retry-After "
+        "(each holds a thread and a file descriptor).",
+    ),
+    click.option(
         "--max-span-age-days",
         type=click.IntRange(min=1, max=MAX_SPAN_AGE_DAYS),
         default=DEFAULT_MAX_SPAN_AGE_DAYS,
@@ -373,6 +382,7 @@ def run_serve(
     database: str,
     max_request_mb: int,
     wal_max_mb: int,
+    max_connections: int = MAX_CONNECTIONS,
     max_span_age_days: int = DEFAULT_MAX_SPAN_AGE_DAYS,
     memory_mb: int = DEFAULT_ENGINE_MEMORY_MB,
     rollup_interval_s: float = 30.0,
@@ -408,6 +418,7 @@ def run_serve(
             tokens=loaded_tokens,
             insecure_no_auth=insecure_no_auth,
             max_request_bytes=max_request_mb << 20,
+            max_connections=max_connections,
             max_span_age_days=max_span_age_days,
             wal_max_bytes=wal_max_mb << 20,
             engine_memory_bytes=memory_mb << 20,

@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from clinotel.collector.log.wal import LogLostError, WriteAheadLog, owner_of, pending_segments
 from clinotel.collector.net.listen import MAX_PORT
+from clinotel.collector.net.server import MAX_CONNECTIONS
 from clinotel.collector.readport.http import ClickHouseHttpServer, Credentials, ReaderAccess
 from clinotel.collector.readport.reader import ClickHouseError, ReadLimits, SqlReader
 from clinotel.collector.receiver.export import (
@@ -81,6 +82,8 @@ class CollectorConfig:
     insecure_no_auth: bool = False
     insecure_tenant: str = INSECURE_TENANT
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_connections: int = MAX_CONNECTIONS
+    """Connections each HTTP port serves at once; one more is answered 503 (Retry-After)."""
     max_span_age_days: int | None = DEFAULT_MAX_SPAN_AGE_DAYS
     """Spans starting earlier than this before they arrive are refused (partial success); None:
     any age (tests that replay a fixed clock)."""
@@ -118,6 +121,8 @@ class CollectorConfig:
             raise ConfigError(f"--database / --ttl-days: {e}") from None
         if self.rollup_interval_s is not None and not 1 <= self.rollup_interval_s <= MAX_ROLLUP_INTERVAL_S:
             raise ConfigError(f"--rollup-interval-s: from 1 to {MAX_ROLLUP_INTERVAL_S:.0f} seconds (0: never)")
+        if not 1 <= self.max_connections <= 1 << 16:
+            raise ConfigError(f"--max-connections: from 1 to {1 << 16}, not {self.max_connections}")
         if self.max_span_age_days is not None and not 1 <= self.max_span_age_days <= MAX_SPAN_AGE_DAYS:
             raise ConfigError(f"--max-span-age-days: from 1 to {MAX_SPAN_AGE_DAYS} days")
         if not 1 <= self.rollup_window_days <= MAX_ROLLUP_WINDOW_DAYS:
@@ -236,13 +241,15 @@ class Collector:
         """Every port, before anything is created: a clash leaves nothing behind."""
         cfg = self.config
         assert self.receiver is not None
-        self.http = OtlpHttpServer(cfg.otlp_http[0], cfg.otlp_http[1], self.receiver, self._authenticate)
+        self.http = OtlpHttpServer(
+            cfg.otlp_http[0], cfg.otlp_http[1], self.receiver, self._authenticate, cfg.max_connections
+        )
         if cfg.otlp_grpc is not None:
             self.grpc = OtlpGrpcServer(cfg.otlp_grpc[0], cfg.otlp_grpc[1], self.receiver, self._authenticate)
         if cfg.http is not None:
             self.admin = ClickHouseHttpServer(
                 cfg.http[0], cfg.http[1], self.metrics, None, self._authorize_reader, self._authorize_metrics,
-                self.health,
+                self.health, cfg.max_connections,
             )  # fmt: skip
 
     def _check_logs(self, wal_dir: Path) -> None:

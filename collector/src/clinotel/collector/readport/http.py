@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from clinotel.collector.errors import RefusedError
 from clinotel.collector.net.body import BodyError, read_body
-from clinotel.collector.net.server import QuietHTTPServer, ServerThread, bind
+from clinotel.collector.net.server import MAX_CONNECTIONS, QuietHTTPServer, ServerThread, bind
 from clinotel.collector.readport import native
 from clinotel.collector.readport.reader import ClickHouseError, ReadResult, SqlReader, content_type
 from clinotel.collector.receiver.export import decompress
@@ -316,13 +316,14 @@ class _Server(QuietHTTPServer):
         authorize: Authorize,
         authorize_metrics: AuthorizeMetrics,
         health: Callable[[], str | None],
+        max_connections: int,
     ) -> None:
         self.metrics = metrics
         self.reader = reader
         self.authorize = authorize
         self.authorize_metrics = authorize_metrics
         self.health = health
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, max_connections=max_connections)
 
 
 class ClickHouseHttpServer(ServerThread):
@@ -338,9 +339,11 @@ class ClickHouseHttpServer(ServerThread):
         authorize: Authorize,
         authorize_metrics: AuthorizeMetrics,
         health: Callable[[], str | None] = lambda: None,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         server = bind("the ClickHouse HTTP interface (--http)", host, port,
-                      lambda: _Server((host, port), metrics, reader, authorize, authorize_metrics, health))  # fmt: skip
+                      lambda: _Server((host, port), metrics, reader, authorize, authorize_metrics, health,
+                                      max_connections))  # fmt: skip
         self._chserver = server
         super().__init__(server, "clinotel-http")
 

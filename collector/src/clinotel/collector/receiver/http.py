@@ -14,7 +14,7 @@ from google.rpc import status_pb2
 
 from clinotel.collector.errors import GRPC_CODES, RefusedError
 from clinotel.collector.net.body import BodyError, read_body
-from clinotel.collector.net.server import QuietHTTPServer, ServerThread, bind
+from clinotel.collector.net.server import MAX_CONNECTIONS, QuietHTTPServer, ServerThread, bind
 from clinotel.collector.receiver.export import JSON, PROTOBUF, TraceReceiver
 from clinotel.collector.tokens import Grant
 
@@ -130,15 +130,24 @@ class _Server(QuietHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], receiver: TraceReceiver, authenticate: Authenticate) -> None:
+    def __init__(
+        self, address: tuple[str, int], receiver: TraceReceiver, authenticate: Authenticate, max_connections: int
+    ) -> None:
         self.receiver = receiver
         self.authenticate = authenticate
-        super().__init__(address, _Handler)
+        super().__init__(address, _Handler, max_connections=max_connections)
 
 
 class OtlpHttpServer(ServerThread):
     """The OTLP/HTTP receiver on `host:port`, in a background thread."""
 
-    def __init__(self, host: str, port: int, receiver: TraceReceiver, authenticate: Authenticate) -> None:
-        server = bind("OTLP/HTTP", host, port, lambda: _Server((host, port), receiver, authenticate))
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        receiver: TraceReceiver,
+        authenticate: Authenticate,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        server = bind("OTLP/HTTP", host, port, lambda: _Server((host, port), receiver, authenticate, max_connections))
         super().__init__(server, "clinotel-otlp-http")
