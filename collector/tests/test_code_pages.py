@@ -58,15 +58,16 @@ def test_the_engine_gives_back_its_start_up_code_and_answers_as_before(tmp_path:
 def test_only_the_librarys_read_only_mappings_are_advised() -> None:
     directory = engine_library_dir()
     assert directory is not None
-    maps = "\n".join(
+    maps = b"\n".join(
         (
-            f"7f0000000000-7f0000100000 r--p 00000000 08:01 1 {directory}/_chdb.abi3.so",
-            f"7f0000100000-7f0000300000 r-xp 00100000 08:01 1 {directory}/_chdb.abi3.so",
-            f"7f0000300000-7f0000310000 rw-p 00300000 08:01 1 {directory}/_chdb.abi3.so",
-            "7f0000400000-7f0000500000 r-xp 00000000 08:01 2 /usr/lib/libc.so.6",
-            f"7f0000500000-7f0000600000 r-xp 00000000 08:01 3 {directory}-other/evil.so",
-            "7f0000600000-7f0000700000 rw-p 00000000 00:00 0",
-            "7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]",
+            b"7f0000000000-7f0000100000 r--p 00000000 08:01 1 %s/_chdb.abi3.so" % bytes(directory),
+            b"7f0000100000-7f0000300000 r-xp 00100000 08:01 1 %s/_chdb.abi3.so" % bytes(directory),
+            b"7f0000300000-7f0000310000 rw-p 00300000 08:01 1 %s/_chdb.abi3.so" % bytes(directory),
+            b"7f0000400000-7f0000500000 r-xp 00000000 08:01 2 /usr/lib/libc.so.6",
+            b"7f0000500000-7f0000600000 r-xp 00000000 08:01 3 %s-other/evil.so" % bytes(directory),
+            b"7f0000600000-7f0000700000 r--p 00000000 08:01 4 /tmp/caf\xe9-latin1.bin",  # any bytes
+            b"7f0000700000-7f0000800000 rw-p 00000000 00:00 0",
+            b"7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]",
         )
     )
     assert _read_only_mappings(directory, maps) == [(0x7F0000000000, 0x100000), (0x7F0000100000, 0x200000)]

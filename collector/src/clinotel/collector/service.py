@@ -338,8 +338,11 @@ class Collector:
             self.admin.set_reader(self.reader)
         if embedded:
             # the engine's start-up ran most of its library once: give those pages back
-            released = release_engine_code()
-            logger.debug("asked the kernel to reclaim %d MB of the engine's code", released >> 20)
+            try:
+                released = release_engine_code()
+                logger.debug("asked the kernel to reclaim %d MB of the engine's code", released >> 20)
+            except Exception as e:  # noqa: BLE001 - a saving, never a reason not to start
+                logger.debug("could not give back the engine's start-up code: %s", e)
 
     def _read_limits(self) -> ReadLimits:
         """The read port's caps, each reader query held to a quarter of the engine's memory: eight

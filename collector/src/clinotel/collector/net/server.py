@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final, TypeVar
 
 from clinotel.collector.net.listen import MAX_PORT, ListenError, listen_error
 from clinotel.model.threads import guarded
 
-__all__ = ["MAX_CONNECTIONS", "REQUEST_TIMEOUT_S", "QuietHTTPServer", "ServerThread", "bind"]
+__all__ = [
+    "HEADER_TIMEOUT_S",
+    "MAX_CONNECTIONS",
+    "REQUEST_TIMEOUT_S",
+    "CappedRequestHandler",
+    "QuietHTTPServer",
+    "ServerThread",
+    "bind",
+]
 
 logger: Final = logging.getLogger("clinotel.collector")
 
@@ -29,22 +38,54 @@ MAX_CONNECTIONS: Final = 1024
 """Connections one HTTP port serves at once (`--max-connections`). Each holds a thread and a file
 descriptor: without a cap, a flood of idle connections could take every descriptor the log and the
 engine need to write (ClickHouse's own `max_connections` is 4096 for a whole server)."""
+HEADER_TIMEOUT_S: Final = 10.0
+"""How long a request may take from its first byte to the end of its headers, however slowly they
+trickle in (REQUEST_TIMEOUT_S bounds each read, not the whole: a header line every 29 s held a
+connection for good)."""
 _BUSY: Final = (
     b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain; charset=UTF-8\r\n"
     b"Content-Length: 40\r\nConnection: close\r\n\r\ntoo many connections: try again shortly\n"
 )
 """The answer past the cap: 503 with Retry-After, which OTLP exporters and ClickHouse clients retry."""
 _WARN_EVERY_S: Final = 60.0
+_IDLE, _HEADERS, _HANDLING, _CLOSING = "idle", "headers", "handling", "closing"
+
+
+class CappedRequestHandler(BaseHTTPRequestHandler):
+    """Tells its `QuietHTTPServer` where each request is: waiting for one (`idle`: a keep-alive
+    connection the server may close to make room), reading its request line and headers (under
+    HEADER_TIMEOUT_S), or being handled."""
+
+    server: QuietHTTPServer
+
+    def handle_one_request(self) -> None:
+        self.server.connection_state(self.connection, _IDLE)
+        try:
+            self.rfile.peek(1)  # type: ignore[attr-defined]  # a BufferedReader: the first byte, unread
+        except (OSError, ValueError):  # timed out, reset, or closed to make room: done with it
+            self.close_connection = True
+            return
+        self.server.connection_state(self.connection, _HEADERS)
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        self.server.connection_state(self.connection, _HANDLING)
+        return parsed
 
 
 class QuietHTTPServer(ThreadingHTTPServer):
     """A client that hung up before its answer is no error worth a traceback on stderr; anything
     else a handler raises is logged, once, through the collector's logger. Every connection's
-    socket operations time out after REQUEST_TIMEOUT_S. At most `max_connections` are served at
-    once: one past them is answered 503 (Retry-After) and closed without a thread."""
+    socket operations time out after REQUEST_TIMEOUT_S, and a request's headers must arrive within
+    HEADER_TIMEOUT_S. At most `max_connections` are served at once: at the cap, the connection
+    idle longest between requests is closed to make room (keep-alive exporters take turns, idle
+    connections cannot hold the port), and with none idle, a new one is answered 503 (Retry-After)
+    and closed without a thread. Its handlers are `CappedRequestHandler`s."""
 
     daemon_threads = True
     request_timeout_s = REQUEST_TIMEOUT_S
+    header_timeout_s = HEADER_TIMEOUT_S
     # many exporters reconnecting at once (a collector restart) wait in the kernel's queue instead
     # of having their connection attempts dropped (socketserver's default queue is 5)
     request_queue_size = socket.SOMAXCONN
@@ -54,15 +95,33 @@ class QuietHTTPServer(ThreadingHTTPServer):
             raise ValueError(f"max_connections is at least 1, not {max_connections}")
         self.max_connections = max_connections
         self.refused_connections = 0
-        """Connections answered 503 because the port was at its cap."""
-        self._open = 0
-        self._open_lock = threading.Lock()
+        """Connections answered 503 because the port was at its cap with none idle."""
+        self.closed_idle = 0
+        """Idle keep-alive connections closed to make room for a new one."""
+        self.timed_out_headers = 0
+        """Connections closed because their request's headers took over HEADER_TIMEOUT_S."""
+        self._states: dict[Any, list[Any]] = {}
+        """Each open connection: [state, since (monotonic)]."""
+        self._lock = threading.Lock()
         self._warned_at = -_WARN_EVERY_S
+        self._swept_at = 0.0
         super().__init__(*args, **kwargs)
 
     @property
     def open_connections(self) -> int:
-        return self._open
+        return len(self._states)
+
+    def connection_states(self) -> set[str]:
+        """Where the open connections are: `idle`, `headers`, `handling`, `closing`."""
+        with self._lock:
+            return {state for state, _ in self._states.values()}
+
+    def connection_state(self, connection: Any, state: str) -> None:
+        """Where `connection`'s request is (`CappedRequestHandler` calls it)."""
+        with self._lock:
+            entry = self._states.get(connection)
+            if entry is not None and entry[0] != _CLOSING:
+                entry[0], entry[1] = state, time.monotonic()
 
     def get_request(self) -> tuple[Any, Any]:
         connection, address = super().get_request()
@@ -70,11 +129,24 @@ class QuietHTTPServer(ThreadingHTTPServer):
         return connection, address
 
     def verify_request(self, request: Any, client_address: Any) -> bool:
-        with self._open_lock:
-            if self._open < self.max_connections:
-                self._open += 1
-                return True
-            self.refused_connections += 1
+        victim = None
+        with self._lock:
+            closing = sum(1 for state, _ in self._states.values() if state == _CLOSING)
+            if len(self._states) - closing >= self.max_connections:
+                idle = [(since, c) for c, (state, since) in self._states.items() if state == _IDLE]
+                if idle:
+                    victim = min(idle, key=lambda e: e[0])[1]
+                    self._states[victim][0] = _CLOSING
+                    self.closed_idle += 1
+            admitted = victim is not None or len(self._states) - closing < self.max_connections
+            if admitted:
+                self._states[request] = [_IDLE, time.monotonic()]
+            else:
+                self.refused_connections += 1
+        if victim is not None:
+            _close_now(victim)
+        if admitted:
+            return True
         try:
             request.sendall(_BUSY)
             request.setblocking(False)
@@ -85,27 +157,44 @@ class QuietHTTPServer(ThreadingHTTPServer):
         if now - self._warned_at >= _WARN_EVERY_S:
             self._warned_at = now
             logger.warning(
-                "port %s is serving its %d connections (--max-connections): new ones are answered 503 "
-                "(%d so far)", self.server_address[1], self.max_connections, self.refused_connections,
+                "port %s is serving its %d connections (--max-connections), none idle: new ones are answered "
+                "503 (%d so far)", self.server_address[1], self.max_connections, self.refused_connections,
             )  # fmt: skip
         return False  # socketserver closes it
 
-    def _release(self) -> None:
-        with self._open_lock:
-            self._open -= 1
+    def service_actions(self) -> None:
+        """Between accepts: close the connections whose headers are overdue (once a second)."""
+        now = time.monotonic()
+        if now - self._swept_at < 1.0:
+            return
+        self._swept_at = now
+        with self._lock:
+            overdue = [
+                c for c, entry in self._states.items()
+                if entry[0] == _HEADERS and now - entry[1] > self.header_timeout_s
+            ]  # fmt: skip
+            for c in overdue:
+                self._states[c][0] = _CLOSING
+            self.timed_out_headers += len(overdue)
+        for c in overdue:
+            _close_now(c)
+
+    def _release(self, request: Any) -> None:
+        with self._lock:
+            self._states.pop(request, None)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._release()  # no thread started: the slot is free again
+            self._release(request)  # no thread started: the slot is free again
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._release()
+            self._release(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         error = sys.exc_info()[1]
@@ -113,6 +202,12 @@ class QuietHTTPServer(ThreadingHTTPServer):
             logger.debug("client %s went away: %s", client_address, error)
         else:
             logger.error("request from %s failed", client_address, exc_info=True)
+
+
+def _close_now(connection: Any) -> None:
+    """End a connection another thread is reading: its read returns at once (end of stream)."""
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_RDWR)
 
 
 S = TypeVar("S", bound=ThreadingHTTPServer)

@@ -21,13 +21,12 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
 from clinotel.collector.errors import RefusedError
 from clinotel.collector.net.body import BodyError, read_body
-from clinotel.collector.net.server import MAX_CONNECTIONS, QuietHTTPServer, ServerThread, bind
+from clinotel.collector.net.server import MAX_CONNECTIONS, CappedRequestHandler, QuietHTTPServer, ServerThread, bind
 from clinotel.collector.readport import native
 from clinotel.collector.readport.reader import ClickHouseError, ReadResult, SqlReader, content_type
 from clinotel.collector.receiver.export import decompress
@@ -121,7 +120,7 @@ def _form_fields(body: bytes, content_type_header: str) -> dict[str, str]:
     return fields
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(CappedRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 

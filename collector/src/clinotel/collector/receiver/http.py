@@ -6,7 +6,6 @@ import ipaddress
 import logging
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
 from typing import Final
 
 from google.protobuf import json_format
@@ -14,7 +13,7 @@ from google.rpc import status_pb2
 
 from clinotel.collector.errors import GRPC_CODES, RefusedError
 from clinotel.collector.net.body import BodyError, read_body
-from clinotel.collector.net.server import MAX_CONNECTIONS, QuietHTTPServer, ServerThread, bind
+from clinotel.collector.net.server import MAX_CONNECTIONS, CappedRequestHandler, QuietHTTPServer, ServerThread, bind
 from clinotel.collector.receiver.export import JSON, PROTOBUF, TraceReceiver
 from clinotel.collector.tokens import Grant
 
@@ -48,7 +47,7 @@ def _bearer(header: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(CappedRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
@@ -123,7 +122,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    do_GET = do_PUT = do_DELETE = do_PATCH = _not_allowed  # noqa: N815
+    do_GET = do_PUT = do_DELETE = do_PATCH = _not_allowed
 
 
 class _Server(QuietHTTPServer):
