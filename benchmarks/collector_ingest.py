@@ -306,11 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     from clinotel.collector.readport.reader import ReadLimits
     from clinotel.collector.service import Collector, CollectorConfig
     from clinotel.collector.store import schema
-    from clinotel.collector.store.embedded import connect
+    from clinotel.collector.store.embedded import connect, segment_bytes_for
     from clinotel.collector.store.segments import EmbeddedSegments
 
-    segment_bytes = (args.segment_mb << 20) if args.segment_mb else CollectorConfig.wal_segment_bytes
     memory_bytes = (args.memory_mb << 20) if args.memory_mb else CollectorConfig.engine_memory_bytes
+    segment_bytes = (args.segment_mb << 20) if args.segment_mb else segment_bytes_for(memory_bytes)
     work = Path(tempfile.mkdtemp(prefix="clinotel-bench-"))
     requests_file = work / "requests.bin"
     encoded = subprocess.run(

@@ -71,7 +71,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
         "serve: engine memory below its floor",
         ["serve", "--insecure-no-auth", "--memory-mb", "64"],
         1,
-        "--memory-mb: the embedded engine needs at least 192 MB",
+        "--memory-mb: the embedded engine needs at least 448 MB",
     ),
     (
         "serve: rollup interval negative",

@@ -103,24 +103,41 @@ def test_reader_queries_get_a_quarter_of_the_engine(
         http=("127.0.0.1", 0),
         data_dir=engine_dir / "data",
         insecure_no_auth=True,
-        engine_memory_bytes=256 << 20,
+        engine_memory_bytes=512 << 20,
     )
     c = Collector(config, client=client)
     c.start()
     try:
         assert c.reader is not None
-        assert c.reader.limits.max_memory_usage == 64 << 20
+        assert c.reader.limits.max_memory_usage == 128 << 20
+        assert c.wal is not None
+        assert c.wal.segment_bytes == 2 << 20  # sized to the cap: an 8 MiB insert would not fit beside the rest
     finally:
         c.stop()
 
 
-@pytest.mark.parametrize("megabytes", [0, 64, 191, 1 << 25])
+@pytest.mark.parametrize("megabytes", [0, 64, 447, 1 << 25])
 def test_a_cap_outside_the_engine_s_range_is_refused(megabytes: int) -> None:
     from clinotel.collector.service import ConfigError
 
     config = CollectorConfig(insecure_no_auth=True, engine_memory_bytes=megabytes << 20)
-    with pytest.raises(ConfigError, match="--memory-mb: the embedded engine needs at least 192 MB"):
+    with pytest.raises(ConfigError, match="--memory-mb: the embedded engine needs at least 448 MB"):
         config.validate()
+
+
+@pytest.mark.parametrize(
+    ("megabytes", "segment_mb"),
+    [(448, 1), (463, 1), (464, 2), (543, 2), (544, 4), (703, 4), (704, 8), (768, 8), (4096, 8)],
+)
+def test_the_log_s_segments_are_sized_to_what_the_engine_can_insert(megabytes: int, segment_mb: int) -> None:
+    """An insert takes ~40 times its segment: one that cannot fit beside what the engine holds
+    anyway (384 MB) is retried for as long as it does not, and keeps every later segment out."""
+    config = CollectorConfig(insecure_no_auth=True, engine_memory_bytes=megabytes << 20)
+    assert config.segment_bytes == segment_mb << 20
+    assert segment_mb * 40 <= megabytes - 384
+    # given explicitly, or with a server (whose memory is its own), the size is not derived
+    assert CollectorConfig(engine_memory_bytes=megabytes << 20, wal_segment_bytes=3 << 20).segment_bytes == 3 << 20
+    assert CollectorConfig(data_dir=None, clickhouse_url="http://127.0.0.1:8123").segment_bytes == 8 << 20
 
 
 def test_an_engine_at_its_cap_is_asked_to_free_caches_and_allocator_pages(

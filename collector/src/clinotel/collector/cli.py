@@ -340,8 +340,9 @@ _serve_options = [
         type=click.IntRange(min=1, max=MAX_ENGINE_MEMORY_MB),
         default=DEFAULT_ENGINE_MEMORY_MB,
         show_default=True,
-        help="The embedded engine's memory cap (inserts, merges, reads, caches; the process adds ~420 MB "
-        "of code and interpreter). Ignored with --clickhouse-url.",
+        help="The embedded engine's memory cap (inserts, merges, reads, caches; the process adds ~250-350 MB "
+        "of code and interpreter). At least 448; below 704 the log's segments shrink to fit (fewer spans "
+        "per second). Ignored with --clickhouse-url.",
     ),
     click.option(
         "--rollup-interval-s",

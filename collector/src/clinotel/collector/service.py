@@ -41,6 +41,7 @@ from clinotel.collector.store.embedded import (
     DEFAULT_DATA_DIR,
     DEFAULT_ENGINE_MEMORY_MB,
     MAX_ENGINE_MEMORY_MB,
+    MAX_SEGMENT_BYTES,
     MIN_ENGINE_MEMORY_MB,
     check_embedded,
     connect,
@@ -48,6 +49,7 @@ from clinotel.collector.store.embedded import (
     legacy_wal_dir,
     record_log,
     recorded_log,
+    segment_bytes_for,
     store_id,
 )
 from clinotel.collector.store.segments import EmbeddedSegments, SegmentStore, ServerSegments
@@ -91,9 +93,10 @@ class CollectorConfig:
     """Spans starting later than this after they arrive are refused (a day: a clock ahead, a time zone
     taken for UTC); more only for a simulation whose late truth is dated ahead (the demo)."""
     wal_max_bytes: int = 1 << 30
-    wal_segment_bytes: int = 8 << 20
-    """A segment is one INSERT: the engine needs about 18 times its size in memory to store it (the
-    demo's mix: 8 MiB, ~20,000 spans, ~150 MB), so this and `engine_memory_bytes` go together."""
+    wal_segment_bytes: int | None = None
+    """A segment is one INSERT, which takes ~40 times its size in the engine's memory: None sizes it
+    to the embedded engine's cap (`segment_bytes_for`: 8 MiB from 704 MB up, down to 1 MiB at the
+    smallest cap), and 8 MiB with a server (whose memory is its operator's)."""
     wal_max_age_s: float = 0.5
     engine_memory_bytes: int = DEFAULT_ENGINE_MEMORY_MB << 20
     """The embedded engine's memory cap (`store.embedded.engine_options`); with a server, its own."""
@@ -135,6 +138,15 @@ class CollectorConfig:
         for name, address in (("--otlp-http", self.otlp_http), ("--otlp-grpc", self.otlp_grpc), ("--http", self.http)):
             if address is not None and not 0 <= address[1] <= MAX_PORT:
                 raise ConfigError(f"{name}: port {address[1]} is not a port (0 to {MAX_PORT})")
+
+    @property
+    def segment_bytes(self) -> int:
+        """The log's segment size: as given, or what the store can insert (`wal_segment_bytes`)."""
+        if self.wal_segment_bytes is not None:
+            return self.wal_segment_bytes
+        if self.clickhouse_url is not None:
+            return MAX_SEGMENT_BYTES
+        return segment_bytes_for(self.engine_memory_bytes)
 
     @property
     def resolved_wal_dir(self) -> Path:
@@ -288,7 +300,7 @@ class Collector:
             wal_dir,
             owner=cfg.store,
             holder=holder,
-            segment_bytes=cfg.wal_segment_bytes,
+            segment_bytes=cfg.segment_bytes,
             max_age_s=cfg.wal_max_age_s,
             max_bytes=cfg.wal_max_bytes,
         )

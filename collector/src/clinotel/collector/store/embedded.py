@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_ENGINE_MEMORY_MB",
     "ENGINE_CONFIG",
     "MAX_ENGINE_MEMORY_MB",
+    "MAX_SEGMENT_BYTES",
     "MERGE_TREE_SETTINGS",
     "MIN_ENGINE_MEMORY_MB",
     "STORE_RECORD",
@@ -50,6 +51,7 @@ __all__ = [
     "reach_error",
     "record_log",
     "recorded_log",
+    "segment_bytes_for",
     "store_id",
 ]
 
@@ -66,8 +68,31 @@ and the Python interpreter with the collector. Measured on 2026-12-02 (ingest be
 segments, 8 readers), before merges ran column by column (`MERGE_TREE_SETTINGS`): at 512 the writer
 stalled, one segment retried for over 13 minutes, merges and the insert failing each other at the
 cap; at 768 the process peaked at 849 MB; at 1024, 909 MB."""
-MIN_ENGINE_MEMORY_MB: Final = 192
-"""Below this, a default-sized log segment cannot be inserted at all."""
+MIN_ENGINE_MEMORY_MB: Final = 448
+"""Below this, not even a 1 MiB log segment fits beside what the engine holds anyway
+(`segment_bytes_for`)."""
+MAX_SEGMENT_BYTES: Final = 8 << 20
+"""The log's segment size when the engine has room for it (and with a ClickHouse server)."""
+_ENGINE_BESIDE_INSERT_MB: Final = 384
+_INSERT_BYTES_PER_SEGMENT_BYTE: Final = 40
+
+
+def segment_bytes_for(memory_bytes: int) -> int:
+    """The largest log segment (8 MiB, halved down to 1 MiB) whose INSERT fits in an engine capped
+    at `memory_bytes` beside what the engine holds anyway. Measured on 2026-12-03 with the demo's
+    mix: an insert takes ~40 times its segment at its peak through every view (8 MiB: 256-286 MB,
+    4 MiB: 120-180, 1 MiB: 40-55), and an idle engine counts 76-213 MB (parts, indexes, merges
+    finishing); merges under load and a reader need more: 384 MB is left for them. An insert that
+    does not fit beside them fails on the engine's total and is retried, and a segment that can
+    never fit keeps every later one out of the store: at 512 MB with 8 MiB segments one was retried
+    for minutes while the log filled."""
+    room = memory_bytes - (_ENGINE_BESIDE_INSERT_MB << 20)
+    size = MAX_SEGMENT_BYTES
+    while size > 1 << 20 and size * _INSERT_BYTES_PER_SEGMENT_BYTE > room:
+        size //= 2
+    return size
+
+
 MAX_ENGINE_MEMORY_MB: Final = 1 << 24
 """16 TiB: past any machine (and a figure the engine's 64-bit settings hold)."""
 
