@@ -81,7 +81,7 @@ def test_the_cap_counts_the_engine_s_memory_not_the_process_s(tmp_path: Path) ->
 
 def test_a_query_past_its_own_cap_is_refused_not_retried(tmp_path: Path) -> None:
     # a fresh engine with room to spare, so the query meets its own cap and not the engine's total
-    # (the engine counts the whole process, and the allocator keeps what an earlier query freed)
+    # (the allocator keeps what an earlier query freed)
     out = _child(tmp_path, 1024, "query")
     assert out["settings"]["max_server_memory_usage"] == str(1024 << 20)
     # a segment too big for the engine alone is quarantined, not retried forever

@@ -69,8 +69,10 @@ segments, 8 readers), before merges ran column by column (`MERGE_TREE_SETTINGS`)
 stalled, one segment retried for over 13 minutes, merges and the insert failing each other at the
 cap; at 768 the process peaked at 849 MB; at 1024, 909 MB."""
 MIN_ENGINE_MEMORY_MB: Final = 448
-"""Below this, not even a 1 MiB log segment fits beside what the engine holds anyway
-(`segment_bytes_for`)."""
+"""The smallest cap taken: a 1 MiB log segment's insert (~40 MB at its peak) beside the 384 MB the
+engine holds anyway, with a little to spare (`segment_bytes_for`)."""
+MAX_ENGINE_MEMORY_MB: Final = 1 << 24
+"""16 TiB: past any machine (and a figure the engine's 64-bit settings hold)."""
 MAX_SEGMENT_BYTES: Final = 8 << 20
 """The log's segment size when the engine has room for it (and with a ClickHouse server)."""
 _ENGINE_BESIDE_INSERT_MB: Final = 384
@@ -91,10 +93,6 @@ def segment_bytes_for(memory_bytes: int) -> int:
     while size > 1 << 20 and size * _INSERT_BYTES_PER_SEGMENT_BYTE > room:
         size //= 2
     return size
-
-
-MAX_ENGINE_MEMORY_MB: Final = 1 << 24
-"""16 TiB: past any machine (and a figure the engine's 64-bit settings hold)."""
 
 
 def engine_options(memory_bytes: int) -> dict[str, str]:
