@@ -17,12 +17,15 @@ $(STAMP): pyproject.toml instrumentation/pyproject.toml model/pyproject.toml col
 demo: $(STAMP)
 	$(BIN)/clinotel demo
 
+# The suite on two workers (the machines it runs on have two cores, and most tests wait on processes
+# and sockets), then the tests that measure memory, with nothing beside them.
 test: $(STAMP)
 	scripts/system-packages.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not alone"
+	$(BIN)/python -m pytest -m alone
 	$(BIN)/python scripts/bench_smoke.py
 
 lint: $(STAMP)

@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -86,6 +87,7 @@ def _load(url: str, body: bytes, seconds: float, pid: int) -> tuple[float, int, 
     return peak, accepted[0], anonymous
 
 
+@pytest.mark.alone  # tests beside it take the CPU its writer needs, and its backlog grows
 def test_rss_does_not_grow_with_load_duration(tmp_path: Path) -> None:
     body = _body()
     command = [

@@ -40,6 +40,7 @@ print(json.dumps({"before": before, "after": after, "released": released, "answe
 """
 
 
+@pytest.mark.alone  # a page another process maps (an engine of a test beside it) stays resident
 def test_the_engine_gives_back_its_start_up_code_and_answers_as_before(tmp_path: Path) -> None:
     if not sys.platform.startswith("linux"):
         pytest.skip("madvise(MADV_PAGEOUT) is Linux's")
