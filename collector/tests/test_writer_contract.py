@@ -15,7 +15,7 @@ import pytest
 from clinotel.collector import writer as writer_module
 from clinotel.collector.log.record import frame
 from clinotel.collector.log.wal import Segment, WriteAheadLog
-from clinotel.collector.writer import MAX_REFUSALS, SegmentWriter
+from clinotel.collector.writer import MAX_REFUSALS, SegmentWriter, StoreLostError
 
 
 class RefusedError(Exception):
@@ -28,6 +28,10 @@ class UnreachableError(Exception):
 
 class EngineFullError(Exception):
     """ClickHouse ran the insert, but the engine as a whole was at its memory cap."""
+
+
+class EngineLostError(Exception):
+    """The embedded engine stopped after a fatal error: it refuses everything from then on."""
 
 
 class FakeStore:
@@ -55,6 +59,9 @@ class FakeStore:
             return None
         self.reliefs.append(str(error))
         return "caches"
+
+    def is_lost(self, error: Exception) -> bool:
+        return isinstance(error, EngineLostError)
 
 
 @pytest.fixture(autouse=True)
@@ -103,6 +110,39 @@ def test_a_refused_segment_is_set_aside_with_its_reason_and_the_next_one_goes_on
     reasons = list((wal.directory / "quarantine").glob("*.reason.txt"))
     assert len(reasons) == 1
     assert "CANNOT_PARSE_PROTOBUF" in reasons[0].read_text()
+
+
+def test_a_lost_engine_stops_the_writer_and_sets_nothing_aside(wal: WriteAheadLog) -> None:
+    """An engine that crashed refuses every segment alike: none of them is at fault, so none is
+    quarantined; the writer stops at once, everything still in the log for the next start."""
+    store = FakeStore()
+    store.failures = [EngineLostError("The server is shutting down due to a fatal error")] * 100
+    _segment(wal, b"first")
+    _segment(wal, b"second")
+    writer = SegmentWriter(wal, store)
+    with pytest.raises(StoreLostError, match="fatal error"):
+        writer.drain(give_up_after_s=10)
+    assert store.attempts == 1
+    assert writer.stats.quarantined == 0
+    assert not (wal.directory / "quarantine").exists() or not any((wal.directory / "quarantine").iterdir())
+    assert wal.sealed_count == 2
+
+
+def test_the_writer_thread_reports_a_lost_engine_as_its_failure(wal: WriteAheadLog) -> None:
+    store = FakeStore()
+    store.failures = [EngineLostError("The server is shutting down due to a fatal error")] * 100
+    reasons: list[str] = []
+    writer = SegmentWriter(wal, store, on_failure=reasons.append)
+    writer.start()
+    _segment(wal, b"acknowledged")
+    deadline = time.monotonic() + 10
+    while not reasons and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(reasons) == 1, reasons
+    assert "stay in the log" in reasons[0]
+    assert not writer.alive
+    assert wal.sealed_count == 1
+    writer.stop(drain=False)
 
 
 def test_a_drain_gives_up_at_its_deadline_and_leaves_the_segment_in_the_log(wal: WriteAheadLog) -> None:

@@ -392,13 +392,13 @@ def run_serve(
 ) -> None:
     """The collector until SIGTERM or SIGINT (or its failure: exit 1), with `companion` started
     beside it once it serves. Every option is checked before anything is bound or created."""
-    import faulthandler
     import signal
     import threading
 
     from clinotel.collector.log.wal import LogInUseError, LogOwnedError
     from clinotel.collector.net.listen import ListenError
     from clinotel.collector.service import Collector, CollectorConfig, ConfigError
+    from clinotel.collector.stacks import install_stack_dump
     from clinotel.collector.store.pipeline import IngestSetupError
     from clinotel.collector.tokens import TokenError, Tokens
 
@@ -442,8 +442,9 @@ def run_serve(
     # set before starting: a SIGTERM while the store opens stops the collector cleanly once started
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    # `kill -USR1 PID`: every thread's stack on stderr (a collector that does not stop, or stalls)
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # `kill -USR1 PID`: every thread's stack on stderr (a collector that does not stop, or stalls);
+    # before the collector starts a thread, so that each inherits the signal blocked
+    install_stack_dump()
     collector = Collector(config, on_failure=lambda reason: done.set())
     try:
         collector.start()
@@ -481,9 +482,27 @@ def run_serve(
         click.echo(f"clinotel serve: stopping: {collector.failure}", err=True)
         collector.stop()
         click.echo("what the log still holds on disk is written at the next start", err=True)
+        _exit_if_store_lost(collector)
         raise SystemExit(1)
     click.echo("stopping: writing what the log holds", err=True)
     collector.stop()
+    _exit_if_store_lost(collector)
+
+
+def _exit_if_store_lost(collector: Any) -> None:
+    """Exit 1 at once when the embedded engine failed: closing it at the interpreter's exit waits
+    forever for the engine thread that crashed (the log is sealed, the logs flushed first)."""
+    if not collector.store_lost:
+        return
+    import logging
+    import os
+    import sys
+
+    click.echo("the embedded engine failed: exiting without closing it", err=True)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 @click.command()

@@ -56,7 +56,7 @@ from clinotel.collector.store.segments import EmbeddedSegments, SegmentStore, Se
 from clinotel.collector.telemetry import metrics
 from clinotel.collector.telemetry.recorder import MetricsRecorder
 from clinotel.collector.tokens import ALL_TENANTS, Grant, Tokens
-from clinotel.collector.writer import SegmentWriter
+from clinotel.collector.writer import SegmentWriter, StoreLostError
 from clinotel.model.tables import DEFAULT_DATABASE
 
 __all__ = ["Collector", "CollectorConfig", "ConfigError"]
@@ -444,6 +444,12 @@ class Collector:
     def client(self) -> Any:
         return self._client
 
+    @property
+    def store_lost(self) -> bool:
+        """The embedded engine stopped after a fatal error of its own: it takes nothing more from
+        this process, and its own shutdown waits for the thread that crashed (exit without it)."""
+        return self.writer is not None and self.writer.store_lost
+
     def stop(self) -> None:
         """Stop receiving, seal the log, and write everything acknowledged (unless the collector
         failed: then what the log holds stays on disk for the next start)."""
@@ -461,7 +467,7 @@ class Collector:
         if self.writer is not None:
             try:
                 self.writer.stop(drain=self.health() is None)
-            except (LogLostError, OSError) as e:
+            except (LogLostError, StoreLostError, OSError) as e:
                 logger.error("could not write what the log holds: %s", e)
         if self.recorder is not None:
             self.recorder.stop()

@@ -6,8 +6,12 @@ A full store disk is retried the same way. A segment ClickHouse itself refuses i
 times, then moved to the log's quarantine with the reason: set aside for a person, never silently
 dropped.
 
-The writer thread never dies quietly: whatever stops it (the log moved or deleted under it, a bug)
-is logged and handed to `on_failure`, and the collector stops acknowledging.
+An embedded engine that stopped after a fatal error of its own (a crash in one of its threads)
+refuses everything for the rest of the process: the writer stops (`StoreLostError`), every
+segment still in the log, so that the collector stops acknowledging and its restart stores them.
+
+The writer thread never dies quietly: whatever stops it (the log moved or deleted under it, the
+engine lost, a bug) is logged and handed to `on_failure`, and the collector stops acknowledging.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from clinotel.collector.log.wal import LogLostError, Segment, WriteAheadLog
 from clinotel.collector.store.segments import SegmentStore, out_of_space
 from clinotel.model.threads import guarded
 
-__all__ = ["SegmentWriter", "WriterStats"]
+__all__ = ["SegmentWriter", "StoreLostError", "WriterStats"]
 
 logger: Final = logging.getLogger("clinotel.collector")
 
@@ -34,6 +38,10 @@ RELIEVE_AFTER_S: Final = 5.0
 """A segment kept out this long asks the store to free what it can (again at most this often)."""
 STALL_ALARM_S: Final = 60.0
 """A segment kept out this long is reported as an error (again at most this often), not a warning."""
+
+
+class StoreLostError(RuntimeError):
+    """The store will take nothing more from this process; what is in the log stays there."""
 
 
 @dataclass
@@ -86,6 +94,8 @@ class SegmentWriter:
         self._on_failure = on_failure
         self.failure: str | None = None
         """Why the thread stopped by itself; None while it runs (or was stopped)."""
+        self.store_lost = False
+        """The store said it will take nothing more from this process (`StoreLostError`)."""
 
     def write(self, segment: Segment) -> None:
         """Insert one segment; raises what ClickHouse raised."""
@@ -133,6 +143,13 @@ class SegmentWriter:
                         f"segment {segment.path} vanished before it was stored: the log directory changed under "
                         "this collector"
                     ) from e
+                if self.store.is_lost(e):
+                    self.store_lost = True
+                    raise StoreLostError(
+                        f"the embedded engine stopped after a fatal error of its own ({_first_line(e)}); segment "
+                        f"{segment.token} and every later one stay in the log, and the collector's next start stores "
+                        "them"
+                    ) from e
                 if self.store.is_refusal(e):
                     refusals += 1
                     if refusals >= MAX_REFUSALS:
@@ -156,7 +173,7 @@ class SegmentWriter:
                         "log, which refuses new ones when full; %s",
                         segment.token,
                         now - since,
-                        str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__,
+                        _first_line(e),
                         "free space on the store's disk"
                         if out_of_space(e)
                         else "if the engine is at its memory cap, raise --memory-mb",
@@ -187,7 +204,7 @@ class SegmentWriter:
         return self.failure is None and (self._thread is None or self._thread.is_alive() or self._stop.is_set())
 
     def start(self) -> None:
-        self._thread = guarded(self._run, "clinotel-writer", self._died, expected=(LogLostError,))
+        self._thread = guarded(self._run, "clinotel-writer", self._died, expected=(LogLostError, StoreLostError))
         self._thread.start()
 
     def stop(self, drain: bool = True) -> None:
@@ -197,3 +214,8 @@ class SegmentWriter:
             self._thread.join(timeout=30)
         if drain:
             self.drain()
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__

@@ -12,7 +12,7 @@ from typing import Any, Final, Protocol
 from clinotel.collector.log.wal import Segment
 from clinotel.collector.store.pipeline import Pipeline
 
-__all__ = ["EmbeddedSegments", "SegmentStore", "ServerSegments", "engine_full", "out_of_space"]
+__all__ = ["EmbeddedSegments", "SegmentStore", "ServerSegments", "engine_failed", "engine_full", "out_of_space"]
 
 logger: Final = logging.getLogger("clinotel.collector")
 
@@ -27,6 +27,10 @@ class SegmentStore(Protocol):
     def relieve(self, error: Exception) -> str | None:
         """After `error` kept a segment out for a while: free what the store can (caches, memory
         its allocator holds) so the next try can fit; says what it did, or None (nothing to do)."""
+
+    def is_lost(self, error: Exception) -> bool:
+        """True when `error` says this store will take nothing more from this process (the
+        embedded engine stopped after a fatal error of its own): retrying cannot help."""
 
 
 _MEMORY_LIMIT_EXCEEDED: Final = 241
@@ -48,6 +52,16 @@ _RELIEF: Final = (
 the next reads), and the pages its allocator keeps after freeing them (counted against the cap)."""
 
 
+_ABORTED: Final = 236
+_FATAL: Final = "due to a fatal error"
+
+
+def engine_failed(error: Exception) -> bool:
+    """The engine is shutting down after a fatal error of its own (a crash in one of its threads):
+    it refuses every query from then on, whatever the query."""
+    return getattr(error, "code", None) == _ABORTED and _FATAL in str(error)
+
+
 _NOT_ENOUGH_SPACE: Final = 243
 _NO_SPACE_LEFT: Final = "No space left on device"
 
@@ -60,14 +74,15 @@ def out_of_space(error: Exception) -> bool:
 
 def _clickhouse_refused(error: Exception) -> bool:
     """ClickHouse ran the insert and refused it. Not when the engine as a whole was out of memory
-    (merges or readers held it) or its disk was full: those pass, the segment is retried (it waits
-    in the log, whose bound then pushes back on clients). A segment over its own insert's cap is
-    refused like any other."""
+    (merges or readers held it), its disk was full, or it was shutting down (ABORTED: a server
+    restarting, an engine after a fatal error): those are not the segment's fault, and it is
+    retried (it waits in the log, whose bound then pushes back on clients). A segment over its
+    own insert's cap is refused like any other."""
     from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
     if not isinstance(error, DatabaseError) or isinstance(error, OperationalError):
         return False
-    return not (engine_full(error) or out_of_space(error))
+    return not (engine_full(error) or out_of_space(error) or getattr(error, "code", None) == _ABORTED)
 
 
 class EmbeddedSegments:
@@ -103,6 +118,9 @@ class EmbeddedSegments:
                 logger.debug("%s failed: %s", statement, e)
         return ", ".join(done) or None
 
+    def is_lost(self, error: Exception) -> bool:
+        return engine_failed(error)
+
 
 class ServerSegments:
     """A server gets the segment's bytes as the INSERT's body, with the .proto inline (`proto_name`
@@ -123,3 +141,6 @@ class ServerSegments:
 
     def relieve(self, error: Exception) -> str | None:
         return None  # a server's memory is its operator's: the writer only says it is stuck
+
+    def is_lost(self, error: Exception) -> bool:
+        return False  # a server that failed is restarted by its operator: the writer waits for it

@@ -1,0 +1,45 @@
+"""Which store errors are a segment's fault (retried a few times, then set aside) and which are
+not (retried for as long as they last, or, for an embedded engine that failed, the writer
+stops). Each message as ClickHouse words it, with the code the driver reads."""
+
+from __future__ import annotations
+
+import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+from clinotel.collector.store.segments import EmbeddedSegments, ServerSegments, engine_failed
+
+FATAL = DatabaseError("Code: 236. DB::Exception: The server is shutting down due to a fatal error. (ABORTED)", code=236)
+SHUTTING_DOWN = DatabaseError("Code: 236. DB::Exception: Server shutdown is called. (ABORTED)", code=236)
+BAD_SEGMENT = DatabaseError(
+    "Code: 444. DB::Exception: Protobuf messages are corrupted. (UNKNOWN_PROTOBUF_FORMAT)", code=444
+)
+ENGINE_FULL = DatabaseError(
+    "Code: 241. DB::Exception: (total) memory limit exceeded: would use 770 MiB. (MEMORY_LIMIT_EXCEEDED)", code=241
+)
+NO_SPACE = DatabaseError(
+    "Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space. (NOT_ENOUGH_SPACE)", code=243
+)
+UNREACHABLE = OperationalError("Error HTTPConnectionPool: connection refused")
+
+STORES = [EmbeddedSegments(None, None, "p.proto"), ServerSegments(None, None, None)]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("store", STORES, ids=["embedded", "server"])
+@pytest.mark.parametrize(
+    ("error", "refused"),
+    [(BAD_SEGMENT, True), (FATAL, False), (SHUTTING_DOWN, False), (ENGINE_FULL, False), (NO_SPACE, False),
+     (UNREACHABLE, False)],
+    ids=["bad segment", "engine failed", "shutting down", "engine full", "disk full", "unreachable"],
+)  # fmt: skip
+def test_only_a_segment_at_fault_is_a_refusal(store: object, error: Exception, refused: bool) -> None:
+    assert store.is_refusal(error) is refused  # type: ignore[attr-defined]
+
+
+def test_only_an_embedded_engine_that_failed_is_lost() -> None:
+    embedded, server = STORES
+    assert engine_failed(FATAL)
+    assert embedded.is_lost(FATAL)
+    assert not server.is_lost(FATAL), "a server is restarted by its operator: the writer waits for it"
+    for other in (SHUTTING_DOWN, BAD_SEGMENT, ENGINE_FULL, NO_SPACE, UNREACHABLE):
+        assert not embedded.is_lost(other), other
