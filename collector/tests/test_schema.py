@@ -38,6 +38,9 @@ def test_contrib_types_with_tighter_codecs(client: Any, options: schema.SchemaOp
     assert columns["ResourceAttributes"] == ("Map(LowCardinality(String), String)", "CODEC(ZSTD(9))")
     assert columns["Duration"] == ("UInt64", "CODEC(T64, ZSTD(1))")
     assert columns["SpanName"] == ("LowCardinality(String)", "CODEC(ZSTD(1))")
+    assert columns["Timestamp"] == ("DateTime64(9)", "CODEC(ZSTD(6))")
+    assert columns["ScopeName"] == ("String", "CODEC(ZSTD(3))")
+    assert columns["ScopeVersion"] == ("String", "CODEC(ZSTD(3))")
 
 
 def test_cluster_mode_renders_on_cluster_replicated_and_distributed() -> None:
