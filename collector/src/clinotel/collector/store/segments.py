@@ -56,10 +56,15 @@ _ABORTED: Final = 236
 _FATAL: Final = "due to a fatal error"
 
 
+def _shutting_down(error: Exception) -> bool:
+    """ABORTED: a server restarting, or an engine after a fatal error."""
+    return getattr(error, "code", None) == _ABORTED
+
+
 def engine_failed(error: Exception) -> bool:
     """The engine is shutting down after a fatal error of its own (a crash in one of its threads):
     it refuses every query from then on, whatever the query."""
-    return getattr(error, "code", None) == _ABORTED and _FATAL in str(error)
+    return _shutting_down(error) and _FATAL in str(error)
 
 
 _NOT_ENOUGH_SPACE: Final = 243
@@ -82,7 +87,7 @@ def _clickhouse_refused(error: Exception) -> bool:
 
     if not isinstance(error, DatabaseError) or isinstance(error, OperationalError):
         return False
-    return not (engine_full(error) or out_of_space(error) or getattr(error, "code", None) == _ABORTED)
+    return not (engine_full(error) or out_of_space(error) or _shutting_down(error))
 
 
 class EmbeddedSegments:
