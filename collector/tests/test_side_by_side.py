@@ -5,6 +5,7 @@ collector runs as `clinotel serve` in its own process (chDB allows one engine pe
 
 from __future__ import annotations
 
+import http.client
 import json
 import platform
 import signal
@@ -49,7 +50,7 @@ def _send(port: int, stop: threading.Event, sent: list[str], acked: list[str], b
         try:
             if post(f"http://127.0.0.1:{port}/v1/traces", body, token=None)[0] == 200:
                 acked.extend(ids)
-        except OSError:
+        except (OSError, http.client.HTTPException):  # a dying collector may cut its answer off mid-body
             time.sleep(0.01)  # down or dying: nothing acknowledged
 
 
