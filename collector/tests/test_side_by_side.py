@@ -426,3 +426,32 @@ def test_an_engine_that_crashes_stops_the_collector_and_its_restart_stores_every
     missing = [s for s in acked if s not in stored]
     assert missing == [], f"{len(missing)} of {len(acked)} acknowledged spans are not stored"
     assert {s: n for s, n in stored.items() if n > 1} == {}, "spans stored twice"
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.machine() != "x86_64",
+    reason="tgkill (syscall 234 on x86_64 Linux): a signal to one thread of another process",
+)
+@pytest.mark.parametrize("then", ["nothing", "sigterm"])
+def test_an_idle_collector_whose_engine_crashes_exits_1_by_itself_or_on_sigterm(tmp_path: Path, then: str) -> None:
+    """With nothing to insert the writer never meets the failed engine: the collector kept saying it
+    was up, and a SIGTERM then hung it at exit, in the engine's close waiting for the thread that
+    crashed. Its own metrics, written every 10 s and once more on stop, meet the failure too: the
+    collector stops acknowledging and exits 1, whether or not it was told to stop first."""
+    import ctypes
+
+    data = tmp_path / "data"
+    proc, _ = _start_serve(data, tmp_path / "serve.log")
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        assert libc.syscall(234, proc.pid, _engine_thread(proc.pid), signal.SIGSEGV) == 0, ctypes.get_errno()
+        if then == "sigterm":
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    finally:
+        _killed(proc)
+    log = (tmp_path / "serve.log").read_text()
+    assert code == 1, log[-6000:]
+    assert "the embedded engine stopped after a fatal error" in log, log[-6000:]
+    assert "exiting without closing it" in log, log[-6000:]

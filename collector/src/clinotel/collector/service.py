@@ -56,7 +56,7 @@ from clinotel.collector.store.segments import EmbeddedSegments, SegmentStore, Se
 from clinotel.collector.telemetry import metrics
 from clinotel.collector.telemetry.recorder import MetricsRecorder
 from clinotel.collector.tokens import ALL_TENANTS, Grant, Tokens
-from clinotel.collector.writer import SegmentWriter, StoreLostError
+from clinotel.collector.writer import SegmentWriter, StoreLostError, store_lost_reason
 from clinotel.model.tables import DEFAULT_DATABASE
 
 __all__ = ["Collector", "CollectorConfig", "ConfigError"]
@@ -195,6 +195,7 @@ class Collector:
         self._on_failure = on_failure
         self._failure_lock = threading.Lock()
         self._serving = False
+        self._store_lost = False
 
     def _authenticate(self, token: str | None) -> Grant | None:
         if self.config.tokens is not None:
@@ -329,7 +330,7 @@ class Collector:
             assert self.http is not None
             instance = f"{socket.gethostname()}:{self.http.port}"
             self.recorder = MetricsRecorder(
-                client, self.options, self.metric_families, instance, cfg.metrics_interval_s
+                client, self.options, self.metric_families, instance, cfg.metrics_interval_s, self._store_error
             )
         if cfg.rollup_interval_s is not None:
             # a client of its own: a refresh must not hold the writer's (its calls are serialized)
@@ -342,6 +343,7 @@ class Collector:
                 window_days=cfg.rollup_window_days,
                 max_memory_bytes=cfg.engine_memory_bytes // 4 if embedded else None,
                 whole_memory_bytes=cfg.engine_memory_bytes // 2 if embedded else None,
+                on_error=self._store_error,
             )
         if self.admin is not None and embedded:
             # With a server, readers query the server (its users and row policies); this port keeps
@@ -448,7 +450,14 @@ class Collector:
     def store_lost(self) -> bool:
         """The embedded engine stopped after a fatal error of its own: it takes nothing more from
         this process, and its own shutdown waits for the thread that crashed (exit without it)."""
-        return self.writer is not None and self.writer.store_lost
+        return self._store_lost or (self.writer is not None and self.writer.store_lost)
+
+    def _store_error(self, error: Exception) -> None:
+        """An error the metrics or rollups thread met: a failed embedded engine stops the
+        collector as it does when the writer meets it (an idle writer never would)."""
+        if self.writer is not None and self.writer.store.is_lost(error):
+            self._store_lost = True
+            self.fail(store_lost_reason(error))
 
     def stop(self) -> None:
         """Stop receiving, seal the log, and write everything acknowledged (unless the collector

@@ -44,6 +44,11 @@ class StoreLostError(RuntimeError):
     """The store will take nothing more from this process; what is in the log stays there."""
 
 
+def store_lost_reason(error: Exception) -> str:
+    """Why the collector stops when the embedded engine failed (what `error` said, first line)."""
+    return f"the embedded engine stopped after a fatal error of its own ({_first_line(error)})"
+
+
 @dataclass
 class WriterStats:
     """What the writer did, for /metrics and the health dashboard."""
@@ -146,9 +151,8 @@ class SegmentWriter:
                 if self.store.is_lost(e):
                     self.store_lost = True
                     raise StoreLostError(
-                        f"the embedded engine stopped after a fatal error of its own ({_first_line(e)}); segment "
-                        f"{segment.token} and every later one stay in the log, and the collector's next start stores "
-                        "them"
+                        f"{store_lost_reason(e)}; segment {segment.token} and every later one stay in the log, and "
+                        "the collector's next start stores them"
                     ) from e
                 if self.store.is_refusal(e):
                     refusals += 1

@@ -218,6 +218,7 @@ class RollupRefresher:
         whole_memory_bytes: int | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_refresh: Callable[[Refreshed], None] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
     ) -> None:
         self.client = client
         self.options = options
@@ -230,6 +231,8 @@ class RollupRefresher:
         self.clock = clock
         self.on_refresh = on_refresh
         """Hears each refresh the thread makes (not the skipped ones)."""
+        self.on_error = on_error
+        """Hears each failed refresh, after it is logged."""
         self.last: Refreshed | None = None
         self.failures = 0
         self.failed_seconds = 0.0
@@ -277,6 +280,8 @@ class RollupRefresher:
                     )  # fmt: skip
                 else:
                     logger.warning("could not refresh the hourly rollups (the dashboards show them as before): %s", e)
+                if self.on_error is not None:
+                    self.on_error(e)
                 return None
             if full:
                 self._full_at = time.monotonic()

@@ -37,8 +37,12 @@ class MetricsRecorder:
         collect: Callable[[], list[Family]],
         instance: str | None = None,
         interval_s: float = 10.0,
+        on_error: Callable[[Exception], None] | None = None,
     ) -> None:
+        """`on_error` hears every failed write (after it is logged): the collector learns from it
+        that its embedded engine failed while nothing else was writing."""
         self.client = client
+        self.on_error = on_error
         self.table = options.name(schema.COLLECTOR_METRICS)
         self.collect = collect
         self.instance = instance or socket.gethostname()
@@ -74,6 +78,8 @@ class MetricsRecorder:
             except Exception as e:  # noqa: BLE001 - self-telemetry never stops the collector
                 self._previous = previous
                 logger.warning("could not record the collector's metrics: %s", e)
+                if self.on_error is not None:
+                    self.on_error(e)
                 return 0
         return len(rows)
 
