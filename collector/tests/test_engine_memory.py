@@ -15,7 +15,7 @@ import pytest
 
 from clinotel.collector.service import Collector, CollectorConfig
 from clinotel.collector.store import schema
-from clinotel.collector.store.embedded import MERGE_TREE_SETTINGS
+from clinotel.collector.store.embedded import MERGE_NICE, MERGE_TREE_SETTINGS
 from clinotel.collector.store.segments import EmbeddedSegments
 
 CHILD = r"""
@@ -181,3 +181,47 @@ rows = client.query(
 ).result_rows
 print(json.dumps(dict(rows)))
 """
+
+
+MERGE_NICENESS = r"""
+import json, os, sys, threading, time
+from pathlib import Path
+from clinotel.collector.store.embedded import connect
+client = connect(Path(sys.argv[1]), memory_bytes=512 << 20)
+client.command("CREATE TABLE default.t (x UInt64, s String) ENGINE = MergeTree ORDER BY x")
+seen, stop = set(), threading.Event()
+
+def sample():
+    while not stop.is_set():
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                stat = open(f"/proc/self/task/{tid}/stat").read()
+            except OSError:
+                continue
+            if stat[stat.index("(") + 1 : stat.rindex(")")] == "MergeMutate":
+                seen.add(int(stat[stat.rindex(")") + 2 :].split()[16]))
+        time.sleep(0.005)
+
+sampler = threading.Thread(target=sample)
+sampler.start()
+for i in range(40):  # parts enough for the engine to merge them in the background
+    client.command(f"INSERT INTO default.t SELECT number, repeat('x', 100) FROM numbers({i * 200000}, 200000)")
+time.sleep(2)
+stop.set()
+sampler.join()
+merged = client.query("SELECT count() FROM system.parts WHERE table = 't' AND active").result_rows[0][0]
+print(json.dumps({"nice": sorted(seen), "parts": merged}))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads thread priorities from /proc")
+def test_the_engine_merges_at_a_lower_priority_than_the_writer(tmp_path: Path) -> None:
+    """Merges cost about as much CPU as the inserts that cause them: they run niced, so a backlog of
+    them takes what the writer's insert and the receiver leave (docs/collector.md)."""
+    out = subprocess.run(
+        [sys.executable, "-c", MERGE_NICENESS, str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["parts"] < 40, "the engine merged nothing: the test saw no merge"
+    assert MERGE_NICE in seen["nice"], seen

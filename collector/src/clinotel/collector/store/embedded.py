@@ -95,6 +95,14 @@ def segment_bytes_for(memory_bytes: int) -> int:
     return size
 
 
+MERGE_NICE: Final = 10
+"""The nice value of the engine's merge threads. Merging the parts each insert leaves costs about as
+much CPU as the inserts (docs/collector.md, "Where a sustained run's CPU goes"); at the process's
+own priority the merges of a backlog took the core the writer's insert and the receiver need, and
+freshness suffered most right after a burst. Lowered, they take what the writer leaves; raising a
+nice value needs no privilege."""
+
+
 def engine_options(memory_bytes: int) -> dict[str, str]:
     """The embedded engine's server settings for a memory cap of `memory_bytes` (they take effect
     when the process opens its engine, and are ignored by later connections): the cap itself, kept
@@ -114,6 +122,7 @@ def engine_options(memory_bytes: int) -> dict[str, str]:
         "primary_index_cache_size": str(cache // 2),
         "index_uncompressed_cache_size": "0",
         "uncompressed_cache_size": "0",
+        "os_threads_nice_value_merge_mutate": str(MERGE_NICE),
     }
 
 
