@@ -280,13 +280,15 @@ class RollupRefresher:
                     )  # fmt: skip
                 else:
                     logger.warning("could not refresh the hourly rollups (the dashboards show them as before): %s", e)
-                if self.on_error is not None:
-                    self.on_error(e)
-                return None
-            if full:
-                self._full_at = time.monotonic()
-            self.last, self._refreshed_sources = done, sources
-            return done
+                failed = e
+            else:
+                if full:
+                    self._full_at = time.monotonic()
+                self.last, self._refreshed_sources = done, sources
+                return done
+        if self.on_error is not None:  # outside the lock: the listener may stop the collector
+            self.on_error(failed)
+        return None
 
     def _on_a_cluster(self) -> bool:
         """Whether the rollups here are a cluster's `Distributed` tables (each shard's own rollup

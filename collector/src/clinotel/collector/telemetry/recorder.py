@@ -75,13 +75,14 @@ class MetricsRecorder:
             rows = self.rows(datetime.now(UTC))
             try:
                 self.client.insert(self.table, rows, column_names=list(COLUMNS))
+                return len(rows)
             except Exception as e:  # noqa: BLE001 - self-telemetry never stops the collector
                 self._previous = previous
                 logger.warning("could not record the collector's metrics: %s", e)
-                if self.on_error is not None:
-                    self.on_error(e)
-                return 0
-        return len(rows)
+                failed = e
+        if self.on_error is not None:  # outside the lock: the listener may stop the collector
+            self.on_error(failed)
+        return 0
 
     def _run(self) -> None:
         next_at = time.monotonic() + self.interval_s
