@@ -195,11 +195,10 @@ def sample():
     while not stop.is_set():
         for tid in os.listdir("/proc/self/task"):
             try:
-                stat = open(f"/proc/self/task/{tid}/stat").read()
-            except OSError:
+                if open(f"/proc/self/task/{tid}/comm").read().strip() == "MergeMutate":
+                    seen.add(os.getpriority(os.PRIO_PROCESS, int(tid)))
+            except OSError:  # the thread ended meanwhile
                 continue
-            if stat[stat.index("(") + 1 : stat.rindex(")")] == "MergeMutate":
-                seen.add(int(stat[stat.rindex(")") + 2 :].split()[16]))
         time.sleep(0.005)
 
 sampler = threading.Thread(target=sample)
