@@ -13,7 +13,6 @@ import gzip
 import http.server
 import re
 import sys
-import tempfile
 import threading
 import urllib.parse
 from collections.abc import Callable
@@ -35,7 +34,9 @@ class _Engine:
     def __init__(self, path: str) -> None:
         self.session = session.Session(path)
         self.lock = threading.Lock()
-        self.spool = Path(tempfile.mkdtemp(prefix="chdb-server-"))
+        # beside the data, in the caller's directory: removed with it, not left in the system's temp
+        self.spool = Path(path).resolve().parent / f"{Path(path).name}-spool"
+        self.spool.mkdir(parents=True, exist_ok=True)
 
     def run(self, sql: str, params: dict[str, str], body: bytes | None) -> tuple[bytes, str]:
         settings = {
