@@ -7,6 +7,9 @@ ingest. Every panel of every dashboard (and every template variable) is then run
 run it (macros expanded, All selected) over the whole range, with the read port's settings (its
 caps, no JIT): p50/p95 per panel and per dashboard (the panels' sum: a conservative bound, Grafana
 runs them in parallel), and a few raw `otel_traces` queries beside their clinical-view equivalents.
+Before the rounds, every panel runs once and that first pass is printed apart: the first read of a
+table's columns after the engine opens the store costs a few hundred milliseconds once per process,
+which a collector pays on the first dashboard after it starts, not on every load.
 
 The rate, count and quantile panels read the hourly rollups (`clinotel.model.rollups`,
 collector migrations 9 to 12), which the collector recomputes off the insert path; the benchmark times that refresh
@@ -97,6 +100,30 @@ def _p(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _first_pass(client: Any, db: str, tr: Any) -> dict[str, Any]:
+    """Every panel once, before the timed rounds, each time kept: the first read of a table's
+    columns after the engine opens the store costs a few hundred milliseconds once per process
+    (at 10M spans, the first panel on `otel_traces`: 0.2-0.6 s, then 20 ms; a part written later
+    does not bring it back). A collector pays it on the first dashboard after it starts, so it is
+    printed apart from the rounds' p50/p95, which are the steady state."""
+    from clinotel.dashboards import build_all
+    from clinotel.dashboards.check import panel_queries, panel_range
+    from clinotel.dashboards.macros import expand
+
+    times = []
+    for q in panel_queries(build_all(db)):
+        ms = _timed(client, expand(q.sql, panel_range(q.grid, q.variables, tr)), 1)[0]
+        times.append({"dashboard": q.dashboard, "panel": q.panel, "ms": ms})
+    per_dashboard: dict[str, float] = {}
+    for t in times:
+        per_dashboard[t["dashboard"]] = per_dashboard.get(t["dashboard"], 0.0) + t["ms"]
+    return {
+        "worst_panel": max(times, key=lambda t: t["ms"]),
+        "panels_over_target": sum(t["ms"] > TARGETS["panel_p95_ms"] for t in times),
+        "dashboards_ms": {name: round(ms, 1) for name, ms in per_dashboard.items()},
+    }
+
+
 def _measure(client: Any, db: str, rounds: int, fixed: tuple[str, str] | None = None) -> dict[str, Any]:
     """Every panel and variable of every dashboard over the whole range, the raw-vs-view pairs, the
     rollup's refresh and the reference scan (before and after the panels), on the store as it is;
@@ -106,7 +133,7 @@ def _measure(client: Any, db: str, rounds: int, fixed: tuple[str, str] | None = 
 
     from clinotel.collector.store import schema
     from clinotel.collector.store.embedded import DEFAULT_ENGINE_MEMORY_MB
-    from clinotel.collector.store.rollups import DEFAULT_WINDOW_DAYS, refresh
+    from clinotel.collector.store.rollups import DEFAULT_WINDOW_DAYS, memory_shares, refresh
     from clinotel.dashboards import build_all
     from clinotel.dashboards.check import panel_queries, panel_range
     from clinotel.dashboards.macros import TimeRange, expand
@@ -116,7 +143,7 @@ def _measure(client: Any, db: str, rounds: int, fixed: tuple[str, str] | None = 
     reference_times = _timed(client, REFERENCE_SQL.format(db=db), rounds)
     full = refresh(client, options)
     window = refresh(client, options, (datetime.now(UTC) - timedelta(days=DEFAULT_WINDOW_DAYS)).date())
-    share = (DEFAULT_ENGINE_MEMORY_MB << 20) // 4  # what a collector at its default cap gives a refresh
+    _, share = memory_shares(DEFAULT_ENGINE_MEMORY_MB << 20)  # what a collector at its default cap gives it
     try:
         capped: float | str = round(refresh(client, options, max_memory_bytes=share).seconds, 2)
     except Exception as e:  # noqa: BLE001 - reported, not fatal: the panels are still timed
@@ -142,6 +169,7 @@ def _measure(client: Any, db: str, rounds: int, fixed: tuple[str, str] | None = 
             per_dashboard.setdefault(q.dashboard, []).append(times)
         return panels, per_dashboard
 
+    first_pass = _first_pass(client, db, tr)
     panels, per_dashboard = timed_panels(tr)
     fixed_panels = None
     if fixed is not None:
@@ -173,6 +201,7 @@ def _measure(client: Any, db: str, rounds: int, fixed: tuple[str, str] | None = 
         "rollup_full_refresh_ratio_to_reference": round(full.seconds * 1000 / reference_ms, 2),
         "panels": panels,
         "dashboards": dashboards,
+        "first_pass": first_pass,
         "raw_vs_views": side_by_side,
         "worst_panel": worst,
         "panels_over_target": sum(p["p95_ms"] > TARGETS["panel_p95_ms"] for p in panels),
@@ -198,13 +227,19 @@ def _print(step: dict[str, Any], rounds: int, machine: str) -> None:
           f"({sum(p['reads'] == 'rollup' for p in panels)} panels read the rollup)")  # fmt: skip
     for p in over:
         print(f"  {p['dashboard']:<12} {p['panel'][:50]:<50} {p['p95_ms']:>6.0f} ms ({p['reads']})")
+    first = step["first_pass"]
+    worst_first, slowest_first = first["worst_panel"], max(first["dashboards_ms"].items(), key=lambda kv: kv[1])
+    print(f"first pass after the store opened (once per process; not in p50/p95): worst panel "
+          f"{worst_first['ms']:.0f} ms ({worst_first['dashboard']}: {worst_first['panel'][:40]}), "
+          f"{first['panels_over_target']} over {TARGETS['panel_p95_ms']} ms; slowest dashboard "
+          f"{slowest_first[1]:.0f} ms ({slowest_first[0]})")  # fmt: skip
     print(f"{'raw otel_traces vs clinical view':<40} {'raw ms':>9} {'view ms':>9}")
     for name, s in step["raw_vs_views"].items():
         print(f"{name:<40} {s['raw_ms']:>9.0f} {s['view_ms']:>9.0f}")
     capped = step["rollup_full_refresh_at_default_memory_s"]
-    print(f"rollup refresh: all of it {step['rollup_full_refresh_s']:.2f} s ({capped} s within a quarter of the "
-          f"collector's default engine memory), the last 7 days {step['rollup_window_refresh_s']:.2f} s "
-          "(the collector: every 30 s, all of it daily)")  # fmt: skip
+    print(f"rollup refresh: all of it {step['rollup_full_refresh_s']:.2f} s ({capped} s within what a collector at "
+          f"its default engine memory gives a whole refresh: half), the last 7 days "
+          f"{step['rollup_window_refresh_s']:.2f} s (the collector: every 30 s, all of it daily)")  # fmt: skip
     print(f"reference: one full scan of the span table, median {reference_ms:.0f} ms")
 
 

@@ -336,13 +336,14 @@ class Collector:
             # a client of its own: a refresh must not hold the writer's (its calls are serialized)
             if self._owns_client:
                 self._rollups_client = connect(cfg.data_dir, cfg.clickhouse_url, memory_bytes=cfg.engine_memory_bytes)
+            window_share, whole_share = rollups.memory_shares(cfg.engine_memory_bytes)
             self.rollups = rollups.RollupRefresher(
                 self._rollups_client or client,
                 self.options,
                 interval_s=cfg.rollup_interval_s,
                 window_days=cfg.rollup_window_days,
-                max_memory_bytes=cfg.engine_memory_bytes // 4 if embedded else None,
-                whole_memory_bytes=cfg.engine_memory_bytes // 2 if embedded else None,
+                max_memory_bytes=window_share if embedded else None,
+                whole_memory_bytes=whole_share if embedded else None,
                 on_error=self._store_error,
             )
         if self.admin is not None and embedded:

@@ -46,7 +46,7 @@ from clinotel.model.tables import (
 )
 from clinotel.model.threads import guarded
 
-__all__ = ["DEFAULT_INTERVAL_S", "DEFAULT_WINDOW_DAYS", "Refreshed", "RollupRefresher", "refresh"]
+__all__ = ["DEFAULT_INTERVAL_S", "DEFAULT_WINDOW_DAYS", "Refreshed", "RollupRefresher", "memory_shares", "refresh"]
 
 logger: Final = logging.getLogger("clinotel.collector")
 
@@ -55,6 +55,15 @@ DEFAULT_WINDOW_DAYS: Final = 7
 FULL_EVERY_S: Final = 24 * 3600.0
 REFRESH_NICE: Final = 19
 """`os_thread_priority` of a refresh's queries (the readers' own): ingest comes first."""
+
+
+def memory_shares(engine_memory_bytes: int) -> tuple[int, int]:
+    """(a windowed refresh's, a whole refresh's) memory in an embedded engine capped at
+    `engine_memory_bytes`: a quarter and a half (a whole refresh merges every workflow: at 10M
+    spans it needs more than a quarter of 768 MB)."""
+    return engine_memory_bytes // 4, engine_memory_bytes // 2
+
+
 _STAGING: Final = f"{WORKFLOW_HOURS}_refresh_"
 FIRST_DAY: Final = date(1970, 1, 2)
 LAST_DAY: Final = date(2105, 12, 31)
