@@ -6,6 +6,7 @@ agree, and the migration renders for a cluster."""
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from datetime import UTC, date, datetime, timedelta
@@ -337,3 +338,49 @@ def test_an_unchanged_store_is_not_recomputed_and_a_change_is(
     assert again is not None
     assert not again.unchanged
     assert again.since == date(2030, 1, 1)
+
+
+def test_a_whole_refresh_past_its_memory_goes_a_month_at_a_time_and_counts_each_workflow_once(
+    client: Any,
+    options: schema.SchemaOptions,
+    pipeline: ingest.Pipeline,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Three years of workflows, one a month, and one whose rows straddle two months (its later
+    spans stored first): a whole refresh within 14 MB, which merging every month's partition at once
+    exceeds (it needed about 17 MB here; a 30M-span store outgrew half of a 768 MB engine that way),
+    goes a month at a time and counts every workflow once, in the hour it started."""
+    clock = FakeClock(int(datetime(2023, 1, 15, tzinfo=UTC).timestamp() * 1e9))
+    with capture(clock=clock, tenant="st-marys") as monthly:
+        for i in range(36):
+            triage(clock, f"ENC-M{i}")
+            clock.advance_ms(31 * DAY_MS)
+    _store(client, pipeline, tmp_path / "monthly.wal", list(monthly.all))
+    midnight = datetime(2024, 7, 1, tzinfo=UTC)
+    clock = FakeClock(int((midnight - timedelta(seconds=30)).timestamp() * 1e9))
+    with capture(clock=clock, tenant="st-marys") as straddling:
+        trace = _trace(triage(clock, "ENC-S"))  # the queue runs past midnight into July
+    spans = list(straddling.all)
+    july = [s for s in spans if s.start_time >= midnight.timestamp() * 1e9]
+    assert july, "some spans start after midnight"
+    assert len(july) < len(spans), "and some before"
+    _store(client, pipeline, tmp_path / "july.wal", july)
+    _store(client, pipeline, tmp_path / "june.wal", [s for s in spans if s not in july])
+
+    with caplog.at_level(logging.INFO, logger="clinotel.collector"):
+        done = refresher.refresh(client, options, max_memory_bytes=14 << 20)
+
+    assert f"{rollups.WORKFLOW_HOURS} does not fit" in caplog.text, "the month-by-month path is what is tested"
+
+    assert done.partitions >= 37
+    assert _from_rollup(client, options) == _from_workflows(client, options)
+    assert _sums(client, options)["workflows_rows"] == 37, "each workflow once, the straddling one too"
+    members = client.query(
+        f"SELECT sum(members) FROM {options.name(rollups.COHORT_HOURS)} WHERE Dimension = 'AgeBand'"
+    ).result_rows[0][0]
+    assert members == 37
+    hour = _start_hour(client, options, trace)
+    assert (hour.year, hour.month) == (2024, 6)
+    june = "Hour >= toDateTime('2024-06-01', 'UTC') AND Hour < toDateTime('2024-07-01', 'UTC')"
+    assert _sums(client, options, june)["workflows_rows"] == 2, "June's monthly workflow and the straddling one"

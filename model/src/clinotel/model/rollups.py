@@ -260,18 +260,29 @@ def _hour_of(column: str) -> str:
     return f"toStartOfHour(toDateTime({column}, 'UTC')) AS {TIME_COLUMN}"
 
 
-def _merged(workflows: str, since: str | None, source_filter: str, column: str = "StartTime") -> str:
+def _between(column: str, since: str | None, until: str | None) -> str:
+    """`column` at or after SQL instant `since` and before `until` (either bound left out when None)."""
+    return _since(column, since) + ("" if until is None else f" AND {column} < {until}")
+
+
+def _merged(
+    workflows: str, since: str | None, source_filter: str, column: str = "StartTime", until: str | None = None
+) -> str:
     """The workflows' rows merged (`FINAL`) from the parts `source_filter` keeps, those whose
-    `column` (their start) is at or after `since` (a condition on the merged value, after the merge)."""
-    return f"(SELECT * FROM (SELECT * FROM {workflows} FINAL WHERE {source_filter}) WHERE {_since(column, since)})"
+    `column` (their start) is at or after `since` and before `until` (a condition on the merged
+    value, after the merge)."""
+    merged = f"SELECT * FROM {workflows} FINAL WHERE {source_filter}"
+    return f"(SELECT * FROM ({merged}) WHERE {_between(column, since, until)})"
 
 
-def refresh_select(workflows: str, traces: str, rework: str, since: str | None, source_filter: str = "1") -> str:
+def refresh_select(
+    workflows: str, traces: str, rework: str, since: str | None, source_filter: str = "1", until: str | None = None
+) -> str:
     """The rollup rows of the workflows in the qualified table `workflows` (merged, `FINAL`) that
-    started at or after SQL instant `since` (every one when None): the indicators' own SQL
-    (`Indicator.counts`), and the effort (`clinotel.model.efficiency`) of their spans in `traces`
-    and of their rework records in `rework` (read from `since` on). `source_filter` narrows the
-    workflows view's parts read (a window's partitions)."""
+    started at or after SQL instant `since` (every one when None) and before `until` (when given):
+    the indicators' own SQL (`Indicator.counts`), and the effort (`clinotel.model.efficiency`) of
+    their spans in `traces` and of their rework records in `rework` (read from `since` on).
+    `source_filter` narrows the workflows view's parts read (a window's partitions)."""
     key = ", ".join(("TenantId", "WorkflowKind", TIME_COLUMN, *DIMENSIONS[2:]))
     measures = [m for name in ROLLED_UP for m in _measures(INDICATORS[name])]
     measures += [f"sumIf({expr}, RolloutMode != '') AS {name}" for name, expr in efficiency.ROLLUP_SUMS]
@@ -281,7 +292,7 @@ def refresh_select(workflows: str, traces: str, rework: str, since: str | None, 
     needed = [c for c in clinical.WORKFLOW_COLUMNS if c != "StartTime" and re.search(rf"\b{c}\b", read)]
     columns = ", ".join(f"w.{c} AS {c}" for c in ("TenantId", "WorkflowKind", "TraceId", "StartTime", *needed))
     # a range's effort: of its workflows' traces only (a whole-store refresh reads every trace anyway)
-    among = None if since is None else f"SELECT TraceId FROM {workflows} WHERE {_since('StartTime', since)}"
+    among = None if since is None else f"SELECT TraceId FROM {workflows} WHERE {_between('StartTime', since, until)}"
     join = efficiency.EFFORT_JOIN.format(
         effort=efficiency.effort_by_trace_sql(traces, since, among=among),
         rework=rework_by_workflow_sql("", since, traces=rework),
@@ -293,7 +304,7 @@ def refresh_select(workflows: str, traces: str, rework: str, since: str | None, 
         + ",\n    ".join(_LATER_MEASURES)
         + "\n"
         f"FROM\n(\n    SELECT {columns}, {effort}\n"
-        f"    FROM {_merged(workflows, since, source_filter)} AS w\n"
+        f"    FROM {_merged(workflows, since, source_filter, until=until)} AS w\n"
         f"    {join}\n)\n"
         f"GROUP BY {key}"
     )
@@ -335,12 +346,12 @@ def _entries() -> list[str]:
     return out
 
 
-def signal_refresh_select(traces: str, since: str | None) -> str:
+def signal_refresh_select(traces: str, since: str | None, until: str | None = None) -> str:
     """The signal rollup rows of the spans in the qualified table `traces` at or after SQL instant
-    `since` (every one when None)."""
+    `since` (every one when None) and before `until` (when given)."""
     entries = ",\n        ".join(_entries())
     shadow = f"toUInt8({attr(A.ROLLOUT_MODE.key)} = {literal(RolloutMode.SHADOW.value)})"
-    when = _since("Timestamp", since)
+    when = _between("Timestamp", since, until)
     keys = sorted({k for f in FEATURES for k in f.keys} | {k for n in QUALITY if (k := SIGNALS[n].key) is not None})
     # only spans that can give a row are expanded (a span's keys are read, not its whole map)
     carries = (
@@ -364,16 +375,17 @@ STAGE_DIMENSIONS: Final = ("TenantId", "WorkflowKind", "Site", "Department", "Mo
 filters, which stage spans carry as columns."""
 
 
-def stage_refresh_select(stages: str, since: str | None) -> str:
+def stage_refresh_select(stages: str, since: str | None, until: str | None = None) -> str:
     """The stage rollup rows of the stage spans in the qualified table `stages` at or after SQL
-    instant `since` (every one when None): spans, their duration's centile state (read with
-    `quantileMerge(level)`) and the deepest queue reported, per hour, stage and queue."""
+    instant `since` (every one when None) and before `until` (when given): spans, their duration's
+    centile state (read with `quantileMerge(level)`) and the deepest queue reported, per hour,
+    stage and queue."""
     key = ", ".join(("TenantId", "WorkflowKind", TIME_COLUMN, *STAGE_DIMENSIONS[2:], "Stage", "QueueName", "Shadow"))
     return (
         f"SELECT TenantId, WorkflowKind, {_hour_of('Timestamp')}, {', '.join(STAGE_DIMENSIONS[2:])}, Stage, "
         "QueueName, toUInt8(ifNull(Shadow, 0)) AS Shadow,\n"
         "    toInt64(count()) AS Spans, quantileState(0.95)(DurationMs) AS Duration, max(QueueDepth) AS MaxQueueDepth\n"
-        f"FROM {stages}\nWHERE {_since('Timestamp', since)}\nGROUP BY {key}"
+        f"FROM {stages}\nWHERE {_between('Timestamp', since, until)}\nGROUP BY {key}"
     )
 
 
@@ -419,10 +431,10 @@ def cohort_dimension(i: Indicator, by: Sequence[str]) -> str | None:
     return None
 
 
-def cohort_refresh_select(workflows: str, since: str | None, source_filter: str = "1") -> str:
+def cohort_refresh_select(workflows: str, since: str | None, source_filter: str = "1", until: str | None = None) -> str:
     """The cohort rollup rows of the workflows in the qualified table `workflows` (merged) that
-    started at or after SQL instant `since` (every one when None): a row per cohort dimension and
-    group (groups '' left out), the fairness indicators' own SQL."""
+    started at or after SQL instant `since` (every one when None) and before `until` (when given):
+    a row per cohort dimension and group (groups '' left out), the fairness indicators' own SQL."""
     pairs = ", ".join(f"({literal(d)}, toString({d}))" for d in COHORT_DIMENSIONS)
     measures = ",\n    ".join(m for name in COHORT_ROLLED_UP for m in _measures(INDICATORS[name]))
     key = ", ".join(("TenantId", "WorkflowKind", TIME_COLUMN, *COHORT_DIMENSIONS_ROLLED[2:], "Dimension", "Grp"))
@@ -430,7 +442,7 @@ def cohort_refresh_select(workflows: str, since: str | None, source_filter: str 
         f"SELECT\n    TenantId, WorkflowKind, {_hour_of('StartTime')}, "
         f"{', '.join(COHORT_DIMENSIONS_ROLLED[2:])}, d.1 AS Dimension, d.2 AS Grp,\n"
         f"    toInt64(count()) AS members,\n    {measures}\n"
-        f"FROM {_merged(workflows, since, source_filter)}\n"
+        f"FROM {_merged(workflows, since, source_filter, until=until)}\n"
         f"ARRAY JOIN [{pairs}] AS d\n"
         "WHERE d.2 != ''\n"
         f"GROUP BY {key}"

@@ -15,7 +15,14 @@ The collector refreshes every `interval_s` the months from `window_days` ago (la
 that window appears within one interval), and the whole rollup at its start and every
 `full_every_s` (truth later than the window, retention, a backfill). A window reads the workflows
 view's partitions from the month before its first day: a workflow whose spans came more than a
-month apart is made whole by the next full refresh.
+month apart is made whole by the next full refresh. A whole refresh that goes past its memory
+recomputes the rollups that read the most a month at a time instead, so what it needs does not
+grow with retention (all months at once outgrew half of a 768 MB engine at 30M spans): those of
+the workflows' starts (workflow and cohort hours), each month merging its own partition and its
+two neighbours' (`FINAL` holds what it reads of every partition it merges; a workflow whose rows
+lie more than a month apart is the one it can count twice), and those of the spans (signal and
+stage hours, by the span's month: exact). Month by month is slower (each month's effort is read
+from the spans of that month on), so it is the fallback, not the rule.
 """
 
 from __future__ import annotations
@@ -146,30 +153,111 @@ def _instant(day: date) -> str:
     return f"toDateTime64({literal(day.strftime('%Y-%m-%d'))}, 9, 'UTC')"
 
 
+def _hour_window(since: date, until: date | None = None) -> str:
+    """The rollup rows of the hours from `since` (and before `until`, when given)."""
+    hour = rollups.TIME_COLUMN
+    window = f"{hour} >= toDateTime({literal(since.isoformat())}, 'UTC')"
+    return window if until is None else f"{window} AND {hour} < toDateTime({literal(until.isoformat())}, 'UTC')"
+
+
+def _next_month(first: date) -> date:
+    return (first + timedelta(days=32)).replace(day=1)
+
+
+def _yyyymm(day: date) -> int:
+    return day.year * 100 + day.month
+
+
+_WORKFLOW_MONTH: Final = "makeDate(intDiv(_partition_value.2, 100), _partition_value.2 % 100, 1)"
+"""The month of a workflows view partition (tenant, `toYYYYMM(StartTime)`), as a Date."""
+_SPAN_MONTH: Final = "toStartOfMonth(_partition_value.2)"
+"""The month of a span table partition (tenant, `toDate(Timestamp)`), as a Date."""
+
+
+def _months(client: Any, table: str, partition_month: str) -> list[date]:
+    """The first days of the months `table` holds, from its partitions (`partition_month`: the
+    month of `_partition_value`, as a Date)."""
+    rows = client.query(f"SELECT DISTINCT {partition_month} AS m FROM {table} ORDER BY m").result_rows
+    return [date(d.year, d.month, 1) for (d,) in rows]
+
+
+def _per_month(
+    client: Any,
+    o: SchemaOptions,
+    table: str,
+    months: list[date],
+    select: Callable[[date, date], str],
+    settings: dict[str, Any],
+) -> tuple[set[str], int]:
+    """The whole of a rollup recomputed a month at a time (`select(first, until)`: a month's rows),
+    so what one query holds does not grow with retention; then the partitions of months the source
+    no longer holds dropped."""
+    written: set[str] = set()
+    rows = 0
+    for first in months:
+        until = _next_month(first)
+        staged, r = _swap(client, o, table, select(first, until), _hour_window(first, until), settings)
+        written |= staged
+        rows += r
+    target = o.local(table)
+    for partition in sorted(_partitions(client, target) - written):
+        client.command(f"ALTER TABLE {target} DROP PARTITION ID {literal(partition)}")
+    return written, rows
+
+
 def _refresh_from(
     client: Any, o: SchemaOptions, since: date | None, settings: dict[str, Any]
 ) -> tuple[dict[str, set[str]], int]:
-    """The rollups' rows from the first day of a month `since` on (None: all of them) swapped in."""
+    """The rollups' rows from the first day of a month `since` on (None: all of them; one that does
+    not fit in the refresh's memory at once a month at a time: the module's docstring) swapped in."""
     first = None if since is None else _instant(since)
     source = "1" if since is None else f"_partition_value.2 >= {_month_before(since)}"
-    window = "1" if since is None else f"{rollups.TIME_COLUMN} >= toDateTime({literal(since.isoformat())}, 'UTC')"
-    traces, workflows = o.local(TRACES), o.local(WORKFLOWS)
-    selects = (
-        (WORKFLOW_HOURS, rollups.refresh_select(workflows, traces, o.name(TRACES), first, source)),
-        (SIGNAL_HOURS, rollups.signal_refresh_select(traces, first)),
-        (COHORT_HOURS, rollups.cohort_refresh_select(workflows, first, source)),
-        (STAGE_HOURS, rollups.stage_refresh_select(o.local(STAGE_SPANS), first)),
-        (SERVICE_HOURS, rollups.service_refresh_select(traces, first)),
-        (TRUTH_HOURS, rollups.truth_refresh_select(workflows, first, source)),
+    window = "1" if since is None else _hour_window(since)
+    traces, workflows, stages = o.local(TRACES), o.local(WORKFLOWS), o.local(STAGE_SPANS)
+
+    def around(month: date, until: date) -> str:
+        return f"_partition_value.2 BETWEEN {_month_before(month)} AND {_yyyymm(until)}"
+
+    monthly: dict[str, tuple[str, str, Callable[[date, date], str]]] = {
+        WORKFLOW_HOURS: (workflows, _WORKFLOW_MONTH, lambda m, u: (
+            rollups.refresh_select(workflows, traces, o.name(TRACES), _instant(m), around(m, u), _instant(u)))),
+        SIGNAL_HOURS: (traces, _SPAN_MONTH, lambda m, u: (
+            rollups.signal_refresh_select(traces, _instant(m), _instant(u)))),
+        COHORT_HOURS: (workflows, _WORKFLOW_MONTH, lambda m, u: (
+            rollups.cohort_refresh_select(workflows, _instant(m), around(m, u), _instant(u)))),
+        STAGE_HOURS: (stages, _SPAN_MONTH, lambda m, u: (
+            rollups.stage_refresh_select(stages, _instant(m), _instant(u)))),
+    }  # fmt: skip
+    selects: tuple[tuple[str, Callable[[], str]], ...] = (
+        (WORKFLOW_HOURS, lambda: rollups.refresh_select(workflows, traces, o.name(TRACES), first, source)),
+        (SIGNAL_HOURS, lambda: rollups.signal_refresh_select(traces, first)),
+        (COHORT_HOURS, lambda: rollups.cohort_refresh_select(workflows, first, source)),
+        (STAGE_HOURS, lambda: rollups.stage_refresh_select(stages, first)),
+        (SERVICE_HOURS, lambda: rollups.service_refresh_select(traces, first)),
+        (TRUTH_HOURS, lambda: rollups.truth_refresh_select(workflows, first, source)),
         # a report and the workflow it judged may be on two shards: the workflows are the cluster's
-        (FEEDBACK_HOURS, rollups.feedback_refresh_select(traces, o.name(WORKFLOWS), first)),
+        (FEEDBACK_HOURS, lambda: rollups.feedback_refresh_select(traces, o.name(WORKFLOWS), first)),
     )
     written: dict[str, set[str]] = {}
     rows = 0
     for table, select in selects:
-        written[table], r = _swap(client, o, table, select, window, settings)
+        try:
+            written[table], r = _swap(client, o, table, select(), window, settings)
+        except Exception as e:
+            if since is not None or table not in monthly or not _over_memory(e):
+                raise
+            logger.info("the whole of %s does not fit in the refresh's memory at once: recomputing it a month at a "
+                        "time", table)  # fmt: skip
+            source_table, partition_month, month_select = monthly[table]
+            months = _months(client, source_table, partition_month)
+            written[table], r = _per_month(client, o, table, months, month_select, settings)
         rows += r
     return written, rows
+
+
+def _over_memory(error: Exception) -> bool:
+    """The query went past its memory (or the engine's): MEMORY_LIMIT_EXCEEDED."""
+    return "Code: 241." in str(error)
 
 
 def refresh(
