@@ -19,10 +19,13 @@ month apart is made whole by the next full refresh. A whole refresh that goes pa
 recomputes the rollups that read the most a month at a time instead, so what it needs does not
 grow with retention (all months at once outgrew half of a 768 MB engine at 30M spans): those of
 the workflows' starts (workflow and cohort hours), each month merging its own partition and its
-two neighbours' (`FINAL` holds what it reads of every partition it merges; a workflow whose rows
-lie more than a month apart is the one it can count twice), and those of the spans (signal and
-stage hours, by the span's month: exact). Month by month is slower (each month's effort is read
-from the spans of that month on), so it is the fallback, not the rule.
+two neighbours' (`FINAL` holds what it reads of every partition it merges), and those of the
+spans (signal and stage hours, by the span's month: exact). Month by month is not exact for the
+workflows: a workflow's rows more than a month apart are merged by no month (late ground truth
+lands in the partition of the month it arrived: truth more than about a month late is left out of
+its workflow and counted as a workflow of its own, as a windowed refresh does), and a reused
+workflow id does not meet another month's rework. It is also slower (each month's effort is read
+from the spans of that month on). So it is the fallback, logged as a warning, not the rule.
 """
 
 from __future__ import annotations
@@ -176,9 +179,11 @@ _SPAN_MONTH: Final = "toStartOfMonth(_partition_value.2)"
 
 def _months(client: Any, table: str, partition_month: str) -> list[date]:
     """The first days of the months `table` holds, from its partitions (`partition_month`: the
-    month of `_partition_value`, as a Date)."""
-    rows = client.query(f"SELECT DISTINCT {partition_month} AS m FROM {table} ORDER BY m").result_rows
-    return [date(d.year, d.month, 1) for (d,) in rows]
+    month of `_partition_value`, as a Date), each with its neighbours: the partitions are cut in
+    the engine's time zone, the rollup's months in UTC."""
+    rows = client.query(f"SELECT DISTINCT {partition_month} AS m FROM {table}").result_rows
+    held = {date(d.year, d.month, 1) for (d,) in rows}
+    return sorted({m for d in held for m in ((d - timedelta(days=1)).replace(day=1), d, _next_month(d))})
 
 
 def _per_month(
@@ -246,8 +251,13 @@ def _refresh_from(
         except Exception as e:
             if since is not None or table not in monthly or not _over_memory(e):
                 raise
-            logger.info("the whole of %s does not fit in the refresh's memory at once: recomputing it a month at a "
-                        "time", table)  # fmt: skip
+            logger.warning(
+                "the whole of %s does not fit in the refresh's memory at once: recomputing it a month at a time, "
+                "where ground truth that arrived more than about a month after its workflow started is left out "
+                "(and counted as a workflow of its own) until the engine has the memory for the whole "
+                "(--memory-mb, or `clinotel schema refresh-rollups` with the collector stopped)",
+                table,
+            )
             source_table, partition_month, month_select = monthly[table]
             months = _months(client, source_table, partition_month)
             written[table], r = _per_month(client, o, table, months, month_select, settings)
