@@ -1,12 +1,12 @@
 """The collector's memory does not grow with the duration of a load it cannot keep up with:
 `clinotel serve` (the real command, engine capped at its default) is sent the same overload for
-a warm-up and then two equal windows; the peak of its heap (anonymous memory: the engine's and the
-interpreter's, where a leak would be) in the second window stays within a small margin of the
-first's and under the engine's cap plus a fixed allowance for the interpreter, however long the
+a warm-up and then three equal windows; the peak of its heap (anonymous memory: the engine's and
+the interpreter's, where a leak would be) in the last window stays within a small margin of the
+higher of the two before it, and under the engine's cap plus a fixed allowance for the interpreter, however long the
 overload lasts. The rest of its resident memory is code mapped from files: the collector hands the
 engine's start-up code back to the kernel (`clinotel.collector.store.code_pages`) and the pages it
 runs again come back as it first runs them (a merge, a refresh), bounded by the library's size,
-not by the load's duration. Bounded: about 30 s, a 128 MB log on disk (503 past it, as in
+not by the load's duration. Bounded: about 40 s, a 128 MB log on disk (503 past it, as in
 production)."""
 
 from __future__ import annotations
@@ -105,13 +105,15 @@ def test_rss_does_not_grow_with_load_duration(tmp_path: Path) -> None:
         drain = threading.Thread(target=serve.stderr.read)  # keep its pipe drained
         drain.start()
         _load(url, body, WINDOW_S / 2, serve.pid)  # warm-up: the engine's first parts and caches
-        first, accepted_first, heap_first = _load(url, body, WINDOW_S, serve.pid)
-        second, accepted_second, heap_second = _load(url, body, WINDOW_S, serve.pid)
-        assert accepted_first > 0
-        assert accepted_second > 0
-        assert heap_second <= heap_first * GROWTH_MARGIN + GROWTH_SLACK_MB, (heap_first, heap_second, first, second)
-        assert max(heap_first, heap_second) <= DEFAULT_ENGINE_MEMORY_MB + INTERPRETER_MB, (heap_first, heap_second)
-        print(f"peak RSS: windows {first:.0f}, {second:.0f} MB; heap {heap_first:.0f}, {heap_second:.0f} MB")
+        windows = [_load(url, body, WINDOW_S, serve.pid) for _ in range(3)]
+        rss, accepted, heap = ([w[k] for w in windows] for k in range(3))
+        assert all(n > 0 for n in accepted), accepted
+        # the last window against the higher of the two before it: a window's peak depends on
+        # whether an insert and a merge met in it (one CI run's first window peaked 70 MB below
+        # its second, with no growth after), while a leak grows window after window
+        assert heap[2] <= max(heap[:2]) * GROWTH_MARGIN + GROWTH_SLACK_MB, (heap, rss)
+        assert max(heap) <= DEFAULT_ENGINE_MEMORY_MB + INTERPRETER_MB, heap
+        print(f"peak RSS per window: {[round(r) for r in rss]} MB; heap {[round(h) for h in heap]} MB")
     finally:
         serve.terminate()
         serve.wait(timeout=60)
