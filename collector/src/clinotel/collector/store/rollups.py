@@ -40,6 +40,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
 from clinotel.collector.store.schema import SchemaOptions
+from clinotel.collector.store.segments import memory_limit_exceeded
 from clinotel.model import rollups
 from clinotel.model.sql import literal
 from clinotel.model.tables import (
@@ -97,9 +98,22 @@ class Refreshed:
     """Nothing was recomputed: no part of the workflows or spans changed since the last refresh."""
 
 
+def _previous_month(day: date) -> date:
+    """The first day of the month before `day`'s."""
+    return (day.replace(day=1) - timedelta(days=1)).replace(day=1)
+
+
+def _next_month(day: date) -> date:
+    """The first day of the month after `day`'s."""
+    return (day.replace(day=1) + timedelta(days=32)).replace(day=1)
+
+
+def _yyyymm(day: date) -> int:
+    return day.year * 100 + day.month
+
+
 def _month_before(day: date) -> int:
-    first = day.replace(day=1) - timedelta(days=1)
-    return first.year * 100 + first.month
+    return _yyyymm(_previous_month(day))
 
 
 def _partitions(client: Any, table: str, where: str = "1") -> set[str]:
@@ -163,14 +177,6 @@ def _hour_window(since: date, until: date | None = None) -> str:
     return window if until is None else f"{window} AND {hour} < toDateTime({literal(until.isoformat())}, 'UTC')"
 
 
-def _next_month(first: date) -> date:
-    return (first + timedelta(days=32)).replace(day=1)
-
-
-def _yyyymm(day: date) -> int:
-    return day.year * 100 + day.month
-
-
 _WORKFLOW_MONTH: Final = "makeDate(intDiv(_partition_value.2, 100), _partition_value.2 % 100, 1)"
 """The month of a workflows view partition (tenant, `toYYYYMM(StartTime)`), as a Date."""
 _SPAN_MONTH: Final = "toStartOfMonth(_partition_value.2)"
@@ -183,7 +189,7 @@ def _months(client: Any, table: str, partition_month: str) -> list[date]:
     the engine's time zone, the rollup's months in UTC."""
     rows = client.query(f"SELECT DISTINCT {partition_month} AS m FROM {table}").result_rows
     held = {date(d.year, d.month, 1) for (d,) in rows}
-    return sorted({m for d in held for m in ((d - timedelta(days=1)).replace(day=1), d, _next_month(d))})
+    return sorted({m for d in held for m in (_previous_month(d), d, _next_month(d))})
 
 
 def _per_month(
@@ -233,23 +239,23 @@ def _refresh_from(
         STAGE_HOURS: (stages, _SPAN_MONTH, lambda m, u: (
             rollups.stage_refresh_select(stages, _instant(m), _instant(u)))),
     }  # fmt: skip
-    selects: tuple[tuple[str, Callable[[], str]], ...] = (
-        (WORKFLOW_HOURS, lambda: rollups.refresh_select(workflows, traces, o.name(TRACES), first, source)),
-        (SIGNAL_HOURS, lambda: rollups.signal_refresh_select(traces, first)),
-        (COHORT_HOURS, lambda: rollups.cohort_refresh_select(workflows, first, source)),
-        (STAGE_HOURS, lambda: rollups.stage_refresh_select(stages, first)),
-        (SERVICE_HOURS, lambda: rollups.service_refresh_select(traces, first)),
-        (TRUTH_HOURS, lambda: rollups.truth_refresh_select(workflows, first, source)),
+    selects = (
+        (WORKFLOW_HOURS, rollups.refresh_select(workflows, traces, o.name(TRACES), first, source)),
+        (SIGNAL_HOURS, rollups.signal_refresh_select(traces, first)),
+        (COHORT_HOURS, rollups.cohort_refresh_select(workflows, first, source)),
+        (STAGE_HOURS, rollups.stage_refresh_select(stages, first)),
+        (SERVICE_HOURS, rollups.service_refresh_select(traces, first)),
+        (TRUTH_HOURS, rollups.truth_refresh_select(workflows, first, source)),
         # a report and the workflow it judged may be on two shards: the workflows are the cluster's
-        (FEEDBACK_HOURS, lambda: rollups.feedback_refresh_select(traces, o.name(WORKFLOWS), first)),
+        (FEEDBACK_HOURS, rollups.feedback_refresh_select(traces, o.name(WORKFLOWS), first)),
     )
     written: dict[str, set[str]] = {}
     rows = 0
     for table, select in selects:
         try:
-            written[table], r = _swap(client, o, table, select(), window, settings)
+            written[table], r = _swap(client, o, table, select, window, settings)
         except Exception as e:
-            if since is not None or table not in monthly or not _over_memory(e):
+            if since is not None or table not in monthly or not memory_limit_exceeded(e):
                 raise
             logger.warning(
                 "the whole of %s does not fit in the refresh's memory at once: recomputing it a month at a time, "
@@ -263,11 +269,6 @@ def _refresh_from(
             written[table], r = _per_month(client, o, table, months, month_select, settings)
         rows += r
     return written, rows
-
-
-def _over_memory(error: Exception) -> bool:
-    """The query went past its memory (or the engine's): MEMORY_LIMIT_EXCEEDED."""
-    return "Code: 241." in str(error)
 
 
 def refresh(

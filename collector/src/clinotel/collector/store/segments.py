@@ -12,7 +12,15 @@ from typing import Any, Final, Protocol
 from clinotel.collector.log.wal import Segment
 from clinotel.collector.store.pipeline import Pipeline
 
-__all__ = ["EmbeddedSegments", "SegmentStore", "ServerSegments", "engine_failed", "engine_full", "out_of_space"]
+__all__ = [
+    "EmbeddedSegments",
+    "SegmentStore",
+    "ServerSegments",
+    "engine_failed",
+    "engine_full",
+    "memory_limit_exceeded",
+    "out_of_space",
+]
 
 logger: Final = logging.getLogger("clinotel.collector")
 
@@ -37,9 +45,14 @@ _MEMORY_LIMIT_EXCEEDED: Final = 241
 _ENGINE_FULL: Final = "(total) memory limit exceeded"
 
 
+def memory_limit_exceeded(error: Exception) -> bool:
+    """A query went past its own memory cap or the engine's (MEMORY_LIMIT_EXCEEDED)."""
+    return getattr(error, "code", None) == _MEMORY_LIMIT_EXCEEDED
+
+
 def engine_full(error: Exception) -> bool:
     """The engine as a whole was at its memory cap (not this insert over its own)."""
-    return getattr(error, "code", None) == _MEMORY_LIMIT_EXCEEDED and _ENGINE_FULL in str(error)
+    return memory_limit_exceeded(error) and _ENGINE_FULL in str(error)
 
 
 _RELIEF: Final = (
