@@ -100,20 +100,25 @@ def _p(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _first_pass(client: Any, db: str, tr: Any) -> dict[str, Any]:
+def _panel_sql(db: str, tr: Any) -> list[tuple[str, str, str]]:
+    """(dashboard, panel, SQL) of every panel and variable, macros expanded for the range `tr`."""
+    from clinotel.dashboards import build_all
+    from clinotel.dashboards.check import panel_queries, panel_range
+    from clinotel.dashboards.macros import expand
+
+    return [
+        (q.dashboard, q.panel, expand(q.sql, panel_range(q.grid, q.variables, tr)))
+        for q in panel_queries(build_all(db))
+    ]
+
+
+def _first_pass(client: Any, queries: list[tuple[str, str, str]]) -> dict[str, Any]:
     """Every panel once, before the timed rounds, each time kept: the first read of a table's
     columns after the engine opens the store costs a few hundred milliseconds once per process
     (at 10M spans, the first panel on `otel_traces`: 0.2-0.6 s, then 20 ms; a part written later
     does not bring it back). A collector pays it on the first dashboard after it starts, so it is
     printed apart from the rounds' p50/p95, which are the steady state."""
-    from clinotel.dashboards import build_all
-    from clinotel.dashboards.check import panel_queries, panel_range
-    from clinotel.dashboards.macros import expand
-
-    times = []
-    for q in panel_queries(build_all(db)):
-        ms = _timed(client, expand(q.sql, panel_range(q.grid, q.variables, tr)), 1)[0]
-        times.append({"dashboard": q.dashboard, "panel": q.panel, "ms": ms})
+    times = [{"dashboard": d, "panel": p, "ms": _timed(client, sql, 1)[0]} for d, p, sql in queries]
     per_dashboard: dict[str, float] = {}
     for t in times:
         per_dashboard[t["dashboard"]] = per_dashboard.get(t["dashboard"], 0.0) + t["ms"]
@@ -134,9 +139,7 @@ def _measure(client: Any, db: str, rounds: int, fixed: tuple[str, str] | None = 
     from clinotel.collector.store import schema
     from clinotel.collector.store.embedded import DEFAULT_ENGINE_MEMORY_MB
     from clinotel.collector.store.rollups import DEFAULT_WINDOW_DAYS, memory_shares, refresh
-    from clinotel.dashboards import build_all
-    from clinotel.dashboards.check import panel_queries, panel_range
-    from clinotel.dashboards.macros import TimeRange, expand
+    from clinotel.dashboards.macros import TimeRange
     from clinotel.model.tables import ROLLUP_TABLES
 
     options = schema.SchemaOptions(database=db)
@@ -160,16 +163,15 @@ def _measure(client: Any, db: str, rounds: int, fixed: tuple[str, str] | None = 
     def timed_panels(tr: TimeRange) -> tuple[list[dict[str, Any]], dict[str, list[list[float]]]]:
         panels: list[dict[str, Any]] = []
         per_dashboard: dict[str, list[list[float]]] = {}
-        for q in panel_queries(build_all(db)):
-            sql = expand(q.sql, panel_range(q.grid, q.variables, tr))
+        for dashboard, panel, sql in _panel_sql(db, tr):
             times = _timed(client, sql, rounds)
             reads = "rollup" if any(t in sql for t in ROLLUP_TABLES) else "raw"
-            panels.append({"dashboard": q.dashboard, "panel": q.panel, "p50_ms": _p(times, 0.5),
+            panels.append({"dashboard": dashboard, "panel": panel, "p50_ms": _p(times, 0.5),
                            "p95_ms": _p(times, 0.95), "reads": reads})  # fmt: skip
-            per_dashboard.setdefault(q.dashboard, []).append(times)
+            per_dashboard.setdefault(dashboard, []).append(times)
         return panels, per_dashboard
 
-    first_pass = _first_pass(client, db, tr)
+    first_pass = _first_pass(client, _panel_sql(db, tr))
     panels, per_dashboard = timed_panels(tr)
     fixed_panels = None
     if fixed is not None:
