@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import clinotel.instrumentation as ct
 from clinotel.collector.store import pipeline as ingest
 from clinotel.collector.store import rollups as refresher
 from clinotel.collector.store import schema
@@ -154,6 +155,38 @@ def test_a_windowed_refresh_replaces_its_months_and_keeps_the_older_ones(
     assert older
     assert {k: v for k, v in after.items() if k[2].date() < newest} == older
     assert {k: v for k, v in after.items() if k[2].date() >= newest} == _from_workflows(client, options)
+
+
+def test_a_window_meets_truth_on_a_workflow_older_than_it_without_counting_a_workflow_more(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
+) -> None:
+    """Ground truth that arrives two months after its workflow started lands in the workflows
+    view's partition of the month it arrived; a windowed refresh of that month merges it with its
+    workflow (outside the window, so the workflow's own hour waits for the whole refresh) instead
+    of counting it as a workflow of its own, and the truth rollup counts it joined."""
+    started = datetime(2030, 1, 10, 9, tzinfo=UTC)
+    clock = FakeClock(int(started.timestamp() * 1e9))
+    with capture(clock=clock, tenant="st-marys") as workflow:
+        triage(clock, "ENC-Q")
+    _store(client, pipeline, tmp_path / "workflow.wal", list(workflow.all))
+    refresher.refresh(client, options)
+    clock = FakeClock(int(datetime(2030, 3, 20, tzinfo=UTC).timestamp() * 1e9))
+    with capture(clock=clock, tenant="st-marys") as late:
+        ct.record_outcome("triage", identifier="ENC-Q", label="ESI-1", escalation_needed=True)
+    _store(client, pipeline, tmp_path / "late.wal", list(late.all))
+
+    done = refresher.refresh(client, options, date(2030, 3, 20))
+
+    assert done.since == date(2030, 3, 1)
+    assert _sums(client, options)["workflows_rows"] == 1, "the truth is no workflow of its own"
+    truth = client.query(
+        f"SELECT Joined, sum(Outcomes) FROM {options.name(rollups.TRUTH_HOURS)} GROUP BY Joined"
+    ).result_rows
+    assert truth == [(1, 1)], "joined to the workflow it judged"
+    refresher.refresh(client, options)
+    assert _from_rollup(client, options) == _from_workflows(client, options), "the whole refresh: in its hour"
+    january = "Hour < toDateTime('2030-02-01', 'UTC')"
+    assert _sums(client, options, january)["under_triage_rate_rows"] == 1
 
 
 def test_a_day_with_no_workflows_left_is_emptied(
@@ -347,10 +380,11 @@ def test_a_whole_refresh_past_its_memory_goes_a_month_at_a_time_and_counts_each_
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Three years of workflows, one a month, and one whose rows straddle two months (its later
-    spans stored first): a whole refresh within 14 MB, which merging every month's partition at once
-    exceeds (it needed about 17 MB here; a 30M-span store outgrew half of a 768 MB engine that way),
-    goes a month at a time and counts every workflow once, in the hour it started."""
+    """Three years of workflows, one a month, one whose rows straddle two months (its later spans
+    stored first), and ground truth that arrived a quarter after its workflow: a whole refresh
+    within 14 MB, which merging every month's partition at once exceeds (it needed about 17 MB
+    here; a 30M-span store outgrew half of a 768 MB engine that way), goes a month at a time and
+    gives what the whole view gives: every workflow once, in the hour it started, with its truth."""
     clock = FakeClock(int(datetime(2023, 1, 15, tzinfo=UTC).timestamp() * 1e9))
     with capture(clock=clock, tenant="st-marys") as monthly:
         for i in range(36):
@@ -367,6 +401,13 @@ def test_a_whole_refresh_past_its_memory_goes_a_month_at_a_time_and_counts_each_
     assert len(july) < len(spans), "and some before"
     _store(client, pipeline, tmp_path / "july.wal", july)
     _store(client, pipeline, tmp_path / "june.wal", [s for s in spans if s not in july])
+    # ground truth a quarter late: stored in the view's partition of the month it arrived
+    clock = FakeClock(int(datetime(2023, 7, 20, tzinfo=UTC).timestamp() * 1e9))
+    with capture(clock=clock, tenant="st-marys") as late:
+        ct.record_outcome("triage", identifier="ENC-M3", label="ESI-1", escalation_needed=True)
+        # and rework on a workflow of two months before
+        ct.record_rework("reopened", kind="triage", identifier="ENC-M2", minutes=12.5, touches=2)
+    _store(client, pipeline, tmp_path / "late.wal", list(late.all))
 
     with caplog.at_level(logging.INFO, logger="clinotel.collector"):
         done = refresher.refresh(client, options, max_memory_bytes=14 << 20)
@@ -376,6 +417,16 @@ def test_a_whole_refresh_past_its_memory_goes_a_month_at_a_time_and_counts_each_
     assert done.partitions >= 37
     assert _from_rollup(client, options) == _from_workflows(client, options)
     assert _sums(client, options)["workflows_rows"] == 37, "each workflow once, the straddling one too"
+    april = "Hour >= toDateTime('2023-04-01', 'UTC') AND Hour < toDateTime('2023-05-01', 'UTC')"
+    assert _sums(client, options, april)["under_triage_rate_rows"] == 1, "the quarter-late truth in its workflow"
+    effort = ", ".join(f"sum({column})" for column, _ in efficiency.ROLLUP_SUMS)
+    per_workflow = ", ".join(f"sum({each})" for _, each in efficiency.ROLLUP_SUMS)
+    rolled = client.query(f"SELECT {effort} FROM {options.name(rollups.WORKFLOW_HOURS)}").result_rows[0]
+    expected = client.query(
+        f"SELECT {per_workflow} FROM ({efficiency.per_workflow_sql(options.database, '1')})"
+    ).result_rows[0]
+    assert rolled == expected, "the effort and rework of every workflow, as from the view"
+    assert rolled[-1] == 12.5, "the rework minutes"
     members = client.query(
         f"SELECT sum(members) FROM {options.name(rollups.COHORT_HOURS)} WHERE Dimension = 'AgeBand'"
     ).result_rows[0][0]

@@ -266,23 +266,41 @@ def _between(column: str, since: str | None, until: str | None) -> str:
 
 
 def _merged(
-    workflows: str, since: str | None, source_filter: str, column: str = "StartTime", until: str | None = None
+    workflows: str,
+    since: str | None,
+    source_filter: str,
+    column: str = "StartTime",
+    until: str | None = None,
+    also: str | None = None,
 ) -> str:
-    """The workflows' rows merged (`FINAL`) from the parts `source_filter` keeps, those whose
-    `column` (their start) is at or after `since` and before `until` (a condition on the merged
-    value, after the merge)."""
+    """The workflows' rows merged (`FINAL`) from the parts `source_filter` keeps, and those of the
+    table `also` (every row of workflows `source_filter` leaves out), those whose `column` (their
+    start) is at or after `since` and before `until` (a condition on the merged value, after the
+    merge)."""
     merged = f"SELECT * FROM {workflows} FINAL WHERE {source_filter}"
+    if also is not None:
+        merged += f" UNION ALL SELECT * FROM {also} FINAL"
     return f"(SELECT * FROM ({merged}) WHERE {_between(column, since, until)})"
 
 
 def refresh_select(
-    workflows: str, traces: str, rework: str, since: str | None, source_filter: str = "1", until: str | None = None
+    workflows: str,
+    traces: str,
+    rework: str,
+    since: str | None,
+    source_filter: str = "1",
+    until: str | None = None,
+    also: str | None = None,
+    rework_rows: str | None = None,
 ) -> str:
     """The rollup rows of the workflows in the qualified table `workflows` (merged, `FINAL`) that
     started at or after SQL instant `since` (every one when None) and before `until` (when given):
     the indicators' own SQL (`Indicator.counts`), and the effort (`clinotel.model.efficiency`) of
     their spans in `traces` and of their rework records in `rework` (read from `since` on).
-    `source_filter` narrows the workflows view's parts read (a window's partitions)."""
+    `source_filter` narrows the workflows view's parts read (a window's partitions); the table
+    `also` holds every row of the workflows it leaves out whole, merged with the rest. The table
+    `rework_rows`, when given, holds `rework_by_workflow_sql`'s rows of every rework record, to
+    read instead of the records from `since` on (a refresh month by month computes them once)."""
     key = ", ".join(("TenantId", "WorkflowKind", TIME_COLUMN, *DIMENSIONS[2:]))
     measures = [m for name in ROLLED_UP for m in _measures(INDICATORS[name])]
     measures += [f"sumIf({expr}, RolloutMode != '') AS {name}" for name, expr in efficiency.ROLLUP_SUMS]
@@ -295,7 +313,7 @@ def refresh_select(
     among = None if since is None else f"SELECT TraceId FROM {workflows} WHERE {_between('StartTime', since, until)}"
     join = efficiency.EFFORT_JOIN.format(
         effort=efficiency.effort_by_trace_sql(traces, since, among=among),
-        rework=rework_by_workflow_sql("", since, traces=rework),
+        rework=f"SELECT * FROM {rework_rows}" if rework_rows else rework_by_workflow_sql("", since, traces=rework),
     )
     return (
         f"SELECT\n    TenantId, WorkflowKind, {_hour_of('StartTime')}, "
@@ -304,7 +322,7 @@ def refresh_select(
         + ",\n    ".join(_LATER_MEASURES)
         + "\n"
         f"FROM\n(\n    SELECT {columns}, {effort}\n"
-        f"    FROM {_merged(workflows, since, source_filter, until=until)} AS w\n"
+        f"    FROM {_merged(workflows, since, source_filter, until=until, also=also)} AS w\n"
         f"    {join}\n)\n"
         f"GROUP BY {key}"
     )
@@ -431,10 +449,13 @@ def cohort_dimension(i: Indicator, by: Sequence[str]) -> str | None:
     return None
 
 
-def cohort_refresh_select(workflows: str, since: str | None, source_filter: str = "1", until: str | None = None) -> str:
-    """The cohort rollup rows of the workflows in the qualified table `workflows` (merged) that
-    started at or after SQL instant `since` (every one when None) and before `until` (when given):
-    a row per cohort dimension and group (groups '' left out), the fairness indicators' own SQL."""
+def cohort_refresh_select(
+    workflows: str, since: str | None, source_filter: str = "1", until: str | None = None, also: str | None = None
+) -> str:
+    """The cohort rollup rows of the workflows in the qualified table `workflows` (merged; with the
+    table `also`, as for `refresh_select`) that started at or after SQL instant `since` (every one
+    when None) and before `until` (when given): a row per cohort dimension and group (groups ''
+    left out), the fairness indicators' own SQL."""
     pairs = ", ".join(f"({literal(d)}, toString({d}))" for d in COHORT_DIMENSIONS)
     measures = ",\n    ".join(m for name in COHORT_ROLLED_UP for m in _measures(INDICATORS[name]))
     key = ", ".join(("TenantId", "WorkflowKind", TIME_COLUMN, *COHORT_DIMENSIONS_ROLLED[2:], "Dimension", "Grp"))
@@ -442,22 +463,22 @@ def cohort_refresh_select(workflows: str, since: str | None, source_filter: str 
         f"SELECT\n    TenantId, WorkflowKind, {_hour_of('StartTime')}, "
         f"{', '.join(COHORT_DIMENSIONS_ROLLED[2:])}, d.1 AS Dimension, d.2 AS Grp,\n"
         f"    toInt64(count()) AS members,\n    {measures}\n"
-        f"FROM {_merged(workflows, since, source_filter, until=until)}\n"
+        f"FROM {_merged(workflows, since, source_filter, until=until, also=also)}\n"
         f"ARRAY JOIN [{pairs}] AS d\n"
         "WHERE d.2 != ''\n"
         f"GROUP BY {key}"
     )
 
 
-def truth_refresh_select(workflows: str, since: str | None, source_filter: str = "1") -> str:
+def truth_refresh_select(workflows: str, since: str | None, source_filter: str = "1", also: str | None = None) -> str:
     """The truth rollup's rows: the workflows in the qualified table `workflows` (merged, `FINAL`,
-    from the parts `source_filter` keeps) whose ground truth arrived at or after SQL instant
-    `since` (every one when None), per hour of its arrival; joined when the workflow's own spans
-    were received (`Spans > 0`)."""
+    from the parts `source_filter` keeps; with the table `also`, as for `refresh_select`) whose
+    ground truth arrived at or after SQL instant `since` (every one when None), per hour of its
+    arrival; joined when the workflow's own spans were received (`Spans > 0`)."""
     return (
         f"SELECT TenantId, WorkflowKind, {_hour_of('assumeNotNull(TruthTime)')}, toUInt8(Spans > 0) AS Joined, "
         "toInt64(count()) AS Outcomes\n"
-        f"FROM {_merged(workflows, since, source_filter, 'TruthTime')}\n"
+        f"FROM {_merged(workflows, since, source_filter, 'TruthTime', also=also)}\n"
         "WHERE TruthTime IS NOT NULL\n"
         f"GROUP BY TenantId, WorkflowKind, {TIME_COLUMN}, Joined"
     )

@@ -14,18 +14,20 @@ swap wins.
 The collector refreshes every `interval_s` the months from `window_days` ago (late truth within
 that window appears within one interval), and the whole rollup at its start and every
 `full_every_s` (truth later than the window, retention, a backfill). A window reads the workflows
-view's partitions from the month before its first day: a workflow whose spans came more than a
-month apart is made whole by the next full refresh. A whole refresh that goes past its memory
-recomputes the rollups that read the most a month at a time instead, so what it needs does not
-grow with retention (all months at once outgrew half of a 768 MB engine at 30M spans): those of
-the workflows' starts (workflow and cohort hours), each month merging its own partition and its
-two neighbours' (`FINAL` holds what it reads of every partition it merges), and those of the
-spans (signal and stage hours, by the span's month: exact). Month by month is not exact for the
-workflows: a workflow's rows more than a month apart are merged by no month (late ground truth
-lands in the partition of the month it arrived: truth more than about a month late is left out of
-its workflow and counted as a workflow of its own, as a windowed refresh does), and a reused
-workflow id does not meet another month's rework. It is also slower (each month's effort is read
-from the spans of that month on). So it is the fallback, logged as a warning, not the rule.
+view's partitions from the month before its first day, and every row elsewhere of the workflows
+it finds there (`_whole_workflows`): ground truth arriving months after its workflow started
+lands in the partition of the month it arrived, and is merged with its workflow (which, started
+before the window, takes it into its own hour at the next whole refresh) instead of counting as
+a workflow of its own in the window. A whole refresh that goes past its memory recomputes the
+rollups that read the most a month at a time instead, so what it needs does not grow with
+retention (all months at once outgrew half of a 768 MB engine at 30M spans): those of the
+workflows' starts (workflow and cohort hours), each month merging its own partition and its two
+neighbours' (`FINAL` holds what it reads of every partition it merges) with the rows elsewhere of
+the workflows found there, and those of the spans (signal and stage hours, by the span's month),
+with every rework record read once for all months: the same figures as at once, more slowly (each
+month's effort is read from the spans of that month on), so it is the fallback, not the rule. A
+windowed refresh's months match the whole refresh's but for a reused workflow id, which meets only
+the rework records from the window on.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
@@ -56,6 +59,7 @@ from clinotel.model.tables import (
     WORKFLOWS,
 )
 from clinotel.model.threads import guarded
+from clinotel.model.workflow_signals import rework_by_workflow_sql
 
 __all__ = ["DEFAULT_INTERVAL_S", "DEFAULT_WINDOW_DAYS", "Refreshed", "RollupRefresher", "memory_shares", "refresh"]
 
@@ -131,13 +135,18 @@ def _drop_orphans(client: Any, o: SchemaOptions) -> None:
         client.command(f"DROP TABLE IF EXISTS {o.name(str(name))} SYNC")
 
 
-def _sorting_key(client: Any, o: SchemaOptions, table: str) -> str:
+def _described(client: Any, o: SchemaOptions, table: str, column: str) -> str:
+    """`column` of `system.tables` for this node's `table` (its `_local` table on a cluster)."""
     name = f"{table}_local" if o.cluster else table
     return str(
         client.command(
-            f"SELECT sorting_key FROM system.tables WHERE database = {literal(o.database)} AND name = {literal(name)}"
+            f"SELECT {column} FROM system.tables WHERE database = {literal(o.database)} AND name = {literal(name)}"
         )
     )
+
+
+def _sorting_key(client: Any, o: SchemaOptions, table: str) -> str:
+    return _described(client, o, table, "sorting_key")
 
 
 def _swap(
@@ -192,22 +201,84 @@ def _months(client: Any, table: str, partition_month: str) -> list[date]:
     return sorted({m for d in held for m in (_previous_month(d), d, _next_month(d))})
 
 
+@contextmanager
+def _whole_workflows(
+    client: Any, o: SchemaOptions, source: str, settings: dict[str, Any]
+) -> Iterator[tuple[str, str | None]]:
+    """How to merge (`FINAL`) whole the workflows with rows in the workflows view's parts that
+    `source` keeps, while reading little more than those: (a filter of the view's parts, a table or
+    None). The filter is `source` less its workflows with rows in other parts too (ground truth
+    lands in the partition of the month it arrived; a workflow's spans may come months apart); the
+    table, when there are such workflows, holds every row of them."""
+    workflows = o.local(WORKFLOWS)
+    # a copy of this node's rows, unreplicated
+    engine = _described(client, o, WORKFLOWS, "engine").removeprefix("Replicated")
+    strays = o.name(f"{_STAGING}{uuid.uuid4().hex[:12]}")
+    client.command(
+        f"CREATE TABLE {strays} AS {workflows} ENGINE = {engine} ORDER BY ({_sorting_key(client, o, WORKFLOWS)})"
+    )
+    try:
+        elsewhere = (
+            f"SELECT TraceId FROM {workflows} WHERE NOT ({source}) "
+            f"AND TraceId IN (SELECT TraceId FROM {workflows} WHERE {source})"
+        )
+        client.command(
+            f"INSERT INTO {strays} SELECT * FROM {workflows} PREWHERE TraceId IN ({elsewhere})",
+            settings=settings | _COPY_SETTINGS,
+        )
+        if int(client.command(f"SELECT count() FROM {strays}")) == 0:
+            yield source, None
+        else:
+            yield f"({source}) AND TraceId NOT IN (SELECT TraceId FROM {strays})", strays
+    finally:
+        client.command(f"DROP TABLE IF EXISTS {strays} SYNC")
+
+
+@contextmanager
+def _rows_of(client: Any, o: SchemaOptions, select: str, settings: dict[str, Any]) -> Iterator[str]:
+    """A staging table holding `select`'s rows, dropped on leaving."""
+    table = o.name(f"{_STAGING}{uuid.uuid4().hex[:12]}")
+    client.command(f"CREATE TABLE {table} ENGINE = MergeTree ORDER BY tuple() AS {select}", settings=settings)
+    try:
+        yield table
+    finally:
+        client.command(f"DROP TABLE IF EXISTS {table} SYNC")
+
+
+def _around(month: date) -> str:
+    """The workflows view's partitions of `month` and its neighbours' (the partitions are cut in
+    the engine's time zone, the months in UTC): where a workflow that started in it has its first row."""
+    return f"_partition_value.2 BETWEEN {_month_before(month)} AND {_yyyymm(_next_month(month))}"
+
+
+_COPY_SETTINGS: Final = {
+    "min_insert_block_size_rows": 8192,
+    "min_insert_block_size_bytes": 8 << 20,
+    "optimize_on_insert": 0,
+}
+"""The rows of a month's workflows found in other partitions are copied in small blocks, not merged
+on insert (`FINAL` over the copy merges them): writing a block takes memory in proportion to its
+rows times the view's columns (at 30M spans a copy of a month's workflows in blocks of 65,536 rows
+went past 192 MB; of 8,192, it fit in 96 MB)."""
+
+
 def _per_month(
     client: Any,
     o: SchemaOptions,
     table: str,
     months: list[date],
-    select: Callable[[date, date], str],
+    select: Callable[[date, date], AbstractContextManager[str]],
     settings: dict[str, Any],
 ) -> tuple[set[str], int]:
-    """The whole of a rollup recomputed a month at a time (`select(first, until)`: a month's rows),
-    so what one query holds does not grow with retention; then the partitions of months the source
-    no longer holds dropped."""
+    """The whole of a rollup recomputed a month at a time (`select(first, until)`: a month's rows,
+    valid while in its context), so what one query holds does not grow with retention; then the
+    partitions of months the source no longer holds dropped."""
     written: set[str] = set()
     rows = 0
     for first in months:
         until = _next_month(first)
-        staged, r = _swap(client, o, table, select(first, until), _hour_window(first, until), settings)
+        with select(first, until) as sql:
+            staged, r = _swap(client, o, table, sql, _hour_window(first, until), settings)
         written |= staged
         rows += r
     target = o.local(table)
@@ -226,48 +297,75 @@ def _refresh_from(
     window = "1" if since is None else _hour_window(since)
     traces, workflows, stages = o.local(TRACES), o.local(WORKFLOWS), o.local(STAGE_SPANS)
 
-    def around(month: date, until: date) -> str:
-        return f"_partition_value.2 BETWEEN {_month_before(month)} AND {_yyyymm(until)}"
+    def by_start(
+        build: Callable[[str, str, str, str | None], str],
+    ) -> Callable[[date, date], AbstractContextManager[str]]:
+        """A month's rows of a rollup by the workflows' start: `build(first, until, source, also)`,
+        its workflows merged whole (`_whole_workflows`)."""
 
-    monthly: dict[str, tuple[str, str, Callable[[date, date], str]]] = {
-        WORKFLOW_HOURS: (workflows, _WORKFLOW_MONTH, lambda m, u: (
-            rollups.refresh_select(workflows, traces, o.name(TRACES), _instant(m), around(m, u), _instant(u)))),
-        SIGNAL_HOURS: (traces, _SPAN_MONTH, lambda m, u: (
-            rollups.signal_refresh_select(traces, _instant(m), _instant(u)))),
-        COHORT_HOURS: (workflows, _WORKFLOW_MONTH, lambda m, u: (
-            rollups.cohort_refresh_select(workflows, _instant(m), around(m, u), _instant(u)))),
-        STAGE_HOURS: (stages, _SPAN_MONTH, lambda m, u: (
-            rollups.stage_refresh_select(stages, _instant(m), _instant(u)))),
+        @contextmanager
+        def month(m: date, u: date) -> Iterator[str]:
+            with _whole_workflows(client, o, _around(m), settings) as (source, also):
+                yield build(_instant(m), _instant(u), source, also)
+
+        return month
+
+    def by_span(build: Callable[[str, str], str]) -> Callable[[date, date], AbstractContextManager[str]]:
+        """A month's rows of a rollup by the span's time: `build(first, until)`."""
+
+        @contextmanager
+        def month(m: date, u: date) -> Iterator[str]:
+            yield build(_instant(m), _instant(u))
+
+        return month
+
+    rework_rows: str | None = None  # every rework record by workflow, read once for all months (set below)
+    monthly: dict[str, tuple[str, str, Callable[[date, date], AbstractContextManager[str]]]] = {
+        WORKFLOW_HOURS: (workflows, _WORKFLOW_MONTH, by_start(
+            lambda m, u, source, also: rollups.refresh_select(
+                workflows, traces, o.name(TRACES), m, source, u, also, rework_rows=rework_rows))),
+        SIGNAL_HOURS: (traces, _SPAN_MONTH, by_span(lambda m, u: rollups.signal_refresh_select(traces, m, u))),
+        COHORT_HOURS: (workflows, _WORKFLOW_MONTH, by_start(
+            lambda m, u, source, also: rollups.cohort_refresh_select(workflows, m, source, u, also))),
+        STAGE_HOURS: (stages, _SPAN_MONTH, by_span(lambda m, u: rollups.stage_refresh_select(stages, m, u))),
     }  # fmt: skip
-    selects = (
-        (WORKFLOW_HOURS, rollups.refresh_select(workflows, traces, o.name(TRACES), first, source)),
-        (SIGNAL_HOURS, rollups.signal_refresh_select(traces, first)),
-        (COHORT_HOURS, rollups.cohort_refresh_select(workflows, first, source)),
-        (STAGE_HOURS, rollups.stage_refresh_select(stages, first)),
-        (SERVICE_HOURS, rollups.service_refresh_select(traces, first)),
-        (TRUTH_HOURS, rollups.truth_refresh_select(workflows, first, source)),
-        # a report and the workflow it judged may be on two shards: the workflows are the cluster's
-        (FEEDBACK_HOURS, rollups.feedback_refresh_select(traces, o.name(WORKFLOWS), first)),
-    )
     written: dict[str, set[str]] = {}
     rows = 0
-    for table, select in selects:
-        try:
-            written[table], r = _swap(client, o, table, select, window, settings)
-        except Exception as e:
-            if since is not None or table not in monthly or not memory_limit_exceeded(e):
-                raise
-            logger.warning(
-                "the whole of %s does not fit in the refresh's memory at once: recomputing it a month at a time, "
-                "where ground truth that arrived more than about a month after its workflow started is left out "
-                "(and counted as a workflow of its own) until the engine has the memory for the whole "
-                "(--memory-mb, or `clinotel schema refresh-rollups` with the collector stopped)",
-                table,
-            )
-            source_table, partition_month, month_select = monthly[table]
-            months = _months(client, source_table, partition_month)
-            written[table], r = _per_month(client, o, table, months, month_select, settings)
-        rows += r
+    with ExitStack() as stack:
+        # a window's workflows with rows before it too (truth on a workflow that started earlier)
+        # are merged whole, so none is counted again in the window without its start
+        source, also = (
+            ("1", None) if since is None else stack.enter_context(_whole_workflows(client, o, source, settings))
+        )
+        selects = (
+            (WORKFLOW_HOURS, rollups.refresh_select(workflows, traces, o.name(TRACES), first, source, also=also)),
+            (SIGNAL_HOURS, rollups.signal_refresh_select(traces, first)),
+            (COHORT_HOURS, rollups.cohort_refresh_select(workflows, first, source, also=also)),
+            (STAGE_HOURS, rollups.stage_refresh_select(stages, first)),
+            (SERVICE_HOURS, rollups.service_refresh_select(traces, first)),
+            (TRUTH_HOURS, rollups.truth_refresh_select(workflows, first, source, also=also)),
+            # a report and the workflow it judged may be on two shards: the workflows are the cluster's
+            (FEEDBACK_HOURS, rollups.feedback_refresh_select(traces, o.name(WORKFLOWS), first)),
+        )
+        for table, select in selects:
+            try:
+                written[table], r = _swap(client, o, table, select, window, settings)
+            except Exception as e:
+                if since is not None or table not in monthly or not memory_limit_exceeded(e):
+                    raise
+                logger.info(
+                    "the whole of %s does not fit in the refresh's memory at once: recomputing it a month at a "
+                    "time (the same figures, more slowly; --memory-mb gives the engine more)",
+                    table,
+                )
+                source_table, partition_month, month_select = monthly[table]
+                months = _months(client, source_table, partition_month)
+                with ExitStack() as per_table:
+                    if table == WORKFLOW_HOURS:  # not every month from its own on: that read grew with months²
+                        rework = rework_by_workflow_sql("", None, traces=o.name(TRACES))
+                        rework_rows = per_table.enter_context(_rows_of(client, o, rework, settings))
+                    written[table], r = _per_month(client, o, table, months, month_select, settings)
+            rows += r
     return written, rows
 
 
