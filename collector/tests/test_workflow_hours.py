@@ -435,3 +435,66 @@ def test_a_whole_refresh_past_its_memory_goes_a_month_at_a_time_and_counts_each_
     assert (hour.year, hour.month) == (2024, 6)
     june = "Hour >= toDateTime('2024-06-01', 'UTC') AND Hour < toDateTime('2024-07-01', 'UTC')"
     assert _sums(client, options, june)["workflows_rows"] == 2, "June's monthly workflow and the straddling one"
+
+
+_MONTHLY = (rollups.WORKFLOW_HOURS, rollups.COHORT_HOURS, rollups.SIGNAL_HOURS, rollups.STAGE_HOURS)
+
+
+def _rows(client: Any, o: schema.SchemaOptions, table: str) -> list[tuple[Any, ...]]:
+    """Every row of a rollup, its states as the figures they give (floats to 9 places: sums in
+    another order differ in the 15th digit)."""
+    types = client.query(
+        f"SELECT name, type FROM system.columns WHERE database = '{o.database}' AND table = '{table}'"
+    ).result_rows
+    read = [f"finalizeAggregation({n})" if t.startswith("AggregateFunction") else n for n, t in types]
+    rows = client.query(f"SELECT {', '.join(read)} FROM {o.name(table)}").result_rows
+    return sorted(tuple(_shown(round(v, 9) if isinstance(v, float) else v) for v in r) for r in rows)
+
+
+def test_every_rollup_month_by_month_equals_the_whole_and_leaves_no_staging_table(
+    client: Any,
+    options: schema.SchemaOptions,
+    pipeline: ingest.Pipeline,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The four rollups that can go a month at a time, each made to (as past its memory): every
+    row as the whole refresh gives it, with truth a quarter and half a year late and rework months
+    after its workflow; no staging table is left."""
+    clock = FakeClock(int(datetime(2023, 1, 15, tzinfo=UTC).timestamp() * 1e9))
+    with capture(clock=clock, tenant="st-marys") as monthly:
+        for i in range(12):
+            triage(clock, f"ENC-M{i}")
+            clock.advance_ms(31 * DAY_MS)
+    _store(client, pipeline, tmp_path / "monthly.wal", list(monthly.all))
+    clock = FakeClock(int(datetime(2023, 7, 20, tzinfo=UTC).timestamp() * 1e9))
+    with capture(clock=clock, tenant="st-marys") as late:
+        ct.record_outcome("triage", identifier="ENC-M3", label="ESI-1", escalation_needed=True)
+        ct.record_outcome("triage", identifier="ENC-M0", label="ESI-2", escalation_needed=False)
+        ct.record_rework("reopened", kind="triage", identifier="ENC-M2", minutes=12.5, touches=2)
+    _store(client, pipeline, tmp_path / "late.wal", list(late.all))
+    refresher.refresh(client, options)
+    whole = {t: _rows(client, options, t) for t in _MONTHLY}
+    for t in _MONTHLY:
+        client.command(f"TRUNCATE TABLE {options.name(t)}")
+
+    swap = refresher._swap
+    refused: list[str] = []
+
+    def too_big_whole(c: Any, o: schema.SchemaOptions, table: str, select: str, window: str, s: Any) -> Any:
+        if window == "1" and table in _MONTHLY:
+            refused.append(table)
+            raise RuntimeError("as past the refresh's memory")
+        return swap(c, o, table, select, window, s)
+
+    monkeypatch.setattr(refresher, "_swap", too_big_whole)
+    monkeypatch.setattr(refresher, "memory_limit_exceeded", lambda e: "past the refresh's memory" in str(e))
+    refresher.refresh(client, options)
+
+    assert sorted(refused) == sorted(_MONTHLY), "each went month by month"
+    for t in _MONTHLY:
+        assert _rows(client, options, t) == whole[t], t
+    left = client.query(
+        f"SELECT name FROM system.tables WHERE database = '{options.database}' AND name LIKE '%refresh%'"
+    ).result_rows
+    assert left == []

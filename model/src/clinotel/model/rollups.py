@@ -105,6 +105,7 @@ __all__ = [
     "service_refresh_select",
     "signal_refresh_select",
     "stage_refresh_select",
+    "starts_between",
     "time_filter",
     "truth_refresh_select",
     "value",
@@ -265,6 +266,12 @@ def _between(column: str, since: str | None, until: str | None) -> str:
     return _since(column, since) + ("" if until is None else f" AND {column} < {until}")
 
 
+def starts_between(since: str | None, until: str | None) -> str:
+    """The workflows view's rows whose `StartTime` is at or after SQL instant `since` and before
+    `until` (either bound left out when None)."""
+    return _between("StartTime", since, until)
+
+
 def _merged(
     workflows: str,
     since: str | None,
@@ -310,7 +317,7 @@ def refresh_select(
     needed = [c for c in clinical.WORKFLOW_COLUMNS if c != "StartTime" and re.search(rf"\b{c}\b", read)]
     columns = ", ".join(f"w.{c} AS {c}" for c in ("TenantId", "WorkflowKind", "TraceId", "StartTime", *needed))
     # a range's effort: of its workflows' traces only (a whole-store refresh reads every trace anyway)
-    among = None if since is None else f"SELECT TraceId FROM {workflows} WHERE {_between('StartTime', since, until)}"
+    among = None if since is None else f"SELECT TraceId FROM {workflows} WHERE {starts_between(since, until)}"
     join = efficiency.EFFORT_JOIN.format(
         effort=efficiency.effort_by_trace_sql(traces, since, among=among),
         rework=f"SELECT * FROM {rework_rows}" if rework_rows else rework_by_workflow_sql("", since, traces=rework),

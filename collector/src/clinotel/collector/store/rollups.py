@@ -83,8 +83,10 @@ _STAGING: Final = f"{WORKFLOW_HOURS}_refresh_"
 FIRST_DAY: Final = date(1970, 1, 2)
 LAST_DAY: Final = date(2105, 12, 31)
 """The days a refresh may start from: the rollup's hours are `DateTime`s."""
-_ORPHAN_AFTER_S: Final = 3600
-"""A staging table older than this was left by a refresh that died: dropped by the next one."""
+_ORPHAN_AFTER_S: Final = 6 * 3600
+"""A staging table older than this was left by a refresh that died: dropped by the next one (of
+this collector or another on the store). Far longer than any refresh measured (a whole refresh
+month by month at 30M spans: 6 minutes), as a month-by-month pass keeps its tables throughout."""
 
 
 @dataclass(frozen=True)
@@ -203,13 +205,15 @@ def _months(client: Any, table: str, partition_month: str) -> list[date]:
 
 @contextmanager
 def _whole_workflows(
-    client: Any, o: SchemaOptions, source: str, settings: dict[str, Any]
+    client: Any, o: SchemaOptions, source: str, starts: str, settings: dict[str, Any]
 ) -> Iterator[tuple[str, str | None]]:
-    """How to merge (`FINAL`) whole the workflows with rows in the workflows view's parts that
-    `source` keeps, while reading little more than those: (a filter of the view's parts, a table or
-    None). The filter is `source` less its workflows with rows in other parts too (ground truth
-    lands in the partition of the month it arrived; a workflow's spans may come months apart); the
-    table, when there are such workflows, holds every row of them."""
+    """How to merge (`FINAL`) whole the workflows whose rows in the workflows view's parts that
+    `source` keeps include one that `starts` (a condition on `StartTime`: the hours recomputed),
+    while reading little more than those parts: (a filter of the view's parts, a table or None).
+    The filter is `source` less such workflows with rows in other parts too (ground truth lands in
+    the partition of the month it arrived, with its arrival as `StartTime`; a workflow's spans may
+    come months apart); the table, when there are such workflows, holds every row of them. A
+    workflow with no such row cannot start in those hours, merged in part or whole."""
     workflows = o.local(WORKFLOWS)
     # a copy of this node's rows, unreplicated
     engine = _described(client, o, WORKFLOWS, "engine").removeprefix("Replicated")
@@ -220,7 +224,7 @@ def _whole_workflows(
     try:
         elsewhere = (
             f"SELECT TraceId FROM {workflows} WHERE NOT ({source}) "
-            f"AND TraceId IN (SELECT TraceId FROM {workflows} WHERE {source})"
+            f"AND TraceId IN (SELECT TraceId FROM {workflows} WHERE ({source}) AND ({starts}))"
         )
         client.command(
             f"INSERT INTO {strays} SELECT * FROM {workflows} PREWHERE TraceId IN ({elsewhere})",
@@ -305,7 +309,8 @@ def _refresh_from(
 
         @contextmanager
         def month(m: date, u: date) -> Iterator[str]:
-            with _whole_workflows(client, o, _around(m), settings) as (source, also):
+            starts = rollups.starts_between(_instant(m), _instant(u))
+            with _whole_workflows(client, o, _around(m), starts, settings) as (source, also):
                 yield build(_instant(m), _instant(u), source, also)
 
         return month
@@ -334,9 +339,10 @@ def _refresh_from(
     with ExitStack() as stack:
         # a window's workflows with rows before it too (truth on a workflow that started earlier)
         # are merged whole, so none is counted again in the window without its start
-        source, also = (
-            ("1", None) if since is None else stack.enter_context(_whole_workflows(client, o, source, settings))
-        )
+        also = None
+        if since is not None:
+            starts = rollups.starts_between(first, None)
+            source, also = stack.enter_context(_whole_workflows(client, o, source, starts, settings))
         selects = (
             (WORKFLOW_HOURS, rollups.refresh_select(workflows, traces, o.name(TRACES), first, source, also=also)),
             (SIGNAL_HOURS, rollups.signal_refresh_select(traces, first)),
@@ -365,6 +371,7 @@ def _refresh_from(
                         rework = rework_by_workflow_sql("", None, traces=o.name(TRACES))
                         rework_rows = per_table.enter_context(_rows_of(client, o, rework, settings))
                     written[table], r = _per_month(client, o, table, months, month_select, settings)
+                rework_rows = None
             rows += r
     return written, rows
 
