@@ -498,3 +498,43 @@ def test_every_rollup_month_by_month_equals_the_whole_and_leaves_no_staging_tabl
         f"SELECT name FROM system.tables WHERE database = '{options.database}' AND name LIKE '%refresh%'"
     ).result_rows
     assert left == []
+
+
+def test_a_rollup_that_went_month_by_month_is_not_tried_at_once_again(
+    client: Any,
+    options: schema.SchemaOptions,
+    pipeline: ingest.Pipeline,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The collector's next whole refresh goes straight to a month at a time for what did not fit
+    at once last time (a try that fails holds the refresh's memory beside the writer); a new
+    refresher (a restart, perhaps with more memory) tries at once again."""
+    _scenario(client, pipeline, tmp_path)
+    swap = refresher._swap
+    tried: list[str] = []
+
+    def too_big_whole(c: Any, o: schema.SchemaOptions, table: str, select: str, window: str, s: Any) -> Any:
+        if window == "1" and table == rollups.WORKFLOW_HOURS:
+            tried.append(table)
+            raise RuntimeError("as past the refresh's memory")
+        return swap(c, o, table, select, window, s)
+
+    monkeypatch.setattr(refresher, "_swap", too_big_whole)
+    monkeypatch.setattr(refresher, "memory_limit_exceeded", lambda e: "past the refresh's memory" in str(e))
+    loop = refresher.RollupRefresher(client, options)
+    first = loop.refresh_once(full=True)
+    assert first is not None
+    assert first.month_by_month == {rollups.WORKFLOW_HOURS}
+    assert tried == [rollups.WORKFLOW_HOURS]
+    figures = _from_rollup(client, options)
+    assert figures == _from_workflows(client, options)
+
+    again = loop.refresh_once(full=True)
+    assert again is not None
+    assert again.month_by_month == {rollups.WORKFLOW_HOURS}
+    assert tried == [rollups.WORKFLOW_HOURS], "not tried at once a second time"
+    assert _from_rollup(client, options) == figures
+
+    refresher.RollupRefresher(client, options).refresh_once(full=True)
+    assert len(tried) == 2, "a new refresher tries at once first"

@@ -36,7 +36,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -102,6 +102,8 @@ class Refreshed:
     seconds: float
     unchanged: bool = False
     """Nothing was recomputed: no part of the workflows or spans changed since the last refresh."""
+    month_by_month: frozenset[str] = frozenset()
+    """The rollups of a whole refresh recomputed a month at a time (they did not fit at once)."""
 
 
 def _previous_month(day: date) -> date:
@@ -292,10 +294,11 @@ def _per_month(
 
 
 def _refresh_from(
-    client: Any, o: SchemaOptions, since: date | None, settings: dict[str, Any]
-) -> tuple[dict[str, set[str]], int]:
+    client: Any, o: SchemaOptions, since: date | None, settings: dict[str, Any], month_by_month: Collection[str]
+) -> tuple[dict[str, set[str]], int, frozenset[str]]:
     """The rollups' rows from the first day of a month `since` on (None: all of them; one that does
-    not fit in the refresh's memory at once a month at a time: the module's docstring) swapped in."""
+    not fit in the refresh's memory at once, or is named in `month_by_month`, a month at a time: the
+    module's docstring) swapped in; (partitions written per rollup, rows, those done by month)."""
     first = None if since is None else _instant(since)
     source = "1" if since is None else f"_partition_value.2 >= {_month_before(since)}"
     window = "1" if since is None else _hour_window(since)
@@ -353,35 +356,53 @@ def _refresh_from(
             # a report and the workflow it judged may be on two shards: the workflows are the cluster's
             (FEEDBACK_HOURS, rollups.feedback_refresh_select(traces, o.name(WORKFLOWS), first)),
         )
+        went_monthly: set[str] = set()
+
+        def month_at_a_time(table: str) -> tuple[set[str], int]:
+            nonlocal rework_rows
+            went_monthly.add(table)
+            source_table, partition_month, month_select = monthly[table]
+            months = _months(client, source_table, partition_month)
+            with ExitStack() as per_table:
+                if table == WORKFLOW_HOURS:  # not every month from its own on: that read grew with months²
+                    rework = rework_by_workflow_sql("", None, traces=o.name(TRACES))
+                    rework_rows = per_table.enter_context(_rows_of(client, o, rework, settings))
+                try:
+                    return _per_month(client, o, table, months, month_select, settings)
+                finally:
+                    rework_rows = None
+
         for table, select in selects:
-            try:
-                written[table], r = _swap(client, o, table, select, window, settings)
-            except Exception as e:
-                if since is not None or table not in monthly or not memory_limit_exceeded(e):
-                    raise
-                logger.info(
-                    "the whole of %s does not fit in the refresh's memory at once: recomputing it a month at a "
-                    "time (the same figures, more slowly; --memory-mb gives the engine more)",
-                    table,
-                )
-                source_table, partition_month, month_select = monthly[table]
-                months = _months(client, source_table, partition_month)
-                with ExitStack() as per_table:
-                    if table == WORKFLOW_HOURS:  # not every month from its own on: that read grew with months²
-                        rework = rework_by_workflow_sql("", None, traces=o.name(TRACES))
-                        rework_rows = per_table.enter_context(_rows_of(client, o, rework, settings))
-                    written[table], r = _per_month(client, o, table, months, month_select, settings)
-                rework_rows = None
+            if since is None and table in monthly and table in month_by_month:
+                written[table], r = month_at_a_time(table)
+            else:
+                try:
+                    written[table], r = _swap(client, o, table, select, window, settings)
+                except Exception as e:
+                    if since is not None or table not in monthly or not memory_limit_exceeded(e):
+                        raise
+                    logger.info(
+                        "the whole of %s does not fit in the refresh's memory at once: recomputing it a month at a "
+                        "time (the same figures, more slowly; --memory-mb gives the engine more)",
+                        table,
+                    )
+                    written[table], r = month_at_a_time(table)
             rows += r
-    return written, rows
+    return written, rows, frozenset(went_monthly)
 
 
 def refresh(
-    client: Any, o: SchemaOptions, since: date | None = None, *, max_memory_bytes: int | None = None
+    client: Any,
+    o: SchemaOptions,
+    since: date | None = None,
+    *,
+    max_memory_bytes: int | None = None,
+    month_by_month: Collection[str] = (),
 ) -> Refreshed:
     """Recompute the rollups from the first day of `since`'s month (UTC; None: all of them) from
     the workflows view and the spans of this node (`o.local`: on a cluster, run it against every
-    shard)."""
+    shard); a whole refresh recomputes the rollups named in `month_by_month` (a last whole
+    refresh's `Refreshed.month_by_month`) a month at a time without trying them at once first."""
     if since is not None and not FIRST_DAY <= since <= LAST_DAY:
         raise ValueError(f"a refresh starts on a day from {FIRST_DAY} to {LAST_DAY}, not {since}")
     started = time.perf_counter()
@@ -408,8 +429,9 @@ def refresh(
     _drop_orphans(client, o)
     if since is not None:
         since = since.replace(day=1)  # the rollups' partitions are a tenant's month: swapped whole
-    written, rows = _refresh_from(client, o, since, settings)
-    return Refreshed(since, sum(map(len, written.values())), rows, time.perf_counter() - started)
+    written, rows, monthly = _refresh_from(client, o, since, settings, month_by_month)
+    seconds = time.perf_counter() - started
+    return Refreshed(since, sum(map(len, written.values())), rows, seconds, month_by_month=monthly)
 
 
 class RollupRefresher:
@@ -451,6 +473,7 @@ class RollupRefresher:
         self.failed_seconds = 0.0
         """How long the last failed refresh ran."""
         self._full_at: float | None = None
+        self._month_by_month: frozenset[str] = frozenset()
         self._refreshed_sources: tuple[Any, ...] = ()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -477,7 +500,10 @@ class RollupRefresher:
                 if not full and self.last is not None and sources == self._refreshed_sources:
                     return Refreshed(since and since.replace(day=1), 0, 0, 0.0, unchanged=True)
                 share = self.whole_memory_bytes if full else self.max_memory_bytes
-                done = refresh(self.client, self.options, since, max_memory_bytes=share)
+                # what did not fit at once last time is not tried at once again: a try that fails
+                # holds the refresh's memory share beside the writer for up to a minute (30M spans)
+                monthly = self._month_by_month if full else frozenset()
+                done = refresh(self.client, self.options, since, max_memory_bytes=share, month_by_month=monthly)
             except Exception as e:  # noqa: BLE001 - the rollup is a cache: ingest carries on
                 self.failures += 1
                 self.failed_seconds = time.perf_counter() - started
@@ -497,6 +523,7 @@ class RollupRefresher:
             else:
                 if full:
                     self._full_at = time.monotonic()
+                    self._month_by_month = done.month_by_month
                 self.last, self._refreshed_sources = done, sources
                 return done
         if self.on_error is not None:  # outside the lock: the listener may stop the collector
