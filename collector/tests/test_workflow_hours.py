@@ -451,6 +451,22 @@ def _rows(client: Any, o: schema.SchemaOptions, table: str) -> list[tuple[Any, .
     return sorted(tuple(_shown(round(v, 9) if isinstance(v, float) else v) for v in r) for r in rows)
 
 
+def _too_big_at_once(monkeypatch: pytest.MonkeyPatch, tables: tuple[str, ...]) -> list[str]:
+    """Whole refreshes of `tables` fail as past the refresh's memory; the tables tried, in order."""
+    swap = refresher._swap
+    tried: list[str] = []
+
+    def too_big(c: Any, o: schema.SchemaOptions, table: str, select: str, window: str, s: Any) -> Any:
+        if window == "1" and table in tables:
+            tried.append(table)
+            raise RuntimeError("as past the refresh's memory")
+        return swap(c, o, table, select, window, s)
+
+    monkeypatch.setattr(refresher, "_swap", too_big)
+    monkeypatch.setattr(refresher, "memory_limit_exceeded", lambda e: "past the refresh's memory" in str(e))
+    return tried
+
+
 def test_every_rollup_month_by_month_equals_the_whole_and_leaves_no_staging_table(
     client: Any,
     options: schema.SchemaOptions,
@@ -478,17 +494,7 @@ def test_every_rollup_month_by_month_equals_the_whole_and_leaves_no_staging_tabl
     for t in _MONTHLY:
         client.command(f"TRUNCATE TABLE {options.name(t)}")
 
-    swap = refresher._swap
-    refused: list[str] = []
-
-    def too_big_whole(c: Any, o: schema.SchemaOptions, table: str, select: str, window: str, s: Any) -> Any:
-        if window == "1" and table in _MONTHLY:
-            refused.append(table)
-            raise RuntimeError("as past the refresh's memory")
-        return swap(c, o, table, select, window, s)
-
-    monkeypatch.setattr(refresher, "_swap", too_big_whole)
-    monkeypatch.setattr(refresher, "memory_limit_exceeded", lambda e: "past the refresh's memory" in str(e))
+    refused = _too_big_at_once(monkeypatch, _MONTHLY)
     refresher.refresh(client, options)
 
     assert sorted(refused) == sorted(_MONTHLY), "each went month by month"
@@ -511,17 +517,7 @@ def test_a_rollup_that_went_month_by_month_is_not_tried_at_once_again(
     at once last time (a try that fails holds the refresh's memory beside the writer); a new
     refresher (a restart, perhaps with more memory) tries at once again."""
     _scenario(client, pipeline, tmp_path)
-    swap = refresher._swap
-    tried: list[str] = []
-
-    def too_big_whole(c: Any, o: schema.SchemaOptions, table: str, select: str, window: str, s: Any) -> Any:
-        if window == "1" and table == rollups.WORKFLOW_HOURS:
-            tried.append(table)
-            raise RuntimeError("as past the refresh's memory")
-        return swap(c, o, table, select, window, s)
-
-    monkeypatch.setattr(refresher, "_swap", too_big_whole)
-    monkeypatch.setattr(refresher, "memory_limit_exceeded", lambda e: "past the refresh's memory" in str(e))
+    tried = _too_big_at_once(monkeypatch, (rollups.WORKFLOW_HOURS,))
     loop = refresher.RollupRefresher(client, options)
     first = loop.refresh_once(full=True)
     assert first is not None
