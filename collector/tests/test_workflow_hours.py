@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import subprocess
+import sys
 import threading
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -475,14 +478,24 @@ def test_every_rollup_month_by_month_equals_the_whole_and_leaves_no_staging_tabl
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The four rollups that can go a month at a time, each made to (as past its memory): every
-    row as the whole refresh gives it, with truth a quarter and half a year late and rework months
-    after its workflow; no staging table is left."""
+    row as the whole refresh gives it, with truth a quarter and half a year late, rework months
+    after its workflow, and workflows in the last and first hours of a month (in another partition
+    than their UTC month's on an engine far from UTC: `test_..._far_from_utc`); no staging table
+    is left."""
     clock = FakeClock(int(datetime(2023, 1, 15, tzinfo=UTC).timestamp() * 1e9))
     with capture(clock=clock, tenant="st-marys") as monthly:
         for i in range(12):
             triage(clock, f"ENC-M{i}")
             clock.advance_ms(31 * DAY_MS)
     _store(client, pipeline, tmp_path / "monthly.wal", list(monthly.all))
+    for edge, name in (
+        (datetime(2023, 6, 30, 20, tzinfo=UTC), "ENC-E1"),
+        (datetime(2023, 9, 1, 2, tzinfo=UTC), "ENC-E2"),
+    ):
+        clock = FakeClock(int(edge.timestamp() * 1e9))
+        with capture(clock=clock, tenant="st-marys") as at_edge:
+            triage(clock, name)
+        _store(client, pipeline, tmp_path / f"{name}.wal", list(at_edge.all))
     clock = FakeClock(int(datetime(2023, 7, 20, tzinfo=UTC).timestamp() * 1e9))
     with capture(clock=clock, tenant="st-marys") as late:
         ct.record_outcome("triage", identifier="ENC-M3", label="ESI-1", escalation_needed=True)
@@ -534,3 +547,21 @@ def test_a_rollup_that_went_month_by_month_is_not_tried_at_once_again(
 
     refresher.RollupRefresher(client, options).refresh_once(full=True)
     assert len(tried) == 2, "a new refresher tries at once first"
+
+
+def test_month_by_month_on_an_engine_far_from_utc_equals_the_whole(tmp_path: Path) -> None:
+    """The engine cuts the workflows view's partitions in its own time zone, the rollups' months are
+    UTC's: on an engine at UTC+14 (and one at UTC-11) a workflow of the last (first) hours of a UTC
+    month is in the next (previous) month's partition, and month by month still gives every row of
+    the whole refresh. The engine's zone is its process's (`TZ`), so the test runs in a child."""
+    here = Path(__file__).resolve()
+    for zone in ("Pacific/Kiritimati", "Pacific/Pago_Pago"):
+        test = f"{here}::test_every_rollup_month_by_month_equals_the_whole_and_leaves_no_staging_table"
+        basetemp = str(tmp_path / zone.replace("/", "_"))
+        child = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", basetemp, test],
+            env={**os.environ, "TZ": zone}, cwd=here.parents[2], capture_output=True, text=True, timeout=240,
+            check=False,
+        )  # fmt: skip
+        assert child.returncode == 0, f"{zone}:\n{child.stdout[-3000:]}\n{child.stderr[-2000:]}"
+        assert "1 passed" in child.stdout
