@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,40 @@ def test_a_windowed_refresh_replaces_its_months_and_keeps_the_older_ones(
     assert {k: v for k, v in after.items() if k[2].date() >= newest} == _from_workflows(client, options)
 
 
+def _store_at(
+    client: Any, pipeline: ingest.Pipeline, path: Path, at: datetime, record: Callable[[FakeClock], object]
+) -> None:
+    """What `record` records on a clock started at `at`, stored in one insert."""
+    clock = FakeClock(int(at.timestamp() * 1e9))
+    with capture(clock=clock, tenant="st-marys") as recorded:
+        record(clock)
+    _store(client, pipeline, path, list(recorded.all))
+
+
+def _one_a_month(months: int) -> Callable[[FakeClock], object]:
+    """Triage workflows `ENC-M0`…, one every 31 days."""
+
+    def record(clock: FakeClock) -> None:
+        for i in range(months):
+            triage(clock, f"ENC-M{i}")
+            clock.advance_ms(31 * DAY_MS)
+
+    return record
+
+
+def _late(*, with_half_year: bool) -> Callable[[FakeClock], object]:
+    """What arrives on 2023-07-20 for `_one_a_month`'s workflows: truth for ENC-M3 (a quarter
+    late), for ENC-M0 (half a year late) when asked, and rework on ENC-M2."""
+
+    def record(_: FakeClock) -> None:
+        ct.record_outcome("triage", identifier="ENC-M3", label="ESI-1", escalation_needed=True)
+        if with_half_year:
+            ct.record_outcome("triage", identifier="ENC-M0", label="ESI-2", escalation_needed=False)
+        ct.record_rework("reopened", kind="triage", identifier="ENC-M2", minutes=12.5, touches=2)
+
+    return record
+
+
 def test_a_window_meets_truth_on_a_workflow_older_than_it_without_counting_a_workflow_more(
     client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
 ) -> None:
@@ -167,16 +202,14 @@ def test_a_window_meets_truth_on_a_workflow_older_than_it_without_counting_a_wor
     view's partition of the month it arrived; a windowed refresh of that month merges it with its
     workflow (outside the window, so the workflow's own hour waits for the whole refresh) instead
     of counting it as a workflow of its own, and the truth rollup counts it joined."""
-    started = datetime(2030, 1, 10, 9, tzinfo=UTC)
-    clock = FakeClock(int(started.timestamp() * 1e9))
-    with capture(clock=clock, tenant="st-marys") as workflow:
-        triage(clock, "ENC-Q")
-    _store(client, pipeline, tmp_path / "workflow.wal", list(workflow.all))
+    _store_at(
+        client, pipeline, tmp_path / "workflow.wal", datetime(2030, 1, 10, 9, tzinfo=UTC), lambda c: triage(c, "ENC-Q")
+    )
     refresher.refresh(client, options)
-    clock = FakeClock(int(datetime(2030, 3, 20, tzinfo=UTC).timestamp() * 1e9))
-    with capture(clock=clock, tenant="st-marys") as late:
-        ct.record_outcome("triage", identifier="ENC-Q", label="ESI-1", escalation_needed=True)
-    _store(client, pipeline, tmp_path / "late.wal", list(late.all))
+    _store_at(
+        client, pipeline, tmp_path / "late.wal", datetime(2030, 3, 20, tzinfo=UTC),
+        lambda _: ct.record_outcome("triage", identifier="ENC-Q", label="ESI-1", escalation_needed=True),
+    )  # fmt: skip
 
     done = refresher.refresh(client, options, date(2030, 3, 20))
 
@@ -388,12 +421,7 @@ def test_a_whole_refresh_past_its_memory_goes_a_month_at_a_time_and_counts_each_
     within 14 MB, which merging every month's partition at once exceeds (it needed about 17 MB
     here; a 30M-span store outgrew half of a 768 MB engine that way), goes a month at a time and
     gives what the whole view gives: every workflow once, in the hour it started, with its truth."""
-    clock = FakeClock(int(datetime(2023, 1, 15, tzinfo=UTC).timestamp() * 1e9))
-    with capture(clock=clock, tenant="st-marys") as monthly:
-        for i in range(36):
-            triage(clock, f"ENC-M{i}")
-            clock.advance_ms(31 * DAY_MS)
-    _store(client, pipeline, tmp_path / "monthly.wal", list(monthly.all))
+    _store_at(client, pipeline, tmp_path / "monthly.wal", datetime(2023, 1, 15, tzinfo=UTC), _one_a_month(36))
     midnight = datetime(2024, 7, 1, tzinfo=UTC)
     clock = FakeClock(int((midnight - timedelta(seconds=30)).timestamp() * 1e9))
     with capture(clock=clock, tenant="st-marys") as straddling:
@@ -404,13 +432,9 @@ def test_a_whole_refresh_past_its_memory_goes_a_month_at_a_time_and_counts_each_
     assert len(july) < len(spans), "and some before"
     _store(client, pipeline, tmp_path / "july.wal", july)
     _store(client, pipeline, tmp_path / "june.wal", [s for s in spans if s not in july])
-    # ground truth a quarter late: stored in the view's partition of the month it arrived
-    clock = FakeClock(int(datetime(2023, 7, 20, tzinfo=UTC).timestamp() * 1e9))
-    with capture(clock=clock, tenant="st-marys") as late:
-        ct.record_outcome("triage", identifier="ENC-M3", label="ESI-1", escalation_needed=True)
-        # and rework on a workflow of two months before
-        ct.record_rework("reopened", kind="triage", identifier="ENC-M2", minutes=12.5, touches=2)
-    _store(client, pipeline, tmp_path / "late.wal", list(late.all))
+    # ground truth a quarter late: stored in the view's partition of the month it arrived; and
+    # rework on a workflow of two months before
+    _store_at(client, pipeline, tmp_path / "late.wal", datetime(2023, 7, 20, tzinfo=UTC), _late(with_half_year=False))
 
     with caplog.at_level(logging.INFO, logger="clinotel.collector"):
         done = refresher.refresh(client, options, max_memory_bytes=14 << 20)
@@ -482,26 +506,13 @@ def test_every_rollup_month_by_month_equals_the_whole_and_leaves_no_staging_tabl
     after its workflow, and workflows in the last and first hours of a month (in another partition
     than their UTC month's on an engine far from UTC: `test_..._far_from_utc`); no staging table
     is left."""
-    clock = FakeClock(int(datetime(2023, 1, 15, tzinfo=UTC).timestamp() * 1e9))
-    with capture(clock=clock, tenant="st-marys") as monthly:
-        for i in range(12):
-            triage(clock, f"ENC-M{i}")
-            clock.advance_ms(31 * DAY_MS)
-    _store(client, pipeline, tmp_path / "monthly.wal", list(monthly.all))
+    _store_at(client, pipeline, tmp_path / "monthly.wal", datetime(2023, 1, 15, tzinfo=UTC), _one_a_month(12))
     for edge, name in (
         (datetime(2023, 6, 30, 20, tzinfo=UTC), "ENC-E1"),
         (datetime(2023, 9, 1, 2, tzinfo=UTC), "ENC-E2"),
     ):
-        clock = FakeClock(int(edge.timestamp() * 1e9))
-        with capture(clock=clock, tenant="st-marys") as at_edge:
-            triage(clock, name)
-        _store(client, pipeline, tmp_path / f"{name}.wal", list(at_edge.all))
-    clock = FakeClock(int(datetime(2023, 7, 20, tzinfo=UTC).timestamp() * 1e9))
-    with capture(clock=clock, tenant="st-marys") as late:
-        ct.record_outcome("triage", identifier="ENC-M3", label="ESI-1", escalation_needed=True)
-        ct.record_outcome("triage", identifier="ENC-M0", label="ESI-2", escalation_needed=False)
-        ct.record_rework("reopened", kind="triage", identifier="ENC-M2", minutes=12.5, touches=2)
-    _store(client, pipeline, tmp_path / "late.wal", list(late.all))
+        _store_at(client, pipeline, tmp_path / f"{name}.wal", edge, lambda c, name=name: triage(c, name))
+    _store_at(client, pipeline, tmp_path / "late.wal", datetime(2023, 7, 20, tzinfo=UTC), _late(with_half_year=True))
     refresher.refresh(client, options)
     whole = {t: _rows(client, options, t) for t in _MONTHLY}
     for t in _MONTHLY:

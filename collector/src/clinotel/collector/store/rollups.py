@@ -32,12 +32,13 @@ the rework records from the window on.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
@@ -153,6 +154,18 @@ def _sorting_key(client: Any, o: SchemaOptions, table: str) -> str:
     return _described(client, o, table, "sorting_key")
 
 
+@contextmanager
+def _staging(client: Any, o: SchemaOptions, definition: str, settings: dict[str, Any] | None = None) -> Iterator[str]:
+    """A staging table of a refresh (`CREATE TABLE <name> <definition>`), dropped on leaving (one a
+    refresh that died left behind is an orphan: `_drop_orphans`)."""
+    table = o.name(f"{_STAGING}{uuid.uuid4().hex[:12]}")
+    client.command(f"CREATE TABLE {table} {definition}", settings=settings)
+    try:
+        yield table
+    finally:
+        client.command(f"DROP TABLE IF EXISTS {table} SYNC")
+
+
 def _swap(
     client: Any, o: SchemaOptions, table: str, select: str, window: str, settings: dict[str, Any]
 ) -> tuple[set[str], int]:
@@ -160,12 +173,11 @@ def _swap(
     the partitions of the months `window` covers that have no rows any more dropped; (the
     partitions written, rows)."""
     target = o.local(table)
-    staging = o.name(f"{_STAGING}{uuid.uuid4().hex[:12]}")
-    client.command(
-        f"CREATE TABLE {staging} AS {target} ENGINE = MergeTree "
+    definition = (
+        f"AS {target} ENGINE = MergeTree "
         f"PARTITION BY (TenantId, toYYYYMM({rollups.TIME_COLUMN})) ORDER BY ({_sorting_key(client, o, table)})"
     )
-    try:
+    with _staging(client, o, definition) as staging:
         client.command(f"INSERT INTO {staging}\n{select}", settings=settings)
         staged = _partitions(client, staging)
         rows = int(client.command(f"SELECT count() FROM {staging}"))
@@ -174,8 +186,6 @@ def _swap(
             client.command(f"ALTER TABLE {target} REPLACE PARTITION ID {literal(partition)} FROM {staging}")
         for partition in sorted(stale):
             client.command(f"ALTER TABLE {target} DROP PARTITION ID {literal(partition)}")
-    finally:
-        client.command(f"DROP TABLE IF EXISTS {staging} SYNC")
     return staged, rows
 
 
@@ -219,11 +229,8 @@ def _whole_workflows(
     workflows = o.local(WORKFLOWS)
     # a copy of this node's rows, unreplicated
     engine = _described(client, o, WORKFLOWS, "engine").removeprefix("Replicated")
-    strays = o.name(f"{_STAGING}{uuid.uuid4().hex[:12]}")
-    client.command(
-        f"CREATE TABLE {strays} AS {workflows} ENGINE = {engine} ORDER BY ({_sorting_key(client, o, WORKFLOWS)})"
-    )
-    try:
+    definition = f"AS {workflows} ENGINE = {engine} ORDER BY ({_sorting_key(client, o, WORKFLOWS)})"
+    with _staging(client, o, definition) as strays:
         elsewhere = (
             f"SELECT TraceId FROM {workflows} WHERE NOT ({source}) "
             f"AND TraceId IN (SELECT TraceId FROM {workflows} WHERE ({source}) AND ({starts}))"
@@ -236,19 +243,6 @@ def _whole_workflows(
             yield source, None
         else:
             yield f"({source}) AND TraceId NOT IN (SELECT TraceId FROM {strays})", strays
-    finally:
-        client.command(f"DROP TABLE IF EXISTS {strays} SYNC")
-
-
-@contextmanager
-def _rows_of(client: Any, o: SchemaOptions, select: str, settings: dict[str, Any]) -> Iterator[str]:
-    """A staging table holding `select`'s rows, dropped on leaving."""
-    table = o.name(f"{_STAGING}{uuid.uuid4().hex[:12]}")
-    client.command(f"CREATE TABLE {table} ENGINE = MergeTree ORDER BY tuple() AS {select}", settings=settings)
-    try:
-        yield table
-    finally:
-        client.command(f"DROP TABLE IF EXISTS {table} SYNC")
 
 
 def _around(month: date) -> str:
@@ -273,18 +267,17 @@ def _per_month(
     o: SchemaOptions,
     table: str,
     months: list[date],
-    select: Callable[[date, date], AbstractContextManager[str]],
+    select: Callable[[date, date], str],
     settings: dict[str, Any],
 ) -> tuple[set[str], int]:
-    """The whole of a rollup recomputed a month at a time (`select(first, until)`: a month's rows,
-    valid while in its context), so what one query holds does not grow with retention; then the
-    partitions of months the source no longer holds dropped."""
+    """The whole of a rollup recomputed a month at a time (`select(first, until)`: a month's rows),
+    so what one query holds does not grow with retention; then the partitions of months the source
+    no longer holds dropped."""
     written: set[str] = set()
     rows = 0
     for first in months:
         until = _next_month(first)
-        with select(first, until) as sql:
-            staged, r = _swap(client, o, table, sql, _hour_window(first, until), settings)
+        staged, r = _swap(client, o, table, select(first, until), _hour_window(first, until), settings)
         written |= staged
         rows += r
     target = o.local(table)
@@ -304,42 +297,55 @@ def _refresh_from(
     window = "1" if since is None else _hour_window(since)
     traces, workflows, stages = o.local(TRACES), o.local(WORKFLOWS), o.local(STAGE_SPANS)
 
-    def by_start(
-        build: Callable[[str, str, str, str | None], str],
-    ) -> Callable[[date, date], AbstractContextManager[str]]:
-        """A month's rows of a rollup by the workflows' start: `build(first, until, source, also)`,
-        its workflows merged whole (`_whole_workflows`)."""
-
-        @contextmanager
-        def month(m: date, u: date) -> Iterator[str]:
-            starts = rollups.starts_between(_instant(m), _instant(u))
-            with _whole_workflows(client, o, _around(m), starts, settings) as (source, also):
-                yield build(_instant(m), _instant(u), source, also)
-
-        return month
-
-    def by_span(build: Callable[[str, str], str]) -> Callable[[date, date], AbstractContextManager[str]]:
-        """A month's rows of a rollup by the span's time: `build(first, until)`."""
-
-        @contextmanager
-        def month(m: date, u: date) -> Iterator[str]:
-            yield build(_instant(m), _instant(u))
-
-        return month
-
-    rework_rows: str | None = None  # every rework record by workflow, read once for all months (set below)
-    monthly: dict[str, tuple[str, str, Callable[[date, date], AbstractContextManager[str]]]] = {
-        WORKFLOW_HOURS: (workflows, _WORKFLOW_MONTH, by_start(
-            lambda m, u, source, also: rollups.refresh_select(
-                workflows, traces, o.name(TRACES), m, source, u, also, rework_rows=rework_rows))),
-        SIGNAL_HOURS: (traces, _SPAN_MONTH, by_span(lambda m, u: rollups.signal_refresh_select(traces, m, u))),
-        COHORT_HOURS: (workflows, _WORKFLOW_MONTH, by_start(
-            lambda m, u, source, also: rollups.cohort_refresh_select(workflows, m, source, u, also))),
-        STAGE_HOURS: (stages, _SPAN_MONTH, by_span(lambda m, u: rollups.stage_refresh_select(stages, m, u))),
-    }  # fmt: skip
     written: dict[str, set[str]] = {}
     rows = 0
-    with ExitStack() as stack:
+    went_monthly: set[str] = set()
+    with ExitStack() as stack:  # the staging tables of a month-by-month pass: made once, for every rollup reading them
+
+        @functools.cache
+        def whole_in(month: date) -> tuple[str, str | None]:
+            """The month's workflows merged whole (`_whole_workflows`), for its workflow and cohort hours."""
+            starts = rollups.starts_between(_instant(month), _instant(_next_month(month)))
+            return stack.enter_context(_whole_workflows(client, o, _around(month), starts, settings))
+
+        @functools.cache
+        def every_rework() -> str:
+            """Every rework record by workflow (not each month's from its own on: that read grew with months²)."""
+            rework = rework_by_workflow_sql("", None, traces=o.name(TRACES))
+            return stack.enter_context(
+                _staging(client, o, f"ENGINE = MergeTree ORDER BY tuple() AS {rework}", settings)
+            )
+
+        def workflow_month(m: date, u: date) -> str:
+            source, also = whole_in(m)
+            return rollups.refresh_select(
+                workflows, traces, o.name(TRACES), _instant(m), source, _instant(u), also, rework_rows=every_rework()
+            )
+
+        def cohort_month(m: date, u: date) -> str:
+            source, also = whole_in(m)
+            return rollups.cohort_refresh_select(workflows, _instant(m), source, _instant(u), also)
+
+        def signal_month(m: date, u: date) -> str:
+            return rollups.signal_refresh_select(traces, _instant(m), _instant(u))
+
+        def stage_month(m: date, u: date) -> str:
+            return rollups.stage_refresh_select(stages, _instant(m), _instant(u))
+
+        # each: the table its months are read from, a partition's month, a month's rows
+        monthly: dict[str, tuple[str, str, Callable[[date, date], str]]] = {
+            WORKFLOW_HOURS: (workflows, _WORKFLOW_MONTH, workflow_month),
+            SIGNAL_HOURS: (traces, _SPAN_MONTH, signal_month),
+            COHORT_HOURS: (workflows, _WORKFLOW_MONTH, cohort_month),
+            STAGE_HOURS: (stages, _SPAN_MONTH, stage_month),
+        }
+
+        def month_at_a_time(table: str) -> tuple[set[str], int]:
+            went_monthly.add(table)
+            source_table, partition_month, month_select = monthly[table]
+            months = _months(client, source_table, partition_month)
+            return _per_month(client, o, table, months, month_select, settings)
+
         # a window's workflows with rows before it too (truth on a workflow that started earlier)
         # are merged whole, so none is counted again in the window without its start
         also = None
@@ -356,22 +362,6 @@ def _refresh_from(
             # a report and the workflow it judged may be on two shards: the workflows are the cluster's
             (FEEDBACK_HOURS, rollups.feedback_refresh_select(traces, o.name(WORKFLOWS), first)),
         )
-        went_monthly: set[str] = set()
-
-        def month_at_a_time(table: str) -> tuple[set[str], int]:
-            nonlocal rework_rows
-            went_monthly.add(table)
-            source_table, partition_month, month_select = monthly[table]
-            months = _months(client, source_table, partition_month)
-            with ExitStack() as per_table:
-                if table == WORKFLOW_HOURS:  # not every month from its own on: that read grew with months²
-                    rework = rework_by_workflow_sql("", None, traces=o.name(TRACES))
-                    rework_rows = per_table.enter_context(_rows_of(client, o, rework, settings))
-                try:
-                    return _per_month(client, o, table, months, month_select, settings)
-                finally:
-                    rework_rows = None
-
         for table, select in selects:
             if since is None and table in monthly and table in month_by_month:
                 written[table], r = month_at_a_time(table)
