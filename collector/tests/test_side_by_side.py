@@ -87,6 +87,17 @@ def _killed(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=30)
 
 
+def _exit_code(proc: subprocess.Popen[bytes], log: Path, timeout: float) -> int:
+    """`proc`'s exit code once it exits; a collector still running after `timeout` fails the test
+    with its log's end and every thread's stack (`kill -USR1`), which say where it hangs."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(2.0)
+        raise AssertionError(f"still running {timeout:.0f} s on:\n{log.read_text()[-12000:]}") from None
+
+
 def _one_line_error(done: subprocess.CompletedProcess[str]) -> str:
     assert done.returncode == 1, (done.returncode, done.stderr)
     assert "Traceback" not in done.stderr
@@ -323,7 +334,7 @@ def test_sigusr1_dumps_every_thread_and_the_collector_keeps_serving(tmp_path: Pa
         assert "fatal error" not in dump, dump[-6000:]
         wait_serving(proc, http)  # still answering
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == 0, log.read_text()[-6000:]
+        assert _exit_code(proc, log, 120) == 0, log.read_text()[-6000:]
     finally:
         stop.set()
         _killed(proc)
@@ -374,7 +385,7 @@ def test_sigterm_stops_the_collector_whichever_of_its_threads_receives_it(tmp_pa
             if errors[-1] == 0:
                 break
         assert errors[-1] == 0, errors
-        assert proc.wait(timeout=120) == 0, log.read_text()
+        assert _exit_code(proc, log, 120) == 0, log.read_text()
         assert "stopping: writing what the log holds" in log.read_text()
     finally:
         _killed(proc)
@@ -412,7 +423,7 @@ def test_an_engine_that_crashes_stops_the_collector_and_its_restart_stores_every
         sender.start()
         time.sleep(1.0)
         assert _tgkill(proc.pid, _engine_thread(proc.pid), signal.SIGSEGV) == 0
-        code = proc.wait(timeout=120)
+        code = _exit_code(proc, tmp_path / "serve.log", 120)
     finally:
         stop.set()
         sender.join(timeout=30)
@@ -428,7 +439,7 @@ def test_an_engine_that_crashes_stops_the_collector_and_its_restart_stores_every
     proc, _ = _start_serve(data, tmp_path / "restart.log", port)
     try:
         proc.send_signal(signal.SIGTERM)  # a clean stop writes what the log holds
-        assert proc.wait(timeout=180) == 0, (tmp_path / "restart.log").read_text()[-6000:]
+        assert _exit_code(proc, tmp_path / "restart.log", 180) == 0, (tmp_path / "restart.log").read_text()[-6000:]
     finally:
         _killed(proc)
     stored = _stored(data)
@@ -451,7 +462,7 @@ def test_an_idle_collector_whose_engine_crashes_exits_1_by_itself_or_on_sigterm(
         if then == "sigterm":
             time.sleep(0.5)
             proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=60)
+        code = _exit_code(proc, tmp_path / "serve.log", 60)
     finally:
         _killed(proc)
     log = (tmp_path / "serve.log").read_text()

@@ -30,6 +30,7 @@ from clinotel.alerts.state import AlertState, Instance, Reading, State, step
 from clinotel.model import tables
 from clinotel.model.changes import describe as describe_changes
 from clinotel.model.changes import recent_changes
+from clinotel.model.store import first_line
 from clinotel.model.tables import DEFAULT_DATABASE
 
 __all__ = ["DEFAULT_LEASE_S", "STORE", "Evaluator", "Summary"]
@@ -37,11 +38,6 @@ __all__ = ["DEFAULT_LEASE_S", "STORE", "Evaluator", "Summary"]
 logger: Final = logging.getLogger("clinotel.alerts")
 STORE: Final = "(store)"
 """The rule name of errors that concern the store rather than one rule."""
-
-
-def _line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:500] if text else type(e).__name__
 
 
 @dataclass
@@ -128,7 +124,7 @@ class Evaluator:
         try:
             held = self.lease.acquire() if self.lease is not None else None
         except Exception as e:  # noqa: BLE001 - reported: without its state the evaluator must not page
-            summary.errors.append((STORE, f"cannot keep the alert state in {table}: {_line(e)}"))
+            summary.errors.append((STORE, f"cannot keep the alert state in {table}: {first_line(e, 500)}"))
             return summary
         if held is not None:
             summary.skipped = (
@@ -139,14 +135,14 @@ class Evaluator:
         try:
             self._ledger = load(self.client, self.database, [r.name for r in self.pack.rules])
         except Exception as e:  # noqa: BLE001 - reported: without its state the evaluator must not page
-            summary.errors.append((STORE, f"cannot read the alert state from {table}: {_line(e)}"))
+            summary.errors.append((STORE, f"cannot read the alert state from {table}: {first_line(e, 500)}"))
             return summary
         self.states = self._ledger.states
         for rule in self.pack.rules:
             try:
                 observations = observe(self.client, rule, self.database, now)
             except Exception as e:  # noqa: BLE001 - a failing rule is recorded, the others still run
-                message = _line(e)
+                message = first_line(e, 500)
                 summary.errors.append((rule.name, message))
                 self._record(now, "", rule, {}, "error", None, 0, None, detail=message)
                 continue
@@ -304,7 +300,7 @@ class Evaluator:
                 try:
                     outcome = self.switch.disable(action, rule.name, self.dry_run)
                 except Exception as e:  # noqa: BLE001 - a failed switch is audited and paged, not raised
-                    outcome = Outcome("failed", _line(e))
+                    outcome = Outcome("failed", first_line(e, 500))
             summary.actions.append((rule.name, action.describe(), outcome))
             labels = dict(instance.labels)
             receiver = self.switch.name if self.switch else ""
@@ -320,7 +316,7 @@ class Evaluator:
                 try:
                     self.on_change(action, rule.name, outcome, now, labels.get("tenant", ""))
                 except Exception as e:  # noqa: BLE001 - the switch happened; its change event is reported
-                    summary.errors.append((rule.name, f"cannot record the change event: {_line(e)}"))
+                    summary.errors.append((rule.name, f"cannot record the change event: {first_line(e, 500)}"))
         self._flush_events(summary)
 
     def _changes(self, labels: dict[str, str], starts: datetime) -> str:
@@ -335,7 +331,7 @@ class Evaluator:
                 scope=scope,
             )  # fmt: skip
         except Exception as e:  # noqa: BLE001 - a page without its change list still pages
-            logger.warning("could not read the recent changes: %s", _line(e))
+            logger.warning("could not read the recent changes: %s", first_line(e, 500))
             return ""
         return describe_changes(found, self.changes_hours) if found else ""
 
@@ -355,7 +351,8 @@ class Evaluator:
         try:
             self.recorder.insert(table, self._events, column_names=list(tables.ALERT_EVENT_COLUMNS))
         except Exception as e:  # noqa: BLE001 - reported; the next pass starts again from what is stored
-            summary.errors.append((STORE, f"cannot record {len(self._events)} alert event(s) in {table}: {_line(e)}"))
+            failed = f"cannot record {len(self._events)} alert event(s) in {table}: {first_line(e, 500)}"
+            summary.errors.append((STORE, failed))
             logger.warning("could not record %d alert events: %s", len(self._events), e)
             return False
         finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, NoReturn
 
 import click
 
@@ -22,7 +22,7 @@ from clinotel.collector.store.embedded import (
     connect,
 )
 from clinotel.model.sql import literal
-from clinotel.model.store import open_reading_store, reading_store, shown_url
+from clinotel.model.store import first_line, open_reading_store, reading_store, shown_url
 from clinotel.model.tables import DEFAULT_DATABASE, WORKFLOW_HOURS
 
 __all__ = ["Companion", "query", "run_serve", "schema", "serve_options"]
@@ -183,7 +183,7 @@ def refresh_rollups(
     except StoreError as e:
         raise click.ClickException(str(e)) from None
     except Exception as e:  # noqa: BLE001 - the engine's error, in one line
-        raise click.ClickException(f"the refresh failed: {str(e).strip().splitlines()[0][:300]}") from None
+        raise click.ClickException(f"the refresh failed: {first_line(e)}") from None
     click.echo(_refreshed(done))
 
 
@@ -445,7 +445,13 @@ def run_serve(
     # `kill -USR1 PID`: every thread's stack on stderr (a collector that does not stop, or stalls);
     # before the collector starts a thread, so that each inherits the signal blocked
     install_stack_dump()
-    collector = Collector(config, on_failure=lambda reason: done.set())
+
+    def failed(reason: str) -> None:
+        done.set()
+        if collector.store_lost:  # wherever the main thread is then (a drain in a hung insert)
+            _exit_after(LOST_ENGINE_GRACE_S)
+
+    collector = Collector(config, on_failure=failed)
     try:
         collector.start()
     except (ConfigError, TokenError, StoreError, IngestSetupError, ListenError, LogInUseError, LogOwnedError) as e:
@@ -489,11 +495,18 @@ def run_serve(
     _exit_if_store_lost(collector)
 
 
+LOST_ENGINE_GRACE_S: Final = 15.0
+"""How long a collector whose embedded engine failed may take to stop before it exits regardless."""
+
+
 def _exit_if_store_lost(collector: Any) -> None:
     """Exit 1 at once when the embedded engine failed: closing it at the interpreter's exit waits
     forever for the engine thread that crashed (the log is sealed, the logs flushed first)."""
-    if not collector.store_lost:
-        return
+    if collector.store_lost:
+        _exit_lost()
+
+
+def _exit_lost() -> NoReturn:
     import logging
     import os
     import sys
@@ -503,6 +516,17 @@ def _exit_if_store_lost(collector: Any) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(1)
+
+
+def _exit_after(seconds: float) -> None:
+    """Exit 1 in `seconds` whatever the main thread is doing then: stopping waits on nothing in a
+    failed engine, but a thread of the engine's own may still hold something it needs. What was
+    acknowledged is on disk in the log either way, and the next start stores it."""
+    import threading
+
+    timer = threading.Timer(seconds, _exit_lost)
+    timer.daemon = True
+    timer.start()
 
 
 @click.command()

@@ -52,7 +52,8 @@ from clinotel.collector.store.embedded import (
     segment_bytes_for,
     store_id,
 )
-from clinotel.collector.store.segments import EmbeddedSegments, SegmentStore, ServerSegments
+from clinotel.collector.store.segments import EmbeddedSegments, SegmentStore, ServerSegments, engine_failed
+from clinotel.collector.store.watch import EngineWatch
 from clinotel.collector.telemetry import metrics
 from clinotel.collector.telemetry.recorder import MetricsRecorder
 from clinotel.collector.tokens import ALL_TENANTS, Grant, Tokens
@@ -189,6 +190,9 @@ class Collector:
         self.rollups: rollups.RollupRefresher | None = None
         self._rollups_client: Any | None = None
         """The refresh thread's own client, when the collector opened it (closed at stop)."""
+        self.watch: EngineWatch | None = None
+        """Probes the embedded engine (when the collector opened it) for a failure of its own."""
+        self._watch_client: Any | None = None
         self.failure: str | None = None
         """Why the collector stopped acknowledging, once it has."""
         self.failed = threading.Event()
@@ -346,6 +350,9 @@ class Collector:
                 whole_memory_bytes=whole_share if embedded else None,
                 on_error=self._store_error,
             )
+        if embedded and self._owns_client:
+            self._watch_client = connect(cfg.data_dir, cfg.clickhouse_url, memory_bytes=cfg.engine_memory_bytes)
+            self.watch = EngineWatch(self._watch_client, engine_failed, self._store_error)
         if self.admin is not None and embedded:
             # With a server, readers query the server (its users and row policies); this port keeps
             # /ping and /metrics.
@@ -375,6 +382,8 @@ class Collector:
             self.recorder.start(on_failure=self.fail)
         if self.rollups is not None:
             self.rollups.start(on_failure=self.fail)
+        if self.watch is not None:
+            self.watch.start(on_failure=self.fail)
         self.receiver.attach(self.wal)
         for server in (self.http, self.admin):
             if server is not None:
@@ -394,7 +403,7 @@ class Collector:
                 self.grpc.stop()
             else:
                 self.grpc.close()
-        self._stop_rollups()
+        self._stop_engine_threads(wait=True)
         if self.writer is not None:
             self.writer.stop(drain=False)
         if self.recorder is not None:
@@ -404,12 +413,18 @@ class Collector:
         if self.wal is not None:
             self.wal.release()
 
-    def _stop_rollups(self) -> None:
-        if self.rollups is not None:
-            self.rollups.stop()
-        if self._rollups_client is not None:
-            self._rollups_client.close()
-            self._rollups_client = None
+    def _stop_engine_threads(self, wait: bool) -> None:
+        """Stop the watch and the rollups' refresh, and close their clients; without `wait` (a
+        lost engine), neither waits for a query in flight nor closes a client that may hold one."""
+        for thread in (self.watch, self.rollups):
+            if thread is not None:
+                thread.stop(wait=wait)
+        if not wait:
+            return
+        for client in (self._watch_client, self._rollups_client):
+            if client is not None:
+                client.close()
+        self._watch_client = self._rollups_client = None
 
     def health(self) -> str | None:
         """Why the collector cannot store what it receives now, or None when it can."""
@@ -462,13 +477,17 @@ class Collector:
 
     def stop(self) -> None:
         """Stop receiving, seal the log, and write everything acknowledged (unless the collector
-        failed: then what the log holds stays on disk for the next start)."""
+        failed: then what the log holds stays on disk for the next start).
+
+        Once the embedded engine is lost, nothing here waits on a thread that may be in one of its
+        queries (such a query may never end) or sends it another: the caller exits without closing
+        it (`store_lost`)."""
         for server in (self.admin, self.grpc, self.http):
             if server is not None:
                 server.stop()
-        if self.reader is not None:
+        if self.reader is not None and not self.store_lost:
             self.reader.close()
-        self._stop_rollups()
+        self._stop_engine_threads(wait=not self.store_lost)
         if self.wal is not None:
             try:
                 self.wal.close()
@@ -476,10 +495,11 @@ class Collector:
                 logger.error("could not seal the log: %s", e)
         if self.writer is not None:
             try:
-                self.writer.stop(drain=self.health() is None)
+                self.writer.stop(drain=self.health() is None, wait=not self.store_lost)
             except (LogLostError, StoreLostError, OSError) as e:
                 logger.error("could not write what the log holds: %s", e)
         if self.recorder is not None:
-            self.recorder.stop()
+            lost = self.store_lost  # the drain above may have met the failure
+            self.recorder.stop(record=not lost, wait=not lost)
         if self.wal is not None:
             self.wal.release()

@@ -25,6 +25,7 @@ from typing import Final
 
 from clinotel.collector.log.wal import LogLostError, Segment, WriteAheadLog
 from clinotel.collector.store.segments import SegmentStore, out_of_space
+from clinotel.model.store import first_line
 from clinotel.model.threads import guarded
 
 __all__ = ["SegmentWriter", "StoreLostError", "WriterStats"]
@@ -46,7 +47,7 @@ class StoreLostError(RuntimeError):
 
 def store_lost_reason(error: Exception) -> str:
     """Why the collector stops when the embedded engine failed (what `error` said, first line)."""
-    return f"the embedded engine stopped after a fatal error of its own ({_first_line(error)})"
+    return f"the embedded engine stopped after a fatal error of its own ({first_line(error)})"
 
 
 @dataclass
@@ -177,7 +178,7 @@ class SegmentWriter:
                         "log, which refuses new ones when full; %s",
                         segment.token,
                         now - since,
-                        _first_line(e),
+                        first_line(e),
                         "free space on the store's disk"
                         if out_of_space(e)
                         else "if the engine is at its memory cap, raise --memory-mb",
@@ -211,15 +212,11 @@ class SegmentWriter:
         self._thread = guarded(self._run, "clinotel-writer", self._died, expected=(LogLostError, StoreLostError))
         self._thread.start()
 
-    def stop(self, drain: bool = True) -> None:
-        """Stop the thread; with `drain`, write what the log holds first."""
+    def stop(self, drain: bool = True, wait: bool = True) -> None:
+        """Stop the thread; with `drain`, write what the log holds first. Without `wait`, the
+        thread is not waited for (a lost engine: its insert in flight may never end)."""
         self._stop.set()
-        if self._thread is not None:
+        if wait and self._thread is not None:
             self._thread.join(timeout=30)
         if drain:
             self.drain()
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__

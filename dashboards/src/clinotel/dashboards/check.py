@@ -12,6 +12,7 @@ from typing import Any
 
 from clinotel.dashboards.interval import IntervalError, panel_interval
 from clinotel.dashboards.macros import ALL, MacroError, TimeRange, expand
+from clinotel.model.store import first_line
 
 __all__ = ["PanelQuery", "PanelResult", "data_range", "panel_queries", "panel_range", "run"]
 
@@ -98,6 +99,6 @@ def run(client: Any, queries: list[PanelQuery], tr: TimeRange) -> Iterator[Panel
             yield PanelResult(q, 0, 0.0, f"macro: {e}")
             continue
         except Exception as e:  # noqa: BLE001 - every database error is a finding to report
-            yield PanelResult(q, 0, (time.perf_counter() - started) * 1000, str(e).strip().splitlines()[0][:300])
+            yield PanelResult(q, 0, (time.perf_counter() - started) * 1000, first_line(e))
             continue
         yield PanelResult(q, rows, (time.perf_counter() - started) * 1000)

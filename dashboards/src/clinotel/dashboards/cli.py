@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from clinotel.model.store import open_reading_store, reading_store
+from clinotel.model.store import first_line, open_reading_store, reading_store
 from clinotel.model.tables import DEFAULT_DATABASE
 
 __all__ = ["dashboards", "report"]
@@ -49,7 +49,7 @@ def _range(client: object, database: str, from_: str | None, to: str | None) -> 
             found = data_range(client, database)
         except ClickHouseError as e:
             raise click.ClickException(
-                f"cannot read {database}.{clinical.WORKFLOWS} ({str(e).strip().splitlines()[0][:200]}); "
+                f"cannot read {database}.{clinical.WORKFLOWS} ({first_line(e, 200)}); "
                 "no clinotel store here yet? `clinotel serve` or `clinotel schema apply` creates it"
             ) from None
         if found is None:

@@ -34,6 +34,7 @@ from clinotel.dashboards._report.sections import change_marks, definitions_html,
 from clinotel.dashboards.macros import TimeRange
 from clinotel.model.changes import recent_changes
 from clinotel.model.indicators import INDICATORS
+from clinotel.model.store import first_line
 from clinotel.model.tables import DEFAULT_DATABASE
 
 __all__ = ["AlertRule", "Report", "render"]
@@ -49,11 +50,6 @@ class Report:
     html: str
     panels: int
     failed: int
-
-
-def _line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__
 
 
 def _dashboard(ctx: Context, name: str, data: dict[str, Any]) -> tuple[str, int, int]:
@@ -116,7 +112,7 @@ def render(
         events = load_events(client, database, tr)
     except Exception as e:  # noqa: BLE001 - a store without the audit trail still gets its report
         events = []
-        errors.append(f"no alert audit trail in this store ({_line(e)})")
+        errors.append(f"no alert audit trail in this store ({first_line(e)})")
     found_episodes = episodes(events)
     disparities: list[F.Disparity] | None
     try:
@@ -124,29 +120,29 @@ def render(
     except Exception as e:  # noqa: BLE001 - shown in its place
         disparities = None
         failed += 1
-        errors.append(f"disparities: {_line(e)}")
+        errors.append(f"disparities: {first_line(e)}")
     try:
         criteria = F.kill_criteria(client, database, tr, rules, found_episodes)
     except Exception as e:  # noqa: BLE001 - shown in its place
         criteria = []
         failed += 1
-        errors.append(f"kill criteria: {_line(e)}")
+        errors.append(f"kill criteria: {first_line(e)}")
     try:
         changes = F.changes(client, database, tr)
     except Exception as e:  # noqa: BLE001 - shown in its place
         changes = []
         failed += 1
-        errors.append(f"rollout changes: {_line(e)}")
+        errors.append(f"rollout changes: {first_line(e)}")
     try:
         recorded = recent_changes(client, database, tr.start, tr.end, limit=MAX_CHANGES)
     except Exception as e:  # noqa: BLE001 - shown in its place
         recorded = []
-        errors.append(f"change events: {_line(e)}")
+        errors.append(f"change events: {first_line(e)}")
     try:
         active = F.activity(client, database, tr)
     except Exception as e:  # noqa: BLE001 - the charts then span the whole range
         active = None
-        errors.append(f"activity: {_line(e)}")
+        errors.append(f"activity: {first_line(e)}")
     found = incidents(found_episodes)
     before_during = {}
     for episode in found_episodes:
@@ -158,7 +154,7 @@ def render(
                 client, database, rule.metric, dict(episode.labels), episode.fired, rule.window
             )
         except Exception as e:  # noqa: BLE001 - shown in its place
-            errors.append(f"{episode.rule} before and during: {_line(e)}")
+            errors.append(f"{episode.rule} before and during: {first_line(e)}")
     tenants = len(
         {e.tenant for e in events if e.tenant}
         | {d.tenant for d in disparities or ()}
@@ -182,7 +178,7 @@ def render(
         effort: E.Efficiency | None = E.efficiency(client, database, tr)
         effort_error = None
     except Exception as e:  # noqa: BLE001 - shown in its place
-        effort, effort_error = None, _line(e)
+        effort, effort_error = None, first_line(e)
         failed += 1
     body.append(E.efficiency_html(effort, effort_error))
     ctx = Context(

@@ -25,6 +25,7 @@ __all__ = [
     "StoreError",
     "connect_server",
     "error_line",
+    "first_line",
     "open_reading_store",
     "reach_error",
     "reading_store",
@@ -75,8 +76,13 @@ def reach_error(url: str, error: Exception) -> str:
         return f"cannot reach {url}: {match.group(2).strip().lower()}"
     if "timed out" in text.lower() or "timeout" in text.lower():
         return f"cannot reach {url}: timed out"
-    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
-    return f"cannot reach {url}: {first[:200]}"
+    return f"cannot reach {url}: {first_line(error, 200)}"
+
+
+def first_line(error: Exception, limit: int = 300) -> str:
+    """What `error` says, its first line only (at most `limit` characters), or its kind."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__
 
 
 def error_line(error: Exception) -> str:
@@ -92,7 +98,7 @@ def error_line(error: Exception) -> str:
             message = message[: found.start()].rstrip(". ")
             return f"{found.group(1)} ({match.group(1)}): {message.splitlines()[0] if message else ''}"
         return f"Code {match.group(1)}: {message.splitlines()[0] if message else ''}"
-    return text.splitlines()[0][:500] if text else type(error).__name__
+    return first_line(error, 500)
 
 
 def connect_server(url: str, database: str | None = None) -> Any:

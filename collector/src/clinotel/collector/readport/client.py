@@ -23,6 +23,7 @@ from clinotel.collector.readport import guard as read_guard
 from clinotel.collector.readport.reader import ClickHouseError, ReadLimits, SqlReader
 from clinotel.collector.store import schema
 from clinotel.collector.store.embedded import StoreError, check_embedded
+from clinotel.model.store import first_line
 
 __all__ = ["ReadOnlyClient", "check_read", "open_embedded"]
 
@@ -118,7 +119,7 @@ def open_embedded(data_dir: Path, database: str, limits: ReadLimits | None = Non
     try:
         reader = SqlReader(data_dir.resolve(), database, schema.tenant_tables(), limits or ReadLimits())
     except (RuntimeError, ClickHouseError) as e:
-        raise StoreError(f"cannot open the store {data_dir.resolve()}: {str(e).strip().splitlines()[0][:300]}") from e
+        raise StoreError(f"cannot open the store {data_dir.resolve()}: {first_line(e)}") from e
     return ReadOnlyClient(reader, database)
 
 

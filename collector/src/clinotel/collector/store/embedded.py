@@ -24,6 +24,7 @@ from clinotel.model.store import (
     StoreError,
     connect_server,
     error_line,
+    first_line,
     reach_error,
     without_credentials,
 )
@@ -315,6 +316,6 @@ def connect(
             options = {**engine_options(memory_bytes), "config-file": str(engine_config(path))}
             return clickhouse_connect.get_client(dsn=dsn, database=database or "", chdb_options=options)
         except Exception as e:
-            raise StoreError(f"cannot open the embedded store {path}: {str(e).strip().splitlines()[0][:300]}") from e
+            raise StoreError(f"cannot open the embedded store {path}: {first_line(e)}") from e
     assert url is not None
     return connect_server(url, database)

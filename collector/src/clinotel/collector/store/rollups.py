@@ -44,9 +44,10 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
 from clinotel.collector.store.schema import SchemaOptions
-from clinotel.collector.store.segments import memory_limit_exceeded
+from clinotel.collector.store.segments import engine_failed, memory_limit_exceeded
 from clinotel.model import rollups
 from clinotel.model.sql import literal
+from clinotel.model.store import first_line
 from clinotel.model.tables import (
     COHORT_HOURS,
     FEEDBACK_HOURS,
@@ -497,7 +498,9 @@ class RollupRefresher:
             except Exception as e:  # noqa: BLE001 - the rollup is a cache: ingest carries on
                 self.failures += 1
                 self.failed_seconds = time.perf_counter() - started
-                if full:
+                if engine_failed(e):
+                    logger.error("could not refresh the hourly rollups: the engine failed (%s)", first_line(e))
+                elif full:
                     # the recent months keep being refreshed meanwhile; the whole is tried again
                     # when it is next due, not at every interval
                     self._full_at = time.monotonic()
@@ -505,7 +508,7 @@ class RollupRefresher:
                         "could not refresh the whole of the hourly rollups (tried again in %.0f h; the recent "
                         "months are refreshed meanwhile): %s. Give the engine more memory (--memory-mb) or run "
                         "`clinotel schema refresh-rollups` with the collector stopped",
-                        self.full_every_s / 3600, str(e).strip().splitlines()[0][:300],
+                        self.full_every_s / 3600, first_line(e),
                     )  # fmt: skip
                 else:
                     logger.warning("could not refresh the hourly rollups (the dashboards show them as before): %s", e)
@@ -560,7 +563,8 @@ class RollupRefresher:
         """Whether the thread still refreshes (it ends on `stop`, on a cluster, or if it dies)."""
         return self._thread is not None and self._thread.is_alive()
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """Stop refreshing; `wait` for a refresh in flight to end (up to 30 s)."""
         self._stop.set()
-        if self._thread is not None:
+        if wait and self._thread is not None:
             self._thread.join(timeout=30)

@@ -95,9 +95,11 @@ class MetricsRecorder:
         self._thread = guarded(self._run, "clinotel-self-telemetry", on_failure or (lambda reason: None))
         self._thread.start()
 
-    def stop(self, record: bool = True) -> None:
+    def stop(self, record: bool = True, wait: bool = True) -> None:
+        """Stop the thread (waiting for a write in flight unless not `wait`) and, with `record`,
+        write the last interval's rows."""
         self._stop.set()
-        if self._thread is not None:
+        if wait and self._thread is not None:
             self._thread.join(timeout=10)
         if record:
             self.record()

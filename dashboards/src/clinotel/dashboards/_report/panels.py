@@ -42,6 +42,7 @@ from clinotel.dashboards.macros import TimeRange, expand
 from clinotel.model import clinical, tables
 from clinotel.model.indicators import INDICATORS, Indicator
 from clinotel.model.sql import identifier, literal
+from clinotel.model.store import first_line
 
 __all__ = ["Context", "render_panel"]
 
@@ -515,7 +516,7 @@ def render_panel(ctx: Context, panel: dict[str, Any], variables: tuple[str, ...]
             else:
                 body = table_html(data.columns, data.rows)
     except Exception as e:  # noqa: BLE001 - a failed panel is shown, not fatal
-        message = str(e).strip().splitlines()[0][:400] if str(e).strip() else type(e).__name__
+        message = first_line(e, 400)
         return (
             f'<section class="panel {kind}"><h3>{title}</h3>{caption}<p class="error">{_e(message)}</p></section>',
             False,

@@ -1,0 +1,106 @@
+"""An embedded engine lost to a fatal error of its own may leave a query in flight waiting forever
+on the thread that crashed (seen in CI: the writer hung in its insert, the metrics behind it, and
+the collector never exited). The watch learns of the failure from a probe of its own, and a
+collector whose engine is lost stops without waiting on any thread that may be in the engine.
+
+The real crash (a SIGSEGV to one of the engine's threads, in a `clinotel serve` process) is in
+test_side_by_side.py; here the engine's answer after it is ClickHouse's own error, and the hung
+query an insert held until the test lets it go."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from clickhouse_connect.driver.exceptions import DatabaseError
+
+from clinotel.collector.log.wal import Segment
+from clinotel.collector.service import Collector
+from clinotel.collector.store.segments import engine_failed
+from clinotel.collector.store.watch import EngineWatch
+from collector.tests.otlp_clients import plain_request, post
+
+FATAL = DatabaseError("Code: 236. DB::Exception: The server is shutting down due to a fatal error. (ABORTED)", code=236)
+FULL = DatabaseError("Code: 241. DB::Exception: Memory limit (total) exceeded. (MEMORY_LIMIT_EXCEEDED)", code=241)
+
+
+class _Engine:
+    """Answers the watch's probes as scripted: nothing, then each error in turn."""
+
+    def __init__(self, *answers: Exception | None) -> None:
+        self.answers = list(answers)
+        self.asked = 0
+
+    def command(self, sql: str) -> None:
+        assert sql == "SELECT 1"
+        self.asked += 1
+        answer = self.answers.pop(0) if self.answers else None
+        if answer is not None:
+            raise answer
+
+
+def _until(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert condition()
+
+
+def test_the_watch_reports_the_first_answer_that_says_the_engine_is_lost_and_stops_probing() -> None:
+    engine = _Engine(None, FULL, None, FATAL, FATAL)
+    lost: list[Exception] = []
+    deaths: list[str] = []
+    watch = EngineWatch(engine, engine_failed, lost.append, interval_s=0.01)
+    watch.start(on_failure=deaths.append)
+    try:
+        _until(lambda: lost)
+        time.sleep(0.1)
+    finally:
+        watch.stop()
+    assert lost == [FATAL], "an engine at its memory cap is not lost; one that failed is, once"
+    assert engine.asked == 4, "no probe after the engine is lost"
+    assert deaths == []
+
+
+class _HungInsert:
+    """The writer's store, whose next insert never returns until `release`: a query that waits on an
+    engine thread that crashed."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.entered = threading.Event()
+        self.released = threading.Event()
+
+    def insert(self, segment: Segment) -> None:
+        self.entered.set()
+        self.released.wait(120)
+        raise FATAL
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_a_collector_whose_engine_is_lost_stops_without_waiting_for_the_insert_it_holds(
+    collector: Collector,
+) -> None:
+    assert collector.writer is not None and collector.http is not None and collector.reader is not None
+    hung = _HungInsert(collector.writer.store)
+    collector.writer.store = hung
+    try:
+        assert post(f"http://127.0.0.1:{collector.http.port}/v1/traces", plain_request(5))[0] == 200
+        assert collector.wal is not None
+        collector.wal.flush()
+        assert hung.entered.wait(30), "the writer took the segment"
+        collector._store_error(FATAL)  # what the watch hears from its probe
+        assert collector.failure is not None and "fatal error" in collector.failure
+        assert collector.store_lost
+        started = time.monotonic()
+        collector.stop()
+        took = time.monotonic() - started
+        # before: the writer's thread was waited for (30 s), then the metrics written once more
+        assert took < 10, f"stopping took {took:.1f} s: it waited on the hung insert"
+        assert collector.wal.sealed_count >= 1, "the acknowledged segment stays in the log for the next start"
+    finally:
+        hung.released.set()
+        collector.reader.close()
