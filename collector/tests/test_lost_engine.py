@@ -84,7 +84,9 @@ class _HungInsert:
 def test_a_collector_whose_engine_is_lost_stops_without_waiting_for_the_insert_it_holds(
     collector: Collector,
 ) -> None:
-    assert collector.writer is not None and collector.http is not None and collector.reader is not None
+    assert collector.writer is not None
+    assert collector.http is not None
+    assert collector.reader is not None
     hung = _HungInsert(collector.writer.store)
     collector.writer.store = hung
     try:
@@ -93,7 +95,8 @@ def test_a_collector_whose_engine_is_lost_stops_without_waiting_for_the_insert_i
         collector.wal.flush()
         assert hung.entered.wait(30), "the writer took the segment"
         collector._store_error(FATAL)  # what the watch hears from its probe
-        assert collector.failure is not None and "fatal error" in collector.failure
+        assert collector.failure is not None
+        assert "fatal error" in collector.failure
         assert collector.store_lost
         started = time.monotonic()
         collector.stop()
