@@ -445,13 +445,11 @@ def run_serve(
     # `kill -USR1 PID`: every thread's stack on stderr (a collector that does not stop, or stalls);
     # before the collector starts a thread, so that each inherits the signal blocked
     install_stack_dump()
-
-    def failed(reason: str) -> None:
-        done.set()
-        if collector.store_lost:  # wherever the main thread is then (a drain in a hung insert)
-            _exit_after(LOST_ENGINE_GRACE_S)
-
-    collector = Collector(config, on_failure=failed)
+    # once the engine is lost, the process exits within the grace period wherever the main thread
+    # is then (stopping, or a drain in an insert that never ends)
+    collector = Collector(
+        config, on_failure=lambda reason: done.set(), on_store_lost=lambda: _exit_after(LOST_ENGINE_GRACE_S)
+    )
     try:
         collector.start()
     except (ConfigError, TokenError, StoreError, IngestSetupError, ListenError, LogInUseError, LogOwnedError) as e:
@@ -503,15 +501,15 @@ def _exit_if_store_lost(collector: Any) -> None:
     """Exit 1 at once when the embedded engine failed: closing it at the interpreter's exit waits
     forever for the engine thread that crashed (the log is sealed, the logs flushed first)."""
     if collector.store_lost:
-        _exit_lost()
+        _exit_lost("the embedded engine failed: exiting without closing it")
 
 
-def _exit_lost() -> NoReturn:
+def _exit_lost(message: str) -> NoReturn:
     import logging
     import os
     import sys
 
-    click.echo("the embedded engine failed: exiting without closing it", err=True)
+    click.echo(message, err=True)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -519,12 +517,20 @@ def _exit_lost() -> NoReturn:
 
 
 def _exit_after(seconds: float) -> None:
-    """Exit 1 in `seconds` whatever the main thread is doing then: stopping waits on nothing in a
-    failed engine, but a thread of the engine's own may still hold something it needs. What was
-    acknowledged is on disk in the log either way, and the next start stores it."""
+    """Exit 1 in `seconds` whatever the main thread is doing then (every thread's stack printed
+    first): stopping waits on nothing in a failed engine it knows of, but the failure may be
+    learnt while it already waits on one. What was acknowledged is on disk in the log either way,
+    and the next start stores it."""
     import threading
 
-    timer = threading.Timer(seconds, _exit_lost)
+    from clinotel.collector.stacks import dump_stacks
+
+    def exit_now() -> None:
+        click.echo(f"still stopping {seconds:.0f} s after the embedded engine failed; where each thread is:", err=True)
+        dump_stacks()
+        _exit_lost("the embedded engine failed: exiting without closing it, without finishing the stop")
+
+    timer = threading.Timer(seconds, exit_now)
     timer.daemon = True
     timer.start()
 

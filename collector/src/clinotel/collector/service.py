@@ -169,10 +169,16 @@ class CollectorConfig:
 
 class Collector:
     """One collector process. `client` lets tests share their embedded engine; `on_failure` hears
-    (once) why the collector stopped being able to store what it receives."""
+    (once) why the collector stopped being able to store what it receives; `on_store_lost` (once)
+    that its embedded engine failed, whenever that is learnt, before or after another failure and
+    while stopping too (`clinotel serve` then exits regardless after a grace period)."""
 
     def __init__(
-        self, config: CollectorConfig, client: Any | None = None, on_failure: Callable[[str], None] | None = None
+        self,
+        config: CollectorConfig,
+        client: Any | None = None,
+        on_failure: Callable[[str], None] | None = None,
+        on_store_lost: Callable[[], None] | None = None,
     ) -> None:
         config.validate()
         self.config = config
@@ -200,6 +206,8 @@ class Collector:
         self._failure_lock = threading.Lock()
         self._serving = False
         self._store_lost = False
+        self._on_store_lost = on_store_lost
+        self._store_lost_told = False
 
     def _authenticate(self, token: str | None) -> Grant | None:
         if self.config.tokens is not None:
@@ -352,7 +360,7 @@ class Collector:
             )
         if embedded and self._owns_client:
             self._watch_client = connect(cfg.data_dir, cfg.clickhouse_url, memory_bytes=cfg.engine_memory_bytes)
-            self.watch = EngineWatch(self._watch_client, engine_failed, self._store_error)
+            self.watch = EngineWatch(self._watch_client, engine_failed, self._store_error, self._engine_stalled)
         if self.admin is not None and embedded:
             # With a server, readers query the server (its users and row policies); this port keeps
             # /ping and /metrics.
@@ -403,28 +411,33 @@ class Collector:
                 self.grpc.stop()
             else:
                 self.grpc.close()
-        self._stop_engine_threads(wait=True)
+        self._stop_engine_threads(self.rollups, wait=True)
         if self.writer is not None:
             self.writer.stop(drain=False)
         if self.recorder is not None:
             self.recorder.stop(record=False)
         if self.reader is not None:
             self.reader.close()
+        self._stop_engine_threads(self.watch, wait=True)
         if self.wal is not None:
             self.wal.release()
 
-    def _stop_engine_threads(self, wait: bool) -> None:
-        """Stop the watch and the rollups' refresh, and close their clients; without `wait` (a
-        lost engine), neither waits for a query in flight nor closes a client that may hold one."""
-        for thread in (self.watch, self.rollups):
-            if thread is not None:
-                thread.stop(wait=wait)
-        if not wait:
+    def _stop_engine_threads(self, thread: rollups.RollupRefresher | EngineWatch | None, wait: bool) -> None:
+        """Stop the rollups' refresh or the watch, and close its client once its thread has ended;
+        without `wait` (a lost engine), it is not waited for. A client whose thread is still in
+        a query stays open: closing it would wait for that query, which a lost engine may never
+        end."""
+        if thread is None:
             return
-        for client in (self._watch_client, self._rollups_client):
-            if client is not None:
-                client.close()
-        self._watch_client = self._rollups_client = None
+        thread.stop(wait=wait)
+        if thread.running:
+            return
+        if thread is self.rollups and self._rollups_client is not None:
+            self._rollups_client.close()
+            self._rollups_client = None
+        if thread is self.watch and self._watch_client is not None:
+            self._watch_client.close()
+            self._watch_client = None
 
     def health(self) -> str | None:
         """Why the collector cannot store what it receives now, or None when it can."""
@@ -439,12 +452,17 @@ class Collector:
     def fail(self, reason: str) -> None:
         """Stop acknowledging for `reason` (a background thread died, the log was lost)."""
         with self._failure_lock:
-            if self.failure is not None:
-                return
-            self.failure = reason
-        logger.critical("the collector stops acknowledging (503 from now on): %s", reason)
-        self.failed.set()
-        if self._on_failure is not None:
+            first = self.failure is None
+            if first:
+                self.failure = reason
+            told = self._store_lost_told
+            self._store_lost_told = told or self.store_lost
+        if first:
+            logger.critical("the collector stops acknowledging (503 from now on): %s", reason)
+            self.failed.set()
+        if self._store_lost_told and not told and self._on_store_lost is not None:
+            self._on_store_lost()
+        if first and self._on_failure is not None:
             self._on_failure(reason)
 
     def metric_families(self) -> list[metrics.Family]:
@@ -472,8 +490,18 @@ class Collector:
         """An error the metrics or rollups thread met: a failed embedded engine stops the
         collector as it does when the writer meets it (an idle writer never would)."""
         if self.writer is not None and self.writer.store.is_lost(error):
-            self._store_lost = True
-            self.fail(store_lost_reason(error))
+            self._lose_store(store_lost_reason(error))
+
+    def _engine_stalled(self, waited_s: float) -> None:
+        """The watch's probe has waited `waited_s`: an engine whose new queries hang is lost too."""
+        self._lose_store(
+            f"the embedded engine has not answered SELECT 1 for {waited_s:.0f} s (a query may wait on a thread of "
+            "the engine's that crashed)"
+        )
+
+    def _lose_store(self, reason: str) -> None:
+        self._store_lost = True
+        self.fail(reason)
 
     def stop(self) -> None:
         """Stop receiving, seal the log, and write everything acknowledged (unless the collector
@@ -487,7 +515,7 @@ class Collector:
                 server.stop()
         if self.reader is not None and not self.store_lost:
             self.reader.close()
-        self._stop_engine_threads(wait=not self.store_lost)
+        self._stop_engine_threads(self.rollups, wait=not self.store_lost)
         if self.wal is not None:
             try:
                 self.wal.close()
@@ -501,5 +529,8 @@ class Collector:
         if self.recorder is not None:
             lost = self.store_lost  # the drain above may have met the failure
             self.recorder.stop(record=not lost, wait=not lost)
+        # the watch last: a failure met while stopping (an insert of the drain that never ends)
+        # is learnt, and `on_store_lost` heard, whatever the stop waits on
+        self._stop_engine_threads(self.watch, wait=not self.store_lost)
         if self.wal is not None:
             self.wal.release()

@@ -35,6 +35,8 @@ logger: Final = logging.getLogger("clinotel.collector")
 MAX_REFUSALS: Final = 3
 BACKOFF_S: Final = (0.1, 0.5, 1.0, 2.0, 5.0)
 DRAIN_DEADLINE_S: Final = 30.0
+STOP_WAIT_S: Final = 30.0
+"""How long `stop` waits for the thread's insert in flight; past it, nothing is drained."""
 RELIEVE_AFTER_S: Final = 5.0
 """A segment kept out this long asks the store to free what it can (again at most this often)."""
 STALL_ALARM_S: Final = 60.0
@@ -126,10 +128,16 @@ class SegmentWriter:
         segment = self.wal.next_segment(timeout)
         if segment is None:
             return None
-        with self._turn:
+        # a drain waits for the thread's insert no longer than its deadline: an insert in a
+        # failed engine may never end
+        if not self._turn.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
+            return False
+        try:
             if not self.wal.is_pending(segment):
                 return True  # written by the other caller meanwhile
             return self._write_with_retries(segment, deadline)
+        finally:
+            self._turn.release()
 
     def _write_with_retries(self, segment: Segment, deadline: float | None = None) -> bool:
         """Insert until it works; the thread gives up when stopped, a drain at its deadline."""
@@ -217,6 +225,12 @@ class SegmentWriter:
         thread is not waited for (a lost engine: its insert in flight may never end)."""
         self._stop.set()
         if wait and self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=STOP_WAIT_S)
+            if self._thread.is_alive():
+                logger.error(
+                    "the writer is still in an insert %.0f s after it was told to stop: what the log holds stays "
+                    "there for the next start", STOP_WAIT_S,
+                )  # fmt: skip
+                return
         if drain:
             self.drain()
