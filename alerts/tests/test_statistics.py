@@ -108,10 +108,10 @@ def test_the_sql_is_the_python(client: Any) -> None:
         rl, rh = ratio_interval_sql("x1", "n1", "x2", "n2", confidence)
         sl, sh = ratio_sequence_sql("x1", "n1", "x2", "n2", confidence, math.log(1.5))
         values = ", ".join(f"({x1}, {n1}, {x2}, {n2})" for x1, n1, x2, n2 in pairs)
+        parts, ends = ratio_interval_columns("c", "x1", "n1", "x2", "n2", confidence)
         rows = client.query(
-            f"SELECT x1, n1, x2, n2, {wl}, {wh}, {rl}, {rh}, {sl}, {sh}, "
-            f"{ratio_interval_columns('c', 'x1', 'n1', 'x2', 'n2', confidence)} "
-            f"FROM values('x1 UInt64, n1 UInt64, x2 UInt64, n2 UInt64', {values})"
+            f"SELECT *, {ends} FROM (SELECT x1, n1, x2, n2, {wl}, {wh}, {rl}, {rh}, {sl}, {sh}, {parts} "
+            f"FROM values('x1 UInt64, n1 UInt64, x2 UInt64, n2 UInt64', {values}))"
         ).named_results()
         for row in rows:
             x1, n1, x2, n2 = row["x1"], row["n1"], row["x2"], row["n2"]

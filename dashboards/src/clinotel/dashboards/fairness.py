@@ -89,7 +89,7 @@ def group_table_sql(database: str, dimension: str, *, rollup: bool = True) -> st
             f"toUInt64(n{k}), toUInt64(x{k}), toFloat64(rv{k}), toUInt64(rn{k}), toUInt64(rx{k}))"
         )
     # m: (title, is a rate, higher is worse, value, rows, hits, reference value, rows, hits)
-    interval = ratio_interval_columns("ci", "m.6", "m.5", "m.9", "m.8", CONFIDENCE)
+    parts, interval = ratio_interval_columns("ci", "m.6", "m.5", "m.9", "m.8", CONFIDENCE)
     band_low, band_high = FAIR_BAND
     shown = f"m.5 >= {MIN_GROUP} AND m.8 >= {MIN_GROUP} AND m.7 > 0 AND grp != ref_group"
     d = "(m.4 / m.7)"
@@ -115,12 +115,12 @@ def group_table_sql(database: str, dimension: str, *, rollup: bool = True) -> st
         f"if({shown} AND m.2 = 1, round(ci_low, 2), NULL) AS `Disparity {pct}% low`, "
         f"if({shown} AND m.2 = 1 AND isFinite(ci_high), round(ci_high, 2), NULL) AS `Disparity {pct}% high`, "
         f"{verdict} AS `Verdict`\n"
-        f"FROM (\n  SELECT *, m, {interval}\n"
+        f"FROM (\nSELECT *, {interval} FROM (\n  SELECT *, m, {parts}\n"
         f"  FROM (\n    SELECT *, {reference_group('grp', 'members', partition)} AS ref_group, {', '.join(refs)}\n"
         f"    FROM (SELECT {partition}, {group} AS grp, {size} AS members, {', '.join(counts)}\n"
         f"          FROM {table}\n"
         f"          WHERE {when} AND {group} != '' AND {where_filters()}\n"
-        f"          GROUP BY {partition}, grp)\n  )\n  ARRAY JOIN [{', '.join(items)}] AS m\n)\n"
+        f"          GROUP BY {partition}, grp)\n  )\n  ARRAY JOIN [{', '.join(items)}] AS m\n))\n"
         f"ORDER BY {titles}, `Measure`, `Workflows` DESC"
     )
 
