@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import sys
@@ -140,6 +141,7 @@ def _measure(client: Any, db: str, rounds: int, fixed: tuple[str, str] | None = 
     from clinotel.collector.store.embedded import DEFAULT_ENGINE_MEMORY_MB
     from clinotel.collector.store.rollups import DEFAULT_WINDOW_DAYS, memory_shares, refresh
     from clinotel.dashboards.macros import TimeRange
+    from clinotel.model.store import first_line
     from clinotel.model.tables import ROLLUP_TABLES
 
     options = schema.SchemaOptions(database=db)
@@ -150,7 +152,8 @@ def _measure(client: Any, db: str, rounds: int, fixed: tuple[str, str] | None = 
     try:
         capped: float | str = round(refresh(client, options, max_memory_bytes=share).seconds, 2)
     except Exception as e:  # noqa: BLE001 - reported, not fatal: the panels are still timed
-        capped = f"failed: {str(e).strip().splitlines()[0][:200]}"
+        # the engine names the part it was reading by its path: not in a results file
+        capped = "failed: " + re.sub(r"(?:/[^/\s:()]+)+/?", "<path>", first_line(e, 200))
     for table in ROLLUP_TABLES:
         client.command(f"OPTIMIZE TABLE {db}.{table} FINAL")
     total_spans = client.command(f"SELECT count() FROM {db}.otel_traces")
