@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from clinotel.demo.scenario import BASELINE_MODEL, CANARY_MODEL, CANARY_SITE, FL
 from clinotel.model.indicators import INDICATORS
 from clinotel.model.sql import literal
 from clinotel.semconv import attributes as A
+from collector.tests.test_side_by_side import _engine_thread, _tgkill, needs_tgkill
 from dashboards.tests.report_checks import charts, empty_charts, missing_shown, sql_names_shown, visible_text
 
 WORKFLOWS = 6000
@@ -246,3 +249,31 @@ def test_bad_demo_options_are_refused_before_anything_is_created(tmp_path: Path)
         assert "Traceback" not in done.stderr
         assert done.stderr.startswith("Error: Invalid value"), done.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@needs_tgkill
+def test_a_demo_whose_engine_crashes_exits_1_instead_of_hanging(tmp_path: Path) -> None:
+    """A crash in one of the embedded engine's threads left the demo's drain in an insert that never
+    ends, and its exit in the engine's close: the demo hung. It ends as `clinotel serve` does: exit
+    1 within the grace period after the failure is learnt, saying why."""
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clinotel.cli", "demo", "--workflows", "2000", "--hours", "1",
+             "--out", str(tmp_path / "d")],
+            stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while "phase" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # the collector (and its engine) started: the demo printed its plan
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert _tgkill(proc.pid, _engine_thread(proc.pid), signal.SIGSEGV) == 0
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    text = log.read_text()
+    assert code == 1, text[-3000:]
+    assert "the embedded engine failed" in text, text[-3000:]

@@ -118,6 +118,7 @@ def demo(
     (OUT/report.html), and the alert rules are replayed over the simulated hours, paging through a
     Prometheus Alertmanager on loopback when one is installed, else a local webhook sink.
     """
+    from clinotel.collector.cli import exit_if_store_lost
     from clinotel.collector.store.embedded import default_wal_dir
     from clinotel.demo.flags import FLAGD_FILE, write_flagd_file
     from clinotel.demo.pipeline import sim_range, start_collector
@@ -157,6 +158,7 @@ def demo(
         back = _back_end(console, collector, out, span, sim, flagd_file)
     finally:
         collector.stop()
+        exit_if_store_lost(collector)
     path = out / "summary.json"
     record = {
         **_as_json(sim.summary, scenario, sim.services_s), "services": stored, "workflows_stored": workflows_stored,

@@ -29,7 +29,10 @@ def start_collector(data_dir: Path, wal_dir: Path) -> Collector:
         # the simulated hours end now: their late truth is dated up to TRUTH_LEAD_NS ahead
         max_span_lead_ns=TRUTH_LEAD_NS,
     )  # fmt: skip
-    collector = Collector(config)
+    from clinotel.collector.cli import exit_soon
+
+    # a failed engine ends the demo (exit 1) as it ends `clinotel serve`: closing it waits forever
+    collector = Collector(config, on_store_lost=exit_soon)
     collector.start()
     return collector
 

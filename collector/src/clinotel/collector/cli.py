@@ -25,7 +25,7 @@ from clinotel.model.sql import literal
 from clinotel.model.store import first_line, open_reading_store, reading_store, shown_url
 from clinotel.model.tables import DEFAULT_DATABASE, WORKFLOW_HOURS
 
-__all__ = ["Companion", "query", "run_serve", "schema", "serve_options"]
+__all__ = ["Companion", "exit_if_store_lost", "exit_soon", "query", "run_serve", "schema", "serve_options"]
 
 
 def _options(database: str, cluster: str | None, ttl_days: int | None) -> schema_module.SchemaOptions:
@@ -447,9 +447,7 @@ def run_serve(
     install_stack_dump()
     # once the engine is lost, the process exits within the grace period wherever the main thread
     # is then (stopping, or a drain in an insert that never ends)
-    collector = Collector(
-        config, on_failure=lambda reason: done.set(), on_store_lost=lambda: _exit_after(LOST_ENGINE_GRACE_S)
-    )
+    collector = Collector(config, on_failure=lambda reason: done.set(), on_store_lost=exit_soon)
     try:
         collector.start()
     except (ConfigError, TokenError, StoreError, IngestSetupError, ListenError, LogInUseError, LogOwnedError) as e:
@@ -486,20 +484,21 @@ def run_serve(
         click.echo(f"clinotel serve: stopping: {collector.failure}", err=True)
         collector.stop()
         click.echo("what the log still holds on disk is written at the next start", err=True)
-        _exit_if_store_lost(collector)
+        exit_if_store_lost(collector)
         raise SystemExit(1)
     click.echo("stopping: writing what the log holds", err=True)
     collector.stop()
-    _exit_if_store_lost(collector)
+    exit_if_store_lost(collector)
 
 
 LOST_ENGINE_GRACE_S: Final = 15.0
 """How long a collector whose embedded engine failed may take to stop before it exits regardless."""
 
 
-def _exit_if_store_lost(collector: Any) -> None:
-    """Exit 1 at once when the embedded engine failed: closing it at the interpreter's exit waits
-    forever for the engine thread that crashed (the log is sealed, the logs flushed first)."""
+def exit_if_store_lost(collector: Any) -> None:
+    """Exit 1 at once when the embedded engine failed (after `collector.stop()`): closing it at the
+    interpreter's exit waits forever for the engine thread that crashed (the log is sealed, the
+    logs flushed first)."""
     if collector.store_lost:
         _exit_lost("the embedded engine failed: exiting without closing it")
 
@@ -516,11 +515,11 @@ def _exit_lost(message: str) -> NoReturn:
     os._exit(1)
 
 
-def _exit_after(seconds: float) -> None:
+def exit_soon(seconds: float = LOST_ENGINE_GRACE_S) -> None:
     """Exit 1 in `seconds` whatever the main thread is doing then (every thread's stack printed
-    first): stopping waits on nothing in a failed engine it knows of, but the failure may be
-    learnt while it already waits on one. What was acknowledged is on disk in the log either way,
-    and the next start stores it."""
+    first): a collector's `on_store_lost`. Stopping waits on nothing in a failed engine it knows
+    of, but the failure may be learnt while the main thread already waits on one. What was
+    acknowledged is on disk in the log either way, and the next start stores it."""
     import threading
 
     from clinotel.collector.stacks import dump_stacks
