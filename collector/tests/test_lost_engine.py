@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError
 
+from clinotel.collector import writer as writer_module
 from clinotel.collector.log.wal import Segment
 from clinotel.collector.service import Collector, CollectorConfig
 from clinotel.collector.store import schema
@@ -34,17 +35,20 @@ FULL = DatabaseError("Code: 241. DB::Exception: Memory limit (total) exceeded. (
 
 class _Engine:
     """Answers the watch's probes as scripted: nothing, then each error in turn; with `hang`, the
-    probe after the script never comes back (until `release`)."""
+    probe after the script never comes back (until `release`); with `fails`, FATAL once it is set."""
 
-    def __init__(self, *answers: Exception | None, hang: bool = False) -> None:
+    def __init__(self, *answers: Exception | None, hang: bool = False, fails: threading.Event | None = None) -> None:
         self.answers = list(answers)
         self.asked = 0
         self.hang = hang
+        self.fails = fails
         self.released = threading.Event()
 
     def command(self, sql: str) -> None:
         assert sql == "SELECT 1"
         self.asked += 1
+        if self.fails is not None and self.fails.is_set():
+            raise FATAL
         if not self.answers and self.hang:
             self.released.wait(60)
         answer = self.answers.pop(0) if self.answers else None
@@ -75,6 +79,30 @@ def test_the_watch_reports_the_first_answer_that_says_the_engine_is_lost_and_sto
     assert engine.asked == 4, "no probe after the engine is lost"
     assert stalled == []
     assert deaths == []
+
+
+def test_a_pause_of_the_process_is_not_a_probe_that_hangs() -> None:
+    """A process stopped (SIGSTOP, `docker pause`) with a probe in flight sees its clock jump by the
+    pause: that is not the engine hanging. Before, the first tick after a pause past `stall_s`
+    reported a healthy engine as lost."""
+    jump = [0.0]
+    engine = _Engine(None, hang=True)
+    stalled: list[float] = []
+    watch = EngineWatch(
+        engine, engine_failed, lambda e: None, stalled.append, interval_s=0.01, stall_s=2.0,
+        clock=lambda: time.monotonic() + jump[0],
+    )  # fmt: skip
+    watch.start(on_failure=lambda reason: None)
+    try:
+        _until(lambda: watch.stalled_for() > 0)
+        jump[0] = 600.0  # ten minutes stopped
+        time.sleep(1.0)  # about two ticks after it
+        assert stalled == [], "reported on the pause"
+        _until(lambda: stalled, timeout=10)  # still in flight two seconds after: that is a hang
+    finally:
+        engine.released.set()
+        watch.stop()
+    assert 2.0 <= stalled[0] < 10
 
 
 def test_the_watch_reports_a_probe_that_does_not_come_back() -> None:
@@ -131,7 +159,7 @@ def told(
 
 
 def test_a_collector_told_to_stop_while_an_insert_hangs_learns_the_engine_failed_while_stopping(
-    told: tuple[Collector, list[str]],
+    told: tuple[Collector, list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """SIGTERM before anything learnt of the failure: the stop waited for the writer, then its
     drain waited forever for the insert the writer held, with the watch already stopped (found by
@@ -142,9 +170,19 @@ def test_a_collector_told_to_stop_while_an_insert_hangs_learns_the_engine_failed
     assert collector.writer is not None
     assert collector.http is not None
     assert collector.wal is not None
+    monkeypatch.setattr(writer_module, "STOP_WAIT_S", 1.0)
+    monkeypatch.setattr(writer_module, "DRAIN_DEADLINE_S", 2.0)
     hung = _HungInsert(collector.writer.store)
     collector.writer.store = hung
-    engine = _Engine(None, None, FATAL)
+    writer_stops = threading.Event()  # the engine fails once the stop reaches the writer
+    stop_writer = collector.writer.stop
+
+    def stop(drain: bool = True, wait: bool = True) -> None:
+        writer_stops.set()
+        stop_writer(drain, wait)
+
+    collector.writer.stop = stop  # type: ignore[method-assign]
+    engine = _Engine(fails=writer_stops)
     collector.watch = EngineWatch(engine, engine_failed, collector._store_error, collector._engine_stalled, 0.05)
     stopping = threading.Thread(target=collector.stop)
     try:
@@ -190,3 +228,29 @@ def test_a_collector_whose_engine_is_lost_stops_without_waiting_for_the_insert_i
     finally:
         hung.released.set()
         collector.reader.close()
+
+
+class _FailedEngine:
+    """A client whose engine failed before the collector started: every statement gets FATAL."""
+
+    def command(self, sql: str, *args: Any, **kwargs: Any) -> None:
+        raise FATAL
+
+    def query(self, sql: str, *args: Any, **kwargs: Any) -> None:
+        raise FATAL
+
+
+def test_a_collector_whose_engine_fails_while_it_starts_knows_it_is_lost(
+    engine_dir: Path, tokens: Tokens, tmp_path: Path
+) -> None:
+    """The engine can fail during a start (a migration copying a table takes minutes): the start
+    raised and the process then hung at exit in the engine's close. Now the collector knows its
+    engine is lost, so `clinotel serve` and the demo exit at once (`start_or_exit`)."""
+    config = CollectorConfig(
+        database="lost", wal_dir=tmp_path / "wal", otlp_http=("127.0.0.1", 0), otlp_grpc=None,
+        http=("127.0.0.1", 0), data_dir=engine_dir / "data", tokens=tokens,
+    )  # fmt: skip
+    collector = Collector(config, client=_FailedEngine())
+    with pytest.raises(DatabaseError, match="fatal error"):
+        collector.start()
+    assert collector.store_lost

@@ -29,11 +29,11 @@ def start_collector(data_dir: Path, wal_dir: Path) -> Collector:
         # the simulated hours end now: their late truth is dated up to TRUTH_LEAD_NS ahead
         max_span_lead_ns=TRUTH_LEAD_NS,
     )  # fmt: skip
-    from clinotel.collector.cli import exit_soon
+    from clinotel.collector.cli import exit_soon, start_or_exit
 
     # a failed engine ends the demo (exit 1) as it ends `clinotel serve`: closing it waits forever
     collector = Collector(config, on_store_lost=exit_soon)
-    collector.start()
+    start_or_exit(collector)
     return collector
 
 

@@ -25,7 +25,16 @@ from clinotel.model.sql import literal
 from clinotel.model.store import first_line, open_reading_store, reading_store, shown_url
 from clinotel.model.tables import DEFAULT_DATABASE, WORKFLOW_HOURS
 
-__all__ = ["Companion", "exit_if_store_lost", "exit_soon", "query", "run_serve", "schema", "serve_options"]
+__all__ = [
+    "Companion",
+    "exit_if_store_lost",
+    "exit_soon",
+    "query",
+    "run_serve",
+    "schema",
+    "serve_options",
+    "start_or_exit",
+]
 
 
 def _options(database: str, cluster: str | None, ttl_days: int | None) -> schema_module.SchemaOptions:
@@ -449,7 +458,7 @@ def run_serve(
     # is then (stopping, or a drain in an insert that never ends)
     collector = Collector(config, on_failure=lambda reason: done.set(), on_store_lost=exit_soon)
     try:
-        collector.start()
+        start_or_exit(collector)
     except (ConfigError, TokenError, StoreError, IngestSetupError, ListenError, LogInUseError, LogOwnedError) as e:
         raise click.ClickException(str(e)) from None
     assert collector.http is not None
@@ -493,6 +502,18 @@ def run_serve(
 
 LOST_ENGINE_GRACE_S: Final = 15.0
 """How long a collector whose embedded engine failed may take to stop before it exits regardless."""
+
+
+def start_or_exit(collector: Any) -> None:
+    """`collector.start()`; when its embedded engine failed meanwhile (a start's migration can
+    take minutes), say so and exit 1 at once: closing the engine at exit would wait forever."""
+    try:
+        collector.start()
+    except BaseException as e:
+        if collector.store_lost:
+            click.echo(f"could not start: {first_line(e) if isinstance(e, Exception) else type(e).__name__}", err=True)
+            exit_if_store_lost(collector)
+        raise
 
 
 def exit_if_store_lost(collector: Any) -> None:

@@ -258,7 +258,9 @@ class Collector:
             self._listen()
             self._open()
             self._serve()
-        except BaseException:
+        except BaseException as e:
+            if _lost_engine_in(e):
+                self._store_lost = True  # `_abandon` waits on nothing in it; the caller exits
             self._abandon()
             raise
 
@@ -411,14 +413,15 @@ class Collector:
                 self.grpc.stop()
             else:
                 self.grpc.close()
-        self._stop_engine_threads(self.rollups, wait=True)
+        lost = self.store_lost
+        self._stop_engine_threads(self.rollups, wait=not lost)
         if self.writer is not None:
-            self.writer.stop(drain=False)
+            self.writer.stop(drain=False, wait=not lost)
         if self.recorder is not None:
-            self.recorder.stop(record=False)
-        if self.reader is not None:
+            self.recorder.stop(record=False, wait=not lost)
+        if self.reader is not None and not lost:
             self.reader.close()
-        self._stop_engine_threads(self.watch, wait=True)
+        self._stop_engine_threads(self.watch, wait=not lost)
         if self.wal is not None:
             self.wal.release()
 
@@ -455,12 +458,12 @@ class Collector:
             first = self.failure is None
             if first:
                 self.failure = reason
-            told = self._store_lost_told
-            self._store_lost_told = told or self.store_lost
+            tell = not self._store_lost_told and self.store_lost
+            self._store_lost_told = self._store_lost_told or tell
         if first:
             logger.critical("the collector stops acknowledging (503 from now on): %s", reason)
             self.failed.set()
-        if self._store_lost_told and not told and self._on_store_lost is not None:
+        if tell and self._on_store_lost is not None:
             self._on_store_lost()
         if first and self._on_failure is not None:
             self._on_failure(reason)
@@ -526,6 +529,8 @@ class Collector:
                 self.writer.stop(drain=self.health() is None, wait=not self.store_lost)
             except (LogLostError, StoreLostError, OSError) as e:
                 logger.error("could not write what the log holds: %s", e)
+                if isinstance(e, StoreLostError):
+                    self.fail(str(e))  # heard as the engine's loss (`on_store_lost`)
         if self.recorder is not None:
             lost = self.store_lost  # the drain above may have met the failure
             self.recorder.stop(record=not lost, wait=not lost)
@@ -534,3 +539,15 @@ class Collector:
         self._stop_engine_threads(self.watch, wait=not self.store_lost)
         if self.wal is not None:
             self.wal.release()
+
+
+def _lost_engine_in(error: BaseException) -> bool:
+    """Whether `error`, or an error it was raised from, says the embedded engine failed."""
+    seen: BaseException | None = error
+    for _ in range(8):  # the chain is short: a StoreError or setup error over the driver's
+        if seen is None:
+            return False
+        if isinstance(seen, Exception) and engine_failed(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -36,7 +36,7 @@ MAX_REFUSALS: Final = 3
 BACKOFF_S: Final = (0.1, 0.5, 1.0, 2.0, 5.0)
 DRAIN_DEADLINE_S: Final = 30.0
 STOP_WAIT_S: Final = 30.0
-"""How long `stop` waits for the thread's insert in flight; past it, nothing is drained."""
+"""How long `stop` waits for the thread to end before its drain."""
 RELIEVE_AFTER_S: Final = 5.0
 """A segment kept out this long asks the store to free what it can (again at most this often)."""
 STALL_ALARM_S: Final = 60.0
@@ -226,11 +226,6 @@ class SegmentWriter:
         self._stop.set()
         if wait and self._thread is not None:
             self._thread.join(timeout=STOP_WAIT_S)
-            if self._thread.is_alive():
-                logger.error(
-                    "the writer is still in an insert %.0f s after it was told to stop: what the log holds stays "
-                    "there for the next start", STOP_WAIT_S,
-                )  # fmt: skip
-                return
         if drain:
-            self.drain()
+            # an insert of the thread's still in flight is waited for up to the drain's deadline
+            self.drain(DRAIN_DEADLINE_S)

@@ -7,7 +7,9 @@ and the metrics behind it). The writer then never meets the failure, and a colle
 query running would acknowledge on until its log filled. The watch asks the engine for `SELECT 1`
 every `interval_s`, on a client of its own: the first answer that means the engine is lost goes to
 `on_lost`; a probe that has not come back after `stall_s` (an engine whose new queries hang too)
-goes to `on_stalled`, from a second thread that only reads the clock.
+goes to `on_stalled`, from a second thread that only reads the clock. That thread counts the time
+it saw one probe in flight tick by tick, and starts again after a tick that came late: a process
+stopped meanwhile (SIGSTOP, `docker pause`, a debugger) has not seen its engine hang.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class EngineWatch:
         on_stalled: Callable[[float], None],
         interval_s: float = PROBE_INTERVAL_S,
         stall_s: float = STALL_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`is_lost` tells a failure that means the engine takes nothing more from this process
         (`store.segments.engine_failed`) from one that passes (a probe at the memory cap);
@@ -51,6 +54,7 @@ class EngineWatch:
         self.on_stalled = on_stalled
         self.interval_s = interval_s
         self.stall_s = stall_s
+        self.clock = clock
         self.probes = 0
         self._asked_at: float | None = None
         """`time.monotonic()` when the probe in flight was sent; None between probes."""
@@ -60,7 +64,7 @@ class EngineWatch:
     def probe(self) -> Exception | None:
         """One probe now: the error that says the engine is lost, else None."""
         self.probes += 1
-        self._asked_at = time.monotonic()
+        self._asked_at = self.clock()
         try:
             self.client.command("SELECT 1")
         except Exception as e:  # noqa: BLE001 - only a lost engine matters here
@@ -72,9 +76,9 @@ class EngineWatch:
         return None
 
     def stalled_for(self) -> float:
-        """How long the probe in flight has waited (0 between probes)."""
+        """How long the probe in flight has waited by the clock (0 between probes)."""
         asked = self._asked_at
-        return 0.0 if asked is None else time.monotonic() - asked
+        return 0.0 if asked is None else self.clock() - asked
 
     def _probe_until_lost(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -83,8 +87,19 @@ class EngineWatch:
                 return
 
     def _time_the_probes(self) -> None:
-        while not self._stop.wait(min(1.0, self.stall_s / 4)):
-            if (waited := self.stalled_for()) >= self.stall_s:
+        tick = min(1.0, self.stall_s / 4)
+        seen: int | None = None  # the probe in flight at the last tick
+        waited = 0.0
+        last = self.clock()
+        while not self._stop.wait(tick):
+            now = self.clock()
+            on_time, last = now - last <= 2 * tick, now
+            probe = self.probes if self._asked_at is not None else None
+            if probe is None or probe != seen or not on_time:
+                seen, waited = probe, 0.0
+                continue
+            waited += tick
+            if waited >= self.stall_s:
                 self.on_stalled(waited)
                 return
 
