@@ -414,33 +414,22 @@ class Collector:
             else:
                 self.grpc.close()
         lost = self.store_lost
-        self._stop_engine_threads(self.rollups, wait=not lost)
+        self._stop_rollups(wait=not lost)
         if self.writer is not None:
             self.writer.stop(drain=False, wait=not lost)
         if self.recorder is not None:
             self.recorder.stop(record=False, wait=not lost)
         if self.reader is not None and not lost:
             self.reader.close()
-        self._stop_engine_threads(self.watch, wait=not lost)
+        self._stop_watch(wait=not lost)
         if self.wal is not None:
             self.wal.release()
 
-    def _stop_engine_threads(self, thread: rollups.RollupRefresher | EngineWatch | None, wait: bool) -> None:
-        """Stop the rollups' refresh or the watch, and close its client once its thread has ended;
-        without `wait` (a lost engine), it is not waited for. A client whose thread is still in
-        a query stays open: closing it would wait for that query, which a lost engine may never
-        end."""
-        if thread is None:
-            return
-        thread.stop(wait=wait)
-        if thread.running:
-            return
-        if thread is self.rollups and self._rollups_client is not None:
-            self._rollups_client.close()
-            self._rollups_client = None
-        if thread is self.watch and self._watch_client is not None:
-            self._watch_client.close()
-            self._watch_client = None
+    def _stop_rollups(self, wait: bool) -> None:
+        self._rollups_client = _stopped(self.rollups, self._rollups_client, wait)
+
+    def _stop_watch(self, wait: bool) -> None:
+        self._watch_client = _stopped(self.watch, self._watch_client, wait)
 
     def health(self) -> str | None:
         """Why the collector cannot store what it receives now, or None when it can."""
@@ -459,7 +448,8 @@ class Collector:
             if first:
                 self.failure = reason
             tell = not self._store_lost_told and self.store_lost
-            self._store_lost_told = self._store_lost_told or tell
+            if tell:
+                self._store_lost_told = True
         if first:
             logger.critical("the collector stops acknowledging (503 from now on): %s", reason)
             self.failed.set()
@@ -518,7 +508,7 @@ class Collector:
                 server.stop()
         if self.reader is not None and not self.store_lost:
             self.reader.close()
-        self._stop_engine_threads(self.rollups, wait=not self.store_lost)
+        self._stop_rollups(wait=not self.store_lost)
         if self.wal is not None:
             try:
                 self.wal.close()
@@ -536,9 +526,23 @@ class Collector:
             self.recorder.stop(record=not lost, wait=not lost)
         # the watch last: a failure met while stopping (an insert of the drain that never ends)
         # is learnt, and `on_store_lost` heard, whatever the stop waits on
-        self._stop_engine_threads(self.watch, wait=not self.store_lost)
+        self._stop_watch(wait=not self.store_lost)
         if self.wal is not None:
             self.wal.release()
+
+
+def _stopped(thread: rollups.RollupRefresher | EngineWatch | None, client: Any | None, wait: bool) -> Any | None:
+    """Stop `thread` (the rollups' refresh or the watch) and close its own `client` once the thread
+    has ended: the client left open, or None. Without `wait` (a lost engine), the thread is not
+    waited for; a client whose thread is still in a query stays open, as closing it would wait for
+    that query, which a lost engine may never end."""
+    if thread is not None:
+        thread.stop(wait=wait)
+        if thread.running:
+            return client
+    if client is not None:
+        client.close()
+    return None
 
 
 def _lost_engine_in(error: BaseException) -> bool:
