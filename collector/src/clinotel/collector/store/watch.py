@@ -57,7 +57,7 @@ class EngineWatch:
         self.clock = clock
         self.probes = 0
         self._asked_at: float | None = None
-        """`time.monotonic()` when the probe in flight was sent; None between probes."""
+        """`clock()` when the probe in flight was sent; None between probes."""
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
