@@ -300,3 +300,36 @@ def test_a_service_exporting_phi_opens_a_ticket_naming_the_service(collector: An
     assert labels["tenant"] == "st-marys"
     assert labels["service"] == "clinotel-demo-hospital"
     assert "MRN" not in json.dumps(sink.received), "the ticket names the service, never the value"
+
+
+def test_the_local_alertmanager_ends_with_the_process_that_started_it_however_it_ends(tmp_path: Path) -> None:
+    """A process that ends without stopping it (`os._exit`, as a demo whose engine failed does, or
+    SIGKILL) left its Alertmanager running, holding its port, until somebody killed it."""
+    import os
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("a child ending with its parent's thread is Linux's PR_SET_PDEATHSIG")
+    binary = find_binary()
+    if binary is None:
+        pytest.skip("Prometheus Alertmanager is not installed (make test installs it where apt-get is available)")
+    code = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from clinotel.alerts.local_alertmanager import LocalAlertmanager\n"
+        f"am = LocalAlertmanager({binary!r}, 'http://127.0.0.1:9/sink', Path({str(tmp_path / 'am')!r}))\n"
+        "am.start()\n"
+        "print(am._process.pid, am.url, flush=True)\n"
+        "os._exit(3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 3, done.stderr[-2000:]
+    pid, url = done.stdout.split()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    if alive:
+        os.kill(int(pid), 9)
+    assert not alive, f"the Alertmanager at {url} outlived the process that started it"

@@ -3,13 +3,15 @@ webhook, groups by rule, tenant and kind, waits one second, and sends resolution
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import IO
+from typing import IO, Final
 
 __all__ = ["LocalAlertmanager", "find_binary"]
 
@@ -19,6 +21,25 @@ def find_binary() -> str | None:
     return shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 
 
+_WITH_PARENT: Final = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None).prctl(1, signal.SIGTERM)\n"  # PR_SET_PDEATHSIG: SIGTERM when the parent ends
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(0)\n"  # it ended before the line above
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+"""Runs a command that ends with the thread that started it, however that ends (an `os._exit`
+skips every `stop`: a demo whose engine failed left its Alertmanager running). Through a short
+interpreter of its own, not `preexec_fn`, which is unsafe in a process with threads."""
+
+
+def _with_parent(command: list[str]) -> list[str]:
+    """`command` ending with this process's calling thread where Linux allows it, else as it is."""
+    if not sys.platform.startswith("linux"):
+        return command
+    return [sys.executable, "-c", _WITH_PARENT, str(os.getpid()), *command]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -26,7 +47,8 @@ def _free_port() -> int:
 
 
 class LocalAlertmanager:
-    """Start with `start()`; `url` is its API; `stop()` ends it. Its log is kept in `workdir`."""
+    """Start with `start()`; `url` is its API; `stop()` ends it, and so does the end of the thread
+    that started it (on Linux), however that ends. Its log is kept in `workdir`."""
 
     def __init__(self, binary: str, webhook_url: str, workdir: Path) -> None:
         self.binary = binary
@@ -48,8 +70,10 @@ class LocalAlertmanager:
         )
         self._log = (self.workdir / "alertmanager.log").open("wb")
         self._process = subprocess.Popen(
-            [self.binary, f"--config.file={config}", f"--storage.path={self.workdir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=", "--log.level=warn"],
+            _with_parent([
+                self.binary, f"--config.file={config}", f"--storage.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=", "--log.level=warn",
+            ]),
             stdout=self._log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + timeout_s
