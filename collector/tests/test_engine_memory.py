@@ -169,6 +169,37 @@ def test_the_engine_merges_column_by_column(tmp_path: Path) -> None:
     assert settings == {**MERGE_TREE_SETTINGS, "max_server_memory_usage": str(300 << 20)}
 
 
+QUERY_LOGS = r"""
+import json, sys
+from pathlib import Path
+from clinotel.collector.store.embedded import DIAGNOSTIC_LOGS, connect
+client = connect(Path(sys.argv[1]), memory_bytes=300 << 20, system_logs=sys.argv[2] == "on")
+client.query("SELECT 'a reader query'")
+client.command("SYSTEM FLUSH LOGS")
+tables = [r[0] for r in client.query("SELECT name FROM system.tables WHERE database = 'system'").result_rows]
+logged = 0
+if "query_log" in tables:
+    logged = client.query("SELECT count() FROM system.query_log WHERE query LIKE '%a reader query%'").result_rows[0][0]
+print(json.dumps({"logs": sorted(t for t in DIAGNOSTIC_LOGS if t in tables), "logged": logged}))
+"""
+
+
+@pytest.mark.parametrize("logs", ["off", "on"])
+def test_the_engine_keeps_no_query_log_unless_asked(tmp_path: Path, logs: str) -> None:
+    """A collector's engine logs no query: `system.query_log` would hold every reader's SQL, whichever
+    tenant sent it. The ingest profile asks for the engine's logs (`system_logs=True`) and gets them."""
+    out = subprocess.run(
+        [sys.executable, "-c", QUERY_LOGS, str(tmp_path / "data"), logs],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    if logs == "off":
+        assert seen == {"logs": [], "logged": 0}
+    else:
+        assert seen["logs"] == sorted(("part_log", "query_log", "query_views_log"))
+        assert seen["logged"] >= 1
+
+
 MERGE_SETTINGS = r"""
 import json, sys
 from pathlib import Path

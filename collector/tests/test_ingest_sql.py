@@ -202,3 +202,71 @@ def test_sql_scrub_matches_python_scrub(client: Any, text: str) -> None:
 def test_sql_and_python_keep_a_whole_uuid_alike(client: Any, text: str) -> None:
     got = client.query(f"SELECT {phi_sql.scrub_sql(literal(text))}").result_rows[0][0]
     assert got == scrub(text)
+
+
+def _request_of_several_resources() -> bytes:
+    """One request as a hand-built exporter may send it: two services, one with an empty scope
+    beside a scope of two spans, the other with one span; a third resource with no scope at all."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource as ProtoResource
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+    def resource(service: str, host: str) -> ProtoResource:
+        return ProtoResource(
+            attributes=[
+                KeyValue(key="service.name", value=AnyValue(string_value=service)),
+                KeyValue(key="host.name", value=AnyValue(string_value=host)),
+            ]
+        )
+
+    def span(n: int) -> Span:
+        return Span(
+            trace_id=bytes([n]) * 16, span_id=bytes([n]) * 8, name=f"span-{n}",
+            start_time_unix_nano=1_700_000_000_000_000_000 + n, end_time_unix_nano=1_700_000_000_000_000_000 + 2 * n,
+        )  # fmt: skip
+
+    return ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                resource=resource("triage-api", "north"),
+                scope_spans=[
+                    ScopeSpans(scope=InstrumentationScope(name="empty", version="0.1"), spans=[]),
+                    ScopeSpans(scope=InstrumentationScope(name="triage", version="2.0"), spans=[span(1), span(2)]),
+                ],
+            ),
+            ResourceSpans(resource=resource("scheduler", "south"), scope_spans=[]),
+            ResourceSpans(
+                resource=resource("scheduler", "south"),
+                scope_spans=[ScopeSpans(scope=InstrumentationScope(name="slots", version="1.4"), spans=[span(3)])],
+            ),
+        ]
+    ).SerializeToString()
+
+
+def test_each_span_keeps_its_own_resource_and_scope(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
+) -> None:
+    """Spans of several resources and scopes in one request, beside a plain SDK's request in the
+    same segment: each row carries the resource and scope it was sent under, and empty resources
+    and scopes add no row."""
+    records = [
+        _request_of_several_resources() + otlp_proto.envelope("st-marys", "b1", 1),
+        _plain_sdk_request() + otlp_proto.envelope("st-marys", "b2", 2),
+        _request_of_several_resources() + otlp_proto.envelope("st-judes", "b3", 3),
+    ]
+    _ingest(client, pipeline, _write_segment(tmp_path / "seg.wal", *records), "several")
+    rows = client.query(
+        f"SELECT TenantId, SpanName, ServiceName, ResourceAttributes['host.name'], ScopeName, ScopeVersion "
+        f"FROM {options.name(schema.TRACES)} WHERE SpanName LIKE 'span-%' ORDER BY TenantId, SpanName"
+    ).result_rows
+    expected = [
+        ("span-1", "triage-api", "north", "triage", "2.0"),
+        ("span-2", "triage-api", "north", "triage", "2.0"),
+        ("span-3", "scheduler", "south", "slots", "1.4"),
+    ]
+    assert rows == [("st-judes", *e) for e in expected] + [("st-marys", *e) for e in expected]
+    plain = client.query(
+        f"SELECT count(), uniqExact(ServiceName) FROM {options.name(schema.TRACES)} WHERE SpanName NOT LIKE 'span-%'"
+    ).result_rows[0]
+    assert tuple(plain) == (2 * len(PHI_CORPUS), 1)

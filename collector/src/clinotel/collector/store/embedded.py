@@ -33,6 +33,7 @@ from clinotel.model.tables import DEFAULT_DATABASE
 __all__ = [
     "DEFAULT_DATA_DIR",
     "DEFAULT_ENGINE_MEMORY_MB",
+    "DIAGNOSTIC_LOGS",
     "ENGINE_CONFIG",
     "MAX_ENGINE_MEMORY_MB",
     "MAX_SEGMENT_BYTES",
@@ -84,7 +85,9 @@ def segment_bytes_for(memory_bytes: int) -> int:
     """The largest log segment (8 MiB, halved down to 1 MiB) whose INSERT fits in an engine capped
     at `memory_bytes` beside what the engine holds anyway. Measured on 2026-12-03 with the demo's
     mix: an insert takes ~40 times its segment at its peak through every view (8 MiB: 256-286 MB,
-    4 MiB: 120-180, 1 MiB: 40-55), and an idle engine counts 76-213 MB (parts, indexes, merges
+    4 MiB: 120-180, 1 MiB: 40-55; 223-232 MB for 8 MiB since 2026-12-04, when the flattening
+    stopped copying the segment at each level: the factor keeps that margin for wider spans than
+    the demo's), and an idle engine counts 76-213 MB (parts, indexes, merges
     finishing); merges under load and a reader need more: 384 MB is left for them. An insert that
     does not fit beside them fails on the engine's total and is retried, and a segment that can
     never fit keeps every later one out of the store: at 512 MB with 8 MiB segments one was retried
@@ -140,11 +143,19 @@ the engine's memory right after inserts (measured 2026-12-02, 8 MiB segments): b
 other. Column by column, the engine's count between inserts stayed under ~250 MB."""
 
 
-def engine_config(data_dir: Path) -> Path:
+DIAGNOSTIC_LOGS: Final = ("query_log", "query_views_log", "part_log")
+"""The engine's own logs `connect(system_logs=True)` keeps in `system`: every query with its CPU
+and memory, every view an insert ran, every part written and merged. Off in a collector: they
+cost CPU and disk, and they hold every reader's query text, whichever tenant sent it."""
+
+
+def engine_config(data_dir: Path, *, system_logs: bool = False) -> Path:
     """Write the embedded engine's configuration file into `data_dir` (MergeTree settings: they
-    have no command-line form); its path, for the engine's `config-file` option."""
+    have no command-line form; with `system_logs`, the `DIAGNOSTIC_LOGS` too); its path, for the
+    engine's `config-file` option."""
     items = "".join(f"<{k}>{v}</{k}>" for k, v in MERGE_TREE_SETTINGS.items())
-    text = f"<clickhouse><merge_tree>{items}</merge_tree></clickhouse>\n"
+    logs = "".join(f"<{t}><database>system</database><table>{t}</table></{t}>" for t in DIAGNOSTIC_LOGS)
+    text = f"<clickhouse><merge_tree>{items}</merge_tree>{logs if system_logs else ''}</clickhouse>\n"
     path = data_dir / ENGINE_CONFIG
     if not path.exists() or path.read_text(encoding="utf-8") != text:
         tmp = data_dir / f".{ENGINE_CONFIG}.tmp"
@@ -300,11 +311,12 @@ def connect(
     database: str | None = None,
     *,
     memory_bytes: int = DEFAULT_ENGINE_MEMORY_MB << 20,
+    system_logs: bool = False,
 ) -> Any:
     """A clickhouse-connect client: the embedded engine on `data_dir` (created when missing, its
-    memory capped at `memory_bytes` when this call starts the process's engine), or the server at
-    `url` with user and password from CLICKHOUSE_USER and CLICKHOUSE_PASSWORD; `database` is the
-    current database of its queries."""
+    memory capped at `memory_bytes` and, with `system_logs`, its `DIAGNOSTIC_LOGS` kept, when this
+    call starts the process's engine), or the server at `url` with user and password from
+    CLICKHOUSE_USER and CLICKHOUSE_PASSWORD; `database` is the current database of its queries."""
     import clickhouse_connect  # lazy: a heavy import, and chDB with it
 
     dsn = dsn_for(data_dir, url)
@@ -313,7 +325,7 @@ def connect(
         check_embedded(path, database or DEFAULT_DATABASE, reading=False)
         try:
             path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
-            options = {**engine_options(memory_bytes), "config-file": str(engine_config(path))}
+            options = {**engine_options(memory_bytes), "config-file": str(engine_config(path, system_logs=system_logs))}
             return clickhouse_connect.get_client(dsn=dsn, database=database or "", chdb_options=options)
         except Exception as e:
             raise StoreError(f"cannot open the embedded store {path}: {first_line(e)}") from e

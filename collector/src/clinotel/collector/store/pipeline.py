@@ -101,8 +101,8 @@ def flatten_select(o: SchemaOptions, source: str, *, checks: bool = True) -> str
         f"{_SPAN_KINDS}[least(greatest(span.kind, 0), 5) + 1]",
         f"res[{literal(A.SERVICE_NAME.key)}]",
         "res",
-        scrub_sql("ss.scope.name"),
-        scrub_sql("ss.scope.version"),
+        scrub_sql("scope.name"),
+        scrub_sql("scope.version"),
         attribute_map("span.attributes", _SPAN_SCOPES),
         "if(span.end_time_unix_nano > span.start_time_unix_nano, "
         "span.end_time_unix_nano - span.start_time_unix_nano, 0)",
@@ -117,18 +117,27 @@ def flatten_select(o: SchemaOptions, source: str, *, checks: bool = True) -> str
         f"arrayMap(l -> {attribute_map('l.attributes', _SPAN_SCOPES)}, span.links)",
     )
     columns = ",\n    ".join(f"{e} AS {identifier(c)}" for e, c in zip(expressions, TRACES_INSERT_COLUMNS, strict=True))
+    # One ARRAY JOIN, of the spans and, beside each, its scope and its resource's index: joining
+    # resource, then scope, then span copied the whole segment at each level (133 -> 89 MB for an
+    # 8 MiB segment, flattened without checks).
     return f"""SELECT
     {columns}
 FROM
 (
-    SELECT
-        rs,
-        mapUpdate({resource}, map({tenant_key}, tenant)) AS res
-    FROM {source}
-    ARRAY JOIN resource_spans AS rs
-)
-ARRAY JOIN rs.scope_spans AS ss
-ARRAY JOIN ss.spans AS span"""
+    SELECT span, scope, resources[resource] AS res
+    FROM
+    (
+        SELECT
+            arrayMap(rs -> mapUpdate({resource}, map({tenant_key}, tenant)), resource_spans) AS resources,
+            arrayFlatten(resource_spans.scope_spans.spans) AS spans,
+            arrayFlatten(arrayMap(rs -> arrayFlatten(arrayMap(
+                ss -> arrayResize([ss.scope], length(ss.spans), ss.scope), rs.scope_spans)), resource_spans)) AS scopes,
+            arrayFlatten(arrayMap((rs, i) -> arrayResize([i], length(arrayFlatten(rs.scope_spans.spans)), i),
+                resource_spans, arrayEnumerate(resource_spans))) AS span_resources
+        FROM {source}
+    )
+    ARRAY JOIN spans AS span, scopes AS scope, span_resources AS resource
+)"""
 
 
 @dataclass(frozen=True)
