@@ -124,7 +124,7 @@ def flatten_select(o: SchemaOptions, source: str, *, checks: bool = True) -> str
     {columns}
 FROM
 (
-    SELECT span, scope, resources[resource] AS res
+    SELECT span, scope, resources[resource_index] AS res
     FROM
     (
         SELECT
@@ -132,11 +132,12 @@ FROM
             arrayFlatten(resource_spans.scope_spans.spans) AS spans,
             arrayFlatten(arrayMap(rs -> arrayFlatten(arrayMap(
                 ss -> arrayResize([ss.scope], length(ss.spans), ss.scope), rs.scope_spans)), resource_spans)) AS scopes,
-            arrayFlatten(arrayMap((rs, i) -> arrayResize([i], length(arrayFlatten(rs.scope_spans.spans)), i),
-                resource_spans, arrayEnumerate(resource_spans))) AS span_resources
+            arrayFlatten(arrayMap(
+                (rs, i) -> arrayResize([i], arraySum(arrayMap(ss -> length(ss.spans), rs.scope_spans)), i),
+                resource_spans, arrayEnumerate(resource_spans))) AS resource_indexes
         FROM {source}
     )
-    ARRAY JOIN spans AS span, scopes AS scope, span_resources AS resource
+    ARRAY JOIN spans AS span, scopes AS scope, resource_indexes AS resource_index
 )"""
 
 
