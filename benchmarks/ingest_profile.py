@@ -5,7 +5,8 @@ The demo's span mix, framed as the log frames it and cut where the log seals a s
 inserted `rounds` times through the collector's own pipeline (its `Null` table, checks and views),
 each segment beside the same segment inserted into the reference, merging as a collector does;
 then the merges run until none is left. The engine's own logs (`connect(system_logs=True)`) give the CPU of
-every thread of each INSERT and of each merge, and each view's time in an insert. The fixed cost of
+every thread of each INSERT and of each merge, each INSERT's memory at its peak, and each view's
+time in an insert. The fixed cost of
 an insert, whatever its size, is read from inserts of one request (<= 512 spans).
 
 Reference, in the same run: the same segments inserted without checks into a bare `otel_traces`
@@ -176,6 +177,16 @@ def main(argv: list[str] | None = None) -> int:
             )
             for comment in ("insert", "fixed")
         )
+        insert_mb, reference_mb = (
+            round(
+                rows(
+                    "SELECT max(memory_usage) FROM system.query_log "
+                    f"WHERE type = 'QueryFinish' AND log_comment = '{comment}'"
+                )[0][0]
+                / 1e6
+            )
+            for comment in ("insert", "reference")
+        )
         merges = {
             table: (round(us / spans, 2), int(n), int(merged), round(peak / 1e6))
             for table, us, n, merged, peak in rows(
@@ -201,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         "insert_kernel_share": round(kernel_share, 3),
         "one_core_bound_spans_per_s": round(1e6 / insert_us),
         "insert_ms_median": insert_ms,
+        "insert_peak_mb": insert_mb,
+        "reference_insert_peak_mb": reference_mb,
         "insert_view_ms": views_ms,
         "fixed_insert_ms": fixed_ms,
         "fixed_view_ms": fixed_views_ms,
@@ -224,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     for table, (us, n, merged, peak) in merges.items():
         print(f"{'merges of ' + table:<56} {us:>12.2f}   ({n} merges, {merged:,} rows, peak {peak} MB)")
     print(f"{'merges, all tables' + ('' if settled else ' (not all had run)'):<56} {merge_us:>12.1f}")
+    print(f"memory of one segment's insert at its peak: {insert_mb} MB (the reference's: {reference_mb} MB)")
     per_view = ", ".join(f"{v} {ms:.0f}" for v, ms in views_ms.items())
     print(f"ms per insert of one segment: {insert_ms:.0f} in all; views (as the engine times them): {per_view}")
     fixed_view = ", ".join(f"{v} {ms:.0f}" for v, ms in fixed_views_ms.items())
