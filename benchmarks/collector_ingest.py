@@ -205,6 +205,56 @@ flattened without checks into a bare `otel_traces`); the collector's own pipelin
 `otel_traces` and its views)."""
 
 
+def insert_when_room(client: Any, sql: str) -> int:
+    """Run an INSERT as the writer does: an engine full of merges (at its cap) is waited for and
+    tried again, the time counted; the number of tries it took beyond the first."""
+    from clinotel.collector.store.segments import engine_full
+
+    retries = 0
+    while True:
+        try:
+            client.command(sql)
+            return retries
+        except Exception as e:
+            if not engine_full(e):
+                raise
+            retries += 1
+            time.sleep(0.1)
+
+
+def flatten_into(client: Any, database: str, name: str, target: str, *, checks: bool) -> str:
+    """A `Null` table `database.in_<name>` taking segments, flattened (with or without the
+    allowlist and PHI checks) by a view into the qualified table `target`; its name."""
+    from clinotel.collector.store import pipeline as ingest
+    from clinotel.collector.store import schema
+
+    source = f"{database}.in_{name}"
+    client.command(f"CREATE TABLE {source} ({ingest.SEGMENT_STRUCTURE}) ENGINE = Null")
+    select = ingest.flatten_select(schema.SchemaOptions(database=database), source, checks=checks)
+    client.command(f"CREATE MATERIALIZED VIEW {source}_mv TO {target} AS {select}")
+    return source
+
+
+def engine_floor(client: Any, database: str, traces: str) -> str:
+    """The engine's floor, every benchmark's reference for an insert: segments flattened without
+    checks into a bare copy of `traces` (the qualified `otel_traces`) in `database`, which exists;
+    the `Null` table to insert them into."""
+    from clinotel.collector.store import schema
+
+    client.command(f"CREATE TABLE {database}.{schema.TRACES} AS {traces}")
+    return flatten_into(client, database, "reference", f"{database}.{schema.TRACES}", checks=False)
+
+
+def one_request(segment: Path) -> Path:
+    """A segment of `segment`'s first request alone, framed as the log frames it, beside it."""
+    with segment.open("rb") as f:
+        data = f.read(1 << 20)
+    length, start = leb128_decode(data)
+    small = segment.with_name("one-request.wal")
+    small.write_bytes(data[: start + length])
+    return small
+
+
 def _engine_profile(
     client: Any, pipeline: Any, proto_file: str, segments: list[tuple[Path, int]], rounds: int
 ) -> dict[str, dict[str, float]]:
@@ -213,20 +263,14 @@ def _engine_profile(
     from clinotel.collector.store import pipeline as ingest
     from clinotel.collector.store import schema
 
-    ref = schema.SchemaOptions(database="bench_ref")
     traces = pipeline.options.name(schema.TRACES)
     client.command("CREATE DATABASE IF NOT EXISTS bench_ref")
     client.command(f"CREATE TABLE bench_ref.parsed ({ingest.SEGMENT_STRUCTURE}) ENGINE = Null")
     client.command(f"CREATE TABLE bench_ref.traces_null AS {traces} ENGINE = Null")
-    client.command(f"CREATE TABLE bench_ref.{schema.TRACES} AS {traces}")
-    for name, target, checks in (("checked", "traces_null", True), ("reference", schema.TRACES, False)):
-        client.command(f"CREATE TABLE bench_ref.in_{name} ({ingest.SEGMENT_STRUCTURE}) ENGINE = Null")
-        select = ingest.flatten_select(ref, f"bench_ref.in_{name}", checks=checks)
-        client.command(f"CREATE MATERIALIZED VIEW bench_ref.in_{name}_mv TO bench_ref.{target} AS {select}")
     into = {
         "parse": "bench_ref.parsed",
-        "flatten_and_checks": "bench_ref.in_checked",
-        "reference": "bench_ref.in_reference",
+        "flatten_and_checks": flatten_into(client, "bench_ref", "checked", "bench_ref.traces_null", checks=True),
+        "reference": engine_floor(client, "bench_ref", traces),
         "collector": None,
     }
     spans = sum(n for _, n in segments)
@@ -238,22 +282,10 @@ def _engine_profile(
             for i, (path, _) in enumerate(segments):
                 token = f"profile-{stage}-{r}-{i}-{time.time_ns()}"
                 sql = pipeline.insert_from_file(str(path), token, proto_file, into=into[stage])
-                while True:  # as the writer does: an engine full of merges is waited for, the time counted
-                    try:
-                        client.command(sql)
-                        break
-                    except Exception as e:
-                        if "(total) memory limit exceeded" not in str(e):
-                            raise
-                        retries[stage] += 1
-                        time.sleep(0.1)
+                retries[stage] += insert_when_room(client, sql)
             seconds[stage].append(time.perf_counter() - started)
     # the fixed cost of an insert, whatever its size: one request (<= 512 spans) per segment
-    small = segments[0][0].with_name("one-request.wal")
-    with segments[0][0].open("rb") as f:
-        data = f.read(1 << 20)
-    length, start = leb128_decode(data)
-    small.write_bytes(data[: start + length])
+    small = one_request(segments[0][0])
     fixed: dict[str, float] = {}
     for stage in PROFILE_STAGES:
         times = []

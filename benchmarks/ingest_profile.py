@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from collector_ingest import _demo_requests, _segments, leb128_decode
+from collector_ingest import _demo_requests, _segments, engine_floor, insert_when_room, one_request
 
 CPU_US = "(ProfileEvents['UserTimeMicroseconds'] + ProfileEvents['SystemTimeMicroseconds'])"
 KERNEL_US = "ProfileEvents['SystemTimeMicroseconds']"
@@ -41,29 +41,7 @@ FIXED_INSERTS = 5
 
 def _insert(client: Any, sql: str, comment: str) -> None:
     """One INSERT, logged under `comment`; an engine at its cap (merges finishing) is waited for."""
-    while True:
-        try:
-            client.command(f"{sql}, log_queries = 1, log_query_views = 1, log_comment = '{comment}'")
-            return
-        except Exception as e:
-            if "(total) memory limit exceeded" not in str(e):
-                raise
-            time.sleep(0.1)
-
-
-def _reference(client: Any, traces: str) -> str:
-    """The engine floor's `Null` table: segments flattened without checks into a bare copy of
-    `otel_traces`."""
-    from clinotel.collector.store import pipeline as ingest
-    from clinotel.collector.store import schema
-
-    ref = schema.SchemaOptions(database=REFERENCE_DATABASE)
-    client.command(f"CREATE DATABASE {REFERENCE_DATABASE}")
-    client.command(f"CREATE TABLE {REFERENCE_DATABASE}.{schema.TRACES} AS {traces}")
-    client.command(f"CREATE TABLE {REFERENCE_DATABASE}.segments ({ingest.SEGMENT_STRUCTURE}) ENGINE = Null")
-    select = ingest.flatten_select(ref, f"{REFERENCE_DATABASE}.segments", checks=False)
-    client.command(f"CREATE MATERIALIZED VIEW {REFERENCE_DATABASE}.flatten TO {ref.name(schema.TRACES)} AS {select}")
-    return f"{REFERENCE_DATABASE}.segments"
+    insert_when_room(client, f"{sql}, log_queries = 1, log_query_views = 1, log_comment = '{comment}'")
 
 
 def _view(qualified: str) -> str:
@@ -74,9 +52,14 @@ def _view(qualified: str) -> str:
     return "flatten+checks+otel_traces" if name.startswith(INPUT_PREFIX) else name.removesuffix("_mv")
 
 
+def _finished(comment: str) -> str:
+    """The query log's condition for the finished queries logged under `comment`."""
+    return f"type = 'QueryFinish' AND log_comment = '{comment}'"
+
+
 def _queries(comment: str) -> str:
     """The ids of the finished queries logged under `comment` (a subquery)."""
-    return f"SELECT query_id FROM system.query_log WHERE type = 'QueryFinish' AND log_comment = '{comment}'"
+    return f"SELECT query_id FROM system.query_log WHERE {_finished(comment)}"
 
 
 def _wait_for_merges(client: Any, limit_s: float) -> bool:
@@ -90,15 +73,6 @@ def _wait_for_merges(client: Any, limit_s: float) -> bool:
         if quiet >= 2:
             return True
     return False
-
-
-def _one_request(segment: Path) -> Path:
-    """A segment of the first request alone, as the log frames it."""
-    data = segment.read_bytes()[: 1 << 20]
-    length, start = leb128_decode(data)
-    small = segment.with_name("one-request.wal")
-    small.write_bytes(data[: start + length])
-    return small
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         schema.apply(client, options)
         pipeline = ingest.install(client, options)
         proto = str(pipeline.write_proto(work))
-        reference = _reference(client, options.name(schema.TRACES))
+        client.command(f"CREATE DATABASE {REFERENCE_DATABASE}")
+        reference = engine_floor(client, REFERENCE_DATABASE, options.name(schema.TRACES))
 
         # 1. the inserts, merging as a collector does: each segment into the pipeline, then the reference
         for r in range(rounds):
@@ -133,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                     sql = pipeline.insert_from_file(str(path), f"{comment}-{r}-{i}", proto, into=into)
                     _insert(client, sql, comment)
         # 2. the fixed cost: inserts of one request
-        small = _one_request(segments[0][0])
+        small = one_request(segments[0][0])
         for i in range(FIXED_INSERTS):
             _insert(client, pipeline.insert_from_file(str(small), f"fixed-{i}", proto), "fixed")
         # 3. the merges those inserts leave, run out
@@ -143,13 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         def rows(sql: str) -> list[tuple[Any, ...]]:
             return [tuple(row) for row in client.query(sql).result_rows]
 
-        cpu = {
-            comment: rows(
-                f"SELECT sum({CPU_US}), sum({KERNEL_US}), count() FROM system.query_log "
-                f"WHERE type = 'QueryFinish' AND log_comment = '{comment}'"
-            )[0]
-            for comment in ("insert", "reference")
-        }
+        def logged(aggregates: str, comment: str) -> tuple[Any, ...]:
+            """`aggregates` over the finished queries logged under `comment`."""
+            return rows(f"SELECT {aggregates} FROM system.query_log WHERE {_finished(comment)}")[0]
+
+        cpu = {comment: logged(f"sum({CPU_US}), sum({KERNEL_US})", comment) for comment in ("insert", "reference")}
         insert_us = cpu["insert"][0] / spans
         reference_us = cpu["reference"][0] / spans
         kernel_share = cpu["insert"][1] / max(cpu["insert"][0], 1)
@@ -168,25 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"WHERE initial_query_id IN ({_queries('fixed')}) GROUP BY view_name ORDER BY 2 DESC"
             )
         }
-        insert_ms, fixed_ms = (
-            float(
-                rows(
-                    "SELECT median(query_duration_ms) FROM system.query_log "
-                    f"WHERE type = 'QueryFinish' AND log_comment = '{comment}'"
-                )[0][0]
-            )
-            for comment in ("insert", "fixed")
-        )
-        insert_mb, reference_mb = (
-            round(
-                rows(
-                    "SELECT max(memory_usage) FROM system.query_log "
-                    f"WHERE type = 'QueryFinish' AND log_comment = '{comment}'"
-                )[0][0]
-                / 1e6
-            )
-            for comment in ("insert", "reference")
-        )
+        insert_ms, fixed_ms = (float(logged("median(query_duration_ms)", c)[0]) for c in ("insert", "fixed"))
+        insert_mb, reference_mb = (round(logged("max(memory_usage)", c)[0] / 1e6) for c in ("insert", "reference"))
         merges = {
             table: (round(us / spans, 2), int(n), int(merged), round(peak / 1e6))
             for table, us, n, merged, peak in rows(
