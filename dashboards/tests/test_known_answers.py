@@ -22,6 +22,7 @@ from clinotel.dashboards import build_all
 from clinotel.dashboards.check import data_range, panel_range
 from clinotel.dashboards.fairness import MIN_GROUP, REFERENCE, REFERENCE_WORSE_OFF, WORSE_OFF
 from clinotel.dashboards.macros import TimeRange, expand
+from clinotel.model import rollups
 from clinotel.model.indicators import INDICATORS, PARITY
 from clinotel.model.stats import ratio_interval
 from collector.tests.fixtures import WRITE_TOKEN
@@ -107,7 +108,8 @@ def test_defect_1_shadow_predictions_are_not_decide_stages(loaded: Collector) ->
     rows = {r["Stage"]: r for r in _rows(loaded, "operations", "Stage latency p50 / p95 / p99")}
     assert sum(e.shadow for e in EVENTS) > 500
     assert rows["decide"]["spans"] == len(EVENTS), "one live decide stage per workflow; shadows are not stages"
-    assert rows["decide"]["p50_ms"] == 20.0
+    # the rollup's sketch is within 1 % of the duration of that rank (every live decide takes 20 ms)
+    assert rows["decide"]["p50_ms"] == pytest.approx(20.0, rel=rollups.STAGE_SKETCH_ACCURACY)
 
 
 def test_defect_2_an_unreviewed_workflow_has_no_review_latency(loaded: Collector) -> None:

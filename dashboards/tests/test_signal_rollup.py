@@ -8,16 +8,18 @@ from __future__ import annotations
 from datetime import UTC, timedelta
 from typing import Any
 
+import pytest
+
 from clinotel.collector.service import Collector
 from clinotel.dashboards import build_all
 from clinotel.dashboards._panels import FILTERS, variables
-from clinotel.dashboards.check import panel_range
+from clinotel.dashboards.check import data_range, panel_queries, panel_range
 from clinotel.dashboards.macros import TimeRange, expand
 from clinotel.model import rollups
 from clinotel.model.drift import FEATURES
 from clinotel.model.feedback import feedback_decisions_sql
 from clinotel.model.signals import IS_FEEDBACK, IS_REWORK, IS_WORKFLOW, KIND, SIGNALS, attr
-from clinotel.model.sql import literal
+from clinotel.model.sql import identifier, literal
 from clinotel.model.tables import STAGE_SPANS, TRACES, WORKFLOWS
 from clinotel.semconv import attributes as A
 from collector.tests.fixtures import WRITE_TOKEN
@@ -27,8 +29,14 @@ _HOUR = "toStartOfHour(toDateTime(Timestamp, 'UTC'))"
 _SHADOW = f"toUInt8({attr(A.ROLLOUT_MODE.key)} = 'shadow')"
 
 
+def _rounded(v: Any) -> Any:
+    if isinstance(v, float):
+        return round(v, 6)
+    return tuple(_rounded(x) for x in v) if isinstance(v, list) else v
+
+
 def _set(client: Any, sql: str) -> set[tuple[Any, ...]]:
-    return {tuple(round(v, 6) if isinstance(v, float) else v for v in r) for r in client.query(sql).result_rows}
+    return {tuple(_rounded(v) for v in r) for r in client.query(sql).result_rows}
 
 
 def test_the_signal_rollup_is_the_signals_span_by_span(collector: Collector) -> None:
@@ -108,12 +116,55 @@ def test_the_stage_rollup_is_the_stage_spans_hour_by_hour(collector: Collector) 
     place = "TenantId, WorkflowKind, toStartOfHour(toDateTime(Timestamp, 'UTC')), Site, Department, ModelVersion, "
     place += "RolloutCohort, Stage, QueueName, toUInt8(ifNull(Shadow, 0))"
     rolled = "TenantId, WorkflowKind, Hour, Site, Department, ModelVersion, RolloutCohort, Stage, QueueName, Shadow"
-    figures = "count(), quantile(0.5)(DurationMs), quantile(0.99)(DurationMs), max(QueueDepth)"
-    want = _set(client, f"SELECT {place}, {figures} FROM {o.name(STAGE_SPANS)} GROUP BY {place}")
-    got = _set(client, f"SELECT {rolled}, sum(Spans), quantileMerge(0.5)(Duration), quantileMerge(0.99)(Duration), "
-                       f"max(MaxQueueDepth) FROM {o.name(rollups.STAGE_HOURS)} GROUP BY {rolled}")  # fmt: skip
+    # the sketch of the spans themselves, as the rollup's `stage_centiles` reads it merged
+    sketch = rollups.stage_centiles("DurationMs").replace("quantilesDDMerge", "quantilesDD")
+    want = _set(
+        client, f"SELECT {place}, count(), {sketch}, max(QueueDepth) FROM {o.name(STAGE_SPANS)} GROUP BY {place}"
+    )
+    got = _set(client, f"SELECT {rolled}, sum(Spans), {rollups.stage_centiles()}, max(MaxQueueDepth) "
+                       f"FROM {o.name(rollups.STAGE_HOURS)} GROUP BY {rolled}")  # fmt: skip
     assert got == want
     assert any(r[8] != "" and r[-1] is not None for r in want), "the demo's queues report their depth"
+    # merged over every hour, the same as over the spans at once: the sketch merges exactly, where
+    # quantile's sample drifted over a long range
+    whole = _set(client, f"SELECT Stage, {sketch} FROM {o.name(STAGE_SPANS)} GROUP BY Stage")
+    merged = f"SELECT Stage, {rollups.stage_centiles()} FROM {o.name(rollups.STAGE_HOURS)} GROUP BY Stage"
+    assert _set(client, merged) == whole
+    # each centile within 1 % of the duration of its rank, the ⌊q·(n−1)⌋th of the stage's spans
+    ranked = dict(client.query(f"SELECT Stage, arraySort(groupArray(DurationMs)) FROM {o.name(STAGE_SPANS)} "
+                               "GROUP BY Stage").result_rows)  # fmt: skip
+    a = rollups.STAGE_SKETCH_ACCURACY
+    for stage, centiles in whole:
+        durations = ranked[stage]
+        for q, got in zip(rollups.STAGE_CENTILES, centiles, strict=True):
+            want = durations[int(q * (len(durations) - 1))]
+            assert got == pytest.approx(want, rel=a, abs=1e-9), (stage, q, got, want)
+
+
+def test_the_stage_panels_read_the_unfiltered_projection_unless_a_filter_is_chosen(collector: Collector) -> None:
+    """With no site, department, model or cohort chosen, a stage panel reads the rollup's projection
+    (one sketch per hour and stage, migration 15) and shows what the table's rows show; with one
+    chosen it reads the rows. Also as a tenant's reader, whose rows the read port filters."""
+    load_demo(collector, WRITE_TOKEN, workflows=600)
+    client, o = collector.client, collector.options
+    span = data_range(client, o.database)
+    assert span is not None
+    stage_hours = f"{identifier(o.database)}.{identifier(rollups.STAGE_HOURS)}"
+    queries = [q for q in panel_queries(build_all(o.database)) if stage_hours in q.sql and "quantilesDDMerge" in q.sql]
+    assert len(queries) == 3, [q.panel for q in queries]
+    site = client.command(f"SELECT any(Site) FROM {stage_hours} WHERE Site != ''")
+    tenant = client.command(f"SELECT any(TenantId) FROM {stage_hours}")
+    as_reader = {"additional_table_filters": f"{{{literal(f'{o.database}.{rollups.STAGE_HOURS}')}: "
+                 f"{literal(f'TenantId = {literal(tenant)}')}}}"}  # fmt: skip
+    for q in queries:
+        for chosen, settings in (({}, {}), ({}, as_reader), ({"site": [site]}, {})):
+            sql = expand(q.sql, panel_range(q.grid, q.variables, TimeRange(*span, variables=chosen)))
+            plan = "\n".join(r[0] for r in client.query(f"EXPLAIN {sql}", settings=settings).result_rows)
+            assert ("ReadFromMergeTree (unfiltered)" in plan) == (not chosen), (q.panel, chosen, plan)
+            rows = client.query(sql, settings=settings).result_rows
+            assert rows, (q.panel, chosen)
+            unprojected = client.query(sql, settings={**settings, "optimize_use_projections": 0}).result_rows
+            assert [tuple(_rounded(v) for v in r) for r in rows] == [tuple(_rounded(v) for v in r) for r in unprojected]
 
 
 def test_the_template_variables_list_the_workflows_values(collector: Collector) -> None:

@@ -16,6 +16,7 @@ UID = "clinotel-operations"
 def build(database: str) -> dict[str, Any]:
     b = Board(UID, "clinotel / Operations", "Workflow volume, stage latencies, queues and completion.", database)
     stage_hours = f"{identifier(database)}.{identifier(rollups.STAGE_HOURS)}"
+    centiles = ", ".join(f"round(c[{k}], 1) AS p{round(q * 100)}_ms" for k, q in enumerate(rollups.STAGE_CENTILES, 1))
     hours = f"{identifier(database)}.{identifier(rollups.WORKFLOW_HOURS)}"
     f = where_filters()
     # a lifecycle stage's span: not the late outcome, and not a shadow prediction (a zero-length
@@ -36,21 +37,20 @@ def build(database: str) -> dict[str, Any]:
     )  # fmt: skip
     b.timeseries(
         "Stage latency p95", "95th centile of each lifecycle stage's duration.",
-        f"SELECT $__timeInterval({rollups.TIME_COLUMN}) AS time, Stage, quantileMerge(0.95)(Duration) AS p95_ms\n"
+        f"SELECT $__timeInterval({rollups.TIME_COLUMN}) AS time, Stage, {rollups.stage_centile(0.95)} AS p95_ms\n"
         f"FROM {stage_hours}\nWHERE {rollups.time_filter()} AND {stage} AND {f}\n"
         "GROUP BY time, Stage ORDER BY time", "ms", interval="1h",
     )  # fmt: skip
     b.table(
         "Stage latency p50 / p95 / p99", "Each stage over the whole range (shadow predictions are not stages).",
-        # one merge of the states for the three centiles: reading them is the panel's cost
-        "SELECT Stage, spans, round(c[1], 1) AS p50_ms, round(c[2], 1) AS p95_ms, round(c[3], 1) AS p99_ms\n"
-        f"FROM (SELECT Stage, sum(Spans) AS spans, quantilesMerge(0.5, 0.95, 0.99)(Duration) AS c\n"
+        f"SELECT Stage, spans, {centiles}\n"
+        f"FROM (SELECT Stage, sum(Spans) AS spans, {rollups.stage_centiles()} AS c\n"
         f"FROM {stage_hours}\nWHERE {rollups.time_filter()} AND {stage} AND {f}\n"
         "GROUP BY Stage)\nORDER BY p95_ms DESC",
     )  # fmt: skip
     b.timeseries(
         "Queue wait p95 by queue", "Time in the queue stage, 95th centile, per queue.",
-        f"SELECT $__timeInterval({rollups.TIME_COLUMN}) AS time, QueueName, quantileMerge(0.95)(Duration) AS p95_ms\n"
+        f"SELECT $__timeInterval({rollups.TIME_COLUMN}) AS time, QueueName, {rollups.stage_centile(0.95)} AS p95_ms\n"
         f"FROM {stage_hours}\nWHERE {rollups.time_filter()} AND Stage = {literal(Stage.QUEUE.value)} "
         f"AND QueueName != '' AND Shadow = 0 AND {f}\n"
         "GROUP BY time, QueueName ORDER BY time", "ms", interval="1h",

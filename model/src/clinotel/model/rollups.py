@@ -29,8 +29,10 @@ data-quality signal's rows are the decisions with its field; `workflow` counts w
 its quantile state (read with `quantileMerge(level)`).
 
 `clinical_stage_hours` (migration 11) has one row per tenant, workflow kind, hour of the span, the
-dashboards' dimensions, stage, queue and shadow mode: `Spans`, the state of their duration's
-centiles (`Duration`, in ms, read with `quantileMerge(level)`) and `MaxQueueDepth`.
+dashboards' dimensions, stage, queue and shadow mode: `Spans`, a sketch of their duration
+(`Duration`, in ms: DDSketch, `quantileDD`, since migration 15; read with `stage_centiles()`) and
+`MaxQueueDepth`. Its projection `unfiltered` holds the same per tenant, workflow kind, stage, hour,
+queue and shadow mode only: a panel with no site, department, model or cohort chosen reads it.
 `clinical_feedback_hours` (migration 11) has one row per tenant, workflow kind, hour of the report,
 site, department, category, severity, model version and decision of the workflow it judged, and
 whether that workflow was found (`Joined`): `Reports`. `clinotel_service_hours` (migration 11) has
@@ -86,8 +88,10 @@ __all__ = [
     "SERVICE_HOURS",
     "SIGNAL_DIMENSIONS",
     "SIGNAL_HOURS",
+    "STAGE_CENTILES",
     "STAGE_DIMENSIONS",
     "STAGE_HOURS",
+    "STAGE_SKETCH_ACCURACY",
     "TIME_COLUMN",
     "TRUTH_HOURS",
     "WORKFLOW",
@@ -104,6 +108,8 @@ __all__ = [
     "sample",
     "service_refresh_select",
     "signal_refresh_select",
+    "stage_centile",
+    "stage_centiles",
     "stage_refresh_select",
     "starts_between",
     "time_filter",
@@ -400,16 +406,40 @@ STAGE_DIMENSIONS: Final = ("TenantId", "WorkflowKind", "Site", "Department", "Mo
 filters, which stage spans carry as columns."""
 
 
+STAGE_SKETCH_ACCURACY: Final = 0.01
+"""The relative accuracy of the stage rollup's duration sketch (DDSketch, `quantileDD`; migration
+15): a centile read from it is within 1 % of the duration of that rank. It merges exactly (a
+range's sketch is the sketch of its spans, whatever hours it is merged from), where the sample
+`quantile` kept before drifted by up to 15 % over a long range (docs/performance.md)."""
+
+STAGE_CENTILES: Final = (0.5, 0.95, 0.99)
+"""The centiles of a stage's duration the panels show, read in one merge of the sketch: every
+stage panel names the same aggregate, which the rollup's projection `unfiltered` holds (migration
+15: a change here needs a new projection)."""
+
+
+def stage_centiles(state: str = "Duration") -> str:
+    """SQL: the array of `STAGE_CENTILES` (ms) of the stage rollup's duration sketch `state`,
+    merged over a group's rows (NaN for none)."""
+    levels = ", ".join(str(q) for q in STAGE_CENTILES)
+    return f"quantilesDDMerge({STAGE_SKETCH_ACCURACY}, {levels})({state})"
+
+
+def stage_centile(q: float) -> str:
+    """SQL: centile `q` (one of `STAGE_CENTILES`) of the stage rollup's duration, in ms."""
+    return f"{stage_centiles()}[{STAGE_CENTILES.index(q) + 1}]"
+
+
 def stage_refresh_select(stages: str, since: str | None, until: str | None = None) -> str:
     """The stage rollup rows of the stage spans in the qualified table `stages` at or after SQL
     instant `since` (every one when None) and before `until` (when given): spans, their duration's
-    centile state (read with `quantileMerge(level)`) and the deepest queue reported, per hour,
-    stage and queue."""
+    sketch (read with `stage_centiles`) and the deepest queue reported, per hour, stage and queue."""
     key = ", ".join(("TenantId", "WorkflowKind", TIME_COLUMN, *STAGE_DIMENSIONS[2:], "Stage", "QueueName", "Shadow"))
     return (
         f"SELECT TenantId, WorkflowKind, {_hour_of('Timestamp')}, {', '.join(STAGE_DIMENSIONS[2:])}, Stage, "
         "QueueName, toUInt8(ifNull(Shadow, 0)) AS Shadow,\n"
-        "    toInt64(count()) AS Spans, quantileState(0.95)(DurationMs) AS Duration, max(QueueDepth) AS MaxQueueDepth\n"
+        f"    toInt64(count()) AS Spans, quantileDDState({STAGE_SKETCH_ACCURACY}, 0.95)(DurationMs) AS Duration, "
+        "max(QueueDepth) AS MaxQueueDepth\n"
         f"FROM {stages}\nWHERE {_between('Timestamp', since, until)}\nGROUP BY {key}"
     )
 
