@@ -22,13 +22,14 @@ from collector.tests.otlp_clients import plain_request, post
 DAY_NS = 86_400 * 10**9
 
 
-def _request(starts_ns: list[int]) -> bytes:
+def _request(starts_ns: list[int], ends_ns: list[int] | None = None) -> bytes:
     exporter = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "skewed"}))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("skew")
     for i, start in enumerate(starts_ns):
-        tracer.start_span(f"skewed {i}", start_time=start).end(end_time=start + 1_000_000)
+        end = start + 1_000_000 if ends_ns is None else ends_ns[i]
+        tracer.start_span(f"skewed {i}", start_time=start).end(end_time=end)
     return encode_spans(exporter.get_finished_spans()).SerializeToString()
 
 
@@ -67,3 +68,26 @@ def test_skewed_timestamps_are_stored_or_refused_and_stop_no_one(
     _drained(collector)
     assert _count(collector, "general", "ehr-bridge") == 3
     assert collector.failure is None
+
+
+def test_a_span_that_ends_after_the_window_is_refused_and_one_that_ends_before_it_starts_lasts_nothing(
+    collector: Collector,
+) -> None:
+    """An end of 2^64 - 1 (or the year 2096) would be a duration of centuries in every latency
+    figure: refused, as a start outside the window is. An end before the start is stored with a
+    duration of 0."""
+    assert collector.http is not None
+    url = f"http://127.0.0.1:{collector.http.port}/v1/traces"
+    now = time.time_ns()
+    ends = [(1 << 64) - 1, 4_000_000_000 * 10**9, now + 2_000_000, now - DAY_NS]
+    status, _, body = post(url, _request([now] * len(ends), ends))
+    assert status == 200, body
+    response = ExportTraceServiceResponse.FromString(body)
+    assert response.partial_success.rejected_spans == 2
+    assert "ending after it" in response.partial_success.error_message
+    _drained(collector)
+    db = collector.options.database
+    stored = collector.client.query(
+        f"SELECT SpanName, Duration FROM {db}.otel_traces WHERE ServiceName = 'skewed' ORDER BY SpanName"
+    ).result_rows
+    assert stored == [("skewed 2", 2_000_000), ("skewed 3", 0)]
