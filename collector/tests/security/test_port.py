@@ -4,6 +4,7 @@ slot; a tokens file others can read is refused at start."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -160,6 +161,25 @@ def test_plain_tokens_are_warned_about_and_duplicates_refused(tmp_path: Path) ->
     loaded = Tokens.load(path)
     assert len(loaded.warnings) == 1
     assert "plain token" in loaded.warnings[0]
+
+
+@pytest.mark.parametrize(
+    "tenant", ["a'b", "x\ny", "../../etc", "a" * 65, " lead", "clinotel_x`; DROP", "\u00fc", "\x00", "a\\b"]
+)
+def test_a_tokens_file_tenant_is_a_tenant_name(tmp_path: Path, tenant: str) -> None:
+    """A hand-edited tokens file is held to the rule `clinotel tokens add` applies: a tenant names
+    server users and row policies, labels metrics and goes into generated files."""
+    path = tmp_path / "tokens.toml"
+    escaped = json.dumps(tenant)  # a TOML basic string
+    path.write_text(f'[[token]]\ntenant = {escaped}\nrole = "read"\nsha256 = "{"0" * 64}"\n', encoding="utf-8")
+    path.chmod(0o600)
+    with pytest.raises(TokenError, match=r"tokens.toml:1: .* is not a tenant name"):
+        Tokens.load(path)
+    path.write_text(f'[[token]]\ntenant = "St-Mary\'s"\nrole = "read"\nsha256 = "{"0" * 64}"\n', encoding="utf-8")
+    with pytest.raises(TokenError, match="is not a tenant name"):
+        Tokens.load(path)
+    path.write_text(f'[[token]]\ntenant = "st-marys.north"\nrole = "read"\nsha256 = "{"0" * 64}"\n', encoding="utf-8")
+    assert Tokens.load(path).warnings == []
 
 
 @pytest.mark.parametrize("query_id", ["a\r\nX-Injected: 1", "a\nSet-Cookie: x=1", "x" * 200, "a b"])

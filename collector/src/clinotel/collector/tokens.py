@@ -134,6 +134,7 @@ class Tokens:
             tenant, role = entry.get("tenant"), entry.get("role", "write")
             if not isinstance(tenant, str) or not tenant:
                 raise TokenError(f"{where}: needs a tenant")
+            _check_tenant(tenant, where)
             if role not in ROLES:
                 raise TokenError(f"{where}: role must be one of {', '.join(ROLES)}, not {role!r}")
             if tenant == ALL_TENANTS and role == "write":
@@ -183,16 +184,25 @@ class Tokens:
         return [d.hex() for d, g in self._grants.items() if g.tenant == tenant and g.role == role]
 
 
+def _check_tenant(tenant: str, where: str | None = None) -> None:
+    """`tenant` is `*` or a tenant name by the registry's rule (`clinical.tenant.id`): it names
+    server users and row policies, labels metrics and goes into generated files, so a name from a
+    hand-edited tokens file is held to the rule `clinotel tokens add` applies."""
+    if tenant == ALL_TENANTS:
+        return
+    try:
+        A.TENANT_ID.validator()(tenant)
+    except ValueError as e:
+        prefix = "" if where is None else f"{where}: "
+        raise TokenError(f"{prefix}{tenant!r} is not a tenant name: {e}") from None
+
+
 def add_token(path: Path, tenant: str, role: Role) -> str:
     """Append a new token's digest to `path` (created 0600 if missing) and return the token,
     which is stored nowhere else: the caller shows it once."""
     if role not in ROLES:
         raise TokenError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-    if tenant != ALL_TENANTS:
-        try:
-            A.TENANT_ID.validator()(tenant)
-        except ValueError as e:
-            raise TokenError(f"{tenant!r} is not a tenant name: {e}") from None
+    _check_tenant(tenant)
     if path.exists():
         Tokens.load(path)  # refuse to append to a file that would not load
     token = new_token()
