@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from clinotel.alerts.local_alertmanager import find_binary
+from clinotel.collector.cli import EXIT_FAILED
 from clinotel.collector.store import schema
 from clinotel.demo.scenario import BASELINE_MODEL, CANARY_MODEL, CANARY_SITE, FLAG_KEY, TENANT, Scenario, plan
 from clinotel.model.indicators import INDICATORS
@@ -252,7 +253,7 @@ def test_bad_demo_options_are_refused_before_anything_is_created(tmp_path: Path)
 
 
 @needs_tgkill
-def test_a_demo_whose_engine_crashes_exits_1_instead_of_hanging(tmp_path: Path) -> None:
+def test_a_demo_whose_engine_crashes_exits_75_instead_of_hanging(tmp_path: Path) -> None:
     """A crash in one of the embedded engine's threads left the demo's drain in an insert that never
     ends, and its exit in the engine's close: the demo hung. It ends as `clinotel serve` does: exit
     1 within the grace period after the failure is learnt, saying why."""
@@ -275,5 +276,5 @@ def test_a_demo_whose_engine_crashes_exits_1_instead_of_hanging(tmp_path: Path) 
             proc.kill()
             proc.wait(timeout=30)
     text = log.read_text()
-    assert code == 1, text[-3000:]
+    assert code == EXIT_FAILED, text[-3000:]
     assert "the embedded engine failed" in text, text[-3000:]

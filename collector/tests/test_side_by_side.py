@@ -20,6 +20,7 @@ from typing import Final
 
 import pytest
 
+from clinotel.collector.cli import EXIT_FAILED
 from collector.tests.test_crash import _close, _request, wait_serving
 from tests.net import free_port
 
@@ -271,7 +272,7 @@ def test_alerts_evaluated_through_a_read_only_port_refuse_to_page_without_their_
     assert "clinotel serve --rules" in done.stderr
 
 
-def test_a_collector_whose_log_is_deleted_exits_1_saying_why(tmp_path: Path) -> None:
+def test_a_collector_whose_log_is_deleted_exits_75_saying_why(tmp_path: Path) -> None:
     import shutil
 
     from collector.tests.otlp_clients import post
@@ -295,7 +296,7 @@ def test_a_collector_whose_log_is_deleted_exits_1_saying_why(tmp_path: Path) -> 
     assert status in (503, 0), "never a 200 into a deleted log"
     code = proc.wait(timeout=60)
     errors = _close(proc)
-    assert code == 1, errors
+    assert code == EXIT_FAILED, errors
     assert "Traceback" not in errors, errors
     stopping = [line for line in errors.splitlines() if line.startswith("clinotel serve: stopping: ")]
     assert len(stopping) == 1, errors
@@ -429,7 +430,7 @@ def test_an_engine_that_crashes_stops_the_collector_and_its_restart_stores_every
         sender.join(timeout=30)
         _killed(proc)
     log = (tmp_path / "serve.log").read_text()
-    assert code == 1, log[-6000:]
+    assert code == EXIT_FAILED, log[-6000:]
     assert "the embedded engine stopped after a fatal error" in log, log[-6000:]
     assert "exiting without closing it" in log
     quarantine = tmp_path / "data.wal" / "quarantine"
@@ -450,7 +451,7 @@ def test_an_engine_that_crashes_stops_the_collector_and_its_restart_stores_every
 
 @needs_tgkill
 @pytest.mark.parametrize("then", ["nothing", "sigterm"])
-def test_an_idle_collector_whose_engine_crashes_exits_1_by_itself_or_on_sigterm(tmp_path: Path, then: str) -> None:
+def test_an_idle_collector_whose_engine_crashes_exits_75_by_itself_or_on_sigterm(tmp_path: Path, then: str) -> None:
     """With nothing to insert the writer never meets the failed engine: the collector kept saying it
     was up, and a SIGTERM then hung it at exit, in the engine's close waiting for the thread that
     crashed. Its own metrics, written every 10 s and once more on stop, meet the failure too: the
@@ -466,6 +467,6 @@ def test_an_idle_collector_whose_engine_crashes_exits_1_by_itself_or_on_sigterm(
     finally:
         _killed(proc)
     log = (tmp_path / "serve.log").read_text()
-    assert code == 1, log[-6000:]
+    assert code == EXIT_FAILED, log[-6000:]
     assert "the embedded engine stopped after a fatal error" in log, log[-6000:]
     assert "exiting without closing it" in log, log[-6000:]

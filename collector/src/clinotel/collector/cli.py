@@ -399,7 +399,7 @@ def run_serve(
     rollup_window_days: int = 7,
     companion: Companion | None = None,
 ) -> None:
-    """The collector until SIGTERM or SIGINT (or its failure: exit 1), with `companion` started
+    """The collector until SIGTERM or SIGINT (or its failure: exit `EXIT_FAILED`), with `companion` started
     beside it once it serves. Every option is checked before anything is bound or created."""
     import signal
     import threading
@@ -494,7 +494,7 @@ def run_serve(
         collector.stop()
         click.echo("what the log still holds on disk is written at the next start", err=True)
         exit_if_store_lost(collector)
-        raise SystemExit(1)
+        raise SystemExit(EXIT_FAILED)
     click.echo("stopping: writing what the log holds", err=True)
     collector.stop()
     exit_if_store_lost(collector)
@@ -503,10 +503,17 @@ def run_serve(
 LOST_ENGINE_GRACE_S: Final = 15.0
 """How long a collector whose embedded engine failed may take to stop before it exits regardless."""
 
+EXIT_FAILED: Final = 75
+"""The exit status of a collector that stopped because something failed while it ran (its
+embedded engine, its log, one of its threads): EX_TEMPFAIL of sysexits.h, a restart is the remedy
+and what it acknowledged is stored at the next start. A collector that cannot start on its
+configuration exits 1 (2 for a usage error), which a restart does not fix."""
+
 
 def start_or_exit(collector: Any) -> None:
     """`collector.start()`; when its embedded engine failed meanwhile (a start's migration can
-    take minutes), say so and exit 1 at once: closing the engine at exit would wait forever."""
+    take minutes), say so and exit `EXIT_FAILED` at once: closing the engine at exit would wait
+    forever."""
     try:
         collector.start()
     except BaseException as e:
@@ -517,7 +524,7 @@ def start_or_exit(collector: Any) -> None:
 
 
 def exit_if_store_lost(collector: Any) -> None:
-    """Exit 1 at once when the embedded engine failed (after `collector.stop()`): closing it at the
+    """Exit `EXIT_FAILED` at once when the embedded engine failed (after `collector.stop()`): closing it at the
     interpreter's exit waits forever for the engine thread that crashed (the log is sealed, the
     logs flushed first)."""
     if collector.store_lost:
@@ -533,11 +540,11 @@ def _exit_lost(message: str) -> NoReturn:
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(1)
+    os._exit(EXIT_FAILED)
 
 
 def exit_soon(seconds: float = LOST_ENGINE_GRACE_S) -> None:
-    """Exit 1 in `seconds` whatever the main thread is doing then (every thread's stack printed
+    """Exit `EXIT_FAILED` in `seconds` whatever the main thread is doing then (every thread's stack printed
     first): a collector's `on_store_lost`. Stopping waits on nothing in a failed engine it knows
     of, but the failure may be learnt while the main thread already waits on one. What was
     acknowledged is on disk in the log either way, and the next start stores it."""
