@@ -206,10 +206,12 @@ def _refusal(span: Any, window: tuple[int, int]) -> str | None:
         or len(span.parent_span_id) not in (0, 8)
     ):
         return "invalid_id"
+    if not window[0] <= span.start_time_unix_nano <= window[1]:
+        return "out_of_window"
     # a span that ends after the window has not ended yet: 2^64 - 1 as its end would be a
     # duration of centuries in every latency figure
-    if not window[0] <= span.start_time_unix_nano <= window[1] or span.end_time_unix_nano > window[1]:
-        return "out_of_window"
+    if span.end_time_unix_nano > window[1]:
+        return "ends_after_window"
     return None
 
 
@@ -239,7 +241,11 @@ def _partial_success_message(removed: Counter[str], limits: Limits) -> str:
         age = "any time" if limits.max_span_age_days is None else f"{limits.max_span_age_days} days"
         reasons.append(
             f"{removed['out_of_window']} starting outside the accepted window ({age} before arrival to "
-            f"{limits.max_span_lead_ns / 3.6e12:g} h after it) or ending after it"
+            f"{limits.max_span_lead_ns / 3.6e12:g} h after it)"
+        )
+    if removed["ends_after_window"]:
+        reasons.append(
+            f"{removed['ends_after_window']} ending more than {limits.max_span_lead_ns / 3.6e12:g} h after arrival"
         )
     return f"{sum(removed.values())} span(s) refused: " + "; ".join(reasons)
 
