@@ -36,7 +36,8 @@ def build(database: str) -> dict[str, Any]:
         interval="1h",
     )  # fmt: skip
     b.timeseries(
-        "Stage latency p95", "95th centile of each lifecycle stage's duration.",
+        "Stage latency p95", "95th centile of each lifecycle stage's duration (from a sketch: within 1 % of the "
+        "duration of that rank; over few spans, the lower of the two it falls between).",
         f"SELECT $__timeInterval({rollups.TIME_COLUMN}) AS time, Stage, {rollups.stage_centile(0.95)} AS p95_ms\n"
         f"FROM {stage_hours}\nWHERE {rollups.time_filter()} AND {stage} AND {f}\n"
         "GROUP BY time, Stage ORDER BY time", "ms", interval="1h",
