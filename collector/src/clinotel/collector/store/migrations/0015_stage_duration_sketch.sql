@@ -26,3 +26,7 @@ ALTER TABLE {{local:clinical_stage_hours}}{{on_cluster}}
 
 ALTER TABLE {{local:clinical_stage_hours}}{{on_cluster}}
     MODIFY COMMENT 'Stage spans per UTC hour of the span, per stage and queue (shadow predictions apart): the spans, a sketch of their duration (ms, DDSketch at 1 % relative accuracy; read with quantilesDDMerge(0.01, 0.5, 0.95, 0.99), which the projection unfiltered holds per tenant, kind, stage, hour, queue and shadow mode) and the deepest queue reported. Recomputed from clinical_stage_spans by the collector, one tenant-month at a time';
+
+-- cluster only
+ALTER TABLE {{name:clinical_stage_hours}}{{on_cluster}}
+    MODIFY COMMENT 'Stage spans per UTC hour of the span, per stage and queue (shadow predictions apart): the spans, a sketch of their duration (ms, DDSketch at 1 % relative accuracy; read with quantilesDDMerge(0.01, 0.5, 0.95, 0.99), which the projection unfiltered holds per tenant, kind, stage, hour, queue and shadow mode) and the deepest queue reported. Recomputed from clinical_stage_spans by the collector, one tenant-month at a time';
