@@ -180,6 +180,14 @@ def test_a_tokens_file_tenant_is_a_tenant_name(tmp_path: Path, tenant: str) -> N
         Tokens.load(path)
     path.write_text(f'[[token]]\ntenant = "st-marys.north"\nrole = "read"\nsha256 = "{"0" * 64}"\n', encoding="utf-8")
     assert Tokens.load(path).warnings == []
+    # a header inside a multi-line string: the entry is named by its number, never by a wrong line
+    path.write_text(
+        f'[[token]]\ntenant = "a"\nnote = """\n[[token]]\n"""\nrole = "read"\nsha256 = "{"0" * 64}"\n\n'
+        f'[[token]]\ntenant = "b;c"\nrole = "read"\nsha256 = "{"1" * 64}"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(TokenError, match=r"tokens.toml: token 2: 'b;c' is not a tenant name"):
+        Tokens.load(path)
 
 
 @pytest.mark.parametrize("query_id", ["a\r\nX-Injected: 1", "a\nSet-Cookie: x=1", "x" * 200, "a b"])

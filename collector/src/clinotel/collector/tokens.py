@@ -123,6 +123,8 @@ class Tokens:
         entries = data.get("token", [])
         if not isinstance(entries, list):
             raise TokenError(f"{path}: `token` must be a list of [[token]] tables")
+        if len(lines) != len(entries):
+            lines = []  # a header inside a multi-line string, or another style: entries by number, not a wrong line
         grants: dict[bytes, Grant] = {}
         first_line: dict[bytes, int] = {}
         warnings = []
