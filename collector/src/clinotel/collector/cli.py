@@ -506,8 +506,9 @@ LOST_ENGINE_GRACE_S: Final = 15.0
 EXIT_FAILED: Final = 75
 """The exit status of a collector that stopped because something failed while it ran (its
 embedded engine, its log, one of its threads): EX_TEMPFAIL of sysexits.h, a restart is the remedy
-and what it acknowledged is stored at the next start. A collector that cannot start on its
-configuration exits 1 (2 for a usage error), which a restart does not fix."""
+and what it acknowledged is stored at the next start. One that does not get to run exits 1 (2 for
+a usage error): a bad option or tokens file, which a restart does not fix, or a server not up yet
+or a port still held, which it may."""
 
 
 def start_or_exit(collector: Any) -> None:
