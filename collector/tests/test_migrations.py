@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from clinotel.collector.store import schema
 from clinotel.collector.store.migrations import frozen
 from clinotel.model import clinical
@@ -77,3 +79,31 @@ def test_a_migration_interrupted_before_it_was_recorded_runs_again(client: Any, 
             except Exception as e:  # named with the migration that cannot run again
                 raise AssertionError(f"migration {m.version} cannot run again: {str(e)[:300]}") from None
     assert _layout(client, options.database) == before
+
+
+def test_a_migration_that_fails_says_which_in_one_line_and_keeps_the_store(client: Any) -> None:
+    """An object of the operator's own in a migration's way (a projection of theirs over the column
+    migration 15 replaces): the start fails with one line naming the migration and the version the
+    store stays at, and the store, its rows and its recorded versions are as they were."""
+    import uuid
+
+    from clinotel.model.store import StoreError
+
+    o = schema.SchemaOptions(database=f"blocked_{uuid.uuid4().hex[:10]}")
+    try:
+        schema.apply(client, o, until=14)
+        stage_hours = o.local("clinical_stage_hours")
+        mine = "SELECT Stage, quantileMerge(0.95)(Duration) GROUP BY Stage"
+        client.command(f"ALTER TABLE {stage_hours} ADD PROJECTION mine ({mine})")
+        with pytest.raises(StoreError) as failed:
+            schema.apply(client, o)
+        message = str(failed.value)
+        assert message.startswith("schema migration 15 failed: "), message
+        assert "stays at schema version 14" in message
+        assert "\n" not in message
+        versions = client.query(f"SELECT max(Version) FROM {o.name(schema.VERSIONS)}").result_rows[0][0]
+        assert versions == 14
+        client.command(f"ALTER TABLE {stage_hours} DROP PROJECTION mine")
+        assert schema.apply(client, o) == [15]
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS {o.database}")

@@ -25,6 +25,7 @@ from typing import Final, Protocol
 
 from clinotel.collector.store.migrations import DataStep, baseline, frozen
 from clinotel.model.sql import identifier, literal
+from clinotel.model.store import StoreError, error_line
 from clinotel.model.tables import (
     ALERT_EVENT_COLUMNS,
     ALERT_EVENTS,
@@ -180,10 +181,20 @@ def apply(client: SchemaTarget, o: SchemaOptions, until: int | None = None) -> l
     for m in migrations(o):
         if m.version in done or (until is not None and m.version > until):
             continue
-        for statement in m.statements:
-            client.command(statement)
-        if m.run is not None:
-            m.run(client, o)
+        try:
+            for statement in m.statements:
+                client.command(statement)
+            if m.run is not None:
+                m.run(client, o)
+        except StoreError:
+            raise
+        except Exception as e:
+            # one line naming the migration: a start that fails here fails again at every restart
+            at = max(done | set(applied), default=0)
+            raise StoreError(
+                f"schema migration {m.version} failed: {error_line(e)} (the store stays at schema version {at}; "
+                "what it holds is kept: fix the cause, e.g. an object of your own in its way, and start again)"
+            ) from e
         _record(client, o, m)
         applied.append(m.version)
     return applied
