@@ -195,6 +195,31 @@ def test_a_request_the_engine_would_parse_otherwise_loses_no_one_s_spans(arena: 
     assert stored == 1
 
 
+def test_a_scope_message_given_twice_is_merged_as_protobuf_says(arena: Arena) -> None:
+    """A singular message field given twice is one message, the two merged (protobuf's rule): a
+    scope whose name comes in the first copy and its version in the second is stored with both.
+    The engine's own Protobuf reader kept the first copy; the receiver re-encodes each request as
+    parsed (`_canonical`), so the log never holds the repeated field."""
+    from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    assert arena.collector.writer is not None
+    span = Span(
+        trace_id=os.urandom(16), span_id=os.urandom(8), name="twice-scoped", start_time_unix_nano=time.time_ns()
+    )
+    scope_name = _field(1, InstrumentationScope(name="scheduler").SerializeToString())
+    scope_version = _field(1, InstrumentationScope(version="2.4.1").SerializeToString())
+    scope_spans = scope_name + _field(2, span.SerializeToString()) + scope_version  # ScopeSpans: scope, spans, scope
+    request = _field(1, _field(2, scope_spans))  # ExportTraceServiceRequest.resource_spans.scope_spans
+    assert post(arena.otlp, request, token=WRITE_TOKEN)[0] == 200
+    arena.collector.writer.drain()
+    stored = arena.client.query(
+        f"SELECT ScopeName, ScopeVersion FROM {arena.options.name('otel_traces')} WHERE SpanName = 'twice-scoped' "
+        f"AND TenantId = {literal(ATTACKER)}"
+    ).result_rows
+    assert stored == [("scheduler", "2.4.1")]
+
+
 def test_every_gzip_member_is_read(arena: Arena) -> None:
     """A gzip body of two members (RFC 1952 allows any number; `gzip -d` reads them all): only the
     first was inflated, and the second's spans were acknowledged (200, no partial success) and
