@@ -175,6 +175,13 @@ def test_a_tokens_file_tenant_is_a_tenant_name(tmp_path: Path, tenant: str) -> N
     path.chmod(0o600)
     with pytest.raises(TokenError, match=r"tokens.toml:1: .* is not a tenant name"):
         Tokens.load(path)
+
+
+def test_a_tokens_file_names_a_bad_tenant_s_line_or_entry(tmp_path: Path) -> None:
+    """A valid dotted name loads; a bad one is named by its line, or by its entry's number when a
+    `[[token]]` header inside a multi-line string would make the line wrong."""
+    path = tmp_path / "tokens.toml"
+    path.touch(mode=0o600)
     path.write_text(f'[[token]]\ntenant = "St-Mary\'s"\nrole = "read"\nsha256 = "{"0" * 64}"\n', encoding="utf-8")
     with pytest.raises(TokenError, match="is not a tenant name"):
         Tokens.load(path)
