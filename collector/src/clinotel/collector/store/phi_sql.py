@@ -3,6 +3,8 @@ applies in Python, applied again inside the engine to every span, whichever SDK 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import IntEnum
 from typing import Final
 
 from clinotel.model.sql import literal, string_array
@@ -13,8 +15,6 @@ __all__ = [
     "allowed_keys",
     "attribute_map",
     "closed_values",
-    "patterned_sql",
-    "ranged_sql",
     "scrub_sql",
     "value_sql",
 ]
@@ -49,39 +49,65 @@ def closed_values(scopes: tuple[Scope, ...]) -> tuple[list[str], list[str]]:
 _ONEOF: Final = "kind"
 
 
-def patterned_sql(scopes: tuple[Scope, ...]) -> str:
-    """multiIf branches (`condition, NULL, ` each, over `t = (key, value, …)`) dropping a value
-    that does not match its key's registered pattern, as the library refuses it: a raw OTLP sender
-    cannot store a person's name as a change's actor, or lines of its own in a coded label."""
-    by_pattern: dict[str, list[str]] = {}
+class _Check(IntEnum):
+    """What an allowed key's value is checked by (a key has one; 0 is not allowed)."""
+
+    PSEUDONYM = 1
+    FREE_TEXT = 2
+    CLOSED = 3
+    OTHER = 4
+    PATTERN = 16
+    """The first registered pattern; the i-th distinct pattern is PATTERN + i."""
+    RANGE = 128
+    """The first registered range; the j-th distinct range is RANGE + j."""
+
+
+@dataclass(frozen=True)
+class _Classes:
+    """The allowed keys of some scopes, each with its `_Check` code, and what the codes stand for."""
+
+    codes: dict[str, int]
+    patterns: list[str]
+    ranges: list[tuple[float | None, float | None]]
+
+
+def _classes(scopes: tuple[Scope, ...]) -> _Classes:
+    codes: dict[str, int] = {}
+    patterns: list[str] = []
+    ranges: list[tuple[float | None, float | None]] = []
     for d in REGISTRY:
-        if d.pattern and not d.closed and d.phi is not PhiClass.PSEUDONYM and any(s in d.scope for s in scopes):
-            by_pattern.setdefault(d.pattern, []).append(d.key)
-    return "".join(
-        f"has({string_array(keys)}, t.1) AND NOT match(t.2, {literal(f'^(?:{pattern})$')}), NULL, "
-        for pattern, keys in by_pattern.items()
+        if not any(s in d.scope for s in scopes):
+            continue
+        if d.phi is PhiClass.PSEUDONYM:
+            code = int(_Check.PSEUDONYM)
+        elif d.phi is PhiClass.FREE_TEXT:
+            code = int(_Check.FREE_TEXT)
+        elif d.closed:
+            code = int(_Check.CLOSED)
+        elif d.pattern:
+            if d.pattern not in patterns:
+                patterns.append(d.pattern)
+            code = _Check.PATTERN + patterns.index(d.pattern)
+        elif d.type in (AttrType.INT, AttrType.DOUBLE):
+            if (d.minimum, d.maximum) not in ranges:
+                ranges.append((d.minimum, d.maximum))
+            code = _Check.RANGE + ranges.index((d.minimum, d.maximum))
+        else:
+            code = int(_Check.OTHER)
+        codes[d.key] = code
+    if len(patterns) > _Check.RANGE - _Check.PATTERN or len(ranges) > 255 - _Check.RANGE:
+        raise ValueError("too many distinct registered patterns or ranges for one UInt8 code")
+    return _Classes(codes, patterns, ranges)
+
+
+def _in_range(x: str, low: float | None, high: float | None) -> str:
+    bounds = "".join(
+        [
+            f" AND {x} >= {float(low)!r}" if low is not None else "",
+            f" AND {x} <= {float(high)!r}" if high is not None else "",
+        ]
     )
-
-
-def ranged_sql(scopes: tuple[Scope, ...]) -> str:
-    """multiIf branches, like `patterned_sql`'s, dropping a registered number that is not a finite
-    number within its key's range (a raw sender's NaN confidence would turn a tenant's averages
-    and quantiles into NaN, and a rule compared with NaN never fires)."""
-    by_range: dict[tuple[float | None, float | None], list[str]] = {}
-    for d in REGISTRY:
-        if d.type in (AttrType.INT, AttrType.DOUBLE) and any(s in d.scope for s in scopes):
-            by_range.setdefault((d.minimum, d.maximum), []).append(d.key)
-    x = "ifNull(toFloat64OrNull(t.2), nan)"
-    out = []
-    for (low, high), keys in by_range.items():
-        bounds = "".join(
-            [
-                f" AND {x} >= {float(low)!r}" if low is not None else "",
-                f" AND {x} <= {float(high)!r}" if high is not None else "",
-            ]
-        )
-        out.append(f"has({string_array(keys)}, t.1) AND NOT (isFinite({x}){bounds}), NULL, ")
-    return "".join(out)
+    return f"isFinite({x}){bounds}"
 
 
 def value_sql(v: str) -> str:
@@ -99,24 +125,35 @@ def attribute_map(expr: str, scopes: tuple[Scope, ...]) -> str:
     """SQL turning an OTLP attribute array into the `Map(LowCardinality(String), String)` the
     contrib schema stores, keeping only registered keys for `scopes` and applying the PHI rules:
     pseudonyms must have the pseudonym form, free text is scrubbed, and a coded string that looks
-    like PHI, or a value outside its key's closed set, is dropped whole. Numbers and booleans are
-    kept as the exporter would write them; bytes are dropped (no registered key is bytes, and their
-    base64 form would carry text past every PHI pattern)."""
-    allowed = string_array(allowed_keys(scopes))
-    closed_keys, closed_pairs = (string_array(x) for x in closed_values(scopes))
-    pseudonyms = string_array(allowed_keys(scopes, PhiClass.PSEUDONYM))
-    free = string_array(allowed_keys(scopes, PhiClass.FREE_TEXT))
-    # t = (key, value as text, value is a string)
-    typed = f"arrayMap(a -> (a.key, {value_sql('a.value')}, a.value.{_ONEOF} = 'string_value'), " + (
-        f"arrayFilter(a -> has({allowed}, a.key) AND a.value.{_ONEOF} != 'bytes_value', {expr}))"
+    like PHI, or a value outside its key's closed set, registered pattern or range, is dropped
+    whole. Numbers and booleans are kept as the exporter would write them; bytes are dropped (no
+    registered key is bytes, and their base64 form would carry text past every PHI pattern).
+
+    Each attribute's key is looked up once (`transform`) for what checks its value, so the
+    expression stays small: the engine plans it again for every block it inserts, and per
+    attribute it runs the one check its key has. A closed set's registered values are not matched
+    against the PHI patterns (`test_phi_sql` proves none would match)."""
+    c = _classes(scopes)
+    keys = sorted(c.codes)
+    # t = (key, value as text, value is a string, check code)
+    typed = (
+        f"arrayMap(a -> (a.key, {value_sql('a.value')}, a.value.{_ONEOF} = 'string_value', "
+        f"transform(a.key, {string_array(keys)}, [{', '.join(str(c.codes[k]) for k in keys)}], 0)), "
+        f"arrayFilter(a -> a.value.{_ONEOF} != 'bytes_value', {expr}))"
     )
-    checked = (
-        f"arrayMap(t -> (t.1, multiIf("
-        f"has({pseudonyms}, t.1), if(match(t.2, {literal('^' + PSEUDONYM_PATTERN + '$')}), t.2, NULL), "
-        f"has({free}, t.1), {scrub_sql('t.2')}, "
-        f"has({closed_keys}, t.1) AND NOT has({closed_pairs}, concat(t.1, '=', t.2)), NULL, "
-        f"{patterned_sql(scopes)}{ranged_sql(scopes)}"
-        f"t.3 AND match(t.2, {PHI_SQL}), NULL, t.2)), {typed})"
-    )
-    kept = f"arrayFilter(p -> p.2 IS NOT NULL, {checked})"
-    return f"CAST(arrayMap(p -> (p.1, assumeNotNull(p.2)), {kept}), 'Map(LowCardinality(String), String)')"
+    closed_keys, closed_pairs = closed_values(scopes)
+    number = "ifNull(toFloat64OrNull(t.2), nan)"
+    own = [
+        f"t.4 = {int(_Check.PSEUDONYM)}, match(t.2, {literal('^' + PSEUDONYM_PATTERN + '$')})",
+        f"t.4 = {int(_Check.FREE_TEXT)}, 1",
+        f"t.4 = {int(_Check.CLOSED)}, has({string_array(closed_pairs)}, concat(t.1, '=', t.2))" if closed_keys else "",
+        *(f"t.4 = {_Check.PATTERN + i}, match(t.2, {literal(f'^(?:{p})$')})" for i, p in enumerate(c.patterns)),
+        *(f"t.4 = {_Check.RANGE + j}, {_in_range(number, *r)}" for j, r in enumerate(c.ranges)),
+    ]
+    own_check = f"multiIf({', '.join(b for b in own if b)}, 1)"
+    # a value that passed its own check is still dropped if it is a string looking like PHI
+    # (free text is scrubbed instead; pseudonyms and closed values cannot look like it)
+    phi_free = f"t.4 <= {int(_Check.CLOSED)} OR NOT (t.3 AND match(t.2, {PHI_SQL}))"
+    kept = f"arrayFilter(t -> t.4 != 0 AND {own_check} AND ({phi_free}), {typed})"
+    value = f"if(t.4 = {int(_Check.FREE_TEXT)}, {scrub_sql('t.2')}, t.2)"
+    return f"CAST(arrayMap(t -> (t.1, {value}), {kept}), 'Map(LowCardinality(String), String)')"

@@ -1,0 +1,145 @@
+"""The engine's allowlist and PHI rules (`phi_sql.attribute_map`) against the rules written out
+in Python, for every registered key of every scope and values of every kind a raw OTLP sender
+can send: each attribute kept, scrubbed or dropped exactly as the rules say."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import pytest
+
+from clinotel.collector.store import phi_sql
+from clinotel.collector.store.pipeline import SEGMENT_STRUCTURE
+from clinotel.model.sql import literal
+from clinotel.semconv import PHI_PATTERN, PSEUDONYM_PATTERN, REGISTRY, AttrType, PhiClass, Scope, scrub
+
+SCOPES = {"resource": (Scope.RESOURCE,), "span": (Scope.SPAN,), "event": (Scope.EVENT, Scope.SPAN)}
+KV_TYPE = SEGMENT_STRUCTURE.split("resource Tuple(attributes ", 1)[1].split("), scope_spans", 1)[0]
+"""The segment's attribute array type, `Array(Tuple(key String, value AnyValue))`."""
+
+PSEUDONYM = "0123456789abcdef0123456789abcdef"
+TEXTS = (
+    "",
+    "abc",
+    "triage",
+    "ESI-2",
+    "model-7:v1.2",
+    "MRN 00123456",
+    "Mr Smith",
+    "jane@example.org",
+    "mrn1234567",
+    "2026-01-02",
+    "123-45-6789",
+    "1234567",
+    "3",
+    "-1",
+    "0.5",
+    "1440",
+    "1441",
+    "10001",
+    "nan",
+    "inf",
+    "1e309",
+    PSEUDONYM,
+    PSEUDONYM.upper(),
+    "role:charge-nurse",
+    "line one\nline two",
+    "x" * 70,
+)
+NUMBERS: tuple[int | float, ...] = (0, 3, -1, 1440, 10_001, 1234567, 0.5, 1.5, -0.25, math.nan, math.inf)
+
+
+def _any_value(value: object) -> str:
+    """An OTLP AnyValue tuple literal (string, bool, int, double, bytes, which one is set)."""
+    if isinstance(value, bool):
+        return f"('', {str(value).lower()}, 0, 0, '', 'bool_value')"
+    if isinstance(value, int):
+        return f"('', false, {value}, 0, '', 'int_value')"
+    if isinstance(value, float):
+        text = "nan" if math.isnan(value) else ("inf" if math.isinf(value) else repr(value))
+        return f"('', false, 0, {text}, '', 'double_value')"
+    if isinstance(value, bytes):
+        return f"('', false, 0, 0, {literal(value.decode())}, 'bytes_value')"
+    return f"({literal(str(value))}, false, 0, 0, '', 'string_value')"
+
+
+def _as_text(value: object) -> str:
+    """The contrib exporter's string form, for the kinds whose form Python and SQL share."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text) if re.fullmatch(r"[-+]?[0-9.]+(e[-+]?[0-9]+)?|[-+]?(nan|inf)", text, re.I) else None
+    except ValueError:
+        return None
+
+
+def _expected(key: str, value: object, scopes: tuple[Scope, ...]) -> str | None:
+    """What the rules keep of `value` under `key`: its stored text, or None when dropped."""
+    d = next((d for d in REGISTRY if d.key == key and any(s in d.scope for s in scopes)), None)
+    if d is None or isinstance(value, bytes):
+        return None
+    text, is_string = _as_text(value), isinstance(value, str)
+    looks_like_phi = is_string and PHI_PATTERN.search(text) is not None
+    if d.phi is PhiClass.PSEUDONYM:
+        return text if re.fullmatch(PSEUDONYM_PATTERN, text) else None
+    if d.phi is PhiClass.FREE_TEXT:
+        return scrub(text)
+    if d.closed:
+        return text if text in d.values else None
+    if d.pattern:
+        return text if re.fullmatch(d.pattern, text) and not looks_like_phi else None
+    if d.type in (AttrType.INT, AttrType.DOUBLE):
+        n = _number(text)
+        in_range = (
+            n is not None
+            and math.isfinite(n)
+            and (d.minimum is None or n >= d.minimum)
+            and (d.maximum is None or n <= d.maximum)
+        )
+        return text if in_range and not looks_like_phi else None
+    return None if looks_like_phi else text
+
+
+def _candidates(scopes: tuple[Scope, ...]) -> list[tuple[str, object]]:
+    keys = [d.key for d in REGISTRY if any(s in d.scope for s in scopes)] + ["patient.name", "note"]
+    out: list[tuple[str, object]] = []
+    for key in keys:
+        d = next((d for d in REGISTRY if d.key == key), None)
+        registered = d.values[:3] if d is not None else ()
+        out += [(key, v) for v in (*TEXTS, *registered)]
+        out += [(key, v) for v in (*NUMBERS, True, False, b"MRN 00123456")]
+    return out
+
+
+@pytest.mark.parametrize("scope", list(SCOPES))
+def test_every_key_and_kind_of_value_kept_scrubbed_or_dropped_as_the_rules_say(client: Any, scope: str) -> None:
+    scopes = SCOPES[scope]
+    cases = _candidates(scopes)
+    attrs = "[" + ", ".join(f"({literal(k)}, {_any_value(v)})" for k, v in cases) + "]"
+    got = client.query(
+        f"SELECT n, {phi_sql.attribute_map('[a[n]]', scopes)} "
+        f"FROM (SELECT CAST({attrs}, {literal(KV_TYPE)}) AS a) ARRAY JOIN arrayEnumerate(a) AS n ORDER BY n",
+        settings={"max_query_size": 4 * len(attrs)},
+    ).result_rows
+    assert len(got) == len(cases)
+    wrong = []
+    for (key, value), (_, stored) in zip(cases, got, strict=True):
+        want = _expected(key, value, scopes)
+        have = stored.get(key)
+        comparable = not isinstance(value, float)  # a double's text is the engine's own formatting
+        if (have is None) != (want is None) or (comparable and want is not None and have != want):
+            wrong.append((key, value, want, have))
+    assert not wrong, f"{len(wrong)} of {len(cases)} attributes not as the rules say, e.g. {wrong[:5]}"
+    kept = sum(1 for _, m in got if m)
+    assert 0 < kept < len(cases), "the cases keep some attributes and drop others"
+
+
+def test_no_registered_closed_value_looks_like_phi() -> None:
+    """A closed set's values are not matched against the PHI patterns in the engine: none may."""
+    assert not [(d.key, v) for d in REGISTRY if d.closed for v in d.values if PHI_PATTERN.search(v)]
