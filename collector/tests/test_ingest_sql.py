@@ -270,3 +270,66 @@ def test_each_span_keeps_its_own_resource_and_scope(
         f"SELECT count(), uniqExact(ServiceName) FROM {options.name(schema.TRACES)} WHERE SpanName NOT LIKE 'span-%'"
     ).result_rows[0]
     assert tuple(plain) == (2 * len(PHI_CORPUS), 1)
+
+
+def _event_name(span: int, event: int, phi: str) -> str:
+    """Every other event's name carries PHI."""
+    return f"e{span}.{event} {phi}" if event % 2 else f"e{span}.{event}"
+
+
+def test_each_free_text_field_is_scrubbed_in_its_own_place(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
+) -> None:
+    """A span's trace state, name, status message, scope name and version, events' names and
+    links' trace states are scrubbed together (one expression over one array of them): each comes
+    back in its own column and position, scrubbed, for spans with any number of events and links."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
+
+    mrn = "MRN 00123456"
+
+    def span(n: int, events: int, links: int) -> Span:
+        return Span(
+            trace_id=bytes([n]) * 16, span_id=bytes([n]) * 8, name=f"free-{n} for {mrn}", trace_state=f"s={n}",
+            start_time_unix_nano=1_700_000_000_000_000_000, end_time_unix_nano=1_700_000_000_000_000_000 + n,
+            status=Status(code=2, message=f"failed {n}: {mrn}"),
+            events=[Span.Event(time_unix_nano=1, name=_event_name(n, i, mrn)) for i in range(events)],
+            links=[
+                Span.Link(trace_id=bytes([9]) * 16, span_id=bytes([i + 1]) * 8, trace_state=f"l{n}.{i}={mrn}")
+                for i in range(links)
+            ],
+        )  # fmt: skip
+
+    shapes = {1: (0, 0), 2: (3, 2), 3: (1, 0), 4: (0, 3)}
+    body = ExportTraceServiceRequest(
+        resource_spans=[
+            ResourceSpans(
+                scope_spans=[
+                    ScopeSpans(
+                        scope=InstrumentationScope(name=f"scope for {mrn}", version="1.0 jane@example.org"),
+                        spans=[span(n, *shape) for n, shape in shapes.items()],
+                    )
+                ]
+            )
+        ]
+    ).SerializeToString()
+    _ingest(client, pipeline, _write_segment(tmp_path / "t.wal", body + otlp_proto.envelope("t", "b", 1)), "texts")
+    rows = client.query(
+        f"SELECT TraceState, SpanName, StatusMessage, ScopeName, ScopeVersion, Events.Name, Links.TraceState "
+        f"FROM {options.name(schema.TRACES)} WHERE SpanName LIKE 'free-%' ORDER BY Duration"
+    ).result_rows
+    expected = [
+        (
+            f"s={n}",
+            scrub(f"free-{n} for {mrn}"),
+            scrub(f"failed {n}: {mrn}"),
+            scrub(f"scope for {mrn}"),
+            scrub("1.0 jane@example.org"),
+            [scrub(_event_name(n, i, mrn)) for i in range(events)],
+            [scrub(f"l{n}.{i}={mrn}") for i in range(links)],
+        )
+        for n, (events, links) in shapes.items()
+    ]
+    assert [tuple(r) for r in rows] == expected
+    assert mrn not in repr(rows)

@@ -91,29 +91,38 @@ def flatten_select(o: SchemaOptions, source: str, *, checks: bool = True) -> str
     scrub_sql = _scrub_sql if checks else _unchecked_text
     tenant_key = literal(A.TENANT_ID.key)
     resource = attribute_map("rs.resource.attributes", (Scope.RESOURCE,))
+    # A span's free text (trace state, name, status message, its scope's name and version, its
+    # events' names, its links' trace states) is scrubbed by one expression over one array of it:
+    # the engine plans the flattening again for every block it inserts, and each scrub expression
+    # took about 2 ms of that.
+    texts = (
+        "arrayConcat([span.trace_state, span.name, span.status.message, scope.name, scope.version], "
+        "span.events.name, span.links.trace_state)"
+    )
+    events_at, links_at = "6", "6 + length(span.events)"
     expressions = (
         "fromUnixTimestamp64Nano(toInt64(span.start_time_unix_nano))",
         _hex_id("span.trace_id"),
         _hex_id("span.span_id"),
         _hex_id("span.parent_span_id"),
-        scrub_sql("span.trace_state"),
-        scrub_sql("span.name"),
+        "span_text[1]",
+        "span_text[2]",
         f"{_SPAN_KINDS}[least(greatest(span.kind, 0), 5) + 1]",
         f"res[{literal(A.SERVICE_NAME.key)}]",
         "res",
-        scrub_sql("scope.name"),
-        scrub_sql("scope.version"),
+        "span_text[4]",
+        "span_text[5]",
         attribute_map("span.attributes", _SPAN_SCOPES),
         "if(span.end_time_unix_nano > span.start_time_unix_nano, "
         "span.end_time_unix_nano - span.start_time_unix_nano, 0)",
         f"{_STATUS_CODES}[least(greatest(span.status.code, 0), 2) + 1]",
-        scrub_sql("span.status.message"),
+        "span_text[3]",
         "arrayMap(e -> fromUnixTimestamp64Nano(toInt64(e.time_unix_nano)), span.events)",
-        f"arrayMap(e -> {scrub_sql('e.name')}, span.events)",
+        f"arraySlice(span_text, {events_at}, length(span.events))",
         f"arrayMap(e -> {attribute_map('e.attributes', _EVENT_SCOPES)}, span.events)",
         f"arrayMap(l -> {_hex_id('l.trace_id')}, span.links)",
         f"arrayMap(l -> {_hex_id('l.span_id')}, span.links)",
-        f"arrayMap(l -> {scrub_sql('l.trace_state')}, span.links)",
+        f"arraySlice(span_text, {links_at}, length(span.links))",
         f"arrayMap(l -> {attribute_map('l.attributes', _SPAN_SCOPES)}, span.links)",
     )
     columns = ",\n    ".join(f"{e} AS {identifier(c)}" for e, c in zip(expressions, TRACES_INSERT_COLUMNS, strict=True))
@@ -124,7 +133,7 @@ def flatten_select(o: SchemaOptions, source: str, *, checks: bool = True) -> str
     {columns}
 FROM
 (
-    SELECT span, scope, resources[resource_index] AS res
+    SELECT span, resources[resource_index] AS res, arrayMap(t -> {scrub_sql("t")}, {texts}) AS span_text
     FROM
     (
         SELECT
