@@ -159,14 +159,16 @@ def test_an_engine_at_its_cap_is_asked_to_free_caches_and_allocator_pages(
     assert client.query("SELECT 1").result_rows[0][0] == 1
 
 
-def test_the_engine_merges_column_by_column(tmp_path: Path) -> None:
-    """Vertical merges: a horizontal merge of `otel_traces` held 400-500 MB beside the inserts."""
+def test_the_engine_merges_column_by_column_and_less_often(tmp_path: Path) -> None:
+    """Vertical merges (a horizontal merge of `otel_traces` held 400-500 MB beside the inserts),
+    and about ten parts of a size to a merge rather than five (the merges' CPU)."""
     out = subprocess.run(
         [sys.executable, "-c", MERGE_SETTINGS, str(tmp_path / "data")],
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     settings = json.loads(out.stdout.strip().splitlines()[-1])
     assert settings == {**MERGE_TREE_SETTINGS, "max_server_memory_usage": str(300 << 20)}
+    assert settings["merge_selector_base"] == "10"
 
 
 QUERY_LOGS = r"""
@@ -203,11 +205,11 @@ def test_the_engine_keeps_no_query_log_unless_asked(tmp_path: Path, logs: str) -
 MERGE_SETTINGS = r"""
 import json, sys
 from pathlib import Path
-from clinotel.collector.store.embedded import connect
+from clinotel.collector.store.embedded import MERGE_TREE_SETTINGS, connect
 client = connect(Path(sys.argv[1]), memory_bytes=300 << 20)
 rows = client.query(
     "SELECT name, value FROM system.merge_tree_settings WHERE name IN "
-    "('vertical_merge_algorithm_min_rows_to_activate', 'vertical_merge_algorithm_min_columns_to_activate') "
+    f"{tuple(MERGE_TREE_SETTINGS)} "
     "UNION ALL SELECT name, value FROM system.server_settings WHERE name = 'max_server_memory_usage'"
 ).result_rows
 print(json.dumps(dict(rows)))
