@@ -257,3 +257,80 @@ def test_the_engine_merges_at_a_lower_priority_than_the_writer(tmp_path: Path) -
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen["parts"] < 40, "the engine merged nothing: the test saw no merge"
     assert MERGE_NICE in seen["nice"], seen
+
+
+NEVER_FITS = r"""
+import json, sys, time
+from pathlib import Path
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+from clinotel.collector import leb128
+from clinotel.collector.log import record as otlp_proto
+from clinotel.collector.log.wal import WriteAheadLog
+from clinotel.collector.store import pipeline as ingest
+from clinotel.collector.store import schema
+from clinotel.collector.store.embedded import connect
+from clinotel.collector.store.segments import EmbeddedSegments
+from clinotel.collector.writer import SegmentWriter
+
+root, attributes, cap = Path(sys.argv[1]), int(sys.argv[2]), 448 << 20
+client = connect(root / "data", memory_bytes=cap)
+options = schema.SchemaOptions()
+schema.apply(client, options)
+pipeline = ingest.install(client, options)
+store = EmbeddedSegments(client, pipeline, str(pipeline.write_proto(root)), cap)
+
+def request(span_bytes: bytes) -> bytes:
+    def field(number: int, payload: bytes) -> bytes:
+        return leb128.encode(number << 3 | 2) + leb128.encode(len(payload)) + payload
+    return field(1, field(2, field(2, span_bytes)))  # request > resource spans > scope spans > span
+
+def span(n: int) -> bytes:
+    return Span(trace_id=bytes([n]) * 16, span_id=bytes([n]) * 8, name=f"span {n}",
+                start_time_unix_nano=time.time_ns(), end_time_unix_nano=time.time_ns() + 1).SerializeToString()
+
+# one request of millions of tiny unregistered attributes (each `{key: "k"}`, five bytes), beside
+# another tenant's span in the same segment; a later segment with a third tenant's span
+tiny = leb128.encode(9 << 3 | 2) + b"\x03\x0a\x01k"
+wal = WriteAheadLog(root / "wal", segment_bytes=8 << 20)
+wal.append(otlp_proto.frame(request(span(1)) + otlp_proto.envelope("general", "a", time.time_ns())))
+wal.append(otlp_proto.frame(request(span(2) + tiny * attributes) + otlp_proto.envelope("heavy", "b", time.time_ns())))
+wal.flush()
+wal.append(otlp_proto.frame(request(span(3)) + otlp_proto.envelope("later", "c", time.time_ns())))
+wal.flush()
+writer = SegmentWriter(wal, store)
+started = time.monotonic()
+writer.start()
+traces = options.name(schema.TRACES)
+stored = []
+while time.monotonic() - started < 120 and not stored:
+    time.sleep(0.5)
+    stored = client.query(f"SELECT TenantId, count() FROM {traces} GROUP BY 1 ORDER BY 1").result_rows
+writer.stop(drain=False)
+reasons = [p.read_text() for p in (root / "wal" / "quarantine").glob("*.reason.txt")]
+client.command("CREATE TABLE default.m (x UInt64) ENGINE = MergeTree ORDER BY x")
+for i in range(3):
+    client.command(f"INSERT INTO default.m VALUES ({i})")
+client.command("OPTIMIZE TABLE default.m FINAL")  # refused while merges are stopped
+parts = client.query("SELECT count() FROM system.parts WHERE table = 'm' AND active").result_rows[0][0]
+print(json.dumps({"stored": stored, "seconds": round(time.monotonic() - started, 1), "reasons": reasons,
+                  "quarantined": writer.stats.quarantined, "parts_after_optimize": parts}))
+"""
+
+
+def test_a_segment_that_never_fits_is_set_aside_and_later_segments_are_stored(tmp_path: Path) -> None:
+    """A request of millions of tiny attributes makes its segment's insert pass the engine's cap,
+    which the engine reports as its total: retried as a busy engine, it kept every later segment
+    out of the store for good. After a relief, the next try runs with the merges paused; failing
+    on the total then, the segment is refused, and after a few tries set aside with the reason,
+    and the later segment is stored. The merges run again afterwards."""
+    done = subprocess.run(
+        [sys.executable, "-c", NEVER_FITS, str(tmp_path), str(3_000_000)],
+        capture_output=True, text=True, timeout=240, check=True,
+    )  # fmt: skip
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["stored"] == [["later", 1]], out
+    assert out["quarantined"] == 1
+    assert len(out["reasons"]) == 1
+    assert "memory limit exceeded" in out["reasons"][0]
+    assert out["parts_after_optimize"] == 1, "the merges were left stopped"

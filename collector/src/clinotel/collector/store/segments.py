@@ -11,6 +11,7 @@ from typing import Any, Final, Protocol
 
 from clinotel.collector.log.wal import Segment
 from clinotel.collector.store.pipeline import Pipeline
+from clinotel.model.store import first_line
 
 __all__ = [
     "EmbeddedSegments",
@@ -107,21 +108,45 @@ class EmbeddedSegments:
     """The embedded engine reads the segment's file itself, with the .proto from a file beside the
     log. An insert is capped at the engine's whole memory (`memory_bytes`): one that cannot fit
     even alone is refused (and quarantined after a few tries); one that does not fit beside merges
-    and readers fails on the engine's total and is retried."""
+    and readers fails on the engine's total and is retried.
+
+    Past the cap, the engine may report its total rather than the insert's own, whatever holds the
+    rest: so after a relief the next try runs with the merges paused, and a segment that still
+    fails on the engine's total then is refused like one over its own cap. Without this, one
+    request of millions of tiny attributes was retried without end, with every tenant's later
+    spans waiting behind it in the log."""
 
     def __init__(self, client: Any, pipeline: Pipeline, proto_file: str, memory_bytes: int | None = None) -> None:
         self.client = client
         self.pipeline = pipeline
         self.proto_file = proto_file
         self.max_memory_usage = memory_bytes
+        self._alone_next = False
+        self._last_alone = False
 
     def insert(self, segment: Segment) -> None:
         sql = self.pipeline.insert_from_file(str(segment.path.resolve()), segment.token, self.proto_file)
         if self.max_memory_usage is not None:
             sql += f", max_memory_usage = {self.max_memory_usage}"
-        self.client.command(sql)
+        alone, self._alone_next = self._alone_next, False
+        self._last_alone = alone
+        if not alone:
+            self.client.command(sql)
+            return
+        self.client.command("SYSTEM STOP MERGES")  # running merges are cancelled, their parts kept
+        try:
+            self.client.command(sql)
+        finally:
+            self.client.command("SYSTEM START MERGES")
 
     def is_refusal(self, error: Exception) -> bool:
+        if self._last_alone and engine_full(error):
+            logger.error(
+                "a segment's insert does not fit in the engine's memory cap even with the merges paused "
+                "(%s): it is refused, and set aside after a few tries; a larger --memory-mb stores it",
+                first_line(error),
+            )
+            return True
         return _clickhouse_refused(error)
 
     def relieve(self, error: Exception) -> str | None:
@@ -134,7 +159,8 @@ class EmbeddedSegments:
                 done.append(statement.removeprefix("SYSTEM ").lower())
             except Exception as e:  # noqa: BLE001 (an engine without one of them: the others still help)
                 logger.debug("%s failed: %s", statement, e)
-        return ", ".join(done) or None
+        self._alone_next = True
+        return ", ".join([*done, "the next try with the merges paused"])
 
     def is_lost(self, error: Exception) -> bool:
         return engine_failed(error)
