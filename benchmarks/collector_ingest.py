@@ -442,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         fresh_read = _freshness(requests_file, port, collector.writer, fresh_s)
         read_load = json.loads(readers.communicate(timeout=300)[0])
         rss.enter("stop")
+        quarantined = collector.writer.stats.quarantined  # a segment set aside is a failed run
         collector.stop()
     peak_rss = max(rss.peaks.values())
     # 7. the same sustained load on `--clickhouse-url` (the collector without an engine)
@@ -468,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         "capacity_ratio_to_reference": round(capacity / reference, 3),
         "capacity_steps": capacity_steps,
         "refused_requests": load["refused"],
+        "quarantined_segments": quarantined,
         "freshness_p50_s": fresh[0],
         "freshness_p99_s": fresh[1],
         "freshness_samples": fresh[2],
@@ -567,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
         ),
         ("bytes per span on disk (demo mix)", f"{bytes_per_span:.1f} B", "", f"<= {TARGETS['bytes_per_span']} B"),
+        ("segments set aside in the quarantine", f"{quarantined}", "", "0"),
     ]
     print(
         f"collector ingest, OTLP/HTTP protobuf, embedded store (memory cap {memory_bytes >> 20} MB), log on, "
