@@ -4,6 +4,8 @@ stops). Each message as ClickHouse words it, with the code the driver reads."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
@@ -43,3 +45,66 @@ def test_only_an_embedded_engine_that_failed_is_lost() -> None:
     assert not server.is_lost(FATAL), "a server is restarted by its operator: the writer waits for it"
     for other in (SHUTTING_DOWN, BAD_SEGMENT, ENGINE_FULL, NO_SPACE, UNREACHABLE):
         assert not embedded.is_lost(other), other
+
+
+class _Client:
+    """Records the statements it is given; fails those named in `failing`."""
+
+    def __init__(self, *failing: str) -> None:
+        self.failing = set(failing)
+        self.seen: list[str] = []
+
+    def command(self, sql: str) -> None:
+        name = sql if sql.startswith("SYSTEM") else "INSERT"
+        self.seen.append(name)
+        if name in self.failing:
+            raise DatabaseError(f"Code: 1. DB::Exception: {name} failed", code=1)
+
+
+class _Pipeline:
+    def insert_from_file(self, path: str, token: str, proto_file: str) -> str:
+        return f"INSERT {token}"
+
+
+class _Segment:
+    path = Path("segment.wal")
+    token = "t"
+
+
+def _store(client: _Client) -> EmbeddedSegments:
+    return EmbeddedSegments(client, _Pipeline(), "p.proto", 1 << 30)  # type: ignore[arg-type]
+
+
+def test_after_a_relief_one_try_runs_with_the_merges_paused_and_a_full_engine_then_is_a_refusal() -> None:
+    client = _Client()
+    store = _store(client)
+    store.insert(_Segment())  # type: ignore[arg-type]
+    assert client.seen == ["INSERT"]
+    assert store.is_refusal(ENGINE_FULL) is False, "an engine full beside merges is retried"
+    assert store.relieve(ENGINE_FULL) is not None
+    client.seen.clear()
+    store.insert(_Segment())  # type: ignore[arg-type]
+    assert client.seen[-3:] == ["SYSTEM STOP MERGES", "INSERT", "SYSTEM START MERGES"]
+    assert store.is_refusal(ENGINE_FULL) is True, "alone and still over the engine's cap: the segment's fault"
+    client.seen.clear()
+    store.insert(_Segment())  # type: ignore[arg-type]
+    assert client.seen == ["INSERT"], "one try alone per relief"
+    assert store.is_refusal(ENGINE_FULL) is False
+
+
+def test_merges_that_cannot_be_paused_or_restarted_do_not_make_a_refusal_or_stay_stopped() -> None:
+    client = _Client("SYSTEM STOP MERGES")
+    store = _store(client)
+    store.relieve(ENGINE_FULL)
+    store.insert(_Segment())  # type: ignore[arg-type]
+    assert "INSERT" in client.seen
+    assert store.is_refusal(ENGINE_FULL) is False, "not alone after all: retried, not refused"
+
+    client = _Client("SYSTEM START MERGES")
+    store = _store(client)
+    store.relieve(ENGINE_FULL)
+    store.insert(_Segment())  # type: ignore[arg-type]
+    client.failing.clear()
+    client.seen.clear()
+    store.insert(_Segment())  # type: ignore[arg-type]
+    assert client.seen == ["INSERT", "SYSTEM START MERGES"], "starting the merges is tried again"

@@ -123,21 +123,31 @@ class EmbeddedSegments:
         self.max_memory_usage = memory_bytes
         self._alone_next = False
         self._last_alone = False
+        self._merges_stopped = False
 
     def insert(self, segment: Segment) -> None:
         sql = self.pipeline.insert_from_file(str(segment.path.resolve()), segment.token, self.proto_file)
         if self.max_memory_usage is not None:
             sql += f", max_memory_usage = {self.max_memory_usage}"
         alone, self._alone_next = self._alone_next, False
-        self._last_alone = alone
-        if not alone:
-            self.client.command(sql)
-            return
-        self.client.command("SYSTEM STOP MERGES")  # running merges are cancelled, their parts kept
+        self._last_alone = alone and self._merges("STOP")  # running merges are cancelled, their parts kept
         try:
             self.client.command(sql)
         finally:
-            self.client.command("SYSTEM START MERGES")
+            if self._last_alone or self._merges_stopped:
+                self._merges("START")
+
+    def _merges(self, verb: str) -> bool:
+        """SYSTEM STOP or START MERGES; whether it worked (a failure is logged: the insert is then
+        not counted as alone, and starting the merges is tried again at the next insert)."""
+        try:
+            self.client.command(f"SYSTEM {verb} MERGES")
+        except Exception as e:  # noqa: BLE001 - the insert goes ahead; its failure is judged as usual
+            logger.error("SYSTEM %s MERGES failed: %s", verb, first_line(e))
+            self._merges_stopped = verb == "START" or self._merges_stopped
+            return False
+        self._merges_stopped = verb == "STOP"
+        return True
 
     def is_refusal(self, error: Exception) -> bool:
         if self._last_alone and engine_full(error):
