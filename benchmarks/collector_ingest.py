@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     from clinotel.collector.readport.reader import ReadLimits
     from clinotel.collector.service import Collector, CollectorConfig
     from clinotel.collector.store import schema
-    from clinotel.collector.store.embedded import connect, segment_bytes_for
+    from clinotel.collector.store.embedded import segment_bytes_for
     from clinotel.collector.store.segments import EmbeddedSegments
 
     memory_bytes = (args.memory_mb << 20) if args.memory_mb else CollectorConfig.engine_memory_bytes
@@ -359,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     segments = _segments(requests_file, segment_bytes, work / "segments")
     with RssSampler() as rss:
         rss.enter("open")
-        client = connect(work / "data", memory_bytes=memory_bytes)
+        # the collector opens the engine itself, as `serve` does: the writer, the rollups' refresh
+        # and the engine watch each on a client of their own (a client's calls are serialized;
+        # given one, the collector ran its refresh on the writer's client)
         collector = Collector(
             CollectorConfig(
                 database="bench",
@@ -373,9 +375,9 @@ def main(argv: list[str] | None = None) -> int:
                 engine_memory_bytes=memory_bytes,
                 read_limits=ReadLimits(max_concurrent_per_tenant=8),
             ),
-            client=client,
         )
         collector.start()
+        client = collector.client
         assert collector.http is not None
         assert collector.writer is not None
         assert collector.wal is not None
@@ -519,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
             (
                 f"  offered {st['offered_spans_per_s']:,}/s: "
                 + ("kept up" if st["kept_up"] else "fell behind")
-                + f", {st['backlog_mb']:.0f} MB left in the log",
+                + f", {st['backlog_mb']:.0f} MB left, {st['machine_busy_cores']:.1f} cores busy",
                 f"{st['stored_spans_per_s']:,} /s",
                 ratio(st["stored_spans_per_s"]),
                 "",
@@ -685,6 +687,28 @@ def _settle(client: Any, database: str, limit_s: float = 180.0) -> None:
         time.sleep(0.5)
 
 
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds of this process's threads so far, summed by thread name (the engine names its
+    own: `MergeMutate` for merges; the interpreter's threads are all `python`)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            name = Path(f"/proc/self/task/{tid}/comm").read_text().strip()
+            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (every process, /proc/stat), so far."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def _capacity(
     path: Path, port: int, collector: Any, segment_bytes: int, stored: Callable[[], int], *, quick: bool
 ) -> list[dict[str, Any]]:
@@ -697,10 +721,11 @@ def _capacity(
     for rate in rates:
         while collector.wal.pending_bytes:
             collector.writer.drain()
-        before, started = stored(), time.monotonic()
+        before, started, threads_before, machine_before = stored(), time.monotonic(), _thread_cpu(), _machine_busy()
         load = _loadgen(path, port, seconds=seconds, threads=4, rate=rate)
         backlog = collector.wal.pending_bytes
         elapsed = time.monotonic() - started
+        threads_after, machine_after = _thread_cpu(), _machine_busy()
         acked = load["spans"] / load["seconds"]
         kept_up = load["refused"] == 0 and backlog <= CAPACITY_BACKLOG_SEGMENTS * segment_bytes and acked >= 0.95 * rate
         steps.append(
@@ -711,6 +736,12 @@ def _capacity(
                 "backlog_mb": round(backlog / (1 << 20), 1),
                 "refused_requests": load["refused"],
                 "kept_up": kept_up,
+                "machine_busy_cores": round((machine_after - machine_before) / elapsed, 2),
+                "collector_cores_by_thread": {
+                    name: round((cpu - threads_before.get(name, 0.0)) / elapsed, 2)
+                    for name, cpu in sorted(threads_after.items(), key=lambda kv: -kv[1])
+                    if cpu - threads_before.get(name, 0.0) >= 0.01 * elapsed
+                },
             }
         )
         if not kept_up:
