@@ -408,11 +408,10 @@ def main(argv: list[str] | None = None) -> int:
         # 3. capacity: the highest offered rate the store keeps up with, once the merges the
         # profile left are done (a collector in steady use, not one catching up)
         rss.enter("capacity")
-        _settle(client, "bench", 10.0 if args.quick else 180.0)
+        _wait_for_merges(client, 10.0 if args.quick else 180.0)
         capacity_steps = _capacity(requests_file, port, collector, segment_bytes, stored, quick=args.quick)
         capacity = max((st["offered_spans_per_s"] for st in capacity_steps if st["kept_up"]), default=0)
-        while collector.wal.pending_bytes:
-            collector.writer.drain()
+        _drain(collector)
 
         # 4. overload: sustained throughput at 1.4x the floor, acknowledged and stored
         rss.enter("sustained")
@@ -420,8 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         load = _loadgen(requests_file, port, seconds=sustained_s, threads=4)
         rss.enter("drain")
-        while collector.wal.pending_bytes:  # stored rate: until every acknowledged span is queryable
-            collector.writer.drain()
+        _drain(collector)  # stored rate: until every acknowledged span is queryable
         elapsed_stored = time.monotonic() - started
         stored_spans = stored() - before
         acked_rate = load["spans"] / load["seconds"]
@@ -512,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
         ("overload, acknowledged (on disk in the log)", f"{acked_rate:,.0f} /s", ratio(acked_rate), ""),
         ("overload, stored in otel_traces (load and drain)", f"{stored_rate:,.0f} /s", ratio(stored_rate), ""),
         (
-            "capacity: highest rate stored as it came (20 s)",
+            f"capacity: highest rate stored as it came ({CAPACITY_SECONDS:.0f} s)",
             f"{capacity:,} /s",
             ratio(capacity),
             target_rate,
@@ -677,29 +675,52 @@ and one being inserted): behind by 4 % at 50,000 spans/s, the log grows by about
 in 20 s. (The load process's own pacing is checked too: at least 95 % of the rate acknowledged.)"""
 
 
-def _settle(client: Any, database: str, limit_s: float = 180.0) -> None:
-    """Wait (at most `limit_s`) until no merge runs in `database` for two seconds."""
+def _wait_for_merges(client: Any, limit_s: float) -> bool:
+    """Until no merge has run for two looks in a row (True), or `limit_s` passed (False)."""
     deadline = time.monotonic() + limit_s
     quiet = 0
-    while time.monotonic() < deadline and quiet < 4:
-        running = client.query(f"SELECT count() FROM system.merges WHERE database = '{database}'").result_rows[0][0]
-        quiet = quiet + 1 if not running else 0
-        time.sleep(0.5)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        busy = int(client.query("SELECT count() FROM system.merges").result_rows[0][0])
+        quiet = quiet + 1 if busy == 0 else 0
+        if quiet >= 2:
+            return True
+    return False
 
 
-def _thread_cpu() -> dict[str, float]:
-    """CPU seconds of this process's threads so far, summed by thread name (the engine names its
-    own: `MergeMutate` for merges; the interpreter's threads are all `python`)."""
+def _thread_cpu() -> dict[str, tuple[str, float]]:
+    """Each of this process's threads, by id: its name and CPU seconds so far (the engine names its
+    own, `MergeMutate` for merges, and renames a pool thread for each task it runs; the
+    interpreter's threads are all `python`)."""
     tick = os.sysconf("SC_CLK_TCK")
-    out: dict[str, float] = {}
+    out: dict[str, tuple[str, float]] = {}
     for tid in os.listdir("/proc/self/task"):
         try:
             name = Path(f"/proc/self/task/{tid}/comm").read_text().strip()
             fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:  # the thread ended meanwhile
             continue
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+        out[tid] = (name, (int(fields[11]) + int(fields[12])) / tick)
     return out
+
+
+def _cores_by_thread(
+    before: dict[str, tuple[str, float]], after: dict[str, tuple[str, float]], seconds: float
+) -> dict[str, float]:
+    """Cores used between two `_thread_cpu` looks, summed by each thread's latest name (deltas
+    per thread id, so a renamed thread is not counted from zero); under 1 % of a core left out."""
+    used: dict[str, float] = {}
+    for tid, (name, cpu) in after.items():
+        used[name] = used.get(name, 0.0) + cpu - before.get(tid, (name, 0.0))[1]
+    return {
+        name: round(c / seconds, 2) for name, c in sorted(used.items(), key=lambda kv: -kv[1]) if c >= 0.01 * seconds
+    }
+
+
+def _drain(collector: Any) -> None:
+    """Write everything the log holds."""
+    while collector.wal.pending_bytes:
+        collector.writer.drain()
 
 
 def _machine_busy() -> float:
@@ -719,8 +740,7 @@ def _capacity(
     seconds = 2.0 if quick else CAPACITY_SECONDS
     steps = []
     for rate in rates:
-        while collector.wal.pending_bytes:
-            collector.writer.drain()
+        _drain(collector)
         before, started, threads_before, machine_before = stored(), time.monotonic(), _thread_cpu(), _machine_busy()
         load = _loadgen(path, port, seconds=seconds, threads=4, rate=rate)
         backlog = collector.wal.pending_bytes
@@ -737,11 +757,7 @@ def _capacity(
                 "refused_requests": load["refused"],
                 "kept_up": kept_up,
                 "machine_busy_cores": round((machine_after - machine_before) / elapsed, 2),
-                "collector_cores_by_thread": {
-                    name: round((cpu - threads_before.get(name, 0.0)) / elapsed, 2)
-                    for name, cpu in sorted(threads_after.items(), key=lambda kv: -kv[1])
-                    if cpu - threads_before.get(name, 0.0) >= 0.01 * elapsed
-                },
+                "collector_cores_by_thread": _cores_by_thread(threads_before, threads_after, elapsed),
             }
         )
         if not kept_up:

@@ -26,11 +26,17 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from collector_ingest import _demo_requests, _segments, engine_floor, insert_when_room, one_request
+from collector_ingest import (
+    _demo_requests,
+    _segments,
+    _wait_for_merges,
+    engine_floor,
+    insert_when_room,
+    one_request,
+)
 
 CPU_US = "(ProfileEvents['UserTimeMicroseconds'] + ProfileEvents['SystemTimeMicroseconds'])"
 KERNEL_US = "ProfileEvents['SystemTimeMicroseconds']"
@@ -60,19 +66,6 @@ def _finished(comment: str) -> str:
 def _queries(comment: str) -> str:
     """The ids of the finished queries logged under `comment` (a subquery)."""
     return f"SELECT query_id FROM system.query_log WHERE {_finished(comment)}"
-
-
-def _wait_for_merges(client: Any, limit_s: float) -> bool:
-    """Until no merge has run for two looks in a row (True), or `limit_s` passed (False)."""
-    deadline = time.monotonic() + limit_s
-    quiet = 0
-    while time.monotonic() < deadline:
-        time.sleep(1.0)
-        busy = int(client.query("SELECT count() FROM system.merges").result_rows[0][0])
-        quiet = quiet + 1 if busy == 0 else 0
-        if quiet >= 2:
-            return True
-    return False
 
 
 def main(argv: list[str] | None = None) -> int:
