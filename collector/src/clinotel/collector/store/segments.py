@@ -134,7 +134,7 @@ class EmbeddedSegments:
         try:
             self.client.command(sql)
         finally:
-            if self._last_alone or self._merges_stopped:
+            if self._merges_stopped:  # by this try, or left stopped by an earlier one
                 self._merges("START")
 
     def _merges(self, verb: str) -> bool:
@@ -144,7 +144,8 @@ class EmbeddedSegments:
             self.client.command(f"SYSTEM {verb} MERGES")
         except Exception as e:  # noqa: BLE001 - the insert goes ahead; its failure is judged as usual
             logger.error("SYSTEM %s MERGES failed: %s", verb, first_line(e))
-            self._merges_stopped = verb == "START" or self._merges_stopped
+            if verb == "START":
+                self._merges_stopped = True
             return False
         self._merges_stopped = verb == "STOP"
         return True
