@@ -132,17 +132,18 @@ def attribute_map(expr: str, scopes: tuple[Scope, ...]) -> str:
     Each attribute's key is looked up once (`transform`) for what checks its value, so the
     expression stays small: the engine plans it again for every block it inserts, and per
     attribute it runs the one check its key has. A closed set's registered values are not matched
-    against the PHI patterns (`test_phi_sql` proves none would match)."""
+    against the PHI patterns (`test_attribute_checks` proves none would match)."""
     c = _classes(scopes)
     keys = sorted(c.codes)
+    allowed = string_array(keys)
     # Unregistered keys are dropped before anything is built for them: the typed tuples of a
     # request of millions of tiny unregistered attributes took the insert past the engine's cap
     # at about half the request size (16 MiB instead of 26-29), and such a segment is retried,
     # not quarantined. t = (key, value as text, value is a string, check code)
     typed = (
         f"arrayMap(a -> (a.key, {value_sql('a.value')}, a.value.{_ONEOF} = 'string_value', "
-        f"transform(a.key, {string_array(keys)}, [{', '.join(str(c.codes[k]) for k in keys)}], 0)), "
-        f"arrayFilter(a -> has({string_array(keys)}, a.key) AND a.value.{_ONEOF} != 'bytes_value', {expr}))"
+        f"transform(a.key, {allowed}, [{', '.join(str(c.codes[k]) for k in keys)}], 0)), "
+        f"arrayFilter(a -> has({allowed}, a.key) AND a.value.{_ONEOF} != 'bytes_value', {expr}))"
     )
     closed_keys, closed_pairs = closed_values(scopes)
     number = "ifNull(toFloat64OrNull(t.2), nan)"

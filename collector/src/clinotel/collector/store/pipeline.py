@@ -95,28 +95,27 @@ def flatten_select(o: SchemaOptions, source: str, *, checks: bool = True) -> str
     # events' names, its links' trace states) is scrubbed by one expression over one array of it:
     # the engine plans the flattening again for every block it inserts, and each scrub expression
     # took about 2 ms of that.
-    texts = (
-        "arrayConcat([span.trace_state, span.name, span.status.message, scope.name, scope.version], "
-        "span.events.name, span.links.trace_state)"
-    )
-    events_at, links_at = "6", "6 + length(span.events)"
+    own = ("span.trace_state", "span.name", "span.status.message", "scope.name", "scope.version")
+    text = {field: f"span_text[{i}]" for i, field in enumerate(own, 1)}
+    texts = f"arrayConcat([{', '.join(own)}], span.events.name, span.links.trace_state)"
+    events_at, links_at = f"{len(own) + 1}", f"{len(own) + 1} + length(span.events)"
     expressions = (
         "fromUnixTimestamp64Nano(toInt64(span.start_time_unix_nano))",
         _hex_id("span.trace_id"),
         _hex_id("span.span_id"),
         _hex_id("span.parent_span_id"),
-        "span_text[1]",
-        "span_text[2]",
+        text["span.trace_state"],
+        text["span.name"],
         f"{_SPAN_KINDS}[least(greatest(span.kind, 0), 5) + 1]",
         f"res[{literal(A.SERVICE_NAME.key)}]",
         "res",
-        "span_text[4]",
-        "span_text[5]",
+        text["scope.name"],
+        text["scope.version"],
         attribute_map("span.attributes", _SPAN_SCOPES),
         "if(span.end_time_unix_nano > span.start_time_unix_nano, "
         "span.end_time_unix_nano - span.start_time_unix_nano, 0)",
         f"{_STATUS_CODES}[least(greatest(span.status.code, 0), 2) + 1]",
-        "span_text[3]",
+        text["span.status.message"],
         "arrayMap(e -> fromUnixTimestamp64Nano(toInt64(e.time_unix_nano)), span.events)",
         f"arraySlice(span_text, {events_at}, length(span.events))",
         f"arrayMap(e -> {attribute_map('e.attributes', _EVENT_SCOPES)}, span.events)",
