@@ -16,8 +16,10 @@ two do not share an interpreter lock. Measured:
 - the same freshness under a saturating read load: reader threads in a third process keep every
   reader slot of the read port busy with scans of the stored spans (readers run at a low thread
   priority; the target is the same as without readers);
-- peak RSS of the collector process (chDB included), and whether it grows with the duration of
-  the load (the peak of the sustained phase's second half against its first);
+- peak RSS of the collector process (chDB included): over the capacity steps (its sustained
+  throughput), while ingesting (overload and drain too), and over the whole run (readers too);
+  and whether it grows with the duration of the load (the peak of the sustained phase's second
+  half against its first);
 - bytes per span on disk for the demo's span mix (one pass of unique spans, merged);
 - the same sustained load on `--clickhouse-url`: the collector in a process of its own, writing to
   a stand-in server (chDB in a third process behind ClickHouse's HTTP interface, `_chdb_server.py`;
@@ -30,7 +32,7 @@ rules: the engine's floor on this machine today. The writer's figure and the sus
 rate are printed as ratios to it, beside a profile of where an insert's time goes (parse,
 flatten and checks, otel_traces, views).
 
-    python benchmarks/collector_ingest.py [--quick] [--json PATH]
+    python benchmarks/collector_ingest.py [--quick] [--json PATH] [--engine-memory]
 
 Targets on the 2-core machine: >= 50,000 spans/s stored (aim 150,000), freshness p99 <= 2 s,
 peak RSS <= 800 MB (<= 250 MB with --clickhouse-url), <= 40 bytes per span.
@@ -42,6 +44,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import struct
@@ -333,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--segment-mb", type=int, default=None, help="log segment size [default: the collector's]")
     parser.add_argument("--memory-mb", type=int, default=None, help="engine memory cap [default: the collector's]")
+    parser.add_argument(
+        "--engine-memory", action="store_true",
+        help="also sample the engine's own memory every 0.5 s (its count, its allocator's bytes in use, resident "
+        "and kept as freed pages, what queries and merges hold): peaks by phase",
+    )  # fmt: skip
     parser.add_argument("--encode-only", nargs=2, metavar=("PATH", "WORKFLOWS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.encode_only:  # run in a child process, so generating the load does not count in RSS
@@ -378,6 +386,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         collector.start()
         client = collector.client
+        probe_client = None
+        if args.engine_memory:
+            from clinotel.collector.store.embedded import connect
+
+            probe_client = connect(work / "data", memory_bytes=memory_bytes)
+            rss.probe = _engine_memory_probe(probe_client)
         assert collector.http is not None
         assert collector.writer is not None
         assert collector.wal is not None
@@ -443,11 +457,15 @@ def main(argv: list[str] | None = None) -> int:
         read_load = json.loads(readers.communicate(timeout=300)[0])
         rss.enter("stop")
         quarantined = collector.writer.stats.quarantined  # a segment set aside is a failed run
+        rss.stop_probe()
+        if probe_client is not None:
+            probe_client.close()
         collector.stop()
     peak_rss = max(rss.peaks.values())
     # 7. the same sustained load on `--clickhouse-url` (the collector without an engine)
     server_mode = _server_mode(requests_file, work, segment_bytes, min(sustained_s, 8.0))
     ingest_rss = max(rss.peaks.get(p, 0.0) for p in ("capacity", "sustained", "drain"))
+    capacity_rss = rss.peaks.get("capacity", 0.0)
 
     result = {
         "benchmark": "collector_ingest",
@@ -479,9 +497,14 @@ def main(argv: list[str] | None = None) -> int:
         "reader_errors_during": read_load["errors"],
         "peak_rss_mb": round(peak_rss),
         "peak_rss_ingest_mb": round(ingest_rss),
+        "peak_rss_capacity_mb": round(capacity_rss),
         "rss_by_phase_mb": {k: round(v) for k, v in rss.peaks.items()},
         "anonymous_rss_by_phase_mb": {k: round(v) for k, v in rss.anon_peaks.items()},
         "rss_sustained_halves_mb": [round(first_half), round(second_half)],
+        "engine_memory_by_phase_mb": {
+            phase: {k: round(v) for k, v in peaks.items()} for phase, peaks in rss.probe_peaks.items()
+        },
+        "engine_memory_probe_errors": rss.probe_errors,
         "server_mode": server_mode,
         "bytes_per_span": round(bytes_per_span, 1),
         "one_pass_spans": one_pass,
@@ -510,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         ("overload, acknowledged (on disk in the log)", f"{acked_rate:,.0f} /s", ratio(acked_rate), ""),
         ("overload, stored in otel_traces (load and drain)", f"{stored_rate:,.0f} /s", ratio(stored_rate), ""),
         (
-            f"capacity: highest rate stored as it came ({CAPACITY_SECONDS:.0f} s)",
+            f"capacity: highest rate stored as it came ({capacity_steps[0]['seconds']:.0f} s)",
             f"{capacity:,} /s",
             ratio(capacity),
             target_rate,
@@ -536,6 +559,12 @@ def main(argv: list[str] | None = None) -> int:
             f"<= {TARGETS['freshness_p99_s']} s",
         ),
         ("reader queries answered during it (errors)", f"{read_load['queries']} ({read_load['errors']})", "", ""),
+        (
+            "peak RSS at capacity (the sustained throughput's steps)",
+            f"{capacity_rss:,.0f} MB",
+            "",
+            f"<= {TARGETS['rss_mb']} MB",
+        ),
         (
             "peak RSS while ingesting (capacity, overload, drain)",
             f"{ingest_rss:,.0f} MB",
@@ -579,6 +608,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':<52} {'measured':>18} {'/ ref':>6} {'target':>10}")
     for name, value, vs_ref, target in rows:
         print(f"{name:<52} {value:>18} {vs_ref:>6} {target:>10}")
+    for phase, peaks in rss.probe_peaks.items():
+        print(f"engine memory peaks, {phase}: " + ", ".join(f"{k} {v:,.0f}" for k, v in peaks.items()) + " MB")
     per_insert = ", ".join(f"{k} {v['ms_per_insert']:.0f}" for k, v in profile.items())
     print(f"ms per insert of one segment: {per_insert}")
     fixed = ", ".join(f"{k} {v['ms_per_one_request_insert']:.0f}" for k, v in profile.items())
@@ -675,6 +706,42 @@ and one being inserted): behind by 4 % at 50,000 spans/s, the log grows by about
 in 20 s. (The load process's own pacing is checked too: at least 95 % of the rate acknowledged.)"""
 
 
+_ALLOCATOR_TOTALS: Final = re.compile(r"Allocated: (\d+), active: \d+, metadata: \d+ [^\n]*?resident: (\d+)")
+_ALLOCATOR_DIRTY: Final = re.compile(r"Merged arenas stats:.*?dirty:\s+N/A\s+(\d+)", re.S)
+_ALLOCATOR_PAGE: Final = re.compile(r"Page size: (\d+)")
+
+
+def _engine_memory_probe(client: Any) -> Callable[[], dict[str, float]]:
+    """The embedded engine's own memory figures in MB, read on `client` (one of its own, so a look
+    does not wait behind the writer's insert): its count (`MemoryTracking`, what its cap is checked
+    against), its allocator's bytes in use and resident, the freed pages the allocator keeps for
+    reuse (jemalloc's statistics), and what running queries and merges hold."""
+
+    def probe() -> dict[str, float]:
+        mb = float(1 << 20)
+        tracked = client.query("SELECT value FROM system.metrics WHERE metric = 'MemoryTracking'").result_rows
+        stats = str(client.query("SELECT * FROM system.jemalloc_stats").result_rows[0][0])
+        queries = client.query("SELECT sum(memory_usage) FROM system.processes").result_rows[0][0]
+        merges = client.query("SELECT sum(memory_usage) FROM system.merges").result_rows[0][0]
+        totals, dirty, page = (
+            _ALLOCATOR_TOTALS.search(stats),
+            _ALLOCATOR_DIRTY.search(stats),
+            _ALLOCATOR_PAGE.search(stats),
+        )
+        if not (tracked and totals and dirty and page):  # counted as a failed look, not as zeros
+            raise ValueError("the engine's memory figures are not where this probe reads them")
+        return {
+            "engine_count": float(tracked[0][0]) / mb,
+            "allocator_in_use": int(totals.group(1)) / mb,
+            "allocator_resident": int(totals.group(2)) / mb,
+            "freed_pages_kept": int(dirty.group(1)) * int(page.group(1)) / mb,
+            "queries": float(queries or 0) / mb,
+            "merges": float(merges or 0) / mb,
+        }
+
+    return probe
+
+
 def _wait_for_merges(client: Any, limit_s: float) -> bool:
     """Until no merge has run for two looks in a row (True), or `limit_s` passed (False)."""
     deadline = time.monotonic() + limit_s
@@ -751,6 +818,7 @@ def _capacity(
         steps.append(
             {
                 "offered_spans_per_s": rate,
+                "seconds": seconds,
                 "acked_spans_per_s": round(acked),
                 "stored_spans_per_s": round((stored() - before) / elapsed),
                 "backlog_mb": round(backlog / (1 << 20), 1),
