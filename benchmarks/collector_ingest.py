@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     from clinotel.collector.readport.reader import ReadLimits
     from clinotel.collector.service import Collector, CollectorConfig
     from clinotel.collector.store import schema
-    from clinotel.collector.store.embedded import segment_bytes_for
+    from clinotel.collector.store.embedded import connect, segment_bytes_for
     from clinotel.collector.store.segments import EmbeddedSegments
 
     memory_bytes = (args.memory_mb << 20) if args.memory_mb else CollectorConfig.engine_memory_bytes
@@ -388,8 +388,6 @@ def main(argv: list[str] | None = None) -> int:
         client = collector.client
         probe_client = None
         if args.engine_memory:
-            from clinotel.collector.store.embedded import connect
-
             probe_client = connect(work / "data", memory_bytes=memory_bytes)
             rss.probe = _engine_memory_probe(probe_client)
         assert collector.http is not None

@@ -144,9 +144,7 @@ class EmbeddedSegments:
             self.client.command(f"SYSTEM {verb} MERGES")
         except Exception as e:  # noqa: BLE001 - the insert goes ahead; its failure is judged as usual
             logger.error("SYSTEM %s MERGES failed: %s", verb, first_line(e))
-            if verb == "START":
-                self._merges_stopped = True
-            return False
+            return False  # the flag stays as it was: a failed START leaves the merges counted as stopped
         self._merges_stopped = verb == "STOP"
         return True
 
