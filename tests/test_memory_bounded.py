@@ -33,8 +33,8 @@ WINDOW_S = 7.0
 GROWTH_MARGIN = 1.10
 GROWTH_SLACK_MB = 40.0
 INTERPRETER_MB = 128.0
-"""The heap outside the engine's cap: Python, the collector, pyarrow and numpy (chDB imports them);
-about 60 MB measured."""
+"""The heap outside the engine's cap: Python and the collector (pyarrow and numpy, which chDB would
+import, are kept out: `clinotel.collector.store.engine_import`); about 60 MB measured with them."""
 
 
 def _body(workflows: int = 64) -> bytes:

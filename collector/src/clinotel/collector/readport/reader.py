@@ -27,6 +27,7 @@ from typing import Any, Final
 from clinotel.collector.readport import allowlist as read_allowlist
 from clinotel.collector.readport import guard as read_guard
 from clinotel.collector.readport.guard import Catalog, Guard, QueryRefusedError, ReadPolicy
+from clinotel.collector.store.engine_import import import_engine
 from clinotel.model.sql import identifier, literal
 
 __all__ = ["DEFAULT_FORMAT", "ClickHouseError", "ReadLimits", "ReadResult", "SqlReader", "content_type"]
@@ -207,6 +208,7 @@ class SqlReader:
         limits: ReadLimits | None = None,
         tenant_column: str = "TenantId",
     ) -> None:
+        import_engine()
         import chdb  # lazy: heavy
 
         def connect() -> Any:

@@ -19,6 +19,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from clinotel.collector.log.wal import PRIVATE_DIR
+from clinotel.collector.store.engine_import import import_engine
 from clinotel.model.store import (
     DEFAULT_DATA_DIR,
     StoreError,
@@ -329,6 +330,7 @@ def connect(
 
     dsn = dsn_for(data_dir, url)
     if url is None:
+        import_engine()
         path = Path(dsn.removeprefix("chdb://"))
         check_embedded(path, database or DEFAULT_DATABASE, reading=False)
         try:
