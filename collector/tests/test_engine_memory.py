@@ -266,7 +266,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 from clinotel.collector import leb128
 from clinotel.collector.log import record as otlp_proto
-from clinotel.collector.log.wal import WriteAheadLog
+from clinotel.collector.log.wal import WriteAheadLog, read_records
 from clinotel.collector.store import pipeline as ingest
 from clinotel.collector.store import schema
 from clinotel.collector.store.embedded import connect
@@ -303,7 +303,7 @@ started = time.monotonic()
 writer.start()
 traces = options.name(schema.TRACES)
 stored = []
-while time.monotonic() - started < 120 and not stored:
+while time.monotonic() - started < 120 and "later" not in [tenant for tenant, _ in stored]:
     time.sleep(0.5)
     stored = client.query(f"SELECT TenantId, count() FROM {traces} GROUP BY 1 ORDER BY 1").result_rows
 writer.stop(drain=False)
@@ -313,8 +313,10 @@ for i in range(3):
     client.command(f"INSERT INTO default.m VALUES ({i})")
 client.command("OPTIMIZE TABLE default.m FINAL")  # refused while merges are stopped
 parts = client.query("SELECT count() FROM system.parts WHERE table = 'm' AND active").result_rows[0][0]
+kept = [len(list(read_records(p))) for p in (root / "wal" / "quarantine").glob("*.wal")]
 print(json.dumps({"stored": stored, "seconds": round(time.monotonic() - started, 1), "reasons": reasons,
-                  "quarantined": writer.stats.quarantined, "parts_after_optimize": parts}))
+                  "quarantined": writer.stats.quarantined, "kept_records": kept, "splits": writer.stats.splits,
+                  "parts_after_optimize": parts}))
 """
 
 
@@ -322,15 +324,18 @@ def test_a_segment_that_never_fits_is_set_aside_and_later_segments_are_stored(tm
     """A request of millions of tiny attributes makes its segment's insert pass the engine's cap,
     which the engine reports as its total: retried as a busy engine, it kept every later segment
     out of the store for good. After a relief, the next try runs with the merges paused; failing
-    on the total then, the segment is refused, and after a few tries set aside with the reason,
-    and the later segment is stored. The merges run again afterwards."""
+    on the total then, the segment is refused; after a few tries it is split, and the request is
+    set aside alone with the reason: the other tenant's span in its segment is stored, and so is
+    the later segment. The merges run again afterwards."""
     done = subprocess.run(
         [sys.executable, "-c", NEVER_FITS, str(tmp_path), str(3_000_000)],
         capture_output=True, text=True, timeout=240, check=True,
     )  # fmt: skip
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    assert out["stored"] == [["later", 1]], out
+    assert out["stored"] == [["general", 1], ["later", 1]], out
     assert out["quarantined"] == 1
+    assert out["kept_records"] == [1], "only the heavy request is set aside"
+    assert out["splits"] == 1
     assert len(out["reasons"]) == 1
     assert "memory limit exceeded" in out["reasons"][0]
     assert out["parts_after_optimize"] == 1, "the merges were left stopped"

@@ -17,6 +17,7 @@ from clinotel.collector.log.wal import (
     LogInUseError,
     LogLostError,
     LogOwnedError,
+    Segment,
     WriteAheadLog,
     holder_of,
     owner_of,
@@ -219,3 +220,86 @@ def test_segments_sealed_written_and_deleted_under_concurrent_appends_are_not_ta
     assert errors == []
     assert wal.lost is None
     wal.release()
+
+
+def _sealed(wal: WriteAheadLog, *payloads: bytes) -> Segment:
+    for payload in payloads:
+        wal.append(frame(payload))
+    wal.flush()
+    segment = wal.next_segment(0)
+    assert segment is not None
+    return segment
+
+
+def _pending(wal: WriteAheadLog) -> list[list[bytes]]:
+    """What the writer would take, segment by segment, in order (left in the log)."""
+    out = []
+    with wal._lock:
+        sealed = list(wal._sealed)
+    for segment in sealed:
+        out.append(list(read_records(segment.path)))
+    return out
+
+
+def test_a_split_puts_two_halves_in_the_segment_s_place_and_a_restart_keeps_their_order(tmp_path: Path) -> None:
+    wal = WriteAheadLog(tmp_path, max_age_s=60)
+    segment = _sealed(wal, b"r1", b"r2", b"r3", b"r4", b"r5")
+    later = _sealed(wal, b"later")
+    del later
+    size = wal.pending_bytes
+    first, second = wal.split(segment)
+    assert (first.records, second.records) == (2, 3)
+    assert (first.token, second.token) == (f"{segment.token}.0", f"{segment.token}.1")
+    assert not segment.path.exists()
+    assert wal.pending_bytes == size
+    assert wal.next_segment(0) == first
+    expected = [[b"r1", b"r2"], [b"r3", b"r4", b"r5"], [b"later"]]
+    assert _pending(wal) == expected
+    # a half splits again, in its own place
+    _, three = wal.split(second)
+    assert three.token == f"{segment.token}.1.1"
+    expected = [[b"r1", b"r2"], [b"r3"], [b"r4", b"r5"], [b"later"]]
+    assert _pending(wal) == expected
+    wal.close()
+    wal.release()
+    again = WriteAheadLog(tmp_path, max_age_s=60)
+    assert _pending(again) == expected, "the order on disk is the order in the log"
+    assert not list(tmp_path.glob(".split-*"))
+
+
+def test_a_segment_of_one_record_is_not_split(tmp_path: Path) -> None:
+    wal = WriteAheadLog(tmp_path, max_age_s=60)
+    segment = _sealed(wal, b"alone")
+    with pytest.raises(ValueError, match="nothing to split"):
+        wal.split(segment)
+    assert segment.path.exists()
+
+
+def test_a_split_cut_short_by_a_crash_leaves_the_segment_whole(tmp_path: Path) -> None:
+    wal = WriteAheadLog(tmp_path, max_age_s=60)
+    segment = _sealed(wal, b"a", b"b", b"c")
+    wal.close()
+    wal.release()
+    # the halves were being written when the process died: no ready mark
+    staging = tmp_path / f".split-{segment.path.stem}"
+    staging.mkdir()
+    (staging / f"{segment.path.stem}.0.wal").write_bytes(frame(b"a"))
+    again = WriteAheadLog(tmp_path, max_age_s=60)
+    assert _pending(again) == [[b"a", b"b", b"c"]]
+    assert not staging.exists()
+
+
+def test_a_ready_split_is_finished_at_the_next_start_and_no_record_is_kept_twice(tmp_path: Path) -> None:
+    wal = WriteAheadLog(tmp_path, max_age_s=60)
+    segment = _sealed(wal, b"a", b"b", b"c")
+    wal.close()
+    wal.release()
+    # both halves were on disk and marked ready, one already moved, when the process died
+    ready = tmp_path / f".split-{segment.path.stem}.ready"
+    ready.mkdir()
+    (tmp_path / f"{segment.path.stem}.0.wal").write_bytes(frame(b"a"))
+    (ready / f"{segment.path.stem}.1.wal").write_bytes(frame(b"b") + frame(b"c"))
+    again = WriteAheadLog(tmp_path, max_age_s=60)
+    assert _pending(again) == [[b"a"], [b"b", b"c"]]
+    assert not segment.path.exists()
+    assert not ready.exists()

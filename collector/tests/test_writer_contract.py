@@ -14,7 +14,7 @@ import pytest
 
 from clinotel.collector import writer as writer_module
 from clinotel.collector.log.record import frame
-from clinotel.collector.log.wal import Segment, WriteAheadLog
+from clinotel.collector.log.wal import Segment, WriteAheadLog, read_records
 from clinotel.collector.writer import MAX_REFUSALS, SegmentWriter, StoreLostError
 
 
@@ -39,20 +39,29 @@ class FakeStore:
 
     def __init__(self) -> None:
         self.stored: list[bytes] = []
+        self.records: list[bytes] = []
         self.tokens: list[str] = []
         self.failures: list[Exception] = []
         self.attempts = 0
         self.reliefs: list[str] = []
+        self.refuse_containing: bytes | None = None
+        """Refuse every segment with this in it (a request the engine cannot take), every time."""
 
     def insert(self, segment: Segment) -> None:
         self.attempts += 1
         if self.failures:
             raise self.failures.pop(0)
+        if self.refuse_containing is not None and self.refuse_containing in segment.path.read_bytes():
+            raise RefusedError("CANNOT_PARSE_PROTOBUF")
         self.tokens.append(segment.token)
         self.stored.append(segment.path.read_bytes())
+        self.records.extend(read_records(segment.path))
 
     def is_refusal(self, error: Exception) -> bool:
         return isinstance(error, RefusedError)
+
+    def is_request_fault(self, error: Exception) -> bool:
+        return isinstance(error, RefusedError) and "PROTOBUF" in str(error)
 
     def relieve(self, error: Exception) -> str | None:
         if not isinstance(error, EngineFullError):
@@ -110,6 +119,77 @@ def test_a_refused_segment_is_set_aside_with_its_reason_and_the_next_one_goes_on
     reasons = list((wal.directory / "quarantine").glob("*.reason.txt"))
     assert len(reasons) == 1
     assert "CANNOT_PARSE_PROTOBUF" in reasons[0].read_text()
+
+
+def test_a_refused_segment_is_split_until_only_the_refused_request_is_set_aside(wal: WriteAheadLog) -> None:
+    """A segment holds every tenant's requests of its half second: the one ClickHouse refuses is
+    set aside alone, and every other request of its segment is stored once, in order."""
+    store = FakeStore()
+    store.refuse_containing = b"poison"
+    payloads = [f"tenant-{i}".encode() for i in range(7)]
+    payloads[5] = b"poison"
+    for payload in payloads:
+        wal.append(frame(payload))
+    wal.flush()
+    _segment(wal, b"later")
+    writer = SegmentWriter(wal, store)
+    writer.drain(give_up_after_s=10)
+    assert store.records == [p for p in payloads if p != b"poison"] + [b"later"]
+    assert len(set(store.tokens)) == len(store.tokens)
+    assert writer.stats.quarantined == 1
+    assert writer.stats.splits == 3  # 7 -> 3 + 4 -> 2 + 2 -> 1 + 1
+    [kept] = [p for p in (wal.directory / "quarantine").iterdir() if p.suffix == ".wal"]
+    assert list(read_records(kept)) == [b"poison"]
+    assert "CANNOT_PARSE_PROTOBUF" in kept.with_suffix(".reason.txt").read_text()
+    assert wal.pending_bytes == 0
+    assert not list(wal.directory.glob("*.wal"))
+
+
+def test_a_refusal_of_every_insert_sets_the_segment_aside_whole_without_halving_it(wal: WriteAheadLog) -> None:
+    """Halving finds a request the engine cannot take; a refusal that is no request's fault (access
+    denied, a missing table) would refuse every half alike: 6n inserts and 2n files for nothing."""
+    store = FakeStore()
+    store.failures = [RefusedError("ACCESS_DENIED")] * MAX_REFUSALS
+    for payload in (b"a", b"b", b"c", b"d"):
+        wal.append(frame(payload))
+    wal.flush()
+    _segment(wal, b"later")
+    writer = SegmentWriter(wal, store)
+    writer.drain(give_up_after_s=10)
+    assert store.attempts == MAX_REFUSALS + 1
+    assert writer.stats.splits == 0
+    assert writer.stats.quarantined == 1
+    [kept] = [p for p in (wal.directory / "quarantine").iterdir() if p.suffix == ".wal"]
+    assert list(read_records(kept)) == [b"a", b"b", b"c", b"d"]
+    assert store.records == [b"later"]
+
+
+def test_halves_are_refused_once_and_a_split_that_cannot_be_written_sets_the_segment_aside_whole(
+    wal: WriteAheadLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FakeStore()
+    store.refuse_containing = b"poison"
+    for payload in (b"a", b"poison", b"c", b"d"):
+        wal.append(frame(payload))
+    wal.flush()
+    writer = SegmentWriter(wal, store)
+    writer.drain(give_up_after_s=10)
+    # 3 tries of the whole, then [a, poison] once, [a], [poison] once, then [c, d]
+    assert store.attempts == MAX_REFUSALS + 1 + 1 + 1 + 1
+    assert store.records == [b"a", b"c", b"d"]
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("clinotel.collector.log.wal._write_durably", disk_full)
+    for payload in (b"e", b"poison", b"g"):
+        wal.append(frame(payload))
+    wal.flush()
+    writer.drain(give_up_after_s=10)
+    kept = sorted(p for p in (wal.directory / "quarantine").iterdir() if p.suffix == ".wal")
+    assert [list(read_records(p)) for p in kept][-1] == [b"e", b"poison", b"g"]
+    assert not list(wal.directory.glob(".split-*")), "what the split had written is removed"
+    assert wal.pending_bytes == 0
 
 
 def test_a_lost_engine_stops_the_writer_and_sets_nothing_aside(wal: WriteAheadLog) -> None:

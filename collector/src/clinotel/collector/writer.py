@@ -3,8 +3,10 @@
 A segment leaves the log only after ClickHouse accepted it. Connection failures are retried with
 backoff for as long as they last (the log holds the data; its size bound pushes back on clients).
 A full store disk is retried the same way. A segment ClickHouse itself refuses is retried a few
-times, then moved to the log's quarantine with the reason: set aside for a person, never silently
-dropped.
+times, then split in two halves that take its place in the log (`WriteAheadLog.split`), each
+tried the same way, until what is refused is one request alone: that request is moved to the log's
+quarantine with the reason, set aside for a person and never silently dropped, and the other
+requests of its segment, every other tenant's among them, are stored.
 
 An embedded engine that stopped after a fatal error of its own (a crash in one of its threads)
 refuses everything for the rest of the process: the writer stops (`StoreLostError`), every
@@ -60,6 +62,8 @@ class WriterStats:
     records: int = 0
     retries: int = 0
     quarantined: int = 0
+    splits: int = 0
+    """Refused segments split in two to find the request refused."""
     insert_seconds: list[float] = field(default_factory=list)
     """Recent inserts' durations (for quantiles); the totals below never shrink."""
     freshness_seconds: list[float] = field(default_factory=list)
@@ -165,7 +169,10 @@ class SegmentWriter:
                     ) from e
                 if self.store.is_refusal(e):
                     refusals += 1
-                    if refusals >= MAX_REFUSALS:
+                    # a half's refusal is its parent's, already tried: once is enough
+                    if refusals >= (1 if segment.is_half else MAX_REFUSALS):
+                        if segment.records > 1 and self.store.is_request_fault(e) and self._split(segment, e):
+                            return True
                         target = self.wal.quarantine(segment, f"{type(e).__name__}: {e}")
                         self.stats.quarantined += 1
                         self.stats.stalled_since = None
@@ -200,6 +207,22 @@ class SegmentWriter:
             self.wal.done(segment)
             return True
         return False
+
+    def _split(self, segment: Segment, error: Exception) -> bool:
+        """Replace a refused segment by its halves in the log; False when the log could not (it is
+        then set aside whole, as before halving was tried). The time kept out goes on counting:
+        the halves hold the same spans, and an engine at its cap is relieved at their first try."""
+        try:
+            halves = self.wal.split(segment)
+        except OSError as e:
+            logger.error("segment %s could not be split (%s): it is set aside whole", segment.token, e)
+            return False
+        self.stats.splits += 1
+        logger.error(
+            "segment %s (%d requests) refused (%s): split into %s and %s, each stored or set aside on its own",
+            segment.token, segment.records, first_line(error), *(h.token for h in halves),
+        )  # fmt: skip
+        return True
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -63,6 +63,11 @@ WRITER_RETRIES: Final = CollectorMetric("clinotel_writer_retries_total", "counte
 WRITER_QUARANTINED: Final = CollectorMetric(
     "clinotel_writer_quarantined_total", "counter", "Segments refused for good and set aside.", alertable=True
 )
+WRITER_SPLITS: Final = CollectorMetric(
+    "clinotel_writer_splits_total",
+    "counter",
+    "Refused segments halved to find the request refused (each half is stored or set aside on its own).",
+)
 WRITER_INSERT_SECONDS: Final = CollectorMetric("clinotel_writer_insert_seconds", "summary", "Time per segment insert.")
 INGEST_FRESHNESS_SECONDS: Final = CollectorMetric(
     "clinotel_ingest_freshness_seconds",
@@ -74,7 +79,8 @@ METRICS: Final = {
     m.name: m
     for m in (
         UP, REQUESTS, SPANS_ACCEPTED, SPANS_REFUSED, REQUESTS_REFUSED, WAL_APPENDED_BYTES, WAL_PENDING_BYTES,
-        WAL_MAX_BYTES, WRITER_SEGMENTS, WRITER_RECORDS, WRITER_RETRIES, WRITER_QUARANTINED, WRITER_INSERT_SECONDS,
+        WAL_MAX_BYTES, WRITER_SEGMENTS, WRITER_RECORDS, WRITER_RETRIES, WRITER_QUARANTINED, WRITER_SPLITS,
+        WRITER_INSERT_SECONDS,
         INGEST_FRESHNESS_SECONDS,
     )
 }  # fmt: skip

@@ -10,6 +10,10 @@ the end of a segment (a crash mid-write, never acknowledged) is cut off. Segment
 and serve as insert deduplication tokens, so a segment inserted just before a crash and replayed
 after it is stored once.
 
+A segment holds every tenant's requests of its half second. One that ClickHouse refuses is
+`split` in two halves, each a segment of its own in its place in the order, until the request it
+refuses is alone: only that request is set aside, and the other tenants' spans are stored.
+
 The log has a size bound: past it, `append` raises `LogFullError` and the receiver answers 503 with
 Retry-After instead of holding more in memory or on disk.
 
@@ -28,6 +32,7 @@ import fcntl
 import json
 import os
 import secrets
+import shutil
 import threading
 import time
 from collections import deque
@@ -55,6 +60,11 @@ __all__ = [
 ]
 
 SUFFIX: Final = ".wal"
+SPLIT_PREFIX: Final = ".split-"
+"""A directory of the log where a segment's halves are written before they replace it."""
+SPLIT_READY: Final = ".ready"
+"""Suffix of a split's directory once both halves are on disk: from then on the split is done,
+at the next start if not before."""
 LOCK_FILE: Final = "LOCK"
 OWNER_FILE: Final = "OWNER"
 PRIVATE_DIR: Final = 0o700
@@ -140,6 +150,11 @@ class Segment:
         """The insert deduplication token: unique per segment, stable across restarts."""
         return self.path.stem
 
+    @property
+    def is_half(self) -> bool:
+        """A half of a refused segment (`WriteAheadLog.split`; named `<name>.0`, `<name>.1`)."""
+        return "." in self.path.stem
+
 
 def _read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int] | None:
     result = shift = 0
@@ -155,7 +170,30 @@ def _read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int] | None:
     return None
 
 
-def _records(data: bytes) -> Iterator[tuple[int, int]]:
+def _frames(data: bytes | memoryview) -> Iterator[tuple[int, int]]:
+    """(start, end) of each whole record with its length prefix, stopping at the first torn one."""
+    start = 0
+    for _, end in _records(data):
+        yield start, end
+        start = end
+
+
+def _write_durably(path: Path, data: bytes | memoryview) -> None:
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE), "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _sync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _records(data: bytes | memoryview) -> Iterator[tuple[int, int]]:
     """(start, end) of each whole length-delimited record, stopping at the first torn one."""
     pos = 0
     while pos < len(data):
@@ -304,6 +342,12 @@ class WriteAheadLog:
 
     # -- start-up ----------------------------------------------------------------------------
     def _recover(self) -> None:
+        for staging in sorted(self.directory.glob(f"{SPLIT_PREFIX}*")):
+            if staging.name.endswith(SPLIT_READY):  # both halves on disk: finish replacing the segment
+                original = staging.name.removeprefix(SPLIT_PREFIX).removesuffix(SPLIT_READY) + SUFFIX
+                self._finish_split(staging, self.directory / original)
+            else:  # a split cut short: the segment is still whole
+                shutil.rmtree(staging, ignore_errors=True)
         for path in sorted(self.directory.glob(f"*{SUFFIX}")):
             data = path.read_bytes()
             size, records = valid_length(data)
@@ -471,6 +515,66 @@ class WriteAheadLog:
             self._sealed.remove(segment)
             self._pending_bytes -= segment.size
         return target
+
+    def split(self, segment: Segment) -> list[Segment]:
+        """Replace a sealed segment of two records or more by its two halves (half its records
+        each), sealed segments of their own in its place in the order (their names sort where its
+        name did, and carry it: `<name>.0`, `<name>.1`), and return them. Each half is written and
+        synced in a directory of its own first, which is then marked ready: a crash before that
+        leaves the segment whole, and after it the next start finishes the split, so the records
+        are never both in the segment and in a half.
+
+        An OSError before the halves are ready (a full disk: a split needs the segment's size
+        again) leaves the segment whole and in the log, and is raised; one while the ready halves
+        replace it loses the log (`LogLostError`): the next start finishes the split."""
+        data = memoryview(segment.path.read_bytes())[: segment.size]
+        frames = list(_frames(data))
+        if len(frames) < 2:
+            raise ValueError(f"segment {segment.token} has {len(frames)} record: nothing to split")
+        middle = len(frames) // 2
+        bounds = ((frames[0][0], frames[middle - 1][1]), (frames[middle][0], frames[-1][1]))
+        staging = self.directory / f"{SPLIT_PREFIX}{segment.path.stem}"
+        ready = staging.with_name(staging.name + SPLIT_READY)
+        names = [f"{segment.path.stem}.{i}{SUFFIX}" for i in range(2)]
+        try:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(mode=PRIVATE_DIR)
+            for name, (start, end) in zip(names, bounds, strict=True):
+                _write_durably(staging / name, data[start:end])
+            _sync_dir(staging)
+            os.replace(staging, ready)
+            _sync_dir(self.directory)
+        except OSError:
+            for leftover in (staging, ready):
+                shutil.rmtree(leftover, ignore_errors=True)
+            raise
+        acknowledged = segment.acknowledged_at if len(segment.acknowledged_at) == len(frames) else ()
+        halves = [
+            Segment(self.directory / name, end - start, count, acknowledged[first : first + count])
+            for name, (start, end), first, count in zip(
+                names, bounds, (0, middle), (middle, len(frames) - middle), strict=True
+            )
+        ]
+        # the halves are the log's from here: the segment is never inserted again in this process
+        with self._lock:
+            at = self._sealed.index(segment)
+            self._sealed.remove(segment)
+            for half in reversed(halves):
+                self._sealed.insert(at, half)
+        try:
+            self._finish_split(ready, segment.path)
+        except OSError as e:
+            self._lose(f"segment {segment.token} could not be replaced by its halves ({e}); the next start does it")
+        return halves
+
+    def _finish_split(self, ready: Path, original: Path) -> None:
+        """Move a ready split's halves into the log and delete the segment they replace."""
+        for half in sorted(ready.iterdir()):
+            os.replace(half, self.directory / half.name)
+        _sync_dir(self.directory)
+        original.unlink(missing_ok=True)
+        _sync_dir(self.directory)
+        ready.rmdir()
 
     def is_pending(self, segment: Segment) -> bool:
         """True while `segment` waits for the writer."""

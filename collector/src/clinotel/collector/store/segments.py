@@ -21,6 +21,7 @@ __all__ = [
     "engine_full",
     "memory_limit_exceeded",
     "out_of_space",
+    "request_fault",
 ]
 
 logger: Final = logging.getLogger("clinotel.collector")
@@ -32,6 +33,11 @@ class SegmentStore(Protocol):
 
     def is_refusal(self, error: Exception) -> bool:
         """True when ClickHouse ran the insert and refused it, False when it could not be reached."""
+
+    def is_request_fault(self, error: Exception) -> bool:
+        """True when a refusal comes from one of the segment's requests (the engine could not read
+        it, or its insert does not fit in memory), so halving the segment finds the request; False
+        for a refusal of any insert (access, a missing table, too many parts)."""
 
     def relieve(self, error: Exception) -> str | None:
         """After `error` kept a segment out for a while: free what the store can (caches, memory
@@ -89,6 +95,17 @@ def out_of_space(error: Exception) -> bool:
     """The store's disk is full: ClickHouse could not reserve room for the new parts, or a write
     met ENOSPC. Not the segment's fault: it passes once space returns."""
     return getattr(error, "code", None) == _NOT_ENOUGH_SPACE or _NO_SPACE_LEFT in str(error)
+
+
+_INPUT_FORMAT: Final = "ProtobufRowInputFormat"
+"""Where the engine's error says it was reading the segment's requests when it failed."""
+
+
+def request_fault(error: Exception) -> bool:
+    """The engine could not read a request of the segment (its Protobuf reader failed), or the
+    insert went past its own memory cap (not the engine's total, which merges and readers share)."""
+    text = str(error)
+    return _INPUT_FORMAT in text or (memory_limit_exceeded(error) and _ENGINE_FULL not in text)
 
 
 def _clickhouse_refused(error: Exception) -> bool:
@@ -158,6 +175,9 @@ class EmbeddedSegments:
             return True
         return _clickhouse_refused(error)
 
+    def is_request_fault(self, error: Exception) -> bool:
+        return (self._last_alone and engine_full(error)) or request_fault(error)
+
     def relieve(self, error: Exception) -> str | None:
         if not engine_full(error):
             return None
@@ -191,6 +211,9 @@ class ServerSegments:
 
     def is_refusal(self, error: Exception) -> bool:
         return _clickhouse_refused(error)
+
+    def is_request_fault(self, error: Exception) -> bool:
+        return request_fault(error)
 
     def relieve(self, error: Exception) -> str | None:
         return None  # a server's memory is its operator's: the writer only says it is stuck

@@ -77,6 +77,7 @@ def collect(receiver: ReceiverStats, wal: WriteAheadLog, writer: WriterStats, up
         _one(M.WRITER_RECORDS, writer.records),
         _one(M.WRITER_RETRIES, writer.retries),
         _one(M.WRITER_QUARANTINED, writer.quarantined),
+        _one(M.WRITER_SPLITS, writer.splits),
         _summary(M.WRITER_INSERT_SECONDS, writer.insert_seconds, writer.insert_seconds_total, writer.segments),
         _summary(M.INGEST_FRESHNESS_SECONDS, writer.freshness_seconds, writer.freshness_seconds_total, writer.records),
     ]
