@@ -108,3 +108,36 @@ def test_merges_that_cannot_be_paused_or_restarted_do_not_make_a_refusal_or_stay
     client.seen.clear()
     store.insert(_Segment())  # type: ignore[arg-type]
     assert client.seen == ["INSERT", "SYSTEM START MERGES"], "starting the merges is tried again"
+
+
+READER_REFUSED = DatabaseError(
+    "Code: 32. DB::Exception: Attempt to read after eof: (in file/uri /log/a.wal): While executing "
+    "ProtobufRowInputFormat: While executing File. (ATTEMPT_TO_READ_AFTER_EOF)",
+    code=32,
+)
+READER_OUT_OF_MEMORY = DatabaseError(
+    "Code: 241. DB::Exception: (total) memory limit exceeded: would use 470 MiB: While executing "
+    "ProtobufRowInputFormat. (MEMORY_LIMIT_EXCEEDED)",
+    code=241,
+)
+READER_LOGICAL_ERROR = DatabaseError(
+    "Code: 49. DB::Exception: Cannot pop 262128 rows from Float64: there are only 262127 rows: While executing "
+    "ProtobufRowInputFormat. (LOGICAL_ERROR)",
+    code=49,
+)
+ACCESS_DENIED = DatabaseError("Code: 497. DB::Exception: default: Not enough privileges. (ACCESS_DENIED)", code=497)
+
+
+@pytest.mark.parametrize("store", STORES, ids=["embedded", "server"])
+@pytest.mark.parametrize(
+    ("error", "halved"),
+    [(READER_REFUSED, True), (BAD_SEGMENT, False), (READER_OUT_OF_MEMORY, False), (READER_LOGICAL_ERROR, False),
+     (ACCESS_DENIED, False), (ENGINE_FULL, False)],
+    ids=["reader refused", "no reader named", "reader out of memory", "logical error", "access denied", "engine full"],
+)  # fmt: skip
+def test_only_a_request_the_reader_refuses_has_its_segment_halved(
+    store: object, error: Exception, halved: bool
+) -> None:
+    """Halving finds a request the engine cannot read; a refusal of every insert would refuse
+    every half alike, and a request that cannot fit is tried at the engine's cap at every level."""
+    assert store.is_request_fault(error) is halved  # type: ignore[attr-defined]

@@ -275,11 +275,17 @@ def test_a_segment_of_one_record_is_not_split(tmp_path: Path) -> None:
     assert segment.path.exists()
 
 
-def test_a_split_cut_short_by_a_crash_leaves_the_segment_whole(tmp_path: Path) -> None:
-    wal = WriteAheadLog(tmp_path, max_age_s=60)
-    segment = _sealed(wal, b"a", b"b", b"c")
+def _stopped_with(directory: Path, *payloads: bytes) -> Segment:
+    """A log left with one sealed segment of `payloads` by a process that stopped."""
+    wal = WriteAheadLog(directory, max_age_s=60)
+    segment = _sealed(wal, *payloads)
     wal.close()
     wal.release()
+    return segment
+
+
+def test_a_split_cut_short_by_a_crash_leaves_the_segment_whole(tmp_path: Path) -> None:
+    segment = _stopped_with(tmp_path, b"a", b"b", b"c")
     # the halves were being written when the process died: no ready mark
     staging = tmp_path / f".split-{segment.path.stem}"
     staging.mkdir()
@@ -290,10 +296,7 @@ def test_a_split_cut_short_by_a_crash_leaves_the_segment_whole(tmp_path: Path) -
 
 
 def test_a_ready_split_is_finished_at_the_next_start_and_no_record_is_kept_twice(tmp_path: Path) -> None:
-    wal = WriteAheadLog(tmp_path, max_age_s=60)
-    segment = _sealed(wal, b"a", b"b", b"c")
-    wal.close()
-    wal.release()
+    segment = _stopped_with(tmp_path, b"a", b"b", b"c")
     # both halves were on disk and marked ready, one already moved, when the process died
     ready = tmp_path / f".split-{segment.path.stem}.ready"
     ready.mkdir()

@@ -210,8 +210,7 @@ class SegmentWriter:
 
     def _split(self, segment: Segment, error: Exception) -> bool:
         """Replace a refused segment by its halves in the log; False when the log could not (it is
-        then set aside whole, as before halving was tried). The time kept out goes on counting:
-        the halves hold the same spans, and an engine at its cap is relieved at their first try."""
+        then set aside whole, as before halving was tried)."""
         try:
             halves = self.wal.split(segment)
         except OSError as e:

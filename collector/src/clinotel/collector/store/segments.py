@@ -35,9 +35,9 @@ class SegmentStore(Protocol):
         """True when ClickHouse ran the insert and refused it, False when it could not be reached."""
 
     def is_request_fault(self, error: Exception) -> bool:
-        """True when a refusal comes from one of the segment's requests (the engine could not read
-        it, or its insert does not fit in memory), so halving the segment finds the request; False
-        for a refusal of any insert (access, a missing table, too many parts)."""
+        """True when a refusal comes from one of the segment's requests (the engine's Protobuf
+        reader could not read it), so halving the segment finds the request; False for a refusal
+        of any insert (access, a missing table, too many parts), and for memory: `request_fault`."""
 
     def relieve(self, error: Exception) -> str | None:
         """After `error` kept a segment out for a while: free what the store can (caches, memory
@@ -99,13 +99,20 @@ def out_of_space(error: Exception) -> bool:
 
 _INPUT_FORMAT: Final = "ProtobufRowInputFormat"
 """Where the engine's error says it was reading the segment's requests when it failed."""
+_LOGICAL_ERROR: Final = 49
 
 
 def request_fault(error: Exception) -> bool:
-    """The engine could not read a request of the segment (its Protobuf reader failed), or the
-    insert went past its own memory cap (not the engine's total, which merges and readers share)."""
-    text = str(error)
-    return _INPUT_FORMAT in text or (memory_limit_exceeded(error) and _ENGINE_FULL not in text)
+    """The engine's Protobuf reader could not read a request of the segment. Not when it ran out
+    of memory while reading (nor the engine's own error that can follow that, LOGICAL_ERROR): a
+    request that cannot fit is set aside with its whole segment, as before halving, because each
+    try of it is one more allocation at the engine's cap, and halving tries it again at every
+    level (tests saw the embedded engine abort or crash after a dozen such tries)."""
+    return (
+        _INPUT_FORMAT in str(error)
+        and not memory_limit_exceeded(error)
+        and getattr(error, "code", None) != _LOGICAL_ERROR
+    )
 
 
 def _clickhouse_refused(error: Exception) -> bool:
@@ -176,7 +183,7 @@ class EmbeddedSegments:
         return _clickhouse_refused(error)
 
     def is_request_fault(self, error: Exception) -> bool:
-        return (self._last_alone and engine_full(error)) or request_fault(error)
+        return request_fault(error)
 
     def relieve(self, error: Exception) -> str | None:
         if not engine_full(error):
