@@ -3,10 +3,11 @@
 A segment leaves the log only after ClickHouse accepted it. Connection failures are retried with
 backoff for as long as they last (the log holds the data; its size bound pushes back on clients).
 A full store disk is retried the same way. A segment ClickHouse itself refuses is retried a few
-times, then split in two halves that take its place in the log (`WriteAheadLog.split`), each
-tried the same way, until what is refused is one request alone: that request is moved to the log's
-quarantine with the reason, set aside for a person and never silently dropped, and the other
-requests of its segment, every other tenant's among them, are stored.
+times, then moved to the log's quarantine with the reason: set aside for a person, never silently
+dropped. When the engine's reader refused one of its requests, it is first split in two halves
+that take its place in the log (`WriteAheadLog.split`), and a half refused once is split again,
+until that request is alone: only it is set aside, and the other requests of its segment, every
+other tenant's among them, are stored.
 
 An embedded engine that stopped after a fatal error of its own (a crash in one of its threads)
 refuses everything for the rest of the process: the writer stops (`StoreLostError`), every

@@ -10,9 +10,9 @@ the end of a segment (a crash mid-write, never acknowledged) is cut off. Segment
 and serve as insert deduplication tokens, so a segment inserted just before a crash and replayed
 after it is stored once.
 
-A segment holds every tenant's requests of its half second. One that ClickHouse refuses is
-`split` in two halves, each a segment of its own in its place in the order, until the request it
-refuses is alone: only that request is set aside, and the other tenants' spans are stored.
+A segment holds every tenant's requests of its half second. One with a request the engine cannot
+read is `split` by the writer in two halves, each a segment of its own in its place in the order,
+until that request is alone: only it is set aside, and the other tenants' spans are stored.
 
 The log has a size bound: past it, `append` raises `LogFullError` and the receiver answers 503 with
 Retry-After instead of holding more in memory or on disk.

@@ -37,7 +37,7 @@ class SegmentStore(Protocol):
     def is_request_fault(self, error: Exception) -> bool:
         """True when a refusal comes from one of the segment's requests (the engine's Protobuf
         reader could not read it), so halving the segment finds the request; False for a refusal
-        of any insert (access, a missing table, too many parts), and for memory: `request_fault`."""
+        of any insert (access, a missing table, too many parts) and for memory (`request_fault`)."""
 
     def relieve(self, error: Exception) -> str | None:
         """After `error` kept a segment out for a while: free what the store can (caches, memory
