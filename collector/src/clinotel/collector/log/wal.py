@@ -558,7 +558,7 @@ class WriteAheadLog:
         # the halves are the log's from here: the segment is never inserted again in this process
         with self._lock:
             at = self._sealed.index(segment)
-            self._sealed.remove(segment)
+            del self._sealed[at]
             for half in reversed(halves):
                 self._sealed.insert(at, half)
         try:
