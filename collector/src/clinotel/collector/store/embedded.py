@@ -137,6 +137,7 @@ MERGE_TREE_SETTINGS: Final = {
     "vertical_merge_algorithm_min_rows_to_activate": "1",
     "vertical_merge_algorithm_min_columns_to_activate": "1",
     "merge_selector_base": "10",
+    "min_level_for_full_part_storage": "1",
 }
 """Every merge column by column (vertical): a horizontal merge holds a compression buffer and a
 block of every column of `otel_traces` at once, and one merge of a few parts took 400-500 MB of
@@ -149,7 +150,16 @@ default): each row is merged fewer times on its way to a large part. With a coll
 (8 MiB segments of the demo's spans, one after another, merges run until none was left), the
 merges' CPU per span fell from 18.0 to 11.3 us over 4.4M spans and from 14.6-15.8 to 5.5 over
 0.9M (2026-12-05): on two cores, the merges took as much CPU as the inserts. The cost is a few
-more parts per partition between merges (at most about ten of a size), which a query reads."""
+more parts per partition between merges (at most about ten of a size), which a query reads.
+
+A part an insert writes (level 0) is one file, `data.packed`, instead of about fourteen (packed
+part storage: `min_level_for_full_part_storage`); the merges write parts as before. Each insert
+writes a part per table and per (tenant, day) it touches, so a collector created ~90 files for
+each segment, and creating them was a fifth of the insert's CPU on a file system that looks at
+each recently freed inode before reusing it (ext4 without a journal: measured 2026-12-05, 408 ->
+362 ms a segment by median, kernel 81 -> 43 ms). A packed part is written from memory, which is
+why merged parts, larger, stay as they were. An engine from before packed storage was open-sourced
+(mid-2026; chDB is pinned to 26.9) cannot read such a part: the store is not for an older chDB."""
 
 
 DIAGNOSTIC_LOGS: Final = ("query_log", "query_views_log", "part_log")
