@@ -104,6 +104,6 @@ def test_a_migration_that_fails_says_which_in_one_line_and_keeps_the_store(clien
         versions = client.query(f"SELECT max(Version) FROM {o.name(schema.VERSIONS)}").result_rows[0][0]
         assert versions == 14
         client.command(f"ALTER TABLE {stage_hours} DROP PROJECTION mine")
-        assert schema.apply(client, o) == [15]
+        assert schema.apply(client, o) == list(range(15, schema.SCHEMA_VERSION + 1))
     finally:
         client.command(f"DROP DATABASE IF EXISTS {o.database}")
