@@ -169,41 +169,48 @@ def test_the_engine_merges_column_by_column_and_less_often(tmp_path: Path) -> No
     settings = json.loads(out.stdout.strip().splitlines()[-1])
     assert settings == {**MERGE_TREE_SETTINGS, "max_server_memory_usage": str(300 << 20)}
     assert settings["merge_selector_base"] == "10"
-    assert settings["min_level_for_full_part_storage"] == "1"
+    assert settings["min_bytes_for_full_part_storage"] == str(32 << 20)
 
 
 PART_STORAGE = r"""
 import json, sys
 from pathlib import Path
-from clinotel.collector.store.embedded import connect
+from clinotel.collector.store.embedded import PACKED_PART_BYTES, connect
 client = connect(Path(sys.argv[1]), memory_bytes=512 << 20)
 client.command("CREATE TABLE default.t (k UInt64, s String) ENGINE = MergeTree ORDER BY k")
 for i in range(3):
     client.command(f"INSERT INTO default.t SELECT number, toString(number * {i}) FROM numbers({i * 1000}, 1000)")
 active = "FROM system.parts WHERE table = 't' AND active"
 parts = f"SELECT level, part_storage_type, rows {active} ORDER BY level, min_block_number"
-inserted = client.query(parts).result_rows
+small = client.query(parts).result_rows
 paths = [p for (p,) in client.query(f"SELECT path {active}").result_rows]
 files = sorted({f.name for p in paths for f in Path(p).iterdir()})
 client.command("OPTIMIZE TABLE default.t FINAL")
 merged = client.query(parts).result_rows
+big_rows = PACKED_PART_BYTES // 200 + 10_000  # one block of ~38 MB
+client.command(f"INSERT INTO default.t SELECT number, repeat('x', 200) FROM numbers(3000, {big_rows})")
+big = client.query(f"{parts.replace('ORDER BY', 'AND rows > 3000 ORDER BY')}").result_rows
 total = client.query("SELECT count(), sum(k), countIf(s != '') FROM default.t").result_rows[0]
-print(json.dumps({"inserted": inserted, "files": files, "merged": merged, "total": total}))
+print(json.dumps({"small": small, "files": files, "merged": merged, "big": big, "total": total, "big_rows": big_rows}))
 """
 
 
-def test_an_inserts_parts_are_one_file_and_merged_parts_are_not(tmp_path: Path) -> None:
-    """Each insert writes its parts packed (one file instead of about fourteen: creating files was
-    a fifth of an insert's CPU here), a merge writes its part as before, and both read back whole."""
+def test_small_parts_are_one_file_and_large_parts_are_not(tmp_path: Path) -> None:
+    """The parts an insert writes are packed (one file instead of about fourteen: creating files
+    was a fifth of an insert's CPU here), and a small merge's too; a part past
+    `PACKED_PART_BYTES` is written as before (a packed part is assembled in memory); every row
+    reads back."""
     out = subprocess.run(
         [sys.executable, "-c", PART_STORAGE, str(tmp_path / "data")],
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     seen = json.loads(out.stdout.strip().splitlines()[-1])
-    assert seen["inserted"] == [[0, "Packed", 1000]] * 3
+    assert seen["small"] == [[0, "Packed", 1000]] * 3
     assert seen["files"] == ["data.packed"]
-    assert seen["merged"] == [[1, "Full", 3000]]
-    assert seen["total"] == [3000, sum(range(3000)), 3000]
+    assert seen["merged"] == [[1, "Packed", 3000]]
+    assert seen["big"] == [[0, "Full", seen["big_rows"]]]
+    rows = 3000 + seen["big_rows"]
+    assert seen["total"] == [rows, sum(range(rows)), rows]
 
 
 QUERY_LOGS = r"""

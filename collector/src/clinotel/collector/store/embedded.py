@@ -131,13 +131,17 @@ def engine_options(memory_bytes: int) -> dict[str, str]:
     }
 
 
+PACKED_PART_BYTES: Final = 32 << 20
+"""Parts with less data than this (uncompressed) are written as one file (`MERGE_TREE_SETTINGS`):
+every part a collector's insert writes (an 8 MiB segment's `otel_traces` part holds about 10 MB),
+not the merged or refreshed parts that grow past it."""
 ENGINE_CONFIG: Final = "clinotel-engine.xml"
 """In an embedded store's directory: the engine settings that only a configuration file can set."""
 MERGE_TREE_SETTINGS: Final = {
     "vertical_merge_algorithm_min_rows_to_activate": "1",
     "vertical_merge_algorithm_min_columns_to_activate": "1",
     "merge_selector_base": "10",
-    "min_level_for_full_part_storage": "1",
+    "min_bytes_for_full_part_storage": str(PACKED_PART_BYTES),
 }
 """Every merge column by column (vertical): a horizontal merge holds a compression buffer and a
 block of every column of `otel_traces` at once, and one merge of a few parts took 400-500 MB of
@@ -152,14 +156,16 @@ merges' CPU per span fell from 18.0 to 11.3 us over 4.4M spans and from 14.6-15.
 0.9M (2026-12-05): on two cores, the merges took as much CPU as the inserts. The cost is a few
 more parts per partition between merges (at most about ten of a size), which a query reads.
 
-A part an insert writes (level 0) is one file, `data.packed`, instead of about fourteen (packed
-part storage: `min_level_for_full_part_storage`); the merges write parts as before. Each insert
-writes a part per table and per (tenant, day) it touches, so a collector created ~90 files for
-each segment, and creating them was a fifth of the insert's CPU on a file system that looks at
-each recently freed inode before reusing it (ext4 without a journal: measured 2026-12-05, 408 ->
-362 ms a segment by median, kernel 81 -> 43 ms). A packed part is written from memory, which is
-why merged parts, larger, stay as they were. An engine from before packed storage was open-sourced
-(mid-2026; chDB is pinned to 26.9) cannot read such a part: the store is not for an older chDB."""
+A part under 32 MiB of data (`PACKED_PART_BYTES`) is one file, `data.packed`, instead of about
+fourteen (packed part storage: `min_bytes_for_full_part_storage`). Each insert writes a part per
+table and per (tenant, day) it touches, so a collector created ~90 files for each segment, and
+creating them was a fifth of the insert's CPU on a file system that looks at each recently freed
+inode before reusing it (ext4 without a journal: measured 2026-12-05, 408 -> 362 ms a segment by
+median, kernel 81 -> 43 ms). A packed part is assembled in memory before it is written, hence the
+bound: the large parts of merges and of the rollups' refresh are written as before (packing every
+new part whatever its size took a test insert of 3M wide rows past the engine's cap). An engine
+from before packed storage was open-sourced (mid-2026; chDB is pinned to 26.9) cannot read such a
+part: the store is not for an older chDB."""
 
 
 DIAGNOSTIC_LOGS: Final = ("query_log", "query_views_log", "part_log")
