@@ -162,8 +162,8 @@ table and per (tenant, day) it touches, so a collector created ~90 files for eac
 creating them was a fifth of the insert's CPU on a file system that looks at each recently freed
 inode before reusing it (ext4 without a journal: measured 2026-12-05, 408 -> 362 ms a segment by
 median, kernel 81 -> 43 ms). A packed part is assembled in memory before it is written, hence the
-bound: the large parts of merges and of the rollups' refresh are written as before (packing every
-new part whatever its size took a test insert of 3M wide rows past the engine's cap). An engine
+bound: the large parts of merges, of the rollups' refresh and of a migration's copy are written as
+before. An engine
 from before packed storage was open-sourced (mid-2026; chDB is pinned to 26.9) cannot read such a
 part: the store is not for an older chDB."""
 
