@@ -163,9 +163,8 @@ creating them was a fifth of the insert's CPU on a file system that looks at eac
 inode before reusing it (ext4 without a journal: measured 2026-12-05, 408 -> 362 ms a segment by
 median, kernel 81 -> 43 ms). A packed part is assembled in memory before it is written, hence the
 bound: the large parts of merges, of the rollups' refresh and of a migration's copy are written as
-before. An engine
-from before packed storage was open-sourced (mid-2026; chDB is pinned to 26.9) cannot read such a
-part: the store is not for an older chDB."""
+before. An engine from before packed storage was open-sourced (mid-2026; chDB is pinned to 26.9)
+cannot read such a part: the store is not for an older chDB."""
 
 
 DIAGNOSTIC_LOGS: Final = ("query_log", "query_views_log", "part_log")
