@@ -17,6 +17,8 @@ from clinotel.collector.store import schema
 from clinotel.instrumentation.testing import FakeClock, capture
 from clinotel.instrumentation.testing.workflows import schedule, triage
 from clinotel.model import clinical
+from clinotel.semconv import Stage
+from clinotel.semconv import attributes as A
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -132,7 +134,7 @@ def _without_workflow_id(span: Any) -> Any:
     """The same outcome span as another SDK might send it: no workflow id, no link."""
     from opentelemetry.sdk.trace import ReadableSpan
 
-    attributes = {k: v for k, v in (span.attributes or {}).items() if k != "clinical.workflow.id"}
+    attributes = {k: v for k, v in (span.attributes or {}).items() if k != A.WORKFLOW_ID.key}
     return ReadableSpan(
         name=span.name, context=span.context, parent=span.parent, resource=span.resource, attributes=attributes,
         events=span.events, links=(), kind=span.kind, status=span.status, start_time=span.start_time,
@@ -162,8 +164,7 @@ def test_the_views_of_migration_16_store_what_the_views_before_it_stored(client:
                     enc, draw = f"ENC-{rng.randint(0, 30)}", rng.random()
                     label = rng.choice(["ESI-1", "ESI-2", "ESI-3", "ESI-4"])
                     if draw < 0.4:
-                        started = clock.now
-                        runs.setdefault(enc, []).append((started, triage(clock, enc, override=rng.random() < 0.5)))
+                        runs.setdefault(enc, []).append((clock.now, triage(clock, enc, override=rng.random() < 0.5)))
                     elif draw < 0.5 and runs:
                         linked = rng.choice(sorted(runs))
                         ct.record_outcome("triage", identifier=linked, link=rng.choice(runs[linked])[1], label=label)
@@ -184,7 +185,9 @@ def test_the_views_of_migration_16_store_what_the_views_before_it_stored(client:
                     else:
                         who = rng.choice([enc, enc, "ENC-404"])
                         ct.record_outcome("triage", identifier=who, label=label, escalation_needed=rng.random() < 0.5)
-            spans = [_without_workflow_id(s) if s.name == "outcome" and rng.random() < 0.15 else s for s in got.all]
+            spans = [
+                _without_workflow_id(s) if s.name == Stage.OUTCOME.value and rng.random() < 0.15 else s for s in got.all
+            ]
             for o, pipe in pipes:
                 _store(client, pipe, tmp_path / f"{o.database}-{batch}.wal", spans)
         assert _workflows(client, new) == _workflows(client, old)
