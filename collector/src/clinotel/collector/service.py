@@ -46,6 +46,7 @@ from clinotel.collector.store.embedded import (
     check_embedded,
     connect,
     default_wal_dir,
+    full_parts,
     legacy_wal_dir,
     record_log,
     recorded_log,
@@ -58,7 +59,7 @@ from clinotel.collector.telemetry import metrics
 from clinotel.collector.telemetry.recorder import MetricsRecorder
 from clinotel.collector.tokens import ALL_TENANTS, Grant, Tokens
 from clinotel.collector.writer import SegmentWriter, StoreLostError, store_lost_reason
-from clinotel.model.tables import DEFAULT_DATABASE
+from clinotel.model.tables import DEFAULT_DATABASE, ROLLUP_TABLES
 
 __all__ = ["Collector", "CollectorConfig", "ConfigError"]
 
@@ -330,6 +331,8 @@ class Collector:
         applied = schema.apply(client, self.options)
         if applied:
             logger.info("schema migrations applied: %s", applied)
+        if embedded:
+            full_parts(client, self.options.database, ROLLUP_TABLES)
         pipeline = ingest.install(client, self.options)
         replay = self.wal.sealed_count
         if replay:

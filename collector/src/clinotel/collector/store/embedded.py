@@ -14,12 +14,14 @@ import fcntl
 import json
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 from clinotel.collector.log.wal import PRIVATE_DIR
 from clinotel.collector.store.engine_import import import_engine
+from clinotel.model.sql import identifier, literal
 from clinotel.model.store import (
     DEFAULT_DATA_DIR,
     StoreError,
@@ -40,6 +42,8 @@ __all__ = [
     "MAX_SEGMENT_BYTES",
     "MERGE_TREE_SETTINGS",
     "MIN_ENGINE_MEMORY_MB",
+    "PACKED_PART_BYTES",
+    "PACKED_PART_SETTING",
     "STORE_RECORD",
     "StoreError",
     "check_embedded",
@@ -49,6 +53,7 @@ __all__ = [
     "engine_config",
     "engine_options",
     "error_line",
+    "full_parts",
     "holder_pid",
     "legacy_wal_dir",
     "reach_error",
@@ -137,11 +142,13 @@ every part a collector's insert writes (an 8 MiB segment's `otel_traces` part ho
 not the merged or refreshed parts that grow past it."""
 ENGINE_CONFIG: Final = "clinotel-engine.xml"
 """In an embedded store's directory: the engine settings that only a configuration file can set."""
+PACKED_PART_SETTING: Final = "min_bytes_for_full_part_storage"
+"""The MergeTree setting under which (bytes of data) a part is written packed, in one file."""
 MERGE_TREE_SETTINGS: Final = {
     "vertical_merge_algorithm_min_rows_to_activate": "1",
     "vertical_merge_algorithm_min_columns_to_activate": "1",
     "merge_selector_base": "10",
-    "min_bytes_for_full_part_storage": str(PACKED_PART_BYTES),
+    PACKED_PART_SETTING: str(PACKED_PART_BYTES),
 }
 """Every merge column by column (vertical): a horizontal merge holds a compression buffer and a
 block of every column of `otel_traces` at once, and one merge of a few parts took 400-500 MB of
@@ -164,7 +171,28 @@ inode before reusing it (ext4 without a journal: measured 2026-12-05, 408 -> 362
 median, kernel 81 -> 43 ms). A packed part is assembled in memory before it is written, hence the
 bound: the large parts of merges, of the rollups' refresh and of a migration's copy are written as
 before. An engine from before packed storage was open-sourced (mid-2026; chDB is pinned to 26.9)
-cannot read such a part: the store is not for an older chDB."""
+cannot read such a part: the store is not for an older chDB. The rollups are written full
+(`full_parts`)."""
+
+
+def full_parts(client: Any, database: str, tables: Iterable[str]) -> list[str]:
+    """Make `tables` (of `database`) write every part full, never packed (their own
+    `PACKED_PART_SETTING` 0 over the engine's `PACKED_PART_BYTES`); the tables changed, those
+    already so left as they are (an ALTER rewrites a table's metadata). For the rollups: written off
+    the insert path, a whole refresh at a time, and read by most dashboard panels, whose reads of
+    packed parts cost more (30M spans, 24 parts a rollup, 2026-12-05: 123 rollup panels 1,399 ms
+    in all packed against 1,326 full, the small ones about a millisecond each, growing with the
+    parts a store keeps). Their existing parts stay packed until the refresh replaces them."""
+    changed = []
+    for table in tables:
+        engine = client.command(
+            f"SELECT engine_full FROM system.tables WHERE database = {literal(database)} AND name = {literal(table)}"
+        )
+        if f"{PACKED_PART_SETTING} = 0" not in str(engine).split(" SETTINGS ")[-1].split(", "):
+            name = f"{identifier(database)}.{identifier(table)}"
+            client.command(f"ALTER TABLE {name} MODIFY SETTING {PACKED_PART_SETTING} = 0")
+            changed.append(table)
+    return changed
 
 
 DIAGNOSTIC_LOGS: Final = ("query_log", "query_views_log", "part_log")

@@ -155,6 +155,16 @@ def _sorting_key(client: Any, o: SchemaOptions, table: str) -> str:
     return _described(client, o, table, "sorting_key")
 
 
+def _table_settings(client: Any, o: SchemaOptions, table: str) -> str:
+    """The `SETTINGS ...` clause of this node's `table` as the engine shows it (`''` when none): a
+    staging table takes its target's, so that the parts it writes, which `REPLACE PARTITION` moves
+    into the target as they are, are written as the target writes its own (its storage policy, and
+    full rather than packed for an embedded store's rollups: `store.embedded.full_parts`)."""
+    engine = _described(client, o, table, "engine_full")
+    at = engine.rfind(" SETTINGS ")
+    return engine[at:] if at >= 0 else ""
+
+
 @contextmanager
 def _staging(client: Any, o: SchemaOptions, definition: str, settings: dict[str, Any] | None = None) -> Iterator[str]:
     """A staging table of a refresh (`CREATE TABLE <name> <definition>`), dropped on leaving (one a
@@ -177,6 +187,7 @@ def _swap(
     definition = (
         f"AS {target} ENGINE = MergeTree "
         f"PARTITION BY (TenantId, toYYYYMM({rollups.TIME_COLUMN})) ORDER BY ({_sorting_key(client, o, table)})"
+        f"{_table_settings(client, o, table)}"
     )
     with _staging(client, o, definition) as staging:
         client.command(f"INSERT INTO {staging}\n{select}", settings=settings)
