@@ -236,7 +236,8 @@ client, o = collector.client, collector.options
 _scenario(client, ingest.install(client, o), work)
 done = rollups.refresh(client, o)
 def kinds(where):
-    sql = f"SELECT DISTINCT table, part_storage_type FROM system.parts WHERE database = '{o.database}' AND active AND {where}"
+    parts = f"system.parts WHERE database = '{o.database}' AND active AND {where}"
+    sql = f"SELECT DISTINCT table, part_storage_type FROM {parts}"
     return sorted(client.query(sql).result_rows)
 rolled = kinds(f"table IN {tuple(ROLLUP_TABLES)}")
 inserted = kinds("table IN ('otel_traces', 'clinical_workflows')")
