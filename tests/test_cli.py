@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ import click
 from click.testing import CliRunner
 
 from clinotel.cli import cli
+from clinotel.model.tables import ROLLUP_TABLES
 from clinotel.semconv import REGISTRY, render_markdown
 from clinotel.semconv.attributes import GROUPS
 
@@ -82,6 +84,17 @@ def test_semconv_scrub_reads_arguments_and_stdin() -> None:
     assert out == "[REDACTED]\nESI-2\n"
 
 
+ROLLUP_SETTINGS = r"""
+import json, sys
+from pathlib import Path
+from clinotel.collector.store.embedded import PACKED_PART_SETTING, connect
+from clinotel.model.tables import ROLLUP_TABLES
+client = connect(Path(sys.argv[1]))
+rows = client.query(f"SELECT name, engine_full FROM system.tables WHERE name IN {tuple(ROLLUP_TABLES)}").result_rows
+print(json.dumps({name: f"{PACKED_PART_SETTING} = 0" in engine for name, engine in rows}))
+"""
+
+
 def test_schema_refresh_rollups_recomputes_an_embedded_store(tmp_path: Path) -> None:
     def clinotel(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -94,6 +107,11 @@ def test_schema_refresh_rollups_recomputes_an_embedded_store(tmp_path: Path) -> 
     assert "no clinotel store at" in refused.stderr
     assert not (tmp_path / "data").exists(), "a refresh creates no store"
     assert clinotel("schema", "apply", "--data-dir", data).returncode == 0
+    settings = subprocess.run(
+        [sys.executable, "-c", ROLLUP_SETTINGS, data], capture_output=True, text=True, timeout=120, check=True
+    )  # fmt: skip
+    unpacked = json.loads(settings.stdout.strip().splitlines()[-1])
+    assert unpacked == dict.fromkeys(ROLLUP_TABLES, True), "the rollups write full parts, as under `serve`"
     done = clinotel("schema", "refresh-rollups", "--data-dir", data)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("refreshed 0 tenant-month(s) from the first: 0 rollup rows in "), done.stdout

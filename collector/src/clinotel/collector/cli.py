@@ -20,10 +20,11 @@ from clinotel.collector.store.embedded import (
     StoreError,
     check_embedded,
     connect,
+    full_parts,
 )
 from clinotel.model.sql import literal
 from clinotel.model.store import first_line, open_reading_store, reading_store, shown_url
-from clinotel.model.tables import DEFAULT_DATABASE, WORKFLOW_HOURS
+from clinotel.model.tables import DEFAULT_DATABASE, ROLLUP_TABLES, WORKFLOW_HOURS
 
 __all__ = [
     "Companion",
@@ -115,6 +116,8 @@ def apply_command(
     try:
         client = connect(data_dir, clickhouse_url)
         applied = schema_module.apply(client, options)
+        if clickhouse_url is None:
+            full_parts(client, database, ROLLUP_TABLES)  # as `serve` does: the rollups' parts full
     except StoreError as e:
         raise click.ClickException(str(e)) from None
     if applied:
@@ -181,6 +184,8 @@ def refresh_rollups(
         )
         if not int(found):
             raise click.ClickException(f"{database} has no {table} yet: run `clinotel schema apply` first")
+        if clickhouse_url is None:
+            full_parts(client, database, ROLLUP_TABLES)
         if every is not None:
             _refresh_until_stopped(client, options, every, window_days)
             return
