@@ -47,6 +47,28 @@ def test_only_an_embedded_engine_that_failed_is_lost() -> None:
         assert not embedded.is_lost(other), other
 
 
+@pytest.mark.parametrize(
+    ("error", "embedded_hint", "server_hint"),
+    [
+        (ENGINE_FULL, "raise --memory-mb", "max_server_memory_usage"),
+        (NO_SPACE, "free space on the embedded store's disk", "free space on the ClickHouse server's disk"),
+        (SHUTTING_DOWN, "shutting down", "shutting down"),
+        (UNREACHABLE, "cannot be reached", "cannot be reached"),
+        (BAD_SEGMENT, "refused the insert", "refused the insert"),
+    ],
+    ids=["memory", "disk full", "shutting down", "unreachable", "refused"],
+)
+def test_a_stuck_segment_is_told_with_what_to_do_about_that_store(
+    error: Exception, embedded_hint: str, server_hint: str
+) -> None:
+    """The writer's alarm for a segment kept out says what to do about the store it writes to: a
+    server's memory is its own setting, not the embedded engine's flag."""
+    embedded, server = STORES
+    assert embedded_hint in embedded.stuck_hint(error)
+    assert server_hint in server.stuck_hint(error)
+    assert "--memory-mb" not in server.stuck_hint(error).split("(")[0], "a server is not capped by --memory-mb"
+
+
 class _Client:
     """Records the statements it is given; fails those named in `failing`."""
 

@@ -72,6 +72,9 @@ class FakeStore:
     def is_lost(self, error: Exception) -> bool:
         return isinstance(error, EngineLostError)
 
+    def stuck_hint(self, error: Exception) -> str:
+        return f"the fake store's hint for {type(error).__name__}"
+
 
 @pytest.fixture(autouse=True)
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -272,7 +275,7 @@ def test_a_segment_kept_out_by_a_full_engine_asks_it_to_free_memory_and_then_say
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert errors, "a segment kept out past the alarm is reported as an error"
     assert "not stored for" in errors[0]
-    assert "--memory-mb" in errors[0]
+    assert errors[0].endswith("the fake store's hint for EngineFullError"), "with the store's advice"
 
 
 def test_an_unreachable_store_is_not_asked_to_free_memory(wal: WriteAheadLog, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -285,3 +288,17 @@ def test_an_unreachable_store_is_not_asked_to_free_memory(wal: WriteAheadLog, mo
     assert writer.drain(give_up_after_s=10) == 1
     assert store.reliefs == []
     assert writer.stats.reliefs == 0
+
+
+def test_a_segment_kept_out_past_the_alarm_is_logged_with_the_stores_advice(
+    wal: WriteAheadLog, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(writer_module, "STALL_ALARM_S", 0.0)
+    store = FakeStore()
+    store.failures = [UnreachableError("connection refused")] * 2
+    _segment(wal, b"waiting")
+    with caplog.at_level(logging.ERROR, logger="clinotel.collector"):
+        assert SegmentWriter(wal, store).drain(give_up_after_s=10) == 1
+    alarms = [r.getMessage() for r in caplog.records if "still retrying" in r.getMessage()]
+    assert alarms, "the alarm was raised"
+    assert alarms[0].endswith("the fake store's hint for UnreachableError")

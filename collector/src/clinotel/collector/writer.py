@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from clinotel.collector.log.wal import LogLostError, Segment, WriteAheadLog
-from clinotel.collector.store.segments import SegmentStore, out_of_space
+from clinotel.collector.store.segments import SegmentStore
 from clinotel.model.store import first_line
 from clinotel.model.threads import guarded
 
@@ -195,9 +195,7 @@ class SegmentWriter:
                         segment.token,
                         now - since,
                         first_line(e),
-                        "free space on the store's disk"
-                        if out_of_space(e)
-                        else "if the engine is at its memory cap, raise --memory-mb",
+                        self.store.stuck_hint(e),
                     )
                 delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
                 attempt += 1

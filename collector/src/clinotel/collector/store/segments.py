@@ -47,6 +47,9 @@ class SegmentStore(Protocol):
         """True when `error` says this store will take nothing more from this process (the
         embedded engine stopped after a fatal error of its own): retrying cannot help."""
 
+    def stuck_hint(self, error: Exception) -> str:
+        """What an operator can do about `error` when it has kept a segment out for a while."""
+
 
 _MEMORY_LIMIT_EXCEEDED: Final = 241
 _ENGINE_FULL: Final = "(total) memory limit exceeded"
@@ -113,6 +116,22 @@ def request_fault(error: Exception) -> bool:
         and not memory_limit_exceeded(error)
         and getattr(error, "code", None) != _LOGICAL_ERROR
     )
+
+
+def _stuck_hint(error: Exception, where: str, memory: str) -> str:
+    """The writer's advice for a segment kept out by `error`, about `where` the store is: its disk,
+    its memory (`memory`: which cap an operator raises), a restart, reaching it, or its error."""
+    if out_of_space(error):
+        return f"free space on {where}'s disk"
+    if memory_limit_exceeded(error):
+        return memory
+    if _shutting_down(error):
+        return f"{where} is shutting down: it takes the segment once it is back"
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+    if not isinstance(error, DatabaseError) or isinstance(error, OperationalError):
+        return f"{where} cannot be reached: check that it runs and answers on its address"
+    return f"{where} refused the insert with that error"
 
 
 def _clickhouse_refused(error: Exception) -> bool:
@@ -201,6 +220,9 @@ class EmbeddedSegments:
     def is_lost(self, error: Exception) -> bool:
         return engine_failed(error)
 
+    def stuck_hint(self, error: Exception) -> str:
+        return _stuck_hint(error, "the embedded store", "the engine is at its memory cap: raise --memory-mb")
+
 
 class ServerSegments:
     """A server gets the segment's bytes as the INSERT's body, with the .proto inline (`proto_name`
@@ -227,3 +249,11 @@ class ServerSegments:
 
     def is_lost(self, error: Exception) -> bool:
         return False  # a server that failed is restarted by its operator: the writer waits for it
+
+    def stuck_hint(self, error: Exception) -> str:
+        return _stuck_hint(
+            error,
+            "the ClickHouse server",
+            "the ClickHouse server is at its memory cap: give it more memory (its max_server_memory_usage) or "
+            "less other work (--memory-mb is the embedded engine's, not a server's)",
+        )
