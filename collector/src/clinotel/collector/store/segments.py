@@ -127,11 +127,17 @@ def _stuck_hint(error: Exception, where: str, memory: str) -> str:
         return memory
     if _shutting_down(error):
         return f"{where} is shutting down: it takes the segment once it is back"
-    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
-
-    if not isinstance(error, DatabaseError) or isinstance(error, OperationalError):
+    if _unanswered(error):
         return f"{where} cannot be reached: check that it runs and answers on its address"
     return f"{where} refused the insert with that error"
+
+
+def _unanswered(error: Exception) -> bool:
+    """ClickHouse did not answer the insert (not reached, or the connection failed): the driver's
+    error is not a database's error, or is its operational kind."""
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+    return not isinstance(error, DatabaseError) or isinstance(error, OperationalError)
 
 
 def _clickhouse_refused(error: Exception) -> bool:
@@ -140,9 +146,7 @@ def _clickhouse_refused(error: Exception) -> bool:
     restarting, an engine after a fatal error): those are not the segment's fault, and it is
     retried (it waits in the log, whose bound then pushes back on clients). A segment over its
     own insert's cap is refused like any other."""
-    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
-
-    if not isinstance(error, DatabaseError) or isinstance(error, OperationalError):
+    if _unanswered(error):
         return False
     return not (engine_full(error) or out_of_space(error) or _shutting_down(error))
 
