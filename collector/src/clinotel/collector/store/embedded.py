@@ -60,6 +60,7 @@ __all__ = [
     "record_log",
     "recorded_log",
     "segment_bytes_for",
+    "settings_clause",
     "store_id",
 ]
 
@@ -175,6 +176,12 @@ cannot read such a part: the store is not for an older chDB. The rollups are wri
 (`full_parts`)."""
 
 
+def settings_clause(engine_full: str) -> str:
+    """The ` SETTINGS …` clause at the end of a table's `engine_full` (`system.tables`), or `''`."""
+    at = engine_full.rfind(" SETTINGS ")
+    return engine_full[at:] if at >= 0 else ""
+
+
 def full_parts(client: Any, database: str, tables: Iterable[str]) -> list[str]:
     """Make `tables` (of `database`) write every part full, never packed (their own
     `PACKED_PART_SETTING` 0 over the engine's `PACKED_PART_BYTES`); the tables changed, those
@@ -188,7 +195,7 @@ def full_parts(client: Any, database: str, tables: Iterable[str]) -> list[str]:
         engine = client.command(
             f"SELECT engine_full FROM system.tables WHERE database = {literal(database)} AND name = {literal(table)}"
         )
-        if f"{PACKED_PART_SETTING} = 0" not in str(engine).split(" SETTINGS ")[-1].split(", "):
+        if f"{PACKED_PART_SETTING} = 0" not in settings_clause(str(engine)).removeprefix(" SETTINGS ").split(", "):
             name = f"{identifier(database)}.{identifier(table)}"
             client.command(f"ALTER TABLE {name} MODIFY SETTING {PACKED_PART_SETTING} = 0")
             changed.append(table)

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
+from clinotel.collector.store.embedded import settings_clause
 from clinotel.collector.store.schema import SchemaOptions
 from clinotel.collector.store.segments import engine_failed, memory_limit_exceeded
 from clinotel.model import rollups
@@ -160,9 +161,7 @@ def _table_settings(client: Any, o: SchemaOptions, table: str) -> str:
     staging table takes its target's, so that the parts it writes, which `REPLACE PARTITION` moves
     into the target as they are, are written as the target writes its own (its storage policy, and
     full rather than packed for an embedded store's rollups: `store.embedded.full_parts`)."""
-    engine = _described(client, o, table, "engine_full")
-    at = engine.rfind(" SETTINGS ")
-    return engine[at:] if at >= 0 else ""
+    return settings_clause(_described(client, o, table, "engine_full"))
 
 
 @contextmanager
