@@ -337,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--segment-mb", type=int, default=None, help="log segment size [default: the collector's]")
     parser.add_argument("--memory-mb", type=int, default=None, help="engine memory cap [default: the collector's]")
     parser.add_argument(
+        "--fsync-parts", action="store_true", help="the collector syncs every inserted part (serve --fsync-parts)"
+    )
+    parser.add_argument(
         "--engine-memory", action="store_true",
         help="also sample the engine's own memory every 0.5 s (its count, its allocator's bytes in use, resident "
         "and kept as freed pages, what queries and merges hold): peaks by phase",
@@ -381,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                 insecure_no_auth=True,
                 wal_segment_bytes=segment_bytes,
                 engine_memory_bytes=memory_bytes,
+                fsync_parts=args.fsync_parts,
                 read_limits=ReadLimits(max_concurrent_per_tenant=8),
             ),
         )
@@ -388,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         client = collector.client
         probe_client = None
         if args.engine_memory:
-            probe_client = connect(work / "data", memory_bytes=memory_bytes)
+            probe_client = connect(work / "data", memory_bytes=memory_bytes, fsync_parts=args.fsync_parts)
             rss.probe = _engine_memory_probe(probe_client)
         assert collector.http is not None
         assert collector.writer is not None
@@ -471,6 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         "sustained_seconds": sustained_s,
         "segment_mb": round(segment_bytes / (1 << 20), 2),
         "engine_memory_mb": memory_bytes >> 20,
+        "fsync_parts": args.fsync_parts,
         "segments": [n for _, n in segments],
         "reference_spans_per_s": reference,
         "profile": profile,
@@ -599,7 +604,8 @@ def main(argv: list[str] | None = None) -> int:
         ("segments set aside in the quarantine", f"{quarantined}", "", "0"),
     ]
     print(
-        f"collector ingest, OTLP/HTTP protobuf, embedded store (memory cap {memory_bytes >> 20} MB), log on, "
+        f"collector ingest, OTLP/HTTP protobuf, embedded store (memory cap {memory_bytes >> 20} MB"
+        f"{', every part synced' if args.fsync_parts else ''}), log on, "
         f"{result['segment_mb']} MiB segments "
         f"of ~{statistics.median(result['segments']):,.0f} spans ({result['machine']})"
     )

@@ -72,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a short run (under 60 s)")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument(
+        "--fsync-parts", action="store_true",
+        help="the engine syncs every inserted part to disk, as `clinotel serve --fsync-parts` (what it costs here)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     workflows, rounds, merge_wait_s = (1500, 2, 30.0) if args.quick else (8000, 4, 180.0)
 
@@ -86,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         _demo_requests(workflows, 512, work / "requests.bin")
         segments = _segments(work / "requests.bin", segment_bytes_for(memory_bytes), work / "segments")
         spans = sum(n for _, n in segments) * rounds
-        client = connect(work / "data", memory_bytes=memory_bytes, system_logs=True)
+        client = connect(work / "data", memory_bytes=memory_bytes, system_logs=True, fsync_parts=args.fsync_parts)
         options = schema.SchemaOptions(database=DATABASE)
         schema.apply(client, options)
         pipeline = ingest.install(client, options)
@@ -152,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "ingest_profile",
         "span_mix": f"clinotel demo, {workflows:,} workflows",
+        "fsync_parts": args.fsync_parts,
         "segments": [n for _, n in segments],
         "rounds": rounds,
         "spans_inserted": spans,
@@ -176,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"where the embedded collector's CPU goes, per span: {spans:,} spans in {len(segments) * rounds} inserts of "
         f"~{statistics.median(result['segments']):,.0f} spans ({result['machine']})"
+        + (", every part synced to disk (--fsync-parts)" if args.fsync_parts else "")
     )
     print(f"{'':<56} {'CPU us/span':>12} {'/ ref':>6}")
     print(f"{'engine floor: same segments, no checks, bare otel_traces (ref)':<56} {reference_us:>12.1f} {1.0:>6.2f}")

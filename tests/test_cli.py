@@ -52,6 +52,21 @@ def test_serve_and_alerts_evaluate_share_the_alerting_options() -> None:
     assert alerting(serve)["every"][:2] == (("--every", "--evaluate-every"), "30s")
 
 
+def test_serve_fsync_parts_reaches_the_collector_and_is_refused_with_a_server(tmp_path: Path) -> None:
+    """`--fsync-parts` is a `serve` option; with --clickhouse-url it stops before anything is bound
+    or created, with one line that says what to set on the server instead."""
+    shown = CliRunner().invoke(cli, ["serve", "--help"])
+    assert shown.exit_code == 0
+    assert "--fsync-parts" in shown.output
+    wal = tmp_path / "wal"
+    server = ["--clickhouse-url", "http://127.0.0.1:9", "--insecure-no-auth"]
+    refused = CliRunner().invoke(cli, ["serve", *server, "--fsync-parts", "--wal-dir", str(wal)])
+    assert refused.exit_code == 1
+    assert "--fsync-parts is for the embedded store" in refused.output
+    assert "fsync_after_insert" in refused.output
+    assert not wal.exists()
+
+
 def test_reading_an_empty_data_dir_says_what_to_do(tmp_path: Path) -> None:
     # a separate process: chDB opens one data directory per process
     done = subprocess.run(

@@ -359,6 +359,15 @@ _serve_options = [
         "per second). Ignored with --clickhouse-url.",
     ),
     click.option(
+        "--fsync-parts",
+        is_flag=True,
+        default=False,
+        help="The embedded store syncs every part an insert writes to disk before the log lets go of its "
+        "segment, so acknowledged spans survive a power cut, not only a crash (about 28 more fsyncs an "
+        "insert: 2-7 % of an insert's time measured on a virtual disk). A ClickHouse server: set it in "
+        "its own configuration.",
+    ),
+    click.option(
         "--rollup-interval-s",
         type=click.FloatRange(min=0, max=3600),
         default=30.0,
@@ -400,6 +409,7 @@ def run_serve(
     max_connections: int = MAX_CONNECTIONS,
     max_span_age_days: int = DEFAULT_MAX_SPAN_AGE_DAYS,
     memory_mb: int = DEFAULT_ENGINE_MEMORY_MB,
+    fsync_parts: bool = False,
     rollup_interval_s: float = 30.0,
     rollup_window_days: int = 7,
     companion: Companion | None = None,
@@ -437,6 +447,7 @@ def run_serve(
             max_span_age_days=max_span_age_days,
             wal_max_bytes=wal_max_mb << 20,
             engine_memory_bytes=memory_mb << 20,
+            fsync_parts=fsync_parts,
             rollup_interval_s=rollup_interval_s or None,
             rollup_window_days=rollup_window_days,
         )

@@ -102,6 +102,10 @@ class CollectorConfig:
     wal_max_age_s: float = 0.5
     engine_memory_bytes: int = DEFAULT_ENGINE_MEMORY_MB << 20
     """The embedded engine's memory cap (`store.embedded.engine_options`); with a server, its own."""
+    fsync_parts: bool = False
+    """The embedded engine syncs every part an insert writes before the INSERT returns (and so
+    before its log segment is deleted): acknowledged spans survive a power cut, for a few more
+    fsyncs an insert (`store.embedded.DURABLE_PART_SETTINGS`). A server: its own configuration."""
     ttl_days: int | None = None
     read_limits: ReadLimits = field(default_factory=ReadLimits)
     metrics_interval_s: float | None = 10.0
@@ -120,6 +124,11 @@ class CollectorConfig:
             raise ConfigError(f"--insecure-no-auth is refused on a non-loopback address ({exposed[0]})")
         if self.data_dir is not None and self.clickhouse_url is not None:
             raise ConfigError("give --data-dir or --clickhouse-url, not both")
+        if self.fsync_parts and self.clickhouse_url is not None:
+            raise ConfigError(
+                "--fsync-parts is for the embedded store; a ClickHouse server syncs parts as its own "
+                "configuration says (fsync_after_insert and fsync_part_directory in its <merge_tree>)"
+            )
         try:
             schema.SchemaOptions(database=self.database, ttl_days=self.ttl_days)
         except ValueError as e:
@@ -320,11 +329,7 @@ class Collector:
             max_age_s=cfg.wal_max_age_s,
             max_bytes=cfg.wal_max_bytes,
         )
-        client = (
-            self._client
-            if self._client is not None
-            else connect(cfg.data_dir, cfg.clickhouse_url, memory_bytes=cfg.engine_memory_bytes)
-        )
+        client = self._client if self._client is not None else self._connect()
         self._client = client
         if embedded:
             record_log(cfg.engine_dir, cfg.database, wal_dir)
@@ -352,7 +357,7 @@ class Collector:
         if cfg.rollup_interval_s is not None:
             # a client of its own: a refresh must not hold the writer's (its calls are serialized)
             if self._owns_client:
-                self._rollups_client = connect(cfg.data_dir, cfg.clickhouse_url, memory_bytes=cfg.engine_memory_bytes)
+                self._rollups_client = self._connect()
             window_share, whole_share = rollups.memory_shares(cfg.engine_memory_bytes)
             self.rollups = rollups.RollupRefresher(
                 self._rollups_client or client,
@@ -364,7 +369,7 @@ class Collector:
                 on_error=self._store_error,
             )
         if embedded and self._owns_client:
-            self._watch_client = connect(cfg.data_dir, cfg.clickhouse_url, memory_bytes=cfg.engine_memory_bytes)
+            self._watch_client = self._connect()
             self.watch = EngineWatch(self._watch_client, engine_failed, self._store_error, self._engine_stalled)
         if self.admin is not None and embedded:
             # With a server, readers query the server (its users and row policies); this port keeps
@@ -378,6 +383,14 @@ class Collector:
                 logger.debug("asked the kernel to reclaim %d MB of the engine's code", released >> 20)
             except Exception as e:  # noqa: BLE001 - a saving, never a reason not to start
                 logger.debug("could not give back the engine's start-up code: %s", e)
+
+    def _connect(self) -> Any:
+        """A client of the store as configured (every client of an embedded store shares the
+        engine the first one started, with its cap and its part syncing)."""
+        cfg = self.config
+        return connect(
+            cfg.data_dir, cfg.clickhouse_url, memory_bytes=cfg.engine_memory_bytes, fsync_parts=cfg.fsync_parts
+        )
 
     def _read_limits(self) -> ReadLimits:
         """The read port's caps, each reader query held to a quarter of the engine's memory: eight

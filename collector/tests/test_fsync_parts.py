@@ -1,0 +1,80 @@
+"""`serve --fsync-parts`: the embedded engine syncs every part an insert writes before the INSERT
+returns (so before the writer deletes the log segment), and only when asked; a server is told to
+use its own configuration. Each engine runs in a child process (its settings are per process)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from clinotel.collector.service import CollectorConfig, ConfigError
+from clinotel.collector.store.embedded import DURABLE_PART_SETTINGS
+
+CHILD = r"""
+import json, sys
+from pathlib import Path
+from clinotel.collector.service import Collector, CollectorConfig
+from clinotel.collector.store import pipeline as ingest
+from clinotel.collector.tokens import Tokens
+from collector.tests.test_outcome_join import _scenario
+work = Path(sys.argv[1])
+tokens = work / "tokens.toml"
+tokens.write_text('[[token]]\ntenant = "st-marys"\ntoken = "write-token-st-marys-0123456789"\n')
+tokens.chmod(0o600)
+config = CollectorConfig(
+    data_dir=work / "data", wal_dir=work / "wal", otlp_http=("127.0.0.1", 0), otlp_grpc=None, http=None,
+    tokens=Tokens.load(tokens), metrics_interval_s=None, rollup_interval_s=None, fsync_parts=sys.argv[2] == "on",
+)
+collector = Collector(config)
+collector.start()
+client, o = collector.client, collector.options
+names = ("fsync_after_insert", "fsync_part_directory")
+settings = dict(client.query(
+    "SELECT name, value FROM system.merge_tree_settings WHERE name IN %(n)s", parameters={"n": names}
+).result_rows)
+def syncs():
+    return int(client.command("SELECT toUInt64(sum(value)) FROM system.events WHERE event = 'FileSync'"))
+def inserted_parts():  # outdated ones are listed too (kept 8 minutes after a merge)
+    return int(client.command(f"SELECT count() FROM system.parts WHERE database = '{o.database}' AND level = 0"))
+before, parts_before = syncs(), inserted_parts()
+_scenario(client, ingest.install(client, o), work)
+out = {"settings": settings, "syncs": syncs() - before, "parts": inserted_parts() - parts_before}
+collector.stop()
+print(json.dumps(out))
+"""
+
+
+def _run(tmp_path: Path, mode: str) -> dict[str, Any]:
+    work = tmp_path / mode
+    work.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(work), mode],
+        capture_output=True, text=True, timeout=180, check=True, cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_with_fsync_parts_every_inserted_part_is_synced_and_without_it_none_is(tmp_path: Path) -> None:
+    on, off = _run(tmp_path, "on"), _run(tmp_path, "off")
+    assert on["settings"] == DURABLE_PART_SETTINGS
+    assert off["settings"] == dict.fromkeys(DURABLE_PART_SETTINGS, "0")
+    assert on["parts"] >= 6, on  # three inserts, each a part in several tables
+    assert off["parts"] == on["parts"]
+    assert on["syncs"] >= on["parts"], f"each inserted part is synced at least once: {on}"
+    assert off["syncs"] < on["parts"], f"without the flag the engine leaves parts to the kernel: {off}"
+
+
+def test_fsync_parts_is_refused_with_a_server() -> None:
+    """A server's parts follow its own configuration: the flag would change nothing there."""
+    config = CollectorConfig(
+        data_dir=None, clickhouse_url="http://127.0.0.1:8123", insecure_no_auth=True, fsync_parts=True
+    )
+    with pytest.raises(ConfigError, match="fsync_after_insert"):
+        config.validate()
+    CollectorConfig(data_dir=None, clickhouse_url="http://127.0.0.1:8123", insecure_no_auth=True).validate()
