@@ -112,6 +112,23 @@ sha256 = "{hashlib.sha256(METRICS_TOKEN.encode()).hexdigest()}"
     return Tokens.load(path)
 
 
+def started_collector(work: Path, **config: Any) -> Collector:
+    """An embedded collector of its own on `work` (its data, log and a tokens file with st-marys'
+    `WRITE_TOKEN`), opened as `serve` opens it, without the metrics and rollup threads; `config`
+    sets other `CollectorConfig` fields. For a child process: the engine's settings are per process."""
+    path = work / "tokens.toml"
+    path.write_text(f'[[token]]\ntenant = "st-marys"\ntoken = "{WRITE_TOKEN}"\n', encoding="utf-8")
+    path.chmod(0o600)
+    started = Collector(
+        CollectorConfig(
+            data_dir=work / "data", wal_dir=work / "wal", otlp_http=("127.0.0.1", 0), otlp_grpc=None, http=None,
+            tokens=Tokens.load(path), metrics_interval_s=None, rollup_interval_s=None, **config,
+        )
+    )  # fmt: skip
+    started.start()
+    return started
+
+
 @pytest.fixture
 def collector(
     client: Any, engine_dir: Path, options: schema.SchemaOptions, tokens: Tokens, tmp_path: Path

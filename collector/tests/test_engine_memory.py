@@ -216,22 +216,13 @@ def test_small_parts_are_one_file_and_large_parts_are_not(tmp_path: Path) -> Non
 ROLLUP_PARTS = r"""
 import json, sys
 from pathlib import Path
-from clinotel.collector.service import Collector, CollectorConfig
 from clinotel.collector.store import pipeline as ingest, rollups
 from clinotel.collector.store.embedded import full_parts
-from clinotel.collector.tokens import Tokens
 from clinotel.model.tables import ROLLUP_TABLES
+from collector.tests.fixtures import started_collector
 from collector.tests.test_outcome_join import _scenario
 work = Path(sys.argv[1])
-tokens = work / "tokens.toml"
-tokens.write_text('[[token]]\ntenant = "st-marys"\ntoken = "write-token-st-marys-0123456789"\n')
-tokens.chmod(0o600)
-config = CollectorConfig(
-    data_dir=work / "data", wal_dir=work / "wal", otlp_http=("127.0.0.1", 0), otlp_grpc=None, http=None,
-    tokens=Tokens.load(tokens), metrics_interval_s=None, rollup_interval_s=None,
-)
-collector = Collector(config)
-collector.start()
+collector = started_collector(work)
 client, o = collector.client, collector.options
 _scenario(client, ingest.install(client, o), work)
 done = rollups.refresh(client, o)

@@ -18,20 +18,11 @@ from clinotel.collector.store.embedded import DURABLE_PART_SETTINGS
 CHILD = r"""
 import json, sys
 from pathlib import Path
-from clinotel.collector.service import Collector, CollectorConfig
 from clinotel.collector.store import pipeline as ingest
-from clinotel.collector.tokens import Tokens
+from collector.tests.fixtures import started_collector
 from collector.tests.test_outcome_join import _scenario
 work = Path(sys.argv[1])
-tokens = work / "tokens.toml"
-tokens.write_text('[[token]]\ntenant = "st-marys"\ntoken = "write-token-st-marys-0123456789"\n')
-tokens.chmod(0o600)
-config = CollectorConfig(
-    data_dir=work / "data", wal_dir=work / "wal", otlp_http=("127.0.0.1", 0), otlp_grpc=None, http=None,
-    tokens=Tokens.load(tokens), metrics_interval_s=None, rollup_interval_s=None, fsync_parts=sys.argv[2] == "on",
-)
-collector = Collector(config)
-collector.start()
+collector = started_collector(work, fsync_parts=sys.argv[2] == "on")
 client, o = collector.client, collector.options
 names = ("fsync_after_insert", "fsync_part_directory")
 settings = dict(client.query(
