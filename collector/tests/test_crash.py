@@ -27,13 +27,14 @@ pytestmark = pytest.mark.slow
 SPANS_PER_REQUEST = 50
 
 
-def _start(data: Path, wal: Path, port: int, http: int | None = None) -> subprocess.Popen[bytes]:
-    """`clinotel serve` on `data` and `wal`, OTLP/HTTP on `port`, its read port on `http` (or a free one)."""
+def _start(data: Path, wal: Path, port: int, http: int | None = None, *more: str) -> subprocess.Popen[bytes]:
+    """`clinotel serve` on `data` and `wal`, OTLP/HTTP on `port`, its read port on `http` (or a free
+    one), with `more` options."""
     http = http or free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(data), "--wal-dir", str(wal),
          "--otlp-http", f"127.0.0.1:{port}", "--otlp-grpc", f"127.0.0.1:{free_port()}",
-         "--http", f"127.0.0.1:{http}", "--insecure-no-auth"],
+         "--http", f"127.0.0.1:{http}", "--insecure-no-auth", *more],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )  # fmt: skip
@@ -115,14 +116,17 @@ def test_kill_9_during_ingest_loses_and_duplicates_nothing_acknowledged(tmp_path
     port = free_port()
     acked: list[str] = []
     for round_ in range(3):
-        proc = _start(data, wal, port)
+        # the second round syncs its parts (serve --fsync-parts): a store switched on and off again
+        synced = round_ == 1
+        proc = _start(data, wal, port, None, *(["--fsync-parts"] if synced else []))
         stop = threading.Event()
         sender = threading.Thread(target=_send, args=(port, stop, acked, round_ * 100_000))
         sender.start()
         time.sleep(1.0 + 0.3 * round_)  # sustained ingest, then a crash at a different moment
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-        _close(proc)
+        said = _close(proc)
+        assert ("every inserted part synced to disk" in said) == synced, said
         stop.set()
         sender.join(timeout=10)
     assert len(acked) >= 3 * SPANS_PER_REQUEST, "the test acknowledged too little to mean anything"

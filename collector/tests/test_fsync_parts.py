@@ -69,3 +69,43 @@ def test_fsync_parts_is_refused_with_a_server() -> None:
     with pytest.raises(ConfigError, match="fsync_after_insert"):
         config.validate()
     CollectorConfig(data_dir=None, clickhouse_url="http://127.0.0.1:8123", insecure_no_auth=True).validate()
+
+
+MERGE_CHILD = r"""
+import json, sys
+from pathlib import Path
+from clinotel.collector.store import embedded
+if sys.argv[2] == "engine default":
+    del embedded.MERGE_TREE_SETTINGS["min_rows_to_fsync_after_merge"]
+client = embedded.connect(Path(sys.argv[1]), memory_bytes=512 << 20)
+client.command("CREATE TABLE default.t (k UInt64) ENGINE = MergeTree ORDER BY k")
+for i in range(3):
+    client.command(f"INSERT INTO default.t SELECT number FROM numbers({i * 100}, 100)")
+def syncs():
+    return int(client.command("SELECT toUInt64(sum(value)) FROM system.events WHERE event = 'FileSync'"))
+before = syncs()
+client.command("OPTIMIZE TABLE default.t FINAL")
+lifetime = client.command("SELECT value FROM system.merge_tree_settings WHERE name = 'old_parts_lifetime'")
+active = client.query("SELECT count(), sum(rows) FROM system.parts WHERE table = 't' AND active").result_rows[0]
+print(json.dumps({"syncs": syncs() - before, "active": list(active), "old_parts_lifetime": int(lifetime)}))
+"""
+
+
+def _merge(tmp_path: Path, mode: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", MERGE_CHILD, str(tmp_path / mode.replace(" ", "-")), mode],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_a_merged_part_is_synced_before_it_replaces_its_sources(tmp_path: Path) -> None:
+    """This engine deletes the parts a merge replaced at once (a ClickHouse server keeps them 8
+    minutes against exactly this): an unsynced merged part would be the only copy of rows of any
+    age until the kernel writes it back. With or without `--fsync-parts`, it is synced."""
+    ours, engine = _merge(tmp_path, "collector"), _merge(tmp_path, "engine default")
+    assert ours["old_parts_lifetime"] == 0, "the engine keeps replaced parts: the sync may no longer be needed"
+    assert ours["active"] == engine["active"] == [1, 300]
+    assert ours["syncs"] >= 1, ours
+    assert engine["syncs"] == 0, engine

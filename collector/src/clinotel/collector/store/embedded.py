@@ -112,11 +112,12 @@ DURABLE_PART_SETTINGS: Final = {"fsync_after_insert": "1", "fsync_part_directory
 INSERT returns, so before the writer deletes the log segment it came from. Without them the engine
 leaves an insert's parts to the kernel's write-back (ClickHouse's default), and a power cut in the
 next half minute can lose spans the log had already let go of; a process crash loses nothing
-either way (the kernel still writes its pages). Merged parts need nothing: the parts a merge
-replaces are kept for 8 minutes (`old_parts_lifetime`), which covers the write-back. Measured
-2026-12-05 on this project's virtual disk (8 MiB segments through the collector's pipeline,
-alternated): about 28 more fsyncs an insert, 2-7 % of its wall time (docs/collector.md); a disk
-whose fsync is slower pays more."""
+either way (the kernel still writes its pages). Merged parts are synced with or without it
+(`MERGE_TREE_SETTINGS`). Every table's inserts are synced, the rollups' refresh and the
+collector's own metrics included. Measured 2026-12-05 on this project's virtual disk (8 MiB
+segments of the demo's spans through the collector's pipeline, alternated): 4 syncs a packed part,
+about 28 an insert, 1-7 % of its wall time (docs/collector.md); a disk whose fsync is slower pays
+more."""
 
 MERGE_NICE: Final = 10
 """The nice value of the engine's merge threads. Merging the parts each insert leaves costs about as
@@ -162,6 +163,7 @@ MERGE_TREE_SETTINGS: Final = {
     "vertical_merge_algorithm_min_columns_to_activate": "1",
     "merge_selector_base": "10",
     PACKED_PART_SETTING: str(PACKED_PART_BYTES),
+    "min_rows_to_fsync_after_merge": "1",
 }
 """Every merge column by column (vertical): a horizontal merge holds a compression buffer and a
 block of every column of `otel_traces` at once, and one merge of a few parts took 400-500 MB of
@@ -185,7 +187,13 @@ median, kernel 81 -> 43 ms). A packed part is assembled in memory before it is w
 bound: the large parts of merges, of the rollups' refresh and of a migration's copy are written as
 before. An engine from before packed storage was open-sourced (mid-2026; chDB is pinned to 26.9)
 cannot read such a part: the store is not for an older chDB. The rollups are written full
-(`full_parts`)."""
+(`full_parts`).
+
+Every merged part is synced to disk before the merge replaces its sources
+(`min_rows_to_fsync_after_merge` 1). This engine deletes the parts a merge replaced at once
+(`old_parts_lifetime` 0, where a ClickHouse server keeps them 8 minutes for this reason): without
+the sync a power cut within the kernel's write-back (about 30 s) of a merge could take the merged
+rows with it, of any age, not only the latest inserts."""
 
 
 def settings_clause(engine_full: str) -> str:
