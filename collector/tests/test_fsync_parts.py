@@ -35,6 +35,7 @@ def inserted_parts():  # outdated ones are listed too (kept 8 minutes after a me
 before, parts_before = syncs(), inserted_parts()
 _scenario(client, ingest.install(client, o), work)
 out = {"settings": settings, "syncs": syncs() - before, "parts": inserted_parts() - parts_before}
+out["metric"] = [line for line in collector.metrics().splitlines() if line.startswith("clinotel_store_parts_synced")]
 collector.stop()
 print(json.dumps(out))
 """
@@ -59,6 +60,8 @@ def test_with_fsync_parts_every_inserted_part_is_synced_and_without_it_none_is(t
     assert off["parts"] == on["parts"]
     assert on["syncs"] >= on["parts"], f"each inserted part is synced at least once: {on}"
     assert off["syncs"] < on["parts"], f"without the flag the engine leaves parts to the kernel: {off}"
+    assert on["metric"] == ["clinotel_store_parts_synced 1"]
+    assert off["metric"] == ["clinotel_store_parts_synced 0"]
 
 
 def test_fsync_parts_is_refused_with_a_server() -> None:
@@ -69,6 +72,26 @@ def test_fsync_parts_is_refused_with_a_server() -> None:
     with pytest.raises(ConfigError, match="fsync_after_insert"):
         config.validate()
     CollectorConfig(data_dir=None, clickhouse_url="http://127.0.0.1:8123", insecure_no_auth=True).validate()
+
+
+def test_the_parts_synced_gauge_is_left_out_for_a_server() -> None:
+    """`clinotel_store_parts_synced` speaks for the embedded engine only: a server's own settings
+    decide there, and a 0 would say something the collector does not know."""
+    from types import SimpleNamespace
+
+    from clinotel.collector.receiver.export import ReceiverStats
+    from clinotel.collector.telemetry.metrics import collect, render
+    from clinotel.collector.writer import WriterStats
+
+    wal = SimpleNamespace(pending_bytes=0, max_bytes=1 << 20)
+    shown = {
+        synced: render(collect(ReceiverStats(), wal, WriterStats(), parts_synced=synced))  # type: ignore[arg-type]
+        for synced in (True, False, None)
+    }
+    assert "clinotel_store_parts_synced 1\n" in shown[True]
+    assert "clinotel_store_parts_synced 0\n" in shown[False]
+    assert "clinotel_store_parts_synced" not in shown[None]
+    assert "# TYPE clinotel_store_parts_synced gauge" in shown[True]
 
 
 MERGE_CHILD = r"""

@@ -98,6 +98,7 @@ def test_a_healthy_collector_says_so(collector: Collector) -> None:
     assert collector.admin is not None
     metrics = _metrics(collector.admin.port)
     assert "clinotel_collector_up 1" in metrics
+    assert "clinotel_store_parts_synced 0" in metrics, "an embedded store without --fsync-parts says so"
     assert collector.health() is None
 
 

@@ -479,7 +479,14 @@ class Collector:
         assert self.receiver is not None
         assert self.wal is not None
         assert self.writer is not None
-        return metrics.collect(self.receiver.stats, self.wal, self.writer.stats, up=self.health() is None)
+        embedded = self.config.clickhouse_url is None
+        return metrics.collect(
+            self.receiver.stats,
+            self.wal,
+            self.writer.stats,
+            up=self.health() is None,
+            parts_synced=self.config.fsync_parts if embedded else None,
+        )
 
     def metrics(self) -> str:
         """The collector's figures in Prometheus text format."""

@@ -36,6 +36,13 @@ UP: Final = CollectorMetric(
     "1 while the collector can store what it receives; 0 once its writer or its log failed (it then answers 503 "
     "and stops).",
 )
+PARTS_SYNCED: Final = CollectorMetric(
+    "clinotel_store_parts_synced",
+    "gauge",
+    "1 when the embedded store syncs every inserted part to disk before the log lets go of it (serve "
+    "--fsync-parts: a power cut loses nothing acknowledged), 0 when it leaves them to the kernel's write-back; "
+    "absent with a ClickHouse server.",
+)
 REQUESTS: Final = CollectorMetric("clinotel_receiver_requests_total", "counter", "OTLP requests accepted.")
 SPANS_ACCEPTED: Final = CollectorMetric(
     "clinotel_receiver_spans_accepted_total", "counter", "Spans accepted into the log.", alertable=True
@@ -78,9 +85,9 @@ INGEST_FRESHNESS_SECONDS: Final = CollectorMetric(
 METRICS: Final = {
     m.name: m
     for m in (
-        UP, REQUESTS, SPANS_ACCEPTED, SPANS_REFUSED, REQUESTS_REFUSED, WAL_APPENDED_BYTES, WAL_PENDING_BYTES,
-        WAL_MAX_BYTES, WRITER_SEGMENTS, WRITER_RECORDS, WRITER_RETRIES, WRITER_QUARANTINED, WRITER_SPLITS,
-        WRITER_INSERT_SECONDS,
+        UP, PARTS_SYNCED, REQUESTS, SPANS_ACCEPTED, SPANS_REFUSED, REQUESTS_REFUSED, WAL_APPENDED_BYTES,
+        WAL_PENDING_BYTES, WAL_MAX_BYTES, WRITER_SEGMENTS, WRITER_RECORDS, WRITER_RETRIES, WRITER_QUARANTINED,
+        WRITER_SPLITS, WRITER_INSERT_SECONDS,
         INGEST_FRESHNESS_SECONDS,
     )
 }  # fmt: skip

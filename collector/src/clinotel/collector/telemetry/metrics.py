@@ -58,14 +58,19 @@ def _summary(metric: CollectorMetric, recent: list[float], total: float, count: 
     return Family(name, metric.kind, metric.help, samples)
 
 
-def collect(receiver: ReceiverStats, wal: WriteAheadLog, writer: WriterStats, up: bool = True) -> list[Family]:
-    """Every collector figure, read once; `up` is whether it can store what it receives."""
+def collect(
+    receiver: ReceiverStats, wal: WriteAheadLog, writer: WriterStats, up: bool = True, parts_synced: bool | None = None
+) -> list[Family]:
+    """Every collector figure, read once; `up` is whether it can store what it receives,
+    `parts_synced` whether the embedded store syncs its inserted parts (None: a server's own)."""
     with receiver.lock:
         requests, accepted, log_bytes = receiver.requests, receiver.spans_accepted, receiver.log_bytes
         refused_spans = dict(receiver.spans_refused)
         refused_requests = dict(receiver.requests_refused)
+    synced = [] if parts_synced is None else [_one(M.PARTS_SYNCED, 1 if parts_synced else 0)]
     return [
         _one(M.UP, 1 if up else 0),
+        *synced,
         _one(M.REQUESTS, requests),
         _one(M.SPANS_ACCEPTED, accepted),
         _by_label(M.SPANS_REFUSED, refused_spans),
