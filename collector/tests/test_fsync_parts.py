@@ -1,6 +1,7 @@
 """`serve --fsync-parts`: the embedded engine syncs every part an insert writes before the INSERT
 returns (so before the writer deletes the log segment), and only when asked; a server is told to
-use its own configuration. Each engine runs in a child process (its settings are per process)."""
+use its own configuration; `/metrics` says which. Merged parts are synced whatever the flag. Each
+engine runs in a child process (its settings are per process)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ settings = dict(client.query(
 ).result_rows)
 def syncs():
     return int(client.command("SELECT toUInt64(sum(value)) FROM system.events WHERE event = 'FileSync'"))
-def inserted_parts():  # outdated ones are listed too (kept 8 minutes after a merge)
+def inserted_parts():  # three inserts leave too few parts of a size for a merge to replace them
     return int(client.command(f"SELECT count() FROM system.parts WHERE database = '{o.database}' AND level = 0"))
 before, parts_before = syncs(), inserted_parts()
 _scenario(client, ingest.install(client, o), work)
