@@ -4,17 +4,20 @@ exception messages, status messages, links, resources, or spans from other instr
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import Link, Status, StatusCode
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, Span, Status, StatusCode
 
 import clinotel.instrumentation as ct
 from clinotel.instrumentation._internal.fields import SPAN_VALIDATORS
 from clinotel.instrumentation._internal.gate import AttributeGate
-from clinotel.instrumentation.testing import TEST_PSEUDONYM_KEY, CapturedSpans, capture
+from clinotel.instrumentation.testing import TEST_PSEUDONYM_KEY, CapturedSpans, capture, isolated
 from clinotel.instrumentation.testing.phi import PHI_CORPUS, leaks
 from clinotel.semconv import UUID_PATTERN, AttributeValue, pseudonymize
 from clinotel.semconv import attributes as A
@@ -219,3 +222,107 @@ def test_vouched_values_skip_the_validator_and_only_the_latest_are_kept() -> Non
     assert gate.passes({key: made[0]})
     assert checked == [made[0], made[0]]  # and it is not remembered: it meets the validator again
     assert not gate.passes({key: made[1].upper()})
+
+
+def _raw_spans(n: int, dirty_at: int = -1, dirt: Callable[[Span], None] | None = None) -> list[ReadableSpan]:
+    """The spans of `n` clean triage workflows (three each) as they leave the SDK, before any
+    gate, all of one provider's resource; the workflow at `dirty_at` has `dirt` done to its
+    decide span through the raw API."""
+    raw = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "ed-triage"}))
+    provider.add_span_processor(SimpleSpanProcessor(raw))
+    with isolated():
+        ct.configure(tracer_provider=provider, export=False, pseudonym_key=TEST_PSEUDONYM_KEY, mode="production")
+        for i in range(n):
+            with ct.workflow("triage", identifier=f"ENC{i}", site="north") as wf:
+                with ct.stage("queue", attributes={A.QUEUE_NAME.key: "triage_nurse", A.QUEUE_DEPTH.key: 4}):
+                    pass
+                with ct.stage("decide") as st:
+                    st.record_decision(source="model", value="ESI-3", confidence=0.5)
+                    if i == dirty_at and dirt is not None:
+                        dirt(st.span)
+                wf.set(A.ACTION_AUTOMATED, True)
+    return list(raw.get_finished_spans())
+
+
+def _link(span: Span) -> None:
+    span.add_link(span.get_span_context(), {"note": "Jane Doe"})
+
+
+BATCH_DIRT: dict[str, Callable[[Span], None]] = {
+    "an unregistered key": lambda s: s.set_attribute("patient.name", "Jane Doe"),
+    "PHI under a registered key": lambda s: s.set_attribute(A.DECISION_VALUE.key, "MRN 00123456"),
+    "True where an integer is": lambda s: s.set_attribute(A.QUEUE_DEPTH.key, True),
+    "1 where a boolean is": lambda s: s.set_attribute(A.ACTION_AUTOMATED.key, 1),
+    "PHI in its name": lambda s: s.update_name("decide for MRN 00123456"),
+    "an event": lambda s: s.add_event("lookup MRN 00123456", {"note": "Jane Doe"}),
+    "a link": _link,
+    "a status message": lambda s: s.set_status(Status(StatusCode.ERROR, "no chart for MRN 00123456")),
+}
+
+
+def _exported_as(gate: ct.SanitizingSpanExporter, batches: list[list[ReadableSpan]]) -> list[ReadableSpan]:
+    """What `gate` hands on of `batches`, each exported in one call; its health spans left out
+    (they follow the export that counted something, so their place depends on the batches)."""
+    for batch in batches:
+        gate.export(batch)
+    spans = gate._inner.get_finished_spans()  # type: ignore[attr-defined]
+    return [s for s in spans if s.name != A.HEALTH_SPAN_NAME]
+
+
+def _view(span: ReadableSpan) -> tuple[object, ...]:
+    return (
+        span.name,
+        dict(span.attributes or {}),
+        span.status.description,
+        [(e.name, dict(e.attributes or {})) for e in span.events],
+        [dict(link.attributes or {}) for link in span.links],
+        dict(span.resource.attributes),
+    )
+
+
+@pytest.mark.parametrize("dirt", sorted(BATCH_DIRT))
+def test_a_batch_is_gated_as_its_spans_are_one_by_one(dirt: str) -> None:
+    """The gate confirms a batch of clean spans in one pass over the whole batch; one span with
+    anything the gate must change, anywhere in the batch, sends the batch span by span: each
+    span comes out as it does exported alone, clean spans handed on as they are."""
+    spans = _raw_spans(62, dirty_at=49, dirt=BATCH_DIRT[dirt])
+    warm, clean, dirty = spans[:6], spans[6:96], spans[96:]
+    foreign = TracerProvider(resource=Resource.create({"service.name": "ehr", "patient.mrn": "MRN 00123456"}))
+    kept = InMemorySpanExporter()
+    foreign.add_span_processor(SimpleSpanProcessor(kept))
+    with foreign.get_tracer("ehr-client").start_as_current_span("GET /chart"):
+        pass
+
+    whole = ct.SanitizingSpanExporter(InMemorySpanExporter())
+    alone = ct.SanitizingSpanExporter(InMemorySpanExporter())
+    _exported_as(whole, [warm])
+    _exported_as(alone, [[s] for s in warm])
+    assert whole._all_clean(clean), "the batch path is what this test is about"
+    assert not whole._all_clean(dirty)
+    assert not whole._all_clean([*clean, *kept.get_finished_spans()])
+
+    batches = [clean, dirty, [*clean[:5], *kept.get_finished_spans(), *clean[5:]]]
+    by_batch = _exported_as(whole, batches)
+    by_span = _exported_as(alone, [[s] for b in batches for s in b])
+    assert [_view(s) for s in by_batch] == [_view(s) for s in by_span]
+    given = [*warm, *(s for b in batches for s in b)]
+    changed = [i for i, (s, r) in enumerate(zip(by_batch, given, strict=True)) if s is not r]
+    assert len(changed) == 2, "only the dirty span and the foreign one are changed"
+    _assert_no_leak(by_batch)
+    assert whole.counters.totals() == alone.counters.totals()
+
+
+def test_a_batch_with_a_span_made_by_hand_goes_span_by_span() -> None:
+    """A span built as a plain ReadableSpan (a dict of attributes, tuples of events) is not what
+    the batch pass reads: the batch goes span by span and its PHI is still removed."""
+    spans = _raw_spans(3)
+    gate = ct.SanitizingSpanExporter(InMemorySpanExporter())
+    _exported_as(gate, [spans])
+    made = ReadableSpan(
+        name="decide", context=spans[0].context, resource=spans[0].resource,
+        attributes={A.DECISION_VALUE.key: "MRN 00123456"}, events=(), links=(),
+    )  # fmt: skip
+    assert not gate._all_clean([*spans, made])
+    out = _exported_as(gate, [[*spans, made]])[-1]
+    assert A.DECISION_VALUE.key not in (out.attributes or {})

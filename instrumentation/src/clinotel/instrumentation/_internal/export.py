@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
-from itertools import islice
-from typing import Final
+from collections.abc import Iterable, Sequence
+from itertools import chain, islice, repeat
+from operator import attrgetter, is_
+from typing import Any, Final
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
@@ -30,6 +31,20 @@ __all__ = ["SanitizingSpanExporter"]
 
 _HEALTH_KEYS: Final = {reason: d.key for reason, d in A.HEALTH_COUNTERS.items()}
 _SCOPE: Final = InstrumentationScope(INSTRUMENTATION_NAME)
+
+# What `_clean` reads of one span, read for a whole batch by C-level maps (`_all_clean`).
+_RESOURCE: Final = attrgetter("_resource")
+_NAME: Final = attrgetter("_name")
+_EVENTS: Final = attrgetter("_events")
+_LINKS: Final = attrgetter("_links")
+_STATUS_TEXT: Final = attrgetter("_status._description")
+_ATTRIBUTES: Final = attrgetter("_attributes")
+_INNER_LIST: Final = attrgetter("_dq")
+_INNER_DICT: Final = attrgetter("_dict")
+
+
+def _all_of_type(kind: type, objects: Iterable[object]) -> bool:
+    return set(map(type, objects)) == {kind}
 
 
 class SanitizingSpanExporter(SpanExporter):
@@ -53,8 +68,11 @@ class SanitizingSpanExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         counts: dict[str, int] = {}
-        clean = self._clean
-        cleaned = [span if clean(span) else self._sanitize(span, counts) for span in spans]
+        if self._all_clean(spans):
+            cleaned = list(spans)
+        else:
+            clean = self._clean
+            cleaned = [span if clean(span) else self._sanitize(span, counts) for span in spans]
         for reason, n in counts.items():
             self._counters.add(reason, n)
         delta = self._counters.take_unreported()
@@ -105,6 +123,30 @@ class SanitizingSpanExporter(SpanExporter):
         except (AttributeError, TypeError):  # a ReadableSpan made some other way: the general path
             return False
         return not attributes or SPAN_GATE.passes(attributes)
+
+    def _all_clean(self, spans: Sequence[ReadableSpan]) -> bool:
+        """True when `_clean` holds for every span of the batch (the usual batch), decided by
+        C-level passes over the batch, field by field, and one over all its attributes (0.57
+        against 0.72 us a span of the benchmark's workflow, 2026-12-05). Any other batch goes
+        span by span."""
+        resource = self._clean_resource
+        if resource is None or not spans:
+            return False
+        try:
+            if not all(map(is_, map(_RESOURCE, spans), repeat(resource))):
+                return False
+            if not CLEAN_NAMES.issuperset(map(_NAME, spans)) or any(map(_STATUS_TEXT, spans)):
+                return False
+            for lists in (list(map(_EVENTS, spans)), list(map(_LINKS, spans))):
+                if not _all_of_type(BoundedList, lists) or any(map(_INNER_LIST, lists)):
+                    return False
+            attributes: list[Any] = list(map(_ATTRIBUTES, spans))
+            if not _all_of_type(BoundedAttributes, attributes):
+                return False
+            # dict.items refuses anything but a dict
+            return SPAN_GATE.passes_items(chain.from_iterable(map(dict.items, map(_INNER_DICT, attributes))))
+        except (AttributeError, TypeError):  # spans made some other way: span by span
+            return False
 
     def _sanitize(self, span: ReadableSpan, counts: dict[str, int]) -> ReadableSpan:
         original_resource = span.resource

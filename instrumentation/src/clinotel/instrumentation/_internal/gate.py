@@ -8,7 +8,7 @@ span, event and link attributes, resources from the environment, names and messa
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from itertools import filterfalse
 from typing import Final
 
@@ -123,12 +123,20 @@ class AttributeGate:
         """True when every value passes unchanged (`sanitize` would return None). Known strings
         are confirmed by C-level set lookups, all at once when every value is one; known numbers
         and booleans by one lookup each; only new values meet a validator."""
-        good = self._good
         items = attributes.items()
         try:
-            if good.issuperset(items):
+            if self._good.issuperset(items):
                 return True
-            numbers = self._numbers
+        except TypeError:  # an unhashable value: the general path says what is wrong with it
+            return False
+        return self.passes_items(items)
+
+    def passes_items(self, items: Iterable[tuple[str, object]]) -> bool:
+        """`passes` for (key, value) pairs from any number of attribute sets, read once: the
+        export gate confirms a whole batch's attributes in one C-level pass over them."""
+        good = self._good
+        numbers = self._numbers
+        try:
             # Not `items - good`: a dict view's difference walks the whole of `good`.
             for key, value in filterfalse(good.__contains__, items):
                 if type(value) is not str and (key, type(value), value) in numbers:
