@@ -305,3 +305,30 @@ def test_long_free_text_is_validated_each_time_and_not_remembered(spans: Capture
     keys = SPAN_ATTRIBUTES.memo.keys()  # each: field names, then values, in one flat tuple
     assert ("exception.message", "short text") in keys
     assert all(len(v) <= 256 for k in keys for v in k if isinstance(v, str))  # type: ignore[attr-defined]
+
+
+def test_a_workflow_roots_attributes_are_its_own(spans: CapturedSpans) -> None:
+    """Workflows of one kind and place share their validated context; what one adds to its root
+    (its pseudonym, its cohort, its attributes) is on its root alone."""
+    cohort = ct.Cohort(age_band="65-79", payer_class="medicaid")
+    with ct.workflow("triage", site="north", identifier="ENC-1", cohort=cohort):
+        pass
+    with ct.workflow("triage", site="north", attributes={A.ACTION_AUTOMATED.key: True}):
+        pass
+    with ct.workflow("triage", site="north"):
+        pass
+    roots = [dict(s.attributes or {}) for s in spans.all if s.name == "workflow triage"]
+    context = {A.WORKFLOW_KIND.key: "triage", A.SITE.key: "north"}
+    assert roots[0].keys() == {*context, A.WORKFLOW_ID.key, A.COHORT_AGE_BAND.key, A.COHORT_PAYER_CLASS.key}
+    assert roots[1] == {**context, A.ACTION_AUTOMATED.key: True}
+    assert roots[2] == context
+
+
+def test_a_workflow_given_something_else_as_its_cohort_is_an_error() -> None:
+    wrong = ct.Decision(source="model")
+    with capture(), pytest.raises(TypeError, match="expected a Cohort"), ct.workflow("triage", cohort=wrong):  # type: ignore[arg-type]
+        pass
+    with capture(mode="production") as production, ct.workflow("triage", cohort={"age_band": "65-79"}):  # type: ignore[arg-type]
+        pass
+    assert production.telemetry.dropped()["internal_errors"] == 1
+    assert production.all == []

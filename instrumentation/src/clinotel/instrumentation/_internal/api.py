@@ -243,15 +243,21 @@ class WorkflowScope(WorkflowHandle, Scope):
 
     def _begin(self, rt: Runtime) -> otel_context.Context:
         wf = context_for(rt, self.kind, self._where)
-        root = dict(wf.attributes)
-        ident = self._identifier
-        workflow_id = workflow_id_for(rt, None if callable(ident) else ident, self._given_id, required=False)
-        if workflow_id is not None:
-            root[A.WORKFLOW_ID.key] = workflow_id
-        if self._cohort is not None:
-            root.update(validate(rt, Cohort, {}, self._cohort))
-        if self._attributes:
-            root.update(validate(rt, SPAN_ATTRIBUTES, self._attributes))
+        ident, given_id, cohort, extra = self._identifier, self._given_id, self._cohort, self._attributes
+        workflow_id = None
+        if ident is not None or given_id is not None:
+            workflow_id = workflow_id_for(rt, None if callable(ident) else ident, given_id, required=False)
+        # the context's attributes as they are (the SDK copies what it is given), else a copy with the rest
+        root = wf.attributes
+        if workflow_id is not None or cohort is not None or extra:
+            root = dict(root)
+            if workflow_id is not None:
+                root[A.WORKFLOW_ID.key] = workflow_id
+            if cohort is not None:
+                # a Cohort was checked when it was built; anything else is refused by `validate`
+                root.update(cohort.to_attributes() if type(cohort) is Cohort else validate(rt, Cohort, {}, cohort))
+            if extra:
+                root.update(validate_shared(rt, SPAN_ATTRIBUTES, extra))
         parent = otel_context.get_current()
         start = self._start_time if self._start_time is not None else (rt.clock() if rt.clock else None)
         span = rt.tracer.start_span(wf.span_name, context=parent, attributes=root, start_time=start)
