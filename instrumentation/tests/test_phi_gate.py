@@ -4,14 +4,16 @@ exception messages, status messages, links, resources, or spans from other instr
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, ItemsView, Iterator
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, Span, Status, StatusCode
 
 import clinotel.instrumentation as ct
@@ -326,3 +328,74 @@ def test_a_batch_with_a_span_made_by_hand_goes_span_by_span() -> None:
     assert not gate._all_clean([*spans, made])
     out = _exported_as(gate, [[*spans, made]])[-1]
     assert A.DECISION_VALUE.key not in (out.attributes or {})
+
+
+class _PosingAsBoundedList(type):
+    """A type that claims to equal the SDK's BoundedList (and hashes as it does)."""
+
+    def __eq__(cls, other: object) -> bool:
+        return other is BoundedList or type.__eq__(cls, other)
+
+    def __hash__(cls) -> int:
+        return hash(BoundedList)
+
+
+class _Events(metaclass=_PosingAsBoundedList):
+    """Events whose `_dq` (what the SDK's list keeps them in) is empty and whose items are not."""
+
+    def __init__(self, items: list[Event]) -> None:
+        self._dq: deque[Event] = deque()
+        self._items = items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(self._items)
+
+    def __getitem__(self, i: int) -> Event:
+        return self._items[i]
+
+
+class _Sneaky(dict[str, object]):
+    """Attributes whose dict storage is clean and whose every read through its methods is not."""
+
+    def __getitem__(self, key: str) -> object:
+        return "MRN 00123456" if key == A.DECISION_VALUE.key else dict.__getitem__(self, key)
+
+    def items(self) -> ItemsView[str, object]:  # type: ignore[override]
+        return {k: self[k] for k in self}.items()
+
+
+def _planted_events(span: ReadableSpan) -> None:
+    span._events = _Events([Event("chart of MRN 00123456", {"exception.message": "no chart for MRN 00123456"})])  # type: ignore[assignment]
+
+
+def _planted_attributes(span: ReadableSpan) -> None:
+    span._attributes._dict = _Sneaky(span._attributes._dict)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("plant", [_planted_events, _planted_attributes], ids=["events", "attributes"])
+def test_a_batch_is_not_confirmed_through_objects_that_pose_as_the_sdks(plant: Callable[[ReadableSpan], None]) -> None:
+    """Code in the process that plants look-alikes in an ended span (a type claiming to equal
+    the SDK's, a dict subclass whose methods show other values than its storage) does not get
+    the batch confirmed by the look-alike: it goes span by span, which reads what an exporter
+    reads (found by an attacker's review of the batch check)."""
+    spans = _raw_spans(4)
+    gate = ct.SanitizingSpanExporter(InMemorySpanExporter())
+    _exported_as(gate, [spans[:6]])
+    batch = spans[6:]
+    plant(next(s for s in batch if s.name == "decide"))
+    assert not gate._all_clean(batch)
+    out = _exported_as(gate, [batch])[6:]
+    assert len(out) == len(batch)
+    assert "MRN 00123456" not in "\n".join(_strings(out))
+    assert b"00123456" not in encode_spans(out).SerializeToString()
+
+
+def test_a_batch_given_as_an_iterator_is_exported_whole() -> None:
+    spans = _raw_spans(3)
+    gate = ct.SanitizingSpanExporter(InMemorySpanExporter())
+    _exported_as(gate, [spans[:3]])
+    gate.export(iter(spans[3:]))  # type: ignore[arg-type]
+    assert _exported_as(gate, []) == spans
