@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import Callable, ItemsView, Iterator
 
 import pytest
+from opentelemetry import context, trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
@@ -15,6 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Link, Span, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 import clinotel.instrumentation as ct
 from clinotel.instrumentation._internal.fields import SPAN_VALIDATORS
@@ -399,3 +401,47 @@ def test_a_batch_given_as_an_iterator_is_exported_whole() -> None:
     _exported_as(gate, [spans[:3]])
     gate.export(iter(spans[3:]))  # type: ignore[arg-type]
     assert _exported_as(gate, []) == spans
+
+
+def test_a_callers_trace_state_leaves_without_what_the_phi_rules_redact() -> None:
+    """A W3C `tracestate` comes with the caller's request and every span of the workflow carries
+    it (and a link to another trace carries that trace's): an entry holding PHI is dropped and
+    counted, the rest kept; a clean state passes as it came, and a batch of such spans comes out as
+    its spans do one by one."""
+    incoming = TraceContextTextMapPropagator().extract(
+        {
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "tracestate": "ehr=MRN 00123456,congo=t61rcWkgMzE",
+        }
+    )
+    clean = TraceContextTextMapPropagator().extract(
+        {"traceparent": "00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": "congo=t61rcWkgMzE"}
+    )
+    linked = trace.get_current_span(incoming).get_span_context()
+    raw = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "ed-triage"}))
+    provider.add_span_processor(SimpleSpanProcessor(raw))
+    with isolated():
+        ct.configure(tracer_provider=provider, export=False, pseudonym_key=TEST_PSEUDONYM_KEY, mode="production")
+        for parent in (clean, incoming, clean):
+            token = context.attach(parent)
+            try:
+                with ct.workflow("triage", site="north"), ct.stage("decide"):
+                    pass
+            finally:
+                context.detach(token)
+        with provider.get_tracer("ehr-client").start_as_current_span("GET /chart", links=[Link(linked)]):
+            pass
+    spans = list(raw.get_finished_spans())
+    whole = ct.SanitizingSpanExporter(InMemorySpanExporter())
+    alone = ct.SanitizingSpanExporter(InMemorySpanExporter())
+    by_batch = _exported_as(whole, [spans[:2], spans[2:]])
+    by_span = _exported_as(alone, [[s] for s in spans])
+    states = [str(s.context.trace_state.to_header()) for s in by_batch if s.context is not None]
+    assert states == ["congo=t61rcWkgMzE"] * 6 + [""]
+    assert [dict(link.context.trace_state) for link in by_batch[-1].links] == [{"congo": "t61rcWkgMzE"}]
+    assert [_view(s) for s in by_batch] == [_view(s) for s in by_span]
+    assert [s.context for s in by_batch] == [s.context for s in by_span]
+    assert b"00123456" not in encode_spans(by_batch).SerializeToString()
+    assert by_batch[:2] == spans[:2] and by_batch[4:6] == spans[4:6], "clean states are handed on as they came"
+    assert whole.counters.totals()["redacted"] == 3 == alone.counters.totals()["redacted"]

@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from itertools import chain, islice, repeat
-from operator import attrgetter, is_
+from operator import attrgetter, is_, itemgetter
 from typing import Any, Final
 
 from opentelemetry.attributes import BoundedAttributes
@@ -21,7 +21,8 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, Status, TraceFlags
+from opentelemetry.trace import Link, SpanContext, Status, TraceFlags, TraceState
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from clinotel.instrumentation._internal.gate import CLEAN_NAMES, RESOURCE_GATE, SPAN_GATE, clean_text, plain
 from clinotel.instrumentation._internal.runtime import INSTRUMENTATION_NAME, Counters
@@ -41,6 +42,9 @@ _STATUS_TEXT: Final = attrgetter("_status._description")
 _ATTRIBUTES: Final = attrgetter("_attributes")
 _INNER_LIST: Final = attrgetter("_dq")
 _INNER_DICT: Final = attrgetter("_dict")
+_CONTEXT: Final = attrgetter("_context")
+_TRACE_STATE: Final = itemgetter(4)
+"""A SpanContext's trace state: the tuple's fifth item, what its `trace_state` property returns."""
 
 
 def _all_of_type(kind: type, objects: Iterable[object]) -> bool:
@@ -118,6 +122,7 @@ class SanitizingSpanExporter(SpanExporter):
                 or events
                 or links
                 or span._status._description
+                or not _known_clean(span._context.trace_state)  # type: ignore[union-attr]
             ):
                 return False
             attributes = span._attributes
@@ -139,6 +144,11 @@ class SanitizingSpanExporter(SpanExporter):
             if not all(map(is_, map(_RESOURCE, spans), repeat(resource))):
                 return False
             if not CLEAN_NAMES.issuperset(map(_NAME, spans)) or any(map(_STATUS_TEXT, spans)):
+                return False
+            contexts = list(map(_CONTEXT, spans))  # each span's trace state the SDK's empty one
+            if not _all_of_type(SpanContext, contexts) or not all(
+                map(is_, map(_TRACE_STATE, contexts), repeat(DEFAULT_TRACE_STATE))
+            ):
                 return False
             for lists in (list(map(_EVENTS, spans)), list(map(_LINKS, spans))):
                 if not _all_of_type(BoundedList, lists) or any(map(_INNER_LIST, lists)):
@@ -174,6 +184,9 @@ class SanitizingSpanExporter(SpanExporter):
         if raw_links is None:
             raw_links = span.links
         links = _links(raw_links, counts) if len(raw_links) else None
+        context = span.context
+        if context is not None:
+            context = _clean_context(context, counts)
         status = original_status = span.status
         if status.description:
             desc = clean_text(status.description)
@@ -186,11 +199,12 @@ class SanitizingSpanExporter(SpanExporter):
             and events is None
             and links is None
             and status is original_status
+            and context is span.context
         ):
             return span
         return ReadableSpan(
             name=name,
-            context=span.context,
+            context=context,
             parent=span.parent,
             resource=resource,
             attributes=span.attributes if attrs is None else attrs,
@@ -225,14 +239,34 @@ def _links(links: Sequence[Link], counts: dict[str, int]) -> list[Link] | None:
     out: list[Link] | None = None
     for i, link in enumerate(links):
         attrs = SPAN_GATE.sanitize(plain(link.attributes), counts)
-        if attrs is None:
+        context = _clean_context(link.context, counts)
+        if attrs is None and context is link.context:
             if out is not None:
                 out.append(link)
             continue
         if out is None:
             out = list(islice(links, i))
-        out.append(Link(link.context, attrs))
+        out.append(Link(context, link.attributes if attrs is None else attrs))
     return out
+
+
+def _known_clean(state: TraceState) -> bool:
+    """True when every entry of a trace state is text the gate has already found clean."""
+    return state is DEFAULT_TRACE_STATE or all(k in CLEAN_NAMES and v in CLEAN_NAMES for k, v in state.items())
+
+
+def _clean_context(context: SpanContext, counts: dict[str, int]) -> SpanContext:
+    """`context` without the trace-state entries (W3C `tracestate`, which can come from a caller's
+    request) whose key or value holds what the PHI rules redact, each counted as redacted; the
+    same object when there is none."""
+    state = context.trace_state
+    if not state:
+        return context
+    kept = [(k, v) for k, v in state.items() if clean_text(k) == k and clean_text(v) == v]
+    if len(kept) == len(state):
+        return context
+    counts["redacted"] = counts.get("redacted", 0) + len(state) - len(kept)
+    return SpanContext(context.trace_id, context.span_id, context.is_remote, context.trace_flags, TraceState(kept))
 
 
 def _health_span(delta: dict[str, int], resource: Resource) -> ReadableSpan:
