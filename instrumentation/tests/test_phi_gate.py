@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.util import BoundedList
-from opentelemetry.trace import Link, Span, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 import clinotel.instrumentation as ct
@@ -446,3 +446,59 @@ def test_a_callers_trace_state_leaves_without_what_the_phi_rules_redact() -> Non
     assert by_batch[:2] == spans[:2], "clean states are handed on as they came"
     assert by_batch[4:6] == spans[4:6]
     assert whole.counters.totals()["redacted"] == 3 == alone.counters.totals()["redacted"]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    ["mrn=12345", "patient_id=P77", "dob=1985", "ssn=123.45.6789", "mrn=00123456-0000-4000-8000-000000000000"],
+)
+def test_a_trace_state_entry_is_judged_as_it_is_exported(entry: str) -> None:
+    """`key=value` is what leaves: a label in the key and a number in the value are an
+    identifier together though each is clean alone (found by an attacker's review)."""
+    incoming = TraceContextTextMapPropagator().extract(
+        {"traceparent": "00-2af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": f"{entry},congo=t61"}
+    )
+    raw = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "ed-triage"}))
+    provider.add_span_processor(SimpleSpanProcessor(raw))
+    with isolated():
+        ct.configure(tracer_provider=provider, export=False, pseudonym_key=TEST_PSEUDONYM_KEY, mode="production")
+        for _ in range(2):  # the second time from the gate's memory of what was clean
+            token = context.attach(incoming)
+            try:
+                with ct.workflow("triage", site="north"), ct.stage("decide"):
+                    pass
+            finally:
+                context.detach(token)
+    gate = ct.SanitizingSpanExporter(InMemorySpanExporter())
+    out = _exported_as(gate, [[s] for s in raw.get_finished_spans()])
+    assert {s.context.trace_state.to_header() for s in out if s.context is not None} == {"congo=t61"}
+    assert entry.encode() not in encode_spans(out).SerializeToString()
+    assert gate.counters.totals()["redacted"] == 4
+
+
+class _Formatted(str):
+    """A string that formats as something else (what an exporter writes with an f-string)."""
+
+    def __format__(self, spec: str) -> str:
+        return "MRN 00123456"
+
+
+@pytest.mark.parametrize(
+    "state",
+    [TraceState([("ok", _Formatted("t61rcWkgMzE"))]), [("ok", "MRN 00123456")], "ok=MRN 00123456"],
+    ids=["a str subclass as a value", "a list", "a string"],
+)
+def test_a_planted_trace_state_is_dropped_and_export_goes_on(state: object) -> None:
+    """A trace state that is not the SDK's kind, or holds a string that formats as another, set
+    on an ended span by code in the process: the gate drops it (counted) and the batch is still
+    exported."""
+    spans = _raw_spans(2)
+    decide = next(s for s in spans if s.name == "decide")
+    c = decide.context
+    decide._context = SpanContext(c.trace_id, c.span_id, c.is_remote, c.trace_flags, state)  # type: ignore[arg-type]
+    gate = ct.SanitizingSpanExporter(InMemorySpanExporter())
+    out = _exported_as(gate, [spans])
+    assert len(out) == len(spans)
+    assert b"00123456" not in encode_spans(out).SerializeToString()
+    assert gate.counters.totals()["redacted"] == 1

@@ -251,21 +251,36 @@ def _links(links: Sequence[Link], counts: dict[str, int]) -> list[Link] | None:
 
 
 def _known_clean(state: TraceState) -> bool:
-    """True when every entry of a trace state is text the gate has already found clean."""
-    return state is DEFAULT_TRACE_STATE or all(k in CLEAN_NAMES and v in CLEAN_NAMES for k, v in state.items())
+    """True when every entry of a trace state is, as it is exported (`key=value`), text the gate
+    has already found clean."""
+    return state is DEFAULT_TRACE_STATE or (
+        type(state) is TraceState
+        and all(type(k) is str and type(v) is str and f"{k}={v}" in CLEAN_NAMES for k, v in state.items())
+    )
+
+
+def _clean_entry(key: object, value: object) -> bool:
+    """A trace-state entry the PHI rules leave alone, judged as it is exported (`key=value`: a
+    label in the key and a number in the value are an MRN together), and of plain strings (the
+    exporter formats what it is given)."""
+    if type(key) is not str or type(value) is not str:
+        return False
+    entry = f"{key}={value}"
+    return clean_text(entry) == entry
 
 
 def _clean_context(context: SpanContext, counts: dict[str, int]) -> SpanContext:
     """`context` without the trace-state entries (W3C `tracestate`, which can come from a caller's
-    request) whose key or value holds what the PHI rules redact, each counted as redacted; the
-    same object when there is none."""
+    request) that hold what the PHI rules redact, each counted as redacted (a state that is not
+    the SDK's kind, dropped whole); the same object when there is none."""
     state = context.trace_state
-    if not state:
+    if state is DEFAULT_TRACE_STATE:
         return context
-    kept = [(k, v) for k, v in state.items() if clean_text(k) == k and clean_text(v) == v]
-    if len(kept) == len(state):
+    entries = list(state.items()) if type(state) is TraceState else None
+    kept = [(k, v) for k, v in entries if _clean_entry(k, v)] if entries is not None else []
+    if entries is not None and len(kept) == len(entries):
         return context
-    counts["redacted"] = counts.get("redacted", 0) + len(state) - len(kept)
+    counts["redacted"] = counts.get("redacted", 0) + (len(entries) - len(kept) if entries is not None else 1)
     return SpanContext(context.trace_id, context.span_id, context.is_remote, context.trace_flags, TraceState(kept))
 
 
