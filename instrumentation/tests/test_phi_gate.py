@@ -403,6 +403,28 @@ def test_a_batch_given_as_an_iterator_is_exported_whole() -> None:
     assert _exported_as(gate, []) == spans
 
 
+def _workflows_under(
+    parents: list[context.Context], then: Callable[[TracerProvider], None] | None = None
+) -> list[ReadableSpan]:
+    """The spans, as they leave the SDK, of a triage workflow run under each of `parents` (what a
+    caller's headers gave), and of `then` run with the same provider afterwards."""
+    raw = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "ed-triage"}))
+    provider.add_span_processor(SimpleSpanProcessor(raw))
+    with isolated():
+        ct.configure(tracer_provider=provider, export=False, pseudonym_key=TEST_PSEUDONYM_KEY, mode="production")
+        for parent in parents:
+            token = context.attach(parent)
+            try:
+                with ct.workflow("triage", site="north"), ct.stage("decide"):
+                    pass
+            finally:
+                context.detach(token)
+        if then is not None:
+            then(provider)
+    return list(raw.get_finished_spans())
+
+
 def test_a_callers_trace_state_leaves_without_what_the_phi_rules_redact() -> None:
     """A W3C `tracestate` comes with the caller's request and every span of the workflow carries
     it (and a link to another trace carries that trace's): an entry holding PHI is dropped and
@@ -418,21 +440,12 @@ def test_a_callers_trace_state_leaves_without_what_the_phi_rules_redact() -> Non
         {"traceparent": "00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": "congo=t61rcWkgMzE"}
     )
     linked = trace.get_current_span(incoming).get_span_context()
-    raw = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "ed-triage"}))
-    provider.add_span_processor(SimpleSpanProcessor(raw))
-    with isolated():
-        ct.configure(tracer_provider=provider, export=False, pseudonym_key=TEST_PSEUDONYM_KEY, mode="production")
-        for parent in (clean, incoming, clean):
-            token = context.attach(parent)
-            try:
-                with ct.workflow("triage", site="north"), ct.stage("decide"):
-                    pass
-            finally:
-                context.detach(token)
+
+    def chart_request(provider: TracerProvider) -> None:
         with provider.get_tracer("ehr-client").start_as_current_span("GET /chart", links=[Link(linked)]):
             pass
-    spans = list(raw.get_finished_spans())
+
+    spans = _workflows_under([clean, incoming, clean], then=chart_request)
     whole = ct.SanitizingSpanExporter(InMemorySpanExporter())
     alone = ct.SanitizingSpanExporter(InMemorySpanExporter())
     by_batch = _exported_as(whole, [spans[:2], spans[2:]])
@@ -458,20 +471,9 @@ def test_a_trace_state_entry_is_judged_as_it_is_exported(entry: str) -> None:
     incoming = TraceContextTextMapPropagator().extract(
         {"traceparent": "00-2af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "tracestate": f"{entry},congo=t61"}
     )
-    raw = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "ed-triage"}))
-    provider.add_span_processor(SimpleSpanProcessor(raw))
-    with isolated():
-        ct.configure(tracer_provider=provider, export=False, pseudonym_key=TEST_PSEUDONYM_KEY, mode="production")
-        for _ in range(2):  # the second time from the gate's memory of what was clean
-            token = context.attach(incoming)
-            try:
-                with ct.workflow("triage", site="north"), ct.stage("decide"):
-                    pass
-            finally:
-                context.detach(token)
+    spans = _workflows_under([incoming, incoming])  # the second time from the gate's memory
     gate = ct.SanitizingSpanExporter(InMemorySpanExporter())
-    out = _exported_as(gate, [[s] for s in raw.get_finished_spans()])
+    out = _exported_as(gate, [[s] for s in spans])
     assert {s.context.trace_state.to_header() for s in out if s.context is not None} == {"congo=t61"}
     assert entry.encode() not in encode_spans(out).SerializeToString()
     assert gate.counters.totals()["redacted"] == 4
