@@ -121,6 +121,27 @@ def test_every_pattern_catches_its_examples_and_scrub_keeps_the_rest() -> None:
             assert scrub(f"before {example} after") == f"before {REDACTED} after"
 
 
+@pytest.mark.parametrize(
+    ("text", "scrubbed"),
+    [
+        ("ssn_123-45-6789", "ssn[REDACTED]"),
+        ("key 123-45-6789_x", "key [REDACTED]x"),
+        ("tel_555-123-4567", "tel[REDACTED]"),
+        ("dob_1984-03-12", "dob[REDACTED]"),
+        ("report_03/12/1984_final", "report[REDACTED]final"),
+        ("seen_12.03.1984", "seen[REDACTED]"),
+        ("build 1.10.12_rc1", "build 1.10.12_rc1"),
+        ("span_0af7651916cd43dd", "span_0af7651916cd43dd"),
+    ],
+)
+def test_an_underscore_joining_a_number_to_a_word_hides_nothing(text: str, scrubbed: str) -> None:
+    """Snake-case keys and file names glue numbers to words with `_`, which is a word character
+    to `\\b`: a social security number, phone number or date joined so is still found (as long
+    numbers were), and version numbers and hex ids stay as they are (found by an attacker's
+    review)."""
+    assert scrub(text) == scrubbed
+
+
 def test_the_corpus_is_fully_scrubbed() -> None:
     assert len(PHI_CORPUS) >= 50
     for kind, value in PHI_CORPUS:

@@ -29,6 +29,7 @@ PHI_CORPUS: list[tuple[str, str]] = [
     ("ssn", "078 05 1120"),
     ("ssn", "SSN 219-09-9999"),
     ("ssn", "ssn: 457-55-5462"),
+    ("ssn", "ssn_321-54-9876"),
     # phone numbers
     ("phone", "(555) 123-4567"),
     ("phone", "555-867-5309"),
@@ -37,6 +38,7 @@ PHI_CORPUS: list[tuple[str, str]] = [
     ("phone", "+44 20 7946 0958"),
     ("phone", "+33 1 42 68 53 00"),
     ("phone", "617-555-0142"),
+    ("phone", "tel_555-310-7788"),
     # e-mail addresses
     ("email", "jane.doe@example.org"),
     ("email", "j.smith+er@hospital.example.com"),
@@ -55,6 +57,7 @@ PHI_CORPUS: list[tuple[str, str]] = [
     ("dob", "date of birth 2/29/2000"),
     ("dob", "2019/07/04"),
     ("dob", "born July 1990"),
+    ("dob", "dob_1979-11-23"),
     # names after titles and labels
     ("name", "Dr Smith"),
     ("name", "Dr. Adaeze Okafor"),
@@ -71,7 +74,10 @@ PHI_CORPUS: list[tuple[str, str]] = [
 ]
 
 # What would identify the person if it appeared in exported bytes: the value minus its label.
-LABELS = ("MRN", "mrn=", "MRN:", "encounter #", "CSN", "patient_id=", "appt", "account", "NHS", "SSN", "ssn:")
+LABELS = (
+    "MRN", "mrn=", "MRN:", "encounter #", "CSN", "patient_id=", "appt", "account", "NHS", "SSN", "ssn:", "ssn_",
+    "tel_", "dob_",
+)  # fmt: skip
 
 
 def needle(value: str) -> str:
