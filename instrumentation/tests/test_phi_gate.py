@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Callable, ItemsView, Iterator
+from types import MappingProxyType
 
 import pytest
 from opentelemetry import context, trace
@@ -504,3 +505,39 @@ def test_a_planted_trace_state_is_dropped_and_export_goes_on(state: object) -> N
     assert len(out) == len(spans)
     assert b"00123456" not in encode_spans(out).SerializeToString()
     assert gate.counters.totals()["redacted"] == 1
+
+
+class _TwoFaced(ReadableSpan):
+    """A span whose public views (what an exporter reads) show PHI over clean private fields."""
+
+    @property
+    def name(self) -> str:
+        return "chart of MRN 00123456"
+
+    @property
+    def attributes(self) -> MappingProxyType[str, object]:
+        return MappingProxyType({**(self._attributes or {}), A.DECISION_VALUE.key: "MRN 00123456"})
+
+    @property
+    def events(self) -> tuple[Event, ...]:
+        return (Event("lookup", {"exception.message": "no chart for MRN 00123456"}),)
+
+
+def test_a_span_whose_public_views_differ_from_its_fields_is_read_as_an_exporter_reads_it() -> None:
+    """Only the SDK's own spans are read behind their public views; a subclass overriding them
+    (code in the process) is checked through what the exporter will read (found by an attacker's
+    review)."""
+    spans = _raw_spans(3)
+    gate = ct.SanitizingSpanExporter(InMemorySpanExporter())
+    _exported_as(gate, [spans[:3]])
+    d = next(s for s in spans[3:] if s.name == "decide")
+    two_faced = _TwoFaced(
+        name=d.name, context=d.context, parent=d.parent, resource=d.resource, attributes=d.attributes,
+        events=d.events, links=d.links, kind=d.kind, status=d.status, start_time=d.start_time,
+        end_time=d.end_time, instrumentation_scope=d.instrumentation_scope,
+    )  # fmt: skip
+    batch = [two_faced if s is d else s for s in spans[3:]]
+    assert not gate._all_clean(batch)
+    out = _exported_as(gate, [batch])[3:]
+    assert len(out) == len(batch)
+    assert b"00123456" not in encode_spans(out).SerializeToString()
