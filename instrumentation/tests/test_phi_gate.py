@@ -229,15 +229,24 @@ def test_vouched_values_skip_the_validator_and_only_the_latest_are_kept() -> Non
     assert not gate.passes({key: made[1].upper()})
 
 
-def _raw_spans(n: int, dirty_at: int = -1, dirt: Callable[[Span], None] | None = None) -> list[ReadableSpan]:
-    """The spans of `n` clean triage workflows (three each) as they leave the SDK, before any
-    gate, all of one provider's resource; the workflow at `dirty_at` has `dirt` done to its
-    decide span through the raw API."""
+def _sdk_spans(run: Callable[[TracerProvider], None]) -> list[ReadableSpan]:
+    """The spans `run` makes (clinotel configured in production mode on a provider of one
+    resource, given to `run` too) as they leave the SDK, before any gate."""
     raw = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "ed-triage"}))
     provider.add_span_processor(SimpleSpanProcessor(raw))
     with isolated():
         ct.configure(tracer_provider=provider, export=False, pseudonym_key=TEST_PSEUDONYM_KEY, mode="production")
+        run(provider)
+    return list(raw.get_finished_spans())
+
+
+def _raw_spans(n: int, dirty_at: int = -1, dirt: Callable[[Span], None] | None = None) -> list[ReadableSpan]:
+    """The spans of `n` clean triage workflows (three each) as they leave the SDK, before any
+    gate, all of one provider's resource; the workflow at `dirty_at` has `dirt` done to its
+    decide span through the raw API."""
+
+    def workflows(_: TracerProvider) -> None:
         for i in range(n):
             with ct.workflow("triage", identifier=f"ENC{i}", site="north") as wf:
                 with ct.stage("queue", attributes={A.QUEUE_NAME.key: "triage_nurse", A.QUEUE_DEPTH.key: 4}):
@@ -247,7 +256,8 @@ def _raw_spans(n: int, dirty_at: int = -1, dirt: Callable[[Span], None] | None =
                     if i == dirty_at and dirt is not None:
                         dirt(st.span)
                 wf.set(A.ACTION_AUTOMATED, True)
-    return list(raw.get_finished_spans())
+
+    return _sdk_spans(workflows)
 
 
 def _link(span: Span) -> None:
@@ -409,11 +419,8 @@ def _workflows_under(
 ) -> list[ReadableSpan]:
     """The spans, as they leave the SDK, of a triage workflow run under each of `parents` (what a
     caller's headers gave), and of `then` run with the same provider afterwards."""
-    raw = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "ed-triage"}))
-    provider.add_span_processor(SimpleSpanProcessor(raw))
-    with isolated():
-        ct.configure(tracer_provider=provider, export=False, pseudonym_key=TEST_PSEUDONYM_KEY, mode="production")
+
+    def workflows(provider: TracerProvider) -> None:
         for parent in parents:
             token = context.attach(parent)
             try:
@@ -423,7 +430,8 @@ def _workflows_under(
                 context.detach(token)
         if then is not None:
             then(provider)
-    return list(raw.get_finished_spans())
+
+    return _sdk_spans(workflows)
 
 
 def test_a_callers_trace_state_leaves_without_what_the_phi_rules_redact() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Sequence
-from itertools import chain, islice, repeat
+from itertools import chain, islice, repeat, starmap
 from operator import attrgetter, is_, itemgetter
 from typing import Any, Final
 
@@ -125,7 +125,7 @@ class SanitizingSpanExporter(SpanExporter):
                 or events
                 or links
                 or span._status._description
-                or not _known_clean(span._context.trace_state)  # type: ignore[union-attr]
+                or not _clean_state(span._context.trace_state)  # type: ignore[union-attr]
             ):
                 return False
             attributes = span._attributes
@@ -251,13 +251,9 @@ def _links(links: Sequence[Link], counts: dict[str, int]) -> list[Link] | None:
     return out
 
 
-def _known_clean(state: TraceState) -> bool:
-    """True when every entry of a trace state is, as it is exported (`key=value`), text the gate
-    has already found clean."""
-    return state is DEFAULT_TRACE_STATE or (
-        type(state) is TraceState
-        and all(type(k) is str and type(v) is str and f"{k}={v}" in CLEAN_NAMES for k, v in state.items())
-    )
+def _clean_state(state: TraceState) -> bool:
+    """True when `_clean_context` keeps a trace state as it is (the SDK's kind, every entry clean)."""
+    return state is DEFAULT_TRACE_STATE or (type(state) is TraceState and all(starmap(_clean_entry, state.items())))
 
 
 def _clean_entry(key: object, value: object) -> bool:
