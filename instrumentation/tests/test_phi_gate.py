@@ -273,6 +273,10 @@ BATCH_DIRT: dict[str, Callable[[Span], None]] = {
     "an event": lambda s: s.add_event("lookup MRN 00123456", {"note": "Jane Doe"}),
     "a link": _link,
     "a status message": lambda s: s.set_status(Status(StatusCode.ERROR, "no chart for MRN 00123456")),
+    # not PHI, but OTLP's int64 cannot carry them: passed on, the encoder logged an error for each span
+    # and dropped the key (10**400 made the gate itself raise, and its batch was lost)
+    "an integer past 64 bits": lambda s: s.set_attribute(A.QUEUE_DEPTH.key, 2**63),
+    "an event's integer past 64 bits": lambda s: s.add_event("requeued", {A.QUEUE_DEPTH.key: 2**64}),
 }
 
 

@@ -42,7 +42,8 @@ PUBLIC_API: dict[str, set[str]] = {
     "clinotel.semconv": {
         "ActionStatus", "ActorRole", "Acuity", "AgeBand", "AttrType", "AttributeDef", "AttributeValue",
         "CODE_PATTERN", "DecisionSource", "HEALTH_SPAN_NAME", "IngestSource", "InvalidAttributeError",
-        "LABEL_PATTERN", "Language", "MIN_KEY_BYTES", "OutcomeStatus", "PHI_PATTERN", "PHI_PATTERNS", "PHI_REGEX",
+        "LABEL_PATTERN", "Language", "MAX_TEXT", "MIN_KEY_BYTES", "OutcomeStatus", "PHI_PATTERN", "PHI_PATTERNS",
+        "PHI_REGEX",
         "PSEUDONYM_PATTERN", "PayerClass", "PhiClass", "PhiPattern", "Pseudonymizer", "REDACTED", "REGISTRY",
         "RaceEthnicity", "Registry", "ReviewAction", "Risk", "RolloutCohort", "RolloutMode", "Scope", "Sex",
         "Stage", "UUID_PATTERN", "attributes", "contains_phi", "phi_kinds", "preview", "pseudonymize",

@@ -70,6 +70,8 @@ def test_tenant_is_a_resource_attribute_and_workflow_id_a_pseudonym() -> None:
         (A.COHORT_LANGUAGE, "so"),
         (A.COHORT_AGE_BAND, "80+"),
         (A.QUEUE_DEPTH, 0),
+        (A.QUEUE_DEPTH, 2**63 - 1),
+        (A.DECISION_CONFIDENCE, 1.0),
         (A.DECISION_SHADOW, False),
         (A.WORKFLOW_ID, "0123456789abcdef0123456789abcdef"),
     ],
@@ -87,6 +89,9 @@ def test_valid_values_pass_unchanged(definition: object, value: object) -> None:
         (A.DECISION_CONFIDENCE, "0.5", False),
         (A.QUEUE_DEPTH, 2.5, False),
         (A.QUEUE_DEPTH, -1, False),
+        (A.QUEUE_DEPTH, 2**63, False),  # OTLP's int64 cannot carry it
+        pytest.param(A.QUEUE_DEPTH, 10**400, False, id="10**400"),  # nor this (it made the check raise OverflowError)
+        (A.REVIEW_LATENCY_MS, 2**64, False),  # a double key given an int is encoded as an int
         (A.DECISION_RISK, "extreme", False),
         (A.DECISION_RISK, ["high"], False),
         (A.DECISION_VALUE, "ESI 2 per Dr Smith", True),

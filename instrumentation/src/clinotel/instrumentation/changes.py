@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 import clinotel.instrumentation as ct
+from clinotel.instrumentation._internal.runtime import MAX_TIME_NS
 from clinotel.semconv import attributes as A
 
 __all__ = ["DEFAULT_SERVICE", "ChangeSpec", "SendError", "send_changes"]
@@ -88,8 +89,12 @@ def send_changes(
         resource_attributes={"service.instance.id": service},
     )
     try:
-        for c in changes:
+        for i, c in enumerate(changes, 1):
             at_ns = int(c.at.timestamp() * 1e9) if c.at is not None else None
+            if at_ns is not None and not 0 <= at_ns <= MAX_TIME_NS:
+                raise ct.TelemetryValidationError(
+                    f"change {i}: `at` is after 1970 and before 2554 (what OTLP can carry)"
+                )
             ct.record_change(
                 c.kind, c.name, version=c.version, actor=c.actor, scope=dict(c.scope), result=c.result, at_ns=at_ns
             )

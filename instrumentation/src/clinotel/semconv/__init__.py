@@ -9,6 +9,7 @@ generated from it (`clinotel semconv docs`).
 from clinotel.semconv import attributes
 from clinotel.semconv._docs import render_markdown
 from clinotel.semconv._phi import (
+    MAX_TEXT,
     MIN_KEY_BYTES,
     PHI_PATTERN,
     PHI_PATTERNS,
@@ -64,6 +65,7 @@ __all__ = [
     "CODE_PATTERN",
     "HEALTH_SPAN_NAME",
     "LABEL_PATTERN",
+    "MAX_TEXT",
     "MIN_KEY_BYTES",
     "PHI_PATTERN",
     "PHI_PATTERNS",

@@ -23,10 +23,10 @@ Only the attributes below are exported. Any other key is dropped before export a
 
 | PHI class | what is accepted |
 |---|---|
-| none | a registered code, a code matching the pattern, or a number in range; a code that looks like PHI is dropped |
+| none | a code (registered, or matching the pattern) or a number in range and in 64 bits; PHI-like codes are dropped |
 | quasi | only the listed codes: quasi-identifiers are safe only while coarse |
 | pseudonym | only an HMAC-SHA256 pseudonym (32 lower-case hex digits), never a raw identifier |
-| free_text | any text, with every PHI match replaced by `{redacted}` |
+| free_text | any text (its first 4,096 characters), every PHI match replaced by `{redacted}` |
 """
 
 

@@ -23,6 +23,9 @@ __all__ = [
 
 AttributeValue = str | bool | int | float
 
+_INT64_MIN: Final = -(1 << 63)
+_INT64_MAX: Final = (1 << 63) - 1
+
 
 class AttrType(StrEnum):
     """The OpenTelemetry attribute type a key carries."""
@@ -75,7 +78,6 @@ LABEL_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9_.:/+ -]{0,63}"
 PSEUDONYM_PATTERN: Final = r"[0-9a-f]{32}"
 """The form of `clinical.workflow.id`: 128 bits of HMAC-SHA256, lower-case hex."""
 
-_MAX_FREE_TEXT: Final = 4096
 _CACHE_LIMIT: Final = 4096
 """Values remembered per attribute, so repeated codes and messages cost one dict lookup."""
 
@@ -133,6 +135,10 @@ def _build_validator(d: AttributeDef) -> Callable[[object], AttributeValue]:
             if type(v) not in accepted:  # bool is an int subclass: refused on purpose
                 raise InvalidAttributeError(key, f"expected {kind}, got {type(v).__name__}")
             n: float = v  # type: ignore[assignment]
+            if type(v) is int and not _INT64_MIN <= v <= _INT64_MAX:
+                # OTLP carries an integer as int64 (the encoder drops a larger one, logging an error
+                # for every span); and a float cannot hold 10**400, which made isnan() raise
+                raise InvalidAttributeError(key, "an integer outside the 64-bit range OTLP carries")
             if math.isnan(n):
                 raise InvalidAttributeError(key, "NaN is not a value")
             if (lo is not None and n < lo) or (hi is not None and n > hi):
@@ -151,7 +157,7 @@ def _build_validator(d: AttributeDef) -> Callable[[object], AttributeValue]:
             hit = scrubbed.get(v)
             if hit is not None:
                 return hit
-            out = scrub(v[:_MAX_FREE_TEXT])
+            out = scrub(v)
             if len(v) <= 256:
                 if len(scrubbed) >= _CACHE_LIMIT:
                     scrubbed.clear()

@@ -38,7 +38,7 @@ from clinotel.instrumentation._internal.models import (
 )
 from clinotel.instrumentation._internal.queue import enqueue
 from clinotel.instrumentation._internal.record import put, validate, validate_shared
-from clinotel.instrumentation._internal.runtime import Runtime, contain, current, guarded, refuse
+from clinotel.instrumentation._internal.runtime import Runtime, contain, current, given_time, guarded, refuse
 from clinotel.instrumentation._internal.scope import FRESH, Scope
 from clinotel.semconv import CODE_PATTERN, AttributeDef, AttributeValue, Stage
 from clinotel.semconv import attributes as A
@@ -259,7 +259,8 @@ class WorkflowScope(WorkflowHandle, Scope):
             if extra:
                 root.update(validate_shared(rt, SPAN_ATTRIBUTES, extra))
         parent = otel_context.get_current()
-        start = self._start_time if self._start_time is not None else (rt.clock() if rt.clock else None)
+        given = self._start_time
+        start = _given_start(rt, given) if given is not None else (rt.clock() if rt.clock else None)
         span = rt.tracer.start_span(wf.span_name, context=parent, attributes=root, start_time=start)
         ctx = trace.set_span_in_context(span, otel_context.set_value(WORKFLOW_KEY, wf, parent))
         self._span = span
@@ -302,11 +303,21 @@ class StageScope(StageHandle, Scope):
             attrs = {A.WORKFLOW_STAGE.key: name}
         if self._attributes:
             attrs = {**attrs, **validate_shared(rt, SPAN_ATTRIBUTES, self._attributes)}
-        start = self._start_time if self._start_time is not None else (rt.clock() if rt.clock else None)
+        given = self._start_time
+        start = _given_start(rt, given) if given is not None else (rt.clock() if rt.clock else None)
         span = rt.tracer.start_span(name, context=parent, attributes=attrs, start_time=start)
         self._span = span
         self.name = name
         return trace.set_span_in_context(span, parent)
+
+
+def _given_start(rt: Runtime, given: object) -> int | None:
+    """A scope's start time when the caller gave one: it if OTLP can carry it, else (refused) the
+    configured clock's, or None (the SDK's own)."""
+    checked = given_time(rt, given, "start_time")
+    if checked is not None:
+        return checked
+    return rt.clock() if rt.clock else None
 
 
 # -- public functions ----------------------------------------------------------------------------

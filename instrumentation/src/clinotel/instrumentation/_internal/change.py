@@ -10,7 +10,7 @@ from opentelemetry import context as otel_context
 
 from clinotel.instrumentation._internal.fields import FieldSet
 from clinotel.instrumentation._internal.record import validate
-from clinotel.instrumentation._internal.runtime import Runtime, current, guarded
+from clinotel.instrumentation._internal.runtime import Runtime, current, given_time, guarded
 from clinotel.semconv import AttributeValue
 from clinotel.semconv import attributes as A
 
@@ -72,6 +72,8 @@ def _record(
     attrs: dict[str, AttributeValue] = validate(rt, CHANGE, fields)
     if A.CHANGE_KIND.key not in attrs or A.CHANGE_NAME.key not in attrs:
         return
-    when = at_ns if at_ns is not None else rt.now()
+    when = given_time(rt, at_ns, "at_ns") if at_ns is not None else rt.now()
+    if when is None:  # a change at a time it did not happen would mislead: not recorded
+        return
     span = rt.tracer.start_span(A.CHANGE_SPAN_NAME, context=otel_context.Context(), attributes=attrs, start_time=when)
     span.end(end_time=when)

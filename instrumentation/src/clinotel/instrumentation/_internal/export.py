@@ -82,10 +82,25 @@ class SanitizingSpanExporter(SpanExporter):
             cleaned = [span if clean(span) else self._sanitize(span, counts) for span in spans]
         for reason, n in counts.items():
             self._counters.add(reason, n)
+        self._report(cleaned)
+        try:
+            return self._inner.export(cleaned)
+        except Exception:
+            kept = _encodable(cleaned)
+            if kept is None:
+                raise
+        # A span the encoder cannot carry (a float or negative time, a name that is not a string,
+        # an id past its bits, set through the raw API) failed the whole batch: it is dropped
+        # and counted, and the rest of the batch is exported.
+        self._counters.add("invalid", len(cleaned) - len(kept))
+        self._report(kept)
+        return self._inner.export(kept)
+
+    def _report(self, spans: list[ReadableSpan]) -> None:
+        """Append the counts not reported yet to `spans`, as a health span of their resource."""
         delta = self._counters.take_unreported()
-        if delta and cleaned:
-            cleaned.append(_health_span(delta, cleaned[0].resource))
-        return self._inner.export(cleaned)
+        if delta and spans:
+            spans.append(_health_span(delta, spans[0].resource))
 
     def shutdown(self) -> None:
         self._inner.shutdown()
@@ -217,6 +232,25 @@ class SanitizingSpanExporter(SpanExporter):
             end_time=span.end_time,
             instrumentation_scope=span.instrumentation_scope,
         )
+
+
+def _encodable(spans: list[ReadableSpan]) -> list[ReadableSpan] | None:
+    """The spans the OTLP encoder takes one by one, when it refuses some of them; None when it
+    takes them all (the batch failed for another reason) or is not installed."""
+    try:
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    except ImportError:  # pragma: no cover - the `sdk` extra installs it
+        return None
+
+    def takes(span: ReadableSpan) -> bool:
+        try:
+            encode_spans([span]).SerializeToString()
+        except Exception:  # noqa: BLE001 - whatever the encoder refuses
+            return False
+        return True
+
+    kept = [span for span in spans if takes(span)]
+    return kept if len(kept) < len(spans) else None
 
 
 def _events(events: Sequence[Event], counts: dict[str, int]) -> list[Event] | None:

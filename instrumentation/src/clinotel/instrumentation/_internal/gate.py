@@ -13,7 +13,7 @@ from itertools import filterfalse
 from typing import Final
 
 from clinotel.instrumentation._internal.fields import RESOURCE_VALIDATORS, SPAN_VALIDATORS, Validator
-from clinotel.semconv import REGISTRY, AttributeValue, InvalidAttributeError, PhiClass, scrub
+from clinotel.semconv import REDACTED, REGISTRY, AttributeValue, InvalidAttributeError, PhiClass, scrub
 
 __all__ = ["CLEAN_NAMES", "RESOURCE_GATE", "SPAN_GATE", "AttributeGate", "clean_text", "plain"]
 
@@ -24,7 +24,11 @@ CLEAN_NAMES: Final[set[str]] = set()
 
 
 def clean_text(text: str) -> str:
-    """`text` with PHI redacted; repeated names cost one dict lookup."""
+    """`text` with PHI redacted; repeated names cost one dict lookup. Anything but a string (a
+    span named None, 123 or b"MRN 00123456" through the raw API) is `REDACTED` whole: the
+    patterns cannot read it, and an encoder may write it out as text."""
+    if type(text) is not str:
+        return REDACTED
     hit = _clean.get(text)
     if hit is not None:
         return hit

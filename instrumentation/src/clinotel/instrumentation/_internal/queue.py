@@ -162,7 +162,7 @@ def _continue(rt: Runtime, carrier: Mapping[str, str]) -> tuple[otel_context.Con
 
     queue = carrier.get(CARRIER_QUEUE)
     enqueued_at = _int(carrier.get(CARRIER_ENQUEUED_AT))
-    if enqueued_at is None:
+    if enqueued_at is None or enqueued_at < 0:
         refuse(rt, "invalid", "dequeue() got a carrier without its enqueue time")
         return ctx, Dequeued(queue, None, kind)
 

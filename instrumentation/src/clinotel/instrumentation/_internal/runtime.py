@@ -15,10 +15,22 @@ from typing import Any, Final
 from opentelemetry import trace
 
 from clinotel.instrumentation.errors import TelemetryValidationError
-from clinotel.semconv import Pseudonymizer
+from clinotel.semconv import Pseudonymizer, preview
 from clinotel.semconv import attributes as A
 
-__all__ = ["INSTRUMENTATION_NAME", "Counters", "Mode", "Runtime", "contain", "current", "guarded", "install", "refuse"]
+__all__ = [
+    "INSTRUMENTATION_NAME",
+    "MAX_TIME_NS",
+    "Counters",
+    "Mode",
+    "Runtime",
+    "contain",
+    "current",
+    "given_time",
+    "guarded",
+    "install",
+    "refuse",
+]
 
 logger: Final = logging.getLogger("clinotel")
 
@@ -128,6 +140,22 @@ def refuse(rt: Runtime, reason: str, message: str) -> None:
         raise TelemetryValidationError(message)
     rt.counters.add(reason)
     _log_once(f"refused:{reason}", f"clinotel dropped telemetry: {message}")
+
+
+MAX_TIME_NS: Final = (1 << 64) - 1
+"""The latest time a span can carry: OTLP holds times as unsigned 64-bit nanoseconds (year 2554)."""
+
+
+def given_time(rt: Runtime, value: object, argument: str) -> int | None:
+    """A time a caller gave for a span (`argument` names it), if it is one OTLP can carry:
+    nanoseconds since the epoch, an int from 0 to `MAX_TIME_NS`. Anything else is refused
+    (strict mode raises) and None returned: a float (seconds, from `time.time()`) or a negative
+    number made the encoding of the whole batch that span left in fail."""
+    if type(value) is int and 0 <= value <= MAX_TIME_NS:
+        return value
+    given = "an int outside that range" if type(value) is int else preview(value)
+    refuse(rt, "invalid", f"{argument} is nanoseconds since the epoch, an int from 0 to 2**64 - 1; not {given}")
+    return None
 
 
 def contain(rt: Runtime, exc: BaseException) -> None:

@@ -1,0 +1,250 @@
+"""One caller's malformed span or time never costs the other spans of its batch: whatever leaves
+the PHI gate is what the official OTLP encoder takes, and the clinical code never sees an error.
+
+Each case was found by an attacker's review (2026-12-06) with the official encoder behind the
+gate: before, the encoder refused the whole batch (every other workflow's spans and the health
+counts with it) or the gate itself raised."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import Link, SpanContext, Status
+
+import clinotel.instrumentation as ct
+from clinotel.instrumentation.changes import ChangeSpec, send_changes
+from clinotel.instrumentation.testing import TEST_PSEUDONYM_KEY, isolated
+from clinotel.semconv import MAX_TEXT, REDACTED
+from clinotel.semconv import attributes as A
+
+
+class Encoding(SpanExporter):
+    """What the OTLP exporters do first: the batch encoded to protobuf, all of it or nothing."""
+
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+        self.wire = b""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.wire += encode_spans(spans).SerializeToString()
+        self.spans.extend(spans)
+        return SpanExportResult.SUCCESS
+
+
+@contextmanager
+def _configured(mode: str = "production") -> Iterator[tuple[Encoding, ct.Telemetry]]:
+    """clinotel in `mode`, batching into an encoding exporter."""
+    exporter = Encoding()
+    with isolated():
+        telemetry = ct.configure(
+            service_name="ed-triage", tenant="t", pseudonym_key=TEST_PSEUDONYM_KEY, exporter=exporter,
+            set_global=False, mode=mode,
+        )  # fmt: skip
+        yield exporter, telemetry
+        telemetry.shutdown()
+
+
+@pytest.fixture
+def encoded() -> Iterator[tuple[Encoding, ct.Telemetry]]:
+    """clinotel in production mode, batching into the encoding exporter."""
+    with _configured() as pair:
+        yield pair
+
+
+def _clean_workflow(i: int) -> None:
+    with ct.workflow("triage", identifier=f"ENC{i}", site="north"), ct.stage("decide") as st:
+        st.record_decision(source="model", value="ESI-2", confidence=0.8)
+
+
+def _exported(exporter: Encoding) -> tuple[list[str], dict[str, int]]:
+    """The names of the spans exported (health spans apart) and the health counts they carried."""
+    counts: dict[str, int] = {}
+    for s in exporter.spans:
+        if s.name == A.HEALTH_SPAN_NAME:
+            for key, n in (s.attributes or {}).items():
+                counts[key] = counts.get(key, 0) + int(n)  # type: ignore[call-overload]
+    return [s.name for s in exporter.spans if s.name != A.HEALTH_SPAN_NAME], counts
+
+
+def _raw(telemetry: ct.Telemetry, make: Callable[[trace.Tracer], None]) -> None:
+    """`make` run inside a workflow with a tracer of clinotel's provider (raw API calls)."""
+    tracer = telemetry.provider.get_tracer("ehr-client")
+    with ct.workflow("triage", identifier="ENC-RAW"):
+        make(tracer)
+
+
+def _ended(**end: object) -> Callable[[trace.Tracer], None]:
+    return lambda tracer: tracer.start_span("fetch chart").end(**end)  # type: ignore[arg-type]
+
+
+REFUSED_BY_THE_ENCODER: dict[str, Callable[[trace.Tracer], None]] = {
+    "an end time in float seconds": _ended(end_time=time.time()),
+    "a negative end time": _ended(end_time=-1),
+    "an event time in float seconds": lambda t: _end(
+        t.start_span("s"), lambda s: s.add_event("e", timestamp=time.time())
+    ),  # type: ignore[arg-type]
+    "a kind given as a string": lambda t: t.start_span("s", kind="server").end(),  # type: ignore[arg-type]
+    "a status code given as an int": lambda t: _end(t.start_span("s"), lambda s: s.set_status(Status(2))),  # type: ignore[arg-type]
+    "a link's trace id past 128 bits": lambda t: t.start_span(
+        "s", links=[Link(SpanContext(2**128, 1, True), {"r": "x"})]
+    ).end(),
+}
+
+
+def _end(span: trace.Span, do: Callable[[trace.Span], None]) -> None:
+    do(span)
+    span.end()
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED_BY_THE_ENCODER))
+def test_a_span_the_encoder_refuses_is_dropped_alone_and_counted(
+    case: str, encoded: tuple[Encoding, ct.Telemetry]
+) -> None:
+    exporter, telemetry = encoded
+    logging.getLogger("opentelemetry").disabled = True  # the SDK logs what it refuses at creation
+    try:
+        _clean_workflow(1)
+        _raw(telemetry, REFUSED_BY_THE_ENCODER[case])
+        _clean_workflow(2)
+        assert telemetry.force_flush()
+    finally:
+        logging.getLogger("opentelemetry").disabled = False
+    names, counts = _exported(exporter)
+    assert names.count("decide") == 2, "the clean workflows' spans were lost with the bad one"
+    assert names.count("workflow triage") == 3
+    assert "s" not in names
+    assert "fetch chart" not in names
+    assert counts[A.TELEMETRY_DROPPED_INVALID.key] == 1
+
+
+NOT_TEXT: dict[str, Callable[[trace.Tracer], None]] = {
+    "a span named None": lambda t: t.start_span(None).end(),  # type: ignore[arg-type]
+    "a span named by a number": lambda t: t.start_span(123).end(),  # type: ignore[arg-type]
+    "a span named in bytes": lambda t: t.start_span(b"chart of MRN 00123456").end(),  # type: ignore[arg-type]
+    "an event named in bytes": lambda t: _end(t.start_span("s"), lambda s: s.add_event(b"MRN 00123456")),  # type: ignore[arg-type]
+}
+
+
+@pytest.mark.parametrize("case", sorted(NOT_TEXT))
+def test_a_name_that_is_not_text_is_redacted_whole(case: str, encoded: tuple[Encoding, ct.Telemetry]) -> None:
+    """The scrubber cannot read it and the encoder writes bytes out as text: before, the gate raised
+    on it (the batch lost) or handed it on unread."""
+    exporter, telemetry = encoded
+    _clean_workflow(1)
+    _raw(telemetry, NOT_TEXT[case])
+    assert telemetry.force_flush()
+    names, counts = _exported(exporter)
+    assert names.count("decide") == 1
+    assert REDACTED in names or any(e.name == REDACTED for s in exporter.spans for e in s.events)
+    assert b"00123456" not in exporter.wire
+    assert counts[A.TELEMETRY_REDACTED.key] == 1
+
+
+def test_text_the_encoder_cannot_carry_is_repaired_not_lost(encoded: tuple[Encoding, ct.Telemetry]) -> None:
+    """A lone surrogate (a file name decoded with surrogateescape) in a span name, a status message
+    set by the SDK from an escaping exception, an event name: each replaced by U+FFFD; an endless
+    name is cut to `MAX_TEXT` characters (the PHI patterns take time that grows faster than it)."""
+    exporter, telemetry = encoded
+    tracer = telemetry.provider.get_tracer("ehr-client")
+    with ct.workflow("triage", identifier="ENC1"):
+        with pytest.raises(OSError, match="cannot read"), tracer.start_as_current_span("read /data/in/\udcff.hl7"):
+            raise OSError("cannot read /data/in/\udcff.hl7 for MRN 00123456")
+        _end(tracer.start_span("parse"), lambda s: s.add_event("segment \udcff"))
+        tracer.start_span("x" * (40 * MAX_TEXT)).end()
+    _clean_workflow(2)
+    assert telemetry.force_flush()
+    names, _ = _exported(exporter)
+    assert "read /data/in/\ufffd.hl7" in names
+    assert "x" * MAX_TEXT in names
+    assert names.count("decide") == 1
+    assert b"00123456" not in exporter.wire
+    assert "cannot read /data/in/\ufffd.hl7".encode() in exporter.wire
+    assert "segment \ufffd".encode() in exporter.wire
+
+
+TIMES: dict[str, Callable[[], None]] = {
+    "a stage started in float seconds": lambda: _in_workflow(lambda: ct.stage("ingest", start_time=time.time())),  # type: ignore[arg-type]
+    "a stage started before 1970": lambda: _in_workflow(lambda: ct.stage("ingest", start_time=-1)),
+    "a workflow started past 2**64 ns": lambda: _enter(ct.workflow("triage", start_time=2**64)),
+}
+
+
+def _enter(scope: ct.StageScope | ct.WorkflowScope) -> None:
+    with scope:
+        pass
+
+
+def _in_workflow(make: Callable[[], ct.StageScope]) -> None:
+    with ct.workflow("triage"):
+        _enter(make())
+
+
+@pytest.mark.parametrize("case", sorted(TIMES))
+def test_a_time_otlp_cannot_carry_is_refused_by_name(case: str) -> None:
+    """Strict mode names the argument; production mode counts it and starts the span now."""
+    with _configured("strict"), pytest.raises(ct.TelemetryValidationError, match="start_time is nanoseconds"):
+        TIMES[case]()
+    with _configured() as (exporter, telemetry):
+        before = time.time_ns()
+        TIMES[case]()
+        _clean_workflow(1)
+        assert telemetry.force_flush()
+    names, counts = _exported(exporter)
+    assert names.count("decide") == 1
+    assert counts[A.TELEMETRY_DROPPED_INVALID.key] == 1
+    started = [s.start_time for s in exporter.spans if s.name in ("ingest", "workflow triage")]
+    assert started
+    assert all(t is not None and t >= before for t in started)
+
+
+def test_a_change_at_a_time_otlp_cannot_carry_is_refused_not_recorded_now(
+    encoded: tuple[Encoding, ct.Telemetry],
+) -> None:
+    exporter, telemetry = encoded
+    with _configured("strict"), pytest.raises(ct.TelemetryValidationError, match="at_ns"):
+        ct.record_change("model", "triage-gbm", version="4.1.0", at_ns=time.time())  # type: ignore[arg-type]
+    ct.record_change("model", "triage-gbm", version="4.1.0", at_ns=-5)
+    ct.record_change("model", "triage-gbm", version="4.1.0", at_ns=2**64)
+    _clean_workflow(1)
+    assert telemetry.force_flush()
+    names, counts = _exported(exporter)
+    assert A.CHANGE_SPAN_NAME not in names, "a change was recorded at a time it did not happen"
+    assert names.count("decide") == 1
+    assert counts[A.TELEMETRY_DROPPED_INVALID.key] == 2
+
+
+def test_a_carrier_enqueued_before_1970_is_refused(encoded: tuple[Encoding, ct.Telemetry]) -> None:
+    exporter, telemetry = encoded
+    with ct.workflow("triage", identifier="ENC1") as wf:
+        carrier = wf.enqueue("triage_nurse")
+    carrier["clinotel-enqueued-at"] = "-1"
+    with _configured("strict"), pytest.raises(ct.TelemetryValidationError, match="enqueue time"):
+        ct.dequeue(carrier).__enter__()
+    with ct.dequeue(carrier), ct.stage("decide"):
+        pass
+    assert telemetry.force_flush()
+    names, counts = _exported(exporter)
+    assert "queue" not in names
+    assert names.count("decide") == 1
+    assert counts[A.TELEMETRY_DROPPED_INVALID.key] == 1
+
+
+@pytest.mark.parametrize("at", [datetime(1969, 12, 31, tzinfo=UTC), datetime(2600, 1, 1, tzinfo=UTC)])
+def test_send_changes_refuses_a_change_otlp_cannot_date_and_sends_none(at: datetime) -> None:
+    exporter = Encoding()
+    changes = [
+        ChangeSpec(kind="model", name="triage-gbm", version="4.1.0"),
+        ChangeSpec(kind="flag", name="auto-triage", version="off", at=at),
+    ]
+    with pytest.raises(ct.TelemetryValidationError, match=r"change 2: `at`"):
+        send_changes(changes, endpoint="http://127.0.0.1:9", exporter=exporter)
+    assert exporter.spans == []
