@@ -151,7 +151,8 @@ def test_a_name_that_is_not_text_is_redacted_whole(case: str, encoded: tuple[Enc
 
 def test_text_the_encoder_cannot_carry_is_repaired_not_lost(encoded: tuple[Encoding, ct.Telemetry]) -> None:
     """A lone surrogate (a file name decoded with surrogateescape) in a span name, a status message
-    set by the SDK from an escaping exception, an event name: each replaced by U+FFFD; an endless
+    set by the SDK from an escaping exception, an event name, a tracer's name: each replaced by
+    U+FFFD; an endless
     name is cut to `MAX_TEXT` characters (the PHI patterns take time that grows faster than it)."""
     exporter, telemetry = encoded
     tracer = telemetry.provider.get_tracer("ehr-client")
@@ -160,6 +161,7 @@ def test_text_the_encoder_cannot_carry_is_repaired_not_lost(encoded: tuple[Encod
             raise OSError("cannot read /data/in/\udcff.hl7 for MRN 00123456")
         _end(tracer.start_span("parse"), lambda s: s.add_event("segment \udcff"))
         tracer.start_span("x" * (40 * MAX_TEXT)).end()
+        telemetry.provider.get_tracer("hl7-\udcff").start_span("parse segment").end()
     _clean_workflow(2)
     assert telemetry.force_flush()
     names, _ = _exported(exporter)
@@ -169,6 +171,8 @@ def test_text_the_encoder_cannot_carry_is_repaired_not_lost(encoded: tuple[Encod
     assert b"00123456" not in exporter.wire
     assert "cannot read /data/in/\ufffd.hl7".encode() in exporter.wire
     assert "segment \ufffd".encode() in exporter.wire
+    assert "hl7-\ufffd".encode() in exporter.wire
+    assert "parse segment" in names
 
 
 TIMES: dict[str, Callable[[], None]] = {

@@ -418,6 +418,54 @@ def test_a_batch_given_as_an_iterator_is_exported_whole() -> None:
     assert _exported_as(gate, []) == spans
 
 
+def _with_tracers(*tracers: tuple[str, str | None], **attributes: str) -> list[ReadableSpan]:
+    """Three clean triage workflows, then a span of each of `tracers` (name, version; scope
+    `attributes`) of the service's other code, as they leave the SDK."""
+
+    def run(provider: TracerProvider) -> None:
+        for i in range(3):
+            with ct.workflow("triage", identifier=f"ENC{i}", site="north"), ct.stage("decide"):
+                pass
+        for name, version in tracers:
+            with provider.get_tracer(name, version, attributes=attributes or None).start_as_current_span("GET /chart"):
+                pass
+
+    return _sdk_spans(run)
+
+
+def test_a_tracers_name_version_and_attributes_leave_without_phi() -> None:
+    """A tracer's scope is set by code in the process and rides on every span of that tracer:
+    its name, version and schema URL are scrubbed, its attributes dropped (none is registered;
+    the collector keeps none either), each counted once per scope; batch = one by one."""
+    spans = _with_tracers(("ward jane.doe@example.org", "DOB 1985-03-12"), note="patient MRN 1234567")
+    whole = ct.SanitizingSpanExporter(InMemorySpanExporter())
+    alone = ct.SanitizingSpanExporter(InMemorySpanExporter())
+    by_batch = _exported_as(whole, [spans])
+    by_span = _exported_as(alone, [[s] for s in spans])
+    scope = by_batch[-1].instrumentation_scope
+    assert scope is not None
+    assert (scope.name, scope.version, dict(scope.attributes or {})) == ("ward [REDACTED]", "[REDACTED]", {})
+    assert [s.instrumentation_scope for s in by_batch] == [s.instrumentation_scope for s in by_span]
+    assert by_batch[:-1] == spans[:-1], "clinotel's own spans are handed on as they came"
+    wire = encode_spans(by_batch).SerializeToString()
+    for piece in (b"jane.doe", b"1985-03-12", b"1234567"):
+        assert piece not in wire
+    totals = whole.counters.totals()
+    assert (totals["redacted"], totals["unregistered"]) == (2, 1)
+    assert totals == alone.counters.totals()
+
+
+def test_a_batch_of_two_clean_tracers_is_confirmed_whole() -> None:
+    """A service's other instrumentations have tracers of their own: a clean scope, once seen,
+    is confirmed by identity, so a mixed batch stays on the batch path."""
+    *spans, foreign = _with_tracers(("opentelemetry.instrumentation.requests", "0.50b0"), ("ehr", "MRN 00123456"))
+    gate = ct.SanitizingSpanExporter(InMemorySpanExporter())
+    _exported_as(gate, [spans])
+    assert gate._all_clean(spans)
+    assert not gate._all_clean([*spans, foreign])
+    assert b"00123456" not in encode_spans(_exported_as(gate, [[*spans, foreign]])).SerializeToString()
+
+
 def _workflows_under(
     parents: list[context.Context], then: Callable[[TracerProvider], None] | None = None
 ) -> list[ReadableSpan]:

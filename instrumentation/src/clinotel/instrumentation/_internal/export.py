@@ -26,6 +26,7 @@ from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from clinotel.instrumentation._internal.gate import CLEAN_NAMES, RESOURCE_GATE, SPAN_GATE, clean_text, plain
 from clinotel.instrumentation._internal.runtime import INSTRUMENTATION_NAME, Counters
+from clinotel.semconv import REDACTED
 from clinotel.semconv import attributes as A
 
 __all__ = ["SanitizingSpanExporter"]
@@ -43,6 +44,7 @@ _ATTRIBUTES: Final = attrgetter("_attributes")
 _INNER_LIST: Final = attrgetter("_dq")
 _INNER_DICT: Final = attrgetter("_dict")
 _CONTEXT: Final = attrgetter("_context")
+_INSTRUMENTATION_SCOPE: Final = attrgetter("_instrumentation_scope")
 _TRACE_STATE: Final = itemgetter(4)
 """A SpanContext's trace state: the tuple's fifth item, what its `trace_state` property returns."""
 
@@ -66,6 +68,10 @@ class SanitizingSpanExporter(SpanExporter):
         self._resources: dict[int, tuple[Resource, Resource]] = {}
         self._clean_resource: Resource | None = None
         """The last resource found clean: spans of one provider share it."""
+        self._scopes: dict[int, tuple[InstrumentationScope, InstrumentationScope]] = {}
+        self._clean_scopes: dict[int, InstrumentationScope] = {}
+        """The scopes found clean, by id (held, so no other object can take an id): the spans of
+        one tracer share its scope, and a service's other instrumentations have their own."""
 
     @property
     def counters(self) -> Counters:
@@ -121,6 +127,21 @@ class SanitizingSpanExporter(SpanExporter):
             self._clean_resource = resource
         return clean
 
+    def _scope(self, scope: InstrumentationScope, counts: dict[str, int]) -> InstrumentationScope:
+        """`scope` as it may leave: its name, version and schema URL scrubbed, no attributes (no
+        scope attribute is registered, and the collector keeps none); the same object when clean."""
+        hit = self._scopes.get(id(scope))
+        if hit is not None and hit[0] is scope:
+            return hit[1]
+        clean = _clean_scope(scope, counts)
+        if len(self._scopes) > 64:
+            self._scopes.clear()
+            self._clean_scopes.clear()
+        self._scopes[id(scope)] = (scope, clean)
+        if clean is scope:
+            self._clean_scopes[id(scope)] = scope
+        return clean
+
     def _clean(self, span: ReadableSpan) -> bool:
         """True when `_sanitize` would hand `span` on unchanged, decided by set lookups on what the
         gate has already confirmed (the usual case); False sends the span through `_sanitize`.
@@ -136,6 +157,7 @@ class SanitizingSpanExporter(SpanExporter):
                 links = links._dq  # type: ignore[attr-defined]
             if (
                 span._resource is not self._clean_resource
+                or id(span._instrumentation_scope) not in self._clean_scopes
                 or span._name not in CLEAN_NAMES
                 or events
                 or links
@@ -160,6 +182,9 @@ class SanitizingSpanExporter(SpanExporter):
             return False
         try:
             if not all(map(is_, map(_RESOURCE, spans), repeat(resource))):
+                return False
+            # by id alone: a scope found clean is held, so no other object alive has its id
+            if not set(map(id, map(_INSTRUMENTATION_SCOPE, spans))) <= self._clean_scopes.keys():
                 return False
             if not CLEAN_NAMES.issuperset(map(_NAME, spans)) or any(map(_STATUS_TEXT, spans)):
                 return False
@@ -186,6 +211,8 @@ class SanitizingSpanExporter(SpanExporter):
     def _sanitize(self, span: ReadableSpan, counts: dict[str, int]) -> ReadableSpan:
         original_resource = span.resource
         resource = self._resource(original_resource, counts)
+        original_scope = span.instrumentation_scope
+        scope = self._scope(original_scope, counts) if original_scope is not None else None
         original_name = span.name
         name = clean_text(original_name)
         if name != original_name:
@@ -210,6 +237,7 @@ class SanitizingSpanExporter(SpanExporter):
                 status = Status(status.status_code, desc)
         if (
             resource is original_resource
+            and scope is original_scope
             and name == original_name
             and attrs is None
             and events is None
@@ -230,8 +258,27 @@ class SanitizingSpanExporter(SpanExporter):
             status=status,
             start_time=span.start_time,
             end_time=span.end_time,
-            instrumentation_scope=span.instrumentation_scope,
+            instrumentation_scope=scope,
         )
+
+
+def _clean_scope(scope: InstrumentationScope, counts: dict[str, int]) -> InstrumentationScope:
+    """`SanitizingSpanExporter._scope`'s work, uncached: what a tracer's name, version, schema URL
+    and attributes (set by code in the process) may carry out, each change counted."""
+    if type(scope) is not InstrumentationScope:
+        counts["redacted"] = counts.get("redacted", 0) + 1
+        return InstrumentationScope(REDACTED)
+    texts = (scope.name, scope.version, scope.schema_url)
+    name, version, schema_url = (text if text is None else clean_text(text) for text in texts)
+    dropped = len(scope.attributes or ())
+    redacted = sum(a != b for a, b in zip(texts, (name, version, schema_url), strict=True))
+    if not dropped and not redacted:
+        return scope
+    if redacted:
+        counts["redacted"] = counts.get("redacted", 0) + redacted
+    if dropped:
+        counts["unregistered"] = counts.get("unregistered", 0) + dropped
+    return InstrumentationScope(name, version, schema_url)  # type: ignore[arg-type]
 
 
 def _encodable(spans: list[ReadableSpan]) -> list[ReadableSpan] | None:
