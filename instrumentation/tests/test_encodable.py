@@ -8,16 +8,21 @@ counts with it) or the gate itself raised."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanContext, Status
 
 import clinotel.instrumentation as ct
@@ -252,3 +257,115 @@ def test_send_changes_refuses_a_change_otlp_cannot_date_and_sends_none(at: datet
     with pytest.raises(ct.TelemetryValidationError, match=r"change 2: `at`"):
         send_changes(changes, endpoint="http://127.0.0.1:9", exporter=exporter)
     assert exporter.spans == []
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, list[bytes]]]:
+    """A loopback OTLP/HTTP endpoint that accepts every request and keeps its body."""
+    bodies: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", bodies
+    server.shutdown()
+    server.server_close()
+
+
+def _received(bodies: list[bytes]) -> list[str]:
+    names = []
+    for body in bodies:
+        request = ExportTraceServiceRequest.FromString(body)
+        names += [s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    return names
+
+
+def test_with_the_default_otlp_http_exporter_the_rest_of_the_batch_arrives(
+    receiver: tuple[str, list[bytes]],
+) -> None:
+    """The OTLP/HTTP exporter (clinotel's default) does not raise on a batch it cannot encode: it
+    logs, and returns FAILURE. The gate looks for the span the encoder refuses then too."""
+    endpoint, bodies = receiver
+    logging.getLogger("opentelemetry").disabled = True
+    try:
+        with isolated():
+            telemetry = ct.configure(
+                service_name="ed-triage", tenant="t", pseudonym_key=TEST_PSEUDONYM_KEY, endpoint=endpoint,
+                set_global=False,
+            )  # fmt: skip
+            _clean_workflow(1)
+            _raw(telemetry, _ended(end_time=time.time()))
+            _clean_workflow(2)
+            assert telemetry.force_flush()
+            telemetry.shutdown()
+    finally:
+        logging.getLogger("opentelemetry").disabled = False
+    names = _received(bodies)
+    assert names.count("decide") == 2
+    assert "fetch chart" not in names
+    assert A.HEALTH_SPAN_NAME in names
+
+
+class _SendsThenRaises(Encoding):
+    """A tee: one backend took the batch, the other failed."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        super().export(spans)
+        raise ConnectionError("the second backend is down")
+
+
+def test_a_batch_the_encoder_takes_is_never_sent_twice() -> None:
+    exporter = _SendsThenRaises()
+    gate = ct.SanitizingSpanExporter(exporter)
+    spans = _spans_of(lambda _: _clean_workflow(1))
+    with pytest.raises(ConnectionError):
+        gate.export(spans)
+    assert len(exporter.spans) == len(spans)
+
+
+def test_a_batch_of_one_refused_span_still_reports_it() -> None:
+    """With a span exported alone (SimpleSpanProcessor, or light traffic), dropping it left no
+    span to carry its count: the count goes out on a health span of its own."""
+    exporter = Encoding()
+    gate = ct.SanitizingSpanExporter(exporter)
+    logging.getLogger("opentelemetry").disabled = True
+    try:
+        (bad,) = _spans_of(lambda provider: provider.get_tracer("ehr").start_span("s").end(end_time=-1))
+    finally:
+        logging.getLogger("opentelemetry").disabled = False
+    gate.export([bad])
+    names, counts = _exported(exporter)
+    assert names == []
+    assert counts == {A.TELEMETRY_DROPPED_INVALID.key: 1}
+
+
+def test_a_resources_schema_url_leaves_scrubbed() -> None:
+    resource = Resource.create({"service.name": "ed-triage"}, schema_url="https://x.example/jane.doe@example.org")
+    exporter = Encoding()
+    gate = ct.SanitizingSpanExporter(exporter)
+    gate.export(_spans_of(lambda _: _clean_workflow(1), resource=resource))
+    assert b"jane.doe" not in exporter.wire
+    assert gate.counters.totals()["redacted"] == 1
+
+
+def _spans_of(make: Callable[[TracerProvider], None], resource: Resource | None = None) -> list[ReadableSpan]:
+    """The spans `make` makes (clinotel configured on the provider it is given), as they leave
+    the SDK, before any gate."""
+    raw = InMemorySpanExporter()
+    provider = TracerProvider(resource=resource or Resource.create({"service.name": "ed-triage"}))
+    provider.add_span_processor(SimpleSpanProcessor(raw))
+    with isolated():
+        ct.configure(tracer_provider=provider, export=False, pseudonym_key=TEST_PSEUDONYM_KEY)
+        make(provider)
+    return list(raw.get_finished_spans())

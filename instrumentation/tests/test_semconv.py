@@ -10,6 +10,7 @@ import pytest
 from clinotel.instrumentation._internal.gate import RESOURCE_GATE
 from clinotel.instrumentation.testing.phi import PHI_CORPUS, leaks
 from clinotel.semconv import (
+    MAX_TEXT,
     PHI_PATTERNS,
     REDACTED,
     REGISTRY,
@@ -246,3 +247,16 @@ def test_a_refused_value_is_never_repeated_in_its_error(definition: object, valu
     assert str(value) not in message
     assert "jane" not in message.lower()
     assert "4711235" not in message
+
+
+@pytest.mark.parametrize(
+    "value", ["jane.doe@example.org", "123-45-6789", "555-123-4567", "00123456789", "MRN 00123456"]
+)
+def test_a_long_text_is_cut_without_leaving_part_of_an_identifier(value: str) -> None:
+    """Past `MAX_TEXT` characters a text is cut; an identifier that crosses the cut, wherever it
+    falls in it, is redacted whole (cut first, `123-45-678` was left: no pattern matches it)."""
+    for shift in range(len(value) + 2):
+        text = "x" * (MAX_TEXT - shift) + " " + value + " and so on" * 100
+        out = scrub(text)
+        assert len(out) <= MAX_TEXT + len(REDACTED)
+        assert not any(c.isdigit() or c == "@" for c in out), f"a piece of {value!r} was left at shift {shift}"

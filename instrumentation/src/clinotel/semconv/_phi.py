@@ -34,6 +34,8 @@ MAX_TEXT: Final = 4096
 run of 16,384 address-like characters took 0.16 s, 131,072 took 8 s), and an exception message
 or a span name can be as long as a caller makes it."""
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_LOOKAHEAD: Final = 256
+"""How far past `MAX_TEXT` a long text is read, so that a match crossing the cut is seen whole."""
 MIN_KEY_BYTES: Final = 16
 
 _WS = r"[ \t\r\n]"
@@ -138,8 +140,27 @@ def scrub(text: str) -> str:
     protobuf refuses to encode) replaced by U+FFFD; a whole UUID is kept as it is."""
     if len(text) == 36 and _IS_UUID(text):
         return text
-    out = PHI_PATTERN.sub(REDACTED, text[:MAX_TEXT])
+    out = PHI_PATTERN.sub(REDACTED, text) if len(text) <= MAX_TEXT else _scrubbed_head(text)
     return out if out.isascii() else _SURROGATE.sub("\ufffd", out)
+
+
+def _scrubbed_head(text: str) -> str:
+    """The first `MAX_TEXT` characters of a longer `text`, scrubbed as part of the whole: read
+    `_LOOKAHEAD` characters further, so a match that starts before the cut and ends after it is
+    redacted whole (cutting first left `123-45-678` of an SSN, `jane.doe@example.o` of an
+    address: fragments no pattern matches)."""
+    window = text[: MAX_TEXT + _LOOKAHEAD]
+    parts: list[str] = []
+    kept = 0
+    for match in PHI_PATTERN.finditer(window):
+        start = match.start()
+        if start >= MAX_TEXT:
+            break
+        parts += (window[kept:start], REDACTED)
+        kept = match.end()
+    if kept < MAX_TEXT:
+        parts.append(window[kept:MAX_TEXT])
+    return "".join(parts)
 
 
 def contains_phi(text: str) -> bool:

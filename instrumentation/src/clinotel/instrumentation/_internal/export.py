@@ -88,25 +88,31 @@ class SanitizingSpanExporter(SpanExporter):
             cleaned = [span if clean(span) else self._sanitize(span, counts) for span in spans]
         for reason, n in counts.items():
             self._counters.add(reason, n)
-        self._report(cleaned)
+        if cleaned:
+            self._report(cleaned, cleaned[0].resource)
+        # A span the encoder cannot carry (a float or negative time, a kind given as a string, an
+        # id past its bits, set through the raw API) fails the whole batch: the OTLP/HTTP exporter
+        # logs it and returns FAILURE, the gRPC one raises. Then the spans the encoder refuses are
+        # dropped and counted, and the rest exported once more.
         try:
-            return self._inner.export(cleaned)
+            result = self._inner.export(cleaned)
         except Exception:
             kept = _encodable(cleaned)
             if kept is None:
                 raise
-        # A span the encoder cannot carry (a float or negative time, a name that is not a string,
-        # an id past its bits, set through the raw API) failed the whole batch: it is dropped
-        # and counted, and the rest of the batch is exported.
+        else:
+            kept = None if result is SpanExportResult.SUCCESS else _encodable(cleaned)
+            if kept is None:
+                return result
         self._counters.add("invalid", len(cleaned) - len(kept))
-        self._report(kept)
+        self._report(kept, cleaned[0].resource)
         return self._inner.export(kept)
 
-    def _report(self, spans: list[ReadableSpan]) -> None:
-        """Append the counts not reported yet to `spans`, as a health span of their resource."""
+    def _report(self, spans: list[ReadableSpan], resource: Resource) -> None:
+        """Append the counts not reported yet to `spans`, as a health span of `resource`."""
         delta = self._counters.take_unreported()
-        if delta and spans:
-            spans.append(_health_span(delta, spans[0].resource))
+        if delta:
+            spans.append(_health_span(delta, resource))
 
     def shutdown(self) -> None:
         self._inner.shutdown()
@@ -119,7 +125,15 @@ class SanitizingSpanExporter(SpanExporter):
         if hit is not None and hit[0] is resource:
             return hit[1]
         attrs = RESOURCE_GATE.sanitize(plain(resource.attributes), counts)
-        clean = resource if attrs is None else Resource(attrs, resource.schema_url)
+        url = resource.schema_url
+        clean_url = clean_text(url) if url else url
+        if clean_url != url:
+            counts["redacted"] = counts.get("redacted", 0) + 1
+        clean = (
+            resource
+            if attrs is None and clean_url == url
+            else Resource(resource.attributes if attrs is None else attrs, clean_url)
+        )
         if len(self._resources) > 64:
             self._resources.clear()
         self._resources[id(resource)] = (resource, clean)
@@ -282,22 +296,24 @@ def _clean_scope(scope: InstrumentationScope, counts: dict[str, int]) -> Instrum
 
 
 def _encodable(spans: list[ReadableSpan]) -> list[ReadableSpan] | None:
-    """The spans the OTLP encoder takes one by one, when it refuses some of them; None when it
-    takes them all (the batch failed for another reason) or is not installed."""
+    """The spans the OTLP encoder takes one by one, when it refuses the batch; None when it takes
+    the batch (it failed for another reason, and may have been sent: not sent again) or is not
+    installed."""
     try:
         from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
     except ImportError:  # pragma: no cover - the `sdk` extra installs it
         return None
 
-    def takes(span: ReadableSpan) -> bool:
+    def takes(batch: list[ReadableSpan]) -> bool:
         try:
-            encode_spans([span]).SerializeToString()
+            encode_spans(batch).SerializeToString()
         except Exception:  # noqa: BLE001 - whatever the encoder refuses
             return False
         return True
 
-    kept = [span for span in spans if takes(span)]
-    return kept if len(kept) < len(spans) else None
+    if takes(spans):
+        return None
+    return [span for span in spans if takes([span])]
 
 
 def _events(events: Sequence[Event], counts: dict[str, int]) -> list[Event] | None:
