@@ -65,20 +65,30 @@ def _cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subproces
 
 def _start_serve(data: Path, log: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
     """`clinotel serve` on `data` once it serves, its stderr to the file `log` (a busy collector cannot
-    fill a file as it can a pipe nobody reads until it exits); (the process, its /ping port)."""
-    http = free_port()
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(data),
-             "--otlp-http", f"127.0.0.1:{port or free_port()}", "--otlp-grpc", f"127.0.0.1:{free_port()}",
-             "--http", f"127.0.0.1:{http}", "--insecure-no-auth"],
-            stdout=subprocess.DEVNULL, stderr=stderr,
-        )  # fmt: skip
-    try:
-        return wait_serving(proc, http), http
-    except BaseException:
-        _killed(proc)
-        raise
+    fill a file as it can a pipe nobody reads until it exits); (the process, its /ping port). A port
+    found free that another test's process took before this one bound it is tried again with new
+    ones (`free_port` can only say what is free now); any other failure names what serve said."""
+    for attempt in range(3):
+        http = free_port()
+        with log.open("wb") as stderr:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(data),
+                 "--otlp-http", f"127.0.0.1:{port or free_port()}", "--otlp-grpc", f"127.0.0.1:{free_port()}",
+                 "--http", f"127.0.0.1:{http}", "--insecure-no-auth"],
+                stdout=subprocess.DEVNULL, stderr=stderr,
+            )  # fmt: skip
+        try:
+            return wait_serving(proc, http), http
+        except AssertionError:
+            _killed(proc)
+            said = log.read_text(encoding="utf-8", errors="replace")
+            if "already in use" in said and port is None and attempt < 2:
+                continue
+            raise AssertionError(f"serve exited: {said[-2000:]}") from None
+        except BaseException:
+            _killed(proc)
+            raise
+    raise AssertionError("unreachable")
 
 
 def _killed(proc: subprocess.Popen[bytes]) -> None:
