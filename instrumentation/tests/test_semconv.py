@@ -260,3 +260,29 @@ def test_a_long_text_is_cut_without_leaving_part_of_an_identifier(value: str) ->
         out = scrub(text)
         assert len(out) <= MAX_TEXT + len(REDACTED)
         assert not any(c.isdigit() or c == "@" for c in out), f"a piece of {value!r} was left at shift {shift}"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "MRN 0012\u200b3456",  # a zero-width space inside the number (pasted from a chart viewer)
+        "MRN 0012\u2060345\u200d6",  # word joiner, zero-width joiner
+        "MRN \uff10\uff10\uff11\uff12\uff13\uff14\uff15\uff16",  # full-width digits
+        "SSN 123\u00ad-45-6789",  # a soft hyphen
+        "call 555\u00a0123\u00a04567",  # no-break spaces
+        "born 1984\u200b-03-12",
+    ],
+)
+def test_characters_that_hide_an_identifier_do_not_hide_it(text: str) -> None:
+    """Invisible format characters and full-width forms read as the characters they stand for:
+    `MRN 0012\\u200b3456` kept `3456`, full-width digits passed whole."""
+    out = scrub(text)
+    assert REDACTED in out
+    assert not any(c.isdigit() for c in out), out
+
+
+@pytest.mark.parametrize(
+    "text", ["Größe 12 cm", "café au lait", "\u200bplain", "ｆｕｌｌ width, no number", "naïve 42"]
+)
+def test_text_without_hidden_phi_leaves_as_written(text: str) -> None:
+    assert scrub(text) == text

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Final
 
@@ -34,6 +35,9 @@ MAX_TEXT: Final = 4096
 run of 16,384 address-like characters took 0.16 s, 131,072 took 8 s), and an exception message
 or a span name can be as long as a caller makes it."""
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
+_INVISIBLE: Final = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+"""Format characters that show nothing: zero-width spaces and joiners, bidirectional marks, the
+soft hyphen, the byte order mark."""
 _LOOKAHEAD: Final = 256
 """How far past `MAX_TEXT` a long text is read, so that a match crossing the cut is seen whole."""
 MIN_KEY_BYTES: Final = 16
@@ -140,8 +144,21 @@ def scrub(text: str) -> str:
     protobuf refuses to encode) replaced by U+FFFD; a whole UUID is kept as it is."""
     if len(text) == 36 and _IS_UUID(text):
         return text
+    if not text.isascii():
+        text = _unhidden(text)
     out = PHI_PATTERN.sub(REDACTED, text) if len(text) <= MAX_TEXT else _scrubbed_head(text)
     return out if out.isascii() else _SURROGATE.sub("\ufffd", out)
+
+
+def _unhidden(text: str) -> str:
+    """`text` as the patterns should read it when other characters hide what they look for:
+    NFKC-folded (full-width digits, a no-break space) and without invisible format characters
+    (a zero-width space inside an MRN), if that shows PHI the text as written does not; else
+    `text` as it is, so text without hidden PHI leaves unchanged."""
+    folded = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
+    if folded == text or PHI_PATTERN.search(folded) is None:
+        return text
+    return folded
 
 
 def _scrubbed_head(text: str) -> str:
