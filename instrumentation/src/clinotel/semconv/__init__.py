@@ -9,6 +9,7 @@ generated from it (`clinotel semconv docs`).
 from clinotel.semconv import attributes
 from clinotel.semconv._docs import render_markdown
 from clinotel.semconv._phi import (
+    INVISIBLE,
     MAX_TEXT,
     MIN_KEY_BYTES,
     PHI_PATTERN,
@@ -64,6 +65,7 @@ from clinotel.semconv.attributes import HEALTH_SPAN_NAME, REGISTRY
 __all__ = [
     "CODE_PATTERN",
     "HEALTH_SPAN_NAME",
+    "INVISIBLE",
     "LABEL_PATTERN",
     "MAX_TEXT",
     "MIN_KEY_BYTES",

@@ -8,7 +8,17 @@ from enum import IntEnum
 from typing import Final
 
 from clinotel.model.sql import literal, string_array
-from clinotel.semconv import PHI_REGEX, PSEUDONYM_PATTERN, REDACTED, REGISTRY, UUID_PATTERN, AttrType, PhiClass, Scope
+from clinotel.semconv import (
+    INVISIBLE,
+    PHI_REGEX,
+    PSEUDONYM_PATTERN,
+    REDACTED,
+    REGISTRY,
+    UUID_PATTERN,
+    AttrType,
+    PhiClass,
+    Scope,
+)
 
 __all__ = [
     "PHI_SQL",
@@ -16,6 +26,7 @@ __all__ = [
     "attribute_map",
     "closed_values",
     "scrub_sql",
+    "unhidden_sql",
     "value_sql",
 ]
 
@@ -27,11 +38,26 @@ PHI_SQL: Final = literal(PHI_REGEX)
 _UUID_SQL: Final = literal(f"^{UUID_PATTERN}$")
 
 
+_INVISIBLE_SQL: Final = literal("[" + "".join(f"\\x{{{lo:04X}}}-\\x{{{hi:04X}}}" for lo, hi in INVISIBLE) + "]")
+
+
+def unhidden_sql(expr: str) -> str:
+    """`expr` as the PHI patterns should read it, as `clinotel.semconv.scrub` reads it: a text
+    with a character past ASCII, NFKC-folded and without invisible format characters, when that
+    shows PHI the text as written does not (`MRN 0012\u200b3456`, full-width digits); else as
+    written. Text that is not valid UTF-8 (the engine's normalisation refuses it, and would fail
+    the insert) is read as written; the receiver's protobuf parser lets none through anyway."""
+    folded = f"replaceRegexpAll(normalizeUTF8NFKC({expr}), {_INVISIBLE_SQL}, '')"
+    shown = f"arrayElement(arrayMap(f -> if(f != {expr} AND match(f, {PHI_SQL}), f, {expr}), [{folded}]), 1)"
+    return f"if(length({expr}) = lengthUTF8({expr}) OR NOT isValidUTF8({expr}), {expr}, {shown})"
+
+
 def scrub_sql(expr: str) -> str:
-    """`expr` with every PHI match replaced, as `clinotel.semconv.scrub` does (a whole UUID
-    kept), over the whole text: the engine's RE2 takes time in proportion to it, so the library's
-    `MAX_TEXT` cut (its patterns' time grows faster) is not needed here."""
-    return f"if(match({expr}, {_UUID_SQL}), {expr}, replaceRegexpAll({expr}, {PHI_SQL}, {literal(REDACTED)}))"
+    """`expr` with every PHI match replaced, as `clinotel.semconv.scrub` does (a whole UUID kept,
+    hidden characters read past), over the whole text: the engine's RE2 takes time in proportion
+    to it, so the library's `MAX_TEXT` cut (its patterns' time grows faster) is not needed here."""
+    redacted = f"replaceRegexpAll({unhidden_sql(expr)}, {PHI_SQL}, {literal(REDACTED)})"
+    return f"if(match({expr}, {_UUID_SQL}), {expr}, {redacted})"
 
 
 def allowed_keys(scopes: tuple[Scope, ...], phi: PhiClass | None = None) -> list[str]:

@@ -23,6 +23,8 @@ PHI_CORPUS: list[tuple[str, str]] = [
     ("mrn", "appt 99120034"),
     ("mrn", "account 000912345"),
     ("mrn", "NHS 943 476 5919"),
+    ("mrn", "MRN \uff10\uff10\uff11\uff12\uff13\uff14\uff15\uff16"),  # full-width digits
+    ("mrn", "MRN 0012\u200b3456"),  # a zero-width space inside the number
     # social security numbers
     ("ssn", "123-45-6789"),
     ("ssn", "987-65-4321"),
@@ -30,6 +32,7 @@ PHI_CORPUS: list[tuple[str, str]] = [
     ("ssn", "SSN 219-09-9999"),
     ("ssn", "ssn: 457-55-5462"),
     ("ssn", "ssn_321-54-9876"),
+    ("ssn", "123\u00ad-45-6789"),  # a soft hyphen
     # phone numbers
     ("phone", "(555) 123-4567"),
     ("phone", "555-867-5309"),
@@ -39,6 +42,7 @@ PHI_CORPUS: list[tuple[str, str]] = [
     ("phone", "+33 1 42 68 53 00"),
     ("phone", "617-555-0142"),
     ("phone", "tel_555-310-7788"),
+    ("phone", "555\u00a0867\u00a02309"),  # no-break spaces
     # e-mail addresses
     ("email", "jane.doe@example.org"),
     ("email", "j.smith+er@hospital.example.com"),
