@@ -286,3 +286,23 @@ def test_characters_that_hide_an_identifier_do_not_hide_it(text: str) -> None:
 )
 def test_text_without_hidden_phi_leaves_as_written(text: str) -> None:
     assert scrub(text) == text
+
+
+def test_a_long_text_is_read_no_further_than_past_the_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unfolding hidden characters reads only the part of a text that is kept (and the look past
+    its cut): a megabyte of non-ASCII text was normalised and searched whole, where the patterns'
+    time grows faster than the text."""
+    from clinotel.semconv import _phi
+
+    read: list[int] = []
+    normalize = _phi.unicodedata.normalize
+
+    def spy(form: str, text: str) -> str:
+        read.append(len(text))
+        return normalize(form, text)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_phi.unicodedata, "normalize", spy)
+    out = scrub("é MRN 0012\u200b3456 " + "A" * 1_000_000)
+    assert out.startswith("é [REDACTED] ")
+    assert read
+    assert max(read) <= 2 * MAX_TEXT

@@ -51,6 +51,7 @@ and in the collector's SQL."""
 _INVISIBLE: Final = re.compile("[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in INVISIBLE) + "]")
 _LOOKAHEAD: Final = 256
 """How far past `MAX_TEXT` a long text is read, so that a match crossing the cut is seen whole."""
+_WINDOW: Final = MAX_TEXT + _LOOKAHEAD
 MIN_KEY_BYTES: Final = 16
 
 _WS = r"[ \t\r\n]"
@@ -155,6 +156,7 @@ def scrub(text: str) -> str:
     protobuf refuses to encode) replaced by U+FFFD; a whole UUID is kept as it is."""
     if len(text) == 36 and _IS_UUID(text):
         return text
+    text = text[:_WINDOW]  # nothing past it is read: the patterns' time grows faster than the text
     if not text.isascii():
         text = _unhidden(text)
     out = PHI_PATTERN.sub(REDACTED, text) if len(text) <= MAX_TEXT else _scrubbed_head(text)
@@ -166,7 +168,7 @@ def _unhidden(text: str) -> str:
     NFKC-folded (full-width digits, a no-break space) and without invisible format characters
     (a zero-width space inside an MRN), if that shows PHI the text as written does not; else
     `text` as it is, so text without hidden PHI leaves unchanged."""
-    folded = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
+    folded = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))[:_WINDOW]  # NFKC can lengthen it
     if folded == text or PHI_PATTERN.search(folded) is None:
         return text
     return folded
@@ -177,7 +179,7 @@ def _scrubbed_head(text: str) -> str:
     `_LOOKAHEAD` characters further, so a match that starts before the cut and ends after it is
     redacted whole (cutting first left `123-45-678` of an SSN, `jane.doe@example.o` of an
     address: fragments no pattern matches)."""
-    window = text[: MAX_TEXT + _LOOKAHEAD]
+    window = text[:_WINDOW]
     parts: list[str] = []
     kept = 0
     for match in PHI_PATTERN.finditer(window):
