@@ -41,7 +41,8 @@ PUBLIC_API: dict[str, set[str]] = {
     "clinotel.instrumentation.testing.workflows": {"schedule", "triage"},
     "clinotel.semconv": {
         "ActionStatus", "ActorRole", "Acuity", "AgeBand", "AttrType", "AttributeDef", "AttributeValue",
-        "CODE_PATTERN", "DecisionSource", "HEALTH_SPAN_NAME", "INVISIBLE", "IngestSource", "InvalidAttributeError",
+        "CODE_PATTERN", "DASHES", "DecisionSource", "HEALTH_SPAN_NAME", "INVISIBLE", "IngestSource",
+        "InvalidAttributeError",
         "LABEL_PATTERN", "Language", "MAX_TEXT", "MIN_KEY_BYTES", "OutcomeStatus", "PHI_PATTERN", "PHI_PATTERNS",
         "PHI_REGEX",
         "PSEUDONYM_PATTERN", "PayerClass", "PhiClass", "PhiPattern", "Pseudonymizer", "REDACTED", "REGISTRY",

@@ -271,6 +271,11 @@ def test_a_long_text_is_cut_without_leaving_part_of_an_identifier(value: str) ->
         "SSN 123\u00ad-45-6789",  # a soft hyphen
         "call 555\u00a0123\u00a04567",  # no-break spaces
         "born 1984\u200b-03-12",
+        "MRN 0012\u034f3456",  # a combining grapheme joiner
+        "record 123\U000e004145678",  # a tag character
+        "SSN 123\u201345\u20136789",  # en dashes, as a word processor writes them
+        "born 1984\u201303\u201312",
+        "call 555\u2011867\u20112309",  # non-breaking hyphens
     ],
 )
 def test_characters_that_hide_an_identifier_do_not_hide_it(text: str) -> None:
@@ -305,4 +310,21 @@ def test_a_long_text_is_read_no_further_than_past_the_cut(monkeypatch: pytest.Mo
     out = scrub("é MRN 0012\u200b3456 " + "A" * 1_000_000)
     assert out.startswith("é [REDACTED] ")
     assert read
-    assert max(read) <= 2 * MAX_TEXT
+    assert max(read) <= 3 * MAX_TEXT
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Dr Smith " + "\u00ad" * 300 + "x" * 4032 + " 123-45-6789 more",  # soft hyphens shorten the fold
+        "\u200b" * 300 + "x" * 4030 + " jane.doe@example.org tail",
+        "e\u0301" * 300 + "y" * 3700 + " 123-45-6789 more",  # decomposed accents (macOS file names)
+        "\u200b" * 9000 + "MRN 00123456 " + "z" * 5000,  # past what is folded: nothing of it kept in part
+    ],
+)
+def test_a_fold_that_shortens_a_long_text_keeps_no_part_of_an_identifier(text: str) -> None:
+    """Folding drops invisible characters and composes accents, so a long text can come out
+    shorter than the part that is kept: an identifier the first cut went through was kept in part
+    (`123-45-678`) when the folded text was taken for the whole of it."""
+    out = scrub(text)
+    assert not any(c.isdigit() or c == "@" for c in out), out[-40:]

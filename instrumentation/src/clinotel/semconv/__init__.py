@@ -9,6 +9,7 @@ generated from it (`clinotel semconv docs`).
 from clinotel.semconv import attributes
 from clinotel.semconv._docs import render_markdown
 from clinotel.semconv._phi import (
+    DASHES,
     INVISIBLE,
     MAX_TEXT,
     MIN_KEY_BYTES,
@@ -64,6 +65,7 @@ from clinotel.semconv.attributes import HEALTH_SPAN_NAME, REGISTRY
 
 __all__ = [
     "CODE_PATTERN",
+    "DASHES",
     "HEALTH_SPAN_NAME",
     "INVISIBLE",
     "LABEL_PATTERN",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
+    "DASHES",
     "INVISIBLE",
     "MAX_TEXT",
     "MIN_KEY_BYTES",
@@ -38,20 +39,38 @@ or a span name can be as long as a caller makes it."""
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 INVISIBLE: Final = (
     (0x00AD, 0x00AD),
-    (0x180E, 0x180E),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
     (0x200B, 0x200F),
     (0x202A, 0x202E),
-    (0x2060, 0x2064),
-    (0x2066, 0x2069),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
     (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
 )
-"""Code point ranges of format characters that show nothing (the soft hyphen, zero-width spaces
-and joiners, bidirectional marks, the byte order mark): read past when looking for PHI, here
+"""Unicode's default-ignorable code points (DerivedCoreProperties, `Default_Ignorable_Code_Point`):
+characters that show nothing (soft hyphen, zero-width spaces and joiners, bidirectional marks,
+variation selectors, fillers, tags, the byte order mark). Read past when looking for PHI, here
 and in the collector's SQL."""
 _INVISIBLE: Final = re.compile("[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in INVISIBLE) + "]")
+DASHES: Final = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63"
+"""Dashes and the minus sign, which NFKC leaves as they are and a word processor puts between the
+groups of a number (`123–45–6789`): read as `-` when looking for PHI, here and in the SQL."""
+_AS_HYPHENS: Final = str.maketrans(DASHES, "-" * len(DASHES))
 _LOOKAHEAD: Final = 256
 """How far past `MAX_TEXT` a long text is read, so that a match crossing the cut is seen whole."""
 _WINDOW: Final = MAX_TEXT + _LOOKAHEAD
+_FOLD_BOUND: Final = 2 * _WINDOW
+"""The characters of a non-ASCII text folded (NFKC, invisible characters dropped) before it is
+cut: folding can shorten a text (invisible characters) or lengthen it (NFKC, up to 18 times)."""
 MIN_KEY_BYTES: Final = 16
 
 _WS = r"[ \t\r\n]"
@@ -156,40 +175,47 @@ def scrub(text: str) -> str:
     protobuf refuses to encode) replaced by U+FFFD; a whole UUID is kept as it is."""
     if len(text) == 36 and _IS_UUID(text):
         return text
-    text = text[:_WINDOW]  # nothing past it is read: the patterns' time grows faster than the text
-    if not text.isascii():
-        text = _unhidden(text)
-    out = PHI_PATTERN.sub(REDACTED, text) if len(text) <= MAX_TEXT else _scrubbed_head(text)
+    end = MAX_TEXT
+    if text.isascii():
+        text = text[:_WINDOW]  # nothing past it is read: the patterns' time grows faster than the text
+    else:
+        text, end = _unhidden(text)
+    out = PHI_PATTERN.sub(REDACTED, text) if len(text) <= end else _scrubbed_head(text, end)
     return out if out.isascii() else _SURROGATE.sub("\ufffd", out)
 
 
-def _unhidden(text: str) -> str:
-    """`text` as the patterns should read it when other characters hide what they look for:
-    NFKC-folded (full-width digits, a no-break space) and without invisible format characters
-    (a zero-width space inside an MRN), if that shows PHI the text as written does not; else
-    `text` as it is, so text without hidden PHI leaves unchanged."""
-    folded = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))[:_WINDOW]  # NFKC can lengthen it
-    if folded == text or PHI_PATTERN.search(folded) is None:
-        return text
-    return folded
+def _unhidden(text: str) -> tuple[str, int]:
+    """A non-ASCII `text` as the patterns should read it, and where it is cut: NFKC-folded
+    (full-width digits, a no-break space), without invisible characters (a zero-width space
+    inside an MRN) and with dashes read as hyphens, when that form differs and shows PHI; else
+    `text` as it is, so text without hidden PHI leaves unchanged. A text past
+    `_FOLD_BOUND` is folded that far, and its folded form cut `_LOOKAHEAD` before its end at the
+    latest, so no identifier cut by the bound is kept in part."""
+    bounded = len(text) > _FOLD_BOUND
+    head = text[:_FOLD_BOUND]
+    folded = _INVISIBLE.sub("", unicodedata.normalize("NFKC", head)).translate(_AS_HYPHENS)
+    end = min(MAX_TEXT, len(folded) - _LOOKAHEAD) if bounded else MAX_TEXT
+    if folded != head and PHI_PATTERN.search(folded, 0, max(end, 0) + _LOOKAHEAD) is not None:
+        return folded[: max(end, 0) + _LOOKAHEAD], max(end, 0)
+    return head[:_WINDOW], MAX_TEXT
 
 
-def _scrubbed_head(text: str) -> str:
-    """The first `MAX_TEXT` characters of a longer `text`, scrubbed as part of the whole: read
+def _scrubbed_head(text: str, end: int = MAX_TEXT) -> str:
+    """The first `end` characters of a longer `text`, scrubbed as part of the whole: read
     `_LOOKAHEAD` characters further, so a match that starts before the cut and ends after it is
     redacted whole (cutting first left `123-45-678` of an SSN, `jane.doe@example.o` of an
     address: fragments no pattern matches)."""
-    window = text[:_WINDOW]
+    window = text[: end + _LOOKAHEAD]
     parts: list[str] = []
     kept = 0
     for match in PHI_PATTERN.finditer(window):
         start = match.start()
-        if start >= MAX_TEXT:
+        if start >= end:
             break
         parts += (window[kept:start], REDACTED)
         kept = match.end()
-    if kept < MAX_TEXT:
-        parts.append(window[kept:MAX_TEXT])
+    if kept < end:
+        parts.append(window[kept:end])
     return "".join(parts)
 
 

@@ -9,6 +9,7 @@ from typing import Final
 
 from clinotel.model.sql import literal, string_array
 from clinotel.semconv import (
+    DASHES,
     INVISIBLE,
     PHI_REGEX,
     PSEUDONYM_PATTERN,
@@ -43,11 +44,14 @@ _INVISIBLE_SQL: Final = literal("[" + "".join(f"\\x{{{lo:04X}}}-\\x{{{hi:04X}}}"
 
 def unhidden_sql(expr: str) -> str:
     """`expr` as the PHI patterns should read it, as `clinotel.semconv.scrub` reads it: a text
-    with a character past ASCII, NFKC-folded and without invisible format characters, when that
-    shows PHI the text as written does not (`MRN 0012\u200b3456`, full-width digits); else as
-    written. Text that is not valid UTF-8 (the engine's normalisation refuses it, and would fail
+    with a character past ASCII, NFKC-folded, without invisible characters and with dashes read
+    as hyphens, when that form differs and shows PHI (`MRN 0012\u200b3456`, full-width digits,
+    `123–45–6789`); else as written. Text that is not valid UTF-8 (the engine's normalisation refuses it, and would fail
     the insert) is read as written; the receiver's protobuf parser lets none through anyway."""
-    folded = f"replaceRegexpAll(normalizeUTF8NFKC({expr}), {_INVISIBLE_SQL}, '')"
+    folded = (
+        f"translateUTF8(replaceRegexpAll(normalizeUTF8NFKC({expr}), {_INVISIBLE_SQL}, ''), "
+        f"{literal(DASHES)}, {literal('-' * len(DASHES))})"
+    )
     shown = f"arrayElement(arrayMap(f -> if(f != {expr} AND match(f, {PHI_SQL}), f, {expr}), [{folded}]), 1)"
     return f"if(length({expr}) = lengthUTF8({expr}) OR NOT isValidUTF8({expr}), {expr}, {shown})"
 

@@ -25,6 +25,7 @@ PHI_CORPUS: list[tuple[str, str]] = [
     ("mrn", "NHS 943 476 5919"),
     ("mrn", "MRN \uff10\uff10\uff11\uff12\uff13\uff14\uff15\uff16"),  # full-width digits
     ("mrn", "MRN 0012\u200b3456"),  # a zero-width space inside the number
+    ("mrn", "MRN 0077\u034f1234"),  # a combining grapheme joiner
     # social security numbers
     ("ssn", "123-45-6789"),
     ("ssn", "987-65-4321"),
@@ -33,6 +34,7 @@ PHI_CORPUS: list[tuple[str, str]] = [
     ("ssn", "ssn: 457-55-5462"),
     ("ssn", "ssn_321-54-9876"),
     ("ssn", "123\u00ad-45-6789"),  # a soft hyphen
+    ("ssn", "219\u201309\u20139999"),  # en dashes
     # phone numbers
     ("phone", "(555) 123-4567"),
     ("phone", "555-867-5309"),
