@@ -194,9 +194,9 @@ def _unhidden(text: str) -> tuple[str, int]:
     bounded = len(text) > _FOLD_BOUND
     head = text[:_FOLD_BOUND]
     folded = _INVISIBLE.sub("", unicodedata.normalize("NFKC", head)).translate(_AS_HYPHENS)
-    end = min(MAX_TEXT, len(folded) - _LOOKAHEAD) if bounded else MAX_TEXT
-    if folded != head and PHI_PATTERN.search(folded, 0, max(end, 0) + _LOOKAHEAD) is not None:
-        return folded[: max(end, 0) + _LOOKAHEAD], max(end, 0)
+    end = max(0, min(MAX_TEXT, len(folded) - _LOOKAHEAD)) if bounded else MAX_TEXT
+    if folded != head and PHI_PATTERN.search(folded, 0, end + _LOOKAHEAD) is not None:
+        return folded[: end + _LOOKAHEAD], end
     return head[:_WINDOW], MAX_TEXT
 
 

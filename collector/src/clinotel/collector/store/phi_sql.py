@@ -46,8 +46,9 @@ def unhidden_sql(expr: str) -> str:
     """`expr` as the PHI patterns should read it, as `clinotel.semconv.scrub` reads it: a text
     with a character past ASCII, NFKC-folded, without invisible characters and with dashes read
     as hyphens, when that form differs and shows PHI (`MRN 0012\u200b3456`, full-width digits,
-    `123–45–6789`); else as written. Text that is not valid UTF-8 (the engine's normalisation refuses it, and would fail
-    the insert) is read as written; the receiver's protobuf parser lets none through anyway."""
+    `123–45–6789`); else as written. Text that is not valid UTF-8 (the engine's normalisation
+    refuses it, and would fail the insert) is read as written; the receiver's protobuf parser
+    lets none through anyway."""
     folded = (
         f"translateUTF8(replaceRegexpAll(normalizeUTF8NFKC({expr}), {_INVISIBLE_SQL}, ''), "
         f"{literal(DASHES)}, {literal('-' * len(DASHES))})"

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import chain, islice, repeat, starmap
 from operator import attrgetter, is_, itemgetter
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.resources import Resource
@@ -30,6 +30,8 @@ from clinotel.semconv import REDACTED
 from clinotel.semconv import attributes as A
 
 __all__ = ["SanitizingSpanExporter"]
+
+_T = TypeVar("_T")
 
 _HEALTH_KEYS: Final = {reason: d.key for reason, d in A.HEALTH_COUNTERS.items()}
 _SCOPE: Final = InstrumentationScope(INSTRUMENTATION_NAME)
@@ -65,13 +67,12 @@ class SanitizingSpanExporter(SpanExporter):
     def __init__(self, inner: SpanExporter, counters: Counters | None = None) -> None:
         self._inner = inner
         self._counters = counters if counters is not None else Counters()
-        self._resources: dict[int, tuple[Resource, Resource]] = {}
+        self._resources: _Judged[Resource] = _Judged()
         self._clean_resource: Resource | None = None
         """The last resource found clean: spans of one provider share it."""
-        self._scopes: dict[int, tuple[InstrumentationScope, InstrumentationScope]] = {}
-        self._clean_scopes: dict[int, InstrumentationScope] = {}
-        """The scopes found clean, by id (held, so no other object can take an id): the spans of
-        one tracer share its scope, and a service's other instrumentations have their own."""
+        self._scopes: _Judged[InstrumentationScope] = _Judged()
+        """The spans of one tracer share its scope, and a service's other instrumentations have
+        their own: the batch path looks each span's scope up among the clean ones, by id."""
 
     @property
     def counters(self) -> Counters:
@@ -121,39 +122,9 @@ class SanitizingSpanExporter(SpanExporter):
         return self._inner.force_flush(timeout_millis)
 
     def _resource(self, resource: Resource, counts: dict[str, int]) -> Resource:
-        hit = self._resources.get(id(resource))
-        if hit is not None and hit[0] is resource:
-            return hit[1]
-        attrs = RESOURCE_GATE.sanitize(plain(resource.attributes), counts)
-        url = resource.schema_url
-        clean_url = clean_text(url) if url else url
-        if clean_url != url:
-            counts["redacted"] = counts.get("redacted", 0) + 1
-        clean = (
-            resource
-            if attrs is None and clean_url == url
-            else Resource(resource.attributes if attrs is None else attrs, clean_url)
-        )
-        if len(self._resources) > 64:
-            self._resources.clear()
-        self._resources[id(resource)] = (resource, clean)
+        clean = self._resources.judge(resource, _clean_resource, counts)
         if clean is resource:
             self._clean_resource = resource
-        return clean
-
-    def _scope(self, scope: InstrumentationScope, counts: dict[str, int]) -> InstrumentationScope:
-        """`scope` as it may leave: its name, version and schema URL scrubbed, no attributes (no
-        scope attribute is registered, and the collector keeps none); the same object when clean."""
-        hit = self._scopes.get(id(scope))
-        if hit is not None and hit[0] is scope:
-            return hit[1]
-        clean = _clean_scope(scope, counts)
-        if len(self._scopes) > 64:
-            self._scopes.clear()
-            self._clean_scopes.clear()
-        self._scopes[id(scope)] = (scope, clean)
-        if clean is scope:
-            self._clean_scopes[id(scope)] = scope
         return clean
 
     def _clean(self, span: ReadableSpan) -> bool:
@@ -171,7 +142,7 @@ class SanitizingSpanExporter(SpanExporter):
                 links = links._dq  # type: ignore[attr-defined]
             if (
                 span._resource is not self._clean_resource
-                or id(span._instrumentation_scope) not in self._clean_scopes
+                or id(span._instrumentation_scope) not in self._scopes.clean
                 or span._name not in CLEAN_NAMES
                 or events
                 or links
@@ -198,7 +169,7 @@ class SanitizingSpanExporter(SpanExporter):
             if not all(map(is_, map(_RESOURCE, spans), repeat(resource))):
                 return False
             # by id alone: a scope found clean is held, so no other object alive has its id
-            if not set(map(id, map(_INSTRUMENTATION_SCOPE, spans))) <= self._clean_scopes.keys():
+            if not set(map(id, map(_INSTRUMENTATION_SCOPE, spans))) <= self._scopes.clean.keys():
                 return False
             if not CLEAN_NAMES.issuperset(map(_NAME, spans)) or any(map(_STATUS_TEXT, spans)):
                 return False
@@ -226,7 +197,7 @@ class SanitizingSpanExporter(SpanExporter):
         original_resource = span.resource
         resource = self._resource(original_resource, counts)
         original_scope = span.instrumentation_scope
-        scope = self._scope(original_scope, counts) if original_scope is not None else None
+        scope = self._scopes.judge(original_scope, _clean_scope, counts) if original_scope is not None else None
         original_name = span.name
         name = clean_text(original_name)
         if name != original_name:
@@ -276,9 +247,47 @@ class SanitizingSpanExporter(SpanExporter):
         )
 
 
+class _Judged(Generic[_T]):
+    """What the gate made of objects many spans share (resources, scopes), by identity: each
+    judged once, until more than 64 have been seen; those that passed unchanged are held in
+    `clean` by id (held, so no other object alive can take the id)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[_T, _T]] = {}
+        self.clean: dict[int, _T] = {}
+
+    def judge(self, obj: _T, clean: Callable[[_T, dict[str, int]], _T], counts: dict[str, int]) -> _T:
+        """What may leave in `obj`'s place (`clean`'s answer, changes counted the first time)."""
+        hit = self._seen.get(id(obj))
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        out = clean(obj, counts)
+        if len(self._seen) > 64:
+            self._seen.clear()
+            self.clean.clear()
+        self._seen[id(obj)] = (obj, out)
+        if out is obj:
+            self.clean[id(obj)] = obj
+        return out
+
+
+def _clean_resource(resource: Resource, counts: dict[str, int]) -> Resource:
+    """A resource as it may leave: its attributes through the resource gate, its schema URL
+    scrubbed; the same object when clean."""
+    attrs = RESOURCE_GATE.sanitize(plain(resource.attributes), counts)
+    url = resource.schema_url
+    clean_url = clean_text(url) if url else url
+    if clean_url != url:
+        counts["redacted"] = counts.get("redacted", 0) + 1
+    if attrs is None and clean_url == url:
+        return resource
+    return Resource(resource.attributes if attrs is None else attrs, clean_url)
+
+
 def _clean_scope(scope: InstrumentationScope, counts: dict[str, int]) -> InstrumentationScope:
-    """`SanitizingSpanExporter._scope`'s work, uncached: what a tracer's name, version, schema URL
-    and attributes (set by code in the process) may carry out, each change counted."""
+    """A tracer's scope as it may leave: its name, version and schema URL (set by code in the
+    process) scrubbed, no attributes (no scope attribute is registered, and the collector keeps
+    none), each change counted; the same object when clean."""
     if type(scope) is not InstrumentationScope:
         counts["redacted"] = counts.get("redacted", 0) + 1
         return InstrumentationScope(REDACTED)
