@@ -50,13 +50,20 @@ print(json.dumps(out))
 """
 
 
-def _child(tmp_path: Path, memory_mb: int, case: str) -> dict[str, Any]:
+def _script(script: str, *args: str, timeout: float = 120, cwd: Path | None = None) -> dict[str, Any]:
+    """The JSON object `script` prints last, run in a Python process of its own (an engine per
+    process); a failed run says what the process printed to stderr."""
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(tmp_path / case), str(memory_mb), case],
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"the child process exited {done.returncode}: {done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+def _child(tmp_path: Path, memory_mb: int, case: str) -> dict[str, Any]:
+    return _script(CHILD, str(tmp_path / case), str(memory_mb), case)
 
 
 def test_the_cap_is_set_and_held_and_a_full_engine_is_retried_not_refused(tmp_path: Path) -> None:
@@ -162,11 +169,7 @@ def test_an_engine_at_its_cap_is_asked_to_free_caches_and_allocator_pages(
 def test_the_engine_merges_column_by_column_and_less_often(tmp_path: Path) -> None:
     """Vertical merges (a horizontal merge of `otel_traces` held 400-500 MB beside the inserts),
     and about ten parts of a size to a merge rather than five (the merges' CPU)."""
-    out = subprocess.run(
-        [sys.executable, "-c", MERGE_SETTINGS, str(tmp_path / "data")],
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
-    settings = json.loads(out.stdout.strip().splitlines()[-1])
+    settings = _script(MERGE_SETTINGS, str(tmp_path / "data"))
     assert settings == {**MERGE_TREE_SETTINGS, "max_server_memory_usage": str(300 << 20)}
     assert settings["merge_selector_base"] == "10"
     assert settings["min_bytes_for_full_part_storage"] == str(32 << 20)
@@ -200,11 +203,7 @@ def test_small_parts_are_one_file_and_large_parts_are_not(tmp_path: Path) -> Non
     was a fifth of an insert's CPU here), and a small merge's too; a part past
     `PACKED_PART_BYTES` is written as before (a packed part is assembled in memory); every row
     reads back."""
-    out = subprocess.run(
-        [sys.executable, "-c", PART_STORAGE, str(tmp_path / "data")],
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
-    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    seen = _script(PART_STORAGE, str(tmp_path / "data"))
     assert seen["small"] == [[0, "Packed", 1000]] * 3
     assert seen["files"] == ["data.packed"]
     assert seen["merged"] == [[1, "Packed", 3000]]
@@ -243,11 +242,7 @@ def test_the_rollups_are_written_full_and_an_inserts_parts_packed(tmp_path: Path
     whole into the rollup), while the inserts' small parts stay packed: a dashboard panel reading
     packed rollup parts took about a millisecond more each at 30M spans. A second open leaves the
     tables' metadata as it is."""
-    out = subprocess.run(
-        [sys.executable, "-c", ROLLUP_PARTS, str(tmp_path)],
-        capture_output=True, text=True, timeout=120, check=True, cwd=Path(__file__).resolve().parents[2],
-    )  # fmt: skip
-    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    seen = _script(ROLLUP_PARTS, str(tmp_path), cwd=Path(__file__).resolve().parents[2])
     assert seen["rows"] > 0
     assert {kind for _, kind in seen["rolled"]} == {"Full"}
     assert {table for table, _ in seen["rolled"]} >= {"clinical_workflow_hours", "clinical_stage_hours"}
@@ -274,11 +269,7 @@ print(json.dumps({"logs": sorted(t for t in DIAGNOSTIC_LOGS if t in tables), "lo
 def test_the_engine_keeps_no_query_log_unless_asked(tmp_path: Path, logs: str) -> None:
     """A collector's engine logs no query: `system.query_log` would hold every reader's SQL, whichever
     tenant sent it. The ingest profile asks for the engine's logs (`system_logs=True`) and gets them."""
-    out = subprocess.run(
-        [sys.executable, "-c", QUERY_LOGS, str(tmp_path / "data"), logs],
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
-    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    seen = _script(QUERY_LOGS, str(tmp_path / "data"), logs)
     if logs == "off":
         assert seen == {"logs": [], "logged": 0}
     else:
@@ -334,11 +325,7 @@ print(json.dumps({"nice": sorted(seen), "parts": merged}))
 def test_the_engine_merges_at_a_lower_priority_than_the_writer(tmp_path: Path) -> None:
     """Merges cost about as much CPU as the inserts that cause them: they run niced, so a backlog of
     them takes what the writer's insert and the receiver leave (docs/collector.md)."""
-    out = subprocess.run(
-        [sys.executable, "-c", MERGE_NICENESS, str(tmp_path / "data")],
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
-    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    seen = _script(MERGE_NICENESS, str(tmp_path / "data"))
     assert seen["parts"] < 40, "the engine merged nothing: the test saw no merge"
     assert MERGE_NICE in seen["nice"], seen
 
@@ -411,11 +398,7 @@ def test_a_segment_that_never_fits_is_set_aside_and_later_segments_are_stored(tm
     on the total then, the segment is refused, and after a few tries set aside with the reason,
     and the later segment is stored. A memory refusal is not halved (`request_fault`): the other
     tenant's span in its segment is set aside with it. The merges run again afterwards."""
-    done = subprocess.run(
-        [sys.executable, "-c", NEVER_FITS, str(tmp_path), str(3_000_000)],
-        capture_output=True, text=True, timeout=240, check=True,
-    )  # fmt: skip
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = _script(NEVER_FITS, str(tmp_path), str(3_000_000), timeout=240)
     assert out["stored"] == [["later", 1]], out
     assert out["quarantined"] == 1
     assert out["kept_records"] == [2], "set aside whole"
