@@ -308,7 +308,7 @@ def test_a_long_text_is_read_no_further_than_past_the_cut(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(_phi.unicodedata, "normalize", spy)
     out = scrub("é MRN 0012\u200b3456 " + "A" * 1_000_000)
-    assert out.startswith("é [REDACTED] ")
+    assert out.startswith("e [REDACTED] ")  # a text with hidden PHI leaves in its folded form
     assert read
     assert max(read) <= 3 * MAX_TEXT
 

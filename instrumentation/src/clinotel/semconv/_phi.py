@@ -7,6 +7,7 @@ no back-references, explicit whitespace classes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -47,6 +48,7 @@ INVISIBLE: Final = (
     (0x200B, 0x200F),
     (0x202A, 0x202E),
     (0x2060, 0x206F),
+    (0x2800, 0x2800),
     (0x3164, 0x3164),
     (0xFE00, 0xFE0F),
     (0xFEFF, 0xFEFF),
@@ -58,9 +60,8 @@ INVISIBLE: Final = (
 )
 """Unicode's default-ignorable code points (DerivedCoreProperties, `Default_Ignorable_Code_Point`):
 characters that show nothing (soft hyphen, zero-width spaces and joiners, bidirectional marks,
-variation selectors, fillers, tags, the byte order mark). Read past when looking for PHI, here
-and in the collector's SQL."""
-_INVISIBLE: Final = re.compile("[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in INVISIBLE) + "]")
+variation selectors, fillers, tags, the byte order mark), and the braille blank (U+2800), which
+shows nothing either. Read past when looking for PHI, here and in the collector's SQL."""
 DASHES: Final = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63"
 """Dashes and the minus sign, which NFKC leaves as they are and a word processor puts between the
 groups of a number (`123–45–6789`): read as `-` when looking for PHI, here and in the SQL."""
@@ -69,8 +70,28 @@ _LOOKAHEAD: Final = 256
 """How far past `MAX_TEXT` a long text is read, so that a match crossing the cut is seen whole."""
 _WINDOW: Final = MAX_TEXT + _LOOKAHEAD
 _FOLD_BOUND: Final = 2 * _WINDOW
-"""The characters of a non-ASCII text folded (NFKC, invisible characters dropped) before it is
-cut: folding can shorten a text (invisible characters) or lengthen it (NFKC, up to 18 times)."""
+"""The characters of a non-ASCII text folded (NFKD, marks and invisible characters dropped) before
+it is cut: folding can shorten a text (invisible characters, marks) or lengthen it (NFKD, up to 18
+times)."""
+
+
+@functools.cache
+def _hidden() -> re.Pattern[str]:
+    """The characters the fold drops: the invisible ones and every combining mark (Unicode's
+    category M: accents, `123̲-45-6789`'s low line, `555⃝`'s enclosing circle), which
+    NFKD separates from their letters. Built on first use from this interpreter's Unicode tables
+    (about 20 ms; marks past U+1FFFF are variation selectors, already invisible)."""
+    category = unicodedata.category
+    marks: list[tuple[int, int]] = []
+    for cp in range(0x300, 0x20000):
+        if category(chr(cp))[0] == "M":
+            if marks and marks[-1][1] == cp - 1:
+                marks[-1] = (marks[-1][0], cp)
+            else:
+                marks.append((cp, cp))
+    return re.compile("[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in (*INVISIBLE, *marks)) + "]")
+
+
 MIN_KEY_BYTES: Final = 16
 
 _WS = r"[ \t\r\n]"
@@ -185,15 +206,16 @@ def scrub(text: str) -> str:
 
 
 def _unhidden(text: str) -> tuple[str, int]:
-    """A non-ASCII `text` as the patterns should read it, and where it is cut: NFKC-folded
-    (full-width digits, a no-break space), without invisible characters (a zero-width space
-    inside an MRN) and with dashes read as hyphens, when that form differs and shows PHI; else
+    """A non-ASCII `text` as the patterns should read it, and where it is cut: NFKD-folded
+    (full-width digits, a no-break space), without combining marks (an accent or a low line
+    inside an address or a number) or invisible characters (a zero-width space inside an MRN) and
+    with dashes read as hyphens, when that form differs and shows PHI; else
     `text` as it is, so text without hidden PHI leaves unchanged. A text past
     `_FOLD_BOUND` is folded that far, and its folded form cut `_LOOKAHEAD` before its end at the
     latest, so no identifier cut by the bound is kept in part."""
     bounded = len(text) > _FOLD_BOUND
     head = text[:_FOLD_BOUND]
-    folded = _INVISIBLE.sub("", unicodedata.normalize("NFKC", head)).translate(_AS_HYPHENS)
+    folded = _hidden().sub("", unicodedata.normalize("NFKD", head)).translate(_AS_HYPHENS)
     end = max(0, min(MAX_TEXT, len(folded) - _LOOKAHEAD)) if bounded else MAX_TEXT
     if folded != head and PHI_PATTERN.search(folded, 0, end + _LOOKAHEAD) is not None:
         return folded[: end + _LOOKAHEAD], end

@@ -39,18 +39,20 @@ PHI_SQL: Final = literal(PHI_REGEX)
 _UUID_SQL: Final = literal(f"^{UUID_PATTERN}$")
 
 
-_INVISIBLE_SQL: Final = literal("[" + "".join(f"\\x{{{lo:04X}}}-\\x{{{hi:04X}}}" for lo, hi in INVISIBLE) + "]")
+_HIDDEN_SQL: Final = literal("[\\p{M}" + "".join(f"\\x{{{lo:04X}}}-\\x{{{hi:04X}}}" for lo, hi in INVISIBLE) + "]")
+"""What the fold drops, as `clinotel.semconv.scrub` does: combining marks and invisible characters."""
 
 
 def unhidden_sql(expr: str) -> str:
     """`expr` as the PHI patterns should read it, as `clinotel.semconv.scrub` reads it: a text
-    with a character past ASCII, NFKC-folded, without invisible characters and with dashes read
-    as hyphens, when that form differs and shows PHI (`MRN 0012\u200b3456`, full-width digits,
-    `123–45–6789`); else as written. Text that is not valid UTF-8 (the engine's normalisation
+    with a character past ASCII, NFKD-folded, without combining marks (RE2's `\\p{M}`) or
+    invisible characters and with dashes read as hyphens, when that form differs and shows PHI
+    (`MRN 0012\u200b3456`, full-width digits, `123–45–6789`, `jane.doe\u0301@example.org`); else
+    as written. Text that is not valid UTF-8 (the engine's normalisation
     refuses it, and would fail the insert) is read as written; the receiver's protobuf parser
     lets none through anyway."""
     folded = (
-        f"translateUTF8(replaceRegexpAll(normalizeUTF8NFKC({expr}), {_INVISIBLE_SQL}, ''), "
+        f"translateUTF8(replaceRegexpAll(normalizeUTF8NFKD({expr}), {_HIDDEN_SQL}, ''), "
         f"{literal(DASHES)}, {literal('-' * len(DASHES))})"
     )
     shown = f"arrayElement(arrayMap(f -> if(f != {expr} AND match(f, {PHI_SQL}), f, {expr}), [{folded}]), 1)"

@@ -35,6 +35,8 @@ PHI_CORPUS: list[tuple[str, str]] = [
     ("ssn", "ssn_321-54-9876"),
     ("ssn", "123\u00ad-45-6789"),  # a soft hyphen
     ("ssn", "219\u201309\u20139999"),  # en dashes
+    ("ssn", "123\u0332-45-6789"),  # a combining low line
+    ("ssn", "123\u2800-45-6789"),  # a braille blank
     # phone numbers
     ("phone", "(555) 123-4567"),
     ("phone", "555-867-5309"),
@@ -45,12 +47,14 @@ PHI_CORPUS: list[tuple[str, str]] = [
     ("phone", "617-555-0142"),
     ("phone", "tel_555-310-7788"),
     ("phone", "555\u00a0867\u00a02309"),  # no-break spaces
+    ("phone", "555\u20dd-867-5309"),  # a combining enclosing circle
     # e-mail addresses
     ("email", "jane.doe@example.org"),
     ("email", "j.smith+er@hospital.example.com"),
     ("email", "PATIENT_77@mail.example.net"),
     ("email", "a.okafor@clinic.example.co.uk"),
     ("email", "guardian-of-child@example.com"),
+    ("email", "jane.doe\u0301@example.org"),  # a combining acute accent
     # dates of birth and other full dates
     ("dob", "1984-03-12"),
     ("dob", "03/12/1984"),
@@ -77,6 +81,7 @@ PHI_CORPUS: list[tuple[str, str]] = [
     ("name", "name: Carlos Mendez"),
     ("name", "Nurse Ratched"),
     ("name", "MR JONES"),
+    ("name", "Mrs.\u0301 Jane Doe"),  # a combining accent after the title
 ]
 
 # What would identify the person if it appeared in exported bytes: the value minus its label.
