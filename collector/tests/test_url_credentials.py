@@ -86,6 +86,23 @@ def test_an_unreachable_server_with_credentials_is_refused_without_them(tmp_path
     assert SECRET not in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"//writer:{SECRET}@127.0.0.1:9",  # the scheme left out: the whole text was shown
+        f"writer:{SECRET}@127.0.0.1:9",
+        f"{SECRET}@127.0.0.1:9",
+        f"ftp://writer:{SECRET}@127.0.0.1:9",
+    ],
+)
+def test_a_url_without_a_server_scheme_is_refused_without_its_credentials(url: str) -> None:
+    from clinotel.collector.store.embedded import dsn_for
+
+    with pytest.raises(StoreError, match="http:// or https://") as refused:
+        dsn_for(url=url)
+    assert SECRET not in str(refused.value)
+
+
 def test_a_log_owned_with_credentials_by_an_earlier_version_is_kept_and_cleaned(
     client: Any, options: schema.SchemaOptions, tokens: Tokens, tmp_path: Path
 ) -> None:

@@ -163,6 +163,19 @@ def test_plain_tokens_are_warned_about_and_duplicates_refused(tmp_path: Path) ->
     assert "plain token" in loaded.warnings[0]
 
 
+def test_a_token_without_a_role_is_a_write_token_and_said_so(tmp_path: Path) -> None:
+    """A hand-written entry that leaves the role out (as files did before roles) still writes, and
+    the start says so: never a grant nobody chose without a word."""
+    path = tmp_path / "tokens.toml"
+    path.touch(mode=0o600)
+    path.write_text(f'[[token]]\ntenant = "a"\nsha256 = "{"0" * 64}"\n', encoding="utf-8")
+    loaded = Tokens.load(path)
+    assert loaded.summary() == {"a": {"write": 1}}
+    assert len(loaded.warnings) == 1
+    assert "no role given, so a write token" in loaded.warnings[0]
+    assert "tokens.toml:1" in loaded.warnings[0]
+
+
 @pytest.mark.parametrize(
     "tenant", ["a'b", "x\ny", "../../etc", "a" * 65, " lead", "clinotel_x`; DROP", "\u00fc", "\x00", "a\\b"]
 )

@@ -137,6 +137,8 @@ class Tokens:
             if not isinstance(tenant, str) or not tenant:
                 raise TokenError(f"{where}: needs a tenant")
             _check_tenant(tenant, where)
+            if "role" not in entry:  # files from before roles: their tokens wrote, and still do
+                warnings.append(f'{where}: no role given, so a write token; say role = "write" (or "read") outright')
             if role not in ROLES:
                 raise TokenError(f"{where}: role must be one of {', '.join(ROLES)}, not {role!r}")
             if tenant == ALL_TENANTS and role == "write":

@@ -29,6 +29,7 @@ from clinotel.model.store import (
     error_line,
     first_line,
     reach_error,
+    shown_url,
     without_credentials,
 )
 from clinotel.model.tables import DEFAULT_DATABASE
@@ -249,7 +250,9 @@ def dsn_for(data_dir: Path | None = None, url: str | None = None) -> str:
     if url is not None:
         scheme = urlsplit(url).scheme
         if scheme not in ("http", "https"):
-            raise StoreError(f"a ClickHouse server URL starts with http:// or https://, not {scheme or url!r}")
+            # without a scheme the whole text is shown: never the user and password in it
+            shown = scheme or (shown_url(url) if url.startswith("//") else url.rpartition("@")[2])
+            raise StoreError(f"a ClickHouse server URL starts with http:// or https://, not {shown!r}")
         return url
     path = (data_dir or DEFAULT_DATA_DIR).resolve()
     return f"chdb://{path}"
