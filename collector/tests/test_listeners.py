@@ -3,6 +3,7 @@ with one line, and leaves no store, no log behind."""
 
 from __future__ import annotations
 
+import http.client
 import socket
 from collections.abc import Iterator
 from concurrent import futures
@@ -11,6 +12,10 @@ from typing import Any
 
 import grpc
 import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from clinotel.collector.net.listen import ListenError
 from clinotel.collector.service import Collector, CollectorConfig, ConfigError
@@ -90,3 +95,43 @@ def test_a_collector_s_grpc_port_cannot_be_shared_by_a_second_one(tmp_path: Path
 def test_a_port_out_of_range_is_a_configuration_error(tmp_path: Path, port: int) -> None:
     with pytest.raises(ConfigError, match=f"port {port} is not a port"):
         Collector(_config(tmp_path, otlp_http=("127.0.0.1", port)))
+
+
+def test_http_listeners_take_an_ipv6_address(tmp_path: Path) -> None:
+    """`--otlp-http [::1]:PORT` and `--http [::1]:PORT` listen on IPv6, as the gRPC port does (they
+    were refused as an unknown host): an official OTLP/HTTP exporter's request is answered there."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    c = Collector(_config(tmp_path, otlp_http=("::1", 0), http=("::1", 0), otlp_grpc=None))
+    c.start()
+    try:
+        assert c.http is not None
+        assert c.admin is not None
+        for port in (c.http.port, c.admin.port):
+            conn = http.client.HTTPConnection("::1", port, timeout=10)
+            conn.request("GET", "/ping")
+            conn.getresponse().read()
+            conn.close()
+        exporter = OTLPSpanExporter(endpoint=f"http://[::1]:{c.http.port}/v1/traces", timeout=10)
+        provider = TracerProvider(resource=Resource.create({"service.name": "v6"}))
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        provider.get_tracer("v6").start_span("over-ipv6").end()
+        provider.shutdown()
+        assert c.writer is not None
+        c.writer.drain()
+        table = c.options.name("otel_traces")
+        assert c.client.query(f"SELECT count() FROM {table} WHERE SpanName = 'over-ipv6'").result_rows[0][0] == 1
+    finally:
+        c.stop()
+
+
+def test_a_log_bound_below_the_request_limit_is_a_configuration_error(tmp_path: Path) -> None:
+    """The log could never take a request of the largest size the receivers accept: every such
+    request was answered 503 for ever, with a message about a log holding 0 bytes."""
+    with pytest.raises(ConfigError, match=r"--wal-max-mb \(1\) must be more than --max-request-mb \(2\)"):
+        Collector(_config(tmp_path, wal_max_bytes=1 << 20, max_request_bytes=2 << 20))

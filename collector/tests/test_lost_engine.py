@@ -150,7 +150,8 @@ def told(
     heard: list[str] = []
     config = CollectorConfig(
         database=options.database, wal_dir=tmp_path / "wal", otlp_http=("127.0.0.1", 0), otlp_grpc=None,
-        http=("127.0.0.1", 0), data_dir=engine_dir / "data", tokens=tokens, wal_max_bytes=4 << 20,
+        http=("127.0.0.1", 0), data_dir=engine_dir / "data", tokens=tokens, max_request_bytes=1 << 20,
+        wal_max_bytes=4 << 20,
     )  # fmt: skip
     c = Collector(config, client=client, on_store_lost=lambda: heard.append("lost"))
     c.start()

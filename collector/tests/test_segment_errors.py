@@ -4,12 +4,14 @@ stops). Each message as ClickHouse words it, with the code the driver reads."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-from clinotel.collector.store.segments import EmbeddedSegments, ServerSegments, engine_failed
+from clinotel.collector.store.segments import READERS_WAIT_S, EmbeddedSegments, ServerSegments, engine_failed
 
 FATAL = DatabaseError("Code: 236. DB::Exception: The server is shutting down due to a fatal error. (ABORTED)", code=236)
 SHUTTING_DOWN = DatabaseError("Code: 236. DB::Exception: Server shutdown is called. (ABORTED)", code=236)
@@ -163,3 +165,33 @@ def test_only_a_request_the_reader_refuses_has_its_segment_halved(
     """Halving finds a request the engine cannot read; a refusal of every insert would refuse
     every half alike, and a request that cannot fit is tried at the engine's cap at every level."""
     assert store.is_request_fault(error) is halved  # type: ignore[attr-defined]
+
+
+def test_the_try_alone_holds_the_readers_back_and_is_no_refusal_while_they_run() -> None:
+    """Readers at their caps can hold the whole engine: a segment that failed beside them was set
+    aside in the quarantine (an attacker's four queries had another tenant's acknowledged spans
+    quarantined). The try alone holds the read port's queries back first; if some still run when
+    the wait ends, an engine full is retried, never the segment's fault."""
+    held: list[float] = []
+    readers_idle = [False]
+
+    @contextmanager
+    def quiesce(timeout_s: float) -> Iterator[bool]:
+        held.append(timeout_s)
+        yield readers_idle[0]
+
+    client = _Client()
+    store = _store(client)
+    store.quiesce = quiesce
+    store.insert(_Segment())  # type: ignore[arg-type]
+    assert held == [], "only the try alone holds the readers"
+    store.relieve(ENGINE_FULL)
+    store.insert(_Segment())  # type: ignore[arg-type]
+    assert held == [READERS_WAIT_S]
+    assert store.is_refusal(ENGINE_FULL) is False, "readers still ran: the engine's total says nothing of the segment"
+    readers_idle[0] = True
+    store.relieve(ENGINE_FULL)
+    client.seen.clear()
+    store.insert(_Segment())  # type: ignore[arg-type]
+    assert client.seen[-3:] == ["SYSTEM STOP MERGES", "INSERT", "SYSTEM START MERGES"]
+    assert store.is_refusal(ENGINE_FULL) is True, "alone with no reader and still over: the segment's fault"

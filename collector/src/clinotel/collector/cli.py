@@ -10,7 +10,7 @@ from typing import Any, Final, NoReturn
 import click
 
 from clinotel.collector.net.listen import MAX_PORT
-from clinotel.collector.net.server import MAX_CONNECTIONS
+from clinotel.collector.net.server import MAX_CONNECTIONS, REQUEST_TIMEOUT_S
 from clinotel.collector.receiver.export import DEFAULT_MAX_SPAN_AGE_DAYS, MAX_SPAN_AGE_DAYS
 from clinotel.collector.store import schema as schema_module
 from clinotel.collector.store.embedded import (
@@ -335,6 +335,14 @@ _serve_options = [
         "(each holds a thread and a file descriptor).",
     ),
     click.option(
+        "--grpc-receive-timeout-s",
+        type=click.FloatRange(min=0, min_open=True, max=600),
+        default=REQUEST_TIMEOUT_S,
+        show_default=True,
+        help="How long an OTLP/gRPC call may take from its start to its whole message (as an HTTP read may "
+        "wait 30 s); a call still without it is ended with DEADLINE_EXCEEDED.",
+    ),
+    click.option(
         "--max-span-age-days",
         type=click.IntRange(min=1, max=MAX_SPAN_AGE_DAYS),
         default=DEFAULT_MAX_SPAN_AGE_DAYS,
@@ -407,6 +415,7 @@ def run_serve(
     max_request_mb: int,
     wal_max_mb: int,
     max_connections: int = MAX_CONNECTIONS,
+    grpc_receive_timeout_s: float = REQUEST_TIMEOUT_S,
     max_span_age_days: int = DEFAULT_MAX_SPAN_AGE_DAYS,
     memory_mb: int = DEFAULT_ENGINE_MEMORY_MB,
     fsync_parts: bool = False,
@@ -444,6 +453,7 @@ def run_serve(
             insecure_no_auth=insecure_no_auth,
             max_request_bytes=max_request_mb << 20,
             max_connections=max_connections,
+            grpc_receive_timeout_s=grpc_receive_timeout_s,
             max_span_age_days=max_span_age_days,
             wal_max_bytes=wal_max_mb << 20,
             engine_memory_bytes=memory_mb << 20,

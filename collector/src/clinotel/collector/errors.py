@@ -17,6 +17,7 @@ RETRY_AFTER_S: Final = 5
 GRPC_CODES: Final = {
     "OK": 0,
     "INVALID_ARGUMENT": 3,
+    "DEADLINE_EXCEEDED": 4,
     "PERMISSION_DENIED": 7,
     "RESOURCE_EXHAUSTED": 8,
     "UNIMPLEMENTED": 12,
@@ -48,6 +49,8 @@ REASONS: Final = {
     "log_full": Reason(503, "UNAVAILABLE", True),
     "log_lost": Reason(503, "UNAVAILABLE", True),
     "log_error": Reason(503, "UNAVAILABLE", True),
+    "receive_timeout": Reason(408, "DEADLINE_EXCEEDED", False),
+    "busy": Reason(503, "UNAVAILABLE", True),
 }
 """Every reason a request is refused whole, counted by that name in
 `clinotel_receiver_requests_refused_total{reason=…}`."""

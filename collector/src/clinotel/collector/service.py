@@ -32,7 +32,7 @@ from clinotel.collector.receiver.export import (
     Limits,
     TraceReceiver,
 )
-from clinotel.collector.receiver.grpc import OtlpGrpcServer
+from clinotel.collector.receiver.grpc import RECEIVE_TIMEOUT_S, OtlpGrpcServer
 from clinotel.collector.receiver.http import OtlpHttpServer, is_loopback
 from clinotel.collector.store import pipeline as ingest
 from clinotel.collector.store import rollups, schema
@@ -67,6 +67,7 @@ logger: Final = logging.getLogger("clinotel.collector")
 INSECURE_TENANT: Final = "default"
 MAX_ROLLUP_INTERVAL_S: Final = 3600.0
 MAX_ROLLUP_WINDOW_DAYS: Final = 366
+MAX_GRPC_RECEIVE_TIMEOUT_S: Final = 600.0
 
 
 class ConfigError(ValueError):
@@ -88,6 +89,9 @@ class CollectorConfig:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_connections: int = MAX_CONNECTIONS
     """Connections each HTTP port serves at once; one more is answered 503 (Retry-After)."""
+    grpc_receive_timeout_s: float = RECEIVE_TIMEOUT_S
+    """How long an OTLP/gRPC call may take from its start to its whole message; a call still
+    without it is ended with DEADLINE_EXCEEDED (`receiver.grpc`)."""
     max_span_age_days: int | None = DEFAULT_MAX_SPAN_AGE_DAYS
     """Spans starting earlier than this before they arrive are refused (partial success); None:
     any age (tests that replay a fixed clock)."""
@@ -135,6 +139,17 @@ class CollectorConfig:
             raise ConfigError(f"--database / --ttl-days: {e}") from None
         if self.rollup_interval_s is not None and not 1 <= self.rollup_interval_s <= MAX_ROLLUP_INTERVAL_S:
             raise ConfigError(f"--rollup-interval-s: from 1 to {MAX_ROLLUP_INTERVAL_S:.0f} seconds (0: never)")
+        if not 0 < self.grpc_receive_timeout_s <= MAX_GRPC_RECEIVE_TIMEOUT_S:
+            raise ConfigError(
+                f"--grpc-receive-timeout-s: more than 0 and at most {MAX_GRPC_RECEIVE_TIMEOUT_S:.0f} seconds, "
+                f"not {self.grpc_receive_timeout_s:g}"
+            )
+        if self.wal_max_bytes <= self.max_request_bytes:
+            raise ConfigError(
+                f"--wal-max-mb ({self.wal_max_bytes / (1 << 20):g}) must be more than --max-request-mb "
+                f"({self.max_request_bytes / (1 << 20):g}): the log could never take a request of the largest size "
+                "the receivers accept, and would answer 503 to it forever"
+            )
         if not 1 <= self.max_connections <= 1 << 16:
             raise ConfigError(f"--max-connections: from 1 to {1 << 16}, not {self.max_connections}")
         if self.max_span_age_days is not None and not 1 <= self.max_span_age_days <= MAX_SPAN_AGE_DAYS:
@@ -282,7 +297,10 @@ class Collector:
             cfg.otlp_http[0], cfg.otlp_http[1], self.receiver, self._authenticate, cfg.max_connections
         )
         if cfg.otlp_grpc is not None:
-            self.grpc = OtlpGrpcServer(cfg.otlp_grpc[0], cfg.otlp_grpc[1], self.receiver, self._authenticate)
+            self.grpc = OtlpGrpcServer(
+                cfg.otlp_grpc[0], cfg.otlp_grpc[1], self.receiver, self._authenticate,
+                receive_timeout_s=cfg.grpc_receive_timeout_s,
+            )  # fmt: skip
         if cfg.http is not None:
             self.admin = ClickHouseHttpServer(
                 cfg.http[0], cfg.http[1], self.metrics, None, self._authorize_reader, self._authorize_metrics,
@@ -376,6 +394,8 @@ class Collector:
             # /ping and /metrics.
             self.reader = SqlReader(cfg.engine_dir, cfg.database, schema.tenant_tables(), self._read_limits())
             self.admin.set_reader(self.reader)
+            if isinstance(segments, EmbeddedSegments):
+                segments.quiesce = self.reader.paused
         if embedded:
             # the engine's start-up ran most of its library once: give those pages back
             try:

@@ -105,6 +105,9 @@ class QuietHTTPServer(ThreadingHTTPServer):
         self._lock = threading.Lock()
         self._warned_at = -_WARN_EVERY_S
         self._swept_at = 0.0
+        address = args[0] if args else kwargs.get("server_address", ("", 0))
+        if ":" in str(address[0]):  # an IPv6 address (`[::1]:4318` on the command line)
+            self.address_family = socket.AF_INET6
         super().__init__(*args, **kwargs)
 
     @property

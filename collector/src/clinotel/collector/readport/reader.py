@@ -224,6 +224,11 @@ class SqlReader:
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(self.limits.max_concurrent)
         self._tenant_slots: dict[str | None, threading.BoundedSemaphore] = {}
+        self._admission = threading.Condition()
+        self._running = 0
+        """Reader queries admitted and not yet ended (`paused` waits for none)."""
+        self._paused = 0
+        """Holders of `paused`: while any, new reader queries wait."""
         self._parsers: queue.LifoQueue[Any] = queue.LifoQueue()
         first = self._new_parser()
         self._parsers.put(first)
@@ -335,7 +340,7 @@ class SqlReader:
                 raise QueryRefusedError(62, "SYNTAX_ERROR", f"Max query size exceeded ({MAX_READER_QUERY:,} bytes)")
         except QueryRefusedError as e:
             raise ClickHouseError.refused(e) from None
-        with self._slot(tenant):
+        with self._slot(tenant), self._admitted():
             _lower_thread_priority()  # parsing is the reader's work too
             try:
                 checked = self._guard.check(sql, database)
@@ -345,6 +350,47 @@ class SqlReader:
                 raise ClickHouseError.refused(e) from None
             with self._session(key) as handle:
                 return self._run(handle, checked.sql, fmt, dict(params or {}), query_id)
+
+    @contextmanager
+    def paused(self, timeout_s: float) -> Iterator[bool]:
+        """Hold new reader queries back and wait up to `timeout_s` for the running ones to end;
+        yields whether none runs. The writer's insert of acknowledged spans comes first: when it
+        keeps failing on the engine's whole memory, it tries once more with the readers held
+        here, so that what readers hold is never taken for the segment's own size (readers at
+        their caps had segments set aside in the quarantine)."""
+        with self._admission:
+            self._paused += 1
+            deadline = time.monotonic() + timeout_s
+            while self._running and (left := deadline - time.monotonic()) > 0:
+                self._admission.wait(left)
+            idle = self._running == 0
+        try:
+            yield idle
+        finally:
+            with self._admission:
+                self._paused -= 1
+                self._admission.notify_all()
+
+    @contextmanager
+    def _admitted(self) -> Iterator[None]:
+        """Run a reader query unless `paused` holds them: then wait for it to let go, up to
+        max_execution_time."""
+        with self._admission:
+            deadline = time.monotonic() + self.limits.max_execution_time
+            while self._paused:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ClickHouseError(
+                        202, "TOO_MANY_SIMULTANEOUS_QUERIES", "Reader queries wait while the writer stores spans"
+                    )
+                self._admission.wait(left)
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._admission:
+                self._running -= 1
+                self._admission.notify_all()
 
     @contextmanager
     def _slot(self, tenant: str | None) -> Iterator[None]:

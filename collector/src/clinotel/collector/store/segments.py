@@ -7,6 +7,8 @@ being out of reach (retried for as long as it lasts).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Final, Protocol
 
 from clinotel.collector.log.wal import Segment
@@ -52,6 +54,8 @@ class SegmentStore(Protocol):
 
 
 _MEMORY_LIMIT_EXCEEDED: Final = 241
+READERS_WAIT_S: Final = 60.0
+"""How long the try alone waits for the read port's queries to end (their own time limit)."""
 _ENGINE_FULL: Final = "(total) memory limit exceeded"
 
 
@@ -158,10 +162,12 @@ class EmbeddedSegments:
     and readers fails on the engine's total and is retried.
 
     Past the cap, the engine may report its total rather than the insert's own, whatever holds the
-    rest: so after a relief the next try runs with the merges paused, and a segment that still
-    fails on the engine's total then is refused like one over its own cap. Without this, one
-    request of millions of tiny attributes was retried without end, with every tenant's later
-    spans waiting behind it in the log."""
+    rest: so after a relief the next try runs with the merges paused and the read port's queries
+    held back (`quiesce`), and a segment that still fails on the engine's total then is refused
+    like one over its own cap. Without this, one request of millions of tiny attributes was retried
+    without end, with every tenant's later spans waiting behind it in the log; and without the
+    readers held back, one tenant's readers at their caps had other tenants' acknowledged
+    segments set aside in the quarantine."""
 
     def __init__(self, client: Any, pipeline: Pipeline, proto_file: str, memory_bytes: int | None = None) -> None:
         self.client = client
@@ -171,18 +177,26 @@ class EmbeddedSegments:
         self._alone_next = False
         self._last_alone = False
         self._merges_stopped = False
+        self.quiesce: Callable[[float], AbstractContextManager[bool]] | None = None
+        """Holds the read port's queries back for a while and says whether none runs
+        (`SqlReader.paused`): the try with the merges paused is then alone with the engine."""
 
     def insert(self, segment: Segment) -> None:
         sql = self.pipeline.insert_from_file(str(segment.path.resolve()), segment.token, self.proto_file)
         if self.max_memory_usage is not None:
             sql += f", max_memory_usage = {self.max_memory_usage}"
         alone, self._alone_next = self._alone_next, False
-        self._last_alone = alone and self._merges("STOP")  # running merges are cancelled, their parts kept
-        try:
-            self.client.command(sql)
-        finally:
-            if self._merges_stopped:  # by this try, or left stopped by an earlier one
-                self._merges("START")
+        # readers at their caps can hold the whole engine: a try that failed beside them says
+        # nothing of the segment, so it is refused only after one alone (readers held back)
+        readers = self.quiesce(READERS_WAIT_S) if alone and self.quiesce is not None else nullcontext(True)
+        with readers as no_readers:
+            # running merges are cancelled, their parts kept
+            self._last_alone = alone and no_readers and self._merges("STOP")
+            try:
+                self.client.command(sql)
+            finally:
+                if self._merges_stopped:  # by this try, or left stopped by an earlier one
+                    self._merges("START")
 
     def _merges(self, verb: str) -> bool:
         """SYSTEM STOP or START MERGES; whether it worked (a failure is logged: the insert is then

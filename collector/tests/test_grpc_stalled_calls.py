@@ -1,0 +1,164 @@
+"""OTLP/gRPC calls that send their headers and never their message: one write token's stalled calls
+held every worker of the synchronous gRPC server (eight), and every other tenant's official
+exporter failed with DEADLINE_EXCEEDED until they were released. Now waiting holds no thread,
+one tenant holds at most half of the calls read at once, and a call whose message has not arrived
+within `--grpc-receive-timeout-s` is ended."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from clinotel.collector.service import Collector, CollectorConfig
+from clinotel.collector.store import schema
+from clinotel.collector.tokens import Tokens
+from collector.tests.fixtures import OTHER_TOKEN, WRITE_TOKEN
+
+pytestmark = pytest.mark.timeout(60)
+
+EXPORT: str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+BOUND_S: float = 3.0
+"""The collector's `--grpc-receive-timeout-s` in these tests."""
+STALLED: int = 8
+"""As many as the synchronous server had worker threads."""
+
+
+@pytest.fixture
+def stalling(
+    client: Any, engine_dir: Path, options: schema.SchemaOptions, tokens: Tokens, tmp_path: Path
+) -> Iterator[Collector]:
+    config = CollectorConfig(
+        database=options.database,
+        wal_dir=tmp_path / "wal",
+        otlp_http=("127.0.0.1", 0),
+        otlp_grpc=("127.0.0.1", 0),
+        http=None,
+        data_dir=engine_dir / "data",
+        tokens=tokens,
+        max_request_bytes=1 << 20,
+        wal_max_bytes=4 << 20,
+        metrics_interval_s=None,
+        rollup_interval_s=None,
+        grpc_receive_timeout_s=BOUND_S,
+    )
+    c = Collector(config, client=client)
+    c.start()
+    yield c
+    c.stop()
+
+
+def _spans(name: str) -> list[ReadableSpan]:
+    """One finished span of service `general-lab`."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "general-lab"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    with provider.get_tracer("test").start_as_current_span(name):
+        pass
+    provider.shutdown()
+    return list(memory.get_finished_spans())
+
+
+def _official_export(port: int, token: str, name: str) -> tuple[SpanExportResult, float]:
+    """The official OTLP/gRPC exporter's result for one span, and how long it took."""
+    exporter = OTLPSpanExporter(
+        endpoint=f"127.0.0.1:{port}", insecure=True, headers=(("authorization", f"Bearer {token}"),), timeout=5
+    )
+    started = time.monotonic()
+    try:
+        return exporter.export(_spans(name)), time.monotonic() - started
+    finally:
+        exporter.shutdown()
+
+
+def _count(c: Collector, where: str) -> int:
+    assert c.writer is not None
+    c.writer.drain()
+    return int(c.client.query(f"SELECT count() FROM {c.options.name(schema.TRACES)} WHERE {where}").result_rows[0][0])
+
+
+def test_stalled_calls_of_one_token_leave_the_receiver_to_other_tenants_and_are_ended(
+    stalling: Collector, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert stalling.grpc is not None
+    port = stalling.grpc.port
+    release = threading.Event()
+
+    def never() -> Iterator[bytes]:
+        release.wait(30)
+        yield from ()  # sends nothing: the call ends without a message once released
+
+    caplog.set_level(logging.WARNING, logger="clinotel.collector")
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        stalled_export = channel.stream_unary(EXPORT)
+        opened = time.monotonic()
+        calls = [
+            stalled_export.future(never(), metadata=(("authorization", f"Bearer {WRITE_TOKEN}"),))
+            for _ in range(STALLED)
+        ]
+        time.sleep(1.0)  # the headers are in, the messages never come
+        assert not any(call.done() for call in calls), "the stalled calls are still open"
+
+        # another tenant's official exporter meanwhile: served at once, not after the stalled calls
+        result, took = _official_export(port, OTHER_TOKEN, "during-the-stall")
+        assert result is SpanExportResult.SUCCESS, f"another tenant's export failed after {took:.1f} s"
+        assert took < 3.0
+
+        # the stalled calls are ended by the server within the bound (no client deadline was set)
+        codes = []
+        for call in calls:
+            error = call.exception(timeout=BOUND_S + 10)
+            assert isinstance(error, grpc.RpcError), "a stalled call was answered as if it had sent a request"
+            codes.append(error.code())
+        ended = time.monotonic() - opened
+        assert ended < BOUND_S + 3.0, f"the stalled calls were ended after {ended:.1f} s"
+        assert set(codes) <= {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE}, codes
+        assert grpc.StatusCode.DEADLINE_EXCEEDED in codes
+    finally:
+        release.set()
+        channel.close()
+
+    # one warning for them all (at most one a minute), naming the bound and the tenant, not the token
+    warnings = [r.getMessage() for r in caplog.records if "did not arrive within" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "--grpc-receive-timeout-s" in warnings[0]
+    assert "st-marys" in warnings[0]
+    assert WRITE_TOKEN not in caplog.text
+
+    # acknowledged means logged: the other tenant's span is stored, and the receiver still serves
+    assert _official_export(port, OTHER_TOKEN, "after-the-stall")[0] is SpanExportResult.SUCCESS
+    assert _official_export(port, WRITE_TOKEN, "the-staller-recovers")[0] is SpanExportResult.SUCCESS
+    assert _count(stalling, "TenantId = 'general' AND ServiceName = 'general-lab'") == 2
+    assert _count(stalling, "TenantId = 'st-marys' AND ServiceName = 'general-lab'") == 1
+
+
+def test_a_slow_message_within_the_bound_is_accepted(stalling: Collector) -> None:
+    """The bound is on the whole message, not on the call being quiet: a client that takes a while
+    (under the bound) to send its request is served as before."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    assert stalling.grpc is not None
+    body = encode_spans(_spans("slow")).SerializeToString()
+
+    def late() -> Iterator[bytes]:
+        time.sleep(BOUND_S / 3)
+        yield body
+
+    with grpc.insecure_channel(f"127.0.0.1:{stalling.grpc.port}") as channel:
+        reply = channel.stream_unary(EXPORT)(
+            late(), metadata=(("authorization", f"Bearer {OTHER_TOKEN}"),), timeout=BOUND_S + 5
+        )
+    assert isinstance(reply, bytes)
+    assert _count(stalling, "TenantId = 'general' AND SpanName = 'slow'") == 1
