@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from clinotel.collector.log.record import frame
+from clinotel.collector.log.record import frame, keyed
 from clinotel.collector.log.wal import (
     LogFullError,
     LogInUseError,
@@ -20,6 +20,7 @@ from clinotel.collector.log.wal import (
     Segment,
     WriteAheadLog,
     holder_of,
+    key_of,
     owner_of,
     read_records,
     valid_length,
@@ -300,9 +301,27 @@ def test_a_ready_split_is_finished_at_the_next_start_and_no_record_is_kept_twice
     # both halves were on disk and marked ready, one already moved, when the process died
     ready = tmp_path / f".split-{segment.path.stem}.ready"
     ready.mkdir()
-    (tmp_path / f"{segment.path.stem}.0.wal").write_bytes(frame(b"a"))
-    (ready / f"{segment.path.stem}.1.wal").write_bytes(frame(b"b") + frame(b"c"))
+    key = key_of(segment.path)  # the halves keep the segment's name, and its checksums' key
+    (tmp_path / f"{segment.path.stem}.0.wal").write_bytes(keyed(frame(b"a"), key))
+    (ready / f"{segment.path.stem}.1.wal").write_bytes(keyed(frame(b"b"), key) + keyed(frame(b"c"), key))
     again = WriteAheadLog(tmp_path, max_age_s=60)
     assert _pending(again) == [[b"a"], [b"b", b"c"]]
     assert not segment.path.exists()
     assert not ready.exists()
+
+
+def test_a_request_as_big_as_a_segment_gets_one_of_its_own(tmp_path: Path) -> None:
+    """Should the engine refuse a huge request for its size (a 62 MiB one at the default cap), the
+    quarantine takes it alone: it shared its segment with other tenants' small requests, which
+    were set aside with it, acknowledged."""
+    wal = WriteAheadLog(tmp_path, segment_bytes=1000, max_age_s=60)
+    big = b"x" * 1000
+    for payload in (b"a", b"b", big, b"c"):
+        wal.append(frame(payload))
+    wal.flush()
+    segments = []
+    while (segment := wal.next_segment(timeout=0)) is not None:
+        segments.append(list(read_records(segment.path)))
+        wal.done(segment)
+    assert segments == [[b"a", b"b"], [big], [b"c"]]
+    wal.close()

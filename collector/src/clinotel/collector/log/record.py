@@ -4,14 +4,22 @@ opentelemetry-proto descriptors (never copied from the .proto files).
 A log record is an `ExportTraceServiceRequest`'s bytes with three envelope fields appended
 (tenant, batch id, receive time). Protobuf messages concatenate by merging, so the record parses as
 `WalRecord`: the request's `resource_spans` (field 1) plus the envelope (fields 100-102), without
-re-encoding the request. The schema is the non-recursive part of OTLP that a span table needs:
-`AnyValue`'s `array_value` and `kvlist_value` are left out (ClickHouse types cannot recurse, and no
-registered attribute holds them), so the engine skips them as unknown fields.
+re-encoding the request. Before it comes a checksum (field 103, `fixed32`: the CRC-32 of the
+record's bytes after it), which the log's start-up checks (`checked`) to tell a whole record from a
+damaged one; the schema does not list it, so the engine skips it as an unknown field (and the
+schema, the ingest pipeline's digest and a server's `.proto` file stay as they were). It comes
+first, not last, so that what was framed is still the record's end, and so that a scan for the
+next whole record finds the checksum's tag right after each candidate length.
+
+The schema is the non-recursive part of OTLP that a span table needs: `AnyValue`'s `array_value`
+and `kvlist_value` are left out (ClickHouse types cannot recurse, and no registered attribute
+holds them), so the engine skips them as unknown fields.
 """
 
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Iterator
 from typing import Final
 
@@ -21,18 +29,29 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from clinotel.collector import leb128
 
 __all__ = [
+    "CHECKSUM_BYTES",
+    "CHECKSUM_FIELD",
     "ENVELOPE_FIELDS",
     "ONEOF_NAME",
     "PROTO_MESSAGE",
+    "checked",
     "envelope",
     "frame",
+    "has_checksum_tag_at",
+    "keyed",
     "proto_schema",
+    "unchecked",
 ]
 
 PROTO_MESSAGE: Final = "WalRecord"
 ONEOF_NAME: Final = "kind"
 """The name given to AnyValue's oneof, whose presence column tells which value is set."""
 ENVELOPE_FIELDS: Final = {"tenant": 100, "batch_id": 101, "received_unix_nano": 102}
+CHECKSUM_FIELD: Final = 103
+"""The record's first field: `fixed32`, the CRC-32 (zlib's) of the record's bytes after it."""
+_CHECKSUM_TAG: Final = leb128.encode(CHECKSUM_FIELD << 3 | 5)  # wire type 5: fixed32
+CHECKSUM_BYTES: Final = len(_CHECKSUM_TAG) + 4
+"""What the checksum adds to a record: 6 bytes (its field's tag, 2, and the CRC, 4)."""
 
 # Fields of each OTLP message that the span table needs; others are skipped by the engine.
 _KEEP: Final[dict[str, tuple[str, ...]]] = {
@@ -148,5 +167,48 @@ def envelope(tenant: str, batch_id: str, received_unix_nano: int) -> bytes:
 
 
 def frame(message: bytes) -> bytes:
-    """`message` length-delimited, as ClickHouse's `Protobuf` format reads a stream of them."""
-    return leb128.encode(len(message)) + message
+    """`message` after its checksum field, length-delimited, as ClickHouse's `Protobuf` format
+    reads a stream of them."""
+    checksum = _CHECKSUM_TAG + struct.pack("<I", zlib.crc32(message))
+    return b"".join((leb128.encode(CHECKSUM_BYTES + len(message)), checksum, message))
+
+
+def checked(record: bytes | memoryview, key: int = 0) -> bool:
+    """True when `record` (a framed record's bytes after its length prefix) starts with its
+    checksum field, has a message after it, and the checksum matches once `key` is taken out
+    (`keyed`): a whole record. A record without one (an empty one among them) is not."""
+    if len(record) <= CHECKSUM_BYTES or not has_checksum_tag_at(record, 0):
+        return False
+    expected: int = struct.unpack_from("<I", record, len(_CHECKSUM_TAG))[0]
+    return zlib.crc32(record[CHECKSUM_BYTES:]) ^ key == expected
+
+
+def keyed(framed: bytes, key: int) -> bytes:
+    """A `frame`d record with its checksum XORed with `key`: the log keys each segment's records
+    with a secret of its own, so a record a client framed inside its request's bytes (an
+    attribute's value) never verifies where a scan after damage might land on it."""
+    if not key:
+        return framed
+    at = _prefix_end(framed) + len(_CHECKSUM_TAG)
+    crc: int = struct.unpack_from("<I", framed, at)[0]
+    return b"".join((framed[:at], struct.pack("<I", crc ^ key), framed[at + 4 :]))
+
+
+def _prefix_end(framed: bytes) -> int:
+    """Where a framed record's length prefix ends."""
+    for i, b in enumerate(framed[:10]):
+        if not b & 0x80:
+            return i + 1
+    raise ValueError("not a framed record: its length prefix does not end")
+
+
+def has_checksum_tag_at(data: bytes | memoryview, start: int) -> bool:
+    """The cheap half of `checked` for a record whose bytes start at `start` in `data` (after its
+    length prefix): its checksum field's tag is there (what a scan for the next whole record tries
+    before the CRC)."""
+    return start + 1 < len(data) and bool(data[start] == _CHECKSUM_TAG[0] and data[start + 1] == _CHECKSUM_TAG[1])
+
+
+def unchecked(record: bytes) -> bytes:
+    """A checked record's bytes without its checksum field (the message given to `frame`)."""
+    return record[CHECKSUM_BYTES:]

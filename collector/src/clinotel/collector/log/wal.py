@@ -10,6 +10,16 @@ the end of a segment (a crash mid-write, never acknowledged) is cut off. Segment
 and serve as insert deduplication tokens, so a segment inserted just before a crash and replayed
 after it is stored once.
 
+Damage: every record starts with a checksum (`record.frame`), and segments written so are named
+`<time>-<random>-v2.wal` (`FORMAT_MARK`). At start each is checked record by record: only an
+incomplete final record (its length runs past the end of the file, and no whole record follows)
+is a torn tail, cut off as before. Anything else that is not a whole record (a damaged length,
+payload or checksum, zeros, an empty record) is damage: the log resynchronises at the next offset
+where a whole record starts, keeps every whole record before and after, copies the damaged
+original to `quarantine/<name>.damaged.wal` with a reason file, rewrites the segment with the
+whole records alone, and logs an error naming the segment and the byte ranges lost. A segment
+without the mark was written by an earlier version (no checksums) and replays as before.
+
 A segment holds every tenant's requests of its half second. One with a request the engine cannot
 read is `split` by the writer in two halves, each a segment of its own in its place in the order,
 until that request is alone: only it is set aside, and the other tenants' spans are stored.
@@ -30,7 +40,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import logging
 import os
+import re
 import secrets
 import shutil
 import threading
@@ -41,25 +53,38 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from clinotel.collector.log.record import CHECKSUM_BYTES, checked, has_checksum_tag_at, keyed, unchecked
 from clinotel.model.store import without_credentials
 
 __all__ = [
+    "FORMAT_MARK",
     "LOCK_FILE",
     "OWNER_FILE",
     "LogFullError",
     "LogInUseError",
     "LogLostError",
     "LogOwnedError",
+    "Scan",
     "Segment",
     "WriteAheadLog",
     "holder_of",
+    "is_checked",
+    "key_of",
     "owner_of",
     "pending_segments",
     "read_records",
+    "scan_checked",
     "valid_length",
 ]
 
+logger: Final = logging.getLogger("clinotel.collector")
+
 SUFFIX: Final = ".wal"
+FORMAT_MARK: Final = "-v2"
+"""The end of the names (before `.wal`, and before a half's `.0`/`.1`) of segments whose records
+carry a checksum; a segment without it was written by an earlier version and replays unchecked."""
+DAMAGED: Final = ".damaged"
+"""Suffix (before `.wal`) of a damaged segment's original copied to the quarantine."""
 SPLIT_PREFIX: Final = ".split-"
 """A directory of the log where a segment's halves are written before they replace it."""
 SPLIT_READY: Final = ".ready"
@@ -213,11 +238,137 @@ def valid_length(data: bytes) -> tuple[int, int]:
     return (spans[-1][1] if spans else 0), len(spans)
 
 
+def is_checked(path: Path) -> bool:
+    """True when the segment (or a half of it, or its damaged original in the quarantine) was
+    written with checksums (its name carries `FORMAT_MARK`)."""
+    return path.name.split(".", 1)[0].endswith(FORMAT_MARK)
+
+
+_KEYED_NAME: Final = re.compile(r"\d+-([0-9a-f]{8})" + re.escape(FORMAT_MARK))
+
+
+def key_of(path: Path) -> int:
+    """The key a checked segment's checksums are XORed with (`record.keyed`): the random part of
+    its name, which its halves and its copy in the quarantine keep. No client sees a segment's
+    name, so none can frame a record inside its request that verifies in the log."""
+    named = _KEYED_NAME.match(path.name)
+    return int(named.group(1), 16) if named is not None else 0
+
+
 def read_records(path: Path) -> Iterator[bytes]:
-    """The whole records of a segment file."""
+    """The whole records of a segment file: for a checked segment, the records whose checksum
+    verifies, without it (what was given to `record.frame`); for an earlier version's segment,
+    each record up to the first torn one."""
     data = path.read_bytes()
+    if is_checked(path):
+        for start, end in scan_checked(data, key=key_of(path)).kept:
+            parsed = _read_varint(data, start)
+            assert parsed is not None
+            yield unchecked(data[parsed[1] : end])
+        return
     for start, end in _records(data):
         yield data[start:end]
+
+
+_MAX_PREFIX: Final = 10
+"""The most bytes a length prefix (a varint of 64 bits) takes."""
+_NONZERO: Final = re.compile(rb"[^\x00]")
+
+
+def _whole_at(data: bytes | memoryview, pos: int, key: int) -> int | None:
+    """The end of the whole checked record (length prefix, checksum that verifies, at least a
+    byte of message) starting at `pos`, or None. The length is checked against the file, and the
+    checksum field's tag looked for after it, before the CRC is computed."""
+    parsed = _read_varint(data, pos)
+    if parsed is None:
+        return None
+    length, start = parsed
+    end = start + length
+    if length <= CHECKSUM_BYTES or end > len(data) or not has_checksum_tag_at(data, start):
+        return None
+    return end if checked(memoryview(data)[start:end], key) else None
+
+
+def _next_whole(data: bytes, pos: int, key: int) -> int | None:
+    """The first offset from `pos` where a whole checked record starts, or None. Runs of zeros (a
+    zero length is never a record) are skipped at once; elsewhere each offset costs a varint and a
+    two-byte compare, and a CRC only where the checksum's tag follows a plausible length."""
+    view = memoryview(data)
+    n = len(data)
+    p = pos
+    while p < n:
+        if data[p] == 0:
+            found = _NONZERO.search(data, p)
+            if found is None:
+                return None
+            p = found.start()
+        if _whole_at(view, p, key) is not None:
+            return p
+        p += 1
+    return None
+
+
+def _torn_at(data: bytes | memoryview, pos: int, limit: int, key: int) -> bool:
+    """True when what starts at `pos` and runs to the end of the file (no whole record in it) is
+    an incomplete final record, cut short by a crash mid-write: its length prefix is well formed
+    (or itself cut short), plausible (a message and a checksum, within `limit`), and runs past the
+    end of the file; and the file does not end with a whole record whose length prefix is what was
+    damaged (a record that was acknowledged)."""
+    n = len(data)
+    parsed = _read_varint(data, pos)
+    if parsed is None:  # cut short inside the prefix, or not a varint at all
+        return n - pos < _MAX_PREFIX and all(b & 0x80 for b in data[pos:n])
+    length, start = parsed
+    if length <= CHECKSUM_BYTES or length > limit or start + length <= n:
+        return False
+    view = memoryview(data)
+    for message in range(pos + 1, min(pos + _MAX_PREFIX, n - CHECKSUM_BYTES - 1) + 1):
+        if has_checksum_tag_at(view, message) and checked(view[message:n], key):
+            return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """What a checked segment's bytes hold (`scan_checked`)."""
+
+    kept: list[tuple[int, int]]
+    """(start, end) of each whole record, its length prefix included, in order."""
+    lost: list[tuple[int, int]]
+    """[start, end) of each damaged byte range between or after them."""
+    torn: int | None
+    """Where an incomplete final record starts (a crash mid-write: cut off), or None."""
+
+    @property
+    def size(self) -> int:
+        return sum(end - start for start, end in self.kept)
+
+
+def scan_checked(data: bytes, limit: int = 1 << 62, *, key: int = 0) -> Scan:
+    """Walk a checked segment's records: whole ones are kept; at anything else, resynchronise at
+    the next offset where a whole record starts, the bytes between being lost, unless it is a
+    torn final record (`_torn_at`). `limit`: no torn record is longer (the log's size bound; a
+    whole record is whole whatever its length, should the bound have been lowered since); `key`:
+    the segment's (`key_of`)."""
+    view = memoryview(data)
+    kept: list[tuple[int, int]] = []
+    lost: list[tuple[int, int]] = []
+    pos, n = 0, len(data)
+    while pos < n:
+        end = _whole_at(view, pos, key)
+        if end is not None:
+            kept.append((pos, end))
+            pos = end
+            continue
+        following = _next_whole(data, pos + 1, key)
+        if following is None:
+            if _torn_at(view, pos, limit, key):
+                return Scan(kept, lost, pos)
+            lost.append((pos, n))
+            break
+        lost.append((pos, following))
+        pos = following
+    return Scan(kept, lost, None)
 
 
 class WriteAheadLog:
@@ -247,6 +398,8 @@ class WriteAheadLog:
         self._ready = threading.Condition(self._lock)
         self._file: BinaryIO | None = None
         self._path: Path | None = None
+        self._key = 0
+        """The open segment's checksum key (`key_of`)."""
         self._opened_at = 0.0
         self._written = 0  # bytes in the open segment
         self._records = 0
@@ -348,18 +501,74 @@ class WriteAheadLog:
                 self._finish_split(staging, self.directory / original)
             else:  # a split cut short: the segment is still whole
                 shutil.rmtree(staging, ignore_errors=True)
+        for leftover in [*self.directory.glob(".*.repaired"), *self.directory.glob("quarantine/.*.tmp")]:
+            leftover.unlink(missing_ok=True)  # a repair cut short: the segment is as found, repaired again below
         for path in sorted(self.directory.glob(f"*{SUFFIX}")):
             data = path.read_bytes()
-            size, records = valid_length(data)
-            if size < len(data):
-                with path.open("r+b") as f:  # cut a torn tail: it was never acknowledged
-                    f.truncate(size)
-                    os.fsync(f.fileno())
+            if is_checked(path):
+                size, records = self._recover_checked(path, data)
+            else:  # an earlier version's segment, without checksums: as that version replayed it
+                size, records = valid_length(data)
+                if size < len(data):
+                    self._cut(path, size)
             if size == 0:
                 path.unlink()
                 continue
             self._sealed.append(Segment(path, size, records))
             self._pending_bytes += size
+
+    @staticmethod
+    def _cut(path: Path, size: int) -> None:
+        """Cut a torn tail: it was never acknowledged."""
+        with path.open("r+b") as f:
+            f.truncate(size)
+            os.fsync(f.fileno())
+
+    def _recover_checked(self, path: Path, data: bytes) -> tuple[int, int]:
+        """(bytes, records) of a checked segment once its torn tail is cut, or once its damage is
+        set aside: the original copied to the quarantine with the reason, the segment rewritten
+        with its whole records alone (so the engine reads none of the damage), an error logged."""
+        scan = scan_checked(data, self.max_bytes, key=key_of(path))
+        if not scan.lost:
+            if scan.torn is not None:
+                self._cut(path, scan.torn)
+            return scan.size, len(scan.kept)
+        lost = ", ".join(f"{start}-{end}" for start, end in scan.lost)
+        lost_bytes = sum(end - start for start, end in scan.lost)
+        torn = f"; an incomplete final record from byte {scan.torn} was cut off" if scan.torn is not None else ""
+        reason = (
+            f"segment {path.name} ({len(data)} bytes) is damaged: bytes {lost} ({lost_bytes} bytes, end "
+            f"exclusive) are not whole records and were dropped; its {len(scan.kept)} whole records are kept "
+            f"and stored{torn}. This file is the segment as found at start.\n"
+        )
+        target = self._quarantine_copy(path, data, reason)
+        repaired = b"".join(data[start:end] for start, end in scan.kept)
+        tmp = path.with_name(f".{path.name}.repaired")
+        tmp.unlink(missing_ok=True)
+        _write_durably(tmp, repaired)
+        os.replace(tmp, path)
+        _sync_dir(self.directory)
+        logger.error(
+            "write-ahead log segment %s is damaged: bytes %s of %d lost (%d bytes); %d whole records kept; "
+            "the original is in %s",
+            path, lost, len(data), lost_bytes, len(scan.kept), target,
+        )  # fmt: skip
+        return len(repaired), len(scan.kept)
+
+    def _quarantine_copy(self, path: Path, data: bytes, reason: str) -> Path:
+        """A durable copy of a damaged segment's original in the quarantine, with `reason` beside it
+        (replaced by a later start's copy of the same original, should this one be cut short)."""
+        target_dir = self.directory / "quarantine"
+        target_dir.mkdir(exist_ok=True, mode=PRIVATE_DIR)
+        target = target_dir / f"{path.name.removesuffix(SUFFIX)}{DAMAGED}{SUFFIX}"
+        for done, text in ((target, data), (target.with_suffix(".reason.txt"), reason.encode("utf-8"))):
+            tmp = done.with_name(f".{done.name}.tmp")
+            tmp.unlink(missing_ok=True)
+            _write_durably(tmp, text)
+            os.replace(tmp, done)
+        _sync_dir(target_dir)
+        _sync_dir(self.directory)
+        return target
 
     # -- appending ----------------------------------------------------------------------------
     def append(self, record: bytes) -> None:
@@ -369,9 +578,14 @@ class WriteAheadLog:
                 raise LogLostError(self._lost)
             if self._pending_bytes + len(record) > self.max_bytes:
                 raise LogFullError(f"the write-ahead log holds {self._pending_bytes:,} bytes not yet written")
+            if self._records and len(record) >= self.segment_bytes:
+                # a request as big as a segment gets one of its own: should the engine refuse it
+                # for its size, no other request shares its fate in the quarantine
+                self._seal()
             if self._file is None:
                 self._open()
             assert self._file is not None
+            record = keyed(record, self._key)
             self._write_whole(record)
             self._written += len(record)
             self._records += 1
@@ -444,8 +658,9 @@ class WriteAheadLog:
             self._lose(f"segment {path} was moved or deleted while open: the log directory changed under it")
 
     def _open(self) -> None:
-        name = f"{time.time_ns():020d}-{secrets.token_hex(4)}{SUFFIX}"
+        name = f"{time.time_ns():020d}-{secrets.token_hex(4)}{FORMAT_MARK}{SUFFIX}"
         self._path = self.directory / name
+        self._key = key_of(self._path)
         self._file = os.fdopen(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE), "wb", 0)
         self._opened_at = time.monotonic()
         self._written = self._records = self._synced = 0

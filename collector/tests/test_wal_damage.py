@@ -1,0 +1,267 @@
+"""Damage inside a write-ahead-log segment, found at the next start: the records after it are kept.
+
+Six acknowledged requests (five spans each) are left in a segment by a process that died, the
+segment is damaged, and the log is opened again (a restart) and written into the real engine. Only
+an incomplete final record is a torn tail (cut, nothing set aside); anything else loses the damaged
+record alone, the damaged original goes to the quarantine with a reason, and an error names the
+segment and the bytes lost. A segment of the earlier format (records without a checksum) replays
+as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+from clinotel.collector import leb128
+from clinotel.collector.log import record as otlp_proto
+from clinotel.collector.log.wal import WriteAheadLog, read_records
+from clinotel.collector.store import pipeline as ingest
+from clinotel.collector.store import schema
+from clinotel.collector.store.segments import EmbeddedSegments
+from clinotel.collector.writer import SegmentWriter
+
+RECORDS = 6
+SPANS = 5
+DAMAGED = 2
+"""The record damaged in the middle of the segment (the third)."""
+
+
+def _message(n: int) -> bytes:
+    """Request `n` with its envelope: spans named `rec<n>-<j>`."""
+    now = time.time_ns()
+    spans = [
+        Span(trace_id=os.urandom(16), span_id=os.urandom(8), name=f"rec{n}-{j}", start_time_unix_nano=now - 1000,
+             end_time_unix_nano=now)
+        for j in range(SPANS)
+    ]  # fmt: skip
+    request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])])
+    return bytes(request.SerializeToString()) + otlp_proto.envelope("st-marys", f"b{n}", now)
+
+
+def _names(records: range | list[int]) -> list[str]:
+    return sorted(f"rec{n}-{j}" for n in records for j in range(SPANS))
+
+
+def _acknowledged(directory: Path, torn: bytes = b"") -> tuple[Path, list[int]]:
+    """A segment of `RECORDS` acknowledged records (each `append` returned), then `torn` written
+    without an acknowledgement, left by a process that died; and where each record starts."""
+    wal = WriteAheadLog(directory, max_age_s=60)
+    starts, at = [], 0
+    for n in range(RECORDS):
+        record = otlp_proto.frame(_message(n))
+        wal.append(record)
+        starts.append(at)
+        at += len(record)
+    file = wal._file
+    assert file is not None
+    file.write(torn)
+    wal.release()  # dies: the segment is left open, unsealed
+    file.close()
+    [segment] = directory.glob("*.wal")
+    return segment, starts
+
+
+def _restart(client: Any, pipeline: ingest.Pipeline, directory: Path, proto_dir: Path) -> WriteAheadLog:
+    """Open the log again and write what it replays into the engine."""
+    wal = WriteAheadLog(directory, max_age_s=60)
+    writer = SegmentWriter(wal, EmbeddedSegments(client, pipeline, str(pipeline.write_proto(proto_dir))))
+    writer.drain(give_up_after_s=60)
+    wal.release()
+    return wal
+
+
+def _stored(client: Any, options: schema.SchemaOptions) -> list[str]:
+    rows = client.query(f"SELECT SpanName FROM {options.name(schema.TRACES)} ORDER BY SpanName").result_rows
+    return [str(row[0]) for row in rows]
+
+
+def _damage(segment: Path, change: Any) -> bytes:
+    data = bytearray(segment.read_bytes())
+    change(data)
+    segment.write_bytes(bytes(data))
+    return bytes(data)
+
+
+def _assert_set_aside(directory: Path, segment: Path, damaged: bytes, lost: tuple[int, int], log: str) -> None:
+    """The damaged original is in the quarantine with its reason, and the error names the segment
+    and the bytes lost."""
+    quarantine = directory / "quarantine"
+    copies = sorted(quarantine.glob("*.wal")) if quarantine.is_dir() else []
+    assert [p.read_bytes() for p in copies] == [damaged], "the damaged original, as found, is in the quarantine"
+    reasons = list(quarantine.glob("*.reason.txt"))
+    assert len(reasons) == 1
+    assert f"{lost[0]}-{lost[1]}" in reasons[0].read_text(encoding="utf-8")
+    assert segment.name in log, log
+    assert f"{lost[0]}-{lost[1]}" in log, log
+
+
+@pytest.fixture
+def proto_dir(tmp_path: Path) -> Path:
+    return tmp_path / "proto"
+
+
+def test_a_bit_flip_in_a_middle_records_length_loses_that_record_alone(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path, proto_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    directory = tmp_path / "wal"
+    segment, starts = _acknowledged(directory)
+    at = starts[DAMAGED]
+
+    def flip(data: bytearray) -> None:  # the length's varint now runs on into the message
+        data[at] |= 0x80
+        data[at + 1] |= 0x7F
+
+    damaged = _damage(segment, flip)
+    with caplog.at_level(logging.ERROR, logger="clinotel.collector"):
+        _restart(client, pipeline, directory, proto_dir)
+    assert _stored(client, options) == _names([n for n in range(RECORDS) if n != DAMAGED])
+    _assert_set_aside(directory, segment, damaged, (at, starts[DAMAGED + 1]), caplog.text)
+    assert not segment.exists(), "stored, then deleted"
+
+
+def test_a_zeroed_run_in_the_middle_is_damage_not_empty_records(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path, proto_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    directory = tmp_path / "wal"
+    segment, starts = _acknowledged(directory)
+    at = starts[DAMAGED]
+    assert starts[DAMAGED + 1] - at > 64
+
+    def zero(data: bytearray) -> None:  # a lost write-back page: 64 zero bytes, 64 "empty records"
+        data[at : at + 64] = bytes(64)
+
+    damaged = _damage(segment, zero)
+    with caplog.at_level(logging.ERROR, logger="clinotel.collector"):
+        _restart(client, pipeline, directory, proto_dir)
+    assert _stored(client, options) == _names([n for n in range(RECORDS) if n != DAMAGED])
+    _assert_set_aside(directory, segment, damaged, (at, starts[DAMAGED + 1]), caplog.text)
+
+
+def test_a_damaged_payload_byte_in_a_middle_record_is_not_stored(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path, proto_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    directory = tmp_path / "wal"
+    segment, starts = _acknowledged(directory)
+    name = segment.read_bytes().index(b"rec2-3")
+    assert starts[DAMAGED] < name < starts[DAMAGED + 1]
+
+    def garble(data: bytearray) -> None:  # still a readable request, with another span name
+        data[name + 5] = ord("X")
+
+    damaged = _damage(segment, garble)
+    with caplog.at_level(logging.ERROR, logger="clinotel.collector"):
+        _restart(client, pipeline, directory, proto_dir)
+    assert _stored(client, options) == _names([n for n in range(RECORDS) if n != DAMAGED])
+    _assert_set_aside(directory, segment, damaged, (starts[DAMAGED], starts[DAMAGED + 1]), caplog.text)
+
+
+def test_a_damaged_length_of_the_last_record_is_not_a_torn_tail(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path, proto_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    directory = tmp_path / "wal"
+    segment, starts = _acknowledged(directory)
+    at, size = starts[-1], segment.stat().st_size
+
+    def flip(data: bytearray) -> None:  # now claims to run past the end of the file, like a torn record
+        data[at] |= 0x80
+        data[at + 1] |= 0x7F
+
+    damaged = _damage(segment, flip)
+    with caplog.at_level(logging.ERROR, logger="clinotel.collector"):
+        _restart(client, pipeline, directory, proto_dir)
+    assert _stored(client, options) == _names(range(RECORDS - 1))
+    _assert_set_aside(directory, segment, damaged, (at, size), caplog.text)
+
+
+def test_a_torn_final_record_is_still_cut_and_nothing_is_set_aside(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path, proto_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    directory = tmp_path / "wal"
+    torn = otlp_proto.frame(_message(RECORDS))[:-20]  # a crash mid-write, never acknowledged
+    segment, _ = _acknowledged(directory, torn)
+    with caplog.at_level(logging.ERROR, logger="clinotel.collector"):
+        wal = WriteAheadLog(directory, max_age_s=60)
+        replayed = wal.next_segment(0)
+        assert replayed is not None
+        assert replayed.records == RECORDS
+        assert segment.stat().st_size == replayed.size, "the torn record is cut off"
+        wal.release()
+        _restart(client, pipeline, directory, proto_dir)
+    assert _stored(client, options) == _names(range(RECORDS))
+    assert not (directory / "quarantine").exists(), "a torn tail is no damage"
+    assert caplog.text == ""
+
+
+def test_a_segment_of_the_earlier_format_replays_as_before(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path, proto_dir: Path,
+) -> None:  # fmt: skip
+    directory = tmp_path / "wal"
+    directory.mkdir()
+    old = [leb128.encode(len(m)) + m for m in map(_message, range(3))]  # no checksum field
+    torn = old[1][:-7]
+    segment = directory / f"{time.time_ns():020d}-0123abcd.wal"  # named as the earlier version named it
+    segment.write_bytes(b"".join(old) + torn)
+    _restart(client, pipeline, directory, proto_dir)
+    assert _stored(client, options) == _names(range(3))
+    assert not (directory / "quarantine").exists()
+    assert not segment.exists()
+
+
+def test_a_record_framed_inside_a_torn_request_is_not_taken_for_one(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path, proto_dir: Path,
+) -> None:  # fmt: skip
+    """A client can put a well-formed framed record (another tenant's envelope, the checksum that
+    `frame` computes) in an attribute: when its request is torn by a crash, the scan for whole
+    records must not take that one for a record of the log's. The log keys its checksums with a
+    secret of each segment (`record.keyed`), which no client knows."""
+    directory = tmp_path / "wal"
+    now = time.time_ns()
+    forged = ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[
+            Span(trace_id=os.urandom(16), span_id=os.urandom(8), name="forged", start_time_unix_nano=now - 1000,
+                 end_time_unix_nano=now)
+        ])])]
+    )  # fmt: skip
+    inner = otlp_proto.frame(bytes(forged.SerializeToString()) + otlp_proto.envelope("general", "x", now))
+    carrier = ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[
+            Span(trace_id=os.urandom(16), span_id=os.urandom(8), name="carrier", start_time_unix_nano=now - 1000,
+                 end_time_unix_nano=now, attributes=[KeyValue(key="blob", value=AnyValue(bytes_value=inner))])
+        ])])]
+    )  # fmt: skip
+    record = otlp_proto.frame(bytes(carrier.SerializeToString()) + otlp_proto.envelope("st-marys", "c", now))
+    cut = record.index(inner) + len(inner) + 3  # torn just after the framed record it carries
+    _acknowledged(directory, record[:cut])
+    _restart(client, pipeline, directory, proto_dir)
+    assert _stored(client, options) == _names(range(RECORDS))
+    assert not (directory / "quarantine").exists()
+
+
+def test_resynchronising_after_a_long_damaged_run_is_linear(tmp_path: Path) -> None:
+    """Whole records after 2 MiB of random bytes are found again, within seconds."""
+    messages = [_message(n) for n in range(4)]
+    wal = WriteAheadLog(tmp_path, max_age_s=60)
+    for message in messages:
+        wal.append(otlp_proto.frame(message))
+    wal.close()
+    [segment] = tmp_path.glob("*.wal")
+    data = segment.read_bytes()
+    middle = sum(len(otlp_proto.frame(m)) for m in messages[:2])
+    segment.write_bytes(data[:middle] + os.urandom(2 << 20) + data[middle:])
+    started = time.monotonic()
+    assert list(read_records(segment)) == messages
+    assert time.monotonic() - started < 20
