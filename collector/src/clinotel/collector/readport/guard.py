@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -32,6 +32,7 @@ __all__ = [
     "Guard",
     "QueryRefusedError",
     "ReadPolicy",
+    "check_parameters",
 ]
 
 READONLY: Final = (164, "READONLY")
@@ -54,12 +55,19 @@ _BAD_ARGUMENTS: Final = 36
 _UNDERSCORE: Final = "{name}: names starting with _ are ClickHouse's virtual columns; not usable by readers"
 _AGGREGATE_BY_NAME: Final = frozenset({"arrayReduce", "arrayReduceInRanges", "initializeAggregation"})
 """Functions that run the aggregate function named by their first argument."""
-_TYPE_ARGUMENT: Final = frozenset(
-    {"CAST", "accurateCast", "accurateCastOrNull", "accurateCastOrDefault", "reinterpret", "JSONExtract",
-     "JSONExtractCaseInsensitive", "JSONExtractKeysAndValues", "JSONExtractKeysAndValuesCaseInsensitive"}
-)  # fmt: skip
-"""Functions whose second argument is a type name: a literal, so the check above sees it."""
-_AGGREGATE_TYPE: Final = re.compile(r"AggregateFunction\(\s*([A-Za-z_][A-Za-z0-9_]*)")
+_TYPE_ARGUMENT: Final = {
+    "CAST": 1, "_CAST": 1, "accurateCast": 1, "accurateCastOrNull": 1, "accurateCastOrDefault": 1, "reinterpret": 1,
+    "JSONExtract": -1, "JSONExtractCaseInsensitive": -1, "JSONExtractKeysAndValues": -1,
+    "JSONExtractKeysAndValuesCaseInsensitive": -1, "defaultValueOfTypeName": 0, "dynamicElement": 1,
+    "variantElement": 1, "getTypeSerializationStreams": 0,
+}  # fmt: skip
+"""Functions that take a type name, by the position of that argument (-1: the last): it must be a
+string literal, so that the check of literals below sees it (a query parameter there would become
+a type after the check)."""
+_AGGREGATE_TYPE: Final = re.compile(r"aggregatefunction", re.IGNORECASE)
+_WORD: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ESCAPE: Final = re.compile(r"\\(?:x([0-9A-Fa-f]{2})|(.))", re.DOTALL)
+_ESCAPED: Final = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "0": "\0", "a": "\a", "v": "\v", "e": "\x1b"}
 TOO_DEEP: Final = (167, "TOO_DEEP_AST")
 _CONSTANT_FUNCTIONS: Final = {"displayName": "clinotel"}
 """Functions readers may call that would reveal the host: answered with a constant instead."""
@@ -331,8 +339,10 @@ class _Walk:
             if first is None:
                 raise QueryRefusedError(*ACCESS_DENIED, f"{name} takes the aggregate function's name as a literal")
             self.aggregate(first.split("(", 1)[0].strip())
-        elif canonical in _TYPE_ARGUMENT and len(arguments) >= 2 and _string_literal(arguments[1]) is None:
-            raise QueryRefusedError(*ACCESS_DENIED, f"{name} takes its type as a literal")
+        elif canonical in _TYPE_ARGUMENT and arguments:
+            position = _TYPE_ARGUMENT[canonical]
+            if (position < len(arguments) or position == -1) and _string_literal(arguments[position]) is None:
+                raise QueryRefusedError(*ACCESS_DENIED, f"{name} takes its type as a literal")
         if name in _IN_FUNCTIONS:
             arguments = node.get("arguments", {}).get("children", [])
             if len(arguments) == 2 and arguments[1].get("type") == "Identifier":
@@ -367,8 +377,7 @@ class _Walk:
         """A type string may name an aggregate function (`CAST(x, 'AggregateFunction(f, T)')`)."""
         text = _string_literal(node)
         if text is not None:
-            for match in _AGGREGATE_TYPE.finditer(text):
-                self.aggregate(match.group(1))
+            _check_text(self.policy, text)
 
     def _QueryParameter(self, node: dict[str, Any]) -> None:  # noqa: N802
         if str(node.get("param_type", "")).strip() == "Identifier":
@@ -441,6 +450,50 @@ class _Walk:
                 f"the column {column} of system.{sorted(self.restricted)[0]} is not readable through clinotel: "
                 + ", ".join(sorted(allowed)),
             )
+
+
+def _check_text(policy: ReadPolicy, text: str) -> None:
+    """A string that may become a type: when it names AggregateFunction anywhere, every word in it
+    that is an aggregate function must be one readers may run. Words, not a parse of the type, so
+    that no spelling the engine's type parser accepts (a version argument, quoted names, comments)
+    slips past: `AggregateFunction(1, `f`(…), T)` is checked like `AggregateFunction(f, T)`. The
+    text is checked as it is and with up to three levels of backslash escapes read (a quoted name
+    inside a type string, a string inside an Array parameter: `agg\\x54hrow` is aggThrow)."""
+    forms = {text}
+    for _ in range(3):
+        text = _unescape(text)
+        forms.add(text)
+    catalog = policy.catalog
+    for form in forms:
+        if not _AGGREGATE_TYPE.search(form):
+            continue
+        for word in set(_WORD.findall(form)):
+            canonical = catalog.resolve(word)
+            if canonical is not None and canonical in catalog.aggregates and canonical not in policy.functions:
+                raise QueryRefusedError(*ACCESS_DENIED, f"the aggregate function {word} is not allowed for readers")
+
+
+def _unescape(text: str) -> str:
+    """`text` with one level of ClickHouse's backslash escapes read (`\\x41`, `\\t`, `\\'`, …)."""
+
+    def one(match: re.Match[str]) -> str:
+        if match.group(1) is not None:
+            return chr(int(match.group(1), 16))
+        return _ESCAPED.get(match.group(2), match.group(2))
+
+    return _ESCAPE.sub(one, text)
+
+
+def check_parameters(policy: ReadPolicy, params: Mapping[str, str]) -> None:
+    """Each query parameter (`param_<name>`) meets the checks a string literal in its place would:
+    its value may become a type or a structure once the engine substitutes it (`{t:String}` where a
+    function takes a type name), after the query's own check. Raises QueryRefusedError."""
+    for name, value in params.items():
+        if name.startswith("param_"):
+            try:
+                _check_text(policy, value)
+            except QueryRefusedError as e:
+                raise QueryRefusedError(e.code, e.name, f"query parameter {name[6:][:80]}: {e.message}") from None
 
 
 def _nothing(node: dict[str, Any]) -> None:

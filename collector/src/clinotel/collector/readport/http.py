@@ -11,12 +11,14 @@ statuses.
 from __future__ import annotations
 
 import base64
-import email.parser
-import email.policy
+import contextlib
 import gzip
+import io
 import json
 import logging
 import re
+import socket
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from clinotel.collector.errors import RefusedError
 from clinotel.collector.net.body import BodyError, read_body
 from clinotel.collector.net.server import MAX_CONNECTIONS, CappedRequestHandler, QuietHTTPServer, ServerThread, bind
 from clinotel.collector.readport import native
+from clinotel.collector.readport.guard import QueryRefusedError, check_parameters
 from clinotel.collector.readport.reader import ClickHouseError, ReadResult, SqlReader, content_type
 from clinotel.collector.receiver.export import decompress
 
@@ -36,6 +39,15 @@ __all__ = ["ClickHouseHttpServer", "Credentials", "ReaderAccess"]
 logger: Final = logging.getLogger("clinotel.collector")
 
 MAX_QUERY_BYTES: Final = 1 << 20
+BODY_TIMEOUT_S: Final = 30.0
+"""How long a request's whole body may take to arrive, however slowly it trickles (the socket's
+REQUEST_TIMEOUT_S bounds each read, not the whole: a byte every 20 s held a connection for good)."""
+MAX_FORM_PARTS: Final = 1000
+"""Parts a multipart/form-data body may have (ClickHouse's query, `param_<name>`s and settings)."""
+MAX_PART_HEADER_BYTES: Final = 8192
+"""Bytes of one part's header section."""
+MAX_HEADER_PARAMS: Final = 32
+"""Parameters of one part's Content-Disposition or of the request's Content-Type."""
 TRANSPORT_PARAMS: Final = frozenset(
     {"query", "database", "default_format", "user", "password", "query_id", "session_id", "session_timeout",
      "session_check", "compress", "decompress", "buffer_size", "wait_end_of_query", "client_protocol_version",
@@ -68,6 +80,18 @@ class _BodyError(ClickHouseError):
         return self._status
 
 
+class _FormDataError(ClickHouseError):
+    """A multipart/form-data body not read (malformed, or past a bound): 400, as ClickHouse answers
+    its CANNOT_PARSE_* errors."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", message)
+
+    @property
+    def http_status(self) -> int:
+        return 400
+
+
 @dataclass(frozen=True)
 class Credentials:
     """What a request presented: a user name (informational) and a secret (the token)."""
@@ -90,6 +114,9 @@ AuthorizeMetrics = Callable[[Credentials], None]
 
 
 def _credentials(headers: object, params: dict[str, str]) -> Credentials:
+    """What the request line and headers present: Authorization (Basic or Bearer), then
+    `X-ClickHouse-User`/`X-ClickHouse-Key`, then the URL's `user`/`password`. Never the body: a
+    request is authorised before its body is read (as ClickHouse's HTTP handler does)."""
     get = headers.get  # type: ignore[attr-defined]
     auth = get("Authorization") or ""
     scheme, _, value = auth.partition(" ")
@@ -106,18 +133,143 @@ def _credentials(headers: object, params: dict[str, str]) -> Credentials:
     return Credentials(params.get("user"), params.get("password") or None)
 
 
+class _FormError(ValueError):
+    """A multipart/form-data body that is not read: over a bound, or malformed."""
+
+
+_TOKEN_OR_QUOTED: Final = re.compile(r'\s*([^=;\s]+)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^;]*))?\s*(?:;|$)', re.DOTALL)
+
+
+def _header_params(value: str) -> tuple[str, dict[str, str]]:
+    """The main value of a header (`form-data`, `multipart/form-data`) and its parameters, at
+    most MAX_HEADER_PARAMS of them (names lower-cased, quotes and backslash escapes removed)."""
+    main, _, rest = value.partition(";")
+    params: dict[str, str] = {}
+    pos = 0
+    rest = rest.strip()
+    while pos < len(rest):
+        match = _TOKEN_OR_QUOTED.match(rest, pos)
+        if match is None or match.end() == pos:
+            raise _FormError(f"malformed header parameters: {rest[pos : pos + 40]!r}")
+        if len(params) >= MAX_HEADER_PARAMS:
+            raise _FormError(f"over {MAX_HEADER_PARAMS} parameters in a header")
+        name, raw = match.group(1).lower(), (match.group(2) or "").strip()
+        if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
+            raw = re.sub(r"\\(.)", r"\1", raw[1:-1], flags=re.DOTALL)
+        params[name] = raw
+        pos = match.end()
+    return main.strip().lower(), params
+
+
 def _form_fields(body: bytes, content_type_header: str) -> dict[str, str]:
-    """The text fields of a multipart/form-data body (`query`, `param_<name>`)."""
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        b"Content-Type: " + content_type_header.encode("latin-1") + b"\r\n\r\n" + body
-    )
+    """The text fields of a multipart/form-data body (`query`, `param_<name>`, settings): parts
+    with a Content-Disposition `name` and no `filename`, in order (a later part of the same name
+    wins). Bounded before any work: at most MAX_FORM_PARTS parts, MAX_PART_HEADER_BYTES of headers
+    and MAX_HEADER_PARAMS parameters a part, and no nested multipart (depth 1). Raises _FormError."""
+    _, ctype = _header_params(content_type_header)
+    boundary = ctype.get("boundary", "")
+    if not 1 <= len(boundary) <= 70:  # RFC 2046 §5.1.1
+        raise _FormError("multipart/form-data needs a boundary of 1 to 70 characters")
+    delimiter = b"--" + boundary.encode("latin-1")
+    if body.startswith(delimiter):
+        pos = len(delimiter)
+    else:
+        found = body.find(b"\r\n" + delimiter)
+        if found < 0:
+            raise _FormError("the body has no multipart boundary")
+        pos = found + 2 + len(delimiter)
     fields: dict[str, str] = {}
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True)
-        if name and not part.get_filename() and isinstance(payload, bytes):
-            fields[str(name)] = payload.decode("utf-8")
-    return fields
+    parts = 0
+    while True:
+        if body.startswith(b"--", pos):  # the close delimiter
+            return fields
+        line_end = body.find(b"\r\n", pos)
+        if line_end < 0 or body[pos:line_end].strip(b" \t"):
+            raise _FormError("a multipart boundary line is not followed by CRLF")
+        start = line_end + 2
+        end = body.find(b"\r\n" + delimiter, start)
+        if end < 0:
+            raise _FormError("the multipart body ends inside a part (no closing boundary)")
+        parts += 1
+        if parts > MAX_FORM_PARTS:
+            raise _FormError(f"over {MAX_FORM_PARTS} parts in a multipart body")
+        _form_part(body, start, end, fields)
+        pos = end + 2 + len(delimiter)
+
+
+def _form_part(body: bytes, start: int, end: int, fields: dict[str, str]) -> None:
+    if body.startswith(b"\r\n", start):
+        head, data_start = b"", start + 2
+    else:
+        head_end = body.find(b"\r\n\r\n", start, min(end, start + MAX_PART_HEADER_BYTES + 4))
+        if head_end < 0:
+            raise _FormError(f"a part's headers are over {MAX_PART_HEADER_BYTES:,} bytes or not ended by a blank line")
+        head, data_start = body[start:head_end], head_end + 4
+    headers: dict[str, str] = {}
+    for line in head.split(b"\r\n") if head else []:
+        key, colon, value = line.partition(b":")
+        if not colon or not key.strip() or key[:1] in b" \t":  # no folded lines (RFC 7578 §4.8)
+            raise _FormError(f"malformed part header line {line[:40]!r}")
+        headers[key.strip().decode("latin-1").lower()] = value.strip().decode("latin-1")
+    ptype, _ = _header_params(headers.get("content-type", "text/plain"))
+    if ptype.startswith("multipart/"):
+        raise _FormError("nested multipart parts are not read")
+    if headers.get("content-transfer-encoding", "").lower() not in ("", "7bit", "8bit", "binary"):
+        raise _FormError("a part's Content-Transfer-Encoding must be 7bit, 8bit or binary")
+    _, disposition = _header_params(headers.get("content-disposition", ""))
+    name = disposition.get("name")
+    if name and "filename" not in disposition:
+        fields[name] = body[data_start:end].decode("utf-8")
+
+
+class _DeadlineReader(io.BufferedIOBase):
+    """A request's body stream that ends at `deadline` (monotonic): every read waits at most
+    what is left, however slowly the bytes trickle in; past it, TimeoutError."""
+
+    def __init__(self, rfile: object, connection: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._rfile: io.BufferedReader = rfile  # type: ignore[assignment]  # StreamRequestHandler's rfile
+        self._connection = connection
+        self._deadline = deadline
+        self._per_read = connection.gettimeout()
+
+    def readable(self) -> bool:
+        return True
+
+    def _arm(self) -> None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request body took too long")
+        self._connection.settimeout(left if self._per_read is None else min(left, self._per_read))
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            raise ValueError("a request body is read in bounded pieces")
+        out = bytearray()
+        while len(out) < size:
+            self._arm()
+            piece = self._rfile.read1(size - len(out))
+            if not piece:
+                break
+            out += piece
+        return bytes(out)
+
+    def read1(self, size: int = -1) -> bytes:
+        return self.read(size if size >= 0 else 1 << 16)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = size if size is not None and size >= 0 else 1 << 62
+        out = bytearray()
+        while len(out) < limit:
+            self._arm()
+            buffered = self._rfile.peek(1)[: limit - len(out)]
+            if not buffered:
+                break
+            newline = buffered.find(b"\n")
+            out += self._rfile.read(newline + 1 if newline >= 0 else len(buffered))
+            if newline >= 0:
+                break
+        return bytes(out)
 
 
 class _Handler(CappedRequestHandler):
@@ -176,7 +328,14 @@ class _Handler(CappedRequestHandler):
         url = urlsplit(self.path)
         params = dict(parse_qsl(url.query, keep_blank_values=True))
         if url.path != "/":
-            self._reply(HTTPStatus.NOT_FOUND, b"Not found: queries are posted to /.\n", "text/plain")
+            self._refuse_unread(HTTPStatus.NOT_FOUND, b"Not found: queries are posted to /.\n")
+            return
+        # Who is asking comes from the request line and headers alone: a request that is not
+        # authorised is answered before a byte of its body is read (or parsed).
+        try:
+            access = self.server.authorize(_credentials(self.headers, params))
+        except ClickHouseError as e:
+            self._refuse_unread(e)
             return
         try:
             body = self._body()
@@ -189,7 +348,7 @@ class _Handler(CappedRequestHandler):
             try:
                 fields = _form_fields(body, ctype)
             except (ValueError, UnicodeDecodeError) as e:
-                self._error(ClickHouseError(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", f"Cannot read form data: {e}"))
+                self._error(_FormDataError(f"Cannot read form data: {e}"))
                 return
             params.update(fields)
             sql = params.get("query", "")
@@ -200,12 +359,30 @@ class _Handler(CappedRequestHandler):
                 self._error(ClickHouseError(62, "SYNTAX_ERROR", "The query is not valid UTF-8"))
                 return
             sql = "\n".join(part for part in (params.get("query", ""), text) if part)
-        self._query(params, sql)
+        self._query(params, sql, access)
+
+    def _refuse_unread(self, answer: ClickHouseError | HTTPStatus, text: bytes = b"") -> None:
+        """Answer without reading the body, then close: what the client already sent is read
+        without waiting (closing on unread data would reset the answer away), never more."""
+        self.close_connection = True
+        if isinstance(answer, ClickHouseError):
+            self._error(answer)
+        else:
+            self._reply(answer, text, "text/plain")
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.setblocking(False)
+            for _ in range(16):  # at most 1 MiB: what has arrived, not what is still coming
+                if not self.connection.recv(1 << 16):
+                    break
 
     def _body(self) -> bytes:
+        """The body, whole within `body_timeout_s` of its first read (each read also within the
+        socket's timeout), at most MAX_QUERY_BYTES, decompressed."""
+        rfile = _DeadlineReader(self.rfile, self.connection, time.monotonic() + self.server.body_timeout_s)
         try:
             body = read_body(
-                self.rfile,
+                rfile,
                 self.headers,
                 MAX_QUERY_BYTES,
                 drain=4 * MAX_QUERY_BYTES,
@@ -213,12 +390,20 @@ class _Handler(CappedRequestHandler):
             )
         except BodyError as e:
             raise _BodyError(e) from None
+        except TimeoutError:
+            raise ClickHouseError(
+                159, "TIMEOUT_EXCEEDED", f"the request body did not arrive within {self.server.body_timeout_s:g} s"
+            ) from None
+        finally:
+            with contextlib.suppress(OSError):
+                self.connection.settimeout(self.server.request_timeout_s)
         try:
-            return decompress(body, self.headers.get("Content-Encoding") or "", MAX_QUERY_BYTES)
+            return decompress(bytes(body), self.headers.get("Content-Encoding") or "", MAX_QUERY_BYTES)
         except RefusedError as e:
             raise ClickHouseError(36, "BAD_ARGUMENTS", e.message) from None
 
-    def _query(self, params: dict[str, str], sql: str) -> None:
+    def _query(self, params: dict[str, str], sql: str, access: ReaderAccess | None = None) -> None:
+        """Run `sql` for the request; `access` when the request was authorised already (POST)."""
         query_id = params.get("query_id") or None
         if query_id is not None and not _QUERY_ID.fullmatch(query_id):
             # echoed in a header: never let a client write CR/LF (or anything odd) into the answer
@@ -239,7 +424,12 @@ class _Handler(CappedRequestHandler):
             self._error(ClickHouseError(62, "SYNTAX_ERROR", "Empty query"), query_id)
             return
         try:
-            access = self.server.authorize(_credentials(self.headers, params))
+            if access is None:
+                access = self.server.authorize(_credentials(self.headers, params))
+            try:  # a parameter's value meets the checks a literal in its place would
+                check_parameters(reader.policy, params)
+            except QueryRefusedError as e:
+                raise ClickHouseError.refused(e) from None
             result = reader.query(
                 sql,
                 tenant=access.tenant,
@@ -266,7 +456,7 @@ class _Handler(CappedRequestHandler):
             "X-ClickHouse-Summary": json.dumps(result.summary(), separators=(",", ":")),
         }
         try:
-            body = native.reframe(result.body, result.format, params)
+            body = native.reframe(result.body, result.format, params, max_bytes=reader.limits.max_result_bytes)
         except ClickHouseError as e:
             self._error(e, result.query_id)
             return
@@ -306,6 +496,7 @@ def _compress(body: bytes, encoding: str, level: str | None) -> bytes:
 class _Server(QuietHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    body_timeout_s = BODY_TIMEOUT_S
 
     def __init__(
         self,

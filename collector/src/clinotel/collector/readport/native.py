@@ -43,7 +43,10 @@ and revisions from 54492 on are refused with NOT_IMPLEMENTED rather than sent wr
 
 from __future__ import annotations
 
+import array
+import operator
 import struct
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -69,12 +72,18 @@ REVISION_OUT_OF_ORDER_BUCKETS: Final = 54480
 MAX_REVISION: Final = 54491
 """The highest revision written here: from 54492 on, String columns carry a separate size stream."""
 BINARY_TYPES_SETTING: Final = "output_format_native_encode_types_in_binary_format"
+MAX_FULL_LOW_CARDINALITY_BYTES: Final = 128 << 20
+"""Bytes LowCardinality columns may take, all together, once written as their full columns for a
+client before 54405 (the reader's `max_result_bytes` by default): a column of long strings with
+one-byte indexes grows by up to the strings' length a row, outside every engine cap."""
 
 _LC_INDEX_WIDTH: Final = 0xFF
 _LC_GLOBAL_DICTIONARY: Final = 1 << 8
 _LC_ADDITIONAL_KEYS: Final = 1 << 9
 _LC_UPDATE_DICTIONARY: Final = 1 << 10
 _LC_KEY_VERSION: Final = 1
+_INDEX_TYPECODES: Final = {array.array(code).itemsize: code for code in "QLIHB"}
+"""array typecodes by item size: 1, 2, 4, 8 bytes (LowCardinality index widths)."""
 
 _FIXED: Final = {
     0x01: ("UInt8", 1), 0x02: ("UInt16", 2), 0x03: ("UInt32", 4), 0x04: ("UInt64", 8), 0x05: ("UInt128", 16),
@@ -311,7 +320,28 @@ def _prefix(t: NativeType, r: _Reader, out: list[bytes | memoryview], keep_lc: b
             _prefix(a, r, out, keep_lc)
 
 
-def _data(t: NativeType, rows: int, r: _Reader, out: list[bytes | memoryview], keep_lc: bool) -> None:
+class _Budget:
+    """What the full columns of LowCardinality may still add to an answer, in bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def spend(self, n: int) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise ClickHouseError(
+                396,
+                "TOO_MANY_ROWS_OR_BYTES",
+                f"Limit for result exceeded, max bytes: {self.limit:,}: LowCardinality columns written as full "
+                f"columns for a client protocol revision before {REVISION_LOW_CARDINALITY}; send "
+                f"client_protocol_version={REVISION_LOW_CARDINALITY} or later, or read fewer rows",
+            )
+
+
+def _data(
+    t: NativeType, rows: int, r: _Reader, out: list[bytes | memoryview], keep_lc: bool, budget: _Budget | None = None
+) -> None:
     kind = t.kind
     if kind == "fixed":
         out.append(r.take(rows * t.size))
@@ -321,20 +351,20 @@ def _data(t: NativeType, rows: int, r: _Reader, out: list[bytes | memoryview], k
         out.append(memoryview(r.data)[start : r.pos])
     elif kind == "nullable":
         out.append(r.take(rows))
-        _data(t.args[0], rows, r, out, keep_lc)
+        _data(t.args[0], rows, r, out, keep_lc, budget)
     elif kind in ("array", "map"):
         offsets = r.take(8 * rows)
         out.append(offsets)
         elements = int.from_bytes(offsets[-8:], "little") if rows else 0
         for a in t.args if kind == "map" else t.args[:1]:
-            _data(a, elements, r, out, keep_lc)
+            _data(a, elements, r, out, keep_lc, budget)
     elif kind == "tuple":
         for a in t.args:
-            _data(a, rows, r, out, keep_lc)
+            _data(a, rows, r, out, keep_lc, budget)
     elif keep_lc:
         _low_cardinality(t.args[0], rows, r, out)
     else:
-        _low_cardinality_full(t.args[0], rows, r, out)
+        _low_cardinality_full(t.args[0], rows, r, out, budget or _Budget(MAX_FULL_LOW_CARDINALITY_BYTES))
 
 
 def _granules(inner: NativeType, rows: int, r: _Reader) -> list[tuple[int, memoryview, int, memoryview, int]]:
@@ -365,36 +395,52 @@ def _low_cardinality(inner: NativeType, rows: int, r: _Reader, out: list[bytes |
         out += [struct.pack("<QQ", flags, count), keys, struct.pack("<Q", len(indexes) // _width), indexes]
 
 
-def _low_cardinality_full(inner: NativeType, rows: int, r: _Reader, out: list[bytes | memoryview]) -> None:
+def _low_cardinality_full(
+    inner: NativeType, rows: int, r: _Reader, out: list[bytes | memoryview], budget: _Budget
+) -> None:
+    """The column of each row's dictionary value, granule by granule, without a Python object a
+    row: the indexes are read into an array, and each granule's values are joined from its
+    dictionary's slices in C (a granule at a time, its size counted against `budget` first)."""
     nullable = inner.kind == "nullable"
     dictionary = inner.args[0] if nullable else inner
-    nulls: list[int] = []
-    values: list[bytes | memoryview] = []
+    nulls: list[bytes] = []
+    values: list[bytes] = []
     for _flags, keys, count, indexes, width in _granules(inner, rows, r):
         elements = _split(dictionary, count, keys)
-        for i in range(len(indexes) // width):
-            k = int.from_bytes(indexes[i * width : (i + 1) * width], "little")
-            if k >= count:
-                raise _corrupt("LowCardinality index out of its dictionary")
-            nulls.append(1 if nullable and k == 0 else 0)
-            values.append(elements[k])
-    if nullable:
-        out.append(bytes(nulls))
+        index = _index_array(indexes, width)
+        if max(index) >= count:
+            raise _corrupt("LowCardinality index out of its dictionary")
+        sizes = [len(e) for e in elements]
+        budget.spend(sum(map(sizes.__getitem__, index)) + (len(index) if nullable else 0))
+        if nullable:
+            nulls.append(bytes(map(operator.not_, index)))  # key 0 stands for NULL
+        values.append(b"".join(map(elements.__getitem__, index)))
+    out += nulls
     out += values
 
 
-def _split(t: NativeType, count: int, keys: memoryview) -> list[memoryview]:
-    """The `count` values of a dictionary column, one slice each (fixed-size types and String)."""
+def _index_array(indexes: memoryview, width: int) -> array.array[int]:
+    """A granule's indexes (little-endian, `width` bytes each) as integers."""
+    index = array.array(_INDEX_TYPECODES[width])
+    index.frombytes(indexes)
+    if sys.byteorder == "big":
+        index.byteswap()
+    return index
+
+
+def _split(t: NativeType, count: int, keys: memoryview) -> list[bytes]:
+    """The `count` values of a dictionary column, as written in a column (fixed-size types and String)."""
+    data = bytes(keys)
     if t.kind == "fixed":
-        return [keys[i * t.size : (i + 1) * t.size] for i in range(count)]
+        return [data[i * t.size : (i + 1) * t.size] for i in range(count)]
     if t.kind != "string":
         raise _not_implemented(f"LowCardinality({t.name}) for a client before LowCardinality")
-    r = _Reader(bytes(keys))
+    r = _Reader(data)
     items = []
     for _ in range(count):
         start = r.pos
         _skip_strings(r, 1)
-        items.append(keys[start : r.pos])
+        items.append(data[start : r.pos])
     return items
 
 
@@ -412,10 +458,14 @@ def _block_info(revision: int) -> bytes:
     return info + b"\x00"
 
 
-def for_client(body: bytes, revision: int, *, binary_types: bool = False) -> bytes:
+def for_client(
+    body: bytes, revision: int, *, binary_types: bool = False, max_bytes: int = MAX_FULL_LOW_CARDINALITY_BYTES
+) -> bytes:
     """The engine's revision-0 Native `body` (binary type encodings) as a server writes it for `revision`.
 
-    `binary_types`: the client asked for binary type encodings rather than type names."""
+    `binary_types`: the client asked for binary type encodings rather than type names.
+    `max_bytes`: what LowCardinality columns written in full (before 54405) may add, all together;
+    past it, TOO_MANY_ROWS_OR_BYTES."""
     if revision == 0:
         return body
     if revision > MAX_REVISION:
@@ -424,6 +474,7 @@ def for_client(body: bytes, revision: int, *, binary_types: bool = False) -> byt
             f"send client_protocol_version={MAX_REVISION} or less, or read another format"
         )
     keep_lc = revision >= REVISION_LOW_CARDINALITY
+    budget = _Budget(max_bytes)
     r = _Reader(body)
     out: list[bytes | memoryview] = []
     info = _block_info(revision)
@@ -449,7 +500,7 @@ def for_client(body: bytes, revision: int, *, binary_types: bool = False) -> byt
                 out.append(b"\x00")
             if rows:
                 _prefix(t, r, out, keep_lc)
-                _data(t, rows, r, out, keep_lc)
+                _data(t, rows, r, out, keep_lc, budget)
     return b"".join(out)
 
 
@@ -476,8 +527,11 @@ def engine_settings(params: Mapping[str, str]) -> dict[str, str]:
     return {BINARY_TYPES_SETTING: "1"} if client_revision(params) > 0 else {}
 
 
-def reframe(body: bytes, fmt: str, params: Mapping[str, str]) -> bytes:
-    """The answer's body for the client: Native rewritten for its revision, anything else as is.
+def reframe(
+    body: bytes, fmt: str, params: Mapping[str, str], *, max_bytes: int = MAX_FULL_LOW_CARDINALITY_BYTES
+) -> bytes:
+    """The answer's body for the client: Native rewritten for its revision, anything else as is
+    (`max_bytes`: as `for_client`'s).
 
     `compress=1` (ClickHouse's own block compression, which clickhouse-go asks for when set to LZ4
     or ZSTD over HTTP) is refused: the body would otherwise reach it unframed."""
@@ -489,4 +543,4 @@ def reframe(body: bytes, fmt: str, params: Mapping[str, str]) -> bytes:
     revision = client_revision(params)
     if revision == 0 or fmt.lower() != "native":
         return body
-    return for_client(body, revision, binary_types=_truthy(params.get(BINARY_TYPES_SETTING)))
+    return for_client(body, revision, binary_types=_truthy(params.get(BINARY_TYPES_SETTING)), max_bytes=max_bytes)

@@ -343,6 +343,8 @@ class SqlReader:
         with self._slot(tenant), self._admitted():
             _lower_thread_priority()  # parsing is the reader's work too
             try:
+                # a parameter's value meets the checks a literal in its place would, whoever calls
+                read_guard.check_parameters(self.policy, {f"param_{k}": v for k, v in (params or {}).items()})
                 checked = self._guard.check(sql, database)
                 key = (tenant, database, self._session_settings({**(settings or {}), **checked.settings}))
                 fmt = checked.format or read_guard_format(default_format)
