@@ -85,13 +85,17 @@ class _Handler(CappedRequestHandler):
             self.server.receiver.stats.count_refused("unauthenticated")
             self._status(refused, close=True)
             return
-        limit = self.server.receiver.limits.max_request_bytes
+        limits = self.server.receiver.limits
+        media = self._media()
+        limit = limits.request_limit(media)  # OTLP/JSON has a lower one: refused before it is read
         try:
             body = read_body(
                 self.rfile, self.headers, limit, drain=_DRAIN_FACTOR * limit, http10=self.request_version == "HTTP/1.0"
             )
         except BodyError as e:
             refused = RefusedError(e.reason, e.message)
+            if e.reason == "too_large" and media == JSON:
+                refused = limits.json_too_large("the request")
             if e.status != 411:
                 self.server.receiver.stats.count_refused(e.reason)
             self._status(refused, close=True)

@@ -1,0 +1,247 @@
+"""What one request may cost the receiver: work linear in its size and memory a small multiple of
+its limit, whatever its shape.
+
+- a gzip body of many members: each was handed the rest of the body (quadratic: 7.6 MiB of empty
+  members took 37 s of CPU);
+- a chunked body in tiny chunks: one object was kept per chunk (32 MiB in 2-byte chunks: 2.5 GB);
+- valid and invalid spans in turn: each invalid one was deleted alone, moving the rest (30 MiB: 25 s);
+- OTLP/JSON: 62 MiB (3.7 MiB of gzip on the wire) took 930 MB; it has a lower limit of its own.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import io
+import json
+import secrets
+import time
+import tracemalloc
+import zlib
+from collections.abc import Iterator
+from email.message import Message
+from typing import Any, cast
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+from clinotel.collector.log.wal import WriteAheadLog
+from clinotel.collector.net.body import read_body
+from clinotel.collector.receiver import export
+from clinotel.collector.receiver.export import Limits, TraceReceiver
+from clinotel.collector.receiver.http import OtlpHttpServer
+from clinotel.collector.tokens import Grant
+
+EMPTY_MEMBER = gzip.compress(b"", mtime=0)  # 20 bytes
+JSON_LIMIT = 4 << 20
+
+
+class _CountingInflater:
+    """A zlib decompressor that counts the input bytes it is handed."""
+
+    def __init__(self, inner: Any, fed: list[int]) -> None:
+        self._inner = inner
+        self._fed = fed
+
+    def decompress(self, data: Any, max_length: int = 0) -> bytes:
+        self._fed[0] += len(data)
+        return bytes(self._inner.decompress(data, max_length))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _CountingZlib:
+    def __init__(self) -> None:
+        self.fed = [0]
+        self.members = 0
+        self.error = zlib.error
+
+    def decompressobj(self, *args: Any, **kwargs: Any) -> _CountingInflater:
+        self.members += 1
+        return _CountingInflater(zlib.decompressobj(*args, **kwargs), self.fed)
+
+
+def test_gzip_members_are_inflated_with_work_linear_in_the_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    """zlib is handed each byte of the body a bounded number of times, however many members
+    (the quadratic version handed it 2,500 times the body here)."""
+    payload = b"spans" * 1000
+    body = EMPTY_MEMBER * 5000 + gzip.compress(payload) + EMPTY_MEMBER * 5000
+    counting = _CountingZlib()
+    monkeypatch.setattr(export, "zlib", counting)
+    assert export.decompress(body, "gzip", 1 << 20) == payload
+    assert counting.members == 10_001
+    assert counting.fed[0] <= 8 * len(body), f"zlib was handed {counting.fed[0] / len(body):.0f} times the body"
+
+
+def test_many_gzip_members_take_time_linear_in_the_body() -> None:
+    """200,000 empty members (4 MiB) take about ten times what 20,000 take (0.16 s of CPU here;
+    bounded at 30 times, plus half a second); quadratic, they took 150 times as long (6.6 s)."""
+    reference_body = EMPTY_MEMBER * 20_000
+    started = time.process_time()
+    assert export.decompress(reference_body, "gzip", 1 << 20) == b""
+    reference = time.process_time() - started
+    body = EMPTY_MEMBER * 200_000
+    started = time.process_time()
+    assert export.decompress(body, "gzip", 1 << 20) == b""
+    took = time.process_time() - started
+    assert took <= 30 * reference + 0.5, f"{took:.2f} s for 200,000 members, {reference:.3f} s for 20,000"
+
+
+def _chunked(payload: bytes, size: int) -> bytes:
+    out = bytearray()
+    for at in range(0, len(payload), size):
+        out += b"%x\r\n" % len(payload[at : at + size]) + payload[at : at + size] + b"\r\n"
+    return bytes(out + b"0\r\n\r\n")
+
+
+def _chunked_headers() -> Message:
+    headers = Message()
+    headers["Transfer-Encoding"] = "chunked"
+    return headers
+
+
+def test_a_body_of_tiny_chunks_is_gathered_without_an_object_per_chunk() -> None:
+    """512 KiB in 2-byte chunks: Python's allocations peak at a small multiple of the body (one
+    `bytes` per chunk and the list of them took 25 times the body)."""
+    payload = secrets.token_bytes(512 << 10)
+    rfile = io.BufferedReader(io.BytesIO(_chunked(payload, 2)))
+    tracemalloc.start()
+    try:
+        body = read_body(rfile, _chunked_headers(), 2 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert body == payload
+    assert peak <= 3 * len(payload), f"peak {peak / len(payload):.1f} times the body"
+
+
+def _alternating(pairs: int, invalid_last: bool) -> ExportTraceServiceRequest:
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add().spans
+    now = time.time_ns()
+    valid = trace_pb2.Span(
+        trace_id=secrets.token_bytes(16), span_id=secrets.token_bytes(8), name="v",
+        start_time_unix_nano=now - 10**6, end_time_unix_nano=now,
+    )  # fmt: skip
+    for i in range(pairs):
+        valid.name = f"v{i}"
+        spans.append(valid)
+        if not invalid_last:
+            spans.add(name=f"x{i}")  # no ids: refused
+    if invalid_last:
+        for i in range(pairs):
+            spans.add(name=f"x{i}")
+    return request
+
+
+def _refuse_seconds(request: ExportTraceServiceRequest) -> float:
+    started = time.process_time()
+    kept, removed = export._refuse_spans(request, Limits().start_window(time.time_ns()))
+    took = time.process_time() - started
+    spans = request.resource_spans[0].scope_spans[0].spans
+    assert (kept, removed["invalid_id"]) == (len(spans), len(spans))
+    assert [s.name for s in spans] == [f"v{i}" for i in range(len(spans))], "the kept spans, in order"
+    return took
+
+
+def test_valid_and_invalid_spans_in_turn_are_refused_in_linear_time() -> None:
+    """400,000 spans, every other one invalid, take about as long as the same spans with the
+    invalid ones last (0.5 s of CPU here; deleted from the end, cheap either way). Deleting each
+    alone, the interleaved ones took ten times as long, and a hundred times at 30 MiB."""
+    pairs = 200_000
+    reference = _refuse_seconds(_alternating(pairs, invalid_last=True))
+    took = _refuse_seconds(_alternating(pairs, invalid_last=False))
+    assert took <= 3 * reference + 0.3, f"{took:.2f} s interleaved, {reference:.2f} s invalid last"
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.records: list[bytes] = []
+
+    def append(self, record: bytes) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def receiver_port() -> Iterator[tuple[int, _Log]]:
+    """An OTLP/HTTP port with the default limits, its log a list."""
+    log = _Log()
+    receiver = TraceReceiver(cast(WriteAheadLog, log), Limits())
+    server = OtlpHttpServer("127.0.0.1", 0, receiver, lambda token: Grant("st-marys", "write") if token else None)
+    server.start()
+    try:
+        yield server.port, log
+    finally:
+        server.stop()
+
+
+def _json_request(size: int) -> bytes:
+    """OTLP/JSON of about `size` bytes: one valid span with many small attributes."""
+    now = time.time_ns()
+    attribute = {"key": "k", "value": {"intValue": "1"}}
+    per = len(json.dumps(attribute, separators=(",", ":"))) + 1
+    span = {
+        "traceId": secrets.token_hex(16), "spanId": secrets.token_hex(8), "name": "j",
+        "startTimeUnixNano": str(now - 10**6), "endTimeUnixNano": str(now), "attributes": [attribute] * (size // per),
+    }  # fmt: skip
+    return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}, separators=(",", ":")).encode()
+
+
+def _post(port: int, body: bytes, **headers: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request(
+            "POST", "/v1/traces", body=body,
+            headers={"Authorization": "Bearer w", "Content-Type": "application/json", **headers},
+        )  # fmt: skip
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+def test_json_over_its_limit_is_refused_with_a_pointer_to_protobuf(
+    receiver_port: tuple[int, _Log], encoding: str
+) -> None:
+    """OTLP/JSON costs 8 to 84 bytes of memory a byte: past 4 MiB it is a 413 that says to send
+    protobuf (whose limit stays 64 MiB), before the JSON is parsed; within it, accepted."""
+    port, log = receiver_port
+    over = _json_request(JSON_LIMIT + (256 << 10))
+    assert len(over) > JSON_LIMIT
+    body = gzip.compress(over, 1) if encoding == "gzip" else over
+    status, answer = _post(port, body, **({"Content-Encoding": "gzip"} if encoding == "gzip" else {}))
+    assert status == 413, answer
+    message = json.loads(answer)["message"]
+    assert "OTLP/JSON" in message, message
+    assert "application/x-protobuf" in message, message
+    assert log.records == []
+    within = _json_request(1 << 20)
+    status, answer = _post(port, gzip.compress(within, 1), **{"Content-Encoding": "gzip"})
+    assert status == 200, answer
+    assert len(log.records) == 1
+    assert export.DEFAULT_MAX_JSON_REQUEST_BYTES == JSON_LIMIT
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["vxv", "v" * 5 + "x" * 17 + "v" * 3, "x" * 40, "xvx" * 20 + "x" * 10, "vvx" * 20, "x" * 20 + "v"],
+)
+def test_refused_spans_leave_the_kept_ones_in_order(pattern: str) -> None:
+    """However many are refused (one by one, all, most, some), the kept spans stay, in order."""
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add().scope_spans.add().spans
+    now = time.time_ns()
+    for i, kind in enumerate(pattern):
+        if kind == "v":
+            spans.add(
+                trace_id=secrets.token_bytes(16), span_id=secrets.token_bytes(8), name=f"v{i}",
+                start_time_unix_nano=now - 10**6, end_time_unix_nano=now,
+            )  # fmt: skip
+        else:
+            spans.add(name=f"x{i}", trace_id=b"\0" * 16, span_id=secrets.token_bytes(8))
+    kept, removed = export._refuse_spans(request, Limits().start_window(now))
+    assert (kept, removed["invalid_id"]) == (pattern.count("v"), pattern.count("x"))
+    assert [s.name for s in spans] == [f"v{i}" for i, kind in enumerate(pattern) if kind == "v"]
