@@ -19,6 +19,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from clinotel.collector.net.listen import ListenError
 from clinotel.collector.service import Collector, CollectorConfig, ConfigError
+from clinotel.collector.store import schema
+from clinotel.collector.tokens import Tokens
+from collector.tests.fixtures import WRITE_TOKEN
 
 
 @pytest.fixture
@@ -97,35 +100,42 @@ def test_a_port_out_of_range_is_a_configuration_error(tmp_path: Path, port: int)
         Collector(_config(tmp_path, otlp_http=("127.0.0.1", port)))
 
 
-def test_http_listeners_take_an_ipv6_address(tmp_path: Path) -> None:
+def test_http_listeners_take_an_ipv6_address(
+    client: Any, engine_dir: Path, options: schema.SchemaOptions, tokens: Tokens, tmp_path: Path
+) -> None:
     """`--otlp-http [::1]:PORT` and `--http [::1]:PORT` listen on IPv6, as the gRPC port does (they
     were refused as an unknown host): an official OTLP/HTTP exporter's request is answered there."""
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6 on this machine")
     try:
         with socket.socket(socket.AF_INET6) as probe:
             probe.bind(("::1", 0))
     except OSError:
         pytest.skip("no IPv6 loopback on this machine")
-    c = Collector(_config(tmp_path, otlp_http=("::1", 0), http=("::1", 0), otlp_grpc=None))
+    config = CollectorConfig(
+        database=options.database, wal_dir=tmp_path / "wal", otlp_http=("::1", 0), otlp_grpc=None,
+        http=("::1", 0), data_dir=engine_dir / "data", tokens=tokens, max_request_bytes=1 << 20,
+        wal_max_bytes=4 << 20,
+    )  # fmt: skip
+    c = Collector(config, client=client)
     c.start()
     try:
         assert c.http is not None
         assert c.admin is not None
-        for port in (c.http.port, c.admin.port):
-            conn = http.client.HTTPConnection("::1", port, timeout=10)
-            conn.request("GET", "/ping")
-            conn.getresponse().read()
-            conn.close()
-        exporter = OTLPSpanExporter(endpoint=f"http://[::1]:{c.http.port}/v1/traces", timeout=10)
+        conn = http.client.HTTPConnection("::1", c.admin.port, timeout=10)
+        conn.request("GET", "/ping")
+        assert conn.getresponse().status == 200
+        conn.close()
+        exporter = OTLPSpanExporter(
+            endpoint=f"http://[::1]:{c.http.port}/v1/traces", headers={"Authorization": f"Bearer {WRITE_TOKEN}"},
+            timeout=10,
+        )  # fmt: skip
         provider = TracerProvider(resource=Resource.create({"service.name": "v6"}))
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         provider.get_tracer("v6").start_span("over-ipv6").end()
         provider.shutdown()
         assert c.writer is not None
         c.writer.drain()
-        table = c.options.name("otel_traces")
-        assert c.client.query(f"SELECT count() FROM {table} WHERE SpanName = 'over-ipv6'").result_rows[0][0] == 1
+        table = options.name("otel_traces")
+        assert client.query(f"SELECT count() FROM {table} WHERE SpanName = 'over-ipv6'").result_rows[0][0] == 1
     finally:
         c.stop()
 
