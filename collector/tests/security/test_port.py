@@ -216,3 +216,21 @@ def test_query_id_cannot_write_headers(arena: Arena, query_id: str) -> None:
     assert_refused(answer, 36)
     assert "X-Injected" not in answer.headers
     assert "Set-Cookie" not in answer.headers
+
+
+def test_an_answer_being_written_holds_its_tenant_s_slot(engine_dir: Path) -> None:
+    """The read port holds a tenant's slot until its answer is written (`SqlReader.slot` around
+    the query and the reply): an answer stays in memory until its client reads it, and ten slow
+    clients of one tenant held ten answers (1.4 GB) once their queries had let go of the slots."""
+    limits = ReadLimits(max_execution_time=1, max_concurrent=2, max_concurrent_per_tenant=1)
+    reader = SqlReader(engine_dir / "data", "default", (), limits)
+    try:
+        with reader.slot("a"):
+            assert reader.query("SELECT 1", tenant="a", slot_held=True).body == b"1\n"
+            with pytest.raises(ClickHouseError) as refused:
+                reader.query("SELECT 1", tenant="a")  # while the answer is still being written
+            assert refused.value.code == 202
+            assert reader.query("SELECT 1", tenant="b").body == b"1\n"
+        assert reader.query("SELECT 1", tenant="a").body == b"1\n"
+    finally:
+        reader.close()

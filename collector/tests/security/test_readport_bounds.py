@@ -346,6 +346,10 @@ _THROW = "AggregateFunction(aggThrow(1.), UInt8)"
         ("SELECT JSONExtract('{\"a\": 1}', 'a', {t:String})", {"param_t": "Int64"}),
         ("SELECT JSONExtractKeysAndValues('{\"a\": 1}', {t:String})", {"param_t": "Int64"}),
         ("SELECT accurateCastOrDefault(1, {t:String}, 2)", {"param_t": "UInt8"}),
+        # the type a parameter is declared with (the second review: aggThrow ran from it)
+        ("SELECT finalizeAggregation({x:AggregateFunction(aggThrow(1.), UInt8)})", {"param_x": ""}),
+        ("SELECT {x:Array(AggregateFunction(aggThrow(1.), UInt8))}", {"param_x": "[]"}),
+        ("SELECT 1 WHERE {x:Tuple(a AggregateFunction(aggThrow(1.), UInt8))} IS NOT NULL", {"param_x": ""}),
     ],
 )
 def test_a_query_parameter_is_checked_as_a_literal_in_its_place(arena: Arena, sql: str, params: dict[str, str]) -> None:
@@ -371,3 +375,19 @@ def test_query_parameters_and_type_literals_still_work(arena: Arena) -> None:
 
 def test_a_get_is_refused_401_as_before(arena: Arena) -> None:
     assert_refused(arena.ask("SELECT 1", token=None), 194)
+
+
+def test_a_get_s_body_is_never_taken_for_the_next_request(arena: Arena) -> None:
+    """A GET with a body that is itself a whole request: the body was left unread and answered as
+    the next request on the connection (a proxy reusing connections would pass it on)."""
+    assert arena.collector.admin is not None
+    port = arena.collector.admin.port
+    smuggled = f"GET /?query=SELECT%20%27SMUGGLED%27 HTTP/1.1\r\nHost: x\r\nX-ClickHouse-Key: {READ_TOKEN}\r\n\r\n"
+    first = (f"GET /ping HTTP/1.1\r\nHost: x\r\nContent-Length: {len(smuggled)}\r\n\r\n{smuggled}").encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(first)
+        received = b""
+        while chunk := s.recv(65536):
+            received += chunk
+    assert received.count(b"HTTP/1.") == 1, received[:400]
+    assert b"SMUGGLED" not in received

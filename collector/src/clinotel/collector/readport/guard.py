@@ -380,8 +380,11 @@ class _Walk:
             _check_text(self.policy, text)
 
     def _QueryParameter(self, node: dict[str, Any]) -> None:  # noqa: N802
-        if str(node.get("param_type", "")).strip() == "Identifier":
+        param_type = str(node.get("param_type", ""))
+        if param_type.strip() == "Identifier":
             raise QueryRefusedError(*ACCESS_DENIED, "Identifier query parameters are not allowed for readers")
+        # the declared type is a type, as a literal type string is (`{x:AggregateFunction(f, T)}`)
+        _check_text(self.policy, param_type)
 
     def _ShowTablesQuery(self, node: dict[str, Any]) -> None:  # noqa: N802
         pass  # its keys are allowlisted: SHOW TABLES and SHOW DATABASES only

@@ -303,6 +303,10 @@ class _Handler(CappedRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:
+        if self.headers.get("Transfer-Encoding") or self.headers.get("Content-Length", "0").strip() not in ("", "0"):
+            # a GET's body is never read: what follows it on the connection is no request of ours
+            # (a second GET smuggled in a first one's body was answered)
+            self.close_connection = True
         url = urlsplit(self.path)
         params = dict(parse_qsl(url.query, keep_blank_values=True))
         if url.path in ("/ping", "/") and "query" not in params:
@@ -430,21 +434,31 @@ class _Handler(CappedRequestHandler):
                 check_parameters(reader.policy, params)
             except QueryRefusedError as e:
                 raise ClickHouseError.refused(e) from None
-            result = reader.query(
-                sql,
-                tenant=access.tenant,
-                database=params.get("database") or None,
-                default_format=params.get("default_format") or None,
-                params={k.removeprefix("param_"): v for k, v in params.items() if k.startswith("param_")},
-                settings={k: v for k, v in params.items() if k not in TRANSPORT_PARAMS and not k.startswith("param_")}
-                | native.engine_settings(params),
-                query_id=query_id,
-            )
         except ClickHouseError as e:
             logger.debug("reader refused: %s", e.message)
             self._error(e, query_id)
             return
-        self._result(result, params)
+        try:
+            # the slot is held until the answer is written: an answer stays in memory until its
+            # client has read it, so a slow client holds one of its tenant's slots meanwhile
+            with reader.slot(access.tenant):
+                result = reader.query(
+                    sql,
+                    tenant=access.tenant,
+                    database=params.get("database") or None,
+                    default_format=params.get("default_format") or None,
+                    params={k.removeprefix("param_"): v for k, v in params.items() if k.startswith("param_")},
+                    settings={
+                        k: v for k, v in params.items() if k not in TRANSPORT_PARAMS and not k.startswith("param_")
+                    }
+                    | native.engine_settings(params),
+                    query_id=query_id,
+                    slot_held=True,
+                )
+                self._result(result, params)
+        except ClickHouseError as e:
+            logger.debug("reader refused: %s", e.message)
+            self._error(e, query_id)
 
     def _result(self, result: ReadResult, params: dict[str, str]) -> None:
         reader = self.server.reader

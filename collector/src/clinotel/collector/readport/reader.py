@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -332,15 +332,18 @@ class SqlReader:
         params: Mapping[str, str] | None = None,
         settings: Mapping[str, str] | None = None,
         query_id: str | None = None,
+        slot_held: bool = False,
     ) -> ReadResult:
-        """Run one read; raises ClickHouseError with the code a ClickHouse server would give."""
+        """Run one read; raises ClickHouseError with the code a ClickHouse server would give.
+        `slot_held`: the caller holds the tenant's slot already (`slot`), to keep it while it
+        writes the answer out."""
         try:
             database = self._database(database)
             if len(sql.encode("utf-8")) > MAX_READER_QUERY:
                 raise QueryRefusedError(62, "SYNTAX_ERROR", f"Max query size exceeded ({MAX_READER_QUERY:,} bytes)")
         except QueryRefusedError as e:
             raise ClickHouseError.refused(e) from None
-        with self._slot(tenant), self._admitted():
+        with nullcontext() if slot_held else self._slot(tenant), self._admitted():
             _lower_thread_priority()  # parsing is the reader's work too
             try:
                 # a parameter's value meets the checks a literal in its place would, whoever calls
@@ -393,6 +396,13 @@ class SqlReader:
             with self._admission:
                 self._running -= 1
                 self._admission.notify_all()
+
+    def slot(self, tenant: str | None) -> AbstractContextManager[None]:
+        """A reader slot within the tenant's share, for a query and the writing of its answer: an
+        answer (up to max_result_bytes, more once rewritten for an old client) is held in memory
+        until a client has read it, so a slow client holds its slot meanwhile (ten slow clients of
+        one tenant held ten answers, 1.4 GB, past every slot)."""
+        return self._slot(tenant)
 
     @contextmanager
     def _slot(self, tenant: str | None) -> Iterator[None]:
