@@ -54,8 +54,9 @@ class SegmentStore(Protocol):
 
 
 _MEMORY_LIMIT_EXCEEDED: Final = 241
-READERS_WAIT_S: Final = 60.0
-"""How long the try alone waits for the read port's queries to end (their own time limit)."""
+READERS_WAIT_S: Final = 65.0
+"""How long the try alone waits for the read port's queries to end: their own time limit (60 s)
+and a margin, so that a query begun just before the wait has ended when it does."""
 _ENGINE_FULL: Final = "(total) memory limit exceeded"
 
 
