@@ -265,3 +265,63 @@ def test_resynchronising_after_a_long_damaged_run_is_linear(tmp_path: Path) -> N
     started = time.monotonic()
     assert list(read_records(segment)) == messages
     assert time.monotonic() - started < 20
+
+
+def test_a_request_full_of_planted_checksum_tags_costs_a_start_linear_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client can fill its request's bytes with plausible lengths each followed by the
+    checksum's tag: torn by a crash, that request had every such candidate hashed whole, and a
+    start took minutes (4 MiB: 122 s; a 32 MiB request kept a collector from listening past 4
+    minutes). What a scan hashes is bounded by `RESYNC_HASH_FACTOR` times the segment."""
+    from clinotel.collector.log import wal as wal_module
+
+    unit = leb128.encode(1 << 20) + b"\xbd\x06"  # a 1 MiB length, then field 103's fixed32 tag
+    blob = unit * ((2 << 20) // len(unit))
+    now = time.time_ns()
+    request = ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[
+            Span(trace_id=b"\1" * 16, span_id=b"\2" * 8, name="planted", start_time_unix_nano=now,
+                 end_time_unix_nano=now, attributes=[KeyValue(key="blob", value=AnyValue(bytes_value=blob))])
+        ])])]
+    )  # fmt: skip
+    wal = WriteAheadLog(tmp_path, max_age_s=60, max_bytes=1 << 30, segment_bytes=64 << 20)
+    wal.append(otlp_proto.frame(bytes(request.SerializeToString()) + otlp_proto.envelope("a", "b", now)))
+    wal.close()
+    wal.release()
+    [segment] = tmp_path.glob("*.wal")
+    size = segment.stat().st_size
+    os.truncate(segment, size - 100)  # what a crash mid-write leaves
+    hashed = [0]
+    real = wal_module.checked
+
+    def counting(record: Any, key: int = 0) -> bool:
+        hashed[0] += len(record)
+        return real(record, key)
+
+    monkeypatch.setattr(wal_module, "checked", counting)
+    started = time.monotonic()
+    WriteAheadLog(tmp_path, max_age_s=60, max_bytes=1 << 30).close()
+    assert hashed[0] <= (wal_module.RESYNC_HASH_FACTOR + 12) * size + (1 << 20), hashed[0]
+    assert time.monotonic() - started < 20
+
+
+def test_a_segment_damaged_twice_keeps_both_originals(tmp_path: Path) -> None:
+    """The second start's copy of a repaired segment damaged again replaced the first original,
+    which held the requests lost the first time."""
+    wal = WriteAheadLog(tmp_path, max_age_s=60)
+    for n in range(10):
+        wal.append(otlp_proto.frame(b"record %d " % n + b"x" * 50))
+    wal.close()
+    wal.release()
+    [segment] = tmp_path.glob("*.wal")
+    originals = []
+    for _ in range(2):
+        data = bytearray(segment.read_bytes())
+        data[len(data) // 3] ^= 0xFF
+        segment.write_bytes(data)
+        originals.append(bytes(data))
+        WriteAheadLog(tmp_path, max_age_s=60).release()
+    kept = sorted(p.read_bytes() for p in (tmp_path / "quarantine").glob("*.wal"))
+    assert kept == sorted(originals)
+    assert len(list((tmp_path / "quarantine").glob("*.reason.txt"))) == 2

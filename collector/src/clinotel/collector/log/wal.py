@@ -270,15 +270,22 @@ def read_records(path: Path) -> Iterator[bytes]:
         yield data[start:end]
 
 
+RESYNC_HASH_FACTOR: Final = 4
+"""What a scan for whole records after damage may hash in all: this many times the segment's
+size (and a MiB). A client can fill its own request with the checksum's tag after plausible
+lengths, and hashing every such candidate whole made a start quadratic in that request (a 32 MiB
+request torn by kill -9 kept a collector from listening for minutes); past the budget the rest
+of the segment is lost to the store and kept in the quarantine copy."""
 _MAX_PREFIX: Final = 10
 """The most bytes a length prefix (a varint of 64 bits) takes."""
 _NONZERO: Final = re.compile(rb"[^\x00]")
 
 
-def _whole_at(data: bytes | memoryview, pos: int, key: int) -> int | None:
+def _whole_at(data: bytes | memoryview, pos: int, key: int, budget: list[int] | None = None) -> int | None:
     """The end of the whole checked record (length prefix, checksum that verifies, at least a
     byte of message) starting at `pos`, or None. The length is checked against the file, and the
-    checksum field's tag looked for after it, before the CRC is computed."""
+    checksum field's tag looked for after it, before the CRC is computed; with a `budget` (bytes
+    left to hash, in a one-item list), a CRC it cannot pay for is not computed and spends it all."""
     parsed = _read_varint(data, pos)
     if parsed is None:
         return None
@@ -286,23 +293,29 @@ def _whole_at(data: bytes | memoryview, pos: int, key: int) -> int | None:
     end = start + length
     if length <= CHECKSUM_BYTES or end > len(data) or not has_checksum_tag_at(data, start):
         return None
+    if budget is not None:
+        if length > budget[0]:
+            budget[0] = -1
+            return None
+        budget[0] -= length
     return end if checked(memoryview(data)[start:end], key) else None
 
 
-def _next_whole(data: bytes, pos: int, key: int) -> int | None:
+def _next_whole(data: bytes, pos: int, key: int, budget: list[int]) -> int | None:
     """The first offset from `pos` where a whole checked record starts, or None. Runs of zeros (a
     zero length is never a record) are skipped at once; elsewhere each offset costs a varint and a
-    two-byte compare, and a CRC only where the checksum's tag follows a plausible length."""
+    two-byte compare, and a CRC only where the checksum's tag follows a plausible length, paid
+    from `budget` (`RESYNC_HASH_FACTOR`): None once it is spent."""
     view = memoryview(data)
     n = len(data)
     p = pos
-    while p < n:
+    while p < n and budget[0] >= 0:
         if data[p] == 0:
             found = _NONZERO.search(data, p)
             if found is None:
                 return None
             p = found.start()
-        if _whole_at(view, p, key) is not None:
+        if _whole_at(view, p, key, budget) is not None:
             return p
         p += 1
     return None
@@ -354,13 +367,14 @@ def scan_checked(data: bytes, limit: int = 1 << 62, *, key: int = 0) -> Scan:
     kept: list[tuple[int, int]] = []
     lost: list[tuple[int, int]] = []
     pos, n = 0, len(data)
+    budget = [RESYNC_HASH_FACTOR * n + (1 << 20)]
     while pos < n:
         end = _whole_at(view, pos, key)
         if end is not None:
             kept.append((pos, end))
             pos = end
             continue
-        following = _next_whole(data, pos + 1, key)
+        following = _next_whole(data, pos + 1, key, budget)
         if following is None:
             if _torn_at(view, pos, limit, key):
                 return Scan(kept, lost, pos)
@@ -557,10 +571,17 @@ class WriteAheadLog:
 
     def _quarantine_copy(self, path: Path, data: bytes, reason: str) -> Path:
         """A durable copy of a damaged segment's original in the quarantine, with `reason` beside it
-        (replaced by a later start's copy of the same original, should this one be cut short)."""
+        (replaced by a later start's copy of the same original, should this one be cut short; a
+        copy of an earlier, different original of the same segment is kept beside it)."""
         target_dir = self.directory / "quarantine"
         target_dir.mkdir(exist_ok=True, mode=PRIVATE_DIR)
-        target = target_dir / f"{path.name.removesuffix(SUFFIX)}{DAMAGED}{SUFFIX}"
+        stem = f"{path.name.removesuffix(SUFFIX)}{DAMAGED}"
+        target = target_dir / f"{stem}{SUFFIX}"
+        n = 1
+        # a copy of another original (the repaired segment damaged again) is kept: a new name
+        while target.exists() and target.read_bytes() != data:
+            n += 1
+            target = target_dir / f"{stem}-{n}{SUFFIX}"
         for done, text in ((target, data), (target.with_suffix(".reason.txt"), reason.encode("utf-8"))):
             tmp = done.with_name(f".{done.name}.tmp")
             tmp.unlink(missing_ok=True)
