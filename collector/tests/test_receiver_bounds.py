@@ -26,6 +26,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1 import trace_pb2
 
+from clinotel.collector.errors import RefusedError
 from clinotel.collector.log.wal import WriteAheadLog
 from clinotel.collector.net.body import read_body
 from clinotel.collector.receiver import export
@@ -245,3 +246,21 @@ def test_refused_spans_leave_the_kept_ones_in_order(pattern: str) -> None:
     kept, removed = export._refuse_spans(request, Limits().start_window(now))
     assert (kept, removed["invalid_id"]) == (pattern.count("v"), pattern.count("x"))
     assert [s.name for s in spans] == [f"v{i}" for i, kind in enumerate(pattern) if kind == "v"]
+
+
+def test_one_tenant_s_json_requests_leave_a_turn_to_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one conversion turn for the process, one tenant's three worst-case JSON requests timed
+    every other tenant's JSON exports out. A tenant converts one at a time, two tenants at once;
+    a request whose turn does not come in time is answered 503 (`busy`), which exporters retry."""
+    monkeypatch.setattr(export, "JSON_WAIT_S", 0.3)
+    with export._json_turn("st-marys"):
+        with export._json_turn("general"):  # another tenant is not held up by st-marys' request
+            pass
+        started = time.monotonic()
+        with pytest.raises(RefusedError) as busy, export._json_turn("st-marys"):
+            pass
+        assert busy.value.reason == "busy"
+        assert busy.value.retry_after is not None
+        assert time.monotonic() - started < 3
+        with export._json_turn("general"), pytest.raises(RefusedError), export._json_turn("third"):
+            pass  # two turns in all: the memory of two conversions at most

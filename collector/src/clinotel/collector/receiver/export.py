@@ -19,7 +19,7 @@ import threading
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -52,7 +52,7 @@ Parsing JSON builds a Python object per value before the protobuf conversion wal
 Python: 8 to 23 bytes of memory per byte of JSON for exporters' spans, 105 for a body of empty
 spans (the worst found: 330 to 440 MB and 6.5 s of CPU for 4 MiB), measured 2026-12-06 in the
 collector; a 62 MiB request took it from 255 to 1,184 MB, three at once to 2,908 MB. One request
-is converted at a time (`_JSON_CONVERTING`). Exporters' JSON batches (512 spans) are a few
+is converted at a time per tenant, two in all (`JSON_CONVERSIONS`). Exporters' JSON batches (512 spans) are a few
 hundred KB; larger batches go as protobuf, whose limit is `max_request_bytes`."""
 DAY_NS: Final = 86_400 * 10**9
 DEFAULT_MAX_SPAN_AGE_DAYS: Final = 366
@@ -205,10 +205,36 @@ def _hex_ids_to_base64(obj: dict[str, Any]) -> None:
                                 raise bad_request(f"{key} {value[:40]!r} is not hex") from None
 
 
-_JSON_CONVERTING: Final = threading.Lock()
-"""One OTLP/JSON request is converted at a time, from its parsing to its re-encoding: its Python
-objects and its parsed spans (up to 105 bytes a byte of JSON) exist for one request, not one per
-connection. The steps hold the interpreter lock, so converting two at once would not be faster."""
+JSON_CONVERSIONS: Final = 2
+"""OTLP/JSON requests converted at once, from their parsing to their re-encoding, one of them per
+tenant: their Python objects and parsed spans (up to 105 bytes a byte of JSON) exist for two
+requests, not one per connection, and one tenant's requests cannot hold every turn (with one
+process-wide turn, one tenant's three worst-case requests timed every other tenant's JSON
+exports out). The steps hold the interpreter lock, so more at once would not be faster."""
+JSON_WAIT_S: Final = 10.0
+"""How long a JSON request waits for its turn before it is answered 503 (`busy`, retried)."""
+_JSON_TURNS: Final = threading.BoundedSemaphore(JSON_CONVERSIONS)
+_json_tenants: dict[str, threading.Lock] = {}
+_json_tenants_lock: Final = threading.Lock()
+
+
+@contextlib.contextmanager
+def _json_turn(tenant: str) -> Iterator[None]:
+    """A turn to convert one OTLP/JSON request of `tenant` (`JSON_CONVERSIONS`)."""
+    with _json_tenants_lock:
+        mine = _json_tenants.setdefault(tenant, threading.Lock())
+    deadline = time.monotonic() + JSON_WAIT_S
+    if not mine.acquire(timeout=JSON_WAIT_S):
+        raise RefusedError("busy", "this tenant's OTLP/JSON requests are converted one at a time: retry")
+    try:
+        if not _JSON_TURNS.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise RefusedError("busy", "OTLP/JSON requests are converted a few at a time: retry")
+        try:
+            yield
+        finally:
+            _JSON_TURNS.release()
+    finally:
+        mine.release()
 
 
 def _decode_json(body: bytes | bytearray, request: ExportTraceServiceRequest) -> ExportTraceServiceRequest:
@@ -379,7 +405,7 @@ class TraceReceiver:
                 what = f"a request of {len(body):,} bytes" if plain else "the inflated request"
                 raise self.limits.json_too_large(what) from None
             raise
-        with _JSON_CONVERTING if media == JSON else contextlib.nullcontext():
+        with _json_turn(tenant) if media == JSON else contextlib.nullcontext():
             request = decode(inflated, content_type)
             del inflated
             received_ns = time.time_ns()
