@@ -91,6 +91,25 @@ def _damage(segment: Path, change: Any) -> bytes:
     return bytes(data)
 
 
+def _damaged_and_restarted(segment: Path, change: Any, caplog: pytest.LogCaptureFixture, *restart: Any) -> bytes:
+    """`change` made to the segment, then the log opened again and replayed (`_restart(*restart)`),
+    its errors captured; the damaged bytes."""
+    damaged = _damage(segment, change)
+    with caplog.at_level(logging.ERROR, logger="clinotel.collector"):
+        _restart(*restart)
+    return damaged
+
+
+def _flip_length_at(at: int) -> Any:
+    """A change that makes the length prefix at `at` run on into what follows it."""
+
+    def flip(data: bytearray) -> None:
+        data[at] |= 0x80
+        data[at + 1] |= 0x7F
+
+    return flip
+
+
 def _assert_set_aside(directory: Path, segment: Path, damaged: bytes, lost: tuple[int, int], log: str) -> None:
     """The damaged original is in the quarantine with its reason, and the error names the segment
     and the bytes lost."""
@@ -116,14 +135,7 @@ def test_a_bit_flip_in_a_middle_records_length_loses_that_record_alone(
     directory = tmp_path / "wal"
     segment, starts = _acknowledged(directory)
     at = starts[DAMAGED]
-
-    def flip(data: bytearray) -> None:  # the length's varint now runs on into the message
-        data[at] |= 0x80
-        data[at + 1] |= 0x7F
-
-    damaged = _damage(segment, flip)
-    with caplog.at_level(logging.ERROR, logger="clinotel.collector"):
-        _restart(client, pipeline, directory, proto_dir)
+    damaged = _damaged_and_restarted(segment, _flip_length_at(at), caplog, client, pipeline, directory, proto_dir)
     assert _stored(client, options) == _names([n for n in range(RECORDS) if n != DAMAGED])
     _assert_set_aside(directory, segment, damaged, (at, starts[DAMAGED + 1]), caplog.text)
     assert not segment.exists(), "stored, then deleted"
@@ -141,9 +153,7 @@ def test_a_zeroed_run_in_the_middle_is_damage_not_empty_records(
     def zero(data: bytearray) -> None:  # a lost write-back page: 64 zero bytes, 64 "empty records"
         data[at : at + 64] = bytes(64)
 
-    damaged = _damage(segment, zero)
-    with caplog.at_level(logging.ERROR, logger="clinotel.collector"):
-        _restart(client, pipeline, directory, proto_dir)
+    damaged = _damaged_and_restarted(segment, zero, caplog, client, pipeline, directory, proto_dir)
     assert _stored(client, options) == _names([n for n in range(RECORDS) if n != DAMAGED])
     _assert_set_aside(directory, segment, damaged, (at, starts[DAMAGED + 1]), caplog.text)
 
@@ -160,9 +170,7 @@ def test_a_damaged_payload_byte_in_a_middle_record_is_not_stored(
     def garble(data: bytearray) -> None:  # still a readable request, with another span name
         data[name + 5] = ord("X")
 
-    damaged = _damage(segment, garble)
-    with caplog.at_level(logging.ERROR, logger="clinotel.collector"):
-        _restart(client, pipeline, directory, proto_dir)
+    damaged = _damaged_and_restarted(segment, garble, caplog, client, pipeline, directory, proto_dir)
     assert _stored(client, options) == _names([n for n in range(RECORDS) if n != DAMAGED])
     _assert_set_aside(directory, segment, damaged, (starts[DAMAGED], starts[DAMAGED + 1]), caplog.text)
 
@@ -173,15 +181,8 @@ def test_a_damaged_length_of_the_last_record_is_not_a_torn_tail(
 ) -> None:  # fmt: skip
     directory = tmp_path / "wal"
     segment, starts = _acknowledged(directory)
-    at, size = starts[-1], segment.stat().st_size
-
-    def flip(data: bytearray) -> None:  # now claims to run past the end of the file, like a torn record
-        data[at] |= 0x80
-        data[at + 1] |= 0x7F
-
-    damaged = _damage(segment, flip)
-    with caplog.at_level(logging.ERROR, logger="clinotel.collector"):
-        _restart(client, pipeline, directory, proto_dir)
+    at, size = starts[-1], segment.stat().st_size  # the length will run past the file, like a torn record's
+    damaged = _damaged_and_restarted(segment, _flip_length_at(at), caplog, client, pipeline, directory, proto_dir)
     assert _stored(client, options) == _names(range(RECORDS - 1))
     _assert_set_aside(directory, segment, damaged, (at, size), caplog.text)
 

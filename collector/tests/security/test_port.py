@@ -125,7 +125,7 @@ def test_a_reader_never_waits_forever(engine_dir: Path) -> None:
     limits = ReadLimits(max_execution_time=1, max_concurrent=2, max_concurrent_per_tenant=1)
     reader = SqlReader(engine_dir / "data", "default", (), limits)
     try:
-        with reader._slot("a"):
+        with reader.slot("a"):
             started = time.monotonic()
             with pytest.raises(ClickHouseError) as refused:
                 reader.query("SELECT 1", tenant="a")

@@ -63,7 +63,7 @@ characters that show nothing (soft hyphen, zero-width spaces and joiners, bidire
 variation selectors, fillers, tags, the byte order mark), and the braille blank (U+2800), which
 shows nothing either. Read past when looking for PHI, here and in the collector's SQL."""
 DASHES: Final = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63"
-"""Dashes and the minus sign, which NFKC leaves as they are and a word processor puts between the
+"""Dashes and the minus sign, which NFKD leaves as they are and a word processor puts between the
 groups of a number (`123–45–6789`): read as `-` when looking for PHI, here and in the SQL."""
 _AS_HYPHENS: Final = str.maketrans(DASHES, "-" * len(DASHES))
 _LOOKAHEAD: Final = 256

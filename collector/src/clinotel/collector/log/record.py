@@ -189,17 +189,12 @@ def keyed(framed: bytes, key: int) -> bytes:
     attribute's value) never verifies where a scan after damage might land on it."""
     if not key:
         return framed
-    at = _prefix_end(framed) + len(_CHECKSUM_TAG)
+    prefix = leb128.decode(framed)
+    if prefix is None:
+        raise ValueError("not a framed record: its length prefix does not end")
+    at = prefix[1] + len(_CHECKSUM_TAG)
     crc: int = struct.unpack_from("<I", framed, at)[0]
     return b"".join((framed[:at], struct.pack("<I", crc ^ key), framed[at + 4 :]))
-
-
-def _prefix_end(framed: bytes) -> int:
-    """Where a framed record's length prefix ends."""
-    for i, b in enumerate(framed[:10]):
-        if not b & 0x80:
-            return i + 1
-    raise ValueError("not a framed record: its length prefix does not end")
 
 
 def has_checksum_tag_at(data: bytes | memoryview, start: int) -> bool:

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from clinotel.collector import leb128
 from clinotel.collector.log.record import CHECKSUM_BYTES, checked, has_checksum_tag_at, keyed, unchecked
 from clinotel.model.store import without_credentials
 
@@ -181,20 +182,6 @@ class Segment:
         return "." in self.path.stem
 
 
-def _read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int] | None:
-    result = shift = 0
-    while pos < len(data):
-        b = data[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            return None
-    return None
-
-
 def _frames(data: bytes | memoryview) -> Iterator[tuple[int, int]]:
     """(start, end) of each whole record with its length prefix, stopping at the first torn one."""
     start = 0
@@ -222,7 +209,7 @@ def _records(data: bytes | memoryview) -> Iterator[tuple[int, int]]:
     """(start, end) of each whole length-delimited record, stopping at the first torn one."""
     pos = 0
     while pos < len(data):
-        parsed = _read_varint(data, pos)
+        parsed = leb128.decode(data, pos)
         if parsed is None:
             return
         length, start = parsed
@@ -262,7 +249,7 @@ def read_records(path: Path) -> Iterator[bytes]:
     data = path.read_bytes()
     if is_checked(path):
         for start, end in scan_checked(data, key=key_of(path)).kept:
-            parsed = _read_varint(data, start)
+            parsed = leb128.decode(data, start)
             assert parsed is not None
             yield unchecked(data[parsed[1] : end])
         return
@@ -286,7 +273,7 @@ def _whole_at(data: bytes | memoryview, pos: int, key: int, budget: list[int] | 
     byte of message) starting at `pos`, or None. The length is checked against the file, and the
     checksum field's tag looked for after it, before the CRC is computed; with a `budget` (bytes
     left to hash, in a one-item list), a CRC it cannot pay for is not computed and spends it all."""
-    parsed = _read_varint(data, pos)
+    parsed = leb128.decode(data, pos)
     if parsed is None:
         return None
     length, start = parsed
@@ -328,7 +315,7 @@ def _torn_at(data: bytes | memoryview, pos: int, limit: int, key: int) -> bool:
     end of the file; and the file does not end with a whole record whose length prefix is what was
     damaged (a record that was acknowledged)."""
     n = len(data)
-    parsed = _read_varint(data, pos)
+    parsed = leb128.decode(data, pos)
     if parsed is None:  # cut short inside the prefix, or not a varint at all
         return n - pos < _MAX_PREFIX and all(b & 0x80 for b in data[pos:n])
     length, start = parsed

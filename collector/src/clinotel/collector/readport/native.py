@@ -364,7 +364,8 @@ def _data(
     elif keep_lc:
         _low_cardinality(t.args[0], rows, r, out)
     else:
-        _low_cardinality_full(t.args[0], rows, r, out, budget or _Budget(MAX_FULL_LOW_CARDINALITY_BYTES))
+        assert budget is not None, "an answer's full LowCardinality columns share one budget (for_client)"
+        _low_cardinality_full(t.args[0], rows, r, out, budget)
 
 
 def _granules(inner: NativeType, rows: int, r: _Reader) -> list[tuple[int, memoryview, int, memoryview, int]]:

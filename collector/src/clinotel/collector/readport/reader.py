@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -343,7 +343,7 @@ class SqlReader:
                 raise QueryRefusedError(62, "SYNTAX_ERROR", f"Max query size exceeded ({MAX_READER_QUERY:,} bytes)")
         except QueryRefusedError as e:
             raise ClickHouseError.refused(e) from None
-        with nullcontext() if slot_held else self._slot(tenant), self._admitted():
+        with nullcontext() if slot_held else self.slot(tenant), self._admitted():
             _lower_thread_priority()  # parsing is the reader's work too
             try:
                 # a parameter's value meets the checks a literal in its place would, whoever calls
@@ -397,16 +397,12 @@ class SqlReader:
                 self._running -= 1
                 self._admission.notify_all()
 
-    def slot(self, tenant: str | None) -> AbstractContextManager[None]:
-        """A reader slot within the tenant's share, for a query and the writing of its answer: an
-        answer (up to max_result_bytes, more once rewritten for an old client) is held in memory
-        until a client has read it, so a slow client holds its slot meanwhile (ten slow clients of
-        one tenant held ten answers, 1.4 GB, past every slot)."""
-        return self._slot(tenant)
-
     @contextmanager
-    def _slot(self, tenant: str | None) -> Iterator[None]:
-        """A reader slot within the tenant's share; waits up to max_execution_time."""
+    def slot(self, tenant: str | None) -> Iterator[None]:
+        """A reader slot within the tenant's share, for a query and the writing of its answer (an
+        answer, up to max_result_bytes and more once rewritten for an old client, is held in memory
+        until its client has read it, so a slow client holds its slot meanwhile: ten slow clients
+        of one tenant held ten answers, 1.4 GB, past every slot); waits up to max_execution_time."""
         with self._lock:
             share = self._tenant_slots.get(tenant)
             if share is None:

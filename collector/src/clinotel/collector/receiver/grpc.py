@@ -297,25 +297,23 @@ class OtlpGrpcServer:
         try:
             await asyncio.wait_for(self._turns.take(tenant), bound - (time.monotonic() - started))
         except TimeoutError:
-            self._busy_too_long(context, tenant)
-            await self._abort(context, grpc.StatusCode.UNAVAILABLE, "the receiver is busy: retry shortly", BUSY_RETRY_S)
+            await self._busy_too_long(context, tenant)
         try:
             if time.monotonic() - started >= bound:  # its turn came too late to read: not its fault
-                self._busy_too_long(context, tenant)
-                await self._abort(
-                    context, grpc.StatusCode.UNAVAILABLE, "the receiver is busy: retry shortly", BUSY_RETRY_S
-                )
+                await self._busy_too_long(context, tenant)
             return await self._read_and_export(context, tenant, started)
         finally:
             self._turns.give_back(tenant)
 
-    def _busy_too_long(self, context: grpc.aio.ServicerContext[Any, Any], tenant: str) -> None:
+    async def _busy_too_long(self, context: grpc.aio.ServicerContext[Any, Any], tenant: str) -> NoReturn:
+        """Refuse a call whose turn did not come within the bound: UNAVAILABLE, to retry."""
         self._receiver.stats.count_refused("busy")
         self.warnings.count(
             "busy", "OTLP/gRPC: a call of tenant %r from %s waited %g s for its turn to be read (%d calls at once, "
             "%d per tenant): refused, to retry", tenant, context.peer(), self.receive_timeout_s, MAX_CALLS,
             MAX_CALLS_PER_TENANT,
         )  # fmt: skip
+        await self._abort(context, grpc.StatusCode.UNAVAILABLE, "the receiver is busy: retry shortly", BUSY_RETRY_S)
 
     async def _read_and_export(self, context: grpc.aio.ServicerContext[Any, Any], tenant: str, started: float) -> bytes:
         bound = self.receive_timeout_s
