@@ -32,6 +32,7 @@ from clinotel.collector.net.body import read_body
 from clinotel.collector.receiver import export
 from clinotel.collector.receiver.export import Limits, TraceReceiver
 from clinotel.collector.receiver.http import OtlpHttpServer
+from clinotel.collector.receiver.spans import refuse_spans
 from clinotel.collector.tokens import Grant
 
 EMPTY_MEMBER = gzip.compress(b"", mtime=0)  # 20 bytes
@@ -139,7 +140,7 @@ def _alternating(pairs: int, invalid_last: bool) -> ExportTraceServiceRequest:
 
 def _refuse_seconds(request: ExportTraceServiceRequest) -> float:
     started = time.process_time()
-    kept, removed = export._refuse_spans(request, Limits().start_window(time.time_ns()))
+    kept, removed = refuse_spans(request, Limits().start_window(time.time_ns()))
     took = time.process_time() - started
     spans = request.resource_spans[0].scope_spans[0].spans
     assert (kept, removed["invalid_id"]) == (len(spans), len(spans))
@@ -243,7 +244,7 @@ def test_refused_spans_leave_the_kept_ones_in_order(pattern: str) -> None:
             )  # fmt: skip
         else:
             spans.add(name=f"x{i}", trace_id=b"\0" * 16, span_id=secrets.token_bytes(8))
-    kept, removed = export._refuse_spans(request, Limits().start_window(now))
+    kept, removed = refuse_spans(request, Limits().start_window(now))
     assert (kept, removed["invalid_id"]) == (pattern.count("v"), pattern.count("x"))
     assert [s.name for s in spans] == [f"v{i}" for i, kind in enumerate(pattern) if kind == "v"]
 

@@ -33,6 +33,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from clinotel.collector.errors import RefusedError
 from clinotel.collector.log import record as otlp_proto
 from clinotel.collector.log.wal import LogFullError, LogLostError, WriteAheadLog
+from clinotel.collector.receiver import bounded
+from clinotel.collector.receiver.spans import refuse_spans
 
 __all__ = [
     "CONTENT_TYPES",
@@ -270,72 +272,6 @@ def decode(body: bytes | bytearray, content_type: str) -> ExportTraceServiceRequ
     raise RefusedError("unsupported_media_type", f"Content-Type must be {PROTOBUF} or {JSON}, not {media!r}")
 
 
-def _refusal(span: Any, window: tuple[int, int]) -> str | None:
-    """Why one span is refused (its `spans_refused` label), or None."""
-    if (
-        len(span.trace_id) != 16
-        or len(span.span_id) != 8
-        or span.trace_id == b"\0" * 16
-        or span.span_id == b"\0" * 8
-        or len(span.parent_span_id) not in (0, 8)
-    ):
-        return "invalid_id"
-    if not window[0] <= span.start_time_unix_nano <= window[1]:
-        return "out_of_window"
-    # a span that ends after the window has not ended yet: 2^64 - 1 as its end would be a
-    # duration of centuries in every latency figure
-    if span.end_time_unix_nano > window[1]:
-        return "ends_after_window"
-    return None
-
-
-_FEW_REFUSED: Final = 16
-"""Up to this many refused spans in a scope are deleted one by one (each a move of the spans after
-it); more, and the scope's spans are compacted at once."""
-
-
-def _refuse_spans(request: ExportTraceServiceRequest, window: tuple[int, int]) -> tuple[int, Counter[str]]:
-    """Remove spans with invalid ids or a start time outside `window`; returns (kept, removed by reason).
-
-    In time linear in the spans: a scope with few refused spans has them deleted one by one. With
-    more, a scope whose spans are all refused is emptied; one that keeps fewer than it refuses
-    is emptied and given copies of the kept ones; else the kept spans are moved ahead of the
-    refused ones by a stable sort (the order of the kept spans is unchanged; n log n comparisons
-    of flags, in C) and the refused ones cut off the end in one deletion. Either way the Python
-    objects held at once are for the kept spans, at most twice over, and a kept span has ids (at
-    least 28 bytes of the body). Deleting each of many refused spans moved all the spans after it:
-    30 MiB of valid and invalid spans in turn held the interpreter for 25 s."""
-    kept = 0
-    removed: Counter[str] = Counter()
-    for rs in request.resource_spans:
-        for ss in rs.scope_spans:
-            spans = ss.spans
-            refused = 0
-            few: list[int] = []
-            for i, span in enumerate(spans):
-                reason = _refusal(span, window)
-                if reason is not None:
-                    removed[reason] += 1
-                    refused += 1
-                    if refused <= _FEW_REFUSED:
-                        few.append(i)
-            if refused <= _FEW_REFUSED:
-                for i in reversed(few):
-                    del spans[i]
-            elif refused == len(spans):
-                del spans[:]
-            elif 2 * refused > len(spans):
-                keep = [span for span in spans if _refusal(span, window) is None]
-                del spans[:]
-                spans.extend(keep)
-                del keep
-            else:
-                spans.sort(key=lambda span: _refusal(span, window) is not None)
-                del spans[len(spans) - refused :]
-            kept += len(spans)
-    return kept, removed
-
-
 def _partial_success_message(removed: Counter[str], limits: Limits) -> str:
     reasons = []
     if removed["invalid_id"]:
@@ -349,6 +285,11 @@ def _partial_success_message(removed: Counter[str], limits: Limits) -> str:
     if removed["ends_after_window"]:
         reasons.append(
             f"{removed['ends_after_window']} ending more than {limits.max_span_lead_ns / 3.6e12:g} h after arrival"
+        )
+    if removed["too_large"]:
+        reasons.append(
+            f"{removed['too_large']} that would take more than {bounded.DECODE_BUDGET >> 20} MiB of memory to decode "
+            "(a span of very many small parts)"
         )
     return f"{sum(removed.values())} span(s) refused: " + "; ".join(reasons)
 
@@ -405,13 +346,18 @@ class TraceReceiver:
                 what = f"a request of {len(body):,} bytes" if plain else "the inflated request"
                 raise self.limits.json_too_large(what) from None
             raise
-        with _json_turn(tenant) if media == JSON else contextlib.nullcontext():
-            request = decode(inflated, content_type)
+        received_ns = time.time_ns()
+        window = self.limits.start_window(received_ns)
+        if media == PROTOBUF and len(inflated) > bounded.DIRECT_LIMIT:
+            raw, kept, refused = bounded.screen(inflated, window)
             del inflated
-            received_ns = time.time_ns()
-            kept, refused = _refuse_spans(request, self.limits.start_window(received_ns))
-            raw = _canonical(request) if kept else b""
-            del request
+        else:
+            with _json_turn(tenant) if media == JSON else contextlib.nullcontext():
+                request = decode(inflated, content_type)
+                del inflated
+                kept, refused = refuse_spans(request, window)
+                raw = _canonical(request) if kept else b""
+                del request
         removed = sum(refused.values())
         if kept:
             record = otlp_proto.frame(raw + otlp_proto.envelope(tenant, secrets.token_hex(8), received_ns))

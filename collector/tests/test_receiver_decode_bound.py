@@ -1,0 +1,263 @@
+"""Decoding a protobuf request within a memory bound (`receiver.bounded`).
+
+Decoded whole, a request of empty spans took 88 bytes of memory a byte of wire: the 64 MiB OTLP
+allows, sent by any tenant's ordinary token, took 5.6 GB and the collector with it. A request
+over `DIRECT_LIMIT` is now screened a group of spans at a time, and must give exactly what
+decoding it whole gives, for real exporters' requests and for odd encodings alike.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from functools import partial
+from typing import cast
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link
+
+from clinotel.collector import leb128
+from clinotel.collector.errors import RefusedError
+from clinotel.collector.log import record as otlp_proto
+from clinotel.collector.log.wal import WriteAheadLog
+from clinotel.collector.receiver import bounded
+from clinotel.collector.receiver.export import PROTOBUF, Limits, TraceReceiver, decode
+from clinotel.collector.receiver.http import OtlpHttpServer
+from clinotel.collector.receiver.spans import refuse_spans
+from clinotel.collector.tokens import Grant
+
+WINDOW_NOW = time.time_ns()
+WINDOW = Limits().start_window(WINDOW_NOW)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return leb128.encode(number << 3 | 2) + leb128.encode(len(payload)) + payload
+
+
+def _varint_field(number: int, value: int) -> bytes:
+    return leb128.encode(number << 3) + leb128.encode(value)
+
+
+def _sdk_spans(n: int, services: int = 3) -> list[bytes]:
+    """The official encoder's requests for `n` spans of a few services, with attributes, events,
+    links and a few invalid ones among them (ids of zeros, a start years ago)."""
+    requests = []
+    for s in range(services):
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider(resource=Resource.create({"service.name": f"svc-{s}", "k8s.pod": "p" * 40}))
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        tracer = provider.get_tracer(f"scope-{s}", "1.2.3", schema_url="https://opentelemetry.io/schemas/1.21.0")
+        for i in range(n // services):
+            with tracer.start_as_current_span(f"stage {i}", attributes={"a": i, "b": "x" * (i % 50)}) as span:
+                span.add_event("queued", {"queue": "ed", "depth": i})
+                if i % 7 == 0:
+                    span.add_link(span.get_span_context(), {"why": "retry"})
+        provider.shutdown()
+        request = encode_spans(exporter.get_finished_spans())
+        for k, sp in enumerate(request.resource_spans[0].scope_spans[0].spans):
+            if k % 11 == 3:
+                sp.trace_id = b"\0" * 16
+            if k % 13 == 5:
+                sp.start_time_unix_nano = 10**9
+        requests.append(request.SerializeToString())
+    return requests
+
+
+def _direct(body: bytes) -> tuple[bytes, int, Counter[str]]:
+    request = decode(body, PROTOBUF)
+    kept, removed = refuse_spans(request, WINDOW)
+    request.DiscardUnknownFields()
+    return (bytes(request.SerializeToString()) if kept else b""), kept, removed
+
+
+def _outcome(run: Callable[[], tuple[bytes, int, Counter[str]]]) -> tuple[object, ...]:
+    try:
+        raw, kept, removed = run()
+    except RefusedError as e:
+        return ("refused", e.reason)
+    return ("kept", raw, kept, +removed)
+
+
+def _odd_request() -> bytes:
+    """Requests of the official encoder joined (repeated fields concatenate), with what it never
+    sends: unknown fields at every level, a resource sent in two pieces (merged), a scope after
+    its spans, an empty resource, a known field with another wire type, and a group."""
+    resource_a = _field(1, _field(1, b"\x0a\x01a\x12\x03\x0a\x01x"))  # resource { attributes { a = "x" } }
+    resource_b = _field(1, _field(1, b"\x0a\x01b\x12\x03\x0a\x01y"))
+    span = (
+        _field(1, bytes(range(1, 17))) + _field(2, bytes(range(1, 9))) + _field(5, b"odd")
+        + leb128.encode(7 << 3 | 1) + (WINDOW_NOW - 10**9).to_bytes(8, "little")
+        + leb128.encode(8 << 3 | 1) + (WINDOW_NOW - 10**6).to_bytes(8, "little")
+        + _varint_field(99, 7)  # unknown
+    )  # fmt: skip
+    scope = _field(2, span) + _field(1, _field(1, b"late-scope")) + _varint_field(3, 5) + _field(3, b"s-url")
+    group = leb128.encode(50 << 3 | 3) + _varint_field(1, 1) + leb128.encode(50 << 3 | 4)
+    rs = resource_a + _field(2, scope) + _varint_field(77, 1) + resource_b + group + _field(3, b"r-url")
+    return b"".join(_sdk_spans(30)) + _field(1, rs) + _field(1, b"") + _varint_field(12, 3)
+
+
+@pytest.mark.parametrize("group_bytes", [64, 700, 5_000, bounded.DIRECT_LIMIT])
+def test_screened_in_groups_a_request_is_what_decoding_it_whole_gives(group_bytes: int) -> None:
+    """The official encoder's requests of three services joined, and the same with odd encodings
+    between them: screened a group of spans at a time (a span per group at 64 bytes), the bytes
+    logged, the spans kept and those refused by reason are those of the request decoded whole."""
+    for body in (b"".join(_sdk_spans(600)), _odd_request()):
+        expected = _direct(body)
+        assert expected[1] > 20
+        assert expected[2]["invalid_id"]
+        assert expected[2]["out_of_window"]
+        assert bounded.screen(body, WINDOW, group_bytes=group_bytes) == expected
+
+
+def _mutations(body: bytes, rng: random.Random) -> bytes:
+    data = bytearray(body)
+    for _ in range(rng.randint(1, 3)):
+        at = rng.randrange(len(data))
+        choice = rng.random()
+        if choice < 0.5:
+            data[at] = rng.randrange(256)
+        elif choice < 0.75:
+            del data[at : at + rng.randint(1, 4)]
+        else:
+            data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 3)))
+    return bytes(data)
+
+
+def test_damaged_requests_are_refused_or_kept_alike_screened_or_whole() -> None:
+    """400 random damages (bytes changed, cut out, put in) of a small request: screened in groups
+    of 64 bytes, each is refused for the same reason or kept with the same bytes as decoded whole."""
+    rng = random.Random(20261206)
+    base = b"".join(_sdk_spans(9)) + _odd_request()[-200:]
+    differ = []
+    for _ in range(400):
+        body = _mutations(base, rng)
+        whole = _outcome(partial(_direct, body))
+        screened = _outcome(partial(bounded.screen, body, WINDOW, group_bytes=64))
+        if whole != screened:
+            differ.append((body.hex(), whole[:2], screened[:2]))
+    assert not differ, differ[:3]
+
+
+CHILD = r"""
+import json, resource, sys, time
+from clinotel.collector import leb128
+from clinotel.collector.errors import RefusedError
+from clinotel.collector.receiver.export import Limits, TraceReceiver
+
+class Log:
+    records = 0
+    def append(self, record):
+        self.records += 1
+
+def field(number, payload):
+    return leb128.encode(number << 3 | 2) + leb128.encode(len(payload)) + payload
+
+size = 64 << 20
+shape = sys.argv[1]
+if shape == "empty spans":
+    body = field(1, field(2, b"\x12\x00" * (size // 2 - 8)))
+elif shape == "a span of empty attributes":
+    span = field(1, b"\x01" * 16) + field(2, b"\x02" * 8) + b"\x4a\x00" * (size // 2 - 32)
+    body = field(1, field(2, field(2, span)))
+else:  # a resource of empty attributes
+    body = field(1, field(1, b"\x0a\x00" * (size // 2 - 8)))
+before = int(open("/proc/self/statm").read().split()[1]) * 4096
+receiver = TraceReceiver(Log(), Limits())
+started = time.process_time()
+try:
+    result = receiver.export(body, content_type="application/x-protobuf", tenant="st-marys")
+    outcome = {"accepted": result.accepted, "rejected": result.rejected}
+except RefusedError as e:
+    outcome = {"refused": e.reason, "message": str(e)}
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({**outcome, "logged": receiver.wal.records, "growth_mb": (peak - before) >> 20,
+                  "cpu_s": round(time.process_time() - started, 2)}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        ("empty spans", {"refused": "too_large"}),
+        ("a span of empty attributes", {"accepted": 0, "rejected": 1}),
+        ("a resource of empty attributes", {"refused": "too_large"}),
+    ],
+)
+def test_64_mib_of_tiny_messages_is_refused_within_the_memory_bound(shape: str, expected: dict[str, object]) -> None:
+    """64 MiB of empty spans (5.6 GB decoded whole), one span or one resource of 32 million empty
+    attributes (1.7 GB): refused (the request, or the one span as too large to decode) after a
+    bounded walk, the memory beside the body a fraction of it, nothing logged."""
+    command = [sys.executable, "-c", CHILD, shape]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {k: out[k] for k in expected} == expected, out
+    assert out["logged"] == 0
+    assert out["growth_mb"] < 200, out
+    assert out["cpu_s"] < 20, out
+
+
+class _Log:
+    def __init__(self) -> None:
+        self.records: list[bytes] = []
+
+    def append(self, record: bytes) -> None:
+        self.records.append(record)
+
+
+def _logged_request(record: bytes) -> ExportTraceServiceRequest:
+    prefix = leb128.decode(record)
+    assert prefix is not None
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(otlp_proto.unchecked(record[prefix[1] :]))
+    return request
+
+
+def test_the_official_exporter_s_large_batch_is_logged_whole() -> None:
+    """A batch of 20,000 spans from the official OTLP/HTTP exporter (about 3 MB, several groups) is
+    accepted and logged span for span, in order, with its resource and scope."""
+    log = _Log()
+    receiver = TraceReceiver(cast(WriteAheadLog, log), Limits())
+    server = OtlpHttpServer("127.0.0.1", 0, receiver, lambda token: Grant("st-marys", "write") if token else None)
+    server.start()
+    try:
+        memory = InMemorySpanExporter()
+        provider = TracerProvider(resource=Resource.create({"service.name": "ed-triage"}))
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+        tracer = provider.get_tracer("clinotel.test")
+        for i in range(20_000):
+            with tracer.start_as_current_span(
+                f"stage {i}",
+                links=[Link(provider.get_tracer("x").start_span("l").get_span_context())] if i % 500 == 0 else None,
+            ) as span:
+                span.set_attribute("clinical.workflow.kind", "triage")
+                span.set_attribute("n", i)
+                span.add_event("queued", {"depth": i % 17})
+        spans = [s for s in memory.get_finished_spans() if s.name.startswith("stage")]
+        exporter = OTLPSpanExporter(
+            endpoint=f"http://127.0.0.1:{server.port}/v1/traces", headers={"authorization": "Bearer w"}
+        )
+        assert len(encode_spans(spans).SerializeToString()) > 4 * bounded.DIRECT_LIMIT
+        assert exporter.export(spans) == SpanExportResult.SUCCESS
+        exporter.shutdown()
+    finally:
+        server.stop()
+    assert len(log.records) == 1
+    logged = _logged_request(log.records[0])
+    got = [s for rs in logged.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert [s.name for s in got] == [f"stage {i}" for i in range(20_000)]
+    assert [s.span_id for s in got] == [s.context.span_id.to_bytes(8, "big") for s in spans]
+    assert logged.resource_spans[0].resource.attributes[0].value.string_value
+    assert receiver.stats.spans_accepted == 20_000
