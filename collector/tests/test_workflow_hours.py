@@ -70,7 +70,7 @@ def _from_workflows(client: Any, o: schema.SchemaOptions) -> dict[tuple[Any, ...
 
 
 def _sums(client: Any, o: schema.SchemaOptions, where: str = "1") -> dict[str, int]:
-    names = [c for i in _ROLLED for c in rollups.columns(i) if not c.endswith("_state")]
+    names = [c for i in _ROLLED for c in rollups.columns(i) if not c.endswith("_values")]
     row = client.query(
         f"SELECT {', '.join(f'sum({c})' for c in names)} FROM {o.name(rollups.WORKFLOW_HOURS)} WHERE {where}"
     ).result_rows[0]
@@ -325,9 +325,7 @@ def test_the_rollup_columns_are_the_indicators_it_holds(client: Any, options: sc
     assert stored[rollups.LEAD_TIME_STATE] == "AggregateFunction(quantile(0.5), Float64)"
     for i in _ROLLED:
         if i.kind == "quantile":
-            assert stored[f"{i.name}_state"] == f"AggregateFunction(quantile({i.q}), Float64)", (
-                f"{i.name}: its level differs from the rollup's state (migration 9): add a migration"
-            )
+            assert stored[f"{i.name}_values"] == "Array(Float64)", f"{i.name}: its values (migration 17)"
     assert all(i.table == clinical.WORKFLOWS for i in _ROLLED)
 
 
@@ -576,3 +574,84 @@ def test_month_by_month_on_an_engine_far_from_utc_equals_the_whole(tmp_path: Pat
         )  # fmt: skip
         assert child.returncode == 0, f"{zone}:\n{child.stdout[-3000:]}\n{child.stderr[-2000:]}"
         assert "1 passed" in child.stdout
+
+
+def _waits(clock: FakeClock, n: int, seed: int) -> None:
+    """`n` triage workflows a few minutes apart, each with a queue wait of its own (1 s to 2 h)."""
+    import random
+
+    rng = random.Random(seed)
+    for k in range(n):
+        clock.advance_ms(rng.randint(1, 6) * 60_000)
+        cohort = ct.Cohort(language=("en", "es")[k % 2])
+        with ct.workflow("triage", identifier=f"ENC-{k}", site="north", department="ed", cohort=cohort):
+            with ct.stage("queue", attributes={"clinical.queue.name": "triage_nurse"}):
+                clock.advance_ms(rng.randint(1_000, 7_200_000))
+            with ct.stage("decide") as st:
+                st.record_decision(ct.Decision(source=ct.DecisionSource.MODEL, value="ESI-3", risk=ct.Risk.MEDIUM))
+            with ct.stage("complete") as st:
+                st.record_outcome(status="completed")
+
+
+def test_migration_17_keeps_the_counts_and_the_quantiles_read_the_same_after_a_refresh(
+    client: Any, tmp_path: Path
+) -> None:
+    """Migration 17 replaced the quantile indicators' sampled states in the workflow and cohort
+    rollups with their values. On a store at version 16 with rollup rows (written as its refresh
+    wrote them), the migration keeps every count; the quantiles read as none until the next whole
+    refresh (the collector runs one at its start), and then as the workflows view gives them, and
+    as `quantile()` gave them before (up to 8,192 values: the same interpolation)."""
+    import uuid
+
+    o = schema.SchemaOptions(database=f"v16_{uuid.uuid4().hex[:10]}")
+    try:
+        schema.apply(client, o, until=16)
+        pipe = ingest.install(client, o)
+        clock = FakeClock()
+        with capture(clock=clock, tenant="st-marys") as got:
+            _waits(clock, 120, seed=17)
+        _store(client, pipe, tmp_path / "w.wal", list(got.all))
+        wait = INDICATORS["queue_wait_p95_ms"]
+        hour = "toStartOfHour(toDateTime(StartTime, 'UTC'))"
+        by_hour = f"FROM {o.name(clinical.WORKFLOWS)} FINAL WHERE {wait.where} GROUP BY TenantId, WorkflowKind, Hour"
+        client.command(
+            f"INSERT INTO {o.name(rollups.WORKFLOW_HOURS)} (TenantId, WorkflowKind, Hour, workflows_rows, "
+            f"queue_wait_p95_ms_rows, queue_wait_p95_ms_state) SELECT TenantId, WorkflowKind, {hour} AS Hour, "
+            f"count(), count(), quantileState(0.95)(toFloat64({wait.expr})) {by_hour}"
+        )
+        before = client.query(
+            f"SELECT Hour, sum(workflows_rows), quantileMerge(0.95)(queue_wait_p95_ms_state) "
+            f"FROM {o.name(rollups.WORKFLOW_HOURS)} GROUP BY Hour ORDER BY Hour"
+        ).result_rows
+        assert len(before) >= 4
+        assert sum(r[1] for r in before) == 120
+        assert schema.apply(client, o) == [17]
+
+        def figures() -> list[tuple[Any, ...]]:
+            rows = client.query(
+                f"SELECT Hour, sum(workflows_rows), {rollups.value(wait)} FROM {o.name(rollups.WORKFLOW_HOURS)} "
+                "GROUP BY Hour ORDER BY Hour"
+            ).result_rows
+            return [(h, n, _shown(q)) for h, n, q in rows]
+
+        assert figures() == [(h, n, None) for h, n, _ in before], "counts kept, no values until a refresh"
+        refresher.refresh(client, o)
+        assert figures() == [(h, n, _shown(q)) for h, n, q in before]
+        view = client.query(
+            f"SELECT {hour} AS Hour, count(), {wait.value} {by_hour} ORDER BY Hour".replace(
+                "GROUP BY TenantId, WorkflowKind, Hour", "GROUP BY Hour"
+            )
+        ).result_rows
+        assert figures() == [(h, n, _shown(q)) for h, n, q in view]
+        cohort = client.query(
+            f"SELECT Grp, {rollups.value(wait)} FROM {o.name(rollups.COHORT_HOURS)} "
+            "WHERE Dimension = 'Language' GROUP BY Grp ORDER BY Grp"
+        ).result_rows
+        groups = client.query(
+            f"SELECT Language, {wait.value} FROM {o.name(clinical.WORKFLOWS)} FINAL WHERE {wait.where} "
+            "GROUP BY Language ORDER BY Language"
+        ).result_rows
+        assert [g for g, _ in cohort] == ["en", "es"]
+        assert [(g, _shown(q)) for g, q in cohort] == [(g, _shown(q)) for g, q in groups]
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS {o.database}")

@@ -6,19 +6,23 @@ rework, feedback).
 One row per tenant, workflow kind, hour of the workflow's start and the dashboards' template
 dimensions (`DIMENSIONS`). For each rolled-up indicator of `clinotel.model.indicators`: the
 workflows it is about (`<name>_rows`), for a rate those it hits (`<name>_hits`), for a quantile
-the quantile's state over its workflows (`<name>_state`). And for the flags and the time to
-schedule (migration 12): the flag evaluated (`FlagKey`), the latest start (`LastStart`) and the
-state of the scheduling lead time (`lead_time_days_state`).
+the values of its workflows (`<name>_values`, since migration 17: read with
+`quantileExactInclusiveArray(level)`, the figure `quantile(level)` gives while there are up to
+8,192 of them, exact past it; merging sampled states drifted there, and cost three times as
+much). And for the flags and the time to schedule (migration 12): the flag evaluated (`FlagKey`),
+the latest start (`LastStart`) and the state of the scheduling lead time (`lead_time_days_state`).
 
 The collector recomputes the rollup from `clinical_workflows` (`refresh_select`) every few seconds
 off the insert path, replacing whole days: a figure is the indicator's own SQL over the merged
 workflows, so late ground truth counts in its workflow's hour and a workflow whose row is replaced
-counts once. Read the columns with `sum()` (`quantileMerge` for a state), never row by row.
+counts once. Read the columns with `sum()` (`quantileExactInclusiveArray` for values, `quantileMerge`
+for a state), never row by row.
 
 `clinical_cohort_hours` has one row per tenant, workflow kind, hour of the workflow's start, site,
 department, model version, rollout cohort, cohort dimension (`Dimension`: `AgeBand`, …) and group
 (`Grp`): the workflows (`members`) and each fairness indicator's rows, hits or state
-(`COHORT_ROLLED_UP`), what the fairness tables and parity figures are computed from.
+(`COHORT_ROLLED_UP`: rows, hits or values), what the fairness tables and parity figures are
+computed from.
 
 `clinical_signal_hours` has one row per tenant, workflow kind, hour of the span, site, department,
 shadow mode (the span's rollout mode), signal, bin and detail: `Rows`, `Hits` (a data-quality
@@ -185,16 +189,23 @@ def _hits(i: Indicator) -> str:
     return f"{i.name}_hits"
 
 
-def _state(i: Indicator) -> str:
-    return f"{i.name}_state"
+def _values(i: Indicator) -> str:
+    return f"{i.name}_values"
+
+
+def _quantile_of_values(q: float | None, *, conditional: bool = False) -> str:
+    """The aggregate reading a quantile indicator's values at level `q` (with a condition as its
+    second argument when `conditional`): `quantile(q)`'s figure, exact (the same linear
+    interpolation between the two nearest ranks, over every value, not a sample of 8,192)."""
+    return f"quantileExactInclusiveArray{'If' if conditional else ''}({q})"
 
 
 def columns(i: Indicator) -> tuple[str, ...]:
-    """The rollup's columns for the indicator: its rows, and its hits (a rate) or state (a quantile)."""
+    """The rollup's columns for the indicator: its rows, and its hits (a rate) or values (a quantile)."""
     if i.kind == "rate":
         return _rows(i), _hits(i)
     if i.kind == "quantile":
-        return _rows(i), _state(i)
+        return _rows(i), _values(i)
     return (_rows(i),)
 
 
@@ -204,7 +215,7 @@ def value(i: Indicator) -> str:
     if i.kind == "rate":
         return f"sum({_hits(i)}) / nullIf(sum({_rows(i)}), 0)"
     if i.kind == "quantile":
-        return f"quantileMerge({i.q})({_state(i)})"
+        return f"{_quantile_of_values(i.q)}({_values(i)})"
     return f"sum({_rows(i)})"
 
 
@@ -215,7 +226,7 @@ def conditional(i: Indicator, also: str) -> tuple[str, str]:
     if i.kind == "rate":
         return f"sumIf({_hits(i)}, {also}) / nullIf({rows}, 0)", rows
     if i.kind == "quantile":
-        return f"quantileMergeIf({i.q})({_state(i)}, {also})", rows
+        return f"{_quantile_of_values(i.q, conditional=True)}({_values(i)}, {also})", rows
     return rows, rows
 
 
@@ -253,7 +264,7 @@ def _measures(i: Indicator) -> list[str]:
         present = f"({i.where}) AND ({i.expr}) IS NOT NULL"
         return [
             f"toInt64({rows}) AS {_rows(i)}",
-            f"quantileStateIf({i.q})(toFloat64(assumeNotNull({i.expr})), {present}) AS {_state(i)}",
+            f"groupArrayIf(toFloat64(assumeNotNull({i.expr})), {present}) AS {_values(i)}",
         ]
     return [f"toInt64({rows}) AS {_rows(i)}"]
 
