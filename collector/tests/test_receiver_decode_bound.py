@@ -108,8 +108,8 @@ def _odd_request() -> bytes:
     return b"".join(_sdk_spans(30)) + _field(1, rs) + _field(1, b"") + _varint_field(12, 3)
 
 
-@pytest.mark.parametrize("group_bytes", [64, 700, 5_000, bounded.DIRECT_LIMIT])
-def test_screened_in_groups_a_request_is_what_decoding_it_whole_gives(group_bytes: int) -> None:
+@pytest.mark.parametrize("run_bytes", [64, 700, 5_000, bounded.DIRECT_LIMIT])
+def test_screened_in_groups_a_request_is_what_decoding_it_whole_gives(run_bytes: int) -> None:
     """The official encoder's requests of three services joined, and the same with odd encodings
     between them: screened a group of spans at a time (a span per group at 64 bytes), the bytes
     logged, the spans kept and those refused by reason are those of the request decoded whole."""
@@ -118,7 +118,7 @@ def test_screened_in_groups_a_request_is_what_decoding_it_whole_gives(group_byte
         assert expected[1] > 20
         assert expected[2]["invalid_id"]
         assert expected[2]["out_of_window"]
-        assert bounded.screen(body, WINDOW, group_bytes=group_bytes) == expected
+        assert bounded.screen(body, WINDOW, run_bytes=run_bytes) == expected
 
 
 def _mutations(body: bytes, rng: random.Random) -> bytes:
@@ -144,10 +144,66 @@ def test_damaged_requests_are_refused_or_kept_alike_screened_or_whole() -> None:
     for _ in range(400):
         body = _mutations(base, rng)
         whole = _outcome(partial(_direct, body))
-        screened = _outcome(partial(bounded.screen, body, WINDOW, group_bytes=64))
+        screened = _outcome(partial(bounded.screen, body, WINDOW, run_bytes=64))
         if whole != screened:
             differ.append((body.hex(), whole[:2], screened[:2]))
     assert not differ, differ[:3]
+
+
+def _overlong(n: int) -> bytes:
+    """`n` (under 128) as a varint of six bytes, one more than the runtime reads."""
+    return bytes([n | 0x80, 0x80, 0x80, 0x80, 0x80, 0x00])
+
+
+def _groups(n: int) -> bytes:
+    return leb128.encode(50 << 3 | 3) * n + leb128.encode(50 << 3 | 4) * n
+
+
+def _nested_kvlist(depth: int) -> bytes:
+    value = b""
+    for _ in range(depth):
+        value = _field(6, _field(1, _field(1, b"k") + _field(2, value)))
+    return value
+
+
+def _span() -> bytes:
+    return (
+        _field(1, bytes(range(1, 17))) + _field(2, bytes(range(1, 9))) + _field(5, b"ok")
+        + leb128.encode(7 << 3 | 1) + (WINDOW_NOW - 10**9).to_bytes(8, "little")
+        + leb128.encode(8 << 3 | 1) + (WINDOW_NOW - 10**6).to_bytes(8, "little")
+    )  # fmt: skip
+
+
+def _one(top: bytes = b"", rs: bytes = b"", ss: bytes = b"", span: bytes = b"") -> bytes:
+    return _field(1, _field(2, _field(2, _span() + span) + ss) + rs) + top
+
+
+_EDGES = {
+    "a tag past 2^32 at the top": _one(top=leb128.encode(1 << 32) + b"\x00"),
+    "a field number of 2^29 in a resource": _one(rs=leb128.encode((1 << 29) << 3) + b"\x00"),
+    "a tag of six bytes": b"\x8a\x80\x80\x80\x80\x00" + leb128.encode(len(_one()) - 2) + _one()[2:],
+    "a length of six bytes": b"\x0a" + _overlong(len(_one()) - 2) + _one()[2:],
+    **{f"{n} nested groups at the top": _one(top=_groups(n)) for n in (100, 101)},
+    **{f"{n} nested groups in a resource": _one(rs=_groups(n)) for n in (99, 100)},
+    **{f"{n} nested groups in a scope": _one(ss=_groups(n)) for n in (98, 99)},
+    **{f"{n} nested groups in a span": _one(span=_groups(n)) for n in (97, 98)},
+    **{
+        f"an attribute nested {d} deep": _one(span=_field(9, _field(1, b"a") + _field(2, _nested_kvlist(d))))
+        for d in (31, 32)
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(_EDGES))
+def test_what_the_runtime_refuses_the_walk_refuses(name: str) -> None:
+    """Tags and lengths longer than the runtime reads, field numbers past its range, nesting to its
+    limit and one past it, at every level the walk reads itself or decodes a piece of (found by
+    review: the walk kept them, and a value nested one level too deep was logged in bytes the
+    runtime then refused to read back). Screened, each is refused or kept as decoded whole."""
+    body = _EDGES[name]
+    whole = _outcome(partial(_direct, body))
+    assert _outcome(partial(bounded.screen, body, WINDOW, run_bytes=64)) == whole
+    assert _outcome(partial(bounded.screen, body, WINDOW)) == whole
 
 
 CHILD = r"""
@@ -171,8 +227,11 @@ if shape == "empty spans":
 elif shape == "a span of empty attributes":
     span = field(1, b"\x01" * 16) + field(2, b"\x02" * 8) + b"\x4a\x00" * (size // 2 - 32)
     body = field(1, field(2, field(2, span)))
-else:  # a resource of empty attributes
+elif shape == "a resource of empty attributes":
     body = field(1, field(1, b"\x0a\x00" * (size // 2 - 8)))
+else:  # one span, and nested empty groups after it (unknown fields the walk reads)
+    span = field(1, b"\x01" * 16) + field(2, b"\x02" * 8)
+    body = field(1, field(2, field(2, span))) + (b"\x13" * 100 + b"\x14" * 100) * (size // 200 - 1)
 before = int(open("/proc/self/statm").read().split()[1]) * 4096
 receiver = TraceReceiver(Log(), Limits())
 started = time.process_time()
@@ -193,12 +252,14 @@ print(json.dumps({**outcome, "logged": receiver.wal.records, "growth_mb": (peak 
         ("empty spans", {"refused": "too_large"}),
         ("a span of empty attributes", {"accepted": 0, "rejected": 1}),
         ("a resource of empty attributes", {"refused": "too_large"}),
+        ("nested empty groups", {"refused": "too_large"}),
     ],
 )
 def test_64_mib_of_tiny_messages_is_refused_within_the_memory_bound(shape: str, expected: dict[str, object]) -> None:
     """64 MiB of empty spans (5.6 GB decoded whole), one span or one resource of 32 million empty
     attributes (1.7 GB): refused (the request, or the one span as too large to decode) after a
-    bounded walk, the memory beside the body a fraction of it, nothing logged."""
+    bounded walk, the memory beside the body a fraction of it, nothing logged. Nested empty groups
+    (260 KB gzipped) took 31 s of CPU when the walk counted only resources, scopes and spans."""
     command = [sys.executable, "-c", CHILD, shape]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -206,7 +267,7 @@ def test_64_mib_of_tiny_messages_is_refused_within_the_memory_bound(shape: str, 
     assert {k: out[k] for k in expected} == expected, out
     assert out["logged"] == 0
     assert out["growth_mb"] < 200, out
-    assert out["cpu_s"] < 20, out
+    assert out["cpu_s"] < 10, out
 
 
 class _Log:

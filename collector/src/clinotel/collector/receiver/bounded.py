@@ -5,12 +5,17 @@ memory per byte of wire (empty resources, scopes, events or attributes 22 to 32)
 2026-12-06 with the protobuf runtime the collector uses, so one request of the 64 MiB OTLP allows
 took 5.6 GB at once. A request up to `DIRECT_LIMIT` bytes is decoded whole, as before (at most
 `DECODE_BUDGET` of memory). A larger one is walked on the wire down to its spans (`screen`): its
-spans are decoded, screened and encoded again a group of up to `DIRECT_LIMIT` bytes at a time, and
-each resource and scope alone. A larger piece than that (one span, a resource) is decoded only when
-an estimate of its decoded size, counted on the wire, is within `DECODE_BUDGET`: else the span is
-refused (`too_large`, partial success), and for a resource or scope the request (413).
+spans are decoded, screened and encoded again a run of up to `DIRECT_LIMIT` bytes at a time, and
+each resource's and scope's own fields alone. One span larger than a run is decoded only when an
+estimate of its decoded size, counted on the wire, is within `DECODE_BUDGET`; else it is refused
+(`too_large`, partial success) without being read further (a malformed span that large is
+refused the same way, not as malformed). A resource or scope over the budget refuses the request.
 
-The walk runs in Python, about a microsecond a field: `MAX_ELEMENTS` bounds its work on one
+Every piece is decoded at the depth it has in the request (wrapped in the request's and its
+parents' fields), so the runtime's nesting limit applies as it does to the whole request; the
+walk itself refuses what the runtime refuses at the levels only it reads (tags and lengths of more
+than five bytes, field numbers past 2^29 - 1, groups nested past the limit). It runs in Python,
+about a microsecond a field, and counts every field it reads: `MAX_ELEMENTS` bounds its work on one
 request. What `screen` returns is what decoding the request whole, screening it and encoding it
 again gives (`export._canonical`): each message's known fields in field order, unknown ones dropped.
 """
@@ -19,10 +24,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import Final, TypeVar
+from typing import Final
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from clinotel.collector import leb128
@@ -37,104 +43,72 @@ DECODE_BUDGET: Final = 64 << 20
 """The memory one request's decoding may take at once (estimated)."""
 DIRECT_LIMIT: Final = DECODE_BUDGET // WORST_BYTES_PER_BYTE
 """Requests up to this size (682 KiB) are decoded whole; exporters' batches of 512 spans are far
-under it. Larger ones are decoded in groups of spans of up to this size."""
+under it. Larger ones are decoded in runs of spans of up to this size."""
 MAX_ELEMENTS: Final = 2_000_000
-"""The most resources, scopes, spans and estimated fields one request's walk visits (a span with
-ids is at least 30 bytes on the wire: 64 MiB of them is 2.2 million; real spans are hundreds)."""
+"""The most fields one request's walk reads, a resource or scope counting `_CONTAINER_COST` (a
+span with ids is at least 30 bytes on the wire: 64 MiB of them is 2.2 million spans, each one
+field here; real spans are hundreds of bytes)."""
+_CONTAINER_COST: Final = 8
+"""A resource or scope costs the walk about as much as this many fields (its own fields decoded
+and encoded again)."""
 _MAX_DEPTH: Final = 100
-"""The nesting the protobuf runtime decodes; deeper is malformed there and here."""
+"""The nesting the protobuf runtime decodes (a request's own fields at depth 0)."""
+_SPAN_DEPTH: Final = 3
+"""A span's fields' depth in a request (request, resource spans, scope spans)."""
 _SMALL: Final = 256
 """A message field up to this size is charged its worst case without being walked."""
 _MESSAGE_BYTES: Final = 2 * WORST_BYTES_PER_BYTE
 """What an empty message costs decoded (an empty span's two bytes take 177)."""
+_MAX_KEY: Final = 1 << 32
+"""Tags (field number and wire type) the runtime reads: field numbers up to 2^29 - 1."""
+_VARINT_BYTES: Final = 5
+"""The longest tag or length the runtime reads (a 32-bit varint)."""
 
 _VARINT, _I64, _LEN, _START_GROUP, _END_GROUP, _I32 = 0, 1, 2, 3, 4, 5
 
-M = TypeVar("M", bound=Message)
+Chunks = list[bytes | memoryview]
 
 
 def _malformed(message: str) -> RefusedError:
     return RefusedError("malformed", f"invalid protobuf: {message}")
 
 
-def _next(piece: memoryview, pos: int, depth: int) -> tuple[int, int, int, int]:
-    """(field number, wire type, start of its value, end of the field) of the field at `pos`."""
-    tag = leb128.decode(piece, pos)
-    if tag is None:
-        raise _malformed("a field's tag runs past the end of its message")
-    key, pos = tag
-    number, wire = key >> 3, key & 7
-    if number == 0:
-        raise _malformed("field number 0")
-    if wire == _VARINT:
-        varint = leb128.decode(piece, pos)
-        if varint is None:
-            raise _malformed("a varint runs past the end of its message")
-        end = varint[1]
-    elif wire == _I64:
-        end = pos + 8
-    elif wire == _I32:
-        end = pos + 4
-    elif wire == _LEN:
-        length = leb128.decode(piece, pos)
-        if length is None:
-            raise _malformed("a length runs past the end of its message")
-        pos = length[1]
-        end = pos + length[0]
-    elif wire == _START_GROUP:
-        end = _group_end(piece, pos, number, depth + 1)
-    elif wire == _END_GROUP:
-        end = pos
-    else:
-        raise _malformed(f"wire type {wire}")
-    if end > len(piece):
-        raise _malformed("a field runs past the end of its message")
-    return number, wire, pos, end
+def _varint32(piece: memoryview, pos: int, what: str) -> tuple[int, int]:
+    """A tag or a length: a varint of at most five bytes, as the runtime reads them."""
+    decoded = leb128.decode(piece, pos)
+    if decoded is None:
+        raise _malformed(f"a {what} runs past the end of its message")
+    if decoded[1] - pos > _VARINT_BYTES:
+        raise _malformed(f"a {what} of more than {_VARINT_BYTES} bytes")
+    return decoded
 
 
-def _group_end(piece: memoryview, pos: int, number: int, depth: int) -> int:
-    """Where the group of field `number` that starts at `pos` ends (groups are unknown fields here)."""
-    if depth > _MAX_DEPTH:
-        raise _malformed("nested too deeply")
-    while pos < len(piece):
-        inner, wire, _, pos = _next(piece, pos, depth)
-        if wire == _END_GROUP:
-            if inner != number:
-                raise _malformed("a group ends with another field's number")
-            return pos
-    raise _malformed("a group runs past the end of its message")
+def _delimited(number: int, chunks: Chunks) -> Chunks:
+    """`chunks` as the payload of length-delimited field `number`."""
+    size = sum(len(c) for c in chunks)
+    return [leb128.encode(number << 3 | _LEN) + leb128.encode(size), *chunks]
 
 
-def _fields(piece: memoryview) -> Iterator[tuple[int, int, int, int, int]]:
-    """(field number, wire type, start of the field, start of its value, end) of each field of the
-    message encoded in `piece`; a malformed encoding is refused (400)."""
-    pos = 0
-    while pos < len(piece):
-        start = pos
-        number, wire, value, pos = _next(piece, pos, 0)
-        if wire == _END_GROUP:
-            raise _malformed("a group's end without its start")
-        yield number, wire, start, value, pos
-
-
-def _length_delimited(out: bytearray, number: int, payload: bytes | bytearray) -> None:
-    out += leb128.encode(number << 3 | _LEN)
-    out += leb128.encode(len(payload))
-    out += payload
+def _wrapped(chunks: Chunks, depth: int) -> bytes:
+    """An encoded request holding `chunks` as the fields of a message at `depth` (1: a resource
+    spans' fields, 2: a scope spans'), so that decoding it counts the nesting the request has."""
+    for number in (2, 1)[2 - depth :]:
+        chunks = _delimited(number, chunks)
+    return b"".join(chunks)
 
 
 class _Walk:
     """One request's walk: the window its spans must start in, what it kept and refused, and its work."""
 
-    def __init__(self, window: tuple[int, int], group_bytes: int) -> None:
+    def __init__(self, window: tuple[int, int], run_bytes: int) -> None:
         self.window = window
-        self.group_bytes = group_bytes
+        self.run_bytes = run_bytes
         self.kept = 0
         self.removed: Counter[str] = Counter()
         self.elements = 0
 
-    def visit(self) -> None:
-        self.elements += 1
+    def visit(self, cost: int = 1) -> None:
+        self.elements += cost
         if self.elements > MAX_ELEMENTS:
             raise RefusedError(
                 "too_large",
@@ -142,17 +116,70 @@ class _Walk:
                 "send smaller batches",
             )
 
-    def decoded_size(self, piece: memoryview, descriptor: Descriptor, budget: int, depth: int = 0) -> int:
-        """An upper estimate of the memory decoding `piece` as a `descriptor` message takes, counted on
-        the wire; the count stops once past `budget`."""
+    def _next(self, piece: memoryview, pos: int, depth: int) -> tuple[int, int, int, int]:
+        """(field number, wire type, start of its value, end of the field) of the field at `pos`,
+        a field of a message at `depth`."""
+        self.visit()
+        key, pos = _varint32(piece, pos, "tag")
+        if key >= _MAX_KEY:
+            raise _malformed("a field number past 2^29 - 1")
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise _malformed("field number 0")
+        if wire == _VARINT:
+            varint = leb128.decode(piece, pos)
+            if varint is None:
+                raise _malformed("a varint runs past the end of its message")
+            end = varint[1]
+        elif wire == _I64:
+            end = pos + 8
+        elif wire == _I32:
+            end = pos + 4
+        elif wire == _LEN:
+            length, pos = _varint32(piece, pos, "length")
+            end = pos + length
+        elif wire == _START_GROUP:
+            end = self._group_end(piece, pos, number, depth + 1)
+        elif wire == _END_GROUP:
+            end = pos
+        else:
+            raise _malformed(f"wire type {wire}")
+        if end > len(piece):
+            raise _malformed("a field runs past the end of its message")
+        return number, wire, pos, end
+
+    def _group_end(self, piece: memoryview, pos: int, number: int, depth: int) -> int:
+        """Where the group of field `number` that starts at `pos` ends (groups are unknown fields here)."""
         if depth > _MAX_DEPTH:
             raise _malformed("nested too deeply")
+        while pos < len(piece):
+            inner, wire, _, pos = self._next(piece, pos, depth)
+            if wire == _END_GROUP:
+                if inner != number:
+                    raise _malformed("a group ends with another field's number")
+                return pos
+        raise _malformed("a group runs past the end of its message")
+
+    def fields(self, piece: memoryview, depth: int) -> Iterator[tuple[int, int, int, int, int]]:
+        """(field number, wire type, start of the field, start of its value, end) of each field of
+        the message at `depth` encoded in `piece`; a malformed encoding is refused (400)."""
+        pos = 0
+        while pos < len(piece):
+            start = pos
+            number, wire, value, pos = self._next(piece, pos, depth)
+            if wire == _END_GROUP:
+                raise _malformed("a group's end without its start")
+            yield number, wire, start, value, pos
+
+    def decoded_size(self, piece: memoryview, descriptor: Descriptor, budget: int, depth: int) -> int:
+        """An upper estimate of the memory decoding `piece` as a `descriptor` message at `depth`
+        takes, counted on the wire; the count stops once past `budget`. Past the runtime's nesting
+        limit a field is charged its worst case (the runtime refuses it when decoding)."""
         total = _MESSAGE_BYTES
-        for number, wire, start, value, end in _fields(piece):
-            self.visit()
+        for number, wire, start, value, end in self.fields(piece, depth):
             field = descriptor.fields_by_number.get(number)
             if field is not None and field.type == FieldDescriptor.TYPE_MESSAGE and wire == _LEN:
-                if end - start <= _SMALL:
+                if end - start <= _SMALL or depth + 1 >= _MAX_DEPTH:
                     total += WORST_BYTES_PER_BYTE * (end - start)
                 else:
                     total += self.decoded_size(piece[value:end], field.message_type, budget - total, depth + 1)
@@ -162,107 +189,115 @@ class _Walk:
                 break
         return total
 
-    def decode(self, data: bytes | bytearray, kind: type[M], what: str) -> M:
-        """`data` decoded as a `kind`, unknown fields dropped; refused when too big to decode."""
-        if len(data) > self.group_bytes:
-            size = self.decoded_size(memoryview(data), kind.DESCRIPTOR, DECODE_BUDGET)
-            if size > DECODE_BUDGET:
+    def decode(self, own: Chunks, depth: int, what: str) -> ResourceSpans | ScopeSpans:
+        """A resource's (`depth` 1) or scope's (2) own fields decoded, unknown ones dropped; refused
+        when too big to decode."""
+        size = sum(len(c) for c in own)
+        if size > self.run_bytes:
+            kind = ResourceSpans if depth == 1 else ScopeSpans
+            estimate = self.decoded_size(memoryview(b"".join(own)), kind.DESCRIPTOR, DECODE_BUDGET, depth)
+            if estimate > DECODE_BUDGET:
                 raise RefusedError(
                     "too_large",
-                    f"{what} of {len(data):,} bytes would take more than {DECODE_BUDGET >> 20} MiB of memory to decode",
+                    f"{what} of {size:,} bytes would take more than {DECODE_BUDGET >> 20} MiB of memory to decode",
                 )
-        message: M = kind()
-        try:
-            message.ParseFromString(bytes(data))
-        except DecodeError as e:
-            raise _malformed(str(e)) from None
+        request = self._parse(_wrapped(own, depth))
+        message: ResourceSpans | ScopeSpans = request.resource_spans[0]
+        if depth == 2:
+            message = message.scope_spans[0]
         message.DiscardUnknownFields()
         return message
 
-    def resource_spans(self, piece: memoryview) -> bytearray:
-        """One `ResourceSpans`, its spans screened, encoded again."""
-        own, scopes = bytearray(), bytearray()
-        for number, wire, start, value, end in _fields(piece):
-            if number == 2 and wire == _LEN:
-                self.visit()
-                _length_delimited(scopes, 2, self.scope_spans(piece[value:end]))
-            elif number in (1, 3):  # resource, schema_url: decoded as the runtime would, merged
-                own += piece[start:end]
-        resource = self.decode(own, ResourceSpans, "a resource")
-        schema_url = resource.schema_url
-        resource.ClearField("schema_url")
-        out = bytearray(resource.SerializeToString())
-        out += scopes
-        if schema_url:
-            out += ResourceSpans(schema_url=schema_url).SerializeToString()
-        return out
-
-    def scope_spans(self, piece: memoryview) -> bytearray:
-        """One `ScopeSpans`, its spans screened a group at a time, encoded again. A group is a run of
-        the encoding of up to `group_bytes` (fields other than spans in it are decoded and dropped:
-        nothing is kept per span until its group is decoded); a field larger than that ends a run."""
-        own, spans = bytearray(), bytearray()
-        run_start = run_end = 0
-        for number, wire, start, value, end in _fields(piece):
-            is_span = number == 2 and wire == _LEN
-            if is_span:
-                self.visit()
-            elif number in (1, 3):  # scope, schema_url
-                own += piece[start:end]
-            if end - start > self.group_bytes:
-                self.screen_spans(piece[run_start:run_end], spans)
-                run_start = run_end = end
-                if is_span:
-                    self.large_span(piece[start:end], piece[value:end], spans)
-                continue
-            if end - run_start > self.group_bytes:
-                self.screen_spans(piece[run_start:run_end], spans)
-                run_start = start
-            run_end = end
-        self.screen_spans(piece[run_start:run_end], spans)
-        scope = self.decode(own, ScopeSpans, "a scope")
-        schema_url = scope.schema_url
-        scope.ClearField("schema_url")
-        out = bytearray(scope.SerializeToString())
-        out += spans
-        if schema_url:
-            out += ScopeSpans(schema_url=schema_url).SerializeToString()
-        return out
-
-    def screen_spans(self, run: memoryview, out: bytearray) -> None:
-        """Decode a run of a `ScopeSpans`' encoding, screen its spans, and append the kept ones encoded again."""
-        if not run:
-            return
-        decoded = ScopeSpans()
+    @staticmethod
+    def _parse(data: bytes) -> ExportTraceServiceRequest:
+        request = ExportTraceServiceRequest()
         try:
-            decoded.ParseFromString(run)
+            request.ParseFromString(data)
         except DecodeError as e:
             raise _malformed(str(e)) from None
-        self.kept += refuse_in_scope(decoded.spans, self.window, self.removed)
-        decoded.ClearField("scope")
-        decoded.ClearField("schema_url")
-        decoded.DiscardUnknownFields()
-        out += decoded.SerializeToString()
+        return request
 
-    def large_span(self, field: memoryview, span: memoryview, out: bytearray) -> None:
-        """A span larger than a group: decoded alone when its estimated size fits the budget, else refused."""
-        if self.decoded_size(span, Span.DESCRIPTOR, DECODE_BUDGET) > DECODE_BUDGET:
+    def resource_spans(self, piece: memoryview) -> Chunks:
+        """One `ResourceSpans`' fields, its spans screened, encoded again."""
+        own: Chunks = []
+        scopes: Chunks = []
+        for number, wire, start, value, end in self.fields(piece, 1):
+            if number == 2 and wire == _LEN:
+                self.visit(_CONTAINER_COST)
+                scopes += _delimited(2, self.scope_spans(piece[value:end]))
+            elif number in (1, 3):  # resource, schema_url: decoded as the runtime would, merged
+                own.append(piece[start:end])
+        resource = self.decode(own, 1, "a resource")
+        assert isinstance(resource, ResourceSpans)
+        first = resource.resource.ByteSize() if resource.HasField("resource") else None
+        return self._around(resource, first, scopes)
+
+    def scope_spans(self, piece: memoryview) -> Chunks:
+        """One `ScopeSpans`' fields, its spans screened a run at a time, encoded again. A run is a
+        stretch of the encoding of up to `run_bytes` (fields other than spans in it are decoded and
+        dropped: nothing is kept per span until its run is decoded); a larger field ends a run."""
+        own: Chunks = []
+        spans: Chunks = []
+        run_start = run_end = 0
+        for number, wire, start, value, end in self.fields(piece, 2):
+            is_span = number == 2 and wire == _LEN
+            if number in (1, 3):  # scope, schema_url
+                own.append(piece[start:end])
+            if end - start > self.run_bytes:
+                spans += self.screen_run(piece[run_start:run_end])
+                run_start = run_end = end
+                if is_span:
+                    spans += self.large_span(piece[start:end], piece[value:end])
+                continue
+            if end - run_start > self.run_bytes:
+                spans += self.screen_run(piece[run_start:run_end])
+                run_start = start
+            run_end = end
+        spans += self.screen_run(piece[run_start:run_end])
+        scope = self.decode(own, 2, "a scope")
+        assert isinstance(scope, ScopeSpans)
+        first = scope.scope.ByteSize() if scope.HasField("scope") else None
+        return self._around(scope, first, spans)
+
+    @staticmethod
+    def _around(message: ResourceSpans | ScopeSpans, first: int | None, middle: Chunks) -> Chunks:
+        """`message` (its field 1, of `first` bytes when present, and field 3 `schema_url`, decoded)
+        encoded with `middle` (field 2, encoded) between them, as the runtime orders fields."""
+        encoded = memoryview(message.SerializeToString())
+        head = 0 if first is None else 1 + len(leb128.encode(first)) + first
+        return [encoded[:head], *middle, encoded[head:]]
+
+    def screen_run(self, run: memoryview) -> Chunks:
+        """A run of a `ScopeSpans`' encoding decoded, its spans screened, the kept ones encoded again."""
+        if not run:
+            return []
+        self.visit(_CONTAINER_COST)
+        scope = self._parse(_wrapped([run], 2)).resource_spans[0].scope_spans[0]
+        self.kept += refuse_in_scope(scope.spans, self.window, self.removed)
+        scope.ClearField("scope")
+        scope.ClearField("schema_url")
+        scope.DiscardUnknownFields()
+        return [scope.SerializeToString()]
+
+    def large_span(self, field: memoryview, span: memoryview) -> Chunks:
+        """A span larger than a run: decoded alone when its estimated size fits the budget, else refused."""
+        if self.decoded_size(span, Span.DESCRIPTOR, DECODE_BUDGET, _SPAN_DEPTH) > DECODE_BUDGET:
             self.removed["too_large"] += 1
-            return
-        self.screen_spans(field, out)
+            return []
+        return self.screen_run(field)
 
 
 def screen(
-    body: bytes | bytearray, window: tuple[int, int], *, group_bytes: int = DIRECT_LIMIT
+    body: bytes | bytearray, window: tuple[int, int], *, run_bytes: int = DIRECT_LIMIT
 ) -> tuple[bytes, int, Counter[str]]:
     """A protobuf export request larger than `DIRECT_LIMIT`, walked and screened within the memory
     bound: (the request encoded again without its refused spans, b"" when none is kept; the spans
     kept; the spans refused by reason). Malformed or too large to decode: `RefusedError`."""
-    walk = _Walk(window, group_bytes)
-    out = bytearray()
+    walk = _Walk(window, run_bytes)
+    out: Chunks = []
     with memoryview(body) as view:
-        for number, wire, _, value, end in _fields(view):
+        for number, wire, _, value, end in walk.fields(view, 0):
             if number == 1 and wire == _LEN:
-                walk.visit()
-                _length_delimited(out, 1, walk.resource_spans(view[value:end]))
-    return (bytes(out) if walk.kept else b""), walk.kept, walk.removed
+                walk.visit(_CONTAINER_COST)
+                out += _delimited(1, walk.resource_spans(view[value:end]))
+        return (b"".join(out) if walk.kept else b""), walk.kept, walk.removed
