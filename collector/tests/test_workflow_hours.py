@@ -319,10 +319,10 @@ def test_the_rollup_columns_are_the_indicators_it_holds(client: Any, options: sc
     stored = dict(rows)
     expected = {
         *rollups.DIMENSIONS, rollups.TIME_COLUMN, *(c for i in _ROLLED for c in rollups.columns(i)),
-        *(name for name, _ in efficiency.ROLLUP_SUMS), rollups.LAST_START, rollups.LEAD_TIME_STATE,
+        *(name for name, _ in efficiency.ROLLUP_SUMS), rollups.LAST_START, rollups.LEAD_TIME_VALUES,
     }  # fmt: skip
     assert set(stored) == expected
-    assert stored[rollups.LEAD_TIME_STATE] == "AggregateFunction(quantile(0.5), Float64)"
+    assert stored[rollups.LEAD_TIME_VALUES] == "Array(Float64)"
     for i in _ROLLED:
         if i.kind == "quantile":
             assert stored[f"{i.name}_values"] == "Array(Float64)", f"{i.name}: its values (migration 17)"

@@ -68,8 +68,9 @@ def build(database: str) -> dict[str, Any]:
     b.series("slot_fill_rate", w=8)
     b.timeseries(
         "Time to schedule p50 (days)", "Lead time of booked appointments, median (by the hour the workflow started).",
-        f"SELECT $__timeInterval({rollups.TIME_COLUMN}) AS time, quantileMerge(0.5)({rollups.LEAD_TIME_STATE}) "
-        f"AS lead_days\nFROM {hours}\nWHERE {rollups.time_filter()} AND WorkflowKind = 'scheduling' AND {f}\n"
+        f"SELECT $__timeInterval({rollups.TIME_COLUMN}) AS time, "
+        f"{rollups.quantile_of_values(0.5)}({rollups.LEAD_TIME_VALUES}) AS lead_days\nFROM {hours}\n"
+        f"WHERE {rollups.time_filter()} AND WorkflowKind = 'scheduling' AND {f}\n"
         "GROUP BY time HAVING NOT isNaN(lead_days) ORDER BY time", "short", w=8, interval="1h",
     )  # fmt: skip
     completed, e2e = (rollups.value(INDICATORS[n]) for n in ("completion_rate", "end_to_end_p95_ms"))

@@ -73,7 +73,8 @@ def build(database: str) -> dict[str, Any]:
         for n in QUALITY
     )
     centiles = ", ".join(
-        f"round(quantileMergeIf(0.95)(Sample, Signal = {literal(n)}), 1) AS {_CENTILE_COLUMNS[n]}"
+        f"round({rollups.quantile_of_values(0.95, conditional=True)}({rollups.MEASURED}, Signal = {literal(n)}), 1) "
+        f"AS {_CENTILE_COLUMNS[n]}"
         for n in rollups.CENTILES
     )
     signals = ", ".join(literal(n) for n in (*QUALITY, *rollups.CENTILES))

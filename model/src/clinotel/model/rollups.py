@@ -10,13 +10,14 @@ the values of its workflows (`<name>_values`, since migration 17: read with
 `quantileExactInclusiveArray(level)`, the figure `quantile(level)` gives while there are up to
 8,192 of them, exact past it; merging sampled states drifted there, and cost three times as
 much). And for the flags and the time to schedule (migration 12): the flag evaluated (`FlagKey`),
-the latest start (`LastStart`) and the state of the scheduling lead time (`lead_time_days_state`).
+the latest start (`LastStart`) and the scheduling lead times (`lead_time_days_values`, since
+migration 17; read with `quantileExactInclusiveArray(0.5)`).
 
 The collector recomputes the rollup from `clinical_workflows` (`refresh_select`) every few seconds
 off the insert path, replacing whole days: a figure is the indicator's own SQL over the merged
 workflows, so late ground truth counts in its workflow's hour and a workflow whose row is replaced
-counts once. Read the columns with `sum()` (`quantileExactInclusiveArray` for values, `quantileMerge`
-for a state), never row by row.
+counts once. Read the columns with `sum()` (`quantileExactInclusiveArray` for values), never row by
+row.
 
 `clinical_cohort_hours` has one row per tenant, workflow kind, hour of the workflow's start, site,
 department, model version, rollout cohort, cohort dimension (`Dimension`: `AgeBand`, …) and group
@@ -29,8 +30,8 @@ shadow mode (the span's rollout mode), signal, bin and detail: `Rows`, `Hits` (a
 check failing) and `Total` (rework minutes). A drift feature's bins are its `Bin`s; a
 data-quality signal's rows are the decisions with its field; `workflow` counts workflows started
 (rework's denominator); `rework` is per kind (`Bin`) and role (`Detail`); `feedback` per category
-(`Bin`) and severity (`Detail`). The signals of `CENTILES` carry a value per row: `Sample` holds
-its quantile state (read with `quantileMerge(level)`).
+(`Bin`) and severity (`Detail`). The signals of `CENTILES` carry a value per row: `Measured` holds
+the values (since migration 17; read with `quantileExactInclusiveArray(level)`).
 
 `clinical_stage_hours` (migration 11) has one row per tenant, workflow kind, hour of the span, the
 dashboards' dimensions, stage, queue and shadow mode: `Spans`, a sketch of their duration
@@ -86,7 +87,8 @@ __all__ = [
     "FEEDBACK",
     "FEEDBACK_HOURS",
     "LAST_START",
-    "LEAD_TIME_STATE",
+    "LEAD_TIME_VALUES",
+    "MEASURED",
     "REWORK",
     "ROLLED_UP",
     "SERVICE_HOURS",
@@ -107,6 +109,7 @@ __all__ = [
     "counts",
     "feedback_refresh_select",
     "hits",
+    "quantile_of_values",
     "refresh_select",
     "rolled_up",
     "sample",
@@ -136,12 +139,12 @@ DIMENSIONS: Final = _FIRST_DIMENSIONS + _ADDED_DIMENSIONS + _LATER_DIMENSIONS
 LAST_START: Final = "LastStart"
 """The latest start among a rollup row's workflows (read with `max()`): when a flag was last
 evaluated (migration 12)."""
-LEAD_TIME_STATE: Final = "lead_time_days_state"
-"""The state of the centiles of the workflows' scheduling lead time in days (`LeadTimeDays`, of
-those that have one; read with `quantileMerge(0.5)`, the median; migration 12)."""
+LEAD_TIME_VALUES: Final = "lead_time_days_values"
+"""The workflows' scheduling lead times in days (`LeadTimeDays`, of those that have one; read with
+`quantileExactInclusiveArray(0.5)`, the median; migration 12, values since migration 17)."""
 _LATER_MEASURES: Final = (
     f"max(StartTime) AS {LAST_START}",
-    f"quantileStateIf(0.5)(toFloat64(assumeNotNull(LeadTimeDays)), LeadTimeDays IS NOT NULL) AS {LEAD_TIME_STATE}",
+    f"groupArrayIf(toFloat64(assumeNotNull(LeadTimeDays)), LeadTimeDays IS NOT NULL) AS {LEAD_TIME_VALUES}",
 )
 """Added by migration 12, after its dimension: in the table they are its last columns."""
 
@@ -193,7 +196,7 @@ def _values(i: Indicator) -> str:
     return f"{i.name}_values"
 
 
-def _quantile_of_values(q: float | None, *, conditional: bool = False) -> str:
+def quantile_of_values(q: float | None, *, conditional: bool = False) -> str:
     """The aggregate reading a quantile indicator's values at level `q` (with a condition as its
     second argument when `conditional`): `quantile(q)`'s figure, exact (the same linear
     interpolation between the two nearest ranks, over every value, not a sample of 8,192)."""
@@ -215,7 +218,7 @@ def value(i: Indicator) -> str:
     if i.kind == "rate":
         return f"sum({_hits(i)}) / nullIf(sum({_rows(i)}), 0)"
     if i.kind == "quantile":
-        return f"{_quantile_of_values(i.q)}({_values(i)})"
+        return f"{quantile_of_values(i.q)}({_values(i)})"
     return f"sum({_rows(i)})"
 
 
@@ -226,7 +229,7 @@ def conditional(i: Indicator, also: str) -> tuple[str, str]:
     if i.kind == "rate":
         return f"sumIf({_hits(i)}, {also}) / nullIf({rows}, 0)", rows
     if i.kind == "quantile":
-        return f"{_quantile_of_values(i.q, conditional=True)}({_values(i)}, {also})", rows
+        return f"{quantile_of_values(i.q, conditional=True)}({_values(i)}, {also})", rows
     return rows, rows
 
 
@@ -363,8 +366,10 @@ CENTILES: Final = {
     "demographics_age_h": f"toFloat64OrNull({attr(A.DATA_DEMOGRAPHICS_AGE_H.key)})",
     "lab_delay_min": f"toFloat64OrNull({attr(A.DATA_LAB_DELAY_MIN.key)})",
 }
-"""Signals whose rows carry a value for the 95th centile (`Sample`): the data-quality fields'
+"""Signals whose rows carry a value for the 95th centile (`MEASURED`): the data-quality fields'
 demographics age (hours) and lab delay (minutes), per decision that recorded them."""
+MEASURED: Final = "Measured"
+"""The signal rollup's column of the values of `CENTILES`' rows (read with `quantile_of_values`)."""
 
 
 def _entries() -> list[str]:
@@ -404,7 +409,7 @@ def signal_refresh_select(traces: str, since: str | None, until: str | None = No
         f"SELECT TenantId, {KIND} AS WorkflowKind, {_hour_of('Timestamp')},\n"
         f"    {attr(A.SITE.key)} AS Site, {attr(A.DEPARTMENT.key)} AS Department, {shadow} AS Shadow,\n"
         "    e.2 AS Signal, e.3 AS Bin, e.4 AS Detail, toInt64(count()) AS Rows, toInt64(sum(e.5)) AS Hits, "
-        "sum(e.6) AS Total,\n    quantileStateIf(0.95)(assumeNotNull(e.7), e.7 IS NOT NULL) AS Sample\n"
+        f"sum(e.6) AS Total,\n    groupArrayIf(assumeNotNull(e.7), e.7 IS NOT NULL) AS {MEASURED}\n"
         f"FROM {traces}\n"
         f"ARRAY JOIN arrayFilter(e -> e.1, [\n        {entries}\n    ]) AS e\n"
         f"WHERE ({when}) AND ({carries})\n"
