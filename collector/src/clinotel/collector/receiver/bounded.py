@@ -66,7 +66,7 @@ _VARINT_BYTES: Final = 5
 
 _VARINT, _I64, _LEN, _START_GROUP, _END_GROUP, _I32 = 0, 1, 2, 3, 4, 5
 
-Chunks = list[bytes | memoryview]
+Chunks = list[bytes | bytearray | memoryview]
 
 
 def _malformed(message: str) -> RefusedError:
@@ -83,10 +83,16 @@ def _varint32(piece: memoryview, pos: int, what: str) -> tuple[int, int]:
     return decoded
 
 
+_JOINED: Final = 1 << 16
+"""An encoded message up to this size is joined into one object at once: chunks are kept apart
+only for large ones, so many small resources or scopes hold one object each, not five."""
+
+
 def _delimited(number: int, chunks: Chunks) -> Chunks:
     """`chunks` as the payload of length-delimited field `number`."""
     size = sum(len(c) for c in chunks)
-    return [leb128.encode(number << 3 | _LEN) + leb128.encode(size), *chunks]
+    delimited = [leb128.encode(number << 3 | _LEN) + leb128.encode(size), *chunks]
+    return [b"".join(delimited)] if size <= _JOINED else delimited
 
 
 def _wrapped(chunks: Chunks, depth: int) -> bytes:
@@ -189,23 +195,23 @@ class _Walk:
                 break
         return total
 
-    def decode(self, own: Chunks, depth: int, what: str) -> ResourceSpans | ScopeSpans:
+    def decode(self, own: bytearray, depth: int, what: str) -> ResourceSpans | ScopeSpans:
         """A resource's (`depth` 1) or scope's (2) own fields decoded, unknown ones dropped; refused
         when too big to decode."""
-        size = sum(len(c) for c in own)
+        size = len(own)
         if size > self.run_bytes:
             kind = ResourceSpans if depth == 1 else ScopeSpans
-            estimate = self.decoded_size(memoryview(b"".join(own)), kind.DESCRIPTOR, DECODE_BUDGET, depth)
+            estimate = self.decoded_size(memoryview(own), kind.DESCRIPTOR, DECODE_BUDGET, depth)
             if estimate > DECODE_BUDGET:
                 raise RefusedError(
                     "too_large",
                     f"{what} of {size:,} bytes would take more than {DECODE_BUDGET >> 20} MiB of memory to decode",
                 )
-        request = self._parse(_wrapped(own, depth))
+        request = self._parse(_wrapped([own], depth))
+        request.DiscardUnknownFields()  # from the request, as for the whole: the runtime stops 64 levels down
         message: ResourceSpans | ScopeSpans = request.resource_spans[0]
         if depth == 2:
             message = message.scope_spans[0]
-        message.DiscardUnknownFields()
         return message
 
     @staticmethod
@@ -219,14 +225,14 @@ class _Walk:
 
     def resource_spans(self, piece: memoryview) -> Chunks:
         """One `ResourceSpans`' fields, its spans screened, encoded again."""
-        own: Chunks = []
+        own = bytearray()  # one buffer: a message's fields concatenated decode as the fields do
         scopes: Chunks = []
         for number, wire, start, value, end in self.fields(piece, 1):
             if number == 2 and wire == _LEN:
                 self.visit(_CONTAINER_COST)
                 scopes += _delimited(2, self.scope_spans(piece[value:end]))
             elif number in (1, 3):  # resource, schema_url: decoded as the runtime would, merged
-                own.append(piece[start:end])
+                own += piece[start:end]
         resource = self.decode(own, 1, "a resource")
         assert isinstance(resource, ResourceSpans)
         first = resource.resource.ByteSize() if resource.HasField("resource") else None
@@ -236,13 +242,13 @@ class _Walk:
         """One `ScopeSpans`' fields, its spans screened a run at a time, encoded again. A run is a
         stretch of the encoding of up to `run_bytes` (fields other than spans in it are decoded and
         dropped: nothing is kept per span until its run is decoded); a larger field ends a run."""
-        own: Chunks = []
+        own = bytearray()
         spans: Chunks = []
         run_start = run_end = 0
         for number, wire, start, value, end in self.fields(piece, 2):
             is_span = number == 2 and wire == _LEN
             if number in (1, 3):  # scope, schema_url
-                own.append(piece[start:end])
+                own += piece[start:end]
             if end - start > self.run_bytes:
                 spans += self.screen_run(piece[run_start:run_end])
                 run_start = run_end = end
@@ -272,11 +278,12 @@ class _Walk:
         if not run:
             return []
         self.visit(_CONTAINER_COST)
-        scope = self._parse(_wrapped([run], 2)).resource_spans[0].scope_spans[0]
+        request = self._parse(_wrapped([run], 2))
+        scope = request.resource_spans[0].scope_spans[0]
         self.kept += refuse_in_scope(scope.spans, self.window, self.removed)
         scope.ClearField("scope")
         scope.ClearField("schema_url")
-        scope.DiscardUnknownFields()
+        request.DiscardUnknownFields()
         return [scope.SerializeToString()]
 
     def large_span(self, field: memoryview, span: memoryview) -> Chunks:

@@ -295,11 +295,13 @@ def _partial_success_message(removed: Counter[str], limits: Limits) -> str:
 
 
 def _canonical(request: ExportTraceServiceRequest) -> bytes:
-    """What the log keeps: the request as parsed here, re-encoded without unknown fields at any
-    depth. The engine parses the log with its own Protobuf reader, which refuses what this parser
-    skips (a known field sent with another wire type, a span's `name` as a number, say): the
-    segment holding such a request was refused, quarantined and lost, with every other tenant's
-    acknowledged spans in it. Unknown top-level fields could also collide with the envelope's."""
+    """What the log keeps: the request as parsed here, re-encoded without unknown fields (to the
+    64 levels the runtime discards them at; deeper ones are only ever inside attribute values,
+    which the engine's schema skips whole). The engine parses the log with its own Protobuf
+    reader, which refuses what this parser skips (a known field sent with another wire type, a
+    span's `name` as a number, say): the segment holding such a request was refused, quarantined
+    and lost, with every other tenant's acknowledged spans in it. Unknown top-level fields could
+    also collide with the envelope's."""
     request.DiscardUnknownFields()
     return bytes(request.SerializeToString())
 
