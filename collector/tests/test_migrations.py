@@ -107,3 +107,51 @@ def test_a_migration_that_fails_says_which_in_one_line_and_keeps_the_store(clien
         assert schema.apply(client, o) == list(range(15, schema.SCHEMA_VERSION + 1))
     finally:
         client.command(f"DROP DATABASE IF EXISTS {o.database}")
+
+
+RELEASED: dict[str, str] = {
+    "0001_trace_tables.sql": "2cf4228022c59943",
+    "0002_clinical_views.sql": "895628f85fad1db3",
+    "0003_collector_metrics.sql": "d331d933870d8864",
+    "0004_alert_events.sql": "81bece1ed9f99dea",
+    "0005_codecs.sql": "bf4c8c2469e4c253",
+    "0006_sdk_telemetry.sql": "659277ad7c3a170c",
+    "0009_workflow_hours.sql": "c07da7c153c8c349",
+    "0010_signal_cohort_hours.sql": "286d7408221a51c9",
+    "0011_stage_feedback_hours.sql": "a7e9f9d2db0a9682",
+    "0012_flag_schedule_truth_hours.sql": "1f3b3e28802823a5",
+    "0013_codecs_timestamp_scope.sql": "d29d6e56cc150b9f",
+    "0014_drop_map_bloom_filters.sql": "0bcdbaf57fa65729",
+    "0015_stage_duration_sketch.sql": "36e80ed8d86a0ab4",
+    "0016_outcome_join_cheaper.sql": "e6fe160af27cf4e8",
+    "0017_rollup_quantile_values.sql": "e55f321f0954e923",
+    "baseline_0007.sql": "83b506e24def6294",
+    "m0007_tenant_partitions.py": "01d4f6570159b6ee",
+    "m0008_outcome_join.py": "1cfd506661dcf341",
+}
+"""The first 16 hex digits of each released migration file's SHA-256."""
+
+
+def _digests() -> dict[str, str]:
+    import hashlib
+    from importlib import resources
+
+    folder = resources.files("clinotel.collector.store.migrations")
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+        for p in folder.iterdir()
+        if p.name.endswith((".sql", ".py")) and p.name != "__init__.py"
+    }
+
+
+def test_a_released_migration_is_never_edited() -> None:
+    """A store records a migration's version once it applied it, so an edit to its file never
+    reaches the stores that ran it: they keep the old tables while the code expects the new ones
+    (found in review, December: a migration amended after a build had applied it left that build's
+    stores with the old columns and a rollup refresh that failed at every run). Each released file's
+    digest is pinned here: a change to one fails, and needs a migration of its own instead. A new
+    migration adds its line here as it is released."""
+    digests = _digests()
+    changed = sorted(name for name, digest in RELEASED.items() if digests.get(name) != digest)
+    assert not changed, f"released migrations edited or removed: {changed}; add a new migration instead"
+    assert set(digests) <= set(RELEASED), f"pin the new migrations' digests: {sorted(set(digests) - set(RELEASED))}"

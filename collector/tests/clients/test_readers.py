@@ -176,3 +176,31 @@ def test_compress_1_is_refused_rather_than_answered_unframed(loaded: Collector) 
     assert b"X-ClickHouse-Exception-Code: 48" in head, head
     assert head.startswith(b"HTTP/1.1 5")
     assert b"compress=1" in body
+
+
+def test_every_panel_runs_through_the_read_port_with_a_read_token(loaded: Collector) -> None:
+    """Grafana's plugin reads through the read port, whose guard allows the functions, combinators
+    and settings it knows: every panel and variable of every dashboard, its macros expanded, runs
+    there as the tenant's reader (the rollups refreshed first), none refused. The demo checks the
+    panels on the engine itself, past the guard: a function the guard does not know (the rollups'
+    `quantileOrNullArrayIf`, say) would fail only in Grafana."""
+    from datetime import UTC, datetime, timedelta
+
+    from clinotel.collector.store import rollups as refresher
+    from clinotel.dashboards import build_all
+    from clinotel.dashboards.check import panel_queries, run
+    from clinotel.dashboards.macros import TimeRange
+
+    refresher.refresh(loaded.client, loaded.options)
+    client = clickhouse_connect.get_client(
+        host="127.0.0.1", port=_port(loaded), username="reader", password=READ_TOKEN, database=loaded.options.database
+    )
+    try:
+        now = datetime.now(UTC)
+        queries = list(panel_queries(build_all(loaded.options.database)))
+        results = list(run(client, queries, TimeRange(now - timedelta(days=2), now + timedelta(minutes=1))))
+    finally:
+        client.close()
+    failed = [f"{r.query.dashboard} / {r.query.panel}: {r.error}" for r in results if r.error]
+    assert len(results) > 100
+    assert not failed, failed[:5]

@@ -107,8 +107,8 @@ class Indicator:
         """Aggregate SQL giving the metric over rows already filtered by `where`."""
         if self.kind == "rate":
             return f"countIf({self.hit}) / nullIf(count(), 0)"
-        if self.kind == "quantile":  # quantile()'s interpolation, over every value: what the rollups give
-            return f"quantileExactInclusive({self.q})({self.expr})"
+        if self.kind == "quantile":
+            return f"quantile({self.q})({self.expr})"
         return "count()"
 
     @property
@@ -124,7 +124,7 @@ class Indicator:
         if self.kind == "rate":
             return f"countIf(({self.hit}) AND ({where})) / nullIf({sample}, 0)", sample
         if self.kind == "quantile":
-            return f"quantileExactInclusiveIf({self.q})({self.expr}, {where})", sample
+            return f"quantileIf({self.q})({self.expr}, {where})", sample
         return sample, sample
 
     def counts(self, also: str | None = None) -> tuple[str, str]:

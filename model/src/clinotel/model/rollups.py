@@ -6,18 +6,16 @@ rework, feedback).
 One row per tenant, workflow kind, hour of the workflow's start and the dashboards' template
 dimensions (`DIMENSIONS`). For each rolled-up indicator of `clinotel.model.indicators`: the
 workflows it is about (`<name>_rows`), for a rate those it hits (`<name>_hits`), for a quantile
-the values of its workflows (`<name>_values`, since migration 17: read with
-`quantileExactInclusiveArray(level)`, the figure `quantile(level)` gives while there are up to
-8,192 of them, exact past it; merging sampled states drifted there, and cost three times as
-much). And for the flags and the time to schedule (migration 12): the flag evaluated (`FlagKey`),
-the latest start (`LastStart`) and the scheduling lead times (`lead_time_days_values`, since
-migration 17; read with `quantileExactInclusiveArray(0.5)`).
+the values of its workflows (`<name>_values`, since migration 17: read with `quantile_of_values`,
+`quantile(level)` over them; merging the sampled states kept before cost three times as much).
+And for the flags and the time to schedule (migration 12): the flag evaluated (`FlagKey`), the
+latest start (`LastStart`) and the scheduling lead times (`lead_time_days_values`, since migration
+17; read with `quantile_of_values(0.5)`).
 
 The collector recomputes the rollup from `clinical_workflows` (`refresh_select`) every few seconds
 off the insert path, replacing whole days: a figure is the indicator's own SQL over the merged
 workflows, so late ground truth counts in its workflow's hour and a workflow whose row is replaced
-counts once. Read the columns with `sum()` (`quantileExactInclusiveArray` for values), never row by
-row.
+counts once. Read the columns with `sum()` (`quantile_of_values` for values), never row by row.
 
 `clinical_cohort_hours` has one row per tenant, workflow kind, hour of the workflow's start, site,
 department, model version, rollout cohort, cohort dimension (`Dimension`: `AgeBand`, …) and group
@@ -31,7 +29,7 @@ check failing) and `Total` (rework minutes). A drift feature's bins are its `Bin
 data-quality signal's rows are the decisions with its field; `workflow` counts workflows started
 (rework's denominator); `rework` is per kind (`Bin`) and role (`Detail`); `feedback` per category
 (`Bin`) and severity (`Detail`). The signals of `CENTILES` carry a value per row: `Measured` holds
-the values (since migration 17; read with `quantileExactInclusiveArray(level)`).
+the values (since migration 17; read with `quantile_of_values(level)`).
 
 `clinical_stage_hours` (migration 11) has one row per tenant, workflow kind, hour of the span, the
 dashboards' dimensions, stage, queue and shadow mode: `Spans`, a sketch of their duration
@@ -141,7 +139,7 @@ LAST_START: Final = "LastStart"
 evaluated (migration 12)."""
 LEAD_TIME_VALUES: Final = "lead_time_days_values"
 """The workflows' scheduling lead times in days (`LeadTimeDays`, of those that have one; read with
-`quantileExactInclusiveArray(0.5)`, the median; migration 12, values since migration 17)."""
+`quantile_of_values(0.5)`, the median; migration 12, values since migration 17)."""
 _LATER_MEASURES: Final = (
     f"max(StartTime) AS {LAST_START}",
     f"groupArrayIf(toFloat64(assumeNotNull(LeadTimeDays)), LeadTimeDays IS NOT NULL) AS {LEAD_TIME_VALUES}",
@@ -197,10 +195,11 @@ def _values(i: Indicator) -> str:
 
 
 def quantile_of_values(q: float | None, *, conditional: bool = False) -> str:
-    """The aggregate reading a quantile indicator's values at level `q` (with a condition as its
-    second argument when `conditional`): `quantile(q)`'s figure, exact (the same linear
-    interpolation between the two nearest ranks, over every value, not a sample of 8,192)."""
-    return f"quantileExactInclusiveArray{'If' if conditional else ''}({q})"
+    """The aggregate reading a rollup's values column at level `q` (with a condition as its second
+    argument when `conditional`): `quantile(q)` over the values, the indicator's own figure (its
+    sample of up to 8,192 values: exact up to that many, memory bounded past it), NULL where a row
+    counts workflows but holds no values (rows written before migration 17, until a refresh)."""
+    return f"quantileOrNullArray{'If' if conditional else ''}({q})"
 
 
 def columns(i: Indicator) -> tuple[str, ...]:
