@@ -159,6 +159,12 @@ def _groups(n: int) -> bytes:
     return leb128.encode(50 << 3 | 3) * n + leb128.encode(50 << 3 | 4) * n
 
 
+def _groups_around(content: bytes) -> bytes:
+    """`content` in an unknown group (field 20): the runtime skips a field number 0 there, and
+    refuses it as a message's own field."""
+    return leb128.encode(20 << 3 | 3) + content + leb128.encode(20 << 3 | 4)
+
+
 def _nested_kvlist(depth: int) -> bytes:
     value = b""
     for _ in range(depth):
@@ -199,6 +205,10 @@ _EDGES = {
     **{
         f"an attribute nested {d} deep": _one(span=_field(9, _field(1, b"a") + _field(2, _nested_kvlist(d))))
         for d in (31, 32)
+    },
+    **{
+        f"field number 0 in an unknown group in {where}": _one(**{where: _groups_around(_varint_field(0, 1))})
+        for where in ("top", "rs", "ss", "span")
     },
     "an unknown field 64 levels down": _one(span=_field(9, _field(1, b"k") + _field(2, _nested_arrays(29)))),
 }

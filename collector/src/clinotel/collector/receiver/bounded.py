@@ -130,8 +130,6 @@ class _Walk:
         if key >= _MAX_KEY:
             raise _malformed("a field number past 2^29 - 1")
         number, wire = key >> 3, key & 7
-        if number == 0:
-            raise _malformed("field number 0")
         if wire == _VARINT:
             varint = leb128.decode(piece, pos)
             if varint is None:
@@ -175,6 +173,8 @@ class _Walk:
             number, wire, value, pos = self._next(piece, pos, depth)
             if wire == _END_GROUP:
                 raise _malformed("a group's end without its start")
+            if number == 0:  # refused as a message's own field; inside an unknown group the runtime skips it
+                raise _malformed("field number 0")
             yield number, wire, start, value, pos
 
     def decoded_size(self, piece: memoryview, descriptor: Descriptor, budget: int, depth: int) -> int:
@@ -234,6 +234,7 @@ class _Walk:
             elif number in (1, 3):  # resource, schema_url: decoded as the runtime would, merged
                 own += piece[start:end]
         resource = self.decode(own, 1, "a resource")
+        del own  # a large resource would otherwise be held once more while it is encoded again
         assert isinstance(resource, ResourceSpans)
         first = resource.resource.ByteSize() if resource.HasField("resource") else None
         return self._around(resource, first, scopes)
@@ -261,6 +262,7 @@ class _Walk:
             run_end = end
         spans += self.screen_run(piece[run_start:run_end])
         scope = self.decode(own, 2, "a scope")
+        del own
         assert isinstance(scope, ScopeSpans)
         first = scope.scope.ByteSize() if scope.HasField("scope") else None
         return self._around(scope, first, spans)

@@ -42,18 +42,18 @@ def refuse_in_scope(spans: Any, window: tuple[int, int], removed: Counter[str]) 
     """Remove the refused spans of one scope's repeated `spans`, counting them in `removed` by
     reason; returns how many are kept.
 
-    In time linear in the spans: with few refused spans they are deleted one by one. With more, a
-    scope whose spans are all refused is emptied; one that keeps fewer than it refuses is emptied
-    and given copies of the kept ones; else the kept spans are moved ahead of the refused ones by a
-    stable sort (the order of the kept spans is unchanged; n log n comparisons of flags, in C) and
-    the refused ones cut off the end in one deletion. Either way the Python objects held at once
-    are for the kept spans, at most twice over, and a kept span has ids (at least 28 bytes of the
-    body). Deleting each of many refused spans moved all the spans after it: 30 MiB of valid and
-    invalid spans in turn held the interpreter for 25 s."""
+    In time linear in the spans, each span's reason found once: with few refused spans they are
+    deleted one by one. With more, a scope whose spans are all refused is emptied; one that keeps
+    fewer than it refuses is emptied and given copies of the kept ones; else the kept spans are
+    moved ahead of the refused ones by a stable sort (the order of the kept spans is unchanged;
+    n log n comparisons of flags, in C) and the refused ones cut off the end in one deletion.
+    Either way the Python objects held at once are for the kept spans, at most twice over, and a
+    kept span has ids (at least 28 bytes of the body). Deleting each of many refused spans moved
+    all the spans after it: 30 MiB of valid and invalid spans in turn held the interpreter for 25 s."""
     refused = 0
     few: list[int] = []
-    for i, span in enumerate(spans):
-        reason = refusal(span, window)
+    reasons = [refusal(span, window) for span in spans]
+    for i, reason in enumerate(reasons):
         if reason is not None:
             removed[reason] += 1
             refused += 1
@@ -65,12 +65,14 @@ def refuse_in_scope(spans: Any, window: tuple[int, int], removed: Counter[str]) 
     elif refused == len(spans):
         del spans[:]
     elif 2 * refused > len(spans):
-        keep = [span for span in spans if refusal(span, window) is None]
+        keep = [span for span, reason in zip(spans, reasons, strict=True) if reason is None]
         del spans[:]
         spans.extend(keep)
         del keep
     else:
-        spans.sort(key=lambda span: refusal(span, window) is not None)
+        # the container sorts a list of its elements (list.sort: the key is called once for each, in order)
+        flags = iter([reason is not None for reason in reasons])
+        spans.sort(key=lambda _span: next(flags))
         del spans[len(spans) - refused :]
     return len(spans)
 
