@@ -4,20 +4,24 @@ directory by the root conftest."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import clickhouse_connect
 import pytest
 
+from clinotel.collector.log.wal import WriteAheadLog
+from clinotel.collector.receiver.export import Limits, TraceReceiver
+from clinotel.collector.receiver.http import OtlpHttpServer
 from clinotel.collector.service import Collector, CollectorConfig
 from clinotel.collector.store import pipeline as ingest
 from clinotel.collector.store import schema
-from clinotel.collector.tokens import Tokens
+from clinotel.collector.tokens import Grant, Tokens
 from clinotel.model.sql import literal
 
 
@@ -129,22 +133,57 @@ def started_collector(work: Path, **config: Any) -> Collector:
     return started
 
 
+@contextlib.contextmanager
+def running(
+    client: Any, engine_dir: Path, options: schema.SchemaOptions, tokens: Tokens, wal_dir: Path, **overrides: Any
+) -> Iterator[Collector]:
+    """A collector on the process's shared engine with its log in `wal_dir`, every port on loopback
+    (1 MiB requests, a 4 MiB log); `overrides` replace any of its configuration."""
+    fields: dict[str, Any] = {
+        "database": options.database,
+        "wal_dir": wal_dir,
+        "otlp_http": ("127.0.0.1", 0),
+        "otlp_grpc": ("127.0.0.1", 0),
+        "http": ("127.0.0.1", 0),
+        "data_dir": engine_dir / "data",
+        "tokens": tokens,
+        "max_request_bytes": 1 << 20,
+        "wal_max_bytes": 4 << 20,
+    }
+    c = Collector(CollectorConfig(**(fields | overrides)), client=client)
+    c.start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
 @pytest.fixture
 def collector(
     client: Any, engine_dir: Path, options: schema.SchemaOptions, tokens: Tokens, tmp_path: Path
 ) -> Iterator[Collector]:
-    config = CollectorConfig(
-        database=options.database,
-        wal_dir=tmp_path / "wal",
-        otlp_http=("127.0.0.1", 0),
-        otlp_grpc=("127.0.0.1", 0),
-        http=("127.0.0.1", 0),
-        data_dir=engine_dir / "data",
-        tokens=tokens,
-        max_request_bytes=1 << 20,
-        wal_max_bytes=4 << 20,
-    )
-    c = Collector(config, client=client)
-    c.start()
-    yield c
-    c.stop()
+    with running(client, engine_dir, options, tokens, tmp_path / "wal") as c:
+        yield c
+
+
+class ListLog:
+    """A stand-in for the write-ahead log that keeps each appended record in `records`."""
+
+    def __init__(self) -> None:
+        self.records: list[bytes] = []
+
+    def append(self, record: bytes) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def receiver_port() -> Iterator[tuple[int, ListLog, TraceReceiver]]:
+    """An OTLP/HTTP port with the default limits, its log a list; any token writes for st-marys."""
+    log = ListLog()
+    receiver = TraceReceiver(cast(WriteAheadLog, log), Limits())
+    server = OtlpHttpServer("127.0.0.1", 0, receiver, lambda token: Grant("st-marys", "write") if token else None)
+    server.start()
+    try:
+        yield server.port, log, receiver
+    finally:
+        server.stop()

@@ -23,6 +23,7 @@ from clinotel.collector.store import schema
 from clinotel.collector.tokens import Tokens
 from clinotel.collector.writer import MAX_REFUSALS
 from clinotel.model.collector_metrics import WRITER_RETRIES
+from collector.tests.fixtures import running
 from collector.tests.otlp_clients import plain_request, post
 from collector.tests.test_crash import _close as close_serving
 from collector.tests.test_crash import _start as start_serving
@@ -55,19 +56,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def on_small_disk(
     client: Any, engine_dir: Path, options: schema.SchemaOptions, tokens: Tokens, small_disk: Path
 ) -> Iterator[Collector]:
-    config = CollectorConfig(
-        database=options.database,
-        wal_dir=small_disk / "wal",
-        otlp_http=("127.0.0.1", 0),
-        otlp_grpc=None,
-        http=None,
-        data_dir=engine_dir / "data",
-        tokens=tokens,
-    )
-    c = Collector(config, client=client)
-    c.start()
-    yield c
-    c.stop()
+    defaults = {"max_request_bytes": CollectorConfig.max_request_bytes, "wal_max_bytes": CollectorConfig.wal_max_bytes}
+    with running(client, engine_dir, options, tokens, small_disk / "wal", otlp_grpc=None, http=None, **defaults) as c:
+        yield c
 
 
 def _fill(disk: Path) -> Path:

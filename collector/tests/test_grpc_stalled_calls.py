@@ -21,10 +21,10 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from clinotel.collector.service import Collector, CollectorConfig
+from clinotel.collector.service import Collector
 from clinotel.collector.store import schema
 from clinotel.collector.tokens import Tokens
-from collector.tests.fixtures import OTHER_TOKEN, WRITE_TOKEN
+from collector.tests.fixtures import OTHER_TOKEN, WRITE_TOKEN, running
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -39,24 +39,9 @@ STALLED: int = 8
 def stalling(
     client: Any, engine_dir: Path, options: schema.SchemaOptions, tokens: Tokens, tmp_path: Path
 ) -> Iterator[Collector]:
-    config = CollectorConfig(
-        database=options.database,
-        wal_dir=tmp_path / "wal",
-        otlp_http=("127.0.0.1", 0),
-        otlp_grpc=("127.0.0.1", 0),
-        http=None,
-        data_dir=engine_dir / "data",
-        tokens=tokens,
-        max_request_bytes=1 << 20,
-        wal_max_bytes=4 << 20,
-        metrics_interval_s=None,
-        rollup_interval_s=None,
-        grpc_receive_timeout_s=BOUND_S,
-    )
-    c = Collector(config, client=client)
-    c.start()
-    yield c
-    c.stop()
+    overrides = {"http": None, "metrics_interval_s": None, "rollup_interval_s": None, "grpc_receive_timeout_s": BOUND_S}
+    with running(client, engine_dir, options, tokens, tmp_path / "wal", **overrides) as c:
+        yield c
 
 
 def _spans(name: str) -> list[ReadableSpan]:

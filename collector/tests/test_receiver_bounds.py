@@ -18,22 +18,19 @@ import secrets
 import time
 import tracemalloc
 import zlib
-from collections.abc import Iterator
 from email.message import Message
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from clinotel.collector.errors import RefusedError
-from clinotel.collector.log.wal import WriteAheadLog
 from clinotel.collector.net.body import read_body
 from clinotel.collector.receiver import export
 from clinotel.collector.receiver.export import Limits, TraceReceiver
-from clinotel.collector.receiver.http import OtlpHttpServer
 from clinotel.collector.receiver.spans import refuse_spans
-from clinotel.collector.tokens import Grant
+from collector.tests.fixtures import ListLog
 
 EMPTY_MEMBER = gzip.compress(b"", mtime=0)  # 20 bytes
 JSON_LIMIT = 4 << 20
@@ -158,27 +155,6 @@ def test_valid_and_invalid_spans_in_turn_are_refused_in_linear_time() -> None:
     assert took <= 3 * reference + 0.3, f"{took:.2f} s interleaved, {reference:.2f} s invalid last"
 
 
-class _Log:
-    def __init__(self) -> None:
-        self.records: list[bytes] = []
-
-    def append(self, record: bytes) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def receiver_port() -> Iterator[tuple[int, _Log]]:
-    """An OTLP/HTTP port with the default limits, its log a list."""
-    log = _Log()
-    receiver = TraceReceiver(cast(WriteAheadLog, log), Limits())
-    server = OtlpHttpServer("127.0.0.1", 0, receiver, lambda token: Grant("st-marys", "write") if token else None)
-    server.start()
-    try:
-        yield server.port, log
-    finally:
-        server.stop()
-
-
 def _json_request(size: int) -> bytes:
     """OTLP/JSON of about `size` bytes: one valid span with many small attributes."""
     now = time.time_ns()
@@ -206,11 +182,11 @@ def _post(port: int, body: bytes, **headers: str) -> tuple[int, bytes]:
 
 @pytest.mark.parametrize("encoding", ["identity", "gzip"])
 def test_json_over_its_limit_is_refused_with_a_pointer_to_protobuf(
-    receiver_port: tuple[int, _Log], encoding: str
+    receiver_port: tuple[int, ListLog, TraceReceiver], encoding: str
 ) -> None:
     """OTLP/JSON costs 8 to 84 bytes of memory a byte: past 4 MiB it is a 413 that says to send
     protobuf (whose limit stays 64 MiB), before the JSON is parsed; within it, accepted."""
-    port, log = receiver_port
+    port, log, _ = receiver_port
     over = _json_request(JSON_LIMIT + (256 << 10))
     assert len(over) > JSON_LIMIT
     body = gzip.compress(over, 1) if encoding == "gzip" else over

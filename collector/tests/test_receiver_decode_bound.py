@@ -16,7 +16,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
-from typing import cast
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -31,12 +30,10 @@ from opentelemetry.trace import Link
 from clinotel.collector import leb128
 from clinotel.collector.errors import RefusedError
 from clinotel.collector.log import record as otlp_proto
-from clinotel.collector.log.wal import WriteAheadLog
 from clinotel.collector.receiver import bounded
 from clinotel.collector.receiver.export import PROTOBUF, Limits, TraceReceiver, decode
-from clinotel.collector.receiver.http import OtlpHttpServer
 from clinotel.collector.receiver.spans import refuse_spans
-from clinotel.collector.tokens import Grant
+from collector.tests.fixtures import ListLog
 
 WINDOW_NOW = time.time_ns()
 WINDOW = Limits().start_window(WINDOW_NOW)
@@ -303,14 +300,6 @@ def test_64_mib_of_tiny_messages_is_refused_within_the_memory_bound(shape: str, 
     assert out["cpu_s"] < 10, out
 
 
-class _Log:
-    def __init__(self) -> None:
-        self.records: list[bytes] = []
-
-    def append(self, record: bytes) -> None:
-        self.records.append(record)
-
-
 def _logged_request(record: bytes) -> ExportTraceServiceRequest:
     prefix = leb128.decode(record)
     assert prefix is not None
@@ -319,35 +308,29 @@ def _logged_request(record: bytes) -> ExportTraceServiceRequest:
     return request
 
 
-def test_the_official_exporter_s_large_batch_is_logged_whole() -> None:
+def test_the_official_exporter_s_large_batch_is_logged_whole(
+    receiver_port: tuple[int, ListLog, TraceReceiver],
+) -> None:
     """A batch of 20,000 spans from the official OTLP/HTTP exporter (about 3 MB, several groups) is
     accepted and logged span for span, in order, with its resource and scope."""
-    log = _Log()
-    receiver = TraceReceiver(cast(WriteAheadLog, log), Limits())
-    server = OtlpHttpServer("127.0.0.1", 0, receiver, lambda token: Grant("st-marys", "write") if token else None)
-    server.start()
-    try:
-        memory = InMemorySpanExporter()
-        provider = TracerProvider(resource=Resource.create({"service.name": "ed-triage"}))
-        provider.add_span_processor(SimpleSpanProcessor(memory))
-        tracer = provider.get_tracer("clinotel.test")
-        for i in range(20_000):
-            with tracer.start_as_current_span(
-                f"stage {i}",
-                links=[Link(provider.get_tracer("x").start_span("l").get_span_context())] if i % 500 == 0 else None,
-            ) as span:
-                span.set_attribute("clinical.workflow.kind", "triage")
-                span.set_attribute("n", i)
-                span.add_event("queued", {"depth": i % 17})
-        spans = [s for s in memory.get_finished_spans() if s.name.startswith("stage")]
-        exporter = OTLPSpanExporter(
-            endpoint=f"http://127.0.0.1:{server.port}/v1/traces", headers={"authorization": "Bearer w"}
-        )
-        assert len(encode_spans(spans).SerializeToString()) > 4 * bounded.DIRECT_LIMIT
-        assert exporter.export(spans) == SpanExportResult.SUCCESS
-        exporter.shutdown()
-    finally:
-        server.stop()
+    port, log, receiver = receiver_port
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "ed-triage"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("clinotel.test")
+    for i in range(20_000):
+        with tracer.start_as_current_span(
+            f"stage {i}",
+            links=[Link(provider.get_tracer("x").start_span("l").get_span_context())] if i % 500 == 0 else None,
+        ) as span:
+            span.set_attribute("clinical.workflow.kind", "triage")
+            span.set_attribute("n", i)
+            span.add_event("queued", {"depth": i % 17})
+    spans = [s for s in memory.get_finished_spans() if s.name.startswith("stage")]
+    exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces", headers={"authorization": "Bearer w"})
+    assert len(encode_spans(spans).SerializeToString()) > 4 * bounded.DIRECT_LIMIT
+    assert exporter.export(spans) == SpanExportResult.SUCCESS
+    exporter.shutdown()
     assert len(log.records) == 1
     logged = _logged_request(log.records[0])
     got = [s for rs in logged.resource_spans for ss in rs.scope_spans for s in ss.spans]
