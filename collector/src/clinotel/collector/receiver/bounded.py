@@ -195,9 +195,10 @@ class _Walk:
                 break
         return total
 
-    def decode(self, own: bytearray, depth: int, what: str) -> ResourceSpans | ScopeSpans:
-        """A resource's (`depth` 1) or scope's (2) own fields decoded, unknown ones dropped; refused
-        when too big to decode."""
+    def decode(self, own: bytearray, depth: int, what: str) -> ResourceSpans:
+        """A resource's (`depth` 1) or scope's (2) own fields decoded, unknown ones dropped, in the
+        request's first resource spans (and its first scope spans for a scope); refused when too
+        big to decode."""
         size = len(own)
         if size > self.run_bytes:
             kind = ResourceSpans if depth == 1 else ScopeSpans
@@ -209,10 +210,8 @@ class _Walk:
                 )
         request = self._parse(_wrapped([own], depth))
         request.DiscardUnknownFields()  # from the request, as for the whole: the runtime stops 64 levels down
-        message: ResourceSpans | ScopeSpans = request.resource_spans[0]
-        if depth == 2:
-            message = message.scope_spans[0]
-        return message
+        resource: ResourceSpans = request.resource_spans[0]
+        return resource
 
     @staticmethod
     def _parse(data: bytes) -> ExportTraceServiceRequest:
@@ -235,7 +234,6 @@ class _Walk:
                 own += piece[start:end]
         resource = self.decode(own, 1, "a resource")
         del own  # a large resource would otherwise be held once more while it is encoded again
-        assert isinstance(resource, ResourceSpans)
         first = resource.resource.ByteSize() if resource.HasField("resource") else None
         return self._around(resource, first, scopes)
 
@@ -261,9 +259,8 @@ class _Walk:
                 run_start = start
             run_end = end
         spans += self.screen_run(piece[run_start:run_end])
-        scope = self.decode(own, 2, "a scope")
+        scope = self.decode(own, 2, "a scope").scope_spans[0]
         del own
-        assert isinstance(scope, ScopeSpans)
         first = scope.scope.ByteSize() if scope.HasField("scope") else None
         return self._around(scope, first, spans)
 
