@@ -8,7 +8,7 @@ import contextlib
 import hashlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -167,13 +167,14 @@ def collector(
 
 
 class ListLog:
-    """A stand-in for the write-ahead log that keeps each appended record in `records`."""
+    """A stand-in for the write-ahead log that keeps each appended record in `records` (whole,
+    when it came in parts)."""
 
     def __init__(self) -> None:
         self.records: list[bytes] = []
 
-    def append(self, record: bytes) -> None:
-        self.records.append(record)
+    def append(self, record: bytes | Sequence[bytes]) -> None:
+        self.records.append(record if isinstance(record, bytes) else b"".join(record))
 
 
 @pytest.fixture

@@ -6,10 +6,11 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -46,7 +47,8 @@ def exchange(request: urllib.request.Request, timeout: float = 30) -> tuple[int,
             return e.code, dict(e.headers), e.read()
 
 
-def plain_request(n: int = 3, tenant_claimed: str = "general") -> bytes:
+def sdk_spans(n: int = 3, tenant_claimed: str = "general") -> Sequence[ReadableSpan]:
+    """`n` finished spans of a plain OpenTelemetry SDK (service `ehr-bridge`)."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider(
         resource=Resource.create({"service.name": "ehr-bridge", "clinical.tenant.id": tenant_claimed})
@@ -55,7 +57,11 @@ def plain_request(n: int = 3, tenant_claimed: str = "general") -> bytes:
     for i in range(n):
         with provider.get_tracer("t").start_as_current_span(f"span {i}"):
             pass
-    return encode_spans(exporter.get_finished_spans()).SerializeToString()
+    return exporter.get_finished_spans()
+
+
+def plain_request(n: int = 3, tenant_claimed: str = "general") -> bytes:
+    return encode_spans(sdk_spans(n, tenant_claimed)).SerializeToString()
 
 
 def send_workflows(endpoint: str, protocol: str, n: int, token: str = WRITE_TOKEN) -> None:

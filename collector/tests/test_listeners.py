@@ -145,3 +145,13 @@ def test_a_log_bound_below_the_request_limit_is_a_configuration_error(tmp_path: 
     request was answered 503 for ever, with a message about a log holding 0 bytes."""
     with pytest.raises(ConfigError, match=r"--wal-max-mb \(1\) must be more than --max-request-mb \(2\)"):
         Collector(_config(tmp_path, wal_max_bytes=1 << 20, max_request_bytes=2 << 20))
+
+
+def test_a_receive_buffer_that_cannot_hold_the_largest_request_is_a_configuration_error(tmp_path: Path) -> None:
+    """One tenant's share (three quarters) must hold the largest request three times over (gzipped
+    body, inflated, canonical), else such requests were answered busy for ever; left unset, the
+    buffer grows with --max-request-mb."""
+    with pytest.raises(ConfigError, match=r"--receive-buffer-mb \(255\) must be at least 4 times --max-request-mb"):
+        Collector(_config(tmp_path, receive_buffer_bytes=255 << 20))
+    assert _config(tmp_path, max_request_bytes=100 << 20).receive_buffer == 400 << 20
+    assert _config(tmp_path).receive_buffer == 256 << 20

@@ -11,6 +11,7 @@ import click
 
 from clinotel.collector.net.listen import MAX_PORT
 from clinotel.collector.net.server import MAX_CONNECTIONS, REQUEST_TIMEOUT_S
+from clinotel.collector.receiver.admission import DEFAULT_RECEIVE_BUFFER_BYTES
 from clinotel.collector.receiver.export import DEFAULT_MAX_SPAN_AGE_DAYS, MAX_SPAN_AGE_DAYS
 from clinotel.collector.store import schema as schema_module
 from clinotel.collector.store.embedded import (
@@ -327,6 +328,15 @@ _serve_options = [
         help="Largest request, after decompression.",
     ),
     click.option(
+        "--receive-buffer-mb",
+        type=click.IntRange(min=1, max=1 << 20),
+        default=None,
+        help="Memory both receivers may hold for requests at once (bodies as read, inflated and "
+        "re-encoded; one tenant at most three quarters of it): a request that does not fit is answered "
+        f"503 busy with Retry-After (gRPC: UNAVAILABLE), which exporters retry. At least 4 times "
+        f"--max-request-mb.  [default: {DEFAULT_RECEIVE_BUFFER_BYTES >> 20}, or 4 times --max-request-mb if more]",
+    ),
+    click.option(
         "--max-connections",
         type=click.IntRange(min=1, max=1 << 16),
         default=MAX_CONNECTIONS,
@@ -415,6 +425,7 @@ def run_serve(
     max_request_mb: int,
     wal_max_mb: int,
     max_connections: int = MAX_CONNECTIONS,
+    receive_buffer_mb: int | None = None,
     grpc_receive_timeout_s: float = REQUEST_TIMEOUT_S,
     max_span_age_days: int = DEFAULT_MAX_SPAN_AGE_DAYS,
     memory_mb: int = DEFAULT_ENGINE_MEMORY_MB,
@@ -453,6 +464,7 @@ def run_serve(
             insecure_no_auth=insecure_no_auth,
             max_request_bytes=max_request_mb << 20,
             max_connections=max_connections,
+            receive_buffer_bytes=None if receive_buffer_mb is None else receive_buffer_mb << 20,
             grpc_receive_timeout_s=grpc_receive_timeout_s,
             max_span_age_days=max_span_age_days,
             wal_max_bytes=wal_max_mb << 20,

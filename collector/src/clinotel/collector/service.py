@@ -24,6 +24,7 @@ from clinotel.collector.net.listen import MAX_PORT
 from clinotel.collector.net.server import MAX_CONNECTIONS
 from clinotel.collector.readport.http import ClickHouseHttpServer, Credentials, ReaderAccess
 from clinotel.collector.readport.reader import ClickHouseError, ReadLimits, SqlReader
+from clinotel.collector.receiver.admission import DEFAULT_RECEIVE_BUFFER_BYTES, RECEIVE_BUFFER_REQUESTS
 from clinotel.collector.receiver.export import (
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_SPAN_AGE_DAYS,
@@ -89,6 +90,10 @@ class CollectorConfig:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_connections: int = MAX_CONNECTIONS
     """Connections each HTTP port serves at once; one more is answered 503 (Retry-After)."""
+    receive_buffer_bytes: int | None = None
+    """Request bytes both receivers hold at once (bodies, inflated, canonical); a request that
+    does not fit is answered busy, retried (`receiver.admission`). None: 256 MiB, or 4 times
+    `max_request_bytes` when that is more (`receive_buffer`)."""
     grpc_receive_timeout_s: float = RECEIVE_TIMEOUT_S
     """How long an OTLP/gRPC call may take from its start to its whole message; a call still
     without it is ended with DEADLINE_EXCEEDED (`receiver.grpc`)."""
@@ -150,6 +155,13 @@ class CollectorConfig:
                 f"({self.max_request_bytes / (1 << 20):g}): the log could never take a request of the largest size "
                 "the receivers accept, and would answer 503 to it forever"
             )
+        if self.receive_buffer < RECEIVE_BUFFER_REQUESTS * self.max_request_bytes:
+            raise ConfigError(
+                f"--receive-buffer-mb ({self.receive_buffer / (1 << 20):g}) must be at least "
+                f"{RECEIVE_BUFFER_REQUESTS} times --max-request-mb ({self.max_request_bytes / (1 << 20):g}): one "
+                "tenant's share (three quarters) must hold a request of the largest size three times over "
+                "(its gzipped body, inflated, and re-encoded)"
+            )
         if not 1 <= self.max_connections <= 1 << 16:
             raise ConfigError(f"--max-connections: from 1 to {1 << 16}, not {self.max_connections}")
         if self.max_span_age_days is not None and not 1 <= self.max_span_age_days <= MAX_SPAN_AGE_DAYS:
@@ -164,6 +176,13 @@ class CollectorConfig:
         for name, address in (("--otlp-http", self.otlp_http), ("--otlp-grpc", self.otlp_grpc), ("--http", self.http)):
             if address is not None and not 0 <= address[1] <= MAX_PORT:
                 raise ConfigError(f"{name}: port {address[1]} is not a port (0 to {MAX_PORT})")
+
+    @property
+    def receive_buffer(self) -> int:
+        """The receive buffer's size: as given, or the default for `max_request_bytes`."""
+        if self.receive_buffer_bytes is not None:
+            return self.receive_buffer_bytes
+        return max(DEFAULT_RECEIVE_BUFFER_BYTES, RECEIVE_BUFFER_REQUESTS * self.max_request_bytes)
 
     @property
     def segment_bytes(self) -> int:
@@ -276,7 +295,12 @@ class Collector:
         on any error, release what was taken and raise."""
         self.receiver = TraceReceiver(
             None,
-            Limits(self.config.max_request_bytes, self.config.max_span_age_days, self.config.max_span_lead_ns),
+            Limits(
+                self.config.max_request_bytes,
+                self.config.max_span_age_days,
+                self.config.max_span_lead_ns,
+                receive_buffer_bytes=self.config.receive_buffer,
+            ),
             health=self.health,
         )
         try:

@@ -37,6 +37,7 @@ __all__ = [
     "checked",
     "envelope",
     "frame",
+    "framed",
     "has_checksum_tag_at",
     "keyed",
     "proto_schema",
@@ -169,8 +170,14 @@ def envelope(tenant: str, batch_id: str, received_unix_nano: int) -> bytes:
 def frame(message: bytes) -> bytes:
     """`message` after its checksum field, length-delimited, as ClickHouse's `Protobuf` format
     reads a stream of them."""
-    checksum = _CHECKSUM_TAG + struct.pack("<I", zlib.crc32(message))
-    return b"".join((leb128.encode(CHECKSUM_BYTES + len(message)), checksum, message))
+    return b"".join(framed(message))
+
+
+def framed(message: bytes, tail: bytes = b"") -> tuple[bytes, bytes, bytes]:
+    """`frame(message + tail)` in three parts, the length prefix and checksum field first, without
+    a copy of `message` (a request of up to 64 MiB: the log writes the parts one after another)."""
+    checksum = _CHECKSUM_TAG + struct.pack("<I", zlib.crc32(tail, zlib.crc32(message)))
+    return leb128.encode(CHECKSUM_BYTES + len(message) + len(tail)) + checksum, message, tail
 
 
 def checked(record: bytes | memoryview, key: int = 0) -> bool:

@@ -48,7 +48,7 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
@@ -579,25 +579,28 @@ class WriteAheadLog:
         return target
 
     # -- appending ----------------------------------------------------------------------------
-    def append(self, record: bytes) -> None:
-        """Write one framed record and return once it is on disk (raises LogFullError past the bound)."""
+    def append(self, record: bytes | Sequence[bytes]) -> None:
+        """Write one framed record and return once it is on disk (raises LogFullError past the bound).
+        The record may come in parts (`record.framed`), the first holding its prefix and checksum."""
+        parts = [record] if isinstance(record, (bytes, bytearray)) else list(record)
+        size = sum(map(len, parts))
         with self._lock:
             if self._lost is not None:
                 raise LogLostError(self._lost)
-            if self._pending_bytes + len(record) > self.max_bytes:
+            if self._pending_bytes + size > self.max_bytes:
                 raise LogFullError(f"the write-ahead log holds {self._pending_bytes:,} bytes not yet written")
-            if self._records and len(record) >= self.segment_bytes:
+            if self._records and size >= self.segment_bytes:
                 # a request as big as a segment gets one of its own: should the engine refuse it
                 # for its size, no other request shares its fate in the quarantine
                 self._seal()
             if self._file is None:
                 self._open()
             assert self._file is not None
-            record = keyed(record, self._key)
-            self._write_whole(record)
-            self._written += len(record)
+            parts[0] = keyed(bytes(parts[0]), self._key)
+            self._write_whole(parts)
+            self._written += size
             self._records += 1
-            self._pending_bytes += len(record)
+            self._pending_bytes += size
             self._appended_at.append(time.time())
             generation, end = self._generation, self._written
             file = self._file
@@ -605,17 +608,18 @@ class WriteAheadLog:
                 self._seal()
         self._sync(file, generation, end)
 
-    def _write_whole(self, record: bytes) -> None:
-        """Hand `record` to the OS whole, or not at all: the segment is unbuffered, so a write the
-        disk refuses (ENOSPC) fails this append alone, and what it wrote in part is cut off again.
-        Left in a buffer, the refused record would reach the disk with a later append's flush and
-        be stored, although its sender was told 503 and sends it again."""
+    def _write_whole(self, parts: list[bytes]) -> None:
+        """Hand the record's `parts` to the OS whole, or not at all: the segment is unbuffered, so a
+        write the disk refuses (ENOSPC) fails this append alone, and what it wrote in part is cut
+        off again. Left in a buffer, the refused record would reach the disk with a later append's
+        flush and be stored, although its sender was told 503 and sends it again."""
         assert self._file is not None
-        view = memoryview(record)
-        done = 0
         try:
-            while done < len(view):
-                done += self._file.write(view[done:]) or 0
+            for part in parts:
+                view = memoryview(part)
+                done = 0
+                while done < len(view):
+                    done += self._file.write(view[done:]) or 0
         except OSError:
             try:
                 self._file.truncate(self._written)

@@ -10,6 +10,7 @@ caller must close the connection, since the next request's start is unknown (RFC
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from email.message import Message
 from io import BufferedIOBase
 from typing import Final
@@ -45,15 +46,28 @@ def _too_large(size: int | None, limit: int) -> BodyError:
     return BodyError("too_large", f"{what} is over the {limit:,}-byte limit")
 
 
+Take = Callable[[int], None]
+"""Called with a number of bytes before they are read into memory; raises `RefusedError` when
+they may not be (the receivers' `admission.Hold.take`)."""
+
+
 def read_body(
-    rfile: BufferedIOBase, headers: Message, limit: int, *, drain: int = 0, http10: bool = False
+    rfile: BufferedIOBase,
+    headers: Message,
+    limit: int,
+    *,
+    drain: int = 0,
+    http10: bool = False,
+    take: Take | None = None,
 ) -> bytes | bytearray:
     """The request's body, at most `limit` bytes, framed by `Content-Length` or chunked (then in
     the `bytearray` it was gathered in, not copied).
 
     A body over the limit raises 413 after up to `drain` bytes were read and discarded, so that a
-    client still sending can read the answer. `http10` marks an HTTP/1.0 request, which may not be
-    chunked."""
+    client still sending can read the answer. `take` hears of every byte before it is read (the
+    whole `Content-Length`, or each chunk); should it refuse, the body is read and discarded as for
+    one too large, and its refusal raised as a `BodyError`. `http10` marks an HTTP/1.0 request,
+    which may not be chunked."""
     codings = [c.strip().lower() for v in headers.get_all("Transfer-Encoding") or [] for c in v.split(",")]
     codings = [c for c in codings if c]
     lengths = [v.strip() for v in headers.get_all("Content-Length") or []]
@@ -66,7 +80,7 @@ def read_body(
             raise _malformed(f"the final transfer coding must be chunked, not {codings[-1]!r}")
         if codings != ["chunked"]:
             raise BodyError("unsupported_transfer_coding", f"transfer codings {', '.join(codings)} are not supported")
-        return _read_chunked(rfile, limit, drain)
+        return _read_chunked(rfile, limit, drain, take)
     if not lengths:
         raise BodyError("no_length", "Content-Length or Transfer-Encoding: chunked is required")
     values = {part.strip() for v in lengths for part in v.split(",")}
@@ -77,6 +91,13 @@ def read_body(
         if length <= drain:
             _discard(rfile, length)
         raise _too_large(length, limit)
+    if take is not None:
+        try:
+            take(length)
+        except RefusedError as e:
+            if length <= drain:
+                _discard(rfile, length)
+            raise BodyError(e.reason, e.message) from None
     body = rfile.read(length)
     if len(body) != length:
         raise _malformed(f"the body ended after {len(body):,} of {length:,} bytes")
@@ -91,13 +112,14 @@ def _line(rfile: BufferedIOBase, what: str) -> bytes:
     return line[:-2]
 
 
-def _read_chunked(rfile: BufferedIOBase, limit: int, drain: int) -> bytearray:
+def _read_chunked(rfile: BufferedIOBase, limit: int, drain: int, take: Take | None) -> bytearray:
     """The chunks' data, gathered in one buffer as they arrive, the limit checked from each
     chunk's size line: no object per chunk (a 32 MiB body in 2-byte chunks held one `bytes` per
     chunk, 2.5 GB of resident memory, until the body ended)."""
     body = bytearray()
     total = 0
     discarding = False
+    refused: BodyError | None = None
     while True:
         size_text = _line(rfile, "chunk-size").split(b";", 1)[0].strip(b" \t")
         if not _HEX.fullmatch(size_text):
@@ -105,13 +127,19 @@ def _read_chunked(rfile: BufferedIOBase, limit: int, drain: int) -> bytearray:
         size = int(size_text, 16)
         if size == 0:
             break
-        if not discarding and total + size > limit:
-            discarding = True
-            body = bytearray()  # what was read is no longer needed: the answer is 413
+        if total + size > limit:
+            discarding, refused = True, None  # 413, whatever else was wrong
+            body = bytearray()  # what was read is no longer needed
+        if not discarding and take is not None:
+            try:
+                take(size)
+            except RefusedError as e:
+                discarding, refused = True, BodyError(e.reason, e.message)
+                body = bytearray()
         total += size
         if discarding:
             if total > drain:
-                raise _too_large(None, limit)
+                raise refused or _too_large(None, limit)
             _discard(rfile, size)
         else:
             left = size
@@ -129,7 +157,7 @@ def _read_chunked(rfile: BufferedIOBase, limit: int, drain: int) -> bytearray:
         if trailer > MAX_TRAILER_BYTES:
             raise _malformed(f"chunked body: trailer section over {MAX_TRAILER_BYTES:,} bytes")
     if discarding:
-        raise _too_large(total, limit)
+        raise refused or _too_large(total, limit)
     return body
 
 

@@ -34,6 +34,14 @@ from clinotel.collector.errors import RefusedError
 from clinotel.collector.log import record as otlp_proto
 from clinotel.collector.log.wal import LogFullError, LogLostError, WriteAheadLog
 from clinotel.collector.receiver import bounded
+from clinotel.collector.receiver.admission import (
+    DECODE_BYTES,
+    DECODE_FACTOR,
+    DECODE_WAIT_S,
+    DEFAULT_RECEIVE_BUFFER_BYTES,
+    ByteBudget,
+    Hold,
+)
 from clinotel.collector.receiver.spans import refuse_spans
 
 __all__ = [
@@ -90,6 +98,8 @@ class Limits:
     max_span_lead_ns: int = MAX_SPAN_LEAD_NS
     """How far after its arrival a span may start (more only for a simulation: the demo's late truth)."""
     max_json_request_bytes: int = DEFAULT_MAX_JSON_REQUEST_BYTES
+    receive_buffer_bytes: int = DEFAULT_RECEIVE_BUFFER_BYTES
+    """Request bytes both transports hold at once (`admission`)."""
 
     def request_limit(self, media: str) -> int:
         """The largest request of media type `media` (`JSON` or protobuf), after decompression."""
@@ -136,6 +146,8 @@ class ExportResult:
 
 _FIRST_PIECE: Final = 64
 _LARGEST_PIECE: Final = 1 << 16
+_LARGEST_OUTPUT: Final = 1 << 20
+Take = Callable[[int], None]
 
 
 def decompress(body: bytes | bytearray, encoding: str, limit: int) -> bytes:
@@ -143,10 +155,11 @@ def decompress(body: bytes | bytearray, encoding: str, limit: int) -> bytes:
     return bytes(inflate(body, encoding, limit))
 
 
-def inflate(body: bytes | bytearray, encoding: str, limit: int) -> bytes | bytearray:
+def inflate(body: bytes | bytearray, encoding: str, limit: int, take: Take | None = None) -> bytes | bytearray:
     """The body decoded per Content-Encoding (in a `bytearray` when inflated), refused past `limit`
     bytes without inflating more. Every gzip member is inflated: only the first was, and the spans
-    of the others were acknowledged and dropped.
+    of the others were acknowledged and dropped. `take` hears of the inflated bytes a piece (at
+    most 1 MiB) at a time, before they join the rest, and may refuse them (`admission.Hold.take`).
 
     The work is linear in the body: each member is fed from a view of the body in pieces that start
     small and double (64 bytes to 64 KiB), so what zlib copies past a member's end is one piece,
@@ -167,19 +180,29 @@ def inflate(body: bytes | bytearray, encoding: str, limit: int) -> bytes | bytea
             inflater = zlib.decompressobj(wbits=31)
             piece = _FIRST_PIECE
             while not inflater.eof:
-                if at >= end:
-                    raise bad_request("truncated gzip body")
                 data = view[at : at + piece]
                 try:
-                    out += inflater.decompress(data, limit + 1 - len(out))
+                    inflated = inflater.decompress(data, min(limit + 1 - len(out), _LARGEST_OUTPUT))
                 except zlib.error as e:
                     raise bad_request(f"invalid gzip body: {e}") from None
+                if not data and not inflated:  # the body ended, and nothing more comes out
+                    raise bad_request("truncated gzip body")
+                if take is not None:
+                    take(len(inflated))
+                out += inflated
                 if len(out) > limit:
                     raise too_large(f"request inflates past the {limit:,}-byte limit")
                 at += len(data) - len(inflater.unconsumed_tail) - len(inflater.unused_data)
                 piece = min(piece * 2, _LARGEST_PIECE)
             if at >= end:
                 return out
+
+
+def body_share(content_encoding: str) -> int:
+    """Bytes of the receive buffer each byte of a body holds from its arrival: 2 without
+    compression (the body and the canonical bytes made from it), 1 for a gzip body (its inflated
+    form and canonical bytes are taken as they come)."""
+    return 2 if content_encoding.strip().lower() in ("", "identity") else 1
 
 
 _ID_FIELDS: Final = ("traceId", "spanId", "parentSpanId")
@@ -318,6 +341,9 @@ class TraceReceiver:
         self.wal = wal
         self.limits = limits or Limits()
         self.stats = ReceiverStats()
+        self.budget = ByteBudget(self.limits.receive_buffer_bytes, "receive buffer (--receive-buffer-mb)")
+        """The request bytes held at once, by both transports (`admission`)."""
+        self.decoding = ByteBudget(DECODE_BYTES, "decoding memory")
         self._health = health
 
     def attach(self, wal: WriteAheadLog) -> None:
@@ -325,44 +351,62 @@ class TraceReceiver:
         self.wal = wal
 
     def export(
-        self, body: bytes | bytearray, *, content_type: str, content_encoding: str = "", tenant: str
+        self,
+        body: bytes | bytearray,
+        *,
+        content_type: str,
+        content_encoding: str = "",
+        tenant: str,
+        hold: Hold | None = None,
     ) -> ExportResult:
-        """Accept one request for `tenant` (from the caller's token); raises `RefusedError`."""
+        """Accept one request for `tenant` (from the caller's token); raises `RefusedError`.
+        `hold` holds the body already in `budget` (the HTTP port takes it as it reads,
+        `body_share`); without one, the body is counted here (the gRPC port's message, read by
+        gRPC) and refused busy when it does not fit."""
         try:
-            return self._export(body, content_type, content_encoding, tenant)
+            with contextlib.ExitStack() as stack:
+                if hold is None:
+                    hold = stack.enter_context(self.budget.hold(tenant))
+                    hold.take(len(body) * body_share(content_encoding))
+                return self._export(body, content_type, content_encoding, tenant, hold)
         except RefusedError as e:
             self.stats.count_refused(e.reason)
             raise
 
-    def _export(self, body: bytes | bytearray, content_type: str, content_encoding: str, tenant: str) -> ExportResult:
+    def _export(
+        self, body: bytes | bytearray, content_type: str, content_encoding: str, tenant: str, hold: Hold
+    ) -> ExportResult:
         wal = self.wal
         problem = self._health() if self._health is not None else None
         if wal is None or problem is not None:
             raise unavailable("unavailable", f"the collector cannot store spans now: {problem or 'starting'}")
         media = content_type.split(";", maxsplit=1)[0].strip().lower()
         try:
-            inflated = inflate(body, content_encoding, self.limits.request_limit(media))
+            inflated = inflate(body, content_encoding, self.limits.request_limit(media), hold.take)
         except RefusedError as e:
             if e.reason == "too_large" and media == JSON:
                 plain = content_encoding.strip().lower() in ("", "identity")
                 what = f"a request of {len(body):,} bytes" if plain else "the inflated request"
                 raise self.limits.json_too_large(what) from None
             raise
+        size, copied = len(inflated), inflated is not body
         received_ns = time.time_ns()
         window = self.limits.start_window(received_ns)
-        if media == PROTOBUF and len(inflated) > bounded.DIRECT_LIMIT:
-            raw, kept, refused = bounded.screen(inflated, window)
-            del inflated
-        else:
-            with _json_turn(tenant) if media == JSON else contextlib.nullcontext():
+        hold.resize(len(body) + (size if copied else 0) + size)  # and the canonical bytes, at most its size
+        with self._decode_turn(tenant, media, size):
+            if media == PROTOBUF and size > bounded.DIRECT_LIMIT:
+                raw, kept, refused = bounded.screen(inflated, window)
+                del inflated
+            else:
                 request = decode(inflated, content_type)
                 del inflated
                 kept, refused = refuse_spans(request, window)
                 raw = _canonical(request) if kept else b""
                 del request
+        hold.resize(len(body) + len(raw))
         removed = sum(refused.values())
         if kept:
-            record = otlp_proto.frame(raw + otlp_proto.envelope(tenant, secrets.token_hex(8), received_ns))
+            record = otlp_proto.framed(raw, otlp_proto.envelope(tenant, secrets.token_hex(8), received_ns))
             try:
                 wal.append(record)
             except LogFullError as e:
@@ -384,3 +428,15 @@ class TraceReceiver:
         if media == JSON:
             return ExportResult(json_format.MessageToJson(response).encode(), JSON, kept, removed)
         return ExportResult(response.SerializeToString(), PROTOBUF, kept, removed)
+
+    @contextlib.contextmanager
+    def _decode_turn(self, tenant: str, media: str, size: int) -> Iterator[None]:
+        """Room to decode a request of `size` bytes: an OTLP/JSON request's conversion turn, or a
+        protobuf request's estimated decoding memory (`admission.DECODE_FACTOR`), waited for."""
+        if media == JSON:
+            with _json_turn(tenant):
+                yield
+            return
+        with self.decoding.hold(tenant) as decoding:
+            decoding.take(min(size * DECODE_FACTOR, bounded.DECODE_BUDGET), wait_s=DECODE_WAIT_S)
+            yield

@@ -14,7 +14,8 @@ from google.rpc import status_pb2
 from clinotel.collector.errors import GRPC_CODES, RefusedError
 from clinotel.collector.net.body import BodyError, read_body
 from clinotel.collector.net.server import MAX_CONNECTIONS, CappedRequestHandler, QuietHTTPServer, ServerThread, bind
-from clinotel.collector.receiver.export import JSON, PROTOBUF, TraceReceiver
+from clinotel.collector.receiver.admission import Hold
+from clinotel.collector.receiver.export import JSON, PROTOBUF, ExportResult, TraceReceiver, body_share
 from clinotel.collector.tokens import Grant
 
 __all__ = ["OtlpHttpServer", "is_loopback"]
@@ -85,40 +86,56 @@ class _Handler(CappedRequestHandler):
             self.server.receiver.stats.count_refused("unauthenticated")
             self._status(refused, close=True)
             return
-        limits = self.server.receiver.limits
+        with self.server.receiver.budget.hold(grant.tenant) as hold:
+            outcome = self._receive(grant.tenant, hold)
+        # answered once the request's memory is given back: a slow reader of the answer holds none
+        if isinstance(outcome, ExportResult):
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", outcome.content_type)
+            self.send_header("Content-Length", str(len(outcome.body)))
+            self.end_headers()
+            self.wfile.write(outcome.body)
+        else:
+            refused, close = outcome
+            self._status(refused, close=close)
+
+    def _receive(self, tenant: str, hold: Hold) -> ExportResult | tuple[RefusedError, bool]:
+        """Read the body within `hold` and export it: the result, or the refusal and whether the
+        connection must close."""
+        receiver = self.server.receiver
+        limits = receiver.limits
         media = self._media()
         limit = limits.request_limit(media)  # OTLP/JSON has a lower one: refused before it is read
+        share = body_share(self.headers.get("Content-Encoding") or "")
         try:
             body = read_body(
-                self.rfile, self.headers, limit, drain=_DRAIN_FACTOR * limit, http10=self.request_version == "HTTP/1.0"
+                self.rfile,
+                self.headers,
+                limit,
+                drain=_DRAIN_FACTOR * limit,
+                http10=self.request_version == "HTTP/1.0",
+                take=lambda n: hold.take(n * share),
             )
         except BodyError as e:
             refused = RefusedError(e.reason, e.message)
             if e.reason == "too_large" and media == JSON:
                 refused = limits.json_too_large("the request")
             if e.status != 411:
-                self.server.receiver.stats.count_refused(e.reason)
-            self._status(refused, close=True)
-            return
+                receiver.stats.count_refused(e.reason)
+            return refused, True
         try:
-            result = self.server.receiver.export(
+            return receiver.export(
                 body,
                 content_type=self.headers.get("Content-Type") or "",
                 content_encoding=self.headers.get("Content-Encoding") or "",
-                tenant=grant.tenant,
+                tenant=tenant,
+                hold=hold,
             )
         except RefusedError as e:
-            self._status(e)
-            return
+            return e, False
         except Exception:  # a bug must answer, not drop the connection: the client retries 5xx
             logger.exception("OTLP/HTTP export failed")
-            self._status(RefusedError("internal", "internal error"), close=True)
-            return
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", result.content_type)
-        self.send_header("Content-Length", str(len(result.body)))
-        self.end_headers()
-        self.wfile.write(result.body)
+            return RefusedError("internal", "internal error"), True
 
     def _not_allowed(self) -> None:
         self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)

@@ -1,0 +1,163 @@
+"""How much of the process the receivers' requests may hold at once, across both transports.
+
+Each request in progress holds memory: its body as it is read, the body inflated (gzip), the
+parsed request while it is checked, and its canonical bytes until the log has them. Without a
+bound across requests, a write token's 1,024 connections of 64 MiB each asked for 64 GiB. Two
+budgets, counted in bytes and shared by OTLP/HTTP and OTLP/gRPC:
+
+- **request bytes** (`--receive-buffer-mb`): a body is counted before it is read (from its
+  `Content-Length`, or chunk by chunk), its inflated form as it grows, and its canonical bytes
+  (what the log keeps: at most the request's size) before they are made; for a body sent without
+  compression, both at once as it is read, so that requests admitted together do not each hold
+  half of what they need and starve one another. A request that does not fit is answered 503
+  busy with Retry-After (gRPC: UNAVAILABLE with RetryInfo), which exporters retry; what was
+  accepted before is not touched. One tenant holds at most three quarters of the buffer, so
+  another tenant's exports still fit while one sends its largest requests (or a stolen token
+  sends many).
+- **decoding**: what parsing and checking a request may take beside its bytes, estimated from its
+  size (`DECODE_FACTOR` bytes a byte, at most `bounded.DECODE_BUDGET`): 128 MiB at once, waited for
+  (decoding is short and holds the interpreter lock, so more at once would not be faster).
+
+Every hold is given back when its request is answered, whatever happened to it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from types import TracebackType
+from typing import Final
+
+from clinotel.collector.errors import RefusedError
+
+__all__ = [
+    "DECODE_BYTES",
+    "DECODE_FACTOR",
+    "DECODE_WAIT_S",
+    "DEFAULT_RECEIVE_BUFFER_BYTES",
+    "RECEIVE_BUFFER_REQUESTS",
+    "ByteBudget",
+    "Hold",
+]
+
+DEFAULT_RECEIVE_BUFFER_BYTES: Final = 256 << 20
+"""Request bytes the receivers hold at once by default: three times the largest request (64 MiB)
+fits in one tenant's share, as a gzipped request of that size needs (its body, the inflated
+request and its canonical bytes)."""
+DECODE_BYTES: Final = 128 << 20
+"""What decoding the requests in progress may take at once (estimated, `DECODE_FACTOR`)."""
+DECODE_FACTOR: Final = 88
+"""Bytes of memory a byte of protobuf takes decoded, at worst (a request of empty spans, measured
+2026-12-06); exporters' spans take 5-10. Requests over `bounded.DIRECT_LIMIT` are screened in runs
+within `bounded.DECODE_BUDGET`, which caps the estimate."""
+DECODE_WAIT_S: Final = 10.0
+"""How long a request waits for its turn to be decoded before it is answered busy."""
+_OTHERS_SHARE: Final = 4
+"""1/4 of a budget is left to the other tenants: one tenant holds at most the rest."""
+RECEIVE_BUFFER_REQUESTS: Final = 4
+"""The receive buffer is at least this many times the largest request: one tenant's share (three
+quarters) then holds one request three times over (gzipped body, inflated, canonical)."""
+
+
+class ByteBudget:
+    """At most `total` bytes held at once, of which one tenant holds at most three quarters.
+    `what` names the budget in the busy answer. Thread-safe."""
+
+    def __init__(self, total: int, what: str) -> None:
+        if total < 1:
+            raise ValueError(f"a byte budget is at least 1 byte, not {total}")
+        self.total = total
+        self.per_tenant = total - total // _OTHERS_SHARE
+        self.what = what
+        self._held = 0
+        self._by_tenant: Counter[str] = Counter()
+        self._changed = threading.Condition(threading.Lock())
+
+    @property
+    def held(self) -> int:
+        """Bytes held now, by every tenant."""
+        return self._held
+
+    def held_by(self, tenant: str) -> int:
+        return self._by_tenant[tenant]
+
+    def hold(self, tenant: str) -> Hold:
+        """An empty hold for one request of `tenant`, to grow as it is read (`Hold.take`)."""
+        return Hold(self, tenant)
+
+    def _fits(self, tenant: str, n: int) -> bool:
+        return self._held + n <= self.total and self._by_tenant[tenant] + n <= self.per_tenant
+
+    def _take(self, tenant: str, n: int, wait_s: float) -> bool:
+        deadline = time.monotonic() + wait_s
+        with self._changed:
+            while not self._fits(tenant, n):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+            self._held += n
+            self._by_tenant[tenant] += n
+            return True
+
+    def _give(self, tenant: str, n: int) -> None:
+        if not n:
+            return
+        with self._changed:
+            self._held -= n
+            self._by_tenant[tenant] -= n
+            if self._by_tenant[tenant] <= 0:
+                del self._by_tenant[tenant]
+            self._changed.notify_all()
+
+
+class Hold:
+    """One request's bytes in a `ByteBudget`: `take` before memory is used, `give` once it is
+    freed, and everything back on `close` (a context manager)."""
+
+    def __init__(self, budget: ByteBudget, tenant: str) -> None:
+        self.budget = budget
+        self.tenant = tenant
+        self.bytes = 0
+
+    def take(self, n: int, *, wait_s: float = 0.0) -> None:
+        """Hold `n` more bytes, waiting up to `wait_s` for them; raises `RefusedError` (busy)
+        when they do not fit in time."""
+        if n <= 0:
+            return
+        budget = self.budget
+        if self.bytes + n > budget.per_tenant:
+            raise RefusedError(
+                "too_large",
+                f"the request needs more than one tenant's share of the {budget.what} ({budget.per_tenant:,} "
+                "bytes): send smaller batches",
+            )
+        if not budget._take(self.tenant, n, wait_s):
+            raise RefusedError("busy", f"the collector's {budget.what} is in use by other requests: retry shortly")
+        self.bytes += n
+
+    def resize(self, n: int) -> None:
+        """Hold `n` bytes in all: take what is missing (as `take`, without waiting) or give back
+        what is over."""
+        if n > self.bytes:
+            self.take(n - self.bytes)
+        else:
+            self.give(self.bytes - n)
+
+    def give(self, n: int) -> None:
+        """Give back `n` of the bytes held (memory freed before the request ends)."""
+        n = min(n, self.bytes)
+        self.bytes -= n
+        self.budget._give(self.tenant, n)
+
+    def close(self) -> None:
+        self.give(self.bytes)
+
+    def __enter__(self) -> Hold:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
