@@ -42,8 +42,14 @@ def test_counters_land_as_increases_and_sum_to_the_totals(collector: Collector) 
         f"SELECT Value FROM {table} WHERE Metric = 'clinotel_receiver_spans_accepted_total' ORDER BY Timestamp"
     ).result_rows
     assert [v for (v,) in per_row][-2:] == [3.0, 2.0], "each row holds the increase since the one before"
-    gauges = collector.client.query(f"SELECT DISTINCT Metric FROM {table} WHERE Kind = 'gauge'").result_rows
-    assert ("clinotel_wal_pending_bytes",) in gauges
+    gauges = dict(
+        collector.client.query(
+            f"SELECT Metric, argMax(Value, Timestamp) FROM {table} WHERE Kind = 'gauge' GROUP BY Metric"
+        ).result_rows
+    )
+    assert "clinotel_wal_pending_bytes" in gauges
+    assert gauges["clinotel_receiver_buffer_max_bytes"] == 256 << 20
+    assert gauges["clinotel_receiver_buffer_bytes"] == 0, "every request's hold given back once answered"
 
 
 def test_operators_read_the_collector_figures_and_tenants_do_not(collector: Collector) -> None:

@@ -530,6 +530,7 @@ class Collector:
             self.writer.stats,
             up=self.health() is None,
             parts_synced=self.config.fsync_parts if embedded else None,
+            buffer=self.receiver.budget,
         )
 
     def metrics(self) -> str:

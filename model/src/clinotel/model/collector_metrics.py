@@ -53,6 +53,17 @@ SPANS_REFUSED: Final = CollectorMetric(
 REQUESTS_REFUSED: Final = CollectorMetric(
     "clinotel_receiver_requests_refused_total", "counter", "Requests refused whole, by reason.", "reason", True
 )
+RECEIVE_BUFFER_BYTES: Final = CollectorMetric(
+    "clinotel_receiver_buffer_bytes",
+    "gauge",
+    "Request bytes the receivers hold now (bodies as read, inflated and re-encoded, until answered).",
+)
+RECEIVE_BUFFER_MAX_BYTES: Final = CollectorMetric(
+    "clinotel_receiver_buffer_max_bytes",
+    "gauge",
+    "The receive buffer (--receive-buffer-mb); a request that does not fit is answered busy (503, UNAVAILABLE), "
+    "as is one of a tenant holding three quarters of it.",
+)
 WAL_APPENDED_BYTES: Final = CollectorMetric(
     "clinotel_wal_appended_bytes_total", "counter", "Request bytes appended to the log."
 )
@@ -85,7 +96,8 @@ INGEST_FRESHNESS_SECONDS: Final = CollectorMetric(
 METRICS: Final = {
     m.name: m
     for m in (
-        UP, PARTS_SYNCED, REQUESTS, SPANS_ACCEPTED, SPANS_REFUSED, REQUESTS_REFUSED, WAL_APPENDED_BYTES,
+        UP, PARTS_SYNCED, REQUESTS, SPANS_ACCEPTED, SPANS_REFUSED, REQUESTS_REFUSED, RECEIVE_BUFFER_BYTES,
+        RECEIVE_BUFFER_MAX_BYTES, WAL_APPENDED_BYTES,
         WAL_PENDING_BYTES, WAL_MAX_BYTES, WRITER_SEGMENTS, WRITER_RECORDS, WRITER_RETRIES, WRITER_QUARANTINED,
         WRITER_SPLITS, WRITER_INSERT_SECONDS,
         INGEST_FRESHNESS_SECONDS,

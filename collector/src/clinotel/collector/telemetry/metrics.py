@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from clinotel.collector.log.wal import WriteAheadLog
+from clinotel.collector.receiver.admission import ByteBudget
 from clinotel.collector.receiver.export import ReceiverStats
 from clinotel.collector.writer import WriterStats
 from clinotel.model import collector_metrics as M
@@ -59,10 +60,16 @@ def _summary(metric: CollectorMetric, recent: list[float], total: float, count: 
 
 
 def collect(
-    receiver: ReceiverStats, wal: WriteAheadLog, writer: WriterStats, up: bool = True, parts_synced: bool | None = None
+    receiver: ReceiverStats,
+    wal: WriteAheadLog,
+    writer: WriterStats,
+    up: bool = True,
+    parts_synced: bool | None = None,
+    buffer: ByteBudget | None = None,
 ) -> list[Family]:
     """Every collector figure, read once; `up` is whether it can store what it receives,
-    `parts_synced` whether the embedded store syncs its inserted parts (None: a server's own)."""
+    `parts_synced` whether the embedded store syncs its inserted parts (None: a server's own),
+    `buffer` the receivers' receive buffer."""
     with receiver.lock:
         requests, accepted, log_bytes = receiver.requests, receiver.spans_accepted, receiver.log_bytes
         refused_spans = dict(receiver.spans_refused)
@@ -75,6 +82,11 @@ def collect(
         _one(M.SPANS_ACCEPTED, accepted),
         _by_label(M.SPANS_REFUSED, refused_spans),
         _by_label(M.REQUESTS_REFUSED, refused_requests),
+        *(
+            [_one(M.RECEIVE_BUFFER_BYTES, buffer.held), _one(M.RECEIVE_BUFFER_MAX_BYTES, buffer.total)]
+            if buffer
+            else []
+        ),
         _one(M.WAL_APPENDED_BYTES, log_bytes),
         _one(M.WAL_PENDING_BYTES, wal.pending_bytes),
         _one(M.WAL_MAX_BYTES, wal.max_bytes),
