@@ -10,20 +10,21 @@ caller must close the connection, since the next request's start is unknown (RFC
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import time
 from email.message import Message
 from io import BufferedIOBase
-from typing import Final
+from typing import Final, Protocol
 
 from clinotel.collector.errors import RefusedError
 
-__all__ = ["BodyError", "read_body"]
+__all__ = ["BODY_GRACE_S", "MIN_BODY_RATE", "BodyError", "Budget", "read_body"]
 
 MAX_LINE: Final = 4096
 """Longest chunk-size line (with extensions) or trailer line accepted, CRLF included."""
 MAX_TRAILER_BYTES: Final = 16 << 10
 _HEX: Final = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _DRAIN_PIECE: Final = 1 << 16
+_PIECE: Final = 1 << 16
 
 
 class BodyError(RefusedError):
@@ -46,9 +47,68 @@ def _too_large(size: int | None, limit: int) -> BodyError:
     return BodyError("too_large", f"{what} is over the {limit:,}-byte limit")
 
 
-Take = Callable[[int], None]
-"""Called with a number of bytes before they are read into memory; raises `RefusedError` when
-they may not be (the receivers' `admission.Hold.take`)."""
+class Budget(Protocol):
+    """Where a body's bytes are counted before they are buffered (the receivers' `admission.Hold`)."""
+
+    def take(self, n: int) -> None:
+        """Count `n` more bytes; raises `RefusedError` when they may not be held."""
+
+    def give(self, n: int) -> None:
+        """Give back `n` of the bytes counted."""
+
+
+CREDIT_BLOCK: Final = 64 << 10
+"""A budget is asked for at least this much at a time: a body of one-byte chunks does not ask it
+once a byte (which doubled the CPU such a body takes)."""
+MIN_BODY_RATE: Final = 128 << 10
+"""Bytes a second a counted body must arrive at, on average, after `BODY_GRACE_S`."""
+BODY_GRACE_S: Final = 30.0
+
+
+class _Counted:
+    """A body's reading against its `Budget` and its deadline: bytes counted a block ahead of
+    what is buffered, all given back when the body is refused; the body must be whole within
+    `BODY_GRACE_S` plus its announced size at `MIN_BODY_RATE` (else a client sending a byte every
+    29 s held what it announced for ever)."""
+
+    def __init__(self, budget: Budget | None, started: float) -> None:
+        self._budget = budget
+        self._credit = 0
+        self._taken = 0
+        self._started = started
+        self._announced = 0
+
+    def announce(self, n: int) -> None:
+        """`n` more bytes are on their way (a Content-Length, a chunk's size): more time for them."""
+        self._announced += n
+
+    def check_time(self) -> None:
+        if self._budget is None:
+            return
+        allowed = BODY_GRACE_S + self._announced / MIN_BODY_RATE
+        if time.monotonic() - self._started > allowed:
+            raise BodyError(
+                "receive_timeout",
+                f"the body did not arrive in time ({allowed:.0f} s for {self._announced:,} bytes: at least "
+                f"{MIN_BODY_RATE >> 10} KiB/s after the first {BODY_GRACE_S:.0f} s)",
+            )
+
+    def use(self, n: int) -> None:
+        """Count `n` bytes about to be buffered; raises `RefusedError` when they may not be."""
+        if self._budget is None:
+            return
+        if n > self._credit:
+            more = max(n - self._credit, CREDIT_BLOCK)
+            self._budget.take(more)
+            self._taken += more
+            self._credit += more
+        self._credit -= n
+
+    def release(self) -> None:
+        """Give back everything counted (the body is refused: nothing of it is kept)."""
+        if self._budget is not None and self._taken:
+            self._budget.give(self._taken)
+        self._taken = self._credit = 0
 
 
 def read_body(
@@ -58,16 +118,18 @@ def read_body(
     *,
     drain: int = 0,
     http10: bool = False,
-    take: Take | None = None,
+    budget: Budget | None = None,
 ) -> bytes | bytearray:
     """The request's body, at most `limit` bytes, framed by `Content-Length` or chunked (then in
     the `bytearray` it was gathered in, not copied).
 
     A body over the limit raises 413 after up to `drain` bytes were read and discarded, so that a
-    client still sending can read the answer. `take` hears of every byte before it is read (the
-    whole `Content-Length`, or each chunk); should it refuse, the body is read and discarded as for
-    one too large, and its refusal raised as a `BodyError`. `http10` marks an HTTP/1.0 request,
-    which may not be chunked."""
+    client still sending can read the answer. With a `budget`, every piece is counted in it as it
+    arrives, before it is buffered (a client holds only what it sent), and must arrive in time
+    (`_Counted`); should the budget refuse, what was counted is given back, the rest of the body is
+    read and discarded as for one too large, and its refusal raised as a `BodyError`. `http10`
+    marks an HTTP/1.0 request, which may not be chunked."""
+    counted = _Counted(budget, time.monotonic())
     codings = [c.strip().lower() for v in headers.get_all("Transfer-Encoding") or [] for c in v.split(",")]
     codings = [c for c in codings if c]
     lengths = [v.strip() for v in headers.get_all("Content-Length") or []]
@@ -80,7 +142,11 @@ def read_body(
             raise _malformed(f"the final transfer coding must be chunked, not {codings[-1]!r}")
         if codings != ["chunked"]:
             raise BodyError("unsupported_transfer_coding", f"transfer codings {', '.join(codings)} are not supported")
-        return _read_chunked(rfile, limit, drain, take)
+        try:
+            return _read_chunked(rfile, limit, drain, counted)
+        except BaseException:
+            counted.release()
+            raise
     if not lengths:
         raise BodyError("no_length", "Content-Length or Transfer-Encoding: chunked is required")
     values = {part.strip() for v in lengths for part in v.split(",")}
@@ -91,16 +157,37 @@ def read_body(
         if length <= drain:
             _discard(rfile, length)
         raise _too_large(length, limit)
-    if take is not None:
+    if budget is None:
+        body = rfile.read(length)
+        if len(body) != length:
+            raise _malformed(f"the body ended after {len(body):,} of {length:,} bytes")
+        return body
+    counted.announce(length)
+    try:
+        return _read_counted(rfile, length, drain, counted)
+    except BaseException:
+        counted.release()
+        raise
+
+
+def _read_counted(rfile: BufferedIOBase, length: int, drain: int, counted: _Counted) -> bytearray:
+    """`length` bytes, each piece counted as it arrives."""
+    body = bytearray()
+    while len(body) < length:
+        piece = rfile.read1(min(length - len(body), _PIECE))
+        if not piece:
+            raise _malformed(f"the body ended after {len(body):,} of {length:,} bytes")
         try:
-            take(length)
+            counted.use(len(piece))
         except RefusedError as e:
+            counted.release()
+            received = len(body) + len(piece)
+            del body, piece
             if length <= drain:
-                _discard(rfile, length)
+                _discard(rfile, length - received, counted)
             raise BodyError(e.reason, e.message) from None
-    body = rfile.read(length)
-    if len(body) != length:
-        raise _malformed(f"the body ended after {len(body):,} of {length:,} bytes")
+        body += piece
+        counted.check_time()
     return body
 
 
@@ -112,7 +199,7 @@ def _line(rfile: BufferedIOBase, what: str) -> bytes:
     return line[:-2]
 
 
-def _read_chunked(rfile: BufferedIOBase, limit: int, drain: int, take: Take | None) -> bytearray:
+def _read_chunked(rfile: BufferedIOBase, limit: int, drain: int, counted: _Counted) -> bytearray:
     """The chunks' data, gathered in one buffer as they arrive, the limit checked from each
     chunk's size line: no object per chunk (a 32 MiB body in 2-byte chunks held one `bytes` per
     chunk, 2.5 GB of resident memory, until the body ended)."""
@@ -127,28 +214,33 @@ def _read_chunked(rfile: BufferedIOBase, limit: int, drain: int, take: Take | No
         size = int(size_text, 16)
         if size == 0:
             break
+        counted.announce(size)
         if total + size > limit:
             discarding, refused = True, None  # 413, whatever else was wrong
             body = bytearray()  # what was read is no longer needed
-        if not discarding and take is not None:
-            try:
-                take(size)
-            except RefusedError as e:
-                discarding, refused = True, BodyError(e.reason, e.message)
-                body = bytearray()
+            counted.release()
         total += size
         if discarding:
             if total > drain:
                 raise refused or _too_large(None, limit)
-            _discard(rfile, size)
+            _discard(rfile, size, counted)
         else:
             left = size
-            while left:  # a large chunk in pieces: no copy of it beside the buffer
-                piece = rfile.read(min(left, _DRAIN_PIECE))
+            while left:  # a large chunk in pieces, each counted as it comes: no copy of it beside the buffer
+                piece = rfile.read1(min(left, _PIECE))
                 if not piece:
                     raise _malformed(f"chunked body: a chunk ended after {size - left:,} of {size:,} bytes")
-                body += piece
                 left -= len(piece)
+                try:
+                    counted.use(len(piece))
+                except RefusedError as e:
+                    discarding, refused = True, BodyError(e.reason, e.message)
+                    body = bytearray()
+                    counted.release()
+                    _discard(rfile, left, counted)
+                    break
+                body += piece
+                counted.check_time()
         if rfile.read(2) != b"\r\n":
             raise _malformed("chunked body: chunk data not followed by CRLF")
     trailer = 0
@@ -161,9 +253,11 @@ def _read_chunked(rfile: BufferedIOBase, limit: int, drain: int, take: Take | No
     return body
 
 
-def _discard(rfile: BufferedIOBase, n: int) -> None:
+def _discard(rfile: BufferedIOBase, n: int, counted: _Counted | None = None) -> None:
     while n > 0:
         piece = rfile.read(min(n, _DRAIN_PIECE))
         if not piece:
             return
         n -= len(piece)
+        if counted is not None:
+            counted.check_time()

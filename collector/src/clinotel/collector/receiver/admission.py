@@ -5,18 +5,20 @@ parsed request while it is checked, and its canonical bytes until the log has th
 bound across requests, a write token's 1,024 connections of 64 MiB each asked for 64 GiB. Two
 budgets, counted in bytes and shared by OTLP/HTTP and OTLP/gRPC:
 
-- **request bytes** (`--receive-buffer-mb`): a body is counted before it is read (from its
-  `Content-Length`, or chunk by chunk), its inflated form as it grows, and its canonical bytes
-  (what the log keeps: at most the request's size) before they are made; for a body sent without
-  compression, both at once as it is read, so that requests admitted together do not each hold
-  half of what they need and starve one another. A request that does not fit is answered 503
+- **request bytes** (`--receive-buffer-mb`): a body is counted as it arrives, before each piece
+  is buffered (a client holds only what it sent: counted from its `Content-Length`, stalled
+  bodies of two tokens held the whole buffer at no cost), and must arrive at 128 KiB/s on average
+  after 30 s (`net.body`); a gRPC message from its arrival, while it waits for an export worker;
+  then its inflated form as it grows, and its canonical bytes (what the log keeps: at most the
+  request's size) once its decoding turn came. A request that does not fit is answered 503
   busy with Retry-After (gRPC: UNAVAILABLE with RetryInfo), which exporters retry; what was
   accepted before is not touched. One tenant holds at most three quarters of the buffer, so
   another tenant's exports still fit while one sends its largest requests (or a stolen token
   sends many).
 - **decoding**: what parsing and checking a request may take beside its bytes, estimated from its
-  size (`DECODE_FACTOR` bytes a byte, at most `bounded.DECODE_BUDGET`): 128 MiB at once, waited for
-  (decoding is short and holds the interpreter lock, so more at once would not be faster).
+  size (`DECODE_FACTOR` bytes a byte, at most `bounded.DECODE_BUDGET`): 128 MiB at once, 64 MiB of
+  it one tenant's, waited for first come, first served (decoding is short and holds the
+  interpreter lock, so more at once would not be faster).
 
 Every hold is given back when its request is answered, whatever happened to it.
 """
@@ -25,15 +27,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from types import TracebackType
 from typing import Final
 
 from clinotel.collector.errors import RefusedError
+from clinotel.collector.receiver.bounded import DECODE_BUDGET
 
 __all__ = [
     "DECODE_BYTES",
     "DECODE_FACTOR",
+    "DECODE_PER_TENANT",
     "DECODE_WAIT_S",
     "DEFAULT_RECEIVE_BUFFER_BYTES",
     "RECEIVE_BUFFER_REQUESTS",
@@ -42,15 +46,18 @@ __all__ = [
 ]
 
 DEFAULT_RECEIVE_BUFFER_BYTES: Final = 256 << 20
-"""Request bytes the receivers hold at once by default: three times the largest request (64 MiB)
-fits in one tenant's share, as a gzipped request of that size needs (its body, the inflated
+"""Request bytes the receivers hold at once by default: the largest request (64 MiB) three times
+over fits in one tenant's share, as a gzipped request of that size needs (its body, the inflated
 request and its canonical bytes)."""
 DECODE_BYTES: Final = 128 << 20
 """What decoding the requests in progress may take at once (estimated, `DECODE_FACTOR`)."""
-DECODE_FACTOR: Final = 88
-"""Bytes of memory a byte of protobuf takes decoded, at worst (a request of empty spans, measured
-2026-12-06); exporters' spans take 5-10. Requests over `bounded.DIRECT_LIMIT` are screened in runs
+DECODE_FACTOR: Final = 100
+"""Bytes of memory a byte of protobuf takes decoded, at worst (a request of empty spans: 88-94,
+measured 2026-12-06); exporters' spans take 5-10. Requests over `bounded.DIRECT_LIMIT` are screened in runs
 within `bounded.DECODE_BUDGET`, which caps the estimate."""
+DECODE_PER_TENANT: Final = DECODE_BYTES - DECODE_BUDGET
+"""What one tenant's decodes may hold at once: the rest is always room for another tenant's
+largest request (`bounded.DECODE_BUDGET`)."""
 DECODE_WAIT_S: Final = 10.0
 """How long a request waits for its turn to be decoded before it is answered busy."""
 _OTHERS_SHARE: Final = 4
@@ -61,18 +68,21 @@ quarters) then holds one request three times over (gzipped body, inflated, canon
 
 
 class ByteBudget:
-    """At most `total` bytes held at once, of which one tenant holds at most three quarters.
-    `what` names the budget in the busy answer. Thread-safe."""
+    """At most `total` bytes held at once, of which one tenant holds at most `per_tenant` (three
+    quarters of the total by default). `what` names the budget in the busy answer. Takes that
+    wait are served first come, first served: a tenant's stream of small requests cannot keep
+    taking the room another tenant's larger one waits for. Thread-safe."""
 
-    def __init__(self, total: int, what: str) -> None:
+    def __init__(self, total: int, what: str, per_tenant: int | None = None) -> None:
         if total < 1:
             raise ValueError(f"a byte budget is at least 1 byte, not {total}")
         self.total = total
-        self.per_tenant = total - total // _OTHERS_SHARE
+        self.per_tenant = total - total // _OTHERS_SHARE if per_tenant is None else min(per_tenant, total)
         self.what = what
         self._held = 0
         self._by_tenant: Counter[str] = Counter()
         self._changed = threading.Condition(threading.Lock())
+        self._queue: deque[object] = deque()
 
     @property
     def held(self) -> int:
@@ -89,17 +99,31 @@ class ByteBudget:
     def _fits(self, tenant: str, n: int) -> bool:
         return self._held + n <= self.total and self._by_tenant[tenant] + n <= self.per_tenant
 
+    def _grant(self, tenant: str, n: int) -> None:
+        self._held += n
+        self._by_tenant[tenant] += n
+
     def _take(self, tenant: str, n: int, wait_s: float) -> bool:
-        deadline = time.monotonic() + wait_s
         with self._changed:
-            while not self._fits(tenant, n):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._changed.wait(left)
-            self._held += n
-            self._by_tenant[tenant] += n
-            return True
+            if not self._queue and self._fits(tenant, n):
+                self._grant(tenant, n)
+                return True
+            if wait_s <= 0:
+                return False
+            deadline = time.monotonic() + wait_s
+            ticket = object()
+            self._queue.append(ticket)
+            try:
+                while not (self._queue[0] is ticket and self._fits(tenant, n)):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._changed.wait(left)
+                self._grant(tenant, n)
+                return True
+            finally:
+                self._queue.remove(ticket)
+                self._changed.notify_all()  # the next in line may go now
 
     def _give(self, tenant: str, n: int) -> None:
         if not n:

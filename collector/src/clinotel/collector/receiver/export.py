@@ -37,6 +37,7 @@ from clinotel.collector.receiver import bounded
 from clinotel.collector.receiver.admission import (
     DECODE_BYTES,
     DECODE_FACTOR,
+    DECODE_PER_TENANT,
     DECODE_WAIT_S,
     DEFAULT_RECEIVE_BUFFER_BYTES,
     ByteBudget,
@@ -198,13 +199,6 @@ def inflate(body: bytes | bytearray, encoding: str, limit: int, take: Take | Non
                 return out
 
 
-def body_share(content_encoding: str) -> int:
-    """Bytes of the receive buffer each byte of a body holds from its arrival: 2 without
-    compression (the body and the canonical bytes made from it), 1 for a gzip body (its inflated
-    form and canonical bytes are taken as they come)."""
-    return 2 if content_encoding.strip().lower() in ("", "identity") else 1
-
-
 _ID_FIELDS: Final = ("traceId", "spanId", "parentSpanId")
 
 
@@ -343,7 +337,7 @@ class TraceReceiver:
         self.stats = ReceiverStats()
         self.budget = ByteBudget(self.limits.receive_buffer_bytes, "receive buffer (--receive-buffer-mb)")
         """The request bytes held at once, by both transports (`admission`)."""
-        self.decoding = ByteBudget(DECODE_BYTES, "decoding memory")
+        self.decoding = ByteBudget(DECODE_BYTES, "decoding memory", per_tenant=DECODE_PER_TENANT)
         self._health = health
 
     def attach(self, wal: WriteAheadLog) -> None:
@@ -360,14 +354,13 @@ class TraceReceiver:
         hold: Hold | None = None,
     ) -> ExportResult:
         """Accept one request for `tenant` (from the caller's token); raises `RefusedError`.
-        `hold` holds the body already in `budget` (the HTTP port takes it as it reads,
-        `body_share`); without one, the body is counted here (the gRPC port's message, read by
-        gRPC) and refused busy when it does not fit."""
+        `hold` holds the body already in `budget` (the ports take it as they read); without one,
+        the body is counted here, and refused busy when it does not fit."""
         try:
             with contextlib.ExitStack() as stack:
                 if hold is None:
                     hold = stack.enter_context(self.budget.hold(tenant))
-                    hold.take(len(body) * body_share(content_encoding))
+                    hold.take(len(body))
                 return self._export(body, content_type, content_encoding, tenant, hold)
         except RefusedError as e:
             self.stats.count_refused(e.reason)
@@ -392,8 +385,9 @@ class TraceReceiver:
         size, copied = len(inflated), inflated is not body
         received_ns = time.time_ns()
         window = self.limits.start_window(received_ns)
-        hold.resize(len(body) + (size if copied else 0) + size)  # and the canonical bytes, at most its size
         with self._decode_turn(tenant, media, size):
+            # the canonical bytes to come (at most the request's size), taken once its turn came
+            hold.resize(len(body) + (size if copied else 0) + size)
             if media == PROTOBUF and size > bounded.DIRECT_LIMIT:
                 raw, kept, refused = bounded.screen(inflated, window)
                 del inflated

@@ -337,11 +337,23 @@ class OtlpGrpcServer:
         if grant is None or grant.role != "write" or grant.tenant != tenant:
             self._receiver.stats.count_refused("unauthenticated")
             await self._abort(context, grpc.StatusCode.UNAUTHENTICATED, _UNAUTHENTICATED, None)
-        export = functools.partial(self._receiver.export, request, content_type=PROTOBUF, tenant=tenant)
+        # counted in the receive buffer from here, until its export ended or, cancelled before it
+        # started, was dropped from the pool's queue: a cancelled call gives its turn back at once,
+        # and messages waiting for a worker were held outside every bound
+        hold = self._receiver.budget.hold(tenant)
+        try:
+            hold.take(len(request))
+        except RefusedError as e:
+            self._receiver.stats.count_refused(e.reason)
+            code = getattr(grpc.StatusCode, e.grpc_code, grpc.StatusCode.INTERNAL)
+            await self._abort(context, code, e.message, e.retry_after)
+        export = functools.partial(self._receiver.export, request, content_type=PROTOBUF, tenant=tenant, hold=hold)
+        work = self._pool.submit(export)
+        work.add_done_callback(lambda _: hold.close())
         try:
             # in a worker thread: the log's append waits for the disk. The answer goes only once it
             # returned (the request is in the log); a call cancelled meanwhile finishes its append.
-            result = await asyncio.get_running_loop().run_in_executor(self._pool, export)
+            result = await asyncio.wrap_future(work)
         except RefusedError as e:
             code = getattr(grpc.StatusCode, e.grpc_code, grpc.StatusCode.INTERNAL)
             await self._abort(context, code, e.message, e.retry_after)

@@ -15,7 +15,7 @@ from clinotel.collector.errors import GRPC_CODES, RefusedError
 from clinotel.collector.net.body import BodyError, read_body
 from clinotel.collector.net.server import MAX_CONNECTIONS, CappedRequestHandler, QuietHTTPServer, ServerThread, bind
 from clinotel.collector.receiver.admission import Hold
-from clinotel.collector.receiver.export import JSON, PROTOBUF, ExportResult, TraceReceiver, body_share
+from clinotel.collector.receiver.export import JSON, PROTOBUF, ExportResult, TraceReceiver
 from clinotel.collector.tokens import Grant
 
 __all__ = ["OtlpHttpServer", "is_loopback"]
@@ -106,7 +106,6 @@ class _Handler(CappedRequestHandler):
         limits = receiver.limits
         media = self._media()
         limit = limits.request_limit(media)  # OTLP/JSON has a lower one: refused before it is read
-        share = body_share(self.headers.get("Content-Encoding") or "")
         try:
             body = read_body(
                 self.rfile,
@@ -114,7 +113,7 @@ class _Handler(CappedRequestHandler):
                 limit,
                 drain=_DRAIN_FACTOR * limit,
                 http10=self.request_version == "HTTP/1.0",
-                take=lambda n: hold.take(n * share),
+                budget=hold,
             )
         except BodyError as e:
             refused = RefusedError(e.reason, e.message)
