@@ -7,6 +7,7 @@ retry."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import socket
@@ -31,6 +32,7 @@ from clinotel.collector.errors import RefusedError
 from clinotel.collector.log.wal import WriteAheadLog
 from clinotel.collector.net import body as body_module
 from clinotel.collector.net.body import CREDIT_BLOCK
+from clinotel.collector.receiver import admission
 from clinotel.collector.receiver.admission import ByteBudget
 from clinotel.collector.receiver.export import Limits, TraceReceiver
 from clinotel.collector.receiver.grpc import OtlpGrpcServer
@@ -119,6 +121,29 @@ def test_waiting_takes_are_served_in_order_and_later_takes_do_not_jump_ahead() -
     assert granted == ["b"]
     small.close()
     assert budget.held == 0
+
+
+def test_a_tenant_held_back_by_its_own_share_does_not_hold_up_the_others() -> None:
+    """A waiter blocked only by its own tenant's share is passed by later waiters of other
+    tenants (first come, first served alone let one tenant's queue of large requests hold every
+    other tenant's decoding up to its 10 s bound)."""
+    budget = ByteBudget(100, "test buffer", per_tenant=60)
+    a = budget.hold("a")
+    a.take(50)
+    blocked = threading.Thread(target=lambda: _swallow(lambda: budget.hold("a").take(20, wait_s=2)))
+    blocked.start()
+    _until(lambda: len(budget._queue) == 1, "tenant a's waiter queued")
+    started = time.monotonic()
+    with budget.hold("b") as b:
+        b.take(30, wait_s=2)
+        assert time.monotonic() - started < 0.5
+    blocked.join(5)
+    a.close()
+
+
+def _swallow(call: Callable[[], None]) -> None:
+    with contextlib.suppress(RefusedError):
+        call()
 
 
 # -- over the wire -----------------------------------------------------------------------------
@@ -562,3 +587,47 @@ def test_many_connections_of_huge_headers_are_refused_without_holding_them() -> 
     assert b"HTTP/1.1 200" not in answers
     assert out["busy"] == 0
     assert grown < 64, f"grew by {grown} MB"
+
+
+def test_a_trailer_trickling_past_the_body_s_time_is_ended(ports: Ports, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every read of a counted body waits at most what is left of its time, its chunk-size lines
+    and trailer included: a trailer of 16 KiB sent a byte every 29 s held a body (and its share
+    of the buffer) for five days."""
+    monkeypatch.setattr(body_module, "BODY_GRACE_S", 0.5)
+    chunk = b"\x0a" * 1000
+    sock = _stall(ports.http, "alpha", b"Transfer-Encoding: chunked\r\n", b"%x\r\n" % len(chunk) + chunk + b"\r\n0\r\n")
+    sock.settimeout(0.1)
+    answer = b""
+    started = time.monotonic()
+    while not answer and time.monotonic() - started < 10:
+        try:
+            sock.sendall(b"X")  # a trailer line that never ends
+            answer = sock.recv(4096)
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert time.monotonic() - started < 5
+    _until(lambda: ports.receiver.budget.held == 0, "given back")
+
+
+def test_a_stalled_body_is_ended_when_the_buffer_is_full(ports: Ports, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that sent most of a body and went quiet held its bytes for as long as its body's
+    time (up to 9 minutes for 64 MiB, each of a few connections: the whole buffer). When a request
+    is refused for want of room, bodies that made no progress for `STALLED_S` are ended (their
+    connection closed, counted busy) and the retry finds room."""
+    monkeypatch.setattr(admission, "STALLED_S", 0.3)
+    budget = ports.receiver.budget
+    stalled = [_stall_length(ports.http, "alpha", MIB, sent=MIB - 100) for _ in range(3)]
+    _until(lambda: budget.held_by("alpha") >= 3 * (MIB - 100), "the stalled bodies hold the share")
+    url = f"http://127.0.0.1:{ports.http}/v1/traces"
+    assert post(url, LARGE, token="alpha")[0] == 503  # too soon: they progressed a moment ago
+    time.sleep(0.4)
+    assert post(url, LARGE, token="alpha")[0] == 503  # refused, and the stalled bodies ended
+    for sock in stalled:
+        sock.close()
+    _until(lambda: budget.held == 0, "the ended bodies gave their bytes back")
+    assert budget.evicted == 3
+    assert post(url, LARGE, token="alpha")[0] == 200

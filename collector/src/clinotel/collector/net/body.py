@@ -10,14 +10,14 @@ caller must close the connection, since the next request's start is unknown (RFC
 from __future__ import annotations
 
 import re
-import time
+from collections.abc import Callable
 from email.message import Message
 from io import BufferedIOBase
 from typing import Final, Protocol
 
 from clinotel.collector.errors import RefusedError
 
-__all__ = ["BODY_GRACE_S", "MIN_BODY_RATE", "BodyError", "Budget", "read_body"]
+__all__ = ["BODY_GRACE_S", "MIN_BODY_RATE", "Allow", "BodyError", "Budget", "read_body"]
 
 MAX_LINE: Final = 4096
 """Longest chunk-size line (with extensions) or trailer line accepted, CRLF included."""
@@ -60,38 +60,36 @@ class Budget(Protocol):
 CREDIT_BLOCK: Final = 64 << 10
 """A budget is asked for at least this much at a time: a body of one-byte chunks does not ask it
 once a byte (which doubled the CPU such a body takes)."""
-MIN_BODY_RATE: Final = 128 << 10
-"""Bytes a second a counted body must arrive at, on average, after `BODY_GRACE_S`."""
+MIN_BODY_RATE: Final = 16 << 10
+"""Bytes a second a counted body must arrive at, on average over its announced size, after
+`BODY_GRACE_S`: low enough for a clinic's slow shared uplink (eight exporters on 1.3 Mbit/s),
+and a bound on how long a body may hold its share of the receive buffer."""
 BODY_GRACE_S: Final = 30.0
+
+Allow = Callable[[float], None]
+"""Told how many seconds the body may take in all, each time more of it is announced (the
+`net.deadline.DeadlineReader` it is read through moves its deadline)."""
 
 
 class _Counted:
-    """A body's reading against its `Budget` and its deadline: bytes counted a block ahead of
-    what is buffered, all given back when the body is refused; the body must be whole within
-    `BODY_GRACE_S` plus its announced size at `MIN_BODY_RATE` (else a client sending a byte every
-    29 s held what it announced for ever)."""
+    """A body's reading against its `Budget` and its time: bytes counted a block ahead of what is
+    buffered, all given back when the body is refused; the time it may take, `BODY_GRACE_S` plus
+    its announced size at `MIN_BODY_RATE`, told to `allow`."""
 
-    def __init__(self, budget: Budget | None, started: float) -> None:
+    def __init__(self, budget: Budget | None, allow: Allow | None) -> None:
         self._budget = budget
+        self._allow = allow
         self._credit = 0
         self._taken = 0
-        self._started = started
         self._announced = 0
+        if allow is not None:
+            allow(BODY_GRACE_S)
 
     def announce(self, n: int) -> None:
         """`n` more bytes are on their way (a Content-Length, a chunk's size): more time for them."""
         self._announced += n
-
-    def check_time(self) -> None:
-        if self._budget is None:
-            return
-        allowed = BODY_GRACE_S + self._announced / MIN_BODY_RATE
-        if time.monotonic() - self._started > allowed:
-            raise BodyError(
-                "receive_timeout",
-                f"the body did not arrive in time ({allowed:.0f} s for {self._announced:,} bytes: at least "
-                f"{MIN_BODY_RATE >> 10} KiB/s after the first {BODY_GRACE_S:.0f} s)",
-            )
+        if self._allow is not None:
+            self._allow(BODY_GRACE_S + self._announced / MIN_BODY_RATE)
 
     def use(self, n: int) -> None:
         """Count `n` bytes about to be buffered; raises `RefusedError` when they may not be."""
@@ -119,17 +117,39 @@ def read_body(
     drain: int = 0,
     http10: bool = False,
     budget: Budget | None = None,
+    allow: Allow | None = None,
 ) -> bytes | bytearray:
     """The request's body, at most `limit` bytes, framed by `Content-Length` or chunked (then in
     the `bytearray` it was gathered in, not copied).
 
     A body over the limit raises 413 after up to `drain` bytes were read and discarded, so that a
     client still sending can read the answer. With a `budget`, every piece is counted in it as it
-    arrives, before it is buffered (a client holds only what it sent), and must arrive in time
-    (`_Counted`); should the budget refuse, what was counted is given back, the rest of the body is
-    read and discarded as for one too large, and its refusal raised as a `BodyError`. `http10`
-    marks an HTTP/1.0 request, which may not be chunked."""
-    counted = _Counted(budget, time.monotonic())
+    arrives, before it is buffered (a client holds only what it sent); should the budget refuse,
+    what was counted is given back, the rest of the body is read and discarded as for one too
+    large, and its refusal raised as a `BodyError`. With `allow`, the time the body may take is
+    told as it becomes known (`_Counted`), and a read past it (a `TimeoutError` from the reader)
+    is a `BodyError` (`receive_timeout`). `http10` marks an HTTP/1.0 request, which may not be
+    chunked."""
+    counted = _Counted(budget, allow)
+    try:
+        return _read_body(rfile, headers, limit, drain, http10, counted, budget is not None)
+    except TimeoutError:
+        counted.release()
+        if allow is None:
+            raise
+        raise BodyError(
+            "receive_timeout",
+            f"the body did not arrive in time: at least {MIN_BODY_RATE >> 10} KiB/s on average after the first "
+            f"{BODY_GRACE_S:.0f} s",
+        ) from None
+    except BaseException:
+        counted.release()
+        raise
+
+
+def _read_body(
+    rfile: BufferedIOBase, headers: Message, limit: int, drain: int, http10: bool, counted: _Counted, piecewise: bool
+) -> bytes | bytearray:
     codings = [c.strip().lower() for v in headers.get_all("Transfer-Encoding") or [] for c in v.split(",")]
     codings = [c for c in codings if c]
     lengths = [v.strip() for v in headers.get_all("Content-Length") or []]
@@ -142,11 +162,7 @@ def read_body(
             raise _malformed(f"the final transfer coding must be chunked, not {codings[-1]!r}")
         if codings != ["chunked"]:
             raise BodyError("unsupported_transfer_coding", f"transfer codings {', '.join(codings)} are not supported")
-        try:
-            return _read_chunked(rfile, limit, drain, counted)
-        except BaseException:
-            counted.release()
-            raise
+        return _read_chunked(rfile, limit, drain, counted)
     if not lengths:
         raise BodyError("no_length", "Content-Length or Transfer-Encoding: chunked is required")
     values = {part.strip() for v in lengths for part in v.split(",")}
@@ -157,17 +173,13 @@ def read_body(
         if length <= drain:
             _discard(rfile, length)
         raise _too_large(length, limit)
-    if budget is None:
+    counted.announce(length)
+    if not piecewise:
         body = rfile.read(length)
         if len(body) != length:
             raise _malformed(f"the body ended after {len(body):,} of {length:,} bytes")
         return body
-    counted.announce(length)
-    try:
-        return _read_counted(rfile, length, drain, counted)
-    except BaseException:
-        counted.release()
-        raise
+    return _read_counted(rfile, length, drain, counted)
 
 
 def _read_counted(rfile: BufferedIOBase, length: int, drain: int, counted: _Counted) -> bytearray:
@@ -184,10 +196,9 @@ def _read_counted(rfile: BufferedIOBase, length: int, drain: int, counted: _Coun
             received = len(body) + len(piece)
             del body, piece
             if length <= drain:
-                _discard(rfile, length - received, counted)
+                _discard(rfile, length - received)
             raise BodyError(e.reason, e.message) from None
         body += piece
-        counted.check_time()
     return body
 
 
@@ -223,7 +234,7 @@ def _read_chunked(rfile: BufferedIOBase, limit: int, drain: int, counted: _Count
         if discarding:
             if total > drain:
                 raise refused or _too_large(None, limit)
-            _discard(rfile, size, counted)
+            _discard(rfile, size)
         else:
             left = size
             while left:  # a large chunk in pieces, each counted as it comes: no copy of it beside the buffer
@@ -237,10 +248,9 @@ def _read_chunked(rfile: BufferedIOBase, limit: int, drain: int, counted: _Count
                     discarding, refused = True, BodyError(e.reason, e.message)
                     body = bytearray()
                     counted.release()
-                    _discard(rfile, left, counted)
+                    _discard(rfile, left)
                     break
                 body += piece
-                counted.check_time()
         if rfile.read(2) != b"\r\n":
             raise _malformed("chunked body: chunk data not followed by CRLF")
     trailer = 0
@@ -253,11 +263,9 @@ def _read_chunked(rfile: BufferedIOBase, limit: int, drain: int, counted: _Count
     return body
 
 
-def _discard(rfile: BufferedIOBase, n: int, counted: _Counted | None = None) -> None:
+def _discard(rfile: BufferedIOBase, n: int) -> None:
     while n > 0:
         piece = rfile.read(min(n, _DRAIN_PIECE))
         if not piece:
             return
         n -= len(piece)
-        if counted is not None:
-            counted.check_time()

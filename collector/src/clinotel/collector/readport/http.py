@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import gzip
-import io
 import json
 import logging
 import re
@@ -28,6 +27,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from clinotel.collector.errors import RefusedError
 from clinotel.collector.net.body import BodyError, read_body
+from clinotel.collector.net.deadline import DeadlineReader
 from clinotel.collector.net.server import MAX_CONNECTIONS, CappedRequestHandler, QuietHTTPServer, ServerThread, bind
 from clinotel.collector.readport import native
 from clinotel.collector.readport.reader import ClickHouseError, ReadResult, SqlReader, content_type
@@ -221,56 +221,6 @@ def _form_part(body: bytes, start: int, end: int, fields: dict[str, str]) -> Non
         fields[name] = body[data_start:end].decode("utf-8")
 
 
-class _DeadlineReader(io.BufferedIOBase):
-    """A request's body stream that ends at `deadline` (monotonic): every read waits at most
-    what is left, however slowly the bytes trickle in; past it, TimeoutError."""
-
-    def __init__(self, rfile: object, connection: socket.socket, deadline: float) -> None:
-        super().__init__()
-        self._rfile: io.BufferedReader = rfile  # type: ignore[assignment]  # StreamRequestHandler's rfile
-        self._connection = connection
-        self._deadline = deadline
-        self._per_read = connection.gettimeout()
-
-    def readable(self) -> bool:
-        return True
-
-    def _arm(self) -> None:
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the request body took too long")
-        self._connection.settimeout(left if self._per_read is None else min(left, self._per_read))
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            raise ValueError("a request body is read in bounded pieces")
-        out = bytearray()
-        while len(out) < size:
-            self._arm()
-            piece = self._rfile.read1(size - len(out))
-            if not piece:
-                break
-            out += piece
-        return bytes(out)
-
-    def read1(self, size: int = -1) -> bytes:
-        return self.read(size if size >= 0 else 1 << 16)
-
-    def readline(self, size: int | None = -1) -> bytes:
-        limit = size if size is not None and size >= 0 else 1 << 62
-        out = bytearray()
-        while len(out) < limit:
-            self._arm()
-            buffered = self._rfile.peek(1)[: limit - len(out)]
-            if not buffered:
-                break
-            newline = buffered.find(b"\n")
-            out += self._rfile.read(newline + 1 if newline >= 0 else len(buffered))
-            if newline >= 0:
-                break
-        return bytes(out)
-
-
 class _Handler(CappedRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
@@ -382,7 +332,7 @@ class _Handler(CappedRequestHandler):
     def _body(self) -> bytes:
         """The body, whole within `body_timeout_s` of its first read (each read also within the
         socket's timeout), at most MAX_QUERY_BYTES, decompressed."""
-        rfile = _DeadlineReader(self.rfile, self.connection, time.monotonic() + self.server.body_timeout_s)
+        rfile = DeadlineReader(self.rfile, self.connection, time.monotonic() + self.server.body_timeout_s)
         try:
             body = read_body(
                 rfile,

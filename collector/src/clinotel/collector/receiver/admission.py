@@ -7,8 +7,10 @@ budgets, counted in bytes and shared by OTLP/HTTP and OTLP/gRPC:
 
 - **request bytes** (`--receive-buffer-mb`): a body is counted as it arrives, before each piece
   is buffered (a client holds only what it sent: counted from its `Content-Length`, stalled
-  bodies of two tokens held the whole buffer at no cost), and must arrive at 128 KiB/s on average
-  after 30 s (`net.body`); a gRPC message from its arrival, while it waits for an export worker;
+  bodies of two tokens held the whole buffer at no cost) and must be whole within its time
+  (`net.body`: 30 s plus its size at 16 KiB/s), and a body that took nothing for `STALLED_S` is
+  ended when the buffer is full; a gRPC message from its arrival, while it waits for an export
+  worker;
   then its inflated form as it grows, and its canonical bytes (what the log keeps: at most the
   request's size) once its decoding turn came. A request that does not fit is answered 503
   busy with Retry-After (gRPC: UNAVAILABLE with RetryInfo), which exporters retry; what was
@@ -25,9 +27,11 @@ Every hold is given back when its request is answered, whatever happened to it.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Final
 
@@ -60,6 +64,8 @@ DECODE_PER_TENANT: Final = DECODE_BYTES - DECODE_BUDGET
 largest request (`bounded.DECODE_BUDGET`)."""
 DECODE_WAIT_S: Final = 10.0
 """How long a request waits for its turn to be decoded before it is answered busy."""
+STALLED_S: Final = 10.0
+"""A body being received that took nothing for this long is ended when the buffer is full."""
 _OTHERS_SHARE: Final = 4
 """1/4 of a budget is left to the other tenants: one tenant holds at most the rest."""
 RECEIVE_BUFFER_REQUESTS: Final = 4
@@ -79,10 +85,13 @@ class ByteBudget:
         self.total = total
         self.per_tenant = total - total // _OTHERS_SHARE if per_tenant is None else min(per_tenant, total)
         self.what = what
+        self.evicted = 0
+        """Stalled bodies ended to make room (`Hold.evict`)."""
         self._held = 0
         self._by_tenant: Counter[str] = Counter()
         self._changed = threading.Condition(threading.Lock())
-        self._queue: deque[object] = deque()
+        self._queue: deque[tuple[object, str, int]] = deque()
+        self._receiving: set[Hold] = set()
 
     @property
     def held(self) -> int:
@@ -99,22 +108,37 @@ class ByteBudget:
     def _fits(self, tenant: str, n: int) -> bool:
         return self._held + n <= self.total and self._by_tenant[tenant] + n <= self.per_tenant
 
+    def _own_share_full(self, tenant: str, n: int) -> bool:
+        return self._by_tenant[tenant] + n > self.per_tenant
+
+    def _may_go(self, ticket: object, tenant: str, n: int) -> bool:
+        """First come, first served, except past waiters held back by their own tenant's share
+        alone: a tenant's queue of large requests does not hold up the other tenants."""
+        if not self._fits(tenant, n):
+            return False
+        for earlier, earlier_tenant, earlier_n in self._queue:
+            if earlier is ticket:
+                return True
+            if not self._own_share_full(earlier_tenant, earlier_n):
+                return False
+        return True
+
     def _grant(self, tenant: str, n: int) -> None:
         self._held += n
         self._by_tenant[tenant] += n
 
     def _take(self, tenant: str, n: int, wait_s: float) -> bool:
         with self._changed:
-            if not self._queue and self._fits(tenant, n):
+            if self._may_go(None, tenant, n):
                 self._grant(tenant, n)
                 return True
             if wait_s <= 0:
                 return False
             deadline = time.monotonic() + wait_s
-            ticket = object()
-            self._queue.append(ticket)
+            entry = (object(), tenant, n)
+            self._queue.append(entry)
             try:
-                while not (self._queue[0] is ticket and self._fits(tenant, n)):
+                while not self._may_go(entry[0], tenant, n):
                     left = deadline - time.monotonic()
                     if left <= 0:
                         return False
@@ -122,7 +146,7 @@ class ByteBudget:
                 self._grant(tenant, n)
                 return True
             finally:
-                self._queue.remove(ticket)
+                self._queue.remove(entry)
                 self._changed.notify_all()  # the next in line may go now
 
     def _give(self, tenant: str, n: int) -> None:
@@ -135,15 +159,49 @@ class ByteBudget:
                 del self._by_tenant[tenant]
             self._changed.notify_all()
 
+    def _evict_stalled(self) -> None:
+        """End the bodies being received that made no progress for `STALLED_S`: the budget is
+        full, and a client that sent most of a body and then went quiet held its bytes at no
+        cost while others were refused."""
+        now = time.monotonic()
+        with self._changed:
+            stalled = [h for h in self._receiving if now - h.progressed > STALLED_S]
+            for h in stalled:
+                self._receiving.discard(h)
+        for h in stalled:
+            h.evicted = True
+            self.evicted += 1
+            if h.evict is not None:
+                h.evict()
+
 
 class Hold:
     """One request's bytes in a `ByteBudget`: `take` before memory is used, `give` once it is
-    freed, and everything back on `close` (a context manager)."""
+    freed, and everything back on `close` (a context manager). While its body is received
+    (`receiving`), a hold that makes no progress may be ended to make room."""
 
     def __init__(self, budget: ByteBudget, tenant: str) -> None:
         self.budget = budget
         self.tenant = tenant
         self.bytes = 0
+        self.progressed = time.monotonic()
+        self.evict: Callable[[], None] | None = None
+        self.evicted = False
+        """Ended to make room while its body was received: its refusal is `busy`."""
+
+    @contextlib.contextmanager
+    def receiving(self, evict: Callable[[], None]) -> Iterator[None]:
+        """While the body is received: `evict` ends it (closes its connection) when the budget is
+        full and it made no progress for `STALLED_S`."""
+        self.evict = evict
+        with self.budget._changed:
+            self.budget._receiving.add(self)
+        try:
+            yield
+        finally:
+            with self.budget._changed:
+                self.budget._receiving.discard(self)
+            self.evict = None
 
     def take(self, n: int, *, wait_s: float = 0.0) -> None:
         """Hold `n` more bytes, waiting up to `wait_s` for them; raises `RefusedError` (busy)
@@ -158,8 +216,10 @@ class Hold:
                 "bytes): send smaller batches",
             )
         if not budget._take(self.tenant, n, wait_s):
+            budget._evict_stalled()
             raise RefusedError("busy", f"the collector's {budget.what} is in use by other requests: retry shortly")
         self.bytes += n
+        self.progressed = time.monotonic()
 
     def resize(self, n: int) -> None:
         """Hold `n` bytes in all: take what is missing (as `take`, without waiting) or give back

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
+import socket
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Final
@@ -12,7 +15,8 @@ from google.protobuf import json_format
 from google.rpc import status_pb2
 
 from clinotel.collector.errors import GRPC_CODES, RefusedError
-from clinotel.collector.net.body import BodyError, read_body
+from clinotel.collector.net.body import BODY_GRACE_S, BodyError, read_body
+from clinotel.collector.net.deadline import DeadlineReader
 from clinotel.collector.net.server import MAX_CONNECTIONS, CappedRequestHandler, QuietHTTPServer, ServerThread, bind
 from clinotel.collector.receiver.admission import Hold
 from clinotel.collector.receiver.export import JSON, PROTOBUF, ExportResult, TraceReceiver
@@ -99,6 +103,11 @@ class _Handler(CappedRequestHandler):
             refused, close = outcome
             self._status(refused, close=close)
 
+    def _evict(self) -> None:
+        """End this connection's body now (the receive buffer is full and it stalled)."""
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
     def _receive(self, tenant: str, hold: Hold) -> ExportResult | tuple[RefusedError, bool]:
         """Read the body within `hold` and export it: the result, or the refusal and whether the
         connection must close."""
@@ -106,22 +115,35 @@ class _Handler(CappedRequestHandler):
         limits = receiver.limits
         media = self._media()
         limit = limits.request_limit(media)  # OTLP/JSON has a lower one: refused before it is read
+        started = time.monotonic()
+        rfile = DeadlineReader(self.rfile, self.connection, started + BODY_GRACE_S)
+
+        def allow(seconds: float) -> None:
+            rfile.deadline = started + seconds
+
         try:
-            body = read_body(
-                self.rfile,
-                self.headers,
-                limit,
-                drain=_DRAIN_FACTOR * limit,
-                http10=self.request_version == "HTTP/1.0",
-                budget=hold,
-            )
-        except BodyError as e:
+            with hold.receiving(self._evict):
+                body = read_body(
+                    rfile,
+                    self.headers,
+                    limit,
+                    drain=_DRAIN_FACTOR * limit,
+                    http10=self.request_version == "HTTP/1.0",
+                    budget=hold,
+                    allow=allow,
+                )
+        except BodyError as error:
+            e = error
+            if hold.evicted:
+                e = BodyError("busy", "the body stalled while the receive buffer was full: retry")
             refused = RefusedError(e.reason, e.message)
             if e.reason == "too_large" and media == JSON:
                 refused = limits.json_too_large("the request")
             if e.status != 411:
                 receiver.stats.count_refused(e.reason)
             return refused, True
+        finally:
+            rfile.restore()
         try:
             return receiver.export(
                 body,
