@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -289,25 +289,30 @@ def test_inflating_a_gzip_body_is_counted_as_it_grows(ports: Ports) -> None:
     held.close()
 
 
-def test_a_body_that_trickles_past_its_deadline_is_ended(ports: Ports, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A body must arrive at an average rate after a grace time (`body.MIN_BODY_RATE`), else a
-    byte every 29 s held a connection and its share of the buffer for good: 408, connection
-    closed, everything given back."""
-    monkeypatch.setattr(body_module, "BODY_GRACE_S", 0.5)
-    sock = _stall_length(ports.http, "alpha", 1000)
+def _trickle(sock: socket.socket, byte: bytes, seconds: float = 10) -> bytes:
+    """Send `byte` every tenth of a second until an answer comes (or `seconds` pass); the answer,
+    the socket closed."""
+    sock.settimeout(0.1)
     answer = b""
-    sock.settimeout(0.2)
-    for _ in range(40):
+    started = time.monotonic()
+    while not answer and time.monotonic() - started < seconds:
         try:
-            sock.sendall(b"\x0a")
+            sock.sendall(byte)
             answer = sock.recv(4096)
         except TimeoutError:
             continue
         except OSError:
             break
-        if answer:
-            break
     sock.close()
+    return answer
+
+
+def test_a_body_that_trickles_past_its_deadline_is_ended(ports: Ports, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body must arrive at an average rate after a grace time (`body.MIN_BODY_RATE`), else a
+    byte every 29 s held a connection and its share of the buffer for good: 408, connection
+    closed, everything given back."""
+    monkeypatch.setattr(body_module, "BODY_GRACE_S", 0.5)
+    answer = _trickle(_stall_length(ports.http, "alpha", 1000), b"\x0a")
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert ports.receiver.stats.requests_refused["receive_timeout"] == 1
     _until(lambda: ports.receiver.budget.held == 0, "given back")
@@ -343,7 +348,7 @@ def test_the_official_exporters_retry_busy_and_are_stored_once_there_is_room(por
 
 CHILD = r"""
 import json, socket, sys, threading, time
-from typing import cast
+from typing import Any, cast
 from clinotel.collector.receiver.export import Limits, TraceReceiver
 from clinotel.collector.receiver.http import OtlpHttpServer
 from clinotel.collector.tokens import Grant
@@ -373,43 +378,56 @@ def test_many_connections_of_large_bodies_hold_no_more_than_the_buffer() -> None
     grows by 129-168 MB (2026-12-06: the bodies refused part way were freed in pieces the allocator
     keeps), asserted under four times the buffer; the requests over it are answered busy, and the
     buffer is empty once they end."""
-    command = [sys.executable, "-c", CHILD, "64"]
-    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as child:
-        try:
-            assert child.stdout is not None
-            assert child.stdin is not None
-            port = int(child.stdout.readline())
-            before = _peak_of(child.pid)
-            socks = [_stall_length(port, "w", 16 * MIB) for _ in range(40)]
-            piece = b"\x00" * MIB
+    with _child_receiver(64) as (port, pid, report):
+        before = _peak_of(pid)
+        socks = [_stall_length(port, "w", 16 * MIB) for _ in range(40)]
+        piece = b"\x00" * MIB
 
-            def send(sock: socket.socket) -> None:
-                for _ in range(15):
-                    sock.sendall(piece)
-                sock.sendall(piece[: MIB - 2])  # one byte short: each body waits, whole but one
+        def send(sock: socket.socket) -> None:
+            for _ in range(15):
+                sock.sendall(piece)
+            sock.sendall(piece[: MIB - 2])  # one byte short: each body waits, whole but one
 
-            senders = [threading.Thread(target=send, args=(s,)) for s in socks]
-            for t in senders:
-                t.start()
-            for t in senders:
-                t.join(60)
-            time.sleep(0.5)
-            during = _peak_of(child.pid)
-            answers = []
-            for sock in socks:
-                sock.sendall(b"\x00")
-                answers.append(_answer(sock)[:12])
-            child.stdin.write("\n")
-            child.stdin.flush()
-            out = json.loads(child.stdout.readline())
-        finally:
-            child.kill()
+        senders = [threading.Thread(target=send, args=(s,)) for s in socks]
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join(60)
+        time.sleep(0.5)
+        during = _peak_of(pid)
+        answers = []
+        for sock in socks:
+            sock.sendall(b"\x00")
+            answers.append(_answer(sock)[:12])
+        out = report()
     busy = answers.count(b"HTTP/1.1 503")
     assert busy >= 30, answers
     assert out["busy"] == busy
     assert out["held"] == 0
     grown = (during - before) >> 20
     assert grown < 256, f"grew by {grown} MB for 40 bodies of 16 MiB against a 64 MiB buffer"
+
+
+@contextlib.contextmanager
+def _child_receiver(buffer_mb: int) -> Iterator[tuple[int, int, Callable[[], dict[str, Any]]]]:
+    """A receiver with a buffer of `buffer_mb` in a process of its own: its port, its pid, and
+    `report` (its figures, once the test is done with it)."""
+    command = [sys.executable, "-c", CHILD, str(buffer_mb)]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as child:
+        stdin, stdout = child.stdin, child.stdout
+        assert stdin is not None
+        assert stdout is not None
+
+        def report() -> dict[str, Any]:
+            stdin.write("\n")
+            stdin.flush()
+            out: dict[str, Any] = json.loads(stdout.readline())
+            return out
+
+        try:
+            yield int(stdout.readline()), child.pid, report
+        finally:
+            child.kill()
 
 
 def _peak_of(pid: int) -> int:
@@ -548,41 +566,32 @@ def test_a_header_section_over_its_bound_is_answered_431_before_the_token_is_che
 def test_many_connections_of_huge_headers_are_refused_without_holding_them() -> None:
     """40 connections each sending 98 header lines of 64 KiB, no token: the process grew by 576 MB
     (1,456 MB in the attacker's run). Each is now answered 431 from its first 32 KiB: grown by 0."""
-    command = [sys.executable, "-c", CHILD, "64"]
-    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as child:
-        try:
-            assert child.stdout is not None
-            assert child.stdin is not None
-            port = int(child.stdout.readline())
-            before = _peak_of(child.pid)
-            line = b"X-Filler: " + b"a" * ((64 << 10) - 12) + b"\r\n"  # the longest line the stdlib takes
+    with _child_receiver(64) as (port, pid, report):
+        before = _peak_of(pid)
+        line = b"X-Filler: " + b"a" * ((64 << 10) - 12) + b"\r\n"  # the longest line the stdlib takes
 
-            def send() -> bytes:
-                sock = socket.create_connection(("127.0.0.1", port))
-                try:
-                    sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n")
-                    for _ in range(98):
-                        sock.sendall(line)
-                    sock.sendall(b"\r\n")
-                except OSError:
-                    pass  # refused and closed part way
-                try:
-                    return _answer(sock)[:12]
-                except OSError:
-                    return b""
+        def send() -> bytes:
+            sock = socket.create_connection(("127.0.0.1", port))
+            try:
+                sock.sendall(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n")
+                for _ in range(98):
+                    sock.sendall(line)
+                sock.sendall(b"\r\n")
+            except OSError:
+                pass  # refused and closed part way
+            try:
+                return _answer(sock)[:12]
+            except OSError:
+                return b""
 
-            answers: list[bytes] = []
-            senders = [threading.Thread(target=lambda: answers.append(send())) for _ in range(40)]
-            for t in senders:
-                t.start()
-            for t in senders:
-                t.join(60)
-            grown = (_peak_of(child.pid) - before) >> 20
-            child.stdin.write("\n")
-            child.stdin.flush()
-            out = json.loads(child.stdout.readline())
-        finally:
-            child.kill()
+        answers: list[bytes] = []
+        senders = [threading.Thread(target=lambda: answers.append(send())) for _ in range(40)]
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join(60)
+        grown = (_peak_of(pid) - before) >> 20
+        out = report()
     assert len(answers) == 40
     assert b"HTTP/1.1 200" not in answers
     assert out["busy"] == 0
@@ -596,18 +605,8 @@ def test_a_trailer_trickling_past_the_body_s_time_is_ended(ports: Ports, monkeyp
     monkeypatch.setattr(body_module, "BODY_GRACE_S", 0.5)
     chunk = b"\x0a" * 1000
     sock = _stall(ports.http, "alpha", b"Transfer-Encoding: chunked\r\n", b"%x\r\n" % len(chunk) + chunk + b"\r\n0\r\n")
-    sock.settimeout(0.1)
-    answer = b""
     started = time.monotonic()
-    while not answer and time.monotonic() - started < 10:
-        try:
-            sock.sendall(b"X")  # a trailer line that never ends
-            answer = sock.recv(4096)
-        except TimeoutError:
-            continue
-        except OSError:
-            break
-    sock.close()
+    answer = _trickle(sock, b"X")  # a trailer line that never ends
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert time.monotonic() - started < 5
     _until(lambda: ports.receiver.budget.held == 0, "given back")
