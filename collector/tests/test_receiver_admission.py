@@ -612,21 +612,79 @@ def test_a_trailer_trickling_past_the_body_s_time_is_ended(ports: Ports, monkeyp
     _until(lambda: ports.receiver.budget.held == 0, "given back")
 
 
-def test_a_stalled_body_is_ended_when_the_buffer_is_full(ports: Ports, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A client that sent most of a body and went quiet held its bytes for as long as its body's
-    time (up to 9 minutes for 64 MiB, each of a few connections: the whole buffer). When a request
-    is refused for want of room, bodies that made no progress for `STALLED_S` are ended (their
-    connection closed, counted busy) and the retry finds room."""
+def test_a_stalled_body_is_ended_when_its_bytes_make_room(ports: Ports, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that sent most of a body and went quiet held its bytes for its body's time (up to
+    an hour for 64 MiB). When a request is refused for want of room, bodies that stalled (under
+    1.6 KiB/s for `STALLED_S`) are ended, longest stalled first, until it would fit: here its own
+    tenant's share was full, so one of the tenant's own three is ended (its connection shut,
+    counted busy), another tenant's stalled body is left alone, and the retry is stored."""
     monkeypatch.setattr(admission, "STALLED_S", 0.3)
     budget = ports.receiver.budget
+    other = _stall_length(ports.http, "beta", MIB, sent=100 << 10)
     stalled = [_stall_length(ports.http, "alpha", MIB, sent=MIB - 100) for _ in range(3)]
     _until(lambda: budget.held_by("alpha") >= 3 * (MIB - 100), "the stalled bodies hold the share")
+    _until(lambda: budget.held_by("beta") >= 100 << 10, "the other tenant's body is counted")
     url = f"http://127.0.0.1:{ports.http}/v1/traces"
     assert post(url, LARGE, token="alpha")[0] == 503  # too soon: they progressed a moment ago
+    assert budget.evicted == 0
     time.sleep(0.4)
-    assert post(url, LARGE, token="alpha")[0] == 503  # refused, and the stalled bodies ended
-    for sock in stalled:
-        sock.close()
-    _until(lambda: budget.held == 0, "the ended bodies gave their bytes back")
-    assert budget.evicted == 3
+    assert post(url, LARGE, token="alpha")[0] == 503  # refused, and one stalled body ended
+    assert budget.evicted == 1
+    _until(lambda: budget.held_by("alpha") < 3 * MIB - (900 << 10), "the ended body gave its bytes back")
+    assert budget.held_by("beta") >= 100 << 10, "another tenant's body is not ended for this tenant's share"
     assert post(url, LARGE, token="alpha")[0] == 200
+    assert ports.receiver.stats.requests_refused["busy"] == 3
+    for sock in [*stalled, other]:
+        sock.close()
+    _until(lambda: budget.held == 0, "every hold given back")
+
+
+def test_a_body_still_arriving_is_not_ended(ports: Ports, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Progress is every byte that arrives, not the 64 KiB blocks taken: a body arriving at
+    4 KiB/s (within its time, and over the stalled rate) is not ended when the buffer is full."""
+    monkeypatch.setattr(admission, "STALLED_S", 0.5)
+    monkeypatch.setattr(admission, "PROGRESS_BYTES", 1 << 10)  # stalled: under 2 KiB/s here
+    budget = ports.receiver.budget
+    slow = _stall_length(ports.http, "alpha", 50 << 10)
+    _until(lambda: budget.held_by("alpha") > 0, "the slow body is counted")
+    held, more = budget.hold("beta"), budget.hold("gamma")
+    held.take(3 * MIB)
+    more.take(budget.total - budget.held - (32 << 10))
+    stop = threading.Event()
+
+    def drip() -> None:
+        while not stop.wait(0.1):
+            slow.sendall(b"\x0a" * 400)
+
+    dripping = threading.Thread(target=drip)
+    dripping.start()
+    try:
+        time.sleep(1.5)
+        assert post(f"http://127.0.0.1:{ports.http}/v1/traces", LARGE, token="alpha")[0] == 503
+        assert budget.evicted == 0
+    finally:
+        stop.set()
+        dripping.join()
+        slow.close()
+        held.close()
+        more.close()
+    _until(lambda: budget.held == 0, "every hold given back")
+
+
+def test_a_tenant_s_later_requests_do_not_pass_its_own_earlier_one() -> None:
+    """Passing a waiter held back by its own share is for other tenants: the same tenant's later
+    small requests passing its large one kept it waiting until it was refused."""
+    budget = ByteBudget(100, "test buffer", per_tenant=60)
+    a = budget.hold("a")
+    a.take(50)
+    large = budget.hold("a")
+    waiting = threading.Thread(target=lambda: _swallow(lambda: large.take(20, wait_s=2)))
+    waiting.start()
+    _until(lambda: len(budget._queue) == 1, "tenant a's large request queued")
+    with pytest.raises(RefusedError):
+        budget.hold("a").take(5)  # fits its share, but would pass its own earlier request
+    a.close()
+    waiting.join(5)
+    assert large.bytes == 20, "its turn came once there was room"
+    large.close()
+    assert budget.held == 0

@@ -56,6 +56,9 @@ class Budget(Protocol):
     def give(self, n: int) -> None:
         """Give back `n` of the bytes counted."""
 
+    def received(self, n: int) -> None:
+        """`n` bytes of the body arrived (its progress)."""
+
 
 CREDIT_BLOCK: Final = 64 << 10
 """A budget is asked for at least this much at a time: a body of one-byte chunks does not ask it
@@ -95,6 +98,7 @@ class _Counted:
         """Count `n` bytes about to be buffered; raises `RefusedError` when they may not be."""
         if self._budget is None:
             return
+        self._budget.received(n)
         if n > self._credit:
             more = max(n - self._credit, CREDIT_BLOCK)
             self._budget.take(more)

@@ -7,20 +7,20 @@ budgets, counted in bytes and shared by OTLP/HTTP and OTLP/gRPC:
 
 - **request bytes** (`--receive-buffer-mb`): a body is counted as it arrives, before each piece
   is buffered (a client holds only what it sent: counted from its `Content-Length`, stalled
-  bodies of two tokens held the whole buffer at no cost) and must be whole within its time
-  (`net.body`: 30 s plus its size at 16 KiB/s), and a body that took nothing for `STALLED_S` is
-  ended when the buffer is full; a gRPC message from its arrival, while it waits for an export
-  worker;
-  then its inflated form as it grows, and its canonical bytes (what the log keeps: at most the
-  request's size) once its decoding turn came. A request that does not fit is answered 503
-  busy with Retry-After (gRPC: UNAVAILABLE with RetryInfo), which exporters retry; what was
-  accepted before is not touched. One tenant holds at most three quarters of the buffer, so
-  another tenant's exports still fit while one sends its largest requests (or a stolen token
-  sends many).
+  bodies of two tokens held the whole buffer at no cost), and must be whole within its time
+  (`net.body`: 30 s plus its size at 16 KiB/s); a body that stalled (under 1.6 KiB/s for
+  `STALLED_S`) is ended when its bytes would make room in a full buffer. A gRPC message is
+  counted from its arrival, while it waits for an export worker; then a request's inflated form
+  as it grows, and its canonical bytes (what the log keeps: at most the request's size) once its
+  decoding turn came. A request that does not fit is answered 503 busy with Retry-After (gRPC:
+  UNAVAILABLE with RetryInfo), which exporters retry; what was accepted before is not touched.
+  One tenant holds at most three quarters of the buffer, so another tenant's exports still fit
+  while one sends its largest requests (or a stolen token sends many).
 - **decoding**: what parsing and checking a request may take beside its bytes, estimated from its
   size (`DECODE_FACTOR` bytes a byte, at most `bounded.DECODE_BUDGET`): 128 MiB at once, 64 MiB of
-  it one tenant's, waited for first come, first served (decoding is short and holds the
-  interpreter lock, so more at once would not be faster).
+  it one tenant's, waited for first come, first served, except that another tenant's waiter
+  held back by its own share alone is passed (decoding is short and holds the interpreter lock,
+  so more at once would not be faster).
 
 Every hold is given back when its request is answered, whatever happened to it.
 """
@@ -65,7 +65,9 @@ largest request (`bounded.DECODE_BUDGET`)."""
 DECODE_WAIT_S: Final = 10.0
 """How long a request waits for its turn to be decoded before it is answered busy."""
 STALLED_S: Final = 10.0
-"""A body being received that took nothing for this long is ended when the buffer is full."""
+PROGRESS_BYTES: Final = 16 << 10
+"""A body being received that got less than `PROGRESS_BYTES` in `STALLED_S` (1.6 KiB/s) has
+stalled: it is ended when the buffer is full and its bytes would make room."""
 _OTHERS_SHARE: Final = 4
 """1/4 of a budget is left to the other tenants: one tenant holds at most the rest."""
 RECEIVE_BUFFER_REQUESTS: Final = 4
@@ -112,14 +114,15 @@ class ByteBudget:
         return self._by_tenant[tenant] + n > self.per_tenant
 
     def _may_go(self, ticket: object, tenant: str, n: int) -> bool:
-        """First come, first served, except past waiters held back by their own tenant's share
-        alone: a tenant's queue of large requests does not hold up the other tenants."""
+        """First come, first served, except past another tenant's waiters held back by their own
+        tenant's share alone: a tenant's queue of large requests does not hold up the other
+        tenants (its own later requests stay behind them)."""
         if not self._fits(tenant, n):
             return False
         for earlier, earlier_tenant, earlier_n in self._queue:
             if earlier is ticket:
                 return True
-            if not self._own_share_full(earlier_tenant, earlier_n):
+            if earlier_tenant == tenant or not self._own_share_full(earlier_tenant, earlier_n):
                 return False
         return True
 
@@ -159,20 +162,32 @@ class ByteBudget:
                 del self._by_tenant[tenant]
             self._changed.notify_all()
 
-    def _evict_stalled(self) -> None:
-        """End the bodies being received that made no progress for `STALLED_S`: the budget is
-        full, and a client that sent most of a body and then went quiet held its bytes at no
-        cost while others were refused."""
+    def _evict_stalled(self, tenant: str, n: int) -> None:
+        """Make room for `n` bytes of `tenant` by ending bodies being received that stalled
+        (less than `PROGRESS_BYTES` in `STALLED_S`): the tenant's own when its share is what is
+        full, else any tenant's, longest stalled first, until the bytes would fit. A client that
+        sent most of a body and went quiet held its bytes at no cost while others were refused.
+        Ended under the lock, so never a body whose reading has just finished."""
         now = time.monotonic()
         with self._changed:
-            stalled = [h for h in self._receiving if now - h.progressed > STALLED_S]
+            own = self._own_share_full(tenant, n)
+            stalled = sorted(
+                (h for h in self._receiving if now - h.progressed > STALLED_S and (not own or h.tenant == tenant)),
+                key=lambda h: h.progressed,
+            )
+            freed = 0
             for h in stalled:
+                if (
+                    self._held - freed + n <= self.total
+                    and self._by_tenant[tenant] - (freed if own else 0) + n <= self.per_tenant
+                ):
+                    break
                 self._receiving.discard(h)
-        for h in stalled:
-            h.evicted = True
-            self.evicted += 1
-            if h.evict is not None:
-                h.evict()
+                h.evicted = True
+                self.evicted += 1
+                freed += h.bytes
+                if h.evict is not None:
+                    h.evict()
 
 
 class Hold:
@@ -185,23 +200,32 @@ class Hold:
         self.tenant = tenant
         self.bytes = 0
         self.progressed = time.monotonic()
+        self._since_progress = 0
         self.evict: Callable[[], None] | None = None
         self.evicted = False
         """Ended to make room while its body was received: its refusal is `busy`."""
 
     @contextlib.contextmanager
     def receiving(self, evict: Callable[[], None]) -> Iterator[None]:
-        """While the body is received: `evict` ends it (closes its connection) when the budget is
-        full and it made no progress for `STALLED_S`."""
-        self.evict = evict
+        """While the body is received: `evict` ends it (shuts its connection) when the budget is
+        full and it stalled (`ByteBudget._evict_stalled`); `received` marks its progress."""
         with self.budget._changed:
+            self.evict = evict
+            self.progressed = time.monotonic()
             self.budget._receiving.add(self)
         try:
             yield
         finally:
             with self.budget._changed:
                 self.budget._receiving.discard(self)
-            self.evict = None
+                self.evict = None
+
+    def received(self, n: int) -> None:
+        """`n` more bytes of the body arrived: progress, once `PROGRESS_BYTES` have since the last."""
+        self._since_progress += n
+        if self._since_progress >= PROGRESS_BYTES:
+            self._since_progress = 0
+            self.progressed = time.monotonic()
 
     def take(self, n: int, *, wait_s: float = 0.0) -> None:
         """Hold `n` more bytes, waiting up to `wait_s` for them; raises `RefusedError` (busy)
@@ -216,10 +240,9 @@ class Hold:
                 "bytes): send smaller batches",
             )
         if not budget._take(self.tenant, n, wait_s):
-            budget._evict_stalled()
+            budget._evict_stalled(self.tenant, n)
             raise RefusedError("busy", f"the collector's {budget.what} is in use by other requests: retry shortly")
         self.bytes += n
-        self.progressed = time.monotonic()
 
     def resize(self, n: int) -> None:
         """Hold `n` bytes in all: take what is missing (as `take`, without waiting) or give back

@@ -144,6 +144,9 @@ class _Handler(CappedRequestHandler):
             return refused, True
         finally:
             rfile.restore()
+        if hold.evicted:  # ended just as its last bytes came: its answer cannot reach the client
+            receiver.stats.count_refused("busy")
+            return RefusedError("busy", "the body stalled while the receive buffer was full: retry"), True
         try:
             return receiver.export(
                 body,
