@@ -33,7 +33,7 @@ from clinotel.collector.log.wal import WriteAheadLog
 from clinotel.collector.net import body as body_module
 from clinotel.collector.net.body import CREDIT_BLOCK
 from clinotel.collector.receiver import admission
-from clinotel.collector.receiver.admission import ByteBudget
+from clinotel.collector.receiver.admission import ByteBudget, Hold
 from clinotel.collector.receiver.export import Limits, TraceReceiver
 from clinotel.collector.receiver.grpc import OtlpGrpcServer
 from clinotel.collector.receiver.http import OtlpHttpServer
@@ -687,4 +687,50 @@ def test_a_tenant_s_later_requests_do_not_pass_its_own_earlier_one() -> None:
     waiting.join(5)
     assert large.bytes == 20, "its turn came once there was room"
     large.close()
+    assert budget.held == 0
+
+
+_ended: list[Hold] = []
+
+
+def _receiving(stack: contextlib.ExitStack, budget: ByteBudget, tenant: str, n: int, stalled: bool) -> Hold:
+    """A hold of `n` bytes whose body is being received (stalled long ago, or progressing now);
+    ending it appends it to `_ended`."""
+    hold = budget.hold(tenant)
+    hold.take(n)
+    stack.enter_context(hold.receiving(lambda: _ended.append(hold)))
+    hold.progressed = time.monotonic() - (100 if stalled else 0)
+    return hold
+
+
+def test_only_what_makes_room_is_ended() -> None:
+    """Ending stalled bodies for a refused request ends as few as make it fit (from a review of
+    the first version): not bodies that hold nothing (read to be discarded, or not begun), not the
+    refused one itself, not a second one for a concurrent refusal while the first's bytes are on
+    their way back; and when the tenant's share and the total are both full, its own first, then
+    another tenant's, in one refusal."""
+    _ended.clear()
+    budget = ByteBudget(100, "test buffer", per_tenant=75)
+    with contextlib.ExitStack() as stack:
+        active = budget.hold("a")
+        active.take(60)
+        empty = _receiving(stack, budget, "a", 0, stalled=True)
+        own = _receiving(stack, budget, "a", 5, stalled=True)
+        other = _receiving(stack, budget, "b", 30, stalled=True)
+        refused = _receiving(stack, budget, "a", 5, stalled=True)
+        with pytest.raises(RefusedError):
+            refused.take(10)  # a's share (75) and the total (100) are both full
+        assert _ended == [own, other], "its own stalled body first, then another tenant's"
+        assert empty not in _ended
+        assert refused not in _ended
+        _ended.clear()
+        with pytest.raises(RefusedError):
+            budget.hold("c").take(1)  # the ended bodies' bytes are not given back yet: room
+        assert _ended == []
+        own.close()
+        other.close()
+        with budget.hold("a") as retry:
+            retry.take(10)
+        for hold in (active, empty, refused):
+            hold.close()
     assert budget.held == 0

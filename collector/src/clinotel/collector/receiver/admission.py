@@ -94,6 +94,9 @@ class ByteBudget:
         self._changed = threading.Condition(threading.Lock())
         self._queue: deque[tuple[object, str, int]] = deque()
         self._receiving: set[Hold] = set()
+        self._ending = 0
+        """Bytes of bodies ended (`_end`) and not yet given back."""
+        self._ending_by: Counter[str] = Counter()
 
     @property
     def held(self) -> int:
@@ -152,42 +155,61 @@ class ByteBudget:
                 self._queue.remove(entry)
                 self._changed.notify_all()  # the next in line may go now
 
-    def _give(self, tenant: str, n: int) -> None:
+    def _give(self, hold: Hold, n: int) -> None:
         if not n:
             return
+        tenant = hold.tenant
         with self._changed:
             self._held -= n
             self._by_tenant[tenant] -= n
             if self._by_tenant[tenant] <= 0:
                 del self._by_tenant[tenant]
+            if hold._ending:
+                ended = min(n, hold._ending)
+                hold._ending -= ended
+                self._ending -= ended
+                self._ending_by[tenant] -= ended
+                if self._ending_by[tenant] <= 0:
+                    del self._ending_by[tenant]
             self._changed.notify_all()
 
-    def _evict_stalled(self, tenant: str, n: int) -> None:
-        """Make room for `n` bytes of `tenant` by ending bodies being received that stalled
-        (less than `PROGRESS_BYTES` in `STALLED_S`): the tenant's own when its share is what is
-        full, else any tenant's, longest stalled first, until the bytes would fit. A client that
-        sent most of a body and went quiet held its bytes at no cost while others were refused.
-        Ended under the lock, so never a body whose reading has just finished."""
+    def _evict_stalled(self, refused: Hold, n: int) -> None:
+        """Make room for `n` more bytes of `refused` by ending bodies being received that stalled
+        (less than `PROGRESS_BYTES` in `STALLED_S`), longest stalled first, until the bytes would
+        fit: first the refused tenant's own while its share is what is full, then any tenant's
+        while the total is. A client that sent most of a body and went quiet held its bytes at no
+        cost while others were refused. Bodies that hold nothing (read to be discarded, or not
+        begun) and the refused one are left alone; bytes of bodies ended but not yet given back
+        count as room (concurrent refusals each ended another). Ended under the lock, so never a
+        body whose reading has just finished."""
+        tenant = refused.tenant
         now = time.monotonic()
         with self._changed:
-            own = self._own_share_full(tenant, n)
             stalled = sorted(
-                (h for h in self._receiving if now - h.progressed > STALLED_S and (not own or h.tenant == tenant)),
+                (h for h in self._receiving if h is not refused and h.bytes > 0 and now - h.progressed > STALLED_S),
                 key=lambda h: h.progressed,
             )
-            freed = 0
             for h in stalled:
-                if (
-                    self._held - freed + n <= self.total
-                    and self._by_tenant[tenant] - (freed if own else 0) + n <= self.per_tenant
-                ):
+                if self._by_tenant[tenant] - self._ending_by[tenant] + n <= self.per_tenant:
                     break
-                self._receiving.discard(h)
-                h.evicted = True
-                self.evicted += 1
-                freed += h.bytes
-                if h.evict is not None:
-                    h.evict()
+                if h.tenant == tenant:
+                    self._end(h)
+            for h in stalled:
+                if self._held - self._ending + n <= self.total:
+                    break
+                if h in self._receiving:
+                    self._end(h)
+
+    def _end(self, h: Hold) -> None:
+        """End `h`'s body (under the lock): its bytes count as room until they are given back."""
+        self._receiving.discard(h)
+        h.evicted = True
+        h._ending = h.bytes
+        self._ending += h.bytes
+        self._ending_by[h.tenant] += h.bytes
+        self.evicted += 1
+        if h.evict is not None:
+            h.evict()
 
 
 class Hold:
@@ -204,6 +226,7 @@ class Hold:
         self.evict: Callable[[], None] | None = None
         self.evicted = False
         """Ended to make room while its body was received: its refusal is `busy`."""
+        self._ending = 0
 
     @contextlib.contextmanager
     def receiving(self, evict: Callable[[], None]) -> Iterator[None]:
@@ -240,7 +263,7 @@ class Hold:
                 "bytes): send smaller batches",
             )
         if not budget._take(self.tenant, n, wait_s):
-            budget._evict_stalled(self.tenant, n)
+            budget._evict_stalled(self, n)
             raise RefusedError("busy", f"the collector's {budget.what} is in use by other requests: retry shortly")
         self.bytes += n
 
@@ -256,7 +279,7 @@ class Hold:
         """Give back `n` of the bytes held (memory freed before the request ends)."""
         n = min(n, self.bytes)
         self.bytes -= n
-        self.budget._give(self.tenant, n)
+        self.budget._give(self, n)
 
     def close(self) -> None:
         self.give(self.bytes)
