@@ -78,8 +78,9 @@ quarters) then holds one request three times over (gzipped body, inflated, canon
 class ByteBudget:
     """At most `total` bytes held at once, of which one tenant holds at most `per_tenant` (three
     quarters of the total by default). `what` names the budget in the busy answer. Takes that
-    wait are served first come, first served: a tenant's stream of small requests cannot keep
-    taking the room another tenant's larger one waits for. Thread-safe."""
+    wait are served first come, first served (`_may_go`): a tenant's stream of small requests
+    cannot keep taking the room another tenant's larger one waits for. Stalled bodies may be
+    ended to make room (`_evict_stalled`). Thread-safe."""
 
     def __init__(self, total: int, what: str, per_tenant: int | None = None) -> None:
         if total < 1:
@@ -88,7 +89,7 @@ class ByteBudget:
         self.per_tenant = total - total // _OTHERS_SHARE if per_tenant is None else min(per_tenant, total)
         self.what = what
         self.evicted = 0
-        """Stalled bodies ended to make room (`Hold.evict`)."""
+        """Stalled bodies ended to make room (`_evict_stalled`)."""
         self._held = 0
         self._by_tenant: Counter[str] = Counter()
         self._changed = threading.Condition(threading.Lock())
