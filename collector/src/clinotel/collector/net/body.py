@@ -23,8 +23,8 @@ MAX_LINE: Final = 4096
 """Longest chunk-size line (with extensions) or trailer line accepted, CRLF included."""
 MAX_TRAILER_BYTES: Final = 16 << 10
 _HEX: Final = re.compile(rb"[0-9A-Fa-f]{1,16}")
-_DRAIN_PIECE: Final = 1 << 16
 _PIECE: Final = 1 << 16
+"""What one read of a body asks for, kept or discarded."""
 
 
 class BodyError(RefusedError):
@@ -269,7 +269,7 @@ def _read_chunked(rfile: BufferedIOBase, limit: int, drain: int, counted: _Count
 
 def _discard(rfile: BufferedIOBase, n: int) -> None:
     while n > 0:
-        piece = rfile.read(min(n, _DRAIN_PIECE))
+        piece = rfile.read(min(n, _PIECE))
         if not piece:
             return
         n -= len(piece)

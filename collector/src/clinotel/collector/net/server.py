@@ -25,6 +25,7 @@ __all__ = [
     "QuietHTTPServer",
     "ServerThread",
     "bind",
+    "close_now",
 ]
 
 logger: Final = logging.getLogger("clinotel.collector")
@@ -176,7 +177,7 @@ class QuietHTTPServer(ThreadingHTTPServer):
             else:
                 self.refused_connections += 1
         if victim is not None:
-            _close_now(victim)
+            close_now(victim)
         if admitted:
             return True
         try:
@@ -209,7 +210,7 @@ class QuietHTTPServer(ThreadingHTTPServer):
                 self._states[c][0] = _CLOSING
             self.timed_out_headers += len(overdue)
         for c in overdue:
-            _close_now(c)
+            close_now(c)
 
     def _release(self, request: Any) -> None:
         with self._lock:
@@ -236,7 +237,7 @@ class QuietHTTPServer(ThreadingHTTPServer):
             logger.error("request from %s failed", client_address, exc_info=True)
 
 
-def _close_now(connection: Any) -> None:
+def close_now(connection: Any) -> None:
     """End a connection another thread is reading: its read returns at once (end of stream)."""
     with contextlib.suppress(OSError):
         connection.shutdown(socket.SHUT_RDWR)

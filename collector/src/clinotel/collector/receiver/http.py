@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import logging
-import socket
 import time
 from collections.abc import Callable
 from http import HTTPStatus
@@ -15,9 +13,16 @@ from google.protobuf import json_format
 from google.rpc import status_pb2
 
 from clinotel.collector.errors import GRPC_CODES, RefusedError
-from clinotel.collector.net.body import BODY_GRACE_S, BodyError, read_body
+from clinotel.collector.net.body import BodyError, read_body
 from clinotel.collector.net.deadline import DeadlineReader
-from clinotel.collector.net.server import MAX_CONNECTIONS, CappedRequestHandler, QuietHTTPServer, ServerThread, bind
+from clinotel.collector.net.server import (
+    MAX_CONNECTIONS,
+    CappedRequestHandler,
+    QuietHTTPServer,
+    ServerThread,
+    bind,
+    close_now,
+)
 from clinotel.collector.receiver.admission import Hold
 from clinotel.collector.receiver.export import JSON, PROTOBUF, ExportResult, TraceReceiver
 from clinotel.collector.tokens import Grant
@@ -103,11 +108,6 @@ class _Handler(CappedRequestHandler):
             refused, close = outcome
             self._status(refused, close=close)
 
-    def _evict(self) -> None:
-        """End this connection's body now (the receive buffer is full and it stalled)."""
-        with contextlib.suppress(OSError):
-            self.connection.shutdown(socket.SHUT_RDWR)
-
     def _receive(self, tenant: str, hold: Hold) -> ExportResult | tuple[RefusedError, bool]:
         """Read the body within `hold` and export it: the result, or the refusal and whether the
         connection must close."""
@@ -116,13 +116,14 @@ class _Handler(CappedRequestHandler):
         media = self._media()
         limit = limits.request_limit(media)  # OTLP/JSON has a lower one: refused before it is read
         started = time.monotonic()
-        rfile = DeadlineReader(self.rfile, self.connection, started + BODY_GRACE_S)
+        rfile = DeadlineReader(self.rfile, self.connection, started)  # `allow` gives it its time
 
         def allow(seconds: float) -> None:
             rfile.deadline = started + seconds
 
+        failed: BodyError | None = None
         try:
-            with hold.receiving(self._evict):
+            with hold.receiving(lambda: close_now(self.connection)):
                 body = read_body(
                     rfile,
                     self.headers,
@@ -132,21 +133,19 @@ class _Handler(CappedRequestHandler):
                     budget=hold,
                     allow=allow,
                 )
-        except BodyError as error:
-            e = error
-            if hold.evicted:
-                e = BodyError("busy", "the body stalled while the receive buffer was full: retry")
-            refused = RefusedError(e.reason, e.message)
-            if e.reason == "too_large" and media == JSON:
-                refused = limits.json_too_large("the request")
-            if e.status != 411:
-                receiver.stats.count_refused(e.reason)
-            return refused, True
+        except BodyError as e:
+            failed = e
         finally:
             rfile.restore()
-        if hold.evicted:  # ended just as its last bytes came: its answer cannot reach the client
-            receiver.stats.count_refused("busy")
-            return RefusedError("busy", "the body stalled while the receive buffer was full: retry"), True
+        if hold.evicted:  # ended to make room (perhaps just as its last bytes came: unanswerable)
+            failed = BodyError("busy", "the body stalled while the receive buffer was full: retry")
+        if failed is not None:
+            refused = RefusedError(failed.reason, failed.message)
+            if failed.reason == "too_large" and media == JSON:
+                refused = limits.json_too_large("the request")
+            if failed.status != 411:
+                receiver.stats.count_refused(failed.reason)
+            return refused, True
         try:
             return receiver.export(
                 body,
