@@ -509,8 +509,11 @@ class _BlockedLog(ListLog):
     def __init__(self) -> None:
         super().__init__()
         self.release = threading.Event()
+        self.waiting = threading.Event()
+        """Set once an append waits (its request's hold no longer changes until it returns)."""
 
     def append(self, record: bytes | Sequence[bytes]) -> None:
+        self.waiting.set()
         self.release.wait(30)
         super().append(record)
 
@@ -532,7 +535,7 @@ def test_grpc_messages_waiting_for_a_worker_are_counted_and_let_go_when_their_ca
     metadata = (("authorization", "Bearer alpha"),)
     try:
         first = call.future(plain_request(3), metadata=metadata, timeout=30)
-        _until(lambda: receiver.budget.held > 0, "the first call is being exported")
+        _until(log.waiting.is_set, "the first call's export waits for the disk")
         running = receiver.budget.held
         waiting = [call.future(LARGE, metadata=metadata, timeout=1.5) for _ in range(2)]
         _until(lambda: receiver.budget.held >= running + 2 * len(LARGE), "the waiting messages are counted")
