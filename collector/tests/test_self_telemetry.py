@@ -50,6 +50,8 @@ def test_counters_land_as_increases_and_sum_to_the_totals(collector: Collector) 
     assert "clinotel_wal_pending_bytes" in gauges
     assert gauges["clinotel_receiver_buffer_max_bytes"] == 256 << 20
     assert gauges["clinotel_receiver_buffer_bytes"] == 0, "every request's hold given back once answered"
+    assert gauges["clinotel_receiver_decode_max_bytes"] == 128 << 20
+    assert gauges["clinotel_receiver_decode_bytes"] == 0, "every decode's estimate given back once it ended"
 
 
 def test_operators_read_the_collector_figures_and_tenants_do_not(collector: Collector) -> None:

@@ -531,6 +531,7 @@ class Collector:
             up=self.health() is None,
             parts_synced=self.config.fsync_parts if embedded else None,
             buffer=self.receiver.budget,
+            decoding=self.receiver.decoding,
         )
 
     def metrics(self) -> str:

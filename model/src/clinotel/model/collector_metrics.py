@@ -64,6 +64,17 @@ RECEIVE_BUFFER_MAX_BYTES: Final = CollectorMetric(
     "The receive buffer (--receive-buffer-mb); a request that does not fit is answered busy (503, UNAVAILABLE), "
     "as is one of a tenant holding three quarters of it.",
 )
+DECODE_BYTES: Final = CollectorMetric(
+    "clinotel_receiver_decode_bytes",
+    "gauge",
+    "Memory the requests being decoded may take now, as estimated from their sizes (a request waits for room, "
+    "then is answered busy).",
+)
+DECODE_MAX_BYTES: Final = CollectorMetric(
+    "clinotel_receiver_decode_max_bytes",
+    "gauge",
+    "The decoding budget: what the requests being decoded may take at once, a tenant's at most half of it.",
+)
 WAL_APPENDED_BYTES: Final = CollectorMetric(
     "clinotel_wal_appended_bytes_total", "counter", "Request bytes appended to the log."
 )
@@ -97,7 +108,7 @@ METRICS: Final = {
     m.name: m
     for m in (
         UP, PARTS_SYNCED, REQUESTS, SPANS_ACCEPTED, SPANS_REFUSED, REQUESTS_REFUSED, RECEIVE_BUFFER_BYTES,
-        RECEIVE_BUFFER_MAX_BYTES, WAL_APPENDED_BYTES,
+        RECEIVE_BUFFER_MAX_BYTES, DECODE_BYTES, DECODE_MAX_BYTES, WAL_APPENDED_BYTES,
         WAL_PENDING_BYTES, WAL_MAX_BYTES, WRITER_SEGMENTS, WRITER_RECORDS, WRITER_RETRIES, WRITER_QUARANTINED,
         WRITER_SPLITS, WRITER_INSERT_SECONDS,
         INGEST_FRESHNESS_SECONDS,

@@ -66,10 +66,11 @@ def collect(
     up: bool = True,
     parts_synced: bool | None = None,
     buffer: ByteBudget | None = None,
+    decoding: ByteBudget | None = None,
 ) -> list[Family]:
     """Every collector figure, read once; `up` is whether it can store what it receives,
     `parts_synced` whether the embedded store syncs its inserted parts (None: a server's own),
-    `buffer` the receivers' receive buffer."""
+    `buffer` the receivers' receive buffer, `decoding` their decoding budget."""
     with receiver.lock:
         requests, accepted, log_bytes = receiver.requests, receiver.spans_accepted, receiver.log_bytes
         refused_spans = dict(receiver.spans_refused)
@@ -87,6 +88,7 @@ def collect(
             if buffer
             else []
         ),
+        *([_one(M.DECODE_BYTES, decoding.held), _one(M.DECODE_MAX_BYTES, decoding.total)] if decoding else []),
         _one(M.WAL_APPENDED_BYTES, log_bytes),
         _one(M.WAL_PENDING_BYTES, wal.pending_bytes),
         _one(M.WAL_MAX_BYTES, wal.max_bytes),
