@@ -6,6 +6,7 @@ within `--grpc-receive-timeout-s` is ended."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -147,3 +148,85 @@ def test_a_slow_message_within_the_bound_is_accepted(stalling: Collector) -> Non
         )
     assert isinstance(reply, bytes)
     assert _count(stalling, "TenantId = 'general' AND SpanName = 'slow'") == 1
+
+
+THIRD_TOKEN: str = "write-token-riverside-0123456789"
+
+
+@pytest.fixture
+def three_tenants(client: Any, engine_dir: Path, options: schema.SchemaOptions, tmp_path: Path) -> Iterator[Collector]:
+    """A collector whose calls may wait 8 s for their message, with write tokens of three tenants."""
+    path = tmp_path / "tokens.toml"
+    path.write_text(
+        "".join(
+            f'[[token]]\ntenant = "{tenant}"\nrole = "write"\ntoken = "{token}"\n\n'
+            for tenant, token in (("st-marys", WRITE_TOKEN), ("general", OTHER_TOKEN), ("riverside", THIRD_TOKEN))
+        ),
+        encoding="utf-8",
+    )
+    path.chmod(0o600)
+    overrides = {"http": None, "metrics_interval_s": None, "rollup_interval_s": None, "grpc_receive_timeout_s": 8.0}
+    with running(client, engine_dir, options, Tokens.load(path), tmp_path / "wal", **overrides) as c:
+        yield c
+
+
+def test_two_tokens_stalled_calls_leave_a_turn_to_a_third_tenant(three_tenants: Collector) -> None:
+    """Two stolen tokens of different tenants, each with as many stalled calls as one tenant may
+    have read at once, held all 8 turns: a third tenant's exporter failed until they were ended."""
+    assert three_tenants.grpc is not None
+    port = three_tenants.grpc.port
+    release = threading.Event()
+
+    def never() -> Iterator[bytes]:
+        release.wait(30)
+        yield from ()
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        stalled_export = channel.stream_unary(EXPORT)
+        calls = [
+            stalled_export.future(never(), metadata=(("authorization", f"Bearer {token}"),))
+            for token in (WRITE_TOKEN, OTHER_TOKEN)
+            for _ in range(STALLED // 2)
+        ]
+        time.sleep(1.0)
+        assert not any(call.done() for call in calls), "the stalled calls are still open"
+        result, took = _official_export(port, THIRD_TOKEN, "beside-two-stallers")
+        assert result is SpanExportResult.SUCCESS, f"the third tenant's export failed after {took:.1f} s"
+        assert took < 2.0, f"the third tenant's export waited {took:.1f} s for a turn"
+    finally:
+        release.set()
+        channel.close()
+    assert _count(three_tenants, "TenantId = 'riverside'") == 1
+
+
+def test_the_last_free_turn_is_kept_for_a_tenant_that_holds_none() -> None:
+    from clinotel.collector.receiver.grpc import _Turns
+
+    async def scenario() -> list[str]:
+        turns = _Turns(total=8, per_tenant=4, open_per_tenant=64)
+        for tenant in ("a", "a", "a", "b", "b", "b", "b"):
+            await turns.take(tenant)
+        served: list[str] = []
+
+        async def wait(tenant: str) -> None:
+            await turns.take(tenant)
+            served.append(tenant)
+
+        # the last free turn is kept for a tenant holding none: a's call waits, c's goes at once
+        a_waits = asyncio.ensure_future(wait("a"))
+        await asyncio.sleep(0)
+        assert not a_waits.done()
+        await wait("c")
+        d_waits = asyncio.ensure_future(wait("d"))
+        await asyncio.sleep(0)
+        turns.give_back("b")  # the last free turn: d (none held) takes it, not a (3 held, waiting first)
+        await asyncio.sleep(0)
+        turns.give_back("b")  # the last free turn again: kept
+        await asyncio.sleep(0)
+        assert not a_waits.done()
+        turns.give_back("b")
+        await asyncio.wait_for(asyncio.gather(a_waits, d_waits), 5)
+        return served
+
+    assert asyncio.run(scenario()) == ["c", "d", "a"]

@@ -18,7 +18,10 @@ Now each call is bounded three ways:
 - at most `MAX_CALLS` calls are read or exported at once (each may hold up to
   `--max-request-mb` of message, as the eight worker threads could), and one tenant holds at most
   `MAX_CALLS_PER_TENANT` of them, so one token's stalled calls leave the others to the other
-  tenants. A call waits for its turn without reading; a tenant with `MAX_OPEN_CALLS_PER_TENANT`
+  tenants; the last free turn goes only to a tenant that holds none, so two tokens' stalled calls
+  leave it to a third, and a freed turn goes to the waiting tenant that holds the fewest (a
+  tenant's queue of calls does not keep another's first call waiting). A call waits for its turn
+  without reading; a tenant with `MAX_OPEN_CALLS_PER_TENANT`
   calls open already has the next one refused UNAVAILABLE with a RetryInfo delay (retried), as
   is a call whose turn did not come within `receive_timeout_s`. The server keeps at most
   `MAX_OPEN_CALLS` calls open in all.
@@ -113,8 +116,10 @@ class _BusyError(Exception):
 class _Turns:
     """Who may read and export now: at most `total` calls at once, at most `per_tenant` of them of
     one tenant, and at most `open_per_tenant` calls of one tenant holding or waiting for a turn.
-    Turns go first come, first served among the calls whose tenant may take one. Used on the
-    server's event loop only (no lock)."""
+    The last free turn is kept for a tenant that holds none (with 8 turns and 4 a tenant, two
+    stolen tokens' stalled calls held them all and every other tenant waited until its calls were
+    refused). A freed turn goes to the waiting call whose tenant holds the fewest, first come first
+    served among equals. Used on the server's event loop only (no lock)."""
 
     def __init__(self, total: int, per_tenant: int, open_per_tenant: int) -> None:
         self._total = total
@@ -140,7 +145,8 @@ class _Turns:
             del self._open[tenant]
 
     def _free_for(self, tenant: str) -> bool:
-        return self.held < self._total and self._held[tenant] < self._per_tenant
+        mine = self._held[tenant]
+        return mine < self._per_tenant and self.held < self._total - (1 if mine else 0)
 
     async def take(self, tenant: str) -> None:
         """Wait for a turn of `tenant` (cancellable: a turn given meanwhile goes back)."""
@@ -163,16 +169,22 @@ class _Turns:
         self._held[tenant] -= 1
         if self._held[tenant] <= 0:
             del self._held[tenant]
-        for entry in list(self._waiting):
-            if self.held >= self._total:
-                break
-            waiting_tenant, waiter = entry
+        while (entry := self._next_waiter()) is not None:
+            self._waiting.remove(entry)
+            self._held[entry[0]] += 1
+            entry[1].set_result(None)
+
+    def _next_waiter(self) -> tuple[str, asyncio.Future[None]] | None:
+        """The waiting call to give a turn to now: of the tenants that may take one, the one
+        holding the fewest, the earliest among equals; None when none may."""
+        best: tuple[str, asyncio.Future[None]] | None = None
+        for entry in self._waiting:
+            tenant, waiter = entry
             if waiter.done():  # cancelled: its call takes it out
                 continue
-            if self._held[waiting_tenant] < self._per_tenant:
-                self._waiting.remove(entry)
-                self._held[waiting_tenant] += 1
-                waiter.set_result(None)
+            if self._free_for(tenant) and (best is None or self._held[tenant] < self._held[best[0]]):
+                best = entry
+        return best
 
 
 class _Warnings:
