@@ -737,3 +737,14 @@ def test_only_what_makes_room_is_ended() -> None:
         for hold in (active, empty, refused):
             hold.close()
     assert budget.held == 0
+
+
+def test_a_receiver_built_with_a_larger_request_limit_gets_a_buffer_that_holds_it() -> None:
+    """`Limits` built without a buffer size took 256 MiB whatever the request limit: with 128 MiB
+    requests, one tenant's share (192 MiB) could not hold a gzipped request's three copies, and
+    every such request was answered busy. It now gets what `CollectorConfig` gives `serve`."""
+    big = TraceReceiver(cast(WriteAheadLog, ListLog()), Limits(max_request_bytes=128 * MIB))
+    assert big.budget.total == admission.RECEIVE_BUFFER_REQUESTS * 128 * MIB == 512 * MIB
+    assert TraceReceiver(cast(WriteAheadLog, ListLog()), Limits()).budget.total == 256 * MIB
+    sized = TraceReceiver(cast(WriteAheadLog, ListLog()), Limits(receive_buffer_bytes=300 * MIB))
+    assert sized.budget.total == 300 * MIB

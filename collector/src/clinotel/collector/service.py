@@ -24,7 +24,7 @@ from clinotel.collector.net.listen import MAX_PORT
 from clinotel.collector.net.server import MAX_CONNECTIONS
 from clinotel.collector.readport.http import ClickHouseHttpServer, Credentials, ReaderAccess
 from clinotel.collector.readport.reader import ClickHouseError, ReadLimits, SqlReader
-from clinotel.collector.receiver.admission import DEFAULT_RECEIVE_BUFFER_BYTES, RECEIVE_BUFFER_REQUESTS
+from clinotel.collector.receiver.admission import RECEIVE_BUFFER_REQUESTS, receive_buffer_for
 from clinotel.collector.receiver.export import (
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_SPAN_AGE_DAYS,
@@ -182,7 +182,7 @@ class CollectorConfig:
         """The receive buffer's size: as given, or the default for `max_request_bytes`."""
         if self.receive_buffer_bytes is not None:
             return self.receive_buffer_bytes
-        return max(DEFAULT_RECEIVE_BUFFER_BYTES, RECEIVE_BUFFER_REQUESTS * self.max_request_bytes)
+        return receive_buffer_for(self.max_request_bytes)
 
     @property
     def segment_bytes(self) -> int:

@@ -47,6 +47,7 @@ __all__ = [
     "RECEIVE_BUFFER_REQUESTS",
     "ByteBudget",
     "Hold",
+    "receive_buffer_for",
 ]
 
 DEFAULT_RECEIVE_BUFFER_BYTES: Final = 256 << 20
@@ -73,6 +74,12 @@ _OTHERS_SHARE: Final = 4
 RECEIVE_BUFFER_REQUESTS: Final = 4
 """The receive buffer is at least this many times the largest request: one tenant's share (three
 quarters) then holds one request three times over (gzipped body, inflated, canonical)."""
+
+
+def receive_buffer_for(max_request_bytes: int) -> int:
+    """The default receive buffer for requests of up to `max_request_bytes`: 256 MiB, or
+    `RECEIVE_BUFFER_REQUESTS` of the largest request when that is more."""
+    return max(DEFAULT_RECEIVE_BUFFER_BYTES, RECEIVE_BUFFER_REQUESTS * max_request_bytes)
 
 
 class ByteBudget:

@@ -39,9 +39,9 @@ from clinotel.collector.receiver.admission import (
     DECODE_FACTOR,
     DECODE_PER_TENANT,
     DECODE_WAIT_S,
-    DEFAULT_RECEIVE_BUFFER_BYTES,
     ByteBudget,
     Hold,
+    receive_buffer_for,
 )
 from clinotel.collector.receiver.spans import refuse_spans
 
@@ -99,8 +99,9 @@ class Limits:
     max_span_lead_ns: int = MAX_SPAN_LEAD_NS
     """How far after its arrival a span may start (more only for a simulation: the demo's late truth)."""
     max_json_request_bytes: int = DEFAULT_MAX_JSON_REQUEST_BYTES
-    receive_buffer_bytes: int = DEFAULT_RECEIVE_BUFFER_BYTES
-    """Request bytes both transports hold at once (`admission`)."""
+    receive_buffer_bytes: int | None = None
+    """Request bytes both transports hold at once (`admission`); None: the default for
+    `max_request_bytes` (`admission.receive_buffer_for`)."""
 
     def request_limit(self, media: str) -> int:
         """The largest request of media type `media` (`JSON` or protobuf), after decompression."""
@@ -335,7 +336,8 @@ class TraceReceiver:
         self.wal = wal
         self.limits = limits or Limits()
         self.stats = ReceiverStats()
-        self.budget = ByteBudget(self.limits.receive_buffer_bytes, "receive buffer (--receive-buffer-mb)")
+        buffer = self.limits.receive_buffer_bytes or receive_buffer_for(self.limits.max_request_bytes)
+        self.budget = ByteBudget(buffer, "receive buffer (--receive-buffer-mb)")
         """The request bytes held at once, by both transports (`admission`)."""
         self.decoding = ByteBudget(DECODE_BYTES, "decoding memory", per_tenant=DECODE_PER_TENANT)
         self._health = health
