@@ -168,7 +168,7 @@ def test_a_tested_rule_exports_what_its_test_leaves(collector: Collector) -> Non
     import math
 
     from clinotel.alerts.rules import Test
-    from clinotel.model.stats import ratio_interval, ratio_sequence, wilson
+    from clinotel.model.stats import kill_sequence, ratio_interval, wilson
 
     load_demo(collector, WRITE_TOKEN, workflows=1500)
     db = collector.options.database
@@ -184,7 +184,7 @@ def test_a_tested_rule_exports_what_its_test_leaves(collector: Collector) -> Non
             if rule.kind is Kind.THRESHOLD:
                 interval = wilson(x1, n1, rule.confidence)
             elif rule.decided_by is Test.SEQUENTIAL:
-                interval = ratio_sequence(x1, n1, x2, n2, rule.confidence, abs(math.log(rule.threshold)))
+                interval = kill_sequence(x1, n1, x2, n2, rule.confidence, abs(math.log(rule.threshold)))
             else:
                 interval = ratio_interval(x1, n1, x2, n2, rule.confidence)
             if interval is None or o.value is None:

@@ -15,7 +15,7 @@ from clinotel.alerts.queries import observe
 from clinotel.alerts.rules import Rule
 from clinotel.collector.store import schema
 from clinotel.model import clinical
-from clinotel.model.stats import ratio_interval, ratio_sequence
+from clinotel.model.stats import kill_sequence, ratio_interval
 from clinotel.semconv import attributes as A
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -77,11 +77,49 @@ def test_canary_kill_criterion_on_stale_demographics(client: Any, options: schem
     (o,) = observe(client, rule, options.database, NOW)
     assert (o.tenant, o.kind, o.counts, o.sample) == ("st-marys", "triage", (45, 150, 40, 400), 150)
     assert o.value == pytest.approx((45 / 150) / (40 / 400))
-    want = ratio_sequence(45, 150, 40, 400, 0.95, abs(math.log(1.5)))
+    want = kill_sequence(45, 150, 40, 400, 0.95, abs(math.log(1.5)))
     assert want is not None
     assert want.low > 1
     assert (o.low, o.high) == (pytest.approx(want.low, rel=1e-9), pytest.approx(want.high, rel=1e-9))
     assert o.decide == pytest.approx(3.0)
+
+
+def test_a_canary_against_a_baseline_without_a_single_hit_pages(client: Any, options: schema.SchemaOptions) -> None:
+    """20 of 100 canary workflows against 0 of 200 in the baseline: the ratio was NULL (a division
+    by zero), so the kill criterion was skipped, and the log-ratio sequence alone could not exclude
+    1 either. Filled at the cap and decided by the kill sequence, it pages."""
+    p = Planted()
+    for i in range(100):
+        p.span(p.workflow("canary"), "decide", _age(30.0 if i < 20 else 3.0))
+    for _ in range(200):
+        p.span(p.workflow("baseline"), "decide", _age(1.0))
+    p.insert(client, options)
+    rule = _rule(kind="canary", metric="stale_demographics_rate", threshold=1.5, min_sample=50)
+    (o,) = observe(client, rule, options.database, NOW)
+    assert o.counts == (20, 100, 0, 200)
+    assert o.value == 10.0
+    want = kill_sequence(20, 100, 0, 200, 0.95, abs(math.log(1.5)))
+    assert want is not None
+    assert want.low > 1
+    assert o.low == pytest.approx(want.low, rel=1e-9)
+    assert o.decide == 10.0
+
+
+def test_a_group_against_a_reference_without_a_single_hit_pages(client: Any, options: schema.SchemaOptions) -> None:
+    p = Planted()
+    missing = {A.DATA_CONTEXT_MISSING.key: "true"}
+    present = {A.DATA_CONTEXT_MISSING.key: "false"}
+    for language, n, hits in (("en", 150, 0), ("es", 60, 15), ("zh", 40, 0)):
+        for i in range(n):
+            p.span(p.workflow("baseline", language), "decide", missing if i < hits else present)
+    p.insert(client, options)
+    rule = _rule(kind="disparity", metric="context_missing_rate", dimension="Language", threshold=1.25, min_sample=30)
+    got = {o.group: o for o in observe(client, rule, options.database, NOW)}
+    assert got["es"].value == 10.0  # 25 % against 0 %: Aequitas fills the division, capped at 10
+    assert got["es"].low is not None
+    assert got["es"].low > 1
+    assert got["es"].decide == 10.0
+    assert (got["zh"].value, got["zh"].decide) == (1.0, 1.0)  # 0 against 0: no difference
 
 
 def test_canary_on_rework_counts_workflows_reworked(client: Any, options: schema.SchemaOptions) -> None:

@@ -13,6 +13,13 @@ from typing import Any
 import pytest
 
 from clinotel.model.stats import (
+    DISPARITY_CAP,
+    filled_ratio,
+    filled_ratio_sql,
+    kill_sequence,
+    kill_sequence_sql,
+    proportion_sequence,
+    proportion_sequence_sql,
     ratio_interval,
     ratio_interval_columns,
     ratio_interval_sql,
@@ -181,3 +188,73 @@ def test_a_sequence_looked_at_every_time_keeps_its_error_rate_where_a_fixed_inte
         fixed += said_fixed
     assert sequential / trials <= 0.025
     assert fixed / trials > 3 * max(sequential / trials, 0.01), (fixed, sequential)
+
+
+def test_the_kill_sequence_sql_is_the_python(client: Any) -> None:
+    pairs = [(x1, n1, x2, n2) for x1, n1 in CASES for x2, n2 in CASES[::2]] + [(0, 0, 3, 10), (3, 10, 0, 0)]
+    pairs += [(20, 100, 0, 200), (20, 100, 1, 200), (45, 150, 40, 400), (200, 200, 0, 200)]
+    values = ", ".join(f"({x1}, {n1}, {x2}, {n2})" for x1, n1, x2, n2 in pairs)
+    kl, kh = kill_sequence_sql("x1", "n1", "x2", "n2", 0.95, math.log(1.5))
+    pl, ph = proportion_sequence_sql("x1", "n1", 0.005)
+    rows = client.query(
+        f"SELECT x1, n1, x2, n2, {kl}, {kh}, {pl}, {ph} "
+        f"FROM values('x1 UInt64, n1 UInt64, x2 UInt64, n2 UInt64', {values})"
+    ).result_rows
+    for x1, n1, x2, n2, *got in rows:
+        k = kill_sequence(x1, n1, x2, n2, 0.95, math.log(1.5))
+        p = proportion_sequence(x1, n1, 0.005)
+        _same(got[:2], None if k is None else (k.low, k.high))
+        _same(got[2:], None if p is None else (p.low, p.high))
+
+
+@pytest.mark.parametrize(("x", "n"), [(0, 200), (1, 200), (20, 100), (100, 100), (7, 400), (500, 1000)])
+def test_a_rates_sequence_holds_the_rates_whose_mixture_ratio_is_under_one_over_alpha(x: int, n: int) -> None:
+    """Robbins' mixture: B(x+1, n-x+1) / (p^x (1-p)^(n-x)) < 1/alpha inside, taken one grid point
+    outwards at each end (never tighter than the exact set)."""
+    alpha = 0.005
+    s = proportion_sequence(x, n, alpha)
+    assert s is not None
+    assert s.low <= x / n <= s.high
+
+    def ratio(p: float) -> float:
+        log_b = math.lgamma(x + 1) + math.lgamma(n - x + 1) - math.lgamma(n + 2)
+        return math.exp(log_b - x * math.log(p) - (n - x) * math.log1p(-p))
+
+    if s.low > 0:
+        assert ratio(s.low) >= 1 / alpha
+        assert ratio(s.low * 1.03) < 1 / alpha, "the end is one grid point out, not more"
+    if s.high < 1:
+        assert ratio(s.high) >= 1 / alpha
+        assert ratio(1 - (1 - s.high) * 1.03 if s.high > 0.5 else s.high / 1.03) < 1 / alpha
+
+
+def test_the_kill_sequence_looked_at_every_time_keeps_its_error_rate() -> None:
+    """As the log-ratio sequence's test above, for the kill criterion's interval: no difference
+    (both 8 %, and both rare at 0.5 %), looked at after every 20 rows on each side up to 2,000."""
+    rng = random.Random(16)
+    for p in (0.08, 0.005):
+        said, trials = 0, 200
+        for _ in range(trials):
+            x1 = n1 = x2 = n2 = 0
+            for _ in range(100):
+                x1 += _binomial(rng, 20, p)
+                x2 += _binomial(rng, 20, p)
+                n1 += 20
+                n2 += 20
+                s = kill_sequence(x1, n1, x2, n2, 0.95, math.log(1.5))
+                assert s is not None
+                if s.low > 1:
+                    said += 1
+                    break
+        assert said / trials <= 0.025, (p, said)
+
+
+def test_a_filled_ratio_is_capped_where_its_reference_is_zero(client: Any) -> None:
+    cases = [(0.2, 0.1), (0.2, 0.0), (0.0, 0.0), (0.0, 0.1), (None, 0.1), (0.1, None), (math.nan, 0.1)]
+    assert [filled_ratio(a, b) for a, b in cases] == [2.0, DISPARITY_CAP, 1.0, 0.0, None, None, None]
+
+    def sql(v: float | None) -> str:
+        return "CAST(NULL, 'Nullable(Float64)')" if v is None else ("nan" if math.isnan(v) else repr(v))
+
+    got = [client.query(f"SELECT {filled_ratio_sql(sql(a), sql(b))}").result_rows[0][0] for a, b in cases]
+    assert got == [2.0, DISPARITY_CAP, 1.0, 0.0, None, None, None]

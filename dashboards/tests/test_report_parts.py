@@ -19,7 +19,7 @@ from clinotel.dashboards._report.fmt import axis_ticks, show
 from clinotel.dashboards._report.labels import human_title, label, value_text
 from clinotel.dashboards._report.sections import findings_html, incidents
 from clinotel.model.indicators import INDICATORS
-from clinotel.model.stats import ratio_interval, ratio_sequence
+from clinotel.model.stats import kill_sequence, ratio_interval, ratio_sequence
 from clinotel.semconv.attributes import HEALTH_COUNTERS
 from dashboards.tests.report_checks import missing_shown, sql_names_shown, visible_text
 
@@ -59,7 +59,7 @@ def test_an_axis_reads_in_one_unit_and_reaches_the_top() -> None:
 
 
 def _disparity(x: int, n: int, rx: int, rn: int, measure: str = "under_triage_rate") -> Disparity:
-    interval = ratio_interval(x, n, rx, rn, fairness.CONFIDENCE) if rx else None
+    interval = ratio_interval(x, n, rx, rn, fairness.CONFIDENCE)
     return Disparity("t", "triage", "canary", "v4", "Language", "es", "en", measure, n, x, rn, rx, interval)
 
 
@@ -76,7 +76,14 @@ def test_page_ones_disparity_verdict_is_the_fairness_tables_and_the_alerts_test(
     # a lower high-priority rate is the harm: the side is the indicator's
     assert _disparity(20, 600, 90, 700, "high_priority_rate").verdict == fairness.WORSE_OFF
     assert _disparity(3, 20, 50, 700).verdict == fairness.TOO_FEW
-    assert _disparity(3, 200, 0, 700).verdict == fairness.REFERENCE_TOO_FEW
+    assert _disparity(3, 200, 0, 20).verdict == fairness.REFERENCE_TOO_FEW
+    # a reference without a single event: the disparity is filled at the cap (Aequitas), and the
+    # interval decides; a missing figure never paged (15 of 60 against 0 of 150 read "reference too few")
+    zero = _disparity(15, 60, 0, 150)
+    assert zero.estimate == 10.0
+    assert zero.verdict == fairness.WORSE_OFF
+    assert _disparity(1, 200, 0, 700).verdict == fairness.NOT_SIGNIFICANT
+    assert _disparity(0, 200, 0, 700).verdict == fairness.WITHIN
     assert _disparity(40, 700, 40, 720).verdict == fairness.WITHIN
     ranked = sorted([_disparity(3, 20, 50, 700), _disparity(3, 32, 50, 700), bias], key=lambda d: -d.severity)
     assert ranked[0] is bias
@@ -93,18 +100,32 @@ def test_a_kill_criterion_is_decided_by_the_canary_rules_sequential_test() -> No
     assert _criterion(60, 300, 30, 900).verdict == rollout.KILL
     seq = _criterion(60, 300, 30, 900).sequence
     assert seq is not None
-    assert seq == ratio_sequence(60, 300, 30, 900, rollout.CONFIDENCE, math.log(1.5))
+    assert seq == kill_sequence(60, 300, 30, 900, rollout.CONFIDENCE, math.log(1.5))
     # past the limit on a handful of rows: not yet significant at every look
     assert _criterion(5, 40, 20, 300).verdict == rollout.ABOVE_NOT_SIGNIFICANT
     assert _criterion(10, 300, 30, 900).verdict == rollout.OK
     assert _criterion(1, 10, 30, 900).verdict == rollout.TOO_FEW
 
 
+@pytest.mark.parametrize("baseline_hits", [0, 1, 2])
+def test_a_canary_far_worse_than_a_nearly_clean_baseline_is_killed(baseline_hits: int) -> None:
+    """20 of 100 canary workflows under-triaged against 0, 1 or 2 of 200 in the baseline: the
+    log-ratio sequence alone never excluded 1 (its variance is the baseline's, near infinite),
+    and with 0 the ratio read as missing: the kill criterion said too few, and nothing paged."""
+    kill = _criterion(20, 100, baseline_hits, 200)
+    alone = ratio_sequence(20, 100, baseline_hits, 200, rollout.CONFIDENCE, math.log(1.5))
+    assert alone is not None
+    assert alone.low < 1
+    assert kill.verdict == rollout.KILL
+    assert kill.past
+    assert kill.estimate == (10.0 if baseline_hits == 0 else 0.2 / (baseline_hits / 200))
+
+
 def test_the_headline_states_the_kill_criterion_over_the_window_the_alert_read() -> None:
     """The demo's contradiction: "0 of 3 kill criteria past their limit" over the whole canary
-    while the canary alert paged at 1.93x over its 12 h window."""
+    while the canary alert paged at 2.07x over its 12 h window."""
     whole = _criterion(30, 600, 70, 1800)  # 1.29x over the report's range: within
-    window = _criterion(29, 150, 50, 500, rule="canary_kill_under_triage", fired=True)  # 1.93x
+    window = _criterion(31, 150, 50, 500, rule="canary_kill_under_triage", fired=True)  # 2.07x
     assert whole.verdict == rollout.OK
     assert window.past
     page = findings_html(
@@ -114,7 +135,7 @@ def test_the_headline_states_the_kill_criterion_over_the_window_the_alert_read()
     headline = " ".join(visible_text(page[page.index("<ul class=headline>") : page.index("</ul>")]).split())
     assert "Canary over the report's range: 0 of 1 kill criteria past their limit" in headline
     assert re.search(r"canary_kill_under_triage over its 12(\.0)? h window to 12:00 \(when it fired\)", headline)
-    assert "1.93×" in headline
+    assert "2.07×" in headline
     assert "past its limit: it fired" in headline
     table = " ".join(visible_text(page[page.index("Canary against baseline") :]).split())
     assert "report's range (rollout dashboard)" in table

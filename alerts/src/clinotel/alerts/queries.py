@@ -27,7 +27,7 @@ from clinotel.model.collector_metrics import METRICS
 from clinotel.model.indicators import INDICATORS, STRATUM, Indicator, reference_group
 from clinotel.model.signals import SIGNALS
 from clinotel.model.sql import identifier, literal
-from clinotel.model.stats import ratio_interval_sql, ratio_sequence_sql, wilson_sql
+from clinotel.model.stats import filled_ratio_sql, kill_sequence_sql, ratio_interval_sql, wilson_sql
 from clinotel.model.workflow_signals import workflow_rate, workflow_signal_sql
 from clinotel.semconv import RolloutCohort
 
@@ -126,7 +126,7 @@ def rule_sql(rule: Rule, database: str, now: datetime | Bounds) -> str:
         x1, n1 = counts(window)
         x2, n2 = counts(earlier)
         inner = (
-            f"SELECT {keys}, '' AS cohort, '' AS version, '' AS grp, ({now_v}) / nullIf({base_v}, 0) AS value, "
+            f"SELECT {keys}, '' AS cohort, '' AS version, '' AS grp, {filled_ratio_sql(now_v, base_v)} AS value, "
             f"least({now_n}, {base_n}) AS n, {x1} AS x1, {n1} AS n1, {x2} AS x2, {n2} AS n2 "
             f"FROM {table} WHERE {bounds.between(i.time_column, w + b)} GROUP BY tenant, kind"
         )
@@ -138,7 +138,7 @@ def rule_sql(rule: Rule, database: str, now: datetime | Bounds) -> str:
         x1, n1 = counts(canary)
         x2, n2 = counts(baseline)
         inner = (
-            f"SELECT {keys}, '' AS cohort, '' AS version, '' AS grp, ({canary_v}) / nullIf({base_v}, 0) AS value, "
+            f"SELECT {keys}, '' AS cohort, '' AS version, '' AS grp, {filled_ratio_sql(canary_v, base_v)} AS value, "
             f"least({canary_n}, {base_n}) AS n, {x1} AS x1, {n1} AS n1, {x2} AS x2, {n2} AS n2 "
             f"FROM {table} WHERE {window} GROUP BY tenant, kind"
         )
@@ -160,7 +160,7 @@ def _disparity(rule: Rule, i: Indicator, table: str, window: str, counts: Callab
     return (
         "SELECT TenantId AS tenant, WorkflowKind AS kind, toString(RolloutCohort) AS cohort, "
         "toString(ModelVersion) AS version, grp, "
-        "if(ref_v > 0, v / ref_v, NULL) AS value, least(s, ref_s) AS n, x AS x1, c AS n1, ref_x AS x2, ref_c AS n2 "
+        f"{filled_ratio_sql('v', 'ref_v')} AS value, least(s, ref_s) AS n, x AS x1, c AS n1, ref_x AS x2, ref_c AS n2 "
         "FROM (\n"
         f"  SELECT *, {reference_group('grp', 'members', stratum)} AS ref, argMax(v, {key}) {over} AS ref_v,\n"
         f"    argMax(s, {key}) {over} AS ref_s, argMax(x, {key}) {over} AS ref_x, argMax(c, {key}) {over} AS ref_c\n"
@@ -189,7 +189,7 @@ def _tested(rule: Rule, inner: str) -> str:
         if rule.kind is Kind.THRESHOLD:
             lo, hi = wilson_sql("x1", "n1", rule.confidence)
         elif test is Test.SEQUENTIAL:
-            lo, hi = ratio_sequence_sql("x1", "n1", "x2", "n2", rule.confidence, abs(math.log(rule.threshold)))
+            lo, hi = kill_sequence_sql("x1", "n1", "x2", "n2", rule.confidence, abs(math.log(rule.threshold)))
         else:
             lo, hi = ratio_interval_sql("x1", "n1", "x2", "n2", rule.confidence)
         decide = _decision(rule)

@@ -22,7 +22,7 @@ from clinotel.dashboards._panels import Board, where_filters
 from clinotel.model import clinical, rollups
 from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS, PARITY, STRATUM, reference_group
 from clinotel.model.sql import identifier, literal
-from clinotel.model.stats import ratio_interval_columns
+from clinotel.model.stats import filled_ratio_sql, ratio_interval_columns
 
 UID = "clinotel-fairness"
 MEASURES: Final = ("under_triage_rate", "override_rate", "high_priority_rate", "queue_wait_p95_ms")
@@ -91,14 +91,14 @@ def group_table_sql(database: str, dimension: str, *, rollup: bool = True) -> st
     # m: (title, is a rate, higher is worse, value, rows, hits, reference value, rows, hits)
     parts, interval = ratio_interval_columns("ci", "m.6", "m.5", "m.9", "m.8", CONFIDENCE)
     band_low, band_high = FAIR_BAND
-    shown = f"m.5 >= {MIN_GROUP} AND m.8 >= {MIN_GROUP} AND m.7 > 0 AND grp != ref_group"
-    d = "(m.4 / m.7)"
+    shown = f"m.5 >= {MIN_GROUP} AND m.8 >= {MIN_GROUP} AND grp != ref_group"
+    d = f"({filled_ratio_sql('m.4', 'm.7')})"
     harmful = f"if(m.3 = 1, {d} > {band_high}, {d} < {band_low})"
     significant_harm = "if(m.3 = 1, ci_low > 1, ci_high < 1)"
     significant_benefit = "if(m.3 = 1, ci_high < 1, ci_low > 1)"
     verdict = (
         f"multiIf(m.5 < {MIN_GROUP}, {literal(TOO_FEW)}, grp = ref_group, {literal(REFERENCE)}, "
-        f"m.8 < {MIN_GROUP} OR m.7 <= 0, {literal(REFERENCE_TOO_FEW)}, "
+        f"m.8 < {MIN_GROUP} OR {d} IS NULL, {literal(REFERENCE_TOO_FEW)}, "
         f"{d} >= {band_low} AND {d} <= {band_high}, {literal(WITHIN)}, "
         f"m.2 = 0, {literal(NO_TEST)}, "
         f"{harmful} AND {significant_harm}, {literal(WORSE_OFF)}, "

@@ -12,6 +12,15 @@ equal.
   Johari, Pekelis and Walsh): its coverage holds at every look at once, so evaluating every 30 s
   does not inflate false alarms while the sample grows.
 
+- **A kill criterion** (the canary against its baseline, the decision that stops a rollout):
+  the sequence above at 80 % of the error, and a second sequence at the other 20 % built from one
+  confidence sequence per rate (Robbins' mixture of binomial likelihoods over a uniform prior, an
+  exact martingale: Ville's inequality holds at every look): the canary's rate at least its lower
+  end, the baseline's at most its upper end, so the ratio at least their quotient. The log-ratio
+  sequence cannot see a canary at 20 % against a baseline with 0 or 1 event in 200 (its variance
+  is the baseline's, near infinite); the quotient of the two ends does. The interval is the
+  tighter of the two on each side, and errs at most as much as the first alone at `confidence`.
+
 `confidence` is the two-sided coverage of the interval (0.95: each side errs 2.5 % of the time).
 """
 
@@ -23,7 +32,14 @@ from statistics import NormalDist
 from typing import Final
 
 __all__ = [
+    "DISPARITY_CAP",
     "Interval",
+    "filled_ratio",
+    "filled_ratio_sql",
+    "kill_sequence",
+    "kill_sequence_sql",
+    "proportion_sequence",
+    "proportion_sequence_sql",
     "ratio_interval",
     "ratio_interval_columns",
     "ratio_interval_sql",
@@ -35,6 +51,27 @@ __all__ = [
 ]
 
 INF: Final = math.inf
+DISPARITY_CAP: Final = 10.0
+"""A ratio whose reference figure is 0 while the other is not: Aequitas fills the division and
+caps disparities at 10, so a group with harm against a reference without any reads as far past any
+band, not as missing (a missing figure never pages)."""
+
+
+def filled_ratio(num: float | None, den: float | None) -> float | None:
+    """`num / den`; with `den` 0, `DISPARITY_CAP` when `num` is above 0 and 1 (no difference) when
+    it is 0 too; None when either is missing."""
+    if num is None or den is None or math.isnan(num) or math.isnan(den):
+        return None
+    if den > 0:
+        return num / den
+    return DISPARITY_CAP if num > 0 else 1.0
+
+
+def filled_ratio_sql(num: str, den: str) -> str:
+    """`filled_ratio` of two SQL figures (NULL or NaN when either is missing)."""
+    n, d = f"toFloat64({num})", f"toFloat64({den})"
+    missing = f"NOT ifNull(isFinite({n}) AND isFinite({d}), 0)"
+    return f"multiIf({missing}, NULL, {d} > 0, {n} / {d}, {n} > 0, {DISPARITY_CAP!r}, 1.)"
 
 
 def z_value(confidence: float) -> float:
@@ -173,3 +210,86 @@ def ratio_sequence_sql(x1: str, n1: str, x2: str, n2: str, confidence: float, ta
     centre = f"log({p1} / {p2})"
     some = f"{_f(n1)} > 0 AND {_f(n2)} > 0"
     return f"if({some}, exp({centre} - {half}), NULL)", f"if({some}, exp({centre} + {half}), NULL)"
+
+
+KILL_SHARE_OF_MIXTURE: Final = 0.8
+"""Of a kill criterion's error, the share the log-ratio sequence gets; the rest goes to the two
+rates' own sequences (`kill_sequence`)."""
+_GRID_HALF: Final = 1000
+_GRID_FLOOR: Final = 2e-6
+"""The rates a rate's sequence is read on: 1,000 from 1e-6 to 0.5 spaced by their ratio, and as
+many from 0.5 to 1 - 1e-6 spaced by their distance to 1 (1.3 % apart): each end is taken one
+point outwards, so an end is never tighter than the exact one."""
+
+
+def _grid_point(i: int) -> float:
+    if i < _GRID_HALF:
+        return 0.5 * math.pow(_GRID_FLOOR, 1 - i / (_GRID_HALF - 1))
+    return 1 - 0.5 * math.pow(_GRID_FLOOR, (i - _GRID_HALF + 1) / (_GRID_HALF - 1))
+
+
+_GRID: Final = tuple(_grid_point(i) for i in range(2 * _GRID_HALF))
+
+
+def proportion_sequence(x: int, n: int, alpha: float) -> Interval | None:
+    """The confidence sequence at error `alpha` of a rate of `x` hits in `n` rows: the rates `p`
+    at which the mixture of binomial likelihoods over a uniform prior, B(x+1, n-x+1), is less than
+    1/alpha times the likelihood at `p` (Robbins 1970); None without rows."""
+    if n <= 0:
+        return None
+    floor = math.lgamma(x + 1) + math.lgamma(n - x + 1) - math.lgamma(n + 2) + math.log(alpha)
+    inside = [i for i, p in enumerate(_GRID) if x * math.log(p) + (n - x) * math.log1p(-p) > floor]
+    if not inside:
+        return Interval(0.0, 1.0)
+    first, last = inside[0], inside[-1]
+    return Interval(_GRID[first - 1] if first > 0 else 0.0, _GRID[last + 1] if last + 1 < len(_GRID) else 1.0)
+
+
+def kill_sequence(x1: int, n1: int, x2: int, n2: int, confidence: float, tau: float) -> Interval | None:
+    """The interval a kill criterion decides with (see the module's text): the tighter, on each
+    side, of `ratio_sequence` at 80 % of the error and the quotient of the two rates' own
+    sequences (`proportion_sequence`, a tenth of the error each); None without rows on a side."""
+    alpha = 1 - confidence
+    mixture = ratio_sequence(x1, n1, x2, n2, 1 - KILL_SHARE_OF_MIXTURE * alpha, tau)
+    rest = (1 - KILL_SHARE_OF_MIXTURE) * alpha / 2
+    one, two = proportion_sequence(x1, n1, rest), proportion_sequence(x2, n2, rest)
+    if mixture is None or one is None or two is None:
+        return None
+    low = one.low / two.high
+    high = one.high / two.low if two.low > 0 else INF
+    return Interval(max(mixture.low, low), min(mixture.high, high))
+
+
+def _grid_sql() -> str:
+    h, last = _GRID_HALF, _GRID_HALF - 1
+    return (
+        f"arrayMap(i -> if(i < {h}, 0.5 * pow({_GRID_FLOOR!r}, 1 - i / {last}), "
+        f"1 - 0.5 * pow({_GRID_FLOOR!r}, (i - {h} + 1) / {last})), range({2 * h}))"
+    )
+
+
+def proportion_sequence_sql(x: str, n: str, alpha: float) -> tuple[str, str]:
+    """(low, high) of `proportion_sequence` in SQL, NULL without rows."""
+    xf, nf = _f(x), _f(n)
+    floor = f"(lgamma({xf} + 1) + lgamma({nf} - {xf} + 1) - lgamma({nf} + 2) + {math.log(alpha)!r})"
+    inside = f"p -> {xf} * log(p) + ({nf} - {xf}) * log1p(-p) > {floor}"
+    grid = _grid_sql()
+    first, last = f"arrayFirstIndex({inside}, {grid})", f"arrayLastIndex({inside}, {grid})"
+    size = 2 * _GRID_HALF
+    low = f"if({nf} > 0, if({first} <= 1, 0., arrayElement({grid}, {first} - 1)), NULL)"
+    high = f"if({nf} > 0, if({last} = 0 OR {last} >= {size}, 1., arrayElement({grid}, {last} + 1)), NULL)"
+    return low, high
+
+
+def kill_sequence_sql(x1: str, n1: str, x2: str, n2: str, confidence: float, tau: float | str) -> tuple[str, str]:
+    """(low, high) of `kill_sequence` in SQL, NULL without rows on either side; `tau` a number
+    or an SQL expression."""
+    alpha = 1 - confidence
+    m_low, m_high = ratio_sequence_sql(x1, n1, x2, n2, 1 - KILL_SHARE_OF_MIXTURE * alpha, tau)
+    rest = (1 - KILL_SHARE_OF_MIXTURE) * alpha / 2
+    l1, u1 = proportion_sequence_sql(x1, n1, rest)
+    l2, u2 = proportion_sequence_sql(x2, n2, rest)
+    some = f"{_f(n1)} > 0 AND {_f(n2)} > 0"
+    low = f"if({some}, greatest({m_low}, ({l1}) / ({u2})), NULL)"
+    high = f"if({some}, least({m_high}, if(({l2}) > 0, ({u1}) / ({l2}), inf)), NULL)"
+    return low, high

@@ -37,7 +37,7 @@ from clinotel.dashboards.rollout import KILL_CRITERIA
 from clinotel.model import clinical, tables
 from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS, STRATUM, Indicator
 from clinotel.model.sql import identifier, literal
-from clinotel.model.stats import Interval, ratio_interval, ratio_sequence
+from clinotel.model.stats import Interval, filled_ratio, kill_sequence, ratio_interval
 from clinotel.semconv import RolloutCohort, Stage
 
 __all__ = [
@@ -118,10 +118,11 @@ class Disparity:
 
     @property
     def estimate(self) -> float | None:
-        """group rate ÷ reference rate; None when either is missing or the reference's is 0."""
-        if not self.n or not self.ref_n or not self.ref_hits:
+        """group rate ÷ reference rate, filled where the reference's is 0 (`stats.filled_ratio`);
+        None when either has no rows."""
+        if not self.n or not self.ref_n:
             return None
-        return (self.hits / self.n) / (self.ref_hits / self.ref_n)
+        return filled_ratio(self.hits / self.n, self.ref_hits / self.ref_n)
 
     @property
     def verdict(self) -> str:
@@ -200,7 +201,7 @@ def disparities(client: Any, database: str, tr: TimeRange) -> list[Disparity]:
                 n, x = c[2 * k], c[2 * k + 1]
                 if g == reference or n == 0:
                     continue
-                interval = ratio_interval(x, n, ref_x, ref_n, fairness.CONFIDENCE) if ref_x else None
+                interval = ratio_interval(x, n, ref_x, ref_n, fairness.CONFIDENCE)
                 out.append(Disparity(tenant, kind, cohort, version, dimension, g, reference, name, n, x, ref_n,
                                      ref_x, interval))  # fmt: skip
     out.sort(key=lambda d: d.severity, reverse=True)
@@ -237,16 +238,16 @@ class Criterion:
 
     @property
     def estimate(self) -> float | None:
-        if self.canary is None or not self.baseline:
-            return None
-        return self.canary / self.baseline
+        """canary ÷ baseline, filled where the baseline's is 0 (`stats.filled_ratio`)."""
+        return filled_ratio(self.canary, self.baseline)
 
     @property
     def sequence(self) -> Interval | None:
-        """The confidence sequence of the ratio (a rate's), tuned to the limit, as the canary rule's."""
+        """The kill criterion's confidence sequence of the ratio (a rate's), tuned to the limit, as
+        the canary rule's (`stats.kill_sequence`)."""
         if not self.has_interval:
             return None
-        return ratio_sequence(self.x_canary, self.n_canary, self.x_baseline, self.n_baseline, self.confidence,
+        return kill_sequence(self.x_canary, self.n_canary, self.x_baseline, self.n_baseline, self.confidence,
                               abs(math.log(self.limit)))  # fmt: skip
 
     @property
