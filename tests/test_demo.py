@@ -88,7 +88,7 @@ def test_demo_tells_the_story_and_twice_with_one_seed_gives_one_summary(tmp_path
     assert isinstance(switched, list)
     [kill] = switched
     assert kill["rule"] == "canary_kill_under_triage"
-    assert kill["switched"] == "flag triage-model-v4 -> off (site=north)"
+    assert kill["switched"] == "flag triage-model-v4 -> off (site=north; tenant demo-health)"
     assert kill["result"] == "applied"
     assert kill["at"] >= f"+{int(HOURS * 0.55)}h"  # during the canary phase, not before it
     flag = json.loads((tmp_path / "a" / "flags.flagd.json").read_text())["flags"]["triage-model-v4"]

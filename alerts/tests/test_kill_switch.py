@@ -92,6 +92,35 @@ def test_the_switch_turns_the_flag_off_at_one_site_and_the_provider_follows(flag
     assert flag_file.stat().st_mtime_ns == before
 
 
+def _for(client: Any, site: str, tenant: str | None) -> bool:
+    context = {"site": site} if tenant is None else {"site": site, "tenant": tenant}
+    return bool(client.get_boolean_value("triage-model-v4", False, EvaluationContext(attributes=context)))
+
+
+def test_a_switch_made_for_one_tenants_alert_leaves_the_other_tenants_services_alone(
+    flag_file: Path, flagd: Any
+) -> None:
+    """One collector's tenants share its rules: tenant A's spans (a single fallback decision at site
+    north) switched the flag off at site north for every tenant. A switch is now made for the
+    tenant whose alert fired: services passing another `tenant` keep their variant; services
+    passing none follow it (a kill switch that cannot tell must not fail to kill)."""
+    switch = KILL.for_tenant("tenant-a")
+    assert switch is not None
+    assert FlagdFile(flag_file).disable(switch, "fallback_kill", dry_run=False).result == "applied"
+    deadline = time.monotonic() + 10
+    while _for(flagd, "north", "tenant-a") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _for(flagd, "north", "tenant-a") is False
+    assert _for(flagd, "north", None) is False
+    assert _for(flagd, "north", "tenant-b") is True
+    assert _for(flagd, "south", "tenant-a") is True
+    assert switch.describe() == "flag triage-model-v4 -> off (site=north; tenant tenant-a)"
+    # an action limited to one tenant is not made for another's alert
+    mine = DisableFlag(key="triage-model-v4", scope={"site": "north"}, tenant="tenant-b")
+    assert mine.for_tenant("tenant-a") is None
+    assert mine.for_tenant("tenant-b") == mine
+
+
 def test_a_dry_run_changes_nothing(flag_file: Path) -> None:
     before = flag_file.read_bytes()
     outcome = FlagdFile(flag_file).disable(KILL, "r", dry_run=True)
@@ -188,12 +217,12 @@ def test_the_canary_kill_switches_the_flag_off_records_it_and_says_so_on_the_pag
         summary = evaluator.evaluate(datetime.now(UTC) + timedelta(minutes=1))
         assert summary.errors == []
         [(rule, what, outcome)] = summary.actions
-        assert (rule, what, outcome.result) == ("canary_kill_under_triage", "flag triage-model-v4 -> off (site=north)",
-                                                "applied")  # fmt: skip
+        switched = "flag triage-model-v4 -> off (site=north; tenant st-marys)"
+        assert (rule, what, outcome.result) == ("canary_kill_under_triage", switched, "applied")
         _follows(flagd, "north", False)
         pages = [alert for path, body in sink.received if path == "/page" for alert in body["alerts"]]
         page = next(p for p in pages if p["rule"] == "canary_kill_under_triage")
-        assert page["annotations"]["action"] == "switched flag triage-model-v4 -> off (site=north)"
+        assert page["annotations"]["action"] == "switched flag triage-model-v4 -> off (site=north; tenant st-marys)"
         assert "flag triage-model-v4 -> on by pipeline:flag-rollout" in page["annotations"]["changes"]
     finally:
         sink.close()
@@ -205,7 +234,7 @@ def test_the_canary_kill_switches_the_flag_off_records_it_and_says_so_on_the_pag
     assert audit[0] > 1.5
     assert audit[1] >= 30
     assert audit[3] == "flagd:flags.flagd.json"
-    assert audit[4].startswith("applied: flag triage-model-v4 -> off (site=north)")
+    assert audit[4].startswith("applied: flag triage-model-v4 -> off (site=north; tenant st-marys)")
     collector.writer.drain()
     now = datetime.now(UTC)
     changes = recent_changes(collector.client, db, now - timedelta(minutes=5), now + timedelta(minutes=1))

@@ -12,6 +12,12 @@ without a restart. The file is replaced atomically, so a reader never sees half 
 posts the same request to another flag system. With `dry_run` nothing is changed and the result
 says what would have been. Scope keys are evaluation-context keys the services pass (`site`,
 `department`, `workflow_kind`, …).
+
+A switch is made for the tenant whose alert fired: the condition also asks that an evaluation's
+`tenant` be that tenant's, or absent. One collector's tenants share its rules, and until December
+one tenant's spans could switch a flag off for every tenant's services at a site of the same name;
+services that pass `tenant` in their evaluation context now follow only their own tenant's alerts.
+An action's `tenant` limits it to that tenant's alerts (another's firing is audited as skipped).
 """
 
 from __future__ import annotations
@@ -51,12 +57,14 @@ _MARK: Final = "clinotelKilledBy"
 
 
 class DisableFlag(BaseModel):
-    """Serve `variant` to `scope` (every evaluation when empty) for flag `key`."""
+    """Serve `variant` to `scope` (every evaluation when empty) for flag `key`; with `tenant`,
+    only to evaluations of that tenant (or without one), and only on that tenant's alerts."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     key: str = Field(pattern=_KEY)
     scope: dict[str, str] = Field(default_factory=dict)
     variant: str = Field(default="off", pattern=_KEY)
+    tenant: str | None = Field(default=None, pattern=_KEY)
 
     def model_post_init(self, context: Any, /) -> None:
         for k, v in self.scope.items():
@@ -65,7 +73,14 @@ class DisableFlag(BaseModel):
 
     def describe(self) -> str:
         where = ", ".join(f"{k}={v}" for k, v in sorted(self.scope.items())) or "everywhere"
-        return f"flag {self.key} -> {self.variant} ({where})"
+        return f"flag {self.key} -> {self.variant} ({where}" + (f"; tenant {self.tenant})" if self.tenant else ")")
+
+    def for_tenant(self, tenant: str) -> DisableFlag | None:
+        """This switch as made for an alert of `tenant` ('' when the alert has none); None when it
+        is limited to another tenant."""
+        if self.tenant is not None and tenant != self.tenant:
+            return None
+        return self.model_copy(update={"tenant": tenant or None})
 
 
 class RuleAction(BaseModel):
@@ -102,9 +117,12 @@ def _valid(text: str, pattern: str) -> bool:
     return re.fullmatch(pattern, text) is not None
 
 
-def scope_condition(scope: dict[str, str]) -> Any:
-    """The JsonLogic condition that holds for evaluations in `scope` (`true` for every one)."""
-    terms = [{"==": [{"var": k}, v]} for k, v in sorted(scope.items())]
+def scope_condition(scope: dict[str, str], tenant: str | None = None) -> Any:
+    """The JsonLogic condition that holds for evaluations in `scope` (`true` for every one) and,
+    with `tenant`, whose `tenant` is that one or is not given."""
+    terms: list[Any] = [{"==": [{"var": k}, v]} for k, v in sorted(scope.items())]
+    if tenant:
+        terms.append({"or": [{"==": [{"var": "tenant"}, tenant]}, {"!": {"var": "tenant"}}]})
     if not terms:
         return True
     return terms[0] if len(terms) == 1 else {"and": terms}
@@ -144,7 +162,7 @@ class FlagdFile:
             return Outcome("failed", f"flag {action.key!r} in {self.path.name} has targeting that is not JsonLogic")
         if not isinstance(metadata, dict):
             return Outcome("failed", f"flag {action.key!r} in {self.path.name} has metadata that is not an object")
-        condition = scope_condition(action.scope)
+        condition = scope_condition(action.scope, action.tenant)
         if old is not None and old.get("if", [])[:2] == [condition, action.variant]:
             return Outcome("unchanged", f"{action.describe()} already in {self.path.name}")
         if dry_run:
@@ -208,7 +226,8 @@ class Webhook:
 
         if dry_run:
             return Outcome(DRY_RUN, f"would ask {shown(self.url)} for {action.describe()}")
-        payload = {"flag": action.key, "scope": action.scope, "variant": action.variant, "rule": rule}
+        payload = {"flag": action.key, "scope": action.scope, "variant": action.variant, "rule": rule,
+                   "tenant": action.tenant}  # fmt: skip
         try:
             post(self.http, self.url, payload, timeout_s=self.timeout_s)
         except RuntimeError as e:

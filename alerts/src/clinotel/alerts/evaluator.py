@@ -293,8 +293,14 @@ class Evaluator:
         pending, self._pending = self._pending, []
         for rule, instance, value, sample, threshold, figure in pending:
             assert rule.action is not None
-            action = rule.action.disable_flag
-            if self.switch is None:
+            labels = dict(instance.labels)
+            tenant = labels.get("tenant", "")
+            action = rule.action.disable_flag.for_tenant(tenant) or rule.action.disable_flag
+            if action.tenant is not None and action.tenant != tenant:
+                outcome = Outcome(
+                    "skipped", f"the switch is tenant {action.tenant}'s; this alert is {tenant or 'no'} tenant's"
+                )
+            elif self.switch is None:
                 outcome = Outcome("failed", "no flag switch configured (a flagd file or a flag webhook)")
             else:
                 try:
@@ -302,17 +308,17 @@ class Evaluator:
                 except Exception as e:  # noqa: BLE001 - a failed switch is audited and paged, not raised
                     outcome = Outcome("failed", first_line(e, 500))
             summary.actions.append((rule.name, action.describe(), outcome))
-            labels = dict(instance.labels)
             receiver = self.switch.name if self.switch else ""
             detail = f"{outcome.result}: {outcome.detail}" + (f" (on {figure})" if figure else "")
             self._record(
                 now, labels.get("tenant", ""), rule, labels, "action", value, sample, threshold, receiver, 0, detail
             )
-            verb = {"applied": "switched", "unchanged": "already", "dry_run": "dry run: would switch"}
+            verb = {"applied": "switched", "unchanged": "already", "dry_run": "dry run: would switch",
+                    "skipped": "did not switch"}  # fmt: skip
             self._notes[instance] = f"{verb.get(outcome.result, 'FAILED to switch')} {action.describe()}" + (
                 "" if outcome.result in verb else f": {outcome.detail}"
             )
-            if self.on_change is not None and outcome.result != "failed":
+            if self.on_change is not None and outcome.result not in ("failed", "skipped"):
                 try:
                     self.on_change(action, rule.name, outcome, now, labels.get("tenant", ""))
                 except Exception as e:  # noqa: BLE001 - the switch happened; its change event is reported
