@@ -20,7 +20,7 @@ from clinotel.collector.service import Collector
 from clinotel.collector.store import schema
 from collector.tests.clients.conftest import missing, run_node
 from collector.tests.clients.native_decoder import decode, rows
-from collector.tests.fixtures import OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN
+from collector.tests.fixtures import OPERATOR_TOKEN, OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN
 from collector.tests.otlp_clients import send_workflows
 
 SPANS_PER_WORKFLOW = 8
@@ -159,6 +159,35 @@ def test_a_native_client_of_revision_54460_reads_what_grafanas_plugin_reads(load
         assert native_row[2].decode() == json_row[2]
         assert {k.decode(): v.decode() for k, v in native_row[3]} == json_row[3]
         assert native_row[4] == int(json_row[4])
+
+
+def test_grafanas_trace_view_finds_no_lookup_table_it_may_not_read(loaded: Collector) -> None:
+    """Grafana's plugin (4.19+) lists the database's tables (`SHOW TABLES FROM "db"`), and when
+    `otel_traces_trace_id_ts` is there with `TraceId`, `Start` and `End` (its `DESC`), bounds the
+    trace-by-ID query with it. The table has no `TenantId`, so readers are refused it, and the
+    catalog listed it: the trace view failed. A tenant's catalog now lists only what it may read,
+    so the plugin queries `otel_traces` directly; the operator's still lists everything."""
+    db = loaded.options.database
+    listed = _curl(loaded, f'SHOW TABLES FROM "{db}" FORMAT TSV').decode().split()
+    assert schema.TRACE_ID_TS not in listed
+    assert schema.TRACES in listed
+    columns = _curl(loaded, f"SELECT DISTINCT table FROM system.columns WHERE database = '{db}' FORMAT TSV")
+    assert set(columns.decode().split()) == set(listed)
+    # the trace-by-ID query without the lookup (what the plugin sends when the table is absent)
+    trace = _curl(loaded, f"SELECT TraceId FROM {db}.{schema.TRACES} LIMIT 1 FORMAT TSV").decode().strip()
+    spans = _curl(
+        loaded,
+        f"SELECT SpanId, ParentSpanId, ServiceName, SpanName, Duration FROM {db}.{schema.TRACES} "
+        f"WHERE TraceId = '{trace}' FORMAT TSV",
+    )
+    assert len(spans.decode().splitlines()) == SPANS_PER_WORKFLOW
+    operator = clickhouse_connect.get_client(
+        host="127.0.0.1", port=_port(loaded), username="reader", password=OPERATOR_TOKEN, database=db
+    )
+    try:
+        assert schema.TRACE_ID_TS in {r[0] for r in operator.query(f"SHOW TABLES FROM {db}").result_rows}
+    finally:
+        operator.close()
 
 
 def test_compress_1_is_refused_rather_than_answered_unframed(loaded: Collector) -> None:
