@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from clinotel.alerts.actions import scope_condition
 from clinotel.alerts.local_alertmanager import find_binary
 from clinotel.collector.cli import EXIT_FAILED
 from clinotel.collector.store import schema
@@ -92,7 +93,7 @@ def test_demo_tells_the_story_and_twice_with_one_seed_gives_one_summary(tmp_path
     assert kill["result"] == "applied"
     assert kill["at"] >= f"+{int(HOURS * 0.55)}h"  # during the canary phase, not before it
     flag = json.loads((tmp_path / "a" / "flags.flagd.json").read_text())["flags"]["triage-model-v4"]
-    assert flag["targeting"]["if"][:2] == [{"==": [{"var": "site"}, "north"]}, "off"]
+    assert flag["targeting"]["if"][:2] == [scope_condition({"site": "north"}, "demo-health"), "off"]
     assert flag["metadata"] == {"clinotelKilledBy": "canary_kill_under_triage"}
     _canary_site_follows_the_switch(tmp_path / "a" / "data")
     recovery = first["recovery"]

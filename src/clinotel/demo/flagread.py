@@ -28,14 +28,17 @@ class FlagResult:
 
 
 class FlagReader:
-    """A boolean flag evaluated through OpenFeature's flagd provider reading `path` (file mode)."""
+    """A boolean flag evaluated through OpenFeature's flagd provider reading `path` (file mode),
+    every evaluation's context naming `tenant`: a kill switch is made for the tenant whose alert
+    fired, and a service that names its tenant follows only its own tenant's switches."""
 
-    def __init__(self, path: Path, key: str) -> None:
+    def __init__(self, path: Path, key: str, tenant: str | None = None) -> None:
         from openfeature import api
         from openfeature.contrib.provider.flagd import FlagdProvider
         from openfeature.contrib.provider.flagd.config import ResolverType
 
         self.key = key
+        self.tenant = tenant
         self._provider = FlagdProvider(resolver_type=ResolverType.FILE, offline_flag_source_path=str(path))
         api.set_provider(self._provider, domain=f"clinotel-demo:{key}")
         self._client: Any = api.get_client(domain=f"clinotel-demo:{key}")
@@ -44,7 +47,8 @@ class FlagReader:
         """The flag for an evaluation context (`site`, `workflow_kind`: the scope keys of rules)."""
         from openfeature.evaluation_context import EvaluationContext
 
-        details = self._client.get_boolean_details(self.key, False, EvaluationContext(attributes=dict(context)))
+        attributes = dict(context) if self.tenant is None else {**context, "tenant": self.tenant}
+        details = self._client.get_boolean_details(self.key, False, EvaluationContext(attributes=attributes))
         reason = str(getattr(details.reason, "value", details.reason) or "unknown").lower()
         return FlagResult(None if details.variant is None else str(details.variant), bool(details.value), reason)
 

@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 import clinotel.instrumentation as ct
 from clinotel.demo.flagread import FlagReader
 from clinotel.demo.hospital import SimClock, record_truths, run_workflow
-from clinotel.demo.scenario import FLAG_KEY, SITES, Scenario, WorkflowPlan, plan, replan
+from clinotel.demo.scenario import FLAG_KEY, SITES, TENANT, Scenario, WorkflowPlan, plan, replan
 from clinotel.demo.summary import Summariser
 
 __all__ = ["SERVICES", "ServiceSpec", "Stretches", "Tee", "main"]
@@ -177,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     telemetry = ct.configure(
         exporter=Tee(SummaryExporter(summariser), ct.otlp_exporter()), set_global=False, clock=clock
     )
-    flags = FlagReader(args.flagd_file, FLAG_KEY) if args.flagd_file is not None and args.kind == "triage" else None
+    wants_flags = args.flagd_file is not None and args.kind == "triage"
+    flags = FlagReader(args.flagd_file, FLAG_KEY, tenant=TENANT) if wants_flags else None
     flushed = True
     try:
         if flags is not None:
