@@ -8,9 +8,11 @@ import itertools
 import math
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
+from clinotel.collector.store import schema
 from clinotel.dashboards import fairness, rollout
 from clinotel.dashboards._report import svg
 from clinotel.dashboards._report.alerts import Event, episodes, ordered
@@ -519,3 +521,27 @@ def test_every_time_chart_draws_each_change_numbered_as_on_page_one() -> None:
     assert chart.count('class="change"') == 1, "the change after the axis is not drawn"
     assert "flag triage-model-v4 → off (site north)" in chart
     assert '<text class="changeno"' in chart
+
+
+def test_the_reports_range_holds_the_alerts_raised_by_its_data(client: Any, options: schema.SchemaOptions) -> None:
+    """An evaluator runs on the wall clock, after the data it reads: the report's default range ends
+    at the data's last span, and left out every alert the evaluation of that data raised ("0 alert
+    episodes" while 3 pages were firing). An evaluation after the range is in when its rule's
+    window began inside the range."""
+    from clinotel.dashboards._report.alerts import load_events
+    from clinotel.dashboards.macros import TimeRange
+    from clinotel.model import tables
+
+    end = datetime(2026, 3, 2, 12, tzinfo=UTC)
+    rows = [
+        (end - timedelta(hours=2), "t", "inside", {}, "firing", "page", 1.0, 50, 0.5, "", ""),
+        (end + timedelta(hours=1), "t", "read_the_range", {}, "firing", "page", 1.0, 50, 0.5, "", ""),
+        (end + timedelta(hours=13), "t", "read_the_range", {}, "resolved", "page", 0.1, 50, 0.5, "", ""),
+        (end + timedelta(hours=1), "t", "no_window_known", {}, "firing", "page", 1.0, 50, 0.5, "", ""),
+    ]
+    columns = ["Timestamp", "TenantId", "Rule", "Labels", "Event", "Severity", "Value", "Sample", "Threshold",
+               "Receiver", "Detail"]  # fmt: skip
+    client.insert(options.name(tables.ALERT_EVENTS), rows, column_names=columns)
+    tr = TimeRange(end - timedelta(days=1), end)
+    got = [(e.rule, e.event) for e in load_events(client, options.database, tr, {"read_the_range": 12 * 3600})]
+    assert got == [("inside", "firing"), ("read_the_range", "firing")]

@@ -109,7 +109,7 @@ def render(
         for name, i in INDICATORS.items()
     }
     try:
-        events = load_events(client, database, tr)
+        events = load_events(client, database, tr, {r.name: int(r.window) for r in rules})
     except Exception as e:  # noqa: BLE001 - a store without the audit trail still gets its report
         events = []
         errors.append(f"no alert audit trail in this store ({first_line(e)})")

@@ -23,7 +23,7 @@ from clinotel.dashboards.macros import TimeRange
 from clinotel.model import tables
 from clinotel.model.indicators import INDICATORS
 from clinotel.model.signals import SIGNALS
-from clinotel.model.sql import identifier
+from clinotel.model.sql import identifier, literal
 
 __all__ = [
     "AlertRule",
@@ -107,13 +107,22 @@ class Episode:
     failed: int = 0
 
 
-def load_events(client: Any, database: str, tr: TimeRange) -> list[Event]:
-    """Every transition and notification in the range, in the order they happened."""
+def load_events(client: Any, database: str, tr: TimeRange, windows: dict[str, int] | None = None) -> list[Event]:
+    """Every transition and notification in the range, in the order they happened; and those of
+    an evaluation after the range whose rule's window (seconds, `windows` by rule) began inside
+    it: it read the range's data. An evaluator runs on the wall clock, after the data it reads:
+    the report's default range ends at the data's last span, and left out every alert the
+    evaluation of that data raised."""
+    windows = windows or {}
     table = f"{identifier(database)}.{identifier(tables.ALERT_EVENTS)}"
+    after = "".join(
+        f" OR (Rule = {literal(rule)} AND Timestamp < toDateTime64({tr.to_ms / 1000 + seconds:.3f}, 3))"
+        for rule, seconds in sorted(windows.items())
+    )
     rows = client.query(
         "SELECT Timestamp, TenantId, Rule, Labels, Event, Severity, Value, Sample, Threshold, Receiver, Detail "
         f"FROM {table} WHERE Timestamp >= toDateTime64({tr.from_ms / 1000:.3f}, 3) "
-        f"AND Timestamp <= toDateTime64({tr.to_ms / 1000:.3f}, 3) AND Event != 'error' "
+        f"AND (Timestamp <= toDateTime64({tr.to_ms / 1000:.3f}, 3){after}) AND Event != 'error' "
         "ORDER BY Timestamp LIMIT 20000"
     ).result_rows
     events = [
