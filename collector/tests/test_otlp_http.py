@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from clinotel.collector.service import Collector, CollectorConfig, ConfigError
 from clinotel.collector.store import schema
+from clinotel.collector.tokens import Tokens
 from collector.tests.fixtures import METRICS_TOKEN, OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN
 from collector.tests.otlp_clients import plain_request, post, send_workflows
 
@@ -155,12 +156,21 @@ def test_malformed_input_gets_the_right_answer_and_writes_nothing(
     assert _count(collector) == 1
 
 
+def _message(reply: bytes) -> str:
+    return status_pb2.Status.FromString(reply).message
+
+
 def test_authentication(collector: Collector) -> None:
+    """Each refusal says which of the three it is (they read alike before): no token, a token
+    this collector does not know, a token of another role."""
     body = plain_request(1)
-    assert post(_url(collector), body, token=None)[0] == 401
-    assert post(_url(collector), body, token="not-a-token-at-all-1234")[0] == 401
-    status, headers, _ = post(_url(collector), body, token=READ_TOKEN)
+    status, _, reply = post(_url(collector), body, token=None)
+    assert (status, _message(reply)) == (401, "a write token is required (Authorization: Bearer <token>)")
+    status, _, reply = post(_url(collector), body, token="not-a-token-at-all-1234")
+    assert (status, _message(reply)) == (401, "the bearer token is not one of this collector's tokens")
+    status, headers, reply = post(_url(collector), body, token=READ_TOKEN)
     assert status == 401, "a read token cannot write"
+    assert _message(reply) == "the bearer token is a read token: sending spans needs a write token"
     assert headers["WWW-Authenticate"].startswith("Bearer")
     assert post(_url(collector), plain_request(2, tenant_claimed="st-marys"), token=OTHER_TOKEN)[0] == 200
     assert _count(collector, "TenantId = 'general'") == 2
@@ -230,6 +240,8 @@ def test_insecure_mode_is_refused_off_loopback(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--tokens"):
         CollectorConfig().validate()
     CollectorConfig(otlp_http=("::1", 4318), insecure_no_auth=True).validate()
+    with pytest.raises(ConfigError, match="not both"):  # accepted before, the tokens winning silently
+        CollectorConfig(insecure_no_auth=True, tokens=Tokens({})).validate()
 
 
 # -- OTLP/gRPC: the same export behind the other transport ----------------------------------

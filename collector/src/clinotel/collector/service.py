@@ -127,6 +127,8 @@ class CollectorConfig:
     def validate(self) -> None:
         if self.tokens is None and not self.insecure_no_auth:
             raise ConfigError("give --tokens FILE, or --insecure-no-auth on a loopback address")
+        if self.tokens is not None and self.insecure_no_auth:
+            raise ConfigError("give --tokens FILE or --insecure-no-auth, not both (the tokens would win, silently)")
         hosts = [self.otlp_http[0]] + [a[0] for a in (self.otlp_grpc, self.http) if a is not None]
         exposed = [h for h in hosts if not is_loopback(h)]
         if self.insecure_no_auth and exposed:

@@ -52,7 +52,7 @@ from clinotel.collector.errors import RefusedError
 from clinotel.collector.net.listen import ListenError, check_free
 from clinotel.collector.net.server import MAX_CONNECTIONS, REQUEST_TIMEOUT_S
 from clinotel.collector.receiver.export import PROTOBUF, TraceReceiver
-from clinotel.collector.receiver.http import Authenticate
+from clinotel.collector.receiver.http import Authenticate, cannot_write
 
 __all__ = [
     "MAX_CALLS",
@@ -283,10 +283,11 @@ class OtlpGrpcServer:
 
     async def _export(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         started = time.monotonic()
-        grant = self._authenticate(_token(context.invocation_metadata()))
+        token = _token(context.invocation_metadata())
+        grant = self._authenticate(token)
         if grant is None or grant.role != "write":  # before a byte of the message is read
             self._receiver.stats.count_refused("unauthenticated")
-            await self._abort(context, grpc.StatusCode.UNAUTHENTICATED, _UNAUTHENTICATED, None)
+            await self._abort(context, grpc.StatusCode.UNAUTHENTICATED, cannot_write(token, grant), None)
         assert grant is not None
         tenant = grant.tenant
         try:

@@ -50,6 +50,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def cannot_write(token: str | None, grant: Grant | None) -> str:
+    """Why a request may not write spans, for the client: no token, a token this collector does
+    not know, or one of another role (all three read alike before, and the collector logged none)."""
+    if token is None:
+        return "a write token is required (Authorization: Bearer <token>)"
+    if grant is None:
+        return "the bearer token is not one of this collector's tokens"
+    return f"the bearer token is a {grant.role} token: sending spans needs a write token"
+
+
 def _bearer(header: str | None) -> str | None:
     if not header:
         return None
@@ -89,9 +99,10 @@ class _Handler(CappedRequestHandler):
         if self.path.split("?")[0] != TRACES_PATH:
             self._status(RefusedError("not_found", f"no OTLP endpoint at {self.path}"), close=True)
             return
-        grant = self.server.authenticate(_bearer(self.headers.get("Authorization")))
+        token = _bearer(self.headers.get("Authorization"))
+        grant = self.server.authenticate(token)
         if grant is None or grant.role != "write":
-            refused = RefusedError("unauthenticated", "a write token is required (Bearer)")
+            refused = RefusedError("unauthenticated", cannot_write(token, grant))
             self.server.receiver.stats.count_refused("unauthenticated")
             self._status(refused, close=True)
             return
