@@ -219,6 +219,29 @@ def test_pagerduty_events_v2_trigger_and_resolve_share_a_dedup_key(
     assert ("notify_ok", "pagerduty") in _events(client, options, "model_fallback")
 
 
+def test_a_trail_with_rows_dated_after_the_clock_does_not_repeat_transitions(
+    client: Any, options: schema.SchemaOptions, pack: RulePack, sink: Sink
+) -> None:
+    """The demo's replay of its simulated hours wrote audit rows an hour past the clock (a clock
+    stepped back does the same): the state was read as the latest row, which was always one of
+    those, so a live evaluator made the same transition and sent the same ticket at every pass."""
+    now = datetime.now(UTC)
+    _workflows(client, options, "st-marys", 40, 20, now)  # falling back: model_fallback breaches
+    future = now + timedelta(hours=1)
+    labels = {"tenant": "st-marys", "kind": "triage"}
+    columns = ["Timestamp", "TenantId", "Rule", "Labels", "Event", "Severity", "Value", "Sample", "Threshold"]
+    client.insert(options.name(schema.ALERT_EVENTS), [(future, "st-marys", "model_fallback", labels, "resolved",
+                                                       "page", 0.0, 40, 0.2)], column_names=columns)  # fmt: skip
+    evaluator = Evaluator(client, pack, Outbox([WebhookSink(f"{sink.url}/page")], []), options.database)
+    try:
+        passes = [evaluator.evaluate(now + timedelta(seconds=s)) for s in (0, 60, 120, 180)]
+    finally:
+        evaluator.close()
+    moves = [(rule, state) for p in passes for rule, _, state in p.transitions if rule == "model_fallback"]
+    assert moves.count(("model_fallback", "firing")) <= 1, moves
+    assert len(moves) == len(set(moves)), f"the same transition again and again: {moves}"
+
+
 def test_a_failed_delivery_is_recorded_and_retried_not_dropped_even_by_another_process(
     client: Any, options: schema.SchemaOptions, pack: RulePack
 ) -> None:

@@ -133,7 +133,7 @@ class Evaluator:
             )
             return summary
         try:
-            self._ledger = load(self.client, self.database, [r.name for r in self.pack.rules])
+            self._ledger = load(self.client, self.database, [r.name for r in self.pack.rules], now)
         except Exception as e:  # noqa: BLE001 - reported: without its state the evaluator must not page
             summary.errors.append((STORE, f"cannot read the alert state from {table}: {first_line(e, 500)}"))
             return summary

@@ -97,18 +97,23 @@ def _instance(rule: str, labels: Any) -> Instance:
     return Instance(str(rule), tuple(sorted((str(k), str(v)) for k, v in items)))
 
 
-def load(client: Any, database: str, rules: Iterable[str]) -> Ledger:
-    """The ledger of `rules` from `database`'s audit trail (raises what the store raises)."""
+def load(client: Any, database: str, rules: Iterable[str], now: datetime | None = None) -> Ledger:
+    """The ledger of `rules` from `database`'s audit trail as it stood at `now` (raises what the
+    store raises). Rows dated after `now` are not read: an evaluation cannot follow one that has
+    not happened yet. A trail with future rows (a clock stepped back, a replay of simulated hours
+    that ran ahead of the clock) otherwise hid every new transition behind them, and the
+    evaluator made the same transition, and sent the same ticket, at every evaluation."""
     names = ", ".join(literal(r) for r in rules) or "''"
     table = f"{identifier(database)}.{identifier(tables.ALERT_EVENTS)}"
     events = ", ".join(literal(e) for e in TRANSITIONS)
+    until = "" if now is None else f" AND Timestamp <= fromUnixTimestamp64Milli({ms(now)})"
     ledger = Ledger()
     rows = client.query(
         "SELECT Rule, Labels, argMax(Event, Timestamp), toUnixTimestamp64Milli(max(Timestamp)), "
         "toUnixTimestamp64Milli(maxIf(Timestamp, Event = 'firing')), "
         "toUnixTimestamp64Milli(maxIf(Timestamp, Event = 'resolved')), "
         "argMaxIf(Value, Timestamp, Event = 'firing') "
-        f"FROM {table} WHERE Rule IN ({names}) AND Event IN ({events}) GROUP BY Rule, Labels"
+        f"FROM {table} WHERE Rule IN ({names}) AND Event IN ({events}){until} GROUP BY Rule, Labels"
     ).result_rows
     for rule, labels, event, since, fired, resolved, value in rows:
         instance = _instance(rule, labels)
@@ -120,7 +125,7 @@ def load(client: Any, database: str, rules: Iterable[str]) -> Ledger:
         "toUnixTimestamp64Milli(maxIf(Timestamp, Event = 'notify_ok')), "
         "toUnixTimestamp64Milli(maxIf(Timestamp, Event = 'notify_failed')), "
         "argMaxIf(Attempt, (Timestamp, Attempt), Event = 'notify_failed') "
-        f"FROM {table} WHERE Rule IN ({names}) AND Event IN ('notify_ok', 'notify_failed') "
+        f"FROM {table} WHERE Rule IN ({names}) AND Event IN ('notify_ok', 'notify_failed'){until} "
         "GROUP BY Rule, Labels, Receiver, kind"
     ).result_rows
     for rule, labels, receiver, kind, ok, failed, attempt in rows:
@@ -131,7 +136,7 @@ def load(client: Any, database: str, rules: Iterable[str]) -> Ledger:
             ledger.failed[key] = (int(failed), int(attempt or 0))
     rows = client.query(
         f"SELECT Rule, Labels, argMax(Event, Timestamp) FROM {table} WHERE Rule IN ({names}) "
-        f"AND Event IN ({literal(LABELLED)}, {literal(UNLABELLED)}) GROUP BY Rule, Labels"
+        f"AND Event IN ({literal(LABELLED)}, {literal(UNLABELLED)}){until} GROUP BY Rule, Labels"
     ).result_rows
     for rule, labels, event in rows:
         ledger.labelled[_instance(rule, labels)] = str(event) == LABELLED
