@@ -42,7 +42,7 @@ PUBLIC_API: dict[str, set[str]] = {
     "clinotel.semconv": {
         "ActionStatus", "ActorRole", "Acuity", "AgeBand", "AttrType", "AttributeDef", "AttributeValue",
         "CODE_PATTERN", "DASHES", "DecisionSource", "HEALTH_SPAN_NAME", "INVISIBLE", "IngestSource",
-        "InvalidAttributeError",
+        "InvalidAttributeError", "LOOKALIKES", "ascii_folds",
         "LABEL_PATTERN", "Language", "MAX_TEXT", "MIN_KEY_BYTES", "OutcomeStatus", "PHI_PATTERN", "PHI_PATTERNS",
         "PHI_REGEX",
         "PSEUDONYM_PATTERN", "PayerClass", "PhiClass", "PhiPattern", "Pseudonymizer", "REDACTED", "REGISTRY",

@@ -18,6 +18,7 @@ from typing import Final
 __all__ = [
     "DASHES",
     "INVISIBLE",
+    "LOOKALIKES",
     "MAX_TEXT",
     "MIN_KEY_BYTES",
     "PHI_PATTERN",
@@ -26,6 +27,7 @@ __all__ = [
     "REDACTED",
     "PhiPattern",
     "Pseudonymizer",
+    "ascii_folds",
     "contains_phi",
     "phi_kinds",
     "pseudonymize",
@@ -65,7 +67,40 @@ shows nothing either. Read past when looking for PHI, here and in the collector'
 DASHES: Final = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63"
 """Dashes and the minus sign, which NFKD leaves as they are and a word processor puts between the
 groups of a number (`123–45–6789`): read as `-` when looking for PHI, here and in the SQL."""
-_AS_HYPHENS: Final = str.maketrans(DASHES, "-" * len(DASHES))
+LOOKALIKES: Final = (
+    "\u0410\u0412\u0421\u0415\u041d\u0406\u0408\u041a\u041c\u041e\u0420\u0405\u0422\u0425\u0423"
+    "\u0430\u0441\u0435\u043e\u0440\u0445\u0443\u0456\u0458\u0455\u0501"
+    "\u0391\u0392\u0395\u0396\u0397\u0399\u039a\u039c\u039d\u039f\u03a1\u03a4\u03a5\u03a7"
+    "\u03bf\u03bd",
+    "ABCEHIJKMOPSTXYaceopxyijsdABEZHIKMNOPTYXov",
+)
+"""Cyrillic and Greek letters drawn like Latin ones (`МRN` with a Cyrillic М, `Мrs.` …), and the
+Latin letters they stand for: read as those when looking for PHI, here and in the SQL. Labels
+and titles are Latin words; a homoglyph in one hid the identifier after it."""
+
+
+@functools.cache
+def ascii_folds() -> tuple[str, str]:
+    """(from, to): the characters read as ASCII when looking for PHI, one for one: the dashes (as
+    `-`), every decimal digit of another script that NFKD leaves as it is (Arabic-Indic,
+    Devanagari, Thai …: `MRN ١٢٣٤٥٦٧٨`), and `LOOKALIKES`. Built on first use from this
+    interpreter's Unicode tables (digits past U+1FFFF are NFKD-folded already)."""
+    digits = [
+        ch
+        for cp in range(0x80, 0x20000)
+        if unicodedata.category(ch := chr(cp)) == "Nd" and unicodedata.normalize("NFKD", ch) == ch
+    ]
+    source = DASHES + "".join(digits) + LOOKALIKES[0]
+    target = "-" * len(DASHES) + "".join(str(unicodedata.digit(ch)) for ch in digits) + LOOKALIKES[1]
+    return source, target
+
+
+@functools.cache
+def _as_ascii() -> dict[int, int]:
+    source, target = ascii_folds()
+    return str.maketrans(source, target)
+
+
 _LOOKAHEAD: Final = 256
 """How far past `MAX_TEXT` a long text is read, so that a match crossing the cut is seen whole."""
 _WINDOW: Final = MAX_TEXT + _LOOKAHEAD
@@ -114,10 +149,12 @@ class PhiPattern:
 PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
     PhiPattern(
         "labelled_identifier",
-        r"\b(?i:mrn|mr#|csn|ssn|nhs|hcn|encounter|account|acct|patient[ _-]?id|appointment|appt"
-        r"|member[ _-]?id|dob|birth[ _-]?date|date[ _-]of[ _-]birth)\b[ \t:#=]*[A-Za-z0-9/.-]*[0-9]"
-        r"(?:[A-Za-z0-9/.-]|[ ][0-9])*",
-        "an identifier introduced by its label: MRN 12345, appt=A17, DOB 1985",
+        r"(?:\b|_)(?i:mrn|mr#|csn|ssn|nhs|hcn|encounter|account|acct|patient[ _-]?id|appointment|appt"
+        r"|member[ _-]?id|dob|birth[ _-]?date|date[ _-]of[ _-]birth)(?:[ _-]?(?i:id|no|num|number|nbr))?(?:\b|_)"
+        r"[ \t:#=_\"']*[A-Za-z0-9/.-]*[0-9](?:[A-Za-z0-9/.-]|[ ][0-9])*"
+        r"|(?:\b|_)(?i:mrn|csn|ssn|nhs|hcn)[0-9][A-Za-z0-9/.-]*",
+        "an identifier introduced by its label: MRN 12345, appt=A17, DOB 1985, MRN_12345, encounter_id=9,"
+        ' {"mrn":"4711"}, MRN4711',
         (
             "MRN 12345",
             "mrn:A1234",
@@ -126,6 +163,11 @@ PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
             "dob 12.03.1984",
             "patient_id=P77",
             "NHS 943 476 5919",
+            "MRN_12345",
+            "acct_4471",
+            "Patient_ID_77",
+            "encounter_id=9",
+            "MRN4711",
         ),
     ),
     PhiPattern(
@@ -136,16 +178,26 @@ PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
     ),
     PhiPattern(
         "ssn",
-        r"(?:\b|_)[0-9]{3}[ -][0-9]{2}[ -][0-9]{4}(?:\b|_)",
+        r"(?:\b|_)[0-9]{3}[ .-][0-9]{2}[ .-][0-9]{4}(?:\b|_)",
         "a US social security number",
-        ("123-45-6789", "123 45 6789"),
+        ("123-45-6789", "123 45 6789", "123.45.6789"),
     ),
     PhiPattern(
         "phone",
         r"(?:\+[0-9]{1,3}[ .-]?)?(?:\([0-9]{3}\)" + _WS + r"?|(?:\b|_)[0-9]{3}[ .-])[0-9]{3}[ .-][0-9]{4}(?:\b|_)"
-        r"|\+[0-9][0-9 .-]{6,}[0-9]",
-        "a telephone number, North American or international",
-        ("(555) 123-4567", "555-123-4567", "555.123.4567", "+1 555 123 4567", "+44 20 7946 0958"),
+        r"|\+[0-9][0-9 .()-]{6,}[0-9]"
+        r"|(?:\b|_)(?i:call|phone|tel|telephone|fax|mobile|cell|pager)(?:\b|_)[ \t:#=_]*\(?[0-9][0-9 .()-]{5,}[0-9]",
+        "a telephone number, North American or international, or a local one after its label",
+        (
+            "(555) 123-4567",
+            "555-123-4567",
+            "555.123.4567",
+            "+1 555 123 4567",
+            "+44 20 7946 0958",
+            "+44 (0)20 7946 0958",
+            "call 867-5309",
+            "phone: 7946 0958",
+        ),
     ),
     PhiPattern(
         "date",
@@ -153,22 +205,55 @@ PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
         r"|(?:\b|_)[0-9]{1,2}[-/][0-9]{1,2}[-/][0-9]{2,4}(?:\b|_)"
         r"|(?:\b|_)[0-9]{1,2}\.[0-9]{1,2}\.[0-9]{4}(?:\b|_)"
         r"|\b" + _MONTH + r"\.?" + _WS + r"+[0-9]{1,4}(?:st|nd|rd|th)?\b(?:," + _WS + r"*[0-9]{4})?"
-        r"|\b[0-9]{1,2}(?:st|nd|rd|th)?" + _WS + r"+" + _MONTH + r"\b\.?(?:,?" + _WS + r"+[0-9]{4})?",
-        "a date more precise than a year: 1984-03-12, 3/12/84, 12.03.1984, March 12, March 1984"
-        " (dotted dates need a four-digit year, so version numbers such as 1.10.12 pass)",
-        ("1984-03-12", "03/12/1984", "3/12/84", "12.03.1984", "March 12, 1984", "12 Mar 1984", "Sept 3rd"),
+        r"|\b[0-9]{1,2}(?:st|nd|rd|th)?" + _WS + r"+" + _MONTH + r"\b\.?(?:,?" + _WS + r"+[0-9]{4})?"
+        r"|(?:\b|_)[0-9]{1,2}[-/.]?" + _MONTH + r"[-/.]?[0-9]{2,4}(?:\b|_)",
+        "a date more precise than a year: 1984-03-12, 3/12/84, 12.03.1984, March 12, March 1984,"
+        " 12-Mar-1984, 12Mar1984 (dotted dates need a four-digit year last, so version numbers such as"
+        " 1.10.12 and 2024.03.12 pass)",
+        (
+            "1984-03-12",
+            "03/12/1984",
+            "3/12/84",
+            "12.03.1984",
+            "March 12, 1984",
+            "12 Mar 1984",
+            "Sept 3rd",
+            "12-Mar-1984",
+            "12Mar1984",
+        ),
     ),
     PhiPattern(
         "titled_name",
-        r"\b(?:M[Rr]|M[Rr][Ss]|M[Ss]|Miss|MISS|M[Xx]|D[Rr]|Prof|PROF|Doctor|Nurse|Sister)\.?"
+        r"\b(?:M[Rr]|M[Rr][Ss]|M[Ss]|Miss|MISS|M[Xx]|D[Rr]|Prof|PROF|Doctor|Nurse|Sister)(?:\."
         + _WS
-        + r"+[A-Za-z][A-Za-z'-]+(?:"
+        + r"*|"
+        + _WS
+        + r"+)[A-Za-z][A-Za-z'-]+(?:"
         + _WS
         + r"+[A-Z][A-Za-z'-]+)?"
-        r"|\b(?:Patient|patient|Pt|pt)\.?" + _WS + r"+[A-Z][a-z'-]+(?:" + _WS + r"+[A-Z][A-Za-z'-]+)?"
-        r"|\b(?i:name)" + _WS + r"*[:=]" + _WS + r"*[A-Za-z][A-Za-z'-]*(?:" + _WS + r"+[A-Z][A-Za-z'-]+)?",
-        "a name after a title or label: Dr Smith, Mrs. Jane Doe, patient Alice, name=Bob",
-        ("Dr Smith", "Dr. Adaeze Okafor", "Mrs. Jane Doe", "Mr O'Brien", "patient Alice", "name: Bob"),
+        r"|\b(?:Patient|patient|Pt|pt)(?:\.|"
+        + _WS
+        + r"*[:=])?"
+        + _WS
+        + r"+[A-Z][a-z'-]+(?:"
+        + _WS
+        + r"+[A-Z][A-Za-z'-]+)?"
+        r"|(?:\b|_)(?i:name)" + _WS + r"*[:=]" + _WS + r"*[A-Za-z][A-Za-z'-]*(?:" + _WS + r"+[A-Z][A-Za-z'-]+)?"
+        r"|\b[A-Z][A-Za-z'-]+\^[A-Z][A-Za-z'-]+",
+        "a name after a title or label, or an HL7 name: Dr Smith, Dr.Smith, Mrs. Jane Doe, patient Alice,"
+        " Pt: John Smith, name=Bob, first_name=Jane, DOE^JANE",
+        (
+            "Dr Smith",
+            "Dr. Adaeze Okafor",
+            "Mrs. Jane Doe",
+            "Mr O'Brien",
+            "patient Alice",
+            "name: Bob",
+            "Dr.Smith",
+            "Mrs.Jane Doe",
+            "Pt: John Smith",
+            "DOE^JANE",
+        ),
     ),
     PhiPattern(
         "long_number",
@@ -215,7 +300,7 @@ def _unhidden(text: str) -> tuple[str, int]:
     latest, so no identifier cut by the bound is kept in part."""
     bounded = len(text) > _FOLD_BOUND
     head = text[:_FOLD_BOUND]
-    folded = _hidden().sub("", unicodedata.normalize("NFKD", head)).translate(_AS_HYPHENS)
+    folded = _hidden().sub("", unicodedata.normalize("NFKD", head)).translate(_as_ascii())
     end = max(0, min(MAX_TEXT, len(folded) - _LOOKAHEAD)) if bounded else MAX_TEXT
     if folded != head and PHI_PATTERN.search(folded, 0, end + _LOOKAHEAD) is not None:
         return folded[: end + _LOOKAHEAD], end

@@ -9,7 +9,6 @@ from typing import Final
 
 from clinotel.model.sql import literal, string_array
 from clinotel.semconv import (
-    DASHES,
     INVISIBLE,
     PHI_REGEX,
     PSEUDONYM_PATTERN,
@@ -19,6 +18,7 @@ from clinotel.semconv import (
     AttrType,
     PhiClass,
     Scope,
+    ascii_folds,
 )
 
 __all__ = [
@@ -46,14 +46,16 @@ _HIDDEN_SQL: Final = literal("[\\p{M}" + "".join(f"\\x{{{lo:04X}}}-\\x{{{hi:04X}
 def unhidden_sql(expr: str) -> str:
     """`expr` as the PHI patterns should read it, as `clinotel.semconv.scrub` reads it: a text
     with a character past ASCII, NFKD-folded, without combining marks (RE2's `\\p{M}`) or
-    invisible characters and with dashes read as hyphens, when that form differs and shows PHI
+    invisible characters and with dashes, other scripts' digits and Latin lookalikes read as ASCII
+    (`semconv.ascii_folds`), when that form differs and shows PHI
     (`MRN 0012\u200b3456`, full-width digits, `123–45–6789`, `jane.doe\u0301@example.org`); else
     as written. Text that is not valid UTF-8 (the engine's normalisation
     refuses it, and would fail the insert) is read as written; the receiver's protobuf parser
     lets none through anyway."""
+    source, target = ascii_folds()
     folded = (
         f"translateUTF8(replaceRegexpAll(normalizeUTF8NFKD({expr}), {_HIDDEN_SQL}, ''), "
-        f"{literal(DASHES)}, {literal('-' * len(DASHES))})"
+        f"{literal(source)}, {literal(target)})"
     )
     shown = f"arrayElement(arrayMap(f -> if(f != {expr} AND match(f, {PHI_SQL}), f, {expr}), [{folded}]), 1)"
     return f"if(length({expr}) = lengthUTF8({expr}) OR NOT isValidUTF8({expr}), {expr}, {shown})"

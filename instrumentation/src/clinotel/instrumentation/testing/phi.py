@@ -26,6 +26,14 @@ PHI_CORPUS: list[tuple[str, str]] = [
     ("mrn", "MRN \uff10\uff10\uff11\uff12\uff13\uff14\uff15\uff16"),  # full-width digits
     ("mrn", "MRN 0012\u200b3456"),  # a zero-width space inside the number
     ("mrn", "MRN 0077\u034f1234"),  # a combining grapheme joiner
+    ("mrn", "MRN_20417733"),  # an underscore after the label (a word character: no \\b)
+    ("mrn", "acct_44719023"),
+    ("mrn", "Patient_ID_7781923"),
+    ("mrn", "encounter_id=918273645"),
+    ("mrn", '{"mrn":"47118830"}'),  # a label in JSON
+    ("mrn", "#MRN47118830"),  # a short label run into its number
+    ("mrn", "MRN \u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668"),  # Arabic-Indic digits
+    ("mrn", "\u041cRN 20418855"),  # a Cyrillic M in the label
     # social security numbers
     ("ssn", "123-45-6789"),
     ("ssn", "987-65-4321"),
@@ -37,6 +45,8 @@ PHI_CORPUS: list[tuple[str, str]] = [
     ("ssn", "219\u201309\u20139999"),  # en dashes
     ("ssn", "123\u0332-45-6789"),  # a combining low line
     ("ssn", "123\u2800-45-6789"),  # a braille blank
+    ("ssn", "123.45.6789"),
+    ("ssn", "\u0661\u0662\u0663-\u0664\u0665-\u0666\u0667\u0668\u0669"),  # Arabic-Indic digits
     # phone numbers
     ("phone", "(555) 123-4567"),
     ("phone", "555-867-5309"),
@@ -48,6 +58,9 @@ PHI_CORPUS: list[tuple[str, str]] = [
     ("phone", "tel_555-310-7788"),
     ("phone", "555\u00a0867\u00a02309"),  # no-break spaces
     ("phone", "555\u20dd-867-5309"),  # a combining enclosing circle
+    ("phone", "+44 (0)20 7946 0958"),
+    ("phone", "call 867-5309"),
+    ("phone", "\u096b\u096b\u096b-\u096e\u096c\u096d-\u096b\u0969\u0966\u096f"),  # Devanagari digits
     # e-mail addresses
     ("email", "jane.doe@example.org"),
     ("email", "j.smith+er@hospital.example.com"),
@@ -68,6 +81,9 @@ PHI_CORPUS: list[tuple[str, str]] = [
     ("dob", "2019/07/04"),
     ("dob", "born July 1990"),
     ("dob", "dob_1979-11-23"),
+    ("dob", "born 12-Mar-1984"),
+    ("dob", "12Mar1984"),
+    ("dob", "DOB \u0967\u096f\u096e\u096a-\u0966\u0969-\u0967\u0968"),  # Devanagari digits
     # names after titles and labels
     ("name", "Dr Smith"),
     ("name", "Dr. Adaeze Okafor"),
@@ -82,23 +98,30 @@ PHI_CORPUS: list[tuple[str, str]] = [
     ("name", "Nurse Ratched"),
     ("name", "MR JONES"),
     ("name", "Mrs.\u0301 Jane Doe"),  # a combining accent after the title
+    ("name", "Pt: John Smith"),
+    ("name", "patient_name=Jane Doe"),
+    ("name", "first_name=Jane"),
+    ("name", "Mrs.Jane Doe"),
+    ("name", "Dr.Smith"),
+    ("name", "DOE^JANE"),  # HL7's family^given
+    ("name", "\u041crs. Jane Doe"),  # a Cyrillic M in the title
 ]
 
 # What would identify the person if it appeared in exported bytes: the value minus its label.
 LABELS = (
     "MRN", "mrn=", "MRN:", "encounter #", "CSN", "patient_id=", "appt", "account", "NHS", "SSN", "ssn:", "ssn_",
-    "tel_", "dob_",
+    "tel_", "dob_", "MRN_", "acct_", "Patient_ID_", "encounter_id=", "#MRN", "patient_name=", "first_name=",
 )  # fmt: skip
 
 
 def needle(value: str) -> str:
     """The identifying core of a corpus value (label words dropped, e.g. 'MRN 00123456' -> '00123456')."""
     core = value
-    for label in ("date of birth ", "born ", "DOB: ", "name: ", "patient ", "Patient "):
+    for label in ("date of birth ", "born ", "DOB: ", "DOB ", "name: ", "patient ", "Patient ", "call ", "Pt: "):
         core = core.removeprefix(label)
     for label in sorted(LABELS, key=len, reverse=True):
         core = core.removeprefix(label).strip()
-    for title in ("Dr. ", "Dr ", "Mrs. ", "Mr ", "Ms ", "Miss ", "Prof ", "Nurse ", "MR "):
+    for title in ("Dr. ", "Dr ", "Mrs. ", "Mr ", "Ms ", "Miss ", "Prof ", "Nurse ", "MR ", "Mrs.", "Dr."):
         core = core.removeprefix(title)
     return core.strip()
 
