@@ -156,15 +156,19 @@ def test_valid_and_invalid_spans_in_turn_are_refused_in_linear_time() -> None:
 
 
 def _json_request(size: int) -> bytes:
-    """OTLP/JSON of about `size` bytes: one valid span with many small attributes."""
+    """OTLP/JSON of about `size` bytes: valid spans of 1,000 small attributes each (a span may
+    carry at most `spans.MAX_SPAN_ATTRIBUTES`)."""
     now = time.time_ns()
     attribute = {"key": "k", "value": {"intValue": "1"}}
     per = len(json.dumps(attribute, separators=(",", ":"))) + 1
-    span = {
-        "traceId": secrets.token_hex(16), "spanId": secrets.token_hex(8), "name": "j",
-        "startTimeUnixNano": str(now - 10**6), "endTimeUnixNano": str(now), "attributes": [attribute] * (size // per),
-    }  # fmt: skip
-    return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}, separators=(",", ":")).encode()
+    spans = [
+        {
+            "traceId": secrets.token_hex(16), "spanId": secrets.token_hex(8), "name": "j",
+            "startTimeUnixNano": str(now - 10**6), "endTimeUnixNano": str(now), "attributes": [attribute] * 1000,
+        }  # fmt: skip
+        for _ in range(max(1, size // (per * 1000)))
+    ]
+    return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}, separators=(",", ":")).encode()
 
 
 def _post(port: int, body: bytes, **headers: str) -> tuple[int, bytes]:

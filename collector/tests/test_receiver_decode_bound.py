@@ -20,7 +20,10 @@ from functools import partial
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
@@ -338,3 +341,70 @@ def test_the_official_exporter_s_large_batch_is_logged_whole(
     assert [s.span_id for s in got] == [s.context.span_id.to_bytes(8, "big") for s in spans]
     assert logged.resource_spans[0].resource.attributes[0].value.string_value
     assert receiver.stats.spans_accepted == 20_000
+
+
+def _span_with_attributes(n: int, i: int = 1, events: int = 0) -> bytes:
+    """A span (request field encoding) carrying `n` copies of one registered attribute, and
+    `events` events of `n` copies each."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    kv = KeyValue(key="clinical.site", value=AnyValue(string_value="north"))
+    return Span(
+        trace_id=i.to_bytes(16, "big"), span_id=i.to_bytes(8, "big"), name=f"s{i}",
+        start_time_unix_nano=WINDOW_NOW, end_time_unix_nano=WINDOW_NOW + 1, attributes=[kv] * n,
+        events=[Span.Event(time_unix_nano=WINDOW_NOW, name="e", attributes=[kv] * n) for _ in range(events)],
+    ).SerializeToString()  # fmt: skip
+
+
+def _request_of(spans: list[bytes]) -> bytes:
+    scope = b"".join(_field(2, s) for s in spans)
+    return _field(1, _field(2, scope))
+
+
+@pytest.mark.parametrize("screened", [False, True])
+def test_a_span_with_more_attributes_than_any_sdk_writes_is_refused_alone(screened: bool) -> None:
+    """25,000 copies of one registered attribute in a span (an attack review: 114 such spans made a
+    62.7 MB request the engine could never insert; it held every tenant's segments back for 24 s,
+    then was set aside): refused with a partial success, the request's other spans kept."""
+    from clinotel.collector.receiver.spans import MAX_SPAN_ATTRIBUTES
+
+    spans = [_span_with_attributes(2, 1), _span_with_attributes(25_000, 2), _span_with_attributes(10, 3, events=3000)]
+    body = _request_of(spans)
+    log = ListLog()
+    receiver = TraceReceiver(log, Limits())
+    if screened:
+        _, kept, refused = bounded.screen(body, WINDOW, run_bytes=len(spans[0]) + 64)
+    else:
+        request = decode(body, PROTOBUF)
+        kept, refused = refuse_spans(request, WINDOW)
+    assert (kept, sum(refused.values())) == (1, 2)
+    # screened, a span larger than a run whose decoding would not fit the budget is refused as such
+    assert set(refused) <= ({"too_many_attributes", "too_large"} if screened else {"too_many_attributes"})
+    result = receiver.export(body, content_type=PROTOBUF, tenant="st-marys")
+    message = ExportTraceServiceResponse.FromString(result.body).partial_success
+    assert message.rejected_spans == 2
+    assert f"more than {MAX_SPAN_ATTRIBUTES:,} attributes" in message.error_message
+    assert receiver.stats.spans_accepted == 1
+
+
+@pytest.mark.parametrize("screened", [False, True])
+def test_a_request_whose_spans_carry_too_many_attributes_in_all_is_refused_whole(
+    screened: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spread over many spans each under the span's bound, the same attributes make a request
+    the engine cannot insert: refused whole (413), nothing logged."""
+    from clinotel.collector.receiver import spans as span_rules
+
+    monkeypatch.setattr(span_rules, "MAX_REQUEST_ATTRIBUTES", 5_000)
+    body = _request_of([_span_with_attributes(1_000, i) for i in range(1, 7)])
+    log = ListLog()
+    receiver = TraceReceiver(log, Limits())
+    monkeypatch.setattr(bounded, "DIRECT_LIMIT", 1024 if screened else bounded.DIRECT_LIMIT)
+    with pytest.raises(RefusedError) as refused:
+        receiver.export(body, content_type=PROTOBUF, tenant="st-marys")
+    assert refused.value.reason == "too_large"
+    assert "attributes, more than the 5,000 one request may" in refused.value.message
+    assert log.records == []
+    fine = _request_of([_span_with_attributes(1_000, i) for i in range(1, 5)])
+    assert receiver.export(fine, content_type=PROTOBUF, tenant="st-marys").accepted == 4

@@ -33,7 +33,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from clinotel.collector import leb128
 from clinotel.collector.errors import RefusedError
-from clinotel.collector.receiver.spans import refuse_in_scope
+from clinotel.collector.receiver.spans import check_attributes, refuse_in_scope
 
 __all__ = ["DECODE_BUDGET", "DIRECT_LIMIT", "MAX_ELEMENTS", "screen"]
 
@@ -110,6 +110,8 @@ class _Walk:
         self.window = window
         self.run_bytes = run_bytes
         self.kept = 0
+        self.attributes = 0
+        """Attributes of the kept spans so far (`spans.check_attributes`); resources are not counted."""
         self.removed: Counter[str] = Counter()
         self.elements = 0
 
@@ -279,7 +281,10 @@ class _Walk:
         self.visit(_CONTAINER_COST)
         request = self._parse(_wrapped([run], 2))
         scope = request.resource_spans[0].scope_spans[0]
-        self.kept += refuse_in_scope(scope.spans, self.window, self.removed)
+        kept, attributes = refuse_in_scope(scope.spans, self.window, self.removed)
+        self.kept += kept
+        self.attributes += attributes
+        check_attributes(self.attributes)
         scope.ClearField("scope")
         scope.ClearField("schema_url")
         request.DiscardUnknownFields()

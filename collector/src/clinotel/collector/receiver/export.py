@@ -43,7 +43,7 @@ from clinotel.collector.receiver.admission import (
     Hold,
     receive_buffer_for,
 )
-from clinotel.collector.receiver.spans import refuse_spans
+from clinotel.collector.receiver.spans import MAX_SPAN_ATTRIBUTES, refuse_spans
 
 __all__ = [
     "CONTENT_TYPES",
@@ -303,6 +303,11 @@ def _partial_success_message(removed: Counter[str], limits: Limits) -> str:
     if removed["ends_after_window"]:
         reasons.append(
             f"{removed['ends_after_window']} ending more than {limits.max_span_lead_ns / 3.6e12:g} h after arrival"
+        )
+    if removed["too_many_attributes"]:
+        reasons.append(
+            f"{removed['too_many_attributes']} carrying more than {MAX_SPAN_ATTRIBUTES:,} attributes (their events' "
+            "and links' included)"
         )
     if removed["too_large"]:
         reasons.append(

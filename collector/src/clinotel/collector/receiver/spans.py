@@ -1,7 +1,12 @@
 """Which spans of a request are refused one by one (partial success), and their removal.
 
-A span is refused for invalid ids or for a start or end time outside the window the collector
-accepts around its arrival (`Limits.start_window`); each reason is a `spans_refused` label.
+A span is refused for invalid ids, for a start or end time outside the window the collector
+accepts around its arrival (`Limits.start_window`), or for more attributes than any SDK writes
+(`MAX_SPAN_ATTRIBUTES`, its events' and links' included); each reason is a `spans_refused`
+label. A request whose kept spans carry more than `MAX_REQUEST_ATTRIBUTES` attributes in all is
+refused whole (413): the engine flattens every attribute of a request in one insert, and one
+request of 2.85 million registered attributes (62.7 MB) could never fit its memory: it held every
+tenant's later segments back for 24 s while it was retried, then was set aside (an attack review).
 """
 
 from __future__ import annotations
@@ -11,7 +16,34 @@ from typing import Any, Final
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-__all__ = ["refusal", "refuse_in_scope", "refuse_spans"]
+from clinotel.collector.errors import RefusedError
+
+__all__ = [
+    "MAX_REQUEST_ATTRIBUTES",
+    "MAX_SPAN_ATTRIBUTES",
+    "attribute_count",
+    "refusal",
+    "refuse_in_scope",
+    "refuse_spans",
+]
+
+MAX_SPAN_ATTRIBUTES: Final = 4096
+"""Attributes one span may carry, its events' and links' included: the OpenTelemetry SDKs' own
+limits are 128 attributes, 128 events and 128 links, each event or link 128 attributes."""
+MAX_REQUEST_ATTRIBUTES: Final = 500_000
+"""Attributes the kept spans of one request may carry in all (an exporter's batch of 512 spans
+carries a few thousand; 750,000 registered attributes in 16.5 MB were stored at the default
+engine cap, 2.85 million in 62.7 MB never fit it)."""
+
+
+def attribute_count(span: Any) -> int:
+    """The attributes of a span, its events' and links' included."""
+    n = len(span.attributes)
+    if span.events:
+        n += sum(len(e.attributes) for e in span.events)
+    if span.links:
+        n += sum(len(link.attributes) for link in span.links)
+    return n
 
 
 def refusal(span: Any, window: tuple[int, int]) -> str | None:
@@ -30,6 +62,8 @@ def refusal(span: Any, window: tuple[int, int]) -> str | None:
     # duration of centuries in every latency figure
     if span.end_time_unix_nano > window[1]:
         return "ends_after_window"
+    if attribute_count(span) > MAX_SPAN_ATTRIBUTES:
+        return "too_many_attributes"
     return None
 
 
@@ -38,9 +72,9 @@ _FEW_REFUSED: Final = 16
 it); more, and the scope's spans are compacted at once."""
 
 
-def refuse_in_scope(spans: Any, window: tuple[int, int], removed: Counter[str]) -> int:
+def refuse_in_scope(spans: Any, window: tuple[int, int], removed: Counter[str]) -> tuple[int, int]:
     """Remove the refused spans of one scope's repeated `spans`, counting them in `removed` by
-    reason; returns how many are kept.
+    reason; returns how many are kept, and the attributes they carry (`attribute_count`).
 
     In time linear in the spans, each span's reason found once: with few refused spans they are
     deleted one by one. With more, a scope whose spans are all refused is emptied; one that keeps
@@ -74,15 +108,29 @@ def refuse_in_scope(spans: Any, window: tuple[int, int], removed: Counter[str]) 
         flags = iter([reason is not None for reason in reasons])
         spans.sort(key=lambda _span: next(flags))
         del spans[len(spans) - refused :]
-    return len(spans)
+    return len(spans), sum(attribute_count(span) for span in spans)
 
 
 def refuse_spans(request: ExportTraceServiceRequest, window: tuple[int, int]) -> tuple[int, Counter[str]]:
-    """Remove the spans of `request` with invalid ids or times outside `window` (`refuse_in_scope`);
-    returns (kept, removed by reason)."""
-    kept = 0
+    """Remove the spans of `request` refused one by one (`refuse_in_scope`); returns (kept,
+    removed by reason). Raises `RefusedError` (too_large) when the kept spans carry more than
+    `MAX_REQUEST_ATTRIBUTES` attributes."""
+    kept = attributes = 0
     removed: Counter[str] = Counter()
     for rs in request.resource_spans:
+        attributes += len(rs.resource.attributes)
         for ss in rs.scope_spans:
-            kept += refuse_in_scope(ss.spans, window, removed)
+            k, a = refuse_in_scope(ss.spans, window, removed)
+            kept, attributes = kept + k, attributes + a
+    check_attributes(attributes)
     return kept, removed
+
+
+def check_attributes(attributes: int) -> None:
+    """Refuse a request (too_large) whose kept spans carry more than `MAX_REQUEST_ATTRIBUTES`."""
+    if attributes > MAX_REQUEST_ATTRIBUTES:
+        raise RefusedError(
+            "too_large",
+            f"the request's spans carry {attributes:,} attributes, more than the {MAX_REQUEST_ATTRIBUTES:,} one "
+            "request may: send smaller batches",
+        )
