@@ -545,3 +545,23 @@ def test_the_reports_range_holds_the_alerts_raised_by_its_data(client: Any, opti
     tr = TimeRange(end - timedelta(days=1), end)
     got = [(e.rule, e.event) for e in load_events(client, options.database, tr, {"read_the_range": 12 * 3600})]
     assert got == [("inside", "firing"), ("read_the_range", "firing")]
+
+
+def test_the_workflows_stat_counts_a_handful_of_workflows(client: Any, options: schema.SchemaOptions) -> None:
+    """A count needs no minimum sample: the Workflows stat read "too few" under 30 workflows."""
+    from clinotel.dashboards._panels import indicator_stat
+    from clinotel.dashboards.macros import TimeRange, expand
+    from clinotel.model import clinical
+
+    start = datetime(2026, 3, 2, 12, tzinfo=UTC)
+    rows = [("t", "triage", f"{i:032x}", start + timedelta(minutes=i)) for i in range(5)]
+    client.insert(
+        options.name(clinical.WORKFLOWS), rows, column_names=["TenantId", "WorkflowKind", "TraceId", "StartTime"]
+    )
+    from clinotel.collector.store import rollups
+
+    rollups.refresh(client, options)  # the stat reads the hourly rollup
+    sql = expand(
+        indicator_stat(INDICATORS["workflows"], options.database), TimeRange(start, start + timedelta(hours=1))
+    )
+    assert client.query(sql).result_rows[0][0] == 5

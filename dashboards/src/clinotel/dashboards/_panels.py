@@ -154,7 +154,8 @@ class Board:
         self._panels.append(
             g.Stat(
                 title=i.title,
-                description=f"{i.description} Of: {i.denominator}. Shown as 'too few' under {i.min_sample} rows.",
+                description=f"{i.description} Of: {i.denominator}."
+                + (f" Shown as 'too few' under {i.min_sample} rows." if i.min_sample > 0 else ""),
                 targets=[ClickHouseTarget(indicator_stat(i, self.database), "table")],
                 gridPos=self._place(w, 4),
                 format=i.unit,

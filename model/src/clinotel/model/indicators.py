@@ -161,6 +161,7 @@ INDICATORS: Final = {
             "count",
             higher_is_worse=False,
             denominator="every workflow started in the range",
+            min_sample=0,  # a count: a handful of workflows is a figure, not "too few"
         ),
         _rate(
             "completion_rate",

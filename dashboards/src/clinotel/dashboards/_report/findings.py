@@ -310,7 +310,8 @@ def kill_criteria(
 ) -> list[Criterion]:
     """Each kill criterion wherever a canary ran, over the report's range (as the rollout
     dashboard); then each canary rule over its own window: the one it read when it first fired
-    for that tenant and kind, else the one ending at the canary's last workflow."""
+    for that tenant and kind, else the one ending at the canary's last workflow, the latter only
+    when it reads above its limit (significant or not yet)."""
     workflows = _workflows(database)
     canary = literal(RolloutCohort.CANARY.value)
     windows = client.query(
@@ -349,9 +350,12 @@ def kill_criteria(
             cv, cn, cx = _side(cohorts.get(RolloutCohort.CANARY.value), 0)
             bv, bn, bx = _side(cohorts.get(RolloutCohort.BASELINE.value), 0)
             threshold, _, _ = _limits(rule, tenant, kind)
-            out.append(Criterion(tenant, kind, rule.metric, threshold, start, end, cv, bv, cn, bn, cx, bx,
-                                 _limits(rule, tenant, kind)[1], getattr(rule, "confidence", rollout.CONFIDENCE),
-                                 rule.name, bool(fired)))  # fmt: skip
+            window = Criterion(tenant, kind, rule.metric, threshold, start, end, cv, bv, cn, bn, cx, bx,
+                               _limits(rule, tenant, kind)[1], getattr(rule, "confidence", rollout.CONFIDENCE),
+                               rule.name, bool(fired))  # fmt: skip
+            # a rule that did not fire and reads nothing above its limit says what the range's row says
+            if fired or window.verdict not in (rollout.OK, rollout.TOO_FEW):
+                out.append(window)
     return out
 
 
