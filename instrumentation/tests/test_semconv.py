@@ -132,7 +132,7 @@ def test_every_pattern_catches_its_examples_and_scrub_keeps_the_rest() -> None:
     [
         ("ssn_123-45-6789", "[REDACTED]"),  # the label and its number (an identifier's label is read past `_`)
         ("key 123-45-6789_x", "key [REDACTED]x"),
-        ("tel_555-123-4567", "[REDACTED]"),
+        ("tel_555-123-4567", "tel[REDACTED]"),
         ("dob_1984-03-12", "[REDACTED]"),
         ("report_03/12/1984_final", "report[REDACTED]final"),
         ("seen_12.03.1984", "seen[REDACTED]"),

@@ -186,7 +186,8 @@ PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
         "phone",
         r"(?:\+[0-9]{1,3}[ .-]?)?(?:\([0-9]{3}\)" + _WS + r"?|(?:\b|_)[0-9]{3}[ .-])[0-9]{3}[ .-][0-9]{4}(?:\b|_)"
         r"|\+[0-9][0-9 .()-]{6,}[0-9]"
-        r"|(?:\b|_)(?i:call|phone|tel|telephone|fax|mobile|cell|pager)(?:\b|_)[ \t:#=_]*\(?[0-9][0-9 .()-]{5,}[0-9]",
+        r"|(?:\b|_)(?i:call|phone|tel|telephone|fax|mobile|cell|pager)(?:\b|_)[ \t:#=_]*"
+        r"[0-9]{3,4}[ .-][0-9]{4}(?:\b|_)",
         "a telephone number, North American or international, or a local one after its label",
         (
             "(555) 123-4567",
