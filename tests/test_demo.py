@@ -51,6 +51,24 @@ def _run(tmp_path: Path, name: str, *extra: str, seed: int = 7) -> dict[str, obj
     return summary
 
 
+@pytest.mark.timeout(600)
+def test_a_clean_hospital_pages_nobody_and_switches_nothing(tmp_path: Path) -> None:
+    """`clinotel demo --no-incidents`: the same rollout (shadow, recommendation, a canary behind
+    its flag) without the outage, the EHR timeouts and the biased canary. The rules page nobody
+    and no kill switch turns; what opens tickets is the clinicians' feedback and the rollout's
+    own changes of mode, not an incident."""
+    summary = _run(tmp_path, "clean", "--no-incidents")
+    deliveries = summary["alert_deliveries"]
+    assert isinstance(deliveries, dict)
+    assert deliveries["page"] == 0, summary["alerts_fired"]
+    fired = summary["alerts_fired"]
+    assert isinstance(fired, list)
+    for rule in ("model_fallback", "canary_kill_under_triage", "canary_kill_override_rate",
+                 "fairness_under_triage_language", "high_risk_under_triage", "escalation_missed"):  # fmt: skip
+        assert rule not in fired, f"{rule} fired on a clean hospital"
+    assert summary["kill_switch"] in (None, [], {}), summary["kill_switch"]
+
+
 @pytest.mark.timeout(900)  # three demo runs; a hang guard sized for a loaded two-core machine
 def test_demo_tells_the_story_and_twice_with_one_seed_gives_one_summary(tmp_path: Path) -> None:
     first = _run(tmp_path, "a")

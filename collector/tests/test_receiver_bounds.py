@@ -163,9 +163,13 @@ def _json_request(size: int) -> bytes:
     per = len(json.dumps(attribute, separators=(",", ":"))) + 1
     spans = [
         {
-            "traceId": secrets.token_hex(16), "spanId": secrets.token_hex(8), "name": "j",
-            "startTimeUnixNano": str(now - 10**6), "endTimeUnixNano": str(now), "attributes": [attribute] * 1000,
-        }  # fmt: skip
+            "traceId": secrets.token_hex(16),
+            "spanId": secrets.token_hex(8),
+            "name": "j",
+            "startTimeUnixNano": str(now - 10**6),
+            "endTimeUnixNano": str(now),
+            "attributes": [attribute] * 1000,
+        }
         for _ in range(max(1, size // (per * 1000)))
     ]
     return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}, separators=(",", ":")).encode()

@@ -102,9 +102,15 @@ def _fresh_store(out: Path, data_dir: Path, wal_dir: Path, force: bool) -> None:
     help="Simulated minutes between alert evaluations.",
 )  # fmt: skip
 @click.option("--force", is_flag=True, help="Replace the store an earlier demo run left in OUT.")
+@click.option(
+    "--no-incidents", is_flag=True,
+    help="A clean hospital: the same rollout without the model outage, the EHR timeout spike and the biased "
+    "canary (what a clean dataset makes the alert rules do).",
+)  # fmt: skip
 def demo(
-    workflows: int, seed: int, hours: float, out: Path, data_dir: Path | None, alert_step_min: int, force: bool
-) -> None:
+    workflows: int, seed: int, hours: float, out: Path, data_dir: Path | None, alert_step_min: int, force: bool,
+    no_incidents: bool,
+) -> None:  # fmt: skip
     """Run a simulated hospital (ED triage and scheduling at three sites) end to end.
 
     Shadow mode, then recommendation, then a canary of triage model v4 at one site behind a
@@ -124,7 +130,7 @@ def demo(
     from clinotel.demo.pipeline import sim_range, start_collector
 
     console = Console()
-    scenario = Scenario(workflows=workflows, seed=seed, hours=hours)
+    scenario = Scenario(workflows=workflows, seed=seed, hours=hours, incidents=() if no_incidents else INCIDENTS)
     if out.exists() and not out.is_dir():
         raise click.BadParameter(f"{out} is not a directory", param_hint="--out")
     store = (data_dir if data_dir is not None else out / "data").resolve()
@@ -141,7 +147,9 @@ def demo(
     )
     for phase in PHASES:
         console.print(f"  phase [cyan]{phase.name:<10}[/] {phase.start:>4.0%} → {phase.end:.0%} of the window")
-    for incident in INCIDENTS:
+    if not scenario.incidents:
+        console.print("  [green]no incidents[/]: a clean hospital (--no-incidents)")
+    for incident in scenario.incidents:
         console.print(
             f"  incident [red]{incident.name:<13}[/] {incident.start:>4.0%} → {incident.end:.0%}: "
             f"{incident.description}"
@@ -368,7 +376,7 @@ def _start_service(
     argv = [sys.executable, "-m", "clinotel.demo.service", *spec.argv(), "--workflows",
             str(scenario.workflows), "--seed", str(scenario.seed), "--hours", str(scenario.hours),
             "--base-ns", str(base_ns), "--summary", str(logs / f"{spec.instance}.json"), "--stepped",
-            "--flagd-file", str(flagd_file)]  # fmt: skip
+            "--flagd-file", str(flagd_file), *([] if scenario.incidents else ["--no-incidents"])]  # fmt: skip
     log = (logs / f"{spec.instance}.log").open("w", encoding="utf-8")
     proc = subprocess.Popen(
         argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env, bufsize=1

@@ -18,6 +18,7 @@ flag between stretches and the later workflows follow.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -168,9 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="take commands on stdin: `run MS` (the workflows before MS, then `at MS`), `follow VARIANT` "
         "(wait until the flag serves it here, then `followed MS`), `end`",
     )  # fmt: skip
+    parser.add_argument("--no-incidents", action="store_true", help="a clean hospital: none of the incidents")
     args = parser.parse_args(argv)
 
     scenario = Scenario(workflows=args.workflows, seed=args.seed, hours=args.hours)
+    if args.no_incidents:
+        scenario = dataclasses.replace(scenario, incidents=())
     spec = ServiceSpec("", "", args.kind, args.site)
     clock = SimClock(args.base_ns)
     summariser = Summariser()
