@@ -208,3 +208,27 @@ def test_query_through_a_server_refuses_writes_even_with_a_writer_s_credentials(
     check_read(client, f"SELECT count() FROM {table}")
     check_read(client, f"DESCRIBE TABLE {table}")
     assert client.command(f"SELECT count() FROM {table}") == 3
+
+
+def test_serve_on_a_store_it_cannot_create_says_so() -> None:
+    """`serve --data-dir` under a directory the user cannot write said the read side's advice (copy
+    the store, read it with --server), which means nothing to a collector (operator review)."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs another user (setpriv as root) to meet a directory it cannot write")
+    base = Path(tempfile.mkdtemp(prefix="clinotel-ro-", dir="/tmp"))  # pytest's own is 0700: nobody could not look
+    parent = base / "root-owned"
+    parent.mkdir()
+    for p in (base, parent):
+        p.chmod(0o755)
+    target = parent / "missing" / "store"
+    try:
+        done = subprocess.run(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", sys.executable, "-m",
+             "clinotel.cli", "serve", "--data-dir", str(target), "--insecure-no-auth", "--otlp-http", "127.0.0.1:0"],
+            capture_output=True, text=True, timeout=120, check=False, cwd="/",
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    line = _error(done)
+    assert line.startswith(f"Error: cannot create the store {target}: {parent} is not writable"), line
+    assert "--server" not in line

@@ -382,6 +382,13 @@ def check_embedded(data_dir: Path, database: str, *, reading: bool) -> None:
     existing = path if path.exists() else next((p for p in path.parents if p.exists()), None)
     if existing is not None and (os.statvfs(existing).f_flag & os.ST_RDONLY or not os.access(existing, os.W_OK)):
         why = "is on a read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY else "is not writable"
+        if existing != path:  # the store is to be created: its nearest existing parent refuses it
+            raise StoreError(
+                f"cannot create the store {path}: {existing} {why} (give a --data-dir this user can write, or "
+                "create the directory and give it to this user)"
+            )
+        if not reading:
+            raise StoreError(f"the store {path} {why}: the collector writes its data there (give it to this user)")
         raise StoreError(
             f"the store {path} {why}: the embedded engine writes to its directory even to read; copy it to a "
             "writable place, or read it through a running collector or server with --server URL"
