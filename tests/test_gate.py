@@ -245,3 +245,28 @@ def test_evidence_is_never_overwritten_nor_written_through_a_link(tmp_path: Path
     assert len({first_json, taken, second_json}) == 3
     assert second_md.exists()
     assert second_md.with_suffix(".json") == second_json
+
+
+def test_a_flag_evaluated_by_several_tenants_needs_its_tenant_named(collector: Collector, tmp_path: Path) -> None:
+    """Any tenant's services may write a flag key: without --tenant or an exposure tenant the gate
+    counted every tenant's workflows, so one tenant's data moved another's promotion (attack
+    review). Now it is refused, naming the tenants; with --tenant it decides on that tenant's."""
+    from collector.tests.fixtures import OPERATOR_TOKEN
+
+    _insert(collector.client, collector.options.database, canary=300, baseline=600, biased=False)
+    rows = [("general", "triage", f"g-{k}", NOW - timedelta(hours=1), "en", "model", "ESI-3", "ESI-2", "canary",
+             CANARY_MODEL, FLAG_KEY, "on") for k in range(50)]  # fmt: skip
+    collector.client.insert(f"{collector.options.database}.{tables.WORKFLOWS}", rows, column_names=_COLUMNS)
+    flags = tmp_path / "flags.yaml"
+    flags.write_text(FLAGS_YAML.replace(f"tenant: {TENANT}, ", ""), encoding="utf-8")
+    assert collector.admin is not None
+    server = f"http://127.0.0.1:{collector.admin.port}"
+    args = ["gate", "--flag", FLAG_KEY, "--flags", str(flags), "--evidence", str(tmp_path / "ev"),
+            "--server", server, "--database", collector.options.database]  # fmt: skip
+    refused = CliRunner().invoke(rollout, args, env={"CLICKHOUSE_PASSWORD": OPERATOR_TOKEN})
+    assert refused.exit_code == 2, refused.output
+    assert "evaluated by the services of 2 tenants (general, st-marys): give --tenant" in refused.output
+    named = CliRunner().invoke(rollout, [*args, "--tenant", TENANT], env={"CLICKHOUSE_PASSWORD": OPERATOR_TOKEN})
+    assert named.exit_code in (0, 1), named.output
+    [evidence] = (tmp_path / "ev").glob("gate-*.json")
+    assert json.loads(evidence.read_text())["tenant"] == TENANT

@@ -98,6 +98,17 @@ def _cohorts(flag: str) -> tuple[str, str]:
     return canary, f"RolloutCohort = {literal(RolloutCohort.BASELINE.value)}"
 
 
+def flag_tenants(client: Any, database: str, flag: str, window: Window) -> list[str]:
+    """The tenants whose workflows evaluated `flag` in the window (at most 20, sorted)."""
+    workflows = INDICATORS["workflows"]
+    where = Bounds.at(window.until).between(workflows.time_column, window.seconds)
+    table = f"{identifier(database)}.{identifier(workflows.table)}"
+    rows = client.query(
+        f"SELECT DISTINCT TenantId FROM {table} WHERE {where} AND FlagKey = {literal(flag)} ORDER BY 1 LIMIT 20"
+    ).result_rows
+    return [str(t) for (t,) in rows]
+
+
 def _counts(client: Any, database: str, metric: str, flag: str, tenant: str | None, window: Window) -> list[int]:
     """(canary hits, canary rows, baseline hits, baseline rows) of a rate over the window."""
     i = INDICATORS[metric]

@@ -72,7 +72,11 @@ def rollout() -> None:
               help="The alert rules (kill criteria, fairness) [default: the default pack].")  # fmt: skip
 @reading_store
 @click.option("--database", default=DEFAULT_DATABASE, show_default=True)
-@click.option("--tenant", help="Only this tenant [default: the flag's exposure tenant, else every tenant].")
+@click.option(
+    "--tenant",
+    help="Only this tenant [default: the flag's exposure tenant, else the one tenant whose services evaluated the "
+    "flag; refused when several did].",
+)
 @click.option("--window", "window_s", default="24h", show_default=True, callback=_window,
               help="The data window (1m to 90d), ending at --until.")  # fmt: skip
 @click.option("--until", callback=_until, help="The end of the window (ISO 8601, or now-1h) [default: now].")
@@ -141,9 +145,20 @@ def gate(
     window = g.window_of(until, window_s)
     client = open_reading_store(server, data_dir, database)
     try:
+        if tenant is None:
+            # a flag key any tenant's services may write: one tenant's rollout is not decided on another's data
+            tenants = g.flag_tenants(client, database, flag.key, window)
+            if len(tenants) > 1:
+                raise click.UsageError(
+                    f"{key} was evaluated by the services of {len(tenants)} tenants ({', '.join(tenants)}): give "
+                    "--tenant, or the flag's exposure tenant in the inventory"
+                )
+            tenant = tenants[0] if tenants else None
         result = g.evaluate(client, database, flag, pack, window, tenant=tenant, metrics=chosen, margin=margin,
                             confidence=confidence, min_samples=min_samples)  # fmt: skip
         changes = recent_changes(client, database, window.since, window.until, tenant=tenant)
+    except click.UsageError:
+        raise
     except Exception as e:  # noqa: BLE001 - one line, not a traceback
         raise click.ClickException(f"cannot read the store: {error_line(e)}") from None
     settings = {"margin": margin, "confidence": confidence, "min_samples": min_samples, "metrics": list(chosen)}
