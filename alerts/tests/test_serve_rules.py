@@ -3,6 +3,7 @@ and its audit trail is readable through the collector's read port."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -43,6 +44,14 @@ def test_serve_evaluates_rules_and_records_them(tmp_path: Path) -> None:
                 break
             time.sleep(0.5)
         assert "ingestion_stalled\tpending" in events, "no spans at all: ingestion counts as stalled"
+        # what the evaluator did is on /metrics, for a Prometheus that watches the collector
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=10) as r:
+            figures = r.read().decode()
+        evaluations = re.search(r"^clinotel_alert_evaluations_total (\d+)", figures, re.M)
+        assert evaluations is not None, figures[-1500:]
+        assert int(evaluations.group(1)) >= 1
+        assert re.search(r"^clinotel_alert_last_evaluation_timestamp_seconds \d", figures, re.M)
+        assert "# TYPE clinotel_alert_notifications_failed_total counter" in figures
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
@@ -88,3 +97,37 @@ def test_a_collector_killed_while_evaluating_resumes_its_own_lease_at_once(tmp_p
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()[-2000:]
+
+
+def test_the_evaluators_figures_count_what_no_receiver_took() -> None:
+    """A page no receiver took was only logged: a Prometheus watching the collector could not
+    tell (operator review). The thread counts passes, errors and notifications not delivered."""
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from clinotel.alerts.evaluator import Evaluator, Summary
+    from clinotel.alerts.paging import Attempt, Notification
+    from clinotel.alerts.runner import EvaluatorThread
+
+    class Stub:
+        def evaluate(self) -> Summary:
+            notification = cast(Notification, SimpleNamespace(rule="rule_x"))
+            summary = Summary(errors=[("rule_x", "query failed")])
+            summary.attempts = [Attempt("alertmanager", notification, 1, False, "refused"),
+                                Attempt("webhook", notification, 1, True)]  # fmt: skip
+            return summary
+
+        def close(self) -> None:
+            pass
+
+    thread = EvaluatorThread(cast(Evaluator, cast(Any, Stub())), interval_s=0.05)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while thread.figures.evaluations < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    thread.stop()
+    figures = thread.figures
+    assert figures.evaluations >= 2
+    assert figures.errors == figures.evaluations
+    assert dict(figures.undelivered) == {"alertmanager": figures.evaluations}
+    assert figures.last_evaluation_s > time.time() - 60

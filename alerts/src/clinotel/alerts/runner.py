@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -14,6 +15,7 @@ from clinotel.alerts.evaluator import Evaluator
 from clinotel.alerts.paging import Outbox
 from clinotel.alerts.rules import RulePack
 from clinotel.alerts.wiring import build_evaluator, receiver_recorder
+from clinotel.model.collector_metrics import AlertFigures
 from clinotel.model.threads import guarded
 
 __all__ = ["EvaluatorThread", "beside_collector"]
@@ -31,6 +33,8 @@ class EvaluatorThread:
     ) -> None:
         self.evaluator = evaluator
         self.interval_s = interval_s
+        self.figures = AlertFigures()
+        """What the passes did, for the collector's /metrics."""
         self._stop = threading.Event()
         self._thread = guarded(self._run, "clinotel-alerts", on_failure or (lambda reason: None))
 
@@ -38,6 +42,11 @@ class EvaluatorThread:
         while not self._stop.is_set():
             try:
                 summary = self.evaluator.evaluate()
+                with self.figures.lock:
+                    self.figures.evaluations += 1
+                    self.figures.errors += len(summary.errors)
+                    self.figures.undelivered.update(a.sink for a in summary.undelivered)
+                    self.figures.last_evaluation_s = time.time()
                 for rule, labels, state in summary.transitions:
                     logger.warning("alert %s %s -> %s", rule, labels, state)
                 for rule, error in summary.errors:
@@ -47,6 +56,8 @@ class EvaluatorThread:
                 if summary.skipped:
                     logger.info("alert evaluation skipped: %s", summary.skipped)
             except Exception:
+                with self.figures.lock:
+                    self.figures.errors += 1
                 logger.exception("alert evaluation failed")
             self._stop.wait(self.interval_s)
 
@@ -70,5 +81,6 @@ def beside_collector(collector: Any, config: AlertingConfig, pack: RulePack, out
         on_change=receiver_recorder(collector.receiver, collector.config.insecure_tenant),
     )  # fmt: skip
     thread = EvaluatorThread(evaluator, config.every, on_failure=collector.fail)
+    collector.alert_figures = thread.figures
     thread.start()
     return thread

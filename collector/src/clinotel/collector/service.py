@@ -60,6 +60,7 @@ from clinotel.collector.telemetry import metrics
 from clinotel.collector.telemetry.recorder import MetricsRecorder
 from clinotel.collector.tokens import ALL_TENANTS, Grant, Tokens
 from clinotel.collector.writer import SegmentWriter, StoreLostError, store_lost_reason
+from clinotel.model.collector_metrics import AlertFigures
 from clinotel.model.tables import DEFAULT_DATABASE, ROLLUP_TABLES
 
 __all__ = ["Collector", "CollectorConfig", "ConfigError"]
@@ -240,6 +241,8 @@ class Collector:
         self.reader: SqlReader | None = None
         self.recorder: MetricsRecorder | None = None
         self.rollups: rollups.RollupRefresher | None = None
+        self.alert_figures: AlertFigures | None = None
+        """What the alert evaluator beside this collector did (`serve --rules` sets it), for /metrics."""
         self._rollups_client: Any | None = None
         """The refresh thread's own client, when the collector opened it (closed at stop)."""
         self.watch: EngineWatch | None = None
@@ -534,6 +537,7 @@ class Collector:
             parts_synced=self.config.fsync_parts if embedded else None,
             buffer=self.receiver.budget,
             decoding=self.receiver.decoding,
+            alerts=self.alert_figures,
         )
 
     def metrics(self) -> str:

@@ -6,10 +6,12 @@ a gauge's rows hold the value as it stood (take the latest, or the maximum over 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
-__all__ = ["METRICS", "CollectorMetric", "MetricKind"]
+__all__ = ["METRICS", "AlertFigures", "CollectorMetric", "MetricKind"]
 
 MetricKind = Literal["counter", "gauge", "summary"]
 
@@ -104,6 +106,41 @@ INGEST_FRESHNESS_SECONDS: Final = CollectorMetric(
     "From a request's acknowledgement to its spans being queryable.",
 )
 
+ALERT_EVALUATIONS: Final = CollectorMetric(
+    "clinotel_alert_evaluations_total", "counter", "Alert evaluations this collector ran (serve --rules)."
+)
+ALERT_ERRORS: Final = CollectorMetric(
+    "clinotel_alert_evaluation_errors_total",
+    "counter",
+    "Rules whose query failed, and evaluations that could not read or keep their state (serve --rules).",
+)
+ALERT_UNDELIVERED: Final = CollectorMetric(
+    "clinotel_alert_notifications_failed_total",
+    "counter",
+    "Notifications a receiver did not take, by receiver (owed, and retried at later evaluations): pages that "
+    "woke nobody.",
+    "receiver",
+)
+ALERT_LAST_EVALUATION: Final = CollectorMetric(
+    "clinotel_alert_last_evaluation_timestamp_seconds",
+    "gauge",
+    "When the last alert evaluation ended (Unix seconds): an evaluator that stopped evaluating shows here.",
+)
+
+
+@dataclass
+class AlertFigures:
+    """What the alert evaluator beside a collector (`serve --rules`) did, for `/metrics`: a
+    Prometheus watching the collector can page on pages not delivered, and on an evaluator that
+    stopped. Updated under `lock`."""
+
+    evaluations: int = 0
+    errors: int = 0
+    undelivered: Counter[str] = field(default_factory=Counter)
+    last_evaluation_s: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
 METRICS: Final = {
     m.name: m
     for m in (
@@ -111,7 +148,7 @@ METRICS: Final = {
         RECEIVE_BUFFER_MAX_BYTES, DECODE_BYTES, DECODE_MAX_BYTES, WAL_APPENDED_BYTES,
         WAL_PENDING_BYTES, WAL_MAX_BYTES, WRITER_SEGMENTS, WRITER_RECORDS, WRITER_RETRIES, WRITER_QUARANTINED,
         WRITER_SPLITS, WRITER_INSERT_SECONDS,
-        INGEST_FRESHNESS_SECONDS,
+        INGEST_FRESHNESS_SECONDS, ALERT_EVALUATIONS, ALERT_ERRORS, ALERT_UNDELIVERED, ALERT_LAST_EVALUATION,
     )
 }  # fmt: skip
 """Every collector figure by name, in the order `/metrics` shows them."""

@@ -12,7 +12,7 @@ from clinotel.collector.receiver.admission import ByteBudget
 from clinotel.collector.receiver.export import ReceiverStats
 from clinotel.collector.writer import WriterStats
 from clinotel.model import collector_metrics as M
-from clinotel.model.collector_metrics import CollectorMetric, MetricKind
+from clinotel.model.collector_metrics import AlertFigures, CollectorMetric, MetricKind
 
 __all__ = ["Family", "Sample", "collect", "render"]
 
@@ -67,10 +67,12 @@ def collect(
     parts_synced: bool | None = None,
     buffer: ByteBudget | None = None,
     decoding: ByteBudget | None = None,
+    alerts: AlertFigures | None = None,
 ) -> list[Family]:
     """Every collector figure, read once; `up` is whether it can store what it receives,
     `parts_synced` whether the embedded store syncs its inserted parts (None: a server's own),
-    `buffer` the receivers' receive buffer, `decoding` their decoding budget."""
+    `buffer` the receivers' receive buffer, `decoding` their decoding budget, `alerts` what the
+    evaluator beside it did (`serve --rules`)."""
     with receiver.lock:
         requests, accepted, log_bytes = receiver.requests, receiver.spans_accepted, receiver.log_bytes
         refused_spans = dict(receiver.spans_refused)
@@ -99,7 +101,17 @@ def collect(
         _one(M.WRITER_SPLITS, writer.splits),
         _summary(M.WRITER_INSERT_SECONDS, writer.insert_seconds, writer.insert_seconds_total, writer.segments),
         _summary(M.INGEST_FRESHNESS_SECONDS, writer.freshness_seconds, writer.freshness_seconds_total, writer.records),
+        *(_alerting(alerts) if alerts is not None else []),
     ]
+
+
+def _alerting(alerts: AlertFigures) -> list[Family]:
+    with alerts.lock:
+        evaluations, errors, last = alerts.evaluations, alerts.errors, alerts.last_evaluation_s
+        undelivered = dict(alerts.undelivered)
+    failed = _by_label(M.ALERT_UNDELIVERED, undelivered)
+    return [_one(M.ALERT_EVALUATIONS, evaluations), _one(M.ALERT_ERRORS, errors), failed,
+            _one(M.ALERT_LAST_EVALUATION, last)]  # fmt: skip
 
 
 def _line(sample: Sample) -> str:
