@@ -33,7 +33,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from clinotel.collector import leb128
 from clinotel.collector.errors import RefusedError
-from clinotel.collector.receiver.spans import check_attributes, refuse_in_scope
+from clinotel.collector.receiver.spans import attribute_count, check_attributes, refuse_in_scope
 
 __all__ = ["DECODE_BUDGET", "DIRECT_LIMIT", "MAX_ELEMENTS", "screen"]
 
@@ -111,7 +111,7 @@ class _Walk:
         self.run_bytes = run_bytes
         self.kept = 0
         self.attributes = 0
-        """Attributes of the kept spans so far (`spans.check_attributes`); resources are not counted."""
+        """Attributes of the kept spans so far, their resources' once for each (`spans.check_attributes`)."""
         self.removed: Counter[str] = Counter()
         self.elements = 0
 
@@ -225,7 +225,9 @@ class _Walk:
         return request
 
     def resource_spans(self, piece: memoryview) -> Chunks:
-        """One `ResourceSpans`' fields, its spans screened, encoded again."""
+        """One `ResourceSpans`' fields, its spans screened, encoded again; its attributes counted
+        once for each span kept (the store copies them onto every row)."""
+        kept_before = self.kept
         own = bytearray()  # one buffer: a message's fields concatenated decode as the fields do
         scopes: Chunks = []
         for number, wire, start, value, end in self.fields(piece, 1):
@@ -236,6 +238,8 @@ class _Walk:
                 own += piece[start:end]
         resource = self.decode(own, 1, "a resource")
         del own  # a large resource would otherwise be held once more while it is encoded again
+        self.attributes += len(resource.resource.attributes) * (self.kept - kept_before)
+        check_attributes(self.attributes)
         first = resource.resource.ByteSize() if resource.HasField("resource") else None
         return self._around(resource, first, scopes)
 
@@ -281,9 +285,8 @@ class _Walk:
         self.visit(_CONTAINER_COST)
         request = self._parse(_wrapped([run], 2))
         scope = request.resource_spans[0].scope_spans[0]
-        kept, attributes = refuse_in_scope(scope.spans, self.window, self.removed)
-        self.kept += kept
-        self.attributes += attributes
+        self.kept += refuse_in_scope(scope.spans, self.window, self.removed)
+        self.attributes += sum(attribute_count(span) for span in scope.spans)
         check_attributes(self.attributes)
         scope.ClearField("scope")
         scope.ClearField("schema_url")

@@ -43,7 +43,7 @@ from clinotel.collector.receiver.admission import (
     Hold,
     receive_buffer_for,
 )
-from clinotel.collector.receiver.spans import MAX_SPAN_ATTRIBUTES, refuse_spans
+from clinotel.collector.receiver.spans import refuse_spans
 
 __all__ = [
     "CONTENT_TYPES",
@@ -304,11 +304,6 @@ def _partial_success_message(removed: Counter[str], limits: Limits) -> str:
         reasons.append(
             f"{removed['ends_after_window']} ending more than {limits.max_span_lead_ns / 3.6e12:g} h after arrival"
         )
-    if removed["too_many_attributes"]:
-        reasons.append(
-            f"{removed['too_many_attributes']} carrying more than {MAX_SPAN_ATTRIBUTES:,} attributes (their events' "
-            "and links' included)"
-        )
     if removed["too_large"]:
         reasons.append(
             f"{removed['too_large']} that would take more than {bounded.DECODE_BUDGET >> 20} MiB of memory to decode "
@@ -401,7 +396,7 @@ class TraceReceiver:
             else:
                 request = decode(inflated, content_type)
                 del inflated
-                kept, refused = refuse_spans(request, window)
+                kept, refused = refuse_spans(request, window, size)
                 raw = _canonical(request) if kept else b""
                 del request
         hold.resize(len(body) + len(raw))

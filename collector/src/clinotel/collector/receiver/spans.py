@@ -1,12 +1,16 @@
-"""Which spans of a request are refused one by one (partial success), and their removal.
+"""Which spans of a request are refused one by one (partial success), and their removal; and
+the bound on the attributes a request may carry in all.
 
-A span is refused for invalid ids, for a start or end time outside the window the collector
-accepts around its arrival (`Limits.start_window`), or for more attributes than any SDK writes
-(`MAX_SPAN_ATTRIBUTES`, its events' and links' included); each reason is a `spans_refused`
-label. A request whose kept spans carry more than `MAX_REQUEST_ATTRIBUTES` attributes in all is
-refused whole (413): the engine flattens every attribute of a request in one insert, and one
-request of 2.85 million registered attributes (62.7 MB) could never fit its memory: it held every
-tenant's later segments back for 24 s while it was retried, then was set aside (an attack review).
+A span is refused for invalid ids or for a start or end time outside the window the collector
+accepts around its arrival (`Limits.start_window`); each reason is a `spans_refused` label. A
+request whose kept spans carry more than `MAX_REQUEST_ATTRIBUTES` attributes in all (their
+events' and links', and their resource's once for each span, as the store copies it onto every
+row) is refused whole (413): the engine flattens every attribute of a request in one insert, and
+one request of 2.85 million registered attributes (62.7 MB) could never fit its memory: it held
+every tenant's later segments back for 24 s while it was retried, then was set aside (an attack
+review). An attribute takes at least two bytes of a request, so the spans' own are counted only
+when the request is large enough to hold too many (a screened request, `bounded`): an exporter's
+batch pays one multiplication a resource.
 """
 
 from __future__ import annotations
@@ -20,20 +24,19 @@ from clinotel.collector.errors import RefusedError
 
 __all__ = [
     "MAX_REQUEST_ATTRIBUTES",
-    "MAX_SPAN_ATTRIBUTES",
     "attribute_count",
+    "check_attributes",
     "refusal",
     "refuse_in_scope",
     "refuse_spans",
 ]
 
-MAX_SPAN_ATTRIBUTES: Final = 4096
-"""Attributes one span may carry, its events' and links' included: the OpenTelemetry SDKs' own
-limits are 128 attributes, 128 events and 128 links, each event or link 128 attributes."""
 MAX_REQUEST_ATTRIBUTES: Final = 500_000
 """Attributes the kept spans of one request may carry in all (an exporter's batch of 512 spans
 carries a few thousand; 750,000 registered attributes in 16.5 MB were stored at the default
 engine cap, 2.85 million in 62.7 MB never fit it)."""
+_MIN_ATTRIBUTE_BYTES: Final = 2
+"""An attribute's least encoding: its field's tag and length."""
 
 
 def attribute_count(span: Any) -> int:
@@ -44,6 +47,16 @@ def attribute_count(span: Any) -> int:
     if span.links:
         n += sum(len(link.attributes) for link in span.links)
     return n
+
+
+def check_attributes(attributes: int) -> None:
+    """Refuse a request (too_large) whose kept spans carry more than `MAX_REQUEST_ATTRIBUTES`."""
+    if attributes > MAX_REQUEST_ATTRIBUTES:
+        raise RefusedError(
+            "too_large",
+            f"the request's spans carry {attributes:,} attributes (their resources' counted for each span), more "
+            f"than the {MAX_REQUEST_ATTRIBUTES:,} one request may: send smaller batches",
+        )
 
 
 def refusal(span: Any, window: tuple[int, int]) -> str | None:
@@ -62,8 +75,6 @@ def refusal(span: Any, window: tuple[int, int]) -> str | None:
     # duration of centuries in every latency figure
     if span.end_time_unix_nano > window[1]:
         return "ends_after_window"
-    if attribute_count(span) > MAX_SPAN_ATTRIBUTES:
-        return "too_many_attributes"
     return None
 
 
@@ -72,9 +83,9 @@ _FEW_REFUSED: Final = 16
 it); more, and the scope's spans are compacted at once."""
 
 
-def refuse_in_scope(spans: Any, window: tuple[int, int], removed: Counter[str]) -> tuple[int, int]:
+def refuse_in_scope(spans: Any, window: tuple[int, int], removed: Counter[str]) -> int:
     """Remove the refused spans of one scope's repeated `spans`, counting them in `removed` by
-    reason; returns how many are kept, and the attributes they carry (`attribute_count`).
+    reason; returns how many are kept.
 
     In time linear in the spans, each span's reason found once: with few refused spans they are
     deleted one by one. With more, a scope whose spans are all refused is emptied; one that keeps
@@ -108,29 +119,25 @@ def refuse_in_scope(spans: Any, window: tuple[int, int], removed: Counter[str]) 
         flags = iter([reason is not None for reason in reasons])
         spans.sort(key=lambda _span: next(flags))
         del spans[len(spans) - refused :]
-    return len(spans), sum(attribute_count(span) for span in spans)
+    return len(spans)
 
 
-def refuse_spans(request: ExportTraceServiceRequest, window: tuple[int, int]) -> tuple[int, Counter[str]]:
-    """Remove the spans of `request` refused one by one (`refuse_in_scope`); returns (kept,
-    removed by reason). Raises `RefusedError` (too_large) when the kept spans carry more than
-    `MAX_REQUEST_ATTRIBUTES` attributes."""
-    kept = attributes = 0
+def refuse_spans(
+    request: ExportTraceServiceRequest, window: tuple[int, int], size: int = 0
+) -> tuple[int, Counter[str]]:
+    """Remove the spans of `request` (of `size` bytes) refused one by one (`refuse_in_scope`);
+    returns (kept, removed by reason). Raises `RefusedError` (too_large) when the kept spans carry
+    more than `MAX_REQUEST_ATTRIBUTES` attributes: their resources' are always counted (one
+    multiplication a resource), their own only when the request could hold that many."""
+    kept = copied = 0
     removed: Counter[str] = Counter()
     for rs in request.resource_spans:
-        attributes += len(rs.resource.attributes)
+        here = 0
         for ss in rs.scope_spans:
-            k, a = refuse_in_scope(ss.spans, window, removed)
-            kept, attributes = kept + k, attributes + a
-    check_attributes(attributes)
+            here += refuse_in_scope(ss.spans, window, removed)
+        kept += here
+        copied += len(rs.resource.attributes) * here
+    if copied + size // _MIN_ATTRIBUTE_BYTES > MAX_REQUEST_ATTRIBUTES:
+        own = sum(attribute_count(span) for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans)
+        check_attributes(copied + own)
     return kept, removed
-
-
-def check_attributes(attributes: int) -> None:
-    """Refuse a request (too_large) whose kept spans carry more than `MAX_REQUEST_ATTRIBUTES`."""
-    if attributes > MAX_REQUEST_ATTRIBUTES:
-        raise RefusedError(
-            "too_large",
-            f"the request's spans carry {attributes:,} attributes, more than the {MAX_REQUEST_ATTRIBUTES:,} one "
-            "request may: send smaller batches",
-        )
