@@ -146,15 +146,22 @@ class PhiPattern:
     examples: tuple[str, ...]
 
 
+_LABEL = (
+    r"(?i:mrn|mr#|csn|ssn|nhs|hcn|encounter|account|acct|patient[ _-]?id|appointment|appt"
+    r"|member[ _-]?id|dob|birth[ _-]?date|date[ _-]of[ _-]birth)(?:[ _-]?(?i:id|no|num|number|nbr))?"
+)
+_NAME = r"[A-Za-z][A-Za-z'-]+(?:" + _WS + r"+[A-Z][A-Za-z'-]+)?"
+
 PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
     PhiPattern(
         "labelled_identifier",
-        r"(?:\b|_)(?i:mrn|mr#|csn|ssn|nhs|hcn|encounter|account|acct|patient[ _-]?id|appointment|appt"
-        r"|member[ _-]?id|dob|birth[ _-]?date|date[ _-]of[ _-]birth)(?:[ _-]?(?i:id|no|num|number|nbr))?(?:\b|_)"
-        r"[ \t:#=_\"']*[A-Za-z0-9/.-]*[0-9](?:[A-Za-z0-9/.-]|[ ][0-9])*"
-        r"|(?:\b|_)(?i:mrn|csn|ssn|nhs|hcn)[0-9][A-Za-z0-9/.-]*",
-        "an identifier introduced by its label: MRN 12345, appt=A17, DOB 1985, MRN_12345, encounter_id=9,"
-        ' {"mrn":"4711"}, MRN4711',
+        r"(?:\b|_)" + _LABEL + r"\b[ \t:#=_\"'(|,;]*[A-Za-z0-9/.-]*[0-9](?:[A-Za-z0-9/.-]|[ ][0-9])*"
+        r"|(?:\b|_)" + _LABEL + r"_[0-9][A-Za-z0-9/.-]*"
+        r"|(?:\b|_)(?i:mrn|csn|ssn|nhs|hcn)[0-9]{4,}[A-Za-z0-9/.-]*"
+        r"|\b(?i:patient)/[A-Za-z0-9.-]*[0-9][A-Za-z0-9.-]*",
+        "an identifier introduced by its label: MRN 12345, appt=A17, DOB 1985, MRN_12345 (an underscore"
+        ' and then a digit: encounter_p99 passes), encounter_id=9, {"mrn":"4711"}, MRN (98765), MRN4711 (four'
+        " digits or more run into the label), a FHIR Patient/123 reference",
         (
             "MRN 12345",
             "mrn:A1234",
@@ -167,28 +174,32 @@ PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
             "acct_4471",
             "Patient_ID_77",
             "encounter_id=9",
+            "MRN (98765",
+            "MRN|98765",
             "MRN4711",
+            "Patient/98765",
         ),
     ),
     PhiPattern(
         "email",
-        r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
-        "an e-mail address",
-        ("jane.doe@example.org", "j+triage@mail.example.com"),
+        r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+        "an e-mail address, percent-encoded in a URL too",
+        ("jane.doe@example.org", "j+triage@mail.example.com", "jane.doe%40example.org"),
     ),
     PhiPattern(
         "ssn",
-        r"(?:\b|_)[0-9]{3}[ .-][0-9]{2}[ .-][0-9]{4}(?:\b|_)",
+        r"(?:\b|_)[0-9]{3}[ ._-][0-9]{2}[ ._-][0-9]{4}(?:\b|_)",
         "a US social security number",
-        ("123-45-6789", "123 45 6789", "123.45.6789"),
+        ("123-45-6789", "123 45 6789", "123.45.6789", "123_45_6789"),
     ),
     PhiPattern(
         "phone",
         r"(?:\+[0-9]{1,3}[ .-]?)?(?:\([0-9]{3}\)" + _WS + r"?|(?:\b|_)[0-9]{3}[ .-])[0-9]{3}[ .-][0-9]{4}(?:\b|_)"
-        r"|\+[0-9][0-9 .()-]{6,}[0-9]"
-        r"|(?:\b|_)(?i:call|phone|tel|telephone|fax|mobile|cell|pager)(?:\b|_)[ \t:#=_]*"
-        r"[0-9]{3,4}[ .-][0-9]{4}(?:\b|_)",
-        "a telephone number, North American or international, or a local one after its label",
+        r"|\+[0-9][0-9 .-]{6,}[0-9]"
+        r"|\+[0-9]{1,3}" + _WS + r"?\(0\)" + _WS + r"?[0-9][0-9 .-]{5,}[0-9]"
+        r"|(?:\b|_)(?i:phone|tel|telephone|fax|mobile|pager)(?:\b|_)[ \t:#=_]*[0-9]{3,4}[ .-][0-9]{4}(?:\b|_)",
+        "a telephone number, North American or international (+44 (0)20 ... too), or a local one after its"
+        " label (phone, tel, fax, mobile, pager)",
         (
             "(555) 123-4567",
             "555-123-4567",
@@ -196,7 +207,7 @@ PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
             "+1 555 123 4567",
             "+44 20 7946 0958",
             "+44 (0)20 7946 0958",
-            "call 867-5309",
+            "phone 867-5309",
             "phone: 7946 0958",
         ),
     ),
@@ -207,10 +218,12 @@ PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
         r"|(?:\b|_)[0-9]{1,2}\.[0-9]{1,2}\.[0-9]{4}(?:\b|_)"
         r"|\b" + _MONTH + r"\.?" + _WS + r"+[0-9]{1,4}(?:st|nd|rd|th)?\b(?:," + _WS + r"*[0-9]{4})?"
         r"|\b[0-9]{1,2}(?:st|nd|rd|th)?" + _WS + r"+" + _MONTH + r"\b\.?(?:,?" + _WS + r"+[0-9]{4})?"
-        r"|(?:\b|_)[0-9]{1,2}[-/.]?" + _MONTH + r"[-/.]?[0-9]{2,4}(?:\b|_)",
+        r"|(?:\b|_)[0-9]{1,2}[-/.]" + _MONTH + r"[-/.][0-9]{2,4}(?:\b|_)"
+        r"|(?:\b|_)[0-9]{1,2}" + _MONTH + r"(?:19|20)[0-9]{2}(?:\b|_)"
+        r"|\b" + _MONTH + r"[-/.][0-9]{1,2}[-/.,][0-9]{4}(?:\b|_)",
         "a date more precise than a year: 1984-03-12, 3/12/84, 12.03.1984, March 12, March 1984,"
-        " 12-Mar-1984, 12Mar1984 (dotted dates need a four-digit year last, so version numbers such as"
-        " 1.10.12 and 2024.03.12 pass)",
+        " 12-Mar-1984, 12Mar1984, Mar-12-1984 (dotted dates need a four-digit year last, so version numbers"
+        " such as 1.10.12 and 2024.03.12 pass; a month run into digits needs a four-digit year: 1dec234 passes)",
         (
             "1984-03-12",
             "03/12/1984",
@@ -221,28 +234,32 @@ PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
             "Sept 3rd",
             "12-Mar-1984",
             "12Mar1984",
+            "Mar-12-1984",
         ),
     ),
     PhiPattern(
         "titled_name",
-        r"\b(?:M[Rr]|M[Rr][Ss]|M[Ss]|Miss|MISS|M[Xx]|D[Rr]|Prof|PROF|Doctor|Nurse|Sister)(?:\."
+        r"\b(?:M[Rr]|M[Rr][Ss]|M[Ss]|Miss|MISS|M[Xx]|D[Rr]|Prof|PROF|Doctor|Nurse|Sister)\.?"
         + _WS
-        + r"*|"
-        + _WS
-        + r"+)[A-Za-z][A-Za-z'-]+(?:"
-        + _WS
-        + r"+[A-Z][A-Za-z'-]+)?"
-        r"|\b(?:Patient|patient|Pt|pt)(?:\.|"
+        + r"+"
+        + _NAME
+        + r"|\b(?:Patient|patient|Pt|pt)(?:\.|"
         + _WS
         + r"*[:=])?"
         + _WS
         + r"+[A-Z][a-z'-]+(?:"
         + _WS
         + r"+[A-Z][A-Za-z'-]+)?"
-        r"|(?:\b|_)(?i:name)" + _WS + r"*[:=]" + _WS + r"*[A-Za-z][A-Za-z'-]*(?:" + _WS + r"+[A-Z][A-Za-z'-]+)?"
-        r"|\b[A-Z][A-Za-z'-]+\^[A-Z][A-Za-z'-]+",
-        "a name after a title or label, or an HL7 name: Dr Smith, Dr.Smith, Mrs. Jane Doe, patient Alice,"
-        " Pt: John Smith, name=Bob, first_name=Jane, DOE^JANE",
+        r"|\b(?i:name)" + _WS + r"*[:=]" + _WS + r"*[A-Za-z][A-Za-z'-]*(?:" + _WS + r"+[A-Z][A-Za-z'-]+)?"
+        r"|(?:\b|_)(?i:first|last|given|family|middle|full|patient|pt)[ _-]?(?i:name)"
+        + _WS
+        + r"*[:=]"
+        + _WS
+        + r"*[A-Za-z][A-Za-z'-]*(?:"
+        + _WS
+        + r"+[A-Z][A-Za-z'-]+)?",
+        "a name after a title or label: Dr Smith, Mrs. Jane Doe, patient Alice, Pt: John Smith, name=Bob,"
+        " first_name=Jane",
         (
             "Dr Smith",
             "Dr. Adaeze Okafor",
@@ -250,10 +267,8 @@ PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
             "Mr O'Brien",
             "patient Alice",
             "name: Bob",
-            "Dr.Smith",
-            "Mrs.Jane Doe",
             "Pt: John Smith",
-            "DOE^JANE",
+            "first_name=Jane",
         ),
     ),
     PhiPattern(
