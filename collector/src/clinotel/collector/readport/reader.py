@@ -507,14 +507,17 @@ class SqlReader:
                     del self._idle[oldest]
                     self._idle_order.pop(0)
 
-    def _tenant_filters(self, tenant: str) -> str:
-        """The `additional_table_filters` map of a tenant's session: its rows of each readable
-        table, and in the catalog (`system.tables`, `system.columns`, and so `SHOW TABLES` and
-        `DESC`'s listing) only the store's tables it may read. Grafana's ClickHouse plugin looks
-        for `otel_traces_trace_id_ts` there and, finding it, asked for a table without `TenantId`
-        that readers are refused: its trace view failed."""
-        condition = f"{identifier(self._tenant_column)} = {literal(tenant)}"
-        filters = [f"{literal(f'{self.database}.{t}')}: {literal(condition)}" for t in self._tables]
+    def _reader_filters(self, tenant: str | None) -> str:
+        """The `additional_table_filters` map of a reader's session: a tenant's rows of each
+        readable table (none for the operator's `*`), and in the catalog (`system.tables`,
+        `system.columns`, and so `SHOW TABLES` and `DESC`'s listing) only the store's tables a
+        reader may read. Grafana's ClickHouse plugin looks for `otel_traces_trace_id_ts` there
+        and, finding it, asked for a table without `TenantId` that readers are refused: its trace
+        view failed."""
+        filters = []
+        if tenant is not None:
+            condition = f"{identifier(self._tenant_column)} = {literal(tenant)}"
+            filters = [f"{literal(f'{self.database}.{t}')}: {literal(condition)}" for t in self._tables]
         names = ", ".join(literal(t) for t in self._tables)
         for table, column in (("tables", "name"), ("columns", "table")):
             listed = f"database != {literal(self.database)} OR {column} IN ({names})"
@@ -525,8 +528,7 @@ class SqlReader:
         tenant, database, settings = key
         handle = self._connect()
         try:
-            if tenant is not None:
-                handle.query(f"SET additional_table_filters = {{{self._tenant_filters(tenant)}}}")
+            handle.query(f"SET additional_table_filters = {{{self._reader_filters(tenant)}}}")
             for name, value in (*NO_JIT.items(), *settings):
                 handle.query(f"SET {identifier(name)} = {literal(value)}")
             handle.query(f"SET max_query_size = {MAX_QUERY_SIZE}")
