@@ -92,7 +92,7 @@ def test_the_switch_turns_the_flag_off_at_one_site_and_the_provider_follows(flag
     assert flag_file.stat().st_mtime_ns == before
 
 
-def _for(client: Any, site: str, tenant: str | None) -> bool:
+def _for(client: Any, site: str, tenant: str | None) -> bool:  # tenant None: not passed
     context = {"site": site} if tenant is None else {"site": site, "tenant": tenant}
     return bool(client.get_boolean_value("triage-model-v4", False, EvaluationContext(attributes=context)))
 
@@ -112,8 +112,12 @@ def test_a_switch_made_for_one_tenants_alert_leaves_the_other_tenants_services_a
         time.sleep(0.02)
     assert _for(flagd, "north", "tenant-a") is False
     assert _for(flagd, "north", None) is False
+    assert _for(flagd, "north", "") is False  # an empty tenant is no tenant
     assert _for(flagd, "north", "tenant-b") is True
+    assert _for(flagd, "north", "TENANT-A") is True  # tenants are exact names
     assert _for(flagd, "south", "tenant-a") is True
+    context = {"site": "north", "tenant": 0}
+    assert flagd.get_boolean_value("triage-model-v4", False, EvaluationContext(attributes=context)) is True
     assert switch.describe() == "flag triage-model-v4 -> off (site=north; tenant tenant-a)"
     # an action limited to one tenant is not made for another's alert
     mine = DisableFlag(key="triage-model-v4", scope={"site": "north"}, tenant="tenant-b")

@@ -119,10 +119,12 @@ def _valid(text: str, pattern: str) -> bool:
 
 def scope_condition(scope: dict[str, str], tenant: str | None = None) -> Any:
     """The JsonLogic condition that holds for evaluations in `scope` (`true` for every one) and,
-    with `tenant`, whose `tenant` is that one or is not given."""
+    with `tenant`, whose `tenant` is exactly that one (the same case) or is not given."""
     terms: list[Any] = [{"==": [{"var": k}, v]} for k, v in sorted(scope.items())]
     if tenant:
-        terms.append({"or": [{"==": [{"var": "tenant"}, tenant]}, {"!": {"var": "tenant"}}]})
+        # strictly equal, or missing (absent, null or ""): `!` held for 0 and false too, and `==`
+        # for ["acme"] (re-review)
+        terms.append({"or": [{"===": [{"var": "tenant"}, tenant]}, {"missing": ["tenant"]}]})
     if not terms:
         return True
     return terms[0] if len(terms) == 1 else {"and": terms}
