@@ -27,7 +27,13 @@ from clinotel.model.collector_metrics import METRICS
 from clinotel.model.indicators import INDICATORS, STRATUM, Indicator, reference_group
 from clinotel.model.signals import SIGNALS
 from clinotel.model.sql import identifier, literal
-from clinotel.model.stats import filled_ratio_sql, kill_sequence_sql, ratio_interval_sql, wilson_sql
+from clinotel.model.stats import (
+    filled_ratio_sql,
+    kill_sequence_sql,
+    proportion_grid_sql,
+    ratio_interval_sql,
+    wilson_sql,
+)
 from clinotel.model.workflow_signals import workflow_rate, workflow_signal_sql
 from clinotel.semconv import RolloutCohort
 
@@ -189,7 +195,10 @@ def _tested(rule: Rule, inner: str) -> str:
         if rule.kind is Kind.THRESHOLD:
             lo, hi = wilson_sql("x1", "n1", rule.confidence)
         elif test is Test.SEQUENTIAL:
-            lo, hi = kill_sequence_sql("x1", "n1", "x2", "n2", rule.confidence, abs(math.log(rule.threshold)))
+            lo, hi = kill_sequence_sql(
+                "x1", "n1", "x2", "n2", rule.confidence, abs(math.log(rule.threshold)), grid="pgrid"
+            )
+            inner = f"SELECT *, {proportion_grid_sql()} AS pgrid FROM (\n{inner}\n)"  # planned once, not per bound
         else:
             lo, hi = ratio_interval_sql("x1", "n1", "x2", "n2", rule.confidence)
         decide = _decision(rule)

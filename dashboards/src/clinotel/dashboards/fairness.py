@@ -92,7 +92,7 @@ def group_table_sql(database: str, dimension: str, *, rollup: bool = True) -> st
     parts, interval = ratio_interval_columns("ci", "m.6", "m.5", "m.9", "m.8", CONFIDENCE)
     band_low, band_high = FAIR_BAND
     shown = f"m.5 >= {MIN_GROUP} AND m.8 >= {MIN_GROUP} AND grp != ref_group"
-    d = f"({filled_ratio_sql('m.4', 'm.7')})"
+    d = "d_value"  # computed once, a layer below: the expression written out at each use planned slowly
     harmful = f"if(m.3 = 1, {d} > {band_high}, {d} < {band_low})"
     significant_harm = "if(m.3 = 1, ci_low > 1, ci_high < 1)"
     significant_benefit = "if(m.3 = 1, ci_high < 1, ci_low > 1)"
@@ -115,7 +115,7 @@ def group_table_sql(database: str, dimension: str, *, rollup: bool = True) -> st
         f"if({shown} AND m.2 = 1, round(ci_low, 2), NULL) AS `Disparity {pct}% low`, "
         f"if({shown} AND m.2 = 1 AND isFinite(ci_high), round(ci_high, 2), NULL) AS `Disparity {pct}% high`, "
         f"{verdict} AS `Verdict`\n"
-        f"FROM (\nSELECT *, {interval} FROM (\n  SELECT *, m, {parts}\n"
+        f"FROM (\nSELECT *, {interval} FROM (\n  SELECT *, m, {parts}, {filled_ratio_sql('m.4', 'm.7')} AS d_value\n"
         f"  FROM (\n    SELECT *, {reference_group('grp', 'members', partition)} AS ref_group, {', '.join(refs)}\n"
         f"    FROM (SELECT {partition}, {group} AS grp, {size} AS members, {', '.join(counts)}\n"
         f"          FROM {table}\n"

@@ -38,6 +38,7 @@ __all__ = [
     "filled_ratio_sql",
     "kill_sequence",
     "kill_sequence_sql",
+    "proportion_grid_sql",
     "proportion_sequence",
     "proportion_sequence_sql",
     "ratio_interval",
@@ -260,6 +261,13 @@ def kill_sequence(x1: int, n1: int, x2: int, n2: int, confidence: float, tau: fl
     return Interval(max(mixture.low, low), min(mixture.high, high))
 
 
+def proportion_grid_sql() -> str:
+    """The rates `proportion_sequence` is read on, as an SQL array: a query that computes it once in
+    a layer of its own (`AS` a column) and passes that column as `grid` plans far less than one
+    that repeats it in every bound."""
+    return _grid_sql()
+
+
 def _grid_sql() -> str:
     h, last = _GRID_HALF, _GRID_HALF - 1
     return (
@@ -268,12 +276,13 @@ def _grid_sql() -> str:
     )
 
 
-def proportion_sequence_sql(x: str, n: str, alpha: float) -> tuple[str, str]:
-    """(low, high) of `proportion_sequence` in SQL, NULL without rows."""
+def proportion_sequence_sql(x: str, n: str, alpha: float, grid: str | None = None) -> tuple[str, str]:
+    """(low, high) of `proportion_sequence` in SQL, NULL without rows; `grid` a column holding
+    `proportion_grid_sql()` (else it is written in)."""
     xf, nf = _f(x), _f(n)
     floor = f"(lgamma({xf} + 1) + lgamma({nf} - {xf} + 1) - lgamma({nf} + 2) + {math.log(alpha)!r})"
     inside = f"p -> {xf} * log(p) + ({nf} - {xf}) * log1p(-p) > {floor}"
-    grid = _grid_sql()
+    grid = grid or _grid_sql()
     first, last = f"arrayFirstIndex({inside}, {grid})", f"arrayLastIndex({inside}, {grid})"
     size = 2 * _GRID_HALF
     low = f"if({nf} > 0, if({first} <= 1, 0., arrayElement({grid}, {first} - 1)), NULL)"
@@ -281,14 +290,16 @@ def proportion_sequence_sql(x: str, n: str, alpha: float) -> tuple[str, str]:
     return low, high
 
 
-def kill_sequence_sql(x1: str, n1: str, x2: str, n2: str, confidence: float, tau: float | str) -> tuple[str, str]:
+def kill_sequence_sql(
+    x1: str, n1: str, x2: str, n2: str, confidence: float, tau: float | str, grid: str | None = None
+) -> tuple[str, str]:
     """(low, high) of `kill_sequence` in SQL, NULL without rows on either side; `tau` a number
-    or an SQL expression."""
+    or an SQL expression, `grid` as `proportion_sequence_sql`'s."""
     alpha = 1 - confidence
     m_low, m_high = ratio_sequence_sql(x1, n1, x2, n2, 1 - KILL_SHARE_OF_MIXTURE * alpha, tau)
     rest = (1 - KILL_SHARE_OF_MIXTURE) * alpha / 2
-    l1, u1 = proportion_sequence_sql(x1, n1, rest)
-    l2, u2 = proportion_sequence_sql(x2, n2, rest)
+    l1, u1 = proportion_sequence_sql(x1, n1, rest, grid)
+    l2, u2 = proportion_sequence_sql(x2, n2, rest, grid)
     some = f"{_f(n1)} > 0 AND {_f(n2)} > 0"
     low = f"if({some}, greatest({m_low}, ({l1}) / ({u2})), NULL)"
     high = f"if({some}, least({m_high}, if(({l2}) > 0, ({u1}) / ({l2}), inf)), NULL)"
