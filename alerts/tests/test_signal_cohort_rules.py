@@ -105,16 +105,24 @@ def test_a_canary_against_a_baseline_without_a_single_hit_pages(client: Any, opt
     assert o.decide == 10.0
 
 
-def test_a_group_against_a_reference_without_a_single_hit_pages(client: Any, options: schema.SchemaOptions) -> None:
+def _context_missing_by_language(
+    client: Any, options: schema.SchemaOptions, groups: tuple[tuple[str, int, int], ...]
+) -> dict[str, Any]:
+    """(language, workflows, missing context among them) planted; the disparity rule's
+    observations by group."""
     p = Planted()
     missing = {A.DATA_CONTEXT_MISSING.key: "true"}
     present = {A.DATA_CONTEXT_MISSING.key: "false"}
-    for language, n, hits in (("en", 150, 0), ("es", 60, 15), ("zh", 40, 0)):
+    for language, n, hits in groups:
         for i in range(n):
             p.span(p.workflow("baseline", language), "decide", missing if i < hits else present)
     p.insert(client, options)
     rule = _rule(kind="disparity", metric="context_missing_rate", dimension="Language", threshold=1.25, min_sample=30)
-    got = {o.group: o for o in observe(client, rule, options.database, NOW)}
+    return {o.group: o for o in observe(client, rule, options.database, NOW)}
+
+
+def test_a_group_against_a_reference_without_a_single_hit_pages(client: Any, options: schema.SchemaOptions) -> None:
+    got = _context_missing_by_language(client, options, (("en", 150, 0), ("es", 60, 15), ("zh", 40, 0)))
     assert got["es"].value == 10.0  # 25 % against 0 %: Aequitas fills the division, capped at 10
     assert got["es"].low is not None
     assert got["es"].low > 1
@@ -144,15 +152,7 @@ def test_canary_on_rework_counts_workflows_reworked(client: Any, options: schema
 
 
 def test_disparity_of_a_data_quality_rate_by_language(client: Any, options: schema.SchemaOptions) -> None:
-    p = Planted()
-    missing = {A.DATA_CONTEXT_MISSING.key: "true"}
-    present = {A.DATA_CONTEXT_MISSING.key: "false"}
-    for language, n, hits in (("en", 300, 15), ("es", 100, 20), ("zh", 60, 3)):
-        for i in range(n):
-            p.span(p.workflow("baseline", language), "decide", missing if i < hits else present)
-    p.insert(client, options)
-    rule = _rule(kind="disparity", metric="context_missing_rate", dimension="Language", threshold=1.25, min_sample=30)
-    got = {o.group: o for o in observe(client, rule, options.database, NOW)}
+    got = _context_missing_by_language(client, options, (("en", 300, 15), ("es", 100, 20), ("zh", 60, 3)))
     assert set(got) == {"es", "zh"}  # en, the largest group, is the reference
     es = got["es"]
     assert (es.counts, es.sample, es.cohort, es.version) == ((20, 100, 15, 300), 100, "baseline", "3.2.0")
