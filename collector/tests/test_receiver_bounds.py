@@ -156,8 +156,8 @@ def test_valid_and_invalid_spans_in_turn_are_refused_in_linear_time() -> None:
 
 
 def _json_request(size: int) -> bytes:
-    """OTLP/JSON of about `size` bytes: valid spans of 1,000 small attributes each (a span may
-    carry at most `spans.MAX_SPAN_ATTRIBUTES`)."""
+    """OTLP/JSON of about `size` bytes: valid spans of 1,000 small attributes each (spread over
+    spans, as an exporter's batch is)."""
     now = time.time_ns()
     attribute = {"key": "k", "value": {"intValue": "1"}}
     per = len(json.dumps(attribute, separators=(",", ":"))) + 1
