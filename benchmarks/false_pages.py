@@ -55,13 +55,15 @@ EXPECTED: dict[str, dict[str, dict[str, str]]] = {
     "canary_bias": {
         "fairness_under_triage_language": {"cohort": "canary", "Language": "es"},
         "canary_kill_under_triage": {},
+        # the biased canary's Spanish-speaking patients are re-triaged by the nurses: overrides rise
+        "canary_kill_override_rate": {},
     },
     "model_outage": {"model_fallback": {}, "decision_latency_p95": {}},
     "model_slowdown": {"decision_latency_p95": {}},
 }
 """Incident -> the rules that should fire for it (and the labels their instance must have)."""
 PAGED_BY: dict[str, tuple[str, ...]] = {
-    "canary_bias": ("fairness_under_triage_language", "canary_kill_under_triage"),
+    "canary_bias": ("fairness_under_triage_language", "canary_kill_under_triage", "canary_kill_override_rate"),
     "model_outage": ("model_fallback",),
     "model_slowdown": ("decision_latency_p95",),
 }
