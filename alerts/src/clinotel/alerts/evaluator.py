@@ -295,8 +295,9 @@ class Evaluator:
             assert rule.action is not None
             labels = dict(instance.labels)
             tenant = labels.get("tenant", "")
-            action = rule.action.disable_flag.for_tenant(tenant) or rule.action.disable_flag
-            if action.tenant is not None and action.tenant != tenant:
+            made = rule.action.disable_flag.for_tenant(tenant)
+            action = made or rule.action.disable_flag
+            if made is None:
                 outcome = Outcome(
                     "skipped", f"the switch is tenant {action.tenant}'s; this alert is {tenant or 'no'} tenant's"
                 )

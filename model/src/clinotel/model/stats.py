@@ -265,10 +265,6 @@ def proportion_grid_sql() -> str:
     """The rates `proportion_sequence` is read on, as an SQL array: a query that computes it once in
     a layer of its own (`AS` a column) and passes that column as `grid` plans far less than one
     that repeats it in every bound."""
-    return _grid_sql()
-
-
-def _grid_sql() -> str:
     h, last = _GRID_HALF, _GRID_HALF - 1
     return (
         f"arrayMap(i -> if(i < {h}, 0.5 * pow({_GRID_FLOOR!r}, 1 - i / {last}), "
@@ -282,7 +278,7 @@ def proportion_sequence_sql(x: str, n: str, alpha: float, grid: str | None = Non
     xf, nf = _f(x), _f(n)
     floor = f"(lgamma({xf} + 1) + lgamma({nf} - {xf} + 1) - lgamma({nf} + 2) + {math.log(alpha)!r})"
     inside = f"p -> {xf} * log(p) + ({nf} - {xf}) * log1p(-p) > {floor}"
-    grid = grid or _grid_sql()
+    grid = grid or proportion_grid_sql()
     first, last = f"arrayFirstIndex({inside}, {grid})", f"arrayLastIndex({inside}, {grid})"
     size = 2 * _GRID_HALF
     low = f"if({nf} > 0, if({first} <= 1, 0., arrayElement({grid}, {first} - 1)), NULL)"
