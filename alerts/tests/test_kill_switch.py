@@ -255,3 +255,37 @@ def test_the_canary_kill_switches_the_flag_off_records_it_and_says_so_on_the_pag
     assert tenants == [audit[5]], "the recorder is given the firing alert's tenant"
     assert sent == stored == audit[5]
     assert site == "north"
+
+
+def test_an_action_limited_to_one_tenant_skips_another_tenants_alert(
+    client: Any, options: schema.SchemaOptions, flag_file: Path, tmp_path: Path
+) -> None:
+    """Another tenant's firing pages as before, and its switch is audited as skipped: the flag file
+    is not touched."""
+    from alerts.tests.test_paging import _workflows
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n  - name: fallback_kill\n    metric: fallback_rate\n    threshold: 0.2\n    window: 15m\n"
+        "    min_sample: 20\n    severity: page\n    summary: Decisions fall back\n"
+        "    action:\n      disable_flag: {key: triage-model-v4, scope: {site: north}, tenant: general}\n",
+        encoding="utf-8",
+    )
+    now = datetime.now(UTC)
+    _workflows(client, options, "st-marys", 40, 20, now)
+    before = flag_file.read_bytes()
+    evaluator = build_evaluator(AlertingConfig(rules=rules, flagd_file=flag_file), client, options.database,
+                                outbox=Outbox([], []), alone=True)  # fmt: skip
+    try:
+        summary = evaluator.evaluate(now + timedelta(minutes=1))
+    finally:
+        evaluator.close()
+    [(rule, what, outcome)] = summary.actions
+    assert (rule, outcome.result) == ("fallback_kill", "skipped")
+    assert "the switch is tenant general's; this alert is st-marys tenant's" in outcome.detail
+    assert what == "flag triage-model-v4 -> off (site=north; tenant general)"
+    assert flag_file.read_bytes() == before
+    [detail] = client.query(
+        f"SELECT Detail FROM {options.database}.{tables.ALERT_EVENTS} WHERE Rule = 'fallback_kill' AND Event = 'action'"
+    ).result_rows[0]
+    assert detail.startswith("skipped: ")
