@@ -18,7 +18,7 @@ from clinotel.alerts.rules import load
 from clinotel.collector.service import Collector
 from clinotel.collector.store import schema
 from clinotel.demo.scenario import _ESI_WEIGHTS, _LANGUAGES, CANARY_MODEL, FLAG_KEY
-from clinotel.model import tables
+from clinotel.model import clinical, tables
 from clinotel.rollout import gate as g
 from clinotel.rollout.inventory import Flag
 from clinotel.rollout.rollout_cli import rollout
@@ -38,6 +38,7 @@ FLAGS_YAML = f"""flags:
 """
 _COLUMNS = ["TenantId", "WorkflowKind", "TraceId", "StartTime", "Language", "DecisionSource", "DecisionValue",
             "OutcomeLabel", "RolloutCohort", "ModelVersion", "FlagKey", "FlagVariant"]  # fmt: skip
+_STORED = [clinical.stored_column(c) for c in _COLUMNS]
 
 
 def _insert(client: Any, database: str, *, canary: int, baseline: int, biased: bool, seed: int = 11) -> None:
@@ -61,7 +62,7 @@ def _insert(client: Any, database: str, *, canary: int, baseline: int, biased: b
             rows.append((TENANT, "triage", f"{cohort}-{k}", NOW - timedelta(hours=2, seconds=k % 3600), language,
                          "model", f"ESI-{predicted}", f"ESI-{true_esi}", cohort, CANARY_MODEL if on else "3.2.0",
                          FLAG_KEY, "on" if on else "off"))  # fmt: skip
-    client.insert(f"{database}.{tables.WORKFLOWS}", rows, column_names=_COLUMNS)
+    client.insert(f"{database}.{tables.WORKFLOWS}", rows, column_names=_STORED)
 
 
 def _evaluate(client: Any, database: str, **kw: Any) -> g.GateResult:
@@ -256,7 +257,7 @@ def test_a_flag_evaluated_by_several_tenants_needs_its_tenant_named(collector: C
     _insert(collector.client, collector.options.database, canary=300, baseline=600, biased=False)
     rows = [("general", "triage", f"g-{k}", NOW - timedelta(hours=1), "en", "model", "ESI-3", "ESI-2", "canary",
              CANARY_MODEL, FLAG_KEY, "on") for k in range(50)]  # fmt: skip
-    collector.client.insert(f"{collector.options.database}.{tables.WORKFLOWS}", rows, column_names=_COLUMNS)
+    collector.client.insert(f"{collector.options.database}.{tables.WORKFLOWS}", rows, column_names=_STORED)
     flags = tmp_path / "flags.yaml"
     flags.write_text(FLAGS_YAML.replace(f"tenant: {TENANT}, ", ""), encoding="utf-8")
     assert collector.admin is not None

@@ -14,7 +14,7 @@ from clinotel.alerts.evaluator import Evaluator, Summary
 from clinotel.alerts.paging import Outbox
 from clinotel.alerts.rules import Rule, RulePack, load
 from clinotel.collector.store import schema
-from clinotel.model import tables
+from clinotel.model import clinical, tables
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -35,8 +35,9 @@ def _insert(client: Any, database: str, cohort: str, groups: dict[str, tuple[int
     client.insert(
         f"{database}.{tables.WORKFLOWS}",
         rows,
-        column_names=["TenantId", "WorkflowKind", "TraceId", "StartTime", "Language", "DecisionSource",
-                      "DecisionValue", "OutcomeLabel", "RolloutCohort", "ModelVersion"],
+        column_names=[clinical.stored_column(c) for c in (
+            "TenantId", "WorkflowKind", "TraceId", "StartTime", "Language", "DecisionSource", "DecisionValue",
+            "OutcomeLabel", "RolloutCohort", "ModelVersion")],
     )  # fmt: skip
 
 

@@ -10,6 +10,7 @@ import pytest
 from clinotel.collector.store import schema
 from clinotel.collector.store.migrations import frozen
 from clinotel.model import clinical
+from clinotel.model.sql import literal
 
 
 def _columns(client: Any, database: str, table: str) -> dict[str, str]:
@@ -19,6 +20,11 @@ def _columns(client: Any, database: str, table: str) -> dict[str, str]:
     return dict(rows)
 
 
+def _formatted(client: Any, expr: str) -> str:
+    """`expr` in the engine's own format (how it prints an ALIAS expression)."""
+    return str(client.query(f"SELECT formatQuerySingleLine({literal('SELECT ' + expr)})").result_rows[0][0])
+
+
 def test_the_model_is_what_a_migrated_store_holds(client: Any, options: schema.SchemaOptions) -> None:
     stage = _columns(client, options.database, clinical.STAGE_SPANS)
     for column in (*clinical.STAGE_COLUMNS, *clinical.COHORT_COLUMNS):
@@ -26,9 +32,19 @@ def test_the_model_is_what_a_migrated_store_holds(client: Any, options: schema.S
             f"{clinical.STAGE_SPANS}.{column.name} {column.type}: the model has it, no migration creates it"
         )
     workflows = _columns(client, options.database, clinical.WORKFLOWS)
+    aliases = dict(
+        client.query(
+            f"SELECT name, default_expression FROM system.columns WHERE database = '{options.database}' "
+            f"AND table = '{clinical.WORKFLOWS}' AND default_kind = 'ALIAS'"
+        ).result_rows
+    )
     for wf in clinical.workflow_columns():
-        expected = f"SimpleAggregateFunction({wf.function}, {wf.type})"
+        expected = wf.type if wf.alias else f"SimpleAggregateFunction({wf.function}, {wf.type})"
         assert workflows.get(wf.name) == expected, f"{clinical.WORKFLOWS}.{wf.name}: no migration creates {expected}"
+        if wf.alias:
+            stored = _formatted(client, aliases.get(wf.name, "''"))
+            assert stored == _formatted(client, wf.alias), f"{wf.name}: ALIAS {stored}"
+    assert set(aliases) == {wf.name for wf in clinical.workflow_columns() if wf.alias}
     unjoined = _columns(client, options.database, clinical.UNJOINED_OUTCOMES)
     assert set(clinical.UNJOINED_OUTCOME_COLUMNS) <= set(unjoined), "no migration creates clinical_unjoined_outcomes"
     traces = _columns(client, options.database, schema.TRACES)
@@ -65,20 +81,30 @@ def test_the_baseline_is_the_migrations_in_one_pass(client: Any, options: schema
         client.command(f"DROP DATABASE IF EXISTS {replayed.database}")
 
 
-def test_a_migration_interrupted_before_it_was_recorded_runs_again(client: Any, options: schema.SchemaOptions) -> None:
+def test_a_migration_interrupted_before_it_was_recorded_runs_again(client: Any) -> None:
     """A crash (or an ON CLUSTER statement that timed out on one host) after some of a migration's
     statements ran, before its version was recorded: the next start runs all of them again. Each
-    SQL migration's statements run twice over a migrated store leave it as it was."""
+    migration run twice over the store it migrated (its statements, then its code) leaves it as it
+    was."""
+    import uuid
+
     from collector.tests.test_schema import _layout
 
-    before = _layout(client, options.database)
-    for m in schema.migrations(options):
-        for statement in m.statements:
+    o = schema.SchemaOptions(database=f"twice_{uuid.uuid4().hex[:10]}")
+    try:
+        for m in schema.migrations(o):
+            schema.apply(client, o, until=m.version)
+            before = _layout(client, o.database)
             try:
-                client.command(statement)
+                for statement in m.statements:
+                    client.command(statement)
+                if m.run is not None:
+                    m.run(client, o)
             except Exception as e:  # named with the migration that cannot run again
                 raise AssertionError(f"migration {m.version} cannot run again: {str(e)[:300]}") from None
-    assert _layout(client, options.database) == before
+            assert _layout(client, o.database) == before, f"migration {m.version} run again changed the store"
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS {o.database}")
 
 
 def test_a_migration_that_fails_says_which_in_one_line_and_keeps_the_store(client: Any) -> None:
@@ -128,6 +154,7 @@ RELEASED: dict[str, str] = {
     "baseline_0007.sql": "83b506e24def6294",
     "m0007_tenant_partitions.py": "01d4f6570159b6ee",
     "m0008_outcome_join.py": "1cfd506661dcf341",
+    "m0018_latest_truth.py": "26c201c1a9124513",
 }
 """The first 16 hex digits of each released migration file's SHA-256."""
 

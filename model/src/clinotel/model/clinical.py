@@ -29,6 +29,7 @@ from clinotel.semconv import AttributeDef, AttrType, Stage
 from clinotel.semconv import attributes as A
 
 __all__ = [
+    "ALIAS_COLUMNS",
     "COHORT_COLUMNS",
     "STAGE_COLUMNS",
     "STAGE_SPANS",
@@ -38,6 +39,7 @@ __all__ = [
     "WORKFLOW_COLUMNS",
     "Column",
     "WorkflowColumn",
+    "stored_column",
     "workflow_columns",
 ]
 
@@ -129,12 +131,16 @@ _STAGE_DURATIONS: Final = (Stage.INGEST, Stage.QUEUE, Stage.DECIDE, Stage.REVIEW
 
 @dataclass(frozen=True)
 class WorkflowColumn:
-    """A clinical_workflows column: its type, its aggregate, and its per-block expression."""
+    """A clinical_workflows column: its type, its aggregate, and its per-block expression; or,
+    with `alias`, an ALIAS column over stored ones (no aggregate of its own)."""
 
     name: str
     type: str
     function: str
     expr: str
+    alias: str = ""
+    read: bool = True
+    """False for a stored column readers do not use by name (what an alias is computed from)."""
 
 
 def _is(stage: Stage) -> str:
@@ -143,6 +149,7 @@ def _is(stage: Stage) -> str:
 
 _OUTCOME: Final = _is(Stage.OUTCOME)
 _NOT_OUTCOME: Final = f"Stage != {literal(Stage.OUTCOME.value)}"
+_EPOCH: Final = "toDateTime64(0, 9)"
 
 
 def workflow_columns() -> list[WorkflowColumn]:
@@ -174,22 +181,57 @@ def workflow_columns() -> list[WorkflowColumn]:
     out.append(WorkflowColumn("ShadowValue", "String", "max", f"maxIf(DecisionValue, {shadow})"))
     out.append(WorkflowColumn("ShadowModelVersion", "String", "max", f"maxIf(ModelVersion, {shadow})"))
     for name in (
-        "ReviewAction", "ReviewActorRole", "ReviewReason", "ReviewFinalValue", "ActionType", "ActionStatus",
-        "ActionAutomated", "SlotsOffered", "SlotFilled", "LeadTimeDays", "OutcomeStatus",
+        "ActionType", "ActionStatus", "ActionAutomated", "SlotsOffered", "SlotFilled", "LeadTimeDays", "OutcomeStatus",
     ):  # fmt: skip
         c = by_name[name]
         out.append(WorkflowColumn(name, c.type, "max", f"maxIf({name}, {_NOT_OUTCOME})"))
+    # the review of record is the latest `review` span with an action (migration 18); `…Max` holds
+    # the largest value of any span, what rows stored before it read, and spans other than `review`
+    review = ("ReviewAction", "ReviewActorRole", "ReviewReason", "ReviewFinalValue")
+    for name in review:
+        c = by_name[name]
+        out.append(WorkflowColumn(f"{name}Max", c.type, "max", f"maxIf({name}, {_NOT_OUTCOME})", read=False))
+    latest = f"Tuple(DateTime64(9), {', '.join('String' for _ in review)})"  # a tuple drops LowCardinality
+    newest = f"maxIf((Timestamp, {', '.join(review)}), {_is(Stage.REVIEW)} AND ReviewAction != '')"
+    out.append(WorkflowColumn("ReviewLatest", latest, "max", newest, read=False))
+    for i, name in enumerate(review, start=2):
+        alias = f"if(ReviewLatest.1 > {_EPOCH}, ReviewLatest.{i}, {name}Max)"
+        out.append(WorkflowColumn(name, by_name[name].type, "", "", alias=alias))
     out.append(
         WorkflowColumn("ReviewLatencyMs", "Nullable(Float64)", "max",
              f"maxIf(toNullable(coalesce(ReviewLatencyMs, DurationMs)), {_is(Stage.REVIEW)})")
     )  # fmt: skip
+    # each field of the ground truth is the latest `outcome` span's that carries it (migration 18);
+    # `…Max`, no longer written, holds what rows stored before it read (their largest value)
     for name in ("OutcomeLabel", "AdverseEvent", "EscalationNeeded"):
         c = by_name[name]
-        out.append(WorkflowColumn(name, c.type, "max", f"maxIf({name}, {_OUTCOME})"))
+        if c.type == "String":
+            value, present, alias = name, f"{name} != ''", f"if({name}Latest.2 != '', {name}Latest.2, {name}Max)"
+        else:
+            value, present = f"assumeNotNull({name})", f"{name} IS NOT NULL"
+            alias = f"if({name}Latest.1 > {_EPOCH}, toNullable({name}Latest.2), {name}Max)"
+        stored = c.type.removeprefix("Nullable(").removesuffix(")") if c.type.startswith("Nullable(") else c.type
+        out.append(WorkflowColumn(f"{name}Max", c.type, "max", "", read=False))
+        out.append(
+            WorkflowColumn(f"{name}Latest", f"Tuple(DateTime64(9), {stored})", "max",
+                           f"maxIf((Timestamp, {value}), {_OUTCOME} AND {present})", read=False)
+        )  # fmt: skip
+        out.append(WorkflowColumn(name, c.type, "", "", alias=alias))
     out.append(
         WorkflowColumn("TruthTime", "Nullable(DateTime64(9))", "max", f"maxIf(toNullable(Timestamp), {_OUTCOME})")
     )
     return out
 
 
-WORKFLOW_COLUMNS: Final = tuple(a.name for a in workflow_columns())
+WORKFLOW_COLUMNS: Final = tuple(a.name for a in workflow_columns() if a.read)
+"""The names readers use (stored and ALIAS columns), in order."""
+
+ALIAS_COLUMNS: Final = tuple(a.name for a in workflow_columns() if a.alias)
+"""The names readers use that are ALIAS columns: `SELECT *` leaves them out; name them."""
+
+
+def stored_column(name: str) -> str:
+    """The stored column a row written directly into the workflows view (a test's, a backfill's)
+    sets for the readers' column `name`: for an ALIAS column, its `…Max`, what it reads when no
+    later record carries a time (as rows stored before migration 18 do)."""
+    return f"{name}Max" if name in ALIAS_COLUMNS else name

@@ -303,9 +303,10 @@ def _merged(
     table `also` (every row of workflows `source_filter` leaves out), those whose `column` (their
     start) is at or after `since` and before `until` (a condition on the merged value, after the
     merge)."""
-    merged = f"SELECT * FROM {workflows} FINAL WHERE {source_filter}"
+    every = ", ".join(("*", *clinical.ALIAS_COLUMNS))
+    merged = f"SELECT {every} FROM {workflows} FINAL WHERE {source_filter}"
     if also is not None:
-        merged += f" UNION ALL SELECT * FROM {also} FINAL"
+        merged += f" UNION ALL SELECT {every} FROM {also} FINAL"
     return f"(SELECT * FROM ({merged}) WHERE {_between(column, since, until)})"
 
 
