@@ -69,14 +69,20 @@ TARGETS = {
 }
 
 LOADGEN = r"""
-import http.client, json, struct, sys, threading, time
+import http.client, json, os, struct, sys, threading, time
 path, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 threads, rate = int(sys.argv[4]), float(sys.argv[5])
 data = open(path, "rb").read()
 requests, pos = [], 0
 while pos < len(data):
-    n, spans = struct.unpack_from("<II", data, pos); pos += 8
-    requests.append((data[pos:pos + n], spans)); pos += n
+    n, spans, at = struct.unpack_from("<III", data, pos); pos += 12
+    requests.append((data[pos:pos + n], spans, at)); pos += n
+salt = os.urandom(4)
+def distinct(body, at, turn):
+    # a request sent again is an exporter's retry to the collector: each turn's first trace differs
+    out = bytearray(body)
+    out[at + 8:at + 16] = salt + struct.pack(">I", turn)
+    return bytes(out)
 lock = threading.Lock()
 acked = {"spans": 0, "requests": 0, "refused": 0, "offered_spans": 0, "acks": []}
 stop = time.monotonic() + seconds
@@ -86,7 +92,8 @@ def worker(k):
     interval = threads / rate if rate else 0.0
     next_at = time.monotonic()
     while time.monotonic() < stop:
-        body, spans = requests[i % len(requests)]
+        body, spans, at = requests[i % len(requests)]
+        body = distinct(body, at, i // len(requests))
         i += threads
         if interval:
             next_at += interval * spans
@@ -136,6 +143,23 @@ READ_SQL = (
 """A reader's scan of every stored span: the heaviest kind of query a dashboard sends."""
 
 
+REQUEST_HEADER: Final = struct.Struct("<III")
+"""A pre-encoded request's header in the requests file: its size, its spans, and where its first
+span's trace id starts (what the load changes to make each turn's requests new)."""
+
+
+def read_requests(path: Path) -> list[tuple[bytes, int, int]]:
+    """The requests `_demo_requests` wrote: (body, spans, offset of the first trace id)."""
+    data = path.read_bytes()
+    out, pos = [], 0
+    while pos < len(data):
+        n, spans, at = REQUEST_HEADER.unpack_from(data, pos)
+        pos += REQUEST_HEADER.size
+        out.append((data[pos : pos + n], spans, at))
+        pos += n
+    return out
+
+
 def _demo_requests(workflows: int, batch: int, path: Path) -> tuple[int, int]:
     """Pre-encode the demo's span mix as OTLP requests; returns (requests, spans)."""
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -163,7 +187,8 @@ def _demo_requests(workflows: int, batch: int, path: Path) -> tuple[int, int]:
         for i in range(0, len(spans), batch):
             chunk = spans[i : i + batch]
             body = encode_spans(chunk).SerializeToString()
-            f.write(struct.pack("<II", len(body), len(chunk)) + body)
+            at = body.find(chunk[0].context.trace_id.to_bytes(16, "big"))
+            f.write(REQUEST_HEADER.pack(len(body), len(chunk), at) + body)
             count += 1
     return count, len(spans)
 
@@ -183,22 +208,18 @@ def _segments(requests_file: Path, segment_bytes: int, directory: Path) -> list[
     from clinotel.collector.log import record as otlp_proto
 
     directory.mkdir(parents=True, exist_ok=True)
-    data = requests_file.read_bytes()
     out: list[tuple[Path, int]] = []
-    chunk, spans, pos = bytearray(), 0, 0
+    chunk, spans = bytearray(), 0
 
     def seal() -> None:
         path = directory / f"segment-{len(out):04d}.wal"
         path.write_bytes(bytes(chunk))
         out.append((path, spans))
 
-    while pos < len(data):
-        n, count = struct.unpack_from("<II", data, pos)
-        pos += 8
-        envelope = otlp_proto.envelope("bench", f"{len(out):04d}-{pos:08x}", time.time_ns())
-        chunk += otlp_proto.frame(data[pos : pos + n] + envelope)
+    for k, (body, count, _) in enumerate(read_requests(requests_file)):
+        envelope = otlp_proto.envelope("bench", f"{len(out):04d}-{k:08x}", time.time_ns())
+        chunk += otlp_proto.frame(body + envelope)
         spans += count
-        pos += n
         if len(chunk) >= segment_bytes:
             seal()
             chunk, spans = bytearray(), 0
@@ -459,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
         read_load = json.loads(readers.communicate(timeout=300)[0])
         rss.enter("stop")
         quarantined = collector.writer.stats.quarantined  # a segment set aside is a failed run
+        assert collector.receiver is not None
+        # the load's turns differ (`distinct`): a request taken for a retry would not be stored
+        retried = collector.receiver.stats.spans_retried
         rss.stop_probe()
         if probe_client is not None:
             probe_client.close()
@@ -491,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         "capacity_steps": capacity_steps,
         "refused_requests": load["refused"],
         "quarantined_segments": quarantined,
+        "spans_taken_for_retries": retried,
         "freshness_p50_s": fresh[0],
         "freshness_p99_s": fresh[1],
         "freshness_samples": fresh[2],
@@ -602,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         ("bytes per span on disk (demo mix)", f"{bytes_per_span:.1f} B", "", f"<= {TARGETS['bytes_per_span']} B"),
         ("segments set aside in the quarantine", f"{quarantined}", "", "0"),
+        ("spans taken for an exporter's retry (not stored)", f"{retried:,}", "", "0"),
     ]
     print(
         f"collector ingest, OTLP/HTTP protobuf, embedded store (memory cap {memory_bytes >> 20} MB"
@@ -627,6 +653,9 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     shutil.rmtree(work, ignore_errors=True)  # the store and the log: several hundred MB per run
+    if retried:
+        print(f"collector_ingest: {retried:,} spans of the load were taken for retries: figures void", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -840,19 +869,15 @@ def _capacity(
 def _one_pass(path: Path, port: int) -> int:
     import http.client
 
-    data = path.read_bytes()
-    pos = spans = 0
+    spans = 0
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    while pos < len(data):
-        n, count = struct.unpack_from("<II", data, pos)
-        pos += 8
-        conn.request("POST", "/v1/traces", data[pos : pos + n], {"Content-Type": "application/x-protobuf"})
+    for body, count, _ in read_requests(path):
+        conn.request("POST", "/v1/traces", body, {"Content-Type": "application/x-protobuf"})
         response = conn.getresponse()
         response.read()
         if response.status != 200:
             raise RuntimeError(f"one pass refused with {response.status}")
         spans += count
-        pos += n
     conn.close()
     return spans
 

@@ -51,7 +51,7 @@ from typing import Any, Final
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from collector_ingest import _demo_requests
+from collector_ingest import _demo_requests, read_requests
 
 TARGETS = {"panel_p95_ms": 100, "dashboard_ms": 1000, "growth": 1.5}
 TOKEN = "bench-write-token-0123456789"
@@ -366,14 +366,11 @@ def main(argv: list[str] | None = None) -> int:
         print(_headline(steps[0], None))
         return 0
     url = f"http://127.0.0.1:{collector.http.port}/v1/traces"
-    with requests_file.open("rb") as f:
-        while header := f.read(8):
-            size = int.from_bytes(header[:4], "little")
-            body = f.read(size)
-            request = urllib.request.Request(url, data=body, method="POST")
-            request.add_header("Content-Type", "application/x-protobuf")
-            request.add_header("Authorization", f"Bearer {TOKEN}")
-            urllib.request.urlopen(request, timeout=60).read()
+    for body, _, _ in read_requests(requests_file):
+        request = urllib.request.Request(url, data=body, method="POST")
+        request.add_header("Content-Type", "application/x-protobuf")
+        request.add_header("Authorization", f"Bearer {TOKEN}")
+        urllib.request.urlopen(request, timeout=60).read()
     collector.writer.drain()
     traces = f"{db}.{schema.TRACES}"
 

@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ import clinotel.instrumentation as ct
 from clinotel.collector.store.embedded import DEFAULT_ENGINE_MEMORY_MB
 from clinotel.instrumentation.testing import FakeClock, isolated
 from clinotel.instrumentation.testing.workflows import triage
+from collector.tests.otlp_clients import variants
 
 WINDOW_S = 7.0
 GROWTH_MARGIN = 1.10
@@ -58,14 +60,18 @@ def _rss_mb(pid: int, field: str = "VmRSS") -> float:
     return 0.0
 
 
-def _load(url: str, body: bytes, seconds: float, pid: int) -> tuple[float, int, float]:
-    """Four senders for `seconds`; returns the peak RSS of `pid` meanwhile, the 200s, and the peak
-    of its anonymous memory."""
+def _load(url: str, bodies: Iterator[bytes], seconds: float, pid: int) -> tuple[float, int, float]:
+    """Four senders for `seconds`, each request the next of `bodies` (the same bytes again would be
+    an exporter's retry, answered without being logged); returns the peak RSS of `pid` meanwhile,
+    the 200s, and the peak of its anonymous memory."""
     stop = time.monotonic() + seconds
     accepted = [0]
+    turn = threading.Lock()
 
     def send() -> None:
         while time.monotonic() < stop:
+            with turn:
+                body = next(bodies)
             request = urllib.request.Request(url, data=body, method="POST")
             request.add_header("Content-Type", "application/x-protobuf")
             try:
@@ -89,7 +95,7 @@ def _load(url: str, body: bytes, seconds: float, pid: int) -> tuple[float, int, 
 
 @pytest.mark.alone  # tests beside it take the CPU its writer needs, and its backlog grows
 def test_rss_does_not_grow_with_load_duration(tmp_path: Path) -> None:
-    body = _body()
+    bodies = variants(_body())
     command = [
         sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(tmp_path / "data"), "--insecure-no-auth",
         "--otlp-http", "127.0.0.1:0", "--otlp-grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", "--wal-max-mb", "128",
@@ -104,8 +110,8 @@ def test_rss_does_not_grow_with_load_duration(tmp_path: Path) -> None:
         url = found.group(1)
         drain = threading.Thread(target=serve.stderr.read)  # keep its pipe drained
         drain.start()
-        _load(url, body, WINDOW_S / 2, serve.pid)  # warm-up: the engine's first parts and caches
-        windows = [_load(url, body, WINDOW_S, serve.pid) for _ in range(3)]
+        _load(url, bodies, WINDOW_S / 2, serve.pid)  # warm-up: the engine's first parts and caches
+        windows = [_load(url, bodies, WINDOW_S, serve.pid) for _ in range(3)]
         rss, accepted, heap = ([w[k] for w in windows] for k in range(3))
         assert all(n > 0 for n in accepted), accepted
         # the last window against the higher of the two before it: a window's peak depends on

@@ -3,12 +3,14 @@ clinotel workflows through the official exporters."""
 
 from __future__ import annotations
 
+import itertools
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -62,6 +64,17 @@ def sdk_spans(n: int = 3, tenant_claimed: str = "general") -> Sequence[ReadableS
 
 def plain_request(n: int = 3, tenant_claimed: str = "general") -> bytes:
     return encode_spans(sdk_spans(n, tenant_claimed)).SerializeToString()
+
+
+def variants(body: bytes) -> Iterator[bytes]:
+    """`body` again and again, each a request of its own (its first span's trace id changed): what
+    fills a log, where the same bytes again would be taken for an exporter's retry and answered
+    without being logged."""
+    request = ExportTraceServiceRequest.FromString(body)
+    span = request.resource_spans[0].scope_spans[0].spans[0]
+    for k in itertools.count(1):
+        span.trace_id = span.trace_id[:8] + k.to_bytes(8, "big")
+        yield request.SerializeToString()
 
 
 def send_workflows(endpoint: str, protocol: str, n: int, token: str = WRITE_TOKEN) -> None:

@@ -7,6 +7,7 @@ person) and is stored once space returns. Bounded: a 4 MiB disk, 10 requests."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -24,7 +25,7 @@ from clinotel.collector.tokens import Tokens
 from clinotel.collector.writer import MAX_REFUSALS
 from clinotel.model.collector_metrics import WRITER_RETRIES
 from collector.tests.fixtures import running
-from collector.tests.otlp_clients import plain_request, post
+from collector.tests.otlp_clients import plain_request, post, variants
 from collector.tests.test_crash import _close as close_serving
 from collector.tests.test_crash import _start as start_serving
 from collector.tests.test_crash import _stored as stored
@@ -76,16 +77,16 @@ def test_a_full_log_disk_refuses_stores_exactly_what_it_acknowledged_and_recover
     assert on_small_disk.http is not None
     assert on_small_disk.writer is not None
     url = f"http://127.0.0.1:{on_small_disk.http.port}/v1/traces"
-    body = plain_request(SPANS)
+    bodies = variants(plain_request(SPANS))
     acknowledged = refused = 0
     filler = _fill(small_disk)
-    for _ in range(20):
+    for body in itertools.islice(bodies, 20):
         status = post(url, body)[0]
         acknowledged += status == 200
         refused += status == 503
     assert refused > 0, "a full disk is refused, never acknowledged"
     filler.unlink()
-    recovered = [post(url, body)[0] for _ in range(40)]
+    recovered = [post(url, body)[0] for body in itertools.islice(bodies, 40)]
     assert 200 in recovered, "acknowledges again once space returns"
     acknowledged += recovered.count(200)
     on_small_disk.writer.drain()

@@ -4,6 +4,7 @@ specification's answers to everything else, with nothing written and the server 
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 import time
@@ -23,7 +24,7 @@ from clinotel.collector.service import Collector, CollectorConfig, ConfigError
 from clinotel.collector.store import schema
 from clinotel.collector.tokens import Tokens
 from collector.tests.fixtures import METRICS_TOKEN, OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN
-from collector.tests.otlp_clients import plain_request, post, send_workflows
+from collector.tests.otlp_clients import plain_request, post, send_workflows, variants
 
 
 def _url(c: Collector) -> str:
@@ -190,9 +191,8 @@ def test_a_full_log_answers_503_with_retry_after_and_loses_nothing(collector: Co
     assert collector.writer is not None
     assert collector.wal is not None
     collector.writer.stop(drain=False)  # ClickHouse "stalls": the log fills up
-    body = plain_request(2000)
     accepted = 0
-    for _ in range(200):
+    for body in itertools.islice(variants(plain_request(2000)), 200):
         status, headers, _ = post(_url(collector), body)
         if status == 503:
             assert headers["Retry-After"].isdigit()
@@ -204,7 +204,9 @@ def test_a_full_log_answers_503_with_retry_after_and_loses_nothing(collector: Co
     assert collector.wal.pending_bytes <= collector.config.wal_max_bytes
     collector.writer.drain()
     assert _count(collector) == accepted * 2000, "every acknowledged span is stored"
-    assert post(_url(collector), body)[0] == 200, "accepted again once the log drained"
+    assert post(_url(collector), body)[0] == 200, "the refused request accepted again once the log drained"
+    collector.writer.drain()
+    assert _count(collector) == (accepted + 1) * 2000, "and stored: a refused request is no retry of one accepted"
 
 
 def test_a_full_log_answers_grpc_unavailable_with_retry_info(collector: Collector) -> None:
@@ -214,10 +216,10 @@ def test_a_full_log_answers_grpc_unavailable_with_retry_info(collector: Collecto
     assert collector.writer is not None
     assert collector.grpc is not None
     collector.writer.stop(drain=False)
-    body, auth = plain_request(2000), (("authorization", f"Bearer {WRITE_TOKEN}"),)
+    auth = (("authorization", f"Bearer {WRITE_TOKEN}"),)
     with grpc.insecure_channel(f"127.0.0.1:{collector.grpc.port}") as channel:
         export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
-        for _ in range(200):
+        for body in itertools.islice(variants(plain_request(2000)), 200):
             try:
                 export(body, metadata=auth, timeout=10)
             except grpc.RpcError as e:

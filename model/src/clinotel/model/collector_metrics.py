@@ -52,6 +52,12 @@ SPANS_ACCEPTED: Final = CollectorMetric(
 SPANS_REFUSED: Final = CollectorMetric(
     "clinotel_receiver_spans_refused_total", "counter", "Spans refused individually, by reason.", "reason", True
 )
+SPANS_RETRIED: Final = CollectorMetric(
+    "clinotel_receiver_spans_retried_total",
+    "counter",
+    "Spans of requests identical to one accepted in the last minutes (an exporter's retry after a lost answer): "
+    "answered as accepted and not logged again.",
+)
 REQUESTS_REFUSED: Final = CollectorMetric(
     "clinotel_receiver_requests_refused_total", "counter", "Requests refused whole, by reason.", "reason", True
 )
@@ -144,8 +150,8 @@ class AlertFigures:
 METRICS: Final = {
     m.name: m
     for m in (
-        UP, PARTS_SYNCED, REQUESTS, SPANS_ACCEPTED, SPANS_REFUSED, REQUESTS_REFUSED, RECEIVE_BUFFER_BYTES,
-        RECEIVE_BUFFER_MAX_BYTES, DECODE_BYTES, DECODE_MAX_BYTES, WAL_APPENDED_BYTES,
+        UP, PARTS_SYNCED, REQUESTS, SPANS_ACCEPTED, SPANS_RETRIED, SPANS_REFUSED, REQUESTS_REFUSED,
+        RECEIVE_BUFFER_BYTES, RECEIVE_BUFFER_MAX_BYTES, DECODE_BYTES, DECODE_MAX_BYTES, WAL_APPENDED_BYTES,
         WAL_PENDING_BYTES, WAL_MAX_BYTES, WRITER_SEGMENTS, WRITER_RECORDS, WRITER_RETRIES, WRITER_QUARANTINED,
         WRITER_SPLITS, WRITER_INSERT_SECONDS,
         INGEST_FRESHNESS_SECONDS, ALERT_EVALUATIONS, ALERT_ERRORS, ALERT_UNDELIVERED, ALERT_LAST_EVALUATION,

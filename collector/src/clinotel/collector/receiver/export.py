@@ -33,7 +33,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from clinotel.collector.errors import RefusedError
 from clinotel.collector.log import record as otlp_proto
 from clinotel.collector.log.wal import LogFullError, LogLostError, WriteAheadLog
-from clinotel.collector.receiver import bounded
+from clinotel.collector.receiver import bounded, retries
 from clinotel.collector.receiver.admission import (
     DECODE_BYTES,
     DECODE_FACTOR,
@@ -102,6 +102,8 @@ class Limits:
     receive_buffer_bytes: int | None = None
     """Request bytes both transports hold at once (`admission`); None: the default for
     `max_request_bytes` (`admission.receive_buffer_for`)."""
+    retry_window_s: float = retries.DEFAULT_WINDOW_S
+    """How long a request is recognised when sent again (`retries`); 0: never."""
 
     def request_limit(self, media: str) -> int:
         """The largest request of media type `media` (`JSON` or protobuf), after decompression."""
@@ -130,6 +132,8 @@ class ReceiverStats:
     spans_refused: Counter[str] = field(default_factory=Counter)
     requests_refused: Counter[str] = field(default_factory=Counter)
     log_bytes: int = 0
+    spans_retried: int = 0
+    """Spans of requests recognised as a retry of one already accepted (`retries`): not logged again."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count_refused(self, reason: str) -> None:
@@ -341,6 +345,8 @@ class TraceReceiver:
         """The request bytes held at once, by both transports (`admission`)."""
         self.decoding = ByteBudget(DECODE_BYTES, "decoding memory", per_tenant=DECODE_PER_TENANT)
         self._health = health
+        self.recent = retries.RecentRequests(self.limits.retry_window_s)
+        """The requests accepted lately, to recognise an exporter's retry of one."""
 
     def attach(self, wal: WriteAheadLog) -> None:
         """Start accepting into `wal`."""
@@ -401,7 +407,9 @@ class TraceReceiver:
                 del request
         hold.resize(len(body) + len(raw))
         removed = sum(refused.values())
-        if kept:
+        digest = self.recent.digest(tenant, raw) if kept and self.recent.enabled else None
+        retried = digest is not None and self.recent.seen(digest)
+        if kept and not retried:
             record = otlp_proto.framed(raw, otlp_proto.envelope(tenant, secrets.token_hex(8), received_ns))
             try:
                 wal.append(record)
@@ -411,11 +419,15 @@ class TraceReceiver:
                 raise unavailable("log_lost", str(e)) from None
             except OSError as e:
                 raise unavailable("log_error", f"cannot write the log: {e}") from None
+            if digest is not None:
+                self.recent.accepted(digest)
         with self.stats.lock:
             self.stats.requests += 1
-            self.stats.spans_accepted += kept
             self.stats.spans_refused.update(+refused)
-            if kept:
+            if retried:
+                self.stats.spans_retried += kept
+            elif kept:
+                self.stats.spans_accepted += kept
                 self.stats.log_bytes += len(raw)
         response = ExportTraceServiceResponse()
         if removed:

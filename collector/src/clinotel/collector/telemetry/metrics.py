@@ -75,6 +75,7 @@ def collect(
     evaluator beside it did (`serve --rules`)."""
     with receiver.lock:
         requests, accepted, log_bytes = receiver.requests, receiver.spans_accepted, receiver.log_bytes
+        retried = receiver.spans_retried
         refused_spans = dict(receiver.spans_refused)
         refused_requests = dict(receiver.requests_refused)
     synced = [] if parts_synced is None else [_one(M.PARTS_SYNCED, 1 if parts_synced else 0)]
@@ -83,6 +84,7 @@ def collect(
         *synced,
         _one(M.REQUESTS, requests),
         _one(M.SPANS_ACCEPTED, accepted),
+        _one(M.SPANS_RETRIED, retried),
         _by_label(M.SPANS_REFUSED, refused_spans),
         _by_label(M.REQUESTS_REFUSED, refused_requests),
         *(

@@ -1,0 +1,187 @@
+"""An exporter's retry of a request the collector already accepted (its answer lost on the way
+back) is answered as accepted and not stored again: stored twice, a workflow's stage durations
+doubled (decide latency read twice the truth and raised a ticket). A request is only recognised
+once the log holds it, per tenant, within the window; a first attempt the collector refused is
+stored when it comes again."""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import socket
+import threading
+import time
+from typing import Any, cast
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+from clinotel.collector.errors import RefusedError
+from clinotel.collector.log.wal import LogFullError, WriteAheadLog
+from clinotel.collector.receiver.export import PROTOBUF, Limits, TraceReceiver
+from clinotel.collector.receiver.retries import RecentRequests
+from clinotel.collector.service import Collector
+from clinotel.collector.store import schema
+from clinotel.collector.telemetry.metrics import collect
+from clinotel.instrumentation.testing import FakeClock, capture
+from clinotel.instrumentation.testing.workflows import triage
+from clinotel.model import clinical
+from collector.tests.fixtures import OTHER_TOKEN, WRITE_TOKEN, ListLog
+
+
+class LosingProxy:
+    """Relays OTLP/HTTP requests to a port and the answers back, but closes the connection
+    instead of relaying the first `lose` answers (a proxy's timeout, a dropped connection)."""
+
+    def __init__(self, target: int, lose: int = 1) -> None:
+        self.target, self.lose, self.forwarded = target, lose, 0
+        self._lock = threading.Lock()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
+
+    def _relay(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as f:
+            while line := f.readline():
+                method, path, _ = line.decode().split(" ", 2)
+                headers: dict[str, str] = {}
+                while (h := f.readline().decode()).strip():
+                    name, value = h.split(":", 1)
+                    headers[name.strip().lower()] = value.strip()
+                body = f.read(int(headers.get("content-length", "0")))
+                upstream = http.client.HTTPConnection("127.0.0.1", self.target, timeout=30)
+                keep = ("content-type", "content-encoding", "authorization")
+                upstream.request(method, path, body, {k: v for k, v in headers.items() if k in keep})
+                answer = upstream.getresponse()
+                data = answer.read()
+                upstream.close()
+                with self._lock:
+                    self.forwarded += 1
+                    lost = self.forwarded <= self.lose
+                if lost:
+                    return
+                head = f"HTTP/1.1 {answer.status} {answer.reason}\r\nContent-Length: {len(data)}\r\n"
+                head += f"Content-Type: {answer.getheader('content-type', PROTOBUF)}\r\n\r\n"
+                conn.sendall(head.encode() + data)
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def _spans(identifier: str) -> list[Any]:
+    clock = FakeClock(time.time_ns() - 3_600 * 10**9)
+    with capture(clock=clock, tenant="st-marys") as spans:
+        triage(clock, identifier)
+    return list(spans.all)
+
+
+def _stored(collector: Collector, client: Any, o: schema.SchemaOptions) -> dict[str, int]:
+    assert collector.writer is not None
+    collector.writer.drain()
+    rows = client.query(f"SELECT TenantId, count() FROM {o.name('otel_traces')} GROUP BY TenantId").result_rows
+    return {str(t): int(n) for t, n in rows}
+
+
+def test_a_retry_after_a_lost_answer_is_stored_once(collector: Collector, client: Any, options: Any) -> None:
+    """The official exporter's own retry: the answer to its first attempt never reaches it."""
+    assert collector.http is not None
+    assert collector.receiver is not None
+    spans = _spans("RT-1")
+    proxy = LosingProxy(collector.http.port)
+    try:
+        exporter = HttpExporter(
+            endpoint=f"http://127.0.0.1:{proxy.port}/v1/traces", headers={"Authorization": f"Bearer {WRITE_TOKEN}"},
+            timeout=10,
+        )  # fmt: skip
+        assert exporter.export(spans) is SpanExportResult.SUCCESS
+        exporter.shutdown()
+    finally:
+        proxy.close()
+    assert proxy.forwarded == 2, "the exporter sent its request again"
+    assert _stored(collector, client, options) == {"st-marys": len(spans)}
+    [(decide_ms, queue_ms)] = client.query(
+        f"SELECT DecideMs, QueueMs FROM {options.name(clinical.WORKFLOWS)} FINAL"
+    ).result_rows
+    assert (decide_ms, queue_ms) == (40, 95_000), "each stage's duration once, not twice"
+    stats = collector.receiver.stats
+    assert (stats.spans_accepted, stats.spans_retried) == (len(spans), len(spans))
+    figures = {f.name: f for f in collect(stats, cast(Any, collector.wal), cast(Any, collector.writer).stats)}
+    assert figures["clinotel_receiver_spans_retried_total"].samples[0].value == len(spans)
+
+
+def test_grpc_and_http_retries_are_recognised_per_tenant(collector: Collector, client: Any, options: Any) -> None:
+    """The same request over gRPC again, gzipped over HTTP again: stored once. The same bytes from
+    another tenant are that tenant's spans: stored for it too."""
+    assert collector.grpc is not None
+    assert collector.http is not None
+    spans = _spans("RT-2")
+    grpc_exporter = GrpcExporter(
+        endpoint=f"127.0.0.1:{collector.grpc.port}", insecure=True, headers={"authorization": f"Bearer {WRITE_TOKEN}"}
+    )
+    for _ in range(2):
+        assert grpc_exporter.export(spans) is SpanExportResult.SUCCESS
+    grpc_exporter.shutdown()
+    body = gzip.compress(encode_spans(spans).SerializeToString())
+    for token in (WRITE_TOKEN, OTHER_TOKEN, OTHER_TOKEN):
+        conn = http.client.HTTPConnection("127.0.0.1", collector.http.port, timeout=10)
+        headers = {"Content-Type": PROTOBUF, "Content-Encoding": "gzip", "Authorization": f"Bearer {token}"}
+        conn.request("POST", "/v1/traces", body, headers)
+        assert conn.getresponse().status == 200
+        conn.close()
+    assert _stored(collector, client, options) == {"st-marys": len(spans), "general": len(spans)}
+
+
+class _FullOnce(ListLog):
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 1
+
+    def append(self, record: Any) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise LogFullError("the log is full")
+        super().append(record)
+
+
+def test_a_request_refused_the_first_time_is_stored_when_it_comes_again() -> None:
+    log = _FullOnce()
+    receiver = TraceReceiver(cast(WriteAheadLog, log), Limits(max_span_age_days=None))
+    body = encode_spans(_spans("RT-3")).SerializeToString()
+    with pytest.raises(RefusedError):
+        receiver.export(body, content_type=PROTOBUF, tenant="st-marys")
+    receiver.export(body, content_type=PROTOBUF, tenant="st-marys")
+    receiver.export(body, content_type=PROTOBUF, tenant="st-marys")
+    assert len(log.records) == 1, "logged at the retry after the refusal, once"
+    off = TraceReceiver(cast(WriteAheadLog, log), Limits(max_span_age_days=None, retry_window_s=0))
+    off.export(body, content_type=PROTOBUF, tenant="st-marys")
+    off.export(body, content_type=PROTOBUF, tenant="st-marys")
+    assert len(log.records) == 3, "a window of 0 recognises nothing"
+
+
+def test_requests_are_remembered_for_the_window_and_up_to_the_capacity() -> None:
+    now = [0.0]
+    recent = RecentRequests(window_s=300, capacity=3, clock=lambda: now[0])
+    a, b = recent.digest("st-marys", b"x"), recent.digest("general", b"x")
+    assert a != b, "tenants' identical requests are different requests"
+    recent.accepted(a)
+    now[0] = 300.0
+    assert recent.seen(a)
+    assert not recent.seen(b)
+    now[0] = 300.5
+    assert not recent.seen(a), "forgotten after the window"
+    for n in range(10):
+        recent.accepted(recent.digest("st-marys", bytes([n])))
+    assert len(recent) == 3, "the oldest forgotten past the capacity"
+    assert recent.seen(recent.digest("st-marys", bytes([9])))
+    assert not recent.seen(recent.digest("st-marys", b"\0"))
