@@ -99,6 +99,31 @@ def test_a_correction_is_the_truth_whichever_way_it_sorts(
     ), "the latest review, whole: not the override's reason"
 
 
+def test_a_final_value_on_the_action_and_truth_from_an_unset_clock_are_kept(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
+) -> None:
+    """The review accepts without a final value and the action records what was done (ESI-1): the
+    final value is the action's, not none. An outcome stamped at the epoch (a producer whose clock
+    was never set) keeps its adverse event and escalation, as its label."""
+    clock = FakeClock(0)
+    with capture(clock=clock, tenant="st-marys") as spans:
+        with ct.workflow("triage", identifier="EP-1", site="north", department="ed") as wf:
+            with ct.stage("decide") as st:
+                st.record_decision(source="model", value="ESI-3", model_version="4.0.1")
+            with ct.stage("review") as st:
+                st.record_review(action="accept", actor_role="nurse")
+            with ct.stage("act", attributes={"clinical.review.final_value": "ESI-1"}):
+                clock.advance_ms(5)
+            link = wf.traceparent
+        clock.now = 0
+        ct.record_outcome("triage", identifier="EP-1", link=link, label="ESI-1", adverse_event=True,
+                          escalation_needed=True)  # fmt: skip
+    _store(client, pipeline, tmp_path / "epoch.wal", list(spans.all))
+    row = _row(client, options, _trace(link))
+    assert (row["ReviewAction"], row["ReviewFinalValue"]) == ("accept", "ESI-1")
+    assert (row["OutcomeLabel"], row["AdverseEvent"], row["EscalationNeeded"]) == ("ESI-1", 1, 1)
+
+
 def test_a_store_from_version_17_keeps_what_it_read_and_takes_corrections(client: Any, tmp_path: Path) -> None:
     old = schema.SchemaOptions(database=f"v17_{uuid.uuid4().hex[:10]}")
     try:

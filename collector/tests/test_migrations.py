@@ -154,7 +154,7 @@ RELEASED: dict[str, str] = {
     "baseline_0007.sql": "83b506e24def6294",
     "m0007_tenant_partitions.py": "01d4f6570159b6ee",
     "m0008_outcome_join.py": "1cfd506661dcf341",
-    "m0018_latest_truth.py": "26c201c1a9124513",
+    "m0018_latest_truth.py": "258dd877fe82c12e",
 }
 """The first 16 hex digits of each released migration file's SHA-256."""
 

@@ -7,8 +7,9 @@ materialized views, so any OTLP pipeline that fills `otel_traces` fills them too
   per-stage durations, the live decision, the shadow prediction, the review, the action, how it
   ended and, when it comes days later, the ground truth: a late `outcome` span lands on the row of
   the workflow it links to or, without a link, of the latest workflow with its pseudonymous
-  workflow id (in its tenant and workflow kind) that started before it. Read it with `FINAL` or
-  aggregate by its key.
+  workflow id (in its tenant and workflow kind) that started before it. Read it with `FINAL` (the
+  ground truth and review are ALIAS columns over merged state: aggregating the rows yourself, or
+  `SELECT *`, which leaves ALIAS columns out, does not read them).
 - `clinical_unjoined_outcomes`: late `outcome` spans that joined no workflow, with the reason (the
   telemetry-health dashboard counts them; they are not workflows).
 
@@ -150,6 +151,8 @@ def _is(stage: Stage) -> str:
 _OUTCOME: Final = _is(Stage.OUTCOME)
 _NOT_OUTCOME: Final = f"Stage != {literal(Stage.OUTCOME.value)}"
 _EPOCH: Final = "toDateTime64(0, 9)"
+_AT: Final = "greatest(Timestamp, fromUnixTimestamp64Nano(toInt64(1)))"
+"""A record's time for "the latest": a span stamped at or before the epoch counts as 1 ns after it."""
 
 
 def workflow_columns() -> list[WorkflowColumn]:
@@ -185,18 +188,24 @@ def workflow_columns() -> list[WorkflowColumn]:
     ):  # fmt: skip
         c = by_name[name]
         out.append(WorkflowColumn(name, c.type, "max", f"maxIf({name}, {_NOT_OUTCOME})"))
-    # the review of record is the latest `review` span with an action (migration 18); `…Max` holds
-    # the largest value of any span, what rows stored before it read, and spans other than `review`
+    # the review of record is the latest `review` span with an action, and the final value the
+    # latest recorded on any span but an outcome (migration 18); `…Max` holds the largest value of
+    # any span, what rows stored before it read, and spans other than `review` for the review's
     review = ("ReviewAction", "ReviewActorRole", "ReviewReason", "ReviewFinalValue")
     for name in review:
         c = by_name[name]
         out.append(WorkflowColumn(f"{name}Max", c.type, "max", f"maxIf({name}, {_NOT_OUTCOME})", read=False))
-    latest = f"Tuple(DateTime64(9), {', '.join('String' for _ in review)})"  # a tuple drops LowCardinality
-    newest = f"maxIf((Timestamp, {', '.join(review)}), {_is(Stage.REVIEW)} AND ReviewAction != '')"
+    whole = review[:3]
+    latest = f"Tuple(DateTime64(9), {', '.join('String' for _ in whole)})"  # a tuple drops LowCardinality
+    newest = f"maxIf(({_AT}, {', '.join(whole)}), {_is(Stage.REVIEW)} AND ReviewAction != '')"
     out.append(WorkflowColumn("ReviewLatest", latest, "max", newest, read=False))
-    for i, name in enumerate(review, start=2):
+    final = f"maxIf(({_AT}, ReviewFinalValue), {_NOT_OUTCOME} AND ReviewFinalValue != '')"
+    out.append(WorkflowColumn("ReviewFinalValueLatest", "Tuple(DateTime64(9), String)", "max", final, read=False))
+    for i, name in enumerate(whole, start=2):
         alias = f"if(ReviewLatest.1 > {_EPOCH}, ReviewLatest.{i}, {name}Max)"
         out.append(WorkflowColumn(name, by_name[name].type, "", "", alias=alias))
+    alias = f"if(ReviewFinalValueLatest.1 > {_EPOCH}, ReviewFinalValueLatest.2, ReviewFinalValueMax)"
+    out.append(WorkflowColumn("ReviewFinalValue", by_name["ReviewFinalValue"].type, "", "", alias=alias))
     out.append(
         WorkflowColumn("ReviewLatencyMs", "Nullable(Float64)", "max",
              f"maxIf(toNullable(coalesce(ReviewLatencyMs, DurationMs)), {_is(Stage.REVIEW)})")
@@ -214,7 +223,7 @@ def workflow_columns() -> list[WorkflowColumn]:
         out.append(WorkflowColumn(f"{name}Max", c.type, "max", "", read=False))
         out.append(
             WorkflowColumn(f"{name}Latest", f"Tuple(DateTime64(9), {stored})", "max",
-                           f"maxIf((Timestamp, {value}), {_OUTCOME} AND {present})", read=False)
+                           f"maxIf(({_AT}, {value}), {_OUTCOME} AND {present})", read=False)
         )  # fmt: skip
         out.append(WorkflowColumn(name, c.type, "", "", alias=alias))
     out.append(

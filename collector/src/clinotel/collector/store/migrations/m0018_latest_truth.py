@@ -6,8 +6,12 @@ largest.
 event reported then withdrawn stayed reported, a re-review showed whichever action sorts last.
 Now each ground-truth field is kept with the time of the `outcome` span that recorded it
 (`OutcomeLabelLatest`, `AdverseEventLatest`, `EscalationNeededLatest`: `max` over (time, value),
-the value of the latest span that carries it), and the review with the time of the latest
-`review` span carrying an action (`ReviewLatest`: time, action, role, reason, final value). The
+the value of the latest span that carries it), the review with the time of the latest `review`
+span carrying an action (`ReviewLatest`: time, action, role, reason), and the final value acted on
+with the time of the latest span other than an outcome that carries one (`ReviewFinalValueLatest`:
+the review's, or the action's when it records what was done). A span stamped at or before the
+epoch counts as 1 ns after it (a producer with an unset clock: its record is kept, not taken for
+none). Two records stamped the same instant are ordered by their values (the larger wins). The
 names readers use (`OutcomeLabel`, `AdverseEvent`, `EscalationNeeded`, `ReviewAction`,
 `ReviewActorRole`, `ReviewReason`, `ReviewFinalValue`) become ALIAS columns over them, so every
 query, dashboard and Grafana panel reads the same names. The columns they were are renamed
@@ -34,7 +38,8 @@ LATEST: Final = (
     ("OutcomeLabelLatest", "Tuple(DateTime64(9), String)"),
     ("AdverseEventLatest", "Tuple(DateTime64(9), UInt8)"),
     ("EscalationNeededLatest", "Tuple(DateTime64(9), UInt8)"),
-    ("ReviewLatest", "Tuple(DateTime64(9), String, String, String, String)"),
+    ("ReviewLatest", "Tuple(DateTime64(9), String, String, String)"),
+    ("ReviewFinalValueLatest", "Tuple(DateTime64(9), String)"),
 )
 """The stored columns added: (name, type of the `max` over (time, value…))."""
 
@@ -57,7 +62,11 @@ ALIASES: Final = (
         f"if(ReviewLatest.1 > {_EPOCH}, ReviewLatest.3, ReviewActorRoleMax)",
     ),
     ("ReviewReason", "LowCardinality(String)", f"if(ReviewLatest.1 > {_EPOCH}, ReviewLatest.4, ReviewReasonMax)"),
-    ("ReviewFinalValue", "String", f"if(ReviewLatest.1 > {_EPOCH}, ReviewLatest.5, ReviewFinalValueMax)"),
+    (
+        "ReviewFinalValue",
+        "String",
+        f"if(ReviewFinalValueLatest.1 > {_EPOCH}, ReviewFinalValueLatest.2, ReviewFinalValueMax)",
+    ),
 )
 """The names readers use, as ALIAS columns: (name, type, expression); each was a stored column,
 renamed `<name>Max`."""
@@ -112,12 +121,13 @@ SELECT
     maxIf(SlotFilled, NotOutcome) AS `SlotFilled`,
     maxIf(LeadTimeDays, NotOutcome) AS `LeadTimeDays`,
     maxIf(OutcomeStatus, NotOutcome) AS `OutcomeStatus`,
-    maxIf((Timestamp, ReviewAction, ReviewActorRole, ReviewReason, ReviewFinalValue),
-          Stage = 'review' AND ReviewAction != '') AS `ReviewLatest`,
+    maxIf((At, ReviewAction, ReviewActorRole, ReviewReason), Stage = 'review' AND ReviewAction != '')
+        AS `ReviewLatest`,
+    maxIf((At, ReviewFinalValue), NotOutcome AND ReviewFinalValue != '') AS `ReviewFinalValueLatest`,
     maxIf(toNullable(coalesce(ReviewLatencyMs, DurationMs)), Stage = 'review') AS `ReviewLatencyMs`,
-    maxIf((Timestamp, OutcomeLabel), IsOutcome AND OutcomeLabel != '') AS `OutcomeLabelLatest`,
-    maxIf((Timestamp, assumeNotNull(AdverseEvent)), IsOutcome AND AdverseEvent IS NOT NULL) AS `AdverseEventLatest`,
-    maxIf((Timestamp, assumeNotNull(EscalationNeeded)), IsOutcome AND EscalationNeeded IS NOT NULL)
+    maxIf((At, OutcomeLabel), IsOutcome AND OutcomeLabel != '') AS `OutcomeLabelLatest`,
+    maxIf((At, assumeNotNull(AdverseEvent)), IsOutcome AND AdverseEvent IS NOT NULL) AS `AdverseEventLatest`,
+    maxIf((At, assumeNotNull(EscalationNeeded)), IsOutcome AND EscalationNeeded IS NOT NULL)
         AS `EscalationNeededLatest`,
     maxIf(toNullable(Timestamp), IsOutcome) AS `TruthTime`
 FROM
@@ -130,7 +140,8 @@ FROM
         Stage != 'outcome' AS NotOutcome,
         Stage = 'outcome' AS IsOutcome,
         Stage = 'decide' AND ifNull(Shadow, 0) = 0 AS LiveDecide,
-        Stage = 'decide' AND Shadow = 1 AS ShadowDecide
+        Stage = 'decide' AND Shadow = 1 AS ShadowDecide,
+        greatest(Timestamp, fromUnixTimestamp64Nano(toInt64(1))) AS At
     FROM
     (
         SELECT
