@@ -92,6 +92,42 @@ CASES: list[tuple[str, list[str], int, str]] = [
         "--rollup-interval-s: from 1 to 3600 seconds (0: never)",
     ),
     (
+        "serve: retry window not a number",
+        ["serve", "--insecure-no-auth", "--retry-window-s", "nan"],
+        1,
+        "--retry-window-s: from 0 to 3600 seconds (0: never)",
+    ),
+    (
+        "serve: retry window negative",
+        ["serve", "--insecure-no-auth", "--retry-window-s", "-1"],
+        2,
+        "is not in the range",
+    ),
+    (
+        "serve: retry window of a day",
+        ["serve", "--insecure-no-auth", "--retry-window-s", "86400"],
+        2,
+        "not in the range",
+    ),
+    (
+        "serve: new days a second not a number",
+        ["serve", "--insecure-no-auth", "--new-days-per-s", "nan"],
+        1,
+        "--new-days-per-s: from 0 to 100000 (0: unpaced)",
+    ),
+    (
+        "serve: new days a second negative",
+        ["serve", "--insecure-no-auth", "--new-days-per-s", "-5"],
+        2,
+        "not in the range",
+    ),
+    (
+        "serve: new days a second infinite",
+        ["serve", "--insecure-no-auth", "--new-days-per-s", "inf"],
+        2,
+        "not in the range",
+    ),
+    (
         "serve: rollup window of no days",
         ["serve", "--insecure-no-auth", "--rollup-window-days", "0"],
         2,

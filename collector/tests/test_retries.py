@@ -169,19 +169,24 @@ def test_a_request_refused_the_first_time_is_stored_when_it_comes_again() -> Non
     assert len(log.records) == 3, "a window of 0 recognises nothing"
 
 
-def test_requests_are_remembered_for_the_window_and_up_to_the_capacity() -> None:
+def test_requests_are_remembered_for_the_window_and_each_tenant_within_its_share() -> None:
     now = [0.0]
-    recent = RecentRequests(window_s=300, capacity=3, clock=lambda: now[0])
-    a, b = recent.digest("st-marys", b"x"), recent.digest("general", b"x")
-    assert a != b, "tenants' identical requests are different requests"
-    recent.accepted(a)
+    recent = RecentRequests(window_s=300, capacity=6, per_tenant=4, clock=lambda: now[0])
+    a = recent.digest(b"x")
+    recent.accepted("st-marys", a)
     now[0] = 300.0
-    assert recent.seen(a)
-    assert not recent.seen(b)
+    assert recent.seen("st-marys", a)
+    assert not recent.seen("general", a), "tenants' identical requests are different requests"
     now[0] = 300.5
-    assert not recent.seen(a), "forgotten after the window"
-    for n in range(10):
-        recent.accepted(recent.digest("st-marys", bytes([n])))
-    assert len(recent) == 3, "the oldest forgotten past the capacity"
-    assert recent.seen(recent.digest("st-marys", bytes([9])))
-    assert not recent.seen(recent.digest("st-marys", b"\0"))
+    assert not recent.seen("st-marys", a), "forgotten after the window"
+    keep = recent.digest(b"kept")
+    recent.accepted("st-marys", keep)
+    for n in range(50):  # a flood of another tenant's small requests
+        recent.accepted("general", recent.digest(bytes([n])))
+    assert recent.seen("st-marys", keep), "one tenant's flood forgets its own oldest, not another tenant's"
+    assert len(recent) == 5
+    for n in range(3):
+        recent.accepted("north", recent.digest(bytes([n])))
+    assert len(recent) == 6, "past the capacity the fullest tenant's oldest go first"
+    assert recent.seen("st-marys", keep)
+    assert recent.seen("north", recent.digest(bytes([0])))

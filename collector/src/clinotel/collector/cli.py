@@ -12,7 +12,9 @@ import click
 from clinotel.collector.net.listen import MAX_PORT
 from clinotel.collector.net.server import MAX_CONNECTIONS, REQUEST_TIMEOUT_S
 from clinotel.collector.receiver.admission import DEFAULT_RECEIVE_BUFFER_BYTES
+from clinotel.collector.receiver.days import DEFAULT_NEW_DAYS_PER_S, MAX_NEW_DAYS_PER_S
 from clinotel.collector.receiver.export import DEFAULT_MAX_SPAN_AGE_DAYS, MAX_SPAN_AGE_DAYS
+from clinotel.collector.receiver.retries import DEFAULT_RETRY_WINDOW_S, MAX_RETRY_WINDOW_S
 from clinotel.collector.store import schema as schema_module
 from clinotel.collector.store.embedded import (
     DEFAULT_DATA_DIR,
@@ -361,6 +363,22 @@ _serve_options = [
         "as are spans starting over a day ahead: each distinct day is a partition of every table.",
     ),
     click.option(
+        "--retry-window-s",
+        type=click.FloatRange(min=0, max=MAX_RETRY_WINDOW_S),
+        default=DEFAULT_RETRY_WINDOW_S,
+        show_default=True,
+        help="How long a request is recognised when an exporter sends it again after a lost answer (answered, "
+        "not stored twice); 0: never.",
+    ),
+    click.option(
+        "--new-days-per-s",
+        type=click.FloatRange(min=0, max=MAX_NEW_DAYS_PER_S),
+        default=DEFAULT_NEW_DAYS_PER_S,
+        show_default=True,
+        help="Days a tenant's spans may add a second beyond today's (each a partition of every table; more is "
+        "answered 429 with Retry-After); 0: unpaced.",
+    ),
+    click.option(
         "--wal-max-mb",
         type=click.IntRange(min=1),
         default=1024,
@@ -428,6 +446,8 @@ def run_serve(
     receive_buffer_mb: int | None = None,
     grpc_receive_timeout_s: float = REQUEST_TIMEOUT_S,
     max_span_age_days: int = DEFAULT_MAX_SPAN_AGE_DAYS,
+    retry_window_s: float = DEFAULT_RETRY_WINDOW_S,
+    new_days_per_s: float = DEFAULT_NEW_DAYS_PER_S,
     memory_mb: int = DEFAULT_ENGINE_MEMORY_MB,
     fsync_parts: bool = False,
     rollup_interval_s: float = 30.0,
@@ -467,6 +487,8 @@ def run_serve(
             receive_buffer_bytes=None if receive_buffer_mb is None else receive_buffer_mb << 20,
             grpc_receive_timeout_s=grpc_receive_timeout_s,
             max_span_age_days=max_span_age_days,
+            retry_window_s=retry_window_s,
+            new_days_per_s=new_days_per_s,
             wal_max_bytes=wal_max_mb << 20,
             engine_memory_bytes=memory_mb << 20,
             fsync_parts=fsync_parts,

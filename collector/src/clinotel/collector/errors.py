@@ -51,6 +51,7 @@ REASONS: Final = {
     "log_error": Reason(503, "UNAVAILABLE", True),
     "receive_timeout": Reason(408, "DEADLINE_EXCEEDED", False),
     "busy": Reason(503, "UNAVAILABLE", True),
+    "throttled": Reason(429, "UNAVAILABLE", True),
 }
 """Every reason a request is refused whole, counted by that name in
 `clinotel_receiver_requests_refused_total{reason=…}`."""

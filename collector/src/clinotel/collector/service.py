@@ -25,6 +25,7 @@ from clinotel.collector.net.server import MAX_CONNECTIONS
 from clinotel.collector.readport.http import ClickHouseHttpServer, Credentials, ReaderAccess
 from clinotel.collector.readport.reader import ClickHouseError, ReadLimits, SqlReader
 from clinotel.collector.receiver.admission import RECEIVE_BUFFER_REQUESTS, receive_buffer_for
+from clinotel.collector.receiver.days import DEFAULT_NEW_DAYS_PER_S, MAX_NEW_DAYS_PER_S
 from clinotel.collector.receiver.export import (
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_SPAN_AGE_DAYS,
@@ -35,6 +36,7 @@ from clinotel.collector.receiver.export import (
 )
 from clinotel.collector.receiver.grpc import RECEIVE_TIMEOUT_S, OtlpGrpcServer
 from clinotel.collector.receiver.http import OtlpHttpServer, is_loopback
+from clinotel.collector.receiver.retries import DEFAULT_RETRY_WINDOW_S, MAX_RETRY_WINDOW_S
 from clinotel.collector.store import pipeline as ingest
 from clinotel.collector.store import rollups, schema
 from clinotel.collector.store.code_pages import release_engine_code
@@ -101,6 +103,10 @@ class CollectorConfig:
     max_span_age_days: int | None = DEFAULT_MAX_SPAN_AGE_DAYS
     """Spans starting earlier than this before they arrive are refused (partial success); None:
     any age (tests that replay a fixed clock)."""
+    retry_window_s: float = DEFAULT_RETRY_WINDOW_S
+    """How long a request is recognised when sent again (`receiver.retries`); 0: never."""
+    new_days_per_s: float = DEFAULT_NEW_DAYS_PER_S
+    """New days a tenant's spans may add a second (`receiver.days`); 0: unpaced."""
     max_span_lead_ns: int = MAX_SPAN_LEAD_NS
     """Spans starting later than this after they arrive are refused (a day: a clock ahead, a time zone
     taken for UTC); more only for a simulation whose late truth is dated ahead (the demo)."""
@@ -169,6 +175,10 @@ class CollectorConfig:
             raise ConfigError(f"--max-connections: from 1 to {1 << 16}, not {self.max_connections}")
         if self.max_span_age_days is not None and not 1 <= self.max_span_age_days <= MAX_SPAN_AGE_DAYS:
             raise ConfigError(f"--max-span-age-days: from 1 to {MAX_SPAN_AGE_DAYS} days")
+        if not 0 <= self.retry_window_s <= MAX_RETRY_WINDOW_S:  # NaN fails both
+            raise ConfigError(f"--retry-window-s: from 0 to {MAX_RETRY_WINDOW_S:g} seconds (0: never)")
+        if not 0 <= self.new_days_per_s <= MAX_NEW_DAYS_PER_S:
+            raise ConfigError(f"--new-days-per-s: from 0 to {MAX_NEW_DAYS_PER_S:g} (0: unpaced)")
         if not 1 <= self.rollup_window_days <= MAX_ROLLUP_WINDOW_DAYS:
             raise ConfigError(f"--rollup-window-days: from 1 to {MAX_ROLLUP_WINDOW_DAYS} days")
         if not MIN_ENGINE_MEMORY_MB << 20 <= self.engine_memory_bytes <= MAX_ENGINE_MEMORY_MB << 20:
@@ -305,6 +315,8 @@ class Collector:
                 self.config.max_span_age_days,
                 self.config.max_span_lead_ns,
                 receive_buffer_bytes=self.config.receive_buffer,
+                retry_window_s=self.config.retry_window_s,
+                new_days_per_s=self.config.new_days_per_s,
             ),
             health=self.health,
         )

@@ -114,6 +114,8 @@ class _Walk:
         """Attributes of the kept spans so far, their resources' once for each (`spans.check_attributes`)."""
         self.removed: Counter[str] = Counter()
         self.elements = 0
+        self.days: set[int] | None = None
+        """Where to add the days the kept spans start on."""
 
     def visit(self, cost: int = 1) -> None:
         self.elements += cost
@@ -285,7 +287,7 @@ class _Walk:
         self.visit(_CONTAINER_COST)
         request = self._parse(_wrapped([run], 2))
         scope = request.resource_spans[0].scope_spans[0]
-        self.kept += refuse_in_scope(scope.spans, self.window, self.removed)
+        self.kept += refuse_in_scope(scope.spans, self.window, self.removed, self.days)
         self.attributes += sum(attribute_count(span) for span in scope.spans)
         check_attributes(self.attributes)
         scope.ClearField("scope")
@@ -302,12 +304,14 @@ class _Walk:
 
 
 def screen(
-    body: bytes | bytearray, window: tuple[int, int], *, run_bytes: int = DIRECT_LIMIT
+    body: bytes | bytearray, window: tuple[int, int], *, run_bytes: int = DIRECT_LIMIT, days: set[int] | None = None
 ) -> tuple[bytes, int, Counter[str]]:
     """A protobuf export request larger than `DIRECT_LIMIT`, walked and screened within the memory
     bound: (the request encoded again without its refused spans, b"" when none is kept; the spans
-    kept; the spans refused by reason). Malformed or too large to decode: `RefusedError`."""
+    kept; the spans refused by reason); the days the kept spans start on are added to `days`.
+    Malformed or too large to decode: `RefusedError`."""
     walk = _Walk(window, run_bytes)
+    walk.days = days
     out: Chunks = []
     with memoryview(body) as view:
         for number, wire, _, value, end in walk.fields(view, 0):

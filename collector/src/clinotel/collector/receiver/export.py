@@ -33,7 +33,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from clinotel.collector.errors import RefusedError
 from clinotel.collector.log import record as otlp_proto
 from clinotel.collector.log.wal import LogFullError, LogLostError, WriteAheadLog
-from clinotel.collector.receiver import bounded, retries
+from clinotel.collector.receiver import bounded, days, retries
 from clinotel.collector.receiver.admission import (
     DECODE_BYTES,
     DECODE_FACTOR,
@@ -43,7 +43,7 @@ from clinotel.collector.receiver.admission import (
     Hold,
     receive_buffer_for,
 )
-from clinotel.collector.receiver.spans import refuse_spans
+from clinotel.collector.receiver.spans import DAY_NS, refuse_spans
 
 __all__ = [
     "CONTENT_TYPES",
@@ -65,7 +65,6 @@ spans (the worst found: 330 to 440 MB and 6.5 s of CPU for 4 MiB), measured 2026
 collector; a 62 MiB request took it from 255 to 1,184 MB, three at once to 2,908 MB. One request
 is converted at a time per tenant, two in all (`JSON_CONVERSIONS`). Exporters' JSON batches (512 spans) are a few
 hundred KB; larger batches go as protobuf, whose limit is `max_request_bytes`."""
-DAY_NS: Final = 86_400 * 10**9
 DEFAULT_MAX_SPAN_AGE_DAYS: Final = 366
 """How far before its arrival a span may start. Every tenant table is partitioned by tenant and
 day: each distinct day in a segment is a part of its own in every table, so spans spread over
@@ -102,8 +101,10 @@ class Limits:
     receive_buffer_bytes: int | None = None
     """Request bytes both transports hold at once (`admission`); None: the default for
     `max_request_bytes` (`admission.receive_buffer_for`)."""
-    retry_window_s: float = retries.DEFAULT_WINDOW_S
+    retry_window_s: float = retries.DEFAULT_RETRY_WINDOW_S
     """How long a request is recognised when sent again (`retries`); 0: never."""
+    new_days_per_s: float = days.DEFAULT_NEW_DAYS_PER_S
+    """New days a tenant's spans may add a second (`days`); 0: unpaced."""
 
     def request_limit(self, media: str) -> int:
         """The largest request of media type `media` (`JSON` or protobuf), after decompression."""
@@ -347,6 +348,8 @@ class TraceReceiver:
         self._health = health
         self.recent = retries.RecentRequests(self.limits.retry_window_s)
         """The requests accepted lately, to recognise an exporter's retry of one."""
+        self.pacing = days.DayPacing(self.limits.new_days_per_s)
+        """The days each tenant's spans add to the store, paced."""
 
     def attach(self, wal: WriteAheadLog) -> None:
         """Start accepting into `wal`."""
@@ -396,20 +399,22 @@ class TraceReceiver:
         with self._decode_turn(tenant, media, size):
             # the canonical bytes to come (at most the request's size), taken once its turn came
             hold.resize(len(body) + (size if copied else 0) + size)
+            started: set[int] = set()
             if media == PROTOBUF and size > bounded.DIRECT_LIMIT:
-                raw, kept, refused = bounded.screen(inflated, window)
+                raw, kept, refused = bounded.screen(inflated, window, days=started)
                 del inflated
             else:
                 request = decode(inflated, content_type)
                 del inflated
-                kept, refused = refuse_spans(request, window, size)
+                kept, refused = refuse_spans(request, window, size, started)
                 raw = _canonical(request) if kept else b""
                 del request
         hold.resize(len(body) + len(raw))
         removed = sum(refused.values())
-        digest = self.recent.digest(tenant, raw) if kept and self.recent.enabled else None
-        retried = digest is not None and self.recent.seen(digest)
+        digest = self.recent.digest(raw) if kept and self.recent.enabled else None
+        retried = digest is not None and self.recent.seen(tenant, digest)
         if kept and not retried:
+            self.pacing.admit(tenant, started, received_ns // DAY_NS)
             record = otlp_proto.framed(raw, otlp_proto.envelope(tenant, secrets.token_hex(8), received_ns))
             try:
                 wal.append(record)
@@ -420,7 +425,7 @@ class TraceReceiver:
             except OSError as e:
                 raise unavailable("log_error", f"cannot write the log: {e}") from None
             if digest is not None:
-                self.recent.accepted(digest)
+                self.recent.accepted(tenant, digest)
         with self.stats.lock:
             self.stats.requests += 1
             self.stats.spans_refused.update(+refused)

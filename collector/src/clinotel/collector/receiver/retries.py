@@ -4,9 +4,9 @@ An OTLP client that gets no answer in time (a slow disk, a proxy's timeout, a dr
 sends the same request again: duplicates are by design in OTLP. Stored twice, a retried workflow's
 stage durations and span counts double (the workflows view sums its spans), and its decide latency
 reads twice the truth. The receiver keeps the digest of each request it accepted in the last few
-minutes, per tenant, of the request as logged (parsed and re-encoded: a retry's compression or
-encoding, protobuf or JSON, does not matter); an identical request in that window is answered as
-accepted again and not logged.
+minutes, per tenant (each with its own share), of the request as logged (parsed and re-encoded: a
+retry's compression or encoding, protobuf or JSON, does not matter); an identical request of the
+same tenant in that window is answered as accepted again and not logged.
 
 A digest counts once the log holds its request: a retry that arrives while the first attempt is
 still being written is logged too (stored twice, never lost), as is one after the window, after a
@@ -18,68 +18,80 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["DEFAULT_CAPACITY", "DEFAULT_WINDOW_S", "RecentRequests"]
+__all__ = ["DEFAULT_CAPACITY", "DEFAULT_PER_TENANT", "DEFAULT_RETRY_WINDOW_S", "MAX_RETRY_WINDOW_S", "RecentRequests"]
 
-DEFAULT_WINDOW_S: Final = 300.0
+DEFAULT_RETRY_WINDOW_S: Final = 300.0
 """How long an accepted request is remembered: the OpenTelemetry Collector's exporters retry for up
 to 300 s by default (`retry_on_failure.max_elapsed_time`), the SDKs' for about a minute."""
-DEFAULT_CAPACITY: Final = 100_000
-"""The most requests remembered at once (about 9 MB); past it the oldest are forgotten first. At
-512-span batches this is 51M spans, far past the window at the collector's throughput."""
+MAX_RETRY_WINDOW_S: Final = 3600.0
+DEFAULT_CAPACITY: Final = 65_536
+"""The most requests remembered at once, all tenants together (about 11 MB at most: 170 bytes a
+digest, measured); past it the oldest of the tenant holding the most are forgotten first."""
+DEFAULT_PER_TENANT: Final = 16_384
+"""The most one tenant's requests remembered: 55 requests a second over the window (28,000 spans a
+second in exporters' batches of 512); one tenant's flood of small requests forgets its own oldest,
+not another tenant's."""
 
 
 class RecentRequests:
-    """Digests of the requests accepted in the last `window_s` seconds (at most `capacity`)."""
+    """Digests of the requests accepted in the last `window_s` seconds, per tenant (at most
+    `per_tenant` each, `capacity` in all)."""
 
     def __init__(
         self,
-        window_s: float = DEFAULT_WINDOW_S,
+        window_s: float = DEFAULT_RETRY_WINDOW_S,
         capacity: int = DEFAULT_CAPACITY,
+        per_tenant: int = DEFAULT_PER_TENANT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.window_s = window_s
         self.capacity = capacity
+        self.per_tenant = per_tenant
         self._clock = clock
         self._lock = threading.Lock()
-        self._seen: dict[int, float] = {}
-        """digest -> when it was accepted (insertion order is acceptance order)."""
+        self._seen: dict[str, OrderedDict[bytes, float]] = {}
+        """tenant -> digest -> when it was accepted, oldest first."""
+        self._held = 0
 
     @property
     def enabled(self) -> bool:
-        return self.window_s > 0 and self.capacity > 0
+        return self.window_s > 0 and self.capacity > 0 and self.per_tenant > 0
 
     def __len__(self) -> int:
-        return len(self._seen)
+        return self._held
 
     @staticmethod
-    def digest(tenant: str, request: bytes) -> int:
-        """The key of `request` (as logged) of `tenant`."""
-        h = hashlib.sha256(tenant.encode())
-        h.update(b"\0")
-        h.update(request)
-        return int.from_bytes(h.digest()[:16], "big")
+    def digest(request: bytes) -> bytes:
+        """The key of `request` (as logged) within its tenant."""
+        return hashlib.sha256(request).digest()[:16]
 
-    def seen(self, digest: int) -> bool:
-        """Whether a request with `digest` was accepted within the window."""
+    def seen(self, tenant: str, digest: bytes) -> bool:
+        """Whether a request of `tenant` with `digest` was accepted within the window."""
         with self._lock:
-            at = self._seen.get(digest)
+            mine = self._seen.get(tenant)
+            at = mine.get(digest) if mine is not None else None
             return at is not None and self._clock() - at <= self.window_s
 
-    def accepted(self, digest: int) -> None:
-        """The request with `digest` is in the log now."""
+    def accepted(self, tenant: str, digest: bytes) -> None:
+        """The request of `tenant` with `digest` is in the log now."""
         now = self._clock()
         with self._lock:
-            self._seen.pop(digest, None)
-            self._seen[digest] = now
-            self._forget(now)
+            mine = self._seen.setdefault(tenant, OrderedDict())
+            if mine.pop(digest, None) is not None:
+                self._held -= 1
+            mine[digest] = now
+            self._held += 1
+            self._forget(mine, now)
 
-    def _forget(self, now: float) -> None:
-        seen = self._seen
-        while seen:
-            oldest = next(iter(seen))
-            if len(seen) <= self.capacity and now - seen[oldest] <= self.window_s:
-                return
-            del seen[oldest]
+    def _forget(self, mine: OrderedDict[bytes, float], now: float) -> None:
+        while mine and (len(mine) > self.per_tenant or now - next(iter(mine.values())) > self.window_s):
+            mine.popitem(last=False)
+            self._held -= 1
+        while self._held > self.capacity:
+            fullest = max(self._seen.values(), key=len)
+            fullest.popitem(last=False)
+            self._held -= 1

@@ -35,6 +35,7 @@ MAX_REQUEST_ATTRIBUTES: Final = 500_000
 """Attributes the kept spans of one request may carry in all (an exporter's batch of 512 spans
 carries a few thousand; 750,000 registered attributes in 16.5 MB were stored at the default
 engine cap, 2.85 million in 62.7 MB never fit it)."""
+DAY_NS: Final = 86_400 * 10**9
 _MIN_ATTRIBUTE_BYTES: Final = 2
 """An attribute's least encoding: its field's tag and length."""
 
@@ -83,9 +84,9 @@ _FEW_REFUSED: Final = 16
 it); more, and the scope's spans are compacted at once."""
 
 
-def refuse_in_scope(spans: Any, window: tuple[int, int], removed: Counter[str]) -> int:
+def refuse_in_scope(spans: Any, window: tuple[int, int], removed: Counter[str], days: set[int] | None = None) -> int:
     """Remove the refused spans of one scope's repeated `spans`, counting them in `removed` by
-    reason; returns how many are kept.
+    reason; returns how many are kept, and adds the days the kept ones start on to `days`.
 
     In time linear in the spans, each span's reason found once: with few refused spans they are
     deleted one by one. With more, a scope whose spans are all refused is emptied; one that keeps
@@ -119,22 +120,25 @@ def refuse_in_scope(spans: Any, window: tuple[int, int], removed: Counter[str]) 
         flags = iter([reason is not None for reason in reasons])
         spans.sort(key=lambda _span: next(flags))
         del spans[len(spans) - refused :]
+    if days is not None and spans:
+        days.update({span.start_time_unix_nano // DAY_NS for span in spans})
     return len(spans)
 
 
 def refuse_spans(
-    request: ExportTraceServiceRequest, window: tuple[int, int], size: int = 0
+    request: ExportTraceServiceRequest, window: tuple[int, int], size: int = 0, days: set[int] | None = None
 ) -> tuple[int, Counter[str]]:
     """Remove the spans of `request` (of `size` bytes) refused one by one (`refuse_in_scope`);
-    returns (kept, removed by reason). Raises `RefusedError` (too_large) when the kept spans carry
-    more than `MAX_REQUEST_ATTRIBUTES` attributes: their resources' are always counted (one
-    multiplication a resource), their own only when the request could hold that many."""
+    returns (kept, removed by reason), and adds the days the kept ones start on to `days`. Raises
+    `RefusedError` (too_large) when the kept spans carry more than `MAX_REQUEST_ATTRIBUTES`
+    attributes: their resources' are always counted (one multiplication a resource), their own
+    only when the request could hold that many."""
     kept = copied = 0
     removed: Counter[str] = Counter()
     for rs in request.resource_spans:
         here = 0
         for ss in rs.scope_spans:
-            here += refuse_in_scope(ss.spans, window, removed)
+            here += refuse_in_scope(ss.spans, window, removed, days)
         kept += here
         copied += len(rs.resource.attributes) * here
     if copied + size // _MIN_ATTRIBUTE_BYTES > MAX_REQUEST_ATTRIBUTES:

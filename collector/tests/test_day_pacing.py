@@ -1,0 +1,156 @@
+"""A tenant's spans of many different days are paced: every tenant table is partitioned by tenant
+and day, and one 24 KB request of 365 spans a day apart held the writer 1.5 s for every tenant.
+Such a request is stored; the same tenant's next ones that add days it did not send lately are
+answered 429 with a `Retry-After` (UNAVAILABLE with `RetryInfo` over gRPC) until its debt is paid;
+its live traffic (today's spans) and other tenants are not held back; exporters honour the delay
+and a backfill gets through, paced."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, cast
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace.export import SpanExportResult
+
+from clinotel.collector.errors import RefusedError
+from clinotel.collector.log.wal import WriteAheadLog
+from clinotel.collector.receiver.days import DayPacing
+from clinotel.collector.receiver.export import DAY_NS, PROTOBUF, Limits, TraceReceiver
+from clinotel.collector.receiver.http import OtlpHttpServer
+from clinotel.collector.service import Collector
+from clinotel.collector.tokens import Grant
+from collector.tests.fixtures import OTHER_TOKEN, WRITE_TOKEN, ListLog
+from collector.tests.otlp_clients import plain_request, post, sdk_spans
+
+HOUR_NS = 3_600 * 10**9
+
+
+def _spread(days: int, salt: int, *, first_day_back: int = 0) -> bytes:
+    """A request of `days` spans, each a day before the last, starting `first_day_back` days ago."""
+    request = ExportTraceServiceRequest.FromString(plain_request(1))
+    scope = request.resource_spans[0].scope_spans[0]
+    template = scope.spans[0]
+    spans = []
+    now = time.time_ns()
+    for d in range(days):
+        span = type(template)()
+        span.CopyFrom(template)
+        span.trace_id = (salt << 32 | d + 1).to_bytes(16, "big")
+        span.start_time_unix_nano = now - (first_day_back + d) * DAY_NS - HOUR_NS
+        span.end_time_unix_nano = span.start_time_unix_nano + 10**6
+        spans.append(span)
+    del scope.spans[:]
+    scope.spans.extend(spans)
+    return request.SerializeToString()
+
+
+def _stored(collector: Collector) -> dict[str, int]:
+    assert collector.writer is not None
+    collector.writer.drain()
+    table = collector.options.name("otel_traces")
+    return {
+        str(t): int(n)
+        for t, n in collector.client.query(f"SELECT TenantId, count() FROM {table} GROUP BY 1").result_rows
+    }
+
+
+def test_many_days_are_stored_then_the_tenant_waits_and_no_one_else_does(collector: Collector) -> None:
+    assert collector.http is not None
+    assert collector.grpc is not None
+    url = f"http://127.0.0.1:{collector.http.port}/v1/traces"
+    assert post(url, _spread(300, 1, first_day_back=2))[0] == 200, "one request of 300 days is stored"
+    status, headers, _ = post(url, _spread(30, 2, first_day_back=310))
+    assert status == 429
+    assert 1 <= int(headers["Retry-After"]) <= 10, headers
+    assert post(url, _spread(30, 3, first_day_back=2))[0] == 200, "days it sent a moment ago cost nothing more"
+    assert post(url, _spread(1, 4))[0] == 200, "its live traffic (today's spans) is not held back"
+    other = post(url, _spread(30, 5, first_day_back=310), token=OTHER_TOKEN)[0]
+    assert other == 200, "another tenant is not held back"
+    auth = (("authorization", f"Bearer {WRITE_TOKEN}"),)
+    with grpc.insecure_channel(f"127.0.0.1:{collector.grpc.port}") as channel:
+        export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        with pytest.raises(grpc.RpcError) as refused:
+            export(_spread(10, 6, first_day_back=345), metadata=auth, timeout=10)
+    error: Any = refused.value
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    status_details = status_pb2.Status.FromString(dict(error.trailing_metadata())["grpc-status-details-bin"])
+    retry = error_details_pb2.RetryInfo()
+    assert status_details.details[0].Unpack(retry)
+    assert retry.retry_delay.seconds >= 1
+    assert _stored(collector) == {"st-marys": 331, "general": 30}
+    assert collector.receiver is not None
+    assert collector.receiver.stats.requests_refused["throttled"] == 2
+
+
+def test_the_official_exporter_honours_the_delay_and_a_backfill_gets_through() -> None:
+    """Three requests of 200 days each, from the official exporter: the second and third wait for
+    their turn (Retry-After) and are stored."""
+    log = ListLog()
+    receiver = TraceReceiver(cast(WriteAheadLog, log), Limits(max_span_age_days=None, new_days_per_s=150))
+    server = OtlpHttpServer("127.0.0.1", 0, receiver, lambda token: Grant("st-marys", "write") if token else None)
+    server.start()
+    try:
+        exporter = OTLPSpanExporter(
+            endpoint=f"http://127.0.0.1:{server.port}/v1/traces", headers={"Authorization": "Bearer w"}, timeout=20
+        )
+        [template] = sdk_spans(1)
+        started = time.monotonic()
+        for batch in range(3):
+            spans = []
+            for d in range(200):
+                start = time.time_ns() - (2 + batch * 200 + d) * DAY_NS
+                spans.append(_at(template, start, batch * 1000 + d + 1))
+            assert exporter.export(spans) is SpanExportResult.SUCCESS
+        took = time.monotonic() - started
+        exporter.shutdown()
+    finally:
+        server.stop()
+    assert len(log.records) == 3
+    assert receiver.stats.requests_refused["throttled"] >= 2
+    assert took >= 2.0, f"paced: {took:.1f} s"
+
+
+def _at(template: Any, start_ns: int, n: int) -> Any:
+    """A copy of SDK span `template` started at `start_ns`, of its own trace."""
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.trace import SpanContext, TraceFlags
+
+    context = SpanContext(n, n, is_remote=False, trace_flags=TraceFlags(1))
+    return ReadableSpan(
+        name=template.name, context=context, parent=None, resource=template.resource, attributes=template.attributes,
+        kind=template.kind, start_time=start_ns, end_time=start_ns + 10**6, status=template.status,
+        instrumentation_scope=template.instrumentation_scope,
+    )  # fmt: skip
+
+
+def test_pacing_counts_new_days_only() -> None:
+    now = [0.0]
+    pacing = DayPacing(rate_per_s=10, burst=20, clock=lambda: now[0])
+    today = 20_000
+    pacing.admit("a", range(today - 100, today - 70), today)  # 30 new days: 10 in debt
+    with pytest.raises(RefusedError) as refused:
+        pacing.admit("a", [today - 50], today)
+    assert (refused.value.reason, refused.value.http_status, refused.value.retry_after) == ("throttled", 429, 1)
+    pacing.admit("a", [today - 80, today - 1, today, today + 1], today)  # recent, or live: free
+    pacing.admit("b", range(today - 100, today - 90), today)  # another tenant's own budget
+    now[0] = 1.5  # the debt paid; the days no longer recent
+    pacing.admit("a", [today - 50], today)
+    for step in range(100):  # a backfill in time order: a new day now and then
+        now[0] = 2.0 + step * 0.1
+        pacing.admit("a", [today - 300 + step // 10], today)
+    DayPacing(rate_per_s=0).admit("a", range(10_000), today)  # 0: unpaced
+
+
+def test_a_large_screened_request_counts_its_days() -> None:
+    """A request over the direct decoding limit is screened a run at a time: its days count too."""
+    receiver = TraceReceiver(cast(WriteAheadLog, ListLog()), Limits(max_span_age_days=None, new_days_per_s=1))
+    body = _spread(12_000, 7, first_day_back=2)
+    assert len(body) > 700_000
+    receiver.export(body, content_type=PROTOBUF, tenant="st-marys")
+    with pytest.raises(RefusedError, match="retry after"):
+        receiver.export(_spread(2, 8, first_day_back=13_000), content_type=PROTOBUF, tenant="st-marys")
