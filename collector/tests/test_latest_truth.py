@@ -5,13 +5,11 @@ read before and takes corrections from then on; the rollups count the corrected 
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import clinotel.instrumentation as ct
-from clinotel.collector.log import record as otlp_proto
 from clinotel.collector.store import pipeline as ingest
 from clinotel.collector.store import rollups as refresher
 from clinotel.collector.store import schema
@@ -19,16 +17,9 @@ from clinotel.instrumentation.testing import FakeClock, capture
 from clinotel.instrumentation.testing.workflows import triage
 from clinotel.model import clinical
 from clinotel.model.tables import WORKFLOW_HOURS
+from collector.tests.test_outcome_join import _store, _trace
 
 DAY_MS = 24 * 3600 * 1000
-
-
-def _store(client: Any, pipeline: ingest.Pipeline, path: Path, spans: list[Any]) -> None:
-    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-
-    record = encode_spans(spans).SerializeToString() + otlp_proto.envelope("st-marys", "b", time.time_ns())
-    path.write_bytes(otlp_proto.frame(record))
-    client.command(pipeline.insert_from_file(str(path), path.stem, str(pipeline.write_proto(path.parent))))
 
 
 def _row(client: Any, o: schema.SchemaOptions, trace: str) -> dict[str, Any]:
@@ -39,10 +30,6 @@ def _row(client: Any, o: schema.SchemaOptions, trace: str) -> dict[str, Any]:
     ).result_rows
     assert len(rows) == 1, rows
     return dict(zip(clinical.WORKFLOW_COLUMNS, rows[0], strict=True))
-
-
-def _trace(traceparent: str) -> str:
-    return traceparent.split("-")[1]
 
 
 def _rereviewed(clock: FakeClock, identifier: str) -> str:
