@@ -1,9 +1,11 @@
 """A tenant's spans of many different days are paced: every tenant table is partitioned by tenant
 and day, and one 24 KB request of 365 spans a day apart held the writer 1.5 s for every tenant.
-Such a request is stored; the same tenant's next ones that add days it did not send lately are
-answered 429 with a `Retry-After` (UNAVAILABLE with `RetryInfo` over gRPC) until its debt is paid;
-its live traffic (today's spans) and other tenants are not held back; exporters honour the delay
-and a backfill gets through, paced."""
+A request of more than 64 days other than today's is refused (413); within a tenant's allowance
+its spans are stored, past it the tenant's requests that add days it was not charged for in the
+last second are answered 429 with a `Retry-After` (UNAVAILABLE with `RetryInfo` over gRPC, in the
+trailer the Python exporter reads too); its live traffic (today's spans) and other tenants are not
+held back; sending the same old days again and again is charged again every second; the official
+exporters honour the delay and a backfill in time order gets through."""
 
 from __future__ import annotations
 
@@ -30,17 +32,19 @@ from collector.tests.otlp_clients import plain_request, post, sdk_spans
 HOUR_NS = 3_600 * 10**9
 
 
-def _spread(days: int, salt: int, *, first_day_back: int = 0) -> bytes:
-    """A request of `days` spans, each a day before the last, starting `first_day_back` days ago."""
+def _spread(days: int, salt: int, *, first_day_back: int = 0, per_day: int = 1) -> bytes:
+    """A request of `per_day` spans on each of `days` days, each day before the last, starting
+    `first_day_back` days ago."""
     request = ExportTraceServiceRequest.FromString(plain_request(1))
     scope = request.resource_spans[0].scope_spans[0]
     template = scope.spans[0]
     spans = []
     now = time.time_ns()
-    for d in range(days):
+    for n in range(days * per_day):
+        d = n // per_day
         span = type(template)()
         span.CopyFrom(template)
-        span.trace_id = (salt << 32 | d + 1).to_bytes(16, "big")
+        span.trace_id = (salt << 32 | n + 1).to_bytes(16, "big")
         span.start_time_unix_nano = now - (first_day_back + d) * DAY_NS - HOUR_NS
         span.end_time_unix_nano = span.start_time_unix_nano + 10**6
         spans.append(span)
@@ -59,58 +63,77 @@ def _stored(collector: Collector) -> dict[str, int]:
     }
 
 
-def test_many_days_are_stored_then_the_tenant_waits_and_no_one_else_does(collector: Collector) -> None:
+def test_a_tenant_past_its_allowance_waits_and_no_one_else_does(collector: Collector) -> None:
     assert collector.http is not None
     assert collector.grpc is not None
     url = f"http://127.0.0.1:{collector.http.port}/v1/traces"
-    assert post(url, _spread(300, 1, first_day_back=2))[0] == 200, "one request of 300 days is stored"
-    status, headers, _ = post(url, _spread(30, 2, first_day_back=310))
+    status, _, body = post(url, _spread(100, 1, first_day_back=2))
+    assert status == 413, "a request of 100 old days is refused whole"
+    assert b"one request may carry 64" in body
+    assert post(url, _spread(60, 2, first_day_back=2))[0] == 200, "60 days: within the tenant's allowance"
+    status, headers, _ = post(url, _spread(30, 3, first_day_back=70))
     assert status == 429
-    assert 1 <= int(headers["Retry-After"]) <= 10, headers
-    assert post(url, _spread(30, 3, first_day_back=2))[0] == 200, "days it sent a moment ago cost nothing more"
-    assert post(url, _spread(1, 4))[0] == 200, "its live traffic (today's spans) is not held back"
-    other = post(url, _spread(30, 5, first_day_back=310), token=OTHER_TOKEN)[0]
+    assert 1 <= int(headers["Retry-After"]) <= 2, headers
+    assert post(url, _spread(60, 4, first_day_back=2))[0] == 200, "days charged a moment ago cost nothing more"
+    assert post(url, _spread(1, 5))[0] == 200, "its live traffic (today's spans) is not held back"
+    other = post(url, _spread(30, 6, first_day_back=70), token=OTHER_TOKEN)[0]
     assert other == 200, "another tenant is not held back"
     auth = (("authorization", f"Bearer {WRITE_TOKEN}"),)
     with grpc.insecure_channel(f"127.0.0.1:{collector.grpc.port}") as channel:
         export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
         with pytest.raises(grpc.RpcError) as refused:
-            export(_spread(10, 6, first_day_back=345), metadata=auth, timeout=10)
+            export(_spread(50, 7, first_day_back=200), metadata=auth, timeout=10)
     error: Any = refused.value
     assert error.code() == grpc.StatusCode.UNAVAILABLE
-    status_details = status_pb2.Status.FromString(dict(error.trailing_metadata())["grpc-status-details-bin"])
+    trailers = dict(error.trailing_metadata())
+    status_details = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
     retry = error_details_pb2.RetryInfo()
     assert status_details.details[0].Unpack(retry)
     assert retry.retry_delay.seconds >= 1
-    assert _stored(collector) == {"st-marys": 331, "general": 30}
+    assert error_details_pb2.RetryInfo.FromString(trailers["google.rpc.retryinfo-bin"]) == retry
+    assert _stored(collector) == {"st-marys": 121, "general": 30}
     assert collector.receiver is not None
     assert collector.receiver.stats.requests_refused["throttled"] == 2
+    assert collector.receiver.stats.requests_refused["too_large"] == 1
 
 
-def test_the_official_exporter_honours_the_delay_and_a_backfill_gets_through() -> None:
-    """Three requests of 200 days each, from the official exporter: the second and third wait for
-    their turn (Retry-After) and are stored."""
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_the_official_exporters_honour_the_delay_and_a_backfill_gets_through(protocol: str) -> None:
+    """Four batches of 60 old days each, from the official exporter: each after the first waits
+    for the tenant's allowance (Retry-After, RetryInfo) and is stored."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+    from clinotel.collector.receiver.grpc import OtlpGrpcServer
+
     log = ListLog()
-    receiver = TraceReceiver(cast(WriteAheadLog, log), Limits(max_span_age_days=None, new_days_per_s=150))
-    server = OtlpHttpServer("127.0.0.1", 0, receiver, lambda token: Grant("st-marys", "write") if token else None)
+    receiver = TraceReceiver(cast(WriteAheadLog, log), Limits(max_span_age_days=None))
+    grant = lambda token: Grant("st-marys", "write") if token else None  # noqa: E731
+    server: Any = (
+        OtlpHttpServer("127.0.0.1", 0, receiver, grant)
+        if protocol == "http"
+        else OtlpGrpcServer("127.0.0.1", 0, receiver, grant)
+    )
     server.start()
     try:
-        exporter = OTLPSpanExporter(
-            endpoint=f"http://127.0.0.1:{server.port}/v1/traces", headers={"Authorization": "Bearer w"}, timeout=20
+        exporter: Any = (
+            OTLPSpanExporter(
+                endpoint=f"http://127.0.0.1:{server.port}/v1/traces", headers={"Authorization": "Bearer w"}
+            )
+            if protocol == "http"
+            else GrpcExporter(endpoint=f"127.0.0.1:{server.port}", insecure=True, headers={"authorization": "Bearer w"})
         )
         [template] = sdk_spans(1)
         started = time.monotonic()
-        for batch in range(3):
-            spans = []
-            for d in range(200):
-                start = time.time_ns() - (2 + batch * 200 + d) * DAY_NS
-                spans.append(_at(template, start, batch * 1000 + d + 1))
-            assert exporter.export(spans) is SpanExportResult.SUCCESS
+        for batch in range(4):
+            spans = [
+                _at(template, time.time_ns() - (2 + batch * 60 + d) * DAY_NS, batch * 1000 + d + 1) for d in range(60)
+            ]
+            assert exporter.export(spans) is SpanExportResult.SUCCESS, f"batch {batch}"
         took = time.monotonic() - started
         exporter.shutdown()
     finally:
         server.stop()
-    assert len(log.records) == 3
+    assert len(log.records) == 4
     assert receiver.stats.requests_refused["throttled"] >= 2
     assert took >= 2.0, f"paced: {took:.1f} s"
 
@@ -128,29 +151,40 @@ def _at(template: Any, start_ns: int, n: int) -> Any:
     )  # fmt: skip
 
 
-def test_pacing_counts_new_days_only() -> None:
+def test_pacing_counts_new_days_only_and_charges_them_again_each_second() -> None:
     now = [0.0]
     pacing = DayPacing(rate_per_s=10, burst=20, clock=lambda: now[0])
     today = 20_000
-    pacing.admit("a", range(today - 100, today - 70), today)  # 30 new days: 10 in debt
+    pacing.admit("a", range(today - 100, today - 85), today)  # 15 new days: 5 left
     with pytest.raises(RefusedError) as refused:
-        pacing.admit("a", [today - 50], today)
+        pacing.admit("a", range(today - 50, today - 40), today)
     assert (refused.value.reason, refused.value.http_status, refused.value.retry_after) == ("throttled", 429, 1)
-    pacing.admit("a", [today - 80, today - 1, today, today + 1], today)  # recent, or live: free
-    pacing.admit("b", range(today - 100, today - 90), today)  # another tenant's own budget
-    now[0] = 1.5  # the debt paid; the days no longer recent
-    pacing.admit("a", [today - 50], today)
+    pacing.admit("a", [today - 90, today - 1, today, today + 1], today)  # charged a moment ago, or live: free
+    pacing.admit("b", range(today - 100, today - 90), today)  # another tenant's own allowance
+    with pytest.raises(RefusedError, match="the collector"):  # all tenants together: 40 at once
+        pacing.admit("c", range(today - 100, today - 84), today)
+    now[0] = 0.5
+    pacing.admit("a", range(today - 100, today - 85), today)  # within the second: free
+    now[0] = 1.2  # sent again a second later: charged again (5 + 12 left: 2 after)
+    pacing.admit("a", range(today - 100, today - 85), today)
+    now[0] = 2.4  # and again: 2 + 12 is not enough, the same days are not free for ever
+    with pytest.raises(RefusedError):
+        pacing.admit("a", range(today - 100, today - 85), today)
+    with pytest.raises(RefusedError, match="one request may carry 64") as large:
+        DayPacing(rate_per_s=10).admit("d", range(today - 200, today - 100), today)
+    assert large.value.http_status == 413
+    now[0] = 10.0
     for step in range(100):  # a backfill in time order: a new day now and then
-        now[0] = 2.0 + step * 0.1
+        now[0] = 10.0 + step * 0.1
         pacing.admit("a", [today - 300 + step // 10], today)
     DayPacing(rate_per_s=0).admit("a", range(10_000), today)  # 0: unpaced
 
 
 def test_a_large_screened_request_counts_its_days() -> None:
     """A request over the direct decoding limit is screened a run at a time: its days count too."""
-    receiver = TraceReceiver(cast(WriteAheadLog, ListLog()), Limits(max_span_age_days=None, new_days_per_s=1))
-    body = _spread(12_000, 7, first_day_back=2)
+    receiver = TraceReceiver(cast(WriteAheadLog, ListLog()), Limits(max_span_age_days=None))
+    body = _spread(40, 7, first_day_back=2, per_day=300)
     assert len(body) > 700_000
     receiver.export(body, content_type=PROTOBUF, tenant="st-marys")
     with pytest.raises(RefusedError, match="retry after"):
-        receiver.export(_spread(2, 8, first_day_back=13_000), content_type=PROTOBUF, tenant="st-marys")
+        receiver.export(_spread(40, 8, first_day_back=500), content_type=PROTOBUF, tenant="st-marys")

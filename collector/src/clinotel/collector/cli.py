@@ -12,7 +12,7 @@ import click
 from clinotel.collector.net.listen import MAX_PORT
 from clinotel.collector.net.server import MAX_CONNECTIONS, REQUEST_TIMEOUT_S
 from clinotel.collector.receiver.admission import DEFAULT_RECEIVE_BUFFER_BYTES
-from clinotel.collector.receiver.days import DEFAULT_NEW_DAYS_PER_S, MAX_NEW_DAYS_PER_S
+from clinotel.collector.receiver.days import DEFAULT_NEW_DAYS_PER_S, MAX_NEW_DAYS_PER_S, MIN_NEW_DAYS_PER_S
 from clinotel.collector.receiver.export import DEFAULT_MAX_SPAN_AGE_DAYS, MAX_SPAN_AGE_DAYS
 from clinotel.collector.receiver.retries import DEFAULT_RETRY_WINDOW_S, MAX_RETRY_WINDOW_S
 from clinotel.collector.store import schema as schema_module
@@ -375,8 +375,9 @@ _serve_options = [
         type=click.FloatRange(min=0, max=MAX_NEW_DAYS_PER_S),
         default=DEFAULT_NEW_DAYS_PER_S,
         show_default=True,
-        help="Days a tenant's spans may add a second beyond today's (each a partition of every table; more is "
-        "answered 429 with Retry-After); 0: unpaced.",
+        help="Days other than today and the days either side that a tenant's spans may add a second (each a "
+        f"partition of every table; 64 at once, and all tenants twice this); more is answered 429 with "
+        f"Retry-After, a request of more than 64 such days 413. From {MIN_NEW_DAYS_PER_S:g}; 0: unpaced.",
     ),
     click.option(
         "--wal-max-mb",

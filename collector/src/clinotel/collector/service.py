@@ -25,7 +25,7 @@ from clinotel.collector.net.server import MAX_CONNECTIONS
 from clinotel.collector.readport.http import ClickHouseHttpServer, Credentials, ReaderAccess
 from clinotel.collector.readport.reader import ClickHouseError, ReadLimits, SqlReader
 from clinotel.collector.receiver.admission import RECEIVE_BUFFER_REQUESTS, receive_buffer_for
-from clinotel.collector.receiver.days import DEFAULT_NEW_DAYS_PER_S, MAX_NEW_DAYS_PER_S
+from clinotel.collector.receiver.days import DEFAULT_NEW_DAYS_PER_S, MAX_NEW_DAYS_PER_S, MIN_NEW_DAYS_PER_S
 from clinotel.collector.receiver.export import (
     DEFAULT_MAX_REQUEST_BYTES,
     DEFAULT_MAX_SPAN_AGE_DAYS,
@@ -177,8 +177,11 @@ class CollectorConfig:
             raise ConfigError(f"--max-span-age-days: from 1 to {MAX_SPAN_AGE_DAYS} days")
         if not 0 <= self.retry_window_s <= MAX_RETRY_WINDOW_S:  # NaN fails both
             raise ConfigError(f"--retry-window-s: from 0 to {MAX_RETRY_WINDOW_S:g} seconds (0: never)")
-        if not 0 <= self.new_days_per_s <= MAX_NEW_DAYS_PER_S:
-            raise ConfigError(f"--new-days-per-s: from 0 to {MAX_NEW_DAYS_PER_S:g} (0: unpaced)")
+        if not (self.new_days_per_s == 0 or MIN_NEW_DAYS_PER_S <= self.new_days_per_s <= MAX_NEW_DAYS_PER_S):
+            raise ConfigError(
+                f"--new-days-per-s: from {MIN_NEW_DAYS_PER_S:g} to {MAX_NEW_DAYS_PER_S:g} (0: unpaced); fewer would "
+                "make a request wait longer than exporters retry"
+            )
         if not 1 <= self.rollup_window_days <= MAX_ROLLUP_WINDOW_DAYS:
             raise ConfigError(f"--rollup-window-days: from 1 to {MAX_ROLLUP_WINDOW_DAYS} days")
         if not MIN_ENGINE_MEMORY_MB << 20 <= self.engine_memory_bytes <= MAX_ENGINE_MEMORY_MB << 20:

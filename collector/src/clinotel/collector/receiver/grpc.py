@@ -90,12 +90,21 @@ _UNAUTHENTICATED: Final = "a write token is required (Bearer)"
 T = TypeVar("T")
 
 
-def _retry_status(code: grpc.StatusCode, message: str, delay_s: int) -> bytes:
-    """A google.rpc.Status carrying RetryInfo, as the OTLP specification asks of a retryable refusal."""
+RETRY_INFO: Final = "google.rpc.retryinfo-bin"
+"""The trailer the OpenTelemetry Python exporter reads a retry delay from (it does not look into
+`grpc-status-details-bin`, and without a delay gives up after three backoffs of 1, 2 and 4 s)."""
+
+
+def _retry_info(delay_s: int) -> error_details_pb2.RetryInfo:
     retry = error_details_pb2.RetryInfo()
     retry.retry_delay.FromSeconds(delay_s)
+    return retry
+
+
+def _retry_status(code: grpc.StatusCode, message: str, delay_s: int) -> bytes:
+    """A google.rpc.Status carrying RetryInfo, as the OTLP specification asks of a retryable refusal."""
     detail = any_pb2.Any()
-    detail.Pack(retry)
+    detail.Pack(_retry_info(delay_s))
     status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
     return bytes(status.SerializeToString())
 
@@ -277,7 +286,12 @@ class OtlpGrpcServer:
         self, context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, message: str, retry_s: int | None
     ) -> NoReturn:
         if retry_s is not None:
-            context.set_trailing_metadata(((STATUS_DETAILS, _retry_status(code, message, retry_s)),))
+            context.set_trailing_metadata(
+                (
+                    (STATUS_DETAILS, _retry_status(code, message, retry_s)),
+                    (RETRY_INFO, _retry_info(retry_s).SerializeToString()),
+                )
+            )
         await context.abort(code, message)
         raise AssertionError("abort raises")  # pragma: no cover
 
