@@ -5,7 +5,10 @@ with invalid ids or a start time outside the accepted window individually (parti
 counts what it accepts, and appends the request as it parsed it (re-encoded, without unknown
 fields) with the tenant's envelope to the write-ahead log. It answers only once the log has them
 on disk, and refuses everything (503, retry later) while the collector cannot store what it
-receives: before its log is open, or once its writer or its log failed.
+receives: before its log is open, or once its writer or its log failed. A request identical to
+one its tenant had logged in the last minutes (an exporter's retry after a lost answer) is
+answered without being logged again (`retries`), and spans of many days other than today's are
+paced per tenant and for the collector (`days`: each day is a partition of every table).
 """
 
 from __future__ import annotations
