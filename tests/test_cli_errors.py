@@ -113,13 +113,13 @@ CASES: list[tuple[str, list[str], int, str]] = [
         "serve: new days a second not a number",
         ["serve", "--insecure-no-auth", "--new-days-per-s", "nan"],
         1,
-        "--new-days-per-s: from 8 to 100000 (0: unpaced)",
+        "--new-days-per-s: from 32 to 100000 (0: unpaced)",
     ),
     (
         "serve: new days a second so few a request would wait for hours",
         ["serve", "--insecure-no-auth", "--new-days-per-s", "1e-320"],
         1,
-        "--new-days-per-s: from 8 to 100000 (0: unpaced)",
+        "--new-days-per-s: from 32 to 100000 (0: unpaced)",
     ),
     (
         "serve: new days a second negative",

@@ -67,22 +67,22 @@ def test_a_tenant_past_its_allowance_waits_and_no_one_else_does(collector: Colle
     assert collector.http is not None
     assert collector.grpc is not None
     url = f"http://127.0.0.1:{collector.http.port}/v1/traces"
-    status, _, body = post(url, _spread(100, 1, first_day_back=2))
-    assert status == 413, "a request of 100 old days is refused whole"
-    assert b"one request may carry 64" in body
-    assert post(url, _spread(60, 2, first_day_back=2))[0] == 200, "60 days: within the tenant's allowance"
-    status, headers, _ = post(url, _spread(30, 3, first_day_back=70))
+    assert post(url, _spread(100, 1, first_day_back=2))[0] == 200, "100 old days: within the allowance at once"
+    for n in range(2):  # 220 days in all: 36 left of the 256
+        assert post(url, _spread(60, 2 + n, first_day_back=102 + 60 * n))[0] == 200
+    status, headers, _ = post(url, _spread(60, 4, first_day_back=222))
     assert status == 429
     assert 1 <= int(headers["Retry-After"]) <= 2, headers
-    assert post(url, _spread(60, 4, first_day_back=2))[0] == 200, "days charged a moment ago cost nothing more"
-    assert post(url, _spread(1, 5))[0] == 200, "its live traffic (today's spans) is not held back"
-    other = post(url, _spread(30, 6, first_day_back=70), token=OTHER_TOKEN)[0]
+    assert post(url, _spread(8, 5, first_day_back=2))[0] == 200, "a few days charged a moment ago cost nothing more"
+    assert post(url, _spread(60, 5, first_day_back=2))[0] == 429, "many days sent again are charged again"
+    assert post(url, _spread(1, 6))[0] == 200, "its live traffic (today's spans) is not held back"
+    other = post(url, _spread(30, 7, first_day_back=222), token=OTHER_TOKEN)[0]
     assert other == 200, "another tenant is not held back"
     auth = (("authorization", f"Bearer {WRITE_TOKEN}"),)
     with grpc.insecure_channel(f"127.0.0.1:{collector.grpc.port}") as channel:
         export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
         with pytest.raises(grpc.RpcError) as refused:
-            export(_spread(50, 7, first_day_back=200), metadata=auth, timeout=10)
+            export(_spread(84, 8, first_day_back=282), metadata=auth, timeout=10)
     error: Any = refused.value
     assert error.code() == grpc.StatusCode.UNAVAILABLE
     trailers = dict(error.trailing_metadata())
@@ -91,16 +91,15 @@ def test_a_tenant_past_its_allowance_waits_and_no_one_else_does(collector: Colle
     assert status_details.details[0].Unpack(retry)
     assert retry.retry_delay.seconds >= 1
     assert error_details_pb2.RetryInfo.FromString(trailers["google.rpc.retryinfo-bin"]) == retry
-    assert _stored(collector) == {"st-marys": 121, "general": 30}
+    assert _stored(collector) == {"st-marys": 229, "general": 30}
     assert collector.receiver is not None
-    assert collector.receiver.stats.requests_refused["throttled"] == 2
-    assert collector.receiver.stats.requests_refused["too_large"] == 1
+    assert collector.receiver.stats.requests_refused["throttled"] == 3
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_the_official_exporters_honour_the_delay_and_a_backfill_gets_through(protocol: str) -> None:
-    """Four batches of 60 old days each, from the official exporter: each after the first waits
-    for the tenant's allowance (Retry-After, RetryInfo) and is stored."""
+    """Six batches of 60 old days each, from the official exporter: those past the tenant's
+    allowance at once (256) wait for it (Retry-After, RetryInfo) and are stored."""
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
     from clinotel.collector.receiver.grpc import OtlpGrpcServer
@@ -124,7 +123,7 @@ def test_the_official_exporters_honour_the_delay_and_a_backfill_gets_through(pro
         )
         [template] = sdk_spans(1)
         started = time.monotonic()
-        for batch in range(4):
+        for batch in range(6):
             spans = [
                 _at(template, time.time_ns() - (2 + batch * 60 + d) * DAY_NS, batch * 1000 + d + 1) for d in range(60)
             ]
@@ -133,7 +132,7 @@ def test_the_official_exporters_honour_the_delay_and_a_backfill_gets_through(pro
         exporter.shutdown()
     finally:
         server.stop()
-    assert len(log.records) == 4
+    assert len(log.records) == 6
     assert receiver.stats.requests_refused["throttled"] >= 2
     assert took >= 2.0, f"paced: {took:.1f} s"
 
@@ -160,29 +159,39 @@ def test_pacing_counts_new_days_only_and_charges_them_again_each_second() -> Non
         pacing.admit("a", range(today - 50, today - 40), today)
     assert (refused.value.reason, refused.value.http_status, refused.value.retry_after) == ("throttled", 429, 1)
     pacing.admit("a", [today - 90, today - 1, today, today + 1], today)  # charged a moment ago, or live: free
+    with pytest.raises(RefusedError):  # but many charged days sent again are charged again
+        pacing.admit("a", range(today - 100, today - 85), today)
     pacing.admit("b", range(today - 100, today - 90), today)  # another tenant's own allowance
     with pytest.raises(RefusedError, match="the collector"):  # all tenants together: 40 at once
         pacing.admit("c", range(today - 100, today - 84), today)
     now[0] = 0.5
-    pacing.admit("a", range(today - 100, today - 85), today)  # within the second: free
-    now[0] = 1.2  # sent again a second later: charged again (5 + 12 left: 2 after)
+    pacing.admit("a", range(today - 100, today - 92), today)  # 8 of them within the second: free
+    now[0] = 1.2  # a second later: charged again (5 + 12 left: 9 after)
+    pacing.admit("a", range(today - 100, today - 92), today)
+    now[0] = 2.4  # and the 15 again: 9 + 12 left, then 6; the same days are never free for ever
     pacing.admit("a", range(today - 100, today - 85), today)
-    now[0] = 2.4  # and again: 2 + 12 is not enough, the same days are not free for ever
     with pytest.raises(RefusedError):
         pacing.admit("a", range(today - 100, today - 85), today)
-    with pytest.raises(RefusedError, match="one request may carry 64") as large:
-        DayPacing(rate_per_s=10).admit("d", range(today - 200, today - 100), today)
+    now[0] = 10.0  # a request of more than a burst: waits for the whole burst, leaves a debt
+    pacing.admit("e", range(today - 100, today - 60), today)  # 40 days, burst 20: 20 in debt
+    with pytest.raises(RefusedError) as waits:
+        pacing.admit("e", [today - 200], today)
+    assert waits.value.retry_after == 3, "the debt and the day: (20 + 1) / 10 s"
+    with pytest.raises(RefusedError, match="one request may carry 400") as large:
+        DayPacing(rate_per_s=10).admit("d", range(today - 600, today - 100), today)
     assert large.value.http_status == 413
-    now[0] = 10.0
+    now[0] = 20.0
     for step in range(100):  # a backfill in time order: a new day now and then
-        now[0] = 10.0 + step * 0.1
+        now[0] = 20.0 + step * 0.1
         pacing.admit("a", [today - 300 + step // 10], today)
     DayPacing(rate_per_s=0).admit("a", range(10_000), today)  # 0: unpaced
+    assert DayPacing().burst == 256
 
 
 def test_a_large_screened_request_counts_its_days() -> None:
     """A request over the direct decoding limit is screened a run at a time: its days count too."""
     receiver = TraceReceiver(cast(WriteAheadLog, ListLog()), Limits(max_span_age_days=None))
+    receiver.pacing = DayPacing(burst=40)
     body = _spread(40, 7, first_day_back=2, per_day=300)
     assert len(body) > 700_000
     receiver.export(body, content_type=PROTOBUF, tenant="st-marys")

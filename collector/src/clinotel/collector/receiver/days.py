@@ -10,17 +10,19 @@ A request's *new days* are the days among its kept spans, other than the day it 
 days either side (live traffic's, always being written), that its tenant was not charged for in
 the last `recent_s` seconds (about what one insert gathers): a live service's requests cost
 nothing, nor does a backfill sent in time order beyond its first request of each day a second.
-A day is free only for `recent_s` after it was *charged*: sending the same old days again and
-again costs them again every second (a review found that refreshing them on every request made
-them free for ever, and a tenant held every tenant's freshness at 6 s).
+A day is free only for `recent_s` after it was *charged*, and only up to `FREE_DAYS` of them a
+request: sending the same old days again and again costs them again (a review found that
+refreshing them on every request made them free for ever, and a tenant held every tenant's
+freshness at 6 s).
 
-- A request of more than `MAX_NEW_DAYS` new days is refused whole (413, not retried): send spans in
-  time order, a few days a request. Exporters' batches of recent spans never come near it.
 - Each tenant may add `rate_per_s` new days a second (`burst` at once), and all tenants together
   twice that: the writer is shared. A request that finds its tenant's allowance, or the
   collector's, short is answered 429 (OTLP/gRPC: UNAVAILABLE with RetryInfo) with a `Retry-After`
-  of when it will be there: at most `MAX_NEW_DAYS / rate_per_s` (2 s by default), within the
-  official exporters' 10 s deadline. Requests that add no new day always pass.
+  of when it will be there (a request of more than a burst waits for the whole burst, and leaves
+  a debt): at most about 8 s at the defaults, within the official exporters' 10 s deadline.
+  Requests that add no new day always pass.
+- A request of more than `MAX_NEW_DAYS` new days (only possible with a `--max-span-age-days` over
+  a year) is refused whole (413, not retried): send spans in time order, a few days a request.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from typing import Final
 from clinotel.collector.errors import RefusedError
 
 __all__ = [
-    "DEFAULT_BURST",
     "DEFAULT_NEW_DAYS_PER_S",
     "MAX_NEW_DAYS",
     "MAX_NEW_DAYS_PER_S",
@@ -44,12 +45,23 @@ __all__ = [
 
 DEFAULT_NEW_DAYS_PER_S: Final = 32.0
 """New days a tenant may add a second (about an eighth of the writer's time, at 4 ms a day)."""
-MIN_NEW_DAYS_PER_S: Final = 8.0
-"""The least allowance: a request of `MAX_NEW_DAYS` then waits 8 s, within the exporters' deadline."""
+MIN_NEW_DAYS_PER_S: Final = 32.0
+"""The least `--new-days-per-s`: below it, a request of a year's days would leave a debt that the
+tenant's next request waits for past the official exporters' 10 s deadline."""
 MAX_NEW_DAYS_PER_S: Final = 100_000.0
-DEFAULT_BURST: Final = 64.0
-MAX_NEW_DAYS: Final = 64
-"""The most new days one request may carry (its tenant's whole burst)."""
+BURST_S: Final = 8.0
+"""A tenant may add this many seconds' worth of new days at once (256 at the default rate): eight
+exporter workers' batches of 45 days each, sent at once (a backfill), went past the exporters'
+deadline with a burst of 64 (two of eight batches lost); 256 days cost the writer about a second."""
+MAX_BURST: Final = 512.0
+MAX_NEW_DAYS: Final = 400
+"""The most new days one request may carry (the default `--max-span-age-days` allows 368 with the
+day ahead): a request of more than a burst waits for the whole burst and leaves its tenant in
+debt, and its tenant's next request waits within the exporters' 10 s deadline only for so many."""
+FREE_DAYS: Final = 8
+"""A request's days charged in the last `recent_s` are free up to this many (a backfill's requests
+of a day or two each); a request that sends more of them again pays for them all again: the same
+362 days sent every 0.4 s were otherwise paid once a second and stored three times."""
 RECENT_S: Final = 1.0
 """How long a day a tenant was charged for counts as already in the insert being gathered."""
 _COLLECTOR: Final = "\0collector"
@@ -62,11 +74,14 @@ class DayPacing:
     def __init__(
         self,
         rate_per_s: float = DEFAULT_NEW_DAYS_PER_S,
-        burst: float = DEFAULT_BURST,
+        burst: float | None = None,
         recent_s: float = RECENT_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.rate_per_s, self.burst, self.recent_s = rate_per_s, burst, recent_s
+        """`burst`: the new days a tenant may add at once (None: `BURST_S` seconds' worth, at most
+        `MAX_BURST`)."""
+        self.rate_per_s, self.recent_s = rate_per_s, recent_s
+        self.burst = burst if burst is not None else min(BURST_S * rate_per_s, MAX_BURST)
         self._clock = clock
         self._lock = threading.Lock()
         self._charged: dict[str, dict[int, float]] = {}
@@ -89,6 +104,8 @@ class DayPacing:
             for day in [d for d, at in charged.items() if now - at > self.recent_s]:
                 del charged[day]
             new = [d for d in old if d not in charged]
+            if len(old) - len(new) > FREE_DAYS:  # many old days again: each is a part again
+                new = old
             if not new:
                 return
             if len(new) > MAX_NEW_DAYS:
@@ -100,16 +117,17 @@ class DayPacing:
                 )
             mine = self._allowance(tenant, self.rate_per_s, self.burst, now)
             shared = self._allowance(_COLLECTOR, 2 * self.rate_per_s, 2 * self.burst, now)
-            short = max(len(new) - mine, 0) / self.rate_per_s
-            short = max(short, max(len(new) - shared, 0) / (2 * self.rate_per_s))
+            # more than a whole burst needs the whole burst, and leaves a debt
+            short = max(min(len(new), self.burst) - mine, 0) / self.rate_per_s
+            short = max(short, max(min(len(new), 2 * self.burst) - shared, 0) / (2 * self.rate_per_s))
             if short > 0:
                 wait = max(1, math.ceil(short))
+                whose = "its tenant's" if min(len(new), self.burst) > mine else "the collector's"
                 refused = RefusedError(
                     "throttled",
                     f"this request's spans start on {len(new)} days other than today's that its tenant did not send "
-                    f"in the last second, more than {'its' if len(new) > mine else 'the collector'}'s allowance has "
-                    f"left ({self.rate_per_s:g} such days a second a tenant): retry after {wait} s, or send spans in "
-                    "time order (one day's spans together)",
+                    f"in the last second, more than {whose} allowance has left ({self.rate_per_s:g} such days a "
+                    f"second a tenant): retry after {wait} s, or send spans in time order (one day's spans together)",
                 )
                 refused.retry_after = wait
                 raise refused
