@@ -1,4 +1,4 @@
-"""Spans of many different days, paced: per tenant and for the whole collector.
+"""Spans of many different days, paced per tenant.
 
 Every tenant table is partitioned by tenant and day: an insert writes one part per distinct day of
 each tenant in it, in every table, and the parts cost the writer by their number, not their size.
@@ -15,12 +15,13 @@ request: sending the same old days again and again costs them again (a review fo
 refreshing them on every request made them free for ever, and a tenant held every tenant's
 freshness at 6 s).
 
-- Each tenant may add `rate_per_s` new days a second (`burst` at once), and all tenants together
-  twice that: the writer is shared. A request that finds its tenant's allowance, or the
-  collector's, short is answered 429 (OTLP/gRPC: UNAVAILABLE with RetryInfo) with a `Retry-After`
-  of when it will be there (a request of more than a burst waits for the whole burst, and leaves
-  a debt): at most about 8 s at the defaults, within the official exporters' 10 s deadline.
-  Requests that add no new day always pass.
+- Each tenant may add `rate_per_s` new days a second, `burst` at once. A request its tenant's
+  allowance cannot cover now is answered 429 (OTLP/gRPC: UNAVAILABLE with RetryInfo) with a
+  `Retry-After` of when it can; a request of more than a burst waits for the whole burst and is
+  charged a burst, so a wait is at most `burst / rate_per_s` (8 s), within the official
+  exporters' 10 s deadline. Requests that add no new day always pass. There is no allowance for
+  all tenants together: one let two tenants' stream of one-day requests keep a third tenant's
+  backfill out for good (a review: every batch lost), so several tenants' tokens add up.
 - A request of more than `MAX_NEW_DAYS` new days (only possible with a `--max-span-age-days` over
   a year) is refused whole (413, not retried): send spans in time order, a few days a request.
 """
@@ -46,8 +47,8 @@ __all__ = [
 DEFAULT_NEW_DAYS_PER_S: Final = 32.0
 """New days a tenant may add a second (about an eighth of the writer's time, at 4 ms a day)."""
 MIN_NEW_DAYS_PER_S: Final = 32.0
-"""The least `--new-days-per-s`: below it, a request of a year's days would leave a debt that the
-tenant's next request waits for past the official exporters' 10 s deadline."""
+"""The least `--new-days-per-s` (the default): pacing is for a tenant that stalls the others, not a
+quota to tighten."""
 MAX_NEW_DAYS_PER_S: Final = 100_000.0
 BURST_S: Final = 8.0
 """A tenant may add this many seconds' worth of new days at once (256 at the default rate): eight
@@ -56,20 +57,18 @@ deadline with a burst of 64 (two of eight batches lost); 256 days cost the write
 MAX_BURST: Final = 512.0
 MAX_NEW_DAYS: Final = 400
 """The most new days one request may carry (the default `--max-span-age-days` allows 368 with the
-day ahead): a request of more than a burst waits for the whole burst and leaves its tenant in
-debt, and its tenant's next request waits within the exporters' 10 s deadline only for so many."""
+day ahead): a request of more than a burst is charged a burst, so this bounds what one costs the
+writer (400 days: about 1.6 s)."""
 FREE_DAYS: Final = 8
 """A request's days charged in the last `recent_s` are free up to this many (a backfill's requests
 of a day or two each); a request that sends more of them again pays for them all again: the same
 362 days sent every 0.4 s were otherwise paid once a second and stored three times."""
 RECENT_S: Final = 1.0
 """How long a day a tenant was charged for counts as already in the insert being gathered."""
-_COLLECTOR: Final = "\0collector"
-"""The key of the allowance all tenants share."""
 
 
 class DayPacing:
-    """Per tenant and for the collector: the days charged lately and the new days left."""
+    """Per tenant: the days charged lately and the new days left."""
 
     def __init__(
         self,
@@ -87,7 +86,7 @@ class DayPacing:
         self._charged: dict[str, dict[int, float]] = {}
         """tenant -> day -> when the tenant was last charged for it."""
         self._left: dict[str, tuple[float, float]] = {}
-        """tenant (or `_COLLECTOR`) -> (new days it may still add, when that was counted)."""
+        """tenant -> (new days it may still add, when that was counted)."""
 
     def admit(self, tenant: str, days: Collection[int], today: int) -> None:
         """Count a request of `tenant` that arrived on day `today` and whose kept spans start on
@@ -98,8 +97,8 @@ class DayPacing:
         old = [d for d in days if abs(d - today) > 1]
         if not old:
             return
-        now = self._clock()
         with self._lock:
+            now = self._clock()
             charged = self._charged.setdefault(tenant, {})
             for day in [d for d, at in charged.items() if now - at > self.recent_s]:
                 del charged[day]
@@ -115,27 +114,24 @@ class DayPacing:
                     f"send in the last second; one request may carry {MAX_NEW_DAYS}: send spans in time order, a few "
                     "days a request (each day is a partition of every table)",
                 )
-            mine = self._allowance(tenant, self.rate_per_s, self.burst, now)
-            shared = self._allowance(_COLLECTOR, 2 * self.rate_per_s, 2 * self.burst, now)
-            # more than a whole burst needs the whole burst, and leaves a debt
-            short = max(min(len(new), self.burst) - mine, 0) / self.rate_per_s
-            short = max(short, max(min(len(new), 2 * self.burst) - shared, 0) / (2 * self.rate_per_s))
-            if short > 0:
-                wait = max(1, math.ceil(short))
-                whose = "its tenant's" if min(len(new), self.burst) > mine else "the collector's"
+            # more than a whole burst waits for the whole burst, and is charged a burst: every wait
+            # stays within `burst / rate_per_s` (8 s), inside the exporters' 10 s deadline
+            cost = min(len(new), self.burst)
+            mine = self._allowance(tenant, now)
+            if mine < cost:
+                wait = max(1, math.ceil((cost - mine) / self.rate_per_s))
                 refused = RefusedError(
                     "throttled",
                     f"this request's spans start on {len(new)} days other than today's that its tenant did not send "
-                    f"in the last second, more than {whose} allowance has left ({self.rate_per_s:g} such days a "
-                    f"second a tenant): retry after {wait} s, or send spans in time order (one day's spans together)",
+                    f"in the last second, more than its allowance has left ({self.rate_per_s:g} such days a second): "
+                    f"retry after {wait} s, or send spans in time order (one day's spans together)",
                 )
                 refused.retry_after = wait
                 raise refused
-            self._left[tenant] = (mine - len(new), now)
-            self._left[_COLLECTOR] = (shared - len(new), now)
+            self._left[tenant] = (mine - cost, now)
             for d in new:
                 charged[d] = now
 
-    def _allowance(self, key: str, rate: float, burst: float, now: float) -> float:
-        left, at = self._left.get(key, (burst, now))
-        return min(burst, left + (now - at) * rate)
+    def _allowance(self, tenant: str, now: float) -> float:
+        left, at = self._left.get(tenant, (self.burst, now))
+        return min(self.burst, left + (now - at) * self.rate_per_s)
