@@ -376,7 +376,7 @@ _serve_options = [
         default=DEFAULT_NEW_DAYS_PER_S,
         show_default=True,
         help="Days other than today and the days either side that a tenant's spans may add a second (each a "
-        "partition of every table; 8 seconds' worth at once, and all tenants twice this); more is answered 429 "
+        "partition of every table; 8 seconds' worth at once); more is answered 429 "
         f"with Retry-After. From {MIN_NEW_DAYS_PER_S:g}; 0: unpaced.",
     ),
     click.option(
