@@ -106,7 +106,7 @@ def _wrapped(chunks: Chunks, depth: int) -> bytes:
 class _Walk:
     """One request's walk: the window its spans must start in, what it kept and refused, and its work."""
 
-    def __init__(self, window: tuple[int, int], run_bytes: int) -> None:
+    def __init__(self, window: tuple[int, int], run_bytes: int, days: set[int] | None = None) -> None:
         self.window = window
         self.run_bytes = run_bytes
         self.kept = 0
@@ -114,8 +114,8 @@ class _Walk:
         """Attributes of the kept spans so far, their resources' once for each (`spans.check_attributes`)."""
         self.removed: Counter[str] = Counter()
         self.elements = 0
-        self.days: set[int] | None = None
-        """Where to add the days the kept spans start on."""
+        self.days = days
+        """Where to add the days the kept spans start on (None: not counted)."""
 
     def visit(self, cost: int = 1) -> None:
         self.elements += cost
@@ -310,8 +310,7 @@ def screen(
     bound: (the request encoded again without its refused spans, b"" when none is kept; the spans
     kept; the spans refused by reason); the days the kept spans start on are added to `days`.
     Malformed or too large to decode: `RefusedError`."""
-    walk = _Walk(window, run_bytes)
-    walk.days = days
+    walk = _Walk(window, run_bytes, days)
     out: Chunks = []
     with memoryview(body) as view:
         for number, wire, _, value, end in walk.fields(view, 0):

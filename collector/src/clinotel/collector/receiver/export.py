@@ -8,7 +8,7 @@ on disk, and refuses everything (503, retry later) while the collector cannot st
 receives: before its log is open, or once its writer or its log failed. A request identical to
 one its tenant had logged in the last minutes (an exporter's retry after a lost answer) is
 answered without being logged again (`retries`), and spans of many days other than today's are
-paced per tenant and for the collector (`days`: each day is a partition of every table).
+paced per tenant (`days`: each day is a partition of every table).
 """
 
 from __future__ import annotations
@@ -402,7 +402,8 @@ class TraceReceiver:
         with self._decode_turn(tenant, media, size):
             # the canonical bytes to come (at most the request's size), taken once its turn came
             hold.resize(len(body) + (size if copied else 0) + size)
-            started: set[int] = set()
+            # the days the kept spans start on, counted only when they are paced
+            started: set[int] | None = set() if self.pacing.rate_per_s > 0 else None
             if media == PROTOBUF and size > bounded.DIRECT_LIMIT:
                 raw, kept, refused = bounded.screen(inflated, window, days=started)
                 del inflated
@@ -417,7 +418,8 @@ class TraceReceiver:
         digest = self.recent.digest(raw) if kept and self.recent.enabled else None
         retried = digest is not None and self.recent.seen(tenant, digest)
         if kept and not retried:
-            self.pacing.admit(tenant, started, received_ns // DAY_NS)
+            if started is not None:
+                self.pacing.admit(tenant, started, received_ns // DAY_NS)
             record = otlp_proto.framed(raw, otlp_proto.envelope(tenant, secrets.token_hex(8), received_ns))
             try:
                 wal.append(record)

@@ -101,10 +101,10 @@ def _retry_info(delay_s: int) -> error_details_pb2.RetryInfo:
     return retry
 
 
-def _retry_status(code: grpc.StatusCode, message: str, delay_s: int) -> bytes:
+def _retry_status(code: grpc.StatusCode, message: str, retry: error_details_pb2.RetryInfo) -> bytes:
     """A google.rpc.Status carrying RetryInfo, as the OTLP specification asks of a retryable refusal."""
     detail = any_pb2.Any()
-    detail.Pack(_retry_info(delay_s))
+    detail.Pack(retry)
     status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
     return bytes(status.SerializeToString())
 
@@ -286,11 +286,9 @@ class OtlpGrpcServer:
         self, context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, message: str, retry_s: int | None
     ) -> NoReturn:
         if retry_s is not None:
+            retry = _retry_info(retry_s)
             context.set_trailing_metadata(
-                (
-                    (STATUS_DETAILS, _retry_status(code, message, retry_s)),
-                    (RETRY_INFO, _retry_info(retry_s).SerializeToString()),
-                )
+                ((STATUS_DETAILS, _retry_status(code, message, retry)), (RETRY_INFO, retry.SerializeToString()))
             )
         await context.abort(code, message)
         raise AssertionError("abort raises")  # pragma: no cover

@@ -29,8 +29,8 @@ DEFAULT_RETRY_WINDOW_S: Final = 300.0
 to 300 s by default (`retry_on_failure.max_elapsed_time`), the SDKs' for about a minute."""
 MAX_RETRY_WINDOW_S: Final = 3600.0
 DEFAULT_CAPACITY: Final = 65_536
-"""The most requests remembered at once, all tenants together (about 11 MB at most: 170 bytes a
-digest, measured); past it the oldest of the tenant holding the most are forgotten first."""
+"""The most requests remembered at once, all tenants together (12 MB at most, measured:
+about 185 bytes a digest); past it the oldest of the tenant holding the most are forgotten first."""
 DEFAULT_PER_TENANT: Final = 16_384
 """The most one tenant's requests remembered: 55 requests a second over the window (28,000 spans a
 second in exporters' batches of 512); one tenant's flood of small requests forgets its own oldest,
@@ -78,8 +78,8 @@ class RecentRequests:
 
     def accepted(self, tenant: str, digest: bytes) -> None:
         """The request of `tenant` with `digest` is in the log now."""
-        now = self._clock()
         with self._lock:
+            now = self._clock()  # read under the lock: each tenant's digests stay in time order
             mine = self._seen.setdefault(tenant, OrderedDict())
             if mine.pop(digest, None) is not None:
                 self._held -= 1
