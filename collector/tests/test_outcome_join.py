@@ -23,10 +23,10 @@ from clinotel.semconv import attributes as A
 DAY_MS = 24 * 3600 * 1000
 
 
-def _store(client: Any, pipeline: ingest.Pipeline, path: Path, spans: list[Any]) -> None:
+def _store(client: Any, pipeline: ingest.Pipeline, path: Path, spans: list[Any], tenant: str = "st-marys") -> None:
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
-    record = encode_spans(spans).SerializeToString() + otlp_proto.envelope("st-marys", "b", time.time_ns())
+    record = encode_spans(spans).SerializeToString() + otlp_proto.envelope(tenant, "b", time.time_ns())
     path.write_bytes(otlp_proto.frame(record))
     client.command(pipeline.insert_from_file(str(path), path.stem, str(pipeline.write_proto(path.parent))))
 

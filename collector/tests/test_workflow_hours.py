@@ -162,13 +162,18 @@ def test_a_windowed_refresh_replaces_its_months_and_keeps_the_older_ones(
 
 
 def _store_at(
-    client: Any, pipeline: ingest.Pipeline, path: Path, at: datetime, record: Callable[[FakeClock], object]
+    client: Any,
+    pipeline: ingest.Pipeline,
+    path: Path,
+    at: datetime,
+    record: Callable[[FakeClock], object],
+    tenant: str = "st-marys",
 ) -> None:
     """What `record` records on a clock started at `at`, stored in one insert."""
     clock = FakeClock(int(at.timestamp() * 1e9))
-    with capture(clock=clock, tenant="st-marys") as recorded:
+    with capture(clock=clock, tenant=tenant) as recorded:
         record(clock)
-    _store(client, pipeline, path, list(recorded.all))
+    _store(client, pipeline, path, list(recorded.all), tenant)
 
 
 def _one_a_month(months: int) -> Callable[[FakeClock], object]:
@@ -654,3 +659,86 @@ def test_migration_17_keeps_the_counts_and_the_quantiles_read_the_same_after_a_r
         assert [(g, _shown(q)) for g, q in cohort] == [(g, _shown(q)) for g, q in groups]
     finally:
         client.command(f"DROP DATABASE IF EXISTS {o.database}")
+
+
+def test_tenants_refreshed_a_few_at_a_time_give_every_rollup_row_of_all_at_once(
+    client: Any,
+    options: schema.SchemaOptions,
+    pipeline: ingest.Pipeline,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A refresh merges the workflows of as many tenants at once as fit in a share of its memory (a
+    merge holds a granule of every part it reads: 40 tenants' small parts took a windowed refresh
+    past its 192 MB). Made to take each tenant alone, every rollup's rows, windowed, whole and
+    month by month, are those of all tenants at once, with truth months late on workflows of
+    two tenants (read from other partitions: each tenant's own only) and rework."""
+    tenants = ("general", "north-west", "st-marys")
+    for tenant in tenants:
+        _store_at(
+            client, pipeline, tmp_path / f"{tenant}.wal", datetime(2023, 1, 15, tzinfo=UTC), _one_a_month(12), tenant
+        )
+    for tenant in tenants[1:]:
+        late = _late(with_half_year=tenant == "st-marys")
+        _store_at(client, pipeline, tmp_path / f"{tenant}-late.wal", datetime(2023, 7, 20, tzinfo=UTC), late, tenant)
+    refresher.refresh(client, options)
+    at_once = {t: _rows(client, options, t) for t in ROLLUP_TABLES}
+    assert {r[0] for r in at_once[rollups.WORKFLOW_HOURS]} == set(tenants)
+
+    grouped: list[Any] = []
+    groups = refresher._tenant_groups
+
+    def seen(*args: Any) -> Any:
+        grouped.append(groups(*args))
+        return grouped[-1]
+
+    monkeypatch.setattr(refresher, "_tenant_groups", seen)
+    monkeypatch.setattr(refresher, "FINAL_SHARE", 1 << 40)  # every tenant over the budget: each alone
+    for t in ROLLUP_TABLES:
+        client.command(f"TRUNCATE TABLE {options.name(t)}")
+    refresher.refresh(client, options, max_memory_bytes=1 << 30)
+    assert grouped == [[(t,) for t in tenants]], "the whole refresh, a tenant at a time"
+    assert {t: _rows(client, options, t) for t in ROLLUP_TABLES} == at_once
+
+    refresher.refresh(client, options, date(2023, 7, 20), max_memory_bytes=1 << 30)
+    assert grouped[-1] == [(t,) for t in tenants], "the window, a tenant at a time"
+    assert {t: _rows(client, options, t) for t in ROLLUP_TABLES} == at_once
+
+    for t in ROLLUP_TABLES:
+        client.command(f"TRUNCATE TABLE {options.name(t)}")
+    _too_big_at_once(monkeypatch, _MONTHLY)
+    refresher.refresh(client, options, max_memory_bytes=1 << 30)
+    assert len(grouped) > 3, "each month's merge by tenant too"
+    assert all(g is None or all(len(one) == 1 for one in g) for g in grouped)
+    assert {t: _rows(client, options, t) for t in ROLLUP_TABLES} == at_once
+
+
+def test_tenant_groups_fit_the_share_and_none_when_all_fit(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
+) -> None:
+    """The groups hold every tenant of the parts read once, in order, each within its share but a
+    tenant over it alone; no memory given, or all within it: one query for all (None)."""
+    tenants = ("a-clinic", "b-clinic", "c-clinic", "d-clinic")
+    for tenant in tenants:
+        _store_at(
+            client, pipeline, tmp_path / f"{tenant}.wal", datetime(2023, 1, 15, tzinfo=UTC), _one_a_month(2), tenant
+        )
+    assert refresher._tenant_groups(client, options, "1", None) is None
+    assert refresher._tenant_groups(client, options, "1", 1 << 30) is None
+    cost = dict(
+        client.query(
+            f"SELECT TenantId, sum(data_uncompressed_bytes) FROM system.parts p INNER JOIN "
+            f"(SELECT DISTINCT _part AS name, TenantId FROM {options.name(clinical.WORKFLOWS)}) AS t USING name "
+            f"WHERE p.database = '{options.database}' AND p.table = '{clinical.WORKFLOWS}' AND p.active "
+            "GROUP BY TenantId"
+        ).result_rows
+    )
+    two = int(max(cost.values()) * 2.5 * refresher.FINAL_SHARE)
+    groups = refresher._tenant_groups(client, options, "1", two)
+    assert groups is not None
+    assert len(groups) == 2
+    assert [t for g in groups for t in g] == list(tenants)
+    assert all(sum(cost[t] for t in g) * refresher.FINAL_SHARE <= two for g in groups)
+    alone = refresher._tenant_groups(client, options, "1", 1)
+    assert alone == [(t,) for t in tenants]
+    assert refresher._tenant_groups(client, options, "_partition_value.2 >= 202302", 1) == [(t,) for t in tenants]

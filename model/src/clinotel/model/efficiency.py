@@ -45,12 +45,15 @@ PLACE: Final = ("Site", "Department")
 """The places net minutes saved are compared within by default."""
 
 
-def effort_by_trace_sql(traces: str, since: str | None = None, *, among: str | None = None) -> str:
+def effort_by_trace_sql(
+    traces: str, since: str | None = None, *, among: str | None = None, where: str | None = None
+) -> str:
     """The effort recorded on a workflow's own spans (rework records aside), per TenantId and
-    TraceId: m (minutes), t (touches); spans at or after SQL instant `since` only, and of the
-    traces the SQL `among` selects only, when given."""
+    TraceId: m (minutes), t (touches); spans at or after SQL instant `since` only, of the traces
+    the SQL `among` selects only, and where the SQL condition `where` holds, when given."""
     when = "" if since is None else f" AND Timestamp >= {since}"
     when += "" if among is None else f" AND TraceId IN ({among})"
+    when += "" if where is None else f" AND ({where})"
     return f"""SELECT TenantId, TraceId, sum(toFloat64OrZero({attr(A.EFFORT_MINUTES.key)})) AS m,
             sum(toInt64OrZero({attr(A.EFFORT_TOUCHES.key)})) AS t
         FROM {traces}

@@ -53,7 +53,7 @@ started before the range too.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Final
 
 from clinotel.model import clinical, efficiency
@@ -291,6 +291,11 @@ def starts_between(since: str | None, until: str | None) -> str:
     return _between("StartTime", since, until)
 
 
+def _of_tenants(tenants: Collection[str]) -> str:
+    """SQL: the row is one of `tenants`'."""
+    return f"TenantId IN ({', '.join(map(literal, sorted(tenants)))})"
+
+
 def _merged(
     workflows: str,
     since: str | None,
@@ -298,15 +303,22 @@ def _merged(
     column: str = "StartTime",
     until: str | None = None,
     also: str | None = None,
+    tenants: Collection[str] | None = None,
 ) -> str:
     """The workflows' rows merged (`FINAL`) from the parts `source_filter` keeps, and those of the
     table `also` (every row of workflows `source_filter` leaves out), those whose `column` (their
     start) is at or after `since` and before `until` (a condition on the merged value, after the
-    merge)."""
+    merge); of the `tenants` only, when given (read from their partitions alone: a merge holds a
+    block of every part it merges, so a refresh of many tenants' small parts takes them a few at a
+    time)."""
     every = ", ".join(("*", *clinical.ALIAS_COLUMNS))
     merged = f"SELECT {every} FROM {workflows} FINAL WHERE {source_filter}"
+    also_merged = f" UNION ALL SELECT {every} FROM {also} FINAL"
+    if tenants is not None:
+        merged = f"SELECT {every} FROM {workflows} FINAL WHERE ({source_filter}) AND {_of_tenants(tenants)}"
+        also_merged += f" WHERE {_of_tenants(tenants)}"
     if also is not None:
-        merged += f" UNION ALL SELECT {every} FROM {also} FINAL"
+        merged += also_merged
     return f"(SELECT * FROM ({merged}) WHERE {_between(column, since, until)})"
 
 
@@ -319,6 +331,7 @@ def refresh_select(
     until: str | None = None,
     also: str | None = None,
     rework_rows: str | None = None,
+    tenants: Collection[str] | None = None,
 ) -> str:
     """The rollup rows of the workflows in the qualified table `workflows` (merged, `FINAL`) that
     started at or after SQL instant `since` (every one when None) and before `until` (when given):
@@ -327,7 +340,8 @@ def refresh_select(
     `source_filter` narrows the workflows view's parts read (a window's partitions); the table
     `also` holds every row of the workflows it leaves out whole, merged with the rest. The table
     `rework_rows`, when given, holds `rework_by_workflow_sql`'s rows of every rework record, to
-    read instead of the records from `since` on (a refresh month by month computes them once)."""
+    read instead of the records from `since` on (a refresh month by month computes them once).
+    `tenants`, when given: the rows of those tenants only (`_merged`)."""
     key = ", ".join(("TenantId", "WorkflowKind", TIME_COLUMN, *DIMENSIONS[2:]))
     measures = [m for name in ROLLED_UP for m in _measures(INDICATORS[name])]
     measures += [f"sumIf({expr}, RolloutMode != '') AS {name}" for name, expr in efficiency.ROLLUP_SUMS]
@@ -337,9 +351,12 @@ def refresh_select(
     needed = [c for c in clinical.WORKFLOW_COLUMNS if c != "StartTime" and re.search(rf"\b{c}\b", read)]
     columns = ", ".join(f"w.{c} AS {c}" for c in ("TenantId", "WorkflowKind", "TraceId", "StartTime", *needed))
     # a range's effort: of its workflows' traces only (a whole-store refresh reads every trace anyway)
+    of_tenants = None if tenants is None else _of_tenants(tenants)
     among = None if since is None else f"SELECT TraceId FROM {workflows} WHERE {starts_between(since, until)}"
+    if among is not None and of_tenants is not None:
+        among += f" AND {of_tenants}"
     join = efficiency.EFFORT_JOIN.format(
-        effort=efficiency.effort_by_trace_sql(traces, since, among=among),
+        effort=efficiency.effort_by_trace_sql(traces, since, among=among, where=of_tenants),
         rework=f"SELECT * FROM {rework_rows}" if rework_rows else rework_by_workflow_sql("", since, traces=rework),
     )
     return (
@@ -349,7 +366,7 @@ def refresh_select(
         + ",\n    ".join(_LATER_MEASURES)
         + "\n"
         f"FROM\n(\n    SELECT {columns}, {effort}\n"
-        f"    FROM {_merged(workflows, since, source_filter, until=until, also=also)} AS w\n"
+        f"    FROM {_merged(workflows, since, source_filter, until=until, also=also, tenants=tenants)} AS w\n"
         f"    {join}\n)\n"
         f"GROUP BY {key}"
     )
@@ -503,12 +520,17 @@ def cohort_dimension(i: Indicator, by: Sequence[str]) -> str | None:
 
 
 def cohort_refresh_select(
-    workflows: str, since: str | None, source_filter: str = "1", until: str | None = None, also: str | None = None
+    workflows: str,
+    since: str | None,
+    source_filter: str = "1",
+    until: str | None = None,
+    also: str | None = None,
+    tenants: Collection[str] | None = None,
 ) -> str:
     """The cohort rollup rows of the workflows in the qualified table `workflows` (merged; with the
     table `also`, as for `refresh_select`) that started at or after SQL instant `since` (every one
     when None) and before `until` (when given): a row per cohort dimension and group (groups ''
-    left out), the fairness indicators' own SQL."""
+    left out), the fairness indicators' own SQL; of the `tenants` only, when given."""
     pairs = ", ".join(f"({literal(d)}, toString({d}))" for d in COHORT_DIMENSIONS)
     measures = ",\n    ".join(m for name in COHORT_ROLLED_UP for m in _measures(INDICATORS[name]))
     key = ", ".join(("TenantId", "WorkflowKind", TIME_COLUMN, *COHORT_DIMENSIONS_ROLLED[2:], "Dimension", "Grp"))
@@ -516,22 +538,29 @@ def cohort_refresh_select(
         f"SELECT\n    TenantId, WorkflowKind, {_hour_of('StartTime')}, "
         f"{', '.join(COHORT_DIMENSIONS_ROLLED[2:])}, d.1 AS Dimension, d.2 AS Grp,\n"
         f"    toInt64(count()) AS members,\n    {measures}\n"
-        f"FROM {_merged(workflows, since, source_filter, until=until, also=also)}\n"
+        f"FROM {_merged(workflows, since, source_filter, until=until, also=also, tenants=tenants)}\n"
         f"ARRAY JOIN [{pairs}] AS d\n"
         "WHERE d.2 != ''\n"
         f"GROUP BY {key}"
     )
 
 
-def truth_refresh_select(workflows: str, since: str | None, source_filter: str = "1", also: str | None = None) -> str:
+def truth_refresh_select(
+    workflows: str,
+    since: str | None,
+    source_filter: str = "1",
+    also: str | None = None,
+    tenants: Collection[str] | None = None,
+) -> str:
     """The truth rollup's rows: the workflows in the qualified table `workflows` (merged, `FINAL`,
     from the parts `source_filter` keeps; with the table `also`, as for `refresh_select`) whose
     ground truth arrived at or after SQL instant `since` (every one when None), per hour of its
-    arrival; joined when the workflow's own spans were received (`Spans > 0`)."""
+    arrival; joined when the workflow's own spans were received (`Spans > 0`); of the `tenants`
+    only, when given."""
     return (
         f"SELECT TenantId, WorkflowKind, {_hour_of('assumeNotNull(TruthTime)')}, toUInt8(Spans > 0) AS Joined, "
         "toInt64(count()) AS Outcomes\n"
-        f"FROM {_merged(workflows, since, source_filter, 'TruthTime', also=also)}\n"
+        f"FROM {_merged(workflows, since, source_filter, 'TruthTime', also=also, tenants=tenants)}\n"
         "WHERE TruthTime IS NOT NULL\n"
         f"GROUP BY TenantId, WorkflowKind, {TIME_COLUMN}, Joined"
     )
