@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from clinotel.collector.errors import RefusedError
-from clinotel.collector.log.wal import WriteAheadLog
+from clinotel.collector.log.wal import LogFullError, WriteAheadLog
 from clinotel.collector.receiver.days import DayPacing
 from clinotel.collector.receiver.export import DAY_NS, PROTOBUF, Limits, TraceReceiver
 from clinotel.collector.receiver.http import OtlpHttpServer
@@ -197,3 +197,47 @@ def test_a_large_screened_request_counts_its_days() -> None:
     receiver.export(body, content_type=PROTOBUF, tenant="st-marys")
     with pytest.raises(RefusedError, match="retry after"):
         receiver.export(_spread(40, 8, first_day_back=500), content_type=PROTOBUF, tenant="st-marys")
+
+
+class _FullOnce(ListLog):
+    def __init__(self) -> None:
+        super().__init__()
+        self.full = True
+
+    def append(self, record: Any) -> None:
+        if self.full:
+            self.full = False
+            raise LogFullError("the log is full")
+        super().append(record)
+
+
+def test_a_request_the_log_refuses_is_not_charged_its_days() -> None:
+    """A request charged its new days and then refused because the log is full (503: retried) is
+    refunded: its retry is stored at once, not answered 429 for days it never stored."""
+    log = _FullOnce()
+    receiver = TraceReceiver(cast(WriteAheadLog, log), Limits(max_span_age_days=None))
+    body = _spread(200, 11, first_day_back=2)
+    with pytest.raises(RefusedError) as full:
+        receiver.export(body, content_type=PROTOBUF, tenant="st-marys")
+    assert (full.value.reason, full.value.http_status) == ("log_full", 503)
+    receiver.export(body, content_type=PROTOBUF, tenant="st-marys")
+    assert len(log.records) == 1
+    with pytest.raises(RefusedError, match="retry after"):  # the stored one was charged
+        receiver.export(_spread(200, 12, first_day_back=300), content_type=PROTOBUF, tenant="st-marys")
+
+
+def test_a_refund_gives_back_the_allowance_and_leaves_a_later_charge() -> None:
+    now = [0.0]
+    pacing = DayPacing(rate_per_s=10, burst=20, clock=lambda: now[0])
+    today = 20_000
+    charge = pacing.admit("a", range(today - 100, today - 85), today)
+    assert charge is not None
+    assert charge.cost == 15
+    now[0] = 0.1
+    later = pacing.admit("a", [today - 100, today - 50], today)  # one charged a moment ago: free
+    assert later is not None
+    assert later.days == (today - 50,)
+    pacing.refund(charge)
+    pacing.admit("a", range(today - 99, today - 85), today)  # refunded: 14 new days fit again
+    assert pacing.admit("a", [today - 50], today) is None, "the later request's day stays charged"
+    assert pacing.admit("a", [today, today - 1], today) is None, "live days: never charged"

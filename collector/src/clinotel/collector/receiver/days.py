@@ -32,6 +32,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Final
 
 from clinotel.collector.errors import RefusedError
@@ -41,6 +42,7 @@ __all__ = [
     "MAX_NEW_DAYS",
     "MAX_NEW_DAYS_PER_S",
     "MIN_NEW_DAYS_PER_S",
+    "Charge",
     "DayPacing",
 ]
 
@@ -67,6 +69,16 @@ RECENT_S: Final = 1.0
 """How long a day a tenant was charged for counts as already in the insert being gathered."""
 
 
+@dataclass(frozen=True)
+class Charge:
+    """What `DayPacing.admit` charged a request: its tenant's new days, and when."""
+
+    tenant: str
+    cost: float
+    days: tuple[int, ...]
+    at: float
+
+
 class DayPacing:
     """Per tenant: the days charged lately and the new days left."""
 
@@ -88,15 +100,16 @@ class DayPacing:
         self._left: dict[str, tuple[float, float]] = {}
         """tenant -> (new days it may still add, when that was counted)."""
 
-    def admit(self, tenant: str, days: Collection[int], today: int) -> None:
+    def admit(self, tenant: str, days: Collection[int], today: int) -> Charge | None:
         """Count a request of `tenant` that arrived on day `today` and whose kept spans start on
-        `days` (days since the epoch); raises `RefusedError`: too_large for more than
-        `MAX_NEW_DAYS` new days, throttled (with its retry delay) when an allowance is short."""
+        `days` (days since the epoch): what it was charged (None: nothing), to `refund` if it is
+        not stored after all; raises `RefusedError`: too_large for more than `MAX_NEW_DAYS` new
+        days, throttled (with its retry delay) when an allowance is short."""
         if self.rate_per_s <= 0:
-            return
+            return None
         old = [d for d in days if abs(d - today) > 1]
         if not old:
-            return
+            return None
         with self._lock:
             now = self._clock()
             charged = self._charged.setdefault(tenant, {})
@@ -106,7 +119,7 @@ class DayPacing:
             if len(old) - len(new) > FREE_DAYS:  # many old days again: each is a part again
                 new = old
             if not new:
-                return
+                return None
             if len(new) > MAX_NEW_DAYS:
                 raise RefusedError(
                     "too_large",
@@ -131,6 +144,18 @@ class DayPacing:
             self._left[tenant] = (mine - cost, now)
             for d in new:
                 charged[d] = now
+            return Charge(tenant, cost, tuple(new), now)
+
+    def refund(self, charge: Charge) -> None:
+        """Give back what a request was charged when it was refused after `admit` (the log full):
+        its allowance, and its days as not charged (unless a later request was charged them)."""
+        with self._lock:
+            now = self._clock()
+            self._left[charge.tenant] = (min(self.burst, self._allowance(charge.tenant, now) + charge.cost), now)
+            charged = self._charged.get(charge.tenant, {})
+            for d in charge.days:
+                if charged.get(d) == charge.at:
+                    del charged[d]
 
     def _allowance(self, tenant: str, now: float) -> float:
         left, at = self._left.get(tenant, (self.burst, now))

@@ -418,16 +418,17 @@ class TraceReceiver:
         digest = self.recent.digest(raw) if kept and self.recent.enabled else None
         retried = digest is not None and self.recent.seen(tenant, digest)
         if kept and not retried:
-            if started is not None:
-                self.pacing.admit(tenant, started, received_ns // DAY_NS)
+            charge = None if started is None else self.pacing.admit(tenant, started, received_ns // DAY_NS)
             record = otlp_proto.framed(raw, otlp_proto.envelope(tenant, secrets.token_hex(8), received_ns))
             try:
                 wal.append(record)
-            except LogFullError as e:
-                raise unavailable("log_full", str(e)) from None
-            except LogLostError as e:
-                raise unavailable("log_lost", str(e)) from None
-            except OSError as e:
+            except (LogFullError, LogLostError, OSError) as e:
+                if charge is not None:  # not stored: its days are not in the insert being gathered
+                    self.pacing.refund(charge)
+                if isinstance(e, LogFullError):
+                    raise unavailable("log_full", str(e)) from None
+                if isinstance(e, LogLostError):
+                    raise unavailable("log_lost", str(e)) from None
                 raise unavailable("log_error", f"cannot write the log: {e}") from None
             if digest is not None:
                 self.recent.accepted(tenant, digest)
