@@ -18,6 +18,7 @@ import pytest
 
 from clinotel.collector.service import Collector
 from clinotel.collector.store import schema
+from clinotel.model.tables import WORKFLOWS
 from collector.tests.clients.conftest import missing, run_node
 from collector.tests.clients.native_decoder import decode, rows
 from collector.tests.fixtures import OPERATOR_TOKEN, OTHER_TOKEN, READ_TOKEN, WRITE_TOKEN
@@ -159,6 +160,36 @@ def test_a_native_client_of_revision_54460_reads_what_grafanas_plugin_reads(load
         assert native_row[2].decode() == json_row[2]
         assert {k.decode(): v.decode() for k, v in native_row[3]} == json_row[3]
         assert native_row[4] == int(json_row[4])
+
+
+_REVIEW_SQL = (
+    "SELECT TraceId, ReviewAction, ReviewActorRole, ReviewFinalValue, OutcomeLabel, AdverseEvent "
+    "FROM {workflows} FINAL ORDER BY TraceId"
+)
+"""The review and truth as every reader reads them: ALIAS columns over the latest-recorded tuples
+(migration 18), which a client meets only by name (never in `SELECT *`)."""
+
+
+def test_clickhouse_js_and_grafanas_native_client_read_the_latest_truth_columns(
+    loaded: Collector, node_clients: Any
+) -> None:
+    """@clickhouse/client and a Native client of revision 54460 read the workflows view's review
+    and truth (ALIAS columns) as declared: the types, the values, one tenant's rows."""
+    sql = _REVIEW_SQL.format(workflows=loaded.options.name(WORKFLOWS))
+    out = run_node(
+        node_clients, "query.mjs", f"http://127.0.0.1:{_port(loaded)}", loaded.options.database, sql,
+        env={"CLICKHOUSE_PASSWORD": READ_TOKEN},
+    )  # fmt: skip
+    js = [tuple(r.values()) for r in json.loads(out)]
+    assert len(js) == 3
+    assert {r[1:] for r in js} == {("override", "nurse", "ESI-2", "", None)}, "the test workflows' review"
+    blocks = decode(_curl(loaded, sql, default_format="Native", client_protocol_version="54460"), 54460)
+    types = {c.name: c.type for c in blocks[0].columns}
+    assert types["ReviewAction"] == "LowCardinality(String)"
+    assert types["OutcomeLabel"] == "String"
+    assert types["AdverseEvent"] == "Nullable(UInt8)"
+    native = [(r[0].decode(), r[1].decode(), r[2].decode(), r[3].decode(), r[4].decode(), r[5]) for r in rows(blocks)]
+    assert native == js
 
 
 def test_grafanas_trace_view_finds_no_lookup_table_it_may_not_read(loaded: Collector) -> None:
