@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import gzip
 import http.client
+import signal
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -20,7 +22,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from clinotel.collector.errors import RefusedError
-from clinotel.collector.log.wal import LogFullError, WriteAheadLog
+from clinotel.collector.log.wal import LogFullError, WriteAheadLog, pending_segments, read_records
 from clinotel.collector.receiver.export import PROTOBUF, Limits, TraceReceiver
 from clinotel.collector.receiver.retries import RecentRequests
 from clinotel.collector.service import Collector
@@ -190,3 +192,69 @@ def test_requests_are_remembered_for_the_window_and_each_tenant_within_its_share
     assert len(recent) == 6, "past the capacity the fullest tenant's oldest go first"
     assert recent.seen("st-marys", keep)
     assert recent.seen("north", recent.digest(bytes([0])))
+
+
+def test_a_log_left_by_a_killed_process_recognises_the_retries_of_its_requests(tmp_path: Path) -> None:
+    """A process killed after logging a request and before its answer reached the client leaves the
+    request in the log; the next process on that log recalls it (received within the window), so
+    the exporter's retry is answered and not stored twice. Another tenant's identical request,
+    and a request received before the window, are not recalled."""
+    first = WriteAheadLog(tmp_path / "wal")
+    receiver = TraceReceiver(first, Limits(max_span_age_days=None))
+    body = encode_spans(_spans("RT-K")).SerializeToString()
+    receiver.export(body, content_type=PROTOBUF, tenant="st-marys")
+    first.close()  # what kill -9 leaves: the segment on disk, never stored, the lock let go
+    first.release()
+
+    log = WriteAheadLog(tmp_path / "wal")
+    again = TraceReceiver(log, Limits(max_span_age_days=None))
+    assert again.recall(log.directory) == 1
+    held = log.pending_bytes
+    assert again.export(body, content_type=PROTOBUF, tenant="st-marys").accepted > 0
+    assert log.pending_bytes == held, "the retry is answered, not logged again"
+    assert again.stats.spans_retried > 0
+    again.export(body, content_type=PROTOBUF, tenant="general")
+    assert log.pending_bytes > held, "another tenant's request is its own"
+
+    log.flush()
+    records = [r for path in pending_segments(log.directory) for r in read_records(path)]
+    assert len(records) == 2
+    later = time.time_ns() + 301 * 10**9
+    assert RecentRequests().recall(records, now_ns=later) == 0, "received before the window"
+    assert RecentRequests(window_s=0).recall(records) == 0, "a window of 0 recalls nothing"
+    assert RecentRequests().recall([b"\x0a\x02\x08\x01", b"", b"\xff" * 20]) == 0, "not records: skipped"
+    log.close()
+    log.release()
+
+
+@pytest.mark.slow
+def test_a_retry_after_kill_9_is_stored_once(tmp_path: Path) -> None:
+    """`clinotel serve` killed (SIGKILL) just after it answered a request, its exporter's retry sent
+    to the next process on the same log and store: the spans are stored once."""
+    from collector.tests.test_crash import _close, _start
+    from collector.tests.test_crash import _stored as stored_spans
+    from tests.net import free_port
+
+    data, wal, port = tmp_path / "data", tmp_path / "wal", free_port()
+    body = encode_spans(_spans("RT-9")).SerializeToString()
+
+    def post() -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("POST", "/v1/traces", body, {"Content-Type": PROTOBUF})
+        status = conn.getresponse().status
+        conn.close()
+        return status
+
+    proc = _start(data, wal, port)
+    assert post() == 200
+    proc.send_signal(signal.SIGKILL)  # within milliseconds: the writer takes a segment after 0.5 s
+    proc.wait(timeout=10)
+    _close(proc)
+    proc = _start(data, wal, port)
+    assert post() == 200, "the retry"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, _close(proc)
+    _close(proc)
+    counts = stored_spans(data)
+    assert len(counts) == len(_spans("RT-9"))
+    assert set(counts.values()) == {1}, "every span once"

@@ -467,6 +467,11 @@ class Collector:
         assert self.writer is not None
         assert self.receiver is not None
         assert self.wal is not None
+        # before the writer takes them: requests logged but perhaps never answered (a kill -9)
+        recalled = self.receiver.recall(self.wal.directory)
+        if recalled:
+            logger.info("recalled %d request(s) received in the last %.0f s, to recognise if retried",
+                        recalled, self.receiver.recent.window_s)  # fmt: skip
         self.writer.start()
         if self.recorder is not None:
             self.recorder.start(on_failure=self.fail)

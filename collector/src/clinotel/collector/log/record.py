@@ -41,6 +41,7 @@ __all__ = [
     "has_checksum_tag_at",
     "keyed",
     "proto_schema",
+    "split",
     "unchecked",
 ]
 
@@ -165,6 +166,46 @@ def envelope(tenant: str, batch_id: str, received_unix_nano: int) -> bytes:
         + leb128.encode(ENVELOPE_FIELDS["received_unix_nano"] << 3 | 1)
         + struct.pack("<Q", received_unix_nano)
     )
+
+
+def split(message: bytes | memoryview) -> tuple[int, str, int] | None:
+    """A record's message (`unchecked`) as (the length of the request before its envelope, the
+    tenant, the receive time in ns), or None when it has no whole envelope: the request's own
+    top-level fields are stepped over by their lengths, never parsed."""
+    pos, start, tenant, received = 0, None, None, None
+    while pos < len(message):
+        tag = leb128.decode(message, pos)
+        if tag is None:
+            return None
+        field, wire = tag[0] >> 3, tag[0] & 7
+        if field in (ENVELOPE_FIELDS["tenant"], ENVELOPE_FIELDS["batch_id"], ENVELOPE_FIELDS["received_unix_nano"]):
+            start = pos if start is None else start
+        elif start is not None:
+            return None  # a request's field after the envelope: not a record this log wrote
+        pos = tag[1]
+        if wire == 2:
+            length = leb128.decode(message, pos)
+            if length is None or length[1] + length[0] > len(message):
+                return None
+            if field == ENVELOPE_FIELDS["tenant"]:
+                tenant = bytes(message[length[1] : length[1] + length[0]]).decode("utf-8", "replace")
+            pos = length[1] + length[0]
+        elif wire == 1:
+            if field == ENVELOPE_FIELDS["received_unix_nano"] and pos + 8 <= len(message):
+                received = struct.unpack_from("<Q", message, pos)[0]
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 0:
+            value = leb128.decode(message, pos)
+            if value is None:
+                return None
+            pos = value[1]
+        else:
+            return None
+    if start is None or tenant is None or received is None or pos != len(message):
+        return None
+    return start, tenant, received
 
 
 def frame(message: bytes) -> bytes:

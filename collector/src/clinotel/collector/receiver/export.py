@@ -17,6 +17,7 @@ import base64
 import binascii
 import contextlib
 import json
+import logging
 import secrets
 import threading
 import time
@@ -24,6 +25,7 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 from google.protobuf import json_format
@@ -35,7 +37,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from clinotel.collector.errors import RefusedError
 from clinotel.collector.log import record as otlp_proto
-from clinotel.collector.log.wal import LogFullError, LogLostError, WriteAheadLog
+from clinotel.collector.log.wal import LogFullError, LogLostError, WriteAheadLog, pending_segments, read_records
 from clinotel.collector.receiver import bounded, days, retries
 from clinotel.collector.receiver.admission import (
     DECODE_BYTES,
@@ -55,6 +57,8 @@ __all__ = [
     "ReceiverStats",
     "TraceReceiver",
 ]
+
+logger: Final = logging.getLogger("clinotel.collector")
 
 PROTOBUF: Final = "application/x-protobuf"
 JSON: Final = "application/json"
@@ -357,6 +361,24 @@ class TraceReceiver:
     def attach(self, wal: WriteAheadLog) -> None:
         """Start accepting into `wal`."""
         self.wal = wal
+
+    def recall(self, directory: Path) -> int:
+        """Remember, as retries to recognise, the requests that the log segments in `directory`
+        hold and that were received within the retry window (`retries.RecentRequests.recall`);
+        call it before the writer takes them. Segments last written before the window are not
+        read. The number of requests remembered."""
+        if not self.recent.enabled:
+            return 0
+        since = time.time() - self.recent.window_s
+        remembered = 0
+        for path in pending_segments(directory):
+            try:
+                if path.stat().st_mtime < since:
+                    continue
+                remembered += self.recent.recall(read_records(path))
+            except OSError as e:  # a saving, never a reason not to start
+                logger.warning("could not read %s for the requests to recognise when retried: %s", path.name, e)
+        return remembered
 
     def export(
         self,

@@ -9,8 +9,13 @@ retry's compression or encoding, protobuf or JSON, does not matter); an identica
 same tenant in that window is answered as accepted again and not logged.
 
 A digest counts once the log holds its request: a retry that arrives while the first attempt is
-still being written is logged too (stored twice, never lost), as is one after the window, after a
-restart, or sent to another collector.
+still being written is logged too (stored twice, never lost), as is one after the window, or sent
+to another collector. A collector starting on a log recalls the requests its segments still hold
+that were received within the window (`recall`): a process killed after logging a request and
+before answering it leaves that request there, and the exporter's retry reaches the next process.
+A request stored and its segment deleted before a restart is not recalled: the answer goes out as
+soon as the request is logged, and a segment is stored no sooner than half a second after it
+opened or once full, then takes its insert's time.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final
+
+from clinotel.collector.log import record
 
 __all__ = ["DEFAULT_CAPACITY", "DEFAULT_PER_TENANT", "DEFAULT_RETRY_WINDOW_S", "MAX_RETRY_WINDOW_S", "RecentRequests"]
 
@@ -76,16 +83,37 @@ class RecentRequests:
             at = mine.get(digest) if mine is not None else None
             return at is not None and self._clock() - at <= self.window_s
 
-    def accepted(self, tenant: str, digest: bytes) -> None:
-        """The request of `tenant` with `digest` is in the log now."""
+    def accepted(self, tenant: str, digest: bytes, age_s: float = 0.0) -> None:
+        """The request of `tenant` with `digest` is in the log now (`age_s`: it was logged that
+        long ago, by a process before this one; recalled oldest first)."""
         with self._lock:
             now = self._clock()  # read under the lock: each tenant's digests stay in time order
             mine = self._seen.setdefault(tenant, OrderedDict())
             if mine.pop(digest, None) is not None:
                 self._held -= 1
-            mine[digest] = now
+            mine[digest] = now - age_s
             self._held += 1
             self._forget(mine, now)
+
+    def recall(self, records: Iterable[bytes | memoryview], now_ns: int | None = None) -> int:
+        """Remember the requests of log `records` (`record.unchecked` messages) received within the
+        window, as accepted when they were received: a process killed between logging a request and
+        answering it left it in the log, and the exporter's retry of it is then recognised by the
+        next one. Records not of this log's form are skipped. The number remembered."""
+        if not self.enabled:
+            return 0
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        remembered = 0
+        for message in records:
+            parts = record.split(message)
+            if parts is None:
+                continue
+            end, tenant, received_ns = parts
+            age_s = (now_ns - received_ns) / 1e9
+            if 0 <= age_s <= self.window_s:
+                self.accepted(tenant, self.digest(bytes(message[:end])), age_s)
+                remembered += 1
+        return remembered
 
     def _forget(self, mine: OrderedDict[bytes, float], now: float) -> None:
         while mine and (len(mine) > self.per_tenant or now - next(iter(mine.values())) > self.window_s):
