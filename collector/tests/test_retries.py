@@ -258,3 +258,77 @@ def test_a_retry_after_kill_9_is_stored_once(tmp_path: Path) -> None:
     counts = stored_spans(data)
     assert len(counts) == len(_spans("RT-9"))
     assert set(counts.values()) == {1}, "every span once"
+
+
+class _SlowLog(ListLog):
+    """A log whose first append waits until `go` is set (a slow disk), then fails if `refuse`."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        super().__init__()
+        self.inside, self.go, self.refuse, self.first = threading.Event(), threading.Event(), refuse, True
+
+    def append(self, record: Any) -> None:
+        if self.first:
+            self.first = False
+            self.inside.set()
+            assert self.go.wait(10)
+            if self.refuse:
+                raise LogFullError("the log is full")
+        super().append(record)
+
+
+@pytest.mark.parametrize("refused", [False, True])
+def test_a_retry_racing_its_first_attempt_waits_for_it(refused: bool) -> None:
+    """An exporter that gave up on a slow first attempt sends it again while it is still being
+    logged: the retry waits for it and is answered as accepted (logged once), or, when the first
+    attempt is refused, is logged itself (once)."""
+    log = _SlowLog(refuse=refused)
+    receiver = TraceReceiver(cast(WriteAheadLog, log), Limits(max_span_age_days=None))
+    body = encode_spans(_spans("RT-R")).SerializeToString()
+    outcomes: list[object] = []
+
+    def send() -> None:
+        try:
+            outcomes.append(receiver.export(body, content_type=PROTOBUF, tenant="st-marys").accepted)
+        except RefusedError as e:
+            outcomes.append(e.reason)
+
+    first = threading.Thread(target=send)
+    first.start()
+    assert log.inside.wait(10)
+    retry = threading.Thread(target=send)
+    retry.start()
+    time.sleep(0.3)
+    assert retry.is_alive(), "the retry waits for the first attempt"
+    log.go.set()
+    first.join(10)
+    retry.join(10)
+    assert len(log.records) == 1, "logged once"
+    if refused:
+        assert outcomes[0] == "log_full"
+        assert receiver.stats.spans_retried == 0
+    else:
+        assert receiver.stats.spans_retried == outcomes[1]
+    assert isinstance(outcomes[-1], int)
+    assert outcomes[-1] > 0
+
+
+def test_a_retry_waits_no_longer_than_its_bound() -> None:
+    recent = RecentRequests()
+    digest = recent.digest(b"slow")
+    first = recent.attempt("st-marys", digest)
+    assert first is not None
+    assert first.owned
+    started = time.monotonic()
+    late = recent.attempt("st-marys", digest, wait_s=0.2)
+    assert late is not None, "logged again after the wait: twice, never lost"
+    assert not late.owned
+    assert 0.2 <= time.monotonic() - started < 2
+    other = recent.attempt("general", digest, wait_s=0)
+    assert other is not None
+    assert other.owned, "another tenant's request is its own"
+    recent.finish(late)
+    assert recent.attempt("st-marys", digest, wait_s=0) is not None
+    recent.accepted("st-marys", digest)
+    recent.finish(first)
+    assert recent.attempt("st-marys", digest) is None, "accepted: a retry"

@@ -438,22 +438,16 @@ class TraceReceiver:
         hold.resize(len(body) + len(raw))
         removed = sum(refused.values())
         digest = self.recent.digest(raw) if kept and self.recent.enabled else None
-        retried = digest is not None and self.recent.seen(tenant, digest)
-        if kept and not retried:
-            charge = None if started is None else self.pacing.admit(tenant, started, received_ns // DAY_NS)
-            record = otlp_proto.framed(raw, otlp_proto.envelope(tenant, secrets.token_hex(8), received_ns))
-            try:
-                wal.append(record)
-            except (LogFullError, LogLostError, OSError) as e:
-                if charge is not None:  # not stored: its days are not in the insert being gathered
-                    self.pacing.refund(charge)
-                if isinstance(e, LogFullError):
-                    raise unavailable("log_full", str(e)) from None
-                if isinstance(e, LogLostError):
-                    raise unavailable("log_lost", str(e)) from None
-                raise unavailable("log_error", f"cannot write the log: {e}") from None
-            if digest is not None:
-                self.recent.accepted(tenant, digest)
+        attempt = None if digest is None else self.recent.attempt(tenant, digest)
+        retried = digest is not None and attempt is None
+        try:
+            if kept and not retried:
+                self._log(wal, raw, tenant, received_ns, started)
+                if digest is not None:
+                    self.recent.accepted(tenant, digest)
+        finally:
+            if attempt is not None:
+                self.recent.finish(attempt)
         with self.stats.lock:
             self.stats.requests += 1
             self.stats.spans_refused.update(+refused)
@@ -469,6 +463,22 @@ class TraceReceiver:
         if media == JSON:
             return ExportResult(json_format.MessageToJson(response).encode(), JSON, kept, removed)
         return ExportResult(response.SerializeToString(), PROTOBUF, kept, removed)
+
+    def _log(self, wal: WriteAheadLog, raw: bytes, tenant: str, received_ns: int, days: set[int] | None) -> None:
+        """Append a request's kept spans to the log, its new `days` paced first (refunded if the
+        log refuses it); raises `RefusedError`."""
+        charge = None if days is None else self.pacing.admit(tenant, days, received_ns // DAY_NS)
+        record = otlp_proto.framed(raw, otlp_proto.envelope(tenant, secrets.token_hex(8), received_ns))
+        try:
+            wal.append(record)
+        except (LogFullError, LogLostError, OSError) as e:
+            if charge is not None:  # not stored: its days are not in the insert being gathered
+                self.pacing.refund(charge)
+            if isinstance(e, LogFullError):
+                raise unavailable("log_full", str(e)) from None
+            if isinstance(e, LogLostError):
+                raise unavailable("log_lost", str(e)) from None
+            raise unavailable("log_error", f"cannot write the log: {e}") from None
 
     @contextlib.contextmanager
     def _decode_turn(self, tenant: str, media: str, size: int) -> Iterator[None]:

@@ -9,8 +9,9 @@ retry's compression or encoding, protobuf or JSON, does not matter); an identica
 same tenant in that window is answered as accepted again and not logged.
 
 A digest counts once the log holds its request: a retry that arrives while the first attempt is
-still being written is logged too (stored twice, never lost), as is one after the window, or sent
-to another collector. A collector starting on a log recalls the requests its segments still hold
+still being written waits for it (up to `RACE_WAIT_S`) and is answered as it is accepted, or
+logged itself when that attempt is refused; one after the window, or sent to another collector,
+is logged again (stored twice, never lost). A collector starting on a log recalls the requests its segments still hold
 that were received within the window (`recall`): a process killed after logging a request and
 before answering it leaves that request there, and the exporter's retry reaches the next process.
 A request stored and its segment deleted before a restart is not recalled: the answer goes out as
@@ -25,11 +26,20 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Final
 
 from clinotel.collector.log import record
 
-__all__ = ["DEFAULT_CAPACITY", "DEFAULT_PER_TENANT", "DEFAULT_RETRY_WINDOW_S", "MAX_RETRY_WINDOW_S", "RecentRequests"]
+__all__ = [
+    "DEFAULT_CAPACITY",
+    "DEFAULT_PER_TENANT",
+    "DEFAULT_RETRY_WINDOW_S",
+    "MAX_RETRY_WINDOW_S",
+    "RACE_WAIT_S",
+    "Attempt",
+    "RecentRequests",
+]
 
 DEFAULT_RETRY_WINDOW_S: Final = 300.0
 """How long an accepted request is remembered: the OpenTelemetry Collector's exporters retry for up
@@ -42,6 +52,21 @@ DEFAULT_PER_TENANT: Final = 16_384
 """The most one tenant's requests remembered: 55 requests a second over the window (28,000 spans a
 second in exporters' batches of 512); one tenant's flood of small requests forgets its own oldest,
 not another tenant's."""
+
+
+RACE_WAIT_S: Final = 10.0
+"""How long a retry waits for an identical request still being logged (the exporters' own
+deadline): past it, it is logged too."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A request being logged (`RecentRequests.attempt`)."""
+
+    key: tuple[str, bytes]
+    owned: bool
+    """False: an identical request was still being logged after the wait; this one is logged too
+    and leaves that one's place alone."""
 
 
 class RecentRequests:
@@ -63,6 +88,8 @@ class RecentRequests:
         self._seen: dict[str, OrderedDict[bytes, float]] = {}
         """tenant -> digest -> when it was accepted, oldest first."""
         self._held = 0
+        self._writing: dict[tuple[str, bytes], threading.Event] = {}
+        """(tenant, digest) -> set when the request being logged is accepted or refused."""
 
     @property
     def enabled(self) -> bool:
@@ -75,6 +102,36 @@ class RecentRequests:
     def digest(request: bytes) -> bytes:
         """The key of `request` (as logged) within its tenant."""
         return hashlib.sha256(request).digest()[:16]
+
+    def attempt(self, tenant: str, digest: bytes, wait_s: float = RACE_WAIT_S) -> Attempt | None:
+        """None when the request of `tenant` with `digest` is a retry of one accepted within the
+        window, or of one being logged that is accepted within `wait_s` (an exporter that gave up
+        on a slow first attempt); else the attempt to log it, to `finish` whatever happens (a
+        first attempt refused lets a retry waiting on it be logged instead)."""
+        key = (tenant, digest)
+        deadline = time.monotonic() + wait_s
+        while True:
+            with self._lock:
+                mine = self._seen.get(tenant)
+                at = mine.get(digest) if mine is not None else None
+                if at is not None and self._clock() - at <= self.window_s:
+                    return None
+                writing = self._writing.get(key)
+                if writing is None:
+                    self._writing[key] = threading.Event()
+                    return Attempt(key, owned=True)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return Attempt(key, owned=False)  # logged again: twice, never lost
+            writing.wait(left)
+
+    def finish(self, attempt: Attempt) -> None:
+        """The attempt is over (logged or refused): requests waiting on it look again."""
+        if attempt.owned:
+            with self._lock:
+                writing = self._writing.pop(attempt.key, None)
+            if writing is not None:
+                writing.set()
 
     def seen(self, tenant: str, digest: bytes) -> bool:
         """Whether a request of `tenant` with `digest` was accepted within the window."""
