@@ -226,7 +226,7 @@ def test_a_request_the_log_refuses_is_not_charged_its_days() -> None:
         receiver.export(_spread(200, 12, first_day_back=300), content_type=PROTOBUF, tenant="st-marys")
 
 
-def test_a_refund_gives_back_the_allowance_and_leaves_a_later_charge() -> None:
+def test_a_refund_gives_back_the_allowance_and_the_days() -> None:
     now = [0.0]
     pacing = DayPacing(rate_per_s=10, burst=20, clock=lambda: now[0])
     today = 20_000
@@ -234,10 +234,34 @@ def test_a_refund_gives_back_the_allowance_and_leaves_a_later_charge() -> None:
     assert charge is not None
     assert charge.cost == 15
     now[0] = 0.1
-    later = pacing.admit("a", [today - 100, today - 50], today)  # one charged a moment ago: free
-    assert later is not None
-    assert later.days == (today - 50,)
     pacing.refund(charge)
-    pacing.admit("a", range(today - 99, today - 85), today)  # refunded: 14 new days fit again
-    assert pacing.admit("a", [today - 50], today) is None, "the later request's day stays charged"
+    again = pacing.admit("a", range(today - 100, today - 82), today)  # refunded: 18 new days fit
+    assert again is not None
+    assert again.days == tuple(range(today - 100, today - 82)), "the refunded days are new again"
     assert pacing.admit("a", [today, today - 1], today) is None, "live days: never charged"
+
+
+def test_no_refund_once_another_request_of_the_tenant_was_admitted() -> None:
+    """A refused request that others of its tenant rode on (its days free for a second) is not
+    refunded: a review stored 5,120 new days in 0.2 s against an allowance of 256 by refusing a
+    large request on purpose after small ones stored spans on its days."""
+    pacing = DayPacing(rate_per_s=32, clock=lambda: 0.0)
+    today = 20_000
+    for cycle in range(3):
+        days = range(today - 300 * (cycle + 1), today - 300 * (cycle + 1) + 256)
+        try:
+            big = pacing.admit("a", days, today)
+        except RefusedError:
+            assert cycle == 1, "the allowance was spent by the first cycle"
+            break
+        assert big is not None
+        pacing.admit("a", list(days)[:8], today)  # rides free on the big request's days
+        pacing.refund(big)  # the big request refused by the log after that
+    else:
+        raise AssertionError("a refund after a rider gave the allowance back")
+    other = DayPacing(rate_per_s=32, clock=lambda: 0.0)
+    alone = other.admit("b", range(today - 300, today - 44), today)
+    assert alone is not None
+    other.admit("c", range(today - 300, today - 292), today)  # another tenant's request does not count
+    other.refund(alone)
+    assert other.admit("b", range(today - 600, today - 344), today) is not None, "refunded: no one rode on it"

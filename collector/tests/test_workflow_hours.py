@@ -673,14 +673,26 @@ def test_tenants_refreshed_a_few_at_a_time_give_every_rollup_row_of_all_at_once(
     past its 192 MB). Made to take each tenant alone, every rollup's rows, windowed, whole and
     month by month, are those of all tenants at once, with truth months late on workflows of
     two tenants (read from other partitions: each tenant's own only) and rework."""
-    tenants = ("general", "north-west", "st-marys")
-    for tenant in tenants:
+    tenants = ("general", "north-west", "st-marys", "west-end")
+    for tenant in tenants[:3]:
         _store_at(
             client, pipeline, tmp_path / f"{tenant}.wal", datetime(2023, 1, 15, tzinfo=UTC), _one_a_month(12), tenant
         )
-    for tenant in tenants[1:]:
+    for tenant in tenants[1:3]:
         late = _late(with_half_year=tenant == "st-marys")
         _store_at(client, pipeline, tmp_path / f"{tenant}-late.wal", datetime(2023, 7, 20, tzinfo=UTC), late, tenant)
+    # a tenant whose only rows in the window (and in its workflow's months) are of a workflow merged
+    # apart: one workflow in January, its truth in July (a review: its rows were dropped as stale)
+    _store_at(
+        client,
+        pipeline,
+        tmp_path / "w.wal",
+        datetime(2023, 1, 10, tzinfo=UTC),
+        lambda c: triage(c, "ENC-W"),
+        "west-end",
+    )
+    truth = lambda _: ct.record_outcome("triage", identifier="ENC-W", label="ESI-1", escalation_needed=True)  # noqa: E731
+    _store_at(client, pipeline, tmp_path / "w-late.wal", datetime(2023, 7, 20, tzinfo=UTC), truth, "west-end")
     refresher.refresh(client, options)
     at_once = {t: _rows(client, options, t) for t in ROLLUP_TABLES}
     assert {r[0] for r in at_once[rollups.WORKFLOW_HOURS]} == set(tenants)
@@ -714,10 +726,15 @@ def test_tenants_refreshed_a_few_at_a_time_give_every_rollup_row_of_all_at_once(
 
 
 def test_tenant_groups_fit_the_share_and_none_when_all_fit(
-    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
+    client: Any,
+    options: schema.SchemaOptions,
+    pipeline: ingest.Pipeline,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The groups hold every tenant of the parts read once, in order, each within its share but a
-    tenant over it alone; no memory given, or all within it: one query for all (None)."""
+    """The groups hold every tenant of the parts read once, in order, each within its share and of
+    at most `GROUP_TENANTS`, but a tenant over it alone; no memory given, or all within it: one
+    query for all (None)."""
     tenants = ("a-clinic", "b-clinic", "c-clinic", "d-clinic")
     for tenant in tenants:
         _store_at(
@@ -741,4 +758,6 @@ def test_tenant_groups_fit_the_share_and_none_when_all_fit(
     assert all(sum(cost[t] for t in g) * refresher.FINAL_SHARE <= two for g in groups)
     alone = refresher._tenant_groups(client, options, "1", 1)
     assert alone == [(t,) for t in tenants]
+    monkeypatch.setattr(refresher, "GROUP_TENANTS", 1)  # each query names its tenants: a bounded list
+    assert refresher._tenant_groups(client, options, "1", two) == [(t,) for t in tenants]
     assert refresher._tenant_groups(client, options, "_partition_value.2 >= 202302", 1) == [(t,) for t in tenants]

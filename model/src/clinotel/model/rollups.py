@@ -357,7 +357,11 @@ def refresh_select(
         among += f" AND {of_tenants}"
     join = efficiency.EFFORT_JOIN.format(
         effort=efficiency.effort_by_trace_sql(traces, since, among=among, where=of_tenants),
-        rework=f"SELECT * FROM {rework_rows}" if rework_rows else rework_by_workflow_sql("", since, traces=rework),
+        rework=(
+            f"SELECT * FROM {rework_rows}{'' if of_tenants is None else f' WHERE {of_tenants}'}"
+            if rework_rows
+            else rework_by_workflow_sql("", since, traces=rework, where=of_tenants)
+        ),
     )
     return (
         f"SELECT\n    TenantId, WorkflowKind, {_hour_of('StartTime')}, "

@@ -42,11 +42,15 @@ COLUMNS: Final = (
 """The workflows view's columns the rows keep: the stratum, the cohort dimensions, the time."""
 
 
-def rework_by_workflow_sql(database: str, since: str | None = None, *, traces: str | None = None) -> str:
+def rework_by_workflow_sql(
+    database: str, since: str | None = None, *, traces: str | None = None, where: str | None = None
+) -> str:
     """Rework records grouped by the workflow they name: TenantId, kind, wid, rm (minutes), rt
-    (touches), records; those at or after SQL instant `since` only, when given; read from the
-    qualified table `traces` when given (a cluster's local table), else the database's spans."""
+    (touches), records; those at or after SQL instant `since` only, and where the SQL condition
+    `where` holds, when given; read from the qualified table `traces` when given (a cluster's
+    local table), else the database's spans."""
     when = "" if since is None else f" AND Timestamp >= {since}"
+    when += "" if where is None else f" AND ({where})"
     table = traces or f"{identifier(database)}.{identifier(TRACES)}"
     return f"""SELECT TenantId, {attr(A.ABOUT_KIND.key)} AS kind, {attr(A.WORKFLOW_ID.key)} AS wid,
             sum(toFloat64OrZero({attr(A.EFFORT_MINUTES.key)})) AS rm,

@@ -77,6 +77,8 @@ class Charge:
     cost: float
     days: tuple[int, ...]
     at: float
+    sequence: int
+    """The tenant's count of admitted requests with days other than live ones, this one's included."""
 
 
 class DayPacing:
@@ -99,6 +101,8 @@ class DayPacing:
         """tenant -> day -> when the tenant was last charged for it."""
         self._left: dict[str, tuple[float, float]] = {}
         """tenant -> (new days it may still add, when that was counted)."""
+        self._admitted: dict[str, int] = {}
+        """tenant -> requests with days other than live ones admitted (charged or free)."""
 
     def admit(self, tenant: str, days: Collection[int], today: int) -> Charge | None:
         """Count a request of `tenant` that arrived on day `today` and whose kept spans start on
@@ -119,6 +123,7 @@ class DayPacing:
             if len(old) - len(new) > FREE_DAYS:  # many old days again: each is a part again
                 new = old
             if not new:
+                self._admitted[tenant] = self._admitted.get(tenant, 0) + 1
                 return None
             if len(new) > MAX_NEW_DAYS:
                 raise RefusedError(
@@ -144,12 +149,17 @@ class DayPacing:
             self._left[tenant] = (mine - cost, now)
             for d in new:
                 charged[d] = now
-            return Charge(tenant, cost, tuple(new), now)
+            sequence = self._admitted[tenant] = self._admitted.get(tenant, 0) + 1
+            return Charge(tenant, cost, tuple(new), now, sequence)
 
     def refund(self, charge: Charge) -> None:
         """Give back what a request was charged when it was refused after `admit` (the log full):
-        its allowance, and its days as not charged (unless a later request was charged them)."""
+        its allowance, and its days as not charged; only while no later request of its tenant
+        with old days was admitted (one may have stored spans on those days for free: a review
+        stored 5,120 new days in 0.2 s by refunding a request others rode on)."""
         with self._lock:
+            if self._admitted.get(charge.tenant) != charge.sequence:
+                return
             now = self._clock()
             self._left[charge.tenant] = (min(self.burst, self._allowance(charge.tenant, now) + charge.cost), now)
             charged = self._charged.get(charge.tenant, {})

@@ -274,13 +274,20 @@ _GRANULE: Final = 8192
 FINAL_SHARE: Final = 8
 """A refresh merges (`FINAL`) at once the workflows of as many tenants as fit in this fraction of
 its memory (`_tenant_groups`)."""
+GROUP_TENANTS: Final = 256
+"""The most tenants of a group: each query names them up to four times, within the engine's 256
+KiB `max_query_size` at 64 characters a name (a review: 1,337 tenants in one group failed every
+refresh with "Max query size exceeded")."""
 
 
 def _tenant_groups(
     client: Any, o: SchemaOptions, source: str, memory_bytes: int | None
 ) -> list[tuple[str, ...]] | None:
     """The tenants of the workflows view's parts that `source` keeps, in groups whose merge fits in
-    a `FINAL_SHARE` of `memory_bytes`, or None when all fit at once (or no memory is given). A
+    a `FINAL_SHARE` of `memory_bytes` (and of at most `GROUP_TENANTS`), or None when all fit at
+    once (or no memory is given). `source` is the partitions read, before the workflows merged
+    apart are left out (`_whole_workflows`): a tenant whose only workflows there are such must
+    still have a group (a review: its truth hours were dropped as stale). A
     `FINAL` merge holds a granule of every part it merges, whatever the tenant: a part's whole
     uncompressed bytes while it is smaller than a granule (measured: 1.8 times the bytes of 105
     small parts of 40 tenants, 153 MB, past a windowed refresh's 192 MB with the query around it).
@@ -304,7 +311,7 @@ def _tenant_groups(
     group: list[str] = []
     held = 0.0
     for tenant, cost in rows:
-        if group and held + float(cost) > budget:
+        if group and (held + float(cost) > budget or len(group) >= GROUP_TENANTS):
             groups.append(tuple(group))
             group, held = [], 0.0
         group.append(str(tenant))
@@ -380,7 +387,7 @@ def _refresh_from(
 
         @functools.cache
         def groups_in(month: date) -> list[tuple[str, ...]] | None:
-            return _tenant_groups(client, o, whole_in(month)[0], memory_bytes)
+            return _tenant_groups(client, o, _around(month), memory_bytes)
 
         def by_groups(groups: list[tuple[str, ...]] | None, select: Callable[[tuple[str, ...] | None], str]) -> Selects:
             return select(None) if groups is None else [select(g) for g in groups]
@@ -432,10 +439,10 @@ def _refresh_from(
         # a window's workflows with rows before it too (truth on a workflow that started earlier)
         # are merged whole, so none is counted again in the window without its start
         also = None
+        groups = _tenant_groups(client, o, source, memory_bytes)
         if since is not None:
             starts = rollups.starts_between(first, None)
             source, also = stack.enter_context(_whole_workflows(client, o, source, starts, settings))
-        groups = _tenant_groups(client, o, source, memory_bytes)
         selects: tuple[tuple[str, Selects], ...] = (
             (
                 WORKFLOW_HOURS,
