@@ -761,3 +761,53 @@ def test_tenant_groups_fit_the_share_and_none_when_all_fit(
     monkeypatch.setattr(refresher, "GROUP_TENANTS", 1)  # each query names its tenants: a bounded list
     assert refresher._tenant_groups(client, options, "1", two) == [(t,) for t in tenants]
     assert refresher._tenant_groups(client, options, "_partition_value.2 >= 202302", 1) == [(t,) for t in tenants]
+
+
+def test_a_tenant_group_past_the_memory_keeps_its_rows_and_the_others_are_refreshed(
+    client: Any,
+    options: schema.SchemaOptions,
+    pipeline: ingest.Pipeline,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A windowed refresh whose group of one (large) tenant goes past its memory keeps that
+    tenant's rollup rows as they were and refreshes every other tenant's: one hospital does not
+    hold the others' dashboards back. When every group fails, the refresh fails."""
+    tenants = ("general", "north-west", "st-marys")
+    for tenant in tenants:
+        _store_at(
+            client, pipeline, tmp_path / f"{tenant}.wal", datetime(2023, 7, 3, tzinfo=UTC), _one_a_month(1), tenant
+        )
+    refresher.refresh(client, options)
+    before = _rows(client, options, rollups.WORKFLOW_HOURS)
+    for tenant in tenants:
+        more = tmp_path / f"{tenant}-more.wal"
+        _store_at(client, pipeline, more, datetime(2023, 7, 5, tzinfo=UTC), lambda c: triage(c, "ENC-X"), tenant)
+
+    failing = {"north-west"}
+    command = client.command
+
+    def too_big(sql: str, *args: Any, **kwargs: Any) -> Any:
+        if sql.startswith("INSERT INTO") and any(f"TenantId IN ('{t}')" in sql for t in failing):
+            raise RuntimeError("as past the refresh's memory")
+        return command(sql, *args, **kwargs)
+
+    with monkeypatch.context() as m:
+        m.setattr(refresher, "FINAL_SHARE", 1 << 40)
+        m.setattr(refresher, "memory_limit_exceeded", lambda e: "past the refresh's memory" in str(e))
+        m.setattr(client, "command", too_big)
+        refresher.refresh(client, options, date(2023, 7, 1), max_memory_bytes=1 << 30)
+        got = _rows(client, options, rollups.WORKFLOW_HOURS)
+        failing.update(tenants)
+        with pytest.raises(RuntimeError, match="past the refresh's memory"):
+            refresher.refresh(client, options, date(2023, 7, 1), max_memory_bytes=1 << 30)
+    refresher.refresh(client, options, date(2023, 7, 1))
+    after = _rows(client, options, rollups.WORKFLOW_HOURS)
+
+    def of(rows: list[tuple[Any, ...]], tenant: str) -> list[tuple[Any, ...]]:
+        return [r for r in rows if r[0] == tenant]
+
+    for tenant in ("general", "st-marys"):
+        assert of(got, tenant) == of(after, tenant), tenant
+    assert of(got, "north-west") == of(before, "north-west"), "kept as it was, not dropped"
+    assert of(before, "north-west") != of(after, "north-west"), "the refresh would have changed it"

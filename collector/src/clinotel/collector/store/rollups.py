@@ -178,28 +178,50 @@ def _staging(client: Any, o: SchemaOptions, definition: str, settings: dict[str,
         client.command(f"DROP TABLE IF EXISTS {table} SYNC")
 
 
-Selects = str | Sequence[str]
-"""A rollup's rows: one query, or one per group of tenants (`_tenant_groups`)."""
+Selects = str | Sequence[tuple[tuple[str, ...], str]]
+"""A rollup's rows: one query, or one per group of tenants (`_tenant_groups`) with its tenants."""
 
 
 def _swap(
-    client: Any, o: SchemaOptions, table: str, select: Selects, window: str, settings: dict[str, Any]
+    client: Any,
+    o: SchemaOptions,
+    table: str,
+    select: Selects,
+    window: str,
+    settings: dict[str, Any],
+    *,
+    isolate: bool = False,
 ) -> tuple[set[str], int]:
     """`select`'s rows (each query's, in turn) swapped into the rollup `table` a partition (a
     tenant's month) at a time, and the partitions of the months `window` covers that have no rows
-    any more dropped; (the partitions written, rows)."""
+    any more dropped; (the partitions written, rows). With `isolate`, a group past the refresh's
+    memory is left as it was (logged) while the others are swapped: one large tenant does not
+    hold every other's dashboards back; when every group fails, the refresh fails."""
     target = o.local(table)
     definition = (
         f"AS {target} ENGINE = MergeTree "
         f"PARTITION BY (TenantId, toYYYYMM({rollups.TIME_COLUMN})) ORDER BY ({_sorting_key(client, o, table)})"
         f"{_table_settings(client, o, table)}"
     )
+    groups = [((), select)] if isinstance(select, str) else list(select)
+    failed: list[str] = []
     with _staging(client, o, definition) as staging:
-        for one in (select,) if isinstance(select, str) else select:
-            client.command(f"INSERT INTO {staging}\n{one}", settings=settings)
+        for n, (tenants, one) in enumerate(groups):
+            try:
+                client.command(f"INSERT INTO {staging}\n{one}", settings=settings)
+            except Exception as e:
+                if not (isolate and tenants and memory_limit_exceeded(e)) or len(failed) + 1 == len(groups):
+                    raise
+                failed += tenants
+                logger.warning(
+                    "the %s of %s did not fit in the refresh's memory: theirs are kept as they were (%d of %d "
+                    "groups of tenants; --memory-mb gives the engine more): %s",
+                    table, ", ".join(tenants), n + 1, len(groups), first_line(e),
+                )  # fmt: skip
         staged = _partitions(client, staging)
         rows = int(client.command(f"SELECT count() FROM {staging}"))
-        stale = _partitions(client, target, window) - staged
+        kept = "" if not failed else f" AND TenantId NOT IN ({', '.join(map(literal, failed))})"
+        stale = _partitions(client, target, f"({window}){kept}") - staged
         for partition in sorted(staged):
             client.command(f"ALTER TABLE {target} REPLACE PARTITION ID {literal(partition)} FROM {staging}")
         for partition in sorted(stale):
@@ -390,7 +412,7 @@ def _refresh_from(
             return _tenant_groups(client, o, _around(month), memory_bytes)
 
         def by_groups(groups: list[tuple[str, ...]] | None, select: Callable[[tuple[str, ...] | None], str]) -> Selects:
-            return select(None) if groups is None else [select(g) for g in groups]
+            return select(None) if groups is None else [(g, select(g)) for g in groups]
 
         @functools.cache
         def every_rework() -> str:
@@ -471,7 +493,7 @@ def _refresh_from(
                 written[table], r = month_at_a_time(table)
             else:
                 try:
-                    written[table], r = _swap(client, o, table, select, window, settings)
+                    written[table], r = _swap(client, o, table, select, window, settings, isolate=since is not None)
                 except Exception as e:
                     if since is not None or table not in monthly or not memory_limit_exceeded(e):
                         raise
