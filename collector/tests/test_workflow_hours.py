@@ -486,11 +486,11 @@ def _too_big_at_once(monkeypatch: pytest.MonkeyPatch, tables: tuple[str, ...]) -
     swap = refresher._swap
     tried: list[str] = []
 
-    def too_big(c: Any, o: schema.SchemaOptions, table: str, select: str, window: str, s: Any) -> Any:
+    def too_big(c: Any, o: schema.SchemaOptions, table: str, select: Any, window: str, s: Any, **kw: Any) -> Any:
         if window == "1" and table in tables:
             tried.append(table)
             raise RuntimeError("as past the refresh's memory")
-        return swap(c, o, table, select, window, s)
+        return swap(c, o, table, select, window, s, **kw)
 
     monkeypatch.setattr(refresher, "_swap", too_big)
     monkeypatch.setattr(refresher, "memory_limit_exceeded", lambda e: "past the refresh's memory" in str(e))
