@@ -22,6 +22,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from clinotel.collector.errors import RefusedError
+from clinotel.collector.log import record
 from clinotel.collector.log.wal import LogFullError, WriteAheadLog, pending_segments, read_records
 from clinotel.collector.receiver.export import PROTOBUF, Limits, TraceReceiver
 from clinotel.collector.receiver.retries import RecentRequests
@@ -223,6 +224,11 @@ def test_a_log_left_by_a_killed_process_recognises_the_retries_of_its_requests(t
     assert RecentRequests().recall(records, now_ns=later) == 0, "received before the window"
     assert RecentRequests(window_s=0).recall(records) == 0, "a window of 0 recalls nothing"
     assert RecentRequests().recall([b"\x0a\x02\x08\x01", b"", b"\xff" * 20]) == 0, "not records: skipped"
+    # the envelope is read from the end: a request ending in bytes like a tenant field, or made of
+    # 300,000 empty resources, is read in a few steps and as what the receiver wrote
+    for request in (b"\x0a\x05\xa2\x06\x02ab", b"\x0a\x00" * 300_000):
+        message = request + record.envelope("st-marys", "0123456789abcdef", 42)
+        assert record.split(message) == (len(request), "st-marys", 42)
     log.close()
     log.release()
 

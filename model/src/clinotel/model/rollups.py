@@ -107,6 +107,7 @@ __all__ = [
     "counts",
     "feedback_refresh_select",
     "hits",
+    "of_tenants",
     "quantile_of_values",
     "refresh_select",
     "rolled_up",
@@ -291,7 +292,7 @@ def starts_between(since: str | None, until: str | None) -> str:
     return _between("StartTime", since, until)
 
 
-def _of_tenants(tenants: Collection[str]) -> str:
+def of_tenants(tenants: Collection[str]) -> str:
     """SQL: the row is one of `tenants`'."""
     return f"TenantId IN ({', '.join(map(literal, sorted(tenants)))})"
 
@@ -315,8 +316,8 @@ def _merged(
     merged = f"SELECT {every} FROM {workflows} FINAL WHERE {source_filter}"
     also_merged = f" UNION ALL SELECT {every} FROM {also} FINAL"
     if tenants is not None:
-        merged = f"SELECT {every} FROM {workflows} FINAL WHERE ({source_filter}) AND {_of_tenants(tenants)}"
-        also_merged += f" WHERE {_of_tenants(tenants)}"
+        merged = f"SELECT {every} FROM {workflows} FINAL WHERE ({source_filter}) AND {of_tenants(tenants)}"
+        also_merged += f" WHERE {of_tenants(tenants)}"
     if also is not None:
         merged += also_merged
     return f"(SELECT * FROM ({merged}) WHERE {_between(column, since, until)})"
@@ -351,16 +352,16 @@ def refresh_select(
     needed = [c for c in clinical.WORKFLOW_COLUMNS if c != "StartTime" and re.search(rf"\b{c}\b", read)]
     columns = ", ".join(f"w.{c} AS {c}" for c in ("TenantId", "WorkflowKind", "TraceId", "StartTime", *needed))
     # a range's effort: of its workflows' traces only (a whole-store refresh reads every trace anyway)
-    of_tenants = None if tenants is None else _of_tenants(tenants)
+    tenant_filter = None if tenants is None else of_tenants(tenants)
     among = None if since is None else f"SELECT TraceId FROM {workflows} WHERE {starts_between(since, until)}"
-    if among is not None and of_tenants is not None:
-        among += f" AND {of_tenants}"
+    if among is not None and tenant_filter is not None:
+        among += f" AND {tenant_filter}"
     join = efficiency.EFFORT_JOIN.format(
-        effort=efficiency.effort_by_trace_sql(traces, since, among=among, where=of_tenants),
+        effort=efficiency.effort_by_trace_sql(traces, since, among=among, where=tenant_filter),
         rework=(
-            f"SELECT * FROM {rework_rows}{'' if of_tenants is None else f' WHERE {of_tenants}'}"
+            f"SELECT * FROM {rework_rows}{'' if tenant_filter is None else f' WHERE {tenant_filter}'}"
             if rework_rows
-            else rework_by_workflow_sql("", since, traces=rework, where=of_tenants)
+            else rework_by_workflow_sql("", since, traces=rework, where=tenant_filter)
         ),
     )
     return (

@@ -168,44 +168,39 @@ def envelope(tenant: str, batch_id: str, received_unix_nano: int) -> bytes:
     )
 
 
+_TENANT_TAG: Final = leb128.encode(ENVELOPE_FIELDS["tenant"] << 3 | 2)
+_BATCH_HEAD: Final = leb128.encode(ENVELOPE_FIELDS["batch_id"] << 3 | 2) + bytes([16])
+_RECEIVED_TAG: Final = leb128.encode(ENVELOPE_FIELDS["received_unix_nano"] << 3 | 1)
+_TAIL: Final = len(_BATCH_HEAD) + 16 + len(_RECEIVED_TAG) + 8
+"""The envelope after its tenant, as the receiver writes it: a batch id of 16 characters, the time."""
+_MAX_TENANT: Final = 127
+"""The longest tenant `split` looks for (its length one byte; tokens allow 64 characters)."""
+
+
 def split(message: bytes | memoryview) -> tuple[int, str, int] | None:
     """A record's message (`unchecked`) as (the length of the request before its envelope, the
-    tenant, the receive time in ns), or None when it has no whole envelope: the request's own
-    top-level fields are stepped over by their lengths, never parsed."""
-    pos, start, tenant, received = 0, None, None, None
-    while pos < len(message):
-        tag = leb128.decode(message, pos)
-        if tag is None:
-            return None
-        field, wire = tag[0] >> 3, tag[0] & 7
-        if field in (ENVELOPE_FIELDS["tenant"], ENVELOPE_FIELDS["batch_id"], ENVELOPE_FIELDS["received_unix_nano"]):
-            start = pos if start is None else start
-        elif start is not None:
-            return None  # a request's field after the envelope: not a record this log wrote
-        pos = tag[1]
-        if wire == 2:
-            length = leb128.decode(message, pos)
-            if length is None or length[1] + length[0] > len(message):
-                return None
-            if field == ENVELOPE_FIELDS["tenant"]:
-                tenant = bytes(message[length[1] : length[1] + length[0]]).decode("utf-8", "replace")
-            pos = length[1] + length[0]
-        elif wire == 1:
-            if field == ENVELOPE_FIELDS["received_unix_nano"] and pos + 8 <= len(message):
-                received = struct.unpack_from("<Q", message, pos)[0]
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        elif wire == 0:
-            value = leb128.decode(message, pos)
-            if value is None:
-                return None
-            pos = value[1]
-        else:
-            return None
-    if start is None or tenant is None or received is None or pos != len(message):
+    tenant, the receive time in ns), or None when it does not end in an envelope as the receiver
+    writes it (`envelope` with a 16-character batch id). Read from the end, in a bounded number of
+    steps whatever the request holds (a walk over a crafted request's top-level fields took 0.3 s a
+    record in a review); a tenant holds no byte of the tenant field's tag (0xA2), so the first
+    length that fits is the tenant's."""
+    data = bytes(message[-(_TAIL + _MAX_TENANT + 3) :])
+    n = len(data)
+    tail = n - _TAIL
+    if tail < 3 or data[tail : tail + len(_BATCH_HEAD)] != _BATCH_HEAD:
         return None
-    return start, tenant, received
+    if data[n - 8 - len(_RECEIVED_TAG) : n - 8] != _RECEIVED_TAG:
+        return None
+    for length in range(1, min(_MAX_TENANT, tail - 3) + 1):
+        start = tail - length - 3
+        if data[start : start + 2] == _TENANT_TAG and data[start + 2] == length:
+            try:
+                tenant = data[start + 3 : tail].decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+            received: int = struct.unpack_from("<Q", data, n - 8)[0]
+            return len(message) - (n - start), tenant, received
+    return None
 
 
 def frame(message: bytes) -> bytes:

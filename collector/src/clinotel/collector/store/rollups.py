@@ -134,6 +134,14 @@ def _partitions(client: Any, table: str, where: str = "1") -> set[str]:
     return {str(r[0]) for r in rows}
 
 
+def _rows_of(client: Any, table: str, partitions: set[str]) -> int:
+    """The rows of `table`'s `partitions`."""
+    if not partitions:
+        return 0
+    ids = ", ".join(map(literal, sorted(partitions)))
+    return int(client.command(f"SELECT count() FROM {table} WHERE _partition_id IN ({ids})"))
+
+
 def _drop_orphans(client: Any, o: SchemaOptions) -> None:
     rows = client.query(
         "SELECT name FROM system.tables "
@@ -204,24 +212,31 @@ def _swap(
         f"{_table_settings(client, o, table)}"
     )
     groups = [((), select)] if isinstance(select, str) else list(select)
-    failed: list[str] = []
+    failed = 0
+    # a failed group's partitions: what it wrote to the staging table before it failed (an
+    # INSERT ... SELECT that fails keeps the blocks it wrote), and the target's, kept as they were
+    partial: set[str] = set()
+    kept: set[str] = set()
     with _staging(client, o, definition) as staging:
         for n, (tenants, one) in enumerate(groups):
             try:
                 client.command(f"INSERT INTO {staging}\n{one}", settings=settings)
             except Exception as e:
-                if not (isolate and tenants and memory_limit_exceeded(e)) or len(failed) + 1 == len(groups):
+                failed += 1
+                if not (isolate and tenants and memory_limit_exceeded(e)) or failed == len(groups):
                     raise
-                failed += tenants
+                partial |= _partitions(client, staging, rollups.of_tenants(tenants))
+                kept |= _partitions(client, target, f"({window}) AND {rollups.of_tenants(tenants)}")
                 logger.warning(
                     "the %s of %s did not fit in the refresh's memory: theirs are kept as they were (%d of %d "
                     "groups of tenants; --memory-mb gives the engine more): %s",
                     table, ", ".join(tenants), n + 1, len(groups), first_line(e),
                 )  # fmt: skip
-        staged = _partitions(client, staging)
-        rows = int(client.command(f"SELECT count() FROM {staging}"))
-        kept = "" if not failed else f" AND TenantId NOT IN ({', '.join(map(literal, failed))})"
-        stale = _partitions(client, target, f"({window}){kept}") - staged
+        staged = _partitions(client, staging) - partial
+        rows = (
+            int(client.command(f"SELECT count() FROM {staging}")) if not partial else _rows_of(client, staging, staged)
+        )
+        stale = _partitions(client, target, window) - staged - kept
         for partition in sorted(staged):
             client.command(f"ALTER TABLE {target} REPLACE PARTITION ID {literal(partition)} FROM {staging}")
         for partition in sorted(stale):
