@@ -672,7 +672,8 @@ def test_tenants_refreshed_a_few_at_a_time_give_every_rollup_row_of_all_at_once(
     merge holds a granule of every part it reads: 40 tenants' small parts took a windowed refresh
     past its 192 MB). Made to take each tenant alone, every rollup's rows, windowed, whole and
     month by month, are those of all tenants at once, with truth months late on workflows of
-    two tenants (read from other partitions: each tenant's own only) and rework."""
+    two tenants (read from other partitions: each tenant's own only), rework, and a tenant whose
+    only rows in the window and in its workflow's months are of a workflow merged apart."""
     tenants = ("general", "north-west", "st-marys", "west-end")
     for tenant in tenants[:3]:
         _store_at(
