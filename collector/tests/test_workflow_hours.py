@@ -12,18 +12,23 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 import clinotel.instrumentation as ct
+from clinotel.collector.log.wal import WriteAheadLog
+from clinotel.collector.receiver.export import ReceiverStats
 from clinotel.collector.store import pipeline as ingest
 from clinotel.collector.store import rollups as refresher
 from clinotel.collector.store import schema
 from clinotel.collector.store.migrations import frozen
+from clinotel.collector.telemetry.metrics import collect, render
+from clinotel.collector.writer import WriterStats
 from clinotel.instrumentation.testing import FakeClock, capture
 from clinotel.instrumentation.testing.workflows import triage
 from clinotel.model import clinical, efficiency, rollups
@@ -300,10 +305,14 @@ def test_a_failed_refresh_keeps_the_rollups_and_a_later_one_catches_up(
     r = refresher.RollupRefresher(client, options, window_days=7, clock=lambda: now, max_memory_bytes=1)
     assert r.refresh_once() is None, "a refresh the engine refuses (1 byte of memory) fails"
     assert r.failures == 1
+    shown = render([*_rollup_families(r)])
+    assert 'clinotel_rollups_refresh_failures_total{what="refresh"} 1' in shown, "in /metrics: the ticket's source"
+    assert "clinotel_rollups_last_refresh_timestamp_seconds 0" in shown
     assert not client.query(f"SELECT * FROM {options.name(rollups.WORKFLOW_HOURS)}").result_rows
     r.max_memory_bytes = r.whole_memory_bytes = None
     windowed = r.refresh_once()
     assert windowed is not None
+    assert time.time() - r.figures().last_refresh_s < 60
     assert windowed.since == (now - timedelta(days=7)).date().replace(day=1), (
         "a failed whole refresh is tried again when next due; the recent months are refreshed meanwhile"
     )
@@ -314,6 +323,17 @@ def test_a_failed_refresh_keeps_the_rollups_and_a_later_one_catches_up(
     assert second is not None
     assert second.unchanged, "nothing changed since the whole one"
     assert _from_rollup(client, options) == _from_workflows(client, options)
+
+
+def _rollup_families(r: refresher.RollupRefresher) -> list[Any]:
+    """The `/metrics` families of a refresher's figures, as the collector shows them."""
+    families = collect(ReceiverStats(), cast(WriteAheadLog, _NoLog()), WriterStats(), rollups=r.figures())
+    return [f for f in families if f.name.startswith("clinotel_rollups_")]
+
+
+class _NoLog:
+    pending_bytes = 0
+    max_bytes = 1
 
 
 def test_the_rollup_columns_are_the_indicators_it_holds(client: Any, options: schema.SchemaOptions) -> None:
@@ -799,7 +819,8 @@ def test_a_tenant_group_past_the_memory_keeps_its_rows_and_the_others_are_refres
         m.setattr(refresher, "FINAL_SHARE", 1 << 40)
         m.setattr(refresher, "memory_limit_exceeded", lambda e: "past the refresh's memory" in str(e))
         m.setattr(client, "command", too_big)
-        refresher.refresh(client, options, date(2023, 7, 1), max_memory_bytes=1 << 30)
+        done = refresher.refresh(client, options, date(2023, 7, 1), max_memory_bytes=1 << 30)
+        assert done.tenant_groups_kept == 3, "north-west's, in the workflow, cohort and truth hours"
         got = _rows(client, options, rollups.WORKFLOW_HOURS)
         failing.update(tenants)
         with pytest.raises(RuntimeError, match="past the refresh's memory"):

@@ -558,6 +558,7 @@ class Collector:
             buffer=self.receiver.budget,
             decoding=self.receiver.decoding,
             alerts=self.alert_figures,
+            rollups=None if self.rollups is None else self.rollups.figures(),
         )
 
     def metrics(self) -> str:

@@ -112,6 +112,22 @@ INGEST_FRESHNESS_SECONDS: Final = CollectorMetric(
     "From a request's acknowledgement to its spans being queryable.",
 )
 
+ROLLUP_FAILURES: Final = CollectorMetric(
+    "clinotel_rollups_refresh_failures_total",
+    "counter",
+    'Refreshes of the dashboards\' hourly rollups that failed (`what="refresh"`: the dashboards show the '
+    'figures of the last refresh), and groups of tenants a refresh kept as they were (`what="tenant_group"`: '
+    "past the refresh's memory).",
+    "what",
+    True,
+)
+ROLLUP_LAST_REFRESH: Final = CollectorMetric(
+    "clinotel_rollups_last_refresh_timestamp_seconds",
+    "gauge",
+    "When the last refresh of the dashboards' hourly rollups ended well (Unix seconds; 0 before the first): "
+    "rollups that stopped refreshing show here.",
+)
+
 ALERT_EVALUATIONS: Final = CollectorMetric(
     "clinotel_alert_evaluations_total", "counter", "Alert evaluations this collector ran (serve --rules)."
 )
@@ -154,7 +170,8 @@ METRICS: Final = {
         RECEIVE_BUFFER_BYTES, RECEIVE_BUFFER_MAX_BYTES, DECODE_BYTES, DECODE_MAX_BYTES, WAL_APPENDED_BYTES,
         WAL_PENDING_BYTES, WAL_MAX_BYTES, WRITER_SEGMENTS, WRITER_RECORDS, WRITER_RETRIES, WRITER_QUARANTINED,
         WRITER_SPLITS, WRITER_INSERT_SECONDS,
-        INGEST_FRESHNESS_SECONDS, ALERT_EVALUATIONS, ALERT_ERRORS, ALERT_UNDELIVERED, ALERT_LAST_EVALUATION,
+        INGEST_FRESHNESS_SECONDS, ROLLUP_FAILURES, ROLLUP_LAST_REFRESH, ALERT_EVALUATIONS, ALERT_ERRORS,
+        ALERT_UNDELIVERED, ALERT_LAST_EVALUATION,
     )
 }  # fmt: skip
 """Every collector figure by name, in the order `/metrics` shows them."""

@@ -48,6 +48,7 @@ from typing import Any, Final
 from clinotel.collector.store.embedded import settings_clause
 from clinotel.collector.store.schema import SchemaOptions
 from clinotel.collector.store.segments import engine_failed, memory_limit_exceeded
+from clinotel.collector.telemetry.metrics import RollupFigures
 from clinotel.model import rollups
 from clinotel.model.sql import literal
 from clinotel.model.store import first_line
@@ -109,6 +110,8 @@ class Refreshed:
     """Nothing was recomputed: no part of the workflows or spans changed since the last refresh."""
     month_by_month: frozenset[str] = frozenset()
     """The rollups of a whole refresh recomputed a month at a time (they did not fit at once)."""
+    tenant_groups_kept: int = 0
+    """Groups of tenants whose rows a windowed refresh kept as they were (past its memory)."""
 
 
 def _previous_month(day: date) -> date:
@@ -199,12 +202,14 @@ def _swap(
     settings: dict[str, Any],
     *,
     isolate: bool = False,
+    kept_groups: list[tuple[str, ...]] | None = None,
 ) -> tuple[set[str], int]:
     """`select`'s rows (each query's, in turn) swapped into the rollup `table` a partition (a
     tenant's month) at a time, and the partitions of the months `window` covers that have no rows
     any more dropped; (the partitions written, rows). With `isolate`, a group past the refresh's
     memory is left as it was (logged) while the others are swapped: one large tenant does not
-    hold every other's dashboards back; when every group fails, the refresh fails."""
+    hold every other's dashboards back (each such group added to `kept_groups`); when every group
+    fails, the refresh fails."""
     target = o.local(table)
     definition = (
         f"AS {target} ENGINE = MergeTree "
@@ -225,6 +230,8 @@ def _swap(
                 failed += 1
                 if not (isolate and tenants and memory_limit_exceeded(e)) or failed == len(groups):
                     raise
+                if kept_groups is not None:
+                    kept_groups.append(tenants)
                 partial |= _partitions(client, staging, rollups.of_tenants(tenants))
                 kept |= _partitions(client, target, f"({window}) AND {rollups.of_tenants(tenants)}")
                 logger.warning(
@@ -400,12 +407,14 @@ def _refresh_from(
     settings: dict[str, Any],
     month_by_month: Collection[str],
     memory_bytes: int | None = None,
+    kept_groups: list[tuple[str, ...]] | None = None,
 ) -> tuple[dict[str, set[str]], int, frozenset[str]]:
     """The rollups' rows from the first day of a month `since` on (None: all of them; one that does
     not fit in the refresh's memory at once, or is named in `month_by_month`, a month at a time: the
     module's docstring) swapped in; (partitions written per rollup, rows, those done by month). The
     rollups of the merged workflows are computed for as many tenants at once as fit in a share of
-    `memory_bytes` (`_tenant_groups`)."""
+    `memory_bytes` (`_tenant_groups`); a windowed refresh's groups kept as they were are added to
+    `kept_groups`."""
     first = None if since is None else _instant(since)
     source = "1" if since is None else f"_partition_value.2 >= {_month_before(since)}"
     window = "1" if since is None else _hour_window(since)
@@ -508,7 +517,9 @@ def _refresh_from(
                 written[table], r = month_at_a_time(table)
             else:
                 try:
-                    written[table], r = _swap(client, o, table, select, window, settings, isolate=since is not None)
+                    written[table], r = _swap(
+                        client, o, table, select, window, settings, isolate=since is not None, kept_groups=kept_groups
+                    )
                 except Exception as e:
                     if since is not None or table not in monthly or not memory_limit_exceeded(e):
                         raise
@@ -560,9 +571,12 @@ def refresh(
     _drop_orphans(client, o)
     if since is not None:
         since = since.replace(day=1)  # the rollups' partitions are a tenant's month: swapped whole
-    written, rows, monthly = _refresh_from(client, o, since, settings, month_by_month, max_memory_bytes)
+    kept: list[tuple[str, ...]] = []
+    written, rows, monthly = _refresh_from(client, o, since, settings, month_by_month, max_memory_bytes, kept)
     seconds = time.perf_counter() - started
-    return Refreshed(since, sum(map(len, written.values())), rows, seconds, month_by_month=monthly)
+    return Refreshed(
+        since, sum(map(len, written.values())), rows, seconds, month_by_month=monthly, tenant_groups_kept=len(kept)
+    )
 
 
 class RollupRefresher:
@@ -600,6 +614,10 @@ class RollupRefresher:
         self.on_error = on_error
         """Hears each failed refresh, after it is logged."""
         self.last: Refreshed | None = None
+        self.last_ended_s = 0.0
+        """When the last refresh that did not fail ended (Unix seconds), 0 before the first."""
+        self.tenant_groups_kept = 0
+        """Groups of tenants windowed refreshes kept as they were, in all."""
         self.failures = 0
         self.failed_seconds = 0.0
         """How long the last failed refresh ran."""
@@ -629,6 +647,7 @@ class RollupRefresher:
             try:
                 sources = self._sources()
                 if not full and self.last is not None and sources == self._refreshed_sources:
+                    self.last_ended_s = time.time()
                     return Refreshed(since and since.replace(day=1), 0, 0, 0.0, unchanged=True)
                 share = self.whole_memory_bytes if full else self.max_memory_bytes
                 # what did not fit at once last time is not tried at once again: a try that fails
@@ -658,10 +677,16 @@ class RollupRefresher:
                     self._full_at = time.monotonic()
                     self._month_by_month = done.month_by_month
                 self.last, self._refreshed_sources = done, sources
+                self.last_ended_s = time.time()
+                self.tenant_groups_kept += done.tenant_groups_kept
                 return done
         if self.on_error is not None:  # outside the lock: the listener may stop the collector
             self.on_error(failed)
         return None
+
+    def figures(self) -> RollupFigures:
+        """What it did, for `/metrics` (`clinotel_rollups_*`)."""
+        return RollupFigures(self.failures, self.tenant_groups_kept, self.last_ended_s)
 
     def _on_a_cluster(self) -> bool:
         """Whether the rollups here are a cluster's `Distributed` tables (each shard's own rollup

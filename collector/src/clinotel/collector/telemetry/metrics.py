@@ -14,7 +14,7 @@ from clinotel.collector.writer import WriterStats
 from clinotel.model import collector_metrics as M
 from clinotel.model.collector_metrics import AlertFigures, CollectorMetric, MetricKind
 
-__all__ = ["Family", "Sample", "collect", "render"]
+__all__ = ["Family", "RollupFigures", "Sample", "collect", "render"]
 
 QUANTILES: Final = (0.5, 0.99)
 RECENT: Final = 10_000
@@ -68,11 +68,12 @@ def collect(
     buffer: ByteBudget | None = None,
     decoding: ByteBudget | None = None,
     alerts: AlertFigures | None = None,
+    rollups: RollupFigures | None = None,
 ) -> list[Family]:
     """Every collector figure, read once; `up` is whether it can store what it receives,
     `parts_synced` whether the embedded store syncs its inserted parts (None: a server's own),
     `buffer` the receivers' receive buffer, `decoding` their decoding budget, `alerts` what the
-    evaluator beside it did (`serve --rules`)."""
+    evaluator beside it did (`serve --rules`), `rollups` what its rollup refresh did."""
     with receiver.lock:
         requests, accepted, log_bytes = receiver.requests, receiver.spans_accepted, receiver.log_bytes
         retried = receiver.spans_retried
@@ -103,8 +104,24 @@ def collect(
         _one(M.WRITER_SPLITS, writer.splits),
         _summary(M.WRITER_INSERT_SECONDS, writer.insert_seconds, writer.insert_seconds_total, writer.segments),
         _summary(M.INGEST_FRESHNESS_SECONDS, writer.freshness_seconds, writer.freshness_seconds_total, writer.records),
+        *(_rollups(rollups) if rollups is not None else []),
         *(_alerting(alerts) if alerts is not None else []),
     ]
+
+
+@dataclass(frozen=True)
+class RollupFigures:
+    """What the collector's rollup refresh did (`store.rollups.RollupRefresher`)."""
+
+    failures: int
+    tenant_groups_kept: int
+    last_refresh_s: float
+    """When the last refresh ended well (Unix seconds), 0 before the first."""
+
+
+def _rollups(figures: RollupFigures) -> list[Family]:
+    failed = {"refresh": figures.failures, "tenant_group": figures.tenant_groups_kept}
+    return [_by_label(M.ROLLUP_FAILURES, failed), _one(M.ROLLUP_LAST_REFRESH, figures.last_refresh_s)]
 
 
 def _alerting(alerts: AlertFigures) -> list[Family]:
