@@ -61,3 +61,23 @@ def test_operators_read_the_collector_figures_and_tenants_do_not(collector: Coll
     _, _, operator = _get(collector, f"SELECT count() > 0 FROM {db}", token=OPERATOR_TOKEN)
     _, _, tenant = _get(collector, f"SELECT count() FROM {db}", token=READ_TOKEN)
     assert (operator, tenant) == (b"1\n", b"0\n")
+
+
+def test_the_health_dashboard_shows_how_old_the_rollups_are_and_their_failures(collector: Collector) -> None:
+    """The rollups' refresh in `clinotel_collector_metrics`, as the telemetry-health panel reads it:
+    seconds since the last good refresh (small after one), and failed refreshes counted."""
+    from dashboards.tests.test_known_answers import _rows
+
+    assert collector.recorder is not None
+    assert collector.rollups is not None
+    collector.rollups.max_memory_bytes = collector.rollups.whole_memory_bytes = 1  # refused: a failed refresh
+    assert collector.rollups.refresh_once(full=True) is None
+    collector.rollups.max_memory_bytes = collector.rollups.whole_memory_bytes = None
+    assert collector.rollups.refresh_once(full=True) is not None
+    collector.recorder.record()
+    rows = _rows(collector, "health", "Rollups: seconds since the last refresh, and refreshes failed", "timeseries")
+    by_what: dict[str, list[float]] = {}
+    for row in rows:
+        by_what.setdefault(row["what"].split(": ", 1)[1], []).append(row["value"])
+    assert sum(by_what["failed: refresh"]) >= 1
+    assert 0 <= max(by_what["seconds since the last refresh"]) < 60

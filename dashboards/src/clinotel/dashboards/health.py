@@ -50,6 +50,21 @@ def build(database: str) -> dict[str, Any]:
         f"FROM {metrics}\nWHERE $__timeFilter(Timestamp) AND Metric = {literal(M.WAL_PENDING_BYTES.name)}\n"
         "GROUP BY time, Instance ORDER BY time", "bytes",
     )  # fmt: skip
+    last = literal(M.ROLLUP_LAST_REFRESH.name)
+    b.timeseries(
+        "Rollups: seconds since the last refresh, and refreshes failed",
+        "The dashboards' hourly rollups, per collector: how long ago a refresh last ended well (every 30 s or so "
+        "while it works; the panels reading the rollups are that old), and failed refreshes and groups of tenants "
+        "kept as they were (the rule rollups_not_refreshed opens a ticket).",
+        f"SELECT $__timeInterval(Timestamp) AS time, concat(Instance, ': ', multiIf(Metric = {last}, "
+        "'seconds since the last refresh', concat('failed: ', "
+        "Labels['what']))) AS what, "
+        f"if(countIf(Metric = {last}) > 0, "
+        f"maxIf(greatest(0, toUnixTimestamp64Milli(Timestamp) / 1000 - Value), Metric = {last} AND Value > 0), "
+        f"sumIf(Value, Metric = {literal(M.ROLLUP_FAILURES.name)})) AS value\n"
+        f"FROM {metrics}\nWHERE $__timeFilter(Timestamp) AND Metric IN ({last}, {literal(M.ROLLUP_FAILURES.name)})\n"
+        "GROUP BY time, what ORDER BY time",
+    )  # fmt: skip
     b.row("Late ground truth")
     unjoined = f"{identifier(database)}.{identifier(tables.UNJOINED_OUTCOMES)}"
     truth = f"{identifier(database)}.{identifier(tables.TRUTH_HOURS)}"
