@@ -81,3 +81,28 @@ def test_the_health_dashboard_shows_how_old_the_rollups_are_and_their_failures(c
         by_what.setdefault(row["what"].split(": ", 1)[1], []).append(row["value"])
     assert sum(by_what["failed: refresh"]) >= 1
     assert 0 <= max(by_what["seconds since the last refresh"]) < 60
+
+
+def test_metrics_are_shown_in_full_precision() -> None:
+    """`/metrics` values read back exactly: `%g` showed six digits, so a log of 12,345,678,901 bytes
+    read 1.23457e+10 and a Unix time (the rollups' last refresh, the last alert evaluation) was off
+    by up to 5,000 s; NaN and infinities as the exposition format spells them."""
+    from types import SimpleNamespace
+    from typing import cast
+
+    from clinotel.collector.log.wal import WriteAheadLog
+    from clinotel.collector.receiver.export import ReceiverStats
+    from clinotel.collector.telemetry.metrics import RollupFigures, collect, render
+    from clinotel.collector.writer import WriterStats
+
+    stats = ReceiverStats()
+    stats.log_bytes = 12_345_678_901
+    wal = cast(WriteAheadLog, SimpleNamespace(pending_bytes=0, max_bytes=1 << 40))
+    shown = render(collect(stats, wal, WriterStats(), rollups=RollupFigures(0, 0, 1_796_590_123.456789)))
+    values = {line.split(" ")[0]: line.split(" ")[1] for line in shown.splitlines() if not line.startswith("#")}
+    assert values["clinotel_wal_appended_bytes_total"] == "12345678901"
+    assert float(values["clinotel_rollups_last_refresh_timestamp_seconds"]) == 1_796_590_123.456789
+    assert values["clinotel_wal_max_bytes"] == str(1 << 40)
+    from clinotel.collector.telemetry.metrics import _number
+
+    assert [_number(v) for v in (float("nan"), float("inf"), -float("inf"), 0.5)] == ["NaN", "+Inf", "-Inf", "0.5"]

@@ -3,6 +3,7 @@ and written as rows to `clinotel_collector_metrics` for the telemetry-health das
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
@@ -133,11 +134,23 @@ def _alerting(alerts: AlertFigures) -> list[Family]:
             _one(M.ALERT_LAST_EVALUATION, last)]  # fmt: skip
 
 
+def _number(value: float) -> str:
+    """A sample's value in full: `%g` kept six digits, so a byte counter of 12,345,678,901 read
+    1.23457e+10 and a Unix time was off by up to 5,000 s."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(float(value))  # the shortest text that reads back as the same float
+
+
 def _line(sample: Sample) -> str:
     if sample.labels:
         inner = ",".join(f'{k}="{v}"' for k, v in sample.labels)
-        return f"{sample.name}{{{inner}}} {sample.value:g}"
-    return f"{sample.name} {sample.value:g}"
+        return f"{sample.name}{{{inner}}} {_number(sample.value)}"
+    return f"{sample.name} {_number(sample.value)}"
 
 
 def render(families: Iterable[Family]) -> str:
