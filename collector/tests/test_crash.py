@@ -149,3 +149,15 @@ def test_kill_9_during_ingest_loses_and_duplicates_nothing_acknowledged(tmp_path
     duplicated = {s: n for s, n in stored.items() if n > 1}
     assert missing == [], f"{len(missing)} acknowledged spans lost"
     assert duplicated == {}, f"{len(duplicated)} spans stored more than once"
+
+
+def test_a_burst_of_sigterm_and_sigint_stops_serve_cleanly(tmp_path: Path) -> None:
+    """Two Ctrl-C, or a supervisor's SIGTERM and an operator's: the handler only records the signal.
+    It called `Event.set`, whose lock the main thread may hold; a second signal inside the first
+    handler's `set` blocked `serve` on its own lock for good (seen with `timeout` and `pkill`)."""
+    for round_ in range(3):
+        proc = _start(tmp_path / f"data{round_}", tmp_path / f"wal{round_}", free_port())
+        for n in range(300):
+            proc.send_signal(signal.SIGTERM if n % 2 else signal.SIGINT)
+        assert proc.wait(timeout=60) == 0, _close(proc)
+        _close(proc)

@@ -220,8 +220,11 @@ def _refresh_until_stopped(client: Any, options: schema_module.SchemaOptions, ev
     from clinotel.collector.store.rollups import RollupRefresher
 
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    # the handler records the signal and nothing else: `Event.set` takes a lock the main thread may
+    # hold (inside `wait`, or a first handler's `set` when a second signal comes), a deadlock
+    signals: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: signals.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, frame: signals.append(signum))
     refresher = RollupRefresher(
         client, options, interval_s=every, window_days=window_days,
         on_refresh=lambda done: click.echo(_refreshed(done), err=True),
@@ -230,7 +233,7 @@ def _refresh_until_stopped(client: Any, options: schema_module.SchemaOptions, ev
     click.echo(f"refreshing the rollups of {options.database} {what}", err=True)
     failure: list[str] = []
     refresher.start(on_failure=failure.append)
-    while refresher.running and not stop.wait(1.0):
+    while refresher.running and not signals and not stop.wait(0.25):
         pass
     refresher.stop()
     if failure:
@@ -505,9 +508,13 @@ def run_serve(
         raise click.ClickException(str(e)) from None
 
     done = threading.Event()
+    # the handler records the signal and nothing else: `Event.set` takes a lock the main thread may
+    # hold (inside `wait`, or a first handler's `set` when a second signal comes): a `serve` sent
+    # SIGTERM twice at once blocked on its own lock for good (2026-12-06)
+    signals: list[int] = []
 
     def _stop(signum: int, frame: object) -> None:
-        done.set()
+        signals.append(signum)
 
     # set before starting: a SIGTERM while the store opens stops the collector cleanly once started
     signal.signal(signal.SIGTERM, _stop)
@@ -553,7 +560,7 @@ def run_serve(
         raise
     # never an untimed wait: SIGTERM delivered to another of the process's threads (the engine's
     # own) only flags the handler, which runs once the main thread executes Python again
-    while not done.wait(1.0):
+    while not signals and not done.wait(0.25):
         pass
     if stop_companion is not None:
         stop_companion()
