@@ -238,7 +238,7 @@ def _refresh_until_stopped(client: Any, options: schema_module.SchemaOptions, ev
     refresher.stop()
     if failure:
         raise click.ClickException(failure[0])
-    if not stop.is_set():
+    if not signals:
         raise click.ClickException(
             f"{options.database}'s rollups are a cluster's Distributed tables: give --cluster NAME and run it "
             "against a node of every shard"
