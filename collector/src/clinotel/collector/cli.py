@@ -212,19 +212,26 @@ def _refreshed(done: Any) -> str:
     )
 
 
+def _stop_signals() -> list[int]:
+    """SIGTERM and SIGINT, from now on recorded in the list returned, for the main thread to poll.
+    The handler records the signal and nothing else: `Event.set` takes a lock the main thread may
+    hold (inside `wait`, or a first handler's `set` when a second signal comes): a `serve` sent
+    SIGTERM twice at once blocked on its own lock for good (2026-12-06)."""
+    import signal
+
+    received: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda number, frame: received.append(number))
+    return received
+
+
 def _refresh_until_stopped(client: Any, options: schema_module.SchemaOptions, every: float, window_days: int) -> None:
     """The collector's refresh thread, without a collector, until SIGTERM or SIGINT."""
-    import signal
-    import threading
+    import time
 
     from clinotel.collector.store.rollups import RollupRefresher
 
-    stop = threading.Event()
-    # the handler records the signal and nothing else: `Event.set` takes a lock the main thread may
-    # hold (inside `wait`, or a first handler's `set` when a second signal comes), a deadlock
-    signals: list[int] = []
-    signal.signal(signal.SIGTERM, lambda signum, frame: signals.append(signum))
-    signal.signal(signal.SIGINT, lambda signum, frame: signals.append(signum))
+    signals = _stop_signals()
     refresher = RollupRefresher(
         client, options, interval_s=every, window_days=window_days,
         on_refresh=lambda done: click.echo(_refreshed(done), err=True),
@@ -233,8 +240,8 @@ def _refresh_until_stopped(client: Any, options: schema_module.SchemaOptions, ev
     click.echo(f"refreshing the rollups of {options.database} {what}", err=True)
     failure: list[str] = []
     refresher.start(on_failure=failure.append)
-    while refresher.running and not signals and not stop.wait(0.25):
-        pass
+    while refresher.running and not signals:
+        time.sleep(0.25)
     refresher.stop()
     if failure:
         raise click.ClickException(failure[0])
@@ -460,7 +467,6 @@ def run_serve(
 ) -> None:
     """The collector until SIGTERM or SIGINT (or its failure: exit `EXIT_FAILED`), with `companion` started
     beside it once it serves. Every option is checked before anything is bound or created."""
-    import signal
     import threading
 
     from clinotel.collector.log.wal import LogInUseError, LogOwnedError
@@ -508,17 +514,8 @@ def run_serve(
         raise click.ClickException(str(e)) from None
 
     done = threading.Event()
-    # the handler records the signal and nothing else: `Event.set` takes a lock the main thread may
-    # hold (inside `wait`, or a first handler's `set` when a second signal comes): a `serve` sent
-    # SIGTERM twice at once blocked on its own lock for good (2026-12-06)
-    signals: list[int] = []
-
-    def _stop(signum: int, frame: object) -> None:
-        signals.append(signum)
-
     # set before starting: a SIGTERM while the store opens stops the collector cleanly once started
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    signals = _stop_signals()
     # `kill -USR1 PID`: every thread's stack on stderr (a collector that does not stop, or stalls);
     # before the collector starts a thread, so that each inherits the signal blocked
     install_stack_dump()

@@ -112,9 +112,7 @@ class RecentRequests:
         deadline = time.monotonic() + wait_s
         while True:
             with self._lock:
-                mine = self._seen.get(tenant)
-                at = mine.get(digest) if mine is not None else None
-                if at is not None and self._clock() - at <= self.window_s:
+                if self._seen_locked(tenant, digest):
                     return None
                 writing = self._writing.get(key)
                 if writing is None:
@@ -136,9 +134,13 @@ class RecentRequests:
     def seen(self, tenant: str, digest: bytes) -> bool:
         """Whether a request of `tenant` with `digest` was accepted within the window."""
         with self._lock:
-            mine = self._seen.get(tenant)
-            at = mine.get(digest) if mine is not None else None
-            return at is not None and self._clock() - at <= self.window_s
+            return self._seen_locked(tenant, digest)
+
+    def _seen_locked(self, tenant: str, digest: bytes) -> bool:
+        """`seen`, with the lock held."""
+        mine = self._seen.get(tenant)
+        at = mine.get(digest) if mine is not None else None
+        return at is not None and self._clock() - at <= self.window_s
 
     def accepted(self, tenant: str, digest: bytes, age_s: float = 0.0) -> None:
         """The request of `tenant` with `digest` is in the log now (`age_s`: it was logged that

@@ -137,11 +137,10 @@ def _partitions(client: Any, table: str, where: str = "1") -> set[str]:
     return {str(r[0]) for r in rows}
 
 
-def _rows_of(client: Any, table: str, partitions: set[str]) -> int:
-    """The rows of `table`'s `partitions` (counted by partition: a list of thousands of them would
-    pass the engine's query size)."""
+def _partition_rows(client: Any, table: str) -> dict[str, int]:
+    """The rows of each of `table`'s partitions."""
     rows = client.query(f"SELECT _partition_id, count() FROM {table} GROUP BY _partition_id").result_rows
-    return sum(int(n) for p, n in rows if str(p) in partitions)
+    return {str(p): int(n) for p, n in rows}
 
 
 def _drop_orphans(client: Any, o: SchemaOptions) -> None:
@@ -156,10 +155,10 @@ def _drop_orphans(client: Any, o: SchemaOptions) -> None:
 
 def _described(client: Any, o: SchemaOptions, table: str, column: str) -> str:
     """`column` of `system.tables` for this node's `table` (its `_local` table on a cluster)."""
-    name = f"{table}_local" if o.cluster else table
     return str(
         client.command(
-            f"SELECT {column} FROM system.tables WHERE database = {literal(o.database)} AND name = {literal(name)}"
+            f"SELECT {column} FROM system.tables WHERE database = {literal(o.database)} "
+            f"AND name = {literal(o.local_name(table))}"
         )
     )
 
@@ -238,8 +237,9 @@ def _swap(
                     "groups of tenants; --memory-mb gives the engine more): %s",
                     table, ", ".join(tenants), n + 1, len(groups), first_line(e),
                 )  # fmt: skip
-        staged = _partitions(client, staging) - partial
-        rows = _rows_of(client, staging, staged)
+        counts = _partition_rows(client, staging)
+        staged = set(counts) - partial
+        rows = sum(counts[p] for p in staged)
         stale = _partitions(client, target, window) - staged - kept
         for partition in sorted(staged):
             client.command(f"ALTER TABLE {target} REPLACE PARTITION ID {literal(partition)} FROM {staging}")
@@ -335,13 +335,12 @@ def _tenant_groups(
     The estimate is a granule's worth of each part's bytes; a tenant over it alone is a group."""
     if memory_bytes is None:
         return None
-    table = WORKFLOWS if not o.cluster else f"{WORKFLOWS}_local"
     rows = client.query(
         "SELECT s.TenantId, sum(p.cost) FROM (SELECT _part AS part, any(TenantId) AS TenantId "
         f"FROM {o.local(WORKFLOWS)} WHERE {source} GROUP BY part) AS s "
         "INNER JOIN (SELECT name, data_uncompressed_bytes * least(1, "
         f"{_GRANULE} / greatest(rows, 1)) AS cost FROM system.parts WHERE database = {literal(o.database)} "
-        f"AND table = {literal(table)} AND active) AS p ON s.part = p.name "
+        f"AND table = {literal(o.local_name(WORKFLOWS))} AND active) AS p ON s.part = p.name "
         "GROUP BY s.TenantId ORDER BY s.TenantId",
         settings={"max_threads": 1},
     ).result_rows
@@ -627,7 +626,7 @@ class RollupRefresher:
 
     def _sources(self) -> tuple[Any, ...]:
         """What identifies the workflows' and spans' data as it stands: their active parts."""
-        tables = ", ".join(literal(t if not self.options.cluster else f"{t}_local") for t in (WORKFLOWS, TRACES))
+        tables = ", ".join(literal(self.options.local_name(t)) for t in (WORKFLOWS, TRACES))
         rows = self.client.query(
             "SELECT count(), max(modification_time), sum(rows) FROM system.parts "
             f"WHERE database = {literal(self.options.database)} AND table IN ({tables}) AND active"

@@ -88,7 +88,11 @@ class SchemaOptions:
 
     def local(self, table: str) -> str:
         """The qualified name of the table holding the data on this node."""
-        return self.name(f"{table}_local" if self.cluster else table)
+        return self.name(self.local_name(table))
+
+    def local_name(self, table: str) -> str:
+        """The name (in `system.tables` and `system.parts`) of the table holding the data on this node."""
+        return f"{table}_local" if self.cluster else table
 
     @property
     def on_cluster(self) -> str:
