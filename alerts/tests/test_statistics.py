@@ -14,17 +14,17 @@ import pytest
 
 from clinotel.model.stats import (
     DISPARITY_CAP,
+    KILL_SHARE_OF_MIXTURE,
     filled_ratio,
     filled_ratio_sql,
     kill_sequence,
-    kill_sequence_sql,
+    kill_sequence_columns,
+    proportion_grid_sql,
     proportion_sequence,
-    proportion_sequence_sql,
     ratio_interval,
     ratio_interval_columns,
-    ratio_interval_sql,
     ratio_sequence,
-    ratio_sequence_sql,
+    stacked,
     wilson,
     wilson_sql,
     z_value,
@@ -112,22 +112,17 @@ def test_the_sql_is_the_python(client: Any) -> None:
     pairs = [(x1, n1, x2, n2) for x1, n1 in CASES for x2, n2 in CASES[::2]] + [(0, 0, 3, 10), (3, 10, 0, 0)]
     for confidence in (0.9, 0.95):
         wl, wh = wilson_sql("x1", "n1", confidence)
-        rl, rh = ratio_interval_sql("x1", "n1", "x2", "n2", confidence)
-        sl, sh = ratio_sequence_sql("x1", "n1", "x2", "n2", confidence, math.log(1.5))
         values = ", ".join(f"({x1}, {n1}, {x2}, {n2})" for x1, n1, x2, n2 in pairs)
         parts, ends = ratio_interval_columns("c", "x1", "n1", "x2", "n2", confidence)
         rows = client.query(
-            f"SELECT *, {ends} FROM (SELECT x1, n1, x2, n2, {wl}, {wh}, {rl}, {rh}, {sl}, {sh}, {parts} "
+            f"SELECT *, {ends} FROM (SELECT x1, n1, x2, n2, {wl}, {wh}, {parts} "
             f"FROM values('x1 UInt64, n1 UInt64, x2 UInt64, n2 UInt64', {values}))"
         ).named_results()
         for row in rows:
             x1, n1, x2, n2 = row["x1"], row["n1"], row["x2"], row["n2"]
             w, r = wilson(x1, n1, confidence), ratio_interval(x1, n1, x2, n2, confidence)
-            s = ratio_sequence(x1, n1, x2, n2, confidence, math.log(1.5))
             got = list(row.values())
             _same(got[4:6], None if w is None else (w.low, w.high))
-            _same(got[6:8], None if r is None else (r.low, r.high))
-            _same(got[8:10], None if s is None else (s.low, s.high))
             _same([row["c_low"], row["c_high"]], None if r is None else (r.low, r.high))
 
 
@@ -191,20 +186,33 @@ def test_a_sequence_looked_at_every_time_keeps_its_error_rate_where_a_fixed_inte
 
 
 def test_the_kill_sequence_sql_is_the_python(client: Any) -> None:
+    """The layered SQL (`kill_sequence_columns`, `tau` an SQL column as the rollout panel passes it)
+    against the Python: the interval, each rate's own sequence and the log-ratio sequence."""
     pairs = [(x1, n1, x2, n2) for x1, n1 in CASES for x2, n2 in CASES[::2]] + [(0, 0, 3, 10), (3, 10, 0, 0)]
     pairs += [(20, 100, 0, 200), (20, 100, 1, 200), (45, 150, 40, 400), (200, 200, 0, 200)]
     values = ", ".join(f"({x1}, {n1}, {x2}, {n2})" for x1, n1, x2, n2 in pairs)
-    kl, kh = kill_sequence_sql("x1", "n1", "x2", "n2", 0.95, math.log(1.5))
-    pl, ph = proportion_sequence_sql("x1", "n1", 0.005)
+    tau, confidence = math.log(1.5), 0.95
+    alpha = 1 - confidence
+    rest, mixture = (1 - KILL_SHARE_OF_MIXTURE) * alpha / 2, 1 - KILL_SHARE_OF_MIXTURE * alpha
+    layered = stacked(
+        f"SELECT x1, n1, x2, n2, {proportion_grid_sql()} AS grid, {tau!r} AS tau "
+        f"FROM values('x1 UInt64, n1 UInt64, x2 UInt64, n2 UInt64', {values})",
+        kill_sequence_columns("k", "x1", "n1", "x2", "n2", confidence, "tau", "grid"),
+    )
     rows = client.query(
-        f"SELECT x1, n1, x2, n2, {kl}, {kh}, {pl}, {ph} "
-        f"FROM values('x1 UInt64, n1 UInt64, x2 UInt64, n2 UInt64', {values})"
+        "SELECT x1, n1, x2, n2, k_low, k_high, k_l1, k_u1, k_l2, k_u2, "
+        "if(n1 > 0 AND n2 > 0, exp(log(k_q1 / k_q2) - k_half), NULL), "
+        f"if(n1 > 0 AND n2 > 0, exp(log(k_q1 / k_q2) + k_half), NULL) FROM ({layered})"
     ).result_rows
+    assert len(rows) == len(pairs)
     for x1, n1, x2, n2, *got in rows:
-        k = kill_sequence(x1, n1, x2, n2, 0.95, math.log(1.5))
-        p = proportion_sequence(x1, n1, 0.005)
+        k = kill_sequence(x1, n1, x2, n2, confidence, tau)
+        one, two = proportion_sequence(x1, n1, rest), proportion_sequence(x2, n2, rest)
+        m = ratio_sequence(x1, n1, x2, n2, mixture, tau)
         _same(got[:2], None if k is None else (k.low, k.high))
-        _same(got[2:], None if p is None else (p.low, p.high))
+        _same(got[2:4], None if one is None else (one.low, one.high))
+        _same(got[4:6], None if two is None else (two.low, two.high))
+        _same(got[6:], None if m is None else (m.low, m.high))
 
 
 @pytest.mark.parametrize(("x", "n"), [(0, 200), (1, 200), (20, 100), (100, 100), (7, 400), (500, 1000)])

@@ -29,9 +29,10 @@ from clinotel.model.signals import SIGNALS
 from clinotel.model.sql import identifier, literal
 from clinotel.model.stats import (
     filled_ratio_sql,
-    kill_sequence_sql,
+    kill_sequence_columns,
     proportion_grid_sql,
-    ratio_interval_sql,
+    ratio_interval_columns,
+    stacked,
     wilson_sql,
 )
 from clinotel.model.workflow_signals import workflow_rate, workflow_signal_sql
@@ -131,9 +132,9 @@ def rule_sql(rule: Rule, database: str, now: datetime | Bounds) -> str:
         base_v, base_n = i.conditional(earlier)
         x1, n1 = counts(window)
         x2, n2 = counts(earlier)
-        inner = (
-            f"SELECT {keys}, '' AS cohort, '' AS version, '' AS grp, {filled_ratio_sql(now_v, base_v)} AS value, "
-            f"least({now_n}, {base_n}) AS n, {x1} AS x1, {n1} AS n1, {x2} AS x2, {n2} AS n2 "
+        inner = _compared(
+            f"SELECT {keys}, {now_v} AS v1, {base_v} AS v2, {now_n} AS s1, {base_n} AS s2, "
+            f"{x1} AS x1, {n1} AS n1, {x2} AS x2, {n2} AS n2 "
             f"FROM {table} WHERE {bounds.between(i.time_column, w + b)} GROUP BY tenant, kind"
         )
     elif rule.kind is Kind.CANARY:
@@ -143,16 +144,25 @@ def rule_sql(rule: Rule, database: str, now: datetime | Bounds) -> str:
         base_v, base_n = i.conditional(baseline)
         x1, n1 = counts(canary)
         x2, n2 = counts(baseline)
-        inner = (
-            f"SELECT {keys}, '' AS cohort, '' AS version, '' AS grp, {filled_ratio_sql(canary_v, base_v)} AS value, "
-            f"least({canary_n}, {base_n}) AS n, {x1} AS x1, {n1} AS n1, {x2} AS x2, {n2} AS n2 "
-            f"FROM {table} WHERE {window} GROUP BY tenant, kind"
+        inner = _compared(
+            f"SELECT {keys}, {canary_v} AS v1, {base_v} AS v2, {canary_n} AS s1, {base_n} AS s2, "
+            f"{x1} AS x1, {n1} AS n1, {x2} AS x2, {n2} AS n2 FROM {table} WHERE {window} GROUP BY tenant, kind"
         )
     else:
         assert rule.kind is Kind.DISPARITY
         assert rule.dimension is not None
         inner = _disparity(rule, i, table, window, counts)
     return _tested(rule, inner)
+
+
+def _compared(counts: str) -> str:
+    """A baseline or canary rule's rows from `counts` (per tenant and kind: the two sides' values
+    `v1`, `v2`, samples `s1`, `s2` and the rate's counts): the value their ratio, in a layer of its
+    own, so that each side's aggregate is written once, not once per use in the ratio."""
+    return (
+        f"SELECT tenant, kind, '' AS cohort, '' AS version, '' AS grp, {filled_ratio_sql('v1', 'v2')} AS value, "
+        f"least(s1, s2) AS n, x1, n1, x2, n2 FROM (\n{counts}\n)"
+    )
 
 
 def _disparity(rule: Rule, i: Indicator, table: str, window: str, counts: Callable[[], tuple[str, str]]) -> str:
@@ -195,12 +205,15 @@ def _tested(rule: Rule, inner: str) -> str:
         if rule.kind is Kind.THRESHOLD:
             lo, hi = wilson_sql("x1", "n1", rule.confidence)
         elif test is Test.SEQUENTIAL:
-            lo, hi = kill_sequence_sql(
-                "x1", "n1", "x2", "n2", rule.confidence, abs(math.log(rule.threshold)), grid="pgrid"
-            )
-            inner = f"SELECT *, {proportion_grid_sql()} AS pgrid FROM (\n{inner}\n)"  # planned once, not per bound
+            # the grid and each part of the interval computed once, in a layer of its own: written
+            # out in one expression, planning it took most of the query's time
+            tau = abs(math.log(rule.threshold))
+            layers = kill_sequence_columns("ks", "x1", "n1", "x2", "n2", rule.confidence, tau, "pgrid")
+            inner = stacked(f"SELECT *, {proportion_grid_sql()} AS pgrid FROM (\n{inner}\n)", layers)
+            lo, hi = "ks_low", "ks_high"
         else:
-            lo, hi = ratio_interval_sql("x1", "n1", "x2", "n2", rule.confidence)
+            inner = stacked(inner, ratio_interval_columns("ri", "x1", "n1", "x2", "n2", rule.confidence))
+            lo, hi = "ri_low", "ri_high"
         decide = _decision(rule)
     return (
         f"SELECT tenant, kind, cohort, version, grp, value, n, x1, n1, x2, n2, {lo} AS lo, {hi} AS hi, "

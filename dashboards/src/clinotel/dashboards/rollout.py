@@ -14,7 +14,7 @@ from clinotel.dashboards._panels import Board, where_filters
 from clinotel.model import rollups
 from clinotel.model.indicators import INDICATORS
 from clinotel.model.sql import identifier, literal
-from clinotel.model.stats import filled_ratio_sql, kill_sequence_sql, proportion_grid_sql
+from clinotel.model.stats import filled_ratio_sql, kill_sequence_columns, proportion_grid_sql, stacked
 from clinotel.semconv import RolloutCohort
 
 UID = "clinotel-rollout"
@@ -64,26 +64,29 @@ def kill_criteria_sql(database: str) -> str:
         )
     least = min(INDICATORS[n].min_sample for n, _ in KILL_CRITERIA)
     # the mixture's scale: each criterion's own limit, as a log ratio (c.10)
-    low, high = kill_sequence_sql("c.7", "c.5", "c.8", "c.6", CONFIDENCE, "c.10", grid="pgrid")
+    sequence = kill_sequence_columns("ks", "c.7", "c.5", "c.8", "c.6", CONFIDENCE, "c.10", "pgrid")
+    # one row per criterion; the sequence's parts each computed once, in a layer of its own
+    criteria = (
+        f"SELECT *, c, {filled_ratio_sql('c.3', 'c.4')} AS ratio_value\n"
+        f"FROM (\n  SELECT TenantId AS tenant, WorkflowKind AS kind, [{', '.join(rows)}] AS criteria, "
+        f"{proportion_grid_sql()} AS pgrid\n"
+        f"  FROM {hours}\n"
+        f"  WHERE {rollups.time_filter()} AND RolloutCohort != '' AND {where_filters()}\n"
+        "  GROUP BY tenant, kind\n)\nARRAY JOIN criteria AS c"
+    )
     ratio = "ratio_value"
     pct = round(CONFIDENCE * 100)
     return (
         "SELECT tenant AS `Tenant`, kind AS `Workflow kind`, c.1 AS `Criterion`, round(c.3, 4) AS `Canary`, "
         f"round(c.4, 4) AS `Baseline`, round({ratio}, 2) AS `Ratio`, "
-        f"if(c.9 = 1, round(seq_low, 2), NULL) AS `Ratio {pct}% low (sequential)`, "
-        f"if(c.9 = 1 AND isFinite(seq_high), round(seq_high, 2), NULL) AS `Ratio {pct}% high (sequential)`, "
+        f"if(c.9 = 1, round(ks_low, 2), NULL) AS `Ratio {pct}% low (sequential)`, "
+        f"if(c.9 = 1 AND isFinite(ks_high), round(ks_high, 2), NULL) AS `Ratio {pct}% high (sequential)`, "
         "c.2 AS `Limit`, c.5 AS `Canary rows`, c.6 AS `Baseline rows`,\n"
         f"  multiIf(c.5 < {least} OR c.6 < {least} OR {ratio} IS NULL, {literal(TOO_FEW)}, "
         f"{ratio} <= c.2, {literal(OK)}, "
-        f"c.9 = 0, {literal(ABOVE_NO_TEST)}, seq_low > 1, {literal(KILL)}, {literal(ABOVE_NOT_SIGNIFICANT)}) "
+        f"c.9 = 0, {literal(ABOVE_NO_TEST)}, ks_low > 1, {literal(KILL)}, {literal(ABOVE_NOT_SIGNIFICANT)}) "
         "AS `Status`\n"
-        f"FROM (\n  SELECT *, c, {low} AS seq_low, {high} AS seq_high, "
-        f"{filled_ratio_sql('c.3', 'c.4')} AS ratio_value\n"
-        f"  FROM (\n    SELECT TenantId AS tenant, WorkflowKind AS kind, [{', '.join(rows)}] AS criteria, "
-        f"{proportion_grid_sql()} AS pgrid\n"
-        f"    FROM {hours}\n"
-        f"    WHERE {rollups.time_filter()} AND RolloutCohort != '' AND {where_filters()}\n"
-        "    GROUP BY tenant, kind\n  )\n  ARRAY JOIN criteria AS c\n)\nORDER BY `Tenant`, `Workflow kind`, `Criterion`"
+        f"FROM (\n{stacked(criteria, sequence)}\n)\nORDER BY `Tenant`, `Workflow kind`, `Criterion`"
     )
 
 
