@@ -366,11 +366,12 @@ REFERENCE_RULE: Final = (
 """The reference group of every disparity, in the tables and the alerts alike."""
 
 
-def reference_group(group: str, size: str, partition: str) -> str:
+def reference_group(group: str, size: str, partition: str, carried: str | None = None) -> str:
     """SQL window expression naming the reference group (`REFERENCE_RULE`) of each row's
     stratum: `group` and `size` (its workflows) are columns of a grouped subquery, `partition`
-    the stratum's columns."""
-    return f"argMax({group}, ({size}, {group})) OVER (PARTITION BY {partition})"
+    the stratum's columns; with `carried`, that expression of the reference group's row instead
+    of its name (a tuple: its name and figures, with one window function)."""
+    return f"argMax({carried or group}, ({size}, {group})) OVER (PARTITION BY {partition})"
 
 
 @dataclass(frozen=True)
