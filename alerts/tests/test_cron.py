@@ -21,7 +21,7 @@ from clinotel.alerts.paging import Outbox
 from clinotel.alerts.rules import RulePack, load
 from clinotel.alerts.sinks import WebhookSink
 from clinotel.collector.store import schema
-from clinotel.model import clinical
+from clinotel.model import clinical, tables
 from tests.net import free_port
 
 FLAPPING = """rules:
@@ -108,6 +108,47 @@ def test_cron_evaluation_over_a_flapping_metric_pages_once_and_resolves_once(
         every.close()
         assert same == transitions
         assert [p["status"] for p in sink.wait_for(2, "/every")] == ["firing", "resolved"]
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS {other.database}")
+
+
+def test_keep_firing_for_holds_across_cron_runs_and_pages_once(
+    client: Any, options: schema.SchemaOptions, tmp_path: Path, sink: Sink
+) -> None:
+    """`keep_firing_for: 5m` and no `for`: the flap fires, its three clear minutes before the
+    incident do not resolve it (recorded as `clearing`, then `breach`), and the incident's end
+    resolves it five minutes after it cleared. Every run a new evaluator: the hold is read from
+    the store. Without it, the same minutes page twice."""
+    _flapping(client, options)
+    pack = _pack(tmp_path, FLAPPING.replace("for: 5m", "for: 0m\n    keep_firing_for: 5m"))
+    transitions = []
+    for t in _minutes():
+        run = Evaluator(client, pack, _quiet(f"{sink.url}/kept"), options.database)
+        summary = run.evaluate(t)
+        run.close()
+        assert summary.errors == []
+        transitions += [(t - BASE, state) for _, _, state in summary.transitions]
+    assert transitions == [
+        (timedelta(minutes=1), "firing"),
+        (timedelta(minutes=28), "resolved"),  # read clear from minute 23 on (as `resolved` without it)
+        (timedelta(minutes=29), "inactive"),
+    ]
+    assert [p["status"] for p in sink.wait_for(2, "/kept")] == ["firing", "resolved"], "one page, one resolution"
+    held = client.query(
+        f"SELECT Event, toUnixTimestamp(Timestamp) - {int(BASE.timestamp())} "
+        f"FROM {options.name(tables.ALERT_EVENTS)} WHERE Event IN ('clearing', 'breach') ORDER BY Timestamp"
+    ).result_rows
+    assert [(e, s // 60) for e, s in held] == [("clearing", 5), ("breach", 7), ("clearing", 23)]
+
+    other = schema.SchemaOptions(database=f"t_{uuid.uuid4().hex[:12]}")
+    schema.apply(client, other)
+    try:  # without keep_firing_for: the flap and the incident are two pages
+        _flapping(client, other)
+        plain = Evaluator(client, _pack(tmp_path, FLAPPING.replace("for: 5m", "for: 0m")), _quiet(f"{sink.url}/plain"),
+                          other.database)  # fmt: skip
+        states = [state for t in _minutes() for _, _, state in plain.evaluate(t).transitions]
+        plain.close()
+        assert states.count("firing") == 2
     finally:
         client.command(f"DROP DATABASE IF EXISTS {other.database}")
 

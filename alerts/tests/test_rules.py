@@ -9,7 +9,7 @@ import pytest
 
 from clinotel.alerts import default_rules_path
 from clinotel.alerts.rules import Kind, RuleError, load
-from clinotel.alerts.state import AlertState, Reading, State, step
+from clinotel.alerts.state import AlertState, Hold, Reading, State, step
 from tests.conftest import REPO
 
 GOOD = """rules:
@@ -96,15 +96,29 @@ def test_every_mistake_is_reported_each_at_its_own_line(tmp_path: Path) -> None:
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
-def _run(readings: str, for_s: int, no_data: str = "ok") -> list[str]:
+def _run(readings: str, for_s: int, no_data: str = "ok", keep_s: int = 0) -> list[str]:
     """Feed B(reach)/C(lear)/N(o data) one minute apart; the states after each."""
     state = AlertState()
     kinds = {"B": Reading.BREACH, "C": Reading.CLEAR, "N": Reading.NO_DATA}
     out = []
     for i, r in enumerate(readings):
-        step(state, kinds[r], T0 + timedelta(minutes=i), for_s, no_data)
+        step(state, kinds[r], T0 + timedelta(minutes=i), for_s, no_data, keep_s)
         out.append(state.state.value[0])
     return out
+
+
+def test_keep_firing_for_holds_a_firing_instance_until_it_has_read_clear_that_long() -> None:
+    # fires at once, clears for a minute, breaches again (the streak starts over), then resolves only
+    # after three clear minutes; without it the same readings page twice
+    assert "".join(_run("BCBCCCCC", 0, keep_s=180)) == "ffffffri"
+    assert "".join(_run("BCBCCCCC", 0)) == "frfriiii"
+    assert "".join(_run("BNNNN", 0, "ok", keep_s=180)) == "ffffr", "no data that clears is held the same"
+    state = AlertState()
+    holds = [step(state, r, T0 + timedelta(minutes=i), 0, "ok", 120)
+             for i, r in enumerate([Reading.BREACH, Reading.CLEAR, Reading.BREACH, Reading.CLEAR, Reading.CLEAR,
+                                    Reading.CLEAR])]  # fmt: skip
+    assert holds == [State.FIRING, Hold.CLEARING, Hold.BREACH, Hold.CLEARING, None, State.RESOLVED]
+    assert state.clear_since is None
 
 
 def test_the_state_machine_holds_back_flaps_and_resolves() -> None:

@@ -26,7 +26,7 @@ from clinotel.alerts.ledger import LABELLED, RESOLVE, TRIGGER, UNLABELLED, Episo
 from clinotel.alerts.paging import Attempt, Notification, Outbox
 from clinotel.alerts.queries import Observation, observe
 from clinotel.alerts.rules import RUNBOOK_BASE, Kind, Rule, RulePack
-from clinotel.alerts.state import AlertState, Instance, Reading, State, step
+from clinotel.alerts.state import AlertState, Hold, Instance, Reading, State, step
 from clinotel.model import tables
 from clinotel.model.changes import describe as describe_changes
 from clinotel.model.changes import recent_changes
@@ -220,8 +220,15 @@ class Evaluator:
         threshold: float, now: datetime, summary: Summary,
     ) -> None:  # fmt: skip
         current = self.states.setdefault(instance, AlertState())
-        changed = step(current, reading, now, rule.for_, rule.no_data)
+        changed = step(current, reading, now, rule.for_, rule.no_data, rule.keep_firing_for)
         if changed is None:
+            return
+        if isinstance(changed, Hold):  # kept firing by keep_firing_for: recorded, so the next pass holds it too
+            value = None if o is None else o.value
+            described = "" if o is None or o.value is None else f": {describe(rule, o, threshold)}"
+            detail = f"{reading.value}{described}; firing until clear for {rule.keep_firing_for}s"
+            self._record(now, labels.get("tenant", ""), rule, labels, changed.value, value,
+                         0 if o is None else o.sample, threshold, detail=detail)  # fmt: skip
             return
         summary.transitions.append((rule.name, labels, changed.value))
         tenant = labels.get("tenant", "")

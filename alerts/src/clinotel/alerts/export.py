@@ -203,6 +203,7 @@ def _rule(rule: Rule, database: str, uid: str, title: str, threshold: float, min
         "condition": "C",
         "data": _data(_query(rule, database, min_sample, scope), lookback, grafana_threshold(rule, threshold)),
         "for": f"{rule.for_}s",
+        **({"keepFiringFor": f"{rule.keep_firing_for}s"} if rule.keep_firing_for else {}),
         "noDataState": NO_DATA[rule.no_data],
         "execErrState": "KeepLast",
         "labels": {"severity": rule.severity, "rule": rule.name, **rule.labels},

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from clinotel.alerts.state import AlertState, Instance, State
+from clinotel.alerts.state import AlertState, Hold, Instance, State
 from clinotel.model import tables
 from clinotel.model.sql import identifier, literal
 
@@ -106,18 +106,29 @@ def load(client: Any, database: str, rules: Iterable[str], now: datetime | None 
     names = ", ".join(literal(r) for r in rules) or "''"
     table = f"{identifier(database)}.{identifier(tables.ALERT_EVENTS)}"
     events = ", ".join(literal(e) for e in TRANSITIONS)
+    holds = ", ".join(literal(h.value) for h in Hold)
+    transition = f"Event IN ({events})"
     until = "" if now is None else f" AND Timestamp <= fromUnixTimestamp64Milli({ms(now)})"
     ledger = Ledger()
     rows = client.query(
-        "SELECT Rule, Labels, argMax(Event, Timestamp), toUnixTimestamp64Milli(max(Timestamp)), "
+        f"SELECT Rule, Labels, argMaxIf(Event, Timestamp, {transition}), "
+        f"toUnixTimestamp64Milli(maxIf(Timestamp, {transition})), "
         "toUnixTimestamp64Milli(maxIf(Timestamp, Event = 'firing')), "
         "toUnixTimestamp64Milli(maxIf(Timestamp, Event = 'resolved')), "
-        "argMaxIf(Value, Timestamp, Event = 'firing') "
-        f"FROM {table} WHERE Rule IN ({names}) AND Event IN ({events}){until} GROUP BY Rule, Labels"
+        "argMaxIf(Value, Timestamp, Event = 'firing'), "
+        f"toUnixTimestamp64Milli(maxIf(Timestamp, Event = {literal(Hold.CLEARING.value)})), "
+        f"toUnixTimestamp64Milli(maxIf(Timestamp, Event = {literal(Hold.BREACH.value)})) "
+        f"FROM {table} WHERE Rule IN ({names}) AND Event IN ({events}, {holds}){until} GROUP BY Rule, Labels "
+        f"HAVING countIf({transition}) > 0"
     ).result_rows
-    for rule, labels, event, since, fired, resolved, value in rows:
+    for rule, labels, event, since, fired, resolved, value, clearing, breach in rows:
         instance = _instance(rule, labels)
-        ledger.states[instance] = AlertState(State(str(event)), when(int(since)), when(int(fired)))
+        state = State(str(event))
+        # the clear streak of a firing instance held by keep_firing_for: its last `clearing`, unless
+        # a breach (or the firing itself) came after it
+        held = state is State.FIRING and int(clearing) > max(int(fired), int(breach))
+        clear_since = when(int(clearing)) if held else None
+        ledger.states[instance] = AlertState(state, when(int(since)), when(int(fired)), clear_since)
         ledger.episodes[instance] = Episode(int(fired), int(resolved), None if value is None else float(value))
     rows = client.query(
         f"SELECT Rule, Labels, Receiver, if(startsWith(Detail, {literal(RESOLVE)}), {literal(RESOLVE)}, "

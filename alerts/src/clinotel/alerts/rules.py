@@ -157,6 +157,9 @@ class Rule(BaseModel):
     threshold: float
     window: Seconds = Field(gt=0)
     for_: Seconds = Field(default=0, alias="for")
+    keep_firing_for: Seconds = Field(default=0, ge=0)
+    """Once firing, resolve only after reading clear this long (Prometheus's and Grafana's
+    `keep_firing_for`): a figure hovering at its threshold pages once, not at every crossing."""
     min_sample: int = Field(default=30, ge=1)
     severity: Literal["page", "ticket"]
     summary: str = Field(min_length=3, max_length=300)

@@ -3,6 +3,12 @@
     inactive --breach--> pending --breach held for `for`--> firing --clear--> resolved --> inactive
                          pending --clear--> inactive (a flap held back by `for`)
 
+With `keep_firing_for` (Prometheus's and Grafana's name), a firing instance resolves only once it
+has read clear for that long: its first clear reading is recorded as `clearing`, a breach before
+the time is up as `breach` (the clear streak starts over), neither a transition. A kill criterion's
+interval, its canary stopped by the kill, hovers about 1 as the baseline moves: without it, the
+demo's kill paged five times in five hours.
+
 No data (too few rows, or none) follows the rule's `no_data`: `ok` clears, `keep` leaves the state
 as it is, `alerting` counts as a breach. A query error changes nothing and is recorded.
 """
@@ -13,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-__all__ = ["AlertState", "Instance", "Reading", "State", "step"]
+__all__ = ["AlertState", "Hold", "Instance", "Reading", "State", "step"]
 
 
 class State(StrEnum):
@@ -21,6 +27,15 @@ class State(StrEnum):
     PENDING = "pending"
     FIRING = "firing"
     RESOLVED = "resolved"
+
+
+class Hold(StrEnum):
+    """What a firing instance held by `keep_firing_for` read: recorded, not a transition."""
+
+    CLEARING = "clearing"
+    """Its first clear reading since its last breach: it keeps firing until the time is up."""
+    BREACH = "breach"
+    """A breach again while clearing: the clear streak starts over."""
 
 
 class Reading(StrEnum):
@@ -43,23 +58,36 @@ class AlertState:
     since: datetime | None = None
     """When the current state began."""
     fired_at: datetime | None = None
+    clear_since: datetime | None = None
+    """A firing instance's first clear reading since its last breach (`keep_firing_for`)."""
 
 
-def step(current: AlertState, reading: Reading, now: datetime, for_s: int, no_data: str) -> State | None:
-    """Apply one evaluation to `current` (in place); returns the new state when it changed."""
+def step(
+    current: AlertState, reading: Reading, now: datetime, for_s: int, no_data: str, keep_firing_s: int = 0
+) -> State | Hold | None:
+    """Apply one evaluation to `current` (in place); returns the new state when it changed, or
+    what a firing instance held by `keep_firing_s` read when that is to be recorded."""
     if reading is Reading.NO_DATA:
         if no_data == "keep":
             return None
         reading = Reading.BREACH if no_data == "alerting" else Reading.CLEAR
     before = current.state
     if reading is Reading.BREACH:
+        if before is State.FIRING and current.clear_since is not None:
+            current.clear_since = None
+            return Hold.BREACH
         if before in (State.INACTIVE, State.RESOLVED):
             current.state, current.since = State.PENDING, now
         pending = current.state is State.PENDING and current.since is not None
         if pending and (now - current.since).total_seconds() >= for_s:  # type: ignore[operator]
             current.state, current.since, current.fired_at = State.FIRING, now, now
     elif before is State.FIRING:
-        current.state, current.since = State.RESOLVED, now
+        if keep_firing_s > 0 and current.clear_since is None:
+            current.clear_since = now
+            return Hold.CLEARING
+        if current.clear_since is not None and (now - current.clear_since).total_seconds() < keep_firing_s:
+            return None
+        current.state, current.since, current.clear_since = State.RESOLVED, now, None
     elif before in (State.PENDING, State.RESOLVED):
         current.state, current.since = State.INACTIVE, now
     return current.state if current.state is not before else None
