@@ -153,6 +153,46 @@ def test_keep_firing_for_holds_across_cron_runs_and_pages_once(
         client.command(f"DROP DATABASE IF EXISTS {other.database}")
 
 
+def test_an_instance_held_by_keep_firing_for_that_stops_returning_rows_resolves_once(
+    client: Any, options: schema.SchemaOptions, tmp_path: Path, sink: Sink
+) -> None:
+    """Firing, then no rows at all (the window past the data): held for `keep_firing_for`, then
+    resolved once. An instance without rows was recorded with its labels in another order than
+    with rows, and the ledger read it as two: its hold was never read back, and it fired for good."""
+    _flapping(client, options)
+    pack = _pack(tmp_path, FLAPPING.replace("for: 5m", "for: 0m\n    keep_firing_for: 10m"))
+    minutes = [BASE + timedelta(minutes=m) for m in (*range(1, 13), *range(40, 56))]
+    transitions = []
+    for t in minutes:
+        run = Evaluator(client, pack, _quiet(f"{sink.url}/gone"), options.database)
+        transitions += [(t - BASE, state) for _, _, state in run.evaluate(t).transitions]
+        run.close()
+    assert transitions == [
+        (timedelta(minutes=1), "firing"),
+        (timedelta(minutes=50), "resolved"),  # no rows from minute 40: clear, held 10 minutes
+        (timedelta(minutes=51), "inactive"),
+    ]
+    assert [p["status"] for p in sink.wait_for(2, "/gone")] == ["firing", "resolved"]
+
+
+def test_a_rule_with_labels_of_its_own_notifies_once(
+    client: Any, options: schema.SchemaOptions, tmp_path: Path, sink: Sink
+) -> None:
+    """A rule's static labels (`team`) go with its notifications; its deliveries are recorded under
+    the instance's own labels, so the next pass knows them made. Recorded with the team label, the
+    delivery matched no instance and the ticket went out again at every pass."""
+    _flapping(client, options)
+    pack = _pack(tmp_path, FLAPPING.replace("for: 5m", "for: 0m\n    labels: {team: clinical-ml}"))
+    for t in list(_minutes())[6:18]:  # the incident, firing throughout
+        run = Evaluator(client, pack, _quiet(f"{sink.url}/team"), options.database)
+        run.evaluate(t)
+        run.close()
+    sink.wait_for(1, "/team")
+    posts = [p for path, p in sink.received if path == "/team"]  # every delivery ends before `evaluate` returns
+    assert [p["status"] for p in posts] == ["firing"], "one ticket, not one a pass"
+    assert posts[0]["alerts"][0]["labels"]["team"] == "clinical-ml"
+
+
 def test_a_restart_while_firing_pages_nobody_again(
     client: Any, options: schema.SchemaOptions, tmp_path: Path, sink: Sink
 ) -> None:

@@ -156,9 +156,12 @@ class Evaluator:
         summary.attempts = self.outbox.flush()
         for a in summary.attempts:
             kind = TRIGGER if a.notification.firing else RESOLVE
+            # under the instance's own labels: with the rule's static labels (`team`) in them, the
+            # delivery matched no instance and the next pass owed, and sent, the same notification again
             self._record(
                 now, a.notification.labels.get("tenant", ""), self._rule(a.notification.rule),
-                a.notification.labels, "notify_ok" if a.ok else "notify_failed", None, 0, None,
+                a.notification.instance_labels or a.notification.labels, "notify_ok" if a.ok else "notify_failed",
+                None, 0, None,
                 receiver=a.sink, attempt=a.attempt, detail=kind + (f": {a.detail}" if a.detail else ""),
             )  # fmt: skip
         self._flush_events(summary)
@@ -292,7 +295,7 @@ class Evaluator:
                 annotations["changes"] = changed
         return Notification(
             rule.name, {**rule.labels, **labels}, annotations, rule.severity, firing, starts, ends,
-            generator_url=f"clinotel://alerts/{rule.name}",
+            generator_url=f"clinotel://alerts/{rule.name}", instance_labels=dict(labels),
         )  # fmt: skip
 
     def _run_actions(self, now: datetime, summary: Summary) -> None:
@@ -353,8 +356,24 @@ class Evaluator:
         self, now: datetime, tenant: str, rule: Rule, labels: dict[str, str], event: str, value: float | None,
         sample: int, threshold: float | None, receiver: str = "", attempt: int = 0, detail: str = "",
     ) -> None:  # fmt: skip
+        # labels in one order whoever records them: a Map of the same labels in another order is another
+        # value to ClickHouse, and the ledger would read one instance as two
+        canonical = dict(sorted(labels.items()))
         self._events.append(
-            (now, tenant, rule.name, labels, event, rule.severity, value, sample, threshold, receiver, attempt, detail)
+            (
+                now,
+                tenant,
+                rule.name,
+                canonical,
+                event,
+                rule.severity,
+                value,
+                sample,
+                threshold,
+                receiver,
+                attempt,
+                detail,
+            )
         )
 
     def _flush_events(self, summary: Summary) -> bool:

@@ -92,6 +92,12 @@ class Ledger:
         return attempt if last >= since else 0
 
 
+_LABELS: Final = "mapSort(Labels) AS InstanceLabels"
+"""An instance's labels, grouped in one order: the same labels recorded in another order are
+another Map to ClickHouse (earlier versions recorded an instance without rows in sorted order, the
+same instance with rows in its query's)."""
+
+
 def _instance(rule: str, labels: Any) -> Instance:
     items = labels.items() if isinstance(labels, dict) else labels
     return Instance(str(rule), tuple(sorted((str(k), str(v)) for k, v in items)))
@@ -111,14 +117,14 @@ def load(client: Any, database: str, rules: Iterable[str], now: datetime | None 
     until = "" if now is None else f" AND Timestamp <= fromUnixTimestamp64Milli({ms(now)})"
     ledger = Ledger()
     rows = client.query(
-        f"SELECT Rule, Labels, argMaxIf(Event, Timestamp, {transition}), "
+        f"SELECT Rule, {_LABELS}, argMaxIf(Event, Timestamp, {transition}), "
         f"toUnixTimestamp64Milli(maxIf(Timestamp, {transition})), "
         "toUnixTimestamp64Milli(maxIf(Timestamp, Event = 'firing')), "
         "toUnixTimestamp64Milli(maxIf(Timestamp, Event = 'resolved')), "
         "argMaxIf(Value, Timestamp, Event = 'firing'), "
         f"toUnixTimestamp64Milli(maxIf(Timestamp, Event = {literal(Hold.CLEARING.value)})), "
         f"toUnixTimestamp64Milli(maxIf(Timestamp, Event = {literal(Hold.BREACH.value)})) "
-        f"FROM {table} WHERE Rule IN ({names}) AND Event IN ({events}, {holds}){until} GROUP BY Rule, Labels "
+        f"FROM {table} WHERE Rule IN ({names}) AND Event IN ({events}, {holds}){until} GROUP BY Rule, InstanceLabels "
         f"HAVING countIf({transition}) > 0"
     ).result_rows
     for rule, labels, event, since, fired, resolved, value, clearing, breach in rows:
@@ -131,13 +137,13 @@ def load(client: Any, database: str, rules: Iterable[str], now: datetime | None 
         ledger.states[instance] = AlertState(state, when(int(since)), when(int(fired)), clear_since)
         ledger.episodes[instance] = Episode(int(fired), int(resolved), None if value is None else float(value))
     rows = client.query(
-        f"SELECT Rule, Labels, Receiver, if(startsWith(Detail, {literal(RESOLVE)}), {literal(RESOLVE)}, "
+        f"SELECT Rule, {_LABELS}, Receiver, if(startsWith(Detail, {literal(RESOLVE)}), {literal(RESOLVE)}, "
         f"{literal(TRIGGER)}) AS kind, "
         "toUnixTimestamp64Milli(maxIf(Timestamp, Event = 'notify_ok')), "
         "toUnixTimestamp64Milli(maxIf(Timestamp, Event = 'notify_failed')), "
         "argMaxIf(Attempt, (Timestamp, Attempt), Event = 'notify_failed') "
         f"FROM {table} WHERE Rule IN ({names}) AND Event IN ('notify_ok', 'notify_failed'){until} "
-        "GROUP BY Rule, Labels, Receiver, kind"
+        "GROUP BY Rule, InstanceLabels, Receiver, kind"
     ).result_rows
     for rule, labels, receiver, kind, ok, failed, attempt in rows:
         key = (_instance(rule, labels), str(receiver), str(kind))
@@ -146,8 +152,8 @@ def load(client: Any, database: str, rules: Iterable[str], now: datetime | None 
         if int(failed) > 0:
             ledger.failed[key] = (int(failed), int(attempt or 0))
     rows = client.query(
-        f"SELECT Rule, Labels, argMax(Event, Timestamp) FROM {table} WHERE Rule IN ({names}) "
-        f"AND Event IN ({literal(LABELLED)}, {literal(UNLABELLED)}){until} GROUP BY Rule, Labels"
+        f"SELECT Rule, {_LABELS}, argMax(Event, Timestamp) FROM {table} WHERE Rule IN ({names}) "
+        f"AND Event IN ({literal(LABELLED)}, {literal(UNLABELLED)}){until} GROUP BY Rule, InstanceLabels"
     ).result_rows
     for rule, labels, event in rows:
         ledger.labelled[_instance(rule, labels)] = str(event) == LABELLED

@@ -75,7 +75,7 @@ def step(
     if reading is Reading.BREACH:
         if before is State.FIRING and current.clear_since is not None:
             current.clear_since = None
-            return Hold.BREACH
+            return Hold.BREACH if keep_firing_s > 0 else None  # (the rule no longer holds: nothing to record)
         if before in (State.INACTIVE, State.RESOLVED):
             current.state, current.since = State.PENDING, now
         pending = current.state is State.PENDING and current.since is not None
