@@ -102,6 +102,7 @@ def test_demo_tells_the_story_and_twice_with_one_seed_gives_one_summary(tmp_path
     for incident in ("decision_drift", "stale_demographics", "feedback_wrong_priority"):
         assert incident in fired, f"the {incident} incident must fire"
     _efficiency_tells_the_story(tmp_path / "a" / "data")
+    _each_ticket_told_once_an_episode(tmp_path / "a" / "data")
     # issue 16: the canary kill switches triage-model-v4 off at the canary site, in the demo's flagd file
     switched = first["kill_switch"]
     assert isinstance(switched, list)
@@ -173,6 +174,21 @@ def _check_report(page: str, fired: list[str]) -> None:
     assert "too few" not in words.split("Minutes, touches")[0], "the demo has enough workflows for every statement"
     assert "Canary over the report's range:" in " ".join(text.split())
     assert re.search(r"canary_kill_under_triage over its [\d.]+ h window to \d\d:\d\d", " ".join(text.split()))
+
+
+def _each_ticket_told_once_an_episode(data: Path) -> None:
+    """The webhook hears of each ticket episode once: the audit trail's deliveries of a ticket
+    rule's trigger are no more than its firings, per rule whatever labels the deliveries carry (a
+    rule's static labels in the delivery rows once made every pass send the ticket again)."""
+    rows = _query(
+        data,
+        "SELECT Rule, countIf(Event = 'firing') AS fired, "
+        "countIf(Event = 'notify_ok' AND startsWith(Detail, 'trigger')) AS told FROM clinotel_alert_events "
+        "WHERE Severity = 'ticket' GROUP BY Rule HAVING fired > 0 OR told > 0",
+    )
+    assert rows, "the demo opens tickets"
+    over = [r for r in rows if int(r["told"]) > int(r["fired"])]
+    assert over == [], over
 
 
 def _query(data: Path, sql: str) -> list[dict[str, Any]]:
