@@ -193,6 +193,31 @@ def test_a_rule_with_labels_of_its_own_notifies_once(
     assert posts[0]["alerts"][0]["labels"]["team"] == "clinical-ml"
 
 
+def test_a_rule_without_instance_labels_but_labels_of_its_own_notifies_once(
+    client: Any, options: schema.SchemaOptions, tmp_path: Path, sink: Sink
+) -> None:
+    """A collector rule's instance has no labels; its deliveries are recorded under none, not
+    under the rule's `team` (which matched no instance, and the page went out at every pass)."""
+    rows = [(BASE + timedelta(minutes=m), "", "c1", "clinotel_receiver_requests_refused_total", {"reason": "auth"},
+             "counter", 50.0) for m in range(30)]  # fmt: skip
+    columns = ["Timestamp", "TenantId", "Instance", "Metric", "Labels", "Kind", "Value"]
+    client.insert(options.name(tables.COLLECTOR_METRICS), rows, column_names=columns)
+    pack = _pack(
+        tmp_path,
+        "rules:\n  - {name: spans_refused, kind: collector, metric: clinotel_receiver_requests_refused_total,\n"
+        "     threshold: 20, window: 15m, min_sample: 1, severity: page, summary: Refusing telemetry,\n"
+        "     labels: {team: platform}}\n",
+    )
+    for t in list(_minutes())[5:15]:
+        run = Evaluator(client, pack, _quiet(f"{sink.url}/platform"), options.database)
+        run.evaluate(t)
+        run.close()
+    sink.wait_for(1, "/platform")
+    posts = [p for path, p in sink.received if path == "/platform"]
+    assert [p["status"] for p in posts] == ["firing"], "one page, not one a pass"
+    assert posts[0]["alerts"][0]["labels"]["team"] == "platform"
+
+
 def test_a_restart_while_firing_pages_nobody_again(
     client: Any, options: schema.SchemaOptions, tmp_path: Path, sink: Sink
 ) -> None:

@@ -160,7 +160,7 @@ class Evaluator:
             # delivery matched no instance and the next pass owed, and sent, the same notification again
             self._record(
                 now, a.notification.labels.get("tenant", ""), self._rule(a.notification.rule),
-                a.notification.instance_labels or a.notification.labels, "notify_ok" if a.ok else "notify_failed",
+                a.notification.instance_labels, "notify_ok" if a.ok else "notify_failed",
                 None, 0, None,
                 receiver=a.sink, attempt=a.attempt, detail=kind + (f": {a.detail}" if a.detail else ""),
             )  # fmt: skip
@@ -226,24 +226,22 @@ class Evaluator:
         changed = step(current, reading, now, rule.for_, rule.no_data, rule.keep_firing_for)
         if changed is None:
             return
-        if isinstance(changed, Hold):  # kept firing by keep_firing_for: recorded, so the next pass holds it too
-            value = None if o is None else o.value
-            described = "" if o is None or o.value is None else f": {describe(rule, o, threshold)}"
-            detail = f"{reading.value}{described}; firing until clear for {rule.keep_firing_for}s"
-            self._record(now, labels.get("tenant", ""), rule, labels, changed.value, value,
-                         0 if o is None else o.sample, threshold, detail=detail)  # fmt: skip
+        value = None if o is None else o.value
+        sample = 0 if o is None else o.sample
+        figure = "" if o is None or o.value is None else describe(rule, o, threshold)
+        detail = f"{reading.value}: {figure}" if figure else reading.value
+        held = isinstance(changed, Hold)  # kept firing by keep_firing_for: recorded, so the next pass holds it too
+        if held:
+            detail += f"; firing until clear for {rule.keep_firing_for}s"
+        tenant = labels.get("tenant", "")
+        self._record(now, tenant, rule, labels, changed.value, value, sample, threshold, detail=detail)
+        if held:
             return
         summary.transitions.append((rule.name, labels, changed.value))
-        tenant = labels.get("tenant", "")
-        value = None if o is None else o.value
-        detail = reading.value if o is None or o.value is None else f"{reading.value}: {describe(rule, o, threshold)}"
-        sample = 0 if o is None else o.sample
-        self._record(now, tenant, rule, labels, changed.value, value, sample, threshold, detail=detail)
         episode = self._ledger.episodes.setdefault(instance, Episode())
         if changed is State.FIRING:
             episode.fired_ms, episode.fired_value = ms(now), value
             if rule.action is not None:
-                figure = "" if o is None or o.value is None else describe(rule, o, threshold)
                 self._pending.append((rule, instance, value, sample, threshold, figure))
         elif changed is State.RESOLVED:
             episode.resolved_ms = ms(now)

@@ -39,8 +39,9 @@ class Notification:
     ends_at: datetime | None
     generator_url: str = ""
     instance_labels: dict[str, str] = field(default_factory=dict)
-    """The alert instance's own labels (`labels` less the rule's static ones): what the audit
-    trail records its deliveries under, so the next pass knows them delivered."""
+    """The alert instance's own labels (`labels` less the rule's static ones; none for a
+    collector rule): what the audit trail records its deliveries under, so the next pass knows
+    them delivered."""
 
     @property
     def dedup_key(self) -> str:
