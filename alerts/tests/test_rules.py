@@ -50,6 +50,7 @@ def test_overrides_most_specific_wins(tmp_path: Path) -> None:
     ("change", "line", "reason"),
     [
         (("window: 15m", "window: soon"), 5, "a duration such as"),
+        (("window: 15m", "window: 15m\n    keep_firing_for: -5m"), 6, "a duration such as"),
         (("metric: fallback_rate", "metric: no_such_metric"), 3, "unknown metric"),
         (("severity: page", "severity: urgent"), 7, "'page' or 'ticket'"),
         (("    summary: Decisions fall back", "    summary: Decisions fall back\n    colour: red"), 9, "Extra inputs"),
