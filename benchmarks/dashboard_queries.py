@@ -89,10 +89,11 @@ seed spans fails on the engine's total memory; panels are timed under the same c
 
 
 def _timed(client: Any, sql: str, rounds: int) -> list[float]:
-    """`sql` run `rounds` times as the read port runs a reader's query (its caps, no JIT); ms each."""
+    """`sql` run `rounds` times as the read port runs a reader's query (its caps and session settings); ms each."""
     from clinotel.collector.readport.reader import NO_JIT, ReadLimits
+    from clinotel.collector.store.embedded import PLANNER_SETTINGS
 
-    settings = {**ReadLimits().caps(), **NO_JIT}
+    settings = {**ReadLimits().caps(), **NO_JIT, **PLANNER_SETTINGS}
     out = []
     for _ in range(rounds):
         started = time.perf_counter()

@@ -27,6 +27,7 @@ from typing import Any, Final
 from clinotel.collector.readport import allowlist as read_allowlist
 from clinotel.collector.readport import guard as read_guard
 from clinotel.collector.readport.guard import Catalog, Guard, QueryRefusedError, ReadPolicy
+from clinotel.collector.store.embedded import PLANNER_SETTINGS
 from clinotel.collector.store.engine_import import import_engine
 from clinotel.model.sql import identifier, literal
 
@@ -529,7 +530,7 @@ class SqlReader:
         handle = self._connect()
         try:
             handle.query(f"SET additional_table_filters = {{{self._reader_filters(tenant)}}}")
-            for name, value in (*NO_JIT.items(), *settings):
+            for name, value in (*NO_JIT.items(), *PLANNER_SETTINGS.items(), *settings):
                 handle.query(f"SET {identifier(name)} = {literal(value)}")
             handle.query(f"SET max_query_size = {MAX_QUERY_SIZE}")
             handle.query(f"SET os_thread_priority = {READER_NICE}")

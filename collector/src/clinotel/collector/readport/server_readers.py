@@ -15,6 +15,7 @@ from typing import Final
 
 from clinotel.collector.readport import allowlist as read_allowlist
 from clinotel.collector.readport.reader import NO_JIT, ReadLimits
+from clinotel.collector.store.embedded import PLANNER_SETTINGS
 from clinotel.collector.store.schema import TENANT_COLUMN, SchemaOptions, tenant_tables
 from clinotel.collector.tokens import Tokens
 from clinotel.model.sql import identifier, literal
@@ -49,7 +50,7 @@ def _profile(o: SchemaOptions, limits: ReadLimits) -> str:
         "readonly = 1 CONST",
         *(f"{name} = {cap} MIN 1 MAX {cap} CHANGEABLE_IN_READONLY" for name, cap in caps.items()),
         f"max_concurrent_queries_for_user = {limits.max_concurrent_per_tenant} CONST",
-        *(f"{name} = {value}" for name, value in NO_JIT.items()),
+        *(f"{name} = {value}" for name, value in (*NO_JIT.items(), *PLANNER_SETTINGS.items())),
         *(f"{name} CHANGEABLE_IN_READONLY" for name in _OUTPUT_SETTINGS if name in read_allowlist.SETTINGS),
     ]
     body = ",\n    ".join(lines)
