@@ -22,7 +22,7 @@ from clinotel.dashboards._panels import Board, where_filters
 from clinotel.model import clinical, rollups
 from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS, PARITY, STRATUM, reference_group
 from clinotel.model.sql import identifier, literal
-from clinotel.model.stats import filled_ratio_sql, ratio_interval_columns
+from clinotel.model.stats import filled_ratio_sql, ratio_interval_columns, stacked
 
 UID = "clinotel-fairness"
 MEASURES: Final = ("under_triage_rate", "override_rate", "high_priority_rate", "queue_wait_p95_ms")
@@ -108,6 +108,20 @@ def group_table_sql(database: str, dimension: str, *, rollup: bool = True) -> st
     pct = round(CONFIDENCE * 100)
     ordered = ", ".join(identifier(t) for _, t in STRATUM)
     reference = reference_group("grp", "members", partition, carried="(grp, vs, ns, xs)")
+    disparity = filled_ratio_sql("value", "rvalue")
+    per_measure = (
+        f"SELECT {partition}, grp, members, ref.1 AS ref_group, measure, is_rate, higher_is_worse, "
+        "value, n, x, rvalue, rn, rx\n"
+        f"FROM (\n  SELECT *, {reference} AS ref\n"
+        f"  FROM (SELECT {partition}, {group} AS grp, {size} AS members, [{', '.join(values)}] AS vs, "
+        f"[{', '.join(rows)}] AS ns, [{', '.join(hits)}] AS xs\n"
+        f"        FROM {table}\n"
+        f"        WHERE {when} AND {group} != '' AND {where_filters()}\n"
+        f"        GROUP BY {partition}, grp)\n)\n"
+        f"ARRAY JOIN [{', '.join(titles)}] AS measure, [{', '.join(rates)}] AS is_rate, "
+        f"[{', '.join(worse)}] AS higher_is_worse, vs AS value, ns AS n, xs AS x, ref.2 AS rvalue, ref.3 AS rn, "
+        "ref.4 AS rx"
+    )
     return (
         f"SELECT {_stratum_select()}, grp AS {identifier(COHORT_DIMENSIONS[dimension])}, measure AS `Measure`, "
         f"members AS `Workflows`, n AS `Rows`, if(n >= {MIN_GROUP}, round(value, 4), NULL) AS `Value`, "
@@ -116,18 +130,7 @@ def group_table_sql(database: str, dimension: str, *, rollup: bool = True) -> st
         f"if({shown} AND is_rate = 1, round(ci_low, 2), NULL) AS `Disparity {pct}% low`, "
         f"if({shown} AND is_rate = 1 AND isFinite(ci_high), round(ci_high, 2), NULL) AS `Disparity {pct}% high`, "
         f"{verdict} AS `Verdict`\n"
-        f"FROM (\nSELECT *, {interval} FROM (\n  SELECT *, {parts}, {filled_ratio_sql('value', 'rvalue')} AS d_value\n"
-        f"  FROM (\n    SELECT {partition}, grp, members, ref.1 AS ref_group, measure, is_rate, higher_is_worse, "
-        "value, n, x, rvalue, rn, rx\n"
-        f"    FROM (\n      SELECT *, {reference} AS ref\n"
-        f"      FROM (SELECT {partition}, {group} AS grp, {size} AS members, [{', '.join(values)}] AS vs, "
-        f"[{', '.join(rows)}] AS ns, [{', '.join(hits)}] AS xs\n"
-        f"            FROM {table}\n"
-        f"            WHERE {when} AND {group} != '' AND {where_filters()}\n"
-        f"            GROUP BY {partition}, grp)\n    )\n"
-        f"    ARRAY JOIN [{', '.join(titles)}] AS measure, [{', '.join(rates)}] AS is_rate, "
-        f"[{', '.join(worse)}] AS higher_is_worse, vs AS value, ns AS n, xs AS x, ref.2 AS rvalue, ref.3 AS rn, "
-        "ref.4 AS rx\n  )\n))\n"
+        f"FROM (\n{stacked(per_measure, (f'{parts}, {disparity} AS d_value', interval))}\n)\n"
         f"ORDER BY {ordered}, `Measure`, `Workflows` DESC"
     )
 
