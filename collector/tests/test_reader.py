@@ -25,9 +25,11 @@ from collector.tests.fixtures import OPERATOR_TOKEN, OTHER_READ_TOKEN, OTHER_TOK
 from collector.tests.otlp_clients import exchange, send_workflows
 
 
-@pytest.fixture
-def loaded(collector: Collector) -> Collector:
-    """Ten triage workflows for st-marys and four for general, written and queryable."""
+@pytest.fixture(scope="module")
+def loaded(module_collector: Collector) -> Collector:
+    """Ten triage workflows for st-marys and four for general, written and queryable, once for the
+    module: its tests only read."""
+    collector = module_collector
     assert collector.http is not None
     assert collector.writer is not None
     endpoint = f"http://127.0.0.1:{collector.http.port}"

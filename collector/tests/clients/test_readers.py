@@ -32,9 +32,10 @@ CLICKHOUSE_CONNECT_PARAMS = {"query", "database", "default_format", "query_id", 
 CLICKHOUSE_JS_PARAMS = {"query_id", "database", "enable_http_compression"}
 
 
-@pytest.fixture
-def loaded(collector: Collector) -> Collector:
-    """Three triage workflows for st-marys and two for general."""
+@pytest.fixture(scope="module")
+def loaded(module_collector: Collector) -> Collector:
+    """Three triage workflows for st-marys and two for general, once for the module: its tests only read."""
+    collector = module_collector
     assert collector.http is not None
     assert collector.writer is not None
     endpoint = f"http://127.0.0.1:{collector.http.port}"
