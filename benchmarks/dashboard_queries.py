@@ -5,8 +5,9 @@ inside the engine (new trace ids, shifted days) to about 10 million spans (1.4 m
 workflows), with the materialized views filling the clinical views as they would from live
 ingest. Every panel of every dashboard (and every template variable) is then run as Grafana would
 run it (macros expanded, All selected) over the whole range, with the read port's settings (its
-caps, no JIT): p50/p95 per panel and per dashboard (the panels' sum: a conservative bound, Grafana
-runs them in parallel), and a few raw `otel_traces` queries beside their clinical-view equivalents.
+caps, no JIT, the planner's settings): p50/p95 per panel and per dashboard (the panels' sum: a
+conservative bound, Grafana runs them in parallel), and a few raw `otel_traces` queries beside
+their clinical-view equivalents.
 Before the rounds, every panel runs once and that first pass is printed apart: the first read of a
 table's columns after the engine opens the store costs a few hundred milliseconds once per process,
 which a collector pays on the first dashboard after it starts, not on every load.

@@ -21,6 +21,7 @@ from clinotel.collector.receiver.http import OtlpHttpServer
 from clinotel.collector.service import Collector, CollectorConfig
 from clinotel.collector.store import pipeline as ingest
 from clinotel.collector.store import schema
+from clinotel.collector.store.embedded import PLANNER_SETTINGS
 from clinotel.collector.tokens import Grant, Tokens
 from clinotel.model.sql import literal
 
@@ -32,7 +33,8 @@ def engine_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def client(engine_dir: Path) -> Iterator[Any]:
-    c = clickhouse_connect.get_client(dsn=f"chdb://{engine_dir / 'data'}")
+    # the planner's settings, as the collector's own client has them
+    c = clickhouse_connect.get_client(dsn=f"chdb://{engine_dir / 'data'}", settings=PLANNER_SETTINGS)
     _keep_schema_cache_in(c, engine_dir)
     yield c
     c.close()
@@ -184,8 +186,8 @@ def collector(
 @pytest.fixture(scope="module")
 def module_collector(client: Any, engine_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
     """`collector`, once for a module whose tests only read what it was given (a test that tries to
-    write checks that nothing changed): its set-up, a schema and a collector, took about 1.5 s of each
-    test's 2."""
+    write checks that nothing changed) or count only what they add themselves: its set-up, a schema
+    and a collector, took about 1.5 s of each test's 2."""
     work = tmp_path_factory.mktemp("collector")
     with own_database(client) as o, running(client, engine_dir, o, tokens_in(work), work / "wal") as c:
         yield c

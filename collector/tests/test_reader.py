@@ -176,8 +176,8 @@ def test_answers_look_like_clickhouse(loaded: Collector) -> None:
     # the planner's settings (embedded.PLANNER_SETTINGS), and a reader cannot turn them back
     status, _, body = _get(loaded, "SELECT getSetting('optimize_and_compare_chain')")
     assert (status, body) == (200, b"false\n")
-    status, _, _ = _get(loaded, "SELECT 1", optimize_and_compare_chain="1")
-    assert status != 200
+    status, headers, _ = _get(loaded, "SELECT 1", optimize_and_compare_chain="1")
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (403, "164")
 
     status, headers, body = _get(loaded, "SELECT count() FROM no_such_table", database=db)
     assert status == 404

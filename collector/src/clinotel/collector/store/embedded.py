@@ -130,17 +130,19 @@ nice value needs no privilege."""
 
 
 PLANNER_SETTINGS: Final = {"optimize_and_compare_chain": "0"}
-"""Query settings of every session clinotel opens on the engine (its own client, the read port's
-readers; a server's reader profile, `server_readers`). The analyzer's compare-chain rewrite (it
-adds the comparisons an AND of comparisons implies) hashes the query tree under each AND, layers
-below included (ClickHouse names the hashing its main cost and bounds it only at 5 million nodes,
-`optimize_and_compare_chain_max_hash_work`): over the layered statistical SQL an AND at the top of
-the canary rules' interval cost about 11 ms of planning. Measured 2026-12-07 on a demo's store at
-its last hour, interleaved: one pass over the 30 default rules 527 -> 489 ms (the three canary
-rules 58-68 -> 40-54 ms each); at 10M spans (25 rounds interleaved) the five fairness tables 4-8 ms and the kill
-criteria 5 ms faster by median, of 78-106; the same rows from every panel and rule. The rewrite
-derives a condition only from comparisons between columns; clinotel's panels and rules compare
-columns with literals."""
+"""Query settings of the sessions that run clinotel's SQL on the embedded engine (its own client,
+which the evaluator and the rollups use; the read port's readers) and of a server's reader profile
+(`server_readers`); not of a client of a ClickHouse server, which may be a read port that refuses
+settings. The analyzer's compare-chain rewrite (from a chain such as `a < b AND b < 5` it adds `a <
+5`, for index use) hashes the query tree under each AND, layers below included (ClickHouse names the
+hashing its main cost and bounds it only at 5 million nodes, `optimize_and_compare_chain_max_hash_work`):
+over the layered statistical SQL an AND at the top of the canary rules' interval cost about 11 ms of
+planning. Measured 2026-12-07 on a demo's store at its last hour, interleaved: one pass over the 30
+default rules 527 -> 489 ms (the three canary rules 58-68 -> 40-54 ms each); at 10M spans (25
+rounds interleaved) the five fairness tables 4-8 ms and the kill criteria 5 ms faster by median, of
+78-106; the same rows from every panel and rule, and the same query trees (a review compared every
+panel, rule, view and refresh). clinotel's SQL compares no column with another in a chain that
+reaches a literal, where the rewrite would help. The setting exists from ClickHouse 25.2."""
 
 
 def engine_options(memory_bytes: int) -> dict[str, str]:
