@@ -5,8 +5,6 @@ here that fails on the code before it was fixed."""
 
 from __future__ import annotations
 
-import hashlib
-import uuid
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,9 +13,7 @@ from typing import Any
 
 import pytest
 
-from clinotel.collector.service import Collector, CollectorConfig
-from clinotel.collector.store import schema
-from clinotel.collector.tokens import Tokens
+from clinotel.collector.service import Collector
 from clinotel.dashboards import build_all
 from clinotel.dashboards.check import data_range, panel_range
 from clinotel.dashboards.fairness import MIN_GROUP, REFERENCE, REFERENCE_WORSE_OFF, WORSE_OFF
@@ -25,7 +21,7 @@ from clinotel.dashboards.macros import TimeRange, expand
 from clinotel.model import rollups
 from clinotel.model.indicators import INDICATORS, PARITY
 from clinotel.model.stats import ratio_interval
-from collector.tests.fixtures import WRITE_TOKEN
+from collector.tests.fixtures import WRITE_TOKEN, own_database, running, tokens_in
 from dashboards.tests import known_answers as ka
 
 EVENTS = ka.generate(3000, seed=11)
@@ -35,25 +31,12 @@ EVENTS = ka.generate(3000, seed=11)
 def loaded(client: Any, engine_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
     """One collector, loaded once for the module: the tests below only read."""
     tmp = tmp_path_factory.mktemp("known-answers")
-    o = schema.SchemaOptions(database=f"ka_{uuid.uuid4().hex[:10]}")
-    schema.apply(client, o)
-    tokens = tmp / "tokens.toml"
-    digest = hashlib.sha256(WRITE_TOKEN.encode()).hexdigest()
-    tokens.write_text(f'[[token]]\ntenant = "st-marys"\nrole = "write"\nsha256 = "{digest}"\n', encoding="utf-8")
-    tokens.chmod(0o600)
-    config = CollectorConfig(
-        database=o.database, wal_dir=tmp / "wal", otlp_http=("127.0.0.1", 0), otlp_grpc=None, http=None,
-        data_dir=engine_dir / "data", tokens=Tokens.load(tokens), max_request_bytes=1 << 20,
-        wal_max_bytes=4 << 20,
-    )  # fmt: skip
-    c = Collector(config, client=client)
-    c.start()
-    try:
+    with (
+        own_database(client) as o,
+        running(client, engine_dir, o, tokens_in(tmp), tmp / "wal", otlp_grpc=None, http=None) as c,
+    ):
         ka.send(c, WRITE_TOKEN, EVENTS)
         yield c
-    finally:
-        c.stop()
-        client.command(f"DROP DATABASE IF EXISTS {o.database}")
 
 
 def _rows(c: Collector, dashboard: str, title: str, kind: str = "table", tr: TimeRange | None = None) -> list[Any]:

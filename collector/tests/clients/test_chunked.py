@@ -100,19 +100,12 @@ MALFORMED = {
 }
 
 
-@pytest.fixture(scope="module")
-def refusing(module_collector: Collector) -> Collector:
-    """One collector for the module's tests of framing it refuses: none of them gives it a span, and
-    each checks that its log did not grow."""
-    return module_collector
-
-
 @pytest.mark.parametrize("name", list(MALFORMED))
 @pytest.mark.parametrize("port_name", ["otlp", "read"])
 def test_malformed_chunking_is_refused_and_the_connection_closed(
-    refusing: Collector, name: str, port_name: str
+    module_collector: Collector, name: str, port_name: str
 ) -> None:
-    collector = refusing
+    collector = module_collector  # one for the refusals: none gives it a span, each checks its log did not grow
     otlp, read = _ports(collector)
     assert collector.wal is not None
     pending = collector.wal.pending_bytes
@@ -138,20 +131,20 @@ def test_malformed_chunking_is_refused_and_the_connection_closed(
         ("", 411),
     ],
 )
-def test_framing_headers_that_cannot_be_trusted(refusing: Collector, headers: str, status: int) -> None:
-    otlp, _ = _ports(refusing)
-    assert refusing.wal is not None
+def test_framing_headers_that_cannot_be_trusted(module_collector: Collector, headers: str, status: int) -> None:
+    otlp, _ = _ports(module_collector)
+    assert module_collector.wal is not None
     got, _, closed = exchange(otlp, otlp_head(otlp, headers), chunked(plain_request(1)))
     assert got == status
     assert closed
-    assert refusing.wal.pending_bytes == 0
+    assert module_collector.wal.pending_bytes == 0
 
 
-def test_chunked_in_http_1_0_is_refused(refusing: Collector) -> None:
-    otlp, _ = _ports(refusing)
+def test_chunked_in_http_1_0_is_refused(module_collector: Collector) -> None:
+    otlp, _ = _ports(module_collector)
     assert exchange(otlp, otlp_head(otlp, version="HTTP/1.0"), chunked(plain_request(1)))[0] == 400
-    assert refusing.wal is not None
-    assert refusing.wal.pending_bytes == 0
+    assert module_collector.wal is not None
+    assert module_collector.wal.pending_bytes == 0
 
 
 def test_over_the_limit_is_413_from_the_size_line_without_the_data(collector: Collector) -> None:
