@@ -174,10 +174,15 @@ def test_answers_look_like_clickhouse(loaded: Collector) -> None:
     assert status != 200
     assert headers["X-ClickHouse-Exception-Code"] != ""
     # the planner's settings (embedded.PLANNER_SETTINGS), and a reader cannot turn them back
-    status, _, body = _get(loaded, "SELECT getSetting('optimize_and_compare_chain')")
-    assert (status, body) == (200, b"false\n")
-    status, headers, _ = _get(loaded, "SELECT 1", optimize_and_compare_chain="1")
-    assert (status, headers["X-ClickHouse-Exception-Code"]) == (403, "164")
+    status, _, body = _get(
+        loaded, "SELECT getSetting('optimize_and_compare_chain'), getSetting('query_plan_merge_expressions')"
+    )
+    assert (status, body) == (200, b"false\tfalse\n")
+    for name in ("optimize_and_compare_chain", "query_plan_merge_expressions"):
+        status, headers, _ = _get(loaded, "SELECT 1", **{name: "1"})
+        assert (status, headers["X-ClickHouse-Exception-Code"]) == (403, "164"), name
+        status, headers, _ = _get(loaded, f"SELECT 1 SETTINGS {name} = 1")
+        assert status != 200, name
 
     status, headers, body = _get(loaded, "SELECT count() FROM no_such_table", database=db)
     assert status == 404
