@@ -204,7 +204,6 @@ def test_tenant_readers_for_a_server_parse_and_isolate(tmp_path: Path, client: A
     assert "compile_expressions = 0" in result.stdout
     assert "compile_aggregate_expressions = 0" in result.stdout
     assert "optimize_and_compare_chain = 0" in result.stdout
-    assert "query_plan_merge_expressions = 0" in result.stdout
     assert "USING `TenantId` = 'general' AS RESTRICTIVE TO `clinotel_read_general`" in result.stdout
     assert "GRANT SELECT ON system.processes" not in result.stdout
     missing = runner.invoke(cli, ["schema", "show", "--tenant-readers", "nobody", "--tokens", str(tokens)])

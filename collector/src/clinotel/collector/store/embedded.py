@@ -129,31 +129,27 @@ freshness suffered most right after a burst. Lowered, they take what the writer 
 nice value needs no privilege."""
 
 
-PLANNER_SETTINGS: Final = {"optimize_and_compare_chain": "0", "query_plan_merge_expressions": "0"}
+PLANNER_SETTINGS: Final = {"optimize_and_compare_chain": "0"}
 """Query settings of the sessions that run clinotel's SQL on the embedded engine (its own client,
-which the evaluator uses; the read port's readers) and of a server's reader profile
+which the evaluator and the rollups use; the read port's readers) and of a server's reader profile
 (`server_readers`); not of a client of a ClickHouse server, which may be a read port that refuses
-settings. Both cut planning, which is most of what a panel or rule over a rollup costs: its SQL is
-layered (intervals over rates over sums) and returns a few hundred rows.
+settings. The analyzer's compare-chain rewrite (from a chain such as `a < b AND b < 5` it adds `a <
+5`, for index use) hashes the query tree under each AND, layers below included (ClickHouse names the
+hashing its main cost and bounds it only at 5 million nodes, `optimize_and_compare_chain_max_hash_work`):
+over the layered statistical SQL an AND at the top of the canary rules' interval cost about 11 ms of
+planning. Measured 2026-12-07 on a demo's store at its last hour, interleaved: one pass over the 30
+default rules 527 -> 489 ms (the three canary rules 58-68 -> 40-54 ms each); at 10M spans (25
+rounds interleaved) the five fairness tables 4-8 ms and the kill criteria 5 ms faster by median, of
+78-106; the same rows from every panel and rule, and the same query trees (a review compared every
+panel, rule, view and refresh). clinotel's SQL compares no column with another in a chain that
+reaches a literal, where the rewrite would help. The setting exists from ClickHouse 25.2.
 
-- `optimize_and_compare_chain`: the analyzer's compare-chain rewrite (from a chain such as `a < b
-  AND b < 5` it adds `a < 5`, for index use) hashes the query tree under each AND, layers below
-  included (ClickHouse names the hashing its main cost and bounds it only at 5 million nodes,
-  `optimize_and_compare_chain_max_hash_work`): over the canary rules' intervals an AND at the top
-  cost about 11 ms of planning. One pass over the 30 default rules on a demo's store 527 -> 489 ms
-  (2026-12-07). clinotel's SQL compares no column with another in a chain that reaches a literal,
-  where the rewrite would help. The setting exists from ClickHouse 25.2.
-- `query_plan_merge_expressions`: the plan's adjacent expression steps (one per layer) are not
-  fused into one. Fusing the layers' expressions cost the fairness tables about 10 ms of their
-  35 ms of planning, and every panel something; unfused, each layer's expressions run as a step of
-  their own, which costs nothing over a few hundred rows and a few per cent over millions (a
-  rollups' refresh, a segment's insert: those set it back, `rollups.refresh` and
-  `Pipeline.settings`). Measured 2026-12-07, interleaved: at 10M spans the 137 panels' medians
-  1,741 -> 1,407 ms in all (fairness tables 60-75 -> 48-61 ms, kill criteria 61 -> 48, the change
-  annotations 18 -> 7), none slower beyond noise; one pass over the 30 default rules 404 -> 362 ms.
-
-Neither changes a result: every panel, variable and rule returns the same rows either way (checked
-on the 10M store and a demo's)."""
+Tried and not kept (2026-12-07): `query_plan_merge_expressions = 0` (the layers' expression steps
+not fused) took a tenth to a quarter off every rollup panel's and rule's planning, and cost a
+drill-down its PREWHERE: a filter on the span name then read every attribute of every span in range,
+25-28 times as long (the change annotations at 10M spans 183 -> 5,240 ms); the engine's query
+condition cache hid it from a benchmark that repeats a query unchanged (test_reader checks the
+PREWHERE through the read port)."""
 
 
 def engine_options(memory_bytes: int) -> dict[str, str]:

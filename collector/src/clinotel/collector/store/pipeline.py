@@ -215,10 +215,6 @@ class Pipeline:
             # a segment spans (tenant, day) partitions as its senders' clocks do: past the engine's
             # limit of 100 the insert would fail for good and stop the writer for every tenant
             "throw_on_max_partitions_per_insert_block": 0,
-            # the views' expressions over a segment's rows fused into one step each (the engine's
-            # client plans without fusing them, `embedded.PLANNER_SETTINGS`: that pays over a
-            # panel's few rows, not over a segment's thousands)
-            "query_plan_merge_expressions": 1,
         }
         if self.options.cluster:
             # the view writes through the Distributed table: synchronously, so the insert is

@@ -555,10 +555,6 @@ def refresh(
         # behind the writer's inserts, as the readers are: a refresh holding a core lengthened
         # ingest freshness under a full read load from 2 s to 7 s (benchmarks/collector_ingest.py)
         "os_thread_priority": REFRESH_NICE,
-        # over millions of rows the layers' expressions run faster fused into one step (a windowed
-        # refresh 10.8-11.0 s fused, 11.4-12.1 s not, at 10M spans): the engine's client plans
-        # without fusing them (`embedded.PLANNER_SETTINGS`), which pays over a panel's few rows
-        "query_plan_merge_expressions": 1,
     }
     if max_memory_bytes is not None:
         # past a quarter of its share a grouping or a join spills to disk instead of failing
