@@ -75,6 +75,7 @@ def test_the_contrib_collectors_rules_drop_the_same_values() -> None:
 def test_a_dry_run_is_never_drawn_as_a_change_that_happened(collector: Collector) -> None:
     from datetime import UTC, datetime, timedelta
 
+    from clinotel.collector.store.rollups import refresh
     from clinotel.dashboards import build_all
     from clinotel.dashboards.check import panel_queries, panel_range
     from clinotel.dashboards.macros import TimeRange, expand
@@ -87,6 +88,7 @@ def test_a_dry_run_is_never_drawn_as_a_change_that_happened(collector: Collector
     )
     assert collector.writer is not None
     collector.writer.drain()
+    refresh(collector.client, collector.options)  # the annotations read the change events' rollup
     end = datetime.now(UTC) + timedelta(minutes=1)
     [q] = [q for q in panel_queries(build_all(collector.options.database)) if q.panel == "annotation Changes"][:1]
     sql = expand(q.sql, panel_range(q.grid, q.variables, TimeRange(end - timedelta(hours=1), end)))

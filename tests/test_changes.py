@@ -10,6 +10,7 @@ import pytest
 
 from clinotel.cli import main
 from clinotel.collector.service import Collector
+from clinotel.collector.store.rollups import refresh
 from clinotel.dashboards import build_all
 from clinotel.dashboards.check import panel_queries, run
 from clinotel.dashboards.macros import TimeRange
@@ -74,8 +75,10 @@ def test_a_pipeline_records_a_change_and_every_reader_of_its_tenant_sees_it(
     assert code == 0
     assert "nothing recorded" in out
 
-    # every dashboard draws it, through the read port, as Grafana would run the annotation
+    # every dashboard draws it once the rollups are refreshed (as the collector does every 30 s),
+    # as Grafana would run the annotation
     monkeypatch.setenv("CLICKHOUSE_PASSWORD", OPERATOR_TOKEN)
+    refresh(collector.client, collector.options)
     end = datetime.now(UTC) + timedelta(minutes=1)
     boards = build_all(db)
     annotations = [q for q in panel_queries(boards) if q.panel == "annotation Changes"]

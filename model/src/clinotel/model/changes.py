@@ -1,6 +1,11 @@
 """Change events as the store holds them: `clinotel.change` spans in `otel_traces`, read by the
-dashboards' annotations, the report, pages and tickets ("what changed in the last N hours") and the
-release gate. No view of their own: any OTLP pipeline that fills `otel_traces` carries them."""
+report, pages and tickets ("what changed in the last N hours") and the release gate; any OTLP
+pipeline that fills `otel_traces` carries them. The dashboards' annotations read `clinotel_changes`
+(migration 19): the same events, one row each with their fields as columns, recomputed from the
+spans with the rollups (`refresh_select`): over `otel_traces` an annotation opened every
+day-partition of the dashboard's range (270 parts at 10M spans over 8 months: 180-240 ms a load,
+growing with retention, however few the changes). A change shows there at the collector's next
+refresh, as the panels' figures do."""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from clinotel.model.sql import identifier, literal
-from clinotel.model.tables import TRACES
+from clinotel.model.tables import CHANGES, TRACES
 from clinotel.semconv import attributes as A
 
 __all__ = [
@@ -21,6 +26,7 @@ __all__ = [
     "changes_sql",
     "describe",
     "recent_changes",
+    "refresh_select",
 ]
 
 _ATTRS: Final = {
@@ -40,11 +46,23 @@ SCOPE_COLUMNS: Final = {"site": "Site", "department": "Department", "workflow_ki
 """A change's scope keys -> their columns; an empty column means every value."""
 
 
-def _select(database: str) -> str:
+def _select(traces: str) -> str:
+    """The change events in the qualified span table `traces`, `COLUMNS` each."""
     attrs = ", ".join(f"SpanAttributes[{literal(d.key)}] AS {identifier(c)}" for c, d in _ATTRS.items())
     return (
         f"SELECT Timestamp, TenantId, ServiceName, {attrs}\n"
-        f"FROM {identifier(database)}.{identifier(TRACES)}\nWHERE SpanName = {literal(A.CHANGE_SPAN_NAME)}"
+        f"FROM {traces}\nWHERE SpanName = {literal(A.CHANGE_SPAN_NAME)}"
+    )
+
+
+def refresh_select(traces: str, since: str | None) -> str:
+    """The `clinotel_changes` rows, in its columns' order, of the change events in the qualified
+    span table `traces` at or after SQL instant `since` (every one when None)."""
+    after = "" if since is None else f" AND Timestamp >= {since}"
+    columns = ", ".join(identifier(c) for c in COLUMNS if c != "TenantId")
+    return (
+        f"SELECT TenantId, toStartOfHour(toDateTime(Timestamp, 'UTC')) AS Hour, {columns}\n"
+        f"FROM (\n{_select(traces)}{after}\n)"
     )
 
 
@@ -73,7 +91,8 @@ def changes_sql(
         conditions.append(f"({column} = '' OR {column} = {literal(value)})")
     if kinds:
         conditions.append(f"SpanAttributes[{literal(A.CHANGE_KIND.key)}] IN ({', '.join(map(literal, kinds))})")
-    return f"{_select(database)} AND " + " AND ".join(conditions) + "\nORDER BY Timestamp"
+    traces = f"{identifier(database)}.{identifier(TRACES)}"
+    return f"{_select(traces)} AND " + " AND ".join(conditions) + "\nORDER BY Timestamp"
 
 
 def annotation_sql(database: str) -> str:
@@ -82,20 +101,15 @@ def annotation_sql(database: str) -> str:
     shown unless the site filter excludes it."""
     where = ["$__conditionalAll(TenantId IN (${tenant:singlequote}), $tenant)"]
     for variable, column in (("site", "Site"), ("department", "Department"), ("kind", "WorkflowKind")):
-        attr = f"SpanAttributes[{literal(_ATTRS[column].key)}]"
-        where.append(f"({attr} = '' OR $__conditionalAll({attr} IN (${{{variable}:singlequote}}), ${variable}))")
-    kind, name, version, actor, result = (
-        f"SpanAttributes[{literal(_ATTRS[c].key)}]" for c in ("Kind", "Name", "Version", "Actor", "Result")
-    )
+        where.append(f"({column} = '' OR $__conditionalAll({column} IN (${{{variable}:singlequote}}), ${variable}))")
     # a kill switch's dry run, or one that failed, is not drawn as a change that happened
-    outcome = f"if({result} IN ('', 'applied'), '', concat(' [', replaceAll({result}, '_', ' '), ']'))"
+    outcome = "if(Result IN ('', 'applied'), '', concat(' [', replaceAll(Result, '_', ' '), ']'))"
     return (
-        f"SELECT Timestamp AS time, concat({kind}, ': ', {name}, if({version} = '', '', concat(' -> ', {version})), "
-        f"{outcome}) AS title,\n  concat('by ', if({actor} = '', 'unknown', {actor}), ' (', ServiceName, ')') AS text, "
-        f"[{kind}, {name}] AS tags\n"
-        f"FROM {identifier(database)}.{identifier(TRACES)}\n"
-        f"WHERE $__timeFilter(Timestamp) AND SpanName = {literal(A.CHANGE_SPAN_NAME)} AND " + " AND ".join(where)
-        + "\nORDER BY time"
+        f"SELECT Timestamp AS time, concat(Kind, ': ', Name, if(Version = '', '', concat(' -> ', Version)), "
+        f"{outcome}) AS title,\n  concat('by ', if(Actor = '', 'unknown', Actor), ' (', ServiceName, ')') AS text, "
+        "[Kind, Name] AS tags\n"
+        f"FROM {identifier(database)}.{identifier(CHANGES)}\n"
+        "WHERE $__timeFilter(Timestamp) AND " + " AND ".join(where) + "\nORDER BY time"
     )  # fmt: skip
 
 

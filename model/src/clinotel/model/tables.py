@@ -14,6 +14,7 @@ from clinotel.semconv import attributes as A
 __all__ = [
     "ALERT_EVENTS",
     "ALERT_EVENT_COLUMNS",
+    "CHANGES",
     "COHORT_HOURS",
     "COLLECTOR_METRICS",
     "DEFAULT_DATABASE",
@@ -70,6 +71,10 @@ one never received (migration 12)."""
 COHORT_HOURS: Final = "clinical_cohort_hours"
 """The fairness indicators rolled up per cohort dimension and group, tenant, kind, hour and the
 dashboards' dimensions (migration 10; `clinotel.model.rollups` says how to read it)."""
+CHANGES: Final = "clinotel_changes"
+"""Change events (`clinotel.change` spans), one row each with their fields as columns, recomputed
+from `otel_traces` with the rollups (migration 19; `clinotel.model.changes`): what the dashboards'
+annotations read."""
 COLLECTOR_METRICS: Final = "clinotel_collector_metrics"
 ALERT_EVENTS: Final = "clinotel_alert_events"
 SDK_TELEMETRY: Final = "clinotel_sdk_telemetry"
@@ -98,9 +103,10 @@ UNJOINED_OUTCOME_COLUMNS: Final = (
 
 
 ROLLUP_TABLES: Final = (
-    WORKFLOW_HOURS, SIGNAL_HOURS, COHORT_HOURS, FEEDBACK_HOURS, STAGE_HOURS, SERVICE_HOURS, TRUTH_HOURS,
+    WORKFLOW_HOURS, SIGNAL_HOURS, COHORT_HOURS, FEEDBACK_HOURS, STAGE_HOURS, SERVICE_HOURS, TRUTH_HOURS, CHANGES,
 )  # fmt: skip
-"""The hourly rollups the collector recomputes (`clinotel.model.rollups`)."""
+"""The tables the collector recomputes from the spans and workflows (`clinotel.model.rollups`; the
+change events, `clinotel.model.changes`)."""
 
 
 def tenant_tables() -> tuple[str, ...]:

@@ -1,6 +1,6 @@
 """The hourly rollups (`clinical_workflow_hours`, `clinical_cohort_hours`, `clinical_signal_hours`,
 `clinical_stage_hours`, `clinical_feedback_hours`, `clinotel_service_hours`, `clinical_truth_hours`:
-`clinotel.model.rollups`)
+`clinotel.model.rollups`) and the change events (`clinotel_changes`: `clinotel.model.changes`)
 recomputed from the workflows view and the spans, off the insert path.
 
 A refresh computes the rollup rows of every workflow that started (every span recorded) on or
@@ -49,10 +49,11 @@ from clinotel.collector.store.embedded import settings_clause
 from clinotel.collector.store.schema import SchemaOptions
 from clinotel.collector.store.segments import engine_failed, memory_limit_exceeded
 from clinotel.collector.telemetry.metrics import RollupFigures
-from clinotel.model import rollups
+from clinotel.model import changes, rollups
 from clinotel.model.sql import literal
 from clinotel.model.store import first_line
 from clinotel.model.tables import (
+    CHANGES,
     COHORT_HOURS,
     FEEDBACK_HOURS,
     SERVICE_HOURS,
@@ -507,6 +508,7 @@ def _refresh_from(
             (TRUTH_HOURS, by_groups(groups, lambda g: rollups.truth_refresh_select(workflows, first, source, also, g))),
             # a report and the workflow it judged may be on two shards: the workflows are the cluster's
             (FEEDBACK_HOURS, rollups.feedback_refresh_select(traces, o.name(WORKFLOWS), first)),
+            (CHANGES, changes.refresh_select(traces, first)),
         )
         for table, select in selects:
             if since is None and table in monthly and table in month_by_month:
