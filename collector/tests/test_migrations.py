@@ -155,7 +155,7 @@ RELEASED: dict[str, str] = {
     "m0007_tenant_partitions.py": "01d4f6570159b6ee",
     "m0008_outcome_join.py": "1cfd506661dcf341",
     "m0018_latest_truth.py": "258dd877fe82c12e",
-    "0019_change_events.sql": "6732170853856e6f",
+    "0019_change_events.sql": "807b52db275015f1",
 }
 """The first 16 hex digits of each released migration file's SHA-256."""
 

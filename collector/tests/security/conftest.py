@@ -25,6 +25,7 @@ from clinotel.collector.service import Collector, CollectorConfig
 from clinotel.collector.store import schema
 from clinotel.collector.tokens import Tokens
 from clinotel.model.sql import literal
+from clinotel.model.tables import CHANGES
 from collector.tests.fixtures import (
     METRICS_TOKEN,
     OPERATOR_TOKEN,
@@ -226,6 +227,12 @@ def _victim_rows(arena: Arena) -> None:
     c.command(
         f"INSERT INTO {o.name(schema.SDK_TELEMETRY)} (Timestamp, TenantId, ServiceName, ServiceInstance) "
         f"VALUES (now64(9), '{VICTIM}', '{MARKER}-svc', '{MARKER}-instance')"
+    )
+    # a change event as the rollups' refresh writes it (the arena runs no refresh)
+    c.command(
+        f"INSERT INTO {o.name(CHANGES)} (TenantId, Hour, Timestamp, ServiceName, Kind, Name, Actor) "
+        f"VALUES ('{VICTIM}', toStartOfHour(now()), now64(9), '{MARKER}-svc', 'deploy', '{MARKER}-change', "
+        f"'pipeline:{MARKER}')"
     )
 
 

@@ -27,7 +27,7 @@ from clinotel.collector.store.embedded import (
 )
 from clinotel.model.sql import literal
 from clinotel.model.store import first_line, open_reading_store, reading_store, shown_url
-from clinotel.model.tables import DEFAULT_DATABASE, ROLLUP_TABLES, WORKFLOW_HOURS
+from clinotel.model.tables import DEFAULT_DATABASE, ROLLUP_TABLES
 
 __all__ = [
     "Companion",
@@ -181,12 +181,19 @@ def refresh_rollups(
         if clickhouse_url is None:
             check_embedded((data_dir or DEFAULT_DATA_DIR).resolve(), database, reading=True)
         client = connect(data_dir, clickhouse_url)
-        table = f"{WORKFLOW_HOURS}_local" if cluster else WORKFLOW_HOURS
-        found = client.command(
-            f"SELECT count() FROM system.tables WHERE database = {literal(database)} AND name = {literal(table)}"
-        )
-        if not int(found):
-            raise click.ClickException(f"{database} has no {table} yet: run `clinotel schema apply` first")
+        tables = [f"{t}_local" if cluster else t for t in ROLLUP_TABLES]
+        found = {
+            str(name)
+            for (name,) in client.query(
+                f"SELECT name FROM system.tables WHERE database = {literal(database)} AND name IN %(t)s",
+                parameters={"t": tables},
+            ).result_rows
+        }
+        if missing := [t for t in tables if t not in found]:
+            raise click.ClickException(
+                f"{database} has no {', '.join(missing)} yet (a store from before this clinotel): run "
+                "`clinotel schema apply` first"
+            )
         if clickhouse_url is None:
             full_parts(client, database, ROLLUP_TABLES)
         if every is not None:

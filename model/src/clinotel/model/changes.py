@@ -57,8 +57,15 @@ def _select(traces: str) -> str:
 
 def refresh_select(traces: str, since: str | None) -> str:
     """The `clinotel_changes` rows, in its columns' order, of the change events in the qualified
-    span table `traces` at or after SQL instant `since` (every one when None)."""
-    after = "" if since is None else f" AND Timestamp >= {since}"
+    span table `traces` at or after SQL instant `since` (every one when None) and within the years
+    a DateTime holds."""
+    # only the hours a DateTime holds (1970 to 2105): past them toDateTime wraps, and a span
+    # another pipeline stored at 2106 would land in January 1970's partition
+    after = (
+        " AND Timestamp >= toDateTime64('1970-01-01', 9, 'UTC') AND Timestamp < toDateTime64('2106-01-01', 9, 'UTC')"
+    )
+    if since is not None:
+        after += f" AND Timestamp >= {since}"
     columns = ", ".join(identifier(c) for c in COLUMNS if c != "TenantId")
     return (
         f"SELECT TenantId, toStartOfHour(toDateTime(Timestamp, 'UTC')) AS Hour, {columns}\n"
@@ -109,7 +116,9 @@ def annotation_sql(database: str) -> str:
         f"{outcome}) AS title,\n  concat('by ', if(Actor = '', 'unknown', Actor), ' (', ServiceName, ')') AS text, "
         "[Kind, Name] AS tags\n"
         f"FROM {identifier(database)}.{identifier(CHANGES)}\n"
-        "WHERE $__timeFilter(Timestamp) AND " + " AND ".join(where) + "\nORDER BY time"
+        # the hour too, which the table is partitioned by: a range reads its months' parts only
+        "WHERE Hour >= toStartOfHour($__fromTime) AND Hour <= $__toTime AND $__timeFilter(Timestamp) AND "
+        + " AND ".join(where) + "\nORDER BY time"
     )  # fmt: skip
 
 
