@@ -91,18 +91,17 @@ BUILD_MEMORY_MB: Final = 1536
 seed spans fails on the engine's total memory; panels are timed under the same cap."""
 
 
-def _timed(client: Any, sql: str | list[str], rounds: int, extra: dict[str, Any] | None = None) -> list[float]:
+def _timed(client: Any, sql: str, rounds: int, extra: dict[str, Any] | None = None) -> list[float]:
     """`sql` run `rounds` times as the read port runs a reader's query (its caps and session
-    settings, and `extra`), or each of a list of queries once (a panel's SQL at each round's
-    range); ms each."""
+    settings, and `extra`); ms each."""
     from clinotel.collector.readport.reader import NO_JIT, ReadLimits
     from clinotel.collector.store.embedded import PLANNER_SETTINGS
 
     settings = {**ReadLimits().caps(), **NO_JIT, **PLANNER_SETTINGS, **(extra or {})}
     out = []
-    for one in [sql] * rounds if isinstance(sql, str) else sql:
+    for _ in range(rounds):
         started = time.perf_counter()
-        client.query(one, settings=settings)
+        client.query(sql, settings=settings)
         out.append((time.perf_counter() - started) * 1000)
     return out
 
@@ -194,7 +193,7 @@ def _measure(client: Any, db: str, rounds: int, fixed: tuple[str, str] | None = 
         per_dashboard: dict[str, list[list[float]]] = {}
         per_round = [_panel_sql(db, moved) for moved in _round_ranges(tr, rounds)]
         for i, (dashboard, panel, sql) in enumerate(per_round[0]):
-            times = _timed(client, [queries[i][2] for queries in per_round], rounds)
+            times = [_timed(client, queries[i][2], 1)[0] for queries in per_round]
             reads = "rollup" if any(t in sql for t in ROLLUP_TABLES) else "raw"
             panels.append({"dashboard": dashboard, "panel": panel, "p50_ms": _p(times, 0.5),
                            "p95_ms": _p(times, 0.95), "reads": reads})  # fmt: skip

@@ -107,6 +107,7 @@ __all__ = [
     "counts",
     "feedback_refresh_select",
     "hits",
+    "hour_of",
     "of_tenants",
     "quantile_of_values",
     "refresh_select",
@@ -277,7 +278,9 @@ def _since(column: str, since: str | None) -> str:
     return "1" if since is None else f"{column} >= {since}"
 
 
-def _hour_of(column: str) -> str:
+def hour_of(column: str) -> str:
+    """The rollup row's hour of the instant `column`, as the select list's `Hour` (UTC, truncated):
+    what every rollup is partitioned and swapped by."""
     return f"toStartOfHour(toDateTime({column}, 'UTC')) AS {TIME_COLUMN}"
 
 
@@ -365,7 +368,7 @@ def refresh_select(
         ),
     )
     return (
-        f"SELECT\n    TenantId, WorkflowKind, {_hour_of('StartTime')}, "
+        f"SELECT\n    TenantId, WorkflowKind, {hour_of('StartTime')}, "
         f"{', '.join(_FIRST_DIMENSIONS[2:])},\n    " + ",\n    ".join(measures) + ",\n    "
         f"{', '.join(_ADDED_DIMENSIONS)},\n    {', '.join(_LATER_DIMENSIONS)},\n    "
         + ",\n    ".join(_LATER_MEASURES)
@@ -428,7 +431,7 @@ def signal_refresh_select(traces: str, since: str | None, until: str | None = No
         f"OR ({IS_REWORK}) OR ({IS_FEEDBACK})"
     )
     return (
-        f"SELECT TenantId, {KIND} AS WorkflowKind, {_hour_of('Timestamp')},\n"
+        f"SELECT TenantId, {KIND} AS WorkflowKind, {hour_of('Timestamp')},\n"
         f"    {attr(A.SITE.key)} AS Site, {attr(A.DEPARTMENT.key)} AS Department, {shadow} AS Shadow,\n"
         "    e.2 AS Signal, e.3 AS Bin, e.4 AS Detail, toInt64(count()) AS Rows, toInt64(sum(e.5)) AS Hits, "
         f"sum(e.6) AS Total,\n    groupArrayIf(assumeNotNull(e.7), e.7 IS NOT NULL) AS {MEASURED}\n"
@@ -474,7 +477,7 @@ def stage_refresh_select(stages: str, since: str | None, until: str | None = Non
     sketch (read with `stage_centiles`) and the deepest queue reported, per hour, stage and queue."""
     key = ", ".join(("TenantId", "WorkflowKind", TIME_COLUMN, *STAGE_DIMENSIONS[2:], "Stage", "QueueName", "Shadow"))
     return (
-        f"SELECT TenantId, WorkflowKind, {_hour_of('Timestamp')}, {', '.join(STAGE_DIMENSIONS[2:])}, Stage, "
+        f"SELECT TenantId, WorkflowKind, {hour_of('Timestamp')}, {', '.join(STAGE_DIMENSIONS[2:])}, Stage, "
         "QueueName, toUInt8(ifNull(Shadow, 0)) AS Shadow,\n"
         f"    toInt64(count()) AS Spans, quantileDDState({STAGE_SKETCH_ACCURACY}, 0.95)(DurationMs) AS Duration, "
         "max(QueueDepth) AS MaxQueueDepth\n"
@@ -486,7 +489,7 @@ def service_refresh_select(traces: str, since: str | None) -> str:
     """The service rollup rows of the spans in the qualified table `traces` at or after SQL instant
     `since` (every one when None): spans and the latest span's time per tenant, service and hour."""
     return (
-        f"SELECT TenantId, ServiceName, {_hour_of('Timestamp')}, toInt64(count()) AS Spans, "
+        f"SELECT TenantId, ServiceName, {hour_of('Timestamp')}, toInt64(count()) AS Spans, "
         "max(Timestamp) AS LastSpan\n"
         f"FROM {traces}\nWHERE {_since('Timestamp', since)}\nGROUP BY TenantId, ServiceName, {TIME_COLUMN}"
     )
@@ -499,7 +502,7 @@ def feedback_refresh_select(traces: str, workflows: str, since: str | None) -> s
     rows = feedback_decisions_sql(traces, workflows, _since("Timestamp", since))
     key = f"TenantId, WorkflowKind, {TIME_COLUMN}, Site, Department, Category, Severity, ModelVersion, Decision, Joined"
     return (
-        f"SELECT TenantId, kind AS WorkflowKind, {_hour_of('Timestamp')}, site AS Site, department AS Department,\n"
+        f"SELECT TenantId, kind AS WorkflowKind, {hour_of('Timestamp')}, site AS Site, department AS Department,\n"
         "    category AS Category, severity AS Severity, model_version AS ModelVersion, decision AS Decision, "
         "joined AS Joined,\n    toInt64(count()) AS Reports\n"
         f"FROM (\n{rows}\n)\nGROUP BY {key}"
@@ -540,7 +543,7 @@ def cohort_refresh_select(
     measures = ",\n    ".join(m for name in COHORT_ROLLED_UP for m in _measures(INDICATORS[name]))
     key = ", ".join(("TenantId", "WorkflowKind", TIME_COLUMN, *COHORT_DIMENSIONS_ROLLED[2:], "Dimension", "Grp"))
     return (
-        f"SELECT\n    TenantId, WorkflowKind, {_hour_of('StartTime')}, "
+        f"SELECT\n    TenantId, WorkflowKind, {hour_of('StartTime')}, "
         f"{', '.join(COHORT_DIMENSIONS_ROLLED[2:])}, d.1 AS Dimension, d.2 AS Grp,\n"
         f"    toInt64(count()) AS members,\n    {measures}\n"
         f"FROM {_merged(workflows, since, source_filter, until=until, also=also, tenants=tenants)}\n"
@@ -563,7 +566,7 @@ def truth_refresh_select(
     arrival; joined when the workflow's own spans were received (`Spans > 0`); of the `tenants`
     only, when given."""
     return (
-        f"SELECT TenantId, WorkflowKind, {_hour_of('assumeNotNull(TruthTime)')}, toUInt8(Spans > 0) AS Joined, "
+        f"SELECT TenantId, WorkflowKind, {hour_of('assumeNotNull(TruthTime)')}, toUInt8(Spans > 0) AS Joined, "
         "toInt64(count()) AS Outcomes\n"
         f"FROM {_merged(workflows, since, source_filter, 'TruthTime', also=also, tenants=tenants)}\n"
         "WHERE TruthTime IS NOT NULL\n"
