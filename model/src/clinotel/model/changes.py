@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from clinotel.model.rollups import hour_of
+from clinotel.model.rollups import hour_of, hours_held
 from clinotel.model.sql import identifier, literal
 from clinotel.model.tables import CHANGES, TRACES
 from clinotel.semconv import attributes as A
@@ -60,11 +60,7 @@ def refresh_select(traces: str, since: str | None) -> str:
     """The `clinotel_changes` rows, in its columns' order, of the change events in the qualified
     span table `traces` at or after SQL instant `since` (every one when None) and within the years
     a DateTime holds."""
-    # only the hours a DateTime holds (1970 to 2105): past them toDateTime wraps, and a span
-    # another pipeline stored at 2106 would land in January 1970's partition
-    after = (
-        " AND Timestamp >= toDateTime64('1970-01-01', 9, 'UTC') AND Timestamp < toDateTime64('2106-01-01', 9, 'UTC')"
-    )
+    after = f" AND {hours_held('Timestamp')}"
     if since is not None:
         after += f" AND Timestamp >= {since}"
     columns = ", ".join(identifier(c) for c in COLUMNS if c != "TenantId")
