@@ -410,6 +410,60 @@ def test_a_refresh_writes_more_partitions_than_one_insert_may_by_default(
     assert windowed.partitions == 130
 
 
+def test_a_window_past_its_share_is_refreshed_within_a_whole_refreshs_share_from_then_on(
+    client: Any,
+    options: schema.SchemaOptions,
+    pipeline: ingest.Pipeline,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One tenant's window cannot be split by tenant, and grows with its monthly volume (at 10M spans
+    of one tenant it needed 160-192 MB, a windowed refresh's whole share of a 768 MB engine): a
+    window past its share is recomputed at once within a whole refresh's, the same figures, and
+    later windows go there straight (a try that fails holds its memory beside the writer)."""
+    _scenario(client, pipeline, tmp_path)
+    shares: list[int | None] = []
+    real = refresher.refresh
+
+    def spied(*args: Any, max_memory_bytes: int | None = None, **kwargs: Any) -> refresher.Refreshed:
+        if args[2:] and args[2] is not None:  # windowed refreshes only
+            shares.append(max_memory_bytes)
+        return real(*args, max_memory_bytes=max_memory_bytes, **kwargs)
+
+    monkeypatch.setattr(refresher, "refresh", spied)
+    now = datetime(2030, 1, 10, tzinfo=UTC)
+    small, whole = 1 << 20, 256 << 20  # no query of the refresh fits in 1 MB
+    r = refresher.RollupRefresher(
+        client, options, window_days=7, clock=lambda: now, max_memory_bytes=small, whole_memory_bytes=whole
+    )
+    assert r.refresh_once() is not None  # the first is whole
+    assert shares == []
+
+    def more(encounter: str) -> None:
+        clock = FakeClock(int((now - timedelta(days=2)).timestamp() * 1e9))  # within the window
+        with capture(clock=clock, tenant="st-marys") as spans:
+            triage(clock, encounter)
+        _store(client, pipeline, tmp_path / f"{encounter}.wal", list(spans.all))
+
+    more("ENC-W1")
+    with caplog.at_level(logging.WARNING, logger="clinotel.collector"):
+        windowed = r.refresh_once()
+    assert windowed is not None
+    assert not windowed.unchanged
+    assert windowed.since == date(2030, 1, 1)
+    assert shares == [small, whole]
+    assert "did not fit in a windowed refresh's memory (1 MB" in caplog.text
+    assert "within a whole refresh's (256 MB)" in caplog.text
+    assert r.failures == 0
+    assert _from_rollup(client, options) == _from_workflows(client, options)
+
+    more("ENC-W2")
+    assert r.refresh_once() is not None
+    assert shares == [small, whole, whole], "straight to the whole share"
+    assert _from_rollup(client, options) == _from_workflows(client, options)
+
+
 def test_an_unchanged_store_is_not_recomputed_and_a_change_is(
     client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
 ) -> None:
@@ -836,3 +890,44 @@ def test_a_tenant_group_past_the_memory_keeps_its_rows_and_the_others_are_refres
         assert of(got, tenant) == of(after, tenant), tenant
     assert of(got, "north-west") == of(before, "north-west"), "kept as it was, not dropped"
     assert of(before, "north-west") != of(after, "north-west"), "the refresh would have changed it"
+
+
+def test_the_collector_refreshes_a_tenant_kept_at_the_windows_share_within_a_whole_refreshs(
+    client: Any,
+    options: schema.SchemaOptions,
+    pipeline: ingest.Pipeline,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The collector's windowed refresh that had to keep a large tenant's rows (its group past the
+    window's share) does the window again within a whole refresh's share: that tenant's dashboards
+    move too, not only at the next whole refresh."""
+    for tenant in ("general", "north-west"):
+        _store_at(
+            client, pipeline, tmp_path / f"{tenant}.wal", datetime(2023, 7, 3, tzinfo=UTC), _one_a_month(1), tenant
+        )
+    now = datetime(2023, 7, 9, tzinfo=UTC)
+    small, whole = 64 << 20, 256 << 20
+    loop = refresher.RollupRefresher(
+        client, options, window_days=7, clock=lambda: now, max_memory_bytes=small, whole_memory_bytes=whole
+    )
+    assert loop.refresh_once() is not None  # whole
+    for tenant in ("general", "north-west"):
+        more = tmp_path / f"{tenant}-more.wal"
+        _store_at(client, pipeline, more, datetime(2023, 7, 5, tzinfo=UTC), lambda c: triage(c, "ENC-X"), tenant)
+    command = client.command
+
+    def too_big_in_the_window_share(sql: str, *args: Any, **kwargs: Any) -> Any:
+        in_small = (kwargs.get("settings") or {}).get("max_memory_usage") == small
+        if in_small and sql.startswith("INSERT INTO") and "TenantId IN ('north-west')" in sql:
+            raise RuntimeError("as past the refresh's memory")
+        return command(sql, *args, **kwargs)
+
+    monkeypatch.setattr(refresher, "FINAL_SHARE", 1 << 40)  # a group a tenant
+    monkeypatch.setattr(refresher, "memory_limit_exceeded", lambda e: "past the refresh's memory" in str(e))
+    monkeypatch.setattr(client, "command", too_big_in_the_window_share)
+    windowed = loop.refresh_once()
+    assert windowed is not None
+    assert windowed.since == date(2023, 7, 1)
+    assert windowed.tenant_groups_kept == 0, "none kept in the end"
+    assert _from_rollup(client, options) == _from_workflows(client, options), "north-west's new workflow too"

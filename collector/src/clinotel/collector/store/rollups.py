@@ -41,7 +41,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
@@ -581,9 +581,10 @@ def refresh(
 class RollupRefresher:
     """Refreshes the rollups in a thread: the whole of them at start and every `full_every_s`, the
     months from `window_days` ago every `interval_s`, or nine times as long as the last refresh
-    took when that is longer (a tenth of one core at most). A failed refresh is logged and tried
-    again (a whole one when next due, the recent months meanwhile): the rollups are then behind,
-    never wrong, and ingest is not touched."""
+    took when that is longer (a tenth of one core at most). A window past its share is done again
+    within a whole refresh's (`_refresh`). A failed refresh is logged and tried again (a whole one
+    when next due, the recent months meanwhile): the rollups are then behind, never wrong, and
+    ingest is not touched."""
 
     def __init__(
         self,
@@ -622,6 +623,8 @@ class RollupRefresher:
         """How long the last failed refresh ran."""
         self._full_at: float | None = None
         self._month_by_month: frozenset[str] = frozenset()
+        self._window_in_whole_share = False
+        """Set once the window did not fit in its share: windowed refreshes take a whole one's since."""
         self._refreshed_sources: tuple[Any, ...] = ()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -648,11 +651,7 @@ class RollupRefresher:
                 if not full and self.last is not None and sources == self._refreshed_sources:
                     self.last_ended_s = time.time()
                     return Refreshed(since and since.replace(day=1), 0, 0, 0.0, unchanged=True)
-                share = self.whole_memory_bytes if full else self.max_memory_bytes
-                # what did not fit at once last time is not tried at once again: a try that fails
-                # holds the refresh's memory share beside the writer for up to a minute (30M spans)
-                monthly = self._month_by_month if full else frozenset()
-                done = refresh(self.client, self.options, since, max_memory_bytes=share, month_by_month=monthly)
+                done = self._refresh(full, since)
             except Exception as e:  # noqa: BLE001 - the rollup is a cache: ingest carries on
                 self.failures += 1
                 self.failed_seconds = time.perf_counter() - started
@@ -682,6 +681,47 @@ class RollupRefresher:
         if self.on_error is not None:  # outside the lock: the listener may stop the collector
             self.on_error(failed)
         return None
+
+    def _refresh(self, full: bool, since: date | None) -> Refreshed:
+        """A whole refresh in its share, month by month where the last one had to go so; a windowed
+        one in its own share, or a whole refresh's when the window did not fit there. One tenant's
+        window grows with its monthly volume and cannot be split by tenant: at 10M spans of one
+        tenant (180,000 workflows a month) it needed 160-192 MB, the share of a 768 MB engine.
+        Memory a whole refresh holds daily anyway, and no two refreshes run at once."""
+        if full:
+            # what did not fit at once last time is not tried at once again: a try that fails
+            # holds the refresh's memory share beside the writer for up to a minute (30M spans)
+            return refresh(
+                self.client, self.options, max_memory_bytes=self.whole_memory_bytes, month_by_month=self._month_by_month
+            )
+        larger = (
+            self.whole_memory_bytes is not None
+            and self.max_memory_bytes is not None
+            and self.whole_memory_bytes > self.max_memory_bytes
+        )
+        if self._window_in_whole_share or not larger:
+            return refresh(self.client, self.options, since, max_memory_bytes=self.whole_memory_bytes)
+        tried: Refreshed | None = None
+        try:
+            tried = refresh(self.client, self.options, since, max_memory_bytes=self.max_memory_bytes)
+        except Exception as e:
+            if not memory_limit_exceeded(e):
+                raise
+            reason = first_line(e)
+        else:
+            if not tried.tenant_groups_kept:
+                return tried
+            reason = f"{tried.tenant_groups_kept} groups of tenants kept as they were"
+        self._window_in_whole_share = True
+        logger.warning(
+            "the recent months of the hourly rollups did not fit in a windowed refresh's memory (%d MB: %s); "
+            "they are refreshed within a whole refresh's (%d MB) from now on (--memory-mb gives the engine more)",
+            (self.max_memory_bytes or 0) >> 20, reason, (self.whole_memory_bytes or 0) >> 20,
+        )  # fmt: skip
+        again = refresh(self.client, self.options, since, max_memory_bytes=self.whole_memory_bytes)
+        if tried is not None:
+            again = replace(again, seconds=again.seconds + tried.seconds)
+        return again
 
     def figures(self) -> RollupFigures:
         """What it did, for `/metrics` (`clinotel_rollups_*`)."""
