@@ -22,9 +22,13 @@ each panel's growth over the same dashboard range at every size (dashboards must
 retention): the second half of the first size's range, so that a panel comparing the range with
 the period before it (drift) finds that period populated at every size, and does the same work at
 each; over the first size's whole range that period is empty there and filled in the larger store,
-which doubled what the panel read. Growth compares medians (p50 of the rounds): a p95 of five
-rounds is their slowest, and one pause of a few milliseconds doubled a 7 ms query on one dashboard
-while the same query on the seven others held.
+which doubled what the panel read. The first size's store is kept beside the growing one (its
+parts hard-linked into a database of its own), and the growth is timed at the end on both, in the
+same process and the same rounds, alternating which goes first: timed at each size's own step,
+twenty minutes apart, small rollup panels seemed to double (4-7 -> 10-12 ms at 30M) while the same
+panels timed in a fresh process on each store took the same time. Growth compares medians (p50 of
+the rounds): a p95 of five rounds is their slowest, and one pause of a few milliseconds doubled a
+7 ms query on one dashboard while the same query on the seven others held.
 
 Calibration: in the same run, on the same engine, one full scan of the span table
 (`REFERENCE_SQL`: every span's duration, name and trace id) is timed before and after the panels;
@@ -113,6 +117,25 @@ row passed, and a query repeated unchanged skips them (the change annotations at
 repeated, 183 ms at a new range)."""
 
 
+SETTLE_LIMIT_S: Final = 900
+"""How long `_settle` waits for the engine's background merges before timing anyway."""
+
+
+def _settle(client: Any, db: str, limit_s: float = SETTLE_LIMIT_S) -> dict[str, Any]:
+    """Wait until no background merge runs on `db` (at most `limit_s`): the parts a build or a
+    refresh has just written are merged by the engine's background pool, which on two cores would
+    take one from the queries (none was running at either size on 12-07: the build's merges end
+    during the refresh). Returns the seconds waited and the merges still running when it stopped
+    (0 when settled)."""
+    started = time.perf_counter()
+    while True:
+        running = int(client.command(f"SELECT count() FROM system.merges WHERE database = '{db}'"))
+        waited = time.perf_counter() - started
+        if running == 0 or waited >= limit_s:
+            return {"waited_s": round(waited, 1), "merges_running": running}
+        time.sleep(1)
+
+
 def _round_ranges(tr: Any, rounds: int) -> list[Any]:
     """`tr` moved by `REFRESH_STEP` once more at each round (start and end together; the first
     round's too, so that none repeats the first pass's queries)."""
@@ -155,11 +178,9 @@ def _first_pass(client: Any, queries: list[tuple[str, str, str]]) -> dict[str, A
     }
 
 
-def _measure(client: Any, db: str, rounds: int, fixed: tuple[str, str] | None = None) -> dict[str, Any]:
+def _measure(client: Any, db: str, rounds: int) -> dict[str, Any]:
     """Every panel and variable of every dashboard over the whole range, the raw-vs-view pairs, the
-    rollup's refresh and the reference scan (before and after the panels), on the store as it is;
-    and every panel over the growth range (`_growth_range`: of `fixed`, the first size's range as
-    ISO instants, or of this store's own range): the same dashboard range at every retention."""
+    rollup's refresh and the reference scan (before and after the panels), on the store as it is."""
     from datetime import datetime
 
     from clinotel.collector.store import schema
@@ -187,6 +208,7 @@ def _measure(client: Any, db: str, rounds: int, fixed: tuple[str, str] | None = 
     first, last = client.query(f"SELECT min(StartTime), max(StartTime) FROM {db}.clinical_workflows").result_rows[0]
     start, end = first.replace(tzinfo=UTC), last.replace(tzinfo=UTC) + timedelta(minutes=1)
     tr = TimeRange(start, end)
+    settled = _settle(client, db)
 
     def timed_panels(tr: TimeRange) -> tuple[list[dict[str, Any]], dict[str, list[list[float]]]]:
         panels: list[dict[str, Any]] = []
@@ -194,17 +216,13 @@ def _measure(client: Any, db: str, rounds: int, fixed: tuple[str, str] | None = 
         per_round = [_panel_sql(db, moved) for moved in _round_ranges(tr, rounds)]
         for i, (dashboard, panel, sql) in enumerate(per_round[0]):
             times = [_timed(client, queries[i][2], 1)[0] for queries in per_round]
-            reads = "rollup" if any(t in sql for t in ROLLUP_TABLES) else "raw"
             panels.append({"dashboard": dashboard, "panel": panel, "p50_ms": _p(times, 0.5),
-                           "p95_ms": _p(times, 0.95), "reads": reads})  # fmt: skip
+                           "p95_ms": _p(times, 0.95), "reads": _reads(sql)})  # fmt: skip
             per_dashboard.setdefault(dashboard, []).append(times)
         return panels, per_dashboard
 
     first_pass = _first_pass(client, _panel_sql(db, tr))
     panels, per_dashboard = timed_panels(tr)
-    whole = fixed or (start.isoformat(), end.isoformat())
-    growth_range = _growth_range(datetime.fromisoformat(whole[0]), datetime.fromisoformat(whole[1]))
-    growth_panels, _ = timed_panels(growth_range)
     dashboards = {
         name: {"p50_ms": _p([sum(r) for r in zip(*runs, strict=True)], 0.5),
                "p95_ms": _p([sum(r) for r in zip(*runs, strict=True)], 0.95), "panels": len(runs)}
@@ -226,9 +244,8 @@ def _measure(client: Any, db: str, rounds: int, fixed: tuple[str, str] | None = 
         "spans": total_spans,
         "workflows": workflows,
         "range_instants": [start.isoformat(), end.isoformat()],
-        "growth_range": f"{growth_range.start:%Y-%m-%d %H:%M} to {growth_range.end:%Y-%m-%d %H:%M} UTC",
-        "panels_over_growth_range": growth_panels,
         "rollup_rows": rollup_rows,
+        "settled": settled,
         "range": f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC",
         "rollup_full_refresh_s": round(full.seconds, 2),
         "rollup_window_refresh_s": round(window.seconds, 2),
@@ -276,6 +293,9 @@ def _print(step: dict[str, Any], rounds: int, machine: str) -> None:
           f"its default engine memory gives a whole refresh: half), the last 7 days "
           f"{step['rollup_window_refresh_s']:.2f} s (the collector: every 30 s, all of it daily)")  # fmt: skip
     print(f"reference: one full scan of the span table, median {reference_ms:.0f} ms")
+    settled = step["settled"]
+    print(f"background merges before the panels: waited {settled['waited_s']} s, "
+          f"{settled['merges_running']} still running")  # fmt: skip
 
 
 def _headline(step: dict[str, Any], growth: dict[str, Any] | None) -> str:
@@ -305,24 +325,103 @@ def _growth_range(start: Any, end: Any) -> Any:
     return TimeRange(start + (end - start) / 2, end)
 
 
-def _growth(small: dict[str, Any], large: dict[str, Any]) -> dict[str, Any]:
-    """Each panel's median at the larger store over its median at the smaller, over the same growth
-    range (`_growth_range`; panels under 10 ms at both are timer noise and left out), its p95's ratio
-    beside it, and the reference's own growth (a scan of everything)."""
-    before = {(p["dashboard"], p["panel"]): p for p in small["panels_over_growth_range"]}
+GROWTH_ROUNDS_PER_ROUND: Final = 3
+"""The growth's rounds per size, as a multiple of `--rounds`' (15 in a full run): its panels are
+timed over half the first size's range, and its ratios are of medians."""
+SNAPSHOT_DB: Final = "clinotel_first_size"
+"""Where the first size's store is kept while the store grows (`_snapshot`)."""
+
+
+def _reads(sql: str) -> str:
+    """What a panel's SQL reads: "rollup" when it names a rollup table, else "raw"."""
+    from clinotel.model.tables import ROLLUP_TABLES
+
+    return "rollup" if any(t in sql for t in ROLLUP_TABLES) else "raw"
+
+
+def _snapshot(client: Any, db: str, into: str) -> dict[str, Any]:
+    """The store `db` as it is, kept beside it in the database `into`: every MergeTree table's
+    active parts hard-linked there (`ATTACH PARTITION ... FROM`: nothing copied, and nothing writes
+    there afterwards: the views stay in `db`). The parts `db`'s later merges replace stay on disk
+    while `into` holds them. Its tables, parts and seconds."""
+    from clinotel.model.sql import identifier, literal
+
+    started = time.perf_counter()
+    client.command(f"DROP DATABASE IF EXISTS {identifier(into)} SYNC")
+    client.command(f"CREATE DATABASE {identifier(into)}")
+    tables = [
+        str(r[0])
+        for r in client.query(
+            f"SELECT name FROM system.tables WHERE database = {literal(db)} AND engine LIKE '%MergeTree' "
+            "AND NOT startsWith(name, '.') ORDER BY name"
+        ).result_rows
+    ]
+    parts = 0
+    for table in tables:
+        source, target = f"{identifier(db)}.{identifier(table)}", f"{identifier(into)}.{identifier(table)}"
+        client.command(f"CREATE TABLE {target} AS {source}")
+        partitions = client.query(
+            f"SELECT DISTINCT partition_id FROM system.parts WHERE database = {literal(db)} "
+            f"AND table = {literal(table)} AND active"
+        ).result_rows
+        for (partition,) in partitions:
+            client.command(f"ALTER TABLE {target} ATTACH PARTITION ID {literal(partition)} FROM {source}")
+        parts += int(client.command(
+            f"SELECT count() FROM system.parts WHERE database = {literal(into)} AND table = {literal(table)} AND active"
+        ))  # fmt: skip
+    return {"tables": len(tables), "parts": parts, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _growth(
+    client: Any, small: tuple[str, dict[str, Any]], large: tuple[str, dict[str, Any]], rounds: int
+) -> dict[str, Any]:
+    """Each panel's median over the growth range (`_growth_range` of the first size's range) on
+    the larger store over its median on the smaller (panels under 10 ms on both are timer noise and
+    left out), its p95's ratio beside it, and the reference scan's own growth. `small` and `large`
+    are (database, step): the first size's store kept by `_snapshot` and the store grown since.
+    Both are timed in this process, in the same rounds, alternating which goes first (ABBA): the
+    machine's drift between the sizes' steps (up to 2.5x from hour to hour) and the process's
+    state (the engine's caches, its allocator, merges the build left) hit both alike."""
+    from datetime import datetime
+
+    (small_db, small_step), (large_db, large_step) = small, large
+    whole = small_step["range_instants"]
+    tr = _growth_range(datetime.fromisoformat(whole[0]), datetime.fromisoformat(whole[1]))
+    ranges = _round_ranges(tr, rounds)
+    queries = {db: [_panel_sql(db, moved) for moved in ranges] for db in (small_db, large_db)}
+    for db in (small_db, large_db):  # once untimed: the first read of a table's columns (`_first_pass`)
+        for _, _, sql in _panel_sql(db, tr):
+            _timed(client, sql, 1)
+    times: dict[str, list[list[float]]] = {small_db: [], large_db: []}
+    for i in range(len(queries[small_db][0])):
+        for per_panel in times.values():
+            per_panel.append([])
+        for r in range(rounds):
+            for db in (small_db, large_db) if (r + i) % 2 == 0 else (large_db, small_db):
+                times[db][i].append(_timed(client, queries[db][r][i][2], 1)[0])
+    reference: dict[str, list[float]] = {small_db: [], large_db: []}
+    for r in range(rounds):
+        for db in (small_db, large_db) if r % 2 == 0 else (large_db, small_db):
+            reference[db] += _timed(client, REFERENCE_SQL.format(db=db), 1)
     ratios = []
-    for p in large["panels_over_growth_range"]:
-        q = before.get((p["dashboard"], p["panel"]))
-        if q is not None and max(p["p50_ms"], q["p50_ms"]) >= 10:
-            ratios.append({"dashboard": p["dashboard"], "panel": p["panel"], "reads": p["reads"],
-                           "ms": [round(q["p50_ms"], 1), round(p["p50_ms"], 1)],
-                           "ratio": round(p["p50_ms"] / max(q["p50_ms"], 0.1), 2),
-                           "p95_ratio": round(p["p95_ms"] / max(q["p95_ms"], 0.1), 2)})  # fmt: skip
+    for i, (dashboard, panel, sql) in enumerate(queries[small_db][0]):
+        a, b = times[small_db][i], times[large_db][i]
+        if max(_p(a, 0.5), _p(b, 0.5)) >= 10:
+            ratios.append({"dashboard": dashboard, "panel": panel, "reads": _reads(sql),
+                           "ms": [round(_p(a, 0.5), 1), round(_p(b, 0.5), 1)],
+                           "ratio": round(_p(b, 0.5) / max(_p(a, 0.5), 0.1), 2),
+                           "p95_ratio": round(_p(b, 0.95) / max(_p(a, 0.95), 0.1), 2)})  # fmt: skip
     ratios.sort(key=lambda r: -r["ratio"])
+    small_ref, large_ref = statistics.median(reference[small_db]), statistics.median(reference[large_db])
     return {
-        "spans": [small["spans"], large["spans"]],
-        "range": small["growth_range"],
-        "reference_ratio": round(large["reference_full_scan_ms"] / small["reference_full_scan_ms"], 2),
+        "spans": [small_step["spans"], large_step["spans"]],
+        "range": f"{tr.start:%Y-%m-%d %H:%M} to {tr.end:%Y-%m-%d %H:%M} UTC",
+        "method": "both sizes in one process, the same rounds, alternating (the first size's store kept beside as "
+        "hard-linked parts)",
+        "rounds": rounds,
+        "reference_ms": [round(small_ref, 1), round(large_ref, 1)],
+        "reference_ratio": round(large_ref / small_ref, 2),
+        "panels_timed": len(queries[small_db][0]),
         "worst_panel": ratios[0] if ratios else None,
         "panels_over_target": sum(r["ratio"] > TARGETS["growth"] for r in ratios),
         "panels_over_target_by_p95": sum(r["p95_ratio"] > TARGETS["growth"] for r in ratios),
@@ -425,15 +524,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  built {n_seed * (done + 1):,} spans", file=sys.stderr)
         client.command(f"OPTIMIZE TABLE {db}.clinical_workflows FINAL")
         build_s += time.perf_counter() - build_started
-        step = _measure(client, db, rounds, steps[0]["range_instants"] if steps else None)
+        step = _measure(client, db, rounds)
         step["build_seconds"] = round(build_s, 1)
         _print(step, rounds, machine)
         steps.append(step)
         _write(args.json, steps, rounds, args.memory_mb, machine)  # after each size: a stopped run keeps the first
+        if len(steps) == 1 and len(sizes) > 1:
+            snapshot = _snapshot(client, db, SNAPSHOT_DB)
+            print(f"  kept the {step['spans']:,}-span store beside for the growth: {snapshot['tables']} tables, "
+                  f"{snapshot['parts']:,} parts hard-linked in {snapshot['seconds']} s", file=sys.stderr)  # fmt: skip
+    growth = None
+    if len(steps) > 1:
+        growth = _growth(client, (SNAPSHOT_DB, steps[0]), (db, steps[-1]), GROWTH_ROUNDS_PER_ROUND * rounds)
+        client.command(f"DROP DATABASE {SNAPSHOT_DB} SYNC")
+        _write(args.json, steps, rounds, args.memory_mb, machine, growth)
     collector.stop()
     if args.store is None:
         shutil.rmtree(work, ignore_errors=True)
-    growth = _growth(steps[0], steps[-1]) if len(steps) > 1 else None
     if growth is not None:
         _print_growth(growth)
     print(_headline(steps[0], growth))
@@ -442,9 +549,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _print_growth(growth: dict[str, Any]) -> None:
     small, large = growth["spans"]
-    print(f"growth {small:,} -> {large:,} spans over {growth['range']} (medians; the reference scan "
-          f"x{growth['reference_ratio']}): {growth['panels_over_target']} panels over x{TARGETS['growth']} "
-          f"({growth['panels_over_target_by_p95']} by p95)")  # fmt: skip
+    ref_small, ref_large = growth["reference_ms"]
+    print(f"growth {small:,} -> {large:,} spans over {growth['range']} ({growth['rounds']} rounds, both sizes "
+          f"alternating in one process; medians; the reference scan {ref_small:.0f} -> {ref_large:.0f} ms, "
+          f"x{growth['reference_ratio']}): {growth['panels_over_target']} of {growth['panels_timed']} panels over "
+          f"x{TARGETS['growth']} ({growth['panels_over_target_by_p95']} by p95)")  # fmt: skip
     print(f"{'dashboard':<12} {'panel':<50} {'ms':>15} {'x p50':>6} {'x p95':>6}")
     for r in growth["panels"][:8]:
         ms = f"{r['ms'][0]:.1f} -> {r['ms'][1]:.1f}"
@@ -456,8 +565,16 @@ def _machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} CPUs, {python}"
 
 
-def _write(path: Path | None, steps: list[dict[str, Any]], rounds: int, memory_mb: int, machine: str) -> None:
-    """The JSON: the first size's headline figures at the top, every size's under `steps`."""
+def _write(
+    path: Path | None,
+    steps: list[dict[str, Any]],
+    rounds: int,
+    memory_mb: int,
+    machine: str,
+    growth: dict[str, Any] | None = None,
+) -> None:
+    """The JSON: the first size's headline figures at the top, every size's under `steps`, the
+    growth from the first to the last (`_growth`) once measured."""
     if path is None:
         return
     first = steps[0]
@@ -469,7 +586,7 @@ def _write(path: Path | None, steps: list[dict[str, Any]], rounds: int, memory_m
         "panels": first["panels"],
         "dashboards": first["dashboards"],
         "steps": [{k: v for k, v in s.items() if k != "panels"} | {"panels": s["panels"]} for s in steps[1:]],
-        "growth": _growth(steps[0], steps[-1]) if len(steps) > 1 else None,
+        "growth": growth,
         "targets": TARGETS,
         "machine": machine,
     }
