@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from clinotel.model.rollups import hour_of, hours_held
-from clinotel.model.sql import identifier, literal
+from clinotel.model.rollups import hour_of
+from clinotel.model.sql import hours_held, identifier, literal
 from clinotel.model.tables import CHANGES, TRACES
 from clinotel.semconv import attributes as A
 

@@ -116,8 +116,9 @@ ROLLUP_FAILURES: Final = CollectorMetric(
     "clinotel_rollups_refresh_failures_total",
     "counter",
     'Refreshes of the dashboards\' hourly rollups that failed (`what="refresh"`: the dashboards show the '
-    'figures of the last refresh), and groups of tenants a refresh kept as they were (`what="tenant_group"`: '
-    "past the refresh's memory).",
+    'figures of the last refresh), groups of tenants a refresh kept as they were (`what="tenant_group"`: '
+    'past the refresh\'s memory), and windowed refreshes past their memory share (`what="window_share"`: '
+    "done again with a whole refresh's).",
     "what",
     True,
 )

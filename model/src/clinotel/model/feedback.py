@@ -10,6 +10,7 @@ workflow is unknown keeps an empty model version and decision, so nothing is dro
 from __future__ import annotations
 
 from clinotel.model.signals import IS_FEEDBACK, attr
+from clinotel.model.sql import hours_held
 from clinotel.semconv import attributes as A
 
 __all__ = ["feedback_decisions_sql"]
@@ -19,7 +20,8 @@ def feedback_decisions_sql(traces: str, workflows: str, where: str = "1") -> str
     """One row per feedback record in the qualified span table `traces` where `where` holds (SQL
     over its rows), joined to the qualified workflows view `workflows` (merged): Timestamp, TenantId,
     kind, site, department, category, severity, trace (the linked workflow's TraceId, '' if none),
-    workflow_id, joined (1 when its workflow was found), model_version, decision. Only the workflows
+    workflow_id, joined (1 when its workflow, started within `hours_held`, was found), model_version,
+    decision. Only the workflows
     some record links to are joined by trace (the records are few, the workflows many; the
     identifiers are not narrowed the same way: that would read every record's attributes twice)."""
     merged = f"{workflows} FINAL"
@@ -42,11 +44,11 @@ FROM (
 ) AS f
 LEFT JOIN (
     SELECT TenantId, TraceId, ModelVersion, DecisionValue FROM {merged}
-    WHERE TraceId IN ({linked})
+    WHERE TraceId IN ({linked}) AND {hours_held("StartTime")}
 ) AS bt ON f.TenantId = bt.TenantId AND f.trace = bt.TraceId
 LEFT JOIN (
     SELECT TenantId, WorkflowKind, WorkflowId, argMax(ModelVersion, StartTime) AS ModelVersion,
         argMax(DecisionValue, StartTime) AS DecisionValue
-    FROM {merged} WHERE WorkflowId != ''
+    FROM {merged} WHERE WorkflowId != '' AND {hours_held("StartTime")}
     GROUP BY TenantId, WorkflowKind, WorkflowId
 ) AS bi ON f.TenantId = bi.TenantId AND f.kind = bi.WorkflowKind AND f.wid = bi.WorkflowId"""

@@ -61,7 +61,7 @@ from clinotel.model.drift import FEATURES
 from clinotel.model.feedback import feedback_decisions_sql
 from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS, Indicator
 from clinotel.model.signals import IS_FEEDBACK, IS_REWORK, IS_WORKFLOW, KIND, SIGNALS, attr
-from clinotel.model.sql import literal
+from clinotel.model.sql import hours_held, literal
 from clinotel.model.tables import (
     COHORT_HOURS,
     FEEDBACK_HOURS,
@@ -108,7 +108,6 @@ __all__ = [
     "feedback_refresh_select",
     "hits",
     "hour_of",
-    "hours_held",
     "of_tenants",
     "quantile_of_values",
     "refresh_select",
@@ -274,21 +273,14 @@ def _measures(i: Indicator) -> list[str]:
     return [f"toInt64({rows}) AS {_rows(i)}"]
 
 
-def hours_held(column: str) -> str:
-    """SQL: the DateTime64 instant `column` is within the years a DateTime holds (1970 to 2105),
-    which `hour_of` can give an hour of. Past them `toDateTime` wraps (2^32 seconds: a span another
-    pipeline stored at 2162 would count in an hour of 2026), so every rollup leaves such rows out."""
-    return f"{column} >= toDateTime64('1970-01-01', 9, 'UTC') AND {column} < toDateTime64('2106-01-01', 9, 'UTC')"
-
-
 def _since(column: str, since: str | None) -> str:
-    """`column` within `hours_held` and at or after SQL instant `since` (when given)."""
+    """`column` within `sql.hours_held` and at or after SQL instant `since` (when given)."""
     return hours_held(column) + ("" if since is None else f" AND {column} >= {since}")
 
 
 def hour_of(column: str) -> str:
     """The rollup row's hour of the instant `column`, as the select list's `Hour` (UTC, truncated):
-    what every rollup is partitioned and swapped by; of rows within `hours_held` only."""
+    what every rollup is partitioned and swapped by; of rows within `sql.hours_held` only."""
     return f"toStartOfHour(toDateTime({column}, 'UTC')) AS {TIME_COLUMN}"
 
 

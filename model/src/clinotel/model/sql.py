@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["identifier", "literal", "string_array"]
+__all__ = ["hours_held", "identifier", "literal", "string_array"]
 
 
 def literal(text: str) -> str:
@@ -21,3 +21,11 @@ def identifier(name: str) -> str:
 def string_array(values: Iterable[str]) -> str:
     """A ClickHouse array literal of strings, sorted."""
     return "[" + ", ".join(literal(v) for v in sorted(values)) + "]"
+
+
+def hours_held(column: str) -> str:
+    """SQL: the DateTime64 instant `column` is within the years a DateTime holds (1970 to 2105),
+    which a rollup's hour can be. Past them `toDateTime` wraps (every 2^32 seconds: a span another
+    pipeline stored at 2162 would count in an hour of 2026), so every figure leaves such rows out:
+    the rollups, and the rework, effort and feedback joined to a workflow."""
+    return f"{column} >= toDateTime64('1970-01-01', 9, 'UTC') AND {column} < toDateTime64('2106-01-01', 9, 'UTC')"

@@ -20,7 +20,7 @@ from typing import Final
 from clinotel.model.clinical import WORKFLOWS
 from clinotel.model.indicators import COHORT_DIMENSIONS, STRATUM, Indicator
 from clinotel.model.signals import IS_REWORK, SIGNALS, attr
-from clinotel.model.sql import identifier
+from clinotel.model.sql import hours_held, identifier
 from clinotel.model.tables import TRACES
 from clinotel.semconv import attributes as A
 
@@ -46,10 +46,10 @@ def rework_by_workflow_sql(
     database: str, since: str | None = None, *, traces: str | None = None, where: str | None = None
 ) -> str:
     """Rework records grouped by the workflow they name: TenantId, kind, wid, rm (minutes), rt
-    (touches), records; those at or after SQL instant `since` only, and where the SQL condition
-    `where` holds, when given; read from the qualified table `traces` when given (a cluster's
-    local table), else the database's spans."""
-    when = "" if since is None else f" AND Timestamp >= {since}"
+    (touches), records; those within `hours_held`, at or after SQL instant `since` only, and where
+    the SQL condition `where` holds, when given; read from the qualified table `traces` when given
+    (a cluster's local table), else the database's spans."""
+    when = f" AND {hours_held('Timestamp')}" + ("" if since is None else f" AND Timestamp >= {since}")
     when += "" if where is None else f" AND ({where})"
     table = traces or f"{identifier(database)}.{identifier(TRACES)}"
     return f"""SELECT TenantId, {attr(A.ABOUT_KIND.key)} AS kind, {attr(A.WORKFLOW_ID.key)} AS wid,
