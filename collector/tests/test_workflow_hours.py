@@ -454,14 +454,63 @@ def test_a_window_past_its_share_is_refreshed_within_a_whole_refreshs_share_from
     assert windowed.since == date(2030, 1, 1)
     assert shares == [small, whole]
     assert "did not fit in a windowed refresh's memory (1 MB" in caplog.text
-    assert "within a whole refresh's (256 MB)" in caplog.text
+    assert "with a whole refresh's (256 MB) until the next whole refresh" in caplog.text
     assert r.failures == 0
     assert _from_rollup(client, options) == _from_workflows(client, options)
+
+    assert 'clinotel_rollups_refresh_failures_total{what="window_share"} 1' in render([*_rollup_families(r)])
 
     more("ENC-W2")
     assert r.refresh_once() is not None
     assert shares == [small, whole, whole], "straight to the whole share"
     assert _from_rollup(client, options) == _from_workflows(client, options)
+
+    # the window's size varies (a whole previous month from the 1st to the 7th): after the next
+    # whole refresh it is tried in its own share again
+    assert r.refresh_once(full=True) is not None
+    more("ENC-W3")
+    assert r.refresh_once() is not None
+    assert shares == [small, whole, whole, small, whole]
+    assert r.window_share_misses == 2
+    assert r.failures == 0
+
+
+def test_a_window_refused_by_a_full_engine_fails_and_is_not_moved_to_the_whole_share(
+    client: Any,
+    options: schema.SchemaOptions,
+    pipeline: ingest.Pipeline,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The engine as a whole at its cap (the writer's and readers' memory) says nothing of the
+    window's size: that refresh fails (tried again at the next interval, in its own share), it is
+    not done again with twice the memory into a full engine."""
+    _scenario(client, pipeline, tmp_path)
+    now = datetime(2030, 1, 10, tzinfo=UTC)
+    r = refresher.RollupRefresher(
+        client, options, window_days=7, clock=lambda: now, max_memory_bytes=64 << 20, whole_memory_bytes=256 << 20
+    )
+    assert r.refresh_once() is not None  # whole
+    clock = FakeClock(int((now - timedelta(days=2)).timestamp() * 1e9))
+    with capture(clock=clock, tenant="st-marys") as spans:
+        triage(clock, "ENC-F")
+    _store(client, pipeline, tmp_path / "full.wal", list(spans.all))
+
+    class EngineFullError(Exception):
+        code = 241
+
+    command = client.command
+
+    def full(sql: str, *args: Any, **kwargs: Any) -> Any:
+        if sql.startswith("INSERT INTO"):
+            raise EngineFullError("Code: 241. DB::Exception: (total) memory limit exceeded: would use 768.01 MiB")
+        return command(sql, *args, **kwargs)
+
+    monkeypatch.setattr(client, "command", full)
+    assert r.refresh_once() is None
+    assert r.failures == 1
+    assert r.window_share_misses == 0
+    assert not r._window_in_whole_share
 
 
 def test_an_unchanged_store_is_not_recomputed_and_a_change_is(

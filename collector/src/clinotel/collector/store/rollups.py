@@ -47,7 +47,7 @@ from typing import Any, Final
 
 from clinotel.collector.store.embedded import settings_clause
 from clinotel.collector.store.schema import SchemaOptions
-from clinotel.collector.store.segments import engine_failed, memory_limit_exceeded
+from clinotel.collector.store.segments import engine_failed, engine_full, memory_limit_exceeded
 from clinotel.collector.telemetry.metrics import RollupFigures
 from clinotel.model import changes, rollups
 from clinotel.model.sql import literal
@@ -227,7 +227,9 @@ def _swap(
                 client.command(f"INSERT INTO {staging}\n{one}", settings=settings)
             except Exception as e:
                 failed += 1
-                if not (isolate and tenants and memory_limit_exceeded(e)) or failed == len(groups):
+                # a full engine (the writer's and readers' memory) says nothing of the group's size
+                too_large = memory_limit_exceeded(e) and not engine_full(e)
+                if not (isolate and tenants and too_large) or failed == len(groups):
                     raise
                 if kept_groups is not None:
                     kept_groups.append(tenants)
@@ -272,7 +274,9 @@ def _months(client: Any, table: str, partition_month: str) -> list[date]:
     the engine's time zone, the rollup's months in UTC."""
     rows = client.query(f"SELECT DISTINCT {partition_month} AS m FROM {table}").result_rows
     held = {date(d.year, d.month, 1) for (d,) in rows}
-    return sorted({m for d in held for m in (_previous_month(d), d, _next_month(d))})
+    around = {m for d in held for m in (_previous_month(d), d, _next_month(d))}
+    # a partition past 2149 reads as 1970 (a Date's range), one past 2105 holds nothing a rollup can
+    return sorted(m for m in around if FIRST_DAY.replace(day=1) <= m <= LAST_DAY.replace(day=1))
 
 
 @contextmanager
@@ -539,11 +543,14 @@ def refresh(
     *,
     max_memory_bytes: int | None = None,
     month_by_month: Collection[str] = (),
+    spill_memory_bytes: int | None = None,
 ) -> Refreshed:
     """Recompute the rollups from the first day of `since`'s month (UTC; None: all of them) from
     the workflows view and the spans of this node (`o.local`: on a cluster, run it against every
     shard); a whole refresh recomputes the rollups named in `month_by_month` (a last whole
-    refresh's `Refreshed.month_by_month`) a month at a time without trying them at once first."""
+    refresh's `Refreshed.month_by_month`) a month at a time without trying them at once first.
+    Each query holds at most `max_memory_bytes`; its groupings and joins spill to disk past a
+    quarter of `spill_memory_bytes` (by default the same)."""
     if since is not None and not FIRST_DAY <= since <= LAST_DAY:
         raise ValueError(f"a refresh starts on a day from {FIRST_DAY} to {LAST_DAY}, not {since}")
     started = time.perf_counter()
@@ -561,11 +568,12 @@ def refresh(
     }
     if max_memory_bytes is not None:
         # past a quarter of its share a grouping or a join spills to disk instead of failing
+        spill = spill_memory_bytes or max_memory_bytes
         settings |= {
             "max_memory_usage": max_memory_bytes,
-            "max_bytes_before_external_group_by": max_memory_bytes // 4,
+            "max_bytes_before_external_group_by": spill // 4,
             "join_algorithm": "grace_hash",
-            "max_bytes_in_join": max_memory_bytes // 4,
+            "max_bytes_in_join": spill // 4,
         }
     _drop_orphans(client, o)
     if since is not None:
@@ -624,7 +632,10 @@ class RollupRefresher:
         self._full_at: float | None = None
         self._month_by_month: frozenset[str] = frozenset()
         self._window_in_whole_share = False
-        """Set once the window did not fit in its share: windowed refreshes take a whole one's since."""
+        """Set when the window did not fit in its share: windowed refreshes take a whole one's
+        until the next whole refresh, which tries the window's share again."""
+        self.window_share_misses = 0
+        """Windowed refreshes that did not fit in their share and were done in a whole one's."""
         self._refreshed_sources: tuple[Any, ...] = ()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -684,28 +695,30 @@ class RollupRefresher:
 
     def _refresh(self, full: bool, since: date | None) -> Refreshed:
         """A whole refresh in its share, month by month where the last one had to go so; a windowed
-        one in its own share, or a whole refresh's when the window did not fit there. One tenant's
-        window grows with its monthly volume and cannot be split by tenant: at 10M spans of one
-        tenant (180,000 workflows a month) it needed 160-192 MB, the share of a 768 MB engine.
-        Memory a whole refresh holds daily anyway, and no two refreshes run at once."""
+        one in its own share, or with a whole refresh's memory when the window did not fit there.
+        One tenant's window grows with its monthly volume and cannot be split by tenant: at 10M
+        spans of one tenant (180,000 workflows a month) it needed 160-192 MB, the share of a 768 MB
+        engine. The memory a whole refresh may hold, by one refresh at a time; its groupings and
+        joins still spill past a quarter of the window's share."""
+        started = time.perf_counter()
         if full:
             # what did not fit at once last time is not tried at once again: a try that fails
             # holds the refresh's memory share beside the writer for up to a minute (30M spans)
-            return refresh(
+            done = refresh(
                 self.client, self.options, max_memory_bytes=self.whole_memory_bytes, month_by_month=self._month_by_month
             )
-        larger = (
-            self.whole_memory_bytes is not None
-            and self.max_memory_bytes is not None
-            and self.whole_memory_bytes > self.max_memory_bytes
-        )
+            self._window_in_whole_share = False  # tried in its own share again: the window's size varies
+            return done
+        small, whole = self.max_memory_bytes, self.whole_memory_bytes
+        larger = whole is not None and small is not None and whole > small
         if self._window_in_whole_share or not larger:
-            return refresh(self.client, self.options, since, max_memory_bytes=self.whole_memory_bytes)
-        tried: Refreshed | None = None
+            done = refresh(self.client, self.options, since, max_memory_bytes=whole, spill_memory_bytes=small)
+            return replace(done, seconds=time.perf_counter() - started)
         try:
-            tried = refresh(self.client, self.options, since, max_memory_bytes=self.max_memory_bytes)
+            tried = refresh(self.client, self.options, since, max_memory_bytes=small)
         except Exception as e:
-            if not memory_limit_exceeded(e):
+            # a full engine (the writer's and readers' memory) says nothing of the window's size
+            if not memory_limit_exceeded(e) or engine_full(e):
                 raise
             reason = first_line(e)
         else:
@@ -713,19 +726,20 @@ class RollupRefresher:
                 return tried
             reason = f"{tried.tenant_groups_kept} groups of tenants kept as they were"
         self._window_in_whole_share = True
+        self.window_share_misses += 1
         logger.warning(
             "the recent months of the hourly rollups did not fit in a windowed refresh's memory (%d MB: %s); "
-            "they are refreshed within a whole refresh's (%d MB) from now on (--memory-mb gives the engine more)",
-            (self.max_memory_bytes or 0) >> 20, reason, (self.whole_memory_bytes or 0) >> 20,
+            "they are refreshed with a whole refresh's (%d MB) until the next whole refresh (--memory-mb gives "
+            "the engine more)",
+            (small or 0) >> 20, reason, (whole or 0) >> 20,
         )  # fmt: skip
-        again = refresh(self.client, self.options, since, max_memory_bytes=self.whole_memory_bytes)
-        if tried is not None:
-            again = replace(again, seconds=again.seconds + tried.seconds)
-        return again
+        done = refresh(self.client, self.options, since, max_memory_bytes=whole, spill_memory_bytes=small)
+        # the failed try counts in the time the next refresh waits for (a tenth of a core)
+        return replace(done, seconds=time.perf_counter() - started)
 
     def figures(self) -> RollupFigures:
         """What it did, for `/metrics` (`clinotel_rollups_*`)."""
-        return RollupFigures(self.failures, self.tenant_groups_kept, self.last_ended_s)
+        return RollupFigures(self.failures, self.tenant_groups_kept, self.last_ended_s, self.window_share_misses)
 
     def _on_a_cluster(self) -> bool:
         """Whether the rollups here are a cluster's `Distributed` tables (each shard's own rollup

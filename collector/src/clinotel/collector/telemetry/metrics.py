@@ -118,10 +118,16 @@ class RollupFigures:
     tenant_groups_kept: int
     last_refresh_s: float
     """When the last refresh ended well (Unix seconds), 0 before the first."""
+    window_share_misses: int = 0
+    """Windowed refreshes that did not fit in their memory share (done again in a whole one's)."""
 
 
 def _rollups(figures: RollupFigures) -> list[Family]:
-    failed = {"refresh": figures.failures, "tenant_group": figures.tenant_groups_kept}
+    failed = {
+        "refresh": figures.failures,
+        "tenant_group": figures.tenant_groups_kept,
+        "window_share": figures.window_share_misses,
+    }
     return [_by_label(M.ROLLUP_FAILURES, failed), _one(M.ROLLUP_LAST_REFRESH, figures.last_refresh_s)]
 
 
