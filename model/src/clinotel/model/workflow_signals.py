@@ -78,7 +78,7 @@ def workflow_signal_sql(name: str, database: str, since: str | None = None) -> s
         )
     s = SIGNALS[name]
     assert s.hit is not None
-    when = "" if since is None else f" AND Timestamp >= {since}"
+    when = f" AND {hours_held('Timestamp')}" + ("" if since is None else f" AND Timestamp >= {since}")
     spans = (
         f"SELECT TenantId, TraceId, toUInt8(1) AS row, toUInt8(max({s.hit})) AS hit "
         f"FROM {db}.{identifier(TRACES)} WHERE ({s.where}){when} GROUP BY TenantId, TraceId"
