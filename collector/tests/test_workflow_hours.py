@@ -458,7 +458,9 @@ def test_a_window_past_its_share_is_refreshed_within_a_whole_refreshs_share_from
     assert r.failures == 0
     assert _from_rollup(client, options) == _from_workflows(client, options)
 
-    assert 'clinotel_rollups_refresh_failures_total{what="window_share"} 1' in render([*_rollup_families(r)])
+    shown = render([*_rollup_families(r)])
+    assert "clinotel_rollups_window_share_misses_total 1" in shown
+    assert 'clinotel_rollups_refresh_failures_total{what="refresh"} 0' in shown, "not a failure: no ticket"
 
     more("ENC-W2")
     assert r.refresh_once() is not None
@@ -684,6 +686,39 @@ def test_a_rollup_that_went_month_by_month_is_not_tried_at_once_again(
 
     refresher.RollupRefresher(client, options).refresh_once(full=True)
     assert len(tried) == 2, "a new refresher tries at once first"
+
+
+def test_a_whole_refresh_refused_by_a_full_engine_goes_month_by_month_without_remembering_it(
+    client: Any,
+    options: schema.SchemaOptions,
+    pipeline: ingest.Pipeline,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The engine as a whole at its cap says nothing of the rollup's size: that whole refresh goes
+    a month at a time, and the next one tries at once again (it is not remembered)."""
+    _scenario(client, pipeline, tmp_path)
+    swap = refresher._swap
+    tried: list[str] = []
+
+    class EngineFullError(Exception):
+        code = 241
+
+    def full_once(c: Any, o: schema.SchemaOptions, table: str, select: Any, window: str, s: Any, **kw: Any) -> Any:
+        if window == "1" and table == rollups.WORKFLOW_HOURS:
+            tried.append(table)
+            if len(tried) == 1:
+                raise EngineFullError("Code: 241. DB::Exception: (total) memory limit exceeded: would use 768.01 MiB")
+        return swap(c, o, table, select, window, s, **kw)
+
+    monkeypatch.setattr(refresher, "_swap", full_once)
+    loop = refresher.RollupRefresher(client, options)
+    first = loop.refresh_once(full=True)
+    assert first is not None
+    assert first.month_by_month == frozenset(), "not remembered"
+    assert _from_rollup(client, options) == _from_workflows(client, options)
+    assert loop.refresh_once(full=True) is not None
+    assert tried == [rollups.WORKFLOW_HOURS, rollups.WORKFLOW_HOURS], "tried at once again"
 
 
 def test_month_by_month_on_an_engine_far_from_utc_equals_the_whole(tmp_path: Path) -> None:

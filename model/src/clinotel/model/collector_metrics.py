@@ -116,11 +116,16 @@ ROLLUP_FAILURES: Final = CollectorMetric(
     "clinotel_rollups_refresh_failures_total",
     "counter",
     'Refreshes of the dashboards\' hourly rollups that failed (`what="refresh"`: the dashboards show the '
-    'figures of the last refresh), groups of tenants a refresh kept as they were (`what="tenant_group"`: '
-    'past the refresh\'s memory), and windowed refreshes past their memory share (`what="window_share"`: '
-    "done again with a whole refresh's).",
+    'figures of the last refresh), and groups of tenants a refresh kept as they were (`what="tenant_group"`: '
+    "past the refresh's memory).",
     "what",
     True,
+)
+ROLLUP_WINDOW_SHARE_MISSES: Final = CollectorMetric(
+    "clinotel_rollups_window_share_misses_total",
+    "counter",
+    "Windowed refreshes of the hourly rollups that did not fit in their memory share and were done with a whole "
+    "refresh's (not failures: the engine wants more memory, --memory-mb).",
 )
 ROLLUP_LAST_REFRESH: Final = CollectorMetric(
     "clinotel_rollups_last_refresh_timestamp_seconds",
@@ -171,7 +176,8 @@ METRICS: Final = {
         RECEIVE_BUFFER_BYTES, RECEIVE_BUFFER_MAX_BYTES, DECODE_BYTES, DECODE_MAX_BYTES, WAL_APPENDED_BYTES,
         WAL_PENDING_BYTES, WAL_MAX_BYTES, WRITER_SEGMENTS, WRITER_RECORDS, WRITER_RETRIES, WRITER_QUARANTINED,
         WRITER_SPLITS, WRITER_INSERT_SECONDS,
-        INGEST_FRESHNESS_SECONDS, ROLLUP_FAILURES, ROLLUP_LAST_REFRESH, ALERT_EVALUATIONS, ALERT_ERRORS,
+        INGEST_FRESHNESS_SECONDS, ROLLUP_FAILURES, ROLLUP_WINDOW_SHARE_MISSES, ROLLUP_LAST_REFRESH,
+        ALERT_EVALUATIONS, ALERT_ERRORS,
         ALERT_UNDELIVERED, ALERT_LAST_EVALUATION,
     )
 }  # fmt: skip

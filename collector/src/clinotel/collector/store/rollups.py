@@ -477,8 +477,9 @@ def _refresh_from(
             STAGE_HOURS: (stages, _SPAN_MONTH, stage_month),
         }
 
-        def month_at_a_time(table: str) -> tuple[set[str], int]:
-            went_monthly.add(table)
+        def month_at_a_time(table: str, remember: bool = True) -> tuple[set[str], int]:
+            if remember:
+                went_monthly.add(table)
             source_table, partition_month, month_select = monthly[table]
             months = _months(client, source_table, partition_month)
             return _per_month(client, o, table, months, month_select, settings)
@@ -531,7 +532,8 @@ def _refresh_from(
                         "time (the same figures, more slowly; --memory-mb gives the engine more)",
                         table,
                     )
-                    written[table], r = month_at_a_time(table)
+                    # a full engine says nothing of the rollup's size: not remembered for the next
+                    written[table], r = month_at_a_time(table, remember=not engine_full(e))
             rows += r
     return written, rows, frozenset(went_monthly)
 

@@ -123,12 +123,12 @@ class RollupFigures:
 
 
 def _rollups(figures: RollupFigures) -> list[Family]:
-    failed = {
-        "refresh": figures.failures,
-        "tenant_group": figures.tenant_groups_kept,
-        "window_share": figures.window_share_misses,
-    }
-    return [_by_label(M.ROLLUP_FAILURES, failed), _one(M.ROLLUP_LAST_REFRESH, figures.last_refresh_s)]
+    failed = {"refresh": figures.failures, "tenant_group": figures.tenant_groups_kept}
+    return [
+        _by_label(M.ROLLUP_FAILURES, failed),
+        _one(M.ROLLUP_WINDOW_SHARE_MISSES, figures.window_share_misses),
+        _one(M.ROLLUP_LAST_REFRESH, figures.last_refresh_s),
+    ]
 
 
 def _alerting(alerts: AlertFigures) -> list[Family]:
