@@ -410,6 +410,24 @@ def test_a_refresh_writes_more_partitions_than_one_insert_may_by_default(
     assert windowed.partitions == 130
 
 
+class _EngineFullError(Exception):
+    """What the engine raises when it as a whole is at its cap (the writer's and readers' memory)."""
+
+    code = 241  # MEMORY_LIMIT_EXCEEDED
+
+
+def _engine_full() -> _EngineFullError:
+    return _EngineFullError("Code: 241. DB::Exception: (total) memory limit exceeded: would use 768.01 MiB")
+
+
+def _triage_at(client: Any, pipeline: ingest.Pipeline, tmp_path: Path, at: datetime, encounter: str) -> None:
+    """One more triage workflow of st-marys, stored, started at `at`."""
+    clock = FakeClock(int(at.timestamp() * 1e9))
+    with capture(clock=clock, tenant="st-marys") as spans:
+        triage(clock, encounter)
+    _store(client, pipeline, tmp_path / f"{encounter}.wal", list(spans.all))
+
+
 def test_a_window_past_its_share_is_refreshed_within_a_whole_refreshs_share_from_then_on(
     client: Any,
     options: schema.SchemaOptions,
@@ -441,10 +459,7 @@ def test_a_window_past_its_share_is_refreshed_within_a_whole_refreshs_share_from
     assert shares == []
 
     def more(encounter: str) -> None:
-        clock = FakeClock(int((now - timedelta(days=2)).timestamp() * 1e9))  # within the window
-        with capture(clock=clock, tenant="st-marys") as spans:
-            triage(clock, encounter)
-        _store(client, pipeline, tmp_path / f"{encounter}.wal", list(spans.all))
+        _triage_at(client, pipeline, tmp_path, now - timedelta(days=2), encounter)  # within the window
 
     more("ENC-W1")
     with caplog.at_level(logging.WARNING, logger="clinotel.collector"):
@@ -493,19 +508,12 @@ def test_a_window_refused_by_a_full_engine_fails_and_is_not_moved_to_the_whole_s
         client, options, window_days=7, clock=lambda: now, max_memory_bytes=64 << 20, whole_memory_bytes=256 << 20
     )
     assert r.refresh_once() is not None  # whole
-    clock = FakeClock(int((now - timedelta(days=2)).timestamp() * 1e9))
-    with capture(clock=clock, tenant="st-marys") as spans:
-        triage(clock, "ENC-F")
-    _store(client, pipeline, tmp_path / "full.wal", list(spans.all))
-
-    class EngineFullError(Exception):
-        code = 241
-
+    _triage_at(client, pipeline, tmp_path, now - timedelta(days=2), "ENC-F")
     command = client.command
 
     def full(sql: str, *args: Any, **kwargs: Any) -> Any:
         if sql.startswith("INSERT INTO"):
-            raise EngineFullError("Code: 241. DB::Exception: (total) memory limit exceeded: would use 768.01 MiB")
+            raise _engine_full()
         return command(sql, *args, **kwargs)
 
     monkeypatch.setattr(client, "command", full)
@@ -701,14 +709,11 @@ def test_a_whole_refresh_refused_by_a_full_engine_goes_month_by_month_without_re
     swap = refresher._swap
     tried: list[str] = []
 
-    class EngineFullError(Exception):
-        code = 241
-
     def full_once(c: Any, o: schema.SchemaOptions, table: str, select: Any, window: str, s: Any, **kw: Any) -> Any:
         if window == "1" and table == rollups.WORKFLOW_HOURS:
             tried.append(table)
             if len(tried) == 1:
-                raise EngineFullError("Code: 241. DB::Exception: (total) memory limit exceeded: would use 768.01 MiB")
+                raise _engine_full()
         return swap(c, o, table, select, window, s, **kw)
 
     monkeypatch.setattr(refresher, "_swap", full_once)
