@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from clinotel.model.rollups import hour_of
-from clinotel.model.sql import hours_held, identifier, literal
+from clinotel.model.sql import held_since, identifier, literal
 from clinotel.model.tables import CHANGES, TRACES
 from clinotel.semconv import attributes as A
 
@@ -60,9 +60,7 @@ def refresh_select(traces: str, since: str | None) -> str:
     """The `clinotel_changes` rows, in its columns' order, of the change events in the qualified
     span table `traces` at or after SQL instant `since` (every one when None) and within the years
     a DateTime holds."""
-    after = f" AND {hours_held('Timestamp')}"
-    if since is not None:
-        after += f" AND Timestamp >= {since}"
+    after = f" AND {held_since('Timestamp', since)}"
     columns = ", ".join(identifier(c) for c in COLUMNS if c != "TenantId")
     return f"SELECT TenantId, {hour_of('Timestamp')}, {columns}\nFROM (\n{_select(traces)}{after}\n)"
 

@@ -18,7 +18,7 @@ from typing import Final
 
 from clinotel.model.clinical import WORKFLOWS
 from clinotel.model.signals import IS_REWORK, attr
-from clinotel.model.sql import hours_held, identifier, literal
+from clinotel.model.sql import held_since, identifier, literal
 from clinotel.model.stats import wilson_sql
 from clinotel.model.tables import TRACES
 from clinotel.model.workflow_signals import rework_by_workflow_sql
@@ -52,7 +52,7 @@ def effort_by_trace_sql(
     TraceId: m (minutes), t (touches); spans within `hours_held`, at or after SQL instant `since`
     only, of the traces the SQL `among` selects only, and where the SQL condition `where` holds,
     when given."""
-    when = f" AND {hours_held('Timestamp')}" + ("" if since is None else f" AND Timestamp >= {since}")
+    when = f" AND {held_since('Timestamp', since)}"
     when += "" if among is None else f" AND TraceId IN ({among})"
     when += "" if where is None else f" AND ({where})"
     return f"""SELECT TenantId, TraceId, sum(toFloat64OrZero({attr(A.EFFORT_MINUTES.key)})) AS m,

@@ -61,7 +61,7 @@ from clinotel.model.drift import FEATURES
 from clinotel.model.feedback import feedback_decisions_sql
 from clinotel.model.indicators import COHORT_DIMENSIONS, INDICATORS, Indicator
 from clinotel.model.signals import IS_FEEDBACK, IS_REWORK, IS_WORKFLOW, KIND, SIGNALS, attr
-from clinotel.model.sql import hours_held, literal
+from clinotel.model.sql import held_since, literal
 from clinotel.model.tables import (
     COHORT_HOURS,
     FEEDBACK_HOURS,
@@ -273,11 +273,6 @@ def _measures(i: Indicator) -> list[str]:
     return [f"toInt64({rows}) AS {_rows(i)}"]
 
 
-def _since(column: str, since: str | None) -> str:
-    """`column` within `sql.hours_held` and at or after SQL instant `since` (when given)."""
-    return hours_held(column) + ("" if since is None else f" AND {column} >= {since}")
-
-
 def hour_of(column: str) -> str:
     """The rollup row's hour of the instant `column`, as the select list's `Hour` (UTC, truncated):
     what every rollup is partitioned and swapped by; of rows within `sql.hours_held` only."""
@@ -286,7 +281,7 @@ def hour_of(column: str) -> str:
 
 def _between(column: str, since: str | None, until: str | None) -> str:
     """`column` at or after SQL instant `since` and before `until` (either bound left out when None)."""
-    return _since(column, since) + ("" if until is None else f" AND {column} < {until}")
+    return held_since(column, since) + ("" if until is None else f" AND {column} < {until}")
 
 
 def starts_between(since: str | None, until: str | None) -> str:
@@ -491,7 +486,7 @@ def service_refresh_select(traces: str, since: str | None) -> str:
     return (
         f"SELECT TenantId, ServiceName, {hour_of('Timestamp')}, toInt64(count()) AS Spans, "
         "max(Timestamp) AS LastSpan\n"
-        f"FROM {traces}\nWHERE {_since('Timestamp', since)}\nGROUP BY TenantId, ServiceName, {TIME_COLUMN}"
+        f"FROM {traces}\nWHERE {held_since('Timestamp', since)}\nGROUP BY TenantId, ServiceName, {TIME_COLUMN}"
     )
 
 
@@ -499,7 +494,7 @@ def feedback_refresh_select(traces: str, workflows: str, since: str | None) -> s
     """The feedback rollup rows of the feedback records in the qualified span table `traces` at or
     after SQL instant `since` (every one when None), each joined to its workflow in the qualified
     workflows view `workflows` (`clinotel.model.feedback`)."""
-    rows = feedback_decisions_sql(traces, workflows, _since("Timestamp", since))
+    rows = feedback_decisions_sql(traces, workflows, held_since("Timestamp", since))
     key = f"TenantId, WorkflowKind, {TIME_COLUMN}, Site, Department, Category, Severity, ModelVersion, Decision, Joined"
     return (
         f"SELECT TenantId, kind AS WorkflowKind, {hour_of('Timestamp')}, site AS Site, department AS Department,\n"

@@ -1,10 +1,11 @@
-"""ClickHouse quoting: the one place a name or a value becomes SQL text."""
+"""ClickHouse quoting: the one place a name or a value becomes SQL text; and the instants a figure
+holds (`hours_held`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["hours_held", "identifier", "literal", "string_array"]
+__all__ = ["held_since", "hours_held", "identifier", "literal", "string_array"]
 
 
 def literal(text: str) -> str:
@@ -29,3 +30,9 @@ def hours_held(column: str) -> str:
     pipeline stored at 2162 would count in an hour of 2026), so every figure leaves such rows out:
     the rollups, and the rework, effort and feedback joined to a workflow."""
     return f"{column} >= toDateTime64('1970-01-01', 9, 'UTC') AND {column} < toDateTime64('2106-01-01', 9, 'UTC')"
+
+
+def held_since(column: str, since: str | None) -> str:
+    """SQL: the instant `column` is within `hours_held` and at or after SQL instant `since` (when
+    given): the rows a figure reads from `since` on."""
+    return hours_held(column) + ("" if since is None else f" AND {column} >= {since}")

@@ -20,7 +20,7 @@ from typing import Final
 from clinotel.model.clinical import WORKFLOWS
 from clinotel.model.indicators import COHORT_DIMENSIONS, STRATUM, Indicator
 from clinotel.model.signals import IS_REWORK, SIGNALS, attr
-from clinotel.model.sql import hours_held, identifier
+from clinotel.model.sql import held_since, identifier
 from clinotel.model.tables import TRACES
 from clinotel.semconv import attributes as A
 
@@ -49,7 +49,7 @@ def rework_by_workflow_sql(
     (touches), records; those within `hours_held`, at or after SQL instant `since` only, and where
     the SQL condition `where` holds, when given; read from the qualified table `traces` when given
     (a cluster's local table), else the database's spans."""
-    when = f" AND {hours_held('Timestamp')}" + ("" if since is None else f" AND Timestamp >= {since}")
+    when = f" AND {held_since('Timestamp', since)}"
     when += "" if where is None else f" AND ({where})"
     table = traces or f"{identifier(database)}.{identifier(TRACES)}"
     return f"""SELECT TenantId, {attr(A.ABOUT_KIND.key)} AS kind, {attr(A.WORKFLOW_ID.key)} AS wid,
@@ -78,7 +78,7 @@ def workflow_signal_sql(name: str, database: str, since: str | None = None) -> s
         )
     s = SIGNALS[name]
     assert s.hit is not None
-    when = f" AND {hours_held('Timestamp')}" + ("" if since is None else f" AND Timestamp >= {since}")
+    when = f" AND {held_since('Timestamp', since)}"
     spans = (
         f"SELECT TenantId, TraceId, toUInt8(1) AS row, toUInt8(max({s.hit})) AS hit "
         f"FROM {db}.{identifier(TRACES)} WHERE ({s.where}){when} GROUP BY TenantId, TraceId"
