@@ -156,3 +156,18 @@ def test_query_id_cannot_inject_response_headers(arena: Arena, token: str | None
     headers = reply.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
     assert not any(h.lower().startswith(b"set-cookie") for h in headers), headers
     assert sum(h.lower().startswith(b"x-clickhouse-exception-code") for h in headers) <= 1, headers
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT inIgnoreSet(1, otel_traces)",
+        "SELECT globalNotNullInIgnoreSet(1, clinical_workflows)",
+        "SELECT 1 FROM otel_traces WHERE notInIgnoreSet(TenantId, otel_traces)",
+        "SELECT nullInIgnoreSet(1, otel_traces)",
+    ],
+)
+def test_the_ignore_set_forms_of_in_are_refused_over_a_table_name_too(arena: Arena, sql: str) -> None:
+    """`inIgnoreSet(x, table)` has the engine resolve the table as `x IN table` does: refused alike
+    (it answered a constant, so nothing leaked; 2026-12-07 review)."""
+    assert_refused(arena.ask(sql, database=arena.options.database), 497)

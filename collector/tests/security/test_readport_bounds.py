@@ -96,6 +96,46 @@ def test_an_old_client_reads_low_cardinality_through_the_port(arena: Arena) -> N
     assert len(answer.body) >= 200000 * 2
 
 
+@pytest.mark.parametrize(
+    ("sql", "revision", "walked"),
+    [
+        ("SELECT '' AS s FROM numbers(30000)", 54460, 30000),  # a string value each
+        ("SELECT ('', [''], toNullable('')) AS t FROM numbers(10000)", 54460, 30000),  # inside composites too
+        (
+            "SELECT toLowCardinality(toString(number)) AS x FROM numbers(2000)",
+            OLD_REVISION,
+            2001 * 17,
+        ),  # and the default key
+    ],
+)
+def test_values_walked_one_by_one_are_counted_against_a_budget(
+    client: Any, sql: str, revision: int, walked: int
+) -> None:
+    """The rewrite reads every String value (and writes out every dictionary key for a client
+    before LowCardinality) in Python, holding the interpreter the receivers share: 50 M empty
+    strings took 4.2 s of it (2026-12-07 review). Past `max_values` the answer is refused before
+    the values are walked."""
+    body = _engine(client, sql)
+    assert native.for_client(body, revision, max_values=walked) != b""
+    with pytest.raises(ClickHouseError) as refused:
+        native.for_client(body, revision, max_values=walked - 1)
+    assert (refused.value.code, refused.value.name) == (396, "TOO_MANY_ROWS_OR_BYTES")
+    assert native.for_client(body, 0, max_values=0) == body  # revision 0: passed on, nothing walked
+
+
+def test_an_answer_past_the_values_budget_is_refused_through_the_port(arena: Arena) -> None:
+    """Grafana's client (54460) asking for more string values than the budget: a clear refusal
+    that names the ways out, and the port answers the next query."""
+    answer = arena.ask(
+        f"SELECT '' AS s FROM numbers({native.MAX_WALKED_VALUES + 1})",
+        client_protocol_version="54460",
+        default_format="Native",
+    )
+    assert_refused(answer, 396)
+    assert "client_protocol_version=0" in answer.text()
+    assert arena.ask("SELECT 1", client_protocol_version="54460", default_format="Native").status == 200
+
+
 # -- a body is read only for a request that may be answered -------------------------------------
 
 

@@ -128,10 +128,30 @@ def test_caps_can_be_lowered_never_raised(arena: Arena, name: str, asked: str, s
         ("format_csv_delimiter", ";;"),
         ("output_format_json_quote_64bit_integers", "maybe"),
         ("date_time_output_format", "file"),
+        # numbers past a float or past any setting: refused, not a dropped connection (found by review)
+        ("limit", "inf"),
+        ("max_threads", "1e400"),
+        ("max_execution_time", "nan"),
+        ("limit", str(2**64)),
     ],
 )
 def test_allowed_settings_are_validated(arena: Arena, untouched: None, name: str, value: str) -> None:
     assert_refused(arena.ask("SELECT 1", **{name: value}), 36)
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400", "nan"])
+def test_a_settings_clause_with_a_number_past_any_setting_is_refused(arena: Arena, untouched: None, value: str) -> None:
+    assert_refused(arena.ask(f"SELECT 1 SETTINGS limit = {value}"), 36, 62)  # 62: no literal for 1e400
+
+
+@pytest.mark.parametrize(
+    ("accept", "level"), [("gzip;q=\u00b2", "9"), ("gzip;q=1e-3, deflate;q=.", "\u00b2"), ("gzip;q=0.5", "\u00b3")]
+)
+def test_odd_weights_and_levels_of_compression_are_read_not_fatal(arena: Arena, accept: str, level: str) -> None:
+    """Digits Python calls digits (superscripts) but cannot read as numbers (found by review)."""
+    answer = arena.ask("SELECT 1", headers={"Accept-Encoding": accept}, enable_http_compression="1",
+                       http_zlib_compression_level=level)  # fmt: skip
+    assert answer.status == 200
 
 
 def test_allowed_output_options_apply(arena: Arena) -> None:
@@ -145,3 +165,8 @@ def test_allowed_output_options_apply(arena: Arena) -> None:
 
 def test_a_setting_name_that_is_not_a_name(arena: Arena) -> None:
     assert_refused(arena.ask("SELECT 1", **{"max_threads; DROP": "1"}), 115)
+
+
+@pytest.mark.parametrize("revision", ["\u00b9\u00b2", "54460x", "1" * 20, "-1"])
+def test_a_protocol_version_that_is_not_a_number_is_refused(arena: Arena, revision: str) -> None:
+    assert_refused(arena.ask("SELECT 1", client_protocol_version=revision, default_format="Native"), 6)

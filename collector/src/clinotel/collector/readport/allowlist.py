@@ -135,13 +135,18 @@ class SettingRule:
         self.capped = capped
 
 
+_UINT64_MAX: Final = 2**64 - 1
+
+
 def _number(value: str, cap: int | None) -> str:
     try:
         asked = int(float(value))
-    except ValueError:
-        raise ValueError(f"{value!r} is not a number") from None
+    except (ValueError, OverflowError):  # OverflowError: inf, 1e400
+        raise ValueError(f"{value[:40]!r} is not a number") from None
     if asked < 0:
         raise ValueError("a limit cannot be negative")
+    if asked > _UINT64_MAX:
+        raise ValueError(f"{value[:40]!r} is past any setting's range")
     if cap is None:
         return str(asked)
     return str(cap if asked == 0 else min(asked, cap))  # 0 means "no limit": the server's cap

@@ -43,8 +43,11 @@ UNKNOWN_FORMAT: Final = (73, "UNKNOWN_FORMAT")
 NOT_SUPPORTED: Final = (48, "NOT_IMPLEMENTED")
 
 _IN_FUNCTIONS: Final = frozenset(
-    {"in", "notIn", "globalIn", "globalNotIn", "nullIn", "notNullIn", "globalNullIn", "globalNotNullIn"}
+    f"{name}{ignore}"
+    for name in ("in", "notIn", "globalIn", "globalNotIn", "nullIn", "notNullIn", "globalNullIn", "globalNotNullIn")
+    for ignore in ("", "IgnoreSet")
 )
+"""The IN functions, and their `…IgnoreSet` forms (the engine resolves the table for them too)."""
 _NAME: Final = r"[A-Za-z_][A-Za-z0-9_]*"
 _TABLE_STATEMENT: Final = re.compile(
     rf"(?P<verb>DESCRIBE TABLE|EXISTS TABLE|SHOW CREATE TABLE) (?:(?P<db>{_NAME})\.)?(?P<table>{_NAME})"
@@ -343,7 +346,7 @@ class _Walk:
             position = _TYPE_ARGUMENT[canonical]
             if (position < len(arguments) or position == -1) and _string_literal(arguments[position]) is None:
                 raise QueryRefusedError(*ACCESS_DENIED, f"{name} takes its type as a literal")
-        if name in _IN_FUNCTIONS:
+        if name in _IN_FUNCTIONS or canonical in _IN_FUNCTIONS:
             arguments = node.get("arguments", {}).get("children", [])
             if len(arguments) == 2 and arguments[1].get("type") == "Identifier":
                 raise QueryRefusedError(

@@ -58,6 +58,8 @@ TRANSPORT_PARAMS: Final = frozenset(
 """URL parameters that shape the HTTP exchange rather than the query; accepted and not applied."""
 SERVER_NAME: Final = "clinotel"
 _QUERY_ID: Final = re.compile(r"[\x21-\x7e]{1,128}")
+_QVALUE: Final = re.compile(r"[0-9]+(?:\.[0-9]*)?", re.ASCII)
+"""An Accept-Encoding weight (RFC 9110 allows at most three decimals; any digits are read)."""
 
 
 class _BodyError(ClickHouseError):
@@ -437,7 +439,7 @@ def _response_encoding(accept: str | None) -> str | None:
     for item in (accept or "").split(","):
         name, _, params = item.strip().partition(";")
         q = params.strip().removeprefix("q=")
-        if name and not (params and q.replace(".", "", 1).isdigit() and float(q) == 0):
+        if name and not (params and _QVALUE.fullmatch(q) and float(q) == 0):
             allowed.add(name.strip().lower())
     for encoding in ("gzip", "deflate"):
         if encoding in allowed or "*" in allowed:
@@ -446,7 +448,9 @@ def _response_encoding(accept: str | None) -> str | None:
 
 
 def _compress(body: bytes, encoding: str, level: str | None) -> bytes:
-    lvl = int(level) if level and level.isdigit() and 1 <= int(level) <= 9 else 3  # ClickHouse's default
+    lvl = (
+        int(level) if level and level.isascii() and level.isdigit() and 1 <= int(level) <= 9 else 3
+    )  # ClickHouse's default
     if encoding == "gzip":
         return gzip.compress(body, compresslevel=lvl, mtime=0)
     return zlib.compress(body, lvl)

@@ -77,6 +77,15 @@ MAX_FULL_LOW_CARDINALITY_BYTES: Final = 128 << 20
 client before 54405 (the reader's `max_result_bytes` by default): a column of long strings with
 one-byte indexes grows by up to the strings' length a row, outside every engine cap."""
 
+MAX_WALKED_VALUES: Final = 8_000_000
+"""String values (and dictionary keys, `_KEY_WEIGHT` each) the rewrite may walk for one answer. Each
+is read by the read port's Python (about 60 ns a value, 1 us a key written out in full, on the
+2-core reference machine), holding the interpreter the receivers share: a read token asking for
+130 million empty strings (within every engine cap: 1 byte each) took 11 s of it. 8 million is
+about half a second; a dashboard panel reads far fewer."""
+_KEY_WEIGHT: Final = 16
+"""A LowCardinality key written out for a client before 54405 costs a Python object: ~16 values."""
+
 _LC_INDEX_WIDTH: Final = 0xFF
 _LC_GLOBAL_DICTIONARY: Final = 1 << 8
 _LC_ADDITIONAL_KEYS: Final = 1 << 9
@@ -321,11 +330,14 @@ def _prefix(t: NativeType, r: _Reader, out: list[bytes | memoryview], keep_lc: b
 
 
 class _Budget:
-    """What the full columns of LowCardinality may still add to an answer, in bytes."""
+    """What one answer's rewrite may still spend: bytes the full columns of LowCardinality add
+    (`max_bytes`), and values walked one at a time in Python (`MAX_WALKED_VALUES`)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, values: int = MAX_WALKED_VALUES) -> None:
         self.limit = limit
         self.left = limit
+        self.values = values
+        self.values_left = values
 
     def spend(self, n: int) -> None:
         self.left -= n
@@ -338,14 +350,25 @@ class _Budget:
                 f"client_protocol_version={REVISION_LOW_CARDINALITY} or later, or read fewer rows",
             )
 
+    def walk(self, n: int) -> None:
+        """Count `n` values about to be walked one by one, refusing the answer before they are."""
+        self.values_left -= n
+        if self.values_left < 0:
+            raise ClickHouseError(
+                396,
+                "TOO_MANY_ROWS_OR_BYTES",
+                f"Limit for result exceeded: Native for a client_protocol_version is rewritten here a string "
+                f"value at a time, at most {self.values:,} an answer; read fewer rows (LIMIT), or ask for "
+                "client_protocol_version=0 or another format (JSON, TabSeparated, RowBinary)",
+            )
 
-def _data(
-    t: NativeType, rows: int, r: _Reader, out: list[bytes | memoryview], keep_lc: bool, budget: _Budget | None = None
-) -> None:
+
+def _data(t: NativeType, rows: int, r: _Reader, out: list[bytes | memoryview], keep_lc: bool, budget: _Budget) -> None:
     kind = t.kind
     if kind == "fixed":
         out.append(r.take(rows * t.size))
     elif kind == "string":
+        budget.walk(rows)
         start = r.pos
         _skip_strings(r, rows)
         out.append(memoryview(r.data)[start : r.pos])
@@ -362,13 +385,14 @@ def _data(
         for a in t.args:
             _data(a, rows, r, out, keep_lc, budget)
     elif keep_lc:
-        _low_cardinality(t.args[0], rows, r, out)
+        _low_cardinality(t.args[0], rows, r, out, budget)
     else:
-        assert budget is not None, "an answer's full LowCardinality columns share one budget (for_client)"
         _low_cardinality_full(t.args[0], rows, r, out, budget)
 
 
-def _granules(inner: NativeType, rows: int, r: _Reader) -> list[tuple[int, memoryview, int, memoryview, int]]:
+def _granules(
+    inner: NativeType, rows: int, r: _Reader, budget: _Budget
+) -> list[tuple[int, memoryview, int, memoryview, int]]:
     """(flags, keys, key count, indexes, index width) of each granule of a LowCardinality column."""
     dictionary = inner.args[0] if inner.kind == "nullable" else inner
     granules = []
@@ -381,7 +405,7 @@ def _granules(inner: NativeType, rows: int, r: _Reader) -> list[tuple[int, memor
             raise _corrupt("unknown LowCardinality index width")
         count = r.u64()
         start = r.pos
-        _data(dictionary, count, r, [], True)
+        _data(dictionary, count, r, [], True, budget)
         keys = memoryview(r.data)[start : r.pos]
         n = r.u64()
         if n == 0 or n > rows:
@@ -391,8 +415,8 @@ def _granules(inner: NativeType, rows: int, r: _Reader) -> list[tuple[int, memor
     return granules
 
 
-def _low_cardinality(inner: NativeType, rows: int, r: _Reader, out: list[bytes | memoryview]) -> None:
-    for flags, keys, count, indexes, _width in _granules(inner, rows, r):
+def _low_cardinality(inner: NativeType, rows: int, r: _Reader, out: list[bytes | memoryview], budget: _Budget) -> None:
+    for flags, keys, count, indexes, _width in _granules(inner, rows, r, budget):
         out += [struct.pack("<QQ", flags, count), keys, struct.pack("<Q", len(indexes) // _width), indexes]
 
 
@@ -406,7 +430,8 @@ def _low_cardinality_full(
     dictionary = inner.args[0] if nullable else inner
     nulls: list[bytes] = []
     values: list[bytes] = []
-    for _flags, keys, count, indexes, width in _granules(inner, rows, r):
+    for _flags, keys, count, indexes, width in _granules(inner, rows, r, budget):
+        budget.walk(count * _KEY_WEIGHT)
         elements = _split(dictionary, count, keys)
         index = _index_array(indexes, width)
         if max(index) >= count:
@@ -460,13 +485,19 @@ def _block_info(revision: int) -> bytes:
 
 
 def for_client(
-    body: bytes, revision: int, *, binary_types: bool = False, max_bytes: int = MAX_FULL_LOW_CARDINALITY_BYTES
+    body: bytes,
+    revision: int,
+    *,
+    binary_types: bool = False,
+    max_bytes: int = MAX_FULL_LOW_CARDINALITY_BYTES,
+    max_values: int = MAX_WALKED_VALUES,
 ) -> bytes:
     """The engine's revision-0 Native `body` (binary type encodings) as a server writes it for `revision`.
 
     `binary_types`: the client asked for binary type encodings rather than type names.
     `max_bytes`: what LowCardinality columns written in full (before 54405) may add, all together;
-    past it, TOO_MANY_ROWS_OR_BYTES."""
+    past it, TOO_MANY_ROWS_OR_BYTES. `max_values`: string values and dictionary keys read one at a
+    time (`MAX_WALKED_VALUES`); past it, TOO_MANY_ROWS_OR_BYTES."""
     if revision == 0:
         return body
     if revision > MAX_REVISION:
@@ -475,7 +506,7 @@ def for_client(
             f"send client_protocol_version={MAX_REVISION} or less, or read another format"
         )
     keep_lc = revision >= REVISION_LOW_CARDINALITY
-    budget = _Budget(max_bytes)
+    budget = _Budget(max_bytes, max_values)
     r = _Reader(body)
     out: list[bytes | memoryview] = []
     info = _block_info(revision)
@@ -513,7 +544,7 @@ def client_revision(params: Mapping[str, str]) -> int:
     value = params.get("client_protocol_version", "").strip()
     if not value:
         return 0
-    if not value.isdigit() or len(value) > 19:
+    if not (value.isascii() and value.isdigit()) or len(value) > 19:
         raise ClickHouseError(6, "CANNOT_PARSE_TEXT", f"Cannot parse client_protocol_version {value[:40]!r}")
     return int(value)
 
