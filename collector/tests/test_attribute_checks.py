@@ -48,7 +48,10 @@ TEXTS = (
     "line one\nline two",
     "x" * 70,
 )
-NUMBERS: tuple[int | float, ...] = (0, 3, -1, 1440, 10_001, 1234567, 0.5, 1.5, -0.25, math.nan, math.inf)
+NUMBERS: tuple[int | float, ...] = (
+    *(0, 3, -1, 1440, 10_001, 1234567, 0.5, 1.5, -0.25, math.nan, math.inf),
+    *(123456789, 5558675309, 5558675309.0),  # an SSN's and a phone number's digits, as numbers
+)
 
 
 def _any_value(value: object) -> str:
@@ -85,7 +88,9 @@ def _expected(key: str, value: object, scopes: tuple[Scope, ...]) -> str | None:
     if d is None or isinstance(value, bytes):
         return None
     text, is_string = _as_text(value), isinstance(value, str)
-    looks_like_phi = is_string and PHI_PATTERN.search(text) is not None
+    numeric_key = d.type in (AttrType.INT, AttrType.DOUBLE) and not d.pattern and not d.closed
+    # a number's text is read as PHI too, unless its key is a number held to a range
+    looks_like_phi = (is_string or not numeric_key) and PHI_PATTERN.search(text) is not None
     if d.phi is PhiClass.PSEUDONYM:
         return text if re.fullmatch(PSEUDONYM_PATTERN, text) else None
     if d.phi is PhiClass.FREE_TEXT:

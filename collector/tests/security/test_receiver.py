@@ -137,6 +137,38 @@ def test_phi_in_bytes_values_is_not_stored(arena: Arena) -> None:
     assert rows[0] == ({}, [{}])
 
 
+@pytest.mark.parametrize(
+    ("kind", "value"), [("int_value", 123456789), ("int_value", 5558675309), ("double_value", 5558675309.0)]
+)
+def test_phi_digits_sent_as_a_number_for_a_coded_key_are_not_stored(arena: Arena, kind: str, value: float) -> None:
+    """An SSN's or a phone number's digits sent as a number for a coded key (`clinical.site`) were
+    stored as that text, past the PHI patterns a string meets (2026-12-07 review); a number of a
+    numeric key is still held to its range, and kept."""
+    service = f"digits-{kind}-{len(str(int(value)))}"  # no run of digits: a service name is scrubbed too
+    request = ExportTraceServiceRequest()
+    resource_spans = request.resource_spans.add()
+    attribute = resource_spans.resource.attributes.add()
+    attribute.key, attribute.value.string_value = "service.name", service
+    span = resource_spans.scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.name = os.urandom(16), os.urandom(8), "digits"
+    span.start_time_unix_nano = span.end_time_unix_nano = time.time_ns()
+    for key in ("clinical.site", "clinical.decision.value", "clinical.queue.name"):
+        attribute = span.attributes.add()
+        attribute.key = key
+        setattr(attribute.value, kind, value)
+    attribute = span.attributes.add()
+    attribute.key, attribute.value.int_value = "clinical.queue.depth", 7
+    status, _, _ = post(arena.otlp, request.SerializeToString(), token=WRITE_TOKEN)
+    assert status == 200
+    assert arena.collector.writer is not None
+    arena.collector.writer.drain()
+    rows = arena.client.query(
+        f"SELECT SpanAttributes FROM {arena.options.name('otel_traces')} "
+        f"WHERE TenantId = {literal(ATTACKER)} AND ServiceName = {literal(service)}"
+    ).result_rows
+    assert rows == [({"clinical.queue.depth": "7"},)]
+
+
 def test_grpc_refuses_a_call_without_a_write_token_before_its_message(collector: Collector) -> None:
     """gRPC read a unary call's whole message (up to --max-request-mb) before the handler looked at
     the token: anyone who reached the port made the collector hold 64 MB per call (eight calls:

@@ -162,7 +162,8 @@ def attribute_map(expr: str, scopes: tuple[Scope, ...]) -> str:
     contrib schema stores, keeping only registered keys for `scopes` and applying the PHI rules:
     pseudonyms must have the pseudonym form, free text is scrubbed, and a coded string that looks
     like PHI, or a value outside its key's closed set, registered pattern or range, is dropped
-    whole. Numbers and booleans are kept as the exporter would write them; bytes are dropped (no
+    whole, whatever its OTLP type (a number sent for a coded key is read as its text). Numbers and
+    booleans are kept as the exporter would write them; bytes are dropped (no
     registered key is bytes, and their base64 form would carry text past every PHI pattern).
 
     Each attribute's key is looked up once (`transform`) for what checks its value, so the
@@ -191,9 +192,11 @@ def attribute_map(expr: str, scopes: tuple[Scope, ...]) -> str:
         *(f"t.4 = {_Check.RANGE + j}, {_in_range(number, *r)}" for j, r in enumerate(c.ranges)),
     ]
     own_check = f"multiIf({', '.join(b for b in own if b)}, 1)"
-    # a value that passed its own check is still dropped if it is a string looking like PHI
-    # (free text is scrubbed instead; pseudonyms and closed values cannot look like it)
-    phi_free = f"t.4 <= {int(_Check.CLOSED)} OR NOT (t.3 AND match(t.2, {PHI_SQL}))"
+    # a value that passed its own check is still dropped if its text looks like PHI: a string's,
+    # and a number's or boolean's sent for a key that is not a number (`clinical.site` as the
+    # int 5558675309 is stored as that text); free text is scrubbed instead, pseudonyms and closed
+    # values cannot look like it, and a number of a numeric key is held to its range
+    phi_free = f"t.4 <= {int(_Check.CLOSED)} OR NOT ((t.3 OR t.4 < {int(_Check.RANGE)}) AND match(t.2, {PHI_SQL}))"
     kept = f"arrayFilter(t -> t.4 != 0 AND {own_check} AND ({phi_free}), {typed})"
     value = f"if(t.4 = {int(_Check.FREE_TEXT)}, {scrub_sql('t.2')}, t.2)"
     return f"CAST(arrayMap(t -> (t.1, {value}), {kept}), 'Map(LowCardinality(String), String)')"
