@@ -33,6 +33,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("flags check: a date that is none", ["flags", "check", "--file", "bad-date.yaml"], 1, "not valid YAML"),
     ("alerts check: a date that is none", ["alerts", "check", "--rules", "bad-date-rules.yaml"], 1, "not valid YAML"),
     ("changes add: now minus forever", [*CHANGES, "--at", "now-99999999999999d"], 2, "a time such as"),
+    ("changes add: now minus superscript digits", [*CHANGES, "--at", "now-\u00b2h"], 2, "a time such as"),
     ("changes add: year 1", [*CHANGES, "--at", "0001-01-01T00:00:00"], 2, "from 1970"),
     ("changes add: far future", [*CHANGES, "--at", "2999-01-01T00:00:00Z"], 2, "a day from now"),
     ("changes add: a service of two lines", [*CHANGES, "--service", "jane doe\n## forged"], 2, "a label"),

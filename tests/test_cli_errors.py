@@ -52,6 +52,12 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("schema proto: out is a file", ["schema", "proto", "--out", "a-file"], 2, "is a file"),
     ("serve: port 99999", ["serve", "--otlp-http", "127.0.0.1:99999"], 2, "99999 is not a port"),
     ("serve: no port", ["serve", "--otlp-grpc", "localhost"], 2, "expected HOST:PORT"),
+    (
+        "serve: a port in superscript digits",
+        ["serve", "--otlp-http", "127.0.0.1:\u00b9\u00b2"],
+        2,
+        "expected HOST:PORT",
+    ),
     ("serve: no tokens", ["serve"], 1, "give --tokens FILE, or --insecure-no-auth"),
     (
         "serve: a database named like a view's alias",

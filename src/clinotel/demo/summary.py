@@ -103,7 +103,7 @@ class DemoSummary:
 
 
 def _esi(value: object) -> int | None:
-    if isinstance(value, str) and value.startswith("ESI-") and value[4:].isdigit():
+    if isinstance(value, str) and value.startswith("ESI-") and value[4:].isascii() and value[4:].isdigit():
         return int(value[4:])
     return None
 

@@ -37,7 +37,9 @@ def parse_time(text: str) -> datetime:
         if not rest:
             return now
         units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-        if not (rest[0] == "-" and rest[-1:] in units and rest[1:-1].isdigit() and len(rest) < 14):
+        if not (
+            rest[0] == "-" and rest[-1:] in units and rest[1:-1].isascii() and rest[1:-1].isdigit() and len(rest) < 14
+        ):
             raise click.BadParameter(bad)
         when = now - timedelta(seconds=int(rest[1:-1]) * units[rest[-1]])
     else:

@@ -280,7 +280,7 @@ def proto(out: Path | None) -> None:
 
 def _address(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not host:
+    if not sep or not (port.isascii() and port.isdigit()) or not host:
         raise click.BadParameter(f"expected HOST:PORT, not {value!r}")
     if int(port) > MAX_PORT:
         raise click.BadParameter(f"{port} is not a port (0 to {MAX_PORT})")

@@ -252,7 +252,13 @@ def _interpolate(sql: str, tr: TimeRange) -> str:
             return m.group(0)  # not a variable: Grafana leaves it (a backend macro, or a mistake)
         if _is_all(value):
             return f"{_ALL_MARK}{name}{_ALL_MARK}"
-        if path is not None and not isinstance(value, str) and path.isdigit() and int(path) < len(value):
+        if (
+            path is not None
+            and not isinstance(value, str)
+            and path.isascii()
+            and path.isdigit()
+            and int(path) < len(value)
+        ):
             value = value[int(path)]
         return _format(name, value, fmt)
 
