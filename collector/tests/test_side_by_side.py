@@ -280,6 +280,21 @@ def test_alerts_evaluated_through_a_read_only_port_refuse_to_page_without_their_
     assert "Traceback" not in done.stderr
     assert "cannot keep the alert state" in done.stderr
     assert "clinotel serve --rules" in done.stderr
+    # its insert (lz4 rows) is refused saying the port is read-only (a new user's review)
+    assert "read port is read-only: an insert's rows are not read" in done.stderr
+
+
+def test_alerts_evaluated_on_a_store_a_collector_holds_are_told_to_run_in_the_collector(
+    running: Running, tmp_path: Path
+) -> None:
+    """Not the other readers' advice (`--server`, whose port is read-only: a new user's review)."""
+    line = _one_line_error(
+        _cli("alerts", "evaluate", "--data-dir", str(running.data), "--once", "--webhook", "http://127.0.0.1:9/h")
+    )
+    assert "is held by process" in line
+    assert "clinotel serve --rules" in line
+    assert "--server" not in line
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_collector_whose_log_is_deleted_exits_75_saying_why(tmp_path: Path) -> None:

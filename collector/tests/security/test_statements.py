@@ -119,6 +119,22 @@ def test_anything_but_a_read_is_refused(arena: Arena, untouched: None, sql: str)
     assert arena.count(schema.TRACES, ATTACKER) == before
 
 
+@pytest.mark.parametrize(
+    ("query", "encoding"),
+    [("INSERT INTO otel_traces FORMAT JSONEachRow", "lz4"), (" /* x */ insert into otel_traces VALUES", "zstd")],
+)
+def test_an_insert_is_refused_as_read_only_before_its_rows_are_read(
+    arena: Arena, untouched: None, query: str, encoding: str
+) -> None:
+    """An insert's statement in the URL and its rows as the body (compressed as clickhouse-connect
+    sends them): READONLY, not a complaint about the encoding (a new user's review)."""
+    before = arena.count(schema.TRACES, ATTACKER)
+    answer = arena.ask(body=b"\x82rows", headers={"Content-Encoding": encoding}, query=query)
+    assert_refused(answer, 164)
+    assert "read-only" in answer.text()
+    assert arena.count(schema.TRACES, ATTACKER) == before
+
+
 def test_what_runs_is_clickhouses_canonical_text(arena: Arena) -> None:
     """A comment that hides a second statement from a naive tokenizer is gone from what runs."""
     answer = arena.ask("SELECT /* ; DROP TABLE otel_traces */ 41 + 1 AS answer -- trailing", default_format="TSV")

@@ -9,7 +9,7 @@ from typing import Any, Final, NoReturn
 
 import click
 
-from clinotel.collector.net.listen import MAX_PORT
+from clinotel.collector.net.listen import MAX_PORT, url_host
 from clinotel.collector.net.server import MAX_CONNECTIONS, REQUEST_TIMEOUT_S
 from clinotel.collector.receiver.admission import DEFAULT_RECEIVE_BUFFER_BYTES
 from clinotel.collector.receiver.days import DEFAULT_NEW_DAYS_PER_S, MAX_NEW_DAYS_PER_S, MIN_NEW_DAYS_PER_S
@@ -534,10 +534,10 @@ def run_serve(
     except (ConfigError, TokenError, StoreError, IngestSetupError, ListenError, LogInUseError, LogOwnedError) as e:
         raise click.ClickException(str(e)) from None
     assert collector.http is not None
-    host = config.otlp_http[0]
+    host = url_host(config.otlp_http[0])
     click.echo(f"clinotel collector: OTLP/HTTP on http://{host}:{collector.http.port}/v1/traces", err=True)
     if collector.admin is not None:
-        reads = f"http://{config.http[0] if config.http else ''}:{collector.admin.port}"
+        reads = f"http://{url_host(config.http[0]) if config.http else ''}:{collector.admin.port}"
         if collector.reader is not None:
             click.echo(
                 f"  read-only ClickHouse HTTP interface and /metrics on {reads} (clinotel ... --server {reads})",
@@ -547,7 +547,10 @@ def run_serve(
             shown = shown_url(clickhouse_url or "")
             click.echo(f"  /ping and /metrics on {reads}; readers query {shown} itself", err=True)
     if collector.grpc is not None:
-        click.echo(f"  OTLP/gRPC on {config.otlp_grpc[0] if config.otlp_grpc else ''}:{collector.grpc.port}", err=True)
+        click.echo(
+            f"  OTLP/gRPC on {url_host(config.otlp_grpc[0]) if config.otlp_grpc else ''}:{collector.grpc.port}",
+            err=True,
+        )
     where = shown_url(clickhouse_url) if clickhouse_url else config.engine_dir
     click.echo(f"  store {database} in {where}; log in {config.resolved_wal_dir}", err=True)
     if clickhouse_url is None:

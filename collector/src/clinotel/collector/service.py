@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from clinotel.collector.log.wal import LogLostError, WriteAheadLog, owner_of, pending_segments
-from clinotel.collector.net.listen import MAX_PORT
+from clinotel.collector.net.listen import MAX_PORT, url_host
 from clinotel.collector.net.server import MAX_CONNECTIONS
 from clinotel.collector.readport.http import ClickHouseHttpServer, Credentials, ReaderAccess
 from clinotel.collector.readport.reader import ClickHouseError, ReadLimits, SqlReader
@@ -381,8 +381,7 @@ class Collector:
         self._check_logs(wal_dir)
         holder = {"store": cfg.store}
         if self.admin is not None and embedded and cfg.http is not None:
-            shown = f"[{cfg.http[0]}]" if ":" in cfg.http[0] else cfg.http[0]
-            holder["read"] = f"http://{shown}:{self.admin.port}"
+            holder["read"] = f"http://{url_host(cfg.http[0])}:{self.admin.port}"
         self.wal = WriteAheadLog(
             wal_dir,
             owner=cfg.store,

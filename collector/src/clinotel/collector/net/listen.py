@@ -12,7 +12,7 @@ import errno
 import socket
 from typing import Final
 
-__all__ = ["MAX_PORT", "ListenError", "check_free", "listen_error"]
+__all__ = ["MAX_PORT", "ListenError", "check_free", "listen_error", "url_host"]
 
 MAX_PORT: Final = 65535
 _WHY: Final = {
@@ -26,14 +26,18 @@ class ListenError(RuntimeError):
     """A listener that cannot be opened."""
 
 
+def url_host(host: str) -> str:
+    """`host` as a URL or `host:port` writes it: an IPv6 address in brackets (`[::1]`)."""
+    return f"[{host}]" if ":" in host else host
+
+
 def listen_error(label: str, host: str, port: int, error: OSError) -> ListenError:
     """The one-line refusal for `error` while binding `label` on host:port."""
     if isinstance(error, socket.gaierror):
         why = f"unknown host {host!r}"
     else:
         why = _WHY.get(error.errno or 0, error.strerror or str(error))
-    shown = f"[{host}]" if ":" in host else host
-    return ListenError(f"cannot listen on {shown}:{port} for {label}: {why}")
+    return ListenError(f"cannot listen on {url_host(host)}:{port} for {label}: {why}")
 
 
 def check_free(label: str, host: str, port: int) -> None:

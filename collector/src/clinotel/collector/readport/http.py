@@ -30,6 +30,7 @@ from clinotel.collector.net.body import BodyError, read_body
 from clinotel.collector.net.deadline import DeadlineReader
 from clinotel.collector.net.server import MAX_CONNECTIONS, CappedRequestHandler, QuietHTTPServer, ServerThread, bind
 from clinotel.collector.readport import native
+from clinotel.collector.readport.guard import READONLY
 from clinotel.collector.readport.reader import ClickHouseError, ReadResult, SqlReader, content_type
 from clinotel.collector.receiver.export import decompress
 
@@ -59,6 +60,8 @@ TRANSPORT_PARAMS: Final = frozenset(
 SERVER_NAME: Final = "clinotel"
 _QUERY_ID: Final = re.compile(r"[\x21-\x7e]{1,128}")
 _QVALUE: Final = re.compile(r"[0-9]+(?:\.[0-9]*)?", re.ASCII)
+_INSERT: Final = re.compile(r"(?:\s|--[^\n]*(?:\n|$)|/\*.*?\*/)*INSERT\b", re.IGNORECASE | re.DOTALL)
+"""A `query` URL parameter that starts an INSERT (a client's insert sends its rows as the body)."""
 """An Accept-Encoding weight (RFC 9110 allows at most three decimals; any digits are read)."""
 
 
@@ -292,6 +295,12 @@ class _Handler(CappedRequestHandler):
         except ClickHouseError as e:
             self._refuse_unread(e)
             return
+        if _INSERT.match(params.get("query", "")):
+            # refused before its rows are read (or decompressed: clickhouse-connect sends them lz4)
+            self._refuse_unread(
+                ClickHouseError(*READONLY, "Cannot execute query in readonly mode: this read port is read-only")
+            )
+            return
         try:
             body = self._body()
         except ClickHouseError as e:
@@ -355,6 +364,13 @@ class _Handler(CappedRequestHandler):
         try:
             return decompress(body, self.headers.get("Content-Encoding") or "", MAX_QUERY_BYTES)
         except RefusedError as e:
+            if e.reason == "unsupported_encoding":  # clickhouse-connect sends an insert's rows lz4 or zstd
+                raise ClickHouseError(
+                    36,
+                    "BAD_ARGUMENTS",
+                    f"{e.message}: a query is read as text, plain, gzip or deflate (and this read port is "
+                    "read-only: an insert's rows are not read)",
+                ) from None
             raise ClickHouseError(36, "BAD_ARGUMENTS", e.message) from None
 
     def _query(self, params: dict[str, str], sql: str, access: ReaderAccess | None = None) -> None:

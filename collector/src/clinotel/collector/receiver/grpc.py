@@ -49,7 +49,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from clinotel.collector.errors import RefusedError
-from clinotel.collector.net.listen import ListenError, check_free
+from clinotel.collector.net.listen import ListenError, check_free, url_host
 from clinotel.collector.net.server import MAX_CONNECTIONS, REQUEST_TIMEOUT_S
 from clinotel.collector.receiver.export import PROTOBUF, TraceReceiver
 from clinotel.collector.receiver.http import Authenticate, cannot_write
@@ -243,16 +243,17 @@ class OtlpGrpcServer:
         self._thread = threading.Thread(target=self._loop.run_forever, name="clinotel-otlp-grpc-loop", daemon=True)
         self._thread.start()
         self._stopped = False
-        shown = f"[{host}]" if ":" in host else host
         try:
-            self._server, self.port = self._run(self._bind(f"{shown}:{port}"))
+            self._server, self.port = self._run(self._bind(f"{url_host(host)}:{port}"))
         except BaseException:
             self._end_loop()
             raise
         if not self.port:
             self._run(self._server.stop(None))
             self._end_loop()
-            raise ListenError(f"cannot listen on {shown}:{port} for {label}: the address is in use or not available")
+            raise ListenError(
+                f"cannot listen on {url_host(host)}:{port} for {label}: the address is in use or not available"
+            )
 
     def _run(self, coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run `coroutine` on the server's loop and wait for its result."""
