@@ -155,3 +155,44 @@ def test_a_receive_buffer_that_cannot_hold_the_largest_request_is_a_configuratio
         Collector(_config(tmp_path, receive_buffer_bytes=255 << 20))
     assert _config(tmp_path, max_request_bytes=100 << 20).receive_buffer == 400 << 20
     assert _config(tmp_path).receive_buffer == 256 << 20
+
+
+def test_serve_prints_ipv6_addresses_as_urls_that_work(tmp_path: Path) -> None:
+    """`serve --http [::1]:PORT` printed `--server http://::1:PORT`, which no client can parse (a
+    new user's review): the banner's URLs bracket the address, and its `--server` URL is read."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.net import free_port
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    log = tmp_path / "serve.log"
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clinotel.cli", "serve", "--insecure-no-auth", "--data-dir", str(tmp_path / "d"),
+             "--otlp-http", "[::1]:0", "--otlp-grpc", "[::1]:0", "--http", f"[::1]:{free_port()}"],
+            stdout=subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while "OTLP/gRPC on" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        banner = log.read_text()
+        assert "OTLP/HTTP on http://[::1]:" in banner, banner
+        assert "OTLP/gRPC on [::1]:" in banner, banner
+        server = banner.split("--server ", 1)[1].split(")", 1)[0]
+        assert server.startswith("http://[::1]:"), banner
+        done = subprocess.run(
+            [sys.executable, "-m", "clinotel.cli", "query", "--server", server, "SELECT 41 + 1"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "42" in done.stdout
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
