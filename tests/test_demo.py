@@ -58,9 +58,11 @@ def test_a_clean_hospital_pages_nobody_and_switches_nothing(tmp_path: Path) -> N
     and no kill switch turns; what opens tickets is the clinicians' feedback and the rollout's
     own changes of mode, not an incident."""
     summary = _run(tmp_path, "clean", "--no-incidents")
-    deliveries = summary["alert_deliveries"]
+    deliveries, started = summary["alert_deliveries"], summary["alerts_started"]
     assert isinstance(deliveries, dict)
-    assert deliveries["page"] == 0, summary["alerts_fired"]
+    assert isinstance(started, dict)
+    assert started["page"] == 0, summary["alerts_fired"]
+    assert "page" not in deliveries, deliveries
     fired = summary["alerts_fired"]
     assert isinstance(fired, list)
     for rule in ("model_fallback", "canary_kill_under_triage", "canary_kill_override_rate",
@@ -118,7 +120,14 @@ def test_demo_tells_the_story_and_twice_with_one_seed_gives_one_summary(tmp_path
     recovery = first["recovery"]
     assert isinstance(recovery, dict)
     assert list(recovery["after_switch"]) == [BASELINE_MODEL]
-    assert first["alert_deliveries"]["page"] >= 3  # type: ignore[index]
+    started, told = first["alerts_started"], first["alert_deliveries"]
+    assert isinstance(started, dict)
+    assert isinstance(told, dict)
+    assert started["page"] >= 3
+    # counted from what the webhook sink received: each ticket that started firing reached it once
+    # (a re-send while firing would count twice), and some were told resolved
+    assert told["ticket"]["firing"] == started["ticket"] > 0
+    assert 0 < told["ticket"]["resolved"] <= started["ticket"]
     # the disparity pages for Spanish speakers in the canary, and nothing else: not in the recommend
     # phase before the bias, not for a group under-triaged less than the reference (labelled)
     fairness = subprocess.run(
@@ -313,3 +322,30 @@ def test_a_demo_whose_engine_crashes_exits_75_instead_of_hanging(tmp_path: Path)
     text = log.read_text()
     assert code == EXIT_FAILED, text[-3000:]
     assert "the embedded engine failed" in text, text[-3000:]
+
+
+def test_the_summary_counts_what_the_sink_received_of_both_senders() -> None:
+    """The demo's delivery figures come from the sink's own log: clinotel's webhook batches (one
+    status a batch, the severity on each alert) and Alertmanager's notifications (a status and
+    the severity label on each alert, every alert of the group repeated), other paths apart."""
+    from clinotel.demo.pipeline import delivered
+
+    log: list[dict[str, Any]] = [
+        {"path": "/ticket", "status": "firing", "alerts": [{"rule": "a", "severity": "ticket"}] * 2},
+        {"path": "/ticket", "status": "resolved", "alerts": [{"rule": "a", "severity": "ticket"}]},
+        {"path": "/ticket", "status": "firing", "alerts": [{"rule": "p", "severity": "page"}]},
+        {"path": "/am", "status": "firing", "alerts": [{"status": "firing", "labels": {"severity": "page"}}]},
+        {
+            "path": "/am",
+            "status": "resolved",
+            "alerts": [
+                {"status": "resolved", "labels": {"severity": "page"}},
+                {"status": "firing", "labels": {"severity": "page"}},
+            ],
+        },
+        {"path": "/am", "status": "firing", "alerts": None},
+    ]
+    webhook, am = delivered(log, "/ticket"), delivered(log, "/am")
+    assert (webhook.notifications, webhook.firing, webhook.resolved) == (3, {"ticket": 2, "page": 1}, {"ticket": 1})
+    assert (am.notifications, am.firing, am.resolved) == (3, {"page": 2}, {"page": 1})
+    assert delivered(log, "/elsewhere").notifications == 0

@@ -34,7 +34,7 @@ from clinotel.demo.summary import DemoSummary, disparity, rate
 from clinotel.model.tables import DEFAULT_DATABASE
 
 if TYPE_CHECKING:  # `clinotel --help` imports this module: the collector is imported when the demo runs
-    from clinotel.demo.pipeline import AlertReplay
+    from clinotel.demo.pipeline import AlertReplay, Delivered
     from clinotel.demo.service import ServiceSpec
 
 __all__ = ["demo"]
@@ -491,6 +491,7 @@ def _back_end(
     from clinotel.dashboards.provisioning import write as write_dashboards
     from clinotel.dashboards.report import render
     from clinotel.demo.flags import INVENTORY_FILE, write_inventory
+    from clinotel.demo.pipeline import delivered
     from clinotel.rollout.inventory import load as load_flags
 
     database = collector.config.database
@@ -518,15 +519,19 @@ def _back_end(
         resolved = replay.resolved.get(rule)
         alerts.add_row(rule, f"+{_offset(start, when)}", f"+{_offset(start, resolved)}" if resolved else "still firing")
     console.print(alerts)
+    tickets = delivered(sim.deliveries, "/ticket")
     if sim.alertmanager:
-        relayed = [d for d in sim.deliveries if d["path"] == "/am"]
+        relayed = delivered(sim.deliveries, "/am")
         console.print(
-            f"{replay.pages} pages sent to Prometheus Alertmanager (re-sent while firing), which notified "
-            f"its webhook receiver {len(relayed)} times; {replay.tickets} tickets to the webhook"
+            f"{replay.pages} page alerts started firing and went to Prometheus Alertmanager (re-sent while "
+            f"firing), which notified its webhook receiver {relayed.notifications} times "
+            f"({_told(relayed, 'page')}); {replay.tickets} ticket alerts started firing: "
+            f"the webhook received {_told(tickets, 'ticket')}"
         )
     else:
         console.print(
-            f"{replay.pages} pages and {replay.tickets} tickets delivered to the local webhook sink "
+            f"{replay.pages} page and {replay.tickets} ticket alerts started firing: the local webhook sink "
+            f"received {_told(tickets, 'page')} and {_told(tickets, 'ticket')} "
             "(install prometheus-alertmanager to page through it)"
         )
 
@@ -566,7 +571,12 @@ def _back_end(
     return {
         "panels": {"queries": len(results), "failed": len(failed), "empty": len(empty)},
         "alerts_fired": sorted(replay.fired),
-        "alert_deliveries": {"page": replay.pages, "ticket": replay.tickets},
+        "alerts_started": {"page": replay.pages, "ticket": replay.tickets},
+        # what the webhook sink received (Alertmanager's own notifications depend on its timers: printed only)
+        "alert_deliveries": {
+            severity: {"firing": tickets.firing.get(severity, 0), "resolved": tickets.resolved.get(severity, 0)}
+            for severity in sorted({*tickets.firing, *tickets.resolved})
+        },
         "paged_through": "alertmanager" if sim.alertmanager else "webhook",
         "alert_errors": len(replay.errors),
         "kill_switch": switched,
@@ -604,6 +614,11 @@ def _recovery(collector: Any, replay: AlertReplay) -> dict[str, Any]:
             "other_sites": by_site.get(False, {"under": 0, "n": 0}),
         },
     }
+
+
+def _told(got: Delivered, severity: str) -> str:
+    """`got`'s alerts of `severity` by status, as the sink received them."""
+    return f"{got.firing.get(severity, 0)} firing and {got.resolved.get(severity, 0)} resolved {severity} alerts"
 
 
 def _share(counts: dict[str, int]) -> str:

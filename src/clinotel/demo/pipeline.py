@@ -17,7 +17,16 @@ from clinotel.alerts.actions import DisableFlag
 from clinotel.collector.service import Collector, CollectorConfig
 from clinotel.demo.scenario import TENANT, TRUTH_LEAD_NS
 
-__all__ = ["AlertReplay", "AlertReplayer", "PageSink", "replay_alerts", "sim_range", "start_collector"]
+__all__ = [
+    "AlertReplay",
+    "AlertReplayer",
+    "Delivered",
+    "PageSink",
+    "delivered",
+    "replay_alerts",
+    "sim_range",
+    "start_collector",
+]
 
 
 def start_collector(data_dir: Path, wal_dir: Path) -> Collector:
@@ -64,6 +73,31 @@ class PageSink:
         self.server.server_close()
 
 
+@dataclass(frozen=True)
+class Delivered:
+    """What one of the sink's endpoints received: its POSTs, and the alerts they told of, by
+    severity and status (an Alertmanager notification repeats every alert of its group)."""
+
+    notifications: int = 0
+    firing: dict[str, int] = field(default_factory=dict)
+    resolved: dict[str, int] = field(default_factory=dict)
+
+
+def delivered(deliveries: list[dict[str, Any]], path: str) -> Delivered:
+    """Count what reached `path`: clinotel's webhook batches (`{"status", "alerts": [{"severity",
+    ...}]}`) and Alertmanager's webhook notifications (each alert with its own `status` and
+    `labels.severity`) alike."""
+    posts = [d for d in deliveries if d.get("path") == path]
+    firing: dict[str, int] = {}
+    resolved: dict[str, int] = {}
+    for d in posts:
+        for alert in d.get("alerts") or ():
+            severity = str(alert.get("severity") or (alert.get("labels") or {}).get("severity") or "unknown")
+            told = resolved if (alert.get("status") or d.get("status")) == "resolved" else firing
+            told[severity] = told.get(severity, 0) + 1
+    return Delivered(len(posts), firing, resolved)
+
+
 @dataclass
 class AlertReplay:
     """What the alerts did over the simulated hours."""
@@ -73,8 +107,9 @@ class AlertReplay:
     """Rule → the first simulated time it fired."""
     resolved: dict[str, datetime] = field(default_factory=dict)
     pages: int = 0
-    """Alert instances that started firing on a `page` rule (each one notification)."""
+    """Alert instances that started firing on a `page` rule (what reached a person: `delivered`)."""
     tickets: int = 0
+    """Alert instances that started firing on a `ticket` rule."""
     errors: list[tuple[str, str]] = field(default_factory=list)
     actions: list[tuple[str, str, str, datetime]] = field(default_factory=list)
     """(rule, what it switched, the result, the simulated time) of each kill-switch action."""
