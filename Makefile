@@ -14,8 +14,11 @@ $(STAMP): pyproject.toml instrumentation/pyproject.toml model/pyproject.toml col
 	$(BIN)/python -m pip install --quiet -c constraints.txt $(COMPONENTS) -e . --group dev
 	touch $@
 
+# Each `make demo` starts over in clinotel-demo/ (--force replaces only a store an earlier demo
+# run created there); DEMO_ARGS passes other flags: make demo DEMO_ARGS="--workflows 5000".
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(BIN)/clinotel demo
+	$(BIN)/clinotel demo --force $(DEMO_ARGS)
 
 # The suite on two workers (the machines it runs on have two cores, and most tests wait on processes
 # and sockets), then the tests that measure memory, with nothing beside them.

@@ -185,6 +185,7 @@ def test_serve_prints_ipv6_addresses_as_urls_that_work(tmp_path: Path) -> None:
         banner = log.read_text()
         assert "OTLP/HTTP on http://[::1]:" in banner, banner
         assert "OTLP/gRPC on [::1]:" in banner, banner
+        assert "every span is stored as tenant 'default'" in banner, banner  # not the one a service names
         server = banner.split("--server ", 1)[1].split(")", 1)[0]
         assert server.startswith("http://[::1]:"), banner
         done = subprocess.run(

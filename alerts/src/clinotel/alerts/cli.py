@@ -77,22 +77,11 @@ READ_PORT_HINT: Final = (
 )
 
 
-def _not_held(data_dir: Path) -> None:
-    """Refuse a data directory a collector holds, saying where the rules can run instead: the
-    other reading commands are sent to the collector's read port, which cannot keep alert state."""
-    try:
-        from clinotel.collector.store.embedded import holder_pid
-    except ImportError:  # no embedded engine installed: opening the store says so
-        return
-    pid = holder_pid(data_dir) if data_dir.is_dir() else None
-    if pid is not None:
-        who = f"process {pid}" if pid > 0 else "another process"
-        raise click.ClickException(
-            f"the store {data_dir} is held by {who}, a running collector, and the evaluator keeps its state in "
-            "that store (clinotel_alert_events), which the collector's read port cannot write: run the rules in "
-            "the collector (`clinotel serve --rules FILE --webhook URL ...`: serve takes every option of this "
-            "command), or stop it and evaluate with --data-dir"
-        )
+HELD_ADVICE: Final = (
+    "the evaluator keeps its state in that store (clinotel_alert_events), which the collector's read port "
+    "cannot write: run the rules in the collector (`clinotel serve --rules FILE --webhook URL ...`: serve takes "
+    "every option of this command), or stop it and evaluate with --data-dir"
+)
 
 
 def _report(summary: Any, console: Console, server: str | None) -> bool:
@@ -151,12 +140,10 @@ def evaluate(
     config = alerting_config(
         rules, every, alertmanager, pagerduty, pagerduty_url, webhook, sinks, flagd_file, flag_webhook, dry_run
     )
-    if server is None:
-        _not_held(data_dir or DEFAULT_DATA_DIR)
     outbox = checked_outbox(config)
     try:
         pack = checked_rules(config.rules)
-        client = open_reading_store(server, data_dir, database)
+        client = open_reading_store(server, data_dir, database, held_advice=HELD_ADVICE)
     except BaseException:
         outbox.close()
         raise

@@ -553,6 +553,11 @@ def run_serve(
         )
     where = shown_url(clickhouse_url) if clickhouse_url else config.engine_dir
     click.echo(f"  store {database} in {where}; log in {config.resolved_wal_dir}", err=True)
+    if config.tokens is None:
+        click.echo(
+            f"  no tokens: every span is stored as tenant {config.insecure_tenant!r}, whatever its service names",
+            err=True,
+        )
     if clickhouse_url is None:
         click.echo(
             "  every inserted part synced to disk before the log lets go of it (--fsync-parts)"

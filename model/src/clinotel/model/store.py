@@ -144,9 +144,13 @@ def reading_store(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
-def open_reading_store(server: str | None, data_dir: Path | None, database: str | None = None) -> Any:
+def open_reading_store(
+    server: str | None, data_dir: Path | None, database: str | None = None, *, held_advice: str | None = None
+) -> Any:
     """A client for `--server` (clickhouse-connect) or `--data-dir` (the collector's read-only
-    path, as its read port reads), or a ClickException saying why not. Creates nothing."""
+    path, as its read port reads), or a ClickException saying why not. Creates nothing.
+    `held_advice`: what to do when a running collector holds the data directory, for a command
+    its read port cannot serve (by default: read through that port with --server)."""
     if server is not None and data_dir is not None:
         raise click.UsageError("give --server or --data-dir, not both")
     try:
@@ -158,6 +162,7 @@ def open_reading_store(server: str | None, data_dir: Path | None, database: str 
             raise StoreError(
                 "reading a data directory needs clinotel-collector installed (or read through --server URL)"
             ) from None
-        return open_embedded(data_dir if data_dir is not None else DEFAULT_DATA_DIR, database or DEFAULT_DATABASE)
+        path = data_dir if data_dir is not None else DEFAULT_DATA_DIR
+        return open_embedded(path, database or DEFAULT_DATABASE, held_advice=held_advice)
     except StoreError as e:
         raise click.ClickException(str(e)) from None

@@ -112,10 +112,12 @@ class ReadOnlyClient:
         self.reader.close()
 
 
-def open_embedded(data_dir: Path, database: str, limits: ReadLimits | None = None) -> ReadOnlyClient:
+def open_embedded(
+    data_dir: Path, database: str, limits: ReadLimits | None = None, *, held_advice: str | None = None
+) -> ReadOnlyClient:
     """A read-only client on the embedded store at `data_dir`; StoreError when it cannot be read
-    now (nothing is created either way)."""
-    check_embedded(data_dir, database, reading=True)
+    now (nothing is created either way; `held_advice`: as `check_embedded`'s)."""
+    check_embedded(data_dir, database, reading=True, held_advice=held_advice)
     try:
         reader = SqlReader(data_dir.resolve(), database, schema.tenant_tables(), limits or ReadLimits())
     except (RuntimeError, ClickHouseError) as e:

@@ -371,9 +371,10 @@ def _read_address(data_dir: Path, database: str) -> str | None:
     return info.get("read") if info else None
 
 
-def check_embedded(data_dir: Path, database: str, *, reading: bool) -> None:
+def check_embedded(data_dir: Path, database: str, *, reading: bool, held_advice: str | None = None) -> None:
     """Refuse, with what to do instead, an embedded store that cannot be opened now: missing (when
-    `reading`: a reader creates nothing), held by another process, or not writable."""
+    `reading`: a reader creates nothing), held by another process, or not writable. `held_advice`:
+    what a reader should do when a collector holds the store, instead of reading through its port."""
     path = data_dir.resolve()
     if reading:
         if not path.exists():
@@ -398,6 +399,8 @@ def check_embedded(data_dir: Path, database: str, *, reading: bool) -> None:
                 f"the store {path} is held by {who} (a running collector?): the embedded engine allows one "
                 "process per data directory"
             )
+        if held_advice is not None:
+            raise StoreError(f"the store {path} is held by {who}, a running collector: {held_advice}")
         read = _read_address(path, database)
         how = f"--server {read}" if read else "--server URL (its --http address)"
         raise StoreError(
