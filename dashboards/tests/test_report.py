@@ -103,6 +103,14 @@ def test_the_report_opens_on_its_findings_draws_every_panel_and_prints(
     assert "@import" not in page
     assert "url(" not in page
     assert "Model under-triage" in page
+    # one section an anchor, and every link of the contents leads to one (the efficiency dashboard
+    # and the "is it worth it" section both were #efficiency: a new user's review)
+    ids = re.findall(r' id="([^"]+)"', page)
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    links = re.findall(r'href="#([^"]+)"', page)
+    assert links, "the contents link the sections"
+    assert set(links) <= set(ids), set(links) - set(ids)
+    assert "dashboard-efficiency" in links
 
     # what a reader must never see
     assert missing_shown(page) == []

@@ -37,7 +37,7 @@ from clinotel.model.indicators import INDICATORS
 from clinotel.model.store import first_line
 from clinotel.model.tables import DEFAULT_DATABASE
 
-__all__ = ["AlertRule", "Report", "render"]
+__all__ = ["AlertRule", "Report", "dashboard_anchor", "render"]
 
 MAX_CHANGES = 200
 """Change events read for one report (the first in the range; more would not fit the charts)."""
@@ -50,6 +50,12 @@ class Report:
     html: str
     panels: int
     failed: int
+
+
+def dashboard_anchor(name: str) -> str:
+    """The report's anchor of a dashboard's section: apart from the report's own sections (the
+    efficiency dashboard and the "is it worth it" section both took `#efficiency`)."""
+    return f"dashboard-{name}"
 
 
 def _dashboard(ctx: Context, name: str, data: dict[str, Any]) -> tuple[str, int, int]:
@@ -83,7 +89,7 @@ def _dashboard(ctx: Context, name: str, data: dict[str, Any]) -> tuple[str, int,
     title = data["title"].split("/")[-1].strip()
     about = human_title(data.get("description", ""))
     section = (
-        f'<section class="dashboard" id="{html.escape(name)}"><h2>{html.escape(title)}</h2>'
+        f'<section class="dashboard" id="{html.escape(dashboard_anchor(name))}"><h2>{html.escape(title)}</h2>'
         + (f'<p class="about">{html.escape(about)}</p>' if about else "")
         + "".join(blocks)
         + "</section>"
@@ -197,7 +203,7 @@ def render(
         body.append(section)
         panels += n
         failed += bad
-        nav.append((name, data["title"].split("/")[-1].strip()))
+        nav.append((dashboard_anchor(name), data["title"].split("/")[-1].strip()))
     body.append(details_html(events, disparities, tenants, by_name))
     body.append(definitions_html(min_samples))
     nav += [("details", "Details"), ("definitions", "Definitions")]
