@@ -344,6 +344,7 @@ for call in (lambda: ct.configure(service_name="x"), ct.otlp_exporter, lambda: c
         call()
     except (ConfigurationError, ImportError) as e:
         assert "clinotel-instrumentation[sdk]" in str(e), e
+        assert "pip install './instrumentation[sdk]'" in str(e), e  # the way that works: not on PyPI
     else:
         raise AssertionError("an SDK-backed name worked without the SDK")
 try:

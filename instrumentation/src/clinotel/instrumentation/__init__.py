@@ -13,7 +13,7 @@ Importing this package configures nothing; until `configure()` is called, spans 
 global tracer provider the application set (or nowhere). The workflow calls need only the
 OpenTelemetry API and pydantic, so a library can depend on the bare distribution; `configure()`,
 `otlp_exporter()` and `SanitizingSpanExporter` need the `sdk` extra
-(`pip install 'clinotel-instrumentation[sdk]'`). This module only re-exports: the code is in
+(from a checkout: `pip install './instrumentation[sdk]'`). This module only re-exports: the code is in
 `clinotel.instrumentation._internal`.
 """
 
@@ -53,7 +53,7 @@ from clinotel.instrumentation._internal.models import (
 from clinotel.instrumentation._internal.outcome import record_outcome
 from clinotel.instrumentation._internal.queue import Dequeued, dequeue, enqueue
 from clinotel.instrumentation._internal.runtime import Mode
-from clinotel.instrumentation._internal.setup import SDK_EXTRA, Telemetry, configure, otlp_exporter
+from clinotel.instrumentation._internal.setup import INSTALL_SDK, Telemetry, configure, otlp_exporter
 from clinotel.instrumentation.errors import ClinotelError, ConfigurationError, TelemetryValidationError
 from clinotel.semconv import (
     ActionStatus,
@@ -156,7 +156,7 @@ def __getattr__(name: str) -> object:
         except ModuleNotFoundError as e:
             if not (e.name or "").startswith("opentelemetry"):
                 raise
-            raise ImportError(f"{__name__}.{name} needs the OpenTelemetry SDK: pip install '{SDK_EXTRA}'") from e
+            raise ImportError(f"{__name__}.{name} needs the OpenTelemetry SDK: {INSTALL_SDK}") from e
         globals()[name] = SanitizingSpanExporter
         return SanitizingSpanExporter
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

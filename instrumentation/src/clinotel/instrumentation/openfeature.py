@@ -8,7 +8,7 @@
 Records `feature_flag.key`, `feature_flag.result.variant`, `feature_flag.provider.name` and
 `feature_flag.result.reason`. Unlike the generic OpenTelemetry hook it never records the flag's
 value or any part of the evaluation context, which may identify a patient. Needs the
-`openfeature` extra: `pip install "clinotel-instrumentation[openfeature]"`.
+`openfeature` extra (from a checkout: `pip install "./instrumentation[openfeature]"`).
 """
 
 from __future__ import annotations

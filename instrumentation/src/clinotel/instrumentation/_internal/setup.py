@@ -25,7 +25,16 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.sdk.trace.sampling import Sampler
 
-__all__ = ["ENV_MODE", "ENV_PSEUDONYM_KEY", "SDK_EXTRA", "Telemetry", "configure", "missing_sdk", "otlp_exporter"]
+__all__ = [
+    "ENV_MODE",
+    "ENV_PSEUDONYM_KEY",
+    "INSTALL_SDK",
+    "SDK_EXTRA",
+    "Telemetry",
+    "configure",
+    "missing_sdk",
+    "otlp_exporter",
+]
 
 logger: Final = logging.getLogger("clinotel")
 
@@ -33,6 +42,10 @@ ENV_MODE: Final = "CLINOTEL_MODE"
 ENV_PSEUDONYM_KEY: Final = "CLINOTEL_PSEUDONYM_KEY"
 SDK_EXTRA: Final = "clinotel-instrumentation[sdk]"
 """What to install for configure(): opentelemetry-sdk and the OTLP exporters."""
+INSTALL_SDK: Final = (
+    f"install {SDK_EXTRA} (not on PyPI yet: from a clinotel checkout, pip install './instrumentation[sdk]')"
+)
+"""How, in the errors that ask for it."""
 
 
 def missing_sdk(what: str, error: ModuleNotFoundError) -> ConfigurationError:
@@ -40,8 +53,7 @@ def missing_sdk(what: str, error: ModuleNotFoundError) -> ConfigurationError:
     if not (error.name or "").startswith(("opentelemetry", "grpc", "google")):
         raise error
     return ConfigurationError(
-        f"{what} needs the OpenTelemetry SDK and OTLP exporters: pip install '{SDK_EXTRA}' "
-        f"(module {error.name} is not installed)"
+        f"{what} needs the OpenTelemetry SDK and OTLP exporters: {INSTALL_SDK} (module {error.name} is not installed)"
     )
 
 
@@ -105,7 +117,7 @@ def configure(
 ) -> Telemetry:
     """Set clinotel up for this process; every argument falls back to the standard environment.
 
-    Needs the `sdk` extra (`pip install 'clinotel-instrumentation[sdk]'`); without it, this
+    Needs the `sdk` extra (from a checkout: `pip install './instrumentation[sdk]'`); without it, this
     raises ConfigurationError naming the extra.
 
     - `service_name`, `service_version`, `environment`, `tenant`, `resource_attributes`: the

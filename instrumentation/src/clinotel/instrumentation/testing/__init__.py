@@ -12,7 +12,7 @@ Spans pass through the same PHI gate as in production, so a test sees exactly wh
 the process. The previous clinotel configuration is restored afterwards; the global tracer
 provider is never touched. `clinotel.instrumentation.testing.phi` holds PHI-like values that must
 never be exported; `clinotel.instrumentation.testing.workflows` two sample workflows. Needs the
-`sdk` extra (`pip install 'clinotel-instrumentation[sdk]'`).
+`sdk` extra (from a checkout: `pip install './instrumentation[sdk]'`).
 """
 
 try:
@@ -26,9 +26,9 @@ try:
 except ModuleNotFoundError as _missing:  # pragma: no cover - exercised by tests/test_packaging.py
     if not (_missing.name or "").startswith("opentelemetry"):
         raise
-    from clinotel.instrumentation._internal.setup import SDK_EXTRA
+    from clinotel.instrumentation._internal.setup import INSTALL_SDK
 
-    raise ImportError(f"{__name__} needs the OpenTelemetry SDK: pip install '{SDK_EXTRA}'") from _missing
+    raise ImportError(f"{__name__} needs the OpenTelemetry SDK: {INSTALL_SDK}") from _missing
 from clinotel.instrumentation.testing._clock import FakeClock
 
 __all__ = ["TEST_PSEUDONYM_KEY", "CapturedSpans", "FakeClock", "capture", "isolated", "span_to_dict"]
