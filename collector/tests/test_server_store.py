@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from clinotel.collector.log.wal import WriteAheadLog
+from clinotel.collector.log.wal import WriteAheadLog, owner_of
 from clinotel.collector.receiver.export import Limits, TraceReceiver
 from clinotel.collector.service import Collector, CollectorConfig
 from clinotel.collector.store import pipeline as ingest
@@ -80,6 +80,10 @@ def test_an_unreachable_server_is_a_clear_error(tmp_path: Path) -> None:
     )
     with pytest.raises(StoreError, match=r"^cannot reach http://127\.0\.0\.1:9: connection refused$"):
         Collector(config).start()
+    # no log was claimed for the URL that could not be reached: the corrected one may use it (a new
+    # user's review: a typo fixed, or a host name for the address, was refused as another store's)
+    assert owner_of(tmp_path / "wal") is None
+    WriteAheadLog(tmp_path / "wal", owner="http://localhost:9#clinotel").release()
 
 
 class _OlderServer:

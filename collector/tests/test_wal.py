@@ -154,9 +154,16 @@ def test_two_logs_on_one_directory_in_one_process_are_refused(tmp_path: Path) ->
 def test_a_log_belongs_to_the_store_that_first_used_it(tmp_path: Path) -> None:
     WriteAheadLog(tmp_path, owner="chdb:///share/d1#clinotel").release()
     assert owner_of(tmp_path) == "chdb:///share/d1#clinotel"
+    with pytest.raises(LogOwnedError, match=r"it holds no segment: remove the directory"):
+        WriteAheadLog(tmp_path, owner="chdb:///share/d2#clinotel")
     with pytest.raises(LogOwnedError, match=r"belongs to the store chdb:///share/d1#clinotel, not chdb:///share/d2"):
         WriteAheadLog(tmp_path, owner="chdb:///share/d2#clinotel")
-    WriteAheadLog(tmp_path, owner="chdb:///share/d1#clinotel").release()
+    first = WriteAheadLog(tmp_path, owner="chdb:///share/d1#clinotel")
+    first.append(frame(b"for d1"))
+    first.close()
+    first.release()
+    with pytest.raises(LogOwnedError, match=r"it holds 1 segment\(s\) not yet stored there"):
+        WriteAheadLog(tmp_path, owner="chdb:///share/d2#clinotel")
 
 
 @pytest.mark.parametrize("change", ["moved", "deleted"])

@@ -379,6 +379,10 @@ class Collector:
         if embedded and self._owns_client:
             check_embedded(cfg.engine_dir, cfg.database, reading=False)
         self._check_logs(wal_dir)
+        if not embedded and self._client is None:
+            # a server reached before its log is claimed: one that cannot be reached (a mistyped
+            # URL) leaves no log recorded as its own, which the corrected URL would be refused
+            self._client = self._connect()
         holder = {"store": cfg.store}
         if self.admin is not None and embedded and cfg.http is not None:
             holder["read"] = f"http://{url_host(cfg.http[0])}:{self.admin.port}"

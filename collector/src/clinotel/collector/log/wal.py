@@ -448,8 +448,14 @@ class WriteAheadLog:
             recorded = None  # recorded by an earlier version with the server URL's credentials: rewritten
         if recorded is not None and recorded != owner:
             shown = without_credentials(recorded)
+            waiting = [path for path in pending_segments(self.directory) if path.stat().st_size]
+            held = (
+                f"it holds {len(waiting)} segment(s) not yet stored there"
+                if waiting
+                else "it holds no segment: remove the directory to give it to this store"
+            )
             raise LogOwnedError(
-                f"the write-ahead log {self.directory} belongs to the store {shown}, not {owner}: "
+                f"the write-ahead log {self.directory} belongs to the store {shown}, not {owner} ({held}): "
                 "give this collector a log of its own (--wal-dir)"
             )
         if recorded is None:
