@@ -117,7 +117,8 @@ def test_without_a_write_token_the_collector_refuses_and_the_command_says_so(
     code, _, err = _cli(_add(collector, "config", "triage-thresholds"), capsys)
     assert code == 1
     assert [line for line in err.splitlines() if line.startswith("Error: ")] == [
-        f"Error: the collector at http://127.0.0.1:{collector.http.port} did not accept the change events"  # type: ignore[union-attr]
+        f"Error: the collector at http://127.0.0.1:{collector.http.port} did not accept the change events: "  # type: ignore[union-attr]
+        "it answered HTTP 401 (the tenant's write token goes in CLINOTEL_WRITE_TOKEN, which is not set)"
     ]
     assert _stored(collector) == []
 

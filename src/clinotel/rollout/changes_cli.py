@@ -104,7 +104,12 @@ def add(
     except TelemetryValidationError as e:
         raise click.UsageError(str(e)) from None
     except SendError as e:
-        raise click.ClickException(str(e)) from None
+        hint = ""
+        if e.status in (401, 403):
+            hint = f" (the tenant's write token goes in {ENV_WRITE_TOKEN}" + (
+                ", which is not set)" if not token else ")"
+            )
+        raise click.ClickException(f"{e}{hint}") from None
     click.echo(f"recorded {kind} {name}" + (f" -> {version}" if version else ""))
 
 

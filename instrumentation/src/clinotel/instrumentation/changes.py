@@ -4,7 +4,10 @@ the alert evaluator's kill switch), through clinotel's one recording path and PH
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
@@ -24,7 +27,51 @@ DEFAULT_SERVICE: Final = "clinotel-changes"
 
 
 class SendError(RuntimeError):
-    """The collector did not accept the change events (one line)."""
+    """The collector did not accept the change events (one line, with the exporter's reason).
+    `status`: the HTTP status it answered, when it answered."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+_EXPORTER_LOGGER: Final = "opentelemetry.exporter"
+_STATUS: Final = re.compile(r"\bcode: (\d{3})\b")
+_CREDENTIALS: Final = re.compile(r"//[^/@\s]*@")
+
+
+class _Said(logging.Handler):
+    """What the OTLP exporter logged while it sent (it returns only FAILURE)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def reason(self) -> tuple[str, int | None]:
+        """(why, in a few words; the HTTP status when the collector answered)."""
+        for message in reversed(self.messages):
+            found = _STATUS.search(message)
+            if found:
+                return f"it answered HTTP {found.group(1)}", int(found.group(1))
+        if any("Connection refused" in m for m in self.messages):
+            return "connection refused (is the collector running there?)", None
+        if self.messages:  # without the credentials a URL in it may carry
+            return _CREDENTIALS.sub("//", self.messages[-1].splitlines()[0])[:200], None
+        return "the exporter gave no reason", None
+
+
+@contextmanager
+def _listening() -> Iterator[_Said]:
+    said = _Said()
+    logger = logging.getLogger(_EXPORTER_LOGGER)
+    logger.addHandler(said)
+    try:
+        yield said
+    finally:
+        logger.removeHandler(said)
 
 
 @dataclass(frozen=True)
@@ -98,12 +145,14 @@ def send_changes(
             ct.record_change(
                 c.kind, c.name, version=c.version, actor=c.actor, scope=dict(c.scope), result=c.result, at_ns=at_ns
             )
-        sent = held.send()
+        with _listening() as said:
+            sent = held.send()
     finally:
         held.held.clear()
         telemetry.restore()
     if not sent:
-        raise SendError(f"the collector at {_shown(endpoint)} did not accept the change events")
+        why, status = said.reason()
+        raise SendError(f"the collector at {_shown(endpoint)} did not accept the change events: {why}", status)
 
 
 def _shown(url: str) -> str:
