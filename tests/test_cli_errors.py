@@ -58,6 +58,13 @@ CASES: list[tuple[str, list[str], int, str]] = [
         2,
         "expected HOST:PORT",
     ),
+    ("serve: an address with a scheme", ["serve", "--otlp-http", "http://127.0.0.1:24318"], 2, "without a scheme"),
+    (
+        "serve: one address for two listeners",
+        ["serve", "--insecure-no-auth", "--otlp-http", "127.0.0.1:24318", "--http", "127.0.0.1:24318"],
+        1,
+        "--otlp-http and --http both name 127.0.0.1:24318: give each listener a port of its own",
+    ),
     ("serve: no tokens", ["serve"], 1, "give --tokens FILE, or --insecure-no-auth"),
     (
         "serve: a database named like a view's alias",

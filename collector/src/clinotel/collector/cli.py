@@ -279,6 +279,8 @@ def proto(out: Path | None) -> None:
 
 
 def _address(value: str) -> tuple[str, int]:
+    if "://" in value:
+        raise click.BadParameter(f"expected HOST:PORT without a scheme (127.0.0.1:4318), not {value!r}")
     host, sep, port = value.rpartition(":")
     if not sep or not (port.isascii() and port.isdigit()) or not host:
         raise click.BadParameter(f"expected HOST:PORT, not {value!r}")

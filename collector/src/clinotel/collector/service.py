@@ -189,9 +189,18 @@ class CollectorConfig:
                 f"--memory-mb: the embedded engine needs at least {MIN_ENGINE_MEMORY_MB} MB "
                 f"(and at most {MAX_ENGINE_MEMORY_MB})"
             )
+        named: dict[tuple[str, int], str] = {}
         for name, address in (("--otlp-http", self.otlp_http), ("--otlp-grpc", self.otlp_grpc), ("--http", self.http)):
             if address is not None and not 0 <= address[1] <= MAX_PORT:
                 raise ConfigError(f"{name}: port {address[1]} is not a port (0 to {MAX_PORT})")
+            if address is not None and address[1] != 0:
+                key = (address[0].lower(), address[1])
+                if key in named:  # not "already in use by another program": this one, twice
+                    raise ConfigError(
+                        f"{named[key]} and {name} both name {url_host(address[0])}:{address[1]}: "
+                        "give each listener a port of its own"
+                    )
+                named[key] = name
 
     @property
     def receive_buffer(self) -> int:
