@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -44,6 +45,18 @@ def _stored_days(arena: Arena, service: str) -> list[str]:
         f"WHERE TenantId = {literal(ATTACKER)} AND ServiceName = {literal(service)} ORDER BY 1"
     ).result_rows
     return [row[0] for row in rows]
+
+
+def _stored_rows(arena: Arena, request: ExportTraceServiceRequest, columns: str, service: str) -> list[Any]:
+    """`request` sent with the attacker's write token and stored; `columns` of its service's rows."""
+    status, _, _ = post(arena.otlp, request.SerializeToString(), token=WRITE_TOKEN)
+    assert status == 200
+    assert arena.collector.writer is not None
+    arena.collector.writer.drain()
+    return arena.client.query(
+        f"SELECT {columns} FROM {arena.options.name('otel_traces')} "
+        f"WHERE TenantId = {literal(ATTACKER)} AND ServiceName = {literal(service)}"
+    ).result_rows
 
 
 def test_spans_spread_over_years_are_refused(arena: Arena) -> None:
@@ -91,14 +104,7 @@ def test_phi_in_trace_state_and_scope_is_scrubbed(arena: Arena) -> None:
     span.trace_state = f"mrn=88812345,vendor={_PHI}"
     link = span.links.add()
     link.trace_id, link.span_id, link.trace_state = os.urandom(16), os.urandom(8), f"mrn=88812345,vendor={_PHI}"
-    status, _, _ = post(arena.otlp, request.SerializeToString(), token=WRITE_TOKEN)
-    assert status == 200
-    assert arena.collector.writer is not None
-    arena.collector.writer.drain()
-    rows = arena.client.query(
-        f"SELECT TraceState, ScopeName, ScopeVersion, Links.TraceState FROM {arena.options.name('otel_traces')} "
-        f"WHERE TenantId = {literal(ATTACKER)} AND ServiceName = 'phi-carrier'"
-    ).result_rows
+    rows = _stored_rows(arena, request, "TraceState, ScopeName, ScopeVersion, Links.TraceState", "phi-carrier")
     assert len(rows) == 1
     stored = repr(rows[0])
     assert "[REDACTED]" in stored
@@ -123,14 +129,7 @@ def test_phi_in_bytes_values_is_not_stored(arena: Arena) -> None:
         for key in ("exception.message", "exception.stacktrace", "clinical.site"):
             attribute = holder.attributes.add()
             attribute.key, attribute.value.bytes_value = key, _PHI.encode()
-    status, _, _ = post(arena.otlp, request.SerializeToString(), token=WRITE_TOKEN)
-    assert status == 200
-    assert arena.collector.writer is not None
-    arena.collector.writer.drain()
-    rows = arena.client.query(
-        f"SELECT SpanAttributes, Events.Attributes FROM {arena.options.name('otel_traces')} "
-        f"WHERE TenantId = {literal(ATTACKER)} AND ServiceName = 'bytes-carrier'"
-    ).result_rows
+    rows = _stored_rows(arena, request, "SpanAttributes, Events.Attributes", "bytes-carrier")
     assert len(rows) == 1
     stored = repr(rows[0])
     assert base64.b64encode(_PHI.encode()).decode()[:16] not in stored, stored
@@ -158,15 +157,7 @@ def test_phi_digits_sent_as_a_number_for_a_coded_key_are_not_stored(arena: Arena
         setattr(attribute.value, kind, value)
     attribute = span.attributes.add()
     attribute.key, attribute.value.int_value = "clinical.queue.depth", 7
-    status, _, _ = post(arena.otlp, request.SerializeToString(), token=WRITE_TOKEN)
-    assert status == 200
-    assert arena.collector.writer is not None
-    arena.collector.writer.drain()
-    rows = arena.client.query(
-        f"SELECT SpanAttributes FROM {arena.options.name('otel_traces')} "
-        f"WHERE TenantId = {literal(ATTACKER)} AND ServiceName = {literal(service)}"
-    ).result_rows
-    assert rows == [({"clinical.queue.depth": "7"},)]
+    assert _stored_rows(arena, request, "SpanAttributes", service) == [({"clinical.queue.depth": "7"},)]
 
 
 def test_grpc_refuses_a_call_without_a_write_token_before_its_message(collector: Collector) -> None:
