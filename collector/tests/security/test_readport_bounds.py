@@ -96,25 +96,32 @@ def test_an_old_client_reads_low_cardinality_through_the_port(arena: Arena) -> N
     assert len(answer.body) >= 200000 * 2
 
 
+_BLOCK = 2 * native._COLUMN_WEIGHT  # a block of one column: its column and its framing
+
+
 @pytest.mark.parametrize(
     ("sql", "revision", "walked"),
     [
-        ("SELECT '' AS s FROM numbers(30000)", 54460, 30000),  # a string value each
-        ("SELECT ('', [''], toNullable('')) AS t FROM numbers(10000)", 54460, 30000),  # inside composites too
+        ("SELECT '' AS s FROM numbers(30000)", 54460, 30000 + _BLOCK),  # a string value each
+        ("SELECT ('', [''], toNullable('')) AS t FROM numbers(10000)", 54460, 30000 + _BLOCK),  # in composites
+        # a key each (the default one too, and each weighs more) and each row written out in full
+        ("SELECT toLowCardinality(toString(number)) AS x FROM numbers(2000)", OLD_REVISION, 2001 * 17 + 2000 + _BLOCK),
+        # blocks of one row, twenty columns: no String, but the columns' framing a block at a time
         (
-            "SELECT toLowCardinality(toString(number)) AS x FROM numbers(2000)",
-            OLD_REVISION,
-            2001 * 17,
-        ),  # and the default key
+            "SELECT " + ", ".join(f"toUInt8(1) AS c{i}" for i in range(20)) + " FROM numbers(50) "
+            "SETTINGS max_block_size = 1",
+            54460,
+            50 * 21 * native._COLUMN_WEIGHT,
+        ),
     ],
 )
 def test_values_walked_one_by_one_are_counted_against_a_budget(
     client: Any, sql: str, revision: int, walked: int
 ) -> None:
-    """The rewrite reads every String value (and writes out every dictionary key for a client
-    before LowCardinality) in Python, holding the interpreter the receivers share: 50 M empty
-    strings took 4.2 s of it (2026-12-07 review). Past `max_values` the answer is refused before
-    the values are walked."""
+    """The rewrite reads every String value, and every block's columns (and writes out every
+    dictionary key and row for a client before LowCardinality) in Python, holding the interpreter
+    the receivers share: 50 M empty strings took 4.2 s of it, 100,000 one-row blocks of 20 columns
+    12 s (2026-12-07 reviews). Past `max_values` the answer is refused."""
     body = _engine(client, sql)
     assert native.for_client(body, revision, max_values=walked) != b""
     with pytest.raises(ClickHouseError) as refused:

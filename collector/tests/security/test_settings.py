@@ -111,6 +111,7 @@ def test_output_formats_that_read_schema_files_are_refused(arena: Arena, untouch
         # a quarter of the engine's memory cap, so readers cannot crowd out ingest
         ("max_memory_usage", str(1 << 40), str((DEFAULT_ENGINE_MEMORY_MB << 20) // 4)),
         ("max_threads", "64", "2"),
+        ("max_result_rows", "18446744073709551615", "18446744073709551615"),  # UInt64's largest, exactly
     ],
 )
 def test_caps_can_be_lowered_never_raised(arena: Arena, name: str, asked: str, served: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from clinotel.collector.store import schema
+from collector.tests.fixtures import READ_TOKEN
 from collector.tests.security.conftest import ATTACKER, Arena, assert_refused, assert_reveals_nothing
 
 WRITE = f"INSERT INTO {schema.TRACES} (SpanName) SELECT 'smuggled'"
@@ -133,6 +134,34 @@ def test_an_insert_is_refused_as_read_only_before_its_rows_are_read(
     assert_refused(answer, 164)
     assert "read-only" in answer.text()
     assert arena.count(schema.TRACES, ATTACKER) == before
+
+
+def test_clickhouse_connects_insert_is_refused_as_read_only(arena: Arena, untouched: None) -> None:
+    """clickhouse-connect sends `INSERT INTO … FORMAT Native` and the rows as the body (2026-12-07
+    review: answered "not valid UTF-8")."""
+    import clickhouse_connect
+
+    assert arena.collector.admin is not None
+    client = clickhouse_connect.get_client(
+        host="127.0.0.1",
+        port=arena.collector.admin.port,
+        password=READ_TOKEN,
+        database=arena.options.database,
+        compress=False,
+    )
+    try:
+        with pytest.raises(Exception, match=r"Code: 164\b.*this read port is read-only"):
+            # rows that are not UTF-8: they were read as the query text
+            client.insert(schema.TRACES, [[2**64 - 1]], column_names=["Duration"], column_type_names=["UInt64"])
+    finally:
+        client.close()
+
+
+def test_comments_before_a_statement_take_time_in_proportion_to_them(arena: Arena) -> None:
+    """The early INSERT check read `/**/` repeated with a backtracking pattern: 27 of them (109
+    characters) held the interpreter, and every receiver, for 10 s (2026-12-07 review)."""
+    answer = arena.ask(body=b"SELECT 1", query="/**/" * 5000 + "x")
+    assert answer.status == 400  # a syntax error, answered at once
 
 
 def test_what_runs_is_clickhouses_canonical_text(arena: Arena) -> None:

@@ -140,7 +140,8 @@ _UINT64_MAX: Final = 2**64 - 1
 
 def _number(value: str, cap: int | None) -> str:
     try:
-        asked = int(float(value))
+        # a whole number exactly (a float rounds 18446744073709551615 up past UInt64), else a float's
+        asked = int(value) if value.strip().isascii() and value.strip().isdigit() else int(float(value))
     except (ValueError, OverflowError):  # OverflowError: inf, 1e400
         raise ValueError(f"{value[:40]!r} is not a number") from None
     if asked < 0:

@@ -60,9 +60,9 @@ TRANSPORT_PARAMS: Final = frozenset(
 SERVER_NAME: Final = "clinotel"
 _QUERY_ID: Final = re.compile(r"[\x21-\x7e]{1,128}")
 _QVALUE: Final = re.compile(r"[0-9]+(?:\.[0-9]*)?", re.ASCII)
-_INSERT: Final = re.compile(r"(?:\s|--[^\n]*(?:\n|$)|/\*.*?\*/)*INSERT\b", re.IGNORECASE | re.DOTALL)
-"""A `query` URL parameter that starts an INSERT (a client's insert sends its rows as the body)."""
 """An Accept-Encoding weight (RFC 9110 allows at most three decimals; any digits are read)."""
+_INSERT_SCAN: Final = 4096
+"""How far into a statement `_starts_insert` looks past whitespace and comments."""
 
 
 class _BodyError(ClickHouseError):
@@ -295,8 +295,8 @@ class _Handler(CappedRequestHandler):
         except ClickHouseError as e:
             self._refuse_unread(e)
             return
-        if _INSERT.match(params.get("query", "")):
-            # refused before its rows are read (or decompressed: clickhouse-connect sends them lz4)
+        if _starts_insert(params.get("query", "")):
+            # refused before its rows are read (curl's `?query=INSERT …` with the rows as the body)
             self._refuse_unread(
                 ClickHouseError(*READONLY, "Cannot execute query in readonly mode: this read port is read-only")
             )
@@ -306,6 +306,12 @@ class _Handler(CappedRequestHandler):
         except ClickHouseError as e:
             self.close_connection = True
             self._error(e)
+            return
+        if not params.get("query") and _starts_insert(bytes(body[:_INSERT_SCAN]).decode("utf-8", "replace")):
+            # clickhouse-connect's insert: the statement and then its rows, in the body
+            self._error(
+                ClickHouseError(*READONLY, "Cannot execute query in readonly mode: this read port is read-only")
+            )
             return
         ctype = self.headers.get("Content-Type") or ""
         if ctype.lower().startswith("multipart/form-data"):  # other types: the body is the query, as curl -d sends it
@@ -447,6 +453,27 @@ class _Handler(CappedRequestHandler):
             body = _compress(body, encoding, params.get("http_zlib_compression_level"))
             headers["Content-Encoding"] = encoding
         self._reply(HTTPStatus.OK, body, content_type(result.format), headers)
+
+
+def _starts_insert(sql: str) -> bool:
+    """True when `sql` begins, past whitespace and comments, with INSERT; linear in the text
+    read (at most `_INSERT_SCAN` characters), whatever it holds."""
+    text, i = sql[:_INSERT_SCAN], 0
+    while i < len(text):
+        if text[i].isspace():
+            i += 1
+        elif text.startswith("--", i) or text.startswith("#", i):
+            end = text.find("\n", i)
+            i = len(text) if end < 0 else end + 1
+        elif text.startswith("/*", i):
+            end = text.find("*/", i + 2)
+            if end < 0:
+                return False
+            i = end + 2
+        else:
+            break
+    word = text[i : i + 7]
+    return word[:6].upper() == "INSERT" and not (word[6:].isalnum() or word[6:] == "_")
 
 
 def _response_encoding(accept: str | None) -> str | None:

@@ -78,13 +78,17 @@ client before 54405 (the reader's `max_result_bytes` by default): a column of lo
 one-byte indexes grows by up to the strings' length a row, outside every engine cap."""
 
 MAX_WALKED_VALUES: Final = 8_000_000
-"""String values (and dictionary keys, `_KEY_WEIGHT` each) the rewrite may walk for one answer. Each
-is read by the read port's Python (about 60 ns a value, 1 us a key written out in full, on the
-2-core reference machine), holding the interpreter the receivers share: a read token asking for
-130 million empty strings (within every engine cap: 1 byte each) took 11 s of it. 8 million is
-about half a second; a dashboard panel reads far fewer."""
+"""The work the rewrite may do for one answer, in String values walked (about 60 ns each on the
+2-core reference machine, holding the interpreter the receivers share); a dictionary key, a
+LowCardinality row written out in full and a block's column count too (`_KEY_WEIGHT`,
+`_COLUMN_WEIGHT`). A read token asking for 130 million empty strings (within every engine cap:
+1 byte each) took 11 s of it; 8 million is about half a second, and a dashboard panel far less."""
 _KEY_WEIGHT: Final = 16
 """A LowCardinality key written out for a client before 54405 costs a Python object: ~16 values."""
+_COLUMN_WEIGHT: Final = 100
+"""A column of a block (its name, type and framing read, its streams cut) costs ~6 us: ~100
+values. Without it, blocks of one row (`max_block_size = 1`, 20 columns, 100,000 rows) took
+12 s of the interpreter with no String value in them (2026-12-07 review)."""
 
 _LC_INDEX_WIDTH: Final = 0xFF
 _LC_GLOBAL_DICTIONARY: Final = 1 << 8
@@ -431,7 +435,7 @@ def _low_cardinality_full(
     nulls: list[bytes] = []
     values: list[bytes] = []
     for _flags, keys, count, indexes, width in _granules(inner, rows, r, budget):
-        budget.walk(count * _KEY_WEIGHT)
+        budget.walk(count * _KEY_WEIGHT + len(indexes) // width)  # and each row written out, in C
         elements = _split(dictionary, count, keys)
         index = _index_array(indexes, width)
         if max(index) >= count:
@@ -512,6 +516,7 @@ def for_client(
     info = _block_info(revision)
     while r.pos < len(body):
         columns, rows = r.varint(), r.varint()
+        budget.walk((columns + 1) * _COLUMN_WEIGHT)
         out += [info, leb128.encode(columns), leb128.encode(rows)]
         for _ in range(columns):
             out.append(_string(r.string()))
