@@ -232,3 +232,40 @@ def test_serve_on_a_store_it_cannot_create_says_so() -> None:
     line = _error(done)
     assert line.startswith(f"Error: cannot create the store {target}: {parent} is not writable"), line
     assert "--server" not in line
+
+
+def test_query_on_a_terminal_shows_control_characters_as_escapes(store: Path) -> None:
+    """A tenant's stored text printed to an operator's terminal cleared it, set its title and
+    forged lines (2026-12-07 review): on a terminal every control character is written as an
+    escape, line breaks of the table kept; into a pipe the bytes are the engine's, untouched."""
+    import pty
+    import select
+
+    sql = "SELECT concat('svc', char(27), '[2J', char(27), ']0;T', char(7), 'x') AS s"
+    argv = [sys.executable, "-m", "clinotel.cli", "query", "--data-dir", str(store), sql]
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, stdout=slave, stderr=subprocess.DEVNULL)
+    os.close(slave)
+    shown = b""
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 120)
+            if not ready:
+                break
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the pty closes with the process
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(master)
+        proc.wait(timeout=120)
+    assert proc.returncode == 0, shown
+    assert b"\x1b" not in shown, shown
+    assert b"\x07" not in shown, shown
+    assert b"svc\\x1b[2J\\x1b]0;T\\x07x" in shown, shown
+    assert shown.count(b"\n") >= 3, "the table's lines kept"
+    piped = subprocess.run([*argv, "--format", "TSVRaw"], capture_output=True, timeout=120, check=True)
+    assert piped.stdout == b"svc\x1b[2J\x1b]0;T\x07x\n"

@@ -26,12 +26,14 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from clinotel.demo.scenario import INCIDENTS, PHASES, SITES, TENANT, Scenario, plan
 from clinotel.demo.summary import DemoSummary, disparity, rate
 from clinotel.model.tables import DEFAULT_DATABASE
+from clinotel.model.terminal import printable
 
 if TYPE_CHECKING:  # `clinotel --help` imports this module: the collector is imported when the demo runs
     from clinotel.demo.pipeline import AlertReplay, Delivered
@@ -509,7 +511,8 @@ def _back_end(
         f"{len(results) - len(failed) - len(empty)} with rows, {len(empty)} empty, {len(failed)} failed"
     )
     for r in failed + empty:
-        console.print(f"  [yellow]{r.query.dashboard} / {r.query.panel}: {r.error or 'no rows'}[/]")
+        said = printable(f"{r.query.dashboard} / {r.query.panel}: {r.error or 'no rows'}")
+        console.print(f"  [yellow]{escape(said)}[/]")
 
     replay = sim.replay
     alerts = Table(title=f"Alerts evaluated over the simulated hours ({replay.evaluations} evaluations)")

@@ -9,11 +9,13 @@ from typing import Any, Final
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from clinotel.alerts.options import alerting_config, alerting_options, checked_outbox, checked_rules
 from clinotel.model.store import open_reading_store, reading_store
 from clinotel.model.tables import DEFAULT_DATABASE
+from clinotel.model.terminal import printable
 
 __all__ = ["alerts"]
 
@@ -90,20 +92,24 @@ def _report(summary: Any, console: Console, server: str | None) -> bool:
 
     err = _console(err=True)
     if summary.skipped:
-        err.print(f"skipped: {summary.skipped}")
+        err.print(printable(f"skipped: {summary.skipped}"), markup=False, highlight=False)
         return False
     for rule, labels, state in summary.transitions:
-        console.print(f"{rule} {labels} -> [bold]{state}[/]")
+        # labels are a tenant's stored text: neither Rich markup (`[/x]` ended the evaluator) nor
+        # terminal control
+        console.print(f"{escape(printable(f'{rule} {labels}'))} -> [bold]{state}[/]")
     for rule, error in summary.errors:
-        err.print(f"error: {rule}: {error}", markup=False, highlight=False)
+        err.print(printable(f"error: {rule}: {error}"), markup=False, highlight=False)
         if rule == STORE and server is not None:
             err.print(f"  {READ_PORT_HINT}", markup=False, highlight=False)
     for a in summary.undelivered:
         n = a.notification
         what = "resolution" if not n.firing else "page" if n.severity == "page" else "ticket"
         err.print(
-            f"not delivered: {n.rule} {n.labels} ({what}) to {a.sink} after {a.attempt} attempt(s): {a.detail}; "
-            "owed: the next evaluation tries again",
+            printable(
+                f"not delivered: {n.rule} {n.labels} ({what}) to {a.sink} after {a.attempt} attempt(s): {a.detail}; "
+                "owed: the next evaluation tries again"
+            ),
             markup=False,
             highlight=False,
         )

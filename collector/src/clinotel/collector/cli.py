@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, NoReturn
@@ -28,6 +29,7 @@ from clinotel.collector.store.embedded import (
 from clinotel.model.sql import literal
 from clinotel.model.store import first_line, open_reading_store, reading_store, shown_url
 from clinotel.model.tables import DEFAULT_DATABASE, ROLLUP_TABLES
+from clinotel.model.terminal import printable
 
 __all__ = [
     "Companion",
@@ -678,4 +680,9 @@ def query(sql: str, server: str | None, data_dir: Path | None, database: str, fm
         raise click.ClickException(error_line(e)) from None
     finally:
         client.close()
-    click.echo(out.decode("utf-8", errors="replace"), nl=False)
+    if sys.stdout.isatty():  # a tenant's text is data, not commands to the operator's terminal
+        click.echo(printable(out.decode("utf-8", errors="replace"), keep="\n\t"), nl=False)
+    else:  # the engine's bytes as they are (click.echo would strip what looks like a colour)
+        sys.stdout.flush()
+        sys.stdout.buffer.write(out)
+        sys.stdout.buffer.flush()

@@ -9,10 +9,12 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from clinotel.model.store import first_line, open_reading_store, reading_store
 from clinotel.model.tables import DEFAULT_DATABASE
+from clinotel.model.terminal import printable
 
 __all__ = ["dashboards", "report"]
 
@@ -127,7 +129,8 @@ def check(
         failed += r.error is not None
         empty += r.error is None and r.rows == 0
         style = "red" if r.error else ("yellow" if r.rows == 0 else "")
-        table.add_row(r.query.dashboard, r.query.panel, str(r.rows), f"{r.ms:.0f}", r.error or "", style=style)
+        error = escape(printable(r.error or ""))  # the engine's text (it quotes the query): not markup
+        table.add_row(r.query.dashboard, r.query.panel, str(r.rows), f"{r.ms:.0f}", error, style=style)
     Console().print(table)
     click.echo(f"{len(queries)} queries: {failed} failed, {empty} empty")
     if failed or (require_rows and empty):

@@ -17,6 +17,7 @@ from typing import Any, Final
 from clinotel.model.rollups import hour_of
 from clinotel.model.sql import held_since, identifier, literal
 from clinotel.model.tables import CHANGES, TRACES
+from clinotel.model.terminal import printable
 from clinotel.semconv import attributes as A
 
 __all__ = [
@@ -144,7 +145,8 @@ class Change:
         where = ", ".join(f"{k}={v}" for k, v in self.scope.items()) or "everywhere"
         extra = f" [{self.result}]" if self.result else ""
         by = self.actor or self.service
-        return f"{self.timestamp:%Y-%m-%d %H:%M} UTC {what} by {by} ({where}){extra}"
+        # one line whatever the stored text holds (a service name's CR/LF forged a line of its own)
+        return printable(f"{self.timestamp:%Y-%m-%d %H:%M} UTC {what} by {by} ({where}){extra}")
 
     def to_json(self) -> dict[str, Any]:
         return {

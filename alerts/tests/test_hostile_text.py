@@ -1,0 +1,56 @@
+"""A tenant's stored text (service names, change events) reaches the evaluator's console and the
+change listings: it is shown as text, never run as Rich markup or terminal control (2026-12-07
+review: `service=pharmacy[/x]` ended `alerts evaluate` with a MarkupError, for every tenant)."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+import pytest
+from rich.console import Console
+
+import clinotel.alerts.cli as cli
+from clinotel.alerts.cli import _report
+from clinotel.model.changes import Change
+from clinotel.model.terminal import printable
+
+HOSTILE = "pharmacy[/x] [link=http://evil.example]click[/link] \x1b[2J\x1b]0;T\x07\r\n- forged line \u202e"
+
+
+def _summary(labels: dict[str, str]) -> SimpleNamespace:
+    return SimpleNamespace(
+        skipped=None, transitions=[("sdk_phi_dropped", labels, "firing")], errors=[("sdk_phi_dropped", HOSTILE)],
+        undelivered=[], attempts=[], rules=1, instances=1,
+    )  # fmt: skip
+
+
+def test_a_pass_prints_hostile_labels_as_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(cli, "_console", lambda err=False: Console(file=errors, force_terminal=True, width=400))
+    errors = err
+    assert _report(_summary({"service": HOSTILE}), Console(file=out, force_terminal=True, width=400), None)
+    shown = out.getvalue() + err.getvalue()
+    assert "pharmacy[/x] [link=http://evil.example]click[/link]" in shown, shown
+    for raw in ("\x1b[2J", "\x1b]0", "\x07", "\r", "\u202e", "\x1b]8;"):  # no clear, title, bell, CR, RLO, link
+        assert raw not in shown, (raw, shown)
+    assert "\\x1b[2J" in shown
+
+
+def test_a_change_is_one_line_whatever_its_text() -> None:
+    change = Change(
+        timestamp=datetime(2026, 12, 7, 11, 20, tzinfo=UTC), tenant="evil", service=HOSTILE, kind="deploy",
+        name="ed-triage", version="v5",
+    )  # fmt: skip
+    line = change.line()
+    assert "\n" not in line
+    assert "\r" not in line
+    assert "\x1b" not in line
+    assert line.startswith("2026-12-07 11:20 UTC deploy ed-triage -> v5 by pharmacy[/x]")
+
+
+def test_printable_keeps_only_what_it_is_told() -> None:
+    assert printable("a\tb\nc\x00\x7f\x85\u200b") == "a\\x09b\\x0ac\\x00\\x7f\\x85\\u200b"
+    assert printable("a\tb\nc\x1b", keep="\n\t") == "a\tb\nc\\x1b"
+    assert printable("ESI-2 naïve 北") == "ESI-2 naïve 北"
