@@ -54,3 +54,21 @@ def test_printable_keeps_only_what_it_is_told() -> None:
     assert printable("a\tb\nc\x00\x7f\x85\u200b") == "a\\x09b\\x0ac\\x00\\x7f\\x85\\u200b"
     assert printable("a\tb\nc\x1b", keep="\n\t") == "a\tb\nc\\x1b"
     assert printable("ESI-2 naïve 北") == "ESI-2 naïve 北"
+
+
+def test_an_alert_of_no_tenant_lists_no_tenants_changes() -> None:
+    """The collector's own rules (`spans_refused`, no tenant label) listed every tenant's change
+    events, unlabelled, in the operator's page: they list none, and read nothing for them."""
+    from clinotel.alerts.evaluator import Evaluator
+
+    class ReadError(BaseException):  # not an Exception: `_changes` would swallow that
+        pass
+
+    class Unread:
+        def query(self, *args: object, **kwargs: object) -> None:
+            raise ReadError("no change is read for an alert of no tenant")
+
+    evaluator = SimpleNamespace(changes_hours=6, client=Unread(), database="clinotel")
+    now = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    assert Evaluator._changes(evaluator, {"rule": "spans_refused"}, now) == ""  # type: ignore[arg-type]
+    assert Evaluator._changes(evaluator, {"tenant": ""}, now) == ""  # type: ignore[arg-type]

@@ -335,15 +335,17 @@ class Evaluator:
         self._flush_events(summary)
 
     def _changes(self, labels: dict[str, str], starts: datetime) -> str:
-        """'What changed in the last N hours' in the alert's tenant and workflow kind ('' on error)."""
-        if self.changes_hours <= 0:
+        """'What changed in the last N hours' in the alert's tenant and workflow kind ('' on error).
+        An alert of no tenant (the collector's own rules) has none: every tenant's changes, with
+        no tenant named, went into the operator's page (2026-12-07 review)."""
+        tenant = labels.get("tenant")
+        if self.changes_hours <= 0 or not tenant:
             return ""
         scope = {"workflow_kind": labels["kind"]} if labels.get("kind") else {}
         since = starts - timedelta(hours=self.changes_hours)
         try:
             found = recent_changes(
-                self.client, self.database, since, starts + timedelta(minutes=1), tenant=labels.get("tenant"),
-                scope=scope,
+                self.client, self.database, since, starts + timedelta(minutes=1), tenant=tenant, scope=scope,
             )  # fmt: skip
         except Exception as e:  # noqa: BLE001 - a page without its change list still pages
             logger.warning("could not read the recent changes: %s", first_line(e, 500))
