@@ -235,6 +235,26 @@ def test_the_contrib_collector_writes_clinotel_tables_with_the_semconv_rules(sta
         assert name in otelcol_env, f"the contrib collector's config reads {name}, which compose does not set"
 
 
+def test_the_contrib_rules_drop_a_value_of_another_type_than_its_key() -> None:
+    """The PHI and form checks read strings alone: `clinical.site` sent as the integer 5558675309
+    was kept as its text (2026-12-07 review). A coded key's non-string and a boolean key's
+    non-boolean are dropped before them, as the library refuses them."""
+    from clinotel.collector.store.ottl import transform_processor
+
+    contexts = {s["context"]: s["statements"] for s in transform_processor()["trace_statements"]}
+    for context, key, check in (("span", "clinical.site", "IsString"), ("span", "clinical.workflow.id", "IsString"),
+                                ("spanevent", "exception.message", "IsString"),
+                                ("span", "clinical.decision.shadow", "IsBool")):  # fmt: skip
+        statements = contexts[context]
+        at = f'attributes["{key}"]'
+        rule = f'delete_key(attributes, "{key}") where {at} != nil and not {check}({at})'
+        assert rule in statements, key
+        later = [i for i, x in enumerate(statements) if x != rule and f'"{key}"' in x and i > 0]
+        assert statements.index(rule) < min(later), "before the checks that read strings alone"
+    span = contexts["span"]
+    assert not any('"clinical.queue.depth") where' in x and "not IsString" in x for x in span), "numbers: ranges"
+
+
 def test_ottl_strings_carry_the_regex_unchanged() -> None:
     literal = ottl_string(PHI_REGEX)
     decoded = re.sub(r"\\(.)", r"\1", literal[1:-1])

@@ -4,8 +4,10 @@ where the contrib collector writes `otel_traces` instead (compose's contrib vari
 
 The same definitions as `clinotel.collector.sql`, in the collector's language: unregistered keys
 are dropped (`keep_keys`), a pseudonym must have the pseudonym form, free text has PHI patterns
-redacted (span and event names, status messages, tracestates, the scope's name and version), and
-a coded string that looks like PHI, or lacks its key's registered form, is dropped whole. The
+redacted (span and event names, status messages, tracestates, the scope's name and version), a
+value of another type than its key's is dropped (the SQL reads a number's text against the PHI
+patterns instead), and a coded string that looks like PHI, or lacks its key's registered form, is
+dropped whole. The
 regular expressions are the RE2 subset Python and Go share. Links (their attributes and
 tracestates) are outside the transform processor's contexts: the contrib variant leaves them to
 the SDK-side gate."""
@@ -15,7 +17,16 @@ from __future__ import annotations
 from typing import Final
 
 from clinotel.collector.store.phi_sql import allowed_keys
-from clinotel.semconv import PHI_REGEX, PSEUDONYM_PATTERN, REDACTED, REGISTRY, UUID_PATTERN, PhiClass, Scope
+from clinotel.semconv import (
+    PHI_REGEX,
+    PSEUDONYM_PATTERN,
+    REDACTED,
+    REGISTRY,
+    UUID_PATTERN,
+    AttrType,
+    PhiClass,
+    Scope,
+)
 from clinotel.semconv import attributes as A
 
 __all__ = ["string", "transform_processor"]
@@ -30,6 +41,8 @@ def string(text: str) -> str:
 
 
 _PHI: Final = string(PHI_REGEX)
+_KINDS: Final = {AttrType.STRING: "IsString", AttrType.BOOLEAN: "IsBool"}
+"""The OTTL type check of the registered types checked by kind (numbers are held to their ranges)."""
 _WHOLE_UUID: Final = string(f"^{UUID_PATTERN}$")
 
 
@@ -49,8 +62,13 @@ def _attribute_rules(scopes: tuple[Scope, ...]) -> list[str]:
     free = set(allowed_keys(scopes, PhiClass.FREE_TEXT))
     pseudonyms = set(allowed_keys(scopes, PhiClass.PSEUDONYM))
     patterns = {d.key: d.pattern for d in REGISTRY if d.pattern and not d.closed}
+    types = {d.key: d.type for d in REGISTRY}
     for key in sorted(allowed_keys(scopes)):
         at = f"attributes[{string(key)}]"
+        # a value of another type than its key's goes, as the library refuses it: the checks below
+        # read strings alone, and a number's text (`clinical.site` as the int 5558675309) was kept
+        if types[key] in _KINDS:
+            out.append(f"delete_key(attributes, {string(key)}) where {at} != nil and not {_KINDS[types[key]]}({at})")
         if key in pseudonyms:
             out.append(f"delete_key(attributes, {string(key)}) where {at} != nil and not IsMatch({at}, {pseudonym})")
         elif key in free:
