@@ -123,6 +123,19 @@ def test_without_a_write_token_the_collector_refuses_and_the_command_says_so(
     assert _stored(collector) == []
 
 
+@pytest.mark.parametrize("where", ["CLINOTEL_WRITE_TOKEN", "OTEL_EXPORTER_OTLP_HEADERS"])
+def test_a_refused_write_token_is_said_to_be_refused_not_missing(
+    collector: Collector, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    monkeypatch.delenv("CLINOTEL_WRITE_TOKEN", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_HEADERS", raising=False)
+    monkeypatch.setenv(where, "not-a-token" if where == "CLINOTEL_WRITE_TOKEN" else "authorization=Bearer not-a-token")
+    code, _, err = _cli(_add(collector, "config", "triage-thresholds"), capsys)
+    assert code == 1
+    assert "it answered HTTP 401 (the collector refused the write token given)" in err
+    assert "not-a-token" not in err
+
+
 @pytest.mark.parametrize(
     "scope",
     [{"site": "north') OR 1=1 --"}, {"patient": "x"}],

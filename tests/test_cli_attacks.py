@@ -68,6 +68,31 @@ def test_bad_input_is_one_line_and_exit_1_or_2(
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(FILES), "nothing created"
 
 
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        f"http://ci:{SECRET} X@{CLOSED}",
+        f"htp://ci:{SECRET}@x@{CLOSED}",
+        f"http://ci:{SECRET}@[::1",
+        f"ci:{SECRET}@{CLOSED}",
+    ],
+)
+def test_changes_add_never_echoes_a_password_the_exporter_cannot_parse(
+    endpoint: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A password with a space or an `@`, an unclosed IPv6 host, no scheme: the exporter's own
+    words name the endpoint whole, credentials too (2026-12-07 review); the refusal says what they
+    mean, and they stay out of the process's output."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2")
+    with pytest.raises(SystemExit) as exited:
+        main(["changes", "add", "deploy", "svc", "--endpoint", endpoint])
+    out, err = capsys.readouterr()
+    assert exited.value.code == 1
+    assert SECRET not in out + err
+    assert SECRET not in caplog.text, "nor in what the process logs"
+    assert "Traceback" not in err
+
+
 def test_changes_add_never_echoes_the_password_in_its_endpoint(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

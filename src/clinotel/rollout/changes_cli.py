@@ -106,8 +106,11 @@ def add(
     except SendError as e:
         hint = ""
         if e.status in (401, 403):
-            hint = f" (the tenant's write token goes in {ENV_WRITE_TOKEN}" + (
-                ", which is not set)" if not token else ")"
+            given = token or "authorization" in os.environ.get("OTEL_EXPORTER_OTLP_HEADERS", "").lower()
+            hint = (
+                " (the collector refused the write token given)"
+                if given
+                else f" (the tenant's write token goes in {ENV_WRITE_TOKEN}, which is not set)"
             )
         raise click.ClickException(f"{e}{hint}") from None
     click.echo(f"recorded {kind} {name}" + (f" -> {version}" if version else ""))

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
-from urllib.parse import urlsplit
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -37,7 +36,15 @@ class SendError(RuntimeError):
 
 _EXPORTER_LOGGER: Final = "opentelemetry.exporter"
 _STATUS: Final = re.compile(r"\bcode: (\d{3})\b")
-_CREDENTIALS: Final = re.compile(r"//[^/@\s]*@")
+_GRPC_STATUS: Final = {"UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403, "RESOURCE_EXHAUSTED": 429, "UNAVAILABLE": 503}
+_REASONS: Final = (
+    (("Connection refused", "UNAVAILABLE"), "connection refused (is the collector running there?)"),
+    (("Failed to parse", "Invalid URL", "No connection adapters", "Invalid IPv6"), "the endpoint is not a usable URL"),
+    (("Name or service not known", "nodename nor servname", "name resolution", "getaddrinfo"), "its host is not known"),
+    (("timed out", "timeout", "DEADLINE_EXCEEDED"), "no answer in time"),
+)
+"""What the exporter's log lines say, as the few words a refusal shows: never their own text, which
+can carry the endpoint with its credentials."""
 
 
 class _Said(logging.Handler):
@@ -56,21 +63,28 @@ class _Said(logging.Handler):
             found = _STATUS.search(message)
             if found:
                 return f"it answered HTTP {found.group(1)}", int(found.group(1))
-        if any("Connection refused" in m for m in self.messages):
-            return "connection refused (is the collector running there?)", None
-        if self.messages:  # without the credentials a URL in it may carry
-            return _CREDENTIALS.sub("//", self.messages[-1].splitlines()[0])[:200], None
-        return "the exporter gave no reason", None
+            for code, status in _GRPC_STATUS.items():
+                if f"StatusCode.{code}" in message and code != "UNAVAILABLE":
+                    return f"it answered {code}", status
+        for needles, why in _REASONS:
+            if any(needle in m for m in self.messages for needle in needles):
+                return why, None
+        return "the exporter gave up (run with the exporter's log on to see its words)", None
 
 
 @contextmanager
 def _listening() -> Iterator[_Said]:
+    """The exporter's log lines while it sends, kept from the process's log (they may name the
+    endpoint with its credentials): the refusal says what they mean."""
     said = _Said()
     logger = logging.getLogger(_EXPORTER_LOGGER)
+    propagate = logger.propagate
     logger.addHandler(said)
+    logger.propagate = False
     try:
         yield said
     finally:
+        logger.propagate = propagate
         logger.removeHandler(said)
 
 
@@ -124,7 +138,10 @@ def send_changes(
     """Validate every change (strict: TelemetryValidationError names the bad field, nothing is
     sent) and send them to the collector at `endpoint` in one export; SendError when it refuses.
     `exporter`: sends them instead of an OTLP exporter to `endpoint` (which then only names it)."""
-    held = _Held(exporter if exporter is not None else ct.otlp_exporter(endpoint, protocol, headers))
+    try:
+        held = _Held(exporter if exporter is not None else ct.otlp_exporter(endpoint, protocol, headers))
+    except ValueError:  # `http://[::1` and the like: said without the endpoint's credentials
+        raise SendError(f"the endpoint {_shown(endpoint)} is not a usable URL") from None
     telemetry = ct.configure(
         service_name=service,
         tenant=tenant,
@@ -156,6 +173,9 @@ def send_changes(
 
 
 def _shown(url: str) -> str:
-    """`url` without the credentials it may carry (a CI log keeps this line)."""
-    parts = urlsplit(url)
-    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl() if "@" in parts.netloc else url
+    """`url` without the credentials it may carry (a CI log keeps this line), parsable or not."""
+    scheme, sep, rest = url.partition("//")
+    if not sep:
+        return url.rpartition("@")[2]
+    authority, slash, path = rest.partition("/")
+    return f"{scheme}//{authority.rpartition('@')[2]}{slash}{path}"
