@@ -164,6 +164,14 @@ def test_a_log_belongs_to_the_store_that_first_used_it(tmp_path: Path) -> None:
     first.release()
     with pytest.raises(LogOwnedError, match=r"it holds 1 segment\(s\) not yet stored there"):
         WriteAheadLog(tmp_path, owner="chdb:///share/d2#clinotel")
+    # set aside for good: not to be removed with the directory on this message's word (a review)
+    first = WriteAheadLog(tmp_path, owner="chdb:///share/d1#clinotel")
+    segment = first.next_segment(0.0)
+    assert segment is not None
+    first.quarantine(segment, "refused")
+    first.release()
+    with pytest.raises(LogOwnedError, match=r"no segment to store, but 1 set aside in .*quarantine: keep them"):
+        WriteAheadLog(tmp_path, owner="chdb:///share/d2#clinotel")
 
 
 @pytest.mark.parametrize("change", ["moved", "deleted"])

@@ -82,7 +82,7 @@ READ_PORT_HINT: Final = (
 HELD_ADVICE: Final = (
     "the evaluator keeps its state in that store (clinotel_alert_events), which the collector's read port "
     "cannot write: run the rules in the collector (`clinotel serve --rules FILE --webhook URL ...`: serve takes "
-    "every option of this command), or stop it and evaluate with --data-dir"
+    "this command's alerting options), or stop it and evaluate with --data-dir"
 )
 
 

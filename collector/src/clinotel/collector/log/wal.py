@@ -449,11 +449,14 @@ class WriteAheadLog:
         if recorded is not None and recorded != owner:
             shown = without_credentials(recorded)
             waiting = [path for path in pending_segments(self.directory) if path.stat().st_size]
-            held = (
-                f"it holds {len(waiting)} segment(s) not yet stored there"
-                if waiting
-                else "it holds no segment: remove the directory to give it to this store"
-            )
+            quarantine = self.directory / "quarantine"
+            set_aside = sorted(quarantine.glob(f"*{SUFFIX}")) if quarantine.is_dir() else []
+            if waiting:
+                held = f"it holds {len(waiting)} segment(s) not yet stored there"
+            elif set_aside:
+                held = f"it holds no segment to store, but {len(set_aside)} set aside in {quarantine}: keep them"
+            else:
+                held = "it holds no segment: remove the directory to give it to this store"
             raise LogOwnedError(
                 f"the write-ahead log {self.directory} belongs to the store {shown}, not {owner} ({held}): "
                 "give this collector a log of its own (--wal-dir)"
