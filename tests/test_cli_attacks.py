@@ -76,6 +76,7 @@ def test_bad_input_is_one_line_and_exit_1_or_2(
         f"http://ci:{SECRET}@[::1",
         f"ci:{SECRET}@{CLOSED}",
     ],
+    ids=["space", "at", "ipv6", "no-scheme"],  # the port is drawn per process: not in the ids (xdist)
 )
 def test_changes_add_never_echoes_a_password_the_exporter_cannot_parse(
     endpoint: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
