@@ -438,3 +438,20 @@ def test_a_get_s_body_is_never_taken_for_the_next_request(arena: Arena) -> None:
             received += chunk
     assert received.count(b"HTTP/1.") == 1, received[:400]
     assert b"SMUGGLED" not in received
+
+
+def test_an_engine_error_quoting_a_readers_spaces_is_read_in_one_pass() -> None:
+    """The engine quotes a reader's text in its errors; the suffixes `(NAME) (version V)` were cut
+    by patterns anchored at the end, which read each run of spaces once from every start: 20,000
+    spaces in `toInt32('…x')` held the read port's interpreter, and every receiver, 4 s (2026-12-07
+    review). Two million are read in one pass now (this test would not end before)."""
+    from clinotel.model.store import error_line
+
+    text = (
+        "Code: 6. DB::Exception: Cannot parse string '" + " " * 2_000_000 + "x' as Int32: syntax error. "
+        "(CANNOT_PARSE_TEXT) (version 26.9.2.1)"
+    )
+    error = ClickHouseError.from_engine(RuntimeError(text))
+    assert (error.code, error.name) == (6, "CANNOT_PARSE_TEXT")
+    assert error.message.endswith("x' as Int32: syntax error")
+    assert error_line(RuntimeError(text)).startswith("CANNOT_PARSE_TEXT (6): Cannot parse string '")

@@ -23,7 +23,7 @@ from clinotel.collector.readport import guard as read_guard
 from clinotel.collector.readport.reader import ClickHouseError, ReadLimits, SqlReader
 from clinotel.collector.store import schema
 from clinotel.collector.store.embedded import StoreError, check_embedded
-from clinotel.model.store import first_line
+from clinotel.model.store import engine_message, first_line
 
 __all__ = ["ReadOnlyClient", "check_read", "open_embedded"]
 
@@ -152,5 +152,6 @@ _READ_WORDS: Final = frozenset({"SELECT", "WITH", "SHOW", "DESCRIBE", "DESC", "E
 
 
 def _engine_message(text: str) -> str:
-    match = re.search(r"DB::Exception: (.*?)(?: \(version [^)]*\))?\.?\s*$", text, re.S)
-    return (match.group(1) if match else text).strip().splitlines()[0][:300]
+    message, name = engine_message(text)
+    shown = f"{message} ({name})" if name else message
+    return (shown.strip().splitlines() or [""])[0][:300]

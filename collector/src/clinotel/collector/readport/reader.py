@@ -30,6 +30,7 @@ from clinotel.collector.readport.guard import Catalog, Guard, QueryRefusedError,
 from clinotel.collector.store.embedded import PLANNER_SETTINGS
 from clinotel.collector.store.engine_import import import_engine
 from clinotel.model.sql import identifier, literal
+from clinotel.model.store import engine_message
 
 __all__ = ["DEFAULT_FORMAT", "ClickHouseError", "ReadLimits", "ReadResult", "SqlReader", "content_type"]
 
@@ -37,7 +38,6 @@ DEFAULT_FORMAT: Final = "TabSeparated"
 _NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ERROR: Final = re.compile(r"Code: (\d+)\. DB::Exception: ")
 _ERROR_NAME: Final = re.compile(r"\(([A-Z][A-Z0-9_]+)\)")
-_VERSION_SUFFIX: Final = re.compile(r"\s*\(version [^)]*\)\.?\s*$")
 MAX_READER_QUERY: Final = 256 << 10
 """The longest query text a reader may send (ClickHouse's own default max_query_size)."""
 MAX_QUERY_SIZE: Final = 4 * MAX_READER_QUERY
@@ -108,10 +108,10 @@ class ClickHouseError(Exception):
         if not matches:
             return cls(1001, "STD_EXCEPTION", text.strip())
         last = matches[-1]
-        message = _VERSION_SUFFIX.sub("", text[last.end() :].strip())
-        names = _ERROR_NAME.findall(message)
-        name = names[-1] if names else "UNKNOWN_EXCEPTION"
-        message = re.sub(rf"\.?\s*\({name}\)\s*$", "", message).rstrip(". ")
+        message, name = engine_message(text[last.start() :])
+        if name is None:  # the name within the message, as the engine writes a nested one
+            names = _ERROR_NAME.findall(message)
+            name = names[-1] if names else "UNKNOWN_EXCEPTION"
         return cls(int(last.group(1)), name, message)
 
     @classmethod
