@@ -75,8 +75,9 @@ def test_bad_input_is_one_line_and_exit_1_or_2(
         f"htp://ci:{SECRET}@x@{CLOSED}",
         f"http://ci:{SECRET}@[::1",
         f"ci:{SECRET}@{CLOSED}",
+        f"http://ci:{SECRET}/b64+=@{CLOSED}",
     ],
-    ids=["space", "at", "ipv6", "no-scheme"],  # the port is drawn per process: not in the ids (xdist)
+    ids=["space", "at", "ipv6", "no-scheme", "slash"],  # the port is drawn per process: not in the ids (xdist)
 )
 def test_changes_add_never_echoes_a_password_the_exporter_cannot_parse(
     endpoint: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
@@ -119,3 +120,40 @@ def test_serve_never_echoes_the_password_in_the_server_url(
     assert SECRET not in out + err
     leaked = [p for p in tmp_path.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
     assert leaked == []
+
+
+def test_changes_add_sends_an_endpoints_credentials_as_basic_authorization() -> None:
+    """The credentials of `http://user:pass@host` reach the collector as the Basic authorization
+    requests makes of them, and the exporter never sees them in its URL (which it logs)."""
+    import base64
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from clinotel.instrumentation.changes import ChangeSpec, SendError, send_changes
+
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append(self.headers.get("Authorization") or "")
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(SendError) as refused:
+            send_changes(
+                [ChangeSpec("deploy", "svc")], endpoint=f"http://ci:{SECRET}%2Fx@127.0.0.1:{server.server_port}"
+            )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == ["Basic " + base64.b64encode(f"ci:{SECRET}/x".encode()).decode()]
+    assert refused.value.status == 401
+    assert SECRET not in str(refused.value)

@@ -4,13 +4,16 @@ the alert evaluator's kill switch), through clinotel's one recording path and PH
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
+from urllib.parse import unquote
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -74,17 +77,17 @@ class _Said(logging.Handler):
 
 @contextmanager
 def _listening() -> Iterator[_Said]:
-    """The exporter's log lines while it sends, kept from the process's log (they may name the
-    endpoint with its credentials): the refusal says what they mean."""
+    """The exporter's log lines from this thread while it sends (another thread's are not its
+    refusal); they still reach the process's log, which they cannot tell a password to: the
+    endpoint goes to the exporter without its credentials (`_credentials`)."""
     said = _Said()
+    sender = threading.get_ident()
+    said.addFilter(lambda record: record.thread == sender)
     logger = logging.getLogger(_EXPORTER_LOGGER)
-    propagate = logger.propagate
     logger.addHandler(said)
-    logger.propagate = False
     try:
         yield said
     finally:
-        logger.propagate = propagate
         logger.removeHandler(said)
 
 
@@ -138,10 +141,17 @@ def send_changes(
     """Validate every change (strict: TelemetryValidationError names the bad field, nothing is
     sent) and send them to the collector at `endpoint` in one export; SendError when it refuses.
     `exporter`: sends them instead of an OTLP exporter to `endpoint` (which then only names it)."""
+    # the endpoint's credentials travel as the Basic authorization requests would have made of
+    # them, never in the URL the exporter logs (its words named it whole, password and all)
+    bare, basic = _credentials(endpoint)
+    sent_headers = dict(headers or {})
+    if basic is not None and not any(k.lower() == "authorization" for k in sent_headers):
+        sent_headers["authorization"] = basic
     try:
-        held = _Held(exporter if exporter is not None else ct.otlp_exporter(endpoint, protocol, headers))
-    except ValueError:  # `http://[::1` and the like: said without the endpoint's credentials
-        raise SendError(f"the endpoint {_shown(endpoint)} is not a usable URL") from None
+        inner = exporter if exporter is not None else ct.otlp_exporter(bare, protocol, sent_headers or None)
+    except ValueError:  # `http://[::1` and the like
+        raise SendError(f"the endpoint {bare} is not a usable URL") from None
+    held = _Held(inner)
     telemetry = ct.configure(
         service_name=service,
         tenant=tenant,
@@ -169,13 +179,18 @@ def send_changes(
         telemetry.restore()
     if not sent:
         why, status = said.reason()
-        raise SendError(f"the collector at {_shown(endpoint)} did not accept the change events: {why}", status)
+        raise SendError(f"the collector at {bare} did not accept the change events: {why}", status)
 
 
-def _shown(url: str) -> str:
-    """`url` without the credentials it may carry (a CI log keeps this line), parsable or not."""
+def _credentials(url: str) -> tuple[str, str | None]:
+    """(`url` without its user information, the Basic authorization it stands for, or None). The
+    authority is everything to the last `@` before the path: a password may hold `/` or `@`."""
     scheme, sep, rest = url.partition("//")
     if not sep:
-        return url.rpartition("@")[2]
-    authority, slash, path = rest.partition("/")
-    return f"{scheme}//{authority.rpartition('@')[2]}{slash}{path}"
+        scheme, rest = "", url
+    at = rest.rfind("@")
+    if at < 0:
+        return url, None
+    user = unquote(rest[:at])
+    bare = f"{scheme}{sep}{rest[at + 1 :]}"
+    return bare, "Basic " + base64.b64encode(user.encode("utf-8")).decode("ascii")
