@@ -103,9 +103,20 @@ _BLOCK = 2 * native._COLUMN_WEIGHT  # a block of one column: its column and its 
     ("sql", "revision", "walked"),
     [
         ("SELECT '' AS s FROM numbers(30000)", 54460, 30000 + _BLOCK),  # a string value each
-        ("SELECT ('', [''], toNullable('')) AS t FROM numbers(10000)", 54460, 30000 + _BLOCK),  # in composites
+        # in composites, and a composite's type nodes: Tuple(String, Array(String), Nullable(String)) has 6
+        ("SELECT ('', [''], toNullable('')) AS t FROM numbers(10000)", 54460, 30000 + _BLOCK + 5 * 100),
         # a key each (the default one too, and each weighs more) and each row written out in full
-        ("SELECT toLowCardinality(toString(number)) AS x FROM numbers(2000)", OLD_REVISION, 2001 * 17 + 2000 + _BLOCK),
+        (
+            "SELECT toLowCardinality(toString(number)) AS x FROM numbers(2000)",
+            OLD_REVISION,
+            2001 * 17 + 2000 + _BLOCK + 100,
+        ),
+        # one-row blocks of a tuple of 300: its type's nodes read and named again in every block
+        (
+            "SELECT tuple(" + ", ".join(["toUInt8(1)"] * 300) + ") AS t FROM numbers(20) SETTINGS max_block_size = 1",
+            54460,
+            20 * (2 + 300) * native._COLUMN_WEIGHT,
+        ),
         # blocks of one row, twenty columns: no String, but the columns' framing a block at a time
         (
             "SELECT " + ", ".join(f"toUInt8(1) AS c{i}" for i in range(20)) + " FROM numbers(50) "
