@@ -247,12 +247,19 @@ def test_the_contrib_rules_drop_a_value_of_another_type_than_its_key() -> None:
                                 ("span", "clinical.decision.shadow", "IsBool")):  # fmt: skip
         statements = contexts[context]
         at = f'attributes["{key}"]'
-        rule = f'delete_key(attributes, "{key}") where {at} != nil and not {check}({at})'
+        rule = f'delete_key(attributes, "{key}") where {at} != nil and not ({check}({at}))'
         assert rule in statements, key
         later = [i for i, x in enumerate(statements) if x != rule and f'"{key}"' in x and i > 0]
         assert statements.index(rule) < min(later), "before the checks that read strings alone"
     span = contexts["span"]
-    assert not any('"clinical.queue.depth") where' in x and "not IsString" in x for x in span), "numbers: ranges"
+    depth = 'attributes["clinical.queue.depth"]'
+    assert f"{depth} != nil and not (IsInt({depth}) or IsDouble({depth}))" in " ".join(span), "a number either way"
+    confidence = 'attributes["clinical.decision.confidence"]'
+    assert f"({confidence} < 0.0 or {confidence} > 1.0)" in " ".join(span), "held to its range"
+    # the resource's free text (service.name) is scrubbed as a span's is (a third review)
+    resource = " ".join(contexts["resource"])
+    assert 'replace_pattern(attributes["service.name"]' in resource
+    assert contexts["resource"][-1].startswith('set(attributes["clinical.tenant.id"]'), "the tenant set last"
 
 
 def test_ottl_strings_carry_the_regex_unchanged() -> None:

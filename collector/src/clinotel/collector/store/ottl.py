@@ -4,10 +4,10 @@ where the contrib collector writes `otel_traces` instead (compose's contrib vari
 
 The same definitions as `clinotel.collector.sql`, in the collector's language: unregistered keys
 are dropped (`keep_keys`), a pseudonym must have the pseudonym form, free text has PHI patterns
-redacted (span and event names, status messages, tracestates, the scope's name and version), a
-value of another type than its key's is dropped (the SQL reads a number's text against the PHI
-patterns instead), and a coded string that looks like PHI, or lacks its key's registered form, is
-dropped whole. The
+redacted (span and event names, status messages, tracestates, the scope's name and version, the
+resource's free text), a value of another type than its key's is dropped (the SQL reads a number's
+text against the PHI patterns instead), a number is held to its key's range, and a coded string
+that looks like PHI, or lacks its key's registered form, is dropped whole. The
 regular expressions are the RE2 subset Python and Go share. Links (their attributes and
 tracestates) are outside the transform processor's contexts: the contrib variant leaves them to
 the SDK-side gate."""
@@ -41,8 +41,14 @@ def string(text: str) -> str:
 
 
 _PHI: Final = string(PHI_REGEX)
-_KINDS: Final = {AttrType.STRING: "IsString", AttrType.BOOLEAN: "IsBool"}
-"""The OTTL type check of the registered types checked by kind (numbers are held to their ranges)."""
+_KINDS: Final = {
+    AttrType.STRING: ("IsString",),
+    AttrType.BOOLEAN: ("IsBool",),
+    AttrType.INT: ("IsInt", "IsDouble"),
+    AttrType.DOUBLE: ("IsDouble", "IsInt"),
+}
+"""The OTTL type checks a registered type's value must pass (a number may come either way: a
+JavaScript SDK sends whole doubles as ints)."""
 _WHOLE_UUID: Final = string(f"^{UUID_PATTERN}$")
 
 
@@ -63,12 +69,18 @@ def _attribute_rules(scopes: tuple[Scope, ...]) -> list[str]:
     pseudonyms = set(allowed_keys(scopes, PhiClass.PSEUDONYM))
     patterns = {d.key: d.pattern for d in REGISTRY if d.pattern and not d.closed}
     types = {d.key: d.type for d in REGISTRY}
+    ranges = {d.key: (d.minimum, d.maximum) for d in REGISTRY}
     for key in sorted(allowed_keys(scopes)):
         at = f"attributes[{string(key)}]"
         # a value of another type than its key's goes, as the library refuses it: the checks below
         # read strings alone, and a number's text (`clinical.site` as the int 5558675309) was kept
-        if types[key] in _KINDS:
-            out.append(f"delete_key(attributes, {string(key)}) where {at} != nil and not {_KINDS[types[key]]}({at})")
+        kinds = " or ".join(f"{check}({at})" for check in _KINDS[types[key]])
+        out.append(f"delete_key(attributes, {string(key)}) where {at} != nil and not ({kinds})")
+        bounds = [f"{at} < {low!r}" for low in (ranges[key][0],) if low is not None] + [
+            f"{at} > {high!r}" for high in (ranges[key][1],) if high is not None
+        ]
+        if types[key] in (AttrType.INT, AttrType.DOUBLE) and bounds:  # held to its range, as the SQL holds it
+            out.append(f"delete_key(attributes, {string(key)}) where {at} != nil and ({' or '.join(bounds)})")
         if key in pseudonyms:
             out.append(f"delete_key(attributes, {string(key)}) where {at} != nil and not IsMatch({at}, {pseudonym})")
         elif key in free:
@@ -84,8 +96,8 @@ def _attribute_rules(scopes: tuple[Scope, ...]) -> list[str]:
 def transform_processor(tenant_env: str = "CLINOTEL_TENANT") -> dict[str, object]:
     """The `transform` processor's configuration. The contrib collector has no per-token tenancy:
     the tenant is one per collector deployment, from the environment variable `tenant_env`."""
-    resource = [
-        f"keep_keys(attributes, {_key_list(allowed_keys((Scope.RESOURCE,)))})",
+    resource = [  # the allowlist, types and PHI rules of the resource's keys (service.name is free text)
+        *_attribute_rules((Scope.RESOURCE,)),
         f'set(attributes[{string(A.TENANT_ID.key)}], "${{env:{tenant_env}}}")',
     ]
     span = [*_attribute_rules(_SPAN), _scrub("name"), _scrub("status.message"), _scrub("trace_state")]
