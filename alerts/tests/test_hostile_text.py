@@ -72,3 +72,22 @@ def test_an_alert_of_no_tenant_lists_no_tenants_changes() -> None:
     now = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
     assert Evaluator._changes(evaluator, {"rule": "spans_refused"}, now) == ""  # type: ignore[arg-type]
     assert Evaluator._changes(evaluator, {"tenant": ""}, now) == ""  # type: ignore[arg-type]
+
+
+def test_printable_escapes_what_shows_as_nothing_or_moves_text() -> None:
+    """A third review found format characters and fillers the first list missed: isolates and
+    their deprecated kin, tag characters, Arabic number signs, Hangul fillers, variation
+    selectors, line separators."""
+    for hidden in ("\u206a", "\U000e0041", "\u0600", "\u3164", "\ufe0f", "\u2028", "\u2029", "\u034f", "\u115f"):
+        shown = printable(f"a{hidden}b")
+        assert hidden not in shown, repr(hidden)
+        assert shown.startswith("a\\")
+        assert shown.endswith("b")
+
+
+def test_an_engine_error_quoting_stored_text_is_one_printable_line() -> None:
+    from clinotel.model.store import error_line
+
+    said = error_line(RuntimeError("Code: 6. DB::Exception: Cannot parse string 'svc\x1b]0;T\x07\u202e' as Int32. "
+                                   "(CANNOT_PARSE_TEXT) (version 26.9.2.1)"))  # fmt: skip
+    assert said == "CANNOT_PARSE_TEXT (6): Cannot parse string 'svc\\x1b]0;T\\x07\\u202e' as Int32"

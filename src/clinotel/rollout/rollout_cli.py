@@ -13,6 +13,7 @@ import click
 
 from clinotel.model.store import error_line, open_reading_store, reading_store
 from clinotel.model.tables import DEFAULT_DATABASE
+from clinotel.model.terminal import printable
 
 __all__ = ["rollout"]
 
@@ -171,7 +172,7 @@ def gate(
     for c in result.criteria:
         click.echo(f"{'PASS' if c.passed else 'FAIL'} {c.name}")
         for reason in c.reasons:
-            click.echo(f"     {reason}")
+            click.echo(f"     {printable(reason)}")  # quotes labels a tenant's spans carry
     click.echo(f"{len(changes)} change event(s) in the window; evidence: {md_path} and {json_path.name}")
     if not result.promote:
         click.echo(f"REFUSE {key} {stage_from} -> {stage_to}: failing {', '.join(c.name for c in result.failing)}")

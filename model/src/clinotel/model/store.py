@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import click
 
 from clinotel.model.tables import DEFAULT_DATABASE
+from clinotel.model.terminal import printable
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -110,7 +111,12 @@ def engine_message(text: str) -> tuple[str, str | None]:
 
 
 def error_line(error: Exception) -> str:
-    """A query error as one line: `NAME (code): message`, from the read-only path or a server."""
+    """A query error as one line: `NAME (code): message`, from the read-only path or a server,
+    its controls escaped (an engine's error quotes the data it failed on)."""
+    return printable(_error_line(error))
+
+
+def _error_line(error: Exception) -> str:
     name, code, message = (getattr(error, attr, None) for attr in ("name", "code", "message"))
     if isinstance(name, str) and isinstance(code, int) and isinstance(message, str):  # the read port's own
         return f"{name} ({code}): {message.strip().splitlines()[0] if message.strip() else ''}"
