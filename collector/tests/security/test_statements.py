@@ -157,6 +157,30 @@ def test_clickhouse_connects_insert_is_refused_as_read_only(arena: Arena, untouc
         client.close()
 
 
+@pytest.mark.parametrize(
+    ("query", "body"),
+    [
+        (None, "\ufeffINSERT INTO otel_traces VALUES"),  # a byte-order mark the engine reads past
+        (None, "/* /* nested */ still a comment */ INSERT INTO otel_traces VALUES"),
+        ("/* the statement is in the body */", "\u200b insert into otel_traces VALUES"),
+    ],
+)
+def test_an_insert_behind_what_the_engine_skips_is_refused_read_only(
+    arena: Arena, untouched: None, query: str | None, body: str
+) -> None:
+    """What ClickHouse's lexer passes over (a BOM, zero-width spaces, nested comments, a parameter
+    of comments before the body) hid the INSERT from the early check (third review)."""
+    params = {"query": query} if query is not None else {}
+    answer = arena.ask(body=body.encode(), **params)
+    assert_refused(answer, 164)
+    assert "this read port is read-only" in answer.text()
+
+
+def test_a_comment_that_holds_insert_hides_nothing_else(arena: Arena) -> None:
+    answer = arena.ask(body=b"/* /* */ INSERT */ SELECT 41 + 1", default_format="TSV")
+    assert (answer.status, answer.body) == (200, b"42\n")
+
+
 def test_comments_before_a_statement_take_time_in_proportion_to_them(arena: Arena) -> None:
     """The early INSERT check read `/**/` repeated with a backtracking pattern: 27 of them (109
     characters) held the interpreter, and every receiver, for 10 s (2026-12-07 review)."""

@@ -63,6 +63,8 @@ _QVALUE: Final = re.compile(r"[0-9]+(?:\.[0-9]*)?", re.ASCII)
 """An Accept-Encoding weight (RFC 9110 allows at most three decimals; any digits are read)."""
 _INSERT_SCAN: Final = 4096
 """How far into a statement `_starts_insert` looks past whitespace and comments."""
+_SKIPPED: Final = "\ufeff\u200b\u180e"
+"""What the engine's lexer passes over as whitespace besides Python's whitespace."""
 
 
 class _BodyError(ClickHouseError):
@@ -307,7 +309,8 @@ class _Handler(CappedRequestHandler):
             self.close_connection = True
             self._error(e)
             return
-        if not params.get("query") and _starts_insert(bytes(body[:_INSERT_SCAN]).decode("utf-8", "replace")):
+        head = params.get("query", "")  # the engine reads the parameter, then the body
+        if _starts_insert(f"{head}\n{bytes(body[:_INSERT_SCAN]).decode('utf-8', 'replace')}"):
             # clickhouse-connect's insert: the statement and then its rows, in the body
             self._error(
                 ClickHouseError(*READONLY, "Cannot execute query in readonly mode: this read port is read-only")
@@ -460,16 +463,23 @@ def _starts_insert(sql: str) -> bool:
     read (at most `_INSERT_SCAN` characters), whatever it holds."""
     text, i = sql[:_INSERT_SCAN], 0
     while i < len(text):
-        if text[i].isspace():
+        if text[i].isspace() or text[i] in _SKIPPED:
             i += 1
         elif text.startswith("--", i) or text.startswith("#", i):
             end = text.find("\n", i)
             i = len(text) if end < 0 else end + 1
-        elif text.startswith("/*", i):
-            end = text.find("*/", i + 2)
-            if end < 0:
+        elif text.startswith("/*", i):  # comments nest, as the engine's lexer reads them
+            depth, i = 1, i + 2
+            while depth and i < len(text):
+                opened, closed = text.find("/*", i), text.find("*/", i)
+                if closed < 0:
+                    return False
+                if 0 <= opened < closed:
+                    depth, i = depth + 1, opened + 2
+                else:
+                    depth, i = depth - 1, closed + 2
+            if depth:
                 return False
-            i = end + 2
         else:
             break
     word = text[i : i + 7]
