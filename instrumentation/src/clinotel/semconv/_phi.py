@@ -67,6 +67,9 @@ shows nothing either. Read past when looking for PHI, here and in the collector'
 DASHES: Final = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63"
 """Dashes and the minus sign, which NFKD leaves as they are and a word processor puts between the
 groups of a number (`123–45–6789`): read as `-` when looking for PHI, here and in the SQL."""
+SEPARATORS: Final = ("\u2044\u2215\u29f8\u3001\uff64\u060c", "///,,,")
+"""Slashes and commas of other scripts that NFKD leaves as they are (`555\u2215867\u22155309`): read as
+`/` and `,` between a number's groups, here and in the SQL."""
 LOOKALIKES: Final = (
     "\u0410\u0412\u0421\u0415\u041d\u0406\u0408\u041a\u041c\u041e\u0420\u0405\u0422\u0425\u0423"
     "\u0430\u0441\u0435\u043e\u0440\u0445\u0443\u0456\u0458\u0455\u0501"
@@ -90,8 +93,8 @@ def ascii_folds() -> tuple[str, str]:
         for cp in range(0x80, 0x20000)
         if unicodedata.category(ch := chr(cp)) == "Nd" and unicodedata.normalize("NFKD", ch) == ch
     ]
-    source = DASHES + "".join(digits) + LOOKALIKES[0]
-    target = "-" * len(DASHES) + "".join(str(unicodedata.digit(ch)) for ch in digits) + LOOKALIKES[1]
+    source = DASHES + "".join(digits) + LOOKALIKES[0] + SEPARATORS[0]
+    target = "-" * len(DASHES) + "".join(str(unicodedata.digit(ch)) for ch in digits) + LOOKALIKES[1] + SEPARATORS[1]
     return source, target
 
 
@@ -146,6 +149,8 @@ class PhiPattern:
     examples: tuple[str, ...]
 
 
+_GROUP_SEP = r"(?:[ \t]*[.,/:;|_-][ \t]*|[ \t]+)"
+"""What stands between the groups of a social security or telephone number."""
 _LABEL = (
     r"(?i:mrn|mr#|csn|ssn|nhs|hcn|encounter|account|acct|patient[ _-]?id|appointment|appt"
     r"|member[ _-]?id|dob|birth[ _-]?date|date[ _-]of[ _-]birth)(?:[ _-]?(?i:id|no|num|number|nbr))?"
@@ -188,17 +193,35 @@ PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
     ),
     PhiPattern(
         "ssn",
-        r"(?:\b|_)[0-9]{3}[ \t.,/_-][0-9]{2}[ \t.,/_-][0-9]{4}(?:\b|_)",
-        "a US social security number, its groups apart by a space, tab, dot, comma, slash, underscore or hyphen",
-        ("123-45-6789", "123 45 6789", "123.45.6789", "123_45_6789", "123\t45\t6789", "123,45,6789", "123/45/6789"),
+        r"(?:\b|_)[0-9]{3}" + _GROUP_SEP + r"[0-9]{2}" + _GROUP_SEP + r"[0-9]{4}(?:\b|_)",
+        "a US social security number, its groups apart by spaces or tabs, or by a dot, comma, slash, colon,"
+        " semicolon, bar, underscore or hyphen with or without them",
+        (
+            "123-45-6789",
+            "123 45 6789",
+            "123.45.6789",
+            "123_45_6789",
+            "123\t45\t6789",
+            "123,45,6789",
+            "123/45/6789",
+            "123 / 45 / 6789",
+            "123;45;6789",
+            "123|45|6789",
+        ),
     ),
     PhiPattern(
         "phone",
-        r"(?:\+[0-9]{1,3}[ .-]?)?(?:\([0-9]{3}\)" + _WS + r"?|(?:\b|_)[0-9]{3}[ \t.,/-])[0-9]{3}[ \t.,/-][0-9]{4}"
-        r"(?:\b|_)"
+        r"(?:\+[0-9]{1,3}[ .-]?)?(?:\([0-9]{3}\)"
+        + _WS
+        + r"?|(?:\b|_)[0-9]{3}"
+        + _GROUP_SEP
+        + r")[0-9]{3}"
+        + _GROUP_SEP
+        + r"[0-9]{4}(?:\b|_)"
         r"|\+[0-9][0-9 .-]{6,}[0-9]"
         r"|\+[0-9]{1,3}" + _WS + r"?\(0\)" + _WS + r"?[0-9][0-9 .-]{5,}[0-9]"
-        r"|(?:\b|_)(?i:phone|tel|telephone|fax|mobile|pager)(?:\b|_)[ \t:#=_]*[0-9]{3,4}[ .-][0-9]{4}(?:\b|_)",
+        r"|(?:\b|_)(?i:phone|tel|telephone|fax|mobile|pager)(?:\b|_)[ \t:#=_]*[0-9]{3,4}" + _GROUP_SEP + r"[0-9]{4}"
+        r"(?:\b|_)",
         "a telephone number, North American or international (+44 (0)20 ... too), or a local one after its"
         " label (phone, tel, fax, mobile, pager)",
         (
@@ -213,6 +236,9 @@ PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
             "+44 (0)20 7946 0958",
             "phone 867-5309",
             "phone: 7946 0958",
+            "phone 867/5309",
+            "tel 867\t5309",
+            "555 / 867 / 5309",
         ),
     ),
     PhiPattern(
