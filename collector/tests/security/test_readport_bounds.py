@@ -96,49 +96,76 @@ def test_an_old_client_reads_low_cardinality_through_the_port(arena: Arena) -> N
     assert len(answer.body) >= 200000 * 2
 
 
-_BLOCK = 2 * native._COLUMN_WEIGHT  # a block of one column: its column and its framing
+def _needed(body: bytes, revision: int) -> int:
+    """The least budget `for_client` writes `body` within (found by halving)."""
+    low, high = 0, native.MAX_WALKED_VALUES * 4
+    while low < high:
+        mid = (low + high) // 2
+        try:
+            native.for_client(body, revision, max_values=mid)
+        except ClickHouseError as e:
+            if e.code != 396:
+                raise
+            low = mid + 1
+        else:
+            high = mid
+    return low
+
+
+_TUPLE_300 = "tuple(" + ", ".join(["toUInt8(1)"] * 300) + ")"
 
 
 @pytest.mark.parametrize(
-    ("sql", "revision", "walked"),
+    ("sql", "revision", "least", "most"),
     [
-        ("SELECT '' AS s FROM numbers(30000)", 54460, 30000 + _BLOCK),  # a string value each
-        # in composites, and a composite's type nodes: Tuple(String, Array(String), Nullable(String)) has 6
-        ("SELECT ('', [''], toNullable('')) AS t FROM numbers(10000)", 54460, 30000 + _BLOCK + 5 * 100),
-        # a key each (the default one too, and each weighs more) and each row written out in full
-        (
-            "SELECT toLowCardinality(toString(number)) AS x FROM numbers(2000)",
-            OLD_REVISION,
-            2001 * 17 + 2000 + _BLOCK + 100,
-        ),
-        # one-row blocks of a tuple of 300: its type's nodes read and named again in every block
-        (
-            "SELECT tuple(" + ", ".join(["toUInt8(1)"] * 300) + ") AS t FROM numbers(20) SETTINGS max_block_size = 1",
-            54460,
-            20 * (2 + 300) * native._COLUMN_WEIGHT,
-        ),
-        # blocks of one row, twenty columns: no String, but the columns' framing a block at a time
+        # a String value each, a block and its column
+        ("SELECT '' AS s FROM numbers(30000)", 54460, 30000, 30000 + 300),
+        # inside composites too, and the composite type's nodes and bytes once
+        ("SELECT ('', [''], toNullable('')) AS t FROM numbers(10000)", 54460, 30000 + 500, 30000 + 1500),
+        # a key each (the default one too, each weighs more) and each row written out in full
+        ("SELECT toLowCardinality(toString(number)) AS x FROM numbers(2000)", OLD_REVISION, 2001 * 17 + 2000, 40000),
+        # one-row blocks of twenty columns: no String, but each block's columns
         (
             "SELECT " + ", ".join(f"toUInt8(1) AS c{i}" for i in range(20)) + " FROM numbers(50) "
             "SETTINGS max_block_size = 1",
             54460,
             50 * 21 * native._COLUMN_WEIGHT,
+            50 * 21 * native._COLUMN_WEIGHT + 20 * 100,
         ),
+        # one-row blocks of a tuple of 300: its type read, named and counted once, not in each block
+        (f"SELECT {_TUPLE_300} AS t FROM numbers(20) SETTINGS max_block_size = 1", 54460, 300 * 100, 45000),
     ],
 )
 def test_values_walked_one_by_one_are_counted_against_a_budget(
-    client: Any, sql: str, revision: int, walked: int
+    client: Any, sql: str, revision: int, least: int, most: int
 ) -> None:
     """The rewrite reads every String value, and every block's columns (and writes out every
-    dictionary key and row for a client before LowCardinality) in Python, holding the interpreter
-    the receivers share: 50 M empty strings took 4.2 s of it, 100,000 one-row blocks of 20 columns
-    12 s (2026-12-07 reviews). Past `max_values` the answer is refused."""
+    dictionary key and row for a client before LowCardinality), in Python, holding the
+    interpreter the receivers share: 50 M empty strings took 4.2 s of it, 100,000 one-row blocks
+    of 20 columns 12 s, a 1,000-tuple in one-row blocks 14 s (2026-12-07 reviews). Past
+    `max_values` the answer is refused; below it, written."""
     body = _engine(client, sql)
-    assert native.for_client(body, revision, max_values=walked) != b""
-    with pytest.raises(ClickHouseError) as refused:
-        native.for_client(body, revision, max_values=walked - 1)
-    assert (refused.value.code, refused.value.name) == (396, "TOO_MANY_ROWS_OR_BYTES")
+    needed = _needed(body, revision)
+    assert least <= needed <= most, needed
+    assert native.for_client(body, revision, max_values=needed) != b""
     assert native.for_client(body, 0, max_values=0) == body  # revision 0: passed on, nothing walked
+
+
+def test_a_large_type_repeated_in_every_block_is_read_once(client: Any) -> None:
+    """An Enum16 of 15,000 labels in one-row blocks took 41 ms a block, the budget counting its
+    two nodes (fourth review): a new type's bytes count, and a type the previous block had is
+    taken as it was (were it counted again in each of the 200 blocks, the answer would be refused)."""
+    labels = ", ".join(f"'l{i}' = {i}" for i in range(15000))
+    body = _engine(client, f"SELECT CAST(0 AS Enum16({labels})) AS c FROM numbers(200) SETTINGS max_block_size = 1")
+    needed = _needed(body, 54460)
+    assert 15000 * 6 * native._TYPE_BYTE_WEIGHT <= needed < native.MAX_WALKED_VALUES // 4, needed
+    shown = native.for_client(body, 54460)
+    assert shown.count(b"Enum16(") == 200, "every block names its column's type"
+    # and what the names add to the engine's answer counts against its bytes: 2,000 such blocks
+    # grew to 472 MiB (the engine's answer within its 128 MiB)
+    with pytest.raises(ClickHouseError) as refused:
+        native.for_client(body * 10, 54460, max_bytes=64 << 20)
+    assert refused.value.code == 396
 
 
 def test_an_answer_past_the_values_budget_is_refused_through_the_port(arena: Arena) -> None:
