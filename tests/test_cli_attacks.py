@@ -157,3 +157,35 @@ def test_changes_add_sends_an_endpoints_credentials_as_basic_authorization() -> 
     assert seen == ["Basic " + base64.b64encode(f"ci:{SECRET}/x".encode()).decode()]
     assert refused.value.status == 401
     assert SECRET not in str(refused.value)
+
+
+def test_changes_add_reads_an_at_in_the_path_or_query_as_no_user() -> None:
+    """Splitting at the last `@` anywhere sent the events to the host after an `@` in the query
+    (`?owner=ops@elsewhere`), with the collector's address as a password (fourth review)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from clinotel.instrumentation.changes import ChangeSpec, send_changes
+
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append(f"{self.path} {self.headers.get('Authorization')}")
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_port}/v1/traces?owner=ops@{CLOSED}"
+        send_changes([ChangeSpec("deploy", "svc")], endpoint=endpoint)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == [f"/v1/traces?owner=ops@{CLOSED} None"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -82,7 +83,7 @@ def _listening() -> Iterator[_Said]:
     endpoint goes to the exporter without its credentials (`_credentials`)."""
     said = _Said()
     sender = threading.get_ident()
-    said.addFilter(lambda record: record.thread == sender)
+    said.addFilter(lambda record: record.thread in (sender, None))  # None: logging.logThreads off
     logger = logging.getLogger(_EXPORTER_LOGGER)
     logger.addHandler(said)
     try:
@@ -145,8 +146,14 @@ def send_changes(
     # them, never in the URL the exporter logs (its words named it whole, password and all)
     bare, basic = _credentials(endpoint)
     sent_headers = dict(headers or {})
-    if basic is not None and not any(k.lower() == "authorization" for k in sent_headers):
-        sent_headers["authorization"] = basic
+    if basic is not None:
+        # headers given to the exporter replace the environment's: keep OTEL_EXPORTER_OTLP_HEADERS
+        from opentelemetry.util.re import parse_env_headers
+
+        env = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or os.environ.get("OTEL_EXPORTER_OTLP_HEADERS")
+        sent_headers = {**parse_env_headers(env or "", liberal=True), **sent_headers}
+        if not any(k.lower() == "authorization" for k in sent_headers):
+            sent_headers["authorization"] = basic
     try:
         inner = exporter if exporter is not None else ct.otlp_exporter(bare, protocol, sent_headers or None)
     except ValueError:  # `http://[::1` and the like
@@ -184,13 +191,25 @@ def send_changes(
 
 def _credentials(url: str) -> tuple[str, str | None]:
     """(`url` without its user information, the Basic authorization it stands for, or None). The
-    authority is everything to the last `@` before the path: a password may hold `/` or `@`."""
+    authority ends at the first `/`, `?` or `#` after `//`, as URLs have it: an `@` in the path or
+    query names no user (splitting at the last `@` anywhere sent the events to the host after
+    it). A user information with an unencoded `/` is refused: the URL means another host, and the
+    exporter's words would show the password."""
     scheme, sep, rest = url.partition("//")
     if not sep:
         scheme, rest = "", url
-    at = rest.rfind("@")
+    end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    at = authority.rfind("@")
     if at < 0:
+        port = authority.rpartition("]")[2].rpartition(":")[2] if ":" in authority.rpartition("]")[2] else ""
+        if port and not port.isdigit() and "@" in tail.partition("?")[0].partition("#")[0]:
+            # `user:pa/ss@host`: no port reads so; an `@` further on in a path is a path's
+            raise SendError("the endpoint's user information holds a '/': percent-encode it (%2F)")
         return url, None
-    user = unquote(rest[:at])
-    bare = f"{scheme}{sep}{rest[at + 1 :]}"
-    return bare, "Basic " + base64.b64encode(user.encode("utf-8")).decode("ascii")
+    try:
+        user, password = (unquote(part, errors="strict") for part in authority[:at].partition(":")[::2])
+    except UnicodeDecodeError:
+        raise SendError("the endpoint's user information is not UTF-8 once percent-decoded") from None
+    bare = f"{scheme}{sep}{authority[at + 1 :]}{tail}"
+    return bare, "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
