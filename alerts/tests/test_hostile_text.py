@@ -91,3 +91,24 @@ def test_an_engine_error_quoting_stored_text_is_one_printable_line() -> None:
     said = error_line(RuntimeError("Code: 6. DB::Exception: Cannot parse string 'svc\x1b]0;T\x07\u202e' as Int32. "
                                    "(CANNOT_PARSE_TEXT) (version 26.9.2.1)"))  # fmt: skip
     assert said == "CANNOT_PARSE_TEXT (6): Cannot parse string 'svc\\x1b]0;T\\x07\\u202e' as Int32"
+
+
+def test_printable_escapes_unassigned_code_points_and_a_leading_combining_mark() -> None:
+    """Fourth review: unassigned code points (U+2065) drew as nothing, a combining mark at the
+    start (U+0336) drew over what the terminal showed before it."""
+    assert printable("a\u2065b") == "a\\u2065b"
+    assert printable("\u0336x") == "\\u0336x"
+    assert printable("e\u0301") == "e\u0301", "a mark on its own letter is text"
+
+
+def test_an_engine_error_is_read_from_its_first_exception_and_a_servers_version() -> None:
+    """Fourth review: a quoted `DB::Exception: ` in the data replaced the message; an official
+    server's `(version 24.8.4.13 (official build))` was not cut and hid the name."""
+    from clinotel.model.store import engine_message
+
+    quoted = "Code: 395. DB::Exception: throwIf: 'msg DB::Exception: evil (READONLY)'. (FUNCTION_THROW) (version 26.9)"
+    assert engine_message(quoted) == ("throwIf: 'msg DB::Exception: evil (READONLY)'", "FUNCTION_THROW")
+    official = (
+        "Code: 60. DB::Exception: Table default.x does not exist. (UNKNOWN_TABLE) (version 24.8.4.13 (official build))"
+    )
+    assert engine_message(official) == ("Table default.x does not exist", "UNKNOWN_TABLE")

@@ -163,6 +163,7 @@ def test_clickhouse_connects_insert_is_refused_as_read_only(arena: Arena, untouc
         (None, "\ufeffINSERT INTO otel_traces VALUES"),  # a byte-order mark the engine reads past
         (None, "/* /* nested */ still a comment */ INSERT INTO otel_traces VALUES"),
         ("/* the statement is in the body */", "\u200b insert into otel_traces VALUES"),
+        (None, "\u2060\u200c\u200dINSERT INTO otel_traces VALUES"),  # joiners the lexer skips too
     ],
 )
 def test_an_insert_behind_what_the_engine_skips_is_refused_read_only(

@@ -81,9 +81,10 @@ def reach_error(url: str, error: Exception) -> str:
 
 
 def first_line(error: Exception, limit: int = 300) -> str:
-    """What `error` says, its first line only (at most `limit` characters), or its kind."""
+    """What `error` says, its first line only (at most `limit` characters, controls escaped: an
+    engine's error quotes the data it failed on), or its kind."""
     text = str(error).strip()
-    return text.splitlines()[0][:limit] if text else type(error).__name__
+    return printable(text.splitlines()[0][:limit]) if text else type(error).__name__
 
 
 _EXCEPTION: Final = "DB::Exception: "
@@ -93,14 +94,16 @@ def engine_message(text: str) -> tuple[str, str | None]:
     """(message, NAME) of ClickHouse's `Code: N. DB::Exception: message (NAME) (version V)`, its
     suffixes cut without a pattern anchored at the end: such patterns read a message's runs of
     spaces once from each start, and an error quoting a reader's 20,000 spaces held the read
-    port's interpreter 4 s (2026-12-07 review). The message is the text after the last
+    port's interpreter 4 s (2026-12-07 review). The message is the text after the first
     `DB::Exception: `, or all of it."""
-    start = text.rfind(_EXCEPTION)
+    start = text.find(_EXCEPTION)  # the first: a later one may be data the error quotes
     message = (text[start + len(_EXCEPTION) :] if start >= 0 else text).strip()
     message = message.removesuffix(".").rstrip()
     cut = message.rfind("(version ")
-    if cut >= 0 and message.endswith(")") and ")" not in message[cut:-1]:
-        message = message[:cut].rstrip().removesuffix(".").rstrip()
+    if cut >= 0 and message.endswith(")"):
+        version = message[cut:]  # `(version 24.8.4.13 (official build))` nests once
+        if version.count("(") == version.count(")") <= 2:
+            message = message[:cut].rstrip().removesuffix(".").rstrip()
     name = None
     if message.endswith(")"):
         opened = message.rfind("(")

@@ -16,12 +16,15 @@ from typing import Final
 __all__ = ["printable"]
 
 _ASCII_CONTROL: Final = re.compile("[\x00-\x1f\x7f]")
-_HIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
-"""Controls, format characters (bidi marks and isolates, zero-width, tags), lone surrogates and
-the line and paragraph separators."""
+_HIDDEN_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Cn", "Zl", "Zp"})
+"""Controls, format characters (bidi marks and isolates, zero-width, tags), lone surrogates,
+unassigned code points (a terminal may draw them as nothing) and the line and paragraph
+separators."""
+_MARKS: Final = frozenset({"Mn", "Mc", "Me"})
+"""Combining marks: escaped at the start of a text, where they would draw over what precedes it."""
 _FILLERS: Final = frozenset(
-    (0x034F, 0x115F, 0x1160, 0x180B, 0x180C, 0x180D, 0x180F, 0x3164, 0xFFA0, *range(0xFE00, 0xFE10),
-     *range(0xE0100, 0xE01F0))
+    (0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180B, 0x180C, 0x180D, 0x180F, 0x2800, 0x3164, 0xFFA0,
+     0x16FE4, *range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0))
 )  # fmt: skip
 """Characters that are letters or marks to Unicode but show as nothing (Hangul fillers, the
 combining grapheme joiner, variation selectors)."""
@@ -47,4 +50,7 @@ def printable(text: str, keep: str = "") -> str:
     `\\xNN`, `\\uNNNN` or `\\UNNNNNNNN`, except those in `keep` (a multi-line output keeps "\\n")."""
     if text.isascii() and not _ASCII_CONTROL.search(text):
         return text
-    return "".join(_shown(ch, keep) for ch in text)
+    shown = "".join(_shown(ch, keep) for ch in text)
+    if shown and unicodedata.category(shown[0]) in _MARKS:
+        shown = _escape(shown[0]) + shown[1:]
+    return shown

@@ -63,7 +63,7 @@ _QVALUE: Final = re.compile(r"[0-9]+(?:\.[0-9]*)?", re.ASCII)
 """An Accept-Encoding weight (RFC 9110 allows at most three decimals; any digits are read)."""
 _INSERT_SCAN: Final = 4096
 """How far into a statement `_starts_insert` looks past whitespace and comments."""
-_SKIPPED: Final = "\ufeff\u200b\u180e"
+_SKIPPED: Final = "\ufeff\u200b\u200c\u200d\u2060\u180e"
 """What the engine's lexer passes over as whitespace besides Python's whitespace."""
 
 
