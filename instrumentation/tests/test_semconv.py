@@ -276,6 +276,10 @@ def test_a_long_text_is_cut_without_leaving_part_of_an_identifier(value: str) ->
         "SSN 123\u201345\u20136789",  # en dashes, as a word processor writes them
         "born 1984\u201303\u201312",
         "call 555\u2011867\u20112309",  # non-breaking hyphens
+        "call 555\u2215867\u22155309",  # division slashes (2026-12-07 reviews)
+        "call 555\u00b7867\u00b75309",  # middle dots
+        "SSN 123\u300145\u30016789",  # ideographic commas
+        "call 555\u2236867\u22365309",  # ratio colons
     ],
 )
 def test_characters_that_hide_an_identifier_do_not_hide_it(text: str) -> None:

@@ -67,9 +67,10 @@ shows nothing either. Read past when looking for PHI, here and in the collector'
 DASHES: Final = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63"
 """Dashes and the minus sign, which NFKD leaves as they are and a word processor puts between the
 groups of a number (`123–45–6789`): read as `-` when looking for PHI, here and in the SQL."""
-SEPARATORS: Final = ("\u2044\u2215\u29f8\u3001\uff64\u060c", "///,,,")
-"""Slashes and commas of other scripts that NFKD leaves as they are (`555\u2215867\u22155309`): read as
-`/` and `,` between a number's groups, here and in the SQL."""
+SEPARATORS: Final = ("\u2044\u2215\u29f8\u3001\uff64\u060c\u00b7\u3002\u2236\u2223\u01c0\u1680", "///,,,..:|| ")
+"""Slashes, commas, dots, colons, bars and a space of other scripts that NFKD leaves as they are
+(`555\u2215867\u22155309`, `555\u00b7867\u00b75309`): read as their ASCII kin between a number's
+groups, here and in the SQL."""
 LOOKALIKES: Final = (
     "\u0410\u0412\u0421\u0415\u041d\u0406\u0408\u041a\u041c\u041e\u0420\u0405\u0422\u0425\u0423"
     "\u0430\u0441\u0435\u043e\u0440\u0445\u0443\u0456\u0458\u0455\u0501"
@@ -160,7 +161,8 @@ _NAME = r"[A-Za-z][A-Za-z'-]+(?:" + _WS + r"+[A-Z][A-Za-z'-]+)?"
 PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
     PhiPattern(
         "labelled_identifier",
-        r"(?:\b|_)" + _LABEL + r"\b[ \t:#=_\"'(|,;]*[A-Za-z0-9/.-]*[0-9](?:[A-Za-z0-9/.-]|[ ][0-9])*"
+        r"(?:\b|_)" + _LABEL + r"\b[ \t:#=_\"'(|,;]*[A-Za-z0-9/.-]*[0-9](?:[A-Za-z0-9/.-]|[ ][0-9]"
+        r"|[ \t]*[,;:|_][ \t]*[0-9])*"
         r"|(?:\b|_)" + _LABEL + r"_[0-9][A-Za-z0-9/.-]*"
         r"|(?:\b|_)(?i:mrn|csn|ssn|nhs|hcn)[0-9]{4,}[A-Za-z0-9/.-]*"
         r"|\b(?i:patient)/[A-Za-z0-9.-]*[0-9][A-Za-z0-9.-]*",
