@@ -5,6 +5,8 @@ password echoed, and nothing created."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -122,22 +124,20 @@ def test_serve_never_echoes_the_password_in_the_server_url(
     assert leaked == []
 
 
-def test_changes_add_sends_an_endpoints_credentials_as_basic_authorization() -> None:
-    """The credentials of `http://user:pass@host` reach the collector as the Basic authorization
-    requests makes of them, and the exporter never sees them in its URL (which it logs)."""
-    import base64
+@contextmanager
+def _collector_stand_in(status: int) -> Iterator[tuple[int, list[tuple[str, str | None]]]]:
+    """A loopback HTTP server answering every POST with `status`: (its port, the (path,
+    Authorization) of each request it saw)."""
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    from clinotel.instrumentation.changes import ChangeSpec, SendError, send_changes
-
-    seen: list[str] = []
+    seen: list[tuple[str, str | None]] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            seen.append(self.headers.get("Authorization") or "")
-            self.send_response(401)
+            seen.append((self.path, self.headers.get("Authorization")))
+            self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -147,14 +147,22 @@ def test_changes_add_sends_an_endpoints_credentials_as_basic_authorization() -> 
     server = HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        with pytest.raises(SendError) as refused:
-            send_changes(
-                [ChangeSpec("deploy", "svc")], endpoint=f"http://ci:{SECRET}%2Fx@127.0.0.1:{server.server_port}"
-            )
+        yield server.server_port, seen
     finally:
         server.shutdown()
         server.server_close()
-    assert seen == ["Basic " + base64.b64encode(f"ci:{SECRET}/x".encode()).decode()]
+
+
+def test_changes_add_sends_an_endpoints_credentials_as_basic_authorization() -> None:
+    """The credentials of `http://user:pass@host` reach the collector as the Basic authorization
+    requests makes of them, and the exporter never sees them in its URL (which it logs)."""
+    import base64
+
+    from clinotel.instrumentation.changes import ChangeSpec, SendError, send_changes
+
+    with _collector_stand_in(401) as (port, seen), pytest.raises(SendError) as refused:
+        send_changes([ChangeSpec("deploy", "svc")], endpoint=f"http://ci:{SECRET}%2Fx@127.0.0.1:{port}")
+    assert [auth for _, auth in seen] == ["Basic " + base64.b64encode(f"ci:{SECRET}/x".encode()).decode()]
     assert refused.value.status == 401
     assert SECRET not in str(refused.value)
 
@@ -162,30 +170,8 @@ def test_changes_add_sends_an_endpoints_credentials_as_basic_authorization() -> 
 def test_changes_add_reads_an_at_in_the_path_or_query_as_no_user() -> None:
     """Splitting at the last `@` anywhere sent the events to the host after an `@` in the query
     (`?owner=ops@elsewhere`), with the collector's address as a password (fourth review)."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
     from clinotel.instrumentation.changes import ChangeSpec, send_changes
 
-    seen: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            seen.append(f"{self.path} {self.headers.get('Authorization')}")
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        endpoint = f"http://127.0.0.1:{server.server_port}/v1/traces?owner=ops@{CLOSED}"
-        send_changes([ChangeSpec("deploy", "svc")], endpoint=endpoint)
-    finally:
-        server.shutdown()
-        server.server_close()
-    assert seen == [f"/v1/traces?owner=ops@{CLOSED} None"]
+    with _collector_stand_in(200) as (port, seen):
+        send_changes([ChangeSpec("deploy", "svc")], endpoint=f"http://127.0.0.1:{port}/v1/traces?owner=ops@{CLOSED}")
+    assert seen == [(f"/v1/traces?owner=ops@{CLOSED}", None)]
