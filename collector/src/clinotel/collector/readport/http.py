@@ -299,9 +299,7 @@ class _Handler(CappedRequestHandler):
             return
         if _starts_insert(params.get("query", "")):
             # refused before its rows are read (curl's `?query=INSERT …` with the rows as the body)
-            self._refuse_unread(
-                ClickHouseError(*READONLY, "Cannot execute query in readonly mode: this read port is read-only")
-            )
+            self._refuse_unread(_read_only())
             return
         try:
             body = self._body()
@@ -312,9 +310,7 @@ class _Handler(CappedRequestHandler):
         head = params.get("query", "")  # the engine reads the parameter, then the body
         if _starts_insert(f"{head}\n{bytes(body[:_INSERT_SCAN]).decode('utf-8', 'replace')}"):
             # clickhouse-connect's insert: the statement and then its rows, in the body
-            self._error(
-                ClickHouseError(*READONLY, "Cannot execute query in readonly mode: this read port is read-only")
-            )
+            self._error(_read_only())
             return
         ctype = self.headers.get("Content-Type") or ""
         if ctype.lower().startswith("multipart/form-data"):  # other types: the body is the query, as curl -d sends it
@@ -456,6 +452,11 @@ class _Handler(CappedRequestHandler):
             body = _compress(body, encoding, params.get("http_zlib_compression_level"))
             headers["Content-Encoding"] = encoding
         self._reply(HTTPStatus.OK, body, content_type(result.format), headers)
+
+
+def _read_only() -> ClickHouseError:
+    """The answer to an INSERT, refused as a ClickHouse server in readonly mode refuses it."""
+    return ClickHouseError(*READONLY, "Cannot execute query in readonly mode: this read port is read-only")
 
 
 def _starts_insert(sql: str) -> bool:

@@ -80,17 +80,18 @@ one-byte indexes grows by up to the strings' length a row, outside every engine 
 MAX_WALKED_VALUES: Final = 8_000_000
 """The work the rewrite may do for one answer, in String values walked (about 60 ns each on the
 2-core reference machine, holding the interpreter the receivers share); a dictionary key, a
-LowCardinality row written out in full and a block's column count too (`_KEY_WEIGHT`,
-`_COLUMN_WEIGHT`). A read token asking for 130 million empty strings (within every engine cap:
-1 byte each) took 11 s of it; 8 million is about half a second, and a dashboard panel far less."""
+LowCardinality row written out in full, a block's columns and a new type's nodes and bytes count
+too (`_KEY_WEIGHT`, `_COLUMN_WEIGHT`, `_TYPE_BYTE_WEIGHT`). A read token asking for 130 million
+empty strings (within every engine cap: 1 byte each) took 11 s of it; 8 million is about half a
+second, and a dashboard panel far less."""
 _TYPE_BYTE_WEIGHT: Final = 8
 """A byte of a new type's encoding, read and its names quoted in Python: ~0.1-0.3 us."""
 _KEY_WEIGHT: Final = 16
 """A LowCardinality key written out for a client before 54405 costs a Python object: ~16 values."""
 _COLUMN_WEIGHT: Final = 100
 """A column of a block, and each node of its type (its name, type and framing read, its streams
-cut) costs ~4-6 us: ~100 values. Without it, blocks of one row (`max_block_size = 1`, 20 columns, 100,000 rows) took
-12 s of the interpreter with no String value in them (2026-12-07 review)."""
+cut) costs ~4-6 us: ~100 values. Without it, blocks of one row (`max_block_size = 1`, 20 columns,
+100,000 rows) took 12 s of the interpreter with no String value in them (2026-12-07 review)."""
 
 _LC_INDEX_WIDTH: Final = 0xFF
 _LC_GLOBAL_DICTIONARY: Final = 1 << 8

@@ -68,19 +68,19 @@ def _attribute_rules(scopes: tuple[Scope, ...]) -> list[str]:
     free = set(allowed_keys(scopes, PhiClass.FREE_TEXT))
     pseudonyms = set(allowed_keys(scopes, PhiClass.PSEUDONYM))
     patterns = {d.key: d.pattern for d in REGISTRY if d.pattern and not d.closed}
-    types = {d.key: d.type for d in REGISTRY}
-    ranges = {d.key: (d.minimum, d.maximum) for d in REGISTRY}
+    defs = {d.key: d for d in REGISTRY}
     for key in sorted(allowed_keys(scopes)):
         at = f"attributes[{string(key)}]"
+        d = defs[key]
         # a value of another type than its key's goes, as the library refuses it: the checks below
         # read strings alone, and a number's text (`clinical.site` as the int 5558675309) was kept
-        kinds = " or ".join(f"{check}({at})" for check in _KINDS[types[key]])
+        kinds = " or ".join(f"{check}({at})" for check in _KINDS[d.type])
         out.append(f"delete_key(attributes, {string(key)}) where {at} != nil and not ({kinds})")
-        bounds = [f"{at} < {low!r}" for low in (ranges[key][0],) if low is not None] + [
-            f"{at} > {high!r}" for high in (ranges[key][1],) if high is not None
-        ]
-        if types[key] in (AttrType.INT, AttrType.DOUBLE) and bounds:  # held to its range, as the SQL holds it
-            out.append(f"delete_key(attributes, {string(key)}) where {at} != nil and ({' or '.join(bounds)})")
+        if d.type in (AttrType.INT, AttrType.DOUBLE):  # held to its range, as the SQL holds it
+            bounds = [f"{at} < {d.minimum!r}"] if d.minimum is not None else []
+            bounds += [f"{at} > {d.maximum!r}"] if d.maximum is not None else []
+            if bounds:
+                out.append(f"delete_key(attributes, {string(key)}) where {at} != nil and ({' or '.join(bounds)})")
         if key in pseudonyms:
             out.append(f"delete_key(attributes, {string(key)}) where {at} != nil and not IsMatch({at}, {pseudonym})")
         elif key in free:
