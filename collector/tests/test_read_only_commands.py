@@ -22,6 +22,7 @@ from clinotel.collector.readport.client import open_embedded
 from clinotel.collector.readport.reader import ClickHouseError
 from clinotel.collector.store import schema
 from clinotel.model import clinical
+from clinotel.model.sql import literal
 from tests.net import free_port
 
 DESTRUCTIVE = (
@@ -63,6 +64,11 @@ def test_the_read_only_client_refuses_every_write_and_reads_as_clickhouse_connec
         assert reader.query(sql).column_names == ("TenantId", "StartTime", "WorkflowKind")
         assert reader.command(f"SELECT count() FROM {options.name(clinical.WORKFLOWS)}") == 3
         assert reader.raw_query("SELECT 1 AS one", fmt="CSVWithNames") == b'"one"\n1\n'
+        # a one-value answer is a number exactly when clickhouse-connect's is (`²` is a digit to
+        # isdigit() and not to int(); `١٢` is 12 to both)
+        for value in ("-7", "²", "--5", "١٢", " 5", "1_000", "x"):
+            sql = f"SELECT {literal(value)}"
+            assert reader.command(sql) == client.command(sql), value
     finally:
         reader.close()
     assert client.command(f"SELECT count() FROM {options.name(clinical.WORKFLOWS)}") == 3

@@ -13,6 +13,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
+from clinotel.model.digits import ascii_digits
 from clinotel.semconv import REDACTED
 from clinotel.semconv import attributes as A
 
@@ -103,7 +104,7 @@ class DemoSummary:
 
 
 def _esi(value: object) -> int | None:
-    if isinstance(value, str) and value.startswith("ESI-") and value[4:].isascii() and value[4:].isdigit():
+    if isinstance(value, str) and value.startswith("ESI-") and ascii_digits(value[4:]):
         return int(value[4:])
     return None
 

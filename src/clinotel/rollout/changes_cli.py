@@ -13,6 +13,7 @@ from typing import Final
 
 import click
 
+from clinotel.model.digits import ascii_digits
 from clinotel.model.store import error_line, open_reading_store, reading_store
 from clinotel.model.tables import DEFAULT_DATABASE
 from clinotel.semconv import LABEL_PATTERN
@@ -37,9 +38,7 @@ def parse_time(text: str) -> datetime:
         if not rest:
             return now
         units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-        if not (
-            rest[0] == "-" and rest[-1:] in units and rest[1:-1].isascii() and rest[1:-1].isdigit() and len(rest) < 14
-        ):
+        if not (rest[0] == "-" and rest[-1:] in units and ascii_digits(rest[1:-1]) and len(rest) < 14):
             raise click.BadParameter(bad)
         when = now - timedelta(seconds=int(rest[1:-1]) * units[rest[-1]])
     else:

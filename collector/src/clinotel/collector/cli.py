@@ -26,6 +26,7 @@ from clinotel.collector.store.embedded import (
     connect,
     full_parts,
 )
+from clinotel.model.digits import ascii_digits
 from clinotel.model.sql import literal
 from clinotel.model.store import first_line, open_reading_store, reading_store, shown_url
 from clinotel.model.tables import DEFAULT_DATABASE, ROLLUP_TABLES
@@ -284,7 +285,7 @@ def _address(value: str) -> tuple[str, int]:
     if "://" in value:
         raise click.BadParameter(f"expected HOST:PORT without a scheme (127.0.0.1:4318), not {value!r}")
     host, sep, port = value.rpartition(":")
-    if not sep or not (port.isascii() and port.isdigit()) or not host:
+    if not sep or not ascii_digits(port) or not host:
         raise click.BadParameter(f"expected HOST:PORT, not {value!r}")
     if int(port) > MAX_PORT:
         raise click.BadParameter(f"{port} is not a port (0 to {MAX_PORT})")

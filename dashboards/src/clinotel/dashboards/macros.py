@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from clinotel.model.digits import ascii_digits
+
 __all__ = ["ALL", "MacroError", "TimeRange", "expand", "strip_comments"]
 
 ALL: Final = "$__all"
@@ -252,13 +254,7 @@ def _interpolate(sql: str, tr: TimeRange) -> str:
             return m.group(0)  # not a variable: Grafana leaves it (a backend macro, or a mistake)
         if _is_all(value):
             return f"{_ALL_MARK}{name}{_ALL_MARK}"
-        if (
-            path is not None
-            and not isinstance(value, str)
-            and path.isascii()
-            and path.isdigit()
-            and int(path) < len(value)
-        ):
+        if path is not None and not isinstance(value, str) and ascii_digits(path) and int(path) < len(value):
             value = value[int(path)]
         return _format(name, value, fmt)
 

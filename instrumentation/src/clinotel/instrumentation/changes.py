@@ -203,7 +203,7 @@ def _credentials(url: str) -> tuple[str, str | None]:
     at = authority.rfind("@")
     if at < 0:
         port = authority.rpartition("]")[2].rpartition(":")[2] if ":" in authority.rpartition("]")[2] else ""
-        if port and not port.isdigit() and "@" in tail.partition("?")[0].partition("#")[0]:
+        if port and not (port.isascii() and port.isdigit()) and "@" in tail.partition("?")[0].partition("#")[0]:
             # `user:pa/ss@host`: no port reads so; an `@` further on in a path is a path's
             raise SendError("the endpoint's user information holds a '/': percent-encode it (%2F)")
         return url, None

@@ -84,6 +84,9 @@ SUFFIX: Final = ".wal"
 FORMAT_MARK: Final = "-v2"
 """The end of the names (before `.wal`, and before a half's `.0`/`.1`) of segments whose records
 carry a checksum; a segment without it was written by an earlier version and replays unchecked."""
+QUARANTINE_DIR: Final = "quarantine"
+"""The log's directory of segments set aside (refused by the store, or damaged), kept for the
+operator: never replayed."""
 DAMAGED: Final = ".damaged"
 """Suffix (before `.wal`) of a damaged segment's original copied to the quarantine."""
 SPLIT_PREFIX: Final = ".split-"
@@ -449,7 +452,7 @@ class WriteAheadLog:
         if recorded is not None and recorded != owner:
             shown = without_credentials(recorded)
             waiting = [path for path in pending_segments(self.directory) if path.stat().st_size]
-            quarantine = self.directory / "quarantine"
+            quarantine = self.directory / QUARANTINE_DIR
             set_aside = sorted(quarantine.glob(f"*{SUFFIX}")) if quarantine.is_dir() else []
             if waiting:
                 held = f"it holds {len(waiting)} segment(s) not yet stored there"
@@ -569,7 +572,7 @@ class WriteAheadLog:
         """A durable copy of a damaged segment's original in the quarantine, with `reason` beside it
         (replaced by a later start's copy of the same original, should this one be cut short; a
         copy of an earlier, different original of the same segment is kept beside it)."""
-        target_dir = self.directory / "quarantine"
+        target_dir = self.directory / QUARANTINE_DIR
         target_dir.mkdir(exist_ok=True, mode=PRIVATE_DIR)
         stem = f"{path.name.removesuffix(SUFFIX)}{DAMAGED}"
         target = target_dir / f"{stem}{SUFFIX}"
@@ -742,7 +745,7 @@ class WriteAheadLog:
 
     def quarantine(self, segment: Segment, reason: str) -> Path:
         """Move a segment ClickHouse refuses for good out of the way, with the reason beside it."""
-        target_dir = self.directory / "quarantine"
+        target_dir = self.directory / QUARANTINE_DIR
         target_dir.mkdir(exist_ok=True, mode=PRIVATE_DIR)
         target = target_dir / segment.path.name
         os.replace(segment.path, target)

@@ -14,6 +14,8 @@ from functools import cache
 from importlib import resources
 from typing import Final
 
+from clinotel.model.digits import ascii_digits
+
 __all__ = [
     "NODE_KEYS",
     "OUTPUT_FORMATS",
@@ -141,7 +143,7 @@ _UINT64_MAX: Final = 2**64 - 1
 def _number(value: str, cap: int | None) -> str:
     try:
         # a whole number exactly (a float rounds 18446744073709551615 up past UInt64), else a float's
-        asked = int(value) if value.strip().isascii() and value.strip().isdigit() else int(float(value))
+        asked = int(value) if ascii_digits(value.strip()) else int(float(value))
     except (ValueError, OverflowError):  # OverflowError: inf, 1e400
         raise ValueError(f"{value[:40]!r} is not a number") from None
     if asked < 0:

@@ -105,7 +105,10 @@ class ReadOnlyClient:
         first = body.split("\n", 1)[0]
         cells = first.split("\t") if first else []
         if len(cells) == 1:
-            return int(cells[0]) if cells[0].lstrip("-").isdigit() else cells[0]
+            try:
+                return int(cells[0])
+            except ValueError:  # `lstrip("-").isdigit()` here let `--5` and `²` on to a traceback
+                return cells[0]
         return cells
 
     def close(self) -> None:

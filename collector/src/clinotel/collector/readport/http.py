@@ -33,6 +33,7 @@ from clinotel.collector.readport import native
 from clinotel.collector.readport.guard import READONLY
 from clinotel.collector.readport.reader import ClickHouseError, ReadResult, SqlReader, content_type
 from clinotel.collector.receiver.export import decompress
+from clinotel.model.digits import ascii_digits
 
 __all__ = ["ClickHouseHttpServer", "Credentials", "ReaderAccess"]
 
@@ -502,9 +503,7 @@ def _response_encoding(accept: str | None) -> str | None:
 
 
 def _compress(body: bytes, encoding: str, level: str | None) -> bytes:
-    lvl = (
-        int(level) if level and level.isascii() and level.isdigit() and 1 <= int(level) <= 9 else 3
-    )  # ClickHouse's default
+    lvl = int(level) if level and ascii_digits(level) and 1 <= int(level) <= 9 else 3  # ClickHouse's default
     if encoding == "gzip":
         return gzip.compress(body, compresslevel=lvl, mtime=0)
     return zlib.compress(body, lvl)

@@ -53,6 +53,7 @@ from typing import Final
 
 from clinotel.collector import leb128
 from clinotel.collector.readport.reader import ClickHouseError
+from clinotel.model.digits import ascii_digits
 
 __all__ = [
     "BINARY_TYPES_SETTING",
@@ -581,7 +582,7 @@ def client_revision(params: Mapping[str, str]) -> int:
     value = params.get("client_protocol_version", "").strip()
     if not value:
         return 0
-    if not (value.isascii() and value.isdigit()) or len(value) > 19:
+    if not ascii_digits(value) or len(value) > 19:
         raise ClickHouseError(6, "CANNOT_PARSE_TEXT", f"Cannot parse client_protocol_version {value[:40]!r}")
     return int(value)
 
