@@ -150,8 +150,9 @@ class PhiPattern:
     examples: tuple[str, ...]
 
 
-_GROUP_SEP = r"(?:[ \t]*[.,/:;|_-][ \t]*|[ \t]+)"
-"""What stands between the groups of a social security or telephone number."""
+_GROUP_SEP = r"(?:[ \t\r\n]*[.,/:;|_-]{1,3}[ \t\r\n]*|[ \t\r\n]+)"
+"""What stands between the groups of a social security or telephone number: blanks or line breaks,
+or one to three separators with or without them (`123::45::6789`, `123 -- 45 -- 6789`)."""
 _LABEL = (
     r"(?i:mrn|mr#|csn|ssn|nhs|hcn|encounter|account|acct|patient[ _-]?id|appointment|appt"
     r"|member[ _-]?id|dob|birth[ _-]?date|date[ _-]of[ _-]birth)(?:[ _-]?(?i:id|no|num|number|nbr))?"
@@ -196,8 +197,8 @@ PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
     PhiPattern(
         "ssn",
         r"(?:\b|_)[0-9]{3}" + _GROUP_SEP + r"[0-9]{2}" + _GROUP_SEP + r"[0-9]{4}(?:\b|_)",
-        "a US social security number, its groups apart by spaces or tabs, or by a dot, comma, slash, colon,"
-        " semicolon, bar, underscore or hyphen with or without them",
+        "a US social security number, its groups apart by blanks or line breaks, or by one to three dots,"
+        " commas, slashes, colons, semicolons, bars, underscores or hyphens with or without them",
         (
             "123-45-6789",
             "123 45 6789",
@@ -209,6 +210,10 @@ PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
             "123 / 45 / 6789",
             "123;45;6789",
             "123|45|6789",
+            "123::45::6789",
+            "123 -- 45 -- 6789",
+            "123\n45\n6789",
+            "123,\r\n45,\r\n6789",
         ),
     ),
     PhiPattern(
@@ -241,6 +246,9 @@ PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
             "phone 867/5309",
             "tel 867\t5309",
             "555 / 867 / 5309",
+            "555..867..5309",
+            "555\n867\n5309",
+            "phone 867--5309",
         ),
     ),
     PhiPattern(
