@@ -3,6 +3,7 @@ tenant stamping, the allowlist and PHI scrubbing in SQL, and idempotent inserts.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+import clinotel.instrumentation as ct
 from clinotel.collector.log import record as otlp_proto
 from clinotel.collector.store import phi_sql, schema
 from clinotel.collector.store import pipeline as ingest
+from clinotel.instrumentation.testing import FakeClock, capture
 from clinotel.instrumentation.testing.phi import PHI_CORPUS, leaks
+from clinotel.instrumentation.testing.workflows import schedule, triage
+from clinotel.model import tables
 from clinotel.model.sql import literal
 from clinotel.semconv import REDACTED, scrub
 
@@ -143,6 +148,87 @@ def test_a_segment_inserted_twice_is_stored_once(
         _ingest(client, pipeline, segment, "segment-000001")
     count = client.query(f"SELECT count() FROM {options.name(schema.TRACES)}").result_rows[0][0]
     assert count == 2 * 2 * len(PHI_CORPUS)
+
+
+def test_a_segment_inserted_again_is_stored_once_in_every_table_its_views_write(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
+) -> None:
+    """A replay after a crash between the insert and the segment's deletion, or a retry of an insert
+    that failed after some views had written: each view deduplicates its own block by the
+    segment's token, so every table must remember tokens. Only otel_traces did (a 2026-12-07
+    review): the tables derived from it held the segment twice, and a workflow's stage durations
+    and span counts doubled."""
+    clock = FakeClock()
+    with capture(clock=clock) as spans:
+        triage(clock, "ENC-1", override=True)
+        schedule(clock, "APPT-1")
+        ct.record_outcome("triage", identifier="ENC-never-seen", label="ESI-2")
+    record = encode_spans(list(spans.all)).SerializeToString() + otlp_proto.envelope("st-marys", "b", 1)
+    segment = _write_segment(tmp_path / "clinical.wal", record)
+    db = literal(options.database)
+    views = client.query(
+        f"SELECT create_table_query FROM system.tables WHERE database = {db} AND engine = 'MaterializedView'"
+    ).result_rows
+    targets = sorted({m.group(1) for (sql,) in views if (m := re.search(r"\bTO (\S+)", sql))})
+    assert len(targets) >= 6, targets
+
+    def rows() -> dict[str, int]:
+        return {t: int(client.query(f"SELECT count() FROM {t}").result_rows[0][0]) for t in targets}
+
+    _ingest(client, pipeline, segment, "segment-000042")
+    once = rows()
+    filled = {t for t, n in once.items() if n}
+    for table in (schema.TRACES, schema.TRACE_ID_TS, tables.STAGE_SPANS, tables.WORKFLOWS, tables.UNJOINED_OUTCOMES):
+        assert f"{options.database}.{table}" in filled, f"{table} got nothing: the test means nothing for it"
+    for _ in range(2):
+        _ingest(client, pipeline, segment, "segment-000042")
+        assert rows() == once
+    decide = client.query(
+        f"SELECT sum(DecideMs), sum(Spans) FROM {options.name(tables.WORKFLOWS)} FINAL WHERE WorkflowKind = 'triage'"
+    ).result_rows[0]
+    stage = client.query(
+        f"SELECT sum(DurationMs) FROM {options.name(tables.STAGE_SPANS)} "
+        "WHERE WorkflowKind = 'triage' AND Stage = 'decide' AND ifNull(Shadow, 0) = 0"
+    ).result_rows[0][0]
+    assert decide[0] == stage > 0
+
+
+def test_an_insert_refused_after_some_views_wrote_stores_the_rest_once_when_tried_again(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
+) -> None:
+    """The engine's views are not one transaction: a segment refused by a later table (its memory
+    cap, in the review that found it) leaves what the earlier ones wrote. Tried again under its
+    token, as the writer's retries and a quarantined segment moved back into the log are, it
+    stores what is missing and nothing twice (retries had stored otel_traces_trace_id_ts six times)."""
+    clock = FakeClock()
+    with capture(clock=clock) as spans:
+        for n in range(3):
+            triage(clock, f"ENC-{n}")
+    segment = _write_segment(
+        tmp_path / "refused.wal",
+        encode_spans(list(spans.all)).SerializeToString() + otlp_proto.envelope("st-marys", "b", 1),
+    )
+    stages = options.name(tables.STAGE_SPANS)
+    client.command(f"ALTER TABLE {stages} ADD CONSTRAINT refuse_all CHECK 0")
+    for _ in range(3):
+        with pytest.raises(Exception, match="refuse_all"):
+            _ingest(client, pipeline, segment, "segment-000043")
+    assert client.query(f"SELECT count() FROM {options.name(schema.TRACES)}").result_rows[0][0] > 0, (
+        "otel_traces was written before the refusal: the test means nothing otherwise"
+    )
+    client.command(f"ALTER TABLE {stages} DROP CONSTRAINT refuse_all")
+    _ingest(client, pipeline, segment, "segment-000043")
+    counts = {
+        t: client.query(f"SELECT count() FROM {options.name(t)}").result_rows[0][0]
+        for t in (schema.TRACES, schema.TRACE_ID_TS, tables.STAGE_SPANS, tables.WORKFLOWS)
+    }
+    spans_sent = len(spans.all)
+    assert counts == {
+        schema.TRACES: spans_sent,
+        schema.TRACE_ID_TS: 3,
+        tables.STAGE_SPANS: spans_sent,
+        tables.WORKFLOWS: 3,
+    }
 
 
 def test_segment_bytes_as_the_insert_body_as_a_server_gets_them(

@@ -156,6 +156,7 @@ RELEASED: dict[str, str] = {
     "m0008_outcome_join.py": "1cfd506661dcf341",
     "m0018_latest_truth.py": "258dd877fe82c12e",
     "0019_change_events.sql": "807b52db275015f1",
+    "0020_views_deduplicate.sql": "7b1bc1fd3713233b",
 }
 """The first 16 hex digits of each released migration file's SHA-256."""
 

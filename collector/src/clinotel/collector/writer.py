@@ -36,6 +36,14 @@ __all__ = ["SegmentWriter", "StoreLostError", "WriterStats"]
 logger: Final = logging.getLogger("clinotel.collector")
 
 MAX_REFUSALS: Final = 3
+PARTLY_STORED: Final = (
+    "The engine writes a segment's tables one after another, so some of them may hold its spans "
+    "already (otel_traces first). Once the cause is fixed, stop the collector and move this "
+    "segment back into the log directory under its own name: its name is its insert's "
+    "deduplication token, so only what is missing is stored (each table remembers its last "
+    "10,000 inserts' tokens)."
+)
+"""Written beside a segment set aside: what it may have left in the store, and how to finish it."""
 BACKOFF_S: Final = (0.1, 0.5, 1.0, 2.0, 5.0)
 DRAIN_DEADLINE_S: Final = 30.0
 STOP_WAIT_S: Final = 30.0
@@ -174,7 +182,7 @@ class SegmentWriter:
                     if refusals >= (1 if segment.is_half else MAX_REFUSALS):
                         if segment.records > 1 and self.store.is_request_fault(e) and self._split(segment, e):
                             return True
-                        target = self.wal.quarantine(segment, f"{type(e).__name__}: {e}")
+                        target = self.wal.quarantine(segment, f"{type(e).__name__}: {e}\n\n{PARTLY_STORED}")
                         self.stats.quarantined += 1
                         self.stats.stalled_since = None
                         logger.error("segment %s refused %d times, moved to %s", segment.token, refusals, target)
