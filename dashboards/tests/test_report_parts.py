@@ -548,15 +548,18 @@ def test_the_reports_range_holds_the_alerts_raised_by_its_data(client: Any, opti
 
 
 def test_the_workflows_stat_counts_a_handful_of_workflows(client: Any, options: schema.SchemaOptions) -> None:
-    """A count needs no minimum sample: the Workflows stat read "too few" under 30 workflows."""
+    """A count needs no minimum sample: the Workflows stat read "too few" under 30 workflows. A late
+    outcome linked to a trace never received (a row with no spans) is not a workflow started."""
     from clinotel.dashboards._panels import indicator_stat
     from clinotel.dashboards.macros import TimeRange, expand
     from clinotel.model import clinical
 
     start = datetime(2026, 3, 2, 12, tzinfo=UTC)
-    rows = [("t", "triage", f"{i:032x}", start + timedelta(minutes=i)) for i in range(5)]
+    rows = [("t", "triage", f"{i:032x}", start + timedelta(minutes=i), 1 if i < 5 else 0) for i in range(7)]
     client.insert(
-        options.name(clinical.WORKFLOWS), rows, column_names=["TenantId", "WorkflowKind", "TraceId", "StartTime"]
+        options.name(clinical.WORKFLOWS),
+        rows,
+        column_names=["TenantId", "WorkflowKind", "TraceId", "StartTime", "Spans"],
     )
     from clinotel.collector.store import rollups
 
@@ -565,3 +568,25 @@ def test_the_workflows_stat_counts_a_handful_of_workflows(client: Any, options: 
         indicator_stat(INDICATORS["workflows"], options.database), TimeRange(start, start + timedelta(hours=1))
     )
     assert client.query(sql).result_rows[0][0] == 5
+
+
+def test_a_decision_made_within_the_clocks_tick_counts_in_the_decision_latency(
+    client: Any, options: schema.SchemaOptions
+) -> None:
+    """A rules engine or a cached answer can decide in 0 ms: `DecideMs > 0` left such workflows out
+    of the decision latency's rows (930 of 942 in a 2026-12-07 review), which raised its centiles."""
+    from clinotel.model import clinical
+
+    start = datetime(2026, 3, 2, 12, tzinfo=UTC)
+    rows = [
+        ("t", "triage", f"{i:032x}", start, 1, float(ms), source)
+        for i, (ms, source) in enumerate([(0, "rules"), (0, "model"), (12, "model"), (0, "")])
+    ]
+    client.insert(
+        options.name(clinical.WORKFLOWS),
+        rows,
+        column_names=["TenantId", "WorkflowKind", "TraceId", "StartTime", "Spans", "DecideMs", "DecisionSource"],
+    )
+    value, sample = INDICATORS["decision_latency_p95_ms"].conditional()
+    got = client.query(f"SELECT {sample}, {value} FROM {options.name(clinical.WORKFLOWS)} FINAL").result_rows[0]
+    assert got[0] == 3, "the three workflows that decided; the one with no decision is not one"

@@ -50,6 +50,10 @@ def esi(column: str) -> str:
 _MODEL: Final = f"DecisionSource = {literal(DecisionSource.MODEL.value)}"
 _TRUTH: Final = "OutcomeLabel != ''"
 _TRIAGE_TRUTH: Final = f"{_MODEL} AND {esi('DecisionValue')} IS NOT NULL AND {esi('OutcomeLabel')} IS NOT NULL"
+_RECEIVED: Final = "Spans > 0"
+"""A workflow some of whose own spans arrived. A late outcome linked to a trace never received makes
+a row of its own with no spans (the health dashboard lists them): not a workflow started, nor one
+that needed escalation (a 2026-12-07 review counted 965 workflows of 962 sent)."""
 _REVIEWED: Final = "ReviewAction != ''"
 _FINAL: Final = "if(ReviewFinalValue != '', ReviewFinalValue, DecisionValue)"
 """The priority a workflow was left with: the reviewer's final value, else the decision unreviewed."""
@@ -159,6 +163,7 @@ INDICATORS: Final = {
             "Workflow instances started.",
             "short",
             "count",
+            where=_RECEIVED,
             higher_is_worse=False,
             denominator="every workflow started in the range",
             min_sample=0,  # a count: a handful of workflows is a figure, not "too few"
@@ -196,7 +201,7 @@ INDICATORS: Final = {
             "Time in the decide stage, 95th centile.",
             0.95,
             "DecideMs",
-            "DecideMs > 0",
+            "DecideMs > 0 OR DecisionSource != ''",  # a decision made within the clock's tick is one too
             "workflows with a decide stage (the live decision; a shadow prediction is not a stage)",
         ),
         _rate(
@@ -254,7 +259,7 @@ INDICATORS: Final = {
             "Workflows whose ground truth needed escalation that were not escalated.",
             f"ReviewAction != {literal(ReviewAction.ESCALATE.value)} "
             f"AND OutcomeStatus != {literal(OutcomeStatus.ESCALATED.value)}",
-            "EscalationNeeded = 1",
+            f"EscalationNeeded = 1 AND {_RECEIVED}",
             needs_ground_truth=True,
             denominator="workflows whose ground truth says escalation was needed",
         ),
@@ -289,7 +294,7 @@ INDICATORS: Final = {
             "Workflow error rate",
             "Workflows with at least one span in error.",
             "ErrorSpans > 0",
-            "1",
+            _RECEIVED,
             denominator="every workflow",
         ),
         _rate(
