@@ -289,3 +289,38 @@ def test_an_action_limited_to_one_tenant_skips_another_tenants_alert(
         f"SELECT Detail FROM {options.database}.{tables.ALERT_EVENTS} WHERE Rule = 'fallback_kill' AND Event = 'action'"
     ).result_rows[0]
     assert detail.startswith("skipped: ")
+
+
+def test_a_dry_run_without_a_switch_says_what_it_would_do_not_that_it_failed(
+    client: Any, options: schema.SchemaOptions, tmp_path: Path
+) -> None:
+    """`--dry-run` with no flagd file or flag webhook: the page read "FAILED to switch" (a 2026-12-07
+    review) where `--dry-run` promises what would be done; a real run without a switch still fails."""
+    from alerts.tests.test_paging import _workflows
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n  - name: fallback_kill\n    metric: fallback_rate\n    threshold: 0.2\n    window: 15m\n"
+        "    min_sample: 20\n    severity: page\n    summary: Decisions fall back\n"
+        "    action:\n      disable_flag: {key: triage-model-v4, scope: {site: north}}\n",
+        encoding="utf-8",
+    )
+    now = datetime.now(UTC)
+    _workflows(client, options, "st-marys", 40, 20, now)
+    results = []
+    for dry_run in (True, False):
+        evaluator = build_evaluator(AlertingConfig(rules=rules, dry_run=dry_run), client, options.database,
+                                    outbox=Outbox([], []), alone=True)  # fmt: skip
+        try:
+            summary = evaluator.evaluate(now + timedelta(minutes=1))
+            [(_, _, outcome)] = summary.actions
+            results.append((outcome.result, next(iter(evaluator._notes.values()))))
+        finally:
+            evaluator.close()
+        client.command(f"TRUNCATE TABLE {options.database}.{tables.ALERT_EVENTS}")  # fires again
+    (dry, dry_note), (real, real_note) = results
+    assert dry == "dry_run"
+    assert dry_note.startswith("dry run: would switch flag triage-model-v4 -> off (site=north")
+    assert "no flag switch is configured" in dry_note
+    assert real == "failed"
+    assert real_note.startswith("FAILED to switch flag triage-model-v4")

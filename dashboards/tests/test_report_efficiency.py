@@ -144,3 +144,23 @@ def test_net_saved_refuses_a_place_it_does_not_know(bad: str) -> None:
 
     with pytest.raises(ValueError, match="compared by Site, Department"):
         net_saved_sql("clinotel", "1", by=(bad,))
+
+
+def test_workflows_that_recorded_no_effort_are_not_reported_as_saving_nothing(
+    client: Any, options: schema.SchemaOptions
+) -> None:
+    """Workflows in every phase and not one effort or rework record: the section read "0.0 min (95 %
+    interval 0.0–0.0)" and "0.0 % reworked" over hundreds of workflows (a 2026-12-07 review)."""
+    workflows = [
+        ("st-marys", "triage", f"{i + 1:032x}", f"wid-{i}", "north", "ed", T0 + timedelta(seconds=30 * i),
+         T0 + timedelta(seconds=30 * i), mode, cohort)
+        for i, (mode, cohort) in enumerate([("shadow", ""), ("recommend", "baseline"), ("recommend", "canary")] * N)
+    ]  # fmt: skip
+    client.insert(options.name(clinical.WORKFLOWS), workflows, column_names=[
+        "TenantId", "WorkflowKind", "TraceId", "WorkflowId", "Site", "Department", "StartTime", "EndTime",
+        "RolloutMode", "RolloutCohort"])  # fmt: skip
+    page = visible_text(render(client, {}, RANGE, database=options.database).html)
+    section = " ".join(page[page.index("Is it worth it") :].split())
+    assert "no effort recorded" in section
+    assert "0.0 min" not in section
+    assert "0.0%" not in section

@@ -590,3 +590,17 @@ def test_a_decision_made_within_the_clocks_tick_counts_in_the_decision_latency(
     value, sample = INDICATORS["decision_latency_p95_ms"].conditional()
     got = client.query(f"SELECT {sample}, {value} FROM {options.name(clinical.WORKFLOWS)} FINAL").result_rows[0]
     assert got[0] == 3, "the three workflows that decided; the one with no decision is not one"
+
+
+def test_an_alert_that_fired_after_the_range_does_not_read_as_firing_before_it_fired() -> None:
+    """An evaluation after the range whose window read it is reported; unresolved, it read
+    "13:36–still firing at 13:28" (a 2026-12-07 review)."""
+    late = episodes(ordered([_event(96, "firing")]))
+    inside = episodes(ordered([_event(30, "firing", rule="decision_latency_p95")]))
+    page = findings_html(
+        events=[], episodes=[*inside, *late], rules={}, criteria=[], disparities=[], changes=[], found=[],
+        before_during={}, x_range=(T0, T0 + timedelta(minutes=88)), tenants=1, errors=[],
+    )  # fmt: skip
+    text = " ".join(visible_text(page[page.index("Alerts that fired") :]).split())
+    assert "13:36–still firing (fired after the range, on its data)" in text
+    assert "12:30–still firing at 13:28" in text

@@ -309,6 +309,8 @@ class Evaluator:
                 outcome = Outcome(
                     "skipped", f"the switch is tenant {action.tenant}'s; this alert is {tenant or 'no'} tenant's"
                 )
+            elif self.switch is None and self.dry_run:
+                outcome = Outcome("dry_run", "no flag switch is configured: a real run could not switch it")
             elif self.switch is None:
                 outcome = Outcome("failed", "no flag switch configured (a flagd file or a flag webhook)")
             else:
@@ -324,8 +326,9 @@ class Evaluator:
             )
             verb = {"applied": "switched", "unchanged": "already", "dry_run": "dry run: would switch",
                     "skipped": "did not switch"}  # fmt: skip
+            told = outcome.result not in verb or (outcome.result == "dry_run" and self.switch is None)
             self._notes[instance] = f"{verb.get(outcome.result, 'FAILED to switch')} {action.describe()}" + (
-                "" if outcome.result in verb else f": {outcome.detail}"
+                f": {outcome.detail}" if told else ""
             )
             if self.on_change is not None and outcome.result not in ("failed", "skipped"):
                 try:

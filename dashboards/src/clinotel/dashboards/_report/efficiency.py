@@ -87,8 +87,22 @@ def _enough(*counts: int) -> bool:
     return min(counts) >= MIN_WORKFLOWS
 
 
-def _saving_words(kind: str, s: dict[str, Any]) -> str:
+NOT_RECORDED: Final = "no effort recorded"
+"""A phase none of whose workflows recorded effort or rework: its minutes are unknown, not 0 (a
+2026-12-07 review read "0.0 min (95 % interval 0.0–0.0)" over 584 workflows that recorded none)."""
+
+
+def _unrecorded(phases: Sequence[dict[str, Any]]) -> set[tuple[str, str]]:
+    """(kind, phase) of the phases whose workflows recorded no touch and no rework."""
+    return {
+        (str(p["kind"]), str(p["phase"])) for p in phases if not (p["touches_per_workflow"] or p["reworked_workflows"])
+    }
+
+
+def _saving_words(kind: str, s: dict[str, Any], unrecorded: bool = False) -> str:
     phase = phase_words(s["phase"])
+    if unrecorded:
+        return f"{_e(kind)}, {_e(phase)}: minutes saved against shadow mode: <b>{NOT_RECORDED}</b> on either side"
     if not _enough(s["workflows"], s["shadow_workflows"]):
         return (
             f"{_e(kind)}, {_e(phase)}: minutes saved against shadow mode: <b>{TOO_FEW}</b> "
@@ -137,14 +151,21 @@ def _kind(kind: str) -> str:
 
 def _headline(e: Efficiency) -> list[str]:
     items = []
+    unrecorded = _unrecorded(e.phases)
     for s in e.overall:
-        items.append(_saving_words(_kind(str(s["kind"])), s))
+        kind = str(s["kind"])
+        none = (kind, str(s["phase"])) in unrecorded and (kind, RolloutMode.SHADOW.value) in unrecorded
+        items.append(_saving_words(_kind(kind), s, none))
     by_phase = {(str(p["kind"]), str(p["phase"])): p for p in e.phases}
     for (kind, phase), p in by_phase.items():
         if not phase.endswith(" canary"):
             continue
         baseline = by_phase.get((kind, phase.removesuffix(" canary")))
-        if baseline is not None:
+        if baseline is None:
+            continue
+        if (kind, phase) in unrecorded and (kind, str(baseline["phase"])) in unrecorded:
+            items.append(f"{_e(_kind(kind))}, rework created by the canary: <b>{NOT_RECORDED}</b> on either side")
+        else:
             items.append(_rework_words(_kind(kind), p, baseline))
     if not items:
         items.append("No rollout phase to compare with shadow mode in this range (no effort recorded, or no shadow)")
@@ -153,8 +174,15 @@ def _headline(e: Efficiency) -> list[str]:
 
 def _phase_rows(phases: Sequence[dict[str, Any]]) -> str:
     rows = []
+    unrecorded = _unrecorded(phases)
     for p in sorted(phases, key=lambda p: (str(p["kind"]), p["phase"] != RolloutMode.SHADOW.value, str(p["phase"]))):
         few = p["workflows"] < MIN_WORKFLOWS
+        if (str(p["kind"]), str(p["phase"])) in unrecorded:
+            rows.append(
+                f"<tr><td>{_e(value_text('kind', str(p['kind'])))}</td><td>{_e(phase_words(str(p['phase'])))}</td>"
+                f'<td class="num">{p["workflows"]:,}</td><td class="num" colspan="4">{NOT_RECORDED}</td></tr>'
+            )
+            continue
         minutes = TOO_FEW if few else _minutes(p["minutes_per_workflow"], p["minutes_low"], p["minutes_high"])
         rework = TOO_FEW if few else (
             f"{show(p['rework_rate'], 'percent')} ({show(p['rework_low'], 'percent')}–"
@@ -174,12 +202,16 @@ def _phase_rows(phases: Sequence[dict[str, Any]]) -> str:
     )
 
 
-def _place_rows(places: Sequence[dict[str, Any]]) -> str:
+def _place_rows(places: Sequence[dict[str, Any]], unrecorded: set[tuple[str, str]]) -> str:
     rows = []
     for s in places:
         few = not _enough(s["workflows"], s["shadow_workflows"])
-        saved = TOO_FEW if few else _minutes(s["saved_per_workflow"], s["saved_low"], s["saved_high"])
-        net = TOO_FEW if few else show(s["net_minutes_saved"], "minutes")
+        kind = str(s["kind"])
+        if (kind, str(s["phase"])) in unrecorded and (kind, RolloutMode.SHADOW.value) in unrecorded:
+            saved = net = NOT_RECORDED
+        else:
+            saved = TOO_FEW if few else _minutes(s["saved_per_workflow"], s["saved_low"], s["saved_high"])
+            net = TOO_FEW if few else show(s["net_minutes_saved"], "minutes")
         rows.append(
             f"<tr><td>{_e(value_text('kind', str(s['kind'])))}</td><td>{_e(value_text('site', str(s['site'])))}</td>"
             f"<td>{_e(value_text('department', str(s['department'])))}</td><td>{_e(phase_words(str(s['phase'])))}</td>"
@@ -201,7 +233,10 @@ def efficiency_html(e: Efficiency | None, error: str | None = None) -> str:
         return "".join(parts)
     parts.append("<ul class=headline>" + "".join(f"<li>{i}</li>" for i in _headline(e)) + "</ul>")
     parts.append("<h3>Minutes, touches and rework per workflow by phase</h3>" + _phase_rows(e.phases))
-    parts.append("<h3>Net minutes saved against shadow mode, per site and department</h3>" + _place_rows(e.places))
+    parts.append(
+        "<h3>Net minutes saved against shadow mode, per site and department</h3>"
+        + _place_rows(e.places, _unrecorded(e.phases))
+    )
     parts.append(
         '<p class="method">Human minutes: the effort recorded on a workflow\'s stages plus its rework. Saved: the '
         "shadow phase's mean minus the phase's, per workflow (Welch 95 % interval): above, against the workflow "

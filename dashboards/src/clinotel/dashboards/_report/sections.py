@@ -56,10 +56,12 @@ def _clock(t: datetime) -> str:
     return t.strftime("%H:%M")
 
 
-def _when(start: datetime, end: datetime | None, range_end: datetime) -> str:
-    if end is None:
-        return f"{_clock(start)} → still firing at {_clock(range_end)}"
-    return f"{_clock(start)} → {_clock(end)} ({show((end - start).total_seconds(), 's')})"
+def _still(fired: datetime, range_end: datetime) -> str:
+    """An episode not resolved by the range's end; one that fired after it (an evaluation after the
+    range, whose window read it) read "13:36–still firing at 13:28"."""
+    if fired > range_end:
+        return "still firing (fired after the range, on its data)"
+    return f"still firing at {_clock(range_end)}"
 
 
 def _where(kind: str, cohort: str, tenant: str, tenants: int, version: str = "") -> str:
@@ -142,7 +144,7 @@ def _alerts_table(
         lines = []
         for k, e in enumerate(items):
             where = instance_label(e.labels, tenants)
-            end = _clock(e.resolved) if e.resolved else f"still firing at {_clock(range_end)}"
+            end = _clock(e.resolved) if e.resolved else _still(e.fired, range_end)
             took = f" ({show((e.resolved - e.fired).total_seconds(), 's')})" if e.resolved else ""
             sample = f", n = {e.sample:,}" if e.sample else ""
             screen = " screen" if k >= PRINTED_EPISODES else ""
