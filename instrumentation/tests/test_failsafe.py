@@ -172,3 +172,81 @@ def test_a_scope_whose_span_failed_to_open_is_a_handle_that_records_nothing(
     with ct.workflow("triage"):  # the next workflow records again
         pass
     assert production_spans.named("workflow triage")
+
+
+HOSTILE_TEXTS = {
+    "url-safe base64 token": "Ab3_-9xZ" * 600,
+    "hex": "0123456789abcdef" * 300,
+    "percent-encoded @": "%40a4" * 1000,
+    "one letter": "a" * 5000,
+    "dotted words": "a.b-c+d%e_" * 500,
+}
+
+
+@pytest.mark.parametrize("kind", list(HOSTILE_TEXTS))
+def test_scrubbing_a_long_token_costs_time_in_proportion_to_its_length(kind: str) -> None:
+    """The e-mail pattern's unbounded local part made a backtracking search quadratic: one 4 KB
+    token in an exception's message took 130-470 ms a scrub, holding the GIL over every thread of
+    the service (a 2026-12-07 review; each exception is scrubbed about four times). A bound with
+    room for a slow machine: 0.5 s for the five texts' worst, ten times over (4-14 ms today)."""
+    from clinotel.semconv import scrub
+
+    text = HOSTILE_TEXTS[kind]
+    started = time.perf_counter()
+    for _ in range(10):
+        scrub(text)
+    assert time.perf_counter() - started < 0.5
+
+
+def test_a_paragraph_where_a_code_belongs_is_refused_at_once(production_spans: CapturedSpans) -> None:
+    """A model that answers a paragraph or a blob instead of a code: the value was searched whole
+    for PHI before its code pattern refused it, in the caller's thread (20,000 characters: 2.5 s,
+    a 5 MB blob: minutes). Now the bounded code pattern refuses it first."""
+    blob = "Ab3_-9xZ" * 125_000  # 1 MB
+    with ct.workflow("triage"), ct.stage("decide") as st:
+        started = time.perf_counter()
+        st.record_decision(source="model", value=blob)
+        st.record_review(action="override", final_value=blob)
+        elapsed = time.perf_counter() - started
+    assert elapsed < 0.5, f"refusing a 1 MB code took {elapsed:.2f} s in the caller's thread"
+    assert "clinical.decision.value" not in production_spans.one("decide").attributes
+    assert production_spans.telemetry.dropped()["invalid"] == 2
+
+
+class _BrokenMessageError(Exception):
+    def __str__(self) -> str:
+        return f"EHR error {self.args[0]}"  # raised without arguments: IndexError
+
+
+def test_a_workflow_that_fails_with_an_exception_whose_message_raises_is_still_exported(
+    production_spans: CapturedSpans,
+) -> None:
+    """Recording the exception reads str(exc); when that raised, the span was never ended, and
+    failed workflows vanished from the error and safety figures (a 2026-12-07 review)."""
+    with pytest.raises(_BrokenMessageError), ct.workflow("triage"), ct.stage("decide"):
+        raise _BrokenMessageError
+    for name in ("workflow triage", "decide"):
+        span = production_spans.one(name)
+        assert span.status.status_code.name == "ERROR"
+        assert span.attributes[A.ERROR_TYPE.key] == "_BrokenMessageError"
+
+
+def test_an_identifier_from_an_integer_column_and_numpy_numbers_are_taken(production_spans: CapturedSpans) -> None:
+    """An MRN read from an integer column left the workflow without a root span; a model's
+    `proba.max()` (numpy's float64, a float subclass) was refused, so every confidence was dropped."""
+    np = pytest.importorskip("numpy")
+    key = b"clinotel-test-pseudonym-key-not-for-production"
+    with ct.workflow("triage", identifier=12345678), ct.stage("decide") as st:
+        st.record_decision(source="model", value="ESI-2", confidence=np.float64(0.82))
+        st.set(A.QUEUE_DEPTH, np.int64(3))
+    root = production_spans.one("workflow triage")
+    assert root.attributes[A.WORKFLOW_ID.key] == ct.pseudonymize("12345678", key) == ct.pseudonymize(12345678, key)
+    decide = production_spans.one("decide").attributes
+    assert decide[A.DECISION_CONFIDENCE.key] == 0.82
+    assert type(decide[A.DECISION_CONFIDENCE.key]) is float
+    assert decide[A.QUEUE_DEPTH.key] == 3
+    assert type(decide[A.QUEUE_DEPTH.key]) is int
+    assert production_spans.telemetry.dropped().get("invalid", 0) == 0
+    with ct.workflow("triage", identifier=True):  # type: ignore[arg-type]
+        pass
+    assert production_spans.telemetry.dropped()["invalid"] == 1, "a bool is not an identifier"

@@ -29,6 +29,9 @@ Only the attributes below are exported. Any other key is dropped before export a
 | free_text | any text (its first 4,096 characters), every PHI match replaced by `{redacted}` |
 """
 
+_CELL = str.maketrans({"\t": "\\t", "\n": "\\n", "\r": "\\r", "|": "\\|"})
+"""An example as a table cell shows it: blanks escaped, a bar kept from ending the cell."""
+
 
 def _allowed(d: AttributeDef) -> str:
     if d.type is AttrType.BOOLEAN:
@@ -67,6 +70,6 @@ def render_markdown(registry: Iterable[AttributeDef], groups: Mapping[str, str])
     )
     out.append("| pattern | catches | examples |\n|---|---|---|")
     for p in PHI_PATTERNS:
-        examples = ", ".join(f"`{e}`" for e in p.examples)
+        examples = ", ".join(f"`{e.translate(_CELL)}`" for e in p.examples)
         out.append(f"| {p.name} | {p.description} | {examples} |")
     return "\n".join(out) + "\n"

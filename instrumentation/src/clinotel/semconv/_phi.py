@@ -190,8 +190,12 @@ PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
     ),
     PhiPattern(
         "email",
-        r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
-        "an e-mail address, percent-encoded in a URL too",
+        # the local part at most 64 characters (RFC 5321's bound): unbounded, a backtracking engine
+        # tried every start of a long run of its characters to its end, quadratic (a 4 KB token in
+        # an exception's message took 130-180 ms a scrub, holding the GIL: a 2026-12-07 review)
+        r"[A-Za-z0-9._%+-]{1,64}(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}",
+        "an e-mail address, percent-encoded in a URL too (of a local part past 64 characters, the"
+        " last 64 and the domain)",
         ("jane.doe@example.org", "j+triage@mail.example.com", "jane.doe%40example.org"),
     ),
     PhiPattern(
@@ -415,8 +419,13 @@ class Pseudonymizer:
     def __repr__(self) -> str:
         return "Pseudonymizer(<key redacted>)"
 
-    def __call__(self, identifier: str) -> str:
-        """The pseudonymous workflow id of `identifier` (see `pseudonymize`)."""
+    def __call__(self, identifier: str | int) -> str:
+        """The pseudonymous workflow id of `identifier` (see `pseudonymize`): text, or a whole
+        number (an MRN read from an integer column is the same identifier as its digits)."""
+        if type(identifier) is int:
+            identifier = str(identifier)
+        elif not isinstance(identifier, str):
+            raise ValueError(f"an identifier is text or a whole number, not {type(identifier).__name__}")
         ident = identifier.strip()
         if not ident:
             raise ValueError("an empty identifier has no pseudonym")
@@ -427,7 +436,7 @@ class Pseudonymizer:
         return outer.hexdigest()[:32]
 
 
-def pseudonymize(identifier: str, key: bytes) -> str:
+def pseudonymize(identifier: str | int, key: bytes) -> str:
     """The pseudonymous workflow id of a raw identifier (MRN, encounter or appointment id).
 
     HMAC-SHA256 keyed with the tenant's secret, truncated to 128 bits (32 hex digits). The same key
@@ -436,6 +445,10 @@ def pseudonymize(identifier: str, key: bytes) -> str:
     """
     if len(key) < MIN_KEY_BYTES:
         raise ValueError(f"the pseudonym key must be at least {MIN_KEY_BYTES} bytes")
+    if type(identifier) is int:
+        identifier = str(identifier)
+    elif not isinstance(identifier, str):
+        raise ValueError(f"an identifier is text or a whole number, not {type(identifier).__name__}")
     ident = identifier.strip()
     if not ident:
         raise ValueError("an empty identifier has no pseudonym")

@@ -196,7 +196,7 @@ def _record_flag(rt: Runtime, span: Span, fields: dict[str, str]) -> None:
 # -- scopes ------------------------------------------------------------------------------------
 
 
-IdentifierArg = str | Callable[..., str] | None
+IdentifierArg = str | int | Callable[..., str | int] | None
 
 
 class WorkflowScope(WorkflowHandle, Scope):

@@ -124,7 +124,9 @@ def context_for(rt: Runtime, kind: str, where: Where) -> WorkflowContext:
     return wf
 
 
-def workflow_id_for(rt: Runtime, identifier: str | None, workflow_id: str | None, *, required: bool) -> str | None:
+def workflow_id_for(
+    rt: Runtime, identifier: str | int | None, workflow_id: str | None, *, required: bool
+) -> str | None:
     """The pseudonymous id: a given pseudonym (validated) or the HMAC of a raw identifier."""
     if workflow_id is not None:
         key = A.WORKFLOW_ID.key

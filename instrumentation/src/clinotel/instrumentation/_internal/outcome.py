@@ -24,7 +24,7 @@ __all__ = ["record_outcome"]
 def record_outcome(
     kind: str,
     *,
-    identifier: str | None = None,
+    identifier: str | int | None = None,
     workflow_id: str | None = None,
     link: str | Mapping[str, str] | None = None,
     outcome: Outcome | None = None,
@@ -46,7 +46,7 @@ def record_outcome(
 def _record_outcome(
     rt: Runtime,
     kind: str,
-    identifier: str | None,
+    identifier: str | int | None,
     workflow_id: str | None,
     link: str | Mapping[str, str] | None,
     outcome: Outcome | None,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import AsyncGenerator, Callable, Generator
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar, cast
 
 from opentelemetry import context as otel_context
@@ -30,6 +31,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 FRESH: Final = object()
 """The token of a scope not entered yet (after its exit, or a failed entry: None)."""
+
+_STAND_INS: ContextVar[tuple[tuple[Scope, Scope], ...]] = ContextVar("clinotel_scope_stand_ins", default=())
+"""(scope, its fresh copy) for each scope entered again in this context, innermost last."""
 
 
 class Scope:
@@ -58,7 +62,13 @@ class Scope:
     # -- context manager ----------------------------------------------------------------------
     def __enter__(self) -> Self:
         if self._token is not FRESH:
-            raise RuntimeError("a clinotel scope can be entered once; call workflow()/stage() again")
+            # one scope object kept and entered by every request (`DECIDE = stage("decide")` at
+            # module level, by several threads at once): each entry gets a fresh copy, exited with
+            # it; raising here failed every request after the first (a 2026-12-07 review)
+            copy = self.bind((), {})
+            entered = copy.__enter__()
+            _STAND_INS.set((*_STAND_INS.get(), (self, copy)))
+            return entered
         rt = self._rt = current()
         try:
             ctx = self._begin(rt)
@@ -73,6 +83,12 @@ class Scope:
         return self
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        stand_ins = _STAND_INS.get()
+        for i in range(len(stand_ins) - 1, -1, -1):
+            if stand_ins[i][0] is self:
+                _STAND_INS.set(stand_ins[:i] + stand_ins[i + 1 :])
+                stand_ins[i][1].__exit__(exc_type, exc, tb)
+                return
         token = self._token
         if token is None or token is FRESH:
             return
@@ -102,6 +118,11 @@ class Scope:
         try:
             if exc is not None:
                 _record_error(self._span, exc)
+        except Exception as e:  # noqa: BLE001 - an exception whose __str__ raises, say
+            contain(self._rt, e)
+        try:
+            # ended whatever recording the error did: a failed workflow left open was never
+            # exported, and vanished from the error and safety figures (a 2026-12-07 review)
             clock = self._rt.clock
             self._span.end(end_time=clock() if clock is not None else None)
         except Exception as e:  # noqa: BLE001
@@ -213,9 +234,10 @@ class Scope:
 def _record_error(span: Span, exc: BaseException) -> None:
     if isinstance(exc, GeneratorExit):
         return
-    span.record_exception(exc)
+    # the status and type first: the event reads str(exc), which a broken __str__ makes raise
     span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
     span.set_attribute(A.ERROR_TYPE.key, type(exc).__qualname__)
+    span.record_exception(exc)
 
 
 def _detach(token: object | None) -> None:
