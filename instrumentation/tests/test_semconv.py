@@ -332,3 +332,23 @@ def test_a_fold_that_shortens_a_long_text_keeps_no_part_of_an_identifier(text: s
     (`123-45-678`) when the folded text was taken for the whole of it."""
     out = scrub(text)
     assert not any(c.isdigit() or c == "@" for c in out), out[-40:]
+
+
+DRIVER_AND_FHIR_TEXTS = [
+    "(psycopg2.errors.UniqueViolation) [parameters: {'mrn': '98765', 'first_name': 'Adaeze', 'last_name': 'Okafor'}]",
+    "DETAIL:  Key (mrn)=(98765) already exists.",
+    '{"first_name": "Adaeze", "last_name": "Okafor", "mrn": "98765"}',
+    "GET https://fhir.example/Patient?family=Okafor&given=Adaeze&_count=10",
+    "retry for given=Adaeze family=Okafor",
+    "GET /patients/98765/encounters",
+    "status: key (mrn)=(98765)",
+]
+
+
+@pytest.mark.parametrize("text", DRIVER_AND_FHIR_TEXTS)
+def test_names_and_identifiers_as_drivers_and_fhir_write_them_are_redacted(text: str) -> None:
+    """A database driver's parameters and constraint messages, JSON, FHIR search parameters and
+    REST paths carried names and an MRN to the wire (a 2026-12-07 review)."""
+    out = scrub(text)
+    for piece in ("Adaeze", "Okafor", "98765"):
+        assert piece not in out, out

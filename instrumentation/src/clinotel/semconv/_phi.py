@@ -162,14 +162,15 @@ _NAME = r"[A-Za-z][A-Za-z'-]+(?:" + _WS + r"+[A-Z][A-Za-z'-]+)?"
 PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
     PhiPattern(
         "labelled_identifier",
-        r"(?:\b|_)" + _LABEL + r"\b[ \t:#=_\"'(|,;]*[A-Za-z0-9/.-]*[0-9](?:[A-Za-z0-9/.-]|[ ][0-9]"
+        r"(?:\b|_)" + _LABEL + r"\b[ \t:#=_\"'()|,;]*[A-Za-z0-9/.-]*[0-9](?:[A-Za-z0-9/.-]|[ ][0-9]"
         r"|[ \t]*[,;:|_][ \t]*[0-9])*"
         r"|(?:\b|_)" + _LABEL + r"_[0-9][A-Za-z0-9/.-]*"
         r"|(?:\b|_)(?i:mrn|csn|ssn|nhs|hcn)[0-9]{4,}[A-Za-z0-9/.-]*"
-        r"|\b(?i:patient)/[A-Za-z0-9.-]*[0-9][A-Za-z0-9.-]*",
+        r"|\b(?i:patients?)/[A-Za-z0-9.-]*[0-9](?:[A-Za-z0-9.-]|[ /][0-9]|[ \t]*[,;:|_][ \t]*[0-9])*",
         "an identifier introduced by its label: MRN 12345, appt=A17, DOB 1985, MRN_12345 (an underscore"
         ' and then a digit: encounter_p99 passes), encounter_id=9, {"mrn":"4711"}, MRN (98765), MRN4711 (four'
-        " digits or more run into the label), a FHIR Patient/123 reference",
+        " digits or more run into the label), Postgres's Key (mrn)=(98765), a FHIR Patient/123 reference or a"
+        " /patients/123 path",
         (
             "MRN 12345",
             "mrn:A1234",
@@ -186,6 +187,8 @@ PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
             "MRN|98765",
             "MRN4711",
             "Patient/98765",
+            "mrn)=(98765",
+            "patients/98765",
         ),
     ),
     PhiPattern(
@@ -294,16 +297,18 @@ PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
         + r"+[A-Z][a-z'-]+(?:"
         + _WS
         + r"+[A-Z][A-Za-z'-]+)?"
-        r"|\b(?i:name)" + _WS + r"*[:=]" + _WS + r"*[A-Za-z][A-Za-z'-]*(?:" + _WS + r"+[A-Z][A-Za-z'-]+)?"
-        r"|(?:\b|_)(?i:first|last|given|family|middle|full|patient|pt)[ _-]?(?i:name)"
+        r"|\b(?i:name)[\"']?" + _WS + r"*[:=]" + _WS + r"*[\"']?[A-Za-z][A-Za-z'-]*(?:" + _WS + r"+[A-Z][A-Za-z'-]+)?"
+        # a label's value quoted or not (JSON, a Python dict in a driver's error), and FHIR's
+        # search parameters `family` and `given`
+        r"|(?:\b|_)(?:(?i:first|last|given|family|middle|full|patient|pt)[ _-]?(?i:name)|(?i:family|given))[\"']?"
         + _WS
         + r"*[:=]"
         + _WS
-        + r"*[A-Za-z][A-Za-z'-]*(?:"
+        + r"*[\"']?[A-Za-z][A-Za-z'-]*(?:"
         + _WS
         + r"+[A-Z][A-Za-z'-]+)?",
-        "a name after a title or label: Dr Smith, Mrs. Jane Doe, patient Alice, Pt: John Smith, name=Bob,"
-        " first_name=Jane",
+        "a name after a title or label, the label's value quoted or not: Dr Smith, Mrs. Jane Doe, patient"
+        " Alice, Pt: John Smith, name=Bob, first_name=Jane, {'last_name': 'Okafor'}, FHIR's family= and given=",
         (
             "Dr Smith",
             "Dr. Adaeze Okafor",
@@ -313,6 +318,10 @@ PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
             "name: Bob",
             "Pt: John Smith",
             "first_name=Jane",
+            'first_name": "Jane',
+            "last_name': 'Okafor",
+            "family=Okafor",
+            "given=Adaeze",
         ),
     ),
     PhiPattern(
