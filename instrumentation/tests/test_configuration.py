@@ -68,7 +68,7 @@ def test_mode_and_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     [
         ({"mode": "lenient"}, "strict' or 'production"),
         ({"pseudonym_key": "short"}, "at least 16 bytes"),
-        ({"protocol": "http/json", "export": True, "exporter": None}, "protocol"),
+        ({"protocol": "thrift", "export": True, "exporter": None}, "protocol"),
     ],
 )
 def test_configuration_errors_are_clear(kwargs: dict[str, object], message: str) -> None:
@@ -82,6 +82,10 @@ def test_otlp_exporter_follows_protocol_and_endpoint_rules(monkeypatch: pytest.M
     assert http._endpoint == "http://127.0.0.1:4318/v1/traces"
     assert otlp_exporter("http://h:4318/v1/traces", "http/protobuf", None)._endpoint == "http://h:4318/v1/traces"  # type: ignore[attr-defined]
     assert otlp_exporter("http://h:4318/otlp", "http/protobuf", None)._endpoint == "http://h:4318/otlp/v1/traces"  # type: ignore[attr-defined]
+    assert otlp_exporter("http://h:4318?x=1", "http/protobuf", None)._endpoint == "http://h:4318/v1/traces?x=1"  # type: ignore[attr-defined]
+    # the specification's http/json, not shipped here: the same endpoint in protobuf, not a failed start
+    assert otlp_exporter("http://h:4318", "http/json", None)._endpoint == "http://h:4318/v1/traces"  # type: ignore[attr-defined]
+    assert isinstance(otlp_exporter("http://h:4317", "GRPC", None), GrpcExporter)
     assert isinstance(otlp_exporter("http://127.0.0.1:4317", "grpc", None), GrpcExporter)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
     assert isinstance(otlp_exporter(None, None, None), GrpcExporter)
@@ -130,6 +134,9 @@ def test_the_applications_sampler_applies() -> None:
 
 def test_sdk_disabled_makes_everything_a_noop(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    # whatever else is wrong: telemetry switched off never stops the service from starting
+    monkeypatch.setenv("CLINOTEL_PSEUDONYM_KEY", "short")
+    monkeypatch.setenv("CLINOTEL_MODE", "prod")
     exporter = InMemorySpanExporter()
     ct.configure(exporter=exporter, batch=False, set_global=False)
     with ct.workflow("triage") as wf, ct.stage("decide") as st:
@@ -137,6 +144,22 @@ def test_sdk_disabled_makes_everything_a_noop(monkeypatch: pytest.MonkeyPatch) -
         carrier = wf.enqueue("q")
     assert exporter.get_finished_spans() == ()
     assert isinstance(carrier, dict)
+
+
+def test_a_resource_key_the_gate_drops_is_dropped_once_at_configure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key the Kubernetes operator adds (`k8s.container.name`) made the gate copy every span at
+    export, 1.22-1.26x the SDK by hand (a 2026-12-07 review): the provider's resource is the
+    clean one, so spans leave as they are."""
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "k8s.container.name=triage,patient.mrn=MRN 00123456")
+    tel, exporter = _memory(service_name="ed-triage")
+    with ct.workflow("triage"):
+        pass
+    tel.shutdown()
+    span = next(s for s in exporter.get_finished_spans() if s.name == "workflow triage")
+    assert "patient.mrn" not in span.resource.attributes
+    assert span.resource.attributes["service.name"] == "ed-triage"
+    assert span.resource is tel.provider.resource, "the span as recorded, not a copy"  # type: ignore[attr-defined]
+    assert tel.dropped()["unregistered"] >= 1
 
 
 def test_configure_installs_the_global_provider_only_when_none_is_set() -> None:

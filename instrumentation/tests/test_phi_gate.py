@@ -601,3 +601,27 @@ def test_a_span_whose_public_views_differ_from_its_fields_is_read_as_an_exporter
     out = _exported_as(gate, [batch])[3:]
     assert len(out) == len(batch)
     assert b"00123456" not in encode_spans(out).SerializeToString()
+
+
+class _HashRaises(str):
+    def __hash__(self) -> int:
+        raise ValueError("hash refused")
+
+
+def test_a_value_whose_hash_raises_costs_its_own_attribute_not_the_batch() -> None:
+    """A str subclass whose __hash__ raises ValueError, set through the raw API on one span: the
+    gate caught only TypeError, and the whole batch (every other patient's workflow) was lost."""
+    exporter = InMemorySpanExporter()
+    with isolated():
+        tel = ct.configure(exporter=exporter, batch=True, set_global=False, pseudonym_key=TEST_PSEUDONYM_KEY)
+        try:
+            for i in range(5):
+                with ct.workflow("triage", identifier=f"E{i}") as wf:
+                    if i == 2:
+                        wf.span.set_attribute("clinical.site", _HashRaises("north"))
+            tel.force_flush()
+        finally:
+            tel.shutdown()
+    roots = [s for s in exporter.get_finished_spans() if s.name == "workflow triage"]
+    assert len(roots) == 5
+    assert sum("clinical.site" in s.attributes for s in roots) == 0

@@ -328,3 +328,33 @@ def test_a_scope_never_entered_records_nothing_and_raises_nothing(spans: Capture
     scope.set(A.SITE, "north")
     assert not scope.span.is_recording()
     assert spans.spans == []
+
+
+def test_a_stage_decorates_classmethods_and_async_callable_objects(spans: CapturedSpans) -> None:
+    """`@stage` above `@classmethod` raised TypeError at every call; an object with an async
+    `__call__` was wrapped as a plain function, so its span ended before the coroutine ran."""
+
+    class Triage:
+        @ct.stage("decide")  # type: ignore[arg-type]
+        @classmethod
+        def decide(cls, value: str) -> str:
+            ct.record_decision(source="model", value=value)
+            return value
+
+    class Scorer:
+        async def __call__(self, value: str) -> str:
+            await asyncio.sleep(0)
+            ct.record_decision(source="model", value=value)
+            return value
+
+    scored = ct.stage("decide")(Scorer())
+
+    async def main() -> str:
+        with ct.workflow("triage"):
+            return await scored("ESI-3")
+
+    with ct.workflow("triage"):
+        assert Triage.decide("ESI-2") == "ESI-2"
+    assert asyncio.run(main()) == "ESI-3"
+    values = sorted(s.attributes[A.DECISION_VALUE.key] for s in spans.named("decide"))
+    assert values == ["ESI-2", "ESI-3"], "the async call's decision is recorded on its own span"

@@ -122,7 +122,7 @@ class SanitizingSpanExporter(SpanExporter):
         return self._inner.force_flush(timeout_millis)
 
     def _resource(self, resource: Resource, counts: dict[str, int]) -> Resource:
-        clean = self._resources.judge(resource, _clean_resource, counts)
+        clean = self._resources.judge(resource, clean_resource, counts)
         if clean is resource:
             self._clean_resource = resource
         return clean
@@ -153,7 +153,7 @@ class SanitizingSpanExporter(SpanExporter):
             attributes = span._attributes
             if type(attributes) is BoundedAttributes:
                 attributes = attributes._dict
-        except (AttributeError, TypeError):  # a ReadableSpan made some other way: the general path
+        except Exception:  # noqa: BLE001 - a span made some other way, a value whose hash raises: the general path
             return False
         return not attributes or SPAN_GATE.passes(attributes)
 
@@ -190,7 +190,7 @@ class SanitizingSpanExporter(SpanExporter):
             if not _all_of_type(dict, dicts):
                 return False
             return SPAN_GATE.passes_items(chain.from_iterable(map(dict.items, dicts)))
-        except (AttributeError, TypeError):  # spans made some other way: span by span
+        except Exception:  # noqa: BLE001 - spans made some other way, a value whose hash raises: span by span
             return False
 
     def _sanitize(self, span: ReadableSpan, counts: dict[str, int]) -> ReadableSpan:
@@ -271,7 +271,7 @@ class _Judged(Generic[_T]):
         return out
 
 
-def _clean_resource(resource: Resource, counts: dict[str, int]) -> Resource:
+def clean_resource(resource: Resource, counts: dict[str, int]) -> Resource:
     """A resource as it may leave: its attributes through the resource gate, its schema URL
     scrubbed; the same object when clean."""
     attrs = RESOURCE_GATE.sanitize(plain(resource.attributes), counts)

@@ -131,7 +131,7 @@ class AttributeGate:
         try:
             if self._good.issuperset(items):
                 return True
-        except TypeError:  # an unhashable value: the general path says what is wrong with it
+        except Exception:  # noqa: BLE001 - unhashable, or a __hash__/__eq__ that raises: the general path judges it
             return False
         return self.passes_items(items)
 
@@ -155,7 +155,7 @@ class AttributeGate:
                 if cleaned is not value and not (type(cleaned) is type(value) and cleaned == value):
                     return False
                 self._remember(key, value)
-        except TypeError:  # an unhashable value: the general path says what is wrong with it
+        except Exception:  # noqa: BLE001 - unhashable, or a __hash__/__eq__ that raises: the general path judges it
             return False
         return True
 

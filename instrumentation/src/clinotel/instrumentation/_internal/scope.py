@@ -130,6 +130,18 @@ class Scope:
 
     # -- decorator ------------------------------------------------------------------------------
     def __call__(self, fn: F) -> F:
+        if isinstance(fn, (classmethod, staticmethod)):  # `@stage(...)` above `@classmethod`
+            return cast(F, type(fn)(self(fn.__func__)))
+        if not inspect.isfunction(fn) and not inspect.ismethod(fn) and callable(fn):
+            call = type(fn).__call__  # an object whose __call__ is async: a coroutine function too
+            if inspect.iscoroutinefunction(call):
+                inner = fn
+
+                async def called(*args: Any, **kwargs: Any) -> Any:
+                    return await inner(*args, **kwargs)
+
+                functools.update_wrapper(called, inner, updated=())
+                fn = cast(F, called)
         if inspect.isasyncgenfunction(fn):
             return cast(F, self._wrap_async_generator(fn))
         if inspect.isgeneratorfunction(fn):

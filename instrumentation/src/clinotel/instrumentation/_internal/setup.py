@@ -137,15 +137,22 @@ def configure(
 
     `OTEL_SDK_DISABLED=true` makes every clinotel call a no-op.
     """
-    resolved_mode = _mode(mode)
-    key = _pseudonymizer(pseudonym_key)
     counters = Counters()
     previous = current()
 
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        # everything off, whatever else is set: a short pseudonym key or a mistyped mode stopped
+        # a service from starting with telemetry switched off (a 2026-12-07 review)
+        try:
+            disabled_mode = _mode(mode)
+        except ConfigurationError:
+            disabled_mode = Mode.PRODUCTION
         noop = trace.NoOpTracerProvider()
-        install(Runtime(noop.get_tracer(INSTRUMENTATION_NAME), resolved_mode, key, counters, clock))
-        return Telemetry(noop, resolved_mode, counters, previous=previous)
+        install(Runtime(noop.get_tracer(INSTRUMENTATION_NAME), disabled_mode, None, counters, clock))
+        return Telemetry(noop, disabled_mode, counters, previous=previous)
+
+    resolved_mode = _mode(mode)
+    key = _pseudonymizer(pseudonym_key)
 
     try:
         from clinotel.instrumentation._internal.sdk import build_pipeline
