@@ -348,3 +348,34 @@ def test_alerts_evaluate_once_from_cron_pages_once_and_fails_loudly_when_it_cann
     assert done.returncode == 0, done.stderr
     [delivered] = sink.wait_for(1, "/am/api/v2/alerts")
     assert delivered[0]["labels"]["alertname"] == "model_fallback"
+
+
+def test_sigterm_releases_the_lease_so_the_next_evaluator_is_not_skipped(breached_store: Path, tmp_path: Path) -> None:
+    """`docker stop` and systemd send SIGTERM: only Ctrl-C released the lease, and the evaluator
+    that replaced the stopped one skipped every pass until the lease expired."""
+    import os
+    import signal
+    import time
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(FLAPPING.replace("window: 2m", "window: 15m"), encoding="utf-8")
+    running = subprocess.Popen(
+        [sys.executable, "-m", "clinotel.cli", "alerts", "evaluate", "--data-dir", str(breached_store), "--rules",
+         str(rules), "--every", "5m"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert running.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "rules," not in running.stdout.readline():
+            assert running.poll() is None, running.stderr.read() if running.stderr else ""
+        running.send_signal(signal.SIGTERM)  # asleep until the next pass, holding its lease
+        _, err = running.communicate(timeout=30)
+    finally:
+        if running.poll() is None:
+            running.kill()
+    assert running.returncode == 143, err
+    assert "Traceback" not in err
+    after = _evaluate(breached_store, rules)
+    assert after.returncode == 0, after.stderr
+    assert "skipped" not in after.stderr, after.stderr

@@ -101,3 +101,25 @@ def test_every_exported_query_runs_on_the_store_as_grafana_would_send_it(collect
         assert types["value"] in ("Nullable(Float64)", "Float64")
         # strings (the plugin's converters read LowCardinality(T) as T): series labels for LongToWide
         assert all(types[c] in ("String", "LowCardinality(String)") for c in columns[1:-1]), types
+
+
+def test_grafana_uids_are_short_valid_stable_and_unique(tmp_path: Path) -> None:
+    """The uid was the rule name (Grafana allows 40 characters), and an override's
+    `name[:36]-o{n}` was the same for two rules sharing their first 36 characters."""
+    north = "fallback_rate_for_the_emergency_department_triage_north"
+    south = north.removesuffix("north") + "south"
+    rules = "rules:\n" + "".join(
+        f"  - {{name: {name}, metric: fallback_rate, threshold: 0.2, window: 15m, severity: page, summary: Falls back,"
+        " overrides: [{tenant: a, threshold: 0.3}, {tenant: b, threshold: 0.4}]}\n"
+        for name in (north, south, "model_fallback")
+    )
+    path = tmp_path / "rules.yaml"
+    path.write_text(rules, encoding="utf-8")
+    pack = load(path)
+    uids = [r["uid"] for g in grafana_rules(pack)["groups"] for r in g["rules"]]
+    assert len(uids) == 10
+    assert len(set(uids)) == len(uids), uids
+    assert all(re.fullmatch(r"[a-zA-Z0-9_-]{1,40}", u) for u in uids), uids
+    assert uids == [r["uid"] for g in grafana_rules(load(path))["groups"] for r in g["rules"]], "stable"
+    assert {"model_fallback", "model_fallback-o1", "model_fallback-o2"} <= set(uids), "short names as before"
+    assert all(u.startswith("fallback_rate_for_the_eme") for u in uids[:6]), "a readable prefix"

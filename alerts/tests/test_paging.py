@@ -356,3 +356,39 @@ def test_the_local_alertmanager_ends_with_the_process_that_started_it_however_it
     if alive:
         os.kill(int(pid), 9)
     assert not alive, f"the Alertmanager at {url} outlived the process that started it"
+
+
+def test_a_firing_page_keeps_firing_through_a_dip_in_volume_and_pages_once(
+    client: Any, options: schema.SchemaOptions, pack: RulePack
+) -> None:
+    """The default `no_data: ok` resolved a firing page when the night's volume fell under
+    min_sample, and paged the same outage again when the volume came back."""
+    events: list[dict[str, Any]] = []
+
+    def pagerduty(request: httpx.Request) -> httpx.Response:
+        events.append(json.loads(request.content))
+        return httpx.Response(202)
+
+    now = datetime.now(UTC)
+    tenant = f"night-{uuid.uuid4().hex[:6]}"
+    _workflows(client, options, tenant, 40, 40, now)  # every decision a fallback, from now-10m
+    http = httpx.Client(transport=httpx.MockTransport(pagerduty))
+    evaluator = Evaluator(client, pack, Outbox([PagerDutySink(routing_key="R" * 32, http=http)], []),
+                          options.database, lease_s=None)  # fmt: skip
+    try:
+        first = evaluator.evaluate(now)
+        instance = ("model_fallback", {"tenant": tenant, "kind": "triage"})
+        assert instance in first.firing
+        # 13 minutes on: the 15-minute window holds the outage's last few minutes only, under 20 rows
+        dip = evaluator.evaluate(now + timedelta(minutes=13))
+        assert [t for t in dip.transitions if t[0] == "model_fallback"] == [], "too few rows: no evidence of recovery"
+        _workflows(client, options, tenant, 40, 40, now + timedelta(minutes=20))  # the volume returns
+        back = evaluator.evaluate(now + timedelta(minutes=20))
+        assert [t for t in back.transitions if t[0] == "model_fallback"] == []
+        _workflows(client, options, tenant, 200, 0, now + timedelta(minutes=30))  # recovered, with rows to show it
+        done = evaluator.evaluate(now + timedelta(minutes=30))
+        assert (*instance, "resolved") in done.transitions
+    finally:
+        evaluator.close()
+        http.close()
+    assert [e["event_action"] for e in events] == ["trigger", "resolve"], "one page, one resolution"

@@ -98,12 +98,12 @@ T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
 def _run(readings: str, for_s: int, no_data: str = "ok", keep_s: int = 0) -> list[str]:
-    """Feed B(reach)/C(lear)/N(o data) one minute apart; the states after each."""
+    """Feed B(reach)/C(lear)/N(o data: no row)/F(ew rows) one minute apart; the states after each."""
     state = AlertState()
-    kinds = {"B": Reading.BREACH, "C": Reading.CLEAR, "N": Reading.NO_DATA}
+    kinds = {"B": Reading.BREACH, "C": Reading.CLEAR, "N": Reading.NO_DATA, "F": Reading.NO_DATA}
     out = []
     for i, r in enumerate(readings):
-        step(state, kinds[r], T0 + timedelta(minutes=i), for_s, no_data, keep_s)
+        step(state, kinds[r], T0 + timedelta(minutes=i), for_s, no_data, keep_s, too_few=r == "F")
         out.append(state.state.value[0])
     return out
 
@@ -130,3 +130,97 @@ def test_the_state_machine_holds_back_flaps_and_resolves() -> None:
     assert "".join(_run("BBNN", 0, "keep")) == "ffff"
     assert "".join(_run("NNNN", 120, "alerting")) == "ppff"
     assert State.RESOLVED.value == "resolved"
+
+
+def test_a_firing_instance_with_too_few_rows_keeps_firing() -> None:
+    """Fewer patients at night (rows under min_sample) resolved a firing page under `no_data: ok`,
+    and it paged again when the volume came back."""
+    assert "".join(_run("BFFFB", 0)) == "fffff", "firing through the dip: no resolve, no second page"
+    assert "".join(_run("BFFC", 0)) == "fffr", "resolved once it reads clear"
+    assert "".join(_run("BBFF", 180)) == "ppii", "an instance not firing clears as before"
+    assert "".join(_run("BFF", 0, "alerting")) == "fff"
+    assert "".join(_run("BNN", 0)) == "fri", "no row at all still clears"
+
+
+RULE = GOOD.split("    overrides:", maxsplit=1)[0]
+SUMMARY = "summary: Decisions fall back"
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (("threshold: 0.2", "threshold: .nan"), "rules.0.threshold: Input should be a finite number"),
+        (("threshold: 0.2", "threshold: .inf"), "rules.0.threshold: Input should be a finite number"),
+        (("threshold: 0.2", "threshold: -.inf"), "rules.0.threshold: Input should be a finite number"),
+        ((SUMMARY, SUMMARY + "\n    overrides: [{tenant: a, threshold: .nan}]"),
+         "rules.0.overrides.0.threshold: Input should be a finite number"),
+        (("window: 15m", "window: 99999999999999999999d"), "rules.0.window: Value error, a duration of at most 366d"),
+        (("for: 5m", "for: 367d"), "rules.0.for: Value error, a duration of at most 366d"),
+        (("for: 5m", "for: 5m\n    keep_firing_for: 9999999999999s"), "rules.0.keep_firing_for: Value error, a dur"),
+        (("severity: page", "severity: page\n    labels: {on-call: icu}"),
+         "rule model_fallback: label 'on-call' is not a label name"),
+        (("severity: page", "severity: page\n    labels: {__name__: x}"),
+         "rule model_fallback: label '__name__' is not a label name"),
+        (("severity: page", "severity: page\n    labels: {severity: ticket}"),
+         "rule model_fallback: label 'severity' is set by the evaluator"),
+        (("severity: page", "severity: page\n    labels: {alertname: other}"),
+         "rule model_fallback: label 'alertname' is set by the evaluator"),
+        (("severity: page", "severity: page\n    labels: {tenant: general}"),
+         "rule model_fallback: label 'tenant' is set by the evaluator"),
+    ],
+    ids=["nan", "inf", "-inf", "override nan", "window forever", "for past a year", "keep_firing_for",
+         "label with a dash", "label __", "severity label", "alertname label", "tenant label"],
+)  # fmt: skip
+def test_a_threshold_duration_or_label_that_cannot_work_is_refused_at_load(
+    tmp_path: Path, change: tuple[str, str], says: str
+) -> None:
+    """NaN compares false (the rule never fired), a label Alertmanager refuses (every page got a
+    400), or a label overriding the evaluator's own (a page labelled `severity: ticket`)."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULE.replace(*change), encoding="utf-8")
+    with pytest.raises(RuleError) as info:
+        load(path)
+    [line] = str(info.value).splitlines()
+    assert says in line, line
+
+
+def test_a_disparity_rule_may_not_label_its_own_dimension(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "rules:\n  - {name: fair, kind: disparity, metric: high_risk_miss_rate, dimension: PayerClass, threshold: 1.25,"
+        " window: 24h, severity: ticket, summary: Under-triage by payer, labels: {PayerClass: x}}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(RuleError, match="label 'PayerClass' is set by the evaluator"):
+        load(path)
+
+
+@pytest.mark.parametrize("depth", [2_000, 20_000])
+def test_a_deeply_nested_file_is_one_line_not_a_traceback(tmp_path: Path, depth: int) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text("rules: " + "[" * depth + "]" * depth + "\n", encoding="utf-8")
+    with pytest.raises(RuleError) as info:
+        load(path)
+    assert str(info.value) == f"{path}: not a rules file: its YAML is nested too deeply"
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "says"),
+    [
+        (["alerts", "evaluate", "--data-dir", "nowhere", "--once", "--every", "99999999999d"], 2,
+         "a duration of at most 366d"),
+        (["alerts", "evaluate", "--data-dir", "nowhere", "--every", "99999999999d"], 2, "a duration of at most 366d"),
+        (["alerts", "check", "--rules", "deep.yaml"], 1, "nested too deeply"),
+    ],
+    ids=["once every forever", "every forever", "deep rules"],
+)  # fmt: skip
+def test_an_absurd_interval_or_nesting_on_the_command_line_is_one_line(
+    argv: list[str], code: int, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """`--every 99999999999d` ended in an OverflowError, a deeply nested file in a RecursionError."""
+    from tests.one_line import refused_in_one_line
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "deep.yaml").write_text("rules: " + "[" * 5000 + "]" * 5000, encoding="utf-8")
+    refused_in_one_line(argv, code, says, capsys)

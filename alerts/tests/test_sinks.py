@@ -215,7 +215,7 @@ def test_a_failed_delivery_never_writes_the_receivers_credentials_to_the_audit_t
         attempts = outbox.flush()
     assert attempts
     assert all(secret not in a.detail for a in attempts), attempts[0].detail
-    assert "http://ops:***@hook.test/h" in attempts[0].detail
+    assert "http://***@hook.test/h" in attempts[0].detail
 
 
 @pytest.mark.parametrize(
@@ -227,9 +227,206 @@ def test_a_failed_delivery_never_writes_the_receivers_credentials_to_the_audit_t
         ),
         ("http://127.0.0.1:9093/api/v2/alerts", "http://127.0.0.1:9093/api/v2/alerts"),
         ("https://events.example.test/v2/enqueue?routing_key=abc", "https://events.example.test/v2/enqueue"),
-        ("http://ops:pw@hook.test/hook/0123456789abcdef0123", "http://ops:***@hook.test/hook/***"),
+        ("http://ops:pw@hook.test/hook/0123456789abcdef0123", "http://***@hook.test/hook/***"),
     ],
 )
 def test_a_receivers_url_is_shown_without_a_secret_in_its_path(url: str, seen: str) -> None:
     """Slack-style webhooks carry their token in the path; the audit trail is readable by tenants."""
     assert shown(url) == seen
+
+
+def test_alertmanager_ends_at_covers_several_evaluation_intervals(http: httpx.Client, recorder: Recorder) -> None:
+    """A firing alert's endsAt was always now + 5 min: evaluated every 5 min or more (or from cron
+    6 min apart), Alertmanager resolved the incident between two passes and paged it again."""
+    from clinotel.alerts.config import AlertingConfig
+    from clinotel.alerts.wiring import build_outbox
+
+    for every, ahead in (("30s", timedelta(minutes=5)), ("10m", timedelta(minutes=40))):
+        outbox = build_outbox(AlertingConfig(alertmanager=("http://am.test:9093",), every=every), http, env={})
+        before = datetime.now(UTC)
+        outbox.page[0].send([_n()])
+        ends = datetime.fromisoformat(recorder.bodies[-1][0]["endsAt"])
+        assert before + ahead - timedelta(seconds=1) <= ends <= datetime.now(UTC) + ahead, every
+
+
+def test_once_says_how_far_ahead_a_firing_alert_ends() -> None:
+    from click.testing import CliRunner
+
+    from clinotel.alerts.cli import alerts
+
+    result = CliRunner().invoke(alerts, ["evaluate", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "time between the runs (cron's) [default: 15m]" in text
+
+
+class _Trickle:
+    """A loopback receiver that answers a byte every `gap_s` seconds, forever (each read well
+    within any read timeout), or never answers at all (`gap_s` None)."""
+
+    def __init__(self, gap_s: float | None) -> None:
+        import socket
+        import threading
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hook"
+        self.gap_s = gap_s
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import threading
+
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    def _drip(self, conn: Any) -> None:
+        with conn:
+            conn.recv(65536)
+            answer = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100000
+            for byte in answer:
+                if self.stop.wait(self.gap_s if self.gap_s is not None else 3600):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+
+
+@pytest.fixture
+def trickle() -> Iterator[_Trickle]:
+    t = _Trickle(0.2)
+    yield t
+    t.close()
+
+
+def test_a_receiver_trickling_its_answer_fails_at_the_deadline(trickle: _Trickle) -> None:
+    """httpx's timeouts bound each read: a receiver answering a byte every few seconds held the
+    evaluation loop forever. The attempt as a whole now has a deadline."""
+    import time
+
+    from clinotel.alerts.sinks import http_client
+
+    started = time.monotonic()
+    with http_client(timeout_s=5) as client, pytest.raises(RuntimeError) as failed:
+        WebhookSink(trickle.url, http=client, deadline_s=1.0).send([_n()])
+    took = time.monotonic() - started
+    assert took < 3, f"held {took:.1f} s"
+    assert str(failed.value) == f"cannot reach {trickle.url}: no answer within 1 s"
+    with pytest.raises(RuntimeError, match="no answer within 1 s"):  # without an injected client too
+        post(None, trickle.url, {"a": 1}, timeout_s=5, deadline_s=1.0)
+
+
+def test_a_hanging_sink_delays_neither_the_other_sinks_nor_the_pass_beyond_its_budget() -> None:
+    """A PagerDuty that never answered held every Alertmanager re-send behind it, pass after pass
+    (Alertmanager then expired and re-paged the open incidents). Each sink is delivered to on its
+    own, and a pass's deliveries end within its budget; what was not delivered stays owed."""
+    import threading
+    import time
+
+    from clinotel.alerts.sinks import http_client
+
+    hang = _Trickle(None)
+    delivered: list[float] = []
+    stuck = threading.Event()
+
+    class Forever:
+        """A plug-in sink that never returns (no deadline of its own)."""
+
+        name = "forever"
+
+        def send(self, notifications: list[Notification]) -> None:
+            stuck.wait(60)
+
+    class Quick:
+        name = "quick"
+
+        def send(self, notifications: list[Notification]) -> None:
+            delivered.append(time.monotonic())
+
+    try:
+        with http_client(timeout_s=30) as client:
+            pagerduty = PagerDutySink(hang.url, "R" * 32, http=client, deadline_s=0.5)
+            quick = Quick()
+            outbox = Outbox([pagerduty, Forever(), quick], [], sleep=lambda s: None, budget_s=1.0, attempt_s=1.0)
+            owed = [_n(tenant=f"t{i}") for i in range(5)]
+            for n in owed:
+                outbox.add(n)
+            started = time.monotonic()
+            attempts = outbox.flush()
+            took = time.monotonic() - started
+    finally:
+        stuck.set()
+        hang.close()
+    assert took < 3, f"the pass was held {took:.1f} s"
+    assert len(delivered) == 5
+    assert delivered[-1] - started < 0.5, "the quick sink waited for the hanging ones"
+    by_sink = {name: [a for a in attempts if a.sink == name] for name in ("pagerduty", "forever", "quick")}
+    assert all(a.ok for a in by_sink["quick"])
+    assert by_sink["pagerduty"]
+    assert not any(a.ok for a in by_sink["pagerduty"] + by_sink["forever"])
+    assert {id(a.notification) for a in by_sink["pagerduty"]} == {id(n) for n in owed}, "each reported: owed"
+    assert any("no answer within 0.5 s" in a.detail for a in by_sink["pagerduty"])
+    assert any("not tried" in a.detail for a in by_sink["pagerduty"])
+    assert any("given up" in a.detail for a in by_sink["forever"])
+
+
+SECRET = "S3cretPass"
+TOKEN = "sk_live_T0KEN4242"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [f"http://ops:{SECRET}@127.0.0.1:notaport/", f"ftp://user:{SECRET}@am.test/", f"http://ops:{SECRET}@am.test/ ",
+     f"http://{TOKEN}@[::1/", f"http://{TOKEN}@am.test:port/hook", f"am:{SECRET}@am.test"],
+)  # fmt: skip
+def test_a_refused_url_is_never_echoed_with_its_credentials(url: str) -> None:
+    with pytest.raises(ValueError, match="URL") as refused:
+        check_url(url)
+    message = str(refused.value)
+    assert SECRET not in message
+    assert TOKEN not in message
+    assert "***" in message
+
+
+def test_a_refused_url_on_the_command_line_is_shown_without_its_credentials() -> None:
+    from click.testing import CliRunner
+
+    from clinotel.alerts.cli import alerts
+
+    url = f"http://ops:{SECRET}@127.0.0.1:notaport/"
+    result = CliRunner().invoke(alerts, ["evaluate", "--data-dir", "nowhere", "--once", "--alertmanager", url])
+    assert result.exit_code == 2
+    assert SECRET not in result.output
+    assert "http://***@127.0.0.1:notaport/" in result.output
+
+
+@pytest.mark.parametrize(
+    ("url", "seen"),
+    [
+        (f"http://{TOKEN}@hook.test/hook", "http://***@hook.test/hook"),
+        (f"https://ops:{SECRET}@[::1]:8443/a?b=c", "https://***@[::1]:8443/a?b=c"),
+        (f"http://a@{TOKEN}@hook.test/", "http://***@hook.test/"),
+        (f"  http://{TOKEN}@hook.test/", "  http://***@hook.test/"),
+        (f"http://{TOKEN}@[::1/", "http://***@[::1/"),
+        (f"ops:{SECRET}@hook.test/x", "***@hook.test/x"),
+        ("http://hook.test/p?to=a@b", "http://hook.test/p?to=a@b"),
+    ],
+)
+def test_any_userinfo_is_masked_whole(url: str, seen: str) -> None:
+    """A bare token as the userinfo (`https://TOKEN@host/`) was shown as it is: only a password
+    after a colon was masked."""
+    from clinotel.model.store import shown_url
+
+    assert shown_url(url) == seen
+    if "[::1/" not in url:  # the sinks' own form (a URL check_url accepted)
+        assert TOKEN not in shown(url.strip())
+        assert SECRET not in shown(url.strip())

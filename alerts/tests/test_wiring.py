@@ -215,3 +215,45 @@ def test_the_evaluator_is_built_with_the_lease_and_closes_the_outbox(http: httpx
 def test_every_setting_is_checked(fields: dict[str, Any], says: str) -> None:
     with pytest.raises(ValidationError, match=says):
         AlertingConfig.model_validate(fields)
+
+
+def test_tickets_go_to_alertmanager_when_no_ticket_sink_is_configured(
+    http: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`--alertmanager` alone (`--webhook ""`) dropped every ticket: the ticket route was empty."""
+    with caplog.at_level("WARNING", logger="clinotel.alerts"):
+        outbox = build_outbox(AlertingConfig(alertmanager=(AM,), webhook=()), http, env={})
+    assert [s.name for s in outbox.sinks("ticket")] == ["alertmanager"]
+    assert [s.name for s in outbox.sinks("page")] == ["alertmanager"]
+    assert "ticket" not in caplog.text
+    both = build_outbox(AlertingConfig(alertmanager=(AM,), pagerduty=True), http, env=KEY)
+    assert [s.name for s in both.sinks("ticket")] == ["alertmanager"], "tickets never page through PagerDuty"
+
+
+def test_without_a_sink_for_tickets_a_warning_says_so_once(
+    http: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="clinotel.alerts"):
+        outbox = build_outbox(AlertingConfig(pagerduty=True), http, env=KEY)
+    assert outbox.sinks("ticket") == [], "a ticket is not a page: never to PagerDuty"
+    [warning] = [r for r in caplog.records if r.name == "clinotel.alerts"]
+    assert warning.levelname == "WARNING"
+    assert "no sink takes tickets" in warning.getMessage()
+
+
+def test_a_ticket_is_delivered_to_alertmanager_alone() -> None:
+    from datetime import UTC, datetime
+
+    from clinotel.alerts.paging import Notification
+
+    sent: list[Any] = []
+    config = AlertingConfig(alertmanager=(AM,))
+    with httpx.Client(transport=httpx.MockTransport(lambda r: sent.append(r) or httpx.Response(200))) as client:
+        outbox = build_outbox(config, client, env={})
+        ticket = Notification("queue_wait_p95", {"tenant": "a"}, {"summary": "s"}, "ticket", True,
+                              datetime.now(UTC), None)  # fmt: skip
+        outbox.add(ticket)
+        [attempt] = outbox.flush()
+    assert attempt.ok
+    assert attempt.sink == "alertmanager"
+    assert str(sent[0].url) == f"{AM}/api/v2/alerts"

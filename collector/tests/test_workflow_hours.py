@@ -396,11 +396,11 @@ def test_a_refresh_writes_more_partitions_than_one_insert_may_by_default(
     INSERT, which ClickHouse refuses by default. A refresh now goes a month at a time, and a month
     of more than 100 tenants is still one INSERT: it is written too."""
     start = datetime(2026, 3, 2, tzinfo=UTC)
-    rows = [(f"tenant-{t:03d}", "triage", f"{t:032x}", start + timedelta(hours=t % 24)) for t in range(130)]
+    rows = [(f"tenant-{t:03d}", "triage", f"{t:032x}", start + timedelta(hours=t % 24), 1) for t in range(130)]
     client.insert(
         options.name(clinical.WORKFLOWS),
         rows,
-        column_names=["TenantId", "WorkflowKind", "TraceId", "StartTime"],
+        column_names=["TenantId", "WorkflowKind", "TraceId", "StartTime", "Spans"],
         settings={"throw_on_max_partitions_per_insert_block": 0},
     )
     done = refresher.refresh(client, options)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any, Final
 
 import click
@@ -121,10 +124,25 @@ def _report(summary: Any, console: Console, server: str | None) -> bool:
     return bool(summary.errors or summary.undelivered)
 
 
+class _Terminated(BaseException):
+    """SIGTERM (docker stop, systemd): the pass is abandoned as on Ctrl-C, and the lease released.
+    A BaseException, as KeyboardInterrupt, so no `except Exception` on the way holds it."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second one must not cut the cleanup short
+    raise _Terminated
+
+
 @alerts.command()
 @reading_store
 @click.option("--database", default=DEFAULT_DATABASE, show_default=True)
-@click.option("--once", is_flag=True, help="Evaluate once and exit (the default is every --every).")
+@click.option(
+    "--once", is_flag=True,
+    help="Evaluate once and exit (the default is every --every). With --once, --every is the time between the "
+    "runs (cron's) [default: 15m]: Alertmanager is told a firing alert ends 4 intervals (at least 5 min) after "
+    "each run, so runs further apart than that resolve an incident that goes on.",
+)  # fmt: skip
 @alerting_options(rules_help="Rules file [default: the pack].")
 def evaluate(
     server: str | None, data_dir: Path | None, database: str, once: bool, rules: Path | None, every: str,
@@ -136,13 +154,18 @@ def evaluate(
     actions of rules that start firing (--flagd-file or --flag-webhook; --dry-run).
 
     The state of every alert lives in the store (the audit trail), so runs from cron (--once)
-    and a long-running --every behave alike: `for` holds across runs, a firing alert pages once,
+    and a long-running --every behave alike: `for` holds across runs, a firing alert pages once
+    (Alertmanager is re-sent it at every run, and told it ends 4 intervals ahead, at least 5 min),
     and a delivery that failed is retried by the next run. Two evaluators on one store take turns
     (a lease in the same table): one incident pages once. Exits 1 when a rule failed or a
-    notification could not be delivered (the reason on stderr)."""
+    notification could not be delivered (the reason on stderr); SIGTERM ends it as Ctrl-C does,
+    releasing its lease."""
+    from clinotel.alerts.config import ONCE_EVERY_S
     from clinotel.alerts.wiring import build_evaluator
     from clinotel.model.store import DEFAULT_DATA_DIR
 
+    if once and click.get_current_context().get_parameter_source("every") is click.core.ParameterSource.DEFAULT:
+        every = f"{ONCE_EVERY_S}s"
     config = alerting_config(
         rules, every, alertmanager, pagerduty, pagerduty_url, webhook, sinks, flagd_file, flag_webhook, dry_run
     )
@@ -156,6 +179,8 @@ def evaluate(
     recorder: Any = client if server is not None else _EventsOnly(data_dir or DEFAULT_DATA_DIR, database)
     evaluator = build_evaluator(config, client, database, pack=pack, outbox=outbox, recorder=recorder, once=once)
     console = _console()
+    main = threading.current_thread() is threading.main_thread()  # signal handlers are the main thread's
+    previous = signal.signal(signal.SIGTERM, _terminate) if main else None
     try:
         while True:
             started = time.monotonic()
@@ -165,8 +190,12 @@ def evaluate(
             time.sleep(max(0.0, config.every - (time.monotonic() - started)))
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    except _Terminated:
+        raise SystemExit(143) from None
     finally:
         evaluator.close()
+        if main:
+            signal.signal(signal.SIGTERM, previous)
         if isinstance(recorder, _EventsOnly):
             recorder.close()
         client.close()

@@ -15,16 +15,20 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from clinotel.alerts.lease import DEFAULT_LEASE_S
 from clinotel.alerts.paging import check_url
-from clinotel.alerts.rules import parse_duration
-from clinotel.alerts.sinks import DEFAULT_TIMEOUT_S, PAGERDUTY_URL, ROUTING_KEY_ENV
+from clinotel.alerts.rules import bounded_duration
+from clinotel.alerts.sinks import DEFAULT_DEADLINE_S, DEFAULT_TIMEOUT_S, PAGERDUTY_URL, ROUTING_KEY_ENV
 
-__all__ = ["AlertingConfig"]
+__all__ = ["ONCE_EVERY_S", "AlertingConfig"]
 
 MIN_LONG_LEASE_S: Final = 60.0
+MIN_EXPIRY_S: Final = 300
+ONCE_EVERY_S: Final = 900
+"""`alerts evaluate --once` without `--every`: the runs (cron's) taken to be 15 minutes apart, so
+Alertmanager keeps a firing alert an hour without a re-send."""
 
 
 def _interval(value: object) -> int:
-    seconds = parse_duration(value)
+    seconds = bounded_duration(value)
     if seconds <= 0:
         raise ValueError(f"an interval above zero, such as 30s, not {value!r}")
     return seconds
@@ -65,6 +69,12 @@ class AlertingConfig(BaseModel):
     webhook: tuple[Url, ...] = ()
     timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=300)
     """Each delivery's connect, read and write timeout."""
+    deadline_s: float = Field(default=DEFAULT_DEADLINE_S, gt=0, le=600)
+    """The whole of one delivery attempt (the timeouts above bound each read, not the answer)."""
+    delivery_budget_s: float = Field(default=30.0, gt=0, le=3600)
+    """No delivery attempt starts this long after a pass began delivering: a sink that hangs delays
+    the next pass by this and one attempt's deadline at most (each sink is delivered to on its own);
+    what was not tried stays owed."""
     attempts: int = Field(default=3, ge=1, le=10)
     """Tries of one delivery within a pass; one that still fails is owed to the next pass."""
     backoff_s: tuple[Annotated[float, Field(ge=0, le=60)], ...] = Field(default=(0.2, 0.5), min_length=1)
@@ -97,6 +107,13 @@ class AlertingConfig(BaseModel):
             if given
         ]
         return tuple(dict.fromkeys([*implied, *self.sinks]))
+
+    @property
+    def alert_expiry_s(self) -> int:
+        """How far ahead of each re-send Alertmanager is told a firing alert ends: four evaluation
+        intervals, at least five minutes (as Prometheus does), so a pass late or failed does not
+        resolve an incident that goes on (and page it again)."""
+        return max(MIN_EXPIRY_S, 4 * self.every)
 
     def lease_for(self, once: bool = False) -> float:
         """The lease a pass holds: a single run's (`once`) or a long-running evaluator's."""

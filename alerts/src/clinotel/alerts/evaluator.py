@@ -193,7 +193,8 @@ class Evaluator:
                 reading = Reading.BREACH if breaches(rule, o.decide, threshold) else Reading.CLEAR
             if rule.kind is Kind.DISPARITY and not rule.page_reference_worse:
                 self._label(rule, instance, labels, o, min_sample, now, summary)
-            self._transition(rule, instance, labels, reading, o, threshold, now, summary)
+            too_few = o.sample < min_sample  # rows, but too few: a firing instance is not thereby recovered
+            self._transition(rule, instance, labels, reading, o, threshold, now, summary, too_few)
         # instances that produced no row at all this time: no data
         for instance, current in list(self.states.items()):
             if instance.rule == rule.name and instance not in seen and current.state is not State.INACTIVE:
@@ -220,10 +221,10 @@ class Evaluator:
 
     def _transition(
         self, rule: Rule, instance: Instance, labels: dict[str, str], reading: Reading, o: Observation | None,
-        threshold: float, now: datetime, summary: Summary,
+        threshold: float, now: datetime, summary: Summary, too_few: bool = False,
     ) -> None:  # fmt: skip
         current = self.states.setdefault(instance, AlertState())
-        changed = step(current, reading, now, rule.for_, rule.no_data, rule.keep_firing_for)
+        changed = step(current, reading, now, rule.for_, rule.no_data, rule.keep_firing_for, too_few)
         if changed is None:
             return
         value = None if o is None else o.value

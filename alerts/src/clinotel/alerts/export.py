@@ -30,6 +30,7 @@ pages go to Alertmanager alone.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ __all__ = [
     "contact_points",
     "grafana_rules",
     "policies",
+    "rule_uid",
     "write",
 ]
 
@@ -194,6 +196,22 @@ def _data(sql: str, lookback: int, evaluator: dict[str, Any]) -> list[dict[str, 
     ]  # fmt: skip
 
 
+MAX_UID: Final = 40
+"""Grafana's longest uid (`MaxUIDLength` in grafana's pkg/util)."""
+
+
+def rule_uid(name: str, override: int = 0) -> str:
+    """The Grafana uid of rule `name` (or of its `override`-th override's rule): at most MAX_UID
+    characters of letters, digits, `-` and `_`, the same at every export, and unique. A name
+    that fits is used as it is (`name`, `name-o1`); a longer one is cut, and a hash of the whole
+    name and the override number appended (no rule name holds a `-`, nor a hash an `o`)."""
+    uid = f"{name}-o{override}" if override else name
+    if len(uid) <= MAX_UID:
+        return uid
+    digest = hashlib.sha256(f"{name}/{override}".encode()).hexdigest()[:12]
+    return f"{name[: MAX_UID - len(digest) - 1]}-{digest}"
+
+
 def _rule(rule: Rule, database: str, uid: str, title: str, threshold: float, min_sample: int, scope: str,
           runbook_base: str, paused: bool) -> dict[str, Any]:  # fmt: skip
     lookback = rule.window + (rule.baseline_window or 0)
@@ -254,7 +272,7 @@ def grafana_rules(
                 "(each override is a rule of its own there, and one whose scope has no rows would fire)"
             )
         default_scope = " AND ".join(f"NOT ({_scope_sql(o)})" for o in overridden) or "1"
-        out = [_rule(rule, database, rule.name, rule.summary, rule.threshold, rule.min_sample, default_scope,
+        out = [_rule(rule, database, rule_uid(rule.name), rule.summary, rule.threshold, rule.min_sample, default_scope,
                      runbook_base, paused)]  # fmt: skip
         for n, o in enumerate(overridden, start=1):
             if o.disabled:
@@ -262,7 +280,7 @@ def grafana_rules(
             threshold = o.threshold if o.threshold is not None else rule.threshold
             min_sample = o.min_sample if o.min_sample is not None else rule.min_sample
             where = ", ".join(f"{k} {v}" for k, v in (("tenant", o.tenant), ("kind", o.kind)) if v is not None)
-            out.append(_rule(rule, database, f"{rule.name[:36]}-o{n}", f"{rule.summary} ({where})", threshold,
+            out.append(_rule(rule, database, rule_uid(rule.name, n), f"{rule.summary} ({where})", threshold,
                              min_sample, _scope_sql(o), runbook_base, paused))  # fmt: skip
         groups[rule.severity].extend(out)
     groups["ticket"].append(_datasource_error_rule(database, runbook_base, paused))

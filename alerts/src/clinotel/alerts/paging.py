@@ -3,15 +3,17 @@ to the sinks of its severity (the sinks themselves: `sinks`; built from a config
 
 Routing by severity: `page` to the paging sinks (Alertmanager, PagerDuty), `ticket` to the ticket
 sinks (the webhook). A delivery is tried a few times with backoff; every attempt is reported to
-the caller, which writes it to the audit trail. One that still fails is owed, and tried again at
-the next evaluation, whichever process runs it: the audit trail, not this process's memory, says
-what is owed (`ledger`).
+the caller, which writes it to the audit trail. Each sink is delivered to in a thread of its own,
+within a time budget per pass: one that hangs delays neither the others nor the next pass. One
+that still fails is owed, and tried again at the next evaluation, whichever process runs it: the
+audit trail, not this process's memory, says what is owed (`ledger`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +26,10 @@ __all__ = ["Attempt", "Notification", "Outbox", "Sink", "check_url", "iso"]
 ATTEMPTS: Final = 3
 BACKOFF_S: Final = (0.2, 0.5)
 """Waits between the tries of one delivery (the last one repeated past the end)."""
+BUDGET_S: Final = 30.0
+"""A pass starts no delivery attempt later than this after it began delivering."""
+ATTEMPT_S: Final = 30.0
+"""How long past the budget a sink's last attempt is waited for (the sinks' own deadline is shorter)."""
 
 
 @dataclass(frozen=True)
@@ -68,16 +74,19 @@ class Sink(Protocol):
 
 def check_url(url: str) -> str:
     """`url` when it is an http(s) URL with a host and no spaces or control characters; ValueError
-    saying why not."""
+    saying why not, the URL shown without its userinfo (`store.shown_url`: a password or token)."""
+    from clinotel.model.store import shown_url
+
+    seen = shown_url(url)
     if any(c.isspace() or not c.isprintable() for c in url):
-        raise ValueError(f"an http:// or https:// URL without spaces or control characters, not {url!r}")
+        raise ValueError(f"an http:// or https:// URL without spaces or control characters, not {seen!r}")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a port that is not a number
     except ValueError as e:
-        raise ValueError(f"not a URL: {url!r} ({e})") from None
+        raise ValueError(f"not a URL: {seen!r} ({shown_url(str(e))})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"an http:// or https:// URL with a host, not {url!r}")
+        raise ValueError(f"an http:// or https:// URL with a host, not {seen!r}")
     return url
 
 
@@ -104,6 +113,10 @@ class Outbox:
     backoff_s: tuple[float, ...] = BACKOFF_S
     on_close: Callable[[], None] | None = None
     """Called once by `close` (the HTTP client the sinks share, when the outbox made it)."""
+    budget_s: float = BUDGET_S
+    """No attempt starts this long after `flush` began; what is left is owed to the next pass."""
+    attempt_s: float = ATTEMPT_S
+    """How long past `budget_s` a sink's attempt under way is waited for before it is given up."""
     pending: list[tuple[Sink, Notification, int]] = field(default_factory=list)
 
     def sinks(self, severity: str) -> list[Sink]:
@@ -117,24 +130,77 @@ class Outbox:
             self.pending.append((sink, n, tried))
 
     def flush(self) -> list[Attempt]:
-        """Try every queued delivery (with a few quick retries); returns every attempt made."""
-        attempts: list[Attempt] = []
+        """Try every queued delivery (with a few quick retries), each sink in a thread of its own,
+        for `budget_s` at most; returns every attempt made, sink by sink. A delivery not tried in
+        time is reported as a failed attempt that counts no try (`attempt` unchanged): it is owed."""
+        by_sink: dict[int, _Deliveries] = {}
         for sink, n, tried in self.pending:
-            for i in range(self.attempts):
-                try:
-                    sink.send([n])
-                except Exception as e:  # noqa: BLE001 - every failure is recorded and owed
-                    attempts.append(Attempt(sink.name, n, tried + i + 1, False, str(e)[:500]))
-                    if i + 1 < self.attempts:
-                        self.sleep(self.backoff_s[min(i, len(self.backoff_s) - 1)])
-                    continue
-                attempts.append(Attempt(sink.name, n, tried + i + 1, True))
-                break
+            by_sink.setdefault(id(sink), _Deliveries(sink, self)).queue.append((n, tried))
         self.pending = []
-        return attempts
+        deadline = time.monotonic() + self.budget_s
+        runs = list(by_sink.values())
+        if len(runs) == 1:
+            runs[0].run(deadline)
+        else:
+            threads = [threading.Thread(target=r.run, args=(deadline,), name=f"clinotel-sink-{r.sink.name}",
+                                        daemon=True) for r in runs]  # fmt: skip
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(max(0.0, deadline + self.attempt_s - time.monotonic()))
+        return [a for r in runs for a in r.report()]
 
     def close(self) -> None:
         """Release what the sinks hold (once; later calls do nothing)."""
         on_close, self.on_close = self.on_close, None
         if on_close is not None:
             on_close()
+
+
+class _Deliveries:
+    """One sink's share of a flush, run in its own thread."""
+
+    def __init__(self, sink: Sink, outbox: Outbox) -> None:
+        self.sink = sink
+        self.outbox = outbox
+        self.queue: list[tuple[Notification, int]] = []
+        self.attempts: list[Attempt] = []
+        self.current: tuple[Notification, int] | None = None
+        self.lock = threading.Lock()
+
+    def run(self, deadline: float) -> None:
+        box = self.outbox
+        for n, tried in self.queue:
+            for i in range(box.attempts):
+                if time.monotonic() >= deadline:
+                    return
+                with self.lock:
+                    self.current = (n, tried + i + 1)
+                try:
+                    self.sink.send([n])
+                except Exception as e:  # noqa: BLE001 - every failure is recorded and owed
+                    ok, detail = False, str(e)[:500]
+                else:
+                    ok, detail = True, ""
+                with self.lock:
+                    self.current = None
+                    self.attempts.append(Attempt(self.sink.name, n, tried + i + 1, ok, detail))
+                if ok:
+                    break
+                if i + 1 < box.attempts:
+                    box.sleep(box.backoff_s[min(i, len(box.backoff_s) - 1)])
+
+    def report(self) -> list[Attempt]:
+        """The attempts made; the one still under way and those never tried, as failures."""
+        with self.lock:
+            attempts = list(self.attempts)
+            current = self.current
+        done = {id(a.notification) for a in attempts}
+        if current is not None:
+            n, number = current
+            attempts.append(Attempt(self.sink.name, n, number, False, "given up: no answer within the pass's time"))
+            done.add(id(n))
+        for n, tried in self.queue:
+            if id(n) not in done:
+                attempts.append(Attempt(self.sink.name, n, tried, False, "not tried: the pass's delivery time ran out"))
+        return attempts

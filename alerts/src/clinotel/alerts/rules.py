@@ -50,6 +50,7 @@ __all__ = [
     "RuleError",
     "RulePack",
     "Test",
+    "bounded_duration",
     "load",
     "parse_duration",
 ]
@@ -59,6 +60,14 @@ RUNBOOK_BASE: Final = "https://github.com/clinotel/clinotel/blob/main/"
 notification's and exported rule's `runbook_url`."""
 _DURATION: Final = re.compile(r"^(\d+)(s|m|h|d)$")
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_DURATION_S: Final = 366 * 86400
+"""The longest duration a rule or an interval may name (a window, `for`, `every` …): a year and a day."""
+_LABEL_NAME: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+RESERVED_LABELS: Final = frozenset(
+    {"alertname", "severity", "rule", "tenant", "kind", "cohort", "model_version", "group", "service", "feature"}
+)
+"""Labels the evaluator, its sinks or the Grafana export set themselves: a rule's static labels may
+not override them (a `severity: ticket` label on a page, an `alertname` of another rule)."""
 COLLECTOR_METRICS: Final = tuple(name for name, m in METRICS.items() if m.alertable)
 DRIFT_MEASURES: Final = ("psi", "js")
 """What a `drift` rule compares with its threshold."""
@@ -79,7 +88,17 @@ def parse_duration(value: object) -> int:
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
-Seconds = Annotated[int, BeforeValidator(parse_duration)]
+def bounded_duration(value: object) -> int:
+    """`parse_duration`, at most `MAX_DURATION_S`: a rule's window, `for` … or an interval."""
+    seconds = parse_duration(value)
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"a duration of at most 366d, not {str(value)[:64]}")
+    return seconds
+
+
+Seconds = Annotated[int, BeforeValidator(bounded_duration)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+"""A threshold or band edge: NaN compares false with everything (a rule that never fires)."""
 
 
 class Comparison(StrEnum):
@@ -141,7 +160,7 @@ class Override(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     tenant: str | None = None
     kind: str | None = None
-    threshold: float | None = None
+    threshold: Finite | None = None
     min_sample: int | None = Field(default=None, ge=1)
     disabled: bool = False
 
@@ -154,22 +173,28 @@ class Rule(BaseModel):
     kind: Kind = Kind.THRESHOLD
     metric: str
     comparison: Comparison = Comparison.GT
-    threshold: float
+    threshold: Finite
     window: Seconds = Field(gt=0)
     for_: Seconds = Field(default=0, alias="for")
     keep_firing_for: Seconds = Field(default=0, ge=0)
     """Once firing, resolve only after reading clear this long (Prometheus's and Grafana's
     `keep_firing_for`): a figure hovering at its threshold pages once, not at every crossing."""
     min_sample: int = Field(default=30, ge=1)
+    """Fewer rows than this are no data (`no_data`), never a page."""
     severity: Literal["page", "ticket"]
     summary: str = Field(min_length=3, max_length=300)
     labels: dict[str, str] = Field(default_factory=dict)
+    """Static labels on every notification: Alertmanager label names (`[a-zA-Z_][a-zA-Z0-9_]*`, not
+    `__…`), none of those the evaluator sets itself (`RESERVED_LABELS`, the disparity dimension)."""
     dimension: str | None = None
-    band: tuple[float, float] = (0.8, 1.25)
+    band: tuple[Finite, Finite] = (0.8, 1.25)
     baseline_window: Seconds | None = None
     no_data: Literal["ok", "keep", "alerting"] = "ok"
     """What too few rows (or none) mean: clear the alert, keep its state, or fire (a silence that
-    is itself the incident, such as ingestion stalling)."""
+    is itself the incident, such as ingestion stalling). With `ok`, an instance that is firing
+    keeps firing while it has rows but fewer than `min_sample` (low volume at night is not
+    evidence of recovery: it resolved, and paged again when the volume returned); one that
+    returns no row at all still clears."""
     test: Test | None = None
     """How the rule decides (`Test`); default: `sequential` for a canary rule on a rate, `score`
     for a baseline or disparity rule on a rate, `none` otherwise."""
@@ -212,8 +237,26 @@ class Rule(BaseModel):
             raise ValueError(f"unknown metric {metric!r}; known: {', '.join(sorted([*INDICATORS, *SIGNALS]))}")
         return metric
 
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, labels: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        rule = info.data.get("name", "?")
+        for name in labels:
+            if not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
+                raise ValueError(
+                    f"rule {rule}: label {name[:64]!r} is not a label name ([a-zA-Z_][a-zA-Z0-9_]*, "
+                    "not starting with __): Alertmanager refuses it"
+                )
+            if name in RESERVED_LABELS:
+                raise ValueError(f"rule {rule}: label {name!r} is set by the evaluator, not a rule's static label")
+        return labels
+
     @model_validator(mode="after")
     def _consistent(self) -> Rule:
+        if self.group_label in self.labels:
+            raise ValueError(
+                f"rule {self.name}: label {self.group_label!r} is set by the evaluator, not a rule's static label"
+            )
         if self.kind is Kind.DISPARITY:
             if self.dimension not in COHORT_DIMENSIONS:
                 raise ValueError(f"a disparity rule needs dimension, one of {', '.join(COHORT_DIMENSIONS)}")
@@ -369,11 +412,15 @@ def load(path: Path) -> RulePack:
         raise RuleError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
     except (ValueError, OverflowError) as e:  # a timestamp PyYAML cannot build, such as 2026-13-45
         raise RuleError(f"{path}: not valid YAML: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise RuleError(f"{path}: not a rules file: its YAML is nested too deeply") from None
     if node is None:
         raise RuleError(f"{path}:1: empty rules file")
     problems = _duplicates(node, data)
     try:
         pack = RulePack.model_validate(data)
+    except RecursionError:
+        raise RuleError(f"{path}: not a rules file: its YAML is nested too deeply") from None
     except ValidationError as e:
         for error in e.errors():
             loc = tuple(error["loc"])

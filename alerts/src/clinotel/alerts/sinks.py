@@ -8,14 +8,19 @@ its `role` says which notifications it gets (`page` or `ticket`).
 
 A delivery that fails raises RuntimeError with one line: `cannot reach URL: reason` or
 `HTTP status from URL: the start of the body`. A redirect is a failure too: following it would
-turn the POST into a GET and lose the notification.
+turn the POST into a GET and lose the notification. Each POST has an overall deadline besides
+httpx's timeouts (which bound each read, not the whole: a receiver answering a byte every few
+seconds held the evaluator forever): past it, its connection is shut and the delivery fails.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
 import ssl
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -29,6 +34,7 @@ if TYPE_CHECKING:
     from clinotel.alerts.config import AlertingConfig
 
 __all__ = [
+    "DEFAULT_DEADLINE_S",
     "DEFAULT_TIMEOUT_S",
     "PAGERDUTY_URL",
     "ROUTING_KEY_ENV",
@@ -45,6 +51,10 @@ PAGERDUTY_URL: Final = "https://events.pagerduty.com/v2/enqueue"
 ROUTING_KEY_ENV: Final = "PAGERDUTY_ROUTING_KEY"
 DEFAULT_TIMEOUT_S: Final = 10.0
 """Connect, read, write and pool timeouts of one delivery, each."""
+DEFAULT_DEADLINE_S: Final = 20.0
+"""The whole of one delivery attempt: connecting, sending and reading the answer."""
+MAX_ANSWER_BYTES: Final = 64 * 1024
+"""What is read of a receiver's answer (its start is quoted in an error; the rest is not needed)."""
 
 
 class SinkConfigError(ValueError):
@@ -59,22 +69,86 @@ def http_client(timeout_s: float = DEFAULT_TIMEOUT_S) -> httpx.Client:
 
 def post(
     http: httpx.Client | None, url: str, payload: object, headers: Mapping[str, str] | None = None,
-    timeout_s: float = DEFAULT_TIMEOUT_S,
+    timeout_s: float = DEFAULT_TIMEOUT_S, deadline_s: float = DEFAULT_DEADLINE_S,
 ) -> None:  # fmt: skip
-    """POST `payload` as JSON to `url`; RuntimeError (one line) unless the answer is a 2xx.
-    `timeout_s`: without `http`, the timeouts of the client opened for this one delivery."""
+    """POST `payload` as JSON to `url`; RuntimeError (one line) unless the answer is a 2xx within
+    `deadline_s` in all. `timeout_s`: without `http`, the timeouts of the client opened for this
+    one delivery."""
     body = json.dumps(payload).encode()
-    sent = {"Content-Type": "application/json", **(headers or {})}
+    # a connection of its own (closed after the answer), so the deadline can shut it
+    sent = {"Content-Type": "application/json", **(headers or {}), "Connection": "close"}
+    guard = _Deadline(deadline_s)
     try:
-        if http is None:
-            with http_client(timeout_s) as own:
-                response = own.post(url, content=body, headers=sent)
-        else:
-            response = http.post(url, content=body, headers=sent)
+        with guard:
+            if http is None:
+                with http_client(timeout_s) as own:
+                    status, head = _exchange(own, url, body, sent, guard)
+            else:
+                status, head = _exchange(http, url, body, sent, guard)
     except httpx.HTTPError as e:
+        if guard.expired:
+            raise RuntimeError(f"cannot reach {shown(url)}: no answer within {deadline_s:g} s") from None
         raise RuntimeError(f"cannot reach {shown(url)}: {_without(str(e), url) or type(e).__name__}") from None
-    if not response.is_success:
-        raise RuntimeError(f"HTTP {response.status_code} from {shown(url)}: {response.content[:200]!r}")
+    if guard.expired:
+        raise RuntimeError(f"cannot reach {shown(url)}: no answer within {deadline_s:g} s")
+    if not 200 <= status < 300:
+        raise RuntimeError(f"HTTP {status} from {shown(url)}: {head[:200]!r}")
+
+
+def _exchange(
+    http: httpx.Client, url: str, body: bytes, headers: Mapping[str, str], guard: _Deadline
+) -> tuple[int, bytes]:
+    """The answer's status and the start of its body, the connection watched by `guard`."""
+    with http.stream("POST", url, content=body, headers=headers, extensions={"trace": guard.trace}) as response:
+        head = b""
+        for chunk in response.iter_bytes():
+            head += chunk[: MAX_ANSWER_BYTES - len(head)]
+            if len(head) >= MAX_ANSWER_BYTES:
+                break
+        return response.status_code, head
+
+
+class _Deadline:
+    """Shuts the connection of one request once `seconds` have passed since it began: every read
+    and write in the request then fails at once."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        """httpcore's trace hook: keeps the socket of each connection the request opens."""
+        if event != "connection.connect_tcp.complete":
+            return
+        stream = info.get("return_value")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if isinstance(sock, socket.socket):
+            with self._lock:
+                self._sockets.append(sock)
+                if self.expired:
+                    _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 _PLAIN_SEGMENT: Final = re.compile(r"[A-Za-z][A-Za-z_-]{0,23}|v\d{1,2}")
@@ -111,8 +185,11 @@ class AlertmanagerSink:
 
     url: str
     resend_ahead: timedelta = timedelta(minutes=5)
+    """How long Alertmanager keeps a firing alert not re-sent: several evaluation intervals
+    (`AlertingConfig.alert_expiry_s`), or it resolves an ongoing incident and pages it again."""
     name: str = "alertmanager"
     http: httpx.Client | None = field(default=None, repr=False, compare=False)
+    deadline_s: float = DEFAULT_DEADLINE_S
     role: ClassVar[str] = "page"
     resend_firing: ClassVar[bool] = True
     """Alertmanager expects firing alerts re-sent until they end (it deduplicates them)."""
@@ -121,7 +198,11 @@ class AlertmanagerSink:
     def from_config(cls, config: AlertingConfig, http: httpx.Client, env: Mapping[str, str]) -> list[Sink]:
         if not config.alertmanager:
             raise SinkConfigError("the alertmanager sink needs --alertmanager URL")
-        return [cls(url, name=_numbered("alertmanager", i), http=http) for i, url in enumerate(config.alertmanager)]
+        ahead = timedelta(seconds=config.alert_expiry_s)
+        return [
+            cls(url, ahead, name=_numbered("alertmanager", i), http=http, deadline_s=config.deadline_s)
+            for i, url in enumerate(config.alertmanager)
+        ]
 
     def send(self, notifications: list[Notification]) -> None:
         alerts = []
@@ -136,7 +217,7 @@ class AlertmanagerSink:
                     "generatorURL": n.generator_url,
                 }
             )
-        post(self.http, self.url.rstrip("/") + "/api/v2/alerts", alerts)
+        post(self.http, self.url.rstrip("/") + "/api/v2/alerts", alerts, deadline_s=self.deadline_s)
 
 
 @dataclass
@@ -149,6 +230,7 @@ class PagerDutySink:
     routing_key: str = field(default="", repr=False)
     name: str = "pagerduty"
     http: httpx.Client | None = field(default=None, repr=False, compare=False)
+    deadline_s: float = DEFAULT_DEADLINE_S
     role: ClassVar[str] = "page"
 
     @classmethod
@@ -156,7 +238,7 @@ class PagerDutySink:
         key = env.get(config.routing_key_env, "").strip()
         if not key:
             raise SinkConfigError(f"--pagerduty needs the routing key in {config.routing_key_env}")
-        return [cls(config.pagerduty_url, key, http=http)]
+        return [cls(config.pagerduty_url, key, http=http, deadline_s=config.deadline_s)]
 
     def send(self, notifications: list[Notification]) -> None:
         if not self.routing_key:
@@ -181,7 +263,7 @@ class PagerDutySink:
                 event["client"] = "clinotel"
                 if n.annotations.get("runbook_url"):
                     event["links"] = [{"href": n.annotations["runbook_url"], "text": "Runbook"}]
-            post(self.http, self.url, event)
+            post(self.http, self.url, event, deadline_s=self.deadline_s)
 
 
 @dataclass
@@ -191,13 +273,17 @@ class WebhookSink:
     url: str
     name: str = "webhook"
     http: httpx.Client | None = field(default=None, repr=False, compare=False)
+    deadline_s: float = DEFAULT_DEADLINE_S
     role: ClassVar[str] = "ticket"
 
     @classmethod
     def from_config(cls, config: AlertingConfig, http: httpx.Client, env: Mapping[str, str]) -> list[Sink]:
         if not config.webhook:
             raise SinkConfigError("the webhook sink needs --webhook URL")
-        return [cls(url, name=_numbered("webhook", i), http=http) for i, url in enumerate(config.webhook)]
+        return [
+            cls(url, name=_numbered("webhook", i), http=http, deadline_s=config.deadline_s)
+            for i, url in enumerate(config.webhook)
+        ]
 
     def send(self, notifications: list[Notification]) -> None:
         for firing in (True, False):
@@ -208,4 +294,4 @@ class WebhookSink:
                      "startsAt": iso(n.starts_at), "endsAt": iso(n.ends_at) if n.ends_at else None,
                      "dedupKey": n.dedup_key}
                     for n in batch
-                ]})  # fmt: skip
+                ]}, deadline_s=self.deadline_s)  # fmt: skip

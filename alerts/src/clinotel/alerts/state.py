@@ -10,7 +10,9 @@ interval, its canary stopped by the kill, hovers about 1 as the baseline moves: 
 demo's kill paged five times in five hours.
 
 No data (too few rows, or none) follows the rule's `no_data`: `ok` clears, `keep` leaves the state
-as it is, `alerting` counts as a breach. A query error changes nothing and is recorded.
+as it is, `alerting` counts as a breach. Under `ok`, a firing instance with rows but too few keeps
+firing: fewer patients at night is no evidence of recovery (it resolved, then paged again). A
+query error changes nothing and is recorded.
 """
 
 from __future__ import annotations
@@ -63,12 +65,14 @@ class AlertState:
 
 
 def step(
-    current: AlertState, reading: Reading, now: datetime, for_s: int, no_data: str, keep_firing_s: int = 0
-) -> State | Hold | None:
+    current: AlertState, reading: Reading, now: datetime, for_s: int, no_data: str, keep_firing_s: int = 0,
+    too_few: bool = False,
+) -> State | Hold | None:  # fmt: skip
     """Apply one evaluation to `current` (in place); returns the new state when it changed, or
-    what a firing instance held by `keep_firing_s` read when that is to be recorded."""
+    what a firing instance held by `keep_firing_s` read when that is to be recorded. `too_few`: the
+    no data is rows under the minimum sample, not none."""
     if reading is Reading.NO_DATA:
-        if no_data == "keep":
+        if no_data == "keep" or (no_data == "ok" and too_few and current.state is State.FIRING):
             return None
         reading = Reading.BREACH if no_data == "alerting" else Reading.CLEAR
     before = current.state

@@ -8,6 +8,7 @@ A sink plug-in is an object with `role` (`page` or `ticket`) and
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +36,10 @@ __all__ = [
 
 SINK_GROUP: Final = "clinotel.alert_sinks"
 ROLES: Final = ("page", "ticket")
+TICKETS_TO: Final = "alertmanager"
+"""The paging sink that takes tickets when no ticket sink is configured (Alertmanager routes them
+by their `severity` label, as `alerts export`'s configuration does); never PagerDuty, which pages."""
+logger: Final = logging.getLogger("clinotel.alerts")
 
 
 class SinkFactory(Protocol):
@@ -73,7 +78,8 @@ def build_outbox(
     sleep: Callable[[float], None] = time.sleep,
 ) -> Outbox:
     """The configured sinks, routed by role: `page` sinks get pages (the `ticket` sinks do when
-    nothing pages), `ticket` sinks tickets. Every name is resolved before any sink is built;
+    nothing pages), `ticket` sinks tickets (Alertmanager does when no ticket sink is configured;
+    with neither, a warning says tickets go nowhere). Every name is resolved before any sink is built;
     SinkConfigError for an unknown name or a sink without its settings. `http` (default: a new
     client with the configured timeout, which the outbox then closes) is every sink's client;
     `env`: where the routing key is read (default: the process environment)."""
@@ -82,9 +88,12 @@ def build_outbox(
     try:
         page: list[Sink] = []
         ticket: list[Sink] = []
-        for _, factory in factories:
+        takes_tickets: list[Sink] = []
+        for name, factory in factories:
             built = factory.from_config(config, client, os.environ if env is None else env)
             (page if factory.role == "page" else ticket).extend(built)
+            if name == TICKETS_TO:
+                takes_tickets.extend(built)
         names = [s.name for s in {id(s): s for s in page + ticket}.values()]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
@@ -93,9 +102,15 @@ def build_outbox(
         if http is None:
             client.close()
         raise
+    if not ticket and not takes_tickets:
+        logger.warning(
+            "no sink takes tickets (--webhook, or --alertmanager): ticket alerts are recorded in the audit trail, "
+            "not sent"
+        )
     return Outbox(
-        page or list(ticket), ticket, sleep=sleep, attempts=config.attempts, backoff_s=config.backoff_s,
-        on_close=client.close if http is None else None,
+        page or list(ticket), ticket or takes_tickets, sleep=sleep, attempts=config.attempts,
+        backoff_s=config.backoff_s, on_close=client.close if http is None else None,
+        budget_s=config.delivery_budget_s, attempt_s=config.deadline_s + 5,
     )  # fmt: skip
 
 

@@ -55,13 +55,19 @@ def without_credentials(url: str) -> str:
 
 
 def shown_url(url: str) -> str:
-    """`url` as messages and logs show it: a password in it replaced by `***`."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    return parts._replace(netloc=f"{user}{':***' if colon else ''}@{host}").geturl()
+    """`url` as messages and logs show it: any userinfo in it (a user and password, or a bare
+    token as in `https://TOKEN@host/`) replaced whole by `***`. Never raises: a URL that does not
+    parse is masked as well (it is shown in the error that refuses it)."""
+    if match := _AUTHORITY_USERINFO.match(url):
+        return f"{match.group(1)}***@{url[match.end() :]}"
+    head = re.split(r"[/?#]", url, maxsplit=1)[0]
+    if "//" not in url and "@" in head:  # `user:password@host`, without a scheme
+        return "***@" + url[len(head.rpartition("@")[0]) + 1 :]
+    return url
+
+
+_AUTHORITY_USERINFO: Final = re.compile(r"([\x00-\x20]*(?:[A-Za-z][A-Za-z0-9+.-]*:)?//)[^/?#]*@")
+"""The start of a URL up to its authority's last `@` (where urlsplit ends the userinfo)."""
 
 
 def reach_error(url: str, error: Exception) -> str:
