@@ -274,7 +274,9 @@ def test_pipeline_names_follow_what_it_does(client: Any, options: schema.SchemaO
     [value for _, value in PHI_CORPUS]
     + ["workflow triage", "model v3.1 took 35 ms", "1.10.12", "d0627c8f-b203-48ae-9c98-3a123456c76", "x12345678y"]
     + ["Key (mrn)=(98765) exists", "{'first_name': 'Adaeze'}", "Patient?family=Okafor", "GET /patients/03/12/1984"]
-    + ["123::45::6789", "555 -- 867 -- 5309", "123\n45\n6789", "a" * 70 + "@example.org"],
+    + ["123::45::6789", "555 -- 867 -- 5309", "123\n45\n6789", "a" * 70 + "@example.org"]
+    + ["Key (mrn, site)=(98765, 3)", '{"given": ["Adaeze"]}', "?family:exact=Okafor", "font-family: Helvetica"]
+    + ['{"patient_name": "adaeze okafor"}', "retry given=Adaeze family=Okafor", "GET /api/patients/v2/search"],
 )
 def test_sql_scrub_matches_python_scrub(client: Any, text: str) -> None:
     sentence = f"note: {text}, then 'quoted' \\ backslash."

@@ -146,6 +146,15 @@ def test_sdk_disabled_makes_everything_a_noop(monkeypatch: pytest.MonkeyPatch) -
     assert isinstance(carrier, dict)
 
 
+@pytest.mark.parametrize("key", [TEST_PSEUDONYM_KEY, "short"])
+def test_sdk_disabled_keeps_identifiers_working_in_strict_mode(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+    """Disabled, a configured key was dropped: strict mode raised for every identifier."""
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    ct.configure(exporter=InMemorySpanExporter(), batch=False, set_global=False, mode="strict", pseudonym_key=key)
+    with ct.workflow("triage", identifier="ENC-1"), ct.stage("decide") as st:
+        st.record_decision(source="model", value="ESI-2")
+
+
 def test_a_resource_key_the_gate_drops_is_dropped_once_at_configure(monkeypatch: pytest.MonkeyPatch) -> None:
     """A key the Kubernetes operator adds (`k8s.container.name`) made the gate copy every span at
     export, 1.22-1.26x the SDK by hand (a 2026-12-07 review): the provider's resource is the

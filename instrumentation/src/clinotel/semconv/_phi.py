@@ -158,15 +158,21 @@ _LABEL = (
     r"|member[ _-]?id|dob|birth[ _-]?date|date[ _-]of[ _-]birth)(?:[ _-]?(?i:id|no|num|number|nbr))?"
 )
 _NAME = r"[A-Za-z][A-Za-z'-]+(?:" + _WS + r"+[A-Z][A-Za-z'-]+)?"
+_NAME_LABEL = r"(?i:first|last|given|family|middle|full|patient|pt)[ _-]?(?i:name)"
+"""A label whose value is a person's name (`first_name`, `Patient Name`)."""
 
 PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
     PhiPattern(
         "labelled_identifier",
-        r"(?:\b|_)" + _LABEL + r"\b[ \t:#=_\"'()|,;]*[A-Za-z0-9/.-]*[0-9](?:[A-Za-z0-9/.-]|[ ][0-9]"
+        r"(?:\b|_)" + _LABEL + r"\b[ \t:#=_\"'(|,;]*[A-Za-z0-9/.-]*[0-9](?:[A-Za-z0-9/.-]|[ ][0-9]"
         r"|[ \t]*[,;:|_][ \t]*[0-9])*"
         r"|(?:\b|_)" + _LABEL + r"_[0-9][A-Za-z0-9/.-]*"
         r"|(?:\b|_)(?i:mrn|csn|ssn|nhs|hcn)[0-9]{4,}[A-Za-z0-9/.-]*"
-        r"|\b(?i:patients?)/[A-Za-z0-9.-]*[0-9](?:[A-Za-z0-9.-]|[ /][0-9]|[ \t]*[,;:|_][ \t]*[0-9])*",
+        # Postgres's `Key (mrn, site)=(98765, 3)`: every value of a key one of whose columns is
+        # an identifier's or a name's
+        r"|\((?:[A-Za-z_]+,[ ]*)*(?:" + _LABEL + "|" + _NAME_LABEL + r")(?:,[ ]*[A-Za-z_]+)*\)=\([^)]{0,200}\)"
+        r"|\b(?i:patient)/[A-Za-z0-9.-]*[0-9](?:[A-Za-z0-9.-]|[ /][0-9]|[ \t]*[,;:|_][ \t]*[0-9])*"
+        r"|\b(?i:patients)/[0-9](?:[A-Za-z0-9.-]|[ /][0-9]|[ \t]*[,;:|_][ \t]*[0-9])*",
         "an identifier introduced by its label: MRN 12345, appt=A17, DOB 1985, MRN_12345 (an underscore"
         ' and then a digit: encounter_p99 passes), encounter_id=9, {"mrn":"4711"}, MRN (98765), MRN4711 (four'
         " digits or more run into the label), Postgres's Key (mrn)=(98765), a FHIR Patient/123 reference or a"
@@ -187,7 +193,9 @@ PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
             "MRN|98765",
             "MRN4711",
             "Patient/98765",
-            "mrn)=(98765",
+            "(mrn)=(98765)",
+            "(mrn, site)=(98765, 3)",
+            "(last_name, first_name)=(Okafor, Adaeze)",
             "patients/98765",
         ),
     ),
@@ -297,16 +305,15 @@ PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
         + r"+[A-Z][a-z'-]+(?:"
         + _WS
         + r"+[A-Z][A-Za-z'-]+)?"
-        r"|\b(?i:name)[\"']?" + _WS + r"*[:=]" + _WS + r"*[\"']?[A-Za-z][A-Za-z'-]*(?:" + _WS + r"+[A-Z][A-Za-z'-]+)?"
-        # a label's value quoted or not (JSON, a Python dict in a driver's error), and FHIR's
-        # search parameters `family` and `given`
-        r"|(?:\b|_)(?:(?i:first|last|given|family|middle|full|patient|pt)[ _-]?(?i:name)|(?i:family|given))[\"']?"
-        + _WS
-        + r"*[:=]"
-        + _WS
-        + r"*[\"']?[A-Za-z][A-Za-z'-]*(?:"
-        + _WS
-        + r"+[A-Z][A-Za-z'-]+)?",
+        r"|\b(?i:name)" + _WS + r"*[:=]" + _WS + r"*[A-Za-z][A-Za-z'-]*(?:" + _WS + r"+[A-Z][A-Za-z'-]+)?"
+        # a person's name label, its value quoted or not (JSON, a Python dict in a driver's error,
+        # a list); FHIR's `family` and `given` as search parameters (with a modifier) or JSON keys
+        r"|(?:(?:\b|_)" + _NAME_LABEL + r"|(?:[?&;](?i:family|given|name)|[\"'](?i:family|given)|\b(?i:given))"
+        r"(?::[A-Za-z-]+|%3[Aa][A-Za-z-]+)?)"
+        r"[\"']?" + _WS + r"*(?:[:=]|%3[Dd])" + _WS + r"*(?:\[" + _WS + r"*)?"
+        r"(?:\"[^\"\r\n]{1,64}\"?|'[^'\r\n]{1,64}'?|\(*[A-Za-z][A-Za-z'-]*(?:" + _WS + r"+[A-Z][A-Za-z'-]+)?)"
+        # a bare `family` (not CSS's `font-family`) before a capitalised name
+        r"|(?:^|[^-A-Za-z0-9_])(?i:family)[ \t]*[:=][ \t]*[A-Z][A-Za-z'-]+",
         "a name after a title or label, the label's value quoted or not: Dr Smith, Mrs. Jane Doe, patient"
         " Alice, Pt: John Smith, name=Bob, first_name=Jane, {'last_name': 'Okafor'}, FHIR's family= and given=",
         (
@@ -318,10 +325,12 @@ PHI_PATTERNS: Final[tuple[PhiPattern, ...]] = (
             "name: Bob",
             "Pt: John Smith",
             "first_name=Jane",
-            'first_name": "Jane',
-            "last_name': 'Okafor",
-            "family=Okafor",
-            "given=Adaeze",
+            'first_name": "Jane Q Doe"',
+            "last_name': 'Okafor'",
+            "?family=Okafor",
+            "&given:contains=Ada",
+            '"given": ["Adaeze"',
+            "&family=Okafor",
         ),
     ),
     PhiPattern(

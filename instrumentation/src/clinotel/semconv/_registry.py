@@ -224,11 +224,14 @@ def _plain_number(key: str, v: object, want_int: bool, kind: str) -> int | float
     """A number of another type as the plain int or float OTLP carries: numpy's (`proba.max()` is
     an `np.float64`, refused until a 2026-12-07 review dropped every model's confidence), a
     Fraction. A bool is refused on purpose, and so is anything that is not a real number."""
-    if not isinstance(v, bool):
-        if isinstance(v, numbers.Integral):
-            return int(v)
-        if not want_int and isinstance(v, numbers.Real):
-            return float(v)
+    try:
+        if not isinstance(v, bool):
+            if isinstance(v, numbers.Integral):
+                return int(v)
+            if not want_int and isinstance(v, numbers.Real):
+                return float(v)
+    except Exception:  # noqa: BLE001 - a number type whose conversion raises is refused like any other
+        pass
     raise InvalidAttributeError(key, f"expected {kind}, got {type(v).__name__}")
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import AsyncGenerator, Callable, Generator
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar, cast
 
 from opentelemetry import context as otel_context
@@ -31,9 +30,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 FRESH: Final = object()
 """The token of a scope not entered yet (after its exit, or a failed entry: None)."""
-
-_STAND_INS: ContextVar[tuple[tuple[Scope, Scope], ...]] = ContextVar("clinotel_scope_stand_ins", default=())
-"""(scope, its fresh copy) for each scope entered again in this context, innermost last."""
 
 
 class Scope:
@@ -62,13 +58,16 @@ class Scope:
     # -- context manager ----------------------------------------------------------------------
     def __enter__(self) -> Self:
         if self._token is not FRESH:
-            # one scope object kept and entered by every request (`DECIDE = stage("decide")` at
-            # module level, by several threads at once): each entry gets a fresh copy, exited with
-            # it; raising here failed every request after the first (a 2026-12-07 review)
-            copy = self.bind((), {})
-            entered = copy.__enter__()
-            _STAND_INS.set((*_STAND_INS.get(), (self, copy)))
-            return entered
+            # A programming error, raised in every mode. Handing each entry a fresh copy was tried
+            # (2026-12-07) and taken out: `__exit__` is called on this object, which cannot tell
+            # which entry is leaving when entries interleave (two generators in one thread, a
+            # generator resumed in another context): it ended another request's span with this
+            # one's exception.
+            raise RuntimeError(
+                "a clinotel scope can be entered once: call workflow()/stage() for each request, or "
+                "decorate the function with it (a module-level `DECIDE = stage('decide')` fails on "
+                "the second request)"
+            )
         rt = self._rt = current()
         try:
             ctx = self._begin(rt)
@@ -83,12 +82,6 @@ class Scope:
         return self
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        stand_ins = _STAND_INS.get()
-        for i in range(len(stand_ins) - 1, -1, -1):
-            if stand_ins[i][0] is self:
-                _STAND_INS.set(stand_ins[:i] + stand_ins[i + 1 :])
-                stand_ins[i][1].__exit__(exc_type, exc, tb)
-                return
         token = self._token
         if token is None or token is FRESH:
             return

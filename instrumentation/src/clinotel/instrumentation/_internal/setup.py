@@ -147,8 +147,12 @@ def configure(
             disabled_mode = _mode(mode)
         except ConfigurationError:
             disabled_mode = Mode.PRODUCTION
+        try:
+            disabled_key = _pseudonymizer(pseudonym_key)
+        except ConfigurationError:  # a short key: identifiers are still taken, by a throwaway key
+            disabled_key = Pseudonymizer(os.urandom(32))
         noop = trace.NoOpTracerProvider()
-        install(Runtime(noop.get_tracer(INSTRUMENTATION_NAME), disabled_mode, None, counters, clock))
+        install(Runtime(noop.get_tracer(INSTRUMENTATION_NAME), disabled_mode, disabled_key, counters, clock))
         return Telemetry(noop, disabled_mode, counters, previous=previous)
 
     resolved_mode = _mode(mode)
