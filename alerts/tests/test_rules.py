@@ -140,6 +140,14 @@ def test_a_firing_instance_with_too_few_rows_keeps_firing() -> None:
     assert "".join(_run("BBFF", 180)) == "ppii", "an instance not firing clears as before"
     assert "".join(_run("BFF", 0, "alerting")) == "fff"
     assert "".join(_run("BNN", 0)) == "fri", "no row at all still clears"
+    # held for a night's dip, not for ever: too few rows 12 hours after it fired resolve it
+    state = AlertState()
+    step(state, Reading.BREACH, T0, 0, "ok")
+    for minutes in (60, 11 * 60):
+        step(state, Reading.NO_DATA, T0 + timedelta(minutes=minutes), 0, "ok", too_few=True)
+        assert state.state is State.FIRING
+    step(state, Reading.NO_DATA, T0 + timedelta(hours=12), 0, "ok", too_few=True)
+    assert state.state is State.RESOLVED
 
 
 RULE = GOOD.split("    overrides:", maxsplit=1)[0]

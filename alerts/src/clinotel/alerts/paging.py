@@ -77,14 +77,19 @@ def check_url(url: str) -> str:
     saying why not, the URL shown without its userinfo (`store.shown_url`: a password or token)."""
     from clinotel.model.store import shown_url
 
-    seen = shown_url(url)
+    # a refused URL is no URL to read the userinfo of: everything before its last `@` goes (a
+    # password holding `/`, `?` or `#` ended the userinfo early, and the rest was quoted)
+    start = url.find("//") + 2 if "//" in url else 0
+    seen = f"{url[:start]}***@{url.rpartition('@')[2]}" if "@" in url[start:] else shown_url(url)
     if any(c.isspace() or not c.isprintable() for c in url):
         raise ValueError(f"an http:// or https:// URL without spaces or control characters, not {seen!r}")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises on a port that is not a number
     except ValueError as e:
-        raise ValueError(f"not a URL: {seen!r} ({shown_url(str(e))})") from None
+        # urlsplit's words quote the port it read, which is a password's start in `user:pass@`
+        why = "" if "@" in url else f" ({e})"
+        raise ValueError(f"not a URL: {seen!r}{why}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"an http:// or https:// URL with a host, not {seen!r}")
     return url

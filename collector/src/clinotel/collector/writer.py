@@ -40,8 +40,9 @@ PARTLY_STORED: Final = (
     "The engine writes a segment's tables one after another, so some of them may hold its spans "
     "already (otel_traces first). Once the cause is fixed, stop the collector and move this "
     "segment back into the log directory under its own name: its name is its insert's "
-    "deduplication token, so only what is missing is stored (each table remembers its last "
-    "10,000 inserts' tokens)."
+    "deduplication token, so only what is missing is stored. Do it soon: each table remembers "
+    "the tokens of its last 10,000 parts, and an insert writes a part for every tenant and day "
+    "it holds."
 )
 """Written beside a segment set aside: what it may have left in the store, and how to finish it."""
 BACKOFF_S: Final = (0.1, 0.5, 1.0, 2.0, 5.0)
