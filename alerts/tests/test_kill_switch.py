@@ -257,6 +257,18 @@ def test_the_canary_kill_switches_the_flag_off_records_it_and_says_so_on_the_pag
     assert site == "north"
 
 
+def _fallback_kill(tmp_path: Path, scope_more: str = "") -> Path:
+    """A rules file of one rule, `fallback_kill`, whose action turns triage-model-v4 off at north."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n  - name: fallback_kill\n    metric: fallback_rate\n    threshold: 0.2\n    window: 15m\n"
+        "    min_sample: 20\n    severity: page\n    summary: Decisions fall back\n"
+        f"    action:\n      disable_flag: {{key: triage-model-v4, scope: {{site: north}}{scope_more}}}\n",
+        encoding="utf-8",
+    )
+    return rules
+
+
 def test_an_action_limited_to_one_tenant_skips_another_tenants_alert(
     client: Any, options: schema.SchemaOptions, flag_file: Path, tmp_path: Path
 ) -> None:
@@ -264,13 +276,7 @@ def test_an_action_limited_to_one_tenant_skips_another_tenants_alert(
     is not touched."""
     from alerts.tests.test_paging import _workflows
 
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(
-        "rules:\n  - name: fallback_kill\n    metric: fallback_rate\n    threshold: 0.2\n    window: 15m\n"
-        "    min_sample: 20\n    severity: page\n    summary: Decisions fall back\n"
-        "    action:\n      disable_flag: {key: triage-model-v4, scope: {site: north}, tenant: general}\n",
-        encoding="utf-8",
-    )
+    rules = _fallback_kill(tmp_path, ", tenant: general")
     now = datetime.now(UTC)
     _workflows(client, options, "st-marys", 40, 20, now)
     before = flag_file.read_bytes()
@@ -298,13 +304,7 @@ def test_a_dry_run_without_a_switch_says_what_it_would_do_not_that_it_failed(
     review) where `--dry-run` promises what would be done; a real run without a switch still fails."""
     from alerts.tests.test_paging import _workflows
 
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(
-        "rules:\n  - name: fallback_kill\n    metric: fallback_rate\n    threshold: 0.2\n    window: 15m\n"
-        "    min_sample: 20\n    severity: page\n    summary: Decisions fall back\n"
-        "    action:\n      disable_flag: {key: triage-model-v4, scope: {site: north}}\n",
-        encoding="utf-8",
-    )
+    rules = _fallback_kill(tmp_path)
     now = datetime.now(UTC)
     _workflows(client, options, "st-marys", 40, 20, now)
     results = []
