@@ -276,7 +276,8 @@ def test_pipeline_names_follow_what_it_does(client: Any, options: schema.SchemaO
     + ["Key (mrn)=(98765) exists", "{'first_name': 'Adaeze'}", "Patient?family=Okafor", "GET /patients/03/12/1984"]
     + ["123::45::6789", "555 -- 867 -- 5309", "123\n45\n6789", "a" * 70 + "@example.org"]
     + ["Key (mrn, site)=(98765, 3)", '{"given": ["Adaeze"]}', "?family:exact=Okafor", "font-family: Helvetica"]
-    + ['{"patient_name": "adaeze okafor"}', "retry given=Adaeze family=Okafor", "GET /api/patients/v2/search"],
+    + ['{"patient_name": "adaeze okafor"}', "retry given=Adaeze family=Okafor", "GET /api/patients/v2/search"]
+    + ['Key ("MRN")=(98765)', "Key (site2, mrn)=(3, 98765)", 'Key ("first_name", site)=(Adaeze, 3)'],
 )
 def test_sql_scrub_matches_python_scrub(client: Any, text: str) -> None:
     sentence = f"note: {text}, then 'quoted' \\ backslash."

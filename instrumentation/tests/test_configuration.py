@@ -146,7 +146,7 @@ def test_sdk_disabled_makes_everything_a_noop(monkeypatch: pytest.MonkeyPatch) -
     assert isinstance(carrier, dict)
 
 
-@pytest.mark.parametrize("key", [TEST_PSEUDONYM_KEY, "short"])
+@pytest.mark.parametrize("key", [TEST_PSEUDONYM_KEY, "short", ""])
 def test_sdk_disabled_keeps_identifiers_working_in_strict_mode(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
     """Disabled, a configured key was dropped: strict mode raised for every identifier."""
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from opentelemetry.trace import StatusCode
@@ -323,3 +324,52 @@ def test_a_stage_decorates_classmethods_and_async_callable_objects(spans: Captur
     assert asyncio.run(main()) == "ESI-3"
     values = sorted(s.attributes[A.DECISION_VALUE.key] for s in spans.named("decide"))
     assert values == ["ESI-2", "ESI-3"], "the async call's decision is recorded on its own span"
+
+
+def test_two_threads_entering_one_scope_object_at_once_one_is_refused() -> None:
+    """The check and the claim were apart: two threads entering a module-level stage object at
+    once both passed, and one's exit ended the other's span with its own error (a review). A
+    sampler holding the first entry inside its span's start keeps the window wide open."""
+    import threading
+    import time
+
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler
+
+    from clinotel.instrumentation.testing import TEST_PSEUDONYM_KEY, isolated
+
+    inside = threading.Event()
+
+    class Slow(Sampler):
+        def should_sample(self, *args: Any, **kwargs: Any) -> Any:
+            if args[2] == "decide":
+                inside.set()
+                time.sleep(0.3)
+            return ALWAYS_ON.should_sample(*args, **kwargs)
+
+        def get_description(self) -> str:
+            return "slow"
+
+    exporter = InMemorySpanExporter()
+    outcomes: dict[str, str] = {}
+    with isolated():
+        tel = ct.configure(exporter=exporter, batch=False, set_global=False, mode="strict", sampler=Slow(),
+                           pseudonym_key=TEST_PSEUDONYM_KEY)  # fmt: skip
+        decide = ct.stage("decide")
+
+        def request(name: str) -> None:
+            try:
+                with ct.workflow("triage"), decide:
+                    raise ValueError(name)
+            except (ValueError, RuntimeError) as e:
+                outcomes[name] = type(e).__name__
+
+        first = threading.Thread(target=request, args=("first",))
+        first.start()
+        assert inside.wait(5)
+        request("second")
+        first.join(10)
+        tel.shutdown()
+    assert outcomes == {"first": "ValueError", "second": "RuntimeError"}
+    [span] = [s for s in exporter.get_finished_spans() if s.name == "decide"]
+    assert [e.attributes["exception.message"] for e in span.events] == ["first"]

@@ -79,8 +79,7 @@ def check_url(url: str) -> str:
 
     # a refused URL is no URL to read the userinfo of: everything before its last `@` goes (a
     # password holding `/`, `?` or `#` ended the userinfo early, and the rest was quoted)
-    start = url.find("//") + 2 if "//" in url else 0
-    seen = f"{url[:start]}***@{url.rpartition('@')[2]}" if "@" in url[start:] else shown_url(url)
+    seen = f"***@{url.rpartition('@')[2]}" if "@" in url else shown_url(url)
     if any(c.isspace() or not c.isprintable() for c in url):
         raise ValueError(f"an http:// or https:// URL without spaces or control characters, not {seen!r}")
     try:

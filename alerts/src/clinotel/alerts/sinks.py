@@ -132,7 +132,9 @@ class _Deadline:
         # the TCP socket, then (https) the TLS socket that takes it over: the first is detached
         # by the wrapping, and shutting it down then did nothing (a trickling https receiver held
         # a delivery 49 s past a 3 s deadline, a 2026-12-07 review)
-        if event not in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+        # through a proxy the TLS of the tunnel is `proxy.start_tls` (a review of this fix found the
+        # deadline held nothing through HTTPS_PROXY); a SOCKS proxy's steps are `socks.*`
+        if not event.endswith((".connect_tcp.complete", ".start_tls.complete")):
             return
         stream = info.get("return_value")
         sock = stream.get_extra_info("socket") if stream is not None else None

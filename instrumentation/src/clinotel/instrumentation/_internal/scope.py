@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
 from collections.abc import AsyncGenerator, Callable, Generator
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar, cast
 
@@ -30,6 +31,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 FRESH: Final = object()
 """The token of a scope not entered yet (after its exit, or a failed entry: None)."""
+_OPENING: Final = object()
+"""The token of a scope claimed by an entry whose span is being opened."""
+_CLAIM: Final = threading.Lock()
 
 
 class Scope:
@@ -57,7 +61,11 @@ class Scope:
 
     # -- context manager ----------------------------------------------------------------------
     def __enter__(self) -> Self:
-        if self._token is not FRESH:
+        with _CLAIM:  # the check and the claim at once: two threads entering one object both passed
+            token = self._token
+            if token is FRESH:
+                self._token = _OPENING
+        if token is not FRESH:
             # A programming error, raised in every mode. Handing each entry a fresh copy was tried
             # (2026-12-07) and taken out: `__exit__` is called on this object, which cannot tell
             # which entry is leaving when entries interleave (two generators in one thread, a
@@ -83,7 +91,7 @@ class Scope:
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         token = self._token
-        if token is None or token is FRESH:
+        if token is None or token is FRESH or token is _OPENING:
             return
         self._token = None
         otel_context.detach(cast(Any, token))

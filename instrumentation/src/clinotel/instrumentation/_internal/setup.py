@@ -149,8 +149,10 @@ def configure(
             disabled_mode = Mode.PRODUCTION
         try:
             disabled_key = _pseudonymizer(pseudonym_key)
-        except ConfigurationError:  # a short key: identifiers are still taken, by a throwaway key
-            disabled_key = Pseudonymizer(os.urandom(32))
+        except ConfigurationError:
+            disabled_key = None
+        # no key, or a short one: identifiers are still taken (by a throwaway key; nothing leaves)
+        disabled_key = disabled_key or Pseudonymizer(os.urandom(32))
         noop = trace.NoOpTracerProvider()
         install(Runtime(noop.get_tracer(INSTRUMENTATION_NAME), disabled_mode, disabled_key, counters, clock))
         return Telemetry(noop, disabled_mode, counters, previous=previous)
