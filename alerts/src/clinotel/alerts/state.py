@@ -25,9 +25,11 @@ from typing import Final
 __all__ = ["TOO_FEW_HOLD_S", "AlertState", "Hold", "Instance", "Reading", "State", "step"]
 
 TOO_FEW_HOLD_S: Final = 12 * 3600
-"""How long a firing instance under `no_data: ok` is held firing on too few rows, counted from the
-first of them in a row: a night's low volume, not for ever (a retired workflow paged on, a review
-found; counted from when it fired, an incident of 13 hours lost the hold at its first dip)."""
+"""How long a firing instance under `no_data: ok` is held firing on too few rows, counted from when
+it fired (`since`, which the evaluator rebuilds from the audit trail at every pass): a night's low
+volume, not for ever. Counting from the first too-few reading was tried and taken out: that time
+lived in one pass's memory, so the hold never ended. An incident firing longer than this loses the
+hold at its next dip (it resolves, and pages again when its rows return)."""
 
 
 class State(StrEnum):
@@ -68,9 +70,6 @@ class AlertState:
     fired_at: datetime | None = None
     clear_since: datetime | None = None
     """A firing instance's first clear reading since its last breach (`keep_firing_for`)."""
-    few_since: datetime | None = None
-    """A firing instance's first reading of too few rows in a row (held `TOO_FEW_HOLD_S` from it;
-    this process's memory: a restart starts it again)."""
 
 
 def step(
@@ -80,14 +79,14 @@ def step(
     """Apply one evaluation to `current` (in place); returns the new state when it changed, or
     what a firing instance held by `keep_firing_s` read when that is to be recorded. `too_few`: the
     no data is rows under the minimum sample, not none."""
-    if not (reading is Reading.NO_DATA and too_few):
-        current.few_since = None
     if reading is Reading.NO_DATA:
-        if no_data == "ok" and too_few and current.state is State.FIRING:
-            current.few_since = current.few_since or now
-            if (now - current.few_since).total_seconds() < TOO_FEW_HOLD_S:
-                return None
-        if no_data == "keep":
+        held = (
+            no_data == "ok"
+            and too_few
+            and current.state is State.FIRING
+            and (current.since is None or (now - current.since).total_seconds() < TOO_FEW_HOLD_S)
+        )
+        if no_data == "keep" or held:
             return None
         reading = Reading.BREACH if no_data == "alerting" else Reading.CLEAR
     before = current.state
