@@ -255,12 +255,18 @@ def test_an_identifier_from_an_integer_column_and_numpy_numbers_are_taken(produc
 @pytest.mark.parametrize("unit", ["-mrn", "/dob", ".acct", "patients/a-"])
 def test_a_text_of_repeated_labels_costs_time_in_proportion_to_its_length(unit: str) -> None:
     """An identifier's label read its value to the end of the text before looking for a digit, from
-    every label: `-mrn` repeated over 4.4 KB took 37 ms a scrub (a review). A bound with room:
-    0.5 s for ten scrubs (about 4-7 ms each today)."""
+    every label: `-mrn` repeated over 4.4 KB took 37 ms a scrub against 4 ms for prose of that
+    length (a review). Against prose in the same run, so the machine's speed cancels: within 4x
+    (1-2x today; 8-10x before)."""
     from clinotel.semconv import scrub
 
-    text = (unit * 2000)[:4400]
-    started = time.perf_counter()
-    for _ in range(10):
-        scrub(text)
-    assert time.perf_counter() - started < 0.5
+    def fastest(text: str) -> float:
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            scrub(text)
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    prose = ("the patient was seen in the emergency department and triaged " * 80)[:4400]
+    assert fastest((unit * 2000)[:4400]) < 4 * fastest(prose)
