@@ -14,7 +14,7 @@ from typing import Annotated, Final
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from clinotel.alerts.lease import DEFAULT_LEASE_S
-from clinotel.alerts.paging import check_url
+from clinotel.alerts.paging import BUDGET_S, check_url
 from clinotel.alerts.rules import bounded_duration
 from clinotel.alerts.sinks import DEFAULT_DEADLINE_S, DEFAULT_TIMEOUT_S, PAGERDUTY_URL, ROUTING_KEY_ENV
 
@@ -71,7 +71,7 @@ class AlertingConfig(BaseModel):
     """Each delivery's connect, read and write timeout."""
     deadline_s: float = Field(default=DEFAULT_DEADLINE_S, gt=0, le=600)
     """The whole of one delivery attempt (the timeouts above bound each read, not the answer)."""
-    delivery_budget_s: float = Field(default=30.0, gt=0, le=3600)
+    delivery_budget_s: float = Field(default=BUDGET_S, gt=0, le=3600)
     """No delivery attempt starts this long after a pass began delivering: a sink that hangs delays
     the next pass by this and one attempt's deadline at most (each sink is delivered to on its own);
     what was not tried stays owed."""

@@ -96,6 +96,14 @@ def bounded_duration(value: object) -> int:
     return seconds
 
 
+def _reserved(rule: str, label: str) -> ValueError:
+    return ValueError(f"rule {rule}: label {label!r} is set by the evaluator, not a rule's static label")
+
+
+def _too_deep(path: Path) -> RuleError:
+    return RuleError(f"{path}: not a rules file: its YAML is nested too deeply")
+
+
 Seconds = Annotated[int, BeforeValidator(bounded_duration)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 """A threshold or band edge: NaN compares false with everything (a rule that never fires)."""
@@ -248,15 +256,13 @@ class Rule(BaseModel):
                     "not starting with __): Alertmanager refuses it"
                 )
             if name in RESERVED_LABELS:
-                raise ValueError(f"rule {rule}: label {name!r} is set by the evaluator, not a rule's static label")
+                raise _reserved(rule, name)
         return labels
 
     @model_validator(mode="after")
     def _consistent(self) -> Rule:
         if self.group_label in self.labels:
-            raise ValueError(
-                f"rule {self.name}: label {self.group_label!r} is set by the evaluator, not a rule's static label"
-            )
+            raise _reserved(self.name, self.group_label)
         if self.kind is Kind.DISPARITY:
             if self.dimension not in COHORT_DIMENSIONS:
                 raise ValueError(f"a disparity rule needs dimension, one of {', '.join(COHORT_DIMENSIONS)}")
@@ -413,14 +419,14 @@ def load(path: Path) -> RulePack:
     except (ValueError, OverflowError) as e:  # a timestamp PyYAML cannot build, such as 2026-13-45
         raise RuleError(f"{path}: not valid YAML: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
     except RecursionError:  # PyYAML composes nested collections recursively
-        raise RuleError(f"{path}: not a rules file: its YAML is nested too deeply") from None
+        raise _too_deep(path) from None
     if node is None:
         raise RuleError(f"{path}:1: empty rules file")
     problems = _duplicates(node, data)
     try:
         pack = RulePack.model_validate(data)
-    except RecursionError:
-        raise RuleError(f"{path}: not a rules file: its YAML is nested too deeply") from None
+    except RecursionError:  # and pydantic validates them so
+        raise _too_deep(path) from None
     except ValidationError as e:
         for error in e.errors():
             loc = tuple(error["loc"])

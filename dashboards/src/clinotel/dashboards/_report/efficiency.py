@@ -99,6 +99,11 @@ def _unrecorded(phases: Sequence[dict[str, Any]]) -> set[tuple[str, str]]:
     }
 
 
+def _neither(unrecorded: set[tuple[str, str]], kind: str, phase: str, against: str) -> bool:
+    """True when neither side of a comparison of `kind`'s phases recorded any effort."""
+    return (kind, phase) in unrecorded and (kind, against) in unrecorded
+
+
 def _saving_words(kind: str, s: dict[str, Any], unrecorded: bool = False) -> str:
     phase = phase_words(s["phase"])
     if unrecorded:
@@ -154,7 +159,7 @@ def _headline(e: Efficiency) -> list[str]:
     unrecorded = _unrecorded(e.phases)
     for s in e.overall:
         kind = str(s["kind"])
-        none = (kind, str(s["phase"])) in unrecorded and (kind, RolloutMode.SHADOW.value) in unrecorded
+        none = _neither(unrecorded, kind, str(s["phase"]), RolloutMode.SHADOW.value)
         items.append(_saving_words(_kind(kind), s, none))
     by_phase = {(str(p["kind"]), str(p["phase"])): p for p in e.phases}
     for (kind, phase), p in by_phase.items():
@@ -163,7 +168,7 @@ def _headline(e: Efficiency) -> list[str]:
         baseline = by_phase.get((kind, phase.removesuffix(" canary")))
         if baseline is None:
             continue
-        if (kind, phase) in unrecorded and (kind, str(baseline["phase"])) in unrecorded:
+        if _neither(unrecorded, kind, phase, str(baseline["phase"])):
             items.append(f"{_e(_kind(kind))}, rework created by the canary: <b>{NOT_RECORDED}</b> on either side")
         else:
             items.append(_rework_words(_kind(kind), p, baseline))
@@ -207,7 +212,7 @@ def _place_rows(places: Sequence[dict[str, Any]], unrecorded: set[tuple[str, str
     for s in places:
         few = not _enough(s["workflows"], s["shadow_workflows"])
         kind = str(s["kind"])
-        if (kind, str(s["phase"])) in unrecorded and (kind, RolloutMode.SHADOW.value) in unrecorded:
+        if _neither(unrecorded, kind, str(s["phase"]), RolloutMode.SHADOW.value):
             saved = net = NOT_RECORDED
         else:
             saved = TOO_FEW if few else _minutes(s["saved_per_workflow"], s["saved_low"], s["saved_high"])
