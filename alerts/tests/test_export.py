@@ -53,6 +53,8 @@ def test_export_writes_grafana_provisioning_and_an_alertmanager_config(
         assert (b["model"]["type"], c["model"]["type"], r["condition"]) == ("reduce", "threshold", "C")
         assert r["annotations"]["runbook_url"].endswith(f"docs/runbooks/{r['labels']['rule']}.md")
         rule = next((p for p in pack.rules if p.name == r["labels"]["rule"]), None)
+        if rule is not None:  # the threshold in words, for whoever is paged
+            assert r["annotations"]["criterion"].startswith(rule.metric), r["annotations"]
         kept = rule.keep_firing_for if rule is not None else 0
         assert r.get("keepFiringFor") == (f"{kept}s" if kept else None), "keep_firing_for as Grafana's keepFiringFor"
         assert (REPO / "docs" / "runbooks" / f"{r['labels']['rule']}.md").is_file()

@@ -153,16 +153,26 @@ def test_an_incident_pages_once_through_alertmanager_and_its_resolution_arrives(
     assert alert["labels"]["alertname"] == "model_fallback"
     assert alert["labels"]["severity"] == "page"
     assert alert["annotations"]["runbook_url"].endswith("docs/runbooks/model_fallback.md")
+    # the person paged sees what fired it, and against what, without opening the rules
+    what = {k: alert["annotations"].get(k) for k in ("criterion", "value", "observed")}
+    assert what == {
+        "criterion": "fallback_rate > 0.2 over 15m (at least 20 in the sample)",
+        "value": "0.5",
+        "observed": "0.5 vs 0.2 (40 in the sample)",
+    }
 
     evaluator.evaluate(now + timedelta(seconds=30))  # still firing: re-sent, deduplicated by Alertmanager
     time.sleep(3)
     assert len([b for p, b in sink.received if p == "/am" and b["status"] == "firing"]) == 1
+    held_now = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
+    assert [a["annotations"].get("observed") for a in held_now] == [what["observed"]], "a re-send keeps the figure"
 
     _workflows(client, options, "st-marys", 160, 0, now)  # recovery: 20 of 200 = 10 %
     resolved = evaluator.evaluate(now + timedelta(seconds=60))
     assert ("model_fallback", {"tenant": "st-marys", "kind": "triage"}, "resolved") in resolved.transitions
     deliveries = sink.wait_for(2, "/am")
     assert [d["status"] for d in deliveries] == ["firing", "resolved"]
+    assert deliveries[1]["alerts"][0]["annotations"]["criterion"] == what["criterion"]
 
     events = _events(client, options, "model_fallback")
     assert ("firing", "") in events

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from clinotel.alerts import default_rules_path
-from clinotel.alerts.rules import Kind, RuleError, load
+from clinotel.alerts.decision import criterion
+from clinotel.alerts.rules import Kind, RuleError, duration_text, load, parse_duration
 from clinotel.alerts.state import AlertState, Hold, Reading, State, step
 from tests.conftest import REPO
 
@@ -231,3 +232,32 @@ def test_an_absurd_interval_or_nesting_on_the_command_line_is_one_line(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "deep.yaml").write_text("rules: " + "[" * 5000 + "]" * 5000, encoding="utf-8")
     refused_in_one_line(argv, code, says, capsys)
+
+
+def test_a_rules_criterion_in_words_follows_its_overrides_and_kind(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(GOOD, encoding="utf-8")
+    rule = load(path).rules[0]
+    threshold, min_sample, _ = rule.limits("st-marys", "triage")
+    assert criterion(rule, threshold, min_sample) == "fallback_rate > 0.4 over 15m (at least 30 in the sample)"
+    pack = {r.name: r for r in load(default_rules_path()).rules}
+    worded = {name: criterion(r, *r.limits("", "")[:2]) for name, r in pack.items()}
+    assert worded["queue_wait_p95"] == "queue_wait_p95_ms > 3,600,000 over 30m (at least 30 in the sample)"
+    assert worded["ingestion_stalled"] == "clinotel_receiver_spans_accepted_total <= 0 over 10m"
+    assert worded["canary_kill_under_triage"].startswith(
+        "under_triage_rate of the canary ÷ the baseline cohort's > 1.5"
+    )
+    assert "sequential test" in worded["canary_kill_under_triage"]
+    assert worded["override_rate_spike"].startswith("override_rate over 1h ÷ the 1d before it > 1.5")
+    assert worded["decision_drift"] == "psi of 2h against the 4h before it > 0.25 (at least 100 in the sample)"
+    fairness = pack["fairness_under_triage_language"]
+    assert " > 1.25 over 12h" in worded["fairness_under_triage_language"]
+    both = fairness.model_copy(update={"page_reference_worse": True})
+    assert " outside 0.8–1.25 over 12h" in criterion(both, both.threshold, 30)
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(90, "90s"), (900, "15m"), (3600, "1h"), (86400, "1d"), (0, "0s")])
+def test_a_duration_is_worded_as_a_rules_file_writes_it(seconds: int, text: str) -> None:
+    assert duration_text(seconds) == text
+    if seconds:
+        assert parse_duration(text) == seconds

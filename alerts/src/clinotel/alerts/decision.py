@@ -14,9 +14,19 @@ from __future__ import annotations
 from typing import Any, Final
 
 from clinotel.alerts.queries import Observation
-from clinotel.alerts.rules import Comparison, Kind, Rule, Test
+from clinotel.alerts.rules import Comparison, Kind, Rule, Test, duration_text
 
-__all__ = ["GRAFANA_THRESHOLD", "breaches", "describe", "grafana_threshold", "instance_labels", "reference_worse_off"]
+__all__ = [
+    "GRAFANA_THRESHOLD",
+    "breaches",
+    "criterion",
+    "describe",
+    "grafana_threshold",
+    "instance_labels",
+    "reference_worse_off",
+]
+
+_SYMBOL: Final = {Comparison.GT: ">", Comparison.GE: ">=", Comparison.LT: "<", Comparison.LE: "<="}
 
 GRAFANA_THRESHOLD: Final = {Comparison.GT: "gt", Comparison.GE: "gte", Comparison.LT: "lt", Comparison.LE: "lte"}
 """Each comparison as Grafana's threshold type (grafana/grafana pkg/expr/threshold.go)."""
@@ -76,7 +86,39 @@ def describe(rule: Rule, o: Observation, threshold: float | None = None) -> str:
         text += f" ({rule.confidence * 100:g}% {o.low:.3g}–{o.high:.3g}, {test.value})"
     if threshold is not None:
         if rule.kind is Kind.DISPARITY:
-            text += f" vs band {rule.band[0]:g}–{rule.band[1]:g}"
+            text += f" vs band {_number(rule.band[0])}–{_number(rule.band[1])}"
         else:
-            text += f" vs {threshold:g}"
+            text += f" vs {_number(threshold)}"
     return text
+
+
+def criterion(rule: Rule, threshold: float, min_sample: int) -> str:
+    """What makes the rule fire, in words, for the person paged: `escalation_miss_rate > 0.05 over
+    1h (at least 30 in the sample)`; a ratio rule names what it divides."""
+    window = duration_text(rule.window)
+    if rule.kind is Kind.DISPARITY:
+        low, high = rule.band
+        if rule.page_reference_worse:
+            limit = f"outside {_number(low)}–{_number(high)}"
+        else:
+            limit = f"> {_number(high)}" if rule.harm_is_higher else f"< {_number(low)}"
+        text = f"{rule.metric} of a {rule.group_label} group ÷ the reference group's {limit} over {window}"
+    else:
+        limit = f"{_SYMBOL[rule.comparison]} {_number(threshold)}"
+        baseline = duration_text(rule.baseline_window or rule.window)
+        if rule.kind is Kind.BASELINE:
+            text = f"{rule.metric} over {window} ÷ the {baseline} before it {limit}"
+        elif rule.kind is Kind.DRIFT:
+            text = f"{rule.metric} of {window} against the {baseline} before it {limit}"
+        elif rule.kind is Kind.CANARY:
+            text = f"{rule.metric} of the canary ÷ the baseline cohort's {limit} over {window}"
+        else:
+            text = f"{rule.metric} {limit} over {window}"
+    if rule.decided_by is not Test.NONE:
+        text += f", shown at {rule.confidence * 100:g}% confidence ({rule.decided_by.value} test)"
+    return f"{text} (at least {min_sample:,} in the sample)" if min_sample > 1 else text
+
+
+def _number(x: float) -> str:
+    """A threshold as a person reads it: `3,600,000`, `0.15`."""
+    return f"{int(x):,}" if x.is_integer() and abs(x) < 1e15 else f"{x:g}"

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from clinotel.alerts.actions import ChangeRecorder, FlagSwitch, Outcome
-from clinotel.alerts.decision import breaches, describe, instance_labels, reference_worse_off
+from clinotel.alerts.decision import breaches, criterion, describe, instance_labels, reference_worse_off
 from clinotel.alerts.lease import DEFAULT_LEASE_S, Lease
 from clinotel.alerts.ledger import LABELLED, RESOLVE, TRIGGER, UNLABELLED, Episode, Ledger, load, ms, when
 from clinotel.alerts.paging import Attempt, Notification, Outbox
@@ -242,6 +242,7 @@ class Evaluator:
         episode = self._ledger.episodes.setdefault(instance, Episode())
         if changed is State.FIRING:
             episode.fired_ms, episode.fired_value = ms(now), value
+            episode.fired_sample, episode.fired_figure = sample, figure if reading is Reading.BREACH else ""
             if rule.action is not None:
                 self._pending.append((rule, instance, value, sample, threshold, figure))
         elif changed is State.RESOLVED:
@@ -260,7 +261,7 @@ class Evaluator:
             for sink in self.outbox.sinks(rule.severity):
                 kind = self._ledger.owed(instance, sink.name)
                 if kind == TRIGGER:
-                    n = self._notification(rule, labels, True, fired_at, None, episode.fired_value)
+                    n = self._notification(rule, labels, True, fired_at, None, episode)
                 elif kind == RESOLVE:
                     n = self._notification(rule, labels, False, fired_at, when(episode.resolved_ms), None)
                 elif (
@@ -269,22 +270,30 @@ class Evaluator:
                     and fired_at < now
                     and self.states.get(instance, AlertState()).state is State.FIRING
                 ):
-                    # Alertmanager expects firing alerts re-sent until they end; it deduplicates them
-                    n = self._notification(rule, labels, True, fired_at, None, None)
+                    # Alertmanager expects firing alerts re-sent until they end; it deduplicates them, and
+                    # keeps the annotations last sent: the same as the first
+                    n = self._notification(rule, labels, True, fired_at, None, episode)
                 else:
                     continue
                 self.outbox.add(n, [sink], tried=self._ledger.attempts(instance, sink.name, kind or TRIGGER))
 
     def _notification(
         self, rule: Rule, labels: dict[str, str], firing: bool, starts: datetime, ends: datetime | None,
-        value: float | None,
+        episode: Episode | None,
     ) -> Notification:  # fmt: skip
+        """A notification says the rule's criterion for this instance (overrides applied) and a
+        firing's what fired it, the figure and its sample, so the person paged need not open the
+        rules. A re-sent firing carries the same (Alertmanager keeps the annotations last sent)."""
+        threshold, min_sample, _ = rule.limits(labels.get("tenant", ""), labels.get("kind", ""))
         annotations = {
             "summary": rule.summary,
             "runbook_url": self.runbook_base + rule.runbook,
+            "criterion": criterion(rule, threshold, min_sample),
         }
-        if value is not None:
-            annotations["value"] = f"{value:.4g}"
+        if firing and episode is not None and episode.fired_value is not None:
+            annotations["value"] = f"{episode.fired_value:.4g}"
+        if firing and episode is not None and episode.fired_figure:
+            annotations["observed"] = f"{episode.fired_figure} ({episode.fired_sample:,} in the sample)"
         note = self._notes.get(Instance(rule.name, tuple(sorted(labels.items()))))
         if firing and note:
             annotations["action"] = note

@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from clinotel.alerts.decision import GRAFANA_THRESHOLD, grafana_threshold
+from clinotel.alerts.decision import GRAFANA_THRESHOLD, criterion, grafana_threshold
 from clinotel.alerts.queries import Bounds, rule_sql
 from clinotel.alerts.rules import RUNBOOK_BASE, Kind, Override, Rule, RulePack, Test
 from clinotel.model import clinical
@@ -229,6 +229,7 @@ def _rule(rule: Rule, database: str, uid: str, title: str, threshold: float, min
             "summary": rule.summary,
             "runbook_url": runbook_base + rule.runbook,
             "test": f"value: {value_meaning(rule)}",
+            "criterion": criterion(rule, threshold, min_sample),
         },
         "isPaused": paused,
     }

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from clinotel.alerts.state import AlertState, Hold, Instance, State
+from clinotel.alerts.state import AlertState, Hold, Instance, Reading, State
 from clinotel.model import tables
 from clinotel.model.sql import identifier, literal
 
@@ -53,6 +53,9 @@ class Episode:
     fired_ms: int = 0
     resolved_ms: int = 0
     fired_value: float | None = None
+    fired_sample: int = 0
+    fired_figure: str = ""
+    """The firing's figure in words (`decision.describe`), as the audit trail recorded it."""
 
     @property
     def open(self) -> bool:
@@ -121,13 +124,14 @@ def load(client: Any, database: str, rules: Iterable[str], now: datetime | None 
         f"toUnixTimestamp64Milli(maxIf(Timestamp, {transition})), "
         "toUnixTimestamp64Milli(maxIf(Timestamp, Event = 'firing')), "
         "toUnixTimestamp64Milli(maxIf(Timestamp, Event = 'resolved')), "
-        "argMaxIf(Value, Timestamp, Event = 'firing'), "
+        "argMaxIf(Value, Timestamp, Event = 'firing'), argMaxIf(Sample, Timestamp, Event = 'firing'), "
+        "argMaxIf(Detail, Timestamp, Event = 'firing'), "
         f"toUnixTimestamp64Milli(maxIf(Timestamp, Event = {literal(Hold.CLEARING.value)})), "
         f"toUnixTimestamp64Milli(maxIf(Timestamp, Event = {literal(Hold.BREACH.value)})) "
         f"FROM {table} WHERE Rule IN ({names}) AND Event IN ({events}, {holds}){until} GROUP BY Rule, InstanceLabels "
         f"HAVING countIf({transition}) > 0"
     ).result_rows
-    for rule, labels, event, since, fired, resolved, value, clearing, breach in rows:
+    for rule, labels, event, since, fired, resolved, value, sample, detail, clearing, breach in rows:
         instance = _instance(rule, labels)
         state = State(str(event))
         # the clear streak of a firing instance held by keep_firing_for: its last `clearing`, unless
@@ -135,7 +139,11 @@ def load(client: Any, database: str, rules: Iterable[str], now: datetime | None 
         held = state is State.FIRING and int(clearing) > max(int(fired), int(breach))
         clear_since = when(int(clearing)) if held else None
         ledger.states[instance] = AlertState(state, when(int(since)), when(int(fired)), clear_since)
-        ledger.episodes[instance] = Episode(int(fired), int(resolved), None if value is None else float(value))
+        reading, _, figure = str(detail).partition(": ")
+        ledger.episodes[instance] = Episode(
+            int(fired), int(resolved), None if value is None else float(value), int(sample or 0),
+            figure if reading == Reading.BREACH.value else "",
+        )  # fmt: skip
     rows = client.query(
         f"SELECT Rule, {_LABELS}, Receiver, if(startsWith(Detail, {literal(RESOLVE)}), {literal(RESOLVE)}, "
         f"{literal(TRIGGER)}) AS kind, "

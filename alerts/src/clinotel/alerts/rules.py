@@ -51,6 +51,7 @@ __all__ = [
     "RulePack",
     "Test",
     "bounded_duration",
+    "duration_text",
     "load",
     "parse_duration",
 ]
@@ -86,6 +87,14 @@ def parse_duration(value: object) -> int:
     if not match:
         raise ValueError(f"a duration such as 90s, 15m, 6h or 7d, not {value!r}")
     return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def duration_text(seconds: int) -> str:
+    """`seconds` as a rules file writes it, in its largest whole unit: 3600 -> `1h`, 90 -> `90s`."""
+    for unit in ("d", "h", "m"):
+        if seconds and seconds % _UNITS[unit] == 0:
+            return f"{seconds // _UNITS[unit]}{unit}"
+    return f"{seconds}s"
 
 
 def bounded_duration(value: object) -> int:
