@@ -110,10 +110,13 @@ def _container_paths(definition: dict[str, Any], compose_file: Path) -> dict[str
 
 @pytest.mark.parametrize("ticket_url", ["", "https://tickets.example.org/clinotel"])
 @pytest.mark.parametrize("name", STACKS)
-def test_every_clinotel_command_compose_runs_is_accepted_by_the_cli(stack: Stack, name: str, ticket_url: str) -> None:
+def test_every_clinotel_command_compose_runs_is_accepted_by_the_cli(
+    stack: Stack, name: str, ticket_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With `generate`'s defaults (no ticket webhook: CLINOTEL_TICKET_WEBHOOK_URL empty) and with
-    one set, each clinotel service's command parses, and its alerting options make a configuration
-    (an empty --webhook once stopped the collector at start: exit 2, restarted in a loop)."""
+    one set, each clinotel service's command parses in its container's environment, and its
+    alerting options make a configuration (an empty --webhook once stopped the collector at start:
+    exit 2, restarted in a loop); the webhook's URL is not on a command line (`ps` shows it)."""
     from clinotel.alerts.options import alerting_config
 
     compose_dir, result = stack
@@ -124,7 +127,11 @@ def test_every_clinotel_command_compose_runs_is_accepted_by_the_cli(stack: Stack
             continue
         mounts = _container_paths(definition, path)
         args = [mounts.get(str(part), str(part)) for part in definition["command"]]
-        command, options = _clinotel_options(args)
+        assert not ticket_url or ticket_url not in args, f"{service}: the ticket webhook's URL on its command line"
+        with monkeypatch.context() as m:
+            for variable, value in (definition.get("environment") or {}).items():
+                m.setenv(variable, str(value))
+            command, options = _clinotel_options(args)
         ran.append(command.name)
         if "webhook" in options:
             names = ("rules", "every", "alertmanager", "pagerduty", "pagerduty_url", "webhook", "sinks")

@@ -257,3 +257,27 @@ def test_a_ticket_is_delivered_to_alertmanager_alone() -> None:
     assert attempt.ok
     assert attempt.sink == "alertmanager"
     assert str(sent[0].url) == f"{AM}/api/v2/alerts"
+
+
+def test_the_ticket_webhook_is_read_from_its_variable_and_the_flag_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A webhook URL holding a token need not be on the command line, which `ps` shows to every user."""
+    import click
+
+    from clinotel.alerts.options import TICKET_WEBHOOK_ENV, alerting_options
+
+    @click.command()
+    @alerting_options("rules")
+    def command(**params: Any) -> None:
+        seen.append(params["webhook"])
+
+    seen: list[tuple[str, ...]] = []
+    monkeypatch.setenv(TICKET_WEBHOOK_ENV, "https://tickets.example/hook?token=s3cret https://second.example/h")
+    command.main([], standalone_mode=False)
+    command.main(["--webhook", "https://flag.example/h"], standalone_mode=False)
+    monkeypatch.setenv(TICKET_WEBHOOK_ENV, "")
+    command.main([], standalone_mode=False)
+    assert seen == [
+        ("https://tickets.example/hook?token=s3cret", "https://second.example/h"),
+        ("https://flag.example/h",),
+        (),
+    ]

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from clinotel.alerts.rules import RulePack
 
 __all__ = [
-    "FLAGD_DIR_ENV", "alerting_config", "alerting_options", "checked_flagd_file", "checked_outbox", "checked_rules",
-    "sinks_given",
+    "FLAGD_DIR_ENV", "TICKET_WEBHOOK_ENV", "alerting_config", "alerting_options", "checked_flagd_file",
+    "checked_outbox", "checked_rules", "sinks_given",
 ]  # fmt: skip
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -38,6 +38,8 @@ FLAGS: Final = {
 FLAGD_DIR_ENV: Final = "CLINOTEL_FLAGD_DIR"
 """The directory a `--flagd-file` must lie in [default: the working directory]."""
 MAX_FLAGD_BYTES: Final = MAX_CONFIG_BYTES
+TICKET_WEBHOOK_ENV: Final = "CLINOTEL_TICKET_WEBHOOK_URL"
+"""The environment variable `--webhook` is read from when not given (compose sets it from `.env`)."""
 
 
 def _without_empty(context: click.Context, parameter: click.Parameter, urls: tuple[str, ...]) -> tuple[str, ...]:
@@ -62,9 +64,11 @@ def alerting_options(rules_help: str) -> Callable[[F], F]:
         click.option("--pagerduty", is_flag=True, help="Page through PagerDuty Events v2 (PAGERDUTY_ROUTING_KEY)."),
         click.option("--pagerduty-url", hidden=True, help="Events API URL [default: PagerDuty's]."),
         click.option(
-            "--webhook", metavar="URL", multiple=True, callback=_without_empty,
-            help="Send tickets (and pages, when nothing else pages) here; repeatable; an empty URL is no webhook "
-            '(`--webhook "$TICKET_URL"` with the variable unset, as in compose).',
+            "--webhook", metavar="URL", multiple=True, callback=_without_empty, envvar=TICKET_WEBHOOK_ENV,
+            show_envvar=True,
+            help="Send tickets (and pages, when nothing else pages) here; repeatable (in the variable: "
+            "separated by spaces); an empty URL is no webhook. A URL holding a token belongs in the variable: "
+            "a command line is visible to every user of the host (`ps`).",
         ),
         click.option(
             "--sink", "sinks", metavar="NAME", multiple=True,
