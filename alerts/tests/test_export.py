@@ -125,3 +125,21 @@ def test_grafana_uids_are_short_valid_stable_and_unique(tmp_path: Path) -> None:
     assert uids == [r["uid"] for g in grafana_rules(load(path))["groups"] for r in g["rules"]], "stable"
     assert {"model_fallback", "model_fallback-o1", "model_fallback-o2"} <= set(uids), "short names as before"
     assert all(u.startswith("fallback_rate_for_the_eme") for u in uids[:6]), "a readable prefix"
+
+
+def test_runbooks_published_elsewhere_are_linked_from_every_rule(tmp_path: Path) -> None:
+    """A hospital publishes its own runbooks: `--runbook-base` (or CLINOTEL_RUNBOOK_BASE)."""
+    from clinotel.alerts.cli import alerts
+
+    env = {"CLINOTEL_RUNBOOK_BASE": "https://wiki.hospital.example/clinotel"}
+    am = ["--alertmanager", "http://127.0.0.1:9093"]
+    result = CliRunner().invoke(alerts, ["export", "--out", str(tmp_path), *am], env=env)
+    assert result.exit_code == 0, result.output
+    rules = yaml.safe_load((tmp_path / "grafana/provisioning/alerting/clinotel-rules.yaml").read_text())
+    links = [r["annotations"]["runbook_url"] for g in rules["groups"] for r in g["rules"]]
+    assert links
+    assert all(u.startswith("https://wiki.hospital.example/clinotel/docs/runbooks/") for u in links)
+    for bad in ("javascript:alert(1)", "https://wiki example/x", "file:///etc/passwd"):
+        refused = CliRunner().invoke(alerts, ["export", "--out", str(tmp_path / "x"), *am, "--runbook-base", bad])
+        assert refused.exit_code == 2, (bad, refused.output)
+        assert "--runbook-base" in refused.output

@@ -281,3 +281,18 @@ def test_the_ticket_webhook_is_read_from_its_variable_and_the_flag_wins(monkeypa
         ("https://flag.example/h",),
         (),
     ]
+
+
+def test_the_runbook_base_reaches_every_notification(http: httpx.Client) -> None:
+    from datetime import UTC, datetime
+
+    config = AlertingConfig(webhook=("http://hook.test/x",), runbook_base="https://wiki.hospital.example/rb")
+    assert config.runbook_base == "https://wiki.hospital.example/rb/"
+    evaluator = build_evaluator(config, client=None, database="clinotel", pack=RulePack.model_validate(
+        {"rules": [{"name": "model_fallback", "metric": "fallback_rate", "threshold": 0.2, "window": "15m",
+                    "severity": "page", "summary": "Decisions fall back"}]}), alone=True)  # fmt: skip
+    try:
+        n = evaluator._notification(evaluator.pack.rules[0], {"tenant": "a"}, True, datetime.now(UTC), None, None)
+    finally:
+        evaluator.close()
+    assert n.annotations["runbook_url"] == "https://wiki.hospital.example/rb/docs/runbooks/model_fallback.md"

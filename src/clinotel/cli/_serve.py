@@ -25,7 +25,7 @@ __all__ = ["serve"]
 def serve(
     rules: Path | None, every: str, alertmanager: tuple[str, ...], pagerduty: bool, pagerduty_url: str | None,
     webhook: tuple[str, ...], sinks: tuple[str, ...], flagd_file: Path | None, flag_webhook: str | None,
-    dry_run: bool, **collector: Any,
+    dry_run: bool, runbook_base: str | None, **collector: Any,
 ) -> None:  # fmt: skip
     """Receive OTLP and store traces in ClickHouse, durably, one tenant per token; with --rules,
     evaluate alert rules on the same store, page, and run the rules' kill-switch actions
@@ -42,8 +42,9 @@ def serve(
     from clinotel.alerts.runner import beside_collector
 
     config = alerting_config(
-        rules, every, alertmanager, pagerduty, pagerduty_url, webhook, sinks, flagd_file, flag_webhook, dry_run
-    )
+        rules, every, alertmanager, pagerduty, pagerduty_url, webhook, sinks, flagd_file, flag_webhook, dry_run,
+        runbook_base=runbook_base,
+    )  # fmt: skip
     outbox = checked_outbox(config)
     try:
         pack = checked_rules(config.rules)

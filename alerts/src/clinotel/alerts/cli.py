@@ -15,7 +15,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from clinotel.alerts.options import alerting_config, alerting_options, checked_outbox, checked_rules
+from clinotel.alerts.options import (
+    alerting_config,
+    alerting_options,
+    checked_outbox,
+    checked_rules,
+    checked_runbook_base,
+    runbook_base_option,
+)
 from clinotel.model.store import open_reading_store, reading_store
 from clinotel.model.tables import DEFAULT_DATABASE
 from clinotel.model.terminal import printable
@@ -148,6 +155,7 @@ def evaluate(
     server: str | None, data_dir: Path | None, database: str, once: bool, rules: Path | None, every: str,
     alertmanager: tuple[str, ...], pagerduty: bool, pagerduty_url: str | None, webhook: tuple[str, ...],
     sinks: tuple[str, ...], flagd_file: Path | None, flag_webhook: str | None, dry_run: bool,
+    runbook_base: str | None,
 ) -> None:  # fmt: skip
     """Evaluate every rule against the store; record transitions and deliveries in
     clinotel_alert_events; page `page` rules and ticket `ticket` rules; run the kill-switch
@@ -167,8 +175,9 @@ def evaluate(
     if once and click.get_current_context().get_parameter_source("every") is click.core.ParameterSource.DEFAULT:
         every = f"{ONCE_EVERY_S}s"
     config = alerting_config(
-        rules, every, alertmanager, pagerduty, pagerduty_url, webhook, sinks, flagd_file, flag_webhook, dry_run
-    )
+        rules, every, alertmanager, pagerduty, pagerduty_url, webhook, sinks, flagd_file, flag_webhook, dry_run,
+        runbook_base=runbook_base,
+    )  # fmt: skip
     outbox = checked_outbox(config)
     try:
         pack = checked_rules(config.rules)
@@ -207,7 +216,8 @@ def evaluate(
 @click.option("--database", default=DEFAULT_DATABASE, show_default=True)
 @click.option("--alertmanager", metavar="URL",
               help="An Alertmanager for pages without PagerDuty and tickets without a webhook.")  # fmt: skip
-def export_command(out: Path, rules: Path | None, database: str, alertmanager: str | None) -> None:
+@runbook_base_option
+def export_command(out: Path, rules: Path | None, database: str, alertmanager: str | None, runbook_base: str) -> None:
     """Write Grafana alert provisioning (rules, contact points, policies) and an Alertmanager
     configuration. A PagerDuty receiver is written only when PAGERDUTY_ROUTING_KEY is set, a ticket
     webhook only when CLINOTEL_TICKET_WEBHOOK_URL is (Grafana reads both from its environment and
@@ -222,7 +232,7 @@ def export_command(out: Path, rules: Path | None, database: str, alertmanager: s
     except ValueError as e:
         raise click.UsageError(str(e)) from None
     try:
-        written = write(out, checked_rules(rules), receivers, database)
+        written = write(out, checked_rules(rules), receivers, database, runbook_base=checked_runbook_base(runbook_base))
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     for path in written:

@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from clinotel.alerts.lease import DEFAULT_LEASE_S
 from clinotel.alerts.paging import BUDGET_S, check_url
-from clinotel.alerts.rules import bounded_duration
+from clinotel.alerts.rules import RUNBOOK_BASE, bounded_duration
 from clinotel.alerts.sinks import DEFAULT_DEADLINE_S, DEFAULT_TIMEOUT_S, PAGERDUTY_URL, ROUTING_KEY_ENV
 
 __all__ = ["ONCE_EVERY_S", "AlertingConfig"]
@@ -40,8 +40,14 @@ def _sink_name(name: str) -> str:
     return name
 
 
+def _runbook_base(url: str) -> str:
+    """A base URL the runbooks' paths are appended to: one `/` at its end."""
+    return check_url(url).rstrip("/") + "/"
+
+
 _SINK_NAME: Final = re.compile(r"[a-z][a-z0-9_.-]{0,62}")
 Url = Annotated[str, AfterValidator(check_url)]
+RunbookBase = Annotated[str, AfterValidator(_runbook_base)]
 Interval = Annotated[int, BeforeValidator(_interval)]
 SinkName = Annotated[str, AfterValidator(_sink_name)]
 
@@ -67,6 +73,9 @@ class AlertingConfig(BaseModel):
     routing_key_env: str = Field(default=ROUTING_KEY_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
     """The environment variable holding PagerDuty's routing key (never the key itself)."""
     webhook: tuple[Url, ...] = ()
+    runbook_base: RunbookBase = RUNBOOK_BASE
+    """Where the runbooks are published: a notification's `runbook_url` is this and the rule's
+    `runbook` path (`docs/runbooks/NAME.md`), as in clinotel's repository."""
     timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=300)
     """Each delivery's connect, read and write timeout."""
     deadline_s: float = Field(default=DEFAULT_DEADLINE_S, gt=0, le=600)

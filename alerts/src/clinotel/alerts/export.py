@@ -389,12 +389,13 @@ _Dumper.add_representer(str, _str)
 
 
 def write(
-    out: Path, pack: RulePack, receivers: Receivers, database: str = DEFAULT_DATABASE, paused: bool = False
-) -> list[Path]:
+    out: Path, pack: RulePack, receivers: Receivers, database: str = DEFAULT_DATABASE, paused: bool = False,
+    runbook_base: str = RUNBOOK_BASE,
+) -> list[Path]:  # fmt: skip
     """Write the Grafana provisioning files and the Alertmanager configuration under `out`."""
     alerting = out / "grafana" / "provisioning" / "alerting"
     files = {
-        alerting / "clinotel-rules.yaml": grafana_rules(pack, database, paused=paused),
+        alerting / "clinotel-rules.yaml": grafana_rules(pack, database, runbook_base, paused),
         alerting / "clinotel-contact-points.yaml": contact_points(receivers),
         alerting / "clinotel-policies.yaml": policies(receivers),
         out / "alertmanager" / "alertmanager.yml": alertmanager_config(receivers),

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     from clinotel.alerts.rules import RulePack
 
 __all__ = [
-    "FLAGD_DIR_ENV", "TICKET_WEBHOOK_ENV", "alerting_config", "alerting_options", "checked_flagd_file",
-    "checked_outbox", "checked_rules", "sinks_given",
+    "FLAGD_DIR_ENV", "RUNBOOK_BASE_ENV", "TICKET_WEBHOOK_ENV", "alerting_config", "alerting_options",
+    "checked_flagd_file", "checked_outbox", "checked_rules", "checked_runbook_base", "runbook_base_option",
+    "sinks_given",
 ]  # fmt: skip
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -30,6 +31,7 @@ FLAGS: Final = {
     "alertmanager": "--alertmanager",
     "pagerduty_url": "--pagerduty-url",
     "webhook": "--webhook",
+    "runbook_base": "--runbook-base",
     "sinks": "--sink",
     "flagd_file": "--flagd-file",
     "flag_webhook": "--flag-webhook",
@@ -38,6 +40,8 @@ FLAGS: Final = {
 FLAGD_DIR_ENV: Final = "CLINOTEL_FLAGD_DIR"
 """The directory a `--flagd-file` must lie in [default: the working directory]."""
 MAX_FLAGD_BYTES: Final = MAX_CONFIG_BYTES
+RUNBOOK_BASE_ENV: Final = "CLINOTEL_RUNBOOK_BASE"
+"""The environment variable `--runbook-base` is read from when not given."""
 TICKET_WEBHOOK_ENV: Final = "CLINOTEL_TICKET_WEBHOOK_URL"
 """The environment variable `--webhook` is read from when not given (compose sets it from `.env`)."""
 
@@ -45,6 +49,33 @@ TICKET_WEBHOOK_ENV: Final = "CLINOTEL_TICKET_WEBHOOK_URL"
 def _without_empty(context: click.Context, parameter: click.Parameter, urls: tuple[str, ...]) -> tuple[str, ...]:
     """The URLs given, an empty one left out: no webhook."""
     return tuple(url for url in urls if url)
+
+
+runbook_base_option: Final = click.option(
+    "--runbook-base", metavar="URL", envvar=RUNBOOK_BASE_ENV, show_envvar=True,
+    help="Where your runbooks are published (a copy of clinotel's docs/runbooks/, edited for your site): a "
+    "notification's runbook_url is this and docs/runbooks/RULE.md [default: clinotel's repository].",
+)  # fmt: skip
+
+
+def checked_runbook_base(url: str | None) -> str:
+    """`--runbook-base` as the configuration keeps it (the default when not given); click.BadParameter."""
+    from pydantic import ValidationError
+
+    from clinotel.alerts.config import AlertingConfig
+
+    try:
+        return AlertingConfig.model_validate({"runbook_base": url} if url else {}).runbook_base
+    except ValidationError as e:
+        raise _refused(e) from None
+
+
+def _refused(e: Any) -> click.BadParameter:
+    """A configuration's ValidationError as the option at fault's error (exit 2)."""
+    error = e.errors()[0]
+    field = str(error["loc"][0]) if error["loc"] else ""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return click.BadParameter(message, param_hint=FLAGS.get(field, field))
 
 
 def alerting_options(rules_help: str) -> Callable[[F], F]:
@@ -70,6 +101,7 @@ def alerting_options(rules_help: str) -> Callable[[F], F]:
             "separated by spaces); an empty URL is no webhook. A URL holding a token belongs in the variable: "
             "a command line is visible to every user of the host (`ps`).",
         ),
+        runbook_base_option,
         click.option(
             "--sink", "sinks", metavar="NAME", multiple=True,
             help="Also notify through this sink, by its name in the clinotel.alert_sinks entry points.",
@@ -153,6 +185,7 @@ def alerting_config(
     flag_webhook: str | None = None,
     dry_run: bool = False,
     env: Mapping[str, str] | None = None,
+    runbook_base: str | None = None,
 ) -> AlertingConfig:
     """The options as a configuration; click.BadParameter (exit 2) naming the option at fault.
     `env`: where `CLINOTEL_FLAGD_DIR` is read (default: the process environment)."""
@@ -173,13 +206,12 @@ def alerting_config(
     }  # fmt: skip
     if pagerduty_url is not None:
         fields["pagerduty_url"] = pagerduty_url
+    if runbook_base:
+        fields["runbook_base"] = runbook_base
     try:
         return AlertingConfig.model_validate(fields)
     except ValidationError as e:
-        error = e.errors()[0]
-        field = str(error["loc"][0]) if error["loc"] else ""
-        message = str(error["msg"]).removeprefix("Value error, ")
-        raise click.BadParameter(message, param_hint=FLAGS.get(field, field)) from None
+        raise _refused(e) from None
 
 
 def checked_outbox(config: AlertingConfig) -> Outbox:

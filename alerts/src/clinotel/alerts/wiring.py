@@ -212,4 +212,5 @@ def build_evaluator(
         dry_run=config.dry_run,
         on_change=change_recorder(config) or on_change,
         changes_hours=config.changes_hours,
+        runbook_base=config.runbook_base,
     )
