@@ -197,10 +197,15 @@ class ListLog:
     """A stand-in for the write-ahead log that keeps each appended record in `records` (whole,
     when it came in parts)."""
 
+    segment_bytes = 8 << 20
+    copies_per_segment = 16 << 20
+
     def __init__(self) -> None:
         self.records: list[bytes] = []
+        self.copies: list[int] = []
 
-    def append(self, record: bytes | Sequence[bytes]) -> None:
+    def append(self, record: bytes | Sequence[bytes], copies: int = 0) -> None:
+        self.copies.append(copies)
         self.records.append(record if isinstance(record, bytes) else b"".join(record))
 
 

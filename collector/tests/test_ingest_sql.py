@@ -363,6 +363,45 @@ def test_each_span_keeps_its_own_resource_and_scope(
     assert tuple(plain) == (2 * len(PHI_CORPUS), 1)
 
 
+def _one_span_resources(n: int, start: int) -> bytes:
+    """A request of `n` resources of one span each (distinct services), as an attacker or an agent
+    relaying many small services sends it."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    request = ExportTraceServiceRequest()
+    for i in range(start, start + n):
+        rs = request.resource_spans.add()
+        rs.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value=f"svc-{i}")))
+        span = rs.scope_spans.add().spans.add()
+        span.trace_id, span.span_id, span.name = i.to_bytes(16, "big"), i.to_bytes(8, "big"), "relayed"
+        span.start_time_unix_nano = span.end_time_unix_nano = 1_700_000_000_000_000_000 + i
+    return request.SerializeToString()
+
+
+def test_many_resources_in_a_request_cost_what_their_spans_do(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
+) -> None:
+    """Each span's resource is made before the flattening's join: the request's whole array of
+    resources was carried onto every span row to be indexed there, so 3,000 one-span resources
+    (243 KB) needed more than 440 MB and went past the engine's cap, and the segment was set aside
+    with another tenant's spans in it (an attack review). Within 128 MB now, both tenants stored."""
+    records = [
+        _one_span_resources(3_000, 1) + otlp_proto.envelope("attacker", "b1", 1),
+        _plain_sdk_request() + otlp_proto.envelope("st-marys", "b2", 2),
+        _one_span_resources(3_000, 10_000) + otlp_proto.envelope("attacker", "b3", 3),
+    ]
+    segment = _write_segment(tmp_path / "seg.wal", *records)
+    sql = pipeline.insert_from_file(str(segment), "many-resources", str(pipeline.write_proto(tmp_path)))
+    client.command(sql.replace("SETTINGS ", f"SETTINGS max_memory_usage = {128 << 20}, "))
+    rows = client.query(
+        f"SELECT TenantId, count(), uniqExact(ServiceName), countIf(ServiceName = concat('svc-', "
+        f"toString(reinterpretAsUInt64(reverse(unhex(SpanId)))))) FROM {options.name(schema.TRACES)} "
+        "GROUP BY TenantId ORDER BY TenantId"
+    ).result_rows
+    assert [tuple(r) for r in rows] == [("attacker", 6_000, 6_000, 6_000), ("st-marys", 2 * len(PHI_CORPUS), 1, 0)]
+
+
 def _event_name(span: int, event: int, phi: str) -> str:
     """Every other event's name carries PHI."""
     return f"e{span}.{event} {phi}" if event % 2 else f"e{span}.{event}"

@@ -355,7 +355,8 @@ from clinotel.collector.tokens import Grant
 
 class Log:
     records = 0
-    def append(self, record):
+    segment_bytes = 8 << 20
+    def append(self, record, copies=0):
         self.records += 1
 
 buffer_mb = int(sys.argv[1])
@@ -442,7 +443,8 @@ from clinotel.collector.receiver import export
 from clinotel.collector.receiver.export import Limits, TraceReceiver
 
 class Log:
-    def append(self, record):
+    segment_bytes = 8 << 20
+    def append(self, record, copies=0):
         pass
 
 def field(number, payload):
@@ -512,7 +514,7 @@ class _BlockedLog(ListLog):
         self.waiting = threading.Event()
         """Set once an append waits (its request's hold no longer changes until it returns)."""
 
-    def append(self, record: bytes | Sequence[bytes]) -> None:
+    def append(self, record: bytes | Sequence[bytes], copies: int = 0) -> None:
         self.waiting.set()
         self.release.wait(30)
         super().append(record)

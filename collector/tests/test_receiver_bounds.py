@@ -26,8 +26,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from clinotel.collector.errors import RefusedError
+from clinotel.collector.log.wal import COPIES_PER_REQUEST
 from clinotel.collector.net.body import read_body
-from clinotel.collector.receiver import export
+from clinotel.collector.receiver import bounded, export
 from clinotel.collector.receiver.export import Limits, TraceReceiver
 from clinotel.collector.receiver.spans import refuse_spans
 from collector.tests.fixtures import ListLog
@@ -249,3 +250,45 @@ def test_one_tenant_s_json_requests_leave_a_turn_to_the_others(monkeypatch: pyte
         assert time.monotonic() - started < 3
         with export._json_turn("general"), pytest.raises(RefusedError), export._json_turn("third"):
             pass  # two turns in all: the memory of two conversions at most
+
+
+def _resource_over_spans(resource_bytes: int, spans: int) -> bytes:
+    """One resource of `resource_bytes` of `host.name` over `spans` empty spans."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    rs.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value="relay")))
+    rs.resource.attributes.append(KeyValue(key="host.name", value=AnyValue(string_value="h" * resource_bytes)))
+    scope = rs.scope_spans.add()
+    now = time.time_ns()
+    for i in range(1, spans + 1):
+        span = scope.spans.add()
+        span.trace_id, span.span_id, span.name = i.to_bytes(16, "big"), i.to_bytes(8, "big"), "x"
+        span.start_time_unix_nano = span.end_time_unix_nano = now
+    return request.SerializeToString()
+
+
+@pytest.mark.parametrize(("resource_bytes", "spans"), [(400_000, 100), (800_000, 50)], ids=["whole", "screened"])
+def test_a_resource_copied_onto_too_many_spans_is_refused_whole(
+    receiver_port: tuple[int, ListLog, TraceReceiver], resource_bytes: int, spans: int
+) -> None:
+    """The store keeps a span's resource on its row: 400 KB of resource over 100 spans is 40 MB to
+    insert from a 400 KB request (an attack review's 3 MiB over 400 spans, 17 KB gzipped, went past
+    the engine's cap and set aside every other tenant's spans in its segment). Past
+    `COPIES_PER_REQUEST` segments it is a 413 that says why, decoded whole or screened in runs
+    (over `DIRECT_LIMIT`); an OpenTelemetry Collector's batch of 8,192 spans under a 2 KB
+    Kubernetes resource is accepted, its copies told to the log."""
+    port, log, _ = receiver_port
+    body = _resource_over_spans(resource_bytes, spans)
+    assert (len(body) > bounded.DIRECT_LIMIT) == (resource_bytes > bounded.DIRECT_LIMIT)
+    status, answer = _post(port, body, **{"Content-Type": "application/x-protobuf"})
+    assert status == 413, answer
+    assert b"copied onto each of their spans" in answer
+    assert log.records == []
+    usual = _resource_over_spans(2_000, 8_192)
+    status, answer = _post(port, usual, **{"Content-Type": "application/x-protobuf"})
+    assert status == 200, answer
+    assert len(log.records) == 1
+    assert 8_192 * 2_000 < log.copies[0] < 8_192 * 2_100
+    assert log.copies[0] < COPIES_PER_REQUEST * log.segment_bytes

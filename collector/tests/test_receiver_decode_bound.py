@@ -34,7 +34,7 @@ from clinotel.collector.errors import RefusedError
 from clinotel.collector.log import record as otlp_proto
 from clinotel.collector.receiver import bounded
 from clinotel.collector.receiver.export import PROTOBUF, Limits, TraceReceiver, decode
-from clinotel.collector.receiver.spans import refuse_spans
+from clinotel.collector.receiver.spans import refuse_spans, resource_copies
 from collector.tests.fixtures import ListLog
 
 WINDOW_NOW = time.time_ns()
@@ -74,19 +74,19 @@ def _sdk_spans(n: int, services: int = 3) -> list[bytes]:
     return requests
 
 
-def _direct(body: bytes) -> tuple[bytes, int, Counter[str]]:
+def _direct(body: bytes) -> tuple[bytes, int, Counter[str], int]:
     request = decode(body, PROTOBUF)
     kept, removed = refuse_spans(request, WINDOW)
     request.DiscardUnknownFields()
-    return (bytes(request.SerializeToString()) if kept else b""), kept, removed
+    return (bytes(request.SerializeToString()) if kept else b""), kept, removed, resource_copies(request)
 
 
-def _outcome(run: Callable[[], tuple[bytes, int, Counter[str]]]) -> tuple[object, ...]:
+def _outcome(run: Callable[[], tuple[bytes, int, Counter[str], int]]) -> tuple[object, ...]:
     try:
-        raw, kept, removed = run()
+        raw, kept, removed, copies = run()
     except RefusedError as e:
         return ("refused", e.reason)
-    return ("kept", raw, kept, +removed)
+    return ("kept", raw, kept, +removed, copies)
 
 
 def _odd_request() -> bytes:
@@ -235,7 +235,8 @@ from clinotel.collector.receiver.export import Limits, TraceReceiver
 
 class Log:
     records = 0
-    def append(self, record):
+    segment_bytes = 8 << 20
+    def append(self, record, copies=0):
         self.records += 1
 
 def field(number, payload):

@@ -150,7 +150,7 @@ class _FullOnce(ListLog):
         super().__init__()
         self.failures = 1
 
-    def append(self, record: Any) -> None:
+    def append(self, record: Any, copies: int = 0) -> None:
         if self.failures:
             self.failures -= 1
             raise LogFullError("the log is full")
@@ -273,7 +273,7 @@ class _SlowLog(ListLog):
         super().__init__()
         self.inside, self.go, self.refuse, self.first = threading.Event(), threading.Event(), refuse, True
 
-    def append(self, record: Any) -> None:
+    def append(self, record: Any, copies: int = 0) -> None:
         if self.first:
             self.first = False
             self.inside.set()

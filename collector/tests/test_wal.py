@@ -13,6 +13,7 @@ import pytest
 
 from clinotel.collector.log.record import frame, keyed
 from clinotel.collector.log.wal import (
+    COPIES_PER_SEGMENT,
     LogFullError,
     LogInUseError,
     LogLostError,
@@ -40,6 +41,34 @@ def test_records_round_trip_and_segments_seal_by_size(tmp_path: Path) -> None:
         assert not segment.path.exists()
     assert got == payloads
     assert wal.pending_bytes == 0
+
+
+def test_segments_also_seal_by_what_their_resources_copy(tmp_path: Path) -> None:
+    """A small request whose resource the store copies onto many spans weighs what the copies
+    weigh: a segment is sealed once its records' copies reach `COPIES_PER_SEGMENT` segments, and a
+    record that would take the open segment past that starts a segment of its own."""
+    wal = WriteAheadLog(tmp_path, segment_bytes=1000, max_age_s=60)
+    assert wal.copies_per_segment == COPIES_PER_SEGMENT * 1000
+    small = frame(b"x" * 50)
+    wal.append(small, copies=100)  # a usual exporter's request
+    wal.append(small, copies=100)
+    wal.append(small, copies=wal.copies_per_segment - 150)  # would pass the share: sealed before it
+    wal.append(small, copies=200)  # and this one would take it past: sealed before it too
+    wal.append(small, copies=0)
+    wal.flush()
+    records = []
+    while (segment := wal.next_segment(0)) is not None:
+        records.append(segment.records)
+        wal.done(segment)
+    assert records == [2, 1, 2], "sealed before each record that would pass the share"
+    wal.append(small, copies=wal.copies_per_segment)
+    wal.append(small)
+    wal.flush()
+    sealed = []
+    while (segment := wal.next_segment(0)) is not None:
+        sealed.append(segment.records)
+        wal.done(segment)
+    assert sealed == [1, 1], "a record at the share is sealed alone"
 
 
 def test_concurrent_appends_are_all_on_disk_once(tmp_path: Path) -> None:

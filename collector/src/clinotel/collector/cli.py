@@ -13,7 +13,7 @@ import click
 from clinotel.collector.net.listen import MAX_PORT, url_host
 from clinotel.collector.net.server import MAX_CONNECTIONS, REQUEST_TIMEOUT_S
 from clinotel.collector.receiver.admission import DEFAULT_RECEIVE_BUFFER_BYTES
-from clinotel.collector.receiver.days import DEFAULT_NEW_DAYS_PER_S, MAX_NEW_DAYS_PER_S, MIN_NEW_DAYS_PER_S
+from clinotel.collector.receiver.days import BURST_S, DEFAULT_NEW_DAYS_PER_S, MAX_NEW_DAYS_PER_S, MIN_NEW_DAYS_PER_S
 from clinotel.collector.receiver.export import DEFAULT_MAX_SPAN_AGE_DAYS, MAX_SPAN_AGE_DAYS
 from clinotel.collector.receiver.retries import DEFAULT_RETRY_WINDOW_S, MAX_RETRY_WINDOW_S
 from clinotel.collector.store import schema as schema_module
@@ -398,7 +398,7 @@ _serve_options = [
         default=DEFAULT_NEW_DAYS_PER_S,
         show_default=True,
         help="Days other than today and the days either side that a tenant's spans may add a second (each a "
-        "partition of every table; 8 seconds' worth at once); more is answered 429 "
+        f"partition of every table; {BURST_S:g} seconds' worth at once); more is answered 429 "
         f"with Retry-After. From {MIN_NEW_DAYS_PER_S:g}; 0: unpaced.",
     ),
     click.option(

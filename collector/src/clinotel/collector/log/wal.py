@@ -58,6 +58,8 @@ from clinotel.collector.log.record import CHECKSUM_BYTES, checked, has_checksum_
 from clinotel.model.store import without_credentials
 
 __all__ = [
+    "COPIES_PER_REQUEST",
+    "COPIES_PER_SEGMENT",
     "FORMAT_MARK",
     "LOCK_FILE",
     "OWNER_FILE",
@@ -80,6 +82,19 @@ __all__ = [
 
 logger: Final = logging.getLogger("clinotel.collector")
 
+COPIES_PER_SEGMENT: Final = 2
+"""A segment is sealed once the bytes the store copies to insert its requests (their resources,
+once for each of their spans: `otel_traces` keeps a span's resource on its row) reach this many
+times the segment's size. The insert takes about 7 bytes at its peak for each byte copied and
+13-14 for each byte of the segment (2026-12-07; `segment_bytes_for` budgets 40): a full segment
+and its full copies come to about 220 MB at 8 MiB, within that budget. A usual exporter's resource
+(a few hundred bytes over 512 spans) copies half a segment's size or less and never seals one."""
+COPIES_PER_REQUEST: Final = 4
+"""A request whose resources copied onto its spans come to more than this many times a segment's
+size is refused whole (413): alone in its segment, its insert would pass the insert's budget (an
+OpenTelemetry Collector's batch of 8,192 spans under a 2 KB Kubernetes resource copies 16 MiB, two
+segments' worth at the default 8 MiB; 3 MiB of resource over 400 spans, an attack review's, 1.2
+GB, went past the engine's cap and set aside every other tenant's spans in its segment)."""
 SUFFIX: Final = ".wal"
 FORMAT_MARK: Final = "-v2"
 """The end of the names (before `.wal`, and before a half's `.0`/`.1`) of segments whose records
@@ -393,6 +408,7 @@ class WriteAheadLog:
         `holder`: what to tell a process that finds the log locked (addresses, role)."""
         self.directory = directory
         self.segment_bytes = segment_bytes
+        self.copies_per_segment = COPIES_PER_SEGMENT * segment_bytes
         self.max_age_s = max_age_s
         self.max_bytes = max_bytes
         self._fsync = fsync
@@ -406,6 +422,7 @@ class WriteAheadLog:
         """The open segment's checksum key (`key_of`)."""
         self._opened_at = 0.0
         self._written = 0  # bytes in the open segment
+        self._copies = 0  # resource bytes its spans copy (`append`'s `copies`)
         self._records = 0
         self._synced = 0  # bytes of the open segment known to be on disk
         self._generation = 0  # bumps when a segment is sealed
@@ -591,9 +608,12 @@ class WriteAheadLog:
         return target
 
     # -- appending ----------------------------------------------------------------------------
-    def append(self, record: bytes | Sequence[bytes]) -> None:
+    def append(self, record: bytes | Sequence[bytes], copies: int = 0) -> None:
         """Write one framed record and return once it is on disk (raises LogFullError past the bound).
-        The record may come in parts (`record.framed`), the first holding its prefix and checksum."""
+        The record may come in parts (`record.framed`), the first holding its prefix and checksum.
+        `copies`: the bytes the store will copy to insert it beyond its own (its resources, once
+        for each of their spans): a segment is also sealed once its records' reach
+        `copies_per_segment` (`COPIES_PER_SEGMENT` times its size)."""
         parts = [record] if isinstance(record, (bytes, bytearray)) else list(record)
         size = sum(map(len, parts))
         with self._lock:
@@ -601,9 +621,10 @@ class WriteAheadLog:
                 raise LogLostError(self._lost)
             if self._pending_bytes + size > self.max_bytes:
                 raise LogFullError(f"the write-ahead log holds {self._pending_bytes:,} bytes not yet written")
-            if self._records and size >= self.segment_bytes:
+            if self._records and (size >= self.segment_bytes or self._copies + copies > self.copies_per_segment):
                 # a request as big as a segment gets one of its own: should the engine refuse it
-                # for its size, no other request shares its fate in the quarantine
+                # for its size, no other request shares its fate in the quarantine; nor do the
+                # requests before one whose copies would take the insert past its share
                 self._seal()
             if self._file is None:
                 self._open()
@@ -611,12 +632,13 @@ class WriteAheadLog:
             parts[0] = keyed(bytes(parts[0]), self._key)
             self._write_whole(parts)
             self._written += size
+            self._copies += copies
             self._records += 1
             self._pending_bytes += size
             self._appended_at.append(time.time())
             generation, end = self._generation, self._written
             file = self._file
-            if self._written >= self.segment_bytes:
+            if self._written >= self.segment_bytes or self._copies >= self.copies_per_segment:
                 self._seal()
         self._sync(file, generation, end)
 
@@ -687,7 +709,7 @@ class WriteAheadLog:
         self._key = key_of(self._path)
         self._file = os.fdopen(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE), "wb", 0)
         self._opened_at = time.monotonic()
-        self._written = self._records = self._synced = 0
+        self._written = self._records = self._synced = self._copies = 0
         self._appended_at = []
 
     def _seal(self) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import Final
+from typing import Final, NamedTuple
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError
@@ -35,7 +35,7 @@ from clinotel.collector import leb128
 from clinotel.collector.errors import RefusedError
 from clinotel.collector.receiver.spans import attribute_count, check_attributes, refuse_in_scope
 
-__all__ = ["DECODE_BUDGET", "DIRECT_LIMIT", "MAX_ELEMENTS", "screen"]
+__all__ = ["DECODE_BUDGET", "DIRECT_LIMIT", "MAX_ELEMENTS", "Screened", "screen"]
 
 WORST_BYTES_PER_BYTE: Final = 96
 """The most memory decoding takes per byte of wire, with room: 88.4 for a request of empty spans."""
@@ -112,6 +112,8 @@ class _Walk:
         self.kept = 0
         self.attributes = 0
         """Attributes of the kept spans so far, their resources' once for each (`spans.check_attributes`)."""
+        self.copies = 0
+        """Bytes of the resources so far, once for each kept span (`spans.resource_copies`)."""
         self.removed: Counter[str] = Counter()
         self.elements = 0
         self.days = days
@@ -242,6 +244,8 @@ class _Walk:
         del own  # a large resource would otherwise be held once more while it is encoded again
         self.attributes += len(resource.resource.attributes) * (self.kept - kept_before)
         check_attributes(self.attributes)
+        if self.kept > kept_before:
+            self.copies += resource.resource.ByteSize() * (self.kept - kept_before)
         first = resource.resource.ByteSize() if resource.HasField("resource") else None
         return self._around(resource, first, scopes)
 
@@ -303,13 +307,22 @@ class _Walk:
         return self.screen_run(field)
 
 
+class Screened(NamedTuple):
+    """A screened request: encoded again without its refused spans (b"" when none is kept), the
+    spans kept, the spans refused by reason, and its resources' bytes once for each kept span."""
+
+    raw: bytes
+    kept: int
+    refused: Counter[str]
+    copies: int
+
+
 def screen(
     body: bytes | bytearray, window: tuple[int, int], *, run_bytes: int = DIRECT_LIMIT, days: set[int] | None = None
-) -> tuple[bytes, int, Counter[str]]:
+) -> Screened:
     """A protobuf export request larger than `DIRECT_LIMIT`, walked and screened within the memory
-    bound: (the request encoded again without its refused spans, b"" when none is kept; the spans
-    kept; the spans refused by reason); the days the kept spans start on are added to `days`.
-    Malformed or too large to decode: `RefusedError`."""
+    bound; the days the kept spans start on are added to `days`. Malformed or too large to decode:
+    `RefusedError`."""
     walk = _Walk(window, run_bytes, days)
     out: Chunks = []
     with memoryview(body) as view:
@@ -317,4 +330,4 @@ def screen(
             if number == 1 and wire == _LEN:
                 walk.visit(_CONTAINER_COST)
                 out += _delimited(1, walk.resource_spans(view[value:end]))
-        return (b"".join(out) if walk.kept else b""), walk.kept, walk.removed
+        return Screened(b"".join(out) if walk.kept else b"", walk.kept, walk.removed, walk.copies)

@@ -18,8 +18,9 @@ freshness at 6 s).
 - Each tenant may add `rate_per_s` new days a second, `burst` at once. A request its tenant's
   allowance cannot cover now is answered 429 (OTLP/gRPC: UNAVAILABLE with RetryInfo) with a
   `Retry-After` of when it can; a request of more than a burst waits for the whole burst and is
-  charged a burst, so a wait is at most `burst / rate_per_s` (8 s), within the official
-  exporters' 10 s deadline. Requests that add no new day always pass. There is no allowance for
+  charged a burst, so a wait is at most `burst / rate_per_s` (5 s), within the official
+  exporters' 10 s deadline and before the last of Java's gRPC retries (which ignore the delay).
+  Requests that add no new day always pass. There is no allowance for
   all tenants together: one let two tenants' stream of one-day requests keep a third tenant's
   backfill out for good (a review: every batch lost), so several tenants' tokens add up.
 - A request of more than `MAX_NEW_DAYS` new days (only possible with a `--max-span-age-days` over
@@ -38,6 +39,7 @@ from typing import Final
 from clinotel.collector.errors import RefusedError
 
 __all__ = [
+    "BURST_S",
     "DEFAULT_NEW_DAYS_PER_S",
     "MAX_NEW_DAYS",
     "MAX_NEW_DAYS_PER_S",
@@ -52,10 +54,13 @@ MIN_NEW_DAYS_PER_S: Final = 32.0
 """The least `--new-days-per-s` (the default): pacing is for a tenant that stalls the others, not a
 quota to tighten."""
 MAX_NEW_DAYS_PER_S: Final = 100_000.0
-BURST_S: Final = 8.0
-"""A tenant may add this many seconds' worth of new days at once (256 at the default rate): eight
-exporter workers' batches of 45 days each, sent at once (a backfill), went past the exporters'
-deadline with a burst of 64 (two of eight batches lost); 256 days cost the writer about a second."""
+BURST_S: Final = 5.0
+"""A tenant may add this many seconds' worth of new days at once (160 at the default rate), and a
+wait is at most this long: eight exporter workers' batches of 45 days each, sent at once (a
+backfill), went past the exporters' deadline with a burst of 64 (two of eight batches lost); at 8 s
+(256 days) Java's OkHttp gRPC sender, which ignores RetryInfo and makes its fifth and last try
+6.5-9.7 s after its first, lost a quarter of a backfill (a review with the Java SDK); 160 days
+cost the writer about 0.6 s."""
 MAX_BURST: Final = 512.0
 MAX_NEW_DAYS: Final = 400
 """The most new days one request may carry (the default `--max-span-age-days` allows 368 with the

@@ -37,7 +37,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from clinotel.collector.errors import RefusedError
 from clinotel.collector.log import record as otlp_proto
-from clinotel.collector.log.wal import LogFullError, LogLostError, WriteAheadLog, pending_segments, read_records
+from clinotel.collector.log.wal import (
+    COPIES_PER_REQUEST,
+    LogFullError,
+    LogLostError,
+    WriteAheadLog,
+    pending_segments,
+    read_records,
+)
 from clinotel.collector.receiver import bounded, days, retries
 from clinotel.collector.receiver.admission import (
     DECODE_BYTES,
@@ -48,7 +55,7 @@ from clinotel.collector.receiver.admission import (
     Hold,
     receive_buffer_for,
 )
-from clinotel.collector.receiver.spans import DAY_NS, refuse_spans
+from clinotel.collector.receiver.spans import DAY_NS, check_copies, refuse_spans, resource_copies
 
 __all__ = [
     "CONTENT_TYPES",
@@ -427,14 +434,16 @@ class TraceReceiver:
             # the days the kept spans start on, counted only when they are paced
             started: set[int] | None = set() if self.pacing.rate_per_s > 0 else None
             if media == PROTOBUF and size > bounded.DIRECT_LIMIT:
-                raw, kept, refused = bounded.screen(inflated, window, days=started)
+                raw, kept, refused, copies = bounded.screen(inflated, window, days=started)
                 del inflated
             else:
                 request = decode(inflated, content_type)
                 del inflated
                 kept, refused = refuse_spans(request, window, size, started)
+                copies = resource_copies(request)
                 raw = _canonical(request) if kept else b""
                 del request
+            check_copies(copies, COPIES_PER_REQUEST * wal.segment_bytes)
         hold.resize(len(body) + len(raw))
         removed = sum(refused.values())
         digest = self.recent.digest(raw) if kept and self.recent.enabled else None
@@ -442,7 +451,7 @@ class TraceReceiver:
         retried = digest is not None and attempt is None
         try:
             if kept and not retried:
-                self._log(wal, raw, tenant, received_ns, started)
+                self._log(wal, raw, copies, tenant, received_ns, started)
                 if digest is not None:
                     self.recent.accepted(tenant, digest)
         finally:
@@ -464,13 +473,15 @@ class TraceReceiver:
             return ExportResult(json_format.MessageToJson(response).encode(), JSON, kept, removed)
         return ExportResult(response.SerializeToString(), PROTOBUF, kept, removed)
 
-    def _log(self, wal: WriteAheadLog, raw: bytes, tenant: str, received_ns: int, days: set[int] | None) -> None:
-        """Append a request's kept spans to the log, its new `days` paced first (refunded if the
-        log refuses it); raises `RefusedError`."""
+    def _log(
+        self, wal: WriteAheadLog, raw: bytes, copies: int, tenant: str, received_ns: int, days: set[int] | None
+    ) -> None:
+        """Append a request's kept spans to the log (`copies`: its resources' bytes once for each
+        span), its new `days` paced first (refunded if the log refuses it); raises `RefusedError`."""
         charge = None if days is None else self.pacing.admit(tenant, days, received_ns // DAY_NS)
         record = otlp_proto.framed(raw, otlp_proto.envelope(tenant, secrets.token_hex(8), received_ns))
         try:
-            wal.append(record)
+            wal.append(record, copies)
         except (LogFullError, LogLostError, OSError) as e:
             if charge is not None:  # not stored: its days are not in the insert being gathered
                 self.pacing.refund(charge)

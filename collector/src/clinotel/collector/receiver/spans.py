@@ -26,9 +26,11 @@ __all__ = [
     "MAX_REQUEST_ATTRIBUTES",
     "attribute_count",
     "check_attributes",
+    "check_copies",
     "refusal",
     "refuse_in_scope",
     "refuse_spans",
+    "resource_copies",
 ]
 
 MAX_REQUEST_ATTRIBUTES: Final = 500_000
@@ -57,6 +59,29 @@ def check_attributes(attributes: int) -> None:
             "too_large",
             f"the request's spans carry {attributes:,} attributes (their resources' counted for each span), more "
             f"than the {MAX_REQUEST_ATTRIBUTES:,} one request may: send smaller batches",
+        )
+
+
+def resource_copies(request: ExportTraceServiceRequest) -> int:
+    """The bytes of the request's resources, each once for each of its spans: what the store copies
+    onto the spans' rows beyond the request itself (`WriteAheadLog.append`'s `copies`)."""
+    total = 0
+    for rs in request.resource_spans:
+        spans = sum(len(ss.spans) for ss in rs.scope_spans)
+        if spans:
+            total += rs.resource.ByteSize() * spans
+    return total
+
+
+def check_copies(copies: int, limit: int) -> None:
+    """Refuse a request (too_large) whose resources copied onto its spans come to more than `limit`
+    bytes (`COPIES_PER_REQUEST` segments)."""
+    if copies > limit:
+        raise RefusedError(
+            "too_large",
+            f"the request's resources, copied onto each of their spans as the store keeps them, come to "
+            f"{copies:,} bytes, more than the {limit:,} one request may: send smaller batches, or fewer or "
+            "shorter resource attributes",
         )
 
 

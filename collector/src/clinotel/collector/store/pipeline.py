@@ -125,27 +125,31 @@ def flatten_select(o: SchemaOptions, source: str, *, checks: bool = True) -> str
         f"arrayMap(l -> {attribute_map('l.attributes', _SPAN_SCOPES)}, span.links)",
     )
     columns = ",\n    ".join(f"{e} AS {identifier(c)}" for e, c in zip(expressions, TRACES_INSERT_COLUMNS, strict=True))
-    # One ARRAY JOIN, of the spans and, beside each, its scope and its resource's index: joining
-    # resource, then scope, then span copied the whole segment at each level (133 -> 89 MB for an
-    # 8 MiB segment, flattened without checks).
+    # One ARRAY JOIN, of the spans and, beside each, its scope and its resource: joining resource,
+    # then scope, then span copied the whole segment at each level (133 -> 89 MB for an 8 MiB
+    # segment, flattened without checks). Each span's resource is its own element, made before the
+    # join: the join copies a column it does not unnest onto every row, and the request's array of
+    # resources, carried beside the spans to be indexed, cost its size times its spans (3,000
+    # one-span resources in 243 KB went past the engine's cap, and their segment was set aside
+    # with every other tenant's spans in it: an attack review).
     return f"""SELECT
     {columns}
 FROM
 (
-    SELECT span, resources[resource_index] AS res, arrayMap(t -> {scrub_sql("t")}, {texts}) AS span_text
+    SELECT span, res, arrayMap(t -> {scrub_sql("t")}, {texts}) AS span_text
     FROM
     (
         SELECT
-            arrayMap(rs -> mapUpdate({resource}, map({tenant_key}, tenant)), resource_spans) AS resources,
             arrayFlatten(resource_spans.scope_spans.spans) AS spans,
             arrayFlatten(arrayMap(rs -> arrayFlatten(arrayMap(
                 ss -> arrayResize([ss.scope], length(ss.spans), ss.scope), rs.scope_spans)), resource_spans)) AS scopes,
             arrayFlatten(arrayMap(
-                (rs, i) -> arrayResize([i], arraySum(arrayMap(ss -> length(ss.spans), rs.scope_spans)), i),
-                resource_spans, arrayEnumerate(resource_spans))) AS resource_indexes
+                rs -> arrayWithConstant(arraySum(arrayMap(ss -> length(ss.spans), rs.scope_spans)),
+                                        mapUpdate({resource}, map({tenant_key}, tenant))),
+                resource_spans)) AS resources
         FROM {source}
     )
-    ARRAY JOIN spans AS span, scopes AS scope, resource_indexes AS resource_index
+    ARRAY JOIN spans AS span, scopes AS scope, resources AS res
 )"""
 
 
