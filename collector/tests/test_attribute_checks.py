@@ -51,6 +51,7 @@ TEXTS = (
 NUMBERS: tuple[int | float, ...] = (
     *(0, 3, -1, 1440, 10_001, 1234567, 0.5, 1.5, -0.25, math.nan, math.inf),
     *(123456789, 5558675309, 5558675309.0),  # an SSN's and a phone number's digits, as numbers
+    *(4.0, 1e19, -(2.0**63)),  # a whole double; one past int64; int64's least
 )
 
 
@@ -72,6 +73,8 @@ def _as_text(value: object) -> str:
     """The contrib exporter's string form, for the kinds whose form Python and SQL share."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return str(int(value))  # the engine writes a whole double's digits: 1e19 is twenty of them
     return str(value)
 
 
@@ -100,6 +103,13 @@ def _expected(key: str, value: object, scopes: tuple[Scope, ...]) -> str | None:
     if d.pattern:
         return text if re.fullmatch(d.pattern, text) and not looks_like_phi else None
     if d.type in (AttrType.INT, AttrType.DOUBLE):
+        # an OTLP number (a count's whole, in 64 bits), as the library and the contrib rules take it
+        if isinstance(value, (str, bool)):
+            return None
+        if d.type is AttrType.INT and not (
+            isinstance(value, int) or (math.isfinite(value) and value.is_integer() and abs(value) < 2**63)
+        ):
+            return None
         n = _number(text)
         in_range = (
             n is not None
@@ -108,6 +118,8 @@ def _expected(key: str, value: object, scopes: tuple[Scope, ...]) -> str | None:
             and (d.maximum is None or n <= d.maximum)
         )
         return text if in_range and not looks_like_phi else None
+    if d.type is AttrType.BOOLEAN:  # an OTLP boolean: "TRUE", 1 or "true" read as false in the views
+        return text if isinstance(value, bool) else None
     return None if looks_like_phi else text
 
 

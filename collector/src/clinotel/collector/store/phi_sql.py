@@ -92,6 +92,8 @@ class _Check(IntEnum):
     FREE_TEXT = 2
     CLOSED = 3
     OTHER = 4
+    BOOLEAN = 5
+    """An OTLP boolean (a string `"TRUE"` from a hand-set attribute read as false in the views)."""
     PATTERN = 16
     """The first registered pattern; the i-th distinct pattern is PATTERN + i."""
     RANGE = 128
@@ -104,13 +106,14 @@ class _Classes:
 
     codes: dict[str, int]
     patterns: list[str]
-    ranges: list[tuple[float | None, float | None]]
+    ranges: list[tuple[bool, float | None, float | None]]
+    """(an integer, low, high) of each registered number."""
 
 
 def _classes(scopes: tuple[Scope, ...]) -> _Classes:
     codes: dict[str, int] = {}
     patterns: list[str] = []
-    ranges: list[tuple[float | None, float | None]] = []
+    ranges: list[tuple[bool, float | None, float | None]] = []
     for d in REGISTRY:
         if not any(s in d.scope for s in scopes):
             continue
@@ -125,9 +128,12 @@ def _classes(scopes: tuple[Scope, ...]) -> _Classes:
                 patterns.append(d.pattern)
             code = _Check.PATTERN + patterns.index(d.pattern)
         elif d.type in (AttrType.INT, AttrType.DOUBLE):
-            if (d.minimum, d.maximum) not in ranges:
-                ranges.append((d.minimum, d.maximum))
-            code = _Check.RANGE + ranges.index((d.minimum, d.maximum))
+            kind = (d.type is AttrType.INT, d.minimum, d.maximum)
+            if kind not in ranges:
+                ranges.append(kind)
+            code = _Check.RANGE + ranges.index(kind)
+        elif d.type is AttrType.BOOLEAN:
+            code = int(_Check.BOOLEAN)
         else:
             code = int(_Check.OTHER)
         codes[d.key] = code
@@ -136,8 +142,11 @@ def _classes(scopes: tuple[Scope, ...]) -> _Classes:
     return _Classes(codes, patterns, ranges)
 
 
-def _in_range(x: str, low: float | None, high: float | None) -> str:
-    bounds = "".join(
+def _in_range(x: str, integer: bool, low: float | None, high: float | None) -> str:
+    """`x`, a value's number, within its key's range; an integer's a whole number in 64 bits
+    (`4.5` or `1e19` for a count was stored as text the views read as NULL)."""
+    whole = " AND toInt64OrNull(t.2) IS NOT NULL" if integer else ""
+    bounds = whole + "".join(
         [
             f" AND {x} >= {float(low)!r}" if low is not None else "",
             f" AND {x} <= {float(high)!r}" if high is not None else "",
@@ -162,9 +171,12 @@ def attribute_map(expr: str, scopes: tuple[Scope, ...]) -> str:
     contrib schema stores, keeping only registered keys for `scopes` and applying the PHI rules:
     pseudonyms must have the pseudonym form, free text is scrubbed, and a coded string that looks
     like PHI, or a value outside its key's closed set, registered pattern or range, is dropped
-    whole, whatever its OTLP type (a number sent for a coded key is read as its text). Numbers and
-    booleans are kept as the exporter would write them; bytes are dropped (no
-    registered key is bytes, and their base64 form would carry text past every PHI pattern).
+    whole, whatever its OTLP type (a number sent for a coded key is read as its text). A boolean key
+    takes an OTLP boolean and a number key an OTLP number (an integer key's whole and in 64 bits),
+    as the library and the contrib collector's rules require: a hand-set `"TRUE"` for
+    `clinical.decision.shadow` was stored, and the views read that shadow decision as a live one.
+    Numbers and booleans are kept as the exporter would write them; bytes, arrays and maps are
+    dropped (no registered key is one; bytes' base64 form would carry text past every PHI pattern).
 
     Each attribute's key is looked up once (`transform`) for what checks its value, so the
     expression stays small: the engine plans it again for every block it inserts, and per
@@ -176,11 +188,13 @@ def attribute_map(expr: str, scopes: tuple[Scope, ...]) -> str:
     # Unregistered keys are dropped before anything is built for them: the typed tuples of a
     # request of millions of tiny unregistered attributes took the insert past the engine's cap
     # at about half the request size (16 MiB instead of 26-29), and such a segment is retried,
-    # not quarantined. t = (key, value as text, value is a string, check code)
+    # not quarantined. t = (key, value as text, value is a string, check code, value is a number).
+    # An array or map value (no scalar: `none`) is dropped as bytes are, not kept as '' for its key.
     typed = (
         f"arrayMap(a -> (a.key, {value_sql('a.value')}, a.value.{_ONEOF} = 'string_value', "
-        f"transform(a.key, {allowed}, [{', '.join(str(c.codes[k]) for k in keys)}], 0)), "
-        f"arrayFilter(a -> has({allowed}, a.key) AND a.value.{_ONEOF} != 'bytes_value', {expr}))"
+        f"transform(a.key, {allowed}, [{', '.join(str(c.codes[k]) for k in keys)}], 0), "
+        f"a.value.{_ONEOF} IN ('int_value', 'double_value')), "
+        f"arrayFilter(a -> has({allowed}, a.key) AND a.value.{_ONEOF} NOT IN ('bytes_value', 'none'), {expr}))"
     )
     closed_keys, closed_pairs = closed_values(scopes)
     number = "ifNull(toFloat64OrNull(t.2), nan)"
@@ -189,7 +203,8 @@ def attribute_map(expr: str, scopes: tuple[Scope, ...]) -> str:
         f"t.4 = {int(_Check.FREE_TEXT)}, 1",
         f"t.4 = {int(_Check.CLOSED)}, has({string_array(closed_pairs)}, concat(t.1, '=', t.2))" if closed_keys else "",
         *(f"t.4 = {_Check.PATTERN + i}, match(t.2, {literal(f'^(?:{p})$')})" for i, p in enumerate(c.patterns)),
-        *(f"t.4 = {_Check.RANGE + j}, {_in_range(number, *r)}" for j, r in enumerate(c.ranges)),
+        f"t.4 = {int(_Check.BOOLEAN)}, t.2 IN ('true', 'false') AND NOT t.3",
+        *(f"t.4 = {_Check.RANGE + j}, t.5 AND {_in_range(number, *r)}" for j, r in enumerate(c.ranges)),
     ]
     own_check = f"multiIf({', '.join(b for b in own if b)}, 1)"
     # a value that passed its own check is still dropped if its text looks like PHI: a string's,
