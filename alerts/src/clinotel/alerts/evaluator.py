@@ -24,7 +24,7 @@ from clinotel.alerts.decision import breaches, criterion, describe, instance_lab
 from clinotel.alerts.lease import DEFAULT_LEASE_S, Lease
 from clinotel.alerts.ledger import LABELLED, RESOLVE, TRIGGER, UNLABELLED, Episode, Ledger, load, ms, when
 from clinotel.alerts.paging import Attempt, Notification, Outbox
-from clinotel.alerts.queries import Observation, observe
+from clinotel.alerts.queries import MAX_INSTANCES_PER_TENANT, Observation, observe
 from clinotel.alerts.rules import RUNBOOK_BASE, Kind, Rule, RulePack
 from clinotel.alerts.state import AlertState, Hold, Instance, Reading, State, step
 from clinotel.model import tables
@@ -114,12 +114,15 @@ class Evaluator:
         self.changes_hours = changes_hours
         self._pending: list[tuple[Rule, Instance, float | None, int, float, str]] = []
         self._notes: dict[Instance, str] = {}
+        self._changed: dict[tuple[str, str, datetime], str] = {}
+        """This pass's change lists by (tenant, kind, start): one query for every alert that shares them."""
 
     def evaluate(self, now: datetime | None = None) -> Summary:
         """One pass over every rule at `now` (default: the current time)."""
         now = now or datetime.now(UTC)
         summary = Summary(rules=len(self.pack.rules))
         self._events = []
+        self._changed = {}
         table = f"{self.database}.{tables.ALERT_EVENTS}"
         try:
             held = self.lease.acquire() if self.lease is not None else None
@@ -146,7 +149,16 @@ class Evaluator:
                 summary.errors.append((rule.name, message))
                 self._record(now, "", rule, {}, "error", None, 0, None, detail=message)
                 continue
-            self._apply(rule, observations, now, summary)
+            observations, capped = _capped(observations)
+            for tenant in sorted(capped):
+                message = (
+                    f"tenant {tenant!r} has more than {MAX_INSTANCES_PER_TENANT} instances of this rule (services, "
+                    f"kinds, groups): the {MAX_INSTANCES_PER_TENANT} with the largest samples were evaluated, the "
+                    "others keep their state"
+                )
+                summary.errors.append((rule.name, message))
+                self._record(now, tenant, rule, {}, "error", None, 0, None, detail=message)
+            self._apply(rule, observations, now, summary, capped)
         summary.instances = len(self.states)
         # what changed is in the store before anyone is told: a pass that cannot record pages nobody
         if not self._flush_events(summary):
@@ -178,7 +190,12 @@ class Evaluator:
     def _rule(self, name: str) -> Rule:
         return next(r for r in self.pack.rules if r.name == name)
 
-    def _apply(self, rule: Rule, observations: list[Observation], now: datetime, summary: Summary) -> None:
+    def _apply(
+        self, rule: Rule, observations: list[Observation], now: datetime, summary: Summary,
+        capped: frozenset[str] = frozenset(),
+    ) -> None:  # fmt: skip
+        """Each observation's reading; an instance without a row reads no data, unless its tenant's
+        instances were `capped` (it may be one of those left out)."""
         seen: set[Instance] = set()
         for o in observations:
             labels = instance_labels(rule, o)
@@ -197,7 +214,12 @@ class Evaluator:
             self._transition(rule, instance, labels, reading, o, threshold, now, summary, too_few)
         # instances that produced no row at all this time: no data
         for instance, current in list(self.states.items()):
-            if instance.rule == rule.name and instance not in seen and current.state is not State.INACTIVE:
+            if (
+                instance.rule == rule.name
+                and instance not in seen
+                and current.state is not State.INACTIVE
+                and dict(instance.labels).get("tenant", "") not in capped
+            ):
                 labels = dict(instance.labels)
                 self._transition(rule, instance, labels, Reading.NO_DATA, None, rule.threshold, now, summary)
         if not observations and rule.no_data == "alerting":
@@ -354,7 +376,11 @@ class Evaluator:
         tenant = labels.get("tenant")
         if self.changes_hours <= 0 or not tenant:
             return ""
-        scope = {"workflow_kind": labels["kind"]} if labels.get("kind") else {}
+        kind = labels.get("kind", "")
+        key = (tenant, kind, starts)
+        if key in self._changed:  # a query per alert was 5,000 a pass for one tenant's 5,000 services
+            return self._changed[key]
+        scope = {"workflow_kind": kind} if kind else {}
         since = starts - timedelta(hours=self.changes_hours)
         try:
             found = recent_changes(
@@ -362,8 +388,9 @@ class Evaluator:
             )  # fmt: skip
         except Exception as e:  # noqa: BLE001 - a page without its change list still pages
             logger.warning("could not read the recent changes: %s", first_line(e, 500))
-            return ""
-        return describe_changes(found, self.changes_hours) if found else ""
+            found = []
+        self._changed[key] = describe_changes(found, self.changes_hours) if found else ""
+        return self._changed[key]
 
     def _record(
         self, now: datetime, tenant: str, rule: Rule, labels: dict[str, str], event: str, value: float | None,
@@ -404,3 +431,17 @@ class Evaluator:
         finally:
             self._events = []
         return True
+
+
+def _capped(observations: list[Observation]) -> tuple[list[Observation], frozenset[str]]:
+    """`observations` without the row past `MAX_INSTANCES_PER_TENANT` the query returns for a
+    tenant that had more, and those tenants."""
+    count: dict[str, int] = {}
+    kept, capped = [], set()
+    for o in observations:
+        count[o.tenant] = count.get(o.tenant, 0) + 1
+        if count[o.tenant] > MAX_INSTANCES_PER_TENANT:
+            capped.add(o.tenant)
+        else:
+            kept.append(o)
+    return kept, frozenset(capped)

@@ -1,0 +1,52 @@
+"""One tenant's spans name its services and groups, and every one is an alert instance: one rule
+evaluates at most `MAX_INSTANCES_PER_TENANT` of a tenant's, those with the largest samples, says so,
+and leaves the others as they were (an attack review: 5,000 services of one span each made 5,000
+firing alerts, a pass of a minute in which no other tenant's rule ran, and a 2.6 MB ticket)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from clinotel.alerts import default_rules_path
+from clinotel.alerts.evaluator import Evaluator
+from clinotel.alerts.paging import Outbox
+from clinotel.alerts.queries import MAX_INSTANCES_PER_TENANT
+from clinotel.alerts.rules import load
+from clinotel.collector.store import schema
+from clinotel.model import tables
+
+
+def _phi_dropped(client: Any, options: schema.SchemaOptions, tenant: str, services: int, at: datetime) -> None:
+    """`services` services of `tenant`, each dropping PHI once; service k exports k + 1 batches."""
+    rows = [(at, tenant, f"svc-{k:04d}", "", 0, 0, 1, 0, 0) for k in range(services) for _ in range(1 + k % 3)]
+    client.insert(
+        options.name(tables.SDK_TELEMETRY), rows,
+        column_names=["Timestamp", "TenantId", "ServiceName", "ServiceInstance", "Unregistered", "Invalid", "Phi",
+                      "Redacted", "InternalErrors"],
+    )  # fmt: skip
+
+
+def test_a_tenant_of_too_many_services_is_evaluated_for_its_largest_and_says_so(
+    client: Any, options: schema.SchemaOptions
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    _phi_dropped(client, options, "attacker", MAX_INSTANCES_PER_TENANT + 50, now - timedelta(minutes=2))
+    _phi_dropped(client, options, "victim", 2, now - timedelta(minutes=2))
+    default = load(default_rules_path())
+    pack = default.model_copy(update={"rules": tuple(r for r in default.rules if r.name == "sdk_phi_dropped")})
+    evaluator = Evaluator(client, pack, Outbox([], []), options.database)
+    try:
+        first = evaluator.evaluate(now)
+        firing = [labels for _, labels in first.firing]
+        assert sum(1 for labels in firing if labels["tenant"] == "victim") == 2, "the other tenant is evaluated whole"
+        attacked = [labels["service"] for labels in firing if labels["tenant"] == "attacker"]
+        assert len(attacked) == MAX_INSTANCES_PER_TENANT
+        [(rule, message)] = first.errors
+        assert rule == "sdk_phi_dropped"
+        assert "'attacker' has more than 200 instances" in message
+        # those left out keep their state, and those evaluated stay firing: nothing resolves for the cap
+        second = evaluator.evaluate(now + timedelta(seconds=30))
+        assert second.transitions == []
+    finally:
+        evaluator.close()
