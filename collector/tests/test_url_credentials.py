@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 
 from clinotel.collector.service import Collector, CollectorConfig
@@ -118,3 +119,24 @@ def test_a_log_owned_with_credentials_by_an_earlier_version_is_kept_and_cleaned(
     c.start()  # LogOwnedError if the old owner's credentials made it another store
     c.stop()
     assert SECRET not in (wal / OWNER_FILE).read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("password", ["", "wrong-token-0123456789abcdef"])
+def test_a_refused_password_is_one_line_naming_the_variables(
+    module_collector: Any, monkeypatch: pytest.MonkeyPatch, password: str
+) -> None:
+    """`--server` (and `--clickhouse-url`) refused by the server: one line saying the credentials
+    were refused, through clickhouse-connect against a real read port. A change to the engine
+    error's pattern left `reach_error` reading a group that was gone: every refused password was
+    an IndexError traceback (an upgrade review)."""
+    from clinotel.model.store import ENV_PASSWORD, open_reading_store
+
+    assert module_collector.admin is not None
+    monkeypatch.setenv(ENV_PASSWORD, password)
+    url = f"http://127.0.0.1:{module_collector.admin.port}"
+    with pytest.raises(click.ClickException) as refused:
+        open_reading_store(url, None)
+    message = refused.value.format_message()
+    assert "refused the credentials (CLICKHOUSE_USER / CLICKHOUSE_PASSWORD)" in message, message
+    assert "\n" not in message
+    assert password == "" or password not in message

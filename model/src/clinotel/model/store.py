@@ -40,6 +40,8 @@ ENV_USER: Final = "CLICKHOUSE_USER"
 ENV_PASSWORD: Final = "CLICKHOUSE_PASSWORD"
 _ERRNO: Final = re.compile(r"\[Errno (-?\d+)\] ([^'\"()\]]+)")
 _CH_ERROR: Final = re.compile(r"Code: (\d+)\. DB::Exception: ")
+_REFUSED_CREDENTIALS: Final = ("AUTHENTICATION_FAILED", "REQUIRED_PASSWORD")
+"""ClickHouse's names of codes 516 and 194."""
 
 
 class StoreError(RuntimeError):
@@ -75,8 +77,9 @@ def reach_error(url: str, error: Exception) -> str:
     url = shown_url(url)
     text = str(error)
     if match := _CH_ERROR.search(text):
-        message = match.group(2).strip().splitlines()[0] if match.group(2).strip() else ""
-        if "AUTHENTICATION_FAILED" in message or "REQUIRED_PASSWORD" in message:
+        said, name = engine_message(text)
+        message = printable(said.splitlines()[0]) if said else ""
+        if name in _REFUSED_CREDENTIALS or match.group(1) in ("194", "516"):
             return f"{url} refused the credentials ({ENV_USER} / {ENV_PASSWORD}): {message[:200]}"
         return f"{url} answered: Code {match.group(1)}: {message[:300]}"
     if match := _ERRNO.search(text):
