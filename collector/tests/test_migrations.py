@@ -135,6 +135,28 @@ def test_a_migration_that_fails_says_which_in_one_line_and_keeps_the_store(clien
         client.command(f"DROP DATABASE IF EXISTS {o.database}")
 
 
+def test_a_store_a_newer_release_migrated_is_refused_in_one_line(client: Any) -> None:
+    """A rollback: the previous release started on a store the next one had migrated, wrote through
+    views that no longer matched the tables and failed its refreshes every 30 s, saying nothing of
+    why (an upgrade review). The start is refused, naming both versions, and nothing is changed."""
+    import uuid
+
+    from clinotel.model.store import StoreError
+
+    o = schema.SchemaOptions(database=f"newer_{uuid.uuid4().hex[:10]}")
+    try:
+        schema.apply(client, o)
+        newer = schema.SCHEMA_VERSION + 1
+        client.command(f"INSERT INTO {o.name(schema.VERSIONS)} (Version, Description) VALUES ({newer}, 'next')")
+        with pytest.raises(StoreError) as refused:
+            schema.apply(client, o)
+        message = str(refused.value)
+        assert f"schema version {newer}, newer than this clinotel knows ({schema.SCHEMA_VERSION})" in message
+        assert "\n" not in message
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS {o.database}")
+
+
 RELEASED: dict[str, str] = {
     "0001_trace_tables.sql": "2cf4228022c59943",
     "0002_clinical_views.sql": "895628f85fad1db3",

@@ -472,7 +472,10 @@ class WriteAheadLog:
             quarantine = self.directory / QUARANTINE_DIR
             set_aside = sorted(quarantine.glob(f"*{SUFFIX}")) if quarantine.is_dir() else []
             if waiting:
-                held = f"it holds {len(waiting)} segment(s) not yet stored there"
+                held = (
+                    f"it holds {len(waiting)} segment(s) not yet stored there; if this store is a copy of that one "
+                    f"restored here, delete {self.directory / OWNER_FILE} and its segments are stored here"
+                )
             elif set_aside:
                 held = f"it holds no segment to store, but {len(set_aside)} set aside in {quarantine}: keep them"
             else:

@@ -172,6 +172,15 @@ def apply(client: SchemaTarget, o: SchemaOptions, until: int | None = None) -> l
     client.command(_versions(o))
     result = client.query(f"SELECT Version FROM {o.name(VERSIONS)} FINAL")
     done = {int(row[0]) for row in getattr(result, "result_rows", [])}
+    known = migrations(o)[-1].version
+    if done and max(done) > known:
+        # an older release on a store a newer one migrated wrote through views that no longer
+        # match the tables, and its refreshes failed every 30 s (an upgrade review)
+        raise StoreError(
+            f"this store is at schema version {max(done)}, newer than this clinotel knows ({known}): a newer "
+            "release migrated it. Run that release, or restore the data directory copied before the upgrade "
+            "(docs/operations.md, Upgrading)"
+        )
     applied = []
     start = baseline()
     if not done and start is not None and (until is None or until >= start.version):
