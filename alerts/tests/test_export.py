@@ -139,7 +139,15 @@ def test_runbooks_published_elsewhere_are_linked_from_every_rule(tmp_path: Path)
     links = [r["annotations"]["runbook_url"] for g in rules["groups"] for r in g["rules"]]
     assert links
     assert all(u.startswith("https://wiki.hospital.example/clinotel/docs/runbooks/") for u in links)
-    for bad in ("javascript:alert(1)", "https://wiki example/x", "file:///etc/passwd"):
+    for bad in (
+        "javascript:alert(1)",
+        "https://wiki example/x",
+        "file:///etc/passwd",
+        "https://ops:pw@wiki.example/x",
+        "https://wiki.example/display?space=CLIN",
+        "https://wiki.example/x#",
+        "https://wiki.example/x?",
+    ):
         refused = CliRunner().invoke(alerts, ["export", "--out", str(tmp_path / "x"), *am, "--runbook-base", bad])
         assert refused.exit_code == 2, (bad, refused.output)
         assert "--runbook-base" in refused.output

@@ -8,6 +8,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from clinotel.alerts import default_rules_path
 from clinotel.alerts.evaluator import Evaluator
 from clinotel.alerts.paging import Outbox
@@ -15,6 +17,8 @@ from clinotel.alerts.queries import MAX_INSTANCES_PER_TENANT
 from clinotel.alerts.rules import load
 from clinotel.collector.store import schema
 from clinotel.model import tables
+
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def _phi_dropped(client: Any, options: schema.SchemaOptions, tenant: str, services: int, at: datetime) -> None:
@@ -44,9 +48,29 @@ def test_a_tenant_of_too_many_services_is_evaluated_for_its_largest_and_says_so(
         assert len(attacked) == MAX_INSTANCES_PER_TENANT
         [(rule, message)] = first.errors
         assert rule == "sdk_phi_dropped"
-        assert "'attacker' has more than 200 instances" in message
+        assert "'attacker' has more than 200 services" in message
         # those left out keep their state, and those evaluated stay firing: nothing resolves for the cap
         second = evaluator.evaluate(now + timedelta(seconds=30))
         assert second.transitions == []
     finally:
         evaluator.close()
+
+
+def test_only_services_are_capped_never_a_rules_cohorts_or_groups(
+    client: Any, options: schema.SchemaOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cap ordered by sample left out the canary cohort and the smallest groups first, and the
+    rollout gate (which reads the same observations) passed them unjudged (a review): a disparity
+    rule's groups are all observed whatever the cap."""
+    from alerts.tests.test_harm import _insert, _rule
+    from clinotel.alerts import queries
+
+    monkeypatch.setattr(queries, "MAX_INSTANCES_PER_TENANT", 1)
+    _insert(client, options.database, "baseline", {"en": (2, 400), "es": (3, 100), "vi": (1, 40)})
+    _insert(client, options.database, "canary", {"en": (2, 200), "es": (9, 30)})
+    rule = _rule()
+    groups = {(o.cohort, o.group) for o in queries.observe(client, rule, options.database, NOW)}
+    assert groups == {("baseline", "es"), ("baseline", "vi"), ("canary", "es")}
+    _phi_dropped(client, options, "attacker", 5, NOW - timedelta(minutes=2))
+    sdk = next(r for r in load(default_rules_path()).rules if r.name == "sdk_phi_dropped")
+    assert len(queries.observe(client, sdk, options.database, NOW)) == 2, "services: the cap and one row past it"

@@ -168,3 +168,19 @@ def test_help_names_the_switch_options(argv: list[str]) -> None:
         text = " ".join(CliRunner().invoke(command, args).output.split())
         for option in ("--flagd-file", "--flag-webhook", "--dry-run", FLAGD_DIR_ENV):
             assert option in text, (command.name, option)
+
+
+def test_serve_without_rules_ignores_the_ticket_webhooks_variable(tmp_path: Path) -> None:
+    """CLINOTEL_TICKET_WEBHOOK_URL, set on a host for its evaluator, stopped a plain collector at
+    start as if `--webhook` were given without `--rules` (a review); given on the command line it
+    still does."""
+    env = {"CLINOTEL_TICKET_WEBHOOK_URL": "https://tickets.example.org/hook/SECRET"}
+    missing = str(tmp_path / "no-such-tokens.toml")
+    result = CliRunner().invoke(serve, ["--data-dir", str(tmp_path / "store"), "--tokens", missing], env=env)
+    assert "give --rules FILE too" not in result.output, result.output
+    assert "no-such-tokens.toml" in result.output, result.output
+    given = CliRunner().invoke(
+        serve, ["--data-dir", str(tmp_path / "store"), "--webhook", env["CLINOTEL_TICKET_WEBHOOK_URL"]]
+    )
+    assert given.exit_code == 2
+    assert "give --rules FILE too" in given.output

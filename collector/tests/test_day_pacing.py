@@ -68,8 +68,8 @@ def test_a_tenant_past_its_allowance_waits_and_no_one_else_does(collector: Colle
     assert collector.grpc is not None
     url = f"http://127.0.0.1:{collector.http.port}/v1/traces"
     assert post(url, _spread(100, 1, first_day_back=2))[0] == 200, "100 old days: within the allowance at once"
-    assert post(url, _spread(40, 2, first_day_back=102))[0] == 200  # 140 days in all: 20 left of the 160
-    status, headers, _ = post(url, _spread(60, 4, first_day_back=142))
+    assert post(url, _spread(136, 2, first_day_back=102))[0] == 200  # 236 days in all: 20 left of the 256
+    status, headers, _ = post(url, _spread(60, 4, first_day_back=238))
     assert status == 429
     assert 1 <= int(headers["Retry-After"]) <= 2, headers
     assert post(url, _spread(8, 5, first_day_back=2))[0] == 200, "a few days charged a moment ago cost nothing more"
@@ -90,7 +90,7 @@ def test_a_tenant_past_its_allowance_waits_and_no_one_else_does(collector: Colle
     assert status_details.details[0].Unpack(retry)
     assert retry.retry_delay.seconds >= 1
     assert error_details_pb2.RetryInfo.FromString(trailers["google.rpc.retryinfo-bin"]) == retry
-    assert _stored(collector) == {"st-marys": 149, "general": 30}
+    assert _stored(collector) == {"st-marys": 245, "general": 30}
     assert collector.receiver is not None
     assert collector.receiver.stats.requests_refused["throttled"] == 3
 
@@ -98,7 +98,7 @@ def test_a_tenant_past_its_allowance_waits_and_no_one_else_does(collector: Colle
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_the_official_exporters_honour_the_delay_and_a_backfill_gets_through(protocol: str) -> None:
     """Six batches of 60 old days each, from the official exporter: those past the tenant's
-    allowance at once (160) wait for it (Retry-After, RetryInfo) and are stored."""
+    allowance at once (256) wait for it (Retry-After, RetryInfo) and are stored."""
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 
     from clinotel.collector.receiver.grpc import OtlpGrpcServer
@@ -184,7 +184,7 @@ def test_pacing_counts_new_days_only_and_charges_them_again_each_second() -> Non
         now[0] = 20.0 + step * 0.1
         pacing.admit("a", [today - 300 + step // 10], today)
     DayPacing(rate_per_s=0).admit("a", range(10_000), today)  # 0: unpaced
-    assert DayPacing().burst == 160, "5 s at the default rate: every wait ends before Java's last gRPC retry"
+    assert DayPacing().burst == 256
 
 
 def test_a_large_screened_request_counts_its_days() -> None:

@@ -252,15 +252,16 @@ def test_one_tenant_s_json_requests_leave_a_turn_to_the_others(monkeypatch: pyte
             pass  # two turns in all: the memory of two conversions at most
 
 
-def _resource_over_spans(resource_bytes: int, spans: int) -> bytes:
-    """One resource of `resource_bytes` of `host.name` over `spans` empty spans."""
+def _resource_over_spans(resource_bytes: int, spans: int, key: str = "host.name", scope_name: str = "") -> bytes:
+    """One resource of `resource_bytes` of `key` over `spans` empty spans of one scope."""
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
     request = ExportTraceServiceRequest()
     rs = request.resource_spans.add()
     rs.resource.attributes.append(KeyValue(key="service.name", value=AnyValue(string_value="relay")))
-    rs.resource.attributes.append(KeyValue(key="host.name", value=AnyValue(string_value="h" * resource_bytes)))
+    rs.resource.attributes.append(KeyValue(key=key, value=AnyValue(string_value="h" * resource_bytes)))
     scope = rs.scope_spans.add()
+    scope.scope.name = scope_name
     now = time.time_ns()
     for i in range(1, spans + 1):
         span = scope.spans.add()
@@ -284,7 +285,7 @@ def test_a_resource_copied_onto_too_many_spans_is_refused_whole(
     assert (len(body) > bounded.DIRECT_LIMIT) == (resource_bytes > bounded.DIRECT_LIMIT)
     status, answer = _post(port, body, **{"Content-Type": "application/x-protobuf"})
     assert status == 413, answer
-    assert b"copied onto each of their spans" in answer
+    assert b"copied onto each of their spans" in answer, answer
     assert log.records == []
     usual = _resource_over_spans(2_000, 8_192)
     status, answer = _post(port, usual, **{"Content-Type": "application/x-protobuf"})
@@ -292,3 +293,29 @@ def test_a_resource_copied_onto_too_many_spans_is_refused_whole(
     assert len(log.records) == 1
     assert 8_192 * 2_000 < log.copies[0] < 8_192 * 2_100
     assert log.copies[0] < COPIES_PER_REQUEST * log.segment_bytes
+
+
+@pytest.mark.parametrize(("spans", "status"), [(3_000, 413), (20, 200)])
+def test_a_scope_name_copied_onto_its_spans_counts_as_a_resource_does(
+    receiver_port: tuple[int, ListLog, TraceReceiver], spans: int, status: int
+) -> None:
+    """The store keeps a span's scope name on its row too: a 300 KB scope name over 3,000 spans
+    (17 KB gzipped) went past the engine's cap and set aside another tenant's acknowledged spans
+    (a review of the resource bound, which counted resources alone)."""
+    port, log, _ = receiver_port
+    body = _resource_over_spans(10, spans, scope_name="s" * 300_000)
+    answer = _post(port, gzip.compress(body), **{"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"})
+    assert answer[0] == status, answer
+    assert len(log.records) == (status == 200)
+
+
+def test_resource_attributes_the_store_drops_are_not_counted(receiver_port: tuple[int, ListLog, TraceReceiver]) -> None:
+    """Unregistered resource attributes (a Kubernetes pod's labels) are dropped before the copies
+    are made: an OpenTelemetry Collector's batch of 8,192 spans under 2 KB of them is taken, its
+    copies told to the log as its registered attributes' alone (a review: it was refused at a
+    small engine, whose segments and so whose bound are smaller)."""
+    port, log, _ = receiver_port
+    body = _resource_over_spans(2_000, 8_192, key="k8s.pod.labels.app")
+    status, answer = _post(port, body, **{"Content-Type": "application/x-protobuf"})
+    assert status == 200, answer
+    assert log.copies[0] < 8_192 * 30, "service.name's bytes for each span, not the labels'"

@@ -34,7 +34,7 @@ from clinotel.collector.errors import RefusedError
 from clinotel.collector.log import record as otlp_proto
 from clinotel.collector.receiver import bounded
 from clinotel.collector.receiver.export import PROTOBUF, Limits, TraceReceiver, decode
-from clinotel.collector.receiver.spans import refuse_spans, resource_copies
+from clinotel.collector.receiver.spans import refuse_spans, span_copies
 from collector.tests.fixtures import ListLog
 
 WINDOW_NOW = time.time_ns()
@@ -78,7 +78,7 @@ def _direct(body: bytes) -> tuple[bytes, int, Counter[str], int]:
     request = decode(body, PROTOBUF)
     kept, removed = refuse_spans(request, WINDOW)
     request.DiscardUnknownFields()
-    return (bytes(request.SerializeToString()) if kept else b""), kept, removed, resource_copies(request)
+    return (bytes(request.SerializeToString()) if kept else b""), kept, removed, span_copies(request)
 
 
 def _outcome(run: Callable[[], tuple[bytes, int, Counter[str], int]]) -> tuple[object, ...]:

@@ -31,6 +31,9 @@ def serve(
     evaluate alert rules on the same store, page, and run the rules' kill-switch actions
     (--flagd-file or --flag-webhook; --dry-run)."""
     if rules is None:
+        from_environment = click.get_current_context().get_parameter_source("webhook")
+        if from_environment is click.core.ParameterSource.ENVIRONMENT:
+            webhook = ()  # CLINOTEL_TICKET_WEBHOOK_URL is for an evaluator: a plain collector ignores it
         if sinks_given(alertmanager, pagerduty, webhook, sinks):
             raise click.UsageError(
                 "--alertmanager, --pagerduty, --webhook and --sink page for --rules: give --rules FILE too"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Final
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -41,8 +42,16 @@ def _sink_name(name: str) -> str:
 
 
 def _runbook_base(url: str) -> str:
-    """A base URL the runbooks' paths are appended to: one `/` at its end."""
-    return check_url(url).rstrip("/") + "/"
+    """A base URL the runbooks' paths are appended to: one `/` at its end. No user or password
+    (every notification and exported rule carries the link), query or fragment (the path would
+    land inside it)."""
+    parts = urlsplit(check_url(url))
+    if "@" in parts.netloc or parts.query or parts.fragment or url.rstrip().endswith(("?", "#")):
+        raise ValueError(
+            "a runbook base is a plain http(s) URL of a folder: no user or password (every page carries the "
+            "link), no query or fragment"
+        )
+    return url.rstrip("/") + "/"
 
 
 _SINK_NAME: Final = re.compile(r"[a-z][a-z0-9_.-]{0,62}")

@@ -152,9 +152,9 @@ class Evaluator:
             observations, capped = _capped(observations)
             for tenant in sorted(capped):
                 message = (
-                    f"tenant {tenant!r} has more than {MAX_INSTANCES_PER_TENANT} instances of this rule (services, "
-                    f"kinds, groups): the {MAX_INSTANCES_PER_TENANT} with the largest samples were evaluated, the "
-                    "others keep their state"
+                    f"tenant {tenant!r} has more than {MAX_INSTANCES_PER_TENANT} services for this rule: the "
+                    f"{MAX_INSTANCES_PER_TENANT} with the most export batches were evaluated, the others keep "
+                    "their state"
                 )
                 summary.errors.append((rule.name, message))
                 self._record(now, tenant, rule, {}, "error", None, 0, None, detail=message)

@@ -83,18 +83,20 @@ __all__ = [
 logger: Final = logging.getLogger("clinotel.collector")
 
 COPIES_PER_SEGMENT: Final = 2
-"""A segment is sealed once the bytes the store copies to insert its requests (their resources,
-once for each of their spans: `otel_traces` keeps a span's resource on its row) reach this many
-times the segment's size. The insert takes about 7 bytes at its peak for each byte copied and
-13-14 for each byte of the segment (2026-12-07; `segment_bytes_for` budgets 40): a full segment
-and its full copies come to about 220 MB at 8 MiB, within that budget. A usual exporter's resource
-(a few hundred bytes over 512 spans) copies half a segment's size or less and never seals one."""
+"""A segment is sealed once the bytes the store copies to insert its requests (their resources'
+registered attributes and their scopes' names and versions, once for each of their spans:
+`otel_traces` keeps them on every span's row) reach this many times the segment's size. The
+insert takes about 7 bytes at its peak for each byte copied and 13-14 for each byte of the segment
+(2026-12-07; `segment_bytes_for` budgets 40): a full segment and its full copies come to about
+220 MB at 8 MiB, within that budget. A usual exporter's resource (a few hundred bytes over 512
+spans) copies half a segment's size or less and never seals one."""
 COPIES_PER_REQUEST: Final = 4
-"""A request whose resources copied onto its spans come to more than this many times a segment's
-size is refused whole (413): alone in its segment, its insert would pass the insert's budget (an
+"""A request whose resources and scopes copied onto its spans come to more than this many times a
+segment's size is refused whole (413): alone in its segment, its insert would pass the insert's budget (an
 OpenTelemetry Collector's batch of 8,192 spans under a 2 KB Kubernetes resource copies 16 MiB, two
 segments' worth at the default 8 MiB; 3 MiB of resource over 400 spans, an attack review's, 1.2
-GB, went past the engine's cap and set aside every other tenant's spans in its segment)."""
+GB, and a 300 KB scope name over 3,000 spans, went past the engine's cap and set aside every other
+tenant's spans in its segment)."""
 SUFFIX: Final = ".wal"
 FORMAT_MARK: Final = "-v2"
 """The end of the names (before `.wal`, and before a half's `.0`/`.1`) of segments whose records

@@ -33,7 +33,13 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from clinotel.collector import leb128
 from clinotel.collector.errors import RefusedError
-from clinotel.collector.receiver.spans import attribute_count, check_attributes, refuse_in_scope
+from clinotel.collector.receiver.spans import (
+    attribute_count,
+    check_attributes,
+    refuse_in_scope,
+    resource_bytes,
+    scope_bytes,
+)
 
 __all__ = ["DECODE_BUDGET", "DIRECT_LIMIT", "MAX_ELEMENTS", "Screened", "screen"]
 
@@ -113,7 +119,7 @@ class _Walk:
         self.attributes = 0
         """Attributes of the kept spans so far, their resources' once for each (`spans.check_attributes`)."""
         self.copies = 0
-        """Bytes of the resources so far, once for each kept span (`spans.resource_copies`)."""
+        """Bytes of the resources and scopes so far, once for each kept span (`spans.span_copies`)."""
         self.removed: Counter[str] = Counter()
         self.elements = 0
         self.days = days
@@ -245,7 +251,7 @@ class _Walk:
         self.attributes += len(resource.resource.attributes) * (self.kept - kept_before)
         check_attributes(self.attributes)
         if self.kept > kept_before:
-            self.copies += resource.resource.ByteSize() * (self.kept - kept_before)
+            self.copies += resource_bytes(resource.resource) * (self.kept - kept_before)
         first = resource.resource.ByteSize() if resource.HasField("resource") else None
         return self._around(resource, first, scopes)
 
@@ -256,6 +262,7 @@ class _Walk:
         own = bytearray()
         spans: Chunks = []
         run_start = run_end = 0
+        kept_before = self.kept
         for number, wire, start, value, end in self.fields(piece, 2):
             is_span = number == 2 and wire == _LEN
             if number in (1, 3):  # scope, schema_url
@@ -273,6 +280,7 @@ class _Walk:
         spans += self.screen_run(piece[run_start:run_end])
         scope = self.decode(own, 2, "a scope").scope_spans[0]
         del own
+        self.copies += scope_bytes(scope.scope) * (self.kept - kept_before)
         first = scope.scope.ByteSize() if scope.HasField("scope") else None
         return self._around(scope, first, spans)
 

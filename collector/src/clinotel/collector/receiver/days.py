@@ -18,8 +18,8 @@ freshness at 6 s).
 - Each tenant may add `rate_per_s` new days a second, `burst` at once. A request its tenant's
   allowance cannot cover now is answered 429 (OTLP/gRPC: UNAVAILABLE with RetryInfo) with a
   `Retry-After` of when it can; a request of more than a burst waits for the whole burst and is
-  charged a burst, so a wait is at most `burst / rate_per_s` (5 s), within the official
-  exporters' 10 s deadline and before the last of Java's gRPC retries (which ignore the delay).
+  charged a burst, so a wait is at most `burst / rate_per_s` (8 s), within the official
+  exporters' 10 s deadline (Java's gRPC sender ignores the delay: its last retry may come first).
   Requests that add no new day always pass. There is no allowance for
   all tenants together: one let two tenants' stream of one-day requests keep a third tenant's
   backfill out for good (a review: every batch lost), so several tenants' tokens add up.
@@ -54,13 +54,16 @@ MIN_NEW_DAYS_PER_S: Final = 32.0
 """The least `--new-days-per-s` (the default): pacing is for a tenant that stalls the others, not a
 quota to tighten."""
 MAX_NEW_DAYS_PER_S: Final = 100_000.0
-BURST_S: Final = 5.0
-"""A tenant may add this many seconds' worth of new days at once (160 at the default rate), and a
+BURST_S: Final = 8.0
+"""A tenant may add this many seconds' worth of new days at once (256 at the default rate), and a
 wait is at most this long: eight exporter workers' batches of 45 days each, sent at once (a
-backfill), went past the exporters' deadline with a burst of 64 (two of eight batches lost); at 8 s
-(256 days) Java's OkHttp gRPC sender, which ignores RetryInfo and makes its fifth and last try
-6.5-9.7 s after its first, lost a quarter of a backfill (a review with the Java SDK); 160 days
-cost the writer about 0.6 s."""
+backfill), went past the exporters' deadline with a burst of 64 (two of eight batches lost); 256
+days cost the writer about a second. 5 s was tried for Java's OkHttp gRPC sender, which ignores
+RetryInfo and makes its fifth and last try 6.5-9.7 s after its first (a review with the Java SDK
+lost a quarter of a year-spread backfill at 8 s): it saved that single sender, but three
+concurrent senders of one tenant then waited twice and one of three batches of the official Python
+exporter passed its deadline (a review), which 8 s stores. A Java backfill not in time order
+goes over OTLP/HTTP, whose `Retry-After` it honours (docs/instrumenting.md)."""
 MAX_BURST: Final = 512.0
 MAX_NEW_DAYS: Final = 400
 """The most new days one request may carry (the default `--max-span-age-days` allows 368 with the

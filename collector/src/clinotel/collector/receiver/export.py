@@ -55,7 +55,7 @@ from clinotel.collector.receiver.admission import (
     Hold,
     receive_buffer_for,
 )
-from clinotel.collector.receiver.spans import DAY_NS, check_copies, refuse_spans, resource_copies
+from clinotel.collector.receiver.spans import DAY_NS, check_copies, refuse_spans, span_copies
 
 __all__ = [
     "CONTENT_TYPES",
@@ -440,7 +440,7 @@ class TraceReceiver:
                 request = decode(inflated, content_type)
                 del inflated
                 kept, refused = refuse_spans(request, window, size, started)
-                copies = resource_copies(request)
+                copies = span_copies(request)
                 raw = _canonical(request) if kept else b""
                 del request
             check_copies(copies, COPIES_PER_REQUEST * wal.segment_bytes)

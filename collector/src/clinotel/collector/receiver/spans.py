@@ -21,6 +21,7 @@ from typing import Any, Final
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from clinotel.collector.errors import RefusedError
+from clinotel.semconv import REGISTRY, Scope
 
 __all__ = [
     "MAX_REQUEST_ATTRIBUTES",
@@ -30,7 +31,9 @@ __all__ = [
     "refusal",
     "refuse_in_scope",
     "refuse_spans",
-    "resource_copies",
+    "resource_bytes",
+    "scope_bytes",
+    "span_copies",
 ]
 
 MAX_REQUEST_ATTRIBUTES: Final = 500_000
@@ -62,26 +65,42 @@ def check_attributes(attributes: int) -> None:
         )
 
 
-def resource_copies(request: ExportTraceServiceRequest) -> int:
-    """The bytes of the request's resources, each once for each of its spans: what the store copies
-    onto the spans' rows beyond the request itself (`WriteAheadLog.append`'s `copies`)."""
+_RESOURCE_KEYS: Final = frozenset(d.key for d in REGISTRY if Scope.RESOURCE in d.scope)
+
+
+def resource_bytes(resource: Any) -> int:
+    """The bytes of a resource's registered attributes: what the store keeps of it on each of its
+    spans' rows (the others are dropped before the copies are made)."""
+    return sum(kv.ByteSize() for kv in resource.attributes if kv.key in _RESOURCE_KEYS)
+
+
+def scope_bytes(scope: Any) -> int:
+    """The bytes of a scope's name and version, which the store keeps on each of its spans' rows."""
+    return len(scope.name.encode()) + len(scope.version.encode())
+
+
+def span_copies(request: ExportTraceServiceRequest) -> int:
+    """The bytes the store copies onto the request's span rows beyond the request itself: each
+    resource's registered attributes and each scope's name and version, once for each of their
+    spans (`WriteAheadLog.append`'s `copies`)."""
     total = 0
     for rs in request.resource_spans:
-        spans = sum(len(ss.spans) for ss in rs.scope_spans)
-        if spans:
-            total += rs.resource.ByteSize() * spans
+        resource = resource_bytes(rs.resource)
+        for ss in rs.scope_spans:
+            if ss.spans:
+                total += (resource + scope_bytes(ss.scope)) * len(ss.spans)
     return total
 
 
 def check_copies(copies: int, limit: int) -> None:
-    """Refuse a request (too_large) whose resources copied onto its spans come to more than `limit`
-    bytes (`COPIES_PER_REQUEST` segments)."""
+    """Refuse a request (too_large) whose resources and scopes copied onto its spans come to more
+    than `limit` bytes (`COPIES_PER_REQUEST` segments)."""
     if copies > limit:
         raise RefusedError(
             "too_large",
-            f"the request's resources, copied onto each of their spans as the store keeps them, come to "
-            f"{copies:,} bytes, more than the {limit:,} one request may: send smaller batches, or fewer or "
-            "shorter resource attributes",
+            f"the request's resources and scopes, copied onto each of their spans as the store keeps them, come "
+            f"to {copies:,} bytes, more than the {limit:,} one request may: send smaller batches, or shorter "
+            "resource attributes and scope names",
         )
 
 
