@@ -188,13 +188,13 @@ def attribute_map(expr: str, scopes: tuple[Scope, ...]) -> str:
     # Unregistered keys are dropped before anything is built for them: the typed tuples of a
     # request of millions of tiny unregistered attributes took the insert past the engine's cap
     # at about half the request size (16 MiB instead of 26-29), and such a segment is retried,
-    # not quarantined. t = (key, value as text, value is a string, check code, value is a number).
-    # An array or map value (no scalar: `none`) is dropped as bytes are, not kept as '' for its key.
+    # not quarantined. t = (key, value as text, which OTLP value it is (the enum's number: 1 a
+    # string, 2 a boolean, 3 an integer, 4 a double), check code). An array or map value (no
+    # scalar: `none`, 0) is dropped as bytes are (7), not kept as '' for its key.
     typed = (
-        f"arrayMap(a -> (a.key, {value_sql('a.value')}, a.value.{_ONEOF} = 'string_value', "
-        f"transform(a.key, {allowed}, [{', '.join(str(c.codes[k]) for k in keys)}], 0), "
-        f"a.value.{_ONEOF} IN ('int_value', 'double_value')), "
-        f"arrayFilter(a -> has({allowed}, a.key) AND a.value.{_ONEOF} NOT IN ('bytes_value', 'none'), {expr}))"
+        f"arrayMap(a -> (a.key, {value_sql('a.value')}, toUInt8(a.value.{_ONEOF}), "
+        f"transform(a.key, {allowed}, [{', '.join(str(c.codes[k]) for k in keys)}], 0)), "
+        f"arrayFilter(a -> has({allowed}, a.key) AND toUInt8(a.value.{_ONEOF}) BETWEEN 1 AND 4, {expr}))"
     )
     closed_keys, closed_pairs = closed_values(scopes)
     number = "ifNull(toFloat64OrNull(t.2), nan)"
@@ -203,15 +203,15 @@ def attribute_map(expr: str, scopes: tuple[Scope, ...]) -> str:
         f"t.4 = {int(_Check.FREE_TEXT)}, 1",
         f"t.4 = {int(_Check.CLOSED)}, has({string_array(closed_pairs)}, concat(t.1, '=', t.2))" if closed_keys else "",
         *(f"t.4 = {_Check.PATTERN + i}, match(t.2, {literal(f'^(?:{p})$')})" for i, p in enumerate(c.patterns)),
-        f"t.4 = {int(_Check.BOOLEAN)}, t.2 IN ('true', 'false') AND NOT t.3",
-        *(f"t.4 = {_Check.RANGE + j}, t.5 AND {_in_range(number, *r)}" for j, r in enumerate(c.ranges)),
+        f"t.4 = {int(_Check.BOOLEAN)}, t.3 = 2",
+        *(f"t.4 = {_Check.RANGE + j}, t.3 >= 3 AND {_in_range(number, *r)}" for j, r in enumerate(c.ranges)),
     ]
     own_check = f"multiIf({', '.join(b for b in own if b)}, 1)"
     # a value that passed its own check is still dropped if its text looks like PHI: a string's,
     # and a number's or boolean's sent for a key that is not a number (`clinical.site` as the
     # int 5558675309 is stored as that text); free text is scrubbed instead, pseudonyms and closed
     # values cannot look like it, and a number of a numeric key is held to its range
-    phi_free = f"t.4 <= {int(_Check.CLOSED)} OR NOT ((t.3 OR t.4 < {int(_Check.RANGE)}) AND match(t.2, {PHI_SQL}))"
+    phi_free = f"t.4 <= {int(_Check.CLOSED)} OR NOT ((t.3 = 1 OR t.4 < {int(_Check.RANGE)}) AND match(t.2, {PHI_SQL}))"
     kept = f"arrayFilter(t -> t.4 != 0 AND {own_check} AND ({phi_free}), {typed})"
     value = f"if(t.4 = {int(_Check.FREE_TEXT)}, {scrub_sql('t.2')}, t.2)"
     return f"CAST(arrayMap(t -> (t.1, {value}), {kept}), 'Map(LowCardinality(String), String)')"
