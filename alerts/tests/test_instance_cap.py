@@ -73,4 +73,45 @@ def test_only_services_are_capped_never_a_rules_cohorts_or_groups(
     assert groups == {("baseline", "es"), ("baseline", "vi"), ("canary", "es")}
     _phi_dropped(client, options, "attacker", 5, NOW - timedelta(minutes=2))
     sdk = next(r for r in load(default_rules_path()).rules if r.name == "sdk_phi_dropped")
-    assert len(queries.observe(client, sdk, options.database, NOW)) == 2, "services: the cap and one row past it"
+    assert len(queries.observe(client, sdk, options.database, NOW, capped=True)) == 2, "the cap and one row past it"
+    assert len(queries.observe(client, sdk, options.database, NOW)) == 5, "the rollout gate judges every service"
+
+
+def test_the_evaluator_pages_every_workflow_kind_of_a_tenant_with_many(
+    client: Any, options: schema.SchemaOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tenant's spans name workflow kinds too (an open pattern): the evaluator once cut every
+    rule's rows to the cap in the engine's order, and a kind falling back 30 % of the time behind
+    a thousand one-workflow kinds never paged (a review)."""
+    from clinotel.alerts import evaluator as evaluating
+    from clinotel.alerts import queries
+
+    monkeypatch.setattr(queries, "MAX_INSTANCES_PER_TENANT", 1)
+    monkeypatch.setattr(evaluating, "MAX_INSTANCES_PER_TENANT", 1)
+    start = NOW - timedelta(minutes=5)
+    rows = [
+        (
+            "st-marys",
+            "triage",
+            f"t{i}",
+            start,
+            "fallback" if i < 30 else "model",
+            "model_unavailable" if i < 30 else "",
+            3,
+        )
+        for i in range(100)
+    ]
+    rows += [("st-marys", f"junk_{k}", f"j{k}", start, "model", "", 3) for k in range(5)]
+    client.insert(
+        options.name(tables.WORKFLOWS), rows,
+        column_names=["TenantId", "WorkflowKind", "TraceId", "StartTime", "DecisionSource", "FallbackReason", "Spans"],
+    )  # fmt: skip
+    default = load(default_rules_path())
+    rule = next(r for r in default.rules if r.name == "model_fallback").model_copy(update={"min_sample": 1, "for_": 0})
+    evaluator = Evaluator(client, default.model_copy(update={"rules": (rule,)}), Outbox([], []), options.database)
+    try:
+        summary = evaluator.evaluate(NOW)
+    finally:
+        evaluator.close()
+    assert summary.errors == []
+    assert ("model_fallback", {"tenant": "st-marys", "kind": "triage"}) in summary.firing

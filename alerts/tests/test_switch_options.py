@@ -184,3 +184,9 @@ def test_serve_without_rules_ignores_the_ticket_webhooks_variable(tmp_path: Path
     )
     assert given.exit_code == 2
     assert "give --rules FILE too" in given.output
+
+
+def test_serve_refuses_a_runbook_base_without_rules(tmp_path: Path) -> None:
+    result = CliRunner().invoke(serve, ["--data-dir", str(tmp_path / "store"), "--runbook-base", "https://wiki.x/rb"])
+    assert result.exit_code == 2, result.output
+    assert "--runbook-base links the pages of --rules" in result.output

@@ -198,7 +198,7 @@ class ListLog:
     when it came in parts)."""
 
     segment_bytes = 8 << 20
-    copies_per_segment = 16 << 20
+    copies_per_segment = 8 << 20
 
     def __init__(self) -> None:
         self.records: list[bytes] = []

@@ -31,9 +31,11 @@ def serve(
     evaluate alert rules on the same store, page, and run the rules' kill-switch actions
     (--flagd-file or --flag-webhook; --dry-run)."""
     if rules is None:
-        from_environment = click.get_current_context().get_parameter_source("webhook")
-        if from_environment is click.core.ParameterSource.ENVIRONMENT:
+        source = click.get_current_context().get_parameter_source
+        if source("webhook") is click.core.ParameterSource.ENVIRONMENT:
             webhook = ()  # CLINOTEL_TICKET_WEBHOOK_URL is for an evaluator: a plain collector ignores it
+        if runbook_base and source("runbook_base") is click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError("--runbook-base links the pages of --rules: give --rules FILE too")
         if sinks_given(alertmanager, pagerduty, webhook, sinks):
             raise click.UsageError(
                 "--alertmanager, --pagerduty, --webhook and --sink page for --rules: give --rules FILE too"

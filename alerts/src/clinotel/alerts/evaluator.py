@@ -143,13 +143,13 @@ class Evaluator:
         self.states = self._ledger.states
         for rule in self.pack.rules:
             try:
-                observations = observe(self.client, rule, self.database, now)
+                observations = observe(self.client, rule, self.database, now, capped=True)
             except Exception as e:  # noqa: BLE001 - a failing rule is recorded, the others still run
                 message = first_line(e, 500)
                 summary.errors.append((rule.name, message))
                 self._record(now, "", rule, {}, "error", None, 0, None, detail=message)
                 continue
-            observations, capped = _capped(observations)
+            observations, capped = _capped(observations) if rule.kind is Kind.SDK else (observations, frozenset())
             for tenant in sorted(capped):
                 message = (
                     f"tenant {tenant!r} has more than {MAX_INSTANCES_PER_TENANT} services for this rule: the "

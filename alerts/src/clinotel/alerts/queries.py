@@ -240,10 +240,12 @@ def _decision(rule: Rule) -> str:
     return f"if(value IS NULL, NULL, if(ifNull({significant}, 0), toFloat64(value), 1.))"
 
 
-def observe(client: object, rule: Rule, database: str, now: datetime) -> list[Observation]:
-    """Run the rule's query; raises what the database raised."""
+def observe(client: object, rule: Rule, database: str, now: datetime, *, capped: bool = False) -> list[Observation]:
+    """Run the rule's query; raises what the database raised. `capped`: an `sdk` rule's services,
+    at most `MAX_INSTANCES_PER_TENANT` of a tenant and one more (the evaluator's paging; the
+    rollout gate judges every one)."""
     sql = rule_sql(rule, database, now)
-    if rule.kind is Kind.SDK:  # one row past the cap tells the evaluator that a tenant had more
+    if capped and rule.kind is Kind.SDK:  # one row past the cap tells the evaluator that a tenant had more
         sql = f"SELECT * FROM (\n{sql}\n)\nORDER BY tenant, n DESC, grp LIMIT {MAX_INSTANCES_PER_TENANT + 1} BY tenant"
     rows = client.query(sql).result_rows  # type: ignore[attr-defined]
     return [

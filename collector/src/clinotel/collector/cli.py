@@ -197,6 +197,7 @@ def refresh_rollups(
                 f"{database} has no {', '.join(missing)} yet (a store from before this clinotel): run "
                 "`clinotel schema apply` first"
             )
+        schema_module.check_not_newer(client, options)
         if clickhouse_url is None:
             full_parts(client, database, ROLLUP_TABLES)
         if every is not None:

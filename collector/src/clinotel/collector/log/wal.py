@@ -82,21 +82,21 @@ __all__ = [
 
 logger: Final = logging.getLogger("clinotel.collector")
 
-COPIES_PER_SEGMENT: Final = 2
+COPIES_PER_SEGMENT: Final = 1
 """A segment is sealed once the bytes the store copies to insert its requests (their resources'
 registered attributes and their scopes' names and versions, once for each of their spans:
-`otel_traces` keeps them on every span's row) reach this many times the segment's size. The
-insert takes about 7 bytes at its peak for each byte copied and 13-14 for each byte of the segment
-(2026-12-07; `segment_bytes_for` budgets 40): a full segment and its full copies come to about
-220 MB at 8 MiB, within that budget. A usual exporter's resource (a few hundred bytes over 512
-spans) copies half a segment's size or less and never seals one."""
-COPIES_PER_REQUEST: Final = 4
+`otel_traces` keeps them on every span's row, `service.name` twice) reach this many times the
+segment's size. The insert takes 7-15 bytes at its peak for each byte copied (15 for
+`service.name`) and 13-14 for each byte of the segment (2026-12-07; `segment_bytes_for` budgets
+40): a full segment and its full copies come to about 240 MB at 8 MiB, within that budget. A usual
+exporter's resource (a few hundred bytes over 512 spans) copies half a segment's size or less."""
+COPIES_PER_REQUEST: Final = 2
 """A request whose resources and scopes copied onto its spans come to more than this many times a
-segment's size is refused whole (413): alone in its segment, its insert would pass the insert's budget (an
-OpenTelemetry Collector's batch of 8,192 spans under a 2 KB Kubernetes resource copies 16 MiB, two
-segments' worth at the default 8 MiB; 3 MiB of resource over 400 spans, an attack review's, 1.2
-GB, and a 300 KB scope name over 3,000 spans, went past the engine's cap and set aside every other
-tenant's spans in its segment)."""
+segment's size is refused whole (413): alone in its segment, its insert would pass the insert's
+budget (16 MiB at the default 8 MiB segment; an OpenTelemetry Collector's batch of 8,192 spans
+under 1 KB of registered resource attributes copies 8 MiB; 3 MiB of resource over 400 spans, an
+attack review's, 1.2 GB, and a 300 KB scope name over 3,000 spans went past the engine's cap and
+set aside every other tenant's spans in its segment)."""
 SUFFIX: Final = ".wal"
 FORMAT_MARK: Final = "-v2"
 """The end of the names (before `.wal`, and before a half's `.0`/`.1`) of segments whose records
@@ -484,8 +484,9 @@ class WriteAheadLog:
                 held = "it holds no segment: remove the directory to give it to this store"
             raise LogOwnedError(
                 f"the write-ahead log {self.directory} belongs to the store {shown}, not {owner} ({held}): "
-                "give this collector a log of its own (--wal-dir)"
-            )
+                + ("or give this collector a log of its own (--wal-dir) and leave this one to that store's collector"
+                   if waiting else "give this collector a log of its own (--wal-dir)")
+            )  # fmt: skip
         if recorded is None:
             tmp = self.directory / f".{OWNER_FILE}.tmp"
             with tmp.open("w", encoding="utf-8") as f:

@@ -57,6 +57,7 @@ __all__ = [
     "SchemaOptions",
     "SchemaTarget",
     "apply",
+    "check_not_newer",
     "migrations",
     "render",
     "tenant_tables",
@@ -172,15 +173,7 @@ def apply(client: SchemaTarget, o: SchemaOptions, until: int | None = None) -> l
     client.command(_versions(o))
     result = client.query(f"SELECT Version FROM {o.name(VERSIONS)} FINAL")
     done = {int(row[0]) for row in getattr(result, "result_rows", [])}
-    known = migrations(o)[-1].version
-    if done and max(done) > known:
-        # an older release on a store a newer one migrated wrote through views that no longer
-        # match the tables, and its refreshes failed every 30 s (an upgrade review)
-        raise StoreError(
-            f"this store is at schema version {max(done)}, newer than this clinotel knows ({known}): a newer "
-            "release migrated it. Run that release, or restore the data directory copied before the upgrade "
-            "(docs/operations.md, Upgrading)"
-        )
+    _not_newer(max(done, default=0), o)
     applied = []
     start = baseline()
     if not done and start is not None and (until is None or until >= start.version):
@@ -211,6 +204,25 @@ def apply(client: SchemaTarget, o: SchemaOptions, until: int | None = None) -> l
         _record(client, o, m)
         applied.append(m.version)
     return applied
+
+
+def check_not_newer(client: SchemaTarget, o: SchemaOptions) -> None:
+    """StoreError when a newer release has migrated the store past what this code knows (for a
+    command that uses the store without migrating it: the rollups' refresh)."""
+    rows = getattr(client.query(f"SELECT max(Version) FROM {o.name(VERSIONS)}"), "result_rows", [])
+    _not_newer(int(rows[0][0] or 0) if rows else 0, o)
+
+
+def _not_newer(version: int, o: SchemaOptions) -> None:
+    known = migrations(o)[-1].version
+    if version > known:
+        # an older release on a store a newer one migrated wrote through views that no longer
+        # match the tables, and its refreshes failed every 30 s (an upgrade review)
+        raise StoreError(
+            f"this store is at schema version {version}, newer than this clinotel knows ({known}): a newer "
+            "release migrated it. Run that release, or restore the data directory copied before the upgrade "
+            "(docs/operations.md, Upgrading)"
+        )
 
 
 def _record(client: SchemaTarget, o: SchemaOptions, m: Migration) -> None:
