@@ -142,14 +142,15 @@ class Evaluator:
             return summary
         self.states = self._ledger.states
         for rule in self.pack.rules:
+            cap = rule.kind is Kind.SDK  # a tenant's services are named at will; kinds and groups are all judged
             try:
-                observations = observe(self.client, rule, self.database, now, capped=True)
+                observations = observe(self.client, rule, self.database, now, capped=cap)
             except Exception as e:  # noqa: BLE001 - a failing rule is recorded, the others still run
                 message = first_line(e, 500)
                 summary.errors.append((rule.name, message))
                 self._record(now, "", rule, {}, "error", None, 0, None, detail=message)
                 continue
-            observations, capped = _capped(observations) if rule.kind is Kind.SDK else (observations, frozenset())
+            observations, capped = _capped(observations) if cap else (observations, frozenset())
             for tenant in sorted(capped):
                 message = (
                     f"tenant {tenant!r} has more than {MAX_INSTANCES_PER_TENANT} services for this rule: the "
@@ -434,7 +435,7 @@ class Evaluator:
 
 
 def _capped(observations: list[Observation]) -> tuple[list[Observation], frozenset[str]]:
-    """`observations` without the row past `MAX_INSTANCES_PER_TENANT` the query returns for a
+    """`observations` without the row past `MAX_INSTANCES_PER_TENANT` a capped query returns for a
     tenant that had more, and those tenants."""
     count: dict[str, int] = {}
     kept, capped = [], set()

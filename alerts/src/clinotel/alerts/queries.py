@@ -241,11 +241,11 @@ def _decision(rule: Rule) -> str:
 
 
 def observe(client: object, rule: Rule, database: str, now: datetime, *, capped: bool = False) -> list[Observation]:
-    """Run the rule's query; raises what the database raised. `capped`: an `sdk` rule's services,
-    at most `MAX_INSTANCES_PER_TENANT` of a tenant and one more (the evaluator's paging; the
-    rollout gate judges every one)."""
+    """Run the rule's query; raises what the database raised. `capped`: at most
+    `MAX_INSTANCES_PER_TENANT` instances of a tenant, the largest samples first, and one more (the
+    evaluator's paging of an `sdk` rule's services; the rollout gate judges every one)."""
     sql = rule_sql(rule, database, now)
-    if capped and rule.kind is Kind.SDK:  # one row past the cap tells the evaluator that a tenant had more
+    if capped:  # one row past the cap tells the evaluator that a tenant had more
         sql = f"SELECT * FROM (\n{sql}\n)\nORDER BY tenant, n DESC, grp LIMIT {MAX_INSTANCES_PER_TENANT + 1} BY tenant"
     rows = client.query(sql).result_rows  # type: ignore[attr-defined]
     return [

@@ -40,8 +40,8 @@ ENV_USER: Final = "CLICKHOUSE_USER"
 ENV_PASSWORD: Final = "CLICKHOUSE_PASSWORD"
 _ERRNO: Final = re.compile(r"\[Errno (-?\d+)\] ([^'\"()\]]+)")
 _CH_ERROR: Final = re.compile(r"Code: (\d+)\. DB::Exception: ")
-_REFUSED_CREDENTIALS: Final = ("AUTHENTICATION_FAILED", "REQUIRED_PASSWORD")
-"""ClickHouse's names of codes 516 and 194."""
+_REFUSED_CREDENTIALS: Final = {"516": "AUTHENTICATION_FAILED", "194": "REQUIRED_PASSWORD"}
+"""ClickHouse's codes (and their names) for credentials it refused."""
 
 
 class StoreError(RuntimeError):
@@ -79,7 +79,7 @@ def reach_error(url: str, error: Exception) -> str:
     if match := _CH_ERROR.search(text):
         said, name = engine_message(text)
         message = printable(said.splitlines()[0]) if said else ""
-        if name in _REFUSED_CREDENTIALS or match.group(1) in ("194", "516"):
+        if match.group(1) in _REFUSED_CREDENTIALS or name in _REFUSED_CREDENTIALS.values():
             return f"{url} refused the credentials ({ENV_USER} / {ENV_PASSWORD}): {message[:200]}"
         return f"{url} answered: Code {match.group(1)}: {message[:300]}"
     if match := _ERRNO.search(text):

@@ -21,7 +21,8 @@ from typing import Any, Final
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from clinotel.collector.errors import RefusedError
-from clinotel.semconv import REGISTRY, Scope
+from clinotel.collector.store.phi_sql import allowed_keys
+from clinotel.semconv import Scope
 
 __all__ = [
     "MAX_REQUEST_ATTRIBUTES",
@@ -68,7 +69,8 @@ def check_attributes(attributes: int) -> None:
         )
 
 
-_RESOURCE_KEYS: Final = frozenset(d.key for d in REGISTRY if Scope.RESOURCE in d.scope)
+_RESOURCE_KEYS: Final = frozenset(allowed_keys((Scope.RESOURCE,)))
+"""The resource keys the engine keeps (`phi_sql.attribute_map`'s allowlist)."""
 NFKD_GROWTH: Final = 11
 """The most a text's UTF-8 bytes grow when the engine's PHI check reads it in its NFKD form (and
 stores that form when it shows PHI): U+FDFA, 3 bytes, is 33. A review sent `may 1` and 50,000 of
