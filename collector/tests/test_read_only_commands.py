@@ -275,3 +275,33 @@ def test_query_on_a_terminal_shows_control_characters_as_escapes(store: Path) ->
     assert shown.count(b"\n") >= 3, "the table's lines kept"
     piped = subprocess.run([*argv, "--format", "TSVRaw"], capture_output=True, timeout=120, check=True)
     assert piped.stdout == b"svc\x1b[2J\x1b]0;T\x07x\n"
+
+
+def test_a_store_a_newer_release_migrated_is_refused_to_readers(
+    client: Any, engine_dir: Path, options: schema.SchemaOptions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a rollback, the older release's readers (`query`, `report`, `alerts evaluate`,
+    `dashboards check`) named tables and columns the newer one had changed, and gave their figures
+    as if nothing had: refused in one line, as `serve` and `schema apply` are; through --data-dir,
+    and through --server (no server runs here: the embedded engine stands in as its client)."""
+    import click
+
+    from clinotel.model import store
+    from clinotel.model.store import StoreError
+
+    o = schema.SchemaOptions(database=f"newer_{uuid.uuid4().hex[:10]}")
+    try:
+        schema.apply(client, o)
+        open_embedded(engine_dir / "data", o.database).close()  # this release's own store opens
+        newer = schema.SCHEMA_VERSION + 1
+        client.command(f"INSERT INTO {o.name(schema.VERSIONS)} (Version, Description) VALUES ({newer}, 'next')")
+        with pytest.raises(StoreError) as refused:
+            open_embedded(engine_dir / "data", o.database)
+        assert f"schema version {newer}, newer than this clinotel knows ({schema.SCHEMA_VERSION})" in str(refused.value)
+        assert "\n" not in str(refused.value)
+        monkeypatch.setattr(store, "connect_server", lambda url, database=None: client)
+        with pytest.raises(click.ClickException, match=f"schema version {newer}, newer than"):
+            store.open_reading_store("http://clickhouse.invalid:8123", None, o.database)
+        assert store.open_reading_store("http://clickhouse.invalid:8123", None, options.database) is client
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS {o.database}")

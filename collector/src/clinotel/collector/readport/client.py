@@ -8,8 +8,8 @@ opened. `ReadOnlyClient` answers the part of clickhouse-connect's client those c
 `query` (rows typed by clickhouse-connect's own Native decoder), `raw_query` and `command`.
 
 Opening checks the directory first and creates nothing: a missing store, one held by a running
-collector (read through it with `--server`) or one on a read-only mount is refused with what to
-do instead.
+collector (read through it with `--server`), one on a read-only mount or one a newer release
+migrated is refused with what to do instead.
 """
 
 from __future__ import annotations
@@ -125,7 +125,19 @@ def open_embedded(
         reader = SqlReader(data_dir.resolve(), database, schema.tenant_tables(), limits or ReadLimits())
     except (RuntimeError, ClickHouseError) as e:
         raise StoreError(f"cannot open the store {data_dir.resolve()}: {first_line(e)}") from e
+    _refuse_newer_store(reader, database)
     return ReadOnlyClient(reader, database)
+
+
+def _refuse_newer_store(reader: SqlReader, database: str) -> None:
+    """StoreError when a newer release migrated the store: this release's queries name the tables
+    and columns it knows, and its figures from a store laid out otherwise are not to be trusted."""
+    options = schema.SchemaOptions(database=database)
+    try:
+        stored = reader.own_scalar(f"SELECT max(Version) FROM {options.name(schema.VERSIONS)}")
+    except ClickHouseError:
+        return  # no version table: a store from before versions were kept, which nothing newer wrote
+    schema.refuse_newer(int(stored or 0), options)
 
 
 def check_read(client: Any, sql: str) -> None:

@@ -268,6 +268,11 @@ class SqlReader:
             f"{self.limits.reader_threads}"
         )
 
+    def own_scalar(self, sql: str) -> str:
+        """One value of a query of clinotel's own (not a reader's: no tenant's guard), on a parser
+        session of the pool; ClickHouseError when the engine refuses it."""
+        return self._scalar(sql)
+
     def _scalar(self, sql: str) -> str:
         """One value of one of our own queries, on a parser session of the pool."""
         try:

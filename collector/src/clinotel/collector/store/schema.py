@@ -59,6 +59,7 @@ __all__ = [
     "apply",
     "check_not_newer",
     "migrations",
+    "refuse_newer",
     "render",
     "tenant_tables",
 ]
@@ -173,7 +174,7 @@ def apply(client: SchemaTarget, o: SchemaOptions, until: int | None = None) -> l
     client.command(_versions(o))
     result = client.query(f"SELECT Version FROM {o.name(VERSIONS)} FINAL")
     done = {int(row[0]) for row in getattr(result, "result_rows", [])}
-    _not_newer(max(done, default=0), o)
+    refuse_newer(max(done, default=0), o)
     applied = []
     start = baseline()
     if not done and start is not None and (until is None or until >= start.version):
@@ -210,10 +211,11 @@ def check_not_newer(client: SchemaTarget, o: SchemaOptions) -> None:
     """StoreError when a newer release has migrated the store past what this code knows (for a
     command that uses the store without migrating it: the rollups' refresh)."""
     rows = getattr(client.query(f"SELECT max(Version) FROM {o.name(VERSIONS)}"), "result_rows", [])
-    _not_newer(int(rows[0][0] or 0) if rows else 0, o)
+    refuse_newer(int(rows[0][0] or 0) if rows else 0, o)
 
 
-def _not_newer(version: int, o: SchemaOptions) -> None:
+def refuse_newer(version: int, o: SchemaOptions) -> None:
+    """StoreError when `version` (the store's schema version) is past the last migration this code knows."""
     known = migrations(o)[-1].version
     if version > known:
         # an older release on a store a newer one migrated wrote through views that no longer
