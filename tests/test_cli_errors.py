@@ -83,8 +83,8 @@ CASES: list[tuple[str, list[str], int, str]] = [
     (
         "serve: engine memory below its floor",
         ["serve", "--insecure-no-auth", "--memory-mb", "64"],
-        1,
-        "--memory-mb: the embedded engine needs at least 448 MB",
+        2,
+        "64 is not in the range 448<=x<=",
     ),
     (
         "serve: rollup interval negative",

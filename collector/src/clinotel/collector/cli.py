@@ -21,6 +21,7 @@ from clinotel.collector.store.embedded import (
     DEFAULT_DATA_DIR,
     DEFAULT_ENGINE_MEMORY_MB,
     MAX_ENGINE_MEMORY_MB,
+    MIN_ENGINE_MEMORY_MB,
     StoreError,
     check_embedded,
     connect,
@@ -411,11 +412,11 @@ _serve_options = [
     ),
     click.option(
         "--memory-mb",
-        type=click.IntRange(min=1, max=MAX_ENGINE_MEMORY_MB),
+        type=click.IntRange(min=MIN_ENGINE_MEMORY_MB, max=MAX_ENGINE_MEMORY_MB),
         default=DEFAULT_ENGINE_MEMORY_MB,
         show_default=True,
         help="The embedded engine's memory cap (inserts, merges, reads, caches; the process adds ~250-350 MB "
-        "of code and interpreter). At least 448; below 704 the log's segments shrink to fit (fewer spans "
+        "of code and interpreter). Below 704 the log's segments shrink to fit (fewer spans "
         "per second). Ignored with --clickhouse-url.",
     ),
     click.option(
