@@ -196,7 +196,11 @@ def open_reading_store(
     try:
         if server is not None:
             client = connect_server(server, database)
-            _refuse_newer_store(client, database or DEFAULT_DATABASE)
+            try:
+                from clinotel.collector.readport.client import refuse_newer_store
+            except ImportError:  # the readers alone: a server's store is read as it is
+                return client
+            refuse_newer_store(client.command, database or DEFAULT_DATABASE)
             return client
         try:
             from clinotel.collector.readport.client import open_embedded
@@ -208,19 +212,3 @@ def open_reading_store(
         return open_embedded(path, database or DEFAULT_DATABASE, held_advice=held_advice)
     except StoreError as e:
         raise click.ClickException(str(e)) from None
-
-
-def _refuse_newer_store(client: Any, database: str) -> None:
-    """StoreError when a newer release migrated the server's store (as `open_embedded` refuses a
-    data directory's). Skipped where the version table cannot be read: a collector's read port
-    hides it (that collector refuses such a store itself), or only the readers are installed."""
-    try:
-        from clinotel.collector.store import schema
-    except ImportError:
-        return
-    options = schema.SchemaOptions(database=database)
-    try:
-        stored = client.command(f"SELECT max(Version) FROM {options.name(schema.VERSIONS)}")
-    except Exception:  # noqa: BLE001 - any refusal of this one query means: not readable here
-        return
-    schema.refuse_newer(int(stored) if str(stored).isdigit() else 0, options)

@@ -15,7 +15,7 @@ migrated is refused with what to do instead.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,7 +25,7 @@ from clinotel.collector.store import schema
 from clinotel.collector.store.embedded import StoreError, check_embedded
 from clinotel.model.store import engine_message, first_line
 
-__all__ = ["ReadOnlyClient", "check_read", "open_embedded"]
+__all__ = ["ReadOnlyClient", "check_read", "open_embedded", "refuse_newer_store"]
 
 
 class _Source:
@@ -125,19 +125,21 @@ def open_embedded(
         reader = SqlReader(data_dir.resolve(), database, schema.tenant_tables(), limits or ReadLimits())
     except (RuntimeError, ClickHouseError) as e:
         raise StoreError(f"cannot open the store {data_dir.resolve()}: {first_line(e)}") from e
-    _refuse_newer_store(reader, database)
+    refuse_newer_store(reader.own_scalar, database)
     return ReadOnlyClient(reader, database)
 
 
-def _refuse_newer_store(reader: SqlReader, database: str) -> None:
-    """StoreError when a newer release migrated the store: this release's queries name the tables
-    and columns it knows, and its figures from a store laid out otherwise are not to be trusted."""
+def refuse_newer_store(value_of: Callable[[str], object], database: str) -> None:
+    """StoreError when a newer release migrated the store `value_of` (one value of a query) reads:
+    this release's queries name the tables and columns it knows, and its figures from a store laid
+    out otherwise are not to be trusted. Nothing is said where the version cannot be read (no
+    version table; a collector's read port, which hides it and refuses such a store itself)."""
     options = schema.SchemaOptions(database=database)
     try:
-        stored = reader.own_scalar(f"SELECT max(Version) FROM {options.name(schema.VERSIONS)}")
-    except ClickHouseError:
-        return  # no version table: a store from before versions were kept, which nothing newer wrote
-    schema.refuse_newer(int(stored or 0), options)
+        stored = value_of(f"SELECT max(Version) FROM {options.name(schema.VERSIONS)}")
+    except Exception:  # noqa: BLE001 - any refusal of this one query means: not readable here
+        return
+    schema.refuse_newer(int(str(stored)) if str(stored).isdigit() else 0, options)
 
 
 def check_read(client: Any, sql: str) -> None:
