@@ -60,7 +60,8 @@ def _flapping(client: Any, options: schema.SchemaOptions) -> None:
             fell_back = minute in BREACHED and i % 2 == 0
             rows.append(("st-marys", "triage", uuid.uuid4().hex, start, start + timedelta(seconds=3),
                          "fallback" if fell_back else "model", "model_unavailable" if fell_back else ""))  # fmt: skip
-    columns = ["TenantId", "WorkflowKind", "TraceId", "StartTime", "EndTime", "DecisionSource", "FallbackReason"]
+    columns = [clinical.stored_column(c) for c in (
+        "TenantId", "WorkflowKind", "TraceId", "StartTime", "EndTime", "DecisionSource", "FallbackReason")]  # fmt: skip
     client.insert(options.name(clinical.WORKFLOWS), rows, column_names=columns)
 
 
@@ -304,8 +305,8 @@ def breached_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "now = datetime.now(UTC)\n"
         "rows = [('st-marys', 'triage', uuid.uuid4().hex, now - timedelta(seconds=20 * i), now,\n"
         "         'fallback' if i % 2 else 'model', 'model_unavailable' if i % 2 else '') for i in range(30)]\n"
-        "c.insert(o.name(clinical.WORKFLOWS), rows, column_names=['TenantId', 'WorkflowKind', 'TraceId',\n"
-        "         'StartTime', 'EndTime', 'DecisionSource', 'FallbackReason'])\n"
+        "names = ('TenantId', 'WorkflowKind', 'TraceId', 'StartTime', 'EndTime', 'DecisionSource', 'FallbackReason')\n"
+        "c.insert(o.name(clinical.WORKFLOWS), rows, column_names=[clinical.stored_column(n) for n in names])\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120, capture_output=True)
     return data

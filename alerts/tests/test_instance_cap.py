@@ -16,7 +16,7 @@ from clinotel.alerts.paging import Outbox
 from clinotel.alerts.queries import MAX_INSTANCES_PER_TENANT
 from clinotel.alerts.rules import load
 from clinotel.collector.store import schema
-from clinotel.model import tables
+from clinotel.model import clinical, tables
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -104,7 +104,8 @@ def test_the_evaluator_pages_every_workflow_kind_of_a_tenant_with_many(
     rows += [("st-marys", f"junk_{k}", f"j{k}", start, "model", "", 3) for k in range(5)]
     client.insert(
         options.name(tables.WORKFLOWS), rows,
-        column_names=["TenantId", "WorkflowKind", "TraceId", "StartTime", "DecisionSource", "FallbackReason", "Spans"],
+        column_names=[clinical.stored_column(c) for c in (
+            "TenantId", "WorkflowKind", "TraceId", "StartTime", "DecisionSource", "FallbackReason", "Spans")],
     )  # fmt: skip
     default = load(default_rules_path())
     rule = next(r for r in default.rules if r.name == "model_fallback").model_copy(update={"min_sample": 1, "for_": 0})

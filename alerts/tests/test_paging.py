@@ -119,7 +119,8 @@ def _workflows(client: Any, options: schema.SchemaOptions, tenant: str, n: int, 
         fell_back = i < fallback
         rows.append((tenant, "triage", uuid.uuid4().hex, start, start + timedelta(seconds=30),
                      "fallback" if fell_back else "model", "model_unavailable" if fell_back else ""))  # fmt: skip
-    columns = ["TenantId", "WorkflowKind", "TraceId", "StartTime", "EndTime", "DecisionSource", "FallbackReason"]
+    columns = [clinical.stored_column(c) for c in (
+        "TenantId", "WorkflowKind", "TraceId", "StartTime", "EndTime", "DecisionSource", "FallbackReason")]  # fmt: skip
     client.insert(options.name(clinical.WORKFLOWS), rows, column_names=columns)
 
 

@@ -19,8 +19,9 @@ from clinotel.model.stats import kill_sequence, ratio_interval
 from clinotel.semconv import attributes as A
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-WORKFLOW_COLUMNS = ["TenantId", "WorkflowKind", "TraceId", "WorkflowId", "StartTime", "RolloutMode", "RolloutCohort",
-                    "ModelVersion", "Language"]  # fmt: skip
+WORKFLOW_COLUMNS = [clinical.stored_column(c) for c in (
+    "TenantId", "WorkflowKind", "TraceId", "WorkflowId", "StartTime", "RolloutMode", "RolloutCohort", "ModelVersion",
+    "Language")]  # fmt: skip
 SPAN_COLUMNS = ["Timestamp", "TraceId", "SpanId", "SpanName", "ResourceAttributes", "SpanAttributes"]
 
 

@@ -585,7 +585,10 @@ def test_a_decision_made_within_the_clocks_tick_counts_in_the_decision_latency(
     client.insert(
         options.name(clinical.WORKFLOWS),
         rows,
-        column_names=["TenantId", "WorkflowKind", "TraceId", "StartTime", "Spans", "DecideMs", "DecisionSource"],
+        column_names=[
+            clinical.stored_column(c)
+            for c in ("TenantId", "WorkflowKind", "TraceId", "StartTime", "Spans", "DecideMs", "DecisionSource")
+        ],
     )
     value, sample = INDICATORS["decision_latency_p95_ms"].conditional()
     got = client.query(f"SELECT {sample}, {value} FROM {options.name(clinical.WORKFLOWS)} FINAL").result_rows[0]

@@ -27,8 +27,10 @@ RANGE = TimeRange(T0 - timedelta(hours=1), T0 + timedelta(hours=6))
 TENANT = {A.TENANT_ID.key: "st-marys"}
 SPAN_COLUMNS = ["Timestamp", "TraceId", "SpanId", "SpanName", "ResourceAttributes", "SpanAttributes",
                 "Links.TraceId", "Links.SpanId", "Links.TraceState", "Links.Attributes"]  # fmt: skip
-WORKFLOW_COLUMNS = ["TenantId", "WorkflowKind", "TraceId", "WorkflowId", "Site", "Department", "StartTime",
-                    "EndTime", "RolloutMode", "RolloutCohort", "ModelVersion", "DecisionValue"]  # fmt: skip
+WORKFLOW_COLUMNS = [clinical.stored_column(name) for name in (
+    "TenantId", "WorkflowKind", "TraceId", "WorkflowId", "Site", "Department", "StartTime", "EndTime", "RolloutMode",
+    "RolloutCohort", "ModelVersion", "DecisionValue",
+)]  # fmt: skip
 
 
 class Spans:

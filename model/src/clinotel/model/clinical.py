@@ -8,8 +8,9 @@ materialized views, so any OTLP pipeline that fills `otel_traces` fills them too
   ended and, when it comes days later, the ground truth: a late `outcome` span lands on the row of
   the workflow it links to or, without a link, of the latest workflow with its pseudonymous
   workflow id (in its tenant and workflow kind) that started before it. Read it with `FINAL` (the
-  ground truth and review are ALIAS columns over merged state: aggregating the rows yourself, or
-  `SELECT *`, which leaves ALIAS columns out, does not read them).
+  decision, the shadow prediction, the ground truth and the review are ALIAS columns over merged
+  state: aggregating the rows yourself, or `SELECT *`, which leaves ALIAS columns out, does not
+  read them).
 - `clinical_unjoined_outcomes`: late `outcome` spans that joined no workflow, with the reason (the
   telemetry-health dashboard counts them; they are not workflows).
 
@@ -155,6 +156,11 @@ _AT: Final = "greatest(Timestamp, fromUnixTimestamp64Nano(toInt64(1)))"
 """A record's time for "the latest": a span stamped at or before the epoch counts as 1 ns after it."""
 
 
+def _in_tuple(type_: str) -> str:
+    """A column's type as an element of a stored tuple (which keeps no LowCardinality)."""
+    return type_.removeprefix("LowCardinality(").removesuffix(")") if type_.startswith("LowCardinality(") else type_
+
+
 def workflow_columns() -> list[WorkflowColumn]:
     by_name = {c.name: c for c in STAGE_COLUMNS}
     live = f"{_is(Stage.DECIDE)} AND ifNull(Shadow, 0) = 0"
@@ -175,14 +181,29 @@ def workflow_columns() -> list[WorkflowColumn]:
         # a shadow prediction is a zero-length `decide` span beside the live one: not a stage
         which = live if stage is Stage.DECIDE else _is(stage)
         out.append(WorkflowColumn(f"{stage.value.capitalize()}Ms", "Float64", "sum", f"sumIf(DurationMs, {which})"))
-    for name in (
-        "DecisionSource", "DecisionValue", "DecisionConfidence", "DecisionRisk", "ModelName", "ModelVersion",
-        "FallbackReason", "RolloutMode", "RolloutCohort", "FlagKey", "FlagVariant",
-    ):  # fmt: skip
-        c = by_name[name]
-        out.append(WorkflowColumn(name, c.type, "max", f"maxIf({name}, {live})"))
-    out.append(WorkflowColumn("ShadowValue", "String", "max", f"maxIf(DecisionValue, {shadow})"))
-    out.append(WorkflowColumn("ShadowModelVersion", "String", "max", f"maxIf(ModelVersion, {shadow})"))
+    # the decision of record is the latest live `decide` span recording one (a source or a value),
+    # whole, and the shadow prediction the latest shadow span's (migration 21); `…Max` holds the
+    # largest of each field, what rows stored before it read
+    decision = ("DecisionSource", "DecisionValue", "DecisionConfidence", "DecisionRisk", "ModelName", "ModelVersion",
+                "FallbackReason")  # fmt: skip
+    for name in decision:
+        out.append(WorkflowColumn(f"{name}Max", by_name[name].type, "max", f"maxIf({name}, {live})", read=False))
+    for name in ("RolloutMode", "RolloutCohort", "FlagKey", "FlagVariant"):  # the arm a workflow was in
+        out.append(WorkflowColumn(name, by_name[name].type, "max", f"maxIf({name}, {live})"))
+    shadows = (("ShadowValue", "DecisionValue"), ("ShadowModelVersion", "ModelVersion"))
+    for name, field in shadows:
+        out.append(WorkflowColumn(f"{name}Max", "String", "max", f"maxIf({field}, {shadow})", read=False))
+    for latest, names, fields, recorded in (
+        ("DecisionLatest", decision, decision, f"{live} AND (DecisionSource != '' OR DecisionValue != '')"),
+        ("ShadowLatest", [n for n, _ in shadows], [f for _, f in shadows], f"{shadow} AND DecisionValue != ''"),
+    ):
+        # a tuple drops LowCardinality
+        types = ", ".join(_in_tuple(by_name[f].type) for f in fields)
+        newest = f"maxIf(({_AT}, {', '.join(fields)}), {recorded})"
+        out.append(WorkflowColumn(latest, f"Tuple(DateTime64(9), {types})", "max", newest, read=False))
+        for i, (name, field) in enumerate(zip(names, fields, strict=True), start=2):
+            alias = f"if({latest}.1 > {_EPOCH}, {latest}.{i}, {name}Max)"
+            out.append(WorkflowColumn(name, by_name[field].type, "", "", alias=alias))
     for name in (
         "ActionType", "ActionStatus", "ActionAutomated", "SlotsOffered", "SlotFilled", "LeadTimeDays", "OutcomeStatus",
     ):  # fmt: skip
