@@ -379,3 +379,37 @@ def test_a_request_as_big_as_a_segment_gets_one_of_its_own(tmp_path: Path) -> No
         wal.done(segment)
     assert segments == [[b"a", b"b"], [big], [b"c"]]
     wal.close()
+
+
+def test_a_log_directory_the_collector_cannot_change_is_refused_at_open() -> None:
+    """A log directory the collector could read but not change (its lock file still writable)
+    stopped the writer at the first segment stored, which it could not delete: a traceback and
+    the exit status that says a restart is the remedy (an operator's fault injection). Now opening
+    the log says so in one line, before anything is acknowledged."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs another user (setpriv as root) to meet a directory it cannot change")
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="clinotel-wal-", dir="/tmp"))  # pytest's own is 0700: nobody could not look
+    try:
+        log = base / "wal"
+        log.mkdir()
+        (log / "LOCK").touch()
+        for path, mode in ((base, 0o755), (log, 0o755), (log / "LOCK", 0o666)):
+            path.chmod(mode)
+        code = (
+            "import sys\nfrom pathlib import Path\n"
+            "from clinotel.collector.log.wal import LogAccessError, WriteAheadLog\n"
+            "try:\n    WriteAheadLog(Path(sys.argv[1]))\nexcept LogAccessError as e:\n    print(e)\n"
+        )
+        done = subprocess.run(
+            ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", sys.executable, "-c", code,
+             str(log)],
+            capture_output=True, text=True, timeout=60, check=False, cwd="/",
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"the write-ahead log {log} does not let this process create and delete files"), (
+        done.stdout
+    )

@@ -183,7 +183,9 @@ def refresh_rollups(
     day = since.date() if since is not None else None
     try:
         if clickhouse_url is None:
-            check_embedded((data_dir or DEFAULT_DATA_DIR).resolve(), database, reading=True)
+            # a running collector refreshes its store's rollups itself (this command has no --server)
+            held = "it refreshes the rollups itself (stop it to refresh them here)"
+            check_embedded((data_dir or DEFAULT_DATA_DIR).resolve(), database, reading=True, held_advice=held)
         client = connect(data_dir, clickhouse_url)
         tables = [f"{t}_local" if cluster else t for t in ROLLUP_TABLES]
         found = {
@@ -483,7 +485,7 @@ def run_serve(
     beside it once it serves. Every option is checked before anything is bound or created."""
     import threading
 
-    from clinotel.collector.log.wal import LogInUseError, LogOwnedError
+    from clinotel.collector.log.wal import LogAccessError, LogInUseError, LogOwnedError
     from clinotel.collector.net.listen import ListenError
     from clinotel.collector.service import Collector, CollectorConfig, ConfigError
     from clinotel.collector.stacks import install_stack_dump
@@ -536,9 +538,10 @@ def run_serve(
     # once the engine is lost, the process exits within the grace period wherever the main thread
     # is then (stopping, or a drain in an insert that never ends)
     collector = Collector(config, on_failure=lambda reason: done.set(), on_store_lost=exit_soon)
+    refused = (ConfigError, TokenError, StoreError, IngestSetupError, ListenError)
     try:
         start_or_exit(collector)
-    except (ConfigError, TokenError, StoreError, IngestSetupError, ListenError, LogInUseError, LogOwnedError) as e:
+    except (*refused, LogInUseError, LogOwnedError, LogAccessError) as e:
         raise click.ClickException(str(e)) from None
     assert collector.http is not None
     host = url_host(config.otlp_http[0])

@@ -13,7 +13,8 @@ after it is stored once.
 Damage: every record starts with a checksum (`record.frame`), and segments written so are named
 `<time>-<random>-v2.wal` (`FORMAT_MARK`). At start each is checked record by record: only an
 incomplete final record (its length runs past the end of the file, and no whole record follows)
-is a torn tail, cut off as before. Anything else that is not a whole record (a damaged length,
+of the newest segment, the one open when the process stopped, is a torn tail, cut off as before
+with a warning; an older segment cut short is damage. Anything else that is not a whole record (a damaged length,
 payload or checksum, zeros, an empty record) is damage: the log resynchronises at the next offset
 where a whole record starts, keeps every whole record before and after, copies the damaged
 original to `quarantine/<name>.damaged.wal` with a reason file, rewrites the segment with the
@@ -129,6 +130,10 @@ class LogInUseError(RuntimeError):
 
 class LogOwnedError(RuntimeError):
     """The log belongs to another store."""
+
+
+class LogAccessError(RuntimeError):
+    """The log's directory does not let this process create and delete its segments."""
 
 
 class LogLostError(RuntimeError):
@@ -434,6 +439,7 @@ class WriteAheadLog:
         directory.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
         self._lock_fd = self._take_lock(holder or {})
         try:
+            self._check_access()
             self._claim(owner)
             self._recover()
         except BaseException:
@@ -441,6 +447,22 @@ class WriteAheadLog:
             raise
 
     # -- ownership ----------------------------------------------------------------------------
+    def _check_access(self) -> None:
+        """LogAccessError unless a file can be created and deleted in the directory, as every
+        segment is: a directory the collector could read but not change stopped its writer at the
+        first segment stored (it could not delete it), with a traceback and the exit status that
+        says a restart is the remedy (an operator's fault injection)."""
+        probe = self.directory / f".access-{os.getpid()}.tmp"
+        try:
+            probe.open("wb").close()
+            probe.unlink()
+        except OSError as e:
+            raise LogAccessError(
+                f"the write-ahead log {self.directory} does not let this process create and delete files "
+                f"({e.strerror or e}): the collector writes and deletes its segments there (give the directory to "
+                "the user the collector runs as)"
+            ) from None
+
     def _take_lock(self, holder: dict[str, str]) -> int:
         path = self.directory / LOCK_FILE
         fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
@@ -539,10 +561,13 @@ class WriteAheadLog:
                 shutil.rmtree(staging, ignore_errors=True)
         for leftover in [*self.directory.glob(".*.repaired"), *self.directory.glob("quarantine/.*.tmp")]:
             leftover.unlink(missing_ok=True)  # a repair cut short: the segment is as found, repaired again below
-        for path in sorted(self.directory.glob(f"*{SUFFIX}")):
+        paths = sorted(self.directory.glob(f"*{SUFFIX}"))
+        checked_paths = [p for p in paths if is_checked(p)]
+        newest = checked_paths[-1] if checked_paths else None
+        for path in paths:
             data = path.read_bytes()
             if is_checked(path):
-                size, records = self._recover_checked(path, data)
+                size, records = self._recover_checked(path, data, newest=path == newest)
             else:  # an earlier version's segment, without checksums: as that version replayed it
                 size, records = valid_length(data)
                 if size < len(data):
@@ -560,18 +585,28 @@ class WriteAheadLog:
             f.truncate(size)
             os.fsync(f.fileno())
 
-    def _recover_checked(self, path: Path, data: bytes) -> tuple[int, int]:
+    def _recover_checked(self, path: Path, data: bytes, *, newest: bool) -> tuple[int, int]:
         """(bytes, records) of a checked segment once its torn tail is cut, or once its damage is
         set aside: the original copied to the quarantine with the reason, the segment rewritten
-        with its whole records alone (so the engine reads none of the damage), an error logged."""
+        with its whole records alone (so the engine reads none of the damage), an error logged.
+        Only the `newest` segment, the one open when the process stopped, can end in a record a
+        crash tore; any other cut short was damaged or copied short, past acknowledged records."""
         scan = scan_checked(data, self.max_bytes, key=key_of(path))
-        if not scan.lost:
-            if scan.torn is not None:
-                self._cut(path, scan.torn)
+        torn_at = scan.torn if newest else None
+        damaged = scan.lost if scan.torn is None or newest else [*scan.lost, (scan.torn, len(data))]
+        if not damaged:
+            if torn_at is not None:
+                self._cut(path, torn_at)
+                logger.warning(
+                    "write-ahead log segment %s ended in an incomplete record (bytes %d-%d): cut off, as a write "
+                    "that a crash interrupted, never acknowledged (if the log was copied or cut short instead, "
+                    "those bytes may have held acknowledged spans)",
+                    path, torn_at, len(data),
+                )  # fmt: skip
             return scan.size, len(scan.kept)
-        lost = ", ".join(f"{start}-{end}" for start, end in scan.lost)
-        lost_bytes = sum(end - start for start, end in scan.lost)
-        torn = f"; an incomplete final record from byte {scan.torn} was cut off" if scan.torn is not None else ""
+        lost = ", ".join(f"{start}-{end}" for start, end in damaged)
+        lost_bytes = sum(end - start for start, end in damaged)
+        torn = f"; an incomplete final record from byte {torn_at} was cut off" if torn_at is not None else ""
         reason = (
             f"segment {path.name} ({len(data)} bytes) is damaged: bytes {lost} ({lost_bytes} bytes, end "
             f"exclusive) are not whole records and were dropped; its {len(scan.kept)} whole records are kept "
