@@ -197,6 +197,17 @@ def test_a_store_on_a_read_only_mount_says_so_and_suggests_a_server(read_only_co
     assert line.startswith(f"Error: the store {path} is ")
     assert "read-only file system" in line or "is not writable" in line
     assert "--server URL" in line
+    # serve's advice fits the cause: a read-only mount is mounted read-write, not given to a user
+    # (it said "give it to this user" for both: an operator's fault injection)
+    done = subprocess.run(
+        [*run_as, sys.executable, "-m", "clinotel.cli", "serve", "--data-dir", str(path), "--insecure-no-auth",
+         "--otlp-http", "127.0.0.1:0", "--otlp-grpc", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+        capture_output=True, text=True, timeout=120, check=False, cwd="/",
+    )  # fmt: skip
+    line = _error(done)
+    expected = "(mount it read-write)" if "read-only file system" in line else "(give it to this user)"
+    assert line.startswith(f"Error: the store {path} is "), line
+    assert line.endswith(expected), line
 
 
 def test_query_through_a_server_refuses_writes_even_with_a_writer_s_credentials(

@@ -268,6 +268,10 @@ def test_a_store_held_by_a_running_collector_is_refused_and_readers_are_told_whe
     for command in (["query", "SELECT 1"], ["report", "--out", str(tmp_path / "r.html")], ["dashboards", "check"]):
         line = _one_line_error(_cli(*command, "--data-dir", str(running.data)))
         assert line.endswith(f"read through the collector with --server http://127.0.0.1:{running.http}"), line
+    # a command without --server is not told to use it (an operator's fault injection)
+    line = _one_line_error(_cli("schema", "refresh-rollups", "--data-dir", str(running.data)))
+    assert "is held by process" in line
+    assert line.endswith("it refreshes the rollups itself (stop it to refresh them here)"), line
     assert list(tmp_path.iterdir()) == []
 
 

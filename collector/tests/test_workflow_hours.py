@@ -325,6 +325,42 @@ def test_a_failed_refresh_keeps_the_rollups_and_a_later_one_catches_up(
     assert _from_rollup(client, options) == _from_workflows(client, options)
 
 
+class _DiskFullOnInsert:
+    """The engine's client, but every INSERT fails as the engine fails one on a full disk (what
+    a collector whose store's disk filled met; a full disk itself is `test_disk_full`'s)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def command(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        if sql.lstrip().upper().startswith("INSERT"):
+            from clickhouse_connect.driver.exceptions import DatabaseError
+
+            raise DatabaseError(
+                "Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space. (NOT_ENOUGH_SPACE)", code=243
+            )
+        return self._client.command(sql, *args, **kwargs)
+
+
+def test_a_whole_refresh_that_met_a_full_disk_says_so_and_is_tried_again_within_the_hour(
+    client: Any, options: schema.SchemaOptions, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A full disk for a few seconds failed the whole refresh, advised more memory, and put the
+    next whole refresh off 24 h (an operator's fault injection)."""
+    r = refresher.RollupRefresher(_DiskFullOnInsert(client), options, window_days=7)
+    with caplog.at_level(logging.ERROR, logger="clinotel.collector"):
+        assert r.refresh_once(full=True) is None
+    message = caplog.records[-1].getMessage()
+    for said in ("NOT_ENOUGH_SPACE", "Free space on the store's disk", "tried again in 1 h"):
+        assert said in message, message
+    assert "--memory-mb" not in message, message
+    assert r._full_at is not None
+    assert r.full_every_s - (time.monotonic() - r._full_at) <= refresher.FULL_RETRY_WHEN_DISK_FULL_S + 1
+
+
 def _rollup_families(r: refresher.RollupRefresher) -> list[Any]:
     """The `/metrics` families of a refresher's figures, as the collector shows them."""
     families = collect(ReceiverStats(), cast(WriteAheadLog, _NoLog()), WriterStats(), rollups=r.figures())

@@ -409,14 +409,18 @@ def check_embedded(data_dir: Path, database: str, *, reading: bool, held_advice:
         )
     existing = path if path.exists() else next((p for p in path.parents if p.exists()), None)
     if existing is not None and (os.statvfs(existing).f_flag & os.ST_RDONLY or not os.access(existing, os.W_OK)):
-        why = "is on a read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY else "is not writable"
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+        why = "is on a read-only file system" if read_only else "is not writable"
+        remedy = "mount it read-write" if read_only else "give it to this user"
         if existing != path:  # the store is to be created: its nearest existing parent refuses it
+            create = (
+                "create it on a writable file system" if read_only else "create the directory and give it to this user"
+            )
             raise StoreError(
-                f"cannot create the store {path}: {existing} {why} (give a --data-dir this user can write, or "
-                "create the directory and give it to this user)"
+                f"cannot create the store {path}: {existing} {why} (give a --data-dir this user can write, or {create})"
             )
         if not reading:
-            raise StoreError(f"the store {path} {why}: the collector writes its data there (give it to this user)")
+            raise StoreError(f"the store {path} {why}: the collector writes its data there ({remedy})")
         raise StoreError(
             f"the store {path} {why}: the embedded engine writes to its directory even to read; copy it to a "
             "writable place, or read it through a running collector or server with --server URL"

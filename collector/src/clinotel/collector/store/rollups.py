@@ -47,7 +47,7 @@ from typing import Any, Final
 
 from clinotel.collector.store.embedded import settings_clause
 from clinotel.collector.store.schema import SchemaOptions
-from clinotel.collector.store.segments import engine_failed, engine_full, memory_limit_exceeded
+from clinotel.collector.store.segments import engine_failed, engine_full, memory_limit_exceeded, out_of_space
 from clinotel.collector.telemetry.metrics import RollupFigures
 from clinotel.model import changes, rollups
 from clinotel.model.sql import literal
@@ -75,6 +75,9 @@ logger: Final = logging.getLogger("clinotel.collector")
 DEFAULT_INTERVAL_S: Final = 30.0
 DEFAULT_WINDOW_DAYS: Final = 7
 FULL_EVERY_S: Final = 24 * 3600.0
+FULL_RETRY_WHEN_DISK_FULL_S: Final = 3600.0
+"""A whole refresh that failed for want of disk space is tried again this soon, not a day later: a
+full disk for a few seconds put it off 24 h (an operator's fault injection)."""
 REFRESH_NICE: Final = 19
 """`os_thread_priority` of a refresh's queries (the readers' own): ingest comes first."""
 
@@ -672,13 +675,20 @@ class RollupRefresher:
                     logger.error("could not refresh the hourly rollups: the engine failed (%s)", first_line(e))
                 elif full:
                     # the recent months keep being refreshed meanwhile; the whole is tried again
-                    # when it is next due, not at every interval
-                    self._full_at = time.monotonic()
+                    # when it is next due (sooner when the disk was full), not at every interval
+                    disk_full = out_of_space(e)
+                    retry_s = min(self.full_every_s, FULL_RETRY_WHEN_DISK_FULL_S) if disk_full else self.full_every_s
+                    self._full_at = time.monotonic() - (self.full_every_s - retry_s)
+                    advice = (
+                        "Free space on the store's disk"
+                        if disk_full
+                        else "Give the engine more memory (--memory-mb) or run `clinotel schema refresh-rollups` "
+                        "with the collector stopped"
+                    )
                     logger.error(
                         "could not refresh the whole of the hourly rollups (tried again in %.0f h; the recent "
-                        "months are refreshed meanwhile): %s. Give the engine more memory (--memory-mb) or run "
-                        "`clinotel schema refresh-rollups` with the collector stopped",
-                        self.full_every_s / 3600, first_line(e),
+                        "months are refreshed meanwhile): %s. %s",
+                        retry_s / 3600, first_line(e), advice,
                     )  # fmt: skip
                 else:
                     logger.warning("could not refresh the hourly rollups (the dashboards show them as before): %s", e)
