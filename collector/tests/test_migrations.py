@@ -9,7 +9,7 @@ import pytest
 
 from clinotel.collector.store import schema
 from clinotel.collector.store.migrations import frozen
-from clinotel.model import clinical
+from clinotel.model import clinical, tables
 from clinotel.model.sql import literal
 
 
@@ -49,6 +49,7 @@ def test_the_model_is_what_a_migrated_store_holds(client: Any, options: schema.S
     assert set(clinical.UNJOINED_OUTCOME_COLUMNS) <= set(unjoined), "no migration creates clinical_unjoined_outcomes"
     traces = _columns(client, options.database, schema.TRACES)
     assert set(schema.TRACES_INSERT_COLUMNS) <= set(traces)
+    assert {traces.get(c) for c in tables.TRACES_DROP_COLUMNS} == {"UInt32"}
     assert set(schema.ALERT_EVENT_COLUMNS) <= set(_columns(client, options.database, schema.ALERT_EVENTS))
     telemetry = _columns(client, options.database, schema.SDK_TELEMETRY)
     assert set(schema.SDK_TELEMETRY_COLUMNS.values()) <= set(telemetry)
@@ -182,6 +183,7 @@ RELEASED: dict[str, str] = {
     "0019_change_events.sql": "807b52db275015f1",
     "0020_views_deduplicate.sql": "7b1bc1fd3713233b",
     "m0021_latest_decision.py": "9a861197883e9998",
+    "0022_collector_attribute_drops.sql": "fac9428ca61d40e1",
 }
 """The first 16 hex digits of each released migration file's SHA-256."""
 

@@ -99,8 +99,10 @@ def build(database: str) -> dict[str, Any]:
         f"sum({identifier(column)}) AS {identifier(reason)}" for reason, column in tables.SDK_TELEMETRY_COLUMNS.items()
     )
     b.timeseries(
-        "Attributes dropped and values redacted by the SDKs",
-        "What each service's clinotel gate dropped or redacted, from the clinotel.telemetry spans it sends.",
+        "Attributes dropped and values redacted by the SDKs and the collector",
+        "What each service's clinotel gate dropped or redacted, from the clinotel.telemetry spans it sends, and "
+        "what the collector dropped of the span attributes of services without the library (instance "
+        f"{tables.COLLECTOR_DROPS_INSTANCE}: keys not registered, values failing their check or looking like PHI).",
         f"SELECT $__timeInterval(Timestamp) AS time, {sums}\nFROM {sdk}\n"
         f"WHERE $__timeFilter(Timestamp) AND {tenant}\nGROUP BY time ORDER BY time",
     )  # fmt: skip

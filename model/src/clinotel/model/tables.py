@@ -16,6 +16,7 @@ __all__ = [
     "ALERT_EVENT_COLUMNS",
     "CHANGES",
     "COHORT_HOURS",
+    "COLLECTOR_DROPS_INSTANCE",
     "COLLECTOR_METRICS",
     "DEFAULT_DATABASE",
     "FEEDBACK_HOURS",
@@ -28,6 +29,7 @@ __all__ = [
     "STAGE_SPANS",
     "TENANT_COLUMN",
     "TRACES",
+    "TRACES_DROP_COLUMNS",
     "TRACES_INSERT_COLUMNS",
     "TRACE_ID_TS",
     "TRUTH_HOURS",
@@ -96,6 +98,12 @@ TRACES_INSERT_COLUMNS: Final = (
     "Links.Attributes",
 )  # fmt: skip
 """The contrib exporter's INSERT columns, in its order."""
+TRACES_DROP_COLUMNS: Final = ("AttributesDroppedUnregistered", "AttributesDroppedInvalid", "AttributesDroppedPhi")
+"""clinotel's own `otel_traces` columns (migration 22): what the collector dropped of each span's
+attributes (keys not registered, values failing their check, values looking like PHI); 0 in rows
+another pipeline wrote."""
+COLLECTOR_DROPS_INSTANCE: Final = "clinotel-collector"
+"""`clinotel_sdk_telemetry.ServiceInstance` of the rows counting the collector's drops."""
 UNJOINED_OUTCOME_COLUMNS: Final = (
     "TenantId", "Timestamp", "WorkflowKind", "WorkflowId", "TraceId", "ServiceName", "Reason",
 )  # fmt: skip

@@ -24,6 +24,7 @@ from clinotel.semconv import (
 __all__ = [
     "PHI_SQL",
     "allowed_keys",
+    "attribute_drops",
     "attribute_map",
     "closed_values",
     "scrub_sql",
@@ -182,6 +183,35 @@ def attribute_map(expr: str, scopes: tuple[Scope, ...]) -> str:
     expression stays small: the engine plans it again for every block it inserts, and per
     attribute it runs the one check its key has. A closed set's registered values are not matched
     against the PHI patterns (`test_attribute_checks` proves none would match)."""
+    _, typed, verdicts = _checked(expr, scopes)
+    kept = f"arrayFilter((t, v) -> v = 0, {typed}, {verdicts})"
+    value = f"if(t.4 = {int(_Check.FREE_TEXT)}, {scrub_sql('t.2')}, t.2)"
+    return f"CAST(arrayMap(t -> (t.1, {value}), {kept}), 'Map(LowCardinality(String), String)')"
+
+
+def attribute_drops(expr: str, scopes: tuple[Scope, ...]) -> tuple[str, str, str]:
+    """SQL counting what `attribute_map` drops of the OTLP attribute array `expr`: (unregistered
+    keys, registered keys whose value fails its check or is an array, map or bytes, registered
+    values that look like PHI), each a `UInt32`. The same expressions as the map's, so the engine
+    computes them once in a query that has both."""
+    allowed, typed, verdicts = _checked(expr, scopes)
+    registered = f"arrayCount(a -> has({allowed}, a.key), {expr})"
+    return (
+        f"toUInt32(length({expr}) - {registered})",
+        f"toUInt32({registered} - length({typed}) + countEqual({verdicts}, {_INVALID}))",
+        f"toUInt32(countEqual({verdicts}, {_PHI}))",
+    )
+
+
+_INVALID: Final = 1
+_PHI: Final = 2
+"""An attribute's verdict (`_checked`): 0 kept, `_INVALID` (its value fails its key's check),
+`_PHI` (it passes, but its text looks like PHI)."""
+
+
+def _checked(expr: str, scopes: tuple[Scope, ...]) -> tuple[str, str, str]:
+    """(the allowlist, the registered scalar attributes as typed tuples, a verdict for each) of
+    the OTLP attribute array `expr`, as SQL."""
     c = _classes(scopes)
     keys = sorted(c.codes)
     allowed = string_array(keys)
@@ -212,6 +242,5 @@ def attribute_map(expr: str, scopes: tuple[Scope, ...]) -> str:
     # int 5558675309 is stored as that text); free text is scrubbed instead, pseudonyms and closed
     # values cannot look like it, and a number of a numeric key is held to its range
     phi_free = f"t.4 <= {int(_Check.CLOSED)} OR NOT ((t.3 = 1 OR t.4 < {int(_Check.RANGE)}) AND match(t.2, {PHI_SQL}))"
-    kept = f"arrayFilter(t -> t.4 != 0 AND {own_check} AND ({phi_free}), {typed})"
-    value = f"if(t.4 = {int(_Check.FREE_TEXT)}, {scrub_sql('t.2')}, t.2)"
-    return f"CAST(arrayMap(t -> (t.1, {value}), {kept}), 'Map(LowCardinality(String), String)')"
+    verdicts = f"arrayMap(t -> multiIf(t.4 = 0 OR NOT {own_check}, {_INVALID}, NOT ({phi_free}), {_PHI}, 0), {typed})"
+    return allowed, typed, verdicts

@@ -17,11 +17,13 @@ from typing import Any, Final
 
 from clinotel.collector.log import record as otlp_proto
 from clinotel.collector.log.record import ONEOF_NAME, PROTO_MESSAGE
+from clinotel.collector.store.phi_sql import attribute_drops as _attribute_drops
 from clinotel.collector.store.phi_sql import attribute_map as _attribute_map
 from clinotel.collector.store.phi_sql import scrub_sql as _scrub_sql
 from clinotel.collector.store.phi_sql import value_sql
 from clinotel.collector.store.schema import TRACES, TRACES_INSERT_COLUMNS, SchemaOptions
 from clinotel.model.sql import identifier, literal
+from clinotel.model.tables import TRACES_DROP_COLUMNS
 from clinotel.semconv import Scope
 from clinotel.semconv import attributes as A
 
@@ -124,7 +126,10 @@ def flatten_select(o: SchemaOptions, source: str, *, checks: bool = True) -> str
         f"arraySlice(span_text, {links_at}, length(span.links))",
         f"arrayMap(l -> {attribute_map('l.attributes', _SPAN_SCOPES)}, span.links)",
     )
-    columns = ",\n    ".join(f"{e} AS {identifier(c)}" for e, c in zip(expressions, TRACES_INSERT_COLUMNS, strict=True))
+    named = list(zip(expressions, TRACES_INSERT_COLUMNS, strict=True))
+    if checks:  # what the checks dropped of the span's attributes, counted (clinotel_sdk_telemetry)
+        named += zip(_attribute_drops("span.attributes", _SPAN_SCOPES), TRACES_DROP_COLUMNS, strict=True)
+    columns = ",\n    ".join(f"{e} AS {identifier(c)}" for e, c in named)
     # One ARRAY JOIN, of the spans and, beside each, its scope and its resource: joining resource,
     # then scope, then span copied the whole segment at each level (133 -> 89 MB for an 8 MiB
     # segment, flattened without checks). Each span's resource is its own element, made before the
