@@ -104,3 +104,60 @@ def test_a_store_from_version_20_keeps_what_it_read_and_the_rollups_count_the_la
         assert tuple(map(int, client.query(sql).result_rows[0])) == (1, 2)
     finally:
         client.command(f"DROP DATABASE IF EXISTS {old.database}")
+
+
+def test_a_failed_attempt_or_a_source_alone_changes_nothing_and_a_fallback_is_a_decision(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path
+) -> None:
+    """A re-score whose model call failed after its source was set (ERROR, a source, no value)
+    wiped the decision (value '', confidence NULL: the workflow left the under-triage figures),
+    and a failed attempt carrying a value became the decision (a second review of the fix). A
+    fallback recorded without a value is a decision."""
+    clock = FakeClock()
+
+    def decided_then(identifier: str, then: dict[str, Any], *, fails: bool) -> str:
+        with ct.workflow("triage", identifier=identifier, site="north", department="ed") as wf:
+            with ct.stage("decide") as st:
+                clock.advance_ms(30)
+                st.record_decision(source="model", value="ESI-2", confidence=0.9, model_version="4.0.1")
+            clock.advance_ms(5_000)
+            try:
+                with ct.stage("decide", attributes=then):
+                    clock.advance_ms(10)
+                    if fails:
+                        raise TimeoutError("model timed out")
+            except TimeoutError:
+                pass
+            return wf.traceparent
+
+    with capture(clock=clock, tenant="st-marys") as spans:
+        source_alone = _trace(decided_then("LF-1", {"clinical.decision.source": "model"}, fails=True))
+        failed_value = _trace(
+            decided_then(
+                "LF-2",
+                {
+                    "clinical.decision.source": "model",
+                    "clinical.decision.value": "ESI-4",
+                    "clinical.decision.confidence": 0.3,
+                },
+                fails=True,
+            )
+        )
+        fallback = _trace(
+            decided_then(
+                "LF-3",
+                {"clinical.decision.source": "fallback", "clinical.decision.fallback_reason": "model_timeout"},
+                fails=False,
+            )
+        )
+    _store(client, pipeline, tmp_path / "f.wal", list(spans.all))
+    for trace in (source_alone, failed_value):
+        row = _row(client, options, trace)
+        assert (row["DecisionSource"], row["DecisionValue"], row["DecisionConfidence"]) == ("model", "ESI-2", 0.9)
+    row = _row(client, options, fallback)
+    assert (row["DecisionSource"], row["DecisionValue"], row["DecisionConfidence"], row["FallbackReason"]) == (
+        "fallback",
+        "",
+        None,
+        "model_timeout",
+    )

@@ -182,7 +182,7 @@ RELEASED: dict[str, str] = {
     "m0018_latest_truth.py": "258dd877fe82c12e",
     "0019_change_events.sql": "807b52db275015f1",
     "0020_views_deduplicate.sql": "7b1bc1fd3713233b",
-    "m0021_latest_decision.py": "9a861197883e9998",
+    "m0021_latest_decision.py": "f882061adfd23434",
     "0022_collector_attribute_drops.sql": "fac9428ca61d40e1",
 }
 """The first 16 hex digits of each released migration file's SHA-256."""

@@ -196,7 +196,12 @@ QUEUE_DEPTH: Final = _number(
 
 # decision
 DECISION_SOURCE: Final = _string(
-    "clinical.decision.source", "What produced the recommendation.", "decision", values=DecisionSource, stages=_DECIDE
+    "clinical.decision.source",
+    "What produced the recommendation. Set on every decide span that records one, with its value: the latest such "
+    "span is the workflow's decision, whole (a value without a source reads as no source).",
+    "decision",
+    values=DecisionSource,
+    stages=_DECIDE,
 )
 DECISION_VALUE: Final = _string(
     "clinical.decision.value",

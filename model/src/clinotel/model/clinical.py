@@ -27,7 +27,7 @@ from typing import Final
 
 from clinotel.model.sql import literal
 from clinotel.model.tables import STAGE_SPANS, UNJOINED_OUTCOME_COLUMNS, UNJOINED_OUTCOMES, WORKFLOWS
-from clinotel.semconv import AttributeDef, AttrType, Stage
+from clinotel.semconv import AttributeDef, AttrType, DecisionSource, Stage
 from clinotel.semconv import attributes as A
 
 __all__ = [
@@ -152,6 +152,10 @@ def _is(stage: Stage) -> str:
 _OUTCOME: Final = _is(Stage.OUTCOME)
 _NOT_OUTCOME: Final = f"Stage != {literal(Stage.OUTCOME.value)}"
 _EPOCH: Final = "toDateTime64(0, 9)"
+_DECIDED: Final = (
+    f"(DecisionValue != '' OR FallbackReason != '' OR DecisionSource = {literal(DecisionSource.FALLBACK.value)})"
+)
+"""A `decide` span records a decision: a value, or a fallback (its source or its reason)."""
 _AT: Final = "greatest(Timestamp, fromUnixTimestamp64Nano(toInt64(1)))"
 """A record's time for "the latest": a span stamped at or before the epoch counts as 1 ns after it."""
 
@@ -181,9 +185,9 @@ def workflow_columns() -> list[WorkflowColumn]:
         # a shadow prediction is a zero-length `decide` span beside the live one: not a stage
         which = live if stage is Stage.DECIDE else _is(stage)
         out.append(WorkflowColumn(f"{stage.value.capitalize()}Ms", "Float64", "sum", f"sumIf(DurationMs, {which})"))
-    # the decision of record is the latest live `decide` span recording one (a source or a value),
+    # the decision of record is the latest live `decide` span that recorded one and did not fail,
     # whole, and the shadow prediction the latest shadow span's (migration 21); `…Max` holds the
-    # largest of each field, what rows stored before it read
+    # largest of each field, what rows stored before it read, and workflows whose decisions all failed
     decision = ("DecisionSource", "DecisionValue", "DecisionConfidence", "DecisionRisk", "ModelName", "ModelVersion",
                 "FallbackReason")  # fmt: skip
     for name in decision:
@@ -194,8 +198,13 @@ def workflow_columns() -> list[WorkflowColumn]:
     for name, field in shadows:
         out.append(WorkflowColumn(f"{name}Max", "String", "max", f"maxIf({field}, {shadow})", read=False))
     for latest, names, fields, recorded in (
-        ("DecisionLatest", decision, decision, f"{live} AND (DecisionSource != '' OR DecisionValue != '')"),
-        ("ShadowLatest", [n for n, _ in shadows], [f for _, f in shadows], f"{shadow} AND DecisionValue != ''"),
+        ("DecisionLatest", decision, decision, f"{live} AND NOT IsError AND {_DECIDED}"),
+        (
+            "ShadowLatest",
+            [n for n, _ in shadows],
+            [f for _, f in shadows],
+            f"{shadow} AND NOT IsError AND DecisionValue != ''",
+        ),
     ):
         # a tuple drops LowCardinality
         types = ", ".join(_in_tuple(by_name[f].type) for f in fields)

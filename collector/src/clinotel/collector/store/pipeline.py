@@ -84,11 +84,12 @@ def _unchecked_text(expr: str) -> str:
     return expr
 
 
-def flatten_select(o: SchemaOptions, source: str, *, checks: bool = True) -> str:
+def flatten_select(o: SchemaOptions, source: str, *, checks: bool = True, count_drops: bool = True) -> str:
     """The SELECT that turns segment rows (`SEGMENT_STRUCTURE`) into `otel_traces` rows, each
     column named as in the table. `checks=False` leaves out the allowlist and the PHI rules (the
     tenant is still stamped): the engine's floor that the ingest benchmark measures the collector
-    against; the collector never installs it."""
+    against; the collector never installs it. `count_drops=False` leaves out the drops' columns
+    (a store from before migration 22)."""
     attribute_map = _attribute_map if checks else _unchecked_map
     scrub_sql = _scrub_sql if checks else _unchecked_text
     tenant_key = literal(A.TENANT_ID.key)
@@ -127,7 +128,7 @@ def flatten_select(o: SchemaOptions, source: str, *, checks: bool = True) -> str
         f"arrayMap(l -> {attribute_map('l.attributes', _SPAN_SCOPES)}, span.links)",
     )
     named = list(zip(expressions, TRACES_INSERT_COLUMNS, strict=True))
-    if checks:  # what the checks dropped of the span's attributes, counted (clinotel_sdk_telemetry)
+    if checks and count_drops:  # what the checks dropped of the span's attributes, counted (clinotel_sdk_telemetry)
         named += zip(_attribute_drops("span.attributes", _SPAN_SCOPES), TRACES_DROP_COLUMNS, strict=True)
     columns = ",\n    ".join(f"{e} AS {identifier(c)}" for e, c in named)
     # One ARRAY JOIN, of the spans and, beside each, its scope and its resource: joining resource,
@@ -172,10 +173,13 @@ class Pipeline:
     proto: str
     select: str
     """The flattening SELECT with a placeholder for its source (what the digest covers)."""
+    count_drops: bool = True
+    """Whether it writes the attribute drops' columns (`TRACES_DROP_COLUMNS`, migration 22)."""
 
     @classmethod
-    def for_options(cls, o: SchemaOptions) -> Pipeline:
-        return cls(o, otlp_proto.proto_schema(), flatten_select(o, _SOURCE_PLACEHOLDER))
+    def for_options(cls, o: SchemaOptions, *, count_drops: bool = True) -> Pipeline:
+        select = flatten_select(o, _SOURCE_PLACEHOLDER, count_drops=count_drops)
+        return cls(o, otlp_proto.proto_schema(), select, count_drops)
 
     @cached_property
     def digest(self) -> str:
@@ -195,7 +199,7 @@ class Pipeline:
         """CREATE the `Null` table, then its view (idempotent)."""
         o = self.options
         table = f"CREATE TABLE IF NOT EXISTS {self.table}{o.on_cluster}\n({SEGMENT_STRUCTURE})\nENGINE = Null"
-        select = flatten_select(o, self.table)
+        select = flatten_select(o, self.table, count_drops=self.count_drops)
         view = f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.view}{o.on_cluster} TO {o.name(TRACES)}\nAS {select}"
         return table, view
 
@@ -262,8 +266,14 @@ class IngestSetupError(RuntimeError):
 
 
 def install(client: Any, o: SchemaOptions) -> Pipeline:
-    """Create this collector's pipeline where it is missing, and return it."""
-    pipeline = Pipeline.for_options(o)
+    """Create this collector's pipeline where it is missing, and return it. On a store from
+    before migration 22 (which a collector migrates first; a test's store of an earlier version),
+    without the drops' columns, as that version's pipeline was."""
+    found = client.query(
+        f"SELECT name FROM system.columns WHERE database = {literal(o.database)} AND table = {literal(TRACES)} "
+        f"AND name IN ({', '.join(map(literal, TRACES_DROP_COLUMNS))})"
+    ).result_rows
+    pipeline = Pipeline.for_options(o, count_drops=len(found) == len(TRACES_DROP_COLUMNS))
     for statement in pipeline.statements():
         client.command(statement)
     return pipeline

@@ -5,10 +5,12 @@ each field.
 re-scored within a workflow (`ESI-3` at 0.7, then `ESI-2` at 0.9 five seconds later) read as
 `ESI-3` at 0.9, a decision that was never made, and counted as under-triage against a truth of
 `ESI-2` (an outside audit with its own traffic, 2026-12-07). Now the live decision is the latest
-live `decide` span that records one (a source or a value), whole: source, value, confidence, risk,
-model name and version and fallback reason (`DecisionLatest`: `max` over (time, fields…)); the
-shadow prediction likewise, value and model version (`ShadowLatest`). A `decide` span that
-records no decision (a failed attempt before the one that decided) changes nothing. The names
+live `decide` span that records one (a value, or a fallback: source `fallback` or a fallback
+reason) and did not fail (status not ERROR), whole: source, value, confidence, risk, model name
+and version and fallback reason (`DecisionLatest`: `max` over (time, fields…)); the shadow
+prediction likewise, value and model version (`ShadowLatest`). A `decide` span that records no
+decision (a source set before a model call that then failed) or that failed changes nothing; a
+workflow whose decisions are all on failed spans reads the largest of each field, as before. The names
 readers use become ALIAS columns over them, as migration 18 made the truth's and the review's; the
 columns they were are renamed `…Max` and still written (the largest of each field, what rows
 stored before this migration read, and what a workflow whose decide spans carry a field but
@@ -97,8 +99,9 @@ SELECT
     maxIf(DecisionValue, ShadowDecide) AS `ShadowValueMax`,
     maxIf(ModelVersion, ShadowDecide) AS `ShadowModelVersionMax`,
     maxIf((At, DecisionSource, DecisionValue, DecisionConfidence, DecisionRisk, ModelName, ModelVersion,
-           FallbackReason), LiveDecide AND (DecisionSource != '' OR DecisionValue != '')) AS `DecisionLatest`,
-    maxIf((At, DecisionValue, ModelVersion), ShadowDecide AND DecisionValue != '') AS `ShadowLatest`,
+           FallbackReason), LiveDecide AND NOT IsError
+           AND (DecisionValue != '' OR FallbackReason != '' OR DecisionSource = 'fallback')) AS `DecisionLatest`,
+    maxIf((At, DecisionValue, ModelVersion), ShadowDecide AND NOT IsError AND DecisionValue != '') AS `ShadowLatest`,
     maxIf(ReviewAction, NotOutcome) AS `ReviewActionMax`,
     maxIf(ReviewActorRole, NotOutcome) AS `ReviewActorRoleMax`,
     maxIf(ReviewReason, NotOutcome) AS `ReviewReasonMax`,
