@@ -24,9 +24,11 @@ from clinotel.semconv import (
 __all__ = [
     "PHI_SQL",
     "allowed_keys",
-    "attribute_drops",
     "attribute_map",
+    "checked_attributes",
     "closed_values",
+    "drops_of_checked",
+    "map_of_checked",
     "scrub_sql",
     "unhidden_sql",
     "value_sql",
@@ -183,48 +185,50 @@ def attribute_map(expr: str, scopes: tuple[Scope, ...]) -> str:
     expression stays small: the engine plans it again for every block it inserts, and per
     attribute it runs the one check its key has. A closed set's registered values are not matched
     against the PHI patterns (`test_attribute_checks` proves none would match)."""
-    _, typed, verdicts = _checked(expr, scopes)
-    kept = f"arrayFilter((t, v) -> v = 0, {typed}, {verdicts})"
+    return map_of_checked(checked_attributes(expr, scopes))
+
+
+def map_of_checked(checked: str) -> str:
+    """SQL of the stored map from `checked` (`checked_attributes`): what passed, free text scrubbed."""
     value = f"if(t.4 = {int(_Check.FREE_TEXT)}, {scrub_sql('t.2')}, t.2)"
+    kept = f"arrayFilter(t -> t.5 = 0, {checked})"
     return f"CAST(arrayMap(t -> (t.1, {value}), {kept}), 'Map(LowCardinality(String), String)')"
 
 
-def attribute_drops(expr: str, scopes: tuple[Scope, ...]) -> tuple[str, str, str]:
-    """SQL counting what `attribute_map` drops of the OTLP attribute array `expr`: (unregistered
-    keys, registered keys whose value fails its check or is an array, map or bytes, registered
-    values that look like PHI), each a `UInt32`. The same expressions as the map's, so the engine
-    computes them once in a query that has both."""
-    allowed, typed, verdicts = _checked(expr, scopes)
-    registered = f"arrayCount(a -> has({allowed}, a.key), {expr})"
+def drops_of_checked(expr: str, checked: str) -> tuple[str, str, str]:
+    """SQL counting what the map of `checked` (`checked_attributes` of the OTLP attribute array
+    `expr`) leaves out: (unregistered keys, registered keys whose value fails its check or is an
+    array, map or bytes, registered values that look like PHI), each a `UInt32`. Name `checked`
+    once in a query (a column of a subquery): each use of its SQL may compute it again."""
     return (
-        f"toUInt32(length({expr}) - {registered})",
-        f"toUInt32({registered} - length({typed}) + countEqual({verdicts}, {_INVALID}))",
-        f"toUInt32(countEqual({verdicts}, {_PHI}))",
+        f"toUInt32(length({expr}) - length({checked}))",
+        f"toUInt32(arrayCount(t -> t.5 = {_INVALID}, {checked}))",
+        f"toUInt32(arrayCount(t -> t.5 = {_PHI}, {checked}))",
     )
 
 
 _INVALID: Final = 1
 _PHI: Final = 2
-"""An attribute's verdict (`_checked`): 0 kept, `_INVALID` (its value fails its key's check),
-`_PHI` (it passes, but its text looks like PHI)."""
+"""An attribute's verdict (`checked_attributes`): 0 kept, `_INVALID` (its value fails its key's
+check, or is no scalar), `_PHI` (it passes, but its text looks like PHI)."""
 
 
-def _checked(expr: str, scopes: tuple[Scope, ...]) -> tuple[str, str, str]:
-    """(the allowlist, the registered scalar attributes as typed tuples, a verdict for each) of
-    the OTLP attribute array `expr`, as SQL."""
+def checked_attributes(expr: str, scopes: tuple[Scope, ...]) -> str:
+    """SQL of the registered attributes of the OTLP attribute array `expr`, each judged:
+    (key, value as text, which OTLP value it is (the enum's number: 1 a string, 2 a boolean, 3 an
+    integer, 4 a double), check code, verdict: 0 kept, `_INVALID`, `_PHI`)."""
     c = _classes(scopes)
     keys = sorted(c.codes)
     allowed = string_array(keys)
     # Unregistered keys are dropped before anything is built for them: the typed tuples of a
     # request of millions of tiny unregistered attributes took the insert past the engine's cap
     # at about half the request size (16 MiB instead of 26-29), and such a segment is retried,
-    # not quarantined. t = (key, value as text, which OTLP value it is (the enum's number: 1 a
-    # string, 2 a boolean, 3 an integer, 4 a double), check code). An array or map value (no
-    # scalar: `none`, 0) is dropped as bytes are (7), not kept as '' for its key.
+    # not quarantined. An array or map value (no scalar: `none`, 0) is invalid as bytes are (7),
+    # not kept as '' for its key.
     typed = (
         f"arrayMap(a -> (a.key, {value_sql('a.value')}, toUInt8(a.value.{_ONEOF}), "
         f"transform(a.key, {allowed}, [{', '.join(str(c.codes[k]) for k in keys)}], 0)), "
-        f"arrayFilter(a -> has({allowed}, a.key) AND toUInt8(a.value.{_ONEOF}) BETWEEN 1 AND 4, {expr}))"
+        f"arrayFilter(a -> has({allowed}, a.key), {expr}))"
     )
     closed_keys, closed_pairs = closed_values(scopes)
     number = "ifNull(toFloat64OrNull(t.2), nan)"
@@ -242,5 +246,6 @@ def _checked(expr: str, scopes: tuple[Scope, ...]) -> tuple[str, str, str]:
     # int 5558675309 is stored as that text); free text is scrubbed instead, pseudonyms and closed
     # values cannot look like it, and a number of a numeric key is held to its range
     phi_free = f"t.4 <= {int(_Check.CLOSED)} OR NOT ((t.3 = 1 OR t.4 < {int(_Check.RANGE)}) AND match(t.2, {PHI_SQL}))"
-    verdicts = f"arrayMap(t -> multiIf(t.4 = 0 OR NOT {own_check}, {_INVALID}, NOT ({phi_free}), {_PHI}, 0), {typed})"
-    return allowed, typed, verdicts
+    invalid = f"t.3 NOT BETWEEN 1 AND 4 OR t.4 = 0 OR NOT {own_check}"
+    verdict = f"multiIf({invalid}, {_INVALID}, NOT ({phi_free}), {_PHI}, 0)"
+    return f"arrayMap(t -> (t.1, t.2, t.3, t.4, {verdict}), {typed})"
