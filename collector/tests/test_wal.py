@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -413,3 +414,32 @@ def test_a_log_directory_the_collector_cannot_change_is_refused_at_open() -> Non
     assert done.stdout.startswith(f"the write-ahead log {log} does not let this process create and delete files"), (
         done.stdout
     )
+
+
+def test_segments_sort_in_the_order_they_were_opened_when_the_clock_steps_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Names start with the time a segment was opened: a clock stepped back a day made a newer
+    segment sort before older ones, so replay changed their order, and a sealed one that sorted
+    last, cut short, was taken for the torn tail of the open one (an operator's fault injection).
+    A new name's time is never before the last one's, in one run or the next."""
+    import clinotel.collector.log.wal as wal_module
+
+    def opened(wal: WriteAheadLog, payload: bytes) -> str:
+        before = {p.name for p in tmp_path.glob("*.wal")}
+        wal.append(frame(payload))
+        wal.flush()
+        [name] = {p.name for p in tmp_path.glob("*.wal")} - before
+        return name
+
+    wal = WriteAheadLog(tmp_path, max_age_s=60)
+    first = opened(wal, b"before the step")
+    now = time.time_ns()
+    monkeypatch.setattr(wal_module.time, "time_ns", lambda: now - 86_400 * 10**9)
+    second = opened(wal, b"after the step")
+    wal.close()
+    wal.release()
+    again = WriteAheadLog(tmp_path, max_age_s=60)
+    third = opened(again, b"after a restart")
+    assert sorted(p.name for p in tmp_path.glob("*.wal")) == [first, second, third]
+    assert _pending(again) == [[b"before the step"], [b"after the step"], [b"after a restart"]]

@@ -357,5 +357,33 @@ def test_a_segment_cut_short_that_is_not_the_newest_is_damage_not_a_torn_tail(
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1, errors
     _assert_set_aside(directory, older, damaged, (start, cut), errors[0])
+    assert "the file was cut short, and the records that followed it, acknowledged, are lost too" in errors[0]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(newest.name in w and "incomplete record" in w for w in warnings), warnings
+
+
+def test_a_split_half_cut_short_is_damage_even_when_it_sorts_last(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A half of a split segment is never the segment a crash tore (halves are written whole
+    before they replace their segment); one that sorted last, cut short, was taken for a torn
+    tail (an operator's fault injection)."""
+    directory = tmp_path / "wal"
+    wal = WriteAheadLog(directory, max_age_s=60)
+    for n in range(4):
+        wal.append(otlp_proto.frame(_message(n)))
+    wal.flush()
+    segment = wal.next_segment(0)
+    assert segment is not None
+    _, second = wal.split(segment)
+    wal.close()
+    wal.release()
+    assert sorted(directory.glob("*.wal"))[-1] == second.path
+    damaged = _damage(second.path, lambda data: data.__delitem__(slice(len(data) - 20, None)))
+    with caplog.at_level(logging.WARNING, logger="clinotel.collector"):
+        again = WriteAheadLog(directory, max_age_s=60)
+        again.release()
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, caplog.text
+    assert second.path.name in errors[0]
+    assert [p.read_bytes() for p in (directory / "quarantine").glob("*.wal")] == [damaged]

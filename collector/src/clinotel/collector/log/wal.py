@@ -436,6 +436,8 @@ class WriteAheadLog:
         self._pending_bytes = 0  # open + sealed, not yet deleted
         self._appended_at: list[float] = []
         self._lost: str | None = None
+        self._last_name_ns = 0
+        """The time in the name of the latest segment (`_open`): a new one's is later."""
         directory.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
         self._lock_fd = self._take_lock(holder or {})
         try:
@@ -452,20 +454,28 @@ class WriteAheadLog:
         segment is: a directory the collector could read but not change stopped its writer at the
         first segment stored (it could not delete it), with a traceback and the exit status that
         says a restart is the remedy (an operator's fault injection)."""
-        probe = self.directory / f".access-{os.getpid()}.tmp"
-        try:
-            probe.open("wb").close()
-            probe.unlink()
-        except OSError as e:
-            raise LogAccessError(
-                f"the write-ahead log {self.directory} does not let this process create and delete files "
-                f"({e.strerror or e}): the collector writes and deletes its segments there (give the directory to "
-                "the user the collector runs as)"
-            ) from None
+        quarantine = self.directory / QUARANTINE_DIR
+        for directory in (self.directory, *([quarantine] if quarantine.is_dir() else [])):
+            probe = directory / f".access-{os.getpid()}.tmp"
+            try:
+                probe.open("wb").close()
+                probe.unlink()
+            except OSError as e:
+                raise LogAccessError(
+                    f"the write-ahead log {self.directory} does not let this process create and delete files in "
+                    f"{directory} ({e.strerror or e}): the collector writes and deletes its segments there, and sets "
+                    "damaged ones aside in its quarantine (give the directory to the user the collector runs as)"
+                ) from None
 
     def _take_lock(self, holder: dict[str, str]) -> int:
         path = self.directory / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+        except PermissionError as e:
+            raise LogAccessError(
+                f"cannot open the write-ahead log's lock file {path} for writing ({e.strerror}): give the log "
+                "directory and its files to the user the collector runs as"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -562,8 +572,13 @@ class WriteAheadLog:
         for leftover in [*self.directory.glob(".*.repaired"), *self.directory.glob("quarantine/.*.tmp")]:
             leftover.unlink(missing_ok=True)  # a repair cut short: the segment is as found, repaired again below
         paths = sorted(self.directory.glob(f"*{SUFFIX}"))
-        checked_paths = [p for p in paths if is_checked(p)]
-        newest = checked_paths[-1] if checked_paths else None
+        for path in paths:
+            stamp = path.name.split("-", 1)[0]
+            if stamp.isascii() and stamp.isdigit():
+                self._last_name_ns = max(self._last_name_ns, int(stamp))
+        # the segment open when the process stopped: the last opened, never a split's half
+        opened = [p for p in paths if is_checked(p) and not Segment(p, 0, 0).is_half]
+        newest = opened[-1] if opened else None
         for path in paths:
             data = path.read_bytes()
             if is_checked(path):
@@ -607,23 +622,31 @@ class WriteAheadLog:
         lost = ", ".join(f"{start}-{end}" for start, end in damaged)
         lost_bytes = sum(end - start for start, end in damaged)
         torn = f"; an incomplete final record from byte {torn_at} was cut off" if torn_at is not None else ""
+        short = (
+            f"; it ends part-way through a record at byte {scan.torn}: the file was cut short, and the records "
+            "that followed it, acknowledged, are lost too (how many cannot be told)"
+            if scan.torn is not None and not newest
+            else ""
+        )
         reason = (
             f"segment {path.name} ({len(data)} bytes) is damaged: bytes {lost} ({lost_bytes} bytes, end "
-            f"exclusive) are not whole records and were dropped; its {len(scan.kept)} whole records are kept "
-            f"and stored{torn}. This file is the segment as found at start.\n"
+            f"exclusive) are not whole records and were dropped{short}; its {len(scan.kept)} whole records are "
+            f"kept and stored{torn}. This file is the segment as found at start.\n"
         )
         target = self._quarantine_copy(path, data, reason)
+        # said before the segment is replaced: a process killed between the two would start again
+        # on a segment already repaired, with nothing left to say it lost anything
+        logger.error(
+            "write-ahead log segment %s is damaged: bytes %s of %d lost (%d bytes)%s; %d whole records kept; "
+            "the original is in %s",
+            path, lost, len(data), lost_bytes, short, len(scan.kept), target,
+        )  # fmt: skip
         repaired = b"".join(data[start:end] for start, end in scan.kept)
         tmp = path.with_name(f".{path.name}.repaired")
         tmp.unlink(missing_ok=True)
         _write_durably(tmp, repaired)
         os.replace(tmp, path)
         _sync_dir(self.directory)
-        logger.error(
-            "write-ahead log segment %s is damaged: bytes %s of %d lost (%d bytes); %d whole records kept; "
-            "the original is in %s",
-            path, lost, len(data), lost_bytes, len(scan.kept), target,
-        )  # fmt: skip
         return len(repaired), len(scan.kept)
 
     def _quarantine_copy(self, path: Path, data: bytes, reason: str) -> Path:
@@ -745,7 +768,11 @@ class WriteAheadLog:
             self._lose(f"segment {path} was moved or deleted while open: the log directory changed under it")
 
     def _open(self) -> None:
-        name = f"{time.time_ns():020d}-{secrets.token_hex(4)}{FORMAT_MARK}{SUFFIX}"
+        # names sort in the order segments were opened, whatever the clock does: replay follows
+        # it, and only the last can be the segment a crash tore (a clock stepped back a day made
+        # an older, sealed segment sort last: cut short, it was taken for a torn tail)
+        self._last_name_ns = max(time.time_ns(), self._last_name_ns + 1)
+        name = f"{self._last_name_ns:020d}-{secrets.token_hex(4)}{FORMAT_MARK}{SUFFIX}"
         self._path = self.directory / name
         self._key = key_of(self._path)
         self._file = os.fdopen(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE), "wb", 0)
