@@ -43,6 +43,10 @@ def _plain_sdk_spans(service: str) -> list[Any]:
                 "clinical.queue.depth": -1,  # out of 0..: invalid
                 "clinical.decision.risk": ["high", "low"],  # an array for a registered key: invalid
                 "clinical.decision.value": "123-45-6789",  # fits the code's form, reads as an SSN: PHI
+                # values failing their own check that look like PHI count as PHI, as the library
+                # counts them (they were counted invalid, and sdk_phi_dropped never opened: a review)
+                "clinical.workflow.id": "MRN 12345678",  # no pseudonym: PHI
+                "clinical.cohort.sex": "jane.doe@example.org",  # not of the closed set, an e-mail: PHI
                 "http.request.method": "GET",  # registered (the HTTP conventions): kept
                 "db.system": "postgresql",  # not registered
                 "peer.service": "ehr",  # not registered
@@ -62,7 +66,7 @@ def test_what_the_collector_drops_of_a_plain_sdk_span_is_counted_per_service(
         f"SELECT {drops}, SpanAttributes FROM {options.name(schema.TRACES)} WHERE ServiceName = {{s:String}}",
         parameters={"s": service},
     ).result_rows
-    assert [tuple(r[:3]) for r in row] == [(2, 3, 1)]
+    assert [tuple(r[:3]) for r in row] == [(2, 3, 3)]
     assert row[0][3] == {"clinical.workflow.kind": "triage", "clinical.workflow.stage": "decide",
                          "clinical.decision.source": "model", "http.request.method": "GET"}  # fmt: skip
     counted = client.query(
@@ -70,7 +74,7 @@ def test_what_the_collector_drops_of_a_plain_sdk_span_is_counted_per_service(
         "WHERE ServiceName = {s:String} AND ServiceInstance = {i:String} GROUP BY TenantId",
         parameters={"s": service, "i": tables.COLLECTOR_DROPS_INSTANCE},
     ).result_rows
-    assert counted == [("st-marys", 2, 3, 1)]
+    assert counted == [("st-marys", 2, 3, 3)]
     # the default rule that tickets a service's PHI drops now sees the collector's too
     rule = next(r for r in load(default_rules_path()).rules if r.name == "sdk_phi_dropped")
     rows = list(

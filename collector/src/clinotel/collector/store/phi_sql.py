@@ -245,7 +245,15 @@ def checked_attributes(expr: str, scopes: tuple[Scope, ...]) -> str:
     # and a number's or boolean's sent for a key that is not a number (`clinical.site` as the
     # int 5558675309 is stored as that text); free text is scrubbed instead, pseudonyms and closed
     # values cannot look like it, and a number of a numeric key is held to its range
-    phi_free = f"t.4 <= {int(_Check.CLOSED)} OR NOT ((t.3 = 1 OR t.4 < {int(_Check.RANGE)}) AND match(t.2, {PHI_SQL}))"
-    invalid = f"t.3 NOT BETWEEN 1 AND 4 OR t.4 = 0 OR NOT {own_check}"
-    verdict = f"multiIf({invalid}, {_INVALID}, NOT ({phi_free}), {_PHI}, 0)"
+    looks_like_phi = f"(t.3 = 1 OR t.4 < {int(_Check.RANGE)}) AND match(t.2, {PHI_SQL})"
+    phi_free = f"t.4 <= {int(_Check.CLOSED)} OR NOT ({looks_like_phi})"
+    # a dropped value counts as PHI as the library's gate counts it: a pseudonym key's that is no
+    # pseudonym, or a text that looks like PHI whatever check it failed (a raw MRN for the
+    # workflow id, an e-mail for a closed set's key: counted invalid, they never opened the
+    # sdk_phi_dropped ticket in a review); any other is invalid
+    phi = f"t.4 = {int(_Check.PSEUDONYM)} OR (t.4 != {int(_Check.FREE_TEXT)} AND {looks_like_phi})"
+    verdict = (
+        f"multiIf(t.3 NOT BETWEEN 1 AND 4 OR t.4 = 0, {_INVALID}, {own_check} AND ({phi_free}), 0, "
+        f"{phi}, {_PHI}, {_INVALID})"
+    )
     return f"arrayMap(t -> (t.1, t.2, t.3, t.4, {verdict}), {typed})"
