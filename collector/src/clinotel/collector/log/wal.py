@@ -204,7 +204,12 @@ class Segment:
     @property
     def is_half(self) -> bool:
         """A half of a refused segment (`WriteAheadLog.split`; named `<name>.0`, `<name>.1`)."""
-        return "." in self.path.stem
+        return is_half(self.path)
+
+
+def is_half(path: Path) -> bool:
+    """Whether the segment file at `path` is a half of a split one (`Segment.is_half`)."""
+    return "." in path.stem
 
 
 def _frames(data: bytes | memoryview) -> Iterator[tuple[int, int]]:
@@ -577,7 +582,7 @@ class WriteAheadLog:
             if stamp.isascii() and stamp.isdigit():
                 self._last_name_ns = max(self._last_name_ns, int(stamp))
         # the segment open when the process stopped: the last opened, never a split's half
-        opened = [p for p in paths if is_checked(p) and not Segment(p, 0, 0).is_half]
+        opened = [p for p in paths if is_checked(p) and not is_half(p)]
         newest = opened[-1] if opened else None
         for path in paths:
             data = path.read_bytes()
@@ -607,8 +612,8 @@ class WriteAheadLog:
         Only the `newest` segment, the one open when the process stopped, can end in a record a
         crash tore; any other cut short was damaged or copied short, past acknowledged records."""
         scan = scan_checked(data, self.max_bytes, key=key_of(path))
-        torn_at = scan.torn if newest else None
-        damaged = scan.lost if scan.torn is None or newest else [*scan.lost, (scan.torn, len(data))]
+        torn_at, short_at = (scan.torn, None) if newest else (None, scan.torn)
+        damaged = [*scan.lost, (short_at, len(data))] if short_at is not None else scan.lost
         if not damaged:
             if torn_at is not None:
                 self._cut(path, torn_at)
@@ -623,9 +628,9 @@ class WriteAheadLog:
         lost_bytes = sum(end - start for start, end in damaged)
         torn = f"; an incomplete final record from byte {torn_at} was cut off" if torn_at is not None else ""
         short = (
-            f"; it ends part-way through a record at byte {scan.torn}: the file was cut short, and the records "
+            f"; it ends part-way through a record at byte {short_at}: the file was cut short, and the records "
             "that followed it, acknowledged, are lost too (how many cannot be told)"
-            if scan.torn is not None and not newest
+            if short_at is not None
             else ""
         )
         reason = (

@@ -136,7 +136,7 @@ def refuse_newer_store(value_of: Callable[[str], object], database: str) -> None
     version table; a collector's read port, which hides it and refuses such a store itself)."""
     options = schema.SchemaOptions(database=database)
     try:
-        stored = value_of(f"SELECT max(Version) FROM {options.name(schema.VERSIONS)}")
+        stored = value_of(schema.stored_version_sql(options))
     except Exception:  # noqa: BLE001 - any refusal of this one query means: not readable here
         return
     schema.refuse_newer(int(str(stored)) if str(stored).isdigit() else 0, options)

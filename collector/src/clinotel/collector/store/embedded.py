@@ -408,8 +408,8 @@ def check_embedded(data_dir: Path, database: str, *, reading: bool, held_advice:
             f"per data directory, so read through the collector with {how}"
         )
     existing = path if path.exists() else next((p for p in path.parents if p.exists()), None)
-    if existing is not None and (os.statvfs(existing).f_flag & os.ST_RDONLY or not os.access(existing, os.W_OK)):
-        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    read_only = existing is not None and bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    if existing is not None and (read_only or not os.access(existing, os.W_OK)):
         why = "is on a read-only file system" if read_only else "is not writable"
         remedy = "mount it read-write" if read_only else "give it to this user"
         if existing != path:  # the store is to be created: its nearest existing parent refuses it

@@ -61,6 +61,7 @@ __all__ = [
     "migrations",
     "refuse_newer",
     "render",
+    "stored_version_sql",
     "tenant_tables",
 ]
 
@@ -210,8 +211,13 @@ def apply(client: SchemaTarget, o: SchemaOptions, until: int | None = None) -> l
 def check_not_newer(client: SchemaTarget, o: SchemaOptions) -> None:
     """StoreError when a newer release has migrated the store past what this code knows (for a
     command that uses the store without migrating it: the rollups' refresh)."""
-    rows = getattr(client.query(f"SELECT max(Version) FROM {o.name(VERSIONS)}"), "result_rows", [])
+    rows = getattr(client.query(stored_version_sql(o)), "result_rows", [])
     refuse_newer(int(rows[0][0] or 0) if rows else 0, o)
+
+
+def stored_version_sql(o: SchemaOptions) -> str:
+    """The query of the store's schema version (0 when no migration is recorded)."""
+    return f"SELECT max(Version) FROM {o.name(VERSIONS)}"
 
 
 def refuse_newer(version: int, o: SchemaOptions) -> None:
