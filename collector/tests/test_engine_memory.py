@@ -415,3 +415,44 @@ def test_a_segment_that_never_fits_is_set_aside_and_later_segments_are_stored(tm
     assert len(out["reasons"]) == 1
     assert "memory limit exceeded" in out["reasons"][0]
     assert out["parts_after_optimize"] == 1, "the merges were left stopped"
+
+
+WORKFLOW_PARTS = r"""
+import json, sys
+from pathlib import Path
+from collector.tests.fixtures import started_collector
+work = Path(sys.argv[1])
+collector = started_collector(work)
+client, o = collector.client, collector.options
+table = f"{o.database}.clinical_workflows"
+for half in range(2):  # two parts whose merge holds ~24 MB of data: past the engine's 10 MB for a wide part
+    client.command(
+        f"INSERT INTO {table} (TenantId, WorkflowKind, TraceId, StartTime, WorkflowId) "
+        f"SELECT 't', 'triage', toString(number), now64(9), repeat('w', 1200) FROM numbers({half * 10000}, 10000)"
+    )
+def kinds():
+    sql = (f"SELECT DISTINCT part_type FROM system.parts WHERE database = '{o.database}' "
+           "AND table = 'clinical_workflows' AND active")
+    return sorted(r[0] for r in client.query(sql).result_rows)
+inserted = kinds()
+client.command(f"OPTIMIZE TABLE {table} FINAL")
+merged = kinds()
+size = client.query(
+    f"SELECT sum(data_uncompressed_bytes), sum(rows) FROM system.parts WHERE database = '{o.database}' "
+    "AND table = 'clinical_workflows' AND active"
+).result_rows[0]
+collector.stop()
+print(json.dumps({"inserted": inserted, "merged": merged, "size": list(size)}))
+"""
+
+
+def test_the_workflows_parts_are_compact_when_written_and_when_merged(tmp_path: Path) -> None:
+    """`clinical_workflows` (AggregatingMergeTree: the engine merges that kind with every column at
+    once, never column by column) writes compact parts at any size, an insert's and a merge's:
+    wide, a merge of 16,000 of the demo's workflows held a buffer per column stream, 187 MB of the
+    engine's memory (migration 23)."""
+    seen = _script(WORKFLOW_PARTS, str(tmp_path), cwd=Path(__file__).resolve().parents[2])
+    assert seen["size"][0] > 20 << 20
+    assert seen["size"][1] == 20000
+    assert seen["inserted"] == ["Compact"]
+    assert seen["merged"] == ["Compact"]

@@ -184,6 +184,7 @@ RELEASED: dict[str, str] = {
     "0020_views_deduplicate.sql": "7b1bc1fd3713233b",
     "m0021_latest_decision.py": "f882061adfd23434",
     "0022_collector_attribute_drops.sql": "fac9428ca61d40e1",
+    "0023_workflows_compact_parts.sql": "56f6cb88fa09dffa",
 }
 """The first 16 hex digits of each released migration file's SHA-256."""
 

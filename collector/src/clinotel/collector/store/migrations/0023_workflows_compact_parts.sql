@@ -1,0 +1,4 @@
+-- clinotel schema migration 23: clinical_workflows' parts are written compact (all columns in one file) at every size. The table is the only AggregatingMergeTree, and the engine merges that kind row by row, every column at once, never column by column: written wide, a merge held a compression buffer for each of the ~130 streams of its ~60 columns, their tuples' elements and null maps. Merging 16,000 rows took 187 MB of the engine's memory at its peak (333 MB with the parts unpacked), beside 81 MB for the otel_traces part of the same spans; compact, 39 MB (measured 2026-12-07, 8 MiB segments of the demo's spans, benchmarks/collector_ingest.py's mix). Queries read the same rows.
+-- Frozen: never edit an applied migration; add a new one.
+
+ALTER TABLE {{local:clinical_workflows}}{{on_cluster}} MODIFY SETTING min_bytes_for_wide_part = 1099511627776;
