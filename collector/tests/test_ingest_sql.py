@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -25,7 +25,7 @@ from clinotel.instrumentation.testing.phi import PHI_CORPUS, leaks
 from clinotel.instrumentation.testing.workflows import schedule, triage
 from clinotel.model import tables
 from clinotel.model.sql import literal
-from clinotel.semconv import REDACTED, scrub
+from clinotel.semconv import MAX_TEXT, REDACTED, scrub
 
 PSEUDONYM = "0123456789abcdef0123456789abcdef"
 
@@ -285,6 +285,31 @@ def test_sql_scrub_matches_python_scrub(client: Any, text: str) -> None:
     assert got == scrub(sentence)
 
 
+_SSN_RUN: Final = "123-45-6789 " * 340
+"""4,080 characters of SSNs, each redacted one character shorter than it was."""
+
+
+@pytest.mark.parametrize(
+    ("text", "same"),
+    [
+        ("x" * 10_000, True),
+        ("a" * 4_090 + " MRN 00123456 " + "b" * 6_000, False),  # a match across the cut, redacted whole
+        (_SSN_RUN + "y" * 265 + "987-65-4321 tail", True),  # an SSN cut by the window's end stays out
+        ("MRN1234 " * 600, False),  # redactions longer than their matches
+        ("é" * 5_000 + " 123-45-6789", True),
+        ("jane@example.org " * 300, False),  # redactions past the cut shorten the head too
+    ],
+)
+def test_sql_scrub_keeps_what_python_scrub_keeps_of_a_long_text(client: Any, text: str, same: bool) -> None:
+    """A long text keeps its first `MAX_TEXT` characters in the store as the library keeps them:
+    the same text, or a head of the library's, shorter by what the redactions within the window
+    saved (the engine cannot say where each one was); never a character past the library's cut."""
+    got = client.query(f"SELECT {phi_sql.scrub_sql(literal(text))}").result_rows[0][0]
+    expected = scrub(text)
+    assert got == expected if same else (expected.startswith(got) and MAX_TEXT // 2 <= len(got) <= MAX_TEXT)
+    assert "987" not in got
+
+
 @pytest.mark.parametrize(
     "text",
     ["e1234567-2498-45ec-bb1f-bda77a061be5", "12345678-2498-45ec-bb1f-bda77a123456", "12345678", "E1234567",
@@ -400,6 +425,54 @@ def test_many_resources_in_a_request_cost_what_their_spans_do(
         "GROUP BY TenantId ORDER BY TenantId"
     ).result_rows
     assert [tuple(r) for r in rows] == [("attacker", 6_000, 6_000, 6_000), ("st-marys", 2 * len(PHI_CORPUS), 1, 0)]
+
+
+def _long_free_text(spans: int, size: int, where: str) -> bytes:
+    """A request of `spans` spans, each with `size` bytes of free text `where`: in a registered key
+    (what a Go service without attribute limits sent: 32 MB in one batch), its name, or an event's
+    registered key."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for i in range(1, spans + 1):
+        text = f"route {i} " + "r" * size + " MRN 00123456"
+        short = f"route {i}"
+        span = scope.spans.add(trace_id=i.to_bytes(16, "big"), span_id=i.to_bytes(8, "big"))
+        span.name = text if where == "name" else short
+        span.start_time_unix_nano = span.end_time_unix_nano = 1_700_000_000_000_000_000 + i
+        route = text if where == "attribute" else short
+        span.attributes.append(KeyValue(key="http.route", value=AnyValue(string_value=route)))
+        message = text if where == "event" else short
+        span.events.append(Span.Event(time_unix_nano=1, name="e", attributes=[
+            KeyValue(key="exception.message", value=AnyValue(string_value=message))]))  # fmt: skip
+    return request.SerializeToString()
+
+
+@pytest.mark.parametrize("where", ["attribute", "name", "event"])
+def test_long_free_text_is_read_to_the_librarys_cut_and_no_further(
+    client: Any, options: schema.SchemaOptions, pipeline: ingest.Pipeline, tmp_path: Path, where: str
+) -> None:
+    """Free text is kept to its first `MAX_TEXT` characters, as the library keeps it, and read no
+    further: ten spans of 3.2 MB of it (32 MB in one request, under the size limit) took an insert
+    past the engine's 768 MB cap, and the acknowledged segment, another tenant's spans with it,
+    was set aside after 25 s of retries (a Go team's review). Within 256 MB now, both stored."""
+    records = [
+        _long_free_text(10, 3_200_000, where) + otlp_proto.envelope("go-team", "b1", 1),
+        _plain_sdk_request() + otlp_proto.envelope("st-marys", "b2", 2),
+    ]
+    segment = _write_segment(tmp_path / "seg.wal", *records)
+    sql = pipeline.insert_from_file(str(segment), "long-text", str(pipeline.write_proto(tmp_path)))
+    client.command(sql.replace("SETTINGS ", f"SETTINGS max_memory_usage = {256 << 20}, "))
+    rows = client.query(
+        f"SELECT TenantId, count(), max(lengthUTF8(SpanName)), max(lengthUTF8(SpanAttributes['http.route'])), "
+        f"max(lengthUTF8(Events.Attributes[1]['exception.message'])) FROM {options.name(schema.TRACES)} "
+        "GROUP BY TenantId ORDER BY TenantId"
+    ).result_rows
+    assert [tuple(r[:2]) for r in rows] == [("go-team", 10), ("st-marys", 2 * len(PHI_CORPUS))]
+    assert max(rows[0][2:]) == MAX_TEXT
 
 
 def _event_name(span: int, event: int, phi: str) -> str:

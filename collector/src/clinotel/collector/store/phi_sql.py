@@ -10,10 +10,12 @@ from typing import Final
 from clinotel.model.sql import literal, string_array
 from clinotel.semconv import (
     INVISIBLE,
+    MAX_TEXT,
     PHI_REGEX,
     PSEUDONYM_PATTERN,
     REDACTED,
     REGISTRY,
+    TEXT_WINDOW,
     UUID_PATTERN,
     AttrType,
     PhiClass,
@@ -65,9 +67,21 @@ def unhidden_sql(expr: str) -> str:
 
 
 def scrub_sql(expr: str) -> str:
-    """`expr` with every PHI match replaced, as `clinotel.semconv.scrub` does (a whole UUID kept,
-    hidden characters read past), over the whole text: the engine's RE2 takes time in proportion
-    to it, so the library's `MAX_TEXT` cut (its patterns' time grows faster) is not needed here."""
+    """`expr` as `clinotel.semconv.scrub` leaves it: its first `MAX_TEXT` characters, every PHI
+    match replaced (a whole UUID kept, hidden characters read past). `TEXT_WINDOW` characters are
+    read, so a match that starts before the cut is redacted whole; of a longer text the head is
+    kept short of the cut by what the redactions saved, so no character past the `MAX_TEXT`-th of
+    the text shows (an identifier cut by the window's end, which no pattern matches, stays out).
+    Text past the window is never read: 10 spans of 3.2 MB of free text each took an insert past
+    the engine's cap, and their acknowledged segment was set aside (a Go team's review)."""
+    window = f"leftUTF8({expr}, {TEXT_WINDOW})"
+    saved = f"greatest(0, toInt64(lengthUTF8({window})) - toInt64(lengthUTF8(s)))"
+    kept = f"if(lengthUTF8({expr}) <= {MAX_TEXT}, s, leftUTF8(s, {MAX_TEXT} - {saved}))"
+    return f"arrayElement(arrayMap(s -> {kept}, [{_scrub_whole(window)}]), 1)"
+
+
+def _scrub_whole(expr: str) -> str:
+    """`expr` with every PHI match replaced, over the whole text."""
     redacted = f"replaceRegexpAll({unhidden_sql(expr)}, {PHI_SQL}, {literal(REDACTED)})"
     return f"if(match({expr}, {_UUID_SQL}), {expr}, {redacted})"
 
@@ -158,14 +172,18 @@ def _in_range(x: str, integer: bool, low: float | None, high: float | None) -> s
     return f"isFinite({x}){bounds}"
 
 
-def value_sql(v: str) -> str:
-    """An OTLP AnyValue tuple as the contrib exporter's string form."""
+def value_sql(v: str, cut: int | None = None) -> str:
+    """An OTLP AnyValue tuple as the contrib exporter's string form; with `cut`, a string's or
+    bytes' first `cut` characters or bytes (read before anything is copied)."""
+    text, raw = f"{v}.string_value", f"{v}.bytes_value"
+    if cut is not None:
+        text, raw = f"leftUTF8({text}, {cut})", f"substring({raw}, 1, {cut})"
     return (
-        f"multiIf({v}.{_ONEOF} = 'string_value', {v}.string_value, "
+        f"multiIf({v}.{_ONEOF} = 'string_value', {text}, "
         f"{v}.{_ONEOF} = 'bool_value', if({v}.bool_value, 'true', 'false'), "
         f"{v}.{_ONEOF} = 'int_value', toString({v}.int_value), "
         f"{v}.{_ONEOF} = 'double_value', toString({v}.double_value), "
-        f"{v}.{_ONEOF} = 'bytes_value', base64Encode({v}.bytes_value), '')"
+        f"{v}.{_ONEOF} = 'bytes_value', base64Encode({raw}), '')"
     )
 
 
@@ -224,9 +242,10 @@ def checked_attributes(expr: str, scopes: tuple[Scope, ...]) -> str:
     # request of millions of tiny unregistered attributes took the insert past the engine's cap
     # at about half the request size (16 MiB instead of 26-29), and such a segment is retried,
     # not quarantined. An array or map value (no scalar: `none`, 0) is invalid as bytes are (7),
-    # not kept as '' for its key.
+    # not kept as '' for its key. A value is read to `TEXT_WINDOW` characters and no further: a
+    # coded value that long fails its check anyway, free text keeps `MAX_TEXT` of it.
     typed = (
-        f"arrayMap(a -> (a.key, {value_sql('a.value')}, toUInt8(a.value.{_ONEOF}), "
+        f"arrayMap(a -> (a.key, {value_sql('a.value', TEXT_WINDOW)}, toUInt8(a.value.{_ONEOF}), "
         f"transform(a.key, {allowed}, [{', '.join(str(c.codes[k]) for k in keys)}], 0)), "
         f"arrayFilter(a -> has({allowed}, a.key), {expr}))"
     )
