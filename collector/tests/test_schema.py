@@ -246,3 +246,21 @@ def test_tokens_check_reports_a_readable_file(tmp_path: Path) -> None:
     )
     assert bad.exit_code == 1
     assert "not a tenant name" in bad.output
+
+
+@pytest.mark.parametrize(
+    ("tenant", "role", "says"), [("a", "metrics", "its tenant is '*'"), ("*", "write", "read and metrics")]
+)
+def test_tokens_add_refuses_a_grant_before_writing_it(tmp_path: Path, tenant: str, role: str, says: str) -> None:
+    """A grant `serve` would refuse is refused by `tokens add` with the file untouched: the entry
+    was appended first, and from then on `serve --tokens` refused the whole file (a Go team's
+    setup)."""
+    tokens = tmp_path / "tokens.toml"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["tokens", "add", "--file", str(tokens), "--tenant", "a"]).exit_code == 0
+    before = tokens.read_bytes()
+    refused = runner.invoke(cli, ["tokens", "add", "--file", str(tokens), "--tenant", tenant, "--role", role])
+    assert refused.exit_code == 1
+    assert says in refused.output
+    assert tokens.read_bytes() == before
+    assert runner.invoke(cli, ["tokens", "check", str(tokens)]).exit_code == 0

@@ -141,10 +141,7 @@ class Tokens:
                 warnings.append(f'{where}: no role given, so a write token; say role = "write" (or "read") outright')
             if role not in ROLES:
                 raise TokenError(f"{where}: role must be one of {', '.join(ROLES)}, not {role!r}")
-            if tenant == ALL_TENANTS and role == "write":
-                raise TokenError(f"{where}: tenant '*' (every tenant) is for read and metrics tokens only")
-            if role == "metrics" and tenant != ALL_TENANTS:
-                raise TokenError(f"{where}: a metrics token reads collector-wide figures: its tenant is '*'")
+            _check_grant(tenant, role, where)
             if "sha256" in entry:
                 try:
                     digest = bytes.fromhex(entry["sha256"])
@@ -188,6 +185,16 @@ class Tokens:
         return [d.hex() for d, g in self._grants.items() if g.tenant == tenant and g.role == role]
 
 
+def _check_grant(tenant: str, role: str, where: str | None = None) -> None:
+    """`role` may be granted on `tenant`: every tenant (`*`) reads or scrapes, never writes; a
+    metrics token is every tenant's."""
+    prefix = "" if where is None else f"{where}: "
+    if tenant == ALL_TENANTS and role == "write":
+        raise TokenError(f"{prefix}tenant '*' (every tenant) is for read and metrics tokens only")
+    if role == "metrics" and tenant != ALL_TENANTS:
+        raise TokenError(f"{prefix}a metrics token reads collector-wide figures: its tenant is '*'")
+
+
 def _check_tenant(tenant: str, where: str | None = None) -> None:
     """`tenant` is `*` or a tenant name by the registry's rule (`clinical.tenant.id`): it names
     server users and row policies, labels metrics and goes into generated files, so a name from a
@@ -207,6 +214,7 @@ def add_token(path: Path, tenant: str, role: Role) -> str:
     if role not in ROLES:
         raise TokenError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     _check_tenant(tenant)
+    _check_grant(tenant, role)  # before anything is written: a refused grant left a file serve refused
     if path.exists():
         Tokens.load(path)  # refuse to append to a file that would not load
     token = new_token()
