@@ -261,3 +261,49 @@ def test_every_gzip_member_is_read(arena: Arena) -> None:
         f"WHERE TenantId = {literal(ATTACKER)} AND ServiceName IN ('member-0', 'member-1')"
     )
     assert stored == 2
+
+
+def _h2_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """(type, payload) of each whole HTTP/2 frame in `data`."""
+    frames = []
+    while len(data) >= 9:
+        size, kind = int.from_bytes(data[:3], "big"), data[3]
+        frames.append((kind, data[9 : 9 + size]))
+        data = data[9 + size :]
+    return frames
+
+
+@pytest.mark.parametrize("port", ["otlp", "base"])
+def test_http2_with_prior_knowledge_is_told_to_use_http11(arena: Arena, port: str) -> None:
+    """An HTTP/2 client without upgrade (h2c: Go's `SetUnencryptedHTTP2`, curl's
+    `--http2-prior-knowledge`) gets HTTP/2's own refusal, a GOAWAY of HTTP_1_1_REQUIRED with a
+    reason, which Go and curl report: the preface was answered with a bare HTML page and no
+    status line, and Go said `http2: frame too large` (a Go team's review). A request line of a
+    later version gets 505 with a status line; HTTP/1.1 on the same port still works."""
+    import shutil
+    import socket
+    import subprocess
+    from urllib.parse import urlsplit
+
+    address = urlsplit(getattr(arena, port))
+    with socket.create_connection((address.hostname, address.port), timeout=5) as s:
+        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    frames = _h2_frames(answer)
+    assert [kind for kind, _ in frames] == [0x4, 0x7]  # SETTINGS, GOAWAY
+    goaway = frames[1][1]
+    assert goaway[4:8] == (0x0D).to_bytes(4, "big")  # HTTP_1_1_REQUIRED
+    assert b"HTTP/1.1 only" in goaway[8:]
+    with socket.create_connection((address.hostname, address.port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/3.0\r\nHost: x\r\n\r\n")
+        line = s.makefile("rb").readline()
+    assert line.startswith(b"HTTP/1.1 505 ")
+    if shutil.which("curl"):
+        done = subprocess.run(
+            ["curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null", f"{address.scheme}://{address.netloc}/"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert done.returncode != 0
+    assert post(arena.otlp, ExportTraceServiceRequest().SerializeToString())[0] == 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import logging
+import re
 import socket
 import sys
 import threading
@@ -63,6 +64,7 @@ class CappedRequestHandler(BaseHTTPRequestHandler):
     HEADER_TIMEOUT_S), or being handled."""
 
     server: QuietHTTPServer
+    raw_requestline: bytes  # set by the standard library's handler before `parse_request`
 
     def handle_one_request(self) -> None:
         self.server.connection_state(self.connection, _IDLE)
@@ -75,6 +77,9 @@ class CappedRequestHandler(BaseHTTPRequestHandler):
         super().handle_one_request()
 
     def parse_request(self) -> bool:
+        if _HTTP2_OR_LATER.fullmatch(self.raw_requestline.split(b" ")[-1].strip()):
+            self._refuse_http2()
+            return False
         rfile = self.rfile
         self.rfile = _HeaderSection(rfile, MAX_HEADER_BYTES)  # type: ignore[assignment]
         try:
@@ -83,6 +88,41 @@ class CappedRequestHandler(BaseHTTPRequestHandler):
             self.rfile = rfile
         self.server.connection_state(self.connection, _HANDLING)
         return parsed
+
+    def _refuse_http2(self) -> None:
+        """Answer HTTP/2 with prior knowledge (h2c: Go's `SetUnencryptedHTTP2`, curl's
+        `--http2-prior-knowledge`) in HTTP/2, so the client says why: a server preface and a GOAWAY
+        of HTTP_1_1_REQUIRED. The standard library answered its preface with a bare HTML page and
+        no status line, which Go reported as `http2: frame too large`. Any other request line of
+        version 2 or later is answered 505 with a status line."""
+        self.close_connection = True
+        self.server.connection_state(self.connection, _HANDLING)
+        if self.raw_requestline.rstrip(b"\r\n") == _H2C_PREFACE_LINE:
+            try:
+                self.wfile.write(_H2C_REFUSAL)
+                self.wfile.flush()
+                self.connection.setblocking(False)
+                self.connection.recv(1 << 16)  # the rest of the preface: closing on unread data resets the answer away
+            except OSError:
+                pass
+            return
+        self.command, self.requestline = "", self.raw_requestline.decode("latin-1").rstrip("\r\n")
+        self.request_version = "HTTP/1.1"  # an answer with a status line (the library's default is HTTP/0.9's)
+        self.send_error(505, "HTTP/1.1 only: HTTP/2 is not served on this port")
+
+
+_HTTP2_OR_LATER: Final = re.compile(rb"HTTP/[2-9](?:\.[0-9])?")
+_H2C_PREFACE_LINE: Final = b"PRI * HTTP/2.0"
+_H2C_DEBUG: Final = b"HTTP/1.1 only: this port does not serve HTTP/2 over cleartext (h2c); OTLP/gRPC has its own port"
+_H2C_REFUSAL: Final = (
+    b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # SETTINGS, empty: the server's preface
+    + (8 + len(_H2C_DEBUG)).to_bytes(3, "big")
+    + b"\x07\x00\x00\x00\x00\x00"  # GOAWAY on stream 0
+    + b"\x00\x00\x00\x00\x00\x00\x00\x0d"  # last stream 0, HTTP_1_1_REQUIRED
+    + _H2C_DEBUG
+)
+"""HTTP/2's way of saying "use HTTP/1.1" (RFC 9113, section 7): Go's client reports the GOAWAY's
+code and text."""
 
 
 class _HeaderSection:
