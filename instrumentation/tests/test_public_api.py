@@ -46,7 +46,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "LABEL_PATTERN", "Language", "MAX_TEXT", "MIN_KEY_BYTES", "OutcomeStatus", "PHI_PATTERN", "PHI_PATTERNS",
         "PHI_REGEX",
         "PSEUDONYM_PATTERN", "PayerClass", "PhiClass", "PhiPattern", "Pseudonymizer", "REDACTED", "REGISTRY",
-        "TEXT_WINDOW",
+        "TEXT_FOLD_BOUND", "TEXT_WINDOW",
         "RaceEthnicity", "Registry", "ReviewAction", "Risk", "RolloutCohort", "RolloutMode", "Scope", "Sex",
         "Stage", "UUID_PATTERN", "attributes", "contains_phi", "phi_kinds", "preview", "pseudonymize",
         "render_markdown", "scrub",

@@ -25,6 +25,7 @@ __all__ = [
     "PHI_PATTERNS",
     "PHI_REGEX",
     "REDACTED",
+    "TEXT_FOLD_BOUND",
     "TEXT_WINDOW",
     "PhiPattern",
     "Pseudonymizer",
@@ -110,9 +111,10 @@ _LOOKAHEAD: Final = 256
 """How far past `MAX_TEXT` a long text is read, so that a match crossing the cut is seen whole."""
 _WINDOW: Final = MAX_TEXT + _LOOKAHEAD
 TEXT_WINDOW: Final = _WINDOW
-"""The characters of a long text that `scrub` reads (`MAX_TEXT` and a lookahead): the collector
-reads as many of a text any SDK sent."""
+"""The characters of a long text that `scrub` reads (`MAX_TEXT` and a lookahead), of its folded
+form when that is the form read; the collector reads a text any SDK sent the same way."""
 _FOLD_BOUND: Final = 2 * _WINDOW
+TEXT_FOLD_BOUND: Final = _FOLD_BOUND
 """The characters of a non-ASCII text folded (NFKD, marks and invisible characters dropped) before
 it is cut: folding can shorten a text (invisible characters, marks) or lengthen it (NFKD, up to 18
 times)."""

@@ -15,6 +15,7 @@ from clinotel.semconv import (
     PSEUDONYM_PATTERN,
     REDACTED,
     REGISTRY,
+    TEXT_FOLD_BOUND,
     TEXT_WINDOW,
     UUID_PATTERN,
     AttrType,
@@ -32,7 +33,6 @@ __all__ = [
     "drops_of_checked",
     "map_of_checked",
     "scrub_sql",
-    "unhidden_sql",
     "value_sql",
 ]
 
@@ -48,42 +48,52 @@ _HIDDEN_SQL: Final = literal("[\\p{M}" + "".join(f"\\x{{{lo:04X}}}-\\x{{{hi:04X}
 """What the fold drops, as `clinotel.semconv.scrub` does: combining marks and invisible characters."""
 
 
-def unhidden_sql(expr: str) -> str:
-    """`expr` as the PHI patterns should read it, as `clinotel.semconv.scrub` reads it: a text
-    with a character past ASCII, NFKD-folded, without combining marks (RE2's `\\p{M}`) or
-    invisible characters and with dashes, other scripts' digits and Latin lookalikes read as ASCII
-    (`semconv.ascii_folds`), when that form differs and shows PHI
-    (`MRN 0012\u200b3456`, full-width digits, `123–45–6789`, `jane.doe\u0301@example.org`); else
-    as written. Text that is not valid UTF-8 (the engine's normalisation
-    refuses it, and would fail the insert) is read as written; the receiver's protobuf parser
-    lets none through anyway."""
+_LOOKAHEAD: Final = TEXT_WINDOW - MAX_TEXT
+_REDACTED_CHARS: Final = len(REDACTED)
+
+
+def _read_sql(expr: str) -> str:
+    """(the text, where it is cut) as `clinotel.semconv.scrub` reads `expr`: an ASCII text's first
+    `TEXT_WINDOW` characters, cut at `MAX_TEXT`; a text with a character past ASCII folded to its
+    first `TEXT_FOLD_BOUND` characters (NFKD, without combining marks (RE2's `\\p{M}`) or invisible
+    characters, dashes, other scripts' digits and Latin lookalikes read as ASCII:
+    `semconv.ascii_folds`) and, when that form differs and shows PHI within the window
+    (`MRN 0012\u200b3456`, full-width digits, `123–45–6789`), the window and the cut taken in the
+    folded form, a cut `_LOOKAHEAD` short of its end when the text went past the fold's bound;
+    else the text as written. Text that is not valid UTF-8 (the engine's normalisation refuses it,
+    and would fail the insert) is read as written; the receiver's protobuf parser lets none
+    through anyway."""
     source, target = ascii_folds()
-    folded = (
-        f"translateUTF8(replaceRegexpAll(normalizeUTF8NFKD({expr}), {_HIDDEN_SQL}, ''), "
-        f"{literal(source)}, {literal(target)})"
+    written = f"(leftUTF8({expr}, {TEXT_WINDOW}), {MAX_TEXT})"
+    marks_out = f"replaceRegexpAll(normalizeUTF8NFKD(h), {_HIDDEN_SQL}, '')"
+    folded = f"translateUTF8({marks_out}, {literal(source)}, {literal(target)})"
+    cut = (
+        f"if(lengthUTF8({expr}) > {TEXT_FOLD_BOUND}, "
+        f"toUInt64(greatest(0, least({MAX_TEXT}, toInt64(lengthUTF8(f)) - {_LOOKAHEAD}))), toUInt64({MAX_TEXT}))"
     )
-    shown = f"arrayElement(arrayMap(f -> if(f != {expr} AND match(f, {PHI_SQL}), f, {expr}), [{folded}]), 1)"
-    return f"if(length({expr}) = lengthUTF8({expr}) OR NOT isValidUTF8({expr}), {expr}, {shown})"
+    shown = (
+        f"if(f != h AND match(leftUTF8(f, e + {_LOOKAHEAD}), {PHI_SQL}), (leftUTF8(f, e + {_LOOKAHEAD}), e), {written})"
+    )
+    per_fold = f"arrayElement(arrayMap(f -> arrayElement(arrayMap(e -> {shown}, [{cut}]), 1), [{folded}]), 1)"
+    unfolded = f"arrayElement(arrayMap(h -> {per_fold}, [leftUTF8({expr}, {TEXT_FOLD_BOUND})]), 1)"
+    return f"if(length({expr}) = lengthUTF8({expr}) OR NOT isValidUTF8({expr}), {written}, {unfolded})"
 
 
 def scrub_sql(expr: str) -> str:
-    """`expr` as `clinotel.semconv.scrub` leaves it: its first `MAX_TEXT` characters, every PHI
-    match replaced (a whole UUID kept, hidden characters read past). `TEXT_WINDOW` characters are
-    read, so a match that starts before the cut is redacted whole; of a longer text the head is
-    kept short of the cut by what the redactions saved, so no character past the `MAX_TEXT`-th of
-    the text shows (an identifier cut by the window's end, which no pattern matches, stays out).
-    Text past the window is never read: 10 spans of 3.2 MB of free text each took an insert past
-    the engine's cap, and their acknowledged segment was set aside (a Go team's review)."""
-    window = f"leftUTF8({expr}, {TEXT_WINDOW})"
-    saved = f"greatest(0, toInt64(lengthUTF8({window})) - toInt64(lengthUTF8(s)))"
-    kept = f"if(lengthUTF8({expr}) <= {MAX_TEXT}, s, leftUTF8(s, {MAX_TEXT} - {saved}))"
-    return f"arrayElement(arrayMap(s -> {kept}, [{_scrub_whole(window)}]), 1)"
-
-
-def _scrub_whole(expr: str) -> str:
-    """`expr` with every PHI match replaced, over the whole text."""
-    redacted = f"replaceRegexpAll({unhidden_sql(expr)}, {PHI_SQL}, {literal(REDACTED)})"
-    return f"if(match({expr}, {_UUID_SQL}), {expr}, {redacted})"
+    """`expr` as `clinotel.semconv.scrub` leaves it: read as the library reads it (`_read_sql`),
+    every PHI match replaced (a whole UUID kept), and of a text longer than its cut the head before
+    it, a match that starts before the cut redacted whole. The engine cannot say where each match
+    was, so the head kept is shorter than the library's by what the window's redactions saved
+    (each match's length past the redaction's): a prefix of the library's text, never a character
+    past its cut. Text past the window is never scrubbed nor kept: 10 spans of 3.2 MB of free text
+    each took an insert past the engine's cap, and their acknowledged segment was set aside (a Go
+    team's review); and a first form of the cut kept a partial SSN past it (a negative length, and
+    lengthening redactions, counted against shortening ones: a review)."""
+    saved = f"arraySum(m -> greatest(0, toInt64(lengthUTF8(m)) - {_REDACTED_CHARS}), extractAll(c.1, {PHI_SQL}))"
+    head = f"if(lengthUTF8(c.1) <= c.2, s, leftUTF8(s, toUInt64(greatest(0, toInt64(c.2) - {saved}))))"
+    scrubbed = f"arrayElement(arrayMap(s -> {head}, [replaceRegexpAll(c.1, {PHI_SQL}, {literal(REDACTED)})]), 1)"
+    read = f"arrayElement(arrayMap(c -> {scrubbed}, [{_read_sql(expr)}]), 1)"
+    return f"if(match({expr}, {_UUID_SQL}), {expr}, {read})"
 
 
 def allowed_keys(scopes: tuple[Scope, ...], phi: PhiClass | None = None) -> list[str]:
