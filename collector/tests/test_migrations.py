@@ -108,10 +108,15 @@ def test_a_migration_interrupted_before_it_was_recorded_runs_again(client: Any) 
         client.command(f"DROP DATABASE IF EXISTS {o.database}")
 
 
-def test_a_migration_that_fails_says_which_in_one_line_and_keeps_the_store(client: Any) -> None:
+def test_a_migration_that_fails_says_which_in_one_line_and_keeps_the_store(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An object of the operator's own in a migration's way (a projection of theirs over the column
-    migration 15 replaces): the start fails with one line naming the migration and the version the
-    store stays at, and the store, its rows and its recorded versions are as they were."""
+    migration 15 replaces): the start fails with one line naming the migration and the versions
+    the store is between, and the store and its rows are as they were. The migration is recorded
+    as started before its first statement, so the release before refuses the store (a kill -9
+    within migration 21 let an older collector write decisions nowhere: an upgrade review), and
+    this release runs it again once the cause is gone."""
     import uuid
 
     from clinotel.model.store import StoreError
@@ -126,12 +131,20 @@ def test_a_migration_that_fails_says_which_in_one_line_and_keeps_the_store(clien
             schema.apply(client, o)
         message = str(failed.value)
         assert message.startswith("schema migration 15 failed: "), message
-        assert "stays at schema version 14" in message
+        assert "between schema versions 14 and 15, and a release that knows only 14 refuses it" in message
         assert "\n" not in message
-        versions = client.query(f"SELECT max(Version) FROM {o.name(schema.VERSIONS)}").result_rows[0][0]
-        assert versions == 14
+        versions = client.query(f"SELECT Version, Description FROM {o.name(schema.VERSIONS)} FINAL").result_rows
+        assert [v for v, _ in versions] == list(range(1, 16))
+        assert versions[-1][1].startswith(schema.STARTED)
+        known = schema.migrations(o)[:14]
+        with monkeypatch.context() as m:  # the release before, which knows 14: a half-migrated store is not its own
+            m.setattr(schema, "migrations", lambda _o: known)
+            with pytest.raises(StoreError, match="schema version 15, newer than this clinotel knows \\(14\\)"):
+                schema.check_not_newer(client, o)
         client.command(f"ALTER TABLE {stage_hours} DROP PROJECTION mine")
         assert schema.apply(client, o) == list(range(15, schema.SCHEMA_VERSION + 1))
+        versions = client.query(f"SELECT Version, Description FROM {o.name(schema.VERSIONS)} FINAL").result_rows
+        assert not any(d.startswith(schema.STARTED) for _, d in versions)
     finally:
         client.command(f"DROP DATABASE IF EXISTS {o.database}")
 

@@ -264,3 +264,45 @@ def test_tokens_add_refuses_a_grant_before_writing_it(tmp_path: Path, tenant: st
     assert says in refused.output
     assert tokens.read_bytes() == before
     assert runner.invoke(cli, ["tokens", "check", str(tokens)]).exit_code == 0
+
+
+HALF_MIGRATED = r"""
+import sys
+from pathlib import Path
+from clinotel.collector.store import schema
+from clinotel.collector.store.embedded import connect
+client = connect(Path(sys.argv[1]))
+o = schema.SchemaOptions()
+schema.apply(client, o, until=20)
+# what a kill -9 within migration 21 leaves: started, not recorded
+client.command(f"INSERT INTO {o.name(schema.VERSIONS)} (Version, Description) VALUES (21, '{schema.STARTED}x')")
+"""
+
+
+def test_schema_status_says_the_stores_version_and_changes_nothing(tmp_path: Path) -> None:
+    """`schema status` names the store's version, a migration left unfinished and what a start
+    would apply, without migrating: before it, only `schema apply`, which migrates for good, told
+    an operator deciding on a rollback what version a store was at (an upgrade review)."""
+    import subprocess
+    import sys
+
+    data = str(tmp_path / "data")
+
+    def run(*args: str, ok: bool = True) -> str:
+        done = subprocess.run(
+            [sys.executable, *args], capture_output=True, text=True, timeout=120, check=False
+        )  # fmt: skip
+        assert (done.returncode == 0) is ok, done.stderr
+        return done.stdout + done.stderr
+
+    assert "no clinotel store" in run("-m", "clinotel.cli", "schema", "status", "--data-dir", data, ok=False)
+    run("-c", HALF_MIGRATED, data)
+    said = run("-m", "clinotel.cli", "schema", "status", "--data-dir", data)
+    assert said.startswith(f"store clinotel: schema version 21; this clinotel knows {schema.SCHEMA_VERSION}\n")
+    assert "migration 21 started and not finished" in said
+    assert f"applies migrations {', '.join(map(str, range(22, schema.SCHEMA_VERSION + 1)))};" in said
+    assert run("-m", "clinotel.cli", "schema", "status", "--data-dir", data) == said  # nothing changed
+    assert "applied migrations 21, 22" in run("-m", "clinotel.cli", "schema", "apply", "--data-dir", data)
+    said = run("-m", "clinotel.cli", "schema", "status", "--data-dir", data)
+    known = schema.SCHEMA_VERSION
+    assert said == f"store clinotel: schema version {known}; this clinotel knows {known}\n"

@@ -133,6 +133,44 @@ def apply_command(
         click.echo(f"{database} is up to date (schema version {schema_module.SCHEMA_VERSION})")
 
 
+@schema.command("status")
+@click.option("--database", default=DEFAULT_DATABASE, show_default=True)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The embedded engine's data directory [default: ./.clinotel/data].",
+)
+@click.option("--clickhouse-url", help="A ClickHouse server (http://host:8123); CLICKHOUSE_USER/PASSWORD.")
+def status_command(database: str, data_dir: Path | None, clickhouse_url: str | None) -> None:
+    """Show the store's schema version and this clinotel's, changing nothing: what to check before
+    an upgrade, and before going back to an older release (which refuses a store a newer one
+    migrated)."""
+    if data_dir is not None and clickhouse_url is not None:
+        raise click.UsageError("give --data-dir or --clickhouse-url, not both")
+    known = schema_module.SCHEMA_VERSION
+    try:
+        if clickhouse_url is None:
+            held = "stop it to ask here (it migrated the store to its own version when it started)"
+            check_embedded((data_dir or DEFAULT_DATA_DIR).resolve(), database, reading=True, held_advice=held)
+        stored = schema_module.stored_version(connect(data_dir, clickhouse_url), _options(database, None, None))
+    except StoreError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"store {database}: schema version {stored.version}; this clinotel knows {known}")
+    if stored.started:
+        click.echo(
+            f"  migration {', '.join(map(str, stored.started))} started and not finished (a crash or a failure "
+            "within it): a release that knows it finishes it at its start; an older one refuses the store"
+        )
+    if stored.version > known:
+        click.echo("  a newer release migrated it: this clinotel refuses it (run that release)")
+    elif stored.version < known:
+        pending = ", ".join(str(v) for v in range(stored.version + 1, known + 1))
+        click.echo(
+            f"  `clinotel serve` or `clinotel schema apply` applies migrations {pending}; copy the data directory "
+            "first to be able to go back (docs/operations.md, Upgrading)"
+        )
+
+
 @schema.command("refresh-rollups")
 @click.option("--database", default=DEFAULT_DATABASE, show_default=True)
 @click.option("--cluster", help="The store is a cluster: refresh this node's `_local` tables (run it on every shard).")

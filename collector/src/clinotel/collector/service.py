@@ -409,7 +409,11 @@ class Collector:
             record_log(cfg.engine_dir, cfg.database, wal_dir)
         applied = schema.apply(client, self.options)
         if applied:
-            logger.info("schema migrations applied: %s", applied)
+            # an operator deciding whether a release can go back needs to see that it cannot
+            logger.warning(
+                "migrated the store to schema version %d (migrations %s): a release that knows less refuses "
+                "it from now on (going back: docs/operations.md, Upgrading)", applied[-1], ", ".join(map(str, applied)),
+            )  # fmt: skip
         if embedded:
             full_parts(client, self.options.database, ROLLUP_TABLES)
         pipeline = ingest.install(client, self.options)

@@ -20,6 +20,8 @@ and Distributed tables under the public names; materialized views run on each no
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -48,6 +50,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SDK_TELEMETRY",
     "SDK_TELEMETRY_COLUMNS",
+    "STARTED",
     "TENANT_COLUMN",
     "TRACES",
     "TRACES_INSERT_COLUMNS",
@@ -56,11 +59,13 @@ __all__ = [
     "Migration",
     "SchemaOptions",
     "SchemaTarget",
+    "StoreVersion",
     "apply",
     "check_not_newer",
     "migrations",
     "refuse_newer",
     "render",
+    "stored_version",
     "stored_version_sql",
     "tenant_tables",
 ]
@@ -173,39 +178,90 @@ def apply(client: SchemaTarget, o: SchemaOptions, until: int | None = None) -> l
     returns the versions applied now."""
     client.command(f"CREATE DATABASE IF NOT EXISTS {identifier(o.database)}{o.on_cluster}")
     client.command(_versions(o))
-    result = client.query(f"SELECT Version FROM {o.name(VERSIONS)} FINAL")
-    done = {int(row[0]) for row in getattr(result, "result_rows", [])}
-    refuse_newer(max(done, default=0), o)
-    applied = []
+    result = client.query(f"SELECT Version, Description FROM {o.name(VERSIONS)} FINAL")
+    rows = getattr(result, "result_rows", [])
+    refuse_newer(max((int(v) for v, _ in rows), default=0), o)
+    done = {int(v) for v, d in rows if not str(d).startswith(STARTED)}
+    applied: list[int] = []
     start = baseline()
     if not done and start is not None and (until is None or until >= start.version):
         # a new store: the frozen baseline in one pass, recorded as the migrations it stands for
-        for statement in start.statements(o):
-            client.command(statement)
-        for m in migrations(o)[: start.version]:
-            _record(client, o, m)
-            applied.append(m.version)
-            done.add(m.version)
+        first = migrations(o)[: start.version]
+        with _migrating(client, o, first[-1], done):
+            for statement in start.statements(o):
+                client.command(statement)
+            for m in first:
+                _record(client, o, m)
+                applied.append(m.version)
+        done.update(applied)
     for m in migrations(o):
         if m.version in done or (until is not None and m.version > until):
             continue
-        try:
+        with _migrating(client, o, m, done | set(applied)):
             for statement in m.statements:
                 client.command(statement)
             if m.run is not None:
                 m.run(client, o)
-        except StoreError:
-            raise
-        except Exception as e:
-            # one line naming the migration: a start that fails here fails again at every restart
-            at = max(done | set(applied), default=0)
-            raise StoreError(
-                f"schema migration {m.version} failed: {error_line(e)} (the store stays at schema version {at}; "
-                "what it holds is kept: fix the cause, e.g. an object of your own in its way, and start again)"
-            ) from e
-        _record(client, o, m)
+            _record(client, o, m)
         applied.append(m.version)
     return applied
+
+
+STARTED: Final = "started: "
+"""The head of a version's `Description` while its migration runs. The row is written before the
+migration's first statement, so a release that knows an earlier version refuses a store left
+half-migrated by a crash (its check reads the largest version recorded): a kill -9 within
+migration 21's second left 20 recorded and the decision columns renamed, an older collector started
+on it and its views wrote every decision nowhere (an upgrade review). The migration's own row
+replaces it once done (`ReplacingMergeTree` on `Version`); this release runs it again."""
+
+
+@contextmanager
+def _migrating(client: SchemaTarget, o: SchemaOptions, m: Migration, done: set[int]) -> Iterator[None]:
+    """Run a migration's statements inside: marked started first, and any failure in one line."""
+    at = max(done, default=0)
+    try:
+        client.command(
+            f"INSERT INTO {o.name(VERSIONS)} (Version, Description) "
+            f"VALUES ({m.version}, {literal(STARTED + m.description)})"
+        )
+        yield
+    except StoreError:
+        raise
+    except Exception as e:
+        # one line naming the migration: a start that fails here fails again at every restart
+        raise StoreError(
+            f"schema migration {m.version} failed: {error_line(e)} (the store is between schema versions {at} "
+            f"and {m.version}, and a release that knows only {at} refuses it; what it holds is kept: fix the "
+            "cause, e.g. a full disk or an object of your own in its way, and start this release again)"
+        ) from e
+
+
+@dataclass(frozen=True)
+class StoreVersion:
+    """What a store's recorded migrations say (`clinotel schema status`)."""
+
+    recorded: tuple[int, ...]
+    """The migrations finished."""
+    started: tuple[int, ...]
+    """The migrations started and not finished (a crash or a failure within them)."""
+
+    @property
+    def version(self) -> int:
+        """The store's schema version as a release checks it: the largest recorded, started or not."""
+        return max(self.recorded + self.started, default=0)
+
+
+def stored_version(client: SchemaTarget, o: SchemaOptions) -> StoreVersion:
+    """The store's migrations, finished and started (none when it has no schema yet)."""
+    exists = client.query(
+        f"SELECT count() FROM system.tables WHERE database = {literal(o.database)} AND name = {literal(VERSIONS)}"
+    )
+    if not getattr(exists, "result_rows", [[0]])[0][0]:
+        return StoreVersion((), ())
+    rows = getattr(client.query(f"SELECT Version, Description FROM {o.name(VERSIONS)} FINAL"), "result_rows", [])
+    started = tuple(sorted(int(v) for v, d in rows if str(d).startswith(STARTED)))
+    return StoreVersion(tuple(sorted(int(v) for v, d in rows if int(v) not in started)), started)
 
 
 def check_not_newer(client: SchemaTarget, o: SchemaOptions) -> None:
