@@ -403,6 +403,7 @@ class Collector:
             max_age_s=cfg.wal_max_age_s,
             max_bytes=cfg.wal_max_bytes,
         )
+        left = self.wal.sealed_names()  # what a previous process left, before this one appends
         client = self._client if self._client is not None else self._connect()
         self._client = client
         if embedded:
@@ -420,11 +421,19 @@ class Collector:
         replay = self.wal.sealed_count
         if replay:
             logger.info("replaying %d segment(s) left in the write-ahead log", replay)
-        segments: SegmentStore = (
-            EmbeddedSegments(client, pipeline, str(pipeline.write_proto(wal_dir)), cfg.engine_memory_bytes)
-            if embedded
-            else ServerSegments(client, pipeline, ingest.server_schema(client, pipeline))
-        )
+        segments: SegmentStore
+        if embedded:
+            earlier = ingest.earlier_pipeline(client, pipeline, wal_dir) if left else None
+            segments = EmbeddedSegments(client, pipeline, str(pipeline.write_proto(wal_dir)), cfg.engine_memory_bytes)
+            if earlier is not None:
+                logger.warning(
+                    "%d segment(s) in the write-ahead log were left by a collector of another release: they go "
+                    "through its ingest view (%s), so that those it stored before it stopped are not stored twice",
+                    len(left), earlier.table,
+                )  # fmt: skip
+                segments.earlier, segments.left_by_earlier = earlier, set(left)
+        else:
+            segments = ServerSegments(client, pipeline, ingest.server_schema(client, pipeline))
         self.writer = SegmentWriter(self.wal, segments, on_failure=self.fail)
         if cfg.metrics_interval_s is not None:
             assert self.http is not None

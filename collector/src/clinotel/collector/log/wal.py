@@ -924,6 +924,12 @@ class WriteAheadLog:
     def sealed_count(self) -> int:
         return len(self._sealed)
 
+    def sealed_names(self) -> frozenset[str]:
+        """The file names of the sealed segments waiting for the writer (at open: those a previous
+        process left)."""
+        with self._lock:
+            return frozenset(s.path.name for s in self._sealed)
+
     def close(self) -> None:
         """Seal the open segment (it stays on disk for the writer or the next start)."""
         with self._lock:

@@ -10,6 +10,7 @@ path for both stores."""
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -32,8 +33,10 @@ from clinotel.semconv import attributes as A
 __all__ = [
     "INPUT_PREFIX",
     "SEGMENT_STRUCTURE",
+    "EarlierPipeline",
     "IngestSetupError",
     "Pipeline",
+    "earlier_pipeline",
     "flatten_select",
     "install",
     "server_schema",
@@ -257,12 +260,63 @@ class Pipeline:
         return f"{INPUT_PREFIX}{self.digest}.proto"
 
     def write_proto(self, directory: Path) -> Path:
-        """The .proto as a file in `directory` (beside the log, or a server's format_schemas); its path."""
+        """The .proto as a file in `directory` (beside the log, or a server's format_schemas); its
+        path. Its time is this call's: beside a log, the newest .proto names the pipeline of the
+        last collector started on it (`earlier_pipeline`)."""
         path = directory / self.proto_name
         if not path.exists() or path.read_text(encoding="utf-8") != self.proto:
             directory.mkdir(parents=True, exist_ok=True)
             path.write_text(self.proto, encoding="utf-8")
+        else:
+            os.utime(path)
         return path.resolve()
+
+
+@dataclass(frozen=True)
+class EarlierPipeline:
+    """The ingest pipeline of the release that last ran on a log, when it is not this one's: its
+    `Null` table and view are still in the store, and its .proto beside the log."""
+
+    table: str
+    """Qualified."""
+    proto_file: Path
+    structure: str
+    """Its `Null` table's columns, as the segment rows it takes."""
+
+    def insert_from_file(self, path: str, settings: dict[str, str | int]) -> str:
+        """The INSERT of a segment file through this pipeline, with `settings` (a `Pipeline`'s, its
+        deduplication token included) reading the segment by this pipeline's .proto."""
+        pairs = {**settings, "format_schema": f"{self.proto_file}:{PROTO_MESSAGE}"}.items()
+        shown = ", ".join(f"{k} = {literal(v) if isinstance(v, str) else v}" for k, v in pairs)
+        return (
+            f"INSERT INTO {self.table} SELECT * FROM file({literal(path)}, 'Protobuf', {literal(self.structure)})\n"
+            f"SETTINGS {shown}"
+        )
+
+
+def earlier_pipeline(client: Any, current: Pipeline, log_dir: Path) -> EarlierPipeline | None:
+    """The pipeline of the release that last ran on the log in `log_dir`, when it is another's
+    and its table and view are still in the store: the segments it left there (a crash) go back
+    through it, so that those it had stored before it stopped are recognised and not stored again
+    (deduplication is per view: through this release's view, 2,560 spans a kill -9 of the release
+    before left in the log were stored twice: an upgrade review). Call it before `write_proto`."""
+    protos = sorted(log_dir.glob(f"{INPUT_PREFIX}*.proto"), key=lambda p: p.stat().st_mtime_ns)
+    if not protos or protos[-1].name == current.proto_name:
+        return None
+    name = protos[-1].name.removesuffix(".proto")
+    o = current.options
+    found = client.query(
+        f"SELECT name FROM system.tables WHERE database = {literal(o.database)} AND name IN %(n)s",
+        parameters={"n": [name, f"{name}_mv"]},
+    ).result_rows
+    if len(found) != 2:
+        return None
+    columns = client.query(
+        f"SELECT name, type FROM system.columns WHERE database = {literal(o.database)} AND table = {literal(name)} "
+        "ORDER BY position"
+    ).result_rows
+    structure = ", ".join(f"{identifier(str(c))} {t}" for c, t in columns)
+    return EarlierPipeline(o.name(name), protos[-1].resolve(), structure)
 
 
 class IngestSetupError(RuntimeError):

@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Final, Protocol
 
 from clinotel.collector.log.wal import Segment
-from clinotel.collector.store.pipeline import Pipeline
+from clinotel.collector.store.pipeline import EarlierPipeline, Pipeline
 from clinotel.model.store import first_line
 
 __all__ = [
@@ -181,9 +181,34 @@ class EmbeddedSegments:
         self.quiesce: Callable[[float], AbstractContextManager[bool]] | None = None
         """Holds the read port's queries back for a while and says whether none runs
         (`SqlReader.paused`): the try with the merges paused is then alone with the engine."""
+        self.earlier: EarlierPipeline | None = None
+        """The pipeline of the release that last ran on the log, when another's (`earlier_pipeline`)."""
+        self.left_by_earlier: set[str] = set()
+        """The names of the segments that release left in the log: inserted through its pipeline."""
 
     def insert(self, segment: Segment) -> None:
-        sql = self.pipeline.insert_from_file(str(segment.path.resolve()), segment.token, self.proto_file)
+        path = str(segment.path.resolve())
+        if self.earlier is not None and segment.path.name in self.left_by_earlier:
+            settings = self.pipeline.settings(segment.token, self.proto_file)
+            try:
+                self._insert(self.earlier.insert_from_file(path, settings))
+            except Exception as e:
+                if memory_limit_exceeded(e) or not _clickhouse_refused(e):
+                    raise  # tried again as any insert, through the same pipeline
+                # its view no longer fits the tables (a release long gone): stored through this
+                # release's, as if its pipeline had been dropped
+                logger.warning(
+                    "a segment the release before left in the log could not go through its ingest view (%s): "
+                    "stored through this release's, and if that release had stored it before it stopped, twice",
+                    first_line(e),
+                )
+            else:
+                self.left_by_earlier.discard(segment.path.name)
+                return
+            self.left_by_earlier.discard(segment.path.name)
+        self._insert(self.pipeline.insert_from_file(path, segment.token, self.proto_file))
+
+    def _insert(self, sql: str) -> None:
         if self.max_memory_usage is not None:
             sql += f", max_memory_usage = {self.max_memory_usage}"
         alone, self._alone_next = self._alone_next, False
