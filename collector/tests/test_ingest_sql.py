@@ -398,6 +398,13 @@ def test_each_span_keeps_its_own_resource_and_scope(
     assert tuple(plain) == (2 * len(PHI_CORPUS), 1)
 
 
+def _insert_capped(client: Any, pipeline: ingest.Pipeline, tmp_path: Path, records: list[bytes], cap: int) -> None:
+    """`records` inserted as one segment, the insert held to `cap` bytes of memory."""
+    segment = _write_segment(tmp_path / "seg.wal", *records)
+    sql = pipeline.insert_from_file(str(segment), "capped", str(pipeline.write_proto(tmp_path)))
+    client.command(sql.replace("SETTINGS ", f"SETTINGS max_memory_usage = {cap}, "))
+
+
 def _one_span_resources(n: int, start: int) -> bytes:
     """A request of `n` resources of one span each (distinct services), as an attacker or an agent
     relaying many small services sends it."""
@@ -426,9 +433,7 @@ def test_many_resources_in_a_request_cost_what_their_spans_do(
         _plain_sdk_request() + otlp_proto.envelope("st-marys", "b2", 2),
         _one_span_resources(3_000, 10_000) + otlp_proto.envelope("attacker", "b3", 3),
     ]
-    segment = _write_segment(tmp_path / "seg.wal", *records)
-    sql = pipeline.insert_from_file(str(segment), "many-resources", str(pipeline.write_proto(tmp_path)))
-    client.command(sql.replace("SETTINGS ", f"SETTINGS max_memory_usage = {128 << 20}, "))
+    _insert_capped(client, pipeline, tmp_path, records, 128 << 20)
     rows = client.query(
         f"SELECT TenantId, count(), uniqExact(ServiceName), countIf(ServiceName = concat('svc-', "
         f"toString(reinterpretAsUInt64(reverse(unhex(SpanId)))))) FROM {options.name(schema.TRACES)} "
@@ -473,9 +478,7 @@ def test_long_free_text_is_read_to_the_librarys_cut_and_no_further(
         _long_free_text(10, 3_200_000, where) + otlp_proto.envelope("go-team", "b1", 1),
         _plain_sdk_request() + otlp_proto.envelope("st-marys", "b2", 2),
     ]
-    segment = _write_segment(tmp_path / "seg.wal", *records)
-    sql = pipeline.insert_from_file(str(segment), "long-text", str(pipeline.write_proto(tmp_path)))
-    client.command(sql.replace("SETTINGS ", f"SETTINGS max_memory_usage = {256 << 20}, "))
+    _insert_capped(client, pipeline, tmp_path, records, 256 << 20)
     rows = client.query(
         f"SELECT TenantId, count(), max(lengthUTF8(SpanName)), max(lengthUTF8(SpanAttributes['http.route'])), "
         f"max(lengthUTF8(Events.Attributes[1]['exception.message'])) FROM {options.name(schema.TRACES)} "
