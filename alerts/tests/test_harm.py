@@ -13,6 +13,7 @@ from clinotel.alerts import rules as R
 from clinotel.alerts.evaluator import Evaluator, Summary
 from clinotel.alerts.paging import Outbox
 from clinotel.alerts.rules import Rule, RulePack, load
+from clinotel.alerts.state import State
 from clinotel.collector.store import schema
 from clinotel.model import clinical, tables
 
@@ -81,3 +82,22 @@ def test_the_reference_group_worse_off_is_labelled_not_paged(client: Any, option
     # asked for, it pages; harm set to `lower`, the same numbers are the harm
     for rule in (_rule(page_reference_worse=True), _rule(harm="lower")):
         assert [labels["Language"] for _, labels in _evaluate(client, options.database, rule).firing] == ["vi"]
+
+
+def test_waits_past_an_hour_raise_the_queue_wait_rule(client: Any, options: schema.SchemaOptions) -> None:
+    """Waits are known when they end and the window selects workflows by their start: over 30
+    minutes no wait past 30 could be seen, and waits of 90 minutes never raised the rule (an
+    on-call review). Over its three hours they do (pending first: it holds 15 minutes to fire)."""
+    rule = next(r for r in load(default_rules_path()).rules if r.name == "queue_wait_p95")
+    rows = [("st-marys", "scheduling", f"w-{k}", NOW - timedelta(minutes=100 + k), 90 * 60_000.0) for k in range(40)]
+    client.insert(
+        f"{options.database}.{tables.WORKFLOWS}",
+        rows,
+        column_names=[
+            clinical.stored_column(c) for c in ("TenantId", "WorkflowKind", "TraceId", "StartTime", "QueueMs")
+        ],
+    )
+    transitions = _evaluate(client, options.database, rule).transitions
+    assert [(r, s) for r, _, s in transitions] == [("queue_wait_p95", State.PENDING)]
+    half_hour = Rule.model_validate({**rule.model_dump(), "window": "30m"})
+    assert _evaluate(client, options.database, half_hour).transitions == []  # the window it had

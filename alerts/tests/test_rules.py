@@ -242,7 +242,7 @@ def test_a_rules_criterion_in_words_follows_its_overrides_and_kind(tmp_path: Pat
     assert criterion(rule, threshold, min_sample) == "fallback_rate > 0.4 over 15m (at least 30 in the sample)"
     pack = {r.name: r for r in load(default_rules_path()).rules}
     worded = {name: criterion(r, *r.limits("", "")[:2]) for name, r in pack.items()}
-    assert worded["queue_wait_p95"] == "queue_wait_p95_ms > 3,600,000 over 30m (at least 30 in the sample)"
+    assert worded["queue_wait_p95"] == "queue_wait_p95_ms > 3,600,000 over 3h (at least 30 in the sample)"
     assert worded["ingestion_stalled"] == "clinotel_receiver_spans_accepted_total <= 0 over 10m"
     assert worded["canary_kill_under_triage"].startswith(
         "under_triage_rate of the canary ÷ the baseline cohort's > 1.5"

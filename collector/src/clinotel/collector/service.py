@@ -409,7 +409,9 @@ class Collector:
         if embedded:
             record_log(cfg.engine_dir, cfg.database, wal_dir)
         applied = schema.apply(client, self.options)
-        if applied:
+        if applied and applied[0] == 1:
+            logger.info("created the store's schema (version %d)", applied[-1])
+        elif applied:
             # an operator deciding whether a release can go back needs to see that it cannot
             logger.warning(
                 "migrated the store to schema version %d (migrations %s): a release that knows less refuses "
