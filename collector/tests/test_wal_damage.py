@@ -27,7 +27,9 @@ from clinotel.collector.log.wal import WriteAheadLog, read_records
 from clinotel.collector.store import pipeline as ingest
 from clinotel.collector.store import schema
 from clinotel.collector.store.segments import EmbeddedSegments
+from clinotel.collector.tokens import Tokens
 from clinotel.collector.writer import SegmentWriter
+from collector.tests.fixtures import running
 
 RECORDS = 6
 SPANS = 5
@@ -387,3 +389,19 @@ def test_a_split_half_cut_short_is_damage_even_when_it_sorts_last(
     assert len(errors) == 1, caplog.text
     assert second.path.name in errors[0]
     assert [p.read_bytes() for p in (directory / "quarantine").glob("*.wal")] == [damaged]
+
+
+def test_a_segment_found_damaged_at_start_counts_as_set_aside(
+    client: Any, engine_dir: Path, options: schema.SchemaOptions, tokens: Tokens, tmp_path: Path
+) -> None:
+    """A collector that finds a damaged segment when it starts counts it in
+    `clinotel_writer_quarantined_total`, which opens the `segments_quarantined` ticket: 512
+    acknowledged spans lost to one with nothing but a line in the log (an on-call review)."""
+    directory = tmp_path / "wal"
+    segment, starts = _acknowledged(directory)
+    _damage(segment, _flip_length_at(starts[DAMAGED]))
+    with running(client, engine_dir, options, tokens, directory) as collector:
+        assert collector.writer is not None
+        collector.writer.drain(give_up_after_s=60)
+        assert collector.writer.stats.quarantined == 1
+    assert _stored(client, options) == _names([n for n in range(RECORDS) if n != DAMAGED])

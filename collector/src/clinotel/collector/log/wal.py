@@ -442,6 +442,8 @@ class WriteAheadLog:
         self._appended_at: list[float] = []
         self._lost: str | None = None
         self._last_name_ns = 0
+        self.damaged_at_open = 0
+        """Segments found damaged when the log was opened, their originals copied to the quarantine."""
         """The time in the name of the latest segment (`_open`): a new one's is later."""
         directory.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
         self._lock_fd = self._take_lock(holder or {})
@@ -658,6 +660,7 @@ class WriteAheadLog:
         """A durable copy of a damaged segment's original in the quarantine, with `reason` beside it
         (replaced by a later start's copy of the same original, should this one be cut short; a
         copy of an earlier, different original of the same segment is kept beside it)."""
+        self.damaged_at_open += 1
         target_dir = self.directory / QUARANTINE_DIR
         target_dir.mkdir(exist_ok=True, mode=PRIVATE_DIR)
         stem = f"{path.name.removesuffix(SUFFIX)}{DAMAGED}"
