@@ -197,8 +197,9 @@ def test_a_rule_with_labels_of_its_own_notifies_once(
 def test_a_rule_without_instance_labels_but_labels_of_its_own_notifies_once(
     client: Any, options: schema.SchemaOptions, tmp_path: Path, sink: Sink
 ) -> None:
-    """A collector rule's instance has no labels; its deliveries are recorded under none, not
-    under the rule's `team` (which matched no instance, and the page went out at every pass)."""
+    """A collector rule's instance is labelled only with its collector (`instance`); its
+    deliveries are recorded under that, not under the rule's `team` (which matched no instance,
+    and the page went out at every pass)."""
     rows = [(BASE + timedelta(minutes=m), "", "c1", "clinotel_receiver_requests_refused_total", {"reason": "auth"},
              "counter", 50.0) for m in range(30)]  # fmt: skip
     columns = ["Timestamp", "TenantId", "Instance", "Metric", "Labels", "Kind", "Value"]
@@ -217,6 +218,33 @@ def test_a_rule_without_instance_labels_but_labels_of_its_own_notifies_once(
     posts = [p for path, p in sink.received if path == "/platform"]
     assert [p["status"] for p in posts] == ["firing"], "one page, not one a pass"
     assert posts[0]["alerts"][0]["labels"]["team"] == "platform"
+    assert posts[0]["alerts"][0]["labels"]["instance"] == "c1"
+
+
+def test_each_collector_pages_on_its_own(
+    client: Any, options: schema.SchemaOptions, tmp_path: Path, sink: Sink
+) -> None:
+    """Two collectors refusing: a page for each, named by its `instance`. A collector rule summed
+    every collector's figures into one unlabelled alert, and a second collector's stall was merged
+    into the first's page: nobody was paged for it (an on-call review)."""
+    rows = [
+        (BASE + timedelta(minutes=m), "", instance, "clinotel_receiver_requests_refused_total", {"reason": "auth"},
+         "counter", 50.0)
+        for m in range(30) for instance in ("ward-a:4318", "ward-b:4318")
+    ]  # fmt: skip
+    columns = ["Timestamp", "TenantId", "Instance", "Metric", "Labels", "Kind", "Value"]
+    client.insert(options.name(tables.COLLECTOR_METRICS), rows, column_names=columns)
+    pack = _pack(
+        tmp_path,
+        "rules:\n  - {name: spans_refused, kind: collector, metric: clinotel_receiver_requests_refused_total,\n"
+        "     threshold: 20, window: 15m, min_sample: 1, severity: page, summary: Refusing telemetry}\n",
+    )
+    run = Evaluator(client, pack, _quiet(f"{sink.url}/both"), options.database)
+    summary = run.evaluate(BASE + timedelta(minutes=20))
+    run.close()
+    assert sorted(labels["instance"] for _, labels in summary.firing) == ["ward-a:4318", "ward-b:4318"]
+    posts = sink.wait_for(2, "/both")
+    assert sorted(a["labels"]["instance"] for p in posts for a in p["alerts"]) == ["ward-a:4318", "ward-b:4318"]
 
 
 def test_a_restart_while_firing_pages_nobody_again(

@@ -129,7 +129,7 @@ def _labels(rule: Rule) -> list[str]:
     """The SELECT list of the label columns: the evaluator's instance labels (those it leaves
     empty are left out: an empty label is no label to Grafana and Alertmanager)."""
     if rule.kind is Kind.COLLECTOR:
-        return []
+        return [f"r.grp AS {identifier(rule.group_label)}"]
     if rule.kind is Kind.SDK:
         return ["r.tenant AS tenant", f"r.grp AS {identifier(rule.group_label)}"]
     if rule.kind is Kind.DISPARITY:

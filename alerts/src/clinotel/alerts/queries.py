@@ -98,9 +98,11 @@ def rule_sql(rule: Rule, database: str, now: datetime | Bounds) -> str:
     if rule.kind is Kind.COLLECTOR:
         table = f"{identifier(database)}.{identifier(tables.COLLECTOR_METRICS)}"
         aggregate = METRICS[rule.metric].over_rows
+        # per collector: two collectors' figures summed, or one stalled beside one that ran,
+        # were one alert, and a second stall was merged into the first (an on-call review)
         return _plain(
-            f"SELECT '' AS tenant, '' AS kind, '' AS grp, {aggregate} AS value, count() AS n FROM {table} "
-            f"WHERE Metric = {literal(rule.metric)} AND {bounds.between('Timestamp', w)} HAVING n > 0"
+            f"SELECT '' AS tenant, '' AS kind, Instance AS grp, {aggregate} AS value, count() AS n FROM {table} "
+            f"WHERE Metric = {literal(rule.metric)} AND {bounds.between('Timestamp', w)} GROUP BY grp HAVING n > 0"
         )
     if rule.kind is Kind.SDK:
         table = f"{identifier(database)}.{identifier(tables.SDK_TELEMETRY)}"

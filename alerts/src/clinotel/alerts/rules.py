@@ -65,7 +65,19 @@ MAX_DURATION_S: Final = 366 * 86400
 """The longest duration a rule or an interval may name (a window, `for`, `every` …): a year and a day."""
 _LABEL_NAME: Final = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 RESERVED_LABELS: Final = frozenset(
-    {"alertname", "severity", "rule", "tenant", "kind", "cohort", "model_version", "group", "service", "feature"}
+    {
+        "alertname",
+        "severity",
+        "rule",
+        "tenant",
+        "kind",
+        "cohort",
+        "model_version",
+        "group",
+        "service",
+        "feature",
+        "instance",
+    }
 )
 """Labels the evaluator, its sinks or the Grafana export set themselves: a rule's static labels may
 not override them (a `severity: ticket` label on a page, an `alertname` of another rule)."""
@@ -330,9 +342,12 @@ class Rule(BaseModel):
 
     @property
     def group_label(self) -> str:
-        """The label naming an instance's group: the disparity dimension, or the service."""
+        """The label naming an instance's group: the disparity dimension, the service, or the
+        collector (`instance`, as its metrics name it: host and OTLP/HTTP port)."""
         if self.kind is Kind.SDK:
             return "service"
+        if self.kind is Kind.COLLECTOR:
+            return "instance"
         if self.kind is Kind.DRIFT:
             return "feature"
         return self.dimension or "group"
