@@ -21,7 +21,11 @@ from clinotel.alerts.sinks import DEFAULT_DEADLINE_S, DEFAULT_TIMEOUT_S, PAGERDU
 __all__ = ["ONCE_EVERY_S", "AlertingConfig"]
 
 MIN_LONG_LEASE_S: Final = 60.0
-MIN_EXPIRY_S: Final = 300
+MIN_EXPIRY_S: Final = 3600
+"""A firing alert outlives its last re-send by an hour at least: Alertmanager resolves an alert
+not re-sent by its `endsAt`, and a collector killed mid-incident sent four "resolved" notifications
+4.5 minutes later for an outage still going on (an on-call review). A real resolution is sent as
+one (`endsAt` = when it resolved); a dead evaluator leaves its pages firing, not cleared."""
 ONCE_EVERY_S: Final = 900
 """`alerts evaluate --once` without `--every`: the runs (cron's) taken to be 15 minutes apart, so
 Alertmanager keeps a firing alert an hour without a re-send."""
@@ -137,8 +141,8 @@ class AlertingConfig(BaseModel):
     @property
     def alert_expiry_s(self) -> int:
         """How far ahead of each re-send Alertmanager is told a firing alert ends: four evaluation
-        intervals, at least five minutes (as Prometheus does), so a pass late or failed does not
-        resolve an incident that goes on (and page it again)."""
+        intervals (as Prometheus does), and an hour at least (`MIN_EXPIRY_S`), so a pass late or
+        failed, or an evaluator that died, does not resolve an incident that goes on."""
         return max(MIN_EXPIRY_S, 4 * self.every)
 
     def lease_for(self, once: bool = False) -> float:

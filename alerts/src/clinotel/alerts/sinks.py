@@ -189,9 +189,10 @@ class AlertmanagerSink:
     evaluation intervals ahead (re-sent every evaluation), a resolved one `endsAt` = now."""
 
     url: str
-    resend_ahead: timedelta = timedelta(minutes=5)
-    """How long Alertmanager keeps a firing alert not re-sent: several evaluation intervals
-    (`AlertingConfig.alert_expiry_s`), or it resolves an ongoing incident and pages it again."""
+    resend_ahead: timedelta = timedelta(hours=1)
+    """How long Alertmanager keeps a firing alert not re-sent (`AlertingConfig.alert_expiry_s`):
+    several evaluation intervals and an hour at least, or it resolves an ongoing incident (and
+    pages it again), or tells everyone it is over when the evaluator died."""
     name: str = "alertmanager"
     http: httpx.Client | None = field(default=None, repr=False, compare=False)
     deadline_s: float = DEFAULT_DEADLINE_S
