@@ -307,3 +307,32 @@ def test_http2_with_prior_knowledge_is_told_to_use_http11(arena: Arena, port: st
         )  # fmt: skip
         assert done.returncode != 0
     assert post(arena.otlp, ExportTraceServiceRequest().SerializeToString())[0] == 200
+
+
+def test_refused_requests_are_logged_with_their_reason_and_peer_once_a_minute(
+    caplog: pytest.LogCaptureFixture, collector: Collector
+) -> None:
+    """A service sending with a wrong token lost all its telemetry, and the collector said nothing
+    of it (an on-call review): the first refusal is logged at once, with the reason and where it
+    came from, and the next ones together at most once a minute."""
+    import logging
+
+    from clinotel.collector.receiver.export import REFUSALS_LOGGED_EVERY_S
+
+    assert collector.http is not None
+    url = f"http://127.0.0.1:{collector.http.port}/v1/traces"
+    assert collector.receiver is not None
+    stats = collector.receiver.stats
+    with caplog.at_level(logging.WARNING, logger="clinotel.collector"):
+        for _ in range(3):
+            assert post(url, ExportTraceServiceRequest().SerializeToString(), token="not-a-token")[0] == 401
+        stats._logged_at -= REFUSALS_LOGGED_EVERY_S  # a minute on
+        assert post(url, ExportTraceServiceRequest().SerializeToString(), token="not-a-token")[0] == 401
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(
+        "refused 1 request(s) since the last such line: 1 unauthenticated (the last from 127.0.0.1:"
+    )
+    assert lines[1].startswith(
+        "refused 3 request(s) since the last such line: 3 unauthenticated (the last from 127.0.0.1:"
+    )

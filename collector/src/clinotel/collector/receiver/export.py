@@ -138,6 +138,10 @@ class Limits:
         return max(oldest, 0), received_ns + self.max_span_lead_ns
 
 
+REFUSALS_LOGGED_EVERY_S: Final = 60.0
+"""How often at most the receiver logs the requests it refused (`ReceiverStats.count_refused`)."""
+
+
 @dataclass
 class ReceiverStats:
     """Counts for /metrics and the health dashboard; updated under a lock."""
@@ -150,11 +154,35 @@ class ReceiverStats:
     spans_retried: int = 0
     """Spans of requests recognised as a retry of one already accepted (`retries`): not logged again."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _unlogged: Counter[str] = field(default_factory=Counter, repr=False)
+    _peers: dict[str, str] = field(default_factory=dict, repr=False)
+    _logged_at: float = field(default=-REFUSALS_LOGGED_EVERY_S, repr=False)
 
-    def count_refused(self, reason: str) -> None:
-        """One request refused whole, whichever transport refused it."""
+    def count_refused(self, reason: str, peer: str | None = None) -> None:
+        """One request refused whole, whichever transport refused it, from `peer` when known. The
+        first refusal is logged at once and the next ones together at most once a
+        `REFUSALS_LOGGED_EVERY_S`: a service sending with a wrong token lost all its telemetry and
+        the collector said nothing of it, where it came from or why (an on-call review)."""
+        now = time.monotonic()
         with self.lock:
             self.requests_refused[reason] += 1
+            self._unlogged[reason] += 1
+            if peer:
+                self._peers[reason] = peer
+            if now - self._logged_at < REFUSALS_LOGGED_EVERY_S:
+                return
+            counts, peers = dict(self._unlogged), dict(self._peers)
+            self._unlogged.clear()
+            self._peers.clear()
+            self._logged_at = now
+        said = ", ".join(
+            f"{n} {why}" + (f" (the last from {peers[why]})" if why in peers else "")
+            for why, n in sorted(counts.items())
+        )
+        logger.warning(
+            "refused %d request(s) since the last such line: %s (clinotel_receiver_requests_refused_total; "
+            "docs/runbooks/spans_refused.md)", sum(counts.values()), said,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -299,7 +299,7 @@ class OtlpGrpcServer:
         token = _token(context.invocation_metadata())
         grant = self._authenticate(token)
         if grant is None or grant.role != "write":  # before a byte of the message is read
-            self._receiver.stats.count_refused("unauthenticated")
+            self._receiver.stats.count_refused("unauthenticated", context.peer())
             await self._abort(context, grpc.StatusCode.UNAUTHENTICATED, cannot_write(token, grant), None)
         assert grant is not None
         tenant = grant.tenant

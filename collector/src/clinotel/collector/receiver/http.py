@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Final
+from typing import Any, Final
 
 from google.protobuf import json_format
 from google.rpc import status_pb2
@@ -103,7 +103,7 @@ class _Handler(CappedRequestHandler):
         grant = self.server.authenticate(token)
         if grant is None or grant.role != "write":
             refused = RefusedError("unauthenticated", cannot_write(token, grant))
-            self.server.receiver.stats.count_refused("unauthenticated")
+            self.server.receiver.stats.count_refused("unauthenticated", _peer(self.client_address))
             self._status(refused, close=True)
             return
         with self.server.receiver.budget.hold(grant.tenant) as hold:
@@ -155,7 +155,7 @@ class _Handler(CappedRequestHandler):
             if failed.reason == "too_large" and media == JSON:
                 refused = limits.json_too_large("the request")
             if failed.status != 411:
-                receiver.stats.count_refused(failed.reason)
+                receiver.stats.count_refused(failed.reason, _peer(self.client_address))
             return refused, True
         try:
             return receiver.export(
@@ -205,3 +205,9 @@ class OtlpHttpServer(ServerThread):
     ) -> None:
         server = bind("OTLP/HTTP", host, port, lambda: _Server((host, port), receiver, authenticate, max_connections))
         super().__init__(server, "clinotel-otlp-http")
+
+
+def _peer(address: Any) -> str:
+    """A client's address as `host:port` (`[host]:port` for IPv6)."""
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
