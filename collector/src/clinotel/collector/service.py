@@ -420,9 +420,8 @@ class Collector:
         if embedded:
             full_parts(client, self.options.database, ROLLUP_TABLES)
         pipeline = ingest.install(client, self.options)
-        replay = self.wal.sealed_count
-        if replay:
-            logger.info("replaying %d segment(s) left in the write-ahead log", replay)
+        if left:
+            logger.info("replaying %d segment(s) left in the write-ahead log", len(left))
         segments: SegmentStore
         if embedded:
             earlier = ingest.earlier_pipeline(client, pipeline, wal_dir) if left else None

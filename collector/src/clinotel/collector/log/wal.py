@@ -442,9 +442,9 @@ class WriteAheadLog:
         self._appended_at: list[float] = []
         self._lost: str | None = None
         self._last_name_ns = 0
+        """The time in the name of the latest segment (`_open`): a new one's is later."""
         self.damaged_at_open = 0
         """Segments found damaged when the log was opened, their originals copied to the quarantine."""
-        """The time in the name of the latest segment (`_open`): a new one's is later."""
         directory.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
         self._lock_fd = self._take_lock(holder or {})
         try:

@@ -15,6 +15,7 @@ from google.rpc import status_pb2
 from clinotel.collector.errors import GRPC_CODES, RefusedError
 from clinotel.collector.net.body import BodyError, read_body
 from clinotel.collector.net.deadline import DeadlineReader
+from clinotel.collector.net.listen import url_host
 from clinotel.collector.net.server import (
     MAX_CONNECTIONS,
     CappedRequestHandler,
@@ -209,5 +210,4 @@ class OtlpHttpServer(ServerThread):
 
 def _peer(address: Any) -> str:
     """A client's address as `host:port` (`[host]:port` for IPv6)."""
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return f"{url_host(str(address[0]))}:{address[1]}"

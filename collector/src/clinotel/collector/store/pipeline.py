@@ -246,13 +246,7 @@ class Pipeline:
         """The INSERT for a segment file the engine itself can read (the embedded store), with
         the .proto written to `proto_file` (`write_proto`); `into` another table taking
         `SEGMENT_STRUCTURE` rows (the benchmark's references) instead of this pipeline's."""
-        pairs = self.settings(dedup_token, proto_file).items()
-        settings = ", ".join(f"{k} = {literal(v) if isinstance(v, str) else v}" for k, v in pairs)
-        return (
-            f"INSERT INTO {into or self.table} SELECT * FROM file({literal(path)}, 'Protobuf', "
-            f"{literal(SEGMENT_STRUCTURE)})\n"
-            f"SETTINGS {settings}"
-        )
+        return file_insert(into or self.table, path, SEGMENT_STRUCTURE, self.settings(dedup_token, proto_file))
 
     @property
     def proto_name(self) -> str:
@@ -272,6 +266,15 @@ class Pipeline:
         return path.resolve()
 
 
+def file_insert(table: str, path: str, structure: str, settings: dict[str, str | int]) -> str:
+    """The INSERT into `table` of the segment file at `path`, read by the engine as `structure`
+    rows in `Protobuf` format, with `settings`."""
+    shown = ", ".join(f"{k} = {literal(v) if isinstance(v, str) else v}" for k, v in settings.items())
+    return (
+        f"INSERT INTO {table} SELECT * FROM file({literal(path)}, 'Protobuf', {literal(structure)})\nSETTINGS {shown}"
+    )
+
+
 @dataclass(frozen=True)
 class EarlierPipeline:
     """The ingest pipeline of the release that last ran on a log, when it is not this one's: its
@@ -286,12 +289,8 @@ class EarlierPipeline:
     def insert_from_file(self, path: str, settings: dict[str, str | int]) -> str:
         """The INSERT of a segment file through this pipeline, with `settings` (a `Pipeline`'s, its
         deduplication token included) reading the segment by this pipeline's .proto."""
-        pairs = {**settings, "format_schema": f"{self.proto_file}:{PROTO_MESSAGE}"}.items()
-        shown = ", ".join(f"{k} = {literal(v) if isinstance(v, str) else v}" for k, v in pairs)
-        return (
-            f"INSERT INTO {self.table} SELECT * FROM file({literal(path)}, 'Protobuf', {literal(self.structure)})\n"
-            f"SETTINGS {shown}"
-        )
+        schema = {"format_schema": f"{self.proto_file}:{PROTO_MESSAGE}"}
+        return file_insert(self.table, path, self.structure, {**settings, **schema})
 
 
 def earlier_pipeline(client: Any, current: Pipeline, log_dir: Path) -> EarlierPipeline | None:

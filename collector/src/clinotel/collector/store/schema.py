@@ -178,10 +178,9 @@ def apply(client: SchemaTarget, o: SchemaOptions, until: int | None = None) -> l
     returns the versions applied now."""
     client.command(f"CREATE DATABASE IF NOT EXISTS {identifier(o.database)}{o.on_cluster}")
     client.command(_versions(o))
-    result = client.query(f"SELECT Version, Description FROM {o.name(VERSIONS)} FINAL")
-    rows = getattr(result, "result_rows", [])
-    refuse_newer(max((int(v) for v, _ in rows), default=0), o)
-    done = {int(v) for v, d in rows if not str(d).startswith(STARTED)}
+    stored = stored_version(client, o)
+    refuse_newer(stored.version, o)
+    done = set(stored.recorded)
     applied: list[int] = []
     start = baseline()
     if not done and start is not None and (until is None or until >= start.version):
