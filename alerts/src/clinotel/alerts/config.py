@@ -16,16 +16,11 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from clinotel.alerts.lease import DEFAULT_LEASE_S
 from clinotel.alerts.paging import BUDGET_S, check_url
 from clinotel.alerts.rules import RUNBOOK_BASE, bounded_duration
-from clinotel.alerts.sinks import DEFAULT_DEADLINE_S, DEFAULT_TIMEOUT_S, PAGERDUTY_URL, ROUTING_KEY_ENV
+from clinotel.alerts.sinks import DEFAULT_DEADLINE_S, DEFAULT_TIMEOUT_S, MIN_EXPIRY_S, PAGERDUTY_URL, ROUTING_KEY_ENV
 
 __all__ = ["ONCE_EVERY_S", "AlertingConfig"]
 
 MIN_LONG_LEASE_S: Final = 60.0
-MIN_EXPIRY_S: Final = 3600
-"""A firing alert outlives its last re-send by an hour at least: Alertmanager resolves an alert
-not re-sent by its `endsAt`, and a collector killed mid-incident sent four "resolved" notifications
-4.5 minutes later for an outage still going on (an on-call review). A real resolution is sent as
-one (`endsAt` = when it resolved); a dead evaluator leaves its pages firing, not cleared."""
 ONCE_EVERY_S: Final = 900
 """`alerts evaluate --once` without `--every`: the runs (cron's) taken to be 15 minutes apart, so
 Alertmanager keeps a firing alert an hour without a re-send."""

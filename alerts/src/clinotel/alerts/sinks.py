@@ -183,13 +183,20 @@ def _numbered(name: str, i: int) -> str:
     return name if i == 0 else f"{name}-{i + 1}"
 
 
+MIN_EXPIRY_S: Final = 3600
+"""A firing alert outlives its last re-send by an hour at least: Alertmanager resolves an alert
+not re-sent by its `endsAt`, and a collector killed mid-incident sent four "resolved" notifications
+4.5 minutes later for an outage still going on (an on-call review). A real resolution is sent as
+one (`endsAt` = when it resolved); a dead evaluator leaves its pages firing, not cleared."""
+
+
 @dataclass
 class AlertmanagerSink:
     """`POST /api/v2/alerts`: labels identify the alert; a firing alert carries an `endsAt` a few
     evaluation intervals ahead (re-sent every evaluation), a resolved one `endsAt` = now."""
 
     url: str
-    resend_ahead: timedelta = timedelta(hours=1)
+    resend_ahead: timedelta = timedelta(seconds=MIN_EXPIRY_S)
     """How long Alertmanager keeps a firing alert not re-sent (`AlertingConfig.alert_expiry_s`):
     several evaluation intervals and an hour at least, or it resolves an ongoing incident (and
     pages it again), or tells everyone it is over when the evaluator died."""

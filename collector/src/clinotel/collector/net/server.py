@@ -98,17 +98,22 @@ class CappedRequestHandler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.server.connection_state(self.connection, _HANDLING)
         if self.raw_requestline.rstrip(b"\r\n") == _H2C_PREFACE_LINE:
-            try:
-                self.wfile.write(_H2C_REFUSAL)
-                self.wfile.flush()
-                self.connection.setblocking(False)
-                self.connection.recv(1 << 16)  # the rest of the preface: closing on unread data resets the answer away
-            except OSError:
-                pass
+            _answer_last(self.connection, _H2C_REFUSAL)
             return
         self.command, self.requestline = "", self.raw_requestline.decode("latin-1").rstrip("\r\n")
         self.request_version = "HTTP/1.1"  # an answer with a status line (the library's default is HTTP/0.9's)
         self.send_error(505, "HTTP/1.1 only: HTTP/2 is not served on this port")
+
+
+def _answer_last(connection: Any, answer: bytes) -> None:
+    """Send `answer` on a connection about to be closed without reading its request, and take in
+    what the client sent already: closing on unread data resets the connection, the answer with it."""
+    try:
+        connection.sendall(answer)
+        connection.setblocking(False)
+        connection.recv(1 << 16)
+    except OSError:
+        pass
 
 
 _HTTP2_OR_LATER: Final = re.compile(rb"HTTP/[2-9](?:\.[0-9])?")
@@ -220,12 +225,7 @@ class QuietHTTPServer(ThreadingHTTPServer):
             close_now(victim)
         if admitted:
             return True
-        try:
-            request.sendall(_BUSY)
-            request.setblocking(False)
-            request.recv(1 << 16)  # what the client sent already: closing on unread data resets the answer away
-        except OSError:
-            pass
+        _answer_last(request, _BUSY)
         now = time.monotonic()
         if now - self._warned_at >= _WARN_EVERY_S:
             self._warned_at = now
