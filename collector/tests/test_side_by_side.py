@@ -275,6 +275,32 @@ def test_a_store_held_by_a_running_collector_is_refused_and_readers_are_told_whe
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_process_past_the_holder_check_at_the_same_moment_is_refused_naming_the_holder(running: Running) -> None:
+    """Two processes can both pass the check before either engine has started; the engine's own
+    lock then refuses the later one, whose error named the engine's options, not the holder (an
+    operator's review)."""
+    code = (
+        "from pathlib import Path\n"
+        "from clinotel.collector.store import embedded\n"
+        "from clinotel.model.store import StoreError\n"
+        "real, calls = embedded.holder_pid, []\n"
+        "def once(path):\n"
+        "    calls.append(path)\n"
+        "    return None if len(calls) == 1 else real(path)\n"
+        "embedded.holder_pid = once\n"
+        "try:\n"
+        f"    embedded.connect(Path({str(running.data)!r}))\n"
+        "except StoreError as e:\n"
+        "    print(e)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    line = done.stdout.strip()
+    assert line.startswith(f"the store {running.data.resolve()} is held by process "), line
+    assert "allows one process per data directory" in line
+    assert "max_server_memory_usage" not in line
+
+
 def test_alerts_evaluated_through_a_read_only_port_refuse_to_page_without_their_state(running: Running) -> None:
     done = _cli(
         "alerts", "evaluate", "--server", f"http://127.0.0.1:{running.http}", "--once", "--webhook",

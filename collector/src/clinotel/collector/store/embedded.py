@@ -371,6 +371,15 @@ def _read_address(data_dir: Path, database: str) -> str | None:
     return info.get("read") if info else None
 
 
+def _held(path: Path, pid: int) -> StoreError:
+    """The refusal of a store another process (`pid`, or -1 when unknown) runs the engine on."""
+    who = f"process {pid}" if pid > 0 else "another process"
+    return StoreError(
+        f"the store {path} is held by {who} (a running collector?): the embedded engine allows one "
+        "process per data directory"
+    )
+
+
 def check_embedded(data_dir: Path, database: str, *, reading: bool, held_advice: str | None = None) -> None:
     """Refuse, with what to do instead, an embedded store that cannot be opened now: missing (when
     `reading`: a reader creates nothing), held by another process, or not writable. `held_advice`:
@@ -395,10 +404,7 @@ def check_embedded(data_dir: Path, database: str, *, reading: bool, held_advice:
     if pid is not None:
         who = f"process {pid}" if pid > 0 else "another process"
         if not reading:
-            raise StoreError(
-                f"the store {path} is held by {who} (a running collector?): the embedded engine allows one "
-                "process per data directory"
-            )
+            raise _held(path, pid)
         if held_advice is not None:
             raise StoreError(f"the store {path} is held by {who}, a running collector: {held_advice}")
         read = _read_address(path, database)
@@ -454,6 +460,11 @@ def connect(
             options = {**engine_options(memory_bytes), "config-file": str(config)}
             return clickhouse_connect.get_client(dsn=dsn, database=database or "", chdb_options=options)
         except Exception as e:
+            # two processes past the check at once: the engine's own lock on its status file
+            # refuses the later one, with a message that names the engine's options, not the holder
+            pid = holder_pid(path)
+            if pid is not None:
+                raise _held(path, pid) from e
             raise StoreError(f"cannot open the embedded store {path}: {first_line(e)}") from e
     assert url is not None
     return connect_server(url, database)
