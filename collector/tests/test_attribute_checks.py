@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -160,3 +161,100 @@ def test_every_key_and_kind_of_value_kept_scrubbed_or_dropped_as_the_rules_say(c
 def test_no_registered_closed_value_looks_like_phi() -> None:
     """A closed set's values are not matched against the PHI patterns in the engine: none may."""
     assert not [(d.key, v) for d in REGISTRY if d.closed for v in d.values if PHI_PATTERN.search(v)]
+
+
+def _proto_value(value: object) -> Any:
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, bytes):
+        return AnyValue(bytes_value=value)
+    return AnyValue(string_value=str(value))
+
+
+def test_a_spans_events_and_links_attributes_are_each_held_to_their_own_scope(
+    client: Any, options: Any, pipeline: Any, tmp_path: Path
+) -> None:
+    """The flattening judges the attributes of a span, its events and its links in one pass (one
+    expression for all, planned once an insert) and gives each owner its own map back: each as the
+    rules of its own scope say (an event keeps `exception.message`, a span or link drops it), in
+    its own place, for spans with empty, one and several events and links. Drop counts cover all
+    three."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+    from clinotel.collector.log import record as otlp_proto
+    from clinotel.collector.store import schema
+
+    span_cases, event_cases = _candidates(SCOPES["span"]), _candidates(SCOPES["event"])
+    per_span = 3  # events a span carries (one of them empty, between the others), and links (one empty)
+    count = max(len(span_cases), -(-len(event_cases) // (per_span - 1)))
+    events_of = {k: event_cases[k * (per_span - 1) : (k + 1) * (per_span - 1)] for k in range(count)}
+    links_of = {k: span_cases[(k * (per_span - 1)) % len(span_cases) :][: per_span - 1] for k in range(count)}
+
+    def kv(case: tuple[str, object]) -> KeyValue:
+        return KeyValue(key=case[0], value=_proto_value(case[1]))
+
+    def span(k: int) -> Span:
+        events = [Span.Event(time_unix_nano=1, name="e", attributes=[kv(c)]) for c in events_of[k]]
+        events.insert(1, Span.Event(time_unix_nano=1, name="empty"))
+        links = [Span.Link(trace_id=b"\x09" * 16, span_id=b"\x01" * 8, attributes=[kv(c)]) for c in links_of[k]]
+        links.insert(k % (len(links) + 1), Span.Link(trace_id=b"\x09" * 16, span_id=(2).to_bytes(8, "big")))
+        own = [kv(span_cases[k])] if k < len(span_cases) else []
+        return Span(
+            trace_id=k.to_bytes(16, "big"), span_id=(k + 1).to_bytes(8, "big"), name="s",
+            start_time_unix_nano=1_700_000_000_000_000_000, end_time_unix_nano=1_700_000_000_000_000_000 + k,
+            attributes=own, events=events, links=links,
+        )  # fmt: skip
+
+    body = ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=[span(k) for k in range(count)])])]
+    ).SerializeToString()
+    segment = tmp_path / "scopes.wal"
+    segment.write_bytes(otlp_proto.frame(body + otlp_proto.envelope("t", "b", 1)))
+    client.command(pipeline.insert_from_file(str(segment), "scopes", str(pipeline.write_proto(tmp_path))))
+    rows = client.query(
+        "SELECT SpanAttributes, Events.Name, Events.Attributes, Links.SpanId, Links.Attributes, "
+        f"AttributesDroppedUnregistered + AttributesDroppedInvalid + AttributesDroppedPhi "
+        f"FROM {options.name(schema.TRACES)} ORDER BY Duration"
+    ).result_rows
+    assert len(rows) == count
+    wrong = []
+
+    def check(case: tuple[str, object], stored: dict[str, str], scope: str) -> bool:
+        key, value = case
+        want, have = _expected(key, value, SCOPES[scope]), stored.get(key)
+        comparable = not isinstance(value, float)
+        if (have is None) != (want is None) or (comparable and want is not None and have != want):
+            wrong.append((scope, key, value, want, have))
+        return have is None
+
+    dropped_in_all = 0
+    for k, (own, names, event_maps, link_ids, link_maps, dropped) in enumerate(rows):
+        expected_names = ["e"] * len(events_of[k])
+        expected_names.insert(1, "empty")
+        assert names == expected_names, names
+        dropped_in_all += dropped
+        drops = 0
+        if k < len(span_cases):
+            drops += check(span_cases[k], own, "span")
+        else:
+            assert own == {}
+        quiet = names.index("empty")
+        assert event_maps[quiet] == {}, "the empty event keeps no attribute of its neighbours"
+        for case, stored in zip(events_of[k], event_maps[:quiet] + event_maps[quiet + 1 :], strict=True):
+            drops += check(case, stored, "event")
+        empty = link_ids.index("0000000000000002")
+        assert link_maps[empty] == {}, "the empty link keeps no attribute of its neighbours"
+        for case, stored in zip(links_of[k], link_maps[:empty] + link_maps[empty + 1 :], strict=True):
+            drops += check(case, stored, "span")
+        assert dropped == drops, (k, dropped, drops)
+    assert not wrong, f"{len(wrong)} attributes not as their scope's rules say, e.g. {wrong[:5]}"
+    assert dropped_in_all > count, "events' and links' drops are counted too"
+    assert any(m.get("exception.message") for _, _, maps, _, _, _ in rows for m in maps), "events keep theirs"

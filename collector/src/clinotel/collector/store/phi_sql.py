@@ -31,8 +31,11 @@ __all__ = [
     "checked_attributes",
     "closed_values",
     "drops_of_checked",
+    "judged_attributes",
     "map_of_checked",
+    "only_allowed",
     "scrub_sql",
+    "scrubbed_here",
     "value_sql",
 ]
 
@@ -223,15 +226,22 @@ def map_of_checked(checked: str) -> str:
     return f"CAST(arrayMap(t -> (t.1, {value}), {kept}), 'Map(LowCardinality(String), String)')"
 
 
-def drops_of_checked(expr: str, checked: str) -> tuple[str, str, str]:
-    """SQL counting what the map of `checked` (`checked_attributes` of the OTLP attribute array
-    `expr`) leaves out: (unregistered keys, registered keys whose value fails its check or is an
-    array, map or bytes, registered values that look like PHI), each a `UInt32`. Name `checked`
-    once in a query (a column of a subquery): each use of its SQL may compute it again."""
+def scrubbed_here(t: str) -> str:
+    """SQL: whether the judged attribute `t` (`checked_attributes`) is kept as free text, to be
+    scrubbed."""
+    return f"{t}.4 = {int(_Check.FREE_TEXT)} AND {t}.5 = 0"
+
+
+def drops_of_checked(total: str, checked: str) -> tuple[str, str, str]:
+    """SQL counting what the maps of `checked` (an array of judged attribute arrays, each
+    `checked_attributes` of one OTLP attribute array; `total` attributes in those arrays in all)
+    leave out: (unregistered keys, registered keys whose value fails its check or is an array, map
+    or bytes, registered values that look like PHI), each a `UInt32`. Name `checked` once in a
+    query (a column of a subquery): each use of its SQL may compute it again."""
     return (
-        f"toUInt32(length({expr}) - length({checked}))",
-        f"toUInt32(arrayCount(t -> t.5 = {_INVALID}, {checked}))",
-        f"toUInt32(arrayCount(t -> t.5 = {_PHI}, {checked}))",
+        f"toUInt32({total} - arraySum(arrayMap(x -> length(x), {checked})))",
+        f"toUInt32(arraySum(arrayMap(x -> arrayCount(t -> t.5 = {_INVALID}, x), {checked})))",
+        f"toUInt32(arraySum(arrayMap(x -> arrayCount(t -> t.5 = {_PHI}, x), {checked})))",
     )
 
 
@@ -241,23 +251,34 @@ _PHI: Final = 2
 check, or is no scalar), `_PHI` (it passes, but its text looks like PHI)."""
 
 
+def only_allowed(expr: str, scopes: tuple[Scope, ...]) -> str:
+    """SQL of the OTLP attribute array `expr` without the keys not registered for `scopes`."""
+    return f"arrayFilter(a -> has({string_array(sorted(_classes(scopes).codes))}, a.key), {expr})"
+
+
 def checked_attributes(expr: str, scopes: tuple[Scope, ...]) -> str:
     """SQL of the registered attributes of the OTLP attribute array `expr`, each judged:
     (key, value as text, which OTLP value it is (the enum's number: 1 a string, 2 a boolean, 3 an
     integer, 4 a double), check code, verdict: 0 kept, `_INVALID`, `_PHI`)."""
-    c = _classes(scopes)
-    keys = sorted(c.codes)
-    allowed = string_array(keys)
     # Unregistered keys are dropped before anything is built for them: the typed tuples of a
     # request of millions of tiny unregistered attributes took the insert past the engine's cap
     # at about half the request size (16 MiB instead of 26-29), and such a segment is retried,
-    # not quarantined. An array or map value (no scalar: `none`, 0) is invalid as bytes are (7),
-    # not kept as '' for its key. A value is read to `TEXT_WINDOW` characters and no further: a
-    # coded value that long fails its check anyway, free text keeps `MAX_TEXT` of it.
+    # not quarantined.
+    return judged_attributes(only_allowed(expr, scopes), scopes)
+
+
+def judged_attributes(allowed: str, scopes: tuple[Scope, ...]) -> str:
+    """`checked_attributes` of `allowed`, an attribute array whose keys are all registered for
+    `scopes` (`only_allowed`, of these scopes or of some of them: a key's check is its own in any
+    scope, so the attributes of a span, its events and its links are judged in one pass)."""
+    c = _classes(scopes)
+    keys = sorted(c.codes)
+    # An array or map value (no scalar: `none`, 0) is invalid as bytes are (7), not kept as '' for
+    # its key. A value is read to `TEXT_WINDOW` characters and no further: a coded value that long
+    # fails its check anyway, free text keeps `MAX_TEXT` of it.
     typed = (
         f"arrayMap(a -> (a.key, {value_sql('a.value', TEXT_WINDOW)}, toUInt8(a.value.{_ONEOF}), "
-        f"transform(a.key, {allowed}, [{', '.join(str(c.codes[k]) for k in keys)}], 0)), "
-        f"arrayFilter(a -> has({allowed}, a.key), {expr}))"
+        f"transform(a.key, {string_array(keys)}, [{', '.join(str(c.codes[k]) for k in keys)}], 0)), {allowed})"
     )
     closed_keys, closed_pairs = closed_values(scopes)
     number = "ifNull(toFloat64OrNull(t.2), nan)"

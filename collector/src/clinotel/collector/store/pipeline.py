@@ -19,11 +19,11 @@ from typing import Any, Final
 from clinotel.collector.log import record as otlp_proto
 from clinotel.collector.log.record import ONEOF_NAME, PROTO_MESSAGE
 from clinotel.collector.store.phi_sql import attribute_map as _attribute_map
-from clinotel.collector.store.phi_sql import checked_attributes as _checked_attributes
 from clinotel.collector.store.phi_sql import drops_of_checked as _drops_of_checked
-from clinotel.collector.store.phi_sql import map_of_checked as _map_of_checked
+from clinotel.collector.store.phi_sql import judged_attributes as _judged_attributes
+from clinotel.collector.store.phi_sql import only_allowed as _only_allowed
 from clinotel.collector.store.phi_sql import scrub_sql as _scrub_sql
-from clinotel.collector.store.phi_sql import value_sql
+from clinotel.collector.store.phi_sql import scrubbed_here, value_sql
 from clinotel.collector.store.schema import TRACES, TRACES_INSERT_COLUMNS, SchemaOptions
 from clinotel.model.sql import identifier, literal
 from clinotel.model.tables import TRACES_DROP_COLUMNS
@@ -81,12 +81,10 @@ def _unchecked_map(expr: str, scopes: tuple[Scope, ...]) -> str:
     """Every attribute as text, none dropped or scrubbed (`scopes` unused: the signature of
     `attribute_map`)."""
     del scopes
-    return f"CAST(arrayMap(a -> (a.key, {value_sql('a.value')}), {expr}), 'Map(LowCardinality(String), String)')"
+    return f"CAST(arrayMap(a -> (a.key, {value_sql('a.value')}), {expr}), {_MAP})"
 
 
-def _unchecked_text(expr: str) -> str:
-    """The text as it came (the signature of `scrub_sql`)."""
-    return expr
+_MAP: Final = "'Map(LowCardinality(String), String)'"
 
 
 def flatten_select(o: SchemaOptions, source: str, *, checks: bool = True, count_drops: bool = True) -> str:
@@ -96,17 +94,40 @@ def flatten_select(o: SchemaOptions, source: str, *, checks: bool = True, count_
     against; the collector never installs it. `count_drops=False` leaves out the drops' columns
     (a store from before migration 22)."""
     attribute_map = _attribute_map if checks else _unchecked_map
-    scrub_sql = _scrub_sql if checks else _unchecked_text
     tenant_key = literal(A.TENANT_ID.key)
     resource = attribute_map("rs.resource.attributes", (Scope.RESOURCE,))
-    # A span's free text (trace state, name, status message, its scope's name and version, its
-    # events' names, its links' trace states) is scrubbed by one expression over one array of it:
-    # the engine plans the flattening again for every block it inserts, and each scrub expression
-    # took about 2 ms of that.
+    # The engine plans the flattening again for every block it inserts, and the planning was a
+    # quarter of an insert's CPU (2026-12-08: 93 of 384 ms an 8 MiB segment), most of it the same
+    # checks written once for each place they apply: the span's attributes, each event's and each
+    # link's. So one expression judges the registered attributes of every owner of a span (the
+    # span, its events, its links: an array of their arrays, each allowlisted for its own scope),
+    # one builds each owner's map from them, and one scrubs the span's own free text (its trace
+    # state, name, status message, scope name and version, events' names and links' trace states).
     own = ("span.trace_state", "span.name", "span.status.message", "scope.name", "scope.version")
     text = {field: f"span_text[{i}]" for i, field in enumerate(own, 1)}
     texts = f"arrayConcat([{', '.join(own)}], span.events.name, span.links.trace_state)"
     events_at, links_at = f"{len(own) + 1}", f"{len(own) + 1} + length(span.events)"
+    owners = (
+        f"arrayConcat([{_only_allowed('span.attributes', _SPAN_SCOPES)}], "
+        f"arrayMap(e -> {_only_allowed('e.attributes', _EVENT_SCOPES)}, span.events), "
+        f"arrayMap(l -> {_only_allowed('l.attributes', _SPAN_SCOPES)}, span.links))"
+    )
+    # each owner's map from its judged attributes: what passed, free text scrubbed. The free-text
+    # values are scrubbed here, not with the span's texts: a lambda that reads a column from
+    # outside it has that column copied for every element, and the span's scrubbed texts indexed
+    # from each attribute cost more than the plan it saved
+    value = f"if({scrubbed_here('t')}, {_scrub_sql('t.2')}, t.2)"
+    owner_map = f"CAST(arrayMap(t -> (t.1, {value}), arrayFilter(t -> t.5 = 0, x)), {_MAP})"
+    maps = f"arrayMap(x -> {owner_map}, span_checked)"
+    attribute_maps = (
+        ("maps[1]", "arraySlice(maps, 2, length(span.events))", "arraySlice(maps, 2 + length(span.events))")
+        if checks
+        else (
+            _unchecked_map("span.attributes", ()),
+            f"arrayMap(e -> {_unchecked_map('e.attributes', ())}, span.events)",
+            f"arrayMap(l -> {_unchecked_map('l.attributes', ())}, span.links)",
+        )
+    )
     expressions = (
         "fromUnixTimestamp64Nano(toInt64(span.start_time_unix_nano))",
         _hex_id("span.trace_id"),
@@ -119,24 +140,26 @@ def flatten_select(o: SchemaOptions, source: str, *, checks: bool = True, count_
         "res",
         text["scope.name"],
         text["scope.version"],
-        _map_of_checked("span_checked") if checks else attribute_map("span.attributes", _SPAN_SCOPES),
+        attribute_maps[0],
         "if(span.end_time_unix_nano > span.start_time_unix_nano, "
         "span.end_time_unix_nano - span.start_time_unix_nano, 0)",
         f"{_STATUS_CODES}[least(greatest(span.status.code, 0), 2) + 1]",
         text["span.status.message"],
         "arrayMap(e -> fromUnixTimestamp64Nano(toInt64(e.time_unix_nano)), span.events)",
         f"arraySlice(span_text, {events_at}, length(span.events))",
-        f"arrayMap(e -> {attribute_map('e.attributes', _EVENT_SCOPES)}, span.events)",
+        attribute_maps[1],
         f"arrayMap(l -> {_hex_id('l.trace_id')}, span.links)",
         f"arrayMap(l -> {_hex_id('l.span_id')}, span.links)",
         f"arraySlice(span_text, {links_at}, length(span.links))",
-        f"arrayMap(l -> {attribute_map('l.attributes', _SPAN_SCOPES)}, span.links)",
+        attribute_maps[2],
     )
     named = list(zip(expressions, TRACES_INSERT_COLUMNS, strict=True))
-    if checks and count_drops:  # what the checks dropped of the span's attributes, counted (clinotel_sdk_telemetry)
-        named += zip(_drops_of_checked("span.attributes", "span_checked"), TRACES_DROP_COLUMNS, strict=True)
-    # the span's attributes judged once, in the subquery: the map and the counts both read them
-    checked = f", {_checked_attributes('span.attributes', _SPAN_SCOPES)} AS span_checked" if checks else ""
+    if checks and count_drops:  # what the checks dropped of the span's, events' and links' attributes, counted
+        total = (
+            "length(span.attributes) + arraySum(arrayMap(e -> length(e.attributes), span.events)) "
+            "+ arraySum(arrayMap(l -> length(l.attributes), span.links))"
+        )
+        named += zip(_drops_of_checked(total, "span_checked"), TRACES_DROP_COLUMNS, strict=True)
     columns = ",\n    ".join(f"{e} AS {identifier(c)}" for e, c in named)
     # One ARRAY JOIN, of the spans and, beside each, its scope and its resource: joining resource,
     # then scope, then span copied the whole segment at each level (133 -> 89 MB for an 8 MiB
@@ -145,24 +168,36 @@ def flatten_select(o: SchemaOptions, source: str, *, checks: bool = True, count_
     # resources, carried beside the spans to be indexed, cost its size times its spans (3,000
     # one-span resources in 243 KB went past the engine's cap, and their segment was set aside
     # with every other tenant's spans in it: an attack review).
+    joined = f"""SELECT
+        arrayFlatten(resource_spans.scope_spans.spans) AS spans,
+        arrayFlatten(arrayMap(rs -> arrayFlatten(arrayMap(
+            ss -> arrayResize([ss.scope], length(ss.spans), ss.scope), rs.scope_spans)), resource_spans)) AS scopes,
+        arrayFlatten(arrayMap(
+            rs -> arrayWithConstant(arraySum(arrayMap(ss -> length(ss.spans), rs.scope_spans)),
+                                    mapUpdate({resource}, map({tenant_key}, tenant))),
+            resource_spans)) AS resources
+    FROM {source}"""
+    if not checks:
+        return f"""SELECT
+    {columns}
+FROM
+(
+    SELECT span, res, {texts} AS span_text
+    FROM ({joined})
+    ARRAY JOIN spans AS span, scopes AS scope, resources AS res
+)"""
     return f"""SELECT
     {columns}
 FROM
 (
-    SELECT span, res, arrayMap(t -> {scrub_sql("t")}, {texts}) AS span_text{checked}
+    SELECT *, {maps} AS maps
     FROM
     (
-        SELECT
-            arrayFlatten(resource_spans.scope_spans.spans) AS spans,
-            arrayFlatten(arrayMap(rs -> arrayFlatten(arrayMap(
-                ss -> arrayResize([ss.scope], length(ss.spans), ss.scope), rs.scope_spans)), resource_spans)) AS scopes,
-            arrayFlatten(arrayMap(
-                rs -> arrayWithConstant(arraySum(arrayMap(ss -> length(ss.spans), rs.scope_spans)),
-                                        mapUpdate({resource}, map({tenant_key}, tenant))),
-                resource_spans)) AS resources
-        FROM {source}
+        SELECT span, res, arrayMap(t -> {_scrub_sql("t")}, {texts}) AS span_text,
+            arrayMap(x -> {_judged_attributes("x", _EVENT_SCOPES)}, {owners}) AS span_checked
+        FROM ({joined})
+        ARRAY JOIN spans AS span, scopes AS scope, resources AS res
     )
-    ARRAY JOIN spans AS span, scopes AS scope, resources AS res
 )"""
 
 
