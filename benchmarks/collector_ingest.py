@@ -570,7 +570,8 @@ def main(argv: list[str] | None = None) -> int:
             (
                 f"  offered {st['offered_spans_per_s']:,}/s: "
                 + ("kept up" if st["kept_up"] else "fell behind")
-                + f", {st['backlog_mb']:.0f} MB left, {st['machine_busy_cores']:.1f} cores busy",
+                + f", {st['backlog_mb']:.0f} MB left, {st['machine_busy_cores']:.1f} cores busy"
+                + f" ({sum(st['collector_cores_by_thread'].values()):.1f} the collector)",
                 f"{st['stored_spans_per_s']:,} /s",
                 ratio(st["stored_spans_per_s"]),
                 "",
