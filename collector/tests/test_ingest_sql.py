@@ -320,6 +320,51 @@ def test_sql_scrub_keeps_what_python_scrub_keeps_of_a_long_text(client: Any, tex
     assert "987" not in got.replace("\u200b", "")
 
 
+_MARKED: Final = "e\u0301\u0302\u0303"
+"""A letter and three combining marks: the most the fold drops from one character is three."""
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\ufdfa" * 8_704 + " 123-45-6789",  # 18 characters each in NFKD: the form read is cut short
+        "\ufdfa" * 200 + " MRN 00123456 " + "\ufdfa" * 9_000,
+        "\u0ccb" * 4_000 + " 987-65-4321 " + "x" * 5_000,  # three marks dropped from each
+        _MARKED * 2_000 + " MRN 00123456",  # 8,000 characters, 6,000 of them dropped by the fold
+        "\u200b" * 8_000 + "123-45-6789" + "\ufdfa" * 2_000,  # invisible, then the SSN, then growth
+    ],
+)
+def test_sql_scrub_reads_text_that_grows_or_shrinks_when_folded_as_python_does(client: Any, text: str) -> None:
+    """The engine folds no more of a text's NFKD form than the window can reach (`FOLD_READ`
+    characters): the same text kept, or a head of the library's, as for any long text."""
+    got = client.query(f"SELECT {phi_sql.scrub_sql('t')} FROM (SELECT {literal(text)} AS t)").result_rows[0][0]
+    expected = scrub(text)
+    assert expected.startswith(got), (len(got), len(expected))
+    assert len(got) <= MAX_TEXT
+    assert len(got) >= min(len(expected), MAX_TEXT) - 3 * len(REDACTED) * 40
+    for digits in ("123", "987", "00123456"):
+        assert digits not in got.replace("\u200b", "")
+
+
+def test_no_character_loses_more_to_the_fold_than_the_engine_reads_past() -> None:
+    """`phi_sql.FOLD_READ` assumes the fold drops at most `MAX_HIDDEN_PER_CHAR` characters of one
+    character's NFKD form (combining marks, invisible characters): checked against this Python's
+    Unicode tables (the engine's may be newer, hence the spare)."""
+    import unicodedata
+
+    from clinotel.semconv import INVISIBLE
+
+    def dropped(ch: str) -> bool:
+        return unicodedata.category(ch).startswith("M") or any(lo <= ord(ch) <= hi for lo, hi in INVISIBLE)
+
+    most = max(
+        sum(map(dropped, unicodedata.normalize("NFKD", chr(cp))))
+        for cp in range(0x110000)
+        if not 0xD800 <= cp <= 0xDFFF
+    )
+    assert most < phi_sql.MAX_HIDDEN_PER_CHAR, most
+
+
 @pytest.mark.parametrize(
     "text",
     ["e1234567-2498-45ec-bb1f-bda77a061be5", "12345678-2498-45ec-bb1f-bda77a123456", "12345678", "E1234567",

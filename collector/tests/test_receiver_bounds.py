@@ -14,6 +14,7 @@ import gzip
 import http.client
 import io
 import json
+import os
 import secrets
 import time
 import tracemalloc
@@ -338,3 +339,40 @@ def test_text_the_engine_may_read_in_nfkd_counts_as_what_it_may_become(
     plain = _resource_over_spans(1, 100, key="service.name")
     assert _post(port, plain, **{"Content-Type": "application/x-protobuf"})[0] == 200
     assert log.copies[0] < 100 * 40
+
+
+@pytest.mark.parametrize(
+    ("text", "grows"),
+    [
+        ("plain ascii text " * 250, False),
+        ("患者の待ち時間" * 600, False),  # kanji and kana: the same in NFKD
+        ("환자대기시간" * 700, True),  # Hangul syllables: two or three jamo each
+        ("\ufdfa" * 4_352, True),  # 3 bytes, 33 in NFKD
+        ("e\u0301" * 2_000, False),  # already decomposed
+    ],
+)
+def test_text_growth_counts_what_folding_adds_and_nothing_for_text_that_does_not_grow(text: str, grows: bool) -> None:
+    """Checked in C first (the bytes past ASCII beyond a span's ids and times), folded text by
+    text only when that bound is large: a request of Japanese text is not counted as growing."""
+    import unicodedata
+
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    from clinotel.collector.receiver.spans import text_growth
+
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for i in range(20):
+        span = scope.spans.add(trace_id=os.urandom(16), span_id=os.urandom(8), name=f"s{i}", start_time_unix_nano=1)
+        span.events.append(
+            Span.Event(name="e", attributes=[KeyValue(key="exception.message", value=AnyValue(string_value=text))])
+        )
+    raw = request.SerializeToString()
+    growth = text_growth(raw, 20, request)
+    head = text[:8_704]
+    exact = 20 * (len(unicodedata.normalize("NFKD", head).encode()) - len(head.encode()))
+    if grows:
+        assert growth == exact > len(raw)
+    else:
+        assert growth < len(raw) // 4

@@ -382,6 +382,42 @@ def test_a_request_as_big_as_a_segment_gets_one_of_its_own(tmp_path: Path) -> No
     wal.close()
 
 
+def test_no_segment_grows_past_its_size_with_requests_smaller_than_it(tmp_path: Path) -> None:
+    """A request that would take the open segment past its size starts the next one: a segment
+    nearly full took another request of almost its size and reached twice it, past what its
+    insert was budgeted (an attack review's 16 MB segment of 8 MiB)."""
+    wal = WriteAheadLog(tmp_path, segment_bytes=1000, max_age_s=60)
+    payloads = [bytes([i]) * 600 for i in range(4)]
+    for payload in payloads:
+        wal.append(frame(payload))
+    wal.flush()
+    sizes = []
+    while (segment := wal.next_segment(timeout=0)) is not None:
+        sizes.append(segment.path.stat().st_size)
+        assert len(list(read_records(segment.path))) == 1
+        wal.done(segment)
+    assert len(sizes) == 4, sizes
+    assert max(sizes) <= 1000, sizes
+    wal.close()
+
+
+def test_an_old_segment_is_sealed_by_the_next_append_while_the_writer_is_held_up(tmp_path: Path) -> None:
+    """The writer seals an old open segment when it asks for the next, which it does not while an
+    insert is retried: every tenant's requests gathered behind a stalled insert into one segment
+    (20 s of them, set aside together in an attack review). An append seals it too."""
+    wal = WriteAheadLog(tmp_path, segment_bytes=1 << 20, max_age_s=0.05)
+    wal.append(frame(b"before"))
+    time.sleep(0.1)
+    wal.append(frame(b"after"))  # no next_segment meanwhile: the writer is busy elsewhere
+    wal.flush()
+    segments = []
+    while (segment := wal.next_segment(timeout=0.2)) is not None:
+        segments.append(list(read_records(segment.path)))
+        wal.done(segment)
+    assert segments == [[b"before"], [b"after"]]
+    wal.close()
+
+
 def test_a_log_directory_the_collector_cannot_change_is_refused_at_open() -> None:
     """A log directory the collector could read but not change (its lock file still writable)
     stopped the writer at the first segment stored, which it could not delete: a traceback and

@@ -625,3 +625,29 @@ def test_a_value_whose_hash_raises_costs_its_own_attribute_not_the_batch() -> No
     roots = [s for s in exporter.get_finished_spans() if s.name == "workflow triage"]
     assert len(roots) == 5
     assert sum("clinical.site" in s.attributes for s in roots) == 0
+
+
+def test_phi_the_gate_drops_from_spans_set_through_the_api_is_logged_without_the_value(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The `sdk_phi_dropped` ticket names a service; the service's log says from which spans (an
+    on-call review found no line for values set through the OpenTelemetry API), and at most once a
+    minute, never the value."""
+    from clinotel.instrumentation._internal import runtime
+
+    monkeypatch.setattr(runtime, "_last_logged", {})
+    mrn = "MRN 00123456"
+    with caplog.at_level("WARNING", logger="clinotel"), capture(mode="production") as spans:
+        tracer = spans.telemetry.provider.get_tracer("ehr-client")
+        for _ in range(3):
+            with tracer.start_as_current_span("GET /chart", attributes={A.WORKFLOW_ID.key: mrn}):
+                pass
+            with tracer.start_as_current_span("GET /ok", attributes={"http.request.method": "GET"}):
+                pass
+    lines = [r.getMessage() for r in caplog.records if "look like PHI" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "'GET /chart'" in lines[0]
+    assert "'GET /ok'" not in lines[0]
+    assert "sdk_phi_dropped" in lines[0]
+    assert "00123456" not in caplog.text
+    assert spans.telemetry.dropped()["phi"] == 3

@@ -336,3 +336,51 @@ def test_refused_requests_are_logged_with_their_reason_and_peer_once_a_minute(
     assert lines[1].startswith(
         "refused 3 request(s) since the last such line: 3 unauthenticated (the last from 127.0.0.1:"
     )
+
+
+def _folding_text_request(spans: int, chars: int, char: str = "\ufdfa") -> bytes:
+    """`spans` spans of ten events each, whose `exception.message` is `chars` of `char`."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    now = time.time_ns()
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    text = KeyValue(key="exception.message", value=AnyValue(string_value=char * chars))
+    for _ in range(spans):
+        span = scope.spans.add(trace_id=os.urandom(16), span_id=os.urandom(8), name="folds")
+        span.start_time_unix_nano = span.end_time_unix_nano = now
+        span.events.extend(Span.Event(time_unix_nano=now, name="e", attributes=[text]) for _ in range(10))
+    return request.SerializeToString()
+
+
+def test_text_that_grows_when_folded_is_counted_before_it_is_acknowledged(arena: Arena) -> None:
+    """U+FDFA is one character of 3 bytes, and 18 of 33 in the NFKD form the PHI rules read. A
+    tenant's requests of it were acknowledged, took the insert past the engine's cap, and their
+    segment was set aside with every other tenant's spans in it (53 % of a victim's in an attack
+    review, and no one's stored for 93 s). Its growth now counts as the resources' copies do: a
+    request that could not fit is refused (413) before it is acknowledged, and the others, sent
+    at once, are stored in segments their inserts fit, while the victim keeps exporting (the
+    arena checks at its end that every span it acknowledged is stored)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from clinotel.semconv import TEXT_WINDOW
+
+    writer = arena.collector.writer
+    assert writer is not None
+    retries, quarantined = writer.stats.retries, writer.stats.quarantined
+    big = _folding_text_request(42, TEXT_WINDOW)  # 5.5 MB on the wire, ~55 MB in NFKD: past two segments
+    status, _, body = post(arena.otlp, big, token=WRITE_TOKEN)
+    assert status == 413, body
+    assert b"NFKD" in body
+    smalls = [_folding_text_request(4, TEXT_WINDOW) for _ in range(16)]  # 523 KB each, ~5 MB in NFKD
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda small: post(arena.otlp, small, token=WRITE_TOKEN)[0], smalls))
+    assert answers == [200] * 16
+    writer.drain()
+    assert (writer.stats.retries, writer.stats.quarantined) == (retries, quarantined)
+    stored = arena.client.command(
+        f"SELECT count() FROM {arena.options.name('otel_traces')} WHERE SpanName = 'folds' "
+        f"AND TenantId = {literal(ATTACKER)}"
+    )
+    assert stored == 16 * 4

@@ -39,6 +39,7 @@ from clinotel.collector.receiver.spans import (
     refuse_in_scope,
     resource_bytes,
     scope_bytes,
+    text_growth,
 )
 
 __all__ = ["DECODE_BUDGET", "DIRECT_LIMIT", "MAX_ELEMENTS", "Screened", "screen"]
@@ -299,7 +300,9 @@ class _Walk:
         self.visit(_CONTAINER_COST)
         request = self._parse(_wrapped([run], 2))
         scope = request.resource_spans[0].scope_spans[0]
-        self.kept += refuse_in_scope(scope.spans, self.window, self.removed, self.days)
+        kept = refuse_in_scope(scope.spans, self.window, self.removed, self.days)
+        self.kept += kept
+        self.copies += text_growth(run, kept, request)
         self.attributes += sum(attribute_count(span) for span in scope.spans)
         check_attributes(self.attributes)
         scope.ClearField("scope")

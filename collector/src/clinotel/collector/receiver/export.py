@@ -55,7 +55,7 @@ from clinotel.collector.receiver.admission import (
     Hold,
     receive_buffer_for,
 )
-from clinotel.collector.receiver.spans import DAY_NS, check_copies, refuse_spans, span_copies
+from clinotel.collector.receiver.spans import DAY_NS, check_copies, refuse_spans, span_copies, text_growth
 
 __all__ = [
     "CONTENT_TYPES",
@@ -468,8 +468,9 @@ class TraceReceiver:
                 request = decode(inflated, content_type)
                 del inflated
                 kept, refused = refuse_spans(request, window, size, started)
-                copies = span_copies(request)
                 raw = _canonical(request) if kept else b""
+                copies = span_copies(request)
+                copies += text_growth(raw, kept, request, stop_past=COPIES_PER_REQUEST * wal.segment_bytes - copies)
                 del request
             check_copies(copies, COPIES_PER_REQUEST * wal.segment_bytes)
         hold.resize(len(body) + len(raw))

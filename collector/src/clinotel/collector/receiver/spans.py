@@ -15,6 +15,7 @@ batch pays one multiplication a resource.
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 from typing import Any, Final
 
@@ -22,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from clinotel.collector.errors import RefusedError
 from clinotel.collector.store.phi_sql import allowed_keys
-from clinotel.semconv import Scope
+from clinotel.semconv import TEXT_FOLD_BOUND, Scope
 
 __all__ = [
     "MAX_REQUEST_ATTRIBUTES",
@@ -35,6 +36,7 @@ __all__ = [
     "resource_bytes",
     "scope_bytes",
     "span_copies",
+    "text_growth",
 ]
 
 MAX_REQUEST_ATTRIBUTES: Final = 500_000
@@ -83,6 +85,64 @@ def _text_bytes(text: str) -> int:
     return size if text.isascii() else size * NFKD_GROWTH
 
 
+_ASCII: Final = bytes(range(128))
+_BINARY_BYTES_PER_SPAN: Final = 48
+"""A span's bytes on the wire that are not text and may be past ASCII: its trace, span and parent
+ids and its two fixed64 times."""
+
+
+def text_growth(
+    raw: bytes | memoryview, spans: int, request: ExportTraceServiceRequest, stop_past: int | None = None
+) -> int:
+    """The bytes the store's PHI check may add reading the spans' text in its NFKD form (each text's
+    first `TEXT_FOLD_BOUND` characters), for `raw`, the encoded request of `spans` kept spans:
+    counted like the resources' copies (`span_copies`), so a segment of such text is sealed
+    before its insert passes the engine's cap. A tenant's requests of U+FDFA text (3 bytes, 33 in
+    NFKD) were acknowledged, then set aside with every other tenant's spans in their segment (an
+    attack review). `request` is the decoded request (or, for one screened in runs, `bounded`,
+    a run of it). The bytes past ASCII beyond what a span's ids and times may hold bound it
+    (`NFKD_GROWTH`), counted in C; when that bound is more than a quarter of the request, each
+    text is folded as the store folds it, so that text that does not grow (most scripts' letters)
+    is not counted; the count may stop once past `stop_past` (the request is refused then)."""
+    past_ascii = len(bytes(raw).translate(None, _ASCII))  # the bytes left once every ASCII one is deleted
+    unexplained = past_ascii - _BINARY_BYTES_PER_SPAN * spans
+    bound = (NFKD_GROWTH - 1) * max(0, unexplained)
+    if bound <= len(raw) // 4:
+        return bound
+    return _folded_growth(request, stop_past)
+
+
+def _grows(text: str) -> int:
+    if text.isascii():
+        return 0
+    head = text[:TEXT_FOLD_BOUND]
+    folded = unicodedata.normalize("NFKD", head)
+    return max(0, len(folded.encode("utf-8", "surrogatepass")) - len(head.encode("utf-8", "surrogatepass")))
+
+
+def _attributes_grow(attributes: Any) -> int:
+    return sum(_grows(kv.value.string_value) for kv in attributes if kv.value.WhichOneof("value") == "string_value")
+
+
+def _folded_growth(request: ExportTraceServiceRequest, stop_past: int | None) -> int:
+    """What folding adds to every text of the request's spans, their events' and links' (the
+    resources' and scopes' are counted as copies: `resource_bytes`, `scope_bytes`), or a count
+    past `stop_past`."""
+    total = 0
+    for rs in request.resource_spans:
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                if stop_past is not None and total > stop_past:
+                    return total
+                total += _grows(span.name) + _grows(span.trace_state) + _grows(span.status.message)
+                total += _attributes_grow(span.attributes)
+                for event in span.events:
+                    total += _grows(event.name) + _attributes_grow(event.attributes)
+                for link in span.links:
+                    total += _grows(link.trace_state) + _attributes_grow(link.attributes)
+    return total
+
+
 def resource_bytes(resource: Any) -> int:
     """The bytes of a resource's registered attributes as the store may keep them on each of its
     spans' rows (the others are dropped before the copies are made)."""
@@ -114,14 +174,15 @@ def span_copies(request: ExportTraceServiceRequest) -> int:
 
 
 def check_copies(copies: int, limit: int) -> None:
-    """Refuse a request (too_large) whose resources and scopes copied onto its spans come to more
-    than `limit` bytes (`COPIES_PER_REQUEST` segments)."""
+    """Refuse a request (too_large) whose resources and scopes copied onto its spans, and its text's
+    growth when folded (`text_growth`), come to more than `limit` bytes (`COPIES_PER_REQUEST`
+    segments)."""
     if copies > limit:
         raise RefusedError(
             "too_large",
-            f"the request's resources and scopes, copied onto each of their spans as the store keeps them, come "
-            f"to {copies:,} bytes, more than the {limit:,} one request may: send smaller batches, or shorter "
-            "resource attributes and scope names",
+            f"the request's resources and scopes, copied onto each of their spans as the store keeps them, and its "
+            f"text read in its NFKD form (as the PHI rules read it) come to {copies:,} bytes, more than the "
+            f"{limit:,} one request may: send smaller batches, or shorter resource attributes and scope names",
         )
 
 

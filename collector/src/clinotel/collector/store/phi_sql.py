@@ -53,6 +53,15 @@ _HIDDEN_SQL: Final = literal("[\\p{M}" + "".join(f"\\x{{{lo:04X}}}-\\x{{{hi:04X}
 
 _LOOKAHEAD: Final = TEXT_WINDOW - MAX_TEXT
 _REDACTED_CHARS: Final = len(REDACTED)
+MAX_HIDDEN_PER_CHAR: Final = 4
+"""The most characters the fold drops (combining marks, invisible characters) from one character's
+NFKD form: 3 in Unicode 14 (U+0CCB), with one to spare for the engine's newer tables (a test
+checks Python's)."""
+FOLD_READ: Final = TEXT_FOLD_BOUND * MAX_HIDDEN_PER_CHAR + TEXT_WINDOW
+"""Characters of a text's NFKD form the engine folds further: past them the window cannot reach,
+whatever the fold drops before it. A text's NFKD form is up to 18 times as long (U+FDFA), and every
+step after it held a copy of it all: a tenant's ~16 MB of such text took the insert past the
+engine's cap (with other tenants' spans in its segment: an attack review)."""
 
 
 def _read_sql(expr: str) -> str:
@@ -68,17 +77,22 @@ def _read_sql(expr: str) -> str:
     through anyway."""
     source, target = ascii_folds()
     written = f"(leftUTF8({expr}, {TEXT_WINDOW}), {MAX_TEXT})"
-    marks_out = f"replaceRegexpAll(normalizeUTF8NFKD(h), {_HIDDEN_SQL}, '')"
-    folded = f"translateUTF8({marks_out}, {literal(source)}, {literal(target)})"
+    # n.1: the NFKD form's first FOLD_READ characters, n.2: whether it was longer (then the fold
+    # differs from the text: the form of a text no longer than its own is the text or longer)
+    marks_out = f"replaceRegexpAll(n.1, {_HIDDEN_SQL}, '')"
+    folded = f"(translateUTF8({marks_out}, {literal(source)}, {literal(target)}), n.2)"
+    nfkd = f"(leftUTF8(normalizeUTF8NFKD(h), {FOLD_READ}), lengthUTF8(normalizeUTF8NFKD(h)) > {FOLD_READ})"
     cut = (
         f"if(lengthUTF8({expr}) > {TEXT_FOLD_BOUND}, "
-        f"toUInt64(greatest(0, least({MAX_TEXT}, toInt64(lengthUTF8(f)) - {_LOOKAHEAD}))), toUInt64({MAX_TEXT}))"
+        f"toUInt64(greatest(0, least({MAX_TEXT}, toInt64(lengthUTF8(f.1)) - {_LOOKAHEAD}))), toUInt64({MAX_TEXT}))"
     )
     shown = (
-        f"if(f != h AND match(leftUTF8(f, e + {_LOOKAHEAD}), {PHI_SQL}), (leftUTF8(f, e + {_LOOKAHEAD}), e), {written})"
+        f"if((f.1 != h OR f.2) AND match(leftUTF8(f.1, e + {_LOOKAHEAD}), {PHI_SQL}), "
+        f"(leftUTF8(f.1, e + {_LOOKAHEAD}), e), {written})"
     )
     per_fold = f"arrayElement(arrayMap(f -> arrayElement(arrayMap(e -> {shown}, [{cut}]), 1), [{folded}]), 1)"
-    unfolded = f"arrayElement(arrayMap(h -> {per_fold}, [leftUTF8({expr}, {TEXT_FOLD_BOUND})]), 1)"
+    per_nfkd = f"arrayElement(arrayMap(n -> {per_fold}, [{nfkd}]), 1)"
+    unfolded = f"arrayElement(arrayMap(h -> {per_nfkd}, [leftUTF8({expr}, {TEXT_FOLD_BOUND})]), 1)"
     return f"if(length({expr}) = lengthUTF8({expr}) OR NOT isValidUTF8({expr}), {written}, {unfolded})"
 
 

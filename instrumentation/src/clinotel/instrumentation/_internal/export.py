@@ -25,7 +25,7 @@ from opentelemetry.trace import Link, SpanContext, Status, TraceFlags, TraceStat
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from clinotel.instrumentation._internal.gate import CLEAN_NAMES, RESOURCE_GATE, SPAN_GATE, clean_text, plain
-from clinotel.instrumentation._internal.runtime import INSTRUMENTATION_NAME, Counters
+from clinotel.instrumentation._internal.runtime import INSTRUMENTATION_NAME, Counters, log_once
 from clinotel.semconv import REDACTED
 from clinotel.semconv import attributes as A
 
@@ -85,8 +85,19 @@ class SanitizingSpanExporter(SpanExporter):
         if self._all_clean(spans):
             cleaned = list(spans)
         else:
-            clean = self._clean
-            cleaned = [span if clean(span) else self._sanitize(span, counts) for span in spans]
+            clean, sanitize = self._clean, self._sanitize
+            cleaned, with_phi = [], []
+            for span in spans:
+                if clean(span):
+                    cleaned.append(span)
+                    continue
+                phi = counts.get("phi", 0)
+                out = sanitize(span, counts)
+                cleaned.append(out)
+                if counts.get("phi", 0) != phi:
+                    with_phi.append(out.name)
+            if with_phi:
+                _log_phi(counts["phi"], with_phi)
         for reason, n in counts.items():
             self._counters.add(reason, n)
         if cleaned:
@@ -245,6 +256,21 @@ class SanitizingSpanExporter(SpanExporter):
             end_time=span.end_time,
             instrumentation_scope=scope,
         )
+
+
+def _log_phi(dropped: int, span_names: list[str]) -> None:
+    """Say (at most once a minute) that the gate dropped values that look like PHI, and from which
+    spans (their scrubbed names): only spans set through the OpenTelemetry API or another
+    instrumentation get here with them (clinotel's own calls refuse such a value where it is set,
+    and say so), and the `sdk_phi_dropped` ticket names the service, not where its code sets them."""
+    names = sorted(set(span_names))[:5]
+    log_once(
+        "export:phi",
+        f"clinotel dropped {dropped} attribute value(s) that look like PHI from spans set through the "
+        f"OpenTelemetry API or another instrumentation (spans named {', '.join(map(repr, names))}); "
+        "they are counted as phi in clinotel.telemetry (the sdk_phi_dropped rule): set pseudonyms or codes "
+        "through clinotel instead",
+    )
 
 
 class _Judged(Generic[_T]):

@@ -126,7 +126,8 @@ _last_logged: dict[str, float] = {}
 _LOG_EVERY_S: Final = 60.0
 
 
-def _log_once(kind: str, message: str) -> None:
+def log_once(kind: str, message: str) -> None:
+    """Log `message` as a warning unless one of its `kind` was logged in the last minute."""
     now = time.monotonic()
     if now - _last_logged.get(kind, -_LOG_EVERY_S) >= _LOG_EVERY_S:
         _last_logged[kind] = now
@@ -139,7 +140,7 @@ def refuse(rt: Runtime, reason: str, message: str) -> None:
     if rt.strict:
         raise TelemetryValidationError(message)
     rt.counters.add(reason)
-    _log_once(f"refused:{reason}", f"clinotel dropped telemetry: {message}")
+    log_once(f"refused:{reason}", f"clinotel dropped telemetry: {message}")
 
 
 MAX_TIME_NS: Final = (1 << 64) - 1
@@ -163,7 +164,7 @@ def contain(rt: Runtime, exc: BaseException) -> None:
     if rt.strict or not isinstance(exc, Exception):
         raise exc
     rt.counters.add("internal_errors")
-    _log_once(f"internal:{type(exc).__name__}", f"clinotel contained an internal error: {type(exc).__name__}")
+    log_once(f"internal:{type(exc).__name__}", f"clinotel contained an internal error: {type(exc).__name__}")
 
 
 def guarded(rt: Runtime, fn: Callable[..., object], *args: Any) -> None:
