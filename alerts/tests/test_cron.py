@@ -408,3 +408,34 @@ def test_sigterm_releases_the_lease_so_the_next_evaluator_is_not_skipped(breache
     after = _evaluate(breached_store, rules)
     assert after.returncode == 0, after.stderr
     assert "skipped" not in after.stderr, after.stderr
+
+
+def test_a_collector_page_raised_for_no_figures_at_all_resolves_once_figures_come(
+    client: Any, options: schema.SchemaOptions, tmp_path: Path, sink: Sink
+) -> None:
+    """`ingestion_stalled` reads no figures at all as a stall (no_data: alerting), under no label: a
+    new store's first passes, or those after a full disk. Once the collectors' figures are back each
+    is judged under its `instance`, and the unlabelled page clears: it read no data at every pass
+    instead and fired for good (an operator's review: a page with no instance, never resolved)."""
+    pack = _pack(
+        tmp_path,
+        "rules:\n  - {name: ingestion_stalled, kind: collector, metric: clinotel_receiver_spans_accepted_total,\n"
+        "     comparison: le, threshold: 0, window: 10m, for: 0m, min_sample: 1, no_data: alerting,\n"
+        "     severity: page, summary: No spans accepted}\n",
+    )
+    run = Evaluator(client, pack, _quiet(f"{sink.url}/stall"), options.database)
+    first = run.evaluate(BASE)  # nothing written yet
+    assert [labels for _, labels in first.firing] == [{}]
+    rows = [
+        (BASE + timedelta(minutes=m), "", "ward-a:4318", "clinotel_receiver_spans_accepted_total", {}, "counter",
+         100.0 * m)
+        for m in range(1, 12)
+    ]  # fmt: skip
+    columns = ["Timestamp", "TenantId", "Instance", "Metric", "Labels", "Kind", "Value"]
+    client.insert(options.name(tables.COLLECTOR_METRICS), rows, column_names=columns)
+    later = run.evaluate(BASE + timedelta(minutes=11))
+    run.close()
+    assert later.firing == []
+    assert ("ingestion_stalled", {}, "resolved") in later.transitions
+    statuses = [(p["status"], a["labels"].get("instance")) for p in sink.wait_for(2, "/stall") for a in p["alerts"]]
+    assert statuses == [("firing", None), ("resolved", None)]

@@ -213,7 +213,11 @@ class Evaluator:
                 self._label(rule, instance, labels, o, min_sample, now, summary)
             too_few = o.sample < min_sample  # rows, but too few: a firing instance is not thereby recovered
             self._transition(rule, instance, labels, reading, o, threshold, now, summary, too_few)
-        # instances that produced no row at all this time: no data
+        # instances that produced no row at all this time: no data; but the rule's unlabelled
+        # instance of a rule whose rows are labelled (collector rules per `instance`) stands for
+        # "no rows at all" (below), and rows are back: it clears. It read no data at every pass
+        # instead, and fired for good once a first pass on a new store, or after a full disk, found
+        # no figures (an operator's review)
         for instance, current in list(self.states.items()):
             if (
                 instance.rule == rule.name
@@ -222,7 +226,8 @@ class Evaluator:
                 and dict(instance.labels).get("tenant", "") not in capped
             ):
                 labels = dict(instance.labels)
-                self._transition(rule, instance, labels, Reading.NO_DATA, None, rule.threshold, now, summary)
+                reading = Reading.CLEAR if not instance.labels and seen else Reading.NO_DATA
+                self._transition(rule, instance, labels, reading, None, rule.threshold, now, summary)
         if not observations and rule.no_data == "alerting":
             instance = Instance(rule.name, ())
             self._transition(rule, instance, {}, Reading.NO_DATA, None, rule.threshold, now, summary)
