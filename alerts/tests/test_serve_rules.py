@@ -131,3 +131,29 @@ def test_the_evaluators_figures_count_what_no_receiver_took() -> None:
     assert figures.errors == figures.evaluations
     assert dict(figures.undelivered) == {"alertmanager": figures.evaluations}
     assert figures.last_evaluation_s > time.time() - 60
+
+
+def test_a_pass_that_could_not_keep_the_alert_state_is_not_the_last_evaluation() -> None:
+    """On a full disk every pass failed at its first write and paged nobody, while
+    `clinotel_alert_last_evaluation_timestamp_seconds` stayed seconds old: the watch the docs
+    recommend saw nothing wrong (an operator's review). Such a pass counts as an error only."""
+    from typing import Any, cast
+
+    from clinotel.alerts.evaluator import STORE, Evaluator, Summary
+    from clinotel.alerts.runner import EvaluatorThread
+
+    class Full:
+        def evaluate(self) -> Summary:
+            return Summary(errors=[(STORE, "cannot keep the alert state: NOT_ENOUGH_SPACE")])
+
+        def close(self) -> None:
+            pass
+
+    thread = EvaluatorThread(cast(Evaluator, cast(Any, Full())), interval_s=0.05)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while thread.figures.evaluations < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    thread.stop()
+    assert thread.figures.errors >= 2
+    assert thread.figures.last_evaluation_s == 0.0

@@ -295,3 +295,51 @@ def test_metrics_and_ping(collector: Collector) -> None:
     assert lines["clinotel_writer_records_total"] == "1"
     assert lines["clinotel_wal_pending_bytes"] == "0"
     assert float(lines['clinotel_ingest_freshness_seconds{quantile="0.99"}']) >= 0
+
+
+def test_ping_and_up_say_when_the_store_or_the_log_cannot_take_spans_for_as_long_as_it_lasts(
+    collector: Collector,
+) -> None:
+    """On a full disk the collector refused every export (`log_error`) and its store took nothing,
+    while `/ping` said Ok and `clinotel_collector_up` 1 (an operator's review): both now say so
+    while it lasts, and are well again after it."""
+    import time
+    import urllib.error
+
+    from clinotel.collector.service import LOG_ERROR_SHOWN_S
+    from clinotel.collector.writer import STALL_ALARM_S
+
+    assert collector.admin is not None
+    assert collector.receiver is not None
+    assert collector.writer is not None
+    base = f"http://127.0.0.1:{collector.admin.port}"
+
+    def ping() -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"{base}/ping", timeout=5) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def up() -> str:
+        scrape = urllib.request.Request(f"{base}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        with urllib.request.urlopen(scrape, timeout=5) as r:
+            return next(line.split()[1] for line in r.read().decode().splitlines()
+                        if line.startswith("clinotel_collector_up "))  # fmt: skip
+
+    assert ping()[0] == 200
+    stats = collector.writer.stats
+    stats.stalled_since, stats.stalled_by = time.monotonic() - STALL_ALARM_S - 1, "NOT_ENOUGH_SPACE"
+    status, text = ping()
+    assert status == 503
+    assert "the store has taken no segment for 6" in text
+    assert "NOT_ENOUGH_SPACE" in text
+    assert up() == "0"
+    stats.stalled_since = None
+    collector.receiver.stats.count_refused("log_error")
+    status, text = ping()
+    assert status == 503
+    assert "could not be written" in text
+    collector.receiver.stats.refused_at["log_error"] -= LOG_ERROR_SHOWN_S
+    assert ping()[0] == 200
+    assert up() == "1"

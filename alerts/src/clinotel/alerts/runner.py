@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from clinotel.alerts.config import AlertingConfig
-from clinotel.alerts.evaluator import Evaluator
+from clinotel.alerts.evaluator import STORE, Evaluator
 from clinotel.alerts.paging import Outbox
 from clinotel.alerts.rules import RulePack
 from clinotel.alerts.wiring import build_evaluator, receiver_recorder
@@ -46,7 +46,11 @@ class EvaluatorThread:
                     self.figures.evaluations += 1
                     self.figures.errors += len(summary.errors)
                     self.figures.undelivered.update(a.sink for a in summary.undelivered)
-                    self.figures.last_evaluation_s = time.time()
+                    # a pass that could not keep the alert state paged nobody: not an evaluation a
+                    # watcher of this figure should count (on a full disk every pass failed so, and
+                    # the figure stayed seconds old: an operator's review)
+                    if not any(rule == STORE for rule, _ in summary.errors):
+                        self.figures.last_evaluation_s = time.time()
                 for rule, labels, state in summary.transitions:
                     logger.warning("alert %s %s -> %s", rule, labels, state)
                 for rule, error in summary.errors:

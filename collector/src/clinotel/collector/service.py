@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -61,13 +62,16 @@ from clinotel.collector.store.watch import EngineWatch
 from clinotel.collector.telemetry import metrics
 from clinotel.collector.telemetry.recorder import MetricsRecorder
 from clinotel.collector.tokens import ALL_TENANTS, Grant, Tokens
-from clinotel.collector.writer import SegmentWriter, StoreLostError, store_lost_reason
+from clinotel.collector.writer import STALL_ALARM_S, SegmentWriter, StoreLostError, store_lost_reason
 from clinotel.model.collector_metrics import AlertFigures
 from clinotel.model.tables import DEFAULT_DATABASE, ROLLUP_TABLES
 
 __all__ = ["Collector", "CollectorConfig", "ConfigError"]
 
 logger: Final = logging.getLogger("clinotel.collector")
+
+LOG_ERROR_SHOWN_S: Final = 30.0
+"""How long a request refused for a log that could not be written keeps `/ping` from answering OK."""
 INSECURE_TENANT: Final = "default"
 MAX_ROLLUP_INTERVAL_S: Final = 3600.0
 MAX_ROLLUP_WINDOW_DAYS: Final = 366
@@ -357,7 +361,7 @@ class Collector:
         if cfg.http is not None:
             self.admin = ClickHouseHttpServer(
                 cfg.http[0], cfg.http[1], self.metrics, None, self._authorize_reader, self._authorize_metrics,
-                self.health, cfg.max_connections,
+                self.readiness, cfg.max_connections,
             )  # fmt: skip
 
     def _check_logs(self, wal_dir: Path) -> None:
@@ -555,6 +559,27 @@ class Collector:
             return self.writer.failure or "the writer thread stopped"
         return None
 
+    def readiness(self) -> str | None:
+        """Why `/ping` should not answer OK, and `clinotel_collector_up` be 0: `health`, or, for as
+        long as it lasts, a store that has taken no segment for `STALL_ALARM_S` (a full disk, an
+        engine refusing its inserts) or a log that could not be written within `LOG_ERROR_SHOWN_S`
+        (a full or read-only disk under it). Exports are still taken meanwhile, into the log while it
+        can hold them. On a full disk every figure an operator watches said all was well (a review)."""
+        problem = self.health()
+        if problem is not None:
+            return problem
+        now = time.monotonic()
+        stats = self.writer.stats if self.writer is not None else None
+        if stats is not None and stats.stalled_since is not None and now - stats.stalled_since >= STALL_ALARM_S:
+            return (
+                f"the store has taken no segment for {now - stats.stalled_since:.0f} s ({stats.stalled_by}): "
+                "acknowledged spans wait in the log"
+            )
+        refused_at = self.receiver.stats.refused_at.get("log_error") if self.receiver is not None else None
+        if refused_at is not None and now - refused_at < LOG_ERROR_SHOWN_S:
+            return "the write-ahead log could not be written lately (a full or read-only disk?): exports are refused"
+        return None
+
     def fail(self, reason: str) -> None:
         """Stop acknowledging for `reason` (a background thread died, the log was lost)."""
         with self._failure_lock:
@@ -582,7 +607,7 @@ class Collector:
             self.receiver.stats,
             self.wal,
             self.writer.stats,
-            up=self.health() is None,
+            up=self.readiness() is None,
             parts_synced=self.config.fsync_parts if embedded else None,
             buffer=self.receiver.budget,
             decoding=self.receiver.decoding,

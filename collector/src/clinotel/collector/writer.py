@@ -31,7 +31,7 @@ from clinotel.collector.store.segments import SegmentStore
 from clinotel.model.store import first_line
 from clinotel.model.threads import guarded
 
-__all__ = ["SegmentWriter", "StoreLostError", "WriterStats"]
+__all__ = ["STALL_ALARM_S", "SegmentWriter", "StoreLostError", "WriterStats"]
 
 logger: Final = logging.getLogger("clinotel.collector")
 
@@ -82,6 +82,8 @@ class WriterStats:
     freshness_seconds_total: float = 0.0
     stalled_since: float | None = None
     """`time.monotonic()` of the first failed try of the segment in hand, None while inserts work."""
+    stalled_by: str = ""
+    """The first line of the last error of the segment in hand, while `stalled_since` is set."""
     reliefs: int = 0
     """Times the store was asked to free memory for a segment it kept out."""
 
@@ -190,6 +192,7 @@ class SegmentWriter:
                         return True
                 now = time.monotonic()
                 since = self.stats.stalled_since = self.stats.stalled_since or now
+                self.stats.stalled_by = first_line(e)
                 if now - since >= RELIEVE_AFTER_S and (relieved_at is None or now - relieved_at >= RELIEVE_AFTER_S):
                     relieved_at = now
                     freed = self.store.relieve(e)

@@ -153,6 +153,8 @@ class ReceiverStats:
     log_bytes: int = 0
     spans_retried: int = 0
     """Spans of requests recognised as a retry of one already accepted (`retries`): not logged again."""
+    refused_at: dict[str, float] = field(default_factory=dict)
+    """When (`time.monotonic()`) a request was last refused, by reason."""
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _unlogged: Counter[str] = field(default_factory=Counter, repr=False)
     _peers: dict[str, str] = field(default_factory=dict, repr=False)
@@ -166,6 +168,7 @@ class ReceiverStats:
         now = time.monotonic()
         with self.lock:
             self.requests_refused[reason] += 1
+            self.refused_at[reason] = now
             self._unlogged[reason] += 1
             if peer:
                 self._peers[reason] = peer
