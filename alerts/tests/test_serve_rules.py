@@ -14,6 +14,7 @@ from pathlib import Path
 
 from clinotel.alerts import default_rules_path
 from clinotel.alerts.rules import load
+from clinotel.model.collector_metrics import AlertFigures
 from tests.net import free_port
 
 
@@ -99,15 +100,30 @@ def test_a_collector_killed_while_evaluating_resumes_its_own_lease_at_once(tmp_p
     assert proc.returncode == 0, err.decode()[-2000:]
 
 
+def _two_passes(evaluator: object) -> AlertFigures:
+    """The figures of an evaluator thread running `evaluator` (a stand-in) for two passes at least."""
+    from typing import cast
+
+    from clinotel.alerts.evaluator import Evaluator
+    from clinotel.alerts.runner import EvaluatorThread
+
+    thread = EvaluatorThread(cast(Evaluator, evaluator), interval_s=0.05)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while thread.figures.evaluations < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    thread.stop()
+    return thread.figures
+
+
 def test_the_evaluators_figures_count_what_no_receiver_took() -> None:
     """A page no receiver took was only logged: a Prometheus watching the collector could not
     tell (operator review). The thread counts passes, errors and notifications not delivered."""
     from types import SimpleNamespace
-    from typing import Any, cast
+    from typing import cast
 
-    from clinotel.alerts.evaluator import Evaluator, Summary
+    from clinotel.alerts.evaluator import Summary
     from clinotel.alerts.paging import Attempt, Notification
-    from clinotel.alerts.runner import EvaluatorThread
 
     class Stub:
         def evaluate(self) -> Summary:
@@ -120,13 +136,7 @@ def test_the_evaluators_figures_count_what_no_receiver_took() -> None:
         def close(self) -> None:
             pass
 
-    thread = EvaluatorThread(cast(Evaluator, cast(Any, Stub())), interval_s=0.05)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while thread.figures.evaluations < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    thread.stop()
-    figures = thread.figures
+    figures = _two_passes(Stub())
     assert figures.evaluations >= 2
     assert figures.errors == figures.evaluations
     assert dict(figures.undelivered) == {"alertmanager": figures.evaluations}
@@ -137,10 +147,8 @@ def test_a_pass_that_could_not_keep_the_alert_state_is_not_the_last_evaluation()
     """On a full disk every pass failed at its first write and paged nobody, while
     `clinotel_alert_last_evaluation_timestamp_seconds` stayed seconds old: the watch the docs
     recommend saw nothing wrong (an operator's review). Such a pass counts as an error only."""
-    from typing import Any, cast
 
-    from clinotel.alerts.evaluator import STORE, Evaluator, Summary
-    from clinotel.alerts.runner import EvaluatorThread
+    from clinotel.alerts.evaluator import STORE, Summary
 
     class Full:
         def evaluate(self) -> Summary:
@@ -149,11 +157,6 @@ def test_a_pass_that_could_not_keep_the_alert_state_is_not_the_last_evaluation()
         def close(self) -> None:
             pass
 
-    thread = EvaluatorThread(cast(Evaluator, cast(Any, Full())), interval_s=0.05)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while thread.figures.evaluations < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    thread.stop()
-    assert thread.figures.errors >= 2
-    assert thread.figures.last_evaluation_s == 0.0
+    figures = _two_passes(Full())
+    assert figures.errors >= 2
+    assert figures.last_evaluation_s == 0.0
