@@ -302,3 +302,22 @@ def test_a_segment_kept_out_past_the_alarm_is_logged_with_the_stores_advice(
     alarms = [r.getMessage() for r in caplog.records if "still retrying" in r.getMessage()]
     assert alarms, "the alarm was raised"
     assert alarms[0].endswith("the fake store's hint for UnreachableError")
+
+
+def test_a_stop_that_leaves_acknowledged_spans_in_the_log_says_so_and_why(
+    wal: WriteAheadLog, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopped on a full disk, a collector's last line was "stopping: writing what the log holds",
+    and nothing said two acknowledged segments were left (an operator's review)."""
+    monkeypatch.setattr(writer_module, "DRAIN_DEADLINE_S", 0.2)
+    store = FakeStore()
+    store.failures = [UnreachableError("Code: 243. NOT_ENOUGH_SPACE")] * 10_000
+    _segment(wal, b"kept")
+    writer = SegmentWriter(wal, store)
+    with caplog.at_level(logging.WARNING, logger="clinotel.collector"):
+        writer.stop(drain=True, wait=False)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stopped with")]
+    assert len(lines) == 1, lines
+    assert "NOT_ENOUGH_SPACE" in lines[0]
+    assert "the next start stores them" in lines[0]
+    assert wal.sealed_count == 1

@@ -262,3 +262,11 @@ class SegmentWriter:
         if drain:
             # an insert of the thread's still in flight is waited for up to the drain's deadline
             self.drain(DRAIN_DEADLINE_S)
+            if self.wal.pending_bytes:  # a full disk, an engine refusing: said, not left to be guessed
+                logger.warning(
+                    "stopped with %d bytes of acknowledged spans not stored (%s): they stay in the log %s, "
+                    "and the next start stores them",
+                    self.wal.pending_bytes,
+                    self.stats.stalled_by or "the drain's deadline passed",
+                    self.wal.directory,
+                )
