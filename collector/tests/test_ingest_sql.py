@@ -332,6 +332,10 @@ _MARKED: Final = "e\u0301\u0302\u0303"
         "\u0ccb" * 4_000 + " 987-65-4321 " + "x" * 5_000,  # three marks dropped from each
         _MARKED * 2_000 + " MRN 00123456",  # 8,000 characters, 6,000 of them dropped by the fold
         "\u200b" * 8_000 + "123-45-6789" + "\ufdfa" * 2_000,  # invisible, then the SSN, then growth
+        # growth before an SSN spread by invisible characters puts it past the folded form's window
+        # while the written window still holds it: it was kept, by the library and the collector alike
+        "\ufdfa" * 300 + ("\u200b" * 100).join("987-65-4321") + " tail" * 2_000,
+        "\ufdfa" * 4_000 + " MRN 00123456",
     ],
 )
 def test_sql_scrub_reads_text_that_grows_or_shrinks_when_folded_as_python_does(client: Any, text: str) -> None:
@@ -346,23 +350,21 @@ def test_sql_scrub_reads_text_that_grows_or_shrinks_when_folded_as_python_does(c
         assert digits not in got.replace("\u200b", "")
 
 
-def test_no_character_loses_more_to_the_fold_than_the_engine_reads_past() -> None:
-    """`phi_sql.FOLD_READ` assumes the fold drops at most `MAX_HIDDEN_PER_CHAR` characters of one
-    character's NFKD form (combining marks, invisible characters): checked against this Python's
-    Unicode tables (the engine's may be newer, hence the spare)."""
+def test_the_nfkd_form_read_covers_the_written_window_and_what_the_fold_drops_before_it() -> None:
+    """`TEXT_FOLD_READ` characters of a text's NFKD form are folded and read for PHI, by the library
+    and the collector: at least the whole form of the written window (18 characters a character at
+    most), and what the fold drops before the folded window (3 a character at most), checked
+    against this Python's Unicode tables."""
     import unicodedata
 
-    from clinotel.semconv import INVISIBLE
+    from clinotel.semconv import INVISIBLE, TEXT_FOLD_BOUND, TEXT_FOLD_READ, TEXT_WINDOW
 
     def dropped(ch: str) -> bool:
         return unicodedata.category(ch).startswith("M") or any(lo <= ord(ch) <= hi for lo, hi in INVISIBLE)
 
-    most = max(
-        sum(map(dropped, unicodedata.normalize("NFKD", chr(cp))))
-        for cp in range(0x110000)
-        if not 0xD800 <= cp <= 0xDFFF
-    )
-    assert most < phi_sql.MAX_HIDDEN_PER_CHAR, most
+    forms = [unicodedata.normalize("NFKD", chr(cp)) for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF]
+    assert max(map(len, forms)) * TEXT_WINDOW <= TEXT_FOLD_READ
+    assert max(sum(map(dropped, form)) for form in forms) * TEXT_FOLD_BOUND + TEXT_WINDOW <= TEXT_FOLD_READ
 
 
 @pytest.mark.parametrize(

@@ -334,6 +334,22 @@ def test_a_fold_that_shortens_a_long_text_keeps_no_part_of_an_identifier(text: s
     assert not any(c.isdigit() or c == "@" for c in out), out[-40:]
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\ufdfa" * 300 + ("\u200b" * 100).join("987-65-4321") + " tail" * 2_000,
+        "\ufdfa" * 240 + " MRN\u200b 0012\u200b3456 " + "x" * 3_000,
+        "\u3316" * 900 + " ９８７-６５-４３２１ " + "y" * 4_000,  # a squared word is 6 characters in NFKD
+    ],
+)
+def test_text_that_grows_when_folded_keeps_no_hidden_identifier_of_its_written_window(text: str) -> None:
+    """Growth before a hidden identifier puts it past the folded form's window while the written
+    window still holds it: the written window was kept, the SSN in it (a review). The folded form
+    is read for PHI as far as the whole written window's form reaches."""
+    out = scrub(text)
+    assert not any(c.isdigit() or "\uff10" <= c <= "\uff19" for c in out), out[-60:]
+
+
 DRIVER_AND_FHIR_TEXTS = [
     "(psycopg2.errors.UniqueViolation) [parameters: {'mrn': '98765', 'first_name': 'Adaeze', 'last_name': 'Okafor'}]",
     "DETAIL:  Key (mrn)=(98765) already exists.",
