@@ -47,7 +47,7 @@ PUBLIC_API: dict[str, set[str]] = {
         "PHI_REGEX",
         "PSEUDONYM_PATTERN", "PayerClass", "PhiClass", "PhiPattern", "Pseudonymizer", "REDACTED", "REGISTRY",
         "TEXT_FOLD_BOUND",
-        "TEXT_FOLD_READ", "TEXT_WINDOW",
+        "TEXT_WINDOW",
         "RaceEthnicity", "Registry", "ReviewAction", "Risk", "RolloutCohort", "RolloutMode", "Scope", "Sex",
         "Stage", "UUID_PATTERN", "attributes", "contains_phi", "phi_kinds", "preview", "pseudonymize",
         "render_markdown", "scrub",

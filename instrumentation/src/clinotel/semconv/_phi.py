@@ -26,7 +26,6 @@ __all__ = [
     "PHI_REGEX",
     "REDACTED",
     "TEXT_FOLD_BOUND",
-    "TEXT_FOLD_READ",
     "TEXT_WINDOW",
     "PhiPattern",
     "Pseudonymizer",
@@ -119,15 +118,6 @@ TEXT_FOLD_BOUND: Final = _FOLD_BOUND
 """The characters of a non-ASCII text folded (NFKD, marks and invisible characters dropped) before
 it is cut: folding can shorten a text (invisible characters, marks) or lengthen it (NFKD, up to 18
 times)."""
-_NFKD_MOST: Final = 18
-"""The most characters one character's NFKD form has (U+FDFA)."""
-TEXT_FOLD_READ: Final = _NFKD_MOST * _WINDOW
-"""The characters of a text's NFKD form that are folded further and read for PHI: at least the
-whole form of its written window, so that PHI the written window holds is seen in the folded form
-however much the text before it grew (U+FDFA is 18 characters: 300 of them put a zero-width-spaced
-SSN at the 4,352nd written character past the folded form's window, and the written window was
-kept with it: a review); and past what the fold can drop before the window (3 characters of one
-character's form at most). The collector reads the same characters."""
 
 
 @functools.cache
@@ -396,13 +386,13 @@ def _unhidden(text: str) -> tuple[str, int]:
     latest, so no identifier cut by the bound is kept in part."""
     bounded = len(text) > _FOLD_BOUND
     head = text[:_FOLD_BOUND]
-    form = unicodedata.normalize("NFKD", head)
-    folded = _hidden().sub("", form[:TEXT_FOLD_READ]).translate(_as_ascii())
+    folded = _hidden().sub("", unicodedata.normalize("NFKD", head)).translate(_as_ascii())
     end = max(0, min(MAX_TEXT, len(folded) - _LOOKAHEAD)) if bounded else MAX_TEXT
-    # PHI anywhere in the folded form read, not only in its window: what the written window holds
-    # may sit past the folded form's window when the text before it grew (the folded window is
-    # kept then, and nothing past it)
-    if (folded != head or len(form) > TEXT_FOLD_READ) and PHI_PATTERN.search(folded) is not None:
+    # PHI anywhere in the folded form, not only in its window: what the written window holds may
+    # sit past the folded form's window when the text before it grew (U+FDFA is 18 characters:
+    # 300 of them put a zero-width-spaced SSN past it, and the written window was kept with the
+    # SSN: a review). The folded window is kept then, and nothing past it.
+    if folded != head and PHI_PATTERN.search(folded) is not None:
         return folded[: end + _LOOKAHEAD], end
     return head[:_WINDOW], MAX_TEXT
 

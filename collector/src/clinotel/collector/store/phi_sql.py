@@ -16,7 +16,6 @@ from clinotel.semconv import (
     REDACTED,
     REGISTRY,
     TEXT_FOLD_BOUND,
-    TEXT_FOLD_READ,
     TEXT_WINDOW,
     UUID_PATTERN,
     AttrType,
@@ -61,31 +60,25 @@ def _read_sql(expr: str) -> str:
     `TEXT_WINDOW` characters, cut at `MAX_TEXT`; a text with a character past ASCII folded to its
     first `TEXT_FOLD_BOUND` characters (NFKD, without combining marks (RE2's `\\p{M}`) or invisible
     characters, dashes, other scripts' digits and Latin lookalikes read as ASCII:
-    `semconv.ascii_folds`; of its NFKD form, the first `TEXT_FOLD_READ` characters) and, when that
-    form differs and shows PHI (`MRN 0012\u200b3456`, full-width digits, `123–45–6789`), the
-    window and the cut taken in the folded form, a cut `_LOOKAHEAD` short of its end when the text
-    went past the fold's bound; else the text as written. Text that is not valid UTF-8 (the
-    engine's normalisation refuses it, and would fail the insert) is read as written; the
-    receiver's protobuf parser lets none through anyway."""
+    `semconv.ascii_folds`) and, when that form differs and shows PHI anywhere in it
+    (`MRN 0012\u200b3456`, full-width digits, `123–45–6789`), the window and the cut taken in the
+    folded form, a cut `_LOOKAHEAD` short of its end when the text went past the fold's bound;
+    else the text as written. Text that is not valid UTF-8 (the engine's normalisation refuses it,
+    and would fail the insert) is read as written; the receiver's protobuf parser lets none
+    through anyway."""
     source, target = ascii_folds()
     written = f"(leftUTF8({expr}, {TEXT_WINDOW}), {MAX_TEXT})"
-    # n.1: the NFKD form's first TEXT_FOLD_READ characters (each step after it held a copy of it
-    # all, 18 times a text of U+FDFA: a tenant's ~16 MB of such text took an insert past the
-    # engine's cap, with other tenants' spans in its segment: an attack review), n.2: whether it
-    # was longer
-    marks_out = f"replaceRegexpAll(n.1, {_HIDDEN_SQL}, '')"
-    folded = f"(translateUTF8({marks_out}, {literal(source)}, {literal(target)}), n.2)"
-    nfkd = f"(leftUTF8(normalizeUTF8NFKD(h), {TEXT_FOLD_READ}), lengthUTF8(normalizeUTF8NFKD(h)) > {TEXT_FOLD_READ})"
+    marks_out = f"replaceRegexpAll(normalizeUTF8NFKD(h), {_HIDDEN_SQL}, '')"
+    folded = f"translateUTF8({marks_out}, {literal(source)}, {literal(target)})"
     cut = (
         f"if(lengthUTF8({expr}) > {TEXT_FOLD_BOUND}, "
-        f"toUInt64(greatest(0, least({MAX_TEXT}, toInt64(lengthUTF8(f.1)) - {_LOOKAHEAD}))), toUInt64({MAX_TEXT}))"
+        f"toUInt64(greatest(0, least({MAX_TEXT}, toInt64(lengthUTF8(f)) - {_LOOKAHEAD}))), toUInt64({MAX_TEXT}))"
     )
-    # PHI anywhere in the folded form read, as the library reads it: what the written window holds
-    # may sit past the folded form's window when the text before it grew
-    shown = f"if((f.1 != h OR f.2) AND match(f.1, {PHI_SQL}), (leftUTF8(f.1, e + {_LOOKAHEAD}), e), {written})"
+    # PHI anywhere in the folded form, as the library reads it: what the written window holds may
+    # sit past the folded form's window when the text before it grew (U+FDFA is 18 characters)
+    shown = f"if(f != h AND match(f, {PHI_SQL}), (leftUTF8(f, e + {_LOOKAHEAD}), e), {written})"
     per_fold = f"arrayElement(arrayMap(f -> arrayElement(arrayMap(e -> {shown}, [{cut}]), 1), [{folded}]), 1)"
-    per_nfkd = f"arrayElement(arrayMap(n -> {per_fold}, [{nfkd}]), 1)"
-    unfolded = f"arrayElement(arrayMap(h -> {per_nfkd}, [leftUTF8({expr}, {TEXT_FOLD_BOUND})]), 1)"
+    unfolded = f"arrayElement(arrayMap(h -> {per_fold}, [leftUTF8({expr}, {TEXT_FOLD_BOUND})]), 1)"
     return f"if(length({expr}) = lengthUTF8({expr}) OR NOT isValidUTF8({expr}), {written}, {unfolded})"
 
 
