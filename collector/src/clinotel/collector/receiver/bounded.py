@@ -302,7 +302,7 @@ class _Walk:
         scope = request.resource_spans[0].scope_spans[0]
         kept = refuse_in_scope(scope.spans, self.window, self.removed, self.days)
         self.kept += kept
-        self.copies += text_growth(run, kept, request)
+        self.copies += text_growth(run, kept, request, exact=True)
         self.attributes += sum(attribute_count(span) for span in scope.spans)
         check_attributes(self.attributes)
         scope.ClearField("scope")

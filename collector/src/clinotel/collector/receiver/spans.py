@@ -92,7 +92,12 @@ ids and its two fixed64 times."""
 
 
 def text_growth(
-    raw: bytes | memoryview, spans: int, request: ExportTraceServiceRequest, stop_past: int | None = None
+    raw: bytes | memoryview,
+    spans: int,
+    request: ExportTraceServiceRequest,
+    stop_past: int | None = None,
+    *,
+    exact: bool = False,
 ) -> int:
     """The bytes the store's PHI check may add reading the spans' text in its NFKD form (each text's
     first `TEXT_FOLD_BOUND` characters), for `raw`, the encoded request of `spans` kept spans:
@@ -103,11 +108,13 @@ def text_growth(
     a run of it). The bytes past ASCII beyond what a span's ids and times may hold bound it
     (`NFKD_GROWTH`), counted in C; when that bound is more than a quarter of the request, each
     text is folded as the store folds it, so that text that does not grow (most scripts' letters)
-    is not counted; the count may stop once past `stop_past` (the request is refused then)."""
+    is not counted (with `exact`, whenever the bound is not 0: a large request's runs, whose few
+    spans' ids and times vary more); the count may stop once past `stop_past` (the request is
+    refused then)."""
     past_ascii = len(bytes(raw).translate(None, _ASCII))  # the bytes left once every ASCII one is deleted
     unexplained = past_ascii - _BINARY_BYTES_PER_SPAN * spans
     bound = (NFKD_GROWTH - 1) * max(0, unexplained)
-    if bound <= len(raw) // 4:
+    if bound == 0 or (bound <= len(raw) // 4 and not exact):
         return bound
     return _folded_growth(request, stop_past)
 
