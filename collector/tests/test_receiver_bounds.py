@@ -376,3 +376,37 @@ def test_text_growth_counts_what_folding_adds_and_nothing_for_text_that_does_not
         assert growth == exact > len(raw)
     else:
         assert growth < len(raw) // 4
+
+
+def test_text_hidden_in_the_allowance_of_ids_and_times_made_of_ascii_bytes_is_counted() -> None:
+    """A span's ids and times are random bytes, allowed without text; but a sender picks them. Ids
+    of printable ASCII and a start time whose bytes are all under 0x80 left 48 bytes past ASCII to
+    16 characters of U+FDFA a span, 480 bytes of growth each, counted 40 for 1,000 spans (an attack
+    review). The allowance is of first bytes of characters by their length, each at its most."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    from clinotel.collector.receiver.spans import text_growth
+
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for i in range(1_000):
+        scope.spans.append(
+            Span(trace_id=b"%016d" % i, span_id=b"%08d" % (i + 1), name="\ufdfa" * 16,
+                 start_time_unix_nano=0x187F7F7F7F7F7F7F, end_time_unix_nano=0x187F7F7F7F7F7F7F)
+        )  # fmt: skip
+    raw = request.SerializeToString()
+    assert text_growth(raw, 1_000, request) == 1_000 * 16 * 30
+
+
+def test_the_growth_allowed_for_each_length_of_character_is_the_most_any_adds() -> None:
+    import unicodedata
+
+    from clinotel.collector.receiver.spans import _LEADS
+
+    most = {2: 0, 3: 0, 4: 0}
+    for cp in range(0x80, 0x110000):
+        if not 0xD800 <= cp <= 0xDFFF:
+            size = len(chr(cp).encode())
+            most[size] = max(most[size], len(unicodedata.normalize("NFKD", chr(cp)).encode()) - size)
+    assert [growth for _, growth, _ in _LEADS] == [most[2], most[3], most[4]]
+    assert [(leads[0], leads[-1]) for leads, _, _ in _LEADS] == [(0xC2, 0xDF), (0xE0, 0xEF), (0xF0, 0xF4)]

@@ -15,6 +15,7 @@ import pytest
 from clinotel.collector.log.record import frame, keyed
 from clinotel.collector.log.wal import (
     COPIES_PER_SEGMENT,
+    HELD_UP_AGES,
     LogFullError,
     LogInUseError,
     LogLostError,
@@ -404,17 +405,19 @@ def test_no_segment_grows_past_its_size_with_requests_smaller_than_it(tmp_path: 
 def test_an_old_segment_is_sealed_by_the_next_append_while_the_writer_is_held_up(tmp_path: Path) -> None:
     """The writer seals an old open segment when it asks for the next, which it does not while an
     insert is retried: every tenant's requests gathered behind a stalled insert into one segment
-    (20 s of them, set aside together in an attack review). An append seals it too."""
-    wal = WriteAheadLog(tmp_path, segment_bytes=1 << 20, max_age_s=0.05)
+    (20 s of them, set aside together in an attack review). An append seals it too, once it is
+    `HELD_UP_AGES` times its age (sooner, it would seal a busy writer's segments before they fill)."""
+    wal = WriteAheadLog(tmp_path, segment_bytes=1 << 20, max_age_s=0.02)
     wal.append(frame(b"before"))
-    time.sleep(0.1)
+    wal.append(frame(b"still"))
+    time.sleep(0.02 * HELD_UP_AGES + 0.05)
     wal.append(frame(b"after"))  # no next_segment meanwhile: the writer is busy elsewhere
     wal.flush()
     segments = []
     while (segment := wal.next_segment(timeout=0.2)) is not None:
         segments.append(list(read_records(segment.path)))
         wal.done(segment)
-    assert segments == [[b"before"], [b"after"]]
+    assert segments == [[b"before", b"still"], [b"after"]]
     wal.close()
 
 

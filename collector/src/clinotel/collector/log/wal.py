@@ -62,6 +62,7 @@ __all__ = [
     "COPIES_PER_REQUEST",
     "COPIES_PER_SEGMENT",
     "FORMAT_MARK",
+    "HELD_UP_AGES",
     "LOCK_FILE",
     "OWNER_FILE",
     "LogFullError",
@@ -91,6 +92,12 @@ segment's size. The insert takes 7-15 bytes at its peak for each byte copied (15
 `service.name`) and 13-14 for each byte of the segment (2026-12-07; `segment_bytes_for` budgets
 40): a full segment and its full copies come to about 240 MB at 8 MiB, within that budget. A usual
 exporter's resource (a few hundred bytes over 512 spans) copies half a segment's size or less."""
+HELD_UP_AGES: Final = 10
+"""An append seals the open segment once it is this many times its age (5 s by default): the writer
+seals it at its age when it asks for the next segment, and while an insert is retried it does not
+ask. At every age, appends sealed segments before a busy writer had filled them: 5.7-6.8 MB instead
+of 8 at 25,000-30,000 spans/s, and the fixed cost of the inserts took 5,000 spans/s off the
+benchmark's capacity (2026-12-08)."""
 COPIES_PER_REQUEST: Final = 2
 """A request whose resources and scopes copied onto its spans come to more than this many times a
 segment's size is refused whole (413): alone in its segment, its insert would pass the insert's
@@ -696,15 +703,16 @@ class WriteAheadLog:
             if self._records and (
                 self._written + size > self.segment_bytes
                 or self._copies + copies > self.copies_per_segment
-                or time.monotonic() - self._opened_at >= self.max_age_s
+                or time.monotonic() - self._opened_at >= HELD_UP_AGES * self.max_age_s
             ):
                 # A segment holds no more than its size: a request as big gets one of its own, so
                 # should the engine refuse it for its size no other request shares its fate in the
                 # quarantine; nor do the requests before one that would take the segment past its
                 # size or its copies past their share (a segment took a request after nearly
-                # filling up, to twice its size: an attack review). And none older than its age,
-                # even while the writer is held up (it seals old segments only when idle): 20 s of
-                # other tenants' requests gathered behind a stalled insert went with it.
+                # filling up, to twice its size: an attack review). And none much older than its
+                # age while the writer is held up (it seals old segments only when it asks for the
+                # next): 20 s of every tenant's requests gathered behind a stalled insert and were
+                # set aside with it.
                 self._seal()
             if self._file is None:
                 self._open()
