@@ -267,6 +267,6 @@ class SegmentWriter:
                     "stopped with %d bytes of acknowledged spans not stored (%s): they stay in the log %s, "
                     "and the next start stores them",
                     self.wal.pending_bytes,
-                    self.stats.stalled_by or "the drain's deadline passed",
+                    self.stats.stalled_by if self.stats.stalled_since is not None else "the drain's deadline passed",
                     self.wal.directory,
                 )

@@ -95,8 +95,9 @@ form adds (U+0390, U+FDFA, U+1D160: a test checks Python's tables), and how many
 is allowed without text (its ids and its times are random bytes: about 4.7, 2.5 and 0.8 of them
 in 40). Ids and times of ASCII bytes leave the allowance to text, 122 bytes of growth a span at
 most; an allowance of 48 bytes past ASCII of any kind hid 480 (an attack review)."""
-_ALL_BYTES: Final = bytes(range(256))
 _BELOW_LEADS: Final = bytes(range(0xC2))
+_OTHER_THAN: Final = tuple(bytes(range(256)).translate(None, leads) for leads, _, _ in _LEADS)
+"""For each length in `_LEADS`, every byte that is not one of its first bytes (to delete them)."""
 
 
 def text_growth(
@@ -121,8 +122,8 @@ def text_growth(
     count may stop once past `stop_past` (the request is refused then)."""
     high = bytes(raw).translate(None, _BELOW_LEADS)  # what may start a character past ASCII, in one pass
     bound = 0
-    for leads, growth, allowed in _LEADS:
-        found = len(high.translate(None, _ALL_BYTES.translate(None, leads)))  # every other byte deleted
+    for (_, growth, allowed), others in zip(_LEADS, _OTHER_THAN, strict=True):
+        found = len(high.translate(None, others))
         bound += growth * max(0, found - allowed * spans)
     if bound == 0 or (bound <= len(raw) // 4 and not exact):
         return bound

@@ -35,7 +35,6 @@ __all__ = [
     "map_of_checked",
     "only_allowed",
     "scrub_sql",
-    "scrubbed_here",
     "value_sql",
 ]
 
@@ -224,12 +223,6 @@ def map_of_checked(checked: str) -> str:
     value = f"if(t.4 = {int(_Check.FREE_TEXT)}, {scrub_sql('t.2')}, t.2)"
     kept = f"arrayFilter(t -> t.5 = 0, {checked})"
     return f"CAST(arrayMap(t -> (t.1, {value}), {kept}), 'Map(LowCardinality(String), String)')"
-
-
-def scrubbed_here(t: str) -> str:
-    """SQL: whether the judged attribute `t` (`checked_attributes`) is kept as free text, to be
-    scrubbed."""
-    return f"{t}.4 = {int(_Check.FREE_TEXT)} AND {t}.5 = 0"
 
 
 def drops_of_checked(total: str, checked: str) -> tuple[str, str, str]:

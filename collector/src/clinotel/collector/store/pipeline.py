@@ -21,9 +21,10 @@ from clinotel.collector.log.record import ONEOF_NAME, PROTO_MESSAGE
 from clinotel.collector.store.phi_sql import attribute_map as _attribute_map
 from clinotel.collector.store.phi_sql import drops_of_checked as _drops_of_checked
 from clinotel.collector.store.phi_sql import judged_attributes as _judged_attributes
+from clinotel.collector.store.phi_sql import map_of_checked as _map_of_checked
 from clinotel.collector.store.phi_sql import only_allowed as _only_allowed
 from clinotel.collector.store.phi_sql import scrub_sql as _scrub_sql
-from clinotel.collector.store.phi_sql import scrubbed_here, value_sql
+from clinotel.collector.store.phi_sql import value_sql
 from clinotel.collector.store.schema import TRACES, TRACES_INSERT_COLUMNS, SchemaOptions
 from clinotel.model.sql import identifier, literal
 from clinotel.model.tables import TRACES_DROP_COLUMNS
@@ -116,9 +117,7 @@ def flatten_select(o: SchemaOptions, source: str, *, checks: bool = True, count_
     # values are scrubbed here, not with the span's texts: a lambda that reads a column from
     # outside it has that column copied for every element, and the span's scrubbed texts indexed
     # from each attribute cost more than the plan it saved
-    value = f"if({scrubbed_here('t')}, {_scrub_sql('t.2')}, t.2)"
-    owner_map = f"CAST(arrayMap(t -> (t.1, {value}), arrayFilter(t -> t.5 = 0, x)), {_MAP})"
-    maps = f"arrayMap(x -> {owner_map}, span_checked)"
+    maps = f"arrayMap(x -> {_map_of_checked('x')}, span_checked)"
     attribute_maps = (
         ("maps[1]", "arraySlice(maps, 2, length(span.events))", "arraySlice(maps, 2 + length(span.events))")
         if checks
